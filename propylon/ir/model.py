@@ -1,0 +1,190 @@
+"""The intermediate representation: what translation produces and what a proxy compiles.
+
+Invariants:
+- Plain, frozen data. No behaviour, no compiled regexes, no sockets. Everything here round-trips
+  through JSON (see ``codec.py``) so the control plane can ship it and a proxy can cache it.
+- Every reference is resolved: a rule names upstreams by key (``namespace/name``) and every key
+  it names is present in its Gateway's ``upstreams``. Delegation is already flattened: a
+  RouteTable's rules appear as ordinary rules carrying their inherited hostnames.
+- A rule's ``policies`` are final: precedence and ``enforced`` are applied and they are sorted
+  in ``POLICY_ORDER``. The runtime builds one filter per entry and runs them in tuple order.
+- Invalid routes are already replaced: their matches carry a ``DirectResponseIR`` with the
+  Gateway's ``invalid_route_response`` and ``replaced=True``.
+- Durations are float seconds. Header names are lower-case.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+IR_SCHEMA_VERSION = 1
+
+# The fixed order in which policy types run on a request (DESIGN §2). A filter earlier in this
+# table sees the request first and sees the response last. Translation sorts each rule's
+# policies by it; the filter registry keys filter classes by the same names.
+POLICY_ORDER: tuple[str, ...] = (
+    "ipFilter",  # cheapest rejection first, on the real client IP
+    "waf",
+    "cors",  # answers preflights before auth, which browsers do not send credentials for
+    "jwt",
+    "apiKey",
+    "basicAuth",
+    "extAuth",
+    "rateLimit",  # after auth so limits can be keyed on the consumer
+    "requestLimits",
+    "headers",  # request/response header edits, closest to the upstream
+    "cache",
+    "compression",
+    "faultInjection",  # last, so injected faults look like upstream behaviour
+)
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointIR:
+    address: str
+    port: int
+    weight: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class HashOnIR:
+    """What ``ring_hash`` hashes: ``kind`` is ``header``, ``cookie`` or ``client_ip``."""
+
+    kind: str
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class UpstreamIR:
+    key: str  # "namespace/name"
+    endpoints: tuple[EndpointIR, ...]
+    lb_policy: str = "round_robin"  # round_robin | least_request | random | ring_hash
+    hash_on: HashOnIR | None = None
+    connect_timeout: float = 5.0
+    idle_timeout: float = 60.0  # idle pooled connections are closed after this
+    max_connections_per_endpoint: int = 1024
+    max_idle_per_endpoint: int = 128
+
+
+@dataclass(frozen=True, slots=True)
+class PathMatchIR:
+    kind: str  # exact | prefix | regex
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class ValueMatchIR:
+    """A header or query-parameter condition: exact ``value`` or full-match ``regex``."""
+
+    name: str  # header names lower-case; query names as given
+    value: str | None = None
+    regex: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MatchIR:
+    path: PathMatchIR = field(default_factory=lambda: PathMatchIR("prefix", "/"))
+    method: str | None = None
+    headers: tuple[ValueMatchIR, ...] = ()
+    query: tuple[ValueMatchIR, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BackendIR:
+    upstream: str  # key into GatewayIR.upstreams
+    weight: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class RewriteIR:
+    """Exactly one of ``prefix`` (replaces the matched prefix) or ``full_path`` is set."""
+
+    prefix: str | None = None
+    full_path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardIR:
+    backends: tuple[BackendIR, ...]
+    rewrite: RewriteIR | None = None
+    timeout: float = 60.0  # from request start until the upstream response head arrives
+
+
+@dataclass(frozen=True, slots=True)
+class RedirectIR:
+    status_code: int = 302
+    scheme: str | None = None
+    host: str | None = None
+    port: int | None = None
+    path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DirectResponseIR:
+    status: int
+    body: str = ""
+    content_type: str = "text/plain; charset=utf-8"
+
+
+Action = ForwardIR | RedirectIR | DirectResponseIR
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyIR:
+    type: str  # one of POLICY_ORDER
+    spec: dict[str, Any]  # the policy section as plain JSON data, defaults filled in
+    source: str  # where it was attached, e.g. "Gateway infra/edge (enforced)"
+
+
+@dataclass(frozen=True, slots=True)
+class RuleIR:
+    """One routing rule, flattened. ``matches`` are OR'ed; an empty tuple never matches."""
+
+    id: str  # unique within the Gateway, stable across reloads
+    route: str  # "Kind namespace/name" of the Route or RouteTable that owns the rule
+    name: str | None  # the rule's own name, if it has one
+    hostnames: tuple[str, ...]  # exact or "*.suffix"; empty means any host
+    matches: tuple[MatchIR, ...]
+    action: Action
+    policies: tuple[PolicyIR, ...] = ()
+    delegated_from: tuple[str, ...] = ()  # ids of the delegating rules, outermost first
+    replaced: bool = False  # True when this rule stands in for an invalid resource
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerIR:
+    name: str
+    port: int
+    protocol: str = "HTTP"
+    address: str = "0.0.0.0"
+    hostnames: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayIR:
+    key: str  # "namespace/name"
+    listeners: tuple[ListenerIR, ...]
+    rules: tuple[RuleIR, ...]
+    upstreams: tuple[UpstreamIR, ...]
+    trusted_proxies: tuple[str, ...] = ()  # CIDRs
+    invalid_route_response: DirectResponseIR = DirectResponseIR(500, "route unavailable")
+    # Gateway-level policies, applied to requests that match no rule (e.g. 404 answers).
+    default_policies: tuple[PolicyIR, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StatusIR:
+    kind: str
+    key: str  # "namespace/name"
+    state: str  # Accepted | Invalid
+    reasons: tuple[str, ...] = ()
+    gateways: tuple[str, ...] = ()  # Gateways that selected the resource
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotIR:
+    gateways: tuple[GatewayIR, ...]
+    statuses: tuple[StatusIR, ...] = ()
+    version: str = ""  # content hash, filled in by codec.seal()
+    schema: int = IR_SCHEMA_VERSION
