@@ -1,0 +1,27 @@
+"""Removing secrets from data shown by admin APIs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+REDACTED = "<redacted>"
+# Field names whose values are secrets wherever they appear.
+SECRET_KEYS = frozenset(
+    {"secret", "password", "token", "apikey", "privatekey", "credentials", "value_hash"}
+)
+
+
+def redact(data: Any) -> Any:
+    """A copy of ``data`` with the values of secret-named fields replaced."""
+    if isinstance(data, dict):
+        return {
+            k: REDACTED if _is_secret(k) and v not in (None, "", [], {}) else redact(v)
+            for k, v in data.items()
+        }
+    if isinstance(data, list):
+        return [redact(v) for v in data]
+    return data
+
+
+def _is_secret(key: str) -> bool:
+    return key.replace("-", "").replace("_", "").lower() in SECRET_KEYS

@@ -1,0 +1,127 @@
+"""The ``propylon`` command: thin wrappers over library functions."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Propylon API gateway.",
+    pretty_exceptions_enable=False,
+)
+
+PathsArg = Annotated[list[Path], typer.Argument(help="YAML files or folders of them.")]
+
+
+def parse_hostport(value: str) -> tuple[str, int] | None:
+    if value == "off":
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise typer.BadParameter(f"expected HOST:PORT or off, got {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+@app.command()
+def run(
+    paths: PathsArg,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (SO_REUSEPORT).")] = 1,
+    admin: Annotated[str, typer.Option(help="Admin listener HOST:PORT, or off.")] = (
+        "127.0.0.1:9901"
+    ),
+    access_log: Annotated[str, typer.Option(help="stdout, off, or a file path.")] = "stdout",
+    drain_timeout: Annotated[
+        float, typer.Option(help="Seconds in-flight requests get on SIGTERM.")
+    ] = 30.0,
+    watch: Annotated[bool, typer.Option(help="Reload when the files change.")] = True,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+) -> None:
+    """Run a standalone gateway from files; hot-reloads them on change and on SIGHUP."""
+    import uvloop
+
+    from propylon.proxy.supervisor import Supervisor, run_supervisor
+    from propylon.standalone import build_snapshot
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s propylon %(levelname)s %(message)s"
+    )
+    admin_addr = parse_hostport(admin)
+    supervisor = Supervisor(
+        build=lambda: build_snapshot(paths),
+        workers=workers,
+        access_log=access_log,
+        log_level=log_level,
+        drain_timeout=drain_timeout,
+    )
+    watched = [str(p) for p in paths] if watch else []
+    code = uvloop.run(run_supervisor(supervisor, watched, admin_addr))
+    raise typer.Exit(code)
+
+
+@app.command()
+def validate(paths: PathsArg) -> None:
+    """Check configuration files; print every problem with file:line; exit 1 on any."""
+    from propylon.standalone import build_snapshot
+
+    result = build_snapshot(paths)
+    for error in result.errors:
+        typer.echo(f"error: {error}", err=True)
+    for warning in result.warnings:
+        typer.echo(f"invalid: {warning}", err=True)
+    if result.errors or result.warnings:
+        typer.echo(
+            f"{len(result.errors)} error(s), {len(result.warnings)} invalid resource(s)",
+            err=True,
+        )
+        raise typer.Exit(1)
+    assert result.snapshot is not None
+    rules = sum(len(g.rules) for g in result.snapshot.gateways)
+    typer.echo(
+        f"ok: {len(result.snapshot.gateways)} gateway(s), {rules} rule(s), "
+        f"version {result.snapshot.version}"
+    )
+
+
+@app.command()
+def explain(
+    method: Annotated[str, typer.Argument(help="HTTP method, e.g. GET.")],
+    url: Annotated[str, typer.Argument(help="Full URL, e.g. http://shop.example.com:8080/api")],
+    config: Annotated[list[Path], typer.Option("-c", "--config", help="Config files/folders.")],
+    header: Annotated[
+        list[str] | None, typer.Option("-H", "--header", help="name:value (repeatable).")
+    ] = None,
+    client_ip: Annotated[str, typer.Option(help="Client address to assume.")] = "127.0.0.1",
+) -> None:
+    """Show which Gateway, rule, policies (in order) and upstream a request would get."""
+    from propylon.explain import explain as explain_request
+    from propylon.standalone import build_snapshot
+
+    result = build_snapshot(config)
+    if result.snapshot is None:
+        for error in result.errors:
+            typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1)
+    headers: dict[str, str] = {}
+    for item in header or []:
+        name, sep, value = item.partition(":")
+        if not sep:
+            raise typer.BadParameter(f"header must be name:value, got {item!r}")
+        headers[name.strip().lower()] = value.strip()
+    explanation = explain_request(result.snapshot, method, url, headers, client_ip)
+    typer.echo("\n".join(explanation.lines))
+    if not explanation.matched:
+        raise typer.Exit(2)
+
+
+def main() -> None:
+    app(prog_name="propylon")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

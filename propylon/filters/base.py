@@ -1,0 +1,88 @@
+"""The filter contract: one base class whose phase methods do nothing by default.
+
+A filter is built once per rule from its policy spec (``from_spec``), precomputes everything
+there, and never mutates its state at request time. The runtime puts a filter's bound method
+into a phase tuple only when the filter's class overrides that phase, so a route with no
+filters, or a filter that only edits responses, pays nothing for the other phases.
+
+Phases, in the order they run for one request (after routing):
+- ``on_request(ctx)``: the request head is parsed and a rule matched. Return ``None`` to go
+  on, or a ``LocalResponse`` to answer the client directly (401, 403, 429, 204 preflight...);
+  the remaining filters' ``on_request`` and the upstream are then skipped, but every filter's
+  ``on_response`` still runs on the local answer.
+- ``on_upstream_request(ctx)``: just before the request head is written upstream; the last
+  chance to edit ``ctx.request_headers`` for the upstream only.
+- ``on_response(ctx, status, headers)``: the response head (from upstream, or local) is about
+  to be written to the client. ``headers`` may be edited in place. Runs in reverse filter order.
+- ``on_log(ctx)``: the exchange is over (or aborted); metrics, access log, traces.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Protocol
+
+Headers = list[tuple[bytes, bytes]]
+
+
+class FilterContext(Protocol):
+    """What a filter may read and edit of the exchange in flight."""
+
+    method: bytes
+    path: bytes
+    query: bytes
+    host: str
+    client_ip: str
+    request_headers: Headers
+
+
+class LocalResponse:
+    """An answer produced by the gateway itself instead of the upstream."""
+
+    __slots__ = ("body", "content_type", "headers", "status")
+
+    def __init__(
+        self,
+        status: int,
+        body: bytes = b"",
+        headers: Headers | None = None,
+        content_type: bytes = b"text/plain; charset=utf-8",
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.headers: Headers = headers if headers is not None else []
+        self.content_type = content_type
+
+
+class Filter:
+    """Base of every policy filter; subclasses override only the phases they use."""
+
+    policy_type: ClassVar[str] = ""
+
+    __slots__ = ("source",)
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], source: str) -> Filter:
+        raise NotImplementedError
+
+    def on_request(self, ctx: FilterContext) -> LocalResponse | None:
+        return None
+
+    def on_upstream_request(self, ctx: FilterContext) -> None:
+        return None
+
+    def on_response(self, ctx: FilterContext, status: int, headers: Headers) -> None:
+        return None
+
+    def on_log(self, ctx: FilterContext) -> None:
+        return None
+
+
+PHASES: tuple[str, ...] = ("on_request", "on_upstream_request", "on_response", "on_log")
+
+
+def overrides(filter_: Filter, phase: str) -> bool:
+    """Whether the filter's class implements ``phase`` (rather than inheriting the no-op)."""
+    return getattr(type(filter_), phase) is not getattr(Filter, phase)

@@ -1,0 +1,296 @@
+"""The client side: one asyncio protocol per downstream connection (uvicorn's shape).
+
+The httptools request parser feeds ``Exchange`` objects. Pipelined requests are answered in
+order: only ``current`` talks to an upstream; requests parsed while it is in flight wait in
+``queued`` with reading paused, so at most one read's worth of input is ever buffered.
+
+Flow control: reading from the client pauses for three independent reasons (a queued
+pipelined request, an upstream that cannot take more request body, too much body buffered
+before the upstream is ready) and resumes when none is left. When the client cannot take
+more response bytes (``pause_writing``), the current upstream connection stops reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+import httptools
+
+from propylon.proxy.exchange import Exchange
+from propylon.proxy.hostport import split_host
+from propylon.proxy.http11 import simple_response
+
+if TYPE_CHECKING:
+    from propylon.proxy.worker_state import ListenerState, WorkerState
+
+_PIPELINE, _UPSTREAM_FULL, _BODY_BUFFER = 1, 2, 4
+MAX_HEADER_FIELDS = 100
+MAX_HEADER_BYTES = 64 * 1024
+
+# How the request head's special fields are handled in ``on_header``.
+_KEEP, _HOST, _LENGTH, _CHUNKED, _CONNECTION, _EXPECT, _FORWARDED, _DROP = range(8)
+_SPECIAL: dict[bytes, int] = {
+    b"host": _HOST,
+    b"content-length": _LENGTH,
+    b"transfer-encoding": _CHUNKED,
+    b"connection": _CONNECTION,
+    b"expect": _EXPECT,
+    b"x-forwarded-for": _FORWARDED,
+    b"x-forwarded-proto": _FORWARDED,
+    b"x-forwarded-host": _FORWARDED,
+    b"forwarded": _FORWARDED,
+    b"keep-alive": _DROP,
+    b"proxy-connection": _DROP,
+    b"proxy-authenticate": _DROP,
+    b"proxy-authorization": _DROP,
+    b"te": _DROP,
+    b"trailer": _DROP,
+    b"upgrade": _DROP,
+}
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class DownstreamProtocol(asyncio.Protocol):
+    __slots__ = (
+        "current",
+        "ex",
+        "idle_since",
+        "listener",
+        "loop",
+        "parser",
+        "peer_ip",
+        "peer_trusted",
+        "queued",
+        "read_paused",
+        "transport",
+        "worker",
+        "writing_paused",
+    )
+
+    def __init__(self, worker: WorkerState, listener: ListenerState) -> None:
+        self.worker = worker
+        self.listener = listener
+        self.loop = worker.loop
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.peer_ip = ""
+        self.peer_trusted = False
+        self.ex: Exchange | None = None  # the request being parsed
+        self.current: Exchange | None = None  # the request being answered
+        self.queued: deque[Exchange] = deque()
+        self.read_paused = 0
+        self.writing_paused = False
+        self.idle_since = time.monotonic()
+
+    # -- connection --------------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer_ip = peer[0] if peer else ""
+        gateway = self.listener.gateway
+        self.peer_trusted = gateway is not None and gateway.is_trusted(self.peer_ip)
+        self.worker.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.worker.connections.discard(self)
+        if self.current is not None:
+            self.current.client_gone()
+            self.current = None
+        for ex in self.queued:
+            ex.client_gone()
+        self.queued.clear()
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except BadRequest as exc:
+            self.reject(exc.status, str(exc))
+        except httptools.HttpParserUpgrade:
+            self.reject(501, "protocol upgrade is not supported yet")
+        except httptools.HttpParserError as exc:
+            self.reject(400, f"malformed request: {exc}")
+
+    def reject(self, status: int, message: str) -> None:
+        """Answer a request that cannot be parsed, then close: pipelined input is dropped."""
+        self.parser = httptools.HttpRequestParser(self)  # nothing more is parsed from here
+        if self.current is None or not self.current.response_started:
+            self.transport.write(
+                simple_response(status, message.encode("latin-1") + b"\n", close=True)
+            )
+        self.transport.close()
+
+    def eof_received(self) -> bool:
+        return self.current is not None  # half-close: let the current response finish
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+        current = self.current
+        if current is not None and current.conn is not None and current.conn.transport:
+            current.conn.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        current = self.current
+        if current is not None and current.conn is not None and current.conn.transport:
+            current.conn.transport.resume_reading()
+
+    def abort(self) -> None:
+        self.transport.abort()
+
+    # -- read flow control -------------------------------------------------------------
+    def _pause(self, reason: int) -> None:
+        if not self.read_paused:
+            self.transport.pause_reading()
+        self.read_paused |= reason
+
+    def _resume(self, reason: int) -> None:
+        if self.read_paused & reason:
+            self.read_paused &= ~reason
+            if not self.read_paused:
+                self.transport.resume_reading()
+
+    def pause_reading_for_upstream(self) -> None:
+        self._pause(_UPSTREAM_FULL)
+
+    def resume_reading_for_upstream(self) -> None:
+        self._resume(_UPSTREAM_FULL)
+
+    def pause_reading_for_body(self) -> None:
+        self._pause(_BODY_BUFFER)
+
+    def resume_reading_for_body(self) -> None:
+        self._resume(_BODY_BUFFER)
+
+    @property
+    def draining(self) -> bool:
+        return self.worker.draining
+
+    # -- httptools callbacks -------------------------------------------------------------
+    def on_message_begin(self) -> None:
+        self.ex = Exchange(self)
+
+    def on_url(self, url: bytes) -> None:
+        ex = self.ex
+        assert ex is not None
+        ex.url += url
+        if len(ex.url) > MAX_HEADER_BYTES:
+            raise BadRequest(414, "request target too long")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        ex = self.ex
+        assert ex is not None
+        if ex.method:
+            return  # a trailer field of a chunked body: dropped
+        name = name.lower()
+        ex.header_bytes += len(name) + len(value)
+        if ex.header_bytes > MAX_HEADER_BYTES or len(ex.request_headers) >= MAX_HEADER_FIELDS:
+            raise BadRequest(431, "request header fields too large")
+        kind = _SPECIAL.get(name, _KEEP)
+        if kind == _KEEP:
+            ex.request_headers.append((name, value))
+        elif kind == _HOST:
+            ex.host_count += 1
+            ex.request_headers.append((name, value))
+        elif kind == _LENGTH:
+            ex.has_body = value.strip() != b"0"
+            ex.request_headers.append((name, value))
+        elif kind == _CHUNKED:
+            ex.req_chunked = ex.has_body = True
+        elif kind == _CONNECTION:
+            ex.conn_header = value if ex.conn_header is None else ex.conn_header + b"," + value
+        elif kind == _EXPECT:
+            ex.expect_continue = value.strip().lower() == b"100-continue"
+        elif kind == _FORWARDED:
+            if ex.forwarded is None:
+                ex.forwarded = {}
+            prev = ex.forwarded.get(name)
+            ex.forwarded[name] = value if prev is None else prev + b", " + value
+
+    def on_headers_complete(self) -> None:
+        ex = self.ex
+        assert ex is not None
+        if self.transport.is_closing():
+            return  # input after a response that closes the connection is ignored
+        parser = self.parser
+        ex.method = parser.get_method()
+        ex.http11 = parser.get_http_version() == "1.1"
+        ex.keep_alive = parser.should_keep_alive()
+        self._parse_target(ex)
+        if ex.host_count > 1:
+            raise BadRequest(400, "duplicate Host header")
+        if ex.http11 and ex.host_count == 0:
+            raise BadRequest(400, "missing Host header")
+        if not ex.has_body:
+            ex.body_done = True
+        if self.current is None:
+            self.current = ex
+            ex.begin()
+        else:
+            self.queued.append(ex)
+            self._pause(_PIPELINE)
+
+    def _parse_target(self, ex: Exchange) -> None:
+        url = ex.url
+        if url.startswith(b"/"):
+            path, sep, query = url.partition(b"?")
+            ex.path, ex.query = path, query
+            host_value = ex.host_header()
+        elif url == b"*" and ex.method == b"OPTIONS":
+            ex.path, host_value = b"*", ex.host_header()
+        else:
+            try:
+                parsed = httptools.parse_url(url)
+            except httptools.HttpParserInvalidURLError:
+                raise BadRequest(400, "invalid request target") from None
+            if not parsed.host:
+                raise BadRequest(400, "invalid request target")
+            host_value = parsed.host + (b":%d" % parsed.port if parsed.port else b"")
+            ex.path = parsed.path or b"/"
+            ex.query = parsed.query or b""
+            # absolute-form: the target's authority wins over any Host field (RFC 9112 §3.2.2)
+            ex.request_headers = [h for h in ex.request_headers if h[0] != b"host"]
+            ex.request_headers.append((b"host", host_value))
+            ex.host_count = 1
+        ex.host = split_host(host_value)[0] if host_value else ""
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.ex
+        assert ex is not None
+        ex.request_body(body)
+
+    def on_message_complete(self) -> None:
+        ex = self.ex
+        assert ex is not None
+        self.ex = None
+        ex.request_complete()
+
+    # -- between exchanges -----------------------------------------------------------------
+    def exchange_finished(self, ex: Exchange) -> None:
+        if ex is not self.current:
+            return
+        self.current = None
+        if not ex.keep_alive or self.worker.draining:
+            self.transport.close()
+            return
+        if self.queued:
+            nxt = self.queued.popleft()
+            self.current = nxt
+            if not self.queued:
+                self._resume(_PIPELINE)
+            nxt.begin()
+            return
+        self.idle_since = time.monotonic()
+        if self.read_paused & _BODY_BUFFER:
+            self._resume(_BODY_BUFFER)
+
+    def close_if_idle(self) -> None:
+        if self.current is None and self.ex is None:
+            self.transport.close()

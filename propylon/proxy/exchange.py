@@ -1,0 +1,507 @@
+"""One request/response exchange, from the parsed request head to the last response byte.
+
+Phases (Pingora's names in brackets), all driven by callbacks, no task per request:
+1. ``begin``: route the request [request_filter]: no match -> 404; filters' ``on_request`` may
+   answer locally; redirect / direct response answer locally; forward picks a backend and an
+   endpoint [upstream_peer] and asks its pool for a connection.
+2. ``on_upstream_connected``: filters' ``on_upstream_request``, the request head is serialised
+   from parsed fields, buffered body chunks follow; later chunks stream straight through.
+3. ``on_response_head``: filters' ``on_response`` [response_filter], hop-by-hop fields dropped,
+   framing chosen for this client; body chunks stream through with backpressure both ways.
+4. ``finish``: the upstream connection goes back to its pool when reusable; metrics, access
+   log and filters' ``on_log`` [logging]; the downstream connection moves to its next request.
+
+Invariants: at most one upstream connection per exchange; a response head is written at most
+once (``response_started``); after it, errors can only abort the client connection.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from propylon.filters.base import LocalResponse
+from propylon.proxy.forwarded import forwarding_headers
+from propylon.proxy.http11 import (
+    HOP_BY_HOP,
+    Headers,
+    connection_tokens,
+    serialize_headers,
+    simple_response,
+    status_line,
+)
+from propylon.runtime.compiled import FORWARD, REDIRECT, CompiledRoute
+from propylon.proxy.hostport import split_host
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from propylon.proxy.downstream import DownstreamProtocol
+    from propylon.proxy.upstream import UpstreamConnection
+    from propylon.runtime.compiled import Cluster, ClusterEndpoint, GatewayRuntime
+
+CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
+_MAX_PENDING_BODY = 256 * 1024  # buffered before the upstream is ready; reading pauses above
+_RESPONSE_DROP = HOP_BY_HOP | {b"content-length"}
+
+
+class Exchange:
+    __slots__ = (
+        "aborted",
+        "body_done",
+        "bytes_out",
+        "chunked_out",
+        "client_ip",
+        "cluster",
+        "conn",
+        "conn_header",
+        "endpoint",
+        "endpoint_label",
+        "expect_continue",
+        "forwarded",
+        "gateway",
+        "has_body",
+        "head_only",
+        "header_bytes",
+        "host",
+        "host_count",
+        "http11",
+        "keep_alive",
+        "method",
+        "path",
+        "pending",
+        "pending_size",
+        "proto",
+        "query",
+        "req_chunked",
+        "request_headers",
+        "response_started",
+        "route",
+        "sent_to_upstream",
+        "start",
+        "status",
+        "timer",
+        "upstream_error",
+        "url",
+    )
+
+    def __init__(self, proto: DownstreamProtocol) -> None:
+        self.proto = proto
+        # request head, filled by the downstream parser callbacks
+        self.url = b""
+        self.method = b""
+        self.path = b""
+        self.query = b""
+        self.host = ""
+        self.host_count = 0
+        self.http11 = True
+        self.keep_alive = True
+        self.request_headers: Headers = []
+        self.header_bytes = 0
+        self.forwarded: dict[bytes, bytes] | None = None
+        self.conn_header: bytes | None = None
+        self.expect_continue = False
+        self.req_chunked = False
+        self.has_body = False
+        self.client_ip = proto.peer_ip
+        # request body
+        self.body_done = False
+        self.pending: list[bytes] | None = None
+        self.pending_size = 0
+        self.sent_to_upstream = False
+        # routing and upstream
+        self.gateway: GatewayRuntime | None = None
+        self.route: CompiledRoute | None = None
+        self.cluster: Cluster | None = None
+        self.endpoint: ClusterEndpoint | None = None
+        self.endpoint_label: str | None = None
+        self.conn: UpstreamConnection | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.upstream_error = ""
+        # response
+        self.status = 0
+        self.head_only = False
+        self.response_started = False
+        self.chunked_out = False
+        self.bytes_out = 0
+        self.aborted = False
+        self.start = 0.0
+
+    # -- RequestView (for the router and ring-hash keys) -----------------------------------
+    def header(self, name: str) -> str | None:
+        key = name.encode("latin-1")
+        for n, v in self.request_headers:
+            if n == key:
+                return v.decode("latin-1")
+        return None
+
+    def query_param(self, name: str) -> str | None:
+        from urllib.parse import parse_qsl
+
+        for k, v in parse_qsl(self.query.decode("latin-1"), keep_blank_values=True):
+            if k == name:
+                return v
+        return None
+
+    # -- phase 1: routing ---------------------------------------------------------------
+    def begin(self) -> None:
+        self.start = time.perf_counter()
+        proto = self.proto
+        gateway = self.gateway = proto.listener.gateway
+        if gateway is None:
+            self.send_error(503, b"no configuration installed\n")
+            return
+        self.head_only = self.method == b"HEAD"
+        route = gateway.router.match(
+            self.host, self.method.decode("latin-1"), self.path.decode("latin-1"), self
+        )
+        if route is None:
+            route = gateway.not_found
+        self.route = route
+        on_request = route.chain.on_request
+        if on_request:
+            for phase in on_request:
+                answer = phase(self)
+                if answer is not None:
+                    self.send_local(answer.status, answer.body, answer.headers,
+                                    answer.content_type)
+                    return
+        kind = route.kind
+        if kind == FORWARD:
+            self.forward(route)
+        elif kind == REDIRECT:
+            self.send_redirect(route)
+        else:
+            self.send_local(route.direct_status, route.direct_body, None,
+                            route.direct_content_type)
+
+    def forward(self, route: CompiledRoute) -> None:
+        cluster = route.single_cluster or route.backends.pick()
+        if cluster is None:
+            self.send_error(503, b"no backend available\n")
+            return
+        self.cluster = cluster
+        endpoint = cluster.balancer.pick(self.hash_key(cluster) if cluster.hash_kind else None)
+        if endpoint is None:
+            self.send_error(503, b"no healthy upstream endpoint\n")
+            return
+        self.endpoint = endpoint
+        self.endpoint_label = endpoint.label
+        endpoint.active += 1
+        if self.expect_continue:
+            self.proto.transport.write(CONTINUE_100)
+        self.timer = self.proto.loop.call_later(route.timeout, self.on_timeout)
+        conn = endpoint.pool.acquire(self)
+        if conn is not None:
+            self.on_upstream_connected(conn)
+
+    def hash_key(self, cluster: Cluster) -> str | None:
+        if cluster.hash_kind == "client_ip":
+            return self.client_ip
+        if cluster.hash_kind == "header":
+            return self.header(cluster.hash_name)
+        cookies = self.header("cookie")
+        if cookies:
+            for item in cookies.split(";"):
+                name, _, value = item.strip().partition("=")
+                if name == cluster.hash_name:
+                    return value
+        return None
+
+    # -- phase 2: the upstream request ----------------------------------------------------
+    def on_upstream_connected(self, conn: UpstreamConnection) -> None:
+        if self.aborted:
+            conn.pool.release(conn)
+            return
+        self.conn = conn
+        conn.attach(self, self.head_only)
+        route = self.route
+        assert route is not None
+        for phase in route.chain.on_upstream_request:
+            phase(self)
+        head = self.upstream_head(route)
+        transport = conn.transport
+        assert transport is not None
+        if self.pending:
+            transport.writelines([head, *self.pending])
+            self.pending = None
+            self.pending_size = 0
+            self.proto.resume_reading_for_body()
+        else:
+            transport.write(head)
+        self.sent_to_upstream = True
+        if self.body_done and self.req_chunked:
+            transport.write(b"0\r\n\r\n")
+        if self.proto.writing_paused:
+            transport.pause_reading()
+
+    def upstream_head(self, route: CompiledRoute) -> bytes:
+        path = self.path
+        if route.replace_path is not None:
+            path = route.replace_path
+        elif route.prefix_from is not None:
+            rest = path[len(route.prefix_from):]
+            path = (route.prefix_to.rstrip(b"/") + rest) if rest else (route.prefix_to or b"/")
+            if not path.startswith(b"/"):
+                path = b"/" + path
+        target = path + b"?" + self.query if self.query else path
+        headers = self.request_headers
+        if self.conn_header is not None:
+            named = connection_tokens(self.conn_header) - {b"close", b"keep-alive"}
+            if named:
+                headers = [h for h in headers if h[0] not in named]
+        gateway = self.gateway
+        assert gateway is not None
+        host = self.host_header()
+        client_ip, fwd = forwarding_headers(
+            self.proto.peer_ip, self.proto.peer_trusted, self.forwarded or {},
+            self.proto.listener.scheme, host, gateway.is_trusted,
+        )
+        self.client_ip = client_ip
+        framing = b"transfer-encoding: chunked\r\n" if self.req_chunked else b""
+        return b"".join((
+            self.method, b" ", target, b" HTTP/1.1\r\n",
+            serialize_headers(headers), serialize_headers(fwd), framing, b"\r\n",
+        ))
+
+    def host_header(self) -> bytes:
+        for name, value in self.request_headers:
+            if name == b"host":
+                return value
+        return b""
+
+    def request_body(self, chunk: bytes) -> None:
+        conn = self.conn
+        if conn is not None and conn.transport is not None:
+            if self.req_chunked:
+                conn.transport.writelines([b"%x\r\n" % len(chunk), chunk, b"\r\n"])
+            else:
+                conn.transport.write(chunk)
+            return
+        if self.route is not None and self.route.kind != FORWARD:
+            return  # answered locally: the body is read and dropped
+        framed = [b"%x\r\n" % len(chunk), chunk, b"\r\n"] if self.req_chunked else [chunk]
+        if self.pending is None:
+            self.pending = framed
+        else:
+            self.pending.extend(framed)
+        self.pending_size += len(chunk)
+        if self.pending_size > _MAX_PENDING_BODY:
+            self.proto.pause_reading_for_body()
+
+    def request_complete(self) -> None:
+        self.body_done = True
+        conn = self.conn
+        if conn is not None and conn.transport is not None and self.req_chunked:
+            conn.transport.write(b"0\r\n\r\n")
+        elif self.pending is not None and self.req_chunked:
+            self.pending.append(b"0\r\n\r\n")
+
+    # -- phase 3: the response ----------------------------------------------------------
+    def on_response_head(self, status: int, headers: Headers, framed: bool) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.status = status
+        out: Headers = []
+        named: set[bytes] | None = None
+        for name, value in headers:
+            if name == b"connection":
+                named = connection_tokens(value) if named is None else named | connection_tokens(
+                    value)
+        length: bytes | None = None
+        for item in headers:
+            name = item[0]
+            if name in _RESPONSE_DROP or (named and name in named):
+                if name == b"content-length":
+                    length = item[1]
+                continue
+            out.append(item)
+        route = self.route
+        assert route is not None
+        for phase in route.chain.on_response:
+            phase(self, status, out)
+        has_body = not (self.head_only or status < 200 or status == 204 or status == 304)
+        proto = self.proto
+        keep_alive = self.keep_alive and not proto.draining
+        if length is not None and (framed or not has_body):
+            framing = b"content-length: " + length + b"\r\n"
+        elif not has_body:
+            framing = b""
+        elif self.http11:
+            framing = b"transfer-encoding: chunked\r\n"
+            self.chunked_out = True
+        else:
+            framing = b""  # an HTTP/1.0 client reads until we close
+            keep_alive = False
+        if not keep_alive:
+            framing += b"connection: close\r\n"
+        elif not self.http11:
+            framing += b"connection: keep-alive\r\n"
+        self.keep_alive = keep_alive
+        self.response_started = True
+        proto.transport.write(
+            b"".join((status_line(status), serialize_headers(out), framing, b"\r\n"))
+        )
+
+    def on_response_body(self, chunk: bytes) -> None:
+        self.bytes_out += len(chunk)
+        if self.chunked_out:
+            self.proto.transport.writelines([b"%x\r\n" % len(chunk), chunk, b"\r\n"])
+        elif not self.head_only:
+            self.proto.transport.write(chunk)
+
+    def on_response_complete(self, reusable: bool) -> None:
+        if self.chunked_out:
+            self.proto.transport.write(b"0\r\n\r\n")
+        conn = self.conn
+        self.conn = None
+        if conn is not None:
+            if reusable and self.body_done:
+                conn.pool.release(conn)
+            else:
+                conn.close()
+        if self.cluster is not None:
+            self.cluster.stats.record(self.status)
+        if not self.body_done:
+            self.keep_alive = False  # the rest of the request body will not be read
+        self.finish()
+
+    def on_upstream_error(self, reason: str, before_response: bool) -> None:
+        self.conn = None
+        self.upstream_error = reason
+        if self.aborted:
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.response_started:
+            self.status = self.status or 502
+            self.proto.abort()  # the client sees a truncated response, never a wrong one
+            self.finish()
+            return
+        if self.cluster is not None:
+            if reason.startswith("connect"):
+                self.cluster.stats.connect_failures += 1
+            else:
+                self.cluster.stats.record(502)
+        self.send_error(502, b"upstream unavailable\n")
+
+    def on_upstream_failed(self, reason: str, timed_out: bool) -> None:
+        """The pool could not connect (``PoolClient``)."""
+        self.on_upstream_error("connect timeout" if timed_out else reason, True)
+
+    def on_timeout(self) -> None:
+        self.timer = None
+        self.upstream_error = "upstream timeout"
+        conn = self.conn
+        self.conn = None
+        if conn is not None:
+            conn.abort()  # its late response must never reach another request
+        if self.cluster is not None:
+            self.cluster.stats.timeouts += 1
+        if self.response_started:
+            self.proto.abort()
+            self.finish()
+        else:
+            self.send_error(504, b"upstream timed out\n")
+
+    def on_upstream_pause_writing(self) -> None:
+        self.proto.pause_reading_for_upstream()
+
+    def on_upstream_resume_writing(self) -> None:
+        self.proto.resume_reading_for_upstream()
+
+    # -- local answers --------------------------------------------------------------------
+    def send_redirect(self, route: CompiledRoute) -> None:
+        redirect = route.redirect
+        assert redirect is not None
+        own_scheme = self.proto.listener.scheme.decode()
+        scheme = redirect.scheme or own_scheme
+        request_host, request_port = split_host(self.host_header())
+        host = redirect.host or request_host or self.host
+        if redirect.port is not None:
+            port: int | None = redirect.port
+        elif scheme != own_scheme:
+            port = None  # a scheme change drops the port unless one is configured
+        else:
+            port = request_port
+        if port in ((80 if scheme == "http" else 443), None):
+            authority = host
+        else:
+            authority = f"{host}:{port}"
+        path = redirect.path or self.path.decode("latin-1")
+        location = f"{scheme}://{authority}{path}"
+        if self.query:
+            location += "?" + self.query.decode("latin-1")
+        self.send_local(redirect.status_code, b"", [(b"location", location.encode("latin-1"))])
+
+    def send_error(self, status: int, body: bytes) -> None:
+        self.send_local(status, body, None)
+
+    def send_local(
+        self,
+        status: int,
+        body: bytes,
+        headers: Headers | None,
+        content_type: bytes = b"text/plain; charset=utf-8",
+    ) -> None:
+        self.status = status
+        route = self.route
+        if route is not None and route.chain.on_response:
+            headers = list(headers or [])
+            for phase in route.chain.on_response:
+                phase(self, status, headers)
+        if not self.body_done or self.proto.draining:
+            self.keep_alive = False  # an unread request body makes the connection unusable
+        self.bytes_out = len(body)
+        self.response_started = True
+        self.proto.transport.write(
+            simple_response(
+                status, body, headers, close=not self.keep_alive, head_only=self.head_only,
+                content_type=content_type,
+            )
+        )
+        endpoint = self.endpoint
+        if endpoint is not None:
+            endpoint.active -= 1
+            self.endpoint = None
+        self.finish()
+
+    # -- phase 4: the end -----------------------------------------------------------------
+    def finish(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        endpoint = self.endpoint
+        if endpoint is not None:
+            endpoint.active -= 1
+            self.endpoint = None
+        route = self.route
+        elapsed = time.perf_counter() - self.start
+        if route is not None:
+            route.stats.record(self.status, elapsed)
+            for phase in route.chain.on_log:
+                phase(self)
+        access_log = self.proto.worker.access_log
+        if access_log is not None:
+            access_log.log(self, elapsed)
+        self.proto.exchange_finished(self)
+
+    def client_gone(self) -> None:
+        """The downstream connection closed under this exchange."""
+        self.aborted = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        conn = self.conn
+        self.conn = None
+        if conn is not None:
+            conn.abort()
+        endpoint = self.endpoint
+        if endpoint is not None:
+            endpoint.active -= 1
+            self.endpoint = None
+
+
+__all__ = ["Exchange", "LocalResponse"]

@@ -1,0 +1,56 @@
+"""X-Forwarded-For / -Proto / -Host and Forwarded (RFC 7239) with trusted proxies.
+
+A client's own claims are believed only when the peer that sent them is a trusted proxy:
+- untrusted peer: every forwarding header it sent is replaced; the client IP is the peer;
+- trusted peer: its X-Forwarded-For and Forwarded are extended with the peer address, its
+  -Proto and -Host are kept, and the client IP is the right-most X-Forwarded-For address that
+  is not itself a trusted proxy (the left-most one if all are).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from propylon.proxy.http11 import Headers
+
+
+def client_ip_from_chain(chain: list[str], peer_ip: str, is_trusted: Callable[[str], bool]) -> str:
+    """The real client address of a request that reached us through ``chain`` then ``peer``."""
+    for hop in reversed(chain):
+        if not is_trusted(hop):
+            return hop
+    return chain[0] if chain else peer_ip
+
+
+def forwarding_headers(
+    peer_ip: str,
+    peer_trusted: bool,
+    received: dict[bytes, bytes],
+    scheme: bytes,
+    host: bytes,
+    is_trusted: Callable[[str], bool],
+) -> tuple[str, Headers]:
+    """The client IP and the forwarding header fields to send upstream.
+
+    ``received`` holds the client's x-forwarded-for/-proto/-host and forwarded values (joined
+    with ", " when repeated)."""
+    peer = peer_ip.encode()
+    node = b'"[' + peer + b']"' if b":" in peer else peer
+    own_forwarded = b"for=" + node + b";proto=" + scheme + (b";host=" + host if host else b"")
+    if not peer_trusted:
+        return peer_ip, [
+            (b"x-forwarded-for", peer),
+            (b"x-forwarded-proto", scheme),
+            (b"x-forwarded-host", host),
+            (b"forwarded", own_forwarded),
+        ]
+    xff = received.get(b"x-forwarded-for")
+    chain = [h.strip() for h in xff.decode("latin-1").split(",") if h.strip()] if xff else []
+    client_ip = client_ip_from_chain(chain, peer_ip, is_trusted)
+    previous = received.get(b"forwarded")
+    return client_ip, [
+        (b"x-forwarded-for", xff + b", " + peer if xff else peer),
+        (b"x-forwarded-proto", received.get(b"x-forwarded-proto") or scheme),
+        (b"x-forwarded-host", received.get(b"x-forwarded-host") or host),
+        (b"forwarded", previous + b", " + own_forwarded if previous else own_forwarded),
+    ]

@@ -1,0 +1,15 @@
+"""Splitting a Host field or authority into host and port."""
+
+from __future__ import annotations
+
+
+def split_host(value: bytes) -> tuple[str, int | None]:
+    """Host field -> (lower-case host without port, port or None); ``[v6]`` keeps brackets."""
+    text = value.decode("latin-1").strip().lower()
+    if text.startswith("["):
+        end = text.find("]")
+        host, rest = text[: end + 1], text[end + 1 :]
+        port_text = rest[1:] if rest.startswith(":") else ""
+    else:
+        host, _, port_text = text.partition(":")
+    return host, int(port_text) if port_text.isdigit() else None

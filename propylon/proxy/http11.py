@@ -1,0 +1,92 @@
+"""HTTP/1.1 wire helpers shared by the downstream and upstream sides (RFC 9110, RFC 9112).
+
+Header lists on the hot path are ``list[tuple[bytes, bytes]]`` with lower-case names; they are
+serialised from parsed fields only, never by copying raw client bytes.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+Headers = list[tuple[bytes, bytes]]
+
+# Hop-by-hop fields (RFC 9110 §7.6.1) plus the legacy ones proxies also drop. Names listed in
+# the Connection field are hop-by-hop too and are removed per message.
+HOP_BY_HOP: frozenset[bytes] = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+    }
+)
+
+# Request fields the gateway itself writes: whatever the client sent under these names is
+# dropped (or, from trusted proxies, folded into the gateway's own value).
+GATEWAY_OWNED_REQUEST: frozenset[bytes] = frozenset(
+    {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"expect"}
+)
+
+_REASONS: dict[int, bytes] = {s.value: s.phrase.encode() for s in HTTPStatus}
+_STATUS_LINES: dict[int, bytes] = {}
+
+
+def status_line(status: int) -> bytes:
+    """``HTTP/1.1 <status> <reason>\\r\\n``, cached per status code."""
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        reason = _REASONS.get(status, b"Unknown")
+        line = _STATUS_LINES[status] = b"HTTP/1.1 %d %s\r\n" % (status, reason)
+    return line
+
+
+def connection_tokens(value: bytes) -> set[bytes]:
+    """The lower-case option names of a Connection field value."""
+    return {t.strip().lower() for t in value.split(b",") if t.strip()}
+
+
+def serialize_headers(headers: Headers) -> bytes:
+    return b"".join([name + b": " + value + b"\r\n" for name, value in headers])
+
+
+def response_has_body(status: int, method: bytes) -> bool:
+    """Whether a response may carry content (RFC 9110 §6.4.1)."""
+    return not (method == b"HEAD" or status < 200 or status == 204 or status == 304)
+
+
+def simple_response(
+    status: int,
+    body: bytes = b"",
+    headers: Headers | None = None,
+    *,
+    close: bool = False,
+    head_only: bool = False,
+    content_type: bytes = b"text/plain; charset=utf-8",
+) -> bytes:
+    """A complete locally generated response (errors, direct responses, redirects)."""
+    parts = [status_line(status)]
+    if headers:
+        parts.append(serialize_headers(headers))
+    if status >= 200 and status not in (204, 304):
+        if body:
+            parts.append(b"content-type: " + content_type + b"\r\n")
+        parts.append(b"content-length: %d\r\n" % len(body))
+    if close:
+        parts.append(b"connection: close\r\n")
+    parts.append(b"\r\n")
+    if body and not head_only:
+        parts.append(body)
+    return b"".join(parts)
+
+
+def is_token(name: bytes) -> bool:
+    """RFC 9110 token characters only."""
+    return bool(name) and not name.translate(None, _TOKEN_CHARS)
+
+
+_TOKEN_CHARS = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"

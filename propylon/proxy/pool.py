@@ -1,0 +1,180 @@
+"""Keep-alive connection pools, one per upstream endpoint (address, port).
+
+Invariants (in the spirit of aiohttp's ``BaseConnector``):
+- ``total`` counts every connection this pool owns: connecting, busy and idle. It never
+  exceeds ``max_connections``; a request that finds the pool full waits in ``waiters`` (FIFO).
+- ``idle`` holds only open, unowned connections; the newest is reused first so that the
+  oldest ones age out under ``idle_timeout``.
+- A connection handed to a waiter is never also in ``idle``. A waiter that gave up (its client
+  went away) is skipped when its turn comes.
+- Pools outlive configuration versions: reloading the config reuses the pool of an endpoint
+  that is still configured, with its warm connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from propylon.proxy.upstream import UpstreamConnection
+
+
+class PoolClient(Protocol):
+    """Whoever asked for a connection: told once, with a connection or a failure."""
+
+    aborted: bool
+
+    def on_upstream_connected(self, conn: UpstreamConnection) -> None: ...
+
+    def on_upstream_failed(self, reason: str, timed_out: bool) -> None: ...
+
+
+class EndpointPool:
+    __slots__ = (
+        "address",
+        "connect_timeout",
+        "idle",
+        "idle_timeout",
+        "loop",
+        "max_connections",
+        "max_idle",
+        "port",
+        "total",
+        "waiters",
+    )
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, address: str, port: int) -> None:
+        self.loop = loop
+        self.address = address
+        self.port = port
+        self.idle: deque[UpstreamConnection] = deque()
+        self.waiters: deque[PoolClient] = deque()
+        self.total = 0
+        self.max_connections = 1024
+        self.max_idle = 128
+        self.connect_timeout = 5.0
+        self.idle_timeout = 60.0
+
+    def configure(
+        self, max_connections: int, max_idle: int, connect_timeout: float, idle_timeout: float
+    ) -> None:
+        self.max_connections = max_connections
+        self.max_idle = max_idle
+        self.connect_timeout = connect_timeout
+        self.idle_timeout = idle_timeout
+
+    # -- acquiring -----------------------------------------------------------------------
+    def acquire(self, client: PoolClient) -> UpstreamConnection | None:
+        """An idle connection now, or ``None`` after arranging for ``client`` to be told."""
+        idle = self.idle
+        while idle:
+            conn = idle.pop()
+            if conn.usable():
+                return conn
+        if self.total < self.max_connections:
+            self._connect(client)
+        else:
+            self.waiters.append(client)
+        return None
+
+    def _connect(self, client: PoolClient) -> None:
+        from propylon.proxy.upstream import UpstreamConnection
+
+        self.total += 1
+        task = asyncio.ensure_future(
+            self.loop.create_connection(lambda: UpstreamConnection(self), self.address, self.port)
+        )
+        timer = self.loop.call_later(self.connect_timeout, task.cancel)
+        task.add_done_callback(lambda t: self._connected(t, client, timer))
+
+    def _connected(
+        self, task: asyncio.Future[tuple[asyncio.Transport, UpstreamConnection]],
+        client: PoolClient, timer: asyncio.TimerHandle,
+    ) -> None:
+        timer.cancel()
+        if task.cancelled() or task.exception() is not None:
+            self.total -= 1
+            timed_out = task.cancelled()
+            reason = "connect timeout" if timed_out else f"connect failed: {task.exception()}"
+            if not client.aborted:
+                client.on_upstream_failed(reason, timed_out)
+            self._serve_waiters()
+            return
+        _, conn = task.result()
+        if client.aborted:
+            self.release(conn)
+        else:
+            client.on_upstream_connected(conn)
+
+    # -- returning -----------------------------------------------------------------------
+    def release(self, conn: UpstreamConnection) -> None:
+        """Give back a connection whose last exchange ended cleanly."""
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.aborted:
+                waiter.on_upstream_connected(conn)
+                return
+        if len(self.idle) < self.max_idle:
+            conn.idle_since = time.monotonic()
+            self.idle.append(conn)
+        else:
+            conn.close()
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        """A connection closed or was discarded: it no longer counts against the limit."""
+        self.total -= 1
+        try:
+            self.idle.remove(conn)
+        except ValueError:
+            pass
+        self._serve_waiters()
+
+    def _serve_waiters(self) -> None:
+        while self.waiters and self.total < self.max_connections:
+            waiter = self.waiters.popleft()
+            if not waiter.aborted:
+                self._connect(waiter)
+
+    # -- housekeeping --------------------------------------------------------------------
+    def close_expired(self, now: float) -> None:
+        """Close idle connections older than ``idle_timeout`` (called periodically)."""
+        limit = now - self.idle_timeout
+        while self.idle and self.idle[0].idle_since < limit:
+            self.idle.popleft().close()
+
+    def close_idle(self) -> None:
+        while self.idle:
+            self.idle.pop().close()
+
+
+class PoolRegistry:
+    """Every endpoint pool of a worker, shared by all configuration versions."""
+
+    __slots__ = ("loop", "pools")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.pools: dict[tuple[str, int], EndpointPool] = {}
+
+    def get(self, address: str, port: int) -> EndpointPool:
+        pool = self.pools.get((address, port))
+        if pool is None:
+            pool = self.pools[(address, port)] = EndpointPool(self.loop, address, port)
+        return pool
+
+    def retain_only(self, keys: set[tuple[str, int]]) -> None:
+        """Drop pools no configured endpoint uses any more (their busy connections finish)."""
+        for key in [k for k in self.pools if k not in keys]:
+            self.pools.pop(key).close_idle()
+
+    def close_expired(self) -> None:
+        now = time.monotonic()
+        for pool in self.pools.values():
+            pool.close_expired(now)
+
+    def close_idle(self) -> None:
+        for pool in self.pools.values():
+            pool.close_idle()

@@ -1,0 +1,261 @@
+"""The supervisor process of ``propylon run``: config, workers, reloads, admin, signals.
+
+It owns the configuration flow (load, translate, check) and hands each worker the sealed IR.
+A new configuration goes to every worker; if any worker refuses it, the workers that took it
+get the previous one back, so all workers always serve the same version. Dead workers are
+replaced and given the current version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import signal
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from typing import Any
+
+from propylon import ir
+from propylon.observability.metrics import MetricsRegistry, merge_snapshots
+from propylon.proxy.pool import PoolRegistry
+from propylon.proxy.worker import worker_main
+from propylon.runtime.compile import compile_snapshot
+
+log = logging.getLogger("propylon")
+
+_ANSWER_TIMEOUT = 10.0
+
+
+class ConfigRefused(Exception):
+    """The configuration was not installed; the previous one keeps serving."""
+
+
+@dataclass
+class ReloadStats:
+    succeeded: int = 0
+    failed: int = 0
+    last_error: str = ""
+
+
+class WorkerHandle:
+    """The supervisor's end of one worker: its process, pipe and outstanding questions."""
+
+    def __init__(self, process: BaseProcess, conn: Connection) -> None:
+        self.process = process
+        self.conn = conn
+        self.waiting: deque[asyncio.Future[tuple[Any, ...]]] = deque()
+        self.version = ""
+
+    def ask(self, message: tuple[Any, ...]) -> asyncio.Future[tuple[Any, ...]]:
+        future: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
+        self.waiting.append(future)
+        try:
+            self.conn.send(message)
+        except OSError as exc:
+            self.waiting.pop()
+            future.set_exception(ConfigRefused(f"worker unreachable: {exc}"))
+        return future
+
+    def readable(self) -> None:
+        try:
+            message = self.conn.recv()
+        except (EOFError, OSError):
+            asyncio.get_running_loop().remove_reader(self.conn.fileno())
+            while self.waiting:
+                self.waiting.popleft().set_exception(ConfigRefused("worker exited"))
+            return
+        if self.waiting:
+            future = self.waiting.popleft()
+            if not future.done():
+                future.set_result(message)
+
+
+@dataclass
+class Supervisor:
+    build: Callable[[], Any]  # () -> standalone.BuildResult
+    workers: int = 1
+    access_log: str = "off"
+    log_level: str = "info"
+    drain_timeout: float = 30.0
+    handles: list[WorkerHandle] = field(default_factory=list)
+    snapshot: ir.SnapshotIR | None = None
+    reloads: ReloadStats = field(default_factory=ReloadStats)
+    warnings: list[str] = field(default_factory=list)
+    stopping: bool = False
+
+    # -- workers -------------------------------------------------------------------------
+    def _spawn(self) -> WorkerHandle:
+        ctx = multiprocessing.get_context("spawn")
+        parent, child = ctx.Pipe()
+        process = ctx.Process(
+            target=worker_main, args=(child, self.access_log, self.log_level), daemon=True
+        )
+        process.start()
+        child.close()
+        handle = WorkerHandle(process, parent)
+        asyncio.get_running_loop().add_reader(parent.fileno(), handle.readable)
+        return handle
+
+    async def start(self) -> None:
+        """Build the first configuration and start the workers on it (raises on failure)."""
+        result = self.build()
+        if result.snapshot is None:
+            raise ConfigRefused("\n".join(result.errors))
+        self._check(result.snapshot)
+        self.handles = [self._spawn() for _ in range(self.workers)]
+        await self._install_all(result.snapshot, previous=None)
+        self.snapshot = result.snapshot
+        self.warnings = result.warnings
+        for warning in result.warnings:
+            log.warning("%s", warning)
+        log.info("serving configuration %s with %d worker(s)", self.snapshot.version,
+                 self.workers)
+
+    @staticmethod
+    def _check(snapshot: ir.SnapshotIR) -> None:
+        """Compile once here so a snapshot that cannot run never reaches a worker."""
+        try:
+            compile_snapshot(snapshot, PoolRegistry(asyncio.get_running_loop()),
+                             MetricsRegistry())
+        except Exception as exc:
+            raise ConfigRefused(str(exc)) from exc
+
+    async def _install_all(
+        self, snapshot: ir.SnapshotIR, previous: ir.SnapshotIR | None
+    ) -> None:
+        text = ir.dumps(snapshot)
+        answers = await asyncio.gather(
+            *(self._install_one(h, text) for h in self.handles), return_exceptions=True
+        )
+        errors = [str(a) for a in answers if isinstance(a, BaseException)]
+        if not errors:
+            return
+        if previous is not None:  # put back the version every worker agreed on
+            old = ir.dumps(previous)
+            await asyncio.gather(
+                *(self._install_one(h, old) for h in self.handles), return_exceptions=True
+            )
+        raise ConfigRefused("; ".join(sorted(set(errors))))
+
+    @staticmethod
+    async def _install_one(handle: WorkerHandle, text: str) -> None:
+        answer = await asyncio.wait_for(handle.ask(("install", text)), _ANSWER_TIMEOUT)
+        if answer[0] != "ack":
+            raise ConfigRefused(answer[2] if len(answer) > 2 else "refused")
+        handle.version = answer[1]
+
+    async def reload(self) -> bool:
+        """Build and install the configuration from the files again; False if refused."""
+        result = self.build()
+        try:
+            if result.snapshot is None:
+                raise ConfigRefused("\n".join(result.errors))
+            if self.snapshot is not None and result.snapshot.version == self.snapshot.version:
+                return True
+            self._check(result.snapshot)
+            await self._install_all(result.snapshot, previous=self.snapshot)
+        except (ConfigRefused, TimeoutError) as exc:
+            self.reloads.failed += 1
+            self.reloads.last_error = str(exc)
+            log.error("configuration refused, still serving %s:\n%s",
+                      self.snapshot.version if self.snapshot else "nothing", exc)
+            return False
+        self.snapshot = result.snapshot
+        self.warnings = result.warnings
+        self.reloads.succeeded += 1
+        for warning in result.warnings:
+            log.warning("%s", warning)
+        log.info("configuration %s installed", result.snapshot.version)
+        return True
+
+    async def watch_workers(self) -> None:
+        """Replace a worker that died, on the current configuration."""
+        while not self.stopping:
+            await asyncio.sleep(0.5)
+            for i, handle in enumerate(self.handles):
+                if handle.process.is_alive() or self.stopping:
+                    continue
+                log.error("worker %s exited with %s; starting another", handle.process.pid,
+                          handle.process.exitcode)
+                with contextlib.suppress(OSError, ValueError):
+                    asyncio.get_running_loop().remove_reader(handle.conn.fileno())
+                replacement = self._spawn()
+                self.handles[i] = replacement
+                if self.snapshot is not None:
+                    with contextlib.suppress(ConfigRefused, TimeoutError):
+                        await self._install_one(replacement, ir.dumps(self.snapshot))
+
+    async def stats(self) -> dict[str, Any]:
+        answers = await asyncio.gather(
+            *(asyncio.wait_for(h.ask(("stats",)), _ANSWER_TIMEOUT) for h in self.handles),
+            return_exceptions=True,
+        )
+        return merge_snapshots([a[1] for a in answers if isinstance(a, tuple)])
+
+    def ready(self) -> bool:
+        version = self.snapshot.version if self.snapshot else None
+        return bool(version) and all(
+            h.version == version and h.process.is_alive() for h in self.handles
+        )
+
+    async def drain(self) -> None:
+        self.stopping = True
+        for handle in self.handles:
+            with contextlib.suppress(OSError):
+                handle.conn.send(("drain", self.drain_timeout))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.drain_timeout + 5.0
+        while any(h.process.is_alive() for h in self.handles) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for handle in self.handles:
+            if handle.process.is_alive():
+                handle.process.kill()
+
+
+async def run_supervisor(
+    supervisor: Supervisor,
+    watch_paths: Sequence[str],
+    admin: tuple[str, int] | None,
+) -> int:
+    """Run until SIGTERM/SIGINT; returns the process exit code."""
+    from propylon.admin.server import start_admin
+
+    loop = asyncio.get_running_loop()
+    try:
+        await supervisor.start()
+    except ConfigRefused as exc:
+        log.error("configuration refused:\n%s", exc)
+        await supervisor.drain()
+        return 1
+    except OSError as exc:
+        log.error("cannot start: %s", exc)
+        await supervisor.drain()
+        return 1
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(supervisor.reload()))
+    admin_server = await start_admin(supervisor, *admin) if admin else None
+    tasks = [asyncio.ensure_future(supervisor.watch_workers())]
+    if watch_paths:
+        tasks.append(asyncio.ensure_future(_watch_files(supervisor, watch_paths)))
+    await stop.wait()
+    log.info("draining (grace %.0fs)", supervisor.drain_timeout)
+    if admin_server is not None:
+        admin_server.close()
+    for task in tasks:
+        task.cancel()
+    await supervisor.drain()
+    return 0
+
+
+async def _watch_files(supervisor: Supervisor, paths: Sequence[str]) -> None:
+    from watchfiles import awatch
+
+    async for _changes in awatch(*paths, debounce=200, step=50):
+        await supervisor.reload()

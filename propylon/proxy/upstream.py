@@ -1,0 +1,177 @@
+"""One keep-alive connection to an upstream endpoint, carrying one exchange at a time.
+
+The response parser belongs to the connection (it keeps framing state between reads); each
+parser event is handed to the exchange the connection currently serves. A connection is
+reusable only when its response ended by framing (Content-Length or chunked), the upstream
+did not ask to close, and the request was fully written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Protocol
+
+import httptools
+
+from propylon.proxy.http11 import Headers
+
+if TYPE_CHECKING:
+    from propylon.proxy.pool import EndpointPool
+
+
+class UpstreamClient(Protocol):
+    """The exchange side of an upstream connection."""
+
+    def on_response_head(self, status: int, headers: Headers, framed: bool) -> None: ...
+
+    def on_response_body(self, chunk: bytes) -> None: ...
+
+    def on_response_complete(self, reusable: bool) -> None: ...
+
+    def on_upstream_error(self, reason: str, before_response: bool) -> None: ...
+
+    def on_upstream_pause_writing(self) -> None: ...
+
+    def on_upstream_resume_writing(self) -> None: ...
+
+
+class UpstreamConnection(asyncio.Protocol):
+    __slots__ = (
+        "_chunked",
+        "_has_length",
+        "_informational",
+        "client",
+        "closed",
+        "got_response",
+        "head_only",
+        "headers",
+        "idle_since",
+        "parser",
+        "pool",
+        "transport",
+    )
+
+    def __init__(self, pool: EndpointPool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.client: UpstreamClient | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        # per response
+        self.headers: Headers = []
+        self.head_only = False
+        self.got_response = False
+        self._has_length = False
+        self._chunked = False
+        self._informational = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def usable(self) -> bool:
+        return not self.closed and self.transport is not None and not self.transport.is_closing()
+
+    def attach(self, client: UpstreamClient, head_only: bool) -> None:
+        self.client = client
+        self.head_only = head_only
+        self.got_response = False
+        self.headers = []
+        self._has_length = self._chunked = False
+
+    def close(self) -> None:
+        self.client = None
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.client = None
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+
+    # -- asyncio.Protocol ----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.client is None:
+            self.close()  # bytes nobody asked for: the connection's framing cannot be trusted
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            client = self.client
+            self.abort()
+            if client is not None:
+                client.on_upstream_error("invalid response from upstream", not self.got_response)
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.forget(self)
+        client = self.client
+        if client is None:
+            return
+        self.client = None
+        if self.got_response and not self._has_length and not self._chunked:
+            client.on_response_complete(False)  # the body was delimited by the close
+        else:
+            client.on_upstream_error("upstream connection closed", not self.got_response)
+
+    def pause_writing(self) -> None:
+        if self.client is not None:
+            self.client.on_upstream_pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.client is not None:
+            self.client.on_upstream_resume_writing()
+
+    # -- httptools callbacks -------------------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.got_response:
+            return  # trailers are dropped
+        name = name.lower()
+        if name == b"content-length":
+            self._has_length = True
+        elif name == b"transfer-encoding":
+            self._chunked = True
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status < 200:
+            if status == 101:
+                raise httptools.HttpParserError("protocol upgrade is not supported yet")
+            self._informational = True  # 100/103 interim answers are not forwarded
+            self.headers = []
+            return
+        self.got_response = True
+        client = self.client
+        if client is None:
+            return
+        keep_alive = self.parser.should_keep_alive()
+        framed = self._has_length or self._chunked or self.head_only or status in (204, 304)
+        client.on_response_head(status, self.headers, framed)
+        if self.head_only:
+            # httptools cannot be told that a HEAD response has no body; finish it here and
+            # give the connection a fresh parser for its next response.
+            self.parser = httptools.HttpResponseParser(self)
+            self._finish(keep_alive)
+
+    def on_body(self, body: bytes) -> None:
+        if self.client is not None:
+            self.client.on_response_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._informational:
+            self._informational = False
+            return
+        if self.head_only:
+            return
+        self._finish(self.parser.should_keep_alive())
+
+    def _finish(self, keep_alive: bool) -> None:
+        client = self.client
+        self.client = None
+        if client is not None:
+            client.on_response_complete(keep_alive)

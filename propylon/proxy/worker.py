@@ -1,0 +1,187 @@
+"""A worker process: binds the listeners (SO_REUSEPORT), serves them, obeys its supervisor.
+
+The supervisor talks to the worker over a pipe with small tuples:
+- ``("install", ir_json)`` -> compile and swap in; answers ``("ack", version)`` or
+  ``("nack", version, error)`` (the previous configuration keeps serving);
+- ``("stats",)`` -> answers ``("stats", metrics_snapshot)``;
+- ``("drain", grace_seconds)`` -> stop accepting, finish in-flight requests, exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+from multiprocessing.connection import Connection
+from typing import Any
+
+from propylon import ir
+from propylon.observability.access_log import AccessLog
+from propylon.observability.metrics import MetricsRegistry
+from propylon.proxy.downstream import DownstreamProtocol
+from propylon.proxy.pool import PoolRegistry
+from propylon.proxy.worker_state import ListenerState, WorkerState
+from propylon.runtime.compile import compile_snapshot
+from propylon.runtime.compiled import Runtime
+
+log = logging.getLogger("propylon.worker")
+
+KEEPALIVE_IDLE_TIMEOUT = 60.0
+_SWEEP_INTERVAL = 1.0
+
+
+def bind_socket(address: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((address, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+class Worker:
+    def __init__(self, loop: asyncio.AbstractEventLoop, access_log: str) -> None:
+        self.loop = loop
+        sink = None if access_log == "off" else AccessLog(loop, access_log)
+        self.state = WorkerState(loop, sink)
+        self.pools = PoolRegistry(loop)
+        self.metrics = MetricsRegistry()
+        self.runtime: Runtime | None = None
+        self.listeners: dict[tuple[str, int], ListenerState] = {}
+        self.stopped = asyncio.Event()
+
+    # -- configuration -------------------------------------------------------------------
+    async def install(self, snapshot: ir.SnapshotIR) -> None:
+        """Compile and swap in ``snapshot``; raises (leaving the old one) on any problem."""
+        runtime = compile_snapshot(snapshot, self.pools, self.metrics)
+        wanted = set(runtime.listeners)
+        new: dict[tuple[str, int], ListenerState] = {}
+        for key in wanted - set(self.listeners):
+            new[key] = await self._open_listener(*key)
+        for key, listener in {**self.listeners, **new}.items():
+            listener.gateway = runtime.listeners.get(key)
+        for key in set(self.listeners) - wanted:
+            self._close_listener(self.listeners.pop(key))
+        self.listeners.update(new)
+        self.runtime = runtime
+        self.pools.retain_only(
+            {(ep.pool.address, ep.pool.port)
+             for gw in runtime.gateways.values()
+             for cluster in gw.clusters.values()
+             for ep in cluster.endpoints}
+        )
+
+    async def _open_listener(self, address: str, port: int) -> ListenerState:
+        listener = ListenerState(address, port)
+        sock = bind_socket(address, port)
+        state = self.state
+        listener.server = await self.loop.create_server(
+            lambda: DownstreamProtocol(state, listener), sock=sock
+        )
+        return listener
+
+    @staticmethod
+    def _close_listener(listener: ListenerState) -> None:
+        if listener.server is not None:
+            listener.server.close()
+
+    # -- housekeeping --------------------------------------------------------------------
+    async def sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(_SWEEP_INTERVAL)
+            self.pools.close_expired()
+            limit = time.monotonic() - KEEPALIVE_IDLE_TIMEOUT
+            for proto in [c for c in self.state.connections if c.idle_since < limit]:
+                if proto.current is None and proto.ex is None:
+                    proto.close_if_idle()
+
+    async def drain(self, grace: float) -> None:
+        """Stop accepting, let in-flight requests finish (up to ``grace``), then stop."""
+        self.state.draining = True
+        for listener in self.listeners.values():
+            self._close_listener(listener)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            for proto in list(self.state.connections):
+                proto.close_if_idle()
+            if not self.state.connections:
+                break
+            await asyncio.sleep(0.05)
+        for proto in list(self.state.connections):
+            proto.abort()
+        self.pools.close_idle()
+        if self.state.access_log is not None:
+            self.state.access_log.close()
+        self.stopped.set()
+
+
+class WorkerChannel:
+    """The worker's end of the supervisor pipe, read without blocking the event loop."""
+
+    def __init__(self, worker: Worker, conn: Connection) -> None:
+        self.worker = worker
+        self.conn = conn
+
+    def start(self) -> None:
+        self.worker.loop.add_reader(self.conn.fileno(), self._readable)
+
+    def _readable(self) -> None:
+        try:
+            message = self.conn.recv()
+        except (EOFError, OSError):
+            # the supervisor is gone: drain rather than serve unmanaged forever
+            self.worker.loop.remove_reader(self.conn.fileno())
+            asyncio.ensure_future(self.worker.drain(5.0))
+            return
+        asyncio.ensure_future(self._handle(message))
+
+    async def _handle(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "install":
+            snapshot = ir.loads(message[1])
+            try:
+                await self.worker.install(snapshot)
+            except Exception as exc:  # any failure keeps the old configuration serving
+                log.error("configuration %s refused: %s", snapshot.version, exc)
+                self._send(("nack", snapshot.version, str(exc)))
+            else:
+                self._send(("ack", snapshot.version))
+        elif kind == "stats":
+            self._send(("stats", self.worker.metrics.snapshot()))
+        elif kind == "drain":
+            await self.worker.drain(float(message[1]))
+
+    def _send(self, message: tuple[Any, ...]) -> None:
+        with contextlib.suppress(OSError):
+            self.conn.send(message)
+
+
+def worker_main(conn: Connection, access_log: str, log_level: str) -> None:
+    """Entry point of a worker process (spawned by the supervisor)."""
+    import uvloop
+
+    logging.basicConfig(
+        level=log_level.upper(),
+        format=f"%(asctime)s worker[{os.getpid()}] %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when to stop
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    uvloop.run(_serve(conn, access_log))
+
+
+async def _serve(conn: Connection, access_log: str) -> None:
+    loop = asyncio.get_running_loop()
+    worker = Worker(loop, access_log)
+    WorkerChannel(worker, conn).start()
+    sweeper = asyncio.ensure_future(worker.sweep_forever())
+    await worker.stopped.wait()
+    sweeper.cancel()

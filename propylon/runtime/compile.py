@@ -1,0 +1,151 @@
+"""IR -> compiled runtime, once per configuration version (never on the request path)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from propylon.filters.registry import filter_class
+from propylon.ir import (
+    DirectResponseIR,
+    ForwardIR,
+    GatewayIR,
+    PolicyIR,
+    RedirectIR,
+    RuleIR,
+    SnapshotIR,
+    UpstreamIR,
+)
+from propylon.observability.metrics import MetricsRegistry
+from propylon.proxy.pool import PoolRegistry
+from propylon.runtime.balancer import WeightedChoice, make_balancer
+from propylon.runtime.compiled import (
+    DIRECT,
+    FORWARD,
+    REDIRECT,
+    Cluster,
+    ClusterEndpoint,
+    CompiledRoute,
+    FilterChain,
+    GatewayRuntime,
+    Runtime,
+)
+from propylon.runtime.router import Router, RouterEntry
+
+
+class CompileError(ValueError):
+    """The snapshot cannot run here (e.g. two Gateways on one port); the old one stays."""
+
+
+def compile_snapshot(
+    snapshot: SnapshotIR, pools: PoolRegistry, metrics: MetricsRegistry
+) -> Runtime:
+    gateways: dict[str, GatewayRuntime] = {}
+    listeners: dict[tuple[str, int], GatewayRuntime] = {}
+    for gateway in snapshot.gateways:
+        runtime = compile_gateway(gateway, pools, metrics)
+        gateways[gateway.key] = runtime
+        for listener in gateway.listeners:
+            key = (listener.address, listener.port)
+            if key in listeners:
+                raise CompileError(
+                    f"listener {listener.address}:{listener.port} of Gateway {gateway.key} is "
+                    f"already used by Gateway {listeners[key].key}"
+                )
+            listeners[key] = runtime
+    return Runtime(snapshot.version, gateways, listeners)
+
+
+def compile_gateway(
+    gateway: GatewayIR, pools: PoolRegistry, metrics: MetricsRegistry
+) -> GatewayRuntime:
+    clusters = {
+        up.key: compile_cluster(gateway.key, up, pools, metrics) for up in gateway.upstreams
+    }
+    entries: list[RouterEntry[CompiledRoute]] = []
+    for index, rule in enumerate(gateway.rules):
+        chain = compile_chain(rule.policies)
+        route_label, rule_label = _labels(rule, index)
+        stats = metrics.route(gateway.key, route_label, rule_label)
+        for match in rule.matches:
+            compiled = compile_route(rule, clusters, chain, route_label, rule_label, stats)
+            if isinstance(rule.action, ForwardIR) and rule.action.rewrite is not None:
+                if rule.action.rewrite.prefix is not None and match.path.kind == "prefix":
+                    compiled.prefix_from = match.path.value.rstrip("/").encode()
+            entries.append(RouterEntry(rule.hostnames, match, compiled, len(entries)))
+    not_found = CompiledRoute("", "none", "none", metrics.route(gateway.key, "none", "none"))
+    not_found.direct_status, not_found.direct_body = 404, b"no route matched\n"
+    not_found.chain = compile_chain(gateway.default_policies)
+    trusted = tuple(ipaddress.ip_network(c, strict=False) for c in gateway.trusted_proxies)
+    return GatewayRuntime(gateway.key, Router(entries), clusters, trusted, not_found)
+
+
+def _labels(rule: RuleIR, index: int) -> tuple[str, str]:
+    route = rule.route.split(" ", 1)[-1]
+    return route, rule.name or str(index)
+
+
+def compile_cluster(
+    gateway: str, upstream: UpstreamIR, pools: PoolRegistry, metrics: MetricsRegistry
+) -> Cluster:
+    endpoints = []
+    for ep in upstream.endpoints:
+        pool = pools.get(ep.address, ep.port)
+        pool.configure(
+            upstream.max_connections_per_endpoint,
+            upstream.max_idle_per_endpoint,
+            upstream.connect_timeout,
+            upstream.idle_timeout,
+        )
+        endpoints.append(ClusterEndpoint(pool, ep.weight))
+    balancer = make_balancer(upstream.lb_policy, endpoints, upstream.hash_on)
+    hash_on = upstream.hash_on if upstream.lb_policy == "ring_hash" else None
+    return Cluster(
+        upstream.key,
+        endpoints,
+        balancer,
+        hash_on.kind if hash_on else None,
+        hash_on.name.lower() if hash_on else "",
+        metrics.upstream(gateway, upstream.key),
+    )
+
+
+def compile_chain(policies: tuple[PolicyIR, ...]) -> FilterChain:
+    return FilterChain(
+        tuple(filter_class(p.type).from_spec(p.spec, p.source) for p in policies)
+    )
+
+
+def compile_route(
+    rule: RuleIR,
+    clusters: dict[str, Cluster],
+    chain: FilterChain,
+    route_label: str,
+    rule_label: str,
+    stats: object,
+) -> CompiledRoute:
+    compiled = CompiledRoute(rule.id, route_label, rule_label, stats)  # type: ignore[arg-type]
+    compiled.chain = chain
+    action = rule.action
+    if isinstance(action, ForwardIR):
+        compiled.kind = FORWARD
+        compiled.timeout = action.timeout
+        targets = [clusters[b.upstream] for b in action.backends]
+        weights = [b.weight for b in action.backends]
+        if len(targets) == 1 and weights[0] > 0:
+            compiled.single_cluster = targets[0]
+        else:
+            compiled.backends = WeightedChoice(targets, weights)
+        if action.rewrite is not None:
+            if action.rewrite.full_path is not None:
+                compiled.replace_path = action.rewrite.full_path.encode()
+            elif action.rewrite.prefix is not None:
+                compiled.prefix_to = action.rewrite.prefix.encode()
+    elif isinstance(action, RedirectIR):
+        compiled.kind = REDIRECT
+        compiled.redirect = action
+    elif isinstance(action, DirectResponseIR):
+        compiled.kind = DIRECT
+        compiled.direct_status = action.status
+        compiled.direct_body = action.body.encode()
+        compiled.direct_content_type = action.content_type.encode()
+    return compiled

@@ -1,0 +1,165 @@
+"""The compiled runtime: immutable objects built from the IR, read by every request.
+
+Installing a configuration is one reference assignment (``Worker.install``); requests in flight
+keep the ``GatewayRuntime`` they started with. Nothing here parses config or compiles anything
+per request: redirect/direct answers, rewrite prefixes and filter phase tuples are all prepared
+by ``compile.py``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import TYPE_CHECKING, Any
+
+from propylon.ir import RedirectIR
+
+if TYPE_CHECKING:
+    from propylon.filters.base import Filter
+    from propylon.observability.metrics import RouteStats, UpstreamStats
+    from propylon.proxy.pool import EndpointPool
+    from propylon.runtime.router import Router
+
+FORWARD, REDIRECT, DIRECT = 0, 1, 2
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class ClusterEndpoint:
+    """An endpoint as one upstream sees it: its weight there, its pool, its load."""
+
+    __slots__ = ("active", "label", "pool", "weight")
+
+    def __init__(self, pool: EndpointPool, weight: int) -> None:
+        self.pool = pool
+        self.weight = weight
+        self.active = 0
+        self.label = f"{pool.address}:{pool.port}"
+
+
+class Cluster:
+    """One Upstream: its endpoints and the balancer that picks among them."""
+
+    __slots__ = ("balancer", "endpoints", "hash_kind", "hash_name", "key", "stats")
+
+    def __init__(
+        self,
+        key: str,
+        endpoints: list[ClusterEndpoint],
+        balancer: Any,
+        hash_kind: str | None,
+        hash_name: str,
+        stats: UpstreamStats,
+    ) -> None:
+        self.key = key
+        self.endpoints = endpoints
+        self.balancer = balancer
+        self.hash_kind = hash_kind
+        self.hash_name = hash_name
+        self.stats = stats
+
+
+class FilterChain:
+    """A rule's filters split into per-phase tuples of bound methods (only overriders)."""
+
+    __slots__ = ("filters", "on_log", "on_request", "on_response", "on_upstream_request")
+
+    def __init__(self, filters: tuple[Filter, ...]) -> None:
+        from propylon.filters.base import overrides
+
+        self.filters = filters
+        self.on_request = tuple(f.on_request for f in filters if overrides(f, "on_request"))
+        self.on_upstream_request = tuple(
+            f.on_upstream_request for f in filters if overrides(f, "on_upstream_request")
+        )
+        # Responses travel back through the filters in reverse order.
+        self.on_response = tuple(
+            f.on_response for f in reversed(filters) if overrides(f, "on_response")
+        )
+        self.on_log = tuple(f.on_log for f in filters if overrides(f, "on_log"))
+
+
+EMPTY_CHAIN = FilterChain(())
+
+
+class CompiledRoute:
+    """What one (rule, match) pair does; the router's payload."""
+
+    __slots__ = (
+        "backends",
+        "chain",
+        "direct_body",
+        "direct_content_type",
+        "direct_status",
+        "kind",
+        "prefix_from",
+        "prefix_to",
+        "redirect",
+        "replace_path",
+        "route_label",
+        "rule_id",
+        "rule_label",
+        "single_cluster",
+        "stats",
+        "timeout",
+    )
+
+    def __init__(self, rule_id: str, route_label: str, rule_label: str, stats: RouteStats) -> None:
+        self.rule_id = rule_id
+        self.route_label = route_label
+        self.rule_label = rule_label
+        self.stats = stats
+        self.kind = DIRECT
+        self.chain = EMPTY_CHAIN
+        self.backends: Any = None  # WeightedChoice[Cluster] when there are several backends
+        self.single_cluster: Cluster | None = None
+        self.timeout = 60.0
+        self.prefix_from: bytes | None = None  # rewrite: the matched prefix ...
+        self.prefix_to = b""  # ... and what replaces it
+        self.replace_path: bytes | None = None  # rewrite: full path
+        self.redirect: RedirectIR | None = None
+        self.direct_status = 200
+        self.direct_body = b""
+        self.direct_content_type = b"text/plain; charset=utf-8"
+
+
+class GatewayRuntime:
+    __slots__ = ("clusters", "key", "not_found", "router", "trusted_networks")
+
+    def __init__(
+        self,
+        key: str,
+        router: Router[CompiledRoute],
+        clusters: dict[str, Cluster],
+        trusted_networks: tuple[IPNetwork, ...],
+        not_found: CompiledRoute,
+    ) -> None:
+        self.key = key
+        self.router = router
+        self.clusters = clusters
+        self.trusted_networks = trusted_networks
+        self.not_found = not_found
+
+    def is_trusted(self, ip: str) -> bool:
+        if not self.trusted_networks:
+            return False
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(addr in net for net in self.trusted_networks)
+
+
+class Runtime:
+    """A whole compiled snapshot: every Gateway, and which one serves each listener."""
+
+    __slots__ = ("gateways", "listeners", "version")
+
+    def __init__(
+        self,
+        version: str,
+        gateways: dict[str, GatewayRuntime],
+        listeners: dict[tuple[str, int], GatewayRuntime],
+    ) -> None:
+        self.version = version
+        self.gateways = gateways
+        self.listeners = listeners
