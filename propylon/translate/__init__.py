@@ -1,0 +1,6 @@
+"""Translation: resources -> per-Gateway IR (selection, delegation, policy attachment,
+invalid-route replacement, statuses). Pure functions; see ``translator.py`` for the steps."""
+
+from propylon.translate.translator import translate
+
+__all__ = ["translate"]

@@ -1,0 +1,68 @@
+"""The Gateway model: listeners, route selection, Gateway-wide policies, trusted proxies."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
+
+from propylon.config._types import (
+    CIDR,
+    Hostname,
+    IPAddress,
+    Model,
+    Name,
+    Port,
+    Selector,
+    StatusCode,
+    invalid,
+    not_supported,
+)
+from propylon.config.policy import GatewayPolicyItem
+
+
+class Listener(Model):
+    name: Name
+    port: Port
+    protocol: Literal["HTTP", "HTTPS"] = "HTTP"
+    address: IPAddress = "0.0.0.0"
+    hostnames: list[Hostname] = Field(default_factory=list)
+    tls: Any = None
+
+    @field_validator("protocol")
+    @classmethod
+    def _http_only(cls, value: str) -> str:
+        if value == "HTTPS":
+            raise not_supported("protocol: HTTPS")
+        return value
+
+    @field_validator("tls", mode="before")
+    @classmethod
+    def _no_tls(cls, value: Any) -> Any:
+        raise not_supported("tls")
+
+
+class InvalidRouteResponse(Model):
+    status: StatusCode = 500
+    body: str = "route unavailable"
+
+
+class GatewaySpec(Model):
+    listeners: list[Listener] = Field(min_length=1)
+    route_selector: Selector = Field(default_factory=Selector)
+    policies: list[GatewayPolicyItem] = Field(default_factory=list)
+    trusted_proxies: list[CIDR] = Field(default_factory=list)
+    invalid_route_response: InvalidRouteResponse = Field(default_factory=InvalidRouteResponse)
+
+    @field_validator("listeners")
+    @classmethod
+    def _unique_listeners(cls, listeners: list[Listener]) -> list[Listener]:
+        names = [lst.name for lst in listeners]
+        for name in names:
+            if names.count(name) > 1:
+                raise invalid("duplicate_listener", f'listener name "{name}" is used twice')
+        binds = [(lst.address, lst.port) for lst in listeners]
+        for address, port in binds:
+            if binds.count((address, port)) > 1:
+                raise invalid("duplicate_port", f"port {port} is used twice on {address}")
+        return listeners

@@ -1,0 +1,147 @@
+"""Loading resources from YAML files, folders or text, collecting every error at once.
+
+``load_paths`` reads files and folders (every ``*.yaml`` / ``*.yml`` inside, recursively, in
+sorted order); each YAML document is one resource. Errors never stop loading: a document with
+errors is left out of ``resources`` and each of its problems becomes one ``ConfigError``.
+The first definition of a (kind, namespace, name) wins; a later one is an error naming both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from propylon.config._yaml import Document, dotted_path, parse_documents
+from propylon.config.errors import ConfigError, Source
+from propylon.config.resources import API_VERSION, KINDS, Resource
+
+_SUFFIXES = (".yaml", ".yml")
+_MESSAGES = {
+    "missing": "required field is missing",
+    "extra_forbidden": "unknown field",
+}
+
+
+@dataclass(slots=True)
+class LoadResult:
+    resources: list[Resource] = field(default_factory=list)
+    errors: list[ConfigError] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+def load_paths(paths: Sequence[str | Path]) -> LoadResult:
+    """Every resource in ``paths`` (files or folders) and every error found in them."""
+    result = LoadResult()
+    seen: dict[tuple[str, str], Source] = {}
+    for file in _expand(paths, result.errors):
+        try:
+            text = file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            result.errors.append(ConfigError(str(file), None, None, None, None, _os_msg(exc)))
+            continue
+        _load_into(result, text, str(file), seen)
+    return result
+
+
+def load_text(text: str, filename: str = "<text>") -> LoadResult:
+    """Resources from YAML ``text``; ``filename`` is only used in errors and sources."""
+    result = LoadResult()
+    _load_into(result, text, filename, {})
+    return result
+
+
+def _expand(paths: Sequence[str | Path], errors: list[ConfigError]) -> Iterable[Path]:
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _SUFFIXES)
+        elif path.is_file():
+            yield path
+        else:
+            errors.append(ConfigError(str(path), None, None, None, None, "no such file or folder"))
+
+
+def _os_msg(exc: Exception) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+
+
+def _load_into(
+    result: LoadResult, text: str, filename: str, seen: dict[tuple[str, str], Source]
+) -> None:
+    documents, errors = parse_documents(text, filename)
+    result.errors.extend(errors)
+    for doc in documents:
+        resource, doc_errors = _build(doc, filename)
+        result.errors.extend(sorted(doc_errors, key=lambda e: e.line or 0))
+        if resource is not None and _first_definition(resource, seen, result.errors):
+            result.resources.append(resource)
+
+
+def _build(doc: Document, filename: str) -> tuple[Resource | None, list[ConfigError]]:
+    data = doc.data
+    if not isinstance(data, dict):
+        return None, [
+            ConfigError(filename, doc.line, None, None, None, "a resource must be a mapping")
+        ]
+    kind, name = _identity(data)
+
+    def error(path: tuple[str | int, ...], message: str) -> ConfigError:
+        return ConfigError(filename, doc.line_of(path), kind, name, dotted_path(path), message)
+
+    if data.get("apiVersion") != API_VERSION:
+        got = data.get("apiVersion")
+        msg = f'must be "{API_VERSION}"' + (f" (got {got!r})" if got is not None else "")
+        return None, [error(("apiVersion",), msg)]
+    cls = KINDS.get(kind or "")
+    if cls is None:
+        msg = f"unknown kind {kind!r}; expected one of {', '.join(KINDS)}"
+        return None, [error(("kind",), msg if kind else "required field is missing")]
+    try:
+        resource = cls.model_validate(data)
+    except ValidationError as exc:
+        return None, [error(_path(e), _message(e)) for e in exc.errors()]
+    resource._source = Source(filename, doc.line)
+    return resource, []
+
+
+def _identity(data: dict[str, Any]) -> tuple[str | None, str | None]:
+    kind = data.get("kind") if isinstance(data.get("kind"), str) else None
+    meta = data.get("metadata")
+    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str):
+        return kind, None
+    namespace = meta.get("namespace", "default")
+    return kind, f"{namespace}/{meta['name']}"
+
+
+def _path(error: ErrorDetails) -> tuple[str | int, ...]:
+    # pydantic marks errors in a mapping's key with an extra "[key]" location part
+    return tuple(part for part in error["loc"] if part != "[key]")
+
+
+def _message(error: ErrorDetails) -> str:
+    kind = error["type"]
+    if kind in _MESSAGES:
+        return _MESSAGES[kind]
+    if kind == "value_error" and "error" in error.get("ctx", {}):
+        return str(error["ctx"]["error"])
+    return error["msg"][:1].lower() + error["msg"][1:]
+
+
+def _first_definition(
+    resource: Resource, seen: dict[tuple[str, str], Source], errors: list[ConfigError]
+) -> bool:
+    source = resource.source or Source("<unknown>", 0)
+    first = seen.setdefault((resource.kind, resource.key), source)
+    if first is source:
+        return True
+    msg = f"defined twice: first at {first}, again at {source}"
+    errors.append(ConfigError(source.file, source.line, resource.kind, resource.key, None, msg))
+    return False

@@ -1,0 +1,111 @@
+"""The six resource kinds (DESIGN §2): ``apiVersion``, ``kind``, ``metadata`` and ``spec``.
+
+A loaded resource remembers where it was defined (``source``); that is not part of its
+content, so it never changes a translation's result.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, PrivateAttr, model_validator
+
+from propylon.config._types import Labels, Model, Name, invalid
+from propylon.config.consumer import ConsumerSpec
+from propylon.config.errors import Source
+from propylon.config.gateway import GatewaySpec
+from propylon.config.policy import PolicySections
+from propylon.config.route import RouteSpec, RouteTableSpec
+from propylon.config.upstream import UpstreamSpec
+
+API_VERSION = "propylon.dev/v1"
+
+
+class Metadata(Model):
+    name: Name
+    namespace: Name = "default"
+    labels: Labels = Field(default_factory=dict)
+
+
+class Resource(Model):
+    api_version: Literal["propylon.dev/v1"]
+    kind: str
+    metadata: Metadata
+    _source: Source | None = PrivateAttr(default=None)
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def key(self) -> str:
+        """``namespace/name``."""
+        return f"{self.metadata.namespace}/{self.metadata.name}"
+
+    @property
+    def ref(self) -> str:
+        """``Kind namespace/name``, how statuses and messages name the resource."""
+        return f"{self.kind} {self.key}"
+
+    @property
+    def source(self) -> Source | None:
+        return self._source
+
+
+class Gateway(Resource):
+    kind: Literal["Gateway"] = "Gateway"
+    spec: GatewaySpec
+
+
+class Route(Resource):
+    kind: Literal["Route"] = "Route"
+    spec: RouteSpec
+
+
+class RouteTable(Resource):
+    kind: Literal["RouteTable"] = "RouteTable"
+    spec: RouteTableSpec
+
+
+class Upstream(Resource):
+    kind: Literal["Upstream"] = "Upstream"
+    spec: UpstreamSpec
+
+
+class TargetRef(Model):
+    kind: Literal["Gateway", "Route", "RouteTable", "Upstream"]
+    name: Name
+    namespace: Name | None = None  # default: the Policy's own namespace
+    section_name: Name | None = None  # a rule name of the target Route or RouteTable
+
+
+class PolicySpec(PolicySections):
+    target_refs: list[TargetRef] = Field(min_length=1)
+    enforced: bool = False
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> PolicySpec:
+        if not self.sections():
+            raise invalid("empty_policy", "a Policy needs at least one policy section")
+        return self
+
+
+class Policy(Resource):
+    kind: Literal["Policy"] = "Policy"
+    spec: PolicySpec
+
+
+class Consumer(Resource):
+    kind: Literal["Consumer"] = "Consumer"
+    spec: ConsumerSpec
+
+
+AnyResource = Gateway | Route | RouteTable | Upstream | Policy | Consumer
+
+KINDS: dict[str, type[Resource]] = {
+    cls.__name__: cls for cls in (Gateway, Route, RouteTable, Upstream, Policy, Consumer)
+}

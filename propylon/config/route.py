@@ -1,0 +1,160 @@
+"""Route and RouteTable models: hostnames, rules, matches and the four rule actions.
+
+Regexes are plain strings here: they are compiled during translation, so a bad regex
+invalidates only its own route instead of failing the whole configuration.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from propylon.config._types import (
+    Duration,
+    Hostname,
+    Method,
+    Model,
+    Name,
+    Port,
+    Selector,
+    StatusCode,
+    UrlPath,
+    Weight,
+    exactly_one,
+    invalid,
+    not_supported,
+)
+from propylon.config.policy import PolicyItem
+
+_UPSTREAM_REF = re.compile(r"([a-z0-9]([-a-z0-9]*[a-z0-9])?/)?[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+ACTIONS: tuple[str, ...] = ("forward", "redirect", "directResponse", "delegate")
+
+
+class PathMatch(Model):
+    exact: UrlPath | None = None
+    prefix: UrlPath | None = None
+    regex: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> PathMatch:
+        exactly_one(self, ("exact", "prefix", "regex"))
+        return self
+
+    @property
+    def kind(self) -> str:
+        return (
+            "exact" if self.exact is not None else "prefix" if self.prefix is not None else "regex"
+        )
+
+    @property
+    def value(self) -> str:
+        return self.exact or self.prefix or self.regex or ""
+
+
+class ValueMatch(Model):
+    """A header or query condition: exact ``value`` or full-match ``regex``."""
+
+    name: str = Field(min_length=1)
+    value: str | None = None
+    regex: str | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ValueMatch:
+        exactly_one(self, ("value", "regex"))
+        return self
+
+
+class Match(Model):
+    path: PathMatch = Field(default_factory=lambda: PathMatch(prefix="/"))
+    method: Method | None = None
+    headers: list[ValueMatch] = Field(default_factory=list)
+    query: list[ValueMatch] = Field(default_factory=list)
+
+
+class Backend(Model):
+    upstream: str  # "name" (the owning resource's namespace) or "namespace/name"
+    weight: Weight = 1
+
+    @field_validator("upstream")
+    @classmethod
+    def _ref(cls, value: str) -> str:
+        if not _UPSTREAM_REF.fullmatch(value):
+            raise invalid(
+                "upstream_ref", f'invalid upstream reference "{value}": use name or ns/name'
+            )
+        return value
+
+
+class Rewrite(Model):
+    prefix: UrlPath | None = None
+    full_path: UrlPath | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Rewrite:
+        exactly_one(self, ("prefix", "fullPath"))
+        return self
+
+
+class Forward(Model):
+    backends: list[Backend] = Field(min_length=1)
+    rewrite: Rewrite | None = None
+    timeout: Duration = 60.0
+    retries: Any = None
+    mirror: Any = None
+
+    @field_validator("retries", "mirror", mode="before")
+    @classmethod
+    def _not_supported(cls, value: Any, info: ValidationInfo) -> Any:
+        raise not_supported(info.field_name or "")
+
+
+class Redirect(Model):
+    scheme: Literal["http", "https"] | None = None
+    host: Hostname | None = None
+    port: Port | None = None
+    path: UrlPath | None = None
+    status_code: Literal[301, 302, 303, 307, 308] = 302
+
+
+class DirectResponse(Model):
+    status: StatusCode
+    body: str = ""
+
+
+class Delegate(Model):
+    selector: Selector
+
+
+class Rule(Model):
+    name: Name | None = None
+    matches: list[Match] = Field(default_factory=lambda: [Match()], min_length=1)
+    forward: Forward | None = None
+    redirect: Redirect | None = None
+    direct_response: DirectResponse | None = None
+    delegate: Delegate | None = None
+    policies: list[PolicyItem] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _one_action(self) -> Rule:
+        exactly_one(self, ACTIONS)
+        return self
+
+
+def _unique_rule_names(rules: list[Rule]) -> list[Rule]:
+    names = [r.name for r in rules if r.name is not None]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise invalid("duplicate_rule", f'rule name "{dupes[0]}" is used twice')
+    return rules
+
+
+class RouteTableSpec(Model):
+    rules: list[Rule] = Field(min_length=1)
+
+    _names = field_validator("rules")(_unique_rule_names)
+
+
+class RouteSpec(RouteTableSpec):
+    hostnames: list[Hostname] = Field(default_factory=list)

@@ -1,0 +1,92 @@
+"""Actions and backend resolution.
+
+``upstream: name`` names an Upstream in the owning Route's or RouteTable's namespace;
+``ns/name`` another namespace, allowed when the Gateway admits that namespace (its own, or one
+its ``routeSelector`` lists). A missing or forbidden upstream invalidates the owning resource.
+"""
+
+from __future__ import annotations
+
+from propylon.config import Forward, Rule, Upstream
+from propylon.ir import (
+    Action,
+    BackendIR,
+    DirectResponseIR,
+    EndpointIR,
+    ForwardIR,
+    HashOnIR,
+    RedirectIR,
+    RewriteIR,
+    UpstreamIR,
+)
+from propylon.translate.context import GatewayContext, RouteLike
+from propylon.translate.select import gateway_admits
+
+
+def build_action(ctx: GatewayContext, owner: RouteLike, rule: Rule, field: str) -> Action | None:
+    """The rule's action as IR; None for ``delegate`` (delegation is flattened elsewhere)."""
+    if rule.forward is not None:
+        return resolve_backends(ctx, owner, rule.forward, f"{field}.forward")
+    if rule.redirect is not None:
+        r = rule.redirect
+        return RedirectIR(r.status_code, r.scheme, r.host, r.port, r.path)
+    if rule.direct_response is not None:
+        return DirectResponseIR(rule.direct_response.status, rule.direct_response.body)
+    return None
+
+
+def resolve_backends(
+    ctx: GatewayContext, owner: RouteLike, forward: Forward, field: str
+) -> ForwardIR:
+    backends = []
+    for index, backend in enumerate(forward.backends):
+        key = upstream_key(backend.upstream, owner.namespace)
+        error = _reference_error(ctx, owner, key)
+        if error:
+            ctx.fail(owner, f"{field}.backends[{index}].upstream: {error}")
+        backends.append(BackendIR(key, backend.weight))
+    rewrite = None
+    if forward.rewrite is not None:
+        rewrite = RewriteIR(prefix=forward.rewrite.prefix, full_path=forward.rewrite.full_path)
+    return ForwardIR(tuple(backends), rewrite, forward.timeout)
+
+
+def upstream_key(reference: str, own_namespace: str) -> str:
+    return reference if "/" in reference else f"{own_namespace}/{reference}"
+
+
+def _reference_error(ctx: GatewayContext, owner: RouteLike, key: str) -> str | None:
+    namespace = key.split("/", 1)[0]
+    if namespace != owner.namespace and not gateway_admits(ctx.gateway, namespace):
+        return (
+            f'upstream "{key}": namespace "{namespace}" is not admitted by '
+            f"Gateway {ctx.gateway.key}"
+        )
+    if key not in ctx.inventory.upstreams:
+        return f'upstream "{key}" not found'
+    return None
+
+
+def build_upstream(upstream: Upstream) -> UpstreamIR:
+    spec = upstream.spec
+    return UpstreamIR(
+        key=upstream.key,
+        endpoints=tuple(EndpointIR(e.address, e.port, e.weight) for e in spec.endpoints),
+        lb_policy=spec.load_balancer.policy,
+        hash_on=_hash_on(upstream),
+        connect_timeout=spec.connect_timeout,
+        idle_timeout=spec.idle_timeout,
+        max_connections_per_endpoint=spec.connection_pool.max_connections_per_endpoint,
+        max_idle_per_endpoint=spec.connection_pool.max_idle_per_endpoint,
+    )
+
+
+def _hash_on(upstream: Upstream) -> HashOnIR | None:
+    hash_on = upstream.spec.load_balancer.hash_on
+    if hash_on is None:
+        return None
+    if hash_on.header is not None:
+        return HashOnIR("header", hash_on.header)
+    if hash_on.cookie is not None:
+        return HashOnIR("cookie", hash_on.cookie)
+    return HashOnIR("client_ip")

@@ -1,0 +1,28 @@
+"""What the steps of one Gateway's translation share: inputs, the status book, and the set of
+Routes/RouteTables found invalid *for this Gateway* (their rules get replaced)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from propylon.config import Gateway, Route, RouteTable
+from propylon.translate.inventory import Inventory
+from propylon.translate.status import StatusBook
+
+RouteLike = Route | RouteTable
+
+
+@dataclass(slots=True)
+class GatewayContext:
+    gateway: Gateway
+    inventory: Inventory
+    status: StatusBook
+    invalid: set[str] = field(default_factory=set)  # refs "Kind namespace/name"
+
+    def fail(self, owner: RouteLike, reason: str) -> None:
+        """Mark ``owner`` Invalid (for this Gateway, so its rules are replaced)."""
+        self.invalid.add(owner.ref)
+        self.status.fail(owner.kind, owner.key, reason)
+
+    def is_invalid(self, owner: RouteLike) -> bool:
+        return owner.ref in self.invalid

@@ -1,0 +1,129 @@
+"""Flattening a selected Route's rules, following delegation into RouteTables.
+
+Every rule becomes a ``Draft``: its matches (nested under the delegating matches), its action
+resolved, its id, and the chain of delegating drafts. Problems are reported against the rule's
+owner through ``GatewayContext.fail``; whether a draft is served or replaced is decided after
+the whole walk (``replace.py``), because a cycle found deep in the walk invalidates tables
+whose rules were drafted earlier.
+
+Order: a delegating rule's delegated drafts come right before it, RouteTables in key order.
+Rule ids: ``route:shop/shop:3`` and, for delegated rules, the table's own id followed by
+``@`` and the delegating rule's id: ``routetable:team-a/catalog:1@route:shop/shop:3``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from propylon.config import Route, RouteTable, Rule
+from propylon.ir import Action, MatchIR
+from propylon.translate.backends import build_action
+from propylon.translate.context import GatewayContext, RouteLike
+from propylon.translate.matches import build_matches, describe_path, nest_matches
+from propylon.translate.select import select_route_tables
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    owner: RouteLike
+    index: int
+    rule: Rule
+    id: str
+    hostnames: tuple[str, ...]
+    matches: tuple[MatchIR, ...]
+    action: Action | None  # None for a delegating rule
+    parents: tuple[Draft, ...] = ()  # delegating drafts, outermost first
+
+    @property
+    def label(self) -> str:
+        """How policy sources name the rule: its name, else its index."""
+        return self.rule.name or f"#{self.index}"
+
+
+def flatten_route(ctx: GatewayContext, route: Route) -> list[Draft]:
+    ctx.status.selected(route.kind, route.key, ctx.gateway.key)
+    return _flatten_rules(ctx, route, tuple(route.spec.hostnames), None, ())
+
+
+def _flatten_rules(
+    ctx: GatewayContext,
+    owner: RouteLike,
+    hostnames: tuple[str, ...],
+    parent: Draft | None,
+    chain: tuple[RouteTable, ...],
+) -> list[Draft]:
+    drafts: list[Draft] = []
+    for index, rule in enumerate(owner.spec.rules):
+        draft = build_draft(ctx, owner, index, rule, hostnames, parent)
+        if rule.delegate is not None:
+            drafts.extend(resolve_delegation(ctx, draft, chain))
+        drafts.append(draft)  # after its delegated rules, which it may stand behind
+    return drafts
+
+
+def build_draft(
+    ctx: GatewayContext,
+    owner: RouteLike,
+    index: int,
+    rule: Rule,
+    hostnames: tuple[str, ...],
+    parent: Draft | None,
+) -> Draft:
+    field = f"spec.rules[{index}]"
+    own, errors = build_matches(rule.matches, field)
+    for error in errors:
+        ctx.fail(owner, error)
+    matches = [m for _, m in own]
+    if parent is not None:
+        matches, escaping = nest_matches(parent.matches, own)
+        for k, match in escaping:
+            where = ", ".join(describe_path(m.path) for m in parent.matches)
+            ctx.fail(
+                owner,
+                f"{field}.matches[{k}].path: {describe_path(match.path)} is not under the "
+                f"delegating match ({where} of {parent.id})",
+            )
+    own_id = f"{owner.kind.lower()}:{owner.key}:{index}"
+    return Draft(
+        owner=owner,
+        index=index,
+        rule=rule,
+        id=own_id if parent is None else f"{own_id}@{parent.id}",
+        hostnames=hostnames,
+        matches=tuple(matches),
+        action=build_action(ctx, owner, rule, field),
+        parents=() if parent is None else (*parent.parents, parent),
+    )
+
+
+def resolve_delegation(
+    ctx: GatewayContext, draft: Draft, chain: tuple[RouteTable, ...]
+) -> list[Draft]:
+    """The drafts of every RouteTable ``draft``'s delegate selects, recursively."""
+    assert draft.rule.delegate is not None
+    if not draft.matches:
+        return []  # its matches were all dropped: nothing can be delegated under them
+    owner = draft.owner
+    tables = select_route_tables(
+        draft.rule.delegate.selector, owner.namespace, ctx.inventory.tables
+    )
+    if not tables:
+        ctx.status.note(
+            owner.kind, owner.key, f"spec.rules[{draft.index}].delegate: selects no RouteTable"
+        )
+    drafts: list[Draft] = []
+    for table in tables:
+        if any(t.key == table.key for t in chain):
+            _report_cycle(ctx, (*chain, table))
+            continue
+        ctx.status.selected(table.kind, table.key, ctx.gateway.key)
+        drafts.extend(_flatten_rules(ctx, table, draft.hostnames, draft, (*chain, table)))
+    return drafts
+
+
+def _report_cycle(ctx: GatewayContext, chain: tuple[RouteTable, ...]) -> None:
+    start = next(i for i, t in enumerate(chain) if t.key == chain[-1].key)
+    cycle = chain[start:]
+    text = " -> ".join(t.ref for t in cycle)
+    for table in cycle[:-1]:
+        ctx.fail(table, f"delegation cycle: {text}")

@@ -1,0 +1,66 @@
+"""One Gateway's IR: the ordered steps of its translation.
+
+1. ``select_routes``: the Routes its routeSelector admits (key order);
+2. ``flatten_route`` / ``resolve_delegation``: every rule as a draft, delegation followed,
+   matches checked (regexes, nesting) and backends resolved, problems reported;
+3. ``build_rules``: drafts of Invalid resources replaced, policies attached to the others;
+4. the upstreams the served rules use, the listeners and the Gateway-wide settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from propylon.config import Gateway
+from propylon.ir import ForwardIR, GatewayIR, ListenerIR, RuleIR, UpstreamIR
+from propylon.translate.backends import build_upstream
+from propylon.translate.context import GatewayContext
+from propylon.translate.delegation import flatten_route
+from propylon.translate.inventory import Inventory
+from propylon.translate.policies import PolicyTargets, attach_policies, gateway_level
+from propylon.translate.replace import build_rules, invalid_route_response
+from propylon.translate.select import select_routes
+from propylon.translate.status import StatusBook
+
+
+def translate_gateway(
+    gateway: Gateway, inventory: Inventory, targets: PolicyTargets, status: StatusBook
+) -> GatewayIR:
+    ctx = GatewayContext(gateway, inventory, status)
+    status.selected(gateway.kind, gateway.key, gateway.key)
+    drafts = [
+        d for route in select_routes(gateway, inventory.routes) for d in flatten_route(ctx, route)
+    ]
+    gateway_policies = gateway_level(gateway, targets)
+    defaults = attach_policies([gateway_policies], status, gateway.key)
+    rules = build_rules(ctx, drafts, gateway_policies, targets, defaults)
+    upstreams = collect_upstreams(rules, inventory)
+    for upstream in upstreams:
+        status.selected("Upstream", upstream.key, gateway.key)
+    return GatewayIR(
+        key=gateway.key,
+        listeners=translate_listeners(gateway),
+        rules=tuple(rules),
+        upstreams=upstreams,
+        trusted_proxies=tuple(gateway.spec.trusted_proxies),
+        invalid_route_response=invalid_route_response(ctx),
+        default_policies=defaults,
+    )
+
+
+def translate_listeners(gateway: Gateway) -> tuple[ListenerIR, ...]:
+    return tuple(
+        ListenerIR(lst.name, lst.port, lst.protocol, lst.address, tuple(lst.hostnames))
+        for lst in gateway.spec.listeners
+    )
+
+
+def collect_upstreams(rules: Iterable[RuleIR], inventory: Inventory) -> tuple[UpstreamIR, ...]:
+    """The Upstreams the served rules forward to, in key order."""
+    keys = {
+        backend.upstream
+        for rule in rules
+        if isinstance(rule.action, ForwardIR)
+        for backend in rule.action.backends
+    }
+    return tuple(build_upstream(inventory.upstreams[key]) for key in sorted(keys))

@@ -1,0 +1,55 @@
+"""The translator's input, sorted and indexed by kind, so file order never matters.
+
+Resources are sorted by ``namespace/name`` within each kind. Keys are expected to be unique
+(the loader reports duplicates); if two resources share a key anyway, the one whose JSON
+sorts first is kept, so the choice still does not depend on input order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+from propylon.config import Gateway, Policy, Resource, Route, RouteTable, Upstream
+
+R = TypeVar("R", bound=Resource)
+
+
+@dataclass(frozen=True, slots=True)
+class Inventory:
+    gateways: tuple[Gateway, ...]
+    routes: tuple[Route, ...]
+    tables: tuple[RouteTable, ...]
+    upstreams: dict[str, Upstream]  # by "namespace/name"
+    policies: tuple[Policy, ...]
+
+    def find(self, kind: str, key: str) -> Resource | None:
+        """The Gateway, Route, RouteTable or Upstream ``kind`` with ``key``, if any."""
+        if kind == "Upstream":
+            return self.upstreams.get(key)
+        pool: Sequence[Resource] = {
+            "Gateway": self.gateways,
+            "Route": self.routes,
+            "RouteTable": self.tables,
+        }.get(kind, ())
+        return next((r for r in pool if r.key == key), None)
+
+
+def build_inventory(resources: Sequence[Resource]) -> Inventory:
+    return Inventory(
+        gateways=_sorted(resources, Gateway),
+        routes=_sorted(resources, Route),
+        tables=_sorted(resources, RouteTable),
+        upstreams={u.key: u for u in _sorted(resources, Upstream)},
+        policies=_sorted(resources, Policy),
+    )
+
+
+def _sorted(resources: Sequence[Resource], cls: type[R]) -> tuple[R, ...]:
+    of_kind = [r for r in resources if isinstance(r, cls)]
+    of_kind.sort(key=lambda r: (r.key, r.model_dump_json()))
+    unique: dict[str, R] = {}
+    for resource in of_kind:
+        unique.setdefault(resource.key, resource)
+    return tuple(unique.values())

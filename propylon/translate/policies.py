@@ -1,0 +1,170 @@
+"""Policy attachment and precedence.
+
+Candidates for a rule, grouped in levels from least to most specific:
+
+1. the Gateway: its inline ``policies[]``, then Policy resources targeting it;
+2. the resources on the rule's path: the Route, then each RouteTable down to the rule's owner
+   (Policy resources targeting them without ``sectionName``);
+3. each delegating rule, outermost first (its inline ``policies[]``, then Policy resources
+   targeting its resource with ``sectionName`` = the rule's name);
+4. the rule itself (same sources as 3).
+
+Per policy type the most specific level wins, except that a Gateway-level section with
+``enforced: true`` wins over everything. Within a level the first candidate wins (inline
+first, then Policy resources by namespace/name); a Policy resource that loses at its own level,
+or to an enforced section, gets "<type> overridden by <winner>" in its status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from propylon.config import Gateway, Policy, PolicyItem, PolicySections, Route, RouteTable
+from propylon.ir import POLICY_ORDER, PolicyIR
+from propylon.translate.context import RouteLike
+from propylon.translate.delegation import Draft
+from propylon.translate.inventory import Inventory
+from propylon.translate.status import StatusBook
+
+# (target kind, target key, sectionName or None) -> Policies in namespace/name order
+PolicyTargets = dict[tuple[str, str, str | None], list[Policy]]
+# The policy types that may target an Upstream (none are implemented yet).
+UPSTREAM_POLICY_TYPES: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    type: str
+    spec: dict[str, Any]
+    source: str
+    enforced: bool = False
+    policy: str | None = None  # the Policy resource's key, when it comes from one
+
+
+Level = list[Candidate]
+
+
+def index_policy_targets(inventory: Inventory, status: StatusBook) -> PolicyTargets:
+    """Resolve every Policy's targetRefs; a missing target or bad ref makes the Policy Invalid
+    (its other, valid targets still get it)."""
+    targets: PolicyTargets = {}
+    for policy in inventory.policies:
+        for index, ref in enumerate(policy.spec.target_refs):
+            key = f"{ref.namespace or policy.namespace}/{ref.name}"
+            error = _target_error(inventory, policy, ref.kind, key, ref.section_name)
+            if error:
+                status.fail(policy.kind, policy.key, f"spec.targetRefs[{index}]: {error}")
+                continue
+            targets.setdefault((ref.kind, key, ref.section_name), []).append(policy)
+            if policy.spec.enforced and ref.kind != "Gateway":
+                status.note(policy.kind, policy.key, "enforced only applies to Gateway targets")
+    return targets
+
+
+def _target_error(
+    inventory: Inventory, policy: Policy, kind: str, key: str, section: str | None
+) -> str | None:
+    target = inventory.find(kind, key)
+    if target is None:
+        return f"{kind} {key} not found"
+    if kind == "Upstream":
+        bad = [t for t, _ in policy.spec.sections() if t not in UPSTREAM_POLICY_TYPES]
+        if bad:
+            return f"{bad[0]} cannot target an Upstream"
+    if section is None:
+        return None
+    if kind not in ("Route", "RouteTable"):
+        return "sectionName is only allowed for Route and RouteTable targets"
+    assert isinstance(target, Route | RouteTable)
+    names = {rule.name for rule in target.spec.rules}
+    return None if section in names else f'{kind} {key} has no rule named "{section}"'
+
+
+def _candidates(sections: PolicySections, source: str, enforced: bool, policy: str | None) -> Level:
+    suffix = " (enforced)" if enforced else ""
+    return [
+        Candidate(
+            name, section.model_dump(mode="json", by_alias=True), source + suffix, enforced, policy
+        )
+        for name, section in sections.sections()
+    ]
+
+
+def _targeting(
+    targets: PolicyTargets, kind: str, key: str, section: str | None, target: str
+) -> Level:
+    return [
+        c
+        for p in targets.get((kind, key, section), [])
+        for c in _candidates(p.spec, f"Policy {p.key} -> {target}", False, p.key)
+    ]
+
+
+def gateway_level(gateway: Gateway, targets: PolicyTargets) -> Level:
+    level: Level = []
+    for item in gateway.spec.policies:
+        level += _candidates(item, gateway.ref, item.enforced, None)
+    for p in targets.get(("Gateway", gateway.key, None), []):
+        level += _candidates(p.spec, f"Policy {p.key} -> {gateway.ref}", p.spec.enforced, p.key)
+    return level
+
+
+def resource_level(owner: RouteLike, targets: PolicyTargets) -> Level:
+    return _targeting(targets, owner.kind, owner.key, None, owner.ref)
+
+
+def rule_level(draft: Draft, targets: PolicyTargets) -> Level:
+    owner, rule = draft.owner, draft.rule
+    where = f"{owner.ref} rule {draft.label}"
+    level: Level = []
+    for item in rule.policies:
+        level += _inline(item, where)
+    if rule.name is not None:
+        level += _targeting(targets, owner.kind, owner.key, rule.name, where)
+    return level
+
+
+def _inline(item: PolicyItem, where: str) -> Level:
+    return _candidates(item, where, False, None)
+
+
+def draft_levels(gateway: Level, draft: Draft, targets: PolicyTargets) -> list[Level]:
+    owners = {d.owner.ref: d.owner for d in (*draft.parents, draft)}  # outermost first
+    levels = [gateway]
+    levels += [resource_level(owner, targets) for owner in owners.values()]
+    levels += [rule_level(d, targets) for d in (*draft.parents, draft)]
+    return levels
+
+
+def attach_policies(
+    levels: Sequence[Level], status: StatusBook, gateway: str
+) -> tuple[PolicyIR, ...]:
+    """The winning policy of each type, in ``POLICY_ORDER``; losers' statuses updated."""
+    winners = choose_winners(levels)
+    for level in levels:
+        for cand in level:
+            if cand.policy is not None:
+                status.selected("Policy", cand.policy, gateway)
+                _record_override(cand, level, winners[cand.type], status)
+    ordered = sorted(winners.values(), key=lambda c: POLICY_ORDER.index(c.type))
+    return tuple(PolicyIR(c.type, c.spec, c.source) for c in ordered)
+
+
+def choose_winners(levels: Sequence[Level]) -> dict[str, Candidate]:
+    winners: dict[str, Candidate] = {}
+    for cand in levels[0] if levels else []:
+        if cand.enforced:
+            winners.setdefault(cand.type, cand)
+    for level in reversed(levels):
+        for cand in level:
+            winners.setdefault(cand.type, cand)
+    return winners
+
+
+def _record_override(cand: Candidate, level: Level, winner: Candidate, status: StatusBook) -> None:
+    if cand is winner or cand.policy is None:
+        return
+    if winner.enforced or any(c is winner for c in level):
+        status.note("Policy", cand.policy, f"{cand.type} overridden by {winner.source}")

@@ -1,0 +1,70 @@
+"""Invalid-route replacement: drafts -> served rules.
+
+A draft whose owner (Route or RouteTable) is Invalid for this Gateway keeps its matches (those
+that were themselves valid and lie under the delegating match) and hostnames but answers the
+Gateway's ``invalid_route_response``, with ``replaced=True`` and only the Gateway-level
+policies; a replaced rule with no match left is dropped, as it could never answer.
+
+A delegating rule is not served itself. When its owner is Invalid it stands in as a replaced
+rule placed after its delegated rules, whose RouteTables are judged on their own: one team's
+mistake never takes another team's rules down.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from propylon.ir import Action, DirectResponseIR, PolicyIR, RuleIR
+from propylon.translate.context import GatewayContext
+from propylon.translate.delegation import Draft
+from propylon.translate.policies import Level, PolicyTargets, attach_policies, draft_levels
+
+
+def build_rules(
+    ctx: GatewayContext,
+    drafts: Sequence[Draft],
+    gateway_policies: Level,
+    targets: PolicyTargets,
+    default_policies: tuple[PolicyIR, ...],
+) -> list[RuleIR]:
+    response = invalid_route_response(ctx)
+    rules: list[RuleIR] = []
+    for draft in drafts:
+        if ctx.is_invalid(draft.owner):
+            if draft.matches:  # a rule left with no valid match could never answer
+                rules.append(replaced_rule(draft, response, default_policies))
+        elif draft.action is not None:
+            levels = draft_levels(gateway_policies, draft, targets)
+            policies = attach_policies(levels, ctx.status, ctx.gateway.key)
+            rules.append(_rule(draft, draft.action, policies, replaced=False))
+    return rules
+
+
+def replaced_rule(
+    draft: Draft, response: DirectResponseIR, policies: tuple[PolicyIR, ...]
+) -> RuleIR:
+    return _rule(draft, response, policies, replaced=True)
+
+
+def invalid_route_response(ctx: GatewayContext) -> DirectResponseIR:
+    spec = ctx.gateway.spec.invalid_route_response
+    return DirectResponseIR(spec.status, spec.body)
+
+
+def _rule(
+    draft: Draft,
+    action: Action,
+    policies: tuple[PolicyIR, ...],
+    replaced: bool,
+) -> RuleIR:
+    return RuleIR(
+        id=draft.id,
+        route=draft.owner.ref,
+        name=draft.rule.name,
+        hostnames=draft.hostnames,
+        matches=draft.matches,
+        action=action,
+        policies=policies,
+        delegated_from=tuple(p.id for p in draft.parents),
+        replaced=replaced,
+    )

@@ -1,0 +1,44 @@
+"""Selection: which Routes a Gateway serves, which RouteTables a delegation reaches.
+
+A selector's ``namespaces`` default to the selecting resource's own namespace (Gateway API's
+``Same``); ``["*"]`` admits every namespace. ``matchLabels`` must all be equal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from propylon.config import Gateway, Resource, Route, RouteTable, Selector
+
+
+def admits_namespace(selector: Selector, namespace: str, own_namespace: str) -> bool:
+    names = selector.namespaces if selector.namespaces is not None else [own_namespace]
+    return "*" in names or namespace in names
+
+
+def selector_matches(selector: Selector, resource: Resource, own_namespace: str) -> bool:
+    if not admits_namespace(selector, resource.namespace, own_namespace):
+        return False
+    labels = resource.metadata.labels
+    return all(labels.get(k) == v for k, v in selector.match_labels.items())
+
+
+def select_routes(gateway: Gateway, routes: Sequence[Route]) -> list[Route]:
+    """The Routes ``gateway`` serves, in key order."""
+    selector = gateway.spec.route_selector
+    return [r for r in routes if selector_matches(selector, r, gateway.namespace)]
+
+
+def select_route_tables(
+    selector: Selector, own_namespace: str, tables: Sequence[RouteTable]
+) -> list[RouteTable]:
+    """The RouteTables a ``delegate`` selector of a resource in ``own_namespace`` reaches."""
+    return [t for t in tables if selector_matches(selector, t, own_namespace)]
+
+
+def gateway_admits(gateway: Gateway, namespace: str) -> bool:
+    """Whether rules served by ``gateway`` may reference resources in ``namespace``."""
+    selector = gateway.spec.route_selector
+    return namespace == gateway.namespace or admits_namespace(
+        selector, namespace, gateway.namespace
+    )

@@ -1,0 +1,55 @@
+"""``translate``: resources -> a sealed ``SnapshotIR`` (pure and deterministic).
+
+Inputs are sorted by kind and key first, so the order of files and documents never changes
+the result or its version. Each Gateway is translated on its own (``gateway.py``); statuses
+are collected for every Gateway, Route, RouteTable, Upstream and Policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from propylon.config import Resource
+from propylon.ir import SnapshotIR, seal
+from propylon.translate.gateway import translate_gateway
+from propylon.translate.inventory import Inventory, build_inventory
+from propylon.translate.policies import index_policy_targets
+from propylon.translate.status import StatusBook
+
+_UNUSED = {
+    "Route": "not selected by any Gateway",
+    "RouteTable": "not reached by delegation from any selected Route",
+    "Upstream": "not referenced by any served rule",
+}
+
+
+def translate(resources: Sequence[Resource]) -> SnapshotIR:
+    inventory = build_inventory(resources)
+    status = StatusBook()
+    track_resources(inventory, status)
+    targets = index_policy_targets(inventory, status)
+    gateways = tuple(translate_gateway(g, inventory, targets, status) for g in inventory.gateways)
+    note_unused(inventory, status)
+    return seal(SnapshotIR(gateways=gateways, statuses=status.build()))
+
+
+def track_resources(inventory: Inventory, status: StatusBook) -> None:
+    for resource in _all(inventory):
+        status.track(resource)
+
+
+def note_unused(inventory: Inventory, status: StatusBook) -> None:
+    for resource in _all(inventory):
+        reason = _UNUSED.get(resource.kind)
+        if reason and not status.gateways_of(resource.kind, resource.key):
+            status.note(resource.kind, resource.key, reason)
+
+
+def _all(inventory: Inventory) -> list[Resource]:
+    return [
+        *inventory.gateways,
+        *inventory.routes,
+        *inventory.tables,
+        *inventory.upstreams.values(),
+        *inventory.policies,
+    ]

@@ -1,0 +1,37 @@
+"""Translation golden tests: each ``cases/NAME.yaml`` translates to ``cases/NAME.json``.
+
+The expected file is the snapshot's JSON (``propylon.ir.dumps``), pretty-printed. Regenerate
+with ``pytest tests/golden --update-golden`` and review the diff.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from propylon import ir
+from propylon.config import load_paths
+from propylon.translate import translate
+
+CASES = Path(__file__).parent / "cases"
+
+
+def render(case: Path) -> str:
+    loaded = load_paths([case])
+    assert not loaded.errors, "\n".join(map(str, loaded.errors))
+    snapshot = translate(loaded.resources)
+    assert ir.loads(ir.dumps(snapshot)) == snapshot
+    return json.dumps(json.loads(ir.dumps(snapshot)), indent=2, sort_keys=True) + "\n"
+
+
+@pytest.mark.parametrize("case", sorted(CASES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_golden(case: Path, update_golden: bool) -> None:
+    expected_file = case.with_suffix(".json")
+    actual = render(case)
+    if update_golden:
+        expected_file.write_text(actual, encoding="utf-8")
+        return
+    assert expected_file.exists(), f"missing {expected_file.name}: run with --update-golden"
+    assert actual == expected_file.read_text(encoding="utf-8")
