@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 
 import httptools
@@ -105,10 +106,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=9001)
     parser.add_argument("--name", default="echo")
     args = parser.parse_args()
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(args.host, args.port, args.name))
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

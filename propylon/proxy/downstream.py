@@ -61,10 +61,12 @@ class BadRequest(Exception):
 class DownstreamProtocol(asyncio.Protocol):
     __slots__ = (
         "current",
+        "eof",
         "ex",
         "idle_since",
         "listener",
         "loop",
+        "out",
         "parser",
         "peer_ip",
         "peer_trusted",
@@ -87,6 +89,8 @@ class DownstreamProtocol(asyncio.Protocol):
         self.current: Exchange | None = None  # the request being answered
         self.queued: deque[Exchange] = deque()
         self.read_paused = 0
+        self.eof = False
+        self.out: list[bytes] | None = None  # writes held back while batching
         self.writing_paused = False
         self.idle_since = time.monotonic()
 
@@ -122,13 +126,13 @@ class DownstreamProtocol(asyncio.Protocol):
         """Answer a request that cannot be parsed, then close: pipelined input is dropped."""
         self.parser = httptools.HttpRequestParser(self)  # nothing more is parsed from here
         if self.current is None or not self.current.response_started:
-            self.transport.write(
-                simple_response(status, message.encode("latin-1") + b"\n", close=True)
-            )
-        self.transport.close()
+            self.write(simple_response(status, message.encode("latin-1") + b"\n", close=True))
+        self.close()
 
     def eof_received(self) -> bool:
-        return self.current is not None  # half-close: let the current response finish
+        # A half-closed client still gets the response it is waiting for, then we close.
+        self.eof = True
+        return self.current is not None
 
     def pause_writing(self) -> None:
         self.writing_paused = True
@@ -143,7 +147,26 @@ class DownstreamProtocol(asyncio.Protocol):
             current.conn.transport.resume_reading()
 
     def abort(self) -> None:
+        self.out = None
         self.transport.abort()
+
+    # -- output ------------------------------------------------------------------------
+    def write(self, data: bytes) -> None:
+        out = self.out
+        if out is None:
+            self.transport.write(data)
+        else:
+            out.append(data)
+
+    def hold_output(self) -> None:
+        if self.out is None:
+            self.out = []
+
+    def release_output(self) -> None:
+        out = self.out
+        self.out = None
+        if out:
+            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     # -- read flow control -------------------------------------------------------------
     def _pause(self, reason: int) -> None:
@@ -240,7 +263,7 @@ class DownstreamProtocol(asyncio.Protocol):
     def _parse_target(self, ex: Exchange) -> None:
         url = ex.url
         if url.startswith(b"/"):
-            path, sep, query = url.partition(b"?")
+            path, _, query = url.partition(b"?")
             ex.path, ex.query = path, query
             host_value = ex.host_header()
         elif url == b"*" and ex.method == b"OPTIONS":
@@ -277,8 +300,8 @@ class DownstreamProtocol(asyncio.Protocol):
         if ex is not self.current:
             return
         self.current = None
-        if not ex.keep_alive or self.worker.draining:
-            self.transport.close()
+        if not ex.keep_alive or self.worker.draining or self.eof:
+            self.close()
             return
         if self.queued:
             nxt = self.queued.popleft()
@@ -293,4 +316,9 @@ class DownstreamProtocol(asyncio.Protocol):
 
     def close_if_idle(self) -> None:
         if self.current is None and self.ex is None:
-            self.transport.close()
+            self.close()
+
+    def close(self) -> None:
+        """Close after everything written so far, held output included."""
+        self.release_output()
+        self.transport.close()

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from propylon.filters.base import LocalResponse
 from propylon.proxy.forwarded import forwarding_headers
+from propylon.proxy.hostport import split_host
 from propylon.proxy.http11 import (
     HOP_BY_HOP,
     Headers,
@@ -31,7 +32,6 @@ from propylon.proxy.http11 import (
     status_line,
 )
 from propylon.runtime.compiled import FORWARD, REDIRECT, CompiledRoute
-from propylon.proxy.hostport import split_host
 
 if TYPE_CHECKING:
     import asyncio
@@ -76,6 +76,7 @@ class Exchange:
         "req_chunked",
         "request_headers",
         "response_started",
+        "retried",
         "route",
         "sent_to_upstream",
         "start",
@@ -118,6 +119,7 @@ class Exchange:
         self.conn: UpstreamConnection | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.upstream_error = ""
+        self.retried = False
         # response
         self.status = 0
         self.head_only = False
@@ -189,7 +191,7 @@ class Exchange:
         self.endpoint_label = endpoint.label
         endpoint.active += 1
         if self.expect_continue:
-            self.proto.transport.write(CONTINUE_100)
+            self.proto.write(CONTINUE_100)
         self.timer = self.proto.loop.call_later(route.timeout, self.on_timeout)
         conn = endpoint.pool.acquire(self)
         if conn is not None:
@@ -214,7 +216,7 @@ class Exchange:
             conn.pool.release(conn)
             return
         self.conn = conn
-        conn.attach(self, self.head_only)
+        conn.attach(self, self.proto, self.head_only)
         route = self.route
         assert route is not None
         for phase in route.chain.on_upstream_request:
@@ -294,8 +296,7 @@ class Exchange:
         conn = self.conn
         if conn is not None and conn.transport is not None and self.req_chunked:
             conn.transport.write(b"0\r\n\r\n")
-        elif self.pending is not None and self.req_chunked:
-            self.pending.append(b"0\r\n\r\n")
+        # otherwise on_upstream_connected writes the terminator after the pending chunks
 
     # -- phase 3: the response ----------------------------------------------------------
     def on_response_head(self, status: int, headers: Headers, framed: bool) -> None:
@@ -340,20 +341,18 @@ class Exchange:
             framing += b"connection: keep-alive\r\n"
         self.keep_alive = keep_alive
         self.response_started = True
-        proto.transport.write(
-            b"".join((status_line(status), serialize_headers(out), framing, b"\r\n"))
-        )
+        proto.write(b"".join((status_line(status), serialize_headers(out), framing, b"\r\n")))
 
     def on_response_body(self, chunk: bytes) -> None:
         self.bytes_out += len(chunk)
         if self.chunked_out:
-            self.proto.transport.writelines([b"%x\r\n" % len(chunk), chunk, b"\r\n"])
+            self.proto.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
         elif not self.head_only:
-            self.proto.transport.write(chunk)
+            self.proto.write(chunk)
 
     def on_response_complete(self, reusable: bool) -> None:
         if self.chunked_out:
-            self.proto.transport.write(b"0\r\n\r\n")
+            self.proto.write(b"0\r\n\r\n")
         conn = self.conn
         self.conn = None
         if conn is not None:
@@ -367,10 +366,16 @@ class Exchange:
             self.keep_alive = False  # the rest of the request body will not be read
         self.finish()
 
-    def on_upstream_error(self, reason: str, before_response: bool) -> None:
+    def on_upstream_error(self, reason: str, before_response: bool, stale: bool = False) -> None:
         self.conn = None
         self.upstream_error = reason
         if self.aborted:
+            return
+        if stale and not self.has_body and not self.retried and self.endpoint is not None:
+            # A pooled connection the upstream had already closed: nothing was processed,
+            # so the request is sent again once, on a new connection.
+            self.retried = True
+            self.endpoint.pool.connect_new(self)
             return
         if self.timer is not None:
             self.timer.cancel()
@@ -426,10 +431,8 @@ class Exchange:
             port = None  # a scheme change drops the port unless one is configured
         else:
             port = request_port
-        if port in ((80 if scheme == "http" else 443), None):
-            authority = host
-        else:
-            authority = f"{host}:{port}"
+        default_port = 80 if scheme == "http" else 443
+        authority = host if port in (default_port, None) else f"{host}:{port}"
         path = redirect.path or self.path.decode("latin-1")
         location = f"{scheme}://{authority}{path}"
         if self.query:
@@ -456,7 +459,7 @@ class Exchange:
             self.keep_alive = False  # an unread request body makes the connection unusable
         self.bytes_out = len(body)
         self.response_started = True
-        self.proto.transport.write(
+        self.proto.write(
             simple_response(
                 status, body, headers, close=not self.keep_alive, head_only=self.head_only,
                 content_type=content_type,

@@ -14,6 +14,7 @@ Invariants (in the spirit of aiohttp's ``BaseConnector``):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Protocol
@@ -80,6 +81,13 @@ class EndpointPool:
             self.waiters.append(client)
         return None
 
+    def connect_new(self, client: PoolClient) -> None:
+        """A fresh connection for ``client`` (used to retry after a stale pooled one)."""
+        if self.total < self.max_connections:
+            self._connect(client)
+        else:
+            self.waiters.appendleft(client)
+
     def _connect(self, client: PoolClient) -> None:
         from propylon.proxy.upstream import UpstreamConnection
 
@@ -126,10 +134,8 @@ class EndpointPool:
     def forget(self, conn: UpstreamConnection) -> None:
         """A connection closed or was discarded: it no longer counts against the limit."""
         self.total -= 1
-        try:
+        with contextlib.suppress(ValueError):
             self.idle.remove(conn)
-        except ValueError:
-            pass
         self._serve_waiters()
 
     def _serve_waiters(self) -> None:

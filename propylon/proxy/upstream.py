@@ -28,11 +28,21 @@ class UpstreamClient(Protocol):
 
     def on_response_complete(self, reusable: bool) -> None: ...
 
-    def on_upstream_error(self, reason: str, before_response: bool) -> None: ...
+    def on_upstream_error(self, reason: str, before_response: bool, stale: bool = False) -> None:
+        ...
 
     def on_upstream_pause_writing(self) -> None: ...
 
     def on_upstream_resume_writing(self) -> None: ...
+
+
+class OutputBatcher(Protocol):
+    """The client connection: holds its writes while one upstream read is processed, so a
+    small response goes out in one write instead of head, body and terminator apart."""
+
+    def hold_output(self) -> None: ...
+
+    def release_output(self) -> None: ...
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -42,6 +52,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_informational",
         "client",
         "closed",
+        "downstream",
         "got_response",
         "head_only",
         "headers",
@@ -49,6 +60,7 @@ class UpstreamConnection(asyncio.Protocol):
         "parser",
         "pool",
         "transport",
+        "uses",
     )
 
     def __init__(self, pool: EndpointPool) -> None:
@@ -56,8 +68,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.client: UpstreamClient | None = None
+        self.downstream: OutputBatcher | None = None
         self.closed = False
         self.idle_since = 0.0
+        self.uses = 0
         # per response
         self.headers: Headers = []
         self.head_only = False
@@ -70,8 +84,10 @@ class UpstreamConnection(asyncio.Protocol):
     def usable(self) -> bool:
         return not self.closed and self.transport is not None and not self.transport.is_closing()
 
-    def attach(self, client: UpstreamClient, head_only: bool) -> None:
+    def attach(self, client: UpstreamClient, downstream: OutputBatcher, head_only: bool) -> None:
         self.client = client
+        self.downstream = downstream
+        self.uses += 1
         self.head_only = head_only
         self.got_response = False
         self.headers = []
@@ -95,6 +111,9 @@ class UpstreamConnection(asyncio.Protocol):
         if self.client is None:
             self.close()  # bytes nobody asked for: the connection's framing cannot be trusted
             return
+        downstream = self.downstream
+        assert downstream is not None
+        downstream.hold_output()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError:
@@ -102,6 +121,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.abort()
             if client is not None:
                 client.on_upstream_error("invalid response from upstream", not self.got_response)
+        finally:
+            downstream.release_output()
 
     def eof_received(self) -> bool:
         return False
@@ -116,7 +137,8 @@ class UpstreamConnection(asyncio.Protocol):
         if self.got_response and not self._has_length and not self._chunked:
             client.on_response_complete(False)  # the body was delimited by the close
         else:
-            client.on_upstream_error("upstream connection closed", not self.got_response)
+            stale = self.uses > 1 and not self.got_response
+            client.on_upstream_error("upstream connection closed", not self.got_response, stale)
 
     def pause_writing(self) -> None:
         if self.client is not None:

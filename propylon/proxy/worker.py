@@ -17,6 +17,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Coroutine
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -128,6 +129,7 @@ class WorkerChannel:
     def __init__(self, worker: Worker, conn: Connection) -> None:
         self.worker = worker
         self.conn = conn
+        self.tasks: set[asyncio.Future[None]] = set()
 
     def start(self) -> None:
         self.worker.loop.add_reader(self.conn.fileno(), self._readable)
@@ -138,9 +140,14 @@ class WorkerChannel:
         except (EOFError, OSError):
             # the supervisor is gone: drain rather than serve unmanaged forever
             self.worker.loop.remove_reader(self.conn.fileno())
-            asyncio.ensure_future(self.worker.drain(5.0))
+            self._spawn(self.worker.drain(5.0))
             return
-        asyncio.ensure_future(self._handle(message))
+        self._spawn(self._handle(message))
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     async def _handle(self, message: tuple[Any, ...]) -> None:
         kind = message[0]

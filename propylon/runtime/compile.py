@@ -68,9 +68,9 @@ def compile_gateway(
         stats = metrics.route(gateway.key, route_label, rule_label)
         for match in rule.matches:
             compiled = compile_route(rule, clusters, chain, route_label, rule_label, stats)
-            if isinstance(rule.action, ForwardIR) and rule.action.rewrite is not None:
-                if rule.action.rewrite.prefix is not None and match.path.kind == "prefix":
-                    compiled.prefix_from = match.path.value.rstrip("/").encode()
+            rewrite = rule.action.rewrite if isinstance(rule.action, ForwardIR) else None
+            if rewrite is not None and rewrite.prefix is not None and match.path.kind == "prefix":
+                compiled.prefix_from = match.path.value.rstrip("/").encode()
             entries.append(RouterEntry(rule.hostnames, match, compiled, len(entries)))
     not_found = CompiledRoute("", "none", "none", metrics.route(gateway.key, "none", "none"))
     not_found.direct_status, not_found.direct_body = 404, b"no route matched\n"

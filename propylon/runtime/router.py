@@ -1,0 +1,267 @@
+"""Request routing: compiled once from ``RouterEntry`` values, then ``match`` only reads.
+
+Precedence (the documented contract; tests/unit/test_router.py pins every rule):
+
+1. Host tables, tried in this order, falling back to the next when a table has no matching rule
+   (Kong-like fallback: a request for ``a.example.com`` that matches no rule of the exact host
+   ``a.example.com`` is still routed by ``*.example.com`` rules, then by any-host rules):
+   a. the exact host table (``a.example.com``);
+   b. wildcard tables from the longest suffix to the shortest: ``*.example.com`` matches
+      ``a.example.com`` and ``a.b.example.com`` but not ``example.com``;
+   c. the any-host table (entries with ``hostnames == ()``; the hostname ``*`` means the same).
+2. Within a table: an exact path beats any prefix, a longer prefix beats a shorter one, and any
+   prefix beats every regex. Regexes are tried in config order (of their first entry).
+3. For the same path match (same kind and value) more conditions win: the method, each header
+   condition and each query condition count one. Remaining ties go to the lower ``order``.
+4. A candidate whose conditions fail does not stop the search: the next candidate of the same
+   path, then the next shorter prefix, then the regexes, then the next host table are tried.
+
+Path semantics: ``exact`` is string equality; ``prefix`` is segment-wise like the Gateway API
+(``/v2`` matches ``/v2``, ``/v2/`` and ``/v2/x`` but not ``/v2x``; ``/`` matches everything; a
+trailing slash in the configured prefix is ignored); ``regex`` is ``re.fullmatch`` on the path.
+Header and query conditions compare exactly or full-match a regex; a condition with neither
+value nor regex only requires presence. The method is compared exactly, upper-case.
+
+Cost invariants: the host selects a precomputed chain of tables with one dict probe (hosts
+known only through wildcards are resolved once, then memoised up to a bound). In a table,
+``match`` does one dict probe for the exact path and one per path depth for prefixes (only
+depths up to the longest configured prefix). Buckets are pre-sorted and a candidate without
+conditions ends its bucket, so an unconditioned route costs no call beyond the probe. Only
+regex routes are scanned linearly (per host table).
+Invalid input (unknown path kind, bad regex) raises at construction: translation is expected
+to have replaced invalid routes already (see propylon/ir/model.py).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+from propylon.ir.model import MatchIR, ValueMatchIR
+
+T = TypeVar("T")
+
+_MEMO_LIMIT = 4096  # wildcard-resolved hosts remembered per router
+
+# (name, exact value or None, compiled fullmatch or None); neither set means "present".
+_ValueTest = tuple[str, str | None, Callable[[str], object] | None]
+
+
+class RequestView(Protocol):
+    """What conditions read from a request; names passed to ``header`` are lower-case."""
+
+    def header(self, name: str) -> str | None: ...
+
+    def query_param(self, name: str) -> str | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RouterEntry(Generic[T]):
+    hostnames: tuple[str, ...]  # exact ("a.example.com") or wildcard ("*.example.com"); () = any
+    match: MatchIR
+    payload: T
+    order: int  # config order, the final tie-breaker (lower wins)
+
+
+# --- compiled candidates ------------------------------------------------------------------------
+
+
+class _Candidate(Generic[T]):
+    """One entry with its conditions compiled; only buckets' conditioned candidates check them."""
+
+    __slots__ = ("has_values", "headers", "method", "payload", "query")
+
+    def __init__(self, entry: RouterEntry[T]) -> None:
+        m = entry.match
+        self.payload = entry.payload
+        self.method = m.method.upper() if m.method else None
+        self.headers = tuple(_compile_value(v) for v in m.headers)
+        self.query = tuple(_compile_value(v) for v in m.query)
+        self.has_values = bool(self.headers or self.query)
+
+    @property
+    def conditions(self) -> int:
+        return (self.method is not None) + len(self.headers) + len(self.query)
+
+    def values_ok(self, request: RequestView) -> bool:
+        if self.headers and not _values_ok(request.header, self.headers):
+            return False
+        return not self.query or _values_ok(request.query_param, self.query)
+
+
+def _compile_value(v: ValueMatchIR) -> _ValueTest:
+    if v.value is not None and v.regex is not None:
+        raise ValueError(f"condition on {v.name!r} sets both value and regex")
+    return (v.name, v.value, re.compile(v.regex).fullmatch if v.regex is not None else None)
+
+
+def _values_ok(get: Callable[[str], str | None], tests: tuple[_ValueTest, ...]) -> bool:
+    for name, exact, fullmatch in tests:
+        got = get(name)
+        if got is None:
+            return False
+        if fullmatch is not None:
+            if fullmatch(got) is None:
+                return False
+        elif exact is not None and got != exact:
+            return False
+    return True
+
+
+class _Bucket(Generic[T]):
+    """Candidates for one path match: conditioned ones by precedence, then the default.
+
+    Invariant: at least one of ``conditioned`` and ``default`` is non-empty. Candidates ranked
+    after the first unconditioned one can never win, so they are dropped at construction.
+    """
+
+    __slots__ = ("conditioned", "default")
+
+    def __init__(self, ranked: list[tuple[int, int, _Candidate[T]]]) -> None:
+        ranked.sort(key=lambda r: (-r[0], r[1]))
+        self.conditioned = tuple(c for n, _, c in ranked if n)
+        self.default = next((c for n, _, c in ranked if not n), None)
+
+    def select(self, method: str, request: RequestView) -> _Candidate[T] | None:
+        for c in self.conditioned:
+            # The method test is inlined: method-only conditions are common and need no call.
+            if (c.method is None or c.method == method) and (
+                not c.has_values or c.values_ok(request)
+            ):
+                return c
+        return self.default
+
+
+# --- one host table -----------------------------------------------------------------------------
+
+
+class _HostTable(Generic[T]):
+    """The rules of one host key: exact paths, prefixes by normalised value, regexes in order."""
+
+    __slots__ = ("exact", "max_prefix", "prefixes", "regexes")
+
+    def __init__(self, entries: list[RouterEntry[T]]) -> None:
+        exact: dict[str, list[tuple[int, int, _Candidate[T]]]] = {}
+        prefixes: dict[str, list[tuple[int, int, _Candidate[T]]]] = {}
+        regexes: dict[str, list[tuple[int, int, _Candidate[T]]]] = {}
+        kinds = {"exact": exact, "prefix": prefixes, "regex": regexes}
+        for e in entries:
+            path = e.match.path
+            if path.kind not in kinds:
+                raise ValueError(f"unknown path match kind {path.kind!r}")
+            key = path.value.rstrip("/") if path.kind == "prefix" else path.value
+            cand = _Candidate(e)
+            kinds[path.kind].setdefault(key, []).append((cand.conditions, e.order, cand))
+        self.exact = {k: _Bucket(v) for k, v in exact.items()}
+        self.prefixes = {k: _Bucket(v) for k, v in prefixes.items()}
+        self.max_prefix = max(map(len, self.prefixes), default=0)
+        self.regexes = _compile_regexes(regexes)
+
+    def find(self, method: str, path: str, request: RequestView) -> _Candidate[T] | None:
+        bucket = self.exact.get(path)
+        if bucket is not None:
+            cand = bucket.select(method, request) if bucket.conditioned else bucket.default
+            if cand is not None:
+                return cand
+        if self.prefixes:
+            # Probe every segment boundary of the path, longest first, skipping boundaries
+            # beyond the longest prefix; the root prefix is stored under "" and probed last.
+            # rpartition is one C call per depth, cheaper than rfind plus a slice.
+            get = self.prefixes.get
+            if len(path) > self.max_prefix:
+                key = path[: self.max_prefix + 1].rpartition("/")[0]
+            elif path.endswith("/"):
+                key = path[:-1]  # configured prefixes never end in "/"
+            else:
+                key = path
+            while True:
+                bucket = get(key)
+                if bucket is not None:
+                    cand = bucket.select(method, request) if bucket.conditioned else bucket.default
+                    if cand is not None:
+                        return cand
+                if not key:
+                    break
+                key = key.rpartition("/")[0]
+        return self._find_regex(method, path, request) if self.regexes else None
+
+    def _find_regex(self, method: str, path: str, request: RequestView) -> _Candidate[T] | None:
+        for fullmatch, bucket in self.regexes:
+            if fullmatch(path) is not None:
+                cand = bucket.select(method, request)
+                if cand is not None:
+                    return cand
+        return None
+
+
+def _compile_regexes(
+    groups: dict[str, list[tuple[int, int, _Candidate[T]]]],
+) -> tuple[tuple[Callable[[str], object], _Bucket[T]], ...]:
+    # Each distinct pattern is compiled and tested once; patterns run in the order of their
+    # lowest-ordered entry, and ``_Bucket`` ranks the entries that share a pattern.
+    ordered = sorted(groups.items(), key=lambda kv: min(r[1] for r in kv[1]))
+    return tuple((re.compile(p).fullmatch, _Bucket(rs)) for p, rs in ordered)
+
+
+# --- the router ---------------------------------------------------------------------------------
+
+
+class Router(Generic[T]):
+    """Host tables built once; ``match`` returns the winning payload or None.
+
+    A request's host selects a chain of tables (exact, wildcards longest first, any-host),
+    tried in order. Chains of configured exact hosts are built at construction. Other hosts
+    get theirs from the wildcard suffixes on first sight; up to ``_MEMO_LIMIT`` of those are
+    memoised (derived from this immutable router only, so never stale), the rest recomputed.
+    """
+
+    __slots__ = ("_default", "_exact", "_memo", "_wildcards")
+
+    def __init__(self, entries: Iterable[RouterEntry[T]]) -> None:
+        exact: dict[str, list[RouterEntry[T]]] = {}
+        wild: dict[str, list[RouterEntry[T]]] = {}
+        any_host: list[RouterEntry[T]] = []
+        for e in entries:
+            for host in dict.fromkeys(h.lower() for h in e.hostnames) or ("*",):
+                if host == "*":
+                    any_host.append(e)
+                elif host.startswith("*."):
+                    wild.setdefault(host[1:], []).append(e)  # keyed ".example.com"
+                else:
+                    exact.setdefault(host, []).append(e)
+        self._wildcards = {s: _HostTable(es) for s, es in wild.items()}
+        self._default: tuple[_HostTable[T], ...] = (_HostTable(any_host),) if any_host else ()
+        self._memo: dict[str, tuple[_HostTable[T], ...]] = {}
+        self._exact = {h: (_HostTable(es), *self._wildcard_chain(h)) for h, es in exact.items()}
+
+    def match(self, host: str, method: str, path: str, request: RequestView) -> T | None:
+        tables = self._exact.get(host)
+        if tables is None:
+            tables = self._memo.get(host) if self._wildcards else self._default
+            if tables is None:
+                tables = self._remember(host)
+        for table in tables:
+            cand = table.find(method, path, request)
+            if cand is not None:
+                return cand.payload
+        return None
+
+    def _remember(self, host: str) -> tuple[_HostTable[T], ...]:
+        tables = self._wildcard_chain(host)
+        if len(self._memo) < _MEMO_LIMIT:  # hosts are client-controlled: bound the memory
+            self._memo[host] = tables
+        return tables
+
+    def _wildcard_chain(self, host: str) -> tuple[_HostTable[T], ...]:
+        # Suffixes from the longest: "a.b.example.com" probes ".b.example.com", ".example.com",
+        # ".com". Starting after the first character keeps "*.example.com" off ".example.com".
+        chain = []
+        dot = host.find(".", 1)
+        while dot > 0:
+            table = self._wildcards.get(host[dot:])
+            if table is not None:
+                chain.append(table)
+            dot = host.find(".", dot + 1)
+        return (*chain, *self._default)

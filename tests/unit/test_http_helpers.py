@@ -1,0 +1,80 @@
+import pytest
+
+from propylon.admin.redact import REDACTED, redact
+from propylon.filters.headers import HeadersFilter
+from propylon.proxy.hostport import split_host
+from propylon.proxy.http11 import connection_tokens, is_token, simple_response
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param(b"Example.COM", ("example.com", None), id="lowercased"),
+        pytest.param(b"a.example:8080", ("a.example", 8080), id="port"),
+        pytest.param(b"[::1]:9000", ("[::1]", 9000), id="ipv6-port"),
+        pytest.param(b"[::1]", ("[::1]", None), id="ipv6"),
+        pytest.param(b"a:notaport", ("a", None), id="bad-port-ignored"),
+    ],
+)
+def test_split_host(value: bytes, expected: tuple[str, int | None]) -> None:
+    assert split_host(value) == expected
+
+
+def test_connection_tokens() -> None:
+    assert connection_tokens(b"Keep-Alive, X-Secret ,, close") == {
+        b"keep-alive", b"x-secret", b"close"}
+
+
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [(b"x-a", True), (b"X_A", True), (b"", False), (b"a b", False), (b"a:b", False)],
+)
+def test_is_token(name: bytes, ok: bool) -> None:
+    assert is_token(name) is ok
+
+
+def test_simple_response_framing() -> None:
+    assert simple_response(204) == b"HTTP/1.1 204 No Content\r\n\r\n"
+    resp = simple_response(404, b"nope", close=True)
+    assert resp.startswith(b"HTTP/1.1 404 Not Found\r\n")
+    assert b"content-length: 4\r\n" in resp and b"connection: close\r\n" in resp
+    assert resp.endswith(b"\r\n\r\nnope")
+    head = simple_response(200, b"body", head_only=True)
+    assert b"content-length: 4" in head and not head.endswith(b"body")
+
+
+class _Ctx:
+    def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
+        self.request_headers = headers
+
+
+def test_headers_filter_edits_in_order() -> None:
+    spec = {
+        "request": {"set": {"X-Env": "prod"}, "add": {"x-tag": "a"}, "remove": ["x-debug"]},
+        "response": {"set": {"x-served-by": "edge"}},
+    }
+    f = HeadersFilter.from_spec(spec, "test")
+    ctx = _Ctx([(b"x-env", b"dev"), (b"x-debug", b"1"), (b"x-tag", b"z")])
+    f.on_upstream_request(ctx)  # type: ignore[arg-type]
+    assert ctx.request_headers == [(b"x-tag", b"z"), (b"x-env", b"prod"), (b"x-tag", b"a")]
+    response: list[tuple[bytes, bytes]] = [(b"x-served-by", b"origin")]
+    f.on_response(ctx, 200, response)  # type: ignore[arg-type]
+    assert response == [(b"x-served-by", b"edge")]
+
+
+def test_headers_filter_skips_unused_phases() -> None:
+    from propylon.filters.base import overrides
+
+    response_only = HeadersFilter.from_spec({"response": {"set": {"a": "b"}}}, "t")
+    assert overrides(response_only, "on_response")
+    assert not overrides(response_only, "on_upstream_request")
+    request_only = HeadersFilter.from_spec({"request": {"remove": ["a"]}}, "t")
+    assert overrides(request_only, "on_upstream_request")
+    assert not overrides(request_only, "on_response")
+
+
+def test_redact_hides_secret_fields_only() -> None:
+    data = {"key": "ns/name", "spec": {"password": "p", "apiKey": "k", "token": ""},
+            "list": [{"secret": "s"}]}
+    assert redact(data) == {"key": "ns/name", "spec": {"password": REDACTED,
+                            "apiKey": REDACTED, "token": ""}, "list": [{"secret": REDACTED}]}

@@ -1,0 +1,29 @@
+from propylon.observability.metrics import MetricsRegistry, merge_snapshots, render_prometheus
+
+
+def test_counters_merge_across_workers_and_render() -> None:
+    a, b = MetricsRegistry(), MetricsRegistry()
+    a.route("gw/edge", "shop/shop", "api").record(200, 0.003)
+    b.route("gw/edge", "shop/shop", "api").record(503, 0.2)
+    b.route("gw/edge", "shop/shop", "api").record(201, 20.0)
+    a.upstream("gw/edge", "shop/v1").record(200)
+    b.upstream("gw/edge", "shop/v1").connect_failures += 2
+    merged = merge_snapshots([a.snapshot(), b.snapshot()])
+    text = render_prometheus(merged)
+    labels = 'gateway="gw/edge",route="shop/shop",rule="api"'
+    assert f'propylon_requests_total{{{labels},code="2xx"}} 2' in text
+    assert f'propylon_requests_total{{{labels},code="5xx"}} 1' in text
+    assert f'propylon_request_duration_seconds_bucket{{{labels},le="0.005"}} 1' in text
+    assert f'propylon_request_duration_seconds_bucket{{{labels},le="0.25"}} 2' in text
+    assert f'propylon_request_duration_seconds_bucket{{{labels},le="+Inf"}} 3' in text
+    assert f"propylon_request_duration_seconds_count{{{labels}}} 3" in text
+    assert ('propylon_upstream_errors_total{gateway="gw/edge",upstream="shop/v1",'
+            'kind="connect_failure"} 2') in text
+    assert text.endswith("\n")
+
+
+def test_label_values_are_escaped() -> None:
+    reg = MetricsRegistry()
+    reg.route('g"w', "r\\", "x").record(200, 0.1)
+    text = render_prometheus(merge_snapshots([reg.snapshot()]))
+    assert 'gateway="g\\"w",route="r\\\\"' in text
