@@ -154,9 +154,13 @@ class Exchange:
             self.send_error(503, b"no configuration installed\n")
             return
         self.head_only = self.method == b"HEAD"
-        route = gateway.router.match(
-            self.host, self.method.decode("latin-1"), self.path.decode("latin-1"), self
-        )
+        hosts = proto.listener.hosts
+        if hosts is not None and self.host not in hosts:
+            route = None  # the listener does not serve this host
+        else:
+            route = gateway.router.match(
+                self.host, self.method.decode("latin-1"), self.path.decode("latin-1"), self
+            )
         if route is None:
             route = gateway.not_found
         self.route = route

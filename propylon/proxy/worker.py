@@ -68,6 +68,7 @@ class Worker:
             new[key] = await self._open_listener(*key)
         for key, listener in {**self.listeners, **new}.items():
             listener.gateway = runtime.listeners.get(key)
+            listener.hosts = runtime.listener_hosts.get(key)
         for key in set(self.listeners) - wanted:
             self._close_listener(self.listeners.pop(key))
         self.listeners.update(new)

@@ -8,19 +8,20 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from propylon.observability.access_log import AccessLog
     from propylon.proxy.downstream import DownstreamProtocol
-    from propylon.runtime.compiled import GatewayRuntime
+    from propylon.runtime.compiled import GatewayRuntime, HostSet
 
 
 class ListenerState:
     """One bound listener; ``gateway`` is swapped when a new configuration is installed."""
 
-    __slots__ = ("address", "gateway", "port", "scheme", "server")
+    __slots__ = ("address", "gateway", "hosts", "port", "scheme", "server")
 
     def __init__(self, address: str, port: int, scheme: bytes = b"http") -> None:
         self.address = address
         self.port = port
         self.scheme = scheme
         self.gateway: GatewayRuntime | None = None
+        self.hosts: HostSet | None = None  # the listener's hostnames; None serves any host
         self.server: asyncio.AbstractServer | None = None
 
 

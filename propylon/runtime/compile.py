@@ -27,6 +27,7 @@ from propylon.runtime.compiled import (
     CompiledRoute,
     FilterChain,
     GatewayRuntime,
+    HostSet,
     Runtime,
 )
 from propylon.runtime.router import Router, RouterEntry
@@ -41,6 +42,7 @@ def compile_snapshot(
 ) -> Runtime:
     gateways: dict[str, GatewayRuntime] = {}
     listeners: dict[tuple[str, int], GatewayRuntime] = {}
+    hosts: dict[tuple[str, int], HostSet | None] = {}
     for gateway in snapshot.gateways:
         runtime = compile_gateway(gateway, pools, metrics)
         gateways[gateway.key] = runtime
@@ -52,7 +54,8 @@ def compile_snapshot(
                     f"already used by Gateway {listeners[key].key}"
                 )
             listeners[key] = runtime
-    return Runtime(snapshot.version, gateways, listeners)
+            hosts[key] = HostSet(listener.hostnames) if listener.hostnames else None
+    return Runtime(snapshot.version, gateways, listeners, hosts)
 
 
 def compile_gateway(

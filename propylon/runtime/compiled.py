@@ -149,17 +149,32 @@ class GatewayRuntime:
         return any(addr in net for net in self.trusted_networks)
 
 
+class HostSet:
+    """The hostnames a listener serves: exact names and ``*.suffix`` wildcards."""
+
+    __slots__ = ("exact", "suffixes")
+
+    def __init__(self, hostnames: tuple[str, ...]) -> None:
+        self.exact = frozenset(h.lower() for h in hostnames if not h.startswith("*."))
+        self.suffixes = tuple(h[1:].lower() for h in hostnames if h.startswith("*."))
+
+    def __contains__(self, host: str) -> bool:
+        return host in self.exact or any(host.endswith(s) for s in self.suffixes)
+
+
 class Runtime:
     """A whole compiled snapshot: every Gateway, and which one serves each listener."""
 
-    __slots__ = ("gateways", "listeners", "version")
+    __slots__ = ("gateways", "listener_hosts", "listeners", "version")
 
     def __init__(
         self,
         version: str,
         gateways: dict[str, GatewayRuntime],
         listeners: dict[tuple[str, int], GatewayRuntime],
+        listener_hosts: dict[tuple[str, int], HostSet | None],
     ) -> None:
         self.version = version
         self.gateways = gateways
         self.listeners = listeners
+        self.listener_hosts = listener_hosts  # None: the listener serves any host
