@@ -96,7 +96,27 @@ async def stats_document(supervisor: Supervisor) -> dict[str, Any]:
             "last_error": supervisor.reloads.last_error,
         },
         "warnings": supervisor.warnings,
-        "metrics": await supervisor.stats(),
+        **readable_counters(await supervisor.stats()),
+    }
+
+
+def readable_counters(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """The merged metrics snapshot as named fields instead of positional lists."""
+
+    def by_class(counts: list[int]) -> dict[str, int]:
+        return {f"{c}xx": counts[c] for c in range(1, 6) if counts[c]}
+
+    return {
+        "routes": [
+            {"gateway": g, "route": r, "rule": rule, "responses": by_class(counts),
+             "requests": sum(counts), "latency_seconds_sum": round(total, 6)}
+            for (g, r, rule), counts, _, total in snapshot["routes"]
+        ],
+        "upstreams": [
+            {"gateway": g, "upstream": u, "responses": by_class(counts),
+             "connect_failures": failures, "timeouts": timeouts}
+            for (g, u), counts, failures, timeouts in snapshot["upstreams"]
+        ],
     }
 
 

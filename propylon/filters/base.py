@@ -9,7 +9,10 @@ Phases, in the order they run for one request (after routing):
 - ``on_request(ctx)``: the request head is parsed and a rule matched. Return ``None`` to go
   on, or a ``LocalResponse`` to answer the client directly (401, 403, 429, 204 preflight...);
   the remaining filters' ``on_request`` and the upstream are then skipped, but every filter's
-  ``on_response`` still runs on the local answer.
+  ``on_response`` still runs on the local answer. A filter that must wait (an external auth
+  call, a Redis round trip) returns an awaitable of the same answer instead: the chain is
+  suspended until it resolves (and cancelled if the client goes away); filters that answer
+  synchronously never pay for a task. An exception becomes a 500 and is logged.
 - ``on_upstream_request(ctx)``: just before the request head is written upstream; the last
   chance to edit ``ctx.request_headers`` for the upstream only.
 - ``on_response(ctx, status, headers)``: the response head (from upstream, or local) is about
@@ -19,6 +22,7 @@ Phases, in the order they run for one request (after routing):
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any, ClassVar, Protocol
 
 Headers = list[tuple[bytes, bytes]]
@@ -33,6 +37,7 @@ class FilterContext(Protocol):
     host: str
     client_ip: str
     request_headers: Headers
+    state: dict[str, Any] | None  # per-request data shared between a filter's phases
 
 
 class LocalResponse:
@@ -67,7 +72,9 @@ class Filter:
     def from_spec(cls, spec: dict[str, Any], source: str) -> Filter:
         raise NotImplementedError
 
-    def on_request(self, ctx: FilterContext) -> LocalResponse | None:
+    def on_request(
+        self, ctx: FilterContext
+    ) -> LocalResponse | Awaitable[LocalResponse | None] | None:
         return None
 
     def on_upstream_request(self, ctx: FilterContext) -> None:

@@ -17,8 +17,11 @@ once (``response_started``); after it, errors can only abort the client connecti
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from propylon.filters.base import LocalResponse
 from propylon.proxy.forwarded import forwarding_headers
@@ -34,11 +37,11 @@ from propylon.proxy.http11 import (
 from propylon.runtime.compiled import FORWARD, REDIRECT, CompiledRoute
 
 if TYPE_CHECKING:
-    import asyncio
-
     from propylon.proxy.downstream import DownstreamProtocol
     from propylon.proxy.upstream import UpstreamConnection
     from propylon.runtime.compiled import Cluster, ClusterEndpoint, GatewayRuntime
+
+log = logging.getLogger("propylon.proxy")
 
 CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 _MAX_PENDING_BODY = 256 * 1024  # buffered before the upstream is ready; reading pauses above
@@ -80,10 +83,12 @@ class Exchange:
         "route",
         "sent_to_upstream",
         "start",
+        "state",
         "status",
         "timer",
         "upstream_error",
         "url",
+        "waiting_filter",
     )
 
     def __init__(self, proto: DownstreamProtocol) -> None:
@@ -128,6 +133,9 @@ class Exchange:
         self.bytes_out = 0
         self.aborted = False
         self.start = 0.0
+        # per-request data filters share between their phases (created on first use)
+        self.state: dict[str, Any] | None = None
+        self.waiting_filter: asyncio.Future[LocalResponse | None] | None = None
 
     # -- RequestView (for the router and ring-hash keys) -----------------------------------
     def header(self, name: str) -> str | None:
@@ -164,14 +172,52 @@ class Exchange:
         if route is None:
             route = gateway.not_found
         self.route = route
-        on_request = route.chain.on_request
-        if on_request:
-            for phase in on_request:
-                answer = phase(self)
-                if answer is not None:
-                    self.send_local(answer.status, answer.body, answer.headers,
-                                    answer.content_type)
-                    return
+        if route.chain.on_request:
+            self.run_request_filters(route, 0)
+        else:
+            self.dispatch(route)
+
+    def run_request_filters(self, route: CompiledRoute, start: int) -> None:
+        """Run ``on_request`` filters from ``start``; an awaitable answer suspends the chain
+        until it resolves, then the chain resumes with the next filter."""
+        phases = route.chain.on_request
+        for index in range(start, len(phases)):
+            try:
+                answer = phases[index](self)
+            except Exception:
+                log.exception("filter failed in on_request on %s", route.rule_id)
+                self.send_error(500, b"internal error\n")
+                return
+            if answer is None:
+                continue
+            if isinstance(answer, LocalResponse):
+                self.send_local(answer.status, answer.body, answer.headers, answer.content_type)
+                return
+            future = asyncio.ensure_future(answer)
+            self.waiting_filter = future
+            future.add_done_callback(functools.partial(self._filter_resolved, route, index))
+            return
+        self.dispatch(route)
+
+    def _filter_resolved(
+        self, route: CompiledRoute, index: int, future: asyncio.Future[LocalResponse | None]
+    ) -> None:
+        self.waiting_filter = None
+        if self.aborted or future.cancelled():
+            return
+        error = future.exception()
+        if error is not None:
+            log.error("filter failed in on_request on %s: %r", route.rule_id, error)
+            self.send_error(500, b"internal error\n")
+            return
+        answer = future.result()
+        if answer is not None:
+            self.send_local(answer.status, answer.body, answer.headers, answer.content_type)
+        else:
+            self.run_request_filters(route, index + 1)
+
+    def dispatch(self, route: CompiledRoute) -> None:
+        """The rule's action, once every ``on_request`` filter let the request through."""
         kind = route.kind
         if kind == FORWARD:
             self.forward(route)
@@ -498,6 +544,9 @@ class Exchange:
     def client_gone(self) -> None:
         """The downstream connection closed under this exchange."""
         self.aborted = True
+        if self.waiting_filter is not None:
+            self.waiting_filter.cancel()
+            self.waiting_filter = None
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None

@@ -14,7 +14,7 @@ import logging
 import multiprocessing
 import signal
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -77,7 +77,13 @@ class WorkerHandle:
 
 @dataclass
 class Supervisor:
-    build: Callable[[], Any]  # () -> standalone.BuildResult
+    """Workers plus the configuration they serve; the source of configurations is outside.
+
+    Standalone mode gives it ``build`` (files -> BuildResult) and calls ``reload``; connected
+    mode calls ``install`` with snapshots that come from the control plane.
+    """
+
+    build: Callable[[], Any] | None = None  # () -> standalone.BuildResult
     workers: int = 1
     access_log: str = "off"
     log_level: str = "info"
@@ -101,20 +107,19 @@ class Supervisor:
         asyncio.get_running_loop().add_reader(parent.fileno(), handle.readable)
         return handle
 
+    def start_workers(self) -> None:
+        """Start the worker processes; they serve nothing until a snapshot is installed."""
+        self.handles = [self._spawn() for _ in range(self.workers)]
+
     async def start(self) -> None:
-        """Build the first configuration and start the workers on it (raises on failure)."""
+        """Standalone start: build from the files, start workers on it (raises on failure)."""
+        assert self.build is not None
         result = self.build()
         if result.snapshot is None:
             raise ConfigRefused("\n".join(result.errors))
         self._check(result.snapshot)
-        self.handles = [self._spawn() for _ in range(self.workers)]
-        await self._install_all(result.snapshot, previous=None)
-        self.snapshot = result.snapshot
-        self.warnings = result.warnings
-        for warning in result.warnings:
-            log.warning("%s", warning)
-        log.info("serving configuration %s with %d worker(s)", self.snapshot.version,
-                 self.workers)
+        self.start_workers()
+        await self.install(result.snapshot, result.warnings)
 
     @staticmethod
     def _check(snapshot: ir.SnapshotIR) -> None:
@@ -124,6 +129,23 @@ class Supervisor:
                              MetricsRegistry())
         except Exception as exc:
             raise ConfigRefused(str(exc)) from exc
+
+    async def install(self, snapshot: ir.SnapshotIR, warnings: Sequence[str] = ()) -> None:
+        """Make every worker serve ``snapshot``, or raise ``ConfigRefused`` with all of them
+        still serving the previous one. Installing the version already served does nothing."""
+        if self.snapshot is not None and snapshot.version == self.snapshot.version:
+            return
+        self._check(snapshot)
+        try:
+            await self._install_all(snapshot, previous=self.snapshot)
+        except TimeoutError as exc:
+            raise ConfigRefused("a worker did not answer in time") from exc
+        self.snapshot = snapshot
+        self.warnings = list(warnings)
+        for warning in warnings:
+            log.warning("%s", warning)
+        log.info("configuration %s installed on %d worker(s)", snapshot.version,
+                 len(self.handles))
 
     async def _install_all(
         self, snapshot: ir.SnapshotIR, previous: ir.SnapshotIR | None
@@ -150,27 +172,22 @@ class Supervisor:
         handle.version = answer[1]
 
     async def reload(self) -> bool:
-        """Build and install the configuration from the files again; False if refused."""
+        """Build from the files again and install; False (old version serving) if refused."""
+        assert self.build is not None
         result = self.build()
         try:
             if result.snapshot is None:
                 raise ConfigRefused("\n".join(result.errors))
             if self.snapshot is not None and result.snapshot.version == self.snapshot.version:
                 return True
-            self._check(result.snapshot)
-            await self._install_all(result.snapshot, previous=self.snapshot)
-        except (ConfigRefused, TimeoutError) as exc:
+            await self.install(result.snapshot, result.warnings)
+        except ConfigRefused as exc:
             self.reloads.failed += 1
             self.reloads.last_error = str(exc)
             log.error("configuration refused, still serving %s:\n%s",
                       self.snapshot.version if self.snapshot else "nothing", exc)
             return False
-        self.snapshot = result.snapshot
-        self.warnings = result.warnings
         self.reloads.succeeded += 1
-        for warning in result.warnings:
-            log.warning("%s", warning)
-        log.info("configuration %s installed", result.snapshot.version)
         return True
 
     async def watch_workers(self) -> None:
@@ -221,13 +238,20 @@ async def run_supervisor(
     supervisor: Supervisor,
     watch_paths: Sequence[str],
     admin: tuple[str, int] | None,
+    *,
+    start: Callable[[Supervisor], Awaitable[None]] | None = None,
+    background: Sequence[Callable[[Supervisor], Awaitable[None]]] = (),
 ) -> int:
-    """Run until SIGTERM/SIGINT; returns the process exit code."""
+    """Run until SIGTERM/SIGINT; returns the process exit code.
+
+    ``start`` brings up workers and the first configuration (default: ``Supervisor.start``,
+    from files); ``background`` coroutines run beside it (connected mode's control-plane
+    client, for instance) and are cancelled on shutdown."""
     from propylon.admin.server import start_admin
 
     loop = asyncio.get_running_loop()
     try:
-        await supervisor.start()
+        await (start(supervisor) if start is not None else supervisor.start())
     except ConfigRefused as exc:
         log.error("configuration refused:\n%s", exc)
         await supervisor.drain()
@@ -239,11 +263,15 @@ async def run_supervisor(
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(supervisor.reload()))
+    if supervisor.build is not None:
+        loop.add_signal_handler(
+            signal.SIGHUP, lambda: asyncio.ensure_future(supervisor.reload())
+        )
     admin_server = await start_admin(supervisor, *admin) if admin else None
     tasks = [asyncio.ensure_future(supervisor.watch_workers())]
     if watch_paths:
         tasks.append(asyncio.ensure_future(_watch_files(supervisor, watch_paths)))
+    tasks += [asyncio.ensure_future(job(supervisor)) for job in background]
     await stop.wait()
     log.info("draining (grace %.0fs)", supervisor.drain_timeout)
     if admin_server is not None:
