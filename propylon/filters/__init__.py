@@ -1,6 +1,13 @@
 """Policy filters: one module per policy type, all on the contract of ``base.Filter``."""
 
-from propylon.filters.base import PHASES, Filter, FilterContext, LocalResponse, overrides
+from propylon.filters.base import (
+    PHASES,
+    Filter,
+    FilterContext,
+    FilterEnv,
+    LocalResponse,
+    overrides,
+)
 from propylon.filters.registry import FILTER_CLASSES, filter_class
 
 __all__ = [
@@ -8,6 +15,7 @@ __all__ = [
     "PHASES",
     "Filter",
     "FilterContext",
+    "FilterEnv",
     "LocalResponse",
     "filter_class",
     "overrides",

@@ -1,9 +1,11 @@
 """The filter contract: one base class whose phase methods do nothing by default.
 
 A filter is built once per rule from its policy spec (``from_spec``), precomputes everything
-there, and never mutates its state at request time. The runtime puts a filter's bound method
-into a phase tuple only when the filter's class overrides that phase, so a route with no
-filters, or a filter that only edits responses, pays nothing for the other phases.
+there, and never mutates its configuration at request time (per-request data goes in
+``ctx.state``; long-lived shared objects come from ``FilterEnv.shared``). The runtime puts a
+filter's bound method into a phase tuple only when the filter's class overrides that phase,
+so a route with no filters, or a filter that only edits responses, pays nothing for the
+other phases.
 
 Phases, in the order they run for one request (after routing):
 - ``on_request(ctx)``: the request head is parsed and a rule matched. Return ``None`` to go
@@ -22,10 +24,11 @@ Phases, in the order they run for one request (after routing):
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from typing import Any, ClassVar, Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar, Protocol, TypeVar, cast
 
 Headers = list[tuple[bytes, bytes]]
+T = TypeVar("T")
 
 
 class FilterContext(Protocol):
@@ -38,6 +41,36 @@ class FilterContext(Protocol):
     client_ip: str
     request_headers: Headers
     state: dict[str, Any] | None  # per-request data shared between a filter's phases
+
+
+class FilterEnv:
+    """What a filter may use at build time besides its spec.
+
+    ``shared(key, factory)`` returns one object per worker and key, created by ``factory`` on
+    first use and kept across configuration versions (connection pools to Redis or an auth
+    service, JWKS caches, rate-limit stores). Keys must encode every setting the object
+    depends on, so a changed setting gets a new object. ``snapshot`` is the IR being compiled
+    (consumers, for instance, live there).
+    """
+
+    __slots__ = ("_objects", "loop", "snapshot")
+
+    def __init__(self, loop: Any, snapshot: Any = None) -> None:
+        self.loop = loop
+        self.snapshot = snapshot
+        self._objects: dict[Any, Any] = {}
+
+    def shared(self, key: Any, factory: Callable[[], T]) -> T:
+        obj = self._objects.get(key)
+        if obj is None:
+            obj = self._objects[key] = factory()
+        return cast(T, obj)
+
+    def for_snapshot(self, snapshot: Any) -> FilterEnv:
+        """The same shared objects, seen while compiling ``snapshot``."""
+        env = FilterEnv(self.loop, snapshot)
+        env._objects = self._objects
+        return env
 
 
 class LocalResponse:
@@ -69,7 +102,7 @@ class Filter:
         self.source = source
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any], source: str) -> Filter:
+    def from_spec(cls, spec: dict[str, Any], source: str, env: FilterEnv) -> Filter:
         raise NotImplementedError
 
     def on_request(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from propylon.filters.base import Filter, FilterContext, Headers
+from propylon.filters.base import Filter, FilterContext, FilterEnv, Headers
 
 
 class HeaderEdits:
@@ -46,7 +46,7 @@ class HeadersFilter(Filter):
         self.response_edits = response
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any], source: str) -> HeadersFilter:
+    def from_spec(cls, spec: dict[str, Any], source: str, env: FilterEnv) -> HeadersFilter:
         request, response = HeaderEdits(spec.get("request")), HeaderEdits(spec.get("response"))
         if request.empty:
             return _ResponseOnlyHeadersFilter(source, request, response)

@@ -22,6 +22,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from propylon import ir
+from propylon.filters.base import FilterEnv
 from propylon.observability.access_log import AccessLog
 from propylon.observability.metrics import MetricsRegistry
 from propylon.proxy.downstream import DownstreamProtocol
@@ -54,6 +55,7 @@ class Worker:
         self.state = WorkerState(loop, sink)
         self.pools = PoolRegistry(loop)
         self.metrics = MetricsRegistry()
+        self.filter_env = FilterEnv(loop)  # shared filter objects survive reloads
         self.runtime: Runtime | None = None
         self.listeners: dict[tuple[str, int], ListenerState] = {}
         self.stopped = asyncio.Event()
@@ -61,7 +63,7 @@ class Worker:
     # -- configuration -------------------------------------------------------------------
     async def install(self, snapshot: ir.SnapshotIR) -> None:
         """Compile and swap in ``snapshot``; raises (leaving the old one) on any problem."""
-        runtime = compile_snapshot(snapshot, self.pools, self.metrics)
+        runtime = compile_snapshot(snapshot, self.pools, self.metrics, self.filter_env)
         wanted = set(runtime.listeners)
         new: dict[tuple[str, int], ListenerState] = {}
         for key in wanted - set(self.listeners):

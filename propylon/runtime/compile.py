@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from propylon.filters.base import FilterEnv
 from propylon.filters.registry import filter_class
 from propylon.ir import (
     DirectResponseIR,
@@ -38,13 +39,17 @@ class CompileError(ValueError):
 
 
 def compile_snapshot(
-    snapshot: SnapshotIR, pools: PoolRegistry, metrics: MetricsRegistry
+    snapshot: SnapshotIR,
+    pools: PoolRegistry,
+    metrics: MetricsRegistry,
+    env: FilterEnv | None = None,
 ) -> Runtime:
+    env = (env or FilterEnv(pools.loop)).for_snapshot(snapshot)
     gateways: dict[str, GatewayRuntime] = {}
     listeners: dict[tuple[str, int], GatewayRuntime] = {}
     hosts: dict[tuple[str, int], HostSet | None] = {}
     for gateway in snapshot.gateways:
-        runtime = compile_gateway(gateway, pools, metrics)
+        runtime = compile_gateway(gateway, pools, metrics, env)
         gateways[gateway.key] = runtime
         for listener in gateway.listeners:
             key = (listener.address, listener.port)
@@ -59,14 +64,18 @@ def compile_snapshot(
 
 
 def compile_gateway(
-    gateway: GatewayIR, pools: PoolRegistry, metrics: MetricsRegistry
+    gateway: GatewayIR,
+    pools: PoolRegistry,
+    metrics: MetricsRegistry,
+    env: FilterEnv | None = None,
 ) -> GatewayRuntime:
+    env = env or FilterEnv(pools.loop)
     clusters = {
         up.key: compile_cluster(gateway.key, up, pools, metrics) for up in gateway.upstreams
     }
     entries: list[RouterEntry[CompiledRoute]] = []
     for index, rule in enumerate(gateway.rules):
-        chain = compile_chain(rule.policies)
+        chain = compile_chain(rule.policies, env)
         route_label, rule_label = _labels(rule, index)
         stats = metrics.route(gateway.key, route_label, rule_label)
         for match in rule.matches:
@@ -77,7 +86,7 @@ def compile_gateway(
             entries.append(RouterEntry(rule.hostnames, match, compiled, len(entries)))
     not_found = CompiledRoute("", "none", "none", metrics.route(gateway.key, "none", "none"))
     not_found.direct_status, not_found.direct_body = 404, b"no route matched\n"
-    not_found.chain = compile_chain(gateway.default_policies)
+    not_found.chain = compile_chain(gateway.default_policies, env)
     trusted = tuple(ipaddress.ip_network(c, strict=False) for c in gateway.trusted_proxies)
     return GatewayRuntime(gateway.key, Router(entries), clusters, trusted, not_found)
 
@@ -112,9 +121,9 @@ def compile_cluster(
     )
 
 
-def compile_chain(policies: tuple[PolicyIR, ...]) -> FilterChain:
+def compile_chain(policies: tuple[PolicyIR, ...], env: FilterEnv) -> FilterChain:
     return FilterChain(
-        tuple(filter_class(p.type).from_spec(p.spec, p.source) for p in policies)
+        tuple(filter_class(p.type).from_spec(p.spec, p.source, env) for p in policies)
     )
 
 
