@@ -24,7 +24,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from propylon.filters.base import LocalResponse
-from propylon.proxy.forwarded import forwarding_headers
+from propylon.proxy.forwarded import forwarding_headers, real_client_ip
 from propylon.proxy.hostport import split_host
 from propylon.proxy.http11 import (
     HOP_BY_HOP,
@@ -162,6 +162,8 @@ class Exchange:
             self.send_error(503, b"no configuration installed\n")
             return
         self.head_only = self.method == b"HEAD"
+        if proto.peer_trusted and self.forwarded:
+            self.client_ip = real_client_ip(self.forwarded, proto.peer_ip, gateway.is_trusted)
         hosts = proto.listener.hosts
         if hosts is not None and self.host not in hosts:
             route = None  # the listener does not serve this host
@@ -305,11 +307,10 @@ class Exchange:
         gateway = self.gateway
         assert gateway is not None
         host = self.host_header()
-        client_ip, fwd = forwarding_headers(
+        _, fwd = forwarding_headers(
             self.proto.peer_ip, self.proto.peer_trusted, self.forwarded or {},
             self.proto.listener.scheme, host, gateway.is_trusted,
         )
-        self.client_ip = client_ip
         framing = b"transfer-encoding: chunked\r\n" if self.req_chunked else b""
         return b"".join((
             self.method, b" ", target, b" HTTP/1.1\r\n",

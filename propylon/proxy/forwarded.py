@@ -22,6 +22,15 @@ def client_ip_from_chain(chain: list[str], peer_ip: str, is_trusted: Callable[[s
     return chain[0] if chain else peer_ip
 
 
+def real_client_ip(
+    received: dict[bytes, bytes], peer_ip: str, is_trusted: Callable[[str], bool]
+) -> str:
+    """The client IP of a request from a trusted peer, from its X-Forwarded-For chain."""
+    xff = received.get(b"x-forwarded-for")
+    chain = [h.strip() for h in xff.decode("latin-1").split(",") if h.strip()] if xff else []
+    return client_ip_from_chain(chain, peer_ip, is_trusted)
+
+
 def forwarding_headers(
     peer_ip: str,
     peer_trusted: bool,
@@ -45,8 +54,7 @@ def forwarding_headers(
             (b"forwarded", own_forwarded),
         ]
     xff = received.get(b"x-forwarded-for")
-    chain = [h.strip() for h in xff.decode("latin-1").split(",") if h.strip()] if xff else []
-    client_ip = client_ip_from_chain(chain, peer_ip, is_trusted)
+    client_ip = real_client_ip(received, peer_ip, is_trusted)
     previous = received.get(b"forwarded")
     return client_ip, [
         (b"x-forwarded-for", xff + b", " + peer if xff else peer),
