@@ -21,7 +21,7 @@ import httptools
 
 from propylon.proxy.exchange import Exchange
 from propylon.proxy.hostport import split_host
-from propylon.proxy.http11 import simple_response
+from propylon.proxy.http11 import is_token, simple_response
 
 if TYPE_CHECKING:
     from propylon.proxy.worker_state import ListenerState, WorkerState
@@ -50,6 +50,56 @@ _SPECIAL: dict[bytes, int] = {
     b"trailer": _DROP,
     b"upgrade": _DROP,
 }
+
+
+_FRAMED_BY_LENGTH, _FRAMED_BY_CHUNKS = 1, 2
+_LOOKALIKE_PREFIXES = (b"transfer", b"content")
+_FRAMING_NAMES = (b"transferencoding", b"contentlength")
+
+
+def is_framing_lookalike(name: bytes) -> bool:
+    """``Transfer---Encoding`` or ``content.length``: not the real name, but would be read as
+    it by a lenient server that drops punctuation."""
+    return bytes(c for c in name if 97 <= c <= 122) in _FRAMING_NAMES
+
+
+def check_framing(ex: Exchange) -> None:
+    """Reject request framing that two HTTP implementations could read differently."""
+    if ex.framing == _FRAMED_BY_LENGTH | _FRAMED_BY_CHUNKS:
+        raise BadRequest(400, "both Content-Length and Transfer-Encoding")
+    if ex.req_chunked:
+        if not ex.http11:
+            raise BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
+        ex.te_codings = other_codings(ex.te_codings or b"")
+    if ex.has_body and ex.method in (b"GET", b"HEAD"):
+        raise BadRequest(400, f"{ex.method.decode()} request with a body")
+
+
+def other_codings(te_value: bytes) -> bytes | None:
+    """The codings of a request's Transfer-Encoding before its final ``chunked`` (RFC 9112
+    §6.1), normalised, or None when chunked is the only one. The final coding must be exactly
+    ``chunked`` (no parameters), appear once, and every coding must be a token: anything else
+    is how one request gets framed differently by two servers."""
+    codings = [c.strip(b" \t").lower() for c in te_value.split(b",")]
+    codings = [c for c in codings if c]
+    if not codings or codings[-1] != b"chunked" or b"chunked" in codings[:-1]:
+        raise BadRequest(400, "Transfer-Encoding must end with chunked")
+    others = []
+    for coding in codings[:-1]:
+        name, _, params = coding.partition(b";")
+        name = name.strip(b" \t")
+        if not is_token(name) or (params.strip(b" \t") and not _params_ok(params)):
+            raise BadRequest(400, "invalid Transfer-Encoding coding")
+        others.append(coding)
+    return b", ".join(others) if others else None
+
+
+def _params_ok(params: bytes) -> bool:
+    for param in params.split(b";"):
+        key, eq, _ = param.strip(b" \t").partition(b"=")
+        if not is_token(key.strip(b" \t")) or not eq:
+            return False
+    return True
 
 
 class BadRequest(Exception):
@@ -218,15 +268,22 @@ class DownstreamProtocol(asyncio.Protocol):
             raise BadRequest(431, "request header fields too large")
         kind = _SPECIAL.get(name, _KEEP)
         if kind == _KEEP:
+            if b"_" in name and self.listener.reject_underscores:
+                raise BadRequest(400, "header names with underscores are not accepted")
+            if name.startswith(_LOOKALIKE_PREFIXES) and is_framing_lookalike(name):
+                raise BadRequest(400, "header name imitates a framing header")
             ex.request_headers.append((name, value))
         elif kind == _HOST:
             ex.host_count += 1
             ex.request_headers.append((name, value))
         elif kind == _LENGTH:
             ex.has_body = value.strip() != b"0"
+            ex.framing |= _FRAMED_BY_LENGTH
             ex.request_headers.append((name, value))
         elif kind == _CHUNKED:
+            ex.te_codings = value if ex.te_codings is None else ex.te_codings + b"," + value
             ex.req_chunked = ex.has_body = True
+            ex.framing |= _FRAMED_BY_CHUNKS
         elif kind == _CONNECTION:
             ex.conn_header = value if ex.conn_header is None else ex.conn_header + b"," + value
         elif kind == _EXPECT:
@@ -244,13 +301,18 @@ class DownstreamProtocol(asyncio.Protocol):
             return  # input after a response that closes the connection is ignored
         parser = self.parser
         ex.method = parser.get_method()
-        ex.http11 = parser.get_http_version() == "1.1"
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise BadRequest(400, f"HTTP/{version} is not supported")
+        ex.http11 = version == "1.1"
         ex.keep_alive = parser.should_keep_alive()
         self._parse_target(ex)
         if ex.host_count > 1:
             raise BadRequest(400, "duplicate Host header")
         if ex.http11 and ex.host_count == 0:
             raise BadRequest(400, "missing Host header")
+        if ex.framing:
+            check_framing(ex)
         if not ex.has_body:
             ex.body_done = True
         if self.current is None:

@@ -62,6 +62,7 @@ class Exchange:
         "endpoint_label",
         "expect_continue",
         "forwarded",
+        "framing",
         "gateway",
         "has_body",
         "head_only",
@@ -85,6 +86,7 @@ class Exchange:
         "start",
         "state",
         "status",
+        "te_codings",
         "timer",
         "upstream_error",
         "url",
@@ -108,6 +110,8 @@ class Exchange:
         self.conn_header: bytes | None = None
         self.expect_continue = False
         self.req_chunked = False
+        self.framing = 0  # which framing fields the request carried (downstream.check_framing)
+        self.te_codings: bytes | None = None  # codings applied before chunked, forwarded as is
         self.has_body = False
         self.client_ip = proto.peer_ip
         # request body
@@ -311,7 +315,12 @@ class Exchange:
             self.proto.peer_ip, self.proto.peer_trusted, self.forwarded or {},
             self.proto.listener.scheme, host, gateway.is_trusted,
         )
-        framing = b"transfer-encoding: chunked\r\n" if self.req_chunked else b""
+        if not self.req_chunked:
+            framing = b""
+        elif self.te_codings:
+            framing = b"transfer-encoding: " + self.te_codings + b", chunked\r\n"
+        else:
+            framing = b"transfer-encoding: chunked\r\n"
         return b"".join((
             self.method, b" ", target, b" HTTP/1.1\r\n",
             serialize_headers(headers), serialize_headers(fwd), framing, b"\r\n",

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 class ListenerState:
     """One bound listener; ``gateway`` is swapped when a new configuration is installed."""
 
-    __slots__ = ("address", "gateway", "hosts", "port", "scheme", "server")
+    __slots__ = ("address", "gateway", "hosts", "port", "reject_underscores", "scheme", "server")
 
     def __init__(self, address: str, port: int, scheme: bytes = b"http") -> None:
         self.address = address
@@ -23,6 +23,7 @@ class ListenerState:
         self.gateway: GatewayRuntime | None = None
         self.hosts: HostSet | None = None  # the listener's hostnames; None serves any host
         self.server: asyncio.AbstractServer | None = None
+        self.reject_underscores = True
 
 
 class WorkerState:
