@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 
 from propylon.config._types import (
     CIDR,
+    Duration,
     Hostname,
     IPAddress,
     Model,
@@ -21,12 +22,27 @@ from propylon.config._types import (
 from propylon.config.policy import GatewayPolicyItem
 
 
+class ListenerLimits(Model):
+    """Protections of one listener against slow or oversized clients (defaults as nginx and
+    Envoy recommend for an edge)."""
+
+    max_request_line_bytes: Annotated[int, Field(ge=256, le=1048576)] = 8192
+    max_header_bytes: Annotated[int, Field(ge=1024, le=1048576)] = 61440
+    max_header_count: Annotated[int, Field(ge=8, le=10000)] = 100
+    reject_underscore_headers: bool = True
+    header_read_timeout: Duration = 10.0
+    keep_alive_timeout: Duration = 60.0
+    stream_idle_timeout: Duration = 300.0
+    max_connections: Annotated[int, Field(ge=1, le=1000000)] = 10000
+
+
 class Listener(Model):
     name: Name
     port: Port
     protocol: Literal["HTTP", "HTTPS"] = "HTTP"
     address: IPAddress = "0.0.0.0"
     hostnames: list[Hostname] = Field(default_factory=list)
+    limits: ListenerLimits = Field(default_factory=ListenerLimits)
     tls: Any = None
 
     @field_validator("protocol")

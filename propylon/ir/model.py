@@ -153,12 +153,25 @@ class RuleIR:
 
 
 @dataclass(frozen=True, slots=True)
+class ListenerLimitsIR:
+    max_request_line_bytes: int = 8192  # 414 beyond
+    max_header_bytes: int = 61440  # 431 beyond
+    max_header_count: int = 100  # 431 beyond
+    reject_underscore_headers: bool = True  # 400 for header names with "_"
+    header_read_timeout: float = 10.0  # 408 when a request head takes longer
+    keep_alive_timeout: float = 60.0  # idle client connections are closed after this
+    stream_idle_timeout: float = 300.0  # an exchange with no bytes moving is cut after this
+    max_connections: int = 10000  # accepting pauses at this many open connections
+
+
+@dataclass(frozen=True, slots=True)
 class ListenerIR:
     name: str
     port: int
     protocol: str = "HTTP"
     address: str = "0.0.0.0"
     hostnames: tuple[str, ...] = ()
+    limits: ListenerLimitsIR = ListenerLimitsIR()
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ more response bytes (``pause_writing``), the current upstream connection stops r
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from typing import TYPE_CHECKING
@@ -26,9 +27,9 @@ from propylon.proxy.http11 import is_token, simple_response
 if TYPE_CHECKING:
     from propylon.proxy.worker_state import ListenerState, WorkerState
 
+log = logging.getLogger("propylon.proxy")
+
 _PIPELINE, _UPSTREAM_FULL, _BODY_BUFFER = 1, 2, 4
-MAX_HEADER_FIELDS = 100
-MAX_HEADER_BYTES = 64 * 1024
 
 # How the request head's special fields are handled in ``on_header``.
 _KEEP, _HOST, _LENGTH, _CHUNKED, _CONNECTION, _EXPECT, _FORWARDED, _DROP = range(8)
@@ -110,9 +111,11 @@ class BadRequest(Exception):
 
 class DownstreamProtocol(asyncio.Protocol):
     __slots__ = (
+        "activity",
         "current",
         "eof",
         "ex",
+        "head_started",
         "idle_since",
         "listener",
         "loop",
@@ -121,7 +124,9 @@ class DownstreamProtocol(asyncio.Protocol):
         "peer_ip",
         "peer_trusted",
         "queued",
+        "quiet_since",
         "read_paused",
+        "seen_activity",
         "transport",
         "worker",
         "writing_paused",
@@ -142,7 +147,12 @@ class DownstreamProtocol(asyncio.Protocol):
         self.eof = False
         self.out: list[bytes] | None = None  # writes held back while batching
         self.writing_paused = False
-        self.idle_since = time.monotonic()
+        now = time.monotonic()
+        self.idle_since = now  # when the connection last became idle
+        self.head_started = now  # when the request head being read began
+        self.activity = 0  # reads from the client or the upstream (stream idle detection)
+        self.seen_activity = 0
+        self.quiet_since = now
 
     # -- connection --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -155,6 +165,8 @@ class DownstreamProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.worker.connections.discard(self)
+        if self.listener.acceptor is not None:
+            self.listener.acceptor.connection_closed()
         if self.current is not None:
             self.current.client_gone()
             self.current = None
@@ -163,12 +175,19 @@ class DownstreamProtocol(asyncio.Protocol):
         self.queued.clear()
 
     def data_received(self, data: bytes) -> None:
+        self.activity += 1
         try:
             self.parser.feed_data(data)
-        except BadRequest as exc:
-            self.reject(exc.status, str(exc))
         except httptools.HttpParserUpgrade:
             self.reject(501, "protocol upgrade is not supported yet")
+        except httptools.HttpParserCallbackError as exc:
+            # httptools wraps what a callback raised; the original is the context
+            cause = exc.__context__
+            if isinstance(cause, BadRequest):
+                self.reject(cause.status, str(cause))
+            else:
+                log.error("request handling failed", exc_info=cause or exc)
+                self.reject(500, "internal error")
         except httptools.HttpParserError as exc:
             self.reject(400, f"malformed request: {exc}")
 
@@ -249,12 +268,13 @@ class DownstreamProtocol(asyncio.Protocol):
     # -- httptools callbacks -------------------------------------------------------------
     def on_message_begin(self) -> None:
         self.ex = Exchange(self)
+        self.head_started = time.monotonic()
 
     def on_url(self, url: bytes) -> None:
         ex = self.ex
         assert ex is not None
         ex.url += url
-        if len(ex.url) > MAX_HEADER_BYTES:
+        if len(ex.url) > self.listener.max_request_line:
             raise BadRequest(414, "request target too long")
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -264,7 +284,9 @@ class DownstreamProtocol(asyncio.Protocol):
             return  # a trailer field of a chunked body: dropped
         name = name.lower()
         ex.header_bytes += len(name) + len(value)
-        if ex.header_bytes > MAX_HEADER_BYTES or len(ex.request_headers) >= MAX_HEADER_FIELDS:
+        listener = self.listener
+        if (ex.header_bytes > listener.max_header_bytes
+                or len(ex.request_headers) >= listener.max_header_count):
             raise BadRequest(431, "request header fields too large")
         kind = _SPECIAL.get(name, _KEEP)
         if kind == _KEEP:
@@ -375,6 +397,26 @@ class DownstreamProtocol(asyncio.Protocol):
         self.idle_since = time.monotonic()
         if self.read_paused & _BODY_BUFFER:
             self._resume(_BODY_BUFFER)
+
+    def check_timeouts(self, now: float) -> None:
+        """Called about twice a second by the worker: enforce the listener's timeouts."""
+        listener = self.listener
+        ex = self.ex
+        if ex is not None and not ex.method:
+            if now - self.head_started > listener.header_read_timeout:
+                self.reject(408, "request header timeout")
+            return
+        if self.current is None:
+            if ex is None and now - self.idle_since > listener.keep_alive_timeout:
+                self.close()
+            return
+        if self.activity != self.seen_activity:
+            self.seen_activity = self.activity
+            self.quiet_since = now
+        elif now - self.quiet_since > listener.stream_idle_timeout:
+            log.info("closing a connection from %s: no bytes moved for %.0fs", self.peer_ip,
+                     listener.stream_idle_timeout)
+            self.abort()
 
     def close_if_idle(self) -> None:
         if self.current is None and self.ex is None:

@@ -40,6 +40,8 @@ class OutputBatcher(Protocol):
     """The client connection: holds its writes while one upstream read is processed, so a
     small response goes out in one write instead of head, body and terminator apart."""
 
+    activity: int
+
     def hold_output(self) -> None: ...
 
     def release_output(self) -> None: ...
@@ -113,6 +115,7 @@ class UpstreamConnection(asyncio.Protocol):
             return
         downstream = self.downstream
         assert downstream is not None
+        downstream.activity += 1
         downstream.hold_output()
         try:
             self.parser.feed_data(data)

@@ -25,6 +25,7 @@ from propylon import ir
 from propylon.filters.base import FilterEnv
 from propylon.observability.access_log import AccessLog
 from propylon.observability.metrics import MetricsRegistry
+from propylon.proxy.acceptor import Acceptor
 from propylon.proxy.downstream import DownstreamProtocol
 from propylon.proxy.pool import PoolRegistry
 from propylon.proxy.worker_state import ListenerState, WorkerState
@@ -33,8 +34,7 @@ from propylon.runtime.compiled import Runtime
 
 log = logging.getLogger("propylon.worker")
 
-KEEPALIVE_IDLE_TIMEOUT = 60.0
-_SWEEP_INTERVAL = 1.0
+_SWEEP_INTERVAL = 0.5
 
 
 def bind_socket(address: str, port: int) -> socket.socket:
@@ -71,6 +71,7 @@ class Worker:
         for key, listener in {**self.listeners, **new}.items():
             listener.gateway = runtime.listeners.get(key)
             listener.hosts = runtime.listener_hosts.get(key)
+            listener.set_limits(runtime.listener_specs[key].limits)
         for key in set(self.listeners) - wanted:
             self._close_listener(self.listeners.pop(key))
         self.listeners.update(new)
@@ -84,27 +85,27 @@ class Worker:
 
     async def _open_listener(self, address: str, port: int) -> ListenerState:
         listener = ListenerState(address, port)
-        sock = bind_socket(address, port)
         state = self.state
-        listener.server = await self.loop.create_server(
-            lambda: DownstreamProtocol(state, listener), sock=sock
+        listener.acceptor = Acceptor(
+            self.loop, bind_socket(address, port), lambda: DownstreamProtocol(state, listener)
         )
+        listener.acceptor.start()
         return listener
 
     @staticmethod
     def _close_listener(listener: ListenerState) -> None:
-        if listener.server is not None:
-            listener.server.close()
+        if listener.acceptor is not None:
+            listener.acceptor.close()
 
     # -- housekeeping --------------------------------------------------------------------
     async def sweep_forever(self) -> None:
+        """Idle upstream connections and every client connection's timeouts."""
         while True:
             await asyncio.sleep(_SWEEP_INTERVAL)
             self.pools.close_expired()
-            limit = time.monotonic() - KEEPALIVE_IDLE_TIMEOUT
-            for proto in [c for c in self.state.connections if c.idle_since < limit]:
-                if proto.current is None and proto.ex is None:
-                    proto.close_if_idle()
+            now = time.monotonic()
+            for proto in list(self.state.connections):
+                proto.check_timeouts(now)
 
     async def drain(self, grace: float) -> None:
         """Stop accepting, let in-flight requests finish (up to ``grace``), then stop."""

@@ -1,20 +1,38 @@
-"""What every connection of a worker shares: listeners' current Gateway, flags, sinks."""
+"""What every connection of a worker shares: listeners' current Gateway, limits, sinks."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import TYPE_CHECKING
 
+from propylon.ir import ListenerLimitsIR
+
 if TYPE_CHECKING:
     from propylon.observability.access_log import AccessLog
+    from propylon.proxy.acceptor import Acceptor
     from propylon.proxy.downstream import DownstreamProtocol
     from propylon.runtime.compiled import GatewayRuntime, HostSet
 
 
 class ListenerState:
-    """One bound listener; ``gateway`` is swapped when a new configuration is installed."""
+    """One bound listener. ``apply`` swaps in a new configuration's view of it; each request
+    reads these fields once when it starts, so it runs on one version throughout."""
 
-    __slots__ = ("address", "gateway", "hosts", "port", "reject_underscores", "scheme", "server")
+    __slots__ = (
+        "acceptor",
+        "address",
+        "gateway",
+        "header_read_timeout",
+        "hosts",
+        "keep_alive_timeout",
+        "max_header_bytes",
+        "max_header_count",
+        "max_request_line",
+        "port",
+        "reject_underscores",
+        "scheme",
+        "stream_idle_timeout",
+    )
 
     def __init__(self, address: str, port: int, scheme: bytes = b"http") -> None:
         self.address = address
@@ -22,8 +40,19 @@ class ListenerState:
         self.scheme = scheme
         self.gateway: GatewayRuntime | None = None
         self.hosts: HostSet | None = None  # the listener's hostnames; None serves any host
-        self.server: asyncio.AbstractServer | None = None
-        self.reject_underscores = True
+        self.acceptor: Acceptor | None = None
+        self.set_limits(ListenerLimitsIR())
+
+    def set_limits(self, limits: ListenerLimitsIR) -> None:
+        self.max_request_line = limits.max_request_line_bytes
+        self.max_header_bytes = limits.max_header_bytes
+        self.max_header_count = limits.max_header_count
+        self.reject_underscores = limits.reject_underscore_headers
+        self.header_read_timeout = limits.header_read_timeout
+        self.keep_alive_timeout = limits.keep_alive_timeout
+        self.stream_idle_timeout = limits.stream_idle_timeout
+        if self.acceptor is not None:
+            self.acceptor.max_connections = limits.max_connections
 
 
 class WorkerState:

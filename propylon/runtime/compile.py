@@ -10,6 +10,7 @@ from propylon.ir import (
     DirectResponseIR,
     ForwardIR,
     GatewayIR,
+    ListenerIR,
     PolicyIR,
     RedirectIR,
     RuleIR,
@@ -48,6 +49,7 @@ def compile_snapshot(
     gateways: dict[str, GatewayRuntime] = {}
     listeners: dict[tuple[str, int], GatewayRuntime] = {}
     hosts: dict[tuple[str, int], HostSet | None] = {}
+    specs: dict[tuple[str, int], ListenerIR] = {}
     for gateway in snapshot.gateways:
         runtime = compile_gateway(gateway, pools, metrics, env)
         gateways[gateway.key] = runtime
@@ -60,7 +62,8 @@ def compile_snapshot(
                 )
             listeners[key] = runtime
             hosts[key] = HostSet(listener.hostnames) if listener.hostnames else None
-    return Runtime(snapshot.version, gateways, listeners, hosts)
+            specs[key] = listener
+    return Runtime(snapshot.version, gateways, listeners, hosts, specs)
 
 
 def compile_gateway(

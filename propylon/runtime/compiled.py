@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 from typing import TYPE_CHECKING, Any
 
-from propylon.ir import RedirectIR
+from propylon.ir import ListenerIR, RedirectIR
 
 if TYPE_CHECKING:
     from propylon.filters.base import Filter
@@ -165,7 +165,7 @@ class HostSet:
 class Runtime:
     """A whole compiled snapshot: every Gateway, and which one serves each listener."""
 
-    __slots__ = ("gateways", "listener_hosts", "listeners", "version")
+    __slots__ = ("gateways", "listener_hosts", "listener_specs", "listeners", "version")
 
     def __init__(
         self,
@@ -173,8 +173,10 @@ class Runtime:
         gateways: dict[str, GatewayRuntime],
         listeners: dict[tuple[str, int], GatewayRuntime],
         listener_hosts: dict[tuple[str, int], HostSet | None],
+        listener_specs: dict[tuple[str, int], ListenerIR],
     ) -> None:
         self.version = version
         self.gateways = gateways
         self.listeners = listeners
         self.listener_hosts = listener_hosts  # None: the listener serves any host
+        self.listener_specs = listener_specs

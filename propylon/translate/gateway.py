@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from propylon.config import Gateway
-from propylon.ir import ForwardIR, GatewayIR, ListenerIR, RuleIR, UpstreamIR
+from propylon.ir import ForwardIR, GatewayIR, ListenerIR, ListenerLimitsIR, RuleIR, UpstreamIR
 from propylon.translate.backends import build_upstream
 from propylon.translate.context import GatewayContext
 from propylon.translate.delegation import flatten_route
@@ -50,7 +50,10 @@ def translate_gateway(
 
 def translate_listeners(gateway: Gateway) -> tuple[ListenerIR, ...]:
     return tuple(
-        ListenerIR(lst.name, lst.port, lst.protocol, lst.address, tuple(lst.hostnames))
+        ListenerIR(
+            lst.name, lst.port, lst.protocol, lst.address, tuple(lst.hostnames),
+            ListenerLimitsIR(**lst.limits.model_dump()),
+        )
         for lst in gateway.spec.listeners
     )
 
