@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from propylon.config._types import (
     CIDR,
@@ -17,7 +17,6 @@ from propylon.config._types import (
     Selector,
     StatusCode,
     invalid,
-    not_supported,
 )
 from propylon.config.policy import GatewayPolicyItem
 
@@ -36,6 +35,25 @@ class ListenerLimits(Model):
     max_connections: Annotated[int, Field(ge=1, le=1000000)] = 10000
 
 
+class Certificate(Model):
+    """A PEM certificate chain and its key; relative paths are relative to the YAML file."""
+
+    cert_file: str
+    key_file: str
+
+
+class ClientValidation(Model):
+    """mTLS: client certificates are verified against ``caFile``."""
+
+    ca_file: str
+    mode: Literal["required", "optional"] = "required"
+
+
+class ListenerTLS(Model):
+    certificates: list[Certificate] = Field(min_length=1)
+    client_validation: ClientValidation | None = None
+
+
 class Listener(Model):
     name: Name
     port: Port
@@ -43,19 +61,15 @@ class Listener(Model):
     address: IPAddress = "0.0.0.0"
     hostnames: list[Hostname] = Field(default_factory=list)
     limits: ListenerLimits = Field(default_factory=ListenerLimits)
-    tls: Any = None
+    tls: ListenerTLS | None = None
 
-    @field_validator("protocol")
-    @classmethod
-    def _http_only(cls, value: str) -> str:
-        if value == "HTTPS":
-            raise not_supported("protocol: HTTPS")
-        return value
-
-    @field_validator("tls", mode="before")
-    @classmethod
-    def _no_tls(cls, value: Any) -> Any:
-        raise not_supported("tls")
+    @model_validator(mode="after")
+    def _tls_matches_protocol(self) -> Listener:
+        if self.protocol == "HTTPS" and self.tls is None:
+            raise invalid("tls_required", "an HTTPS listener needs tls.certificates")
+        if self.protocol == "HTTP" and self.tls is not None:
+            raise invalid("tls_on_http", "tls is only allowed with protocol: HTTPS")
+        return self
 
 
 class InvalidRouteResponse(Model):

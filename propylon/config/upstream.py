@@ -53,6 +53,23 @@ class ConnectionPool(Model):
     max_idle_per_endpoint: int = Field(default=128, ge=0)
 
 
+class UpstreamTLS(Model):
+    """TLS origination to the endpoints (the service-mesh edge): server verification against
+    ``caFile`` (the system's CAs when absent), ``sni`` as the server name, and a client
+    certificate when ``certFile``/``keyFile`` are given (mTLS)."""
+
+    sni: str | None = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    @model_validator(mode="after")
+    def _pair(self) -> UpstreamTLS:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise invalid("cert_pair", "certFile and keyFile go together")
+        return self
+
+
 class UpstreamSpec(Model):
     endpoints: list[Endpoint] = Field(min_length=1)
     load_balancer: LoadBalancer = Field(default_factory=LoadBalancer)
@@ -61,9 +78,9 @@ class UpstreamSpec(Model):
     connection_pool: ConnectionPool = Field(default_factory=ConnectionPool)
     health_check: Any = None
     circuit_breaker: Any = None
-    tls: Any = None
+    tls: UpstreamTLS | None = None
 
-    @field_validator("health_check", "circuit_breaker", "tls", mode="before")
+    @field_validator("health_check", "circuit_breaker", mode="before")
     @classmethod
     def _not_supported(cls, value: Any, info: ValidationInfo) -> Any:
         raise not_supported(cls.model_fields[info.field_name or ""].alias or "")

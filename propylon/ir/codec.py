@@ -26,12 +26,20 @@ _ACTION_TAGS: dict[str, type] = {
     "directResponse": model.DirectResponseIR,
 }
 _TAG_OF = {cls: tag for tag, cls in _ACTION_TAGS.items()}
+# Fields left out of the JSON form while empty: added after version 1 of the schema, they keep
+# the content hash of configurations that do not use them.
+_OMIT_EMPTY: dict[type, frozenset[str]] = {model.SnapshotIR: frozenset({"consumers"})}
 
 
 def to_data(value: Any) -> Any:
     """An IR object as plain JSON-compatible data (dicts, lists, str, numbers, None)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        data = {f.name: to_data(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        omit = _OMIT_EMPTY.get(type(value), frozenset())
+        data = {
+            f.name: to_data(getattr(value, f.name))
+            for f in dataclasses.fields(value)
+            if f.name not in omit or getattr(value, f.name)
+        }
         tag = _TAG_OF.get(type(value))
         if tag is not None:
             data["@type"] = tag

@@ -56,6 +56,16 @@ class HashOnIR:
 
 
 @dataclass(frozen=True, slots=True)
+class UpstreamTLSIR:
+    """TLS to the endpoints; paths are absolute. ``ca_file`` None means the system CAs."""
+
+    sni: str | None = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamIR:
     key: str  # "namespace/name"
     endpoints: tuple[EndpointIR, ...]
@@ -65,6 +75,7 @@ class UpstreamIR:
     idle_timeout: float = 60.0  # idle pooled connections are closed after this
     max_connections_per_endpoint: int = 1024
     max_idle_per_endpoint: int = 128
+    tls: UpstreamTLSIR | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +176,21 @@ class ListenerLimitsIR:
 
 
 @dataclass(frozen=True, slots=True)
+class CertificateIR:
+    cert_file: str  # absolute paths; the files are read (and re-read on change) by workers
+    key_file: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListenerTLSIR:
+    """HTTPS: the first certificate is the default, others are chosen by SNI."""
+
+    certificates: tuple[CertificateIR, ...]
+    client_ca_file: str | None = None
+    client_auth: str = "none"  # none | optional | required
+
+
+@dataclass(frozen=True, slots=True)
 class ListenerIR:
     name: str
     port: int
@@ -172,6 +198,7 @@ class ListenerIR:
     address: str = "0.0.0.0"
     hostnames: tuple[str, ...] = ()
     limits: ListenerLimitsIR = ListenerLimitsIR()
+    tls: ListenerTLSIR | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,8 +223,33 @@ class StatusIR:
 
 
 @dataclass(frozen=True, slots=True)
+class BasicUserIR:
+    """A basic-auth user: PBKDF2-HMAC-SHA256 of the password (never the password itself)."""
+
+    username: str
+    salt: str  # hex
+    hash: str  # hex
+    iterations: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerIR:
+    """An API client. Secrets were read from their ``secretRef`` at translation and only their
+    hashes are kept: ``api_keys`` are SHA-256 hex digests of the keys."""
+
+    key: str  # "namespace/name"
+    name: str
+    labels: dict[str, str] = field(default_factory=dict)
+    api_keys: tuple[str, ...] = ()
+    basic_auth: tuple[BasicUserIR, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class SnapshotIR:
     gateways: tuple[GatewayIR, ...]
     statuses: tuple[StatusIR, ...] = ()
+    # Valid Consumers, by key. Omitted from the JSON form when empty (see codec), so versions
+    # of configurations without consumers are unchanged.
+    consumers: tuple[ConsumerIR, ...] = ()
     version: str = ""  # content hash, filled in by codec.seal()
     schema: int = IR_SCHEMA_VERSION

@@ -23,9 +23,11 @@ import httptools
 from propylon.proxy.exchange import Exchange
 from propylon.proxy.hostport import split_host
 from propylon.proxy.http11 import is_token, simple_response
+from propylon.proxy.tls import client_certificate_header
 
 if TYPE_CHECKING:
     from propylon.proxy.worker_state import ListenerState, WorkerState
+    from propylon.runtime.compiled import HostSet
 
 log = logging.getLogger("propylon.proxy")
 
@@ -43,6 +45,7 @@ _SPECIAL: dict[bytes, int] = {
     b"x-forwarded-proto": _FORWARDED,
     b"x-forwarded-host": _FORWARDED,
     b"forwarded": _FORWARDED,
+    b"x-forwarded-client-cert": _DROP,  # only the gateway may vouch for a client certificate
     b"keep-alive": _DROP,
     b"proxy-connection": _DROP,
     b"proxy-authenticate": _DROP,
@@ -112,6 +115,7 @@ class BadRequest(Exception):
 class DownstreamProtocol(asyncio.Protocol):
     __slots__ = (
         "activity",
+        "client_cert",
         "current",
         "eof",
         "ex",
@@ -127,6 +131,7 @@ class DownstreamProtocol(asyncio.Protocol):
         "quiet_since",
         "read_paused",
         "seen_activity",
+        "tls_names",
         "transport",
         "worker",
         "writing_paused",
@@ -153,6 +158,8 @@ class DownstreamProtocol(asyncio.Protocol):
         self.activity = 0  # reads from the client or the upstream (stream idle detection)
         self.seen_activity = 0
         self.quiet_since = now
+        self.tls_names: HostSet | None = None  # names of the certificate this TLS connection got
+        self.client_cert: bytes | None = None  # x-forwarded-client-cert of a verified client
 
     # -- connection --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -161,6 +168,12 @@ class DownstreamProtocol(asyncio.Protocol):
         self.peer_ip = peer[0] if peer else ""
         gateway = self.listener.gateway
         self.peer_trusted = gateway is not None and gateway.is_trusted(self.peer_ip)
+        tls = self.listener.tls
+        if tls is not None:
+            sslobj = transport.get_extra_info("ssl_object")
+            self.tls_names = tls.served_names(sslobj)
+            if tls.spec.client_auth != "none":
+                self.client_cert = client_certificate_header(sslobj)
         self.worker.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from propylon.filters.base import LocalResponse
 from propylon.proxy.forwarded import forwarding_headers, real_client_ip
-from propylon.proxy.hostport import split_host
+from propylon.proxy.hostport import is_ip_literal, split_host
 from propylon.proxy.http11 import (
     HOP_BY_HOP,
     Headers,
@@ -168,6 +168,10 @@ class Exchange:
         self.head_only = self.method == b"HEAD"
         if proto.peer_trusted and self.forwarded:
             self.client_ip = real_client_ip(self.forwarded, proto.peer_ip, gateway.is_trusted)
+        names = proto.tls_names
+        if names is not None and self.host not in names and not is_ip_literal(self.host):
+            self.send_error(421, b"this connection's certificate does not cover the host\n")
+            return
         hosts = proto.listener.hosts
         if hosts is not None and self.host not in hosts:
             route = None  # the listener does not serve this host
@@ -321,6 +325,8 @@ class Exchange:
             framing = b"transfer-encoding: " + self.te_codings + b", chunked\r\n"
         else:
             framing = b"transfer-encoding: chunked\r\n"
+        if self.proto.client_cert is not None:
+            framing += b"x-forwarded-client-cert: " + self.proto.client_cert + b"\r\n"
         return b"".join((
             self.method, b" ", target, b" HTTP/1.1\r\n",
             serialize_headers(headers), serialize_headers(fwd), framing, b"\r\n",

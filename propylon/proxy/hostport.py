@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+
 
 def split_host(value: bytes) -> tuple[str, int | None]:
     """Host field -> (lower-case host without port, port or None); ``[v6]`` keeps brackets."""
@@ -13,3 +15,12 @@ def split_host(value: bytes) -> tuple[str, int | None]:
     else:
         host, _, port_text = text.partition(":")
     return host, int(port_text) if port_text.isdigit() else None
+
+
+def is_ip_literal(host: str) -> bool:
+    """Whether a Host (without port) is an IP address rather than a name."""
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True

@@ -15,12 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
+from propylon.ir import UpstreamTLSIR
+from propylon.proxy.tls import client_context
+
 if TYPE_CHECKING:
     from propylon.proxy.upstream import UpstreamConnection
+
+PoolKey = tuple[str, int, UpstreamTLSIR | None]
 
 
 class PoolClient(Protocol):
@@ -43,14 +49,25 @@ class EndpointPool:
         "max_connections",
         "max_idle",
         "port",
+        "server_hostname",
+        "ssl_context",
         "total",
         "waiters",
     )
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, address: str, port: int) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        address: str,
+        port: int,
+        ssl_context: ssl.SSLContext | None = None,
+        server_hostname: str | None = None,
+    ) -> None:
         self.loop = loop
         self.address = address
         self.port = port
+        self.ssl_context = ssl_context  # TLS origination when set
+        self.server_hostname = server_hostname
         self.idle: deque[UpstreamConnection] = deque()
         self.waiters: deque[PoolClient] = deque()
         self.total = 0
@@ -93,7 +110,11 @@ class EndpointPool:
 
         self.total += 1
         task = asyncio.ensure_future(
-            self.loop.create_connection(lambda: UpstreamConnection(self), self.address, self.port)
+            self.loop.create_connection(
+                lambda: UpstreamConnection(self), self.address, self.port,
+                ssl=self.ssl_context,
+                server_hostname=self.server_hostname if self.ssl_context else None,
+            )
         )
         timer = self.loop.call_later(self.connect_timeout, task.cancel)
         task.add_done_callback(lambda t: self._connected(t, client, timer))
@@ -159,19 +180,29 @@ class EndpointPool:
 class PoolRegistry:
     """Every endpoint pool of a worker, shared by all configuration versions."""
 
-    __slots__ = ("loop", "pools")
+    __slots__ = ("contexts", "loop", "pools")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.pools: dict[tuple[str, int], EndpointPool] = {}
+        self.pools: dict[PoolKey, EndpointPool] = {}
+        self.contexts: dict[UpstreamTLSIR, ssl.SSLContext] = {}
 
-    def get(self, address: str, port: int) -> EndpointPool:
-        pool = self.pools.get((address, port))
+    def get(self, address: str, port: int, tls: UpstreamTLSIR | None = None) -> EndpointPool:
+        """The pool of an endpoint; endpoints reached with different TLS settings are
+        different pools (a plaintext connection is never handed to a TLS upstream)."""
+        key = (address, port, tls)
+        pool = self.pools.get(key)
         if pool is None:
-            pool = self.pools[(address, port)] = EndpointPool(self.loop, address, port)
+            context = None
+            if tls is not None:
+                context = self.contexts.get(tls)
+                if context is None:
+                    context = self.contexts[tls] = client_context(tls)
+            hostname = (tls.sni or address) if tls is not None else None
+            pool = self.pools[key] = EndpointPool(self.loop, address, port, context, hostname)
         return pool
 
-    def retain_only(self, keys: set[tuple[str, int]]) -> None:
+    def retain_only(self, keys: set[PoolKey]) -> None:
         """Drop pools no configured endpoint uses any more (their busy connections finish)."""
         for key in [k for k in self.pools if k not in keys]:
             self.pools.pop(key).close_idle()

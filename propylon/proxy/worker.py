@@ -23,11 +23,13 @@ from typing import Any
 
 from propylon import ir
 from propylon.filters.base import FilterEnv
+from propylon.ir import ListenerTLSIR
 from propylon.observability.access_log import AccessLog
 from propylon.observability.metrics import MetricsRegistry
 from propylon.proxy.acceptor import Acceptor
 from propylon.proxy.downstream import DownstreamProtocol
 from propylon.proxy.pool import PoolRegistry
+from propylon.proxy.tls import ServerTLS
 from propylon.proxy.worker_state import ListenerState, WorkerState
 from propylon.runtime.compile import compile_snapshot
 from propylon.runtime.compiled import Runtime
@@ -64,24 +66,45 @@ class Worker:
     async def install(self, snapshot: ir.SnapshotIR) -> None:
         """Compile and swap in ``snapshot``; raises (leaving the old one) on any problem."""
         runtime = compile_snapshot(snapshot, self.pools, self.metrics, self.filter_env)
+        tls_contexts = {  # built before anything changes: bad certificate files refuse it all
+            key: self._server_tls(spec.tls) if spec.tls is not None else None
+            for key, spec in runtime.listener_specs.items()
+        }
         wanted = set(runtime.listeners)
         new: dict[tuple[str, int], ListenerState] = {}
-        for key in wanted - set(self.listeners):
-            new[key] = await self._open_listener(*key)
+        try:
+            for key in wanted - set(self.listeners):
+                new[key] = await self._open_listener(*key)
+        except OSError:
+            for listener in new.values():
+                self._close_listener(listener)
+            raise
         for key, listener in {**self.listeners, **new}.items():
             listener.gateway = runtime.listeners.get(key)
             listener.hosts = runtime.listener_hosts.get(key)
             listener.set_limits(runtime.listener_specs[key].limits)
+            listener.set_tls(tls_contexts[key])
         for key in set(self.listeners) - wanted:
             self._close_listener(self.listeners.pop(key))
         self.listeners.update(new)
+        for listener in new.values():
+            assert listener.acceptor is not None
+            listener.acceptor.start()
         self.runtime = runtime
         self.pools.retain_only(
-            {(ep.pool.address, ep.pool.port)
-             for gw in runtime.gateways.values()
-             for cluster in gw.clusters.values()
-             for ep in cluster.endpoints}
+            {key for key, pool in self.pools.pools.items()
+             if any(ep.pool is pool
+                    for gw in runtime.gateways.values()
+                    for cluster in gw.clusters.values()
+                    for ep in cluster.endpoints)}
         )
+
+    def _server_tls(self, spec: ListenerTLSIR) -> ServerTLS:
+        """Reuse the contexts of an unchanged TLS configuration (no reload, no file reads)."""
+        for listener in self.listeners.values():
+            if listener.tls is not None and listener.tls.spec == spec:
+                return listener.tls
+        return ServerTLS(spec)
 
     async def _open_listener(self, address: str, port: int) -> ListenerState:
         listener = ListenerState(address, port)
@@ -89,8 +112,7 @@ class Worker:
         listener.acceptor = Acceptor(
             self.loop, bind_socket(address, port), lambda: DownstreamProtocol(state, listener)
         )
-        listener.acceptor.start()
-        return listener
+        return listener  # accepting starts once install() has configured it
 
     @staticmethod
     def _close_listener(listener: ListenerState) -> None:
@@ -103,6 +125,9 @@ class Worker:
         while True:
             await asyncio.sleep(_SWEEP_INTERVAL)
             self.pools.close_expired()
+            for listener in self.listeners.values():
+                if listener.tls is not None and listener.tls.reload_if_changed():
+                    listener.set_tls(listener.tls)
             now = time.monotonic()
             for proto in list(self.state.connections):
                 proto.check_timeouts(now)

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from propylon.observability.access_log import AccessLog
     from propylon.proxy.acceptor import Acceptor
     from propylon.proxy.downstream import DownstreamProtocol
+    from propylon.proxy.tls import ServerTLS
     from propylon.runtime.compiled import GatewayRuntime, HostSet
 
 
@@ -32,6 +33,7 @@ class ListenerState:
         "reject_underscores",
         "scheme",
         "stream_idle_timeout",
+        "tls",
     )
 
     def __init__(self, address: str, port: int, scheme: bytes = b"http") -> None:
@@ -41,7 +43,14 @@ class ListenerState:
         self.gateway: GatewayRuntime | None = None
         self.hosts: HostSet | None = None  # the listener's hostnames; None serves any host
         self.acceptor: Acceptor | None = None
+        self.tls: ServerTLS | None = None
         self.set_limits(ListenerLimitsIR())
+
+    def set_tls(self, tls: ServerTLS | None) -> None:
+        self.tls = tls
+        self.scheme = b"https" if tls is not None else b"http"
+        if self.acceptor is not None:
+            self.acceptor.ssl_context = tls.default if tls is not None else None
 
     def set_limits(self, limits: ListenerLimitsIR) -> None:
         self.max_request_line = limits.max_request_line_bytes

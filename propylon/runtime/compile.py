@@ -104,7 +104,7 @@ def compile_cluster(
 ) -> Cluster:
     endpoints = []
     for ep in upstream.endpoints:
-        pool = pools.get(ep.address, ep.port)
+        pool = pools.get(ep.address, ep.port, upstream.tls)
         pool.configure(
             upstream.max_connections_per_endpoint,
             upstream.max_idle_per_endpoint,

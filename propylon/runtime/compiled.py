@@ -27,13 +27,14 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 class ClusterEndpoint:
     """An endpoint as one upstream sees it: its weight there, its pool, its load."""
 
-    __slots__ = ("active", "label", "pool", "weight")
+    __slots__ = ("active", "key", "label", "pool", "weight")
 
     def __init__(self, pool: EndpointPool, weight: int) -> None:
         self.pool = pool
         self.weight = weight
         self.active = 0
         self.label = f"{pool.address}:{pool.port}"
+        self.key = self.label  # what ring_hash places on its ring
 
 
 class Cluster:

@@ -18,8 +18,10 @@ from propylon.ir import (
     RedirectIR,
     RewriteIR,
     UpstreamIR,
+    UpstreamTLSIR,
 )
 from propylon.translate.context import GatewayContext, RouteLike
+from propylon.translate.paths import resolve_path
 from propylon.translate.select import gateway_admits
 
 
@@ -78,7 +80,19 @@ def build_upstream(upstream: Upstream) -> UpstreamIR:
         idle_timeout=spec.idle_timeout,
         max_connections_per_endpoint=spec.connection_pool.max_connections_per_endpoint,
         max_idle_per_endpoint=spec.connection_pool.max_idle_per_endpoint,
+        tls=_tls(upstream),
     )
+
+
+def _tls(upstream: Upstream) -> UpstreamTLSIR | None:
+    tls = upstream.spec.tls
+    if tls is None:
+        return None
+
+    def path(value: str | None) -> str | None:
+        return resolve_path(value, upstream) if value is not None else None
+
+    return UpstreamTLSIR(tls.sni, path(tls.ca_file), path(tls.cert_file), path(tls.key_file))
 
 
 def _hash_on(upstream: Upstream) -> HashOnIR | None:

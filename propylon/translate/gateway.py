@@ -12,11 +12,22 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from propylon.config import Gateway
-from propylon.ir import ForwardIR, GatewayIR, ListenerIR, ListenerLimitsIR, RuleIR, UpstreamIR
+from propylon.config.gateway import ListenerTLS
+from propylon.ir import (
+    CertificateIR,
+    ForwardIR,
+    GatewayIR,
+    ListenerIR,
+    ListenerLimitsIR,
+    ListenerTLSIR,
+    RuleIR,
+    UpstreamIR,
+)
 from propylon.translate.backends import build_upstream
 from propylon.translate.context import GatewayContext
 from propylon.translate.delegation import flatten_route
 from propylon.translate.inventory import Inventory
+from propylon.translate.paths import resolve_path
 from propylon.translate.policies import PolicyTargets, attach_policies, gateway_level
 from propylon.translate.replace import build_rules, invalid_route_response
 from propylon.translate.select import select_routes
@@ -53,9 +64,21 @@ def translate_listeners(gateway: Gateway) -> tuple[ListenerIR, ...]:
         ListenerIR(
             lst.name, lst.port, lst.protocol, lst.address, tuple(lst.hostnames),
             ListenerLimitsIR(**lst.limits.model_dump()),
+            translate_listener_tls(lst.tls, gateway) if lst.tls is not None else None,
         )
         for lst in gateway.spec.listeners
     )
+
+
+def translate_listener_tls(tls: ListenerTLS, gateway: Gateway) -> ListenerTLSIR:
+    certificates = tuple(
+        CertificateIR(resolve_path(c.cert_file, gateway), resolve_path(c.key_file, gateway))
+        for c in tls.certificates
+    )
+    validation = tls.client_validation
+    if validation is None:
+        return ListenerTLSIR(certificates)
+    return ListenerTLSIR(certificates, resolve_path(validation.ca_file, gateway), validation.mode)
 
 
 def collect_upstreams(rules: Iterable[RuleIR], inventory: Inventory) -> tuple[UpstreamIR, ...]:

@@ -336,22 +336,22 @@ def test_error_names_line_and_field(text: str, line: int, field: str, message: s
     ("text", "field", "message"),
     [
         pytest.param(
-            doc("Policy", "targetRefs: [{kind: Gateway, name: g}]\njwt: {issuer: x}"),
-            "spec.jwt",
-            'policy "jwt" is not supported yet',
-            id="jwt",
+            doc("Policy", "targetRefs: [{kind: Gateway, name: g}]\nwaf: {mode: block}"),
+            "spec.waf",
+            'policy "waf" is not supported yet',
+            id="waf",
         ),
         pytest.param(
-            doc("Route", "rules: [{directResponse: {status: 200}, policies: [{rateLimit: {}}]}]"),
-            "spec.rules[0].policies[0].rateLimit",
-            'policy "rateLimit" is not supported yet',
-            id="rule-rate-limit",
+            doc("Route", "rules: [{directResponse: {status: 200}, policies: [{cache: {}}]}]"),
+            "spec.rules[0].policies[0].cache",
+            'policy "cache" is not supported yet',
+            id="rule-cache",
         ),
         pytest.param(
-            doc("Gateway", "listeners: [{name: a, port: 80}]\npolicies: [{cors: {}}]"),
-            "spec.policies[0].cors",
-            'policy "cors" is not supported yet',
-            id="gateway-cors",
+            doc("Gateway", "listeners: [{name: a, port: 80}]\npolicies: [{faultInjection: {}}]"),
+            "spec.policies[0].faultInjection",
+            'policy "faultInjection" is not supported yet',
+            id="gateway-fault-injection",
         ),
         pytest.param(
             doc("Route", "rules: [{forward: {backends: [{upstream: a}], retries: {attempts: 2}}}]"),
@@ -377,30 +377,65 @@ def test_error_names_line_and_field(text: str, line: int, field: str, message: s
             '"circuitBreaker" is not supported yet',
             id="circuit-breaker",
         ),
-        pytest.param(
-            doc("Upstream", "endpoints: [{address: h, port: 1}]\ntls: {sni: x}"),
-            "spec.tls",
-            '"tls" is not supported yet',
-            id="upstream-tls",
-        ),
-        pytest.param(
-            doc("Gateway", "listeners: [{name: a, port: 443, protocol: HTTPS}]"),
-            "spec.listeners[0].protocol",
-            '"protocol: HTTPS" is not supported yet',
-            id="https",
-        ),
-        pytest.param(
-            doc("Gateway", "listeners: [{name: a, port: 443, tls: {}}]"),
-            "spec.listeners[0].tls",
-            '"tls" is not supported yet',
-            id="listener-tls",
-        ),
     ],
 )
 def test_not_supported_yet(text: str, field: str, message: str) -> None:
     result = load_text(text)
     assert result.resources == []
     assert [(e.field, e.message) for e in result.errors] == [(field, message)]
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "message"),
+    [
+        pytest.param(
+            doc("Gateway", "listeners: [{name: a, port: 443, protocol: HTTPS}]"),
+            "spec.listeners[0]",
+            "an HTTPS listener needs tls.certificates",
+            id="https-without-tls",
+        ),
+        pytest.param(
+            doc("Gateway", "listeners: [{name: a, port: 80, tls: {certificates: "
+                           "[{certFile: a.pem, keyFile: a.key}]}}]"),
+            "spec.listeners[0]",
+            "tls is only allowed with protocol: HTTPS",
+            id="tls-on-http",
+        ),
+        pytest.param(
+            doc("Gateway", "listeners: [{name: a, port: 443, protocol: HTTPS, "
+                           "tls: {certificates: []}}]"),
+            "spec.listeners[0].tls.certificates",
+            "list should have at least 1 item after validation, not 0",
+            id="no-certificates",
+        ),
+        pytest.param(
+            doc("Upstream", "endpoints: [{address: h, port: 1}]\ntls: {certFile: c.pem}"),
+            "spec.tls",
+            "certFile and keyFile go together",
+            id="upstream-cert-without-key",
+        ),
+    ],
+)
+def test_tls_settings_are_checked(text: str, field: str, message: str) -> None:
+    assert [(e.field, e.message) for e in load_text(text).errors] == [(field, message)]
+
+
+def test_tls_paths_are_relative_to_the_yaml_file(tmp_path: Path) -> None:
+    from propylon.translate import translate
+
+    (tmp_path / "gw.yaml").write_text(
+        doc("Gateway", "listeners: [{name: a, port: 443, protocol: HTTPS, tls: {certificates:"
+                       " [{certFile: certs/a.pem, keyFile: /abs/a.key}]}}]")
+        + "\n---\n" + doc("Upstream", "endpoints: [{address: h, port: 1}]\n"
+                                      "tls: {sni: svc.mesh, caFile: ca.pem}")
+    )
+    result = load_paths([tmp_path])
+    assert result.errors == []
+    snapshot = translate(result.resources)
+    tls = snapshot.gateways[0].listeners[0].tls
+    assert tls is not None
+    assert tls.certificates[0].cert_file == str(tmp_path / "certs/a.pem")
+    assert tls.certificates[0].key_file == "/abs/a.key"
 
 
 def test_unknown_policy_section_is_an_unknown_field() -> None:
