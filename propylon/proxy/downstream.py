@@ -26,6 +26,7 @@ from propylon.proxy.http11 import is_token, simple_response
 from propylon.proxy.tls import client_certificate_header
 
 if TYPE_CHECKING:
+    from propylon.proxy.upstream import UpstreamConnection
     from propylon.proxy.worker_state import ListenerState, WorkerState
     from propylon.runtime.compiled import HostSet
 
@@ -34,7 +35,8 @@ log = logging.getLogger("propylon.proxy")
 _PIPELINE, _UPSTREAM_FULL, _BODY_BUFFER = 1, 2, 4
 
 # How the request head's special fields are handled in ``on_header``.
-_KEEP, _HOST, _LENGTH, _CHUNKED, _CONNECTION, _EXPECT, _FORWARDED, _DROP = range(8)
+_KEEP, _HOST, _LENGTH, _CHUNKED, _CONNECTION, _EXPECT, _FORWARDED, _DROP, _UPGRADE = range(9)
+_MAX_UPGRADE_HOLD = 64 * 1024
 _SPECIAL: dict[bytes, int] = {
     b"host": _HOST,
     b"content-length": _LENGTH,
@@ -52,7 +54,7 @@ _SPECIAL: dict[bytes, int] = {
     b"proxy-authorization": _DROP,
     b"te": _DROP,
     b"trailer": _DROP,
-    b"upgrade": _DROP,
+    b"upgrade": _UPGRADE,
 }
 
 
@@ -133,6 +135,8 @@ class DownstreamProtocol(asyncio.Protocol):
         "seen_activity",
         "tls_names",
         "transport",
+        "tunnel",
+        "upgrade_buffer",
         "worker",
         "writing_paused",
     )
@@ -160,6 +164,8 @@ class DownstreamProtocol(asyncio.Protocol):
         self.quiet_since = now
         self.tls_names: HostSet | None = None  # names of the certificate this TLS connection got
         self.client_cert: bytes | None = None  # x-forwarded-client-cert of a verified client
+        self.upgrade_buffer: bytearray | None = None  # client bytes after an upgrade request
+        self.tunnel: UpstreamConnection | None = None  # set once the upstream switched
 
     # -- connection --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -180,6 +186,8 @@ class DownstreamProtocol(asyncio.Protocol):
         self.worker.connections.discard(self)
         if self.listener.acceptor is not None:
             self.listener.acceptor.connection_closed()
+        if self.tunnel is not None:
+            self.tunnel.close()
         if self.current is not None:
             self.current.client_gone()
             self.current = None
@@ -189,10 +197,20 @@ class DownstreamProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.activity += 1
+        if self.tunnel is not None:
+            if self.tunnel.transport is not None:
+                self.tunnel.transport.write(data)
+            return
+        if self.upgrade_buffer is not None:
+            self._hold_for_upgrade(data)
+            return
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self.reject(501, "protocol upgrade is not supported yet")
+        except httptools.HttpParserUpgrade as exc:
+            # The request asked to switch protocols: what follows its head is not HTTP
+            # unless the upstream refuses the switch. Hold it until the upstream answers.
+            self.upgrade_buffer = bytearray()
+            self._hold_for_upgrade(data[exc.args[0]:])
         except httptools.HttpParserCallbackError as exc:
             # httptools wraps what a callback raised; the original is the context
             cause = exc.__context__
@@ -210,6 +228,28 @@ class DownstreamProtocol(asyncio.Protocol):
         if self.current is None or not self.current.response_started:
             self.write(simple_response(status, message.encode("latin-1") + b"\n", close=True))
         self.close()
+
+    # -- protocol upgrade (WebSocket) ----------------------------------------------------
+    def _hold_for_upgrade(self, data: bytes) -> None:
+        assert self.upgrade_buffer is not None
+        self.upgrade_buffer += data
+        if len(self.upgrade_buffer) > _MAX_UPGRADE_HOLD:
+            self._pause(_BODY_BUFFER)
+
+    def enter_tunnel(self, conn: UpstreamConnection) -> None:
+        """The upstream switched protocols: from now on bytes are relayed both ways."""
+        self.tunnel = conn
+        held, self.upgrade_buffer = self.upgrade_buffer, None
+        if held and conn.transport is not None:
+            conn.transport.write(bytes(held))
+        self._resume(_BODY_BUFFER)
+
+    def _resume_http_after_refused_upgrade(self) -> bytes:
+        """The upstream answered the upgrade request without switching: parse HTTP again."""
+        held, self.upgrade_buffer = self.upgrade_buffer, None
+        self.parser = httptools.HttpRequestParser(self)
+        self._resume(_BODY_BUFFER)
+        return bytes(held or b"")
 
     def eof_received(self) -> bool:
         # A half-closed client still gets the response it is waiting for, then we close.
@@ -323,6 +363,8 @@ class DownstreamProtocol(asyncio.Protocol):
             ex.conn_header = value if ex.conn_header is None else ex.conn_header + b"," + value
         elif kind == _EXPECT:
             ex.expect_continue = value.strip().lower() == b"100-continue"
+        elif kind == _UPGRADE:
+            ex.upgrade = value
         elif kind == _FORWARDED:
             if ex.forwarded is None:
                 ex.forwarded = {}
@@ -341,6 +383,10 @@ class DownstreamProtocol(asyncio.Protocol):
             raise BadRequest(400, f"HTTP/{version} is not supported")
         ex.http11 = version == "1.1"
         ex.keep_alive = parser.should_keep_alive()
+        if not parser.should_upgrade():
+            ex.upgrade = None  # an Upgrade field without "Connection: upgrade" means nothing
+        elif ex.upgrade is None or ex.has_body:
+            raise BadRequest(400, "invalid protocol upgrade request")
         self._parse_target(ex)
         if ex.host_count > 1:
             raise BadRequest(400, "duplicate Host header")
@@ -397,9 +443,13 @@ class DownstreamProtocol(asyncio.Protocol):
         if ex is not self.current:
             return
         self.current = None
-        if not ex.keep_alive or self.worker.draining or self.eof:
+        if self.tunnel is not None or not ex.keep_alive or self.worker.draining or self.eof:
             self.close()
             return
+        if self.upgrade_buffer is not None and ex.upgrade is not None:
+            held = self._resume_http_after_refused_upgrade()
+            if held:
+                self.loop.call_soon(self.data_received, held)
         if self.queued:
             nxt = self.queued.popleft()
             self.current = nxt

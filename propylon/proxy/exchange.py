@@ -88,6 +88,7 @@ class Exchange:
         "status",
         "te_codings",
         "timer",
+        "upgrade",
         "upstream_error",
         "url",
         "waiting_filter",
@@ -112,6 +113,7 @@ class Exchange:
         self.req_chunked = False
         self.framing = 0  # which framing fields the request carried (downstream.check_framing)
         self.te_codings: bytes | None = None  # codings applied before chunked, forwarded as is
+        self.upgrade: bytes | None = None  # protocol asked for with Upgrade + Connection: upgrade
         self.has_body = False
         self.client_ip = proto.peer_ip
         # request body
@@ -327,6 +329,8 @@ class Exchange:
             framing = b"transfer-encoding: chunked\r\n"
         if self.proto.client_cert is not None:
             framing += b"x-forwarded-client-cert: " + self.proto.client_cert + b"\r\n"
+        if self.upgrade is not None:
+            framing += b"connection: upgrade\r\nupgrade: " + self.upgrade + b"\r\n"
         return b"".join((
             self.method, b" ", target, b" HTTP/1.1\r\n",
             serialize_headers(headers), serialize_headers(fwd), framing, b"\r\n",
@@ -370,6 +374,9 @@ class Exchange:
             self.timer.cancel()
             self.timer = None
         self.status = status
+        if status == 101:
+            self.switching_protocols(headers)
+            return
         out: Headers = []
         named: set[bytes] | None = None
         for name, value in headers:
@@ -408,6 +415,38 @@ class Exchange:
         self.keep_alive = keep_alive
         self.response_started = True
         proto.write(b"".join((status_line(status), serialize_headers(out), framing, b"\r\n")))
+
+    # -- protocol upgrade -------------------------------------------------------------------
+    def switching_protocols(self, headers: Headers) -> None:
+        """Forward the upstream's 101: its own fields, minus hop-by-hop ones, plus the switch."""
+        upgrade = next((v for n, v in headers if n == b"upgrade"), self.upgrade or b"")
+        out = [h for h in headers if h[0] not in HOP_BY_HOP]
+        route = self.route
+        assert route is not None
+        for phase in route.chain.on_response:
+            phase(self, 101, out)
+        self.response_started = True
+        self.proto.write(b"".join((
+            status_line(101), serialize_headers(out),
+            b"connection: upgrade\r\nupgrade: ", upgrade, b"\r\n\r\n",
+        )))
+
+    def on_tunnel_open(self, early: bytes) -> None:
+        conn = self.conn
+        assert conn is not None
+        self.proto.enter_tunnel(conn)
+        if early:
+            self.on_tunnel_data(early)
+
+    def on_tunnel_data(self, data: bytes) -> None:
+        self.bytes_out += len(data)
+        self.proto.write(data)
+
+    def on_tunnel_closed(self) -> None:
+        """The upstream closed the tunnel: close the client side after what was sent."""
+        self.conn = None
+        self.keep_alive = False
+        self.finish()
 
     def on_response_body(self, chunk: bytes) -> None:
         self.bytes_out += len(chunk)
@@ -559,6 +598,12 @@ class Exchange:
 
     def client_gone(self) -> None:
         """The downstream connection closed under this exchange."""
+        if self.status == 101 and self.proto.tunnel is not None:
+            conn, self.conn = self.conn, None
+            if conn is not None:
+                conn.close()
+            self.finish()  # a tunnel ended by the client is a normal end
+            return
         self.aborted = True
         if self.waiting_filter is not None:
             self.waiting_filter.cancel()

@@ -35,6 +35,14 @@ class UpstreamClient(Protocol):
 
     def on_upstream_resume_writing(self) -> None: ...
 
+    upgrade: bytes | None  # the protocol the request asked to switch to
+
+    def on_tunnel_open(self, early: bytes) -> None: ...
+
+    def on_tunnel_data(self, data: bytes) -> None: ...
+
+    def on_tunnel_closed(self) -> None: ...
+
 
 class OutputBatcher(Protocol):
     """The client connection: holds its writes while one upstream read is processed, so a
@@ -62,6 +70,8 @@ class UpstreamConnection(asyncio.Protocol):
         "parser",
         "pool",
         "transport",
+        "tunnel",
+        "upgrading",
         "uses",
     )
 
@@ -74,6 +84,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self.uses = 0
+        self.upgrading = False  # the upstream answered 101 to an upgrade request
+        self.tunnel = False  # relaying raw bytes: never returns to the pool
         # per response
         self.headers: Headers = []
         self.head_only = False
@@ -113,22 +125,34 @@ class UpstreamConnection(asyncio.Protocol):
         if self.client is None:
             self.close()  # bytes nobody asked for: the connection's framing cannot be trusted
             return
+        if self.tunnel:
+            self.client.on_tunnel_data(data)
+            return
         downstream = self.downstream
         assert downstream is not None
         downstream.activity += 1
         downstream.hold_output()
         try:
             self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            if self.upgrading and self.client is not None:
+                self.tunnel = True
+                self.client.on_tunnel_open(data[exc.args[0]:])
+            else:
+                self._invalid_response()
         except httptools.HttpParserError:
-            client = self.client
-            self.abort()
-            if client is not None:
-                client.on_upstream_error("invalid response from upstream", not self.got_response)
+            self._invalid_response()
         finally:
             downstream.release_output()
 
     def eof_received(self) -> bool:
         return False
+
+    def _invalid_response(self) -> None:
+        client = self.client
+        self.abort()
+        if client is not None:
+            client.on_upstream_error("invalid response from upstream", not self.got_response)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -137,6 +161,9 @@ class UpstreamConnection(asyncio.Protocol):
         if client is None:
             return
         self.client = None
+        if self.tunnel:
+            client.on_tunnel_closed()
+            return
         if self.got_response and not self._has_length and not self._chunked:
             client.on_response_complete(False)  # the body was delimited by the close
         else:
@@ -164,9 +191,14 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
+        if status == 101 and self.client is not None and self.client.upgrade is not None:
+            self.upgrading = True
+            self.got_response = True
+            self.client.on_response_head(101, self.headers, True)
+            return
         if status < 200:
             if status == 101:
-                raise httptools.HttpParserError("protocol upgrade is not supported yet")
+                raise httptools.HttpParserError("101 to a request that did not ask to upgrade")
             self._informational = True  # 100/103 interim answers are not forwarded
             self.headers = []
             return
@@ -188,6 +220,8 @@ class UpstreamConnection(asyncio.Protocol):
             self.client.on_response_body(body)
 
     def on_message_complete(self) -> None:
+        if self.upgrading:
+            return  # the tunnel starts when feed_data reports the upgrade
         if self._informational:
             self._informational = False
             return
