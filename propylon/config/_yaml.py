@@ -68,6 +68,9 @@ def _index_lines(
     if isinstance(node, yaml.MappingNode):
         seen: set[str] = set()
         for key_node, value_node in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.value != "<<":
+                # Field names are names: YAML 1.1 would read `on:` or `no:` as booleans.
+                key_node.tag = "tag:yaml.org,2002:str"
             key = str(key_node.value)
             line = key_node.start_mark.line + 1
             if key in seen and key != "<<":

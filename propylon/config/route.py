@@ -7,9 +7,9 @@ invalidates only its own route instead of failing the whole configuration.
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from propylon.config._types import (
     Duration,
@@ -24,7 +24,6 @@ from propylon.config._types import (
     Weight,
     exactly_one,
     invalid,
-    not_supported,
 )
 from propylon.config.policy import PolicyItem
 
@@ -97,17 +96,48 @@ class Rewrite(Model):
         return self
 
 
+RetryCondition = Literal["connect-failure", "reset", "5xx", "gateway-error", "timeout"]
+
+
+class Backoff(Model):
+    base_interval: Duration = 0.025
+    max_interval: Duration = 0.25
+
+
+class RetryBudget(Model):
+    """At most ``percent`` of an Upstream's active requests may be retries (never fewer than
+    ``minConcurrency`` retries at once), so retries cannot multiply an outage."""
+
+    percent: Annotated[float, Field(ge=0, le=100)] = 20.0
+    min_concurrency: Annotated[int, Field(ge=0)] = 3
+
+
+def _default_retry_conditions() -> list[RetryCondition]:
+    return ["connect-failure", "reset"]
+
+
+class Retries(Model):
+    attempts: Annotated[int, Field(ge=1, le=10)] = 1  # retries after the first try
+    on: list[RetryCondition] = Field(default_factory=_default_retry_conditions)
+    statuses: list[StatusCode] = Field(default_factory=list)  # also retried
+    per_try_timeout: Duration | None = None
+    backoff: Backoff = Field(default_factory=Backoff)
+    budget: RetryBudget = Field(default_factory=RetryBudget)
+
+
+class Mirror(Model):
+    """Copy requests to another upstream; its answers are ignored."""
+
+    upstream: str = Field(min_length=1)
+    percent: Annotated[float, Field(ge=0, le=100)] = 100.0
+
+
 class Forward(Model):
     backends: list[Backend] = Field(min_length=1)
     rewrite: Rewrite | None = None
     timeout: Duration = 60.0
-    retries: Any = None
-    mirror: Any = None
-
-    @field_validator("retries", "mirror", mode="before")
-    @classmethod
-    def _not_supported(cls, value: Any, info: ValidationInfo) -> Any:
-        raise not_supported(info.field_name or "")
+    retries: Retries | None = None
+    mirror: Mirror | None = None
 
 
 class Redirect(Model):

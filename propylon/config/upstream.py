@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from propylon.config._types import (
     Duration,
@@ -14,7 +14,6 @@ from propylon.config._types import (
     Weight,
     exactly_one,
     invalid,
-    not_supported,
 )
 
 
@@ -38,6 +37,8 @@ class HashOn(Model):
 class LoadBalancer(Model):
     policy: Literal["round_robin", "least_request", "random", "ring_hash"] = "round_robin"
     hash_on: HashOn | None = None
+    # Below this percentage of usable endpoints, balance over all of them (panic mode).
+    panic_threshold: Annotated[float, Field(ge=0, le=100)] = 50.0
 
     @model_validator(mode="after")
     def _hash_on_for_ring_hash(self) -> LoadBalancer:
@@ -51,6 +52,43 @@ class LoadBalancer(Model):
 class ConnectionPool(Model):
     max_connections_per_endpoint: int = Field(default=1024, ge=1)
     max_idle_per_endpoint: int = Field(default=128, ge=0)
+
+
+class ActiveHealthCheck(Model):
+    type: Literal["http", "tcp"] = "http"
+    path: str = "/healthz"
+    host: str | None = None
+    expected_statuses: list[Annotated[int, Field(ge=100, le=599)]] = Field(
+        default_factory=lambda: [200]
+    )
+    interval: Duration = 5.0
+    interval_jitter: Duration | None = None  # default: 10% of interval
+    timeout: Duration = 1.0
+    healthy_threshold: Annotated[int, Field(ge=1)] = 2
+    unhealthy_threshold: Annotated[int, Field(ge=1)] = 3
+
+
+class PassiveHealthCheck(Model):
+    """Outlier detection: eject an endpoint after consecutive errors (5xx answers, connect
+    failures, resets) for ``baseEjectionTime`` x the number of times it was ejected."""
+
+    consecutive_errors: Annotated[int, Field(ge=1)] = 5
+    base_ejection_time: Duration = 30.0
+    max_ejection_time: Duration = 300.0
+    max_ejection_percent: Annotated[float, Field(ge=0, le=100)] = 50.0
+
+
+class HealthCheck(Model):
+    active: ActiveHealthCheck | None = None
+    passive: PassiveHealthCheck | None = None
+
+
+class CircuitBreaker(Model):
+    """Over a limit the gateway answers 503 at once (``x-propylon-overloaded`` says which)."""
+
+    max_connections: Annotated[int, Field(ge=1)] = 1024  # open to the whole upstream
+    max_pending_requests: Annotated[int, Field(ge=0)] = 1024  # waiting for a connection
+    max_requests: Annotated[int, Field(ge=1)] = 1024  # in flight
 
 
 class UpstreamTLS(Model):
@@ -76,11 +114,6 @@ class UpstreamSpec(Model):
     connect_timeout: Duration = 5.0
     idle_timeout: Duration = 60.0
     connection_pool: ConnectionPool = Field(default_factory=ConnectionPool)
-    health_check: Any = None
-    circuit_breaker: Any = None
+    health_check: HealthCheck = Field(default_factory=HealthCheck)
+    circuit_breaker: CircuitBreaker | None = None
     tls: UpstreamTLS | None = None
-
-    @field_validator("health_check", "circuit_breaker", mode="before")
-    @classmethod
-    def _not_supported(cls, value: Any, info: ValidationInfo) -> Any:
-        raise not_supported(cls.model_fields[info.field_name or ""].alias or "")

@@ -66,6 +66,36 @@ class UpstreamTLSIR:
 
 
 @dataclass(frozen=True, slots=True)
+class ActiveHealthIR:
+    """Probes run once per proxy (in its supervisor); workers receive the verdicts."""
+
+    type: str = "http"  # http | tcp
+    path: str = "/healthz"
+    host: str | None = None  # Host of http probes; the endpoint address when None
+    expected_statuses: tuple[int, ...] = (200,)
+    interval: float = 5.0
+    interval_jitter: float = 0.5
+    timeout: float = 1.0
+    healthy_threshold: int = 2
+    unhealthy_threshold: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class PassiveHealthIR:
+    consecutive_errors: int = 5
+    base_ejection_time: float = 30.0
+    max_ejection_time: float = 300.0
+    max_ejection_percent: float = 50.0
+
+
+@dataclass(frozen=True, slots=True)
+class CircuitBreakerIR:
+    max_connections: int = 1024
+    max_pending_requests: int = 1024
+    max_requests: int = 1024
+
+
+@dataclass(frozen=True, slots=True)
 class UpstreamIR:
     key: str  # "namespace/name"
     endpoints: tuple[EndpointIR, ...]
@@ -76,6 +106,10 @@ class UpstreamIR:
     max_connections_per_endpoint: int = 1024
     max_idle_per_endpoint: int = 128
     tls: UpstreamTLSIR | None = None
+    panic_threshold: float = 50.0  # percent of usable endpoints below which all are used
+    active_health: ActiveHealthIR | None = None
+    passive_health: PassiveHealthIR | None = None
+    circuit_breaker: CircuitBreakerIR | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,10 +150,30 @@ class RewriteIR:
 
 
 @dataclass(frozen=True, slots=True)
+class RetryIR:
+    attempts: int = 1  # retries after the first try
+    on: tuple[str, ...] = ("connect-failure", "reset")
+    statuses: tuple[int, ...] = ()
+    per_try_timeout: float | None = None
+    backoff_base: float = 0.025
+    backoff_max: float = 0.25
+    budget_percent: float = 20.0
+    budget_min_concurrency: int = 3
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorIR:
+    upstream: str  # key into GatewayIR.upstreams
+    percent: float = 100.0
+
+
+@dataclass(frozen=True, slots=True)
 class ForwardIR:
     backends: tuple[BackendIR, ...]
     rewrite: RewriteIR | None = None
-    timeout: float = 60.0  # from request start until the upstream response head arrives
+    timeout: float = 60.0  # whole exchange, request head to response end; 0 disables
+    retries: RetryIR | None = None
+    mirror: MirrorIR | None = None
 
 
 @dataclass(frozen=True, slots=True)

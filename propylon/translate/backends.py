@@ -10,12 +10,17 @@ from __future__ import annotations
 from propylon.config import Forward, Rule, Upstream
 from propylon.ir import (
     Action,
+    ActiveHealthIR,
     BackendIR,
+    CircuitBreakerIR,
     DirectResponseIR,
     EndpointIR,
     ForwardIR,
     HashOnIR,
+    MirrorIR,
+    PassiveHealthIR,
     RedirectIR,
+    RetryIR,
     RewriteIR,
     UpstreamIR,
     UpstreamTLSIR,
@@ -50,7 +55,30 @@ def resolve_backends(
     rewrite = None
     if forward.rewrite is not None:
         rewrite = RewriteIR(prefix=forward.rewrite.prefix, full_path=forward.rewrite.full_path)
-    return ForwardIR(tuple(backends), rewrite, forward.timeout)
+    mirror = None
+    if forward.mirror is not None:
+        key = upstream_key(forward.mirror.upstream, owner.namespace)
+        error = _reference_error(ctx, owner, key)
+        if error:
+            ctx.fail(owner, f"{field}.mirror.upstream: {error}")
+        mirror = MirrorIR(key, forward.mirror.percent)
+    return ForwardIR(tuple(backends), rewrite, forward.timeout, _retries(forward), mirror)
+
+
+def _retries(forward: Forward) -> RetryIR | None:
+    r = forward.retries
+    if r is None:
+        return None
+    return RetryIR(
+        attempts=r.attempts,
+        on=tuple(r.on),
+        statuses=tuple(r.statuses),
+        per_try_timeout=r.per_try_timeout,
+        backoff_base=r.backoff.base_interval,
+        backoff_max=r.backoff.max_interval,
+        budget_percent=r.budget.percent,
+        budget_min_concurrency=r.budget.min_concurrency,
+    )
 
 
 def upstream_key(reference: str, own_namespace: str) -> str:
@@ -81,6 +109,34 @@ def build_upstream(upstream: Upstream) -> UpstreamIR:
         max_connections_per_endpoint=spec.connection_pool.max_connections_per_endpoint,
         max_idle_per_endpoint=spec.connection_pool.max_idle_per_endpoint,
         tls=_tls(upstream),
+        panic_threshold=spec.load_balancer.panic_threshold,
+        active_health=_active_health(upstream),
+        passive_health=(
+            PassiveHealthIR(**spec.health_check.passive.model_dump())
+            if spec.health_check.passive is not None else None
+        ),
+        circuit_breaker=(
+            CircuitBreakerIR(**spec.circuit_breaker.model_dump())
+            if spec.circuit_breaker is not None else None
+        ),
+    )
+
+
+def _active_health(upstream: Upstream) -> ActiveHealthIR | None:
+    active = upstream.spec.health_check.active
+    if active is None:
+        return None
+    jitter = active.interval_jitter if active.interval_jitter is not None else active.interval / 10
+    return ActiveHealthIR(
+        type=active.type,
+        path=active.path,
+        host=active.host,
+        expected_statuses=tuple(active.expected_statuses),
+        interval=active.interval,
+        interval_jitter=jitter,
+        timeout=active.timeout,
+        healthy_threshold=active.healthy_threshold,
+        unhealthy_threshold=active.unhealthy_threshold,
     )
 
 

@@ -83,10 +83,7 @@ def translate_listener_tls(tls: ListenerTLS, gateway: Gateway) -> ListenerTLSIR:
 
 def collect_upstreams(rules: Iterable[RuleIR], inventory: Inventory) -> tuple[UpstreamIR, ...]:
     """The Upstreams the served rules forward to, in key order."""
-    keys = {
-        backend.upstream
-        for rule in rules
-        if isinstance(rule.action, ForwardIR)
-        for backend in rule.action.backends
-    }
+    forwards = [rule.action for rule in rules if isinstance(rule.action, ForwardIR)]
+    keys = {backend.upstream for forward in forwards for backend in forward.backends}
+    keys |= {forward.mirror.upstream for forward in forwards if forward.mirror is not None}
     return tuple(build_upstream(inventory.upstreams[key]) for key in sorted(keys))

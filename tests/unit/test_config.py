@@ -353,30 +353,6 @@ def test_error_names_line_and_field(text: str, line: int, field: str, message: s
             'policy "faultInjection" is not supported yet',
             id="gateway-fault-injection",
         ),
-        pytest.param(
-            doc("Route", "rules: [{forward: {backends: [{upstream: a}], retries: {attempts: 2}}}]"),
-            "spec.rules[0].forward.retries",
-            '"retries" is not supported yet',
-            id="retries",
-        ),
-        pytest.param(
-            doc("Route", "rules: [{forward: {backends: [{upstream: a}], mirror: {upstream: b}}}]"),
-            "spec.rules[0].forward.mirror",
-            '"mirror" is not supported yet',
-            id="mirror",
-        ),
-        pytest.param(
-            doc("Upstream", "endpoints: [{address: h, port: 1}]\nhealthCheck: {active: {}}"),
-            "spec.healthCheck",
-            '"healthCheck" is not supported yet',
-            id="health-check",
-        ),
-        pytest.param(
-            doc("Upstream", "endpoints: [{address: h, port: 1}]\ncircuitBreaker: {}"),
-            "spec.circuitBreaker",
-            '"circuitBreaker" is not supported yet',
-            id="circuit-breaker",
-        ),
     ],
 )
 def test_not_supported_yet(text: str, field: str, message: str) -> None:
@@ -436,6 +412,58 @@ def test_tls_paths_are_relative_to_the_yaml_file(tmp_path: Path) -> None:
     assert tls is not None
     assert tls.certificates[0].cert_file == str(tmp_path / "certs/a.pem")
     assert tls.certificates[0].key_file == "/abs/a.key"
+
+
+def test_resiliency_settings_parse_with_defaults() -> None:
+    route = doc("Route", """
+        rules:
+          - forward:
+              backends: [{upstream: a}]
+              timeout: 2s
+              retries: {attempts: 2, on: [connect-failure, 5xx], statuses: [429],
+                        perTryTimeout: 300ms}
+              mirror: {upstream: shadow, percent: 10}
+    """)
+    upstream = doc("Upstream", """
+        endpoints: [{address: h, port: 1}]
+        loadBalancer: {panicThreshold: 30}
+        healthCheck:
+          active: {path: /health, interval: 2s, expectedStatuses: [200, 204]}
+          passive: {consecutiveErrors: 3}
+        circuitBreaker: {maxRequests: 10}
+    """)
+    result = load_text(route + "---\n" + upstream)
+    assert result.errors == []
+    forward = result.resources[0].spec.rules[0].forward  # type: ignore[union-attr]
+    assert forward.retries.attempts == 2 and forward.retries.per_try_timeout == 0.3
+    assert forward.retries.backoff.base_interval == 0.025
+    assert forward.mirror.percent == 10
+    spec = result.resources[1].spec  # type: ignore[union-attr]
+    assert spec.health_check.active.interval == 2.0
+    assert spec.health_check.active.unhealthy_threshold == 3
+    assert spec.health_check.passive.max_ejection_percent == 50
+    assert spec.circuit_breaker.max_pending_requests == 1024
+
+
+@pytest.mark.parametrize(
+    ("text", "field"),
+    [
+        pytest.param(doc("Route", "rules: [{forward: {backends: [{upstream: a}], "
+                                  "retries: {on: [sometimes]}}}]"),
+                     "spec.rules[0].forward.retries.on[0]", id="retry-condition"),
+        pytest.param(doc("Route", "rules: [{forward: {backends: [{upstream: a}], "
+                                  "retries: {attempts: 0}}}]"),
+                     "spec.rules[0].forward.retries.attempts", id="retry-attempts"),
+        pytest.param(doc("Upstream", "endpoints: [{address: h, port: 1}]\n"
+                                     "healthCheck: {active: {type: udp}}"),
+                     "spec.healthCheck.active.type", id="health-type"),
+        pytest.param(doc("Route", "rules: [{forward: {backends: [{upstream: a}], "
+                                  "mirror: {upstream: b, percent: 101}}}]"),
+                     "spec.rules[0].forward.mirror.percent", id="mirror-percent"),
+    ],
+)
+def test_resiliency_settings_are_checked(text: str, field: str) -> None:
+    assert [e.field for e in load_text(text).errors] == [field]
 
 
 def test_unknown_policy_section_is_an_unknown_field() -> None:
