@@ -1,0 +1,1 @@
+"""Propylon test suite (a package so that ``tests.support`` imports under plain ``pytest``)."""

@@ -1,0 +1,107 @@
+"""Process behaviour: several workers sharing the listener, and draining on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.support import resources as r
+from tests.support.client import RawClient, roundtrip
+from tests.support.gateway import Gateway, metric_value
+from tests.support.net import poll_until, port_refuses
+from tests.support.upstream import Reply, ScriptedUpstream
+
+
+def _config(up: ScriptedUpstream) -> Callable[[int], str]:
+    return lambda port: r.dump(
+        r.gateway(port),
+        r.route("main", rules=[
+            r.rule({"prefix": "/counted"}, name="counted", forward=r.forward("up")),
+            r.rule(forward=r.forward("up")),
+        ]),
+        r.upstream("up", up.port),
+    )
+
+
+def _established_inodes(local_port: int) -> dict[int, str]:
+    """Remote port -> socket inode of the established sockets on 127.0.0.1:``local_port``."""
+    local = f"0100007F:{local_port:04X}"
+    out = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == local and fields[3] == "01":
+            out[int(fields[2].rsplit(":", 1)[1], 16)] = fields[9]
+    return out
+
+
+def _socket_owners(pids: list[int]) -> dict[str, int]:
+    """Socket inode -> the PID (of ``pids``) holding it."""
+    owners = {}
+    for pid in pids:
+        fd_dir = f"/proc/{pid}/fd"
+        for fd in os.listdir(fd_dir):
+            try:
+                target = os.readlink(f"{fd_dir}/{fd}")
+            except OSError:
+                continue
+            if target.startswith("socket:["):
+                owners[target[8:-1]] = pid
+    return owners
+
+
+def test_two_workers_share_the_listener_and_metrics_add_up(gateways, upstreams) -> None:
+    up = upstreams("workers")
+    gw = gateways(_config(up), workers=2)
+    pids = gw.worker_pids
+    assert len(set(pids)) == 2
+    clients = [RawClient(gw.port) for _ in range(40)]  # SO_REUSEPORT spreads them
+    try:
+        for client in clients:
+            client.request("GET", "/spread")
+            assert client.read_final().status == 200
+        # Which worker accepted each connection: the one holding its socket.
+        inodes = _established_inodes(gw.port)
+        holders = _socket_owners(pids)
+        owners = Counter(holders.get(inodes.get(c.local_port, ""), 0) for c in clients)
+    finally:
+        for client in clients:
+            client.close()
+    assert set(owners) == set(pids), f"connections per worker: {dict(owners)}"
+
+    n = 60
+    for i in range(n):
+        assert roundtrip(gw.port, "GET", f"/counted/{i}").status == 200
+    text = gw.metrics()
+    counted = metric_value(text, "propylon_requests_total", route="default/main",
+                           rule="counted", code="2xx")
+    assert counted == n
+    assert metric_value(text, "propylon_workers") == 2
+
+
+def test_sigterm_drains_the_in_flight_request_then_exits_0(gateways, upstreams) -> None:
+    up = upstreams("drain")
+    gw: Gateway = gateways(_config(up), drain_timeout=8.0)
+    idle = RawClient(gw.port, timeout=15)
+    idle.request("GET", "/idle")
+    assert idle.read_final().status == 200  # an idle keep-alive connection from now on
+    up.reset(lambda _q: Reply(body=b"finished", delay=1.0))
+    with RawClient(gw.port, timeout=15) as client, idle:
+        client.request("GET", "/in-flight")
+        up.wait_for_requests(1)
+        started = time.monotonic()
+        gw.signal(signal.SIGTERM)
+        poll_until(lambda: port_refuses(gw.port), 3, message="new connections refused")
+        refused_after = time.monotonic() - started
+        assert idle.closed_by_peer(timeout=2), "idle connections are closed when draining"
+        response = client.read_final()
+    assert response.status == 200
+    assert response.body == b"finished"
+    assert refused_after < 2.0, "the listener stayed open while draining"
+    assert gw.process is not None
+    code = gw.process.wait(timeout=gw.drain_timeout + 5)
+    assert code == 0
+    assert time.monotonic() - started < gw.drain_timeout

@@ -1,0 +1,165 @@
+"""Hot reload: file watching, refused changes, SIGHUP, and no failed request across reloads."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import pytest
+
+from tests.support import resources as r
+from tests.support.client import RawClient, roundtrip
+from tests.support.gateway import Gateway, metric_value
+from tests.support.net import poll_until
+from tests.support.upstream import ScriptedUpstream
+
+
+def config(
+    *paths: str, generation: int = 0, upstream_port: int | None = None
+) -> Callable[[int], str]:
+    """Direct-response rules at ``paths`` answering their own path, a forward rule at /fwd
+    when ``upstream_port`` is given, and ``x-gen: <generation>`` on every response."""
+    rules = [r.rule({"exact": p}, directResponse={"status": 200, "body": p}) for p in paths]
+    docs = []
+    if upstream_port is not None:
+        rules.append(r.rule({"prefix": "/fwd"}, forward=r.forward("up")))
+        docs.append(r.upstream("up", upstream_port))
+    policies = [r.headers_policy(response={"set": {"x-gen": str(generation)}})]
+    return lambda port: r.dump(r.gateway(port, policies=policies),
+                               r.route("main", rules=rules), *docs)
+
+
+def body_of(gw: Gateway, path: str) -> tuple[int, bytes]:
+    response = roundtrip(gw.port, "GET", path)
+    return response.status, response.body
+
+
+@pytest.fixture(scope="module")
+def watched(module_gateways) -> Gateway:
+    return module_gateways(config("/a"), watch=True)
+
+
+def failures(gw: Gateway) -> float:
+    return metric_value(gw.metrics(), "propylon_config_reloads_total", result="failure")
+
+
+def test_file_change_is_served(watched) -> None:
+    version = watched.version()
+    watched.write_config(config("/a", "/b"))
+    poll_until(lambda: body_of(watched, "/b") == (200, b"/b"), 10, message="/b served")
+    assert watched.version() != version
+    assert body_of(watched, "/a") == (200, b"/a")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        pytest.param("apiVersion: propylon.dev/v1\nkind: Gateway\nspec: [unclosed\n",
+                     id="yaml-syntax-error"),
+        pytest.param(lambda port: config("/a", "/c")(port).replace(
+            "  rules:", "  bogusField: 1\n  rules:", 1), id="unknown-field"),
+    ],
+)
+def test_invalid_change_is_refused_and_the_old_config_keeps_serving(watched, bad) -> None:
+    watched.write_config(config("/a"))
+    poll_until(lambda: body_of(watched, "/b")[0] == 404, 10, message="baseline installed")
+    version, before = watched.version(), failures(watched)
+    watched.write_config(bad)
+    poll_until(lambda: failures(watched) == before + 1, 10, message="reload failure counted")
+    assert watched.version() == version
+    assert body_of(watched, "/a") == (200, b"/a")
+    assert watched.stats()["reloads"]["last_error"]
+    watched.write_config(config("/a"))  # the next good file is taken again
+    watched.write_config(config("/a", "/d"))
+    poll_until(lambda: body_of(watched, "/d") == (200, b"/d"), 10, message="recovered")
+
+
+def test_sighup_reloads(module_gateways) -> None:
+    gw = module_gateways(config("/a"), watch=False)
+    gw.write_config(config("/a", "/hup"))
+    time.sleep(0.5)  # long enough for a watcher to have noticed, were there one
+    assert body_of(gw, "/hup")[0] == 404
+    gw.signal(signal.SIGHUP)
+    poll_until(lambda: body_of(gw, "/hup") == (200, b"/hup"), 10, message="/hup served")
+    assert gw.reloads() == (1, 0)
+
+
+class Hammer:
+    """Client threads sending requests on keep-alive connections until stopped (bounded)."""
+
+    def __init__(self, port: int, threads: int = 2, max_requests: int = 60_000,
+                 max_seconds: float = 60.0) -> None:
+        self.port = port
+        self.max_requests = max_requests
+        self.deadline = time.monotonic() + max_seconds
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.sent = 0
+        self.failures: list[str] = []
+        self.generations: Counter[str] = Counter()
+        self.threads = [threading.Thread(target=self.run, args=(i,), daemon=True)
+                        for i in range(threads)]
+
+    def __enter__(self) -> Hammer:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=15)
+
+    def done(self) -> bool:
+        return (self.stop.is_set() or self.sent >= self.max_requests
+                or time.monotonic() > self.deadline)
+
+    def run(self, index: int) -> None:
+        client: RawClient | None = None
+        while not self.done():
+            path = "/fwd/x" if index % 2 else "/a"
+            try:
+                if client is None:
+                    client = RawClient(self.port, timeout=10)
+                client.request("GET", path)
+                response = client.read_final()
+                failure = None if response.status == 200 else f"status {response.status}"
+            except Exception as exc:
+                failure = f"{type(exc).__name__}: {exc}"
+                response = None
+            with self.lock:
+                self.sent += 1
+                if failure:
+                    self.failures.append(f"{path}: {failure}")
+                elif response is not None:
+                    self.generations[response.header("x-gen") or "?"] += 1
+            if failure and client is not None:
+                client.close()
+                client = None
+        if client is not None:
+            client.close()
+
+
+def test_no_failed_request_through_20_reloads(module_gateways, module_upstreams) -> None:
+    up: ScriptedUpstream = module_upstreams("reload")
+    gw = module_gateways(config("/a", upstream_port=up.port), watch=True)
+    versions = {gw.version()}
+    with Hammer(gw.port) as hammer:
+        poll_until(lambda: hammer.sent >= 50, 10, message="traffic flowing")
+        for generation in range(1, 21):
+            gw.write_config(config("/a", generation=generation, upstream_port=up.port))
+            poll_until(
+                lambda g=generation: roundtrip(gw.port, "GET", "/a").header("x-gen") == str(g),
+                10, interval=0.01, message=f"generation {generation} installed",
+            )
+            versions.add(gw.version())
+        poll_until(lambda: hammer.generations["20"] >= 50, 10, message="last generation seen")
+    print(f"\n12d: {hammer.sent} requests through 20 reloads, {len(hammer.failures)} failed, "
+          f"responses per generation: {dict(hammer.generations)}")
+    assert len(versions) == 21
+    assert hammer.failures == [], hammer.failures[:10]
+    assert gw.reloads() == (20, 0)
+    assert set(hammer.generations) == {str(g) for g in range(21)}, hammer.generations
