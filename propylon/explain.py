@@ -7,10 +7,8 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
 
 from propylon import ir
-from propylon.observability.metrics import MetricsRegistry
 from propylon.proxy.hostport import split_host
-from propylon.proxy.pool import PoolRegistry
-from propylon.runtime.compile import compile_gateway
+from propylon.runtime.compile import Services, compile_gateway
 from propylon.runtime.compiled import FORWARD, REDIRECT, CompiledRoute
 
 
@@ -72,7 +70,7 @@ def _explain_gateway(
     path: str,
     request: _Request,
 ) -> None:
-    runtime = compile_gateway(gateway, PoolRegistry(loop), MetricsRegistry())
+    runtime = compile_gateway(gateway, Services.scratch(loop))
     out.lines.append(f"Gateway {gateway.key}")
     route = runtime.router.match(host, method, path, request)
     if route is None:

@@ -113,10 +113,11 @@ def readable_counters(snapshot: dict[str, Any]) -> dict[str, Any]:
             for (g, r, rule), counts, _, total in snapshot["routes"]
         ],
         "upstreams": [
-            {"gateway": g, "upstream": u, "responses": by_class(counts),
-             "connect_failures": failures, "timeouts": timeouts}
-            for (g, u), counts, failures, timeouts in snapshot["upstreams"]
+            {"gateway": g, "upstream": u, "responses": by_class(counts), **counters}
+            for (g, u), counts, counters in snapshot["upstreams"]
         ],
+        "endpoints": snapshot.get("endpoints", []),
+        "panic": snapshot.get("panic", []),
     }
 
 

@@ -33,15 +33,38 @@ class RouteStats:
         self.latency_sum += seconds
 
 
-class UpstreamStats:
-    """Responses of one upstream by status class, plus connect failures and timeouts."""
+# Upstream counters beyond responses by class: name -> (metric kind label, help).
+UPSTREAM_COUNTERS: dict[str, str] = {
+    "connect_failures": "connect_failure",
+    "timeouts": "timeout",
+    "retries": "retry",
+    "retries_denied": "retry_budget_exhausted",
+    "ejections": "ejection",
+    "overflows": "circuit_breaker_overflow",
+}
 
-    __slots__ = ("by_class", "connect_failures", "timeouts")
+
+class UpstreamStats:
+    """Responses of one upstream by status class, and what its resiliency features did."""
+
+    __slots__ = (
+        "by_class",
+        "connect_failures",
+        "ejections",
+        "overflows",
+        "retries",
+        "retries_denied",
+        "timeouts",
+    )
 
     def __init__(self) -> None:
         self.by_class = [0] * 6
         self.connect_failures = 0
         self.timeouts = 0
+        self.retries = 0
+        self.retries_denied = 0  # retries the budget did not allow
+        self.ejections = 0
+        self.overflows = 0  # requests refused by the circuit breaker
 
     def record(self, status: int) -> None:
         self.by_class[status // 100 if status < 600 else 5] += 1
@@ -74,7 +97,7 @@ class MetricsRegistry:
                 [list(k), s.by_class, s.buckets, s.latency_sum] for k, s in self.routes.items()
             ],
             "upstreams": [
-                [list(k), s.by_class, s.connect_failures, s.timeouts]
+                [list(k), s.by_class, {name: getattr(s, name) for name in UPSTREAM_COUNTERS}]
                 for k, s in self.upstreams.items()
             ],
         }
@@ -90,15 +113,34 @@ def merge_snapshots(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
             acc[0] = [a + b for a, b in zip(acc[0], by_class, strict=True)]
             acc[1] = [a + b for a, b in zip(acc[1], buckets, strict=True)]
             acc[2] += total
-        for key, by_class, failures, timeouts in snap.get("upstreams", []):
-            acc = upstreams.setdefault(tuple(key), [[0] * 6, 0, 0])
+        for key, by_class, counters in snap.get("upstreams", []):
+            acc = upstreams.setdefault(tuple(key), [[0] * 6, dict.fromkeys(UPSTREAM_COUNTERS, 0)])
             acc[0] = [a + b for a, b in zip(acc[0], by_class, strict=True)]
-            acc[1] += failures
-            acc[2] += timeouts
+            for name in UPSTREAM_COUNTERS:
+                acc[1][name] += counters.get(name, 0)
     return {
         "routes": [[list(k), *v] for k, v in sorted(routes.items())],
         "upstreams": [[list(k), *v] for k, v in sorted(upstreams.items())],
+        "endpoints": merge_endpoints(snapshots),
+        "panic": sorted({key for snap in snapshots for key in snap.get("panic", [])}),
     }
+
+
+def merge_endpoints(snapshots: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Endpoint health over workers: active-check verdicts are the same in every worker;
+    passive ejections are per worker, so they are counted."""
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for snap in snapshots:
+        for (upstream, endpoint), state in snap.get("endpoints", []):
+            acc = merged.setdefault((upstream, endpoint), {
+                "upstream": upstream, "endpoint": endpoint, "healthy": True,
+                "ejected_in_workers": 0, "ejections": 0, "active_requests": 0,
+            })
+            acc["healthy"] = acc["healthy"] and state["healthy"]
+            acc["ejected_in_workers"] += int(state["ejected"])
+            acc["ejections"] += state["ejections"]
+            acc["active_requests"] += state["active"]
+    return [merged[key] for key in sorted(merged)]
 
 
 def _labels(**labels: str) -> str:
@@ -138,18 +180,35 @@ def render_prometheus(snapshot: dict[str, Any], extra: list[str] | None = None) 
         "# HELP propylon_upstream_responses_total Upstream responses, by status class.",
         "# TYPE propylon_upstream_responses_total counter",
     ]
-    for (gateway, upstream), by_class, _, _ in snapshot["upstreams"]:
+    for (gateway, upstream), by_class, _ in snapshot["upstreams"]:
         for cls in range(1, 6):
             if by_class[cls]:
                 labels = _labels(gateway=gateway, upstream=upstream, code=f"{cls}xx")
                 out.append(f"propylon_upstream_responses_total{labels} {by_class[cls]}")
     out += [
-        "# HELP propylon_upstream_errors_total Upstream connect failures and timeouts.",
-        "# TYPE propylon_upstream_errors_total counter",
+        "# HELP propylon_upstream_events_total Connect failures, timeouts, retries, retries the"
+        " budget refused, passive ejections and circuit-breaker overflows, per upstream.",
+        "# TYPE propylon_upstream_events_total counter",
     ]
-    for (gateway, upstream), _, failures, timeouts in snapshot["upstreams"]:
-        for kind, count in (("connect_failure", failures), ("timeout", timeouts)):
+    for (gateway, upstream), _, counters in snapshot["upstreams"]:
+        for name, kind in UPSTREAM_COUNTERS.items():
             labels = _labels(gateway=gateway, upstream=upstream, kind=kind)
-            out.append(f"propylon_upstream_errors_total{labels} {count}")
+            out.append(f"propylon_upstream_events_total{labels} {counters[name]}")
+    out += [
+        "# HELP propylon_upstream_endpoint_healthy Active health checks' verdict (1 healthy).",
+        "# TYPE propylon_upstream_endpoint_healthy gauge",
+    ]
+    endpoints = snapshot.get("endpoints", [])
+    for ep in endpoints:
+        labels = _labels(upstream=ep["upstream"], endpoint=ep["endpoint"])
+        out.append(f"propylon_upstream_endpoint_healthy{labels} {int(ep['healthy'])}")
+    out += [
+        "# HELP propylon_upstream_endpoint_ejected Workers in which passive health checking"
+        " has ejected the endpoint.",
+        "# TYPE propylon_upstream_endpoint_ejected gauge",
+    ]
+    for ep in endpoints:
+        labels = _labels(upstream=ep["upstream"], endpoint=ep["endpoint"])
+        out.append(f"propylon_upstream_endpoint_ejected{labels} {ep['ejected_in_workers']}")
     out.extend(extra or [])
     return "\n".join(out) + "\n"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import random
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +35,9 @@ from propylon.proxy.http11 import (
     simple_response,
     status_line,
 )
+from propylon.proxy.mirror import MirrorRequest
 from propylon.runtime.compiled import FORWARD, REDIRECT, CompiledRoute
+from propylon.runtime.retry import CONNECT_FAILURE, RESET, STATUS, TIMEOUT
 
 if TYPE_CHECKING:
     from propylon.proxy.downstream import DownstreamProtocol
@@ -45,6 +48,7 @@ log = logging.getLogger("propylon.proxy")
 
 CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 _MAX_PENDING_BODY = 256 * 1024  # buffered before the upstream is ready; reading pauses above
+_MAX_REPLAY_BODY = 1024 * 1024  # bodies kept for retries and mirrors; larger ones are not
 _RESPONSE_DROP = HOP_BY_HOP | {b"content-length"}
 
 
@@ -65,22 +69,29 @@ class Exchange:
         "framing",
         "gateway",
         "has_body",
+        "head_bytes",
         "head_only",
         "header_bytes",
         "host",
         "host_count",
         "http11",
+        "in_flight",
         "keep_alive",
         "method",
+        "mirror_to",
         "path",
         "pending",
         "pending_size",
         "proto",
         "query",
+        "replay",
+        "replay_size",
         "req_chunked",
         "request_headers",
         "response_started",
         "retried",
+        "retry_timer",
+        "retrying",
         "route",
         "sent_to_upstream",
         "start",
@@ -88,6 +99,8 @@ class Exchange:
         "status",
         "te_codings",
         "timer",
+        "tries",
+        "try_timer",
         "upgrade",
         "upstream_error",
         "url",
@@ -130,7 +143,16 @@ class Exchange:
         self.conn: UpstreamConnection | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.upstream_error = ""
-        self.retried = False
+        self.retried = False  # the one free retry after a stale pooled connection was used
+        self.head_bytes: bytes | None = None  # the upstream request head, built once
+        self.tries = 0
+        self.in_flight = False  # counted in its cluster's active requests
+        self.try_timer: asyncio.TimerHandle | None = None
+        self.retry_timer: asyncio.TimerHandle | None = None
+        self.retrying = False  # waiting for the next try
+        self.replay: list[bytes] | None = None  # body kept for retries and the mirror
+        self.replay_size = 0
+        self.mirror_to: Cluster | None = None  # mirror still to be sent (body incomplete)
         # response
         self.status = 0
         self.head_only = False
@@ -244,20 +266,115 @@ class Exchange:
         if cluster is None:
             self.send_error(503, b"no backend available\n")
             return
+        overloaded = cluster.overloaded()
+        if overloaded is not None:
+            cluster.stats.overflows += 1
+            self.send_local(503, b"upstream overloaded\n", [(b"x-propylon-overloaded", overloaded)])
+            return
         self.cluster = cluster
-        endpoint = cluster.balancer.pick(self.hash_key(cluster) if cluster.hash_kind else None)
+        cluster.active_requests += 1
+        self.in_flight = True
+        if self.has_body and (route.retry is not None or route.mirror is not None):
+            # keep the body so that it can be sent again (what arrived so far included)
+            self.replay = [b"".join(self.pending)] if self.pending else []
+            self.replay_size = self.pending_size
+        for phase in route.chain.on_upstream_request:
+            phase(self)
+        self.head_bytes = self.upstream_head(route)
+        if self.expect_continue:
+            self.proto.write(CONTINUE_100)
+        if route.timeout:
+            self.timer = self.proto.loop.call_later(route.timeout, self.on_timeout)
+        if route.mirror is not None and random.random() * 100 < route.mirror_percent:
+            self.mirror_to = route.mirror
+            self.start_mirror()
+        self.try_endpoint(None)
+
+    def try_endpoint(self, previous: ClusterEndpoint | None) -> None:
+        """Send the request to an endpoint, a different one than ``previous`` if possible."""
+        self.retry_timer = None
+        cluster = self.cluster
+        route = self.route
+        assert cluster is not None and route is not None
+        key = self.hash_key(cluster) if cluster.hash_kind else None
+        endpoint = cluster.balancer.pick(key)
+        if previous is not None and endpoint is previous and len(cluster.endpoints) > 1:
+            for _ in range(3):
+                endpoint = cluster.balancer.pick(None)
+                if endpoint is not previous:
+                    break
         if endpoint is None:
             self.send_error(503, b"no healthy upstream endpoint\n")
             return
         self.endpoint = endpoint
         self.endpoint_label = endpoint.label
         endpoint.active += 1
-        if self.expect_continue:
-            self.proto.write(CONTINUE_100)
-        self.timer = self.proto.loop.call_later(route.timeout, self.on_timeout)
-        conn = endpoint.pool.acquire(self)
+        self.tries += 1
+        retry = route.retry
+        if retry is not None and retry.per_try_timeout:
+            self.try_timer = self.proto.loop.call_later(retry.per_try_timeout, self.on_try_timeout)
+        pool = endpoint.pool
+        may_connect = cluster.may_open_connection()
+        if pool.would_wait(may_connect) and not cluster.may_queue():
+            cluster.stats.overflows += 1
+            self.send_local(503, b"upstream overloaded\n",
+                            [(b"x-propylon-overloaded", b"max_pending_requests")])
+            return
+        conn = pool.acquire(self, may_connect)
         if conn is not None:
             self.on_upstream_connected(conn)
+
+    def start_mirror(self) -> None:
+        """Copy the request to the mirror upstream once its body (if any) is complete."""
+        mirror = self.mirror_to
+        if mirror is None or not self.body_done:
+            return
+        self.mirror_to = None
+        if self.has_body and self.replay is None:
+            return  # the body outgrew the replay limit: no copy
+        assert self.head_bytes is not None
+        body = list(self.replay or ())
+        if self.req_chunked:
+            body.append(b"0\r\n\r\n")
+        MirrorRequest(self.head_bytes, body).send(
+            mirror, self.hash_key(mirror) if mirror.hash_kind else None
+        )
+
+    def retry_or_fail(self, condition: str, status: int = 0) -> bool:
+        """Schedule another try if the route allows one for this failure; True if it did."""
+        route, cluster, endpoint = self.route, self.cluster, self.endpoint
+        if route is None or cluster is None:
+            return False
+        retry = route.retry
+        if (retry is None or self.response_started or self.tries > retry.attempts
+                or not retry.retries_on(condition, status)
+                or (self.has_body and (self.replay is None or not self.body_done))):
+            return False
+        if not retry.budget_allows(cluster.retries_active, cluster.active_requests):
+            cluster.stats.retries_denied += 1
+            return False
+        cluster.stats.retries += 1
+        self.end_try()
+        self.pending = list(self.replay) if self.replay else None
+        if not self.retrying:  # an exchange counts once in the budget, however many retries
+            self.retrying = True
+            cluster.retries_active += 1
+        self.retry_timer = self.proto.loop.call_later(
+            retry.backoff(self.tries), self.try_endpoint, endpoint
+        )
+        return True
+
+    def end_try(self) -> None:
+        """Forget the current try's connection, timer and endpoint load."""
+        if self.try_timer is not None:
+            self.try_timer.cancel()
+            self.try_timer = None
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.abort()
+        endpoint, self.endpoint = self.endpoint, None
+        if endpoint is not None:
+            endpoint.active -= 1
 
     def hash_key(self, cluster: Cluster) -> str | None:
         if cluster.hash_kind == "client_ip":
@@ -279,11 +396,8 @@ class Exchange:
             return
         self.conn = conn
         conn.attach(self, self.proto, self.head_only)
-        route = self.route
-        assert route is not None
-        for phase in route.chain.on_upstream_request:
-            phase(self)
-        head = self.upstream_head(route)
+        head = self.head_bytes
+        assert head is not None
         transport = conn.transport
         assert transport is not None
         if self.pending:
@@ -343,6 +457,15 @@ class Exchange:
         return b""
 
     def request_body(self, chunk: bytes) -> None:
+        replay = self.replay
+        if replay is not None:
+            self.replay_size += len(chunk)
+            if self.replay_size > _MAX_REPLAY_BODY:
+                self.replay = None  # too large to keep: this request will not be retried
+            elif self.req_chunked:
+                replay.append(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+            else:
+                replay.append(chunk)
         conn = self.conn
         if conn is not None and conn.transport is not None:
             if self.req_chunked:
@@ -352,6 +475,8 @@ class Exchange:
             return
         if self.route is not None and self.route.kind != FORWARD:
             return  # answered locally: the body is read and dropped
+        if self.retrying:
+            return  # the next try sends the replay copy
         framed = [b"%x\r\n" % len(chunk), chunk, b"\r\n"] if self.req_chunked else [chunk]
         if self.pending is None:
             self.pending = framed
@@ -363,6 +488,8 @@ class Exchange:
 
     def request_complete(self) -> None:
         self.body_done = True
+        if self.mirror_to is not None:
+            self.start_mirror()
         conn = self.conn
         if conn is not None and conn.transport is not None and self.req_chunked:
             conn.transport.write(b"0\r\n\r\n")
@@ -370,9 +497,16 @@ class Exchange:
 
     # -- phase 3: the response ----------------------------------------------------------
     def on_response_head(self, status: int, headers: Headers, framed: bool) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        if self.try_timer is not None:
+            self.try_timer.cancel()
+            self.try_timer = None
+        self.record_outcome(status < 500)
+        retry = self.route.retry if self.route is not None else None
+        if retry is not None and retry.retries_status(status) and self.retry_or_fail(
+                STATUS, status):
+            if self.cluster is not None:
+                self.cluster.stats.record(status)
+            return  # the answer is dropped; another try follows
         self.status = status
         if status == 101:
             self.switching_protocols(headers)
@@ -482,16 +616,18 @@ class Exchange:
             self.retried = True
             self.endpoint.pool.connect_new(self)
             return
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         if self.response_started:
             self.status = self.status or 502
+            self.record_outcome(False)
             self.proto.abort()  # the client sees a truncated response, never a wrong one
             self.finish()
             return
+        connect_failure = reason.startswith("connect")
+        self.record_outcome(False)
+        if self.retry_or_fail(CONNECT_FAILURE if connect_failure else RESET):
+            return
         if self.cluster is not None:
-            if reason.startswith("connect"):
+            if connect_failure:
                 self.cluster.stats.connect_failures += 1
             else:
                 self.cluster.stats.record(502)
@@ -501,13 +637,28 @@ class Exchange:
         """The pool could not connect (``PoolClient``)."""
         self.on_upstream_error("connect timeout" if timed_out else reason, True)
 
+    def on_try_timeout(self) -> None:
+        """This try took longer than ``perTryTimeout``."""
+        self.try_timer = None
+        self.upstream_error = "upstream per-try timeout"
+        if self.cluster is not None:
+            self.cluster.stats.timeouts += 1
+        self.record_outcome(False)
+        if self.retry_or_fail(TIMEOUT):
+            return
+        self.end_try()
+        self.send_error(504, b"upstream timed out\n")
+
     def on_timeout(self) -> None:
+        """The whole exchange exceeded the route's ``timeout``."""
         self.timer = None
         self.upstream_error = "upstream timeout"
-        conn = self.conn
-        self.conn = None
-        if conn is not None:
-            conn.abort()  # its late response must never reach another request
+        if self.retry_timer is not None:
+            self.retry_timer.cancel()
+            self.retry_timer = None
+        if self.conn is not None:
+            self.record_outcome(False)
+        self.end_try()  # a late response must never reach another request
         if self.cluster is not None:
             self.cluster.stats.timeouts += 1
         if self.response_started:
@@ -515,6 +666,12 @@ class Exchange:
             self.finish()
         else:
             self.send_error(504, b"upstream timed out\n")
+
+    def record_outcome(self, ok: bool) -> None:
+        """Passive health: tell the cluster how the current try went."""
+        cluster, endpoint = self.cluster, self.endpoint
+        if cluster is not None and endpoint is not None and cluster.ejection is not None:
+            cluster.record(endpoint, ok, time.monotonic())
 
     def on_upstream_pause_writing(self) -> None:
         self.proto.pause_reading_for_upstream()
@@ -570,21 +727,28 @@ class Exchange:
                 content_type=content_type,
             )
         )
-        endpoint = self.endpoint
-        if endpoint is not None:
-            endpoint.active -= 1
-            self.endpoint = None
         self.finish()
 
     # -- phase 4: the end -----------------------------------------------------------------
-    def finish(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        endpoint = self.endpoint
+    def release(self) -> None:
+        """Give back what the exchange holds: timers, endpoint and upstream load counts."""
+        for name in ("timer", "try_timer", "retry_timer"):
+            handle = getattr(self, name)
+            if handle is not None:
+                handle.cancel()
+                setattr(self, name, None)
+        endpoint, self.endpoint = self.endpoint, None
         if endpoint is not None:
             endpoint.active -= 1
-            self.endpoint = None
+        cluster = self.cluster
+        if cluster is not None and self.in_flight:
+            self.in_flight = False
+            cluster.active_requests -= 1
+            if self.retrying:
+                cluster.retries_active -= 1
+
+    def finish(self) -> None:
+        self.release()
         route = self.route
         elapsed = time.perf_counter() - self.start
         if route is not None:
@@ -608,17 +772,11 @@ class Exchange:
         if self.waiting_filter is not None:
             self.waiting_filter.cancel()
             self.waiting_filter = None
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
         conn = self.conn
         self.conn = None
         if conn is not None:
             conn.abort()
-        endpoint = self.endpoint
-        if endpoint is not None:
-            endpoint.active -= 1
-            self.endpoint = None
+        self.release()
 
 
 __all__ = ["Exchange", "LocalResponse"]

@@ -85,14 +85,20 @@ class EndpointPool:
         self.idle_timeout = idle_timeout
 
     # -- acquiring -----------------------------------------------------------------------
-    def acquire(self, client: PoolClient) -> UpstreamConnection | None:
-        """An idle connection now, or ``None`` after arranging for ``client`` to be told."""
+    def would_wait(self, may_connect: bool = True) -> bool:
+        """Whether ``acquire`` would queue the client (no idle connection, no new one)."""
+        return not self.idle and (not may_connect or self.total >= self.max_connections)
+
+    def acquire(self, client: PoolClient, may_connect: bool = True) -> UpstreamConnection | None:
+        """An idle connection now, or ``None`` after arranging for ``client`` to be told.
+        With ``may_connect`` false (an upstream-wide connection cap is reached) the client
+        waits for a connection to be released rather than opening one."""
         idle = self.idle
         while idle:
             conn = idle.pop()
             if conn.usable():
                 return conn
-        if self.total < self.max_connections:
+        if may_connect and self.total < self.max_connections:
             self._connect(client)
         else:
             self.waiters.append(client)

@@ -21,10 +21,10 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from propylon import ir
-from propylon.observability.metrics import MetricsRegistry, merge_snapshots
-from propylon.proxy.pool import PoolRegistry
+from propylon.observability.metrics import merge_snapshots
+from propylon.proxy.health_checker import HealthChecker
 from propylon.proxy.worker import worker_main
-from propylon.runtime.compile import compile_snapshot
+from propylon.runtime.compile import Services, compile_snapshot
 
 log = logging.getLogger("propylon")
 
@@ -61,6 +61,11 @@ class WorkerHandle:
             future.set_exception(ConfigRefused(f"worker unreachable: {exc}"))
         return future
 
+    def tell(self, message: tuple[Any, ...]) -> None:
+        """Send without expecting an answer."""
+        with contextlib.suppress(OSError):
+            self.conn.send(message)
+
     def readable(self) -> None:
         try:
             message = self.conn.recv()
@@ -93,6 +98,7 @@ class Supervisor:
     reloads: ReloadStats = field(default_factory=ReloadStats)
     warnings: list[str] = field(default_factory=list)
     stopping: bool = False
+    health: HealthChecker | None = None
 
     # -- workers -------------------------------------------------------------------------
     def _spawn(self) -> WorkerHandle:
@@ -125,8 +131,7 @@ class Supervisor:
     def _check(snapshot: ir.SnapshotIR) -> None:
         """Compile once here so a snapshot that cannot run never reaches a worker."""
         try:
-            compile_snapshot(snapshot, PoolRegistry(asyncio.get_running_loop()),
-                             MetricsRegistry())
+            compile_snapshot(snapshot, Services.scratch(asyncio.get_running_loop()))
         except Exception as exc:
             raise ConfigRefused(str(exc)) from exc
 
@@ -142,6 +147,9 @@ class Supervisor:
             raise ConfigRefused("a worker did not answer in time") from exc
         self.snapshot = snapshot
         self.warnings = list(warnings)
+        if self.health is None:
+            self.health = HealthChecker(self._broadcast_health)
+        self.health.update(snapshot)
         for warning in warnings:
             log.warning("%s", warning)
         log.info("configuration %s installed on %d worker(s)", snapshot.version,
@@ -164,12 +172,18 @@ class Supervisor:
             )
         raise ConfigRefused("; ".join(sorted(set(errors))))
 
-    @staticmethod
-    async def _install_one(handle: WorkerHandle, text: str) -> None:
+    async def _install_one(self, handle: WorkerHandle, text: str) -> None:
         answer = await asyncio.wait_for(handle.ask(("install", text)), _ANSWER_TIMEOUT)
         if answer[0] != "ack":
             raise ConfigRefused(answer[2] if len(answer) > 2 else "refused")
         handle.version = answer[1]
+        if self.health is not None and self.health.verdicts:
+            # a worker learns every verdict so far (it may be new, or restarted)
+            handle.tell(("health", [(*key, ok) for key, ok in self.health.verdicts.items()]))
+
+    def _broadcast_health(self, upstream: str, endpoint: str, healthy: bool) -> None:
+        for handle in self.handles:
+            handle.tell(("health", [(upstream, endpoint, healthy)]))
 
     async def reload(self) -> bool:
         """Build from the files again and install; False (old version serving) if refused."""
@@ -222,6 +236,8 @@ class Supervisor:
 
     async def drain(self) -> None:
         self.stopping = True
+        if self.health is not None:
+            self.health.stop()
         for handle in self.handles:
             with contextlib.suppress(OSError):
                 handle.conn.send(("drain", self.drain_timeout))

@@ -31,8 +31,8 @@ from propylon.proxy.downstream import DownstreamProtocol
 from propylon.proxy.pool import PoolRegistry
 from propylon.proxy.tls import ServerTLS
 from propylon.proxy.worker_state import ListenerState, WorkerState
-from propylon.runtime.compile import compile_snapshot
-from propylon.runtime.compiled import Runtime
+from propylon.runtime.compile import Services, compile_snapshot
+from propylon.runtime.compiled import Cluster, Runtime
 
 log = logging.getLogger("propylon.worker")
 
@@ -55,9 +55,10 @@ class Worker:
         self.loop = loop
         sink = None if access_log == "off" else AccessLog(loop, access_log)
         self.state = WorkerState(loop, sink)
-        self.pools = PoolRegistry(loop)
-        self.metrics = MetricsRegistry()
-        self.filter_env = FilterEnv(loop)  # shared filter objects survive reloads
+        # what survives configuration versions: pools, counters, filter objects, health
+        self.services = Services(PoolRegistry(loop), MetricsRegistry(), FilterEnv(loop))
+        self.pools = self.services.pools
+        self.metrics = self.services.metrics
         self.runtime: Runtime | None = None
         self.listeners: dict[tuple[str, int], ListenerState] = {}
         self.stopped = asyncio.Event()
@@ -65,7 +66,7 @@ class Worker:
     # -- configuration -------------------------------------------------------------------
     async def install(self, snapshot: ir.SnapshotIR) -> None:
         """Compile and swap in ``snapshot``; raises (leaving the old one) on any problem."""
-        runtime = compile_snapshot(snapshot, self.pools, self.metrics, self.filter_env)
+        runtime = compile_snapshot(snapshot, self.services)
         tls_contexts = {  # built before anything changes: bad certificate files refuse it all
             key: self._server_tls(spec.tls) if spec.tls is not None else None
             for key, spec in runtime.listener_specs.items()
@@ -119,6 +120,40 @@ class Worker:
         if listener.acceptor is not None:
             listener.acceptor.close()
 
+    # -- health --------------------------------------------------------------------------
+    def clusters(self) -> list[Cluster]:
+        runtime = self.runtime
+        if runtime is None:
+            return []
+        return [c for gw in runtime.gateways.values() for c in gw.clusters.values()]
+
+    def apply_verdicts(self, verdicts: list[tuple[str, str, bool]]) -> None:
+        """Active-check verdicts from the supervisor: rebuild the affected balancers."""
+        changed = {up for up, endpoint, ok in verdicts
+                   if self.services.health.set_verdict(up, endpoint, ok)}
+        now = time.monotonic()
+        for cluster in self.clusters():
+            if cluster.key in changed:
+                cluster.rebalance(now)
+
+    def stats(self) -> dict[str, Any]:
+        """Counters plus each endpoint's health as this worker sees it."""
+        now = time.monotonic()
+        endpoints = {
+            (cluster.key, ep.label): {
+                "healthy": ep.health.healthy,
+                "ejected": ep.health.ejected_until > now,
+                "ejections": ep.health.ejections,
+                "active": ep.active,
+            }
+            for cluster in self.clusters() for ep in cluster.endpoints
+        }
+        return {
+            **self.metrics.snapshot(),
+            "endpoints": [[list(key), value] for key, value in endpoints.items()],
+            "panic": sorted({c.key for c in self.clusters() if c.panic}),
+        }
+
     # -- housekeeping --------------------------------------------------------------------
     async def sweep_forever(self) -> None:
         """Idle upstream connections and every client connection's timeouts."""
@@ -131,6 +166,9 @@ class Worker:
             now = time.monotonic()
             for proto in list(self.state.connections):
                 proto.check_timeouts(now)
+            for cluster in self.clusters():
+                if cluster.recheck_at <= now:
+                    cluster.rebalance(now)  # an ejection ended
 
     async def drain(self, grace: float) -> None:
         """Stop accepting, let in-flight requests finish (up to ``grace``), then stop."""
@@ -190,7 +228,9 @@ class WorkerChannel:
             else:
                 self._send(("ack", snapshot.version))
         elif kind == "stats":
-            self._send(("stats", self.worker.metrics.snapshot()))
+            self._send(("stats", self.worker.stats()))
+        elif kind == "health":
+            self.worker.apply_verdicts(message[1])
         elif kind == "drain":
             await self.worker.drain(float(message[1]))
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import ipaddress
+from dataclasses import dataclass, field
 
 from propylon.filters.base import FilterEnv
 from propylon.filters.registry import filter_class
@@ -32,6 +35,8 @@ from propylon.runtime.compiled import (
     HostSet,
     Runtime,
 )
+from propylon.runtime.health import EjectionPolicy, HealthRegistry
+from propylon.runtime.retry import RetryPolicy
 from propylon.runtime.router import Router, RouterEntry
 
 
@@ -39,19 +44,30 @@ class CompileError(ValueError):
     """The snapshot cannot run here (e.g. two Gateways on one port); the old one stays."""
 
 
-def compile_snapshot(
-    snapshot: SnapshotIR,
-    pools: PoolRegistry,
-    metrics: MetricsRegistry,
-    env: FilterEnv | None = None,
-) -> Runtime:
-    env = (env or FilterEnv(pools.loop)).for_snapshot(snapshot)
+@dataclass
+class Services:
+    """What a worker keeps across configuration versions and lends to each compilation:
+    connection pools, metrics counters, shared filter objects and endpoint health."""
+
+    pools: PoolRegistry
+    metrics: MetricsRegistry = field(default_factory=MetricsRegistry)
+    env: FilterEnv | None = None
+    health: HealthRegistry = field(default_factory=HealthRegistry)
+
+    @classmethod
+    def scratch(cls, loop: asyncio.AbstractEventLoop) -> Services:
+        """Throw-away services, to check that a snapshot compiles or to explain it."""
+        return cls(PoolRegistry(loop))
+
+
+def compile_snapshot(snapshot: SnapshotIR, services: Services) -> Runtime:
+    env = (services.env or FilterEnv(services.pools.loop)).for_snapshot(snapshot)
     gateways: dict[str, GatewayRuntime] = {}
     listeners: dict[tuple[str, int], GatewayRuntime] = {}
     hosts: dict[tuple[str, int], HostSet | None] = {}
     specs: dict[tuple[str, int], ListenerIR] = {}
     for gateway in snapshot.gateways:
-        runtime = compile_gateway(gateway, pools, metrics, env)
+        runtime = compile_gateway(gateway, services, env)
         gateways[gateway.key] = runtime
         for listener in gateway.listeners:
             key = (listener.address, listener.port)
@@ -67,14 +83,12 @@ def compile_snapshot(
 
 
 def compile_gateway(
-    gateway: GatewayIR,
-    pools: PoolRegistry,
-    metrics: MetricsRegistry,
-    env: FilterEnv | None = None,
+    gateway: GatewayIR, services: Services, env: FilterEnv | None = None
 ) -> GatewayRuntime:
-    env = env or FilterEnv(pools.loop)
+    env = env or FilterEnv(services.pools.loop)
+    metrics = services.metrics
     clusters = {
-        up.key: compile_cluster(gateway.key, up, pools, metrics) for up in gateway.upstreams
+        up.key: compile_cluster(gateway.key, up, services) for up in gateway.upstreams
     }
     entries: list[RouterEntry[CompiledRoute]] = []
     for index, rule in enumerate(gateway.rules):
@@ -99,28 +113,33 @@ def _labels(rule: RuleIR, index: int) -> tuple[str, str]:
     return route, rule.name or str(index)
 
 
-def compile_cluster(
-    gateway: str, upstream: UpstreamIR, pools: PoolRegistry, metrics: MetricsRegistry
-) -> Cluster:
+def compile_cluster(gateway: str, upstream: UpstreamIR, services: Services) -> Cluster:
     endpoints = []
     for ep in upstream.endpoints:
-        pool = pools.get(ep.address, ep.port, upstream.tls)
+        pool = services.pools.get(ep.address, ep.port, upstream.tls)
         pool.configure(
             upstream.max_connections_per_endpoint,
             upstream.max_idle_per_endpoint,
             upstream.connect_timeout,
             upstream.idle_timeout,
         )
-        endpoints.append(ClusterEndpoint(pool, ep.weight))
-    balancer = make_balancer(upstream.lb_policy, endpoints, upstream.hash_on)
+        health = services.health.get(upstream.key, f"{ep.address}:{ep.port}")
+        endpoints.append(ClusterEndpoint(pool, ep.weight, health))
     hash_on = upstream.hash_on if upstream.lb_policy == "ring_hash" else None
+    passive = upstream.passive_health
     return Cluster(
         upstream.key,
         endpoints,
-        balancer,
+        functools.partial(make_balancer, upstream.lb_policy, hash_on=upstream.hash_on),
         hash_on.kind if hash_on else None,
         hash_on.name.lower() if hash_on else "",
-        metrics.upstream(gateway, upstream.key),
+        services.metrics.upstream(gateway, upstream.key),
+        panic_threshold=upstream.panic_threshold,
+        ejection=EjectionPolicy(
+            passive.consecutive_errors, passive.base_ejection_time,
+            passive.max_ejection_time, passive.max_ejection_percent,
+        ) if passive is not None else None,
+        breaker=upstream.circuit_breaker,
     )
 
 
@@ -144,6 +163,10 @@ def compile_route(
     if isinstance(action, ForwardIR):
         compiled.kind = FORWARD
         compiled.timeout = action.timeout
+        compiled.retry = RetryPolicy(action.retries) if action.retries is not None else None
+        if action.mirror is not None:
+            compiled.mirror = clusters[action.mirror.upstream]
+            compiled.mirror_percent = action.mirror.percent
         targets = [clusters[b.upstream] for b in action.backends]
         weights = [b.weight for b in action.backends]
         if len(targets) == 1 and weights[0] > 0:

@@ -9,14 +9,21 @@ by ``compile.py``.
 from __future__ import annotations
 
 import ipaddress
+import logging
+import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from propylon.ir import ListenerIR, RedirectIR
+from propylon.ir import CircuitBreakerIR, ListenerIR, RedirectIR
+from propylon.runtime.health import EjectionPolicy, EndpointHealth
+
+log = logging.getLogger("propylon.upstream")
 
 if TYPE_CHECKING:
     from propylon.filters.base import Filter
     from propylon.observability.metrics import RouteStats, UpstreamStats
     from propylon.proxy.pool import EndpointPool
+    from propylon.runtime.retry import RetryPolicy
     from propylon.runtime.router import Router
 
 FORWARD, REDIRECT, DIRECT = 0, 1, 2
@@ -25,38 +32,118 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 class ClusterEndpoint:
-    """An endpoint as one upstream sees it: its weight there, its pool, its load."""
+    """An endpoint as one upstream sees it: its weight there, its pool, load and health."""
 
-    __slots__ = ("active", "key", "label", "pool", "weight")
+    __slots__ = ("active", "health", "key", "label", "pool", "weight")
 
-    def __init__(self, pool: EndpointPool, weight: int) -> None:
+    def __init__(self, pool: EndpointPool, weight: int, health: EndpointHealth) -> None:
         self.pool = pool
         self.weight = weight
+        self.health = health
         self.active = 0
         self.label = f"{pool.address}:{pool.port}"
         self.key = self.label  # what ring_hash places on its ring
 
 
 class Cluster:
-    """One Upstream: its endpoints and the balancer that picks among them."""
+    """One Upstream: its endpoints, the balancer over the usable ones, its limits."""
 
-    __slots__ = ("balancer", "endpoints", "hash_kind", "hash_name", "key", "stats")
+    __slots__ = (
+        "active_requests",
+        "balancer",
+        "breaker",
+        "ejection",
+        "endpoints",
+        "hash_kind",
+        "hash_name",
+        "key",
+        "make_balancer",
+        "panic",
+        "panic_threshold",
+        "recheck_at",
+        "retries_active",
+        "stats",
+    )
 
     def __init__(
         self,
         key: str,
         endpoints: list[ClusterEndpoint],
-        balancer: Any,
+        make_balancer: Callable[[list[ClusterEndpoint]], Any],
         hash_kind: str | None,
         hash_name: str,
         stats: UpstreamStats,
+        panic_threshold: float = 50.0,
+        ejection: EjectionPolicy | None = None,
+        breaker: CircuitBreakerIR | None = None,
     ) -> None:
         self.key = key
         self.endpoints = endpoints
-        self.balancer = balancer
+        self.make_balancer = make_balancer
         self.hash_kind = hash_kind
         self.hash_name = hash_name
         self.stats = stats
+        self.panic_threshold = panic_threshold
+        self.ejection = ejection  # passive health checking, when configured
+        self.breaker = breaker
+        self.active_requests = 0  # in flight to this upstream (circuit breaker, retry budget)
+        self.retries_active = 0
+        self.panic = False
+        self.recheck_at = float("inf")  # when an ejection ends
+        self.balancer: Any = None
+        self.rebalance(time.monotonic())
+
+    def rebalance(self, now: float) -> None:
+        """Rebuild the balancer over the endpoints usable now (or all of them in panic)."""
+        usable = [e for e in self.endpoints if e.health.usable(now)]
+        self.panic = len(usable) * 100 < self.panic_threshold * len(self.endpoints)
+        self.balancer = self.make_balancer(self.endpoints if self.panic else usable)
+        ends = [e.health.ejected_until for e in self.endpoints if e.health.ejected_until > now]
+        self.recheck_at = min(ends) if ends else float("inf")
+
+    def record(self, endpoint: ClusterEndpoint, ok: bool, now: float) -> None:
+        """Passive health: count an outcome of a request to ``endpoint``."""
+        ejection = self.ejection
+        if ejection is None:
+            return
+        health = endpoint.health
+        if ok:
+            health.consecutive_errors = 0
+            return
+        health.consecutive_errors += 1
+        if health.consecutive_errors < ejection.consecutive_errors or not health.usable(now):
+            return
+        ejected = sum(1 for e in self.endpoints if e.health.ejected_until > now)
+        if (ejected + 1) * 100 > ejection.max_ejection_percent * len(self.endpoints):
+            return
+        health.ejections += 1
+        health.consecutive_errors = 0
+        health.ejected_until = now + ejection.ejection_time(health.ejections)
+        self.stats.ejections += 1
+        log.warning("upstream %s: endpoint %s ejected for %.0fs after consecutive errors",
+                    self.key, endpoint.label, health.ejected_until - now)
+        self.rebalance(now)
+
+    def overloaded(self) -> bytes | None:
+        """Which circuit-breaker limit a new request would exceed, if any."""
+        breaker = self.breaker
+        if breaker is None:
+            return None
+        if self.active_requests >= breaker.max_requests:
+            return b"max_requests"
+        return None
+
+    def may_open_connection(self) -> bool:
+        breaker = self.breaker
+        if breaker is None:
+            return True
+        return sum(e.pool.total for e in self.endpoints) < breaker.max_connections
+
+    def may_queue(self) -> bool:
+        breaker = self.breaker
+        if breaker is None:
+            return True
+        return sum(len(e.pool.waiters) for e in self.endpoints) < breaker.max_pending_requests
 
 
 class FilterChain:
@@ -92,10 +179,13 @@ class CompiledRoute:
         "direct_content_type",
         "direct_status",
         "kind",
+        "mirror",
+        "mirror_percent",
         "prefix_from",
         "prefix_to",
         "redirect",
         "replace_path",
+        "retry",
         "route_label",
         "rule_id",
         "rule_label",
@@ -114,6 +204,9 @@ class CompiledRoute:
         self.backends: Any = None  # WeightedChoice[Cluster] when there are several backends
         self.single_cluster: Cluster | None = None
         self.timeout = 60.0
+        self.retry: RetryPolicy | None = None
+        self.mirror: Cluster | None = None
+        self.mirror_percent = 100.0
         self.prefix_from: bytes | None = None  # rewrite: the matched prefix ...
         self.prefix_to = b""  # ... and what replaces it
         self.replace_path: bytes | None = None  # rewrite: full path

@@ -17,7 +17,7 @@ def test_counters_merge_across_workers_and_render() -> None:
     assert f'propylon_request_duration_seconds_bucket{{{labels},le="0.25"}} 2' in text
     assert f'propylon_request_duration_seconds_bucket{{{labels},le="+Inf"}} 3' in text
     assert f"propylon_request_duration_seconds_count{{{labels}}} 3" in text
-    assert ('propylon_upstream_errors_total{gateway="gw/edge",upstream="shop/v1",'
+    assert ('propylon_upstream_events_total{gateway="gw/edge",upstream="shop/v1",'
             'kind="connect_failure"} 2') in text
     assert text.endswith("\n")
 
