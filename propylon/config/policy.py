@@ -1,4 +1,4 @@
-"""Policy sections: the ``headers`` policy, and the section names that are not supported yet.
+"""Policy sections: the implemented policy types, and the section names not supported yet.
 
 A ``PolicySections`` model is what a Gateway's ``policies[]`` item, a rule's ``policies[]``
 item and a ``Policy`` resource's spec have in common. Every policy type of DESIGN §2 is a
@@ -8,28 +8,36 @@ field here; the ones without an implementation reject any value with
 
 from __future__ import annotations
 
-from typing import Any
+import re
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
-from propylon.config._types import HeaderName, HeaderValue, Model, invalid
-
-SUPPORTED_POLICIES: tuple[str, ...] = ("headers",)
-UNSUPPORTED_POLICIES: tuple[str, ...] = (
-    "jwt",
-    "apiKey",
-    "basicAuth",
-    "extAuth",
-    "ipFilter",
-    "rateLimit",
-    "cors",
-    "waf",
-    "requestLimits",
-    "cache",
-    "compression",
-    "faultInjection",
+from propylon.config._types import (
+    CIDR,
+    Duration,
+    HeaderName,
+    HeaderValue,
+    Method,
+    Model,
+    StatusCode,
+    exactly_one,
+    invalid,
 )
 
+# (attribute name, policy type) of every implemented section, in POLICY_ORDER.
+SUPPORTED_POLICIES: tuple[tuple[str, str], ...] = (
+    ("ip_filter", "ipFilter"),
+    ("cors", "cors"),
+    ("jwt", "jwt"),
+    ("api_key", "apiKey"),
+    ("basic_auth", "basicAuth"),
+    ("ext_auth", "extAuth"),
+    ("rate_limit", "rateLimit"),
+    ("request_limits", "requestLimits"),
+    ("headers", "headers"),
+)
+UNSUPPORTED_POLICIES: tuple[str, ...] = ("waf", "cache", "compression", "faultInjection")
 
 class HeaderEdits(Model):
     """Header edits in one direction. Names are stored lower-case."""
@@ -54,46 +62,223 @@ class HeadersPolicy(Model):
     response: HeaderEdits = Field(default_factory=HeaderEdits)
 
 
+# -- security and traffic policies (one model per section; names as in docs/policies.md) --------
+
+_DESCRIPTOR = re.compile(
+    r"(client_ip|consumer|path|route)|(header|label):[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+)
+
+
+class TokenSource(Model):
+    """Where a JWT is read from: a header (with a prefix to strip) or a cookie."""
+
+    header: HeaderName | None = None
+    prefix: str = ""
+    cookie: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one(self) -> TokenSource:
+        exactly_one(self, ("header", "cookie"))
+        return self
+
+
+JwtAlgorithm = Literal["RS256", "ES256", "EdDSA", "HS256"]
+
+
+def _asymmetric() -> list[JwtAlgorithm]:
+    return ["RS256", "ES256", "EdDSA"]
+
+
+class JwtKeyFile(Model):
+    """A verification key read by each proxy when it compiles the configuration."""
+
+    file: str = Field(min_length=1)
+    kid: str | None = None
+    algorithm: JwtAlgorithm | None = None
+
+
+class JwksSource(Model):
+    url: str = Field(pattern=r"^https?://")
+    cache_duration: Duration = 300.0  # when the answer has no Cache-Control max-age
+    min_refresh_interval: Duration = 5.0  # between fetches caused by unknown key ids
+    timeout: Duration = 5.0
+
+
+class ClaimHeader(Model):
+    claim: str = Field(min_length=1)
+    header: HeaderName
+
+
+class JwtPolicy(Model):
+    jwks: JwksSource | None = None
+    keys: list[JwtKeyFile] = Field(default_factory=list)
+    algorithms: list[JwtAlgorithm] = Field(default_factory=_asymmetric)
+    issuer: str | None = None
+    audiences: list[str] = Field(default_factory=list)
+    clock_skew: Duration = 30.0
+    required_claims: list[str] = Field(default_factory=list)
+    claims_to_headers: list[ClaimHeader] = Field(default_factory=list)
+    token_from: list[TokenSource] = Field(
+        default_factory=lambda: [TokenSource(header="authorization", prefix="Bearer ")]
+    )
+    forward_token: bool = True
+    realm: str = "propylon"
+
+    @model_validator(mode="after")
+    def _keys(self) -> JwtPolicy:
+        if (self.jwks is None) == (not self.keys):
+            raise invalid("jwt_keys", "exactly one of jwks, keys is required")
+        return self
+
+
+class ConsumerHeaders(Model):
+    """Upstream headers naming the authenticated consumer (client-sent copies are removed)."""
+
+    name: HeaderName = "x-consumer-name"
+    labels: HeaderName = "x-consumer-labels"
+
+
+class ApiKeyPolicy(Model):
+    header: HeaderName | None = None
+    query: str | None = Field(default=None, min_length=1)
+    consumer_headers: ConsumerHeaders = Field(default_factory=ConsumerHeaders)
+
+    @model_validator(mode="after")
+    def _where(self) -> ApiKeyPolicy:
+        if self.header is None and self.query is None:
+            return self.model_copy(update={"header": "x-api-key"})
+        return self
+
+
+class BasicAuthPolicy(Model):
+    realm: str = "propylon"
+    consumer_headers: ConsumerHeaders = Field(default_factory=ConsumerHeaders)
+
+
+class ExtAuthCache(Model):
+    ttl: Duration
+    key_headers: list[HeaderName] = Field(min_length=1)
+    max_entries: int = Field(default=10000, ge=1)
+
+
+class ExtAuthPolicy(Model):
+    url: str = Field(pattern=r"^http://")
+    timeout: Duration = 1.0
+    fail_open: bool = False
+    status_on_error: StatusCode = 403
+    headers_to_auth: list[HeaderName] = Field(
+        default_factory=lambda: ["authorization", "cookie"]
+    )
+    upstream_headers: list[HeaderName] = Field(default_factory=list)
+    client_headers: list[HeaderName] = Field(default_factory=list)
+    cache: ExtAuthCache | None = None
+    max_connections: int = Field(default=64, ge=1)
+
+
+class IpFilterPolicy(Model):
+    allow: list[CIDR] = Field(default_factory=list)
+    deny: list[CIDR] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _some(self) -> IpFilterPolicy:
+        if not self.allow and not self.deny:
+            raise invalid("ip_filter", "ipFilter needs allow or deny CIDRs")
+        return self
+
+
+def _check_origin_pattern(value: str) -> str:
+    if value != "*" and not re.fullmatch(r"https?://[^/?#\s]+", value):
+        raise invalid("origin", f'invalid origin "{value}": use scheme://host[:port] or "*"')
+    return value.lower()
+
+
+OriginPattern = Annotated[str, AfterValidator(_check_origin_pattern)]
+
+
+class CorsPolicy(Model):
+    allow_origins: list[OriginPattern] = Field(min_length=1)
+    allow_methods: list[Method] = Field(
+        default_factory=lambda: ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"]
+    )
+    allow_headers: list[HeaderName] = Field(default_factory=list)
+    expose_headers: list[HeaderName] = Field(default_factory=list)
+    allow_credentials: bool = False
+    max_age: Duration | None = None
+
+    @model_validator(mode="after")
+    def _credentials(self) -> CorsPolicy:
+        if self.allow_credentials and "*" in self.allow_origins:
+            raise invalid("cors", 'allowCredentials cannot be used with allowOrigins "*"')
+        return self
+
+
+def _check_descriptor(value: str) -> str:
+    if not _DESCRIPTOR.fullmatch(value):
+        raise invalid(
+            "descriptor",
+            f'invalid key "{value}": use client_ip, consumer, path, route, header:NAME '
+            "or label:NAME",
+        )
+    kind, _, name = value.partition(":")
+    return f"{kind}:{name.lower()}" if kind == "header" else value
+
+
+Descriptor = Annotated[str, AfterValidator(_check_descriptor)]
+
+
+class RateLimit(Model):
+    requests: int = Field(ge=1)
+    per: Duration
+    burst: int | None = Field(default=None, ge=1)  # bucket size; default ``requests``
+    key: list[Descriptor] = Field(default_factory=list)  # empty: one bucket for all
+
+
+class RedisSettings(Model):
+    address: str = "127.0.0.1:6379"
+    cluster: bool = False
+    timeout: Duration = 0.05
+    prefix: str = "propylon:rl"
+
+
+class RateLimitPolicy(Model):
+    mode: Literal["local", "global"] = "local"
+    limits: list[RateLimit] = Field(min_length=1)
+    redis: RedisSettings = Field(default_factory=RedisSettings)
+    failure_mode: Literal["open", "closed"] = "open"
+    response_headers: bool = False
+
+
+class RequestLimitsPolicy(Model):
+    max_body_size: int | None = Field(default=None, ge=0)
+    max_header_size: int | None = Field(default=None, ge=1)
+
+
 class PolicySections(Model):
     headers: HeadersPolicy | None = None
-    jwt: Any = None
-    api_key: Any = None
-    basic_auth: Any = None
-    ext_auth: Any = None
-    ip_filter: Any = None
-    rate_limit: Any = None
-    cors: Any = None
+    jwt: JwtPolicy | None = None
+    api_key: ApiKeyPolicy | None = None
+    basic_auth: BasicAuthPolicy | None = None
+    ext_auth: ExtAuthPolicy | None = None
+    ip_filter: IpFilterPolicy | None = None
+    rate_limit: RateLimitPolicy | None = None
+    cors: CorsPolicy | None = None
     waf: Any = None
-    request_limits: Any = None
+    request_limits: RequestLimitsPolicy | None = None
     cache: Any = None
     compression: Any = None
     fault_injection: Any = None
 
-    @field_validator(
-        "jwt",
-        "api_key",
-        "basic_auth",
-        "ext_auth",
-        "ip_filter",
-        "rate_limit",
-        "cors",
-        "waf",
-        "request_limits",
-        "cache",
-        "compression",
-        "fault_injection",
-        mode="before",
-    )
+    @field_validator("waf", "cache", "compression", "fault_injection", mode="before")
     @classmethod
     def _not_supported(cls, value: Any, info: ValidationInfo) -> Any:
         alias = cls.model_fields[info.field_name or ""].alias
         raise invalid("not_supported", f'policy "{alias}" is not supported yet')
 
     def sections(self) -> list[tuple[str, Model]]:
-        """The sections that are set, as ``(policy type, section)`` in declaration order."""
+        """The sections that are set, as ``(policy type, section)`` in ``POLICY_ORDER``."""
         return [
-            (name, section)
-            for name in SUPPORTED_POLICIES
+            (kind, section)
+            for name, kind in SUPPORTED_POLICIES
             if (section := getattr(self, name)) is not None
         ]
 

@@ -2,11 +2,30 @@
 
 from __future__ import annotations
 
+from propylon.filters.api_key import ApiKeyFilter
 from propylon.filters.base import Filter
+from propylon.filters.basic_auth import BasicAuthFilter
+from propylon.filters.cors import CorsFilter
+from propylon.filters.ext_auth import ExtAuthFilter
 from propylon.filters.headers import HeadersFilter
+from propylon.filters.ip_filter import IpFilter
+from propylon.filters.jwt_auth import JwtFilter
+from propylon.filters.rate_limit import RateLimitFilter
+from propylon.filters.request_limits import RequestLimitsFilter
 
 FILTER_CLASSES: dict[str, type[Filter]] = {
-    HeadersFilter.policy_type: HeadersFilter,
+    cls.policy_type: cls
+    for cls in (
+        IpFilter,
+        CorsFilter,
+        JwtFilter,
+        ApiKeyFilter,
+        BasicAuthFilter,
+        ExtAuthFilter,
+        RateLimitFilter,
+        RequestLimitsFilter,
+        HeadersFilter,
+    )
 }
 
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from propylon.config import Resource
 from propylon.ir import SnapshotIR, seal
+from propylon.translate.consumers import translate_consumers
 from propylon.translate.gateway import translate_gateway
 from propylon.translate.inventory import Inventory, build_inventory
 from propylon.translate.policies import index_policy_targets
@@ -29,8 +30,9 @@ def translate(resources: Sequence[Resource]) -> SnapshotIR:
     track_resources(inventory, status)
     targets = index_policy_targets(inventory, status)
     gateways = tuple(translate_gateway(g, inventory, targets, status) for g in inventory.gateways)
+    consumers = translate_consumers(resources, status)
     note_unused(inventory, status)
-    return seal(SnapshotIR(gateways=gateways, statuses=status.build()))
+    return seal(SnapshotIR(gateways=gateways, statuses=status.build(), consumers=consumers))
 
 
 def track_resources(inventory: Inventory, status: StatusBook) -> None:

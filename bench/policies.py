@@ -1,0 +1,172 @@
+"""The cost of each policy: wrk against one gateway whose routes each carry one policy.
+
+Usage: ``python bench/policies.py [--seconds 5] [--connections 32]``. Starts an echo upstream,
+a ``redis-server`` (for ``rateLimit`` global; skipped if not installed), an ext-auth service
+and one gateway (one worker, access log off); then runs ``wrk`` on each route in turn and
+prints requests/s and the ratio to the route without policies, as a Markdown table. Limits
+are set far above the offered load, so every request does the full check. The auth policies
+are measured on their fast path (a repeat credential: cached token, accepted password,
+cached ext-auth decision), which is what a steady client costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.integration.policies._helpers import (  # noqa: E402
+    GatewayProc,
+    Upstream,
+    free_port,
+    poll_until,
+    port_open,
+    stop,
+)
+
+ROUTES: list[tuple[str, str, dict[str, str]]] = [
+    ("none", "", {}),
+    ("headers", "{headers: {request: {set: {x-a: b}}, response: {set: {x-c: d}}}}", {}),
+    ("ipFilter", "{ipFilter: {allow: [127.0.0.0/8], deny: [10.0.0.0/8]}}", {}),
+    ("cors", '{cors: {allowOrigins: ["https://*.example.com"]}}',
+     {"origin": "https://a.example.com"}),
+    ("requestLimits", "{requestLimits: {maxBodySize: 1000, maxHeaderSize: 8000}}", {}),
+    ("apiKey", "{apiKey: {header: x-api-key}}", {"x-api-key": "bench-key-0123456789"}),
+    ("basicAuth", "{basicAuth: {}}",
+     {"authorization": "Basic " + base64.b64encode(b"bench:pw").decode()}),
+    ("jwt", "{jwt: {keys: [{file: rsa.pem}], issuer: bench}}", {}),
+    ("extAuth", '{extAuth: {url: "http://127.0.0.1:AUTH/", cache: {ttl: 1h, keyHeaders: '
+     '[authorization]}}}', {"authorization": "Bearer bench"}),
+    ("rateLimit-local", "{rateLimit: {limits: [{requests: 100000000, per: 1s, key: "
+     "[client_ip]}]}}", {}),
+    ("rateLimit-global", '{rateLimit: {mode: global, redis: {address: "127.0.0.1:REDIS"}, '
+     "limits: [{requests: 100000000, per: 1s, key: [client_ip]}]}}", {}),
+]
+
+
+def config(upstream: int, auth: int, redis: int) -> str:
+    rules = "\n".join(
+        f"    - matches: [{{path: {{prefix: /{name}}}}}]\n"
+        f"      forward: {{backends: [{{upstream: echo}}]}}\n"
+        + (f"      policies: [{policy}]\n" if policy else "")
+        for name, policy, _ in ROUTES
+    )
+    return f"""apiVersion: propylon.dev/v1
+kind: Gateway
+metadata: {{name: bench}}
+spec:
+  listeners: [{{name: web, port: $PORT, address: 127.0.0.1}}]
+---
+apiVersion: propylon.dev/v1
+kind: Upstream
+metadata: {{name: echo}}
+spec:
+  endpoints: [{{address: 127.0.0.1, port: {upstream}}}]
+---
+apiVersion: propylon.dev/v1
+kind: Consumer
+metadata: {{name: bench}}
+spec:
+  credentials:
+    apiKeys: [{{secretRef: {{file: key.txt}}}}]
+    basicAuth: [{{username: bench, secretRef: {{file: pw.txt}}}}]
+---
+apiVersion: propylon.dev/v1
+kind: Route
+metadata: {{name: bench}}
+spec:
+  rules:
+{rules}""".replace("AUTH", str(auth)).replace("REDIS", str(redis))
+
+
+def auth_service() -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def wrk(port: int, path: str, headers: dict[str, str], seconds: int, connections: int) -> float:
+    args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s"]
+    for name, value in headers.items():
+        args += ["-H", f"{name}: {value}"]
+    out = subprocess.run([*args, f"http://127.0.0.1:{port}/{path}"], capture_output=True,
+                         text=True, check=True).stdout
+    if "Non-2xx" in out:
+        raise SystemExit(f"{path}: non-2xx answers\n{out}")
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    assert match, out
+    return float(match.group(1))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        pem = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                            serialization.PublicFormat.SubjectPublicKeyInfo)
+        token = jwt.encode({"iss": "bench", "sub": "b", "exp": int(time.time()) + 3600}, key,
+                           algorithm="RS256")
+        ROUTES[7][2]["authorization"] = f"Bearer {token}"
+        redis_port = free_port()
+        redis = None
+        if shutil.which("redis-server"):
+            redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--save", "",
+                                      "--bind", "127.0.0.1"], stdout=subprocess.DEVNULL)
+            poll_until(lambda: port_open(redis_port))
+        upstream, auth = Upstream(), auth_service()
+        gw = GatewayProc(root / "gw", config(upstream.port, auth.server_address[1], redis_port),
+                         files={"rsa.pem": pem.decode(), "key.txt": "bench-key-0123456789",
+                                "pw.txt": "pw"})
+        try:
+            results: dict[str, float] = {}
+            for name, _, headers in ROUTES:
+                if name == "rateLimit-global" and redis is None:
+                    continue
+                wrk(gw.port, name, headers, 1, args.connections)  # warm up caches and pools
+                results[name] = wrk(gw.port, name, headers, args.seconds, args.connections)
+            base = results["none"]
+            print("| policy | requests/s | relative to none |")
+            print("|---|---:|---:|")
+            for name, rps in results.items():
+                print(f"| {name} | {rps:,.0f} | {rps / base:.2f} |")
+        finally:
+            gw.stop()
+            upstream.stop()
+            auth.shutdown()
+            if redis is not None:
+                stop(redis)
+
+
+if __name__ == "__main__":
+    main()

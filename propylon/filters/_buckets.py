@@ -1,0 +1,248 @@
+"""Token buckets for ``rateLimit``: one table per proxy (shared memory), or Redis.
+
+**Local mode: one table for all workers of one proxy.** Workers are spawned by the
+supervisor, so ``os.getppid()`` names the proxy. The first worker that checks a limit creates
+``/dev/shm/propylon-rl-<supervisor pid>-<its start time>`` (the start time makes a reused PID
+a new name) and maps it; the others map the same file. The table is open addressing over
+``SLOTS`` fixed slots of (fingerprint, tokens, last refill, full-again time); a check locks the
+home slot's probe window with an ``fcntl`` byte-range lock (no lock files, no server), reads,
+refills, takes and writes the bucket, and unlocks: two syscalls per check. A slot whose
+bucket is full again is free for reuse, so the table never needs sweeping. Time is
+``CLOCK_MONOTONIC``, one clock for every process of the machine. A segment whose supervisor is
+gone is unlinked by the next proxy that creates its own (the supervisor itself does not know
+about it). Without ``/dev/shm`` the table falls back to one per worker, with a warning.
+
+**Global mode: Redis.** One Lua script per bucket, run with EVALSHA (one round trip; several
+limits go in one pipeline), refills and takes atomically using the server's clock (so proxy
+clocks do not matter). Each key is a hash tag of its own (``prefix:{digest}``), so the script
+touches one key and runs on Redis Cluster. After a Redis error the store reports itself down
+for one second, during which checks are answered at once by the failure mode.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import glob
+import hashlib
+import logging
+import math
+import mmap
+import os
+import struct
+import time
+from typing import Any
+
+from redis.exceptions import NoScriptError
+
+log = logging.getLogger("propylon.filters.rateLimit")
+
+SLOT = struct.Struct("<Qddd")  # fingerprint, tokens, last refill, full again at
+SLOTS = 1 << 16
+PROBE = 8
+SIZE = (SLOTS + PROBE) * SLOT.size
+SHM_DIR = "/dev/shm"
+
+# (allowed, tokens left, seconds until one token)
+Result = tuple[bool, float, float]
+
+
+def take(tokens: float, last: float, now: float, capacity: float, rate: float
+         ) -> tuple[bool, float]:
+    tokens = min(capacity, tokens + (now - last) * rate)
+    if tokens >= 1.0:
+        return True, tokens - 1.0
+    return False, tokens
+
+
+def wait_for_token(tokens: float, rate: float) -> float:
+    return max(0.0, (1.0 - tokens) / rate)
+
+
+class MemoryBuckets:
+    """One process's table (fallback, and unit tests)."""
+
+    def __init__(self) -> None:
+        self.buckets: dict[int, tuple[float, float]] = {}
+
+    def take(self, fingerprint: int, capacity: float, rate: float) -> Result:
+        now = time.monotonic()
+        tokens, last = self.buckets.get(fingerprint, (capacity, now))
+        allowed, tokens = take(tokens, last, now, capacity, rate)
+        self.buckets[fingerprint] = (tokens, now)
+        return allowed, tokens, wait_for_token(tokens, rate)
+
+
+class SharedBuckets:
+    """The table in a shared-memory file, for every worker of one proxy."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        if os.fstat(self.fd).st_size < SIZE:
+            os.ftruncate(self.fd, SIZE)  # zero-filled; growing to the same size is harmless
+        self.map = mmap.mmap(self.fd, SIZE)
+
+    def take(self, fingerprint: int, capacity: float, rate: float) -> Result:
+        fingerprint = fingerprint or 1  # 0 marks an empty slot
+        start = (fingerprint % SLOTS) * SLOT.size
+        window = PROBE * SLOT.size
+        fcntl.lockf(self.fd, fcntl.LOCK_EX, window, start)
+        try:
+            return self._take_locked(start, fingerprint, capacity, rate)
+        finally:
+            fcntl.lockf(self.fd, fcntl.LOCK_UN, window, start)
+
+    def _take_locked(self, start: int, fingerprint: int, capacity: float, rate: float
+                     ) -> Result:
+        now = time.monotonic()
+        buf = self.map
+        free = -1
+        offset = start
+        tokens, last = capacity, now
+        for i in range(PROBE):
+            off = start + i * SLOT.size
+            fp, t, refilled, full_at = SLOT.unpack_from(buf, off)
+            if fp == fingerprint:
+                offset, tokens, last, free = off, t, refilled, -2
+                break
+            if free == -1 and (fp == 0 or full_at <= now):
+                free = off
+        if free >= 0:
+            offset = free
+        elif free == -1:
+            offset = start  # every slot busy: share the home slot's bucket (stricter, bounded)
+        allowed, tokens = take(tokens, last, now, capacity, rate)
+        SLOT.pack_into(buf, offset, fingerprint, tokens, now, now + (capacity - tokens) / rate)
+        return allowed, tokens, wait_for_token(tokens, rate)
+
+
+def _start_time(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            return handle.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return "0"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_segments() -> None:
+    for path in glob.glob(os.path.join(SHM_DIR, "propylon-rl-*")):
+        try:
+            pid = int(os.path.basename(path).split("-")[2])
+        except (IndexError, ValueError):
+            continue
+        if not _alive(pid):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
+def segment_path(proxy_pid: int | None = None) -> str:
+    pid = os.getppid() if proxy_pid is None else proxy_pid
+    return os.path.join(SHM_DIR, f"propylon-rl-{pid}-{_start_time(pid)}")
+
+
+def open_local_buckets() -> SharedBuckets | MemoryBuckets:
+    """The proxy's shared table (one per supervisor), or a per-worker one if unavailable."""
+    path = segment_path()
+    try:
+        if not os.path.exists(path):
+            remove_stale_segments()
+        return SharedBuckets(path)
+    except OSError as exc:
+        log.warning("rate limits are per worker: cannot map %s (%s)", path, exc)
+        return MemoryBuckets()
+
+
+# -- Redis ------------------------------------------------------------------------------------
+TOKEN_BUCKET_LUA = """
+local capacity = tonumber(ARGV[1])
+local rate = tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 't', 'v')
+local tokens = tonumber(state[2])
+local last = tonumber(state[1])
+if tokens == nil or last == nil then tokens = capacity; last = now end
+local elapsed = now - last
+if elapsed < 0 then elapsed = 0 end
+tokens = math.min(capacity, tokens + elapsed * rate)
+local allowed = 0
+if tokens >= 1 then tokens = tokens - 1; allowed = 1 end
+redis.call('HSET', KEYS[1], 't', string.format('%.6f', now), 'v', string.format('%.6f', tokens))
+redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) / rate * 1000) + 1000)
+return {allowed, string.format('%.6f', tokens)}
+"""
+
+
+class RedisBuckets:
+    """Buckets in Redis (standalone or Cluster); one object per worker and server settings."""
+
+    def __init__(self, address: str, cluster: bool, timeout: float) -> None:
+        host, _, port = address.rpartition(":")
+        self.address = address
+        self.host, self.port = host or "127.0.0.1", int(port or 6379)
+        self.cluster = cluster
+        self.timeout = timeout
+        self.down_until = 0.0
+        self.client: Any = None
+        self.sha = hashlib.sha1(TOKEN_BUCKET_LUA.encode()).hexdigest()
+
+    def _connect(self) -> None:
+        import redis.asyncio as aioredis
+
+        kwargs: dict[str, Any] = {
+            "socket_timeout": self.timeout, "socket_connect_timeout": self.timeout,
+        }
+        if self.cluster:
+            self.client = aioredis.RedisCluster(host=self.host, port=self.port, **kwargs)
+        else:
+            self.client = aioredis.Redis(host=self.host, port=self.port, max_connections=256,
+                                         **kwargs)
+
+    def available(self) -> bool:
+        return time.monotonic() >= self.down_until
+
+    async def take(self, buckets: list[tuple[str, float, float]]) -> list[Result] | None:
+        """One result per (key, capacity, rate), or None when Redis failed."""
+        if self.client is None:
+            self._connect()
+        try:
+            try:
+                replies = await self._evalsha(buckets)
+            except NoScriptError:
+                await self.client.script_load(TOKEN_BUCKET_LUA)  # once per server (restart)
+                replies = await self._evalsha(buckets)
+        except Exception as exc:  # any Redis or socket error means the same: no answer
+            self.down_until = time.monotonic() + 1.0
+            log.warning("rate limit store %s unavailable: %r", self.address, exc)
+            return None
+        out: list[Result] = []
+        for (_, _, rate), (allowed, tokens) in zip(buckets, replies, strict=True):
+            left = float(tokens)
+            out.append((bool(allowed), left, wait_for_token(left, rate)))
+        return out
+
+
+    async def _evalsha(self, buckets: list[tuple[str, float, float]]) -> list[Any]:
+        if len(buckets) == 1:
+            key, capacity, rate = buckets[0]
+            return [await self.client.evalsha(self.sha, 1, key, capacity, rate)]
+        pipe = self.client.pipeline(transaction=False)
+        for key, capacity, rate in buckets:
+            pipe.evalsha(self.sha, 1, key, capacity, rate)
+        replies: list[Any] = await pipe.execute(raise_on_error=True)
+        return replies
+
+
+def ceil_seconds(value: float) -> int:
+    return max(1, math.ceil(value)) if value > 0 else 0

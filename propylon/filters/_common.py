@@ -1,0 +1,107 @@
+"""Small pieces the policy filters share: header look-ups, per-request state, consumers.
+
+Everything here runs on the request path, so it works on the raw ``(name, value)`` byte pairs
+of ``ctx.request_headers`` (names lower-case) and never decodes more than it needs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from typing import Any
+
+from propylon.filters.base import FilterContext, FilterEnv, Headers, LocalResponse
+from propylon.ir.model import ConsumerIR
+
+CONSUMER = "consumer"  # ctx.state key: the authenticated ConsumerIR
+
+
+def header(headers: Headers, name: bytes) -> bytes | None:
+    for n, v in headers:
+        if n == name:
+            return v
+    return None
+
+
+def state(ctx: FilterContext) -> dict[str, Any]:
+    data = ctx.state
+    if data is None:
+        data = ctx.state = {}
+    return data
+
+
+def cookie(headers: Headers, name: bytes) -> bytes | None:
+    prefix = name + b"="
+    for n, v in headers:
+        if n == b"cookie":
+            for item in v.split(b";"):
+                item = item.strip()
+                if item.startswith(prefix):
+                    return item[len(prefix):]
+    return None
+
+
+def unauthorized(challenge: str, body: bytes = b"unauthorized\n") -> LocalResponse:
+    return LocalResponse(401, body, [(b"www-authenticate", challenge.encode("latin-1"))])
+
+
+class ConsumerTable:
+    """The snapshot's consumers, indexed by credential. Built once per configuration."""
+
+    __slots__ = ("by_key_hash", "users")
+
+    def __init__(self, consumers: tuple[ConsumerIR, ...]) -> None:
+        self.by_key_hash: dict[bytes, ConsumerIR] = {}
+        # username -> (consumer, salt, expected hash, iterations)
+        self.users: dict[bytes, tuple[ConsumerIR, bytes, bytes, int]] = {}
+        for consumer in consumers:
+            for digest in consumer.api_keys:
+                self.by_key_hash[bytes.fromhex(digest)] = consumer
+            for user in consumer.basic_auth:
+                self.users.setdefault(
+                    user.username.encode(),
+                    (consumer, bytes.fromhex(user.salt), bytes.fromhex(user.hash),
+                     user.iterations),
+                )
+
+    @classmethod
+    def of(cls, env: FilterEnv) -> ConsumerTable:
+        snapshot = env.snapshot
+        consumers = getattr(snapshot, "consumers", ()) if snapshot is not None else ()
+        version = getattr(snapshot, "version", "")
+        return env.shared(("consumers", version, id(snapshot)), lambda: cls(consumers))
+
+    def by_api_key(self, key: bytes) -> ConsumerIR | None:
+        return self.by_key_hash.get(hashlib.sha256(key).digest())
+
+    def check_password(self, username: bytes, password: bytes) -> ConsumerIR | None:
+        entry = self.users.get(username)
+        if entry is None:
+            # the same work as for a known user, so timing does not reveal user names
+            hashlib.pbkdf2_hmac("sha256", password, b"\0" * 16, 20_000)
+            return None
+        consumer, salt, expected, iterations = entry
+        actual = hashlib.pbkdf2_hmac("sha256", password, salt, iterations)
+        return consumer if hmac.compare_digest(actual, expected) else None
+
+
+class ConsumerHeaders:
+    """Names the authenticated consumer to the upstream; copies sent by the client are dropped
+    first, so an upstream can trust them."""
+
+    __slots__ = ("labels_name", "name_name")
+
+    def __init__(self, spec: dict[str, Any] | None) -> None:
+        spec = spec or {}
+        self.name_name = str(spec.get("name", "x-consumer-name")).encode("latin-1")
+        self.labels_name = str(spec.get("labels", "x-consumer-labels")).encode("latin-1")
+
+    def identify(self, ctx: FilterContext, consumer: ConsumerIR) -> None:
+        state(ctx)[CONSUMER] = consumer
+        drop = (self.name_name, self.labels_name)
+        headers = ctx.request_headers
+        headers[:] = [h for h in headers if h[0] not in drop]
+        headers.append((self.name_name, consumer.name.encode("latin-1")))
+        if consumer.labels:
+            labels = ",".join(f"{k}={v}" for k, v in consumer.labels.items())
+            headers.append((self.labels_name, labels.encode("latin-1")))

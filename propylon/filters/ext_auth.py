@@ -1,0 +1,111 @@
+"""The ``extAuth`` policy: ask an external HTTP service (Envoy ext_authz HTTP semantics).
+
+The check request has the client's method and path (under the service URL's path), the
+``headersToAuth`` the client sent, and ``x-forwarded-for`` with the client IP; no body. A 2xx
+answer lets the request through and copies ``upstreamHeaders`` of the answer onto the upstream
+request. Any other answer is returned to the client as is (status, body, ``clientHeaders``). If
+the service cannot be reached or does not answer within ``timeout``, ``failOpen`` lets the
+request through, otherwise the client gets ``statusOnError`` (403).
+
+Decisions may be cached for ``cache.ttl`` keyed on the values of ``cache.keyHeaders`` (a
+request missing every key header is never cached). Calls go through a pooled keep-alive
+client shared by all routes of the worker that call the same service.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from propylon.filters._http import HttpClient, HttpError
+from propylon.filters.base import Filter, FilterContext, FilterEnv, Headers, LocalResponse
+
+# A decision: None = allowed (with upstream headers), or the answer for the client.
+Decision = tuple[Headers | None, LocalResponse | None]
+
+
+class ExtAuthFilter(Filter):
+    policy_type = "extAuth"
+
+    __slots__ = (
+        "cache", "cache_max", "cache_ttl", "client", "client_headers", "denied_on_error",
+        "fail_open", "forward", "key_headers", "path_prefix", "timeout", "upstream_headers",
+    )
+
+    def __init__(self, source: str, spec: dict[str, Any], client: HttpClient) -> None:
+        super().__init__(source)
+        self.client = client
+        self.path_prefix = urlsplit(spec["url"]).path.rstrip("/").encode()
+        self.timeout = float(spec.get("timeout", 1.0))
+        self.fail_open = bool(spec.get("failOpen"))
+        self.denied_on_error = LocalResponse(int(spec.get("statusOnError", 403)),
+                                             b"authorization service unavailable\n")
+        self.forward = frozenset(h.encode() for h in spec.get("headersToAuth") or ())
+        self.upstream_headers = frozenset(h.encode() for h in spec.get("upstreamHeaders") or ())
+        self.client_headers = frozenset(h.encode() for h in spec.get("clientHeaders") or ())
+        cache = spec.get("cache")
+        self.cache_ttl = float(cache["ttl"]) if cache else 0.0
+        self.cache_max = int(cache.get("maxEntries", 10000)) if cache else 0
+        self.key_headers = tuple(h.encode() for h in cache["keyHeaders"]) if cache else ()
+        self.cache: dict[tuple[bytes | None, ...], tuple[float, Decision]] = {}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], source: str, env: FilterEnv) -> ExtAuthFilter:
+        parts = urlsplit(spec["url"])
+        origin = f"{parts.scheme}://{parts.netloc}"
+        limit = int(spec.get("maxConnections", 64))
+        client = env.shared(("extAuth", origin, limit), lambda: HttpClient(origin, limit))
+        return cls(source, spec, client)
+
+    def on_request(self, ctx: FilterContext) -> Any:
+        key = None
+        if self.cache_ttl:
+            key = self.cache_key(ctx.request_headers)
+            if key is not None:
+                hit = self.cache.get(key)
+                if hit is not None and hit[0] > time.monotonic():
+                    return self.apply(ctx, hit[1])
+        return self.ask(ctx, key)
+
+    def cache_key(self, headers: Headers) -> tuple[bytes | None, ...] | None:
+        wanted = self.key_headers
+        values: dict[bytes, bytes] = {n: v for n, v in headers if n in wanted}
+        if not values:
+            return None
+        return tuple(values.get(n) for n in wanted)
+
+    async def ask(self, ctx: FilterContext, key: tuple[bytes | None, ...] | None
+                  ) -> LocalResponse | None:
+        forward = self.forward
+        headers = [(n, v) for n, v in ctx.request_headers if n in forward]
+        headers.append((b"x-forwarded-for", ctx.client_ip.encode()))
+        headers.append((b"x-forwarded-host", ctx.host.encode("latin-1")))
+        target = self.path_prefix + ctx.path + (b"?" + ctx.query if ctx.query else b"")
+        try:
+            response = await self.client.request(ctx.method, target, headers, self.timeout)
+        except HttpError:
+            return None if self.fail_open else self.denied_on_error
+        if 200 <= response.status < 300:
+            decision: Decision = (
+                [(n, v) for n, v in response.headers if n in self.upstream_headers], None)
+        else:
+            passed = [(n, v) for n, v in response.headers if n in self.client_headers]
+            ctype = response.header(b"content-type") or b"text/plain; charset=utf-8"
+            decision = (None, LocalResponse(response.status, response.body, passed, ctype))
+        if key is not None:
+            if len(self.cache) >= self.cache_max:
+                self.cache.clear()
+            self.cache[key] = (time.monotonic() + self.cache_ttl, decision)
+        return self.apply(ctx, decision)
+
+    def apply(self, ctx: FilterContext, decision: Decision) -> LocalResponse | None:
+        add, answer = decision
+        if answer is not None:
+            return answer
+        if add:
+            names = {n for n, _ in add}
+            headers = ctx.request_headers
+            headers[:] = [h for h in headers if h[0] not in names]
+            headers.extend(add)
+        return None

@@ -1,0 +1,190 @@
+"""The ``jwt`` policy: bearer tokens verified against files or a JWKS URL.
+
+Token sources are tried in order (``tokenFrom``: a header with an optional prefix, or a
+cookie). Checks: the header's ``alg`` is one of ``algorithms`` and matches the key's own
+algorithm (no algorithm confusion), signature, ``exp``/``nbf`` with ``clockSkew``, ``iss``,
+``aud`` (any of ``audiences``), and ``requiredClaims`` present. ``claimsToHeaders`` copies
+claims into upstream headers (client-sent copies are removed first).
+
+Fast path: with the key already known, verification is synchronous; a worker also remembers
+tokens it has verified (bounded, until their ``exp``), so a repeat token costs a dict look-up
+and a clock read. Only a token whose key is not known yet (first request, rotation) waits for a
+JWKS fetch. Failures are ``401`` with ``WWW-Authenticate: Bearer realm=..., error=...``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable
+from typing import Any
+
+import jwt
+
+from propylon.filters._common import cookie, header, unauthorized
+from propylon.filters._jwks import JwksCache, Key, KeySet, load_key_file
+from propylon.filters.base import Filter, FilterContext, FilterEnv, LocalResponse
+
+_VERIFIED_MAX = 10000
+
+
+class JwtFilter(Filter):
+    policy_type = "jwt"
+
+    __slots__ = (
+        "algorithms", "audiences", "claim_headers", "drop_headers", "issuer", "jwks",
+        "missing", "options", "realm", "skew", "sources", "static_keys", "strip_token",
+        "verified",
+    )
+
+    def __init__(self, source: str, spec: dict[str, Any], jwks: JwksCache | None,
+                 static_keys: KeySet | None) -> None:
+        super().__init__(source)
+        self.jwks = jwks
+        self.static_keys = static_keys
+        self.algorithms = frozenset(spec.get("algorithms") or ("RS256", "ES256", "EdDSA"))
+        self.issuer: str | None = spec.get("issuer")
+        self.audiences: list[str] = list(spec.get("audiences") or ())
+        self.skew = float(spec.get("clockSkew", 30.0))
+        required = list(spec.get("requiredClaims") or ())
+        self.options: dict[str, Any] = {
+            "require": ["exp", *required], "verify_aud": bool(self.audiences),
+        }
+        self.sources: list[tuple[bytes | None, bytes, bytes | None]] = [
+            ((s.get("header") or "").encode() or None, (s.get("prefix") or "").encode(),
+             (s.get("cookie") or "").encode() or None)
+            for s in spec.get("tokenFrom") or [{"header": "authorization", "prefix": "Bearer "}]
+        ]
+        self.strip_token = not spec.get("forwardToken", True)
+        self.claim_headers = [
+            (c["claim"], c["header"].lower().encode()) for c in spec.get("claimsToHeaders") or ()
+        ]
+        self.drop_headers = frozenset(h for _, h in self.claim_headers)
+        self.realm = spec.get("realm", "propylon")
+        self.missing = unauthorized(f'Bearer realm="{self.realm}"')
+        # token -> (claims, expiry, key-set version)
+        self.verified: dict[bytes, tuple[dict[str, Any], float, int]] = {}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], source: str, env: FilterEnv) -> JwtFilter:
+        jwks = None
+        static = None
+        if spec.get("jwks"):
+            j = spec["jwks"]
+            settings = (j["url"], j.get("cacheDuration", 300.0), j.get("minRefreshInterval", 5.0),
+                        j.get("timeout", 5.0))
+            jwks = env.shared(("jwks", *settings), lambda: JwksCache(*settings))
+        else:
+            static = KeySet([load_key_file(k["file"], k.get("kid"), k.get("algorithm"))
+                             for k in spec.get("keys") or ()])
+        return cls(source, spec, jwks, static)
+
+    # -- the request path ------------------------------------------------------------------
+    def on_request(
+        self, ctx: FilterContext
+    ) -> LocalResponse | Awaitable[LocalResponse | None] | None:
+        token = self.token(ctx)
+        if token is None:
+            return self.missing
+        keys = self.keys()
+        hit = self.verified.get(token)
+        if hit is not None and hit[2] == (keys.version if keys else 0):
+            claims, expiry, _ = hit
+            if time.time() <= expiry:
+                self.admit(ctx, claims)
+                return None
+        try:
+            head = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError:
+            return self.invalid("malformed token")
+        alg, kid = str(head.get("alg")), head.get("kid")
+        if alg not in self.algorithms:
+            return self.invalid("algorithm not allowed")
+        key = keys.find(kid, alg) if keys is not None else None
+        if key is None and self.jwks is not None:
+            fetch = self.jwks.fetch_soon()
+            if fetch is not None:
+                return self._after_fetch(ctx, token, fetch)
+        if key is None:
+            return self.invalid("unknown signing key")
+        return self.check(ctx, token, key, alg, keys.version if keys else 0)
+
+    async def _after_fetch(self, ctx: FilterContext, token: bytes, fetch: Awaitable[None]
+                           ) -> LocalResponse | None:
+        await fetch
+        keys = self.keys()
+        head = jwt.get_unverified_header(token)
+        key = keys.find(head.get("kid"), head["alg"]) if keys is not None else None
+        if key is None or keys is None:
+            return self.invalid("unknown signing key")
+        return self.check(ctx, token, key, head["alg"], keys.version)
+
+    def keys(self) -> KeySet | None:
+        jwks = self.jwks
+        if jwks is None:
+            return self.static_keys
+        jwks.touch()
+        return jwks.keys
+
+    def token(self, ctx: FilterContext) -> bytes | None:
+        headers = ctx.request_headers
+        for name, prefix, cookie_name in self.sources:
+            value = header(headers, name) if name else cookie(headers, cookie_name or b"")
+            if value is None:
+                continue
+            if prefix:
+                if value[:len(prefix)].lower() != prefix.lower():
+                    continue
+                value = value[len(prefix):]
+            value = value.strip()
+            if value:
+                if name and self.strip_token:
+                    headers[:] = [h for h in headers if h[0] != name]
+                return value
+        return None
+
+    def check(self, ctx: FilterContext, token: bytes, key: Key, alg: str, version: int
+              ) -> LocalResponse | None:
+        try:
+            claims = jwt.decode(
+                token, key, algorithms=[alg], audience=self.audiences or None,
+                issuer=self.issuer, leeway=self.skew, options=self.options,  # type: ignore[arg-type]
+            )
+        except jwt.ExpiredSignatureError:
+            return self.invalid("token expired")
+        except jwt.ImmatureSignatureError:
+            return self.invalid("token not valid yet")
+        except jwt.InvalidAudienceError:
+            return self.invalid("audience not allowed")
+        except jwt.InvalidIssuerError:
+            return self.invalid("issuer not allowed")
+        except jwt.MissingRequiredClaimError as exc:
+            return self.invalid(f"claim {exc.claim} missing")
+        except jwt.InvalidTokenError:
+            return self.invalid("invalid token")
+        nbf = claims.get("nbf")
+        if nbf is None or float(nbf) <= time.time():  # a not-yet-valid token is not remembered
+            if len(self.verified) >= _VERIFIED_MAX:
+                self.verified.clear()
+            self.verified[token] = (claims, float(claims["exp"]) + self.skew, version)
+        self.admit(ctx, claims)
+        return None
+
+    def admit(self, ctx: FilterContext, claims: dict[str, Any]) -> None:
+        if not self.claim_headers:
+            return
+        headers = ctx.request_headers
+        headers[:] = [h for h in headers if h[0] not in self.drop_headers]
+        for claim, name in self.claim_headers:
+            value = claims.get(claim)
+            if value is None:
+                continue
+            text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+            if "\r" in text or "\n" in text or "\0" in text:
+                continue  # never let a claim split a header
+            headers.append((name, text.encode("utf-8")))
+
+    def invalid(self, reason: str) -> LocalResponse:
+        challenge = (f'Bearer realm="{self.realm}", error="invalid_token", '
+                     f'error_description="{reason}"')
+        return unauthorized(challenge, b"unauthorized: " + reason.encode() + b"\n")

@@ -1,0 +1,170 @@
+"""The ``rateLimit`` policy: token buckets keyed by request descriptors.
+
+Each limit is a bucket of ``burst`` tokens (default ``requests``) refilled at
+``requests / per``; a request takes one token from the bucket of every limit, and is answered
+``429`` when any of them is empty, with ``RateLimit-Limit``, ``RateLimit-Remaining``,
+``RateLimit-Reset`` and ``Retry-After`` of the limit that refused it.
+
+A limit's ``key`` picks the bucket: a list of descriptors, ``client_ip``, ``consumer`` (the
+name authenticated by an earlier auth policy, empty when anonymous), ``label:NAME`` (a
+consumer label), ``header:NAME``, ``path`` and ``route`` (the rule id); an empty key is one
+bucket for every request the policy sees. The bucket's identity is a hash of the policy's
+source, the limit and the descriptor values, so it is the same in every worker, every proxy
+and across reloads of an unchanged policy.
+
+``local`` mode checks synchronously in the proxy's shared-memory table (``_buckets``);
+``global`` mode asks Redis (one suspended round trip). When Redis is unavailable,
+``failureMode: open`` lets requests through and ``closed`` answers ``503``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Awaitable
+from typing import Any
+
+from propylon.filters._buckets import (
+    MemoryBuckets,
+    RedisBuckets,
+    Result,
+    SharedBuckets,
+    ceil_seconds,
+    open_local_buckets,
+)
+from propylon.filters._common import CONSUMER, header, state
+from propylon.filters.base import Filter, FilterContext, FilterEnv, Headers, LocalResponse
+
+_HEADERS = "rateLimit.headers"  # ctx.state key: headers for the response
+
+
+class Limit:
+    """One limit, precomputed: how to build its key and its bucket's shape."""
+
+    __slots__ = ("capacity", "descriptors", "rate", "requests", "seed")
+
+    def __init__(self, source: str, index: int, spec: dict[str, Any]) -> None:
+        self.requests = int(spec["requests"])
+        per = float(spec["per"])
+        self.capacity = float(spec.get("burst") or self.requests)
+        self.rate = self.requests / per
+        self.descriptors = tuple(
+            (kind, name.encode("latin-1"))
+            for kind, _, name in (d.partition(":") for d in spec.get("key") or ())
+        )
+        self.seed = f"{source}|{index}|{self.requests}/{per}|{self.capacity}".encode()
+
+    def bucket(self, ctx: FilterContext) -> bytes:
+        parts = [self.seed]
+        for kind, name in self.descriptors:
+            parts.append(_descriptor(ctx, kind, name))
+        return hashlib.blake2b(b"\0".join(parts), digest_size=16).digest()
+
+
+def _descriptor(ctx: FilterContext, kind: str, name: bytes) -> bytes:
+    if kind == "client_ip":
+        return ctx.client_ip.encode()
+    if kind == "path":
+        return ctx.path
+    if kind == "header":
+        return header(ctx.request_headers, name) or b""
+    if kind == "route":
+        route = getattr(ctx, "route", None)
+        return str(getattr(route, "rule_id", "")).encode()
+    consumer = ctx.state.get(CONSUMER) if ctx.state is not None else None
+    if consumer is None:
+        return b""
+    if kind == "consumer":
+        return consumer.key.encode()
+    return str(consumer.labels.get(name.decode("latin-1"), "")).encode()  # label:NAME
+
+
+class RateLimitFilter(Filter):
+    policy_type = "rateLimit"
+
+    __slots__ = ("env", "fail_open", "limits", "local", "prefix", "redis", "unavailable")
+
+    def __init__(self, source: str, spec: dict[str, Any], env: FilterEnv) -> None:
+        super().__init__(source)
+        self.limits = tuple(Limit(source, i, s) for i, s in enumerate(spec["limits"]))
+        self.env = env
+        self.local: SharedBuckets | MemoryBuckets | None = None
+        self.redis: RedisBuckets | None = None
+        self.fail_open = spec.get("failureMode", "open") == "open"
+        self.unavailable = LocalResponse(503, b"rate limit service unavailable\n")
+        redis = spec.get("redis") or {}
+        self.prefix = str(redis.get("prefix", "propylon:rl"))
+        if spec.get("mode") == "global":
+            settings = (str(redis.get("address", "127.0.0.1:6379")), bool(redis.get("cluster")),
+                        float(redis.get("timeout", 0.05)))
+            self.redis = env.shared(("redis-buckets", *settings),
+                                    lambda: RedisBuckets(*settings))
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any], source: str, env: FilterEnv) -> RateLimitFilter:
+        if spec.get("responseHeaders"):
+            return _RateLimitWithHeaders(source, spec, env)
+        return cls(source, spec, env)
+
+    def on_request(
+        self, ctx: FilterContext
+    ) -> LocalResponse | Awaitable[LocalResponse | None] | None:
+        redis = self.redis
+        if redis is None:
+            store = self.local
+            if store is None:
+                # attached on first use, in the worker (never in the supervisor or explain)
+                store = self.local = self.env.shared(("local-buckets",), open_local_buckets)
+            results = [store.take(int.from_bytes(limit.bucket(ctx)[:8], "little"),
+                                  limit.capacity, limit.rate) for limit in self.limits]
+            return self.decide(ctx, results)
+        if not redis.available():
+            return None if self.fail_open else self.unavailable
+        return self._global(ctx, redis)
+
+    async def _global(self, ctx: FilterContext, redis: RedisBuckets) -> LocalResponse | None:
+        buckets = [(f"{self.prefix}:{{{limit.bucket(ctx).hex()}}}", limit.capacity, limit.rate)
+                   for limit in self.limits]
+        results = await redis.take(buckets)
+        if results is None:
+            return None if self.fail_open else self.unavailable
+        return self.decide(ctx, results)
+
+    def decide(self, ctx: FilterContext, results: list[Result]) -> LocalResponse | None:
+        for limit, (allowed, _, wait) in zip(self.limits, results, strict=True):
+            if not allowed:
+                retry = str(ceil_seconds(wait)).encode()
+                headers = [
+                    (b"ratelimit-limit", str(limit.requests).encode()),
+                    (b"ratelimit-remaining", b"0"),
+                    (b"ratelimit-reset", retry),
+                    (b"retry-after", retry),
+                ]
+                return LocalResponse(429, b"too many requests\n", headers)
+        self.remember(ctx, results)
+        return None
+
+    def remember(self, ctx: FilterContext, results: list[Result]) -> None:
+        return None
+
+
+class _RateLimitWithHeaders(RateLimitFilter):
+    """``responseHeaders: true``: the tightest limit's state on every response."""
+
+    __slots__ = ()
+
+    def remember(self, ctx: FilterContext, results: list[Result]) -> None:
+        index = min(range(len(results)), key=lambda i: results[i][1])
+        limit, (_, tokens, _) = self.limits[index], results[index]
+        reset = ceil_seconds((limit.capacity - tokens) / limit.rate)
+        state(ctx)[_HEADERS] = [
+            (b"ratelimit-limit", str(limit.requests).encode()),
+            (b"ratelimit-remaining", str(int(tokens)).encode()),
+            (b"ratelimit-reset", str(reset).encode()),
+        ]
+
+    def on_response(self, ctx: FilterContext, status: int, headers: Headers) -> None:
+        data = ctx.state
+        if data is not None:
+            extra = data.get(_HEADERS)
+            if extra:
+                headers.extend(extra)

@@ -1,0 +1,397 @@
+"""apiKey, basicAuth, jwt and extAuth against a real gateway, JWKS server and auth service."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from tests.integration.policies._helpers import (
+    GatewayProc,
+    Upstream,
+    echoed,
+    free_port,
+    poll_until,
+    request,
+)
+
+
+class JwksServer:
+    """Serves ``keys`` at /jwks.json with ``max-age``; counts fetches."""
+
+    def __init__(self, max_age: int = 300) -> None:
+        self.keys: list[dict[str, Any]] = []
+        self.fetches = 0
+        self.max_age = max_age
+        self.fail = False
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                owner.fetches += 1
+                if owner.fail:
+                    self.send_response(500)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
+                body = json.dumps({"keys": owner.keys}).encode()
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("cache-control", f"public, max-age={owner.max_age}")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.server.handle_error = lambda *args: None  # type: ignore[method-assign]
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class AuthService:
+    """An ext_authz HTTP service: allows ``authorization: Bearer good``, denies others."""
+
+    def __init__(self, delay: float = 0.0) -> None:
+        self.calls: list[tuple[str, str, dict[str, str]]] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                self.answer()
+
+            def do_POST(self) -> None:
+                self.answer()
+
+            def answer(self) -> None:
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                owner.calls.append((self.command, self.path, headers))
+                if delay:
+                    time.sleep(delay)
+                if headers.get("authorization") == "Bearer good":
+                    self.send_response(200)
+                    self.send_header("x-user", "alice")
+                    self.send_header("x-internal", "no")
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
+                body = b"denied by policy"
+                self.send_response(403)
+                self.send_header("x-deny-reason", "bad-token")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.server.handle_error = lambda *args: None  # type: ignore[method-assign]
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def rsa_jwk(kid: str) -> tuple[Any, dict[str, Any]]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(key.public_key()))
+    return key, {**jwk, "kid": kid, "alg": "RS256", "use": "sig"}
+
+
+def ec_jwk(kid: str) -> tuple[Any, dict[str, Any]]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+    return key, {**jwk, "kid": kid, "alg": "ES256"}
+
+
+def mint(key: Any, alg: str, kid: str | None, **claims: Any) -> str:
+    now = int(time.time())
+    body = {"iss": "https://issuer.test", "aud": "shop", "sub": "u1", "iat": now,
+            "exp": now + 300, **claims}
+    return jwt.encode(body, key, algorithm=alg, headers={"kid": kid} if kid else None)
+
+
+CONFIG = """apiVersion: propylon.dev/v1
+kind: Gateway
+metadata: {name: edge}
+spec:
+  listeners: [{name: web, port: $PORT, address: 127.0.0.1}]
+---
+apiVersion: propylon.dev/v1
+kind: Upstream
+metadata: {name: echo}
+spec:
+  endpoints: [{address: 127.0.0.1, port: UPSTREAM}]
+---
+apiVersion: propylon.dev/v1
+kind: Consumer
+metadata: {name: acme, labels: {tier: gold}}
+spec:
+  credentials:
+    apiKeys: [{secretRef: {file: acme.key}}]
+    basicAuth: [{username: alice, secretRef: {env: ALICE_PASSWORD}}]
+---
+apiVersion: propylon.dev/v1
+kind: Consumer
+metadata: {name: broken}
+spec:
+  credentials:
+    apiKeys: [{secretRef: {env: NOT_SET_ANYWHERE}}]
+---
+apiVersion: propylon.dev/v1
+kind: Route
+metadata: {name: api}
+spec:
+  rules:
+    - matches: [{path: {prefix: /key}}]
+      forward: {backends: [{upstream: echo}]}
+      policies: [{apiKey: {header: x-api-key, query: api_key}}]
+    - matches: [{path: {prefix: /basic}}]
+      forward: {backends: [{upstream: echo}]}
+      policies: [{basicAuth: {realm: shop}}]
+    - matches: [{path: {prefix: /jwt}}]
+      forward: {backends: [{upstream: echo}]}
+      policies:
+        - jwt:
+            jwks: {url: "http://127.0.0.1:JWKS/jwks.json", minRefreshInterval: 100ms}
+            issuer: https://issuer.test
+            audiences: [shop]
+            clockSkew: 5s
+            requiredClaims: [sub]
+            claimsToHeaders: [{claim: sub, header: x-user}, {claim: roles, header: x-roles}]
+    - matches: [{path: {prefix: /file}}]
+      forward: {backends: [{upstream: echo}]}
+      policies:
+        - jwt:
+            keys: [{file: ed.pem}]
+            algorithms: [EdDSA]
+            tokenFrom: [{cookie: session}, {header: x-token}]
+    - matches: [{path: {prefix: /ext}}]
+      forward: {backends: [{upstream: echo}]}
+      policies:
+        - extAuth:
+            url: "http://127.0.0.1:AUTH/check"
+            headersToAuth: [authorization]
+            upstreamHeaders: [x-user]
+            clientHeaders: [x-deny-reason]
+            cache: {ttl: 30s, keyHeaders: [authorization]}
+    - matches: [{path: {prefix: /slow}}]
+      forward: {backends: [{upstream: echo}]}
+      policies: [{extAuth: {url: "http://127.0.0.1:SLOW/", timeout: 200ms}}]
+    - matches: [{path: {prefix: /down-open}}]
+      forward: {backends: [{upstream: echo}]}
+      policies: [{extAuth: {url: "http://127.0.0.1:DOWN/", failOpen: true}}]
+    - matches: [{path: {prefix: /down-closed}}]
+      forward: {backends: [{upstream: echo}]}
+      policies: [{extAuth: {url: "http://127.0.0.1:DOWN/"}}]
+"""
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) -> Iterator[dict[str, Any]]:
+    root: Path = tmp_path_factory.mktemp("auth")
+    jwks, auth, slow = JwksServer(), AuthService(), AuthService(delay=1.0)
+    rsa_key, rsa_pub = rsa_jwk("k1")
+    jwks.keys = [rsa_pub]
+    ed_key = ed25519.Ed25519PrivateKey.generate()
+    ed_pem = ed_key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    config = (CONFIG.replace("UPSTREAM", str(upstream.port)).replace("JWKS", str(jwks.port))
+              .replace("AUTH", str(auth.port)).replace("SLOW", str(slow.port))
+              .replace("DOWN", str(free_port())))
+    gw = GatewayProc(root, config, files={"acme.key": "k-acme-0123456789\n", "ed.pem": ed_pem},
+                     env={"ALICE_PASSWORD": "s3cret"})
+    yield {"gw": gw, "jwks": jwks, "auth": auth, "rsa": rsa_key, "ed": ed_key}
+    gw.stop()
+    for server in (jwks, auth, slow):
+        server.stop()
+
+
+def test_api_key_in_header_identifies_consumer_and_is_removed(env: dict[str, Any]) -> None:
+    port = env["gw"].port
+    status, _, body = request(port, "GET", "/key/a", {"x-api-key": "k-acme-0123456789",
+                                                     "x-consumer-name": "spoofed"})
+    assert status == 200
+    seen = echoed(body)["headers"]
+    assert "x-api-key" not in seen
+    assert seen["x-consumer-name"] == "acme"
+    assert seen["x-consumer-labels"] == "tier=gold"
+
+
+def test_api_key_in_query_is_removed(env: dict[str, Any]) -> None:
+    status, _, body = request(env["gw"].port, "GET", "/key/q?a=1&api_key=k-acme-0123456789&b=2")
+    assert status == 200
+    assert echoed(body)["target"] == "/key/q?a=1&b=2"
+
+
+@pytest.mark.parametrize("headers", [{}, {"x-api-key": "wrong"}], ids=["missing", "unknown"])
+def test_api_key_rejected(env: dict[str, Any], headers: dict[str, str]) -> None:
+    status, resp_headers, _ = request(env["gw"].port, "GET", "/key/a", headers)
+    assert status == 401
+    assert resp_headers["www-authenticate"].startswith("ApiKey")
+
+
+def test_secrets_only_hashed_and_bad_consumer_invalid(env: dict[str, Any]) -> None:
+    config = env["gw"].config()
+    text = json.dumps(config)
+    assert "k-acme-0123456789" not in text
+    assert "s3cret" not in text
+    broken = next(s for s in config["statuses"] if s["key"] == "default/broken")
+    assert broken["state"] == "Invalid"
+    assert "environment variable NOT_SET_ANYWHERE is not set" in broken["reasons"][0]
+    assert [c["name"] for c in config.get("consumers", [])] == ["acme"]
+
+
+@pytest.mark.parametrize(
+    ("user", "password", "expected"),
+    [
+        pytest.param("alice", "s3cret", 200, id="good"),
+        pytest.param("alice", "wrong", 401, id="bad-password"),
+        pytest.param("mallory", "s3cret", 401, id="unknown-user"),
+    ],
+)
+def test_basic_auth(env: dict[str, Any], user: str, password: str, expected: int) -> None:
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    status, headers, body = request(env["gw"].port, "GET", "/basic", {"authorization":
+                                                                      f"Basic {token}"})
+    assert status == expected
+    if expected == 200:
+        seen = echoed(body)["headers"]
+        assert seen["x-consumer-name"] == "acme"
+        assert "authorization" not in seen
+    else:
+        assert headers["www-authenticate"] == 'Basic realm="shop", charset="UTF-8"'
+
+
+def test_jwt_from_jwks_and_claims_to_headers(env: dict[str, Any]) -> None:
+    token = mint(env["rsa"], "RS256", "k1", roles=["admin", "dev"])
+    status, _, body = request(env["gw"].port, "GET", "/jwt",
+                              {"authorization": f"Bearer {token}", "x-user": "spoofed"})
+    assert status == 200, body
+    seen = echoed(body)["headers"]
+    assert seen["x-user"] == "u1"
+    assert seen["x-roles"] == '["admin","dev"]'
+
+
+@pytest.mark.parametrize(
+    ("claims", "reason"),
+    [
+        pytest.param({"exp": int(time.time()) - 60}, "token expired", id="expired"),
+        pytest.param({"nbf": int(time.time()) + 60}, "token not valid yet", id="not-yet"),
+        pytest.param({"iss": "https://evil.test"}, "issuer not allowed", id="issuer"),
+        pytest.param({"aud": "other"}, "audience not allowed", id="audience"),
+        pytest.param({"sub": None}, "claim sub missing", id="required-claim"),
+    ],
+)
+def test_jwt_claim_checks(env: dict[str, Any], claims: dict[str, Any], reason: str) -> None:
+    token = mint(env["rsa"], "RS256", "k1", **claims)
+    if claims.get("sub", "x") is None:
+        payload = jwt.decode(token, options={"verify_signature": False})
+        payload.pop("sub")
+        token = jwt.encode(payload, env["rsa"], algorithm="RS256", headers={"kid": "k1"})
+    status, headers, _ = request(env["gw"].port, "GET", "/jwt", {"authorization":
+                                                                 f"Bearer {token}"})
+    assert status == 401
+    assert f'error_description="{reason}"' in headers["www-authenticate"]
+
+
+def test_jwt_within_clock_skew(env: dict[str, Any]) -> None:
+    token = mint(env["rsa"], "RS256", "k1", exp=int(time.time()) - 2)
+    assert request(env["gw"].port, "GET", "/jwt", {"authorization": f"Bearer {token}"})[0] == 200
+
+
+def test_jwt_missing_token_and_hs256_confusion(env: dict[str, Any]) -> None:
+    status, headers, _ = request(env["gw"].port, "GET", "/jwt")
+    assert status == 401
+    assert headers["www-authenticate"] == 'Bearer realm="propylon"'
+    forged = jwt.encode({"sub": "x", "exp": int(time.time()) + 60}, "s" * 32, algorithm="HS256",
+                        headers={"kid": "k1"})
+    assert request(env["gw"].port, "GET", "/jwt", {"authorization": f"Bearer {forged}"})[0] == 401
+
+
+def test_jwks_key_rotation_picked_up(env: dict[str, Any]) -> None:
+    jwks: JwksServer = env["jwks"]
+    new_key, new_pub = ec_jwk("k2")
+    token = mint(new_key, "ES256", "k2")
+    fetches = jwks.fetches
+    jwks.keys = [new_pub]  # k1 retired, k2 published: an unknown kid triggers a fetch
+    time.sleep(0.15)  # minRefreshInterval since the last fetch
+    status, _, body = request(env["gw"].port, "GET", "/jwt", {"authorization": f"Bearer {token}"})
+    assert status == 200, body
+    assert jwks.fetches == fetches + 1
+    # the stale set is kept when the JWKS server fails
+    jwks.fail = True
+    try:
+        time.sleep(0.15)
+        unknown = mint(new_key, "ES256", "k3")
+        assert request(env["gw"].port, "GET", "/jwt",
+                       {"authorization": f"Bearer {unknown}"})[0] == 401
+        token2 = mint(new_key, "ES256", "k2", sub="u2")
+        assert request(env["gw"].port, "GET", "/jwt",
+                       {"authorization": f"Bearer {token2}"})[0] == 200
+    finally:
+        jwks.fail = False
+        jwks.keys = [*jwks.keys]
+
+
+def test_jwt_key_file_and_cookie(env: dict[str, Any]) -> None:
+    token = mint(env["ed"], "EdDSA", None)
+    port = env["gw"].port
+    assert request(port, "GET", "/file", {"cookie": f"a=b; session={token}"})[0] == 200
+    assert request(port, "GET", "/file", {"x-token": token})[0] == 200
+    rsa_token = mint(env["rsa"], "RS256", None)
+    assert request(port, "GET", "/file", {"x-token": rsa_token})[0] == 401
+
+
+def test_ext_auth_allows_denies_and_caches(env: dict[str, Any]) -> None:
+    auth: AuthService = env["auth"]
+    port = env["gw"].port
+    status, _, body = request(port, "GET", "/ext/a?x=1", {"authorization": "Bearer good",
+                                                         "x-user": "spoofed"})
+    assert status == 200
+    assert echoed(body)["headers"]["x-user"] == "alice"
+    assert "x-internal" not in echoed(body)["headers"]
+    method, path, headers = auth.calls[-1]
+    assert (method, path) == ("GET", "/check/ext/a?x=1")
+    assert headers["authorization"] == "Bearer good"
+    status, resp_headers, body = request(port, "GET", "/ext/b", {"authorization": "Bearer bad"})
+    assert (status, body) == (403, b"denied by policy")
+    assert resp_headers["x-deny-reason"] == "bad-token"
+    calls = len(auth.calls)
+    for _ in range(3):
+        assert request(port, "GET", "/ext/c", {"authorization": "Bearer good"})[0] == 200
+    assert len(auth.calls) == calls  # decisions cached for the ttl
+
+
+def test_ext_auth_timeout_and_failure_modes(env: dict[str, Any]) -> None:
+    port = env["gw"].port
+    start = time.monotonic()
+    assert request(port, "GET", "/slow")[0] == 403
+    assert time.monotonic() - start < 0.9
+    assert request(port, "GET", "/down-open")[0] == 200
+    assert request(port, "GET", "/down-closed")[0] == 403
+
+
+def test_reload_keeps_working(env: dict[str, Any]) -> None:
+    poll_until(lambda: request(env["gw"].port, "GET", "/open")[0] in (200, 404))

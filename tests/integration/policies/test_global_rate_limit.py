@@ -1,0 +1,107 @@
+"""Global rate limits in a real redis-server, shared by four proxy processes; failure modes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.integration.policies._helpers import GatewayProc, Upstream, free_port, request
+from tests.integration.policies._load import load
+
+CONFIG = """apiVersion: propylon.dev/v1
+kind: Gateway
+metadata: {name: edge}
+spec:
+  listeners: [{name: web, port: $PORT, address: 127.0.0.1}]
+  policies:
+    - rateLimit:
+        mode: global
+        redis: {address: "127.0.0.1:REDIS", timeout: 200ms}
+        limits: [{requests: 100, per: 1s}]
+---
+apiVersion: propylon.dev/v1
+kind: Upstream
+metadata: {name: echo}
+spec:
+  endpoints: [{address: 127.0.0.1, port: UPSTREAM}]
+---
+apiVersion: propylon.dev/v1
+kind: Route
+metadata: {name: api}
+spec:
+  rules:
+    - matches: [{path: {prefix: /down-open}}]
+      forward: {backends: [{upstream: echo}]}
+      policies:
+        - rateLimit:
+            mode: global
+            redis: {address: "127.0.0.1:DEAD"}
+            limits: [{requests: 1, per: 1h}]
+    - matches: [{path: {prefix: /down-closed}}]
+      forward: {backends: [{upstream: echo}]}
+      policies:
+        - rateLimit:
+            mode: global
+            failureMode: closed
+            redis: {address: "127.0.0.1:DEAD"}
+            limits: [{requests: 1, per: 1h}]
+    - forward: {backends: [{upstream: echo}]}
+"""
+SECONDS = 6.0
+
+
+@pytest.fixture(scope="module")
+def proxies(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream, redis_port: int
+            ) -> Iterator[list[GatewayProc]]:
+    config = (CONFIG.replace("UPSTREAM", str(upstream.port)).replace("REDIS", str(redis_port))
+              .replace("DEAD", str(free_port())))
+    root: Path = tmp_path_factory.mktemp("global")
+    procs: list[GatewayProc] = []
+    try:
+        for i in range(4):
+            procs.append(GatewayProc(root / f"proxy{i}", config))
+        yield procs
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+def test_four_proxies_share_one_global_limit(proxies: list[GatewayProc]) -> None:
+    start, answers = load([p.port for p in proxies], "/api", connections=6, seconds=SECONDS)
+    offered = len(answers) / SECONDS
+    per_second = [0] * int(SECONDS)
+    for when, status in answers:
+        assert status in (200, 429), status
+        second = int(when - start)
+        if status == 200 and second < len(per_second):
+            per_second[second] += 1
+    steady = per_second[1:]  # second 0 also spends the initial burst of 100
+    rate = sum(steady) / len(steady)
+    print(f"\nglobal limit 100/s, 4 proxies: offered {offered:.0f} req/s, "
+          f"allowed per second {per_second}, steady mean {rate:.1f}/s")
+    assert offered >= 300, f"load too low to test the limit: {offered:.0f} req/s"
+    assert 95 <= rate <= 105, per_second
+    assert all(90 <= n <= 110 for n in steady), per_second
+
+
+def test_redis_failure_modes(proxies: list[GatewayProc]) -> None:
+    port = proxies[0].port
+    assert [request(port, "GET", "/down-open")[0] for _ in range(3)] == [200] * 3
+    assert request(port, "GET", "/down-closed")[0] == 503
+
+
+def test_429_headers(proxies: list[GatewayProc]) -> None:
+    statuses = []
+    headers: dict[str, str] = {}
+    for _ in range(150):
+        status, h, _ = request(proxies[1].port, "GET", "/api")
+        statuses.append(status)
+        if status == 429:
+            headers = h
+            break
+    assert headers, "the limit was never reached"
+    assert headers["ratelimit-limit"] == "100"
+    assert headers["ratelimit-remaining"] == "0"
+    assert headers["retry-after"] == "1"

@@ -1,0 +1,160 @@
+"""Policy filters without sockets: a fake exchange in, a decision out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from propylon.config import load_paths
+from propylon.config.policy import PolicyItem
+from propylon.filters import FilterEnv, LocalResponse, filter_class
+from propylon.filters._buckets import MemoryBuckets, SharedBuckets
+from propylon.ir.model import SnapshotIR
+from propylon.translate import translate
+
+
+class Ctx:
+    def __init__(self, method: bytes = b"GET", path: bytes = b"/", query: bytes = b"",
+                 headers: list[tuple[bytes, bytes]] | None = None,
+                 client_ip: str = "127.0.0.1") -> None:
+        self.method, self.path, self.query, self.host = method, path, query, "h"
+        self.request_headers = headers or []
+        self.client_ip = client_ip
+        self.state: dict[str, Any] | None = None
+
+
+def build(section: dict[str, Any], snapshot: SnapshotIR | None = None) -> Any:
+    item = PolicyItem.model_validate(section)
+    ((kind, model),) = item.sections()
+    env = FilterEnv(None, snapshot)  # these filters use no loop at build time
+    return filter_class(kind).from_spec(model.model_dump(mode="json", by_alias=True), "t", env)
+
+
+def status(answer: Any) -> int | None:
+    return answer.status if isinstance(answer, LocalResponse) else None
+
+
+@pytest.mark.parametrize(
+    ("spec", "ip", "expected"),
+    [
+        pytest.param({"allow": ["10.0.0.0/8"]}, "10.2.3.4", None, id="allowed"),
+        pytest.param({"allow": ["10.0.0.0/8"]}, "11.0.0.1", 403, id="not-allowed"),
+        pytest.param({"deny": ["10.0.0.0/8"]}, "10.0.0.1", 403, id="denied"),
+        pytest.param({"allow": ["0.0.0.0/0"], "deny": ["10.0.0.0/8"]}, "10.0.0.1", 403,
+                     id="deny-wins"),
+        pytest.param({"allow": ["10.0.0.0/8"]}, "::ffff:10.0.0.1", None, id="v4-mapped"),
+        pytest.param({"deny": ["2001:db8::/32"]}, "2001:db8::1", 403, id="v6"),
+    ],
+)
+def test_ip_filter(spec: dict[str, Any], ip: str, expected: int | None) -> None:
+    f = build({"ipFilter": spec})
+    assert status(f.on_request(Ctx(client_ip=ip))) == expected
+    assert status(f.on_request(Ctx(client_ip=ip))) == expected  # cached decision
+
+
+@pytest.mark.parametrize(
+    ("origin", "allowed"),
+    [
+        pytest.param(b"https://a.example.com", True, id="exact"),
+        pytest.param(b"https://x.shop.test", True, id="pattern"),
+        pytest.param(b"https://x.y.shop.test", True, id="pattern-deeper"),
+        pytest.param(b"https://shop.test", False, id="pattern-needs-label"),
+        pytest.param(b"https://x.shop.test.evil.com", False, id="pattern-anchored"),
+        pytest.param(b"http://a.example.com", False, id="scheme"),
+    ],
+)
+def test_cors_origins(origin: bytes, allowed: bool) -> None:
+    f = build({"cors": {"allowOrigins": ["https://a.example.com", "https://*.shop.test"]}})
+    assert f.origin_allowed(origin) is allowed
+
+
+def test_cors_any_origin_without_credentials() -> None:
+    f = build({"cors": {"allowOrigins": ["*"]}})
+    ctx = Ctx(headers=[(b"origin", b"https://z.test")])
+    assert f.on_request(ctx) is None
+    headers: list[tuple[bytes, bytes]] = []
+    f.on_response(ctx, 200, headers)
+    assert headers == [(b"access-control-allow-origin", b"*")]
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        pytest.param([(b"content-length", b"10")], None, id="small"),
+        pytest.param([(b"content-length", b"11")], 413, id="large"),
+        pytest.param([(b"x", b"y" * 100)], 431, id="headers"),
+    ],
+)
+def test_request_limits(headers: list[tuple[bytes, bytes]], expected: int | None) -> None:
+    f = build({"requestLimits": {"maxBodySize": 10, "maxHeaderSize": 64}})
+    assert status(f.on_request(Ctx(headers=headers))) == expected
+
+
+@pytest.mark.parametrize("store", ["memory", "shared"])
+def test_token_bucket(store: str, tmp_path: Path) -> None:
+    buckets = MemoryBuckets() if store == "memory" else SharedBuckets(str(tmp_path / "rl"))
+    results = [buckets.take(42, 3.0, 0.001) for _ in range(4)]
+    assert [r[0] for r in results] == [True, True, True, False]
+    assert results[3][2] > 900  # about 1000 s until the next token
+    assert buckets.take(43, 3.0, 0.001)[0]  # another key has its own bucket
+
+
+def test_shared_buckets_seen_by_a_second_mapping(tmp_path: Path) -> None:
+    first, second = SharedBuckets(str(tmp_path / "rl")), SharedBuckets(str(tmp_path / "rl"))
+    assert first.take(7, 1.0, 0.001)[0]
+    assert not second.take(7, 1.0, 0.001)[0]
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        pytest.param({"jwt": {}}, "exactly one of jwks, keys", id="jwt-no-keys"),
+        pytest.param({"rateLimit": {"limits": [{"requests": 1, "per": "1s", "key": ["ip"]}]}},
+                     'invalid key "ip"', id="bad-descriptor"),
+        pytest.param({"cors": {"allowOrigins": ["*"], "allowCredentials": True}},
+                     "allowCredentials", id="cors-credentials-any"),
+        pytest.param({"ipFilter": {"allow": ["10.0.0.0/33"]}}, "invalid CIDR", id="cidr"),
+        pytest.param({"extAuth": {"url": "ftp://x"}}, "should match pattern", id="ext-url"),
+    ],
+)
+def test_invalid_sections(section: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        PolicyItem.model_validate(section)
+
+
+CONSUMERS = """apiVersion: propylon.dev/v1
+kind: Consumer
+metadata: {name: acme}
+spec:
+  labels: {tier: gold}
+  credentials:
+    apiKeys: [{secretRef: {file: key.txt}}]
+    basicAuth: [{username: al, secretRef: {env: PROPYLON_TEST_PW}}]
+---
+apiVersion: propylon.dev/v1
+kind: Consumer
+metadata: {name: missing}
+spec:
+  credentials: {apiKeys: [{secretRef: {file: nope.txt}}]}
+"""
+
+
+def test_consumers_hashed_at_translation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "c.yaml").write_text(CONSUMERS)
+    (tmp_path / "key.txt").write_text("raw-key-value\n")
+    monkeypatch.setenv("PROPYLON_TEST_PW", "pw")
+    snapshot = translate(load_paths([tmp_path]).resources)
+    (acme,) = snapshot.consumers
+    assert acme.labels == {"tier": "gold"}
+    assert "raw-key-value" not in repr(snapshot) and "'pw'" not in repr(snapshot)
+    status_of = {s.key: s for s in snapshot.statuses if s.kind == "Consumer"}
+    assert status_of["default/missing"].state == "Invalid"
+    assert "cannot read secret file nope.txt" in status_of["default/missing"].reasons[0]
+    f = build({"apiKey": {"query": "k"}}, snapshot)
+    ctx = Ctx(query=b"a=1&k=raw-key-value")
+    assert f.on_request(ctx) is None
+    assert ctx.query == b"a=1"
+    assert (b"x-consumer-name", b"acme") in ctx.request_headers
+    assert status(f.on_request(Ctx(query=b"k=other"))) == 401
