@@ -7,7 +7,10 @@ from typing import Any
 REDACTED = "<redacted>"
 # Field names whose values are secrets wherever they appear.
 SECRET_KEYS = frozenset(
-    {"secret", "password", "token", "apikey", "privatekey", "credentials", "value_hash"}
+    {
+        "secret", "password", "token", "apikey", "apikeys", "privatekey", "credentials",
+        "value_hash", "hash", "salt",
+    }
 )
 
 

@@ -41,6 +41,8 @@ class FilterContext(Protocol):
     client_ip: str
     request_headers: Headers
     state: dict[str, Any] | None  # per-request data shared between a filter's phases
+    route: Any  # the matched rule (runtime.compiled.CompiledRoute): route_label, rule_label
+    req_chunked: bool  # the request body is chunked (its size is unknown up front)
 
 
 class FilterEnv:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import os
 import signal
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,6 +22,7 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 from propylon import ir
+from propylon.filters._buckets import segment_path
 from propylon.observability.metrics import merge_snapshots
 from propylon.proxy.health_checker import HealthChecker
 from propylon.proxy.worker import worker_main
@@ -248,6 +250,8 @@ class Supervisor:
         for handle in self.handles:
             if handle.process.is_alive():
                 handle.process.kill()
+        with contextlib.suppress(OSError):
+            os.unlink(segment_path(os.getpid()))  # the workers' shared rate-limit table
 
 
 async def run_supervisor(
