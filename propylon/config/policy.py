@@ -36,8 +36,9 @@ SUPPORTED_POLICIES: tuple[tuple[str, str], ...] = (
     ("rate_limit", "rateLimit"),
     ("request_limits", "requestLimits"),
     ("headers", "headers"),
+    ("fault_injection", "faultInjection"),
 )
-UNSUPPORTED_POLICIES: tuple[str, ...] = ("waf", "cache", "compression", "faultInjection")
+UNSUPPORTED_POLICIES: tuple[str, ...] = ("waf", "cache", "compression")
 
 class HeaderEdits(Model):
     """Header edits in one direction. Names are stored lower-case."""
@@ -253,6 +254,31 @@ class RequestLimitsPolicy(Model):
     max_header_size: int | None = Field(default=None, ge=1)
 
 
+class FaultDelay(Model):
+    fixed: Duration
+    percent: Annotated[float, Field(ge=0, le=100)] = 100.0
+
+
+class FaultAbort(Model):
+    status: StatusCode = 503
+    percent: Annotated[float, Field(ge=0, le=100)] = 100.0
+    body: str = "fault injected"
+
+
+class FaultInjectionPolicy(Model):
+    """Delay and/or abort a percentage of requests, to test clients' resilience. The delay
+    comes first; an aborted request never reaches the upstream."""
+
+    delay: FaultDelay | None = None
+    abort: FaultAbort | None = None
+
+    @model_validator(mode="after")
+    def _something(self) -> FaultInjectionPolicy:
+        if self.delay is None and self.abort is None:
+            raise invalid("empty_fault", "faultInjection needs delay, abort or both")
+        return self
+
+
 class PolicySections(Model):
     headers: HeadersPolicy | None = None
     jwt: JwtPolicy | None = None
@@ -266,9 +292,9 @@ class PolicySections(Model):
     request_limits: RequestLimitsPolicy | None = None
     cache: Any = None
     compression: Any = None
-    fault_injection: Any = None
+    fault_injection: FaultInjectionPolicy | None = None
 
-    @field_validator("waf", "cache", "compression", "fault_injection", mode="before")
+    @field_validator("waf", "cache", "compression", mode="before")
     @classmethod
     def _not_supported(cls, value: Any, info: ValidationInfo) -> Any:
         alias = cls.model_fields[info.field_name or ""].alias

@@ -7,6 +7,7 @@ from propylon.filters.base import Filter
 from propylon.filters.basic_auth import BasicAuthFilter
 from propylon.filters.cors import CorsFilter
 from propylon.filters.ext_auth import ExtAuthFilter
+from propylon.filters.fault_injection import FaultInjectionFilter
 from propylon.filters.headers import HeadersFilter
 from propylon.filters.ip_filter import IpFilter
 from propylon.filters.jwt_auth import JwtFilter
@@ -25,6 +26,7 @@ FILTER_CLASSES: dict[str, type[Filter]] = {
         RateLimitFilter,
         RequestLimitsFilter,
         HeadersFilter,
+        FaultInjectionFilter,
     )
 }
 

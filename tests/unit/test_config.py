@@ -348,10 +348,10 @@ def test_error_names_line_and_field(text: str, line: int, field: str, message: s
             id="rule-cache",
         ),
         pytest.param(
-            doc("Gateway", "listeners: [{name: a, port: 80}]\npolicies: [{faultInjection: {}}]"),
-            "spec.policies[0].faultInjection",
-            'policy "faultInjection" is not supported yet',
-            id="gateway-fault-injection",
+            doc("Gateway", "listeners: [{name: a, port: 80}]\npolicies: [{compression: {}}]"),
+            "spec.policies[0].compression",
+            'policy "compression" is not supported yet',
+            id="gateway-compression",
         ),
     ],
 )
@@ -464,6 +464,14 @@ def test_resiliency_settings_parse_with_defaults() -> None:
 )
 def test_resiliency_settings_are_checked(text: str, field: str) -> None:
     assert [e.field for e in load_text(text).errors] == [field]
+
+
+def test_fault_injection_needs_delay_or_abort() -> None:
+    text = doc("Route", "rules: [{directResponse: {status: 200},"
+                        " policies: [{faultInjection: {}}]}]")
+    assert [(e.field, e.message) for e in load_text(text).errors] == [
+        ("spec.rules[0].policies[0].faultInjection", "faultInjection needs delay, abort or both")
+    ]
 
 
 def test_unknown_policy_section_is_an_unknown_field() -> None:

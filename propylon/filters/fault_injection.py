@@ -1,0 +1,65 @@
+"""The ``faultInjection`` policy: delay and/or abort a percentage of requests.
+
+Spec: ``{delay: {fixed: seconds, percent}, abort: {status, percent, body}}``. Each request
+draws once for the delay and once for the abort (Envoy's order: the delay happens first, then
+the abort decision takes effect). Delays are awaited without blocking the event loop; an
+aborted request never reaches the upstream and is answered with ``x-propylon-fault: abort``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable
+from typing import Any
+
+from propylon.filters.base import Filter, FilterContext, FilterEnv, LocalResponse
+
+
+class FaultInjectionFilter(Filter):
+    policy_type = "faultInjection"
+
+    __slots__ = ("abort", "abort_ratio", "delay", "delay_ratio")
+
+    def __init__(
+        self, source: str, delay: float, delay_ratio: float, abort: LocalResponse | None,
+        abort_ratio: float,
+    ) -> None:
+        super().__init__(source)
+        self.delay = delay
+        self.delay_ratio = delay_ratio
+        self.abort = abort
+        self.abort_ratio = abort_ratio
+
+    @classmethod
+    def from_spec(
+        cls, spec: dict[str, Any], source: str, env: FilterEnv
+    ) -> FaultInjectionFilter:
+        delay = spec.get("delay") or {}
+        abort = spec.get("abort")
+        answer = None
+        if abort:
+            answer = LocalResponse(
+                int(abort.get("status", 503)),
+                str(abort.get("body", "fault injected")).encode() + b"\n",
+                [(b"x-propylon-fault", b"abort")],
+            )
+        return cls(
+            source,
+            float(delay.get("fixed", 0.0)),
+            float(delay.get("percent", 100.0)) / 100 if delay else 0.0,
+            answer,
+            float(abort.get("percent", 100.0)) / 100 if abort else 0.0,
+        )
+
+    def on_request(
+        self, ctx: FilterContext
+    ) -> LocalResponse | Awaitable[LocalResponse | None] | None:
+        abort = self.abort if self.abort_ratio and random.random() < self.abort_ratio else None
+        if self.delay_ratio and random.random() < self.delay_ratio:
+            return self._delayed(abort)
+        return abort
+
+    async def _delayed(self, answer: LocalResponse | None) -> LocalResponse | None:
+        await asyncio.sleep(self.delay)
+        return answer
