@@ -23,6 +23,31 @@ _FLUSH_BYTES = 64 * 1024
 _PIPE_BUF = 4096
 
 
+_quote = json.encoder.encode_basestring  # the C escaper behind json.dumps, without the dict walk
+
+
+def _text(value: str | None) -> str:
+    return "null" if value is None else _quote(value)
+
+
+def format_line(ex: Exchange, elapsed: float, now: float) -> bytes:
+    """One JSON object: time, client, method, host, path, status, bytes, duration_ms, route,
+    rule, upstream, endpoint, and error when the upstream failed."""
+    route = ex.route
+    cluster = ex.cluster  # the endpoint is released by now; the cluster names the upstream
+    error = f',"error":{_quote(ex.upstream_error)}' if ex.upstream_error else ""
+    return (
+        f'{{"time":{now:.6f},"client":{_quote(ex.client_ip)},'
+        f'"method":{_quote(ex.method.decode("latin-1"))},"host":{_quote(ex.host)},'
+        f'"path":{_quote(ex.path.decode("latin-1"))},"status":{ex.status},'
+        f'"bytes":{ex.bytes_out},"duration_ms":{elapsed * 1000:.3f},'
+        f'"route":{_text(route.route_label if route is not None else None)},'
+        f'"rule":{_text(route.rule_label if route is not None else None)},'
+        f'"upstream":{_text(cluster.key if cluster is not None else None)},'
+        f'"endpoint":{_text(ex.endpoint_label)}{error}}}\n'
+    ).encode("utf-8", "surrogateescape")
+
+
 class AccessLog:
     __slots__ = ("_fd", "_file", "_lines", "_loop", "_scheduled", "_size")
 
@@ -39,25 +64,7 @@ class AccessLog:
         self._scheduled = False
 
     def log(self, ex: Exchange, elapsed: float) -> None:
-        route = ex.route
-        endpoint = ex.cluster  # the endpoint is released by now; the cluster names the upstream
-        entry = {
-            "time": time.time(),
-            "client": ex.client_ip,
-            "method": ex.method.decode("latin-1"),
-            "host": ex.host,
-            "path": ex.path.decode("latin-1"),
-            "status": ex.status,
-            "bytes": ex.bytes_out,
-            "duration_ms": round(elapsed * 1000, 3),
-            "route": route.route_label if route is not None else None,
-            "rule": route.rule_label if route is not None else None,
-            "upstream": endpoint.key if endpoint is not None else None,
-            "endpoint": ex.endpoint_label,
-        }
-        if ex.upstream_error:
-            entry["error"] = ex.upstream_error
-        line = json.dumps(entry, separators=(",", ":")).encode() + b"\n"
+        line = format_line(ex, elapsed, time.time())
         self._lines.append(line)
         self._size += len(line)
         if self._size >= _FLUSH_BYTES:

@@ -27,3 +27,29 @@ def test_label_values_are_escaped() -> None:
     reg.route('g"w', "r\\", "x").record(200, 0.1)
     text = render_prometheus(merge_snapshots([reg.snapshot()]))
     assert 'gateway="g\\"w",route="r\\\\"' in text
+
+
+def test_access_log_line_is_json_with_escaping() -> None:
+    import json
+    from types import SimpleNamespace
+
+    from propylon.observability.access_log import format_line
+
+    route = SimpleNamespace(route_label="shop/shop", rule_label="api")
+    ex = SimpleNamespace(
+        route=route, cluster=SimpleNamespace(key="shop/v1"), client_ip="10.0.0.1",
+        method=b"GET", host='we"ird', path=b"/a\\b\xff", status=200, bytes_out=12,
+        endpoint_label="127.0.0.1:9001", upstream_error="",
+    )
+    line = format_line(ex, 0.0015, 1700000000.5)  # type: ignore[arg-type]
+    assert line.endswith(b"\n")
+    doc = json.loads(line)
+    assert doc == {
+        "time": 1700000000.5, "client": "10.0.0.1", "method": "GET", "host": 'we"ird',
+        "path": "/a\\b\xff", "status": 200, "bytes": 12, "duration_ms": 1.5,
+        "route": "shop/shop", "rule": "api", "upstream": "shop/v1",
+        "endpoint": "127.0.0.1:9001",
+    }
+    ex.upstream_error, ex.route, ex.cluster, ex.endpoint_label = "connect failed", None, None, None
+    doc = json.loads(format_line(ex, 0.0, 1.0))  # type: ignore[arg-type]
+    assert doc["error"] == "connect failed" and doc["route"] is None
