@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from propylon.filters.base import LocalResponse
 from propylon.proxy.forwarded import forwarding_headers, real_client_ip
-from propylon.proxy.hostport import is_ip_literal, split_host
+from propylon.proxy.hostport import is_ip_literal
 from propylon.proxy.http11 import (
     HOP_BY_HOP,
     Headers,
@@ -36,6 +36,7 @@ from propylon.proxy.http11 import (
     status_line,
 )
 from propylon.proxy.mirror import MirrorRequest
+from propylon.proxy.rewrite import redirect_location, response_fields, rewrite_path
 from propylon.runtime.compiled import FORWARD, REDIRECT, CompiledRoute
 from propylon.runtime.retry import CONNECT_FAILURE, RESET, STATUS, TIMEOUT
 
@@ -414,14 +415,7 @@ class Exchange:
             transport.pause_reading()
 
     def upstream_head(self, route: CompiledRoute) -> bytes:
-        path = self.path
-        if route.replace_path is not None:
-            path = route.replace_path
-        elif route.prefix_from is not None:
-            rest = path[len(route.prefix_from):]
-            path = (route.prefix_to.rstrip(b"/") + rest) if rest else (route.prefix_to or b"/")
-            if not path.startswith(b"/"):
-                path = b"/" + path
+        path = rewrite_path(self.path, route.prefix_from, route.prefix_to, route.replace_path)
         target = path + b"?" + self.query if self.query else path
         headers = self.request_headers
         if self.conn_header is not None:
@@ -511,20 +505,7 @@ class Exchange:
         if status == 101:
             self.switching_protocols(headers)
             return
-        out: Headers = []
-        named: set[bytes] | None = None
-        for name, value in headers:
-            if name == b"connection":
-                named = connection_tokens(value) if named is None else named | connection_tokens(
-                    value)
-        length: bytes | None = None
-        for item in headers:
-            name = item[0]
-            if name in _RESPONSE_DROP or (named and name in named):
-                if name == b"content-length":
-                    length = item[1]
-                continue
-            out.append(item)
+        out, length = response_fields(headers)
         route = self.route
         assert route is not None
         for phase in route.chain.on_response:
@@ -683,22 +664,10 @@ class Exchange:
     def send_redirect(self, route: CompiledRoute) -> None:
         redirect = route.redirect
         assert redirect is not None
-        own_scheme = self.proto.listener.scheme.decode()
-        scheme = redirect.scheme or own_scheme
-        request_host, request_port = split_host(self.host_header())
-        host = redirect.host or request_host or self.host
-        if redirect.port is not None:
-            port: int | None = redirect.port
-        elif scheme != own_scheme:
-            port = None  # a scheme change drops the port unless one is configured
-        else:
-            port = request_port
-        default_port = 80 if scheme == "http" else 443
-        authority = host if port in (default_port, None) else f"{host}:{port}"
-        path = redirect.path or self.path.decode("latin-1")
-        location = f"{scheme}://{authority}{path}"
-        if self.query:
-            location += "?" + self.query.decode("latin-1")
+        location = redirect_location(
+            redirect, self.proto.listener.scheme.decode(), self.host_header(), self.host,
+            self.path, self.query,
+        )
         self.send_local(redirect.status_code, b"", [(b"location", location.encode("latin-1"))])
 
     def send_error(self, status: int, body: bytes) -> None:

@@ -1,0 +1,68 @@
+"""Pure functions that compute what an exchange sends: rewritten paths, redirect targets,
+and the response fields passed on to the client."""
+
+from __future__ import annotations
+
+from propylon.ir import RedirectIR
+from propylon.proxy.hostport import split_host
+from propylon.proxy.http11 import HOP_BY_HOP, Headers, connection_tokens
+
+_RESPONSE_DROP = HOP_BY_HOP | {b"content-length"}
+
+
+def rewrite_path(
+    path: bytes, prefix_from: bytes | None, prefix_to: bytes, replace_path: bytes | None
+) -> bytes:
+    """The upstream path: a full replacement, or the matched prefix replaced (Gateway API's
+    ReplacePrefixMatch: ``/api`` -> ``/`` makes ``/api/x`` ``/x`` and ``/api`` ``/``)."""
+    if replace_path is not None:
+        return replace_path
+    if prefix_from is None:
+        return path
+    rest = path[len(prefix_from):]
+    new = (prefix_to.rstrip(b"/") + rest) if rest else (prefix_to or b"/")
+    return new if new.startswith(b"/") else b"/" + new
+
+
+def redirect_location(
+    redirect: RedirectIR,
+    own_scheme: str,
+    host_field: bytes,
+    request_host: str,
+    path: bytes,
+    query: bytes,
+) -> str:
+    """The Location of a redirect: configured parts replace the request's. A scheme change
+    drops the request's port unless a port is configured; default ports are left out."""
+    scheme = redirect.scheme or own_scheme
+    field_host, field_port = split_host(host_field)
+    host = redirect.host or field_host or request_host
+    if redirect.port is not None:
+        port: int | None = redirect.port
+    elif scheme != own_scheme:
+        port = None
+    else:
+        port = field_port
+    default_port = 80 if scheme == "http" else 443
+    authority = host if port in (default_port, None) else f"{host}:{port}"
+    location = f"{scheme}://{authority}{redirect.path or path.decode('latin-1')}"
+    return location + "?" + query.decode("latin-1") if query else location
+
+
+def response_fields(headers: Headers) -> tuple[Headers, bytes | None]:
+    """An upstream response's fields minus hop-by-hop ones (and those named in Connection),
+    and its Content-Length (framing is chosen again for the client)."""
+    named: set[bytes] = set()
+    for name, value in headers:
+        if name == b"connection":
+            named |= connection_tokens(value)
+    kept: Headers = []
+    length: bytes | None = None
+    for item in headers:
+        name = item[0]
+        if name in _RESPONSE_DROP or name in named:
+            if name == b"content-length":
+                length = item[1]
+            continue
+        kept.append(item)
+    return kept, length
