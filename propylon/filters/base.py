@@ -15,8 +15,12 @@ Phases, in the order they run for one request (after routing):
   call, a Redis round trip) returns an awaitable of the same answer instead: the chain is
   suspended until it resolves (and cancelled if the client goes away); filters that answer
   synchronously never pay for a task. An exception becomes a 500 and is logged.
-- ``on_upstream_request(ctx)``: just before the request head is written upstream; the last
-  chance to edit ``ctx.request_headers`` for the upstream only.
+- ``on_upstream_request(ctx)``: once, before the request head is serialised for the upstream
+  (and for every retry of it); the last chance to edit ``ctx.request_headers``.
+- ``on_request_body(ctx, chunk)``: each chunk of the request body as it arrives, before it
+  is sent upstream. Return a ``LocalResponse`` to stop the request (413, say): the upstream
+  connection is dropped and the client gets that answer (if no response has started) with
+  the connection closed.
 - ``on_response(ctx, status, headers)``: the response head (from upstream, or local) is about
   to be written to the client. ``headers`` may be edited in place. Runs in reverse filter order.
 - ``on_log(ctx)``: the exchange is over (or aborted); metrics, access log, traces.
@@ -115,6 +119,9 @@ class Filter:
     def on_upstream_request(self, ctx: FilterContext) -> None:
         return None
 
+    def on_request_body(self, ctx: FilterContext, chunk: bytes) -> LocalResponse | None:
+        return None
+
     def on_response(self, ctx: FilterContext, status: int, headers: Headers) -> None:
         return None
 
@@ -122,7 +129,9 @@ class Filter:
         return None
 
 
-PHASES: tuple[str, ...] = ("on_request", "on_upstream_request", "on_response", "on_log")
+PHASES: tuple[str, ...] = (
+    "on_request", "on_upstream_request", "on_request_body", "on_response", "on_log",
+)
 
 
 def overrides(filter_: Filter, phase: str) -> bool:

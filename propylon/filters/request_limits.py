@@ -1,9 +1,9 @@
 """The ``requestLimits`` policy: maximum request body size (413) and header size (431).
 
-The body limit is checked on ``Content-Length`` when the head arrives. A chunked body has no
-length up front; filters do not see body chunks yet, so a chunked request is refused with 411
-when a body limit is set (documented in docs/policies.md). The header size counts every field
-as ``name: value\\r\\n``.
+The body limit is checked on ``Content-Length`` when the head arrives (413 before anything is
+sent upstream) and, for chunked bodies whose size is unknown up front, on the bytes as they
+stream (413 as soon as the limit is passed; the upstream request is abandoned and the
+connection closed). The header size counts every field as ``name: value\\r\\n``.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from propylon.filters.base import Filter, FilterContext, FilterEnv, LocalRespons
 class RequestLimitsFilter(Filter):
     policy_type = "requestLimits"
 
-    __slots__ = ("length_required", "max_body", "max_header", "too_large", "too_long_headers")
+    __slots__ = ("max_body", "max_header", "too_large", "too_long_headers")
 
     def __init__(self, source: str, max_body: int | None, max_header: int | None) -> None:
         super().__init__(source)
@@ -24,7 +24,6 @@ class RequestLimitsFilter(Filter):
         self.max_header = max_header
         self.too_large = LocalResponse(413, b"request body too large\n")
         self.too_long_headers = LocalResponse(431, b"request header fields too large\n")
-        self.length_required = LocalResponse(411, b"length required\n")
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], source: str, env: FilterEnv) -> RequestLimitsFilter:
@@ -41,10 +40,17 @@ class RequestLimitsFilter(Filter):
                 length = value
         if max_header is not None and total > max_header:
             return self.too_long_headers
-        if max_body is not None:
-            if length is not None:
-                if int(length) > max_body:
-                    return self.too_large
-            elif getattr(ctx, "req_chunked", False):  # the exchange's framing flag
-                return self.length_required
+        if max_body is not None and length is not None and int(length) > max_body:
+            return self.too_large
         return None
+
+    def on_request_body(self, ctx: FilterContext, chunk: bytes) -> LocalResponse | None:
+        max_body = self.max_body
+        if max_body is None:
+            return None
+        state = ctx.state
+        if state is None:
+            state = ctx.state = {}
+        seen = state.get("body_bytes", 0) + len(chunk)
+        state["body_bytes"] = seen
+        return self.too_large if seen > max_body else None

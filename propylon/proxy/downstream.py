@@ -37,6 +37,7 @@ _PIPELINE, _UPSTREAM_FULL, _BODY_BUFFER = 1, 2, 4
 # How the request head's special fields are handled in ``on_header``.
 _KEEP, _HOST, _LENGTH, _CHUNKED, _CONNECTION, _EXPECT, _FORWARDED, _DROP, _UPGRADE = range(9)
 _MAX_UPGRADE_HOLD = 64 * 1024
+LINGER_TIME = 2.0
 _SPECIAL: dict[bytes, int] = {
     b"host": _HOST,
     b"content-length": _LENGTH,
@@ -123,6 +124,7 @@ class DownstreamProtocol(asyncio.Protocol):
         "ex",
         "head_started",
         "idle_since",
+        "lingering",
         "listener",
         "loop",
         "out",
@@ -154,6 +156,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self.queued: deque[Exchange] = deque()
         self.read_paused = 0
         self.eof = False
+        self.lingering = False
         self.out: list[bytes] | None = None  # writes held back while batching
         self.writing_paused = False
         now = time.monotonic()
@@ -197,6 +200,8 @@ class DownstreamProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.activity += 1
+        if self.lingering:
+            return  # closing: input is read only to be dropped
         if self.tunnel is not None:
             if self.tunnel.transport is not None:
                 self.tunnel.transport.write(data)
@@ -227,7 +232,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)  # nothing more is parsed from here
         if self.current is None or not self.current.response_started:
             self.write(simple_response(status, message.encode("latin-1") + b"\n", close=True))
-        self.close()
+        self.close(linger=True)
 
     # -- protocol upgrade (WebSocket) ----------------------------------------------------
     def _hold_for_upgrade(self, data: bytes) -> None:
@@ -252,6 +257,9 @@ class DownstreamProtocol(asyncio.Protocol):
         return bytes(held or b"")
 
     def eof_received(self) -> bool:
+        if self.lingering:
+            self.transport.close()
+            return False
         # A half-closed client still gets the response it is waiting for, then we close.
         self.eof = True
         return self.current is not None
@@ -444,7 +452,7 @@ class DownstreamProtocol(asyncio.Protocol):
             return
         self.current = None
         if self.tunnel is not None or not ex.keep_alive or self.worker.draining or self.eof:
-            self.close()
+            self.close(linger=not ex.body_done and not self.eof)
             return
         if self.upgrade_buffer is not None and ex.upgrade is not None:
             held = self._resume_http_after_refused_upgrade()
@@ -485,7 +493,25 @@ class DownstreamProtocol(asyncio.Protocol):
         if self.current is None and self.ex is None:
             self.close()
 
-    def close(self) -> None:
-        """Close after everything written so far, held output included."""
+    def close(self, linger: bool = False) -> None:
+        """Close after everything written so far, held output included.
+
+        ``linger``: the client may still be sending (an unread body, a rejected pipeline).
+        Closing at once would make the kernel answer its bytes with a reset, which can
+        destroy our answer before the client reads it; so, as nginx does, we send FIN, then
+        read and drop its input for up to ``LINGER_TIME`` before closing."""
         self.release_output()
-        self.transport.close()
+        transport = self.transport
+        if not linger or self.lingering or transport.is_closing() or not transport.can_write_eof():
+            transport.close()
+            return
+        self.lingering = True
+        self.parser = httptools.HttpRequestParser(self)
+        self._pause_reasons_cleared()
+        transport.write_eof()
+        self.loop.call_later(LINGER_TIME, transport.close)
+
+    def _pause_reasons_cleared(self) -> None:
+        if self.read_paused:
+            self.read_paused = 0
+            self.transport.resume_reading()

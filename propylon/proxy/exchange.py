@@ -451,6 +451,13 @@ class Exchange:
         return b""
 
     def request_body(self, chunk: bytes) -> None:
+        route = self.route
+        if route is not None and route.chain.on_request_body:
+            for phase in route.chain.on_request_body:
+                answer = phase(self, chunk)
+                if answer is not None:
+                    self.stop_request(answer)
+                    return
         replay = self.replay
         if replay is not None:
             self.replay_size += len(chunk)
@@ -479,6 +486,22 @@ class Exchange:
         self.pending_size += len(chunk)
         if self.pending_size > _MAX_PENDING_BODY:
             self.proto.pause_reading_for_body()
+
+    def stop_request(self, answer: LocalResponse) -> None:
+        """A body filter refused the request mid-body: drop the upstream side and answer."""
+        self.keep_alive = False
+        if self.aborted or self.route is None or self.route.kind != FORWARD:
+            return
+        if self.retry_timer is not None:
+            self.retry_timer.cancel()
+            self.retry_timer = None
+        self.end_try()
+        self.pending = None
+        if self.response_started:
+            self.proto.abort()
+            self.finish()
+        else:
+            self.send_local(answer.status, answer.body, answer.headers, answer.content_type)
 
     def request_complete(self) -> None:
         self.body_done = True

@@ -149,7 +149,14 @@ class Cluster:
 class FilterChain:
     """A rule's filters split into per-phase tuples of bound methods (only overriders)."""
 
-    __slots__ = ("filters", "on_log", "on_request", "on_response", "on_upstream_request")
+    __slots__ = (
+        "filters",
+        "on_log",
+        "on_request",
+        "on_request_body",
+        "on_response",
+        "on_upstream_request",
+    )
 
     def __init__(self, filters: tuple[Filter, ...]) -> None:
         from propylon.filters.base import overrides
@@ -158,6 +165,9 @@ class FilterChain:
         self.on_request = tuple(f.on_request for f in filters if overrides(f, "on_request"))
         self.on_upstream_request = tuple(
             f.on_upstream_request for f in filters if overrides(f, "on_upstream_request")
+        )
+        self.on_request_body = tuple(
+            f.on_request_body for f in filters if overrides(f, "on_request_body")
         )
         # Responses travel back through the filters in reverse order.
         self.on_response = tuple(

@@ -179,3 +179,36 @@ def test_explain_shows_order_and_enforced(gw: GatewayProc) -> None:
     assert "1. ipFilter  from Route default/api rule #0" in lines, out
     assert "2. requestLimits  from Gateway default/edge" in lines, out
     assert "3. headers  from Gateway default/edge (enforced)" in lines, out
+
+
+def _chunked_upload(port: int, chunks: list[bytes]) -> int:
+    """POST /upload with a chunked body sent chunk by chunk; the status the gateway answers."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"POST /upload HTTP/1.1\r\nHost: gw\r\nTransfer-Encoding: chunked\r\n\r\n")
+        try:
+            for chunk in chunks:
+                sock.sendall(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+            sock.sendall(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the gateway may answer and close before the body is all sent
+        answer = b""
+        while b"\r\n" not in answer:
+            data = sock.recv(4096)
+            if not data:
+                break
+            answer += data
+    return int(answer.split(b" ", 2)[1])
+
+
+@pytest.mark.parametrize(
+    ("chunks", "expected"),
+    [
+        pytest.param([b"x" * 50, b"y" * 50], 200, id="chunked-at-limit"),
+        pytest.param([b"x" * 60, b"y" * 60], 413, id="chunked-over-limit"),
+    ],
+)
+def test_request_limits_on_streamed_chunked_bodies(gw: GatewayProc, chunks: list[bytes],
+                                                   expected: int) -> None:
+    assert _chunked_upload(gw.port, chunks) == expected
