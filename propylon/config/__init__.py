@@ -1,6 +1,6 @@
 """Configuration: resource models and YAML loading with source positions (DESIGN §2).
 
-``load_paths`` / ``load_text`` give a ``LoadResult``: the valid resources and one
+``load_paths`` / ``load_text`` / ``load_data`` give a ``LoadResult``: the valid resources and one
 ``ConfigError`` (with ``file:line``) per problem found, all of them at once.
 """
 
@@ -15,7 +15,7 @@ from propylon.config.consumer import (
 from propylon.config.duration import parse_duration
 from propylon.config.errors import ConfigError, Source
 from propylon.config.gateway import GatewaySpec, InvalidRouteResponse, Listener
-from propylon.config.loader import LoadResult, load_paths, load_text
+from propylon.config.loader import LoadResult, load_data, load_paths, load_text
 from propylon.config.policy import (
     GatewayPolicyItem,
     HeaderEdits,
@@ -108,6 +108,7 @@ __all__ = [
     "Upstream",
     "UpstreamSpec",
     "ValueMatch",
+    "load_data",
     "load_paths",
     "load_text",
     "parse_duration",

@@ -136,3 +136,12 @@ class Selector(Model):
 
     namespaces: list[str] | None = None
     match_labels: Labels = Field(default_factory=dict)
+
+
+# Tags of tagged unions (a plain value or a mapping); they never appear in error locations.
+UNION_TAGS = frozenset({"<plain>", "<mapping>"})
+
+
+def plain_or_mapping(value: Any) -> str:
+    """The tag of a value in a union of a scalar type and a model (see ``UNION_TAGS``)."""
+    return "<mapping>" if isinstance(value, dict | BaseModel) else "<plain>"

@@ -1,5 +1,6 @@
 """Loading resources from YAML files, folders or text, collecting every error at once.
 
+``load_data`` validates one resource given as plain data (the control plane's JSON bodies).
 ``load_paths`` reads files and folders (every ``*.yaml`` / ``*.yml`` inside, recursively, in
 sorted order); each YAML document is one resource. Errors never stop loading: a document with
 errors is left out of ``resources`` and each of its problems becomes one ``ConfigError``.
@@ -16,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
+from propylon.config._types import UNION_TAGS
 from propylon.config._yaml import Document, dotted_path, parse_documents
 from propylon.config.errors import ConfigError, Source
 from propylon.config.resources import API_VERSION, KINDS, Resource
@@ -55,6 +57,17 @@ def load_text(text: str, filename: str = "<text>") -> LoadResult:
     """Resources from YAML ``text``; ``filename`` is only used in errors and sources."""
     result = LoadResult()
     _load_into(result, text, filename, {})
+    return result
+
+
+def load_data(data: Any, filename: str = "<data>") -> LoadResult:
+    """One resource from plain data (parsed JSON, for instance), validated as a YAML document
+    would be; errors carry ``filename`` and no line."""
+    result = LoadResult()
+    resource, errors = _build(Document(data=data, line=0), filename)
+    result.errors.extend(errors)
+    if resource is not None:
+        result.resources.append(resource)
     return result
 
 
@@ -122,8 +135,11 @@ def _identity(data: dict[str, Any]) -> tuple[str | None, str | None]:
 
 
 def _path(error: ErrorDetails) -> tuple[str | int, ...]:
-    # pydantic marks errors in a mapping's key with an extra "[key]" location part
-    return tuple(part for part in error["loc"] if part != "[key]")
+    # pydantic marks errors in a mapping's key with an extra "[key]" location part, and the
+    # chosen member of a tagged union with its tag (see ``_types.UNION_TAGS``)
+    return tuple(
+        part for part in error["loc"] if part != "[key]" and part not in UNION_TAGS
+    )
 
 
 def _message(error: ErrorDetails) -> str:

@@ -11,7 +11,15 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from propylon.config._types import (
     CIDR,
@@ -23,7 +31,9 @@ from propylon.config._types import (
     StatusCode,
     exactly_one,
     invalid,
+    plain_or_mapping,
 )
+from propylon.config.consumer import SecretRef
 
 # (attribute name, policy type) of every implemented section, in POLICY_ORDER.
 SUPPORTED_POLICIES: tuple[tuple[str, str], ...] = (
@@ -40,11 +50,25 @@ SUPPORTED_POLICIES: tuple[tuple[str, str], ...] = (
 )
 UNSUPPORTED_POLICIES: tuple[str, ...] = ("waf", "cache", "compression")
 
+class SecretHeaderValue(Model):
+    """A header value read from a secret at translation (e.g. an egress credential); the
+    secret reaches the upstream only, never a log, an admin answer or the client."""
+
+    secret_ref: SecretRef
+    prefix: HeaderValue = ""  # e.g. "Bearer "
+
+
+EditValue = Annotated[
+    Annotated[HeaderValue, Tag("<plain>")] | Annotated[SecretHeaderValue, Tag("<mapping>")],
+    Discriminator(plain_or_mapping),
+]
+
+
 class HeaderEdits(Model):
     """Header edits in one direction. Names are stored lower-case."""
 
-    set: dict[HeaderName, HeaderValue] = Field(default_factory=dict)
-    add: dict[HeaderName, HeaderValue] = Field(default_factory=dict)
+    set: dict[HeaderName, EditValue] = Field(default_factory=dict)
+    add: dict[HeaderName, EditValue] = Field(default_factory=dict)
     remove: list[HeaderName] = Field(default_factory=list)
 
     @field_validator("set", "add", mode="before")
@@ -61,6 +85,13 @@ class HeaderEdits(Model):
 class HeadersPolicy(Model):
     request: HeaderEdits = Field(default_factory=HeaderEdits)
     response: HeaderEdits = Field(default_factory=HeaderEdits)
+
+    @model_validator(mode="after")
+    def _no_secrets_to_clients(self) -> HeadersPolicy:
+        edits = {**self.response.set, **self.response.add}
+        if any(isinstance(v, SecretHeaderValue) for v in edits.values()):
+            raise invalid("secret_response", "secretRef values are only allowed on requests")
+        return self
 
 
 # -- security and traffic policies (one model per section; names as in docs/policies.md) --------

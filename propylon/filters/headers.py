@@ -8,31 +8,47 @@ from __future__ import annotations
 
 from typing import Any
 
-from propylon.filters.base import Filter, FilterContext, FilterEnv, Headers
+from propylon.filters.base import Filter, FilterContext, FilterEnv, Headers, LocalResponse
 
 
 class HeaderEdits:
-    """One side's edits, pre-encoded; ``apply`` rewrites a header list in place."""
+    """One side's edits, pre-encoded; ``apply`` rewrites a header list in place.
 
-    __slots__ = ("additions", "dropped", "empty")
+    A value may be a secret resolved at translation (``{"secret": value}``), or the reason it
+    could not be read (``{"secretError": reason}``): then ``unavailable`` holds the reason
+    and the filter answers 503 rather than send the request without its credential."""
+
+    __slots__ = ("additions", "dropped", "empty", "unavailable")
 
     def __init__(self, spec: dict[str, Any] | None) -> None:
         spec = spec or {}
         set_ = {k.lower(): v for k, v in (spec.get("set") or {}).items()}
         add = {k.lower(): v for k, v in (spec.get("add") or {}).items()}
         remove = [k.lower() for k in (spec.get("remove") or [])]
+        self.unavailable = next(
+            (v["secretError"] for v in [*set_.values(), *add.values()]
+             if isinstance(v, dict) and "secretError" in v),
+            None,
+        )
         self.dropped = frozenset(n.encode("latin-1") for n in [*remove, *set_])
         self.additions: tuple[tuple[bytes, bytes], ...] = tuple(
-            (n.encode("latin-1"), str(v).encode("latin-1"))
+            (n.encode("latin-1"), _value(v))
             for n, v in [*set_.items(), *add.items()]
+            if not (isinstance(v, dict) and "secretError" in v)
         )
-        self.empty = not self.dropped and not self.additions
+        self.empty = not self.dropped and not self.additions and self.unavailable is None
 
     def apply(self, headers: Headers) -> None:
         if self.dropped:
             dropped = self.dropped
             headers[:] = [h for h in headers if h[0] not in dropped]
         headers.extend(self.additions)
+
+
+def _value(value: Any) -> bytes:
+    if isinstance(value, dict):
+        return str(value["secret"]).encode("latin-1")
+    return str(value).encode("latin-1")
 
 
 class HeadersFilter(Filter):
@@ -48,6 +64,8 @@ class HeadersFilter(Filter):
     @classmethod
     def from_spec(cls, spec: dict[str, Any], source: str, env: FilterEnv) -> HeadersFilter:
         request, response = HeaderEdits(spec.get("request")), HeaderEdits(spec.get("response"))
+        if request.unavailable is not None:
+            return _CredentialUnavailable(source, request, response)
         if request.empty:
             return _ResponseOnlyHeadersFilter(source, request, response)
         if response.empty:
@@ -59,6 +77,18 @@ class HeadersFilter(Filter):
 
     def on_response(self, ctx: FilterContext, status: int, headers: Headers) -> None:
         self.response_edits.apply(headers)
+
+
+class _CredentialUnavailable(HeadersFilter):
+    """A request header's secret could not be read: refuse rather than forward without it."""
+
+    __slots__ = ()
+
+    def on_request(self, ctx: FilterContext) -> LocalResponse | None:
+        return _UNAVAILABLE
+
+
+_UNAVAILABLE = LocalResponse(503, b"upstream credential unavailable\n")
 
 
 class _ResponseOnlyHeadersFilter(HeadersFilter):

@@ -17,12 +17,23 @@ or to an enforced section, gets "<type> overridden by <winner>" in its status.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from propylon.config import Gateway, Policy, PolicyItem, PolicySections, Route, RouteTable
+from propylon.config import (
+    Gateway,
+    Policy,
+    PolicySections,
+    Resource,
+    Route,
+    RouteTable,
+    SecretRef,
+)
+from propylon.config._types import Model
 from propylon.ir import POLICY_ORDER, PolicyIR
+from propylon.translate.consumers import SecretError, read_secret
 from propylon.translate.context import RouteLike
 from propylon.translate.delegation import Draft
 from propylon.translate.inventory import Inventory
@@ -82,14 +93,39 @@ def _target_error(
     return None if section in names else f'{kind} {key} has no rule named "{section}"'
 
 
-def _candidates(sections: PolicySections, source: str, enforced: bool, policy: str | None) -> Level:
+def _candidates(
+    sections: PolicySections, source: str, enforced: bool, policy: str | None,
+    owner: Resource | None = None,
+) -> Level:
     suffix = " (enforced)" if enforced else ""
     return [
-        Candidate(
-            name, section.model_dump(mode="json", by_alias=True), source + suffix, enforced, policy
-        )
+        Candidate(name, _spec(name, section, owner), source + suffix, enforced, policy)
         for name, section in sections.sections()
     ]
+
+
+def _spec(name: str, section: Model, owner: Resource | None) -> dict[str, Any]:
+    spec: dict[str, Any] = section.model_dump(mode="json", by_alias=True)
+    if name == "headers":
+        base = owner.source.file if owner is not None and owner.source is not None else None
+        resolve_header_secrets(spec, os.path.dirname(os.path.abspath(base)) if base else None)
+    return spec
+
+
+def resolve_header_secrets(spec: dict[str, Any], base_dir: str | None) -> None:
+    """Replace ``{secretRef, prefix}`` header values with ``{"secret": value}`` (redacted in
+    every admin answer), or ``{"secretError": reason}`` so the filter fails closed."""
+    for edits in spec.values():
+        for op in ("set", "add"):
+            values = (edits or {}).get(op) or {}
+            for header, value in values.items():
+                if isinstance(value, dict) and "secretRef" in value:
+                    ref = SecretRef.model_validate(value["secretRef"])
+                    try:
+                        values[header] = {"secret": value.get("prefix", "") +
+                                          read_secret(ref, base_dir)}
+                    except SecretError as exc:
+                        values[header] = {"secretError": str(exc)}
 
 
 def _targeting(
@@ -98,16 +134,18 @@ def _targeting(
     return [
         c
         for p in targets.get((kind, key, section), [])
-        for c in _candidates(p.spec, f"Policy {p.key} -> {target}", False, p.key)
+        for c in _candidates(p.spec, f"Policy {p.key} -> {target}", False, p.key, p)
     ]
 
 
 def gateway_level(gateway: Gateway, targets: PolicyTargets) -> Level:
     level: Level = []
     for item in gateway.spec.policies:
-        level += _candidates(item, gateway.ref, item.enforced, None)
+        level += _candidates(item, gateway.ref, item.enforced, None, gateway)
     for p in targets.get(("Gateway", gateway.key, None), []):
-        level += _candidates(p.spec, f"Policy {p.key} -> {gateway.ref}", p.spec.enforced, p.key)
+        level += _candidates(
+            p.spec, f"Policy {p.key} -> {gateway.ref}", p.spec.enforced, p.key, p
+        )
     return level
 
 
@@ -120,14 +158,10 @@ def rule_level(draft: Draft, targets: PolicyTargets) -> Level:
     where = f"{owner.ref} rule {draft.label}"
     level: Level = []
     for item in rule.policies:
-        level += _inline(item, where)
+        level += _candidates(item, where, False, None, owner)
     if rule.name is not None:
         level += _targeting(targets, owner.kind, owner.key, rule.name, where)
     return level
-
-
-def _inline(item: PolicyItem, where: str) -> Level:
-    return _candidates(item, where, False, None)
 
 
 def draft_levels(gateway: Level, draft: Draft, targets: PolicyTargets) -> list[Level]:
