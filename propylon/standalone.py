@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from propylon import ir
-from propylon.config import load_paths
+from propylon.config import Resource, load_paths
 from propylon.translate import translate
 
 
@@ -27,7 +27,12 @@ def build_snapshot(paths: Sequence[str | Path]) -> BuildResult:
         return BuildResult(None, [f"cannot read configuration: {exc}"])
     if loaded.errors:
         return BuildResult(None, [str(e) for e in loaded.errors])
-    snapshot = translate(loaded.resources)
+    return build_from_resources(loaded.resources)
+
+
+def build_from_resources(resources: Sequence[Resource]) -> BuildResult:
+    """Translate valid resources; invalid routes become warnings, no Gateway an error."""
+    snapshot = translate(resources)
     warnings = [
         f"{s.kind} {s.key}: {s.state}: {'; '.join(s.reasons)}"
         for s in snapshot.statuses

@@ -64,6 +64,48 @@ def run(
 
 
 @app.command()
+def sidecar(
+    app_port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the local app.")],
+    listen: Annotated[str, typer.Option(help="Where the sidecar listens, HOST:PORT.")] = (
+        "0.0.0.0:8000"
+    ),
+    policy: Annotated[
+        list[Path] | None, typer.Option(help="YAML file of the team's policies (repeatable).")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    admin: Annotated[str, typer.Option(help="Admin listener HOST:PORT, or off.")] = (
+        "127.0.0.1:9901"
+    ),
+    access_log: Annotated[str, typer.Option(help="stdout, off, or a file path.")] = "stdout",
+    drain_timeout: Annotated[float, typer.Option(help="Grace on SIGTERM, seconds.")] = 30.0,
+    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+) -> None:
+    """A gateway for one local app (microgateway): everything on LISTEN goes to 127.0.0.1:APP_PORT
+    through the team's policies."""
+    import uvloop
+
+    from propylon.proxy.supervisor import Supervisor, run_supervisor
+    from propylon.sidecar import build_sidecar_snapshot
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s propylon %(levelname)s %(message)s"
+    )
+    bind = parse_hostport(listen)
+    if bind is None:
+        raise typer.BadParameter("--listen needs HOST:PORT")
+    files = list(policy or [])
+    supervisor = Supervisor(
+        build=lambda: build_sidecar_snapshot(app_port, bind[0], bind[1], files),
+        workers=workers,
+        access_log=access_log,
+        log_level=log_level,
+        drain_timeout=drain_timeout,
+    )
+    code = uvloop.run(run_supervisor(supervisor, [str(p) for p in files], parse_hostport(admin)))
+    raise typer.Exit(code)
+
+
+@app.command()
 def validate(paths: PathsArg) -> None:
     """Check configuration files; print every problem with file:line; exit 1 on any."""
     from propylon.standalone import build_snapshot
@@ -116,6 +158,11 @@ def explain(
     typer.echo("\n".join(explanation.lines))
     if not explanation.matched:
         raise typer.Exit(2)
+
+
+from propylon.cli import control as _control  # noqa: E402
+
+_control.register(app)
 
 
 def main() -> None:

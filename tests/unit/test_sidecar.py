@@ -1,0 +1,35 @@
+from pathlib import Path
+
+from propylon.sidecar import build_sidecar_snapshot
+
+
+def test_sidecar_forwards_everything_to_the_local_app(tmp_path: Path) -> None:
+    result = build_sidecar_snapshot(9001, "127.0.0.1", 8000, [])
+    assert result.errors == [] and result.snapshot is not None
+    (gateway,) = result.snapshot.gateways
+    assert [(lis.address, lis.port) for lis in gateway.listeners] == [("127.0.0.1", 8000)]
+    (upstream,) = gateway.upstreams
+    assert [(e.address, e.port) for e in upstream.endpoints] == [("127.0.0.1", 9001)]
+
+
+def test_policy_files_add_inline_items_and_resources(tmp_path: Path) -> None:
+    items = tmp_path / "inline.yaml"
+    items.write_text("- headers: {response: {set: {x-team: a}}}\n")
+    resources = tmp_path / "resources.yaml"
+    resources.write_text(
+        "apiVersion: propylon.dev/v1\nkind: Policy\nmetadata: {name: limits}\nspec:\n"
+        "  targetRefs: [{kind: Route, name: app}]\n"
+        "  requestLimits: {maxBodySize: 1024}\n"
+    )
+    result = build_sidecar_snapshot(9001, "0.0.0.0", 8000, [items, resources])
+    assert result.errors == [] and result.snapshot is not None
+    (rule,) = result.snapshot.gateways[0].rules
+    assert [p.type for p in rule.policies] == ["requestLimits", "headers"]
+
+
+def test_bad_policy_file_is_reported(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("- teleport: {}\n")
+    result = build_sidecar_snapshot(9001, "0.0.0.0", 8000, [bad])
+    assert result.snapshot is None
+    assert any("teleport" in e for e in result.errors)
