@@ -109,6 +109,16 @@ def _params_ok(params: bytes) -> bool:
     return True
 
 
+def _odd_request_line(data: bytes) -> bool:
+    """Extra spaces or tabs in a request line, which llhttp accepts but RFC 9112 §3 does
+    not (``GET  / HTTP/1.1``). Checked where a read starts a request, which covers every
+    request that is not pipelined behind another in the same read; the gateway serialises
+    its own request line upstream anyway, so this is strictness, not the only defence."""
+    end = data.find(b"\n")
+    line = data if end < 0 else data[:end]
+    return b"  " in line or b"\t" in line or line.startswith(b" ")
+
+
 class BadRequest(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(message)
@@ -134,6 +144,7 @@ class DownstreamProtocol(asyncio.Protocol):
         "queued",
         "quiet_since",
         "read_paused",
+        "rejection",
         "seen_activity",
         "tls_names",
         "transport",
@@ -157,6 +168,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self.read_paused = 0
         self.eof = False
         self.lingering = False
+        self.rejection: bytes | None = None  # a 400 waiting for earlier answers to go out
         self.out: list[bytes] | None = None  # writes held back while batching
         self.writing_paused = False
         now = time.monotonic()
@@ -209,6 +221,9 @@ class DownstreamProtocol(asyncio.Protocol):
         if self.upgrade_buffer is not None:
             self._hold_for_upgrade(data)
             return
+        if self.ex is None and _odd_request_line(data):
+            self.reject(400, "malformed request line")
+            return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -228,10 +243,19 @@ class DownstreamProtocol(asyncio.Protocol):
             self.reject(400, f"malformed request: {exc}")
 
     def reject(self, status: int, message: str) -> None:
-        """Answer a request that cannot be parsed, then close: pipelined input is dropped."""
+        """Answer a request that cannot be parsed, then close; input behind it is dropped.
+
+        Requests parsed before the bad one are answered first, in order: the rejection waits
+        at the end of the pipeline, so a client never takes the 400 for an earlier answer."""
         self.parser = httptools.HttpRequestParser(self)  # nothing more is parsed from here
-        if self.current is None or not self.current.response_started:
-            self.write(simple_response(status, message.encode("latin-1") + b"\n", close=True))
+        self.ex = None
+        answer = simple_response(status, message.encode("latin-1") + b"\n", close=True)
+        if self.current is not None:
+            self.rejection = answer
+            self.lingering = True  # input from here on is dropped
+            return
+        self.write(answer)
+        self.lingering = False
         self.close(linger=True)
 
     # -- protocol upgrade (WebSocket) ----------------------------------------------------
@@ -453,6 +477,11 @@ class DownstreamProtocol(asyncio.Protocol):
         self.current = None
         if self.tunnel is not None or not ex.keep_alive or self.worker.draining or self.eof:
             self.close(linger=not ex.body_done and not self.eof)
+            return
+        if self.rejection is not None and not self.queued:
+            self.write(self.rejection)
+            self.lingering = False
+            self.close(linger=True)
             return
         if self.upgrade_buffer is not None and ex.upgrade is not None:
             held = self._resume_http_after_refused_upgrade()

@@ -136,6 +136,25 @@ class ServerTLS:
         return self.names_of.get(id(ctx)) if ctx is not None else None
 
 
+_RFC4514_NAMES = {
+    "commonName": "CN",
+    "organizationName": "O",
+    "organizationalUnitName": "OU",
+    "countryName": "C",
+    "stateOrProvinceName": "ST",
+    "localityName": "L",
+    "streetAddress": "STREET",
+    "domainComponent": "DC",
+    "userId": "UID",
+}
+
+
+def _rfc4514_escape(value: str) -> str:
+    for char in '\\,+"<>;=':
+        value = value.replace(char, "\\" + char)
+    return value
+
+
 def client_certificate_header(sslobj: Any) -> bytes | None:
     """An x-forwarded-client-cert value (Envoy's format) for a verified client certificate."""
     der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
@@ -143,7 +162,10 @@ def client_certificate_header(sslobj: Any) -> bytes | None:
         return None
     cert = sslobj.getpeercert() or {}
     parts = [b"Hash=" + hashlib.sha256(der).hexdigest().encode()]
-    subject = ",".join(f"{k}={v}" for rdn in cert.get("subject", ()) for k, v in rdn)
+    subject = ",".join(  # RFC 4514: most specific first, short attribute names
+        f"{_RFC4514_NAMES.get(k, k)}={_rfc4514_escape(v)}"
+        for rdn in reversed(cert.get("subject", ())) for k, v in rdn
+    )
     if subject:
         parts.append(b'Subject="' + subject.replace('"', '\\"').encode("latin-1") + b'"')
     for kind, value in cert.get("subjectAltName", ()):
