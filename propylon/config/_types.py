@@ -115,6 +115,13 @@ def _to_duration(value: Any) -> float:
         raise invalid("duration", str(exc)) from None
 
 
+def _to_limit(value: Any) -> float:
+    try:
+        return parse_duration(value, allow_zero=True)
+    except ValueError as exc:
+        raise invalid("duration", str(exc)) from None
+
+
 Name = Annotated[str, AfterValidator(_check_name)]
 Hostname = Annotated[str, AfterValidator(_check_hostname)]
 HeaderName = Annotated[str, AfterValidator(_check_header_name)]
@@ -124,6 +131,8 @@ IPAddress = Annotated[str, AfterValidator(_check_ip)]
 CIDR = Annotated[str, AfterValidator(_check_cidr)]
 Method = Annotated[str, AfterValidator(_check_method)]
 Duration = Annotated[float, BeforeValidator(_to_duration)]
+# A duration where 0s means "no limit".
+OptionalLimit = Annotated[float, BeforeValidator(_to_limit)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 Weight = Annotated[int, Field(ge=0, le=1000)]
 StatusCode = Annotated[int, Field(ge=100, le=599)]

@@ -17,6 +17,7 @@ from propylon.config._types import (
     Method,
     Model,
     Name,
+    OptionalLimit,
     Port,
     Selector,
     StatusCode,
@@ -135,7 +136,7 @@ class Mirror(Model):
 class Forward(Model):
     backends: list[Backend] = Field(min_length=1)
     rewrite: Rewrite | None = None
-    timeout: Duration = 60.0
+    timeout: OptionalLimit = 60.0  # the whole exchange; 0s: no deadline
     retries: Retries | None = None
     mirror: Mirror | None = None
 

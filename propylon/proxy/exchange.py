@@ -299,11 +299,8 @@ class Exchange:
         assert cluster is not None and route is not None
         key = self.hash_key(cluster) if cluster.hash_kind else None
         endpoint = cluster.balancer.pick(key)
-        if previous is not None and endpoint is previous and len(cluster.endpoints) > 1:
-            for _ in range(3):
-                endpoint = cluster.balancer.pick(None)
-                if endpoint is not previous:
-                    break
+        if previous is not None and endpoint is previous:
+            endpoint = cluster.another_endpoint(previous) or endpoint
         if endpoint is None:
             self.send_error(503, b"no healthy upstream endpoint\n")
             return

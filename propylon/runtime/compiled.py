@@ -124,6 +124,15 @@ class Cluster:
                     self.key, endpoint.label, health.ejected_until - now)
         self.rebalance(now)
 
+    def another_endpoint(self, avoid: ClusterEndpoint) -> ClusterEndpoint | None:
+        """For a retry: the least loaded usable endpoint other than ``avoid``, if any."""
+        now = time.monotonic()
+        others = [
+            e for e in self.endpoints
+            if e is not avoid and e.weight > 0 and (self.panic or e.health.usable(now))
+        ]
+        return min(others, key=lambda e: e.active / e.weight) if others else None
+
     def overloaded(self) -> bytes | None:
         """Which circuit-breaker limit a new request would exceed, if any."""
         breaker = self.breaker

@@ -1,0 +1,110 @@
+"""Weighted backends (canary) and request mirroring, measured over hundreds of requests."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import pytest
+
+from tests.support import resources as r
+from tests.support.client import RawClient
+from tests.support.gateway import Gateway
+from tests.support.net import poll_until
+from tests.support.upstream import Reply, pattern_body
+
+
+@pytest.fixture(scope="module")
+def ups(module_upstreams):
+    names = ("stable", "canary", "live", "dark", "primary", "shadow", "primary20", "shadow20")
+    return {name: module_upstreams(name) for name in names}
+
+
+@pytest.fixture(scope="module")
+def gw(module_gateways, ups) -> Gateway:
+    u = ups
+    return module_gateways(lambda port: r.dump(
+        r.gateway(port),
+        r.route("canary", hostnames=["canary.test"], rules=[
+            r.rule(forward=r.forward(("stable", 90), ("canary", 10)))]),
+        r.route("zero", hostnames=["zero.test"], rules=[
+            r.rule(forward=r.forward(("live", 1), ("dark", 0)))]),
+        r.route("mirror", hostnames=["mirror.test"], rules=[
+            r.rule(forward=r.forward("primary", mirror={"upstream": "shadow", "percent": 100}))]),
+        r.route("mirror20", hostnames=["mirror20.test"], rules=[
+            r.rule(forward=r.forward("primary20",
+                                     mirror={"upstream": "shadow20", "percent": 20}))]),
+        *(r.upstream(name, up.port) for name, up in u.items()),
+    ))
+
+
+def send(port: int, host: str, count: int, method: str = "GET", body: bytes = b"",
+         latencies: list[float] | None = None) -> Counter:
+    names: Counter = Counter()
+    with RawClient(port) as client:
+        for i in range(count):
+            start = time.monotonic()
+            client.request(method, f"/m/{i}", body=body, host=host)
+            response = client.read_final(method)
+            if latencies is not None:
+                latencies.append(time.monotonic() - start)
+            assert response.status == 200, response
+            names[response.header("x-upstream")] += 1
+    return names
+
+
+def test_canary_split_90_10(gw, figure) -> None:
+    counts = send(gw.port, "canary.test", 500)
+    share = counts["canary"] / 500
+    figure("90/10 over 500: stable/canary", f"{counts['stable']}/{counts['canary']}")
+    assert counts["stable"] + counts["canary"] == 500
+    assert 0.05 <= share <= 0.15, counts
+
+
+def test_weight_zero_gets_nothing(gw, ups) -> None:
+    assert send(gw.port, "zero.test", 100) == {"live": 100}
+    assert ups["dark"].requests == []
+
+
+def test_mirror_copies_every_request_with_body(gw, ups, figure) -> None:
+    primary, shadow = ups["primary"], ups["shadow"]
+    body = pattern_body(5000)
+    assert send(gw.port, "mirror.test", 20, "POST", body) == {"primary": 20}
+    copies = shadow.wait_for_requests(20, timeout=5)
+    assert len(copies) == 20
+    assert all(q.header("x-propylon-mirror") == "1" for q in copies)
+    assert all(q.body == body and q.method == "POST" for q in copies)
+    assert sorted(q.target for q in copies) == sorted(q.target for q in primary.requests)
+    assert all(q.header("x-propylon-mirror") is None for q in primary.requests)
+
+    # a mirror answering after 1 s costs the client nothing
+    shadow.reset()
+    shadow.reply(Reply(delay=1.0, body=b"ignored"))
+    latencies: list[float] = []
+    start = time.monotonic()
+    assert send(gw.port, "mirror.test", 20, "POST", body, latencies) == {"primary": 20}
+    total = time.monotonic() - start
+    figure("slow mirror (1s): client max latency (s)", round(max(latencies), 3))
+    figure("slow mirror (1s): 20 sequential requests took (s)", round(total, 3))
+    assert max(latencies) < 0.3, latencies
+    assert total < 1.0
+    shadow.wait_for_requests(20, timeout=5)
+
+
+def test_mirror_percent_20(gw, ups, figure) -> None:
+    shadow = ups["shadow20"]
+    send(gw.port, "mirror20.test", 500)
+    # copies are fire and forget: wait until they stop arriving
+    last = [-1]
+
+    def settled() -> bool:
+        count = len(shadow.requests)
+        done = count == last[0]
+        last[0] = count
+        return done
+
+    poll_until(settled, 5, interval=0.2, message="mirror copies settle")
+    share = len(shadow.requests) / 500
+    figure("mirror percent 20 over 500: copies", len(shadow.requests))
+    assert 0.15 <= share <= 0.25, share
+    assert len(ups["primary20"].requests) == 500

@@ -1,0 +1,80 @@
+"""The faultInjection policy: a percentage of requests aborted (never reaching the upstream)
+or delayed; nothing happens on routes without it."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import pytest
+
+from tests.support import resources as r
+from tests.support.client import RawClient
+from tests.support.gateway import Gateway
+
+# 400 requests at 50% give a standard deviation of 2.5 points, so "within 5 points" would
+# fail about 1 run in 22; the share is judged over 1000 (3.2 sigma) and reported at 400 too.
+ABORT_N = 1000
+
+
+@pytest.fixture(scope="module")
+def up(module_upstreams):
+    return module_upstreams("up")
+
+
+@pytest.fixture(scope="module")
+def gw(module_gateways, up) -> Gateway:
+    abort = {"faultInjection": {"abort": {"status": 418, "percent": 50}}}
+    delay = {"faultInjection": {"delay": {"fixed": "200ms", "percent": 100}}}
+    return module_gateways(lambda port: r.dump(
+        r.gateway(port),
+        r.route("abort", hostnames=["abort.test"],
+                rules=[r.rule(forward=r.forward("up"), policies=[abort])]),
+        r.route("delay", hostnames=["delay.test"],
+                rules=[r.rule(forward=r.forward("up"), policies=[delay])]),
+        r.route("plain", hostnames=["plain.test"], rules=[r.rule(forward=r.forward("up"))]),
+        r.upstream("up", up.port),
+    ))
+
+
+def run(port: int, host: str, count: int):
+    out = []
+    with RawClient(port) as client:
+        for i in range(count):
+            start = time.monotonic()
+            client.request("GET", f"/f/{i}", host=host)
+            response = client.read_final()
+            out.append((response, time.monotonic() - start))
+    return out
+
+
+def test_abort_percent_50(gw, up, figure) -> None:
+    up.reset()
+    results = run(gw.port, "abort.test", ABORT_N)
+    aborted = [res for res, _ in results if res.status == 418]
+    share_400 = sum(1 for res, _ in results[:400] if res.status == 418) / 400
+    figure("abort 50%: share over the first 400", round(share_400, 4))
+    figure(f"abort 50%: share over {ABORT_N}", round(len(aborted) / ABORT_N, 4))
+    assert Counter(res.status for res, _ in results).keys() <= {200, 418}
+    assert all(res.header("x-propylon-fault") == "abort" for res in aborted)
+    assert all(res.header("x-propylon-fault") is None for res, _ in results
+               if res.status == 200)
+    assert 0.45 <= len(aborted) / ABORT_N <= 0.55
+    assert len(up.requests) == ABORT_N - len(aborted), "an aborted request reached upstream"
+
+
+def test_delay_200ms_percent_100(gw, figure) -> None:
+    plain = [t for _, t in run(gw.port, "plain.test", 10)]
+    delayed = run(gw.port, "delay.test", 10)
+    figure("delay 200ms: min / median latency (s)",
+           (round(min(t for _, t in delayed), 3), round(sorted(t for _, t in delayed)[5], 3)))
+    figure("no policy: max latency (s)", round(max(plain), 3))
+    assert all(res.status == 200 for res, _ in delayed)
+    assert all(t >= 0.2 for _, t in delayed)
+    assert all(t < 0.2 for t in plain)
+
+
+def test_off_unless_configured(gw) -> None:
+    results = run(gw.port, "plain.test", 200)
+    assert all(res.status == 200 and res.header("x-propylon-fault") is None
+               for res, _ in results)

@@ -1,0 +1,166 @@
+"""Retries: 5xx and listed statuses retried, per-try timeout moving to another endpoint, the
+body replayed, the retry budget holding under an outage, a different endpoint per try."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import time
+from collections import Counter, defaultdict
+
+import pytest
+
+from tests.integration.resiliency.conftest import events
+from tests.support import resources as r
+from tests.support.client import RawClient, roundtrip
+from tests.support.gateway import Gateway
+from tests.support.load import concurrent
+from tests.support.upstream import RecordedRequest, Reply, ScriptedUpstream, pattern_body
+
+BUDGET_N = 60
+
+
+def alternating(upstream: ScriptedUpstream, status: int):
+    """Every other request (the 1st, 3rd ...) answers ``status``; the others are echoed."""
+    counter = itertools.count()
+
+    def handler(request: RecordedRequest) -> Reply:
+        if next(counter) % 2 == 0:
+            return Reply(status=status, headers=[("x-upstream", upstream.name)], body=b"no")
+        return upstream.echo(request)
+    return handler
+
+
+def failing(name: str, status: int = 503, delay: float = 0.0):
+    def handler(request: RecordedRequest) -> Reply:
+        return Reply(status=status, headers=[("x-upstream", name)], body=b"down", delay=delay)
+    return handler
+
+
+@pytest.fixture(scope="module")
+def ups(module_upstreams):
+    names = ("flaky", "t429", "slow", "fast", "bad", "good", "rbad", "rgood", "b1", "b2")
+    return {name: module_upstreams(name) for name in names}
+
+
+@pytest.fixture(scope="module")
+def gw(module_gateways, ups) -> Gateway:
+    u = ups
+
+    def fwd(host: str, upstream: str, retries: dict) -> dict:
+        return r.route(upstream, hostnames=[host],
+                       rules=[r.rule(forward=r.forward(upstream, retries=retries))])
+
+    return module_gateways(lambda port: r.dump(
+        r.gateway(port),
+        fwd("flaky.test", "flaky", {"attempts": 2, "on": ["5xx"]}),
+        fwd("429.test", "t429", {"attempts": 1, "on": ["connect-failure"], "statuses": [429]}),
+        fwd("slow.test", "slowfirst", {"attempts": 1, "on": ["timeout"],
+                                       "perTryTimeout": "200ms"}),
+        fwd("body.test", "body", {"attempts": 2, "on": ["5xx"]}),
+        fwd("other.test", "other", {"attempts": 1, "on": ["5xx"]}),
+        fwd("budget.test", "budget", {
+            "attempts": 1, "on": ["5xx"], "budget": {"percent": 20, "minConcurrency": 2},
+            "backoff": {"baseInterval": "10ms", "maxInterval": "20ms"}}),
+        r.upstream("flaky", u["flaky"].port),
+        r.upstream("t429", u["t429"].port),
+        r.upstream("slowfirst", u["slow"].port, u["fast"].port),
+        r.upstream("body", u["bad"].port, u["good"].port),
+        r.upstream("other", u["rbad"].port, u["rgood"].port, loadBalancer={"policy": "random"}),
+        r.upstream("budget", u["b1"].port, u["b2"].port),
+    ))
+
+
+def test_flaky_upstream_becomes_all_successes(gw, ups, figure) -> None:
+    flaky = ups["flaky"]
+    flaky.handler = alternating(flaky, 503)
+    n = 200
+    statuses: Counter = Counter()
+    with RawClient(gw.port) as client:
+        for _ in range(n):
+            client.request("GET", "/f", host="flaky.test")
+            statuses[client.read_final().status] += 1
+    retries = events(gw, "default/flaky", "retry")
+    figure("flaky (every other 503): successes of 200", statuses[200])
+    figure("flaky: retries in /metrics", retries)
+    assert statuses == {200: n}, statuses
+    assert retries == n  # each request's first try got the 503
+    assert len(flaky.requests) == 2 * n
+
+
+def test_listed_status_429_is_retried(gw, ups) -> None:
+    t429 = ups["t429"]
+    t429.handler = alternating(t429, 429)
+    for _ in range(5):
+        response = roundtrip(gw.port, "GET", "/r", host="429.test")
+        assert response.status == 200, response
+    assert [q.path for q in t429.requests] == ["/r"] * 10
+    assert events(gw, "default/t429", "retry") == 5
+
+
+def test_per_try_timeout_moves_to_another_endpoint(gw, ups, figure) -> None:
+    ups["slow"].handler = failing("slow", 200, delay=1.0)
+    times = []
+    for _ in range(6):
+        start = time.monotonic()
+        response = roundtrip(gw.port, "GET", "/s", host="slow.test")
+        times.append(time.monotonic() - start)
+        assert response.status == 200 and response.header("x-upstream") == "fast", response
+    assert len(ups["slow"].requests) >= 2, "the slow endpoint was never tried first"
+    figure("per-try timeout 200ms: slowest client latency (s)", round(max(times), 3))
+    assert max(times) < 0.6, times
+    assert events(gw, "default/slowfirst", "timeout") >= 2
+
+
+def test_body_is_replayed_on_retry(gw, ups) -> None:
+    ups["bad"].handler = failing("bad")
+    body = pattern_body(100_000)
+    digest = hashlib.sha256(body).hexdigest()
+    for i in range(4):
+        response = roundtrip(gw.port, "POST", f"/upload/{i}", host="body.test", body=body)
+        assert response.status == 200 and response.header("x-upstream") == "good", response
+    tried = ups["bad"].requests + ups["good"].requests
+    assert len(ups["bad"].requests) >= 2 and len(ups["good"].requests) == 4
+    for request in tried:
+        assert request.body_size == len(body) and request.body_sha256 == digest, request.target
+
+
+def test_retry_goes_to_a_different_endpoint(gw, ups, figure) -> None:
+    """Random balancing over a failing and a working endpoint: every retry of a try that
+    failed on ``rbad`` must go to ``rgood`` (which endpoint served each try is recorded)."""
+    ups["rbad"].handler = failing("rbad")
+    n = 200  # ~100 retries: a 1-in-16 same-endpoint retry shows up almost surely
+    statuses: Counter = Counter()
+    for i in range(n):
+        response = roundtrip(gw.port, "GET", "/o", {"x-req": str(i)}, host="other.test")
+        statuses[response.status] += 1
+    tries: dict[str, list[str]] = defaultdict(list)
+    for name in ("rbad", "rgood"):
+        for request in ups[name].requests:
+            tries[request.header("x-req") or ""].append(name)
+    retried = [t for t in tries.values() if "rbad" in t]
+    moved = sum(1 for t in retried if "rgood" in t)
+    figure("random LB, retries sent to the other endpoint", f"{moved}/{len(retried)}")
+    figure("random LB, successes", f"{statuses[200]}/{n}")
+    assert retried, "no try hit the failing endpoint"
+    assert moved == len(retried), f"{len(retried) - moved} retries went to the same endpoint"
+    assert statuses == {200: n}, statuses
+
+
+def test_retry_budget_caps_retries_under_an_outage(gw, ups, figure) -> None:
+    for name in ("b1", "b2"):
+        ups[name].handler = failing(name, delay=0.3)
+    results = concurrent(
+        BUDGET_N, lambda: roundtrip(gw.port, "GET", "/b", host="budget.test", timeout=10))
+    statuses = Counter(getattr(res, "status", type(res).__name__) for res, _ in results)
+    retries = events(gw, "default/budget", "retry")
+    denied = events(gw, "default/budget", "retry_budget_exhausted")
+    tries = len(ups["b1"].requests) + len(ups["b2"].requests)
+    figure("budget: concurrent requests", BUDGET_N)
+    figure("budget: retries", retries)
+    figure("budget: retries refused (retry_budget_exhausted)", denied)
+    figure("budget: retries / requests", round(retries / BUDGET_N, 3))
+    assert statuses == {503: BUDGET_N}, statuses
+    assert tries == BUDGET_N + retries
+    assert retries <= 0.20 * BUDGET_N + 2, retries
+    assert denied >= BUDGET_N - retries - 2 and denied > 0
