@@ -14,7 +14,6 @@ import logging
 import multiprocessing
 import os
 import signal
-from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -50,36 +49,41 @@ class WorkerHandle:
     def __init__(self, process: BaseProcess, conn: Connection) -> None:
         self.process = process
         self.conn = conn
-        self.waiting: deque[asyncio.Future[tuple[Any, ...]]] = deque()
+        # Questions carry an id and answers name it: a worker handles messages concurrently,
+        # so a quick answer (stats) may overtake a slow one (install).
+        self.waiting: dict[int, asyncio.Future[tuple[Any, ...]]] = {}
+        self.next_id = 0
         self.version = ""
 
     def ask(self, message: tuple[Any, ...]) -> asyncio.Future[tuple[Any, ...]]:
         future: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
-        self.waiting.append(future)
+        self.next_id += 1
+        self.waiting[self.next_id] = future
         try:
-            self.conn.send(message)
+            self.conn.send((self.next_id, *message))
         except OSError as exc:
-            self.waiting.pop()
+            del self.waiting[self.next_id]
             future.set_exception(ConfigRefused(f"worker unreachable: {exc}"))
         return future
 
     def tell(self, message: tuple[Any, ...]) -> None:
         """Send without expecting an answer."""
         with contextlib.suppress(OSError):
-            self.conn.send(message)
+            self.conn.send((None, *message))
 
     def readable(self) -> None:
         try:
             message = self.conn.recv()
         except (EOFError, OSError):
             asyncio.get_running_loop().remove_reader(self.conn.fileno())
-            while self.waiting:
-                self.waiting.popleft().set_exception(ConfigRefused("worker exited"))
+            waiting, self.waiting = self.waiting, {}
+            for pending in waiting.values():
+                if not pending.done():
+                    pending.set_exception(ConfigRefused("worker exited"))
             return
-        if self.waiting:
-            future = self.waiting.popleft()
-            if not future.done():
-                future.set_result(message)
+        answered = self.waiting.pop(message[0]) if message[0] in self.waiting else None
+        if answered is not None and not answered.done():
+            answered.set_result(message[1:])
 
 
 @dataclass
@@ -241,8 +245,7 @@ class Supervisor:
         if self.health is not None:
             self.health.stop()
         for handle in self.handles:
-            with contextlib.suppress(OSError):
-                handle.conn.send(("drain", self.drain_timeout))
+            handle.tell(("drain", self.drain_timeout))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.drain_timeout + 5.0
         while any(h.process.is_alive() for h in self.handles) and loop.time() < deadline:

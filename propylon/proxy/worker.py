@@ -1,6 +1,7 @@
 """A worker process: binds the listeners (SO_REUSEPORT), serves them, obeys its supervisor.
 
-The supervisor talks to the worker over a pipe with small tuples:
+The supervisor talks to the worker over a pipe with small tuples, each prefixed with a
+request id (None for messages that need no answer); answers carry the id they answer:
 - ``("install", ir_json)`` -> compile and swap in; answers ``("ack", version)`` or
   ``("nack", version, error)`` (the previous configuration keeps serving);
 - ``("stats",)`` -> answers ``("stats", metrics_snapshot)``;
@@ -209,34 +210,37 @@ class WorkerChannel:
             self.worker.loop.remove_reader(self.conn.fileno())
             self._spawn(self.worker.drain(5.0))
             return
-        self._spawn(self._handle(message))
+        self._spawn(self._handle(message[0], message[1:]))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _handle(self, message: tuple[Any, ...]) -> None:
+    async def _handle(self, request_id: int | None, message: tuple[Any, ...]) -> None:
+        """One supervisor message; questions (with an id) get an answer naming that id."""
         kind = message[0]
         if kind == "install":
-            snapshot = ir.loads(message[1])
+            version = "?"
             try:
+                snapshot = ir.loads(message[1])
+                version = snapshot.version
                 await self.worker.install(snapshot)
             except Exception as exc:  # any failure keeps the old configuration serving
-                log.error("configuration %s refused: %s", snapshot.version, exc)
-                self._send(("nack", snapshot.version, str(exc)))
+                log.error("configuration %s refused: %s", version, exc)
+                self._send(request_id, ("nack", version, str(exc)))
             else:
-                self._send(("ack", snapshot.version))
+                self._send(request_id, ("ack", version))
         elif kind == "stats":
-            self._send(("stats", self.worker.stats()))
+            self._send(request_id, ("stats", self.worker.stats()))
         elif kind == "health":
             self.worker.apply_verdicts(message[1])
         elif kind == "drain":
             await self.worker.drain(float(message[1]))
 
-    def _send(self, message: tuple[Any, ...]) -> None:
+    def _send(self, request_id: int | None, answer: tuple[Any, ...]) -> None:
         with contextlib.suppress(OSError):
-            self.conn.send(message)
+            self.conn.send((request_id, *answer))
 
 
 def worker_main(conn: Connection, access_log: str, log_level: str) -> None:
