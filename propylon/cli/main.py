@@ -160,6 +160,11 @@ def explain(
         raise typer.Exit(2)
 
 
+from propylon.cli import control as _control  # noqa: E402
+
+_control.register(app)
+
+
 def main() -> None:
     app(prog_name="propylon")
 

@@ -1,0 +1,228 @@
+"""The control plane's REST API (DESIGN §3), sans-IO: ``ControlAPI.handle(Request) -> Reply``.
+
+Routes (every one needs ``authorization: Bearer TOKEN``, else 401):
+  GET    /openapi.json
+  GET    /v1/resources/{kind}                       list one kind
+  GET    /v1/resources/{kind}/{namespace}/{name}
+  PUT    /v1/resources/{kind}/{namespace}/{name}    create or replace (422 schema, 409 stale)
+  DELETE /v1/resources/{kind}/{namespace}/{name}    ?resourceVersion=N (409 if stale)
+  GET    /v1/status                                 statuses and fleets
+  GET    /v1/gateways/{namespace}/{name}/ir         long-poll: ?after=VERSION&wait=S
+  POST   /v1/gateways/{namespace}/{name}/reports    a proxy's ACK or NACK
+Answers are JSON; resources are shown with secrets redacted.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+import sqlite3
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from propylon import ir
+from propylon.admin.openapi import openapi_document
+from propylon.controlplane.httpd import Reply, Request
+from propylon.controlplane.resources import (
+    KIND_OF_PATH,
+    Invalid,
+    answer,
+    normalized,
+    strip_server_fields,
+    validate,
+)
+from propylon.controlplane.state import ControlState
+from propylon.controlplane.store import Conflict, StoreError
+
+log = logging.getLogger("propylon.controlplane")
+
+_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+MAX_WAIT = 60.0
+DEFAULT_WAIT = 30.0
+
+
+def _json(status: int, data: Any, headers: list[tuple[str, str]] | None = None) -> Reply:
+    body = json.dumps(data, indent=2, sort_keys=True).encode() + b"\n"
+    return Reply(status, body, headers=headers or [])
+
+
+def _error(status: int, message: str, reasons: list[str] | None = None) -> Reply:
+    data: dict[str, Any] = {"error": message}
+    if reasons is not None:
+        data["reasons"] = reasons
+    return _json(status, data)
+
+
+@dataclass
+class ControlAPI:
+    state: ControlState
+    token: str
+    replica: str = ""
+    _fleet: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    async def handle(self, request: Request) -> Reply:
+        if not self._authorized(request):
+            return _json(401, {"error": "missing or wrong bearer token"},
+                         [("www-authenticate", "Bearer")])
+        parts = [p for p in request.path.split("/") if p]
+        try:
+            return await self._route(request, parts)
+        except Conflict as exc:
+            return _error(409, str(exc))
+        except Invalid as exc:
+            return _error(422, "invalid resource", exc.reasons)
+        except (StoreError, sqlite3.Error) as exc:
+            log.error("store error: %s", exc)
+            return _error(503, f"store unavailable: {exc}")
+
+    def _authorized(self, request: Request) -> bool:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode(), self.token.encode())
+
+    async def _route(self, request: Request, parts: list[str]) -> Reply:
+        method = request.method
+        if parts == ["openapi.json"]:
+            return _only(method, "GET") or _json(200, openapi_document())
+        if parts == ["v1", "status"]:
+            return _only(method, "GET") or await self.status()
+        if len(parts) == 3 and parts[:2] == ["v1", "resources"]:
+            return _only(method, "GET") or await self.list(parts[2])
+        if len(parts) == 5 and parts[:2] == ["v1", "resources"]:
+            kind, namespace, name = parts[2:]
+            if method == "GET":
+                return await self.get(kind, namespace, name)
+            if method == "PUT":
+                return await self.put(kind, namespace, name, request.body)
+            if method == "DELETE":
+                return await self.delete(kind, namespace, name,
+                                         request.query.get("resourceVersion") or None)
+            return _not_allowed("GET, HEAD, PUT, DELETE")
+        if len(parts) == 5 and parts[:2] == ["v1", "gateways"]:
+            gateway = f"{parts[2]}/{parts[3]}"
+            if not (valid_name(parts[2]) and valid_name(parts[3])):
+                return _error(404, f"no Gateway {gateway}")
+            if parts[4] == "ir":
+                return _only(method, "GET") or await self.poll(gateway, request.query)
+            if parts[4] == "reports":
+                return _only(method, "POST") or await self.report(gateway, request.body)
+        return _error(404, "not found")
+
+    # -- resources -----------------------------------------------------------------------
+    async def list(self, kind_path: str) -> Reply:
+        kind = KIND_OF_PATH.get(kind_path)
+        if kind is None:
+            return _unknown_kind(kind_path)
+        items = await self.state.store.list_resources(kind)
+        return _json(200, {"kind": kind, "items": [answer(i) for i in items]})
+
+    async def get(self, kind_path: str, namespace: str, name: str) -> Reply:
+        kind = KIND_OF_PATH.get(kind_path)
+        if kind is None:
+            return _unknown_kind(kind_path)
+        item = await self.state.store.get(kind, namespace, name)
+        if item is None:
+            return _error(404, f"{kind} {namespace}/{name} not found")
+        return _json(200, answer(item))
+
+    async def put(self, kind_path: str, namespace: str, name: str, body: bytes) -> Reply:
+        kind = KIND_OF_PATH.get(kind_path)
+        if kind is None:
+            return _unknown_kind(kind_path)
+        try:
+            raw = json.loads(body or b"null")
+        except (ValueError, UnicodeDecodeError) as exc:
+            return _error(400, f"the body is not JSON: {exc}")
+        data, expected = strip_server_fields(raw)
+        validate(data, kind, namespace, name)
+        existed = await self.state.store.get(kind, namespace, name) is not None
+        item = await self.state.store.put(kind, namespace, name, normalized(data), expected)
+        log.info("%s %s/%s written (version %s)", kind, namespace, name, item.version)
+        return _json(200 if existed else 201, answer(item))
+
+    async def delete(self, kind_path: str, namespace: str, name: str,
+                     expected: str | None) -> Reply:
+        kind = KIND_OF_PATH.get(kind_path)
+        if kind is None:
+            return _unknown_kind(kind_path)
+        if not await self.state.store.delete(kind, namespace, name, expected):
+            return _error(404, f"{kind} {namespace}/{name} not found")
+        log.info("%s %s/%s deleted", kind, namespace, name)
+        return _json(200, {"kind": kind, "namespace": namespace, "name": name,
+                           "deleted": True})
+
+    async def status(self) -> Reply:
+        resources = [
+            {"kind": s.kind, "namespace": s.key.split("/")[0], "name": s.key.split("/")[1],
+             "state": s.state, "reasons": list(s.reasons), "gateways": list(s.gateways)}
+            for s in self.state.statuses
+        ]
+        return _json(200, {"resources": resources, "gateways": await self.state.fleet()})
+
+    # -- distribution --------------------------------------------------------------------
+    async def poll(self, gateway: str, query: dict[str, str]) -> Reply:
+        try:
+            wait = min(max(float(query.get("wait", DEFAULT_WAIT)), 0.0), MAX_WAIT)
+        except ValueError:
+            return _error(400, "wait must be a number of seconds")
+        if wait != wait:  # NaN
+            return _error(400, "wait must be a number of seconds")
+        proxy = query.get("proxy", "")
+        if proxy:
+            await self._note(gateway, proxy, {"version": query.get("version", "")})
+        if gateway not in self.state.snapshots:
+            return _error(404, f"no Gateway {gateway}")
+        snapshot = await self.state.wait_for(gateway, query.get("after", ""), wait)
+        if snapshot is None:
+            return Reply(304)
+        text = self.state.texts.get(gateway) or ir.dumps(snapshot)
+        return Reply(200, text.encode(), headers=[("x-propylon-version", snapshot.version)])
+
+    async def report(self, gateway: str, body: bytes) -> Reply:
+        if gateway not in self.state.snapshots:
+            return _error(404, f"no Gateway {gateway}")
+        try:
+            data = json.loads(body or b"null")
+            proxy, version, result = str(data["proxy"]), str(data["version"]), data["result"]
+            if not proxy or result not in ("ACK", "NACK"):
+                raise ValueError("proxy must be set and result be ACK or NACK")
+        except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+            return _error(422, f"a report needs proxy, version and result: {exc}")
+        fields: dict[str, Any] = {"state": result}
+        if result == "ACK":
+            fields["version"] = version
+        else:
+            fields.update(lastNackVersion=version, lastError=str(data.get("error", ""))[:2000])
+            log.warning("proxy %s of %s refused %s: %s", proxy, gateway, version,
+                        fields["lastError"])
+        await self._note(gateway, proxy, fields)
+        return _json(200, {"recorded": True})
+
+    async def _note(self, gateway: str, proxy: str, fields: dict[str, Any]) -> None:
+        record = self._fleet.setdefault((gateway, proxy), {})
+        record.update(fields, lastSeen=time.time(), replica=self.replica)
+        try:
+            await self.state.store.put_fleet(gateway, proxy, dict(record))
+        except Exception as exc:  # the store is away: distribution goes on without records
+            log.warning("cannot record proxy %s: %s", proxy, exc)
+
+
+def _only(method: str, allowed: str) -> Reply | None:
+    if method == allowed or (allowed == "GET" and method == "HEAD"):
+        return None
+    return _not_allowed("GET, HEAD" if allowed == "GET" else allowed)
+
+
+def _not_allowed(allow: str) -> Reply:
+    return Reply(405, b'{"error": "method not allowed"}\n', headers=[("allow", allow)])
+
+
+def valid_name(name: str) -> bool:
+    return len(name) <= 63 and _NAME.fullmatch(name) is not None
+
+
+def _unknown_kind(kind: str) -> Reply:
+    return _error(404, f"unknown kind {kind!r}; expected one of {', '.join(KIND_OF_PATH)}")

@@ -1,0 +1,192 @@
+"""The OpenAPI 3.0 document of the control plane's REST API (served at ``/openapi.json``).
+
+Resource bodies are described by their envelope (``apiVersion``, ``kind``, ``metadata``,
+``spec``); each kind's ``spec`` is documented in docs/reference.md and validated by the same
+models as YAML files, so a schema-valid envelope may still get 422 with the reasons.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from propylon.config import KINDS
+
+_NAME = {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}
+_KIND_PATHS = sorted(k.lower() for k in KINDS)
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _param(name: str, where: str, schema: dict[str, Any], required: bool = True,
+           description: str = "") -> dict[str, Any]:
+    return {"name": name, "in": where, "required": required, "schema": schema,
+            "description": description}
+
+
+_ERRORS = {
+    "401": _json(_ref("Error"), "missing or wrong bearer token"),
+    "404": _json(_ref("Error"), "unknown kind, or no such resource"),
+    "503": _json(_ref("Error"), "the store is unavailable"),
+}
+_KIND = _param("kind", "path", {"type": "string", "enum": _KIND_PATHS}, description="kind")
+_NS = _param("namespace", "path", _NAME)
+_NAME_PARAM = _param("name", "path", _NAME)
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object", "required": ["error"],
+        "properties": {"error": {"type": "string"},
+                       "reasons": {"type": "array", "items": {"type": "string"}}},
+    },
+    "Metadata": {
+        "type": "object", "required": ["name"],
+        "properties": {
+            "name": _NAME, "namespace": _NAME,
+            "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "resourceVersion": {"type": "string",
+                                "description": "set by the server; send it back to replace "
+                                               "only that version (409 otherwise)"},
+            "contentHash": {"type": "string", "description": "set by the server"},
+        },
+    },
+    "Resource": {
+        "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"],
+        "properties": {
+            "apiVersion": {"type": "string", "enum": ["propylon.dev/v1"]},
+            "kind": {"type": "string", "enum": sorted(KINDS)},
+            "metadata": _ref("Metadata"),
+            "spec": {"type": "object", "description": "see docs/reference.md"},
+        },
+    },
+    "ResourceList": {
+        "type": "object", "required": ["kind", "items"],
+        "properties": {"kind": {"type": "string"},
+                       "items": {"type": "array", "items": _ref("Resource")}},
+    },
+    "Deleted": {
+        "type": "object", "required": ["kind", "namespace", "name", "deleted"],
+        "properties": {"kind": {"type": "string"}, "namespace": {"type": "string"},
+                       "name": {"type": "string"}, "deleted": {"type": "boolean"}},
+    },
+    "ResourceStatus": {
+        "type": "object", "required": ["kind", "namespace", "name", "state", "reasons"],
+        "properties": {
+            "kind": {"type": "string"}, "namespace": {"type": "string"},
+            "name": {"type": "string"}, "state": {"type": "string",
+                                                  "enum": ["Accepted", "Invalid"]},
+            "reasons": {"type": "array", "items": {"type": "string"}},
+            "gateways": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "Proxy": {
+        "type": "object", "required": ["id", "connected"],
+        "properties": {
+            "id": {"type": "string"}, "connected": {"type": "boolean"},
+            "version": {"type": "string", "description": "the IR version it runs"},
+            "state": {"type": "string", "enum": ["ACK", "NACK"]},
+            "lastError": {"type": "string", "description": "the last NACK's error"},
+            "lastNackVersion": {"type": "string"},
+            "lastSeen": {"type": "number"}, "replica": {"type": "string"},
+        },
+    },
+    "Fleet": {
+        "type": "object", "required": ["gateway", "proxies"],
+        "properties": {
+            "gateway": {"type": "string"},
+            "version": {"type": "string", "nullable": True,
+                        "description": "the IR version the control plane holds for it"},
+            "proxies": {"type": "array", "items": _ref("Proxy")},
+        },
+    },
+    "Status": {
+        "type": "object", "required": ["resources", "gateways"],
+        "properties": {"resources": {"type": "array", "items": _ref("ResourceStatus")},
+                       "gateways": {"type": "array", "items": _ref("Fleet")}},
+    },
+    "Report": {
+        "type": "object", "required": ["proxy", "version", "result"],
+        "properties": {"proxy": {"type": "string", "minLength": 1},
+                       "version": {"type": "string"},
+                       "result": {"type": "string", "enum": ["ACK", "NACK"]},
+                       "error": {"type": "string"}},
+    },
+}
+
+
+def _paths() -> dict[str, Any]:
+    one = "/v1/resources/{kind}/{namespace}/{name}"
+    return {
+        "/v1/resources/{kind}": {"get": {
+            "operationId": "listResources", "parameters": [_KIND],
+            "responses": {"200": _json(_ref("ResourceList"), "the resources of one kind"),
+                          **_ERRORS}}},
+        one: {
+            "parameters": [_KIND, _NS, _NAME_PARAM],
+            "get": {"operationId": "getResource", "responses": {
+                "200": _json(_ref("Resource"), "the resource, secrets redacted"), **_ERRORS}},
+            "put": {
+                "operationId": "putResource",
+                "requestBody": {"required": True, "content": {
+                    "application/json": {"schema": _ref("Resource")}}},
+                "responses": {
+                    "200": _json(_ref("Resource"), "replaced"),
+                    "201": _json(_ref("Resource"), "created"),
+                    "400": _json(_ref("Error"), "the body is not JSON"),
+                    "409": _json(_ref("Error"), "metadata.resourceVersion is stale"),
+                    "422": _json(_ref("Error"), "the resource fails validation; reasons"),
+                    **_ERRORS}},
+            "delete": {
+                "operationId": "deleteResource",
+                "parameters": [_param("resourceVersion", "query", {"type": "string"}, False)],
+                "responses": {"200": _json(_ref("Deleted"), "deleted"),
+                              "409": _json(_ref("Error"), "resourceVersion is stale"),
+                              **_ERRORS}},
+        },
+        "/v1/status": {"get": {"operationId": "status", "responses": {
+            "200": _json(_ref("Status"), "statuses and fleets"), **_ERRORS}}},
+        "/v1/gateways/{namespace}/{name}/ir": {"get": {
+            "operationId": "pollGatewayIR",
+            "parameters": [
+                _NS, _NAME_PARAM,
+                _param("after", "query", {"type": "string"}, False, "the version held"),
+                _param("wait", "query", {"type": "number", "minimum": 0, "maximum": 60},
+                       False, "seconds to wait for a newer version (default 30)"),
+                _param("proxy", "query", {"type": "string"}, False, "the proxy's id"),
+                _param("version", "query", {"type": "string"}, False, "the version it runs"),
+            ],
+            "responses": {
+                "200": _json({"type": "object"}, "the Gateway's IR snapshot"),
+                "304": {"description": "no newer version within the wait"},
+                "400": _json(_ref("Error"), "bad wait"),
+                **_ERRORS}}},
+        "/v1/gateways/{namespace}/{name}/reports": {"post": {
+            "operationId": "reportGatewayIR",
+            "parameters": [_NS, _NAME_PARAM],
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": _ref("Report")}}},
+            "responses": {"200": _json({"type": "object"}, "recorded"),
+                          "422": _json(_ref("Error"), "not a report"), **_ERRORS}}},
+        "/openapi.json": {"get": {"operationId": "openapi", "responses": {
+            "200": _json({"type": "object"}, "this document"), **_ERRORS}}},
+    }
+
+
+@cache
+def openapi_document() -> dict[str, Any]:
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "Propylon control plane", "version": "1"},
+        "paths": _paths(),
+        "components": {
+            "schemas": _SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"bearer": []}],
+    }

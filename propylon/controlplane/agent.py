@@ -1,0 +1,155 @@
+"""The proxy's side of distribution (``propylon proxy``): poll, install, report, cache.
+
+``start`` brings the workers up and installs the cached IR if there is one, so a proxy
+restarted while the control plane is away serves its last good configuration. ``run`` then
+long-polls ``/v1/gateways/{ns}/{name}/ir?after=VERSION`` forever: a new snapshot is checked
+(its Gateway and content hash), installed with ``Supervisor.install``, cached on ACK, and
+reported as ACK or NACK (a NACKed version is tried again after the backoff). A failed poll
+never stops serving; it is retried after a backoff with jitter (0.2 s doubling to 5 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import socket
+import ssl
+from dataclasses import dataclass, field
+from urllib.parse import quote, urlencode
+
+from propylon import ir
+from propylon.controlplane import httpclient
+from propylon.controlplane.cache import IRCache
+from propylon.proxy.supervisor import ConfigRefused, Supervisor
+
+log = logging.getLogger("propylon.controlplane")
+
+POLL_WAIT = 30.0
+
+
+@dataclass
+class Backoff:
+    """Exponential backoff with full jitter: each delay is uniform in [0, min(cap, base*2^n)]."""
+
+    base: float = 0.2
+    cap: float = 5.0
+    attempt: int = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.cap, self.base * 2**self.attempt)
+        self.attempt += 1
+        return random.uniform(ceiling / 4, ceiling)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def default_proxy_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def check_snapshot(snapshot: ir.SnapshotIR, gateway: str) -> None:
+    """Refuse a snapshot that is not this Gateway's or whose content does not match."""
+    if ir.content_hash(snapshot) != snapshot.version:
+        raise ConfigRefused("snapshot content does not match its version")
+    keys = [g.key for g in snapshot.gateways]
+    if keys != [gateway]:
+        raise ConfigRefused(f"snapshot is for {keys}, not for {gateway}")
+
+
+@dataclass
+class Agent:
+    control: str  # base URL of the control plane
+    gateway: str  # "namespace/name"
+    token: str
+    cache: IRCache
+    proxy_id: str = field(default_factory=default_proxy_id)
+    ssl_context: ssl.SSLContext | None = None
+    wait: float = POLL_WAIT
+    seen: str = ""  # the last version installed from the control plane
+
+    @property
+    def _headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.token}"}
+
+    async def start(self, supervisor: Supervisor) -> None:
+        supervisor.start_workers()
+        snapshot = await asyncio.to_thread(self.cache.load)
+        if snapshot is None:
+            log.info("no cached IR for %s; waiting for the control plane", self.gateway)
+            return
+        try:
+            check_snapshot(snapshot, self.gateway)
+            await supervisor.install(snapshot)
+            log.info("serving cached IR %s", snapshot.version)
+        except ConfigRefused as exc:
+            log.error("cached IR refused: %s", exc)
+
+    async def run(self, supervisor: Supervisor) -> None:
+        backoff = Backoff()
+        while True:
+            delay = await self.poll_once(supervisor)
+            if delay is None:
+                backoff.reset()
+                continue
+            await asyncio.sleep(delay if delay > 0 else backoff.next_delay())
+
+    async def poll_once(self, supervisor: Supervisor) -> float | None:
+        """One long-poll; None to poll again at once, else seconds to wait (0: backoff)."""
+        running = supervisor.snapshot.version if supervisor.snapshot else ""
+        query = urlencode({"after": self.seen or running, "wait": self.wait,
+                           "proxy": self.proxy_id, "version": running})
+        url = f"{self.control}/v1/gateways/{quote(self.gateway)}/ir?{query}"
+        try:
+            answer = await httpclient.request("GET", url, headers=self._headers,
+                                              timeout=self.wait + 10, ssl_context=self.ssl_context)
+        except httpclient.HTTPError as exc:
+            log.warning("control plane unreachable (%s); still serving %s", exc, running or
+                        "nothing")
+            return 0
+        if answer.status == 304:
+            return None
+        if answer.status != 200:
+            log.warning("control plane answered %d: %s", answer.status, answer.body[:200])
+            return 0
+        try:
+            snapshot = ir.loads(answer.body)
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("undecodable IR from the control plane: %s", exc)
+            return 0
+        return None if await self.apply(supervisor, snapshot) else 0
+
+    async def apply(self, supervisor: Supervisor, snapshot: ir.SnapshotIR) -> bool:
+        """Install and report; False on NACK. A refused version is not remembered as seen,
+        so it is fetched and tried again after the backoff (the refusal may be transient,
+        a worker that died mid-install for instance)."""
+        try:
+            check_snapshot(snapshot, self.gateway)
+            await supervisor.install(snapshot)
+        except ConfigRefused as exc:
+            log.error("IR %s refused: %s", snapshot.version, exc)
+            await self.report(snapshot.version, "NACK", str(exc))
+            return False
+        self.seen = snapshot.version
+        try:
+            await asyncio.to_thread(self.cache.save, snapshot)
+        except OSError as exc:
+            log.warning("cannot cache IR in %s: %s", self.cache.path, exc)
+        await self.report(snapshot.version, "ACK")
+        return True
+
+    async def report(self, version: str, result: str, error: str = "") -> None:
+        body = json.dumps({"proxy": self.proxy_id, "version": version, "result": result,
+                           "error": error}).encode()
+        url = f"{self.control}/v1/gateways/{quote(self.gateway)}/reports"
+        try:
+            answer = await httpclient.request(
+                "POST", url, body=body, timeout=5.0, ssl_context=self.ssl_context,
+                headers={**self._headers, "content-type": "application/json"})
+            if answer.status != 200:
+                log.warning("report %s not recorded: HTTP %d", result, answer.status)
+        except httpclient.HTTPError as exc:
+            log.warning("report %s not sent: %s", result, exc)

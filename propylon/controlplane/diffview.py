@@ -1,0 +1,83 @@
+"""Text the CLI prints for ``diff`` and ``status`` (pure functions over API answers)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from propylon.config import Resource, load_data
+from propylon.controlplane.gitops import (
+    Change,
+    Key,
+    LocalResource,
+    affected_gateways,
+    key_of,
+    plan,
+    text_diff,
+)
+from propylon.controlplane.resources import strip_server_fields
+from propylon.translate import translate
+
+_MARK = {"create": "+", "update": "~", "delete": "-"}
+
+
+def gateways_after(local: Sequence[LocalResource],
+                   remote: Sequence[dict[str, Any]]) -> dict[Key, list[str]]:
+    """Which Gateways would select each resource once ``local`` is applied. Remote resources
+    whose redacted answer no longer validates (secrets) are left out of this estimate."""
+    merged: dict[Key, Resource] = {}
+    for data in remote:
+        clean, _ = strip_server_fields(data)
+        loaded = load_data(clean)
+        if loaded.ok:
+            merged[key_of(data)] = loaded.resources[0]
+    merged.update({item.key: item.model for item in local})
+    snapshot = translate(list(merged.values()))
+    return {(s.kind, *s.key.split("/", 1)): list(s.gateways)  # type: ignore[misc]
+            for s in snapshot.statuses}
+
+
+def gateways_before(status: dict[str, Any]) -> dict[Key, list[str]]:
+    return {(r["kind"], r["namespace"], r["name"]): list(r.get("gateways", []))
+            for r in status.get("resources", [])}
+
+
+def render_diff(local: Sequence[LocalResource], remote: Sequence[dict[str, Any]],
+                status: dict[str, Any]) -> tuple[list[str], bool]:
+    """Lines grouped per Gateway reached (before or after), and whether anything changes."""
+    changes = [c for c in plan(local, remote) if c.action != "unchanged"]
+    before, after = gateways_before(status), gateways_after(local, remote)
+    groups: dict[str, list[Change]] = {}
+    for change in changes:
+        for gateway in affected_gateways(change, before, after) or ["(no Gateway)"]:
+            groups.setdefault(gateway, []).append(change)
+    lines: list[str] = []
+    for gateway in sorted(groups):
+        lines.append(f"Gateway {gateway}:" if gateway != "(no Gateway)"
+                     else "Not served by any Gateway:")
+        for change in groups[gateway]:
+            lines.append(f"  {_MARK[change.action]} {change.ref} ({change.action})")
+            lines += [f"      {line}" for line in text_diff(change) if change.action == "update"]
+    return lines or ["no changes"], bool(changes)
+
+
+def render_status(data: dict[str, Any]) -> list[str]:
+    lines = ["GATEWAYS"]
+    now = time.time()
+    for fleet in data.get("gateways", []):
+        lines.append(f"  {fleet['gateway']}  desired version {fleet.get('version') or '-'}")
+        for p in fleet.get("proxies", []):
+            state = "connected" if p.get("connected") else "disconnected"
+            seen = f"{now - float(p.get('lastSeen', now)):.0f}s ago"
+            lines.append(f"    proxy {p['id']}: runs {p.get('version') or '-'}, {state} "
+                         f"(seen {seen}), last {p.get('state', '-')}")
+            if p.get("lastError"):
+                lines.append(f"      last NACK ({p.get('lastNackVersion')}): {p['lastError']}")
+        if not fleet.get("proxies"):
+            lines.append("    no proxy has connected")
+    invalid = [r for r in data.get("resources", []) if r["state"] != "Accepted"]
+    lines.append("INVALID RESOURCES" if invalid else "INVALID RESOURCES: none")
+    for r in invalid:
+        lines.append(f"  {r['kind']} {r['namespace']}/{r['name']}: {'; '.join(r['reasons'])}")
+    return lines

@@ -1,0 +1,169 @@
+"""The shared store: etcd v3 through its JSON gateway (``/v3/kv/*``, ``/v3/watch``).
+
+Several control-plane replicas on one etcd see the same state; each watches the resource
+prefix and re-reads on every change, whichever replica made it. A resource's version is its
+etcd ``mod_revision``; a write with an expected version is a transaction comparing it, so a
+stale write is refused by etcd itself. No home-made replication: etcd is the source of truth.
+
+Keys: ``/propylon/resources/{Kind}/{namespace}/{name}`` and
+``/propylon/fleet/{gateway namespace}/{gateway name}/{proxy id}``; values are JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlsplit
+
+from propylon.controlplane import httpclient
+from propylon.controlplane.resources import StoredResource
+from propylon.controlplane.store import Conflict, StoreError
+
+log = logging.getLogger("propylon.controlplane")
+
+_RESOURCES = "/propylon/resources/"
+_FLEET = "/propylon/fleet/"
+_TIMEOUT = 5.0
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def _unb64(text: str) -> str:
+    return base64.b64decode(text).decode()
+
+
+def prefix_end(prefix: str) -> str:
+    """The first key after every key starting with ``prefix`` (etcd's range_end)."""
+    raw = prefix.encode()
+    return base64.b64encode(raw[:-1] + bytes([raw[-1] + 1])).decode()
+
+
+def _key(kind: str, namespace: str, name: str) -> str:
+    return f"{_RESOURCES}{kind}/{namespace}/{name}"
+
+
+class EtcdError(StoreError):
+    pass
+
+
+class EtcdStore:
+    def __init__(self, base: str) -> None:
+        self._base = base
+
+    @classmethod
+    async def open(cls, url: str) -> EtcdStore:
+        parts = urlsplit(url)
+        scheme = "https" if parts.scheme == "etcds" else "http"
+        store = cls(f"{scheme}://{parts.netloc}")
+        await store._call("kv/range", {"key": _b64(_RESOURCES), "limit": 1})
+        return store
+
+    async def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            answer = await httpclient.request(
+                "POST", f"{self._base}/v3/{path}", body=json.dumps(body).encode(),
+                headers={"content-type": "application/json"}, timeout=_TIMEOUT)
+        except httpclient.HTTPError as exc:
+            raise EtcdError(f"etcd unreachable: {exc}") from exc
+        if answer.status != 200:
+            raise EtcdError(f"etcd {path}: HTTP {answer.status}: {answer.body[:200]!r}")
+        data: dict[str, Any] = answer.json() or {}
+        return data
+
+    async def _range(self, prefix: str) -> list[dict[str, Any]]:
+        data = await self._call("kv/range", {"key": _b64(prefix), "range_end": prefix_end(prefix)})
+        kvs: list[dict[str, Any]] = data.get("kvs", [])
+        return kvs
+
+    # -- resources -----------------------------------------------------------------------
+    async def get(self, kind: str, namespace: str, name: str) -> StoredResource | None:
+        data = await self._call("kv/range", {"key": _b64(_key(kind, namespace, name))})
+        kvs = data.get("kvs", [])
+        return _item(kvs[0]) if kvs else None
+
+    async def list_resources(self, kind: str | None = None) -> list[StoredResource]:
+        prefix = f"{_RESOURCES}{kind}/" if kind else _RESOURCES
+        return sorted((_item(kv) for kv in await self._range(prefix)),
+                      key=lambda r: (r.kind, r.namespace, r.name))
+
+    async def put(self, kind: str, namespace: str, name: str, data: dict[str, Any],
+                  expected: str | None) -> StoredResource:
+        key = _b64(_key(kind, namespace, name))
+        put = {"request_put": {"key": key, "value": _b64(json.dumps(data))}}
+        answer = await self._txn(key, expected, put, f"{kind} {namespace}/{name}")
+        return StoredResource(kind, namespace, name, data, str(answer["header"]["revision"]))
+
+    async def delete(self, kind: str, namespace: str, name: str, expected: str | None) -> bool:
+        key = _b64(_key(kind, namespace, name))
+        delete = {"request_delete_range": {"key": key}}
+        answer = await self._txn(key, expected, delete, f"{kind} {namespace}/{name}")
+        responses = answer.get("responses", [{}])
+        return int(responses[0].get("response_delete_range", {}).get("deleted", 0)) > 0
+
+    async def _txn(self, key: str, expected: str | None, op: dict[str, Any],
+                   what: str) -> dict[str, Any]:
+        compare = [] if expected is None else [
+            {"key": key, "target": "MOD", "result": "EQUAL", "mod_revision": expected}
+        ]
+        answer = await self._call("kv/txn", {"compare": compare, "success": [op]})
+        if not answer.get("succeeded"):
+            raise Conflict(f"{what}: resourceVersion {expected} is stale")
+        return answer
+
+    # -- fleet ---------------------------------------------------------------------------
+    async def put_fleet(self, gateway: str, proxy: str, record: dict[str, Any]) -> None:
+        key = _b64(f"{_FLEET}{gateway}/{proxy}")
+        await self._call("kv/put", {"key": key, "value": _b64(json.dumps(record))})
+
+    async def list_fleet(self) -> dict[str, dict[str, dict[str, Any]]]:
+        fleet: dict[str, dict[str, dict[str, Any]]] = {}
+        for kv in await self._range(_FLEET):
+            namespace, name, proxy = _unb64(kv["key"]).removeprefix(_FLEET).split("/", 2)
+            fleet.setdefault(f"{namespace}/{name}", {})[proxy] = json.loads(_unb64(kv["value"]))
+        return fleet
+
+    # -- changes -------------------------------------------------------------------------
+    async def changes(self) -> AsyncIterator[None]:
+        """Once per batch of resource events; once more after every reconnection, since
+        events may have been missed while the watch was down."""
+        delay = 0.2
+        while True:
+            try:
+                async for _ in self._watch():
+                    delay = 0.2
+                    yield None
+            except (httpclient.HTTPError, EtcdError, ValueError) as exc:
+                log.warning("etcd watch interrupted: %s", exc)
+            await asyncio.sleep(random.uniform(0, delay))
+            delay = min(delay * 2, 5.0)
+            yield None
+
+    async def _watch(self) -> AsyncIterator[None]:
+        body = {"create_request": {"key": _b64(_RESOURCES), "range_end": prefix_end(_RESOURCES)}}
+        async with httpclient.stream("POST", f"{self._base}/v3/watch",
+                                     body=json.dumps(body).encode()) as (status, pieces):
+            if status != 200:
+                raise EtcdError(f"etcd watch: HTTP {status}")
+            buffer = b""
+            async for piece in pieces:
+                buffer += piece
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.strip() and json.loads(line).get("result", {}).get("events"):
+                        yield None
+
+    async def close(self) -> None:
+        return None
+
+
+def _item(kv: dict[str, Any]) -> StoredResource:
+    kind, namespace, name = _unb64(kv["key"]).removeprefix(_RESOURCES).split("/", 2)
+    return StoredResource(kind, namespace, name, json.loads(_unb64(kv["value"])),
+                          str(kv["mod_revision"]))

@@ -1,0 +1,115 @@
+"""Resources as the control plane keeps them: plain JSON data plus a store version.
+
+A write is validated with the same pydantic models as YAML files (``config.load_data``);
+``metadata.resourceVersion`` and ``metadata.contentHash`` are the control plane's own fields,
+removed before validation and added to every answer. ``contentHash`` is the hash of the
+resource's normalized content (defaults filled in), so a client can tell whether its copy
+differs even where the answer's secrets are redacted.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from propylon.admin.redact import redact
+from propylon.config import KINDS, ConfigError, Resource, load_data
+
+# URL kind (lower-case) -> resource kind.
+KIND_OF_PATH: dict[str, str] = {name.lower(): name for name in KINDS}
+SERVER_FIELDS = ("resourceVersion", "contentHash")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResource:
+    kind: str  # "Route"
+    namespace: str
+    name: str
+    data: dict[str, Any]  # as written, without the server fields
+    version: str  # the store's resourceVersion
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+class Invalid(Exception):
+    """A write refused by the schema; ``reasons`` lists every problem."""
+
+    def __init__(self, reasons: list[str]) -> None:
+        super().__init__("; ".join(reasons))
+        self.reasons = reasons
+
+
+def strip_server_fields(data: Any) -> tuple[dict[str, Any], str | None]:
+    """A copy of ``data`` without the server fields, and the resourceVersion it carried."""
+    if not isinstance(data, dict):
+        raise Invalid(["a resource must be a JSON object"])
+    clean = copy.deepcopy(data)
+    meta = clean.get("metadata")
+    version = None
+    if isinstance(meta, dict):
+        # JSON has types: unlike YAML, a number is not taken for a name or label
+        wrong = [f"metadata.{f}: must be a string" for f in (*SERVER_FIELDS, "name", "namespace")
+                 if f in meta and not isinstance(meta[f], str)]
+        labels = meta.get("labels")
+        if isinstance(labels, dict):
+            wrong += [f"metadata.labels.{k}: must be a string" for k, v in labels.items()
+                      if not isinstance(v, str)]
+        if wrong:
+            raise Invalid(wrong)
+        raw = meta.pop("resourceVersion", "")
+        meta.pop("contentHash", None)
+        version = raw or None
+    return clean, version
+
+
+def validate(data: dict[str, Any], kind: str, namespace: str, name: str) -> Resource:
+    """The model of ``data``, which must be the resource the URL names."""
+    result = load_data(data, "request body")
+    if result.errors:
+        raise Invalid([_reason(e) for e in result.errors])
+    resource = result.resources[0]
+    if (resource.kind, resource.namespace, resource.name) != (kind, namespace, name):
+        raise Invalid([
+            f"the body is {resource.kind} {resource.key} but the URL names {kind} "
+            f"{namespace}/{name}"
+        ])
+    return resource
+
+
+def _reason(error: ConfigError) -> str:
+    where = f"{error.field}: " if error.field else ""
+    return f"{where}{error.message}"
+
+
+def normalized(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with the namespace filled in, as stored."""
+    clean = copy.deepcopy(data)
+    clean.setdefault("metadata", {}).setdefault("namespace", "default")
+    return clean
+
+
+def content_hash(resource: Resource) -> str:
+    canonical = resource.model_dump(mode="json", by_alias=True)
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_stored(item: StoredResource) -> Resource | None:
+    result = load_data(item.data, f"{item.kind} {item.key}")
+    return result.resources[0] if result.ok else None
+
+
+def answer(item: StoredResource) -> dict[str, Any]:
+    """What the API shows: the resource, secrets redacted, with the server fields."""
+    data = redact(copy.deepcopy(item.data))
+    meta = data.setdefault("metadata", {})
+    meta["resourceVersion"] = item.version
+    resource = load_stored(item)
+    if resource is not None:
+        meta["contentHash"] = content_hash(resource)
+    return data

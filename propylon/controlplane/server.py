@@ -1,0 +1,59 @@
+"""``propylon control``: the store, the translation loop, and the REST API on one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import ssl
+from pathlib import Path
+
+from propylon.admin.api import ControlAPI
+from propylon.controlplane import httpd
+from propylon.controlplane.state import ControlState
+from propylon.controlplane.store import open_store
+from propylon.controlplane.token import load_or_create_token
+
+log = logging.getLogger("propylon.controlplane")
+
+
+def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    if cert is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+async def run_control(
+    host: str,
+    port: int,
+    store_url: str,
+    token_file: Path,
+    tls: ssl.SSLContext | None = None,
+) -> int:
+    """Serve until SIGTERM/SIGINT; returns the exit code."""
+    token = load_or_create_token(token_file)
+    try:
+        store = await open_store(store_url)
+    except Exception as exc:
+        log.error("cannot open store %s: %s", store_url, exc)
+        return 1
+    state = ControlState(store)
+    replica = f"{socket.gethostname()}:{os.getpid()}"
+    api = ControlAPI(state, token, replica)
+    server = await httpd.serve(api.handle, host, port, tls)
+    translator = asyncio.ensure_future(state.run())
+    log.info("control plane on %s://%s:%d, store %s, token in %s",
+             "https" if tls else "http", host, port, store_url, token_file)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    await stop.wait()
+    server.close()
+    translator.cancel()
+    await store.close()
+    return 0

@@ -1,0 +1,177 @@
+"""The embedded store: one SQLite file (stdlib ``sqlite3``), nothing to install.
+
+Every call runs in a worker thread behind one lock, so the event loop never waits on disk.
+Versions come from one counter (``meta.revision``) bumped by every write, as etcd's revisions
+are. ``changes`` fires after this process's writes and, by polling the counter once a second,
+after writes made by another process on the same file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+import threading
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from propylon.controlplane.resources import StoredResource
+from propylon.controlplane.store import Conflict
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS resources (
+    kind TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
+    data TEXT NOT NULL, version INTEGER NOT NULL,
+    PRIMARY KEY (kind, namespace, name));
+CREATE TABLE IF NOT EXISTS fleet (
+    gateway TEXT NOT NULL, proxy TEXT NOT NULL, record TEXT NOT NULL,
+    PRIMARY KEY (gateway, proxy));
+CREATE TABLE IF NOT EXISTS meta (id INTEGER PRIMARY KEY CHECK (id = 0), revision INTEGER);
+INSERT OR IGNORE INTO meta VALUES (0, 0);
+"""
+_POLL = 1.0
+
+
+class SqliteStore:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+        self._lock = threading.Lock()
+        self._changed = asyncio.Event()
+
+    @classmethod
+    async def open(cls, path: str) -> SqliteStore:
+        def connect() -> sqlite3.Connection:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(path, timeout=5.0, check_same_thread=False,
+                                 isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")  # WAL stays consistent; fsync at checkpoints
+            db.executescript(_SCHEMA)
+            return db
+
+        return cls(await asyncio.to_thread(connect))
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        def locked() -> Any:
+            with self._lock:
+                return fn(*args)
+
+        return await asyncio.to_thread(locked)
+
+    # -- resources -----------------------------------------------------------------------
+    async def get(self, kind: str, namespace: str, name: str) -> StoredResource | None:
+        row = await self._run(self._get, kind, namespace, name)
+        return _item(row) if row else None
+
+    def _get(self, kind: str, namespace: str, name: str) -> tuple[Any, ...] | None:
+        cur = self._db.execute(
+            "SELECT kind, namespace, name, data, version FROM resources "
+            "WHERE kind=? AND namespace=? AND name=?", (kind, namespace, name))
+        row: tuple[Any, ...] | None = cur.fetchone()
+        return row
+
+    async def list_resources(self, kind: str | None = None) -> list[StoredResource]:
+        rows = await self._run(self._list, kind)
+        return [_item(r) for r in rows]
+
+    def _list(self, kind: str | None) -> list[tuple[Any, ...]]:
+        sql = "SELECT kind, namespace, name, data, version FROM resources"
+        cur = (self._db.execute(sql + " WHERE kind=? ORDER BY namespace, name", (kind,))
+               if kind else self._db.execute(sql + " ORDER BY kind, namespace, name"))
+        return cur.fetchall()
+
+    async def put(self, kind: str, namespace: str, name: str, data: dict[str, Any],
+                  expected: str | None) -> StoredResource:
+        version = await self._run(self._put, kind, namespace, name, json.dumps(data), expected)
+        self._changed.set()
+        return StoredResource(kind, namespace, name, data, str(version))
+
+    def _put(self, kind: str, namespace: str, name: str, text: str,
+             expected: str | None) -> int:
+        with self._transaction():
+            self._check(kind, namespace, name, expected)
+            revision = self._bump()
+            self._db.execute(
+                "INSERT INTO resources VALUES (?, ?, ?, ?, ?) ON CONFLICT (kind, namespace, name)"
+                " DO UPDATE SET data=excluded.data, version=excluded.version",
+                (kind, namespace, name, text, revision))
+            return revision
+
+    async def delete(self, kind: str, namespace: str, name: str, expected: str | None) -> bool:
+        deleted = bool(await self._run(self._delete, kind, namespace, name, expected))
+        if deleted:
+            self._changed.set()
+        return deleted
+
+    def _delete(self, kind: str, namespace: str, name: str, expected: str | None) -> bool:
+        with self._transaction():
+            if self._check(kind, namespace, name, expected) is None:
+                return False
+            self._bump()
+            self._db.execute("DELETE FROM resources WHERE kind=? AND namespace=? AND name=?",
+                             (kind, namespace, name))
+            return True
+
+    def _check(self, kind: str, namespace: str, name: str, expected: str | None) -> str | None:
+        row = self._get(kind, namespace, name)
+        current = str(row[4]) if row else None
+        if expected is not None and expected != current:
+            raise Conflict(f"{kind} {namespace}/{name}: resourceVersion {expected} is stale "
+                           f"(current: {current or 'none, it does not exist'})")
+        return current
+
+    def _bump(self) -> int:
+        self._db.execute("UPDATE meta SET revision = revision + 1 WHERE id = 0")
+        return int(self._db.execute("SELECT revision FROM meta WHERE id = 0").fetchone()[0])
+
+    def _transaction(self) -> Any:
+        db = self._db
+
+        class _Tx:
+            def __enter__(self) -> None:
+                db.execute("BEGIN IMMEDIATE")
+
+            def __exit__(self, exc_type: Any, *_: Any) -> None:
+                db.execute("ROLLBACK" if exc_type else "COMMIT")
+
+        return _Tx()
+
+    # -- fleet ---------------------------------------------------------------------------
+    async def put_fleet(self, gateway: str, proxy: str, record: dict[str, Any]) -> None:
+        await self._run(
+            self._db.execute, "INSERT OR REPLACE INTO fleet VALUES (?, ?, ?)",
+            (gateway, proxy, json.dumps(record)))
+
+    async def list_fleet(self) -> dict[str, dict[str, dict[str, Any]]]:
+        def rows() -> list[tuple[str, str, str]]:
+            return self._db.execute("SELECT gateway, proxy, record FROM fleet").fetchall()
+
+        fleet: dict[str, dict[str, dict[str, Any]]] = {}
+        for gateway, proxy, record in await self._run(rows):
+            fleet.setdefault(gateway, {})[proxy] = json.loads(record)
+        return fleet
+
+    # -- changes -------------------------------------------------------------------------
+    async def changes(self) -> AsyncIterator[None]:
+        def revision() -> int:
+            return int(self._db.execute("SELECT revision FROM meta WHERE id = 0").fetchone()[0])
+
+        seen = await self._run(revision)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), _POLL)
+            self._changed.clear()
+            current = await self._run(revision)
+            if current != seen:
+                seen = current
+                yield None
+
+    async def close(self) -> None:
+        await self._run(self._db.close)
+
+
+def _item(row: tuple[Any, ...]) -> StoredResource:
+    kind, namespace, name, data, version = row
+    return StoredResource(kind, namespace, name, json.loads(data), str(version))

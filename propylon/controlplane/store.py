@@ -1,0 +1,61 @@
+"""The control plane's state store: the interface both stores implement, and ``open_store``.
+
+A store holds resources (with a version per resource, a string that changes on every write)
+and fleet records (what each connected proxy reported). ``changes`` yields once per batch of
+resource changes made by anyone, this replica or another one sharing the store; the control
+plane then re-reads the resources. Every method is a coroutine that never blocks the loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any, Protocol
+
+from propylon.controlplane.resources import StoredResource
+
+
+class StoreError(Exception):
+    """The store cannot be reached or refused the operation (HTTP 503)."""
+
+
+class Conflict(Exception):
+    """The write named a resourceVersion that is no longer current (HTTP 409)."""
+
+
+class Store(Protocol):
+    async def get(self, kind: str, namespace: str, name: str) -> StoredResource | None: ...
+
+    async def list_resources(self, kind: str | None = None) -> list[StoredResource]: ...
+
+    async def put(self, kind: str, namespace: str, name: str, data: dict[str, Any],
+                  expected: str | None) -> StoredResource:
+        """Create or replace; with ``expected`` the current version must equal it."""
+        ...
+
+    async def delete(self, kind: str, namespace: str, name: str, expected: str | None) -> bool:
+        """False when there was nothing to delete; ``Conflict`` on a stale ``expected``."""
+        ...
+
+    async def put_fleet(self, gateway: str, proxy: str, record: dict[str, Any]) -> None: ...
+
+    async def list_fleet(self) -> dict[str, dict[str, dict[str, Any]]]:
+        """gateway -> proxy id -> record."""
+        ...
+
+    def changes(self) -> AsyncIterator[None]: ...
+
+    async def close(self) -> None: ...
+
+
+async def open_store(url: str) -> Store:
+    """``sqlite:///PATH`` (embedded, default; ``sqlite:////abs/path`` for an absolute PATH)
+    or ``etcd://HOST:PORT``."""
+    if url.startswith("sqlite:///"):
+        from propylon.controlplane.sqlite_store import SqliteStore
+
+        return await SqliteStore.open(url.removeprefix("sqlite:///"))
+    if url.startswith(("etcd://", "etcds://")):
+        from propylon.controlplane.etcd_store import EtcdStore
+
+        return await EtcdStore.open(url)
+    raise ValueError(f"unknown store {url!r}: expected sqlite:///PATH or etcd://HOST:PORT")

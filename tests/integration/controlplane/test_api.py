@@ -1,0 +1,130 @@
+"""The REST API and the GitOps client against one control plane on SQLite (no proxies)."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.integration.controlplane.conftest import Cluster, ControlPlane
+from tests.integration.controlplane.helpers import gateway, http, route, upstream, wait_until
+
+
+@pytest.fixture
+def plane(cluster: Cluster) -> ControlPlane:
+    return cluster.control()
+
+
+def test_every_request_needs_the_token(plane: ControlPlane) -> None:
+    mode = stat.S_IMODE(os.stat(plane.token_file).st_mode)
+    assert mode == 0o600
+    for method, path in [("GET", "/v1/status"), ("GET", "/openapi.json"),
+                         ("GET", "/v1/resources/route"), ("PUT", "/v1/resources/route/a/b"),
+                         ("GET", "/v1/gateways/a/b/ir")]:
+        assert http(method, plane.url + path, {})[0] == 401, path
+        assert http(method, plane.url + path, {}, token="wrong")[0] == 401, path
+    assert plane.get("/v1/status")[0] == 200
+
+
+def test_stale_resource_version_is_refused(plane: ControlPlane) -> None:
+    created = plane.must_put(upstream("echo", "shop", 9))
+    version = created["metadata"]["resourceVersion"]
+    changed = upstream("echo", "shop", 10)
+    changed["metadata"]["resourceVersion"] = version
+    assert plane.put(changed)[0] == 200
+    stale = upstream("echo", "shop", 11)
+    stale["metadata"]["resourceVersion"] = version
+    status, body = plane.put(stale)
+    assert status == 409, body
+    status, _ = http("DELETE", f"{plane.url}/v1/resources/upstream/shop/echo"
+                     f"?resourceVersion={version}", token=plane.token)
+    assert status == 409
+    status, current = plane.get("/v1/resources/upstream/shop/echo")
+    assert current["spec"]["endpoints"][0]["port"] == 10
+
+
+def test_schema_errors_get_422_with_reasons(plane: ControlPlane) -> None:
+    bad = upstream("echo", "shop", 9)
+    bad["spec"]["endpoints"][0]["port"] = "not-a-port"
+    bad["spec"]["bogus"] = 1
+    status, body = plane.put(bad)
+    assert status == 422
+    assert any("spec.endpoints[0].port" in r for r in body["reasons"])
+    assert any("spec.bogus: unknown field" in r for r in body["reasons"])
+    assert plane.get("/v1/resources/upstream/shop/echo")[0] == 404
+
+
+def test_reference_errors_are_accepted_and_invalid(plane: ControlPlane) -> None:
+    plane.must_put(gateway("edge", "infra", 1, ["shop"]))
+    plane.must_put(route("shop", "shop", "/", "missing"))
+    plane.must_put(route("other", "elsewhere", "/", "missing"))
+
+    def states() -> dict[str, dict[str, object]]:
+        body = plane.get("/v1/status")[1]
+        return {f"{r['kind']} {r['namespace']}/{r['name']}": r for r in body["resources"]}
+
+    found = wait_until(lambda: (s := states()).get("Route elsewhere/other") and s,
+                       what="statuses")
+    assert found["Route shop/shop"]["state"] == "Invalid"
+    assert "missing" in " ".join(found["Route shop/shop"]["reasons"])  # type: ignore[arg-type]
+    # ownership: the Gateway admits only "shop"; the other team's Route is not attached
+    assert found["Route elsewhere/other"]["gateways"] == []
+    assert "not selected" in " ".join(found["Route elsewhere/other"]["reasons"])  # type: ignore[arg-type]
+
+
+def test_secrets_are_redacted(plane: ControlPlane) -> None:
+    consumer = {"apiVersion": "propylon.dev/v1", "kind": "Consumer",
+                "metadata": {"name": "ann", "namespace": "shop"},
+                "spec": {"credentials": {"apiKeys": [{"secretRef": {"env": "ANN_KEY"}}]}}}
+    answer = plane.must_put(consumer)
+    assert "ANN_KEY" not in str(answer)
+    assert "ANN_KEY" not in str(plane.get("/v1/resources/consumer/shop/ann")[1])
+    assert "ANN_KEY" not in str(plane.get("/v1/resources/consumer")[1])
+
+
+def _cli(plane: ControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PROPYLON_CONTROL": plane.url, "PROPYLON_TOKEN": plane.token}
+    return subprocess.run([sys.executable, "-m", "propylon", *args], env=env, text=True,
+                          capture_output=True, timeout=60)
+
+
+def test_apply_diff_prune_get_status(plane: ControlPlane, tmp_path: Path) -> None:
+    config = tmp_path / "config.yaml"
+    docs = [gateway("edge", "infra", 1, ["shop"]), upstream("echo", "shop", 9),
+            route("a", "shop", "/a", "echo", {"app": "shop"}),
+            route("b", "shop", "/b", "echo", {"app": "shop"})]
+    config.write_text(yaml.safe_dump_all(docs))
+    first = _cli(plane, "apply", "-f", str(config))
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.count("created") == 4
+    again = _cli(plane, "apply", "-f", str(config))
+    assert again.stdout.count("unchanged") == 4, again.stdout
+    assert _cli(plane, "diff", "-f", str(config)).returncode == 0
+
+    docs[3]["spec"]["rules"][0]["matches"][0]["path"]["prefix"] = "/bee"
+    config.write_text(yaml.safe_dump_all(docs[:1] + docs[1:2] + docs[3:]))  # drop route a
+    diff = _cli(plane, "diff", "-f", str(config))
+    assert diff.returncode == 1
+    assert "Gateway infra/edge:" in diff.stdout and "~ Route shop/b" in diff.stdout
+    assert "+      - path:" in diff.stdout or "/bee" in diff.stdout
+
+    pruned = _cli(plane, "apply", "-f", str(config), "--prune", "-l", "app=shop")
+    assert pruned.returncode == 0, pruned.stderr
+    assert "Route shop/a pruned" in pruned.stdout and "Route shop/b configured" in pruned.stdout
+    listed = _cli(plane, "get", "route", "-n", "shop")
+    assert "b" in listed.stdout.split() and "a" not in listed.stdout.split()
+    one = _cli(plane, "get", "route", "b", "-n", "shop")
+    assert "/bee" in one.stdout
+    status = _cli(plane, "status")
+    assert status.returncode == 0 and "infra/edge" in status.stdout
+
+
+def test_openapi_document(plane: ControlPlane) -> None:
+    status, doc = plane.get("/openapi.json")
+    assert status == 200 and doc["openapi"].startswith("3.")
+    assert "/v1/resources/{kind}/{namespace}/{name}" in doc["paths"]

@@ -1,0 +1,154 @@
+"""Distribution to real proxies: sharding per Gateway, statuses and fleets, invalid-route
+isolation, control-plane outages under load, and restarts from the disk cache."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from tests.integration.controlplane.conftest import Cluster, ControlPlane
+from tests.integration.controlplane.helpers import (
+    free_port,
+    gateway,
+    http,
+    route,
+    served_by,
+    upstream,
+    wait_until,
+)
+
+
+def _fleet(plane: ControlPlane, key: str) -> dict[str, Any]:
+    body = plane.get("/v1/status")[1]
+    return next(g for g in body["gateways"] if g["gateway"] == key)
+
+
+def _all_acked(plane: ControlPlane, key: str, count: int = 1) -> bool:
+    fleet = _fleet(plane, key)
+    return len(fleet["proxies"]) >= count and all(
+        p["connected"] and p.get("version") == fleet["version"] for p in fleet["proxies"])
+
+
+def test_two_gateways_each_get_only_their_routes(cluster: Cluster) -> None:
+    plane = cluster.control()
+    port_a, port_b = cluster.echo("svc-a"), cluster.echo("svc-b")
+    gw1, gw2 = free_port(), free_port()
+    for resource in [
+        gateway("one", "infra", gw1, ["team-a", "team-c"]),
+        gateway("two", "infra", gw2, ["team-b"]),
+        upstream("svc", "team-a", port_a), route("ra", "team-a", "/a", "svc"),
+        upstream("svc", "team-b", port_b), route("rb", "team-b", "/b", "svc"),
+        # team-c delegates /c to its RouteTable, which names an Upstream that does not exist
+        {"apiVersion": "propylon.dev/v1", "kind": "Route",
+         "metadata": {"name": "rc", "namespace": "team-c"},
+         "spec": {"rules": [{"matches": [{"path": {"prefix": "/c"}}],
+                             "delegate": {"selector": {"namespaces": ["team-c"]}}}]}},
+        {"apiVersion": "propylon.dev/v1", "kind": "RouteTable",
+         "metadata": {"name": "tc", "namespace": "team-c"},
+         "spec": {"rules": [{"matches": [{"path": {"prefix": "/c/x"}}],
+                             "forward": {"backends": [{"upstream": "nowhere"}]}}]}},
+    ]:
+        plane.must_put(resource)
+    admin1 = cluster.proxy("proxy-one", plane, "infra/one")
+    cluster.proxy("proxy-two", plane, "infra/two")
+
+    assert wait_until(lambda: served_by(gw1, "/a") == (200, "svc-a"), what="one serves /a")
+    assert wait_until(lambda: served_by(gw2, "/b") == (200, "svc-b"), what="two serves /b")
+    assert served_by(gw1, "/b")[0] == 404
+    assert served_by(gw2, "/a")[0] == 404
+    assert served_by(gw1, "/c/x")[0] == 500  # the invalid RouteTable's matches are replaced
+    config = http("GET", f"http://127.0.0.1:{admin1}/config")[1]
+    assert [g["key"] for g in config["gateways"]] == ["infra/one"]
+    assert {s["key"] for s in config["statuses"]} >= {"team-a/ra", "team-c/tc"}
+    assert "team-b/rb" not in {s["key"] for s in config["statuses"]}
+
+    wait_until(lambda: _all_acked(plane, "infra/one") and _all_acked(plane, "infra/two"),
+               what="both fleets to ACK")
+    statuses = {(r["kind"], r["name"]): r for r in plane.get("/v1/status")[1]["resources"]}
+    assert statuses[("RouteTable", "tc")]["state"] == "Invalid"
+    assert statuses[("Route", "ra")]["state"] == "Accepted"
+    assert statuses[("Route", "rb")]["gateways"] == ["infra/two"]
+
+
+def _gateway_config(plane: ControlPlane, gw: int, echo: int) -> None:
+    for resource in [gateway("edge", "infra", gw, ["shop"]), upstream("svc", "shop", echo),
+                     route("main", "shop", "/", "svc")]:
+        plane.must_put(resource)
+
+
+class Traffic(threading.Thread):
+    """Sends requests one after another until stopped; counts answers other than 200."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(daemon=True)
+        self.port, self.sent, self.failed = port, 0, []  # type: ignore[var-annotated]
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        while not self.halt.is_set():
+            try:
+                status, _ = served_by(self.port, "/")
+            except OSError as exc:
+                status = repr(exc)  # type: ignore[assignment]
+            self.sent += 1
+            if status != 200:
+                self.failed.append(status)
+
+
+def test_control_plane_outage_then_restart_from_cache(cluster: Cluster) -> None:
+    port = free_port()
+    plane = cluster.control(port=port)
+    gw, echo = free_port(), cluster.echo("svc")
+    _gateway_config(plane, gw, echo)
+    cluster.proxy("proxy", plane, "infra/edge")
+    wait_until(lambda: served_by(gw, "/")[0] == 200, what="the proxy to serve")
+
+    traffic = Traffic(gw)
+    traffic.start()
+    try:
+        cluster.procs.stop("control", kill=True)
+        wait_until(lambda: traffic.sent > 200, what="requests during the outage")
+        plane = cluster.control(port=port)  # same port, same SQLite file
+        plane.must_put(route("extra", "shop", "/extra", "svc"))
+        wait_until(lambda: served_by(gw, "/extra/1") == (200, "svc"), timeout=20,
+                   what="the proxy to catch up after the restart")
+    finally:
+        traffic.halt.set()
+        traffic.join(10)
+    assert traffic.failed == [] and traffic.sent > 200
+
+    # the control plane goes away for good; a restarted proxy serves from its disk cache
+    cluster.procs.stop("control", kill=True)
+    cluster.procs.stop("proxy")
+    assert wait_until(lambda: _refused(gw), what="the proxy to stop")
+    cluster.proxy("proxy-again", plane, "infra/edge")
+    assert wait_until(lambda: served_by(gw, "/extra/1") == (200, "svc"),
+                      what="the restarted proxy to serve from its cache")
+
+
+def _refused(port: int) -> bool:
+    try:
+        served_by(port, "/")
+    except OSError:
+        return True
+    return False
+
+
+def test_a_refused_ir_is_reported_as_nack(cluster: Cluster) -> None:
+    plane = cluster.control()
+    echo = cluster.echo("svc")
+    taken = echo  # the echo server holds this port, so the proxy cannot listen on it
+    _gateway_config(plane, taken, echo)
+    cluster.proxy("proxy", plane, "infra/edge")
+
+    def nacked() -> dict[str, Any] | None:
+        proxies = _fleet(plane, "infra/edge")["proxies"]
+        return proxies[0] if proxies and proxies[0].get("state") == "NACK" else None
+
+    proxy = wait_until(nacked, timeout=20, what="a NACK")
+    assert proxy["lastError"] and proxy.get("version", "") == ""
+    good = free_port()
+    plane.must_put(gateway("edge", "infra", good, ["shop"]))
+    assert wait_until(lambda: served_by(good, "/") == (200, "svc"), what="the fixed Gateway")
+    wait_until(lambda: _all_acked(plane, "infra/edge"), what="an ACK")
+    assert _fleet(plane, "infra/edge")["proxies"][0]["lastError"]  # the last NACK stays shown
