@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 import httptools
 
+from propylon.proxy.clock import CLOCK
 from propylon.proxy.exchange import Exchange
 from propylon.proxy.hostport import split_host
 from propylon.proxy.http11 import is_token, simple_response
@@ -114,6 +115,8 @@ def _odd_request_line(data: bytes) -> bool:
     not (``GET  / HTTP/1.1``). Checked where a read starts a request, which covers every
     request that is not pipelined behind another in the same read; the gateway serialises
     its own request line upstream anyway, so this is strictness, not the only defence."""
+    if b"  " not in data and b"\t" not in data:
+        return data[:1] == b" "
     end = data.find(b"\n")
     line = data if end < 0 else data[:end]
     return b"  " in line or b"\t" in line or line.startswith(b" ")
@@ -129,15 +132,20 @@ class DownstreamProtocol(asyncio.Protocol):
     __slots__ = (
         "activity",
         "client_cert",
+        "closing",
         "current",
         "eof",
         "ex",
+        "forwarding_fields",
+        "forwarding_host",
         "head_started",
         "idle_since",
         "lingering",
         "listener",
         "loop",
         "out",
+        "parsed_host",
+        "parsed_host_value",
         "parser",
         "peer_ip",
         "peer_trusted",
@@ -168,6 +176,12 @@ class DownstreamProtocol(asyncio.Protocol):
         self.read_paused = 0
         self.eof = False
         self.lingering = False
+        self.closing = False  # close() was called
+        # per-connection caches: the last Host split, the last forwarding fields serialised
+        self.parsed_host_value: bytes | None = None
+        self.parsed_host = ""
+        self.forwarding_host: bytes | None = None
+        self.forwarding_fields = b""
         self.rejection: bytes | None = None  # a 400 waiting for earlier answers to go out
         self.out: list[bytes] | None = None  # writes held back while batching
         self.writing_paused = False
@@ -353,7 +367,7 @@ class DownstreamProtocol(asyncio.Protocol):
     # -- httptools callbacks -------------------------------------------------------------
     def on_message_begin(self) -> None:
         self.ex = Exchange(self)
-        self.head_started = time.monotonic()
+        self.head_started = CLOCK.now
 
     def on_url(self, url: bytes) -> None:
         ex = self.ex
@@ -382,6 +396,7 @@ class DownstreamProtocol(asyncio.Protocol):
             ex.request_headers.append((name, value))
         elif kind == _HOST:
             ex.host_count += 1
+            ex.host_value = value
             ex.request_headers.append((name, value))
         elif kind == _LENGTH:
             ex.has_body = value.strip() != b"0"
@@ -406,7 +421,7 @@ class DownstreamProtocol(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         ex = self.ex
         assert ex is not None
-        if self.transport.is_closing():
+        if self.closing:
             return  # input after a response that closes the connection is ignored
         parser = self.parser
         ex.method = parser.get_method()
@@ -457,7 +472,12 @@ class DownstreamProtocol(asyncio.Protocol):
             ex.request_headers = [h for h in ex.request_headers if h[0] != b"host"]
             ex.request_headers.append((b"host", host_value))
             ex.host_count = 1
-        ex.host = split_host(host_value)[0] if host_value else ""
+            ex.host_value = host_value
+        if host_value == self.parsed_host_value:
+            ex.host = self.parsed_host  # same Host as the previous request: already split
+        else:
+            ex.host = split_host(host_value)[0] if host_value else ""
+            self.parsed_host_value, self.parsed_host = host_value, ex.host
 
     def on_body(self, body: bytes) -> None:
         ex = self.ex
@@ -494,7 +514,7 @@ class DownstreamProtocol(asyncio.Protocol):
                 self._resume(_PIPELINE)
             nxt.begin()
             return
-        self.idle_since = time.monotonic()
+        self.idle_since = CLOCK.now
         if self.read_paused & _BODY_BUFFER:
             self._resume(_BODY_BUFFER)
 
@@ -509,6 +529,10 @@ class DownstreamProtocol(asyncio.Protocol):
         if self.current is None:
             if ex is None and now - self.idle_since > listener.keep_alive_timeout:
                 self.close()
+            return
+        current = self.current
+        if current.deadline and now > current.deadline:
+            current.on_timeout()  # a long route timeout (see exchange.COARSE_DEADLINE)
             return
         if self.activity != self.seen_activity:
             self.seen_activity = self.activity
@@ -530,6 +554,7 @@ class DownstreamProtocol(asyncio.Protocol):
         destroy our answer before the client reads it; so, as nginx does, we send FIN, then
         read and drop its input for up to ``LINGER_TIME`` before closing."""
         self.release_output()
+        self.closing = True
         transport = self.transport
         if not linger or self.lingering or transport.is_closing() or not transport.can_write_eof():
             transport.close()

@@ -22,9 +22,12 @@ import functools
 import logging
 import random
 import time
+from bisect import bisect_left
 from typing import TYPE_CHECKING, Any
 
 from propylon.filters.base import LocalResponse
+from propylon.observability.metrics import LATENCY_BOUNDS
+from propylon.proxy.clock import CLOCK
 from propylon.proxy.forwarded import forwarding_headers, real_client_ip
 from propylon.proxy.hostport import is_ip_literal
 from propylon.proxy.http11 import (
@@ -36,7 +39,7 @@ from propylon.proxy.http11 import (
     status_line,
 )
 from propylon.proxy.mirror import MirrorRequest
-from propylon.proxy.rewrite import redirect_location, response_fields, rewrite_path
+from propylon.proxy.rewrite import redirect_location, rewrite_path
 from propylon.runtime.compiled import FORWARD, REDIRECT, CompiledRoute
 from propylon.runtime.retry import CONNECT_FAILURE, RESET, STATUS, TIMEOUT
 
@@ -47,6 +50,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("propylon.proxy")
 
+COARSE_DEADLINE = 5.0  # route timeouts at least this long are checked by the sweeper
 CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 _MAX_PENDING_BODY = 256 * 1024  # buffered before the upstream is ready; reading pauses above
 _MAX_REPLAY_BODY = 1024 * 1024  # bodies kept for retries and mirrors; larger ones are not
@@ -63,6 +67,7 @@ class Exchange:
         "cluster",
         "conn",
         "conn_header",
+        "deadline",
         "endpoint",
         "endpoint_label",
         "expect_continue",
@@ -75,6 +80,7 @@ class Exchange:
         "header_bytes",
         "host",
         "host_count",
+        "host_value",
         "http11",
         "in_flight",
         "keep_alive",
@@ -117,6 +123,7 @@ class Exchange:
         self.query = b""
         self.host = ""
         self.host_count = 0
+        self.host_value = b""
         self.http11 = True
         self.keep_alive = True
         self.request_headers: Headers = []
@@ -143,6 +150,7 @@ class Exchange:
         self.endpoint_label: str | None = None
         self.conn: UpstreamConnection | None = None
         self.timer: asyncio.TimerHandle | None = None
+        self.deadline = 0.0  # a long route timeout, enforced by the worker's sweeper
         self.upstream_error = ""
         self.retried = False  # the one free retry after a stale pooled connection was used
         self.head_bytes: bytes | None = None  # the upstream request head, built once
@@ -209,6 +217,8 @@ class Exchange:
         self.route = route
         if route.chain.on_request:
             self.run_request_filters(route, 0)
+        elif route.kind == FORWARD:
+            self.forward(route)
         else:
             self.dispatch(route)
 
@@ -267,11 +277,13 @@ class Exchange:
         if cluster is None:
             self.send_error(503, b"no backend available\n")
             return
-        overloaded = cluster.overloaded()
-        if overloaded is not None:
-            cluster.stats.overflows += 1
-            self.send_local(503, b"upstream overloaded\n", [(b"x-propylon-overloaded", overloaded)])
-            return
+        if cluster.breaker is not None:
+            overloaded = cluster.overloaded()
+            if overloaded is not None:
+                cluster.stats.overflows += 1
+                self.send_local(503, b"upstream overloaded\n",
+                                [(b"x-propylon-overloaded", overloaded)])
+                return
         self.cluster = cluster
         cluster.active_requests += 1
         self.in_flight = True
@@ -279,13 +291,20 @@ class Exchange:
             # keep the body so that it can be sent again (what arrived so far included)
             self.replay = [b"".join(self.pending)] if self.pending else []
             self.replay_size = self.pending_size
-        for phase in route.chain.on_upstream_request:
-            phase(self)
+        if route.chain.on_upstream_request:
+            for phase in route.chain.on_upstream_request:
+                phase(self)
         self.head_bytes = self.upstream_head(route)
         if self.expect_continue:
             self.proto.write(CONTINUE_100)
-        if route.timeout:
-            self.timer = self.proto.loop.call_later(route.timeout, self.on_timeout)
+        timeout = route.timeout
+        if timeout:
+            if timeout >= COARSE_DEADLINE:
+                # checked by the worker's sweeper (about twice a second): a timer per request
+                # costs more than the precision is worth for long deadlines
+                self.deadline = CLOCK.now + timeout
+            else:
+                self.timer = self.proto.loop.call_later(timeout, self.on_timeout)
         if route.mirror is not None and random.random() * 100 < route.mirror_percent:
             self.mirror_to = route.mirror
             self.start_mirror()
@@ -312,12 +331,14 @@ class Exchange:
         if retry is not None and retry.per_try_timeout:
             self.try_timer = self.proto.loop.call_later(retry.per_try_timeout, self.on_try_timeout)
         pool = endpoint.pool
-        may_connect = cluster.may_open_connection()
-        if pool.would_wait(may_connect) and not cluster.may_queue():
-            cluster.stats.overflows += 1
-            self.send_local(503, b"upstream overloaded\n",
-                            [(b"x-propylon-overloaded", b"max_pending_requests")])
-            return
+        may_connect = True
+        if cluster.breaker is not None:
+            may_connect = cluster.may_open_connection()
+            if pool.would_wait(may_connect) and not cluster.may_queue():
+                cluster.stats.overflows += 1
+                self.send_local(503, b"upstream overloaded\n",
+                                [(b"x-propylon-overloaded", b"max_pending_requests")])
+                return
         conn = pool.acquire(self, may_connect)
         if conn is not None:
             self.on_upstream_connected(conn)
@@ -412,20 +433,16 @@ class Exchange:
             transport.pause_reading()
 
     def upstream_head(self, route: CompiledRoute) -> bytes:
-        path = rewrite_path(self.path, route.prefix_from, route.prefix_to, route.replace_path)
+        if route.prefix_from is None and route.replace_path is None:
+            path = self.path
+        else:
+            path = rewrite_path(self.path, route.prefix_from, route.prefix_to, route.replace_path)
         target = path + b"?" + self.query if self.query else path
         headers = self.request_headers
         if self.conn_header is not None:
             named = connection_tokens(self.conn_header) - {b"close", b"keep-alive"}
             if named:
                 headers = [h for h in headers if h[0] not in named]
-        gateway = self.gateway
-        assert gateway is not None
-        host = self.host_header()
-        _, fwd = forwarding_headers(
-            self.proto.peer_ip, self.proto.peer_trusted, self.forwarded or {},
-            self.proto.listener.scheme, host, gateway.is_trusted,
-        )
         if not self.req_chunked:
             framing = b""
         elif self.te_codings:
@@ -436,16 +453,33 @@ class Exchange:
             framing += b"x-forwarded-client-cert: " + self.proto.client_cert + b"\r\n"
         if self.upgrade is not None:
             framing += b"connection: upgrade\r\nupgrade: " + self.upgrade + b"\r\n"
-        return b"".join((
-            self.method, b" ", target, b" HTTP/1.1\r\n",
-            serialize_headers(headers), serialize_headers(fwd), framing, b"\r\n",
-        ))
+        parts = [self.method + b" " + target + b" HTTP/1.1\r\n"]
+        parts += [name + b": " + value + b"\r\n" for name, value in headers]
+        parts.append(self.forwarding_fields())
+        parts.append(framing + b"\r\n")
+        return b"".join(parts)
+
+    def forwarding_fields(self) -> bytes:
+        """X-Forwarded-* and Forwarded, serialised. For a peer that is not a trusted proxy
+        they depend only on the peer and the Host, so the connection keeps the last ones."""
+        proto = self.proto
+        host = self.host_value
+        if not proto.peer_trusted and proto.forwarding_host == host:
+            return proto.forwarding_fields
+        gateway = self.gateway
+        assert gateway is not None
+        _, fields = forwarding_headers(
+            proto.peer_ip, proto.peer_trusted, self.forwarded or {},
+            proto.listener.scheme, host, gateway.is_trusted,
+        )
+        serialized = serialize_headers(fields)
+        if not proto.peer_trusted:
+            proto.forwarding_host, proto.forwarding_fields = host, serialized
+        return serialized
 
     def host_header(self) -> bytes:
-        for name, value in self.request_headers:
-            if name == b"host":
-                return value
-        return b""
+        """The Host the client sent (or the authority of an absolute-form target)."""
+        return self.host_value
 
     def request_body(self, chunk: bytes) -> None:
         route = self.route
@@ -510,11 +544,24 @@ class Exchange:
         # otherwise on_upstream_connected writes the terminator after the pending chunks
 
     # -- phase 3: the response ----------------------------------------------------------
-    def on_response_head(self, status: int, headers: Headers, framed: bool) -> None:
+    def on_upgraded_head(self, headers: Headers) -> None:
+        """The upstream answered 101 to an upgrade request."""
         if self.try_timer is not None:
             self.try_timer.cancel()
             self.try_timer = None
-        self.record_outcome(status < 500)
+        self.status = 101
+        self.switching_protocols(headers)
+
+    def on_response_head(
+        self, status: int, out: Headers, length: bytes | None, framed: bool
+    ) -> None:
+        """The upstream's answer head, hop-by-hop fields already removed (``out``)."""
+        if self.try_timer is not None:
+            self.try_timer.cancel()
+            self.try_timer = None
+        cluster = self.cluster
+        if cluster is not None and cluster.ejection is not None:
+            self.record_outcome(status < 500)
         retry = self.route.retry if self.route is not None else None
         if retry is not None and retry.retries_status(status) and self.retry_or_fail(
                 STATUS, status):
@@ -522,17 +569,13 @@ class Exchange:
                 self.cluster.stats.record(status)
             return  # the answer is dropped; another try follows
         self.status = status
-        if status == 101:
-            self.switching_protocols(headers)
-            return
-        out, length = response_fields(headers)
         route = self.route
         assert route is not None
         for phase in route.chain.on_response:
             phase(self, status, out)
         has_body = not (self.head_only or status < 200 or status == 204 or status == 304)
         proto = self.proto
-        keep_alive = self.keep_alive and not proto.draining
+        keep_alive = self.keep_alive and not proto.worker.draining
         if length is not None and (framed or not has_body):
             framing = b"content-length: " + length + b"\r\n"
         elif not has_body:
@@ -549,7 +592,10 @@ class Exchange:
             framing += b"connection: keep-alive\r\n"
         self.keep_alive = keep_alive
         self.response_started = True
-        proto.write(b"".join((status_line(status), serialize_headers(out), framing, b"\r\n")))
+        parts = [status_line(status)]
+        parts += [name + b": " + value + b"\r\n" for name, value in out]
+        parts.append(framing + b"\r\n")
+        proto.write(b"".join(parts))
 
     # -- protocol upgrade -------------------------------------------------------------------
     def switching_protocols(self, headers: Headers) -> None:
@@ -601,7 +647,8 @@ class Exchange:
             else:
                 conn.close()
         if self.cluster is not None:
-            self.cluster.stats.record(self.status)
+            status = self.status
+            self.cluster.stats.by_class[status // 100 if status < 600 else 5] += 1
         if not self.body_done:
             self.keep_alive = False  # the rest of the request body will not be read
         self.finish()
@@ -706,7 +753,7 @@ class Exchange:
             headers = list(headers or [])
             for phase in route.chain.on_response:
                 phase(self, status, headers)
-        if not self.body_done or self.proto.draining:
+        if not self.body_done or self.proto.worker.draining:
             self.keep_alive = False  # an unread request body makes the connection unusable
         self.bytes_out = len(body)
         self.response_started = True
@@ -721,11 +768,16 @@ class Exchange:
     # -- phase 4: the end -----------------------------------------------------------------
     def release(self) -> None:
         """Give back what the exchange holds: timers, endpoint and upstream load counts."""
-        for name in ("timer", "try_timer", "retry_timer"):
-            handle = getattr(self, name)
-            if handle is not None:
-                handle.cancel()
-                setattr(self, name, None)
+        self.deadline = 0.0
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.try_timer is not None:
+            self.try_timer.cancel()
+            self.try_timer = None
+        if self.retry_timer is not None:
+            self.retry_timer.cancel()
+            self.retry_timer = None
         endpoint, self.endpoint = self.endpoint, None
         if endpoint is not None:
             endpoint.active -= 1
@@ -741,7 +793,11 @@ class Exchange:
         route = self.route
         elapsed = time.perf_counter() - self.start
         if route is not None:
-            route.stats.record(self.status, elapsed)
+            stats = route.stats  # RouteStats.record, inlined: this runs for every request
+            status = self.status
+            stats.by_class[status // 100 if status < 600 else 5] += 1
+            stats.buckets[bisect_left(LATENCY_BOUNDS, elapsed)] += 1
+            stats.latency_sum += elapsed
             for phase in route.chain.on_log:
                 phase(self)
         access_log = self.proto.worker.access_log

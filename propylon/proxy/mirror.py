@@ -54,7 +54,12 @@ class MirrorRequest:
         self._done()
 
     # -- UpstreamClient: the answer is discarded ------------------------------------------
-    def on_response_head(self, status: int, headers: Headers, framed: bool) -> None:
+    def on_response_head(
+        self, status: int, fields: Headers, length: bytes | None, framed: bool
+    ) -> None:
+        return None
+
+    def on_upgraded_head(self, headers: Headers) -> None:
         return None
 
     def on_response_body(self, chunk: bytes) -> None:

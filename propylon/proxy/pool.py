@@ -21,6 +21,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
 from propylon.ir import UpstreamTLSIR
+from propylon.proxy.clock import CLOCK
 from propylon.proxy.tls import client_context
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ class EndpointPool:
         idle = self.idle
         while idle:
             conn = idle.pop()
-            if conn.usable():
+            if not conn.closed:  # an idle connection that closed has left ``idle`` already
                 return conn
         if may_connect and self.total < self.max_connections:
             self._connect(client)
@@ -153,7 +154,7 @@ class EndpointPool:
                 waiter.on_upstream_connected(conn)
                 return
         if len(self.idle) < self.max_idle:
-            conn.idle_since = time.monotonic()
+            conn.idle_since = CLOCK.now
             self.idle.append(conn)
         else:
             conn.close()

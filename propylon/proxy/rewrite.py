@@ -49,20 +49,29 @@ def redirect_location(
     return location + "?" + query.decode("latin-1") if query else location
 
 
-def response_fields(headers: Headers) -> tuple[Headers, bytes | None]:
+def response_fields(headers: Headers) -> tuple[Headers, bytes | None, bool]:
     """An upstream response's fields minus hop-by-hop ones (and those named in Connection),
-    and its Content-Length (framing is chosen again for the client)."""
-    named: set[bytes] = set()
-    for name, value in headers:
-        if name == b"connection":
-            named |= connection_tokens(value)
+    its Content-Length and whether it is chunked (framing is chosen again for the client).
+    One pass in the common case; a second only when Connection names other fields."""
     kept: Headers = []
     length: bytes | None = None
+    chunked = False
+    connection: bytes | None = None
     for item in headers:
         name = item[0]
-        if name in _RESPONSE_DROP or name in named:
+        if name in _RESPONSE_DROP:
             if name == b"content-length":
                 length = item[1]
+            elif name == b"transfer-encoding":
+                chunked = True
+            elif name == b"connection":
+                connection = item[1] if connection is None else connection + b"," + item[1]
             continue
         kept.append(item)
-    return kept, length
+    if connection is not None and connection.lower() not in _PLAIN_CONNECTION:
+        named = connection_tokens(connection)
+        kept = [h for h in kept if h[0] not in named]
+    return kept, length, chunked
+
+
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})

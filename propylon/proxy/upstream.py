@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 import httptools
 
 from propylon.proxy.http11 import Headers
+from propylon.proxy.rewrite import response_fields
 
 if TYPE_CHECKING:
     from propylon.proxy.pool import EndpointPool
@@ -22,7 +23,11 @@ if TYPE_CHECKING:
 class UpstreamClient(Protocol):
     """The exchange side of an upstream connection."""
 
-    def on_response_head(self, status: int, headers: Headers, framed: bool) -> None: ...
+    def on_response_head(
+        self, status: int, fields: Headers, length: bytes | None, framed: bool
+    ) -> None: ...
+
+    def on_upgraded_head(self, headers: Headers) -> None: ...
 
     def on_response_body(self, chunk: bytes) -> None: ...
 
@@ -180,21 +185,15 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- httptools callbacks -------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.got_response:
-            return  # trailers are dropped
-        name = name.lower()
-        if name == b"content-length":
-            self._has_length = True
-        elif name == b"transfer-encoding":
-            self._chunked = True
-        self.headers.append((name, value))
+        if not self.got_response:  # fields after the head are trailers: dropped
+            self.headers.append((name.lower(), value))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         if status == 101 and self.client is not None and self.client.upgrade is not None:
             self.upgrading = True
             self.got_response = True
-            self.client.on_response_head(101, self.headers, True)
+            self.client.on_upgraded_head(self.headers)
             return
         if status < 200:
             if status == 101:
@@ -207,8 +206,11 @@ class UpstreamConnection(asyncio.Protocol):
         if client is None:
             return
         keep_alive = self.parser.should_keep_alive()
-        framed = self._has_length or self._chunked or self.head_only or status in (204, 304)
-        client.on_response_head(status, self.headers, framed)
+        fields, length, chunked = response_fields(self.headers)
+        self._has_length = length is not None
+        self._chunked = chunked
+        framed = length is not None or chunked or self.head_only or status in (204, 304)
+        client.on_response_head(status, fields, length, framed)
         if self.head_only:
             # httptools cannot be told that a HEAD response has no body; finish it here and
             # give the connection a fresh parser for its next response.

@@ -28,6 +28,7 @@ from propylon.ir import ListenerTLSIR
 from propylon.observability.access_log import AccessLog
 from propylon.observability.metrics import MetricsRegistry
 from propylon.proxy.acceptor import Acceptor
+from propylon.proxy.clock import CLOCK
 from propylon.proxy.downstream import DownstreamProtocol
 from propylon.proxy.pool import PoolRegistry
 from propylon.proxy.tls import ServerTLS
@@ -164,7 +165,7 @@ class Worker:
             for listener in self.listeners.values():
                 if listener.tls is not None and listener.tls.reload_if_changed():
                     listener.set_tls(listener.tls)
-            now = time.monotonic()
+            now = CLOCK.tick()
             for proto in list(self.state.connections):
                 proto.check_timeouts(now)
             for cluster in self.clusters():

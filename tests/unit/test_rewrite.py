@@ -45,6 +45,12 @@ def test_response_fields_drop_hop_by_hop_and_named() -> None:
         (b"x-internal", b"secret"), (b"keep-alive", b"timeout=5"),
         (b"transfer-encoding", b"chunked"), (b"content-length", b"12"), (b"x-ok", b"1"),
     ]
-    kept, length = response_fields(headers)
+    kept, length, chunked = response_fields(headers)
     assert kept == [(b"content-type", b"text/plain"), (b"x-ok", b"1")]
-    assert length == b"12"
+    assert length == b"12" and chunked
+
+
+def test_response_fields_common_connection_values_need_no_second_pass() -> None:
+    kept, length, chunked = response_fields(
+        [(b"connection", b"keep-alive"), (b"server", b"x"), (b"content-length", b"0")])
+    assert kept == [(b"server", b"x")] and length == b"0" and not chunked

@@ -297,14 +297,17 @@ def test_jwt_from_jwks_and_claims_to_headers(env: dict[str, Any]) -> None:
 @pytest.mark.parametrize(
     ("claims", "reason"),
     [
-        pytest.param({"exp": int(time.time()) - 60}, "token expired", id="expired"),
-        pytest.param({"nbf": int(time.time()) + 60}, "token not valid yet", id="not-yet"),
+        # times are offsets from the moment the test runs (collection may be minutes earlier)
+        pytest.param({"exp": -60}, "token expired", id="expired"),
+        pytest.param({"nbf": +60}, "token not valid yet", id="not-yet"),
         pytest.param({"iss": "https://evil.test"}, "issuer not allowed", id="issuer"),
         pytest.param({"aud": "other"}, "audience not allowed", id="audience"),
         pytest.param({"sub": None}, "claim sub missing", id="required-claim"),
     ],
 )
 def test_jwt_claim_checks(env: dict[str, Any], claims: dict[str, Any], reason: str) -> None:
+    now = int(time.time())
+    claims = {k: now + v if k in ("exp", "nbf") else v for k, v in claims.items()}
     token = mint(env["rsa"], "RS256", "k1", **claims)
     if claims.get("sub", "x") is None:
         payload = jwt.decode(token, options={"verify_signature": False})

@@ -1,0 +1,116 @@
+"""The Python cost of one proxied request, without sockets or syscalls.
+
+Drives the real DownstreamProtocol, Exchange and UpstreamConnection with in-memory transports:
+a request head goes in, the upstream request comes out, a canned upstream response goes in,
+the client response comes out. What remains per request in a real run is the kernel's share
+(reads, writes, epoll), which this deliberately leaves out.
+
+    python bench/micro_exchange.py [--requests 200000] [--profile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import pstats
+import time
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from propylon.proxy.downstream import DownstreamProtocol
+from propylon.proxy.pool import PoolRegistry
+from propylon.proxy.upstream import UpstreamConnection
+from propylon.proxy.worker_state import ListenerState, WorkerState
+from propylon.runtime.compile import Services, compile_snapshot
+from propylon.standalone import build_snapshot
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:18090\r\n\r\n"
+RESPONSE = (
+    b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Mon, 23 Nov 2026 19:00:00 GMT\r\n"
+    b"Content-Type: text/plain\r\nContent-Length: 100\r\nConnection: keep-alive\r\n\r\n"
+    + b"x" * 100
+)
+
+
+class MemoryTransport(asyncio.Transport):
+    """Counts what is written; never blocks, never closes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.written = 0
+
+    def write(self, data: Any) -> None:
+        self.written += len(data)
+
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 50000) if name == "peername" else default
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def setup(loop: asyncio.AbstractEventLoop) -> tuple[DownstreamProtocol, UpstreamConnection]:
+    config = Path(__file__).with_name("gateway.yaml")
+    result = build_snapshot([config])
+    assert result.snapshot is not None, result.errors
+    services = Services(PoolRegistry(loop))
+    runtime = compile_snapshot(result.snapshot, services)
+    ((key, gateway),) = runtime.listeners.items()
+    listener = ListenerState(*key)
+    listener.gateway = gateway
+    worker = WorkerState(loop, None)
+    proto = DownstreamProtocol(worker, listener)
+    proto.connection_made(MemoryTransport())
+    (cluster,) = gateway.clusters.values()
+    pool = cluster.endpoints[0].pool
+    conn = UpstreamConnection(pool)
+    conn.connection_made(MemoryTransport())
+    pool.total = 1
+    pool.idle.append(conn)
+    return proto, conn
+
+
+def run(proto: DownstreamProtocol, conn: UpstreamConnection, n: int) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        proto.data_received(REQUEST)
+        conn.data_received(RESPONSE)
+    return (time.perf_counter() - start) / n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=200_000)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    loop = uvloop.new_event_loop()
+    asyncio.set_event_loop(loop)
+    proto, conn = setup(loop)
+    run(proto, conn, 2000)  # warm up
+    if args.profile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        run(proto, conn, args.requests // 4)
+        profiler.disable()
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(18)
+        return
+    best = min(run(proto, conn, args.requests // 5) for _ in range(5))
+    print(f"{best * 1e6:.2f} us of Python per proxied request (best of 5)")
+    loop.close()
+
+
+if __name__ == "__main__":
+    main()
