@@ -116,7 +116,7 @@ def _odd_request_line(data: bytes) -> bool:
     request that is not pipelined behind another in the same read; the gateway serialises
     its own request line upstream anyway, so this is strictness, not the only defence."""
     if b"  " not in data and b"\t" not in data:
-        return data[:1] == b" "
+        return bool(data) and data[0] == 32  # a leading space
     end = data.find(b"\n")
     line = data if end < 0 else data[:end]
     return b"  " in line or b"\t" in line or line.startswith(b" ")
@@ -372,7 +372,7 @@ class DownstreamProtocol(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         ex = self.ex
         assert ex is not None
-        ex.url += url
+        ex.url = ex.url + url if ex.url else url
         if len(ex.url) > self.listener.max_request_line:
             raise BadRequest(414, "request target too long")
 

@@ -22,12 +22,13 @@ MIRROR_HEADER = b"x-propylon-mirror: 1\r\n"
 class MirrorRequest:
     """One mirrored request: a pool client and an upstream client that discards answers."""
 
-    __slots__ = ("aborted", "activity", "conn", "endpoint", "payload", "upgrade")
+    __slots__ = ("aborted", "activity", "conn", "endpoint", "out", "payload", "upgrade")
 
     def __init__(self, head: bytes, body: list[bytes]) -> None:
         self.payload = [head[:-2] + MIRROR_HEADER + b"\r\n", *body]
         self.aborted = False
         self.activity = 0
+        self.out: list[bytes] | None = None  # the output-holding protocol; nothing is held
         self.upgrade: bytes | None = None
         self.conn: UpstreamConnection | None = None
         self.endpoint: ClusterEndpoint | None = None
