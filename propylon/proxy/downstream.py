@@ -235,7 +235,8 @@ class DownstreamProtocol(asyncio.Protocol):
         if self.upgrade_buffer is not None:
             self._hold_for_upgrade(data)
             return
-        if self.ex is None and _odd_request_line(data):
+        if self.ex is None and (b"  " in data or b"\t" in data or data[0] == 32) and (
+                _odd_request_line(data)):
             self.reject(400, "malformed request line")
             return
         try:
@@ -488,7 +489,10 @@ class DownstreamProtocol(asyncio.Protocol):
         ex = self.ex
         assert ex is not None
         self.ex = None
-        ex.request_complete()
+        if ex.has_body or ex.mirror_to is not None:
+            ex.request_complete()
+        else:
+            ex.body_done = True  # request_complete() has nothing else to do
 
     # -- between exchanges -----------------------------------------------------------------
     def exchange_finished(self, ex: Exchange) -> None:

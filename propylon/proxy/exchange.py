@@ -31,6 +31,7 @@ from propylon.proxy.clock import CLOCK
 from propylon.proxy.forwarded import forwarding_headers, real_client_ip
 from propylon.proxy.hostport import is_ip_literal
 from propylon.proxy.http11 import (
+    _STATUS_LINES,
     HOP_BY_HOP,
     Headers,
     connection_tokens,
@@ -455,7 +456,11 @@ class Exchange:
             framing += b"connection: upgrade\r\nupgrade: " + self.upgrade + b"\r\n"
         parts = [self.method + b" " + target + b" HTTP/1.1\r\n"]
         parts += [name + b": " + value + b"\r\n" for name, value in headers]
-        parts.append(self.forwarding_fields())
+        proto = self.proto
+        if not proto.peer_trusted and proto.forwarding_host == self.host_value:
+            parts.append(proto.forwarding_fields)  # the connection's cached fields
+        else:
+            parts.append(self.forwarding_fields())
         parts.append(framing + b"\r\n")
         return b"".join(parts)
 
@@ -592,10 +597,15 @@ class Exchange:
             framing += b"connection: keep-alive\r\n"
         self.keep_alive = keep_alive
         self.response_started = True
-        parts = [status_line(status)]
+        parts = [_STATUS_LINES.get(status) or status_line(status)]
         parts += [name + b": " + value + b"\r\n" for name, value in out]
         parts.append(framing + b"\r\n")
-        proto.write(b"".join(parts))
+        head = b"".join(parts)
+        held = proto.out
+        if held is None:
+            proto.transport.write(head)
+        else:
+            held.append(head)
 
     # -- protocol upgrade -------------------------------------------------------------------
     def switching_protocols(self, headers: Headers) -> None:
@@ -634,7 +644,11 @@ class Exchange:
         if self.chunked_out:
             self.proto.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
         elif not self.head_only:
-            self.proto.write(chunk)
+            held = self.proto.out
+            if held is None:
+                self.proto.transport.write(chunk)
+            else:
+                held.append(chunk)
 
     def on_response_complete(self, reusable: bool) -> None:
         if self.chunked_out:
