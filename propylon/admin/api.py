@@ -187,10 +187,16 @@ class ControlAPI:
         try:
             data = json.loads(body or b"null")
             proxy, version, result = str(data["proxy"]), str(data["version"]), data["result"]
-            if not proxy or result not in ("ACK", "NACK"):
-                raise ValueError("proxy must be set and result be ACK or NACK")
+            if not proxy or result not in ("ACK", "NACK", "HEALTH"):
+                raise ValueError("proxy must be set and result be ACK, NACK or HEALTH")
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
             return _error(422, f"a report needs proxy, version and result: {exc}")
+        if result == "HEALTH":
+            health = data.get("health")
+            if not isinstance(health, dict) or len(body) > 256 * 1024:
+                return _error(422, "a HEALTH report needs a health object (at most 256 KiB)")
+            await self._note(gateway, proxy, {"health": health})
+            return _json(200, {"recorded": True})
         fields: dict[str, Any] = {"state": result}
         if result == "ACK":
             fields["version"] = version

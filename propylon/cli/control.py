@@ -110,7 +110,7 @@ def proxy(
     supervisor = Supervisor(workers=workers, access_log=access_log, log_level=log_level,
                             drain_timeout=drain_timeout)
     code = uvloop.run(run_supervisor(supervisor, [], parse_hostport(admin), start=agent.start,
-                                     background=[agent.run]))
+                                     background=[agent.run, agent.report_health]))
     raise typer.Exit(code)
 
 

@@ -18,6 +18,7 @@ import random
 import socket
 import ssl
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import quote, urlencode
 
 from propylon import ir
@@ -60,6 +61,27 @@ def check_snapshot(snapshot: ir.SnapshotIR, gateway: str) -> None:
         raise ConfigRefused(f"snapshot is for {keys}, not for {gateway}")
 
 
+HEALTH_INTERVAL = 5.0
+
+
+def health_summary(merged: dict[str, Any]) -> dict[str, Any]:
+    """What ``propylon status`` shows of a proxy's upstreams: endpoint verdicts and ejections,
+    upstreams in panic mode, and retries."""
+    return {
+        "endpoints": [
+            {k: ep[k] for k in ("upstream", "endpoint", "healthy", "ejected_in_workers",
+                                "ejections")}
+            for ep in merged.get("endpoints", [])
+        ],
+        "panic": list(merged.get("panic", [])),
+        "retries": {
+            upstream: counters.get("retries", 0)
+            for (_, upstream), _, counters in merged.get("upstreams", [])
+            if counters.get("retries")
+        },
+    }
+
+
 @dataclass
 class Agent:
     control: str  # base URL of the control plane
@@ -87,6 +109,19 @@ class Agent:
             log.info("serving cached IR %s", snapshot.version)
         except ConfigRefused as exc:
             log.error("cached IR refused: %s", exc)
+
+    async def report_health(self, supervisor: Supervisor) -> None:
+        """Every ``HEALTH_INTERVAL``: the proxy's endpoint health for ``propylon status``."""
+        while True:
+            await asyncio.sleep(HEALTH_INTERVAL)
+            if supervisor.snapshot is None:
+                continue
+            try:
+                merged = await supervisor.stats()
+            except Exception as exc:  # stats are best effort; serving goes on
+                log.debug("no stats for the health report: %s", exc)
+                continue
+            await self.report(supervisor.snapshot.version, "HEALTH", health=health_summary(merged))
 
     async def run(self, supervisor: Supervisor) -> None:
         backoff = Backoff()
@@ -141,9 +176,15 @@ class Agent:
         await self.report(snapshot.version, "ACK")
         return True
 
-    async def report(self, version: str, result: str, error: str = "") -> None:
-        body = json.dumps({"proxy": self.proxy_id, "version": version, "result": result,
-                           "error": error}).encode()
+    async def report(
+        self, version: str, result: str, error: str = "", health: dict[str, Any] | None = None
+    ) -> None:
+        payload: dict[str, Any] = {
+            "proxy": self.proxy_id, "version": version, "result": result, "error": error,
+        }
+        if health is not None:
+            payload["health"] = health
+        body = json.dumps(payload).encode()
         url = f"{self.control}/v1/gateways/{quote(self.gateway)}/reports"
         try:
             answer = await httpclient.request(

@@ -62,6 +62,24 @@ def render_diff(local: Sequence[LocalResource], remote: Sequence[dict[str, Any]]
     return lines or ["no changes"], bool(changes)
 
 
+def render_health(health: dict[str, Any] | None) -> list[str]:
+    """A proxy's endpoint health, as its last HEALTH report gave it."""
+    if not health:
+        return []
+    lines = []
+    for ep in health.get("endpoints", []):
+        state = "healthy" if ep.get("healthy") else "UNHEALTHY"
+        if ep.get("ejected_in_workers"):
+            state += f", ejected in {ep['ejected_in_workers']} worker(s)"
+        lines.append(f"      {ep['upstream']} {ep['endpoint']}: {state}"
+                     f" ({ep.get('ejections', 0)} ejections)")
+    for upstream in health.get("panic", []):
+        lines.append(f"      {upstream}: PANIC (too few usable endpoints: using all)")
+    for upstream, retries in sorted(health.get("retries", {}).items()):
+        lines.append(f"      {upstream}: {retries} retries")
+    return lines
+
+
 def render_status(data: dict[str, Any]) -> list[str]:
     lines = ["GATEWAYS"]
     now = time.time()
@@ -74,6 +92,7 @@ def render_status(data: dict[str, Any]) -> list[str]:
                          f"(seen {seen}), last {p.get('state', '-')}")
             if p.get("lastError"):
                 lines.append(f"      last NACK ({p.get('lastNackVersion')}): {p['lastError']}")
+            lines += render_health(p.get("health"))
         if not fleet.get("proxies"):
             lines.append("    no proxy has connected")
     invalid = [r for r in data.get("resources", []) if r["state"] != "Accepted"]

@@ -152,3 +152,35 @@ def test_a_refused_ir_is_reported_as_nack(cluster: Cluster) -> None:
     assert wait_until(lambda: served_by(good, "/") == (200, "svc"), what="the fixed Gateway")
     wait_until(lambda: _all_acked(plane, "infra/edge"), what="an ACK")
     assert _fleet(plane, "infra/edge")["proxies"][0]["lastError"]  # the last NACK stays shown
+
+
+def test_connected_proxies_report_endpoint_health(cluster: Cluster) -> None:
+    """Issue 5 §9: the health a proxy sees reaches `propylon status` through the control plane."""
+    plane = cluster.control()
+    alive = cluster.echo("svc-h")
+    dead = free_port()  # nothing listens there
+    port = free_port()
+    checked = upstream("svc", "team-h", alive)
+    checked["spec"]["endpoints"].append({"address": "127.0.0.1", "port": dead})
+    checked["spec"]["healthCheck"] = {
+        "active": {"type": "tcp", "interval": "200ms", "timeout": "100ms",
+                   "unhealthyThreshold": 1},
+    }
+    for resource in [gateway("health", "infra", port, ["team-h"]), checked,
+                     route("rh", "team-h", "/h", "svc")]:
+        plane.must_put(resource)
+    cluster.proxy("proxy-health", plane, "infra/health")
+
+    def reported() -> dict[str, Any] | None:
+        proxies = _fleet(plane, "infra/health")["proxies"]
+        health = proxies[0].get("health") if proxies else None
+        return health if health and len(health["endpoints"]) == 2 else None
+
+    health = wait_until(reported, timeout=20.0, what="a health report")
+    verdicts = {ep["endpoint"]: ep["healthy"] for ep in health["endpoints"]}
+    assert verdicts == {f"127.0.0.1:{alive}": True, f"127.0.0.1:{dead}": False}
+
+    from propylon.controlplane.diffview import render_health
+
+    lines = "\n".join(render_health(health))
+    assert f"127.0.0.1:{dead}: UNHEALTHY" in lines and f"127.0.0.1:{alive}: healthy" in lines
