@@ -117,6 +117,7 @@ class Supervisor:
         child.close()
         handle = WorkerHandle(process, parent)
         asyncio.get_running_loop().add_reader(parent.fileno(), handle.readable)
+        os.set_blocking(parent.fileno(), True)  # see WorkerChannel.start: recv() needs it
         return handle
 
     def start_workers(self) -> None:

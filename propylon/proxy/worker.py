@@ -204,6 +204,9 @@ class WorkerChannel:
 
     def start(self) -> None:
         self.worker.loop.add_reader(self.conn.fileno(), self._readable)
+        # uvloop makes a watched fd non-blocking, but Connection.recv() needs a whole
+        # message: a large IR arriving in pieces would otherwise read as a broken pipe.
+        os.set_blocking(self.conn.fileno(), True)
 
     def _readable(self) -> None:
         try:
