@@ -15,6 +15,7 @@ import argparse
 import base64
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -129,6 +130,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -149,17 +151,23 @@ def main() -> None:
                          files={"rsa.pem": pem.decode(), "key.txt": "bench-key-0123456789",
                                 "pw.txt": "pw"})
         try:
-            results: dict[str, float] = {}
-            for name, _, headers in ROUTES:
-                if name == "rateLimit-global" and redis is None:
-                    continue
+            routes = [r for r in ROUTES if r[0] != "rateLimit-global" or redis is not None]
+            for name, _, headers in routes:
                 wrk(gw.port, name, headers, 1, args.connections)  # warm up caches and pools
-                results[name] = wrk(gw.port, name, headers, args.seconds, args.connections)
+            # Interleaved rounds, the order reversed every other round, medians reported: slow
+            # drift of a shared machine then hits every policy alike (as run-peers.sh does).
+            samples: dict[str, list[float]] = {name: [] for name, _, _ in routes}
+            for round_ in range(args.rounds):
+                for name, _, headers in routes if round_ % 2 == 0 else routes[::-1]:
+                    samples[name].append(
+                        wrk(gw.port, name, headers, args.seconds, args.connections))
+            results = {name: statistics.median(values) for name, values in samples.items()}
             base = results["none"]
-            print("| policy | requests/s | relative to none |")
-            print("|---|---:|---:|")
+            print("| policy | requests/s (median) | min-max | relative to none |")
+            print("|---|---:|---:|---:|")
             for name, rps in results.items():
-                print(f"| {name} | {rps:,.0f} | {rps / base:.2f} |")
+                low, high = min(samples[name]), max(samples[name])
+                print(f"| {name} | {rps:,.0f} | {low:,.0f}-{high:,.0f} | {rps / base:.2f} |")
         finally:
             gw.stop()
             upstream.stop()
