@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+from propylon.config import load_data
 
 app = typer.Typer(
     add_completion=False,
@@ -133,7 +135,20 @@ def validate(paths: PathsArg) -> None:
 def explain(
     method: Annotated[str, typer.Argument(help="HTTP method, e.g. GET.")],
     url: Annotated[str, typer.Argument(help="Full URL, e.g. http://shop.example.com:8080/api")],
-    config: Annotated[list[Path], typer.Option("-c", "--config", help="Config files/folders.")],
+    config: Annotated[
+        list[Path] | None, typer.Option("-c", "--config", help="Config files/folders.")
+    ] = None,
+    control: Annotated[
+        str | None,
+        typer.Option(envvar="PROPYLON_CONTROL", help="Explain against a control plane's "
+                     "resources instead of files."),
+    ] = None,
+    token_file: Annotated[
+        Path | None, typer.Option(help="Control-plane token file (or PROPYLON_TOKEN).")
+    ] = None,
+    ca_file: Annotated[
+        Path | None, typer.Option(help="CA to trust for an https control plane.")
+    ] = None,
     header: Annotated[
         list[str] | None, typer.Option("-H", "--header", help="name:value (repeatable).")
     ] = None,
@@ -143,7 +158,9 @@ def explain(
     from propylon.explain import explain as explain_request
     from propylon.standalone import build_snapshot
 
-    result = build_snapshot(config)
+    if (config is None) == (control is None):
+        raise typer.BadParameter("give either -c CONFIG or --control URL")
+    result = build_snapshot(config) if config else _control_snapshot(control, token_file, ca_file)
     if result.snapshot is None:
         for error in result.errors:
             typer.echo(f"error: {error}", err=True)
@@ -163,6 +180,27 @@ def explain(
 from propylon.cli import control as _control  # noqa: E402
 
 _control.register(app)
+
+
+def _control_snapshot(control: str | None, token_file: Path | None, ca_file: Path | None) -> Any:
+    """Translate the control plane's resources here, as the control plane does."""
+    from propylon.cli.control import _client
+    from propylon.controlplane.client import ClientError
+    from propylon.controlplane.resources import strip_server_fields
+    from propylon.standalone import BuildResult, build_from_resources
+
+    assert control is not None
+    try:
+        items = _client(control, token_file, ca_file).list_all()
+    except (ClientError, OSError) as exc:
+        return BuildResult(None, [f"control plane {control}: {exc}"])
+    resources, errors = [], []
+    for item in items:
+        data, _ = strip_server_fields(item)
+        loaded = load_data(data, f"{item.get('kind')} from {control}")
+        resources += loaded.resources
+        errors += [str(e) for e in loaded.errors]
+    return BuildResult(None, errors) if errors else build_from_resources(resources)
 
 
 def main() -> None:

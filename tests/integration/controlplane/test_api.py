@@ -128,3 +128,24 @@ def test_openapi_document(plane: ControlPlane) -> None:
     status, doc = plane.get("/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.")
     assert "/v1/resources/{kind}/{namespace}/{name}" in doc["paths"]
+
+
+def test_explain_against_the_control_plane(cluster) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    from tests.integration.controlplane.helpers import free_port, gateway, route, upstream
+
+    plane = cluster.control()
+    for resource in [gateway("edge", "infra", free_port(), ["shop"]),
+                     upstream("svc", "shop", free_port()), route("shop", "shop", "/shop", "svc")]:
+        plane.must_put(resource)
+    listeners = plane.get("/v1/resources/gateway/infra/edge")[1]["spec"]["listeners"]
+    out = subprocess.run(
+        [sys.executable, "-m", "propylon", "explain", "GET",
+         f"http://127.0.0.1:{listeners[0]['port']}/shop/x", "--control", plane.url,
+         "--token-file", str(plane.token_file)],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Gateway infra/edge" in out.stdout and "forward to upstream shop/svc" in out.stdout
