@@ -249,8 +249,8 @@ class Exchange:
         self, route: CompiledRoute, index: int, future: asyncio.Future[LocalResponse | None]
     ) -> None:
         self.waiting_filter = None
-        if self.aborted or future.cancelled():
-            return
+        if self.aborted or future.cancelled() or self.response_started:
+            return  # the exchange ended while the filter was waiting
         error = future.exception()
         if error is not None:
             log.error("filter failed in on_request on %s: %r", route.rule_id, error)
@@ -783,6 +783,9 @@ class Exchange:
     def release(self) -> None:
         """Give back what the exchange holds: timers, endpoint and upstream load counts."""
         self.deadline = 0.0
+        if self.waiting_filter is not None:
+            self.waiting_filter.cancel()
+            self.waiting_filter = None
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
