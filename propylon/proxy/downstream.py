@@ -361,10 +361,6 @@ class DownstreamProtocol(asyncio.Protocol):
     def resume_reading_for_body(self) -> None:
         self._resume(_BODY_BUFFER)
 
-    @property
-    def draining(self) -> bool:
-        return self.worker.draining
-
     # -- httptools callbacks -------------------------------------------------------------
     def on_message_begin(self) -> None:
         self.ex = Exchange(self)

@@ -101,7 +101,6 @@ class Exchange:
         "retry_timer",
         "retrying",
         "route",
-        "sent_to_upstream",
         "start",
         "state",
         "status",
@@ -142,7 +141,6 @@ class Exchange:
         self.body_done = False
         self.pending: list[bytes] | None = None
         self.pending_size = 0
-        self.sent_to_upstream = False
         # routing and upstream
         self.gateway: GatewayRuntime | None = None
         self.route: CompiledRoute | None = None
@@ -427,7 +425,6 @@ class Exchange:
             self.proto.resume_reading_for_body()
         else:
             transport.write(head)
-        self.sent_to_upstream = True
         if self.body_done and self.req_chunked:
             transport.write(b"0\r\n\r\n")
         if self.proto.writing_paused:

@@ -26,12 +26,6 @@ HOP_BY_HOP: frozenset[bytes] = frozenset(
     }
 )
 
-# Request fields the gateway itself writes: whatever the client sent under these names is
-# dropped (or, from trusted proxies, folded into the gateway's own value).
-GATEWAY_OWNED_REQUEST: frozenset[bytes] = frozenset(
-    {b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded", b"expect"}
-)
-
 _REASONS: dict[int, bytes] = {s.value: s.phrase.encode() for s in HTTPStatus}
 _STATUS_LINES: dict[int, bytes] = {}
 
@@ -52,11 +46,6 @@ def connection_tokens(value: bytes) -> set[bytes]:
 
 def serialize_headers(headers: Headers) -> bytes:
     return b"".join([name + b": " + value + b"\r\n" for name, value in headers])
-
-
-def response_has_body(status: int, method: bytes) -> bool:
-    """Whether a response may carry content (RFC 9110 §6.4.1)."""
-    return not (method == b"HEAD" or status < 200 or status == 204 or status == 304)
 
 
 def simple_response(

@@ -101,9 +101,6 @@ class UpstreamConnection(asyncio.Protocol):
         self._informational = False
 
     # -- lifecycle -----------------------------------------------------------------------
-    def usable(self) -> bool:
-        return not self.closed and self.transport is not None and not self.transport.is_closing()
-
     def attach(self, client: UpstreamClient, downstream: OutputBatcher, head_only: bool) -> None:
         self.client = client
         self.downstream = downstream
