@@ -18,14 +18,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tests.support.net import free_port
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def poll_until(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
