@@ -31,6 +31,7 @@ from propylon.proxy.clock import CLOCK
 from propylon.proxy.forwarded import forwarding_headers, real_client_ip
 from propylon.proxy.hostport import is_ip_literal
 from propylon.proxy.http11 import (
+    _JOIN_FIELD,
     _STATUS_LINES,
     HOP_BY_HOP,
     Headers,
@@ -51,11 +52,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("propylon.proxy")
 
+_perf_counter = time.perf_counter
 COARSE_DEADLINE = 5.0  # route timeouts at least this long are checked by the sweeper
 CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 _MAX_PENDING_BODY = 256 * 1024  # buffered before the upstream is ready; reading pauses above
 _MAX_REPLAY_BODY = 1024 * 1024  # bodies kept for retries and mirrors; larger ones are not
-_RESPONSE_DROP = HOP_BY_HOP | {b"content-length"}
 
 
 class Exchange:
@@ -114,14 +115,21 @@ class Exchange:
         "waiting_filter",
     )
 
+    # Set before any use, so not in __init__ (one store fewer each, per request): the target
+    # and Host by the downstream parser, the rest when the exchange begins or forwards.
+    path: bytes
+    query: bytes
+    host: str
+    gateway: GatewayRuntime
+    start: float
+    head_only: bool
+    head_bytes: bytes  # the upstream request head, built once
+
     def __init__(self, proto: DownstreamProtocol) -> None:
         self.proto = proto
         # request head, filled by the downstream parser callbacks
         self.url = b""
         self.method = b""
-        self.path = b""
-        self.query = b""
-        self.host = ""
         self.host_count = 0
         self.host_value = b""
         self.http11 = True
@@ -142,7 +150,6 @@ class Exchange:
         self.pending: list[bytes] | None = None
         self.pending_size = 0
         # routing and upstream
-        self.gateway: GatewayRuntime | None = None
         self.route: CompiledRoute | None = None
         self.cluster: Cluster | None = None
         self.endpoint: ClusterEndpoint | None = None
@@ -152,7 +159,6 @@ class Exchange:
         self.deadline = 0.0  # a long route timeout, enforced by the worker's sweeper
         self.upstream_error = ""
         self.retried = False  # the one free retry after a stale pooled connection was used
-        self.head_bytes: bytes | None = None  # the upstream request head, built once
         self.tries = 0
         self.in_flight = False  # counted in its cluster's active requests
         self.try_timer: asyncio.TimerHandle | None = None
@@ -163,12 +169,10 @@ class Exchange:
         self.mirror_to: Cluster | None = None  # mirror still to be sent (body incomplete)
         # response
         self.status = 0
-        self.head_only = False
         self.response_started = False
         self.chunked_out = False
         self.bytes_out = 0
         self.aborted = False
-        self.start = 0.0
         # per-request data filters share between their phases (created on first use)
         self.state: dict[str, Any] | None = None
         self.waiting_filter: asyncio.Future[LocalResponse | None] | None = None
@@ -191,20 +195,22 @@ class Exchange:
 
     # -- phase 1: routing ---------------------------------------------------------------
     def begin(self) -> None:
-        self.start = time.perf_counter()
+        self.start = _perf_counter()
         proto = self.proto
-        gateway = self.gateway = proto.listener.gateway
+        listener = proto.listener
+        self.head_only = self.method == b"HEAD"
+        gateway = listener.gateway
         if gateway is None:
             self.send_error(503, b"no configuration installed\n")
             return
-        self.head_only = self.method == b"HEAD"
+        self.gateway = gateway
         if proto.peer_trusted and self.forwarded:
             self.client_ip = real_client_ip(self.forwarded, proto.peer_ip, gateway.is_trusted)
         names = proto.tls_names
         if names is not None and self.host not in names and not is_ip_literal(self.host):
             self.send_error(421, b"this connection's certificate does not cover the host\n")
             return
-        hosts = proto.listener.hosts
+        hosts = listener.hosts
         if hosts is not None and self.host not in hosts:
             route = None  # the listener does not serve this host
         else:
@@ -338,6 +344,10 @@ class Exchange:
                 self.send_local(503, b"upstream overloaded\n",
                                 [(b"x-propylon-overloaded", b"max_pending_requests")])
                 return
+        idle = pool.idle
+        if idle and not idle[-1].closed:  # pool.acquire()'s common case, inlined
+            self.on_upstream_connected(idle.pop())
+            return
         conn = pool.acquire(self, may_connect)
         if conn is not None:
             self.on_upstream_connected(conn)
@@ -350,7 +360,6 @@ class Exchange:
         self.mirror_to = None
         if self.has_body and self.replay is None:
             return  # the body outgrew the replay limit: no copy
-        assert self.head_bytes is not None
         body = list(self.replay or ())
         if self.req_chunked:
             body.append(b"0\r\n\r\n")
@@ -451,15 +460,16 @@ class Exchange:
             framing += b"x-forwarded-client-cert: " + self.proto.client_cert + b"\r\n"
         if self.upgrade is not None:
             framing += b"connection: upgrade\r\nupgrade: " + self.upgrade + b"\r\n"
-        parts = [self.method + b" " + target + b" HTTP/1.1\r\n"]
-        parts += [name + b": " + value + b"\r\n" for name, value in headers]
         proto = self.proto
         if not proto.peer_trusted and proto.forwarding_host == self.host_value:
-            parts.append(proto.forwarding_fields)  # the connection's cached fields
+            forwarding = proto.forwarding_fields  # the connection's cached fields
         else:
-            parts.append(self.forwarding_fields())
-        parts.append(framing + b"\r\n")
-        return b"".join(parts)
+            forwarding = self.forwarding_fields()
+        return b"".join((
+            self.method, b" ", target, b" HTTP/1.1\r\n",
+            b"\r\n".join(map(_JOIN_FIELD, headers)), b"\r\n" if headers else b"",
+            forwarding, framing, b"\r\n",
+        ))
 
     def forwarding_fields(self) -> bytes:
         """X-Forwarded-* and Forwarded, serialised. For a peer that is not a trusted proxy
@@ -554,34 +564,32 @@ class Exchange:
         self.status = 101
         self.switching_protocols(headers)
 
-    def on_response_head(
-        self, status: int, out: Headers, length: bytes | None, framed: bool
-    ) -> None:
+    def on_response_head(self, status: int, out: Headers, length: bytes | None) -> None:
         """The upstream's answer head, hop-by-hop fields already removed (``out``)."""
         if self.try_timer is not None:
             self.try_timer.cancel()
             self.try_timer = None
+        route = self.route
+        assert route is not None  # only a forwarded request gets an upstream answer
         cluster = self.cluster
         if cluster is not None and cluster.ejection is not None:
             self.record_outcome(status < 500)
-        retry = self.route.retry if self.route is not None else None
+        retry = route.retry
         if retry is not None and retry.retries_status(status) and self.retry_or_fail(
                 STATUS, status):
-            if self.cluster is not None:
-                self.cluster.stats.record(status)
+            if cluster is not None:
+                cluster.stats.record(status)
             return  # the answer is dropped; another try follows
         self.status = status
-        route = self.route
-        assert route is not None
-        for phase in route.chain.on_response:
-            phase(self, status, out)
-        has_body = not (self.head_only or status < 200 or status == 204 or status == 304)
+        if route.chain.on_response:
+            for phase in route.chain.on_response:
+                phase(self, status, out)
         proto = self.proto
         keep_alive = self.keep_alive and not proto.worker.draining
-        if length is not None and (framed or not has_body):
+        if length is not None:
             framing = b"content-length: " + length + b"\r\n"
-        elif not has_body:
-            framing = b""
+        elif self.head_only or status < 200 or status == 204 or status == 304:
+            framing = b""  # no body
         elif self.http11:
             framing = b"transfer-encoding: chunked\r\n"
             self.chunked_out = True
@@ -590,14 +598,14 @@ class Exchange:
             keep_alive = False
         if not keep_alive:
             framing += b"connection: close\r\n"
+            self.keep_alive = False
         elif not self.http11:
             framing += b"connection: keep-alive\r\n"
-        self.keep_alive = keep_alive
         self.response_started = True
-        parts = [_STATUS_LINES.get(status) or status_line(status)]
-        parts += [name + b": " + value + b"\r\n" for name, value in out]
-        parts.append(framing + b"\r\n")
-        head = b"".join(parts)
+        head = b"".join((
+            _STATUS_LINES.get(status) or status_line(status),
+            b"\r\n".join(map(_JOIN_FIELD, out)), b"\r\n" if out else b"", framing, b"\r\n",
+        ))
         held = proto.out
         if held is None:
             proto.transport.write(head)
@@ -805,7 +813,7 @@ class Exchange:
     def finish(self) -> None:
         self.release()
         route = self.route
-        elapsed = time.perf_counter() - self.start
+        elapsed = _perf_counter() - self.start
         if route is not None:
             stats = route.stats  # RouteStats.record, inlined: this runs for every request
             status = self.status

@@ -8,7 +8,7 @@ for it and never sees it. A mirror that cannot connect, or is slow, costs the cl
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from propylon.proxy.http11 import Headers
 
@@ -22,13 +22,16 @@ MIRROR_HEADER = b"x-propylon-mirror: 1\r\n"
 class MirrorRequest:
     """One mirrored request: a pool client and an upstream client that discards answers."""
 
-    __slots__ = ("aborted", "activity", "conn", "endpoint", "out", "payload", "upgrade")
+    __slots__ = (
+        "aborted", "activity", "conn", "endpoint", "out", "payload", "transport", "upgrade",
+    )
 
     def __init__(self, head: bytes, body: list[bytes]) -> None:
         self.payload = [head[:-2] + MIRROR_HEADER + b"\r\n", *body]
         self.aborted = False
         self.activity = 0
         self.out: list[bytes] | None = None  # the output-holding protocol; nothing is held
+        self.transport: Any = None  # never written to, since nothing is held
         self.upgrade: bytes | None = None
         self.conn: UpstreamConnection | None = None
         self.endpoint: ClusterEndpoint | None = None
@@ -55,9 +58,7 @@ class MirrorRequest:
         self._done()
 
     # -- UpstreamClient: the answer is discarded ------------------------------------------
-    def on_response_head(
-        self, status: int, fields: Headers, length: bytes | None, framed: bool
-    ) -> None:
+    def on_response_head(self, status: int, fields: Headers, length: bytes | None) -> None:
         return None
 
     def on_upgraded_head(self, headers: Headers) -> None:

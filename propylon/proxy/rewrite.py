@@ -7,8 +7,6 @@ from propylon.ir import RedirectIR
 from propylon.proxy.hostport import split_host
 from propylon.proxy.http11 import HOP_BY_HOP, Headers, connection_tokens
 
-_RESPONSE_DROP = HOP_BY_HOP | {b"content-length"}
-
 
 def rewrite_path(
     path: bytes, prefix_from: bytes | None, prefix_to: bytes, replace_path: bytes | None
@@ -49,29 +47,26 @@ def redirect_location(
     return location + "?" + query.decode("latin-1") if query else location
 
 
-def response_fields(headers: Headers) -> tuple[Headers, bytes | None, bool]:
-    """An upstream response's fields minus hop-by-hop ones (and those named in Connection),
-    its Content-Length and whether it is chunked (framing is chosen again for the client).
-    One pass in the common case; a second only when Connection names other fields."""
-    kept: Headers = []
-    length: bytes | None = None
+RESPONSE_HOP_FIELDS = HOP_BY_HOP | {b"content-length"}
+
+
+def response_fields(fields: Headers, hop: Headers) -> tuple[Headers, bool]:
+    """An upstream response's fields to pass on and whether it is chunked (framing is chosen
+    again for the client). ``hop`` holds the fields named in ``RESPONSE_HOP_FIELDS``, which
+    the parser callback kept apart from ``fields`` (but Content-Length and a plain
+    ``Connection: keep-alive/close``, which need no work); fields named in Connection are
+    removed from ``fields`` as well."""
     chunked = False
     connection: bytes | None = None
-    for item in headers:
-        name = item[0]
-        if name in _RESPONSE_DROP:
-            if name == b"content-length":
-                length = item[1]
-            elif name == b"transfer-encoding":
-                chunked = True
-            elif name == b"connection":
-                connection = item[1] if connection is None else connection + b"," + item[1]
-            continue
-        kept.append(item)
-    if connection is not None and connection.lower() not in _PLAIN_CONNECTION:
+    for name, value in hop:
+        if name == b"connection":
+            connection = value if connection is None else connection + b"," + value
+        elif name == b"transfer-encoding":
+            chunked = True
+    if connection is not None and connection.lower() not in PLAIN_CONNECTION:
         named = connection_tokens(connection)
-        kept = [h for h in kept if h[0] not in named]
-    return kept, length, chunked
+        fields = [h for h in fields if h[0] not in named]
+    return fields, chunked
 
 
-_PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})
+PLAIN_CONNECTION = frozenset({b"keep-alive", b"close"})

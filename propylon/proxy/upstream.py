@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Protocol
 import httptools
 
 from propylon.proxy.http11 import Headers
-from propylon.proxy.rewrite import response_fields
+from propylon.proxy.rewrite import PLAIN_CONNECTION, RESPONSE_HOP_FIELDS, response_fields
 
 if TYPE_CHECKING:
     from propylon.proxy.pool import EndpointPool
@@ -23,9 +23,7 @@ if TYPE_CHECKING:
 class UpstreamClient(Protocol):
     """The exchange side of an upstream connection."""
 
-    def on_response_head(
-        self, status: int, fields: Headers, length: bytes | None, framed: bool
-    ) -> None: ...
+    def on_response_head(self, status: int, fields: Headers, length: bytes | None) -> None: ...
 
     def on_upgraded_head(self, headers: Headers) -> None: ...
 
@@ -55,6 +53,7 @@ class OutputBatcher(Protocol):
 
     activity: int
     out: list[bytes] | None
+    transport: asyncio.Transport
 
     def hold_output(self) -> None: ...
 
@@ -64,7 +63,6 @@ class OutputBatcher(Protocol):
 class UpstreamConnection(asyncio.Protocol):
     __slots__ = (
         "_chunked",
-        "_has_length",
         "_informational",
         "client",
         "closed",
@@ -72,7 +70,9 @@ class UpstreamConnection(asyncio.Protocol):
         "got_response",
         "head_only",
         "headers",
+        "hop_headers",
         "idle_since",
+        "length",
         "parser",
         "pool",
         "transport",
@@ -93,10 +93,13 @@ class UpstreamConnection(asyncio.Protocol):
         self.upgrading = False  # the upstream answered 101 to an upgrade request
         self.tunnel = False  # relaying raw bytes: never returns to the pool
         # per response
-        self.headers: Headers = []
+        self.headers: Headers = []  # end-to-end fields
+        # hop-by-hop fields kept apart as parsed, but Content-Length and a plain
+        # "Connection: keep-alive/close" (llhttp tracks those): usually none, so no list
+        self.hop_headers: Headers | None = None
         self.head_only = False
         self.got_response = False
-        self._has_length = False
+        self.length: bytes | None = None  # the response's Content-Length
         self._chunked = False
         self._informational = False
 
@@ -108,7 +111,9 @@ class UpstreamConnection(asyncio.Protocol):
         self.head_only = head_only
         self.got_response = False
         self.headers = []
-        self._has_length = self._chunked = False
+        self.hop_headers = None
+        self.length = None
+        self._chunked = False
 
     def close(self) -> None:
         self.client = None
@@ -147,7 +152,10 @@ class UpstreamConnection(asyncio.Protocol):
         except httptools.HttpParserError:
             self._invalid_response()
         finally:
-            downstream.release_output()
+            out = downstream.out  # release_output(), inlined
+            downstream.out = None
+            if out:
+                downstream.transport.write(out[0] if len(out) == 1 else b"".join(out))
 
     def eof_received(self) -> bool:
         return False
@@ -168,7 +176,7 @@ class UpstreamConnection(asyncio.Protocol):
         if self.tunnel:
             client.on_tunnel_closed()
             return
-        if self.got_response and not self._has_length and not self._chunked:
+        if self.got_response and self.length is None and not self._chunked:
             client.on_response_complete(False)  # the body was delimited by the close
         else:
             stale = self.uses > 1 and not self.got_response
@@ -184,35 +192,48 @@ class UpstreamConnection(asyncio.Protocol):
 
     # -- httptools callbacks -------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
-        if not self.got_response:  # fields after the head are trailers: dropped
-            self.headers.append((name.lower(), value))
+        if self.got_response:
+            return  # fields after the head are trailers: dropped
+        name = name.lower()
+        if name not in RESPONSE_HOP_FIELDS:
+            self.headers.append((name, value))
+        elif name == b"content-length":  # llhttp refuses conflicting duplicates
+            self.length = value
+        elif name == b"connection" and value.lower() in PLAIN_CONNECTION:
+            return
+        elif self.hop_headers is None:
+            self.hop_headers = [(name, value)]
+        else:
+            self.hop_headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         if status == 101 and self.client is not None and self.client.upgrade is not None:
             self.upgrading = True
             self.got_response = True
-            self.client.on_upgraded_head(self.headers)
+            self.client.on_upgraded_head(self.headers + (self.hop_headers or []))
             return
         if status < 200:
             if status == 101:
                 raise httptools.HttpParserError("101 to a request that did not ask to upgrade")
             self._informational = True  # 100/103 interim answers are not forwarded
             self.headers = []
+            self.hop_headers = None
+            self.length = None
             return
         self.got_response = True
         client = self.client
         if client is None:
             return
-        keep_alive = self.parser.should_keep_alive()
-        fields, length, chunked = response_fields(self.headers)
-        self._has_length = length is not None
-        self._chunked = chunked
-        framed = length is not None or chunked or self.head_only or status in (204, 304)
-        client.on_response_head(status, fields, length, framed)
+        if self.hop_headers is not None:
+            fields, self._chunked = response_fields(self.headers, self.hop_headers)
+        else:
+            fields = self.headers
+        client.on_response_head(status, fields, self.length)
         if self.head_only:
             # httptools cannot be told that a HEAD response has no body; finish it here and
             # give the connection a fresh parser for its next response.
+            keep_alive = self.parser.should_keep_alive()
             self.parser = httptools.HttpResponseParser(self)
             self._finish(keep_alive)
 
@@ -228,7 +249,10 @@ class UpstreamConnection(asyncio.Protocol):
             return
         if self.head_only:
             return
-        self._finish(self.parser.should_keep_alive())
+        client = self.client  # _finish(), inlined: this runs for every response
+        self.client = None
+        if client is not None:
+            client.on_response_complete(self.parser.should_keep_alive())
 
     def _finish(self, keep_alive: bool) -> None:
         client = self.client

@@ -26,6 +26,7 @@ class ListenerState:
         "header_read_timeout",
         "hosts",
         "keep_alive_timeout",
+        "max_head_bytes",
         "max_header_bytes",
         "max_header_count",
         "max_request_line",
@@ -56,6 +57,11 @@ class ListenerState:
         self.max_request_line = limits.max_request_line_bytes
         self.max_header_bytes = limits.max_header_bytes
         self.max_header_count = limits.max_header_count
+        # what an unfinished request head may take in all: request line, fields, their
+        # separators and line ends, and some slack
+        self.max_head_bytes = (
+            self.max_request_line + self.max_header_bytes + 4 * self.max_header_count + 1024
+        )
         self.reject_underscores = limits.reject_underscore_headers
         self.header_read_timeout = limits.header_read_timeout
         self.keep_alive_timeout = limits.keep_alive_timeout

@@ -6,6 +6,7 @@ Timeouts are set to 1 s so each test waits at most a few seconds.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
@@ -50,6 +51,24 @@ def test_size_limits(gw, up, target: str, headers, status: int) -> None:
         client.request("GET", target, headers)
         response = client.read_final()
         assert response.status == status, response
+        assert client.closed_by_peer(3)
+    assert up.requests == []
+
+
+@pytest.mark.parametrize("prefix", [
+    pytest.param(b"GET / HTTP/1.1\r\nHost: a\r\nX-Endless: ", id="one-field-value-never-ends"),
+    pytest.param(b"GET / HTTP/1.1\r\nHost: a\r\nX-", id="one-field-name-never-ends"),
+])
+def test_an_unfinished_field_is_bounded_too(gw, up, prefix: bytes) -> None:
+    """A field whose line never ends is buffered by the parser until it does: the gateway
+    bounds the unfinished head as a whole (431 + close) instead of buffering megabytes."""
+    with RawClient(gw.port, timeout=5) as client:
+        client.send(prefix)
+        with contextlib.suppress(OSError):  # the gateway may close while we still send
+            for _ in range(64):  # at most 4 MiB, far above the 60 KiB header limit
+                client.send(b"v" * 65536)
+        response = client.read_final()
+        assert response.status == 431, response
         assert client.closed_by_peer(3)
     assert up.requests == []
 
