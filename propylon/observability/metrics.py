@@ -16,6 +16,10 @@ LATENCY_BOUNDS: tuple[float, ...] = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )
 
+# Index into ``by_class`` for every status code (llhttp and the gateway produce 0-999):
+# 1xx-5xx by their first digit, anything above 599 counted with 5xx.
+STATUS_CLASS: tuple[int, ...] = tuple(min(status // 100, 5) for status in range(1000))
+
 
 class RouteStats:
     """Requests of one route by status class (index 1-5) and their latency histogram."""
@@ -28,7 +32,7 @@ class RouteStats:
         self.latency_sum = 0.0
 
     def record(self, status: int, seconds: float) -> None:
-        self.by_class[status // 100 if status < 600 else 5] += 1
+        self.by_class[STATUS_CLASS[status]] += 1
         self.buckets[bisect_left(LATENCY_BOUNDS, seconds)] += 1
         self.latency_sum += seconds
 
@@ -67,7 +71,7 @@ class UpstreamStats:
         self.overflows = 0  # requests refused by the circuit breaker
 
     def record(self, status: int) -> None:
-        self.by_class[status // 100 if status < 600 else 5] += 1
+        self.by_class[STATUS_CLASS[status]] += 1
 
 
 class MetricsRegistry:

@@ -26,7 +26,7 @@ from bisect import bisect_left
 from typing import TYPE_CHECKING, Any
 
 from propylon.filters.base import LocalResponse
-from propylon.observability.metrics import LATENCY_BOUNDS
+from propylon.observability.metrics import LATENCY_BOUNDS, STATUS_CLASS
 from propylon.proxy.clock import CLOCK
 from propylon.proxy.forwarded import forwarding_headers, real_client_ip
 from propylon.proxy.hostport import is_ip_literal
@@ -666,8 +666,7 @@ class Exchange:
             else:
                 conn.close()
         if self.cluster is not None:
-            status = self.status
-            self.cluster.stats.by_class[status // 100 if status < 600 else 5] += 1
+            self.cluster.stats.by_class[STATUS_CLASS[self.status]] += 1
         if not self.body_done:
             self.keep_alive = False  # the rest of the request body will not be read
         self.finish()
@@ -816,8 +815,7 @@ class Exchange:
         elapsed = _perf_counter() - self.start
         if route is not None:
             stats = route.stats  # RouteStats.record, inlined: this runs for every request
-            status = self.status
-            stats.by_class[status // 100 if status < 600 else 5] += 1
+            stats.by_class[STATUS_CLASS[self.status]] += 1
             stats.buckets[bisect_left(LATENCY_BOUNDS, elapsed)] += 1
             stats.latency_sum += elapsed
             for phase in route.chain.on_log:
