@@ -263,7 +263,7 @@ class DownstreamProtocol(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self.reject(400, f"malformed request: {exc}")
         else:
-            ex = self.ex
+            ex: Exchange | None = self.ex  # feed_data may have ended it
             if ex is not None and not ex.method:
                 # The read ended inside a request head. httptools keeps an unfinished field
                 # until its line ends (on_header checks only complete ones), so the whole

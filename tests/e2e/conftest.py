@@ -1,7 +1,8 @@
 """End-to-end fixtures: processes stopped by PID at teardown, separate networks when possible.
 
 ``isolated`` yields (networks, processes): the processes are stopped before the namespaces are
-deleted, even when the test fails."""
+deleted, even when the test fails. ``PROPYLON_E2E_NETNS=off`` forces the loopback fallback,
+``=on`` requires namespaces (tests/support/netns.py)."""
 
 from __future__ import annotations
 

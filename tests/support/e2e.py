@@ -59,6 +59,9 @@ class Procs:
         self.running[name] = proc
         return proc
 
+    def pid(self, name: str) -> int:
+        return self.running[name].pid
+
     def python(self, name: str, *args: str, **kw: Any) -> subprocess.Popen[bytes]:
         return self.start(name, [sys.executable, "-m", *args], **kw)
 
@@ -91,6 +94,80 @@ class Procs:
         for name in reversed(list(self.running)):  # newest first: proxies before planes
             with contextlib.suppress(Exception):
                 self.stop(name)
+
+
+# -- where processes run ----------------------------------------------------------------------
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and every process below it (children, grandchildren ...), read from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:  # ended meanwhile
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])  # the name field may hold spaces
+        children.setdefault(ppid, []).append(int(entry.name))
+    tree, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        tree.append(current)
+        todo += children.get(current, [])
+    return tree
+
+
+def thread_cpus(pid: int) -> dict[int, set[int]]:
+    """The CPUs each thread of process ``pid`` may run on (thread id -> CPU set)."""
+    cpus: dict[int, set[int]] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            cpus[int(task.name)] = os.sched_getaffinity(int(task.name))
+    return cpus
+
+
+def command_line(pid: int) -> str:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return "?"
+    return raw.replace(b"\0", b" ").decode(errors="replace").strip()
+
+
+@dataclass(frozen=True)
+class CpuTimes:
+    """Clock ticks spent by one CPU (from /proc/stat): running tasks (user, nice, system),
+    busy (tasks plus interrupts) and in total (busy plus idle, iowait and steal)."""
+
+    tasks: int
+    busy: int
+    total: int
+
+
+def cpu_times() -> dict[int, CpuTimes]:
+    """Per CPU ticks so far; two readings give what each CPU did in between."""
+    out: dict[int, CpuTimes] = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        name, *fields = line.split()
+        if name.startswith("cpu") and name != "cpu":
+            user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in fields[:8])
+            tasks = user + nice + system
+            out[int(name[3:])] = CpuTimes(tasks, tasks + irq + softirq,
+                                          tasks + irq + softirq + idle + iowait + steal)
+    return out
+
+
+def process_ticks() -> dict[int, int]:
+    """Clock ticks each process on the machine ran so far (all its threads, user + system)."""
+    ticks: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:  # ended meanwhile
+                continue
+            ticks[int(entry.name)] = int(fields[11]) + int(fields[12])  # utime, stime
+    return ticks
 
 
 # -- HTTP through curl (works inside a namespace) ----------------------------------------------

@@ -9,6 +9,12 @@ proxy running in the gateway namespace. ``Networks.create`` builds it; ``destroy
 namespaces (their veth pairs go with them). When namespaces cannot be created (not root, no
 iproute2), ``loopback()`` gives the same interface with every address 127.0.0.1 and ``ns``
 None, and ``isolated`` False.
+
+``PROPYLON_E2E_NETNS`` chooses: ``auto`` (default: namespaces, loopback when they cannot be
+made), ``off`` (loopback, as where namespaces are unavailable: how the fallback is tested) or
+``on`` (namespaces required: failing to make them is an error, never a silent fallback).
+A test's check that holds only with namespaces calls ``Networks.skip`` in loopback mode, which
+prints that the check was not run and records it in ``skipped``.
 """
 
 from __future__ import annotations
@@ -17,7 +23,10 @@ import contextlib
 import os
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+ENV = "PROPYLON_E2E_NETNS"
+MODES = ("auto", "on", "off")
 
 
 @dataclass
@@ -31,10 +40,18 @@ class Networks:
     services_ip: str = "127.0.0.1"
     isolated: bool = False
     consumer_ip2: str | None = None  # a second consumer address (another client)
+    skipped: list[str] = field(default_factory=list)  # checks not run (loopback fallback)
 
     @property
     def namespaces(self) -> list[str]:
         return [n for n in (self.consumer_ns, self.gateway_ns, self.services_ns) if n]
+
+    def skip(self, check: str) -> None:
+        """Say (printed, and recorded in ``skipped``) that ``check``, which holds only with
+        namespaces, is not run on loopback."""
+        assert not self.isolated, f"{check}: skipped although namespaces are in use"
+        self.skipped.append(check)
+        print(f"[e2e] loopback fallback: {check} NOT checked (needs network namespaces)")
 
 
 def _ip(*args: str, ns: str | None = None) -> None:
@@ -84,13 +101,29 @@ def loopback() -> Networks:
     return Networks(None, None, None)
 
 
+def mode() -> str:
+    value = os.environ.get(ENV, "auto").strip().lower() or "auto"
+    if value not in MODES:
+        raise ValueError(f"{ENV}={value!r}: expected one of {', '.join(MODES)}")
+    return value
+
+
 @contextlib.contextmanager
 def networks(tag: str) -> Iterator[Networks]:
-    """Namespaces if possible (printed either way), always removed at the end."""
-    try:
-        nets = create(tag)
-    except (OSError, subprocess.SubprocessError) as exc:
-        print(f"\n[e2e] network namespaces unavailable ({exc!r}): FALLING BACK TO LOOPBACK")
+    """Namespaces if possible and not turned off (printed either way), always removed at the
+    end; see ``PROPYLON_E2E_NETNS`` in the module's docstring."""
+    chosen = mode()
+    reason = f"turned off by {ENV}=off"
+    nets: Networks | None = None
+    if chosen != "off":
+        try:
+            nets = create(tag)
+        except (OSError, subprocess.SubprocessError) as exc:
+            if chosen == "on":
+                raise RuntimeError(f"network namespaces required by {ENV}=on: {exc!r}") from exc
+            reason = f"unavailable ({exc!r})"
+    if nets is None:
+        print(f"\n[e2e] network namespaces {reason}: FALLING BACK TO LOOPBACK")
         yield loopback()
         return
     print(f"\n[e2e] network namespaces {nets.namespaces} on 10.231.7.0/24")
