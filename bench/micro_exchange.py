@@ -84,10 +84,22 @@ def setup(loop: asyncio.AbstractEventLoop) -> tuple[DownstreamProtocol, Upstream
 
 
 def run(proto: DownstreamProtocol, conn: UpstreamConnection, n: int) -> float:
+    batch = proto.batch
+
+    def end_of_turn() -> None:
+        # What the loop runs at the end of a turn. Scheduling it (one call_soon) is paid once
+        # per turn, for all the requests of the turn (about 30 in the peers benchmark), so it
+        # is left out here: ``scheduled`` stays true.
+        batch.flush()
+        batch.scheduled = True
+
+    batch.scheduled = True
     start = time.perf_counter()
     for _ in range(n):
         proto.data_received(REQUEST)
+        end_of_turn()
         conn.data_received(RESPONSE)
+        end_of_turn()
     return (time.perf_counter() - start) / n
 
 

@@ -131,6 +131,7 @@ class BadRequest(Exception):
 class DownstreamProtocol(asyncio.Protocol):
     __slots__ = (
         "activity",
+        "batch",
         "client_cert",
         "closing",
         "current",
@@ -167,6 +168,7 @@ class DownstreamProtocol(asyncio.Protocol):
         self.worker = worker
         self.listener = listener
         self.loop = worker.loop
+        self.batch = worker.batch  # held output is released at the end of the loop's turn
         self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.peer_ip = ""

@@ -432,6 +432,10 @@ class Exchange:
             self.pending = None
             self.pending_size = 0
             self.proto.resume_reading_for_body()
+        elif self.body_done and not self.req_chunked:
+            # the whole request: nothing else is written to this connection before the
+            # answer, so the head can wait for the end of the loop's turn (proxy/batch.py)
+            self.proto.batch.write(transport, head)
         else:
             transport.write(head)
         if self.body_done and self.req_chunked:

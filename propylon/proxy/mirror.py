@@ -23,7 +23,8 @@ class MirrorRequest:
     """One mirrored request: a pool client and an upstream client that discards answers."""
 
     __slots__ = (
-        "aborted", "activity", "conn", "endpoint", "out", "payload", "transport", "upgrade",
+        "aborted", "activity", "batch", "conn", "endpoint", "out", "payload", "transport",
+        "upgrade",
     )
 
     def __init__(self, head: bytes, body: list[bytes]) -> None:
@@ -32,6 +33,7 @@ class MirrorRequest:
         self.activity = 0
         self.out: list[bytes] | None = None  # the output-holding protocol; nothing is held
         self.transport: Any = None  # never written to, since nothing is held
+        self.batch: Any = None  # likewise
         self.upgrade: bytes | None = None
         self.conn: UpstreamConnection | None = None
         self.endpoint: ClusterEndpoint | None = None

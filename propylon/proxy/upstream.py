@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import httptools
 
+from propylon.proxy.batch import WriteBatch
 from propylon.proxy.http11 import Headers
 from propylon.proxy.rewrite import PLAIN_CONNECTION, RESPONSE_HOP_FIELDS, response_fields
 
@@ -54,10 +55,16 @@ class OutputBatcher(Protocol):
     activity: int
     out: list[bytes] | None
     transport: asyncio.Transport
+    batch: WriteBatch
 
     def hold_output(self) -> None: ...
 
     def release_output(self) -> None: ...
+
+
+# Output of reads up to this size is held until the end of the loop's turn (proxy/batch.py);
+# larger reads are written at once, so a streamed body never piles up between turns.
+DEFER_MAX = 16 * 1024
 
 
 class UpstreamConnection(asyncio.Protocol):
@@ -152,10 +159,14 @@ class UpstreamConnection(asyncio.Protocol):
         except httptools.HttpParserError:
             self._invalid_response()
         finally:
-            out = downstream.out  # release_output(), inlined
-            downstream.out = None
-            if out:
-                downstream.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            if not downstream.out:
+                downstream.out = None
+            elif len(data) <= DEFER_MAX:
+                downstream.batch.release_later(downstream)  # sent at the end of this turn
+            else:
+                out = downstream.out  # release_output(), inlined: a big read goes out now
+                downstream.out = None
+                downstream.transport.write(b"".join(out))
 
     def eof_received(self) -> bool:
         return False

@@ -6,6 +6,7 @@ import asyncio
 from typing import TYPE_CHECKING
 
 from propylon.ir import ListenerLimitsIR
+from propylon.proxy.batch import WriteBatch
 
 if TYPE_CHECKING:
     from propylon.observability.access_log import AccessLog
@@ -71,10 +72,11 @@ class ListenerState:
 
 
 class WorkerState:
-    __slots__ = ("access_log", "connections", "draining", "loop")
+    __slots__ = ("access_log", "batch", "connections", "draining", "loop")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, access_log: AccessLog | None) -> None:
         self.loop = loop
+        self.batch = WriteBatch(loop)
         self.access_log = access_log
         self.connections: set[DownstreamProtocol] = set()
         self.draining = False
