@@ -1,4 +1,4 @@
-"""Fixtures for the policy integration tests: an echo upstream and a redis-server."""
+"""Fixtures for the policy integration tests: an echo upstream, a redis-server, a Redis Cluster."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.policies._helpers import Upstream, free_port, poll_until, port_open, stop
+from tests.integration.policies._redis_cluster import RedisCluster
 
 
 @pytest.fixture(scope="package")
@@ -33,3 +34,14 @@ def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     poll_until(lambda: port_open(port))
     yield port
     stop(proc)
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    """Three primaries (no replicas) on free ports, ``cluster_state:ok``; stopped by PID and
+    their directory removed at the end. Module scope: a test may stop and restart it."""
+    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
+        pytest.skip("redis-server/redis-cli are not installed (Debian redis-server, redis-tools)")
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster"), masters=3)
+    yield cluster
+    cluster.close()
