@@ -1,14 +1,26 @@
-"""Standalone mode's configuration flow: files -> resources -> IR, with every problem listed."""
+"""Standalone mode's configuration flow: files -> resources -> IR, with every problem listed.
+
+A build also records the secrets translation resolved (``BuildResult.secrets``): which files
+the configuration depends on, for whom, and their identity as they were read. The supervisor
+watches those files and reloads when one of them is replaced (``proxy/supervisor.py``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from propylon import ir
 from propylon.config import Resource, load_paths
 from propylon.translate import translate
+from propylon.translate.consumers import (
+    FileStamp,
+    SecretRead,
+    file_stamp,
+    recording_secret_reads,
+)
 
 
 @dataclass
@@ -16,6 +28,8 @@ class BuildResult:
     snapshot: ir.SnapshotIR | None
     errors: list[str] = field(default_factory=list)  # the configuration is refused
     warnings: list[str] = field(default_factory=list)  # it runs, with these resources replaced
+    # every secret resolved by translation; None when the build stopped before translating
+    secrets: tuple[SecretRead, ...] | None = None
 
 
 def build_snapshot(paths: Sequence[str | Path]) -> BuildResult:
@@ -32,12 +46,60 @@ def build_snapshot(paths: Sequence[str | Path]) -> BuildResult:
 
 def build_from_resources(resources: Sequence[Resource]) -> BuildResult:
     """Translate valid resources; invalid routes become warnings, no Gateway an error."""
-    snapshot = translate(resources)
+    with recording_secret_reads() as reads:
+        snapshot = translate(resources)
+    secrets = tuple(dict.fromkeys(reads))  # a header secret is resolved once per rule
     warnings = [
         f"{s.kind} {s.key}: {s.state}: {'; '.join(s.reasons)}"
         for s in snapshot.statuses
         if s.state != "Accepted"
     ]
     if not snapshot.gateways:
-        return BuildResult(None, ["no Gateway resource found: nothing to serve"], warnings)
-    return BuildResult(snapshot, [], warnings)
+        return BuildResult(None, ["no Gateway resource found: nothing to serve"], warnings,
+                           secrets)
+    return BuildResult(snapshot, [], warnings, secrets)
+
+
+# -- secrets: what to watch, what changed, what failed ---------------------------------------
+def secret_stamps(reads: Iterable[SecretRead]) -> dict[str, FileStamp | None]:
+    """Each secret file read, with its identity when it was read (None: it was missing)."""
+    return {r.path: r.stamp for r in reads if r.path is not None}
+
+
+def changed_secret_files(stamps: Mapping[str, FileStamp | None]) -> list[str]:
+    """The files of ``stamps`` that are not, now, the file that was read (rewritten, replaced,
+    deleted or created)."""
+    return sorted(path for path, stamp in stamps.items() if file_stamp(path) != stamp)
+
+
+def secret_watch_dirs(paths: Iterable[str]) -> tuple[str, ...]:
+    """The folders to watch (not recursively) to see every change of the files ``paths``.
+
+    A file is watched through its folder, since a file replaced by a rename, or reached
+    through a symlink swapped atomically (Kubernetes' ``..data``), is a new file: the folder
+    of the path as written and the folder of the file it resolves to now. A folder that does
+    not exist is watched through its nearest existing parent."""
+    dirs: set[str] = set()
+    for path in paths:
+        for candidate in (os.path.dirname(path), os.path.dirname(os.path.realpath(path))):
+            dirs.add(_existing_dir(candidate))
+    return tuple(sorted(dirs))
+
+
+def _existing_dir(path: str) -> str:
+    while not os.path.isdir(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path
+
+
+def secret_failures(reads: Iterable[SecretRead]) -> dict[tuple[str, str], str]:
+    """(resource, reference) -> message, for every secret that could not be used."""
+    return {
+        (r.needed_by, r.reference): f"{r.reference} needed by {r.needed_by or 'the configuration'}"
+                                    f": {r.error}"
+        for r in reads
+        if r.error is not None
+    }

@@ -40,7 +40,9 @@ def run(
     drain_timeout: Annotated[
         float, typer.Option(help="Seconds in-flight requests get on SIGTERM.")
     ] = 30.0,
-    watch: Annotated[bool, typer.Option(help="Reload when the files change.")] = True,
+    watch: Annotated[
+        bool, typer.Option(help="Reload when the files, or secret files they read, change.")
+    ] = True,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
 ) -> None:
     """Run a standalone gateway from files; hot-reloads them on change and on SIGHUP."""

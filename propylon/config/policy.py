@@ -129,11 +129,24 @@ class JwtKeyFile(Model):
     algorithm: JwtAlgorithm | None = None
 
 
+def _https_only(ca_file: str | None, info: ValidationInfo) -> str | None:
+    url = info.data.get("url")  # absent when the url itself is invalid
+    if ca_file is not None and url is not None and not url.startswith("https://"):
+        raise invalid("ca_file", "caFile is only used with an https:// url")
+    return ca_file
+
+
 class JwksSource(Model):
+    """The JWKS endpoint; an ``https`` one is verified against ``caFile`` (PEM, relative to
+    the defining file) or the system's CAs, with the URL's host as the server name."""
+
     url: str = Field(pattern=r"^https?://")
     cache_duration: Duration = 300.0  # when the answer has no Cache-Control max-age
     min_refresh_interval: Duration = 5.0  # between fetches caused by unknown key ids
     timeout: Duration = 5.0
+    ca_file: str | None = Field(default=None, min_length=1)
+
+    _ca_needs_https = field_validator("ca_file")(_https_only)
 
 
 class ClaimHeader(Model):
@@ -194,7 +207,10 @@ class ExtAuthCache(Model):
 
 
 class ExtAuthPolicy(Model):
-    url: str = Field(pattern=r"^http://")
+    """An ``https`` service is verified against ``caFile`` (PEM, relative to the defining
+    file) or the system's CAs, with the URL's host as the server name."""
+
+    url: str = Field(pattern=r"^https?://")
     timeout: Duration = 1.0
     fail_open: bool = False
     status_on_error: StatusCode = 403
@@ -205,6 +221,9 @@ class ExtAuthPolicy(Model):
     client_headers: list[HeaderName] = Field(default_factory=list)
     cache: ExtAuthCache | None = None
     max_connections: int = Field(default=64, ge=1)
+    ca_file: str | None = Field(default=None, min_length=1)
+
+    _ca_needs_https = field_validator("ca_file")(_https_only)
 
 
 class IpFilterPolicy(Model):

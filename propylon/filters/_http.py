@@ -21,7 +21,30 @@ _MAX_BODY = 4 * 1024 * 1024
 
 
 class HttpError(Exception):
-    """The exchange failed (connect, protocol, timeout); no usable answer."""
+    """The exchange failed (connect, TLS, protocol, timeout); no usable answer."""
+
+
+def tls_context(ca_file: str | None = None) -> ssl.SSLContext:
+    """A client context verifying the server against ``ca_file`` (PEM, one or more CAs) or,
+    when None, the system's trust store; TLS 1.2 or later, ALPN ``http/1.1``. Blocking (reads
+    files): call it when compiling a configuration. Raises ``OSError``/``ssl.SSLError`` for a
+    missing or unreadable file."""
+    ctx = ssl.create_default_context(cafile=ca_file)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+def compile_tls(url: str, ca_file: str | None, field: str) -> ssl.SSLContext | None:
+    """The context for a configured ``url`` (None unless https), built when the configuration
+    is compiled; a CA file that cannot be loaded raises ``ValueError`` naming ``field`` (which
+    refuses the configuration)."""
+    if urlsplit(url).scheme != "https":
+        return None
+    try:
+        return tls_context(ca_file)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        raise ValueError(f'{field}: cannot load CA file "{ca_file}": {exc}') from None
 
 
 class Response:
@@ -56,9 +79,12 @@ class _Conn:
 class HttpClient:
     """Pooled requests to one origin."""
 
-    def __init__(self, url: str, max_connections: int = 16) -> None:
+    def __init__(self, url: str, max_connections: int = 16,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         parts = urlsplit(url)
         self.tls = parts.scheme == "https"
+        # https without a context given: the system's CAs (loaded once, here)
+        self.ssl_context = (ssl_context or tls_context()) if self.tls else None
         self.host = parts.hostname or "127.0.0.1"
         self.port = parts.port or (443 if self.tls else 80)
         self.authority = parts.netloc.encode("idna")
@@ -66,6 +92,9 @@ class HttpClient:
         self.idle: list[_Conn] = []
         self.open = 0
         self.waiters: collections.deque[asyncio.Future[_Conn | None]] = collections.deque()
+        # for callers that rate-limit their failure logs: when they last logged, and since
+        self.last_report = float("-inf")
+        self.unreported = 0
 
     async def request(
         self, method: bytes, target: bytes, headers: Headers, timeout: float,
@@ -111,9 +140,9 @@ class HttpClient:
                 return conn_or_slot
         self.open += 1
         try:
-            ctx = ssl.create_default_context() if self.tls else None
             reader, writer = await asyncio.open_connection(
-                self.host, self.port, ssl=ctx, limit=_MAX_HEAD)
+                self.host, self.port, ssl=self.ssl_context, limit=_MAX_HEAD,
+                server_hostname=self.host if self.tls else None)
         except BaseException:
             self._slot_freed()
             raise

@@ -7,7 +7,9 @@ max-age`` (or ``cacheDuration``) runs out and fetches again. A failed fetch keep
 had (stale beats none) and retries with a doubling backoff (1s .. 60s). A token naming an
 unknown ``kid`` triggers one immediate fetch (at most one per ``minRefreshInterval``), which is
 how a key rotation is picked up before the cache expires. The task ends after 10 minutes
-without a request and starts again with the next one.
+without a request and starts again with the next one. An ``https`` URL is fetched over TLS
+verified against ``caFile`` (or the system's CAs), its host as SNI; a refused certificate is a
+failed fetch like any other (logged, stale keys kept, backoff).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import asyncio
 import json
 import logging
 import re
+import ssl
 import time
 from typing import Any
 
@@ -97,10 +100,11 @@ def max_age(value: bytes | None) -> float | None:
 
 
 class JwksCache:
-    def __init__(self, url: str, default_ttl: float, min_refresh: float, timeout: float) -> None:
+    def __init__(self, url: str, default_ttl: float, min_refresh: float, timeout: float,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
         self.url = url
         self.target = (url.split("/", 3)[3:] or [""])[0]
-        self.client = HttpClient(url, max_connections=2)
+        self.client = HttpClient(url, max_connections=2, ssl_context=ssl_context)
         self.default_ttl = default_ttl
         self.min_refresh = min_refresh
         self.timeout = timeout

@@ -5,7 +5,10 @@ The check request has the client's method and path (under the service URL's path
 answer lets the request through and copies ``upstreamHeaders`` of the answer onto the upstream
 request. Any other answer is returned to the client as is (status, body, ``clientHeaders``). If
 the service cannot be reached or does not answer within ``timeout``, ``failOpen`` lets the
-request through, otherwise the client gets ``statusOnError`` (403).
+request through, otherwise the client gets ``statusOnError`` (403). An ``https`` service is
+verified against ``caFile`` (or the system's CAs) with the URL's host as SNI; a refused
+certificate or a failed handshake is "cannot be reached" too. Such failures are logged (at
+most one line per service every ``_LOG_EVERY`` seconds, with the count of the others).
 
 Decisions may be cached for ``cache.ttl`` keyed on the values of ``cache.keyHeaders`` (a
 request missing every key header is never cached). Calls go through a pooled keep-alive
@@ -14,12 +17,16 @@ client shared by all routes of the worker that call the same service.
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from propylon.filters._http import HttpClient, HttpError
+from propylon.filters._http import HttpClient, HttpError, compile_tls
 from propylon.filters.base import Filter, FilterContext, FilterEnv, Headers, LocalResponse
+
+log = logging.getLogger("propylon.filters.ext_auth")
+_LOG_EVERY = 10.0
 
 # A decision: None = allowed (with upstream headers), or the answer for the client.
 Decision = tuple[Headers | None, LocalResponse | None]
@@ -31,11 +38,13 @@ class ExtAuthFilter(Filter):
     __slots__ = (
         "cache", "cache_max", "cache_ttl", "client", "client_headers", "denied_on_error",
         "fail_open", "forward", "key_headers", "path_prefix", "timeout", "upstream_headers",
+        "url",
     )
 
     def __init__(self, source: str, spec: dict[str, Any], client: HttpClient) -> None:
         super().__init__(source)
         self.client = client
+        self.url = spec["url"]
         self.path_prefix = urlsplit(spec["url"]).path.rstrip("/").encode()
         self.timeout = float(spec.get("timeout", 1.0))
         self.fail_open = bool(spec.get("failOpen"))
@@ -55,7 +64,10 @@ class ExtAuthFilter(Filter):
         parts = urlsplit(spec["url"])
         origin = f"{parts.scheme}://{parts.netloc}"
         limit = int(spec.get("maxConnections", 64))
-        client = env.shared(("extAuth", origin, limit), lambda: HttpClient(origin, limit))
+        ca_file: str | None = spec.get("caFile")
+        key = ("extAuth", origin, limit, ca_file)
+        client = env.shared(key, lambda: HttpClient(origin, limit, compile_tls(
+            origin, ca_file, f"{source}: extAuth.caFile")))
         return cls(source, spec, client)
 
     def on_request(self, ctx: FilterContext) -> Any:
@@ -84,7 +96,8 @@ class ExtAuthFilter(Filter):
         target = self.path_prefix + ctx.path + (b"?" + ctx.query if ctx.query else b"")
         try:
             response = await self.client.request(ctx.method, target, headers, self.timeout)
-        except HttpError:
+        except HttpError as exc:
+            _log_failure(self.client, self.url, exc, self.fail_open)
             return None if self.fail_open else self.denied_on_error
         if 200 <= response.status < 300:
             decision: Decision = (
@@ -109,3 +122,15 @@ class ExtAuthFilter(Filter):
             headers[:] = [h for h in headers if h[0] not in names]
             headers.extend(add)
         return None
+
+
+def _log_failure(client: HttpClient, url: str, exc: HttpError, fail_open: bool) -> None:
+    """One warning per service (client) every ``_LOG_EVERY`` seconds at most."""
+    now = time.monotonic()
+    if now - client.last_report < _LOG_EVERY:
+        client.unreported += 1
+        return
+    more = f" ({client.unreported} more since the last report)" if client.unreported else ""
+    client.last_report, client.unreported = now, 0
+    log.warning("extAuth service %s unavailable: %s; request %s%s", url, exc,
+                "let through (failOpen)" if fail_open else "denied", more)

@@ -9,7 +9,8 @@ claims into upstream headers (client-sent copies are removed first).
 Fast path: with the key already known, verification is synchronous; a worker also remembers
 tokens it has verified (bounded, until their ``exp``), so a repeat token costs a dict look-up
 and a clock read. Only a token whose key is not known yet (first request, rotation) waits for a
-JWKS fetch. Failures are ``401`` with ``WWW-Authenticate: Bearer realm=..., error=...``.
+JWKS fetch (over TLS for an ``https`` URL, verified against ``jwks.caFile`` or the system's
+CAs). Failures are ``401`` with ``WWW-Authenticate: Bearer realm=..., error=...``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any
 import jwt
 
 from propylon.filters._common import cookie, header, unauthorized
+from propylon.filters._http import compile_tls
 from propylon.filters._jwks import JwksCache, Key, KeySet, load_key_file
 from propylon.filters.base import Filter, FilterContext, FilterEnv, LocalResponse
 
@@ -73,7 +75,10 @@ class JwtFilter(Filter):
             j = spec["jwks"]
             settings = (j["url"], j.get("cacheDuration", 300.0), j.get("minRefreshInterval", 5.0),
                         j.get("timeout", 5.0))
-            jwks = env.shared(("jwks", *settings), lambda: JwksCache(*settings))
+            ca_file: str | None = j.get("caFile")
+            field = f"{source}: jwt.jwks.caFile"
+            jwks = env.shared(("jwks", *settings, ca_file), lambda: JwksCache(
+                *settings, ssl_context=compile_tls(j["url"], ca_file, field)))
         else:
             static = KeySet([load_key_file(k["file"], k.get("kid"), k.get("algorithm"))
                              for k in spec.get("keys") or ()])

@@ -4,6 +4,11 @@ It owns the configuration flow (load, translate, check) and hands each worker th
 A new configuration goes to every worker; if any worker refuses it, the workers that took it
 get the previous one back, so all workers always serve the same version. Dead workers are
 replaced and given the current version.
+
+In standalone mode the configuration paths are watched, and so are the secret files the
+current configuration read (``BuildResult.secrets``): replacing one reloads like a config
+change. A reload that would make a secret unusable which the serving configuration could use
+(a deleted, unreadable or empty file) is refused, so the old configuration keeps serving.
 """
 
 from __future__ import annotations
@@ -26,6 +31,13 @@ from propylon.observability.metrics import merge_snapshots
 from propylon.proxy.health_checker import HealthChecker
 from propylon.proxy.worker import worker_main
 from propylon.runtime.compile import Services, compile_snapshot
+from propylon.standalone import (
+    changed_secret_files,
+    secret_failures,
+    secret_stamps,
+    secret_watch_dirs,
+)
+from propylon.translate.consumers import FileStamp, file_stamp
 
 log = logging.getLogger("propylon")
 
@@ -105,6 +117,13 @@ class Supervisor:
     warnings: list[str] = field(default_factory=list)
     stopping: bool = False
     health: HealthChecker | None = None
+    # the secret files the last translated build read, with their identity as read
+    secret_stamps: dict[str, FileStamp | None] = field(default_factory=dict)
+    # (resource, reference) -> message: secrets the serving configuration could not use
+    serving_secret_failures: dict[tuple[str, str], str] = field(default_factory=dict)
+    # set when that set of files changes, so the watcher follows it
+    secrets_moved: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
+    _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
     # -- workers -------------------------------------------------------------------------
     def _spawn(self) -> WorkerHandle:
@@ -128,11 +147,13 @@ class Supervisor:
         """Standalone start: build from the files, start workers on it (raises on failure)."""
         assert self.build is not None
         result = self.build()
+        self._note_secrets(result)
         if result.snapshot is None:
             raise ConfigRefused("\n".join(result.errors))
         self._check(result.snapshot)
         self.start_workers()
         await self.install(result.snapshot, result.warnings)
+        self.serving_secret_failures = secret_failures(getattr(result, "secrets", None) or ())
 
     @staticmethod
     def _check(snapshot: ir.SnapshotIR) -> None:
@@ -194,12 +215,48 @@ class Supervisor:
 
     async def reload(self) -> bool:
         """Build from the files again and install; False (old version serving) if refused."""
+        async with self._reload_lock:
+            return await self._reload()
+
+    async def reload_if_secrets_changed(self) -> bool | None:
+        """Reload if a watched secret file is no longer the file that was read; None if none
+        changed (checked under the reload lock, so a reload just done is not repeated)."""
+        async with self._reload_lock:
+            changed = changed_secret_files(self.secret_stamps)
+            if not changed:
+                return None
+            log.info("secret file(s) changed, reloading: %s", ", ".join(changed))
+            return await self._reload()
+
+    def secret_dirs(self) -> tuple[str, ...]:
+        """The folders to watch for the secret files of the current configuration."""
+        return secret_watch_dirs(self.secret_stamps)
+
+    def _note_secrets(self, result: Any) -> None:
+        """Remember the secret files a build read: they are what the watcher follows."""
+        secrets = getattr(result, "secrets", None)
+        if secrets is None:  # not translated (schema errors): keep following the same files
+            stamps = {path: file_stamp(path) for path in self.secret_stamps}
+        else:
+            stamps = secret_stamps(secrets)
+        moved = set(stamps) != set(self.secret_stamps)
+        self.secret_stamps = stamps
+        if moved:
+            self.secrets_moved.set()
+
+    async def _reload(self) -> bool:
         assert self.build is not None
         result = self.build()
+        self._note_secrets(result)
+        failures = secret_failures(getattr(result, "secrets", None) or ())
         try:
             if result.snapshot is None:
                 raise ConfigRefused("\n".join(result.errors))
+            new = [m for k, m in failures.items() if k not in self.serving_secret_failures]
+            if new and self.snapshot is not None:
+                raise ConfigRefused("a secret cannot be used:\n" + "\n".join(sorted(new)))
             if self.snapshot is not None and result.snapshot.version == self.snapshot.version:
+                self.serving_secret_failures = failures
                 return True
             await self.install(result.snapshot, result.warnings)
         except ConfigRefused as exc:
@@ -208,6 +265,7 @@ class Supervisor:
             log.error("configuration refused, still serving %s:\n%s",
                       self.snapshot.version if self.snapshot else "nothing", exc)
             return False
+        self.serving_secret_failures = failures
         self.reloads.succeeded += 1
         return True
 
@@ -307,7 +365,47 @@ async def run_supervisor(
 
 
 async def _watch_files(supervisor: Supervisor, paths: Sequence[str]) -> None:
+    """Reload on a change of the configuration ``paths`` or of a secret file it reads."""
+    tasks = [asyncio.ensure_future(_watch_config(supervisor, paths)),
+             asyncio.ensure_future(_watch_secrets(supervisor))]
+    try:
+        await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+async def _watch_config(supervisor: Supervisor, paths: Sequence[str]) -> None:
     from watchfiles import awatch
 
     async for _changes in awatch(*paths, debounce=200, step=50):
         await supervisor.reload()
+
+
+async def _watch_secrets(supervisor: Supervisor) -> None:
+    """Watch the folders of the current secret files (not recursively: a file replaced by a
+    rename or a symlink swap shows up in its folder, not on the file), reload when one of the
+    files is no longer what was read, and follow the set as reloads change it."""
+    from watchfiles import awatch
+
+    while not supervisor.stopping:
+        supervisor.secrets_moved.clear()
+        dirs = supervisor.secret_dirs()
+        try:
+            # a change between the build's read and the watch's start is not missed
+            await supervisor.reload_if_secrets_changed()
+            if not dirs:
+                await supervisor.secrets_moved.wait()
+                continue
+            async for _changes in awatch(
+                *dirs, recursive=False, watch_filter=None, debounce=200, step=50,
+                stop_event=supervisor.secrets_moved,
+            ):
+                await supervisor.reload_if_secrets_changed()
+                if supervisor.secret_dirs() != dirs:  # a folder appeared, went or moved
+                    break
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # e.g. a folder removed just before the watch started
+            log.warning("cannot watch secret files in %s: %s; retrying", ", ".join(dirs), exc)
+            await asyncio.sleep(1.0)

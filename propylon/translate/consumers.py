@@ -7,13 +7,21 @@ is one dict access); basic-auth passwords become PBKDF2-HMAC-SHA256 with a salt 
 the consumer and user name, so that translation stays deterministic (equal inputs, equal
 version). A Consumer whose secret cannot be read is Invalid and left out; the reason names the
 reference, never the secret. Two consumers with one API key: both are Invalid for that key.
+
+Every read (and failed read) can be recorded: ``recording_secret_reads`` collects one
+``SecretRead`` per reference resolved while it is active, with the file's identity as it was
+read. Standalone mode uses that record to watch exactly the secret files the configuration
+it loaded depends on (``propylon/standalone.py``), without parsing the configuration twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass
 
 from propylon.config import Consumer, Resource
 from propylon.config.consumer import SecretRef
@@ -27,20 +35,88 @@ class SecretError(Exception):
     """A secret reference that could not be read; the message never contains the secret."""
 
 
-def read_secret(ref: SecretRef, base_dir: str | None) -> str:
+# What identifies a file's content without reading it: device, inode, size, mtime, ctime.
+FileStamp = tuple[int, int, int, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class SecretRead:
+    """One resolution of a ``secretRef``: where from, for whom, and how it went."""
+
+    needed_by: str  # the resource (and field) that needs it, e.g. "Consumer default/a apiKeys[0]"
+    path: str | None  # the absolute file path; None for an environment variable
+    env: str | None  # the variable's name; None for a file
+    stamp: FileStamp | None  # the file's identity when read (None: missing, or not a file)
+    error: str | None  # why it could not be used; None when it could
+
+    @property
+    def reference(self) -> str:
+        if self.path is not None:
+            return f"secret file {self.path}"
+        return f"environment variable {self.env}"
+
+
+_reads: ContextVar[list[SecretRead] | None] = ContextVar("propylon_secret_reads", default=None)
+
+
+@contextlib.contextmanager
+def recording_secret_reads() -> Iterator[list[SecretRead]]:
+    """Collect a ``SecretRead`` for every secret resolved inside the ``with`` block."""
+    reads: list[SecretRead] = []
+    token = _reads.set(reads)
+    try:
+        yield reads
+    finally:
+        _reads.reset(token)
+
+
+def file_stamp(path: str) -> FileStamp | None:
+    """The identity of the file at ``path`` (symlinks followed) now; None if there is none."""
+    try:
+        return _stamp(os.stat(path))
+    except OSError:
+        return None
+
+
+def _stamp(st: os.stat_result) -> FileStamp:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def read_secret(ref: SecretRef, base_dir: str | None, *, needed_by: str = "") -> str:
+    """The secret ``ref`` points to, stripped; ``SecretError`` if it cannot be read or a file
+    holds nothing (an empty API key or password is never meant, e.g. a file being rewritten)."""
     if ref.env is not None:
         value = os.environ.get(ref.env)
+        error = None if value is not None else f"environment variable {ref.env} is not set"
+        _record(SecretRead(needed_by, None, ref.env, None, error))
         if value is None:
             raise SecretError(f"environment variable {ref.env} is not set")
         return value.strip()
     assert ref.file is not None
     path = ref.file if os.path.isabs(ref.file) or base_dir is None else os.path.join(
         base_dir, ref.file)
+    absolute = os.path.abspath(path)
     try:
         with open(path, encoding="utf-8") as handle:
-            return handle.read().strip()
-    except OSError as exc:
-        raise SecretError(f"cannot read secret file {ref.file}: {exc.strerror}") from None
+            stamp = _stamp(os.fstat(handle.fileno()))
+            value = handle.read().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        message = f"cannot read secret file {ref.file}: {reason}"
+        _record(SecretRead(needed_by, absolute, None, file_stamp(path), message))
+        raise SecretError(message) from None
+    if not value:
+        message = f"secret file {ref.file} is empty"
+        _record(SecretRead(needed_by, absolute, None, stamp, message))
+        raise SecretError(message)
+    _record(SecretRead(needed_by, absolute, None, stamp, None))
+    return value
+
+
+def _record(read: SecretRead) -> None:
+    reads = _reads.get()
+    if reads is not None:
+        reads.append(read)
 
 
 def hash_api_key(key: str) -> str:
@@ -73,13 +149,17 @@ def _translate_one(consumer: Consumer, status: StatusBook) -> ConsumerIR | None:
     failed = False
     for i, cred in enumerate(creds.api_keys):
         try:
-            keys.append(hash_api_key(read_secret(cred.secret_ref, base_dir)))
+            keys.append(hash_api_key(read_secret(
+                cred.secret_ref, base_dir,
+                needed_by=f"{consumer.ref} spec.credentials.apiKeys[{i}]")))
         except SecretError as exc:
             status.fail(consumer.kind, consumer.key, f"spec.credentials.apiKeys[{i}]: {exc}")
             failed = True
     for i, user in enumerate(creds.basic_auth):
         try:
-            password = read_secret(user.secret_ref, base_dir)
+            password = read_secret(
+                user.secret_ref, base_dir,
+                needed_by=f"{consumer.ref} spec.credentials.basicAuth[{i}]")
         except SecretError as exc:
             status.fail(consumer.kind, consumer.key, f"spec.credentials.basicAuth[{i}]: {exc}")
             failed = True

@@ -37,6 +37,7 @@ from propylon.translate.consumers import SecretError, read_secret
 from propylon.translate.context import RouteLike
 from propylon.translate.delegation import Draft
 from propylon.translate.inventory import Inventory
+from propylon.translate.paths import resolve_path
 from propylon.translate.status import StatusBook
 
 # (target kind, target key, sectionName or None) -> Policies in namespace/name order
@@ -108,22 +109,31 @@ def _spec(name: str, section: Model, owner: Resource | None) -> dict[str, Any]:
     spec: dict[str, Any] = section.model_dump(mode="json", by_alias=True)
     if name == "headers":
         base = owner.source.file if owner is not None and owner.source is not None else None
-        resolve_header_secrets(spec, os.path.dirname(os.path.abspath(base)) if base else None)
+        resolve_header_secrets(spec, os.path.dirname(os.path.abspath(base)) if base else None,
+                               needed_by=owner.ref if owner is not None else "")
+    elif owner is not None:
+        # TLS CA files, like an Upstream's, are relative to the file defining the resource
+        tls_holder = spec if name == "extAuth" else spec.get("jwks") if name == "jwt" else None
+        if tls_holder and tls_holder.get("caFile"):
+            tls_holder["caFile"] = resolve_path(tls_holder["caFile"], owner)
     return spec
 
 
-def resolve_header_secrets(spec: dict[str, Any], base_dir: str | None) -> None:
+def resolve_header_secrets(
+    spec: dict[str, Any], base_dir: str | None, *, needed_by: str = ""
+) -> None:
     """Replace ``{secretRef, prefix}`` header values with ``{"secret": value}`` (redacted in
     every admin answer), or ``{"secretError": reason}`` so the filter fails closed."""
-    for edits in spec.values():
+    for direction, edits in spec.items():
         for op in ("set", "add"):
             values = (edits or {}).get(op) or {}
             for header, value in values.items():
                 if isinstance(value, dict) and "secretRef" in value:
                     ref = SecretRef.model_validate(value["secretRef"])
+                    where = f"{needed_by} headers {direction}.{op}.{header}".strip()
                     try:
                         values[header] = {"secret": value.get("prefix", "") +
-                                          read_secret(ref, base_dir)}
+                                          read_secret(ref, base_dir, needed_by=where)}
                     except SecretError as exc:
                         values[header] = {"secretError": str(exc)}
 

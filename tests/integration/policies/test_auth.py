@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import ssl
 import threading
 import time
 from collections.abc import Iterator
@@ -26,10 +27,20 @@ from tests.integration.policies._helpers import (
 )
 
 
-class JwksServer:
-    """Serves ``keys`` at /jwks.json with ``max-age``; counts fetches."""
+def serve(server: ThreadingHTTPServer, tls: ssl.SSLContext | None) -> None:
+    """Start ``server`` in a thread; with ``tls`` its connections are TLS (each handshake in
+    the connection's own thread, so a refused one never stalls the accept loop)."""
+    server.handle_error = lambda *args: None  # type: ignore[method-assign]
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True,
+                                        do_handshake_on_connect=False)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
 
-    def __init__(self, max_age: int = 300) -> None:
+
+class JwksServer:
+    """Serves ``keys`` at /jwks.json with ``max-age``; counts fetches. ``tls``: over TLS."""
+
+    def __init__(self, max_age: int = 300, tls: ssl.SSLContext | None = None) -> None:
         self.keys: list[dict[str, Any]] = []
         self.fetches = 0
         self.max_age = max_age
@@ -56,9 +67,8 @@ class JwksServer:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.server.handle_error = lambda *args: None  # type: ignore[method-assign]
         self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        serve(self.server, tls)
 
     def stop(self) -> None:
         self.server.shutdown()
@@ -66,10 +76,12 @@ class JwksServer:
 
 
 class AuthService:
-    """An ext_authz HTTP service: allows ``authorization: Bearer good``, denies others."""
+    """An ext_authz HTTP service: allows ``authorization: Bearer good``, denies others.
+    ``peers`` has the client address of each call; ``tls``: served over TLS."""
 
-    def __init__(self, delay: float = 0.0) -> None:
+    def __init__(self, delay: float = 0.0, tls: ssl.SSLContext | None = None) -> None:
         self.calls: list[tuple[str, str, dict[str, str]]] = []
+        self.peers: list[tuple[str, int]] = []
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -84,6 +96,7 @@ class AuthService:
             def answer(self) -> None:
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 owner.calls.append((self.command, self.path, headers))
+                owner.peers.append(self.client_address)
                 if delay:
                     time.sleep(delay)
                 if headers.get("authorization") == "Bearer good":
@@ -104,9 +117,8 @@ class AuthService:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-        self.server.handle_error = lambda *args: None  # type: ignore[method-assign]
         self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        serve(self.server, tls)
 
     def stop(self) -> None:
         self.server.shutdown()

@@ -1,0 +1,193 @@
+"""Which secret files a build depends on, how their changes are seen, and when a reload that
+a secret change causes is refused (``standalone``, ``translate.consumers``, ``Supervisor``)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from propylon.proxy.supervisor import Supervisor
+from propylon.standalone import (
+    BuildResult,
+    build_snapshot,
+    changed_secret_files,
+    secret_failures,
+    secret_stamps,
+    secret_watch_dirs,
+)
+
+CONFIG = """apiVersion: propylon.dev/v1
+kind: Gateway
+metadata: {name: edge}
+spec:
+  listeners: [{name: web, port: 8080}]
+  policies:
+    - headers:
+        request:
+          set:
+            authorization: {secretRef: {file: egress.token}, prefix: "Bearer "}
+---
+apiVersion: propylon.dev/v1
+kind: Route
+metadata: {name: api}
+spec:
+  rules:
+    - name: a
+      directResponse: {status: 200}
+      policies: [{apiKey: {header: x-api-key}}]
+    - name: b
+      directResponse: {status: 200}
+---
+apiVersion: propylon.dev/v1
+kind: Consumer
+metadata: {name: acme}
+spec:
+  credentials:
+    apiKeys: [{secretRef: {file: keys/acme.key}}]
+    basicAuth: [{username: alice, secretRef: {env: PROPYLON_TEST_ALICE}}]
+---
+apiVersion: propylon.dev/v1
+kind: Consumer
+metadata: {name: broken}
+spec:
+  credentials:
+    apiKeys: [{secretRef: {env: PROPYLON_TEST_NOT_SET}}]
+"""
+
+
+@pytest.fixture
+def tree(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("PROPYLON_TEST_ALICE", "s3cret")
+    monkeypatch.delenv("PROPYLON_TEST_NOT_SET", raising=False)
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "keys").mkdir()
+    (tmp_path / "conf" / "gateway.yaml").write_text(CONFIG)
+    (tmp_path / "conf" / "keys" / "acme.key").write_text("k-acme-1\n")
+    (tmp_path / "conf" / "egress.token").write_text("tok-1\n")
+    return tmp_path / "conf"
+
+
+def test_a_build_records_every_secret_it_resolved(tree: Path) -> None:
+    result = build_snapshot([tree])
+    assert result.snapshot is not None and result.secrets is not None
+    found = {(r.needed_by, r.reference, r.error) for r in result.secrets}
+    assert found == {
+        ("Gateway default/edge headers request.set.authorization",
+         f"secret file {tree / 'egress.token'}", None),  # once, though two rules use it
+        ("Consumer default/acme spec.credentials.apiKeys[0]",
+         f"secret file {tree / 'keys' / 'acme.key'}", None),
+        ("Consumer default/acme spec.credentials.basicAuth[0]",
+         "environment variable PROPYLON_TEST_ALICE", None),
+        ("Consumer default/broken spec.credentials.apiKeys[0]",
+         "environment variable PROPYLON_TEST_NOT_SET",
+         "environment variable PROPYLON_TEST_NOT_SET is not set"),
+    }
+    stamps = secret_stamps(result.secrets)  # files only, with their identity as read
+    assert set(stamps) == {str(tree / "egress.token"), str(tree / "keys" / "acme.key")}
+    assert all(stamp is not None for stamp in stamps.values())
+    assert changed_secret_files(stamps) == []
+
+
+def test_a_schema_error_records_nothing(tree: Path) -> None:
+    (tree / "gateway.yaml").write_text(CONFIG.replace("listeners:", "bogus: 1\n  listeners:"))
+    assert build_snapshot([tree]).secrets is None
+
+
+@pytest.mark.parametrize("content", ["", "  \n", b"\xff\xfe"], ids=["empty", "blank", "binary"])
+def test_an_empty_or_undecodable_secret_file_is_a_failure(tree: Path, content: str | bytes) -> None:
+    key = tree / "keys" / "acme.key"
+    key.write_bytes(content if isinstance(content, bytes) else content.encode())
+    result = build_snapshot([tree])
+    assert result.secrets is not None
+    failures = secret_failures(result.secrets)
+    message = failures[("Consumer default/acme spec.credentials.apiKeys[0]", f"secret file {key}")]
+    assert message.startswith(f"secret file {key} needed by Consumer default/acme")
+    assert "empty" in message or "not UTF-8" in message
+    assert any("Consumer default/acme: Invalid" in w for w in result.warnings)
+
+
+def test_changes_are_seen_whatever_the_way_the_file_is_replaced(tree: Path) -> None:
+    key = tree / "keys" / "acme.key"
+    result = build_snapshot([tree])
+    assert result.secrets is not None
+    stamps = secret_stamps(result.secrets)
+    key.write_text("k-acme-2\n")  # in place
+    assert changed_secret_files(stamps) == [str(key)]
+    stamps = secret_stamps(build_snapshot([tree]).secrets or ())
+    (tree / "keys" / "new").write_text("k-acme-3\n")
+    os.replace(tree / "keys" / "new", key)  # rename over
+    assert changed_secret_files(stamps) == [str(key)]
+    stamps = secret_stamps(build_snapshot([tree]).secrets or ())
+    key.unlink()  # deleted
+    assert changed_secret_files(stamps) == [str(key)]
+    missing = secret_stamps(build_snapshot([tree]).secrets or ())
+    assert missing[str(key)] is None
+    assert changed_secret_files(missing) == []  # still missing: no change
+    key.write_text("k-acme-4\n")  # created again
+    assert changed_secret_files(missing) == [str(key)]
+
+
+def test_watched_folders(tmp_path: Path) -> None:
+    (tmp_path / "k8s" / "..2024").mkdir(parents=True)
+    (tmp_path / "k8s" / "..2024" / "key").write_text("x")
+    os.symlink("..2024", tmp_path / "k8s" / "..data")
+    os.symlink("..data/key", tmp_path / "k8s" / "key")
+    (tmp_path / "plain").mkdir()
+    dirs = secret_watch_dirs([
+        str(tmp_path / "k8s" / "key"),  # its folder, and the one it resolves to now
+        str(tmp_path / "plain" / "key"),  # not there yet: its folder
+        str(tmp_path / "gone" / "deeper" / "key"),  # no folder: the nearest one that exists
+    ])
+    assert dirs == tuple(sorted({
+        str(tmp_path / "k8s"), str(tmp_path / "k8s" / "..2024"), str(tmp_path / "plain"),
+        str(tmp_path),
+    }))
+
+
+def test_supervisor_refuses_a_reload_that_breaks_a_secret(
+    tree: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    builds: list[BuildResult] = []
+
+    def build() -> BuildResult:
+        builds.append(build_snapshot([tree]))
+        return builds[-1]
+
+    async def scenario() -> None:
+        supervisor = Supervisor(build=build)
+        monkeypatch.setattr(supervisor, "start_workers", lambda: None)  # no processes here
+        await supervisor.start()
+        key = str(tree / "keys" / "acme.key")
+        assert set(supervisor.secret_stamps) == {key, str(tree / "egress.token")}
+        assert await supervisor.reload_if_secrets_changed() is None  # nothing changed
+        first = supervisor.snapshot
+        assert first is not None
+
+        os.unlink(key)
+        assert await supervisor.reload_if_secrets_changed() is False
+        assert supervisor.snapshot is first  # the old configuration keeps serving
+        assert supervisor.reloads.failed == 1
+        error = supervisor.reloads.last_error
+        assert f"secret file {key} needed by Consumer default/acme" in error
+        assert "PROPYLON_TEST_NOT_SET" not in error  # failing from the start: not news
+        assert await supervisor.reload_if_secrets_changed() is None  # still missing
+
+        Path(key).write_text("k-acme-2\n")
+        assert await supervisor.reload_if_secrets_changed() is True
+        assert supervisor.snapshot is not first
+        assert supervisor.reloads.succeeded == 1
+
+        # a config change that drops the Consumer drops its file from the watched set
+        supervisor.secrets_moved.clear()
+        (tree / "gateway.yaml").write_text(CONFIG.split("---\napiVersion: propylon.dev/v1\n"
+                                                        "kind: Consumer")[0])
+        assert await supervisor.reload() is True
+        assert set(supervisor.secret_stamps) == {str(tree / "egress.token")}
+        assert supervisor.secrets_moved.is_set()
+        if supervisor.health is not None:
+            supervisor.health.stop()
+
+    asyncio.run(scenario())
