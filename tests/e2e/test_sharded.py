@@ -22,7 +22,10 @@ is saturated by wrk stays within 20% of its unloaded p99 (TARGET, asserted). Met
   most IDLE of its CPU in unloaded windows (the load really was on, then really off). Other
   programs on the machine are not pinned and can run on the quiet CPU: their CPU time is
   measured and a WARNING printed above FOREIGN, as they disturb the figures (a concurrent
-  CPU-bound program raised the unloaded p99 from ~0.4 to ~0.9 ms in one of our runs).
+  CPU-bound program raised the unloaded p99 from ~0.4 to ~0.9 ms in one of our runs). When
+  the target is missed while they took more than DISTURBED of a CPU, that measurement is of
+  the machine, not the gateway: it is taken once more (both printed) and the second one is
+  asserted. (Seen once: another test suite run beside this one, 110% of a CPU, ratio 1.60.)
 
 Figures from repeated runs on the 2-core development machine: examples/sharded/README.md."""
 
@@ -71,6 +74,7 @@ LOAD_LIMIT = 10       # wrk -d: each load is stopped after its window, this only
 SATURATED = 0.9       # the noisy CPU's minimum busy fraction in a loaded window
 IDLE = 0.1            # the noisy fleet's maximum CPU share in unloaded windows
 FOREIGN = 0.05        # other programs' CPU time (share of one CPU) that gets a warning
+DISTURBED = 0.25      # ... above which a missed target is measured once more
 TARGET = 1.2          # the issue's goal, asserted: loaded p99 within 20% of unloaded
 
 
@@ -226,51 +230,23 @@ def unloaded_window(port: int, quiet: Fleet, noisy: Fleet) -> Window:
     return Window(False, samples, *meter.stop())
 
 
-def test_sharded_fleets_and_noisy_neighbour(procs: Procs, tmp_path: Path) -> None:
-    pinned = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
-    quiet_cpu, noisy_cpu = (str(QUIET_CPU), str(NOISY_CPU)) if pinned else (None, None)
-    ports = {t: free_port() for t in ("foo", "bar", "extra")}
-    for team, port in ports.items():
-        procs.python(f"echo-{team}", "propylon.demo.echo_server", "--port", str(port),
-                     "--name", team, cpus=noisy_cpu if team == "extra" else quiet_cpu)
-    main_port, extra_port = free_port(), free_port()
-    docs = readdress(load_example_dir("sharded"),
-                     listeners={"main/web": ("127.0.0.1", main_port),
-                                "extra/web": ("127.0.0.1", extra_port)},
-                     endpoints={t: ("127.0.0.1", p) for t, p in ports.items()})
-    config = write_docs(tmp_path / "config" / "all.yaml", docs)
-    for port in ports.values():
-        wait_port("127.0.0.1", port)
-    control = start_control(procs, tmp_path, free_port(), cpus=noisy_cpu)
-    control.apply(config.parent)
-    start_proxy(procs, control, "infra/main", "proxy-main", tmp_path, free_port(),
-                cpus=quiet_cpu)
-    start_proxy(procs, control, "infra/extra", "proxy-extra", tmp_path, free_port(),
-                cpus=noisy_cpu)
-    main, extra = f"http://127.0.0.1:{main_port}", f"http://127.0.0.1:{extra_port}"
-    poll_until(lambda: curl(main + "/foo", timeout=2).status == 200 and
-               curl(extra + "/extra", timeout=2).status == 200, 15, interval=0.1,
-               message="both fleets serving")
+@dataclass
+class Isolation:
+    """One measurement: ROUNDS interleaved (unloaded, loaded) window pairs, pooled."""
 
-    # each fleet serves only its own routes
-    assert curl(main + "/foo/1").json()["service"] == "foo"
-    assert curl(main + "/bar/1").json()["service"] == "bar"
-    assert curl(main + "/extra/1").status == 404
-    assert curl(extra + "/extra/1").json()["service"] == "extra"
-    assert curl(extra + "/foo/1").status == 404
-    assert curl(extra + "/bar/1").status == 404
+    windows: list[tuple[Window, Window]]
+    usage: dict[bool, dict[int, Usage]]
+    ratios: list[float]
+    p99_unloaded: float
+    p99_loaded: float
+    foreign: float  # the most CPU other programs took, as a share of one CPU
 
-    # noisy neighbour
-    if not pinned:
-        pytest.skip("noisy-neighbour isolation needs 2 CPUs and taskset (one per fleet)")
-    if shutil.which("wrk") is None:
-        pytest.skip("wrk (Debian package) is needed for the load generator")
-    quiet = Fleet(QUIET_CPU, {"client": os.getpid(), "proxy-main": procs.pid("proxy-main"),
-                              "echo-foo": procs.pid("echo-foo"),
-                              "echo-bar": procs.pid("echo-bar")})
-    noisy = Fleet(NOISY_CPU, {"proxy-extra": procs.pid("proxy-extra"),
-                              "echo-extra": procs.pid("echo-extra"),
-                              "control": procs.pid("control")})
+    @property
+    def ratio(self) -> float:
+        return self.p99_loaded / self.p99_unloaded
+
+
+def measure_isolation(main_port: int, extra: str, quiet: Fleet, noisy: Fleet) -> Isolation:
     affinity = os.sched_getaffinity(0)
     own_threads = list(thread_cpus(os.getpid()))
     pinning: list[str] = []
@@ -328,6 +304,64 @@ def test_sharded_fleets_and_noisy_neighbour(procs: Procs, tmp_path: Path) -> Non
           f"{len(pooled_u)}/{len(pooled_l)} samples; per-round ratios "
           f"{', '.join(f'{r:.2f}' for r in ratios)} (median "
           f"{statistics.median(ratios):.2f}); measured in {elapsed:.1f} s")
+
+    return Isolation(windows, usage, ratios, p99_u, p99_l, foreign)
+
+
+def test_sharded_fleets_and_noisy_neighbour(procs: Procs, tmp_path: Path) -> None:
+    pinned = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
+    quiet_cpu, noisy_cpu = (str(QUIET_CPU), str(NOISY_CPU)) if pinned else (None, None)
+    ports = {t: free_port() for t in ("foo", "bar", "extra")}
+    for team, port in ports.items():
+        procs.python(f"echo-{team}", "propylon.demo.echo_server", "--port", str(port),
+                     "--name", team, cpus=noisy_cpu if team == "extra" else quiet_cpu)
+    main_port, extra_port = free_port(), free_port()
+    docs = readdress(load_example_dir("sharded"),
+                     listeners={"main/web": ("127.0.0.1", main_port),
+                                "extra/web": ("127.0.0.1", extra_port)},
+                     endpoints={t: ("127.0.0.1", p) for t, p in ports.items()})
+    config = write_docs(tmp_path / "config" / "all.yaml", docs)
+    for port in ports.values():
+        wait_port("127.0.0.1", port)
+    control = start_control(procs, tmp_path, free_port(), cpus=noisy_cpu)
+    control.apply(config.parent)
+    start_proxy(procs, control, "infra/main", "proxy-main", tmp_path, free_port(),
+                cpus=quiet_cpu)
+    start_proxy(procs, control, "infra/extra", "proxy-extra", tmp_path, free_port(),
+                cpus=noisy_cpu)
+    main, extra = f"http://127.0.0.1:{main_port}", f"http://127.0.0.1:{extra_port}"
+    poll_until(lambda: curl(main + "/foo", timeout=2).status == 200 and
+               curl(extra + "/extra", timeout=2).status == 200, 15, interval=0.1,
+               message="both fleets serving")
+
+    # each fleet serves only its own routes
+    assert curl(main + "/foo/1").json()["service"] == "foo"
+    assert curl(main + "/bar/1").json()["service"] == "bar"
+    assert curl(main + "/extra/1").status == 404
+    assert curl(extra + "/extra/1").json()["service"] == "extra"
+    assert curl(extra + "/foo/1").status == 404
+    assert curl(extra + "/bar/1").status == 404
+
+    # noisy neighbour
+    if not pinned:
+        pytest.skip("noisy-neighbour isolation needs 2 CPUs and taskset (one per fleet)")
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk (Debian package) is needed for the load generator")
+    quiet = Fleet(QUIET_CPU, {"client": os.getpid(), "proxy-main": procs.pid("proxy-main"),
+                              "echo-foo": procs.pid("echo-foo"),
+                              "echo-bar": procs.pid("echo-bar")})
+    noisy = Fleet(NOISY_CPU, {"proxy-extra": procs.pid("proxy-extra"),
+                              "echo-extra": procs.pid("echo-extra"),
+                              "control": procs.pid("control")})
+    result = measure_isolation(main_port, extra, quiet, noisy)
+    if result.ratio > TARGET and result.foreign > DISTURBED:
+        # Other programs took the quiet CPU while measuring (pinning cannot keep them off):
+        # that run measured the machine, not the gateway. Measure once more; both are printed.
+        print(f"[e2e] other programs took {result.foreign:.0%} of a CPU: measuring again")
+        result = measure_isolation(main_port, extra, quiet, noisy)
+    windows, usage, ratios = result.windows, result.usage, result.ratios
+    p99_u, p99_l, ratio, foreign = (result.p99_unloaded, result.p99_loaded, result.ratio,
+                                    result.foreign)
 
     idle = usage[False][NOISY_CPU]
     assert idle.share(idle.own) <= IDLE, f"noisy fleet not idle in unloaded windows: {idle}"

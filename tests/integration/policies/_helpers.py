@@ -24,6 +24,24 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
 
 
+
+# The YAML every policy test starts from: a Gateway "edge" on $PORT and an Upstream "echo" on
+# UPSTREAM (both placeholders are filled by the tests). ``EDGE_AND_ECHO`` ends with a document
+# separator, so a test appends its Routes (and Consumers) to it.
+EDGE_GATEWAY = """apiVersion: propylon.dev/v1
+kind: Gateway
+metadata: {name: edge}
+spec:
+  listeners: [{name: web, port: $PORT, address: 127.0.0.1}]
+"""
+ECHO_UPSTREAM = """apiVersion: propylon.dev/v1
+kind: Upstream
+metadata: {name: echo}
+spec:
+  endpoints: [{address: 127.0.0.1, port: UPSTREAM}]
+"""
+EDGE_AND_ECHO = EDGE_GATEWAY + "---\n" + ECHO_UPSTREAM + "---\n"
+
 def poll_until(check: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
     last: Exception | None = None

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
 from tests.integration.policies._helpers import (
+    EDGE_AND_ECHO,
     GatewayProc,
     Upstream,
     echoed,
@@ -144,19 +145,7 @@ def mint(key: Any, alg: str, kid: str | None, **claims: Any) -> str:
     return jwt.encode(body, key, algorithm=alg, headers={"kid": kid} if kid else None)
 
 
-CONFIG = """apiVersion: propylon.dev/v1
-kind: Gateway
-metadata: {name: edge}
-spec:
-  listeners: [{name: web, port: $PORT, address: 127.0.0.1}]
----
-apiVersion: propylon.dev/v1
-kind: Upstream
-metadata: {name: echo}
-spec:
-  endpoints: [{address: 127.0.0.1, port: UPSTREAM}]
----
-apiVersion: propylon.dev/v1
+CONFIG = EDGE_AND_ECHO + """apiVersion: propylon.dev/v1
 kind: Consumer
 metadata: {name: acme, labels: {tier: gold}}
 spec:

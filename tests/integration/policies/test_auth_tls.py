@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from tests.integration.policies._helpers import (
+    EDGE_AND_ECHO,
     GatewayProc,
     Upstream,
     echoed,
@@ -65,19 +66,7 @@ RULES = """
     - forward: {backends: [{upstream: echo}]}
 """
 
-CONFIG = """apiVersion: propylon.dev/v1
-kind: Gateway
-metadata: {name: edge}
-spec:
-  listeners: [{name: web, port: $PORT, address: 127.0.0.1}]
----
-apiVersion: propylon.dev/v1
-kind: Upstream
-metadata: {name: echo}
-spec:
-  endpoints: [{address: 127.0.0.1, port: UPSTREAM}]
----
-apiVersion: propylon.dev/v1
+CONFIG = EDGE_AND_ECHO + """apiVersion: propylon.dev/v1
 kind: Route
 metadata: {name: api}
 spec:

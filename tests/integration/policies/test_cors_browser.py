@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.policies._helpers import GatewayProc, Upstream, free_port
+from tests.integration.policies._helpers import EDGE_AND_ECHO, GatewayProc, Upstream, free_port
 
 PAGE = """<!doctype html><html><body><div id="out">pending</div><script>
 var out = document.getElementById('out');
@@ -28,19 +28,7 @@ try {
 }
 </script></body></html>"""
 
-CONFIG = """apiVersion: propylon.dev/v1
-kind: Gateway
-metadata: {name: edge}
-spec:
-  listeners: [{name: web, port: $PORT, address: 127.0.0.1}]
----
-apiVersion: propylon.dev/v1
-kind: Upstream
-metadata: {name: echo}
-spec:
-  endpoints: [{address: 127.0.0.1, port: UPSTREAM}]
----
-apiVersion: propylon.dev/v1
+CONFIG = EDGE_AND_ECHO + """apiVersion: propylon.dev/v1
 kind: Route
 metadata: {name: api}
 spec:

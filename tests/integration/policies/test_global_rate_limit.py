@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.policies._helpers import GatewayProc, Upstream, free_port, request
+from tests.integration.policies._helpers import (
+    ECHO_UPSTREAM,
+    GatewayProc,
+    Upstream,
+    free_port,
+    request,
+)
 from tests.integration.policies._load import load
 
 CONFIG = """apiVersion: propylon.dev/v1
@@ -21,12 +27,7 @@ spec:
         redis: {address: "127.0.0.1:REDIS", timeout: 200ms}
         limits: [{requests: 100, per: 1s}]
 ---
-apiVersion: propylon.dev/v1
-kind: Upstream
-metadata: {name: echo}
-spec:
-  endpoints: [{address: 127.0.0.1, port: UPSTREAM}]
----
+""" + ECHO_UPSTREAM + """---
 apiVersion: propylon.dev/v1
 kind: Route
 metadata: {name: api}

@@ -13,23 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.policies._helpers import GatewayProc, Upstream, poll_until, request
+from tests.integration.policies._helpers import (
+    EDGE_AND_ECHO,
+    GatewayProc,
+    Upstream,
+    poll_until,
+    request,
+)
 from tests.integration.policies._load import load
 from tests.integration.policies._redis_cluster import RedisCluster, redis_cli
 
-CONFIG = """apiVersion: propylon.dev/v1
-kind: Gateway
-metadata: {name: edge}
-spec:
-  listeners: [{name: web, port: $PORT, address: 127.0.0.1}]
----
-apiVersion: propylon.dev/v1
-kind: Upstream
-metadata: {name: echo}
-spec:
-  endpoints: [{address: 127.0.0.1, port: UPSTREAM}]
----
-apiVersion: propylon.dev/v1
+CONFIG = EDGE_AND_ECHO + """apiVersion: propylon.dev/v1
 kind: Route
 metadata: {name: api}
 spec:

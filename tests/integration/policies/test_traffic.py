@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.policies._helpers import GatewayProc, Upstream, request
+from tests.integration.policies._helpers import ECHO_UPSTREAM, GatewayProc, Upstream, request
 
 CONFIG = """apiVersion: propylon.dev/v1
 kind: Gateway
@@ -24,12 +24,7 @@ spec:
     - enforced: true
       headers: {response: {set: {x-edge: "1"}}}
 ---
-apiVersion: propylon.dev/v1
-kind: Upstream
-metadata: {name: echo}
-spec:
-  endpoints: [{address: 127.0.0.1, port: UPSTREAM}]
----
+""" + ECHO_UPSTREAM + """---
 apiVersion: propylon.dev/v1
 kind: Route
 metadata: {name: api}
