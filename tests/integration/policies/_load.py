@@ -40,3 +40,24 @@ def load(ports: list[int], path: str, connections: int, seconds: float
          ) -> tuple[float, list[tuple[float, int]]]:
     """(start time, [(answer time, status)]) of ``connections`` per port for ``seconds``."""
     return asyncio.run(_run(ports, path.encode(), connections, seconds))
+
+
+def check_shared_limit(ports: list[int], path: str, seconds: float, what: str) -> None:
+    """Load ``path`` on all ``ports`` (6 connections each) for ``seconds``; what they allowed
+    together must hold one limit of 100 per second: the steady seconds (the first also spends
+    the initial burst) 95-105 on average and 90-110 each. Prints the figures."""
+    start, answers = load(ports, path, connections=6, seconds=seconds)
+    offered = len(answers) / seconds
+    per_second = [0] * int(seconds)
+    for when, status in answers:
+        assert status in (200, 429), status
+        second = int(when - start)
+        if status == 200 and second < len(per_second):
+            per_second[second] += 1
+    steady = per_second[1:]
+    rate = sum(steady) / len(steady)
+    print(f"\nglobal limit 100/s, {what}: offered {offered:.0f} req/s, "
+          f"allowed per second {per_second}, steady mean {rate:.1f}/s")
+    assert offered >= 300, f"load too low to test the limit: {offered:.0f} req/s"
+    assert 95 <= rate <= 105, per_second
+    assert all(90 <= n <= 110 for n in steady), per_second

@@ -14,7 +14,7 @@ from tests.integration.policies._helpers import (
     free_port,
     request,
 )
-from tests.integration.policies._load import load
+from tests.integration.policies._load import check_shared_limit
 
 CONFIG = """apiVersion: propylon.dev/v1
 kind: Gateway
@@ -70,21 +70,7 @@ def proxies(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream, redis_
 
 
 def test_four_proxies_share_one_global_limit(proxies: list[GatewayProc]) -> None:
-    start, answers = load([p.port for p in proxies], "/api", connections=6, seconds=SECONDS)
-    offered = len(answers) / SECONDS
-    per_second = [0] * int(SECONDS)
-    for when, status in answers:
-        assert status in (200, 429), status
-        second = int(when - start)
-        if status == 200 and second < len(per_second):
-            per_second[second] += 1
-    steady = per_second[1:]  # second 0 also spends the initial burst of 100
-    rate = sum(steady) / len(steady)
-    print(f"\nglobal limit 100/s, 4 proxies: offered {offered:.0f} req/s, "
-          f"allowed per second {per_second}, steady mean {rate:.1f}/s")
-    assert offered >= 300, f"load too low to test the limit: {offered:.0f} req/s"
-    assert 95 <= rate <= 105, per_second
-    assert all(90 <= n <= 110 for n in steady), per_second
+    check_shared_limit([p.port for p in proxies], "/api", SECONDS, "4 proxies")
 
 
 def test_redis_failure_modes(proxies: list[GatewayProc]) -> None:
