@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from propylon.config import load_data
+
+if TYPE_CHECKING:
+    from propylon.ir import SnapshotIR
 
 app = typer.Typer(
     add_completion=False,
@@ -126,11 +129,34 @@ def validate(paths: PathsArg) -> None:
         )
         raise typer.Exit(1)
     assert result.snapshot is not None
+    problem = _compile_problem(result.snapshot)
+    if problem is not None:
+        # what `run` would refuse when installing: files the policies and upstreams load
+        # (CA files, keys), clashing listeners
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(1)
     rules = sum(len(g.rules) for g in result.snapshot.gateways)
     typer.echo(
         f"ok: {len(result.snapshot.gateways)} gateway(s), {rules} rule(s), "
         f"version {result.snapshot.version}"
     )
+
+
+def _compile_problem(snapshot: SnapshotIR) -> str | None:
+    """Compile ``snapshot`` as a proxy would before serving it (nothing is started); the
+    reason it cannot run, or None."""
+    import asyncio
+
+    from propylon.runtime.compile import Services, compile_snapshot
+
+    async def check() -> str | None:
+        try:
+            compile_snapshot(snapshot, Services.scratch(asyncio.get_running_loop()))
+        except Exception as exc:
+            return str(exc)
+        return None
+
+    return asyncio.run(check())
 
 
 @app.command()

@@ -179,9 +179,22 @@ def client_certificate_header(sslobj: Any) -> bytes | None:
 def client_context(spec: UpstreamTLSIR) -> ssl.SSLContext:
     """A context for connections to upstream endpoints (server verified, optional client
     certificate for mTLS)."""
-    ctx = ssl.create_default_context(cafile=spec.ca_file)
+    try:
+        ctx = ssl.create_default_context(cafile=spec.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"tls.caFile: cannot load {spec.ca_file!r}: {_reason(exc)}") from exc
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_alpn_protocols(["http/1.1"])
     if spec.cert_file and spec.key_file:
-        ctx.load_cert_chain(spec.cert_file, spec.key_file)
+        try:
+            ctx.load_cert_chain(spec.cert_file, spec.key_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ValueError(
+                f"tls.certFile/keyFile: cannot load {spec.cert_file!r} / {spec.key_file!r}: "
+                f"{_reason(exc)}") from exc
     return ctx
+
+
+def _reason(exc: Exception) -> str:
+    """ssl's file errors carry no file name, only errno text ("No such file or directory")."""
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)

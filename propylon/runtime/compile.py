@@ -116,7 +116,10 @@ def _labels(rule: RuleIR, index: int) -> tuple[str, str]:
 def compile_cluster(gateway: str, upstream: UpstreamIR, services: Services) -> Cluster:
     endpoints = []
     for ep in upstream.endpoints:
-        pool = services.pools.get(ep.address, ep.port, upstream.tls)
+        try:
+            pool = services.pools.get(ep.address, ep.port, upstream.tls)
+        except ValueError as exc:  # its TLS files cannot be loaded
+            raise CompileError(f"Upstream {upstream.key}: {exc}") from exc
         pool.configure(
             upstream.max_connections_per_endpoint,
             upstream.max_idle_per_endpoint,

@@ -57,6 +57,36 @@ def test_validate_reports_every_error_with_file_and_line(tmp_path) -> None:
     assert f"{bad}:{line_of(text, 'port: 99999')}:" in result.stderr, result.stderr
 
 
+def test_validate_reports_what_run_would_refuse_to_install(tmp_path) -> None:
+    """Valid resources that cannot run: a CA file that is not there. `run` refuses them when
+    it compiles the configuration; `validate` compiles it too and says why."""
+    text = GOOD + "---\n" + r.dump(r.route("authz", rules=[r.rule(
+        {"prefix": "/authz"}, forward=r.forward("v1"),
+        policies=[{"extAuth": {"url": "https://localhost:9443/check",
+                               "caFile": "missing-ca.pem"}}])]))
+    config = tmp_path / "gateway.yaml"
+    config.write_text(text)
+    result = propylon("validate", str(config))
+    assert result.returncode == 1, result.stdout
+    assert "extAuth.caFile" in result.stderr and "missing-ca.pem" in result.stderr, (
+        result.stderr)
+    assert not result.stdout.startswith("ok:")
+
+
+def test_validate_names_the_upstream_tls_file_it_cannot_load(tmp_path) -> None:
+    config = tmp_path / "gateway.yaml"
+    config.write_text(GOOD + "---\n" + r.dump({
+            "apiVersion": "propylon.dev/v1", "kind": "Upstream",
+            "metadata": {"name": "partner", "namespace": "default"},
+            "spec": {"endpoints": [{"address": "127.0.0.1", "port": 9443}],
+                     "tls": {"sni": "partner.test", "caFile": "partner-ca.pem"}}},
+        r.route("partner", rules=[r.rule({"prefix": "/partner"}, forward=r.forward("partner"))])))
+    result = propylon("validate", str(config))
+    assert result.returncode == 1, result.stdout
+    assert "Upstream default/partner: tls.caFile: cannot load" in result.stderr, result.stderr
+    assert str(tmp_path / "partner-ca.pem") in result.stderr, result.stderr
+
+
 def test_validate_reports_a_yaml_syntax_error_with_its_line(tmp_path) -> None:
     bad = tmp_path / "syntax.yaml"
     bad.write_text("apiVersion: propylon.dev/v1\nkind: Gateway\nspec: [unclosed\n")
