@@ -31,7 +31,6 @@ from propylon.proxy.clock import CLOCK
 from propylon.proxy.forwarded import forwarding_headers, real_client_ip
 from propylon.proxy.hostport import is_ip_literal
 from propylon.proxy.http11 import (
-    _JOIN_FIELD,
     _STATUS_LINES,
     HOP_BY_HOP,
     Headers,
@@ -344,10 +343,6 @@ class Exchange:
                 self.send_local(503, b"upstream overloaded\n",
                                 [(b"x-propylon-overloaded", b"max_pending_requests")])
                 return
-        idle = pool.idle
-        if idle and not idle[-1].closed:  # pool.acquire()'s common case, inlined
-            self.on_upstream_connected(idle.pop())
-            return
         conn = pool.acquire(self, may_connect)
         if conn is not None:
             self.on_upstream_connected(conn)
@@ -470,8 +465,7 @@ class Exchange:
         else:
             forwarding = self.forwarding_fields()
         return b"".join((
-            self.method, b" ", target, b" HTTP/1.1\r\n",
-            b"\r\n".join(map(_JOIN_FIELD, headers)), b"\r\n" if headers else b"",
+            self.method, b" ", target, b" HTTP/1.1\r\n", serialize_headers(headers),
             forwarding, framing, b"\r\n",
         ))
 
@@ -607,8 +601,8 @@ class Exchange:
             framing += b"connection: keep-alive\r\n"
         self.response_started = True
         head = b"".join((
-            _STATUS_LINES.get(status) or status_line(status),
-            b"\r\n".join(map(_JOIN_FIELD, out)), b"\r\n" if out else b"", framing, b"\r\n",
+            _STATUS_LINES.get(status) or status_line(status), serialize_headers(out), framing,
+            b"\r\n",
         ))
         held = proto.out
         if held is None:

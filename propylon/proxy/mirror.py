@@ -23,8 +23,7 @@ class MirrorRequest:
     """One mirrored request: a pool client and an upstream client that discards answers."""
 
     __slots__ = (
-        "aborted", "activity", "batch", "conn", "endpoint", "out", "payload", "transport",
-        "upgrade",
+        "aborted", "activity", "batch", "conn", "endpoint", "out", "payload", "upgrade",
     )
 
     def __init__(self, head: bytes, body: list[bytes]) -> None:
@@ -32,8 +31,7 @@ class MirrorRequest:
         self.aborted = False
         self.activity = 0
         self.out: list[bytes] | None = None  # the output-holding protocol; nothing is held
-        self.transport: Any = None  # never written to, since nothing is held
-        self.batch: Any = None  # likewise
+        self.batch: Any = None  # never used: a mirror's answer writes nothing, so holds nothing
         self.upgrade: bytes | None = None
         self.conn: UpstreamConnection | None = None
         self.endpoint: ClusterEndpoint | None = None

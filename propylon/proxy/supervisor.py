@@ -32,6 +32,7 @@ from propylon.proxy.health_checker import HealthChecker
 from propylon.proxy.worker import worker_main
 from propylon.runtime.compile import Services, compile_snapshot
 from propylon.standalone import (
+    BuildResult,
     changed_secret_files,
     secret_failures,
     secret_stamps,
@@ -106,7 +107,7 @@ class Supervisor:
     mode calls ``install`` with snapshots that come from the control plane.
     """
 
-    build: Callable[[], Any] | None = None  # () -> standalone.BuildResult
+    build: Callable[[], BuildResult] | None = None
     workers: int = 1
     access_log: str = "off"
     log_level: str = "info"
@@ -153,7 +154,7 @@ class Supervisor:
         self._check(result.snapshot)
         self.start_workers()
         await self.install(result.snapshot, result.warnings)
-        self.serving_secret_failures = secret_failures(getattr(result, "secrets", None) or ())
+        self.serving_secret_failures = secret_failures(result.secrets or ())
 
     @staticmethod
     def _check(snapshot: ir.SnapshotIR) -> None:
@@ -232,9 +233,9 @@ class Supervisor:
         """The folders to watch for the secret files of the current configuration."""
         return secret_watch_dirs(self.secret_stamps)
 
-    def _note_secrets(self, result: Any) -> None:
+    def _note_secrets(self, result: BuildResult) -> None:
         """Remember the secret files a build read: they are what the watcher follows."""
-        secrets = getattr(result, "secrets", None)
+        secrets = result.secrets
         if secrets is None:  # not translated (schema errors): keep following the same files
             stamps = {path: file_stamp(path) for path in self.secret_stamps}
         else:
@@ -248,7 +249,7 @@ class Supervisor:
         assert self.build is not None
         result = self.build()
         self._note_secrets(result)
-        failures = secret_failures(getattr(result, "secrets", None) or ())
+        failures = secret_failures(result.secrets or ())
         try:
             if result.snapshot is None:
                 raise ConfigRefused("\n".join(result.errors))

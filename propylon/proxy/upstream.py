@@ -54,7 +54,6 @@ class OutputBatcher(Protocol):
 
     activity: int
     out: list[bytes] | None
-    transport: asyncio.Transport
     batch: WriteBatch
 
     def hold_output(self) -> None: ...
@@ -164,9 +163,7 @@ class UpstreamConnection(asyncio.Protocol):
             elif len(data) <= DEFER_MAX:
                 downstream.batch.release_later(downstream)  # sent at the end of this turn
             else:
-                out = downstream.out  # release_output(), inlined: a big read goes out now
-                downstream.out = None
-                downstream.transport.write(b"".join(out))
+                downstream.release_output()  # a big read goes out now
 
     def eof_received(self) -> bool:
         return False
