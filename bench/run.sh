@@ -5,8 +5,8 @@
 # (e.g. -d 3 -r 1 for a smoke run). Results: bench/results/<date>/summary.md
 #
 # ALT_PYTHON=/usr/bin/python3.11 bench/run.sh adds a third target: the same gateway (access log
-# off) on another interpreter, in its own venv (.venv-alt). The interpreter's build matters:
-# see docs/performance.md ("The interpreter").
+# off) on another interpreter, in its own venv (.venv-alt-<interpreter name>). The
+# interpreter's build matters: see docs/performance.md ("The interpreter").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -15,24 +15,24 @@ PEERS=${PEERS_DIR:-$ROOT/../shared/bench/peers}
 source scripts/_venv.sh
 OUT="$ROOT/bench/results/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$OUT"
-PY="$ROOT/.venv/bin/python"
-ARGS=(propylon=http://127.0.0.1:18090/ propylon-log=http://127.0.0.1:18091/)
-ALT=()
+
+# target NAME PYTHON PORT ADMIN_PORT ACCESS_LOG: bench/gateway.yaml on PORT, started by the
+# peers script; appends to TARGETS and URLS
+TARGETS=()
+URLS=()
+target() {
+  local name=$1 python=$2 port=$3 admin=$4 access_log=$5
+  sed "s/port: 18090/port: $port/" bench/gateway.yaml > "$OUT/gateway-$name.yaml"
+  TARGETS+=(--cmd "$name" "$python -m propylon run $OUT/gateway-$name.yaml --access-log $access_log --admin 127.0.0.1:$admin --no-watch --log-level warning")
+  URLS+=("$name=http://127.0.0.1:$port/")
+}
+target propylon "$ROOT/.venv/bin/python" 18090 19901 off
+target propylon-log "$ROOT/.venv/bin/python" 18091 19902 "$OUT/access.log"
 if [ -n "${ALT_PYTHON:-}" ]; then
-  ALT_VENV="$ROOT/.venv-alt"
-  stamp="$ALT_VENV/.installed-$(sha1sum pyproject.toml | cut -c1-12)-$(basename "$ALT_PYTHON")"
-  if [ ! -f "$stamp" ]; then
-    rm -rf "$ALT_VENV"
-    "$ALT_PYTHON" -m venv "$ALT_VENV"
-    "$ALT_VENV/bin/pip" install -q --disable-pip-version-check -e "$ROOT"
-    touch "$stamp"
-  fi
+  ALT_VENV="$ROOT/.venv-alt-$(basename "$ALT_PYTHON")"
+  ensure_venv "$ALT_VENV" "$ALT_PYTHON" "$ROOT"
   "$ALT_VENV/bin/python" -c 'import sys; print("alternate interpreter:", sys.executable, sys.version)'
-  ALT=(--cmd propylon-alt "$ALT_VENV/bin/python -m propylon run $ROOT/bench/gateway-alt.yaml --access-log off --admin 127.0.0.1:19903 --no-watch --log-level warning")
-  ARGS+=(propylon-alt=http://127.0.0.1:18092/)
+  target propylon-alt "$ALT_VENV/bin/python" 18092 19903 off
 fi
-bash "$PEERS/run-peers.sh" --out "$OUT" "$@" \
-  --cmd propylon "$PY -m propylon run $ROOT/bench/gateway.yaml --access-log off --admin 127.0.0.1:19901 --no-watch --log-level warning" \
-  --cmd propylon-log "$PY -m propylon run $ROOT/bench/gateway-log.yaml --access-log $OUT/access.log --admin 127.0.0.1:19902 --no-watch --log-level warning" \
-  "${ALT[@]}" "${ARGS[@]}"
+bash "$PEERS/run-peers.sh" --out "$OUT" "$@" "${TARGETS[@]}" "${URLS[@]}"
 echo "summary: $OUT/summary.md"
