@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from typing import TYPE_CHECKING, Any
 
 from propylon import ir
@@ -20,26 +21,38 @@ if TYPE_CHECKING:
     from propylon.proxy.supervisor import Supervisor
 
 _MAX_HEAD = 16 * 1024
+log = logging.getLogger("propylon.admin")
 
 
 async def start_admin(supervisor: Supervisor, host: str, port: int) -> asyncio.AbstractServer:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+            await serve_one(supervisor, reader, writer)
+        except ConnectionError as exc:
+            # a reset or a broken pipe: the client left (a probe that timed out, a scraper
+            # restarting); there is no one to answer and nothing wrong with the proxy
+            log.debug("admin client went away: %r", exc)
+        finally:
             writer.close()
-            return
-        if len(head) > _MAX_HEAD:
-            writer.close()
-            return
-        parts = head.split(b"\r\n", 1)[0].split(b" ")
-        method, target = (parts[0], parts[1]) if len(parts) == 3 else (b"", b"")
-        status, body, ctype = await answer(supervisor, method, target.split(b"?")[0])
-        writer.write(simple_response(status, body, close=True, content_type=ctype))
-        await writer.drain()
-        writer.close()
 
     return await asyncio.start_server(handle, host, port, limit=_MAX_HEAD)
+
+
+async def serve_one(
+    supervisor: Supervisor, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """Read one request head and answer it; an incomplete or oversized head gets no answer."""
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError):
+        return
+    if len(head) > _MAX_HEAD:
+        return
+    parts = head.split(b"\r\n", 1)[0].split(b" ")
+    method, target = (parts[0], parts[1]) if len(parts) == 3 else (b"", b"")
+    status, body, ctype = await answer(supervisor, method, target.split(b"?")[0])
+    writer.write(simple_response(status, body, close=True, content_type=ctype))
+    await writer.drain()
 
 
 _JSON = b"application/json"

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import struct
 
 import pytest
 
 from tests.support import resources as r
 from tests.support.client import roundtrip
 from tests.support.gateway import Gateway, metric_value
+from tests.support.net import poll_until
 from tests.support.upstream import ScriptedUpstream
 
 REQUESTS = 7
@@ -100,3 +103,20 @@ def test_access_log_has_one_json_line_per_request(gw, up) -> None:
     assert line["endpoint"] == f"127.0.0.1:{up.port}"
     teapot = next(entry for entry in lines if entry["path"] == "/teapot")
     assert (teapot["status"], teapot["upstream"], teapot["endpoint"]) == (418, None, None)
+
+
+def _reset_after(port: int, data: bytes) -> None:
+    """Connect, send ``data``, then close with an RST instead of a FIN (SO_LINGER 0)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(data)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def test_a_client_resetting_its_connection_is_logged_at_debug_not_as_an_error(gateways) -> None:
+    gw = gateways(lambda port: r.dump(r.gateway(port)), log_level="debug")
+    _reset_after(gw.admin_port, b"GET /stats HTTP/1.1\r\nHost: admin\r\n")  # half a head
+    poll_until(lambda: "admin client went away" in gw.stderr_text(), 10,
+               message="the reset logged at debug")
+    assert gw.admin_get("/live")[0] == 200
+    log = gw.stderr_text()
+    assert "Traceback" not in log and " ERROR " not in log, log
