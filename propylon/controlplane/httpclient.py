@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import httptools
 
 _READ = 64 * 1024
+_MAX_INTERIM = 8
 
 
 class HTTPError(Exception):
@@ -42,6 +43,7 @@ class _Parsed:
     chunks: list[bytes] = field(default_factory=list)
     head_done: bool = False
     done: bool = False
+    interim: int = 0  # 1xx answers read past
 
 
 class _Callbacks:
@@ -55,14 +57,26 @@ class _Callbacks:
         self.parsed.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        self.parsed.status = self.parser.get_status_code()
+        status = self.parser.get_status_code()
+        if status < 200:
+            # An interim answer (100 Continue, 103 Early Hints) is not the answer: the final
+            # one follows on the same connection. A 101 was never asked for.
+            if status == 101:
+                raise httptools.HttpParserError("101 to a request that did not ask to upgrade")
+            self.parsed.interim += 1
+            if self.parsed.interim > _MAX_INTERIM:
+                raise httptools.HttpParserError("too many interim (1xx) answers")
+            self.parsed.headers.clear()
+            return
+        self.parsed.status = status
         self.parsed.head_done = True
 
     def on_body(self, body: bytes) -> None:
         self.parsed.chunks.append(body)
 
     def on_message_complete(self) -> None:
-        self.parsed.done = True
+        if self.parsed.head_done:
+            self.parsed.done = True
 
 
 def _request_bytes(method: str, url: str, body: bytes | None,

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 Headers = list[tuple[bytes, bytes]]
 _MAX_HEAD = 64 * 1024
 _MAX_BODY = 4 * 1024 * 1024
+_MAX_INTERIM = 8  # 1xx answers read past before the final one; more is an abuse
 
 
 class HttpError(Exception):
@@ -188,8 +189,7 @@ class HttpClient:
             lines += [b"content-length: ", str(len(body)).encode(), b"\r\n"]
         lines.append(b"\r\n")
         conn.writer.write(b"".join(lines) + body)
-        head = await conn.reader.readuntil(b"\r\n\r\n")
-        status, resp_headers = parse_head(head)
+        status, resp_headers = await read_final_head(conn.reader)
         reusable = True
         length = chunked = None
         for name, value in resp_headers:
@@ -199,7 +199,7 @@ class HttpClient:
                 chunked = b"chunked" in value.lower()
             elif name == b"connection" and b"close" in value.lower():
                 reusable = False
-        if method == b"HEAD" or status in (204, 304) or 100 <= status < 200:
+        if method == b"HEAD" or status in (204, 304):
             data = b""
         elif chunked:
             data = await _read_chunked(conn.reader)
@@ -213,10 +213,24 @@ class HttpClient:
         return Response(status, resp_headers, data), reusable
 
 
+async def read_final_head(reader: asyncio.StreamReader) -> tuple[int, Headers]:
+    """The final (non-1xx) response head. Interim answers (``100 Continue``, ``103 Early
+    Hints``) are read past: taking one for the answer would leave the real answer in the
+    connection for the next request to read. A ``101`` was never asked for: an error."""
+    for _ in range(_MAX_INTERIM):
+        status, headers = parse_head(await reader.readuntil(b"\r\n\r\n"))
+        if status >= 200:
+            return status, headers
+        if status == 101:
+            raise ValueError("101 Switching Protocols to a request that did not ask to upgrade")
+    raise ValueError(f"more than {_MAX_INTERIM} interim (1xx) answers")
+
+
 def parse_head(head: bytes) -> tuple[int, Headers]:
     lines = head.split(b"\r\n")
     parts = lines[0].split(b" ", 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not (
+            len(parts[1]) == 3 and parts[1].isdigit()):
         raise ValueError("not an HTTP/1.x response")
     headers: Headers = []
     for line in lines[1:]:

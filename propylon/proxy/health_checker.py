@@ -98,16 +98,16 @@ class HealthChecker:
                     f"GET {spec.path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n"
                     "User-Agent: propylon-health-check\r\n\r\n".encode("latin-1")
                 )
-                status_line = await reader.readline()
-        except (OSError, TimeoutError, ssl.SSLError, ValueError):
+                status = await _final_status(reader)
+        except (OSError, TimeoutError, ssl.SSLError, ValueError, asyncio.IncompleteReadError,
+                asyncio.LimitOverrunError):
             return False
         finally:
             if writer is not None:
                 writer.close()
                 with contextlib.suppress(Exception):
                     await writer.wait_closed()
-        parts = status_line.split(b" ", 2)
-        return len(parts) >= 2 and parts[1].isdigit() and int(parts[1]) in spec.expected_statuses
+        return status in spec.expected_statuses
 
     def _context(self, tls: ir.UpstreamTLSIR | None) -> ssl.SSLContext | None:
         if tls is None:
@@ -116,3 +116,21 @@ class HealthChecker:
         if context is None:
             context = self._contexts[tls] = client_context(tls)
         return context
+
+
+_MAX_INTERIM = 8
+
+
+async def _final_status(reader: asyncio.StreamReader) -> int:
+    """The status of the final answer: interim 1xx answers (``103 Early Hints``) are read
+    past, never taken as the verdict."""
+    for _ in range(_MAX_INTERIM):
+        head = await reader.readuntil(b"\r\n\r\n")
+        parts = head.split(b"\r\n", 1)[0].split(b" ", 2)
+        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not (
+                len(parts[1]) == 3 and parts[1].isdigit()):
+            raise ValueError("not an HTTP/1.x response")
+        status = int(parts[1])
+        if status >= 200 or status == 101:
+            return status
+    raise ValueError("too many interim (1xx) answers")

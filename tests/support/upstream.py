@@ -57,6 +57,7 @@ class Reply:
     trailers: list[tuple[str, str]] = field(default_factory=list)
     delay: float = 0.0  # seconds before the response head
     interim: list[int] = field(default_factory=list)  # 1xx codes sent first
+    interim_delay: float = 0.0  # seconds between the 1xx answers and the final one
     truncate: int | None = None  # send only this many body bytes, then close
     raw: bytes | None = None  # sent verbatim instead of a response (connection then closed)
     close: bool = False  # close the connection after this response
@@ -256,6 +257,9 @@ class ScriptedUpstream:
             await asyncio.sleep(reply.delay)
         for code in reply.interim:
             writer.write(b"HTTP/1.1 %d Continue\r\n\r\n" % code)
+        if reply.interim and reply.interim_delay:
+            await writer.drain()
+            await asyncio.sleep(reply.interim_delay)  # the final answer comes in another read
         if reply.raw is not None:
             writer.write(reply.raw)
             await writer.drain()
