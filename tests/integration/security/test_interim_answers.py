@@ -24,7 +24,8 @@ from tests.support.upstream import RecordedRequest, Reply
 def auth_decision(request: RecordedRequest) -> Reply:
     """Allows /allowed (after a 103), denies everything else."""
     if request.path.startswith("/allowed"):
-        return Reply(200, interim=[103], interim_delay=0.05, headers=[("link", "</app.css>; rel=preload")])
+        return Reply(200, interim=[103], interim_delay=0.05,
+                     headers=[("link", "</app.css>; rel=preload")])
     return Reply(403, body=b"denied by the service\n")
 
 
@@ -94,8 +95,8 @@ def test_health_check_verdict_is_the_final_status(gateways, upstreams, final: in
     """A probe answered ``103`` then ``final``: the verdict follows ``final``; with
     ``expectedStatuses: [103]`` a 103 would otherwise pass for healthy."""
     app = upstreams("app")
-    app.handler = lambda req: (Reply(final, interim=[103], interim_delay=0.05) if req.path == "/healthz"
-                               else Reply(200, body=b"app\n"))
+    app.handler = lambda req: (Reply(final, interim=[103], interim_delay=0.05)
+                               if req.path == "/healthz" else Reply(200, body=b"app\n"))
     gw = gateways(lambda port: r.dump(
         r.gateway(port),
         r.route("main", rules=[r.rule(forward=r.forward("app"))]),
