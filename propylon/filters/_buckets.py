@@ -16,9 +16,14 @@ about it). Without ``/dev/shm`` the table falls back to one per worker, with a w
 limits go in one pipeline), refills and takes atomically using the server's clock (so proxy
 clocks do not matter). Each key is a hash tag of its own (``prefix:{digest}``), so the script
 touches one key and runs on Redis Cluster; there, several limits are concurrent EVALSHAs, each
-to its key's node (redis-py blocks EVALSHA in cluster pipelines). After a Redis error the
-store reports itself down for one second, during which checks are answered at once by the
-failure mode.
+to its key's node (redis-py blocks EVALSHA in cluster pipelines). The policy's
+``redis.timeout`` bounds a whole check (connecting, learning a cluster's slots, loading the
+script, every EVALSHA), not each socket operation: redis-py's default retry policy (10 tries
+with exponential backoff, per command) would turn a 100 ms timeout into seconds of stall
+when Redis hangs or is gone, so the client makes one immediate retry at most (a pooled
+connection closed by a Redis restart) and ``asyncio.timeout`` cuts whatever is left. After a
+Redis error or timeout the store reports itself down for one second, during which checks are
+answered at once by the failure mode.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ import struct
 import time
 from typing import Any
 
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError
 
 log = logging.getLogger("propylon.filters.rateLimit")
@@ -207,6 +214,9 @@ class RedisBuckets:
 
         kwargs: dict[str, Any] = {
             "socket_timeout": self.timeout, "socket_connect_timeout": self.timeout,
+            # one immediate retry (a pooled connection a restarted Redis closed); the
+            # deadline of the whole check is take()'s
+            "retry": Retry(NoBackoff(), 1),
         }
         if self.cluster:
             self.client = aioredis.RedisCluster(host=self.host, port=self.port, **kwargs)
@@ -230,29 +240,35 @@ class RedisBuckets:
                 self.initialized = True
 
     async def take(self, buckets: list[tuple[str, float, float]]) -> list[Result] | None:
-        """One result per (key, capacity, rate), or None when Redis failed."""
+        """One result per (key, capacity, rate), or None when Redis failed or did not
+        answer within ``timeout`` (the whole check)."""
         if self.client is None:
             self._connect()
         try:
-            if not self.initialized:
-                await self._initialize()
-            if self.cluster and len(buckets) > 1:
-                replies = await self._evalsha_cluster(buckets)
-            else:
-                try:
-                    replies = await self._evalsha(buckets)
-                except NoScriptError:
-                    await self.client.script_load(TOKEN_BUCKET_LUA)  # once per server (restart)
-                    replies = await self._evalsha(buckets)
+            async with asyncio.timeout(self.timeout):
+                replies = await self._replies(buckets)
         except Exception as exc:  # any Redis or socket error means the same: no answer
             self.down_until = time.monotonic() + 1.0
-            log.warning("rate limit store %s unavailable: %r", self.address, exc)
+            reason = (f"no answer within {self.timeout * 1000:g}ms"
+                      if isinstance(exc, TimeoutError) else repr(exc))
+            log.warning("rate limit store %s unavailable: %s", self.address, reason)
             return None
         out: list[Result] = []
         for (_, _, rate), (allowed, tokens) in zip(buckets, replies, strict=True):
             left = float(tokens)
             out.append((bool(allowed), left, wait_for_token(left, rate)))
         return out
+
+    async def _replies(self, buckets: list[tuple[str, float, float]]) -> list[Any]:
+        if not self.initialized:
+            await self._initialize()
+        if self.cluster and len(buckets) > 1:
+            return await self._evalsha_cluster(buckets)
+        try:
+            return await self._evalsha(buckets)
+        except NoScriptError:
+            await self.client.script_load(TOKEN_BUCKET_LUA)  # once per server (restart)
+            return await self._evalsha(buckets)
 
     async def _evalsha_cluster(self, buckets: list[tuple[str, float, float]]) -> list[Any]:
         """Several limits on Redis Cluster: one EVALSHA per key, all in flight at once.

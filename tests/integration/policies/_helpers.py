@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -70,6 +71,34 @@ def port_open(port: int) -> bool:
     with socket.socket() as s:
         s.settimeout(0.2)
         return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+class RedisServer:
+    """A real ``redis-server`` (Debian package) on a free loopback port, no persistence,
+    stopped through its own PID. ``pause``/``resume`` send SIGSTOP/SIGCONT: a hung server,
+    whose kernel still accepts connections but which never answers."""
+
+    def __init__(self, workdir: Path) -> None:
+        server = shutil.which("redis-server")
+        assert server is not None, "redis-server is missing (Debian package redis-server)"
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        poll_until(lambda: port_open(self.port))
+
+    def pause(self) -> None:
+        os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.kill(self.proc.pid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.resume()  # a stopped process would only see SIGTERM after SIGCONT
+        stop(self.proc)
 
 
 class Upstream:

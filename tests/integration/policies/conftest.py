@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.policies._helpers import Upstream, free_port, poll_until, port_open, stop
+from tests.integration.policies._helpers import RedisServer, Upstream
 from tests.integration.policies._redis_cluster import RedisCluster
 
 
@@ -21,19 +20,11 @@ def upstream() -> Iterator[Upstream]:
 
 @pytest.fixture(scope="package")
 def redis_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
-    server = shutil.which("redis-server")
-    if server is None:
+    if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed (Debian package redis-server)")
-    port = free_port()
-    workdir = tmp_path_factory.mktemp("redis")
-    proc = subprocess.Popen(
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(workdir)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    poll_until(lambda: port_open(port))
-    yield port
-    stop(proc)
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server.port
+    server.stop()
 
 
 @pytest.fixture(scope="module")
