@@ -4,6 +4,11 @@ The key is looked up by its SHA-256 digest in the snapshot's consumers (raw keys
 kept), then removed from the request before it is forwarded. The consumer's name and labels go
 upstream in ``consumerHeaders`` and into ``ctx.state`` for ``rateLimit`` keys. A missing or
 unknown key is ``401`` with ``WWW-Authenticate: ApiKey``.
+
+A request must carry exactly one copy of the key: two header fields, two query parameters
+(names compared percent-decoded, so ``api%5Fkey`` is ``api_key``), or one of each, are
+``401`` too, whatever the values. Checking one copy and forwarding (or stripping) the others
+would leave the layers behind the gateway to pick their own copy (parameter pollution).
 """
 
 from __future__ import annotations
@@ -11,14 +16,14 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
-from propylon.filters._common import ConsumerHeaders, ConsumerTable, header, unauthorized
+from propylon.filters._common import ConsumerHeaders, ConsumerTable, unauthorized
 from propylon.filters.base import Filter, FilterContext, FilterEnv, LocalResponse
 
 
 class ApiKeyFilter(Filter):
     policy_type = "apiKey"
 
-    __slots__ = ("consumer_headers", "denied", "header_name", "query_name", "table")
+    __slots__ = ("consumer_headers", "denied", "duplicate", "header_name", "query_name", "table")
 
     def __init__(
         self, source: str, table: ConsumerTable, header_name: str | None,
@@ -31,6 +36,8 @@ class ApiKeyFilter(Filter):
         self.consumer_headers = consumer_headers
         where = f'header="{header_name}"' if header_name else f'query="{query_name}"'
         self.denied = unauthorized(f'ApiKey realm="propylon", {where}')
+        self.duplicate = unauthorized(f'ApiKey realm="propylon", {where}',
+                                      b"unauthorized: more than one API key\n")
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], source: str, env: FilterEnv) -> ApiKeyFilter:
@@ -40,34 +47,45 @@ class ApiKeyFilter(Filter):
         )
 
     def on_request(self, ctx: FilterContext) -> LocalResponse | None:
-        key = self._take_key(ctx)
-        consumer = self.table.by_api_key(key) if key else None
+        keys = self._take_keys(ctx)
+        if len(keys) != 1:
+            return self.duplicate if keys else self.denied
+        consumer = self.table.by_api_key(keys[0]) if keys[0] else None
         if consumer is None:
             return self.denied
         self.consumer_headers.identify(ctx, consumer)
         return None
 
-    def _take_key(self, ctx: FilterContext) -> bytes | None:
+    def _take_keys(self, ctx: FilterContext) -> list[bytes]:
+        """Every copy of the key (header fields, then query parameters), each removed."""
+        keys: list[bytes] = []
         name = self.header_name
         if name is not None:
-            key = header(ctx.request_headers, name)
-            if key is not None:
-                ctx.request_headers[:] = [h for h in ctx.request_headers if h[0] != name]
-                return key.strip()
+            headers = ctx.request_headers
+            keys = [v.strip() for n, v in headers if n == name]
+            if keys:
+                headers[:] = [h for h in headers if h[0] != name]
         if self.query_name is not None and ctx.query:
-            return self._take_query_key(ctx, self.query_name)
-        return None
+            keys += self._take_query_keys(ctx, self.query_name)
+        return keys
 
     @staticmethod
-    def _take_query_key(ctx: FilterContext, name: bytes) -> bytes | None:
-        prefix = name + b"="
-        found: bytes | None = None
+    def _take_query_keys(ctx: FilterContext, name: bytes) -> list[bytes]:
+        found: list[bytes] = []
         kept: list[bytes] = []
         for part in ctx.query.split(b"&"):
-            if part.startswith(prefix) and found is None:
-                found = unquote_to_bytes(part[len(prefix):].replace(b"+", b" "))
+            raw_name, _, value = part.partition(b"=")
+            if _decoded(raw_name) == name:
+                found.append(_decoded(value))
             else:
                 kept.append(part)
-        if found is not None:
+        if found:
             ctx.query = b"&".join(kept)
         return found
+
+
+def _decoded(raw: bytes) -> bytes:
+    """A query component as a server decodes it (``+`` is a space, then ``%XX``)."""
+    if b"%" in raw or b"+" in raw:
+        return unquote_to_bytes(raw.replace(b"+", b" "))
+    return raw

@@ -4,7 +4,8 @@ Passwords are stored as PBKDF2-HMAC-SHA256 (salted, see translate/consumers.py) 
 with ``hmac.compare_digest``. Deriving the hash costs a few milliseconds, so a worker keeps the
 SHA-256 digests of the ``Authorization`` values it has already accepted (bounded, per
 configuration): a repeat client costs one hash and one dict look-up. Failures are never
-cached. ``401`` with ``WWW-Authenticate: Basic realm=...`` otherwise.
+cached. ``401`` with ``WWW-Authenticate: Basic realm=...`` otherwise, also when the request
+has more than one ``Authorization`` field (a singleton field: which copy would count?).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import binascii
 import hashlib
 from typing import Any
 
-from propylon.filters._common import ConsumerHeaders, ConsumerTable, header, unauthorized
+from propylon.filters._common import ConsumerHeaders, ConsumerTable, unauthorized
 from propylon.filters.base import Filter, FilterContext, FilterEnv, LocalResponse
 from propylon.ir.model import ConsumerIR
 
@@ -24,7 +25,7 @@ _ACCEPTED_MAX = 4096
 class BasicAuthFilter(Filter):
     policy_type = "basicAuth"
 
-    __slots__ = ("accepted", "consumer_headers", "denied", "table")
+    __slots__ = ("accepted", "consumer_headers", "denied", "duplicate", "table")
 
     def __init__(
         self, source: str, table: ConsumerTable, realm: str, consumer_headers: ConsumerHeaders
@@ -33,6 +34,8 @@ class BasicAuthFilter(Filter):
         self.table = table
         self.consumer_headers = consumer_headers
         self.denied = unauthorized(f'Basic realm="{realm}", charset="UTF-8"')
+        self.duplicate = unauthorized(f'Basic realm="{realm}", charset="UTF-8"',
+                                      b"unauthorized: more than one Authorization header\n")
         self.accepted: dict[bytes, ConsumerIR] = {}
 
     @classmethod
@@ -41,8 +44,11 @@ class BasicAuthFilter(Filter):
                    ConsumerHeaders(spec.get("consumerHeaders")))
 
     def on_request(self, ctx: FilterContext) -> LocalResponse | None:
-        value = header(ctx.request_headers, b"authorization")
-        if value is None or value[:6].lower() != b"basic ":
+        values = [v for n, v in ctx.request_headers if n == b"authorization"]
+        if len(values) != 1:
+            return self.duplicate if values else self.denied
+        value = values[0]
+        if value[:6].lower() != b"basic ":
             return self.denied
         digest = hashlib.sha256(value).digest()
         consumer = self.accepted.get(digest)

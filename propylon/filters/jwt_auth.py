@@ -4,7 +4,10 @@ Token sources are tried in order (``tokenFrom``: a header with an optional prefi
 cookie). Checks: the header's ``alg`` is one of ``algorithms`` and matches the key's own
 algorithm (no algorithm confusion), signature, ``exp``/``nbf`` with ``clockSkew``, ``iss``,
 ``aud`` (any of ``audiences``), and ``requiredClaims`` present. ``claimsToHeaders`` copies
-claims into upstream headers (client-sent copies are removed first).
+claims into upstream headers (client-sent copies are removed first). A source given more
+than once (two fields of its header, its cookie twice) is ``400`` with
+``error="invalid_request"`` (RFC 6750 §3.1, "repeats the same parameter"): only one copy
+would be verified, and the layers behind the gateway could read another.
 
 Fast path: with the key already known, verification is synchronous; a worker also remembers
 tokens it has verified (bounded, until their ``exp``), so a repeat token costs a dict look-up
@@ -22,10 +25,10 @@ from typing import Any
 
 import jwt
 
-from propylon.filters._common import cookie, header, unauthorized
+from propylon.filters._common import unauthorized
 from propylon.filters._http import compile_tls
 from propylon.filters._jwks import JwksCache, Key, KeySet, load_key_file
-from propylon.filters.base import Filter, FilterContext, FilterEnv, LocalResponse
+from propylon.filters.base import Filter, FilterContext, FilterEnv, Headers, LocalResponse
 
 _VERIFIED_MAX = 10000
 
@@ -35,8 +38,8 @@ class JwtFilter(Filter):
 
     __slots__ = (
         "algorithms", "audiences", "claim_headers", "drop_headers", "issuer", "jwks",
-        "missing", "options", "realm", "skew", "sources", "static_keys", "strip_token",
-        "verified",
+        "missing", "options", "realm", "repeated", "skew", "sources", "static_keys",
+        "strip_token", "verified",
     )
 
     def __init__(self, source: str, spec: dict[str, Any], jwks: JwksCache | None,
@@ -64,6 +67,10 @@ class JwtFilter(Filter):
         self.drop_headers = frozenset(h for _, h in self.claim_headers)
         self.realm = spec.get("realm", "propylon")
         self.missing = unauthorized(f'Bearer realm="{self.realm}"')
+        self.repeated = LocalResponse(400, b"bad request: more than one token\n", [(
+            b"www-authenticate",
+            f'Bearer realm="{self.realm}", error="invalid_request", '
+            'error_description="more than one token"'.encode("latin-1"))])
         # token -> (claims, expiry, key-set version)
         self.verified: dict[bytes, tuple[dict[str, Any], float, int]] = {}
 
@@ -91,6 +98,8 @@ class JwtFilter(Filter):
         token = self.token(ctx)
         if token is None:
             return self.missing
+        if isinstance(token, LocalResponse):
+            return token
         keys = self.keys()
         hit = self.verified.get(token)
         if hit is not None and hit[2] == (keys.version if keys else 0):
@@ -131,12 +140,18 @@ class JwtFilter(Filter):
         jwks.touch()
         return jwks.keys
 
-    def token(self, ctx: FilterContext) -> bytes | None:
+    def token(self, ctx: FilterContext) -> bytes | LocalResponse | None:
+        """The first source's token; None if no source has one; ``repeated`` when the first
+        source present is there more than once."""
         headers = ctx.request_headers
         for name, prefix, cookie_name in self.sources:
-            value = header(headers, name) if name else cookie(headers, cookie_name or b"")
-            if value is None:
+            values = ([v for n, v in headers if n == name] if name
+                      else _cookies(headers, cookie_name or b""))
+            if not values:
                 continue
+            if len(values) > 1:
+                return self.repeated
+            value = values[0]
             if prefix:
                 if value[:len(prefix)].lower() != prefix.lower():
                     continue
@@ -193,3 +208,16 @@ class JwtFilter(Filter):
         challenge = (f'Bearer realm="{self.realm}", error="invalid_token", '
                      f'error_description="{reason}"')
         return unauthorized(challenge, b"unauthorized: " + reason.encode() + b"\n")
+
+
+def _cookies(headers: Headers, name: bytes) -> list[bytes]:
+    """Every value of cookie ``name``, in every ``cookie`` field."""
+    prefix = name + b"="
+    found: list[bytes] = []
+    for n, v in headers:
+        if n == b"cookie":
+            for item in v.split(b";"):
+                item = item.strip()
+                if item.startswith(prefix):
+                    found.append(item[len(prefix):])
+    return found

@@ -168,6 +168,22 @@ def request(port: int, method: str, path: str, headers: dict[str, str] | None = 
         conn.close()
 
 
+def request_fields(port: int, method: str, path: str, fields: list[tuple[str, str]],
+                   timeout: float = 5.0) -> tuple[int, dict[str, str], bytes]:
+    """Like ``request``, with header fields as a list: a name may be given more than once."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.putrequest(method, path)
+        for name, value in fields:
+            conn.putheader(name, value)
+        conn.endheaders()
+        resp = conn.getresponse()
+        data = resp.read()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, data
+    finally:
+        conn.close()
+
+
 def echoed(body: bytes) -> dict[str, Any]:
     """The echo upstream's view: {"target", "headers": {name: value}}."""
     data = json.loads(body)

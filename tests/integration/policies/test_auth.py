@@ -25,6 +25,7 @@ from tests.integration.policies._helpers import (
     free_port,
     poll_until,
     request,
+    request_fields,
 )
 
 
@@ -251,6 +252,65 @@ def test_api_key_rejected(env: dict[str, Any], headers: dict[str, str]) -> None:
     status, resp_headers, _ = request(env["gw"].port, "GET", "/key/a", headers)
     assert status == 401
     assert resp_headers["www-authenticate"].startswith("ApiKey")
+
+
+KEY = "k-acme-0123456789"
+
+
+@pytest.mark.parametrize(
+    ("target", "fields"),
+    [
+        pytest.param(f"/key/q?api_key={KEY}&api_key=other", [], id="query-twice"),
+        pytest.param(f"/key/q?api_key={KEY}&api%5Fkey=other", [], id="query-encoded-name"),
+        pytest.param(f"/key/q?api_key={KEY}&api_key", [], id="query-bare-name"),
+        pytest.param(f"/key/q?api_key={KEY}&api_key={KEY}", [], id="query-same-twice"),
+        pytest.param("/key/q?api_key=other", [("x-api-key", KEY)], id="header-and-query"),
+        pytest.param("/key/q", [("x-api-key", KEY), ("x-api-key", "other")], id="header-twice"),
+    ],
+)
+def test_api_key_given_more_than_once_is_refused(
+        env: dict[str, Any], upstream: Upstream, target: str, fields: list[tuple[str, str]]
+) -> None:
+    """Before, the first copy was checked and removed and the others reached the upstream."""
+    status, headers, body = request_fields(env["gw"].port, "GET", target, fields)
+    assert (status, body) == (401, b"unauthorized: more than one API key\n"), body
+    assert headers["www-authenticate"].startswith("ApiKey")
+
+
+def test_api_key_single_copy_in_encoded_query_is_removed(env: dict[str, Any]) -> None:
+    status, _, body = request(env["gw"].port, "GET", f"/key/q?a=1&api%5Fkey={KEY}&b=%41")
+    assert status == 200
+    assert echoed(body)["target"] == "/key/q?a=1&b=%41"
+
+
+def test_basic_auth_with_two_authorization_fields_is_refused(env: dict[str, Any]) -> None:
+    good = "Basic " + base64.b64encode(b"alice:s3cret").decode()
+    for second in (good, "Basic " + base64.b64encode(b"mallory:x").decode()):
+        status, headers, body = request_fields(
+            env["gw"].port, "GET", "/basic", [("authorization", good), ("authorization", second)])
+        assert (status, body) == (401, b"unauthorized: more than one Authorization header\n")
+        assert headers["www-authenticate"] == 'Basic realm="shop", charset="UTF-8"'
+
+
+def test_jwt_given_twice_is_refused(env: dict[str, Any]) -> None:
+    """A verified token and a forged one: before, the first was verified and both went
+    upstream, where a service reading the last copy took the forged claims."""
+    good = mint(env["rsa"], "RS256", "k1")
+    forged = jwt.encode({"sub": "admin", "exp": int(time.time()) + 60}, "x" * 32,
+                        algorithm="HS256")
+    status, headers, body = request_fields(
+        env["gw"].port, "GET", "/jwt",
+        [("authorization", f"Bearer {good}"), ("authorization", f"Bearer {forged}")])
+    assert (status, body) == (400, b"bad request: more than one token\n")
+    assert 'error="invalid_request"' in headers["www-authenticate"]
+    ed = mint(env["ed"], "EdDSA", None)
+    status, _, _ = request_fields(env["gw"].port, "GET", "/file",
+                                  [("cookie", f"session={ed}; session={forged}")])
+    assert status == 400
+    status, _, _ = request_fields(env["gw"].port, "GET", "/file",
+                                  [("cookie", f"session={ed}"), ("cookie", "session=x")])
+    assert status == 400
+    assert request(env["gw"].port, "GET", "/file", {"cookie": f"session={ed}"})[0] == 200
 
 
 def test_secrets_only_hashed_and_bad_consumer_invalid(env: dict[str, Any]) -> None:
