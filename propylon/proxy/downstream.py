@@ -304,6 +304,14 @@ class DownstreamProtocol(asyncio.Protocol):
         if held and conn.transport is not None:
             conn.transport.write(bytes(held))
         self._resume(_BODY_BUFFER)
+        if self.eof:
+            conn.client_half_closed()  # the client sent FIN while the switch was pending
+
+    def upstream_half_closed(self) -> None:
+        """The upstream of the tunnel sent FIN: pass it on once what it sent is written."""
+        self.release_output()
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
 
     def _resume_http_after_refused_upgrade(self) -> bytes:
         """The upstream answered the upgrade request without switching: parse HTTP again."""
@@ -313,12 +321,34 @@ class DownstreamProtocol(asyncio.Protocol):
         return bytes(held or b"")
 
     def eof_received(self) -> bool:
+        """The client sent FIN. Inside a tunnel that is a half-close, passed on to the
+        upstream. A client that stops before its request is complete can never complete it:
+        the exchange is aborted at once, freeing its upstream connection (waiting for the
+        rest would hold both until a timeout). A client whose requests are complete still
+        gets the answers it is waiting for, then the connection closes."""
         if self.lingering:
             self.transport.close()
             return False
-        # A half-closed client still gets the response it is waiting for, then we close.
         self.eof = True
+        if self.tunnel is not None:
+            return self.tunnel.client_half_closed()
+        ex = self.ex
+        if ex is not None and ex.method and not ex.body_done:
+            self._abort_exchanges()
+            return False
+        if self.upgrade_buffer is not None:
+            return True  # the upstream decides whether to switch; enter_tunnel passes the FIN
         return self.current is not None
+
+    def _abort_exchanges(self) -> None:
+        """Every exchange of the connection ends now, none answered (the client left)."""
+        current, self.current = self.current, None
+        if current is not None:
+            current.client_gone()
+        queued, self.queued = self.queued, deque()
+        for ex in queued:
+            ex.client_gone()
+        self.ex = None
 
     def pause_writing(self) -> None:
         self.writing_paused = True

@@ -104,6 +104,9 @@ class MirrorRequest:
     def release_output(self) -> None:
         return None
 
+    def upstream_half_closed(self) -> None:
+        return None  # a mirror never opens a tunnel
+
     def _done(self) -> None:
         if self.endpoint is not None:
             self.endpoint.active -= 1

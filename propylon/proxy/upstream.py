@@ -60,6 +60,8 @@ class OutputBatcher(Protocol):
 
     def release_output(self) -> None: ...
 
+    def upstream_half_closed(self) -> None: ...
+
 
 # Output of reads up to this size is held until the end of the loop's turn (proxy/batch.py);
 # larger reads are written at once, so a streamed body never piles up between turns.
@@ -71,6 +73,7 @@ class UpstreamConnection(asyncio.Protocol):
         "_chunked",
         "_informational",
         "client",
+        "client_eof",
         "closed",
         "downstream",
         "got_response",
@@ -84,6 +87,7 @@ class UpstreamConnection(asyncio.Protocol):
         "transport",
         "tunnel",
         "upgrading",
+        "upstream_eof",
         "uses",
     )
 
@@ -98,6 +102,8 @@ class UpstreamConnection(asyncio.Protocol):
         self.uses = 0
         self.upgrading = False  # the upstream answered 101 to an upgrade request
         self.tunnel = False  # relaying raw bytes: never returns to the pool
+        self.client_eof = False  # tunnel half-closes: the client's FIN was passed on
+        self.upstream_eof = False  # the upstream's FIN was passed on
         # per response
         self.headers: Headers = []  # end-to-end fields
         # hop-by-hop fields kept apart as parsed, but Content-Length and a plain
@@ -166,6 +172,32 @@ class UpstreamConnection(asyncio.Protocol):
                 downstream.release_output()  # a big read goes out now
 
     def eof_received(self) -> bool:
+        """The upstream sent FIN. In a tunnel it is a half-close passed on to the client; the
+        tunnel ends when both sides have sent theirs. Otherwise the connection closes."""
+        if not self.tunnel or self.client is None:
+            return False
+        self.upstream_eof = True
+        if self.client_eof:
+            return False  # both sides are done: close (connection_lost ends the exchange)
+        downstream = self.downstream
+        if downstream is not None:
+            downstream.upstream_half_closed()
+        return True
+
+    def client_half_closed(self) -> bool:
+        """The client of the tunnel sent FIN: pass it on. True while the client's side must
+        stay open for what the upstream still sends."""
+        self.client_eof = True
+        transport = self.transport
+        if transport is None or self.closed:
+            return False
+        if self.upstream_eof:
+            transport.close()  # both sides are done
+            return False
+        if transport.can_write_eof():
+            transport.write_eof()
+            return True
+        transport.close()
         return False
 
     def _invalid_response(self) -> None:
