@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
+    BeforeValidator,
     Discriminator,
     Field,
     Tag,
@@ -176,6 +177,48 @@ class JwtPolicy(Model):
         return self
 
 
+def _check_consumer_ref(value: str) -> str:
+    namespace, slash, name = value.rpartition("/")
+    for part in (namespace, name) if slash else (name,):
+        if len(part) > 63 or not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", part):
+            raise invalid("consumer_ref",
+                          f'invalid Consumer "{value}": use name or namespace/name')
+    return value
+
+
+# A Consumer: "name" (any namespace) or "namespace/name" (that one only).
+ConsumerRef = Annotated[str, AfterValidator(_check_consumer_ref)]
+
+
+def _one_or_many(value: Any) -> Any:
+    return value if isinstance(value, list) else [value]
+
+
+# A label's accepted values: one value or a list of them, stored as a list.
+LabelValues = Annotated[list[str], BeforeValidator(_one_or_many), Field(min_length=1)]
+
+
+class ConsumerRestriction(Model):
+    """Which authenticated consumers an auth policy lets through (403 for the others); the
+    shape of Kong's ``acl`` and APISIX's ``consumer-restriction``, by name and by label.
+
+    A consumer named in ``deny`` or carrying a ``denyLabels`` value is refused. Then, when
+    ``allow`` or ``allowLabels`` is given, only a consumer named in ``allow`` or whose labels
+    match every ``allowLabels`` entry (its value one of the listed) passes."""
+
+    allow: list[ConsumerRef] | None = Field(default=None, min_length=1)
+    deny: list[ConsumerRef] | None = Field(default=None, min_length=1)
+    allow_labels: dict[str, LabelValues] | None = Field(default=None, min_length=1)
+    deny_labels: dict[str, LabelValues] | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _something(self) -> ConsumerRestriction:
+        if not (self.allow or self.deny or self.allow_labels or self.deny_labels):
+            raise invalid("empty_restriction",
+                          "consumers needs allow, deny, allowLabels or denyLabels")
+        return self
+
+
 class ConsumerHeaders(Model):
     """Upstream headers naming the authenticated consumer (client-sent copies are removed)."""
 
@@ -187,6 +230,7 @@ class ApiKeyPolicy(Model):
     header: HeaderName | None = None
     query: str | None = Field(default=None, min_length=1)
     consumer_headers: ConsumerHeaders = Field(default_factory=ConsumerHeaders)
+    consumers: ConsumerRestriction | None = None
 
     @model_validator(mode="after")
     def _where(self) -> ApiKeyPolicy:
@@ -198,6 +242,7 @@ class ApiKeyPolicy(Model):
 class BasicAuthPolicy(Model):
     realm: str = "propylon"
     consumer_headers: ConsumerHeaders = Field(default_factory=ConsumerHeaders)
+    consumers: ConsumerRestriction | None = None
 
 
 class ExtAuthCache(Model):

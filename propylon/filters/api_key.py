@@ -3,7 +3,8 @@
 The key is looked up by its SHA-256 digest in the snapshot's consumers (raw keys are never
 kept), then removed from the request before it is forwarded. The consumer's name and labels go
 upstream in ``consumerHeaders`` and into ``ctx.state`` for ``rateLimit`` keys. A missing or
-unknown key is ``401`` with ``WWW-Authenticate: ApiKey``.
+unknown key is ``401`` with ``WWW-Authenticate: ApiKey``; a consumer the policy's
+``consumers`` restriction does not let through is ``403`` (``_consumer_acl``).
 
 A request must carry exactly one copy of the key: two header fields, two query parameters
 (names compared percent-decoded, so ``api%5Fkey`` is ``api_key``), or one of each, are
@@ -17,20 +18,24 @@ from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from propylon.filters._common import ConsumerHeaders, ConsumerTable, unauthorized
+from propylon.filters._consumer_acl import ConsumerRestriction
 from propylon.filters.base import Filter, FilterContext, FilterEnv, LocalResponse
 
 
 class ApiKeyFilter(Filter):
     policy_type = "apiKey"
 
-    __slots__ = ("consumer_headers", "denied", "duplicate", "header_name", "query_name", "table")
+    __slots__ = ("consumer_headers", "denied", "duplicate", "header_name", "query_name",
+                 "restriction", "table")
 
     def __init__(
         self, source: str, table: ConsumerTable, header_name: str | None,
         query_name: str | None, consumer_headers: ConsumerHeaders,
+        restriction: ConsumerRestriction | None = None,
     ) -> None:
         super().__init__(source)
         self.table = table
+        self.restriction = restriction
         self.header_name = header_name.encode("latin-1") if header_name else None
         self.query_name = query_name.encode("latin-1") if query_name else None
         self.consumer_headers = consumer_headers
@@ -44,6 +49,7 @@ class ApiKeyFilter(Filter):
         return cls(
             source, ConsumerTable.of(env), spec.get("header"), spec.get("query"),
             ConsumerHeaders(spec.get("consumerHeaders")),
+            ConsumerRestriction.of(spec.get("consumers")),
         )
 
     def on_request(self, ctx: FilterContext) -> LocalResponse | None:
@@ -53,6 +59,9 @@ class ApiKeyFilter(Filter):
         consumer = self.table.by_api_key(keys[0]) if keys[0] else None
         if consumer is None:
             return self.denied
+        restriction = self.restriction
+        if restriction is not None and not restriction.admits(consumer):
+            return restriction.forbidden
         self.consumer_headers.identify(ctx, consumer)
         return None
 

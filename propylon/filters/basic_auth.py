@@ -6,6 +6,7 @@ SHA-256 digests of the ``Authorization`` values it has already accepted (bounded
 configuration): a repeat client costs one hash and one dict look-up. Failures are never
 cached. ``401`` with ``WWW-Authenticate: Basic realm=...`` otherwise, also when the request
 has more than one ``Authorization`` field (a singleton field: which copy would count?).
+A consumer the policy's ``consumers`` restriction does not let through is ``403``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import hashlib
 from typing import Any
 
 from propylon.filters._common import ConsumerHeaders, ConsumerTable, unauthorized
+from propylon.filters._consumer_acl import ConsumerRestriction
 from propylon.filters.base import Filter, FilterContext, FilterEnv, LocalResponse
 from propylon.ir.model import ConsumerIR
 
@@ -25,13 +27,15 @@ _ACCEPTED_MAX = 4096
 class BasicAuthFilter(Filter):
     policy_type = "basicAuth"
 
-    __slots__ = ("accepted", "consumer_headers", "denied", "duplicate", "table")
+    __slots__ = ("accepted", "consumer_headers", "denied", "duplicate", "restriction", "table")
 
     def __init__(
-        self, source: str, table: ConsumerTable, realm: str, consumer_headers: ConsumerHeaders
+        self, source: str, table: ConsumerTable, realm: str, consumer_headers: ConsumerHeaders,
+        restriction: ConsumerRestriction | None = None,
     ) -> None:
         super().__init__(source)
         self.table = table
+        self.restriction = restriction
         self.consumer_headers = consumer_headers
         self.denied = unauthorized(f'Basic realm="{realm}", charset="UTF-8"')
         self.duplicate = unauthorized(f'Basic realm="{realm}", charset="UTF-8"',
@@ -41,7 +45,8 @@ class BasicAuthFilter(Filter):
     @classmethod
     def from_spec(cls, spec: dict[str, Any], source: str, env: FilterEnv) -> BasicAuthFilter:
         return cls(source, ConsumerTable.of(env), spec.get("realm", "propylon"),
-                   ConsumerHeaders(spec.get("consumerHeaders")))
+                   ConsumerHeaders(spec.get("consumerHeaders")),
+                   ConsumerRestriction.of(spec.get("consumers")))
 
     def on_request(self, ctx: FilterContext) -> LocalResponse | None:
         values = [v for n, v in ctx.request_headers if n == b"authorization"]
@@ -59,6 +64,9 @@ class BasicAuthFilter(Filter):
             if len(self.accepted) >= _ACCEPTED_MAX:
                 self.accepted.clear()
             self.accepted[digest] = consumer
+        restriction = self.restriction
+        if restriction is not None and not restriction.admits(consumer):
+            return restriction.forbidden
         ctx.request_headers[:] = [h for h in ctx.request_headers if h[0] != b"authorization"]
         self.consumer_headers.identify(ctx, consumer)
         return None

@@ -8,6 +8,12 @@ the consumer and user name, so that translation stays deterministic (equal input
 version). A Consumer whose secret cannot be read is Invalid and left out; the reason names the
 reference, never the secret. Two consumers with one API key: both are Invalid for that key.
 
+The auth policies' ``consumers`` restrictions name Consumers; a name that matches no Consumer
+(a typo, a deleted Consumer), a bare name that matches Consumers in several namespaces, and
+``allowLabels`` that no Consumer carries are reported on the resource that holds the policy
+(it stays Accepted: the restriction still does what it says, it probably is not what was
+meant).
+
 Every read (and failed read) can be recorded: ``recording_secret_reads`` collects one
 ``SecretRead`` per reference resolved while it is active, with the file's identity as it was
 read. Standalone mode uses that record to watch exactly the secret files the configuration
@@ -23,8 +29,9 @@ from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from propylon.config import Consumer, Resource
+from propylon.config import Consumer, Gateway, Policy, Resource, Route, RouteTable
 from propylon.config.consumer import SecretRef
+from propylon.config.policy import ConsumerRestriction, PolicySections
 from propylon.ir.model import BasicUserIR, ConsumerIR
 from propylon.translate.status import StatusBook
 
@@ -137,7 +144,66 @@ def translate_consumers(
         entry = _translate_one(consumer, status)
         if entry is not None:
             built.append(entry)
+    check_consumer_restrictions(resources, consumers, status)
     return _without_shared_keys(built, status)
+
+
+def check_consumer_restrictions(
+    resources: Sequence[Resource], consumers: Sequence[Consumer], status: StatusBook
+) -> None:
+    """Report restriction entries that name no Consumer, or several (see the module doc)."""
+    keys = {c.key: {**c.metadata.labels, **c.spec.labels} for c in consumers}
+    for resource in resources:
+        for field, restriction in _restrictions(resource):
+            for problem_field, message in _restriction_problems(field, restriction, keys):
+                status.note(resource.kind, resource.key, f"{problem_field}: {message}")
+
+
+def _restrictions(resource: Resource) -> list[tuple[str, ConsumerRestriction]]:
+    """(field path, restriction) of every ``apiKey``/``basicAuth`` ``consumers`` section."""
+    items: list[tuple[str, PolicySections]] = []
+    if isinstance(resource, Gateway):
+        items = [(f"spec.policies[{i}]", item) for i, item in enumerate(resource.spec.policies)]
+    elif isinstance(resource, Route | RouteTable):
+        items = [(f"spec.rules[{i}].policies[{j}]", item)
+                 for i, rule in enumerate(resource.spec.rules)
+                 for j, item in enumerate(rule.policies)]
+    elif isinstance(resource, Policy):
+        items = [("spec", resource.spec)]
+    found = []
+    for path, item in items:
+        for section, alias in ((item.api_key, "apiKey"), (item.basic_auth, "basicAuth")):
+            if section is not None and section.consumers is not None:
+                found.append((f"{path}.{alias}.consumers", section.consumers))
+    return found
+
+
+def _restriction_problems(
+    field: str, restriction: ConsumerRestriction, labels_of: dict[str, dict[str, str]]
+) -> list[tuple[str, str]]:
+    problems = []
+    for name, refs in (("allow", restriction.allow), ("deny", restriction.deny)):
+        for i, ref in enumerate(refs or ()):
+            message = _ref_problem(ref, labels_of)
+            if message:
+                problems.append((f"{field}.{name}[{i}]", message))
+    wanted = restriction.allow_labels
+    if wanted and not any(all(labels.get(k) in v for k, v in wanted.items())
+                          for labels in labels_of.values()):
+        problems.append((f"{field}.allowLabels", "no Consumer has these labels"))
+    return problems
+
+
+def _ref_problem(ref: str, labels_of: dict[str, dict[str, str]]) -> str | None:
+    if "/" in ref:
+        return None if ref in labels_of else f"no Consumer {ref}"
+    matches = sorted(k for k in labels_of if k.rpartition("/")[2] == ref)
+    if not matches:
+        return f'no Consumer named "{ref}"'
+    if len(matches) > 1:
+        return (f'"{ref}" matches Consumers {", ".join(matches)}; write namespace/name to '
+                "pick one")
+    return None
 
 
 def _translate_one(consumer: Consumer, status: StatusBook) -> ConsumerIR | None:

@@ -11,7 +11,8 @@ from propylon.config import load_paths
 from propylon.config.policy import PolicyItem
 from propylon.filters import FilterEnv, LocalResponse, filter_class
 from propylon.filters._buckets import MemoryBuckets, SharedBuckets
-from propylon.ir.model import SnapshotIR
+from propylon.filters._consumer_acl import ConsumerRestriction
+from propylon.ir.model import ConsumerIR, SnapshotIR
 from propylon.translate import translate
 
 
@@ -117,6 +118,14 @@ def test_shared_buckets_seen_by_a_second_mapping(tmp_path: Path) -> None:
                      "allowCredentials", id="cors-credentials-any"),
         pytest.param({"ipFilter": {"allow": ["10.0.0.0/33"]}}, "invalid CIDR", id="cidr"),
         pytest.param({"extAuth": {"url": "ftp://x"}}, "should match pattern", id="ext-url"),
+        pytest.param({"apiKey": {"consumers": {}}}, "consumers needs allow, deny",
+                     id="consumers-empty"),
+        pytest.param({"apiKey": {"consumers": {"allow": []}}}, "at least 1 item",
+                     id="consumers-empty-allow"),
+        pytest.param({"basicAuth": {"consumers": {"deny": ["a/b/c"]}}},
+                     'invalid Consumer "a/b/c"', id="consumers-bad-ref"),
+        pytest.param({"jwt": {"keys": [{"file": "k"}], "consumers": {"allow": ["a"]}}},
+                     "Extra inputs", id="jwt-has-no-consumers"),
     ],
 )
 def test_invalid_sections(section: dict[str, Any], message: str) -> None:
@@ -158,3 +167,30 @@ def test_consumers_hashed_at_translation(tmp_path: Path, monkeypatch: pytest.Mon
     assert ctx.query == b"a=1"
     assert (b"x-consumer-name", b"acme") in ctx.request_headers
     assert status(f.on_request(Ctx(query=b"k=other"))) == 401
+
+
+@pytest.mark.parametrize(
+    ("spec", "admitted"),
+    [
+        pytest.param({"allow": ["a"]}, {"default/a", "team/a"}, id="bare-name-any-namespace"),
+        pytest.param({"allow": ["team/a"]}, {"team/a"}, id="namespaced-name"),
+        pytest.param({"deny": ["a"]}, {"default/b"}, id="deny"),
+        pytest.param({"allowLabels": {"tier": ["gold", "silver"]}}, {"default/a", "default/b"},
+                     id="label-values"),
+        pytest.param({"allowLabels": {"tier": ["gold"], "region": ["eu"]}}, {"default/a"},
+                     id="every-allow-label"),
+        pytest.param({"denyLabels": {"region": ["eu"], "tier": ["bronze"]}}, {"default/b"},
+                     id="any-deny-label"),
+        pytest.param({"allow": ["b"], "allowLabels": {"tier": ["bronze"]}},
+                     {"default/b", "team/a"}, id="name-or-labels"),
+        pytest.param({"allow": ["a"], "deny": ["team/a"]}, {"default/a"}, id="deny-wins"),
+    ],
+)
+def test_consumer_restriction(spec: dict[str, Any], admitted: set[str]) -> None:
+    consumers = [
+        ConsumerIR("default/a", "a", {"tier": "gold", "region": "eu"}),
+        ConsumerIR("default/b", "b", {"tier": "silver"}),
+        ConsumerIR("team/a", "a", {"tier": "bronze", "region": "eu"}),
+    ]
+    restriction = ConsumerRestriction(spec)
+    assert {c.key for c in consumers if restriction.admits(c)} == admitted
