@@ -35,6 +35,16 @@ class ListenerLimits(Model):
     max_connections: Annotated[int, Field(ge=1, le=1000000)] = 10000
 
 
+class PathNormalization(Model):
+    """How request paths are normalised before routing; the normalised path is forwarded.
+    ``enabled: false`` routes and forwards the raw path (for upstreams that need it)."""
+
+    enabled: bool = True
+    merge_slashes: bool = True
+    escaped_slashes: Literal["reject", "keep", "unescape"] = "reject"
+    path_parameters: Literal["keep", "strip", "reject"] = "keep"
+
+
 class Certificate(Model):
     """A PEM certificate chain and its key; relative paths are relative to the YAML file."""
 
@@ -62,6 +72,7 @@ class Listener(Model):
     hostnames: list[Hostname] = Field(default_factory=list)
     limits: ListenerLimits = Field(default_factory=ListenerLimits)
     tls: ListenerTLS | None = None
+    path_normalization: PathNormalization = Field(default_factory=PathNormalization)
 
     @model_validator(mode="after")
     def _tls_matches_protocol(self) -> Listener:

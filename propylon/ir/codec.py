@@ -26,19 +26,28 @@ _ACTION_TAGS: dict[str, type] = {
     "directResponse": model.DirectResponseIR,
 }
 _TAG_OF = {cls: tag for tag, cls in _ACTION_TAGS.items()}
-# Fields left out of the JSON form while empty: added after version 1 of the schema, they keep
-# the content hash of configurations that do not use them.
-_OMIT_EMPTY: dict[type, frozenset[str]] = {model.SnapshotIR: frozenset({"consumers"})}
+# Fields left out of the JSON form while they hold their default: added after version 1 of the
+# schema, they keep the content hash of configurations that do not use them.
+_OMIT_DEFAULT: dict[type, frozenset[str]] = {
+    model.SnapshotIR: frozenset({"consumers"}),
+    model.ListenerIR: frozenset({"path_normalization"}),
+}
+
+
+def _is_default(field: dataclasses.Field[Any], value: Any) -> bool:
+    if field.default is not dataclasses.MISSING:
+        return bool(value == field.default)
+    return field.default_factory is not dataclasses.MISSING and value == field.default_factory()
 
 
 def to_data(value: Any) -> Any:
     """An IR object as plain JSON-compatible data (dicts, lists, str, numbers, None)."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        omit = _OMIT_EMPTY.get(type(value), frozenset())
+        omit = _OMIT_DEFAULT.get(type(value), frozenset())
         data = {
             f.name: to_data(getattr(value, f.name))
             for f in dataclasses.fields(value)
-            if f.name not in omit or getattr(value, f.name)
+            if f.name not in omit or not _is_default(f, getattr(value, f.name))
         }
         tag = _TAG_OF.get(type(value))
         if tag is not None:

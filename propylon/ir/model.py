@@ -230,6 +230,16 @@ class ListenerLimitsIR:
 
 
 @dataclass(frozen=True, slots=True)
+class PathNormalizationIR:
+    """How a listener normalises request paths before routing (proxy/path.py)."""
+
+    enabled: bool = True  # False: the raw path is routed and forwarded (fragments still 400)
+    merge_slashes: bool = True
+    escaped_slashes: str = "reject"  # reject | keep | unescape (%2F, %5C and a raw "\")
+    path_parameters: str = "keep"  # keep | strip | reject (";" parameters of segments)
+
+
+@dataclass(frozen=True, slots=True)
 class CertificateIR:
     cert_file: str  # absolute paths; the files are read (and re-read on change) by workers
     key_file: str
@@ -253,6 +263,8 @@ class ListenerIR:
     hostnames: tuple[str, ...] = ()
     limits: ListenerLimitsIR = ListenerLimitsIR()
     tls: ListenerTLSIR | None = None
+    # Left out of the JSON form while it has its defaults (see codec).
+    path_normalization: PathNormalizationIR = PathNormalizationIR()
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from propylon.proxy.clock import CLOCK
 from propylon.proxy.exchange import Exchange
 from propylon.proxy.hostport import split_host
 from propylon.proxy.http11 import is_token, simple_response
+from propylon.proxy.path import PathError, normalize_path
 from propylon.proxy.tls import client_certificate_header
 
 if TYPE_CHECKING:
@@ -482,10 +483,20 @@ class DownstreamProtocol(asyncio.Protocol):
         elif ex.upgrade is None or ex.has_body:
             raise BadRequest(400, "invalid protocol upgrade request")
         url = ex.url
+        if b"#" in url:
+            raise BadRequest(400, "a fragment in the request target")
         if url.startswith(b"/"):  # origin-form, the common case, split here
             ex.path, _, ex.query = url.partition(b"?")
         else:
             self._parse_other_target(ex)
+        path = ex.path
+        paths = self.listener.paths
+        if paths is not None and (b"%" in path or b"/." in path or b"//" in path
+                                  or b"\\" in path or b";" in path):
+            try:
+                ex.path = normalize_path(path, paths)
+            except PathError as exc:
+                raise BadRequest(400, str(exc)) from None
         host_value = ex.host_value
         if host_value == self.parsed_host_value:
             ex.host = self.parsed_host  # same Host as the previous request: already split

@@ -88,6 +88,7 @@ class Worker:
             listener.gateway = runtime.listeners.get(key)
             listener.hosts = runtime.listener_hosts.get(key)
             listener.set_limits(runtime.listener_specs[key].limits)
+            listener.set_path_normalization(runtime.listener_specs[key].path_normalization)
             listener.set_tls(tls_contexts[key])
         for key in set(self.listeners) - wanted:
             self._close_listener(self.listeners.pop(key))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING
 
-from propylon.ir import ListenerLimitsIR
+from propylon.ir import ListenerLimitsIR, PathNormalizationIR
 from propylon.proxy.batch import WriteBatch
 
 if TYPE_CHECKING:
@@ -31,6 +31,7 @@ class ListenerState:
         "max_header_bytes",
         "max_header_count",
         "max_request_line",
+        "paths",
         "port",
         "reject_underscores",
         "scheme",
@@ -46,7 +47,11 @@ class ListenerState:
         self.hosts: HostSet | None = None  # the listener's hostnames; None serves any host
         self.acceptor: Acceptor | None = None
         self.tls: ServerTLS | None = None
+        self.paths: PathNormalizationIR | None = PathNormalizationIR()  # None: raw paths
         self.set_limits(ListenerLimitsIR())
+
+    def set_path_normalization(self, options: PathNormalizationIR) -> None:
+        self.paths = options if options.enabled else None
 
     def set_tls(self, tls: ServerTLS | None) -> None:
         self.tls = tls

@@ -4,7 +4,8 @@
 2. ``flatten_route`` / ``resolve_delegation``: every rule as a draft, delegation followed,
    matches checked (regexes, nesting) and backends resolved, problems reported;
 3. ``build_rules``: drafts of Invalid resources replaced, policies attached to the others;
-4. the upstreams the served rules use, the listeners and the Gateway-wide settings.
+4. ``report_shadowed``: a warning for each rule that other rules fully shadow;
+5. the upstreams the served rules use, the listeners and the Gateway-wide settings.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from propylon.ir import (
     ListenerIR,
     ListenerLimitsIR,
     ListenerTLSIR,
+    PathNormalizationIR,
     RuleIR,
     UpstreamIR,
 )
@@ -31,6 +33,7 @@ from propylon.translate.paths import resolve_path
 from propylon.translate.policies import PolicyTargets, attach_policies, gateway_level
 from propylon.translate.replace import build_rules, invalid_route_response
 from propylon.translate.select import select_routes
+from propylon.translate.shadows import report_shadowed
 from propylon.translate.status import StatusBook
 
 
@@ -44,7 +47,9 @@ def translate_gateway(
     ]
     gateway_policies = gateway_level(gateway, targets)
     defaults = attach_policies([gateway_policies], status, gateway.key)
-    rules = build_rules(ctx, drafts, gateway_policies, targets, defaults)
+    built = build_rules(ctx, drafts, gateway_policies, targets, defaults)
+    report_shadowed(ctx, built)
+    rules = [rule for _, rule in built]
     upstreams = collect_upstreams(rules, inventory)
     for upstream in upstreams:
         status.selected("Upstream", upstream.key, gateway.key)
@@ -65,6 +70,7 @@ def translate_listeners(gateway: Gateway) -> tuple[ListenerIR, ...]:
             lst.name, lst.port, lst.protocol, lst.address, tuple(lst.hostnames),
             ListenerLimitsIR(**lst.limits.model_dump()),
             translate_listener_tls(lst.tls, gateway) if lst.tls is not None else None,
+            PathNormalizationIR(**lst.path_normalization.model_dump()),
         )
         for lst in gateway.spec.listeners
     )

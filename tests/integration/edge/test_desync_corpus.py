@@ -42,7 +42,9 @@ CHUNK_PARAMS = "parameters on the final 'chunked' coding: RFC 9112 defines none"
 # Not in docs/edge.md's list, but required by RFC 9112 section 5.1 ("A server MUST reject ...
 # any received request message that contains whitespace between a header field name and colon").
 WS_BEFORE_COLON = "whitespace between a field name and ':' (RFC 9112 5.1 requires 400)"
+FRAGMENT = "'#' in the request target: never sent by a client (RFC 9112 3.2); 400 by default"
 DELIBERATELY_REJECTED: dict[str, str] = {
+    "rfc-compliant/Compliant URL": FRAGMENT,
     "acceptable/No TE/CL headers, some others are non-compliant": WS_BEFORE_COLON,
     "acceptable/TE and some others are non-compliant": WS_BEFORE_COLON,
     "acceptable/CL and some others are non-compliant": WS_BEFORE_COLON,
