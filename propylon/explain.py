@@ -1,15 +1,23 @@
-"""``propylon explain``: what a request would get, and why, without sending it."""
+"""``propylon explain``: what a request would get, and why, without sending it.
+
+The request arrives on one port: the URL's (or the Host header's), else the one ``listener``
+names. A URL without a port arrives on the scheme's default port when a Gateway listens there,
+else on the only listener of the scheme's protocol; with several, the caller must choose
+(``ListenerChoiceError``).
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import parse_qsl, urlsplit
 
 from propylon import ir
 from propylon.proxy.hostport import split_host
+from propylon.proxy.rewrite import redirect_location
 from propylon.runtime.compile import Services, compile_gateway
-from propylon.runtime.compiled import FORWARD, REDIRECT, CompiledRoute
+from propylon.runtime.compiled import FORWARD, REDIRECT, Cluster, CompiledRoute
 
 
 class _Request:
@@ -33,48 +41,115 @@ class Explanation:
     matched: bool = False
 
 
+class ListenerChoiceError(ValueError):
+    """Which listener the request arrives on cannot be decided from the URL and ``listener``."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Imagined:
+    """The request as the proxy would see it."""
+
+    method: str
+    host_field: str  # the Host header, as sent
+    host: str  # without its port
+    path: str
+    query: str
+    view: _Request
+
+
 def explain(
     snapshot: ir.SnapshotIR,
     method: str,
     url: str,
     headers: dict[str, str],
     client_ip: str = "127.0.0.1",
+    listener: str | None = None,
 ) -> Explanation:
+    """``listener`` (a port, a listener name, or ``NAMESPACE/GATEWAY/NAME``) says where the
+    request arrives; by default the URL's port decides (see the module's docstring)."""
     parts = urlsplit(url)
-    host_value = headers.get("host") or parts.netloc
-    host, port = split_host(host_value.encode("latin-1"))
-    port = port or parts.port or (443 if parts.scheme == "https" else 80)
-    path = parts.path or "/"
-    request = _Request({**headers, "host": host_value}, parts.query, client_ip)
+    host_field = headers.get("host") or parts.netloc
+    host, host_port = split_host(host_field.encode("latin-1"))
+    port = arrival_port(snapshot, parts.scheme, host_port or parts.port, listener)
+    request = _Imagined(method.upper(), host_field, host, parts.path or "/", parts.query,
+                        _Request({**headers, "host": host_field}, parts.query, client_ip))
     out = Explanation()
-    candidates = [g for g in snapshot.gateways if any(lis.port == port for lis in g.listeners)]
+    candidates = [
+        (g, lis) for g, lis in _listeners(snapshot) if lis.port == port
+    ]
     if not candidates:
-        ports = sorted({lis.port for g in snapshot.gateways for lis in g.listeners})
-        out.lines.append(f"no Gateway listens on port {port} (listening: {ports})")
+        out.lines.append(f"no Gateway listens on port {port} (listeners: "
+                         f"{_describe(_listeners(snapshot))})")
         return out
     loop = asyncio.new_event_loop()
     try:
-        for gateway in candidates:
-            _explain_gateway(out, gateway, loop, host, method.upper(), path, request)
+        for gateway, arrival in candidates:
+            _explain_gateway(out, gateway, arrival, loop, request)
     finally:
         loop.close()
     return out
 
 
+def arrival_port(
+    snapshot: ir.SnapshotIR, scheme: str, explicit_port: int | None, listener: str | None
+) -> int:
+    """The port the request arrives on; ``ListenerChoiceError`` when that is not clear."""
+    if listener is not None:
+        return _chosen_listener_port(snapshot, listener)
+    if explicit_port is not None:
+        return explicit_port
+    pairs = _listeners(snapshot)
+    default = 443 if scheme == "https" else 80
+    if any(lis.port == default for _, lis in pairs):
+        return default
+    protocol = "HTTPS" if scheme == "https" else "HTTP"
+    fitting = [(g, lis) for g, lis in pairs if lis.protocol == protocol]
+    if len({lis.port for _, lis in fitting}) == 1:
+        return fitting[0][1].port
+    raise ListenerChoiceError(
+        f"the URL has no port and no Gateway listens on {default}; "
+        + (f"{protocol} listeners: {_describe(fitting)}" if fitting
+           else f"no {protocol} listener among {_describe(pairs)}")
+        + "; choose one with --listener (a port, a name or NAMESPACE/GATEWAY/NAME)"
+    )
+
+
+def _chosen_listener_port(snapshot: ir.SnapshotIR, choice: str) -> int:
+    pairs = _listeners(snapshot)
+    if choice.isdigit():
+        found = {lis.port for _, lis in pairs if lis.port == int(choice)}
+    else:
+        gateway_key, _, name = choice.rpartition("/")
+        found = {lis.port for g, lis in pairs
+                 if lis.name == name and gateway_key in ("", g.key)}
+    if len(found) == 1:
+        return found.pop()
+    problem = "names several ports" if found else "names no listener"
+    raise ListenerChoiceError(f"--listener {choice} {problem}; listeners: {_describe(pairs)}")
+
+
+def _listeners(snapshot: ir.SnapshotIR) -> list[tuple[ir.GatewayIR, ir.ListenerIR]]:
+    return [(g, lis) for g in snapshot.gateways for lis in g.listeners]
+
+
+def _describe(pairs: list[tuple[ir.GatewayIR, ir.ListenerIR]]) -> str:
+    return ", ".join(f"{g.key}/{lis.name} :{lis.port} {lis.protocol}" for g, lis in pairs) \
+        or "none"
+
+
 def _explain_gateway(
     out: Explanation,
     gateway: ir.GatewayIR,
+    listener: ir.ListenerIR,
     loop: asyncio.AbstractEventLoop,
-    host: str,
-    method: str,
-    path: str,
-    request: _Request,
+    request: _Imagined,
 ) -> None:
     runtime = compile_gateway(gateway, Services.scratch(loop))
-    out.lines.append(f"Gateway {gateway.key}")
-    route = runtime.router.match(host, method, path, request)
+    out.lines.append(f"Gateway {gateway.key} (listener {listener.name}, port {listener.port})")
+    route = runtime.router.match(request.host, request.method, request.path, request.view)
     if route is None:
-        out.lines.append(f"  no rule matches host {host!r}, {method} {path}: 404")
+        out.lines.append(f"  no rule matches host {request.host!r}, {request.method} "
+                         f"{request.path}: 404")
         _policies(out, gateway.default_policies, "  Gateway policies on the 404")
         return
     out.matched = True
@@ -85,7 +160,13 @@ def _explain_gateway(
     if rule.replaced:
         out.lines.append("  INVALID  the resource is invalid: the rule answers the fixed error")
     _policies(out, rule.policies, "  policies (in order)")
-    _action(out, route, request)
+    if route.kind == REDIRECT:
+        out.lines.append(f"  action   {_redirect(route, listener, request)}")
+    elif route.kind == FORWARD:
+        assert isinstance(rule.action, ir.ForwardIR)
+        _forward(out, rule.action, route, runtime.clusters, request.view)
+    else:
+        out.lines.append(f"  action   direct response {route.direct_status}")
 
 
 def _policies(out: Explanation, policies: tuple[ir.PolicyIR, ...], title: str) -> None:
@@ -97,29 +178,52 @@ def _policies(out: Explanation, policies: tuple[ir.PolicyIR, ...], title: str) -
         out.lines.append(f"    {i}. {policy.type}  from {policy.source}")
 
 
-def _action(out: Explanation, route: CompiledRoute, request: _Request) -> None:
-    if route.kind == REDIRECT:
-        assert route.redirect is not None
-        out.lines.append(f"  action   redirect {route.redirect}")
-        return
-    if route.kind != FORWARD:
-        out.lines.append(f"  action   direct response {route.direct_status}")
-        return
-    cluster = route.single_cluster or route.backends.pick()
-    if cluster is None:
+def _redirect(route: CompiledRoute, listener: ir.ListenerIR, request: _Imagined) -> str:
+    assert route.redirect is not None
+    location = redirect_location(
+        route.redirect, listener.protocol.lower(), request.host_field.encode("latin-1"),
+        request.host, request.path.encode("latin-1"), request.query.encode("latin-1"))
+    return f"redirect {route.redirect.status_code} to {location}"
+
+
+def _forward(
+    out: Explanation,
+    forward: ir.ForwardIR,
+    route: CompiledRoute,
+    clusters: Mapping[str, Cluster],
+    request: _Request,
+) -> None:
+    total = sum(b.weight for b in forward.backends)
+    if total == 0:
         out.lines.append("  action   forward, but every backend has weight 0: 503")
         return
+    if len(forward.backends) == 1:
+        cluster = clusters[forward.backends[0].upstream]
+        out.lines.append(f"  action   forward to upstream {cluster.key}{_rewrite(route)}")
+        out.lines.append(f"  endpoint {_endpoint(cluster, request)} (balancer picks per request)")
+        return
+    out.lines.append(f"  action   forward, split by weight{_rewrite(route)}:")
+    for backend in forward.backends:
+        cluster = clusters[backend.upstream]
+        share = f"{100 * backend.weight / total:.4g}%"
+        out.lines.append(f"    upstream {cluster.key}  weight {backend.weight} ({share})  "
+                         f"endpoint {_endpoint(cluster, request)}")
+    out.lines.append("  (the split is per request; so is each upstream's endpoint)")
+
+
+def _rewrite(route: CompiledRoute) -> str:
+    if route.replace_path is not None:
+        return f", path rewritten to {route.replace_path.decode()}"
+    if route.prefix_from is not None:
+        return f", prefix {route.prefix_from.decode()} -> {route.prefix_to.decode() or '/'}"
+    return ""
+
+
+def _endpoint(cluster: Cluster, request: _Request) -> str:
     key = None
     if cluster.hash_kind == "client_ip":
         key = request.client_ip
     elif cluster.hash_kind == "header":
         key = request.header(cluster.hash_name)
     endpoint = cluster.balancer.pick(key)
-    rewrite = ""
-    if route.replace_path is not None:
-        rewrite = f", path rewritten to {route.replace_path.decode()}"
-    elif route.prefix_from is not None:
-        rewrite = f", prefix {route.prefix_from.decode()} -> {route.prefix_to.decode() or '/'}"
-    out.lines.append(f"  action   forward to upstream {cluster.key}{rewrite}")
-    if endpoint is not None:
-        out.lines.append(f"  endpoint {endpoint.label} (balancer picks per request)")
+    return endpoint.label if endpoint is not None else "none usable"

@@ -4,54 +4,73 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from propylon.cli.params import (
+    EXIT_FAILED,
+    EXIT_NEGATIVE,
+    EXIT_OK,
+    AccessLogOpt,
+    AdminOpt,
+    Command,
+    DrainTimeoutOpt,
+    GetFormat,
+    LogLevel,
+    LogLevelOpt,
+    StatusFormat,
+    WorkersOpt,
+    configure_logging,
+    failure,
+    usage_error,
+)
+from propylon.controlplane.resources import KIND_OF_PATH
+
 ControlOpt = Annotated[str, typer.Option(
-    "--control", envvar="PROPYLON_CONTROL", help="Control plane URL.")]
+    "--control", envvar="PROPYLON_CONTROL", metavar="URL", help="Control plane URL.")]
 TokenFileOpt = Annotated[Path | None, typer.Option(
-    "--token-file", help="File holding the bearer token (else $PROPYLON_TOKEN, else "
-                         "~/.config/propylon/token).")]
+    "--token-file", metavar="FILE", help="File holding the bearer token (else "
+                                         "$PROPYLON_TOKEN, else ~/.config/propylon/token).")]
 CaFileOpt = Annotated[Path | None, typer.Option(
-    "--ca-file", help="CA certificate to trust for an https control plane.")]
+    "--ca-file", metavar="FILE", help="CA certificate to trust for an https control plane.")]
+FilesOpt = Annotated[list[Path], typer.Option(
+    "-f", "--file", metavar="PATH", help="YAML file or folder (repeatable).")]
 _DEFAULT_CONTROL = "http://127.0.0.1:9000"
+_PLURAL_KINDS = {("policies" if kind == "policy" else f"{kind}s"): kind for kind in KIND_OF_PATH}
 
 
-def _logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(),
-                        format="%(asctime)s propylon %(levelname)s %(message)s")
+def _token(token_file: Path | None) -> str:
+    """The bearer token; none is a usage error (exit 2), the same for every command."""
+    from propylon.controlplane.client import resolve_token
+
+    try:
+        return resolve_token(token_file)
+    except (OSError, ValueError) as exc:
+        raise usage_error(f"no token: {exc}") from exc
 
 
 def _client(control: str, token_file: Path | None, ca_file: Path | None = None) -> Any:
-    from propylon.controlplane.client import Client, resolve_token
+    from propylon.controlplane.client import Client
 
-    try:
-        token = resolve_token(token_file)
-    except (OSError, ValueError) as exc:
-        typer.echo(f"error: no token: {exc}", err=True)
-        raise typer.Exit(2) from exc
-    return Client(control, token, ca_file=ca_file)
-
-
-def _fail(exc: Exception) -> typer.Exit:
-    typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(1)
+    return Client(control, _token(token_file), ca_file=ca_file)
 
 
 def control(
-    listen: Annotated[str, typer.Option(help="HOST:PORT of the REST API.")] = "127.0.0.1:9000",
+    listen: Annotated[str, typer.Option(
+        metavar="HOST:PORT", help="Where the REST API listens.")] = "127.0.0.1:9000",
     store: Annotated[str, typer.Option(
-        help="sqlite:///PATH (embedded) or etcd://HOST:PORT.")] = "sqlite:///propylon.db",
+        metavar="URL", help="sqlite:///PATH (embedded) or etcd://HOST:PORT.")
+    ] = "sqlite:///propylon.db",
     token_file: Annotated[Path | None, typer.Option(
-        help="Bearer token file (created 0600 if missing).")] = None,
-    tls_cert: Annotated[Path | None, typer.Option(help="Serve HTTPS with this certificate.")]
-    = None,
-    tls_key: Annotated[Path | None, typer.Option(help="Private key of --tls-cert.")] = None,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+        metavar="FILE", help="Bearer token file (created 0600 if missing).")] = None,
+    tls_cert: Annotated[Path | None, typer.Option(
+        metavar="FILE", help="Serve HTTPS with this certificate.")] = None,
+    tls_key: Annotated[Path | None, typer.Option(
+        metavar="FILE", help="Private key of --tls-cert.")] = None,
+    log_level: LogLevelOpt = LogLevel.info,
 ) -> None:
     """Run the control plane: store, translation, REST API and distribution to proxies."""
     import uvloop
@@ -60,7 +79,7 @@ def control(
     from propylon.controlplane.server import run_control, tls_context
     from propylon.controlplane.token import DEFAULT_TOKEN_FILE
 
-    _logging(log_level)
+    configure_logging(log_level)
     address = parse_hostport(listen)
     if address is None:
         raise typer.BadParameter("--listen cannot be off")
@@ -71,18 +90,18 @@ def control(
 
 def proxy(
     control: ControlOpt = _DEFAULT_CONTROL,
-    gateway: Annotated[str, typer.Option(help="The Gateway to serve, NAMESPACE/NAME.")] = "",
+    gateway: Annotated[str, typer.Option(
+        metavar="NAMESPACE/NAME", help="The Gateway to serve.")] = "",
     token_file: TokenFileOpt = None,
     cache_dir: Annotated[Path | None, typer.Option(
-        help="Where the last good IR is kept (default ~/.cache/propylon).")] = None,
+        metavar="DIR", help="Where the last good IR is kept (default ~/.cache/propylon).")
+    ] = None,
     ca_file: CaFileOpt = None,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes (SO_REUSEPORT).")] = 1,
-    admin: Annotated[str, typer.Option(help="Admin listener HOST:PORT, or off.")] = (
-        "127.0.0.1:9901"),
-    access_log: Annotated[str, typer.Option(help="stdout, off, or a file path.")] = "stdout",
-    drain_timeout: Annotated[float, typer.Option(
-        help="Seconds in-flight requests get on SIGTERM.")] = 30.0,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+    workers: WorkersOpt = 1,
+    admin: AdminOpt = "127.0.0.1:9901",
+    access_log: AccessLogOpt = "stdout",
+    drain_timeout: DrainTimeoutOpt = 30.0,
+    log_level: LogLevelOpt = LogLevel.info,
 ) -> None:
     """Run a proxy whose configuration comes from the control plane."""
     import ssl
@@ -92,22 +111,18 @@ def proxy(
     from propylon.cli.main import parse_hostport
     from propylon.controlplane.agent import Agent
     from propylon.controlplane.cache import DEFAULT_CACHE_DIR, IRCache
-    from propylon.controlplane.client import resolve_token
     from propylon.proxy.supervisor import Supervisor, run_supervisor
 
-    _logging(log_level)
+    configure_logging(log_level)
     if gateway.count("/") != 1:
         raise typer.BadParameter("--gateway must be NAMESPACE/NAME")
-    try:
-        token = resolve_token(token_file)
-    except (OSError, ValueError) as exc:
-        raise _fail(ValueError(f"no token: {exc}")) from exc
+    token = _token(token_file)
     agent = Agent(
         control=control.rstrip("/"), gateway=gateway, token=token,
         cache=IRCache(cache_dir or DEFAULT_CACHE_DIR, gateway),
         ssl_context=ssl.create_default_context(cafile=ca_file) if ca_file else None,
     )
-    supervisor = Supervisor(workers=workers, access_log=access_log, log_level=log_level,
+    supervisor = Supervisor(workers=workers, access_log=access_log, log_level=log_level.value,
                             drain_timeout=drain_timeout)
     code = uvloop.run(run_supervisor(supervisor, [], parse_hostport(admin), start=agent.start,
                                      background=[agent.run, agent.report_health]))
@@ -115,11 +130,12 @@ def proxy(
 
 
 def apply(
-    file: Annotated[list[Path], typer.Option("-f", "--file", help="YAML file or folder.")],
+    file: FilesOpt,
     prune: Annotated[bool, typer.Option(
         help="Delete resources matching -l that the files no longer hold.")] = False,
     selector: Annotated[list[str] | None, typer.Option(
-        "-l", "--selector", help="key=value labels choosing what --prune may delete.")] = None,
+        "-l", "--selector", metavar="KEY=VALUE",
+        help="Labels choosing what --prune may delete (repeatable).")] = None,
     control: ControlOpt = _DEFAULT_CONTROL,
     token_file: TokenFileOpt = None,
     ca_file: CaFileOpt = None,
@@ -150,16 +166,16 @@ def apply(
                     "unchanged": "unchanged"}[change.action]
             typer.echo(f"{change.ref} {verb}")
     except (ClientError, ValueError) as exc:
-        raise _fail(exc) from exc
+        raise failure(exc) from exc
 
 
 def diff(
-    file: Annotated[list[Path], typer.Option("-f", "--file", help="YAML file or folder.")],
+    file: FilesOpt,
     control: ControlOpt = _DEFAULT_CONTROL,
     token_file: TokenFileOpt = None,
     ca_file: CaFileOpt = None,
 ) -> None:
-    """Show what `apply -f` would change, per Gateway; exit 1 when something would."""
+    """Show what `apply -f` would change, per Gateway; exit 3 when something would."""
     from propylon.controlplane.client import ClientError
     from propylon.controlplane.diffview import render_diff
 
@@ -168,46 +184,71 @@ def diff(
     try:
         lines, changed = render_diff(local, client.list_all(), client.status())
     except ClientError as exc:
-        raise _fail(exc) from exc
+        raise failure(exc) from exc
     typer.echo("\n".join(lines))
-    raise typer.Exit(1 if changed else 0)
+    raise typer.Exit(EXIT_NEGATIVE if changed else EXIT_OK)
 
 
 def get(
-    kind: Annotated[str, typer.Argument(help="gateway, route, routetable, upstream, ...")],
-    name: Annotated[str | None, typer.Argument(help="One resource's name.")] = None,
-    namespace: Annotated[str, typer.Option("-n", "--namespace")] = "default",
-    output: Annotated[str, typer.Option("-o", "--output", help="table, yaml or json.")] = "",
+    kind: Annotated[str, typer.Argument(
+        metavar="KIND", autocompletion=lambda: sorted(KIND_OF_PATH),
+        help="gateway, route, routetable, upstream, policy or consumer; plurals too.")],
+    name: Annotated[str | None, typer.Argument(
+        metavar="NAME", help="One resource's name; without it, list the kind.")] = None,
+    namespace: Annotated[str | None, typer.Option(
+        "-n", "--namespace", metavar="NAMESPACE",
+        help="NAME's namespace (default: default); when listing, list only this one "
+             "(default: every namespace).")] = None,
+    output: Annotated[GetFormat | None, typer.Option(
+        "-o", "--output", case_sensitive=False,
+        help="Default: table for a list, yaml for one resource.")] = None,
     control: ControlOpt = _DEFAULT_CONTROL,
     token_file: TokenFileOpt = None,
     ca_file: CaFileOpt = None,
 ) -> None:
     """List resources of a kind, or show one (secrets redacted)."""
-    import yaml
-
     from propylon.controlplane.client import ClientError
 
+    path_kind = _path_kind(kind)
     client = _client(control, token_file, ca_file)
     try:
-        data: Any = (client.get(kind, namespace, name) if name else client.list_kind(kind))
+        if name:
+            data: Any = client.get(path_kind, namespace or "default", name)
+        else:
+            data = [item for item in client.list_kind(path_kind)
+                    if namespace is None or _namespace_of(item) == namespace]
     except ClientError as exc:
-        raise _fail(exc) from exc
-    fmt = output or ("yaml" if name else "table")
-    if fmt == "json":
-        typer.echo(json.dumps(data, indent=2, sort_keys=True))
-    elif fmt == "yaml":
-        typer.echo(yaml.safe_dump(data, sort_keys=False).rstrip())
-    else:
-        rows = [(d["metadata"].get("namespace", "default"), d["metadata"]["name"],
-                 d["metadata"].get("resourceVersion", "")) for d in data]
+        raise failure(exc) from exc
+    fmt = output or (GetFormat.yaml if name else GetFormat.table)
+    if fmt is GetFormat.table:
+        items = data if isinstance(data, list) else [data]
+        rows = [(_namespace_of(d), d["metadata"]["name"],
+                 d["metadata"].get("resourceVersion", "")) for d in items]
         typer.echo(_table(("NAMESPACE", "NAME", "VERSION"), rows))
+    else:
+        typer.echo(_dump(data, fmt))
+
+
+def _path_kind(kind: str) -> str:
+    """The API's name for ``kind`` (``route``), given as ``Route``, ``route`` or ``routes``."""
+    lower = kind.lower()
+    path_kind = _PLURAL_KINDS.get(lower, lower)
+    if path_kind not in KIND_OF_PATH:
+        raise typer.BadParameter(
+            f"unknown kind {kind!r}; one of {', '.join(KIND_OF_PATH)}", param_hint="KIND")
+    return path_kind
+
+
+def _namespace_of(item: dict[str, Any]) -> str:
+    return str(item["metadata"].get("namespace", "default"))
 
 
 def status(
     control: ControlOpt = _DEFAULT_CONTROL,
     token_file: TokenFileOpt = None,
     ca_file: CaFileOpt = None,
-    output: Annotated[str, typer.Option("-o", "--output", help="text or json.")] = "text",
+    output: Annotated[StatusFormat, typer.Option(
+        "-o", "--output", case_sensitive=False, help="Output format.")] = StatusFormat.text,
 ) -> None:
     """Fleets (proxies, the IR version each runs, NACKs) and invalid resources."""
     from propylon.controlplane.client import ClientError
@@ -217,11 +258,19 @@ def status(
     try:
         data = client.status()
     except ClientError as exc:
-        raise _fail(exc) from exc
-    if output == "json":
-        typer.echo(json.dumps(data, indent=2, sort_keys=True))
-    else:
+        raise failure(exc) from exc
+    if output is StatusFormat.text:
         typer.echo("\n".join(render_status(data)))
+    else:
+        typer.echo(_dump(data, output))
+
+
+def _dump(data: Any, fmt: str) -> str:
+    import yaml
+
+    if fmt == "json":
+        return json.dumps(data, indent=2, sort_keys=True)
+    return yaml.safe_dump(data, sort_keys=False).rstrip()
 
 
 def _load_local(paths: list[Path]) -> Any:
@@ -229,9 +278,9 @@ def _load_local(paths: list[Path]) -> Any:
 
     local, errors = load_local(paths)
     for error in errors:
-        typer.echo(f"error: {error}", err=True)
+        typer.echo(error, err=True)  # file:line: message, as validate prints it
     if errors:
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_FAILED)
     return local
 
 
@@ -243,4 +292,4 @@ def _table(header: tuple[str, ...], rows: Sequence[tuple[Any, ...]]) -> str:
 
 def register(app: typer.Typer) -> None:
     for command in (control, proxy, apply, diff, get, status):
-        app.command()(command)
+        app.command(cls=Command)(command)

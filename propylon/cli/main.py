@@ -2,25 +2,59 @@
 
 from __future__ import annotations
 
-import logging
+import json
+from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 
+from propylon.cli.params import (
+    EXIT_FAILED,
+    EXIT_NEGATIVE,
+    EXIT_OK,
+    AccessLogOpt,
+    AdminOpt,
+    Command,
+    DrainTimeoutOpt,
+    Group,
+    LogLevel,
+    LogLevelOpt,
+    ValidateFormat,
+    WorkersOpt,
+    configure_logging,
+)
 from propylon.config import load_data
 
-if TYPE_CHECKING:
-    from propylon.ir import SnapshotIR
-
 app = typer.Typer(
-    add_completion=False,
+    cls=Group,
     no_args_is_help=True,
     help="Propylon API gateway.",
     pretty_exceptions_enable=False,
 )
 
-PathsArg = Annotated[list[Path], typer.Argument(help="YAML files or folders of them.")]
+PathsArg = Annotated[
+    list[Path], typer.Argument(metavar="PATH", help="YAML files or folders of them.")
+]
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        try:
+            version = metadata.version("propylon")
+        except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+            version = "unknown"
+        typer.echo(f"propylon {version}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def options(
+    version: Annotated[bool, typer.Option(
+        "--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Propylon API gateway."""
 
 
 def parse_hostport(value: str) -> tuple[str, int] | None:
@@ -32,21 +66,17 @@ def parse_hostport(value: str) -> tuple[str, int] | None:
     return host.strip("[]") or "127.0.0.1", int(port)
 
 
-@app.command()
+@app.command(cls=Command)
 def run(
     paths: PathsArg,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes (SO_REUSEPORT).")] = 1,
-    admin: Annotated[str, typer.Option(help="Admin listener HOST:PORT, or off.")] = (
-        "127.0.0.1:9901"
-    ),
-    access_log: Annotated[str, typer.Option(help="stdout, off, or a file path.")] = "stdout",
-    drain_timeout: Annotated[
-        float, typer.Option(help="Seconds in-flight requests get on SIGTERM.")
-    ] = 30.0,
+    workers: WorkersOpt = 1,
+    admin: AdminOpt = "127.0.0.1:9901",
+    access_log: AccessLogOpt = "stdout",
+    drain_timeout: DrainTimeoutOpt = 30.0,
     watch: Annotated[
         bool, typer.Option(help="Reload when the files, or secret files they read, change.")
     ] = True,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+    log_level: LogLevelOpt = LogLevel.info,
 ) -> None:
     """Run a standalone gateway from files; hot-reloads them on change and on SIGHUP."""
     import uvloop
@@ -54,15 +84,13 @@ def run(
     from propylon.proxy.supervisor import Supervisor, run_supervisor
     from propylon.standalone import build_snapshot
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s propylon %(levelname)s %(message)s"
-    )
+    configure_logging(log_level)
     admin_addr = parse_hostport(admin)
     supervisor = Supervisor(
         build=lambda: build_snapshot(paths),
         workers=workers,
         access_log=access_log,
-        log_level=log_level,
+        log_level=log_level.value,
         drain_timeout=drain_timeout,
     )
     watched = [str(p) for p in paths] if watch else []
@@ -70,33 +98,27 @@ def run(
     raise typer.Exit(code)
 
 
-@app.command()
+@app.command(cls=Command)
 def sidecar(
-    app_port: Annotated[int, typer.Option(min=1, max=65535, help="Port of the local app.")],
-    listen: Annotated[str, typer.Option(help="Where the sidecar listens, HOST:PORT.")] = (
-        "0.0.0.0:8000"
-    ),
-    policy: Annotated[
-        list[Path] | None, typer.Option(help="YAML file of the team's policies (repeatable).")
-    ] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
-    admin: Annotated[str, typer.Option(help="Admin listener HOST:PORT, or off.")] = (
-        "127.0.0.1:9901"
-    ),
-    access_log: Annotated[str, typer.Option(help="stdout, off, or a file path.")] = "stdout",
-    drain_timeout: Annotated[float, typer.Option(help="Grace on SIGTERM, seconds.")] = 30.0,
-    log_level: Annotated[str, typer.Option(help="debug, info, warning, error.")] = "info",
+    app_port: Annotated[int, typer.Option(
+        min=1, max=65535, metavar="PORT", help="Port of the local app (1-65535).")],
+    listen: Annotated[str, typer.Option(
+        metavar="HOST:PORT", help="Where the sidecar listens.")] = "0.0.0.0:8000",
+    policy: Annotated[list[Path] | None, typer.Option(
+        metavar="FILE", help="YAML file of the team's policies (repeatable).")] = None,
+    workers: WorkersOpt = 1,
+    admin: AdminOpt = "127.0.0.1:9901",
+    access_log: AccessLogOpt = "stdout",
+    drain_timeout: DrainTimeoutOpt = 30.0,
+    log_level: LogLevelOpt = LogLevel.info,
 ) -> None:
-    """A gateway for one local app (microgateway): everything on LISTEN goes to 127.0.0.1:APP_PORT
-    through the team's policies."""
+    """A gateway for one local app: LISTEN to 127.0.0.1:APP_PORT through the team's policies."""
     import uvloop
 
     from propylon.proxy.supervisor import Supervisor, run_supervisor
     from propylon.sidecar import build_sidecar_snapshot
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s propylon %(levelname)s %(message)s"
-    )
+    configure_logging(log_level)
     bind = parse_hostport(listen)
     if bind is None:
         raise typer.BadParameter("--listen needs HOST:PORT")
@@ -105,104 +127,98 @@ def sidecar(
         build=lambda: build_sidecar_snapshot(app_port, bind[0], bind[1], files),
         workers=workers,
         access_log=access_log,
-        log_level=log_level,
+        log_level=log_level.value,
         drain_timeout=drain_timeout,
     )
     code = uvloop.run(run_supervisor(supervisor, [str(p) for p in files], parse_hostport(admin)))
     raise typer.Exit(code)
 
 
-@app.command()
-def validate(paths: PathsArg) -> None:
-    """Check configuration files; print every problem with file:line; exit 1 on any."""
-    from propylon.standalone import build_snapshot
-
-    result = build_snapshot(paths)
-    for error in result.errors:
-        typer.echo(f"error: {error}", err=True)
-    for warning in result.warnings:
-        typer.echo(f"invalid: {warning}", err=True)
-    if result.errors or result.warnings:
-        typer.echo(
-            f"{len(result.errors)} error(s), {len(result.warnings)} invalid resource(s)",
-            err=True,
-        )
-        raise typer.Exit(1)
-    assert result.snapshot is not None
-    problem = _compile_problem(result.snapshot)
-    if problem is not None:
-        # what `run` would refuse when installing: files the policies and upstreams load
-        # (CA files, keys), clashing listeners
-        typer.echo(f"error: {problem}", err=True)
-        raise typer.Exit(1)
-    rules = sum(len(g.rules) for g in result.snapshot.gateways)
-    typer.echo(
-        f"ok: {len(result.snapshot.gateways)} gateway(s), {rules} rule(s), "
-        f"version {result.snapshot.version}"
-    )
-
-
-def _compile_problem(snapshot: SnapshotIR) -> str | None:
-    """Compile ``snapshot`` as a proxy would before serving it (nothing is started); the
-    reason it cannot run, or None."""
-    import asyncio
-
-    from propylon.runtime.compile import Services, compile_snapshot
-
-    async def check() -> str | None:
-        try:
-            compile_snapshot(snapshot, Services.scratch(asyncio.get_running_loop()))
-        except Exception as exc:
-            return str(exc)
-        return None
-
-    return asyncio.run(check())
-
-
-@app.command()
-def explain(
-    method: Annotated[str, typer.Argument(help="HTTP method, e.g. GET.")],
-    url: Annotated[str, typer.Argument(help="Full URL, e.g. http://shop.example.com:8080/api")],
-    config: Annotated[
-        list[Path] | None, typer.Option("-c", "--config", help="Config files/folders.")
-    ] = None,
-    control: Annotated[
-        str | None,
-        typer.Option(envvar="PROPYLON_CONTROL", help="Explain against a control plane's "
-                     "resources instead of files."),
-    ] = None,
-    token_file: Annotated[
-        Path | None, typer.Option(help="Control-plane token file (or PROPYLON_TOKEN).")
-    ] = None,
-    ca_file: Annotated[
-        Path | None, typer.Option(help="CA to trust for an https control plane.")
-    ] = None,
-    header: Annotated[
-        list[str] | None, typer.Option("-H", "--header", help="name:value (repeatable).")
-    ] = None,
-    client_ip: Annotated[str, typer.Option(help="Client address to assume.")] = "127.0.0.1",
+@app.command(cls=Command)
+def validate(
+    paths: PathsArg,
+    output: Annotated[ValidateFormat, typer.Option(
+        "-o", "--output", case_sensitive=False,
+        help="text: one problem a line, file:line[:column]: message; json: one document.")
+    ] = ValidateFormat.text,
 ) -> None:
-    """Show which Gateway, rule, policies (in order) and upstream a request would get."""
+    """Check configuration files as `run` would; every problem with file:line; exit 1 on any."""
+    from propylon.cli.problems import check_paths
+
+    check = check_paths(paths)
+    if output is ValidateFormat.json:
+        typer.echo(json.dumps(check.to_json(), indent=2))
+    else:
+        for problem in check.problems:
+            typer.echo(str(problem), err=True)
+    if check.failed:
+        if output is ValidateFormat.text:
+            typer.echo(f"{len(check.problems)} problem(s)", err=True)
+        raise typer.Exit(EXIT_FAILED)
+    if output is ValidateFormat.text:
+        assert check.snapshot is not None
+        rules = sum(len(g.rules) for g in check.snapshot.gateways)
+        typer.echo(
+            f"ok: {len(check.snapshot.gateways)} gateway(s), {rules} rule(s), "
+            f"version {check.snapshot.version}"
+        )
+
+
+@app.command(cls=Command)
+def explain(
+    method: Annotated[str, typer.Argument(metavar="METHOD", help="HTTP method, e.g. GET.")],
+    url: Annotated[str, typer.Argument(
+        metavar="URL", help="Full URL, e.g. http://shop.example.com:8080/api")],
+    config: Annotated[list[Path] | None, typer.Option(
+        "-c", "--config", metavar="PATH", help="Config file or folder (repeatable).")] = None,
+    control: Annotated[str | None, typer.Option(
+        envvar="PROPYLON_CONTROL", metavar="URL",
+        help="Explain against a control plane's resources instead of files.")] = None,
+    token_file: Annotated[Path | None, typer.Option(
+        metavar="FILE", help="Control-plane token file (or PROPYLON_TOKEN).")] = None,
+    ca_file: Annotated[Path | None, typer.Option(
+        metavar="FILE", help="CA to trust for an https control plane.")] = None,
+    header: Annotated[list[str] | None, typer.Option(
+        "-H", "--header", metavar="NAME:VALUE", help="A request header (repeatable).")] = None,
+    listener: Annotated[str | None, typer.Option(
+        metavar="PORT|NAME|NS/GATEWAY/NAME",
+        help="The listener the request arrives on (default: the URL's port; without one, "
+             "the scheme's default port or the only listener of its protocol).")] = None,
+    client_ip: Annotated[str, typer.Option(
+        metavar="IP", help="Client address to assume.")] = "127.0.0.1",
+) -> None:
+    """Which Gateway, rule, policies (in order) and upstream a request would get; exit 3: none."""
+    from propylon.explain import ListenerChoiceError
     from propylon.explain import explain as explain_request
     from propylon.standalone import build_snapshot
 
     if (config is None) == (control is None):
         raise typer.BadParameter("give either -c CONFIG or --control URL")
+    headers = _parse_headers(header or [])
     result = build_snapshot(config) if config else _control_snapshot(control, token_file, ca_file)
     if result.snapshot is None:
         for error in result.errors:
-            typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1)
-    headers: dict[str, str] = {}
-    for item in header or []:
-        name, sep, value = item.partition(":")
-        if not sep:
-            raise typer.BadParameter(f"header must be name:value, got {item!r}")
-        headers[name.strip().lower()] = value.strip()
-    explanation = explain_request(result.snapshot, method, url, headers, client_ip)
+            typer.echo(error, err=True)  # file:line: message, as validate prints it
+        raise typer.Exit(EXIT_FAILED)
+    try:
+        explanation = explain_request(result.snapshot, method, url, headers, client_ip,
+                                      listener)
+    except ListenerChoiceError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--listener") from exc
     typer.echo("\n".join(explanation.lines))
     if not explanation.matched:
-        raise typer.Exit(2)
+        raise typer.Exit(EXIT_NEGATIVE)
+
+
+def _parse_headers(items: list[str]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition(":")
+        if not sep:
+            raise typer.BadParameter(f"header must be name:value, got {item!r}",
+                                     param_hint="-H")
+        headers[name.strip().lower()] = value.strip()
+    return headers
 
 
 from propylon.cli import control as _control  # noqa: E402
@@ -221,7 +237,7 @@ def _control_snapshot(control: str | None, token_file: Path | None, ca_file: Pat
     try:
         items = _client(control, token_file, ca_file).list_all()
     except (ClientError, OSError) as exc:
-        return BuildResult(None, [f"control plane {control}: {exc}"])
+        return BuildResult(None, [f"error: control plane {control}: {exc}"])
     resources, errors = [], []
     for item in items:
         data, _ = strip_server_fields(item)

@@ -1,7 +1,11 @@
-"""``propylon validate`` and ``propylon explain`` as a user runs them."""
+"""``propylon validate``, ``propylon explain`` and the command line itself, as a user runs
+them."""
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -23,10 +27,11 @@ GOOD = r.dump(
 )
 
 
-def propylon(*args: str) -> subprocess.CompletedProcess[str]:
+def propylon(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "propylon", *args],
         capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -115,7 +120,200 @@ def test_explain_names_rule_policies_and_upstream(good_dir, headers, rule, polic
     assert any(f"upstream {upstream}" in line for line in lines), result.stdout
 
 
-def test_explain_exits_2_when_nothing_matches(good_dir) -> None:
+def test_explain_exits_3_when_nothing_matches(good_dir) -> None:
+    """3, not 2: a request nothing serves is an answer, not a usage error."""
     result = propylon("explain", "GET", "http://other.test:8080/api", "-c", str(good_dir))
-    assert result.returncode == 2
+    assert result.returncode == 3
     assert "no rule matches" in result.stdout
+
+
+# -- validate: the lines CI problem matchers read, and JSON ------------------------------------
+def _two_schema_errors(tmp_path: Path) -> tuple[Path, str]:
+    text = GOOD.replace("  rules:", "  bogusField: 1\n  rules:", 1).replace(
+        "port: 9002", "port: 99999")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    return bad, text
+
+
+def test_validate_prints_file_line_message_without_a_severity_prefix(tmp_path) -> None:
+    bad, _ = _two_schema_errors(tmp_path)
+    result = propylon("validate", str(bad))
+    assert result.returncode == 1
+    *problems, summary = result.stderr.splitlines()
+    assert len(problems) == 2, result.stderr
+    for line in problems:
+        assert re.match(rf"{re.escape(str(bad))}:\d+: \S", line), line
+    assert summary == "2 problem(s)"
+
+
+def test_validate_locates_an_invalid_route_at_its_resource(tmp_path) -> None:
+    """A route that fails resolution (unknown upstream) is printed with file:line too."""
+    text = GOOD + "---\n" + r.dump(r.route("broken", rules=[
+        r.rule({"prefix": "/broken"}, forward=r.forward("missing"))]))
+    config = tmp_path / "gateway.yaml"
+    config.write_text(text)
+    result = propylon("validate", str(config))
+    assert result.returncode == 1
+    line = next(line for line in result.stderr.splitlines() if "default/missing" in line)
+    located = re.match(rf"{re.escape(str(config))}:(\d+): Route default/broken: Invalid: ", line)
+    assert located, line
+    assert int(located[1]) > len(GOOD.splitlines()), "the line of the broken Route's document"
+
+
+def test_validate_json_gives_file_line_column_message_severity(tmp_path) -> None:
+    bad, text = _two_schema_errors(tmp_path)
+    result = propylon("validate", "-o", "json", str(bad))
+    assert result.returncode == 1
+    document = json.loads(result.stdout)
+    assert document["valid"] is False and document["version"] is None
+    problems = document["problems"]
+    assert all(set(p) == {"file", "line", "column", "message", "severity"} for p in problems)
+    assert sorted((p["file"], p["line"]) for p in problems) == [
+        (str(bad), line_of(text, "bogusField")), (str(bad), line_of(text, "port: 99999"))]
+    assert all(p["column"] is None or p["column"] >= 1 for p in problems)
+    assert {p["severity"] for p in problems} == {"error"}
+    assert any("bogusField: unknown field" in p["message"] for p in problems), problems
+
+
+def test_validate_json_of_a_good_configuration(good_dir) -> None:
+    result = propylon("validate", "-o", "json", str(good_dir))
+    assert result.returncode == 0, result.stdout
+    document = json.loads(result.stdout)
+    assert document["valid"] is True and document["problems"] == [] and document["version"]
+
+
+# -- explain: redirects, weighted splits, listeners --------------------------------------------
+SPLIT = r.dump(
+    r.gateway(8080),
+    r.route("shop", hostnames=["shop.test"], rules=[
+        r.rule({"prefix": "/api"}, name="canary", forward=r.forward(("v1", 90), ("v2", 10))),
+        r.rule({"exact": "/old"}, name="moved", redirect={"path": "/new", "statusCode": 301}),
+    ]),
+    r.upstream("v1", 9001),
+    r.upstream("v2", 9002),
+)
+
+
+@pytest.fixture
+def split_config(tmp_path: Path) -> Path:
+    config = tmp_path / "split.yaml"
+    config.write_text(SPLIT)
+    return config
+
+
+def test_explain_lists_every_backend_of_a_weighted_split(split_config) -> None:
+    result = propylon("explain", "GET", "http://shop.test:8080/api/x", "-c", str(split_config))
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"upstream default/v1\s+weight 90 \(90%\)", result.stdout), result.stdout
+    assert re.search(r"upstream default/v2\s+weight 10 \(10%\)", result.stdout), result.stdout
+
+
+def test_explain_shows_a_redirect_as_its_location(split_config) -> None:
+    result = propylon("explain", "GET", "http://shop.test:8080/old?x=1", "-c", str(split_config))
+    assert result.returncode == 0, result.stderr
+    assert "action   redirect 301 to http://shop.test:8080/new?x=1" in result.stdout, (
+        result.stdout)
+    assert "RedirectIR" not in result.stdout
+
+
+def test_explain_a_url_without_port_arrives_on_the_only_listener(split_config) -> None:
+    result = propylon("explain", "GET", "http://shop.test/old", "-c", str(split_config))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Gateway default/gw (listener web, port 8080)" in result.stdout
+    assert "redirect 301 to http://shop.test/new" in result.stdout
+
+
+def test_explain_asks_for_listener_when_several_could_take_the_url(tmp_path) -> None:
+    gateway = r.gateway(8080)
+    gateway["spec"]["listeners"].append(
+        {"name": "internal", "port": 8081, "protocol": "HTTP", "address": "127.0.0.1"})
+    config = tmp_path / "two.yaml"
+    config.write_text(SPLIT.replace(r.dump(r.gateway(8080)), r.dump(gateway), 1))
+    url = "http://shop.test/api"
+    ambiguous = propylon("explain", "GET", url, "-c", str(config))
+    assert ambiguous.returncode == 2
+    assert "--listener" in ambiguous.stderr and "8081" in ambiguous.stderr, ambiguous.stderr
+    for choice, port in [("internal", 8081), ("8080", 8080), ("default/gw/internal", 8081)]:
+        chosen = propylon("explain", "GET", url, "--listener", choice, "-c", str(config))
+        assert chosen.returncode == 0, chosen.stderr
+        assert f"port {port})" in chosen.stdout, chosen.stdout
+
+
+# -- the command line: version, completion, help, usage errors, exit codes ---------------------
+COMMANDS = ["run", "sidecar", "validate", "explain", "control", "proxy", "apply", "diff", "get",
+            "status"]
+
+
+def test_version() -> None:
+    result = propylon("--version")
+    assert result.returncode == 0
+    assert re.fullmatch(r"propylon \S+\n", result.stdout), result.stdout
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [
+        pytest.param("propylon valid", ["validate"], id="command"),
+        pytest.param("propylon get routet", ["routetable"], id="kind"),
+        pytest.param("propylon get route -o ", ["table", "yaml", "json"], id="output"),
+    ],
+)
+def test_shell_completion(words, expected) -> None:
+    cword = str(len(words.split()) - (0 if words.endswith(" ") else 1))
+    result = propylon(env={"_PROPYLON_COMPLETE": "complete_bash", "COMP_WORDS": words,
+                           "COMP_CWORD": cword})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == expected
+
+
+@pytest.mark.parametrize("command", [pytest.param([], id="propylon"),
+                                     *[pytest.param([c], id=c) for c in COMMANDS]])
+def test_help_names_values_not_python_types(command) -> None:
+    result = propylon(*command, "--help", env={"COLUMNS": "200"})
+    assert result.returncode == 0, result.stderr
+    assert not re.search(r"<(str|int|float|bool|path|list\[)", result.stdout), result.stdout
+
+
+NO_CONTROL_PLANE = {"PROPYLON_TOKEN": "t", "PROPYLON_CONTROL": "http://127.0.0.1:9"}
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["get", "route", "-o", "xml"], id="get-output"),
+        pytest.param(["status", "-o", "xml"], id="status-output"),
+        pytest.param(["validate", "-o", "yaml", "x.yaml"], id="validate-output"),
+        pytest.param(["get", "widgets"], id="get-kind"),
+        pytest.param(["run", "x.yaml", "--log-level", "loud"], id="run-log-level"),
+        pytest.param(["control", "--log-level", "loud"], id="control-log-level"),
+    ],
+)
+def test_bad_values_are_usage_errors(args) -> None:
+    result = propylon(*args, env=NO_CONTROL_PLANE)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        pytest.param(["get", "route"], id="get"),
+        pytest.param(["status"], id="status"),
+        pytest.param(["diff", "-f", "CONFIG"], id="diff"),
+        pytest.param(["proxy", "--gateway", "infra/edge", "--admin", "off"], id="proxy"),
+    ],
+)
+def test_a_missing_token_exits_2_in_every_command(args, good_dir, tmp_path) -> None:
+    args = [str(good_dir) if a == "CONFIG" else a for a in args]
+    env = {"PROPYLON_TOKEN": "", "XDG_CONFIG_HOME": str(tmp_path / "empty"),
+           "PROPYLON_CONTROL": "http://127.0.0.1:9"}
+    result = propylon(*args, env=env)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "no token" in result.stderr
+
+
+def test_an_unreachable_control_plane_exits_1() -> None:
+    result = propylon("get", "routes", env=NO_CONTROL_PLANE)
+    assert result.returncode == 1
+    assert "cannot reach the control plane" in result.stderr

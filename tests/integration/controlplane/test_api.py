@@ -109,7 +109,7 @@ def test_apply_diff_prune_get_status(plane: ControlPlane, tmp_path: Path) -> Non
     docs[3]["spec"]["rules"][0]["matches"][0]["path"]["prefix"] = "/bee"
     config.write_text(yaml.safe_dump_all(docs[:1] + docs[1:2] + docs[3:]))  # drop route a
     diff = _cli(plane, "diff", "-f", str(config))
-    assert diff.returncode == 1
+    assert diff.returncode == 3  # changes: a negative answer, not a failure (1)
     assert "Gateway infra/edge:" in diff.stdout and "~ Route shop/b" in diff.stdout
     assert "+      - path:" in diff.stdout or "/bee" in diff.stdout
 

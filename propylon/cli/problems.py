@@ -1,0 +1,144 @@
+"""``propylon validate``: every problem of a configuration, located where it can be.
+
+A problem prints as ``file:line[:column]: message`` (no severity prefix, the shape CI problem
+matchers read; a problem with no known file is its message alone), or as a JSON object with
+``file``, ``line``, ``column`` (null when unknown), ``message`` and ``severity``.
+
+Where a location comes from, best first: the loader's ``ConfigError`` (file and line of the
+offending YAML node); a ``file:line[:column]: `` the message itself starts with; the source
+of the first resource (``Kind namespace/name``) the message names.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from propylon.config import ConfigError, Source, load_paths
+
+if TYPE_CHECKING:
+    from propylon.ir import SnapshotIR
+
+_LOCATED = re.compile(r"(?P<file>[^:\n]+):(?P<line>\d+)(?::(?P<column>\d+))?: (?P<message>.*)",
+                      re.DOTALL)
+_RESOURCE_REF = re.compile(
+    r"\b(?:Gateway|RouteTable|Route|Upstream|Policy|Consumer) [\w.-]+/[\w.-]+(?![\w.-])")
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    message: str
+    file: str | None = None
+    line: int | None = None
+    column: int | None = None
+    severity: str = "error"  # error fails validate; warning does not
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.message}" if self.location else self.message
+
+    @property
+    def location(self) -> str:
+        parts = [self.file, self.line, self.column]
+        known = parts[: parts.index(None)] if None in parts else parts
+        return ":".join(str(part) for part in known)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"file": self.file, "line": self.line, "column": self.column,
+                "message": self.message, "severity": self.severity}
+
+    @classmethod
+    def from_config_error(cls, error: ConfigError) -> Problem:
+        what = " ".join(part for part in (error.kind, error.name) if part)
+        message = ": ".join(part for part in (what, error.field, error.message) if part)
+        return cls(message, error.file, error.line)
+
+
+def locate(text: str, sources: Mapping[str, Source]) -> Problem:
+    """A problem from a message; ``sources`` maps ``Kind namespace/name`` to where it is."""
+    located = _LOCATED.match(text)
+    if located is not None:
+        column = located["column"]
+        return Problem(located["message"], located["file"], int(located["line"]),
+                       int(column) if column else None)
+    for ref in _RESOURCE_REF.findall(text):
+        source = sources.get(ref)
+        if source is not None:
+            return Problem(text, source.file, source.line)
+    return Problem(text)
+
+
+@dataclass
+class Check:
+    problems: list[Problem] = field(default_factory=list)
+    snapshot: SnapshotIR | None = None
+
+    @property
+    def failed(self) -> bool:
+        return any(p.severity == "error" for p in self.problems)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"valid": not self.failed,
+                "version": self.snapshot.version if self.snapshot and not self.failed else None,
+                "problems": [p.to_json() for p in self.problems]}
+
+
+def check_paths(paths: Sequence[str | Path]) -> Check:
+    """Load, translate and compile ``paths`` as ``run`` would, collecting every problem."""
+    from propylon.standalone import build_from_resources
+
+    try:
+        loaded = load_paths(paths)
+    except OSError as exc:
+        return Check([Problem(f"cannot read configuration: {exc}", exc.filename)])
+    if loaded.errors:
+        return Check([Problem.from_config_error(e) for e in loaded.errors])
+    sources = {r.ref: r.source for r in loaded.resources if r.source is not None}
+    result = build_from_resources(loaded.resources)
+    problems = [locate(error, sources) for error in result.errors]
+    if result.snapshot is None:
+        return Check(problems + [locate(w, sources) for w in result.warnings])
+    problems += invalid_resources(result.snapshot, sources)
+    compile_problem = _compile_problem(result.snapshot)
+    if compile_problem is not None:
+        problems.append(locate(compile_problem, sources))
+    return Check(problems, result.snapshot)
+
+
+def invalid_resources(snapshot: SnapshotIR, sources: Mapping[str, Source]) -> list[Problem]:
+    """One problem per reason of every Invalid resource (it would answer the fixed error)."""
+    problems = []
+    for status in snapshot.statuses:
+        if status.state == "Accepted":
+            continue
+        ref = f"{status.kind} {status.key}"
+        for reason in status.reasons:
+            problem = locate(reason, {})
+            message = f"{ref}: {status.state}: {problem.message}"
+            source = sources.get(ref)
+            if problem.file is not None:
+                problems.append(Problem(message, problem.file, problem.line, problem.column))
+            elif source is not None:
+                problems.append(Problem(message, source.file, source.line))
+            else:
+                problems.append(Problem(message))
+    return problems
+
+
+def _compile_problem(snapshot: SnapshotIR) -> str | None:
+    """Compile ``snapshot`` as a proxy would before serving it (nothing is started): what
+    ``run`` would refuse when installing it (CA files, keys, clashing listeners), or None."""
+    import asyncio
+
+    from propylon.runtime.compile import Services, compile_snapshot
+
+    async def check() -> str | None:
+        try:
+            compile_snapshot(snapshot, Services.scratch(asyncio.get_running_loop()))
+        except Exception as exc:
+            return str(exc)
+        return None
+
+    return asyncio.run(check())

@@ -1,0 +1,50 @@
+"""How ``propylon validate`` prints and locates problems (no processes)."""
+
+from __future__ import annotations
+
+import pytest
+
+from propylon.cli.problems import Problem, locate
+from propylon.config import ConfigError, Source
+
+SOURCES = {"Route shop/a": Source("routes.yaml", 12), "Gateway infra/gw": Source("gw.yaml", 1)}
+
+
+@pytest.mark.parametrize(
+    ("problem", "text"),
+    [
+        pytest.param(Problem("m", "f.yaml", 3, 7), "f.yaml:3:7: m", id="column"),
+        pytest.param(Problem("m", "f.yaml", 3), "f.yaml:3: m", id="line"),
+        pytest.param(Problem("m", "f.yaml"), "f.yaml: m", id="file"),
+        pytest.param(Problem("m"), "m", id="nowhere"),
+    ],
+)
+def test_problem_text(problem, text) -> None:
+    assert str(problem) == text
+
+
+def test_a_config_error_keeps_its_location_and_loses_nothing_else() -> None:
+    error = ConfigError("f.yaml", 4, "Route", "shop/a", "spec.rules[0]", "bad")
+    problem = Problem.from_config_error(error)
+    assert str(problem) == str(error) == "f.yaml:4: Route shop/a: spec.rules[0]: bad"
+    assert problem.to_json() == {"file": "f.yaml", "line": 4, "column": None,
+                                 "message": "Route shop/a: spec.rules[0]: bad",
+                                 "severity": "error"}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("x.yaml:5:2: broken", Problem("broken", "x.yaml", 5, 2), id="own-location"),
+        pytest.param("Route shop/a rule #0: extAuth.caFile: cannot load",
+                     Problem("Route shop/a rule #0: extAuth.caFile: cannot load",
+                             "routes.yaml", 12), id="named-resource"),
+        pytest.param("listener 127.0.0.1:80 of Gateway infra/gw2 is used by Gateway infra/gw",
+                     Problem("listener 127.0.0.1:80 of Gateway infra/gw2 is used by "
+                             "Gateway infra/gw", "gw.yaml", 1), id="first-known-resource"),
+        pytest.param("no Gateway resource found: nothing to serve",
+                     Problem("no Gateway resource found: nothing to serve"), id="nowhere"),
+    ],
+)
+def test_locate(text, expected) -> None:
+    assert locate(text, SOURCES) == expected
