@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from propylon import ir
-from propylon.config import Resource, load_paths
-from propylon.translate import translate
+from propylon.config import ConfigError, Resource, load_paths
+from propylon.translate import translate_with_issues
 from propylon.translate.consumers import (
     FileStamp,
     SecretRead,
@@ -30,6 +30,9 @@ class BuildResult:
     warnings: list[str] = field(default_factory=list)  # it runs, with these resources replaced
     # every secret resolved by translation; None when the build stopped before translating
     secrets: tuple[SecretRead, ...] | None = None
+    # translation's findings with file:line (``severity`` "error": behind an invalid resource
+    # of ``warnings``; "warning": the configuration runs as written, e.g. a shadowed rule)
+    issues: tuple[ConfigError, ...] = ()
 
 
 def build_snapshot(paths: Sequence[str | Path]) -> BuildResult:
@@ -47,7 +50,8 @@ def build_snapshot(paths: Sequence[str | Path]) -> BuildResult:
 def build_from_resources(resources: Sequence[Resource]) -> BuildResult:
     """Translate valid resources; invalid routes become warnings, no Gateway an error."""
     with recording_secret_reads() as reads:
-        snapshot = translate(resources)
+        translation = translate_with_issues(resources)
+    snapshot = translation.snapshot
     secrets = tuple(dict.fromkeys(reads))  # a header secret is resolved once per rule
     warnings = [
         f"{s.kind} {s.key}: {s.state}: {'; '.join(s.reasons)}"
@@ -56,8 +60,8 @@ def build_from_resources(resources: Sequence[Resource]) -> BuildResult:
     ]
     if not snapshot.gateways:
         return BuildResult(None, ["no Gateway resource found: nothing to serve"], warnings,
-                           secrets)
-    return BuildResult(snapshot, [], warnings, secrets)
+                           secrets, translation.issues)
+    return BuildResult(snapshot, [], warnings, secrets, translation.issues)
 
 
 # -- secrets: what to watch, what changed, what failed ---------------------------------------

@@ -2,22 +2,49 @@
 
 Every problem found while loading configuration becomes one ``ConfigError`` naming the file
 and line of the offending YAML node; loaders collect all of them instead of stopping early.
+Translation reports what it finds (unknown upstreams, missing grants, bad delegations,
+shadowed rules) with the same type, located through the resource's ``Source``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+NodePath = tuple[str | int, ...]  # ("spec", "rules", 0, "forward"): YAML keys and list indices
+
+_PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """Where a resource was defined."""
+    """Where a resource was defined, and the line of each node of its document (``lines``,
+    keyed by node path; empty for resources that did not come from YAML text)."""
 
     file: str
     line: int
+    lines: Mapping[NodePath, int] = field(default_factory=dict, compare=False, repr=False)
 
     def __str__(self) -> str:
         return f"{self.file}:{self.line}"
+
+    def line_of(self, path: str | NodePath | None) -> int:
+        """The line of the node at ``path`` (``spec.rules[0].forward`` or a tuple), or of its
+        nearest ancestor written in the file (a defaulted field has no line of its own)."""
+        parts = parse_node_path(path) if isinstance(path, str) else tuple(path or ())
+        for end in range(len(parts), 0, -1):
+            line = self.lines.get(parts[:end])
+            if line is not None:
+                return line
+        return self.line
+
+
+def parse_node_path(dotted: str) -> NodePath:
+    """``spec.rules[0].name`` as ``("spec", "rules", 0, "name")``."""
+    return tuple(
+        int(index) if index else key for key, index in _PART.findall(dotted)
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +55,9 @@ class ConfigError:
     name: str | None  # "namespace/name"
     field: str | None  # dotted path, e.g. spec.rules[0].forward.backends[1].weight
     message: str
+    # "error": loading refuses the file, or translation makes the resource Invalid;
+    # "warning": translation keeps the resource (a rule another rule fully shadows)
+    severity: str = "error"
 
     def __str__(self) -> str:
         where = self.file if self.line is None else f"{self.file}:{self.line}"

@@ -121,7 +121,7 @@ def _build(doc: Document, filename: str) -> tuple[Resource | None, list[ConfigEr
         resource = cls.model_validate(data)
     except ValidationError as exc:
         return None, [error(_path(e), _message(e)) for e in exc.errors()]
-    resource._source = Source(filename, doc.line)
+    resource._source = Source(filename, doc.line, doc.lines)
     return resource, []
 
 

@@ -83,9 +83,33 @@ class HeaderEdits(Model):
         return value
 
 
+# Request headers only the gateway writes: upstreams trust them to say who the client is, so a
+# ``headers`` policy may not set or add them (it may remove them).
+GATEWAY_OWNED_HEADERS: tuple[str, ...] = ("x-forwarded-client-cert", "x-request-id")
+GATEWAY_OWNED_PREFIXES: tuple[str, ...] = ("x-consumer-",)
+
+
+def gateway_owned(name: str) -> bool:
+    name = name.lower()
+    return name in GATEWAY_OWNED_HEADERS or name.startswith(GATEWAY_OWNED_PREFIXES)
+
+
 class HeadersPolicy(Model):
     request: HeaderEdits = Field(default_factory=HeaderEdits)
     response: HeaderEdits = Field(default_factory=HeaderEdits)
+
+    @field_validator("request")
+    @classmethod
+    def _no_gateway_owned(cls, edits: HeaderEdits) -> HeaderEdits:
+        for op, values in (("set", edits.set), ("add", edits.add)):
+            owned = sorted(name for name in values if gateway_owned(name))
+            if owned:
+                raise invalid(
+                    "gateway_owned_header",
+                    f"{op}: header {owned[0]} is set by the gateway and cannot be set by a "
+                    "policy (x-consumer-*, x-forwarded-client-cert, x-request-id)",
+                )
+        return edits
 
     @model_validator(mode="after")
     def _no_secrets_to_clients(self) -> HeadersPolicy:

@@ -1,10 +1,11 @@
-"""The Upstream model: endpoints, load balancing, timeouts and the connection pool."""
+"""The Upstream model: endpoints, load balancing, timeouts, the connection pool and which
+other namespaces may forward to it (``allowedNamespaces``)."""
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from propylon.config._types import (
     Duration,
@@ -12,9 +13,18 @@ from propylon.config._types import (
     Model,
     Port,
     Weight,
+    _check_name,
     exactly_one,
     invalid,
 )
+
+
+def _namespace_or_all(value: str) -> str:
+    return value if value == "*" else _check_name(value)
+
+
+# A namespace name, or "*" for every namespace.
+NamespaceGrant = Annotated[str, AfterValidator(_namespace_or_all)]
 
 
 class Endpoint(Model):
@@ -117,3 +127,6 @@ class UpstreamSpec(Model):
     health_check: HealthCheck = Field(default_factory=HealthCheck)
     circuit_breaker: CircuitBreaker | None = None
     tls: UpstreamTLS | None = None
+    # Namespaces whose Routes and RouteTables may forward (or mirror) to this Upstream, besides
+    # its own: a grant, like a Gateway API ReferenceGrant. "*" grants every namespace.
+    allowed_namespaces: list[NamespaceGrant] = Field(default_factory=list)

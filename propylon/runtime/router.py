@@ -9,12 +9,15 @@ Precedence (the documented contract; tests/unit/test_router.py pins every rule):
    b. wildcard tables from the longest suffix to the shortest: ``*.example.com`` matches
       ``a.example.com`` and ``a.b.example.com`` but not ``example.com``;
    c. the any-host table (entries with ``hostnames == ()``; the hostname ``*`` means the same).
-2. Within a table: an exact path beats any prefix, a longer prefix beats a shorter one, and any
-   prefix beats every regex. Regexes are tried in config order (of their first entry).
+2. Within a table: ``exact > regex > prefix``. An exact path beats every regex, any regex beats
+   every prefix (so a catch-all ``prefix: /`` never hides a regex rule, istio#60695), and a
+   longer prefix beats a shorter one. Regexes are tried in config order (of their first entry).
+   This is the order of Envoy Gateway (PR 2579), Contour and NGINX Gateway Fabric; the Gateway
+   API fixes only ``exact > prefix`` and leaves regexes to the implementation.
 3. For the same path match (same kind and value) more conditions win: the method, each header
    condition and each query condition count one. Remaining ties go to the lower ``order``.
 4. A candidate whose conditions fail does not stop the search: the next candidate of the same
-   path, then the next shorter prefix, then the regexes, then the next host table are tried.
+   path, then the regexes, then the prefixes longest first, then the next host table are tried.
 
 Path semantics: ``exact`` is string equality; ``prefix`` is segment-wise like the Gateway API
 (``/v2`` matches ``/v2``, ``/v2/`` and ``/v2/x`` but not ``/v2x``; ``/`` matches everything; a
@@ -27,9 +30,13 @@ known only through wildcards are resolved once, then memoised up to a bound). In
 ``match`` does one dict probe for the exact path and one per path depth for prefixes (only
 depths up to the longest configured prefix). Buckets are pre-sorted and a candidate without
 conditions ends its bucket, so an unconditioned route costs no call beyond the probe. Only
-regex routes are scanned linearly (per host table).
+regex routes are scanned linearly (per host table, before the prefixes); a table without
+regexes pays nothing for them.
 Invalid input (unknown path kind, bad regex) raises at construction: translation is expected
 to have replaced invalid routes already (see propylon/ir/model.py).
+
+``shadowed`` answers, from the same rules, which entries can never be returned (a rule another
+rule fully shadows); ``propylon validate`` warns about them (translate/shadows.py).
 """
 
 from __future__ import annotations
@@ -39,7 +46,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from propylon.ir.model import MatchIR, ValueMatchIR
+from propylon.ir.model import MatchIR, PathMatchIR, ValueMatchIR
 
 T = TypeVar("T")
 
@@ -80,10 +87,6 @@ class _Candidate(Generic[T]):
         self.headers = tuple(_compile_value(v) for v in m.headers)
         self.query = tuple(_compile_value(v) for v in m.query)
         self.has_values = bool(self.headers or self.query)
-
-    @property
-    def conditions(self) -> int:
-        return (self.method is not None) + len(self.headers) + len(self.query)
 
     def values_ok(self, request: RequestView) -> bool:
         if self.headers and not _values_ok(request.header, self.headers):
@@ -151,9 +154,10 @@ class _HostTable(Generic[T]):
             path = e.match.path
             if path.kind not in kinds:
                 raise ValueError(f"unknown path match kind {path.kind!r}")
-            key = path.value.rstrip("/") if path.kind == "prefix" else path.value
             cand = _Candidate(e)
-            kinds[path.kind].setdefault(key, []).append((cand.conditions, e.order, cand))
+            kinds[path.kind].setdefault(_path_key(path), []).append(
+                (_conditions(e.match), e.order, cand)
+            )
         self.exact = {k: _Bucket(v) for k, v in exact.items()}
         self.prefixes = {k: _Bucket(v) for k, v in prefixes.items()}
         self.max_prefix = max(map(len, self.prefixes), default=0)
@@ -163,6 +167,10 @@ class _HostTable(Generic[T]):
         bucket = self.exact.get(path)
         if bucket is not None:
             cand = bucket.select(method, request) if bucket.conditioned else bucket.default
+            if cand is not None:
+                return cand
+        if self.regexes:
+            cand = self._find_regex(method, path, request)
             if cand is not None:
                 return cand
         if self.prefixes:
@@ -185,7 +193,7 @@ class _HostTable(Generic[T]):
                 if not key:
                     break
                 key = key.rpartition("/")[0]
-        return self._find_regex(method, path, request) if self.regexes else None
+        return None
 
     def _find_regex(self, method: str, path: str, request: RequestView) -> _Candidate[T] | None:
         for fullmatch, bucket in self.regexes:
@@ -194,6 +202,21 @@ class _HostTable(Generic[T]):
                 if cand is not None:
                     return cand
         return None
+
+
+def _host_keys(entry: RouterEntry[T]) -> Iterable[str]:
+    """The host tables an entry is in: lower-case hosts, ``*.suffix``, or ``*`` for any host."""
+    return dict.fromkeys(h.lower() for h in entry.hostnames) or ("*",)
+
+
+def _path_key(path: PathMatchIR) -> str:
+    """An entry's bucket within its kind: configured prefixes lose their trailing slash."""
+    return path.value.rstrip("/") if path.kind == "prefix" else path.value
+
+
+def _conditions(match: MatchIR) -> int:
+    """How specific a match is within its bucket: the method and each header or query test."""
+    return (match.method is not None) + len(match.headers) + len(match.query)
 
 
 def _compile_regexes(
@@ -224,7 +247,7 @@ class Router(Generic[T]):
         wild: dict[str, list[RouterEntry[T]]] = {}
         any_host: list[RouterEntry[T]] = []
         for e in entries:
-            for host in dict.fromkeys(h.lower() for h in e.hostnames) or ("*",):
+            for host in _host_keys(e):
                 if host == "*":
                     any_host.append(e)
                 elif host.startswith("*."):
@@ -265,3 +288,118 @@ class Router(Generic[T]):
                 chain.append(table)
             dot = host.find(".", dot + 1)
         return (*chain, *self._default)
+
+
+# --- shadowed entries ---------------------------------------------------------------------------
+
+# Regexes that match every path ``Router.match`` is given ("/.*": every path that starts with
+# "/", which every path a non-root prefix matches does).
+_MATCH_ALL = ".*"
+_MATCH_ALL_SLASH = "/.*"
+
+
+def shadowed(entries: Iterable[RouterEntry[T]]) -> dict[int, RouterEntry[T]]:
+    """The entries ``Router(entries).match`` can never return, by ``order``, each with an entry
+    that is always tried first and matches whenever it matches (its shadow).
+
+    Conservative: an entry is reported only when, in every host table it is in, one other entry
+    with a different payload (entries with equal payloads are one rule's matches) provably
+    comes first for each request it matches:
+
+    - an entry of the same bucket (same kind and path) ranked before it, whose method, header
+      and query conditions every request matching it also meets;
+    - for a regex or prefix entry, a catch-all regex (``.*``; ``/.*`` for a non-root prefix)
+      tried before it, with such conditions: regexes come before every prefix, and before
+      later regexes.
+
+    Nothing else can shadow an entry: an exact path is probed first; a shorter prefix is probed
+    after a longer one, and a longer prefix, an exact path or another regex covers only part of
+    what it matches (regex inclusion is not worked out).
+    """
+    tables: dict[str, list[RouterEntry[T]]] = {}
+    for e in entries:
+        for host in _host_keys(e):
+            tables.setdefault(host, []).append(e)
+    found: dict[int, RouterEntry[T]] = {}
+    alive: set[int] = set()
+    for table in tables.values():
+        shadows = _shadows_in_table(table)
+        for e in table:
+            by = shadows.get(e.order)
+            if by is None:
+                alive.add(e.order)
+            else:
+                found.setdefault(e.order, by)
+    return {order: by for order, by in found.items() if order not in alive}
+
+
+def _shadows_in_table(entries: list[RouterEntry[T]]) -> dict[int, RouterEntry[T]]:
+    buckets: dict[tuple[str, str], list[RouterEntry[T]]] = {}
+    for e in entries:
+        buckets.setdefault((e.match.path.kind, _path_key(e.match.path)), []).append(e)
+    for bucket in buckets.values():
+        bucket.sort(key=lambda e: (-_conditions(e.match), e.order))
+    # regex patterns are tried in the order of their first entry (``_compile_regexes``)
+    pattern_rank = {k: min(e.order for e in es) for k, es in buckets.items() if k[0] == "regex"}
+    catch_alls = [
+        (pattern_rank[k], e)
+        for k, es in sorted(buckets.items(), key=lambda kv: pattern_rank.get(kv[0], 0))
+        if k[0] == "regex" and k[1] in (_MATCH_ALL, _MATCH_ALL_SLASH)
+        for e in es
+    ]
+    found: dict[int, RouterEntry[T]] = {}
+    for (kind, key), bucket in buckets.items():
+        for i, e in enumerate(bucket):
+            by = next((f for f in bucket[:i] if _takes_all(f, e)), None)
+            if by is None and kind != "exact":
+                by = next(
+                    (
+                        f for rank, f in catch_alls
+                        if _catch_all_covers(f.match.path.value, kind, key)
+                        and (kind == "prefix" or rank < pattern_rank[(kind, key)])
+                        and _takes_all(f, e)
+                    ),
+                    None,
+                )
+            if by is not None:
+                found[e.order] = by
+    return found
+
+
+def _catch_all_covers(pattern: str, kind: str, key: str) -> bool:
+    """Whether the regex ``pattern`` matches every path an entry of ``kind``/``key`` does."""
+    if pattern == _MATCH_ALL:
+        return True
+    return pattern == _MATCH_ALL_SLASH and kind == "prefix" and key != ""
+
+
+def _takes_all(first: RouterEntry[T], later: RouterEntry[T]) -> bool:
+    """Whether ``first`` (tried before ``later`` on the same paths) meets every request
+    ``later`` does: a different payload and conditions that ``later``'s imply."""
+    if first.payload == later.payload:
+        return False
+    f, e = first.match, later.match
+    if f.method is not None and (e.method is None or f.method.upper() != e.method.upper()):
+        return False
+    return all(_implied(t, e.headers) for t in f.headers) and all(
+        _implied(t, e.query) for t in f.query
+    )
+
+
+def _implied(test: ValueMatchIR, given: tuple[ValueMatchIR, ...]) -> bool:
+    """Whether every request meeting the conditions ``given`` meets ``test``."""
+    for g in given:
+        if g.name != test.name:
+            continue
+        if test.value is None and test.regex is None:
+            return True  # presence
+        if g == test:
+            return True
+        if (
+            test.regex is not None
+            and g.value is not None
+            and g.regex is None
+            and re.fullmatch(test.regex, g.value) is not None
+        ):
+            return True  # an exact value the test's regex accepts
+    return False

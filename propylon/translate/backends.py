@@ -1,8 +1,15 @@
 """Actions and backend resolution.
 
 ``upstream: name`` names an Upstream in the owning Route's or RouteTable's namespace;
-``ns/name`` another namespace, allowed when the Gateway admits that namespace (its own, or one
-its ``routeSelector`` lists). A missing or forbidden upstream invalidates the owning resource.
+``ns/name`` another namespace, allowed when both hold:
+
+- the Gateway admits that namespace (its own, or one its ``routeSelector`` lists), and
+- the Upstream grants it: the owner's namespace is in its ``spec.allowedNamespaces`` (or that
+  list holds ``"*"``), as a Gateway API ReferenceGrant would. A team cannot reach another
+  team's service unless that team says so, even on a Gateway that admits every namespace.
+
+Mirror upstreams follow the same rules. A missing or forbidden upstream invalidates the owning
+resource.
 """
 
 from __future__ import annotations
@@ -50,7 +57,7 @@ def resolve_backends(
         key = upstream_key(backend.upstream, owner.namespace)
         error = _reference_error(ctx, owner, key)
         if error:
-            ctx.fail(owner, f"{field}.backends[{index}].upstream: {error}")
+            ctx.fail(owner, error, field=f"{field}.backends[{index}].upstream")
         backends.append(BackendIR(key, backend.weight))
     rewrite = None
     if forward.rewrite is not None:
@@ -60,7 +67,7 @@ def resolve_backends(
         key = upstream_key(forward.mirror.upstream, owner.namespace)
         error = _reference_error(ctx, owner, key)
         if error:
-            ctx.fail(owner, f"{field}.mirror.upstream: {error}")
+            ctx.fail(owner, error, field=f"{field}.mirror.upstream")
         mirror = MirrorIR(key, forward.mirror.percent)
     return ForwardIR(tuple(backends), rewrite, forward.timeout, _retries(forward), mirror)
 
@@ -92,9 +99,21 @@ def _reference_error(ctx: GatewayContext, owner: RouteLike, key: str) -> str | N
             f'upstream "{key}": namespace "{namespace}" is not admitted by '
             f"Gateway {ctx.gateway.key}"
         )
-    if key not in ctx.inventory.upstreams:
+    upstream = ctx.inventory.upstreams.get(key)
+    if upstream is None:
         return f'upstream "{key}" not found'
+    if not grants(upstream, owner.namespace):
+        return (
+            f'upstream "{key}" does not grant references from namespace "{owner.namespace}" '
+            "(the Upstream's spec.allowedNamespaces)"
+        )
     return None
+
+
+def grants(upstream: Upstream, namespace: str) -> bool:
+    """Whether rules owned by resources in ``namespace`` may forward to ``upstream``."""
+    allowed = upstream.spec.allowed_namespaces
+    return namespace == upstream.namespace or "*" in allowed or namespace in allowed
 
 
 def build_upstream(upstream: Upstream) -> UpstreamIR:

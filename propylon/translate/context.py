@@ -19,10 +19,11 @@ class GatewayContext:
     status: StatusBook
     invalid: set[str] = field(default_factory=set)  # refs "Kind namespace/name"
 
-    def fail(self, owner: RouteLike, reason: str) -> None:
-        """Mark ``owner`` Invalid (for this Gateway, so its rules are replaced)."""
+    def fail(self, owner: RouteLike, reason: str, *, field: str | None = None) -> None:
+        """Mark ``owner`` Invalid (for this Gateway, so its rules are replaced); ``field`` is
+        the offending node (``spec.rules[0].forward``), which locates the problem."""
         self.invalid.add(owner.ref)
-        self.status.fail(owner.kind, owner.key, reason)
+        self.status.fail(owner.kind, owner.key, reason, field=field)
 
     def is_invalid(self, owner: RouteLike) -> bool:
         return owner.ref in self.invalid

@@ -71,8 +71,8 @@ def build_draft(
 ) -> Draft:
     field = f"spec.rules[{index}]"
     own, errors = build_matches(rule.matches, field)
-    for error in errors:
-        ctx.fail(owner, error)
+    for where, error in errors:
+        ctx.fail(owner, error, field=where)
     matches = [m for _, m in own]
     if parent is not None:
         matches, escaping = nest_matches(parent.matches, own)
@@ -80,8 +80,9 @@ def build_draft(
             where = ", ".join(describe_path(m.path) for m in parent.matches)
             ctx.fail(
                 owner,
-                f"{field}.matches[{k}].path: {describe_path(match.path)} is not under the "
-                f"delegating match ({where} of {parent.id})",
+                f"{describe_path(match.path)} is not under the delegating match "
+                f"({where} of {parent.id})",
+                field=f"{field}.matches[{k}].path",
             )
     own_id = f"{owner.kind.lower()}:{owner.key}:{index}"
     return Draft(
@@ -114,16 +115,21 @@ def resolve_delegation(
     drafts: list[Draft] = []
     for table in tables:
         if any(t.key == table.key for t in chain):
-            _report_cycle(ctx, (*chain, table))
+            _report_cycle(ctx, (*chain, table), (*draft.parents, draft))
             continue
         ctx.status.selected(table.kind, table.key, ctx.gateway.key)
         drafts.extend(_flatten_rules(ctx, table, draft.hostnames, draft, (*chain, table)))
     return drafts
 
 
-def _report_cycle(ctx: GatewayContext, chain: tuple[RouteTable, ...]) -> None:
+def _report_cycle(
+    ctx: GatewayContext, chain: tuple[RouteTable, ...], delegating: tuple[Draft, ...]
+) -> None:
+    """Every table of the cycle is Invalid, located at its rule that delegates onwards."""
     start = next(i for i, t in enumerate(chain) if t.key == chain[-1].key)
     cycle = chain[start:]
     text = " -> ".join(t.ref for t in cycle)
     for table in cycle[:-1]:
-        ctx.fail(table, f"delegation cycle: {text}")
+        rule = next((d for d in reversed(delegating) if d.owner.ref == table.ref), None)
+        where = f"spec.rules[{rule.index}].delegate" if rule is not None else None
+        ctx.fail(table, f"delegation cycle: {text}", field=where)

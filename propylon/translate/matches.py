@@ -17,12 +17,15 @@ from propylon.config import Match, ValueMatch
 from propylon.ir import MatchIR, PathMatchIR, ValueMatchIR
 
 IndexedMatch = tuple[int, MatchIR]  # (index in the rule's matches[], IR)
+FieldError = tuple[str, str]  # (field path, message)
 
 
-def build_matches(matches: Sequence[Match], field: str) -> tuple[list[IndexedMatch], list[str]]:
+def build_matches(
+    matches: Sequence[Match], field: str
+) -> tuple[list[IndexedMatch], list[FieldError]]:
     """The rule's matches as IR, leaving out (and reporting) any with a bad regex."""
     kept: list[IndexedMatch] = []
-    errors: list[str] = []
+    errors: list[FieldError] = []
     for index, match in enumerate(matches):
         bad = _regex_errors(match, f"{field}.matches[{index}]")
         if bad:
@@ -46,12 +49,12 @@ def _value_match(match: ValueMatch, lower: bool) -> ValueMatchIR:
     return ValueMatchIR(name=name, value=match.value, regex=match.regex)
 
 
-def _regex_errors(match: Match, field: str) -> list[str]:
+def _regex_errors(match: Match, field: str) -> list[FieldError]:
     found = [(f"{field}.path.regex", match.path.regex)]
     found += [(f"{field}.headers[{i}].regex", h.regex) for i, h in enumerate(match.headers)]
     found += [(f"{field}.query[{i}].regex", q.regex) for i, q in enumerate(match.query)]
     return [
-        f'{where}: invalid regex "{pattern}": {error}'
+        (where, f'invalid regex "{pattern}": {error}')
         for where, pattern in found
         if pattern is not None and (error := _compile_error(pattern)) is not None
     ]

@@ -67,7 +67,7 @@ def index_policy_targets(inventory: Inventory, status: StatusBook) -> PolicyTarg
             key = f"{ref.namespace or policy.namespace}/{ref.name}"
             error = _target_error(inventory, policy, ref.kind, key, ref.section_name)
             if error:
-                status.fail(policy.kind, policy.key, f"spec.targetRefs[{index}]: {error}")
+                status.fail(policy.kind, policy.key, error, field=f"spec.targetRefs[{index}]")
                 continue
             targets.setdefault((ref.kind, key, ref.section_name), []).append(policy)
             if policy.spec.enforced and ref.kind != "Gateway":

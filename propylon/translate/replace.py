@@ -26,17 +26,18 @@ def build_rules(
     gateway_policies: Level,
     targets: PolicyTargets,
     default_policies: tuple[PolicyIR, ...],
-) -> list[RuleIR]:
+) -> list[tuple[Draft, RuleIR]]:
+    """The Gateway's rules, in order, each with the draft it comes from."""
     response = invalid_route_response(ctx)
-    rules: list[RuleIR] = []
+    rules: list[tuple[Draft, RuleIR]] = []
     for draft in drafts:
         if ctx.is_invalid(draft.owner):
             if draft.matches:  # a rule left with no valid match could never answer
-                rules.append(replaced_rule(draft, response, default_policies))
+                rules.append((draft, replaced_rule(draft, response, default_policies)))
         elif draft.action is not None:
             levels = draft_levels(gateway_policies, draft, targets)
             policies = attach_policies(levels, ctx.status, ctx.gateway.key)
-            rules.append(_rule(draft, draft.action, policies, replaced=False))
+            rules.append((draft, _rule(draft, draft.action, policies, replaced=False)))
     return rules
 
 

@@ -1,15 +1,21 @@
 """Collecting one status per resource while the translation steps run.
 
 Each step reports problems against the resource they belong to (``fail`` makes it Invalid,
-``note`` keeps it Accepted) and which Gateways selected it. ``build`` turns the book into
-sorted ``StatusIR``s. The book lives only inside one ``translate`` call.
+``warn`` and ``note`` keep it Accepted) and which Gateways selected it. ``build`` turns the
+book into sorted ``StatusIR``s. The book lives only inside one ``translate`` call.
+
+``fail`` and ``warn`` also record an issue: a ``ConfigError`` located at the offending node
+(``field``, a dotted path such as ``spec.rules[0].forward.backends[1].upstream``, looked up in
+the resource's ``Source``), so ``propylon validate`` can print ``file:line`` for problems found
+while resolving references. Locations stay out of the IR: a status's reasons never depend on
+where a resource was written, so neither does the snapshot's version.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from propylon.config import Resource
+from propylon.config import ConfigError, Resource
 from propylon.ir import StatusIR
 
 
@@ -18,19 +24,29 @@ class _Entry:
     invalid: bool = False
     reasons: dict[str, None] = field(default_factory=dict)  # ordered, de-duplicated
     gateways: set[str] = field(default_factory=set)
+    resource: Resource | None = None  # for locating issues
 
 
 class StatusBook:
     def __init__(self) -> None:
         self._entries: dict[tuple[str, str], _Entry] = {}
+        self._issues: dict[ConfigError, None] = {}  # ordered, de-duplicated
 
     def track(self, resource: Resource) -> None:
-        self._entry(resource.kind, resource.key)
+        self._entry(resource.kind, resource.key).resource = resource
 
-    def fail(self, kind: str, key: str, reason: str) -> None:
+    def fail(self, kind: str, key: str, reason: str, *, field: str | None = None) -> None:
+        """Make the resource Invalid; ``reason`` is ``field: reason`` when a field is given."""
         entry = self._entry(kind, key)
         entry.invalid = True
-        entry.reasons[reason] = None
+        entry.reasons[_reason(field, reason)] = None
+        self._issue(entry, kind, key, field, reason, "error")
+
+    def warn(self, kind: str, key: str, reason: str, *, field: str | None = None) -> None:
+        """A probable mistake that leaves the resource Accepted (a shadowed rule)."""
+        entry = self._entry(kind, key)
+        entry.reasons[_reason(field, reason)] = None
+        self._issue(entry, kind, key, field, reason, "warning")
 
     def note(self, kind: str, key: str, reason: str) -> None:
         self._entry(kind, key).reasons[reason] = None
@@ -53,5 +69,29 @@ class StatusBook:
             for (kind, key), entry in sorted(self._entries.items())
         )
 
+    def issues(self) -> tuple[ConfigError, ...]:
+        """Every ``fail`` and ``warn``, located, sorted by file and line."""
+        return tuple(sorted(self._issues, key=_issue_order))
+
     def _entry(self, kind: str, key: str) -> _Entry:
         return self._entries.setdefault((kind, key), _Entry())
+
+    def _issue(
+        self, entry: _Entry, kind: str, key: str, field: str | None, message: str, severity: str
+    ) -> None:
+        source = entry.resource.source if entry.resource is not None else None
+        # line 0: a resource given as data (the control plane's API), not as YAML text
+        file, line = ("", None) if source is None else (source.file, source.line_of(field) or None)
+        issue = ConfigError(file, line, kind, key, field, message, severity)
+        self._issues[issue] = None
+
+
+def _reason(field: str | None, reason: str) -> str:
+    return f"{field}: {reason}" if field else reason
+
+
+def _issue_order(issue: ConfigError) -> tuple[str, int, str, str, str, str]:
+    return (
+        issue.file, issue.line or 0, issue.kind or "", issue.name or "", issue.field or "",
+        issue.message,
+    )

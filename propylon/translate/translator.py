@@ -3,13 +3,18 @@
 Inputs are sorted by kind and key first, so the order of files and documents never changes
 the result or its version. Each Gateway is translated on its own (``gateway.py``); statuses
 are collected for every Gateway, Route, RouteTable, Upstream and Policy.
+
+``translate_with_issues`` also gives the problems behind the statuses as located
+``ConfigError``s (``severity`` "error": the resource is Invalid; "warning": it is kept, e.g. a
+shadowed rule), for ``propylon validate`` to print with ``file:line``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from propylon.config import Resource
+from propylon.config import ConfigError, Resource
 from propylon.ir import SnapshotIR, seal
 from propylon.translate.consumers import translate_consumers
 from propylon.translate.gateway import translate_gateway
@@ -24,7 +29,17 @@ _UNUSED = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class Translation:
+    snapshot: SnapshotIR
+    issues: tuple[ConfigError, ...]  # located problems behind the statuses, by file and line
+
+
 def translate(resources: Sequence[Resource]) -> SnapshotIR:
+    return translate_with_issues(resources).snapshot
+
+
+def translate_with_issues(resources: Sequence[Resource]) -> Translation:
     inventory = build_inventory(resources)
     status = StatusBook()
     track_resources(inventory, status)
@@ -32,7 +47,8 @@ def translate(resources: Sequence[Resource]) -> SnapshotIR:
     gateways = tuple(translate_gateway(g, inventory, targets, status) for g in inventory.gateways)
     consumers = translate_consumers(resources, status)
     note_unused(inventory, status)
-    return seal(SnapshotIR(gateways=gateways, statuses=status.build(), consumers=consumers))
+    snapshot = seal(SnapshotIR(gateways=gateways, statuses=status.build(), consumers=consumers))
+    return Translation(snapshot, status.issues())
 
 
 def track_resources(inventory: Inventory, status: StatusBook) -> None:

@@ -1,5 +1,5 @@
-"""Routing over the wire: hosts, path precedence, conditions, rewrites, redirects, direct
-responses, delegation and invalid-route replacement."""
+"""Routing over the wire: hosts, path precedence (exact > regex > prefix), conditions,
+rewrites, redirects, direct responses, delegation and invalid-route replacement."""
 
 from __future__ import annotations
 
@@ -37,6 +37,12 @@ def gw(module_gateways, ups) -> Gateway:
             r.rule({"exact": "/p/exact"}, **direct("exact")),
             r.rule({"regex": "/r/[0-9]+"}, **direct("regex")),
             r.rule({"prefix": "/r/1"}, **direct("prefix-r")),
+        ]),
+        # a catch-all prefix declared first no longer hides the regex rule (istio#60695)
+        r.route("catch-all", hostnames=["catchall.test"], rules=[
+            r.rule({"prefix": "/"}, forward=r.forward("a")),
+            r.rule({"regex": "/items/[0-9]+"}, forward=r.forward("b")),
+            r.rule({"exact": "/items/0"}, **direct("exact")),
         ]),
         r.route("conditions", hostnames=["cond.test"], rules=[
             r.rule({"prefix": "/c"}, **direct("plain")),
@@ -108,7 +114,8 @@ def test_host_matching(gw, host, expected) -> None:
         pytest.param("/p/longer", "prefix-short", id="prefix-is-segment-wise"),
         pytest.param("/p", "prefix-short", id="prefix-itself"),
         pytest.param("/r/22", "regex", id="regex"),
-        pytest.param("/r/1", "prefix-r", id="prefix-beats-regex"),
+        pytest.param("/r/1", "regex", id="regex-beats-prefix"),
+        pytest.param("/r/1/x", "prefix-r", id="prefix-when-no-regex-matches"),
         pytest.param("/r/abc", None, id="regex-is-full-match"),
     ],
 )
@@ -118,6 +125,29 @@ def test_path_precedence(gw, path, expected) -> None:
         assert response.status == 404
     else:
         assert (response.status, response.body.decode()) == (200, expected)
+
+
+@pytest.mark.parametrize(
+    ("path", "upstream"),
+    [
+        pytest.param("/items/42", "b", id="regex-beats-catch-all-prefix"),
+        pytest.param("/items/x", "a", id="catch-all-takes-the-rest"),
+        pytest.param("/items/42/x", "a", id="regex-is-full-match"),
+    ],
+)
+def test_catch_all_prefix_does_not_hide_regex_rules(gw, ups, path, upstream) -> None:
+    response = roundtrip(gw.port, "GET", path, host="catchall.test")
+    assert response.status == 200, response
+    assert response.header("x-upstream") == upstream
+    assert ups[upstream].last.target == path  # what the chosen upstream received
+    other = "a" if upstream == "b" else "b"
+    assert not ups[other].requests
+
+
+def test_exact_beats_regex(gw, ups) -> None:
+    response = roundtrip(gw.port, "GET", "/items/0", host="catchall.test")
+    assert (response.status, response.body) == (200, b"exact")
+    assert all(not u.requests for u in ups.values())
 
 
 @pytest.mark.parametrize(

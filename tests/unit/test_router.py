@@ -1,4 +1,7 @@
-"""Router precedence, path semantics, host fallback and conditions (see router.py's header)."""
+"""Router precedence, path semantics, host fallback and conditions (see router.py's header).
+
+Precedence within a host table is exact > regex > prefix (longest first); ties go to the
+declaration order. ``tests/unit/test_shadowed.py`` covers ``shadowed``."""
 
 from __future__ import annotations
 
@@ -55,7 +58,35 @@ CASES = [
     ),
     pytest.param(
         [route("rx", "/a/.*", "regex"), route("pre", "/a")],
-        GET, "/a/c", Req(), "pre", id="prefix-beats-earlier-regex",
+        GET, "/a/c", Req(), "rx", id="regex-beats-prefix",
+    ),
+    pytest.param(
+        [route("pre", "/a/c"), route("rx", "/a/.*", "regex")],
+        GET, "/a/c", Req(), "rx", id="regex-beats-earlier-longer-prefix",
+    ),
+    pytest.param(
+        [route("root", "/"), route("rx", "/items/[0-9]+", "regex")],
+        GET, "/items/12", Req(), "rx", id="catch-all-prefix-does-not-hide-regex",
+    ),
+    pytest.param(
+        [route("root", "/"), route("rx", "/items/[0-9]+", "regex")],
+        GET, "/items/x", Req(), "root", id="regex-no-match-then-prefix",
+    ),
+    pytest.param(
+        [route("rx", "/a/b", "regex"), route("ex", "/a/b", "exact")],
+        GET, "/a/b", Req(), "ex", id="exact-beats-earlier-regex",
+    ),
+    pytest.param(
+        [route("rx", "/a/.*", "regex", method="POST"), route("pre", "/a")],
+        GET, "/a/b", Req(), "pre", id="regex-conditions-fail-then-prefix",
+    ),
+    pytest.param(
+        [route("rx", "/a/.*", "regex", hosts=("x.a.com",)), route("pre", "/a", hosts=("*.a.com",))],
+        ("x.a.com", "GET"), "/a/b", Req(), "rx", id="host-table-before-kind",
+    ),
+    pytest.param(
+        [route("pre", "/a", hosts=("x.a.com",)), route("rx", "/a/.*", "regex", hosts=("*.a.com",))],
+        ("x.a.com", "GET"), "/a/b", Req(), "pre", id="exact-host-prefix-beats-wildcard-regex",
     ),
     pytest.param(
         [route("short", "/a"), route("long", "/a/b")],
