@@ -10,9 +10,9 @@ reference, never the secret. Two consumers with one API key: both are Invalid fo
 
 The auth policies' ``consumers`` restrictions name Consumers; a name that matches no Consumer
 (a typo, a deleted Consumer), a bare name that matches Consumers in several namespaces, and
-``allowLabels`` that no Consumer carries are reported on the resource that holds the policy
-(it stays Accepted: the restriction still does what it says, it probably is not what was
-meant).
+``allowLabels`` that no Consumer carries are warnings on the resource that holds the policy,
+located at the entry (``propylon validate`` prints them with ``file:line``); the resource stays
+Accepted: the restriction still does what it says, it probably is not what was meant.
 
 Every read (and failed read) can be recorded: ``recording_secret_reads`` collects one
 ``SecretRead`` per reference resolved while it is active, with the file's identity as it was
@@ -156,7 +156,7 @@ def check_consumer_restrictions(
     for resource in resources:
         for field, restriction in _restrictions(resource):
             for problem_field, message in _restriction_problems(field, restriction, keys):
-                status.note(resource.kind, resource.key, f"{problem_field}: {message}")
+                status.warn(resource.kind, resource.key, message, field=problem_field)
 
 
 def _restrictions(resource: Resource) -> list[tuple[str, ConsumerRestriction]]:

@@ -13,7 +13,7 @@ from propylon.filters import FilterEnv, LocalResponse, filter_class
 from propylon.filters._buckets import MemoryBuckets, SharedBuckets
 from propylon.filters._consumer_acl import ConsumerRestriction
 from propylon.ir.model import ConsumerIR, SnapshotIR
-from propylon.translate import translate
+from propylon.translate import translate, translate_with_issues
 
 
 class Ctx:
@@ -194,3 +194,28 @@ def test_consumer_restriction(spec: dict[str, Any], admitted: set[str]) -> None:
     ]
     restriction = ConsumerRestriction(spec)
     assert {c.key for c in consumers if restriction.admits(c)} == admitted
+
+
+RESTRICTED = CONSUMERS + """---
+apiVersion: propylon.dev/v1
+kind: Policy
+metadata: {name: gold-only}
+spec:
+  targetRefs: [{kind: Route, name: api}]
+  basicAuth:
+    consumers:
+      allow: [acme, acmee]
+      allowLabels: {tier: platinum}
+"""
+
+
+def test_consumer_restriction_names_checked_at_translation(tmp_path: Path) -> None:
+    """Warnings located at the entry, for validate to print with file:line."""
+    (tmp_path / "c.yaml").write_text(RESTRICTED)
+    translation = translate_with_issues(load_paths([tmp_path]).resources)
+    warnings = [(i.line, i.field, i.message) for i in translation.issues
+                if i.severity == "warning"]
+    assert warnings == [
+        (23, "spec.basicAuth.consumers.allow[1]", 'no Consumer named "acmee"'),
+        (24, "spec.basicAuth.consumers.allowLabels", "no Consumer has these labels"),
+    ]
