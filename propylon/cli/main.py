@@ -158,9 +158,10 @@ def validate(
     if output is ValidateFormat.text:
         assert check.snapshot is not None
         rules = sum(len(g.rules) for g in check.snapshot.gateways)
+        warnings = f", {len(check.problems)} warning(s)" if check.problems else ""
         typer.echo(
             f"ok: {len(check.snapshot.gateways)} gateway(s), {rules} rule(s), "
-            f"version {check.snapshot.version}"
+            f"version {check.snapshot.version}{warnings}"
         )
 
 

@@ -4,9 +4,9 @@ A problem prints as ``file:line[:column]: message`` (no severity prefix, the sha
 matchers read; a problem with no known file is its message alone), or as a JSON object with
 ``file``, ``line``, ``column`` (null when unknown), ``message`` and ``severity``.
 
-Where a location comes from, best first: the loader's ``ConfigError`` (file and line of the
-offending YAML node); a ``file:line[:column]: `` the message itself starts with; the source
-of the first resource (``Kind namespace/name``) the message names.
+Where a location comes from, best first: a ``ConfigError`` of the loader or of translation
+(file and line of the offending YAML node); a ``file:line[:column]: `` the message itself
+starts with; the source of the first resource (``Kind namespace/name``) the message names.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from propylon.config import ConfigError, Source, load_paths
 
 if TYPE_CHECKING:
-    from propylon.ir import SnapshotIR
+    from propylon.ir import SnapshotIR, StatusIR
 
 _LOCATED = re.compile(r"(?P<file>[^:\n]+):(?P<line>\d+)(?::(?P<column>\d+))?: (?P<message>.*)",
                       re.DOTALL)
@@ -53,7 +53,8 @@ class Problem:
     def from_config_error(cls, error: ConfigError) -> Problem:
         what = " ".join(part for part in (error.kind, error.name) if part)
         message = ": ".join(part for part in (what, error.field, error.message) if part)
-        return cls(message, error.file, error.line)
+        # file "": a resource the control plane's API gave as data, not read from a file
+        return cls(message, error.file or None, error.line, severity=error.severity)
 
 
 def locate(text: str, sources: Mapping[str, Source]) -> Problem:
@@ -98,32 +99,32 @@ def check_paths(paths: Sequence[str | Path]) -> Check:
     sources = {r.ref: r.source for r in loaded.resources if r.source is not None}
     result = build_from_resources(loaded.resources)
     problems = [locate(error, sources) for error in result.errors]
+    problems += [Problem.from_config_error(issue) for issue in result.issues]
     if result.snapshot is None:
-        return Check(problems + [locate(w, sources) for w in result.warnings])
-    problems += invalid_resources(result.snapshot, sources)
+        return Check(problems)
+    problems += unlocated_invalid(result.snapshot.statuses, result.issues, sources)
     compile_problem = _compile_problem(result.snapshot)
     if compile_problem is not None:
         problems.append(locate(compile_problem, sources))
     return Check(problems, result.snapshot)
 
 
-def invalid_resources(snapshot: SnapshotIR, sources: Mapping[str, Source]) -> list[Problem]:
-    """One problem per reason of every Invalid resource (it would answer the fixed error)."""
+def unlocated_invalid(
+    statuses: Sequence[StatusIR], issues: Sequence[ConfigError], sources: Mapping[str, Source]
+) -> list[Problem]:
+    """Invalid resources for which translation gave no located error, at their resource.
+
+    Translation reports every reason it makes a resource Invalid as an issue; this keeps
+    validate failing on an Invalid resource even if some step ever did not."""
+    located = {(issue.kind, issue.name) for issue in issues if issue.severity == "error"}
     problems = []
-    for status in snapshot.statuses:
-        if status.state == "Accepted":
+    for status in statuses:
+        if status.state == "Accepted" or (status.kind, status.key) in located:
             continue
         ref = f"{status.kind} {status.key}"
-        for reason in status.reasons:
-            problem = locate(reason, {})
-            message = f"{ref}: {status.state}: {problem.message}"
-            source = sources.get(ref)
-            if problem.file is not None:
-                problems.append(Problem(message, problem.file, problem.line, problem.column))
-            elif source is not None:
-                problems.append(Problem(message, source.file, source.line))
-            else:
-                problems.append(Problem(message))
+        message = f"{ref}: {status.state}: {'; '.join(status.reasons)}"
+        source = sources.get(ref)
+        problems.append(Problem(message, source.file, source.line) if source else Problem(message))
     return problems
 
 

@@ -147,7 +147,7 @@ def test_validate_prints_file_line_message_without_a_severity_prefix(tmp_path) -
     assert summary == "2 problem(s)"
 
 
-def test_validate_locates_an_invalid_route_at_its_resource(tmp_path) -> None:
+def test_validate_locates_an_invalid_route_at_the_offending_field(tmp_path) -> None:
     """A route that fails resolution (unknown upstream) is printed with file:line too."""
     text = GOOD + "---\n" + r.dump(r.route("broken", rules=[
         r.rule({"prefix": "/broken"}, forward=r.forward("missing"))]))
@@ -156,9 +156,28 @@ def test_validate_locates_an_invalid_route_at_its_resource(tmp_path) -> None:
     result = propylon("validate", str(config))
     assert result.returncode == 1
     line = next(line for line in result.stderr.splitlines() if "default/missing" in line)
-    located = re.match(rf"{re.escape(str(config))}:(\d+): Route default/broken: Invalid: ", line)
-    assert located, line
-    assert int(located[1]) > len(GOOD.splitlines()), "the line of the broken Route's document"
+    assert line.startswith(f"{config}:{line_of(text, 'upstream: missing')}: Route default/broken: "
+                           "spec.rules[0].forward.backends[0].upstream: "), line
+
+
+def test_validate_reports_warnings_without_failing(tmp_path) -> None:
+    """A rule another rule fully shadows is served as written: a warning, exit 0."""
+    text = r.dump(
+        r.gateway(8080),
+        r.route("shop", rules=[r.rule({"prefix": "/api"}, name="first", forward=r.forward("v1")),
+                               r.rule({"prefix": "/api"}, name="hidden", forward=r.forward("v1"))]),
+        r.upstream("v1", 9001),
+    )
+    config = tmp_path / "gateway.yaml"
+    config.write_text(text)
+    result = propylon("validate", str(config))
+    assert result.returncode == 0, result.stderr
+    assert re.match(rf"{re.escape(str(config))}:\d+: Route default/shop: spec.rules\[1\]: ",
+                    result.stderr), result.stderr
+    assert result.stdout.startswith("ok:") and "1 warning(s)" in result.stdout
+    document = json.loads(propylon("validate", "-o", "json", str(config)).stdout)
+    assert document["valid"] is True
+    assert [p["severity"] for p in document["problems"]] == ["warning"]
 
 
 def test_validate_json_gives_file_line_column_message_severity(tmp_path) -> None:

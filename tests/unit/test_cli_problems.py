@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from propylon.cli.problems import Problem, locate
+from propylon import ir
+from propylon.cli.problems import Problem, locate, unlocated_invalid
 from propylon.config import ConfigError, Source
 
 SOURCES = {"Route shop/a": Source("routes.yaml", 12), "Gateway infra/gw": Source("gw.yaml", 1)}
@@ -48,3 +49,20 @@ def test_a_config_error_keeps_its_location_and_loses_nothing_else() -> None:
 )
 def test_locate(text, expected) -> None:
     assert locate(text, SOURCES) == expected
+
+
+def test_a_translation_warning_keeps_its_severity_and_a_file_less_error_has_no_file() -> None:
+    warning = ConfigError("f.yaml", 9, "Route", "shop/a", "spec.rules[1]", "never matches",
+                          "warning")
+    assert Problem.from_config_error(warning).severity == "warning"
+    unsourced = ConfigError("", None, "Route", "shop/a", None, "bad")  # given as API data
+    assert str(Problem.from_config_error(unsourced)) == "Route shop/a: bad"
+
+
+def test_an_invalid_resource_without_a_located_error_still_fails_validate() -> None:
+    statuses = [ir.StatusIR("Route", "shop/a", "Invalid", ("spec.x: bad",)),
+                ir.StatusIR("Route", "shop/b", "Invalid", ("spec.y: bad",)),
+                ir.StatusIR("Upstream", "shop/u", "Accepted")]
+    issues = [ConfigError("routes.yaml", 14, "Route", "shop/b", "spec.y", "bad")]
+    assert unlocated_invalid(statuses, issues, SOURCES) == [
+        Problem("Route shop/a: Invalid: spec.x: bad", "routes.yaml", 12)]
