@@ -56,6 +56,10 @@ COARSE_DEADLINE = 5.0  # route timeouts at least this long are checked by the sw
 CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 _MAX_PENDING_BODY = 256 * 1024  # buffered before the upstream is ready; reading pauses above
 _MAX_REPLAY_BODY = 1024 * 1024  # bodies kept for retries and mirrors; larger ones are not
+# Bodies of idempotent requests kept (on routes without retries or mirror) for the one free
+# retry after a stale pooled connection; larger ones get 502 when they meet one.
+_MAX_STALE_REPLAY_BODY = 64 * 1024
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 
 
 class Exchange:
@@ -93,6 +97,7 @@ class Exchange:
         "proto",
         "query",
         "replay",
+        "replay_max",
         "replay_size",
         "req_chunked",
         "request_headers",
@@ -291,10 +296,11 @@ class Exchange:
         self.cluster = cluster
         cluster.active_requests += 1
         self.in_flight = True
-        if self.has_body and (route.retry is not None or route.mirror is not None):
-            # keep the body so that it can be sent again (what arrived so far included)
-            self.replay = [b"".join(self.pending)] if self.pending else []
-            self.replay_size = self.pending_size
+        if self.has_body:
+            if route.retry is not None or route.mirror is not None:
+                self.keep_replay(_MAX_REPLAY_BODY)
+            elif self.method in IDEMPOTENT:
+                self.keep_replay(_MAX_STALE_REPLAY_BODY)
         if route.chain.on_upstream_request:
             for phase in route.chain.on_upstream_request:
                 phase(self)
@@ -314,8 +320,17 @@ class Exchange:
             self.start_mirror()
         self.try_endpoint(None)
 
-    def try_endpoint(self, previous: ClusterEndpoint | None) -> None:
-        """Send the request to an endpoint, a different one than ``previous`` if possible."""
+    def keep_replay(self, limit: int) -> None:
+        """Keep the body (what arrived so far included) so that it can be sent again."""
+        self.replay = [b"".join(self.pending)] if self.pending else []
+        self.replay_size = self.pending_size
+        self.replay_max = limit
+        if self.replay_size > limit:
+            self.replay = None
+
+    def try_endpoint(self, previous: ClusterEndpoint | None, fresh: bool = False) -> None:
+        """Send the request to an endpoint, a different one than ``previous`` if possible;
+        on a new connection when ``fresh`` (the previous try met a stale pooled one)."""
         self.retry_timer = None
         cluster = self.cluster
         route = self.route
@@ -343,6 +358,9 @@ class Exchange:
                 self.send_local(503, b"upstream overloaded\n",
                                 [(b"x-propylon-overloaded", b"max_pending_requests")])
                 return
+        if fresh:
+            pool.connect_new(self)
+            return
         conn = pool.acquire(self, may_connect)
         if conn is not None:
             self.on_upstream_connected(conn)
@@ -362,8 +380,9 @@ class Exchange:
             mirror, self.hash_key(mirror) if mirror.hash_kind else None
         )
 
-    def retry_or_fail(self, condition: str, status: int = 0) -> bool:
-        """Schedule another try if the route allows one for this failure; True if it did."""
+    def retry_or_fail(self, condition: str, status: int = 0, fresh: bool = False) -> bool:
+        """Schedule another try if the route allows one for this failure; True if it did.
+        ``fresh``: the next try opens a new connection."""
         route, cluster, endpoint = self.route, self.cluster, self.endpoint
         if route is None or cluster is None:
             return False
@@ -382,7 +401,7 @@ class Exchange:
             self.retrying = True
             cluster.retries_active += 1
         self.retry_timer = self.proto.loop.call_later(
-            retry.backoff(self.tries), self.try_endpoint, endpoint
+            retry.backoff(self.tries), self.try_endpoint, endpoint, fresh
         )
         return True
 
@@ -502,7 +521,7 @@ class Exchange:
         replay = self.replay
         if replay is not None:
             self.replay_size += len(chunk)
-            if self.replay_size > _MAX_REPLAY_BODY:
+            if self.replay_size > self.replay_max:
                 self.replay = None  # too large to keep: this request will not be retried
             elif self.req_chunked:
                 replay.append(b"%x\r\n%b\r\n" % (len(chunk), chunk))
@@ -674,10 +693,15 @@ class Exchange:
         self.upstream_error = reason
         if self.aborted:
             return
-        if stale and not self.has_body and not self.retried and self.endpoint is not None:
+        if stale and not self.retried and self.endpoint is not None and (
+                not self.has_body or (self.replay is not None and self.method in IDEMPOTENT)):
             # A pooled connection the upstream had already closed: nothing was processed,
-            # so the request is sent again once, on a new connection.
+            # so the request is sent again once, on a new connection, with its body if any
+            # (later chunks join the copy while the new connection opens).
             self.retried = True
+            if self.replay:
+                self.pending = list(self.replay)
+                self.pending_size = self.replay_size
             self.endpoint.pool.connect_new(self)
             return
         if self.response_started:
@@ -688,7 +712,7 @@ class Exchange:
             return
         connect_failure = reason.startswith("connect")
         self.record_outcome(False)
-        if self.retry_or_fail(CONNECT_FAILURE if connect_failure else RESET):
+        if self.retry_or_fail(CONNECT_FAILURE if connect_failure else RESET, fresh=stale):
             return
         if self.cluster is not None:
             if connect_failure:
