@@ -7,7 +7,8 @@ filter's bound method into a phase tuple only when the filter's class overrides 
 so a route with no filters, or a filter that only edits responses, pays nothing for the
 other phases.
 
-Phases, in the order they run for one request (after routing):
+Phases, in the order they run for one request (after routing). The HTTP version is the
+codec's business: the same phases run for HTTP/1.1 and HTTP/2 requests.
 - ``on_request(ctx)``: the request head is parsed and a rule matched. Return ``None`` to go
   on, or a ``LocalResponse`` to answer the client directly (401, 403, 429, 204 preflight...);
   the remaining filters' ``on_request`` and the upstream are then skipped, but every filter's
@@ -15,15 +16,33 @@ Phases, in the order they run for one request (after routing):
   call, a Redis round trip) returns an awaitable of the same answer instead: the chain is
   suspended until it resolves (and cancelled if the client goes away); filters that answer
   synchronously never pay for a task. An exception becomes a 500 and is logged.
-- ``on_upstream_request(ctx)``: once, before the request head is serialised for the upstream
-  (and for every retry of it); the last chance to edit ``ctx.request_headers``.
-- ``on_request_body(ctx, chunk)``: each chunk of the request body as it arrives, before it
-  is sent upstream. Return a ``LocalResponse`` to stop the request (413, say): the upstream
-  connection is dropped and the client gets that answer (if no response has started) with
-  the connection closed.
+- ``on_request_body(ctx, chunk, end_stream)``: each piece of the request body, in order,
+  before it goes upstream; ``end_stream`` is true for the last one (whose ``chunk`` may be
+  empty). Return ``None`` to pass the chunk on unchanged, bytes to send instead of it (``b""``
+  holds it back), or a ``LocalResponse`` to stop the request (413, 403 ...): the upstream side
+  is dropped and the client gets that answer (if no response has started) with the
+  connection closed. A filter with ``request_body_buffer > 0`` needs the whole body before the
+  upstream is contacted: the session collects it (413 above that many bytes) and calls this
+  phase once, with the whole body and ``end_stream`` true, before ``on_upstream_request``.
+- ``on_upstream_request(ctx)``: once, before the request head is sent upstream (and again for
+  every retry of it); the last chance to edit ``ctx.request_headers``.
 - ``on_response(ctx, status, headers)``: the response head (from upstream, or local) is about
   to be written to the client. ``headers`` may be edited in place. Runs in reverse filter order.
+- ``on_response_body(ctx, chunk, end_stream)``: each piece of the response body, in reverse
+  filter order, before it goes to the client; returns as ``on_request_body`` (``None`` or
+  replacement bytes). With ``response_body_buffer > 0`` the session collects the whole
+  response body first (a larger one is answered 502) and calls this phase once. Not called
+  for responses without a body (HEAD, 204, 304) nor for local answers.
+- ``on_trailers(ctx, trailers)``: the response's trailer fields (chunked trailers on HTTP/1.1,
+  a trailing HEADERS frame on HTTP/2; gRPC's ``grpc-status`` lives there), editable in place;
+  called only when the response has trailers.
 - ``on_log(ctx)``: the exchange is over (or aborted); metrics, access log, traces.
+
+Body framing: when a route has a body filter that may change lengths (``body_inspect_only``
+false), the session drops ``Content-Length`` for that body and frames it itself (chunked on
+HTTP/1.1), or sends the new length when the whole body was buffered. A filter that only looks
+(a WAF in detection mode) sets ``body_inspect_only``: framing is kept and no chunk is copied.
+A route without body filters pays nothing for the body phases.
 """
 
 from __future__ import annotations
@@ -98,14 +117,22 @@ class LocalResponse:
 
 
 class Filter:
-    """Base of every policy filter; subclasses override only the phases they use."""
+    """Base of every policy filter; subclasses override only the phases they use.
+
+    Body declarations (instance attributes, set in ``__init__`` after ``super().__init__``):
+    ``request_body_buffer`` / ``response_body_buffer``: 0 streams the body through the body
+    phase chunk by chunk; N > 0 asks for the whole body, at most N bytes, in one call.
+    ``body_inspect_only``: the body phases never return replacement bytes."""
 
     policy_type: ClassVar[str] = ""
 
-    __slots__ = ("source",)
+    __slots__ = ("body_inspect_only", "request_body_buffer", "response_body_buffer", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source
+        self.request_body_buffer = 0
+        self.response_body_buffer = 0
+        self.body_inspect_only = False
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any], source: str, env: FilterEnv) -> Filter:
@@ -119,10 +146,19 @@ class Filter:
     def on_upstream_request(self, ctx: FilterContext) -> None:
         return None
 
-    def on_request_body(self, ctx: FilterContext, chunk: bytes) -> LocalResponse | None:
+    def on_request_body(
+        self, ctx: FilterContext, chunk: bytes, end_stream: bool
+    ) -> bytes | LocalResponse | None:
         return None
 
     def on_response(self, ctx: FilterContext, status: int, headers: Headers) -> None:
+        return None
+
+    def on_response_body(self, ctx: FilterContext, chunk: bytes, end_stream: bool
+                         ) -> bytes | None:
+        return None
+
+    def on_trailers(self, ctx: FilterContext, trailers: Headers) -> None:
         return None
 
     def on_log(self, ctx: FilterContext) -> None:
@@ -130,7 +166,8 @@ class Filter:
 
 
 PHASES: tuple[str, ...] = (
-    "on_request", "on_upstream_request", "on_request_body", "on_response", "on_log",
+    "on_request", "on_request_body", "on_upstream_request", "on_response", "on_response_body",
+    "on_trailers", "on_log",
 )
 
 

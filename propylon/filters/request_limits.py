@@ -44,7 +44,8 @@ class RequestLimitsFilter(Filter):
             return self.too_large
         return None
 
-    def on_request_body(self, ctx: FilterContext, chunk: bytes) -> LocalResponse | None:
+    def on_request_body(self, ctx: FilterContext, chunk: bytes, end_stream: bool
+                        ) -> LocalResponse | None:
         max_body = self.max_body
         if max_body is None:
             return None

@@ -514,8 +514,8 @@ class Exchange:
         route = self.route
         if route is not None and route.chain.on_request_body:
             for phase in route.chain.on_request_body:
-                answer = phase(self, chunk)
-                if answer is not None:
+                answer = phase(self, chunk, False)
+                if isinstance(answer, LocalResponse):
                     self.stop_request(answer)
                     return
         replay = self.replay
