@@ -16,6 +16,11 @@ import yaml
 from propylon.config.errors import ConfigError
 
 _Loader: type[yaml.SafeLoader] | Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+# What aliases may add to a document, in nodes, beyond one node per character of the text
+# (which no document without aliases reaches): generous for `<<: *defaults`, fatal to an
+# alias bomb (a kilobyte of nested aliases names billions of nodes).
+ALIAS_EXTRA_NODES = 200_000
+MAX_DEPTH = 256  # levels of nesting; resources use about ten
 
 Path = tuple[str | int, ...]
 
@@ -46,7 +51,11 @@ def parse_documents(text: str, filename: str) -> tuple[list[Document], list[Conf
             if node is None:
                 continue
             doc = Document(data=None, line=node.start_mark.line + 1)
-            _index_lines(node, (), doc.lines, errors, filename)
+            try:
+                _index_lines(node, doc.lines, errors, filename, len(text) + ALIAS_EXTRA_NODES)
+            except _TooLarge as exc:
+                errors.append(ConfigError(filename, exc.line, None, None, None, str(exc)))
+                continue  # not constructed: its data would be as large, or endless
             doc.data = loader.construct_document(node)
             if doc.data is not None:
                 documents.append(doc)
@@ -61,27 +70,61 @@ def parse_documents(text: str, filename: str) -> tuple[list[Document], list[Conf
     return documents, errors
 
 
+class _TooLarge(Exception):
+    """A document that aliases make endless, or too large to build (an alias bomb)."""
+
+    def __init__(self, line: int, what: str) -> None:
+        super().__init__(f"invalid YAML: {what}")
+        self.line = line
+
+
 def _index_lines(
-    node: yaml.Node, path: Path, lines: dict[Path, int], errors: list[ConfigError], filename: str
+    root: yaml.Node, lines: dict[Path, int], errors: list[ConfigError], filename: str,
+    limit: int,
 ) -> None:
-    lines.setdefault(path, node.start_mark.line + 1)
-    if isinstance(node, yaml.MappingNode):
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            if isinstance(key_node, yaml.ScalarNode) and key_node.value != "<<":
-                # Field names are names: YAML 1.1 would read `on:` or `no:` as booleans.
-                key_node.tag = "tag:yaml.org,2002:str"
-            key = str(key_node.value)
-            line = key_node.start_mark.line + 1
-            if key in seen and key != "<<":
-                msg = f'duplicate key "{key}"'
-                errors.append(ConfigError(filename, line, None, None, dotted_path(path), msg))
-            seen.add(key)
-            lines.setdefault((*path, key), line)
-            _index_lines(value_node, (*path, key), lines, errors, filename)
-    elif isinstance(node, yaml.SequenceNode):
-        for index, item in enumerate(node.value):
-            _index_lines(item, (*path, index), lines, errors, filename)
+    """Record the line of every node of the document, walked as its data will be: an alias
+    repeats the node it names. The walk is iterative (libyaml nests up to 1000 levels) and
+    stops after ``limit`` nodes or ``MAX_DEPTH`` levels."""
+    stack: list[tuple[yaml.Node, Path]] = [(root, ())]
+    visited = 0
+    while stack:
+        node, path = stack.pop()
+        visited += 1
+        if visited > limit:
+            raise _TooLarge(node.start_mark.line + 1,
+                            f"aliases make this document more than {limit} nodes")
+        if len(path) > MAX_DEPTH:
+            raise _TooLarge(node.start_mark.line + 1, f"nested deeper than {MAX_DEPTH} levels "
+                            "(or an alias inside the node it names)")
+        lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            children = _mapping_children(node, path, lines, errors, filename)
+        elif isinstance(node, yaml.SequenceNode):
+            children = [(item, (*path, index)) for index, item in enumerate(node.value)]
+        else:
+            continue
+        stack.extend(reversed(children))  # popped in document order
+
+
+def _mapping_children(
+    node: yaml.MappingNode, path: Path, lines: dict[Path, int], errors: list[ConfigError],
+    filename: str,
+) -> list[tuple[yaml.Node, Path]]:
+    children = []
+    seen: set[str] = set()
+    for key_node, value_node in node.value:
+        if isinstance(key_node, yaml.ScalarNode) and key_node.value != "<<":
+            # Field names are names: YAML 1.1 would read `on:` or `no:` as booleans.
+            key_node.tag = "tag:yaml.org,2002:str"
+        key = str(key_node.value)
+        line = key_node.start_mark.line + 1
+        if key in seen and key != "<<":
+            msg = f'duplicate key "{key}"'
+            errors.append(ConfigError(filename, line, None, None, dotted_path(path), msg))
+        seen.add(key)
+        lines.setdefault((*path, key), line)
+        children.append((value_node, (*path, key)))
+    return children
 
 
 def dotted_path(path: Path) -> str | None:
