@@ -1,6 +1,6 @@
 """The Python cost of one proxied request, without sockets or syscalls.
 
-Drives the real DownstreamProtocol, Exchange and UpstreamConnection with in-memory transports:
+Drives the real DownstreamProtocol, Session, Forwarder and UpstreamConnection in memory:
 a request head goes in, the upstream request comes out, a canned upstream response goes in,
 the client response comes out. What remains per request in a real run is the kernel's share
 (reads, writes, epoll), which this deliberately leaves out.

@@ -16,7 +16,7 @@ import time
 from typing import TYPE_CHECKING, BinaryIO
 
 if TYPE_CHECKING:
-    from propylon.proxy.exchange import Exchange
+    from propylon.proxy.session import Session
 
 _FLUSH_DELAY = 0.05
 _FLUSH_BYTES = 64 * 1024
@@ -30,11 +30,14 @@ def _text(value: str | None) -> str:
     return "null" if value is None else _quote(value)
 
 
-def format_line(ex: Exchange, elapsed: float, now: float) -> bytes:
+def format_line(ex: Session, elapsed: float, now: float) -> bytes:
     """One JSON object: time, client, method, host, path, status, bytes, duration_ms, route,
     rule, upstream, endpoint, and error when the upstream failed."""
     route = ex.route
-    cluster = ex.cluster  # the endpoint is released by now; the cluster names the upstream
+    forwarder = ex.forwarder
+    # the endpoint is released by now; the cluster names the upstream
+    cluster = forwarder.cluster if forwarder is not None else None
+    endpoint = forwarder.endpoint_label if forwarder is not None else None
     error = f',"error":{_quote(ex.upstream_error)}' if ex.upstream_error else ""
     return (
         f'{{"time":{now:.6f},"client":{_quote(ex.client_ip)},'
@@ -44,7 +47,7 @@ def format_line(ex: Exchange, elapsed: float, now: float) -> bytes:
         f'"route":{_text(route.route_label if route is not None else None)},'
         f'"rule":{_text(route.rule_label if route is not None else None)},'
         f'"upstream":{_text(cluster.key if cluster is not None else None)},'
-        f'"endpoint":{_text(ex.endpoint_label)}{error}}}\n'
+        f'"endpoint":{_text(endpoint)}{error}}}\n'
     ).encode("utf-8", "surrogateescape")
 
 
@@ -63,7 +66,7 @@ class AccessLog:
         self._size = 0
         self._scheduled = False
 
-    def log(self, ex: Exchange, elapsed: float) -> None:
+    def log(self, ex: Session, elapsed: float) -> None:
         line = format_line(ex, elapsed, time.time())
         self._lines.append(line)
         self._size += len(line)

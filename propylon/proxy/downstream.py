@@ -1,6 +1,6 @@
 """The client side: one asyncio protocol per downstream connection (uvicorn's shape).
 
-The httptools request parser feeds ``Exchange`` objects. Pipelined requests are answered in
+The httptools request parser feeds ``Session`` objects. Pipelined requests are answered in
 order: only ``current`` talks to an upstream; requests parsed while it is in flight wait in
 ``queued`` with reading paused, so at most one read's worth of input is ever buffered.
 
@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 import httptools
 
 from propylon.proxy.clock import CLOCK
-from propylon.proxy.exchange import Exchange
 from propylon.proxy.hostport import split_host
 from propylon.proxy.http11 import is_token, simple_response
 from propylon.proxy.path import PathError, normalize_path
+from propylon.proxy.session import Session
 from propylon.proxy.tls import client_certificate_header
 
 if TYPE_CHECKING:
@@ -72,7 +72,7 @@ def is_framing_lookalike(name: bytes) -> bool:
     return bytes(c for c in name if 97 <= c <= 122) in _FRAMING_NAMES
 
 
-def check_framing(ex: Exchange) -> None:
+def check_framing(ex: Session) -> None:
     """Reject request framing that two HTTP implementations could read differently."""
     if ex.framing == _FRAMED_BY_LENGTH | _FRAMED_BY_CHUNKS:
         raise BadRequest(400, "both Content-Length and Transfer-Encoding")
@@ -174,9 +174,9 @@ class DownstreamProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.peer_ip = ""
         self.peer_trusted = False
-        self.ex: Exchange | None = None  # the request being parsed
-        self.current: Exchange | None = None  # the request being answered
-        self.queued: deque[Exchange] = deque()
+        self.ex: Session | None = None  # the request being parsed
+        self.current: Session | None = None  # the request being answered
+        self.queued: deque[Session] = deque()
         self.read_paused = 0
         self.eof = False
         self.lingering = False
@@ -245,7 +245,7 @@ class DownstreamProtocol(asyncio.Protocol):
             if (b"  " in data or b"\t" in data or data[0] == 32) and _odd_request_line(data):
                 self.reject(400, "malformed request line")
                 return
-            self.ex = Exchange(self)
+            self.ex = Session(self)
             self.head_started = CLOCK.now
             self.head_read = 0
         try:
@@ -266,7 +266,7 @@ class DownstreamProtocol(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self.reject(400, f"malformed request: {exc}")
         else:
-            ex: Exchange | None = self.ex  # feed_data may have ended it
+            ex: Session | None = self.ex  # feed_data may have ended it
             if ex is not None and not ex.method:
                 # The read ended inside a request head. httptools keeps an unfinished field
                 # until its line ends (on_header checks only complete ones), so the whole
@@ -353,15 +353,21 @@ class DownstreamProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.writing_paused = True
-        current = self.current
-        if current is not None and current.conn is not None and current.conn.transport:
-            current.conn.transport.pause_reading()
+        conn = self._upstream_connection()
+        if conn is not None and conn.transport:
+            conn.transport.pause_reading()
 
     def resume_writing(self) -> None:
         self.writing_paused = False
+        conn = self._upstream_connection()
+        if conn is not None and conn.transport:
+            conn.transport.resume_reading()
+
+    def _upstream_connection(self) -> UpstreamConnection | None:
         current = self.current
-        if current is not None and current.conn is not None and current.conn.transport:
-            current.conn.transport.resume_reading()
+        if current is None or current.forwarder is None:
+            return None
+        return current.forwarder.conn
 
     def abort(self) -> None:
         self.out = None
@@ -416,7 +422,7 @@ class DownstreamProtocol(asyncio.Protocol):
     def on_url(self, url: bytes) -> None:
         ex = self.ex
         if ex is None:
-            ex = self.ex = Exchange(self)
+            ex = self.ex = Session(self)
             self.head_started = CLOCK.now
             self.head_read = 0
         ex.url = ex.url + url if ex.url else url
@@ -519,7 +525,7 @@ class DownstreamProtocol(asyncio.Protocol):
             self.queued.append(ex)
             self._pause(_PIPELINE)
 
-    def _parse_other_target(self, ex: Exchange) -> None:
+    def _parse_other_target(self, ex: Session) -> None:
         """Asterisk-form (``OPTIONS *``) and absolute-form request targets."""
         url = ex.url
         if url == b"*" and ex.method == b"OPTIONS":
@@ -549,13 +555,13 @@ class DownstreamProtocol(asyncio.Protocol):
         ex = self.ex
         assert ex is not None
         self.ex = None
-        if ex.has_body or ex.mirror_to is not None:
+        if ex.has_body:
             ex.request_complete()
         else:
             ex.body_done = True  # request_complete() has nothing else to do
 
     # -- between exchanges -----------------------------------------------------------------
-    def exchange_finished(self, ex: Exchange) -> None:
+    def exchange_finished(self, ex: Session) -> None:
         if ex is not self.current:
             return
         self.current = None
@@ -596,7 +602,7 @@ class DownstreamProtocol(asyncio.Protocol):
             return
         current = self.current
         if current.deadline and now > current.deadline:
-            current.on_timeout()  # a long route timeout (see exchange.COARSE_DEADLINE)
+            current.on_timeout()  # a long route timeout (see forwarder.COARSE_DEADLINE)
             return
         if self.activity != self.seen_activity:
             self.seen_activity = self.activity

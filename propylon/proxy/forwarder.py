@@ -1,0 +1,455 @@
+"""The upstream side of one forwarded request: tries, retries, timers, breaker, mirror, replay.
+
+A ``Forwarder`` is made by the session once every ``on_request`` filter let the request
+through and the rule forwards. It picks a backend and an endpoint, asks the endpoint's pool
+for a connection, sends the request head and streams the request body the session hands it
+(``send_body`` / ``end_body``), and passes the upstream's answer to the session
+(``Session.on_response_head`` / ``on_response_body`` / ``on_response_complete``), unless the
+answer is worth another try.
+
+Invariants: at most one upstream connection at a time; a try that ends (failure, timeout,
+retry) aborts its connection, so a late answer never reaches another request; once the
+session started its response nothing is retried; ``release`` gives back every count and
+timer exactly once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import TYPE_CHECKING
+
+from propylon.observability.metrics import STATUS_CLASS
+from propylon.proxy.clock import CLOCK
+from propylon.proxy.h1.client import serialize_request_head
+from propylon.proxy.mirror import MirrorRequest
+from propylon.runtime.retry import CONNECT_FAILURE, RESET, STATUS, TIMEOUT
+
+if TYPE_CHECKING:
+    from propylon.proxy.http11 import Headers
+    from propylon.proxy.session import Session
+    from propylon.proxy.upstream import UpstreamConnection
+    from propylon.runtime.compiled import Cluster, ClusterEndpoint, CompiledRoute
+
+COARSE_DEADLINE = 5.0  # route timeouts at least this long are checked by the sweeper
+CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
+MAX_PENDING_BODY = 256 * 1024  # buffered before the upstream is ready; reading pauses above
+MAX_REPLAY_BODY = 1024 * 1024  # bodies kept for retries and mirrors; larger ones are not
+# Bodies of idempotent requests kept (on routes without retries or mirror) for the one free
+# retry after a stale pooled connection; larger ones get 502 when they meet one.
+MAX_STALE_REPLAY_BODY = 64 * 1024
+IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+
+
+class Forwarder:
+    __slots__ = (
+        "aborted",
+        "cluster",
+        "conn",
+        "endpoint",
+        "endpoint_label",
+        "head_bytes",
+        "in_flight",
+        "mirror_to",
+        "pending",
+        "pending_size",
+        "replay",
+        "replay_max",
+        "replay_size",
+        "retried",
+        "retry_timer",
+        "retrying",
+        "route",
+        "session",
+        "timer",
+        "tries",
+        "try_timer",
+        "upgrade",
+    )
+
+    def __init__(self, session: Session, route: CompiledRoute, cluster: Cluster) -> None:
+        self.session = session
+        self.route = route
+        self.cluster = cluster
+        self.upgrade = session.upgrade  # UpstreamClient: the protocol asked to switch to
+        self.aborted = False  # PoolClient: the pool drops a connection handed to us then
+        self.conn: UpstreamConnection | None = None
+        self.endpoint: ClusterEndpoint | None = None
+        self.endpoint_label: str | None = None  # the last endpoint tried, for the access log
+        self.timer: asyncio.TimerHandle | None = None
+        self.try_timer: asyncio.TimerHandle | None = None
+        self.retry_timer: asyncio.TimerHandle | None = None
+        self.retried = False  # the one free retry after a stale pooled connection was used
+        self.retrying = False  # waiting for the next try
+        self.tries = 0
+        self.in_flight = False  # counted in its cluster's active requests
+        self.pending: list[bytes] | None = None  # body chunks waiting for a connection
+        self.pending_size = 0
+        self.replay: list[bytes] | None = None  # body kept for retries and the mirror
+        self.replay_size = 0
+        self.mirror_to: Cluster | None = None  # mirror still to be sent (body incomplete)
+
+    # -- the first try ---------------------------------------------------------------------
+    def start(self) -> None:
+        session, route, cluster = self.session, self.route, self.cluster
+        cluster.active_requests += 1
+        self.in_flight = True
+        if session.has_body:
+            if route.retry is not None or route.mirror is not None:
+                self.keep_replay(MAX_REPLAY_BODY)
+            elif session.method in IDEMPOTENT:
+                self.keep_replay(MAX_STALE_REPLAY_BODY)
+        if route.chain.on_upstream_request:
+            for phase in route.chain.on_upstream_request:
+                phase(session)
+        self.head_bytes = serialize_request_head(session, route)
+        proto = session.proto
+        if session.expect_continue:
+            proto.write(CONTINUE_100)
+        timeout = route.timeout
+        if timeout:
+            if timeout >= COARSE_DEADLINE:
+                # checked by the worker's sweeper (about twice a second): a timer per request
+                # costs more than the precision is worth for long deadlines
+                session.deadline = CLOCK.now + timeout
+            else:
+                self.timer = proto.loop.call_later(timeout, self.on_timeout)
+        if route.mirror is not None and random.random() * 100 < route.mirror_percent:
+            self.mirror_to = route.mirror
+            self.start_mirror()
+        self.try_endpoint(None)
+
+    def keep_replay(self, limit: int) -> None:
+        """Keep the body (what arrived so far included) so that it can be sent again."""
+        self.replay = [b"".join(self.pending)] if self.pending else []
+        self.replay_size = self.pending_size
+        self.replay_max = limit
+        if self.replay_size > limit:
+            self.replay = None
+
+    def try_endpoint(self, previous: ClusterEndpoint | None, fresh: bool = False) -> None:
+        """Send the request to an endpoint, a different one than ``previous`` if possible;
+        on a new connection when ``fresh`` (the previous try met a stale pooled one)."""
+        self.retry_timer = None
+        cluster, route = self.cluster, self.route
+        key = self.session.hash_key(cluster) if cluster.hash_kind else None
+        endpoint = cluster.balancer.pick(key)
+        if previous is not None and endpoint is previous:
+            endpoint = cluster.another_endpoint(previous) or endpoint
+        if endpoint is None:
+            self.session.send_error(503, b"no healthy upstream endpoint\n")
+            return
+        self.endpoint = endpoint
+        self.endpoint_label = endpoint.label
+        endpoint.active += 1
+        self.tries += 1
+        retry = route.retry
+        if retry is not None and retry.per_try_timeout:
+            self.try_timer = self.session.proto.loop.call_later(
+                retry.per_try_timeout, self.on_try_timeout)
+        pool = endpoint.pool
+        may_connect = True
+        if cluster.breaker is not None:
+            may_connect = cluster.may_open_connection()
+            if pool.would_wait(may_connect) and not cluster.may_queue():
+                cluster.stats.overflows += 1
+                self.session.send_local(503, b"upstream overloaded\n",
+                                        [(b"x-propylon-overloaded", b"max_pending_requests")])
+                return
+        if fresh:
+            pool.connect_new(self)
+            return
+        conn = pool.acquire(self, may_connect)
+        if conn is not None:
+            self.on_upstream_connected(conn)
+
+    def start_mirror(self) -> None:
+        """Copy the request to the mirror upstream once its body (if any) is complete."""
+        mirror = self.mirror_to
+        session = self.session
+        if mirror is None or not session.body_done:
+            return
+        self.mirror_to = None
+        if session.has_body and self.replay is None:
+            return  # the body outgrew the replay limit: no copy
+        body = list(self.replay or ())
+        if session.req_chunked:
+            body.append(b"0\r\n\r\n")
+        MirrorRequest(self.head_bytes, body).send(
+            mirror, session.hash_key(mirror) if mirror.hash_kind else None
+        )
+
+    # -- retries ---------------------------------------------------------------------------
+    def retry_or_fail(self, condition: str, status: int = 0, fresh: bool = False) -> bool:
+        """Schedule another try if the route allows one for this failure; True if it did.
+        ``fresh``: the next try opens a new connection."""
+        route, cluster, endpoint, session = self.route, self.cluster, self.endpoint, self.session
+        retry = route.retry
+        if (retry is None or session.response_started or self.tries > retry.attempts
+                or not retry.retries_on(condition, status)
+                or (session.has_body and (self.replay is None or not session.body_done))):
+            return False
+        if not retry.budget_allows(cluster.retries_active, cluster.active_requests):
+            cluster.stats.retries_denied += 1
+            return False
+        cluster.stats.retries += 1
+        self.end_try()
+        self.pending = list(self.replay) if self.replay else None
+        if not self.retrying:  # a request counts once in the budget, however many retries
+            self.retrying = True
+            cluster.retries_active += 1
+        self.retry_timer = session.proto.loop.call_later(
+            retry.backoff(self.tries), self.try_endpoint, endpoint, fresh
+        )
+        return True
+
+    def end_try(self) -> None:
+        """Forget the current try's connection, timer and endpoint load."""
+        if self.try_timer is not None:
+            self.try_timer.cancel()
+            self.try_timer = None
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.abort()
+        endpoint, self.endpoint = self.endpoint, None
+        if endpoint is not None:
+            endpoint.active -= 1
+
+    # -- the request, upstream -------------------------------------------------------------
+    def on_upstream_connected(self, conn: UpstreamConnection) -> None:
+        """``PoolClient``: a connection for this try."""
+        if self.aborted:
+            conn.pool.release(conn)
+            return
+        session = self.session
+        proto = session.proto
+        self.conn = conn
+        conn.attach(self, proto, session.head_only)
+        head = self.head_bytes
+        transport = conn.transport
+        assert transport is not None
+        if self.pending:
+            transport.writelines([head, *self.pending])
+            self.pending = None
+            self.pending_size = 0
+            proto.resume_reading_for_body()
+        elif session.body_done and not session.req_chunked:
+            # the whole request: nothing else is written to this connection before the
+            # answer, so the head can wait for the end of the loop's turn (proxy/batch.py)
+            proto.batch.write(transport, head)
+        else:
+            transport.write(head)
+        if session.body_done and session.req_chunked:
+            transport.write(b"0\r\n\r\n")
+        if proto.writing_paused:
+            transport.pause_reading()
+
+    def on_upstream_failed(self, reason: str, timed_out: bool) -> None:
+        """``PoolClient``: the pool could not connect."""
+        self.on_upstream_error("connect timeout" if timed_out else reason, True)
+
+    def send_body(self, chunk: bytes) -> None:
+        """A piece of the request body, after the session's body filters."""
+        replay = self.replay
+        chunked = self.session.req_chunked
+        if replay is not None:
+            self.replay_size += len(chunk)
+            if self.replay_size > self.replay_max:
+                self.replay = None  # too large to keep: this request will not be retried
+            elif chunked:
+                replay.append(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+            else:
+                replay.append(chunk)
+        conn = self.conn
+        if conn is not None and conn.transport is not None:
+            if chunked:
+                conn.transport.writelines([b"%x\r\n" % len(chunk), chunk, b"\r\n"])
+            else:
+                conn.transport.write(chunk)
+            return
+        if self.retrying:
+            return  # the next try sends the replay copy
+        framed = [b"%x\r\n" % len(chunk), chunk, b"\r\n"] if chunked else [chunk]
+        if self.pending is None:
+            self.pending = framed
+        else:
+            self.pending.extend(framed)
+        self.pending_size += len(chunk)
+        if self.pending_size > MAX_PENDING_BODY:
+            self.session.proto.pause_reading_for_body()
+
+    def end_body(self) -> None:
+        """The request body is complete (``session.body_done`` is set)."""
+        if self.mirror_to is not None:
+            self.start_mirror()
+        conn = self.conn
+        if conn is not None and conn.transport is not None and self.session.req_chunked:
+            conn.transport.write(b"0\r\n\r\n")
+        # otherwise on_upstream_connected writes the terminator after the pending chunks
+
+    def stop(self) -> None:
+        """The session ends the request early (a body filter refused it, the client left):
+        drop the upstream side."""
+        if self.retry_timer is not None:
+            self.retry_timer.cancel()
+            self.retry_timer = None
+        self.end_try()
+        self.pending = None
+
+    # -- the answer (UpstreamClient) -------------------------------------------------------
+    def on_upgraded_head(self, headers: Headers) -> None:
+        """The upstream answered 101 to an upgrade request."""
+        if self.try_timer is not None:
+            self.try_timer.cancel()
+            self.try_timer = None
+        self.session.switching_protocols(headers)
+
+    def on_response_head(self, status: int, out: Headers, length: bytes | None) -> None:
+        """The upstream's answer head, hop-by-hop fields already removed (``out``)."""
+        if self.try_timer is not None:
+            self.try_timer.cancel()
+            self.try_timer = None
+        cluster = self.cluster
+        if cluster.ejection is not None:
+            self.record_outcome(status < 500)
+        retry = self.route.retry
+        if retry is not None and retry.retries_status(status) and self.retry_or_fail(
+                STATUS, status):
+            cluster.stats.record(status)
+            return  # the answer is dropped; another try follows
+        self.session.on_response_head(status, out, length)
+
+    def on_response_body(self, chunk: bytes) -> None:
+        self.session.on_response_body(chunk)
+
+    def on_response_complete(self, reusable: bool) -> None:
+        conn = self.conn
+        self.conn = None
+        session = self.session
+        if conn is not None:
+            if reusable and session.body_done:
+                conn.pool.release(conn)
+            else:
+                conn.close()
+        self.cluster.stats.by_class[STATUS_CLASS[session.status]] += 1
+        session.on_response_complete()
+
+    def on_upstream_error(self, reason: str, before_response: bool, stale: bool = False) -> None:
+        self.conn = None
+        session = self.session
+        session.upstream_error = reason
+        if self.aborted:
+            return
+        if stale and not self.retried and self.endpoint is not None and (
+                not session.has_body
+                or (self.replay is not None and session.method in IDEMPOTENT)):
+            # A pooled connection the upstream had already closed: nothing was processed,
+            # so the request is sent again once, on a new connection, with its body if any
+            # (later chunks join the copy while the new connection opens).
+            self.retried = True
+            if self.replay:
+                self.pending = list(self.replay)
+                self.pending_size = self.replay_size
+            self.endpoint.pool.connect_new(self)
+            return
+        if session.response_started:
+            session.status = session.status or 502
+            self.record_outcome(False)
+            session.abort_response()  # the client sees a truncated response, never a wrong one
+            return
+        connect_failure = reason.startswith("connect")
+        self.record_outcome(False)
+        if self.retry_or_fail(CONNECT_FAILURE if connect_failure else RESET, fresh=stale):
+            return
+        if connect_failure:
+            self.cluster.stats.connect_failures += 1
+        else:
+            self.cluster.stats.record(502)
+        session.send_error(502, b"upstream unavailable\n")
+
+    def on_upstream_pause_writing(self) -> None:
+        self.session.proto.pause_reading_for_upstream()
+
+    def on_upstream_resume_writing(self) -> None:
+        self.session.proto.resume_reading_for_upstream()
+
+    def on_tunnel_open(self, early: bytes) -> None:
+        conn = self.conn
+        assert conn is not None
+        self.session.proto.enter_tunnel(conn)
+        if early:
+            self.on_tunnel_data(early)
+
+    def on_tunnel_data(self, data: bytes) -> None:
+        self.session.on_tunnel_data(data)
+
+    def on_tunnel_closed(self) -> None:
+        """The upstream closed the tunnel: close the client side after what was sent."""
+        self.conn = None
+        self.session.on_tunnel_closed()
+
+    # -- timers ----------------------------------------------------------------------------
+    def on_try_timeout(self) -> None:
+        """This try took longer than ``perTryTimeout``."""
+        self.try_timer = None
+        self.session.upstream_error = "upstream per-try timeout"
+        self.cluster.stats.timeouts += 1
+        self.record_outcome(False)
+        if self.retry_or_fail(TIMEOUT):
+            return
+        self.end_try()
+        self.session.send_error(504, b"upstream timed out\n")
+
+    def on_timeout(self) -> None:
+        """The whole request exceeded the route's ``timeout``."""
+        self.timer = None
+        session = self.session
+        session.upstream_error = "upstream timeout"
+        if self.retry_timer is not None:
+            self.retry_timer.cancel()
+            self.retry_timer = None
+        if self.conn is not None:
+            self.record_outcome(False)
+        self.end_try()  # a late response must never reach another request
+        self.cluster.stats.timeouts += 1
+        if session.response_started:
+            session.abort_response()
+        else:
+            session.send_error(504, b"upstream timed out\n")
+
+    def record_outcome(self, ok: bool) -> None:
+        """Passive health: tell the cluster how the current try went."""
+        cluster, endpoint = self.cluster, self.endpoint
+        if endpoint is not None and cluster.ejection is not None:
+            cluster.record(endpoint, ok, time.monotonic())
+
+    # -- the end -----------------------------------------------------------------------------
+    def release(self) -> None:
+        """Give back what the request holds: timers, endpoint and upstream load counts."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.try_timer is not None:
+            self.try_timer.cancel()
+            self.try_timer = None
+        if self.retry_timer is not None:
+            self.retry_timer.cancel()
+            self.retry_timer = None
+        endpoint, self.endpoint = self.endpoint, None
+        if endpoint is not None:
+            endpoint.active -= 1
+        if self.in_flight:
+            self.in_flight = False
+            cluster = self.cluster
+            cluster.active_requests -= 1
+            if self.retrying:
+                cluster.retries_active -= 1
+
+    def client_gone(self) -> None:
+        """The client went away: nothing more is sent or read for it."""
+        self.aborted = True
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.abort()
+        self.release()

@@ -1,0 +1,509 @@
+"""One request's life, from the parsed request head to the end of the response.
+
+Phases (Pingora's names in brackets), all driven by callbacks, no task per request:
+1. ``begin``: route the request [request_filter]: no match -> 404; filters' ``on_request`` may
+   answer locally; redirect / direct response answer locally; forward hands the request to a
+   ``Forwarder`` [upstream_peer], which owns every upstream try.
+2. request body: each chunk goes through the ``on_request_body`` filters, then to the
+   forwarder (or is dropped when the request was answered locally).
+3. ``on_response_head``: filters' ``on_response`` [response_filter], framing chosen for this
+   client; body chunks stream through with backpressure both ways.
+4. ``finish``: metrics, access log and filters' ``on_log`` [logging]; the client connection
+   moves to its next request.
+
+Invariants: at most one forwarder per request; a response head is written at most once
+(``response_started``); after it, errors can only abort the client connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from bisect import bisect_left
+from typing import TYPE_CHECKING, Any
+
+from propylon.filters.base import LocalResponse
+from propylon.observability.metrics import LATENCY_BOUNDS, STATUS_CLASS
+from propylon.proxy.forwarded import forwarding_headers, real_client_ip
+from propylon.proxy.forwarder import MAX_PENDING_BODY, Forwarder
+from propylon.proxy.hostport import is_ip_literal
+from propylon.proxy.http11 import (
+    _STATUS_LINES,
+    HOP_BY_HOP,
+    Headers,
+    serialize_headers,
+    simple_response,
+    status_line,
+)
+from propylon.proxy.rewrite import redirect_location
+from propylon.runtime.compiled import FORWARD, REDIRECT, CompiledRoute
+
+if TYPE_CHECKING:
+    from propylon.proxy.downstream import DownstreamProtocol
+    from propylon.runtime.compiled import Cluster, GatewayRuntime
+
+log = logging.getLogger("propylon.proxy")
+
+_perf_counter = time.perf_counter
+
+
+class Session:
+    __slots__ = (
+        "aborted",
+        "body_done",
+        "bytes_out",
+        "chunked_out",
+        "client_ip",
+        "conn_header",
+        "deadline",
+        "expect_continue",
+        "forwarded",
+        "forwarder",
+        "framing",
+        "gateway",
+        "has_body",
+        "head_only",
+        "header_bytes",
+        "host",
+        "host_count",
+        "host_value",
+        "http11",
+        "keep_alive",
+        "method",
+        "path",
+        "pending",
+        "pending_size",
+        "proto",
+        "query",
+        "req_chunked",
+        "request_headers",
+        "response_started",
+        "route",
+        "start",
+        "state",
+        "status",
+        "te_codings",
+        "upgrade",
+        "upstream_error",
+        "url",
+        "waiting_filter",
+    )
+
+    # Set before any use, so not in __init__ (one store fewer each, per request): the target
+    # and Host by the downstream parser, the rest when the session begins.
+    path: bytes
+    query: bytes
+    host: str
+    gateway: GatewayRuntime
+    start: float
+    head_only: bool
+
+    def __init__(self, proto: DownstreamProtocol) -> None:
+        self.proto = proto
+        # request head, filled by the downstream parser callbacks
+        self.url = b""
+        self.method = b""
+        self.host_count = 0
+        self.host_value = b""
+        self.http11 = True
+        self.keep_alive = True
+        self.request_headers: Headers = []
+        self.header_bytes = 0
+        self.forwarded: dict[bytes, bytes] | None = None
+        self.conn_header: bytes | None = None
+        self.expect_continue = False
+        self.req_chunked = False
+        self.framing = 0  # which framing fields the request carried (h1 framing checks)
+        self.te_codings: bytes | None = None  # codings applied before chunked, forwarded as is
+        self.upgrade: bytes | None = None  # protocol asked for with Upgrade + Connection: upgrade
+        self.has_body = False
+        self.client_ip = proto.peer_ip
+        # request body
+        self.body_done = False
+        self.pending: list[bytes] | None = None  # chunks before the forwarder exists
+        self.pending_size = 0
+        # routing and upstream
+        self.route: CompiledRoute | None = None
+        self.forwarder: Forwarder | None = None
+        self.deadline = 0.0  # a long route timeout, enforced by the worker's sweeper
+        self.upstream_error = ""
+        # response
+        self.status = 0
+        self.response_started = False
+        self.chunked_out = False
+        self.bytes_out = 0
+        self.aborted = False
+        # per-request data filters share between their phases (created on first use)
+        self.state: dict[str, Any] | None = None
+        self.waiting_filter: asyncio.Future[LocalResponse | None] | None = None
+
+    # -- RequestView (for the router and ring-hash keys) -----------------------------------
+    def header(self, name: str) -> str | None:
+        key = name.encode("latin-1")
+        for n, v in self.request_headers:
+            if n == key:
+                return v.decode("latin-1")
+        return None
+
+    def query_param(self, name: str) -> str | None:
+        from urllib.parse import parse_qsl
+
+        for k, v in parse_qsl(self.query.decode("latin-1"), keep_blank_values=True):
+            if k == name:
+                return v
+        return None
+
+    def hash_key(self, cluster: Cluster) -> str | None:
+        if cluster.hash_kind == "client_ip":
+            return self.client_ip
+        if cluster.hash_kind == "header":
+            return self.header(cluster.hash_name)
+        cookies = self.header("cookie")
+        if cookies:
+            for item in cookies.split(";"):
+                name, _, value = item.strip().partition("=")
+                if name == cluster.hash_name:
+                    return value
+        return None
+
+    # -- phase 1: routing ---------------------------------------------------------------
+    def begin(self) -> None:
+        self.start = _perf_counter()
+        proto = self.proto
+        listener = proto.listener
+        self.head_only = self.method == b"HEAD"
+        gateway = listener.gateway
+        if gateway is None:
+            self.send_error(503, b"no configuration installed\n")
+            return
+        self.gateway = gateway
+        if proto.peer_trusted and self.forwarded:
+            self.client_ip = real_client_ip(self.forwarded, proto.peer_ip, gateway.is_trusted)
+        names = proto.tls_names
+        if names is not None and self.host not in names and not is_ip_literal(self.host):
+            self.send_error(421, b"this connection's certificate does not cover the host\n")
+            return
+        hosts = listener.hosts
+        if hosts is not None and self.host not in hosts:
+            route = None  # the listener does not serve this host
+        else:
+            route = gateway.router.match(
+                self.host, self.method.decode("latin-1"), self.path.decode("latin-1"), self
+            )
+        if route is None:
+            route = gateway.not_found
+        self.route = route
+        if route.chain.on_request:
+            self.run_request_filters(route, 0)
+        elif route.kind == FORWARD:
+            self.forward(route)
+        else:
+            self.dispatch(route)
+
+    def run_request_filters(self, route: CompiledRoute, start: int) -> None:
+        """Run ``on_request`` filters from ``start``; an awaitable answer suspends the chain
+        until it resolves, then the chain resumes with the next filter."""
+        phases = route.chain.on_request
+        for index in range(start, len(phases)):
+            try:
+                answer = phases[index](self)
+            except Exception:
+                log.exception("filter failed in on_request on %s", route.rule_id)
+                self.send_error(500, b"internal error\n")
+                return
+            if answer is None:
+                continue
+            if isinstance(answer, LocalResponse):
+                self.send_local(answer.status, answer.body, answer.headers, answer.content_type)
+                return
+            future = asyncio.ensure_future(answer)
+            self.waiting_filter = future
+            future.add_done_callback(functools.partial(self._filter_resolved, route, index))
+            return
+        self.dispatch(route)
+
+    def _filter_resolved(
+        self, route: CompiledRoute, index: int, future: asyncio.Future[LocalResponse | None]
+    ) -> None:
+        self.waiting_filter = None
+        if self.aborted or future.cancelled() or self.response_started:
+            return  # the request ended while the filter was waiting
+        error = future.exception()
+        if error is not None:
+            log.error("filter failed in on_request on %s: %r", route.rule_id, error)
+            self.send_error(500, b"internal error\n")
+            return
+        answer = future.result()
+        if answer is not None:
+            self.send_local(answer.status, answer.body, answer.headers, answer.content_type)
+        else:
+            self.run_request_filters(route, index + 1)
+
+    def dispatch(self, route: CompiledRoute) -> None:
+        """The rule's action, once every ``on_request`` filter let the request through."""
+        kind = route.kind
+        if kind == FORWARD:
+            self.forward(route)
+        elif kind == REDIRECT:
+            self.send_redirect(route)
+        else:
+            self.send_local(route.direct_status, route.direct_body, None,
+                            route.direct_content_type)
+
+    def forward(self, route: CompiledRoute) -> None:
+        cluster = route.single_cluster or route.backends.pick()
+        if cluster is None:
+            self.send_error(503, b"no backend available\n")
+            return
+        if cluster.breaker is not None:
+            overloaded = cluster.overloaded()
+            if overloaded is not None:
+                cluster.stats.overflows += 1
+                self.send_local(503, b"upstream overloaded\n",
+                                [(b"x-propylon-overloaded", overloaded)])
+                return
+        forwarder = self.forwarder = Forwarder(self, route, cluster)
+        if self.pending is not None:
+            forwarder.pending, self.pending = self.pending, None
+            forwarder.pending_size = self.pending_size
+        forwarder.start()
+
+    def forwarding_fields(self) -> bytes:
+        """X-Forwarded-* and Forwarded, serialised. For a peer that is not a trusted proxy
+        they depend only on the peer and the Host, so the connection keeps the last ones."""
+        proto = self.proto
+        host = self.host_value
+        if not proto.peer_trusted and proto.forwarding_host == host:
+            return proto.forwarding_fields
+        _, fields = forwarding_headers(
+            proto.peer_ip, proto.peer_trusted, self.forwarded or {},
+            proto.listener.scheme, host, self.gateway.is_trusted,
+        )
+        serialized = serialize_headers(fields)
+        if not proto.peer_trusted:
+            proto.forwarding_host, proto.forwarding_fields = host, serialized
+        return serialized
+
+    # -- phase 2: the request body ---------------------------------------------------------
+    def request_body(self, chunk: bytes) -> None:
+        route = self.route
+        if route is not None and route.chain.on_request_body:
+            for phase in route.chain.on_request_body:
+                answer = phase(self, chunk, False)
+                if isinstance(answer, LocalResponse):
+                    self.stop_request(answer)
+                    return
+        forwarder = self.forwarder
+        if forwarder is not None:
+            forwarder.send_body(chunk)
+            return
+        if route is not None and route.kind != FORWARD:
+            return  # answered locally: the body is read and dropped
+        if self.pending is None:
+            self.pending = [b"%x\r\n" % len(chunk), chunk, b"\r\n"] if self.req_chunked else [
+                chunk]
+        elif self.req_chunked:
+            self.pending.extend((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+        else:
+            self.pending.append(chunk)
+        self.pending_size += len(chunk)
+        if self.pending_size > MAX_PENDING_BODY:
+            self.proto.pause_reading_for_body()
+
+    def stop_request(self, answer: LocalResponse) -> None:
+        """A body filter refused the request mid-body: drop the upstream side and answer."""
+        self.keep_alive = False
+        if self.aborted or self.route is None or self.route.kind != FORWARD:
+            return
+        self.pending = None
+        forwarder = self.forwarder
+        if forwarder is not None:
+            forwarder.stop()
+        if self.response_started:
+            self.abort_response()
+        else:
+            self.send_local(answer.status, answer.body, answer.headers, answer.content_type)
+
+    def request_complete(self) -> None:
+        self.body_done = True
+        if self.forwarder is not None:
+            self.forwarder.end_body()
+
+    # -- phase 3: the response ----------------------------------------------------------
+    def on_response_head(self, status: int, out: Headers, length: bytes | None) -> None:
+        """The upstream's answer head, hop-by-hop fields already removed (``out``)."""
+        self.status = status
+        route = self.route
+        assert route is not None  # only a forwarded request gets an upstream answer
+        if route.chain.on_response:
+            for phase in route.chain.on_response:
+                phase(self, status, out)
+        proto = self.proto
+        keep_alive = self.keep_alive and not proto.worker.draining
+        if length is not None:
+            framing = b"content-length: " + length + b"\r\n"
+        elif self.head_only or status < 200 or status == 204 or status == 304:
+            framing = b""  # no body
+        elif self.http11:
+            framing = b"transfer-encoding: chunked\r\n"
+            self.chunked_out = True
+        else:
+            framing = b""  # an HTTP/1.0 client reads until we close
+            keep_alive = False
+        if not keep_alive:
+            framing += b"connection: close\r\n"
+            self.keep_alive = False
+        elif not self.http11:
+            framing += b"connection: keep-alive\r\n"
+        self.response_started = True
+        head = b"".join((
+            _STATUS_LINES.get(status) or status_line(status), serialize_headers(out), framing,
+            b"\r\n",
+        ))
+        held = proto.out
+        if held is None:
+            proto.transport.write(head)
+        else:
+            held.append(head)
+
+    def on_response_body(self, chunk: bytes) -> None:
+        self.bytes_out += len(chunk)
+        if self.chunked_out:
+            self.proto.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        elif not self.head_only:
+            held = self.proto.out
+            if held is None:
+                self.proto.transport.write(chunk)
+            else:
+                held.append(chunk)
+
+    def on_response_complete(self) -> None:
+        if self.chunked_out:
+            self.proto.write(b"0\r\n\r\n")
+        if not self.body_done:
+            self.keep_alive = False  # the rest of the request body will not be read
+        self.finish()
+
+    def abort_response(self) -> None:
+        """The response cannot be completed: the client sees a truncated one, never a
+        wrong one."""
+        self.proto.abort()
+        self.finish()
+
+    # -- protocol upgrade -------------------------------------------------------------------
+    def switching_protocols(self, headers: Headers) -> None:
+        """Forward the upstream's 101: its own fields, minus hop-by-hop ones, plus the switch."""
+        self.status = 101
+        upgrade = next((v for n, v in headers if n == b"upgrade"), self.upgrade or b"")
+        out = [h for h in headers if h[0] not in HOP_BY_HOP]
+        route = self.route
+        assert route is not None
+        for phase in route.chain.on_response:
+            phase(self, 101, out)
+        self.response_started = True
+        self.proto.write(b"".join((
+            status_line(101), serialize_headers(out),
+            b"connection: upgrade\r\nupgrade: ", upgrade, b"\r\n\r\n",
+        )))
+
+    def on_tunnel_data(self, data: bytes) -> None:
+        self.bytes_out += len(data)
+        self.proto.write(data)
+
+    def on_tunnel_closed(self) -> None:
+        """The upstream closed the tunnel: close the client side after what was sent."""
+        self.keep_alive = False
+        self.finish()
+
+    # -- local answers --------------------------------------------------------------------
+    def send_redirect(self, route: CompiledRoute) -> None:
+        redirect = route.redirect
+        assert redirect is not None
+        location = redirect_location(
+            redirect, self.proto.listener.scheme.decode(), self.host_value, self.host,
+            self.path, self.query,
+        )
+        self.send_local(redirect.status_code, b"", [(b"location", location.encode("latin-1"))])
+
+    def send_error(self, status: int, body: bytes) -> None:
+        self.send_local(status, body, None)
+
+    def send_local(
+        self,
+        status: int,
+        body: bytes,
+        headers: Headers | None,
+        content_type: bytes = b"text/plain; charset=utf-8",
+    ) -> None:
+        self.status = status
+        route = self.route
+        if route is not None and route.chain.on_response:
+            headers = list(headers or [])
+            for phase in route.chain.on_response:
+                phase(self, status, headers)
+        if not self.body_done or self.proto.worker.draining:
+            self.keep_alive = False  # an unread request body makes the connection unusable
+        self.bytes_out = len(body)
+        self.response_started = True
+        self.proto.write(
+            simple_response(
+                status, body, headers, close=not self.keep_alive, head_only=self.head_only,
+                content_type=content_type,
+            )
+        )
+        self.finish()
+
+    def on_timeout(self) -> None:
+        """The route's coarse deadline passed (checked by the connection's sweeper)."""
+        self.deadline = 0.0
+        if self.forwarder is not None:
+            self.forwarder.on_timeout()
+
+    # -- phase 4: the end -----------------------------------------------------------------
+    def release(self) -> None:
+        """Give back what the request holds: the waiting filter, the upstream side."""
+        self.deadline = 0.0
+        if self.waiting_filter is not None:
+            self.waiting_filter.cancel()
+            self.waiting_filter = None
+        forwarder = self.forwarder
+        if forwarder is not None:
+            forwarder.release()
+
+    def finish(self) -> None:
+        self.release()
+        route = self.route
+        elapsed = _perf_counter() - self.start
+        if route is not None:
+            stats = route.stats  # RouteStats.record, inlined: this runs for every request
+            stats.by_class[STATUS_CLASS[self.status]] += 1
+            stats.buckets[bisect_left(LATENCY_BOUNDS, elapsed)] += 1
+            stats.latency_sum += elapsed
+            for phase in route.chain.on_log:
+                phase(self)
+        access_log = self.proto.worker.access_log
+        if access_log is not None:
+            access_log.log(self, elapsed)
+        self.proto.exchange_finished(self)
+
+    def client_gone(self) -> None:
+        """The client connection closed under this request."""
+        forwarder = self.forwarder
+        if self.status == 101 and self.proto.tunnel is not None:
+            if forwarder is not None:
+                conn, forwarder.conn = forwarder.conn, None
+                if conn is not None:
+                    conn.close()
+            self.finish()  # a tunnel ended by the client is a normal end
+            return
+        self.aborted = True
+        if self.waiting_filter is not None:
+            self.waiting_filter.cancel()
+            self.waiting_filter = None
+        if forwarder is not None:
+            forwarder.client_gone()
+
+
+__all__ = ["LocalResponse", "Session"]
