@@ -8,6 +8,7 @@ the line of its key, so errors point at the field name the user wrote.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ _Loader: type[yaml.SafeLoader] | Any = getattr(yaml, "CSafeLoader", yaml.SafeLoa
 # alias bomb (a kilobyte of nested aliases names billions of nodes).
 ALIAS_EXTRA_NODES = 200_000
 MAX_DEPTH = 256  # levels of nesting; resources use about ten
+_LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")  # YAML's line breaks
 
 Path = tuple[str | int, ...]
 
@@ -61,13 +63,19 @@ def parse_documents(text: str, filename: str) -> tuple[list[Document], list[Conf
                 documents.append(doc)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else None
+        # libyaml puts an error at the end of a text without a final line break on the line
+        # after the last one: it is reported on the last line
+        line = min(mark.line + 1, _last_line(text)) if mark is not None else None
         errors.append(ConfigError(filename, line, None, None, None, f"invalid YAML: {exc.problem}"))
     except yaml.YAMLError as exc:
         errors.append(ConfigError(filename, None, None, None, None, f"invalid YAML: {exc}"))
     finally:
         loader.dispose()
     return documents, errors
+
+
+def _last_line(text: str) -> int:
+    return len(_LINE_BREAK.findall(text)) + 1
 
 
 class _TooLarge(Exception):

@@ -54,3 +54,16 @@ def test_small_alias_bomb_under_the_bound_loads() -> None:
     result = load_text(alias_bomb(4), "t.yaml")  # 8**4 nodes: allowed, then unknown fields
     assert result.resources == []
     assert all("unknown field" in e.message or "required" in e.message for e in result.errors)
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        pytest.param("[a, {", 1, id="no-final-line-break"),
+        pytest.param("a: 1\r\rb: [", 3, id="carriage-returns-count-as-line-breaks"),
+        pytest.param("a: [\n\n", 3, id="final-line-break"),
+    ],
+)
+def test_syntax_error_at_the_end_is_on_an_existing_line(text: str, line: int) -> None:
+    (error,) = load_text(text, "t.yaml").errors
+    assert error.line == line
