@@ -17,10 +17,11 @@ import yaml
 from propylon.config.errors import ConfigError
 
 _Loader: type[yaml.SafeLoader] | Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-# What aliases may add to a document, in nodes, beyond one node per character of the text
-# (which no document without aliases reaches): generous for `<<: *defaults`, fatal to an
-# alias bomb (a kilobyte of nested aliases names billions of nodes).
-ALIAS_EXTRA_NODES = 200_000
+# What aliases may add to the documents of a text, in nodes, beyond one node per character
+# of each document (which no document without aliases reaches): generous for
+# `<<: *defaults`, fatal to an alias bomb (a kilobyte of nested aliases names billions of
+# nodes); about 0.2 s of work at most.
+ALIAS_EXTRA_NODES = 100_000
 MAX_DEPTH = 256  # levels of nesting; resources use about ten
 _LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")  # YAML's line breaks
 
@@ -47,19 +48,12 @@ def parse_documents(text: str, filename: str) -> tuple[list[Document], list[Conf
     loader = _Loader(text)
     documents: list[Document] = []
     errors: list[ConfigError] = []
+    budget = _AliasBudget()
     try:
         while loader.check_node():
             node = loader.get_node()
-            if node is None:
-                continue
-            doc = Document(data=None, line=node.start_mark.line + 1)
-            try:
-                _index_lines(node, doc.lines, errors, filename, len(text) + ALIAS_EXTRA_NODES)
-            except _TooLarge as exc:
-                errors.append(ConfigError(filename, exc.line, None, None, None, str(exc)))
-                continue  # not constructed: its data would be as large, or endless
-            doc.data = loader.construct_document(node)
-            if doc.data is not None:
+            doc = None if node is None else _document(loader, node, budget, errors, filename)
+            if doc is not None:
                 documents.append(doc)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -72,6 +66,30 @@ def parse_documents(text: str, filename: str) -> tuple[list[Document], list[Conf
     finally:
         loader.dispose()
     return documents, errors
+
+
+class _AliasBudget:
+    """Nodes that aliases may add to the documents of one text, all together. A document
+    without aliases has no more nodes than characters, so it never draws on it."""
+
+    def __init__(self) -> None:
+        self.extra = ALIAS_EXTRA_NODES
+
+
+def _document(
+    loader: Any, node: yaml.Node, budget: _AliasBudget, errors: list[ConfigError], filename: str
+) -> Document | None:
+    doc = Document(data=None, line=node.start_mark.line + 1)
+    size = node.end_mark.index - node.start_mark.index + 1
+    try:
+        walked = _index_lines(node, doc.lines, errors, filename, size + budget.extra)
+    except _TooLarge as exc:
+        budget.extra = 0  # later documents get their own size, nothing more
+        errors.append(ConfigError(filename, exc.line, None, None, None, str(exc)))
+        return None  # not constructed: its data would be as large, or endless
+    budget.extra -= max(0, walked - size)
+    doc.data = loader.construct_document(node)
+    return doc if doc.data is not None else None
 
 
 def _last_line(text: str) -> int:
@@ -89,10 +107,10 @@ class _TooLarge(Exception):
 def _index_lines(
     root: yaml.Node, lines: dict[Path, int], errors: list[ConfigError], filename: str,
     limit: int,
-) -> None:
+) -> int:
     """Record the line of every node of the document, walked as its data will be: an alias
     repeats the node it names. The walk is iterative (libyaml nests up to 1000 levels) and
-    stops after ``limit`` nodes or ``MAX_DEPTH`` levels."""
+    stops after ``limit`` nodes or ``MAX_DEPTH`` levels; how many nodes it walked."""
     stack: list[tuple[yaml.Node, Path]] = [(root, ())]
     visited = 0
     while stack:
@@ -112,6 +130,7 @@ def _index_lines(
         else:
             continue
         stack.extend(reversed(children))  # popped in document order
+    return visited
 
 
 def _mapping_children(

@@ -67,3 +67,13 @@ def test_small_alias_bomb_under_the_bound_loads() -> None:
 def test_syntax_error_at_the_end_is_on_an_existing_line(text: str, line: int) -> None:
     (error,) = load_text(text, "t.yaml").errors
     assert error.line == line
+
+
+def test_alias_budget_is_shared_by_the_documents_of_a_text() -> None:
+    good = RESOURCE.replace("Route", "Upstream") + "  endpoints: [{address: 127.0.0.1, port: 1}]\n"
+    text = "---\n".join([alias_bomb(7)] * 30 + [good])
+    start = time.perf_counter()
+    result = load_text(text, "t.yaml")
+    assert time.perf_counter() - start < 2.0
+    assert len(result.resources) == 1  # a document without aliases needs no budget
+    assert sum("aliases make this document" in e.message for e in result.errors) >= 29
