@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from propylon.config._types import Labels, Model, exactly_one
+from propylon.schema import Labels, Model, SecretRef
 
-
-class SecretRef(Model):
-    """Where a secret lives: a file or an environment variable. Never the secret itself."""
-
-    file: str | None = Field(default=None, min_length=1)
-    env: str | None = Field(default=None, min_length=1)
-
-    @model_validator(mode="after")
-    def _one_source(self) -> SecretRef:
-        exactly_one(self, ("file", "env"))
-        return self
+__all__ = ["ApiKeyCredential", "BasicAuthCredential", "ConsumerSpec", "Credentials", "SecretRef"]
 
 
 class ApiKeyCredential(Model):

@@ -1,4 +1,6 @@
-"""Policy filters: one module per policy type, all on the contract of ``base.Filter``."""
+"""Policy filters: one module per policy type, all on the contract of ``base.Filter``; the
+table of policy types (``propylon/policies/table.py``) says which filter runs which policy
+section, and when, and ``build_filter`` builds them from the IR."""
 
 from propylon.filters.base import (
     PHASES,
@@ -8,15 +10,15 @@ from propylon.filters.base import (
     LocalResponse,
     overrides,
 )
-from propylon.filters.registry import FILTER_CLASSES, filter_class
+from propylon.filters.factory import build_filter, filter_class
 
 __all__ = [
-    "FILTER_CLASSES",
     "PHASES",
     "Filter",
     "FilterContext",
     "FilterEnv",
     "LocalResponse",
+    "build_filter",
     "filter_class",
     "overrides",
 ]

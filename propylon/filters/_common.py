@@ -12,6 +12,7 @@ from typing import Any
 
 from propylon.filters.base import FilterContext, FilterEnv, Headers, LocalResponse
 from propylon.ir.model import ConsumerIR
+from propylon.policies import auth
 
 CONSUMER = "consumer"  # ctx.state key: the authenticated ConsumerIR
 
@@ -91,10 +92,9 @@ class ConsumerHeaders:
 
     __slots__ = ("labels_name", "name_name")
 
-    def __init__(self, spec: dict[str, Any] | None) -> None:
-        spec = spec or {}
-        self.name_name = str(spec.get("name", "x-consumer-name")).encode("latin-1")
-        self.labels_name = str(spec.get("labels", "x-consumer-labels")).encode("latin-1")
+    def __init__(self, settings: auth.ConsumerHeaders) -> None:
+        self.name_name = settings.name.encode("latin-1")
+        self.labels_name = settings.labels.encode("latin-1")
 
     def identify(self, ctx: FilterContext, consumer: ConsumerIR) -> None:
         state(ctx)[CONSUMER] = consumer

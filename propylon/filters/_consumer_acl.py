@@ -10,10 +10,9 @@ consumers get ``403``. Everything is precomputed into sets; a check is a few loo
 
 from __future__ import annotations
 
-from typing import Any
-
 from propylon.filters.base import LocalResponse
 from propylon.ir.model import ConsumerIR
+from propylon.policies import auth
 
 Labels = tuple[tuple[str, frozenset[str]], ...]
 
@@ -24,18 +23,18 @@ class ConsumerRestriction:
         "forbidden", "restricts_allow",
     )
 
-    def __init__(self, spec: dict[str, Any]) -> None:
-        self.allow_keys, self.allow_names = _refs(spec.get("allow"))
-        self.deny_keys, self.deny_names = _refs(spec.get("deny"))
-        self.allow_labels = _labels(spec.get("allowLabels"))
-        self.deny_labels = _labels(spec.get("denyLabels"))
-        self.restricts_allow = spec.get("allow") is not None or bool(self.allow_labels)
+    def __init__(self, settings: auth.ConsumerRestriction) -> None:
+        self.allow_keys, self.allow_names = _refs(settings.allow)
+        self.deny_keys, self.deny_names = _refs(settings.deny)
+        self.allow_labels = _labels(settings.allow_labels)
+        self.deny_labels = _labels(settings.deny_labels)
+        self.restricts_allow = settings.allow is not None or bool(self.allow_labels)
         self.forbidden = LocalResponse(403, b"forbidden: consumer not allowed\n")
 
     @classmethod
-    def of(cls, spec: dict[str, Any] | None) -> ConsumerRestriction | None:
+    def of(cls, settings: auth.ConsumerRestriction | None) -> ConsumerRestriction | None:
         """The restriction of an auth policy's ``consumers`` section, None without one."""
-        return cls(spec) if spec else None
+        return cls(settings) if settings is not None else None
 
     def admits(self, consumer: ConsumerIR) -> bool:
         if consumer.key in self.deny_keys or consumer.name in self.deny_names:

@@ -14,16 +14,17 @@ would leave the layers behind the gateway to pick their own copy (parameter poll
 
 from __future__ import annotations
 
-from typing import Any
 from urllib.parse import unquote_to_bytes
 
 from propylon.filters._common import ConsumerHeaders, ConsumerTable, unauthorized
 from propylon.filters._consumer_acl import ConsumerRestriction
 from propylon.filters.base import Filter, FilterContext, FilterEnv, LocalResponse
+from propylon.policies.auth import ApiKeyPolicy
 
 
 class ApiKeyFilter(Filter):
     policy_type = "apiKey"
+    settings_model = ApiKeyPolicy
 
     __slots__ = ("consumer_headers", "denied", "duplicate", "header_name", "query_name",
                  "restriction", "table")
@@ -45,11 +46,11 @@ class ApiKeyFilter(Filter):
                                       b"unauthorized: more than one API key\n")
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any], source: str, env: FilterEnv) -> ApiKeyFilter:
+    def from_spec(cls, settings: ApiKeyPolicy, source: str, env: FilterEnv) -> ApiKeyFilter:
         return cls(
-            source, ConsumerTable.of(env), spec.get("header"), spec.get("query"),
-            ConsumerHeaders(spec.get("consumerHeaders")),
-            ConsumerRestriction.of(spec.get("consumers")),
+            source, ConsumerTable.of(env), settings.header, settings.query,
+            ConsumerHeaders(settings.consumer_headers),
+            ConsumerRestriction.of(settings.consumers),
         )
 
     def on_request(self, ctx: FilterContext) -> LocalResponse | None:

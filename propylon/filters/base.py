@@ -1,11 +1,12 @@
 """The filter contract: one base class whose phase methods do nothing by default.
 
-A filter is built once per rule from its policy spec (``from_spec``), precomputes everything
-there, and never mutates its configuration at request time (per-request data goes in
-``ctx.state``; long-lived shared objects come from ``FilterEnv.shared``). The runtime puts a
-filter's bound method into a phase tuple only when the filter's class overrides that phase,
-so a route with no filters, or a filter that only edits responses, pays nothing for the
-other phases.
+A filter is built once per rule from its typed settings (``from_spec``, given a validated
+instance of its class's ``settings_model``: defaults live in the model, not in the filter),
+precomputes everything there, and never mutates its configuration at request time
+(per-request data goes in ``ctx.state``; long-lived shared objects come from
+``FilterEnv.shared``). The runtime puts a filter's bound method into a phase tuple only
+when the filter's class overrides that phase, so a route with no filters, or a filter that
+only edits responses, pays nothing for the other phases.
 
 Phases, in the order they run for one request (after routing). The HTTP version is the
 codec's business: the same phases run for HTTP/1.1 and HTTP/2 requests.
@@ -49,6 +50,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Protocol, TypeVar, cast
+
+from pydantic import BaseModel
 
 Headers = list[tuple[bytes, bytes]]
 T = TypeVar("T")
@@ -124,7 +127,8 @@ class Filter:
     phase chunk by chunk; N > 0 asks for the whole body, at most N bytes, in one call.
     ``body_inspect_only``: the body phases never return replacement bytes."""
 
-    policy_type: ClassVar[str] = ""
+    policy_type: ClassVar[str] = ""  # its row in policies/table.py
+    settings_model: ClassVar[type[BaseModel]] = BaseModel  # what ``from_spec`` is given
 
     __slots__ = ("body_inspect_only", "request_body_buffer", "response_body_buffer", "source")
 
@@ -135,7 +139,9 @@ class Filter:
         self.body_inspect_only = False
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any], source: str, env: FilterEnv) -> Filter:
+    def from_spec(cls, settings: Any, source: str, env: FilterEnv) -> Filter:
+        """The filter for one policy: ``settings`` is a validated ``settings_model``
+        instance, ``source`` names where the policy was attached (for messages)."""
         raise NotImplementedError
 
     def on_request(

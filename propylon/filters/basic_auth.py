@@ -14,18 +14,19 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from typing import Any
 
 from propylon.filters._common import ConsumerHeaders, ConsumerTable, unauthorized
 from propylon.filters._consumer_acl import ConsumerRestriction
 from propylon.filters.base import Filter, FilterContext, FilterEnv, LocalResponse
 from propylon.ir.model import ConsumerIR
+from propylon.policies.auth import BasicAuthPolicy
 
 _ACCEPTED_MAX = 4096
 
 
 class BasicAuthFilter(Filter):
     policy_type = "basicAuth"
+    settings_model = BasicAuthPolicy
 
     __slots__ = ("accepted", "consumer_headers", "denied", "duplicate", "restriction", "table")
 
@@ -43,10 +44,11 @@ class BasicAuthFilter(Filter):
         self.accepted: dict[bytes, ConsumerIR] = {}
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any], source: str, env: FilterEnv) -> BasicAuthFilter:
-        return cls(source, ConsumerTable.of(env), spec.get("realm", "propylon"),
-                   ConsumerHeaders(spec.get("consumerHeaders")),
-                   ConsumerRestriction.of(spec.get("consumers")))
+    def from_spec(cls, settings: BasicAuthPolicy, source: str, env: FilterEnv
+                  ) -> BasicAuthFilter:
+        return cls(source, ConsumerTable.of(env), settings.realm,
+                   ConsumerHeaders(settings.consumer_headers),
+                   ConsumerRestriction.of(settings.consumers))
 
     def on_request(self, ctx: FilterContext) -> LocalResponse | None:
         values = [v for n, v in ctx.request_headers if n == b"authorization"]

@@ -12,10 +12,10 @@ Every answer carries ``Vary: Origin`` unless the policy allows ``"*"`` without c
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from propylon.filters._common import header, state
 from propylon.filters.base import Filter, FilterContext, FilterEnv, Headers, LocalResponse
+from propylon.policies.traffic import CorsPolicy
 
 _ORIGIN = "cors.origin"  # ctx.state key: the allowed Origin value to echo
 
@@ -33,6 +33,7 @@ def compile_origins(patterns: list[str]) -> tuple[frozenset[bytes], re.Pattern[b
 
 class CorsFilter(Filter):
     policy_type = "cors"
+    settings_model = CorsPolicy
 
     __slots__ = (
         "allow_headers",
@@ -49,25 +50,25 @@ class CorsFilter(Filter):
         "vary",
     )
 
-    def __init__(self, source: str, spec: dict[str, Any]) -> None:
+    def __init__(self, source: str, settings: CorsPolicy) -> None:
         super().__init__(source)
-        self.exact, self.regex, self.any_origin = compile_origins(spec["allowOrigins"])
-        methods = [m.upper() for m in spec.get("allowMethods") or ()]
+        self.exact, self.regex, self.any_origin = compile_origins(settings.allow_origins)
+        methods = settings.allow_methods  # upper-case (Method)
         self.methods = frozenset(m.encode() for m in methods)
         self.allow_methods_value = ", ".join(methods).encode()
-        headers = [h.lower() for h in spec.get("allowHeaders") or ()]
+        headers = settings.allow_headers  # lower-case (HeaderName)
         self.allow_headers = frozenset(h.encode() for h in headers)
         self.allow_headers_value = ", ".join(headers).encode()
-        self.expose = ", ".join(spec.get("exposeHeaders") or ()).encode()
-        self.credentials = bool(spec.get("allowCredentials"))
-        max_age = spec.get("maxAge")
+        self.expose = ", ".join(settings.expose_headers).encode()
+        self.credentials = settings.allow_credentials
+        max_age = settings.max_age
         self.max_age = str(int(max_age)).encode() if max_age is not None else None
         self.vary = not (self.any_origin and not self.credentials)
         self.rejected = LocalResponse(403, b"CORS preflight rejected\n", self._vary([]))
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any], source: str, env: FilterEnv) -> CorsFilter:
-        return cls(source, spec)
+    def from_spec(cls, settings: CorsPolicy, source: str, env: FilterEnv) -> CorsFilter:
+        return cls(source, settings)
 
     def _vary(self, headers: Headers) -> Headers:
         if self.vary:

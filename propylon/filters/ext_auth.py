@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 from propylon.filters._http import HttpClient, HttpError, compile_tls
 from propylon.filters.base import Filter, FilterContext, FilterEnv, Headers, LocalResponse
+from propylon.policies.auth import ExtAuthPolicy
 
 log = logging.getLogger("propylon.filters.ext_auth")
 _LOG_EVERY = 10.0
@@ -34,6 +35,7 @@ Decision = tuple[Headers | None, LocalResponse | None]
 
 class ExtAuthFilter(Filter):
     policy_type = "extAuth"
+    settings_model = ExtAuthPolicy
 
     __slots__ = (
         "cache", "cache_max", "cache_ttl", "client", "client_headers", "denied_on_error",
@@ -41,34 +43,33 @@ class ExtAuthFilter(Filter):
         "url",
     )
 
-    def __init__(self, source: str, spec: dict[str, Any], client: HttpClient) -> None:
+    def __init__(self, source: str, settings: ExtAuthPolicy, client: HttpClient) -> None:
         super().__init__(source)
         self.client = client
-        self.url = spec["url"]
-        self.path_prefix = urlsplit(spec["url"]).path.rstrip("/").encode()
-        self.timeout = float(spec.get("timeout", 1.0))
-        self.fail_open = bool(spec.get("failOpen"))
-        self.denied_on_error = LocalResponse(int(spec.get("statusOnError", 403)),
+        self.url = settings.url
+        self.path_prefix = urlsplit(settings.url).path.rstrip("/").encode()
+        self.timeout = settings.timeout
+        self.fail_open = settings.fail_open
+        self.denied_on_error = LocalResponse(settings.status_on_error,
                                              b"authorization service unavailable\n")
-        self.forward = frozenset(h.encode() for h in spec.get("headersToAuth") or ())
-        self.upstream_headers = frozenset(h.encode() for h in spec.get("upstreamHeaders") or ())
-        self.client_headers = frozenset(h.encode() for h in spec.get("clientHeaders") or ())
-        cache = spec.get("cache")
-        self.cache_ttl = float(cache["ttl"]) if cache else 0.0
-        self.cache_max = int(cache.get("maxEntries", 10000)) if cache else 0
-        self.key_headers = tuple(h.encode() for h in cache["keyHeaders"]) if cache else ()
+        self.forward = frozenset(h.encode() for h in settings.headers_to_auth)
+        self.upstream_headers = frozenset(h.encode() for h in settings.upstream_headers)
+        self.client_headers = frozenset(h.encode() for h in settings.client_headers)
+        cache = settings.cache
+        self.cache_ttl = cache.ttl if cache else 0.0
+        self.cache_max = cache.max_entries if cache else 0
+        self.key_headers = tuple(h.encode() for h in cache.key_headers) if cache else ()
         self.cache: dict[tuple[bytes | None, ...], tuple[float, Decision]] = {}
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any], source: str, env: FilterEnv) -> ExtAuthFilter:
-        parts = urlsplit(spec["url"])
+    def from_spec(cls, settings: ExtAuthPolicy, source: str, env: FilterEnv) -> ExtAuthFilter:
+        parts = urlsplit(settings.url)
         origin = f"{parts.scheme}://{parts.netloc}"
-        limit = int(spec.get("maxConnections", 64))
-        ca_file: str | None = spec.get("caFile")
+        limit, ca_file = settings.max_connections, settings.ca_file
         key = ("extAuth", origin, limit, ca_file)
         client = env.shared(key, lambda: HttpClient(origin, limit, compile_tls(
             origin, ca_file, f"{source}: extAuth.caFile")))
-        return cls(source, spec, client)
+        return cls(source, settings, client)
 
     def on_request(self, ctx: FilterContext) -> Any:
         key = None

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable
-from typing import Any
 
 from propylon.filters.base import Filter, FilterContext, FilterEnv, LocalResponse
+from propylon.policies.traffic import FaultInjectionPolicy
 
 
 class FaultInjectionFilter(Filter):
     policy_type = "faultInjection"
+    settings_model = FaultInjectionPolicy
 
     __slots__ = ("abort", "abort_ratio", "delay", "delay_ratio")
 
@@ -33,23 +34,20 @@ class FaultInjectionFilter(Filter):
 
     @classmethod
     def from_spec(
-        cls, spec: dict[str, Any], source: str, env: FilterEnv
+        cls, settings: FaultInjectionPolicy, source: str, env: FilterEnv
     ) -> FaultInjectionFilter:
-        delay = spec.get("delay") or {}
-        abort = spec.get("abort")
+        delay, abort = settings.delay, settings.abort
         answer = None
-        if abort:
+        if abort is not None:
             answer = LocalResponse(
-                int(abort.get("status", 503)),
-                str(abort.get("body", "fault injected")).encode() + b"\n",
-                [(b"x-propylon-fault", b"abort")],
+                abort.status, abort.body.encode() + b"\n", [(b"x-propylon-fault", b"abort")]
             )
         return cls(
             source,
-            float(delay.get("fixed", 0.0)),
-            float(delay.get("percent", 100.0)) / 100 if delay else 0.0,
+            delay.fixed if delay is not None else 0.0,
+            delay.percent / 100 if delay is not None else 0.0,
             answer,
-            float(abort.get("percent", 100.0)) / 100 if abort else 0.0,
+            abort.percent / 100 if abort is not None else 0.0,
         )
 
     def on_request(

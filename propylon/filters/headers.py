@@ -1,14 +1,14 @@
 """The ``headers`` policy: set, add and remove request and response header fields.
 
-Spec: ``{request: {set: {name: value}, add: {name: value}, remove: [name]}, response: {...}}``.
-Order within one side: remove, then set (replaces every existing field of that name), then add.
+Settings: ``{request: {set: {name: value}, add: {name: value}, remove: [name]}, response:
+{...}}`` (``HeadersSettings``). Order within one side: remove, then set (replaces every existing
+field of that name), then add.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 from propylon.filters.base import Filter, FilterContext, FilterEnv, Headers, LocalResponse
+from propylon.policies.headers import HeadersSettings, ResolvedHeaderEdits, ResolvedSecret
 
 
 class HeaderEdits:
@@ -16,25 +16,23 @@ class HeaderEdits:
 
     A value may be a secret resolved at translation (``{"secret": value}``), or the reason it
     could not be read (``{"secretError": reason}``): then ``unavailable`` holds the reason
-    and the filter answers 503 rather than send the request without its credential."""
+    and the filter answers 503 rather than send the request without its credential. Names
+    are lower-case already (``HeaderName``)."""
 
     __slots__ = ("additions", "dropped", "empty", "unavailable")
 
-    def __init__(self, spec: dict[str, Any] | None) -> None:
-        spec = spec or {}
-        set_ = {k.lower(): v for k, v in (spec.get("set") or {}).items()}
-        add = {k.lower(): v for k, v in (spec.get("add") or {}).items()}
-        remove = [k.lower() for k in (spec.get("remove") or [])]
+    def __init__(self, edits: ResolvedHeaderEdits) -> None:
+        set_, add = edits.set, edits.add
         self.unavailable = next(
-            (v["secretError"] for v in [*set_.values(), *add.values()]
-             if isinstance(v, dict) and "secretError" in v),
+            (v.secret_error for v in [*set_.values(), *add.values()]
+             if isinstance(v, ResolvedSecret) and v.secret_error is not None),
             None,
         )
-        self.dropped = frozenset(n.encode("latin-1") for n in [*remove, *set_])
+        self.dropped = frozenset(n.encode("latin-1") for n in [*edits.remove, *set_])
         self.additions: tuple[tuple[bytes, bytes], ...] = tuple(
-            (n.encode("latin-1"), _value(v))
+            (n.encode("latin-1"), value)
             for n, v in [*set_.items(), *add.items()]
-            if not (isinstance(v, dict) and "secretError" in v)
+            if (value := _value(v)) is not None
         )
         self.empty = not self.dropped and not self.additions and self.unavailable is None
 
@@ -45,14 +43,17 @@ class HeaderEdits:
         headers.extend(self.additions)
 
 
-def _value(value: Any) -> bytes:
-    if isinstance(value, dict):
-        return str(value["secret"]).encode("latin-1")
-    return str(value).encode("latin-1")
+def _value(value: str | ResolvedSecret) -> bytes | None:
+    """The bytes to send; None for a secret that could not be read."""
+    if isinstance(value, ResolvedSecret):
+        secret = value.secret
+        return secret.get_secret_value().encode("latin-1") if secret is not None else None
+    return value.encode("latin-1")
 
 
 class HeadersFilter(Filter):
     policy_type = "headers"
+    settings_model = HeadersSettings
 
     __slots__ = ("request_edits", "response_edits")
 
@@ -62,8 +63,9 @@ class HeadersFilter(Filter):
         self.response_edits = response
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any], source: str, env: FilterEnv) -> HeadersFilter:
-        request, response = HeaderEdits(spec.get("request")), HeaderEdits(spec.get("response"))
+    def from_spec(cls, settings: HeadersSettings, source: str, env: FilterEnv
+                  ) -> HeadersFilter:
+        request, response = HeaderEdits(settings.request), HeaderEdits(settings.response)
         if request.unavailable is not None:
             return _CredentialUnavailable(source, request, response)
         if request.empty:

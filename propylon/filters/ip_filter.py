@@ -9,9 +9,9 @@ costs one dict look-up.
 from __future__ import annotations
 
 import ipaddress
-from typing import Any
 
 from propylon.filters.base import Filter, FilterContext, FilterEnv, LocalResponse
+from propylon.policies.traffic import IpFilterPolicy
 
 _CACHE_SIZE = 4096
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -19,6 +19,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 class IpFilter(Filter):
     policy_type = "ipFilter"
+    settings_model = IpFilterPolicy
 
     __slots__ = ("allow", "decisions", "deny", "forbidden")
 
@@ -30,9 +31,9 @@ class IpFilter(Filter):
         self.forbidden = LocalResponse(403, b"forbidden\n")
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any], source: str, env: FilterEnv) -> IpFilter:
-        allow = tuple(ipaddress.ip_network(c, strict=False) for c in spec.get("allow") or ())
-        deny = tuple(ipaddress.ip_network(c, strict=False) for c in spec.get("deny") or ())
+    def from_spec(cls, settings: IpFilterPolicy, source: str, env: FilterEnv) -> IpFilter:
+        allow = tuple(ipaddress.ip_network(c, strict=False) for c in settings.allow)
+        deny = tuple(ipaddress.ip_network(c, strict=False) for c in settings.deny)
         return cls(source, allow, deny)
 
     def allowed(self, ip: str) -> bool:

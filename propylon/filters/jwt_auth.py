@@ -29,12 +29,14 @@ from propylon.filters._common import unauthorized
 from propylon.filters._http import compile_tls
 from propylon.filters._jwks import JwksCache, Key, KeySet, load_key_file
 from propylon.filters.base import Filter, FilterContext, FilterEnv, Headers, LocalResponse
+from propylon.policies.auth import JwtPolicy
 
 _VERIFIED_MAX = 10000
 
 
 class JwtFilter(Filter):
     policy_type = "jwt"
+    settings_model = JwtPolicy
 
     __slots__ = (
         "algorithms", "audiences", "claim_headers", "drop_headers", "issuer", "jwks",
@@ -42,30 +44,27 @@ class JwtFilter(Filter):
         "strip_token", "verified",
     )
 
-    def __init__(self, source: str, spec: dict[str, Any], jwks: JwksCache | None,
+    def __init__(self, source: str, settings: JwtPolicy, jwks: JwksCache | None,
                  static_keys: KeySet | None) -> None:
         super().__init__(source)
         self.jwks = jwks
         self.static_keys = static_keys
-        self.algorithms = frozenset(spec.get("algorithms") or ("RS256", "ES256", "EdDSA"))
-        self.issuer: str | None = spec.get("issuer")
-        self.audiences: list[str] = list(spec.get("audiences") or ())
-        self.skew = float(spec.get("clockSkew", 30.0))
-        required = list(spec.get("requiredClaims") or ())
+        self.algorithms = frozenset(settings.algorithms)
+        self.issuer = settings.issuer
+        self.audiences = list(settings.audiences)
+        self.skew = settings.clock_skew
         self.options: dict[str, Any] = {
-            "require": ["exp", *required], "verify_aud": bool(self.audiences),
+            "require": ["exp", *settings.required_claims], "verify_aud": bool(self.audiences),
         }
         self.sources: list[tuple[bytes | None, bytes, bytes | None]] = [
-            ((s.get("header") or "").encode() or None, (s.get("prefix") or "").encode(),
-             (s.get("cookie") or "").encode() or None)
-            for s in spec.get("tokenFrom") or [{"header": "authorization", "prefix": "Bearer "}]
+            ((s.header or "").encode() or None, s.prefix.encode(),
+             (s.cookie or "").encode() or None)
+            for s in settings.token_from
         ]
-        self.strip_token = not spec.get("forwardToken", True)
-        self.claim_headers = [
-            (c["claim"], c["header"].lower().encode()) for c in spec.get("claimsToHeaders") or ()
-        ]
+        self.strip_token = not settings.forward_token
+        self.claim_headers = [(c.claim, c.header.encode()) for c in settings.claims_to_headers]
         self.drop_headers = frozenset(h for _, h in self.claim_headers)
-        self.realm = spec.get("realm", "propylon")
+        self.realm = settings.realm
         self.missing = unauthorized(f'Bearer realm="{self.realm}"')
         self.repeated = LocalResponse(400, b"bad request: more than one token\n", [(
             b"www-authenticate",
@@ -75,21 +74,18 @@ class JwtFilter(Filter):
         self.verified: dict[bytes, tuple[dict[str, Any], float, int]] = {}
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any], source: str, env: FilterEnv) -> JwtFilter:
+    def from_spec(cls, settings: JwtPolicy, source: str, env: FilterEnv) -> JwtFilter:
         jwks = None
         static = None
-        if spec.get("jwks"):
-            j = spec["jwks"]
-            settings = (j["url"], j.get("cacheDuration", 300.0), j.get("minRefreshInterval", 5.0),
-                        j.get("timeout", 5.0))
-            ca_file: str | None = j.get("caFile")
+        j = settings.jwks
+        if j is not None:
+            fetch = (j.url, j.cache_duration, j.min_refresh_interval, j.timeout)
             field = f"{source}: jwt.jwks.caFile"
-            jwks = env.shared(("jwks", *settings, ca_file), lambda: JwksCache(
-                *settings, ssl_context=compile_tls(j["url"], ca_file, field)))
+            jwks = env.shared(("jwks", *fetch, j.ca_file), lambda: JwksCache(
+                *fetch, ssl_context=compile_tls(j.url, j.ca_file, field)))
         else:
-            static = KeySet([load_key_file(k["file"], k.get("kid"), k.get("algorithm"))
-                             for k in spec.get("keys") or ()])
-        return cls(source, spec, jwks, static)
+            static = KeySet([load_key_file(k.file, k.kid, k.algorithm) for k in settings.keys])
+        return cls(source, settings, jwks, static)
 
     # -- the request path ------------------------------------------------------------------
     def on_request(

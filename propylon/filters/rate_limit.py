@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable
-from typing import Any
 
 from propylon.filters._buckets import (
     MemoryBuckets,
@@ -33,6 +32,7 @@ from propylon.filters._buckets import (
 )
 from propylon.filters._common import CONSUMER, header, state
 from propylon.filters.base import Filter, FilterContext, FilterEnv, Headers, LocalResponse
+from propylon.policies.traffic import RateLimit, RateLimitPolicy
 
 _HEADERS = "rateLimit.headers"  # ctx.state key: headers for the response
 
@@ -42,14 +42,14 @@ class Limit:
 
     __slots__ = ("capacity", "descriptors", "rate", "requests", "seed")
 
-    def __init__(self, source: str, index: int, spec: dict[str, Any]) -> None:
-        self.requests = int(spec["requests"])
-        per = float(spec["per"])
-        self.capacity = float(spec.get("burst") or self.requests)
+    def __init__(self, source: str, index: int, limit: RateLimit) -> None:
+        self.requests = limit.requests
+        per = limit.per
+        self.capacity = float(limit.burst or self.requests)
         self.rate = self.requests / per
         self.descriptors = tuple(
             (kind, name.encode("latin-1"))
-            for kind, _, name in (d.partition(":") for d in spec.get("key") or ())
+            for kind, _, name in (d.partition(":") for d in limit.key)
         )
         self.seed = f"{source}|{index}|{self.requests}/{per}|{self.capacity}".encode()
 
@@ -80,30 +80,30 @@ def _descriptor(ctx: FilterContext, kind: str, name: bytes) -> bytes:
 
 class RateLimitFilter(Filter):
     policy_type = "rateLimit"
+    settings_model = RateLimitPolicy
 
     __slots__ = ("env", "fail_open", "limits", "local", "prefix", "redis", "unavailable")
 
-    def __init__(self, source: str, spec: dict[str, Any], env: FilterEnv) -> None:
+    def __init__(self, source: str, settings: RateLimitPolicy, env: FilterEnv) -> None:
         super().__init__(source)
-        self.limits = tuple(Limit(source, i, s) for i, s in enumerate(spec["limits"]))
+        self.limits = tuple(Limit(source, i, s) for i, s in enumerate(settings.limits))
         self.env = env
         self.local: SharedBuckets | MemoryBuckets | None = None
         self.redis: RedisBuckets | None = None
-        self.fail_open = spec.get("failureMode", "open") == "open"
+        self.fail_open = settings.failure_mode == "open"
         self.unavailable = LocalResponse(503, b"rate limit service unavailable\n")
-        redis = spec.get("redis") or {}
-        self.prefix = str(redis.get("prefix", "propylon:rl"))
-        if spec.get("mode") == "global":
-            settings = (str(redis.get("address", "127.0.0.1:6379")), bool(redis.get("cluster")),
-                        float(redis.get("timeout", 0.05)))
-            self.redis = env.shared(("redis-buckets", *settings),
-                                    lambda: RedisBuckets(*settings))
+        redis = settings.redis
+        self.prefix = redis.prefix
+        if settings.mode == "global":
+            server = (redis.address, redis.cluster, redis.timeout)
+            self.redis = env.shared(("redis-buckets", *server), lambda: RedisBuckets(*server))
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any], source: str, env: FilterEnv) -> RateLimitFilter:
-        if spec.get("responseHeaders"):
-            return _RateLimitWithHeaders(source, spec, env)
-        return cls(source, spec, env)
+    def from_spec(cls, settings: RateLimitPolicy, source: str, env: FilterEnv
+                  ) -> RateLimitFilter:
+        if settings.response_headers:
+            return _RateLimitWithHeaders(source, settings, env)
+        return cls(source, settings, env)
 
     def on_request(
         self, ctx: FilterContext

@@ -8,13 +8,13 @@ connection closed). The header size counts every field as ``name: value\\r\\n``.
 
 from __future__ import annotations
 
-from typing import Any
-
 from propylon.filters.base import Filter, FilterContext, FilterEnv, LocalResponse
+from propylon.policies.traffic import RequestLimitsPolicy
 
 
 class RequestLimitsFilter(Filter):
     policy_type = "requestLimits"
+    settings_model = RequestLimitsPolicy
 
     __slots__ = ("max_body", "max_header", "too_large", "too_long_headers")
 
@@ -26,8 +26,9 @@ class RequestLimitsFilter(Filter):
         self.too_long_headers = LocalResponse(431, b"request header fields too large\n")
 
     @classmethod
-    def from_spec(cls, spec: dict[str, Any], source: str, env: FilterEnv) -> RequestLimitsFilter:
-        return cls(source, spec.get("maxBodySize"), spec.get("maxHeaderSize"))
+    def from_spec(cls, settings: RequestLimitsPolicy, source: str, env: FilterEnv
+                  ) -> RequestLimitsFilter:
+        return cls(source, settings.max_body_size, settings.max_header_size)
 
     def on_request(self, ctx: FilterContext) -> LocalResponse | None:
         max_header = self.max_header

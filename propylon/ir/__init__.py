@@ -3,7 +3,6 @@
 from propylon.ir.codec import content_hash, dumps, from_data, loads, seal, to_data
 from propylon.ir.model import (
     IR_SCHEMA_VERSION,
-    POLICY_ORDER,
     Action,
     ActiveHealthIR,
     BackendIR,
@@ -36,7 +35,6 @@ from propylon.ir.model import (
 
 __all__ = [
     "IR_SCHEMA_VERSION",
-    "POLICY_ORDER",
     "Action",
     "ActiveHealthIR",
     "BackendIR",

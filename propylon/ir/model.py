@@ -7,7 +7,8 @@ Invariants:
   it names is present in its Gateway's ``upstreams``. Delegation is already flattened: a
   RouteTable's rules appear as ordinary rules carrying their inherited hostnames.
 - A rule's ``policies`` are final: precedence and ``enforced`` are applied and they are sorted
-  in ``POLICY_ORDER``. The runtime builds one filter per entry and runs them in tuple order.
+  in the order of the policy type table (``propylon/policies/table.py``). The runtime builds
+  one filter per entry and runs them in tuple order.
 - Invalid routes are already replaced: their matches carry a ``DirectResponseIR`` with the
   Gateway's ``invalid_route_response`` and ``replaced=True``.
 - Durations are float seconds. Header names are lower-case.
@@ -19,25 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 IR_SCHEMA_VERSION = 1
-
-# The fixed order in which policy types run on a request (DESIGN §2). A filter earlier in this
-# table sees the request first and sees the response last. Translation sorts each rule's
-# policies by it; the filter registry keys filter classes by the same names.
-POLICY_ORDER: tuple[str, ...] = (
-    "ipFilter",  # cheapest rejection first, on the real client IP
-    "waf",
-    "cors",  # answers preflights before auth, which browsers do not send credentials for
-    "jwt",
-    "apiKey",
-    "basicAuth",
-    "extAuth",
-    "rateLimit",  # after auth so limits can be keyed on the consumer
-    "requestLimits",
-    "headers",  # request/response header edits, closest to the upstream
-    "cache",
-    "compression",
-    "faultInjection",  # last, so injected faults look like upstream behaviour
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,8 +179,10 @@ Action = ForwardIR | RedirectIR | DirectResponseIR
 
 @dataclass(frozen=True, slots=True)
 class PolicyIR:
-    type: str  # one of POLICY_ORDER
-    spec: dict[str, Any]  # the policy section as plain JSON data, defaults filled in
+    type: str  # a policy type of the table (propylon/policies/table.py)
+    # The policy section as plain JSON data, defaults filled in: the settings model's JSON
+    # form, which the runtime validates again to build the filter (secrets already read).
+    spec: dict[str, Any]
     source: str  # where it was attached, e.g. "Gateway infra/edge (enforced)"
 
 

@@ -8,7 +8,7 @@ import ipaddress
 from dataclasses import dataclass, field
 
 from propylon.filters.base import FilterEnv
-from propylon.filters.registry import filter_class
+from propylon.filters.factory import build_filter
 from propylon.ir import (
     DirectResponseIR,
     ForwardIR,
@@ -147,9 +147,7 @@ def compile_cluster(gateway: str, upstream: UpstreamIR, services: Services) -> C
 
 
 def compile_chain(policies: tuple[PolicyIR, ...], env: FilterEnv) -> FilterChain:
-    return FilterChain(
-        tuple(filter_class(p.type).from_spec(p.spec, p.source, env) for p in policies)
-    )
+    return FilterChain(tuple(build_filter(p, env) for p in policies))
 
 
 def compile_route(

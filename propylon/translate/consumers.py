@@ -31,8 +31,9 @@ from dataclasses import dataclass
 
 from propylon.config import Consumer, Gateway, Policy, Resource, Route, RouteTable
 from propylon.config.consumer import SecretRef
-from propylon.config.policy import ConsumerRestriction, PolicySections
+from propylon.config.policy import PolicySections
 from propylon.ir.model import BasicUserIR, ConsumerIR
+from propylon.policies.auth import ApiKeyPolicy, BasicAuthPolicy, ConsumerRestriction
 from propylon.translate.status import StatusBook
 
 PBKDF2_ITERATIONS = 20_000
@@ -172,8 +173,11 @@ def _restrictions(resource: Resource) -> list[tuple[str, ConsumerRestriction]]:
         items = [("spec", resource.spec)]
     found = []
     for path, item in items:
-        for section, alias in ((item.api_key, "apiKey"), (item.basic_auth, "basicAuth")):
-            if section is not None and section.consumers is not None:
+        for alias in ("apiKey", "basicAuth"):
+            section = item.section(alias)
+            if not isinstance(section, ApiKeyPolicy | BasicAuthPolicy):
+                continue
+            if section.consumers is not None:
                 found.append((f"{path}.{alias}.consumers", section.consumers))
     return found
 

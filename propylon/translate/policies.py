@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import BaseModel
+
 from propylon.config import (
     Gateway,
     Policy,
@@ -31,8 +33,8 @@ from propylon.config import (
     RouteTable,
     SecretRef,
 )
-from propylon.config._types import Model
-from propylon.ir import POLICY_ORDER, PolicyIR
+from propylon.ir import PolicyIR
+from propylon.policies.table import POLICY_TYPES
 from propylon.translate.consumers import SecretError, read_secret
 from propylon.translate.context import RouteLike
 from propylon.translate.delegation import Draft
@@ -105,7 +107,7 @@ def _candidates(
     ]
 
 
-def _spec(name: str, section: Model, owner: Resource | None) -> dict[str, Any]:
+def _spec(name: str, section: BaseModel, owner: Resource | None) -> dict[str, Any]:
     spec: dict[str, Any] = section.model_dump(mode="json", by_alias=True)
     if name == "headers":
         base = owner.source.file if owner is not None and owner.source is not None else None
@@ -185,14 +187,15 @@ def draft_levels(gateway: Level, draft: Draft, targets: PolicyTargets) -> list[L
 def attach_policies(
     levels: Sequence[Level], status: StatusBook, gateway: str
 ) -> tuple[PolicyIR, ...]:
-    """The winning policy of each type, in ``POLICY_ORDER``; losers' statuses updated."""
+    """The winning policy of each type, in the table's order (``POLICY_TYPES.rank``);
+    losers' statuses updated."""
     winners = choose_winners(levels)
     for level in levels:
         for cand in level:
             if cand.policy is not None:
                 status.selected("Policy", cand.policy, gateway)
                 _record_override(cand, level, winners[cand.type], status)
-    ordered = sorted(winners.values(), key=lambda c: POLICY_ORDER.index(c.type))
+    ordered = sorted(winners.values(), key=lambda c: POLICY_TYPES.rank(c.type))
     return tuple(PolicyIR(c.type, c.spec, c.source) for c in ordered)
 
 

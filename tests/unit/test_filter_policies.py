@@ -9,10 +9,11 @@ import pytest
 
 from propylon.config import load_paths
 from propylon.config.policy import PolicyItem
-from propylon.filters import FilterEnv, LocalResponse, filter_class
+from propylon.filters import FilterEnv, LocalResponse, build_filter
 from propylon.filters._buckets import MemoryBuckets, SharedBuckets
 from propylon.filters._consumer_acl import ConsumerRestriction
-from propylon.ir.model import ConsumerIR, SnapshotIR
+from propylon.ir.model import ConsumerIR, PolicyIR, SnapshotIR
+from propylon.policies import auth
 from propylon.translate import translate, translate_with_issues
 
 
@@ -30,7 +31,7 @@ def build(section: dict[str, Any], snapshot: SnapshotIR | None = None) -> Any:
     item = PolicyItem.model_validate(section)
     ((kind, model),) = item.sections()
     env = FilterEnv(None, snapshot)  # these filters use no loop at build time
-    return filter_class(kind).from_spec(model.model_dump(mode="json", by_alias=True), "t", env)
+    return build_filter(PolicyIR(kind, model.model_dump(mode="json", by_alias=True), "t"), env)
 
 
 def status(answer: Any) -> int | None:
@@ -192,7 +193,7 @@ def test_consumer_restriction(spec: dict[str, Any], admitted: set[str]) -> None:
         ConsumerIR("default/b", "b", {"tier": "silver"}),
         ConsumerIR("team/a", "a", {"tier": "bronze", "region": "eu"}),
     ]
-    restriction = ConsumerRestriction(spec)
+    restriction = ConsumerRestriction(auth.ConsumerRestriction.model_validate(spec))
     assert {c.key for c in consumers if restriction.admits(c)} == admitted
 
 

@@ -3,6 +3,7 @@ import pytest
 from propylon.admin.redact import REDACTED, redact
 from propylon.filters.base import FilterEnv
 from propylon.filters.headers import HeadersFilter
+from propylon.policies.headers import HeadersSettings
 from propylon.proxy.hostport import split_host
 from propylon.proxy.http11 import connection_tokens, is_token, simple_response
 
@@ -54,7 +55,7 @@ def test_headers_filter_edits_in_order() -> None:
         "request": {"set": {"X-Env": "prod"}, "add": {"x-tag": "a"}, "remove": ["x-debug"]},
         "response": {"set": {"x-served-by": "edge"}},
     }
-    f = HeadersFilter.from_spec(spec, "test", FilterEnv(None))
+    f = HeadersFilter.from_spec(HeadersSettings.model_validate(spec), "test", FilterEnv(None))
     ctx = _Ctx([(b"x-env", b"dev"), (b"x-debug", b"1"), (b"x-tag", b"z")])
     f.on_upstream_request(ctx)  # type: ignore[arg-type]
     assert ctx.request_headers == [(b"x-tag", b"z"), (b"x-env", b"prod"), (b"x-tag", b"a")]
@@ -66,10 +67,12 @@ def test_headers_filter_edits_in_order() -> None:
 def test_headers_filter_skips_unused_phases() -> None:
     from propylon.filters.base import overrides
 
-    response_only = HeadersFilter.from_spec({"response": {"set": {"a": "b"}}}, "t", FilterEnv(None))
+    response_only = HeadersFilter.from_spec(
+        HeadersSettings.model_validate({"response": {"set": {"a": "b"}}}), "t", FilterEnv(None))
     assert overrides(response_only, "on_response")
     assert not overrides(response_only, "on_upstream_request")
-    request_only = HeadersFilter.from_spec({"request": {"remove": ["a"]}}, "t", FilterEnv(None))
+    request_only = HeadersFilter.from_spec(
+        HeadersSettings.model_validate({"request": {"remove": ["a"]}}), "t", FilterEnv(None))
     assert overrides(request_only, "on_upstream_request")
     assert not overrides(request_only, "on_response")
 

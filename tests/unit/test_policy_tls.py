@@ -11,8 +11,9 @@ import pytest
 
 from propylon.config import load_paths, load_text
 from propylon.config.policy import PolicyItem
-from propylon.filters import FilterEnv, filter_class
+from propylon.filters import FilterEnv, build_filter
 from propylon.filters._http import HttpClient, HttpError, tls_context
+from propylon.ir import PolicyIR
 from propylon.translate import translate
 from tests.support.tls import Pki
 from tests.unit.test_config import doc
@@ -80,7 +81,7 @@ def test_unloadable_ca_file_fails_compilation_naming_the_field(
     spec = PolicyItem.model_validate(section).model_dump(mode="json", by_alias=True)[kind]
     (spec if kind == "extAuth" else spec["jwks"])["caFile"] = path
     with pytest.raises(ValueError, match=rf'Route a: {field}: cannot load CA file "{path}"'):
-        filter_class(kind).from_spec(spec, "Route a", FilterEnv(None))
+        build_filter(PolicyIR(kind, spec, "Route a"), FilterEnv(None))
 
 
 # -- the client over TLS ----------------------------------------------------------------------

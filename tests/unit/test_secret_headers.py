@@ -9,8 +9,7 @@ import pytest
 from propylon import ir
 from propylon.admin.redact import redact
 from propylon.config import load_text
-from propylon.filters.base import FilterEnv, LocalResponse
-from propylon.filters.headers import HeadersFilter
+from propylon.filters import FilterEnv, LocalResponse, build_filter
 from propylon.translate import translate
 
 CONFIG = """apiVersion: propylon.dev/v1
@@ -57,7 +56,7 @@ def test_secret_is_resolved_sent_upstream_and_redacted(monkeypatch: pytest.Monke
     policy = _headers_policy(translate(result.resources))
     edit = policy.spec["request"]["set"]["authorization"]
     assert edit == {"secret": "Bearer s3cr3t"}
-    f = HeadersFilter.from_spec(policy.spec, policy.source, FilterEnv(None))
+    f = build_filter(policy, FilterEnv(None))
     ctx = _Ctx()
     assert f.on_request(ctx) is None  # type: ignore[arg-type]
     f.on_upstream_request(ctx)  # type: ignore[arg-type]
@@ -81,7 +80,7 @@ def test_unreadable_secret_fails_closed(monkeypatch: pytest.MonkeyPatch) -> None
     policy = _headers_policy(translate(load_text(CONFIG % "{env: MISSING_TOKEN}").resources))
     edit = policy.spec["request"]["set"]["authorization"]
     assert edit == {"secretError": "environment variable MISSING_TOKEN is not set"}
-    f = HeadersFilter.from_spec(policy.spec, policy.source, FilterEnv(None))
+    f = build_filter(policy, FilterEnv(None))
     answer = f.on_request(_Ctx())  # type: ignore[arg-type]
     assert isinstance(answer, LocalResponse) and answer.status == 503
 
