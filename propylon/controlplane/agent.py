@@ -22,8 +22,8 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from propylon import ir
-from propylon.controlplane import httpclient
 from propylon.controlplane.cache import IRCache
+from propylon.net import httpclient
 from propylon.proxy.supervisor import ConfigRefused, Supervisor
 
 log = logging.getLogger("propylon.controlplane")
@@ -141,7 +141,7 @@ class Agent:
         try:
             answer = await httpclient.request("GET", url, headers=self._headers,
                                               timeout=self.wait + 10, ssl_context=self.ssl_context)
-        except httpclient.HTTPError as exc:
+        except httpclient.HttpError as exc:
             log.warning("control plane unreachable (%s); still serving %s", exc, running or
                         "nothing")
             return 0
@@ -192,5 +192,5 @@ class Agent:
                 headers={**self._headers, "content-type": "application/json"})
             if answer.status != 200:
                 log.warning("report %s not recorded: HTTP %d", result, answer.status)
-        except httpclient.HTTPError as exc:
+        except httpclient.HttpError as exc:
             log.warning("report %s not sent: %s", result, exc)

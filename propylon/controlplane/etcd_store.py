@@ -20,9 +20,9 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
 
-from propylon.controlplane import httpclient
 from propylon.controlplane.resources import StoredResource
 from propylon.controlplane.store import Conflict, StoreError
+from propylon.net import httpclient
 
 log = logging.getLogger("propylon.controlplane")
 
@@ -70,7 +70,7 @@ class EtcdStore:
             answer = await httpclient.request(
                 "POST", f"{self._base}/v3/{path}", body=json.dumps(body).encode(),
                 headers={"content-type": "application/json"}, timeout=_TIMEOUT)
-        except httpclient.HTTPError as exc:
+        except httpclient.HttpError as exc:
             raise EtcdError(f"etcd unreachable: {exc}") from exc
         if answer.status != 200:
             raise EtcdError(f"etcd {path}: HTTP {answer.status}: {answer.body[:200]!r}")
@@ -139,7 +139,7 @@ class EtcdStore:
                 async for _ in self._watch():
                     delay = 0.2
                     yield None
-            except (httpclient.HTTPError, EtcdError, ValueError) as exc:
+            except (httpclient.HttpError, EtcdError, ValueError) as exc:
                 log.warning("etcd watch interrupted: %s", exc)
             await asyncio.sleep(random.uniform(0, delay))
             delay = min(delay * 2, 5.0)
@@ -148,11 +148,11 @@ class EtcdStore:
     async def _watch(self) -> AsyncIterator[None]:
         body = {"create_request": {"key": _b64(_RESOURCES), "range_end": prefix_end(_RESOURCES)}}
         async with httpclient.stream("POST", f"{self._base}/v3/watch",
-                                     body=json.dumps(body).encode()) as (status, pieces):
-            if status != 200:
-                raise EtcdError(f"etcd watch: HTTP {status}")
+                                     body=json.dumps(body).encode(), timeout=10.0) as answer:
+            if answer.status != 200:
+                raise EtcdError(f"etcd watch: HTTP {answer.status}")
             buffer = b""
-            async for piece in pieces:
+            async for piece in answer.body():
                 buffer += piece
                 *lines, buffer = buffer.split(b"\n")
                 for line in lines:

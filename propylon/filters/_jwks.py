@@ -26,7 +26,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from propylon.filters._http import HttpClient, HttpError
+from propylon.net.httpclient import HttpClient, HttpError
 
 log = logging.getLogger("propylon.filters.jwt")
 _MAX_AGE = re.compile(rb"max-age\s*=\s*(\d+)")

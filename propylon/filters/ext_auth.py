@@ -22,8 +22,9 @@ import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from propylon.filters._http import HttpClient, HttpError, compile_tls
 from propylon.filters.base import Filter, FilterContext, FilterEnv, Headers, LocalResponse
+from propylon.net.httpclient import HttpClient, HttpError
+from propylon.net.tls import compile_tls
 from propylon.policies.auth import ExtAuthPolicy
 
 log = logging.getLogger("propylon.filters.ext_auth")

@@ -26,9 +26,9 @@ from typing import Any
 import jwt
 
 from propylon.filters._common import unauthorized
-from propylon.filters._http import compile_tls
 from propylon.filters._jwks import JwksCache, Key, KeySet, load_key_file
 from propylon.filters.base import Filter, FilterContext, FilterEnv, Headers, LocalResponse
+from propylon.net.tls import compile_tls
 from propylon.policies.auth import JwtPolicy
 
 _VERIFIED_MAX = 10000

@@ -6,19 +6,21 @@ connect. ``unhealthyThreshold`` failures in a row mark the endpoint unhealthy an
 ``healthyThreshold`` successes in a row mark it healthy again; endpoints start healthy. Probes
 are spaced by ``interval`` plus a random jitter so that many proxies do not probe in step.
 Every verdict change is handed to ``on_change`` (the supervisor sends it to every worker).
+Probes go through the gateway's one HTTP client (``propylon.net.httpclient``), on a
+connection of their own (``Connection: close``), the Upstream's SNI and CA as its requests.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import ssl
 from collections.abc import Callable
 
 from propylon import ir
-from propylon.proxy.tls import client_context
+from propylon.net.httpclient import HttpClient, HttpError
+from propylon.net.tls import client_context
 
 log = logging.getLogger("propylon.health")
 
@@ -66,9 +68,10 @@ class HealthChecker:
         assert spec is not None
         healthy = self.verdicts.setdefault(key, True)
         streak = 0  # consecutive results contradicting the current verdict
+        client = self._client(upstream, endpoint)
         await asyncio.sleep(random.uniform(0, spec.interval_jitter))
         while True:
-            ok = await self.probe(upstream, endpoint)
+            ok = await probe(client, spec)
             streak = 0 if ok == healthy else streak + 1
             threshold = spec.healthy_threshold if not healthy else spec.unhealthy_threshold
             if streak >= threshold:
@@ -79,35 +82,16 @@ class HealthChecker:
                 self.on_change(key[0], key[1], healthy)
             await asyncio.sleep(spec.interval + random.uniform(0, spec.interval_jitter))
 
-    async def probe(self, upstream: ir.UpstreamIR, endpoint: ir.EndpointIR) -> bool:
-        spec = upstream.active_health
+    def _client(self, upstream: ir.UpstreamIR, endpoint: ir.EndpointIR) -> HttpClient:
+        """A client of its own per endpoint: one connection per probe, TLS as the Upstream's
+        requests (its CA, client certificate and SNI), Host ``spec.host`` or the address."""
+        spec, tls = upstream.active_health, upstream.tls
         assert spec is not None
-        context = self._context(upstream.tls)
-        writer = None
-        try:
-            async with asyncio.timeout(spec.timeout):
-                reader, writer = await asyncio.open_connection(
-                    endpoint.address, endpoint.port, ssl=context,
-                    server_hostname=(upstream.tls.sni or endpoint.address)
-                    if upstream.tls is not None else None,
-                )
-                if spec.type == "tcp":
-                    return True
-                host = spec.host or endpoint.address
-                writer.write(
-                    f"GET {spec.path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n"
-                    "User-Agent: propylon-health-check\r\n\r\n".encode("latin-1")
-                )
-                status = await _final_status(reader)
-        except (OSError, TimeoutError, ssl.SSLError, ValueError, asyncio.IncompleteReadError,
-                asyncio.LimitOverrunError):
-            return False
-        finally:
-            if writer is not None:
-                writer.close()
-                with contextlib.suppress(Exception):
-                    await writer.wait_closed()
-        return status in spec.expected_statuses
+        address = f"[{endpoint.address}]" if ":" in endpoint.address else endpoint.address
+        return HttpClient(
+            f"{'https' if tls else 'http'}://{address}:{endpoint.port}", 1, self._context(tls),
+            keep_alive=False, server_hostname=(tls.sni or endpoint.address) if tls else None,
+            host=spec.host or endpoint.address)
 
     def _context(self, tls: ir.UpstreamTLSIR | None) -> ssl.SSLContext | None:
         if tls is None:
@@ -118,19 +102,18 @@ class HealthChecker:
         return context
 
 
-_MAX_INTERIM = 8
+_PROBE_HEADERS = [(b"user-agent", b"propylon-health-check")]
 
 
-async def _final_status(reader: asyncio.StreamReader) -> int:
-    """The status of the final answer: interim 1xx answers (``103 Early Hints``) are read
-    past, never taken as the verdict."""
-    for _ in range(_MAX_INTERIM):
-        head = await reader.readuntil(b"\r\n\r\n")
-        parts = head.split(b"\r\n", 1)[0].split(b" ", 2)
-        if len(parts) < 2 or not parts[0].startswith(b"HTTP/1.") or not (
-                len(parts[1]) == 3 and parts[1].isdigit()):
-            raise ValueError("not an HTTP/1.x response")
-        status = int(parts[1])
-        if status >= 200 or status == 101:
-            return status
-    raise ValueError("too many interim (1xx) answers")
+async def probe(client: HttpClient, spec: ir.ActiveHealthIR) -> bool:
+    """One probe: a connection (``tcp``), or a GET whose final status must be expected. Only
+    the answer's head is read; the connection is closed after it."""
+    try:
+        if spec.type == "tcp":
+            await client.check_connect(spec.timeout)
+            return True
+        async with client.stream(b"GET", spec.path.encode("latin-1"), _PROBE_HEADERS,
+                                 spec.timeout) as answer:
+            return answer.status in spec.expected_statuses
+    except HttpError:
+        return False

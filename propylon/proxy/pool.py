@@ -21,8 +21,8 @@ from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
 from propylon.ir import UpstreamTLSIR
+from propylon.net.tls import client_context
 from propylon.proxy.clock import CLOCK
-from propylon.proxy.tls import client_context
 
 if TYPE_CHECKING:
     from propylon.proxy.upstream import UpstreamConnection

@@ -1,4 +1,5 @@
-"""TLS for listeners (termination, SNI, mTLS) and for upstream connections (origination).
+"""TLS for listeners (termination, SNI, mTLS). Upstream connections' contexts (origination)
+are ``propylon.net.tls.client_context``.
 
 Server contexts follow Mozilla's "intermediate" profile, which Python's defaults do not meet:
 TLS 1.2 minimum, AEAD ECDHE suites only for TLS 1.2 (TLS 1.3 suites are all AEAD), no
@@ -21,7 +22,7 @@ import os
 import ssl
 from typing import Any
 
-from propylon.ir import ListenerTLSIR, UpstreamTLSIR
+from propylon.ir import ListenerTLSIR
 from propylon.runtime.compiled import HostSet
 
 log = logging.getLogger("propylon.tls")
@@ -174,27 +175,3 @@ def client_certificate_header(sslobj: Any) -> bytes | None:
         elif kind == "DNS":
             parts.append(b"DNS=" + value.encode("latin-1"))
     return b";".join(parts)
-
-
-def client_context(spec: UpstreamTLSIR) -> ssl.SSLContext:
-    """A context for connections to upstream endpoints (server verified, optional client
-    certificate for mTLS)."""
-    try:
-        ctx = ssl.create_default_context(cafile=spec.ca_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise ValueError(f"tls.caFile: cannot load {spec.ca_file!r}: {_reason(exc)}") from exc
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_alpn_protocols(["http/1.1"])
-    if spec.cert_file and spec.key_file:
-        try:
-            ctx.load_cert_chain(spec.cert_file, spec.key_file)
-        except (OSError, ssl.SSLError) as exc:
-            raise ValueError(
-                f"tls.certFile/keyFile: cannot load {spec.cert_file!r} / {spec.key_file!r}: "
-                f"{_reason(exc)}") from exc
-    return ctx
-
-
-def _reason(exc: Exception) -> str:
-    """ssl's file errors carry no file name, only errno text ("No such file or directory")."""
-    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)

@@ -12,8 +12,9 @@ import pytest
 from propylon.config import load_paths, load_text
 from propylon.config.policy import PolicyItem
 from propylon.filters import FilterEnv, build_filter
-from propylon.filters._http import HttpClient, HttpError, tls_context
 from propylon.ir import PolicyIR
+from propylon.net.httpclient import HttpClient, HttpError
+from propylon.net.tls import tls_context
 from propylon.translate import translate
 from tests.support.tls import Pki
 from tests.unit.test_config import doc

@@ -13,8 +13,8 @@ import json
 
 import pytest
 
-from propylon.controlplane import httpclient
-from propylon.filters._http import HttpClient
+from propylon.net import httpclient
+from propylon.net.httpclient import HttpClient
 from tests.support import resources as r
 from tests.support.client import RawClient, roundtrip
 from tests.support.net import poll_until
