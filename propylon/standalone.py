@@ -1,8 +1,8 @@
 """Standalone mode's configuration flow: files -> resources -> IR, with every problem listed.
 
 A build also records the secrets translation resolved (``BuildResult.secrets``): which files
-the configuration depends on, for whom, and their identity as they were read. The supervisor
-watches those files and reloads when one of them is replaced (``proxy/supervisor.py``).
+the configuration depends on, for whom, and their identity as they were read. ``FileSource``
+(``propylon/file_source.py``) watches those files and reloads when one of them is replaced.
 """
 
 from __future__ import annotations

@@ -109,8 +109,8 @@ def proxy(
     import uvloop
 
     from propylon.cli.main import parse_hostport
-    from propylon.controlplane.agent import Agent
-    from propylon.controlplane.cache import DEFAULT_CACHE_DIR, IRCache
+    from propylon.proxy.agent import Agent
+    from propylon.proxy.ir_cache import DEFAULT_CACHE_DIR, IRCache
     from propylon.proxy.supervisor import Supervisor, run_supervisor
 
     configure_logging(log_level)
@@ -124,7 +124,7 @@ def proxy(
     )
     supervisor = Supervisor(workers=workers, access_log=access_log, log_level=log_level.value,
                             drain_timeout=drain_timeout)
-    code = uvloop.run(run_supervisor(supervisor, [], parse_hostport(admin), start=agent.start,
+    code = uvloop.run(run_supervisor(supervisor, parse_hostport(admin), start=agent.start,
                                      background=[agent.run, agent.report_health]))
     raise typer.Exit(code)
 

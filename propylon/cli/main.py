@@ -81,20 +81,21 @@ def run(
     """Run a standalone gateway from files; hot-reloads them on change and on SIGHUP."""
     import uvloop
 
+    from propylon.file_source import FileSource
     from propylon.proxy.supervisor import Supervisor, run_supervisor
     from propylon.standalone import build_snapshot
 
     configure_logging(log_level)
     admin_addr = parse_hostport(admin)
     supervisor = Supervisor(
-        build=lambda: build_snapshot(paths),
         workers=workers,
         access_log=access_log,
         log_level=log_level.value,
         drain_timeout=drain_timeout,
     )
-    watched = [str(p) for p in paths] if watch else []
-    code = uvloop.run(run_supervisor(supervisor, watched, admin_addr))
+    source = FileSource(lambda: build_snapshot(paths), [str(p) for p in paths] if watch else [])
+    code = uvloop.run(run_supervisor(supervisor, admin_addr, start=source.start,
+                                     background=[source.watch], reload=source.reload))
     raise typer.Exit(code)
 
 
@@ -115,6 +116,7 @@ def sidecar(
     """A gateway for one local app: LISTEN to 127.0.0.1:APP_PORT through the team's policies."""
     import uvloop
 
+    from propylon.file_source import FileSource
     from propylon.proxy.supervisor import Supervisor, run_supervisor
     from propylon.sidecar import build_sidecar_snapshot
 
@@ -124,13 +126,15 @@ def sidecar(
         raise typer.BadParameter("--listen needs HOST:PORT")
     files = list(policy or [])
     supervisor = Supervisor(
-        build=lambda: build_sidecar_snapshot(app_port, bind[0], bind[1], files),
         workers=workers,
         access_log=access_log,
         log_level=log_level.value,
         drain_timeout=drain_timeout,
     )
-    code = uvloop.run(run_supervisor(supervisor, [str(p) for p in files], parse_hostport(admin)))
+    source = FileSource(lambda: build_sidecar_snapshot(app_port, bind[0], bind[1], files),
+                        [str(p) for p in files])
+    code = uvloop.run(run_supervisor(supervisor, parse_hostport(admin), start=source.start,
+                                     background=[source.watch], reload=source.reload))
     raise typer.Exit(code)
 
 

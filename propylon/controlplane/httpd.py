@@ -13,11 +13,10 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import httptools
-
-from propylon.proxy.http11 import simple_response
 
 log = logging.getLogger("propylon.controlplane")
 
@@ -114,12 +113,24 @@ async def serve(handler: Handler, host: str, port: int,
             log.exception("handler failed")
             reply = Reply(500, b'{"error": "internal error"}')
         head_only = isinstance(got, Request) and got.method == "HEAD"
-        headers = [(k.encode(), v.encode()) for k, v in reply.headers]
         with contextlib.suppress(OSError):
-            writer.write(simple_response(reply.status, reply.body, headers, close=True,
-                                         head_only=head_only,
-                                         content_type=reply.content_type.encode()))
+            writer.write(reply_bytes(reply, head_only))
             await writer.drain()
         writer.close()
 
     return await asyncio.start_server(connection, host, port, ssl=tls, backlog=1024)
+
+
+def reply_bytes(reply: Reply, head_only: bool = False) -> bytes:
+    """The answer on the wire; it closes the connection (one request per connection)."""
+    try:
+        reason = HTTPStatus(reply.status).phrase
+    except ValueError:
+        reason = "Unknown"
+    lines = [f"HTTP/1.1 {reply.status} {reason}", *(f"{k}: {v}" for k, v in reply.headers)]
+    if reply.status not in (204, 304):
+        if reply.body:
+            lines.append(f"content-type: {reply.content_type}")
+        lines.append(f"content-length: {len(reply.body)}")
+    lines += ["connection: close", "", ""]
+    return "\r\n".join(lines).encode() + (b"" if head_only else reply.body)

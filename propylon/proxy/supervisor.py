@@ -1,14 +1,13 @@
-"""The supervisor process of ``propylon run``: config, workers, reloads, admin, signals.
+"""The supervisor process of ``propylon run|sidecar|proxy``: workers, installs, admin, signals.
 
-It owns the configuration flow (load, translate, check) and hands each worker the sealed IR.
-A new configuration goes to every worker; if any worker refuses it, the workers that took it
-get the previous one back, so all workers always serve the same version. Dead workers are
-replaced and given the current version.
+It checks each sealed IR (compiles it once) and hands it to every worker; if any worker
+refuses it, the workers that took it get the previous one back, so all workers always serve
+the same version. Dead workers are replaced and given the current version.
 
-In standalone mode the configuration paths are watched, and so are the secret files the
-current configuration read (``BuildResult.secrets``): replacing one reloads like a config
-change. A reload that would make a secret unusable which the serving configuration could use
-(a deleted, unreadable or empty file) is refused, so the old configuration keeps serving.
+Configurations come from outside, as snapshots given to ``install``: the standalone wiring
+builds them from files and watches those (``propylon.standalone.FileSource``), the agent
+polls the control plane (``propylon.proxy.agent``). The supervisor reads no configuration
+file, model or store.
 """
 
 from __future__ import annotations
@@ -31,14 +30,6 @@ from propylon.observability.metrics import merge_snapshots
 from propylon.proxy.health_checker import HealthChecker
 from propylon.proxy.worker import worker_main
 from propylon.runtime.compile import Services, compile_snapshot
-from propylon.standalone import (
-    BuildResult,
-    changed_secret_files,
-    secret_failures,
-    secret_stamps,
-    secret_watch_dirs,
-)
-from propylon.translate.consumers import FileStamp, file_stamp
 
 log = logging.getLogger("propylon")
 
@@ -101,13 +92,9 @@ class WorkerHandle:
 
 @dataclass
 class Supervisor:
-    """Workers plus the configuration they serve; the source of configurations is outside.
+    """Workers plus the configuration they serve; the source of configurations is outside
+    (files in standalone mode, the control plane in connected mode) and calls ``install``."""
 
-    Standalone mode gives it ``build`` (files -> BuildResult) and calls ``reload``; connected
-    mode calls ``install`` with snapshots that come from the control plane.
-    """
-
-    build: Callable[[], BuildResult] | None = None
     workers: int = 1
     access_log: str = "off"
     log_level: str = "info"
@@ -118,13 +105,6 @@ class Supervisor:
     warnings: list[str] = field(default_factory=list)
     stopping: bool = False
     health: HealthChecker | None = None
-    # the secret files the last translated build read, with their identity as read
-    secret_stamps: dict[str, FileStamp | None] = field(default_factory=dict)
-    # (resource, reference) -> message: secrets the serving configuration could not use
-    serving_secret_failures: dict[tuple[str, str], str] = field(default_factory=dict)
-    # set when that set of files changes, so the watcher follows it
-    secrets_moved: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
-    _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
     # -- workers -------------------------------------------------------------------------
     def _spawn(self) -> WorkerHandle:
@@ -144,20 +124,8 @@ class Supervisor:
         """Start the worker processes; they serve nothing until a snapshot is installed."""
         self.handles = [self._spawn() for _ in range(self.workers)]
 
-    async def start(self) -> None:
-        """Standalone start: build from the files, start workers on it (raises on failure)."""
-        assert self.build is not None
-        result = self.build()
-        self._note_secrets(result)
-        if result.snapshot is None:
-            raise ConfigRefused("\n".join(result.errors))
-        self._check(result.snapshot)
-        self.start_workers()
-        await self.install(result.snapshot, result.warnings)
-        self.serving_secret_failures = secret_failures(result.secrets or ())
-
     @staticmethod
-    def _check(snapshot: ir.SnapshotIR) -> None:
+    def check(snapshot: ir.SnapshotIR) -> None:
         """Compile once here so a snapshot that cannot run never reaches a worker."""
         try:
             compile_snapshot(snapshot, Services.scratch(asyncio.get_running_loop()))
@@ -169,7 +137,7 @@ class Supervisor:
         still serving the previous one. Installing the version already served does nothing."""
         if self.snapshot is not None and snapshot.version == self.snapshot.version:
             return
-        self._check(snapshot)
+        self.check(snapshot)
         try:
             await self._install_all(snapshot, previous=self.snapshot)
         except TimeoutError as exc:
@@ -214,61 +182,16 @@ class Supervisor:
         for handle in self.handles:
             handle.tell(("health", [(upstream, endpoint, healthy)]))
 
-    async def reload(self) -> bool:
-        """Build from the files again and install; False (old version serving) if refused."""
-        async with self._reload_lock:
-            return await self._reload()
-
-    async def reload_if_secrets_changed(self) -> bool | None:
-        """Reload if a watched secret file is no longer the file that was read; None if none
-        changed (checked under the reload lock, so a reload just done is not repeated)."""
-        async with self._reload_lock:
-            changed = changed_secret_files(self.secret_stamps)
-            if not changed:
-                return None
-            log.info("secret file(s) changed, reloading: %s", ", ".join(changed))
-            return await self._reload()
-
-    def secret_dirs(self) -> tuple[str, ...]:
-        """The folders to watch for the secret files of the current configuration."""
-        return secret_watch_dirs(self.secret_stamps)
-
-    def _note_secrets(self, result: BuildResult) -> None:
-        """Remember the secret files a build read: they are what the watcher follows."""
-        secrets = result.secrets
-        if secrets is None:  # not translated (schema errors): keep following the same files
-            stamps = {path: file_stamp(path) for path in self.secret_stamps}
-        else:
-            stamps = secret_stamps(secrets)
-        moved = set(stamps) != set(self.secret_stamps)
-        self.secret_stamps = stamps
-        if moved:
-            self.secrets_moved.set()
-
-    async def _reload(self) -> bool:
-        assert self.build is not None
-        result = self.build()
-        self._note_secrets(result)
-        failures = secret_failures(result.secrets or ())
-        try:
-            if result.snapshot is None:
-                raise ConfigRefused("\n".join(result.errors))
-            new = [m for k, m in failures.items() if k not in self.serving_secret_failures]
-            if new and self.snapshot is not None:
-                raise ConfigRefused("a secret cannot be used:\n" + "\n".join(sorted(new)))
-            if self.snapshot is not None and result.snapshot.version == self.snapshot.version:
-                self.serving_secret_failures = failures
-                return True
-            await self.install(result.snapshot, result.warnings)
-        except ConfigRefused as exc:
-            self.reloads.failed += 1
-            self.reloads.last_error = str(exc)
-            log.error("configuration refused, still serving %s:\n%s",
-                      self.snapshot.version if self.snapshot else "nothing", exc)
-            return False
-        self.serving_secret_failures = failures
-        self.reloads.succeeded += 1
-        return True
+    def count_reload(self, error: ConfigRefused | None) -> None:
+        """A source's reload (a changed file, SIGHUP): counted for ``/metrics`` and ``/stats``,
+        and logged when it was refused."""
+        if error is None:
+            self.reloads.succeeded += 1
+            return
+        self.reloads.failed += 1
+        self.reloads.last_error = str(error)
+        log.error("configuration refused, still serving %s:\n%s",
+                  self.snapshot.version if self.snapshot else "nothing", error)
 
     async def watch_workers(self) -> None:
         """Replace a worker that died, on the current configuration."""
@@ -319,22 +242,22 @@ class Supervisor:
 
 async def run_supervisor(
     supervisor: Supervisor,
-    watch_paths: Sequence[str],
     admin: tuple[str, int] | None,
     *,
-    start: Callable[[Supervisor], Awaitable[None]] | None = None,
+    start: Callable[[Supervisor], Awaitable[None]],
     background: Sequence[Callable[[Supervisor], Awaitable[None]]] = (),
+    reload: Callable[[Supervisor], Awaitable[object]] | None = None,
 ) -> int:
     """Run until SIGTERM/SIGINT; returns the process exit code.
 
-    ``start`` brings up workers and the first configuration (default: ``Supervisor.start``,
-    from files); ``background`` coroutines run beside it (connected mode's control-plane
-    client, for instance) and are cancelled on shutdown."""
+    ``start`` brings up workers and the first configuration (``ConfigRefused`` or ``OSError``
+    stops the process); ``background`` coroutines run beside it (the file watcher, the
+    control-plane agent) and are cancelled on shutdown; ``reload`` runs on SIGHUP."""
     from propylon.admin.server import start_admin
 
     loop = asyncio.get_running_loop()
     try:
-        await (start(supervisor) if start is not None else supervisor.start())
+        await start(supervisor)
     except ConfigRefused as exc:
         log.error("configuration refused:\n%s", exc)
         await supervisor.drain()
@@ -346,14 +269,10 @@ async def run_supervisor(
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
-    if supervisor.build is not None:
-        loop.add_signal_handler(
-            signal.SIGHUP, lambda: asyncio.ensure_future(supervisor.reload())
-        )
+    if reload is not None:
+        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload(supervisor)))
     admin_server = await start_admin(supervisor, *admin) if admin else None
     tasks = [asyncio.ensure_future(supervisor.watch_workers())]
-    if watch_paths:
-        tasks.append(asyncio.ensure_future(_watch_files(supervisor, watch_paths)))
     tasks += [asyncio.ensure_future(job(supervisor)) for job in background]
     await stop.wait()
     log.info("draining (grace %.0fs)", supervisor.drain_timeout)
@@ -363,50 +282,3 @@ async def run_supervisor(
         task.cancel()
     await supervisor.drain()
     return 0
-
-
-async def _watch_files(supervisor: Supervisor, paths: Sequence[str]) -> None:
-    """Reload on a change of the configuration ``paths`` or of a secret file it reads."""
-    tasks = [asyncio.ensure_future(_watch_config(supervisor, paths)),
-             asyncio.ensure_future(_watch_secrets(supervisor))]
-    try:
-        await asyncio.gather(*tasks)
-    finally:
-        for task in tasks:
-            task.cancel()
-
-
-async def _watch_config(supervisor: Supervisor, paths: Sequence[str]) -> None:
-    from watchfiles import awatch
-
-    async for _changes in awatch(*paths, debounce=200, step=50):
-        await supervisor.reload()
-
-
-async def _watch_secrets(supervisor: Supervisor) -> None:
-    """Watch the folders of the current secret files (not recursively: a file replaced by a
-    rename or a symlink swap shows up in its folder, not on the file), reload when one of the
-    files is no longer what was read, and follow the set as reloads change it."""
-    from watchfiles import awatch
-
-    while not supervisor.stopping:
-        supervisor.secrets_moved.clear()
-        dirs = supervisor.secret_dirs()
-        try:
-            # a change between the build's read and the watch's start is not missed
-            await supervisor.reload_if_secrets_changed()
-            if not dirs:
-                await supervisor.secrets_moved.wait()
-                continue
-            async for _changes in awatch(
-                *dirs, recursive=False, watch_filter=None, debounce=200, step=50,
-                stop_event=supervisor.secrets_moved,
-            ):
-                await supervisor.reload_if_secrets_changed()
-                if supervisor.secret_dirs() != dirs:  # a folder appeared, went or moved
-                    break
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # e.g. a folder removed just before the watch started
-            log.warning("cannot watch secret files in %s: %s; retrying", ", ".join(dirs), exc)
-            await asyncio.sleep(1.0)

@@ -60,8 +60,8 @@ class Worker:
         sink = None if access_log == "off" else AccessLog(loop, access_log)
         self.state = WorkerState(loop, sink)
         # what survives configuration versions: pools, counters, filter objects, health
-        self.services = Services(PoolRegistry(loop), MetricsRegistry(), FilterEnv(loop))
-        self.pools = self.services.pools
+        self.pools = PoolRegistry(loop)
+        self.services = Services(self.pools, MetricsRegistry(), FilterEnv(loop))
         self.metrics = self.services.metrics
         self.runtime: Runtime | None = None
         self.listeners: dict[tuple[str, int], ListenerState] = {}

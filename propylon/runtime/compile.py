@@ -21,7 +21,6 @@ from propylon.ir import (
     UpstreamIR,
 )
 from propylon.observability.metrics import MetricsRegistry
-from propylon.proxy.pool import PoolRegistry
 from propylon.runtime.balancer import WeightedChoice, make_balancer
 from propylon.runtime.compiled import (
     DIRECT,
@@ -36,6 +35,7 @@ from propylon.runtime.compiled import (
     Runtime,
 )
 from propylon.runtime.health import EjectionPolicy, HealthRegistry
+from propylon.runtime.pools import PoolFactory, ScratchPools
 from propylon.runtime.retry import RetryPolicy
 from propylon.runtime.router import Router, RouterEntry
 
@@ -47,9 +47,10 @@ class CompileError(ValueError):
 @dataclass
 class Services:
     """What a worker keeps across configuration versions and lends to each compilation:
-    connection pools, metrics counters, shared filter objects and endpoint health."""
+    connection pools (the data plane's, through ``PoolFactory``), metrics counters, shared
+    filter objects and endpoint health."""
 
-    pools: PoolRegistry
+    pools: PoolFactory
     metrics: MetricsRegistry = field(default_factory=MetricsRegistry)
     env: FilterEnv | None = None
     health: HealthRegistry = field(default_factory=HealthRegistry)
@@ -57,7 +58,7 @@ class Services:
     @classmethod
     def scratch(cls, loop: asyncio.AbstractEventLoop) -> Services:
         """Throw-away services, to check that a snapshot compiles or to explain it."""
-        return cls(PoolRegistry(loop))
+        return cls(ScratchPools(loop))
 
 
 def compile_snapshot(snapshot: SnapshotIR, services: Services) -> Runtime:

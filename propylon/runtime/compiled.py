@@ -22,7 +22,7 @@ log = logging.getLogger("propylon.upstream")
 if TYPE_CHECKING:
     from propylon.filters.base import Filter
     from propylon.observability.metrics import RouteStats, UpstreamStats
-    from propylon.proxy.pool import EndpointPool
+    from propylon.runtime.pools import EndpointPool
     from propylon.runtime.retry import RetryPolicy
     from propylon.runtime.router import Router
 

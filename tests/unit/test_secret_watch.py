@@ -1,5 +1,5 @@
 """Which secret files a build depends on, how their changes are seen, and when a reload that
-a secret change causes is refused (``standalone``, ``translate.consumers``, ``Supervisor``)."""
+a secret change causes is refused (``standalone``, ``translate.consumers``, ``FileSource``)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from propylon.file_source import FileSource
 from propylon.proxy.supervisor import Supervisor
 from propylon.standalone import (
     BuildResult,
@@ -157,36 +158,36 @@ def test_supervisor_refuses_a_reload_that_breaks_a_secret(
         return builds[-1]
 
     async def scenario() -> None:
-        supervisor = Supervisor(build=build)
+        supervisor, source = Supervisor(), FileSource(build)
         monkeypatch.setattr(supervisor, "start_workers", lambda: None)  # no processes here
-        await supervisor.start()
+        await source.start(supervisor)
         key = str(tree / "keys" / "acme.key")
-        assert set(supervisor.secret_stamps) == {key, str(tree / "egress.token")}
-        assert await supervisor.reload_if_secrets_changed() is None  # nothing changed
+        assert set(source.secret_stamps) == {key, str(tree / "egress.token")}
+        assert await source.reload_if_secrets_changed(supervisor) is None  # nothing changed
         first = supervisor.snapshot
         assert first is not None
 
         os.unlink(key)
-        assert await supervisor.reload_if_secrets_changed() is False
+        assert await source.reload_if_secrets_changed(supervisor) is False
         assert supervisor.snapshot is first  # the old configuration keeps serving
         assert supervisor.reloads.failed == 1
         error = supervisor.reloads.last_error
         assert f"secret file {key} needed by Consumer default/acme" in error
         assert "PROPYLON_TEST_NOT_SET" not in error  # failing from the start: not news
-        assert await supervisor.reload_if_secrets_changed() is None  # still missing
+        assert await source.reload_if_secrets_changed(supervisor) is None  # still missing
 
         Path(key).write_text("k-acme-2\n")
-        assert await supervisor.reload_if_secrets_changed() is True
+        assert await source.reload_if_secrets_changed(supervisor) is True
         assert supervisor.snapshot is not first
         assert supervisor.reloads.succeeded == 1
 
         # a config change that drops the Consumer drops its file from the watched set
-        supervisor.secrets_moved.clear()
+        source.secrets_moved.clear()
         (tree / "gateway.yaml").write_text(CONFIG.split("---\napiVersion: propylon.dev/v1\n"
                                                         "kind: Consumer")[0])
-        assert await supervisor.reload() is True
-        assert set(supervisor.secret_stamps) == {str(tree / "egress.token")}
-        assert supervisor.secrets_moved.is_set()
+        assert await source.reload(supervisor) is True
+        assert set(source.secret_stamps) == {str(tree / "egress.token")}
+        assert source.secrets_moved.is_set()
         if supervisor.health is not None:
             supervisor.health.stop()
 

@@ -6,6 +6,9 @@ long-polls ``/v1/gateways/{ns}/{name}/ir?after=VERSION`` forever: a new snapshot
 (its Gateway and content hash), installed with ``Supervisor.install``, cached on ACK, and
 reported as ACK or NACK (a NACKed version is tried again after the backoff). A failed poll
 never stops serving; it is retried after a backoff with jitter (0.2 s doubling to 5 s).
+
+This is data-plane code: it speaks the distribution protocol over HTTP
+(``propylon.net.httpclient``) and imports nothing of the control plane.
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from propylon import ir
-from propylon.controlplane.cache import IRCache
 from propylon.net import httpclient
+from propylon.proxy.ir_cache import IRCache
 from propylon.proxy.supervisor import ConfigRefused, Supervisor
 
 log = logging.getLogger("propylon.controlplane")

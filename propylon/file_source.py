@@ -1,0 +1,158 @@
+"""Standalone mode's wiring: the files a supervisor serves, and keeping it serving what they
+say. ``FileSource`` builds snapshots from the files (``propylon.standalone``), installs them
+on the supervisor, and watches the configuration paths and the secret files the serving
+configuration read: a change rebuilds and installs. A reload that would make a secret
+unusable which the serving configuration could use (a deleted, unreadable or empty file) is
+refused, so the old configuration keeps serving.
+
+The supervisor knows only snapshots: ``propylon.proxy`` imports neither ``config`` nor
+``translate``; this module is where files meet it (``propylon run`` and ``sidecar``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from propylon.proxy.supervisor import ConfigRefused, Supervisor
+from propylon.standalone import (
+    BuildResult,
+    changed_secret_files,
+    secret_failures,
+    secret_stamps,
+    secret_watch_dirs,
+)
+from propylon.translate.consumers import FileStamp, file_stamp
+
+log = logging.getLogger("propylon")
+
+
+@dataclass
+class FileSource:
+    """Builds configurations with ``build`` and installs them on a supervisor: at ``start``,
+    on ``reload`` (SIGHUP), and from ``watch`` when the ``paths`` or the secret files the
+    serving configuration read change (no ``paths``: nothing is watched)."""
+
+    build: Callable[[], BuildResult]
+    paths: Sequence[str] = ()
+    # the secret files the last translated build read, with their identity as read
+    secret_stamps: dict[str, FileStamp | None] = field(default_factory=dict)
+    # (resource, reference) -> message: secrets the serving configuration could not use
+    serving_secret_failures: dict[tuple[str, str], str] = field(default_factory=dict)
+    # set when that set of files changes, so the watcher follows it
+    secrets_moved: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
+    _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
+
+    async def start(self, supervisor: Supervisor) -> None:
+        """Build from the files, start the workers on it (``ConfigRefused`` on failure)."""
+        result = self.build()
+        self._note_secrets(result)
+        if result.snapshot is None:
+            raise ConfigRefused("\n".join(result.errors))
+        supervisor.check(result.snapshot)
+        supervisor.start_workers()
+        await supervisor.install(result.snapshot, result.warnings)
+        self.serving_secret_failures = secret_failures(result.secrets or ())
+
+    async def reload(self, supervisor: Supervisor) -> bool:
+        """Build from the files again and install; False (old version serving) if refused."""
+        async with self._reload_lock:
+            return await self._reload(supervisor)
+
+    async def reload_if_secrets_changed(self, supervisor: Supervisor) -> bool | None:
+        """Reload if a watched secret file is no longer the file that was read; None if none
+        changed (checked under the reload lock, so a reload just done is not repeated)."""
+        async with self._reload_lock:
+            changed = changed_secret_files(self.secret_stamps)
+            if not changed:
+                return None
+            log.info("secret file(s) changed, reloading: %s", ", ".join(changed))
+            return await self._reload(supervisor)
+
+    def secret_dirs(self) -> tuple[str, ...]:
+        """The folders to watch for the secret files of the current configuration."""
+        return secret_watch_dirs(self.secret_stamps)
+
+    def _note_secrets(self, result: BuildResult) -> None:
+        """Remember the secret files a build read: they are what the watcher follows."""
+        secrets = result.secrets
+        if secrets is None:  # not translated (schema errors): keep following the same files
+            stamps = {path: file_stamp(path) for path in self.secret_stamps}
+        else:
+            stamps = secret_stamps(secrets)
+        moved = set(stamps) != set(self.secret_stamps)
+        self.secret_stamps = stamps
+        if moved:
+            self.secrets_moved.set()
+
+    async def _reload(self, supervisor: Supervisor) -> bool:
+        result = self.build()
+        self._note_secrets(result)
+        failures = secret_failures(result.secrets or ())
+        serving = supervisor.snapshot
+        try:
+            if result.snapshot is None:
+                raise ConfigRefused("\n".join(result.errors))
+            new = [m for k, m in failures.items() if k not in self.serving_secret_failures]
+            if new and serving is not None:
+                raise ConfigRefused("a secret cannot be used:\n" + "\n".join(sorted(new)))
+            if serving is not None and result.snapshot.version == serving.version:
+                self.serving_secret_failures = failures
+                return True
+            await supervisor.install(result.snapshot, result.warnings)
+        except ConfigRefused as exc:
+            supervisor.count_reload(exc)
+            return False
+        self.serving_secret_failures = failures
+        supervisor.count_reload(None)
+        return True
+
+    # -- watching --------------------------------------------------------------------------
+    async def watch(self, supervisor: Supervisor) -> None:
+        """Reload on a change of the configuration paths or of a secret file they read."""
+        if not self.paths:
+            return
+        tasks = [asyncio.ensure_future(self._watch_config(supervisor)),
+                 asyncio.ensure_future(self._watch_secrets(supervisor))]
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _watch_config(self, supervisor: Supervisor) -> None:
+        from watchfiles import awatch
+
+        async for _changes in awatch(*self.paths, debounce=200, step=50):
+            await self.reload(supervisor)
+
+    async def _watch_secrets(self, supervisor: Supervisor) -> None:
+        """Watch the folders of the current secret files (not recursively: a file replaced by
+        a rename or a symlink swap shows up in its folder, not on the file), reload when one
+        of the files is no longer what was read, and follow the set as reloads change it."""
+        from watchfiles import awatch
+
+        while not supervisor.stopping:
+            self.secrets_moved.clear()
+            dirs = self.secret_dirs()
+            try:
+                # a change between the build's read and the watch's start is not missed
+                await self.reload_if_secrets_changed(supervisor)
+                if not dirs:
+                    await self.secrets_moved.wait()
+                    continue
+                async for _changes in awatch(
+                    *dirs, recursive=False, watch_filter=None, debounce=200, step=50,
+                    stop_event=self.secrets_moved,
+                ):
+                    await self.reload_if_secrets_changed(supervisor)
+                    if self.secret_dirs() != dirs:  # a folder appeared, went or moved
+                        break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # e.g. a folder removed just before the watch started
+                log.warning("cannot watch secret files in %s: %s; retrying", ", ".join(dirs),
+                            exc)
+                await asyncio.sleep(1.0)
