@@ -1,6 +1,6 @@
 """The Python cost of one proxied request, without sockets or syscalls.
 
-Drives the real DownstreamProtocol, Session, Forwarder and UpstreamConnection in memory:
+Drives the real ServerConnection, Session, Forwarder and ClientConnection in memory:
 a request head goes in, the upstream request comes out, a canned upstream response goes in,
 the client response comes out. What remains per request in a real run is the kernel's share
 (reads, writes, epoll), which this deliberately leaves out.
@@ -29,9 +29,9 @@ from typing import Any
 
 import uvloop
 
-from propylon.proxy.downstream import DownstreamProtocol
+from propylon.proxy.h1.client import ClientConnection
+from propylon.proxy.h1.server import ServerConnection
 from propylon.proxy.pool import PoolRegistry
-from propylon.proxy.upstream import UpstreamConnection
 from propylon.proxy.worker_state import ListenerState, WorkerState
 from propylon.runtime.compile import Services, compile_snapshot
 from propylon.standalone import build_snapshot
@@ -71,7 +71,7 @@ class MemoryTransport(asyncio.Transport):
         pass
 
 
-def setup(loop: asyncio.AbstractEventLoop) -> tuple[DownstreamProtocol, UpstreamConnection]:
+def setup(loop: asyncio.AbstractEventLoop) -> tuple[ServerConnection, ClientConnection]:
     config = Path(__file__).with_name("gateway.yaml")
     result = build_snapshot([config])
     assert result.snapshot is not None, result.errors
@@ -81,18 +81,18 @@ def setup(loop: asyncio.AbstractEventLoop) -> tuple[DownstreamProtocol, Upstream
     listener = ListenerState(*key)
     listener.gateway = gateway
     worker = WorkerState(loop, None)
-    proto = DownstreamProtocol(worker, listener)
+    proto = ServerConnection(worker, listener)
     proto.connection_made(MemoryTransport())
     (cluster,) = gateway.clusters.values()
     pool = cluster.endpoints[0].pool
-    conn = UpstreamConnection(pool)
+    conn = ClientConnection(pool)
     conn.connection_made(MemoryTransport())
     pool.total = 1
     pool.idle.append(conn)
     return proto, conn
 
 
-def run(proto: DownstreamProtocol, conn: UpstreamConnection, n: int) -> float:
+def run(proto: ServerConnection, conn: ClientConnection, n: int) -> float:
     batch = proto.batch
 
     def end_of_turn() -> None:
@@ -112,7 +112,7 @@ def run(proto: DownstreamProtocol, conn: UpstreamConnection, n: int) -> float:
     return (time.perf_counter() - start) / n
 
 
-def count_bytecodes(proto: DownstreamProtocol, conn: UpstreamConnection, n: int) -> None:
+def count_bytecodes(proto: ServerConnection, conn: ClientConnection, n: int) -> None:
     """Bytecodes executed per request, by function: deterministic, unlike wall time."""
     per_function: Counter[str] = Counter()
 

@@ -9,7 +9,7 @@ docs/performance.md). The delay is the rest of the current turn: no timer is inv
 
 Only writes that nothing else can overtake are batched: the head of a request whose body is
 complete (the exchange writes nothing more to that connection until the answer), and a client
-connection's held output (``DownstreamProtocol.out``: every write to the client goes through
+connection's held output (``ServerConnection.out``: every write to the client goes through
 it while it is held). Large reads are not held back (see ``upstream.DEFER_MAX``), so what is
 batched per connection stays small.
 """

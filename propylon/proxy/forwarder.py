@@ -23,17 +23,17 @@ from typing import TYPE_CHECKING
 from propylon.observability.metrics import STATUS_CLASS
 from propylon.proxy.clock import CLOCK
 from propylon.proxy.h1.client import serialize_request_head
+from propylon.proxy.http11 import serialize_headers
 from propylon.proxy.mirror import MirrorRequest
 from propylon.runtime.retry import CONNECT_FAILURE, RESET, STATUS, TIMEOUT
 
 if TYPE_CHECKING:
+    from propylon.proxy.h1.client import ClientConnection
     from propylon.proxy.http11 import Headers
     from propylon.proxy.session import Session
-    from propylon.proxy.upstream import UpstreamConnection
     from propylon.runtime.compiled import Cluster, ClusterEndpoint, CompiledRoute
 
 COARSE_DEADLINE = 5.0  # route timeouts at least this long are checked by the sweeper
-CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 MAX_PENDING_BODY = 256 * 1024  # buffered before the upstream is ready; reading pauses above
 MAX_REPLAY_BODY = 1024 * 1024  # bodies kept for retries and mirrors; larger ones are not
 # Bodies of idempotent requests kept (on routes without retries or mirror) for the one free
@@ -52,6 +52,8 @@ class Forwarder:
         "head_bytes",
         "in_flight",
         "mirror_to",
+        "on_body",
+        "on_end",
         "pending",
         "pending_size",
         "replay",
@@ -73,8 +75,11 @@ class Forwarder:
         self.route = route
         self.cluster = cluster
         self.upgrade = session.upgrade  # UpstreamClient: the protocol asked to switch to
+        # where the answer's body and end go: the session, or its response body filters
+        self.on_body = session.on_response_body
+        self.on_end = session.on_response_complete
         self.aborted = False  # PoolClient: the pool drops a connection handed to us then
-        self.conn: UpstreamConnection | None = None
+        self.conn: ClientConnection | None = None
         self.endpoint: ClusterEndpoint | None = None
         self.endpoint_label: str | None = None  # the last endpoint tried, for the access log
         self.timer: asyncio.TimerHandle | None = None
@@ -106,7 +111,7 @@ class Forwarder:
         self.head_bytes = serialize_request_head(session, route)
         proto = session.proto
         if session.expect_continue:
-            proto.write(CONTINUE_100)
+            proto.send_continue()
         timeout = route.timeout
         if timeout:
             if timeout >= COARSE_DEADLINE:
@@ -175,7 +180,7 @@ class Forwarder:
             return  # the body outgrew the replay limit: no copy
         body = list(self.replay or ())
         if session.req_chunked:
-            body.append(b"0\r\n\r\n")
+            body.append(self.last_chunk())
         MirrorRequest(self.head_bytes, body).send(
             mirror, session.hash_key(mirror) if mirror.hash_kind else None
         )
@@ -217,7 +222,7 @@ class Forwarder:
             endpoint.active -= 1
 
     # -- the request, upstream -------------------------------------------------------------
-    def on_upstream_connected(self, conn: UpstreamConnection) -> None:
+    def on_upstream_connected(self, conn: ClientConnection) -> None:
         """``PoolClient``: a connection for this try."""
         if self.aborted:
             conn.pool.release(conn)
@@ -241,7 +246,7 @@ class Forwarder:
         else:
             transport.write(head)
         if session.body_done and session.req_chunked:
-            transport.write(b"0\r\n\r\n")
+            transport.write(self.last_chunk())
         if proto.writing_paused:
             transport.pause_reading()
 
@@ -285,8 +290,13 @@ class Forwarder:
             self.start_mirror()
         conn = self.conn
         if conn is not None and conn.transport is not None and self.session.req_chunked:
-            conn.transport.write(b"0\r\n\r\n")
+            conn.transport.write(self.last_chunk())
         # otherwise on_upstream_connected writes the terminator after the pending chunks
+
+    def last_chunk(self) -> bytes:
+        """The end of a chunked request body, with the client's trailers."""
+        trailers = self.session.request_trailers
+        return b"0\r\n" + serialize_headers(trailers) + b"\r\n" if trailers else b"0\r\n\r\n"
 
     def stop(self) -> None:
         """The session ends the request early (a body filter refused it, the client left):
@@ -321,9 +331,9 @@ class Forwarder:
         self.session.on_response_head(status, out, length)
 
     def on_response_body(self, chunk: bytes) -> None:
-        self.session.on_response_body(chunk)
+        self.on_body(chunk)
 
-    def on_response_complete(self, reusable: bool) -> None:
+    def on_response_complete(self, reusable: bool, trailers: Headers | None = None) -> None:
         conn = self.conn
         self.conn = None
         session = self.session
@@ -333,7 +343,7 @@ class Forwarder:
             else:
                 conn.close()
         self.cluster.stats.by_class[STATUS_CLASS[session.status]] += 1
-        session.on_response_complete()
+        self.on_end(trailers)
 
     def on_upstream_error(self, reason: str, before_response: bool, stale: bool = False) -> None:
         self.conn = None
@@ -426,7 +436,10 @@ class Forwarder:
 
     # -- the end -----------------------------------------------------------------------------
     def release(self) -> None:
-        """Give back what the request holds: timers, endpoint and upstream load counts."""
+        """Give back what the request holds: timers, endpoint and upstream load counts. A
+        connection the pool hands over later (a connect that completes after the request
+        was answered) goes back to the pool, never to this request."""
+        self.aborted = True
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from propylon.proxy.http11 import Headers
 
 if TYPE_CHECKING:
-    from propylon.proxy.upstream import UpstreamConnection
+    from propylon.proxy.h1.client import ClientConnection
     from propylon.runtime.compiled import Cluster, ClusterEndpoint
 
 MIRROR_HEADER = b"x-propylon-mirror: 1\r\n"
@@ -33,7 +33,7 @@ class MirrorRequest:
         self.out: list[bytes] | None = None  # the output-holding protocol; nothing is held
         self.batch: Any = None  # never used: a mirror's answer writes nothing, so holds nothing
         self.upgrade: bytes | None = None
-        self.conn: UpstreamConnection | None = None
+        self.conn: ClientConnection | None = None
         self.endpoint: ClusterEndpoint | None = None
 
     def send(self, cluster: Cluster, hash_key: str | None) -> None:
@@ -47,7 +47,7 @@ class MirrorRequest:
             self.on_upstream_connected(conn)
 
     # -- PoolClient ----------------------------------------------------------------------
-    def on_upstream_connected(self, conn: UpstreamConnection) -> None:
+    def on_upstream_connected(self, conn: ClientConnection) -> None:
         self.conn = conn
         conn.attach(self, self, False)
         if conn.transport is not None:
@@ -67,7 +67,7 @@ class MirrorRequest:
     def on_response_body(self, chunk: bytes) -> None:
         return None
 
-    def on_response_complete(self, reusable: bool) -> None:
+    def on_response_complete(self, reusable: bool, trailers: Headers | None = None) -> None:
         conn, self.conn = self.conn, None
         if conn is not None:
             if reusable:

@@ -25,7 +25,7 @@ from propylon.net.tls import client_context
 from propylon.proxy.clock import CLOCK
 
 if TYPE_CHECKING:
-    from propylon.proxy.upstream import UpstreamConnection
+    from propylon.proxy.h1.client import ClientConnection
 
 PoolKey = tuple[str, int, UpstreamTLSIR | None]
 
@@ -35,7 +35,7 @@ class PoolClient(Protocol):
 
     aborted: bool
 
-    def on_upstream_connected(self, conn: UpstreamConnection) -> None: ...
+    def on_upstream_connected(self, conn: ClientConnection) -> None: ...
 
     def on_upstream_failed(self, reason: str, timed_out: bool) -> None: ...
 
@@ -69,7 +69,7 @@ class EndpointPool:
         self.port = port
         self.ssl_context = ssl_context  # TLS origination when set
         self.server_hostname = server_hostname
-        self.idle: deque[UpstreamConnection] = deque()
+        self.idle: deque[ClientConnection] = deque()
         self.waiters: deque[PoolClient] = deque()
         self.total = 0
         self.max_connections = 1024
@@ -90,7 +90,7 @@ class EndpointPool:
         """Whether ``acquire`` would queue the client (no idle connection, no new one)."""
         return not self.idle and (not may_connect or self.total >= self.max_connections)
 
-    def acquire(self, client: PoolClient, may_connect: bool = True) -> UpstreamConnection | None:
+    def acquire(self, client: PoolClient, may_connect: bool = True) -> ClientConnection | None:
         """An idle connection now, or ``None`` after arranging for ``client`` to be told.
         With ``may_connect`` false (an upstream-wide connection cap is reached) the client
         waits for a connection to be released rather than opening one."""
@@ -113,12 +113,12 @@ class EndpointPool:
             self.waiters.appendleft(client)
 
     def _connect(self, client: PoolClient) -> None:
-        from propylon.proxy.upstream import UpstreamConnection
+        from propylon.proxy.h1.client import ClientConnection
 
         self.total += 1
         task = asyncio.ensure_future(
             self.loop.create_connection(
-                lambda: UpstreamConnection(self), self.address, self.port,
+                lambda: ClientConnection(self), self.address, self.port,
                 ssl=self.ssl_context,
                 server_hostname=self.server_hostname if self.ssl_context else None,
             )
@@ -127,7 +127,7 @@ class EndpointPool:
         task.add_done_callback(lambda t: self._connected(t, client, timer))
 
     def _connected(
-        self, task: asyncio.Future[tuple[asyncio.Transport, UpstreamConnection]],
+        self, task: asyncio.Future[tuple[asyncio.Transport, ClientConnection]],
         client: PoolClient, timer: asyncio.TimerHandle,
     ) -> None:
         timer.cancel()
@@ -146,7 +146,7 @@ class EndpointPool:
             client.on_upstream_connected(conn)
 
     # -- returning -----------------------------------------------------------------------
-    def release(self, conn: UpstreamConnection) -> None:
+    def release(self, conn: ClientConnection) -> None:
         """Give back a connection whose last exchange ended cleanly."""
         while self.waiters:
             waiter = self.waiters.popleft()
@@ -159,7 +159,7 @@ class EndpointPool:
         else:
             conn.close()
 
-    def forget(self, conn: UpstreamConnection) -> None:
+    def forget(self, conn: ClientConnection) -> None:
         """A connection closed or was discarded: it no longer counts against the limit."""
         self.total -= 1
         with contextlib.suppress(ValueError):

@@ -26,22 +26,17 @@ from typing import TYPE_CHECKING, Any
 
 from propylon.filters.base import LocalResponse
 from propylon.observability.metrics import LATENCY_BOUNDS, STATUS_CLASS
+from propylon.proxy.body import RequestBodyFilter, ResponseBodyFilter
 from propylon.proxy.forwarded import forwarding_headers, real_client_ip
 from propylon.proxy.forwarder import MAX_PENDING_BODY, Forwarder
+from propylon.proxy.h1.framing import has_no_body
 from propylon.proxy.hostport import is_ip_literal
-from propylon.proxy.http11 import (
-    _STATUS_LINES,
-    HOP_BY_HOP,
-    Headers,
-    serialize_headers,
-    simple_response,
-    status_line,
-)
+from propylon.proxy.http11 import HOP_BY_HOP, Headers, serialize_headers
 from propylon.proxy.rewrite import redirect_location
 from propylon.runtime.compiled import FORWARD, REDIRECT, CompiledRoute
 
 if TYPE_CHECKING:
-    from propylon.proxy.downstream import DownstreamProtocol
+    from propylon.proxy.h1.server import ServerConnection
     from propylon.runtime.compiled import Cluster, GatewayRuntime
 
 log = logging.getLogger("propylon.proxy")
@@ -54,7 +49,6 @@ class Session:
         "aborted",
         "body_done",
         "bytes_out",
-        "chunked_out",
         "client_ip",
         "conn_header",
         "deadline",
@@ -78,7 +72,9 @@ class Session:
         "proto",
         "query",
         "req_chunked",
+        "request_filter",
         "request_headers",
+        "request_trailers",
         "response_started",
         "route",
         "start",
@@ -99,8 +95,9 @@ class Session:
     gateway: GatewayRuntime
     start: float
     head_only: bool
+    request_filter: RequestBodyFilter  # when the route has request body filters and a body
 
-    def __init__(self, proto: DownstreamProtocol) -> None:
+    def __init__(self, proto: ServerConnection) -> None:
         self.proto = proto
         # request head, filled by the downstream parser callbacks
         self.url = b""
@@ -119,6 +116,7 @@ class Session:
         self.te_codings: bytes | None = None  # codings applied before chunked, forwarded as is
         self.upgrade: bytes | None = None  # protocol asked for with Upgrade + Connection: upgrade
         self.has_body = False
+        self.request_trailers: Headers | None = None  # of a chunked body, passed upstream
         self.client_ip = proto.peer_ip
         # request body
         self.body_done = False
@@ -132,7 +130,6 @@ class Session:
         # response
         self.status = 0
         self.response_started = False
-        self.chunked_out = False
         self.bytes_out = 0
         self.aborted = False
         # per-request data filters share between their phases (created on first use)
@@ -195,6 +192,10 @@ class Session:
         if route is None:
             route = gateway.not_found
         self.route = route
+        if route.chain.on_request_body and self.has_body:
+            self.request_filter = RequestBodyFilter(self, route.chain)
+        if self.pending is not None:
+            self._replay_early_body()
         if route.chain.on_request:
             self.run_request_filters(route, 0)
         elif route.kind == FORWARD:
@@ -253,6 +254,13 @@ class Session:
                             route.direct_content_type)
 
     def forward(self, route: CompiledRoute) -> None:
+        if route.chain.request_body_buffer and self.has_body and not self.body_done:
+            # a filter needs the whole body before the upstream is contacted
+            self.request_filter.deferred = True
+            if self.expect_continue:
+                self.expect_continue = False
+                self.proto.send_continue()
+            return
         cluster = route.single_cluster or route.backends.pick()
         if cluster is None:
             self.send_error(503, b"no backend available\n")
@@ -289,17 +297,22 @@ class Session:
     # -- phase 2: the request body ---------------------------------------------------------
     def request_body(self, chunk: bytes) -> None:
         route = self.route
-        if route is not None and route.chain.on_request_body:
-            for phase in route.chain.on_request_body:
-                answer = phase(self, chunk, False)
-                if isinstance(answer, LocalResponse):
-                    self.stop_request(answer)
-                    return
+        if route is None:  # a pipelined request not routed yet: kept as it came
+            if self.pending is None:
+                self.pending = [chunk]
+            else:
+                self.pending.append(chunk)
+            return
+        if route.chain.on_request_body:
+            filtered = self.request_filter.on_chunk(chunk)
+            if not filtered:
+                return  # held by a filter, or the request was stopped
+            chunk = filtered
         forwarder = self.forwarder
         if forwarder is not None:
             forwarder.send_body(chunk)
             return
-        if route is not None and route.kind != FORWARD:
+        if route.kind != FORWARD:
             return  # answered locally: the body is read and dropped
         if self.pending is None:
             self.pending = [b"%x\r\n" % len(chunk), chunk, b"\r\n"] if self.req_chunked else [
@@ -311,6 +324,18 @@ class Session:
         self.pending_size += len(chunk)
         if self.pending_size > MAX_PENDING_BODY:
             self.proto.pause_reading_for_body()
+
+    def _replay_early_body(self) -> None:
+        """Chunks that arrived before routing go through the route's body filters now."""
+        early, self.pending = self.pending or [], None
+        self.pending_size = 0
+        for chunk in early:
+            self.request_body(chunk)
+            if self.response_started:
+                return
+        route = self.route
+        if self.body_done and route is not None and route.chain.on_request_body:
+            self._end_request_body()
 
     def stop_request(self, answer: LocalResponse) -> None:
         """A body filter refused the request mid-body: drop the upstream side and answer."""
@@ -328,8 +353,40 @@ class Session:
 
     def request_complete(self) -> None:
         self.body_done = True
+        route = self.route
+        if route is not None and route.chain.on_request_body:
+            self._end_request_body()
+            return
         if self.forwarder is not None:
             self.forwarder.end_body()
+
+    def _end_request_body(self) -> None:
+        """The end of a body that went through the route's body filters."""
+        route = self.route
+        assert route is not None
+        request_filter = self.request_filter
+        last = request_filter.on_end()
+        if self.response_started or self.aborted:
+            return  # stopped by a filter
+        if last:
+            if request_filter.limit:
+                self.pending = [last]  # the whole body, now framed by its length
+                self.pending_size = len(last)
+            else:
+                self.request_body_chunk_after_filters(last)
+        if request_filter.deferred:
+            request_filter.deferred = False
+            self.forward(route)
+        elif self.forwarder is not None:
+            self.forwarder.end_body()
+
+    def request_body_chunk_after_filters(self, chunk: bytes) -> None:
+        if self.forwarder is not None:
+            self.forwarder.send_body(chunk)
+        elif self.route is not None and self.route.kind == FORWARD:
+            framed = [b"%x\r\n" % len(chunk), chunk, b"\r\n"] if self.req_chunked else [chunk]
+            self.pending = (self.pending or []) + framed
+            self.pending_size += len(chunk)
 
     # -- phase 3: the response ----------------------------------------------------------
     def on_response_head(self, status: int, out: Headers, length: bytes | None) -> None:
@@ -337,51 +394,28 @@ class Session:
         self.status = status
         route = self.route
         assert route is not None  # only a forwarded request gets an upstream answer
-        if route.chain.on_response:
-            for phase in route.chain.on_response:
+        chain = route.chain
+        if chain.on_response:
+            for phase in chain.on_response:
                 phase(self, status, out)
-        proto = self.proto
-        keep_alive = self.keep_alive and not proto.worker.draining
-        if length is not None:
-            framing = b"content-length: " + length + b"\r\n"
-        elif self.head_only or status < 200 or status == 204 or status == 304:
-            framing = b""  # no body
-        elif self.http11:
-            framing = b"transfer-encoding: chunked\r\n"
-            self.chunked_out = True
-        else:
-            framing = b""  # an HTTP/1.0 client reads until we close
-            keep_alive = False
-        if not keep_alive:
-            framing += b"connection: close\r\n"
-            self.keep_alive = False
-        elif not self.http11:
-            framing += b"connection: keep-alive\r\n"
+        if chain.on_response_body and not has_no_body(status, self.head_only):
+            assert self.forwarder is not None
+            ResponseBodyFilter(self, chain, self.forwarder, status, out, length)
+            return
         self.response_started = True
-        head = b"".join((
-            _STATUS_LINES.get(status) or status_line(status), serialize_headers(out), framing,
-            b"\r\n",
-        ))
-        held = proto.out
-        if held is None:
-            proto.transport.write(head)
-        else:
-            held.append(head)
+        self.proto.send_response_head(self, status, out, length)
 
     def on_response_body(self, chunk: bytes) -> None:
         self.bytes_out += len(chunk)
-        if self.chunked_out:
-            self.proto.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
-        elif not self.head_only:
-            held = self.proto.out
-            if held is None:
-                self.proto.transport.write(chunk)
-            else:
-                held.append(chunk)
+        self.proto.send_response_body(self, chunk)
 
-    def on_response_complete(self) -> None:
-        if self.chunked_out:
-            self.proto.write(b"0\r\n\r\n")
+    def on_response_complete(self, trailers: Headers | None) -> None:
+        if trailers:
+            route = self.route
+            if route is not None and route.chain.on_trailers:
+                for phase in route.chain.on_trailers:
+                    phase(self, trailers)
+        self.proto.send_response_end(trailers)
         if not self.body_done:
             self.keep_alive = False  # the rest of the request body will not be read
         self.finish()
@@ -403,10 +437,7 @@ class Session:
         for phase in route.chain.on_response:
             phase(self, 101, out)
         self.response_started = True
-        self.proto.write(b"".join((
-            status_line(101), serialize_headers(out),
-            b"connection: upgrade\r\nupgrade: ", upgrade, b"\r\n\r\n",
-        )))
+        self.proto.send_switching_protocols(out, upgrade)
 
     def on_tunnel_data(self, data: bytes) -> None:
         self.bytes_out += len(data)
@@ -447,12 +478,7 @@ class Session:
             self.keep_alive = False  # an unread request body makes the connection unusable
         self.bytes_out = len(body)
         self.response_started = True
-        self.proto.write(
-            simple_response(
-                status, body, headers, close=not self.keep_alive, head_only=self.head_only,
-                content_type=content_type,
-            )
-        )
+        self.proto.send_local_response(self, status, body, headers, content_type)
         self.finish()
 
     def on_timeout(self) -> None:

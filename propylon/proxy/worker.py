@@ -30,7 +30,7 @@ from propylon.observability.access_log import AccessLog
 from propylon.observability.metrics import MetricsRegistry
 from propylon.proxy.acceptor import Acceptor
 from propylon.proxy.clock import CLOCK
-from propylon.proxy.downstream import DownstreamProtocol
+from propylon.proxy.h1.server import ServerConnection
 from propylon.proxy.pool import PoolRegistry
 from propylon.proxy.tls import ServerTLS
 from propylon.proxy.worker_state import ListenerState, WorkerState
@@ -116,7 +116,7 @@ class Worker:
         listener = ListenerState(address, port)
         state = self.state
         listener.acceptor = Acceptor(
-            self.loop, bind_socket(address, port), lambda: DownstreamProtocol(state, listener)
+            self.loop, bind_socket(address, port), lambda: ServerConnection(state, listener)
         )
         return listener  # accepting starts once install() has configured it
 

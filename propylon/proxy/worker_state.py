@@ -11,7 +11,7 @@ from propylon.proxy.batch import WriteBatch
 if TYPE_CHECKING:
     from propylon.observability.access_log import AccessLog
     from propylon.proxy.acceptor import Acceptor
-    from propylon.proxy.downstream import DownstreamProtocol
+    from propylon.proxy.h1.server import ServerConnection
     from propylon.proxy.tls import ServerTLS
     from propylon.runtime.compiled import GatewayRuntime, HostSet
 
@@ -83,5 +83,5 @@ class WorkerState:
         self.loop = loop
         self.batch = WriteBatch(loop)
         self.access_log = access_log
-        self.connections: set[DownstreamProtocol] = set()
+        self.connections: set[ServerConnection] = set()
         self.draining = False

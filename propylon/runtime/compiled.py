@@ -164,7 +164,13 @@ class FilterChain:
         "on_request",
         "on_request_body",
         "on_response",
+        "on_response_body",
+        "on_trailers",
         "on_upstream_request",
+        "request_body_buffer",
+        "request_body_rewritten",
+        "response_body_buffer",
+        "response_body_rewritten",
     )
 
     def __init__(self, filters: tuple[Filter, ...]) -> None:
@@ -175,14 +181,25 @@ class FilterChain:
         self.on_upstream_request = tuple(
             f.on_upstream_request for f in filters if overrides(f, "on_upstream_request")
         )
-        self.on_request_body = tuple(
-            f.on_request_body for f in filters if overrides(f, "on_request_body")
-        )
+        request_body = [f for f in filters if overrides(f, "on_request_body")]
+        self.on_request_body = tuple(f.on_request_body for f in request_body)
         # Responses travel back through the filters in reverse order.
         self.on_response = tuple(
             f.on_response for f in reversed(filters) if overrides(f, "on_response")
         )
+        response_body = [f for f in reversed(filters) if overrides(f, "on_response_body")]
+        self.on_response_body = tuple(f.on_response_body for f in response_body)
+        self.on_trailers = tuple(
+            f.on_trailers for f in reversed(filters) if overrides(f, "on_trailers")
+        )
         self.on_log = tuple(f.on_log for f in filters if overrides(f, "on_log"))
+        # Whole bodies asked for: the largest cap of the filters that ask (0: streamed).
+        self.request_body_buffer = max((f.request_body_buffer for f in request_body), default=0)
+        self.response_body_buffer = max((f.response_body_buffer for f in response_body),
+                                        default=0)
+        # A body filter that may change lengths makes the session re-frame that body.
+        self.request_body_rewritten = any(not f.body_inspect_only for f in request_body)
+        self.response_body_rewritten = any(not f.body_inspect_only for f in response_body)
 
 
 EMPTY_CHAIN = FilterChain(())

@@ -1,7 +1,7 @@
 """The upstream side of the HTTP/1.1 fuzz harness: endpoints in memory.
 
 ``FakePool`` stands in for an endpoint's connection pool and hands out real
-``UpstreamConnection`` objects over an ``UpstreamTransport``, which parses what the gateway
+``ClientConnection`` objects over an ``UpstreamTransport``, which parses what the gateway
 sends with a strict HTTP/1.1 request parser (a malformed request sent upstream, several Host
 fields or ambiguous framing are problems) and answers each complete request the way a word in
 its target asks (``answer_for``). Connecting to ``DEAD`` fails at once, to ``SLOW`` takes
@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
+from propylon.proxy.h1.client import ClientConnection
 from propylon.proxy.pool import EndpointPool, PoolClient
-from propylon.proxy.upstream import UpstreamConnection
 
 if TYPE_CHECKING:
     from tests.fuzz.http_harness import FuzzGateway
@@ -78,7 +78,7 @@ def answer_for(request: UpstreamRequest) -> tuple[str, bytes]:
 class UpstreamTransport(asyncio.Transport):
     """The upstream's end of one connection: parses, records and queues answers."""
 
-    def __init__(self, harness: FuzzGateway, conn: UpstreamConnection) -> None:
+    def __init__(self, harness: FuzzGateway, conn: ClientConnection) -> None:
         super().__init__()
         self.harness = harness
         self.conn = conn
@@ -207,8 +207,7 @@ class FakePool(EndpointPool):
         """The connect ends: as EndpointPool._connected does with a real one."""
         told = not client.aborted
         if told and self.harness.ended_client(client):
-            self.harness.known("late-connect")  # stepped around: nobody is told, as if fixed
-            told = False
+            self.harness.problem("a connection handed to a request that already ended")
         if (self.address, self.port) in (DEAD, BLACKHOLE):
             self.total -= 1
             if told:
@@ -223,8 +222,8 @@ class FakePool(EndpointPool):
         else:
             self.release(conn)
 
-    def _new_connection(self) -> UpstreamConnection:
-        conn = UpstreamConnection(self)
+    def _new_connection(self) -> ClientConnection:
+        conn = ClientConnection(self)
         transport = UpstreamTransport(self.harness, conn)
         self.harness.upstreams.append(transport)
         conn.connection_made(transport)

@@ -28,7 +28,7 @@ import httptools
 from propylon.config import load_text
 from propylon.filters.base import FilterEnv
 from propylon.proxy.clock import CLOCK
-from propylon.proxy.downstream import DownstreamProtocol
+from propylon.proxy.h1.server import ServerConnection
 from propylon.proxy.pool import PoolClient, PoolRegistry
 from propylon.proxy.worker_state import ListenerState, WorkerState
 from propylon.runtime.compile import Services, compile_snapshot
@@ -178,7 +178,7 @@ class ClientTransport(asyncio.Transport):
         super().__init__()
         self.harness = harness
         self.peer = peer
-        self.protocol: DownstreamProtocol | None = None
+        self.protocol: ServerConnection | None = None
         self.output = bytearray()
         self.paused = False
         self.closed = False
@@ -188,9 +188,6 @@ class ClientTransport(asyncio.Transport):
 
     def write(self, data: Any) -> None:
         if self.eof_written and not self.closed:
-            if not self.harness.strict:
-                self.harness.known("write-after-eof")  # dropped, as a fixed gateway would
-                return
             self.harness.problem("write to the client after write_eof()")  # a socket raises
         if not self.closed:
             self.output += data
@@ -403,7 +400,7 @@ class ClientConnection:
         self.gw = gateway
         gateway.loop.catch_up()
         self.transport = ClientTransport(gateway, peer)
-        self.proto = DownstreamProtocol(gateway.worker, gateway.listener)
+        self.proto = ServerConnection(gateway.worker, gateway.listener)
         self.model = ClientModel()
         self.consumed = 0  # bytes the gateway read
         self.backlog_of: Callable[[int], int] | None = None  # structured mode: see check_bounds

@@ -229,28 +229,14 @@ def _check_structured(gw: FuzzGateway, data: bytes) -> None:
     scale = (64, 2048, 65536)[src.byte() % 3]  # reads of up to 64 B, 2 KiB or 64 KiB
     if len(stream) > 20_000:
         scale = 65536  # big bodies in small reads: slow, and not more interesting
-    method_ends = _method_ends(requests)
     while pos < len(stream):
         size = len(stream) - pos if src.exhausted else 1 + src.below(scale)
-        if pos + size in method_ends and not gw.strict:
-            gw.known("pipelined-method-split")  # KNOWN_ISSUES: a read boundary less
-            size += 1
         reads.append(stream[pos:pos + size])
         pos += size
     conn.feed(reads)
     conn.finish()
     responses = _check_client_output(gw, conn)
     _check_delivery(gw, requests, responses)
-
-
-def _method_ends(requests: list[SentRequest]) -> set[int]:
-    """Offsets right after the method of each request behind the first one."""
-    ends, base = set(), 0
-    for index, request in enumerate(requests):
-        if index:
-            ends.add(base + len(request.method))
-        base += len(request.raw)
-    return ends
 
 
 def _make_request(src: ByteSource, index: int) -> SentRequest:

@@ -34,19 +34,7 @@ SECONDS = float(os.environ.get("PROPYLON_FUZZ_SECONDS", "60"))
 
 # crashes/<target>/<file> -> the issue it reproduces (tests/fuzz/known_issues.py), reported
 # and not fixed yet
-OPEN: dict[str, str] = {
-    f"http11/{name}": f"open issue {issue} (tests/fuzz/known_issues.py)"
-    for name, issue in {
-        "late-connect-route-timeout": "late-connect",
-        "late-connect-413-chunked": "late-connect",
-        "write-after-eof": "write-after-eof",
-        "pipelined-method-split": "pipelined-method-split",
-        "head-bound-counts-body": "head-bound-counts-body",
-        "header-timeout-while-paused": "header-timeout-while-paused",
-        "asterisk-form-forward": "asterisk-form-forward",
-        "no-host-upstream": "no-host-upstream",
-    }.items()
-}
+OPEN: dict[str, str] = {}  # e.g. {"http11/<file>": "open issue <name> (known_issues.py)"}
 
 
 def _check(target: str) -> Callable[[bytes], None]:

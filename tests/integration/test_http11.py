@@ -121,21 +121,34 @@ def test_content_length_body_arrives_intact(gw, up) -> None:
     assert received.body == body
 
 
-def test_chunked_body_is_rechunked_and_its_trailers_dropped(gw, up) -> None:
+def test_chunked_body_is_rechunked_and_its_trailers_passed_on(gw, up) -> None:
+    """Trailers travel with the body (gRPC needs them); fields that must never be trailers
+    (RFC 9110 6.5.1: framing, routing, authentication...) are dropped."""
     pieces = [b"alpha-" * 10, b"b", pattern_body(70_000)]
     with RawClient(gw.port) as client:
         client.request(
             "POST", "/chunked", [("Transfer-Encoding", "chunked"), ("Trailer", "x-checksum")],
-            chunked(*pieces, trailers=[("X-Checksum", "abc"), ("X-Secret-Trailer", "1")]),
+            chunked(*pieces, trailers=[("X-Checksum", "abc"), ("X-Other-Trailer", "1"),
+                                       ("Host", "evil"), ("Authorization", "evil")]),
         )
         assert client.read_final().status == 200
     received = up.last
     assert received.framing == "chunked"
     assert received.header("transfer-encoding") == "chunked"
     assert received.body == b"".join(pieces)
-    assert received.trailers == []
-    assert b"abc" not in received.raw_body.lower()
+    assert received.trailers == [("x-checksum", "abc"), ("x-other-trailer", "1")]
+    assert b"evil" not in received.raw_body
     assert "trailer" not in received.head.names()
+
+
+def test_framing_field_in_trailers_is_refused(gw, up) -> None:
+    """A Content-Length among the trailers of a chunked body (llhttp refuses it): the
+    request is answered 400 at once, not left waiting for a body that cannot complete."""
+    with RawClient(gw.port, timeout=5) as client:
+        client.request("POST", "/bad-trailer", [("Transfer-Encoding", "chunked")],
+                       chunked(b"abc", trailers=[("Content-Length", "5")]))
+        assert client.read_final().status == 400
+        assert client.closed_by_peer()
 
 
 def test_chunk_extensions_are_not_forwarded(gw, up) -> None:
@@ -218,7 +231,8 @@ def test_response_framing(gw, up, upstream_framing, client_version, client_frami
         assert response.status == 200
         assert response.framing == client_framing, response
         assert response.body == body
-        assert response.trailers == []
+        # trailers go on where both sides frame by chunks; elsewhere there is no place for them
+        assert response.trailers == (trailers if client_framing == "chunked" else [])
         if client_version == "HTTP/1.0" and client_framing != "close":
             assert client.closed_by_peer(), "HTTP/1.0 without keep-alive must be closed"
         elif client_version == "HTTP/1.1":  # still usable
@@ -320,8 +334,15 @@ def test_hop_by_hop_request_fields_are_not_forwarded(gw, up, connection) -> None
         if connection.startswith("close"):
             assert client.closed_by_peer()
     names = up.last.head.names()
-    assert not names & {*HOP_BY_HOP, "x-secret"}, up.last.head.headers
+    assert not names & {*HOP_BY_HOP, "x-secret"} - {"te"}, up.last.head.headers
+    assert up.last.head.get_all("te") == ["trailers"]  # the one TE value a proxy passes on
     assert up.last.header("x-kept") == "yes"
+
+
+def test_te_other_than_trailers_is_not_forwarded(gw, up) -> None:
+    response = roundtrip(gw.port, "GET", "/te", [("TE", "gzip, deflate;q=0.5")])
+    assert response.status == 200
+    assert "te" not in up.last.head.names()
 
 
 def test_upgrade_field_without_connection_upgrade_is_not_forwarded(gw, up) -> None:

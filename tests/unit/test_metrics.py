@@ -36,10 +36,12 @@ def test_access_log_line_is_json_with_escaping() -> None:
     from propylon.observability.access_log import format_line
 
     route = SimpleNamespace(route_label="shop/shop", rule_label="api")
+    forwarder = SimpleNamespace(cluster=SimpleNamespace(key="shop/v1"),
+                                endpoint_label="127.0.0.1:9001")
     ex = SimpleNamespace(
-        route=route, cluster=SimpleNamespace(key="shop/v1"), client_ip="10.0.0.1",
+        route=route, forwarder=forwarder, client_ip="10.0.0.1",
         method=b"GET", host='we"ird', path=b"/a\\b\xff", status=200, bytes_out=12,
-        endpoint_label="127.0.0.1:9001", upstream_error="",
+        upstream_error="",
     )
     line = format_line(ex, 0.0015, 1700000000.5)  # type: ignore[arg-type]
     assert line.endswith(b"\n")
@@ -50,6 +52,6 @@ def test_access_log_line_is_json_with_escaping() -> None:
         "route": "shop/shop", "rule": "api", "upstream": "shop/v1",
         "endpoint": "127.0.0.1:9001",
     }
-    ex.upstream_error, ex.route, ex.cluster, ex.endpoint_label = "connect failed", None, None, None
+    ex.upstream_error, ex.route, ex.forwarder = "connect failed", None, None
     doc = json.loads(format_line(ex, 0.0, 1.0))  # type: ignore[arg-type]
     assert doc["error"] == "connect failed" and doc["route"] is None

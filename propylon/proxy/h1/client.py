@@ -1,15 +1,329 @@
-"""The upstream side of the HTTP/1.1 codec: request heads serialised from parsed fields."""
+"""The upstream side of the HTTP/1.1 codec: one keep-alive connection to an upstream
+endpoint carrying one request at a time, and request heads serialised from parsed fields.
+
+The response parser belongs to the connection (it keeps framing state between reads); each
+parser event is handed to the request (the ``UpstreamClient``, a forwarder) the connection
+currently serves. A connection is reusable only when its response ended by framing
+(Content-Length or chunked), the upstream did not ask to close, and the request was fully
+written. Interim 1xx answers are read past; trailer fields of a chunked response are
+collected and handed over with the end of the response.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+from typing import TYPE_CHECKING, Protocol
 
-from propylon.proxy.http11 import connection_tokens, serialize_headers
-from propylon.proxy.rewrite import rewrite_path
+import httptools
+
+from propylon.proxy.batch import WriteBatch
+from propylon.proxy.h1.framing import MAX_TRAILERS, response_trailers
+from propylon.proxy.http11 import Headers, connection_tokens, serialize_headers
+from propylon.proxy.rewrite import (
+    PLAIN_CONNECTION,
+    RESPONSE_HOP_FIELDS,
+    response_fields,
+    rewrite_path,
+)
 
 if TYPE_CHECKING:
+    from propylon.proxy.pool import EndpointPool
     from propylon.proxy.session import Session
     from propylon.runtime.compiled import CompiledRoute
+
+
+class UpstreamClient(Protocol):
+    """The exchange side of an upstream connection."""
+
+    def on_response_head(self, status: int, fields: Headers, length: bytes | None) -> None: ...
+
+    def on_upgraded_head(self, headers: Headers) -> None: ...
+
+    def on_response_body(self, chunk: bytes) -> None: ...
+
+    def on_response_complete(self, reusable: bool, trailers: Headers | None = None) -> None:
+        ...
+
+    def on_upstream_error(self, reason: str, before_response: bool, stale: bool = False) -> None:
+        ...
+
+    def on_upstream_pause_writing(self) -> None: ...
+
+    def on_upstream_resume_writing(self) -> None: ...
+
+    upgrade: bytes | None  # the protocol the request asked to switch to
+
+    def on_tunnel_open(self, early: bytes) -> None: ...
+
+    def on_tunnel_data(self, data: bytes) -> None: ...
+
+    def on_tunnel_closed(self) -> None: ...
+
+
+class OutputBatcher(Protocol):
+    """The client connection: holds its writes while one upstream read is processed, so a
+    small response goes out in one write instead of head, body and terminator apart."""
+
+    activity: int
+    out: list[bytes] | None
+    batch: WriteBatch
+
+    def hold_output(self) -> None: ...
+
+    def release_output(self) -> None: ...
+
+    def upstream_half_closed(self) -> None: ...
+
+
+# Output of reads up to this size is held until the end of the loop's turn (proxy/batch.py);
+# larger reads are written at once, so a streamed body never piles up between turns.
+DEFER_MAX = 16 * 1024
+
+
+class ClientConnection(asyncio.Protocol):
+    __slots__ = (
+        "_chunked",
+        "_informational",
+        "client",
+        "client_eof",
+        "closed",
+        "downstream",
+        "got_response",
+        "head_only",
+        "headers",
+        "hop_headers",
+        "idle_since",
+        "length",
+        "parser",
+        "pool",
+        "trailers",
+        "transport",
+        "tunnel",
+        "upgrading",
+        "upstream_eof",
+        "uses",
+    )
+
+    def __init__(self, pool: EndpointPool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.client: UpstreamClient | None = None
+        self.downstream: OutputBatcher | None = None
+        self.closed = False
+        self.idle_since = 0.0
+        self.uses = 0
+        self.upgrading = False  # the upstream answered 101 to an upgrade request
+        self.tunnel = False  # relaying raw bytes: never returns to the pool
+        self.client_eof = False  # tunnel half-closes: the client's FIN was passed on
+        self.upstream_eof = False  # the upstream's FIN was passed on
+        # per response
+        self.headers: Headers = []  # end-to-end fields
+        # hop-by-hop fields kept apart as parsed, but Content-Length and a plain
+        # "Connection: keep-alive/close" (llhttp tracks those): usually none, so no list
+        self.hop_headers: Headers | None = None
+        self.head_only = False
+        self.got_response = False
+        self.length: bytes | None = None  # the response's Content-Length
+        self.trailers: Headers | None = None  # trailer fields of a chunked response
+        self._chunked = False
+        self._informational = False
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def attach(self, client: UpstreamClient, downstream: OutputBatcher, head_only: bool) -> None:
+        self.client = client
+        self.downstream = downstream
+        self.uses += 1
+        self.head_only = head_only
+        self.got_response = False
+        self.headers = []
+        self.hop_headers = None
+        self.length = None
+        self._chunked = False
+
+    def close(self) -> None:
+        self.client = None
+        if self.transport is not None and not self.closed:
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.client = None
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+
+    # -- asyncio.Protocol ----------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.client is None:
+            self.close()  # bytes nobody asked for: the connection's framing cannot be trusted
+            return
+        if self.tunnel:
+            self.client.on_tunnel_data(data)
+            return
+        downstream = self.downstream
+        assert downstream is not None
+        downstream.activity += 1
+        if downstream.out is None:  # hold_output(), inlined: this runs for every response
+            downstream.out = []
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade as exc:
+            if self.upgrading and self.client is not None:
+                self.tunnel = True
+                self.client.on_tunnel_open(data[exc.args[0]:])
+            else:
+                self._invalid_response()
+        except httptools.HttpParserError:
+            self._invalid_response()
+        finally:
+            if not downstream.out:
+                downstream.out = None
+            elif len(data) <= DEFER_MAX:
+                downstream.batch.release_later(downstream)  # sent at the end of this turn
+            else:
+                downstream.release_output()  # a big read goes out now
+
+    def eof_received(self) -> bool:
+        """The upstream sent FIN. In a tunnel it is a half-close passed on to the client; the
+        tunnel ends when both sides have sent theirs. Otherwise the connection closes."""
+        if not self.tunnel or self.client is None:
+            return False
+        self.upstream_eof = True
+        if self.client_eof:
+            return False  # both sides are done: close (connection_lost ends the exchange)
+        downstream = self.downstream
+        if downstream is not None:
+            downstream.upstream_half_closed()
+        return True
+
+    def client_half_closed(self) -> bool:
+        """The client of the tunnel sent FIN: pass it on. True while the client's side must
+        stay open for what the upstream still sends."""
+        self.client_eof = True
+        transport = self.transport
+        if transport is None or self.closed:
+            return False
+        if self.upstream_eof:
+            transport.close()  # both sides are done
+            return False
+        if transport.can_write_eof():
+            transport.write_eof()
+            return True
+        transport.close()
+        return False
+
+    def _invalid_response(self) -> None:
+        client = self.client
+        self.abort()
+        if client is not None:
+            client.on_upstream_error("invalid response from upstream", not self.got_response)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.pool.forget(self)
+        client = self.client
+        if client is None:
+            return
+        self.client = None
+        if self.tunnel:
+            client.on_tunnel_closed()
+            return
+        if self.got_response and self.length is None and not self._chunked:
+            client.on_response_complete(False)  # the body was delimited by the close
+        else:
+            stale = self.uses > 1 and not self.got_response
+            client.on_upstream_error("upstream connection closed", not self.got_response, stale)
+
+    def pause_writing(self) -> None:
+        if self.client is not None:
+            self.client.on_upstream_pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.client is not None:
+            self.client.on_upstream_resume_writing()
+
+    # -- httptools callbacks -------------------------------------------------------------
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.got_response:  # fields after the head are trailers
+            trailers = self.trailers
+            if trailers is None:
+                self.trailers = [(name.lower(), value)]
+            elif len(trailers) < MAX_TRAILERS:
+                trailers.append((name.lower(), value))
+            return
+        name = name.lower()
+        if name not in RESPONSE_HOP_FIELDS:
+            self.headers.append((name, value))
+        elif name == b"content-length":  # llhttp refuses conflicting duplicates
+            self.length = value
+        elif name == b"connection" and value.lower() in PLAIN_CONNECTION:
+            return
+        elif self.hop_headers is None:
+            self.hop_headers = [(name, value)]
+        else:
+            self.hop_headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if status == 101 and self.client is not None and self.client.upgrade is not None:
+            self.upgrading = True
+            self.got_response = True
+            self.client.on_upgraded_head(self.headers + (self.hop_headers or []))
+            return
+        if status < 200:
+            if status == 101:
+                raise httptools.HttpParserError("101 to a request that did not ask to upgrade")
+            self._informational = True  # 100/103 interim answers are not forwarded
+            self.headers = []
+            self.hop_headers = None
+            self.length = None
+            return
+        self.got_response = True
+        client = self.client
+        if client is None:
+            return
+        if self.hop_headers is not None:
+            fields, self._chunked = response_fields(self.headers, self.hop_headers)
+        else:
+            fields = self.headers
+        client.on_response_head(status, fields, self.length)
+        if self.head_only:
+            # httptools cannot be told that a HEAD response has no body; finish it here and
+            # give the connection a fresh parser for its next response.
+            keep_alive = self.parser.should_keep_alive()
+            self.parser = httptools.HttpResponseParser(self)
+            self._finish(keep_alive)
+
+    def on_body(self, body: bytes) -> None:
+        if self.client is not None:
+            self.client.on_response_body(body)
+
+    def on_message_complete(self) -> None:
+        if self.upgrading:
+            return  # the tunnel starts when feed_data reports the upgrade
+        if self._informational:
+            self._informational = False
+            return
+        if self.head_only:
+            return
+        client = self.client  # _finish(), inlined: this runs for every response
+        self.client = None
+        if client is not None:
+            trailers = self.trailers
+            if trailers is None:
+                client.on_response_complete(self.parser.should_keep_alive())
+            else:
+                self.trailers = None
+                client.on_response_complete(self.parser.should_keep_alive(),
+                                            response_trailers(trailers))
+
+    def _finish(self, keep_alive: bool) -> None:
+        client = self.client
+        self.client = None
+        if client is not None:
+            client.on_response_complete(keep_alive)
 
 
 def serialize_request_head(session: Session, route: CompiledRoute) -> bytes:
@@ -33,6 +347,11 @@ def serialize_request_head(session: Session, route: CompiledRoute) -> bytes:
     else:
         framing = b"transfer-encoding: chunked\r\n"
     proto = session.proto
+    if not session.host_count:
+        # an HTTP/1.0 request may come without Host; HTTP/1.1 requires one (RFC 9112 §3.2):
+        # the authority the client reached
+        listener = proto.listener
+        framing += b"host: %s:%d\r\n" % (listener.address.encode(), listener.port)
     if proto.client_cert is not None:
         framing += b"x-forwarded-client-cert: " + proto.client_cert + b"\r\n"
     if session.upgrade is not None:

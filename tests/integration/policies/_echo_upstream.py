@@ -21,6 +21,8 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             length = next((int(v) for n, v in headers if n == "content-length"), 0)
             if length:
                 await reader.readexactly(length)
+            elif any(n == "transfer-encoding" for n, _ in headers):
+                await read_chunked(reader)  # the whole body, as a server does, then answer
             body = json.dumps({"method": method, "target": target, "headers": headers}).encode()
             writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
                          b"content-length: %d\r\n\r\n%s" % (len(body), body))
@@ -29,6 +31,16 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
         pass
     finally:
         writer.close()
+
+
+async def read_chunked(reader: asyncio.StreamReader) -> None:
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+        if size == 0:
+            while await reader.readuntil(b"\r\n") != b"\r\n":
+                pass  # trailers
+            return
+        await reader.readexactly(size + 2)
 
 
 async def main(port: int) -> None:

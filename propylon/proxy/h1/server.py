@@ -21,14 +21,30 @@ from typing import TYPE_CHECKING
 import httptools
 
 from propylon.proxy.clock import CLOCK
+from propylon.proxy.h1.framing import (
+    FRAMED_BY_CHUNKS,
+    FRAMED_BY_LENGTH,
+    LOOKALIKE_PREFIXES,
+    BadRequest,
+    add_trailer,
+    check_framing,
+    is_framing_lookalike,
+    response_framing,
+)
 from propylon.proxy.hostport import split_host
-from propylon.proxy.http11 import is_token, simple_response
+from propylon.proxy.http11 import (
+    _STATUS_LINES,
+    Headers,
+    serialize_headers,
+    simple_response,
+    status_line,
+)
 from propylon.proxy.path import PathError, normalize_path
 from propylon.proxy.session import Session
 from propylon.proxy.tls import client_certificate_header
 
 if TYPE_CHECKING:
-    from propylon.proxy.upstream import UpstreamConnection
+    from propylon.proxy.h1.client import ClientConnection
     from propylon.proxy.worker_state import ListenerState, WorkerState
     from propylon.runtime.compiled import HostSet
 
@@ -37,8 +53,9 @@ log = logging.getLogger("propylon.proxy")
 _PIPELINE, _UPSTREAM_FULL, _BODY_BUFFER = 1, 2, 4
 
 # How the request head's special fields are handled in ``on_header``.
-_KEEP, _HOST, _LENGTH, _CHUNKED, _CONNECTION, _EXPECT, _FORWARDED, _DROP, _UPGRADE = range(9)
+_KEEP, _HOST, _LENGTH, _CHUNKED, _CONNECTION, _EXPECT, _FORWARDED, _DROP, _UPGRADE, _TE = range(10)
 _MAX_UPGRADE_HOLD = 64 * 1024
+CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 LINGER_TIME = 2.0
 _SPECIAL: dict[bytes, int] = {
     b"host": _HOST,
@@ -55,60 +72,10 @@ _SPECIAL: dict[bytes, int] = {
     b"proxy-connection": _DROP,
     b"proxy-authenticate": _DROP,
     b"proxy-authorization": _DROP,
-    b"te": _DROP,
+    b"te": _TE,
     b"trailer": _DROP,
     b"upgrade": _UPGRADE,
 }
-
-
-_FRAMED_BY_LENGTH, _FRAMED_BY_CHUNKS = 1, 2
-_LOOKALIKE_PREFIXES = (b"transfer", b"content")
-_FRAMING_NAMES = (b"transferencoding", b"contentlength")
-
-
-def is_framing_lookalike(name: bytes) -> bool:
-    """``Transfer---Encoding`` or ``content.length``: not the real name, but would be read as
-    it by a lenient server that drops punctuation."""
-    return bytes(c for c in name if 97 <= c <= 122) in _FRAMING_NAMES
-
-
-def check_framing(ex: Session) -> None:
-    """Reject request framing that two HTTP implementations could read differently."""
-    if ex.framing == _FRAMED_BY_LENGTH | _FRAMED_BY_CHUNKS:
-        raise BadRequest(400, "both Content-Length and Transfer-Encoding")
-    if ex.req_chunked:
-        if not ex.http11:
-            raise BadRequest(400, "Transfer-Encoding in an HTTP/1.0 request")
-        ex.te_codings = other_codings(ex.te_codings or b"")
-    if ex.has_body and ex.method in (b"GET", b"HEAD"):
-        raise BadRequest(400, f"{ex.method.decode()} request with a body")
-
-
-def other_codings(te_value: bytes) -> bytes | None:
-    """The codings of a request's Transfer-Encoding before its final ``chunked`` (RFC 9112
-    §6.1), normalised, or None when chunked is the only one. The final coding must be exactly
-    ``chunked`` (no parameters), appear once, and every coding must be a token: anything else
-    is how one request gets framed differently by two servers."""
-    codings = [c.strip(b" \t").lower() for c in te_value.split(b",")]
-    codings = [c for c in codings if c]
-    if not codings or codings[-1] != b"chunked" or b"chunked" in codings[:-1]:
-        raise BadRequest(400, "Transfer-Encoding must end with chunked")
-    others = []
-    for coding in codings[:-1]:
-        name, _, params = coding.partition(b";")
-        name = name.strip(b" \t")
-        if not is_token(name) or (params.strip(b" \t") and not _params_ok(params)):
-            raise BadRequest(400, "invalid Transfer-Encoding coding")
-        others.append(coding)
-    return b", ".join(others) if others else None
-
-
-def _params_ok(params: bytes) -> bool:
-    for param in params.split(b";"):
-        key, eq, _ = param.strip(b" \t").partition(b"=")
-        if not is_token(key.strip(b" \t")) or not eq:
-            return False
-    return True
 
 
 def _odd_request_line(data: bytes) -> bool:
@@ -123,16 +90,11 @@ def _odd_request_line(data: bytes) -> bool:
     return b"  " in line or b"\t" in line or line.startswith(b" ")
 
 
-class BadRequest(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-class DownstreamProtocol(asyncio.Protocol):
+class ServerConnection(asyncio.Protocol):
     __slots__ = (
         "activity",
         "batch",
+        "chunked_out",
         "client_cert",
         "closing",
         "current",
@@ -146,6 +108,7 @@ class DownstreamProtocol(asyncio.Protocol):
         "lingering",
         "listener",
         "loop",
+        "mid_line",
         "out",
         "parsed_host",
         "parsed_host_value",
@@ -188,18 +151,20 @@ class DownstreamProtocol(asyncio.Protocol):
         self.forwarding_fields = b""
         self.rejection: bytes | None = None  # a 400 waiting for earlier answers to go out
         self.out: list[bytes] | None = None  # writes held back while batching
+        self.chunked_out = False  # the response being sent is chunk-framed
         self.writing_paused = False
         now = time.monotonic()
         self.idle_since = now  # when the connection last became idle
         self.head_started = now  # when the request head being read began
         self.head_read = 0  # bytes of reads that ended inside the current request head
+        self.mid_line = False  # the last read ended inside a request line's method
         self.activity = 0  # reads from the client or the upstream (stream idle detection)
         self.seen_activity = 0
         self.quiet_since = now
         self.tls_names: HostSet | None = None  # names of the certificate this TLS connection got
         self.client_cert: bytes | None = None  # x-forwarded-client-cert of a verified client
         self.upgrade_buffer: bytearray | None = None  # client bytes after an upgrade request
-        self.tunnel: UpstreamConnection | None = None  # set once the upstream switched
+        self.tunnel: ClientConnection | None = None  # set once the upstream switched
 
     # -- connection --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -242,7 +207,8 @@ class DownstreamProtocol(asyncio.Protocol):
             return
         if self.ex is None:
             # a read that starts a request: its exchange (and header timeout) starts here
-            if (b"  " in data or b"\t" in data or data[0] == 32) and _odd_request_line(data):
+            if ((b"  " in data or b"\t" in data or data[0] == 32) and not self.mid_line
+                    and _odd_request_line(data)):
                 self.reject(400, "malformed request line")
                 return
             self.ex = Session(self)
@@ -267,11 +233,18 @@ class DownstreamProtocol(asyncio.Protocol):
             self.reject(400, f"malformed request: {exc}")
         else:
             ex: Session | None = self.ex  # feed_data may have ended it
-            if ex is not None and not ex.method:
+            if ex is None:
+                # a read that ends inside a request line that has not reached its target yet
+                # ("GET"): the next read continues it and may begin with its space
+                self.mid_line = data[-1] != 10
+            elif not ex.method:
                 # The read ended inside a request head. httptools keeps an unfinished field
                 # until its line ends (on_header checks only complete ones), so the whole
                 # unfinished head is bounded here: one endless field costs at most this.
-                self.head_read += len(data)
+                if self.head_read < 0:
+                    self.head_read = 0  # the head began inside this read, after other input
+                else:
+                    self.head_read += len(data)
                 if self.head_read > self.listener.max_head_bytes:
                     self.reject(431, "request header fields too large")
 
@@ -279,10 +252,21 @@ class DownstreamProtocol(asyncio.Protocol):
         """Answer a request that cannot be parsed, then close; input behind it is dropped.
 
         Requests parsed before the bad one are answered first, in order: the rejection waits
-        at the end of the pipeline, so a client never takes the 400 for an earlier answer."""
+        at the end of the pipeline, so a client never takes the 400 for an earlier answer.
+        When the error is in the body of the request being answered, that request can never
+        complete: it is abandoned (its upstream side dropped) and the 400 goes out at once,
+        or the connection is cut if its response had started."""
+        if self.closing:
+            return  # the connection is closing: what follows its last answer is dropped
         self.parser = httptools.HttpRequestParser(self)  # nothing more is parsed from here
-        self.ex = None
+        broken, self.ex = self.ex, None
         answer = simple_response(status, message.encode("latin-1") + b"\n", close=True)
+        current = self.current
+        if current is not None and current is broken:
+            self._abort_exchanges()
+            if current.response_started:
+                self.abort()
+                return
         if self.current is not None:
             self.rejection = answer
             self.lingering = True  # input from here on is dropped
@@ -298,7 +282,7 @@ class DownstreamProtocol(asyncio.Protocol):
         if len(self.upgrade_buffer) > _MAX_UPGRADE_HOLD:
             self._pause(_BODY_BUFFER)
 
-    def enter_tunnel(self, conn: UpstreamConnection) -> None:
+    def enter_tunnel(self, conn: ClientConnection) -> None:
         """The upstream switched protocols: from now on bytes are relayed both ways."""
         self.tunnel = conn
         held, self.upgrade_buffer = self.upgrade_buffer, None
@@ -363,7 +347,7 @@ class DownstreamProtocol(asyncio.Protocol):
         if conn is not None and conn.transport:
             conn.transport.resume_reading()
 
-    def _upstream_connection(self) -> UpstreamConnection | None:
+    def _upstream_connection(self) -> ClientConnection | None:
         current = self.current
         if current is None or current.forwarder is None:
             return None
@@ -372,6 +356,56 @@ class DownstreamProtocol(asyncio.Protocol):
     def abort(self) -> None:
         self.out = None
         self.transport.abort()
+
+    # -- the response stream: what the current session sends its client ------------------
+    def send_response_head(self, session: Session, status: int, headers: Headers,
+                           length: bytes | None) -> None:
+        framing, self.chunked_out, session.keep_alive = response_framing(
+            status, session.head_only, length, session.http11,
+            session.keep_alive and not self.worker.draining)
+        head = b"".join((
+            _STATUS_LINES.get(status) or status_line(status), serialize_headers(headers),
+            framing, b"\r\n",
+        ))
+        out = self.out
+        if out is None:
+            self.transport.write(head)
+        else:
+            out.append(head)
+
+    def send_response_body(self, session: Session, chunk: bytes) -> None:
+        if self.chunked_out:
+            self.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
+        elif not session.head_only:
+            out = self.out
+            if out is None:
+                self.transport.write(chunk)
+            else:
+                out.append(chunk)
+
+    def send_response_end(self, trailers: Headers | None) -> None:
+        """The end of the body: the last chunk, with the trailers when there are any (a
+        body framed by length or by closing cannot carry them: they are dropped)."""
+        if self.chunked_out:
+            self.chunked_out = False
+            self.write(b"0\r\n" + serialize_headers(trailers) + b"\r\n" if trailers
+                       else b"0\r\n\r\n")
+
+    def send_local_response(self, session: Session, status: int, body: bytes,
+                            headers: Headers | None, content_type: bytes) -> None:
+        self.write(simple_response(
+            status, body, headers, close=not session.keep_alive, head_only=session.head_only,
+            content_type=content_type,
+        ))
+
+    def send_switching_protocols(self, headers: Headers, upgrade: bytes) -> None:
+        self.write(b"".join((
+            status_line(101), serialize_headers(headers),
+            b"connection: upgrade\r\nupgrade: ", upgrade, b"\r\n\r\n",
+        )))
+
+    def send_continue(self) -> None:
+        self.write(CONTINUE_100)
 
     # -- output ------------------------------------------------------------------------
     def write(self, data: bytes) -> None:
@@ -402,6 +436,10 @@ class DownstreamProtocol(asyncio.Protocol):
             self.read_paused &= ~reason
             if not self.read_paused:
                 self.transport.resume_reading()
+                ex = self.ex
+                if ex is not None and not ex.method:
+                    # the rest of a head that waited while the gateway was not reading
+                    self.head_started = CLOCK.now
 
     def pause_reading_for_upstream(self) -> None:
         self._pause(_UPSTREAM_FULL)
@@ -421,10 +459,10 @@ class DownstreamProtocol(asyncio.Protocol):
     # request is measurable.
     def on_url(self, url: bytes) -> None:
         ex = self.ex
-        if ex is None:
+        if ex is None:  # a request pipelined behind another in the same read
             ex = self.ex = Session(self)
             self.head_started = CLOCK.now
-            self.head_read = 0
+            self.head_read = -1  # the read also held the earlier request: not counted
         ex.url = ex.url + url if ex.url else url
         if len(ex.url) > self.listener.max_request_line:
             raise BadRequest(414, "request target too long")
@@ -432,8 +470,12 @@ class DownstreamProtocol(asyncio.Protocol):
     def on_header(self, name: bytes, value: bytes) -> None:
         ex = self.ex
         assert ex is not None
-        if ex.method:
-            return  # a trailer field of a chunked body: dropped
+        if ex.method:  # a trailer field of a chunked body
+            ex.header_bytes += len(name) + len(value)
+            if ex.header_bytes > self.listener.max_header_bytes:
+                raise BadRequest(431, "request header fields too large")
+            add_trailer(ex, name.lower(), value)
+            return
         name = name.lower()
         ex.header_bytes += len(name) + len(value)
         listener = self.listener
@@ -444,7 +486,7 @@ class DownstreamProtocol(asyncio.Protocol):
         if kind == _KEEP:
             if b"_" in name and self.listener.reject_underscores:
                 raise BadRequest(400, "header names with underscores are not accepted")
-            if name.startswith(_LOOKALIKE_PREFIXES) and is_framing_lookalike(name):
+            if name.startswith(LOOKALIKE_PREFIXES) and is_framing_lookalike(name):
                 raise BadRequest(400, "header name imitates a framing header")
             ex.request_headers.append((name, value))
         elif kind == _HOST:
@@ -453,18 +495,23 @@ class DownstreamProtocol(asyncio.Protocol):
             ex.request_headers.append((name, value))
         elif kind == _LENGTH:
             ex.has_body = value.strip() != b"0"
-            ex.framing |= _FRAMED_BY_LENGTH
+            ex.framing |= FRAMED_BY_LENGTH
             ex.request_headers.append((name, value))
         elif kind == _CHUNKED:
             ex.te_codings = value if ex.te_codings is None else ex.te_codings + b"," + value
             ex.req_chunked = ex.has_body = True
-            ex.framing |= _FRAMED_BY_CHUNKS
+            ex.framing |= FRAMED_BY_CHUNKS
         elif kind == _CONNECTION:
             ex.conn_header = value if ex.conn_header is None else ex.conn_header + b"," + value
         elif kind == _EXPECT:
             ex.expect_continue = value.strip().lower() == b"100-continue"
         elif kind == _UPGRADE:
             ex.upgrade = value
+        elif kind == _TE:
+            # hop-by-hop, but "trailers" (the client takes trailer fields, as gRPC needs) is
+            # passed on: the gateway forwards trailers both ways
+            if b"trailers" in value.lower():
+                ex.request_headers.append((b"te", b"trailers"))
         elif kind == _FORWARDED:
             if ex.forwarded is None:
                 ex.forwarded = {}
@@ -530,6 +577,7 @@ class DownstreamProtocol(asyncio.Protocol):
         url = ex.url
         if url == b"*" and ex.method == b"OPTIONS":
             ex.path = b"*"
+            ex.query = b""
             return
         try:
             parsed = httptools.parse_url(url)
@@ -593,9 +641,11 @@ class DownstreamProtocol(asyncio.Protocol):
         listener = self.listener
         ex = self.ex
         if ex is not None and not ex.method:
-            if now - self.head_started > listener.header_read_timeout:
+            if self.read_paused:
+                self.head_started = now  # the gateway is not reading: not the client's delay
+            elif now - self.head_started > listener.header_read_timeout:
                 self.reject(408, "request header timeout")
-            return
+                return
         if self.current is None:
             if ex is None and now - self.idle_since > listener.keep_alive_timeout:
                 self.close()

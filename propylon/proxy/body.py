@@ -1,0 +1,185 @@
+"""Body phases of the filter API: request and response bodies through ``on_*_body`` filters.
+
+Made only for a request whose route has body filters, so other routes pay nothing. Two modes
+per direction, from the route's filter chain:
+- streamed: each chunk goes through the filters as it arrives (a filter may return
+  replacement bytes, ``b""`` to hold a chunk back, or, for requests, a ``LocalResponse`` to
+  stop); a last call with ``end_stream`` true and an empty chunk lets a filter flush what it
+  held. When a filter may change lengths, the body is re-framed: chunked instead of the
+  original Content-Length.
+- whole: the body is collected up to the largest cap a filter declared, then handed to the
+  filters once with ``end_stream`` true, and sent with its new Content-Length. A request body
+  over the cap is answered 413 before the upstream is contacted; a response body over the
+  cap is answered 502 (nothing of it has been sent).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from propylon.filters.base import LocalResponse
+
+if TYPE_CHECKING:
+    from propylon.proxy.forwarder import Forwarder
+    from propylon.proxy.http11 import Headers
+    from propylon.proxy.session import Session
+    from propylon.runtime.compiled import FilterChain
+
+log = logging.getLogger("propylon.proxy")
+
+TOO_LARGE = LocalResponse(413, b"request body too large\n")
+
+
+class RequestBodyFilter:
+    """The request body of one session through its route's ``on_request_body`` filters."""
+
+    __slots__ = ("chunks", "deferred", "limit", "phases", "session", "size")
+
+    def __init__(self, session: Session, chain: FilterChain) -> None:
+        self.session = session
+        self.phases = chain.on_request_body
+        self.limit = chain.request_body_buffer  # 0: streamed
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.deferred = False  # forwarding waits for the whole body
+        if not self.limit and chain.request_body_rewritten and not session.req_chunked:
+            # a filter may change the length: the declared Content-Length cannot stay
+            session.request_headers = [
+                h for h in session.request_headers if h[0] != b"content-length"]
+            session.req_chunked = True
+
+    def on_chunk(self, chunk: bytes) -> bytes | None:
+        """What to send upstream for ``chunk``, or None (held, or the request stopped)."""
+        if self.limit:
+            self.size += len(chunk)
+            if self.size > self.limit:
+                self.session.stop_request(TOO_LARGE)
+                return None
+            self.chunks.append(chunk)
+            return None
+        return self.run(chunk, False)
+
+    def on_end(self) -> bytes | None:
+        """The body is complete: the last bytes to send (None: nothing, or stopped)."""
+        session = self.session
+        if not self.limit:
+            return self.run(b"", True) or None
+        body = self.run(b"".join(self.chunks), True)
+        self.chunks = []
+        if body is None:
+            return None
+        # the whole body is known: sent with its own length, whatever the client framed
+        headers = [h for h in session.request_headers if h[0] != b"content-length"]
+        headers.append((b"content-length", b"%d" % len(body)))
+        session.request_headers = headers
+        session.req_chunked = False
+        session.te_codings = None
+        return body
+
+    def run(self, chunk: bytes, end_stream: bool) -> bytes | None:
+        session = self.session
+        for phase in self.phases:
+            try:
+                answer = phase(session, chunk, end_stream)
+            except Exception:
+                log.exception("filter failed in on_request_body")
+                session.stop_request(LocalResponse(500, b"internal error\n"))
+                return None
+            if answer is None:
+                continue
+            if isinstance(answer, LocalResponse):
+                session.stop_request(answer)
+                return None
+            chunk = answer
+        return chunk
+
+
+class ResponseBodyFilter:
+    """The response body of one session through its route's ``on_response_body`` filters.
+    Takes over the forwarder's body and end callbacks."""
+
+    __slots__ = ("chunks", "forwarder", "headers", "length", "limit", "phases", "session",
+                 "size", "status")
+
+    def __init__(self, session: Session, chain: FilterChain, forwarder: Forwarder,
+                 status: int, headers: Headers, length: bytes | None) -> None:
+        self.session = session
+        self.forwarder = forwarder
+        self.phases = chain.on_response_body
+        self.limit = chain.response_body_buffer  # 0: streamed
+        self.status = status
+        self.headers = headers
+        self.chunks: list[bytes] = []
+        self.size = 0
+        forwarder.on_body = self.on_chunk
+        forwarder.on_end = self.on_end
+        if self.limit:
+            self.length = length
+            if length is not None and int(length) > self.limit:
+                self.too_large()
+            return  # the head waits for the whole body
+        self.length = None if chain.response_body_rewritten else length
+        session.response_started = True
+        session.proto.send_response_head(session, status, headers, self.length)
+
+    def on_chunk(self, chunk: bytes) -> None:
+        if self.limit:
+            self.size += len(chunk)
+            if self.size > self.limit:
+                self.too_large()
+                return
+            self.chunks.append(chunk)
+            return
+        out = self.run(chunk, False)
+        if out:
+            self.send(out)
+
+    def on_end(self, trailers: Headers | None) -> None:
+        session = self.session
+        if self.limit:
+            body = self.run(b"".join(self.chunks), True)
+            self.chunks = []
+            if body is None:
+                return
+            session.response_started = True
+            session.proto.send_response_head(session, self.status, self.headers,
+                                             b"%d" % len(body))
+            if body:
+                self.send(body)
+        else:
+            tail = self.run(b"", True)
+            if tail is None:
+                return
+            if tail:
+                self.send(tail)
+        session.on_response_complete(trailers)
+
+    def send(self, data: bytes) -> None:
+        session = self.session
+        session.bytes_out += len(data)
+        session.proto.send_response_body(session, data)
+
+    def run(self, chunk: bytes, end_stream: bool) -> bytes | None:
+        session = self.session
+        for phase in self.phases:
+            try:
+                answer = phase(session, chunk, end_stream)
+            except Exception:
+                log.exception("filter failed in on_response_body")
+                self.fail(500, b"internal error\n")
+                return None
+            if answer is not None:
+                chunk = answer
+        return chunk
+
+    def too_large(self) -> None:
+        self.fail(502, b"upstream response too large for this route's body filters\n")
+
+    def fail(self, status: int, body: bytes) -> None:
+        session = self.session
+        self.forwarder.stop()
+        if session.response_started:
+            session.abort_response()
+        else:
+            session.send_error(status, body)
