@@ -34,10 +34,10 @@ TOO_LARGE = LocalResponse(413, b"request body too large\n")
 class RequestBodyFilter:
     """The request body of one session through its route's ``on_request_body`` filters."""
 
-    __slots__ = ("chunks", "deferred", "limit", "phases", "session", "size")
+    __slots__ = ("chunks", "deferred", "limit", "phases", "size")
 
+    # The session is passed to each call, not kept: no reference cycle with it.
     def __init__(self, session: Session, chain: FilterChain) -> None:
-        self.session = session
         self.phases = chain.on_request_body
         self.limit = chain.request_body_buffer  # 0: streamed
         self.chunks: list[bytes] = []
@@ -49,23 +49,22 @@ class RequestBodyFilter:
                 h for h in session.request_headers if h[0] != b"content-length"]
             session.req_chunked = True
 
-    def on_chunk(self, chunk: bytes) -> bytes | None:
+    def on_chunk(self, session: Session, chunk: bytes) -> bytes | None:
         """What to send upstream for ``chunk``, or None (held, or the request stopped)."""
         if self.limit:
             self.size += len(chunk)
             if self.size > self.limit:
-                self.session.stop_request(TOO_LARGE)
+                session.stop_request(TOO_LARGE)
                 return None
             self.chunks.append(chunk)
             return None
-        return self.run(chunk, False)
+        return self.run(session, chunk, False)
 
-    def on_end(self) -> bytes | None:
+    def on_end(self, session: Session) -> bytes | None:
         """The body is complete: the last bytes to send (None: nothing, or stopped)."""
-        session = self.session
         if not self.limit:
-            return self.run(b"", True) or None
-        body = self.run(b"".join(self.chunks), True)
+            return self.run(session, b"", True) or None
+        body = self.run(session, b"".join(self.chunks), True)
         self.chunks = []
         if body is None:
             return None
@@ -77,8 +76,7 @@ class RequestBodyFilter:
         session.te_codings = None
         return body
 
-    def run(self, chunk: bytes, end_stream: bool) -> bytes | None:
-        session = self.session
+    def run(self, session: Session, chunk: bytes, end_stream: bool) -> bytes | None:
         for phase in self.phases:
             try:
                 answer = phase(session, chunk, end_stream)
@@ -99,21 +97,20 @@ class ResponseBodyFilter:
     """The response body of one session through its route's ``on_response_body`` filters.
     Takes over the forwarder's body and end callbacks."""
 
-    __slots__ = ("chunks", "forwarder", "headers", "length", "limit", "phases", "session",
-                 "size", "status")
+    __slots__ = ("chunks", "headers", "length", "limit", "phases", "session", "size", "status")
 
+    # Reached from the forwarder (its ``body_sink``), so it keeps no reference to it: the
+    # session drops the forwarder when it ends and nothing is left in a cycle.
     def __init__(self, session: Session, chain: FilterChain, forwarder: Forwarder,
                  status: int, headers: Headers, length: bytes | None) -> None:
         self.session = session
-        self.forwarder = forwarder
         self.phases = chain.on_response_body
         self.limit = chain.response_body_buffer  # 0: streamed
         self.status = status
         self.headers = headers
         self.chunks: list[bytes] = []
         self.size = 0
-        forwarder.on_body = self.on_chunk
-        forwarder.on_end = self.on_end
+        forwarder.body_sink = self
         if self.limit:
             self.length = length
             if length is not None and int(length) > self.limit:
@@ -123,7 +120,7 @@ class ResponseBodyFilter:
         session.response_started = True
         session.proto.send_response_head(session, status, headers, self.length)
 
-    def on_chunk(self, chunk: bytes) -> None:
+    def on_response_body(self, chunk: bytes) -> None:
         if self.limit:
             self.size += len(chunk)
             if self.size > self.limit:
@@ -135,7 +132,7 @@ class ResponseBodyFilter:
         if out:
             self.send(out)
 
-    def on_end(self, trailers: Headers | None) -> None:
+    def on_response_complete(self, trailers: Headers | None) -> None:
         session = self.session
         if self.limit:
             body = self.run(b"".join(self.chunks), True)
@@ -178,7 +175,8 @@ class ResponseBodyFilter:
 
     def fail(self, status: int, body: bytes) -> None:
         session = self.session
-        self.forwarder.stop()
+        if session.forwarder is not None:
+            session.forwarder.stop()
         if session.response_started:
             session.abort_response()
         else:

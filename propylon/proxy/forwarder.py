@@ -28,6 +28,7 @@ from propylon.proxy.mirror import MirrorRequest
 from propylon.runtime.retry import CONNECT_FAILURE, RESET, STATUS, TIMEOUT
 
 if TYPE_CHECKING:
+    from propylon.proxy.body import ResponseBodyFilter
     from propylon.proxy.h1.client import ClientConnection
     from propylon.proxy.http11 import Headers
     from propylon.proxy.session import Session
@@ -45,6 +46,7 @@ IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"
 class Forwarder:
     __slots__ = (
         "aborted",
+        "body_sink",
         "cluster",
         "conn",
         "endpoint",
@@ -52,8 +54,6 @@ class Forwarder:
         "head_bytes",
         "in_flight",
         "mirror_to",
-        "on_body",
-        "on_end",
         "pending",
         "pending_size",
         "replay",
@@ -67,17 +67,15 @@ class Forwarder:
         "timer",
         "tries",
         "try_timer",
-        "upgrade",
     )
 
     def __init__(self, session: Session, route: CompiledRoute, cluster: Cluster) -> None:
         self.session = session
         self.route = route
         self.cluster = cluster
-        self.upgrade = session.upgrade  # UpstreamClient: the protocol asked to switch to
         # where the answer's body and end go: the session, or its response body filters
-        self.on_body = session.on_response_body
-        self.on_end = session.on_response_complete
+        # (proxy/body.py) when its route has some
+        self.body_sink: Session | ResponseBodyFilter = session
         self.aborted = False  # PoolClient: the pool drops a connection handed to us then
         self.conn: ClientConnection | None = None
         self.endpoint: ClusterEndpoint | None = None
@@ -88,12 +86,18 @@ class Forwarder:
         self.retried = False  # the one free retry after a stale pooled connection was used
         self.retrying = False  # waiting for the next try
         self.tries = 0
-        self.in_flight = False  # counted in its cluster's active requests
-        self.pending: list[bytes] | None = None  # body chunks waiting for a connection
-        self.pending_size = 0
+        # body chunks waiting for a connection (the session's, so far)
+        self.pending: list[bytes] | None = session.pending
+        self.pending_size = session.pending_size
         self.replay: list[bytes] | None = None  # body kept for retries and the mirror
-        self.replay_size = 0
         self.mirror_to: Cluster | None = None  # mirror still to be sent (body incomplete)
+        # set by start(): in_flight (counted in the cluster's active requests); with replay:
+        # replay_size, replay_max
+
+    @property
+    def upgrade(self) -> bytes | None:
+        """``UpstreamClient``: the protocol the request asked to switch to."""
+        return self.session.upgrade
 
     # -- the first try ---------------------------------------------------------------------
     def start(self) -> None:
@@ -331,7 +335,7 @@ class Forwarder:
         self.session.on_response_head(status, out, length)
 
     def on_response_body(self, chunk: bytes) -> None:
-        self.on_body(chunk)
+        self.body_sink.on_response_body(chunk)
 
     def on_response_complete(self, reusable: bool, trailers: Headers | None = None) -> None:
         conn = self.conn
@@ -343,14 +347,14 @@ class Forwarder:
             else:
                 conn.close()
         self.cluster.stats.by_class[STATUS_CLASS[session.status]] += 1
-        self.on_end(trailers)
+        self.body_sink.on_response_complete(trailers)
 
     def on_upstream_error(self, reason: str, before_response: bool, stale: bool = False) -> None:
         self.conn = None
-        session = self.session
-        session.upstream_error = reason
         if self.aborted:
             return
+        session = self.session
+        session.upstream_error = reason
         if stale and not self.retried and self.endpoint is not None and (
                 not session.has_body
                 or (self.replay is not None and session.method in IDEMPOTENT)):

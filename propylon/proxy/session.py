@@ -192,7 +192,7 @@ class Session:
         if route is None:
             route = gateway.not_found
         self.route = route
-        if route.chain.on_request_body and self.has_body:
+        if self.has_body and route.chain.on_request_body:
             self.request_filter = RequestBodyFilter(self, route.chain)
         if self.pending is not None:
             self._replay_early_body()
@@ -272,10 +272,7 @@ class Session:
                 self.send_local(503, b"upstream overloaded\n",
                                 [(b"x-propylon-overloaded", overloaded)])
                 return
-        forwarder = self.forwarder = Forwarder(self, route, cluster)
-        if self.pending is not None:
-            forwarder.pending, self.pending = self.pending, None
-            forwarder.pending_size = self.pending_size
+        forwarder = self.forwarder = Forwarder(self, route, cluster)  # takes self.pending
         forwarder.start()
 
     def forwarding_fields(self) -> bytes:
@@ -304,7 +301,7 @@ class Session:
                 self.pending.append(chunk)
             return
         if route.chain.on_request_body:
-            filtered = self.request_filter.on_chunk(chunk)
+            filtered = self.request_filter.on_chunk(self, chunk)
             if not filtered:
                 return  # held by a filter, or the request was stopped
             chunk = filtered
@@ -365,7 +362,7 @@ class Session:
         route = self.route
         assert route is not None
         request_filter = self.request_filter
-        last = request_filter.on_end()
+        last = request_filter.on_end(self)
         if self.response_started or self.aborted:
             return  # stopped by a filter
         if last:
@@ -488,18 +485,14 @@ class Session:
             self.forwarder.on_timeout()
 
     # -- phase 4: the end -----------------------------------------------------------------
-    def release(self) -> None:
-        """Give back what the request holds: the waiting filter, the upstream side."""
-        self.deadline = 0.0
+    def finish(self) -> None:
+        self.deadline = 0.0  # what the request holds is given back first
         if self.waiting_filter is not None:
             self.waiting_filter.cancel()
             self.waiting_filter = None
         forwarder = self.forwarder
         if forwarder is not None:
             forwarder.release()
-
-    def finish(self) -> None:
-        self.release()
         route = self.route
         elapsed = _perf_counter() - self.start
         if route is not None:
@@ -512,6 +505,8 @@ class Session:
         access_log = self.proto.worker.access_log
         if access_log is not None:
             access_log.log(self, elapsed)
+        if forwarder is not None:
+            self.forwarder = None  # no reference cycle left: freed now, not by the cyclic GC
         self.proto.exchange_finished(self)
 
     def client_gone(self) -> None:
@@ -529,6 +524,7 @@ class Session:
             self.waiting_filter.cancel()
             self.waiting_filter = None
         if forwarder is not None:
+            self.forwarder = None
             forwarder.client_gone()
 
 

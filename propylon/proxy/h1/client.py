@@ -51,7 +51,10 @@ class UpstreamClient(Protocol):
 
     def on_upstream_resume_writing(self) -> None: ...
 
-    upgrade: bytes | None  # the protocol the request asked to switch to
+    @property
+    def upgrade(self) -> bytes | None:
+        """The protocol the request asked to switch to."""
+        ...
 
     def on_tunnel_open(self, early: bytes) -> None: ...
 

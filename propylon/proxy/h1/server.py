@@ -360,9 +360,13 @@ class ServerConnection(asyncio.Protocol):
     # -- the response stream: what the current session sends its client ------------------
     def send_response_head(self, session: Session, status: int, headers: Headers,
                            length: bytes | None) -> None:
-        framing, self.chunked_out, session.keep_alive = response_framing(
-            status, session.head_only, length, session.http11,
-            session.keep_alive and not self.worker.draining)
+        if length is not None and session.keep_alive and session.http11 and not (
+                self.worker.draining):
+            framing = b"content-length: " + length + b"\r\n"  # the common case, inlined
+        else:
+            framing, self.chunked_out, session.keep_alive = response_framing(
+                status, session.head_only, length, session.http11,
+                session.keep_alive and not self.worker.draining)
         head = b"".join((
             _STATUS_LINES.get(status) or status_line(status), serialize_headers(headers),
             framing, b"\r\n",
