@@ -53,7 +53,8 @@ log = logging.getLogger("propylon.proxy")
 _PIPELINE, _UPSTREAM_FULL, _BODY_BUFFER = 1, 2, 4
 
 # How the request head's special fields are handled in ``on_header``.
-_KEEP, _HOST, _LENGTH, _CHUNKED, _CONNECTION, _EXPECT, _FORWARDED, _DROP, _UPGRADE, _TE = range(10)
+_KEEP, _HOST, _LENGTH, _CHUNKED, _CONNECTION, _EXPECT, _FORWARDED, _DROP, _UPGRADE, _TE, _OWNED = (
+    range(11))
 _MAX_UPGRADE_HOLD = 64 * 1024
 CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 LINGER_TIME = 2.0
@@ -68,6 +69,10 @@ _SPECIAL: dict[bytes, int] = {
     b"x-forwarded-host": _FORWARDED,
     b"forwarded": _FORWARDED,
     b"x-forwarded-client-cert": _DROP,  # only the gateway may vouch for a client certificate
+    # who the client is, as the gateway's auth policies tell upstreams (the default names of
+    # apiKey/basicAuth consumerHeaders): taken only from a trusted proxy (a first tier)
+    b"x-consumer-name": _OWNED,
+    b"x-consumer-labels": _OWNED,
     b"keep-alive": _DROP,
     b"proxy-connection": _DROP,
     b"proxy-authenticate": _DROP,
@@ -511,6 +516,9 @@ class ServerConnection(asyncio.Protocol):
             ex.expect_continue = value.strip().lower() == b"100-continue"
         elif kind == _UPGRADE:
             ex.upgrade = value
+        elif kind == _OWNED:
+            if self.peer_trusted:
+                ex.request_headers.append((name, value))
         elif kind == _TE:
             # hop-by-hop, but "trailers" (the client takes trailer fields, as gRPC needs) is
             # passed on: the gateway forwards trailers both ways
