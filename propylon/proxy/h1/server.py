@@ -52,6 +52,16 @@ log = logging.getLogger("propylon.proxy")
 
 _PIPELINE, _UPSTREAM_FULL, _BODY_BUFFER = 1, 2, 4
 
+# The connection's state (``ServerConnection.state``), one at a time:
+#   OPEN ---upgrade request---> UPGRADING ---101---> TUNNEL
+#     ^                             |
+#     +------upgrade refused--------+
+#   OPEN | UPGRADING ---bad request behind earlier answers---> DROPPING_INPUT
+#   any ---close(linger)---> LINGERING (FIN sent, input dropped until LINGER_TIME)
+#   any ---close()---> CLOSED
+# Whether the client has sent FIN (``eof``) is the input side's own fact, true in any state.
+OPEN, UPGRADING, TUNNEL, DROPPING_INPUT, LINGERING, CLOSED = range(6)
+
 # How the request head's special fields are handled in ``on_header``.
 _KEEP, _HOST, _LENGTH, _CHUNKED, _CONNECTION, _EXPECT, _FORWARDED, _DROP, _UPGRADE, _TE, _OWNED = (
     range(11))
@@ -101,7 +111,6 @@ class ServerConnection(asyncio.Protocol):
         "batch",
         "chunked_out",
         "client_cert",
-        "closing",
         "current",
         "eof",
         "ex",
@@ -110,7 +119,6 @@ class ServerConnection(asyncio.Protocol):
         "head_read",
         "head_started",
         "idle_since",
-        "lingering",
         "listener",
         "loop",
         "mid_line",
@@ -125,6 +133,7 @@ class ServerConnection(asyncio.Protocol):
         "read_paused",
         "rejection",
         "seen_activity",
+        "state",
         "tls_names",
         "transport",
         "tunnel",
@@ -146,9 +155,8 @@ class ServerConnection(asyncio.Protocol):
         self.current: Session | None = None  # the request being answered
         self.queued: deque[Session] = deque()
         self.read_paused = 0
-        self.eof = False
-        self.lingering = False
-        self.closing = False  # close() was called
+        self.state = OPEN
+        self.eof = False  # the client sent FIN: no more input
         # per-connection caches: the last Host split, the last forwarding fields serialised
         self.parsed_host_value: bytes | None = None
         self.parsed_host = ""
@@ -168,8 +176,8 @@ class ServerConnection(asyncio.Protocol):
         self.quiet_since = now
         self.tls_names: HostSet | None = None  # names of the certificate this TLS connection got
         self.client_cert: bytes | None = None  # x-forwarded-client-cert of a verified client
-        self.upgrade_buffer: bytearray | None = None  # client bytes after an upgrade request
-        self.tunnel: ClientConnection | None = None  # set once the upstream switched
+        self.upgrade_buffer: bytearray | None = None  # UPGRADING: client bytes held
+        self.tunnel: ClientConnection | None = None  # TUNNEL: the upstream side
 
     # -- connection --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -190,6 +198,7 @@ class ServerConnection(asyncio.Protocol):
         self.worker.connections.discard(self)
         if self.listener.acceptor is not None:
             self.listener.acceptor.connection_closed()
+        self.state = CLOSED
         if self.tunnel is not None:
             self.tunnel.close()
         if self.current is not None:
@@ -201,15 +210,15 @@ class ServerConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.activity += 1
-        if self.lingering:
-            return  # closing: input is read only to be dropped
-        if self.tunnel is not None:
-            if self.tunnel.transport is not None:
-                self.tunnel.transport.write(data)
-            return
-        if self.upgrade_buffer is not None:
-            self._hold_for_upgrade(data)
-            return
+        state = self.state
+        if state:  # not OPEN
+            if state == TUNNEL:
+                assert self.tunnel is not None
+                if self.tunnel.transport is not None:
+                    self.tunnel.transport.write(data)
+            elif state == UPGRADING:
+                self._hold_for_upgrade(data)
+            return  # DROPPING_INPUT, LINGERING: input is read only to be dropped
         if self.ex is None:
             # a read that starts a request: its exchange (and header timeout) starts here
             if ((b"  " in data or b"\t" in data or data[0] == 32) and not self.mid_line
@@ -224,6 +233,7 @@ class ServerConnection(asyncio.Protocol):
         except httptools.HttpParserUpgrade as exc:
             # The request asked to switch protocols: what follows its head is not HTTP
             # unless the upstream refuses the switch. Hold it until the upstream answers.
+            self.state = UPGRADING
             self.upgrade_buffer = bytearray()
             self._hold_for_upgrade(data[exc.args[0]:])
         except httptools.HttpParserCallbackError as exc:
@@ -261,7 +271,7 @@ class ServerConnection(asyncio.Protocol):
         When the error is in the body of the request being answered, that request can never
         complete: it is abandoned (its upstream side dropped) and the 400 goes out at once,
         or the connection is cut if its response had started."""
-        if self.closing:
+        if self.state >= LINGERING:
             return  # the connection is closing: what follows its last answer is dropped
         self.parser = httptools.HttpRequestParser(self)  # nothing more is parsed from here
         broken, self.ex = self.ex, None
@@ -274,10 +284,9 @@ class ServerConnection(asyncio.Protocol):
                 return
         if self.current is not None:
             self.rejection = answer
-            self.lingering = True  # input from here on is dropped
+            self.state = DROPPING_INPUT
             return
         self.write(answer)
-        self.lingering = False
         self.close(linger=True)
 
     # -- protocol upgrade (WebSocket) ----------------------------------------------------
@@ -289,6 +298,7 @@ class ServerConnection(asyncio.Protocol):
 
     def enter_tunnel(self, conn: ClientConnection) -> None:
         """The upstream switched protocols: from now on bytes are relayed both ways."""
+        self.state = TUNNEL
         self.tunnel = conn
         held, self.upgrade_buffer = self.upgrade_buffer, None
         if held and conn.transport is not None:
@@ -306,6 +316,7 @@ class ServerConnection(asyncio.Protocol):
     def _resume_http_after_refused_upgrade(self) -> bytes:
         """The upstream answered the upgrade request without switching: parse HTTP again."""
         held, self.upgrade_buffer = self.upgrade_buffer, None
+        self.state = OPEN
         self.parser = httptools.HttpRequestParser(self)
         self._resume(_BODY_BUFFER)
         return bytes(held or b"")
@@ -316,17 +327,19 @@ class ServerConnection(asyncio.Protocol):
         the exchange is aborted at once, freeing its upstream connection (waiting for the
         rest would hold both until a timeout). A client whose requests are complete still
         gets the answers it is waiting for, then the connection closes."""
-        if self.lingering:
+        state = self.state
+        if state in (DROPPING_INPUT, LINGERING):
             self.transport.close()
             return False
         self.eof = True
-        if self.tunnel is not None:
+        if state == TUNNEL:
+            assert self.tunnel is not None
             return self.tunnel.client_half_closed()
         ex = self.ex
         if ex is not None and ex.method and not ex.body_done:
             self._abort_exchanges()
             return False
-        if self.upgrade_buffer is not None:
+        if state == UPGRADING:
             return True  # the upstream decides whether to switch; enter_tunnel passes the FIN
         return self.current is not None
 
@@ -533,7 +546,7 @@ class ServerConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         ex = self.ex
         assert ex is not None
-        if self.closing:
+        if self.state >= LINGERING:
             return  # input after a response that closes the connection is ignored
         parser = self.parser
         ex.method = parser.get_method()
@@ -625,15 +638,14 @@ class ServerConnection(asyncio.Protocol):
         if ex is not self.current:
             return
         self.current = None
-        if self.tunnel is not None or not ex.keep_alive or self.worker.draining or self.eof:
+        if self.state == TUNNEL or not ex.keep_alive or self.worker.draining or self.eof:
             self.close(linger=not ex.body_done and not self.eof)
             return
         if self.rejection is not None and not self.queued:
             self.write(self.rejection)
-            self.lingering = False
             self.close(linger=True)
             return
-        if self.upgrade_buffer is not None and ex.upgrade is not None:
+        if self.state == UPGRADING and ex.upgrade is not None:
             held = self._resume_http_after_refused_upgrade()
             if held:
                 self.loop.call_soon(self.data_received, held)
@@ -686,12 +698,13 @@ class ServerConnection(asyncio.Protocol):
         destroy our answer before the client reads it; so, as nginx does, we send FIN, then
         read and drop its input for up to ``LINGER_TIME`` before closing."""
         self.release_output()
-        self.closing = True
         transport = self.transport
-        if not linger or self.lingering or transport.is_closing() or not transport.can_write_eof():
+        if (not linger or self.state == LINGERING or transport.is_closing()
+                or not transport.can_write_eof()):
+            self.state = CLOSED
             transport.close()
             return
-        self.lingering = True
+        self.state = LINGERING
         self.parser = httptools.HttpRequestParser(self)
         self._pause_reasons_cleared()
         transport.write_eof()
