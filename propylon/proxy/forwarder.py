@@ -22,8 +22,7 @@ from typing import TYPE_CHECKING
 
 from propylon.observability.metrics import STATUS_CLASS
 from propylon.proxy.clock import CLOCK
-from propylon.proxy.h1.client import serialize_request_head
-from propylon.proxy.http11 import serialize_headers
+from propylon.proxy.h1.client import frame_body, serialize_request_head
 from propylon.proxy.mirror import MirrorRequest
 from propylon.runtime.retry import CONNECT_FAILURE, RESET, STATUS, TIMEOUT
 
@@ -182,9 +181,7 @@ class Forwarder:
         self.mirror_to = None
         if session.has_body and self.replay is None:
             return  # the body outgrew the replay limit: no copy
-        body = list(self.replay or ())
-        if session.req_chunked:
-            body.append(self.last_chunk())
+        body = frame_body(self.replay or [], session.req_chunked, True, session.request_trailers)
         MirrorRequest(self.head_bytes, body).send(
             mirror, session.hash_key(mirror) if mirror.hash_kind else None
         )
@@ -235,24 +232,15 @@ class Forwarder:
         proto = session.proto
         self.conn = conn
         conn.attach(self, proto, session.head_only)
-        head = self.head_bytes
-        transport = conn.transport
-        assert transport is not None
-        if self.pending:
-            transport.writelines([head, *self.pending])
+        pending = self.pending
+        conn.send_request(self.head_bytes, pending, session.req_chunked, session.body_done,
+                          session.request_trailers, proto.batch)
+        if pending:
             self.pending = None
             self.pending_size = 0
             proto.resume_reading_for_body()
-        elif session.body_done and not session.req_chunked:
-            # the whole request: nothing else is written to this connection before the
-            # answer, so the head can wait for the end of the loop's turn (proxy/batch.py)
-            proto.batch.write(transport, head)
-        else:
-            transport.write(head)
-        if session.body_done and session.req_chunked:
-            transport.write(self.last_chunk())
-        if proto.writing_paused:
-            transport.pause_reading()
+        if proto.writing_paused and conn.transport is not None:
+            conn.transport.pause_reading()
 
     def on_upstream_failed(self, reason: str, timed_out: bool) -> None:
         """``PoolClient``: the pool could not connect."""
@@ -261,29 +249,22 @@ class Forwarder:
     def send_body(self, chunk: bytes) -> None:
         """A piece of the request body, after the session's body filters."""
         replay = self.replay
-        chunked = self.session.req_chunked
         if replay is not None:
             self.replay_size += len(chunk)
             if self.replay_size > self.replay_max:
                 self.replay = None  # too large to keep: this request will not be retried
-            elif chunked:
-                replay.append(b"%x\r\n%b\r\n" % (len(chunk), chunk))
             else:
                 replay.append(chunk)
         conn = self.conn
         if conn is not None and conn.transport is not None:
-            if chunked:
-                conn.transport.writelines([b"%x\r\n" % len(chunk), chunk, b"\r\n"])
-            else:
-                conn.transport.write(chunk)
+            conn.send_body(chunk)
             return
         if self.retrying:
             return  # the next try sends the replay copy
-        framed = [b"%x\r\n" % len(chunk), chunk, b"\r\n"] if chunked else [chunk]
         if self.pending is None:
-            self.pending = framed
+            self.pending = [chunk]
         else:
-            self.pending.extend(framed)
+            self.pending.append(chunk)
         self.pending_size += len(chunk)
         if self.pending_size > MAX_PENDING_BODY:
             self.session.proto.pause_reading_for_body()
@@ -293,14 +274,9 @@ class Forwarder:
         if self.mirror_to is not None:
             self.start_mirror()
         conn = self.conn
-        if conn is not None and conn.transport is not None and self.session.req_chunked:
-            conn.transport.write(self.last_chunk())
-        # otherwise on_upstream_connected writes the terminator after the pending chunks
-
-    def last_chunk(self) -> bytes:
-        """The end of a chunked request body, with the client's trailers."""
-        trailers = self.session.request_trailers
-        return b"0\r\n" + serialize_headers(trailers) + b"\r\n" if trailers else b"0\r\n\r\n"
+        if conn is not None and conn.transport is not None:
+            conn.send_end(self.session.request_trailers)
+        # otherwise on_upstream_connected sends the end after the pending chunks
 
     def stop(self) -> None:
         """The session ends the request early (a body filter refused it, the client left):

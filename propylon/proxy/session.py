@@ -194,8 +194,8 @@ class Session:
         self.route = route
         if self.has_body and route.chain.on_request_body:
             self.request_filter = RequestBodyFilter(self, route.chain)
-        if self.pending is not None:
-            self._replay_early_body()
+            if self.pending is not None:
+                self._replay_early_body()
         if route.chain.on_request:
             self.run_request_filters(route, 0)
         elif route.kind == FORWARD:
@@ -294,13 +294,7 @@ class Session:
     # -- phase 2: the request body ---------------------------------------------------------
     def request_body(self, chunk: bytes) -> None:
         route = self.route
-        if route is None:  # a pipelined request not routed yet: kept as it came
-            if self.pending is None:
-                self.pending = [chunk]
-            else:
-                self.pending.append(chunk)
-            return
-        if route.chain.on_request_body:
+        if route is not None and route.chain.on_request_body:
             filtered = self.request_filter.on_chunk(self, chunk)
             if not filtered:
                 return  # held by a filter, or the request was stopped
@@ -309,13 +303,11 @@ class Session:
         if forwarder is not None:
             forwarder.send_body(chunk)
             return
-        if route.kind != FORWARD:
+        if route is not None and route.kind != FORWARD:
             return  # answered locally: the body is read and dropped
+        # kept until the forwarder has a connection (a request not routed yet included)
         if self.pending is None:
-            self.pending = [b"%x\r\n" % len(chunk), chunk, b"\r\n"] if self.req_chunked else [
-                chunk]
-        elif self.req_chunked:
-            self.pending.extend((b"%x\r\n" % len(chunk), chunk, b"\r\n"))
+            self.pending = [chunk]
         else:
             self.pending.append(chunk)
         self.pending_size += len(chunk)
@@ -330,8 +322,7 @@ class Session:
             self.request_body(chunk)
             if self.response_started:
                 return
-        route = self.route
-        if self.body_done and route is not None and route.chain.on_request_body:
+        if self.body_done:
             self._end_request_body()
 
     def stop_request(self, answer: LocalResponse) -> None:
@@ -366,7 +357,7 @@ class Session:
         if self.response_started or self.aborted:
             return  # stopped by a filter
         if last:
-            if request_filter.limit:
+            if request_filter.limit and not self.req_chunked:
                 self.pending = [last]  # the whole body, now framed by its length
                 self.pending_size = len(last)
             else:
@@ -381,8 +372,7 @@ class Session:
         if self.forwarder is not None:
             self.forwarder.send_body(chunk)
         elif self.route is not None and self.route.kind == FORWARD:
-            framed = [b"%x\r\n" % len(chunk), chunk, b"\r\n"] if self.req_chunked else [chunk]
-            self.pending = (self.pending or []) + framed
+            self.pending = [*(self.pending or ()), chunk]
             self.pending_size += len(chunk)
 
     # -- phase 3: the response ----------------------------------------------------------

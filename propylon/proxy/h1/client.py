@@ -99,6 +99,7 @@ class ClientConnection(asyncio.Protocol):
         "length",
         "parser",
         "pool",
+        "request_chunked",
         "trailers",
         "transport",
         "tunnel",
@@ -129,8 +130,41 @@ class ClientConnection(asyncio.Protocol):
         self.got_response = False
         self.length: bytes | None = None  # the response's Content-Length
         self.trailers: Headers | None = None  # trailer fields of a chunked response
+        self.request_chunked = False  # the request body goes up chunk-framed
         self._chunked = False
         self._informational = False
+
+    # -- the request (what a forwarder sends) ---------------------------------------------
+    def send_request(self, head: bytes, chunks: list[bytes] | None, chunked: bool, done: bool,
+                     trailers: Headers | None, batch: WriteBatch) -> None:
+        """The request head, the body chunks that arrived so far, and its end when ``done``,
+        in as few writes as possible. A complete request without a chunked body is held to
+        the end of the loop's turn (proxy/batch.py): nothing else is written to this
+        connection before its answer."""
+        transport = self.transport
+        assert transport is not None
+        self.request_chunked = chunked
+        if chunks:
+            transport.writelines([head, *frame_body(chunks, chunked, done, trailers)])
+        elif done and not chunked:
+            batch.write(transport, head)
+        elif done:
+            transport.write(head + last_chunk(trailers))
+        else:
+            transport.write(head)
+
+    def send_body(self, chunk: bytes) -> None:
+        transport = self.transport
+        assert transport is not None
+        if self.request_chunked:
+            transport.writelines([b"%x\r\n" % len(chunk), chunk, b"\r\n"])
+        else:
+            transport.write(chunk)
+
+    def send_end(self, trailers: Headers | None) -> None:
+        """The end of the request body (the last chunk and trailers, when chunked)."""
+        if self.request_chunked and self.transport is not None:
+            self.transport.write(last_chunk(trailers))
 
     # -- lifecycle -----------------------------------------------------------------------
     def attach(self, client: UpstreamClient, downstream: OutputBatcher, head_only: bool) -> None:
@@ -327,6 +361,25 @@ class ClientConnection(asyncio.Protocol):
         self.client = None
         if client is not None:
             client.on_response_complete(keep_alive)
+
+
+def frame_body(chunks: list[bytes], chunked: bool, done: bool, trailers: Headers | None
+               ) -> list[bytes]:
+    """Body chunks as they go on the wire: chunk-framed (with the last chunk and the
+    trailers when ``done``) or as they are."""
+    if not chunked:
+        return chunks
+    framed: list[bytes] = []
+    for chunk in chunks:
+        framed += (b"%x\r\n" % len(chunk), chunk, b"\r\n")
+    if done:
+        framed.append(last_chunk(trailers))
+    return framed
+
+
+def last_chunk(trailers: Headers | None) -> bytes:
+    """The end of a chunked body, with its trailer fields."""
+    return b"0\r\n" + serialize_headers(trailers) + b"\r\n" if trailers else b"0\r\n\r\n"
 
 
 def serialize_request_head(session: Session, route: CompiledRoute) -> bytes:
