@@ -70,6 +70,10 @@ def control(
         metavar="FILE", help="Serve HTTPS with this certificate.")] = None,
     tls_key: Annotated[Path | None, typer.Option(
         metavar="FILE", help="Private key of --tls-cert.")] = None,
+    external_plugin: Annotated[list[str] | None, typer.Option(
+        metavar="NAME", help="A plugin the proxies have and this process does not: its "
+                             "sections are passed on unchecked (repeatable; docs/plugins.md).")
+    ] = None,
     log_level: LogLevelOpt = LogLevel.info,
 ) -> None:
     """Run the control plane: store, translation, REST API and distribution to proxies."""
@@ -78,8 +82,10 @@ def control(
     from propylon.cli.main import parse_hostport
     from propylon.controlplane.server import run_control, tls_context
     from propylon.controlplane.token import DEFAULT_TOKEN_FILE
+    from propylon.policies.plugins import allow_external
 
     configure_logging(log_level)
+    allow_external(external_plugin or ())
     address = parse_hostport(listen)
     if address is None:
         raise typer.BadParameter("--listen cannot be off")

@@ -4,7 +4,9 @@
 Their fields are the rows of the policy type table (``propylon/policies/table.py``): one
 optional field per type, named as the type (``ipFilter``) and validated with the type's
 section model (``propylon.policies``). A type without an implementation yet rejects any value
-with ``policy "<name>" is not supported yet`` instead of being silently ignored.
+with ``policy "<name>" is not supported yet`` instead of being silently ignored. Plugins'
+sections come in one more field, ``plugins`` (``propylon/config/plugin.py``): a list of
+``{name, config}`` whose name is the policy type.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_snake
 
+from propylon.config.plugin import PluginSection, unique_plugins
 from propylon.policies.auth import ConsumerRestriction
 from propylon.policies.headers import (
     GATEWAY_OWNED_HEADERS,
@@ -40,6 +43,7 @@ __all__ = [
     "GatewayPolicyItem",
     "HeaderEdits",
     "HeadersPolicy",
+    "PluginSection",
     "PolicyItem",
     "PolicySections",
     "SecretHeaderValue",
@@ -54,19 +58,29 @@ _RESERVED: tuple[str, ...] = tuple(
 
 
 class SectionsBase(Model):
-    """The behaviour of ``PolicySections``; its fields come from the table."""
+    """The behaviour of ``PolicySections``; its fields come from the table, but ``plugins``."""
+
+    plugins: list[PluginSection] | None = None
+
+    _unique_plugins = field_validator("plugins")(unique_plugins)
 
     def sections(self) -> list[tuple[str, BaseModel]]:
-        """The sections that are set, as ``(policy type, section)`` in ``POLICY_ORDER``."""
+        """The sections that are set, as ``(policy type, section)``: built-in ones in
+        ``POLICY_ORDER``, then each plugin's (its name, its validated config)."""
         return [
             (name, section)
             for name, attribute in _ATTRIBUTES.items()
             if (section := getattr(self, attribute)) is not None
-        ]
+        ] + [(item.name, item.config) for item in self.plugins or ()]
 
     def section(self, policy_type: str) -> BaseModel | None:
-        """The section of ``policy_type`` (``"apiKey"``), None when it is not set."""
-        section: BaseModel | None = getattr(self, _ATTRIBUTES[policy_type])
+        """The section of ``policy_type`` (``"apiKey"``, or a plugin's name), None when it is
+        not set."""
+        attribute = _ATTRIBUTES.get(policy_type)
+        if attribute is None:
+            return next((item.config for item in self.plugins or ()
+                         if item.name == policy_type), None)
+        section: BaseModel | None = getattr(self, attribute)
         return section
 
 

@@ -7,6 +7,7 @@ from propylon.filters.base import (
     Filter,
     FilterContext,
     FilterEnv,
+    Headers,
     LocalResponse,
     overrides,
 )
@@ -17,6 +18,7 @@ __all__ = [
     "Filter",
     "FilterContext",
     "FilterEnv",
+    "Headers",
     "LocalResponse",
     "build_filter",
     "filter_class",

@@ -129,6 +129,10 @@ class Filter:
 
     policy_type: ClassVar[str] = ""  # its row in policies/table.py
     settings_model: ClassVar[type[BaseModel]] = BaseModel  # what ``from_spec`` is given
+    # Plugins only (docs/plugins.md): the built-in phase the filter runs just before or just
+    # after, one of the two; neither: after "headers". Built-in filters have their table row.
+    before: ClassVar[str | None] = None
+    after: ClassVar[str | None] = None
 
     __slots__ = ("body_inspect_only", "request_body_buffer", "response_body_buffer", "source")
 

@@ -1,5 +1,7 @@
 """Filters built from the IR's policies: the data-plane half of the policy type table
-(``propylon/policies/table.py``), run when a proxy compiles a configuration."""
+(``propylon/policies/table.py``), run when a proxy compiles a configuration. The table is the
+one of this process, plugins included (``propylon/policies/plugins.py``): an IR that names a
+plugin not installed here is refused, which a connected proxy reports as its NACK."""
 
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from pydantic import ValidationError
 
 from propylon.filters.base import Filter, FilterEnv
 from propylon.ir.model import PolicyIR
-from propylon.policies.table import POLICY_TYPES, PolicyTable, PolicyType
+from propylon.policies.plugins import installed_plugins
+from propylon.policies.table import PolicyTable, PolicyType
 
 
 @functools.cache
@@ -29,20 +32,32 @@ def filter_class(kind: PolicyType) -> type[Filter]:
     return cls
 
 
-def build_filter(policy: PolicyIR, env: FilterEnv, table: PolicyTable = POLICY_TYPES
+def build_filter(policy: PolicyIR, env: FilterEnv, table: PolicyTable | None = None
                  ) -> Filter:
     """The filter of one IR policy: its spec validated with the type's settings model (a
     ``ValueError`` naming the policy's source and field otherwise; the value is never quoted,
-    it may be a secret), then the filter class's ``from_spec`` with the typed object."""
+    it may be a secret), then the filter class's ``from_spec`` with the typed object.
+    ``table``: this process's policy types (plugins included) unless given."""
+    if table is None:
+        table = installed_plugins().table
     kind = table.get(policy.type)
-    if kind is None or not kind.supported:
+    if kind is None:  # not a built-in type: a plugin this process does not have
+        where = " on this proxy"
+        raise ValueError(f"{policy.source}: "
+                         f"{installed_plugins().not_installed(policy.type, where)}")
+    if not kind.supported:
         raise ValueError(f'policy "{policy.type}" is not supported yet')
     cls = filter_class(kind)
     try:
         settings = kind.settings_from(policy.spec)
     except ValidationError as exc:
         raise ValueError(f"{policy.source}: {_first_error(policy.type, exc)}") from None
-    return cls.from_spec(settings, policy.source, env)
+    if kind.placement == "in":
+        return cls.from_spec(settings, policy.source, env)
+    try:  # a plugin's failure is reported as its own, with the policy's source
+        return cls.from_spec(settings, policy.source, env)
+    except Exception as exc:
+        raise ValueError(f"{policy.source}: plugin {policy.type}: {exc}") from exc
 
 
 def _first_error(prefix: str, exc: ValidationError) -> str:

@@ -21,6 +21,7 @@ from propylon.ir import (
     UpstreamIR,
 )
 from propylon.observability.metrics import MetricsRegistry
+from propylon.policies.plugins import policy_types
 from propylon.runtime.balancer import WeightedChoice, make_balancer
 from propylon.runtime.compiled import (
     DIRECT,
@@ -148,7 +149,13 @@ def compile_cluster(gateway: str, upstream: UpstreamIR, services: Services) -> C
 
 
 def compile_chain(policies: tuple[PolicyIR, ...], env: FilterEnv) -> FilterChain:
-    return FilterChain(tuple(build_filter(p, env) for p in policies))
+    """The filters of a rule, in this process's order of policy types: the IR's order for
+    built-in types, and a plugin where its class says, even when the IR came from a control
+    plane that orders it otherwise (one that passes on a plugin it does not have)."""
+    table = policy_types()
+    filters = [build_filter(p, env, table) for p in policies]
+    order = sorted(range(len(filters)), key=lambda i: table.rank(policies[i].type))
+    return FilterChain(tuple(filters[i] for i in order))
 
 
 def compile_route(

@@ -34,7 +34,7 @@ from propylon.config import (
     SecretRef,
 )
 from propylon.ir import PolicyIR
-from propylon.policies.table import POLICY_TYPES
+from propylon.policies.plugins import policy_types
 from propylon.translate.consumers import SecretError, read_secret
 from propylon.translate.context import RouteLike
 from propylon.translate.delegation import Draft
@@ -187,15 +187,16 @@ def draft_levels(gateway: Level, draft: Draft, targets: PolicyTargets) -> list[L
 def attach_policies(
     levels: Sequence[Level], status: StatusBook, gateway: str
 ) -> tuple[PolicyIR, ...]:
-    """The winning policy of each type, in the table's order (``POLICY_TYPES.rank``);
-    losers' statuses updated."""
+    """The winning policy of each type, in the table's order (``policy_types().rank``:
+    plugins included); losers' statuses updated."""
     winners = choose_winners(levels)
     for level in levels:
         for cand in level:
             if cand.policy is not None:
                 status.selected("Policy", cand.policy, gateway)
                 _record_override(cand, level, winners[cand.type], status)
-    ordered = sorted(winners.values(), key=lambda c: POLICY_TYPES.rank(c.type))
+    table = policy_types()
+    ordered = sorted(winners.values(), key=lambda c: table.rank(c.type))
     return tuple(PolicyIR(c.type, c.spec, c.source) for c in ordered)
 
 

@@ -52,8 +52,9 @@ def test_order_and_phases_are_design_s() -> None:
 
 
 def test_every_config_section_is_a_row_and_every_row_a_section() -> None:
+    """One field per built-in row, and ``plugins``, where plugins' sections are listed."""
     aliases = [field.alias for field in PolicySections.model_fields.values()]
-    assert aliases == list(POLICY_ORDER)
+    assert aliases == ["plugins", *POLICY_ORDER]
 
 
 @pytest.mark.parametrize("kind", SUPPORTED, ids=lambda k: k.name)

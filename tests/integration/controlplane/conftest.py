@@ -46,12 +46,12 @@ class Cluster:
     planes: list[ControlPlane] = field(default_factory=list)
 
     def control(self, name: str = "control", store: str | None = None,
-                port: int | None = None) -> ControlPlane:
+                port: int | None = None, extra: tuple[str, ...] = ()) -> ControlPlane:
         port = port or free_port()
         token_file = self.tmp / "token"
         self.procs.start(name, "propylon", "control", "--listen", f"127.0.0.1:{port}",
                          "--store", store or f"sqlite:///{self.tmp / 'control.db'}",
-                         "--token-file", str(token_file), "--log-level", "warning")
+                         "--token-file", str(token_file), "--log-level", "warning", *extra)
         url = f"http://127.0.0.1:{port}"
         wait_until(lambda: token_file.exists() and http("GET", url + "/v1/status")[0] == 401,
                    what=f"{name} to listen")

@@ -1,0 +1,1 @@
+"""Example Propylon plugins (docs/plugins.md): ``jsonRewrite``."""

@@ -1,0 +1,1 @@
+"""Plugins for Propylon's tests only (tests/plugins/README.md)."""
