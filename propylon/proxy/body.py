@@ -10,7 +10,9 @@ per direction, from the route's filter chain:
 - whole: the body is collected up to the largest cap a filter declared, then handed to the
   filters once with ``end_stream`` true, and sent with its new Content-Length. A request body
   over the cap is answered 413 before the upstream is contacted; a response body over the
-  cap is answered 502 (nothing of it has been sent).
+  cap is answered 502 (nothing of it has been sent). A body that came with trailers, or a
+  request body with transfer codings before ``chunked``, stays chunked instead: a length
+  cannot carry trailers, and coded bytes are not the body's length.
 """
 
 from __future__ import annotations
@@ -49,6 +51,15 @@ class RequestBodyFilter:
                 h for h in session.request_headers if h[0] != b"content-length"]
             session.req_chunked = True
 
+    def declared_over_limit(self, session: Session) -> bool:
+        """Whether the request declared a Content-Length over the whole-body cap."""
+        if session.req_chunked:
+            return False
+        for name, value in session.request_headers:
+            if name == b"content-length":
+                return int(value) > self.limit
+        return False
+
     def on_chunk(self, session: Session, chunk: bytes) -> bytes | None:
         """What to send upstream for ``chunk``, or None (held, or the request stopped)."""
         if self.limit:
@@ -68,12 +79,14 @@ class RequestBodyFilter:
         self.chunks = []
         if body is None:
             return None
-        # the whole body is known: sent with its own length, whatever the client framed
         headers = [h for h in session.request_headers if h[0] != b"content-length"]
+        if session.request_trailers or session.te_codings:
+            session.request_headers = headers  # chunked it came, chunked it goes
+            return body
+        # the whole body is known: sent with its own length, whatever the client framed
         headers.append((b"content-length", b"%d" % len(body)))
         session.request_headers = headers
         session.req_chunked = False
-        session.te_codings = None
         return body
 
     def run(self, session: Session, chunk: bytes, end_stream: bool) -> bytes | None:
@@ -140,8 +153,9 @@ class ResponseBodyFilter:
             if body is None:
                 return
             session.response_started = True
-            session.proto.send_response_head(session, self.status, self.headers,
-                                             b"%d" % len(body))
+            # trailers travel only in a chunked body: then no length (the codec frames it)
+            length = None if trailers else b"%d" % len(body)
+            session.proto.send_response_head(session, self.status, self.headers, length)
             if body:
                 self.send(body)
         else:

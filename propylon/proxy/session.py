@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from propylon.filters.base import LocalResponse
 from propylon.observability.metrics import LATENCY_BOUNDS, STATUS_CLASS
-from propylon.proxy.body import RequestBodyFilter, ResponseBodyFilter
+from propylon.proxy.body import TOO_LARGE, RequestBodyFilter, ResponseBodyFilter
 from propylon.proxy.forwarded import forwarding_headers, real_client_ip
 from propylon.proxy.forwarder import MAX_PENDING_BODY, Forwarder
 from propylon.proxy.h1.framing import has_no_body
@@ -256,6 +256,9 @@ class Session:
     def forward(self, route: CompiledRoute) -> None:
         if route.chain.request_body_buffer and self.has_body and not self.body_done:
             # a filter needs the whole body before the upstream is contacted
+            if self.request_filter.declared_over_limit(self):
+                self.stop_request(TOO_LARGE)  # before the client sends it (no 100-continue)
+                return
             self.request_filter.deferred = True
             if self.expect_continue:
                 self.expect_continue = False
@@ -295,6 +298,8 @@ class Session:
     def request_body(self, chunk: bytes) -> None:
         route = self.route
         if route is not None and route.chain.on_request_body:
+            if self.response_started and self.forwarder is None:
+                return  # answered (locally, or stopped by a filter): the rest is dropped
             filtered = self.request_filter.on_chunk(self, chunk)
             if not filtered:
                 return  # held by a filter, or the request was stopped
@@ -343,7 +348,8 @@ class Session:
         self.body_done = True
         route = self.route
         if route is not None and route.chain.on_request_body:
-            self._end_request_body()
+            if not (self.response_started and self.forwarder is None):
+                self._end_request_body()  # unless the request was answered already
             return
         if self.forwarder is not None:
             self.forwarder.end_body()
