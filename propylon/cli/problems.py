@@ -5,7 +5,7 @@ matchers read; a problem with no known file is its message alone), or as a JSON 
 ``file``, ``line``, ``column`` (null when unknown), ``message`` and ``severity``.
 
 Where a location comes from, best first: a ``ConfigError`` of the loader or of translation
-(file and line of the offending YAML node); a ``file:line[:column]: `` the message itself
+(file, line and column of the offending YAML node); a ``file:line[:column]: `` the message itself
 starts with; the source of the first resource (``Kind namespace/name``) the message names.
 """
 
@@ -54,7 +54,8 @@ class Problem:
         what = " ".join(part for part in (error.kind, error.name) if part)
         message = ": ".join(part for part in (what, error.field, error.message) if part)
         # file "": a resource the control plane's API gave as data, not read from a file
-        return cls(message, error.file or None, error.line, severity=error.severity)
+        return cls(message, error.file or None, error.line, error.column if error.line else None,
+                   error.severity)
 
 
 def locate(text: str, sources: Mapping[str, Source]) -> Problem:
@@ -67,7 +68,7 @@ def locate(text: str, sources: Mapping[str, Source]) -> Problem:
     for ref in _RESOURCE_REF.findall(text):
         source = sources.get(ref)
         if source is not None:
-            return Problem(text, source.file, source.line)
+            return Problem(text, source.file, source.line, source.column)
     return Problem(text)
 
 
@@ -124,7 +125,8 @@ def unlocated_invalid(
         ref = f"{status.kind} {status.key}"
         message = f"{ref}: {status.state}: {'; '.join(status.reasons)}"
         source = sources.get(ref)
-        problems.append(Problem(message, source.file, source.line) if source else Problem(message))
+        problems.append(Problem(message, source.file, source.line, source.column) if source
+                        else Problem(message))
     return problems
 
 

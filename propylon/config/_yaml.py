@@ -1,9 +1,10 @@
-"""YAML documents as plain data plus the line of every node.
+"""YAML documents as plain data plus the position of every node.
 
 The node graph is composed with libyaml (``CSafeLoader``) when available; each document becomes
-``Document(data, lines)`` where ``lines`` maps a field path (a tuple of mapping keys and list
-indices, as pydantic reports error locations) to its 1-based line. A mapping entry's line is
-the line of its key, so errors point at the field name the user wrote.
+``Document(data, line, column, marks)`` where ``marks`` maps a field path (a tuple of mapping
+keys and list indices, as pydantic reports error locations) to its 1-based line and column. A
+mapping entry's position is that of its key, so errors point at the field name the user wrote;
+a list item's is that of the item itself (after its ``- ``). Columns count characters.
 """
 
 from __future__ import annotations
@@ -26,21 +27,23 @@ MAX_DEPTH = 256  # levels of nesting; resources use about ten
 _LINE_BREAK = re.compile("\r\n|[\r\n\x85\u2028\u2029]")  # YAML's line breaks
 
 Path = tuple[str | int, ...]
+Mark = tuple[int, int]  # 1-based line and column
 
 
 @dataclass(slots=True)
 class Document:
     data: Any
     line: int
-    lines: dict[Path, int] = field(default_factory=dict)
+    column: int | None = None  # of the document's first node; None for data given as such
+    marks: dict[Path, Mark] = field(default_factory=dict)
 
-    def line_of(self, path: Path) -> int:
-        """The line of ``path``, or of its nearest ancestor that exists in the source."""
+    def mark_of(self, path: Path) -> tuple[int, int | None]:
+        """Line and column of ``path``, or of its nearest ancestor written in the source."""
         for end in range(len(path), 0, -1):
-            line = self.lines.get(path[:end])
-            if line is not None:
-                return line
-        return self.line
+            mark = self.marks.get(path[:end])
+            if mark is not None:
+                return mark
+        return self.line, self.column
 
 
 def parse_documents(text: str, filename: str) -> tuple[list[Document], list[ConfigError]]:
@@ -57,10 +60,16 @@ def parse_documents(text: str, filename: str) -> tuple[list[Document], list[Conf
                 documents.append(doc)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        # libyaml puts an error at the end of a text without a final line break on the line
-        # after the last one: it is reported on the last line
-        line = min(mark.line + 1, _last_line(text)) if mark is not None else None
-        errors.append(ConfigError(filename, line, None, None, None, f"invalid YAML: {exc.problem}"))
+        line = column = None
+        if mark is not None:
+            line, column = mark.line + 1, mark.column + 1
+            last = _last_line(text)
+            if line > last:
+                # libyaml puts an error at the end of a text without a final line break on
+                # the line after the last one: it is reported after the last line's end
+                line, column = last, len(_LINE_BREAK.split(text)[-1]) + 1
+        errors.append(ConfigError(filename, line, None, None, None,
+                                  f"invalid YAML: {exc.problem}", column=column))
     except yaml.YAMLError as exc:
         errors.append(ConfigError(filename, None, None, None, None, f"invalid YAML: {exc}"))
     finally:
@@ -79,13 +88,14 @@ class _AliasBudget:
 def _document(
     loader: Any, node: yaml.Node, budget: _AliasBudget, errors: list[ConfigError], filename: str
 ) -> Document | None:
-    doc = Document(data=None, line=node.start_mark.line + 1)
+    doc = Document(data=None, line=node.start_mark.line + 1, column=node.start_mark.column + 1)
     size = node.end_mark.index - node.start_mark.index + 1
     try:
-        walked = _index_lines(node, doc.lines, errors, filename, size + budget.extra)
+        walked = _index_marks(node, doc.marks, errors, filename, size + budget.extra)
     except _TooLarge as exc:
         budget.extra = 0  # later documents get their own size, nothing more
-        errors.append(ConfigError(filename, exc.line, None, None, None, str(exc)))
+        line, column = exc.mark
+        errors.append(ConfigError(filename, line, None, None, None, str(exc), column=column))
         return None  # not constructed: its data would be as large, or endless
     budget.extra -= max(0, walked - size)
     doc.data = loader.construct_document(node)
@@ -99,16 +109,20 @@ def _last_line(text: str) -> int:
 class _TooLarge(Exception):
     """A document that aliases make endless, or too large to build (an alias bomb)."""
 
-    def __init__(self, line: int, what: str) -> None:
+    def __init__(self, node: yaml.Node, what: str) -> None:
         super().__init__(f"invalid YAML: {what}")
-        self.line = line
+        self.mark = _mark(node)
 
 
-def _index_lines(
-    root: yaml.Node, lines: dict[Path, int], errors: list[ConfigError], filename: str,
+def _mark(node: yaml.Node) -> Mark:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def _index_marks(
+    root: yaml.Node, marks: dict[Path, Mark], errors: list[ConfigError], filename: str,
     limit: int,
 ) -> int:
-    """Record the line of every node of the document, walked as its data will be: an alias
+    """Record the position of every node of the document, walked as its data will be: an alias
     repeats the node it names. The walk is iterative (libyaml nests up to 1000 levels) and
     stops after ``limit`` nodes or ``MAX_DEPTH`` levels; how many nodes it walked."""
     stack: list[tuple[yaml.Node, Path]] = [(root, ())]
@@ -117,14 +131,13 @@ def _index_lines(
         node, path = stack.pop()
         visited += 1
         if visited > limit:
-            raise _TooLarge(node.start_mark.line + 1,
-                            f"aliases make this document more than {limit} nodes")
+            raise _TooLarge(node, f"aliases make this document more than {limit} nodes")
         if len(path) > MAX_DEPTH:
-            raise _TooLarge(node.start_mark.line + 1, f"nested deeper than {MAX_DEPTH} levels "
+            raise _TooLarge(node, f"nested deeper than {MAX_DEPTH} levels "
                             "(or an alias inside the node it names)")
-        lines.setdefault(path, node.start_mark.line + 1)
+        marks.setdefault(path, _mark(node))
         if isinstance(node, yaml.MappingNode):
-            children = _mapping_children(node, path, lines, errors, filename)
+            children = _mapping_children(node, path, marks, errors, filename)
         elif isinstance(node, yaml.SequenceNode):
             children = [(item, (*path, index)) for index, item in enumerate(node.value)]
         else:
@@ -134,7 +147,7 @@ def _index_lines(
 
 
 def _mapping_children(
-    node: yaml.MappingNode, path: Path, lines: dict[Path, int], errors: list[ConfigError],
+    node: yaml.MappingNode, path: Path, marks: dict[Path, Mark], errors: list[ConfigError],
     filename: str,
 ) -> list[tuple[yaml.Node, Path]]:
     children = []
@@ -144,12 +157,13 @@ def _mapping_children(
             # Field names are names: YAML 1.1 would read `on:` or `no:` as booleans.
             key_node.tag = "tag:yaml.org,2002:str"
         key = str(key_node.value)
-        line = key_node.start_mark.line + 1
+        mark = _mark(key_node)
         if key in seen and key != "<<":
             msg = f'duplicate key "{key}"'
-            errors.append(ConfigError(filename, line, None, None, dotted_path(path), msg))
+            errors.append(ConfigError(filename, mark[0], None, None, dotted_path(path), msg,
+                                      column=mark[1]))
         seen.add(key)
-        lines.setdefault((*path, key), line)
+        marks.setdefault((*path, key), mark)
         children.append((value_node, (*path, key)))
     return children
 

@@ -101,13 +101,14 @@ def _load_into(
 def _build(doc: Document, filename: str) -> tuple[Resource | None, list[ConfigError]]:
     data = doc.data
     if not isinstance(data, dict):
-        return None, [
-            ConfigError(filename, doc.line, None, None, None, "a resource must be a mapping")
-        ]
+        return None, [ConfigError(filename, doc.line, None, None, None,
+                                  "a resource must be a mapping", column=doc.column)]
     kind, name = _identity(data)
 
     def error(path: tuple[str | int, ...], message: str) -> ConfigError:
-        return ConfigError(filename, doc.line_of(path), kind, name, dotted_path(path), message)
+        line, column = doc.mark_of(path)
+        return ConfigError(filename, line, kind, name, dotted_path(path), message,
+                           column=column)
 
     if data.get("apiVersion") != API_VERSION:
         got = data.get("apiVersion")
@@ -121,7 +122,7 @@ def _build(doc: Document, filename: str) -> tuple[Resource | None, list[ConfigEr
         resource = cls.model_validate(data)
     except ValidationError as exc:
         return None, [error(_path(e), _message(e)) for e in exc.errors()]
-    resource._source = Source(filename, doc.line, doc.lines)
+    resource._source = Source(filename, doc.line, doc.marks, doc.column)
     return resource, []
 
 
@@ -159,5 +160,6 @@ def _first_definition(
     if first is source:
         return True
     msg = f"defined twice: first at {first}, again at {source}"
-    errors.append(ConfigError(source.file, source.line, resource.kind, resource.key, None, msg))
+    errors.append(ConfigError(source.file, source.line, resource.kind, resource.key, None, msg,
+                              column=source.column))
     return False

@@ -6,9 +6,9 @@ book into sorted ``StatusIR``s. The book lives only inside one ``translate`` cal
 
 ``fail`` and ``warn`` also record an issue: a ``ConfigError`` located at the offending node
 (``field``, a dotted path such as ``spec.rules[0].forward.backends[1].upstream``, looked up in
-the resource's ``Source``), so ``propylon validate`` can print ``file:line`` for problems found
-while resolving references. Locations stay out of the IR: a status's reasons never depend on
-where a resource was written, so neither does the snapshot's version.
+the resource's ``Source``), so ``propylon validate`` can print ``file:line:column`` for
+problems found while resolving references. Locations stay out of the IR: a status's reasons
+never depend on where a resource was written, so neither does the snapshot's version.
 """
 
 from __future__ import annotations
@@ -80,9 +80,12 @@ class StatusBook:
         self, entry: _Entry, kind: str, key: str, field: str | None, message: str, severity: str
     ) -> None:
         source = entry.resource.source if entry.resource is not None else None
+        file, line, column = "", None, None
+        if source is not None:
+            file, (line, column) = source.file, source.mark_of(field)
         # line 0: a resource given as data (the control plane's API), not as YAML text
-        file, line = ("", None) if source is None else (source.file, source.line_of(field) or None)
-        issue = ConfigError(file, line, kind, key, field, message, severity)
+        issue = ConfigError(file, line or None, kind, key, field, message, severity,
+                            column if line else None)
         self._issues[issue] = None
 
 
@@ -90,8 +93,8 @@ def _reason(field: str | None, reason: str) -> str:
     return f"{field}: {reason}" if field else reason
 
 
-def _issue_order(issue: ConfigError) -> tuple[str, int, str, str, str, str]:
+def _issue_order(issue: ConfigError) -> tuple[str, int, int, str, str, str, str]:
     return (
-        issue.file, issue.line or 0, issue.kind or "", issue.name or "", issue.field or "",
-        issue.message,
+        issue.file, issue.line or 0, issue.column or 0, issue.kind or "", issue.name or "",
+        issue.field or "", issue.message,
     )

@@ -73,6 +73,8 @@ def _check_error(error: object, lines: int) -> None:
         raise PropertyFailed(f"an error that does not name the file: {error}")
     if error.line is not None and not 1 <= error.line <= lines:
         raise PropertyFailed(f"an error on line {error.line} of a {lines}-line text: {error}")
+    if error.column is not None and (error.line is None or error.column < 1):
+        raise PropertyFailed(f"a column without a line, or below 1: {error!r}")
     if not str(error).startswith(FILENAME):
         raise PropertyFailed(f"an error that does not start with file:line: {error}")
 

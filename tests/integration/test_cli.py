@@ -39,6 +39,12 @@ def line_of(text: str, needle: str) -> int:
     return next(i for i, line in enumerate(text.splitlines(), 1) if needle in line)
 
 
+def position(text: str, needle: str) -> tuple[int, int]:
+    """1-based line and column of ``needle``'s first character."""
+    return next((i, line.index(needle) + 1) for i, line in enumerate(text.splitlines(), 1)
+                if needle in line)
+
+
 @pytest.fixture
 def good_dir(tmp_path: Path) -> Path:
     (tmp_path / "gateway.yaml").write_text(GOOD)
@@ -143,7 +149,7 @@ def test_validate_prints_file_line_message_without_a_severity_prefix(tmp_path) -
     *problems, summary = result.stderr.splitlines()
     assert len(problems) == 2, result.stderr
     for line in problems:
-        assert re.match(rf"{re.escape(str(bad))}:\d+: \S", line), line
+        assert re.match(rf"{re.escape(str(bad))}:\d+:\d+: \S", line), line
     assert summary == "2 problem(s)"
 
 
@@ -156,7 +162,8 @@ def test_validate_locates_an_invalid_route_at_the_offending_field(tmp_path) -> N
     result = propylon("validate", str(config))
     assert result.returncode == 1
     line = next(line for line in result.stderr.splitlines() if "default/missing" in line)
-    assert line.startswith(f"{config}:{line_of(text, 'upstream: missing')}: Route default/broken: "
+    at = "{}:{}".format(*position(text, "upstream: missing"))
+    assert line.startswith(f"{config}:{at}: Route default/broken: "
                            "spec.rules[0].forward.backends[0].upstream: "), line
 
 
@@ -172,7 +179,7 @@ def test_validate_reports_warnings_without_failing(tmp_path) -> None:
     config.write_text(text)
     result = propylon("validate", str(config))
     assert result.returncode == 0, result.stderr
-    assert re.match(rf"{re.escape(str(config))}:\d+: Route default/shop: spec.rules\[1\]: ",
+    assert re.match(rf"{re.escape(str(config))}:\d+:\d+: Route default/shop: spec.rules\[1\]: ",
                     result.stderr), result.stderr
     assert result.stdout.startswith("ok:") and "1 warning(s)" in result.stdout
     document = json.loads(propylon("validate", "-o", "json", str(config)).stdout)
@@ -188,9 +195,8 @@ def test_validate_json_gives_file_line_column_message_severity(tmp_path) -> None
     assert document["valid"] is False and document["version"] is None
     problems = document["problems"]
     assert all(set(p) == {"file", "line", "column", "message", "severity"} for p in problems)
-    assert sorted((p["file"], p["line"]) for p in problems) == [
-        (str(bad), line_of(text, "bogusField")), (str(bad), line_of(text, "port: 99999"))]
-    assert all(p["column"] is None or p["column"] >= 1 for p in problems)
+    assert sorted((p["file"], p["line"], p["column"]) for p in problems) == [
+        (str(bad), *position(text, "bogusField")), (str(bad), *position(text, "port: 99999"))]
     assert {p["severity"] for p in problems} == {"error"}
     assert any("bogusField: unknown field" in p["message"] for p in problems), problems
 
@@ -200,6 +206,18 @@ def test_validate_json_of_a_good_configuration(good_dir) -> None:
     assert result.returncode == 0, result.stdout
     document = json.loads(result.stdout)
     assert document["valid"] is True and document["problems"] == [] and document["version"]
+
+
+def test_validate_gives_the_column_of_a_yaml_syntax_error(tmp_path) -> None:
+    text = GOOD.replace("port: 9002", "port: @9002")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    result = propylon("validate", str(bad))
+    assert result.returncode == 1
+    line, column = position(text, "@")
+    assert result.stderr.startswith(f"{bad}:{line}:{column}: invalid YAML: "), result.stderr
+    (problem,) = json.loads(propylon("validate", "-o", "json", str(bad)).stdout)["problems"]
+    assert (problem["line"], problem["column"]) == (line, column)
 
 
 # -- explain: redirects, weighted splits, listeners --------------------------------------------

@@ -502,14 +502,75 @@ def test_all_errors_are_reported_at_once() -> None:
     ]
 
 
-def test_error_str_names_file_line_kind_name_field() -> None:
+def _at(text: str, needle: str, nth: int = 1) -> tuple[int, int]:
+    """1-based line and column of the ``nth`` line holding ``needle``, at its first character."""
+    found = [(i, line.index(needle) + 1) for i, line in enumerate(text.splitlines(), 1)
+             if needle in line]
+    return found[nth - 1]
+
+
+def test_errors_carry_the_column_of_the_offending_node() -> None:
+    """A mapping entry is located at its key, a list item at the item (block or flow), a
+    missing field at the nearest node written (its parent's key)."""
+    bad_route = doc(
+        "Route",
+        """
+        hostnames: [-bad-]
+        rules:
+          - forward: {backends: [{upstream: a, weight: -1}], timeout: soon}
+          - directResponse: {status: 99}
+            colour: red
+          - forward: {timeout: 1s}
+        """,
+    )
+    bad_upstream = doc("Upstream", "endpoints: []", "{name: u}")
+    text = f"{bad_route}---\n{GATEWAY}---\n{bad_upstream}"
+    errors = load_text(text, "m.yaml").errors
+    assert {e.field: (e.line, e.column) for e in errors} == {
+        "spec.hostnames[0]": _at(text, "-bad-"),
+        "spec.rules[0].forward.backends[0].weight": _at(text, "weight: -1"),
+        "spec.rules[0].forward.timeout": _at(text, "timeout: soon"),
+        "spec.rules[1].directResponse.status": _at(text, "status: 99"),
+        "spec.rules[1].colour": _at(text, "colour: red"),
+        "spec.rules[2].forward.backends": _at(text, "forward: {timeout: 1s}"),
+        "spec.endpoints": _at(text, "endpoints: []"),
+    }
+    assert str(errors[0]).startswith("m.yaml:{}:{}: Route ns/x: spec.hostnames[0]: ".format(
+        *_at(text, "-bad-")))
+
+
+def test_yaml_problems_carry_their_column(tmp_path: Path) -> None:
+    text = doc("Gateway", "listeners: [{name: web, port: @8080}]")
+    syntax = load_text(text, "s.yaml").errors
+    assert [(e.line, e.column) for e in syntax] == [_at(text, "@")]
+    assert str(syntax[0]).startswith("s.yaml:{}:{}: invalid YAML: ".format(*_at(text, "@")))
+    twice = doc("Gateway", "listeners: [{name: web, port: 80}]\nlisteners: [{name: b, port: 81}]")
+    assert [(e.line, e.column, e.message) for e in load_text(twice).errors] == [
+        (6, 3, 'duplicate key "listeners"')]
+    mapping = load_text("---\n  - a\n  - b\n").errors
+    assert [(e.line, e.column) for e in mapping] == [(2, 3)]
+    (tmp_path / "a.yaml").write_text(ROUTE)
+    (tmp_path / "b.yaml").write_text("# the same Route again\n" + ROUTE)
+    (again,) = load_paths([tmp_path]).errors
+    assert (again.line, again.column) == (2, 1) and "defined twice" in again.message
+
+
+def test_data_without_yaml_has_no_column() -> None:
+    from propylon.config import load_data
+
+    (error,) = load_data({"apiVersion": "propylon.dev/v1", "kind": "Route",
+                          "metadata": {"name": "r"}, "spec": {"rules": "no"}}).errors
+    assert error.column is None
+
+
+def test_error_str_names_file_line_column_kind_name_field() -> None:
     text = doc(
         "Route",
         "rules: [{directResponse: {status: 200}, colour: red}]",
         "{name: shop, namespace: shop}",
     )
     (error,) = load_text(text, "routes.yaml").errors
-    assert str(error) == "routes.yaml:5: Route shop/shop: spec.rules[0].colour: unknown field"
+    assert str(error) == "routes.yaml:5:43: Route shop/shop: spec.rules[0].colour: unknown field"
 
 
 @pytest.mark.parametrize(
@@ -523,6 +584,13 @@ def test_error_str_names_file_line_kind_name_field() -> None:
         ),
         pytest.param(
             ConfigError("a.yaml", 3, None, None, "spec", "m"), "a.yaml:3: spec: m", id="field-only"
+        ),
+        pytest.param(
+            ConfigError("a.yaml", 3, None, None, None, "m", column=7), "a.yaml:3:7: m", id="column"
+        ),
+        pytest.param(
+            ConfigError("a.yaml", None, None, None, None, "m", column=7), "a.yaml: m",
+            id="column-without-line",
         ),
     ],
 )

@@ -266,7 +266,7 @@ def test_the_build_runs_with_warnings_only(tmp_path: Path) -> None:
     assert result.snapshot is not None
     assert result.errors == [] and result.warnings == []  # no invalid resource
     assert [i.severity for i in result.issues] == ["warning"]
-    assert str(result.issues[0]).startswith(f"{tmp_path / 'site.yaml'}:21: Route shop/site: ")
+    assert str(result.issues[0]).startswith(f"{tmp_path / 'site.yaml'}:21:7: Route shop/site: ")
 
 
 def test_replaced_rules_are_not_reported_but_shadow(tmp_path: Path) -> None:

@@ -248,7 +248,7 @@ def test_resolution_errors_are_located(tmp_path: Path) -> None:
         (file, 22, "RouteTable", "team-a/t", "spec.rules[0].matches[0].path", "error"),
     ]
     assert str(issues[0]) == (
-        f"{file}:10: Route team-a/r: spec.rules[0].forward.backends[1].upstream: "
+        f"{file}:10:13: Route team-a/r: spec.rules[0].forward.backends[1].upstream: "
         'upstream "team-a/missing" not found'
     )
 
