@@ -15,6 +15,7 @@ from pydantic import (
     model_validator,
 )
 
+from propylon.policies.headers import UpstreamHeaderName
 from propylon.schema import Duration, HeaderName, Model, StatusCode, exactly_one, invalid
 
 
@@ -79,7 +80,7 @@ class JwksSource(Model):
 
 class ClaimHeader(Model):
     claim: str = Field(min_length=1)
-    header: HeaderName
+    header: UpstreamHeaderName
 
 
 class JwtPolicy(Model):
@@ -189,7 +190,7 @@ class ExtAuthPolicy(Model):
     headers_to_auth: list[HeaderName] = Field(
         default_factory=lambda: ["authorization", "cookie"]
     )
-    upstream_headers: list[HeaderName] = Field(default_factory=list)
+    upstream_headers: list[UpstreamHeaderName] = Field(default_factory=list)
     client_headers: list[HeaderName] = Field(default_factory=list)
     cache: ExtAuthCache | None = None
     max_connections: int = Field(default=64, ge=1)

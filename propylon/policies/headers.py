@@ -11,7 +11,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import Discriminator, Field, SecretStr, Tag, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    Discriminator,
+    Field,
+    SecretStr,
+    Tag,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from propylon.schema import (
     HeaderName,
@@ -56,8 +65,10 @@ class HeaderEdits(Model):
     _unique = field_validator("set", "add", mode="before")(_no_case_duplicates)
 
 
-# Request headers only the gateway writes: upstreams trust them to say who the client is, so a
-# ``headers`` policy may not set or add them (it may remove them).
+# Request headers only the gateway writes: upstreams trust them to say who the client is, so no
+# policy may write them upstream: not a ``headers`` policy (it may remove them), not
+# ``jwt.claimsToHeaders``, not ``extAuth.upstreamHeaders``. The consumer headers of ``apiKey``
+# and ``basicAuth`` (``consumerHeaders``) are the gateway's own and are not checked.
 GATEWAY_OWNED_HEADERS: tuple[str, ...] = ("x-forwarded-client-cert", "x-request-id")
 GATEWAY_OWNED_PREFIXES: tuple[str, ...] = ("x-consumer-",)
 
@@ -65,6 +76,23 @@ GATEWAY_OWNED_PREFIXES: tuple[str, ...] = ("x-consumer-",)
 def gateway_owned(name: str) -> bool:
     name = name.lower()
     return name in GATEWAY_OWNED_HEADERS or name.startswith(GATEWAY_OWNED_PREFIXES)
+
+
+def gateway_owned_error(name: str) -> PydanticCustomError:
+    owned = ", ".join([f"{p}*" for p in GATEWAY_OWNED_PREFIXES] + list(GATEWAY_OWNED_HEADERS))
+    return invalid("gateway_owned_header",
+                   f"header {name} is set by the gateway and cannot be set by a policy ({owned})")
+
+
+def _not_gateway_owned(name: str) -> str:
+    if gateway_owned(name):
+        raise gateway_owned_error(name)
+    return name
+
+
+# A request header name a policy writes upstream (``jwt.claimsToHeaders[].header``,
+# ``extAuth.upstreamHeaders[]``): never one the gateway owns.
+UpstreamHeaderName = Annotated[HeaderName, AfterValidator(_not_gateway_owned)]
 
 
 class HeadersPolicy(Model):
@@ -77,11 +105,8 @@ class HeadersPolicy(Model):
         for op, values in (("set", edits.set), ("add", edits.add)):
             owned = sorted(name for name in values if gateway_owned(name))
             if owned:
-                raise invalid(
-                    "gateway_owned_header",
-                    f"{op}: header {owned[0]} is set by the gateway and cannot be set by a "
-                    "policy (x-consumer-*, x-forwarded-client-cert, x-request-id)",
-                )
+                error = gateway_owned_error(owned[0])
+                raise invalid(error.type, f"{op}: {error.message()}")
         return edits
 
     @model_validator(mode="after")

@@ -62,11 +62,21 @@ Level = list[Candidate]
 
 def index_policy_targets(inventory: Inventory, status: StatusBook) -> PolicyTargets:
     """Resolve every Policy's targetRefs; a missing target or bad ref makes the Policy Invalid
-    (its other, valid targets still get it)."""
+    (its other, valid targets still get it).
+
+    A Policy only attaches to resources of its own namespace (the Gateway API's policy
+    attachment rule): a ref naming another namespace is refused before the target is even
+    looked up, so a team can neither change nor probe another team's resources, and a
+    Gateway's policies (``enforced`` ones included) come only from its own namespace."""
     targets: PolicyTargets = {}
     for policy in inventory.policies:
         for index, ref in enumerate(policy.spec.target_refs):
-            key = f"{ref.namespace or policy.namespace}/{ref.name}"
+            if ref.namespace is not None and ref.namespace != policy.namespace:
+                status.fail(policy.kind, policy.key, _OTHER_NAMESPACE.format(
+                    policy.namespace, ref.kind, ref.namespace, ref.name),
+                    field=f"spec.targetRefs[{index}].namespace")
+                continue
+            key = f"{policy.namespace}/{ref.name}"
             error = _target_error(inventory, policy, ref.kind, key, ref.section_name)
             if error:
                 status.fail(policy.kind, policy.key, error, field=f"spec.targetRefs[{index}]")
@@ -75,6 +85,10 @@ def index_policy_targets(inventory: Inventory, status: StatusBook) -> PolicyTarg
             if policy.spec.enforced and ref.kind != "Gateway":
                 status.note(policy.kind, policy.key, "enforced only applies to Gateway targets")
     return targets
+
+
+_OTHER_NAMESPACE = ("a Policy may only target resources of its own namespace ({}): "
+                    "{} {}/{} is in another namespace")
 
 
 def _target_error(

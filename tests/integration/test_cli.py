@@ -220,6 +220,31 @@ def test_validate_gives_the_column_of_a_yaml_syntax_error(tmp_path) -> None:
     assert (problem["line"], problem["column"]) == (line, column)
 
 
+def test_validate_refuses_a_policy_targeting_another_namespace(tmp_path) -> None:
+    """A team's Policy on the platform's Gateway (enforced, so it would win over every
+    route) is Invalid, printed at the targetRef's namespace; the Gateway keeps serving."""
+    text = r.dump(
+        r.gateway(8080, namespace="infra", routeSelector={"namespaces": ["*"]}),
+        r.route("shop", namespace="team-a", rules=[r.rule({"prefix": "/"}, directResponse={
+            "status": 200})]),
+        r.policy("takeover", [{"kind": "Gateway", "name": "gw", "namespace": "infra"}],
+                 namespace="team-a", enforced=True, ipFilter={"deny": ["0.0.0.0/0"]}),
+    )
+    config = tmp_path / "teams.yaml"
+    config.write_text(text)
+    result = propylon("validate", str(config))
+    assert result.returncode == 1, result.stdout
+    policy_text = text[text.index("kind: Policy"):]
+    line, column = position(policy_text, "namespace: infra")  # the targetRef's
+    line += text[:text.index("kind: Policy")].count("\n")
+    assert result.stderr.splitlines()[0] == (
+        f"{config}:{line}:{column}: Policy team-a/takeover: spec.targetRefs[0].namespace: "
+        "a Policy may only target resources of its own namespace (team-a): Gateway infra/gw is "
+        "in another namespace"), result.stderr
+    (problem,) = json.loads(propylon("validate", "-o", "json", str(config)).stdout)["problems"]
+    assert (problem["line"], problem["column"], problem["severity"]) == (line, column, "error")
+
+
 # -- explain: redirects, weighted splits, listeners --------------------------------------------
 SPLIT = r.dump(
     r.gateway(8080),

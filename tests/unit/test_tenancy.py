@@ -263,3 +263,153 @@ def test_resources_without_a_file_have_no_line() -> None:
     (issue,) = translate_with_issues(resources).issues
     assert (issue.file, issue.line) == ("request body", None)
     assert issue.field == "spec.rules[0].forward.backends[0].upstream"
+
+
+# --- policy attachment stays within a namespace ---------------------------------------------
+
+TEAM_ROUTES = """\
+---
+apiVersion: propylon.dev/v1
+kind: Route
+metadata: {name: r, namespace: team-a}
+spec:
+  hostnames: [a.test]
+  rules: [{directResponse: {status: 200}}]
+---
+apiVersion: propylon.dev/v1
+kind: Route
+metadata: {name: r, namespace: team-b}
+spec:
+  hostnames: [b.test]
+  rules: [{directResponse: {status: 200}}]
+"""
+
+
+def policy_doc(namespace: str, refs: str, section: str = "ipFilter: {deny: [0.0.0.0/0]}",
+               enforced: bool = False) -> str:
+    return textwrap.dedent(f"""\
+        ---
+        apiVersion: propylon.dev/v1
+        kind: Policy
+        metadata: {{name: p, namespace: {namespace}}}
+        spec:
+          targetRefs: {refs}
+          {section}
+        """) + ("  enforced: true\n" if enforced else "")
+
+
+def sources_of(snapshot: SnapshotIR, route: str) -> list[str]:
+    (gateway,) = snapshot.gateways
+    (rule,) = [r for r in gateway.rules if r.route == route]
+    return [p.source for p in rule.policies]
+
+
+# (Policy namespace, targetRefs, the Routes that get it, the refused target or None)
+# fmt: off
+ATTACHMENTS = [
+    pytest.param("team-a", "[{kind: Route, name: r, namespace: team-b}]", [], "Route team-b/r",
+                 id="another-teams-route"),
+    pytest.param("team-a", "[{kind: Gateway, name: edge, namespace: infra}]", [],
+                 "Gateway infra/edge", id="another-namespaces-gateway"),
+    pytest.param("team-a", "[{kind: Route, name: nowhere, namespace: team-b}]", [],
+                 "Route team-b/nowhere", id="not-even-probing"),
+    pytest.param("team-a", "[{kind: Route, name: r}]", ["team-a"], None, id="own-route"),
+    pytest.param("team-a", "[{kind: Route, name: r, namespace: team-a}]", ["team-a"], None,
+                 id="own-namespace-written-out"),
+    pytest.param("infra", "[{kind: Gateway, name: edge, namespace: infra}]",
+                 ["team-a", "team-b"], None, id="platform-team-on-its-gateway"),
+    pytest.param("team-a", "[{kind: Route, name: r, namespace: team-b}, {kind: Route, name: r}]",
+                 ["team-a"], "Route team-b/r", id="only-the-own-target"),
+]
+# fmt: on
+
+
+@pytest.mark.parametrize(("namespace", "refs", "served", "refused"), ATTACHMENTS)
+def test_a_policy_only_targets_its_own_namespace(
+    namespace: str, refs: str, served: list[str], refused: str | None
+) -> None:
+    snapshot = build(GATEWAY + TEAM_ROUTES + policy_doc(namespace, refs))
+    prefix = f"Policy {namespace}/p -> "
+    for team in ("team-a", "team-b"):
+        sources = sources_of(snapshot, f"Route {team}/r")
+        assert [s[: len(prefix)] for s in sources] == ([prefix] if team in served else [])
+    policy_status = status(snapshot, "Policy", f"{namespace}/p")
+    if refused is None:
+        assert policy_status.state == "Accepted"
+        return
+    assert policy_status.state == "Invalid"
+    assert policy_status.reasons == (
+        "spec.targetRefs[0].namespace: a Policy may only target resources of its own "
+        f"namespace (team-a): {refused} is in another namespace",
+    )
+
+
+def test_an_enforced_policy_from_another_namespace_is_not_enforced() -> None:
+    """A team cannot take over the central ingress: its enforced Policy on the platform's
+    Gateway is refused, and the Gateway's own policies stay as they were."""
+    text = GATEWAY + "  policies: [{headers: {response: {set: {x-edge: '1'}}}}]\n" + TEAM_ROUTES
+    before = build(text)
+    after = build(text + policy_doc(
+        "team-a", "[{kind: Gateway, name: edge, namespace: infra}]",
+        "headers: {response: {set: {x-edge: hijacked}}}", enforced=True))
+    assert after.gateways == before.gateways
+    assert status(after, "Gateway", "infra/edge") == status(before, "Gateway", "infra/edge")
+    assert status(after, "Policy", "team-a/p").state == "Invalid"
+
+
+def test_a_cross_namespace_target_is_located_at_its_namespace(tmp_path: Path) -> None:
+    text = (GATEWAY + TEAM_ROUTES + "---\napiVersion: propylon.dev/v1\nkind: Policy\n"
+            "metadata: {name: p, namespace: team-a}\nspec:\n  targetRefs:\n"
+            "    - {kind: Route, name: r}\n    - kind: Route\n      name: r\n"
+            "      namespace: team-b\n  ipFilter: {deny: [10.0.0.0/8]}\n")
+    (tmp_path / "all.yaml").write_text(text)
+    (issue,) = translate_with_issues(load_paths([tmp_path]).resources).issues
+    lines = text.splitlines()
+    line = next(i for i, t in enumerate(lines, 1) if "namespace: team-b" in t and "Route" not in t
+                and i > 20)
+    assert (issue.kind, issue.name, issue.field, issue.severity) == (
+        "Policy", "team-a/p", "spec.targetRefs[1].namespace", "error")
+    assert (issue.file, issue.line, issue.column) == (
+        str(tmp_path / "all.yaml"), line, lines[line - 1].index("namespace") + 1)
+
+
+# --- auth policies cannot write headers the gateway owns either ----------------------------
+
+JWT = "jwt: {{keys: [{{file: k.pem}}], claimsToHeaders: [{{claim: sub, header: {header}}}]}}"
+EXT_AUTH = "extAuth: {{url: 'http://127.0.0.1:9/check', upstreamHeaders: [x-user, {header}]}}"
+CONSUMER_HEADERS = "{auth}: {{consumerHeaders: {{name: {header}, labels: x-consumer-tier}}}}"
+
+
+@pytest.mark.parametrize(
+    ("section", "field"),
+    [
+        pytest.param(JWT, "jwt.claimsToHeaders[0].header", id="jwt-claim"),
+        pytest.param(EXT_AUTH, "extAuth.upstreamHeaders[1]", id="ext-auth-answer"),
+    ],
+)
+@pytest.mark.parametrize("header", ["x-consumer-name", "X-Consumer-Id", "x-request-id",
+                                    "x-forwarded-client-cert"])
+def test_auth_policies_cannot_write_headers_the_gateway_owns(
+    section: str, field: str, header: str
+) -> None:
+    text = GATEWAY + route("team-a", "{backends: [{upstream: own}]}") + (
+        f"      policies: [{{{section.format(header=header)}}}]\n")
+    (error,) = load_text(text, "team-a.yaml").errors
+    assert error.field == f"spec.rules[0].policies[0].{field}"
+    assert error.message.startswith(f"header {header.lower()} is set by the gateway and cannot "
+                                    "be set by a policy (x-consumer-*, ")
+    assert error.line == len(text.splitlines()) and error.column is not None
+
+
+@pytest.mark.parametrize("section", [
+    pytest.param(JWT.format(header="x-user-sub"), id="jwt-other-header"),
+    pytest.param(EXT_AUTH.format(header="x-user-tier"), id="ext-auth-other-header"),
+    pytest.param(CONSUMER_HEADERS.format(auth="apiKey", header="x-consumer-name"),
+                 id="api-key-consumer-headers"),
+    pytest.param(CONSUMER_HEADERS.format(auth="basicAuth", header="x-consumer-user"),
+                 id="basic-auth-consumer-headers"),
+])
+def test_headers_the_gateway_writes_for_consumers_stay_configurable(section: str) -> None:
+    text = GATEWAY + OWN + route("team-a", "{backends: [{upstream: own}]}") + (
+        f"      policies: [{{{section}}}]\n")
+    assert load_text(text).errors == []
