@@ -4,17 +4,22 @@ The request arrives on one port: the URL's (or the Host header's), else the one 
 names. A URL without a port arrives on the scheme's default port when a Gateway listens there,
 else on the only listener of the scheme's protocol; with several, the caller must choose
 (``ListenerChoiceError``).
+
+The path is routed as the gateway routes it: normalised first with the listener's
+``pathNormalization`` (``proxy/path.py``, the one implementation); a path the listener refuses
+is reported as the 400 it gets, and nothing is routed.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qsl, urlsplit
 
 from propylon import ir
 from propylon.proxy.hostport import split_host
+from propylon.proxy.path import PathError, normalize_path
 from propylon.proxy.rewrite import redirect_location
 from propylon.runtime.compile import Services, compile_gateway
 from propylon.runtime.compiled import FORWARD, REDIRECT, Cluster, CompiledRoute
@@ -52,9 +57,10 @@ class _Imagined:
     method: str
     host_field: str  # the Host header, as sent
     host: str  # without its port
-    path: str
+    path: str  # as sent; as the router sees it once the listener has normalised it
     query: str
     view: _Request
+    fragment: bool = False  # the URL has one: the gateway refuses such a request target
 
 
 def explain(
@@ -72,7 +78,8 @@ def explain(
     host, host_port = split_host(host_field.encode("latin-1"))
     port = arrival_port(snapshot, parts.scheme, host_port or parts.port, listener)
     request = _Imagined(method.upper(), host_field, host, parts.path or "/", parts.query,
-                        _Request({**headers, "host": host_field}, parts.query, client_ip))
+                        _Request({**headers, "host": host_field}, parts.query, client_ip),
+                        fragment="#" in url)
     out = Explanation()
     candidates = [
         (g, lis) for g, lis in _listeners(snapshot) if lis.port == port
@@ -146,6 +153,14 @@ def _explain_gateway(
 ) -> None:
     runtime = compile_gateway(gateway, Services.scratch(loop))
     out.lines.append(f"Gateway {gateway.key} (listener {listener.name}, port {listener.port})")
+    try:
+        path = listener_path(request, listener.path_normalization)
+    except PathError as exc:
+        out.lines.append(f"  rejected 400: {exc} (nothing is routed)")
+        return
+    if path != request.path:
+        out.lines.append(f"  path     normalised to {path} (routed and forwarded as such)")
+        request = replace(request, path=path)
     route = runtime.router.match(request.host, request.method, request.path, request.view)
     if route is None:
         out.lines.append(f"  no rule matches host {request.host!r}, {request.method} "
@@ -167,6 +182,19 @@ def _explain_gateway(
         _forward(out, rule.action, route, runtime.clusters, request.view)
     else:
         out.lines.append(f"  action   direct response {route.direct_status}")
+
+
+def listener_path(request: _Imagined, options: ir.PathNormalizationIR) -> str:
+    """The path the listener routes (``request.path`` normalised as the proxy does it), or
+    ``PathError`` for a request target it answers 400."""
+    if request.fragment:
+        raise PathError("a fragment in the request target")
+    if any(not 0x21 <= ord(char) <= 0x7E for char in request.path):
+        # the HTTP/1.1 parser's strict grammar, before any normalisation
+        raise PathError("a space, control or non-ASCII character in the request target")
+    if not options.enabled:
+        return request.path
+    return normalize_path(request.path.encode("ascii"), options).decode("ascii")
 
 
 def _policies(out: Explanation, policies: tuple[ir.PolicyIR, ...], title: str) -> None:
