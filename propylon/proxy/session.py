@@ -295,7 +295,16 @@ class Session:
         return serialized
 
     # -- phase 2: the request body ---------------------------------------------------------
-    def request_body(self, chunk: bytes) -> None:
+    def on_data(self, chunk: bytes, end_stream: bool) -> None:
+        """A piece of the request body from the codec, in order; ``end_stream``: the body is
+        complete (``chunk`` may be empty then). Request trailers, if any, are in
+        ``request_trailers`` by then."""
+        if chunk:
+            self._request_chunk(chunk)
+        if end_stream:
+            self._request_end()
+
+    def _request_chunk(self, chunk: bytes) -> None:
         route = self.route
         if route is not None and route.chain.on_request_body:
             if self.response_started and self.forwarder is None:
@@ -324,7 +333,7 @@ class Session:
         early, self.pending = self.pending or [], None
         self.pending_size = 0
         for chunk in early:
-            self.request_body(chunk)
+            self._request_chunk(chunk)
             if self.response_started:
                 return
         if self.body_done:
@@ -344,7 +353,7 @@ class Session:
         else:
             self.send_local(answer.status, answer.body, answer.headers, answer.content_type)
 
-    def request_complete(self) -> None:
+    def _request_end(self) -> None:
         self.body_done = True
         route = self.route
         if route is not None and route.chain.on_request_body:
@@ -367,14 +376,14 @@ class Session:
                 self.pending = [last]  # the whole body, now framed by its length
                 self.pending_size = len(last)
             else:
-                self.request_body_chunk_after_filters(last)
+                self._request_chunk_after_filters(last)
         if request_filter.deferred:
             request_filter.deferred = False
             self.forward(route)
         elif self.forwarder is not None:
             self.forwarder.end_body()
 
-    def request_body_chunk_after_filters(self, chunk: bytes) -> None:
+    def _request_chunk_after_filters(self, chunk: bytes) -> None:
         if self.forwarder is not None:
             self.forwarder.send_body(chunk)
         elif self.route is not None and self.route.kind == FORWARD:

@@ -622,16 +622,16 @@ class ServerConnection(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         ex = self.ex
         assert ex is not None
-        ex.request_body(body)
+        ex.on_data(body, False)
 
     def on_message_complete(self) -> None:
         ex = self.ex
         assert ex is not None
         self.ex = None
         if ex.has_body:
-            ex.request_complete()
+            ex.on_data(b"", True)
         else:
-            ex.body_done = True  # request_complete() has nothing else to do
+            ex.body_done = True  # the end of no body has nothing else to do
 
     # -- between exchanges -----------------------------------------------------------------
     def exchange_finished(self, ex: Session) -> None:
