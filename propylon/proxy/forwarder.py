@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from propylon.observability.metrics import STATUS_CLASS
 from propylon.proxy.clock import CLOCK
@@ -40,6 +40,28 @@ MAX_REPLAY_BODY = 1024 * 1024  # bodies kept for retries and mirrors; larger one
 # retry after a stale pooled connection; larger ones get 502 when they meet one.
 MAX_STALE_REPLAY_BODY = 64 * 1024
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+
+
+class PendingBody(Protocol):
+    """Body chunks kept until a connection takes them (the session's, then its forwarder's)."""
+
+    pending: list[bytes] | None
+    pending_size: int
+
+
+class ReadPauser(Protocol):
+    def pause_reading_for_body(self) -> None: ...
+
+
+def hold_chunk(holder: PendingBody, chunk: bytes, client: ReadPauser) -> None:
+    """Keep ``chunk`` for later; reading from the client pauses above MAX_PENDING_BODY."""
+    if holder.pending is None:
+        holder.pending = [chunk]
+    else:
+        holder.pending.append(chunk)
+    holder.pending_size += len(chunk)
+    if holder.pending_size > MAX_PENDING_BODY:
+        client.pause_reading_for_body()
 
 
 class Forwarder:
@@ -261,13 +283,7 @@ class Forwarder:
             return
         if self.retrying:
             return  # the next try sends the replay copy
-        if self.pending is None:
-            self.pending = [chunk]
-        else:
-            self.pending.append(chunk)
-        self.pending_size += len(chunk)
-        if self.pending_size > MAX_PENDING_BODY:
-            self.session.proto.pause_reading_for_body()
+        hold_chunk(self, chunk, self.session.proto)
 
     def end_body(self) -> None:
         """The request body is complete (``session.body_done`` is set)."""

@@ -28,7 +28,7 @@ from propylon.filters.base import LocalResponse
 from propylon.observability.metrics import LATENCY_BOUNDS, STATUS_CLASS
 from propylon.proxy.body import TOO_LARGE, RequestBodyFilter, ResponseBodyFilter
 from propylon.proxy.forwarded import forwarding_headers, real_client_ip
-from propylon.proxy.forwarder import MAX_PENDING_BODY, Forwarder
+from propylon.proxy.forwarder import Forwarder, hold_chunk
 from propylon.proxy.h1.framing import has_no_body
 from propylon.proxy.hostport import is_ip_literal
 from propylon.proxy.http11 import HOP_BY_HOP, Headers, serialize_headers
@@ -320,13 +320,7 @@ class Session:
         if route is not None and route.kind != FORWARD:
             return  # answered locally: the body is read and dropped
         # kept until the forwarder has a connection (a request not routed yet included)
-        if self.pending is None:
-            self.pending = [chunk]
-        else:
-            self.pending.append(chunk)
-        self.pending_size += len(chunk)
-        if self.pending_size > MAX_PENDING_BODY:
-            self.proto.pause_reading_for_body()
+        hold_chunk(self, chunk, self.proto)
 
     def _replay_early_body(self) -> None:
         """Chunks that arrived before routing go through the route's body filters now."""
