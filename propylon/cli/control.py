@@ -14,11 +14,15 @@ from propylon.cli.params import (
     EXIT_FAILED,
     EXIT_NEGATIVE,
     EXIT_OK,
+    AccessLogFormat,
+    AccessLogFormatOpt,
     AccessLogOpt,
     AdminOpt,
     Command,
     DrainTimeoutOpt,
     GetFormat,
+    LogFormat,
+    LogFormatOpt,
     LogLevel,
     LogLevelOpt,
     StatusFormat,
@@ -75,6 +79,7 @@ def control(
                              "sections are passed on unchecked (repeatable; docs/plugins.md).")
     ] = None,
     log_level: LogLevelOpt = LogLevel.info,
+    log_format: LogFormatOpt = LogFormat.text,
 ) -> None:
     """Run the control plane: store, translation, REST API and distribution to proxies."""
     import uvloop
@@ -84,7 +89,7 @@ def control(
     from propylon.controlplane.token import DEFAULT_TOKEN_FILE
     from propylon.policies.plugins import allow_external
 
-    configure_logging(log_level)
+    configure_logging(log_level, log_format)
     allow_external(external_plugin or ())
     address = parse_hostport(listen)
     if address is None:
@@ -108,6 +113,8 @@ def proxy(
     access_log: AccessLogOpt = "stdout",
     drain_timeout: DrainTimeoutOpt = 30.0,
     log_level: LogLevelOpt = LogLevel.info,
+    log_format: LogFormatOpt = LogFormat.text,
+    access_log_format: AccessLogFormatOpt = AccessLogFormat.json,
 ) -> None:
     """Run a proxy whose configuration comes from the control plane."""
     import ssl
@@ -119,7 +126,7 @@ def proxy(
     from propylon.proxy.ir_cache import DEFAULT_CACHE_DIR, IRCache
     from propylon.proxy.supervisor import Supervisor, run_supervisor
 
-    configure_logging(log_level)
+    configure_logging(log_level, log_format)
     if gateway.count("/") != 1:
         raise typer.BadParameter("--gateway must be NAMESPACE/NAME")
     token = _token(token_file)
@@ -129,6 +136,8 @@ def proxy(
         ssl_context=ssl.create_default_context(cafile=ca_file) if ca_file else None,
     )
     supervisor = Supervisor(workers=workers, access_log=access_log, log_level=log_level.value,
+                            log_format=log_format.value,
+                            access_log_format=access_log_format.value,
                             drain_timeout=drain_timeout)
     code = uvloop.run(run_supervisor(supervisor, parse_hostport(admin), start=agent.start,
                                      background=[agent.run, agent.report_health]))

@@ -13,11 +13,15 @@ from propylon.cli.params import (
     EXIT_FAILED,
     EXIT_NEGATIVE,
     EXIT_OK,
+    AccessLogFormat,
+    AccessLogFormatOpt,
     AccessLogOpt,
     AdminOpt,
     Command,
     DrainTimeoutOpt,
     Group,
+    LogFormat,
+    LogFormatOpt,
     LogLevel,
     LogLevelOpt,
     ValidateFormat,
@@ -77,6 +81,8 @@ def run(
         bool, typer.Option(help="Reload when the files, or secret files they read, change.")
     ] = True,
     log_level: LogLevelOpt = LogLevel.info,
+    log_format: LogFormatOpt = LogFormat.text,
+    access_log_format: AccessLogFormatOpt = AccessLogFormat.json,
 ) -> None:
     """Run a standalone gateway from files; hot-reloads them on change and on SIGHUP."""
     import uvloop
@@ -85,12 +91,14 @@ def run(
     from propylon.proxy.supervisor import Supervisor, run_supervisor
     from propylon.standalone import build_snapshot
 
-    configure_logging(log_level)
+    configure_logging(log_level, log_format)
     admin_addr = parse_hostport(admin)
     supervisor = Supervisor(
         workers=workers,
         access_log=access_log,
         log_level=log_level.value,
+        log_format=log_format.value,
+        access_log_format=access_log_format.value,
         drain_timeout=drain_timeout,
     )
     source = FileSource(lambda: build_snapshot(paths), [str(p) for p in paths] if watch else [])
@@ -112,6 +120,8 @@ def sidecar(
     access_log: AccessLogOpt = "stdout",
     drain_timeout: DrainTimeoutOpt = 30.0,
     log_level: LogLevelOpt = LogLevel.info,
+    log_format: LogFormatOpt = LogFormat.text,
+    access_log_format: AccessLogFormatOpt = AccessLogFormat.json,
 ) -> None:
     """A gateway for one local app: LISTEN to 127.0.0.1:APP_PORT through the team's policies."""
     import uvloop
@@ -120,7 +130,7 @@ def sidecar(
     from propylon.proxy.supervisor import Supervisor, run_supervisor
     from propylon.sidecar import build_sidecar_snapshot
 
-    configure_logging(log_level)
+    configure_logging(log_level, log_format)
     bind = parse_hostport(listen)
     if bind is None:
         raise typer.BadParameter("--listen needs HOST:PORT")
@@ -129,6 +139,8 @@ def sidecar(
         workers=workers,
         access_log=access_log,
         log_level=log_level.value,
+        log_format=log_format.value,
+        access_log_format=access_log_format.value,
         drain_timeout=drain_timeout,
     )
     source = FileSource(lambda: build_sidecar_snapshot(app_port, bind[0], bind[1], files),

@@ -14,7 +14,6 @@ Exit codes, the same for every command (docs/operations.md, "Exit codes"):
 
 from __future__ import annotations
 
-import logging
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -46,9 +45,20 @@ class LogLevel(StrEnum):
     error = "error"
 
 
-def configure_logging(level: LogLevel) -> None:
-    logging.basicConfig(level=level.value.upper(),
-                        format="%(asctime)s propylon %(levelname)s %(message)s")
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+class AccessLogFormat(StrEnum):
+    json = "json"
+    combined = "combined"
+
+
+def configure_logging(level: LogLevel, log_format: LogFormat = LogFormat.text) -> None:
+    from propylon.observability.logs import configure_logging as configure
+
+    configure(level.value, log_format.value)
 
 
 # the process flags `run`, `sidecar` and `proxy` share
@@ -61,6 +71,10 @@ AccessLogOpt = Annotated[str, typer.Option(
 DrainTimeoutOpt = Annotated[float, typer.Option(
     metavar="SECONDS", help="Time in-flight requests get on SIGTERM.")]
 LogLevelOpt = Annotated[LogLevel, typer.Option(case_sensitive=False, help="Log level.")]
+LogFormatOpt = Annotated[LogFormat, typer.Option(
+    case_sensitive=False, help="The gateway's own logs: text, or one JSON object per line.")]
+AccessLogFormatOpt = Annotated[AccessLogFormat, typer.Option(
+    case_sensitive=False, help="Access log lines: JSON, or the combined log format.")]
 
 
 class GetFormat(StrEnum):

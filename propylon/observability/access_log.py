@@ -1,4 +1,5 @@
-"""JSON access log: one line per request, written in batches off the request's path.
+"""Access log: one line per request (JSON, or the combined log format), written in batches
+off the request's path; ``reopen`` (SIGUSR1) starts a new file after a rotation.
 
 A request only appends a formatted line to a list; a timer scheduled by the first line of a
 batch writes the whole batch with one ``write`` a few milliseconds later (or at once past
@@ -51,11 +52,44 @@ def format_line(ex: Session, elapsed: float, now: float) -> bytes:
     ).encode("utf-8", "surrogateescape")
 
 
-class AccessLog:
-    __slots__ = ("_fd", "_file", "_lines", "_loop", "_scheduled", "_size")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, target: str) -> None:
+
+def _field(value: str | None) -> str:
+    """A quoted field of the combined format (``-`` when absent)."""
+    if value is None:
+        return "-"
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def format_combined(ex: Session, elapsed: float, now: float) -> bytes:
+    """The combined log format (Apache/nginx): ``client - - [time] "request" status bytes
+    "referer" "user-agent"``, with the duration in milliseconds appended (as nginx's
+    ``$request_time`` is often added)."""
+    t = time.gmtime(now)
+    stamp = (f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
+             f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000")
+    target = ex.path + (b"?" + ex.query if ex.query else b"")
+    request = f"{ex.method.decode('latin-1')} {target.decode('latin-1')} HTTP/1.1"
+    return (
+        f'{ex.client_ip or "-"} - - [{stamp}] {_field(request)} {ex.status} {ex.bytes_out} '
+        f'{_field(ex.header("referer"))} {_field(ex.header("user-agent"))} '
+        f'{elapsed * 1000:.3f}\n'
+    ).encode("utf-8", "surrogateescape")
+
+
+FORMATS = {"json": format_line, "combined": format_combined}
+
+
+class AccessLog:
+    __slots__ = ("_fd", "_file", "_format", "_lines", "_loop", "_scheduled", "_size",
+                 "_target")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, target: str,
+                 line_format: str = "json") -> None:
         self._loop = loop
+        self._format = FORMATS[line_format]
+        self._target = target
         self._file: BinaryIO | None = None
         if target == "stdout":
             self._fd = sys.stdout.fileno()
@@ -66,8 +100,22 @@ class AccessLog:
         self._size = 0
         self._scheduled = False
 
+    def reopen(self) -> None:
+        """Write what is pending, then continue in a new file of the same name (after
+        logrotate renamed the old one). A file that cannot be opened keeps the old one."""
+        self.flush()
+        if self._file is None:
+            return
+        try:
+            new = open(self._target, "ab", buffering=0)  # noqa: SIM115
+        except OSError:
+            return
+        old, self._file = self._file, new
+        self._fd = new.fileno()
+        old.close()
+
     def log(self, ex: Session, elapsed: float) -> None:
-        line = format_line(ex, elapsed, time.time())
+        line = self._format(ex, elapsed, time.time())
         self._lines.append(line)
         self._size += len(line)
         if self._size >= _FLUSH_BYTES:

@@ -98,6 +98,8 @@ class Supervisor:
     workers: int = 1
     access_log: str = "off"
     log_level: str = "info"
+    log_format: str = "text"  # the workers' own logs: text | json
+    access_log_format: str = "json"  # json | combined
     drain_timeout: float = 30.0
     handles: list[WorkerHandle] = field(default_factory=list)
     snapshot: ir.SnapshotIR | None = None
@@ -107,11 +109,21 @@ class Supervisor:
     health: HealthChecker | None = None
 
     # -- workers -------------------------------------------------------------------------
+    def reopen_logs(self) -> None:
+        """SIGUSR1 (logrotate's postrotate): every worker reopens its access log file."""
+        for handle in self.handles:
+            pid = handle.process.pid
+            if pid is not None and handle.process.is_alive():
+                os.kill(pid, signal.SIGUSR1)
+
     def _spawn(self) -> WorkerHandle:
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
         process = ctx.Process(
-            target=worker_main, args=(child, self.access_log, self.log_level), daemon=True
+            target=worker_main,
+            args=(child, self.access_log, self.log_level, self.log_format,
+                  self.access_log_format),
+            daemon=True,
         )
         process.start()
         child.close()
@@ -271,6 +283,7 @@ async def run_supervisor(
     loop.add_signal_handler(signal.SIGINT, stop.set)
     if reload is not None:
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload(supervisor)))
+    loop.add_signal_handler(signal.SIGUSR1, supervisor.reopen_logs)
     admin_server = await start_admin(supervisor, *admin) if admin else None
     tasks = [asyncio.ensure_future(supervisor.watch_workers())]
     tasks += [asyncio.ensure_future(job(supervisor)) for job in background]

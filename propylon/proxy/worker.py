@@ -17,7 +17,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import time
 from collections.abc import Coroutine
 from multiprocessing.connection import Connection
@@ -27,6 +26,7 @@ from propylon import ir
 from propylon.filters.base import FilterEnv
 from propylon.ir import ListenerTLSIR
 from propylon.observability.access_log import AccessLog
+from propylon.observability.logs import configure_logging
 from propylon.observability.metrics import MetricsRegistry
 from propylon.proxy.acceptor import Acceptor
 from propylon.proxy.clock import CLOCK
@@ -55,9 +55,10 @@ def bind_socket(address: str, port: int) -> socket.socket:
 
 
 class Worker:
-    def __init__(self, loop: asyncio.AbstractEventLoop, access_log: str) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, access_log: str,
+                 access_log_format: str = "json") -> None:
         self.loop = loop
-        sink = None if access_log == "off" else AccessLog(loop, access_log)
+        sink = None if access_log == "off" else AccessLog(loop, access_log, access_log_format)
         self.state = WorkerState(loop, sink)
         # what survives configuration versions: pools, counters, filter objects, health
         self.pools = PoolRegistry(loop)
@@ -250,15 +251,12 @@ class WorkerChannel:
             self.conn.send((request_id, *answer))
 
 
-def worker_main(conn: Connection, access_log: str, log_level: str) -> None:
+def worker_main(conn: Connection, access_log: str, log_level: str, log_format: str = "text",
+                access_log_format: str = "json") -> None:
     """Entry point of a worker process (spawned by the supervisor)."""
     import uvloop
 
-    logging.basicConfig(
-        level=log_level.upper(),
-        format=f"%(asctime)s worker[{os.getpid()}] %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(log_level, log_format, f"worker[{os.getpid()}]")
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the supervisor decides when to stop
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -267,12 +265,14 @@ def worker_main(conn: Connection, access_log: str, log_level: str) -> None:
     # The heap built at start-up (modules, compiled configuration) is frozen out of its scans.
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
-    uvloop.run(_serve(conn, access_log))
+    uvloop.run(_serve(conn, access_log, access_log_format))
 
 
-async def _serve(conn: Connection, access_log: str) -> None:
+async def _serve(conn: Connection, access_log: str, access_log_format: str) -> None:
     loop = asyncio.get_running_loop()
-    worker = Worker(loop, access_log)
+    worker = Worker(loop, access_log, access_log_format)
+    if worker.state.access_log is not None:
+        loop.add_signal_handler(signal.SIGUSR1, worker.state.access_log.reopen)
     WorkerChannel(worker, conn).start()
     sweeper = asyncio.ensure_future(worker.sweep_forever())
     await worker.stopped.wait()

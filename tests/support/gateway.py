@@ -39,6 +39,7 @@ class Gateway:
         access_log: bool = True,
         drain_timeout: float = 5.0,
         log_level: str = "info",
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.root = root
         self.config_dir = root / "config"
@@ -50,6 +51,7 @@ class Gateway:
         self.watch = watch
         self.drain_timeout = drain_timeout
         self.log_level = log_level
+        self.extra_args = extra_args  # further flags of `propylon run`
         self.access_log_path: Path | None = root / "access.log" if access_log else None
         self.stderr_path = root / "gateway.stderr"
         self.process: subprocess.Popen[bytes] | None = None
@@ -77,6 +79,7 @@ class Gateway:
             "--workers", str(self.workers),
             "--drain-timeout", str(self.drain_timeout),
             "--log-level", self.log_level,
+            *self.extra_args,
         ]
 
     def start(self, timeout: float = 30.0) -> Gateway:

@@ -1,0 +1,84 @@
+"""The gateway's own logs and its access log as operators ship them (issue #16 item 5):
+``--log-format json`` (one JSON object per line, also from workers), ``--access-log-format
+combined``, and SIGUSR1 reopening the access log file after a rotation."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+
+from tests.support import resources as r
+from tests.support.client import roundtrip
+from tests.support.net import free_port, poll_until
+
+
+def config(app_port: int):
+    return lambda port: r.dump(
+        r.gateway(port),
+        r.route("main", rules=[r.rule(forward=r.forward("app"))]),
+        r.upstream("app", app_port),
+    )
+
+
+def test_json_logs_one_object_per_line(gateways, upstreams) -> None:
+    app = upstreams("app")
+    down = free_port()  # an extAuth service nobody runs: the worker logs a warning
+    gw = gateways(lambda port: r.dump(
+        r.gateway(port),
+        r.route("main", rules=[r.rule(forward=r.forward("app"), policies=[
+            {"extAuth": {"url": f"http://127.0.0.1:{down}/"}}])]),
+        r.upstream("app", app.port),
+    ), extra_args=("--log-format", "json"))
+    assert roundtrip(gw.port, "GET", "/").status == 403
+    poll_until(lambda: "extAuth service" in gw.stderr_text(), message="the worker's warning")
+    gw.write_config("not: [valid")  # a refused reload logs an error with its reason
+    os.kill(gw.process.pid, signal.SIGHUP)
+    poll_until(lambda: "refused" in gw.stderr_text(), message="the refused reload logged")
+    records = [json.loads(line) for line in gw.stderr_text().splitlines() if line.strip()]
+    assert records, "no log records"
+    for record in records:
+        assert {"time", "level", "logger", "process", "message"} <= record.keys(), record
+    processes = {record["process"] for record in records}
+    assert "propylon" in processes
+    assert any(p.startswith("worker[") for p in processes), processes
+    assert any(record["level"] in ("warning", "error") for record in records), records
+
+
+def test_text_logs_by_default(gateways, upstreams) -> None:
+    app = upstreams("app")
+    gw = gateways(config(app.port))
+    first = gw.stderr_text().splitlines()[0]
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ (propylon|worker\[\d+\]) INFO ", first)
+
+
+def test_combined_access_log(gateways, upstreams) -> None:
+    app = upstreams("app")
+    gw = gateways(config(app.port), extra_args=("--access-log-format", "combined"))
+    headers = {"user-agent": 'curl/8 "quoted"', "referer": "http://example.test/"}
+    assert roundtrip(gw.port, "GET", "/path?q=1", headers).status == 200
+    assert gw.access_log_path is not None
+    line = poll_until(lambda: gw.access_log_path.read_text().strip(), message="a line")
+    pattern = (r'^127\.0\.0\.1 - - \[\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d \+0000\] '
+               r'"GET /path\?q=1 HTTP/1\.1" 200 \d+ "http://example\.test/" '
+               r'"curl/8 \\"quoted\\"" \d+\.\d{3}$')
+    assert re.match(pattern, line), line
+
+
+def test_sigusr1_reopens_the_access_log(gateways, upstreams) -> None:
+    app = upstreams("app")
+    gw = gateways(config(app.port), workers=2)
+    log = gw.access_log_path
+    assert log is not None
+    assert roundtrip(gw.port, "GET", "/before").status == 200
+    poll_until(lambda: "/before" in log.read_text(), message="the first line")
+    rotated = log.with_name("access.log.1")
+    os.rename(log, rotated)  # what logrotate does, then it signals the process
+    os.kill(gw.process.pid, signal.SIGUSR1)
+    poll_until(log.exists, message="a new access log file")
+    for _ in range(10):  # both workers get requests on SO_REUSEPORT sooner or later
+        assert roundtrip(gw.port, "GET", "/after").status == 200
+    poll_until(lambda: "/after" in log.read_text(), message="new lines in the new file")
+    assert "/after" not in rotated.read_text()
+    assert "/before" not in log.read_text()
