@@ -45,6 +45,25 @@ class PathNormalization(Model):
     path_parameters: Literal["keep", "strip", "reject"] = "keep"
 
 
+class ProxyProtocol(Model):
+    """Reading the PROXY protocol (HAProxy's) that an L4 balancer writes before HTTP: the
+    address it carries becomes the client address. Only ``trustedSources`` may send one."""
+
+    mode: Literal["off", "optional", "required"] = "off"
+    versions: list[Literal[1, 2]] = Field(default_factory=lambda: [1, 2], min_length=1)  # type: ignore[arg-type]
+    trusted_sources: list[CIDR] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _sources_named(self) -> ProxyProtocol:
+        if self.mode != "off" and not self.trusted_sources:
+            raise invalid(
+                "proxy_protocol_sources",
+                "proxyProtocol needs trustedSources (the balancers' CIDRs; 0.0.0.0/0 and ::/0"
+                " trust any peer)",
+            )
+        return self
+
+
 class Certificate(Model):
     """A PEM certificate chain and its key; relative paths are relative to the YAML file."""
 
@@ -73,6 +92,7 @@ class Listener(Model):
     limits: ListenerLimits = Field(default_factory=ListenerLimits)
     tls: ListenerTLS | None = None
     path_normalization: PathNormalization = Field(default_factory=PathNormalization)
+    proxy_protocol: ProxyProtocol = Field(default_factory=ProxyProtocol)
 
     @model_validator(mode="after")
     def _tls_matches_protocol(self) -> Listener:
@@ -80,6 +100,11 @@ class Listener(Model):
             raise invalid("tls_required", "an HTTPS listener needs tls.certificates")
         if self.protocol == "HTTP" and self.tls is not None:
             raise invalid("tls_on_http", "tls is only allowed with protocol: HTTPS")
+        if self.protocol == "HTTPS" and self.proxy_protocol.mode != "off":
+            raise invalid(
+                "proxy_protocol_https",
+                "proxyProtocol is not supported on HTTPS listeners yet (only on HTTP ones)",
+            )
         return self
 
 

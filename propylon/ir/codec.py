@@ -30,7 +30,7 @@ _TAG_OF = {cls: tag for tag, cls in _ACTION_TAGS.items()}
 # schema, they keep the content hash of configurations that do not use them.
 _OMIT_DEFAULT: dict[type, frozenset[str]] = {
     model.SnapshotIR: frozenset({"consumers"}),
-    model.ListenerIR: frozenset({"path_normalization"}),
+    model.ListenerIR: frozenset({"path_normalization", "proxy_protocol"}),
 }
 
 

@@ -224,6 +224,15 @@ class PathNormalizationIR:
 
 
 @dataclass(frozen=True, slots=True)
+class ProxyProtocolIR:
+    """Whether a listener reads the PROXY protocol before HTTP (proxy/proxy_protocol.py)."""
+
+    mode: str = "off"  # off | optional | required
+    versions: tuple[int, ...] = (1, 2)
+    trusted_sources: tuple[str, ...] = ()  # CIDRs allowed to send a header
+
+
+@dataclass(frozen=True, slots=True)
 class CertificateIR:
     cert_file: str  # absolute paths; the files are read (and re-read on change) by workers
     key_file: str
@@ -249,6 +258,7 @@ class ListenerIR:
     tls: ListenerTLSIR | None = None
     # Left out of the JSON form while it has its defaults (see codec).
     path_normalization: PathNormalizationIR = PathNormalizationIR()
+    proxy_protocol: ProxyProtocolIR = ProxyProtocolIR()  # also left out while default
 
 
 @dataclass(frozen=True, slots=True)

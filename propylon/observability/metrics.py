@@ -127,7 +127,17 @@ def merge_snapshots(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
         "upstreams": [[list(k), *v] for k, v in sorted(upstreams.items())],
         "endpoints": merge_endpoints(snapshots),
         "panic": sorted({key for snap in snapshots for key in snap.get("panic", [])}),
+        "proxy_protocol": merge_proxy_protocol(snapshots),
     }
+
+
+def merge_proxy_protocol(snapshots: list[dict[str, Any]]) -> list[list[Any]]:
+    """Connections refused over their PROXY header, by listener and reason, over workers."""
+    counts: dict[tuple[str, str], int] = {}
+    for snap in snapshots:
+        for listener, reason, count in snap.get("proxy_protocol", []):
+            counts[(listener, reason)] = counts.get((listener, reason), 0) + count
+    return [[listener, reason, count] for (listener, reason), count in sorted(counts.items())]
 
 
 def merge_endpoints(snapshots: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -214,5 +224,13 @@ def render_prometheus(snapshot: dict[str, Any], extra: list[str] | None = None) 
     for ep in endpoints:
         labels = _labels(upstream=ep["upstream"], endpoint=ep["endpoint"])
         out.append(f"propylon_upstream_endpoint_ejected{labels} {ep['ejected_in_workers']}")
+    out += [
+        "# HELP propylon_proxy_protocol_refused_total Connections closed over their PROXY"
+        " protocol header (missing, malformed, untrusted, timeout), per listener.",
+        "# TYPE propylon_proxy_protocol_refused_total counter",
+    ]
+    for listener, reason, count in snapshot.get("proxy_protocol", []):
+        labels = _labels(listener=listener, reason=reason)
+        out.append(f"propylon_proxy_protocol_refused_total{labels} {count}")
     out.extend(extra or [])
     return "\n".join(out) + "\n"

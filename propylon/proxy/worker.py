@@ -90,6 +90,7 @@ class Worker:
             listener.hosts = runtime.listener_hosts.get(key)
             listener.set_limits(runtime.listener_specs[key].limits)
             listener.set_path_normalization(runtime.listener_specs[key].path_normalization)
+            listener.set_proxy_protocol(runtime.listener_specs[key].proxy_protocol)
             listener.set_tls(tls_contexts[key])
         for key in set(self.listeners) - wanted:
             self._close_listener(self.listeners.pop(key))
@@ -158,6 +159,11 @@ class Worker:
             **self.metrics.snapshot(),
             "endpoints": [[list(key), value] for key, value in endpoints.items()],
             "panic": sorted({c.key for c in self.clusters() if c.panic}),
+            "proxy_protocol": [
+                [f"{listener.address}:{listener.port}", reason, count]
+                for listener in self.listeners.values()
+                for reason, count in listener.proxy_errors.items()
+            ],
         }
 
     # -- housekeeping --------------------------------------------------------------------

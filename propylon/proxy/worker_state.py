@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from propylon.ir import ListenerLimitsIR, PathNormalizationIR
+from propylon.ir import ListenerLimitsIR, PathNormalizationIR, ProxyProtocolIR
 from propylon.proxy.batch import WriteBatch
 
 if TYPE_CHECKING:
@@ -14,6 +16,34 @@ if TYPE_CHECKING:
     from propylon.proxy.h1.server import ServerConnection
     from propylon.proxy.tls import ServerTLS
     from propylon.runtime.compiled import GatewayRuntime, HostSet
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyProtocolSettings:
+    """A listener's PROXY protocol reading, ready for connections (mode is not off)."""
+
+    optional: bool
+    versions: frozenset[int]
+    sources: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]
+
+    def trusts(self, peer_ip: str) -> bool:
+        try:
+            address = ipaddress.ip_address(peer_ip)
+        except ValueError:
+            return False
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        return any(address in network for network in self.sources)
+
+
+def proxy_protocol_settings(spec: ProxyProtocolIR) -> ProxyProtocolSettings | None:
+    if spec.mode == "off":
+        return None
+    return ProxyProtocolSettings(
+        optional=spec.mode == "optional",
+        versions=frozenset(spec.versions),
+        sources=tuple(ipaddress.ip_network(cidr, strict=False) for cidr in spec.trusted_sources),
+    )
 
 
 class ListenerState:
@@ -33,6 +63,8 @@ class ListenerState:
         "max_request_line",
         "paths",
         "port",
+        "proxy_errors",
+        "proxy_protocol",
         "reject_underscores",
         "scheme",
         "stream_idle_timeout",
@@ -48,10 +80,20 @@ class ListenerState:
         self.acceptor: Acceptor | None = None
         self.tls: ServerTLS | None = None
         self.paths: PathNormalizationIR | None = PathNormalizationIR()  # None: raw paths
+        self.proxy_protocol: ProxyProtocolSettings | None = None  # None: no PROXY header read
+        # connections closed over their PROXY header, by reason (missing, malformed,
+        # untrusted, timeout); kept across configuration versions like other counters
+        self.proxy_errors: dict[str, int] = {}
         self.set_limits(ListenerLimitsIR())
 
     def set_path_normalization(self, options: PathNormalizationIR) -> None:
         self.paths = options if options.enabled else None
+
+    def set_proxy_protocol(self, spec: ProxyProtocolIR) -> None:
+        self.proxy_protocol = proxy_protocol_settings(spec)
+
+    def count_proxy_error(self, reason: str) -> None:
+        self.proxy_errors[reason] = self.proxy_errors.get(reason, 0) + 1
 
     def set_tls(self, tls: ServerTLS | None) -> None:
         self.tls = tls

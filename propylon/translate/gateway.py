@@ -22,6 +22,7 @@ from propylon.ir import (
     ListenerLimitsIR,
     ListenerTLSIR,
     PathNormalizationIR,
+    ProxyProtocolIR,
     RuleIR,
     UpstreamIR,
 )
@@ -71,6 +72,11 @@ def translate_listeners(gateway: Gateway) -> tuple[ListenerIR, ...]:
             ListenerLimitsIR(**lst.limits.model_dump()),
             translate_listener_tls(lst.tls, gateway) if lst.tls is not None else None,
             PathNormalizationIR(**lst.path_normalization.model_dump()),
+            ProxyProtocolIR(
+                lst.proxy_protocol.mode,
+                tuple(lst.proxy_protocol.versions),
+                tuple(lst.proxy_protocol.trusted_sources),
+            ),
         )
         for lst in gateway.spec.listeners
     )

@@ -40,12 +40,19 @@ from propylon.proxy.http11 import (
     status_line,
 )
 from propylon.proxy.path import PathError, normalize_path
+from propylon.proxy.proxy_protocol import (
+    Parsed,
+    Pending,
+    ProxyHeader,
+    ProxyHeaderReader,
+    ProxyProtocolError,
+)
 from propylon.proxy.session import Session
 from propylon.proxy.tls import client_certificate_header
 
 if TYPE_CHECKING:
     from propylon.proxy.h1.client import ClientConnection
-    from propylon.proxy.worker_state import ListenerState, WorkerState
+    from propylon.proxy.worker_state import ListenerState, ProxyProtocolSettings, WorkerState
     from propylon.runtime.compiled import HostSet
 
 log = logging.getLogger("propylon.proxy")
@@ -57,10 +64,11 @@ _PIPELINE, _UPSTREAM_FULL, _BODY_BUFFER = 1, 2, 4
 #     ^                             |
 #     +------upgrade refused--------+
 #   OPEN | UPGRADING ---bad request behind earlier answers---> DROPPING_INPUT
+#   PROXY_HEADER ---PROXY protocol header read (or absent, optional mode)---> OPEN
 #   any ---close(linger)---> LINGERING (FIN sent, input dropped until LINGER_TIME)
 #   any ---close()---> CLOSED
 # Whether the client has sent FIN (``eof``) is the input side's own fact, true in any state.
-OPEN, UPGRADING, TUNNEL, DROPPING_INPUT, LINGERING, CLOSED = range(6)
+OPEN, UPGRADING, TUNNEL, DROPPING_INPUT, PROXY_HEADER, LINGERING, CLOSED = range(7)
 
 # How the request head's special fields are handled in ``on_header``.
 _KEEP, _HOST, _LENGTH, _CHUNKED, _CONNECTION, _EXPECT, _FORWARDED, _DROP, _UPGRADE, _TE, _OWNED = (
@@ -128,6 +136,8 @@ class ServerConnection(asyncio.Protocol):
         "parser",
         "peer_ip",
         "peer_trusted",
+        "proxy_header",
+        "proxy_reader",
         "queued",
         "quiet_since",
         "read_paused",
@@ -177,6 +187,8 @@ class ServerConnection(asyncio.Protocol):
         self.tls_names: HostSet | None = None  # names of the certificate this TLS connection got
         self.client_cert: bytes | None = None  # x-forwarded-client-cert of a verified client
         self.upgrade_buffer: bytearray | None = None  # UPGRADING: client bytes held
+        self.proxy_reader: ProxyHeaderReader | None = None  # PROXY_HEADER: the header so far
+        self.proxy_header: ProxyHeader | None = None  # what a balancer said of the client
         self.tunnel: ClientConnection | None = None  # TUNNEL: the upstream side
 
     # -- connection --------------------------------------------------------------------
@@ -193,6 +205,9 @@ class ServerConnection(asyncio.Protocol):
             if tls.spec.client_auth != "none":
                 self.client_cert = client_certificate_header(sslobj)
         self.worker.connections.add(self)
+        proxy = self.listener.proxy_protocol
+        if proxy is not None:  # per connection: mode off costs nothing per read or request
+            self._expect_proxy_header(proxy)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.worker.connections.discard(self)
@@ -218,6 +233,8 @@ class ServerConnection(asyncio.Protocol):
                     self.tunnel.transport.write(data)
             elif state == UPGRADING:
                 self._hold_for_upgrade(data)
+            elif state == PROXY_HEADER:
+                self._read_proxy_header(data)
             return  # DROPPING_INPUT, LINGERING: input is read only to be dropped
         if self.ex is None:
             # a read that starts a request: its exchange (and header timeout) starts here
@@ -262,6 +279,52 @@ class ServerConnection(asyncio.Protocol):
                     self.head_read += len(data)
                 if self.head_read > self.listener.max_head_bytes:
                     self.reject(431, "request header fields too large")
+
+    # -- PROXY protocol (a balancer in front names the client) -------------------------
+    def _expect_proxy_header(self, proxy: ProxyProtocolSettings) -> None:
+        if not proxy.optional and not proxy.trusts(self.peer_ip):
+            self._refuse_proxy("untrusted", "a peer outside trustedSources")
+            return
+        self.state = PROXY_HEADER
+        self.proxy_reader = ProxyHeaderReader(versions=proxy.versions, optional=proxy.optional)
+
+    def _read_proxy_header(self, data: bytes) -> None:
+        assert self.proxy_reader is not None
+        try:
+            result = self.proxy_reader.feed(data)
+        except ProxyProtocolError as exc:
+            missing = exc.reason == "no PROXY protocol signature"
+            self._refuse_proxy("missing" if missing else "malformed", exc.reason)
+            return
+        if isinstance(result, Pending):
+            return
+        self.proxy_reader = None
+        self.state = OPEN
+        if isinstance(result, Parsed):
+            proxy = self.listener.proxy_protocol
+            if proxy is None or not proxy.trusts(self.peer_ip):
+                self._refuse_proxy("untrusted", "a PROXY header from outside trustedSources")
+                return
+            header = self.proxy_header = result.header
+            if header.source is not None and header.command == "proxy":
+                # from here on the balancer's client is the peer: ipFilter, rate-limit keys,
+                # trustedProxies, X-Forwarded-For and the access log all start from it
+                self.peer_ip = header.source[0]
+                gateway = self.listener.gateway
+                self.peer_trusted = gateway is not None and gateway.is_trusted(self.peer_ip)
+            rest = result.rest
+        else:
+            rest = result.data
+        self.idle_since = CLOCK.now
+        if rest:
+            self.data_received(rest)
+
+    def _refuse_proxy(self, reason: str, detail: str) -> None:
+        self.listener.count_proxy_error(reason)
+        log.info("closing a connection from %s: PROXY protocol %s (%s)", self.peer_ip, reason,
+                 detail)
+        self.proxy_reader = None
+        self.close()
 
     def reject(self, status: int, message: str) -> None:
         """Answer a request that cannot be parsed, then close; input behind it is dropped.
@@ -328,7 +391,7 @@ class ServerConnection(asyncio.Protocol):
         rest would hold both until a timeout). A client whose requests are complete still
         gets the answers it is waiting for, then the connection closes."""
         state = self.state
-        if state in (DROPPING_INPUT, LINGERING):
+        if state in (DROPPING_INPUT, LINGERING, PROXY_HEADER):
             self.transport.close()
             return False
         self.eof = True
@@ -671,8 +734,12 @@ class ServerConnection(asyncio.Protocol):
                 self.reject(408, "request header timeout")
                 return
         if self.current is None:
-            if ex is None and now - self.idle_since > listener.keep_alive_timeout:
-                self.close()
+            if ex is None:
+                if self.state == PROXY_HEADER and now - self.idle_since > (
+                        listener.header_read_timeout):
+                    self._refuse_proxy("timeout", "no complete header in headerReadTimeout")
+                elif now - self.idle_since > listener.keep_alive_timeout:
+                    self.close()
             return
         current = self.current
         if current.deadline and now > current.deadline:
