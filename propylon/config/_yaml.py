@@ -17,7 +17,42 @@ import yaml
 
 from propylon.config.errors import ConfigError
 
-_Loader: type[yaml.SafeLoader] | Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseLoader: type[yaml.SafeLoader] | Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_PLAIN_INT = re.compile(r"[-+]?(0|[1-9][0-9]*)")
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
+    """YAML 1.1 scalars that would surprise a user are kept as the text they wrote.
+
+    PyYAML reads ``yes``/``no``/``on``/``off`` as booleans, ``010`` as 8 and ``1.10`` as 1.1,
+    so ``set: {x-version: 1.10}`` used to send ``1.1``. As YAML 1.2 does, only ``true`` and
+    ``false`` are booleans here; a number is a number only when its text is the number's own
+    (``8080``, ``1.5``), otherwise the text stays. Typed fields lose nothing: an int, float
+    or bool field still takes ``"010"``, ``"1.10"`` or ``"yes"`` (pydantic's lax parsing),
+    and a string field gets exactly what was written."""
+
+    def construct_yaml_bool(self, node: yaml.ScalarNode) -> bool | str:
+        text = str(node.value)
+        if text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        return text
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> int | str:
+        text = str(node.value)
+        return int(text) if _PLAIN_INT.fullmatch(text) else text
+
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> float | str:
+        text = str(node.value)
+        try:
+            value = float(text)
+        except ValueError:
+            return text  # .inf, .nan, 1_000.5: as written
+        return value if repr(value) == text else text
+
+
+_Loader.add_constructor("tag:yaml.org,2002:bool", _Loader.construct_yaml_bool)
+_Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
+_Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_yaml_float)
 # What aliases may add to the documents of a text, in nodes, beyond one node per character
 # of each document (which no document without aliases reaches): generous for
 # `<<: *defaults`, fatal to an alias bomb (a kilobyte of nested aliases names billions of
