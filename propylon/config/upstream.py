@@ -118,6 +118,13 @@ class UpstreamTLS(Model):
         return self
 
 
+class UpstreamProxyProtocol(Model):
+    """A PROXY protocol header (HAProxy's) at the start of every new connection to the
+    endpoints, naming the client whose request opened it."""
+
+    version: Literal[1, 2]
+
+
 class UpstreamSpec(Model):
     endpoints: list[Endpoint] = Field(min_length=1)
     load_balancer: LoadBalancer = Field(default_factory=LoadBalancer)
@@ -127,6 +134,17 @@ class UpstreamSpec(Model):
     health_check: HealthCheck = Field(default_factory=HealthCheck)
     circuit_breaker: CircuitBreaker | None = None
     tls: UpstreamTLS | None = None
+    proxy_protocol: UpstreamProxyProtocol | None = None
     # Namespaces whose Routes and RouteTables may forward (or mirror) to this Upstream, besides
     # its own: a grant, like a Gateway API ReferenceGrant. "*" grants every namespace.
     allowed_namespaces: list[NamespaceGrant] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _proxy_protocol_without_tls(self) -> UpstreamSpec:
+        if self.proxy_protocol is not None and self.tls is not None:
+            raise invalid(
+                "proxy_protocol_tls",
+                "proxyProtocol is not supported with tls yet (the header must precede the"
+                " TLS handshake)",
+            )
+        return self

@@ -31,6 +31,7 @@ _TAG_OF = {cls: tag for tag, cls in _ACTION_TAGS.items()}
 _OMIT_DEFAULT: dict[type, frozenset[str]] = {
     model.SnapshotIR: frozenset({"consumers"}),
     model.ListenerIR: frozenset({"path_normalization", "proxy_protocol"}),
+    model.UpstreamIR: frozenset({"proxy_protocol_version"}),
 }
 
 

@@ -92,6 +92,8 @@ class UpstreamIR:
     active_health: ActiveHealthIR | None = None
     passive_health: PassiveHealthIR | None = None
     circuit_breaker: CircuitBreakerIR | None = None
+    # 1 or 2: a PROXY header on each new connection (0: none); left out of the JSON form at 0
+    proxy_protocol_version: int = 0
 
 
 @dataclass(frozen=True, slots=True)

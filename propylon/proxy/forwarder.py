@@ -264,6 +264,12 @@ class Forwarder:
         if proto.writing_paused and conn.transport is not None:
             conn.transport.pause_reading()
 
+    def proxy_addresses(self) -> tuple[str, int, str, int] | None:
+        """The client for an upstream PROXY header: the request's client address (after a
+        PROXY header or trustedProxies), the port when it is the peer's own, and the address
+        the client reached (what a PROXY header said, else the listening socket)."""
+        return self.session.proto.client_addresses(self.session.client_ip)
+
     def on_upstream_failed(self, reason: str, timed_out: bool) -> None:
         """``PoolClient``: the pool could not connect."""
         self.on_upstream_error("connect timeout" if timed_out else reason, True)

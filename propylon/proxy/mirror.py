@@ -57,6 +57,9 @@ class MirrorRequest:
     def on_upstream_failed(self, reason: str, timed_out: bool) -> None:
         self._done()
 
+    def proxy_addresses(self) -> tuple[str, int, str, int] | None:
+        return None  # a mirrored copy names no client (v1 UNKNOWN, v2 LOCAL)
+
     # -- UpstreamClient: the answer is discarded ------------------------------------------
     def on_response_head(self, status: int, fields: Headers, length: bytes | None) -> None:
         return None

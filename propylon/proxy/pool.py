@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING, Protocol
 from propylon.ir import UpstreamTLSIR
 from propylon.net.tls import client_context
 from propylon.proxy.clock import CLOCK
+from propylon.proxy.proxy_protocol import build_proxy_header
 
 if TYPE_CHECKING:
     from propylon.proxy.h1.client import ClientConnection
 
-PoolKey = tuple[str, int, UpstreamTLSIR | None]
+PoolKey = tuple[str, int, UpstreamTLSIR | None, int]
 
 
 class PoolClient(Protocol):
@@ -38,6 +39,10 @@ class PoolClient(Protocol):
     def on_upstream_connected(self, conn: ClientConnection) -> None: ...
 
     def on_upstream_failed(self, reason: str, timed_out: bool) -> None: ...
+
+    def proxy_addresses(self) -> tuple[str, int, str, int] | None:
+        """(client ip, port, address it reached, port) for an upstream PROXY header."""
+        ...
 
 
 class EndpointPool:
@@ -50,6 +55,7 @@ class EndpointPool:
         "max_connections",
         "max_idle",
         "port",
+        "proxy_version",
         "server_hostname",
         "ssl_context",
         "total",
@@ -63,12 +69,16 @@ class EndpointPool:
         port: int,
         ssl_context: ssl.SSLContext | None = None,
         server_hostname: str | None = None,
+        proxy_version: int = 0,
     ) -> None:
         self.loop = loop
         self.address = address
         self.port = port
         self.ssl_context = ssl_context  # TLS origination when set
         self.server_hostname = server_hostname
+        # 1 or 2: each new connection starts with a PROXY header naming the client that
+        # opened it, so a connection is never reused for another request (it names one client)
+        self.proxy_version = proxy_version
         self.idle: deque[ClientConnection] = deque()
         self.waiters: deque[PoolClient] = deque()
         self.total = 0
@@ -140,6 +150,8 @@ class EndpointPool:
             self._serve_waiters()
             return
         _, conn = task.result()
+        if self.proxy_version and conn.transport is not None:
+            conn.transport.write(build_proxy_header(self.proxy_version, client.proxy_addresses()))
         if client.aborted:
             self.release(conn)
         else:
@@ -148,6 +160,9 @@ class EndpointPool:
     # -- returning -----------------------------------------------------------------------
     def release(self, conn: ClientConnection) -> None:
         """Give back a connection whose last exchange ended cleanly."""
+        if self.proxy_version:
+            conn.close()  # its header named one client; waiters get new connections
+            return
         while self.waiters:
             waiter = self.waiters.popleft()
             if not waiter.aborted:
@@ -194,10 +209,13 @@ class PoolRegistry:
         self.pools: dict[PoolKey, EndpointPool] = {}
         self.contexts: dict[UpstreamTLSIR, ssl.SSLContext] = {}
 
-    def get(self, address: str, port: int, tls: UpstreamTLSIR | None = None) -> EndpointPool:
-        """The pool of an endpoint; endpoints reached with different TLS settings are
-        different pools (a plaintext connection is never handed to a TLS upstream)."""
-        key = (address, port, tls)
+    def get(
+        self, address: str, port: int, tls: UpstreamTLSIR | None = None, proxy_version: int = 0
+    ) -> EndpointPool:
+        """The pool of an endpoint; endpoints reached with different TLS or PROXY protocol
+        settings are different pools (a plaintext connection is never handed to a TLS
+        upstream, nor one without a PROXY header to an upstream that expects one)."""
+        key = (address, port, tls, proxy_version)
         pool = self.pools.get(key)
         if pool is None:
             context = None
@@ -206,7 +224,8 @@ class PoolRegistry:
                 if context is None:
                     context = self.contexts[tls] = client_context(tls)
             hostname = (tls.sni or address) if tls is not None else None
-            pool = self.pools[key] = EndpointPool(self.loop, address, port, context, hostname)
+            pool = self.pools[key] = EndpointPool(
+                self.loop, address, port, context, hostname, proxy_version)
         return pool
 
     def retain_only(self, keys: set[PoolKey]) -> None:

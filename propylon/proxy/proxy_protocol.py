@@ -357,3 +357,53 @@ class ProxyHeaderReader:
         header, used = result
         self._buffer = b""
         return Parsed(header, buffer[used:])
+
+
+# --- writing (to upstreams that expect a header) ----------------------------------------------
+
+
+_Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+def _same_family(source: _Address, destination: _Address) -> tuple[_Address, _Address]:
+    """Both addresses in one family: an IPv4 one is mapped (::ffff:a.b.c.d) when the other is
+    IPv6; an IPv4-mapped pair is written as IPv4."""
+    if isinstance(source, ipaddress.IPv6Address) and source.ipv4_mapped is not None:
+        source = source.ipv4_mapped
+    if isinstance(destination, ipaddress.IPv6Address) and destination.ipv4_mapped is not None:
+        destination = destination.ipv4_mapped
+    if source.version == destination.version:
+        return source, destination
+    if source.version == 4:
+        return ipaddress.IPv6Address(f"::ffff:{source}"), destination
+    return source, ipaddress.IPv6Address(f"::ffff:{destination}")
+
+
+def build_proxy_header(
+    version: int, addresses: tuple[str, int, str, int] | None
+) -> bytes:
+    """The header a gateway writes at the start of an upstream connection: ``addresses`` is
+    (source ip, source port, destination ip, destination port); None (or unparseable
+    addresses) gives v1 ``UNKNOWN`` / a v2 LOCAL header, which names no client."""
+    pair = None
+    if addresses is not None:
+        try:
+            pair = _same_family(
+                ipaddress.ip_address(addresses[0]), ipaddress.ip_address(addresses[2])
+            )
+        except ValueError:
+            pair = None
+    if version == 1:
+        if pair is None:
+            return b"PROXY UNKNOWN\r\n"
+        assert addresses is not None
+        proto = "TCP4" if pair[0].version == 4 else "TCP6"
+        return (
+            f"PROXY {proto} {pair[0]} {pair[1]} {addresses[1]} {addresses[3]}\r\n".encode()
+        )
+    if pair is None:
+        return V2_SIGNATURE + b"\x20\x00\x00\x00"  # LOCAL, UNSPEC, no addresses
+    assert addresses is not None
+    family = 0x11 if pair[0].version == 4 else 0x21
+    body = pair[0].packed + pair[1].packed + struct.pack("!HH", addresses[1], addresses[3])
+    return V2_SIGNATURE + bytes([0x21, family]) + struct.pack("!H", len(body)) + body

@@ -55,8 +55,11 @@ class PoolFactory(Protocol):
     @property
     def loop(self) -> asyncio.AbstractEventLoop: ...
 
-    def get(self, address: str, port: int, tls: UpstreamTLSIR | None = None) -> EndpointPool:
-        """Raises ``ValueError`` when ``tls``'s files cannot be loaded."""
+    def get(
+        self, address: str, port: int, tls: UpstreamTLSIR | None = None, proxy_version: int = 0
+    ) -> EndpointPool:
+        """Raises ``ValueError`` when ``tls``'s files cannot be loaded. ``proxy_version``:
+        the pool's connections start with a PROXY header (a separate pool)."""
 
 
 class ScratchPools:
@@ -66,7 +69,9 @@ class ScratchPools:
         self.loop = loop
         self._contexts: dict[UpstreamTLSIR, ssl.SSLContext] = {}
 
-    def get(self, address: str, port: int, tls: UpstreamTLSIR | None = None) -> EndpointPool:
+    def get(
+        self, address: str, port: int, tls: UpstreamTLSIR | None = None, proxy_version: int = 0
+    ) -> EndpointPool:
         if tls is not None and tls not in self._contexts:
             self._contexts[tls] = client_context(tls)
         return _ScratchPool(address, port)

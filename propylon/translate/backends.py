@@ -138,6 +138,9 @@ def build_upstream(upstream: Upstream) -> UpstreamIR:
             CircuitBreakerIR(**spec.circuit_breaker.model_dump())
             if spec.circuit_breaker is not None else None
         ),
+        proxy_protocol_version=(
+            spec.proxy_protocol.version if spec.proxy_protocol is not None else 0
+        ),
     )
 
 

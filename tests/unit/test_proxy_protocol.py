@@ -250,3 +250,29 @@ def test_optional_reader_parses_a_header() -> None:
 def test_required_reader_refuses_http() -> None:
     with pytest.raises(ProxyProtocolError, match="no PROXY protocol signature"):
         ProxyHeaderReader().feed(b"GET / HTTP/1.1\r\n")
+
+
+@pytest.mark.parametrize(("addresses", "source", "destination"), [
+    (("203.0.113.7", 51000, "192.0.2.1", 80), ("203.0.113.7", 51000), ("192.0.2.1", 80)),
+    (("2001:db8::7", 1, "2001:db8::1", 2), ("2001:db8::7", 1), ("2001:db8::1", 2)),
+    (("2001:db8::7", 1, "192.0.2.1", 2), ("2001:db8::7", 1), ("::ffff:c000:201", 2)),
+    (("::ffff:203.0.113.7", 1, "192.0.2.1", 2), ("203.0.113.7", 1), ("192.0.2.1", 2)),
+    (None, None, None),
+    (("not-an-ip", 1, "192.0.2.1", 2), None, None),
+])
+@pytest.mark.parametrize("version", [1, 2])
+def test_built_headers_parse_back(version: int, addresses, source, destination) -> None:
+    from propylon.proxy.proxy_protocol import build_proxy_header
+
+    data = build_proxy_header(version, addresses)
+    result = parse_proxy_header(data)
+    assert result is not None
+    header, used = result
+    assert used == len(data)
+    assert header.version == version
+    if version == 1 and source is not None and ":" in source[0]:
+        destination = (str(ipaddress.ip_address(destination[0])), destination[1])
+    assert header.source == source
+    assert header.destination == destination
+    if version == 2 and source is None:
+        assert header.command == "local"

@@ -61,3 +61,34 @@ def test_proxy_protocol_is_checked(listener: str, message: str) -> None:
     errors = load_text(gateway(listener)).errors
     assert errors, listener
     assert any(message in f"{e.field} {e.message}" for e in errors), errors
+
+
+def upstream(spec: str) -> str:
+    return ("apiVersion: propylon.dev/v1\nkind: Upstream\nmetadata: {name: u}\nspec:\n"
+            f"  endpoints: [{{address: 10.0.0.1, port: 80}}]\n  {spec}\n")
+
+
+def test_upstream_proxy_protocol_translates() -> None:
+    from propylon.config import Upstream
+    from propylon.ir import UpstreamIR
+    from propylon.translate.backends import build_upstream
+
+    (resource,) = load_text(upstream("proxyProtocol: {version: 2}")).resources
+    assert isinstance(resource, Upstream)
+    built = build_upstream(resource)
+    assert built.proxy_protocol_version == 2
+    assert from_data(UpstreamIR, to_data(built)) == built
+    (plain,) = load_text(upstream("connectTimeout: 1s")).resources
+    assert isinstance(plain, Upstream)
+    assert "proxy_protocol_version" not in to_data(build_upstream(plain))
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    pytest.param("proxyProtocol: {version: 3}", "version", id="bad-version"),
+    pytest.param("proxyProtocol: {}", "version", id="no-version"),
+    pytest.param("proxyProtocol: {version: 1}\n  tls: {sni: a}",
+                 "not supported with tls yet", id="with-tls"),
+])
+def test_upstream_proxy_protocol_is_checked(spec: str, message: str) -> None:
+    errors = load_text(upstream(spec)).errors
+    assert any(message in f"{e.field} {e.message}" for e in errors), errors

@@ -319,6 +319,20 @@ class ServerConnection(asyncio.Protocol):
         if rest:
             self.data_received(rest)
 
+    def client_addresses(self, client_ip: str) -> tuple[str, int, str, int] | None:
+        """(client ip, port, address it reached, port) for an upstream PROXY header: the
+        port is the peer's when ``client_ip`` is the peer's address, else 0 (unknown)."""
+        header = self.proxy_header
+        if header is not None and header.source is not None and header.destination is not None:
+            (peer_ip, peer_port), (local_ip, local_port) = header.source, header.destination
+        else:
+            peer = self.transport.get_extra_info("peername")
+            local = self.transport.get_extra_info("sockname")
+            if not peer or not local:
+                return None
+            peer_ip, peer_port, local_ip, local_port = peer[0], peer[1], local[0], local[1]
+        return client_ip, peer_port if client_ip == peer_ip else 0, local_ip, local_port
+
     def _refuse_proxy(self, reason: str, detail: str) -> None:
         self.listener.count_proxy_error(reason)
         log.info("closing a connection from %s: PROXY protocol %s (%s)", self.peer_ip, reason,
