@@ -100,11 +100,6 @@ class Listener(Model):
             raise invalid("tls_required", "an HTTPS listener needs tls.certificates")
         if self.protocol == "HTTP" and self.tls is not None:
             raise invalid("tls_on_http", "tls is only allowed with protocol: HTTPS")
-        if self.protocol == "HTTPS" and self.proxy_protocol.mode != "off":
-            raise invalid(
-                "proxy_protocol_https",
-                "proxyProtocol is not supported on HTTPS listeners yet (only on HTTP ones)",
-            )
         return self
 
 

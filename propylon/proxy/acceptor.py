@@ -15,7 +15,12 @@ import logging
 import socket
 import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from propylon.proxy.proxy_accept import ProxyRefused, read_header_before_tls
+
+if TYPE_CHECKING:
+    from propylon.proxy.worker_state import ListenerState
 
 log = logging.getLogger("propylon.proxy")
 
@@ -29,6 +34,7 @@ class Acceptor:
         "_closed",
         "_tasks",
         "factory",
+        "listener",
         "loop",
         "max_connections",
         "open",
@@ -46,6 +52,8 @@ class Acceptor:
         self.sock = sock
         self.factory = factory
         self.ssl_context: ssl.SSLContext | None = None
+        # set by the listener: with TLS and a PROXY protocol mode, the header is read here
+        self.listener: ListenerState | None = None
         self.max_connections = 10000
         self.open = 0
         self._accepting = False
@@ -94,6 +102,13 @@ class Acceptor:
         conn.setblocking(False)
         conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.open += 1
+        listener = self.listener
+        if (self.ssl_context is not None and listener is not None
+                and listener.proxy_protocol is not None):
+            header_task = asyncio.ensure_future(self._adopt_after_proxy_header(conn, listener))
+            self._tasks.add(header_task)
+            header_task.add_done_callback(self._adopted)
+            return
         task = asyncio.ensure_future(
             self.loop.connect_accepted_socket(
                 self.factory, sock=conn, ssl=self.ssl_context,
@@ -102,6 +117,33 @@ class Acceptor:
         )
         self._tasks.add(task)
         task.add_done_callback(self._adopted)
+
+    async def _adopt_after_proxy_header(
+        self, conn: socket.socket, listener: ListenerState
+    ) -> None:
+        """HTTPS with the PROXY protocol: the header precedes the TLS handshake."""
+        assert listener.proxy_protocol is not None
+        try:
+            header = await read_header_before_tls(
+                self.loop, conn, listener.proxy_protocol, listener.header_read_timeout)
+        except ProxyRefused as exc:
+            listener.count_proxy_error(exc.reason)
+            log.info("closing a connection: PROXY protocol %s (%s)", exc.reason, exc)
+            conn.close()
+            raise
+        except BaseException:
+            conn.close()
+            raise
+
+        def factory() -> asyncio.Protocol:
+            protocol = self.factory()
+            preset: Any = getattr(protocol, "preset_proxy_header", None)
+            if preset is not None:
+                preset(header)
+            return protocol
+
+        await self.loop.connect_accepted_socket(
+            factory, sock=conn, ssl=self.ssl_context, ssl_handshake_timeout=10.0)
 
     def _adopted(self, task: asyncio.Future[Any]) -> None:
         self._tasks.discard(task)

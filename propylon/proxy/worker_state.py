@@ -91,6 +91,8 @@ class ListenerState:
 
     def set_proxy_protocol(self, spec: ProxyProtocolIR) -> None:
         self.proxy_protocol = proxy_protocol_settings(spec)
+        if self.acceptor is not None:
+            self.acceptor.listener = self  # HTTPS: the acceptor reads the header before TLS
 
     def count_proxy_error(self, reason: str) -> None:
         self.proxy_errors[reason] = self.proxy_errors.get(reason, 0) + 1

@@ -33,6 +33,13 @@ def test_proxy_protocol_translates() -> None:
     assert settings.trusts("2001:db8::1")
 
 
+def test_https_listeners_take_it() -> None:
+    result = load_text(gateway(
+        "{name: a, port: 443, protocol: HTTPS, tls: {certificates: [{certFile: c, keyFile: k}]},"
+        " proxyProtocol: {mode: required, trustedSources: [10.0.0.0/8]}}"))
+    assert result.errors == []
+
+
 def test_off_is_the_default_and_left_out_of_the_json_form() -> None:
     listener = ListenerIR("web", 80)
     assert listener.proxy_protocol.mode == "off"
@@ -53,9 +60,6 @@ def test_off_is_the_default_and_left_out_of_the_json_form() -> None:
                  "trustedSources: [10.0.0.0/8]}}", "versions", id="no-versions"),
     pytest.param("{name: a, port: 80, proxyProtocol: {mode: optional, "
                  "trustedSources: [10.0.0.300/8]}}", "trustedSources", id="bad-cidr"),
-    pytest.param("{name: a, port: 443, protocol: HTTPS, tls: {certificates: [{certFile: c, "
-                 "keyFile: k}]}, proxyProtocol: {mode: required, trustedSources: [10.0.0.0/8]}}",
-                 "not supported on HTTPS listeners yet", id="https-not-yet"),
 ])
 def test_proxy_protocol_is_checked(listener: str, message: str) -> None:
     errors = load_text(gateway(listener)).errors

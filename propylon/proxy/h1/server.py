@@ -137,6 +137,7 @@ class ServerConnection(asyncio.Protocol):
         "peer_ip",
         "peer_trusted",
         "proxy_header",
+        "proxy_preread",
         "proxy_reader",
         "queued",
         "quiet_since",
@@ -189,6 +190,7 @@ class ServerConnection(asyncio.Protocol):
         self.upgrade_buffer: bytearray | None = None  # UPGRADING: client bytes held
         self.proxy_reader: ProxyHeaderReader | None = None  # PROXY_HEADER: the header so far
         self.proxy_header: ProxyHeader | None = None  # what a balancer said of the client
+        self.proxy_preread = False  # HTTPS: the acceptor read the header before TLS
         self.tunnel: ClientConnection | None = None  # TUNNEL: the upstream side
 
     # -- connection --------------------------------------------------------------------
@@ -207,7 +209,10 @@ class ServerConnection(asyncio.Protocol):
         self.worker.connections.add(self)
         proxy = self.listener.proxy_protocol
         if proxy is not None:  # per connection: mode off costs nothing per read or request
-            self._expect_proxy_header(proxy)
+            if self.proxy_preread:
+                self._apply_proxy_header(self.proxy_header)
+            else:
+                self._expect_proxy_header(proxy)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.worker.connections.discard(self)
@@ -281,6 +286,11 @@ class ServerConnection(asyncio.Protocol):
                     self.reject(431, "request header fields too large")
 
     # -- PROXY protocol (a balancer in front names the client) -------------------------
+    def preset_proxy_header(self, header: ProxyHeader | None) -> None:
+        """HTTPS: the acceptor read the header (None: absent, optional mode) before TLS."""
+        self.proxy_preread = True
+        self.proxy_header = header
+
     def _expect_proxy_header(self, proxy: ProxyProtocolSettings) -> None:
         if not proxy.optional and not proxy.trusts(self.peer_ip):
             self._refuse_proxy("untrusted", "a peer outside trustedSources")
@@ -305,19 +315,22 @@ class ServerConnection(asyncio.Protocol):
             if proxy is None or not proxy.trusts(self.peer_ip):
                 self._refuse_proxy("untrusted", "a PROXY header from outside trustedSources")
                 return
-            header = self.proxy_header = result.header
-            if header.source is not None and header.command == "proxy":
-                # from here on the balancer's client is the peer: ipFilter, rate-limit keys,
-                # trustedProxies, X-Forwarded-For and the access log all start from it
-                self.peer_ip = header.source[0]
-                gateway = self.listener.gateway
-                self.peer_trusted = gateway is not None and gateway.is_trusted(self.peer_ip)
+            self._apply_proxy_header(result.header)
             rest = result.rest
         else:
             rest = result.data
         self.idle_since = CLOCK.now
         if rest:
             self.data_received(rest)
+
+    def _apply_proxy_header(self, header: ProxyHeader | None) -> None:
+        self.proxy_header = header
+        if header is not None and header.source is not None and header.command == "proxy":
+            # from here on the balancer's client is the peer: ipFilter, rate-limit keys,
+            # trustedProxies, X-Forwarded-For and the access log all start from it
+            self.peer_ip = header.source[0]
+            gateway = self.listener.gateway
+            self.peer_trusted = gateway is not None and gateway.is_trusted(self.peer_ip)
 
     def client_addresses(self, client_ip: str) -> tuple[str, int, str, int] | None:
         """(client ip, port, address it reached, port) for an upstream PROXY header: the
