@@ -33,7 +33,8 @@ def _text(value: str | None) -> str:
 
 def format_line(ex: Session, elapsed: float, now: float) -> bytes:
     """One JSON object: time, client, method, host, path, status, bytes, duration_ms, route,
-    rule, upstream, endpoint, and error when the upstream failed."""
+    rule, upstream, endpoint, error when the upstream failed, and proxy when a PROXY protocol
+    header named the client (the balancer's address and kept TLVs)."""
     route = ex.route
     forwarder = ex.forwarder
     # the endpoint is released by now; the cluster names the upstream
@@ -48,7 +49,7 @@ def format_line(ex: Session, elapsed: float, now: float) -> bytes:
         f'"route":{_text(route.route_label if route is not None else None)},'
         f'"rule":{_text(route.rule_label if route is not None else None)},'
         f'"upstream":{_text(cluster.key if cluster is not None else None)},'
-        f'"endpoint":{_text(endpoint)}{error}}}\n'
+        f'"endpoint":{_text(endpoint)}{error}{ex.proto.proxy_log}}}\n'
     ).encode("utf-8", "surrogateescape")
 
 

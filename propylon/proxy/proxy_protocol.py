@@ -12,6 +12,7 @@ Every input is bounded: version 1 by its 107 bytes, version 2 by ``max_length``.
 from __future__ import annotations
 
 import ipaddress
+import json
 import struct
 from dataclasses import dataclass, field
 from typing import Literal
@@ -107,6 +108,31 @@ class ProxyHeader:
     @property
     def alpn(self) -> bytes | None:
         return self.tlv(PP2_TYPE_ALPN)
+
+
+def access_log_fields(header: ProxyHeader, balancer: str) -> dict[str, str]:
+    """What the access log records of a PROXY header: the balancer's own address and the
+    TLVs worth keeping (AWS VPC endpoint id, authority, the TLS the balancer terminated)."""
+    fields = {"balancer": balancer}
+    if header.aws_vpce_id is not None:
+        fields["vpce_id"] = header.aws_vpce_id
+    if header.authority is not None:
+        fields["authority"] = header.authority
+    try:
+        ssl = header.ssl
+    except ProxyProtocolError:
+        ssl = None
+    if ssl is not None:
+        for name, value in (("tls_version", ssl.version), ("tls_cn", ssl.common_name),
+                            ("tls_cipher", ssl.cipher)):
+            if value is not None:
+                fields[name] = value
+    return fields
+
+
+def access_log_fragment(header: ProxyHeader, balancer: str) -> str:
+    """``,"proxy":{...}``, appended to a JSON access-log line (computed once per connection)."""
+    return ',"proxy":' + json.dumps(access_log_fields(header, balancer), separators=(",", ":"))
 
 
 def looks_like_proxy_header(data: bytes) -> bool | None:

@@ -41,7 +41,7 @@ def test_access_log_line_is_json_with_escaping() -> None:
     ex = SimpleNamespace(
         route=route, forwarder=forwarder, client_ip="10.0.0.1",
         method=b"GET", host='we"ird', path=b"/a\\b\xff", status=200, bytes_out=12,
-        upstream_error="",
+        upstream_error="", proto=SimpleNamespace(proxy_log=""),
     )
     line = format_line(ex, 0.0015, 1700000000.5)  # type: ignore[arg-type]
     assert line.endswith(b"\n")

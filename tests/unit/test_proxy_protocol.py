@@ -276,3 +276,19 @@ def test_built_headers_parse_back(version: int, addresses, source, destination) 
     assert header.destination == destination
     if version == 2 and source is None:
         assert header.command == "local"
+
+
+def test_access_log_fragment() -> None:
+    import json
+
+    from propylon.proxy.proxy_protocol import access_log_fragment
+
+    result = parse_proxy_header(v2(tlvs=VPCE_TLV + SSL_TLV + tlv(PP2_TYPE_AUTHORITY, b'a"b')))
+    assert result is not None
+    fragment = access_log_fragment(result[0], "10.0.0.5")
+    assert fragment.startswith(',"proxy":')
+    assert json.loads(fragment[len(',"proxy":'):]) == {
+        "balancer": "10.0.0.5", "vpce_id": "vpce-08d2bf15fac5001c9", "authority": 'a"b',
+        "tls_version": "TLSv1.3", "tls_cn": "client.example",
+        "tls_cipher": "TLS_AES_128_GCM_SHA256",
+    }

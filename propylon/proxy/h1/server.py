@@ -46,6 +46,7 @@ from propylon.proxy.proxy_protocol import (
     ProxyHeader,
     ProxyHeaderReader,
     ProxyProtocolError,
+    access_log_fragment,
 )
 from propylon.proxy.session import Session
 from propylon.proxy.tls import client_certificate_header
@@ -137,6 +138,7 @@ class ServerConnection(asyncio.Protocol):
         "peer_ip",
         "peer_trusted",
         "proxy_header",
+        "proxy_log",
         "proxy_preread",
         "proxy_reader",
         "queued",
@@ -191,6 +193,7 @@ class ServerConnection(asyncio.Protocol):
         self.proxy_reader: ProxyHeaderReader | None = None  # PROXY_HEADER: the header so far
         self.proxy_header: ProxyHeader | None = None  # what a balancer said of the client
         self.proxy_preread = False  # HTTPS: the acceptor read the header before TLS
+        self.proxy_log = ""  # the access log's "proxy" member when a header arrived
         self.tunnel: ClientConnection | None = None  # TUNNEL: the upstream side
 
     # -- connection --------------------------------------------------------------------
@@ -325,6 +328,8 @@ class ServerConnection(asyncio.Protocol):
 
     def _apply_proxy_header(self, header: ProxyHeader | None) -> None:
         self.proxy_header = header
+        if header is not None:
+            self.proxy_log = access_log_fragment(header, self.peer_ip)
         if header is not None and header.source is not None and header.command == "proxy":
             # from here on the balancer's client is the peer: ipFilter, rate-limit keys,
             # trustedProxies, X-Forwarded-For and the access log all start from it

@@ -180,5 +180,22 @@ def test_optional_takes_both(gw, up) -> None:
 
 def test_the_access_log_has_the_header_source(gw, up) -> None:
     assert send(gw.port, v1("203.0.113.13")) == 200
-    assert poll_until(lambda: any(e.get("client") == "203.0.113.13" for e in gw.access_log()),
-                      timeout=5)
+    entry = poll_until(lambda: next(
+        (e for e in gw.access_log() if e.get("client") == "203.0.113.13"), None), timeout=5)
+    assert entry["proxy"] == {"balancer": "127.0.0.1"}
+
+
+def test_the_access_log_keeps_tlvs(gw, up) -> None:
+    tls = (b"\x20\x00\x0f\x01\x00\x00\x00\x00" + b"\x21\x00\x07TLSv1.3")
+    vpce = b"\xea\x00\x05\x01vpce"
+    assert send(gw.port, v2("203.0.113.14", tlvs=vpce + tls)) == 200
+    entry = poll_until(lambda: next(
+        (e for e in gw.access_log() if e.get("client") == "203.0.113.14"), None), timeout=5)
+    assert entry["proxy"] == {"balancer": "127.0.0.1", "vpce_id": "vpce", "tls_version": "TLSv1.3"}
+
+
+def test_no_proxy_member_without_a_header(gw, up) -> None:
+    assert send(OPTIONAL_PORT, b"", target=b"/plain-log") == 200
+    entry = poll_until(lambda: next(
+        (e for e in gw.access_log() if e.get("path") == "/plain-log"), None), timeout=5)
+    assert "proxy" not in entry
