@@ -27,7 +27,7 @@ from tests.fuzz import seeds
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 CRASHES = HERE / "crashes"
-TARGETS = ("http11", "config")
+TARGETS = ("http11", "config", "proxy")
 
 
 class FuzzRun:

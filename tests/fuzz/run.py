@@ -1,6 +1,6 @@
 """Run one fuzz target under atheris (libFuzzer, coverage-guided on propylon's own code).
 
-    python -m tests.fuzz.run http11|config [libFuzzer flags] [CORPUS_DIR ...]
+    python -m tests.fuzz.run http11|config|proxy [libFuzzer flags] [CORPUS_DIR ...]
 
 ``PROPYLON_FUZZ_STATS=PATH``: the target writes its run count, when it started and the
 known-issue counts there, twice a second (libFuzzer ends the process with exit(), so nothing
@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import atheris
 
-TARGETS = ("http11", "config")
+TARGETS = ("http11", "config", "proxy")
 
 
 class Stats:
@@ -57,6 +57,17 @@ def _http11(stats: Stats) -> Callable[[bytes], None]:
     return one_input
 
 
+def _proxy(stats: Stats) -> Callable[[bytes], None]:
+    with atheris.instrument_imports(include=["propylon.proxy.proxy_protocol"]):
+        from tests.fuzz import proxy_target
+
+    def one_input(data: bytes) -> None:
+        stats.count()
+        proxy_target.check_proxy(data)
+
+    return one_input
+
+
 def _config(stats: Stats) -> tuple[Callable[[bytes], None], Callable[[bytes, int, int], bytes]]:
     # the IR codec is hot and simple: left uninstrumented, for speed
     with atheris.instrument_imports(include=["propylon"], exclude=["propylon.ir.codec"]):
@@ -88,6 +99,8 @@ def main() -> None:
     stats = Stats(os.environ.get("PROPYLON_FUZZ_STATS"), dict)
     if target == "http11":
         atheris.Setup(argv, _http11(stats))
+    elif target == "proxy":
+        atheris.Setup(argv, _proxy(stats))
     else:
         one_input, mutator = _config(stats)
         atheris.Setup(argv, one_input, custom_mutator=mutator)

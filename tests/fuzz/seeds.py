@@ -111,8 +111,43 @@ def config_seeds() -> list[bytes]:
     return [t.encode("utf-8") for t in texts]
 
 
-SEEDS = {"http11": http11_seeds, "config": config_seeds}
-TOKENS = {"http11": HTTP_TOKENS, "config": CONFIG_TOKENS}
+def proxy_seeds() -> list[bytes]:
+    """PROXY protocol headers (valid, each version and family, with TLVs) and near misses;
+    byte 0 is the target's control byte (how the input is cut, optional mode)."""
+    import struct
+
+    from propylon.proxy.proxy_protocol import V2_SIGNATURE, build_proxy_header
+
+    def tlv(kind: int, value: bytes) -> bytes:
+        return struct.pack("!BH", kind, len(value)) + value
+
+    ssl = tlv(0x20, b"\x07\x00\x00\x00\x00" + tlv(0x21, b"TLSv1.3") + tlv(0x22, b"cn"))
+    v2_tlvs = build_proxy_header(2, ("203.0.113.7", 1, "192.0.2.1", 443))
+    body = v2_tlvs[16:] + tlv(0xEA, b"\x01vpce-1") + ssl + tlv(0x04, b"\0\0")
+    v2_tlvs = v2_tlvs[:14] + struct.pack("!H", len(body)) + body
+    headers = [
+        build_proxy_header(1, ("203.0.113.7", 51000, "192.0.2.1", 80)),
+        build_proxy_header(1, ("2001:db8::7", 1, "2001:db8::1", 2)),
+        build_proxy_header(1, None),
+        build_proxy_header(2, ("203.0.113.7", 51000, "192.0.2.1", 80)),
+        build_proxy_header(2, ("2001:db8::7", 1, "2001:db8::1", 2)),
+        build_proxy_header(2, None),
+        v2_tlvs,
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 65535 0\r\n",
+        b"PROXY TCP4 1.2.3.256 5.6.7.8 1 2\r\n",
+        V2_SIGNATURE + b"\x21\x31\x00\xd8" + bytes(216),
+    ]
+    tails = [b"", b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", b"\x16\x03\x01\x00\x05"]
+    seeds = [bytes([control]) + header + tail
+             for header in headers for tail in tails for control in (0x00, 0x83)]
+    seeds += [b"\x80GET / HTTP/1.1\r\n\r\n", b"\x81\x16\x03\x01", b"\x00PROXY "]
+    return seeds
+
+
+PROXY_TOKENS = [b"PROXY ", b"TCP4 ", b"TCP6 ", b"UNKNOWN", b"\r\n", b"\r\n\r\n\x00\r\nQUIT\n",
+                b"\x21\x11", b"\x21\x21", b"\x20\x00", b"\xea", b"::ffff:", b"127.0.0.1"]
+SEEDS = {"http11": http11_seeds, "config": config_seeds, "proxy": proxy_seeds}
+TOKENS = {"http11": HTTP_TOKENS, "config": CONFIG_TOKENS, "proxy": PROXY_TOKENS}
 
 
 def write_seeds(target: str, folder: Path) -> int:

@@ -42,6 +42,10 @@ def _check(target: str) -> Callable[[bytes], None]:
         from tests.fuzz.http_target import check_http
 
         return check_http
+    if target == "proxy":
+        from tests.fuzz.proxy_target import check_proxy
+
+        return check_proxy
     from tests.fuzz.config_target import check_config
 
     return check_config
