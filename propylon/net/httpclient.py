@@ -105,12 +105,13 @@ class HttpClient:
 
     ``ssl_context`` defaults to the system's CAs for an https URL; ``server_hostname`` (the
     SNI and the name verified) defaults to the URL's host, ``host`` (the Host field) to the
-    URL's authority."""
+    URL's authority. ``preamble`` is written first on every new connection (a PROXY protocol
+    header for upstreams that expect one; plaintext connections only)."""
 
     def __init__(self, url: str, max_connections: int = 16,
                  ssl_context: ssl.SSLContext | None = None, *, keep_alive: bool = True,
                  server_hostname: str | None = None, host: str | None = None,
-                 max_body: int = MAX_BODY) -> None:
+                 max_body: int = MAX_BODY, preamble: bytes = b"") -> None:
         parts = urlsplit(url)
         self.tls = parts.scheme == "https"
         self.ssl_context = (ssl_context or tls_context()) if self.tls else None
@@ -120,6 +121,7 @@ class HttpClient:
         self.authority = (host or parts.netloc).encode("idna")
         self.keep_alive = keep_alive
         self.max_body = max_body
+        self.preamble = preamble
         self.max_connections = max_connections
         self.idle: list[_Conn] = []
         self.open = 0
@@ -231,6 +233,8 @@ class HttpClient:
         except BaseException:
             self._slot_freed()
             raise
+        if self.preamble:
+            writer.write(self.preamble)
         return _Conn(reader, writer)
 
     def _release(self, conn: _Conn, reusable: bool) -> None:

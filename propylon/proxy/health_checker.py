@@ -21,6 +21,7 @@ from collections.abc import Callable
 from propylon import ir
 from propylon.net.httpclient import HttpClient, HttpError
 from propylon.net.tls import client_context
+from propylon.proxy.proxy_protocol import build_proxy_header
 
 log = logging.getLogger("propylon.health")
 
@@ -88,10 +89,14 @@ class HealthChecker:
         spec, tls = upstream.active_health, upstream.tls
         assert spec is not None
         address = f"[{endpoint.address}]" if ":" in endpoint.address else endpoint.address
+        # an Upstream that expects a PROXY header gets one naming no client (v2 LOCAL, v1
+        # UNKNOWN), as HAProxy's check-send-proxy does
+        preamble = (build_proxy_header(upstream.proxy_protocol_version, None)
+                    if upstream.proxy_protocol_version else b"")
         return HttpClient(
             f"{'https' if tls else 'http'}://{address}:{endpoint.port}", 1, self._context(tls),
             keep_alive=False, server_hostname=(tls.sni or endpoint.address) if tls else None,
-            host=spec.host or endpoint.address)
+            host=spec.host or endpoint.address, preamble=preamble)
 
     def _context(self, tls: ir.UpstreamTLSIR | None) -> ssl.SSLContext | None:
         if tls is None:

@@ -98,3 +98,28 @@ def test_one_header_per_upstream_connection_none_reused(gw, ups) -> None:
     assert up.connections == 3
     assert len(up.headers) == 3
     assert up.refused == 0
+
+
+def test_active_health_checks_send_a_local_header(module_gateways) -> None:
+    """An active HTTP health check to an Upstream that expects a PROXY header sends one that
+    names no client (v2 LOCAL), so the endpoint stays healthy and requests still get through."""
+    up = ProxyProtocolUpstream("hc").start()
+    try:
+        def config(port: int) -> str:
+            check = {"active": {"type": "http", "path": "/healthz", "interval": "200ms",
+                                "timeout": "1s", "unhealthyThreshold": 1}}
+            return r.dump(
+                r.gateway(port), r.route("all", rules=[r.rule(forward=r.forward("hc"))]),
+                r.upstream("hc", up.port, proxyProtocol={"version": 2}, healthCheck=check),
+            )
+
+        gw = module_gateways(config)
+        probes = up.wait_for_requests(3)
+        assert all(q.path == "/healthz" for q in probes[:3])
+        assert all(h.command == "local" for h in up.headers[:3])
+        assert up.refused == 0
+        with RawClient(gw.port, timeout=5) as conn:
+            conn.send(REQUEST % b"after-checks")
+            assert conn.read_final().status == 200
+    finally:
+        up.stop()
