@@ -138,13 +138,3 @@ class UpstreamSpec(Model):
     # Namespaces whose Routes and RouteTables may forward (or mirror) to this Upstream, besides
     # its own: a grant, like a Gateway API ReferenceGrant. "*" grants every namespace.
     allowed_namespaces: list[NamespaceGrant] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _proxy_protocol_without_tls(self) -> UpstreamSpec:
-        if self.proxy_protocol is not None and self.tls is not None:
-            raise invalid(
-                "proxy_protocol_tls",
-                "proxyProtocol is not supported with tls yet (the header must precede the"
-                " TLS handshake)",
-            )
-        return self

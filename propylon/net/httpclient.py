@@ -227,14 +227,24 @@ class HttpClient:
                 return conn_or_slot
         self.open += 1
         try:
-            reader, writer = await asyncio.open_connection(
-                self.host, self.port, ssl=self.ssl_context, limit=_MAX_HEAD,
-                server_hostname=self.server_hostname)
+            if self.preamble:  # in the clear, before TLS if any (a PROXY protocol header)
+                reader, writer = await asyncio.open_connection(
+                    self.host, self.port, limit=_MAX_HEAD)
+                writer.write(self.preamble)
+                if self.ssl_context is not None:
+                    try:
+                        await writer.start_tls(
+                            self.ssl_context, server_hostname=self.server_hostname)
+                    except BaseException:
+                        writer.close()
+                        raise
+            else:
+                reader, writer = await asyncio.open_connection(
+                    self.host, self.port, ssl=self.ssl_context, limit=_MAX_HEAD,
+                    server_hostname=self.server_hostname)
         except BaseException:
             self._slot_freed()
             raise
-        if self.preamble:
-            writer.write(self.preamble)
         return _Conn(reader, writer)
 
     def _release(self, conn: _Conn, reusable: bool) -> None:

@@ -18,7 +18,8 @@ import contextlib
 import ssl
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any, Protocol
 
 from propylon.ir import UpstreamTLSIR
 from propylon.net.tls import client_context
@@ -126,18 +127,46 @@ class EndpointPool:
         from propylon.proxy.h1.client import ClientConnection
 
         self.total += 1
-        task = asyncio.ensure_future(
-            self.loop.create_connection(
+        opening: Coroutine[Any, Any, tuple[asyncio.BaseTransport, ClientConnection]]
+        if self.proxy_version and self.ssl_context is not None:
+            header = build_proxy_header(self.proxy_version, client.proxy_addresses())
+            opening = self._open_tls_after_header(header)
+        else:
+            opening = self.loop.create_connection(
                 lambda: ClientConnection(self), self.address, self.port,
                 ssl=self.ssl_context,
                 server_hostname=self.server_hostname if self.ssl_context else None,
             )
-        )
+        task = asyncio.ensure_future(opening)
         timer = self.loop.call_later(self.connect_timeout, task.cancel)
         task.add_done_callback(lambda t: self._connected(t, client, timer))
 
+    async def _open_tls_after_header(
+        self, header: bytes
+    ) -> tuple[asyncio.BaseTransport, ClientConnection]:
+        """TLS to an upstream that expects a PROXY header: the header goes first, in the clear,
+        then the handshake (as HAProxy's send-proxy with ssl)."""
+        from propylon.proxy.h1.client import ClientConnection
+
+        assert self.ssl_context is not None
+        transport, _ = await self.loop.create_connection(
+            asyncio.Protocol, self.address, self.port)
+        conn = ClientConnection(self)
+        try:
+            transport.write(header)
+            tls = await self.loop.start_tls(
+                transport, conn, self.ssl_context, server_hostname=self.server_hostname)
+        except BaseException:
+            transport.close()
+            raise
+        if tls is None:
+            transport.close()
+            raise ConnectionError("the TLS handshake did not complete")
+        conn.connection_made(tls)  # start_tls does not call it
+        return tls, conn
+
     def _connected(
-        self, task: asyncio.Future[tuple[asyncio.Transport, ClientConnection]],
+        self, task: asyncio.Future[tuple[asyncio.BaseTransport, ClientConnection]],
         client: PoolClient, timer: asyncio.TimerHandle,
     ) -> None:
         timer.cancel()
@@ -150,7 +179,7 @@ class EndpointPool:
             self._serve_waiters()
             return
         _, conn = task.result()
-        if self.proxy_version and conn.transport is not None:
+        if self.proxy_version and self.ssl_context is None and conn.transport is not None:
             conn.transport.write(build_proxy_header(self.proxy_version, client.proxy_addresses()))
         if client.aborted:
             self.release(conn)

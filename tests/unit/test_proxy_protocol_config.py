@@ -90,8 +90,6 @@ def test_upstream_proxy_protocol_translates() -> None:
 @pytest.mark.parametrize(("spec", "message"), [
     pytest.param("proxyProtocol: {version: 3}", "version", id="bad-version"),
     pytest.param("proxyProtocol: {}", "version", id="no-version"),
-    pytest.param("proxyProtocol: {version: 1}\n  tls: {sni: a}",
-                 "not supported with tls yet", id="with-tls"),
 ])
 def test_upstream_proxy_protocol_is_checked(spec: str, message: str) -> None:
     errors = load_text(upstream(spec)).errors

@@ -123,3 +123,41 @@ def test_active_health_checks_send_a_local_header(module_gateways) -> None:
             assert conn.read_final().status == 200
     finally:
         up.stop()
+
+
+def test_tls_upstream_gets_the_header_before_the_handshake(module_gateways, pki) -> None:
+    """With Upstream tls, the PROXY header goes first in the clear, then TLS (requests and
+    active health checks alike)."""
+    import ssl
+
+    from tests.support.net import poll_until
+    from tests.support.proxy_upstream import ProxyTLSUpstream
+
+    server = pki.issue("pp-up", "pp-up.test")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(server.cert), str(server.key))
+    up = ProxyTLSUpstream(context).start()
+    try:
+        def config(port: int) -> str:
+            check = {"active": {"type": "http", "path": "/healthz", "interval": "200ms",
+                                "timeout": "1s", "unhealthyThreshold": 1}}
+            tls = {"sni": "pp-up.test", "caFile": str(pki.ca_file)}
+            return r.dump(
+                r.gateway(port), r.route("all", rules=[r.rule(forward=r.forward("pptls"))]),
+                r.upstream("pptls", up.port, proxyProtocol={"version": 1}, tls=tls,
+                           healthCheck=check),
+            )
+
+        gw = module_gateways(config)
+        poll_until(lambda: up.paths.count("/healthz") >= 2, timeout=10)  # checks over TLS
+        with RawClient(gw.port, timeout=5) as conn:
+            conn.send(REQUEST % b"over-tls")
+            assert conn.read_final().status == 200
+            client_port = conn.local_port
+        poll_until(lambda: "/over-tls" in up.paths, timeout=5)
+        sources = [h.source if h is not None else "no header" for h in up.headers]
+        assert "no header" not in sources
+        assert ("127.0.0.1", client_port) in sources
+        assert None in sources  # the health checks' UNKNOWN headers
+    finally:
+        up.stop()
