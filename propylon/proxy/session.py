@@ -313,10 +313,15 @@ class Session:
             if not filtered:
                 return  # held by a filter, or the request was stopped
             chunk = filtered
+        self._pass_chunk(chunk)
+
+    def _pass_chunk(self, chunk: bytes) -> None:
+        """A body chunk past the body filters: to the forwarder, or kept until it exists."""
         forwarder = self.forwarder
         if forwarder is not None:
             forwarder.send_body(chunk)
             return
+        route = self.route
         if route is not None and route.kind != FORWARD:
             return  # answered locally: the body is read and dropped
         # kept until the forwarder has a connection (a request not routed yet included)
@@ -370,19 +375,12 @@ class Session:
                 self.pending = [last]  # the whole body, now framed by its length
                 self.pending_size = len(last)
             else:
-                self._request_chunk_after_filters(last)
+                self._pass_chunk(last)
         if request_filter.deferred:
             request_filter.deferred = False
             self.forward(route)
         elif self.forwarder is not None:
             self.forwarder.end_body()
-
-    def _request_chunk_after_filters(self, chunk: bytes) -> None:
-        if self.forwarder is not None:
-            self.forwarder.send_body(chunk)
-        elif self.route is not None and self.route.kind == FORWARD:
-            self.pending = [*(self.pending or ()), chunk]
-            self.pending_size += len(chunk)
 
     # -- phase 3: the response ----------------------------------------------------------
     def on_response_head(self, status: int, out: Headers, length: bytes | None) -> None:
