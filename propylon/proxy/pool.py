@@ -9,6 +9,14 @@ Invariants (in the spirit of aiohttp's ``BaseConnector``):
   went away) is skipped when its turn comes.
 - Pools outlive configuration versions: reloading the config reuses the pool of an endpoint
   that is still configured, with its warm connections.
+- A pool whose connections start with a PROXY header (``proxy_version``) reuses a connection
+  only for a request whose header would be the same: the same client address and port and the
+  same address reached (HAProxy hashes the PROXY line into its connection key, Envoy its
+  addresses into the pool key). So a keep-alive client's requests share one upstream
+  connection, and no request ever travels on a connection whose header named another client.
+  Its idle connections stay bounded by ``max_idle`` over all clients together: the oldest idle
+  one (whoever it named) is closed to make room, for a new idle one or, when the pool is full,
+  for a client that has no connection of its own.
 """
 
 from __future__ import annotations
@@ -30,6 +38,9 @@ if TYPE_CHECKING:
     from propylon.proxy.h1.client import ClientConnection
 
 PoolKey = tuple[str, int, UpstreamTLSIR | None, int]
+# What an upstream PROXY header names: (client ip, port, address it reached, port); None for
+# a header naming no client (v1 UNKNOWN, v2 LOCAL)
+ProxyAddresses = tuple[str, int, str, int] | None
 
 
 class PoolClient(Protocol):
@@ -41,14 +52,60 @@ class PoolClient(Protocol):
 
     def on_upstream_failed(self, reason: str, timed_out: bool) -> None: ...
 
-    def proxy_addresses(self) -> tuple[str, int, str, int] | None:
+    def proxy_addresses(self) -> ProxyAddresses:
         """(client ip, port, address it reached, port) for an upstream PROXY header."""
         ...
+
+
+class NamedConnections:
+    """For a pool whose connections start with a PROXY header: which addresses each open
+    connection's header named, and the idle connections by those addresses (newest last).
+    The pool's own ``idle`` deque keeps the order over all clients; both hold the same
+    connections, and the pool changes them together."""
+
+    __slots__ = ("idle", "named")
+
+    def __init__(self) -> None:
+        self.named: dict[ClientConnection, ProxyAddresses] = {}
+        self.idle: dict[ProxyAddresses, list[ClientConnection]] = {}
+
+    def opened(self, conn: ClientConnection, addresses: ProxyAddresses) -> None:
+        self.named[conn] = addresses
+
+    def park(self, conn: ClientConnection) -> bool:
+        """Keep ``conn`` idle under the addresses its header named; False if unknown."""
+        if conn not in self.named:
+            return False
+        self.idle.setdefault(self.named[conn], []).append(conn)
+        return True
+
+    def take(self, addresses: ProxyAddresses) -> ClientConnection | None:
+        """The newest idle connection whose header named ``addresses``, if any."""
+        parked = self.idle.get(addresses)
+        if not parked:
+            return None
+        conn = parked.pop()
+        if not parked:
+            del self.idle[addresses]
+        return conn
+
+    def unpark(self, conn: ClientConnection) -> None:
+        addresses = self.named.get(conn)
+        parked = self.idle.get(addresses)
+        if parked and conn in parked:
+            parked.remove(conn)
+            if not parked:
+                del self.idle[addresses]
+
+    def forget(self, conn: ClientConnection) -> None:
+        self.unpark(conn)
+        self.named.pop(conn, None)
 
 
 class EndpointPool:
     __slots__ = (
         "address",
+        "by_client",
         "connect_timeout",
         "idle",
         "idle_timeout",
@@ -78,8 +135,9 @@ class EndpointPool:
         self.ssl_context = ssl_context  # TLS origination when set
         self.server_hostname = server_hostname
         # 1 or 2: each new connection starts with a PROXY header naming the client that
-        # opened it, so a connection is never reused for another request (it names one client)
+        # opened it, and is reused only for requests whose header would be the same
         self.proxy_version = proxy_version
+        self.by_client = NamedConnections() if proxy_version else None
         self.idle: deque[ClientConnection] = deque()
         self.waiters: deque[PoolClient] = deque()
         self.total = 0
@@ -105,6 +163,8 @@ class EndpointPool:
         """An idle connection now, or ``None`` after arranging for ``client`` to be told.
         With ``may_connect`` false (an upstream-wide connection cap is reached) the client
         waits for a connection to be released rather than opening one."""
+        if self.by_client is not None:
+            return self._acquire_named(self.by_client, client, may_connect)
         idle = self.idle
         while idle:
             conn = idle.pop()
@@ -114,6 +174,26 @@ class EndpointPool:
             self._connect(client)
         else:
             self.waiters.append(client)
+        return None
+
+    def _acquire_named(self, by_client: NamedConnections, client: PoolClient,
+                       may_connect: bool) -> ClientConnection | None:
+        """``acquire`` in a PROXY-header pool: only a connection whose header named the same
+        addresses as ``client``'s would. When no connection may be opened, the oldest idle
+        one (another client's) is closed and ``client`` waits for the room it leaves."""
+        addresses = client.proxy_addresses()
+        conn = by_client.take(addresses)
+        while conn is not None:
+            self.idle.remove(conn)
+            if not conn.closed:
+                return conn
+            conn = by_client.take(addresses)
+        if may_connect and self.total < self.max_connections:
+            self._connect(client)
+            return None
+        self.waiters.append(client)
+        if self.idle:
+            self._close_oldest_idle()
         return None
 
     def connect_new(self, client: PoolClient) -> None:
@@ -127,10 +207,11 @@ class EndpointPool:
         from propylon.proxy.h1.client import ClientConnection
 
         self.total += 1
+        addresses = client.proxy_addresses() if self.proxy_version else None
         opening: Coroutine[Any, Any, tuple[asyncio.BaseTransport, ClientConnection]]
         if self.proxy_version and self.ssl_context is not None:
-            header = build_proxy_header(self.proxy_version, client.proxy_addresses())
-            opening = self._open_tls_after_header(header)
+            opening = self._open_tls_after_header(
+                build_proxy_header(self.proxy_version, addresses))
         else:
             opening = self.loop.create_connection(
                 lambda: ClientConnection(self), self.address, self.port,
@@ -139,7 +220,7 @@ class EndpointPool:
             )
         task = asyncio.ensure_future(opening)
         timer = self.loop.call_later(self.connect_timeout, task.cancel)
-        task.add_done_callback(lambda t: self._connected(t, client, timer))
+        task.add_done_callback(lambda t: self._connected(t, client, timer, addresses))
 
     async def _open_tls_after_header(
         self, header: bytes
@@ -167,7 +248,7 @@ class EndpointPool:
 
     def _connected(
         self, task: asyncio.Future[tuple[asyncio.BaseTransport, ClientConnection]],
-        client: PoolClient, timer: asyncio.TimerHandle,
+        client: PoolClient, timer: asyncio.TimerHandle, addresses: ProxyAddresses,
     ) -> None:
         timer.cancel()
         if task.cancelled() or task.exception() is not None:
@@ -179,8 +260,10 @@ class EndpointPool:
             self._serve_waiters()
             return
         _, conn = task.result()
-        if self.proxy_version and self.ssl_context is None and conn.transport is not None:
-            conn.transport.write(build_proxy_header(self.proxy_version, client.proxy_addresses()))
+        if self.by_client is not None:
+            self.by_client.opened(conn, addresses)
+            if self.ssl_context is None and conn.transport is not None:
+                conn.transport.write(build_proxy_header(self.proxy_version, addresses))
         if client.aborted:
             self.release(conn)
         else:
@@ -189,8 +272,8 @@ class EndpointPool:
     # -- returning -----------------------------------------------------------------------
     def release(self, conn: ClientConnection) -> None:
         """Give back a connection whose last exchange ended cleanly."""
-        if self.proxy_version:
-            conn.close()  # its header named one client; waiters get new connections
+        if self.by_client is not None:
+            self._release_named(self.by_client, conn)
             return
         while self.waiters:
             waiter = self.waiters.popleft()
@@ -203,11 +286,39 @@ class EndpointPool:
         else:
             conn.close()
 
+    def _release_named(self, by_client: NamedConnections, conn: ClientConnection) -> None:
+        """``release`` in a PROXY-header pool: to the first waiter if its header would be
+        this connection's, else closed for the room the first waiter needs; else idle."""
+        waiters = self.waiters
+        while waiters and waiters[0].aborted:
+            waiters.popleft()
+        if waiters:
+            if conn in by_client.named and waiters[0].proxy_addresses() == by_client.named[conn]:
+                waiters.popleft().on_upstream_connected(conn)
+            else:
+                conn.close()  # forget() then connects the first waiter
+            return
+        if self.max_idle <= 0 or not by_client.park(conn):
+            conn.close()
+            return
+        if len(self.idle) >= self.max_idle:
+            self._close_oldest_idle()
+        conn.idle_since = CLOCK.now
+        self.idle.append(conn)
+
+    def _close_oldest_idle(self) -> None:
+        conn = self.idle.popleft()
+        if self.by_client is not None:
+            self.by_client.unpark(conn)
+        conn.close()
+
     def forget(self, conn: ClientConnection) -> None:
         """A connection closed or was discarded: it no longer counts against the limit."""
         self.total -= 1
         with contextlib.suppress(ValueError):
             self.idle.remove(conn)
+        if self.by_client is not None:
+            self.by_client.forget(conn)
         self._serve_waiters()
 
     def _serve_waiters(self) -> None:
@@ -221,11 +332,11 @@ class EndpointPool:
         """Close idle connections older than ``idle_timeout`` (called periodically)."""
         limit = now - self.idle_timeout
         while self.idle and self.idle[0].idle_since < limit:
-            self.idle.popleft().close()
+            self._close_oldest_idle()
 
     def close_idle(self) -> None:
         while self.idle:
-            self.idle.pop().close()
+            self._close_oldest_idle()
 
 
 class PoolRegistry:

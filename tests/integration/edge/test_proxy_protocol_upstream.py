@@ -1,6 +1,7 @@
 """Upstream.spec.proxyProtocol (#20 item 2): each new upstream connection starts with a PROXY
 header naming the client whose request opened it (after a PROXY header the gateway read, or
-the peer); connections are not reused across requests, since a header names one client."""
+the peer); a connection is reused only by requests whose header would be the same
+(test_proxy_protocol_reuse.py)."""
 
 from __future__ import annotations
 
@@ -88,15 +89,15 @@ def test_the_peer_is_the_client_without_a_header(gw, ups, path: str) -> None:
     assert header.destination == ("127.0.0.1", PLAIN_PORT)
 
 
-def test_one_header_per_upstream_connection_none_reused(gw, ups) -> None:
+def test_one_header_per_upstream_connection_reused_by_its_client(gw, ups) -> None:
     with RawClient(PLAIN_PORT, timeout=5) as conn:
         for _ in range(3):
             conn.send(REQUEST % b"two")
             assert conn.read_final().status == 200
     up = ups["two"]
     up.wait_for_requests(3)
-    assert up.connections == 3
-    assert len(up.headers) == 3
+    assert up.connections == 1
+    assert len(up.headers) == 1
     assert up.refused == 0
 
 
