@@ -6,6 +6,7 @@ Routes (every one needs ``authorization: Bearer TOKEN``, else 401):
   GET    /v1/resources/{kind}/{namespace}/{name}
   PUT    /v1/resources/{kind}/{namespace}/{name}    create or replace (422 schema, 409 stale)
   DELETE /v1/resources/{kind}/{namespace}/{name}    ?resourceVersion=N (409 if stale)
+  POST   /v1/apply                                  a batch, all or nothing (docs/controlplane.md)
   GET    /v1/status                                 statuses and fleets
   GET    /v1/gateways/{namespace}/{name}/ir         long-poll: ?after=VERSION&wait=S
   POST   /v1/gateways/{namespace}/{name}/reports    a proxy's ACK or NACK
@@ -14,6 +15,7 @@ Answers are JSON; resources are shown with secrets redacted.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -25,6 +27,15 @@ from typing import Any
 
 from propylon import ir
 from propylon.admin.openapi import openapi_document
+from propylon.controlplane.batch import (
+    Batch,
+    BatchConflict,
+    BatchInvalid,
+    Planned,
+    plan_batch,
+    read_batch,
+    writes_of,
+)
 from propylon.controlplane.httpd import Reply, Request
 from propylon.controlplane.resources import (
     KIND_OF_PATH,
@@ -35,13 +46,14 @@ from propylon.controlplane.resources import (
     validate,
 )
 from propylon.controlplane.state import ControlState
-from propylon.controlplane.store import Conflict, StoreError
+from propylon.controlplane.store import BatchTooLarge, Conflict, StoreError
 
 log = logging.getLogger("propylon.controlplane")
 
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 MAX_WAIT = 60.0
 DEFAULT_WAIT = 30.0
+APPLY_ATTEMPTS = 3  # plans of one batch tried when concurrent writes make the store refuse
 
 
 def _json(status: int, data: Any, headers: list[tuple[str, str]] | None = None) -> Reply:
@@ -74,6 +86,14 @@ class ControlAPI:
             return _error(409, str(exc))
         except Invalid as exc:
             return _error(422, "invalid resource", exc.reasons)
+        except BatchInvalid as exc:
+            return _batch_error(422, "invalid batch: nothing was written", exc.reasons,
+                                [e.to_json() for e in exc.errors])
+        except BatchConflict as exc:
+            return _batch_error(409, "stale resourceVersion: nothing was written",
+                                [str(exc)], [e.to_json() for e in exc.errors])
+        except BatchTooLarge as exc:
+            return _error(413, str(exc))
         except (StoreError, sqlite3.Error) as exc:
             log.error("store error: %s", exc)
             return _error(503, f"store unavailable: {exc}")
@@ -89,6 +109,8 @@ class ControlAPI:
             return _only(method, "GET") or _json(200, openapi_document())
         if parts == ["v1", "status"]:
             return _only(method, "GET") or await self.status()
+        if parts == ["v1", "apply"]:
+            return _only(method, "POST") or await self.apply(request.body)
         if len(parts) == 3 and parts[:2] == ["v1", "resources"]:
             return _only(method, "GET") or await self.list(parts[2])
         if len(parts) == 5 and parts[:2] == ["v1", "resources"]:
@@ -154,6 +176,32 @@ class ControlAPI:
         return _json(200, {"kind": kind, "namespace": namespace, "name": name,
                            "deleted": True})
 
+    async def apply(self, body: bytes) -> Reply:
+        """A batch as one store transaction: one revision, hence one IR version per Gateway.
+        The plan is made again when a concurrent write invalidates it, unless an item pinned
+        its version (then the conflict is the client's to resolve)."""
+        try:
+            raw = json.loads(body or b"null")
+        except (ValueError, UnicodeDecodeError) as exc:
+            return _error(400, f"the body is not JSON: {exc}")
+        batch = await asyncio.to_thread(read_batch, raw)
+        for attempt in range(1, APPLY_ATTEMPTS + 1):
+            stored = await self.state.store.list_resources()
+            plan = await asyncio.to_thread(plan_batch, batch, stored)
+            writes = writes_of(plan)
+            if batch.dry_run or not writes:
+                return _applied(batch, plan, None)
+            try:
+                revision = await self.state.store.write_batch(writes)
+            except Conflict:
+                if batch.pinned or attempt == APPLY_ATTEMPTS:
+                    raise
+                continue
+            log.info("batch of %d resource(s) applied as revision %s: %d write(s)",
+                     len(batch.items), revision, len(writes))
+            return _applied(batch, plan, revision)
+        raise AssertionError("unreachable")
+
     async def status(self) -> Reply:
         resources = [
             {"kind": s.kind, "namespace": s.key.split("/")[0], "name": s.key.split("/")[1],
@@ -214,6 +262,16 @@ class ControlAPI:
             await self.state.store.put_fleet(gateway, proxy, dict(record))
         except Exception as exc:  # the store is away: distribution goes on without records
             log.warning("cannot record proxy %s: %s", proxy, exc)
+
+
+def _batch_error(status: int, message: str, reasons: list[str],
+                 errors: list[dict[str, Any]]) -> Reply:
+    return _json(status, {"error": message, "reasons": reasons, "errors": errors})
+
+
+def _applied(batch: Batch, plan: list[Planned], revision: str | None) -> Reply:
+    return _json(200, {"dryRun": batch.dry_run, "revision": revision,
+                       "changes": [p.to_json(revision) for p in plan]})
 
 
 def _only(method: str, allowed: str) -> Reply | None:

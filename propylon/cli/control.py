@@ -144,64 +144,88 @@ def proxy(
     raise typer.Exit(code)
 
 
+PruneOpt = Annotated[bool, typer.Option(
+    help="Delete resources matching -l that the files no longer hold (needs -l).")]
+SelectorOpt = Annotated[list[str] | None, typer.Option(
+    "-l", "--selector", metavar="SELECTOR",
+    help="Labels, as kubectl -l writes them (team=shop,tier!=web,env in (a,b),owner): only "
+         "resources matching them are applied, and --prune deletes only those (repeatable: "
+         "all must hold).")]
+_VERB = {"create": "created", "update": "configured", "delete": "pruned",
+         "unchanged": "unchanged"}
+
+
 def apply(
     file: FilesOpt,
-    prune: Annotated[bool, typer.Option(
-        help="Delete resources matching -l that the files no longer hold.")] = False,
-    selector: Annotated[list[str] | None, typer.Option(
-        "-l", "--selector", metavar="KEY=VALUE",
-        help="Labels choosing what --prune may delete (repeatable).")] = None,
+    prune: PruneOpt = False,
+    selector: SelectorOpt = None,
     control: ControlOpt = _DEFAULT_CONTROL,
     token_file: TokenFileOpt = None,
     ca_file: CaFileOpt = None,
 ) -> None:
-    """Make the control plane hold what the files say (idempotent)."""
+    """Make the control plane hold what the files say, in one transaction (idempotent)."""
     from propylon.controlplane.client import ClientError
-    from propylon.controlplane.gitops import parse_selector, plan
 
-    if prune and not selector:
-        raise typer.BadParameter("--prune needs a label selector (-l key=value)")
-    local = _load_local(file)
+    local, labels = _selected_local(file, prune, selector)
     client = _client(control, token_file, ca_file)
     try:
-        labels = parse_selector(selector or []) if prune else None
-        changes = plan(local, client.list_all(), labels)
-        for change in changes:
-            if change.action in ("create", "update"):
-                assert change.local is not None
-                body = json.loads(json.dumps(change.local))
-                if change.remote is not None:
-                    body["metadata"]["resourceVersion"] = change.remote["metadata"][
-                        "resourceVersion"]
-                client.put(body)
-            elif change.action == "delete":
-                assert change.remote is not None
-                client.delete(*change.key, change.remote["metadata"]["resourceVersion"])
-            verb = {"create": "created", "update": "configured", "delete": "pruned",
-                    "unchanged": "unchanged"}[change.action]
-            typer.echo(f"{change.ref} {verb}")
-    except (ClientError, ValueError) as exc:
+        answer = client.apply([item.data for item in local],
+                              labels.to_json() if prune and labels else None)
+    except ClientError as exc:
         raise failure(exc) from exc
+    for change in answer["changes"]:
+        typer.echo(f"{change['kind']} {change['namespace']}/{change['name']} "
+                   f"{_VERB[change['action']]}")
+    if answer.get("revision"):
+        typer.echo(f"applied as revision {answer['revision']}")
 
 
 def diff(
     file: FilesOpt,
+    prune: PruneOpt = False,
+    selector: SelectorOpt = None,
     control: ControlOpt = _DEFAULT_CONTROL,
     token_file: TokenFileOpt = None,
     ca_file: CaFileOpt = None,
 ) -> None:
-    """Show what `apply -f` would change, per Gateway; exit 3 when something would."""
+    """Show the plan `apply -f` (same options) would carry out, per Gateway; exit 3 when
+    something would change."""
     from propylon.controlplane.client import ClientError
     from propylon.controlplane.diffview import render_diff
+    from propylon.controlplane.gitops import changes_of
 
-    local = _load_local(file)
+    local, labels = _selected_local(file, prune, selector)
     client = _client(control, token_file, ca_file)
     try:
-        lines, changed = render_diff(local, client.list_all(), client.status())
+        answer = client.apply([item.data for item in local],
+                              labels.to_json() if prune and labels else None, dry_run=True)
+        remote = client.list_all()
+        lines, changed = render_diff(changes_of(answer, local, remote), local, remote,
+                                     client.status())
     except ClientError as exc:
         raise failure(exc) from exc
     typer.echo("\n".join(lines))
     raise typer.Exit(EXIT_NEGATIVE if changed else EXIT_OK)
+
+
+def _selected_local(paths: list[Path], prune: bool, selector: list[str] | None) -> Any:
+    """The files' resources that ``-l`` keeps (kubectl's rule), and the selector."""
+    from propylon.controlplane.gitops import select_local
+    from propylon.controlplane.selector import parse_selector
+
+    if prune and not selector:
+        raise typer.BadParameter("--prune needs a label selector (-l key=value)")
+    try:
+        labels = parse_selector(",".join(selector)) if selector else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="-l") from exc
+    if prune and labels is not None and not labels.bounded:
+        raise typer.BadParameter("--prune needs -l to require a label (key=value, key in "
+                                 "(...) or key), so that it cannot select everything")
+    local, left_out = select_local(_load_local(paths), labels)
+    for kind, namespace, name in left_out:
+        typer.echo(f"{kind} {namespace}/{name} skipped: its labels do not match -l", err=True)
+    return local, labels
 
 
 def get(

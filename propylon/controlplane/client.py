@@ -92,6 +92,16 @@ class Client:
         query = f"?resourceVersion={quote(version)}" if version else ""
         self.checked("DELETE", resource_path(kind, namespace, name) + query)
 
+    def apply(self, resources: list[dict[str, Any]], prune: dict[str, Any] | None = None,
+              dry_run: bool = False) -> dict[str, Any]:
+        """``POST /v1/apply``: the plan, and the revision it was written as (not when
+        ``dry_run``). A refused batch raises ClientError naming each bad resource."""
+        body: dict[str, Any] = {"resources": resources, "dryRun": dry_run}
+        if prune is not None:
+            body["prune"] = {"selector": prune}
+        answer: dict[str, Any] = self.checked("POST", "/v1/apply", body)
+        return answer
+
     def status(self) -> dict[str, Any]:
         data: dict[str, Any] = self.checked("GET", "/v1/status")
         return data

@@ -13,7 +13,6 @@ from propylon.controlplane.gitops import (
     LocalResource,
     affected_gateways,
     key_of,
-    plan,
     text_diff,
 )
 from propylon.controlplane.resources import strip_server_fields
@@ -43,11 +42,15 @@ def gateways_before(status: dict[str, Any]) -> dict[Key, list[str]]:
             for r in status.get("resources", [])}
 
 
-def render_diff(local: Sequence[LocalResource], remote: Sequence[dict[str, Any]],
+def render_diff(plan: Sequence[Change], local: Sequence[LocalResource],
+                remote: Sequence[dict[str, Any]],
                 status: dict[str, Any]) -> tuple[list[str], bool]:
-    """Lines grouped per Gateway reached (before or after), and whether anything changes."""
-    changes = [c for c in plan(local, remote) if c.action != "unchanged"]
-    before, after = gateways_before(status), gateways_after(local, remote)
+    """Lines grouped per Gateway reached (before or after), then the plan's counts, and
+    whether anything changes. Pruned resources leave the estimate of Gateways after."""
+    changes = [c for c in plan if c.action != "unchanged"]
+    pruned = {c.key for c in changes if c.action == "delete"}
+    kept = [r for r in remote if key_of(r) not in pruned]
+    before, after = gateways_before(status), gateways_after(local, kept)
     groups: dict[str, list[Change]] = {}
     for change in changes:
         for gateway in affected_gateways(change, before, after) or ["(no Gateway)"]:
@@ -59,7 +62,14 @@ def render_diff(local: Sequence[LocalResource], remote: Sequence[dict[str, Any]]
         for change in groups[gateway]:
             lines.append(f"  {_MARK[change.action]} {change.ref} ({change.action})")
             lines += [f"      {line}" for line in text_diff(change) if change.action == "update"]
-    return lines or ["no changes"], bool(changes)
+    return [*(lines or ["no changes"]), plan_summary(plan)], bool(changes)
+
+
+def plan_summary(plan: Sequence[Change]) -> str:
+    counts = {action: sum(c.action == action for c in plan)
+              for action in ("create", "update", "unchanged", "delete")}
+    return "plan: " + ", ".join(f"{n} to {a}" if a != "unchanged" else f"{n} unchanged"
+                                for a, n in counts.items())
 
 
 def render_health(health: dict[str, Any] | None) -> list[str]:

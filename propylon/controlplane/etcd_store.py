@@ -16,12 +16,12 @@ import base64
 import json
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
 from propylon.controlplane.resources import StoredResource
-from propylon.controlplane.store import Conflict, StoreError
+from propylon.controlplane.store import ABSENT, BatchTooLarge, BatchWrite, Conflict, StoreError
 from propylon.net import httpclient
 
 log = logging.getLogger("propylon.controlplane")
@@ -29,6 +29,9 @@ log = logging.getLogger("propylon.controlplane")
 _RESOURCES = "/propylon/resources/"
 _FLEET = "/propylon/fleet/"
 _TIMEOUT = 5.0
+# etcd's answers to a transaction over its --max-txn-ops (default 128) or
+# --max-request-bytes (default 1.5 MiB)
+_TOO_LARGE = (b"too many operations in txn request", b"request is too large")
 
 
 def _b64(text: str) -> str:
@@ -72,6 +75,10 @@ class EtcdStore:
                 headers={"content-type": "application/json"}, timeout=_TIMEOUT)
         except httpclient.HttpError as exc:
             raise EtcdError(f"etcd unreachable: {exc}") from exc
+        if answer.status == 400 and any(m in answer.body for m in _TOO_LARGE):
+            raise BatchTooLarge(
+                f"etcd refuses this transaction ({answer.body[:200]!r}): apply fewer resources "
+                "at once, or raise etcd's --max-txn-ops / --max-request-bytes")
         if answer.status != 200:
             raise EtcdError(f"etcd {path}: HTTP {answer.status}: {answer.body[:200]!r}")
         data: dict[str, Any] = answer.json() or {}
@@ -106,6 +113,25 @@ class EtcdStore:
         answer = await self._txn(key, expected, delete, f"{kind} {namespace}/{name}")
         responses = answer.get("responses", [{}])
         return int(responses[0].get("response_delete_range", {}).get("deleted", 0)) > 0
+
+    async def write_batch(self, writes: Sequence[BatchWrite]) -> str:
+        """One etcd transaction: a compare per write with an ``expected``, then every put
+        and delete; etcd gives all of them one revision."""
+        compare, ops = [], []
+        for w in writes:
+            key = _b64(_key(w.kind, w.namespace, w.name))
+            if w.expected == ABSENT:
+                compare.append({"key": key, "target": "CREATE", "result": "EQUAL",
+                                "create_revision": "0"})
+            elif w.expected is not None:
+                compare.append({"key": key, "target": "MOD", "result": "EQUAL",
+                                "mod_revision": w.expected})
+            ops.append({"request_delete_range": {"key": key}} if w.data is None else
+                       {"request_put": {"key": key, "value": _b64(json.dumps(w.data))}})
+        answer = await self._call("kv/txn", {"compare": compare, "success": ops})
+        if not answer.get("succeeded"):
+            raise Conflict("a resource of the batch changed meanwhile")
+        return str(answer["header"]["revision"])
 
     async def _txn(self, key: str, expected: str | None, op: dict[str, Any],
                    what: str) -> dict[str, Any]:

@@ -1,9 +1,10 @@
-"""GitOps planning for ``apply``, ``diff`` and ``--prune``: pure functions over plain data.
+"""The GitOps client's side of ``apply``, ``diff`` and ``--prune``: pure functions over data.
 
-Local resources (from files) are compared with the control plane's by ``contentHash`` (the
-hash of the normalized content, computed on both sides), so a change hidden by redaction is
-still seen. ``plan`` lists what ``apply`` would do; ``affected_gateways`` says which Gateways
-each change reaches, before (the control plane's statuses) and after (a local translation).
+The plan itself is the control plane's (``POST /v1/apply``, ``controlplane/batch.py``), so
+``diff`` shows exactly what ``apply`` does. Here: the local resources (from files, filtered by
+``-l`` as ``kubectl apply -l`` does), the plan's changes joined with the local and stored
+copies, which Gateways each change reaches before (the control plane's statuses) and after
+(a local translation), and a text diff with secrets redacted.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import yaml
 
 from propylon.admin.redact import redact
 from propylon.config import Resource, load_data, load_paths
-from propylon.controlplane.resources import content_hash
+from propylon.controlplane.selector import LabelSelector
 
 Key = tuple[str, str, str]  # kind, namespace, name
 _SUFFIXES = (".yaml", ".yml")
@@ -75,35 +76,25 @@ def _files(paths: Sequence[Path]) -> list[Path]:
     return found
 
 
-def labels_match(data: dict[str, Any], selector: dict[str, str]) -> bool:
-    labels = data.get("metadata", {}).get("labels") or {}
-    return all(labels.get(k) == v for k, v in selector.items())
+def select_local(local: Sequence[LocalResource],
+                 selector: LabelSelector | None) -> tuple[list[LocalResource], list[Key]]:
+    """The resources ``-l`` keeps, and the keys of those it leaves out."""
+    if selector is None:
+        return list(local), []
+    kept = [item for item in local if selector.matches(item.model.metadata.labels)]
+    kept_keys = {item.key for item in kept}
+    return kept, [item.key for item in local if item.key not in kept_keys]
 
 
-def plan(
-    local: Sequence[LocalResource],
-    remote: Sequence[dict[str, Any]],
-    prune: dict[str, str] | None = None,
-) -> list[Change]:
-    """What applying ``local`` over ``remote`` does; with ``prune`` (a label selector), remote
-    resources matching it that ``local`` no longer holds are deleted."""
-    by_key = {key_of(r): r for r in remote}
+def changes_of(answer: dict[str, Any], local: Sequence[LocalResource],
+               remote: Sequence[dict[str, Any]]) -> list[Change]:
+    """The control plane's plan as Changes carrying the local and stored copies."""
+    mine = {item.key: item.data for item in local}
+    theirs = {key_of(r): r for r in remote}
     changes = []
-    for item in local:
-        current = by_key.get(item.key)
-        if current is None:
-            changes.append(Change("create", item.key, item.data, None))
-        elif current.get("metadata", {}).get("contentHash") != content_hash(item.model):
-            changes.append(Change("update", item.key, item.data, current))
-        else:
-            changes.append(Change("unchanged", item.key, item.data, current))
-    if prune is not None:
-        wanted = {item.key for item in local}
-        changes += [
-            Change("delete", key, None, data)
-            for key, data in sorted(by_key.items())
-            if key not in wanted and labels_match(data, prune)
-        ]
+    for change in answer["changes"]:
+        key = (change["kind"], change["namespace"], change["name"])
+        changes.append(Change(change["action"], key, mine.get(key), theirs.get(key)))
     return changes
 
 
@@ -124,14 +115,3 @@ def text_diff(change: Change) -> list[str]:
 
     return list(difflib.unified_diff(lines(change.remote), lines(change.local),
                                      "control plane", "local", lineterm="", n=2))
-
-
-def parse_selector(items: Sequence[str]) -> dict[str, str]:
-    selector = {}
-    for item in items:
-        for part in item.split(","):
-            key, sep, value = part.partition("=")
-            if not sep or not key.strip():
-                raise ValueError(f"a label selector is key=value, got {part!r}")
-            selector[key.strip()] = value.strip()
-    return selector

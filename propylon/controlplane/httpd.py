@@ -21,6 +21,8 @@ import httptools
 log = logging.getLogger("propylon.controlplane")
 
 MAX_BODY = 4 * 1024 * 1024
+MAX_BATCH_BODY = 32 * 1024 * 1024  # POST /v1/apply: a whole configuration folder
+_BATCH_PATH = b"/v1/apply"
 _READ_TIMEOUT = 30.0
 
 
@@ -57,6 +59,7 @@ class _Parser:
         self.headers: dict[str, str] = {}
         self.body: list[bytes] = []
         self.size = 0
+        self.limit = MAX_BODY
         self.done = False
 
     def on_url(self, url: bytes) -> None:
@@ -65,9 +68,13 @@ class _Parser:
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
+    def on_headers_complete(self) -> None:
+        if self.url.split(b"?", 1)[0].rstrip(b"/") == _BATCH_PATH:
+            self.limit = MAX_BATCH_BODY
+
     def on_body(self, body: bytes) -> None:
         self.size += len(body)
-        if self.size > MAX_BODY:
+        if self.size > self.limit:
             raise _TooLarge
         self.body.append(body)
 

@@ -13,12 +13,12 @@ import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from propylon.controlplane.resources import StoredResource
-from propylon.controlplane.store import Conflict
+from propylon.controlplane.store import BatchWrite, Conflict
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS resources (
@@ -114,10 +114,36 @@ class SqliteStore:
                              (kind, namespace, name))
             return True
 
+    async def write_batch(self, writes: Sequence[BatchWrite]) -> str:
+        revision = await self._run(self._write_batch, writes)
+        self._changed.set()
+        return str(revision)
+
+    def _write_batch(self, writes: Sequence[BatchWrite]) -> int:
+        with self._transaction():
+            for write in writes:
+                self._check(write.kind, write.namespace, write.name, write.expected)
+            revision = self._bump()
+            for w in writes:
+                if w.data is None:
+                    self._db.execute(
+                        "DELETE FROM resources WHERE kind=? AND namespace=? AND name=?",
+                        (w.kind, w.namespace, w.name))
+                else:
+                    self._db.execute(
+                        "INSERT INTO resources VALUES (?, ?, ?, ?, ?) ON CONFLICT (kind, "
+                        "namespace, name) DO UPDATE SET data=excluded.data, "
+                        "version=excluded.version",
+                        (w.kind, w.namespace, w.name, json.dumps(w.data), revision))
+            return revision
+
     def _check(self, kind: str, namespace: str, name: str, expected: str | None) -> str | None:
+        """The current version; ``Conflict`` unless it is ``expected`` (``""``: absent)."""
         row = self._get(kind, namespace, name)
         current = str(row[4]) if row else None
-        if expected is not None and expected != current:
+        if expected == "" and current is not None:
+            raise Conflict(f"{kind} {namespace}/{name} was created meanwhile (version {current})")
+        if expected is not None and expected != (current or ""):
             raise Conflict(f"{kind} {namespace}/{name}: resourceVersion {expected} is stale "
                            f"(current: {current or 'none, it does not exist'})")
         return current

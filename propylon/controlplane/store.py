@@ -8,7 +8,8 @@ plane then re-reads the resources. Every method is a coroutine that never blocks
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from propylon.controlplane.resources import StoredResource
@@ -18,8 +19,28 @@ class StoreError(Exception):
     """The store cannot be reached or refused the operation (HTTP 503)."""
 
 
+class BatchTooLarge(StoreError):
+    """The store refuses a transaction this big (HTTP 413); the message says which limit."""
+
+
 class Conflict(Exception):
     """The write named a resourceVersion that is no longer current (HTTP 409)."""
+
+
+ABSENT = ""  # a BatchWrite's ``expected`` when the resource must not exist yet
+
+
+@dataclass(frozen=True, slots=True)
+class BatchWrite:
+    """One write of a batch: ``data`` replaces the resource, or None deletes it. ``expected``
+    is the version the resource must have when the batch commits (``ABSENT``: it must not
+    exist; None: whatever it is)."""
+
+    kind: str
+    namespace: str
+    name: str
+    data: dict[str, Any] | None
+    expected: str | None
 
 
 class Store(Protocol):
@@ -34,6 +55,12 @@ class Store(Protocol):
 
     async def delete(self, kind: str, namespace: str, name: str, expected: str | None) -> bool:
         """False when there was nothing to delete; ``Conflict`` on a stale ``expected``."""
+        ...
+
+    async def write_batch(self, writes: Sequence[BatchWrite]) -> str:
+        """Every write or none, as one new revision (returned; every written resource gets it
+        as its version). ``Conflict`` when one ``expected`` no longer holds; ``BatchTooLarge``
+        when the store refuses the transaction's size."""
         ...
 
     async def put_fleet(self, gateway: str, proxy: str, record: dict[str, Any]) -> None: ...
