@@ -1,5 +1,12 @@
 """Standalone mode's configuration flow: files -> resources -> IR, with every problem listed.
 
+Invalid resources are contained, not refused (DESIGN §2, docs/operations.md "Invalid
+resources"): a resource that fails validation is Invalid and replaced (a Route's matches
+answer the Gateway's ``invalidRouteResponse``, a Gateway answers 503), every other resource
+is served. Only what cannot be pinned to a resource (a YAML syntax error, a document of no
+known kind or without a name, an unreadable file) refuses the whole configuration, as does
+a configuration with no Gateway left.
+
 A build also records the secrets translation resolved (``BuildResult.secrets``): which files
 the configuration depends on, for whom, and their identity as they were read. ``FileSource``
 (``propylon/file_source.py``) watches those files and reloads when one of them is replaced.
@@ -13,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from propylon import ir
-from propylon.config import ConfigError, Resource, load_paths
+from propylon.config import ConfigError, Rejected, Resource, load_paths
 from propylon.translate import translate_with_issues
 from propylon.translate.consumers import (
     FileStamp,
@@ -27,7 +34,9 @@ from propylon.translate.consumers import (
 class BuildResult:
     snapshot: ir.SnapshotIR | None
     errors: list[str] = field(default_factory=list)  # the configuration is refused
-    warnings: list[str] = field(default_factory=list)  # it runs, with these resources replaced
+    # it runs, with these resources replaced: each located error (file:line:column: ...),
+    # then each Invalid resource's status
+    warnings: list[str] = field(default_factory=list)
     # every secret resolved by translation; None when the build stopped before translating
     secrets: tuple[SecretRead, ...] | None = None
     # translation's findings with file:line (``severity`` "error": behind an invalid resource
@@ -36,24 +45,30 @@ class BuildResult:
 
 
 def build_snapshot(paths: Sequence[str | Path]) -> BuildResult:
-    """Load and translate ``paths``. Schema errors refuse the whole set; invalid routes do not
-    (they are replaced and reported as warnings, like the control plane's statuses)."""
+    """Load and translate ``paths``, containing invalid resources (see the module doc): they
+    are replaced and reported as warnings, like the control plane's statuses. Errors that
+    name no resource refuse the whole set."""
     try:
         loaded = load_paths(paths)
     except OSError as exc:
         return BuildResult(None, [f"cannot read configuration: {exc}"])
-    if loaded.errors:
-        return BuildResult(None, [str(e) for e in loaded.errors])
-    return build_from_resources(loaded.resources)
+    unattributed = loaded.unattributed
+    if unattributed:
+        return BuildResult(None, [str(e) for e in unattributed])
+    return build_from_resources(loaded.resources, loaded.rejected)
 
 
-def build_from_resources(resources: Sequence[Resource]) -> BuildResult:
-    """Translate valid resources; invalid routes become warnings, no Gateway an error."""
+def build_from_resources(
+    resources: Sequence[Resource], rejected: Sequence[Rejected] = ()
+) -> BuildResult:
+    """Translate valid resources, containing the ``rejected`` ones; invalid resources become
+    warnings, no Gateway an error."""
     with recording_secret_reads() as reads:
-        translation = translate_with_issues(resources)
+        translation = translate_with_issues(resources, rejected)
     snapshot = translation.snapshot
     secrets = tuple(dict.fromkeys(reads))  # a header secret is resolved once per rule
-    warnings = [
+    warnings = [str(issue) for issue in translation.issues if issue.severity == "error"]
+    warnings += [
         f"{s.kind} {s.key}: {s.state}: {'; '.join(s.reasons)}"
         for s in snapshot.statuses
         if s.state != "Accepted"

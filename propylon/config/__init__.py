@@ -1,7 +1,9 @@
 """Configuration: resource models and YAML loading with source positions (DESIGN §2).
 
 ``load_paths`` / ``load_text`` / ``load_data`` give a ``LoadResult``: the valid resources and one
-``ConfigError`` (with ``file:line``) per problem found, all of them at once.
+``ConfigError`` (with ``file:line``) per problem found, all of them at once, and the documents
+that name a resource but fail (``rejected``), which ``recover`` turns into what standalone
+mode can still serve of them.
 """
 
 from propylon.config._types import Selector
@@ -15,7 +17,7 @@ from propylon.config.consumer import (
 from propylon.config.duration import parse_duration
 from propylon.config.errors import ConfigError, Source
 from propylon.config.gateway import GatewaySpec, InvalidRouteResponse, Listener
-from propylon.config.loader import LoadResult, load_data, load_paths, load_text
+from propylon.config.loader import LoadResult, Rejected, load_data, load_paths, load_text
 from propylon.config.policy import (
     GatewayPolicyItem,
     HeaderEdits,
@@ -23,6 +25,7 @@ from propylon.config.policy import (
     PolicyItem,
     PolicySections,
 )
+from propylon.config.recovery import recover, recover_target_refs
 from propylon.config.resources import (
     API_VERSION,
     KINDS,
@@ -94,6 +97,7 @@ __all__ = [
     "PolicySections",
     "PolicySpec",
     "Redirect",
+    "Rejected",
     "Resource",
     "Rewrite",
     "Route",
@@ -112,4 +116,6 @@ __all__ = [
     "load_paths",
     "load_text",
     "parse_duration",
+    "recover",
+    "recover_target_refs",
 ]

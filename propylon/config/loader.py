@@ -5,6 +5,12 @@
 sorted order); each YAML document is one resource. Errors never stop loading: a document with
 errors is left out of ``resources`` and each of its problems becomes one ``ConfigError``.
 The first definition of a (kind, namespace, name) wins; a later one is an error naming both.
+
+A document that names a resource (a known ``kind`` and a ``metadata.name``) but fails is also
+kept, as it was written, in ``rejected``: standalone mode contains it (``config/recovery.py``
+says what of it can still be served) instead of refusing every other resource with it.
+Errors that name no resource (YAML syntax, an unknown kind, a document that is not a mapping)
+are in ``errors`` only; ``unattributed`` lists them.
 """
 
 from __future__ import annotations
@@ -29,14 +35,37 @@ _MESSAGES = {
 }
 
 
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A document naming a resource that failed validation (or defined an existing one again),
+    as written, with its errors."""
+
+    kind: str
+    key: str  # "namespace/name"
+    data: dict[str, Any]
+    source: Source
+    errors: tuple[ConfigError, ...]
+
+    @property
+    def ref(self) -> str:
+        return f"{self.kind} {self.key}"
+
+
 @dataclass(slots=True)
 class LoadResult:
     resources: list[Resource] = field(default_factory=list)
-    errors: list[ConfigError] = field(default_factory=list)
+    errors: list[ConfigError] = field(default_factory=list)  # every error, rejected ones too
+    rejected: list[Rejected] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         return not self.errors
+
+    @property
+    def unattributed(self) -> list[ConfigError]:
+        """The errors no rejected resource holds: what cannot be contained to a resource."""
+        held = {error for rejected in self.rejected for error in rejected.errors}
+        return [error for error in self.errors if error not in held]
 
 
 def load_paths(paths: Sequence[str | Path]) -> LoadResult:
@@ -93,9 +122,26 @@ def _load_into(
     result.errors.extend(errors)
     for doc in documents:
         resource, doc_errors = _build(doc, filename)
-        result.errors.extend(sorted(doc_errors, key=lambda e: e.line or 0))
-        if resource is not None and _first_definition(resource, seen, result.errors):
+        doc_errors.sort(key=lambda e: e.line or 0)
+        if resource is not None and not _first_definition(resource, seen, doc_errors):
+            resource = None
+        result.errors.extend(doc_errors)
+        if resource is not None:
             result.resources.append(resource)
+        elif (rejected := _rejected(doc, filename, doc_errors)) is not None:
+            result.rejected.append(rejected)
+
+
+def _rejected(doc: Document, filename: str, errors: list[ConfigError]) -> Rejected | None:
+    data = doc.data
+    if not errors or not isinstance(data, dict):
+        return None
+    kind, key = _identity(data)
+    if kind not in KINDS or key is None or not isinstance(
+            data["metadata"].get("namespace", ""), str):
+        return None
+    source = Source(filename, doc.line, doc.marks, doc.column)
+    return Rejected(kind, key, data, source, tuple(errors))
 
 
 def _build(doc: Document, filename: str) -> tuple[Resource | None, list[ConfigError]]:

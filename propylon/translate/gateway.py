@@ -6,6 +6,10 @@
 3. ``build_rules``: drafts of Invalid resources replaced, policies attached to the others;
 4. ``report_shadowed``: a warning for each rule that other rules fully shadow;
 5. the upstreams the served rules use, the listeners and the Gateway-wide settings.
+
+Routes and RouteTables that containment replaces (``replaced``) are Invalid on every Gateway
+from step 1. A Gateway that containment disables (``disabled``, the reason) keeps only its
+listeners, answering every request with 503 (``translate_disabled_gateway``).
 """
 
 from __future__ import annotations
@@ -21,12 +25,14 @@ from propylon.ir import (
     ListenerIR,
     ListenerLimitsIR,
     ListenerTLSIR,
+    MatchIR,
     PathNormalizationIR,
     ProxyProtocolIR,
     RuleIR,
     UpstreamIR,
 )
 from propylon.translate.backends import build_upstream
+from propylon.translate.containment import DISABLED_RESPONSE
 from propylon.translate.context import GatewayContext
 from propylon.translate.delegation import flatten_route
 from propylon.translate.inventory import Inventory
@@ -39,9 +45,16 @@ from propylon.translate.status import StatusBook
 
 
 def translate_gateway(
-    gateway: Gateway, inventory: Inventory, targets: PolicyTargets, status: StatusBook
+    gateway: Gateway,
+    inventory: Inventory,
+    targets: PolicyTargets,
+    status: StatusBook,
+    replaced: frozenset[str] = frozenset(),
+    disabled: str | None = None,
 ) -> GatewayIR:
-    ctx = GatewayContext(gateway, inventory, status)
+    if disabled is not None:
+        return translate_disabled_gateway(gateway, inventory, status)
+    ctx = GatewayContext(gateway, inventory, status, set(replaced))
     status.selected(gateway.kind, gateway.key, gateway.key)
     drafts = [
         d for route in select_routes(gateway, inventory.routes) for d in flatten_route(ctx, route)
@@ -62,6 +75,34 @@ def translate_gateway(
         trusted_proxies=tuple(gateway.spec.trusted_proxies),
         invalid_route_response=invalid_route_response(ctx),
         default_policies=defaults,
+    )
+
+
+def translate_disabled_gateway(
+    gateway: Gateway, inventory: Inventory, status: StatusBook
+) -> GatewayIR:
+    """Fail closed: the listeners, and one rule answering 503 to every request. The Routes it
+    selects are told why it does not serve them."""
+    status.selected(gateway.kind, gateway.key, gateway.key)
+    for route in select_routes(gateway, inventory.routes):
+        status.selected(route.kind, route.key, gateway.key)
+        status.note(route.kind, route.key,
+                    f"not served by Gateway {gateway.key}: it is disabled (see its status)")
+    rule = RuleIR(
+        id=f"gateway:{gateway.key}:disabled",
+        route=gateway.ref,
+        name=None,
+        hostnames=(),
+        matches=(MatchIR(),),
+        action=DISABLED_RESPONSE,
+        replaced=True,
+    )
+    return GatewayIR(
+        key=gateway.key,
+        listeners=translate_listeners(gateway),
+        rules=(rule,),
+        upstreams=(),
+        invalid_route_response=DISABLED_RESPONSE,
     )
 
 

@@ -13,6 +13,7 @@ never depend on where a resource was written, so neither does the snapshot's ver
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from propylon.config import ConfigError, Resource
@@ -41,6 +42,15 @@ class StatusBook:
         entry.invalid = True
         entry.reasons[_reason(field, reason)] = None
         self._issue(entry, kind, key, field, reason, "error")
+
+    def reject(self, kind: str, key: str, errors: Sequence[ConfigError]) -> None:
+        """Make a resource that failed validation Invalid: each of its errors, located as
+        the loader found it, is a reason and an issue."""
+        entry = self._entry(kind, key)
+        entry.invalid = True
+        for error in errors:
+            entry.reasons[_reason(error.field, error.message)] = None
+            self._issues[error] = None
 
     def warn(self, kind: str, key: str, reason: str, *, field: str | None = None) -> None:
         """A probable mistake that leaves the resource Accepted (a shadowed rule)."""

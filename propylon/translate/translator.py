@@ -6,7 +6,9 @@ are collected for every Gateway, Route, RouteTable, Upstream and Policy.
 
 ``translate_with_issues`` also gives the problems behind the statuses as located
 ``ConfigError``s (``severity`` "error": the resource is Invalid; "warning": it is kept, e.g. a
-shadowed rule), for ``propylon validate`` to print with ``file:line``.
+shadowed rule), for ``propylon validate`` to print with ``file:line``. Given the documents
+the loader rejected, it contains them (``containment.py``): they are Invalid, what can be
+recovered of them is replaced or disabled, and everything else is translated as usual.
 """
 
 from __future__ import annotations
@@ -14,9 +16,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from propylon.config import ConfigError, Resource
+from propylon.config import ConfigError, Rejected, Resource
 from propylon.ir import SnapshotIR, seal
 from propylon.translate.consumers import translate_consumers
+from propylon.translate.containment import (
+    plan_containment,
+    record_containment,
+    unattached_gateway_policies,
+)
 from propylon.translate.gateway import translate_gateway
 from propylon.translate.inventory import Inventory, build_inventory
 from propylon.translate.policies import index_policy_targets
@@ -39,13 +46,22 @@ def translate(resources: Sequence[Resource]) -> SnapshotIR:
     return translate_with_issues(resources).snapshot
 
 
-def translate_with_issues(resources: Sequence[Resource]) -> Translation:
-    inventory = build_inventory(resources)
+def translate_with_issues(
+    resources: Sequence[Resource], rejected: Sequence[Rejected] = ()
+) -> Translation:
+    plan = plan_containment(resources, rejected)
+    inventory = build_inventory(plan.resources)
     status = StatusBook()
     track_resources(inventory, status)
+    record_containment(plan, status)
     targets = index_policy_targets(inventory, status)
-    gateways = tuple(translate_gateway(g, inventory, targets, status) for g in inventory.gateways)
-    consumers = translate_consumers(resources, status)
+    disabled = {**plan.disabled, **unattached_gateway_policies(inventory, targets, status)}
+    gateways = tuple(
+        translate_gateway(g, inventory, targets, status, frozenset(plan.replaced),
+                          disabled.get(g.key))
+        for g in inventory.gateways
+    )
+    consumers = translate_consumers(plan.resources, status)
     note_unused(inventory, status)
     snapshot = seal(SnapshotIR(gateways=gateways, statuses=status.build(), consumers=consumers))
     return Translation(snapshot, status.issues())

@@ -92,8 +92,9 @@ def test_a_build_records_every_secret_it_resolved(tree: Path) -> None:
     assert changed_secret_files(stamps) == []
 
 
-def test_a_schema_error_records_nothing(tree: Path) -> None:
-    (tree / "gateway.yaml").write_text(CONFIG.replace("listeners:", "bogus: 1\n  listeners:"))
+def test_a_refused_configuration_records_nothing(tree: Path) -> None:
+    # a YAML syntax error refuses the whole configuration (a schema error is contained)
+    (tree / "gateway.yaml").write_text(CONFIG + "\n---\nspec: [unclosed\n")
     assert build_snapshot([tree]).secrets is None
 
 

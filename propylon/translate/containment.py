@@ -1,0 +1,149 @@
+"""Containment: one team's invalid resource never takes another team's traffic down, and a
+broken policy never lets traffic through unenforced (DESIGN §2 "Invalid route replacement").
+
+Resources that failed validation come from the loader as ``Rejected`` documents. Before the
+Gateways are translated (``plan_containment``):
+
+1. each rejected resource is Invalid, its status carrying every validation error;
+2. what can be recovered of it stands in for it (``config.recover``; for a resource also
+   defined validly elsewhere, that first definition): a Route's or RouteTable's rules are
+   replaced on every Gateway (they answer its ``invalidRouteResponse``), a Gateway is
+   disabled; a rejected Upstream or Consumer is left out (rules forwarding to that Upstream
+   are then invalid themselves; that Consumer's credentials open nothing);
+3. a rejected Policy fails its targets closed: the Routes and RouteTables it targets are
+   replaced, the Gateways it targets disabled. When its ``targetRefs`` cannot be read, what
+   it protected is unknown, so every Gateway, Route and RouteTable of its namespace is.
+
+After Policy targets are resolved (``unattached_gateway_policies``):
+
+4. a valid Policy of a Gateway's own namespace that targets the Gateway but could not be
+   attached to it disables that Gateway. A Policy of another namespace never can: a team
+   cannot take a Gateway down.
+
+A disabled Gateway keeps its listeners and answers every request with 503
+(``DISABLED_RESPONSE``): it fails closed instead of serving without its policies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from propylon.config import (
+    Policy,
+    Rejected,
+    Resource,
+    TargetRef,
+    recover,
+    recover_target_refs,
+)
+from propylon.ir import DirectResponseIR
+from propylon.translate.inventory import Inventory
+from propylon.translate.policies import PolicyTargets
+from propylon.translate.status import StatusBook
+
+DISABLED_RESPONSE = DirectResponseIR(503, "gateway unavailable")
+_STANDS_IN = frozenset({"Gateway", "Route", "RouteTable"})
+_POLICY_TARGETS = frozenset({"Gateway", "Route", "RouteTable"})
+_REPLACED = "its rules answer the invalid route response until it is fixed"
+_DISABLED = "the Gateway is disabled (its listeners answer 503) until it is fixed"
+
+
+@dataclass(slots=True)
+class Containment:
+    resources: list[Resource]  # what translation gets: valid resources and stand-ins
+    rejected: dict[str, Rejected] = field(default_factory=dict)  # by ref, first of each
+    replaced: set[str] = field(default_factory=set)  # Route/RouteTable refs
+    disabled: dict[str, str] = field(default_factory=dict)  # Gateway key -> reason
+    # (kind, key, reason): resources failed closed because of another one
+    failed: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+def plan_containment(
+    resources: Sequence[Resource], rejected: Sequence[Rejected]
+) -> Containment:
+    """Steps 1-3 of the module doc, without a status book yet (see ``record_containment``)."""
+    first: dict[str, Rejected] = {}
+    for item in rejected:
+        first.setdefault(item.ref, item)
+    plan = Containment([r for r in resources if r.ref not in first], first)
+    defined = {r.ref: r for r in resources}
+    known = {*defined, *first}
+    for ref, item in first.items():
+        stand_in = defined.get(ref) or (recover(item) if item.kind in _STANDS_IN else None)
+        if item.kind == "Policy":
+            _fail_targets_closed(plan, item, defined.get(ref), resources, known)
+        elif stand_in is not None:
+            plan.resources.append(stand_in)
+            if item.kind == "Gateway":
+                plan.disabled[item.key] = f"invalid: {_DISABLED}"
+            else:
+                plan.replaced.add(ref)
+    return plan
+
+
+def record_containment(plan: Containment, status: StatusBook) -> None:
+    """Every rejected resource Invalid with its errors; every resource failed closed because
+    of another one Invalid with the reason."""
+    for item in plan.rejected.values():
+        status.reject(item.kind, item.key, item.errors)
+    for kind, key, reason in plan.failed:
+        status.fail(kind, key, reason)
+
+
+def unattached_gateway_policies(
+    inventory: Inventory, targets: PolicyTargets, status: StatusBook
+) -> dict[str, str]:
+    """Step 4: Gateway key -> reason, for each Gateway one of its own namespace's Policies
+    targets but could not be attached to (that Policy's status says why)."""
+    disabled: dict[str, str] = {}
+    for policy in inventory.policies:
+        for ref in policy.spec.target_refs:
+            key = f"{policy.namespace}/{ref.name}"
+            if ref.kind != "Gateway" or ref.namespace not in (None, policy.namespace):
+                continue
+            attached = targets.get(("Gateway", key, None), [])
+            if inventory.find("Gateway", key) is None or policy in attached:
+                continue
+            reason = f"Policy {policy.key} targeting it is invalid: {_DISABLED}"
+            disabled[key] = reason
+            status.fail("Gateway", key, reason)
+    return disabled
+
+
+def _fail_targets_closed(
+    plan: Containment, policy: Rejected, defined: Resource | None,
+    resources: Sequence[Resource], known: set[str],
+) -> None:
+    refs = defined.spec.target_refs if isinstance(defined, Policy) else recover_target_refs(
+        policy)
+    namespace = policy.key.split("/", 1)[0]
+    reason = f"Policy {policy.key} targeting it is invalid: "
+    for kind, key in _protected(refs, namespace, resources):
+        if f"{kind} {key}" not in known:
+            continue
+        if kind == "Gateway":
+            plan.disabled[key] = reason + _DISABLED
+            plan.failed.append((kind, key, reason + _DISABLED))
+        else:
+            plan.replaced.add(f"{kind} {key}")
+            plan.failed.append((kind, key, reason + _REPLACED))
+    if refs is None:
+        plan.failed.append(("Policy", policy.key, "its targetRefs cannot be read: every Gateway,"
+                            f" Route and RouteTable of namespace {namespace} fails closed"))
+
+
+def _protected(
+    refs: Iterable[TargetRef] | None, namespace: str, resources: Sequence[Resource]
+) -> list[tuple[str, str]]:
+    """(kind, key) of what a Policy of ``namespace`` with ``refs`` attaches to (None: every
+    Gateway, Route and RouteTable of the namespace)."""
+    if refs is None:
+        found = {(r.kind, r.key) for r in resources
+                 if r.kind in _POLICY_TARGETS and r.namespace == namespace}
+        return sorted(found)
+    return sorted({
+        (ref.kind, f"{namespace}/{ref.name}")
+        for ref in refs
+        if ref.kind in _POLICY_TARGETS and ref.namespace in (None, namespace)
+    })
