@@ -1,6 +1,9 @@
 """The control plane's REST API (DESIGN §3), sans-IO: ``ControlAPI.handle(Request) -> Reply``.
 
-Routes (every one needs ``authorization: Bearer TOKEN``, else 401):
+Open routes, for Kubernetes probes and Prometheus (no token; nothing secret in them):
+  GET    /healthz                                   200 once translated, else 503
+  GET    /metrics                                   Prometheus / OpenMetrics exposition
+Routes that need ``authorization: Bearer TOKEN`` (else 401):
   GET    /openapi.json
   GET    /v1/resources/{kind}                       list one kind
   GET    /v1/resources/{kind}/{namespace}/{name}
@@ -76,10 +79,12 @@ class ControlAPI:
     _fleet: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     async def handle(self, request: Request) -> Reply:
+        parts = [p for p in request.path.split("/") if p]
+        if parts in (["healthz"], ["metrics"]):
+            return _only(request.method, "GET") or await self._open(parts[0], request)
         if not self._authorized(request):
             return _json(401, {"error": "missing or wrong bearer token"},
                          [("www-authenticate", "Bearer")])
-        parts = [p for p in request.path.split("/") if p]
         try:
             return await self._route(request, parts)
         except Conflict as exc:
@@ -97,6 +102,19 @@ class ControlAPI:
         except (StoreError, sqlite3.Error) as exc:
             log.error("store error: %s", exc)
             return _error(503, f"store unavailable: {exc}")
+
+    async def _open(self, path: str, request: Request) -> Reply:
+        if path == "healthz":
+            ready = self.state.ready
+            return _json(200 if ready else 503, {"status": "ok" if ready else "starting"})
+        try:
+            fleet = await self.state.fleet()
+        except Exception as exc:  # the store is away: the counters still tell something
+            log.warning("metrics without fleet records: %s", exc)
+            fleet = []
+        body, content_type = self.state.metrics.render(
+            fleet, self.state.ready, request.headers.get("accept", ""))
+        return Reply(200, body, content_type=content_type)
 
     def _authorized(self, request: Request) -> bool:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
@@ -184,19 +202,32 @@ class ControlAPI:
             raw = json.loads(body or b"null")
         except (ValueError, UnicodeDecodeError) as exc:
             return _error(400, f"the body is not JSON: {exc}")
-        batch = await asyncio.to_thread(read_batch, raw)
+        metrics = self.state.metrics
+        try:
+            batch = await asyncio.to_thread(read_batch, raw)
+        except BatchInvalid:
+            metrics.applied("invalid")
+            raise
         for attempt in range(1, APPLY_ATTEMPTS + 1):
             stored = await self.state.store.list_resources()
-            plan = await asyncio.to_thread(plan_batch, batch, stored)
+            try:
+                plan = await asyncio.to_thread(plan_batch, batch, stored)
+            except BatchConflict:
+                metrics.applied("conflict")
+                raise
             writes = writes_of(plan)
             if batch.dry_run or not writes:
+                metrics.applied("dry_run" if batch.dry_run else "unchanged")
                 return _applied(batch, plan, None)
             try:
                 revision = await self.state.store.write_batch(writes)
-            except Conflict:
+            except Conflict as exc:
                 if batch.pinned or attempt == APPLY_ATTEMPTS:
-                    raise
+                    metrics.applied("conflict")
+                    return _batch_error(409, "the store changed during the apply: nothing "
+                                        "was written", [str(exc)], [])
                 continue
+            metrics.applied("applied")
             log.info("batch of %d resource(s) applied as revision %s: %d write(s)",
                      len(batch.items), revision, len(writes))
             return _applied(batch, plan, revision)
@@ -221,6 +252,7 @@ class ControlAPI:
         proxy = query.get("proxy", "")
         if proxy:
             await self._note(gateway, proxy, {"version": query.get("version", "")})
+            self.state.metrics.polled(gateway, proxy, query.get("version", ""))
         if gateway not in self.state.snapshots:
             return _error(404, f"no Gateway {gateway}")
         snapshot = await self.state.wait_for(gateway, query.get("after", ""), wait)
@@ -245,6 +277,7 @@ class ControlAPI:
                 return _error(422, "a HEALTH report needs a health object (at most 256 KiB)")
             await self._note(gateway, proxy, {"health": health})
             return _json(200, {"recorded": True})
+        self.state.metrics.reported(gateway, proxy, version, result)
         fields: dict[str, Any] = {"state": result}
         if result == "ACK":
             fields["version"] = version

@@ -110,6 +110,74 @@ _SCHEMAS: dict[str, Any] = {
         "properties": {"resources": {"type": "array", "items": _ref("ResourceStatus")},
                        "gateways": {"type": "array", "items": _ref("Fleet")}},
     },
+    "LabelSelector": {
+        "type": "object",
+        "description": "a Kubernetes LabelSelector; every requirement must hold",
+        "properties": {
+            "matchLabels": {"type": "object", "additionalProperties": {"type": "string"}},
+            "matchExpressions": {"type": "array", "items": {
+                "type": "object", "required": ["key", "operator"],
+                "properties": {
+                    "key": {"type": "string"},
+                    "operator": {"type": "string",
+                                 "enum": ["In", "NotIn", "Exists", "DoesNotExist"]},
+                    "values": {"type": "array", "items": {"type": "string"}}}}},
+        },
+    },
+    "Batch": {
+        "type": "object", "required": ["resources"],
+        "properties": {
+            "resources": {"type": "array", "items": _ref("Resource"),
+                          "description": "each at most once; metadata.resourceVersion, "
+                                         "when given, must be current (409)"},
+            "prune": {"type": "object", "required": ["selector"],
+                      "properties": {"selector": _ref("LabelSelector")},
+                      "description": "delete stored resources the selector matches that "
+                                     "resources no longer holds; it must require a label"},
+            "dryRun": {"type": "boolean", "default": False,
+                       "description": "answer the plan, write nothing"},
+        },
+    },
+    "PlannedChange": {
+        "type": "object", "required": ["action", "kind", "namespace", "name"],
+        "properties": {
+            "action": {"type": "string",
+                       "enum": ["create", "update", "unchanged", "delete"]},
+            "kind": {"type": "string"}, "namespace": {"type": "string"},
+            "name": {"type": "string"},
+            "resourceVersion": {"type": "string", "description": "after the apply"},
+        },
+    },
+    "Applied": {
+        "type": "object", "required": ["dryRun", "revision", "changes"],
+        "properties": {
+            "dryRun": {"type": "boolean"},
+            "revision": {"type": "string", "nullable": True,
+                         "description": "the one store revision written; null when nothing "
+                                        "changed or dryRun"},
+            "changes": {"type": "array", "items": _ref("PlannedChange")},
+        },
+    },
+    "BatchError": {
+        "type": "object", "required": ["error", "reasons", "errors"],
+        "properties": {
+            "error": {"type": "string"},
+            "reasons": {"type": "array", "items": {"type": "string"}},
+            "errors": {"type": "array", "items": {
+                "type": "object", "required": ["index", "reasons"],
+                "properties": {
+                    "index": {"type": "integer", "nullable": True,
+                              "description": "position in resources; null: the batch"},
+                    "kind": {"type": "string", "nullable": True},
+                    "namespace": {"type": "string", "nullable": True},
+                    "name": {"type": "string", "nullable": True},
+                    "reasons": {"type": "array", "items": {"type": "string"}}}}},
+        },
+    },
+    "Health": {
+        "type": "object", "required": ["status"],
+        "properties": {"status": {"type": "string", "enum": ["ok", "starting"]}},
+    },
     "Report": {
         "type": "object", "required": ["proxy", "version", "result"],
         "properties": {"proxy": {"type": "string", "minLength": 1},
@@ -149,6 +217,21 @@ def _paths() -> dict[str, Any]:
                               "409": _json(_ref("Error"), "resourceVersion is stale"),
                               **_ERRORS}},
         },
+        "/v1/apply": {"post": {
+            "operationId": "applyBatch",
+            "description": "all or nothing: one store revision, one IR version per Gateway",
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": _ref("Batch")}}},
+            "responses": {
+                "200": _json(_ref("Applied"), "applied (or planned, with dryRun)"),
+                "400": _json(_ref("Error"), "the body is not JSON"),
+                "409": _json(_ref("BatchError"), "a resourceVersion is stale, or the store "
+                                                 "kept changing; nothing written"),
+                "413": _json(_ref("Error"), "the batch is larger than the store or the "
+                                            "server takes"),
+                "422": _json(_ref("BatchError"), "invalid resources, each named; nothing "
+                                                 "written"),
+                **_ERRORS}}},
         "/v1/status": {"get": {"operationId": "status", "responses": {
             "200": _json(_ref("Status"), "statuses and fleets"), **_ERRORS}}},
         "/v1/gateways/{namespace}/{name}/ir": {"get": {
@@ -173,6 +256,18 @@ def _paths() -> dict[str, Any]:
                 "application/json": {"schema": _ref("Report")}}},
             "responses": {"200": _json({"type": "object"}, "recorded"),
                           "422": _json(_ref("Error"), "not a report"), **_ERRORS}}},
+        "/healthz": {"get": {
+            "operationId": "healthz", "security": [],
+            "description": "no token needed (probes)",
+            "responses": {
+                "200": _json(_ref("Health"), "the store was read and translated"),
+                "503": _json(_ref("Health"), "still starting")}}},
+        "/metrics": {"get": {
+            "operationId": "metrics", "security": [],
+            "description": "no token needed (Prometheus); OpenMetrics when Accept asks",
+            "responses": {"200": {"description": "the propylon_control_* series", "content": {
+                "text/plain": {"schema": {"type": "string"}},
+                "application/openmetrics-text": {"schema": {"type": "string"}}}}}}},
         "/openapi.json": {"get": {"operationId": "openapi", "responses": {
             "200": _json({"type": "object"}, "this document"), **_ERRORS}}},
     }

@@ -18,6 +18,7 @@ from typing import Any
 
 from propylon import ir
 from propylon.config import Resource
+from propylon.controlplane.metrics import ControlMetrics
 from propylon.controlplane.resources import StoredResource, load_stored
 from propylon.controlplane.store import Store
 from propylon.translate import translate
@@ -54,6 +55,7 @@ class ControlState:
     texts: dict[str, str] = field(default_factory=dict)  # gateway key -> ir.dumps(snapshot)
     statuses: tuple[ir.StatusIR, ...] = ()
     ready: bool = False
+    metrics: ControlMetrics = field(default_factory=lambda: ControlMetrics(CONNECTED_FOR))
     _tick: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def refresh(self) -> None:
@@ -65,7 +67,12 @@ class ControlState:
             and self.snapshots[key].version == s.version else ir.dumps(s)
             for key, s in shards.items()
         }
+        published = [(k, s.version) for k, s in shards.items()
+                     if k not in self.snapshots or self.snapshots[k].version != s.version]
         self.snapshots = shards
+        for key, version in published:
+            self.metrics.published(key, version)
+        self.metrics.retain(shards)
         self.statuses = tuple(sorted((*snapshot.statuses, *broken),
                                      key=lambda s: (s.kind, s.key)))
         self.ready = True
@@ -80,13 +87,18 @@ class ControlState:
             try:
                 await self.refresh()
             except Exception as exc:
+                self.metrics.translated(ok=False)
                 log.error("cannot read the store: %s; retrying", exc)
                 await asyncio.sleep(1.0)
+        self.metrics.translated(ok=True)
         async for _ in self.store.changes():
             try:
                 await self.refresh()
             except Exception as exc:
+                self.metrics.translated(ok=False)
                 log.error("translation skipped, previous state kept: %s", exc)
+            else:
+                self.metrics.translated(ok=True)
 
     async def wait_for(self, gateway: str, after: str, timeout: float) -> ir.SnapshotIR | None:
         """The Gateway's snapshot once its version differs from ``after``; None on timeout."""

@@ -67,13 +67,13 @@ class Cluster:
         return port
 
     def proxy(self, name: str, plane: ControlPlane | str, gateway: str,
-              cache: str = "cache") -> int:
+              cache: str = "cache", log_level: str = "warning") -> int:
         admin = free_port()
         url = plane if isinstance(plane, str) else plane.url
         self.procs.start(name, "propylon", "proxy", "--control", url, "--gateway", gateway,
                          "--token-file", str(self.tmp / "token"),
                          "--cache-dir", str(self.tmp / cache), "--admin", f"127.0.0.1:{admin}",
-                         "--access-log", "off", "--log-level", "warning")
+                         "--access-log", "off", "--log-level", log_level)
         return admin
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tests.support.net import free_port  # noqa: F401 - re-exported for the tests here
+from tests.support.net import free_port
 
 T = TypeVar("T")
 
@@ -92,6 +93,25 @@ class Processes:
 
     def log(self, name: str) -> str:
         return (self.logs / f"{name}.log").read_text(errors="replace")
+
+
+ETCD = shutil.which("etcd")
+
+
+def start_etcd(procs: Processes, tmp: Path) -> str:
+    """A one-member etcd (Debian's ``etcd-server``) on free ports; its store URL."""
+    client, peer = free_port(), free_port()
+    assert ETCD is not None
+    procs.start_command("etcd", [
+        ETCD, "--data-dir", str(tmp / "etcd"), "--name", "test",
+        "--listen-client-urls", f"http://127.0.0.1:{client}",
+        "--advertise-client-urls", f"http://127.0.0.1:{client}",
+        "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+        "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+        "--initial-cluster", f"test=http://127.0.0.1:{peer}"])
+    wait_until(lambda: http("GET", f"http://127.0.0.1:{client}/health")[0] == 200,
+               what="etcd to be healthy")
+    return f"etcd://127.0.0.1:{client}"
 
 
 def gateway(name: str, namespace: str, port: int, namespaces: list[str]) -> dict[str, Any]:

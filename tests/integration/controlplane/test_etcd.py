@@ -3,36 +3,22 @@ through one reaches a proxy connected to the other, and both show the same fleet
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from tests.integration.controlplane.conftest import Cluster
 from tests.integration.controlplane.helpers import (
+    ETCD,
     free_port,
-    http,
     route,
     served_by,
+    start_etcd,
     wait_until,
 )
 from tests.integration.controlplane.test_distribution import _gateway_config
 
-ETCD = shutil.which("etcd")
-
 
 def _etcd(cluster: Cluster) -> str:
-    client, peer = free_port(), free_port()
-    assert ETCD is not None
-    cluster.procs.start_command("etcd", [
-        ETCD, "--data-dir", str(cluster.tmp / "etcd"), "--name", "test",
-         "--listen-client-urls", f"http://127.0.0.1:{client}",
-         "--advertise-client-urls", f"http://127.0.0.1:{client}",
-         "--listen-peer-urls", f"http://127.0.0.1:{peer}",
-         "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-         "--initial-cluster", f"test=http://127.0.0.1:{peer}"])
-    wait_until(lambda: http("GET", f"http://127.0.0.1:{client}/health")[0] == 200,
-               what="etcd to be healthy")
-    return f"etcd://127.0.0.1:{client}"
+    return start_etcd(cluster.procs, cluster.tmp)
 
 
 @pytest.mark.skipif(ETCD is None, reason="etcd-server (Debian package) is not installed")

@@ -1,0 +1,186 @@
+"""The control plane's ``/metrics`` (``prometheus_client``): versions, fleets, propagation.
+
+Series (all ``propylon_control_``, documented in docs/controlplane.md):
+  gateway_version_info{gateway,version}    1 for the IR version this replica serves
+  gateway_versions_total{gateway}          IR versions published (one per apply that
+                                           changes the Gateway)
+  gateway_published_timestamp_seconds{gateway}
+  proxies_connected{gateway}               proxies that polled within CONNECTED_FOR
+  proxies_current{gateway}                 connected ones running the served version
+  proxy_reports_total{gateway,result}      ACK / NACK reports received by this replica
+  propagation_seconds{gateway}             histogram: a version's publication to each
+                                           proxy's ACK of it
+  translations_total{result}, applies_total{result}, ready
+plus ``process_*`` and ``python_*``.
+
+Cardinality: the only free label value is ``gateway``, and it is always the key of a Gateway
+in the current configuration (``retain`` drops the series of removed ones). Requests never
+choose a label value: reports and polls for unknown Gateways are not counted, and proxy ids
+are never labels. ``version`` is the one current version per Gateway.
+
+Propagation is measured per proxy that was connected when the version was published and ran
+another version; a proxy that connects later (fresh, or after an outage) is not counted,
+since its delay is not propagation.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+
+PREFIX = "propylon_control_"
+PROPAGATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+TRANSLATION_RESULTS = ("success", "failure")
+APPLY_RESULTS = ("applied", "unchanged", "dry_run", "invalid", "conflict")
+REPORT_RESULTS = ("ACK", "NACK")
+
+
+@dataclass
+class _Published:
+    version: str
+    at: float  # time.monotonic()
+    wall: float  # time.time()
+    waiting: set[str] = field(default_factory=set)  # proxies yet to ACK it
+
+
+class ControlMetrics:
+    """Counters fed by the state (publications) and the API (polls, reports, applies);
+    gauges computed at scrape time from the fleet the API passes to ``render``."""
+
+    def __init__(self, connected_for: float) -> None:
+        self.connected_for = connected_for
+        self.registry = CollectorRegistry()
+        self._published: dict[str, _Published] = {}
+        self._running: dict[tuple[str, str], tuple[str, float]] = {}  # -> version, seen
+        self._scrape: tuple[Sequence[dict[str, Any]], bool] = ((), False)
+        self.versions = Counter(PREFIX + "gateway_versions", "IR versions published.",
+                                ["gateway"], registry=self.registry)
+        self.reports = Counter(PREFIX + "proxy_reports", "ACK and NACK reports received.",
+                               ["gateway", "result"], registry=self.registry)
+        self.propagation = Histogram(
+            PREFIX + "propagation_seconds", "From publishing a version to a proxy's ACK.",
+            ["gateway"], buckets=PROPAGATION_BUCKETS, registry=self.registry)
+        self.translations = Counter(PREFIX + "translations", "Translations, by result.",
+                                    ["result"], registry=self.registry)
+        self.applies = Counter(PREFIX + "applies", "POST /v1/apply batches, by result.",
+                               ["result"], registry=self.registry)
+        for result in TRANSLATION_RESULTS:
+            self.translations.labels(result)
+        for result in APPLY_RESULTS:
+            self.applies.labels(result)
+        self.registry.register(_FleetCollector(self))
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+
+    # -- fed by ControlState -----------------------------------------------------------------
+    def published(self, gateway: str, version: str) -> None:
+        now = time.monotonic()
+        waiting = {proxy for (g, proxy), (running, seen) in self._running.items()
+                   if g == gateway and running != version and now - seen < self.connected_for}
+        self._published[gateway] = _Published(version, now, time.time(), waiting)
+        self.versions.labels(gateway).inc()
+        for result in REPORT_RESULTS:
+            self.reports.labels(gateway, result)
+        self.propagation.labels(gateway)
+
+    def retain(self, gateways: Iterable[str]) -> None:
+        """Forget the Gateways no longer configured, and their series."""
+        keep = set(gateways)
+        for gateway in set(self._published) - keep:
+            del self._published[gateway]
+            self.versions.remove(gateway)
+            self.propagation.remove(gateway)
+            for result in REPORT_RESULTS:
+                self.reports.remove(gateway, result)
+        self._running = {k: v for k, v in self._running.items() if k[0] in keep}
+
+    def translated(self, ok: bool) -> None:
+        self.translations.labels("success" if ok else "failure").inc()
+
+    # -- fed by the API ----------------------------------------------------------------------
+    def polled(self, gateway: str, proxy: str, version: str) -> None:
+        if gateway in self._published:
+            self._running[(gateway, proxy)] = (version, time.monotonic())
+
+    def reported(self, gateway: str, proxy: str, version: str, result: str) -> None:
+        published = self._published.get(gateway)
+        if published is None or result not in REPORT_RESULTS:
+            return
+        self.reports.labels(gateway, result).inc()
+        if result != "ACK":
+            return
+        now = time.monotonic()
+        self._running[(gateway, proxy)] = (version, now)
+        if version == published.version and proxy in published.waiting:
+            published.waiting.discard(proxy)
+            self.propagation.labels(gateway).observe(now - published.at)
+
+    def applied(self, result: str) -> None:
+        self.applies.labels(result).inc()
+
+    # -- scraping ----------------------------------------------------------------------------
+    def render(self, fleet: Sequence[dict[str, Any]], ready: bool,
+               accept: str = "") -> tuple[bytes, str]:
+        """The exposition (OpenMetrics when ``accept`` asks for it) and its content type;
+        ``fleet`` is ``ControlState.fleet()``'s answer."""
+        encoder, content_type = choose_encoder(accept)
+        self._scrape = (fleet, ready)
+        try:
+            return encoder(self.registry), content_type
+        finally:
+            self._scrape = ((), False)
+
+    def gauges(self) -> Iterator[Metric]:
+        fleet, ready = self._scrape
+        info = GaugeMetricFamily(PREFIX + "gateway_version_info",
+                                 "The IR version served, per Gateway.",
+                                 labels=["gateway", "version"])
+        stamp = GaugeMetricFamily(PREFIX + "gateway_published_timestamp_seconds",
+                                  "When the served version was published.", labels=["gateway"])
+        connected = GaugeMetricFamily(PREFIX + "proxies_connected",
+                                      "Proxies that polled recently.", labels=["gateway"])
+        current = GaugeMetricFamily(PREFIX + "proxies_current",
+                                    "Connected proxies running the served version.",
+                                    labels=["gateway"])
+        counts = _fleet_counts(fleet)
+        for gateway, published in sorted(self._published.items()):
+            info.add_metric([gateway, published.version], 1)
+            stamp.add_metric([gateway], published.wall)
+            up, fresh = counts.get(gateway, (0, 0))
+            connected.add_metric([gateway], up)
+            current.add_metric([gateway], fresh)
+        yield from (info, stamp, connected, current)
+        yield GaugeMetricFamily(PREFIX + "ready", "1 once the store was read and translated.",
+                                value=1 if ready else 0)
+
+
+def _fleet_counts(fleet: Sequence[Mapping[str, Any]]) -> dict[str, tuple[int, int]]:
+    """gateway -> (proxies connected, of which running the desired version)."""
+    counts = {}
+    for entry in fleet:
+        up = [p for p in entry.get("proxies", []) if p.get("connected")]
+        fresh = [p for p in up if entry.get("version") and p.get("version") == entry["version"]]
+        counts[str(entry["gateway"])] = (len(up), len(fresh))
+    return counts
+
+
+class _FleetCollector:
+    def __init__(self, metrics: ControlMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        return self._metrics.gauges()
