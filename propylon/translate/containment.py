@@ -47,6 +47,11 @@ _STANDS_IN = frozenset({"Gateway", "Route", "RouteTable"})
 _POLICY_TARGETS = frozenset({"Gateway", "Route", "RouteTable"})
 _REPLACED = "its rules answer the invalid route response until it is fixed"
 _DISABLED = "the Gateway is disabled (its listeners answer 503) until it is fixed"
+_NOTHING = "left out: nothing of it can be served safely"
+_LEFT_OUT = {
+    "Upstream": "left out: the rules forwarding to it are invalid until it is fixed",
+    "Consumer": "left out: its credentials open nothing until it is fixed",
+}
 
 
 @dataclass(slots=True)
@@ -57,6 +62,8 @@ class Containment:
     disabled: dict[str, str] = field(default_factory=dict)  # Gateway key -> reason
     # (kind, key, reason): resources failed closed because of another one
     failed: list[tuple[str, str, str]] = field(default_factory=list)
+    # (kind, key, reason): what became of a rejected resource
+    notes: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 def plan_containment(
@@ -73,12 +80,16 @@ def plan_containment(
         stand_in = defined.get(ref) or (recover(item) if item.kind in _STANDS_IN else None)
         if item.kind == "Policy":
             _fail_targets_closed(plan, item, defined.get(ref), resources, known)
-        elif stand_in is not None:
+        elif stand_in is None:
+            plan.notes.append((item.kind, item.key, _LEFT_OUT.get(item.kind, _NOTHING)))
+        elif item.kind == "Gateway":
             plan.resources.append(stand_in)
-            if item.kind == "Gateway":
-                plan.disabled[item.key] = f"invalid: {_DISABLED}"
-            else:
-                plan.replaced.add(ref)
+            plan.disabled[item.key] = _DISABLED
+            plan.notes.append((item.kind, item.key, _DISABLED))
+        else:
+            plan.resources.append(stand_in)
+            plan.replaced.add(ref)
+            plan.notes.append((item.kind, item.key, _REPLACED))
     return plan
 
 
@@ -89,6 +100,8 @@ def record_containment(plan: Containment, status: StatusBook) -> None:
         status.reject(item.kind, item.key, item.errors)
     for kind, key, reason in plan.failed:
         status.fail(kind, key, reason)
+    for kind, key, reason in plan.notes:
+        status.note(kind, key, reason)
 
 
 def unattached_gateway_policies(
@@ -129,8 +142,8 @@ def _fail_targets_closed(
             plan.replaced.add(f"{kind} {key}")
             plan.failed.append((kind, key, reason + _REPLACED))
     if refs is None:
-        plan.failed.append(("Policy", policy.key, "its targetRefs cannot be read: every Gateway,"
-                            f" Route and RouteTable of namespace {namespace} fails closed"))
+        plan.notes.append(("Policy", policy.key, "its targetRefs cannot be read: every Gateway,"
+                           f" Route and RouteTable of namespace {namespace} fails closed"))
 
 
 def _protected(
