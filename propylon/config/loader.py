@@ -29,6 +29,7 @@ from propylon.config.errors import ConfigError, Source
 from propylon.config.resources import API_VERSION, KINDS, Resource
 
 _SUFFIXES = (".yaml", ".yml")
+DEFINED_TWICE = "defined twice"  # how the error about a second definition starts
 _MESSAGES = {
     "missing": "required field is missing",
     "extra_forbidden": "unknown field",
@@ -205,7 +206,7 @@ def _first_definition(
     first = seen.setdefault((resource.kind, resource.key), source)
     if first is source:
         return True
-    msg = f"defined twice: first at {first}, again at {source}"
+    msg = f"{DEFINED_TWICE}: first at {first}, again at {source}"
     errors.append(ConfigError(source.file, source.line, resource.kind, resource.key, None, msg,
                               column=source.column))
     return False

@@ -30,6 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from propylon.config import (
+    ConfigError,
     Policy,
     Rejected,
     Resource,
@@ -37,6 +38,7 @@ from propylon.config import (
     recover,
     recover_target_refs,
 )
+from propylon.config.loader import DEFINED_TWICE
 from propylon.ir import DirectResponseIR
 from propylon.translate.inventory import Inventory
 from propylon.translate.policies import PolicyTargets
@@ -77,7 +79,7 @@ def plan_containment(
     defined = {r.ref: r for r in resources}
     known = {*defined, *first}
     for ref, item in first.items():
-        stand_in = defined.get(ref) or (recover(item) if item.kind in _STANDS_IN else None)
+        stand_in = (defined.get(ref) or recover(item)) if item.kind in _STANDS_IN else None
         if item.kind == "Policy":
             _fail_targets_closed(plan, item, defined.get(ref), resources, known)
         elif stand_in is None:
@@ -97,11 +99,19 @@ def record_containment(plan: Containment, status: StatusBook) -> None:
     """Every rejected resource Invalid with its errors; every resource failed closed because
     of another one Invalid with the reason."""
     for item in plan.rejected.values():
-        status.reject(item.kind, item.key, item.errors)
+        status.reject(item.kind, item.key, item.errors, [_reason(e) for e in item.errors])
     for kind, key, reason in plan.failed:
         status.fail(kind, key, reason)
     for kind, key, reason in plan.notes:
         status.note(kind, key, reason)
+
+
+def _reason(error: ConfigError) -> str:
+    # a second definition's error names both places; a status never depends on where a
+    # resource was written (nor, then, does the IR's version)
+    if error.message.startswith(DEFINED_TWICE):
+        return DEFINED_TWICE
+    return f"{error.field}: {error.message}" if error.field else error.message
 
 
 def unattached_gateway_policies(

@@ -43,13 +43,16 @@ class StatusBook:
         entry.reasons[_reason(field, reason)] = None
         self._issue(entry, kind, key, field, reason, "error")
 
-    def reject(self, kind: str, key: str, errors: Sequence[ConfigError]) -> None:
-        """Make a resource that failed validation Invalid: each of its errors, located as
-        the loader found it, is a reason and an issue."""
+    def reject(
+        self, kind: str, key: str, errors: Sequence[ConfigError], reasons: Sequence[str]
+    ) -> None:
+        """Make a resource that failed validation Invalid: its ``errors``, located as the
+        loader found them, are issues; ``reasons`` (without locations) go in its status."""
         entry = self._entry(kind, key)
         entry.invalid = True
+        for reason in reasons:
+            entry.reasons[reason] = None
         for error in errors:
-            entry.reasons[_reason(error.field, error.message)] = None
             self._issues[error] = None
 
     def warn(self, kind: str, key: str, reason: str, *, field: str | None = None) -> None:
