@@ -45,6 +45,7 @@ from tests.fuzz.fake_upstream import (
     answer_for,
 )
 from tests.fuzz.known_issues import KNOWN_ISSUES
+from tests.fuzz.proxy_prefix import proxy_listeners
 
 TRUSTED_PEER = ("192.0.2.10", 40000)  # inside trustedProxies: forwarding headers are read
 CLIENT_PEER = ("198.51.100.7", 40000)
@@ -291,6 +292,9 @@ class FuzzGateway:
         self.listener.gateway = gateway
         self.listener.hosts = runtime.listener_hosts.get(key)
         self.listener.set_limits(runtime.listener_specs[key].limits)
+        # PROXY-prefixed mode (proxy_prefix.py): the same gateway behind a PROXY header,
+        # required (False) or optional (True)
+        self.proxy_listeners = proxy_listeners(self.listener, runtime.listener_specs[key].limits)
         self.worker = WorkerState(self.loop, None)
         self.problems: list[str] = []
         self.strict = os.environ.get("PROPYLON_FUZZ_KNOWN") == "fail"
@@ -396,14 +400,20 @@ class FuzzGateway:
 class ClientConnection:
     """One client connection: ``feed`` reads, ``advance`` time, ``finish`` to wind down."""
 
-    def __init__(self, gateway: FuzzGateway, peer: tuple[str, int]) -> None:
+    def __init__(self, gateway: FuzzGateway, peer: tuple[str, int],
+                 listener: ListenerState | None = None) -> None:
         self.gw = gateway
         gateway.loop.catch_up()
         self.transport = ClientTransport(gateway, peer)
-        self.proto = ServerConnection(gateway.worker, gateway.listener)
+        self.proto = ServerConnection(gateway.worker, listener or gateway.listener)
         self.model = ClientModel()
         self.consumed = 0  # bytes the gateway read
         self.backlog_of: Callable[[int], int] | None = None  # structured mode: see check_bounds
+        # PROXY-prefixed mode: bytes at the start that are a PROXY header, not HTTP (None: the
+        # connection must be refused, so none of it is HTTP); and the bytes after which a
+        # refused connection must no longer be read
+        self.model_skip: int | None = 0
+        self.refusal_bound: int | None = None
         self.transport.protocol = self.proto
         self.proto.connection_made(self.transport)
         gateway.clients.append(self)
@@ -420,7 +430,7 @@ class ClientConnection:
         transport = self.transport
         while self.pending and not transport.paused and not transport.closed:
             data = self.pending.popleft()
-            self.model.feed(data)
+            self._model_feed(data)
             self.consumed += len(data)
             self.proto.data_received(data)
             self.gw.settle()
@@ -430,6 +440,16 @@ class ClientConnection:
             if not self.proto.eof_received():
                 transport.close()
             self.gw.settle()
+
+    def _model_feed(self, data: bytes) -> None:
+        skip = self.model_skip
+        if skip is None:
+            return
+        if skip:
+            self.model_skip = max(0, skip - len(data))
+            data = data[skip:]
+        if data:
+            self.model.feed(data)
 
     def send_eof(self) -> None:
         self.eof_wanted = True
@@ -467,6 +487,9 @@ class ClientConnection:
         transport = self.transport
         if transport.paused or transport.closed or transport.eof_written:
             return
+        if self.refusal_bound is not None and self.consumed > self.refusal_bound + read:
+            self.gw.problem(f"a connection the PROXY listener must refuse is still read after "
+                            f"{self.consumed} bytes (bound {self.refusal_bound})")
         limit = self.gw.listener.max_head_bytes
         if self.model.in_head and self.model.head_bytes > limit + read:
             self.gw.problem(f"a request head of over {self.model.head_bytes} bytes is still "

@@ -18,6 +18,10 @@ mode:
   of random sizes. On top of the raw properties: every request reaches the upstream once,
   with its body unchanged and its framing kept, and gets a 200; body bytes read but not yet
   sent upstream stay bounded (``MAX_BACKLOG``) or reading pauses.
+- 0xA0-0xBF: either mode **behind a PROXY protocol header**, to a listener that requires one
+  or takes one optionally; on top of the mode's properties, those of ``proxy_prefix``
+  (refused connections get nothing and forward nothing, accepted ones forward the header's
+  client).
 
 Problems that a known, reported gateway bug explains are counted, not failed
 (``known_issues``).
@@ -38,6 +42,9 @@ from tests.fuzz.http_harness import (
     UpstreamRequest,
 )
 from tests.fuzz.known_issues import attribute
+from tests.fuzz.proxy_prefix import Expected, ProxyPlan, check_outcome, is_proxy_mode
+from tests.fuzz.proxy_prefix import model_skip as proxy_model_skip
+from tests.fuzz.proxy_prefix import refusal_bound as proxy_refusal_bound
 from tests.fuzz.responses import BadOutput, Response, read_responses
 
 _ANSWER_500 = "a 500 answer (an internal error)"
@@ -87,10 +94,12 @@ def check_http(data: bytes) -> None:
     root = logging.getLogger()
     root.addHandler(errors)
     try:
+        plan = ProxyPlan.from_flags(data[0], bool(data[0] & 1)) if is_proxy_mode(
+            data[0]) else None
         if data[0] & 1:
-            _check_structured(gw, data)
+            _check_structured(gw, data, plan)
         else:
-            _check_raw(gw, data)
+            _check_raw(gw, data, plan)
     finally:
         root.removeHandler(errors)
     gw.problems += [f"ERROR logged: {record}" for record in errors.records]
@@ -109,10 +118,15 @@ def _judge(gw: FuzzGateway) -> None:
 
 
 # -- raw mode -----------------------------------------------------------------------------
-def _check_raw(gw: FuzzGateway, data: bytes) -> None:
+def _check_raw(gw: FuzzGateway, data: bytes, plan: ProxyPlan | None = None) -> None:
     flags, size = data[0], data[1] if len(data) > 1 else 0
-    conn = ClientConnection(gw, TRUSTED_PEER if flags & 2 else CLIENT_PEER)
-    for index, segment in enumerate(data[2:].split(SEGMENT)):
+    segments = data[2:].split(SEGMENT)
+    if plan is None:
+        conn = ClientConnection(gw, TRUSTED_PEER if flags & 2 else CLIENT_PEER)
+    else:
+        segments[0] = plan.header + segments[0]
+        conn, expected = _proxy_connection(gw, plan, b"".join(segments))
+    for index, segment in enumerate(segments):
         if index:
             conn.advance(SEGMENT_PAUSE)
         conn.feed(_cut(segment, size))
@@ -120,6 +134,19 @@ def _check_raw(gw: FuzzGateway, data: bytes) -> None:
         conn.send_eof()
     conn.finish()
     _check_client_output(gw, conn)
+    if plan is not None:
+        check_outcome(expected, bytes(conn.transport.output), gw.requests, gw.problem)
+
+
+def _proxy_connection(gw: FuzzGateway, plan: ProxyPlan,
+                      stream: bytes) -> tuple[ClientConnection, Expected]:
+    """A connection to the PROXY listener of ``plan``'s mode, and what it must do with
+    ``stream``."""
+    expected = plan.expect(stream)
+    conn = ClientConnection(gw, plan.peer, gw.proxy_listeners[plan.optional])
+    conn.model_skip = proxy_model_skip(expected)
+    conn.refusal_bound = proxy_refusal_bound(expected)
+    return conn, expected
 
 
 def _cut(data: bytes, size: int) -> list[bytes]:
@@ -219,12 +246,19 @@ _EXTENSIONS = (b"", b";a", b";a=b", b';a="q \\" d"', b";x-y=1;z", b";" + b"e" * 
 _TRAILERS = (b"", b"x-t: 1\r\n", b"x-t: 1\r\nx-u: a b\r\n", b"etag: \"e\"\r\n")
 
 
-def _check_structured(gw: FuzzGateway, data: bytes) -> None:
+def _check_structured(gw: FuzzGateway, data: bytes, plan: ProxyPlan | None = None) -> None:
     src = ByteSource(data[1:])
     requests = [_make_request(src, n) for n in range(1 + src.below(3))]
     stream = b"".join(r.raw for r in requests)
-    conn = ClientConnection(gw, CLIENT_PEER)
-    conn.backlog_of = BodyOffsets(requests)
+    offsets = BodyOffsets(requests)
+    if plan is None:
+        conn = ClientConnection(gw, CLIENT_PEER)
+        conn.backlog_of = offsets
+    else:  # a valid header from the balancer: every request must still be delivered
+        stream = plan.header + stream
+        conn, expected = _proxy_connection(gw, plan, stream)
+        skipped = len(plan.header)
+        conn.backlog_of = lambda consumed: offsets(max(0, consumed - skipped))
     reads, pos = [], 0
     scale = (64, 2048, 65536)[src.byte() % 3]  # reads of up to 64 B, 2 KiB or 64 KiB
     if len(stream) > 20_000:
@@ -237,6 +271,8 @@ def _check_structured(gw: FuzzGateway, data: bytes) -> None:
     conn.finish()
     responses = _check_client_output(gw, conn)
     _check_delivery(gw, requests, responses)
+    if plan is not None:
+        check_outcome(expected, bytes(conn.transport.output), gw.requests, gw.problem)
 
 
 def _make_request(src: ByteSource, index: int) -> SentRequest:

@@ -55,6 +55,8 @@ HTTP_TOKENS = [
     b"/rewrite", b"/re/", b"/slowconnect", b"/slowretry", b"/slowretry2", b"/blackhole",
     b"/101", b"/silent", b"/reset", b"/close", b"/chunked", b"/503", b"/204", b"/100",
     b"only.example", b"http://", b"*", b"?q=1", b"x-v: 1", b"\xfe\xff", b"\t", b" ", b"\x00",
+    b"PROXY TCP4 ", b"PROXY TCP6 ", b"PROXY UNKNOWN\r\n", b"\r\n\r\n\x00\r\nQUIT\n\x21\x11",
+    b"203.0.113.7 192.0.2.1 51000 80\r\n",
 ]
 CONFIG_TOKENS = [
     b"apiVersion: propylon.dev/v1", b"kind: ", b"metadata:", b"spec:", b"&a", b"*a", b"<<: ",
@@ -93,6 +95,33 @@ def http11_seeds() -> list[bytes]:
     seeds = [b"\x00\x00" + s for s in streams]  # raw mode, one read per segment
     seeds += [b"\x06\x01" + s for s in REQUESTS]  # trusted peer, half-close, byte by byte
     seeds += [bytes([1 + 2 * i]) + hashlib.sha256(b"%d" % i).digest() * 4 for i in range(8)]
+    return seeds + _proxy_prefixed_seeds()
+
+
+def _proxy_prefixed_seeds() -> list[bytes]:
+    """The PROXY-prefixed mode (tests/fuzz/proxy_prefix.py): headers of both versions, valid,
+    split across a pause and malformed, before requests; to a required and an optional
+    listener, from the balancer and from a stranger; structured inputs behind a header."""
+    from propylon.proxy.proxy_protocol import build_proxy_header
+
+    v1 = build_proxy_header(1, ("203.0.113.7", 51000, "192.0.2.1", 80))
+    v2 = build_proxy_header(2, ("2001:db8::7", 51000, "2001:db8::1", 443))
+    headers = [v1, v2, build_proxy_header(1, None), build_proxy_header(2, None),
+               build_proxy_header(1, ("192.0.2.99", 1, "192.0.2.1", 80)),  # a trusted proxy
+               v1[:20] + b"\xfe\xff" + v1[20:],  # the header split by a pause
+               b"PROXY TCP4 1.2.3.256 5.6.7.8 1 2\r\n", v2[:-3] + b"\r\n", b"PROXY " * 30]
+    seeds = []
+    for request in REQUESTS[:6]:
+        for header in headers:
+            seeds += [bytes([0xA2, 0]) + header + request,  # required, from the balancer
+                      bytes([0xB2, 0]) + header + request]  # optional
+        seeds += [bytes([0xB2, 0]) + request,  # optional without a header
+                  bytes([0xA0, 0]) + v1 + request,  # a stranger: refused
+                  bytes([0xB0, 0]) + request,  # a stranger without a header (optional)
+                  bytes([0xAA, 0]) + request,  # the harness writes the header
+                  bytes([0xA6, 1]) + v2 + request]  # byte by byte, half-close
+    seeds += [bytes([flags]) + hashlib.sha256(b"%d" % flags).digest() * 4
+              for flags in (0xA1, 0xA9, 0xB1, 0xB9)]  # structured behind a header
     return seeds
 
 
