@@ -124,7 +124,7 @@ def read_batch(raw: Any) -> Batch:
     dry_run = raw.get("dryRun", False)
     if not isinstance(dry_run, bool):
         problems.append("dryRun must be true or false")
-    prune = _prune_selector(raw.get("prune"), problems)
+    prune = _prune_selector(raw["prune"], problems) if "prune" in raw else None
     errors = [ItemError(None, None, tuple(problems))] if problems else []
     items: list[BatchItem] = []
     seen: dict[Key, int] = {}
@@ -146,8 +146,6 @@ def read_batch(raw: Any) -> Batch:
 
 
 def _prune_selector(data: Any, problems: list[str]) -> LabelSelector | None:
-    if data is None:
-        return None
     if not isinstance(data, dict) or set(data) != {"selector"}:
         problems.append("prune is an object {selector: LabelSelector}")
         return None

@@ -88,8 +88,8 @@ def selector_from_json(data: Any) -> LabelSelector:
     """The API's ``LabelSelector``; ValueError with the reason when it is not one."""
     if not isinstance(data, dict) or set(data) - {"matchLabels", "matchExpressions"}:
         raise ValueError("a selector is an object with matchLabels and/or matchExpressions")
-    labels = data.get("matchLabels") or {}
-    expressions = data.get("matchExpressions") or []
+    labels = data.get("matchLabels", {})
+    expressions = data.get("matchExpressions", [])
     if not isinstance(labels, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
         raise ValueError("matchLabels maps label names to strings")
@@ -105,7 +105,7 @@ def _expression(data: Any) -> Requirement:
             or data.get("operator") not in _OPERATORS:
         raise ValueError(f"a matchExpression needs key and operator (one of "
                          f"{', '.join(_OPERATORS)}), got {data!r}")
-    values = data.get("values") or []
+    values = data.get("values", [])
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
         raise ValueError("matchExpressions[].values is a list of strings")
     if (data["operator"] in ("In", "NotIn")) != bool(values):
