@@ -7,6 +7,11 @@ is served. Only what cannot be pinned to a resource (a YAML syntax error, a docu
 known kind or without a name, an unreadable file) refuses the whole configuration, as does
 a configuration with no Gateway left.
 
+Policies are also built once here, as a proxy builds them (``contain_unbuildable_policies``):
+one that cannot be (a JWT key file missing, for instance) disables its Gateway when it is a
+Gateway-level policy, or replaces its Route's or RouteTable's rules on that Gateway, instead
+of refusing the whole configuration when the supervisor compiles it.
+
 A build also records the secrets translation resolved (``BuildResult.secrets``): which files
 the configuration depends on, for whom, and their identity as they were read. ``FileSource``
 (``propylon/file_source.py``) watches those files and reloads when one of them is replaced.
@@ -14,13 +19,19 @@ the configuration depends on, for whom, and their identity as they were read. ``
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
+import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from propylon import ir
 from propylon.config import ConfigError, Rejected, Resource, load_paths
+from propylon.filters.base import FilterEnv
+from propylon.filters.factory import build_filter
 from propylon.translate import translate_with_issues
 from propylon.translate.consumers import (
     FileStamp,
@@ -28,6 +39,7 @@ from propylon.translate.consumers import (
     file_stamp,
     recording_secret_reads,
 )
+from propylon.translate.containment import disabled_gateway
 
 
 @dataclass
@@ -65,9 +77,11 @@ def build_from_resources(
     warnings, no Gateway an error."""
     with recording_secret_reads() as reads:
         translation = translate_with_issues(resources, rejected)
-    snapshot = translation.snapshot
+    sources = {r.ref: r for r in resources}
+    snapshot, issues = contain_unbuildable_policies(
+        translation.snapshot, translation.issues, sources)
     secrets = tuple(dict.fromkeys(reads))  # a header secret is resolved once per rule
-    warnings = [str(issue) for issue in translation.issues if issue.severity == "error"]
+    warnings = [str(issue) for issue in issues if issue.severity == "error"]
     warnings += [
         f"{s.kind} {s.key}: {s.state}: {'; '.join(s.reasons)}"
         for s in snapshot.statuses
@@ -75,8 +89,121 @@ def build_from_resources(
     ]
     if not snapshot.gateways:
         return BuildResult(None, ["no Gateway resource found: nothing to serve"], warnings,
-                           secrets, translation.issues)
-    return BuildResult(snapshot, [], warnings, secrets, translation.issues)
+                           secrets, issues)
+    return BuildResult(snapshot, [], warnings, secrets, issues)
+
+
+# -- policies that cannot be built: contained like invalid resources -------------------------
+def contain_unbuildable_policies(
+    snapshot: ir.SnapshotIR, issues: Sequence[ConfigError], resources: Mapping[str, Resource]
+) -> tuple[ir.SnapshotIR, tuple[ConfigError, ...]]:
+    """Build every policy of ``snapshot`` once; a Gateway whose Gateway-level policy cannot be
+    built is disabled, a resource whose rule policy cannot be is replaced on that Gateway.
+    The snapshot (resealed) and the issues, with one more per failure, at the resource."""
+    failures: dict[tuple[str, str], str] = {}  # (ref, gateway) -> reason
+    with _scratch_env() as env:
+        check = _PolicyCheck(env)
+        gateways = tuple(_contain_gateway(g, check, failures) for g in snapshot.gateways)
+    if not failures:
+        return snapshot, tuple(issues)
+    statuses = tuple(_failed_status(s, failures) for s in snapshot.statuses)
+    located = [_issue(ref, reason, resources) for (ref, _), reason in failures.items()]
+    contained = ir.seal(dataclasses.replace(snapshot, gateways=gateways, statuses=statuses))
+    return contained, (*issues, *located)
+
+
+def _contain_gateway(
+    gateway: ir.GatewayIR, check: _PolicyCheck, failures: dict[tuple[str, str], str]
+) -> ir.GatewayIR:
+    error = check.first_error(gateway.default_policies)
+    if error is not None:
+        failures[(f"Gateway {gateway.key}", gateway.key)] = (
+            f"{error}: the Gateway is disabled (its listeners answer 503) until it is fixed")
+        return disabled_gateway(gateway.key, gateway.listeners)
+    broken: set[str] = set()
+    for rule in gateway.rules:
+        error = check.first_error(rule.policies) if rule.route not in broken else None
+        if error is not None:
+            broken.add(rule.route)
+            failures[(rule.route, gateway.key)] = (
+                f"{error}: its rules answer the invalid route response on Gateway "
+                f"{gateway.key} until it is fixed")
+    if not broken:
+        return gateway
+    rules = tuple(_replaced(r, gateway) if r.route in broken else r for r in gateway.rules)
+    used = {b.upstream for r in rules if isinstance(r.action, ir.ForwardIR)
+            for b in r.action.backends} | {r.action.mirror.upstream for r in rules
+                                           if isinstance(r.action, ir.ForwardIR)
+                                           and r.action.mirror is not None}
+    upstreams = tuple(u for u in gateway.upstreams if u.key in used)
+    return dataclasses.replace(gateway, rules=rules, upstreams=upstreams)
+
+
+def _replaced(rule: ir.RuleIR, gateway: ir.GatewayIR) -> ir.RuleIR:
+    return dataclasses.replace(rule, action=gateway.invalid_route_response,
+                               policies=gateway.default_policies, replaced=True)
+
+
+class _PolicyCheck:
+    """Builds policies as a proxy would, each distinct one once (a Gateway-level policy is
+    on every rule): the error a proxy's compilation would refuse it with, or None."""
+
+    def __init__(self, env: FilterEnv) -> None:
+        self.env = env
+        self.errors: dict[tuple[str, str, str], str | None] = {}
+
+    def first_error(self, policies: Iterable[ir.PolicyIR]) -> str | None:
+        for policy in policies:
+            key = (policy.type, policy.source, json.dumps(policy.spec, sort_keys=True,
+                                                          default=str))
+            if key not in self.errors:
+                self.errors[key] = self._error(policy)
+            if self.errors[key] is not None:
+                return self.errors[key]
+        return None
+
+    def _error(self, policy: ir.PolicyIR) -> str | None:
+        try:
+            build_filter(policy, self.env)
+        except Exception as exc:  # what the supervisor's compilation would refuse
+            text = str(exc) or type(exc).__name__
+            return text if text.startswith(policy.source) else (
+                f"{policy.source}: {policy.type}: {text}")
+        return None
+
+
+@contextlib.contextmanager
+def _scratch_env() -> Iterator[FilterEnv]:
+    """A filter environment on the running loop, or on a loop made (and closed) for it."""
+    try:
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    loop = running or asyncio.new_event_loop()
+    try:
+        yield FilterEnv(loop)
+    finally:
+        if running is None:
+            loop.close()
+
+
+def _failed_status(status: ir.StatusIR, failures: Mapping[tuple[str, str], str]) -> ir.StatusIR:
+    ref = f"{status.kind} {status.key}"
+    reasons = [reason for (failed, _), reason in failures.items() if failed == ref]
+    if not reasons:
+        return status
+    return dataclasses.replace(status, state="Invalid",
+                               reasons=tuple(dict.fromkeys((*status.reasons, *reasons))))
+
+
+def _issue(ref: str, reason: str, resources: Mapping[str, Resource]) -> ConfigError:
+    kind, _, key = ref.partition(" ")
+    resource = resources.get(ref)
+    source = resource.source if resource is not None else None
+    line, column = (source.line, source.column) if source is not None and source.line else (
+        None, None)
+    return ConfigError(source.file if source else "", line, kind, key, None, reason,
+                       column=column)
 
 
 # -- secrets: what to watch, what changed, what failed ---------------------------------------

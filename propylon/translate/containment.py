@@ -39,7 +39,7 @@ from propylon.config import (
     recover_target_refs,
 )
 from propylon.config.loader import DEFINED_TWICE
-from propylon.ir import DirectResponseIR
+from propylon.ir import DirectResponseIR, GatewayIR, ListenerIR, MatchIR, RuleIR
 from propylon.translate.inventory import Inventory
 from propylon.translate.policies import PolicyTargets
 from propylon.translate.status import StatusBook
@@ -66,6 +66,20 @@ class Containment:
     failed: list[tuple[str, str, str]] = field(default_factory=list)
     # (kind, key, reason): what became of a rejected resource
     notes: list[tuple[str, str, str]] = field(default_factory=list)
+
+
+def disabled_gateway(key: str, listeners: tuple[ListenerIR, ...]) -> GatewayIR:
+    """A Gateway failing closed: its listeners, and one rule answering every request 503."""
+    rule = RuleIR(
+        id=f"gateway:{key}:disabled",
+        route=f"Gateway {key}",
+        name=None,
+        hostnames=(),
+        matches=(MatchIR(),),
+        action=DISABLED_RESPONSE,
+        replaced=True,
+    )
+    return GatewayIR(key, listeners, (rule,), (), invalid_route_response=DISABLED_RESPONSE)
 
 
 def plan_containment(

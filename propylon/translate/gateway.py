@@ -25,14 +25,13 @@ from propylon.ir import (
     ListenerIR,
     ListenerLimitsIR,
     ListenerTLSIR,
-    MatchIR,
     PathNormalizationIR,
     ProxyProtocolIR,
     RuleIR,
     UpstreamIR,
 )
 from propylon.translate.backends import build_upstream
-from propylon.translate.containment import DISABLED_RESPONSE
+from propylon.translate.containment import disabled_gateway
 from propylon.translate.context import GatewayContext
 from propylon.translate.delegation import flatten_route
 from propylon.translate.inventory import Inventory
@@ -88,22 +87,7 @@ def translate_disabled_gateway(
         status.selected(route.kind, route.key, gateway.key)
         status.note(route.kind, route.key,
                     f"not served by Gateway {gateway.key}: it is disabled (see its status)")
-    rule = RuleIR(
-        id=f"gateway:{gateway.key}:disabled",
-        route=gateway.ref,
-        name=None,
-        hostnames=(),
-        matches=(MatchIR(),),
-        action=DISABLED_RESPONSE,
-        replaced=True,
-    )
-    return GatewayIR(
-        key=gateway.key,
-        listeners=translate_listeners(gateway),
-        rules=(rule,),
-        upstreams=(),
-        invalid_route_response=DISABLED_RESPONSE,
-    )
+    return disabled_gateway(gateway.key, translate_listeners(gateway))
 
 
 def translate_listeners(gateway: Gateway) -> tuple[ListenerIR, ...]:

@@ -153,6 +153,9 @@ EDGE_TARGET = [{"kind": "Gateway", "name": "edge"}]
         pytest.param(lambda port: (r.gateway(port, name="edge", namespace="infra",
                                              trustedProxies=["not-a-cidr"]), ()),
                      id="invalid-gateway"),
+        pytest.param(lambda port: (r.gateway(port, name="edge", namespace="infra", policies=[
+            {"jwt": {"keys": [{"file": "missing.pem", "algorithm": "RS256"}]}}]), ()),
+                     id="policy-that-cannot-be-built"),
     ],
 )
 def test_a_broken_gateway_policy_disables_that_gateway_only(
@@ -192,6 +195,18 @@ def test_a_broken_policy_fails_its_route_closed(gateways, upstreams) -> None:
     route = statuses(gw)["Route team-a/a"]
     assert route["state"] == "Invalid"
     assert any("Policy team-a/auth targeting it is invalid" in x for x in route["reasons"])
+
+
+def test_a_route_policy_that_cannot_be_built_replaces_its_route(gateways, upstreams) -> None:
+    app = upstreams("app")
+    jwt = {"jwt": {"keys": [{"file": "missing.pem", "algorithm": "RS256"}]}}
+    protected = r.rule({"prefix": "/a"}, directResponse={"status": 200}, policies=[jwt])
+    gw = gateways(lambda port: teams(port, app.port, protected))
+    assert answer(gw.port, "/a", "a.test") == (502, b"team route broken")
+    assert roundtrip(gw.port, "GET", "/", host="b.test").status == 200
+    route = statuses(gw)["Route team-a/a"]
+    assert route["state"] == "Invalid"
+    assert any("missing.pem" in reason for reason in route["reasons"]), route
 
 
 def test_a_reload_that_breaks_a_gateway_policy_fails_closed_and_recovers(gateways) -> None:
