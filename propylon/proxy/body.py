@@ -112,8 +112,9 @@ class ResponseBodyFilter:
 
     __slots__ = ("chunks", "headers", "length", "limit", "phases", "session", "size", "status")
 
-    # Reached from the forwarder (its ``body_sink``), so it keeps no reference to it: the
-    # session drops the forwarder when it ends and nothing is left in a cycle.
+    # Reached from the forwarder (its ``body_sink`` and ``end_sink``), so it keeps no
+    # reference to it: the session drops the forwarder when it ends and nothing is left in
+    # a cycle.
     def __init__(self, session: Session, chain: FilterChain, forwarder: Forwarder,
                  status: int, headers: Headers, length: bytes | None) -> None:
         self.session = session
@@ -123,7 +124,7 @@ class ResponseBodyFilter:
         self.headers = headers
         self.chunks: list[bytes] = []
         self.size = 0
-        forwarder.body_sink = self
+        forwarder.body_sink = forwarder.end_sink = self
         if self.limit:
             self.length = length
             if length is not None and int(length) > self.limit:
@@ -167,9 +168,7 @@ class ResponseBodyFilter:
         session.on_response_complete(trailers)
 
     def send(self, data: bytes) -> None:
-        session = self.session
-        session.bytes_out += len(data)
-        session.proto.send_response_body(session, data)
+        self.session.proto.on_response_body(data)
 
     def run(self, chunk: bytes, end_stream: bool) -> bytes | None:
         session = self.session

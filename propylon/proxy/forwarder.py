@@ -4,8 +4,9 @@ A ``Forwarder`` is made by the session once every ``on_request`` filter let the 
 through and the rule forwards. It picks a backend and an endpoint, asks the endpoint's pool
 for a connection, sends the request head and streams the request body the session hands it
 (``send_body`` / ``end_body``), and passes the upstream's answer to the session
-(``Session.on_response_head`` / ``on_response_body`` / ``on_response_complete``), unless the
-answer is worth another try.
+(``Session.on_response_head`` / ``on_response_complete``), unless the answer is worth another
+try. Response body chunks go from the upstream connection straight to the forwarder's
+``body_sink`` (the session, or its response body filters), read once per response.
 
 Invariants: at most one upstream connection at a time; a try that ends (failure, timeout,
 retry) aborts its connection, so a late answer never reaches another request; once the
@@ -28,7 +29,7 @@ from propylon.runtime.retry import CONNECT_FAILURE, RESET, STATUS, TIMEOUT
 
 if TYPE_CHECKING:
     from propylon.proxy.body import ResponseBodyFilter
-    from propylon.proxy.h1.client import ClientConnection
+    from propylon.proxy.h1.client import ClientConnection, ResponseBodySink
     from propylon.proxy.http11 import Headers
     from propylon.proxy.session import Session
     from propylon.runtime.compiled import Cluster, ClusterEndpoint, CompiledRoute
@@ -70,10 +71,10 @@ class Forwarder:
         "body_sink",
         "cluster",
         "conn",
+        "end_sink",
         "endpoint",
         "endpoint_label",
         "head_bytes",
-        "in_flight",
         "mirror_to",
         "pending",
         "pending_size",
@@ -91,13 +92,19 @@ class Forwarder:
     )
 
     def __init__(self, session: Session, route: CompiledRoute, cluster: Cluster) -> None:
+        """The forwarder of ``session`` (set as its ``forwarder`` first, so that an answer
+        made during the first try releases it); the first try starts here."""
+        session.forwarder = self
         self.session = session
         self.route = route
         self.cluster = cluster
-        # where the answer's body and end go: the session, or its response body filters
-        # (proxy/body.py) when its route has some
-        self.body_sink: Session | ResponseBodyFilter = session
-        self.aborted = False  # PoolClient: the pool drops a connection handed to us then
+        # where the answer's body chunks and its end go: the client's stream and the
+        # session, or the response body filters (proxy/body.py) when the route has some
+        self.body_sink: ResponseBodySink = session.proto
+        self.end_sink: Session | ResponseBodyFilter = session
+        # released: not counted in the cluster's active requests any more, and the pool
+        # drops a connection handed to it (PoolClient)
+        self.aborted = False
         self.conn: ClientConnection | None = None
         self.endpoint: ClusterEndpoint | None = None
         self.endpoint_label: str | None = None  # the last endpoint tried, for the access log
@@ -112,19 +119,8 @@ class Forwarder:
         self.pending_size = session.pending_size
         self.replay: list[bytes] | None = None  # body kept for retries and the mirror
         self.mirror_to: Cluster | None = None  # mirror still to be sent (body incomplete)
-        # set by start(): in_flight (counted in the cluster's active requests); with replay:
-        # replay_size, replay_max
-
-    @property
-    def upgrade(self) -> bytes | None:
-        """``UpstreamClient``: the protocol the request asked to switch to."""
-        return self.session.upgrade
-
-    # -- the first try ---------------------------------------------------------------------
-    def start(self) -> None:
-        session, route, cluster = self.session, self.route, self.cluster
+        # the first try
         cluster.active_requests += 1
-        self.in_flight = True
         if session.has_body:
             if route.retry is not None or route.mirror is not None:
                 self.keep_replay(MAX_REPLAY_BODY)
@@ -150,6 +146,12 @@ class Forwarder:
             self.start_mirror()
         self.try_endpoint(None)
 
+    @property
+    def upgrade(self) -> bytes | None:
+        """``UpstreamClient``: the protocol the request asked to switch to."""
+        return self.session.upgrade
+
+    # -- tries ---------------------------------------------------------------------------
     def keep_replay(self, limit: int) -> None:
         """Keep the body (what arrived so far included) so that it can be sent again."""
         self.replay = [b"".join(self.pending)] if self.pending else []
@@ -332,9 +334,6 @@ class Forwarder:
             return  # the answer is dropped; another try follows
         self.session.on_response_head(status, out, length)
 
-    def on_response_body(self, chunk: bytes) -> None:
-        self.body_sink.on_response_body(chunk)
-
     def on_response_complete(self, reusable: bool, trailers: Headers | None = None) -> None:
         conn = self.conn
         self.conn = None
@@ -345,7 +344,7 @@ class Forwarder:
             else:
                 conn.close()
         self.cluster.stats.by_class[STATUS_CLASS[session.status]] += 1
-        self.body_sink.on_response_complete(trailers)
+        self.end_sink.on_response_complete(trailers)
 
     def on_upstream_error(self, reason: str, before_response: bool, stale: bool = False) -> None:
         self.conn = None
@@ -440,7 +439,9 @@ class Forwarder:
     def release(self) -> None:
         """Give back what the request holds: timers, endpoint and upstream load counts. A
         connection the pool hands over later (a connect that completes after the request
-        was answered) goes back to the pool, never to this request."""
+        was answered) goes back to the pool, never to this request. Once only."""
+        if self.aborted:
+            return
         self.aborted = True
         if self.timer is not None:
             self.timer.cancel()
@@ -454,16 +455,13 @@ class Forwarder:
         endpoint, self.endpoint = self.endpoint, None
         if endpoint is not None:
             endpoint.active -= 1
-        if self.in_flight:
-            self.in_flight = False
-            cluster = self.cluster
-            cluster.active_requests -= 1
-            if self.retrying:
-                cluster.retries_active -= 1
+        cluster = self.cluster
+        cluster.active_requests -= 1
+        if self.retrying:
+            cluster.retries_active -= 1
 
     def client_gone(self) -> None:
         """The client went away: nothing more is sent or read for it."""
-        self.aborted = True
         conn, self.conn = self.conn, None
         if conn is not None:
             conn.abort()

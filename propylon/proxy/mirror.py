@@ -67,6 +67,10 @@ class MirrorRequest:
     def on_upgraded_head(self, headers: Headers) -> None:
         return None
 
+    @property
+    def body_sink(self) -> MirrorRequest:
+        return self  # the body is read and dropped
+
     def on_response_body(self, chunk: bytes) -> None:
         return None
 

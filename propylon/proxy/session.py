@@ -67,6 +67,7 @@ class Session:
         "keep_alive",
         "method",
         "path",
+        "path_text",
         "pending",
         "pending_size",
         "proto",
@@ -90,6 +91,7 @@ class Session:
     # Set before any use, so not in __init__ (one store fewer each, per request): the target
     # and Host by the downstream parser, the rest when the session begins.
     path: bytes
+    path_text: str  # the path decoded (latin-1), for routing
     query: bytes
     host: str
     gateway: GatewayRuntime
@@ -187,7 +189,7 @@ class Session:
             route = None  # the listener does not serve this host
         else:
             route = gateway.router.match(
-                self.host, self.method.decode("latin-1"), self.path.decode("latin-1"), self
+                self.host, self.method.decode("latin-1"), self.path_text, self
             )
         if route is None:
             route = gateway.not_found
@@ -275,8 +277,7 @@ class Session:
                 self.send_local(503, b"upstream overloaded\n",
                                 [(b"x-propylon-overloaded", overloaded)])
                 return
-        forwarder = self.forwarder = Forwarder(self, route, cluster)  # takes self.pending
-        forwarder.start()
+        Forwarder(self, route, cluster)  # becomes self.forwarder; takes self.pending
 
     def forwarding_fields(self) -> bytes:
         """X-Forwarded-* and Forwarded, serialised. For a peer that is not a trusted proxy
@@ -399,20 +400,17 @@ class Session:
         self.response_started = True
         self.proto.send_response_head(self, status, out, length)
 
-    def on_response_body(self, chunk: bytes) -> None:
-        self.bytes_out += len(chunk)
-        self.proto.send_response_body(self, chunk)
-
     def on_response_complete(self, trailers: Headers | None) -> None:
+        """The end of the answer; its body went to the client's stream (the forwarder's
+        ``body_sink``) or through the response body filters."""
         if trailers:
             route = self.route
             if route is not None and route.chain.on_trailers:
                 for phase in route.chain.on_trailers:
                     phase(self, trailers)
-        self.proto.send_response_end(trailers)
         if not self.body_done:
             self.keep_alive = False  # the rest of the request body will not be read
-        self.finish()
+        self.finish(trailers)
 
     def abort_response(self) -> None:
         """The response cannot be completed: the client sees a truncated one, never a
@@ -482,7 +480,9 @@ class Session:
             self.forwarder.on_timeout()
 
     # -- phase 4: the end -----------------------------------------------------------------
-    def finish(self) -> None:
+    def finish(self, trailers: Headers | None = None) -> None:
+        """The end of the request: what it holds is given back, it is counted and logged,
+        and the client stream ends its response (with ``trailers``, if any)."""
         self.deadline = 0.0  # what the request holds is given back first
         if self.waiting_filter is not None:
             self.waiting_filter.cancel()
@@ -504,7 +504,7 @@ class Session:
             access_log.log(self, elapsed)
         if forwarder is not None:
             self.forwarder = None  # no reference cycle left: freed now, not by the cyclic GC
-        self.proto.exchange_finished(self)
+        self.proto.exchange_finished(self, trailers)
 
     def client_gone(self) -> None:
         """The client connection closed under this request."""

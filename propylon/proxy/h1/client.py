@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Protocol
 import httptools
 
 from propylon.proxy.batch import WriteBatch
-from propylon.proxy.h1.framing import MAX_TRAILERS, response_trailers
+from propylon.proxy.h1.framing import MAX_TRAILERS, last_chunk, response_trailers
 from propylon.proxy.http11 import Headers, connection_tokens, serialize_headers
 from propylon.proxy.rewrite import (
     PLAIN_CONNECTION,
@@ -32,14 +32,20 @@ if TYPE_CHECKING:
     from propylon.runtime.compiled import CompiledRoute
 
 
+class ResponseBodySink(Protocol):
+    def on_response_body(self, chunk: bytes) -> None: ...
+
+
 class UpstreamClient(Protocol):
-    """The exchange side of an upstream connection."""
+    """The request side of an upstream connection (a forwarder). Body chunks of an answer go
+    to its ``body_sink``, read after ``on_response_head``."""
+
+    @property
+    def body_sink(self) -> ResponseBodySink: ...
 
     def on_response_head(self, status: int, fields: Headers, length: bytes | None) -> None: ...
 
     def on_upgraded_head(self, headers: Headers) -> None: ...
-
-    def on_response_body(self, chunk: bytes) -> None: ...
 
     def on_response_complete(self, reusable: bool, trailers: Headers | None = None) -> None:
         ...
@@ -100,6 +106,7 @@ class ClientConnection(asyncio.Protocol):
         "parser",
         "pool",
         "request_chunked",
+        "sink",
         "trailers",
         "transport",
         "tunnel",
@@ -113,6 +120,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.client: UpstreamClient | None = None
+        self.sink: ResponseBodySink | None = None  # the client's body sink, per response
         self.downstream: OutputBatcher | None = None
         self.closed = False
         self.idle_since = 0.0
@@ -179,12 +187,12 @@ class ClientConnection(asyncio.Protocol):
         self._chunked = False
 
     def close(self) -> None:
-        self.client = None
+        self.client = self.sink = None
         if self.transport is not None and not self.closed:
             self.transport.close()
 
     def abort(self) -> None:
-        self.client = None
+        self.client = self.sink = None
         if self.transport is not None and not self.closed:
             self.transport.abort()
 
@@ -263,7 +271,7 @@ class ClientConnection(asyncio.Protocol):
         client = self.client
         if client is None:
             return
-        self.client = None
+        self.client = self.sink = None
         if self.tunnel:
             client.on_tunnel_closed()
             return
@@ -326,6 +334,7 @@ class ClientConnection(asyncio.Protocol):
         else:
             fields = self.headers
         client.on_response_head(status, fields, self.length)
+        self.sink = client.body_sink
         if self.head_only:
             # httptools cannot be told that a HEAD response has no body; finish it here and
             # give the connection a fresh parser for its next response.
@@ -335,7 +344,7 @@ class ClientConnection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         if self.client is not None:
-            self.client.on_response_body(body)
+            self.sink.on_response_body(body)  # type: ignore[union-attr]
 
     def on_message_complete(self) -> None:
         if self.upgrading:
@@ -346,7 +355,7 @@ class ClientConnection(asyncio.Protocol):
         if self.head_only:
             return
         client = self.client  # _finish(), inlined: this runs for every response
-        self.client = None
+        self.client = self.sink = None
         if client is not None:
             trailers = self.trailers
             if trailers is None:
@@ -358,7 +367,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _finish(self, keep_alive: bool) -> None:
         client = self.client
-        self.client = None
+        self.client = self.sink = None
         if client is not None:
             client.on_response_complete(keep_alive)
 
@@ -375,11 +384,6 @@ def frame_body(chunks: list[bytes], chunked: bool, done: bool, trailers: Headers
     if done:
         framed.append(last_chunk(trailers))
     return framed
-
-
-def last_chunk(trailers: Headers | None) -> bytes:
-    """The end of a chunked body, with its trailer fields."""
-    return b"0\r\n" + serialize_headers(trailers) + b"\r\n" if trailers else b"0\r\n\r\n"
 
 
 def serialize_request_head(session: Session, route: CompiledRoute) -> bytes:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from propylon.proxy.http11 import HOP_BY_HOP, Headers, is_token
+from propylon.proxy.http11 import HOP_BY_HOP, Headers, is_token, serialize_headers
 
 if TYPE_CHECKING:
     from propylon.proxy.session import Session
@@ -32,6 +32,11 @@ def is_framing_lookalike(name: bytes) -> bool:
     """``Transfer---Encoding`` or ``content.length``: not the real name, but would be read as
     it by a lenient server that drops punctuation."""
     return bytes(c for c in name if 97 <= c <= 122) in _FRAMING_NAMES
+
+
+def last_chunk(trailers: Headers | None) -> bytes:
+    """The end of a chunked body, with its trailer fields."""
+    return b"0\r\n" + serialize_headers(trailers) + b"\r\n" if trailers else b"0\r\n\r\n"
 
 
 def check_framing(ex: Session) -> None:

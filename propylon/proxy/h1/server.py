@@ -29,6 +29,7 @@ from propylon.proxy.h1.framing import (
     add_trailer,
     check_framing,
     is_framing_lookalike,
+    last_chunk,
     response_framing,
 )
 from propylon.proxy.hostport import split_host
@@ -75,6 +76,9 @@ OPEN, UPGRADING, TUNNEL, DROPPING_INPUT, PROXY_HEADER, LINGERING, CLOSED = range
 _KEEP, _HOST, _LENGTH, _CHUNKED, _CONNECTION, _EXPECT, _FORWARDED, _DROP, _UPGRADE, _TE, _OWNED = (
     range(11))
 _MAX_UPGRADE_HOLD = 64 * 1024
+# Single bytes searched for as ints: ``b"x" in data`` first tries ``b"x"`` as an int and
+# pays for the exception, ``int in data`` is a plain memchr.
+_TAB, _HASH, _UNDERSCORE = b"\t#_"
 CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 LINGER_TIME = 2.0
 _SPECIAL: dict[bytes, int] = {
@@ -107,11 +111,9 @@ def _odd_request_line(data: bytes) -> bool:
     not (``GET  / HTTP/1.1``). Checked where a read starts a request, which covers every
     request that is not pipelined behind another in the same read; the gateway serialises
     its own request line upstream anyway, so this is strictness, not the only defence."""
-    if b"  " not in data and b"\t" not in data:
-        return bool(data) and data[0] == 32  # a leading space
     end = data.find(b"\n")
     line = data if end < 0 else data[:end]
-    return b"  " in line or b"\t" in line or line.startswith(b" ")
+    return line.find(b"  ") >= 0 or _TAB in line or line.startswith(b" ")
 
 
 class ServerConnection(asyncio.Protocol):
@@ -246,7 +248,8 @@ class ServerConnection(asyncio.Protocol):
             return  # DROPPING_INPUT, LINGERING: input is read only to be dropped
         if self.ex is None:
             # a read that starts a request: its exchange (and header timeout) starts here
-            if ((b"  " in data or b"\t" in data or data[0] == 32) and not self.mid_line
+            # llhttp refuses a tab or a leading space in a request line, not two spaces
+            if (data.find(b"  ") >= 0 and not self.mid_line
                     and _odd_request_line(data)):
                 self.reject(400, "malformed request line")
                 return
@@ -468,6 +471,7 @@ class ServerConnection(asyncio.Protocol):
 
     def abort(self) -> None:
         self.out = None
+        self.chunked_out = False  # a truncated body gets no last chunk
         self.transport.abort()
 
     # -- the response stream: what the current session sends its client ------------------
@@ -490,23 +494,21 @@ class ServerConnection(asyncio.Protocol):
         else:
             out.append(head)
 
-    def send_response_body(self, session: Session, chunk: bytes) -> None:
+    def on_response_body(self, chunk: bytes) -> None:
+        """A body chunk of the current response (``ResponseBodySink``: straight from the
+        upstream connection when the route has no response body filters). The end of the
+        body goes out with ``exchange_finished``."""
+        current = self.current
+        assert current is not None
+        current.bytes_out += len(chunk)
         if self.chunked_out:
             self.write(b"%x\r\n%b\r\n" % (len(chunk), chunk))
-        elif not session.head_only:
+        elif not current.head_only:
             out = self.out
             if out is None:
                 self.transport.write(chunk)
             else:
                 out.append(chunk)
-
-    def send_response_end(self, trailers: Headers | None) -> None:
-        """The end of the body: the last chunk, with the trailers when there are any (a
-        body framed by length or by closing cannot carry them: they are dropped)."""
-        if self.chunked_out:
-            self.chunked_out = False
-            self.write(b"0\r\n" + serialize_headers(trailers) + b"\r\n" if trailers
-                       else b"0\r\n\r\n")
 
     def send_local_response(self, session: Session, status: int, body: bytes,
                             headers: Headers | None, content_type: bytes) -> None:
@@ -601,7 +603,7 @@ class ServerConnection(asyncio.Protocol):
             raise BadRequest(431, "request header fields too large")
         kind = _SPECIAL.get(name, _KEEP)
         if kind == _KEEP:
-            if b"_" in name and self.listener.reject_underscores:
+            if _UNDERSCORE in name and self.listener.reject_underscores:
                 raise BadRequest(400, "header names with underscores are not accepted")
             if name.startswith(LOOKALIKE_PREFIXES) and is_framing_lookalike(name):
                 raise BadRequest(400, "header name imitates a framing header")
@@ -656,20 +658,23 @@ class ServerConnection(asyncio.Protocol):
         elif ex.upgrade is None or ex.has_body:
             raise BadRequest(400, "invalid protocol upgrade request")
         url = ex.url
-        if b"#" in url:
+        if _HASH in url:
             raise BadRequest(400, "a fragment in the request target")
         if url.startswith(b"/"):  # origin-form, the common case, split here
             ex.path, _, ex.query = url.partition(b"?")
         else:
             self._parse_other_target(ex)
-        path = ex.path
+        # as text for routing; checked as text too: str's "in" is far cheaper than bytes'
+        text = ex.path.decode("latin-1")
         paths = self.listener.paths
-        if paths is not None and (b"%" in path or b"/." in path or b"//" in path
-                                  or b"\\" in path or b";" in path):
+        if paths is not None and ("%" in text or ";" in text or "\\" in text or "/." in text
+                                  or "//" in text):
             try:
-                ex.path = normalize_path(path, paths)
+                ex.path = normalize_path(ex.path, paths)
             except PathError as exc:
                 raise BadRequest(400, str(exc)) from None
+            text = ex.path.decode("latin-1")
+        ex.path_text = text
         host_value = ex.host_value
         if host_value == self.parsed_host_value:
             ex.host = self.parsed_host  # same Host as the previous request: already split
@@ -729,10 +734,16 @@ class ServerConnection(asyncio.Protocol):
             ex.body_done = True  # the end of no body has nothing else to do
 
     # -- between exchanges -----------------------------------------------------------------
-    def exchange_finished(self, ex: Session) -> None:
+    def exchange_finished(self, ex: Session, trailers: Headers | None = None) -> None:
+        """``ex`` ended: the end of its body (the last chunk, with the trailers when there
+        are any: a body framed by length or by closing cannot carry them, they are
+        dropped), then the next request or the connection's end."""
         if ex is not self.current:
             return
         self.current = None
+        if self.chunked_out:
+            self.chunked_out = False
+            self.write(last_chunk(trailers))
         if self.state == TUNNEL or not ex.keep_alive or self.worker.draining or self.eof:
             self.close(linger=not ex.body_done and not self.eof)
             return
