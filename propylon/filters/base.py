@@ -43,6 +43,10 @@ Body framing: when a route has a body filter that may change lengths (``body_ins
 false), the session drops ``Content-Length`` for that body and frames it itself (chunked on
 HTTP/1.1), or sends the new length when the whole body was buffered. A filter that only looks
 (a WAF in detection mode) sets ``body_inspect_only``: framing is kept and no chunk is copied.
+A filter that changes only some response bodies (compression) defines
+``on_response_framing(ctx, status, headers, length) -> bool``: called just before the head is
+sent (after every ``on_response``), with the upstream's Content-Length, it may still edit the
+head and says whether it will change this body; when no filter will, the length is kept.
 A route without body filters pays nothing for the body phases.
 """
 

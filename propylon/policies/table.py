@@ -35,6 +35,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from propylon.policies.auth import ApiKeyPolicy, BasicAuthPolicy, ExtAuthPolicy, JwtPolicy
+from propylon.policies.body import CompressionPolicy
 from propylon.policies.headers import HeadersPolicy, HeadersSettings
 from propylon.policies.traffic import (
     CorsPolicy,
@@ -113,7 +114,8 @@ BUILT_IN: tuple[PolicyType, ...] = (
                section=HeadersPolicy),
     # a cached answer stands in for the upstream's, compressed like it
     PolicyType("cache", "cache"),
-    PolicyType("compression", "compression"),
+    PolicyType("compression", "compression", CompressionPolicy,
+               _filter("compression", "CompressionFilter")),
     # last, so injected faults look like upstream behaviour
     PolicyType("faultInjection", "faultInjection", FaultInjectionPolicy,
                _filter("fault_injection", "FaultInjectionFilter")),

@@ -13,12 +13,19 @@ per direction, from the route's filter chain:
   cap is answered 502 (nothing of it has been sent). A body that came with trailers, or a
   request body with transfer codings before ``chunked``, stays chunked instead: a length
   cannot carry trailers, and coded bytes are not the body's length.
+
+A response body filter that changes only some bodies (compression) decides per response in
+an ``on_response_framing(ctx, status, headers, length)`` method: called just before the head
+is sent, with the upstream's Content-Length (streamed: None when chunked; whole: the collected
+size), it may still edit ``headers`` and returns whether it will change this body. When no
+filter will, a streamed body keeps its Content-Length.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from propylon.filters.base import LocalResponse
 
@@ -130,7 +137,8 @@ class ResponseBodyFilter:
             if length is not None and int(length) > self.limit:
                 self.too_large()
             return  # the head waits for the whole body
-        self.length = None if chain.response_body_rewritten else length
+        self.length = None if chain.response_body_rewritten and rewrites(
+            session, self.phases, status, headers, length) else length
         session.response_started = True
         session.proto.send_response_head(session, status, headers, self.length)
 
@@ -149,6 +157,7 @@ class ResponseBodyFilter:
     def on_response_complete(self, trailers: Headers | None) -> None:
         session = self.session
         if self.limit:
+            rewrites(session, self.phases, self.status, self.headers, b"%d" % self.size)
             body = self.run(b"".join(self.chunks), True)
             self.chunks = []
             if body is None:
@@ -194,3 +203,19 @@ class ResponseBodyFilter:
             session.abort_response()
         else:
             session.send_error(status, body)
+
+
+def rewrites(session: Session, phases: tuple[Callable[..., Any], ...], status: int,
+             headers: Headers, length: bytes | None) -> bool:
+    """Whether a body filter will change this response body: filters that decide per response
+    are asked (each of them, they may edit the head), the others count as declared."""
+    rewritten = False
+    for phase in phases:
+        filter_ = phase.__self__  # type: ignore[attr-defined]
+        decide = getattr(filter_, "on_response_framing", None)
+        if decide is not None:
+            if decide(session, status, headers, length):
+                rewritten = True
+        elif not filter_.body_inspect_only:
+            rewritten = True
+    return rewritten

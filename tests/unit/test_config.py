@@ -347,12 +347,6 @@ def test_error_names_line_and_field(text: str, line: int, field: str, message: s
             'policy "cache" is not supported yet',
             id="rule-cache",
         ),
-        pytest.param(
-            doc("Gateway", "listeners: [{name: a, port: 80}]\npolicies: [{compression: {}}]"),
-            "spec.policies[0].compression",
-            'policy "compression" is not supported yet',
-            id="gateway-compression",
-        ),
     ],
 )
 def test_not_supported_yet(text: str, field: str, message: str) -> None:

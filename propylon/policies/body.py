@@ -1,0 +1,116 @@
+"""Settings of the body policies: ``compression``, ``transform`` and ``cache`` (DESIGN §6,
+names and behaviour in docs/policies.md). Sizes are written as integers (bytes) or with a
+unit (``64KiB``, ``1MiB``, ``1GiB``; ``KB``/``MB``/``GB`` are powers of 1000)."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field, model_validator
+
+from propylon.schema import Model, invalid
+
+_SIZE = re.compile(r"\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*")
+_UNITS = {None: 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30,
+          "KB": 10**3, "MB": 10**6, "GB": 10**9}
+
+
+def parse_size(value: Any) -> int:
+    """Bytes from an integer or a string such as ``1MiB``."""
+    if isinstance(value, bool):
+        raise invalid("size", "a size is a number of bytes or a string such as 1MiB")
+    if isinstance(value, int):
+        if value < 0:
+            raise invalid("size", "a size cannot be negative")
+        return value
+    match = _SIZE.fullmatch(value) if isinstance(value, str) else None
+    if match is None:
+        raise invalid("size", f"invalid size {value!r}: use bytes or a unit such as 64KiB, 1MiB")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+Size = Annotated[int, BeforeValidator(parse_size)]
+
+# -- compression ---------------------------------------------------------------------------
+Coding = Literal["zstd", "br", "gzip"]
+_CODINGS: tuple[Coding, ...] = ("zstd", "br", "gzip")
+
+DEFAULT_CONTENT_TYPES = (
+    "text/html", "text/plain", "text/css", "text/csv", "text/xml", "text/javascript",
+    "text/markdown", "application/javascript", "application/json", "application/xml",
+    "application/ld+json", "application/problem+json", "application/x-ndjson",
+    "application/graphql-response+json", "application/wasm", "image/svg+xml",
+)
+
+
+def _check_media_range(value: str) -> str:
+    kind, _, sub = value.strip().lower().partition("/")
+    if not kind or not sub or (kind == "*" and sub != "*") or any(c in value for c in " ;,"):
+        raise invalid("media_type", f'invalid content type "{value}": use type/subtype or '
+                      'type/* (no parameters)')
+    return f"{kind}/{sub}"
+
+
+MediaRange = Annotated[str, BeforeValidator(_check_media_range)]
+
+
+class CompressionPolicy(Model):
+    # the gateway's preference, first = best
+    algorithms: list[Coding] = Field(default_factory=lambda: list(_CODINGS), min_length=1)
+    min_bytes: int = Field(default=1024, ge=0)
+    content_types: list[MediaRange] = Field(
+        default_factory=lambda: list(DEFAULT_CONTENT_TYPES), min_length=1)
+
+
+# -- transform -----------------------------------------------------------------------------
+def _check_pointer(value: str) -> str:
+    if not value.startswith("/"):
+        raise invalid("json_pointer", f'invalid JSON pointer "{value}": must start with "/" '
+                      "(RFC 6901)")
+    if re.search(r"~[^01]|~$", value):
+        raise invalid("json_pointer", f'invalid JSON pointer "{value}": "~" must be followed '
+                      'by 0 or 1')
+    return value
+
+
+JsonPointer = Annotated[str, BeforeValidator(_check_pointer)]
+
+
+class JsonEdits(Model):
+    set: dict[JsonPointer, Any] = Field(default_factory=dict)  # pointer -> JSON value
+    remove: list[JsonPointer] = Field(default_factory=list)
+
+
+class BodyTransform(Model):
+    """Exactly one of ``json`` (edits of a JSON body) or ``template`` (a new body)."""
+
+    json_: JsonEdits | None = Field(default=None, alias="json")
+    template: str | None = None
+    content_type: str | None = None  # of a template's output; default: kept
+
+    @model_validator(mode="after")
+    def _one(self) -> BodyTransform:
+        if (self.json_ is None) == (self.template is None):
+            raise invalid("exactly_one", "exactly one of json, template is required")
+        return self
+
+
+class QueryEdits(Model):
+    set: dict[str, str] = Field(default_factory=dict)
+    remove: list[str] = Field(default_factory=list)
+
+
+class RequestTransform(Model):
+    query: QueryEdits | None = None
+    body: BodyTransform | None = None
+
+
+class ResponseTransform(Model):
+    body: BodyTransform | None = None
+
+
+class TransformPolicy(Model):
+    request: RequestTransform | None = None
+    response: ResponseTransform | None = None
+    max_body_bytes: Size = 1 << 20  # the buffering cap: 413 (request) / 502 (response)
