@@ -15,7 +15,7 @@ are in ``errors`` only; ``unattributed`` lists them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from pydantic_core import ErrorDetails
 from propylon.config._types import UNION_TAGS
 from propylon.config._yaml import Document, dotted_path, parse_documents
 from propylon.config.errors import ConfigError, Source
+from propylon.config.kubernetes import KubernetesObject, check_kind, is_kubernetes
 from propylon.config.resources import API_VERSION, KINDS, Resource
 
 _SUFFIXES = (".yaml", ".yml")
@@ -157,9 +158,12 @@ def _build(doc: Document, filename: str) -> tuple[Resource | None, list[ConfigEr
         return ConfigError(filename, line, kind, name, dotted_path(path), message,
                            column=column)
 
+    if is_kubernetes(data):
+        return _build_kubernetes(doc, data, filename, error)
     if data.get("apiVersion") != API_VERSION:
         got = data.get("apiVersion")
-        msg = f'must be "{API_VERSION}"' + (f" (got {got!r})" if got is not None else "")
+        msg = f'must be "{API_VERSION}" or a Kubernetes kind read as input (see ' \
+              'docs/kubernetes.md)' + (f" (got {got!r})" if got is not None else "")
         return None, [error(("apiVersion",), msg)]
     cls = KINDS.get(kind or "")
     if cls is None:
@@ -167,6 +171,23 @@ def _build(doc: Document, filename: str) -> tuple[Resource | None, list[ConfigEr
         return None, [error(("kind",), msg if kind else "required field is missing")]
     try:
         resource = cls.model_validate(data)
+    except ValidationError as exc:
+        return None, [error(_path(e), _message(e)) for e in exc.errors()]
+    resource._source = Source(filename, doc.line, doc.marks, doc.column)
+    return resource, []
+
+
+def _build_kubernetes(
+    doc: Document, data: dict[str, Any], filename: str,
+    error: Callable[[tuple[str | int, ...], str], ConfigError],
+) -> tuple[Resource | None, list[ConfigError]]:
+    """A Kubernetes object (``config/kubernetes.py``): its identity is checked here, what it
+    says when the whole configuration is converted (``config/gatewayapi.py``)."""
+    problem = check_kind(data)
+    if problem is not None:
+        return None, [error(("kind",), problem)]
+    try:
+        resource = KubernetesObject.model_validate(data)
     except ValidationError as exc:
         return None, [error(_path(e), _message(e)) for e in exc.errors()]
     resource._source = Source(filename, doc.line, doc.marks, doc.column)

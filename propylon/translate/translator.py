@@ -9,6 +9,11 @@ are collected for every Gateway, Route, RouteTable, Upstream and Policy.
 shadowed rule), for ``propylon validate`` to print with ``file:line``. Given the documents
 the loader rejected, it contains them (``containment.py``): they are Invalid, what can be
 recovered of them is replaced or disabled, and everything else is translated as usual.
+
+Kubernetes objects among the resources (Gateway API, Ingress) are first converted to
+``propylon.dev/v1`` resources (``config/gatewayapi.py``), so files and the control plane
+translate them the same way; their statuses are Gateway API conditions
+(``gatewayapi_status.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from propylon.config import ConfigError, Rejected, Resource
+from propylon.config.gatewayapi import expand_kubernetes
 from propylon.ir import SnapshotIR, seal
 from propylon.translate.consumers import translate_consumers
 from propylon.translate.containment import (
@@ -25,6 +31,7 @@ from propylon.translate.containment import (
     unattached_gateway_policies,
 )
 from propylon.translate.gateway import translate_gateway
+from propylon.translate.gatewayapi_status import gateway_api_statuses, located_issues
 from propylon.translate.inventory import Inventory, build_inventory
 from propylon.translate.policies import index_policy_targets
 from propylon.translate.status import StatusBook
@@ -49,7 +56,8 @@ def translate(resources: Sequence[Resource]) -> SnapshotIR:
 def translate_with_issues(
     resources: Sequence[Resource], rejected: Sequence[Rejected] = ()
 ) -> Translation:
-    plan = plan_containment(resources, rejected)
+    expansion = expand_kubernetes(resources)  # Gateway API and Ingress objects, converted
+    plan = plan_containment(expansion.resources, rejected)
     inventory = build_inventory(plan.resources)
     status = StatusBook()
     track_resources(inventory, status)
@@ -63,8 +71,9 @@ def translate_with_issues(
     )
     consumers = translate_consumers(plan.resources, status)
     note_unused(inventory, status)
-    snapshot = seal(SnapshotIR(gateways=gateways, statuses=status.build(), consumers=consumers))
-    return Translation(snapshot, status.issues())
+    statuses = gateway_api_statuses(status.build(), expansion)
+    snapshot = seal(SnapshotIR(gateways=gateways, statuses=statuses, consumers=consumers))
+    return Translation(snapshot, located_issues(status.issues(), expansion))
 
 
 def track_resources(inventory: Inventory, status: StatusBook) -> None:

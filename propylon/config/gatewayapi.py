@@ -1,0 +1,365 @@
+"""Gateway API and Ingress objects as ``propylon.dev/v1`` resources (pure; DESIGN §6).
+
+``expand_kubernetes`` takes every resource of a configuration, the native ones and the
+``KubernetesObject``s, and gives the native ones plus what the Kubernetes ones become, so
+translation has one path whatever the input. Each converted resource remembers its
+``Origin``; ``Findings`` holds the Gateway API conditions found on the way, which
+translation completes into the objects' statuses (``translate/gatewayapi_status.py``).
+
+- A ``Gateway`` of ``gatewayClassName: propylon`` becomes the Gateway of the same namespace
+  and name. Its HTTP listeners become listeners (listeners sharing a port become one, with
+  their hostnames together); ``spec.addresses[]`` of type IPAddress gives the bind address.
+  Its ``routeSelector`` selects the label ``propylon.dev/parent.<ns>.<name>`` in every
+  namespace: the label conversion puts on the Routes attached to it. Gateways of other
+  classes are left alone (another controller's).
+- An ``HTTPRoute`` or ``GRPCRoute`` attaches to each parentRef whose Gateway is ours, through
+  the listeners the ref names (``sectionName``, ``port``) that allow its namespace and kind
+  and whose hostname intersects its hostnames; it becomes one Route of the same namespace and
+  name whose hostnames are those intersections (``gatewayapi_rules.py`` converts the rules).
+  A route is served on every listener of an attached Gateway whose hostnames admit it: a
+  ``sectionName`` limits the hostnames, not the port.
+- An ``Ingress`` of class ``propylon`` becomes Routes (``config/ingress.py``).
+- ``ReferenceGrant``, ``Service`` and ``EndpointSlice`` are read by ``k8s_backends.py``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from propylon.config.errors import ConfigError
+from propylon.config.gatewayapi_rules import RuleConverter
+from propylon.config.k8s_backends import BackendResolver
+from propylon.config.k8s_status import ACCEPTED, Condition, Findings, Origin
+from propylon.config.kubernetes import GATEWAY_GROUP, KubernetesObject, mapping
+from propylon.config.resources import API_VERSION, KINDS, Resource
+from propylon.config.route import Rule
+
+GATEWAY_CLASS = "propylon"
+PARENT_LABEL = "propylon.dev/parent.{namespace}.{name}"
+ROUTE_KINDS = ("HTTPRoute", "GRPCRoute")
+_RULE = TypeAdapter(Rule)
+_FAILED_RULE = {"status": 500, "body": "route unavailable"}
+
+
+@dataclass
+class Expansion:
+    resources: list[Resource]  # the native ones, then the converted ones
+    origins: dict[str, Origin] = field(default_factory=dict)  # converted ref -> origin
+    findings: Findings = field(default_factory=Findings)
+
+    @property
+    def issues(self) -> list[ConfigError]:
+        return self.findings.issues
+
+
+@dataclass
+class _Listener:
+    name: str
+    port: int
+    hostname: str | None
+    namespaces: str  # Same | All | Selector
+    kinds: tuple[str, ...]
+    attached: int = 0
+
+
+@dataclass
+class _Gateway:
+    obj: KubernetesObject
+    listeners: list[_Listener]
+    data: dict[str, Any] | None  # the propylon Gateway, None when no listener is usable
+
+
+def expand_kubernetes(resources: Sequence[Resource]) -> Expansion:
+    """The native resources plus what the Kubernetes objects among them become."""
+    kube = [r for r in resources if isinstance(r, KubernetesObject)]
+    native = [r for r in resources if not isinstance(r, KubernetesObject)]
+    if not kube:
+        return Expansion(list(resources))
+    return _Converter(native, kube).run()
+
+
+class _Converter:
+    def __init__(self, native: list[Resource], kube: list[KubernetesObject]) -> None:
+        self.native = native
+        self.kube = sorted(kube, key=lambda o: (o.kind, o.key))
+        self.findings = Findings()
+        self.expansion = Expansion(list(native), findings=self.findings)
+        self.taken = {(r.kind, r.key) for r in native}
+        upstreams = [r.key for r in native if r.kind == "Upstream"]
+        self.resolver = BackendResolver.of(self.kube, upstreams)
+
+    def run(self) -> Expansion:
+        from propylon.config.ingress import convert_ingress
+
+        gateways = {o.key: self._gateway(o) for o in self._of("Gateway") if _ours(o)}
+        for route in self._of(*ROUTE_KINDS):
+            self._route(route, gateways)
+        for ingress in self._of("Ingress"):
+            for data in convert_ingress(ingress, self.resolver, self.findings):
+                self._add(data, ingress)
+        for gateway in gateways.values():
+            self._finish_gateway(gateway)
+        for key, data in sorted(self.resolver.upstreams.items()):
+            service = next((o for o in self.kube if o.kind == "Service"
+                            and key.startswith(f"{o.key}-")), None)
+            if service is not None:
+                self._add(data, service)
+        return self.expansion
+
+    def _of(self, *kinds: str) -> list[KubernetesObject]:
+        return [o for o in self.kube if o.kind in kinds]
+
+    # -- Gateways ------------------------------------------------------------------------
+    def _gateway(self, obj: KubernetesObject) -> _Gateway:
+        self.findings.track(obj.kind, obj.key, obj.source)
+        listeners: list[_Listener] = []
+        for i, raw in enumerate(obj.spec.get("listeners") or ()):
+            listener = self._listener(obj, raw if isinstance(raw, dict) else {},
+                                      f"spec.listeners[{i}]")
+            if listener is not None:
+                listeners.append(listener)
+        if not listeners:
+            self.findings.set(obj.kind, obj.key, Condition(
+                ACCEPTED, False, "ListenersNotValid", "no listener of protocol HTTP"),
+                field="spec.listeners")
+            return _Gateway(obj, listeners, None)
+        self.findings.set(obj.kind, obj.key, Condition(ACCEPTED, True, "Accepted"))
+        return _Gateway(obj, listeners, _gateway_data(obj, listeners))
+
+    def _listener(self, obj: KubernetesObject, raw: dict[str, Any],
+                  at: str) -> _Listener | None:
+        name = str(raw.get("name", ""))
+        scope = f"listener {name}"
+        if raw.get("protocol") != "HTTP":
+            message = f"protocol {raw.get('protocol')!r} is not supported (HTTP only; for " \
+                      "HTTPS use a propylon.dev/v1 Gateway with certificate files)"
+            self.findings.set(obj.kind, obj.key, Condition(
+                ACCEPTED, False, "UnsupportedProtocol", message), scope, f"{at}.protocol")
+            return None
+        allowed = mapping(raw.get("allowedRoutes"))
+        namespaces = (allowed.get("namespaces") or {}).get("from", "Same")
+        kinds = tuple(str(k.get("kind")) for k in allowed.get("kinds") or ()
+                      if isinstance(k, dict)) or ROUTE_KINDS
+        self.findings.set(obj.kind, obj.key, Condition(ACCEPTED, True, "Accepted"), scope)
+        if namespaces == "Selector":
+            self.findings.set(obj.kind, obj.key, Condition(
+                "ResolvedRefs", False, "InvalidRouteKinds",
+                "allowedRoutes.namespaces.from: Selector is not supported (no Namespace "
+                "objects are read): no route attaches"), scope, f"{at}.allowedRoutes")
+        hostname = raw.get("hostname") if isinstance(raw.get("hostname"), str) else None
+        return _Listener(name, int(raw.get("port", 0)), hostname, str(namespaces), kinds)
+
+    def _finish_gateway(self, gateway: _Gateway) -> None:
+        obj = gateway.obj
+        for listener in gateway.listeners:
+            self.findings.note(obj.kind, obj.key,
+                               f"listener {listener.name}: attachedRoutes={listener.attached}")
+        if gateway.data is not None:
+            self._add(gateway.data, obj)
+
+    # -- Routes --------------------------------------------------------------------------
+    def _route(self, route: KubernetesObject, gateways: dict[str, _Gateway]) -> None:
+        labels: dict[str, str] = {}
+        hostnames: list[list[str]] = []
+        own = [h for h in route.spec.get("hostnames") or () if isinstance(h, str)]
+        for i, ref in enumerate(route.spec.get("parentRefs") or ()):
+            gateway = _parent(ref, route.namespace, gateways)
+            if gateway is None:
+                continue  # not a Gateway of ours: its controller reports
+            self.findings.track(route.kind, route.key, route.source)
+            scope = f"parent Gateway {gateway.obj.key}"
+            condition, hosts = _attach(ref, route, own, gateway)
+            self.findings.set(route.kind, route.key, condition, scope,
+                              f"spec.parentRefs[{i}]")
+            if condition.status and gateway.data is not None:
+                labels[_parent_label(gateway.obj)] = "attached"
+                hostnames.append(hosts)
+        if not labels:
+            return
+        converter = RuleConverter(route, self.resolver, self.findings)
+        rules = converter.rules()
+        converter.resolved_refs()
+        spec: dict[str, Any] = {"rules": rules}
+        if all(hosts for hosts in hostnames):
+            spec["hostnames"] = sorted({h for hosts in hostnames for h in hosts})
+        data = {"apiVersion": API_VERSION, "kind": "Route",
+                "metadata": {"name": route.name, "namespace": route.namespace,
+                             "labels": {**route.metadata.labels, **labels}},
+                "spec": spec}
+        self._add(data, route)
+
+    # -- converted resources -------------------------------------------------------------
+    def _add(self, data: dict[str, Any], origin: KubernetesObject) -> None:
+        """Validate the converted ``data`` and keep it; contain what fails, at its origin."""
+        kind = data["kind"]
+        meta = data["metadata"]
+        key = f"{meta['namespace']}/{meta['name']}"
+        if (kind, key) in self.taken:
+            self.findings.set(origin.kind, origin.key, Condition(
+                ACCEPTED, False, "UnsupportedValue",
+                f"becomes {kind} {key}, which is already defined"), field="metadata.name")
+            return
+        if kind == "Route":
+            rules = [r for i, rule in enumerate(data["spec"]["rules"])
+                     if (r := self._checked_rule(rule, origin, i)) is not None]
+            if not rules:
+                self.findings.set(origin.kind, origin.key, Condition(
+                    ACCEPTED, False, "UnsupportedValue", "no rule can be served"))
+                return
+            data["spec"]["rules"] = rules
+        try:
+            resource = KINDS[kind].model_validate(data)
+        except ValidationError as exc:
+            message = "; ".join(_error_text(e) for e in exc.errors()[:3])
+            self.findings.set(origin.kind, origin.key, Condition(
+                ACCEPTED, False, "UnsupportedValue", f"as {kind} {key}: {message}"))
+            return
+        resource._source = origin.source
+        self.taken.add((kind, key))
+        self.expansion.resources.append(resource)
+        self.expansion.origins[resource.ref] = Origin(origin.kind, origin.key)
+
+    def _checked_rule(self, rule: dict[str, Any], origin: KubernetesObject,
+                      index: int) -> dict[str, Any] | None:
+        """``rule``, or a 500 on its matches when it does not validate (None: neither)."""
+        try:
+            _RULE.validate_python(rule)
+        except ValidationError as exc:
+            message = "; ".join(_error_text(e) for e in exc.errors()[:3])
+            self.findings.set(origin.kind, origin.key, Condition(
+                "PartiallyInvalid", True, "UnsupportedValue",
+                f"rule {index}: {message}; this rule answers 500"),
+                field=f"spec.rules[{index}]", warning=True)
+            matches = [m for m in rule.get("matches") or [{}] if _valid_match(m)]
+            return {"matches": matches, "directResponse": _FAILED_RULE} if matches else None
+        return rule
+
+
+def _ours(obj: KubernetesObject) -> bool:
+    return obj.spec.get("gatewayClassName") == GATEWAY_CLASS
+
+
+def _parent_label(obj: KubernetesObject) -> str:
+    return PARENT_LABEL.format(namespace=obj.namespace, name=obj.name)
+
+
+def _parent(ref: Any, namespace: str, gateways: dict[str, _Gateway]) -> _Gateway | None:
+    if not isinstance(ref, dict) or not isinstance(ref.get("name"), str):
+        return None
+    if (ref.get("group") or GATEWAY_GROUP) != GATEWAY_GROUP or (
+            ref.get("kind") or "Gateway") != "Gateway":
+        return None
+    return gateways.get(f"{ref.get('namespace') or namespace}/{ref['name']}")
+
+
+def _attach(ref: dict[str, Any], route: KubernetesObject, own: list[str],
+            gateway: _Gateway) -> tuple[Condition, list[str]]:
+    """Whether ``route`` attaches to ``gateway`` through ``ref``, and the hostnames it gets
+    there (empty: any host)."""
+    if gateway.data is None:
+        return Condition(ACCEPTED, False, "NoMatchingParent",
+                         f"Gateway {gateway.obj.key} has no usable listener"), []
+    listeners = [lst for lst in gateway.listeners
+                 if ref.get("sectionName") in (None, lst.name)
+                 and ref.get("port") in (None, lst.port)]
+    if not listeners:
+        return Condition(ACCEPTED, False, "NoMatchingParent",
+                         "no listener has that sectionName/port"), []
+    allowed = [lst for lst in listeners if _allows(lst, route, gateway.obj.namespace)]
+    if not allowed:
+        return Condition(ACCEPTED, False, "NotAllowedByListeners",
+                         "the listeners' allowedRoutes do not admit this route"), []
+    found: list[str] = []
+    any_host = False
+    matching = []
+    for listener in allowed:
+        hosts = intersect_hostnames(listener.hostname, own)
+        if hosts is None:
+            continue
+        matching.append(listener)
+        any_host = any_host or not hosts
+        found += hosts
+    if not matching:
+        return Condition(ACCEPTED, False, "NoMatchingListenerHostname",
+                         "no listener hostname intersects the route's hostnames"), []
+    for listener in matching:
+        listener.attached += 1
+    return Condition(ACCEPTED, True, "Accepted"), [] if any_host else sorted(set(found))
+
+
+def _allows(listener: _Listener, route: KubernetesObject, gateway_namespace: str) -> bool:
+    if route.kind not in listener.kinds:
+        return False
+    if listener.namespaces == "All":
+        return True
+    return listener.namespaces == "Same" and route.namespace == gateway_namespace
+
+
+def intersect_hostnames(listener: str | None, route: Iterable[str]) -> list[str] | None:
+    """The hostnames a route gets on a listener: ``[]`` any host, None none in common."""
+    route = [h.lower() for h in route]
+    if listener is None:
+        return route
+    listener = listener.lower()
+    if not route:
+        return [listener]
+    found = [h for r in route if (h := _common(listener, r)) is not None]
+    return sorted(set(found)) or None
+
+
+def _common(a: str, b: str) -> str | None:
+    if a == b:
+        return a
+    if a.startswith("*.") and b.endswith(a[1:]):
+        return b
+    if b.startswith("*.") and a.endswith(b[1:]):
+        return a
+    return None
+
+
+def _gateway_data(obj: KubernetesObject, listeners: list[_Listener]) -> dict[str, Any]:
+    by_port: dict[int, dict[str, Any]] = {}
+    address = _address(obj.spec.get("addresses"))
+    for listener in listeners:
+        merged = by_port.setdefault(listener.port, {
+            "name": listener.name, "port": listener.port, "protocol": "HTTP",
+            "address": address, "hostnames": []})
+        if listener.hostname is None:
+            merged["anyHost"] = True
+        else:
+            merged["hostnames"].append(listener.hostname)
+    for merged in by_port.values():
+        if merged.pop("anyHost", False):
+            merged["hostnames"] = []
+    return {"apiVersion": API_VERSION, "kind": "Gateway",
+            "metadata": {"name": obj.name, "namespace": obj.namespace,
+                         "labels": dict(obj.metadata.labels)},
+            "spec": {"listeners": list(by_port.values()),
+                     "routeSelector": {"namespaces": ["*"],
+                                       "matchLabels": {_parent_label(obj): "attached"}}}}
+
+
+def _address(raw: Any) -> str:
+    for item in raw if isinstance(raw, list) else ():
+        if isinstance(item, dict) and item.get("type", "IPAddress") == "IPAddress":
+            return str(item.get("value"))
+    return "0.0.0.0"
+
+
+def _valid_match(match: Any) -> bool:
+    from propylon.config.route import Match
+
+    try:
+        Match.model_validate(match)
+    except (ValidationError, TypeError):
+        return False
+    return True
+
+
+def _error_text(error: Any) -> str:
+    where = ".".join(str(part) for part in error["loc"] if part not in ("<plain>", "<mapping>"))
+    return f"{where}: {error['msg']}" if where else str(error["msg"])

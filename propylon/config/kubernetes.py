@@ -1,0 +1,101 @@
+"""Kubernetes objects accepted as input besides ``propylon.dev/v1`` (DESIGN §6).
+
+A ``KubernetesObject`` is a resource the loader and the control plane keep as written:
+``apiVersion``, ``kind``, ``metadata`` (name, namespace, labels, annotations; the rest of a
+``kubectl get -o yaml`` dump is ignored) and every other top-level field (``spec``, an
+EndpointSlice's ``endpoints`` and ``ports``) as plain data. Only its identity is checked here;
+what it means is worked out by ``config/gatewayapi.py``, which turns the whole set into
+``propylon.dev/v1`` resources before translation, and reports problems as Gateway API
+conditions instead of refusing the configuration.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import ConfigDict, Field, field_validator, model_validator
+
+from propylon.config._types import Labels, Model, invalid
+from propylon.config.resources import Resource
+
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+# apiVersion -> the kinds of it that are read
+KUBERNETES_KINDS: dict[str, frozenset[str]] = {
+    f"{GATEWAY_GROUP}/v1": frozenset({"Gateway", "HTTPRoute", "GRPCRoute", "ReferenceGrant"}),
+    f"{GATEWAY_GROUP}/v1beta1": frozenset({"Gateway", "HTTPRoute", "ReferenceGrant"}),
+    "networking.k8s.io/v1": frozenset({"Ingress"}),
+    "v1": frozenset({"Service"}),
+    "discovery.k8s.io/v1": frozenset({"EndpointSlice"}),
+}
+# kinds whose name the control plane's URLs use (lower-case); "gateway" is shared with the
+# propylon.dev/v1 Gateway: one Gateway namespace/name is either
+KUBERNETES_KIND_NAMES: tuple[str, ...] = tuple(sorted(
+    {kind for kinds in KUBERNETES_KINDS.values() for kind in kinds} - {"Gateway"}))
+# a Kubernetes object name (DNS subdomain, at most 253)
+_OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+
+
+def mapping(value: Any) -> dict[str, Any]:
+    """``value`` when it is a mapping, else an empty one (objects are read leniently)."""
+    return value if isinstance(value, dict) else {}
+
+
+def is_kubernetes(data: Any) -> bool:
+    """Whether ``data`` is a document of an accepted Kubernetes apiVersion."""
+    return isinstance(data, dict) and data.get("apiVersion") in KUBERNETES_KINDS
+
+
+def _object_name(value: str) -> str:
+    if len(value) > 253 or not _OBJECT_NAME.fullmatch(value):
+        raise invalid("name", f'invalid name "{value}": a Kubernetes object name')
+    return value
+
+
+class KubernetesMetadata(Model):
+    model_config = ConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+
+    name: str
+    namespace: str = "default"
+    labels: Labels = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+    _names = field_validator("name", "namespace")(_object_name)
+
+
+class KubernetesObject(Resource):
+    """A Kubernetes object as written; ``body`` is every top-level field but the identity."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+
+    api_version: str = Field(alias="apiVersion")  # type: ignore[assignment]
+    kind: str
+    metadata: KubernetesMetadata  # type: ignore[assignment]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _without_status(cls, data: Any) -> Any:
+        # a dump's status is the cluster's, not configuration: not kept, not hashed
+        if isinstance(data, dict) and "status" in data:
+            data = {k: v for k, v in data.items() if k != "status"}
+        return data
+
+    @property
+    def body(self) -> dict[str, Any]:
+        return dict(self.__pydantic_extra__ or {})
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        spec = self.body.get("spec")
+        return spec if isinstance(spec, dict) else {}
+
+
+def check_kind(data: dict[str, Any]) -> str | None:
+    """The error of a document whose apiVersion is accepted but whose kind is not, or None."""
+    kinds = KUBERNETES_KINDS[data["apiVersion"]]
+    kind = data.get("kind")
+    if kind in kinds:
+        return None
+    expected = ", ".join(sorted(kinds))
+    return (f"unknown kind {kind!r} of {data['apiVersion']}; expected one of {expected}"
+            if kind else "required field is missing")

@@ -1,0 +1,85 @@
+"""Statuses of the Kubernetes objects a configuration was given, as Gateway API conditions.
+
+Conversion (``config/gatewayapi.py``) found some conditions; translation decided the rest:
+a converted Gateway that is served is ``Programmed=True``, one that is Invalid or disabled
+``Programmed=False Invalid``; a converted Route that translation made Invalid gets
+``Accepted=False UnsupportedValue`` with translation's reasons. The statuses of the
+converted resources are replaced by one status per object as written (``HTTPRoute ns/name``,
+``Ingress ns/name``; a Gateway keeps its kind and key), whose reasons are its conditions,
+``scope: Type=Status Reason: message``, then notes such as a listener's attachedRoutes.
+It is ``Invalid`` when a condition is false. The Upstreams made from Services keep no status
+of their own: a Service has no Gateway API status, and its problems are the routes'
+``ResolvedRefs``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from propylon.config import ConfigError
+from propylon.config.gatewayapi import Expansion
+from propylon.config.k8s_status import ACCEPTED, PROGRAMMED, Condition, status_lines
+from propylon.ir import StatusIR
+
+_SUMMARY_KINDS = ("Gateway", "HTTPRoute", "GRPCRoute", "Ingress")
+
+
+def gateway_api_statuses(
+    statuses: Sequence[StatusIR], expansion: Expansion
+) -> tuple[StatusIR, ...]:
+    """``statuses`` with those of converted resources replaced by their objects'."""
+    if not expansion.origins and not expansion.findings.objects:
+        return tuple(statuses)
+    findings = expansion.findings
+    kept: list[StatusIR] = []
+    gateways: dict[tuple[str, str], set[str]] = {}
+    for status in statuses:
+        origin = expansion.origins.get(f"{status.kind} {status.key}")
+        if origin is None:
+            kept.append(status)
+            continue
+        if origin.kind not in _SUMMARY_KINDS:
+            continue  # an Upstream made from a Service
+        gateways.setdefault((origin.kind, origin.key), set()).update(status.gateways)
+        _translated(status, origin.kind, origin.key, expansion)
+    for (kind, key), entry in findings.objects.items():
+        if kind not in _SUMMARY_KINDS:
+            continue
+        lines = status_lines(entry.conditions()) + tuple(entry.notes)
+        state = "Invalid" if _refused(entry.conditions()) else "Accepted"
+        kept.append(StatusIR(kind, key, state, lines,
+                             tuple(sorted(gateways.get((kind, key), ())))))
+    return tuple(sorted(kept, key=lambda s: (s.kind, s.key)))
+
+
+def _translated(status: StatusIR, kind: str, key: str, expansion: Expansion) -> None:
+    """Add what translation decided about a converted resource to its object's conditions."""
+    findings = expansion.findings
+    reasons = "; ".join(status.reasons)
+    if kind == "Gateway":
+        if status.state == "Accepted":
+            findings.set(kind, key, Condition(PROGRAMMED, True, "Programmed"))
+        else:
+            findings.set(kind, key, Condition(PROGRAMMED, False, "Invalid", reasons))
+    elif status.state != "Accepted":
+        findings.set(kind, key, Condition(ACCEPTED, False, "UnsupportedValue", reasons))
+
+
+def located_issues(
+    issues: Sequence[ConfigError], expansion: Expansion
+) -> tuple[ConfigError, ...]:
+    """Conversion's issues, then translation's, those of a converted resource named as the
+    object it comes from (its file and line are already the object's)."""
+    named = []
+    for issue in issues:
+        origin = expansion.origins.get(f"{issue.kind} {issue.name}")
+        if origin is not None:
+            issue = dataclasses.replace(issue, kind=origin.kind, name=origin.key)
+        named.append(issue)
+    return (*expansion.issues, *named)
+
+
+def _refused(conditions: Sequence[tuple[str, Condition]]) -> bool:
+    """A false condition of the object or of a parent (a listener's leaves it Accepted)."""
+    return any(not c.status and not scope.startswith("listener ") for scope, c in conditions)
