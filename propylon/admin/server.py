@@ -1,8 +1,10 @@
 """The proxy's admin listener: /ready, /live, /config, /metrics, /stats.
 
 It runs in the supervisor, so every answer covers all workers: /metrics sums the workers'
-counters. It is a small HTTP/1.1 server on asyncio streams (one request per connection);
-nothing here is on the request path of proxied traffic.
+counters (``propylon.observability.exposition``), adds the supervisor's own series and every
+process's ``process_*`` / ``python_*``, in OpenMetrics when the scraper's Accept asks. It is
+a small HTTP/1.1 server on asyncio streams (one request per connection); nothing here is on
+the request path of proxied traffic.
 """
 
 from __future__ import annotations
@@ -12,9 +14,14 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
 from propylon import ir
 from propylon.admin.redact import redact
-from propylon.observability.metrics import render_prometheus
+from propylon.observability.certificates import certificate_families
+from propylon.observability.exposition import render, snapshot_families
+from propylon.observability.metrics import class_counts, merge_snapshots
+from propylon.observability.process_metrics import ProcessInfo, process_families, this_process
 from propylon.proxy.http11 import simple_response
 
 if TYPE_CHECKING:
@@ -48,19 +55,23 @@ async def serve_one(
         return
     if len(head) > _MAX_HEAD:
         return
-    parts = head.split(b"\r\n", 1)[0].split(b" ")
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ")
     method, target = (parts[0], parts[1]) if len(parts) == 3 else (b"", b"")
-    status, body, ctype = await answer(supervisor, method, target.split(b"?")[0])
+    accept = next((line.split(b":", 1)[1].strip() for line in lines[1:]
+                   if line[:7].lower() == b"accept:"), b"")
+    status, body, ctype = await answer(supervisor, method, target.split(b"?")[0],
+                                       accept.decode("latin-1"))
     writer.write(simple_response(status, body, close=True, content_type=ctype))
     await writer.drain()
 
 
 _JSON = b"application/json"
 _TEXT = b"text/plain; charset=utf-8"
-_PROMETHEUS = b"text/plain; version=0.0.4; charset=utf-8"
 
 
-async def answer(supervisor: Supervisor, method: bytes, path: bytes) -> tuple[int, bytes, bytes]:
+async def answer(supervisor: Supervisor, method: bytes, path: bytes, accept: str = ""
+                 ) -> tuple[int, bytes, bytes]:
     if method not in (b"GET", b"HEAD"):
         return 405, b"method not allowed\n", _TEXT
     if path == b"/live":
@@ -71,28 +82,46 @@ async def answer(supervisor: Supervisor, method: bytes, path: bytes) -> tuple[in
         data: Any = redact(ir.to_data(supervisor.snapshot)) if supervisor.snapshot else None
         return 200, _json(data), _JSON
     if path == b"/metrics":
-        snapshot = await supervisor.stats()
-        return 200, render_prometheus(snapshot, supervisor_metrics(supervisor)).encode(), \
-            _PROMETHEUS
+        body, content_type = await metrics_exposition(supervisor, accept)
+        return 200, body, content_type.encode()
     if path == b"/stats":
         return 200, _json(await stats_document(supervisor)), _JSON
     return 404, b"not found\n", _TEXT
 
 
-def supervisor_metrics(supervisor: Supervisor) -> list[str]:
-    version = supervisor.snapshot.version if supervisor.snapshot else ""
-    return [
-        "# HELP propylon_config_reloads_total Configuration reloads, by result.",
-        "# TYPE propylon_config_reloads_total counter",
-        f'propylon_config_reloads_total{{result="success"}} {supervisor.reloads.succeeded}',
-        f'propylon_config_reloads_total{{result="failure"}} {supervisor.reloads.failed}',
-        "# HELP propylon_config_info The configuration version being served.",
-        "# TYPE propylon_config_info gauge",
-        f'propylon_config_info{{version="{version}"}} 1',
-        "# HELP propylon_workers Worker processes alive.",
-        "# TYPE propylon_workers gauge",
-        f"propylon_workers {sum(h.process.is_alive() for h in supervisor.handles)}",
+async def metrics_exposition(supervisor: Supervisor, accept: str) -> tuple[bytes, str]:
+    workers = await supervisor.worker_stats()
+    snapshot = merge_snapshots([stats for _, _, stats in workers if stats is not None])
+    processes = [this_process()] + [
+        ProcessInfo(str(index), pid, stats.get("gc") if stats is not None else None)
+        for index, pid, stats in workers if pid is not None
     ]
+    families = [
+        *snapshot_families(snapshot), *supervisor_families(supervisor),
+        *certificate_families(supervisor.snapshot), *process_families(processes),
+    ]
+    return render(families, accept)
+
+
+def supervisor_families(supervisor: Supervisor) -> list[Metric]:
+    version = supervisor.snapshot.version if supervisor.snapshot else ""
+    reloads = CounterMetricFamily("propylon_config_reloads", "Configuration reloads, by result "
+                                  "(failure: refused, the previous version kept serving).",
+                                  labels=["result"])
+    reloads.add_metric(["success"], supervisor.reloads.succeeded)
+    reloads.add_metric(["failure"], supervisor.reloads.failed)
+    info = GaugeMetricFamily("propylon_config_info", "The configuration version being served.",
+                             labels=["version"])
+    info.add_metric([version], 1)
+    installed = GaugeMetricFamily("propylon_config_installed_timestamp_seconds",
+                                  "When the version being served was installed, Unix time.",
+                                  value=supervisor.installed_at)
+    last_ok = GaugeMetricFamily("propylon_config_last_reload_successful",
+                                "1 unless the last reload was refused.",
+                                value=0 if supervisor.reloads.last_failed else 1)
+    workers = GaugeMetricFamily("propylon_workers", "Worker processes alive.",
+                                value=sum(h.process.is_alive() for h in supervisor.handles))
+    return [reloads, info, installed, last_ok, workers]
 
 
 async def stats_document(supervisor: Supervisor) -> dict[str, Any]:
@@ -116,18 +145,20 @@ async def stats_document(supervisor: Supervisor) -> dict[str, Any]:
 def readable_counters(snapshot: dict[str, Any]) -> dict[str, Any]:
     """The merged metrics snapshot as named fields instead of positional lists."""
 
-    def by_class(counts: list[int]) -> dict[str, int]:
+    def by_class(codes: list[int]) -> dict[str, int]:
+        counts = class_counts(codes)
         return {f"{c}xx": counts[c] for c in range(1, 6) if counts[c]}
 
     return {
         "routes": [
-            {"gateway": g, "route": r, "rule": rule, "responses": by_class(counts),
-             "requests": sum(counts), "latency_seconds_sum": round(total, 6)}
-            for (g, r, rule), counts, _, total in snapshot["routes"]
+            {"gateway": g, "route": r, "rule": rule, "responses": by_class(item["codes"]),
+             "requests": sum(item["codes"]), "latency_seconds_sum": round(item["sum"], 6)}
+            for item in snapshot["routes"] for g, r, rule in [item["key"]]
         ],
         "upstreams": [
-            {"gateway": g, "upstream": u, "responses": by_class(counts), **counters}
-            for (g, u), counts, counters in snapshot["upstreams"]
+            {"gateway": g, "upstream": u, "responses": by_class(item["codes"]),
+             **item["counters"]}
+            for item in snapshot["upstreams"] for g, u in [item["key"]]
         ],
         "endpoints": snapshot.get("endpoints", []),
         "panic": snapshot.get("panic", []),

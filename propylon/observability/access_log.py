@@ -32,24 +32,28 @@ def _text(value: str | None) -> str:
 
 
 def format_line(ex: Session, elapsed: float, now: float) -> bytes:
-    """One JSON object: time, client, method, host, path, status, bytes, duration_ms, route,
-    rule, upstream, endpoint, error when the upstream failed, and proxy when a PROXY protocol
-    header named the client (the balancer's address and kept TLVs)."""
+    """One JSON object: time, request_id, client, method, host, path, status, bytes,
+    duration_ms, route, rule, upstream, endpoint, error when the upstream failed, trace_id
+    when tracing set one, and proxy when a PROXY protocol header named the client (the
+    balancer's address and kept TLVs)."""
     route = ex.route
     forwarder = ex.forwarder
     # the endpoint is released by now; the cluster names the upstream
     cluster = forwarder.cluster if forwarder is not None else None
     endpoint = forwarder.endpoint_label if forwarder is not None else None
     error = f',"error":{_quote(ex.upstream_error)}' if ex.upstream_error else ""
+    trace_id = getattr(ex, "trace_id", None)  # a slot tracing sets when it is on
+    trace = f',"trace_id":{_quote(trace_id)}' if trace_id else ""
     return (
-        f'{{"time":{now:.6f},"client":{_quote(ex.client_ip)},'
+        f'{{"time":{now:.6f},"request_id":{_quote(ex.request_id.decode("latin-1"))},'
+        f'"client":{_quote(ex.client_ip)},'
         f'"method":{_quote(ex.method.decode("latin-1"))},"host":{_quote(ex.host)},'
         f'"path":{_quote(ex.path.decode("latin-1"))},"status":{ex.status},'
         f'"bytes":{ex.bytes_out},"duration_ms":{elapsed * 1000:.3f},'
         f'"route":{_text(route.route_label if route is not None else None)},'
         f'"rule":{_text(route.rule_label if route is not None else None)},'
         f'"upstream":{_text(cluster.key if cluster is not None else None)},'
-        f'"endpoint":{_text(endpoint)}{error}{ex.proto.proxy_log}}}\n'
+        f'"endpoint":{_text(endpoint)}{error}{trace}{ex.proto.proxy_log}}}\n'
     ).encode("utf-8", "surrogateescape")
 
 
@@ -65,8 +69,8 @@ def _field(value: str | None) -> str:
 
 def format_combined(ex: Session, elapsed: float, now: float) -> bytes:
     """The combined log format (Apache/nginx): ``client - - [time] "request" status bytes
-    "referer" "user-agent"``, with the duration in milliseconds appended (as nginx's
-    ``$request_time`` is often added)."""
+    "referer" "user-agent"``, with the duration in milliseconds and the request id appended
+    (as nginx's ``$request_time`` and ``$request_id`` are often added)."""
     t = time.gmtime(now)
     stamp = (f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
              f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000")
@@ -75,7 +79,7 @@ def format_combined(ex: Session, elapsed: float, now: float) -> bytes:
     return (
         f'{ex.client_ip or "-"} - - [{stamp}] {_field(request)} {ex.status} {ex.bytes_out} '
         f'{_field(ex.header("referer"))} {_field(ex.header("user-agent"))} '
-        f'{elapsed * 1000:.3f}\n'
+        f'{elapsed * 1000:.3f} {_field(ex.request_id.decode("latin-1"))}\n'
     ).encode("utf-8", "surrogateescape")
 
 

@@ -1,43 +1,76 @@
-"""Request metrics: plain counters updated on the hot path, rendered as Prometheus text.
+"""Request metrics: plain counters updated on the hot path, summed over workers.
 
 Each worker owns a ``MetricsRegistry``. Counter objects are looked up by their labels once,
 when a configuration is compiled, and kept by the compiled routes, so a request only adds to
 list slots. Counters live in the registry, not in the compiled configuration, so they stay
-monotonic across reloads. ``snapshot()`` gives plain data that a supervisor sums over workers.
+monotonic across reloads. ``snapshot()`` gives plain data that a supervisor sums over workers
+(``merge_snapshots``); ``propylon.observability.exposition`` renders the sum for Prometheus.
+
+Cardinality: every key is made of configuration names (Gateway, route, rule, upstream, policy
+attachment and type); status codes go to a fixed set of slots (``STATUS_SLOTS``); nothing a
+request says (path, Host, header) ever becomes a key.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
+from http import HTTPStatus
 from typing import Any
 
 # Latency histogram bounds in seconds (Prometheus ``le`` labels); the last bucket is +Inf.
 LATENCY_BOUNDS: tuple[float, ...] = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )
+UPSTREAM_BOUNDS = LATENCY_BOUNDS  # time from sending a request upstream to its answer's head
 
-# Index into ``by_class`` for every status code (llhttp and the gateway produce 0-999):
-# 1xx-5xx by their first digit, anything above 599 counted with 5xx.
-STATUS_CLASS: tuple[int, ...] = tuple(min(status // 100, 5) for status in range(1000))
+# Status codes are counted in slots: one per registered code (IANA's, as Python knows them),
+# one per class for the other codes of that class ("4xx": a 4xx code not registered), and
+# "0" for a request that ended without an answer. llhttp and the gateway produce 0-999;
+# codes above 599 count as 5xx.
+_REGISTERED = tuple(sorted(int(code) for code in HTTPStatus))
+STATUS_SLOTS: tuple[str, ...] = (
+    "0", "1xx", "2xx", "3xx", "4xx", "5xx", *(str(code) for code in _REGISTERED))
+SLOT_CLASS: tuple[int, ...] = (0, 1, 2, 3, 4, 5, *(code // 100 for code in _REGISTERED))
+STATUS_SLOT: tuple[int, ...] = tuple(
+    6 + _REGISTERED.index(status) if status in _REGISTERED else min(status // 100, 5)
+    for status in range(1000)
+)
+
+
+def class_counts(by_code: list[int]) -> list[int]:
+    """Counts by status class (index 0-5) from counts by slot."""
+    counts = [0] * 6
+    for slot, count in enumerate(by_code):
+        counts[SLOT_CLASS[slot]] += count
+    return counts
 
 
 class RouteStats:
-    """Requests of one route by status class (index 1-5) and their latency histogram."""
+    """Requests of one rule: by status slot, latency histogram, body bytes both ways, and
+    refusals by policy."""
 
-    __slots__ = ("buckets", "by_class", "latency_sum")
+    __slots__ = ("buckets", "by_code", "bytes_in", "bytes_out", "denials", "latency_sum")
 
     def __init__(self) -> None:
-        self.by_class = [0] * 6
+        self.by_code = [0] * len(STATUS_SLOTS)
         self.buckets = [0] * (len(LATENCY_BOUNDS) + 1)
         self.latency_sum = 0.0
+        self.bytes_in = 0  # request body bytes received
+        self.bytes_out = 0  # response body bytes sent
+        # (policy source, policy type, status) -> refusals; only written when one happens
+        self.denials: dict[tuple[str, str, int], int] = {}
 
     def record(self, status: int, seconds: float) -> None:
-        self.by_class[STATUS_CLASS[status]] += 1
+        self.by_code[STATUS_SLOT[status]] += 1
         self.buckets[bisect_left(LATENCY_BOUNDS, seconds)] += 1
         self.latency_sum += seconds
 
+    def count_denial(self, policy: str, policy_type: str, status: int) -> None:
+        key = (policy, policy_type, min(status, 999))
+        self.denials[key] = self.denials.get(key, 0) + 1
 
-# Upstream counters beyond responses by class: name -> (metric kind label, help).
+
+# Upstream counters beyond responses by code: attribute -> ``kind`` label.
 UPSTREAM_COUNTERS: dict[str, str] = {
     "connect_failures": "connect_failure",
     "timeouts": "timeout",
@@ -49,12 +82,15 @@ UPSTREAM_COUNTERS: dict[str, str] = {
 
 
 class UpstreamStats:
-    """Responses of one upstream by status class, and what its resiliency features did."""
+    """Responses of one upstream by status slot, their response time (to the head), and what
+    its resiliency features did."""
 
     __slots__ = (
-        "by_class",
+        "by_code",
         "connect_failures",
         "ejections",
+        "head_buckets",
+        "head_sum",
         "overflows",
         "retries",
         "retries_denied",
@@ -62,7 +98,9 @@ class UpstreamStats:
     )
 
     def __init__(self) -> None:
-        self.by_class = [0] * 6
+        self.by_code = [0] * len(STATUS_SLOTS)
+        self.head_buckets = [0] * (len(UPSTREAM_BOUNDS) + 1)
+        self.head_sum = 0.0
         self.connect_failures = 0
         self.timeouts = 0
         self.retries = 0
@@ -71,7 +109,7 @@ class UpstreamStats:
         self.overflows = 0  # requests refused by the circuit breaker
 
     def record(self, status: int) -> None:
-        self.by_class[STATUS_CLASS[status]] += 1
+        self.by_code[STATUS_SLOT[status]] += 1
 
 
 class MetricsRegistry:
@@ -98,36 +136,90 @@ class MetricsRegistry:
     def snapshot(self) -> dict[str, Any]:
         return {
             "routes": [
-                [list(k), s.by_class, s.buckets, s.latency_sum] for k, s in self.routes.items()
+                {"key": list(k), "codes": s.by_code, "buckets": s.buckets,
+                 "sum": s.latency_sum, "bytes_in": s.bytes_in, "bytes_out": s.bytes_out,
+                 "denials": [[*d, n] for d, n in s.denials.items()]}
+                for k, s in self.routes.items()
             ],
             "upstreams": [
-                [list(k), s.by_class, {name: getattr(s, name) for name in UPSTREAM_COUNTERS}]
+                {"key": list(k), "codes": s.by_code, "buckets": s.head_buckets,
+                 "sum": s.head_sum,
+                 "counters": {name: getattr(s, name) for name in UPSTREAM_COUNTERS}}
                 for k, s in self.upstreams.items()
             ],
         }
 
 
+def _add(acc: list[int], more: list[int]) -> None:
+    for index, value in enumerate(more):
+        acc[index] += value
+
+
+def merge_routes(snapshots: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    merged: dict[tuple[str, ...], dict[str, Any]] = {}
+    for snap in snapshots:
+        for item in snap.get("routes", []):
+            key = tuple(item["key"])
+            acc = merged.get(key)
+            if acc is None:
+                merged[key] = acc = {
+                    "key": list(key), "codes": [0] * len(STATUS_SLOTS),
+                    "buckets": [0] * len(item["buckets"]), "sum": 0.0, "bytes_in": 0,
+                    "bytes_out": 0, "denials": {}}
+            _add(acc["codes"], item["codes"])
+            _add(acc["buckets"], item["buckets"])
+            acc["sum"] += item["sum"]
+            acc["bytes_in"] += item["bytes_in"]
+            acc["bytes_out"] += item["bytes_out"]
+            for policy, policy_type, status, count in item["denials"]:
+                denial = (policy, policy_type, status)
+                acc["denials"][denial] = acc["denials"].get(denial, 0) + count
+    for acc in merged.values():
+        acc["denials"] = [[*d, n] for d, n in sorted(acc["denials"].items())]
+    return [merged[key] for key in sorted(merged)]
+
+
+def merge_upstreams(snapshots: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    merged: dict[tuple[str, ...], dict[str, Any]] = {}
+    for snap in snapshots:
+        for item in snap.get("upstreams", []):
+            key = tuple(item["key"])
+            acc = merged.get(key)
+            if acc is None:
+                merged[key] = acc = {
+                    "key": list(key), "codes": [0] * len(STATUS_SLOTS),
+                    "buckets": [0] * len(item["buckets"]), "sum": 0.0,
+                    "counters": dict.fromkeys(UPSTREAM_COUNTERS, 0), "active": 0}
+            _add(acc["codes"], item["codes"])
+            _add(acc["buckets"], item["buckets"])
+            acc["sum"] += item["sum"]
+            for name in UPSTREAM_COUNTERS:
+                acc["counters"][name] += item["counters"].get(name, 0)
+        for key, active in snap.get("upstream_active", []):
+            if tuple(key) in merged:
+                merged[tuple(key)]["active"] += active
+    return [merged[key] for key in sorted(merged)]
+
+
+def merge_gauges(snapshots: list[dict[str, Any]], name: str) -> list[list[Any]]:
+    """[listener, value] summed over workers."""
+    totals: dict[str, int] = {}
+    for snap in snapshots:
+        for listener, value in snap.get(name, []):
+            totals[listener] = totals.get(listener, 0) + value
+    return [[listener, value] for listener, value in sorted(totals.items())]
+
+
 def merge_snapshots(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
     """Sum worker snapshots into one."""
-    routes: dict[tuple[str, ...], list[Any]] = {}
-    upstreams: dict[tuple[str, ...], list[Any]] = {}
-    for snap in snapshots:
-        for key, by_class, buckets, total in snap.get("routes", []):
-            acc = routes.setdefault(tuple(key), [[0] * 6, [0] * len(buckets), 0.0])
-            acc[0] = [a + b for a, b in zip(acc[0], by_class, strict=True)]
-            acc[1] = [a + b for a, b in zip(acc[1], buckets, strict=True)]
-            acc[2] += total
-        for key, by_class, counters in snap.get("upstreams", []):
-            acc = upstreams.setdefault(tuple(key), [[0] * 6, dict.fromkeys(UPSTREAM_COUNTERS, 0)])
-            acc[0] = [a + b for a, b in zip(acc[0], by_class, strict=True)]
-            for name in UPSTREAM_COUNTERS:
-                acc[1][name] += counters.get(name, 0)
     return {
-        "routes": [[list(k), *v] for k, v in sorted(routes.items())],
-        "upstreams": [[list(k), *v] for k, v in sorted(upstreams.items())],
+        "routes": merge_routes(snapshots),
+        "upstreams": merge_upstreams(snapshots),
         "endpoints": merge_endpoints(snapshots),
         "panic": sorted({key for snap in snapshots for key in snap.get("panic", [])}),
         "proxy_protocol": merge_proxy_protocol(snapshots),
+        "connections": merge_gauges(snapshots, "connections"),
+        "in_flight": merge_gauges(snapshots, "in_flight"),
     }
 
 
@@ -155,82 +247,3 @@ def merge_endpoints(snapshots: list[dict[str, Any]]) -> list[dict[str, Any]]:
             acc["ejections"] += state["ejections"]
             acc["active_requests"] += state["active"]
     return [merged[key] for key in sorted(merged)]
-
-
-def _labels(**labels: str) -> str:
-    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-    return "{" + inner + "}"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def render_prometheus(snapshot: dict[str, Any], extra: list[str] | None = None) -> str:
-    """The Prometheus text exposition (format 0.0.4) of a merged snapshot."""
-    out = [
-        "# HELP propylon_requests_total Requests answered, by route and status class.",
-        "# TYPE propylon_requests_total counter",
-    ]
-    for (gateway, route, rule), by_class, _, _ in snapshot["routes"]:
-        for cls in range(1, 6):
-            if by_class[cls]:
-                labels = _labels(gateway=gateway, route=route, rule=rule, code=f"{cls}xx")
-                out.append(f"propylon_requests_total{labels} {by_class[cls]}")
-    out += [
-        "# HELP propylon_request_duration_seconds Time from request head to response end.",
-        "# TYPE propylon_request_duration_seconds histogram",
-    ]
-    for (gateway, route, rule), _, buckets, total in snapshot["routes"]:
-        cumulative = 0
-        base = f'gateway="{_escape(gateway)}",route="{_escape(route)}",rule="{_escape(rule)}"'
-        for bound, count in zip((*LATENCY_BOUNDS, float("inf")), buckets, strict=True):
-            cumulative += count
-            le = "+Inf" if bound == float("inf") else repr(bound)
-            out.append(f'propylon_request_duration_seconds_bucket{{{base},le="{le}"}} {cumulative}')
-        out.append(f"propylon_request_duration_seconds_sum{{{base}}} {total}")
-        out.append(f"propylon_request_duration_seconds_count{{{base}}} {cumulative}")
-    out += [
-        "# HELP propylon_upstream_responses_total Upstream responses, by status class.",
-        "# TYPE propylon_upstream_responses_total counter",
-    ]
-    for (gateway, upstream), by_class, _ in snapshot["upstreams"]:
-        for cls in range(1, 6):
-            if by_class[cls]:
-                labels = _labels(gateway=gateway, upstream=upstream, code=f"{cls}xx")
-                out.append(f"propylon_upstream_responses_total{labels} {by_class[cls]}")
-    out += [
-        "# HELP propylon_upstream_events_total Connect failures, timeouts, retries, retries the"
-        " budget refused, passive ejections and circuit-breaker overflows, per upstream.",
-        "# TYPE propylon_upstream_events_total counter",
-    ]
-    for (gateway, upstream), _, counters in snapshot["upstreams"]:
-        for name, kind in UPSTREAM_COUNTERS.items():
-            labels = _labels(gateway=gateway, upstream=upstream, kind=kind)
-            out.append(f"propylon_upstream_events_total{labels} {counters[name]}")
-    out += [
-        "# HELP propylon_upstream_endpoint_healthy Active health checks' verdict (1 healthy).",
-        "# TYPE propylon_upstream_endpoint_healthy gauge",
-    ]
-    endpoints = snapshot.get("endpoints", [])
-    for ep in endpoints:
-        labels = _labels(upstream=ep["upstream"], endpoint=ep["endpoint"])
-        out.append(f"propylon_upstream_endpoint_healthy{labels} {int(ep['healthy'])}")
-    out += [
-        "# HELP propylon_upstream_endpoint_ejected Workers in which passive health checking"
-        " has ejected the endpoint.",
-        "# TYPE propylon_upstream_endpoint_ejected gauge",
-    ]
-    for ep in endpoints:
-        labels = _labels(upstream=ep["upstream"], endpoint=ep["endpoint"])
-        out.append(f"propylon_upstream_endpoint_ejected{labels} {ep['ejected_in_workers']}")
-    out += [
-        "# HELP propylon_proxy_protocol_refused_total Connections closed over their PROXY"
-        " protocol header (missing, malformed, untrusted, timeout), per listener.",
-        "# TYPE propylon_proxy_protocol_refused_total counter",
-    ]
-    for listener, reason, count in snapshot.get("proxy_protocol", []):
-        labels = _labels(listener=listener, reason=reason)
-        out.append(f"propylon_proxy_protocol_refused_total{labels} {count}")
-    out.extend(extra or [])
-    return "\n".join(out) + "\n"

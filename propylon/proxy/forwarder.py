@@ -19,9 +19,10 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from bisect import bisect_left
 from typing import TYPE_CHECKING, Protocol
 
-from propylon.observability.metrics import STATUS_CLASS
+from propylon.observability.metrics import STATUS_SLOT, UPSTREAM_BOUNDS
 from propylon.proxy.clock import CLOCK
 from propylon.proxy.h1.client import frame_body, serialize_request_head
 from propylon.proxy.mirror import MirrorRequest
@@ -41,6 +42,7 @@ MAX_REPLAY_BODY = 1024 * 1024  # bodies kept for retries and mirrors; larger one
 # retry after a stale pooled connection; larger ones get 502 when they meet one.
 MAX_STALE_REPLAY_BODY = 64 * 1024
 IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+_perf_counter = time.perf_counter
 
 
 class PendingBody(Protocol):
@@ -85,6 +87,7 @@ class Forwarder:
         "retry_timer",
         "retrying",
         "route",
+        "sent_at",
         "session",
         "timer",
         "tries",
@@ -256,6 +259,7 @@ class Forwarder:
         proto = session.proto
         self.conn = conn
         conn.attach(self, proto, session.head_only)
+        self.sent_at = _perf_counter()  # the upstream response time starts with the head
         pending = self.pending
         conn.send_request(self.head_bytes, pending, session.req_chunked, session.body_done,
                           session.request_trailers, proto.batch)
@@ -325,6 +329,10 @@ class Forwarder:
             self.try_timer.cancel()
             self.try_timer = None
         cluster = self.cluster
+        stats = cluster.stats  # the upstream's response time, inlined: every request
+        waited = _perf_counter() - self.sent_at
+        stats.head_buckets[bisect_left(UPSTREAM_BOUNDS, waited)] += 1
+        stats.head_sum += waited
         if cluster.ejection is not None:
             self.record_outcome(status < 500)
         retry = self.route.retry
@@ -343,7 +351,7 @@ class Forwarder:
                 conn.pool.release(conn)
             else:
                 conn.close()
-        self.cluster.stats.by_class[STATUS_CLASS[session.status]] += 1
+        self.cluster.stats.by_code[STATUS_SLOT[session.status]] += 1
         self.end_sink.on_response_complete(trailers)
 
     def on_upstream_error(self, reason: str, before_response: bool, stale: bool = False) -> None:

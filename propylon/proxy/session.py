@@ -25,7 +25,8 @@ from bisect import bisect_left
 from typing import TYPE_CHECKING, Any
 
 from propylon.filters.base import LocalResponse
-from propylon.observability.metrics import LATENCY_BOUNDS, STATUS_CLASS
+from propylon.observability.metrics import LATENCY_BOUNDS, STATUS_SLOT
+from propylon.observability.request_id import accepted_request_id, new_request_id
 from propylon.proxy.body import TOO_LARGE, RequestBodyFilter, ResponseBodyFilter
 from propylon.proxy.forwarded import forwarding_headers, real_client_ip
 from propylon.proxy.forwarder import Forwarder, hold_chunk
@@ -48,6 +49,7 @@ class Session:
     __slots__ = (
         "aborted",
         "body_done",
+        "bytes_in",
         "bytes_out",
         "client_ip",
         "conn_header",
@@ -75,6 +77,7 @@ class Session:
         "req_chunked",
         "request_filter",
         "request_headers",
+        "request_id",
         "request_trailers",
         "response_started",
         "route",
@@ -82,6 +85,7 @@ class Session:
         "state",
         "status",
         "te_codings",
+        "trace_id",
         "upgrade",
         "upstream_error",
         "url",
@@ -98,6 +102,7 @@ class Session:
     start: float
     head_only: bool
     request_filter: RequestBodyFilter  # when the route has request body filters and a body
+    trace_id: str  # set by tracing when it is on (never read unset: the access log checks)
 
     def __init__(self, proto: ServerConnection) -> None:
         self.proto = proto
@@ -120,8 +125,11 @@ class Session:
         self.has_body = False
         self.request_trailers: Headers | None = None  # of a chunked body, passed upstream
         self.client_ip = proto.peer_ip
+        # x-request-id: returned, sent upstream, logged; a trusted proxy's own is kept (begin)
+        self.request_id = new_request_id()
         # request body
         self.body_done = False
+        self.bytes_in = 0
         self.pending: list[bytes] | None = None  # chunks before the forwarder exists
         self.pending_size = 0
         # routing and upstream
@@ -178,8 +186,11 @@ class Session:
             self.send_error(503, b"no configuration installed\n")
             return
         self.gateway = gateway
-        if proto.peer_trusted and self.forwarded:
-            self.client_ip = real_client_ip(self.forwarded, proto.peer_ip, gateway.is_trusted)
+        if proto.peer_trusted:
+            if self.forwarded:
+                self.client_ip = real_client_ip(self.forwarded, proto.peer_ip,
+                                                gateway.is_trusted)
+            self._adopt_request_id()
         names = proto.tls_names
         if names is not None and self.host not in names and not is_ip_literal(self.host):
             self.send_error(421, b"this connection's certificate does not cover the host\n")
@@ -205,6 +216,18 @@ class Session:
         else:
             self.dispatch(route)
 
+    def _adopt_request_id(self) -> None:
+        """A trusted proxy's x-request-id becomes this request's (codecs pass the field on
+        only from trusted peers); it leaves the fields, the upstream head adds the id."""
+        headers = self.request_headers
+        for index, (name, value) in enumerate(headers):
+            if name == b"x-request-id":
+                del headers[index]
+                kept = accepted_request_id(value)
+                if kept is not None:
+                    self.request_id = kept
+                return
+
     def run_request_filters(self, route: CompiledRoute, start: int) -> None:
         """Run ``on_request`` filters from ``start``; an awaitable answer suspends the chain
         until it resolves, then the chain resumes with the next filter."""
@@ -219,6 +242,7 @@ class Session:
             if answer is None:
                 continue
             if isinstance(answer, LocalResponse):
+                self._count_denial(route, index, answer.status)
                 self.send_local(answer.status, answer.body, answer.headers, answer.content_type)
                 return
             future = asyncio.ensure_future(answer)
@@ -240,9 +264,17 @@ class Session:
             return
         answer = future.result()
         if answer is not None:
+            self._count_denial(route, index, answer.status)
             self.send_local(answer.status, answer.body, answer.headers, answer.content_type)
         else:
             self.run_request_filters(route, index + 1)
+
+    def _count_denial(self, route: CompiledRoute, index: int, status: int) -> None:
+        """A policy answered instead of the upstream: refusals (>= 400) are counted by the
+        policy that made them (its attachment and type: labels from configuration)."""
+        if status >= 400:
+            policy = route.chain.on_request[index].__self__  # type: ignore[attr-defined]
+            route.stats.count_denial(policy.source, policy.policy_type, status)
 
     def dispatch(self, route: CompiledRoute) -> None:
         """The rule's action, once every ``on_request`` filter let the request through."""
@@ -301,6 +333,7 @@ class Session:
         complete (``chunk`` may be empty then). Request trailers, if any, are in
         ``request_trailers`` by then."""
         if chunk:
+            self.bytes_in += len(chunk)
             self._request_chunk(chunk)
         if end_stream:
             self._request_end()
@@ -393,6 +426,7 @@ class Session:
         if chain.on_response:
             for phase in chain.on_response:
                 phase(self, status, out)
+        out.append((b"x-request-id", self.request_id))
         if chain.on_response_body and not has_no_body(status, self.head_only):
             assert self.forwarder is not None
             ResponseBodyFilter(self, chain, self.forwarder, status, out, length)
@@ -423,11 +457,12 @@ class Session:
         """Forward the upstream's 101: its own fields, minus hop-by-hop ones, plus the switch."""
         self.status = 101
         upgrade = next((v for n, v in headers if n == b"upgrade"), self.upgrade or b"")
-        out = [h for h in headers if h[0] not in HOP_BY_HOP]
+        out = [h for h in headers if h[0] not in HOP_BY_HOP and h[0] != b"x-request-id"]
         route = self.route
         assert route is not None
         for phase in route.chain.on_response:
             phase(self, 101, out)
+        out.append((b"x-request-id", self.request_id))
         self.response_started = True
         self.proto.send_switching_protocols(out, upgrade)
 
@@ -462,8 +497,9 @@ class Session:
     ) -> None:
         self.status = status
         route = self.route
+        headers = [*headers, (b"x-request-id", self.request_id)] if headers else [
+            (b"x-request-id", self.request_id)]
         if route is not None and route.chain.on_response:
-            headers = list(headers or [])
             for phase in route.chain.on_response:
                 phase(self, status, headers)
         if not self.body_done or self.proto.worker.draining:
@@ -494,9 +530,12 @@ class Session:
         elapsed = _perf_counter() - self.start
         if route is not None:
             stats = route.stats  # RouteStats.record, inlined: this runs for every request
-            stats.by_class[STATUS_CLASS[self.status]] += 1
+            stats.by_code[STATUS_SLOT[self.status]] += 1
             stats.buckets[bisect_left(LATENCY_BOUNDS, elapsed)] += 1
             stats.latency_sum += elapsed
+            if self.has_body:
+                stats.bytes_in += self.bytes_in
+            stats.bytes_out += self.bytes_out
             for phase in route.chain.on_log:
                 phase(self)
         access_log = self.proto.worker.access_log

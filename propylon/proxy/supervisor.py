@@ -18,6 +18,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -45,6 +46,7 @@ class ReloadStats:
     succeeded: int = 0
     failed: int = 0
     last_error: str = ""
+    last_failed: bool = False  # the last reload was refused
 
 
 class WorkerHandle:
@@ -107,6 +109,7 @@ class Supervisor:
     warnings: list[str] = field(default_factory=list)
     stopping: bool = False
     health: HealthChecker | None = None
+    installed_at: float = 0.0  # when the served version was installed (Unix time)
 
     # -- workers -------------------------------------------------------------------------
     def reopen_logs(self) -> None:
@@ -155,6 +158,7 @@ class Supervisor:
         except TimeoutError as exc:
             raise ConfigRefused("a worker did not answer in time") from exc
         self.snapshot = snapshot
+        self.installed_at = time.time()
         self.warnings = list(warnings)
         if self.health is None:
             self.health = HealthChecker(self._broadcast_health)
@@ -197,6 +201,7 @@ class Supervisor:
     def count_reload(self, error: ConfigRefused | None) -> None:
         """A source's reload (a changed file, SIGHUP): counted for ``/metrics`` and ``/stats``,
         and logged when it was refused."""
+        self.reloads.last_failed = error is not None
         if error is None:
             self.reloads.succeeded += 1
             return
@@ -222,12 +227,21 @@ class Supervisor:
                     with contextlib.suppress(ConfigRefused, TimeoutError):
                         await self._install_one(replacement, ir.dumps(self.snapshot))
 
-    async def stats(self) -> dict[str, Any]:
+    async def worker_stats(self) -> list[tuple[int, int | None, dict[str, Any] | None]]:
+        """(index, pid, counters) of every worker; None for one that did not answer."""
+        handles = list(self.handles)
         answers = await asyncio.gather(
-            *(asyncio.wait_for(h.ask(("stats",)), _ANSWER_TIMEOUT) for h in self.handles),
+            *(asyncio.wait_for(h.ask(("stats",)), _ANSWER_TIMEOUT) for h in handles),
             return_exceptions=True,
         )
-        return merge_snapshots([a[1] for a in answers if isinstance(a, tuple)])
+        return [
+            (index, handle.process.pid, answer[1] if isinstance(answer, tuple) else None)
+            for index, (handle, answer) in enumerate(zip(handles, answers, strict=True))
+        ]
+
+    async def stats(self) -> dict[str, Any]:
+        """The workers' counters, summed."""
+        return merge_snapshots([s for _, _, s in await self.worker_stats() if s is not None])
 
     def ready(self) -> bool:
         version = self.snapshot.version if self.snapshot else None

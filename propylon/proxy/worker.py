@@ -157,12 +157,40 @@ class Worker:
         }
         return {
             **self.metrics.snapshot(),
+            **self.load(),
+            "gc": gc.get_stats(),
             "endpoints": [[list(key), value] for key, value in endpoints.items()],
             "panic": sorted({c.key for c in self.clusters() if c.panic}),
             "proxy_protocol": [
                 [f"{listener.address}:{listener.port}", reason, count]
                 for listener in self.listeners.values()
                 for reason, count in listener.proxy_errors.items()
+            ],
+        }
+
+    def load(self) -> dict[str, Any]:
+        """Gauges counted at scrape time, so requests pay nothing for them: open client
+        connections and requests in flight per listener, requests in flight per upstream."""
+        connections: dict[str, int] = {}
+        in_flight: dict[str, int] = {}
+        for proto in self.state.connections:
+            listener = proto.listener
+            name = f"{listener.address}:{listener.port}"
+            connections[name] = connections.get(name, 0) + 1
+            busy = (proto.current is not None) + len(proto.queued)
+            in_flight[name] = in_flight.get(name, 0) + busy
+        for listener in self.listeners.values():  # a listener without connections shows 0
+            name = f"{listener.address}:{listener.port}"
+            connections.setdefault(name, 0)
+            in_flight.setdefault(name, 0)
+        runtime = self.runtime
+        return {
+            "connections": sorted(connections.items()),
+            "in_flight": sorted(in_flight.items()),
+            "upstream_active": [
+                [[gateway.key, cluster.key], cluster.active_requests]
+                for gateway in (runtime.gateways.values() if runtime is not None else ())
+                for cluster in gateway.clusters.values()
             ],
         }
 

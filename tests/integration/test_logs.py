@@ -62,7 +62,7 @@ def test_combined_access_log(gateways, upstreams) -> None:
     line = poll_until(lambda: gw.access_log_path.read_text().strip(), message="a line")
     pattern = (r'^127\.0\.0\.1 - - \[\d\d/[A-Z][a-z]{2}/\d{4}:\d\d:\d\d:\d\d \+0000\] '
                r'"GET /path\?q=1 HTTP/1\.1" 200 \d+ "http://example\.test/" '
-               r'"curl/8 \\"quoted\\"" \d+\.\d{3}$')
+               r'"curl/8 \\"quoted\\"" \d+\.\d{3} "[0-9a-f-]{36}"$')
     assert re.match(pattern, line), line
 
 

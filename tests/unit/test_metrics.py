@@ -1,4 +1,14 @@
-from propylon.observability.metrics import MetricsRegistry, merge_snapshots, render_prometheus
+from typing import Any
+
+import pytest
+
+from propylon.observability.exposition import render, snapshot_families
+from propylon.observability.metrics import STATUS_SLOTS, MetricsRegistry, merge_snapshots
+from tests.support.gateway import metric_value
+
+
+def render_prometheus(snapshot: dict[str, Any]) -> str:
+    return render(snapshot_families(snapshot))[0].decode()
 
 
 def test_counters_merge_across_workers_and_render() -> None:
@@ -10,23 +20,38 @@ def test_counters_merge_across_workers_and_render() -> None:
     b.upstream("gw/edge", "shop/v1").connect_failures += 2
     merged = merge_snapshots([a.snapshot(), b.snapshot()])
     text = render_prometheus(merged)
-    labels = 'gateway="gw/edge",route="shop/shop",rule="api"'
-    assert f'propylon_requests_total{{{labels},code="2xx"}} 2' in text
-    assert f'propylon_requests_total{{{labels},code="5xx"}} 1' in text
-    assert f'propylon_request_duration_seconds_bucket{{{labels},le="0.005"}} 1' in text
-    assert f'propylon_request_duration_seconds_bucket{{{labels},le="0.25"}} 2' in text
-    assert f'propylon_request_duration_seconds_bucket{{{labels},le="+Inf"}} 3' in text
-    assert f"propylon_request_duration_seconds_count{{{labels}}} 3" in text
-    assert ('propylon_upstream_events_total{gateway="gw/edge",upstream="shop/v1",'
-            'kind="connect_failure"} 2') in text
+    labels = {"gateway": "gw/edge", "route": "shop/shop", "rule": "api"}
+    assert metric_value(text, "propylon_requests_total", code="2xx", **labels) == 2
+    assert metric_value(text, "propylon_requests_total", code="5xx", **labels) == 1
+    assert metric_value(text, "propylon_requests_by_status_total", status="201", **labels) == 1
+    name = "propylon_request_duration_seconds"
+    assert metric_value(text, f"{name}_bucket", le="0.005", **labels) == 1
+    assert metric_value(text, f"{name}_bucket", le="0.25", **labels) == 2
+    assert metric_value(text, f"{name}_bucket", le="+Inf", **labels) == 3
+    assert metric_value(text, f"{name}_count", **labels) == 3
+    assert metric_value(text, "propylon_upstream_events_total", gateway="gw/edge",
+                        upstream="shop/v1", kind="connect_failure") == 2
     assert text.endswith("\n")
+
+
+@pytest.mark.parametrize(("status", "label"), [
+    pytest.param(404, "404", id="registered"),
+    pytest.param(499, "4xx", id="unregistered-in-its-class"),
+    pytest.param(799, "5xx", id="above-599-as-5xx"),
+])
+def test_status_codes_have_bounded_slots(status: int, label: str) -> None:
+    reg = MetricsRegistry()
+    reg.route("g", "r", "x").record(status, 0.1)
+    text = render_prometheus(merge_snapshots([reg.snapshot()]))
+    assert metric_value(text, "propylon_requests_by_status_total", status=label) == 1
+    assert len(STATUS_SLOTS) < 80
 
 
 def test_label_values_are_escaped() -> None:
     reg = MetricsRegistry()
     reg.route('g"w', "r\\", "x").record(200, 0.1)
     text = render_prometheus(merge_snapshots([reg.snapshot()]))
-    assert 'gateway="g\\"w",route="r\\\\"' in text
+    assert 'gateway="g\\"w"' in text and 'route="r\\\\"' in text
 
 
 def test_access_log_line_is_json_with_escaping() -> None:
@@ -42,12 +67,14 @@ def test_access_log_line_is_json_with_escaping() -> None:
         route=route, forwarder=forwarder, client_ip="10.0.0.1",
         method=b"GET", host='we"ird', path=b"/a\\b\xff", status=200, bytes_out=12,
         upstream_error="", proto=SimpleNamespace(proxy_log=""),
+        request_id=b"0123abcd-0000-0000-0000-000000000001",
     )
     line = format_line(ex, 0.0015, 1700000000.5)  # type: ignore[arg-type]
     assert line.endswith(b"\n")
     doc = json.loads(line)
     assert doc == {
-        "time": 1700000000.5, "client": "10.0.0.1", "method": "GET", "host": 'we"ird',
+        "time": 1700000000.5, "request_id": "0123abcd-0000-0000-0000-000000000001",
+        "client": "10.0.0.1", "method": "GET", "host": 'we"ird',
         "path": "/a\\b\xff", "status": 200, "bytes": 12, "duration_ms": 1.5,
         "route": "shop/shop", "rule": "api", "upstream": "shop/v1",
         "endpoint": "127.0.0.1:9001",

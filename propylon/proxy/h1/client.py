@@ -84,6 +84,10 @@ class OutputBatcher(Protocol):
     def upstream_half_closed(self) -> None: ...
 
 
+# Response fields kept apart from those passed on: the hop-by-hop ones, and x-request-id,
+# which the gateway sets itself (an upstream echoing the id would send it twice).
+_SET_APART = RESPONSE_HOP_FIELDS | {b"x-request-id"}
+
 # Output of reads up to this size is held until the end of the loop's turn (proxy/batch.py);
 # larger reads are written at once, so a streamed body never piles up between turns.
 DEFER_MAX = 16 * 1024
@@ -299,11 +303,12 @@ class ClientConnection(asyncio.Protocol):
                 trailers.append((name.lower(), value))
             return
         name = name.lower()
-        if name not in RESPONSE_HOP_FIELDS:
+        if name not in _SET_APART:
             self.headers.append((name, value))
         elif name == b"content-length":  # llhttp refuses conflicting duplicates
             self.length = value
-        elif name == b"connection" and value.lower() in PLAIN_CONNECTION:
+        elif ((name == b"connection" and value.lower() in PLAIN_CONNECTION)
+              or name == b"x-request-id"):
             return
         elif self.hop_headers is None:
             self.hop_headers = [(name, value)]
@@ -422,5 +427,5 @@ def serialize_request_head(session: Session, route: CompiledRoute) -> bytes:
         forwarding = session.forwarding_fields()
     return b"".join((
         session.method, b" ", target, b" HTTP/1.1\r\n", serialize_headers(headers),
-        forwarding, framing, b"\r\n",
+        forwarding, framing, b"x-request-id: ", session.request_id, b"\r\n\r\n",
     ))

@@ -96,6 +96,8 @@ _SPECIAL: dict[bytes, int] = {
     # apiKey/basicAuth consumerHeaders): taken only from a trusted proxy (a first tier)
     b"x-consumer-name": _OWNED,
     b"x-consumer-labels": _OWNED,
+    # the request id a first tier chose (the session adopts it, see Session.begin)
+    b"x-request-id": _OWNED,
     b"keep-alive": _DROP,
     b"proxy-connection": _DROP,
     b"proxy-authenticate": _DROP,
