@@ -31,7 +31,9 @@ codec's business: the same phases run for HTTP/1.1 and HTTP/2 requests.
   to be written to the client. ``headers`` may be edited in place. Runs in reverse filter order.
 - ``on_response_body(ctx, chunk, end_stream)``: each piece of the response body, in reverse
   filter order, before it goes to the client; returns as ``on_request_body`` (``None`` or
-  replacement bytes). With ``response_body_buffer > 0`` the session collects the whole
+  replacement bytes), or a ``LocalResponse`` to answer that instead when nothing of the
+  response has been sent yet (a whole body), else the response is cut short. With
+  ``response_body_buffer > 0`` the session collects the whole
   response body first (a larger one is answered 502) and calls this phase once. Not called
   for responses without a body (HEAD, 204, 304) nor for local answers.
 - ``on_trailers(ctx, trailers)``: the response's trailer fields (chunked trailers on HTTP/1.1,
@@ -169,7 +171,7 @@ class Filter:
         return None
 
     def on_response_body(self, ctx: FilterContext, chunk: bytes, end_stream: bool
-                         ) -> bytes | None:
+                         ) -> bytes | LocalResponse | None:
         return None
 
     def on_trailers(self, ctx: FilterContext, trailers: Headers) -> None:

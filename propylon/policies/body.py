@@ -4,10 +4,13 @@ unit (``64KiB``, ``1MiB``, ``1GiB``; ``KB``/``MB``/``GB`` are powers of 1000).""
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from jinja2 import Template, TemplateError, TemplateSyntaxError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from propylon.schema import Model, invalid
 
@@ -82,17 +85,46 @@ class JsonEdits(Model):
     remove: list[JsonPointer] = Field(default_factory=list)
 
 
+@functools.cache
+def template_environment() -> ImmutableSandboxedEnvironment:
+    """The one Jinja2 environment of ``transform`` templates: sandboxed (no attribute of
+    Python internals, no mutation of the values given), no autoescaping (bodies are not
+    HTML), the context's ``body``, ``headers``, ``query``, ``path``, ``method``."""
+    return ImmutableSandboxedEnvironment(autoescape=False, keep_trailing_newline=True)
+
+
+def compile_template(source: str) -> Template:
+    """The compiled template; ``ValueError`` with the template's line for a syntax error,
+    an unknown filter or test."""
+    try:
+        return template_environment().from_string(source)
+    except TemplateSyntaxError as exc:
+        raise ValueError(f"template line {exc.lineno}: {exc.message}") from None
+    except TemplateError as exc:
+        raise ValueError(f"template: {exc.message}") from None
+
+
+def _check_template(value: str) -> str:
+    try:
+        compile_template(value)
+    except ValueError as exc:
+        raise invalid("template", str(exc)) from None
+    return value
+
+
 class BodyTransform(Model):
     """Exactly one of ``json`` (edits of a JSON body) or ``template`` (a new body)."""
 
     json_: JsonEdits | None = Field(default=None, alias="json")
-    template: str | None = None
+    template: Annotated[str, AfterValidator(_check_template)] | None = None
     content_type: str | None = None  # of a template's output; default: kept
 
     @model_validator(mode="after")
     def _one(self) -> BodyTransform:
         if (self.json_ is None) == (self.template is None):
             raise invalid("exactly_one", "exactly one of json, template is required")
+        if self.content_type is not None and self.template is None:
+            raise invalid("content_type", "contentType goes with a template")
         return self
 
 
@@ -113,4 +145,13 @@ class ResponseTransform(Model):
 class TransformPolicy(Model):
     request: RequestTransform | None = None
     response: ResponseTransform | None = None
-    max_body_bytes: Size = 1 << 20  # the buffering cap: 413 (request) / 502 (response)
+    max_body_bytes: Size = Field(default=1 << 20, ge=1)  # buffering cap: 413 / 502 above it
+
+    @model_validator(mode="after")
+    def _something(self) -> TransformPolicy:
+        request, response = self.request, self.response
+        if (request is None or (request.query is None and request.body is None)) and (
+                response is None or response.body is None):
+            raise invalid("transform", "transform needs request.query, request.body or "
+                          "response.body")
+        return self

@@ -35,7 +35,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from propylon.policies.auth import ApiKeyPolicy, BasicAuthPolicy, ExtAuthPolicy, JwtPolicy
-from propylon.policies.body import CompressionPolicy
+from propylon.policies.body import CompressionPolicy, TransformPolicy
 from propylon.policies.headers import HeadersPolicy, HeadersSettings
 from propylon.policies.traffic import (
     CorsPolicy,
@@ -108,7 +108,8 @@ BUILT_IN: tuple[PolicyType, ...] = (
     PolicyType("requestLimits", "requestLimits", RequestLimitsPolicy,
                _filter("request_limits", "RequestLimitsFilter")),
     # bodies and query rewritten before the header edits
-    PolicyType("transform", "transform"),
+    PolicyType("transform", "transform", TransformPolicy,
+               _filter("transform", "TransformFilter")),
     # request/response header edits, closest to the upstream; written with secretRefs
     PolicyType("headers", "headers", HeadersSettings, _filter("headers", "HeadersFilter"),
                section=HeadersPolicy),

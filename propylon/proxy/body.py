@@ -188,8 +188,12 @@ class ResponseBodyFilter:
                 log.exception("filter failed in on_response_body")
                 self.fail(500, b"internal error\n")
                 return None
-            if answer is not None:
-                chunk = answer
+            if answer is None:
+                continue
+            if isinstance(answer, LocalResponse):
+                self.fail(answer.status, answer.body)
+                return None
+            chunk = answer
         return chunk
 
     def too_large(self) -> None:

@@ -37,6 +37,11 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "faultInjection": {"delay": {"fixed": "100ms", "percent": 50}, "abort": {"status": 500}},
     "compression": {"algorithms": ["br", "gzip"], "minBytes": 512,
                     "contentTypes": ["application/json", "text/*"]},
+    "transform": {"request": {"query": {"set": {"a": "1"}, "remove": ["b"]},
+                              "body": {"json": {"set": {"/x": [1]}, "remove": ["/y"]}}},
+                  "response": {"body": {"template": "{{ body | tojson }}",
+                                        "contentType": "application/json"}},
+                  "maxBodyBytes": "64KiB"},
 }
 SUPPORTED = [kind for kind in POLICY_TYPES if kind.supported]
 
