@@ -135,6 +135,18 @@ class UpstreamSpec(Model):
     circuit_breaker: CircuitBreaker | None = None
     tls: UpstreamTLS | None = None
     proxy_protocol: UpstreamProxyProtocol | None = None
+    # HTTP2: h2 over TLS (ALPN h2) when tls is set, h2c with prior knowledge otherwise
+    protocol: Literal["HTTP1", "HTTP2"] = "HTTP1"
     # Namespaces whose Routes and RouteTables may forward (or mirror) to this Upstream, besides
     # its own: a grant, like a Gateway API ReferenceGrant. "*" grants every namespace.
     allowed_namespaces: list[NamespaceGrant] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _http2_without_proxy_protocol(self) -> UpstreamSpec:
+        if self.protocol == "HTTP2" and self.proxy_protocol is not None:
+            raise invalid(
+                "http2_proxy_protocol",
+                "proxyProtocol is not supported with protocol HTTP2 yet (a PROXY header names"
+                " one client, an HTTP/2 connection carries many)",
+            )
+        return self

@@ -94,6 +94,8 @@ class UpstreamIR:
     circuit_breaker: CircuitBreakerIR | None = None
     # 1 or 2: a PROXY header on each new connection (0: none); left out of the JSON form at 0
     proxy_protocol_version: int = 0
+    # HTTP1 | HTTP2 (h2 with ALPN over TLS, h2c in clear); left out of the JSON form at HTTP1
+    protocol: str = "HTTP1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -261,6 +263,7 @@ class ListenerIR:
     # Left out of the JSON form while it has its defaults (see codec).
     path_normalization: PathNormalizationIR = PathNormalizationIR()
     proxy_protocol: ProxyProtocolIR = ProxyProtocolIR()  # also left out while default
+    http2: bool = True  # also left out while default
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,13 +13,13 @@ from urllib.parse import urlsplit
 from propylon.ir import UpstreamTLSIR
 
 
-def tls_context(ca_file: str | None = None) -> ssl.SSLContext:
+def tls_context(ca_file: str | None = None, alpn: str = "http/1.1") -> ssl.SSLContext:
     """A client context verifying the server against ``ca_file`` (PEM, one or more CAs) or,
-    when None, the system's trust store; TLS 1.2 or later, ALPN ``http/1.1``. Raises
+    when None, the system's trust store; TLS 1.2 or later, offering ALPN ``alpn``. Raises
     ``OSError``/``ssl.SSLError`` for a missing or unreadable file."""
     ctx = ssl.create_default_context(cafile=ca_file)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.set_alpn_protocols([alpn])
     return ctx
 
 
@@ -35,11 +35,12 @@ def compile_tls(url: str, ca_file: str | None, field: str) -> ssl.SSLContext | N
         raise ValueError(f'{field}: cannot load CA file "{ca_file}": {exc}') from None
 
 
-def client_context(spec: UpstreamTLSIR) -> ssl.SSLContext:
+def client_context(spec: UpstreamTLSIR, http2: bool = False) -> ssl.SSLContext:
     """A context for connections to upstream endpoints (server verified, optional client
-    certificate for mTLS)."""
+    certificate for mTLS), offering ALPN ``h2`` alone for an HTTP/2 upstream (RFC 9113 §3.2:
+    h2 over TLS is negotiated, never assumed), else ``http/1.1``."""
     try:
-        ctx = tls_context(spec.ca_file)
+        ctx = tls_context(spec.ca_file, "h2" if http2 else "http/1.1")
     except (OSError, ssl.SSLError) as exc:
         raise ValueError(f"tls.caFile: cannot load {spec.ca_file!r}: {_reason(exc)}") from exc
     if spec.cert_file and spec.key_file:

@@ -76,7 +76,6 @@ class Forwarder:
         "end_sink",
         "endpoint",
         "endpoint_label",
-        "head_bytes",
         "mirror_to",
         "pending",
         "pending_size",
@@ -132,7 +131,6 @@ class Forwarder:
         if route.chain.on_upstream_request:
             for phase in route.chain.on_upstream_request:
                 phase(session)
-        self.head_bytes = serialize_request_head(session, route)
         proto = session.proto
         if session.expect_continue:
             proto.send_continue()
@@ -209,7 +207,7 @@ class Forwarder:
         if session.has_body and self.replay is None:
             return  # the body outgrew the replay limit: no copy
         body = frame_body(self.replay or [], session.req_chunked, True, session.request_trailers)
-        MirrorRequest(self.head_bytes, body).send(
+        MirrorRequest(serialize_request_head(session, self.route), body).send(
             mirror, session.hash_key(mirror) if mirror.hash_kind else None
         )
 
@@ -251,7 +249,8 @@ class Forwarder:
 
     # -- the request, upstream -------------------------------------------------------------
     def on_upstream_connected(self, conn: ClientConnection) -> None:
-        """``PoolClient``: a connection for this try."""
+        """``PoolClient``: a connection for this try (or an HTTP/2 stream, ``h2/client.py``'s
+        ``H2Stream``, which has the same methods); it serialises the request head."""
         if self.aborted:
             conn.pool.release(conn)
             return
@@ -261,8 +260,7 @@ class Forwarder:
         conn.attach(self, proto, session.head_only)
         self.sent_at = _perf_counter()  # the upstream response time starts with the head
         pending = self.pending
-        conn.send_request(self.head_bytes, pending, session.req_chunked, session.body_done,
-                          session.request_trailers, proto.batch)
+        conn.send_request(session, self.route, pending, proto.batch)
         if pending:
             self.pending = None
             self.pending_size = 0

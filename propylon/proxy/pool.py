@@ -32,12 +32,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 from propylon.ir import UpstreamTLSIR
 from propylon.net.tls import client_context
 from propylon.proxy.clock import CLOCK
+from propylon.proxy.h2.pool import H2Pool
 from propylon.proxy.proxy_protocol import build_proxy_header
 
 if TYPE_CHECKING:
     from propylon.proxy.h1.client import ClientConnection
 
-PoolKey = tuple[str, int, UpstreamTLSIR | None, int]
+# (address, port, TLS settings, PROXY protocol version, HTTP/2)
+PoolKey = tuple[str, int, UpstreamTLSIR | None, int, bool]
 # What an upstream PROXY header names: (client ip, port, address it reached, port); None for
 # a header naming no client (v1 UNKNOWN, v2 LOCAL)
 ProxyAddresses = tuple[str, int, str, int] | None
@@ -346,26 +348,31 @@ class PoolRegistry:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
-        self.pools: dict[PoolKey, EndpointPool] = {}
-        self.contexts: dict[UpstreamTLSIR, ssl.SSLContext] = {}
+        self.pools: dict[PoolKey, EndpointPool | H2Pool] = {}
+        self.contexts: dict[tuple[UpstreamTLSIR, bool], ssl.SSLContext] = {}
 
     def get(
-        self, address: str, port: int, tls: UpstreamTLSIR | None = None, proxy_version: int = 0
-    ) -> EndpointPool:
-        """The pool of an endpoint; endpoints reached with different TLS or PROXY protocol
-        settings are different pools (a plaintext connection is never handed to a TLS
-        upstream, nor one without a PROXY header to an upstream that expects one)."""
-        key = (address, port, tls, proxy_version)
+        self, address: str, port: int, tls: UpstreamTLSIR | None = None, proxy_version: int = 0,
+        *, http2: bool = False,
+    ) -> EndpointPool | H2Pool:
+        """The pool of an endpoint; endpoints reached with different TLS, PROXY protocol or
+        HTTP version settings are different pools (a plaintext connection is never handed to
+        a TLS upstream, nor one without a PROXY header to an upstream that expects one, nor
+        an HTTP/1.1 connection to a request for an HTTP/2 upstream)."""
+        key = (address, port, tls, proxy_version, http2)
         pool = self.pools.get(key)
         if pool is None:
             context = None
             if tls is not None:
-                context = self.contexts.get(tls)
+                context = self.contexts.get((tls, http2))
                 if context is None:
-                    context = self.contexts[tls] = client_context(tls)
+                    context = self.contexts[tls, http2] = client_context(tls, http2)
             hostname = (tls.sni or address) if tls is not None else None
-            pool = self.pools[key] = EndpointPool(
-                self.loop, address, port, context, hostname, proxy_version)
+            if http2:
+                pool = self.pools[key] = H2Pool(self.loop, address, port, context, hostname)
+            else:
+                pool = self.pools[key] = EndpointPool(
+                    self.loop, address, port, context, hostname, proxy_version)
         return pool
 
     def retain_only(self, keys: set[PoolKey]) -> None:

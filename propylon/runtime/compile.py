@@ -120,7 +120,8 @@ def compile_cluster(gateway: str, upstream: UpstreamIR, services: Services) -> C
     for ep in upstream.endpoints:
         try:
             pool = services.pools.get(
-                ep.address, ep.port, upstream.tls, upstream.proxy_protocol_version)
+                ep.address, ep.port, upstream.tls, upstream.proxy_protocol_version,
+                http2=upstream.protocol == "HTTP2")
         except ValueError as exc:  # its TLS files cannot be loaded
             raise CompileError(f"Upstream {upstream.key}: {exc}") from exc
         pool.configure(

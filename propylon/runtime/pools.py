@@ -56,10 +56,12 @@ class PoolFactory(Protocol):
     def loop(self) -> asyncio.AbstractEventLoop: ...
 
     def get(
-        self, address: str, port: int, tls: UpstreamTLSIR | None = None, proxy_version: int = 0
+        self, address: str, port: int, tls: UpstreamTLSIR | None = None, proxy_version: int = 0,
+        *, http2: bool = False,
     ) -> EndpointPool:
         """Raises ``ValueError`` when ``tls``'s files cannot be loaded. ``proxy_version``:
-        the pool's connections start with a PROXY header (a separate pool)."""
+        the pool's connections start with a PROXY header (a separate pool). ``http2``: the
+        pool's connections speak HTTP/2, its capacity counted in streams (a separate pool)."""
 
 
 class ScratchPools:
@@ -70,10 +72,11 @@ class ScratchPools:
         self._contexts: dict[UpstreamTLSIR, ssl.SSLContext] = {}
 
     def get(
-        self, address: str, port: int, tls: UpstreamTLSIR | None = None, proxy_version: int = 0
+        self, address: str, port: int, tls: UpstreamTLSIR | None = None, proxy_version: int = 0,
+        *, http2: bool = False,
     ) -> EndpointPool:
         if tls is not None and tls not in self._contexts:
-            self._contexts[tls] = client_context(tls)
+            self._contexts[tls] = client_context(tls, http2=http2)
         return _ScratchPool(address, port)
 
 

@@ -141,6 +141,7 @@ def build_upstream(upstream: Upstream) -> UpstreamIR:
         proxy_protocol_version=(
             spec.proxy_protocol.version if spec.proxy_protocol is not None else 0
         ),
+        protocol=spec.protocol,
     )
 
 

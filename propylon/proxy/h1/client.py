@@ -147,23 +147,25 @@ class ClientConnection(asyncio.Protocol):
         self._informational = False
 
     # -- the request (what a forwarder sends) ---------------------------------------------
-    def send_request(self, head: bytes, chunks: list[bytes] | None, chunked: bool, done: bool,
-                     trailers: Headers | None, batch: WriteBatch) -> None:
-        """The request head, the body chunks that arrived so far, and its end when ``done``,
-        in as few writes as possible. A complete request without a chunked body is held to
-        the end of the loop's turn (proxy/batch.py): nothing else is written to this
-        connection before its answer."""
+    def send_request(self, session: Session, route: CompiledRoute, chunks: list[bytes] | None,
+                     batch: WriteBatch) -> None:
+        """The request head (serialised from the session's fields), the body chunks that
+        arrived so far, and its end when the body is done, in as few writes as possible. A
+        complete request without a chunked body is held to the end of the loop's turn
+        (proxy/batch.py): nothing else is written to this connection before its answer."""
+        head = serialize_request_head(session, route)
         transport = self.transport
         assert transport is not None
-        self.request_chunked = chunked
+        chunked = self.request_chunked = session.req_chunked
         if chunks:
-            transport.writelines([head, *frame_body(chunks, chunked, done, trailers)])
-        elif done and not chunked:
-            batch.write(transport, head)
-        elif done:
-            transport.write(head + last_chunk(trailers))
-        else:
+            transport.writelines([head, *frame_body(chunks, chunked, session.body_done,
+                                                    session.request_trailers)])
+        elif not session.body_done:
             transport.write(head)
+        elif not chunked:
+            batch.write(transport, head)
+        else:
+            transport.write(head + last_chunk(session.request_trailers))
 
     def send_body(self, chunk: bytes) -> None:
         transport = self.transport

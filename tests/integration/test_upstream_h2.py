@@ -1,0 +1,251 @@
+"""Upstream.spec.protocol HTTP2 (#13 item 3): HTTP/1.1 clients through a real gateway process to
+a real HTTP/2 upstream (h2c with prior knowledge, and h2 over TLS with ALPN): requests and
+bodies both ways, multiplexing on few connections, the peer's max concurrent streams,
+GOAWAY, RST_STREAM, trailers, flow control on large bodies and with a client that stops
+reading."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from h2.errors import ErrorCodes
+
+from tests.support import resources as r
+from tests.support.client import RawClient, roundtrip
+from tests.support.gateway import Gateway
+from tests.support.h1 import chunked
+from tests.support.h2_upstream import H2Reply, H2Upstream, h2_server_context
+from tests.support.net import poll_until
+from tests.support.tls import Pki
+from tests.support.upstream import pattern_body
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return Pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.fixture(scope="module")
+def h2c() -> Iterator[H2Upstream]:
+    upstream = H2Upstream().start()
+    yield upstream
+    upstream.stop()
+
+
+@pytest.fixture(scope="module")
+def narrow() -> Iterator[H2Upstream]:
+    """An upstream allowing two concurrent streams per connection."""
+    upstream = H2Upstream(max_concurrent_streams=2).start()
+    yield upstream
+    upstream.stop()
+
+
+@pytest.fixture(scope="module")
+def h2tls(pki: Pki) -> Iterator[H2Upstream]:
+    cert = pki.issue("h2-upstream", "localhost")
+    upstream = H2Upstream(h2_server_context(str(cert.cert), str(cert.key))).start()
+    yield upstream
+    upstream.stop()
+
+
+@pytest.fixture(scope="module")
+def gw(module_gateways, h2c: H2Upstream, narrow: H2Upstream, h2tls: H2Upstream,
+       pki: Pki) -> Gateway:
+    def config(port: int) -> str:
+        rules = [
+            r.rule({"prefix": "/narrow"}, forward=r.forward("narrow")),
+            r.rule({"prefix": "/tls"}, forward=r.forward("tls")),
+            r.rule({"prefix": "/api"}, forward=r.forward("h2c", rewrite={"prefix": "/v1"})),
+            r.rule({"prefix": "/"}, forward=r.forward("h2c", timeout="20s")),
+        ]
+        return r.dump(
+            r.gateway(port), r.route("all", rules=rules),
+            r.upstream("h2c", h2c.port, protocol="HTTP2"),
+            r.upstream("narrow", narrow.port, protocol="HTTP2"),
+            r.upstream("tls", h2tls.port, protocol="HTTP2",
+                       tls={"caFile": str(pki.ca_file), "sni": "localhost"}),
+        )
+
+    return module_gateways(config)
+
+
+@pytest.fixture
+def up(gw: Gateway, h2c: H2Upstream) -> H2Upstream:
+    h2c.reset()
+    return h2c
+
+
+def _echo(response) -> dict:
+    assert response.status == 200, response.body[:300]
+    return json.loads(response.body)
+
+
+def test_get_reaches_the_upstream_over_h2c(gw: Gateway, up: H2Upstream) -> None:
+    response = roundtrip(gw.port, "GET", "/hello?x=1", {"Cookie": "a=1; b=2",
+                                                         "TE": "trailers",
+                                                         "Connection": "keep-alive, x-hop",
+                                                         "X-Hop": "1", "X-Keep": "yes"})
+    doc = _echo(response)
+    (request,) = up.wait_for_requests(1)
+    assert doc["method"] == "GET" and doc["path"] == "/hello?x=1"
+    assert request.header(":scheme") == "http"
+    assert request.header(":authority") == "test.local"
+    assert request.header("cookie") == "a=1; b=2"
+    assert request.header("te") == "trailers"
+    assert request.header("x-keep") == "yes"
+    assert request.header("x-hop") is None
+    names = [n for n, _ in request.headers]
+    assert not {"host", "connection", "keep-alive", "transfer-encoding"} & set(names)
+    assert request.header("x-forwarded-for") == "127.0.0.1"
+
+
+def test_the_route_rewrite_applies_to_the_path(gw: Gateway, up: H2Upstream) -> None:
+    _echo(roundtrip(gw.port, "GET", "/api/items?q=2"))
+    assert up.wait_for_requests(1)[0].path == "/v1/items?q=2"
+
+
+@pytest.mark.parametrize("framing", ["length", "chunked"])
+def test_post_bodies_go_up(gw: Gateway, up: H2Upstream, framing: str) -> None:
+    body = pattern_body(100_000)
+    if framing == "length":
+        response = roundtrip(gw.port, "POST", "/upload", body=body)
+    else:
+        response = roundtrip(gw.port, "POST", "/upload", {"Transfer-Encoding": "chunked"},
+                             chunked(body[:40_000], body[40_000:]), content_length=False)
+    doc = _echo(response)
+    assert doc["body_size"] == len(body)
+    assert doc["body_sha256"] == hashlib.sha256(body).hexdigest()
+
+
+def test_concurrent_requests_share_one_connection(gw: Gateway, up: H2Upstream) -> None:
+    before = up.connections
+    up.handler = lambda req: H2Reply(body=b"ok", delay=0.2)
+
+    def one(i: int) -> int:
+        return roundtrip(gw.port, "GET", f"/c/{i}").status
+
+    with ThreadPoolExecutor(20) as pool:
+        statuses = list(pool.map(one, range(40)))
+    assert statuses == [200] * 40
+    conns = {req.conn_id for req in up.requests}
+    assert len(conns) <= 2  # multiplexed (a second one only if the first was not ready)
+    assert up.connections - before <= 2
+
+
+def test_max_concurrent_streams_opens_more_connections(gw: Gateway, narrow: H2Upstream) -> None:
+    narrow.reset(lambda req: H2Reply(body=b"ok", delay=0.5))
+    start = time.monotonic()
+    with ThreadPoolExecutor(6) as pool:
+        statuses = list(pool.map(lambda i: roundtrip(gw.port, "GET", f"/narrow/{i}").status,
+                                 range(6)))
+    assert statuses == [200] * 6
+    assert time.monotonic() - start < 1.4  # all six at once, not two at a time
+    per_conn: dict[int, int] = {}
+    for req in narrow.requests:
+        per_conn[req.conn_id] = per_conn.get(req.conn_id, 0) + 1
+    assert len(per_conn) >= 3 and max(per_conn.values()) <= 6
+    assert not narrow.resets  # no stream was refused for going over the limit
+
+
+def test_goaway_mid_traffic_fails_no_idempotent_request(gw: Gateway, up: H2Upstream) -> None:
+    up.handler = lambda req: H2Reply(body=req.path.encode(), delay=0.05)
+    up.goaway_after = 5  # every connection goes away after five requests
+    with ThreadPoolExecutor(10) as pool:
+        responses = list(pool.map(lambda i: roundtrip(gw.port, "GET", f"/g/{i}"), range(60)))
+    assert [resp.status for resp in responses] == [200] * 60
+    assert [resp.body for resp in responses] == [f"/g/{i}".encode() for i in range(60)]
+    assert len({req.conn_id for req in up.requests}) >= 12
+
+
+def test_upstream_rst_stream_is_a_502(gw: Gateway, up: H2Upstream) -> None:
+    up.handler = lambda req: H2Reply(reset=int(ErrorCodes.INTERNAL_ERROR))
+    assert roundtrip(gw.port, "GET", "/reset").status == 502
+    up.reset()
+    assert roundtrip(gw.port, "GET", "/after").status == 200  # the connection still serves
+
+
+def test_response_trailers_reach_a_chunked_client(gw: Gateway, up: H2Upstream) -> None:
+    up.handler = lambda req: H2Reply(
+        headers=[("content-type", "application/grpc")], body=b"\x00\x00\x00\x00\x02hi",
+        trailers=[("grpc-status", "0"), ("grpc-message", "fine")])
+    response = roundtrip(gw.port, "POST", "/pkg.Svc/Call", {"TE": "trailers"}, b"\x00" * 5)
+    assert response.status == 200
+    assert response.body == b"\x00\x00\x00\x00\x02hi"
+    assert response.framing == "chunked"
+    assert ("grpc-status", "0") in response.trailers
+    assert ("grpc-message", "fine") in response.trailers
+
+
+def test_request_trailers_go_up(gw: Gateway, up: H2Upstream) -> None:
+    body = chunked(b"abc", trailers=[("x-checksum", "42")])
+    response = roundtrip(gw.port, "POST", "/t", {"Transfer-Encoding": "chunked"}, body,
+                         content_length=False)
+    doc = _echo(response)
+    assert doc["body_size"] == 3
+    assert ["x-checksum", "42"] in doc["trailers"]
+
+
+def test_large_bodies_both_ways(gw: Gateway, up: H2Upstream) -> None:
+    up.handler = lambda req: H2Reply(body_size=5 * MIB)
+    upload = pattern_body(5 * MIB)
+    response = roundtrip(gw.port, "PUT", "/big", body=upload, timeout=30)
+    assert response.status == 200
+    assert response.body == pattern_body(5 * MIB)
+    (request,) = up.wait_for_requests(1)
+    assert request.body_size == 5 * MIB
+    assert request.body_sha256 == hashlib.sha256(upload).hexdigest()
+
+
+def test_a_client_that_stops_reading_stalls_only_its_stream(gw: Gateway,
+                                                             up: H2Upstream) -> None:
+    up.handler = lambda req: H2Reply(body_size=8 * MIB if req.path == "/slow" else 2)
+    with RawClient(gw.port, timeout=30) as slow:
+        slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        slow.request("GET", "/slow")
+        up.wait_for_requests(1)
+        time.sleep(0.5)  # the slow stream's window fills; the client reads nothing
+        started = time.monotonic()
+        for i in range(10):
+            assert roundtrip(gw.port, "GET", f"/fast/{i}").status == 200
+        assert time.monotonic() - started < 3
+        assert len({req.conn_id for req in up.requests}) == 1  # the same connection
+        response = slow.read_final()
+    assert response.body == pattern_body(8 * MIB)
+
+
+def test_a_client_that_leaves_cancels_its_stream(gw: Gateway, up: H2Upstream) -> None:
+    up.handler = lambda req: H2Reply(body=b"late", delay=3)
+    with RawClient(gw.port, timeout=5) as client:
+        client.request("GET", "/leave")
+        up.wait_for_requests(1)
+    poll_until(lambda: any(code == ErrorCodes.CANCEL for _, _, code in up.resets), 5,
+               message="RST_STREAM(CANCEL) upstream")
+
+
+def test_h2_over_tls_with_alpn(gw: Gateway, h2tls: H2Upstream) -> None:
+    h2tls.reset()
+    doc = _echo(roundtrip(gw.port, "POST", "/tls/x", body=b"secret"))
+    assert doc["body_size"] == 6
+    (request,) = h2tls.wait_for_requests(1)
+    assert request.header(":scheme") == "https"
+
+
+def test_an_upstream_without_h2_fails_cleanly(gateways, upstreams) -> None:
+    http1 = upstreams("plain")  # an HTTP/1.1 server: refuses the h2 preface
+
+    def config(port: int) -> str:
+        rules = [r.rule({"prefix": "/"}, forward=r.forward("h1"))]
+        return r.dump(r.gateway(port), r.route("all", rules=rules),
+                      r.upstream("h1", http1.port, protocol="HTTP2"))
+
+    gateway = gateways(config)
+    assert roundtrip(gateway.port, "GET", "/").status == 502
+    assert roundtrip(gateway.port, "GET", "/").status == 502  # and again: the gateway serves
