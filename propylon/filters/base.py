@@ -71,6 +71,7 @@ class FilterContext(Protocol):
     query: bytes
     host: str
     client_ip: str
+    request_id: bytes  # x-request-id: sent upstream, returned, logged (docs/reference.md)
     request_headers: Headers
     state: dict[str, Any] | None  # per-request data shared between a filter's phases
     route: Any  # the matched rule (runtime.compiled.CompiledRoute): route_label, rule_label
