@@ -43,7 +43,9 @@ CaFileOpt = Annotated[Path | None, typer.Option(
 FilesOpt = Annotated[list[Path], typer.Option(
     "-f", "--file", metavar="PATH", help="YAML file or folder (repeatable).")]
 _DEFAULT_CONTROL = "http://127.0.0.1:9000"
-_PLURAL_KINDS = {("policies" if kind == "policy" else f"{kind}s"): kind for kind in KIND_OF_PATH}
+_PLURAL_KINDS = {
+    ("policies" if kind == "policy" else f"{kind}es" if kind.endswith("s") else f"{kind}s"): kind
+    for kind in KIND_OF_PATH}
 
 
 def _token(token_file: Path | None) -> str:

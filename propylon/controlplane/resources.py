@@ -17,9 +17,12 @@ from typing import Any
 
 from propylon.admin.redact import redact
 from propylon.config import KINDS, ConfigError, Resource, load_data
+from propylon.config.kubernetes import KUBERNETES_KIND_NAMES
 
-# URL kind (lower-case) -> resource kind.
-KIND_OF_PATH: dict[str, str] = {name.lower(): name for name in KINDS}
+# URL kind (lower-case) -> resource kind; the Kubernetes kinds read as input too (a Gateway
+# API Gateway is a ``gateway``: one Gateway namespace/name is either kind of Gateway)
+KIND_OF_PATH: dict[str, str] = {
+    name.lower(): name for name in (*KINDS, *KUBERNETES_KIND_NAMES)}
 SERVER_FIELDS = ("resourceVersion", "contentHash")
 
 

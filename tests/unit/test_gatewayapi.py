@@ -1,0 +1,218 @@
+"""Gateway API and Ingress conversion (``config/gatewayapi.py``) and the statuses translation
+gives the objects: attachment, hostnames, references, GRPCRoute, Ingress classes."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from propylon.config import Route, load_text
+from propylon.config.gatewayapi import expand_kubernetes, intersect_hostnames
+from propylon.config.gatewayapi_rules import GRPC_MATCH
+from propylon.translate import translate_with_issues
+
+GATEWAY = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: gw, namespace: infra}
+spec:
+  gatewayClassName: propylon
+  listeners:
+    - {name: a, port: 8080, protocol: HTTP, hostname: "*.example.com",
+       allowedRoutes: {namespaces: {from: All}}}
+    - {name: b, port: 8081, protocol: HTTP, hostname: b.test}
+---
+apiVersion: propylon.dev/v1
+kind: Upstream
+metadata: {name: svc, namespace: infra}
+spec: {endpoints: [{address: 127.0.0.1, port: 9000}]}
+"""
+
+
+def route(parent: str = "{name: gw, namespace: infra}", hostnames: str = "[]",
+          namespace: str = "infra", rules: str = "[{backendRefs: [{name: svc, port: 80}]}]",
+          kind: str = "HTTPRoute") -> str:
+    return textwrap.dedent(f"""
+    ---
+    apiVersion: gateway.networking.k8s.io/v1
+    kind: {kind}
+    metadata: {{name: r, namespace: {namespace}}}
+    spec:
+      parentRefs: [{parent}]
+      hostnames: {hostnames}
+      rules: {rules}
+    """)
+
+
+def converted(text: str):
+    loaded = load_text(text)
+    assert loaded.ok, loaded.errors
+    return expand_kubernetes(loaded.resources)
+
+
+def status_of(text: str, kind: str, key: str):
+    loaded = load_text(text)
+    assert loaded.ok, loaded.errors
+    statuses = translate_with_issues(loaded.resources).snapshot.statuses
+    return next(s for s in statuses if (s.kind, s.key) == (kind, key))
+
+
+@pytest.mark.parametrize(
+    ("listener", "route_hosts", "expected"),
+    [
+        pytest.param(None, [], [], id="any-any"),
+        pytest.param(None, ["a.test"], ["a.test"], id="route-only"),
+        pytest.param("a.test", [], ["a.test"], id="listener-only"),
+        pytest.param("*.example.com", ["x.example.com", "other.test"], ["x.example.com"],
+                     id="wildcard-listener"),
+        pytest.param("x.example.com", ["*.example.com"], ["x.example.com"],
+                     id="wildcard-route"),
+        pytest.param("a.test", ["b.test"], None, id="disjoint"),
+    ],
+)
+def test_hostname_intersection(listener, route_hosts, expected) -> None:
+    assert intersect_hostnames(listener, route_hosts) == expected
+
+
+@pytest.mark.parametrize(
+    ("parent", "hostnames", "namespace", "reason", "hosts"),
+    [
+        pytest.param("{name: gw, namespace: infra}", "[x.example.com]", "infra", "Accepted",
+                     ["x.example.com"], id="hostname-on-one-listener"),
+        pytest.param("{name: gw, namespace: infra, sectionName: b}", "[]", "infra",
+                     "Accepted", ["b.test"], id="section-name"),
+        pytest.param("{name: gw, namespace: infra, port: 8081}", "[]", "infra", "Accepted",
+                     ["b.test"], id="port"),
+        pytest.param("{name: gw, namespace: infra, sectionName: zz}", "[]", "infra",
+                     "NoMatchingParent", None, id="unknown-section"),
+        pytest.param("{name: gw, namespace: infra, sectionName: a}", "[other.test]", "infra",
+                     "NoMatchingListenerHostname", None, id="no-hostname-in-common"),
+        pytest.param("{name: gw, namespace: infra, sectionName: b}", "[]", "team",
+                     "NotAllowedByListeners", None, id="namespace-not-allowed"),
+    ],
+)
+def test_attachment(parent, hostnames, namespace, reason, hosts) -> None:
+    text = GATEWAY + route(parent, hostnames, namespace)
+    status = status_of(text, "HTTPRoute", f"{namespace}/r")
+    assert any(f"Accepted={reason == 'Accepted'} {reason}" in line for line in status.reasons)
+    routes = [r for r in converted(text).resources if isinstance(r, Route)]
+    if hosts is None:
+        assert routes == []
+    else:
+        assert routes[0].spec.hostnames == hosts
+
+
+def test_gateway_of_another_class_and_its_routes_are_left_alone() -> None:
+    text = GATEWAY.replace("gatewayClassName: propylon", "gatewayClassName: other") + route()
+    expansion = converted(text)
+    assert [r.kind for r in expansion.resources] == ["Upstream"]
+    assert not expansion.findings.objects
+
+
+def test_gateway_conditions_and_programmed() -> None:
+    status = status_of(GATEWAY + route(), "Gateway", "infra/gw")
+    assert status.state == "Accepted"
+    assert "Programmed=True Programmed" in status.reasons
+    assert "listener a: attachedRoutes=1" in status.reasons
+
+
+def test_cross_namespace_backend_needs_a_reference_grant() -> None:
+    service = """
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: web}
+spec: {type: ExternalName, externalName: web.example.net, ports: [{port: 80}]}
+"""
+    grant = """
+---
+apiVersion: gateway.networking.k8s.io/v1beta1
+kind: ReferenceGrant
+metadata: {name: g, namespace: web}
+spec:
+  from: [{group: gateway.networking.k8s.io, kind: HTTPRoute, namespace: infra}]
+  to: [{group: "", kind: Service}]
+"""
+    rules = "[{backendRefs: [{name: web, namespace: web, port: 80}]}]"
+    denied = status_of(GATEWAY + route(rules=rules) + service, "HTTPRoute", "infra/r")
+    assert any("ResolvedRefs=False RefNotPermitted" in line for line in denied.reasons)
+    assert denied.state == "Invalid"
+    text = GATEWAY + route(rules=rules) + service + grant
+    allowed = status_of(text, "HTTPRoute", "infra/r")
+    assert "ResolvedRefs=True ResolvedRefs" in allowed.reasons, allowed
+    upstream = next(r for r in converted(text).resources if r.kind == "Upstream"
+                    and r.key == "web/web-80")
+    assert upstream.spec.endpoints[0].address == "web.example.net"
+    assert upstream.spec.allowed_namespaces == ["infra"]
+
+
+def test_grpc_route_matches() -> None:
+    rules = """
+      - matches: [{method: {service: shop.Cart, method: Add}}, {method: {service: shop.Cart}}]
+        backendRefs: [{name: svc, port: 50051}]"""
+    text = GATEWAY + route(kind="GRPCRoute", rules=rules)
+    [grpc_route] = [r for r in converted(text).resources if isinstance(r, Route)]
+    matches = grpc_route.spec.rules[0].matches
+    if GRPC_MATCH:
+        assert [m.grpc.model_dump(exclude_none=True) for m in matches] == [  # type: ignore[attr-defined]
+            {"service": "shop.Cart", "method": "Add"}, {"service": "shop.Cart"}]
+    else:  # until matches[].grpc exists: the same calls as paths
+        assert [(m.path.kind, m.path.value, m.method) for m in matches] == [
+            ("exact", "/shop.Cart/Add", "POST"), ("prefix", "/shop.Cart", "POST")]
+
+
+@pytest.mark.parametrize(
+    ("class_field", "served"),
+    [
+        pytest.param("ingressClassName: propylon", True, id="class-name"),
+        pytest.param("ingressClassName: nginx", False, id="other-class"),
+        pytest.param("", False, id="no-class"),
+    ],
+)
+def test_ingress_class(class_field, served) -> None:
+    text = f"""
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: i, namespace: infra}}
+spec:
+  {class_field}
+  rules: [{{host: a.test, http: {{paths: [{{path: /, pathType: Prefix,
+          backend: {{service: {{name: svc, port: {{number: 80}}}}}}}}]}}}}]
+---""" + GATEWAY.split("---")[1]
+    routes = [r for r in converted(text).resources if isinstance(r, Route)]
+    assert bool(routes) is served
+
+
+def test_ingress_legacy_annotation() -> None:
+    text = """
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: i
+  namespace: infra
+  annotations: {kubernetes.io/ingress.class: propylon}
+spec:
+  defaultBackend: {service: {name: svc, port: {number: 80}}}
+---""" + GATEWAY.split("---")[1]
+    [ingress_route] = [r for r in converted(text).resources if isinstance(r, Route)]
+    assert ingress_route.name == "i-default"
+    assert ingress_route.metadata.labels["propylon.dev/ingress-class"] == "propylon"
+
+
+def test_unknown_kubernetes_kind_is_an_error() -> None:
+    loaded = load_text("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\n"
+                       "metadata: {name: x}\n")
+    assert "unknown kind 'NetworkPolicy'" in str(loaded.errors[0])
+
+
+def test_a_name_clash_with_a_native_route_is_reported() -> None:
+    native = """
+---
+apiVersion: propylon.dev/v1
+kind: Route
+metadata: {name: r, namespace: infra}
+spec: {rules: [{directResponse: {status: 200}}]}
+"""
+    status = status_of(GATEWAY + route() + native, "HTTPRoute", "infra/r")
+    assert any("already defined" in line for line in status.reasons)
