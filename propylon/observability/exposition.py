@@ -18,6 +18,7 @@ it, OpenMetrics. Series (documented in docs/operations.md):
   propylon_upstream_endpoint_healthy / _ejected{upstream,endpoint}
   propylon_client_connections{listener}, propylon_requests_in_flight{listener}
   propylon_proxy_protocol_refused_total{listener,reason}
+  propylon_waf_requests_total{action}, propylon_waf_rule_matches_total{rule,action}
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from propylon.observability.metrics import (
     UPSTREAM_COUNTERS,
     class_counts,
 )
+from propylon.observability.waf_metrics import waf_families
 
 ROUTE_LABELS = ["gateway", "route", "rule"]
 UPSTREAM_LABELS = ["gateway", "upstream"]
@@ -169,6 +171,7 @@ def snapshot_families(snapshot: dict[str, Any]) -> Iterator[Metric]:
     yield from upstream_families(snapshot)
     yield from endpoint_families(snapshot)
     yield from listener_families(snapshot)
+    yield from waf_families(snapshot)
 
 
 def _add_codes(family: CounterMetricFamily, key: list[str], codes: list[int]) -> None:

@@ -17,6 +17,8 @@ from bisect import bisect_left
 from http import HTTPStatus
 from typing import Any
 
+from propylon.observability.waf_metrics import WAF_COUNTERS, merge_waf
+
 # Latency histogram bounds in seconds (Prometheus ``le`` labels); the last bucket is +Inf.
 LATENCY_BOUNDS: tuple[float, ...] = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -147,6 +149,7 @@ class MetricsRegistry:
                  "counters": {name: getattr(s, name) for name in UPSTREAM_COUNTERS}}
                 for k, s in self.upstreams.items()
             ],
+            "waf": WAF_COUNTERS.snapshot(),  # per process, not per registry (waf_metrics.py)
         }
 
 
@@ -220,6 +223,7 @@ def merge_snapshots(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
         "proxy_protocol": merge_proxy_protocol(snapshots),
         "connections": merge_gauges(snapshots, "connections"),
         "in_flight": merge_gauges(snapshots, "in_flight"),
+        "waf": merge_waf(snapshots),
     }
 
 

@@ -44,6 +44,7 @@ from propylon.policies.traffic import (
     RateLimitPolicy,
     RequestLimitsPolicy,
 )
+from propylon.policies.waf import WafPolicy
 from propylon.schema import IR_CONTEXT
 
 Placement = Literal["before", "in", "after"]
@@ -94,7 +95,7 @@ BUILT_IN: tuple[PolicyType, ...] = (
     # cheapest rejection first, on the real client IP
     PolicyType("ipFilter", "ipFilter", IpFilterPolicy, _filter("ip_filter", "IpFilter")),
     # sees the request (and its body) before anything acts on it
-    PolicyType("waf", "waf"),
+    PolicyType("waf", "waf", WafPolicy, _filter("waf", "WafFilter")),
     # answers preflights before auth, which browsers do not send credentials for
     PolicyType("cors", "cors", CorsPolicy, _filter("cors", "CorsFilter")),
     # the auth phase: local checks first, the external call last

@@ -336,12 +336,6 @@ def test_error_names_line_and_field(text: str, line: int, field: str, message: s
     ("text", "field", "message"),
     [
         pytest.param(
-            doc("Policy", "targetRefs: [{kind: Gateway, name: g}]\nwaf: {mode: block}"),
-            "spec.waf",
-            'policy "waf" is not supported yet',
-            id="waf",
-        ),
-        pytest.param(
             doc("Route", "rules: [{directResponse: {status: 200}, policies: [{cache: {}}]}]"),
             "spec.rules[0].policies[0].cache",
             'policy "cache" is not supported yet',

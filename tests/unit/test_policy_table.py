@@ -42,6 +42,9 @@ EXAMPLES: dict[str, dict[str, Any]] = {
                   "response": {"body": {"template": "{{ body | tojson }}",
                                         "contentType": "application/json"}},
                   "maxBodyBytes": "64KiB"},
+    "waf": {"mode": "detect", "paranoiaLevel": 2, "anomalyThreshold": 10,
+            "ruleExclusions": [942100], "rules": ['SecAction "id:1,phase:1,pass,nolog"'],
+            "requestBodyLimit": "256KiB"},
 }
 SUPPORTED = [kind for kind in POLICY_TYPES if kind.supported]
 
