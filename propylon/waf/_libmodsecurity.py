@@ -20,11 +20,15 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import itertools
+import os
+import re
 import threading
 from collections.abc import Iterable
 
 DEBIAN_PACKAGES = "libmodsecurity3 modsecurity-crs"
-_SONAMES = ("libmodsecurity.so.3", "modsecurity")
+# PROPYLON_LIBMODSECURITY: the library's path, where it is not installed as Debian installs it
+_SONAMES = ((os.environ["PROPYLON_LIBMODSECURITY"],) if os.environ.get("PROPYLON_LIBMODSECURITY")
+            else ("libmodsecurity.so.3", "modsecurity"))
 
 
 class LibraryMissing(RuntimeError):
@@ -47,6 +51,7 @@ class _Intervention(ctypes.Structure):
     )
 
 
+_TEXT_ADDRESS = re.compile(r" ?File: 0x[0-9a-f]+")
 _LOG_CB = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_char_p)
 _P = ctypes.c_void_p
 _S = ctypes.c_char_p
@@ -77,7 +82,7 @@ _PROTOTYPES: dict[str, tuple[object, tuple[object, ...]]] = {
 def _load() -> ctypes.CDLL:
     errors = []
     for name in _SONAMES:
-        path = name if name.endswith(".3") else ctypes.util.find_library(name)
+        path = name if "." in name else ctypes.util.find_library(name)
         if not path:
             continue
         try:
@@ -177,6 +182,7 @@ class RuleSet:
         error = ctypes.c_void_p()
         if self.lib.msc_rules_add(self.handle, text.encode(), ctypes.byref(error)) < 0:
             reason = " ".join(_take_string(error.value).split()) or "refused"
+            reason = _TEXT_ADDRESS.sub("", reason)  # where an added text lived in memory
             raise RulesError(f"{label}: {reason}")
         _take_string(error.value)
 
