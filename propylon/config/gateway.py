@@ -93,6 +93,8 @@ class Listener(Model):
     tls: ListenerTLS | None = None
     path_normalization: PathNormalization = Field(default_factory=PathNormalization)
     proxy_protocol: ProxyProtocol = Field(default_factory=ProxyProtocol)
+    # HTTP/2: offered with ALPN h2 on HTTPS, accepted with prior knowledge (h2c) on HTTP
+    http2: bool = True
 
     @model_validator(mode="after")
     def _tls_matches_protocol(self) -> Listener:

@@ -15,7 +15,7 @@ import ipaddress
 import json
 import struct
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 V1_PREFIX = b"PROXY "
 V1_MAX_LENGTH = 107  # the spec's bound, CRLF included
@@ -403,6 +403,23 @@ def _same_family(source: _Address, destination: _Address) -> tuple[_Address, _Ad
     if source.version == 4:
         return ipaddress.IPv6Address(f"::ffff:{source}"), destination
     return source, ipaddress.IPv6Address(f"::ffff:{destination}")
+
+
+def upstream_client_addresses(
+    header: ProxyHeader | None, transport: Any, client_ip: str
+) -> tuple[str, int, str, int] | None:
+    """(client ip, port, address it reached, port) for an upstream PROXY header: from the
+    header a balancer sent, else the connection's own addresses; the port is the peer's when
+    ``client_ip`` is the peer's address, else 0 (unknown)."""
+    if header is not None and header.source is not None and header.destination is not None:
+        (peer_ip, peer_port), (local_ip, local_port) = header.source, header.destination
+    else:
+        peer = transport.get_extra_info("peername")
+        local = transport.get_extra_info("sockname")
+        if not peer or not local:
+            return None
+        peer_ip, peer_port, local_ip, local_port = peer[0], peer[1], local[0], local[1]
+    return client_ip, peer_port if client_ip == peer_ip else 0, local_ip, local_port
 
 
 def build_proxy_header(

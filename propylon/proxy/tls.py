@@ -3,8 +3,8 @@ are ``propylon.net.tls.client_context``.
 
 Server contexts follow Mozilla's "intermediate" profile, which Python's defaults do not meet:
 TLS 1.2 minimum, AEAD ECDHE suites only for TLS 1.2 (TLS 1.3 suites are all AEAD), no
-compression, no renegotiation, ALPN ``http/1.1``, and key exchange groups limited to the
-profile's curves.
+compression, no renegotiation, ALPN ``h2`` (unless the listener turns HTTP/2 off) and
+``http/1.1``, and key exchange groups limited to the profile's curves.
 
 A listener with several certificates picks one by SNI (exact name, then wildcard, else the
 first certificate). Each certificate's names are kept so a request whose Host is not served by
@@ -43,14 +43,14 @@ INTERMEDIATE_CIPHERS = ":".join(
 _ECDH_CURVE = "prime256v1"
 
 
-def intermediate_server_context() -> ssl.SSLContext:
+def intermediate_server_context(http2: bool = False) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.set_ciphers(INTERMEDIATE_CIPHERS)
     ctx.set_ecdh_curve(_ECDH_CURVE)
     ctx.options |= ssl.OP_NO_COMPRESSION | ssl.OP_NO_RENEGOTIATION
     ctx.options &= ~ssl.OP_CIPHER_SERVER_PREFERENCE  # the profile lets clients choose
-    ctx.set_alpn_protocols(["http/1.1"])
+    ctx.set_alpn_protocols(["h2", "http/1.1"] if http2 else ["http/1.1"])
     return ctx
 
 
@@ -67,15 +67,16 @@ def certificate_names(cert_file: str) -> list[str]:
 class ServerTLS:
     """The contexts of one HTTPS listener and the names each certificate serves."""
 
-    def __init__(self, spec: ListenerTLSIR) -> None:
+    def __init__(self, spec: ListenerTLSIR, http2: bool = False) -> None:
         self.spec = spec
+        self.http2 = http2  # ALPN offers h2 before http/1.1
         self._mtimes: dict[str, float] = {}
         self.default: ssl.SSLContext = self._build()
 
     def _build(self) -> ssl.SSLContext:
         contexts: list[tuple[ssl.SSLContext, list[str]]] = []
         for cert in self.spec.certificates:
-            ctx = intermediate_server_context()
+            ctx = intermediate_server_context(self.http2)
             ctx.load_cert_chain(cert.cert_file, cert.key_file)
             if self.spec.client_auth != "none" and self.spec.client_ca_file:
                 ctx.load_verify_locations(self.spec.client_ca_file)

@@ -73,7 +73,7 @@ class Worker:
         """Compile and swap in ``snapshot``; raises (leaving the old one) on any problem."""
         runtime = compile_snapshot(snapshot, self.services)
         tls_contexts = {  # built before anything changes: bad certificate files refuse it all
-            key: self._server_tls(spec.tls) if spec.tls is not None else None
+            key: self._server_tls(spec.tls, spec.http2) if spec.tls is not None else None
             for key, spec in runtime.listener_specs.items()
         }
         wanted = set(runtime.listeners)
@@ -91,6 +91,7 @@ class Worker:
             listener.set_limits(runtime.listener_specs[key].limits)
             listener.set_path_normalization(runtime.listener_specs[key].path_normalization)
             listener.set_proxy_protocol(runtime.listener_specs[key].proxy_protocol)
+            listener.http2 = runtime.listener_specs[key].http2
             listener.set_tls(tls_contexts[key])
         for key in set(self.listeners) - wanted:
             self._close_listener(self.listeners.pop(key))
@@ -107,12 +108,13 @@ class Worker:
                     for ep in cluster.endpoints)}
         )
 
-    def _server_tls(self, spec: ListenerTLSIR) -> ServerTLS:
+    def _server_tls(self, spec: ListenerTLSIR, http2: bool) -> ServerTLS:
         """Reuse the contexts of an unchanged TLS configuration (no reload, no file reads)."""
         for listener in self.listeners.values():
-            if listener.tls is not None and listener.tls.spec == spec:
-                return listener.tls
-        return ServerTLS(spec)
+            tls = listener.tls
+            if tls is not None and tls.spec == spec and tls.http2 == http2:
+                return tls
+        return ServerTLS(spec, http2)
 
     async def _open_listener(self, address: str, port: int) -> ListenerState:
         listener = ListenerState(address, port)
@@ -177,7 +179,7 @@ class Worker:
             listener = proto.listener
             name = f"{listener.address}:{listener.port}"
             connections[name] = connections.get(name, 0) + 1
-            busy = (proto.current is not None) + len(proto.queued)
+            busy = proto.requests_in_flight()
             in_flight[name] = in_flight.get(name, 0) + busy
         for listener in self.listeners.values():  # a listener without connections shows 0
             name = f"{listener.address}:{listener.port}"

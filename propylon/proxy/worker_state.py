@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from propylon.observability.access_log import AccessLog
     from propylon.proxy.acceptor import Acceptor
     from propylon.proxy.h1.server import ServerConnection
+    from propylon.proxy.h2.server import H2ServerConnection
     from propylon.proxy.tls import ServerTLS
     from propylon.runtime.compiled import GatewayRuntime, HostSet
 
@@ -56,6 +57,7 @@ class ListenerState:
         "gateway",
         "header_read_timeout",
         "hosts",
+        "http2",
         "keep_alive_timeout",
         "max_head_bytes",
         "max_header_bytes",
@@ -81,6 +83,7 @@ class ListenerState:
         self.tls: ServerTLS | None = None
         self.paths: PathNormalizationIR | None = PathNormalizationIR()  # None: raw paths
         self.proxy_protocol: ProxyProtocolSettings | None = None  # None: no PROXY header read
+        self.http2 = True  # h2c with prior knowledge accepted (HTTPS: ALPN h2 offered)
         # connections closed over their PROXY header, by reason (missing, malformed,
         # untrusted, timeout); kept across configuration versions like other counters
         self.proxy_errors: dict[str, int] = {}
@@ -127,5 +130,5 @@ class WorkerState:
         self.loop = loop
         self.batch = WriteBatch(loop)
         self.access_log = access_log
-        self.connections: set[ServerConnection] = set()
+        self.connections: set[ServerConnection | H2ServerConnection] = set()
         self.draining = False

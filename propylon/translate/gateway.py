@@ -102,6 +102,7 @@ def translate_listeners(gateway: Gateway) -> tuple[ListenerIR, ...]:
                 tuple(lst.proxy_protocol.versions),
                 tuple(lst.proxy_protocol.trusted_sources),
             ),
+            lst.http2,
         )
         for lst in gateway.spec.listeners
     )

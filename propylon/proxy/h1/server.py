@@ -32,6 +32,8 @@ from propylon.proxy.h1.framing import (
     last_chunk,
     response_framing,
 )
+from propylon.proxy.h2.server import PREFACE as H2_PREFACE
+from propylon.proxy.h2.server import H2ServerConnection
 from propylon.proxy.hostport import split_host
 from propylon.proxy.http11 import (
     _STATUS_LINES,
@@ -48,7 +50,19 @@ from propylon.proxy.proxy_protocol import (
     ProxyHeaderReader,
     ProxyProtocolError,
     access_log_fragment,
+    upstream_client_addresses,
 )
+from propylon.proxy.request_fields import CHUNKED as _CHUNKED
+from propylon.proxy.request_fields import CONNECTION as _CONNECTION
+from propylon.proxy.request_fields import EXPECT as _EXPECT
+from propylon.proxy.request_fields import FIELD_KINDS as _SPECIAL
+from propylon.proxy.request_fields import FORWARDED as _FORWARDED
+from propylon.proxy.request_fields import HOST as _HOST
+from propylon.proxy.request_fields import KEEP as _KEEP
+from propylon.proxy.request_fields import LENGTH as _LENGTH
+from propylon.proxy.request_fields import OWNED as _OWNED
+from propylon.proxy.request_fields import TE as _TE
+from propylon.proxy.request_fields import UPGRADE as _UPGRADE
 from propylon.proxy.session import Session
 from propylon.proxy.tls import client_certificate_header
 
@@ -66,46 +80,21 @@ _PIPELINE, _UPSTREAM_FULL, _BODY_BUFFER = 1, 2, 4
 #     ^                             |
 #     +------upgrade refused--------+
 #   OPEN | UPGRADING ---bad request behind earlier answers---> DROPPING_INPUT
-#   PROXY_HEADER ---PROXY protocol header read (or absent, optional mode)---> OPEN
+#   PROXY_HEADER ---PROXY protocol header read (or absent, optional mode)---> PREFACE | OPEN
+#   PREFACE ---the HTTP/2 preface (h2c, prior knowledge)---> handed to proxy/h2/server.py
+#   PREFACE ---anything else---> OPEN
+# (a TLS connection that negotiated ALPN h2 is handed over in connection_made)
 #   any ---close(linger)---> LINGERING (FIN sent, input dropped until LINGER_TIME)
 #   any ---close()---> CLOSED
 # Whether the client has sent FIN (``eof``) is the input side's own fact, true in any state.
-OPEN, UPGRADING, TUNNEL, DROPPING_INPUT, PROXY_HEADER, LINGERING, CLOSED = range(7)
+OPEN, UPGRADING, TUNNEL, DROPPING_INPUT, PROXY_HEADER, PREFACE, LINGERING, CLOSED = range(8)
 
-# How the request head's special fields are handled in ``on_header``.
-_KEEP, _HOST, _LENGTH, _CHUNKED, _CONNECTION, _EXPECT, _FORWARDED, _DROP, _UPGRADE, _TE, _OWNED = (
-    range(11))
 _MAX_UPGRADE_HOLD = 64 * 1024
 # Single bytes searched for as ints: ``b"x" in data`` first tries ``b"x"`` as an int and
 # pays for the exception, ``int in data`` is a plain memchr.
 _TAB, _HASH, _UNDERSCORE = b"\t#_"
 CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 LINGER_TIME = 2.0
-_SPECIAL: dict[bytes, int] = {
-    b"host": _HOST,
-    b"content-length": _LENGTH,
-    b"transfer-encoding": _CHUNKED,
-    b"connection": _CONNECTION,
-    b"expect": _EXPECT,
-    b"x-forwarded-for": _FORWARDED,
-    b"x-forwarded-proto": _FORWARDED,
-    b"x-forwarded-host": _FORWARDED,
-    b"forwarded": _FORWARDED,
-    b"x-forwarded-client-cert": _DROP,  # only the gateway may vouch for a client certificate
-    # who the client is, as the gateway's auth policies tell upstreams (the default names of
-    # apiKey/basicAuth consumerHeaders): taken only from a trusted proxy (a first tier)
-    b"x-consumer-name": _OWNED,
-    b"x-consumer-labels": _OWNED,
-    # the request id a first tier chose (the session adopts it, see Session.begin)
-    b"x-request-id": _OWNED,
-    b"keep-alive": _DROP,
-    b"proxy-connection": _DROP,
-    b"proxy-authenticate": _DROP,
-    b"proxy-authorization": _DROP,
-    b"te": _TE,
-    b"trailer": _DROP,
-    b"upgrade": _UPGRADE,
-}
 
 
 def _odd_request_line(data: bytes) -> bool:
@@ -141,6 +130,7 @@ class ServerConnection(asyncio.Protocol):
         "parser",
         "peer_ip",
         "peer_trusted",
+        "preface_held",
         "proxy_header",
         "proxy_log",
         "proxy_preread",
@@ -199,6 +189,7 @@ class ServerConnection(asyncio.Protocol):
         self.proxy_preread = False  # HTTPS: the acceptor read the header before TLS
         self.proxy_log = ""  # the access log's "proxy" member when a header arrived
         self.tunnel: ClientConnection | None = None  # TUNNEL: the upstream side
+        self.preface_held = b""  # PREFACE: what came so far, a part of the HTTP/2 preface
 
     # -- connection --------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -220,6 +211,26 @@ class ServerConnection(asyncio.Protocol):
                 self._apply_proxy_header(self.proxy_header)
             else:
                 self._expect_proxy_header(proxy)
+                return
+        if tls is not None:
+            if sslobj is not None and sslobj.selected_alpn_protocol() == "h2":
+                H2ServerConnection.take_over(self, b"")
+        elif self.listener.http2:
+            self.state = PREFACE
+
+    def _read_preface(self, data: bytes) -> None:
+        """The first bytes of a cleartext connection: the HTTP/2 preface (h2c with prior
+        knowledge) hands it to the HTTP/2 codec; anything else is HTTP/1.1."""
+        held = self.preface_held + data
+        if held.startswith(H2_PREFACE):
+            self.state = CLOSED  # this object is done: the HTTP/2 connection takes over
+            H2ServerConnection.take_over(self, held)
+        elif H2_PREFACE.startswith(held):
+            self.preface_held = held  # a part of the preface so far
+        else:
+            self.state = OPEN
+            self.preface_held = b""
+            self.data_received(held)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.worker.connections.discard(self)
@@ -247,6 +258,8 @@ class ServerConnection(asyncio.Protocol):
                 self._hold_for_upgrade(data)
             elif state == PROXY_HEADER:
                 self._read_proxy_header(data)
+            elif state == PREFACE:
+                self._read_preface(data)
             return  # DROPPING_INPUT, LINGERING: input is read only to be dropped
         if self.ex is None:
             # a read that starts a request: its exchange (and header timeout) starts here
@@ -317,7 +330,7 @@ class ServerConnection(asyncio.Protocol):
         if isinstance(result, Pending):
             return
         self.proxy_reader = None
-        self.state = OPEN
+        self.state = PREFACE if self.listener.http2 and self.listener.tls is None else OPEN
         if isinstance(result, Parsed):
             proxy = self.listener.proxy_protocol
             if proxy is None or not proxy.trusts(self.peer_ip):
@@ -343,18 +356,7 @@ class ServerConnection(asyncio.Protocol):
             self.peer_trusted = gateway is not None and gateway.is_trusted(self.peer_ip)
 
     def client_addresses(self, client_ip: str) -> tuple[str, int, str, int] | None:
-        """(client ip, port, address it reached, port) for an upstream PROXY header: the
-        port is the peer's when ``client_ip`` is the peer's address, else 0 (unknown)."""
-        header = self.proxy_header
-        if header is not None and header.source is not None and header.destination is not None:
-            (peer_ip, peer_port), (local_ip, local_port) = header.source, header.destination
-        else:
-            peer = self.transport.get_extra_info("peername")
-            local = self.transport.get_extra_info("sockname")
-            if not peer or not local:
-                return None
-            peer_ip, peer_port, local_ip, local_port = peer[0], peer[1], local[0], local[1]
-        return client_ip, peer_port if client_ip == peer_ip else 0, local_ip, local_port
+        return upstream_client_addresses(self.proxy_header, self.transport, client_ip)
 
     def _refuse_proxy(self, reason: str, detail: str) -> None:
         self.listener.count_proxy_error(reason)
@@ -428,7 +430,7 @@ class ServerConnection(asyncio.Protocol):
         rest would hold both until a timeout). A client whose requests are complete still
         gets the answers it is waiting for, then the connection closes."""
         state = self.state
-        if state in (DROPPING_INPUT, LINGERING, PROXY_HEADER):
+        if state in (DROPPING_INPUT, LINGERING, PROXY_HEADER, PREFACE):
             self.transport.close()
             return False
         self.eof = True
@@ -797,6 +799,9 @@ class ServerConnection(asyncio.Protocol):
             log.info("closing a connection from %s: no bytes moved for %.0fs", self.peer_ip,
                      listener.stream_idle_timeout)
             self.abort()
+
+    def requests_in_flight(self) -> int:
+        return (self.current is not None) + len(self.queued)
 
     def close_if_idle(self) -> None:
         if self.current is None and self.ex is None:

@@ -1,0 +1,392 @@
+"""HTTP/2 from clients (RFC 9113): h2c with prior knowledge on HTTP listeners, ALPN h2 on HTTPS
+ones, streams multiplexed each as its own request to an HTTP/1.1 upstream, flow control per
+stream, trailers, cancellation, local answers, drain with GOAWAY, and the attacks that are
+bounded before a session exists (rapid reset, CONTINUATION, PING and SETTINGS floods, HPACK
+bombs, stream-id abuse). Clients are real: curl with nghttp2, and the ``h2`` library driving
+frames over a socket.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+from h2.errors import ErrorCodes
+from hyperframe.frame import (
+    ContinuationFrame,
+    HeadersFrame,
+    PingFrame,
+    RstStreamFrame,
+    SettingsFrame,
+)
+
+from tests.integration.edge._helpers import forward_all, https, listener_gateway
+from tests.support import resources as r
+from tests.support.gateway import Gateway
+from tests.support.h2client import H2Client
+from tests.support.net import free_port
+from tests.support.tls import CertFiles, Pki
+from tests.support.upstream import Reply, ScriptedUpstream, pattern_body
+
+MiB = 1024 * 1024
+CURL = shutil.which("curl")
+
+
+@pytest.fixture(scope="module")
+def cert(pki: Pki) -> CertFiles:
+    return pki.issue("h2", "test.local")
+
+
+@pytest.fixture(scope="module")
+def shared_up(module_upstreams) -> ScriptedUpstream:
+    return module_upstreams("h2-up")
+
+
+@pytest.fixture(scope="module")
+def gw(module_gateways, shared_up: ScriptedUpstream, cert: CertFiles) -> Gateway:
+    """Listener web: HTTP with h2c; a second HTTPS listener with ALPN h2; a third with
+    HTTP/2 turned off."""
+    tls_port, off_port = free_port(), free_port()
+
+    def config(port: int) -> str:
+        doc = listener_gateway(port, extra_listeners=[
+            {"name": "tls", "port": tls_port, "address": "127.0.0.1", **https(cert)},
+            {"name": "off", "port": off_port, "address": "127.0.0.1", "http2": False},
+        ])
+        return r.dump(doc, *forward_all("h2-up", shared_up.port))
+    gateway = module_gateways(config)
+    gateway.tls_port, gateway.off_port = tls_port, off_port
+    return gateway
+
+
+@pytest.fixture
+def up(shared_up: ScriptedUpstream, gw: Gateway) -> ScriptedUpstream:
+    shared_up.reset()
+    return shared_up
+
+
+def client(gw: Gateway, **kwargs: object) -> H2Client:
+    return H2Client(gw.port, **kwargs)  # type: ignore[arg-type]
+
+
+def curl(*args: str) -> subprocess.CompletedProcess[str]:
+    assert CURL is not None, "curl is needed (Debian curl, with nghttp2)"
+    return subprocess.run([CURL, "-sS", "--max-time", "10", *args], capture_output=True,
+                          text=True, timeout=20)
+
+
+# -- negotiation ---------------------------------------------------------------------------
+def test_h2c_prior_knowledge_with_curl(gw: Gateway, up: ScriptedUpstream) -> None:
+    out = curl("--http2-prior-knowledge", "-H", "Host: test.local", "-w", "\n%{http_version}",
+               f"http://127.0.0.1:{gw.port}/hello?x=1")
+    assert out.returncode == 0, out.stderr
+    body, version = out.stdout.rsplit("\n", 1)
+    assert "/hello" in body  # the echo upstream describes the request it got
+    assert version == "2"
+    request = up.requests[-1]
+    assert (request.method, request.target, request.version) == ("GET", "/hello?x=1", "HTTP/1.1")
+    assert request.head.get("host") == "test.local"
+    assert request.head.get("x-forwarded-for") == "127.0.0.1"
+    assert request.head.get("x-forwarded-proto") == "http"
+
+
+def test_alpn_h2_on_https_with_curl(gw: Gateway, up: ScriptedUpstream, pki: Pki) -> None:
+    out = curl("--http2", "--cacert", str(pki.ca_file), "--resolve",
+               f"test.local:{gw.tls_port}:127.0.0.1", "-w", "%{http_version}", "-o", "/dev/null",
+               f"https://test.local:{gw.tls_port}/tls")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == "2"
+    assert up.requests[-1].head.get("x-forwarded-proto") == "https"
+
+
+def test_alpn_h2_with_the_h2_library(gw: Gateway, up: ScriptedUpstream, pki: Pki) -> None:
+    ctx = pki.client_context()
+    with H2Client(gw.tls_port, context=ctx, server_name="test.local") as h2c:
+        assert h2c.alpn == "h2"
+        answer = h2c.get("/alpn")
+    assert answer.status == 200
+    assert up.requests[-1].target == "/alpn"
+
+
+def test_http2_off_listener_speaks_http11_only(gw: Gateway, up: ScriptedUpstream) -> None:
+    out = curl("--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_code}",
+               f"http://127.0.0.1:{gw.off_port}/")
+    assert out.stdout != "200"  # the preface is not HTTP/1.1: refused
+    plain = curl("-o", "/dev/null", "-w", "%{http_version} %{http_code}",
+                 f"http://127.0.0.1:{gw.off_port}/")
+    assert plain.stdout == "1.1 200"
+
+
+def test_http11_still_served_on_an_h2c_listener(gw: Gateway, up: ScriptedUpstream) -> None:
+    out = curl("-o", "/dev/null", "-w", "%{http_version} %{http_code}",
+               f"http://127.0.0.1:{gw.port}/")
+    assert out.stdout == "1.1 200"
+
+
+# -- streams -------------------------------------------------------------------------------
+def test_many_streams_multiplexed_on_one_connection(gw: Gateway, up: ScriptedUpstream) -> None:
+    with client(gw) as h2c:
+        ids = [h2c.request("GET", f"/s/{i}") for i in range(40)]
+        answers = [h2c.wait(i) for i in ids]
+    assert all(a.status == 200 for a in answers)
+    assert sorted(r.target for r in up.requests) == sorted(f"/s/{i}" for i in range(40))
+
+
+def test_a_slow_stream_does_not_hold_the_others(gw: Gateway, up: ScriptedUpstream) -> None:
+    up.reset(lambda req: Reply(delay=2.0) if req.target == "/slow" else Reply(body=b"fast"))
+    with client(gw) as h2c:
+        slow = h2c.request("GET", "/slow")
+        started = time.monotonic()
+        fast = h2c.wait(h2c.request("GET", "/fast"))
+        fast_time = time.monotonic() - started
+        assert fast.body == b"fast"
+        assert fast_time < 1.5
+        assert h2c.wait(slow).status == 200
+
+
+def test_request_bodies_with_and_without_content_length(gw: Gateway,
+                                                        up: ScriptedUpstream) -> None:
+    body = pattern_body(300 * 1024)  # above the stream window: flow control both ways
+    with client(gw) as h2c:
+        unframed = h2c.wait(h2c.request("POST", "/upload", body=body))
+        framed = h2c.wait(h2c.request("POST", "/upload", body=body,
+                                      headers=[("content-length", str(len(body)))]))
+    assert unframed.status == framed.status == 200
+    first, second = up.requests[-2:]
+    digest = hashlib.sha256(body).hexdigest()
+    assert first.body_sha256 == second.body_sha256 == digest
+    assert {first.framing, second.framing} == {"chunked", "length"}
+
+
+def test_large_response_with_a_slow_reader_stalls_only_its_stream(
+        gw: Gateway, up: ScriptedUpstream) -> None:
+    size = 5 * MiB
+    up.reset(lambda req: Reply(body_size=size) if req.target == "/big" else Reply(body=b"ok"))
+    with client(gw, auto_ack=False) as h2c:
+        # a connection window far larger than the stream's: only the stream window can fill
+        h2c.h2.increment_flow_control_window(16 * MiB)
+        big = h2c.request("GET", "/big")
+        # the big stream's window fills and is never opened: the other stream must still run
+        other = h2c.request("GET", "/other")
+        deadline = time.monotonic() + 5
+        while not h2c.answers[other].ended and time.monotonic() < deadline:
+            h2c.read_once()
+        assert h2c.answers[other].body == b"ok"
+        assert len(h2c.answers[big].body) < size
+        h2c.auto_ack = True  # now read the rest: everything arrives intact
+        h2c.h2.increment_flow_control_window(size, big)
+        h2c.flush()
+        answer = h2c.wait(big)
+    assert answer.body == pattern_body(size)
+
+
+def test_response_trailers_reach_the_client(gw: Gateway, up: ScriptedUpstream) -> None:
+    up.reset(lambda req: Reply(body=b"data", framing="chunked",
+                               trailers=[("grpc-status", "0"), ("x-checksum", "abc")]))
+    with client(gw) as h2c:
+        answer = h2c.get("/trailers", headers=[("te", "trailers")])
+    assert answer.body == b"data"
+    assert (b"grpc-status", b"0") in answer.trailers
+    assert (b"x-checksum", b"abc") in answer.trailers
+    assert up.requests[-1].head.get("te") == "trailers"
+
+
+def test_request_trailers_go_upstream(gw: Gateway, up: ScriptedUpstream) -> None:
+    with client(gw) as h2c:
+        sid = h2c.request("POST", "/rt", end=False)
+        h2c.send_data(sid, b"payload")
+        h2c.h2.send_headers(sid, [(b"x-sum", b"42")], end_stream=True)
+        h2c.flush()
+        assert h2c.wait(sid).status == 200
+    assert up.requests[-1].body == b"payload"
+    assert ("x-sum", "42") in up.requests[-1].trailers
+
+
+def test_client_reset_cancels_the_upstream_exchange(gw: Gateway, up: ScriptedUpstream) -> None:
+    up.reset(lambda req: Reply(delay=1.0) if req.target == "/cancel" else Reply())
+    with client(gw) as h2c:
+        sid = h2c.request("GET", "/cancel")
+        deadline = time.monotonic() + 5
+        while not any(r.target == "/cancel" for r in up.requests):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        cancelled_conn = next(r.conn_id for r in up.requests if r.target == "/cancel")
+        h2c.reset(sid)
+        time.sleep(0.3)
+        after = h2c.get("/after")
+    assert after.status == 200
+    # the cancelled exchange's upstream connection was dropped, never reused
+    assert up.requests[-1].conn_id != cancelled_conn
+
+
+def test_local_answers_head_and_no_route(gw: Gateway, up: ScriptedUpstream) -> None:
+    up.reset(lambda req: Reply(status=204) if req.target == "/empty" else Reply(body=b"x" * 10))
+    with client(gw) as h2c:
+        head = h2c.wait(h2c.request("HEAD", "/h"))
+        empty = h2c.get("/empty")
+        missing = h2c.get("/", authority="nobody.example")
+    assert head.status == 200 and head.body == b"" and head.header(b"content-length") == b"10"
+    assert empty.status == 204 and empty.body == b""
+    assert missing.status == 200  # the catch-all route serves any host in this gateway
+
+
+def test_malformed_requests_get_stream_errors_not_crashes(gw: Gateway,
+                                                          up: ScriptedUpstream) -> None:
+    with client(gw) as h2c:
+        bad = h2c.get("/a_b", headers=[("x_under", "1")])  # underscores refused as on HTTP/1.1
+        assert bad.status == 400
+        good = h2c.get("/fine")
+        assert good.status == 200
+        dotted = h2c.get("/a/../admin")
+        assert dotted.status == 200
+    assert up.requests[-1].target == "/admin"  # normalised like HTTP/1.1
+
+
+# -- attacks --------------------------------------------------------------------------------
+def _headers_block(h2c: H2Client, stream_id: int) -> bytes:
+    return h2c.h2.encoder.encode([(b":method", b"GET"), (b":scheme", b"http"),
+                                  (b":authority", b"test.local"), (b":path", b"/")])
+
+
+def test_rapid_reset_is_stopped_with_enhance_your_calm(gw: Gateway, up: ScriptedUpstream) -> None:
+    with client(gw) as h2c:
+        frames = b""
+        for i in range(400):
+            sid = 1 + 2 * i
+            headers = HeadersFrame(sid, flags=["END_HEADERS", "END_STREAM"])
+            headers.data = _headers_block(h2c, sid)
+            frames += headers.serialize() + RstStreamFrame(sid, error_code=8).serialize()
+        h2c.send_raw(frames)
+        goaway = h2c.wait_goaway()
+    assert goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+    assert len(up.requests) < 400
+    assert curl("-o", "/dev/null", "-w", "%{http_code}",
+                f"http://127.0.0.1:{gw.port}/").stdout == "200"
+
+
+def test_continuation_flood_is_stopped(gw: Gateway) -> None:
+    with client(gw) as h2c:
+        headers = HeadersFrame(1)  # no END_HEADERS: CONTINUATION frames follow
+        headers.data = _headers_block(h2c, 1)
+        flood = headers.serialize()
+        for _ in range(200):
+            cont = ContinuationFrame(1)
+            cont.data = b"\x40\x01a\x01b"  # literal field a: b, again and again
+            flood += cont.serialize()
+        h2c.send_raw(flood)
+        goaway = h2c.wait_goaway()
+    assert goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+
+
+@pytest.mark.parametrize("frame", [
+    pytest.param(lambda: PingFrame(0, opaque_data=b"12345678"), id="ping"),
+    pytest.param(lambda: SettingsFrame(0, settings={SettingsFrame.ENABLE_PUSH: 0}), id="settings"),
+])
+def test_control_frame_floods_are_stopped(gw: Gateway, frame) -> None:
+    with client(gw) as h2c:
+        h2c.send_raw(frame().serialize() * 300)
+        goaway = h2c.wait_goaway()
+    assert goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM
+
+
+def test_hpack_bomb_is_refused(gw: Gateway, up: ScriptedUpstream) -> None:
+    """One large header in the dynamic table, then referenced many times: the decoded list
+    passes the listener's limit long before memory does."""
+    with client(gw) as h2c:
+        before = len(up.requests)
+        sid = h2c.h2.get_next_available_stream_id()
+        fields = [(b":method", b"GET"), (b":scheme", b"http"), (b":authority", b"test.local"),
+                  (b":path", b"/bomb"), (b"x-big", b"a" * 4000)]
+        block = h2c.h2.encoder.encode(fields)
+        block += b"\xbe" * 1000  # the indexed dynamic entry (x-big), repeated: ~4 MB decoded
+        frame = HeadersFrame(sid, flags=["END_HEADERS", "END_STREAM"])
+        frame.data = block
+        h2c.send_raw(frame.serialize())
+        goaway = h2c.wait_goaway()
+    assert goaway.error_code in (ErrorCodes.PROTOCOL_ERROR, ErrorCodes.COMPRESSION_ERROR,
+                                 ErrorCodes.ENHANCE_YOUR_CALM)
+    assert len(up.requests) == before
+
+
+@pytest.mark.parametrize("stream_id", [
+    pytest.param(2, id="even-id-from-a-client"),
+    pytest.param(0, id="headers-on-stream-0"),
+])
+def test_stream_id_abuse_is_a_protocol_error(gw: Gateway, stream_id: int) -> None:
+    with client(gw) as h2c:
+        frame = HeadersFrame(stream_id, flags=["END_HEADERS", "END_STREAM"]) if stream_id \
+            else None
+        if frame is None:
+            raw = (b"\x00\x00\x01\x01\x05\x00\x00\x00\x00" + b"\x82")  # HEADERS on stream 0
+        else:
+            frame.data = _headers_block(h2c, stream_id)
+            raw = frame.serialize()
+        h2c.send_raw(raw)
+        goaway = h2c.wait_goaway()
+    assert goaway.error_code == ErrorCodes.PROTOCOL_ERROR
+
+
+def test_decreasing_stream_ids_are_a_protocol_error(gw: Gateway, up: ScriptedUpstream) -> None:
+    with client(gw) as h2c:
+        first = HeadersFrame(5, flags=["END_HEADERS", "END_STREAM"])
+        first.data = _headers_block(h2c, 5)
+        second = HeadersFrame(3, flags=["END_HEADERS", "END_STREAM"])
+        second.data = _headers_block(h2c, 3)
+        h2c.send_raw(first.serialize() + second.serialize())
+        goaway = h2c.wait_goaway()
+    assert goaway.error_code == ErrorCodes.PROTOCOL_ERROR
+
+
+def test_garbage_after_the_preface_closes_only_that_connection(gw: Gateway,
+                                                               up: ScriptedUpstream) -> None:
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as sock:
+        sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\xff" * 64)
+        data = b""
+        while True:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+    assert data  # SETTINGS then GOAWAY, then the close
+    with client(gw) as h2c:
+        assert h2c.get("/still").status == 200
+
+
+# -- drain ---------------------------------------------------------------------------------
+def test_drain_sends_goaway_and_finishes_streams_in_flight(pki: Pki, tmp_path) -> None:
+    """A stream in flight when the gateway is told to stop gets its whole answer (curl:
+    the h2 library's own client refuses frames after a GOAWAY); an idle connection gets
+    GOAWAY(NO_ERROR) and is closed."""
+    upstream = ScriptedUpstream("drain-up").start()
+    try:
+        upstream.reset(lambda req: Reply(delay=1.0, body=b"finished"))
+        gw = Gateway(tmp_path, lambda port: r.dump(r.gateway(port),
+                                                    *forward_all("drain-up", upstream.port)))
+        gw.start()
+        try:
+            idle = client(gw)
+            assert idle.get("/warm").status == 200
+            assert CURL is not None
+            inflight = subprocess.Popen(
+                [CURL, "-sS", "--max-time", "10", "--http2-prior-knowledge",
+                 f"http://127.0.0.1:{gw.port}/inflight"], stdout=subprocess.PIPE, text=True)
+            deadline = time.monotonic() + 5
+            while not any(req.target == "/inflight" for req in upstream.requests):
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            assert gw.process is not None
+            gw.process.send_signal(signal.SIGTERM)
+            out, _ = inflight.communicate(timeout=15)
+            assert out == "finished"
+            goaway = idle.wait_goaway()
+            assert goaway.error_code == ErrorCodes.NO_ERROR
+            idle.close()
+        finally:
+            gw.stop()
+    finally:
+        upstream.stop()
