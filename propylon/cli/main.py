@@ -239,10 +239,12 @@ def _parse_headers(items: list[str]) -> dict[str, str]:
 
 
 from propylon.cli import control as _control  # noqa: E402
+from propylon.cli import importer as _importer  # noqa: E402
 from propylon.cli import plugins as _plugins  # noqa: E402
 
 _control.register(app)
 _plugins.register(app)
+_importer.register(app)
 
 
 def _control_snapshot(control: str | None, token_file: Path | None, ca_file: Path | None) -> Any:

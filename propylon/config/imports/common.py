@@ -1,0 +1,151 @@
+"""What every importer shares: the output (resources, warnings with ``file:line``), names
+made valid, URLs and ``host:port`` strings as Upstream endpoints, and reading the files."""
+
+from __future__ import annotations
+
+import importlib
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from propylon.config._yaml import Document, parse_documents
+from propylon.config.resources import API_VERSION
+
+NodePath = tuple[str | int, ...]
+
+
+@dataclass
+class Output:
+    resources: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    _keys: set[tuple[str, str]] = field(default_factory=set)
+
+    def add(self, kind: str, name: str, spec: dict[str, Any], namespace: str = "default",
+            labels: dict[str, str] | None = None) -> str:
+        """Add a resource; a name already used by that kind gets a ``-2``, ``-3`` suffix.
+        The name used."""
+        base = valid_name(name)
+        name, n = base, 1
+        while (kind, f"{namespace}/{name}") in self._keys:
+            n += 1
+            name = f"{base[:60]}-{n}"
+        self._keys.add((kind, f"{namespace}/{name}"))
+        metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+        if labels:
+            metadata["labels"] = labels
+        self.resources.append({"apiVersion": API_VERSION, "kind": kind, "metadata": metadata,
+                               "spec": spec})
+        return name
+
+
+@dataclass
+class Reader:
+    """One source document, to warn at the line of a node of it."""
+
+    doc: Document
+    file: str
+    out: Output
+
+    @property
+    def data(self) -> Any:
+        return self.doc.data
+
+    def warn(self, path: NodePath, message: str) -> None:
+        line, _ = self.doc.mark_of(path)
+        self.out.warnings.append(f"{self.file}:{line}: {message}")
+
+
+def valid_name(text: Any) -> str:
+    """``text`` as a resource name: lower-case letters, digits and ``-``, at most 63."""
+    name = re.sub(r"[^a-z0-9-]+", "-", str(text).lower()).strip("-")[:63].strip("-")
+    return name or "imported"
+
+
+def endpoint_of(target: str, default_port: int = 80) -> dict[str, Any]:
+    """``host:port`` (or a bare host) as an endpoint."""
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit() or "]" in port:
+        return {"address": target.strip("[]"), "port": default_port}
+    return {"address": host.strip("[]"), "port": int(port)}
+
+
+@dataclass(frozen=True)
+class Url:
+    scheme: str
+    host: str
+    port: int
+    path: str
+
+
+def parse_url(url: str) -> Url:
+    parts = urlsplit(url)
+    scheme = parts.scheme or "http"
+    port = parts.port or (443 if scheme in ("https", "grpcs") else 80)
+    return Url(scheme, parts.hostname or "", port, parts.path or "/")
+
+
+def upstream_spec(endpoints: list[dict[str, Any]], tls_host: str | None = None,
+                  balancer: str | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"endpoints": endpoints}
+    if tls_host is not None:
+        spec["tls"] = {"sni": tls_host}
+    if balancer and balancer != "round_robin":
+        spec["loadBalancer"] = {"policy": balancer}
+    return spec
+
+
+SOURCES = ("gloo", "apisix", "kong", "flex", "ingress")
+Importer = Callable[[Reader], None]
+IMPORTERS: dict[str, Importer] = {}
+
+
+def importer(name: str) -> Callable[[Importer], Importer]:
+    def register(function: Importer) -> Importer:
+        IMPORTERS[name] = function
+        return function
+    return register
+
+
+def import_paths(source: str, paths: Sequence[str | Path]) -> Output:
+    """Every document of ``paths`` imported as ``source`` configuration."""
+    for product in SOURCES:  # each registers its importer
+        importlib.import_module(f"propylon.config.imports.{product}")
+    out = Output()
+    run = IMPORTERS[source]
+    for path in _files(paths, out):
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            out.errors.append(f"{path}: {exc}")
+            continue
+        documents, errors = parse_documents(text, str(path))
+        out.errors += [str(e) for e in errors]
+        for doc in documents:
+            try:
+                run(Reader(doc, str(path), out))
+            except (ValueError, TypeError, AttributeError, KeyError) as exc:
+                # a document shaped unlike the product's: reported, the others still imported
+                out.errors.append(f"{path}:{doc.line}: cannot import this document: "
+                                  f"{type(exc).__name__}: {exc}")
+    return out
+
+
+def _files(paths: Sequence[str | Path], out: Output) -> list[Path]:
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml", ".json"))
+        elif path.is_file():
+            files.append(path)
+        else:
+            out.errors.append(f"{path}: no such file or folder")
+    return files
+
+
+def rate_limit(requests: int, per: str) -> dict[str, Any]:
+    return {"rateLimit": {"limits": [{"requests": requests, "per": per, "key": ["client_ip"]}]}}

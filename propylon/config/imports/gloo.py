@@ -1,0 +1,221 @@
+"""Gloo Edge resources: ``VirtualService`` and ``RouteTable`` (``gateway.solo.io/v1``),
+``Upstream`` (``gloo.solo.io/v1``).
+
+- ``Upstream``: ``static.hosts[]`` (``addr``, ``port``; ``useTls`` -> ``tls``) -> endpoints;
+  ``kube`` (``serviceName``, ``serviceNamespace``, ``servicePort``) -> the Service's cluster
+  DNS name (or give the Service and its EndpointSlices as Kubernetes input instead).
+- ``VirtualService``: ``virtualHost.domains`` -> hostnames (``*``: any host), each route ->
+  a rule: ``matchers[]`` (``prefix``/``exact``/``regex``, ``headers``, ``queryParameters``,
+  ``methods``), ``routeAction`` (``single`` / ``multi`` destinations with weights),
+  ``redirectAction``, ``directResponseAction``, ``delegateAction`` (``ref``, ``selector``)
+  -> ``delegate``; options ``prefixRewrite``, ``timeout``, ``retries``,
+  ``headerManipulation``.
+- ``RouteTable`` -> a RouteTable labelled ``gloo.solo.io/routetable: NAME`` (and its own
+  labels), so a ``delegateAction.ref`` becomes a selector of that label.
+- A Gateway ``gloo`` listening on 8080 (Gloo's gateway-proxy port) serves every namespace.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from propylon.config.imports.common import Reader, importer, upstream_spec, valid_name
+
+TABLE_LABEL = "gloo.solo.io/routetable"
+NodePath = tuple[str | int, ...]
+
+
+@importer("gloo")
+def import_gloo(reader: Reader) -> None:
+    data = reader.data
+    kind = data.get("kind") if isinstance(data, dict) else None
+    meta = data.get("metadata") or {} if isinstance(data, dict) else {}
+    namespace = valid_name(meta.get("namespace", "default"))
+    spec = data.get("spec") or {} if isinstance(data, dict) else {}
+    if kind == "Upstream":
+        _upstream(reader, meta, namespace, spec)
+    elif kind == "VirtualService":
+        host = spec.get("virtualHost") or {}
+        rules = _rules(reader, ("spec", "virtualHost", "routes"), host.get("routes") or ())
+        route: dict[str, Any] = {"rules": rules}
+        domains = [d for d in host.get("domains") or () if d != "*"]
+        if domains:
+            route["hostnames"] = domains
+        if host.get("options"):
+            reader.warn(("spec", "virtualHost", "options"),
+                        "virtualHost options are not imported (write Policies)")
+        if rules:
+            reader.out.add("Route", meta.get("name", "virtual-service"), route, namespace)
+        _gateway(reader)
+    elif kind == "RouteTable":
+        rules = _rules(reader, ("spec", "routes"), spec.get("routes") or ())
+        labels = {**(meta.get("labels") or {}), TABLE_LABEL: valid_name(meta.get("name"))}
+        if rules:
+            reader.out.add("RouteTable", meta.get("name", "route-table"), {"rules": rules},
+                           namespace, labels)
+    else:
+        reader.warn(("kind",), f"kind {kind} is not imported (VirtualService, RouteTable, "
+                    "Upstream)")
+
+
+def _gateway(reader: Reader) -> None:
+    if not any(r["kind"] == "Gateway" for r in reader.out.resources):
+        reader.out.add("Gateway", "gloo", {"listeners": [{"name": "http", "port": 8080}],
+                                           "routeSelector": {"namespaces": ["*"]}}, "default")
+
+
+def _upstream(reader: Reader, meta: dict[str, Any], namespace: str,
+              spec: dict[str, Any]) -> None:
+    if "static" in spec:
+        static = spec["static"]
+        endpoints = [{"address": h.get("addr"), "port": int(h.get("port", 80))}
+                     for h in static.get("hosts") or ()]
+        tls = endpoints[0]["address"] if static.get("useTls") and endpoints else None
+    elif "kube" in spec:
+        kube = spec["kube"]
+        address = f"{kube.get('serviceName')}.{kube.get('serviceNamespace', namespace)}" \
+                  ".svc.cluster.local"
+        endpoints, tls = [{"address": address, "port": int(kube.get("servicePort", 80))}], None
+        reader.warn(("spec", "kube"), "a kube Upstream becomes the Service's cluster DNS name "
+                    "(or give its Service and EndpointSlices as Kubernetes input)")
+    else:
+        reader.warn(("spec",), "only static and kube Upstreams are imported")
+        return
+    for field in ("healthChecks", "outlierDetection", "loadBalancerConfig", "sslConfig"):
+        if field in spec:
+            reader.warn(("spec", field), f"{field} is not imported")
+    reader.out.add("Upstream", meta.get("name", "upstream"),
+                   upstream_spec(endpoints, tls), namespace)
+
+
+def _rules(reader: Reader, at: NodePath, routes: Any) -> list[dict[str, Any]]:
+    rules = []
+    for i, route in enumerate(routes if isinstance(routes, list) else ()):
+        rule = _rule(reader, (*at, i), route if isinstance(route, dict) else {})
+        if rule is not None:
+            rules.append(rule)
+    return rules
+
+
+def _rule(reader: Reader, at: NodePath, route: dict[str, Any]) -> dict[str, Any] | None:
+    matches = [m for i, raw in enumerate(route.get("matchers") or [{"prefix": "/"}])
+               for m in _matches(reader, (*at, "matchers", i), raw)]
+    rule: dict[str, Any] = {"matches": matches}
+    if route.get("name"):
+        rule["name"] = valid_name(route["name"])
+    options = route.get("options") or {}
+    if "routeAction" in route:
+        rule["forward"] = _forward(reader, (*at, "routeAction"), route["routeAction"], options)
+    elif "redirectAction" in route:
+        action = route["redirectAction"]
+        redirect: dict[str, Any] = {"statusCode": _REDIRECTS.get(
+            action.get("responseCode", "MOVED_PERMANENTLY"), 301)}
+        if action.get("hostRedirect"):
+            redirect["host"] = action["hostRedirect"]
+        if action.get("pathRedirect"):
+            redirect["path"] = action["pathRedirect"]
+        if action.get("httpsRedirect"):
+            redirect["scheme"] = "https"
+        rule["redirect"] = redirect
+    elif "directResponseAction" in route:
+        action = route["directResponseAction"]
+        rule["directResponse"] = {"status": int(action.get("status", 200)),
+                                  "body": str(action.get("body", ""))}
+    elif "delegateAction" in route:
+        rule["delegate"] = {"selector": _selector(route["delegateAction"])}
+    else:
+        reader.warn(at, "route without a supported action: not imported")
+        return None
+    headers = options.get("headerManipulation")
+    if headers:
+        rule["policies"] = [{"headers": _header_edits(headers)}]
+    for field in options:
+        if field not in ("prefixRewrite", "timeout", "retries", "headerManipulation"):
+            reader.warn((*at, "options", field), f"route option {field} is not imported")
+    return rule
+
+
+_REDIRECTS = {"MOVED_PERMANENTLY": 301, "FOUND": 302, "SEE_OTHER": 303,
+              "TEMPORARY_REDIRECT": 307, "PERMANENT_REDIRECT": 308}
+
+
+def _matches(reader: Reader, at: NodePath, raw: dict[str, Any]) -> list[dict[str, Any]]:
+    path = ({"exact": raw["exact"]} if "exact" in raw else {"regex": raw["regex"]}
+            if "regex" in raw else {"prefix": raw.get("prefix", "/")})
+    base: dict[str, Any] = {"path": path}
+    headers = [_value(h) for h in raw.get("headers") or ()]
+    if headers:
+        base["headers"] = headers
+    query = [_value(q) for q in raw.get("queryParameters") or ()]
+    if query:
+        base["query"] = query
+    if any(h.get("invertMatch") for h in raw.get("headers") or ()):
+        reader.warn((*at, "headers"), "invertMatch headers are matched as written (not "
+                    "inverted)")
+    return [{**base, "method": m} for m in raw.get("methods") or ()] or [base]
+
+
+def _value(raw: dict[str, Any]) -> dict[str, Any]:
+    key = "regex" if raw.get("regex") else "value"
+    value = raw.get("value")
+    return {"name": raw.get("name"), key: value} if value is not None else {
+        "name": raw.get("name"), "regex": ".*"}
+
+
+def _forward(reader: Reader, at: NodePath, action: dict[str, Any],
+             options: dict[str, Any]) -> dict[str, Any]:
+    if "single" in action:
+        destinations = [(action["single"], 1)]
+    else:
+        destinations = [(d.get("destination") or {}, int(d.get("weight", 1)))
+                        for d in (action.get("multi") or {}).get("destinations") or ()]
+    backends = []
+    for destination, weight in destinations:
+        ref = destination.get("upstream") or {}
+        if not ref.get("name"):
+            reader.warn(at, "only upstream destinations are imported")
+            continue
+        name = valid_name(ref["name"])
+        target = f"{valid_name(ref['namespace'])}/{name}" if ref.get("namespace") else name
+        backends.append({"upstream": target, "weight": min(weight, 1000)})
+    forward: dict[str, Any] = {"backends": backends}
+    if "prefixRewrite" in options:
+        forward["rewrite"] = {"prefix": options["prefixRewrite"] or "/"}
+    if "timeout" in options:
+        forward["timeout"] = options["timeout"]
+    retries = options.get("retries")
+    if isinstance(retries, dict):
+        forward["retries"] = {"attempts": int(retries.get("numRetries", 1))}
+        if retries.get("perTryTimeout"):
+            forward["retries"]["perTryTimeout"] = retries["perTryTimeout"]
+    return forward
+
+
+def _selector(action: dict[str, Any]) -> dict[str, Any]:
+    if "ref" in action or "name" in action:
+        ref = action.get("ref") or action
+        selector: dict[str, Any] = {"matchLabels": {TABLE_LABEL: valid_name(ref.get("name"))}}
+        if ref.get("namespace"):
+            selector["namespaces"] = [valid_name(ref["namespace"])]
+        return selector
+    raw = action.get("selector") or {}
+    selector = {"matchLabels": dict(raw.get("labels") or {})}
+    if raw.get("namespaces"):
+        selector["namespaces"] = list(raw["namespaces"])
+    return selector
+
+
+def _header_edits(raw: dict[str, Any]) -> dict[str, Any]:
+    edits: dict[str, Any] = {}
+    for gloo, direction in (("requestHeadersToAdd", "request"),
+                            ("responseHeadersToAdd", "response")):
+        for item in raw.get(gloo) or ():
+            header = item.get("header") or {}
+            verb = "add" if item.get("append", True) else "set"
+            edits.setdefault(direction, {}).setdefault(verb, {})[
+                str(header.get("key")).lower()] = str(header.get("value", ""))
+    for gloo, direction in (("requestHeadersToRemove", "request"),
+                            ("responseHeadersToRemove", "response")):
+        if raw.get(gloo):
+            edits.setdefault(direction, {})["remove"] = [h.lower() for h in raw[gloo]]
+    return edits
