@@ -164,7 +164,8 @@ def intervention_record(ctx: FilterContext, found: Finding, action: str, waf: Wa
         "method": ctx.method.decode("latin-1"),
         "host": ctx.host,
         "path": path if len(path) <= _MAX_PATH else path[:_MAX_PATH] + "...",
-        "route": getattr(route, "rule_id", None),
+        "route": getattr(route, "route_label", None),  # as in the access log
+        "rule": getattr(route, "rule_label", None),
         "policy": waf.source,
         "status": found.status,
         "rules": [m.to_json() for m in found.rules],
