@@ -1,0 +1,33 @@
+# Propylon gateway image: slim Python, non-root, `propylon run` by default.
+#   docker build -t propylon .                        # the gateway
+#   docker build --build-arg WITH_WAF=true -t propylon:waf .   # + ModSecurity v3 and the CRS
+# The same image runs `propylon control` and `propylon proxy` (deploy/helm, deploy/kustomize).
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY propylon ./propylon
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim
+ARG WITH_WAF=false
+RUN if [ "$WITH_WAF" = "true" ]; then \
+        apt-get update \
+        && apt-get install -y --no-install-recommends libmodsecurity3 modsecurity-crs \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
+    && groupadd --system --gid 10001 propylon \
+    && useradd --system --uid 10001 --gid propylon --home-dir /var/lib/propylon \
+       --create-home --shell /usr/sbin/nologin propylon \
+    && mkdir -p /etc/propylon /var/cache/propylon \
+    && chown propylon:propylon /var/cache/propylon
+USER 10001:10001
+WORKDIR /var/lib/propylon
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+# 8080: a listener of the configuration; 9901: the admin listener (/ready, /live, /metrics)
+EXPOSE 8080 9901
+HEALTHCHECK --interval=10s --timeout=2s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:9901/ready', timeout=2).status != 200)"]
+ENTRYPOINT ["propylon"]
+CMD ["run", "/etc/propylon", "--admin", "0.0.0.0:9901", "--no-watch"]
