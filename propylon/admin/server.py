@@ -1,4 +1,5 @@
-"""The proxy's admin listener: /ready, /live, /config, /metrics, /stats.
+"""The proxy's admin listener: /ready, /live, /config, /metrics, /stats, and
+``POST /cache/purge`` (``admin/cache_purge.py``).
 
 It runs in the supervisor, so every answer covers all workers: /metrics sums the workers'
 counters (``propylon.observability.exposition``), adds the supervisor's own series and every
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from propylon import ir
+from propylon.admin.cache_purge import purge_request
 from propylon.admin.redact import redact
 from propylon.observability.certificates import certificate_families
 from propylon.observability.exposition import render, snapshot_families
@@ -60,8 +62,11 @@ async def serve_one(
     method, target = (parts[0], parts[1]) if len(parts) == 3 else (b"", b"")
     accept = next((line.split(b":", 1)[1].strip() for line in lines[1:]
                    if line[:7].lower() == b"accept:"), b"")
-    status, body, ctype = await answer(supervisor, method, target.split(b"?")[0],
-                                       accept.decode("latin-1"))
+    if method == b"POST" and target.split(b"?")[0] == b"/cache/purge":
+        status, body, ctype = await purge_request(supervisor, reader, lines, target)
+    else:
+        status, body, ctype = await answer(supervisor, method, target.split(b"?")[0],
+                                           accept.decode("latin-1"))
     writer.write(simple_response(status, body, close=True, content_type=ctype))
     await writer.drain()
 

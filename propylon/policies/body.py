@@ -12,7 +12,7 @@ from jinja2 import Template, TemplateError, TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
-from propylon.schema import Model, invalid
+from propylon.schema import Duration, HeaderName, Model, OptionalLimit, invalid
 
 _SIZE = re.compile(r"\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*")
 _UNITS = {None: 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30,
@@ -155,3 +155,25 @@ class TransformPolicy(Model):
             raise invalid("transform", "transform needs request.query, request.body or "
                           "response.body")
         return self
+
+
+# -- cache ---------------------------------------------------------------------------------
+class CacheRedis(Model):
+    address: str = "127.0.0.1:6379"
+    timeout: Duration = 0.1  # bounds each store operation; a slow Redis is a miss
+    prefix: str = "propylon:cache"
+
+
+CacheMethod = Literal["GET", "HEAD"]
+_CACHE_METHODS: tuple[CacheMethod, ...] = ("GET", "HEAD")
+
+
+class CachePolicy(Model):
+    store: Literal["memory", "redis"] = "memory"
+    max_entry_bytes: Size = 1 << 20  # larger bodies are passed on, not stored
+    max_bytes: Size = 256 << 20  # memory store: least recently used entries go first
+    default_ttl: OptionalLimit = 0.0  # freshness of a storable answer that gives none; 0: none
+    methods: list[CacheMethod] = Field(default_factory=lambda: list(_CACHE_METHODS),
+                                       min_length=1)
+    key_headers: list[HeaderName] = Field(default_factory=list)  # added to every key
+    redis: CacheRedis = Field(default_factory=CacheRedis)  # store: redis

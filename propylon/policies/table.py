@@ -35,7 +35,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from propylon.policies.auth import ApiKeyPolicy, BasicAuthPolicy, ExtAuthPolicy, JwtPolicy
-from propylon.policies.body import CompressionPolicy, TransformPolicy
+from propylon.policies.body import CachePolicy, CompressionPolicy, TransformPolicy
 from propylon.policies.headers import HeadersPolicy, HeadersSettings
 from propylon.policies.traffic import (
     CorsPolicy,
@@ -115,7 +115,7 @@ BUILT_IN: tuple[PolicyType, ...] = (
     PolicyType("headers", "headers", HeadersSettings, _filter("headers", "HeadersFilter"),
                section=HeadersPolicy),
     # a cached answer stands in for the upstream's, compressed like it
-    PolicyType("cache", "cache"),
+    PolicyType("cache", "cache", CachePolicy, _filter("cache", "CacheFilter")),
     PolicyType("compression", "compression", CompressionPolicy,
                _filter("compression", "CompressionFilter")),
     # last, so injected faults look like upstream behaviour

@@ -97,3 +97,52 @@ def test_compression_content_types_are_checked() -> None:
         CompressionPolicy.model_validate({"contentTypes": ["json"]})
     assert CompressionPolicy.model_validate(
         {"contentTypes": ["Text/*"]}).content_types == ["text/*"]
+
+
+# -- cache rules -----------------------------------------------------------------------------
+def _h(*fields: tuple[str, str]) -> list[tuple[bytes, bytes]]:
+    return [(n.encode(), v.encode()) for n, v in fields]
+
+
+@pytest.mark.parametrize(("status", "asked", "response", "ttl", "expected"), [
+    pytest.param(200, [], [("cache-control", "max-age=30")], 0, 30.0, id="max-age"),
+    pytest.param(200, [], [("cache-control", "max-age=30, s-maxage=5")], 0, 5.0, id="s-maxage"),
+    pytest.param(200, [], [("cache-control", "no-cache, max-age=30")], 0, 0.0, id="no-cache"),
+    pytest.param(200, [], [], 12, 12.0, id="default-ttl"),
+    pytest.param(201, [], [], 12, None, id="default-ttl-only-for-cacheable-statuses"),
+    pytest.param(206, [], [("cache-control", "max-age=30")], 0, None, id="partial"),
+    pytest.param(200, [("authorization", "x")], [("cache-control", "must-revalidate, max-age=9")],
+                 0, 9.0, id="authorization-must-revalidate"),
+    pytest.param(200, [], [("expires", "nonsense")], 0, 0.0, id="bad-expires-is-expired"),
+    pytest.param(200, [], [("cache-control", "max-age=30"), ("vary", "a, *")], 0, None,
+                 id="vary-star"),
+])
+def test_storable(status: int, asked: list[tuple[str, str]],
+                  response: list[tuple[str, str]], ttl: float, expected: float | None) -> None:
+    from propylon.filters._cache_rules import directives, storable
+
+    req, resp = _h(*asked), _h(*response)
+    assert storable(status, req, directives(req), resp, directives(resp), ttl) == expected
+
+
+def test_conditionals() -> None:
+    from propylon.filters._cache_rules import etag_matches, not_modified
+
+    assert etag_matches(b'W/"a", "b"', b'"a"') and etag_matches(b"*", b'"x"')
+    assert not etag_matches(b'"a"', None) and not etag_matches(b'"a"', b'"b"')
+    stored = _h(("last-modified", "Wed, 21 Oct 2015 07:28:00 GMT"), ("etag", '"e"'))
+    assert not_modified(_h(("if-modified-since", "Wed, 21 Oct 2015 07:28:00 GMT")), stored)
+    assert not not_modified(_h(("if-none-match", '"x"'),
+                               ("if-modified-since", "Wed, 21 Oct 2030 07:28:00 GMT")), stored)
+
+
+def test_memory_store_evicts_least_recently_used_by_bytes() -> None:
+    from propylon.filters._cache_store import Entry, MemoryStore
+
+    store = MemoryStore(max_bytes=3 * (1000 + 200))
+    for name in "abcd":
+        store.put(Entry(name, (), 200, [], b"x" * 1000, 0.0, 0.0, 60.0, 0.0, 0.0))
+        assert store.get("a", []) is not None  # "a" stays the most recently used
+    assert store.get("b", []) is None and store.get("d", []) is not None
+    assert store.bytes <= store.max_bytes
+    assert store.purge({"prefix": "a"}) == 1 and store.get("a", []) is None

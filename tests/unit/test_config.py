@@ -336,23 +336,6 @@ def test_error_names_line_and_field(text: str, line: int, field: str, message: s
     ("text", "field", "message"),
     [
         pytest.param(
-            doc("Route", "rules: [{directResponse: {status: 200}, policies: [{cache: {}}]}]"),
-            "spec.rules[0].policies[0].cache",
-            'policy "cache" is not supported yet',
-            id="rule-cache",
-        ),
-    ],
-)
-def test_not_supported_yet(text: str, field: str, message: str) -> None:
-    result = load_text(text)
-    assert result.resources == []
-    assert [(e.field, e.message) for e in result.errors] == [(field, message)]
-
-
-@pytest.mark.parametrize(
-    ("text", "field", "message"),
-    [
-        pytest.param(
             doc("Gateway", "listeners: [{name: a, port: 443, protocol: HTTPS}]"),
             "spec.listeners[0]",
             "an HTTPS listener needs tls.certificates",

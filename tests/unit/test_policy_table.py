@@ -45,6 +45,9 @@ EXAMPLES: dict[str, dict[str, Any]] = {
     "waf": {"mode": "detect", "paranoiaLevel": 2, "anomalyThreshold": 10,
             "ruleExclusions": [942100], "rules": ['SecAction "id:1,phase:1,pass,nolog"'],
             "requestBodyLimit": "256KiB"},
+    "cache": {"store": "redis", "maxEntryBytes": "64KiB", "maxBytes": "1MiB", "defaultTtl": "10s",
+              "methods": ["GET"], "keyHeaders": ["X-Tenant"],
+              "redis": {"address": "127.0.0.1:6380", "timeout": "50ms"}},
 }
 SUPPORTED = [kind for kind in POLICY_TYPES if kind.supported]
 

@@ -1,0 +1,298 @@
+"""Where the cache keeps answers: one ``MemoryStore`` per worker (least recently used first
+out, bounded in bytes), or Redis, shared by every worker and proxy.
+
+An entry is found by its base key (``host`` + path + ``?query``, plus the ``keyHeaders``
+values after ``|``) and then by its variant: the values of the request fields its answer's
+``Vary`` names. Entries carry the tags of the answer's ``Cache-Tag`` field.
+
+Purges reach every worker through the proxy's purge log, a file in ``/dev/shm`` named after
+the supervisor (as the rate limiter's table is): the admin listener appends one JSON line per
+purge, each worker reads what was appended before its next lookup (one ``fstat``). The log's
+first line is a random token, shared by the workers of one proxy, that marks the cache's own
+revalidation requests (``x-propylon-cache-fetch``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import glob
+import json
+import logging
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+log = logging.getLogger("propylon.filters.cache")
+
+Headers = list[tuple[bytes, bytes]]
+SHM_DIR = "/dev/shm"
+
+
+@dataclass(slots=True)
+class Entry:
+    key: str  # base key
+    vary: tuple[tuple[str, str], ...]  # (request field, value) the answer varies on
+    status: int
+    headers: Headers  # as the client got them, minus framing and the cache's own fields
+    body: bytes
+    stored_at: float  # wall clock (shared between processes and proxies)
+    initial_age: float
+    lifetime: float
+    stale_while_revalidate: float
+    stale_if_error: float
+    tags: tuple[str, ...] = ()
+    size: int = field(default=0)
+
+    def age(self, now: float) -> float:
+        return self.initial_age + max(now - self.stored_at, 0.0)
+
+    def to_bytes(self) -> bytes:
+        meta = {"k": self.key, "v": self.vary, "s": self.status,
+                "h": [[n.decode("latin-1"), v.decode("latin-1")] for n, v in self.headers],
+                "t": self.stored_at, "a": self.initial_age, "l": self.lifetime,
+                "w": self.stale_while_revalidate, "e": self.stale_if_error, "g": self.tags}
+        return json.dumps(meta).encode() + b"\n" + self.body
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> Entry:
+        meta_text, _, body = data.partition(b"\n")
+        meta = json.loads(meta_text)
+        return cls(meta["k"], tuple((n, v) for n, v in meta["v"]), meta["s"],
+                   [(n.encode("latin-1"), v.encode("latin-1")) for n, v in meta["h"]],
+                   body, meta["t"], meta["a"], meta["l"], meta["w"], meta["e"],
+                   tuple(meta["g"]), len(body))
+
+
+def variant_of(request: Headers, names: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
+    """The request's values of ``names`` (repeated fields joined, whitespace normalised)."""
+    out = []
+    for name in names:
+        wanted = name.encode("latin-1")
+        values = [v.decode("latin-1").strip() for n, v in request if n == wanted]
+        out.append((name, ", ".join(" ".join(v.split()) for v in values)))
+    return tuple(out)
+
+
+def matches(entry: Entry, request: Headers) -> bool:
+    return variant_of(request, tuple(n for n, _ in entry.vary)) == entry.vary
+
+
+def purge_matches(entry_key: str, tags: tuple[str, ...], rule: dict[str, Any]) -> bool:
+    prefix, tag = rule.get("prefix"), rule.get("tag")
+    if prefix is not None:
+        return entry_key.startswith(prefix)
+    return tag is not None and tag in tags
+
+
+class MemoryStore:
+    """One worker's entries, least recently used first out when ``max_bytes`` is passed."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self.entries: collections.OrderedDict[tuple[str, tuple[Any, ...]], Entry] = (
+            collections.OrderedDict())
+        self.variants: dict[str, list[tuple[str, tuple[Any, ...]]]] = {}
+
+    def get(self, key: str, request: Headers) -> Entry | None:
+        for full in self.variants.get(key, ()):
+            entry = self.entries[full]
+            if matches(entry, request):
+                self.entries.move_to_end(full)
+                return entry
+        return None
+
+    def put(self, entry: Entry) -> None:
+        entry.size = len(entry.body) + sum(len(n) + len(v) for n, v in entry.headers) + 200
+        if entry.size > self.max_bytes:
+            return
+        full = (entry.key, entry.vary)
+        self.remove(full)
+        self.entries[full] = entry
+        self.variants.setdefault(entry.key, []).append(full)
+        self.bytes += entry.size
+        while self.bytes > self.max_bytes:
+            oldest = next(iter(self.entries))
+            self.remove(oldest)
+
+    def remove(self, full: tuple[str, tuple[Any, ...]]) -> None:
+        entry = self.entries.pop(full, None)
+        if entry is None:
+            return
+        self.bytes -= entry.size
+        keys = self.variants.get(full[0])
+        if keys is not None:
+            keys.remove(full)
+            if not keys:
+                del self.variants[full[0]]
+
+    def purge(self, rule: dict[str, Any]) -> int:
+        doomed = [full for full, entry in self.entries.items()
+                  if purge_matches(entry.key, entry.tags, rule)]
+        for full in doomed:
+            self.remove(full)
+        return len(doomed)
+
+
+class RedisStore:
+    """Entries in Redis: a hash per base key (``PREFIX:k:KEY``, one field per variant), and a
+    set per tag (``PREFIX:t:TAG``) naming the base keys. Each operation is bounded by the
+    policy's ``redis.timeout``; a failure is a miss (or an entry not stored), logged at most
+    once a minute."""
+
+    def __init__(self, address: str, prefix: str, timeout: float) -> None:
+        import redis.asyncio as aioredis
+
+        host, _, port = address.rpartition(":")
+        self.client = aioredis.Redis(host=host or "127.0.0.1", port=int(port or 6379))
+        self.prefix = prefix
+        self.timeout = timeout
+        self.last_error = float("-inf")
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}:k:{key}"
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        now = time.monotonic()
+        if now - self.last_error > 60:
+            self.last_error = now
+            log.warning("cache store redis: %s failed: %r", what, exc)
+
+    async def get(self, key: str, request: Headers) -> Entry | None:
+        try:
+            async with asyncio.timeout(self.timeout):
+                variants = await self.client.hvals(self._key(key))
+        except Exception as exc:
+            self._failed("get", exc)
+            return None
+        for data in variants:
+            entry = Entry.from_bytes(_raw(data))
+            if matches(entry, request):
+                return entry
+        return None
+
+    async def put(self, entry: Entry, keep_for: float) -> None:
+        name = self._key(entry.key)
+        try:
+            async with asyncio.timeout(self.timeout):
+                pipe = self.client.pipeline(transaction=False)
+                pipe.hset(name, json.dumps(entry.vary), entry.to_bytes())
+                pipe.expire(name, max(int(keep_for) + 1, 1))
+                for tag in entry.tags:
+                    pipe.sadd(f"{self.prefix}:t:{tag}", entry.key)
+                    pipe.expire(f"{self.prefix}:t:{tag}", max(int(keep_for) + 1, 1), gt=True)
+                await pipe.execute()
+        except Exception as exc:
+            self._failed("put", exc)
+
+    async def purge(self, rule: dict[str, Any]) -> int:
+        async with asyncio.timeout(max(self.timeout, 5.0)):
+            if rule.get("tag") is not None:
+                tag_key = f"{self.prefix}:t:{rule['tag']}"
+                members = await self.client.smembers(tag_key)
+                keys = [self._key(_raw(k).decode()) for k in members]
+                keys.append(tag_key)
+                return int(await self.client.delete(*keys)) - 1 if keys else 0
+            pattern = _glob_escape(self._key(rule["prefix"])) + "*"
+            count = 0
+            async for name in self.client.scan_iter(match=pattern, count=500):
+                count += int(await self.client.delete(name))
+            return count
+
+
+def _raw(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+# -- the proxy's purge log -------------------------------------------------------------------
+def purge_log_path(proxy_pid: int | None = None) -> str:
+    from propylon.filters._buckets import _start_time
+
+    pid = os.getppid() if proxy_pid is None else proxy_pid
+    return os.path.join(SHM_DIR, f"propylon-cache-{pid}-{_start_time(pid)}")
+
+
+def append_purge(rule: dict[str, Any], proxy_pid: int) -> None:
+    """Called by the admin listener (the supervisor): the workers apply it before their next
+    lookup."""
+    path = purge_log_path(proxy_pid)
+    _ensure_log(path)
+    with open(path, "ab") as out:
+        out.write(json.dumps(rule).encode() + b"\n")
+
+
+def _ensure_log(path: str) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    with os.fdopen(fd, "wb") as out:
+        out.write(secrets.token_hex(16).encode() + b"\n")
+    _remove_stale_logs()
+
+
+def _remove_stale_logs() -> None:
+    """Logs of proxies that are gone (their supervisor does not remove its own)."""
+    from propylon.filters._buckets import _alive
+
+    for path in glob.glob(os.path.join(SHM_DIR, "propylon-cache-*")):
+        try:
+            pid = int(os.path.basename(path).split("-")[2])
+        except (IndexError, ValueError):
+            continue
+        if not _alive(pid):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+
+
+class PurgeLog:
+    """A worker's reader of the purge log, opened on first use: ``pending()`` gives the
+    rules appended since the last call; ``token`` marks the proxy's revalidations."""
+
+    def __init__(self, path: str | None = None) -> None:
+        self.path = path
+        self.file: Any = None
+        self._token: bytes | None = None
+        self.offset = 0
+
+    @property
+    def token(self) -> bytes:
+        if self._token is None:
+            self._open()
+        assert self._token is not None
+        return self._token
+
+    def _open(self) -> None:
+        self._token = secrets.token_hex(16).encode()  # this worker's own, if the log fails
+        path = self.path = self.path or purge_log_path()
+        try:
+            _ensure_log(path)
+            self.file = open(path, "rb")  # noqa: SIM115 - kept open for the worker's life
+            self._token = self.file.readline().strip()
+            self.offset = self.file.tell()
+        except OSError as exc:
+            log.warning("cache purges reach this worker only: cannot open %s (%s)", path, exc)
+
+    def pending(self) -> list[dict[str, Any]]:
+        if self._token is None:
+            self._open()
+        file = self.file
+        if file is None or os.fstat(file.fileno()).st_size <= self.offset:
+            return []
+        file.seek(self.offset)
+        data = file.read()
+        complete = data.rfind(b"\n") + 1
+        self.offset += complete
+        rules = []
+        for line in data[:complete].splitlines():
+            with contextlib.suppress(ValueError):
+                rules.append(json.loads(line))
+        return rules
