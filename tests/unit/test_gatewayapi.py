@@ -216,3 +216,14 @@ spec: {rules: [{directResponse: {status: 200}}]}
 """
     status = status_of(GATEWAY + route() + native, "HTTPRoute", "infra/r")
     assert any("already defined" in line for line in status.reasons)
+
+
+def test_the_kubernetes_example_validates() -> None:
+    from pathlib import Path
+
+    from propylon.cli.problems import check_paths
+
+    example = Path(__file__).resolve().parents[2] / "examples" / "kubernetes"
+    check = check_paths([example])
+    assert not check.failed, [str(p) for p in check.problems]
+    assert check.snapshot is not None and len(check.snapshot.gateways) == 2
