@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import struct
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -207,11 +208,13 @@ def test_large_bodies_both_ways(gw: Gateway, up: H2Upstream) -> None:
 def test_a_client_that_stops_reading_stalls_only_its_stream(gw: Gateway,
                                                              up: H2Upstream) -> None:
     up.handler = lambda req: H2Reply(body_size=8 * MIB if req.path == "/slow" else 2)
-    with RawClient(gw.port, timeout=30) as slow:
-        slow.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    with RawClient(gw.port, timeout=30, rcvbuf=16384) as slow:
         slow.request("GET", "/slow")
         up.wait_for_requests(1)
         time.sleep(0.5)  # the slow stream's window fills; the client reads nothing
+        held = up.body_sent
+        time.sleep(0.3)
+        assert up.body_sent == held < 4 * MIB  # the upstream was stopped, not buffered
         started = time.monotonic()
         for i in range(10):
             assert roundtrip(gw.port, "GET", f"/fast/{i}").status == 200
@@ -226,6 +229,8 @@ def test_a_client_that_leaves_cancels_its_stream(gw: Gateway, up: H2Upstream) ->
     with RawClient(gw.port, timeout=5) as client:
         client.request("GET", "/leave")
         up.wait_for_requests(1)
+        # a reset, not a FIN (after a FIN the client still gets the answer it waits for)
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     poll_until(lambda: any(code == ErrorCodes.CANCEL for _, _, code in up.resets), 5,
                message="RST_STREAM(CANCEL) upstream")
 

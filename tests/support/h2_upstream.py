@@ -26,6 +26,7 @@ from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.exceptions import H2Error
 from h2.settings import SettingCodes, Settings
+from hyperframe.frame import GoAwayFrame
 
 from tests.support.net import poll_until
 from tests.support.upstream import pattern_body
@@ -169,11 +170,18 @@ class _ServerConnection(asyncio.Protocol):
         if limit and self.requests >= limit and not self.going_away:
             self.going_away = True
             self.last_taken = stream_id
-            self.h2.close_connection(last_stream_id=stream_id)
+            self.send_goaway(stream_id)
         self.answering.add(stream_id)
         task = asyncio.ensure_future(self.answer(stream_id, self.upstream.handler(request)))
         self.upstream.tasks.add(task)
         task.add_done_callback(self.upstream.tasks.discard)
+
+    def send_goaway(self, last_stream_id: int) -> None:
+        """A graceful GOAWAY, written by hand: h2's ``close_connection`` would refuse to
+        answer the streams it lets finish (python-hyper/h2 issue 1181)."""
+        self.flush()
+        if self.transport is not None:
+            self.transport.write(GoAwayFrame(0, last_stream_id=last_stream_id).serialize())
 
     async def answer(self, stream_id: int, reply: H2Reply) -> None:
         try:
@@ -214,6 +222,7 @@ class _ServerConnection(asyncio.Protocol):
                 continue
             piece, view = bytes(view[:room]), view[room:]
             self.h2.send_data(stream_id, piece, end_stream=end and not view)
+            self.upstream.body_sent += len(piece)
             self.flush()
             await asyncio.sleep(0)
 
@@ -233,6 +242,7 @@ class H2Upstream:
         self.goaway_after = 0  # requests per connection before it announces GOAWAY (0: never)
         self.port = 0
         self.connections = 0
+        self.body_sent = 0  # response body bytes written, all streams
         self.resets: list[tuple[int, int, int]] = []  # (conn, stream, error code) from the client
         self._requests: list[H2Request] = []
         self._lock = threading.Lock()
@@ -285,6 +295,7 @@ class H2Upstream:
         with self._lock:
             self._requests.clear()
         self.resets.clear()
+        self.body_sent = 0
         self.handler = handler or echo_h2
         self.goaway_after = 0
 

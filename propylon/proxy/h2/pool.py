@@ -136,7 +136,11 @@ class H2Pool:
             transport.abort()  # connection_lost -> forget() counts it out
             self._opening_failed("connect failed: the upstream did not accept ALPN h2", False)
             return
-        self.connections.append(conn)  # ready (and serving waiters) at its first SETTINGS
+        if conn.closed:  # it closed before this callback: forget() counted it out
+            return
+        self.connections.append(conn)
+        if conn.ready:  # its first SETTINGS came before this callback (they may, over TLS)
+            self._serve()
 
     def _opening_failed(self, reason: str, timed_out: bool) -> None:
         """A connection could not be opened: the waiters fail unless another may serve them."""
