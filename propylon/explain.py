@@ -153,6 +153,7 @@ def _explain_gateway(
 ) -> None:
     runtime = compile_gateway(gateway, Services.scratch(loop))
     out.lines.append(f"Gateway {gateway.key} (listener {listener.name}, port {listener.port})")
+    out.lines.append(f"  client   {_client_protocols(listener)}")
     try:
         path = listener_path(request, listener.path_normalization)
     except PathError as exc:
@@ -180,8 +181,28 @@ def _explain_gateway(
     elif route.kind == FORWARD:
         assert isinstance(rule.action, ir.ForwardIR)
         _forward(out, rule.action, route, runtime.clusters, request.view)
+        upstreams = {u.key: u for u in gateway.upstreams}
+        for key in dict.fromkeys(b.upstream for b in rule.action.backends):
+            if key in upstreams:
+                out.lines.append(
+                    f"  upstream {key} spoken to in {_upstream_protocol(upstreams[key])}")
     else:
         out.lines.append(f"  action   direct response {route.direct_status}")
+
+
+def _client_protocols(listener: ir.ListenerIR) -> str:
+    if not listener.http2:
+        return "HTTP/1.1 only (http2: false)"
+    if listener.protocol == "HTTPS":
+        return "HTTP/2 or HTTP/1.1, as the client's TLS ALPN chooses (h2 offered first)"
+    return "HTTP/1.1, or HTTP/2 when the client opens with the h2c preface (prior knowledge)"
+
+
+def _upstream_protocol(upstream: ir.UpstreamIR) -> str:
+    if upstream.protocol == "HTTP2":
+        return "HTTP/2 (h2 over TLS, ALPN)" if upstream.tls is not None else \
+            "HTTP/2 (h2c, prior knowledge)"
+    return "HTTP/1.1" + (" over TLS" if upstream.tls is not None else "")
 
 
 def listener_path(request: _Imagined, options: ir.PathNormalizationIR) -> str:

@@ -66,11 +66,78 @@ class ValueMatch(Model):
         return self
 
 
+_GRPC_SERVICE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+_GRPC_METHOD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# gRPC requests: application/grpc, application/grpc+proto, application/grpc+json ...
+GRPC_CONTENT_TYPE = r"application/grpc(\+[-.\w]+)?(;.*)?"
+
+
+class GrpcMatch(Model):
+    """A gRPC call by its package-qualified ``service`` and, optionally, its ``method``."""
+
+    service: str | None = None
+    method: str | None = None
+
+
+def grpc_path(service: str | None, method: str | None) -> dict[str, str]:
+    """The path match of a gRPC call (``/package.Service/Method``)."""
+    if service and method:
+        return {"exact": f"/{service}/{method}"}
+    if service:
+        return {"prefix": f"/{service}"}
+    return {"regex": f"/[^/]+/{method}"}
+
+
+def _is_grpc_condition(header: object) -> bool:
+    if isinstance(header, ValueMatch):
+        return header.name == "content-type" and header.regex == GRPC_CONTENT_TYPE
+    return (isinstance(header, dict) and header.get("name") == "content-type"
+            and header.get("regex") == GRPC_CONTENT_TYPE)
+
+
 class Match(Model):
     path: PathMatch = Field(default_factory=lambda: PathMatch(prefix="/"))
     method: Method | None = None
     headers: list[ValueMatch] = Field(default_factory=list)
     query: list[ValueMatch] = Field(default_factory=list)
+    # sugar for a gRPC call: the path, POST and a gRPC content type (filled in below)
+    grpc: GrpcMatch | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _grpc_call(cls, data: object) -> object:
+        if not isinstance(data, dict) or data.get("grpc") is None:
+            return data
+        grpc = data["grpc"]
+        if isinstance(grpc, GrpcMatch):
+            service, method = grpc.service, grpc.method
+        elif isinstance(grpc, dict):
+            service, method = grpc.get("service"), grpc.get("method")
+        else:
+            return data  # the field's own validation reports the wrong type
+        if not service and not method:
+            raise invalid("grpc_empty", "a grpc match needs a service, a method or both")
+        if service is not None and not (
+                isinstance(service, str) and _GRPC_SERVICE.fullmatch(service)):
+            raise invalid("grpc_service", f"not a gRPC service name: {service!r}")
+        if method is not None and not (
+                isinstance(method, str) and _GRPC_METHOD.fullmatch(method)):
+            raise invalid("grpc_method", f"not a gRPC method name: {method!r}")
+        path = grpc_path(service, method)
+        given = data.get("path")
+        if isinstance(given, PathMatch):
+            given = {given.kind: given.value}
+        elif isinstance(given, dict):
+            given = {k: v for k, v in given.items() if v is not None}
+        if given is not None and given != path:
+            raise invalid("grpc_with_path", "a grpc match names the path itself: give grpc or "
+                          "path, not both")
+        if data.get("method") not in (None, "POST"):
+            raise invalid("grpc_method_post", "gRPC calls are POST requests")
+        headers = list(data.get("headers") or [])
+        if not any(_is_grpc_condition(h) for h in headers):
+            headers.append({"name": "content-type", "regex": GRPC_CONTENT_TYPE})
+        return {**data, "path": path, "method": "POST", "headers": headers}
 
 
 class Backend(Model):
@@ -97,7 +164,11 @@ class Rewrite(Model):
         return self
 
 
-RetryCondition = Literal["connect-failure", "reset", "5xx", "gateway-error", "timeout"]
+RetryCondition = Literal[
+    "connect-failure", "reset", "5xx", "gateway-error", "timeout",
+    # gRPC answers (grpc-status of a Trailers-Only answer), Envoy's names
+    "cancelled", "deadline-exceeded", "internal", "resource-exhausted", "unavailable",
+]
 
 
 class Backoff(Model):

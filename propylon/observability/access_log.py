@@ -34,8 +34,9 @@ def _text(value: str | None) -> str:
 def format_line(ex: Session, elapsed: float, now: float) -> bytes:
     """One JSON object: time, request_id, client, method, host, path, status, bytes,
     duration_ms, route, rule, upstream, endpoint, error when the upstream failed, trace_id
-    when tracing set one, and proxy when a PROXY protocol header named the client (the
-    balancer's address and kept TLVs)."""
+    when tracing set one, protocol (HTTP/2 streams) and grpc_status (gRPC calls), and proxy
+    when a PROXY protocol header named the client (the balancer's address and kept
+    TLVs)."""
     route = ex.route
     forwarder = ex.forwarder
     # the endpoint is released by now; the cluster names the upstream
@@ -44,6 +45,12 @@ def format_line(ex: Session, elapsed: float, now: float) -> bytes:
     error = f',"error":{_quote(ex.upstream_error)}' if ex.upstream_error else ""
     trace_id = getattr(ex, "trace_id", None)  # a slot tracing sets when it is on
     trace = f',"trace_id":{_quote(trace_id)}' if trace_id else ""
+    proto = ex.proto
+    grpc_status = proto.grpc_status  # an HTTP/2 stream's, for gRPC calls; else None
+    if grpc_status is not None:
+        trace += f',"protocol":"HTTP/2","grpc_status":{grpc_status}'
+    elif proto.http2:
+        trace += ',"protocol":"HTTP/2"'
     return (
         f'{{"time":{now:.6f},"request_id":{_quote(ex.request_id.decode("latin-1"))},'
         f'"client":{_quote(ex.client_ip)},'
@@ -53,7 +60,7 @@ def format_line(ex: Session, elapsed: float, now: float) -> bytes:
         f'"route":{_text(route.route_label if route is not None else None)},'
         f'"rule":{_text(route.rule_label if route is not None else None)},'
         f'"upstream":{_text(cluster.key if cluster is not None else None)},'
-        f'"endpoint":{_text(endpoint)}{error}{trace}{ex.proto.proxy_log}}}\n'
+        f'"endpoint":{_text(endpoint)}{error}{trace}{proto.proxy_log}}}\n'
     ).encode("utf-8", "surrogateescape")
 
 

@@ -10,6 +10,7 @@ it, OpenMetrics. Series (documented in docs/operations.md):
   propylon_request_duration_seconds{gateway,route,rule}      histogram
   propylon_request_body_bytes_total / propylon_response_body_bytes_total{gateway,route,rule}
   propylon_policy_denials_total{gateway,route,rule,policy,type,status}
+  propylon_grpc_responses_total{gateway,route,rule,grpc_code}
   propylon_upstream_responses_total{gateway,upstream,code}
   propylon_upstream_responses_by_status_total{gateway,upstream,status}
   propylon_upstream_response_seconds{gateway,upstream}       histogram, to the answer's head
@@ -19,6 +20,7 @@ it, OpenMetrics. Series (documented in docs/operations.md):
   propylon_client_connections{listener}, propylon_requests_in_flight{listener}
   propylon_proxy_protocol_refused_total{listener,reason}
   propylon_waf_requests_total{action}, propylon_waf_rule_matches_total{rule,action}
+  propylon_tracing_spans_exported_total, propylon_tracing_spans_dropped_total{reason}
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ from propylon.observability.metrics import (
     UPSTREAM_COUNTERS,
     class_counts,
 )
+from propylon.observability.tracing_metrics import tracing_families
 from propylon.observability.waf_metrics import waf_families
 
 ROUTE_LABELS = ["gateway", "route", "rule"]
@@ -86,6 +89,10 @@ def request_families(snapshot: dict[str, Any]) -> Iterator[Metric]:
         "propylon_policy_denials", "Requests a policy refused (answered 400 or above "
         "instead of the upstream), by policy attachment and type.",
         labels=[*ROUTE_LABELS, "policy", "type", "status"])
+    grpc = CounterMetricFamily(
+        "propylon_grpc_responses", "gRPC answers by grpc-status (0-16, from the upstream's "
+        "trailers or the gateway's own Trailers-Only answers).",
+        labels=[*ROUTE_LABELS, "grpc_code"])
     for item in snapshot["routes"]:
         key = item["key"]
         classes = class_counts(item["codes"])
@@ -98,7 +105,9 @@ def request_families(snapshot: dict[str, Any]) -> Iterator[Metric]:
         bytes_out.add_metric(key, item["bytes_out"])
         for policy, policy_type, status, count in item["denials"]:
             denials.add_metric([*key, policy, policy_type, str(status)], count)
-    yield from (by_class, by_status, latency, bytes_in, bytes_out, denials)
+        for code, count in item.get("grpc", ()):
+            grpc.add_metric([*key, str(code)], count)
+    yield from (by_class, by_status, latency, bytes_in, bytes_out, denials, grpc)
 
 
 def upstream_families(snapshot: dict[str, Any]) -> Iterator[Metric]:
@@ -172,6 +181,7 @@ def snapshot_families(snapshot: dict[str, Any]) -> Iterator[Metric]:
     yield from endpoint_families(snapshot)
     yield from listener_families(snapshot)
     yield from waf_families(snapshot)
+    yield from tracing_families(snapshot)
 
 
 def _add_codes(family: CounterMetricFamily, key: list[str], codes: list[int]) -> None:

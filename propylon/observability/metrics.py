@@ -17,6 +17,7 @@ from bisect import bisect_left
 from http import HTTPStatus
 from typing import Any
 
+from propylon.observability.tracing_metrics import TRACING_COUNTERS, merge_tracing
 from propylon.observability.waf_metrics import WAF_COUNTERS, merge_waf
 
 # Latency histogram bounds in seconds (Prometheus ``le`` labels); the last bucket is +Inf.
@@ -51,7 +52,8 @@ class RouteStats:
     """Requests of one rule: by status slot, latency histogram, body bytes both ways, and
     refusals by policy."""
 
-    __slots__ = ("buckets", "by_code", "bytes_in", "bytes_out", "denials", "latency_sum")
+    __slots__ = (
+        "buckets", "by_code", "bytes_in", "bytes_out", "denials", "grpc", "latency_sum")
 
     def __init__(self) -> None:
         self.by_code = [0] * len(STATUS_SLOTS)
@@ -61,6 +63,12 @@ class RouteStats:
         self.bytes_out = 0  # response body bytes sent
         # (policy source, policy type, status) -> refusals; only written when one happens
         self.denials: dict[tuple[str, str, int], int] = {}
+        # gRPC answers by grpc-status (0-16); written by the HTTP/2 codec, gRPC calls only
+        self.grpc: dict[int, int] = {}
+
+    def count_grpc(self, code: int) -> None:
+        code = code if 0 <= code <= 16 else 2  # UNKNOWN
+        self.grpc[code] = self.grpc.get(code, 0) + 1
 
     def record(self, status: int, seconds: float) -> None:
         self.by_code[STATUS_SLOT[status]] += 1
@@ -140,7 +148,8 @@ class MetricsRegistry:
             "routes": [
                 {"key": list(k), "codes": s.by_code, "buckets": s.buckets,
                  "sum": s.latency_sum, "bytes_in": s.bytes_in, "bytes_out": s.bytes_out,
-                 "denials": [[*d, n] for d, n in s.denials.items()]}
+                 "denials": [[*d, n] for d, n in s.denials.items()],
+                 "grpc": [[code, n] for code, n in s.grpc.items()]}
                 for k, s in self.routes.items()
             ],
             "upstreams": [
@@ -150,6 +159,7 @@ class MetricsRegistry:
                 for k, s in self.upstreams.items()
             ],
             "waf": WAF_COUNTERS.snapshot(),  # per process, not per registry (waf_metrics.py)
+            "tracing": TRACING_COUNTERS.snapshot(),  # per process too (tracing_metrics.py)
         }
 
 
@@ -168,7 +178,7 @@ def merge_routes(snapshots: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 merged[key] = acc = {
                     "key": list(key), "codes": [0] * len(STATUS_SLOTS),
                     "buckets": [0] * len(item["buckets"]), "sum": 0.0, "bytes_in": 0,
-                    "bytes_out": 0, "denials": {}}
+                    "bytes_out": 0, "denials": {}, "grpc": {}}
             _add(acc["codes"], item["codes"])
             _add(acc["buckets"], item["buckets"])
             acc["sum"] += item["sum"]
@@ -177,8 +187,11 @@ def merge_routes(snapshots: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for policy, policy_type, status, count in item["denials"]:
                 denial = (policy, policy_type, status)
                 acc["denials"][denial] = acc["denials"].get(denial, 0) + count
+            for code, count in item.get("grpc", ()):
+                acc["grpc"][code] = acc["grpc"].get(code, 0) + count
     for acc in merged.values():
         acc["denials"] = [[*d, n] for d, n in sorted(acc["denials"].items())]
+        acc["grpc"] = sorted(acc["grpc"].items())
     return [merged[key] for key in sorted(merged)]
 
 
@@ -224,6 +237,7 @@ def merge_snapshots(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
         "connections": merge_gauges(snapshots, "connections"),
         "in_flight": merge_gauges(snapshots, "in_flight"),
         "waf": merge_waf(snapshots),
+        "tracing": merge_tracing(snapshots),
     }
 
 

@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Protocol
 
 from propylon.observability.metrics import STATUS_SLOT, UPSTREAM_BOUNDS
 from propylon.proxy.clock import CLOCK
+from propylon.proxy.grpc import status_in
 from propylon.proxy.h1.client import frame_body, serialize_request_head
 from propylon.proxy.mirror import MirrorRequest
-from propylon.runtime.retry import CONNECT_FAILURE, RESET, STATUS, TIMEOUT
+from propylon.runtime.retry import CONNECT_FAILURE, GRPC, RESET, STATUS, TIMEOUT
 
 if TYPE_CHECKING:
     from propylon.proxy.body import ResponseBodyFilter
@@ -225,6 +226,9 @@ class Forwarder:
             cluster.stats.retries_denied += 1
             return False
         cluster.stats.retries += 1
+        trace = getattr(session, "trace", None)  # set by tracing, when the Gateway has it
+        if trace is not None:
+            trace.retry(session, self.endpoint_label, condition, status)
         self.end_try()
         self.pending = list(self.replay) if self.replay else None
         if not self.retrying:  # a request counts once in the budget, however many retries
@@ -334,10 +338,16 @@ class Forwarder:
         if cluster.ejection is not None:
             self.record_outcome(status < 500)
         retry = self.route.retry
-        if retry is not None and retry.retries_status(status) and self.retry_or_fail(
-                STATUS, status):
-            cluster.stats.record(status)
-            return  # the answer is dropped; another try follows
+        if retry is not None:
+            if retry.retries_status(status) and self.retry_or_fail(STATUS, status):
+                cluster.stats.record(status)
+                return  # the answer is dropped; another try follows
+            if retry.grpc_codes:
+                code = status_in(out)  # a Trailers-Only gRPC answer carries it in its head
+                if code is not None and code in retry.grpc_codes and self.retry_or_fail(
+                        GRPC, code):
+                    cluster.stats.record(status)
+                    return
         self.session.on_response_head(status, out, length)
 
     def on_response_complete(self, reusable: bool, trailers: Headers | None = None) -> None:
@@ -365,6 +375,9 @@ class Forwarder:
             # so the request is sent again once, on a new connection, with its body if any
             # (later chunks join the copy while the new connection opens).
             self.retried = True
+            trace = getattr(session, "trace", None)
+            if trace is not None:
+                trace.retry(session, self.endpoint_label, "stale connection", 0)
             if self.replay:
                 self.pending = list(self.replay)
                 self.pending_size = self.replay_size
@@ -419,8 +432,13 @@ class Forwarder:
         self.session.send_error(504, b"upstream timed out\n")
 
     def on_timeout(self) -> None:
-        """The whole request exceeded the route's ``timeout``."""
-        self.timer = None
+        """The whole request exceeded the route's ``timeout`` (or the client's deadline:
+        a gRPC ``grpc-timeout`` fires this before the route's timer)."""
+        if self.aborted:
+            return  # released meanwhile: a late timer
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         session = self.session
         session.upstream_error = "upstream timeout"
         if self.retry_timer is not None:

@@ -30,6 +30,7 @@ from propylon.observability.request_id import accepted_request_id, new_request_i
 from propylon.proxy.body import TOO_LARGE, RequestBodyFilter, ResponseBodyFilter
 from propylon.proxy.forwarded import forwarding_headers, real_client_ip
 from propylon.proxy.forwarder import Forwarder, hold_chunk
+from propylon.proxy.grpc import is_grpc_request, trailers_only
 from propylon.proxy.h1.framing import has_no_body
 from propylon.proxy.hostport import is_ip_literal
 from propylon.proxy.http11 import HOP_BY_HOP, Headers, serialize_headers
@@ -37,6 +38,7 @@ from propylon.proxy.rewrite import redirect_location
 from propylon.runtime.compiled import FORWARD, REDIRECT, CompiledRoute
 
 if TYPE_CHECKING:
+    from propylon.observability.tracing import RequestTrace
     from propylon.proxy.h1.server import ServerConnection
     from propylon.runtime.compiled import Cluster, GatewayRuntime
 
@@ -85,6 +87,7 @@ class Session:
         "state",
         "status",
         "te_codings",
+        "trace",
         "trace_id",
         "upgrade",
         "upstream_error",
@@ -103,6 +106,7 @@ class Session:
     head_only: bool
     request_filter: RequestBodyFilter  # when the route has request body filters and a body
     trace_id: str  # set by tracing when it is on (never read unset: the access log checks)
+    trace: RequestTrace  # likewise (observability/tracing.py); read with getattr elsewhere
 
     def __init__(self, proto: ServerConnection) -> None:
         self.proto = proto
@@ -275,6 +279,9 @@ class Session:
         if status >= 400:
             policy = route.chain.on_request[index].__self__  # type: ignore[attr-defined]
             route.stats.count_denial(policy.source, policy.policy_type, status)
+            trace = getattr(self, "trace", None)  # set by tracing, when the Gateway has it
+            if trace is not None:
+                trace.denied(policy.policy_type, policy.source)
 
     def dispatch(self, route: CompiledRoute) -> None:
         """The rule's action, once every ``on_request`` filter let the request through."""
@@ -442,6 +449,7 @@ class Session:
             if route is not None and route.chain.on_trailers:
                 for phase in route.chain.on_trailers:
                     phase(self, trailers)
+            self.proto.note_trailers(trailers)  # (HTTP/2: a gRPC call's grpc-status)
         if not self.body_done:
             self.keep_alive = False  # the rest of the request body will not be read
         self.finish(trailers)
@@ -499,6 +507,10 @@ class Session:
         route = self.route
         headers = [*headers, (b"x-request-id", self.request_id)] if headers else [
             (b"x-request-id", self.request_id)]
+        if status >= 400 and is_grpc_request(self.request_headers):
+            # a gRPC client reads only grpc-status: a Trailers-Only answer (proxy/grpc.py)
+            headers = trailers_only(status, body, headers)
+            status, body, content_type = 200, b"", b"application/grpc"
         if route is not None and route.chain.on_response:
             for phase in route.chain.on_response:
                 phase(self, status, headers)
@@ -556,6 +568,9 @@ class Session:
             self.finish()  # a tunnel ended by the client is a normal end
             return
         self.aborted = True
+        trace = getattr(self, "trace", None)
+        if trace is not None:
+            trace.finish(self, "client closed the connection")
         if self.waiting_filter is not None:
             self.waiting_filter.cancel()
             self.waiting_filter = None

@@ -6,7 +6,9 @@ Conditions a route lists in ``retries.on`` (Envoy's vocabulary):
 - ``timeout``: the try exceeded ``perTryTimeout``;
 - ``gateway-error``: 502, 503 or 504 answers, plus the three failures above;
 - ``5xx``: any 5xx answer, plus the three failures above;
-and ``retries.statuses`` lists further answers worth retrying (429, say).
+and ``retries.statuses`` lists further answers worth retrying (429, say). gRPC calls may be
+retried on the ``grpc-status`` of a Trailers-Only answer: ``cancelled``,
+``deadline-exceeded``, ``internal``, ``resource-exhausted``, ``unavailable``.
 
 Whether a retry may happen at all (attempts left, a replayable body, the retry budget, the
 response not yet started) is the exchange's business; this module only classifies.
@@ -19,6 +21,14 @@ import random
 from propylon.ir import RetryIR
 
 CONNECT_FAILURE, RESET, TIMEOUT, STATUS = "connect-failure", "reset", "timeout", "status"
+GRPC = "grpc"
+GRPC_RETRY_CODES = {
+    "cancelled": 1,
+    "deadline-exceeded": 4,
+    "resource-exhausted": 8,
+    "internal": 13,
+    "unavailable": 14,
+}
 _FAILURES = frozenset({CONNECT_FAILURE, RESET, TIMEOUT})
 
 
@@ -32,6 +42,7 @@ class RetryPolicy:
         "budget_min",
         "budget_ratio",
         "failures",
+        "grpc_codes",
         "per_try_timeout",
         "statuses",
     )
@@ -52,10 +63,13 @@ class RetryPolicy:
         if "5xx" in on:
             statuses |= set(range(500, 600))
         self.statuses = frozenset(statuses)
+        self.grpc_codes = frozenset(code for name, code in GRPC_RETRY_CODES.items() if name in on)
 
     def retries_on(self, condition: str, status: int = 0) -> bool:
         if condition == STATUS:
             return status in self.statuses
+        if condition == GRPC:
+            return status in self.grpc_codes
         return condition in self.failures
 
     def retries_status(self, status: int) -> bool:

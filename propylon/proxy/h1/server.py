@@ -108,6 +108,10 @@ def _odd_request_line(data: bytes) -> bool:
 
 
 class ServerConnection(asyncio.Protocol):
+    # what the access log asks of any client stream (HTTP/2 streams answer otherwise)
+    http2 = False
+    grpc_status: int | None = None
+
     __slots__ = (
         "activity",
         "batch",
@@ -513,6 +517,9 @@ class ServerConnection(asyncio.Protocol):
                 self.transport.write(chunk)
             else:
                 out.append(chunk)
+
+    def note_trailers(self, trailers: Headers) -> None:
+        return None  # nothing an HTTP/1.1 client stream keeps of them
 
     def send_local_response(self, session: Session, status: int, body: bytes,
                             headers: Headers | None, content_type: bytes) -> None:

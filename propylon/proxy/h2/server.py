@@ -36,6 +36,7 @@ from h2.errors import ErrorCodes
 from hyperframe.frame import GoAwayFrame
 
 from propylon.proxy.clock import CLOCK
+from propylon.proxy.grpc import status_in, timeout_seconds
 from propylon.proxy.h1.framing import FRAMED_BY_LENGTH, BadRequest
 from propylon.proxy.hostport import split_host
 from propylon.proxy.http11 import Headers
@@ -317,11 +318,13 @@ class H2ServerConnection(asyncio.Protocol):
         self.streams[stream_id] = stream
         session = Session(stream)  # type: ignore[arg-type]
         try:
-            read_request_head(session, headers, self)
+            deadline = read_request_head(session, headers, self)
         except BadRequest as exc:
             stream.reject(exc.status, str(exc))
             return
         stream.session = session
+        if deadline is not None:  # grpc-timeout: the client's deadline, kept by the gateway
+            stream.timer = self.loop.call_later(deadline, stream.deadline_passed)
         if ended:
             session.has_body = False
             session.body_done = stream.request_done = True
@@ -362,6 +365,9 @@ class H2ServerConnection(asyncio.Protocol):
     # -- the end -----------------------------------------------------------------------------
     def stream_finished(self, stream: H2Stream) -> None:
         self.streams.pop(stream.stream_id, None)
+        if stream.timer is not None:
+            stream.timer.cancel()
+            stream.timer = None
         if not self.streams:
             self.idle_since = CLOCK.now
             if self.goaway_sent or self.worker.draining:
@@ -451,6 +457,8 @@ class H2ServerConnection(asyncio.Protocol):
 class H2Stream:
     """One stream of an HTTP/2 connection: the client stream its session answers on."""
 
+    http2 = True  # for the access log
+
     __slots__ = (
         "activity",
         "batch",
@@ -459,6 +467,7 @@ class H2Stream:
         "ended",
         "forwarding_fields",
         "forwarding_host",
+        "grpc_status",
         "listener",
         "loop",
         "no_body",
@@ -476,6 +485,7 @@ class H2Stream:
         "seen_activity",
         "session",
         "stream_id",
+        "timer",
         "tls_names",
         "tunnel",
         "unacked",
@@ -516,6 +526,8 @@ class H2Stream:
         self.pending_end = False
         self.pending_trailers: Headers | None = None
         self.upstream_paused = False
+        self.grpc_status: int | None = None  # of a gRPC answer, for the log and metrics
+        self.timer: asyncio.TimerHandle | None = None  # a grpc-timeout deadline
 
     @property
     def writing_paused(self) -> bool:
@@ -584,7 +596,10 @@ class H2Stream:
         fields += [h for h in headers if h[0] not in _CONNECTION_SPECIFIC]
         if length is not None:
             fields.append((b"content-length", length))
-        self.no_body = session.head_only or status in (204, 304)
+        # grpc-status in a head makes it a gRPC Trailers-Only answer: nothing may follow
+        self.grpc_status = status_in(headers)
+        self.no_body = (session.head_only or status in (204, 304)
+                        or self.grpc_status is not None)
         self._headers(fields, self.no_body)
 
     def on_response_body(self, chunk: bytes) -> None:
@@ -602,6 +617,8 @@ class H2Stream:
     def exchange_finished(self, session: Session, trailers: Headers | None = None) -> None:
         """The session ended: the end of the body (with the trailers), once what waits for
         the client's window went out."""
+        if self.grpc_status is not None and session.route is not None:
+            session.route.stats.count_grpc(self.grpc_status)
         if not self.ended:
             self.pending_end = True
             self.pending_trailers = trailers
@@ -618,6 +635,7 @@ class H2Stream:
             if body:
                 fields.append((b"content-type", content_type))
             fields.append((b"content-length", b"%d" % len(body)))
+        self.grpc_status = status_in(headers)
         send_body = with_body and bool(body) and not session.head_only
         self.no_body = not send_body
         self._headers(fields, not send_body)
@@ -625,6 +643,12 @@ class H2Stream:
             self.pending.append(body)
             self.pending_size += len(body)
             self.pump()
+
+    def note_trailers(self, trailers: Headers) -> None:
+        """The answer's trailers, before the session logs: a gRPC call's status."""
+        code = status_in(trailers)
+        if code is not None:
+            self.grpc_status = code
 
     def send_continue(self) -> None:
         self._safely(self.conn.h2.send_headers, self.stream_id, [(b":status", b"100")])
@@ -773,9 +797,27 @@ class H2Stream:
         self.request_done = True
         self.pending.clear()
         self.pending_size = 0
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         session = self.session
         if session is not None and not session.aborted:
             session.client_gone()
+
+    def deadline_passed(self) -> None:
+        """The client's grpc-timeout passed: the exchange ends as a gateway timeout (a gRPC
+        client gets DEADLINE_EXCEEDED)."""
+        self.timer = None
+        session = self.session
+        if session is None or session.aborted:
+            return
+        session.upstream_error = "grpc-timeout"
+        if session.forwarder is not None:
+            session.on_timeout()
+        elif session.response_started:
+            session.abort_response()
+        else:
+            session.send_error(504, b"deadline exceeded\n")
 
     def check_timeouts(self, now: float, idle_timeout: float) -> None:
         session = self.session
@@ -797,12 +839,13 @@ class H2Stream:
 
 
 def read_request_head(session: Session, headers: list[tuple[bytes, bytes]],
-                      conn: H2ServerConnection) -> None:
+                      conn: H2ServerConnection) -> float | None:
     """The request head of an HTTP/2 stream into ``session``, as the HTTP/1.1 codec fills it
     (``h2`` has checked pseudo-header rules and connection-specific fields)."""
     method = path = authority = b""
     fields: Headers = []
     size = 0
+    deadline: float | None = None
     listener = conn.listener
     for name, value in headers:
         size += len(name) + len(value)
@@ -816,6 +859,8 @@ def read_request_head(session: Session, headers: list[tuple[bytes, bytes]],
             continue
         kind = FIELD_KINDS.get(name, KEEP)
         if kind == KEEP:
+            if name == b"grpc-timeout":
+                deadline = timeout_seconds(value)
             if b"_" in name and listener.reject_underscores:
                 raise BadRequest(400, "header names with underscores are not accepted")
             fields.append((name, value))
@@ -877,3 +922,4 @@ def read_request_head(session: Session, headers: list[tuple[bytes, bytes]],
     session.path_text = text
     if session.has_body and method in (b"GET", b"HEAD") and session.framing:
         raise BadRequest(400, f"{method.decode()} request with a body")
+    return deadline
