@@ -280,7 +280,7 @@ class FuzzGateway:
         self.pools = [FakePool(self, *UPSTREAM), FakePool(self, *DEAD), FakePool(self, *SLOW),
                       FakePool(self, *BLACKHOLE)]
         for pool in self.pools:
-            registry.pools[(pool.address, pool.port, None, 0)] = pool
+            registry.pools[(pool.address, pool.port, None, 0, False)] = pool
         loaded = load_text(CONFIG, "fuzz-gateway.yaml")
         assert loaded.ok, loaded.errors
         built = build_from_resources(loaded.resources)
