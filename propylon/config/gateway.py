@@ -1,4 +1,5 @@
-"""The Gateway model: listeners, route selection, Gateway-wide policies, trusted proxies."""
+"""The Gateway model: listeners, route selection, Gateway-wide policies, trusted proxies,
+tracing."""
 
 from __future__ import annotations
 
@@ -110,12 +111,33 @@ class InvalidRouteResponse(Model):
     body: str = "route unavailable"
 
 
+class Tracing(Model):
+    """OpenTelemetry traces of this Gateway's requests (docs/operations.md, "Tracing").
+    Unset fields fall back to the proxy's ``OTEL_*`` environment variables, then to the
+    OpenTelemetry defaults (``http://localhost:4318/v1/traces``, every trace sampled)."""
+
+    otlp_endpoint: str | None = None  # OTLP/HTTP; a URL without a path gets /v1/traces
+    sampling: Annotated[float, Field(ge=0.0, le=1.0)] | None = None  # ratio of new traces
+    service_name: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is not None:
+            scheme, _, rest = url.partition("://")
+            if scheme not in ("http", "https") or not rest or rest.startswith("/"):
+                raise invalid("otlp_endpoint",
+                              "otlpEndpoint must be an http:// or https:// URL with a host")
+        return url
+
+
 class GatewaySpec(Model):
     listeners: list[Listener] = Field(min_length=1)
     route_selector: Selector = Field(default_factory=Selector)
     policies: list[GatewayPolicyItem] = Field(default_factory=list)
     trusted_proxies: list[CIDR] = Field(default_factory=list)
     invalid_route_response: InvalidRouteResponse = Field(default_factory=InvalidRouteResponse)
+    tracing: Tracing | None = None
 
     @field_validator("listeners")
     @classmethod

@@ -267,6 +267,16 @@ class ListenerIR:
 
 
 @dataclass(frozen=True, slots=True)
+class TracingIR:
+    """``Gateway.spec.tracing`` as written: None fields are resolved by each proxy from its
+    own ``OTEL_*`` environment (observability/tracing.py), since that is where spans leave."""
+
+    otlp_endpoint: str | None = None
+    sampling: float | None = None
+    service_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayIR:
     key: str  # "namespace/name"
     listeners: tuple[ListenerIR, ...]
@@ -276,6 +286,7 @@ class GatewayIR:
     invalid_route_response: DirectResponseIR = DirectResponseIR(500, "route unavailable")
     # Gateway-level policies, applied to requests that match no rule (e.g. 404 answers).
     default_policies: tuple[PolicyIR, ...] = ()
+    tracing: TracingIR | None = None  # None: no tracing, no per-request cost (left out of JSON)
 
 
 @dataclass(frozen=True, slots=True)

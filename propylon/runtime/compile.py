@@ -6,8 +6,9 @@ import asyncio
 import functools
 import ipaddress
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from propylon.filters.base import FilterEnv
+from propylon.filters.base import Filter, FilterEnv
 from propylon.filters.factory import build_filter
 from propylon.ir import (
     DirectResponseIR,
@@ -18,6 +19,7 @@ from propylon.ir import (
     RedirectIR,
     RuleIR,
     SnapshotIR,
+    TracingIR,
     UpstreamIR,
 )
 from propylon.observability.metrics import MetricsRegistry
@@ -40,6 +42,9 @@ from propylon.runtime.pools import PoolFactory, ScratchPools
 from propylon.runtime.retry import RetryPolicy
 from propylon.runtime.router import Router, RouterEntry
 
+if TYPE_CHECKING:
+    from propylon.observability.tracing_export import TracerPipelines
+
 
 class CompileError(ValueError):
     """The snapshot cannot run here (e.g. two Gateways on one port); the old one stays."""
@@ -49,17 +54,20 @@ class CompileError(ValueError):
 class Services:
     """What a worker keeps across configuration versions and lends to each compilation:
     connection pools (the data plane's, through ``PoolFactory``), metrics counters, shared
-    filter objects and endpoint health."""
+    filter objects, endpoint health and span exporters."""
 
     pools: PoolFactory
     metrics: MetricsRegistry = field(default_factory=MetricsRegistry)
     env: FilterEnv | None = None
     health: HealthRegistry = field(default_factory=HealthRegistry)
+    # span exporters, made when a Gateway first asks for tracing (the SDK loads only then)
+    tracing: TracerPipelines | None = None
+    export_traces: bool = True
 
     @classmethod
     def scratch(cls, loop: asyncio.AbstractEventLoop) -> Services:
         """Throw-away services, to check that a snapshot compiles or to explain it."""
-        return cls(ScratchPools(loop))
+        return cls(ScratchPools(loop), export_traces=False)
 
 
 def compile_snapshot(snapshot: SnapshotIR, services: Services) -> Runtime:
@@ -93,8 +101,9 @@ def compile_gateway(
         up.key: compile_cluster(gateway.key, up, services) for up in gateway.upstreams
     }
     entries: list[RouterEntry[CompiledRoute]] = []
+    tracing = compile_tracing(gateway.key, gateway.tracing, services)
     for index, rule in enumerate(gateway.rules):
-        chain = compile_chain(rule.policies, env)
+        chain = compile_chain(rule.policies, env, tracing)
         route_label, rule_label = _labels(rule, index)
         stats = metrics.route(gateway.key, route_label, rule_label)
         for match in rule.matches:
@@ -105,7 +114,7 @@ def compile_gateway(
             entries.append(RouterEntry(rule.hostnames, match, compiled, len(entries)))
     not_found = CompiledRoute("", "none", "none", metrics.route(gateway.key, "none", "none"))
     not_found.direct_status, not_found.direct_body = 404, b"no route matched\n"
-    not_found.chain = compile_chain(gateway.default_policies, env)
+    not_found.chain = compile_chain(gateway.default_policies, env, tracing)
     trusted = tuple(ipaddress.ip_network(c, strict=False) for c in gateway.trusted_proxies)
     return GatewayRuntime(gateway.key, Router(entries), clusters, trusted, not_found)
 
@@ -150,14 +159,30 @@ def compile_cluster(gateway: str, upstream: UpstreamIR, services: Services) -> C
     )
 
 
-def compile_chain(policies: tuple[PolicyIR, ...], env: FilterEnv) -> FilterChain:
+def compile_tracing(gateway: str, spec: TracingIR | None, services: Services) -> Filter | None:
+    """The Gateway's tracing hooks, or None (then no chain gets any)."""
+    if spec is None:
+        return None
+    from propylon.observability.trace_filter import TracingFilter
+    from propylon.observability.tracing_export import TracerPipelines, resolve_tracing
+
+    if services.tracing is None:
+        services.tracing = TracerPipelines(export=services.export_traces)
+    settings = resolve_tracing(spec)
+    return TracingFilter(gateway, services.tracing.sink(settings), settings.ratio)
+
+
+def compile_chain(policies: tuple[PolicyIR, ...], env: FilterEnv,
+                  first: Filter | None = None) -> FilterChain:
     """The filters of a rule, in this process's order of policy types: the IR's order for
     built-in types, and a plugin where its class says, even when the IR came from a control
-    plane that orders it otherwise (one that passes on a plugin it does not have)."""
+    plane that orders it otherwise (one that passes on a plugin it does not have).
+    ``first``: a filter ahead of them all (the Gateway's tracing)."""
     table = policy_types()
     filters = [build_filter(p, env, table) for p in policies]
     order = sorted(range(len(filters)), key=lambda i: table.rank(policies[i].type))
-    return FilterChain(tuple(filters[i] for i in order))
+    head = (first,) if first is not None else ()
+    return FilterChain((*head, *(filters[i] for i in order)))
 
 
 def compile_route(

@@ -28,6 +28,7 @@ from propylon.ir import (
     PathNormalizationIR,
     ProxyProtocolIR,
     RuleIR,
+    TracingIR,
     UpstreamIR,
 )
 from propylon.translate.backends import build_upstream
@@ -74,6 +75,7 @@ def translate_gateway(
         trusted_proxies=tuple(gateway.spec.trusted_proxies),
         invalid_route_response=invalid_route_response(ctx),
         default_policies=defaults,
+        tracing=translate_tracing(gateway),
     )
 
 
@@ -88,6 +90,13 @@ def translate_disabled_gateway(
         status.note(route.kind, route.key,
                     f"not served by Gateway {gateway.key}: it is disabled (see its status)")
     return disabled_gateway(gateway.key, translate_listeners(gateway))
+
+
+def translate_tracing(gateway: Gateway) -> TracingIR | None:
+    tracing = gateway.spec.tracing
+    if tracing is None:
+        return None
+    return TracingIR(tracing.otlp_endpoint, tracing.sampling, tracing.service_name)
 
 
 def translate_listeners(gateway: Gateway) -> tuple[ListenerIR, ...]:
