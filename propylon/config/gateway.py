@@ -1,8 +1,9 @@
 """The Gateway model: listeners, route selection, Gateway-wide policies, trusted proxies,
-tracing."""
+tracing, progressive rollout."""
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -131,6 +132,27 @@ class Tracing(Model):
         return url
 
 
+class Rollout(Model):
+    """Progressive rollout of new IR versions through the control plane (docs/controlplane.md,
+    "Progressive rollout"): a new version goes to ``steps[i]`` percent of the connected
+    proxies, one step per ``interval``; it is rolled back when its 5xx ratio exceeds the
+    ratio of the proxies on the previous version by more than ``maxErrorRatio``, judged once
+    the new version has served ``minRequests`` requests."""
+
+    steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
+        default_factory=lambda: [10, 50, 100], min_length=1, max_length=20)
+    interval: Duration = 30.0
+    max_error_ratio: Annotated[float, Field(ge=0.0, le=1.0)] = 0.01
+    min_requests: Annotated[int, Field(ge=0, le=1_000_000_000)] = 100
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing_to_100(cls, steps: list[int]) -> list[int]:
+        if any(b <= a for a, b in pairwise(steps)) or steps[-1] != 100:
+            raise invalid("rollout_steps", "rollout steps must increase and end at 100")
+        return steps
+
+
 class GatewaySpec(Model):
     listeners: list[Listener] = Field(min_length=1)
     route_selector: Selector = Field(default_factory=Selector)
@@ -138,6 +160,7 @@ class GatewaySpec(Model):
     trusted_proxies: list[CIDR] = Field(default_factory=list)
     invalid_route_response: InvalidRouteResponse = Field(default_factory=InvalidRouteResponse)
     tracing: Tracing | None = None
+    rollout: Rollout | None = None  # None: a new version goes to every proxy at once
 
     @field_validator("listeners")
     @classmethod
