@@ -117,6 +117,10 @@ def proxy(
     log_level: LogLevelOpt = LogLevel.info,
     log_format: LogFormatOpt = LogFormat.text,
     access_log_format: AccessLogFormatOpt = AccessLogFormat.json,
+    health_interval: Annotated[float, typer.Option(
+        min=0.1, max=300.0, metavar="SECONDS",
+        help="How often the proxy reports its health and its requests and 5xx answers per "
+             "IR version (what progressive rollouts judge).")] = 5.0,
 ) -> None:
     """Run a proxy whose configuration comes from the control plane."""
     import ssl
@@ -136,6 +140,7 @@ def proxy(
         control=control.rstrip("/"), gateway=gateway, token=token,
         cache=IRCache(cache_dir or DEFAULT_CACHE_DIR, gateway),
         ssl_context=ssl.create_default_context(cafile=ca_file) if ca_file else None,
+        health_interval=health_interval,
     )
     supervisor = Supervisor(workers=workers, access_log=access_log, log_level=log_level.value,
                             log_format=log_format.value,

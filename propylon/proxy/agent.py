@@ -6,6 +6,8 @@ long-polls ``/v1/gateways/{ns}/{name}/ir?after=VERSION`` forever: a new snapshot
 (its Gateway and content hash), installed with ``Supervisor.install``, cached on ACK, and
 reported as ACK or NACK (a NACKed version is tried again after the backoff). A failed poll
 never stops serving; it is retried after a backoff with jitter (0.2 s doubling to 5 s).
+``report_health`` sends endpoint health and the requests and 5xx answers served under each IR
+version (what a progressive rollout judges) every ``health_interval`` seconds.
 
 This is data-plane code: it speaks the distribution protocol over HTTP
 (``propylon.net.httpclient``) and imports nothing of the control plane.
@@ -26,6 +28,7 @@ from urllib.parse import quote, urlencode
 
 from propylon import ir
 from propylon.net import httpclient
+from propylon.observability.metrics import class_counts
 from propylon.proxy.ir_cache import IRCache
 from propylon.proxy.supervisor import ConfigRefused, Supervisor
 
@@ -85,6 +88,41 @@ def health_summary(merged: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def request_totals(merged: dict[str, Any]) -> tuple[int, int]:
+    """Requests answered so far and how many of them were 5xx, summed over routes."""
+    requests = errors = 0
+    for route in merged.get("routes", []):
+        classes = class_counts(route["codes"])
+        requests += sum(classes)
+        errors += classes[5]
+    return requests, errors
+
+
+@dataclass
+class VersionTraffic:
+    """Requests and 5xx answers per IR version since this proxy started. The workers' counters
+    are cumulative over reloads; what they grew by between two tallies is given to the version
+    that ran in between, so a tally is taken just before each install. Nothing is added to
+    the request path. A worker replaced after a crash restarts its counters: a total that went
+    down counts as no growth."""
+
+    keep: int = 8  # versions remembered (the oldest are dropped)
+    counts: dict[str, list[int]] = field(default_factory=dict)  # version -> [requests, 5xx]
+    last: tuple[int, int] | None = None
+
+    def tally(self, version: str | None, totals: tuple[int, int]) -> None:
+        if self.last is not None and version:
+            grown = [max(now - before, 0) for now, before in zip(totals, self.last, strict=True)]
+            slot = self.counts.pop(version, [0, 0])  # re-inserted: most recent last
+            self.counts[version] = [slot[0] + grown[0], slot[1] + grown[1]]
+            while len(self.counts) > self.keep:
+                del self.counts[next(iter(self.counts))]
+        self.last = totals
+
+    def to_json(self) -> dict[str, dict[str, int]]:
+        return {v: {"requests": r, "errors5xx": e} for v, (r, e) in self.counts.items()}
+
+
 @dataclass
 class Agent:
     control: str  # base URL of the control plane
@@ -94,7 +132,9 @@ class Agent:
     proxy_id: str = field(default_factory=default_proxy_id)
     ssl_context: ssl.SSLContext | None = None
     wait: float = POLL_WAIT
+    health_interval: float = HEALTH_INTERVAL
     seen: str = ""  # the last version installed from the control plane
+    traffic: VersionTraffic = field(default_factory=VersionTraffic)
 
     @property
     def _headers(self) -> dict[str, str]:
@@ -114,17 +154,27 @@ class Agent:
             log.error("cached IR refused: %s", exc)
 
     async def report_health(self, supervisor: Supervisor) -> None:
-        """Every ``HEALTH_INTERVAL``: the proxy's endpoint health for ``propylon status``."""
+        """Every ``health_interval``: the proxy's endpoint health for ``propylon status`` and
+        its traffic per IR version."""
         while True:
-            await asyncio.sleep(HEALTH_INTERVAL)
-            if supervisor.snapshot is None:
+            await asyncio.sleep(self.health_interval)
+            snapshot = supervisor.snapshot
+            merged = await self._tally(supervisor)
+            if snapshot is None or merged is None:
                 continue
-            try:
-                merged = await supervisor.stats()
-            except Exception as exc:  # stats are best effort; serving goes on
-                log.debug("no stats for the health report: %s", exc)
-                continue
-            await self.report(supervisor.snapshot.version, "HEALTH", health=health_summary(merged))
+            health = {**health_summary(merged), "traffic": self.traffic.to_json()}
+            await self.report(snapshot.version, "HEALTH", health=health)
+
+    async def _tally(self, supervisor: Supervisor) -> dict[str, Any] | None:
+        """The workers' merged stats, after giving their growth to the running version."""
+        version = supervisor.snapshot.version if supervisor.snapshot else None
+        try:
+            merged = await supervisor.stats()
+        except Exception as exc:  # stats are best effort; serving goes on
+            log.debug("no stats for the health report: %s", exc)
+            return None
+        self.traffic.tally(version, request_totals(merged))
+        return merged
 
     async def run(self, supervisor: Supervisor) -> None:
         backoff = Backoff()
@@ -166,6 +216,7 @@ class Agent:
         a worker that died mid-install for instance)."""
         try:
             check_snapshot(snapshot, self.gateway)
+            await self._tally(supervisor)
             await supervisor.install(snapshot)
         except ConfigRefused as exc:
             log.error("IR %s refused: %s", snapshot.version, exc)
