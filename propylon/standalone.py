@@ -32,6 +32,7 @@ from propylon import ir
 from propylon.config import ConfigError, Rejected, Resource, load_paths
 from propylon.filters.base import FilterEnv
 from propylon.filters.factory import build_filter
+from propylon.runtime.gc_pause import gc_paused
 from propylon.translate import translate_with_issues
 from propylon.translate.consumers import (
     FileStamp,
@@ -75,6 +76,13 @@ def build_from_resources(
 ) -> BuildResult:
     """Translate valid resources, containing the ``rejected`` ones; invalid resources become
     warnings, no Gateway an error."""
+    with gc_paused():
+        return _build_from_resources(resources, rejected)
+
+
+def _build_from_resources(
+    resources: Sequence[Resource], rejected: Sequence[Rejected]
+) -> BuildResult:
     with recording_secret_reads() as reads:
         translation = translate_with_issues(resources, rejected)
     sources = {r.ref: r for r in resources}

@@ -133,8 +133,53 @@ def _document(
         errors.append(ConfigError(filename, line, None, None, None, str(exc), column=column))
         return None  # not constructed: its data would be as large, or endless
     budget.extra -= max(0, walked - size)
-    doc.data = loader.construct_document(node)
+    try:
+        doc.data = _plain_data(loader, node, set())
+    except _NotPlain:
+        doc.data = loader.construct_document(node)
     return doc if doc.data is not None else None
+
+
+class _NotPlain(Exception):
+    """A node the fast construction leaves to PyYAML's constructor (see ``_plain_data``)."""
+
+
+_STR, _NULL = "tag:yaml.org,2002:str", "tag:yaml.org,2002:null"
+_SCALARS: dict[str, Any] = {
+    "tag:yaml.org,2002:bool": _Loader.construct_yaml_bool,
+    "tag:yaml.org,2002:int": _Loader.construct_yaml_int,
+    "tag:yaml.org,2002:float": _Loader.construct_yaml_float,
+}
+_MAP, _SEQ = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
+
+
+def _plain_data(loader: Any, node: yaml.Node, visited: set[int]) -> Any:
+    """The document's data as ``construct_document`` would make it, several times faster, for
+    documents of plain mappings, lists and scalars (every resource as usually written).
+    Aliases, merge keys and other tags raise ``_NotPlain``: the constructor handles those."""
+    if id(node) in visited:
+        raise _NotPlain  # an alias: the constructor shares the object, as YAML says
+    visited.add(id(node))
+    tag = node.tag
+    if isinstance(node, yaml.ScalarNode):
+        if tag == _STR:
+            return node.value
+        if tag == _NULL:
+            return None
+        make = _SCALARS.get(tag)
+        if make is None:
+            raise _NotPlain
+        return make(loader, node)
+    if isinstance(node, yaml.MappingNode) and tag == _MAP:
+        data = {}
+        for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _STR:
+                raise _NotPlain  # `<<`, or a key that is not a name
+            data[key_node.value] = _plain_data(loader, value_node, visited)
+        return data
+    if isinstance(node, yaml.SequenceNode) and tag == _SEQ:
+        return [_plain_data(loader, item, visited) for item in node.value]
+    raise _NotPlain
 
 
 def _last_line(text: str) -> int:

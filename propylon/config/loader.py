@@ -11,10 +11,15 @@ kept, as it was written, in ``rejected``: standalone mode contains it (``config/
 says what of it can still be served) instead of refusing every other resource with it.
 Errors that name no resource (YAML syntax, an unknown kind, a document that is not a mapping)
 are in ``errors`` only; ``unattributed`` lists them.
+
+``load_paths`` remembers, per file, what its text gave (``_FileCache``, keyed by the text's
+SHA-256): a reload parses and validates only the files that changed. Resources are never
+modified once loaded, so the same objects serve every load of an unchanged file.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +33,7 @@ from propylon.config._yaml import Document, dotted_path, parse_documents
 from propylon.config.errors import ConfigError, Source
 from propylon.config.kubernetes import KubernetesObject, check_kind, is_kubernetes
 from propylon.config.resources import API_VERSION, KINDS, Resource
+from propylon.runtime.gc_pause import gc_paused
 
 _SUFFIXES = (".yaml", ".yml")
 DEFINED_TWICE = "defined twice"  # how the error about a second definition starts
@@ -72,16 +78,73 @@ class LoadResult:
 
 def load_paths(paths: Sequence[str | Path]) -> LoadResult:
     """Every resource in ``paths`` (files or folders) and every error found in them."""
+    with gc_paused():
+        return _load_paths(paths)
+
+
+def _load_paths(paths: Sequence[str | Path]) -> LoadResult:
     result = LoadResult()
     seen: dict[tuple[str, str], Source] = {}
+    read: set[str] = set()
     for file in _expand(paths, result.errors):
         try:
             text = file.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             result.errors.append(ConfigError(str(file), None, None, None, None, _os_msg(exc)))
             continue
-        _load_into(result, text, str(file), seen)
+        read.add(str(file))
+        if not _FILES.replay(result, text, str(file), seen):
+            _load_into(result, text, str(file), seen)
+            _FILES.remember(text, str(file), result)
+    _FILES.keep_only(read)
     return result
+
+
+class _FileCache:
+    """The resources of each file whose every document was valid, by the text's hash.
+
+    Only files without any error are kept: errors (and rejected documents) are rare, and a
+    replay must give exactly what ``_load_into`` would, duplicate definitions included: a
+    file whose resources meet an earlier definition is loaded again to report it."""
+
+    def __init__(self) -> None:
+        self.files: dict[str, tuple[bytes, tuple[Resource, ...]]] = {}
+        self._marks: dict[str, tuple[int, int, int]] = {}  # file -> result sizes before it
+
+    def replay(self, result: LoadResult, text: str, filename: str,
+               seen: dict[tuple[str, str], Source]) -> bool:
+        self._marks[filename] = (len(result.resources), len(result.errors),
+                                 len(result.rejected))
+        cached = self.files.get(filename)
+        if cached is None or cached[0] != _digest(text):
+            return False
+        resources = cached[1]
+        if any((r.kind, r.key) in seen for r in resources):
+            return False
+        for resource in resources:
+            seen[(resource.kind, resource.key)] = resource.source or Source(filename, 0)
+        result.resources.extend(resources)
+        return True
+
+    def remember(self, text: str, filename: str, result: LoadResult) -> None:
+        resources, errors, rejected = self._marks.pop(filename, (0, 0, 0))
+        if len(result.errors) == errors and len(result.rejected) == rejected:
+            self.files[filename] = (_digest(text), tuple(result.resources[resources:]))
+        else:
+            self.files.pop(filename, None)
+
+    def keep_only(self, files: set[str]) -> None:
+        """Forget the files a load did not read, so the cache holds one configuration."""
+        for gone in set(self.files) - files:
+            del self.files[gone]
+        self._marks.clear()
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
+
+
+_FILES = _FileCache()
 
 
 def load_text(text: str, filename: str = "<text>") -> LoadResult:

@@ -12,6 +12,7 @@ import hashlib
 import json
 import types
 import typing
+from collections.abc import Callable
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
 from propylon.ir import model
@@ -42,8 +43,53 @@ def _is_default(field: dataclasses.Field[Any], value: Any) -> bool:
     return field.default_factory is not dataclasses.MISSING and value == field.default_factory()
 
 
+# How ``to_data`` writes each IR class, made once per class: a snapshot of 10,000 routes has
+# hundreds of thousands of objects, and ``dataclasses.fields`` per object was most of the time.
+# (field name, default to leave out or _KEEP), and the action tag or None
+_Plan = tuple[tuple[tuple[str, Any], ...], str | None]
+_PLANS: dict[type, _Plan] = {}
+_KEEP = object()
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
+def _plan(cls: type) -> _Plan:
+    omit = _OMIT_DEFAULT.get(cls, frozenset())
+    fields = []
+    for f in dataclasses.fields(cls):
+        default: Any = _KEEP
+        if f.name in omit:
+            default = (f.default if f.default is not dataclasses.MISSING
+                       else f.default_factory())  # type: ignore[misc]
+        fields.append((f.name, default))
+    plan = _PLANS[cls] = (tuple(fields), _TAG_OF.get(cls))
+    return plan
+
+
 def to_data(value: Any) -> Any:
     """An IR object as plain JSON-compatible data (dicts, lists, str, numbers, None)."""
+    cls = value.__class__
+    if cls in _SCALARS:
+        return value
+    plan = _PLANS.get(cls)
+    if plan is not None or (dataclasses.is_dataclass(value) and not isinstance(value, type)
+                            and cls.__module__ == model.__name__):
+        fields, tag = plan or _plan(cls)
+        data = {}
+        for name, default in fields:
+            item = getattr(value, name)
+            if default is _KEEP or item != default:
+                data[name] = to_data(item)
+        if tag is not None:
+            data["@type"] = tag
+        return data
+    if cls is tuple or cls is list:
+        return [to_data(v) for v in value]
+    if cls is dict:
+        return {str(k): to_data(v) for k, v in value.items()}
+    return _to_data_other(value)
+
+
+def _to_data_other(value: Any) -> Any:
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         omit = _OMIT_DEFAULT.get(type(value), frozenset())
         data = {
@@ -64,7 +110,50 @@ def to_data(value: Any) -> Any:
 
 def from_data(cls: type[T], data: Any) -> T:
     """Rebuild an IR object of type ``cls`` from ``to_data`` output."""
-    return typing.cast(T, _decode(cls, data))
+    return typing.cast(T, _decoder(cls)(data))
+
+
+# One decoding function per type, made from its hints once (what ``_decode`` does, without
+# looking the hints up again for each of a large snapshot's objects).
+_DECODERS: dict[Any, Callable[[Any], Any]] = {}
+
+
+def _decoder(tp: Any) -> Callable[[Any], Any]:
+    found = _DECODERS.get(tp)
+    if found is None:
+        _DECODERS[tp] = lambda data: _decoder_of(tp)(data)  # while being made (recursion)
+        found = _DECODERS[tp] = _decoder_of(tp)
+    return found
+
+
+def _decoder_of(tp: Any) -> Callable[[Any], Any]:
+    if tp is model.Action or (get_origin(tp) in (typing.Union, types.UnionType)):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        inner = _decoder(args[0]) if len(args) == 1 else _identity
+
+        def union(data: Any) -> Any:
+            if isinstance(data, dict) and "@type" in data:
+                return _decoder(_ACTION_TAGS[data["@type"]])(data)
+            return None if data is None else inner(data)
+        return union
+    if get_origin(tp) is tuple:
+        item = _decoder(get_args(tp)[0])
+        return lambda data: None if data is None else tuple(item(v) for v in data)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        hints = _hints(tp)  # type: ignore[arg-type]
+        fields = [(f.name, _decoder(hints[f.name])) for f in dataclasses.fields(tp)]
+        make = typing.cast(Any, tp)
+
+        def dataclass(data: Any) -> Any:
+            if data is None:
+                return None
+            return make(**{name: decode(data[name]) for name, decode in fields if name in data})
+        return dataclass
+    return _identity
+
+
+def _identity(data: Any) -> Any:
+    return data
 
 
 def _hints(cls: type) -> dict[str, Any]:
@@ -74,32 +163,14 @@ def _hints(cls: type) -> dict[str, Any]:
     return hints
 
 
-def _decode(tp: Any, data: Any) -> Any:
-    if data is None:
-        return None
-    if tp is model.Action or (get_origin(tp) in (typing.Union, types.UnionType)):
-        args = [a for a in get_args(tp) if a is not type(None)]
-        if isinstance(data, dict) and "@type" in data:
-            return _decode(_ACTION_TAGS[data["@type"]], data)
-        return _decode(args[0], data) if len(args) == 1 else data
-    origin = get_origin(tp)
-    if origin is tuple:
-        (item,) = get_args(tp)[:1]
-        return tuple(_decode(item, v) for v in data)
-    if origin is dict or tp is Any:
-        return data
-    if dataclasses.is_dataclass(tp):
-        hints = _hints(tp)  # type: ignore[arg-type]
-        kwargs = {
-            f.name: _decode(hints[f.name], data[f.name])
-            for f in dataclasses.fields(tp)
-            if f.name in data
-        }
-        return typing.cast(Any, tp)(**kwargs)
-    return data
-
-
 def dumps(snapshot: model.SnapshotIR) -> str:
+    sealed = _SEALED_TEXT.pop(id(snapshot), None)
+    if sealed is not None and sealed[0] is snapshot:
+        return sealed[1]
+    return _encode(snapshot)
+
+
+def _encode(snapshot: model.SnapshotIR) -> str:
     return json.dumps(to_data(snapshot), sort_keys=True, separators=(",", ":"))
 
 
@@ -108,10 +179,26 @@ def loads(text: str | bytes) -> model.SnapshotIR:
 
 
 def content_hash(snapshot: model.SnapshotIR) -> str:
-    unsealed = dataclasses.replace(snapshot, version="")
-    return hashlib.sha256(dumps(unsealed).encode()).hexdigest()[:16]
+    return _hash(_encode(dataclasses.replace(snapshot, version="")))
+
+
+def _hash(unsealed_text: str) -> str:
+    return hashlib.sha256(unsealed_text.encode()).hexdigest()[:16]
+
+
+# The text of the last sealed snapshot, by id (the snapshot is kept, so the id is its own), for
+# the first ``dumps`` of it: a supervisor ships what it just sealed, and encoding a large
+# snapshot twice cost as much as translating it. One entry: it is dropped once used.
+_SEALED_TEXT: dict[int, tuple[model.SnapshotIR, str]] = {}
+_VERSION_LAST = '"version":""}'  # keys are sorted: "version" is the snapshot's last
 
 
 def seal(snapshot: model.SnapshotIR) -> model.SnapshotIR:
     """The snapshot with ``version`` set to the hash of its content."""
-    return dataclasses.replace(snapshot, version=content_hash(snapshot))
+    text = _encode(dataclasses.replace(snapshot, version=""))
+    sealed = dataclasses.replace(snapshot, version=_hash(text))
+    if text.endswith(_VERSION_LAST):
+        _SEALED_TEXT.clear()
+        _SEALED_TEXT[id(sealed)] = (sealed, f'{text[:-len(_VERSION_LAST)]}"version":'
+                                            f'"{sealed.version}"}}')
+    return sealed

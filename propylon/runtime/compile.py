@@ -37,6 +37,7 @@ from propylon.runtime.compiled import (
     HostSet,
     Runtime,
 )
+from propylon.runtime.gc_pause import gc_paused
 from propylon.runtime.health import EjectionPolicy, HealthRegistry
 from propylon.runtime.pools import PoolFactory, ScratchPools
 from propylon.runtime.retry import RetryPolicy
@@ -71,6 +72,11 @@ class Services:
 
 
 def compile_snapshot(snapshot: SnapshotIR, services: Services) -> Runtime:
+    with gc_paused():
+        return _compile_snapshot(snapshot, services)
+
+
+def _compile_snapshot(snapshot: SnapshotIR, services: Services) -> Runtime:
     env = (services.env or FilterEnv(services.pools.loop)).for_snapshot(snapshot)
     gateways: dict[str, GatewayRuntime] = {}
     listeners: dict[tuple[str, int], GatewayRuntime] = {}

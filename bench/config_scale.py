@@ -1,0 +1,367 @@
+"""Configuration at scale (issue #15): how long a large configuration takes to check, to start
+serving, and to change, and how much memory it holds. Not a test. Run
+
+    python bench/config_scale.py --routes 1000 [--delegation] [--workers 1] [--reloads 50]
+    python bench/config_scale.py --routes 10000 --phases      # in-process stage timings
+
+It writes a configuration into a temporary folder: one Gateway, one Upstream (a local echo
+server), ``--routes`` Routes of 4 rules each (prefix, exact with a method, header-conditioned,
+direct response) in files of 100 resources. With ``--delegation`` the same count of
+RouteTables (4 rules each) is reached from one Route per 10 tables, each delegating a prefix
+by label. Then it measures, printing one line per figure:
+
+- ``validate``: ``propylon validate FOLDER`` wall time;
+- ``start``: from launching ``propylon run`` to the first 200 on the listener;
+- ``change``: a file of the folder rewritten with one more route (the watcher picks it up),
+  until the supervisor logs the version installed on every worker (it logs only once all of
+  them answered ``ack``), then until the new route answers; median and max of ``--changes``;
+- RSS of the supervisor and of each worker after start, after the changes, and after
+  ``--reloads`` more changes alternating between two versions of one file (growth there is
+  a leak: the same two configurations are installed again and again).
+
+``--phases`` runs the stages in this process instead (load, translate, policy check, compile,
+IR encode/decode) and prints each one's time: what to profile. Every process started is
+stopped by PID at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+PER_FILE = 100
+NAMESPACE = "bench"
+_INSTALLED = re.compile(r"configuration (\w+) installed on (\d+) worker")
+
+
+# -- the configuration ---------------------------------------------------------------------
+def gateway_yaml(port: int, echo: int) -> str:
+    return f"""apiVersion: propylon.dev/v1
+kind: Gateway
+metadata: {{name: edge, namespace: {NAMESPACE}}}
+spec:
+  listeners: [{{name: web, port: {port}, protocol: HTTP}}]
+  routeSelector: {{namespaces: [{NAMESPACE}]}}
+---
+apiVersion: propylon.dev/v1
+kind: Upstream
+metadata: {{name: echo, namespace: {NAMESPACE}}}
+spec:
+  endpoints: [{{address: 127.0.0.1, port: {echo}}}]
+"""
+
+
+def rules_yaml(prefix: str) -> str:
+    return f"""  rules:
+    - matches: [{{path: {{prefix: {prefix}/api}}}}]
+      forward: {{backends: [{{upstream: echo}}], timeout: 5s}}
+    - matches: [{{path: {{exact: {prefix}/item}}, method: GET}}]
+      forward: {{backends: [{{upstream: echo}}]}}
+    - matches: [{{path: {{prefix: {prefix}/beta}}, headers: [{{name: x-beta, value: "1"}}]}}]
+      forward: {{backends: [{{upstream: echo}}]}}
+      policies: [{{headers: {{response: {{set: {{x-beta: "yes"}}}}}}}}]
+    - matches: [{{path: {{exact: {prefix}/ping}}}}]
+      directResponse: {{status: 200, body: pong}}
+"""
+
+
+def route_yaml(i: int) -> str:
+    return (f"apiVersion: propylon.dev/v1\nkind: Route\nmetadata: {{name: r{i}, namespace: "
+            f"{NAMESPACE}}}\nspec:\n" + rules_yaml(f"/r{i}"))
+
+
+def table_yaml(i: int) -> str:
+    return (f"apiVersion: propylon.dev/v1\nkind: RouteTable\nmetadata: {{name: t{i}, namespace: "
+            f"{NAMESPACE}, labels: {{group: g{i // 10}}}}}\nspec:\n"
+            + rules_yaml(f"/g{i // 10}/t{i}"))
+
+
+def delegating_route_yaml(group: int) -> str:
+    return f"""apiVersion: propylon.dev/v1
+kind: Route
+metadata: {{name: d{group}, namespace: {NAMESPACE}}}
+spec:
+  rules:
+    - matches: [{{path: {{prefix: /g{group}}}}}]
+      delegate: {{selector: {{matchLabels: {{group: g{group}}}}}}}
+"""
+
+
+def documents(count: int, delegation: bool) -> list[str]:
+    if not delegation:
+        return [route_yaml(i) for i in range(count)]
+    return ([table_yaml(i) for i in range(count)]
+            + [delegating_route_yaml(g) for g in range((count + 9) // 10)])
+
+
+def write_config(folder: Path, count: int, delegation: bool, port: int, echo: int) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "gateway.yaml").write_text(gateway_yaml(port, echo))
+    docs = documents(count, delegation)
+    for start in range(0, len(docs), PER_FILE):
+        text = "---\n".join(docs[start:start + PER_FILE])
+        (folder / f"routes-{start // PER_FILE:04d}.yaml").write_text(text)
+
+
+def write_change(folder: Path, extra: int) -> str:
+    """Replace ``change.yaml`` atomically with one Route; its probe path."""
+    tmp = folder.parent / ".change.tmp"
+    tmp.write_text(route_yaml(1_000_000 + extra))
+    os.replace(tmp, folder / "change.yaml")
+    return f"/r{1_000_000 + extra}/ping"
+
+
+# -- processes -----------------------------------------------------------------------------
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def get(port: int, path: str, timeout: float = 2.0) -> int:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        response.read()
+        return response.status
+    finally:
+        conn.close()
+
+
+def answers(port: int, path: str) -> bool:
+    try:
+        return get(port, path) == 200
+    except OSError:
+        return False
+
+
+def wait_for(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise TimeoutError(what)
+        time.sleep(0.01)
+
+
+class LogWatch:
+    """Reads the gateway's stderr on a thread, noting when each version was installed."""
+
+    def __init__(self, stream: object) -> None:
+        self.installed: list[tuple[str, float]] = []  # (version, when), in log order
+        self.lines: list[str] = []
+        self.thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self.thread.start()
+
+    def _read(self, stream: object) -> None:
+        for raw in stream:  # type: ignore[attr-defined]
+            line = raw.decode(errors="replace")
+            self.lines.append(line)
+            found = _INSTALLED.search(line)
+            if found:
+                self.installed.append((found.group(1), time.perf_counter()))
+
+    def wait_new(self, seen: int, timeout: float) -> tuple[str, float]:
+        """The first install logged after the first ``seen`` ones."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if len(self.installed) > seen:
+                return self.installed[seen]
+            time.sleep(0.005)
+        raise TimeoutError("no new version installed:\n" + "".join(self.lines[-20:]))
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes()
+            if int(stat[1]) == pid and b"resource_tracker" not in cmdline:
+                found.append(int(entry.name))
+    return sorted(found)
+
+
+def memory(pid: int) -> str:
+    workers = ", ".join(f"{rss_kib(w) / 1024:.0f}" for w in children(pid))
+    return f"supervisor {rss_kib(pid) / 1024:.0f} MiB, workers [{workers}] MiB"
+
+
+def load_note() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load average {one:.2f} / {five:.2f} on {os.cpu_count()} cores"
+
+
+# -- the measurements ----------------------------------------------------------------------
+def measure_validate(folder: Path) -> float:
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "propylon", "validate", str(folder)],
+                          cwd=REPO, capture_output=True, text=True, check=False)
+    took = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"validate failed:\n{done.stderr[-2000:]}")
+    return took
+
+
+def run_gateway(args: argparse.Namespace, tmp: Path) -> None:
+    port, echo, admin = free_port(), free_port(), free_port()
+    folder = tmp / "config"
+    write_config(folder, args.routes, args.delegation, port, echo)
+    kind = "RouteTables" if args.delegation else "Routes"
+    print(f"{args.routes} {kind} x 4 rules, {args.workers} worker(s); {load_note()}", flush=True)
+    print(f"validate        {measure_validate(folder):8.2f} s", flush=True)
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        started.append(subprocess.Popen(
+            [sys.executable, "-m", "propylon.demo.echo_server", "--port", str(echo),
+             "--name", "bench"], cwd=REPO, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL))
+        begin = time.perf_counter()
+        gateway = subprocess.Popen(
+            [sys.executable, "-m", "propylon", "run", str(folder), "--workers",
+             str(args.workers), "--admin", f"127.0.0.1:{admin}", "--access-log", "off"],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        started.append(gateway)
+        logs = LogWatch(gateway.stderr)
+        wait_for(lambda: answers(port, "/r0/ping"), 600, "first answer")
+        print(f"start           {time.perf_counter() - begin:8.2f} s to the first answer",
+              flush=True)
+        wait_for(lambda: len(children(gateway.pid)) >= args.workers, 30, "workers")
+        time.sleep(1.0)
+        print(f"memory at start  {memory(gateway.pid)}", flush=True)
+        measure_changes(args, folder, port, logs)
+        print(f"memory after {args.changes} changes  {memory(gateway.pid)}", flush=True)
+        if args.reloads:
+            measure_reloads(args, folder, logs, gateway.pid)
+    finally:
+        for process in reversed(started):
+            stop(process)
+
+
+def measure_changes(args: argparse.Namespace, folder: Path, port: int, logs: LogWatch) -> None:
+    installed: list[float] = []
+    served: list[float] = []
+    for n in range(args.changes):
+        seen = len(logs.installed)
+        begin = time.perf_counter()
+        path = write_change(folder, n)
+        _, at = logs.wait_new(seen, 600)
+        installed.append(at - begin)
+        wait_for(lambda: answers(port, path), 60, "the changed route")  # noqa: B023
+        served.append(time.perf_counter() - begin)
+    print(f"change          median {statistics.median(installed):6.2f} s  max "
+          f"{max(installed):6.2f} s  installed on every worker "
+          f"(served: median {statistics.median(served):.2f} s)", flush=True)
+
+
+def measure_reloads(args: argparse.Namespace, folder: Path, logs: LogWatch, pid: int) -> None:
+    samples: list[tuple[int, list[int]]] = []
+    for n in range(args.reloads):
+        seen = len(logs.installed)
+        write_change(folder, n % 2)
+        logs.wait_new(seen, 600)
+        if n % 10 == 9:
+            samples.append((rss_kib(pid), [rss_kib(w) for w in children(pid)]))
+    for index, (sup, workers) in enumerate(samples):
+        print(f"  after {(index + 1) * 10:3d} reloads: supervisor {sup / 1024:.0f} MiB, workers "
+              f"[{', '.join(f'{w / 1024:.0f}' for w in workers)}] MiB", flush=True)
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(10)
+
+
+# -- in-process stages ---------------------------------------------------------------------
+def run_phases(args: argparse.Namespace, tmp: Path) -> None:
+    import asyncio
+
+    from propylon import ir
+    from propylon.config import load_paths
+    from propylon.runtime.compile import Services, compile_snapshot
+    from propylon.runtime.gc_pause import gc_paused
+    from propylon.standalone import build_from_resources
+
+    folder = tmp / "config"
+    write_config(folder, args.routes, args.delegation, 8080, 9000)
+    print(f"{args.routes} x 4 rules ({'delegation' if args.delegation else 'routes'}); "
+          f"{load_note()}")
+    clock, cpu = time.perf_counter(), time.process_time()
+
+    def lap(name: str) -> None:  # CPU time too: the machine is shared
+        nonlocal clock, cpu
+        now, now_cpu = time.perf_counter(), time.process_time()
+        print(f"  {name:28} {now - clock:7.3f} s  (cpu {now_cpu - cpu:6.3f} s)", flush=True)
+        clock, cpu = now, now_cpu
+
+    loaded = load_paths([folder])
+    lap("load (parse + validate)")
+    again = load_paths([folder])
+    lap("load again (unchanged files)")
+    result = build_from_resources(again.resources, again.rejected)
+    lap("translate + policy check")
+    assert result.snapshot is not None
+    with gc_paused():  # as the supervisor and the workers do
+        text = ir.dumps(result.snapshot)
+        lap(f"IR encode ({len(text) / 1e6:.1f} MB, after seal)")
+        text = ir.dumps(result.snapshot)
+        lap("IR encode again")
+        snapshot = ir.loads(text)
+        lap("IR decode")
+    loop = asyncio.new_event_loop()
+    compile_snapshot(snapshot, Services.scratch(loop))
+    lap("compile")
+    loop.close()
+    del loaded
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--routes", type=int, default=1000)
+    parser.add_argument("--delegation", action="store_true")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--changes", type=int, default=5)
+    parser.add_argument("--reloads", type=int, default=0)
+    parser.add_argument("--phases", action="store_true")
+    args = parser.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="propylon-scale-"))
+    try:
+        (run_phases if args.phases else run_gateway)(args, tmp)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,32 @@
+"""The cyclic garbage collector paused while a configuration is built.
+
+Loading, translating, encoding and compiling a large configuration allocate hundreds of
+thousands of objects that all stay alive; each allocation burst triggers collections that scan
+every one of them again, so a build of 10,000 routes spent more than half of its time in the
+collector (docs/performance.md, "Configuration at scale"). Nothing of a build's garbage needs
+the cyclic collector to be freed soon, so it is paused for the build and resumes after.
+Pauses nest: only the outermost resumes the collector, and only if it was running.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+from collections.abc import Iterator
+
+_depth = 0
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    global _depth
+    resume = _depth == 0 and gc.isenabled()
+    if resume:
+        gc.disable()
+    _depth += 1
+    try:
+        yield
+    finally:
+        _depth -= 1
+        if resume:
+            gc.enable()
