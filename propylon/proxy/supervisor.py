@@ -31,6 +31,7 @@ from propylon.observability.metrics import merge_snapshots
 from propylon.proxy.health_checker import HealthChecker
 from propylon.proxy.worker import worker_main
 from propylon.runtime.compile import Services, compile_snapshot
+from propylon.runtime.gc_pause import gc_paused
 
 log = logging.getLogger("propylon")
 
@@ -171,7 +172,8 @@ class Supervisor:
     async def _install_all(
         self, snapshot: ir.SnapshotIR, previous: ir.SnapshotIR | None
     ) -> None:
-        text = ir.dumps(snapshot)
+        with gc_paused():
+            text = ir.dumps(snapshot)
         answers = await asyncio.gather(
             *(self._install_one(h, text) for h in self.handles), return_exceptions=True
         )

@@ -36,6 +36,7 @@ from propylon.proxy.tls import ServerTLS
 from propylon.proxy.worker_state import ListenerState, WorkerState
 from propylon.runtime.compile import Services, compile_snapshot
 from propylon.runtime.compiled import Cluster, Runtime
+from propylon.runtime.gc_pause import gc_paused
 
 log = logging.getLogger("propylon.worker")
 
@@ -267,7 +268,8 @@ class WorkerChannel:
         if kind == "install":
             version = "?"
             try:
-                snapshot = ir.loads(message[1])
+                with gc_paused():
+                    snapshot = ir.loads(message[1])
                 version = snapshot.version
                 await self.worker.install(snapshot)
             except Exception as exc:  # any failure keeps the old configuration serving
