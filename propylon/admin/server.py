@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -33,7 +34,10 @@ _MAX_HEAD = 16 * 1024
 log = logging.getLogger("propylon.admin")
 
 
-async def start_admin(supervisor: Supervisor, host: str, port: int) -> asyncio.AbstractServer:
+async def start_admin(supervisor: Supervisor, host: str, port: int,
+                      sock: socket.socket | None = None) -> asyncio.AbstractServer:
+    """Serve on ``sock`` when given (the supervisor's, kept across binary upgrades), else
+    bind ``host:port``."""
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await serve_one(supervisor, reader, writer)
@@ -44,6 +48,8 @@ async def start_admin(supervisor: Supervisor, host: str, port: int) -> asyncio.A
         finally:
             writer.close()
 
+    if sock is not None:
+        return await asyncio.start_server(handle, sock=sock, limit=_MAX_HEAD)
     return await asyncio.start_server(handle, host, port, limit=_MAX_HEAD)
 
 

@@ -8,6 +8,10 @@ Configurations come from outside, as snapshots given to ``install``: the standal
 builds them from files and watches those (``propylon.standalone.FileSource``), the agent
 polls the control plane (``propylon.proxy.agent``). The supervisor reads no configuration
 file, model or store.
+
+The supervisor owns the listening sockets (``listen_sockets.py``) and lends each worker its
+slot's socket before an install needs it, so a worker's exit, a replaced worker and a binary
+upgrade (SIGUSR2, ``upgrade.py``) never close a socket with connections waiting on it.
 """
 
 from __future__ import annotations
@@ -19,16 +23,19 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from multiprocessing.reduction import send_handle
 from typing import Any
 
 from propylon import ir
 from propylon.filters._buckets import segment_path
 from propylon.observability.metrics import merge_snapshots
+from propylon.proxy import upgrade
 from propylon.proxy.health_checker import HealthChecker
+from propylon.proxy.listen_sockets import Key, ListeningSockets
 from propylon.proxy.worker import worker_main
 from propylon.runtime.compile import Services, compile_snapshot
 from propylon.runtime.gc_pause import gc_paused
@@ -53,9 +60,11 @@ class ReloadStats:
 class WorkerHandle:
     """The supervisor's end of one worker: its process, pipe and outstanding questions."""
 
-    def __init__(self, process: BaseProcess, conn: Connection) -> None:
+    def __init__(self, process: BaseProcess, conn: Connection, slot: int = 0) -> None:
         self.process = process
         self.conn = conn
+        self.slot = slot  # which of each listener's sockets this worker accepts on
+        self.lent: set[Key] = set()
         # Questions carry an id and answers name it: a worker handles messages concurrently,
         # so a quick answer (stats) may overtake a slow one (install).
         self.waiting: dict[int, asyncio.Future[tuple[Any, ...]]] = {}
@@ -77,6 +86,23 @@ class WorkerHandle:
         """Send without expecting an answer."""
         with contextlib.suppress(OSError):
             self.conn.send((None, *message))
+
+    def lend(self, sockets: ListeningSockets, keys: Iterable[Key]) -> None:
+        """Pass the worker its slot's socket of each key it does not have yet: a message,
+        then the descriptor right behind it (the worker reads both at once)."""
+        for key in keys:
+            if key in self.lent:
+                continue
+            sock = sockets.for_slot(key, self.slot)
+            self.conn.send((None, "listen", *key))
+            send_handle(self.conn, sock.fileno(), self.process.pid or 0)
+            self.lent.add(key)
+
+    def forget(self, keys: Iterable[Key]) -> None:
+        for key in keys:
+            if key in self.lent:
+                self.lent.discard(key)
+                self.tell(("unlisten", *key))
 
     def readable(self) -> None:
         try:
@@ -111,6 +137,7 @@ class Supervisor:
     stopping: bool = False
     health: HealthChecker | None = None
     installed_at: float = 0.0  # when the served version was installed (Unix time)
+    sockets: ListeningSockets = field(default_factory=ListeningSockets)
 
     # -- workers -------------------------------------------------------------------------
     def reopen_logs(self) -> None:
@@ -120,7 +147,7 @@ class Supervisor:
             if pid is not None and handle.process.is_alive():
                 os.kill(pid, signal.SIGUSR1)
 
-    def _spawn(self) -> WorkerHandle:
+    def _spawn(self, slot: int) -> WorkerHandle:
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
         process = ctx.Process(
@@ -131,14 +158,15 @@ class Supervisor:
         )
         process.start()
         child.close()
-        handle = WorkerHandle(process, parent)
+        handle = WorkerHandle(process, parent, slot)
         asyncio.get_running_loop().add_reader(parent.fileno(), handle.readable)
         os.set_blocking(parent.fileno(), True)  # see WorkerChannel.start: recv() needs it
         return handle
 
     def start_workers(self) -> None:
         """Start the worker processes; they serve nothing until a snapshot is installed."""
-        self.handles = [self._spawn() for _ in range(self.workers)]
+        self.sockets.slots = max(1, self.workers)
+        self.handles = [self._spawn(slot) for slot in range(self.workers)]
 
     @staticmethod
     def check(snapshot: ir.SnapshotIR) -> None:
@@ -154,10 +182,20 @@ class Supervisor:
         if self.snapshot is not None and snapshot.version == self.snapshot.version:
             return
         self.check(snapshot)
+        keys = listener_keys(snapshot)
+        try:
+            self.sockets.ensure(keys)
+        except OSError as exc:
+            raise ConfigRefused(str(exc)) from exc
         try:
             await self._install_all(snapshot, previous=self.snapshot)
-        except TimeoutError as exc:
-            raise ConfigRefused("a worker did not answer in time") from exc
+        except BaseException as exc:
+            kept = listener_keys(self.snapshot) if self.snapshot else set()
+            self._release(keys - kept, keep_inherited=True)
+            if isinstance(exc, TimeoutError):
+                raise ConfigRefused("a worker did not answer in time") from exc
+            raise
+        self._release(set(self.sockets.by_key) - keys, keep_inherited=False)
         self.snapshot = snapshot
         self.installed_at = time.time()
         self.warnings = list(warnings)
@@ -174,20 +212,36 @@ class Supervisor:
     ) -> None:
         with gc_paused():
             text = ir.dumps(snapshot)
+        keys = listener_keys(snapshot)
         answers = await asyncio.gather(
-            *(self._install_one(h, text) for h in self.handles), return_exceptions=True
+            *(self._install_one(h, text, keys) for h in self.handles), return_exceptions=True
         )
         errors = [str(a) for a in answers if isinstance(a, BaseException)]
         if not errors:
             return
         if previous is not None:  # put back the version every worker agreed on
             old = ir.dumps(previous)
+            old_keys = listener_keys(previous)
             await asyncio.gather(
-                *(self._install_one(h, old) for h in self.handles), return_exceptions=True
+                *(self._install_one(h, old, old_keys) for h in self.handles),
+                return_exceptions=True,
             )
         raise ConfigRefused("; ".join(sorted(set(errors))))
 
-    async def _install_one(self, handle: WorkerHandle, text: str) -> None:
+    def _release(self, keys: set[Key], keep_inherited: bool) -> None:
+        """Close the sockets of ``keys`` (after the workers' copies), except inherited ones
+        no configuration has claimed yet when ``keep_inherited``."""
+        if keep_inherited:
+            keys = keys - self.sockets.inherited
+        for handle in self.handles:
+            handle.forget(keys)
+        self.sockets.retain_only(set(self.sockets.by_key) - keys)
+
+    async def _install_one(self, handle: WorkerHandle, text: str, keys: set[Key]) -> None:
+        try:
+            handle.lend(self.sockets, keys)
+        except OSError as exc:
+            raise ConfigRefused(f"worker unreachable: {exc}") from exc
         answer = await asyncio.wait_for(handle.ask(("install", text)), _ANSWER_TIMEOUT)
         if answer[0] != "ack":
             raise ConfigRefused(answer[2] if len(answer) > 2 else "refused")
@@ -223,11 +277,12 @@ class Supervisor:
                           handle.process.exitcode)
                 with contextlib.suppress(OSError, ValueError):
                     asyncio.get_running_loop().remove_reader(handle.conn.fileno())
-                replacement = self._spawn()
+                replacement = self._spawn(handle.slot)
                 self.handles[i] = replacement
                 if self.snapshot is not None:
                     with contextlib.suppress(ConfigRefused, TimeoutError):
-                        await self._install_one(replacement, ir.dumps(self.snapshot))
+                        await self._install_one(replacement, ir.dumps(self.snapshot),
+                                                listener_keys(self.snapshot))
 
     async def worker_stats(self) -> list[tuple[int, int | None, dict[str, Any] | None]]:
         """(index, pid, counters) of every worker; None for one that did not answer."""
@@ -266,6 +321,13 @@ class Supervisor:
                 handle.process.kill()
         with contextlib.suppress(OSError):
             os.unlink(segment_path(os.getpid()))  # the workers' shared rate-limit table
+        self.sockets.close()  # after a binary upgrade, the successor holds its own copies
+
+
+def listener_keys(snapshot: ir.SnapshotIR) -> set[Key]:
+    """The (address, port) of every listener ``snapshot`` serves."""
+    return {(listener.address, listener.port)
+            for gateway in snapshot.gateways for listener in gateway.listeners}
 
 
 async def run_supervisor(
@@ -276,7 +338,8 @@ async def run_supervisor(
     background: Sequence[Callable[[Supervisor], Awaitable[None]]] = (),
     reload: Callable[[Supervisor], Awaitable[object]] | None = None,
 ) -> int:
-    """Run until SIGTERM/SIGINT; returns the process exit code.
+    """Run until SIGTERM/SIGINT, or until a successor started by SIGUSR2 serves; returns the
+    process exit code.
 
     ``start`` brings up workers and the first configuration (``ConfigRefused`` or ``OSError``
     stops the process); ``background`` coroutines run beside it (the file watcher, the
@@ -284,7 +347,10 @@ async def run_supervisor(
     from propylon.admin.server import start_admin
 
     loop = asyncio.get_running_loop()
+    supervisor.sockets.adopt_environment()
+    predecessor = upgrade.take_ready_fd()
     try:
+        admin_socket = supervisor.sockets.admin_socket(*admin) if admin else None
         await start(supervisor)
     except ConfigRefused as exc:
         log.error("configuration refused:\n%s", exc)
@@ -300,10 +366,17 @@ async def run_supervisor(
     if reload is not None:
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload(supervisor)))
     loop.add_signal_handler(signal.SIGUSR1, supervisor.reopen_logs)
-    admin_server = await start_admin(supervisor, *admin) if admin else None
+    upgrader = upgrade.Upgrader(supervisor.sockets, on_ready=stop.set)
+    loop.add_signal_handler(signal.SIGUSR2, upgrader.requested)
+    admin_server = (await start_admin(supervisor, *admin, sock=admin_socket)
+                    if admin and admin_socket else None)
     tasks = [asyncio.ensure_future(supervisor.watch_workers())]
     tasks += [asyncio.ensure_future(job(supervisor)) for job in background]
+    if predecessor is not None:
+        tasks.append(asyncio.ensure_future(upgrade.tell_predecessor(predecessor,
+                                                                    supervisor.ready)))
     await stop.wait()
+    upgrader.cancel()
     log.info("draining (grace %.0fs)", supervisor.drain_timeout)
     if admin_server is not None:
         admin_server.close()

@@ -1,7 +1,10 @@
-"""A worker process: binds the listeners (SO_REUSEPORT), serves them, obeys its supervisor.
+"""A worker process: serves the listeners its supervisor lends it, obeys its supervisor.
 
 The supervisor talks to the worker over a pipe with small tuples, each prefixed with a
 request id (None for messages that need no answer); answers carry the id they answer:
+- ``("listen", address, port)`` followed on the pipe by one descriptor (SCM_RIGHTS): the
+  listening socket of that address for this worker's slot, owned by the supervisor (see
+  ``listen_sockets.py``); ``("unlisten", address, port)`` forgets it;
 - ``("install", ir_json)`` -> compile and swap in; answers ``("ack", version)`` or
   ``("nack", version, error)`` (the previous configuration keeps serving);
 - ``("stats",)`` -> answers ``("stats", metrics_snapshot)``;
@@ -20,6 +23,7 @@ import socket
 import time
 from collections.abc import Coroutine
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import recv_handle
 from typing import Any
 
 from propylon import ir
@@ -44,17 +48,6 @@ _SWEEP_INTERVAL = 0.5
 GC_THRESHOLDS = (50_000, 20, 100)
 
 
-def bind_socket(address: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((address, port))
-    sock.listen(2048)
-    sock.setblocking(False)
-    return sock
-
-
 class Worker:
     def __init__(self, loop: asyncio.AbstractEventLoop, access_log: str,
                  access_log_format: str = "json") -> None:
@@ -67,6 +60,8 @@ class Worker:
         self.metrics = self.services.metrics
         self.runtime: Runtime | None = None
         self.listeners: dict[tuple[str, int], ListenerState] = {}
+        # the supervisor's listening sockets lent to this worker; an acceptor closes a copy
+        self.lent: dict[tuple[str, int], socket.socket] = {}
         self.stopped = asyncio.Event()
 
     # -- configuration -------------------------------------------------------------------
@@ -117,12 +112,22 @@ class Worker:
                 return tls
         return ServerTLS(spec, http2)
 
+    def lend(self, key: tuple[str, int], sock: socket.socket | None) -> None:
+        old = self.lent.pop(key, None)
+        if old is not None:
+            old.close()
+        if sock is not None:
+            self.lent[key] = sock
+
     async def _open_listener(self, address: str, port: int) -> ListenerState:
+        lent = self.lent.get((address, port))
+        if lent is None:
+            raise OSError(f"the supervisor lent no socket for {address}:{port}")
+        sock = lent.dup()
+        sock.setblocking(False)
         listener = ListenerState(address, port)
         state = self.state
-        listener.acceptor = Acceptor(
-            self.loop, bind_socket(address, port), lambda: ServerConnection(state, listener)
-        )
+        listener.acceptor = Acceptor(self.loop, sock, lambda: ServerConnection(state, listener))
         return listener  # accepting starts once install() has configured it
 
     @staticmethod
@@ -255,6 +260,10 @@ class WorkerChannel:
             self.worker.loop.remove_reader(self.conn.fileno())
             self._spawn(self.worker.drain(5.0))
             return
+        if message[1] == "listen":  # the descriptor follows at once: read it before anything
+            fd = recv_handle(self.conn)
+            self.worker.lend((message[2], message[3]), socket.socket(fileno=fd))
+            return
         self._spawn(self._handle(message[0], message[1:]))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -281,6 +290,8 @@ class WorkerChannel:
             self._send(request_id, ("stats", self.worker.stats()))
         elif kind == "health":
             self.worker.apply_verdicts(message[1])
+        elif kind == "unlisten":
+            self.worker.lend((message[1], message[2]), None)
         elif kind == "drain":
             await self.worker.drain(float(message[1]))
 
