@@ -12,7 +12,10 @@ Routes that need ``authorization: Bearer TOKEN`` (else 401):
   POST   /v1/apply                                  a batch, all or nothing (docs/controlplane.md)
   GET    /v1/status                                 statuses and fleets
   GET    /v1/gateways/{namespace}/{name}/ir         long-poll: ?after=VERSION&wait=S
-  POST   /v1/gateways/{namespace}/{name}/reports    a proxy's ACK or NACK
+  POST   /v1/gateways/{namespace}/{name}/reports    a proxy's ACK, NACK or HEALTH report
+  GET    /v1/gateways/{namespace}/{name}/rollout    the Gateway's progressive rollout
+  POST   /v1/gateways/{namespace}/{name}/rollout/{pause|resume|abort}   (409 if it does not
+                                                    apply to the rollout's phase)
 Answers are JSON; resources are shown with secrets redacted.
 """
 
@@ -28,7 +31,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from propylon import ir
 from propylon.admin.openapi import openapi_document
 from propylon.controlplane.batch import (
     Batch,
@@ -48,6 +50,7 @@ from propylon.controlplane.resources import (
     strip_server_fields,
     validate,
 )
+from propylon.controlplane.rollout import RolloutRefused
 from propylon.controlplane.state import ControlState
 from propylon.controlplane.store import BatchTooLarge, Conflict, StoreError
 
@@ -56,6 +59,7 @@ log = logging.getLogger("propylon.controlplane")
 _NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 MAX_WAIT = 60.0
 DEFAULT_WAIT = 30.0
+ROLLOUT_ACTIONS = ("pause", "resume", "abort")
 APPLY_ATTEMPTS = 3  # plans of one batch tried when concurrent writes make the store refuse
 
 
@@ -99,6 +103,8 @@ class ControlAPI:
                                 [str(exc)], [e.to_json() for e in exc.errors])
         except BatchTooLarge as exc:
             return _error(413, str(exc))
+        except RolloutRefused as exc:
+            return _error(409, str(exc))
         except (StoreError, sqlite3.Error) as exc:
             log.error("store error: %s", exc)
             return _error(503, f"store unavailable: {exc}")
@@ -149,6 +155,12 @@ class ControlAPI:
                 return _only(method, "GET") or await self.poll(gateway, request.query)
             if parts[4] == "reports":
                 return _only(method, "POST") or await self.report(gateway, request.body)
+            if parts[4] == "rollout":
+                return _only(method, "GET") or self.rollout(gateway)
+        if len(parts) == 6 and parts[:2] == ["v1", "gateways"] and parts[4] == "rollout" \
+                and parts[5] in ROLLOUT_ACTIONS:
+            return _only(method, "POST") or self.act_on_rollout(f"{parts[2]}/{parts[3]}",
+                                                               parts[5])
         return _error(404, "not found")
 
     # -- resources -----------------------------------------------------------------------
@@ -255,10 +267,10 @@ class ControlAPI:
             self.state.metrics.polled(gateway, proxy, query.get("version", ""))
         if gateway not in self.state.snapshots:
             return _error(404, f"no Gateway {gateway}")
-        snapshot = await self.state.wait_for(gateway, query.get("after", ""), wait)
-        if snapshot is None:
+        served = await self.state.wait_for(gateway, query.get("after", ""), wait, proxy)
+        if served is None:
             return Reply(304)
-        text = self.state.texts.get(gateway) or ir.dumps(snapshot)
+        snapshot, text = served
         return Reply(200, text.encode(), headers=[("x-propylon-version", snapshot.version)])
 
     async def report(self, gateway: str, body: bytes) -> Reply:
@@ -287,6 +299,21 @@ class ControlAPI:
                         fields["lastError"])
         await self._note(gateway, proxy, fields)
         return _json(200, {"recorded": True})
+
+    # -- progressive rollout -------------------------------------------------------------
+    def rollout(self, gateway: str) -> Reply:
+        if gateway not in self.state.snapshots:
+            return _error(404, f"no Gateway {gateway}")
+        data = self.state.rollouts.to_json(gateway)
+        if data is None:
+            return _error(404, f"Gateway {gateway} has no rollout (no spec.rollout, or no "
+                               "version since the control plane started)")
+        return _json(200, data)
+
+    def act_on_rollout(self, gateway: str, action: str) -> Reply:
+        if gateway not in self.state.snapshots:
+            return _error(404, f"no Gateway {gateway}")
+        return _json(200, self.state.act_on_rollout(gateway, action))
 
     async def _note(self, gateway: str, proxy: str, fields: dict[str, Any]) -> None:
         record = self._fleet.setdefault((gateway, proxy), {})

@@ -94,6 +94,8 @@ _SCHEMAS: dict[str, Any] = {
             "lastError": {"type": "string", "description": "the last NACK's error"},
             "lastNackVersion": {"type": "string"},
             "lastSeen": {"type": "number"}, "replica": {"type": "string"},
+            "health": {"type": "object", "description": "the last HEALTH report: endpoints, "
+                                                        "panic, retries, traffic per version"},
         },
     },
     "Fleet": {
@@ -103,6 +105,8 @@ _SCHEMAS: dict[str, Any] = {
             "version": {"type": "string", "nullable": True,
                         "description": "the IR version the control plane holds for it"},
             "proxies": {"type": "array", "items": _ref("Proxy")},
+            "rollout": {"allOf": [_ref("Rollout")], "nullable": True,
+                        "description": "null when the Gateway has no rollout"},
         },
     },
     "Status": {
@@ -185,6 +189,36 @@ _SCHEMAS: dict[str, Any] = {
                        "result": {"type": "string", "enum": ["ACK", "NACK"]},
                        "error": {"type": "string"}},
     },
+    "Rollout": {
+        "type": "object",
+        "required": ["phase", "stable", "candidate", "step", "steps", "share", "given",
+                     "newVersion", "oldVersion", "reason", "timeline"],
+        "description": "a Gateway's progressive rollout (docs/controlplane.md)",
+        "properties": {
+            "phase": {"type": "string", "enum": ["Progressing", "Paused", "Complete",
+                                                 "RolledBack", "Aborted"]},
+            "stable": {"type": "string", "description": "the version the fleet ran before"},
+            "candidate": {"type": "string", "description": "the version rolled out"},
+            "step": {"type": "integer", "description": "1-based index into steps"},
+            "steps": {"type": "array", "items": {"type": "integer"}},
+            "share": {"type": "integer", "description": "percent of connected proxies"},
+            "interval": {"type": "number"}, "maxErrorRatio": {"type": "number"},
+            "minRequests": {"type": "integer"},
+            "startedAt": {"type": "number"}, "stepStartedAt": {"type": "number"},
+            "nextStepAt": {"type": "number", "nullable": True},
+            "proxiesConnected": {"type": "integer"},
+            "given": {"type": "array", "items": {"type": "string"},
+                      "description": "proxies given the candidate, in order"},
+            "newVersion": _ref("Traffic"), "oldVersion": _ref("Traffic"),
+            "reason": {"type": "string"},
+            "timeline": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+    "Traffic": {
+        "type": "object",
+        "properties": {"requests": {"type": "integer"}, "errors5xx": {"type": "integer"},
+                       "ratio": {"type": "number"}},
+    },
 }
 
 
@@ -256,6 +290,20 @@ def _paths() -> dict[str, Any]:
                 "application/json": {"schema": _ref("Report")}}},
             "responses": {"200": _json({"type": "object"}, "recorded"),
                           "422": _json(_ref("Error"), "not a report"), **_ERRORS}}},
+        "/v1/gateways/{namespace}/{name}/rollout": {"get": {
+            "operationId": "getRollout",
+            "parameters": [_NS, _NAME_PARAM],
+            "responses": {"200": _json(_ref("Rollout"), "the Gateway's rollout"),
+                          **_ERRORS}}},
+        "/v1/gateways/{namespace}/{name}/rollout/{action}": {"post": {
+            "operationId": "actOnRollout",
+            "description": "pause (no widening; judging goes on), resume (the step's "
+                           "interval starts again) or abort (every proxy back to stable)",
+            "parameters": [_NS, _NAME_PARAM, _param(
+                "action", "path", {"type": "string", "enum": ["pause", "resume", "abort"]})],
+            "responses": {"200": _json(_ref("Rollout"), "done"),
+                          "409": _json(_ref("Error"), "no rollout in a phase that allows it"),
+                          **_ERRORS}}},
         "/healthz": {"get": {
             "operationId": "healthz", "security": [],
             "description": "no token needed (probes)",

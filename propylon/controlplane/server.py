@@ -46,6 +46,7 @@ async def run_control(
     api = ControlAPI(state, token, replica)
     server = await httpd.serve(api.handle, host, port, tls)
     translator = asyncio.ensure_future(state.run())
+    rollouts = asyncio.ensure_future(state.watch_rollouts())
     log.info("control plane on %s://%s:%d, store %s, token in %s",
              "https" if tls else "http", host, port, store_url, token_file)
     stop = asyncio.Event()
@@ -55,5 +56,6 @@ async def run_control(
     await stop.wait()
     server.close()
     translator.cancel()
+    rollouts.cancel()
     await store.close()
     return 0

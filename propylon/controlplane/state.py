@@ -3,7 +3,9 @@
 ``ControlState.run`` reads every resource, translates them (in a thread, so the loop keeps
 answering), and cuts the result into one sealed snapshot per Gateway holding only that
 Gateway and the statuses of what it selected. It does that again after every change the store
-reports, from any replica. Long-polls wait on ``wait_for``; a new translation wakes them all.
+reports, from any replica. Long-polls wait on ``wait_for``; a new translation wakes them all,
+and so does a rollout that changes which version some proxy should run (``Rollouts``: a
+Gateway with ``spec.rollout`` gets a new version progressively; ``watch_rollouts`` drives them).
 A translation that fails keeps the previous snapshots (the last good state keeps serving).
 """
 
@@ -20,6 +22,8 @@ from propylon import ir
 from propylon.config import Resource
 from propylon.controlplane.metrics import ControlMetrics
 from propylon.controlplane.resources import StoredResource, load_stored
+from propylon.controlplane.rollout import RolloutSpec
+from propylon.controlplane.rollouts import Rollouts, Served, rollout_specs
 from propylon.controlplane.store import Store
 from propylon.translate import translate
 
@@ -34,8 +38,11 @@ def shard(snapshot: ir.SnapshotIR, gateway: ir.GatewayIR) -> ir.SnapshotIR:
     return ir.seal(ir.SnapshotIR(gateways=(gateway,), statuses=statuses))
 
 
-def translate_items(items: Sequence[StoredResource]) -> tuple[ir.SnapshotIR, list[ir.StatusIR]]:
-    """Translate stored resources; ones that no longer validate become Invalid statuses."""
+def translate_items(
+    items: Sequence[StoredResource],
+) -> tuple[ir.SnapshotIR, list[ir.StatusIR], dict[str, RolloutSpec]]:
+    """Translate stored resources; ones that no longer validate become Invalid statuses.
+    Also the Gateways' rollout settings, which the IR does not carry (proxies need not)."""
     resources: list[Resource] = []
     broken: list[ir.StatusIR] = []
     for item in items:
@@ -45,7 +52,7 @@ def translate_items(items: Sequence[StoredResource]) -> tuple[ir.SnapshotIR, lis
                                       ("stored data does not validate",)))
         else:
             resources.append(resource)
-    return translate(resources), broken
+    return translate(resources), broken, rollout_specs(resources)
 
 
 @dataclass
@@ -56,11 +63,12 @@ class ControlState:
     statuses: tuple[ir.StatusIR, ...] = ()
     ready: bool = False
     metrics: ControlMetrics = field(default_factory=lambda: ControlMetrics(CONNECTED_FOR))
+    rollouts: Rollouts = field(default_factory=Rollouts)
     _tick: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def refresh(self) -> None:
         items = await self.store.list_resources()
-        snapshot, broken = await asyncio.to_thread(translate_items, items)
+        snapshot, broken, specs = await asyncio.to_thread(translate_items, items)
         shards = {g.key: shard(snapshot, g) for g in snapshot.gateways}
         self.texts = {
             key: self.texts[key] if key in self.snapshots
@@ -70,14 +78,14 @@ class ControlState:
         published = [(k, s.version) for k, s in shards.items()
                      if k not in self.snapshots or self.snapshots[k].version != s.version]
         self.snapshots = shards
+        self.rollouts.update(self.latest(), specs, time.time())
         for key, version in published:
             self.metrics.published(key, version)
         self.metrics.retain(shards)
         self.statuses = tuple(sorted((*snapshot.statuses, *broken),
                                      key=lambda s: (s.kind, s.key)))
         self.ready = True
-        self._tick.set()
-        self._tick = asyncio.Event()
+        self._wake()
         log.info("translated %d resource(s): %s", len(items),
                  ", ".join(f"{k}@{s.version}" for k, s in shards.items()) or "no Gateway")
 
@@ -100,14 +108,30 @@ class ControlState:
             else:
                 self.metrics.translated(ok=True)
 
-    async def wait_for(self, gateway: str, after: str, timeout: float) -> ir.SnapshotIR | None:
-        """The Gateway's snapshot once its version differs from ``after``; None on timeout."""
+    def _wake(self) -> None:
+        self._tick.set()
+        self._tick = asyncio.Event()
+
+    def latest(self) -> dict[str, Served]:
+        return {key: (s, self.texts[key]) for key, s in self.snapshots.items()}
+
+    def served(self, gateway: str, proxy: str) -> Served | None:
+        """The snapshot (and its text) ``proxy`` of ``gateway`` should run."""
+        snapshot = self.snapshots.get(gateway)
+        if snapshot is None:
+            return None
+        return self.rollouts.served(gateway, proxy, (snapshot, self.texts[gateway]))
+
+    async def wait_for(self, gateway: str, after: str, timeout: float,
+                       proxy: str = "") -> Served | None:
+        """What ``proxy`` should run once its version differs from ``after``; None on
+        timeout."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            snapshot = self.snapshots.get(gateway)
-            if snapshot is not None and snapshot.version != after:
-                return snapshot
+            served = self.served(gateway, proxy)
+            if served is not None and served[0].version != after:
+                return served
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return None
@@ -115,6 +139,38 @@ class ControlState:
                 await asyncio.wait_for(self._tick.wait(), remaining)
             except TimeoutError:
                 return None
+
+    async def watch_rollouts(self, period: float = 1.0) -> None:
+        """Judge and widen active rollouts from the proxies' reports, forever. A rollout
+        with a short interval is looked at more often (a quarter of it, at least 0.1 s)."""
+        while True:
+            intervals = [r.spec.interval / 4 for r in self.rollouts.active]
+            await asyncio.sleep(max(min([period, *intervals]), 0.1))
+            if not self.rollouts.active:
+                continue
+            try:
+                records = await self.store.list_fleet()
+            except Exception as exc:  # judged again at the next look
+                log.warning("rollouts not judged, fleet records unavailable: %s", exc)
+                continue
+            if self.rollouts.observe(time.time(), records, CONNECTED_FOR, self.latest()):
+                self._log_rollouts()
+                self._wake()
+
+    def act_on_rollout(self, gateway: str, action: str) -> dict[str, Any]:
+        """The operator's ``pause``, ``resume`` or ``abort`` (RolloutRefused if it does not
+        apply); the rollout as JSON."""
+        rollout = self.rollouts.act(gateway, action, time.time())
+        log.info("rollout of %s on %s: %s by an operator", rollout.candidate, gateway, action)
+        self._wake()
+        return rollout.to_json()
+
+    def _log_rollouts(self) -> None:
+        for key, rollout in self.rollouts.current.items():
+            log.info("rollout of %s on %s: %s, step %d (%d%%), %d proxies given%s",
+                     rollout.candidate, key, rollout.phase.value, rollout.step + 1,
+                     rollout.share, len(rollout.given),
+                     f": {rollout.reason}" if rollout.reason else "")
 
     async def fleet(self) -> list[dict[str, Any]]:
         """Every Gateway with its desired version and the proxies that reported for it."""
@@ -125,6 +181,7 @@ class ControlState:
             {
                 "gateway": key,
                 "version": self.snapshots[key].version if key in self.snapshots else None,
+                "rollout": self.rollouts.to_json(key),
                 "proxies": [
                     {**record, "id": proxy,
                      "connected": now - float(record.get("lastSeen", 0)) < CONNECTED_FOR}
