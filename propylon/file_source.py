@@ -12,7 +12,11 @@ The supervisor knows only snapshots: ``propylon.proxy`` imports neither ``config
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import logging
+import os
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -27,6 +31,15 @@ from propylon.standalone import (
 from propylon.translate.consumers import FileStamp, file_stamp
 
 log = logging.getLogger("propylon")
+
+# Reloads are built at this niceness (Linux gives each thread its own): the workers, at the
+# process's own priority, get the cores first; the supervisor's loop thread is unaffected.
+BUILD_NICENESS = 10
+
+
+def _lower_thread_priority() -> None:
+    with contextlib.suppress(OSError, AttributeError):  # not Linux, or not allowed
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BUILD_NICENESS)
 
 
 @dataclass
@@ -44,6 +57,8 @@ class FileSource:
     # set when that set of files changes, so the watcher follows it
     secrets_moved: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
     _reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
+    _builder: concurrent.futures.ThreadPoolExecutor | None = field(
+        default=None, init=False, repr=False)
 
     async def start(self, supervisor: Supervisor) -> None:
         """Build from the files, start the workers on it (``ConfigRefused`` on failure)."""
@@ -88,7 +103,7 @@ class FileSource:
             self.secrets_moved.set()
 
     async def _reload(self, supervisor: Supervisor) -> bool:
-        result = self.build()
+        result = await self._build_niced()
         self._note_secrets(result)
         failures = secret_failures(result.secrets or ())
         serving = supervisor.snapshot
@@ -108,6 +123,14 @@ class FileSource:
         self.serving_secret_failures = failures
         supervisor.count_reload(None)
         return True
+
+    async def _build_niced(self) -> BuildResult:
+        """``build`` on a thread of lower priority: while the workers serve, translating a
+        large configuration must not take a core from them (``BUILD_NICENESS``)."""
+        if self._builder is None:
+            self._builder = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="propylon-build", initializer=_lower_thread_priority)
+        return await asyncio.get_running_loop().run_in_executor(self._builder, self.build)
 
     # -- watching --------------------------------------------------------------------------
     async def watch(self, supervisor: Supervisor) -> None:
