@@ -220,6 +220,13 @@ class ClientTransport(asyncio.Transport):
     def is_closing(self) -> bool:
         return self.closed
 
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.protocol = protocol  # type: ignore[assignment]
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        assert self.protocol is not None
+        return self.protocol
+
     def pause_reading(self) -> None:
         self.paused = True
 
@@ -292,6 +299,9 @@ class FuzzGateway:
         self.listener.gateway = gateway
         self.listener.hosts = runtime.listener_hosts.get(key)
         self.listener.set_limits(runtime.listener_specs[key].limits)
+        # the HTTP/1.1 codec only: an h2c preface would hand the connection to the HTTP/2
+        # codec, whose bounds tests/integration/edge/test_http2.py covers
+        self.listener.http2 = False
         # PROXY-prefixed mode (proxy_prefix.py): the same gateway behind a PROXY header,
         # required (False) or optional (True)
         self.proxy_listeners = proxy_listeners(self.listener, runtime.listener_specs[key].limits)

@@ -60,6 +60,7 @@ def proxy_listeners(base: ListenerState, limits: ListenerLimitsIR) -> dict[bool,
         listener.gateway = base.gateway
         listener.hosts = base.hosts
         listener.set_limits(limits)
+        listener.http2 = False  # as the base listener: the HTTP/1.1 codec only
         listener.set_proxy_protocol(ProxyProtocolIR(
             mode="optional" if optional else "required", trusted_sources=TRUSTED_SOURCES))
         listeners[optional] = listener

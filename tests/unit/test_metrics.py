@@ -66,7 +66,7 @@ def test_access_log_line_is_json_with_escaping() -> None:
     ex = SimpleNamespace(
         route=route, forwarder=forwarder, client_ip="10.0.0.1",
         method=b"GET", host='we"ird', path=b"/a\\b\xff", status=200, bytes_out=12,
-        upstream_error="", proto=SimpleNamespace(proxy_log=""),
+        upstream_error="", proto=SimpleNamespace(proxy_log="", grpc_status=None, http2=False),
         request_id=b"0123abcd-0000-0000-0000-000000000001",
     )
     line = format_line(ex, 0.0015, 1700000000.5)  # type: ignore[arg-type]
