@@ -312,6 +312,9 @@ class Supervisor:
             self.health.stop()
         for handle in self.handles:
             handle.tell(("drain", self.drain_timeout))
+        # Closed now, not after the drain: new connections are refused at once (a successor
+        # or systemd holds its own copies) instead of waiting in a backlog nobody accepts.
+        self.sockets.close()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.drain_timeout + 5.0
         while any(h.process.is_alive() for h in self.handles) and loop.time() < deadline:
@@ -321,7 +324,6 @@ class Supervisor:
                 handle.process.kill()
         with contextlib.suppress(OSError):
             os.unlink(segment_path(os.getpid()))  # the workers' shared rate-limit table
-        self.sockets.close()  # after a binary upgrade, the successor holds its own copies
 
 
 def listener_keys(snapshot: ir.SnapshotIR) -> set[Key]:

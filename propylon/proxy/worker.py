@@ -223,6 +223,8 @@ class Worker:
         self.state.draining = True
         for listener in self.listeners.values():
             self._close_listener(listener)
+        for key in list(self.lent):  # the port refuses once no process holds it any more
+            self.lend(key, None)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
             for proto in list(self.state.connections):
