@@ -81,9 +81,9 @@ def health_summary(merged: dict[str, Any]) -> dict[str, Any]:
         ],
         "panic": list(merged.get("panic", [])),
         "retries": {
-            upstream: counters.get("retries", 0)
-            for (_, upstream), _, counters in merged.get("upstreams", [])
-            if counters.get("retries")
+            upstream["key"][-1]: upstream["counters"]["retries"]
+            for upstream in merged.get("upstreams", [])
+            if upstream["counters"].get("retries")
         },
     }
 
@@ -162,7 +162,11 @@ class Agent:
             merged = await self._tally(supervisor)
             if snapshot is None or merged is None:
                 continue
-            health = {**health_summary(merged), "traffic": self.traffic.to_json()}
+            try:
+                health = {**health_summary(merged), "traffic": self.traffic.to_json()}
+            except (KeyError, TypeError, ValueError) as exc:  # a stats shape it does not know
+                log.warning("health report skipped: %r", exc)
+                continue
             await self.report(snapshot.version, "HEALTH", health=health)
 
     async def _tally(self, supervisor: Supervisor) -> dict[str, Any] | None:
