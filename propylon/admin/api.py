@@ -42,6 +42,7 @@ from propylon.controlplane.batch import (
     writes_of,
 )
 from propylon.controlplane.httpd import Reply, Request
+from propylon.controlplane.ir_forms import FORMS
 from propylon.controlplane.resources import (
     KIND_OF_PATH,
     Invalid,
@@ -53,6 +54,7 @@ from propylon.controlplane.resources import (
 from propylon.controlplane.rollout import RolloutRefused
 from propylon.controlplane.state import ControlState
 from propylon.controlplane.store import BatchTooLarge, Conflict, StoreError
+from propylon.ir import schema
 
 log = logging.getLogger("propylon.controlplane")
 
@@ -261,17 +263,26 @@ class ControlAPI:
             return _error(400, "wait must be a number of seconds")
         if wait != wait:  # NaN
             return _error(400, "wait must be a number of seconds")
-        proxy = query.get("proxy", "")
+        try:
+            reads = schema.parse_reads(query.get("schemas"))
+        except schema.SchemaError as exc:
+            return _error(400, str(exc))
+        proxy, running = query.get("proxy", ""), FORMS.native_version(query.get("version", ""))
         if proxy:
-            await self._note(gateway, proxy, {"version": query.get("version", "")})
-            self.state.metrics.polled(gateway, proxy, query.get("version", ""))
+            await self._note(gateway, proxy, {"version": running})
+            self.state.metrics.polled(gateway, proxy, running)
         if gateway not in self.state.snapshots:
             return _error(404, f"no Gateway {gateway}")
-        served = await self.state.wait_for(gateway, query.get("after", ""), wait, proxy)
+        after = FORMS.native_version(query.get("after", ""))
+        served = await self.state.wait_for(gateway, after, wait, proxy)
         if served is None:
             return Reply(304)
-        snapshot, text = served
-        return Reply(200, text.encode(), headers=[("x-propylon-version", snapshot.version)])
+        try:
+            text, version = FORMS.encode(*served, reads)
+        except schema.SchemaError as exc:  # docs/controlplane.md, "Version skew"
+            log.warning("proxy %s of %s cannot be served: %s", proxy, gateway, exc)
+            return _error(406, str(exc))
+        return Reply(200, text.encode(), headers=[("x-propylon-version", version)])
 
     async def report(self, gateway: str, body: bytes) -> Reply:
         if gateway not in self.state.snapshots:
@@ -279,6 +290,7 @@ class ControlAPI:
         try:
             data = json.loads(body or b"null")
             proxy, version, result = str(data["proxy"]), str(data["version"]), data["result"]
+            version = FORMS.native_version(version)
             if not proxy or result not in ("ACK", "NACK", "HEALTH"):
                 raise ValueError("proxy must be set and result be ACK, NACK or HEALTH")
         except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:

@@ -27,6 +27,8 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from propylon import ir
+from propylon.ir import schema
+from propylon.ir.schema import SchemaError
 from propylon.net import httpclient
 from propylon.observability.metrics import class_counts
 from propylon.proxy.ir_cache import IRCache
@@ -59,9 +61,8 @@ def default_proxy_id() -> str:
 
 
 def check_snapshot(snapshot: ir.SnapshotIR, gateway: str) -> None:
-    """Refuse a snapshot that is not this Gateway's or whose content does not match."""
-    if ir.content_hash(snapshot) != snapshot.version:
-        raise ConfigRefused("snapshot content does not match its version")
+    """Refuse a snapshot that is not this Gateway's (its hash was checked when it was
+    decoded, over the form it came in: ``ir.schema``)."""
     keys = [g.key for g in snapshot.gateways]
     if keys != [gateway]:
         raise ConfigRefused(f"snapshot is for {keys}, not for {gateway}")
@@ -193,7 +194,8 @@ class Agent:
         """One long-poll; None to poll again at once, else seconds to wait (0: backoff)."""
         running = supervisor.snapshot.version if supervisor.snapshot else ""
         query = urlencode({"after": self.seen or running, "wait": self.wait,
-                           "proxy": self.proxy_id, "version": running})
+                           "proxy": self.proxy_id, "version": running,
+                           "schemas": ",".join(map(str, schema.CURRENT.supported()))})
         url = f"{self.control}/v1/gateways/{quote(self.gateway)}/ir?{query}"
         try:
             answer = await httpclient.request("GET", url, headers=self._headers,
@@ -208,13 +210,19 @@ class Agent:
             log.warning("control plane answered %d: %s", answer.status, answer.body[:200])
             return 0
         try:
-            snapshot = ir.loads(answer.body)
+            snapshot = schema.CURRENT.decode(answer.body)
+        except SchemaError as exc:  # readable JSON this proxy must not serve: say why
+            version = (answer.header(b"x-propylon-version") or b"").decode(errors="replace")
+            log.error("IR %s refused: %s", version, exc)
+            await self.report(version, "NACK", str(exc))
+            return 0
         except (ValueError, KeyError, TypeError) as exc:
             log.error("undecodable IR from the control plane: %s", exc)
             return 0
-        return None if await self.apply(supervisor, snapshot) else 0
+        return None if await self.apply(supervisor, snapshot, answer.body) else 0
 
-    async def apply(self, supervisor: Supervisor, snapshot: ir.SnapshotIR) -> bool:
+    async def apply(self, supervisor: Supervisor, snapshot: ir.SnapshotIR,
+                    text: bytes | None = None) -> bool:
         """Install and report; False on NACK. A refused version is not remembered as seen,
         so it is fetched and tried again after the backoff (the refusal may be transient,
         a worker that died mid-install for instance)."""
@@ -228,7 +236,7 @@ class Agent:
             return False
         self.seen = snapshot.version
         try:
-            await asyncio.to_thread(self.cache.save, snapshot)
+            await asyncio.to_thread(self.cache.save, snapshot, text)
         except OSError as exc:
             log.warning("cannot cache IR in %s: %s", self.cache.path, exc)
         await self.report(snapshot.version, "ACK")

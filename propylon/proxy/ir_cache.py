@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from propylon import ir
+from propylon.ir import schema
 
 log = logging.getLogger("propylon.controlplane")
 
@@ -44,17 +45,17 @@ class IRCache:
         return self.directory / (self.gateway.replace("/", "__") + ".json")
 
     def load(self) -> ir.SnapshotIR | None:
-        try:
-            snapshot = ir.loads(self.path.read_text(encoding="utf-8"))
+        try:  # written by this build or the one before it (a binary upgrade): either schema
+            return schema.CURRENT.decode(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
         except (OSError, ValueError, KeyError, TypeError) as exc:
             log.warning("ignoring cached IR %s: %s", self.path, exc)
             return None
-        if ir.content_hash(snapshot) != snapshot.version:
-            log.warning("ignoring cached IR %s: content does not match its version", self.path)
-            return None
-        return snapshot
 
-    def save(self, snapshot: ir.SnapshotIR) -> None:
-        write_atomically(self.path, ir.dumps(snapshot))
+    def save(self, snapshot: ir.SnapshotIR, text: str | bytes | None = None) -> None:
+        """Keep ``text``, the IR as received (its version is the hash of that form), else
+        this build's form of ``snapshot``."""
+        if isinstance(text, bytes):
+            text = text.decode()
+        write_atomically(self.path, text if text is not None else ir.dumps(snapshot))

@@ -1,0 +1,131 @@
+"""IR schema versions: which JSON forms of the IR a build reads and writes.
+
+Invariants:
+- Every IR text carries ``schema``, the version of its JSON form, and ``version``, the hash
+  of that form (``codec.content_hash`` when it is this build's own form). A reader checks the
+  hash over the form it received, then lifts it to its own form.
+- A build's own schema is ``native``; ``steps[n]`` converts between schema ``n - 1`` and ``n``
+  both ways. ``upgrade`` never fails. ``downgrade`` raises ``SchemaError`` when the IR uses
+  something schema ``n - 1`` cannot say: it refuses rather than drop it, since a proxy that
+  ignored a field it does not know would serve a different configuration.
+- Policy (N-1): a build reads and writes its own schema and, when a step to it exists, the
+  previous one. So a control plane serves proxies one schema behind it (a downgraded form,
+  sealed with that form's hash), and a proxy reads a control plane one schema behind it.
+  Proxies name the schemas they read when they poll (``schemas=1,2``); a poll without it comes
+  from a build before schemas were negotiated, which reads schema 1 only.
+- Adding a field that is left out of the JSON form while it holds its default
+  (``codec._OMIT_DEFAULT``) needs no new schema only when a reader that ignores it serves the
+  same thing; otherwise bump ``model.IR_SCHEMA_VERSION`` and add a step here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from propylon.ir import codec, model
+
+Data = dict[str, Any]
+LEGACY_READS = frozenset({1})  # what a proxy that sends no ``schemas`` reads
+
+
+class SchemaError(ValueError):
+    """An IR text this build cannot read, or an IR it cannot write for a reader."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """Conversions between schema ``to - 1`` and schema ``to`` of the JSON form."""
+
+    to: int
+    upgrade: Callable[[Data], Data]
+    downgrade: Callable[[Data], Data]  # raises SchemaError when the older form cannot say it
+    summary: str = ""
+
+
+def form_hash(data: Mapping[str, Any]) -> str:
+    """The hash of a JSON form, as ``codec.content_hash`` computes it for this build's."""
+    unsealed = {**data, "version": ""}
+    text = json.dumps(unsealed, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Schemas:
+    """What one build reads and writes: its own schema and the steps down from it."""
+
+    native: int = model.IR_SCHEMA_VERSION
+    steps: Mapping[int, Step] = field(default_factory=dict)
+
+    def supported(self) -> tuple[int, ...]:
+        """Schemas read and written: the own one, and N-1 when a step leads from it."""
+        older = (self.native - 1,) if self.native in self.steps else ()
+        return (*older, self.native)
+
+    # -- reading (proxies) ---------------------------------------------------------------
+    def decode(self, text: str | bytes) -> model.SnapshotIR:
+        """The snapshot of an IR text in any supported schema, hash checked over the form
+        received; ``version`` stays the one received (the control plane's name for it)."""
+        data = json.loads(text)
+        if not isinstance(data, dict):
+            raise SchemaError("an IR is a JSON object")
+        schema = data.get("schema", 1)
+        if schema not in self.supported():
+            raise SchemaError(
+                f"IR schema {schema} cannot be read by this proxy, which reads schema(s) "
+                f"{_names(self.supported())}; upgrade the proxy, or keep the control plane "
+                f"at most one schema ahead")
+        version = data.get("version")
+        if form_hash(data) != version:
+            raise SchemaError("IR content does not match its version")
+        for step in range(schema + 1, self.native + 1):
+            data = {**self.steps[step].upgrade(data), "schema": step}
+        return codec.from_data(model.SnapshotIR, {**data, "version": version})
+
+    def check(self, snapshot: model.SnapshotIR) -> None:
+        """What ``decode`` checks of a snapshot in this build's form (the hash)."""
+        if codec.content_hash(snapshot) != snapshot.version:
+            raise SchemaError("IR content does not match its version")
+
+    # -- writing (control plane) ---------------------------------------------------------
+    def target(self, reads: Iterable[int]) -> int:
+        """The newest schema both this build writes and the reader reads."""
+        common = set(self.supported()) & set(reads)
+        if not common:
+            raise SchemaError(
+                f"no IR schema in common: the proxy reads {_names(reads)}, this control "
+                f"plane writes {_names(self.supported())}; upgrade the proxy (N-1 is "
+                f"supported) or roll the control plane back")
+        return max(common)
+
+    def encode(self, snapshot: model.SnapshotIR, reads: Iterable[int]) -> tuple[str, str]:
+        """(text, version) of ``snapshot`` for a reader of ``reads``: this build's own form
+        (``codec.dumps``) when it reads it, else the older form sealed with its own hash."""
+        schema = self.target(reads)
+        if schema == self.native == snapshot.schema:
+            return codec.dumps(snapshot), snapshot.version
+        data = {**codec.to_data(snapshot), "schema": self.native}
+        for step in range(self.native, schema, -1):
+            data = {**self.steps[step].downgrade(data), "schema": step - 1}
+        data["version"] = form_hash(data)
+        return json.dumps(data, sort_keys=True, separators=(",", ":")), data["version"]
+
+
+def parse_reads(value: str | None) -> frozenset[int]:
+    """The ``schemas`` a proxy sent (``"1,2"``); absent: ``LEGACY_READS``."""
+    if value is None or value == "":
+        return LEGACY_READS
+    try:
+        return frozenset(int(part) for part in value.split(","))
+    except ValueError:
+        raise SchemaError(f"schemas must be comma-separated integers, got {value!r}") from None
+
+
+def _names(schemas: Iterable[int]) -> str:
+    return ", ".join(str(s) for s in sorted(schemas))
+
+
+CURRENT = Schemas()  # this build's; tests build others
