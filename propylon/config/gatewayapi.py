@@ -20,6 +20,10 @@ translation completes into the objects' statuses (``translate/gatewayapi_status.
   ``sectionName`` limits the hostnames, not the port.
 - An ``Ingress`` of class ``propylon`` becomes Routes (``config/ingress.py``).
 - ``ReferenceGrant``, ``Service`` and ``EndpointSlice`` are read by ``k8s_backends.py``.
+
+Fields are read through ``k8s_fields.py``: a field of the wrong type makes its listener, its
+rule or, when it belongs to neither, its whole object ``Accepted=False UnsupportedValue``
+with a located issue naming the field; conversion never raises on what an object holds.
 """
 
 from __future__ import annotations
@@ -33,14 +37,26 @@ from pydantic import TypeAdapter, ValidationError
 from propylon.config.errors import ConfigError
 from propylon.config.gatewayapi_rules import RuleConverter
 from propylon.config.k8s_backends import BackendResolver
+from propylon.config.k8s_fields import (
+    FieldError,
+    choice,
+    entries,
+    integer,
+    items,
+    path,
+    section,
+    text,
+    texts,
+)
 from propylon.config.k8s_status import ACCEPTED, Condition, Findings, Origin
-from propylon.config.kubernetes import GATEWAY_GROUP, KubernetesObject, mapping
+from propylon.config.kubernetes import GATEWAY_GROUP, KubernetesObject
 from propylon.config.resources import API_VERSION, KINDS, Resource
 from propylon.config.route import Rule
 
 GATEWAY_CLASS = "propylon"
 PARENT_LABEL = "propylon.dev/parent.{namespace}.{name}"
 ROUTE_KINDS = ("HTTPRoute", "GRPCRoute")
+_FROM = {"Same": "Same", "All": "All", "Selector": "Selector"}  # allowedRoutes.namespaces.from
 _RULE = TypeAdapter(Rule)
 _FAILED_RULE = {"status": 500, "body": "route unavailable"}
 
@@ -64,6 +80,14 @@ class _Listener:
     namespaces: str  # Same | All | Selector
     kinds: tuple[str, ...]
     attached: int = 0
+
+
+@dataclass(frozen=True)
+class _ParentRef:
+    at: str  # spec.parentRefs[i]
+    key: str  # namespace/name of the Gateway
+    section: str | None
+    port: int | None
 
 
 @dataclass
@@ -116,10 +140,15 @@ class _Converter:
     # -- Gateways ------------------------------------------------------------------------
     def _gateway(self, obj: KubernetesObject) -> _Gateway:
         self.findings.track(obj.kind, obj.key, obj.source)
+        try:
+            address = _address(obj.spec)
+            raw_listeners = entries(obj.spec, "listeners", "spec")
+        except FieldError as exc:
+            self._refuse(obj, exc)
+            return _Gateway(obj, [], None)
         listeners: list[_Listener] = []
-        for i, raw in enumerate(obj.spec.get("listeners") or ()):
-            listener = self._listener(obj, raw if isinstance(raw, dict) else {},
-                                      f"spec.listeners[{i}]")
+        for at, raw in raw_listeners:
+            listener = self._listener(obj, raw, at)
             if listener is not None:
                 listeners.append(listener)
         if not listeners:
@@ -128,30 +157,45 @@ class _Converter:
                 field="spec.listeners")
             return _Gateway(obj, listeners, None)
         self.findings.set(obj.kind, obj.key, Condition(ACCEPTED, True, "Accepted"))
-        return _Gateway(obj, listeners, _gateway_data(obj, listeners))
+        return _Gateway(obj, listeners, _gateway_data(obj, listeners, address))
 
     def _listener(self, obj: KubernetesObject, raw: dict[str, Any],
                   at: str) -> _Listener | None:
-        name = str(raw.get("name", ""))
-        scope = f"listener {name}"
-        if raw.get("protocol") != "HTTP":
-            message = f"protocol {raw.get('protocol')!r} is not supported (HTTP only; for " \
+        name = raw.get("name")
+        scope = f"listener {name if isinstance(name, str) else at}"
+        try:
+            return self._read_listener(obj, raw, at, scope)
+        except FieldError as exc:
+            self.findings.set(obj.kind, obj.key, Condition(
+                ACCEPTED, False, "UnsupportedValue", exc.text), scope, exc.field)
+            return None
+
+    def _read_listener(self, obj: KubernetesObject, raw: dict[str, Any], at: str,
+                       scope: str) -> _Listener | None:
+        name = text(raw, "name", at) or ""
+        protocol = text(raw, "protocol", at)
+        if protocol != "HTTP":
+            message = f"protocol {protocol!r} is not supported (HTTP only; for " \
                       "HTTPS use a propylon.dev/v1 Gateway with certificate files)"
             self.findings.set(obj.kind, obj.key, Condition(
                 ACCEPTED, False, "UnsupportedProtocol", message), scope, f"{at}.protocol")
             return None
-        allowed = mapping(raw.get("allowedRoutes"))
-        namespaces = (allowed.get("namespaces") or {}).get("from", "Same")
-        kinds = tuple(str(k.get("kind")) for k in allowed.get("kinds") or ()
-                      if isinstance(k, dict)) or ROUTE_KINDS
+        port = integer(raw, "port", at)
+        if port is None:
+            raise FieldError(path(at, "port"), "required field is missing")
+        hostname = text(raw, "hostname", at)
+        where = path(at, "allowedRoutes")
+        allowed = section(raw, "allowedRoutes", at)
+        namespaces = choice(section(allowed, "namespaces", where), "from",
+                            path(where, "namespaces"), _FROM, "Same")
+        kinds = tuple(text(k, "kind", a) or "" for a, k in entries(allowed, "kinds", where))
         self.findings.set(obj.kind, obj.key, Condition(ACCEPTED, True, "Accepted"), scope)
         if namespaces == "Selector":
             self.findings.set(obj.kind, obj.key, Condition(
                 "ResolvedRefs", False, "InvalidRouteKinds",
                 "allowedRoutes.namespaces.from: Selector is not supported (no Namespace "
-                "objects are read): no route attaches"), scope, f"{at}.allowedRoutes")
-        hostname = raw.get("hostname") if isinstance(raw.get("hostname"), str) else None
-        return _Listener(name, int(raw.get("port", 0)), hostname, str(namespaces), kinds)
+                "objects are read): no route attaches"), scope, where)
+        return _Listener(name, port, hostname, namespaces, kinds or ROUTE_KINDS)
 
     def _finish_gateway(self, gateway: _Gateway) -> None:
         obj = gateway.obj
@@ -163,18 +207,24 @@ class _Converter:
 
     # -- Routes --------------------------------------------------------------------------
     def _route(self, route: KubernetesObject, gateways: dict[str, _Gateway]) -> None:
+        try:
+            own = texts(route.spec, "hostnames", "spec")
+            refs = [ref for at, raw in entries(route.spec, "parentRefs", "spec")
+                    if (ref := _parent_ref(raw, at, route.namespace)) is not None]
+            items(route.spec, "rules", "spec")  # read by the converter, checked before attaching
+        except FieldError as exc:
+            self._refuse(route, exc)
+            return
         labels: dict[str, str] = {}
         hostnames: list[list[str]] = []
-        own = [h for h in route.spec.get("hostnames") or () if isinstance(h, str)]
-        for i, ref in enumerate(route.spec.get("parentRefs") or ()):
-            gateway = _parent(ref, route.namespace, gateways)
+        for ref in refs:
+            gateway = gateways.get(ref.key)
             if gateway is None:
                 continue  # not a Gateway of ours: its controller reports
             self.findings.track(route.kind, route.key, route.source)
             scope = f"parent Gateway {gateway.obj.key}"
             condition, hosts = _attach(ref, route, own, gateway)
-            self.findings.set(route.kind, route.key, condition, scope,
-                              f"spec.parentRefs[{i}]")
+            self.findings.set(route.kind, route.key, condition, scope, ref.at)
             if condition.status and gateway.data is not None:
                 labels[_parent_label(gateway.obj)] = "attached"
                 hostnames.append(hosts)
@@ -191,6 +241,12 @@ class _Converter:
                              "labels": {**route.metadata.labels, **labels}},
                 "spec": spec}
         self._add(data, route)
+
+    def _refuse(self, obj: KubernetesObject, exc: FieldError) -> None:
+        """``obj`` is not converted: a field of it that no listener or rule holds is wrong."""
+        self.findings.track(obj.kind, obj.key, obj.source)
+        self.findings.set(obj.kind, obj.key, Condition(
+            ACCEPTED, False, "UnsupportedValue", exc.text), field=exc.field)
 
     # -- converted resources -------------------------------------------------------------
     def _add(self, data: dict[str, Any], origin: KubernetesObject) -> None:
@@ -247,16 +303,19 @@ def _parent_label(obj: KubernetesObject) -> str:
     return PARENT_LABEL.format(namespace=obj.namespace, name=obj.name)
 
 
-def _parent(ref: Any, namespace: str, gateways: dict[str, _Gateway]) -> _Gateway | None:
-    if not isinstance(ref, dict) or not isinstance(ref.get("name"), str):
+def _parent_ref(raw: dict[str, Any], at: str, namespace: str) -> _ParentRef | None:
+    """A parentRef naming a Gateway (None: a parent of another kind)."""
+    name = text(raw, "name", at)
+    group = text(raw, "group", at) or GATEWAY_GROUP
+    kind = text(raw, "kind", at) or "Gateway"
+    ref = _ParentRef(at, f"{text(raw, 'namespace', at) or namespace}/{name}",
+                     text(raw, "sectionName", at), integer(raw, "port", at))
+    if not name or (group, kind) != (GATEWAY_GROUP, "Gateway"):
         return None
-    if (ref.get("group") or GATEWAY_GROUP) != GATEWAY_GROUP or (
-            ref.get("kind") or "Gateway") != "Gateway":
-        return None
-    return gateways.get(f"{ref.get('namespace') or namespace}/{ref['name']}")
+    return ref
 
 
-def _attach(ref: dict[str, Any], route: KubernetesObject, own: list[str],
+def _attach(ref: _ParentRef, route: KubernetesObject, own: list[str],
             gateway: _Gateway) -> tuple[Condition, list[str]]:
     """Whether ``route`` attaches to ``gateway`` through ``ref``, and the hostnames it gets
     there (empty: any host)."""
@@ -264,8 +323,7 @@ def _attach(ref: dict[str, Any], route: KubernetesObject, own: list[str],
         return Condition(ACCEPTED, False, "NoMatchingParent",
                          f"Gateway {gateway.obj.key} has no usable listener"), []
     listeners = [lst for lst in gateway.listeners
-                 if ref.get("sectionName") in (None, lst.name)
-                 and ref.get("port") in (None, lst.port)]
+                 if ref.section in (None, lst.name) and ref.port in (None, lst.port)]
     if not listeners:
         return Condition(ACCEPTED, False, "NoMatchingParent",
                          "no listener has that sectionName/port"), []
@@ -321,9 +379,9 @@ def _common(a: str, b: str) -> str | None:
     return None
 
 
-def _gateway_data(obj: KubernetesObject, listeners: list[_Listener]) -> dict[str, Any]:
+def _gateway_data(obj: KubernetesObject, listeners: list[_Listener],
+                  address: str) -> dict[str, Any]:
     by_port: dict[int, dict[str, Any]] = {}
-    address = _address(obj.spec.get("addresses"))
     for listener in listeners:
         merged = by_port.setdefault(listener.port, {
             "name": listener.name, "port": listener.port, "protocol": "HTTP",
@@ -343,10 +401,14 @@ def _gateway_data(obj: KubernetesObject, listeners: list[_Listener]) -> dict[str
                                        "matchLabels": {_parent_label(obj): "attached"}}}}
 
 
-def _address(raw: Any) -> str:
-    for item in raw if isinstance(raw, list) else ():
-        if isinstance(item, dict) and item.get("type", "IPAddress") == "IPAddress":
-            return str(item.get("value"))
+def _address(spec: dict[str, Any]) -> str:
+    """The bind address: the first ``spec.addresses[]`` of type IPAddress, else 0.0.0.0."""
+    for at, item in entries(spec, "addresses", "spec"):
+        if (text(item, "type", at) or "IPAddress") == "IPAddress":
+            value = text(item, "value", at)
+            if value is None:
+                raise FieldError(path(at, "value"), "required field is missing")
+            return value
     return "0.0.0.0"
 
 

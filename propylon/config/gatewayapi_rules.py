@@ -16,8 +16,9 @@ Mapping (gateway-api apis/v1 httproute_types.go, grpcroute_types.go):
   ``timeouts.request`` -> ``forward.timeout``.
 
 What cannot be served as written is never dropped silently: a rule with an unsupported
-filter, an unresolved backend or no backend answers 500 (a ``directResponse``), and the
-Route gets ``PartiallyInvalid`` or ``ResolvedRefs=False`` naming why. Every backend of a rule
+filter, a field of the wrong type (``k8s_fields.py``), an unresolved backend or no backend
+answers 500 (a ``directResponse``), and the Route gets ``PartiallyInvalid`` or
+``ResolvedRefs=False`` naming why. Every backend of a rule
 answers 500 when one of them is unresolved (the Gateway API asks for 500 on that backend's
 share only; an Upstream cannot express a share that fails).
 """
@@ -27,8 +28,20 @@ from __future__ import annotations
 from typing import Any
 
 from propylon.config.k8s_backends import BackendResolver, scaled_weights
+from propylon.config.k8s_fields import (
+    FieldError,
+    choice,
+    entries,
+    integer,
+    items,
+    path,
+    section,
+    text,
+    text_or,
+    texts,
+)
 from propylon.config.k8s_status import PARTIALLY_INVALID, RESOLVED_REFS, Condition, Findings
-from propylon.config.kubernetes import KubernetesObject, mapping
+from propylon.config.kubernetes import KubernetesObject
 from propylon.config.route import Match
 
 _FAILED = {"status": 500, "body": "route unavailable"}
@@ -37,10 +50,8 @@ _VALUE_KINDS = {"Exact": "value", "RegularExpression": "regex"}
 GRPC_MATCH = "grpc" in Match.model_fields  # the HTTP/2 and gRPC work adds matches[].grpc
 
 
-class _Unsupported(Exception):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
+class _Unsupported(FieldError):
+    """A value conversion cannot serve as written (a filter, a match type)."""
 
 
 class RuleConverter:
@@ -52,8 +63,8 @@ class RuleConverter:
         self.grpc = route.kind == "GRPCRoute"
 
     def rules(self) -> list[dict[str, Any]]:
-        raw = self.route.spec.get("rules")
-        rules = raw if isinstance(raw, list) and raw else [{}]
+        """The converted rules; a ``FieldError`` when ``spec.rules`` is not a list."""
+        rules = items(self.route.spec, "rules", "spec") or [{}]
         converted = [self._rule(rule, f"spec.rules[{i}]") for i, rule in enumerate(rules)]
         names = [r["name"] for r in converted if "name" in r]
         for rule in converted:  # a repeated name would invalidate the whole Route
@@ -63,14 +74,16 @@ class RuleConverter:
 
     # -- one rule ------------------------------------------------------------------------
     def _rule(self, raw: Any, at: str) -> dict[str, Any]:
-        raw = raw if isinstance(raw, dict) else {}
         rule: dict[str, Any] = {}
-        if isinstance(raw.get("name"), str):
-            rule["name"] = raw["name"]
         try:
-            rule["matches"] = self._matches(raw.get("matches"), at)
+            if not isinstance(raw, dict):
+                raise FieldError(at, "a rule must be a mapping")
+            name = text(raw, "name", at)
+            if name:
+                rule["name"] = name
+            rule["matches"] = self._matches(raw, at)
             action, policies = self._action(raw, at)
-        except _Unsupported as exc:
+        except FieldError as exc:
             if not isinstance(exc, _Unresolved):  # an unresolved one is already recorded
                 self._partly_invalid(exc.field, str(exc))
             return {**rule, "matches": rule.get("matches") or [{}], "directResponse": _FAILED}
@@ -84,47 +97,48 @@ class RuleConverter:
             PARTIALLY_INVALID, True, "UnsupportedValue",
             f"{field}: {message}; this rule answers 500"), field=field, warning=True)
 
-    def _matches(self, raw: Any, at: str) -> list[dict[str, Any]]:
-        if not isinstance(raw, list) or not raw:
-            return [{}]
-        return [self._match(m if isinstance(m, dict) else {}, f"{at}.matches[{i}]")
-                for i, m in enumerate(raw)]
+    def _matches(self, raw: dict[str, Any], at: str) -> list[dict[str, Any]]:
+        return [self._match(m, where) for where, m in entries(raw, "matches", at)] or [{}]
 
     def _match(self, raw: dict[str, Any], at: str) -> dict[str, Any]:
         match: dict[str, Any] = {}
         if self.grpc:
-            match.update(_grpc_match(raw.get("method"), f"{at}.method"))
+            match.update(_grpc_match(section(raw, "method", at), path(at, "method")))
         else:
-            path = mapping(raw.get("path"))
-            kind = _PATH_KINDS.get(path.get("type", "PathPrefix"))
-            if kind is None:
-                raise _Unsupported(f"{at}.path.type", f"path type {path.get('type')!r}")
-            match["path"] = {kind: path.get("value", "/")}
-            if raw.get("method") is not None:
-                match["method"] = raw["method"]
-            if raw.get("queryParams"):
-                match["query"] = _values(raw["queryParams"], f"{at}.queryParams")
-        if raw.get("headers"):
-            match["headers"] = _values(raw["headers"], f"{at}.headers")
+            where = path(at, "path")
+            path_match = section(raw, "path", at)
+            kind = choice(path_match, "type", where, _PATH_KINDS, "PathPrefix")
+            value = text(path_match, "value", where)
+            match["path"] = {kind: "/" if value is None else value}
+            method = text(raw, "method", at)
+            if method is not None:
+                match["method"] = method
+            query = _values(raw, "queryParams", at)
+            if query:
+                match["query"] = query
+        headers = _values(raw, "headers", at)
+        if headers:
+            match["headers"] = headers
         return match
 
     def _action(self, raw: dict[str, Any], at: str) -> tuple[dict[str, Any], list[Any]]:
         headers: dict[str, Any] = {}
         redirect: dict[str, Any] | None = None
         forward: dict[str, Any] = {}
-        for i, item in enumerate(raw.get("filters") or ()):
-            where = f"{at}.filters[{i}]"
-            kind = item.get("type") if isinstance(item, dict) else None
+        for where, item in entries(raw, "filters", at):
+            kind = text(item, "type", where)
             if kind == "RequestHeaderModifier":
-                headers["request"] = _header_edits(item.get("requestHeaderModifier"),
+                headers["request"] = _header_edits(item, "requestHeaderModifier", where,
                                                    headers.get("request"))
             elif kind == "ResponseHeaderModifier":
-                headers["response"] = _header_edits(item.get("responseHeaderModifier"),
+                headers["response"] = _header_edits(item, "responseHeaderModifier", where,
                                                     headers.get("response"))
             elif kind == "RequestRedirect" and not self.grpc:
-                redirect = _redirect(item.get("requestRedirect") or {}, where)
+                redirect = _redirect(section(item, "requestRedirect", where),
+                                     path(where, "requestRedirect"))
             elif kind == "URLRewrite" and not self.grpc:
-                rewrite, host = _rewrite(item.get("urlRewrite") or {}, raw, where)
+                rewrite, host = _rewrite(section(item, "urlRewrite", where), raw,
+                                         path(where, "urlRewrite"))
                 if rewrite:
                     forward["rewrite"] = rewrite
                 if host:
@@ -133,52 +147,55 @@ class RuleConverter:
             elif kind == "RequestMirror":
                 if "mirror" in forward:
                     raise _Unsupported(where, "more than one RequestMirror")
-                forward["mirror"] = self._mirror(item.get("requestMirror") or {}, where)
+                forward["mirror"] = self._mirror(section(item, "requestMirror", where),
+                                                 path(where, "requestMirror"))
             else:
                 raise _Unsupported(f"{where}.type", f"filter {kind!r} is not supported")
         policies = [{"headers": headers}] if headers else []
         if redirect is not None:
             return {"redirect": redirect}, policies
-        refs = raw.get("backendRefs")
-        if not isinstance(refs, list) or not refs:
+        if not items(raw, "backendRefs", at):
             # the Gateway API: a rule without backendRefs (and no redirect) answers 500
             return {"directResponse": _FAILED}, policies
         return {"forward": self._forward(raw, at, forward)}, policies
 
     def _forward(self, raw: dict[str, Any], at: str, forward: dict[str, Any]) -> dict[str, Any]:
-        refs = raw["backendRefs"]
         upstreams: list[str] = []
         weights: list[int] = []
-        for i, ref in enumerate(refs):
-            where = f"{at}.backendRefs[{i}]"
-            if isinstance(ref, dict) and ref.get("filters"):
+        for where, ref in entries(raw, "backendRefs", at):
+            if items(ref, "filters", where):
                 raise _Unsupported(f"{where}.filters", "filters on a backendRef")
+            weight = integer(ref, "weight", where, minimum=0)
             upstreams.append(self._upstream(ref, where))
-            weight = ref.get("weight", 1) if isinstance(ref, dict) else 1
-            weights.append(weight if isinstance(weight, int) and weight >= 0 else 1)
+            weights.append(1 if weight is None else weight)
         backends = [{"upstream": u, "weight": w}
                     for u, w in zip(upstreams, scaled_weights(weights), strict=True) if w > 0]
         if not backends:
             raise _Unsupported(f"{at}.backendRefs", "every backend has weight 0")
         forward["backends"] = backends
-        timeouts = mapping(raw.get("timeouts"))
-        if isinstance(timeouts.get("request"), str):
-            forward["timeout"] = timeouts["request"]
+        timeout = text(section(raw, "timeouts", at), "request", path(at, "timeouts"))
+        if timeout is not None:
+            forward["timeout"] = timeout
         return forward
 
     def _mirror(self, raw: dict[str, Any], at: str) -> dict[str, Any]:
-        mirror: dict[str, Any] = {"upstream": self._upstream(raw.get("backendRef"),
-                                                             f"{at}.requestMirror.backendRef")}
-        if isinstance(raw.get("percent"), int):
-            mirror["percent"] = raw["percent"]
-        elif isinstance(raw.get("fraction"), dict):
-            fraction = raw["fraction"]
-            mirror["percent"] = 100.0 * fraction.get("numerator", 0) / (
-                fraction.get("denominator") or 100)
+        mirror: dict[str, Any] = {"upstream": self._upstream(
+            section(raw, "backendRef", at), path(at, "backendRef"))}
+        percent = integer(raw, "percent", at, minimum=0)
+        fraction = section(raw, "fraction", at)
+        if percent is not None:
+            mirror["percent"] = percent
+        elif fraction:
+            where = path(at, "fraction")
+            numerator = integer(fraction, "numerator", where, minimum=0) or 0
+            denominator = integer(fraction, "denominator", where, minimum=1) or 100
+            if numerator > denominator:
+                raise FieldError(path(where, "numerator"), "must not exceed the denominator")
+            mirror["percent"] = 100 * numerator / denominator  # int / int: never overflows
         return mirror
 
     def _upstream(self, ref: Any, at: str) -> str:
-        resolved = self.resolver.resolve(ref, self.route.kind, self.route.namespace)
+        resolved = self.resolver.resolve(ref, self.route.kind, self.route.namespace, at)
         if resolved.problem is not None:
             self.findings.set(self.route.kind, self.route.key, resolved.problem, field=at)
             raise _Unresolved(at)
@@ -198,22 +215,19 @@ class _Unresolved(_Unsupported):
         super().__init__(field, "unresolved backend")
 
 
-def _values(raw: Any, at: str) -> list[dict[str, Any]]:
+def _values(raw: dict[str, Any], key: str, at: str) -> list[dict[str, Any]]:
     values = []
-    for i, item in enumerate(raw if isinstance(raw, list) else ()):
-        item = item if isinstance(item, dict) else {}
-        kind = _VALUE_KINDS.get(item.get("type", "Exact"))
-        if kind is None:
-            raise _Unsupported(f"{at}[{i}].type", f"match type {item.get('type')!r}")
-        values.append({"name": item.get("name"), kind: item.get("value")})
+    for where, item in entries(raw, key, at):
+        kind = choice(item, "type", where, _VALUE_KINDS, "Exact")
+        values.append({"name": text(item, "name", where), kind: text(item, "value", where)})
     return values
 
 
-def _grpc_match(raw: Any, at: str) -> dict[str, Any]:
-    if not isinstance(raw, dict):
+def _grpc_match(raw: dict[str, Any], at: str) -> dict[str, Any]:
+    if not raw:
         return {"method": "POST"} if not GRPC_MATCH else {}
-    service, method = raw.get("service"), raw.get("method")
-    if raw.get("type", "Exact") != "Exact":
+    service, method = text(raw, "service", at), text(raw, "method", at)
+    if text_or(raw, "type", at, "Exact") != "Exact":
         if GRPC_MATCH:
             raise _Unsupported(f"{at}.type", "RegularExpression gRPC method matches")
         regex = f"/{service or '[^/]+'}/{method or '[^/]+'}"
@@ -230,55 +244,62 @@ def _grpc_match(raw: Any, at: str) -> dict[str, Any]:
     return {"method": "POST"}
 
 
-def _header_edits(raw: Any, edits: dict[str, Any] | None) -> dict[str, Any]:
-    raw = raw if isinstance(raw, dict) else {}
+def _header_edits(item: dict[str, Any], key: str, at: str,
+                  edits: dict[str, Any] | None) -> dict[str, Any]:
+    raw = section(item, key, at)
+    at = path(at, key)
     edits = edits or {}
     for verb in ("set", "add"):
-        for item in raw.get(verb) or ():
-            if isinstance(item, dict) and isinstance(item.get("name"), str):
-                edits.setdefault(verb, {})[item["name"].lower()] = item.get("value", "")
-    removed = [name.lower() for name in raw.get("remove") or () if isinstance(name, str)]
+        for where, header in entries(raw, verb, at):
+            name = text(header, "name", where)
+            if name is None:
+                raise FieldError(path(where, "name"), "required field is missing")
+            edits.setdefault(verb, {})[name.lower()] = text_or(header, "value", where, "")
+    removed = [name.lower() for name in texts(raw, "remove", at)]
     if removed:
         edits["remove"] = [*edits.get("remove", ()), *removed]
     return edits
 
 
 def _redirect(raw: dict[str, Any], at: str) -> dict[str, Any]:
-    redirect: dict[str, Any] = {"statusCode": raw.get("statusCode", 302)}
-    for field, name in (("scheme", "scheme"), ("hostname", "host"), ("port", "port")):
-        if raw.get(field) is not None:
-            redirect[name] = raw[field]
-    path = raw.get("path")
-    if isinstance(path, dict):
-        if path.get("type") == "ReplaceFullPath":
-            redirect["path"] = path.get("replaceFullPath")
-        else:
-            raise _Unsupported(f"{at}.requestRedirect.path",
-                               f"redirect path type {path.get('type')!r} (only ReplaceFullPath)")
+    redirect: dict[str, Any] = {"statusCode": integer(raw, "statusCode", at) or 302}
+    for field, name in (("scheme", "scheme"), ("hostname", "host")):
+        value = text(raw, field, at)
+        if value is not None:
+            redirect[name] = value
+    port = integer(raw, "port", at)
+    if port is not None:
+        redirect["port"] = port
+    if raw.get("path") is not None:
+        where = path(at, "path")
+        replace = section(raw, "path", at)
+        if text(replace, "type", where) != "ReplaceFullPath":
+            raise _Unsupported(where, f"redirect path type {replace.get('type')!r} "
+                               "(only ReplaceFullPath)")
+        redirect["path"] = text(replace, "replaceFullPath", where)
     return redirect
 
 
 def _rewrite(raw: dict[str, Any], rule: dict[str, Any],
              at: str) -> tuple[dict[str, Any] | None, str | None]:
-    path = raw.get("path")
     rewrite = None
-    if isinstance(path, dict):
-        if path.get("type") == "ReplaceFullPath":
-            rewrite = {"fullPath": path.get("replaceFullPath")}
-        elif path.get("type") == "ReplacePrefixMatch":
+    if raw.get("path") is not None:
+        where = path(at, "path")
+        replace = section(raw, "path", at)
+        kind = text(replace, "type", where)
+        if kind == "ReplaceFullPath":
+            rewrite = {"fullPath": text(replace, "replaceFullPath", where)}
+        elif kind == "ReplacePrefixMatch":
             if not _all_prefix_matches(rule):
-                raise _Unsupported(f"{at}.urlRewrite.path",
-                                   "ReplacePrefixMatch needs PathPrefix matches")
-            rewrite = {"prefix": path.get("replacePrefixMatch") or "/"}
+                raise _Unsupported(where, "ReplacePrefixMatch needs PathPrefix matches")
+            rewrite = {"prefix": text_or(replace, "replacePrefixMatch", where, "/")}
         else:
-            raise _Unsupported(f"{at}.urlRewrite.path", f"path type {path.get('type')!r}")
-    hostname = raw.get("hostname")
-    return rewrite, hostname if isinstance(hostname, str) else None
+            raise _Unsupported(where, f"path type {kind!r}")
+    return rewrite, text(raw, "hostname", at)
 
 
 def _all_prefix_matches(rule: dict[str, Any]) -> bool:
-    matches = rule.get("matches") or [{}]
-    return all(
-        (m.get("path") or {}).get("type", "PathPrefix") == "PathPrefix"
-        for m in matches if isinstance(m, dict)
-    )
+    """Whether every match of ``rule`` (as written, already read by ``_matches``) is a
+    PathPrefix one."""
+    return all(section(m, "path", "").get("type") in (None, "PathPrefix")
+               for _, m in entries(rule, "matches", ""))

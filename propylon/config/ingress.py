@@ -13,6 +13,8 @@ The Routes carry the label ``propylon.dev/ingress-class: propylon`` (and the Ing
 labels): a Gateway serves them by selecting it, e.g. ``routeSelector: {namespaces: ["*"],
 matchLabels: {propylon.dev/ingress-class: propylon}}``. ``spec.tls`` (certificates in
 Secrets) and ``resource`` backends are not supported: they are reported, not dropped silently.
+A field of the wrong type (``k8s_fields.py``) makes the Ingress ``Accepted=False
+UnsupportedValue`` with a located issue naming the field, and none of it is served.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from __future__ import annotations
 from typing import Any
 
 from propylon.config.k8s_backends import BackendResolver
+from propylon.config.k8s_fields import FieldError, choice, entries, integer, section, text
 from propylon.config.k8s_status import ACCEPTED, RESOLVED_REFS, Condition, Findings
-from propylon.config.kubernetes import KubernetesObject, mapping
+from propylon.config.kubernetes import KubernetesObject
 from propylon.config.resources import API_VERSION
 
 INGRESS_CLASS = "propylon"
@@ -40,35 +43,18 @@ def is_ours(ingress: KubernetesObject) -> bool:
 
 def convert_ingress(ingress: KubernetesObject, resolver: BackendResolver,
                     findings: Findings) -> list[dict[str, Any]]:
-    """The Routes of ``ingress`` as data (none when it is not of class propylon)."""
+    """The Routes of ``ingress`` as data (none when it is not of class propylon, or when a
+    field of it has the wrong type)."""
     if not is_ours(ingress):
         return []
     findings.track(ingress.kind, ingress.key, ingress.source)
     findings.set(ingress.kind, ingress.key, Condition(ACCEPTED, True, "Accepted"))
-    convert = _IngressRules(ingress, resolver, findings)
-    if ingress.spec.get("tls"):
+    try:
+        routes = _IngressRules(ingress, resolver, findings).routes()
+    except FieldError as exc:
         findings.set(ingress.kind, ingress.key, Condition(
-            ACCEPTED, True, "UnsupportedValue",
-            "spec.tls is not supported (certificates from Secrets): served over the "
-            "Gateway's listeners as they are"), field="spec.tls", warning=True)
-    hosts: dict[str | None, list[dict[str, Any]]] = {}
-    for i, rule in enumerate(ingress.spec.get("rules") or ()):
-        rule = rule if isinstance(rule, dict) else {}
-        host = rule.get("host") if isinstance(rule.get("host"), str) else None
-        paths = (rule.get("http") or {}).get("paths") or ()
-        hosts.setdefault(host, []).extend(
-            convert.path(p, f"spec.rules[{i}].http.paths[{j}]") for j, p in enumerate(paths)
-            if isinstance(p, dict))
-    routes = []
-    for index, (host, rules) in enumerate(hosts.items()):
-        if rules:
-            name = ingress.name if index == 0 else f"{ingress.name}-{index + 1}"
-            routes.append(_route(ingress, name, [host] if host else [], rules))
-    default = ingress.spec.get("defaultBackend")
-    if isinstance(default, dict):
-        rule = {"matches": [{"path": {"prefix": "/"}}],
-                **convert.action(default, "spec.defaultBackend")}
-        routes.append(_route(ingress, f"{ingress.name}-default", [], [rule]))
+            ACCEPTED, False, "UnsupportedValue", exc.text), field=exc.field)
+        return []
     findings.set(ingress.kind, ingress.key, Condition(RESOLVED_REFS, True, "ResolvedRefs"))
     return routes
 
@@ -78,21 +64,48 @@ class _IngressRules:
                  findings: Findings) -> None:
         self.ingress, self.resolver, self.findings = ingress, resolver, findings
 
+    def routes(self) -> list[dict[str, Any]]:
+        ingress, spec = self.ingress, self.ingress.spec
+        if spec.get("tls"):
+            self.findings.set(ingress.kind, ingress.key, Condition(
+                ACCEPTED, True, "UnsupportedValue",
+                "spec.tls is not supported (certificates from Secrets): served over the "
+                "Gateway's listeners as they are"), field="spec.tls", warning=True)
+        hosts: dict[str | None, list[dict[str, Any]]] = {}
+        for at, rule in entries(spec, "rules", "spec"):
+            paths = entries(section(rule, "http", at), "paths", f"{at}.http")
+            hosts.setdefault(text(rule, "host", at) or None, []).extend(
+                self.path(p, where) for where, p in paths)
+        routes = []
+        for index, (host, rules) in enumerate(hosts.items()):
+            if rules:
+                name = ingress.name if index == 0 else f"{ingress.name}-{index + 1}"
+                routes.append(_route(ingress, name, [host] if host else [], rules))
+        default = section(spec, "defaultBackend", "spec")
+        if default:
+            rule = {"matches": [{"path": {"prefix": "/"}}],
+                    **self.action(default, "spec.defaultBackend")}
+            routes.append(_route(ingress, f"{ingress.name}-default", [], [rule]))
+        return routes
+
     def path(self, raw: dict[str, Any], at: str) -> dict[str, Any]:
-        kind = _PATH_KINDS.get(raw.get("pathType", "Prefix"), "prefix")
-        match = {"path": {kind: raw.get("path") or "/"}}
-        return {"matches": [match], **self.action(raw.get("backend") or {}, f"{at}.backend")}
+        kind = choice(raw, "pathType", at, _PATH_KINDS, "Prefix")
+        match = {"path": {kind: text(raw, "path", at) or "/"}}
+        return {"matches": [match], **self.action(section(raw, "backend", at), f"{at}.backend")}
 
     def action(self, backend: dict[str, Any], at: str) -> dict[str, Any]:
-        service = backend.get("service")
-        if not isinstance(service, dict):
+        if backend.get("service") is None:
             self.findings.set(self.ingress.kind, self.ingress.key, Condition(
                 RESOLVED_REFS, False, "InvalidKind",
                 "only service backends are supported; this path answers 500"), field=at)
             return {"directResponse": _FAILED}
-        port = mapping(service.get("port"))
-        ref = {"name": service.get("name"), "port": port.get("number", port.get("name"))}
-        resolved = self.resolver.resolve(ref, "Ingress", self.ingress.namespace)
+        where = f"{at}.service"
+        service = section(backend, "service", at)
+        port = section(service, "port", where)
+        number = integer(port, "number", f"{where}.port")
+        ref = {"name": text(service, "name", where),
+               "port": text(port, "name", f"{where}.port") if number is None else number}
+        resolved = self.resolver.resolve(ref, "Ingress", self.ingress.namespace, where)
         if resolved.problem is not None:
             self.findings.set(self.ingress.kind, self.ingress.key, resolved.problem, field=at)
             return {"directResponse": _FAILED}

@@ -15,14 +15,30 @@ A reference to Service NAME (group ``""``, kind ``Service``, the default) resolv
 namespace needs a ReferenceGrant there (from the referring kind and namespace, to Service
 and optionally that name); a native Upstream reached that way must also list the namespace in
 its ``allowedNamespaces``, as translation checks for every Upstream.
+
+A reference whose fields have the wrong type raises ``FieldError`` (the referring rule reports
+it); a Service, EndpointSlice or ReferenceGrant whose fields have the wrong type leaves the
+reference unresolved, its ``ResolvedRefs=False`` naming the object and the field.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from propylon.config.k8s_fields import (
+    FieldError,
+    describe,
+    entries,
+    int_or_text,
+    integer,
+    path,
+    section,
+    text,
+    texts,
+)
 from propylon.config.k8s_status import Condition
 from propylon.config.kubernetes import GATEWAY_GROUP, KubernetesObject
 
@@ -63,12 +79,18 @@ class BackendResolver:
                 grants.append(obj)
         return cls(frozenset(native), services, slices, grants)
 
-    def resolve(self, ref: Any, from_kind: str, from_namespace: str) -> Resolved:
-        if not isinstance(ref, dict) or not isinstance(ref.get("name"), str):
+    def resolve(self, ref: Any, from_kind: str, from_namespace: str, at: str = "") -> Resolved:
+        """What ``ref`` (at ``at`` in the referring object) names; a ``FieldError`` when one of
+        its fields has the wrong type."""
+        if not isinstance(ref, dict):
+            raise FieldError(at, f"a backend reference must be a mapping, not {describe(ref)}")
+        name = text(ref, "name", at)
+        if not name:
             return _unresolved("BackendNotFound", "a backend reference needs a name")
-        group, kind = ref.get("group", "") or "", ref.get("kind", "Service") or "Service"
-        namespace = ref.get("namespace") or from_namespace
-        name = ref["name"]
+        group = text(ref, "group", at) or ""
+        kind = text(ref, "kind", at) or "Service"
+        namespace = text(ref, "namespace", at) or from_namespace
+        port = int_or_text(ref, "port", at)  # a number, or an Ingress's port name
         if (group, kind) == ("propylon.dev", "Upstream"):
             key = f"{namespace}/{name}"
             return Resolved(key) if key in self.native_upstreams else _unresolved(
@@ -76,46 +98,58 @@ class BackendResolver:
         if (group, kind) not in (("", "Service"), ("core", "Service")):
             return _unresolved("InvalidKind", f"backend kind {group or 'core'}/{kind} is not "
                                "supported (Service, or propylon.dev Upstream)")
-        if namespace != from_namespace and not self.granted(from_kind, from_namespace,
-                                                            namespace, name):
-            return _unresolved("RefNotPermitted", f"Service {namespace}/{name}: no "
-                               f"ReferenceGrant in {namespace} allows {from_kind} from "
-                               f"{from_namespace}")
+        if namespace != from_namespace:
+            try:
+                granted = self.granted(from_kind, from_namespace, namespace, name)
+            except _ObjectFieldError as exc:
+                return _unresolved("RefNotPermitted", str(exc))
+            if not granted:
+                return _unresolved("RefNotPermitted", f"Service {namespace}/{name}: no "
+                                   f"ReferenceGrant in {namespace} allows {from_kind} from "
+                                   f"{from_namespace}")
         if f"{namespace}/{name}" in self.native_upstreams:
             return Resolved(f"{namespace}/{name}")
-        return self._from_service(namespace, name, ref.get("port"), from_namespace)
+        try:
+            return self._from_service(namespace, name, port, from_namespace)
+        except _ObjectFieldError as exc:
+            return _unresolved("BackendNotFound", str(exc))
 
     def granted(self, from_kind: str, from_namespace: str, namespace: str, name: str) -> bool:
         from_group = "networking.k8s.io" if from_kind == "Ingress" else GATEWAY_GROUP
         for grant in self.grants:
             if grant.namespace != namespace:
                 continue
-            spec = grant.spec
-            sources = [f for f in spec.get("from") or () if isinstance(f, dict)]
-            targets = [t for t in spec.get("to") or () if isinstance(t, dict)]
-            if any(f.get("group") == from_group and f.get("kind") == from_kind
-                   and f.get("namespace") == from_namespace for f in sources) and any(
-                    (t.get("group") or "") in ("", "core") and t.get("kind") == "Service"
-                    and t.get("name") in (None, "", name) for t in targets):
+            with _reading(grant):
+                spec = grant.spec
+                sources = [(text(f, "group", at), text(f, "kind", at), text(f, "namespace", at))
+                           for at, f in entries(spec, "from", "spec")]
+                targets = [(text(t, "group", at) or "", text(t, "kind", at), text(t, "name", at))
+                           for at, t in entries(spec, "to", "spec")]
+            if (from_group, from_kind, from_namespace) in sources and any(
+                    group in ("", "core") and kind == "Service" and target in (None, "", name)
+                    for group, kind, target in targets):
                 return True
         return False
 
-    def _from_service(self, namespace: str, name: str, port: Any,
+    def _from_service(self, namespace: str, name: str, port: int | str | None,
                       from_namespace: str) -> Resolved:
         service = self.services.get(f"{namespace}/{name}")
         if service is None:
             return _unresolved("BackendNotFound",
                                f"Service {namespace}/{name} not found (no Upstream of that "
                                "name and no Service in the inputs)")
-        spec = service.spec
-        service_port = _service_port(spec.get("ports") or (), port)
+        with _reading(service):
+            spec = service.spec
+            service_port = _service_port(entries(spec, "ports", "spec"), port)
+            external = text(spec, "externalName", "spec")
+            external_type = text(spec, "type", "spec") == "ExternalName"
         if service_port is None:
             wanted = "a port" if port is None else f"port {port}"
             return _unresolved("BackendNotFound",
                                f"Service {namespace}/{name} has no {wanted}")
-        number = service_port.get("port")
-        if spec.get("type") == "ExternalName" and isinstance(spec.get("externalName"), str):
-            endpoints = [{"address": spec["externalName"], "port": number}]
+        number = service_port.number
+        if external_type and external is not None:
+            endpoints = [{"address": external, "port": number}]
         else:
             endpoints = self._endpoints(namespace, name, service_port)
         if not endpoints:
@@ -132,49 +166,77 @@ class BackendResolver:
         return Resolved(key)
 
     def _endpoints(self, namespace: str, name: str,
-                   service_port: dict[str, Any]) -> list[dict[str, Any]]:
-        target = service_port.get("targetPort", service_port.get("port"))
-        port_name = service_port.get("name") or ""
+                   service_port: _ServicePort) -> list[dict[str, Any]]:
         found: dict[tuple[str, int], None] = {}
         for endpoint_slice in self.slices.get(f"{namespace}/{name}", ()):
-            body = endpoint_slice.body
-            number = _slice_port(body.get("ports") or (), port_name, target)
-            if number is None:
-                continue
-            for endpoint in body.get("endpoints") or ():
-                if not isinstance(endpoint, dict) or not _ready(endpoint):
+            with _reading(endpoint_slice):
+                body = endpoint_slice.body
+                number = _slice_port(entries(body, "ports", ""), service_port)
+                if number is None:
                     continue
-                for address in endpoint.get("addresses") or ():
-                    found[(str(address), number)] = None
+                for at, endpoint in entries(body, "endpoints", ""):
+                    if _ready(endpoint, at):
+                        for address in texts(endpoint, "addresses", at):
+                            found[(address, number)] = None
         return [{"address": address, "port": port} for address, port in sorted(found)]
+
+
+@dataclass(frozen=True, slots=True)
+class _ServicePort:
+    number: int
+    name: str
+    target: int | str  # targetPort: a number, or the name of a container port
+
+
+class _ObjectFieldError(Exception):
+    """A field of a Service, EndpointSlice or ReferenceGrant read for a reference, with the
+    wrong type: the reference is unresolved, and the message names the object."""
+
+
+@contextmanager
+def _reading(obj: KubernetesObject) -> Iterator[None]:
+    """A ``FieldError`` in reading ``obj`` as an ``_ObjectFieldError`` naming it."""
+    try:
+        yield
+    except FieldError as exc:
+        raise _ObjectFieldError(f"{obj.kind} {obj.key}: {exc.text}") from exc
 
 
 def _unresolved(reason: str, message: str) -> Resolved:
     return Resolved(None, Condition("ResolvedRefs", False, reason, message))
 
 
-def _service_port(ports: Iterable[Any], wanted: Any) -> dict[str, Any] | None:
-    ports = [p for p in ports if isinstance(p, dict) and isinstance(p.get("port"), int)]
+def _service_port(ports: list[tuple[str, dict[str, Any]]],
+                  wanted: int | str | None) -> _ServicePort | None:
+    found = []
+    for at, port in ports:
+        number = integer(port, "port", at)
+        if number is None:
+            raise FieldError(path(at, "port"), "required field is missing")
+        name = text(port, "name", at) or ""
+        target = int_or_text(port, "targetPort", at)
+        found.append(_ServicePort(number, name, number if target in (None, "") else target))
     if wanted is None:
-        return ports[0] if len(ports) == 1 else None
-    for port in ports:
-        if port["port"] == wanted or (isinstance(wanted, str) and port.get("name") == wanted):
-            return port
-    return None
+        return found[0] if len(found) == 1 else None
+    return next((p for p in found
+                 if p.number == wanted or (isinstance(wanted, str) and p.name == wanted)), None)
 
 
-def _slice_port(ports: Iterable[Any], name: str, target: Any) -> int | None:
-    for port in ports:
-        if not isinstance(port, dict) or not isinstance(port.get("port"), int):
-            continue
-        if (port.get("name") or "") == name or port["port"] == target:
-            return int(port["port"])
-    return int(target) if isinstance(target, int) and not name else None
+def _slice_port(ports: list[tuple[str, dict[str, Any]]], service_port: _ServicePort) -> int | None:
+    """The port of an EndpointSlice that serves ``service_port``: the one of the same name,
+    else of the target port's number (a slice without ports: that number)."""
+    for at, port in ports:
+        number = integer(port, "port", at)
+        if number is not None and (
+                (text(port, "name", at) or "") == service_port.name
+                or number == service_port.target):
+            return number
+    target = service_port.target
+    return target if isinstance(target, int) and not service_port.name else None
 
 
-def _ready(endpoint: dict[str, Any]) -> bool:
-    conditions = endpoint.get("conditions")
-    return not isinstance(conditions, dict) or conditions.get("ready") is not False
+def _ready(endpoint: dict[str, Any], at: str) -> bool:
+    return section(endpoint, "conditions", at).get("ready") is not False
 
 
 def _upstream_data(namespace: str, name: str, endpoints: list[dict[str, Any]]) -> dict[str, Any]:

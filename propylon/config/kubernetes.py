@@ -43,7 +43,10 @@ def mapping(value: Any) -> dict[str, Any]:
 
 def is_kubernetes(data: Any) -> bool:
     """Whether ``data`` is a document of an accepted Kubernetes apiVersion."""
-    return isinstance(data, dict) and data.get("apiVersion") in KUBERNETES_KINDS
+    if not isinstance(data, dict):
+        return False
+    api_version = data.get("apiVersion")
+    return isinstance(api_version, str) and api_version in KUBERNETES_KINDS
 
 
 def _object_name(value: str) -> str:
@@ -94,7 +97,7 @@ def check_kind(data: dict[str, Any]) -> str | None:
     """The error of a document whose apiVersion is accepted but whose kind is not, or None."""
     kinds = KUBERNETES_KINDS[data["apiVersion"]]
     kind = data.get("kind")
-    if kind in kinds:
+    if isinstance(kind, str) and kind in kinds:
         return None
     expected = ", ".join(sorted(kinds))
     return (f"unknown kind {kind!r} of {data['apiVersion']}; expected one of {expected}"
