@@ -73,12 +73,14 @@ CONNECTION_WINDOW = MAX_CONCURRENT_STREAMS * STREAM_WINDOW + 65535
 OUTPUT_HIGH_WATER = 256 * 1024  # unsent response bytes of one stream: its upstream pauses
 OUTPUT_LOW_WATER = 64 * 1024  # ... and resumes below this
 # Frames a client may send in FLOOD_PERIOD seconds before the connection is closed with
-# ENHANCE_YOUR_CALM. Browsers send a handful; these are far above any honest use.
+# ENHANCE_YOUR_CALM. Control frames are budgeted against the useful frames (HEADERS and DATA
+# with a payload) of the same period, as Envoy does: a busy gRPC client sends a WINDOW_UPDATE
+# and often a BDP PING for every few DATA frames; a flood sends them with no work.
 FLOOD_PERIOD = 10.0
-MAX_RESETS = 200  # RST_STREAM (rapid reset, CVE-2023-44487)
-MAX_PINGS = 100
+MAX_RESETS = 200  # RST_STREAM beyond this AND above half the streams opened: rapid reset
+MAX_PINGS = 100  # plus one per useful frame
 MAX_SETTINGS = 100
-MAX_CONTROL = 2000  # WINDOW_UPDATE, PRIORITY and empty DATA frames
+MAX_CONTROL = 2000  # WINDOW_UPDATE, PRIORITY and empty DATA frames; plus 4 per useful frame
 MAX_CONTINUATIONS = 32  # CONTINUATION frames in one header block
 MAX_FRAME_SIZE = 16384  # SETTINGS_MAX_FRAME_SIZE: the protocol's default, never raised
 
@@ -109,12 +111,14 @@ class FrameCounter:
         "control",
         "first",
         "head",
+        "headers",
         "max_block_bytes",
         "period_started",
         "pings",
         "resets",
         "settings",
         "skip",
+        "useful",
     )
 
     def __init__(self, max_block_bytes: int) -> None:
@@ -127,6 +131,7 @@ class FrameCounter:
         self.block_started = 0.0
         self.period_started = CLOCK.now
         self.resets = self.pings = self.settings = self.control = 0
+        self.headers = self.useful = 0  # HEADERS frames; HEADERS and DATA with a payload
 
     def feed(self, data: bytes) -> tuple[int, str] | None:
         """The error code and reason to close the connection with, or None."""
@@ -161,10 +166,15 @@ class FrameCounter:
         if now - self.period_started > FLOOD_PERIOD:
             self.period_started = now
             self.resets = self.pings = self.settings = self.control = 0
+            self.headers = self.useful = 0
         if kind == 0:  # DATA
-            if length == 0 and not flags & _END_STREAM:
+            if length:
+                self.useful += 1
+            elif not flags & _END_STREAM:
                 self.control += 1
         elif kind == _HEADERS:
+            self.headers += 1
+            self.useful += 1
             if not flags & _END_HEADERS:
                 self.block_frames, self.block_bytes, self.block_started = 1, length, now
         elif kind == _CONTINUATION:
@@ -177,12 +187,12 @@ class FrameCounter:
                 self.block_frames = 0
         elif kind == _RST_STREAM:
             self.resets += 1
-            if self.resets > MAX_RESETS:
+            if self.resets > MAX_RESETS and 2 * self.resets > self.headers:
                 return "rapid reset"
         elif kind == _PING:
             if not flags & _ACK:
                 self.pings += 1
-                if self.pings > MAX_PINGS:
+                if self.pings > MAX_PINGS + self.useful:
                     return "PING flood"
         elif kind == _SETTINGS:
             if not flags & _ACK:
@@ -191,7 +201,7 @@ class FrameCounter:
                     return "SETTINGS flood"
         elif kind in (_WINDOW_UPDATE, _PRIORITY):
             self.control += 1
-        if self.control > MAX_CONTROL:
+        if self.control > MAX_CONTROL + 4 * self.useful:
             return "control frame flood"
         return None
 

@@ -294,6 +294,26 @@ def test_control_frame_floods_are_stopped(gw: Gateway, frame) -> None:
     assert goaway.error_code == ErrorCodes.ENHANCE_YOUR_CALM
 
 
+def test_a_busy_client_with_many_control_frames_is_not_a_flood(gw: Gateway,
+                                                               up: ScriptedUpstream) -> None:
+    """gRPC clients send WINDOW_UPDATEs and BDP PINGs along with their calls: control frames
+    are budgeted against the useful frames, so 300 calls each followed by a PING and eight
+    WINDOW_UPDATEs (2,700 control frames in a few seconds) are served, not cut."""
+    answers = []
+    with client(gw) as h2c:
+        for batch in range(6):  # 50 streams at a time: under MAX_CONCURRENT_STREAMS (100)
+            ids = []
+            for i in range(50):
+                ids.append(h2c.request("GET", f"/busy/{batch}/{i}"))
+                h2c.h2.ping(b"%04d%04d" % (batch, i))
+                for _ in range(8):
+                    h2c.h2.increment_flow_control_window(1)
+                h2c.flush()
+            answers += [h2c.wait(sid) for sid in ids]
+        assert h2c.goaway is None
+    assert len(answers) == 300 and all(a.status == 200 for a in answers)
+
+
 def test_hpack_bomb_is_refused(gw: Gateway, up: ScriptedUpstream) -> None:
     """One large header in the dynamic table, then referenced many times: the decoded list
     passes the listener's limit long before memory does."""
