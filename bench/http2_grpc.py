@@ -1,6 +1,6 @@
 """HTTP/2 and gRPC throughput, beside nginx, in one run (issue #13's performance section).
 
-    python bench/h2.py [--seconds 10] [--rounds 3] [--smoke]
+    python bench/http2_grpc.py [--seconds 10] [--rounds 3] [--smoke]
 
 - h2load (Debian nghttp2-client) at ``-c 16 -m 10`` against nginx (``listen ... http2``,
   h2c with prior knowledge, ``proxy_pass`` to the upstream with a keep-alive pool) and against
