@@ -81,8 +81,7 @@ class Schemas:
         version = data.get("version")
         if form_hash(data) != version:
             raise SchemaError("IR content does not match its version")
-        for step in range(schema + 1, self.native + 1):
-            data = {**self.steps[step].upgrade(data), "schema": step}
+        data = self._convert(data, schema, model.IR_SCHEMA_VERSION)
         return codec.from_data(model.SnapshotIR, {**data, "version": version})
 
     def check(self, snapshot: model.SnapshotIR) -> None:
@@ -107,11 +106,19 @@ class Schemas:
         schema = self.target(reads)
         if schema == self.native == snapshot.schema:
             return codec.dumps(snapshot), snapshot.version
-        data = {**codec.to_data(snapshot), "schema": self.native}
-        for step in range(self.native, schema, -1):
-            data = {**self.steps[step].downgrade(data), "schema": step - 1}
+        data = self._convert(codec.to_data(snapshot), snapshot.schema, schema)
         data["version"] = form_hash(data)
         return json.dumps(data, sort_keys=True, separators=(",", ":")), data["version"]
+
+    def _convert(self, data: Data, start: int, end: int) -> Data:
+        """The form ``data`` (of schema ``start``) takes in schema ``end``, step by step.
+        In a release the model's form (``codec``) is the build's own schema; a test build
+        claims a newer one over the same model."""
+        for step in range(start + 1, end + 1):
+            data = {**self.steps[step].upgrade(data), "schema": step}
+        for step in range(start, end, -1):
+            data = {**self.steps[step].downgrade(data), "schema": step - 1}
+        return data
 
 
 def parse_reads(value: str | None) -> frozenset[int]:

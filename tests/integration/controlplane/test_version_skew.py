@@ -1,0 +1,113 @@
+"""Version skew with real processes: a control plane one IR schema ahead
+(tests/support/ir_schema_next.py, schema 2) keeps this build's proxies (schema 1) serving,
+answers each poll in the schema the proxy reads or 406 with the reason; a proxy given an IR
+of a schema it cannot read NACKs it with the reason and keeps serving its version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from urllib.parse import urlencode
+
+from propylon import ir
+from propylon.ir.schema import CURRENT
+from tests.integration.controlplane.conftest import Cluster, ControlPlane
+from tests.integration.controlplane.helpers import (
+    free_port,
+    gateway,
+    http,
+    route,
+    served_by,
+    upstream,
+    wait_until,
+)
+from tests.support.ir_schema_next import NEXT
+from tests.support.upstream import Reply
+
+
+def _next_control(cluster: Cluster) -> ControlPlane:
+    """``propylon control`` as the build one schema ahead."""
+    port, token_file = free_port(), cluster.tmp / "token"
+    cluster.procs.start("control-next", "tests.support.ir_schema_next", "control",
+                        "--listen", f"127.0.0.1:{port}",
+                        "--store", f"sqlite:///{cluster.tmp / 'control.db'}",
+                        "--token-file", str(token_file), "--log-level", "warning")
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: token_file.exists() and http("GET", url + "/v1/status")[0] == 401,
+               what="control plane to listen")
+    return ControlPlane(url, token_file.read_text().strip(), token_file)
+
+
+def _poll(plane: ControlPlane, **query: str) -> tuple[int, object]:
+    return plane.get(f"/v1/gateways/infra/edge/ir?{urlencode({'wait': '0', **query})}")
+
+
+def test_a_control_plane_one_schema_ahead_serves_older_proxies(cluster: Cluster) -> None:
+    plane = _next_control(cluster)
+    gw = free_port()
+    for resource in [gateway("edge", "infra", gw, ["shop"]),
+                     upstream("svc", "shop", cluster.echo("svc")),
+                     route("main", "shop", "/", "svc")]:
+        plane.must_put(resource)
+    cluster.proxy("proxy", plane, "infra/edge")  # this build: reads schema 1 only
+    assert wait_until(lambda: served_by(gw, "/") == (200, "svc"), what="the proxy serves")
+
+    def fleet() -> dict:
+        body = plane.get("/v1/status")[1]
+        return next((g for g in body["gateways"] if g["gateway"] == "infra/edge"), {})
+    wait_until(lambda: (f := fleet()) and f["proxies"]
+               and f["proxies"][0].get("version") == f["version"], what="the proxy's ACK")
+
+    status, older = _poll(plane, schemas="1")
+    assert status == 200 and older["schema"] == 1  # type: ignore[index]
+    assert "address" in older["gateways"][0]["listeners"][0]  # type: ignore[index]
+    assert _poll(plane)[1] == older  # a proxy naming no schemas reads schema 1
+    status, newer = _poll(plane, schemas="1,2")
+    assert status == 200 and newer["schema"] == 2  # type: ignore[index]
+    assert newer["gateways"][0]["listeners"][0]["bind"] == "127.0.0.1"  # type: ignore[index]
+    status, refused = _poll(plane, schemas="7")
+    print(f"\nversion skew: schema 1 form {older['version']}, schema 2 form "  # type: ignore[index]
+          f"{newer['version']}; schemas=7 answered {status}: {refused}")  # type: ignore[index]
+    assert status == 406
+    assert "no IR schema in common: the proxy reads 7, this control plane writes 1, 2" in str(
+        refused)
+    assert _poll(plane, schemas="x")[0] == 400
+
+
+def test_a_proxy_nacks_an_ir_it_cannot_read(cluster: Cluster, upstreams) -> None:
+    """A stand-in control plane that ignores ``schemas`` (as one two releases ahead would):
+    the first poll gets a schema 1 IR (made by a real control plane), the next one a schema 2
+    IR of a changed configuration."""
+    plane = cluster.control()
+    gw = free_port()
+    for resource in [gateway("edge", "infra", gw, ["shop"]),
+                     upstream("svc", "shop", cluster.echo("svc")),
+                     route("main", "shop", "/", "svc")]:
+        plane.must_put(resource)
+    status, data = wait_until(lambda: (a := _poll(plane, schemas="1"))[0] == 200 and a,
+                              what="the Gateway's IR")
+    v1 = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    first = CURRENT.decode(v1)
+    changed = dataclasses.replace(first.gateways[0], trusted_proxies=("10.0.0.0/8",))
+    v2, version2 = NEXT.encode(ir.seal(dataclasses.replace(first, gateways=(changed,))), {2})
+    cluster.procs.stop("control")
+
+    stand_in = upstreams("control")
+    stand_in.handler = lambda request: (
+        Reply(body=b'{"recorded": true}') if request.path.endswith("/reports")
+        else Reply(headers=[("x-propylon-version", version2)], body=v2.encode())
+        if f"after={first.version}" in request.target
+        else Reply(headers=[("x-propylon-version", first.version)], body=v1.encode()))
+    cluster.proxy("proxy", f"http://127.0.0.1:{stand_in.port}", "infra/edge")
+    assert wait_until(lambda: served_by(gw, "/") == (200, "svc"), what="the proxy serves v1")
+
+    def nacks() -> list[dict]:
+        reports = [json.loads(q.body) for q in stand_in.requests if q.path.endswith("/reports")]
+        return [r for r in reports if r["result"] == "NACK"]
+    found = wait_until(nacks, what="a NACK")
+    print(f"\nNACK of the schema 2 IR: {found[0]}")
+    assert found[0]["version"] == version2
+    assert ("IR schema 2 cannot be read by this proxy, which reads schema(s) 1"
+            in found[0]["error"])
+    assert served_by(gw, "/") == (200, "svc")  # still serving v1

@@ -1,0 +1,48 @@
+"""A test-only IR schema 2, one step ahead of this build's schema 1.
+
+In schema 2 a listener's ``address`` is called ``bind`` (so the two forms, and their hashes,
+differ), and a Gateway's ``tracing`` is said only from schema 2: a downgrade of a snapshot
+that uses it refuses. ``python -m tests.support.ir_schema_next ARGS...`` runs
+``propylon ARGS...`` as a build whose own schema is 2 (a control plane one release ahead of
+the proxies started with ``-m propylon``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from propylon.ir import schema
+from propylon.ir.schema import SchemaError, Schemas, Step
+
+Data = dict[str, Any]
+
+
+def _listeners(data: Data, old: str, new: str) -> Data:
+    gateways = []
+    for gateway in data["gateways"]:
+        listeners = [{(new if k == old else k): v for k, v in listener.items()}
+                     for listener in gateway["listeners"]]
+        gateways.append({**gateway, "listeners": listeners})
+    return {**data, "gateways": gateways}
+
+
+def upgrade(data: Data) -> Data:
+    return _listeners(data, "address", "bind")
+
+
+def downgrade(data: Data) -> Data:
+    for gateway in data["gateways"]:
+        if gateway.get("tracing") is not None:
+            raise SchemaError(f"Gateway {gateway['key']} uses tracing, which IR schema 1 "
+                              "cannot express")
+    return _listeners(data, "bind", "address")
+
+
+NEXT = Schemas(native=2, steps={2: Step(2, upgrade, downgrade, "listener address -> bind")})
+OLD = schema.CURRENT  # this build: schema 1
+
+if __name__ == "__main__":
+    schema.CURRENT = NEXT
+    from propylon.cli.main import main
+
+    main()
