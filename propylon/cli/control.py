@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -311,6 +312,36 @@ def status(
         typer.echo(_dump(data, output))
 
 
+class RolloutAction(StrEnum):
+    pause = "pause"
+    resume = "resume"
+    abort = "abort"
+
+
+def rollout(
+    action: Annotated[RolloutAction, typer.Argument(
+        case_sensitive=False, help="pause (stop widening; judging goes on), resume (the "
+                                   "step's interval starts again), abort (every proxy back "
+                                   "to the previous version).")],
+    gateway: Annotated[str, typer.Argument(metavar="NAMESPACE/NAME", help="The Gateway.")],
+    control: ControlOpt = _DEFAULT_CONTROL,
+    token_file: TokenFileOpt = None,
+    ca_file: CaFileOpt = None,
+) -> None:
+    """Pause, resume or abort a Gateway's progressive rollout (Gateway.spec.rollout)."""
+    from propylon.controlplane.client import ClientError
+    from propylon.controlplane.diffview import render_rollout
+
+    if gateway.count("/") != 1:
+        raise typer.BadParameter("must be NAMESPACE/NAME", param_hint="GATEWAY")
+    client = _client(control, token_file, ca_file)
+    try:
+        data = client.rollout(gateway, action.value)
+    except ClientError as exc:
+        raise failure(exc) from exc
+    typer.echo("\n".join(line.strip() for line in render_rollout(data)))
+
+
 def _dump(data: Any, fmt: str) -> str:
     import yaml
 
@@ -337,5 +368,5 @@ def _table(header: tuple[str, ...], rows: Sequence[tuple[Any, ...]]) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    for command in (control, proxy, apply, diff, get, status):
+    for command in (control, proxy, apply, diff, get, status, rollout):
         app.command(cls=Command)(command)

@@ -106,6 +106,13 @@ class Client:
         data: dict[str, Any] = self.checked("GET", "/v1/status")
         return data
 
+    def rollout(self, gateway: str, action: str) -> dict[str, Any]:
+        """``pause``, ``resume`` or ``abort`` the rollout of Gateway ``namespace/name``."""
+        namespace, _, name = gateway.partition("/")
+        data: dict[str, Any] = self.checked(
+            "POST", f"/v1/gateways/{quote(namespace)}/{quote(name)}/rollout/{action}")
+        return data
+
 
 def resource_path(kind: str, namespace: str, name: str) -> str:
     return f"/v1/resources/{kind.lower()}/{quote(namespace)}/{quote(name)}"

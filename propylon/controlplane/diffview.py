@@ -90,11 +90,30 @@ def render_health(health: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def render_rollout(rollout: dict[str, Any] | None) -> list[str]:
+    """A Gateway's progressive rollout: phase, step and share, ratios, why it waits or ended."""
+    if not rollout:
+        return []
+    new, old = rollout["newVersion"], rollout["oldVersion"]
+    lines = [
+        f"    rollout {rollout['stable']} -> {rollout['candidate']}: {rollout['phase']}, step "
+        f"{rollout['step']}/{len(rollout['steps'])} ({rollout['share']}%), "
+        f"{len(rollout['given'])}/{rollout.get('proxiesConnected', 0)} proxies given",
+        f"      5xx ratio new {new['ratio']:.4f} ({new['errors5xx']}/{new['requests']}), "
+        f"old {old['ratio']:.4f} ({old['errors5xx']}/{old['requests']}), "
+        f"bound +{rollout['maxErrorRatio']}",
+    ]
+    if rollout.get("reason"):
+        lines.append(f"      {rollout['reason']}")
+    return lines
+
+
 def render_status(data: dict[str, Any]) -> list[str]:
     lines = ["GATEWAYS"]
     now = time.time()
     for fleet in data.get("gateways", []):
         lines.append(f"  {fleet['gateway']}  desired version {fleet.get('version') or '-'}")
+        lines += render_rollout(fleet.get("rollout"))
         for p in fleet.get("proxies", []):
             state = "connected" if p.get("connected") else "disconnected"
             seen = f"{now - float(p.get('lastSeen', now)):.0f}s ago"

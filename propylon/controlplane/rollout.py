@@ -154,6 +154,11 @@ class Rollout:
             self.baseline = {(p, v): traffic(r, v) for p, r in records.items()
                              for v in (self.stable, self.candidate)}
             self._primed = True
+            self.step_started = now  # the first step's interval starts when it is given
+            if not connected:
+                self.phase, self.reason = Phase.COMPLETE, "no proxy was connected at the start"
+                self._event(now, "complete", reason=self.reason)
+                return True
         self.connected = len(connected)
         self._count(records)
         refusal = self._refusal(records)

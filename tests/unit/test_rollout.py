@@ -156,3 +156,9 @@ def test_version_traffic_gives_growth_to_the_running_version() -> None:
     counts.tally("v3", (8, 3))
     assert counts.to_json() == {"v2": {"requests": 5, "errors5xx": 2},
                                 "v3": {"requests": 3, "errors5xx": 3}}
+
+
+def test_a_rollout_with_no_proxy_connected_completes_at_once() -> None:
+    rollout = Rollout("infra/edge", SPEC, "v1", "v2", started=0.0)
+    assert rollout.observe(0.5, {}, [])
+    assert rollout.phase is Phase.COMPLETE and rollout.target("late") == "v2"
