@@ -1,5 +1,7 @@
 """The control plane's REST API (DESIGN §3), sans-IO: ``ControlAPI.handle(Request) -> Reply``.
 
+The dashboard, ``/ui/...``, is ``propylon.controlplane.ui`` (same token, kept in a cookie by
+its login page; the cookie is never accepted here).
 Open routes, for Kubernetes probes and Prometheus (no token; nothing secret in them):
   GET    /healthz                                   200 once translated, else 503
   GET    /metrics                                   Prometheus / OpenMetrics exposition
@@ -54,6 +56,7 @@ from propylon.controlplane.resources import (
 from propylon.controlplane.rollout import RolloutRefused
 from propylon.controlplane.state import ControlState
 from propylon.controlplane.store import BatchTooLarge, Conflict, StoreError
+from propylon.controlplane.ui import Dashboard
 from propylon.ir import schema
 
 log = logging.getLogger("propylon.controlplane")
@@ -82,12 +85,20 @@ class ControlAPI:
     state: ControlState
     token: str
     replica: str = ""
+    secure: bool = False  # served over TLS (the dashboard's cookie gets Secure)
     _fleet: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.ui = Dashboard(self.state, self.token, self.secure)
 
     async def handle(self, request: Request) -> Reply:
         parts = [p for p in request.path.split("/") if p]
         if parts in (["healthz"], ["metrics"]):
             return _only(request.method, "GET") or await self._open(parts[0], request)
+        if (parts == ["ui"] and not request.path.endswith("/")) or parts == []:
+            return Reply(303, headers=[("location", "/ui/")])
+        if parts[:1] == ["ui"]:
+            return await self.ui.handle(request)
         if not self._authorized(request):
             return _json(401, {"error": "missing or wrong bearer token"},
                          [("www-authenticate", "Bearer")])

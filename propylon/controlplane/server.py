@@ -43,7 +43,7 @@ async def run_control(
         return 1
     state = ControlState(store)
     replica = f"{socket.gethostname()}:{os.getpid()}"
-    api = ControlAPI(state, token, replica)
+    api = ControlAPI(state, token, replica, secure=tls is not None)
     server = await httpd.serve(api.handle, host, port, tls)
     translator = asyncio.ensure_future(state.run())
     rollouts = asyncio.ensure_future(state.watch_rollouts())
