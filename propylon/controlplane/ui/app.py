@@ -252,6 +252,7 @@ class Dashboard:
         now = time.time()
         return {"gateways": {
             fleet["gateway"]: {
+                "version": fleet["version"] or "-",
                 "rate": views.rate_text(self.rates.rate(
                     fleet["gateway"], views.traffic_totals(fleet["proxies"]))),
                 "rollout": views.rollout_text(fleet.get("rollout")),

@@ -49,6 +49,7 @@ APP_JS = """
     document.querySelectorAll("[data-gateway]").forEach(function (section) {
       const live = data.gateways[section.dataset.gateway];
       if (!live) { return; }
+      set(section.querySelector("[data-live=desired]"), live.version);
       set(section.querySelector("[data-live=rate]"), live.rate);
       set(section.querySelector("[data-live=rollout]"), live.rollout);
       section.querySelectorAll("tr[data-proxy]").forEach(function (row) {

@@ -60,7 +60,7 @@ _FLEETS = """{% extends "base.html" %}
 <section class="gateway" data-gateway="{{ g.gateway }}">
   <h2><a href="/ui/gateways/{{ g.gateway }}">{{ g.gateway }}</a></h2>
   <dl class="facts">
-    <dt>Desired version</dt><dd><code>{{ g.version or "-" }}</code></dd>
+    <dt>Desired version</dt><dd><code data-live="desired">{{ g.version or "-" }}</code></dd>
     <dt>Requests</dt><dd data-live="rate">{{ g.rate }}</dd>
     <dt>Rollout</dt><dd data-live="rollout">{{ g.rollout_text }}</dd>
   </dl>
