@@ -9,6 +9,7 @@ import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -57,7 +58,12 @@ def test_operator_session(cluster: Cluster, browser: object, tmp_path: Path) -> 
 
     page = browser.new_page(viewport={"width": 1280, "height": 900})  # type: ignore[attr-defined]
     dialogs: list[str] = []
-    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+
+    def dismiss(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", dismiss)
     shots: list[Path] = []
 
     def shot(name: str) -> None:
@@ -133,10 +139,9 @@ def test_operator_session(cluster: Cluster, browser: object, tmp_path: Path) -> 
                    interval=0.2, what="a request rate")
         candidate = _fleet(plane.get("/v1/status")[1])["rollout"]["candidate"]
         assert section.locator("[data-live=desired]").inner_text() == candidate
-        for proxy in proxies:
-            wait_until(lambda proxy=proxy: section.locator(
-                f"tr[data-proxy='{proxy}'] [data-live=version]").inner_text() == candidate,
-                what=f"{proxy} on the candidate, on the page")
+        cells = section.locator("tr[data-proxy] [data-live=version]")
+        wait_until(lambda: cells.all_inner_texts() == [candidate] * len(proxies),
+                   what="both proxies on the candidate, on the page")
         shot("rollout-complete")
     assert page.url.endswith("/ui/")  # no reload: the poll wrote it
     print("\nrollout as the page showed it:", *seen, sep="\n  ")
