@@ -56,7 +56,7 @@ from propylon.controlplane.resources import (
 from propylon.controlplane.rollout import RolloutRefused
 from propylon.controlplane.state import ControlState
 from propylon.controlplane.store import BatchTooLarge, Conflict, StoreError
-from propylon.controlplane.ui import Dashboard
+from propylon.controlplane.ui import Dashboard, Explainer
 from propylon.ir import schema
 
 log = logging.getLogger("propylon.controlplane")
@@ -86,10 +86,11 @@ class ControlAPI:
     token: str
     replica: str = ""
     secure: bool = False  # served over TLS (the dashboard's cookie gets Secure)
+    explainer: Explainer | None = None  # the dashboard's explain (propylon.cli.control)
     _fleet: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.ui = Dashboard(self.state, self.token, self.secure)
+        self.ui = Dashboard(self.state, self.token, self.secure, explainer=self.explainer)
 
     async def handle(self, request: Request) -> Reply:
         parts = [p for p in request.path.split("/") if p]

@@ -98,8 +98,18 @@ def control(
     if address is None:
         raise typer.BadParameter("--listen cannot be off")
     tls = tls_context(tls_cert, tls_key)
-    code = uvloop.run(run_control(*address, store, token_file or DEFAULT_TOKEN_FILE, tls))
+    code = uvloop.run(run_control(*address, store, token_file or DEFAULT_TOKEN_FILE, tls,
+                                  explainer=_explain_lines))
     raise typer.Exit(code)
+
+
+def _explain_lines(snapshot: Any, method: str, url: str, headers: dict[str, str],
+                   listener: str | None) -> list[str]:
+    """The dashboard's explain: ``propylon explain`` over the control plane's IR (wired here,
+    since the control plane's own modules do not load the proxy's code)."""
+    from propylon.explain import explain
+
+    return explain(snapshot, method, url, headers, listener=listener).lines
 
 
 def proxy(

@@ -15,6 +15,7 @@ from propylon.controlplane import httpd
 from propylon.controlplane.state import ControlState
 from propylon.controlplane.store import open_store
 from propylon.controlplane.token import load_or_create_token
+from propylon.controlplane.ui import Explainer
 
 log = logging.getLogger("propylon.controlplane")
 
@@ -33,8 +34,10 @@ async def run_control(
     store_url: str,
     token_file: Path,
     tls: ssl.SSLContext | None = None,
+    explainer: Explainer | None = None,
 ) -> int:
-    """Serve until SIGTERM/SIGINT; returns the exit code."""
+    """Serve until SIGTERM/SIGINT; returns the exit code. ``explainer`` runs the dashboard's
+    explain form (given by the command, which may load the proxy's code)."""
     token = load_or_create_token(token_file)
     try:
         store = await open_store(store_url)
@@ -43,7 +46,7 @@ async def run_control(
         return 1
     state = ControlState(store)
     replica = f"{socket.gethostname()}:{os.getpid()}"
-    api = ControlAPI(state, token, replica, secure=tls is not None)
+    api = ControlAPI(state, token, replica, secure=tls is not None, explainer=explainer)
     server = await httpd.serve(api.handle, host, port, tls)
     translator = asyncio.ensure_future(state.run())
     rollouts = asyncio.ensure_future(state.watch_rollouts())

@@ -10,6 +10,9 @@ CSRF: state-changing requests are POSTs that need, besides the SameSite cookie, 
 ``Origin`` (or else ``Referer``), the dashboard's own origin. Reading pages (explain is a
 GET form) changes nothing.
 
+Explain runs ``propylon.explain`` through the ``Explainer`` the command wiring passes in (the
+control plane's modules never import the proxy's code; ``propylon.cli.control`` does).
+
 Pages are HTML from ``templates`` with autoescape; the live figures come from
 ``/ui/live.json``, which ``app.js`` polls every few seconds and writes with ``textContent``.
 Answers carry a CSP without inline scripts, ``nosniff``, ``no-store`` and ``frame-ancestors
@@ -33,6 +36,7 @@ import hashlib
 import hmac
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlencode
@@ -43,6 +47,10 @@ from propylon.controlplane.rollout import RolloutRefused
 from propylon.controlplane.state import ControlState
 from propylon.controlplane.ui import static, views
 from propylon.controlplane.ui.templates import render
+
+# (snapshot, method, url, headers, listener or None) -> the explanation's lines; ValueError
+# for a request it cannot place (an ambiguous listener, for instance)
+Explainer = Callable[[ir.SnapshotIR, str, str, dict[str, str], str | None], list[str]]
 
 COOKIE = "propylon_token"
 ROLLOUT_ACTIONS = ("pause", "resume", "abort")
@@ -88,6 +96,7 @@ class Dashboard:
     state: ControlState
     token: str
     secure: bool = False  # served over TLS: the cookie gets Secure
+    explainer: Explainer | None = None
     rates: views.RateMeter = field(default_factory=views.RateMeter)
 
     @property
@@ -236,17 +245,16 @@ class Dashboard:
                                  lines=lines, error=error, csrf=self.csrf))
 
     def _explain(self, form: dict[str, str]) -> list[str]:
-        from propylon.explain import explain
-
+        if self.explainer is None:
+            raise ValueError("explain is not available in this process")
         chosen = [s for k, s in sorted(self.state.snapshots.items())
                   if not form["gateway"] or k == form["gateway"]]
         if not chosen:
             raise ValueError(f"no Gateway {form['gateway']}")
         snapshot = ir.SnapshotIR(gateways=tuple(g for s in chosen for g in s.gateways))
         url = form["url"] if "://" in form["url"] else f"http://{form['url']}"
-        explanation = explain(snapshot, form["method"], url, views.parse_headers(form["headers"]),
-                              listener=form["listener"] or None)
-        return explanation.lines
+        return self.explainer(snapshot, form["method"], url,
+                              views.parse_headers(form["headers"]), form["listener"] or None)
 
     async def live(self) -> dict[str, Any]:
         now = time.time()
