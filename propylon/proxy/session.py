@@ -135,15 +135,15 @@ class Session:
         self.body_done = False
         self.bytes_in = 0
         self.pending: list[bytes] | None = None  # chunks before the forwarder exists
-        self.pending_size = 0
+        self.pending_size: int = 0
         # routing and upstream
         self.route: CompiledRoute | None = None
         self.forwarder: Forwarder | None = None
-        self.deadline = 0.0  # a long route timeout, enforced by the worker's sweeper
+        self.deadline: float = 0.0  # a long route timeout, enforced by the worker's sweeper
         self.upstream_error = ""
         # response
         self.status = 0
-        self.response_started = False
+        self.response_started: bool = False
         self.bytes_out = 0
         self.aborted = False
         # per-request data filters share between their phases (created on first use)
