@@ -12,6 +12,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from propylon.config._yaml import Document, parse_documents
+from propylon.config.errors import parse_node_path
+from propylon.config.k8s_fields import FieldError
 from propylon.config.resources import API_VERSION
 
 NodePath = tuple[str | int, ...]
@@ -127,6 +129,9 @@ def import_paths(source: str, paths: Sequence[str | Path]) -> Output:
         for doc in documents:
             try:
                 run(Reader(doc, str(path), out))
+            except FieldError as exc:  # a field read with config/k8s_fields.py, located
+                line, _ = doc.mark_of(parse_node_path(exc.field))
+                out.errors.append(f"{path}:{line}: cannot import this document: {exc.text}")
             except (ValueError, TypeError, AttributeError, KeyError) as exc:
                 # a document shaped unlike the product's: reported, the others still imported
                 out.errors.append(f"{path}:{doc.line}: cannot import this document: "

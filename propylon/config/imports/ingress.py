@@ -7,13 +7,13 @@ reason to import them); their class is a warning."""
 
 from __future__ import annotations
 
-from typing import Any
-
+from propylon.config.errors import parse_node_path
 from propylon.config.imports.common import Reader, importer
 from propylon.config.ingress import CLASS_LABEL, INGRESS_CLASS, convert_ingress, is_ours
 from propylon.config.k8s_backends import BackendResolver
-from propylon.config.k8s_status import Findings
-from propylon.config.kubernetes import KubernetesObject, mapping
+from propylon.config.k8s_fields import entries, integer, section, text
+from propylon.config.k8s_status import ACCEPTED, Findings
+from propylon.config.kubernetes import KubernetesObject
 
 
 @importer("ingress")
@@ -23,7 +23,7 @@ def import_ingress(reader: Reader) -> None:
         kind = data.get("kind") if isinstance(data, dict) else None
         reader.warn(("kind",), f"kind {kind} is not imported (Ingress)")
         return
-    spec = mapping(data.get("spec"))
+    spec = section(data, "spec", "")
     named = dict(data, spec={**spec, "ingressClassName": INGRESS_CLASS})
     ingress = KubernetesObject.model_validate(named)
     if not is_ours(KubernetesObject.model_validate(data)):
@@ -37,9 +37,13 @@ def import_ingress(reader: Reader) -> None:
         out.add("Route", route["metadata"]["name"], route["spec"], ingress.namespace,
                 route["metadata"]["labels"])
     for issue in findings.issues:
-        reader.warn(tuple(p for p in (issue.field or "").split(".") if p), issue.message)
+        if issue.message.startswith(f"{ACCEPTED}=False"):  # nothing of it is imported
+            line, _ = reader.doc.mark_of(parse_node_path(issue.field or ""))
+            out.errors.append(f"{reader.file}:{line}: {issue.message}")
+        else:
+            reader.warn(parse_node_path(issue.field or ""), issue.message)
     for key, port in sorted(services.items()):
-        namespace, name = key.split("/")
+        namespace, _, name = key.partition("/")
         if not any(r["kind"] == "Upstream" and r["metadata"]["name"] == name
                    and r["metadata"]["namespace"] == namespace for r in out.resources):
             out.add("Upstream", name, {"endpoints": [
@@ -52,15 +56,18 @@ def import_ingress(reader: Reader) -> None:
 
 
 def _services(ingress: KubernetesObject) -> dict[str, int]:
+    """The Services the backends name, each with its port (80 when named, not numbered);
+    a ``FieldError`` when a field on the way has the wrong type."""
     found: dict[str, int] = {}
-    backends: list[Any] = [mapping(ingress.spec.get("defaultBackend"))]
-    for rule in ingress.spec.get("rules") or ():
-        for path in mapping(mapping(rule).get("http")).get("paths") or ():
-            backends.append(mapping(mapping(path).get("backend")))
-    for backend in backends:
-        service = mapping(backend.get("service"))
-        if service.get("name"):
-            port = mapping(service.get("port")).get("number", 80)
-            found[f"{ingress.namespace}/{service['name']}"] = int(port) if isinstance(
-                port, int) else 80
+    backends = [("spec.defaultBackend", section(ingress.spec, "defaultBackend", "spec"))]
+    for at, rule in entries(ingress.spec, "rules", "spec"):
+        for where, path in entries(section(rule, "http", at), "paths", f"{at}.http"):
+            backends.append((f"{where}.backend", section(path, "backend", where)))
+    for at, backend in backends:
+        service = section(backend, "service", at)
+        name = text(service, "name", f"{at}.service")
+        if name:
+            port = integer(section(service, "port", f"{at}.service"), "number",
+                           f"{at}.service.port")
+            found[f"{ingress.namespace}/{name}"] = 80 if port is None else port
     return found
