@@ -3,6 +3,8 @@ rates from cumulative reports, the explain form's headers."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from propylon import ir
@@ -50,7 +52,7 @@ def test_rates_come_from_growth_between_samples() -> None:
 
 
 def test_traffic_totals_add_every_version_and_skip_bad_reports() -> None:
-    proxies = [{"health": {"traffic": {"v1": {"requests": 3, "errors5xx": 1},
+    proxies: list[dict[str, Any]] = [{"health": {"traffic": {"v1": {"requests": 3, "errors5xx": 1},
                                        "v2": {"requests": 4, "errors5xx": 0}}}},
                {"health": None}, {"health": {"traffic": {"v1": 7}}}, {}]
     assert views.traffic_totals(proxies) == (7, 1)
