@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import pytest
 
@@ -47,22 +48,23 @@ def test_writes_wait_for_the_end_of_the_turn_and_keep_their_order() -> None:
     assert after == [b"a", b"b"]
 
 
-class CountingBatch(WriteBatch):
-    __slots__ = ("flushes",)
+class CountingLoop:
+    """The loop as the batch sees it, counting the flushes it schedules (a subclass of the
+    batch would not do: the compiled build's classes take no interpreted subclasses)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(loop)
+        self.loop = loop
         self.flushes = 0
 
-    def flush(self) -> None:
+    def call_soon(self, callback: Callable[[], object]) -> asyncio.Handle:
         self.flushes += 1
-        super().flush()
+        return self.loop.call_soon(callback)
 
 
 def test_one_flush_per_turn_and_closed_transports_are_skipped() -> None:
     async def main() -> tuple[list[bytes], list[bytes], list[str]]:
-        loop = asyncio.get_running_loop()
-        batch = CountingBatch(loop)
+        loop = CountingLoop(asyncio.get_running_loop())
+        batch = WriteBatch(loop)  # type: ignore[arg-type]
         open_sink, closed_sink = Sink(), Sink(closing=True)
         released: list[str] = []
         for i in range(10):
@@ -70,10 +72,10 @@ def test_one_flush_per_turn_and_closed_transports_are_skipped() -> None:
             batch.write(closed_sink, b"x")
             batch.release_later(Held(released, f"c{i}"))
         await asyncio.sleep(0)
-        assert batch.flushes == 1
+        assert loop.flushes == 1
         batch.write(open_sink, b"next turn")
         await asyncio.sleep(0)
-        assert batch.flushes == 2
+        assert loop.flushes == 2
         return open_sink.data, closed_sink.data, released
 
     opened, closed, released = asyncio.run(main())
