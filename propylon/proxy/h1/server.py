@@ -265,7 +265,10 @@ class ServerConnection(asyncio.Protocol):
             elif state == PREFACE:
                 self._read_preface(data)
             return  # DROPPING_INPUT, LINGERING: input is read only to be dropped
-        if self.ex is None:
+        # tested through a local: narrowing self.ex would make the type checker (and mypyc,
+        # which trusts it) take it for a Session below, after callbacks that may end it
+        ex = self.ex
+        if ex is None:
             # a read that starts a request: its exchange (and header timeout) starts here
             # llhttp refuses a tab or a leading space in a request line, not two spaces
             if (data.find(b"  ") >= 0 and not self.mid_line
@@ -294,7 +297,7 @@ class ServerConnection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             self.reject(400, f"malformed request: {exc}")
         else:
-            ex: Session | None = self.ex  # feed_data may have ended it
+            ex = self.ex  # feed_data may have ended it
             if ex is None:
                 # a read that ends inside a request line that has not reached its target yet
                 # ("GET"): the next read continues it and may begin with its space
