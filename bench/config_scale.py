@@ -181,9 +181,12 @@ class LogWatch:
     def wait_new(self, seen: int, timeout: float) -> tuple[str, float]:
         """The first install logged after the first ``seen`` ones."""
         deadline = time.monotonic() + timeout
+        lines = len(self.lines)
         while time.monotonic() < deadline:
             if len(self.installed) > seen:
                 return self.installed[seen]
+            if any("refused" in line for line in self.lines[lines:]):
+                raise RuntimeError("the change was refused:\n" + "".join(self.lines[lines:]))
             time.sleep(0.005)
         raise TimeoutError("no new version installed:\n" + "".join(self.lines[-20:]))
 
@@ -219,14 +222,24 @@ def load_note() -> str:
 
 
 # -- the measurements ----------------------------------------------------------------------
-def measure_validate(folder: Path) -> float:
+def measure_validate(folder: Path) -> str:
+    before = os.times()
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "propylon", "validate", str(folder)],
                           cwd=REPO, capture_output=True, text=True, check=False)
     took = time.perf_counter() - start
+    after = os.times()
     if done.returncode != 0:
         raise SystemExit(f"validate failed:\n{done.stderr[-2000:]}")
-    return took
+    cpu = (after.children_user - before.children_user
+           + after.children_system - before.children_system)
+    return f"{took:8.2f} s  (cpu {cpu:.2f} s)"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system time of ``pid`` so far (the machine is shared: wall time alone misleads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_gateway(args: argparse.Namespace, tmp: Path) -> None:
@@ -235,7 +248,7 @@ def run_gateway(args: argparse.Namespace, tmp: Path) -> None:
     write_config(folder, args.routes, args.delegation, port, echo)
     kind = "RouteTables" if args.delegation else "Routes"
     print(f"{args.routes} {kind} x 4 rules, {args.workers} worker(s); {load_note()}", flush=True)
-    print(f"validate        {measure_validate(folder):8.2f} s", flush=True)
+    print(f"validate        {measure_validate(folder)}", flush=True)
     started: list[subprocess.Popen[bytes]] = []
     try:
         started.append(subprocess.Popen(
@@ -250,12 +263,14 @@ def run_gateway(args: argparse.Namespace, tmp: Path) -> None:
         started.append(gateway)
         logs = LogWatch(gateway.stderr)
         wait_for(lambda: answers(port, "/r0/ping"), 600, "first answer")
-        print(f"start           {time.perf_counter() - begin:8.2f} s to the first answer",
-              flush=True)
+        took = time.perf_counter() - begin
+        cpu = ", ".join(f"{cpu_seconds(p):.2f}" for p in (gateway.pid, *children(gateway.pid)))
+        print(f"start           {took:8.2f} s to the first answer (cpu so far: supervisor, "
+              f"workers: {cpu} s)", flush=True)
         wait_for(lambda: len(children(gateway.pid)) >= args.workers, 30, "workers")
         time.sleep(1.0)
         print(f"memory at start  {memory(gateway.pid)}", flush=True)
-        measure_changes(args, folder, port, logs)
+        measure_changes(args, folder, port, logs, gateway.pid)
         print(f"memory after {args.changes} changes  {memory(gateway.pid)}", flush=True)
         if args.reloads:
             measure_reloads(args, folder, logs, gateway.pid)
@@ -264,9 +279,13 @@ def run_gateway(args: argparse.Namespace, tmp: Path) -> None:
             stop(process)
 
 
-def measure_changes(args: argparse.Namespace, folder: Path, port: int, logs: LogWatch) -> None:
+def measure_changes(
+    args: argparse.Namespace, folder: Path, port: int, logs: LogWatch, pid: int
+) -> None:
     installed: list[float] = []
     served: list[float] = []
+    processes = (pid, *children(pid))
+    cpu = [cpu_seconds(p) for p in processes]
     for n in range(args.changes):
         seen = len(logs.installed)
         begin = time.perf_counter()
@@ -275,9 +294,12 @@ def measure_changes(args: argparse.Namespace, folder: Path, port: int, logs: Log
         installed.append(at - begin)
         wait_for(lambda: answers(port, path), 60, "the changed route")  # noqa: B023
         served.append(time.perf_counter() - begin)
+    per_change = ", ".join(f"{(cpu_seconds(p) - c) / args.changes:.2f}"
+                           for p, c in zip(processes, cpu, strict=True))
     print(f"change          median {statistics.median(installed):6.2f} s  max "
           f"{max(installed):6.2f} s  installed on every worker "
-          f"(served: median {statistics.median(served):.2f} s)", flush=True)
+          f"(served: median {statistics.median(served):.2f} s; cpu per change: supervisor, "
+          f"workers: {per_change} s)", flush=True)
 
 
 def measure_reloads(args: argparse.Namespace, folder: Path, logs: LogWatch, pid: int) -> None:
@@ -309,6 +331,7 @@ def run_phases(args: argparse.Namespace, tmp: Path) -> None:
 
     from propylon import ir
     from propylon.config import load_paths
+    from propylon.ir.delta import dumps_delta, loads_delta, reuse_unchanged
     from propylon.runtime.compile import Services, compile_snapshot
     from propylon.runtime.gc_pause import gc_paused
     from propylon.standalone import build_from_resources
@@ -340,8 +363,25 @@ def run_phases(args: argparse.Namespace, tmp: Path) -> None:
         snapshot = ir.loads(text)
         lap("IR decode")
     loop = asyncio.new_event_loop()
-    compile_snapshot(snapshot, Services.scratch(loop))
+    services = Services.scratch(loop)
+    compile_snapshot(snapshot, services)
     lap("compile")
+    print("  one Route added:")
+    write_change(folder, 0)
+    changed = load_paths([folder])
+    lap("load")
+    rebuilt = build_from_resources(changed.resources, changed.rejected).snapshot
+    lap("translate + policy check")
+    assert rebuilt is not None
+    with gc_paused():
+        reused = reuse_unchanged(rebuilt, result.snapshot)
+        lap("reuse unchanged rules")
+        delta = dumps_delta(reused, result.snapshot)
+        lap(f"delta encode ({len(delta) / 1e3:.0f} kB)")
+        decoded = loads_delta(delta, snapshot)
+        lap("delta decode (worker)")
+    compile_snapshot(decoded, services)
+    lap("compile, unchanged chains kept")
     loop.close()
     del loaded
 

@@ -15,6 +15,7 @@ there rather than strings. Without that context a number is not a duration, as i
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from typing import Annotated, Any
@@ -94,6 +95,7 @@ def exactly_one(model: BaseModel, names: tuple[str, ...]) -> None:
         raise invalid("exactly_one", f"exactly one of {choices} is required{found}")
 
 
+@functools.cache  # a handful of names, asked for on every validated rule and match
 def _snake(name: str) -> str:
     return re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()
 

@@ -124,6 +124,14 @@ def _document(
     loader: Any, node: yaml.Node, budget: _AliasBudget, errors: list[ConfigError], filename: str
 ) -> Document | None:
     doc = Document(data=None, line=node.start_mark.line + 1, column=node.start_mark.column + 1)
+    reported = len(errors)
+    try:
+        doc.data = _PlainWalk(loader, doc.marks, errors, filename).data(node, ())
+    except _NotPlain:
+        del errors[reported:]
+        doc.marks.clear()
+    else:
+        return doc if doc.data is not None else None
     size = node.end_mark.index - node.start_mark.index + 1
     try:
         walked = _index_marks(node, doc.marks, errors, filename, size + budget.extra)
@@ -133,15 +141,12 @@ def _document(
         errors.append(ConfigError(filename, line, None, None, None, str(exc), column=column))
         return None  # not constructed: its data would be as large, or endless
     budget.extra -= max(0, walked - size)
-    try:
-        doc.data = _plain_data(loader, node, set())
-    except _NotPlain:
-        doc.data = loader.construct_document(node)
+    doc.data = loader.construct_document(node)
     return doc if doc.data is not None else None
 
 
 class _NotPlain(Exception):
-    """A node the fast construction leaves to PyYAML's constructor (see ``_plain_data``)."""
+    """A document the fast walk leaves to ``_index_marks`` and PyYAML's constructor."""
 
 
 _STR, _NULL = "tag:yaml.org,2002:str", "tag:yaml.org,2002:null"
@@ -153,33 +158,53 @@ _SCALARS: dict[str, Any] = {
 _MAP, _SEQ = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
 
 
-def _plain_data(loader: Any, node: yaml.Node, visited: set[int]) -> Any:
-    """The document's data as ``construct_document`` would make it, several times faster, for
-    documents of plain mappings, lists and scalars (every resource as usually written).
-    Aliases, merge keys and other tags raise ``_NotPlain``: the constructor handles those."""
-    if id(node) in visited:
-        raise _NotPlain  # an alias: the constructor shares the object, as YAML says
-    visited.add(id(node))
-    tag = node.tag
-    if isinstance(node, yaml.ScalarNode):
-        if tag == _STR:
-            return node.value
-        if tag == _NULL:
-            return None
-        make = _SCALARS.get(tag)
-        if make is None:
+class _PlainWalk:
+    """One walk of a document of plain mappings, lists and scalars (every resource as usually
+    written) giving both what ``_index_marks`` records and the data ``construct_document``
+    would build, several times faster. Aliases (a node met again), merge keys, other tags and
+    nesting deeper than ``MAX_DEPTH`` raise ``_NotPlain``: the two slower steps handle those,
+    with the alias budget. A document without aliases has no more nodes than characters."""
+
+    def __init__(self, loader: Any, marks: dict[Path, Mark], errors: list[ConfigError],
+                 filename: str) -> None:
+        self.loader, self.marks, self.errors, self.filename = loader, marks, errors, filename
+        self.visited: set[int] = set()
+
+    def data(self, node: yaml.Node, path: Path) -> Any:
+        if id(node) in self.visited or len(path) > MAX_DEPTH:
             raise _NotPlain
-        return make(loader, node)
-    if isinstance(node, yaml.MappingNode) and tag == _MAP:
-        data = {}
+        self.visited.add(id(node))
+        self.marks.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
+        tag = node.tag
+        if isinstance(node, yaml.ScalarNode):
+            if tag == _STR:
+                return node.value
+            if tag == _NULL:
+                return None
+            make = _SCALARS.get(tag)
+            if make is None:
+                raise _NotPlain
+            return make(self.loader, node)
+        if isinstance(node, yaml.MappingNode) and tag == _MAP:
+            return self._mapping(node, path)
+        if isinstance(node, yaml.SequenceNode) and tag == _SEQ:
+            return [self.data(item, (*path, index)) for index, item in enumerate(node.value)]
+        raise _NotPlain
+
+    def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
+        data: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _STR:
-                raise _NotPlain  # `<<`, or a key that is not a name
-            data[key_node.value] = _plain_data(loader, value_node, visited)
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.value == "<<":
+                raise _NotPlain  # a merge key, or a key that is not a name
+            key = str(key_node.value)  # field names are names, as in _mapping_children
+            mark = key_node.start_mark.line + 1, key_node.start_mark.column + 1
+            if key in data:
+                self.errors.append(ConfigError(self.filename, mark[0], None, None,
+                                               dotted_path(path), f'duplicate key "{key}"',
+                                               column=mark[1]))
+            self.marks.setdefault((*path, key), mark)
+            data[key] = self.data(value_node, (*path, key))
         return data
-    if isinstance(node, yaml.SequenceNode) and tag == _SEQ:
-        return [_plain_data(loader, item, visited) for item in node.value]
-    raise _NotPlain
 
 
 def _last_line(text: str) -> int:

@@ -58,8 +58,8 @@ def _plan(cls: type) -> _Plan:
     for f in dataclasses.fields(cls):
         default: Any = _KEEP
         if f.name in omit:
-            default = (f.default if f.default is not dataclasses.MISSING
-                       else f.default_factory())  # type: ignore[misc]
+            factory: Any = f.default_factory
+            default = f.default if f.default is not dataclasses.MISSING else factory()
         fields.append((f.name, default))
     plan = _PLANS[cls] = (tuple(fields), _TAG_OF.get(cls))
     return plan
@@ -70,23 +70,24 @@ def to_data(value: Any) -> Any:
     cls = value.__class__
     if cls in _SCALARS:
         return value
-    plan = _PLANS.get(cls)
-    if plan is not None or (dataclasses.is_dataclass(value) and not isinstance(value, type)
-                            and cls.__module__ == model.__name__):
-        fields, tag = plan or _plan(cls)
-        data = {}
-        for name, default in fields:
-            item = getattr(value, name)
-            if default is _KEEP or item != default:
-                data[name] = to_data(item)
-        if tag is not None:
-            data["@type"] = tag
-        return data
     if cls is tuple or cls is list:
         return [to_data(v) for v in value]
     if cls is dict:
         return {str(k): to_data(v) for k, v in value.items()}
-    return _to_data_other(value)
+    plan = _PLANS.get(cls)
+    if plan is None:
+        if not (dataclasses.is_dataclass(value) and cls.__module__ == model.__name__):
+            return _to_data_other(value)
+        plan = _plan(cls)
+    fields, tag = plan
+    data = {}
+    for name, default in fields:
+        item = getattr(value, name)
+        if default is _KEEP or item != default:
+            data[name] = to_data(item)
+    if tag is not None:
+        data["@type"] = tag
+    return data
 
 
 def _to_data_other(value: Any) -> Any:
@@ -140,7 +141,7 @@ def _decoder_of(tp: Any) -> Callable[[Any], Any]:
         item = _decoder(get_args(tp)[0])
         return lambda data: None if data is None else tuple(item(v) for v in data)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        hints = _hints(tp)  # type: ignore[arg-type]
+        hints = _hints(tp)
         fields = [(f.name, _decoder(hints[f.name])) for f in dataclasses.fields(tp)]
         make = typing.cast(Any, tp)
 

@@ -2,7 +2,10 @@
 
 It checks each sealed IR (compiles it once) and hands it to every worker; if any worker
 refuses it, the workers that took it get the previous one back, so all workers always serve
-the same version. Dead workers are replaced and given the current version.
+the same version. Dead workers are replaced and given the current version. A worker serving
+the previous version is sent a delta against it (``ir/delta.py``: the rules and statuses that
+changed), others the whole IR; the rules a new version leaves unchanged keep their objects, so
+the check here and the workers reuse those rules' filter chains (``runtime/chain_memo.py``).
 
 Configurations come from outside, as snapshots given to ``install``: the standalone wiring
 builds them from files and watches those (``propylon.standalone.FileSource``), the agent
@@ -32,11 +35,13 @@ from typing import Any
 
 from propylon import ir
 from propylon.filters._buckets import segment_path
+from propylon.ir.delta import dumps_delta, reuse_unchanged
 from propylon.observability.metrics import merge_snapshots
 from propylon.proxy import upgrade
 from propylon.proxy.health_checker import HealthChecker
 from propylon.proxy.listen_sockets import Key, ListeningSockets
-from propylon.proxy.worker import worker_main
+from propylon.proxy.worker import DELTA_REFUSED, worker_main
+from propylon.runtime.chain_memo import ChainMemo
 from propylon.runtime.compile import Services, compile_snapshot
 from propylon.runtime.gc_pause import gc_paused
 
@@ -119,6 +124,36 @@ class WorkerHandle:
             answered.set_result(message[1:])
 
 
+class _Shipment:
+    """One version as the workers are sent it, each encoding made once when first needed: a
+    delta against ``base`` for the workers that serve ``base``, the whole text for others."""
+
+    def __init__(self, snapshot: ir.SnapshotIR | None, base: ir.SnapshotIR | None) -> None:
+        self.snapshot, self.base = snapshot, base
+        self._text: str | None = None
+        self._delta: str | None = None
+
+    @classmethod
+    def of_text(cls, text: str) -> _Shipment:
+        shipment = cls(None, None)
+        shipment._text = text
+        return shipment
+
+    def text(self) -> str:
+        if self._text is None:
+            assert self.snapshot is not None
+            with gc_paused():
+                self._text = ir.dumps(self.snapshot)
+        return self._text
+
+    def delta(self) -> str:
+        if self._delta is None:
+            assert self.snapshot is not None and self.base is not None
+            with gc_paused():
+                self._delta = dumps_delta(self.snapshot, self.base)
+        return self._delta
+
+
 @dataclass
 class Supervisor:
     """Workers plus the configuration they serve; the source of configurations is outside
@@ -137,6 +172,8 @@ class Supervisor:
     stopping: bool = False
     health: HealthChecker | None = None
     installed_at: float = 0.0  # when the served version was installed (Unix time)
+    # the filter chains ``check`` built last, kept for the rules a reload leaves unchanged
+    _checked_chains: ChainMemo = field(default_factory=ChainMemo, repr=False)
     sockets: ListeningSockets = field(default_factory=ListeningSockets)
 
     # -- workers -------------------------------------------------------------------------
@@ -168,11 +205,13 @@ class Supervisor:
         self.sockets.slots = max(1, self.workers)
         self.handles = [self._spawn(slot) for slot in range(self.workers)]
 
-    @staticmethod
-    def check(snapshot: ir.SnapshotIR) -> None:
-        """Compile once here so a snapshot that cannot run never reaches a worker."""
+    def check(self, snapshot: ir.SnapshotIR) -> None:
+        """Compile once here so a snapshot that cannot run never reaches a worker (the filter
+        chains of rules unchanged since the last check are kept, see ``reuse_unchanged``)."""
+        services = Services.scratch(asyncio.get_running_loop())
+        services.chains = self._checked_chains
         try:
-            compile_snapshot(snapshot, Services.scratch(asyncio.get_running_loop()))
+            compile_snapshot(snapshot, services)
         except Exception as exc:
             raise ConfigRefused(str(exc)) from exc
 
@@ -181,6 +220,8 @@ class Supervisor:
         still serving the previous one. Installing the version already served does nothing."""
         if self.snapshot is not None and snapshot.version == self.snapshot.version:
             return
+        with gc_paused():  # the same content; unchanged rules become the served objects
+            snapshot = reuse_unchanged(snapshot, self.snapshot)
         self.check(snapshot)
         keys = listener_keys(snapshot)
         try:
@@ -210,17 +251,17 @@ class Supervisor:
     async def _install_all(
         self, snapshot: ir.SnapshotIR, previous: ir.SnapshotIR | None
     ) -> None:
-        with gc_paused():
-            text = ir.dumps(snapshot)
+        shipment = _Shipment(snapshot, previous)
         keys = listener_keys(snapshot)
         answers = await asyncio.gather(
-            *(self._install_one(h, text, keys) for h in self.handles), return_exceptions=True
+            *(self._install_one(h, shipment, keys) for h in self.handles),
+            return_exceptions=True,
         )
         errors = [str(a) for a in answers if isinstance(a, BaseException)]
         if not errors:
             return
         if previous is not None:  # put back the version every worker agreed on
-            old = ir.dumps(previous)
+            old = _Shipment(previous, None)
             old_keys = listener_keys(previous)
             await asyncio.gather(
                 *(self._install_one(h, old, old_keys) for h in self.handles),
@@ -237,12 +278,23 @@ class Supervisor:
             handle.forget(keys)
         self.sockets.retain_only(set(self.sockets.by_key) - keys)
 
-    async def _install_one(self, handle: WorkerHandle, text: str, keys: set[Key]) -> None:
+    async def _install_one(
+        self, handle: WorkerHandle, shipment: _Shipment | str, keys: set[Key]
+    ) -> None:
+        if isinstance(shipment, str):
+            shipment = _Shipment.of_text(shipment)
         try:
             handle.lend(self.sockets, keys)
         except OSError as exc:
             raise ConfigRefused(f"worker unreachable: {exc}") from exc
-        answer = await asyncio.wait_for(handle.ask(("install", text)), _ANSWER_TIMEOUT)
+        answer: tuple[Any, ...] = ("nack", "", DELTA_REFUSED)
+        base = shipment.base
+        if base is not None and handle.version == base.version:
+            answer = await asyncio.wait_for(
+                handle.ask(("install_delta", shipment.delta())), _ANSWER_TIMEOUT)
+        if answer[0] != "ack" and answer[2:3] == (DELTA_REFUSED,):
+            answer = await asyncio.wait_for(handle.ask(("install", shipment.text())),
+                                            _ANSWER_TIMEOUT)
         if answer[0] != "ack":
             raise ConfigRefused(answer[2] if len(answer) > 2 else "refused")
         handle.version = answer[1]

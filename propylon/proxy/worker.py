@@ -5,6 +5,9 @@ request id (None for messages that need no answer); answers carry the id they an
 - ``("listen", address, port)`` followed on the pipe by one descriptor (SCM_RIGHTS): the
   listening socket of that address for this worker's slot, owned by the supervisor (see
   ``listen_sockets.py``); ``("unlisten", address, port)`` forgets it;
+- ``("install_delta", delta_json)`` -> the same, from ``ir.delta.dumps_delta`` against the
+  version this worker serves; a worker that serves another answers ``("nack", version,
+  DELTA_REFUSED)`` and is sent the whole IR;
 - ``("install", ir_json)`` -> compile and swap in; answers ``("ack", version)`` or
   ``("nack", version, error)`` (the previous configuration keeps serving);
 - ``("stats",)`` -> answers ``("stats", metrics_snapshot)``;
@@ -29,6 +32,7 @@ from typing import Any
 from propylon import ir
 from propylon.filters.base import FilterEnv
 from propylon.ir import ListenerTLSIR
+from propylon.ir.delta import DeltaBaseMismatch, loads_delta
 from propylon.observability.access_log import AccessLog
 from propylon.observability.logs import configure_logging
 from propylon.observability.metrics import MetricsRegistry
@@ -43,6 +47,8 @@ from propylon.runtime.compiled import Cluster, Runtime
 from propylon.runtime.gc_pause import gc_paused
 
 log = logging.getLogger("propylon.worker")
+
+DELTA_REFUSED = "no delta base"  # the nack of a delta this worker cannot apply: send it all
 
 _SWEEP_INTERVAL = 0.5
 GC_THRESHOLDS = (50_000, 20, 100)
@@ -59,6 +65,7 @@ class Worker:
         self.services = Services(self.pools, MetricsRegistry(), FilterEnv(loop))
         self.metrics = self.services.metrics
         self.runtime: Runtime | None = None
+        self.snapshot: ir.SnapshotIR | None = None  # what runtime was compiled from
         self.listeners: dict[tuple[str, int], ListenerState] = {}
         # the supervisor's listening sockets lent to this worker; an acceptor closes a copy
         self.lent: dict[tuple[str, int], socket.socket] = {}
@@ -96,6 +103,7 @@ class Worker:
             assert listener.acceptor is not None
             listener.acceptor.start()
         self.runtime = runtime
+        self.snapshot = snapshot
         self.pools.retain_only(
             {key for key, pool in self.pools.pools.items()
              if any(ep.pool is pool
@@ -276,12 +284,24 @@ class WorkerChannel:
     async def _handle(self, request_id: int | None, message: tuple[Any, ...]) -> None:
         """One supervisor message; questions (with an id) get an answer naming that id."""
         kind = message[0]
-        if kind == "install":
+        if kind in ("install", "install_delta"):
             version = "?"
             try:
+                held = self.worker.snapshot
+                if kind == "install_delta" and held is None:
+                    raise DeltaBaseMismatch("no configuration installed")
                 with gc_paused():
-                    snapshot = ir.loads(message[1])
+                    snapshot = (ir.loads(message[1]) if kind == "install"
+                                else loads_delta(message[1], held))  # type: ignore[arg-type]
                 version = snapshot.version
+            except DeltaBaseMismatch:
+                self._send(request_id, ("nack", version, DELTA_REFUSED))
+                return
+            except Exception as exc:
+                log.error("configuration refused: %s", exc)
+                self._send(request_id, ("nack", version, str(exc)))
+                return
+            try:
                 await self.worker.install(snapshot)
             except Exception as exc:  # any failure keeps the old configuration serving
                 log.error("configuration %s refused: %s", version, exc)

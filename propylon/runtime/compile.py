@@ -25,8 +25,10 @@ from propylon.ir import (
 from propylon.observability.metrics import MetricsRegistry
 from propylon.policies.plugins import policy_types
 from propylon.runtime.balancer import WeightedChoice, make_balancer
+from propylon.runtime.chain_memo import ChainMemo
 from propylon.runtime.compiled import (
     DIRECT,
+    EMPTY_CHAIN,
     FORWARD,
     REDIRECT,
     Cluster,
@@ -64,6 +66,8 @@ class Services:
     # span exporters, made when a Gateway first asks for tracing (the SDK loads only then)
     tracing: TracerPipelines | None = None
     export_traces: bool = True
+    # the chains of the last compilation, reused for unchanged rules (chain_memo.py)
+    chains: ChainMemo = field(default_factory=ChainMemo)
 
     @classmethod
     def scratch(cls, loop: asyncio.AbstractEventLoop) -> Services:
@@ -73,7 +77,10 @@ class Services:
 
 def compile_snapshot(snapshot: SnapshotIR, services: Services) -> Runtime:
     with gc_paused():
-        return _compile_snapshot(snapshot, services)
+        services.chains.begin(snapshot.consumers)
+        runtime = _compile_snapshot(snapshot, services)
+        services.chains.commit()
+        return runtime
 
 
 def _compile_snapshot(snapshot: SnapshotIR, services: Services) -> Runtime:
@@ -109,7 +116,8 @@ def compile_gateway(
     entries: list[RouterEntry[CompiledRoute]] = []
     tracing = compile_tracing(gateway.key, gateway.tracing, services)
     for index, rule in enumerate(gateway.rules):
-        chain = compile_chain(rule.policies, env, tracing)
+        chain = services.chains.chain(
+            rule.policies, tracing, functools.partial(compile_chain, rule.policies, env, tracing))
         route_label, rule_label = _labels(rule, index)
         stats = metrics.route(gateway.key, route_label, rule_label)
         for match in rule.matches:
@@ -184,6 +192,8 @@ def compile_chain(policies: tuple[PolicyIR, ...], env: FilterEnv,
     built-in types, and a plugin where its class says, even when the IR came from a control
     plane that orders it otherwise (one that passes on a plugin it does not have).
     ``first``: a filter ahead of them all (the Gateway's tracing)."""
+    if not policies and first is None:
+        return EMPTY_CHAIN
     table = policy_types()
     filters = [build_filter(p, env, table) for p in policies]
     order = sorted(range(len(filters)), key=lambda i: table.rank(policies[i].type))

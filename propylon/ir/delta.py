@@ -1,0 +1,102 @@
+"""Versions that share what did not change: rules and statuses kept as the same objects, and
+deltas that ship only the rest.
+
+``reuse_unchanged(new, previous)`` gives ``new`` with every rule (per Gateway, by id) and
+every status (by kind and key) equal to one of ``previous`` replaced by that object: the
+content, hence the version, is the same, and what follows can tell unchanged parts by identity
+(the compiled filter chains, ``runtime/chain_memo.py``; the delta below).
+
+``dumps_delta(new, base)`` encodes ``new`` for a process that holds ``base``: a rule or status
+that is the very object of ``base`` is written as its index there, the rest as ``dumps``
+writes it. ``loads_delta(text, base)`` rebuilds ``new`` with ``base``'s objects in those places;
+it raises ``DeltaBaseMismatch`` when ``base`` is not the version the delta was made against.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Hashable, Sequence
+from typing import Any, TypeVar
+
+from propylon.ir.codec import from_data, to_data
+from propylon.ir.model import GatewayIR, RuleIR, SnapshotIR, StatusIR
+
+T = TypeVar("T")
+
+
+class DeltaBaseMismatch(ValueError):
+    """The delta was made against another version than the one held."""
+
+
+def reuse_unchanged(new: SnapshotIR, previous: SnapshotIR | None) -> SnapshotIR:
+    if previous is None:
+        return new
+    before = {g.key: g for g in previous.gateways}
+    gateways = tuple(
+        dataclasses.replace(g, rules=_reused(g.rules, before[g.key].rules, _rule_key))
+        if g.key in before else g
+        for g in new.gateways
+    )
+    statuses = _reused(new.statuses, previous.statuses, _status_key)
+    return dataclasses.replace(new, gateways=gateways, statuses=statuses)
+
+
+def _rule_key(rule: RuleIR) -> Hashable:
+    return rule.id
+
+
+def _status_key(status: StatusIR) -> Hashable:
+    return (status.kind, status.key)
+
+
+def _reused(items: tuple[T, ...], old: Sequence[T], key: Callable[[T], Hashable]
+            ) -> tuple[T, ...]:
+    by_key = {key(item): item for item in old}
+    out = []
+    for item in items:
+        was = by_key.get(key(item))
+        out.append(was if was is not None and (was is item or was == item) else item)
+    return tuple(out)
+
+
+# -- deltas ----------------------------------------------------------------------------------
+def dumps_delta(new: SnapshotIR, base: SnapshotIR) -> str:
+    before = {g.key: g for g in base.gateways}
+    gateways = []
+    for gateway in new.gateways:
+        data = to_data(dataclasses.replace(gateway, rules=()))
+        old = before.get(gateway.key)
+        data["rules"] = _items(gateway.rules, old.rules if old is not None else ())
+        gateways.append(data)
+    snapshot = to_data(dataclasses.replace(new, gateways=(), statuses=()))
+    snapshot["gateways"] = gateways
+    snapshot["statuses"] = _items(new.statuses, base.statuses)
+    return json.dumps({"base": base.version, "snapshot": snapshot}, separators=(",", ":"))
+
+
+def _items(items: Sequence[Any], old: Sequence[Any]) -> list[Any]:
+    index = {id(item): i for i, item in enumerate(old)}
+    return [i if (i := index.get(id(item))) is not None and old[i] is item else to_data(item)
+            for item in items]
+
+
+def loads_delta(text: str | bytes, base: SnapshotIR) -> SnapshotIR:
+    raw = json.loads(text)
+    if raw["base"] != base.version:
+        raise DeltaBaseMismatch(f"delta against {raw['base']}, holding {base.version}")
+    data = raw["snapshot"]
+    before = {g.key: g for g in base.gateways}
+    gateways = []
+    for item in data["gateways"]:
+        old = before.get(item["key"])
+        rules = _objects(item.pop("rules"), old.rules if old is not None else (), RuleIR)
+        gateways.append(dataclasses.replace(from_data(GatewayIR, {**item, "rules": []}),
+                                            rules=rules))
+    statuses = _objects(data.pop("statuses"), base.statuses, StatusIR)
+    snapshot = from_data(SnapshotIR, {**data, "gateways": [], "statuses": []})
+    return dataclasses.replace(snapshot, gateways=tuple(gateways), statuses=statuses)
+
+
+def _objects(items: list[Any], old: Sequence[T], cls: type[T]) -> tuple[T, ...]:
+    return tuple(old[item] if isinstance(item, int) else from_data(cls, item) for item in items)

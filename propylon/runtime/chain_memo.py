@@ -1,0 +1,49 @@
+"""Filter chains kept from one compilation to the next, for the rules that did not change.
+
+Building a rule's filters is most of what compiling a large configuration costs. A rule whose
+``policies`` tuple is the very object of the previous version (``ir.reuse_unchanged`` and the
+worker's delta decoding keep the objects of unchanged rules) gets the chain built then, with
+the same filter objects. Identity, not equality, is the key: equal policies of two rules keep
+their own filters, as a compilation from scratch gives them.
+
+Filters see the snapshot's Consumers (``FilterEnv.snapshot``): when those change, nothing is
+reused. Only the chains of the last successful compilation are kept, so the memo holds one
+configuration's filters, which its runtime holds anyway.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from propylon.ir import PolicyIR
+from propylon.runtime.compiled import FilterChain
+
+_Entry = tuple[tuple[PolicyIR, ...], Any, FilterChain]  # policies, first filter, chain
+
+
+class ChainMemo:
+    def __init__(self) -> None:
+        self.kept: dict[tuple[int, int], _Entry] = {}
+        self.made: dict[tuple[int, int], _Entry] = {}
+        self.consumers: tuple[Any, ...] | None = None
+
+    def begin(self, consumers: tuple[Any, ...]) -> None:
+        """A compilation starts, of a snapshot with these Consumers."""
+        if consumers != self.consumers:
+            self.kept = {}
+        self.consumers = consumers
+        self.made = {}
+
+    def chain(self, policies: tuple[PolicyIR, ...], first: Any,
+              build: Callable[[], FilterChain]) -> FilterChain:
+        key = (id(policies), id(first))
+        entry = self.made.get(key) or self.kept.get(key)
+        if entry is None or entry[0] is not policies or entry[1] is not first:
+            entry = (policies, first, build())
+        self.made[key] = entry
+        return entry[2]
+
+    def commit(self) -> None:
+        """The compilation succeeded: its chains are the ones to keep."""
+        self.kept, self.made = self.made, {}
