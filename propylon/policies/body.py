@@ -47,7 +47,9 @@ DEFAULT_CONTENT_TYPES = (
 )
 
 
-def _check_media_range(value: str) -> str:
+def _check_media_range(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value  # pydantic's str validation reports it
     kind, _, sub = value.strip().lower().partition("/")
     if not kind or not sub or (kind == "*" and sub != "*") or any(c in value for c in " ;,"):
         raise invalid("media_type", f'invalid content type "{value}": use type/subtype or '
@@ -67,7 +69,9 @@ class CompressionPolicy(Model):
 
 
 # -- transform -----------------------------------------------------------------------------
-def _check_pointer(value: str) -> str:
+def _check_pointer(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value  # pydantic's str validation reports it
     if not value.startswith("/"):
         raise invalid("json_pointer", f'invalid JSON pointer "{value}": must start with "/" '
                       "(RFC 6901)")
