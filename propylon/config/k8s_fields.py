@@ -38,6 +38,8 @@ def path(at: str, key: str | int) -> str:
 
 def describe(value: Any) -> str:
     """What a value is, for messages: its YAML type and a short ``repr``."""
+    if value is None:
+        return "null"
     names = {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean",
              int: "an integer", float: "a number"}
     shown = repr(value)
