@@ -25,6 +25,7 @@ from propylon.controlplane.resources import StoredResource, load_stored
 from propylon.controlplane.rollout import RolloutSpec
 from propylon.controlplane.rollouts import Rollouts, Served, rollout_specs
 from propylon.controlplane.store import Store
+from propylon.runtime.gc_pause import gc_paused
 from propylon.translate import translate
 
 log = logging.getLogger("propylon.controlplane")
@@ -45,14 +46,41 @@ def translate_items(
     Also the Gateways' rollout settings, which the IR does not carry (proxies need not)."""
     resources: list[Resource] = []
     broken: list[ir.StatusIR] = []
-    for item in items:
+    with gc_paused():
+        for item in items:
+            resource = _LOADED.load(item)
+            if resource is None:
+                broken.append(ir.StatusIR(item.kind, item.key, "Invalid",
+                                          ("stored data does not validate",)))
+            else:
+                resources.append(resource)
+        _LOADED.keep_only(items)
+        return translate(resources), broken, rollout_specs(resources)
+
+
+class _LoadedResources:
+    """Validated resources by (kind, key) with the data they were validated from: a change of
+    one resource validates that one again, not the whole store (resources are never modified
+    once loaded). Holds the resources of the last translation only."""
+
+    def __init__(self) -> None:
+        self.by_key: dict[tuple[str, str], tuple[dict[str, Any], Resource | None]] = {}
+
+    def load(self, item: StoredResource) -> Resource | None:
+        known = self.by_key.get((item.kind, item.key))
+        if known is not None and known[0] == item.data:
+            return known[1]
         resource = load_stored(item)
-        if resource is None:
-            broken.append(ir.StatusIR(item.kind, item.key, "Invalid",
-                                      ("stored data does not validate",)))
-        else:
-            resources.append(resource)
-    return translate(resources), broken, rollout_specs(resources)
+        self.by_key[(item.kind, item.key)] = (item.data, resource)
+        return resource
+
+    def keep_only(self, items: Sequence[StoredResource]) -> None:
+        current = {(item.kind, item.key) for item in items}
+        for gone in set(self.by_key) - current:
+            del self.by_key[gone]
+
+
+_LOADED = _LoadedResources()
 
 
 @dataclass
