@@ -1,0 +1,91 @@
+"""The compiled hot path: which modules mypyc builds, and whether this process uses them.
+
+``setup.py`` compiles ``COMPILED`` with mypyc into one shared library (``SHARED_LIBRARY``) and a
+small extension module beside each ``.py`` (docs/performance.md, "The compiled hot path"). The
+``.py`` files stay the source of truth: this process imports all of them from source instead
+when ``PROPYLON_NO_EXTENSIONS`` is set (to anything but ``0``), when an extension is missing, or
+when a source is newer than its extension (an edit after the last build). It is all or nothing:
+the compiled modules call each other's classes directly through the shared library, so one
+module from source and its neighbours compiled would not fit together.
+
+Nothing here imports another module of the package: ``propylon/__init__.py`` runs it first.
+"""
+
+from __future__ import annotations
+
+import importlib.machinery
+import importlib.util
+import os
+import sys
+from collections.abc import Sequence
+from importlib.machinery import ModuleSpec
+from pathlib import Path
+from types import ModuleType
+
+# Per-request modules, in the order a request meets them. runtime/router.py is not among them:
+# mypyc cannot build its generic frozen dataclass (RouterEntry), and matching is ~1 % of a
+# request.
+COMPILED = (
+    "propylon.proxy.h1.server",
+    "propylon.proxy.h1.framing",
+    "propylon.proxy.session",
+    "propylon.proxy.forwarder",
+    "propylon.proxy.pool",
+    "propylon.proxy.h1.client",
+    "propylon.proxy.http11",
+    "propylon.proxy.batch",
+    "propylon.proxy.body",
+    "propylon.runtime.balancer",
+    "propylon.observability.request_id",
+)
+SHARED_LIBRARY = "propylon._hotpath__mypyc"  # mypyc's name for group "propylon._hotpath"
+DISABLE_VARIABLE = "PROPYLON_NO_EXTENSIONS"
+
+SOURCE_ROOT = Path(__file__).parent.parent  # where the ``propylon`` folder is
+_SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]  # this interpreter's tag, e.g. .cpython-311-…
+
+
+def source_path(module: str, root: Path = SOURCE_ROOT) -> Path:
+    return root.joinpath(*module.split(".")).with_suffix(".py")
+
+
+def extension_path(module: str, root: Path = SOURCE_ROOT) -> Path:
+    return source_path(module, root).with_suffix(_SUFFIX)
+
+
+def disabled_by_environment() -> bool:
+    return os.environ.get(DISABLE_VARIABLE, "") not in ("", "0")
+
+
+def build_is_current(root: Path = SOURCE_ROOT) -> bool:
+    """Every extension is there and none is older than its source."""
+    try:
+        library = extension_path(SHARED_LIBRARY, root).stat().st_mtime
+        for module in COMPILED:
+            built = min(extension_path(module, root).stat().st_mtime, library)
+            if source_path(module, root).stat().st_mtime > built:
+                return False
+    except OSError:
+        return False
+    return True
+
+
+class SourceFinder:
+    """A meta path finder that imports the compiled modules from their ``.py`` files."""
+
+    def __init__(self, modules: Sequence[str]) -> None:
+        self.modules = frozenset(modules)
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None,
+                  target: ModuleType | None = None) -> ModuleSpec | None:
+        if fullname not in self.modules:
+            return None
+        return importlib.util.spec_from_file_location(fullname, source_path(fullname))
+
+
+def install() -> bool:
+    """Called once by ``propylon/__init__.py``; true when the compiled modules are in use."""
+    if not disabled_by_environment() and build_is_current():
+        return True
+    sys.meta_path.insert(0, SourceFinder(COMPILED))
+    return False
