@@ -65,8 +65,10 @@ class ConnectionPool(Model):
 
 
 class ActiveHealthCheck(Model):
-    type: Literal["http", "tcp"] = "http"
+    # grpc: grpc.health.v1.Health/Check over HTTP/2 (an Upstream with protocol: HTTP2)
+    type: Literal["http", "tcp", "grpc"] = "http"
     path: str = "/healthz"
+    service: str = ""  # grpc: the service asked about ("": the server as a whole)
     host: str | None = None
     expected_statuses: list[Annotated[int, Field(ge=100, le=599)]] = Field(
         default_factory=lambda: [200]
@@ -149,4 +151,8 @@ class UpstreamSpec(Model):
                 "proxyProtocol is not supported with protocol HTTP2 yet (a PROXY header names"
                 " one client, an HTTP/2 connection carries many)",
             )
+        active = self.health_check.active
+        if active is not None and active.type == "grpc" and self.protocol != "HTTP2":
+            raise invalid("grpc_health_http1",
+                          "healthCheck.active.type grpc needs protocol: HTTP2 (gRPC is HTTP/2)")
         return self

@@ -33,6 +33,7 @@ _OMIT_DEFAULT: dict[type, frozenset[str]] = {
     model.SnapshotIR: frozenset({"consumers"}),
     model.ListenerIR: frozenset({"path_normalization", "proxy_protocol", "http2"}),
     model.UpstreamIR: frozenset({"proxy_protocol_version", "protocol"}),
+    model.ActiveHealthIR: frozenset({"service"}),
     model.GatewayIR: frozenset({"tracing"}),
 }
 

@@ -51,8 +51,9 @@ class UpstreamTLSIR:
 class ActiveHealthIR:
     """Probes run once per proxy (in its supervisor); workers receive the verdicts."""
 
-    type: str = "http"  # http | tcp
+    type: str = "http"  # http | tcp | grpc
     path: str = "/healthz"
+    service: str = ""  # grpc checks: the service asked about (left out of the JSON while "")
     host: str | None = None  # Host of http probes; the endpoint address when None
     expected_statuses: tuple[int, ...] = (200,)
     interval: float = 5.0

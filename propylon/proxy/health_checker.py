@@ -1,8 +1,9 @@
 """Active health checks, run once per proxy (in the supervisor), not once per worker.
 
 Each endpoint of an Upstream with ``healthCheck.active`` gets a probe loop: an HTTP GET (over
-TLS when the Upstream uses TLS) whose status must be one of ``expectedStatuses``, or a TCP
-connect. ``unhealthyThreshold`` failures in a row mark the endpoint unhealthy and
+TLS when the Upstream uses TLS) whose status must be one of ``expectedStatuses``, a TCP
+connect, or a gRPC ``grpc.health.v1.Health/Check`` over HTTP/2 (``propylon/net/grpc_health``).
+``unhealthyThreshold`` failures in a row mark the endpoint unhealthy and
 ``healthyThreshold`` successes in a row mark it healthy again; endpoints start healthy. Probes
 are spaced by ``interval`` plus a random jitter so that many proxies do not probe in step.
 Every verdict change is handed to ``on_change`` (the supervisor sends it to every worker).
@@ -19,6 +20,7 @@ import ssl
 from collections.abc import Callable
 
 from propylon import ir
+from propylon.net import grpc_health
 from propylon.net.httpclient import HttpClient, HttpError
 from propylon.net.tls import client_context
 from propylon.proxy.proxy_protocol import build_proxy_header
@@ -33,7 +35,7 @@ class HealthChecker:
         self.on_change = on_change
         self.verdicts: dict[Key, bool] = {}
         self._probes: dict[Key, tuple[ir.UpstreamIR, asyncio.Task[None]]] = {}
-        self._contexts: dict[ir.UpstreamTLSIR, ssl.SSLContext] = {}
+        self._contexts: dict[tuple[ir.UpstreamTLSIR, bool], ssl.SSLContext] = {}
 
     def update(self, snapshot: ir.SnapshotIR) -> None:
         """Probe exactly the endpoints of ``snapshot``'s actively checked upstreams."""
@@ -72,7 +74,10 @@ class HealthChecker:
         client = self._client(upstream, endpoint)
         await asyncio.sleep(random.uniform(0, spec.interval_jitter))
         while True:
-            ok = await probe(client, spec)
+            if spec.type == "grpc":
+                ok = await self._grpc_probe(upstream, endpoint)
+            else:
+                ok = await probe(client, spec)
             streak = 0 if ok == healthy else streak + 1
             threshold = spec.healthy_threshold if not healthy else spec.unhealthy_threshold
             if streak >= threshold:
@@ -98,12 +103,24 @@ class HealthChecker:
             keep_alive=False, server_hostname=(tls.sni or endpoint.address) if tls else None,
             host=spec.host or endpoint.address, preamble=preamble)
 
-    def _context(self, tls: ir.UpstreamTLSIR | None) -> ssl.SSLContext | None:
+    async def _grpc_probe(self, upstream: ir.UpstreamIR, endpoint: ir.EndpointIR) -> bool:
+        """grpc.health.v1.Health/Check over HTTP/2, TLS (ALPN h2) as the Upstream's requests."""
+        spec, tls = upstream.active_health, upstream.tls
+        assert spec is not None
+        preamble = (build_proxy_header(upstream.proxy_protocol_version, None)
+                    if upstream.proxy_protocol_version else b"")
+        return await grpc_health.check(
+            endpoint.address, endpoint.port, spec.service, spec.host or endpoint.address,
+            spec.timeout, self._context(tls, http2=True),
+            (tls.sni or endpoint.address) if tls else None, preamble)
+
+    def _context(self, tls: ir.UpstreamTLSIR | None, http2: bool = False
+                 ) -> ssl.SSLContext | None:
         if tls is None:
             return None
-        context = self._contexts.get(tls)
+        context = self._contexts.get((tls, http2))
         if context is None:
-            context = self._contexts[tls] = client_context(tls)
+            context = self._contexts[(tls, http2)] = client_context(tls, http2)
         return context
 
 

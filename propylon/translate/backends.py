@@ -153,6 +153,7 @@ def _active_health(upstream: Upstream) -> ActiveHealthIR | None:
     return ActiveHealthIR(
         type=active.type,
         path=active.path,
+        service=active.service,
         host=active.host,
         expected_statuses=tuple(active.expected_statuses),
         interval=active.interval,
