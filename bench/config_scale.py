@@ -262,7 +262,8 @@ def run_gateway(args: argparse.Namespace, tmp: Path) -> None:
             cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         started.append(gateway)
         logs = LogWatch(gateway.stderr)
-        wait_for(lambda: answers(port, "/r0/ping"), 600, "first answer")
+        probe = "/g0/t0/ping" if args.delegation else "/r0/ping"
+        wait_for(lambda: answers(port, probe), 600, "first answer")
         took = time.perf_counter() - begin
         cpu = ", ".join(f"{cpu_seconds(p):.2f}" for p in (gateway.pid, *children(gateway.pid)))
         print(f"start           {took:8.2f} s to the first answer (cpu so far: supervisor, "
