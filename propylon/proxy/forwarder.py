@@ -32,6 +32,7 @@ from propylon.runtime.retry import CONNECT_FAILURE, GRPC, RESET, STATUS, TIMEOUT
 if TYPE_CHECKING:
     from propylon.proxy.body import ResponseBodyFilter
     from propylon.proxy.h1.client import ClientConnection, ResponseBodySink
+    from propylon.proxy.h2.client import H2Stream
     from propylon.proxy.http11 import Headers
     from propylon.proxy.session import Session
     from propylon.runtime.compiled import Cluster, ClusterEndpoint, CompiledRoute
@@ -108,7 +109,7 @@ class Forwarder:
         # released: not counted in the cluster's active requests any more, and the pool
         # drops a connection handed to it (PoolClient)
         self.aborted = False
-        self.conn: ClientConnection | None = None
+        self.conn: ClientConnection | H2Stream | None = None
         self.endpoint: ClusterEndpoint | None = None
         self.endpoint_label: str | None = None  # the last endpoint tried, for the access log
         self.timer: asyncio.TimerHandle | None = None
@@ -252,11 +253,11 @@ class Forwarder:
             endpoint.active -= 1
 
     # -- the request, upstream -------------------------------------------------------------
-    def on_upstream_connected(self, conn: ClientConnection) -> None:
+    def on_upstream_connected(self, conn: ClientConnection | H2Stream) -> None:
         """``PoolClient``: a connection for this try (or an HTTP/2 stream, ``h2/client.py``'s
         ``H2Stream``, which has the same methods); it serialises the request head."""
         if self.aborted:
-            conn.pool.release(conn)
+            conn.pool.release(conn)  # type: ignore[arg-type]  # its own pool
             return
         session = self.session
         proto = session.proto
@@ -356,7 +357,7 @@ class Forwarder:
         session = self.session
         if conn is not None:
             if reusable and session.body_done:
-                conn.pool.release(conn)
+                conn.pool.release(conn)  # type: ignore[arg-type]  # its own pool
             else:
                 conn.close()
         self.cluster.stats.by_code[STATUS_SLOT[session.status]] += 1
@@ -407,7 +408,7 @@ class Forwarder:
     def on_tunnel_open(self, early: bytes) -> None:
         conn = self.conn
         assert conn is not None
-        self.session.proto.enter_tunnel(conn)
+        self.session.proto.enter_tunnel(conn)  # type: ignore[arg-type]  # HTTP/1.1 only
         if early:
             self.on_tunnel_data(early)
 

@@ -40,6 +40,7 @@ from propylon.runtime.compiled import FORWARD, REDIRECT, CompiledRoute
 if TYPE_CHECKING:
     from propylon.observability.tracing import RequestTrace
     from propylon.proxy.h1.server import ServerConnection
+    from propylon.proxy.h2.server import H2Stream
     from propylon.runtime.compiled import Cluster, GatewayRuntime
 
 log = logging.getLogger("propylon.proxy")
@@ -108,7 +109,7 @@ class Session:
     trace_id: str  # set by tracing when it is on (never read unset: the access log checks)
     trace: RequestTrace  # likewise (observability/tracing.py); read with getattr elsewhere
 
-    def __init__(self, proto: ServerConnection) -> None:
+    def __init__(self, proto: ServerConnection | H2Stream) -> None:
         self.proto = proto
         # request head, filled by the downstream parser callbacks
         self.url = b""

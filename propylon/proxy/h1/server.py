@@ -16,7 +16,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httptools
 
@@ -68,6 +68,7 @@ from propylon.proxy.tls import client_certificate_header
 
 if TYPE_CHECKING:
     from propylon.proxy.h1.client import ClientConnection
+    from propylon.proxy.h2.client import H2Stream as UpstreamStream
     from propylon.proxy.worker_state import ListenerState, ProxyProtocolSettings, WorkerState
     from propylon.runtime.compiled import HostSet
 
@@ -474,7 +475,7 @@ class ServerConnection(asyncio.Protocol):
         if conn is not None and conn.transport:
             conn.transport.resume_reading()
 
-    def _upstream_connection(self) -> ClientConnection | None:
+    def _upstream_connection(self) -> ClientConnection | UpstreamStream | None:
         current = self.current
         if current is None or current.forwarder is None:
             return None
@@ -719,7 +720,8 @@ class ServerConnection(asyncio.Protocol):
             ex.query = b""
             return
         try:
-            parsed = httptools.parse_url(url)
+            # Any: httptools' stub says ``port: int``, it is None when the target has none
+            parsed: Any = httptools.parse_url(url)
         except httptools.HttpParserInvalidURLError:
             raise BadRequest(400, "invalid request target") from None
         if not parsed.host:

@@ -58,6 +58,7 @@ from propylon.proxy.session import Session
 if TYPE_CHECKING:
     from propylon.proxy.h1.client import ClientConnection
     from propylon.proxy.h1.server import ServerConnection
+    from propylon.proxy.h2.client import H2Stream as UpstreamStream
     from propylon.proxy.proxy_protocol import ProxyHeader
     from propylon.proxy.worker_state import ListenerState, WorkerState
     from propylon.runtime.compiled import HostSet
@@ -326,7 +327,7 @@ class H2ServerConnection(asyncio.Protocol):
         self.last_stream_id = max(self.last_stream_id, stream_id)
         stream = H2Stream(self, stream_id)
         self.streams[stream_id] = stream
-        session = Session(stream)  # type: ignore[arg-type]
+        session = Session(stream)
         try:
             deadline = read_request_head(session, headers, self)
         except BadRequest as exc:
@@ -772,7 +773,7 @@ class H2Stream:
                 self.upstream_paused = True
                 transport.pause_reading()
 
-    def _upstream_transport(self) -> asyncio.Transport | None:
+    def _upstream_transport(self) -> asyncio.Transport | UpstreamStream | None:
         session = self.session
         forwarder = session.forwarder if session is not None else None
         conn = forwarder.conn if forwarder is not None else None
