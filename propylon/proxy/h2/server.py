@@ -56,6 +56,7 @@ from propylon.proxy.request_fields import (
 from propylon.proxy.session import Session
 
 if TYPE_CHECKING:
+    from propylon.proxy.batch import WriteBatch
     from propylon.proxy.h1.client import ClientConnection
     from propylon.proxy.h1.server import ServerConnection
     from propylon.proxy.h2.client import H2Stream as UpstreamStream
@@ -508,16 +509,17 @@ class H2Stream:
         self.conn = conn
         self.stream_id = stream_id
         self.session: Session | None = None
-        # what a session reads of its client connection
-        self.listener = conn.listener
-        self.worker = conn.worker
-        self.loop = conn.loop
-        self.batch = conn.batch
-        self.peer_ip = conn.peer_ip
-        self.peer_trusted = conn.peer_trusted
-        self.tls_names = conn.tls_names
-        self.client_cert = conn.client_cert
-        self.proxy_log = conn.proxy_log
+        # what a session reads of its client connection (typed: the compiled session reads
+        # them before mypyc could infer them through the import cycle)
+        self.listener: ListenerState = conn.listener
+        self.worker: WorkerState = conn.worker
+        self.loop: asyncio.AbstractEventLoop = conn.loop
+        self.batch: WriteBatch = conn.batch
+        self.peer_ip: str = conn.peer_ip
+        self.peer_trusted: bool = conn.peer_trusted
+        self.tls_names: HostSet | None = conn.tls_names
+        self.client_cert: bytes | None = conn.client_cert
+        self.proxy_log: str = conn.proxy_log
         self.forwarding_host: bytes | None = None
         self.forwarding_fields = b""
         self.tunnel: ClientConnection | None = None  # no Upgrade on HTTP/2
