@@ -4,9 +4,9 @@
 small extension module beside each ``.py`` (docs/performance.md, "The compiled hot path"). The
 ``.py`` files stay the source of truth: this process imports all of them from source instead
 when ``PROPYLON_NO_EXTENSIONS`` is set (to anything but ``0``), when an extension is missing, or
-when a source is newer than its extension (an edit after the last build). It is all or nothing:
-the compiled modules call each other's classes directly through the shared library, so one
-module from source and its neighbours compiled would not fit together.
+when a source of the package is newer than the build (an edit since). It is all or nothing: the
+compiled modules call each other's classes directly through the shared library, so one module
+from source and its neighbours compiled would not fit together.
 
 Nothing here imports another module of the package: ``propylon/__init__.py`` runs it first.
 """
@@ -58,16 +58,18 @@ def disabled_by_environment() -> bool:
 
 
 def build_is_current(root: Path = SOURCE_ROOT) -> bool:
-    """Every extension is there and none is older than its source."""
+    """Every extension is there and no source of the package is newer than the oldest one.
+
+    Any module counts, not only the compiled ones: the compiled code checks the types that
+    other modules declare (an attribute's class, an int) as they were when it was built.
+    """
     try:
-        library = extension_path(SHARED_LIBRARY, root).stat().st_mtime
-        for module in COMPILED:
-            built = min(extension_path(module, root).stat().st_mtime, library)
-            if source_path(module, root).stat().st_mtime > built:
-                return False
-    except OSError:
+        built = min(extension_path(module, root).stat().st_mtime
+                    for module in (*COMPILED, SHARED_LIBRARY))
+        newest = max(entry.stat().st_mtime for entry in (root / "propylon").rglob("*.py"))
+    except (OSError, ValueError):  # an extension is missing; no source at all
         return False
-    return True
+    return newest <= built
 
 
 class SourceFinder:

@@ -89,8 +89,11 @@ def test_a_missing_extension_or_shared_library_means_no_build(tmp_path: Path) ->
     assert not build_is_current(tmp_path)
 
 
-def test_a_source_edited_after_the_build_means_no_build(tmp_path: Path) -> None:
-    """One module from source beside compiled neighbours would not fit: all or nothing."""
+@pytest.mark.parametrize("edited", [COMPILED[0], "propylon.runtime.compiled"])
+def test_a_source_edited_after_the_build_means_no_build(tmp_path: Path, edited: str) -> None:
+    """Compiled or not: the build checks the types other modules declare, as they were."""
     fake_build(tmp_path)
-    os.utime(_extensions.source_path(COMPILED[0], tmp_path), (3_000, 3_000))
+    source = _extensions.source_path(edited, tmp_path)
+    source.write_text("")
+    os.utime(source, (3_000, 3_000))
     assert not build_is_current(tmp_path)
