@@ -12,7 +12,7 @@ import hashlib
 import json
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
 from propylon.ir import model
@@ -173,7 +173,55 @@ def dumps(snapshot: model.SnapshotIR) -> str:
 
 
 def _encode(snapshot: model.SnapshotIR) -> str:
-    return json.dumps(to_data(snapshot), sort_keys=True, separators=(",", ":"))
+    """``dumps`` without the memo of sealed texts: the text of each rule and status is reused
+    from the last encoding when it is the same object (``ir.delta.reuse_unchanged`` and the
+    translator keep the objects of unchanged rules), spliced into the rest, which is encoded
+    with a placeholder in their place. The result is the same text as encoding it whole."""
+    parts: dict[int, tuple[Any, str]] = {}
+
+    def joined(items: Sequence[Any]) -> str:
+        texts = []
+        for item in items:
+            known = _PART_TEXT.get(id(item))
+            text = known[1] if known is not None and known[0] is item else _text(item)
+            parts[id(item)] = (item, text)
+            texts.append(text)
+        return "[" + ",".join(texts) + "]"
+
+    gateways = []
+    for gateway in snapshot.gateways:
+        data = to_data(dataclasses.replace(gateway, rules=()))
+        data["rules"] = _SLOT
+        gateways.append(_spliced(_text(data), joined(gateway.rules)))
+    data = to_data(dataclasses.replace(snapshot, gateways=(), statuses=()))
+    data["gateways"], data["statuses"] = _SLOT, _SLOT2
+    text = _spliced(_text(data), "[" + ",".join(gateways) + "]")
+    text = _spliced(text, joined(snapshot.statuses), _SLOT2)
+    if text is _NOT_SPLICED or any(t is _NOT_SPLICED for t in gateways):
+        return json.dumps(to_data(snapshot), sort_keys=True, separators=(",", ":"))
+    _PART_TEXT.clear()
+    _PART_TEXT.update(parts)
+    return text
+
+
+# The texts of the rules and statuses of the last encoding, by identity (each entry keeps its
+# object, so an id is never another object's); placeholders a configuration cannot contain
+# twice (splicing checks that each occurs exactly once, else the snapshot is encoded whole).
+_PART_TEXT: dict[int, tuple[Any, str]] = {}
+_SLOT, _SLOT2 = "\x00propylon-parts\x00", "\x00propylon-statuses\x00"
+_NOT_SPLICED = "\x00"
+
+
+def _text(data: Any) -> str:
+    return json.dumps(data if isinstance(data, dict) else to_data(data), sort_keys=True,
+                      separators=(",", ":"))
+
+
+def _spliced(text: str, parts: str, slot: str = _SLOT) -> str:
+    encoded = json.dumps(slot)
+    if text is _NOT_SPLICED or text.count(encoded) != 1:
+        return _NOT_SPLICED
+    return text.replace(encoded, parts)
 
 
 def loads(text: str | bytes) -> model.SnapshotIR:

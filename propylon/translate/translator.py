@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from propylon.config import ConfigError, Rejected, Resource
 from propylon.config.gatewayapi import expand_kubernetes
 from propylon.ir import SnapshotIR, seal
+from propylon.ir.delta import reuse_unchanged
 from propylon.translate.consumers import translate_consumers
 from propylon.translate.containment import (
     plan_containment,
@@ -35,6 +36,10 @@ from propylon.translate.gatewayapi_status import gateway_api_statuses, located_i
 from propylon.translate.inventory import Inventory, build_inventory
 from propylon.translate.policies import index_policy_targets
 from propylon.translate.status import StatusBook
+
+# The last translation: rules and statuses equal to its own are given as its objects, whose
+# encodings are kept (``ir.codec``), so sealing after a small change encodes only the change.
+_LAST: list[SnapshotIR | None] = [None]
 
 _UNUSED = {
     "Route": "not selected by any Gateway",
@@ -72,7 +77,9 @@ def translate_with_issues(
     consumers = translate_consumers(plan.resources, status)
     note_unused(inventory, status)
     statuses = gateway_api_statuses(status.build(), expansion)
-    snapshot = seal(SnapshotIR(gateways=gateways, statuses=statuses, consumers=consumers))
+    snapshot = seal(reuse_unchanged(
+        SnapshotIR(gateways=gateways, statuses=statuses, consumers=consumers), _LAST[0]))
+    _LAST[0] = snapshot
     return Translation(snapshot, located_issues(status.issues(), expansion))
 
 
