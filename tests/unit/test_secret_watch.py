@@ -191,5 +191,6 @@ def test_supervisor_refuses_a_reload_that_breaks_a_secret(
         assert source.secrets_moved.is_set()
         if supervisor.health is not None:
             supervisor.health.stop()
+        supervisor.sockets.close()  # the supervisor bound the listeners' sockets
 
     asyncio.run(scenario())
