@@ -10,7 +10,8 @@ ensure_venv() {
   stamp="$dir/.installed-$(sha1sum "$ROOT/pyproject.toml" | cut -c1-12)"
   if [ ! -f "$stamp" ]; then
     "$python" -m venv "$dir"
-    "$dir/bin/pip" install -q --disable-pip-version-check -e "$spec"
+    # the compiled hot path is built in place below, when its sources change
+    PROPYLON_NO_EXTENSIONS=1 "$dir/bin/pip" install -q --disable-pip-version-check -e "$spec"
     rm -f "$dir"/.installed-* && touch "$stamp"
   fi
 }
@@ -31,8 +32,45 @@ ensure_plugins() {
   fi
 }
 
+# ensure_extensions DIR: the hot path compiled by mypyc beside its sources (setup.py,
+# propylon/_extensions.py), again when a module of the package or the compiler changes (the
+# compiled code checks the types other modules declare). Takes a minute or more; a failed
+# build leaves the pure-Python modules in use, and scripts/test stops on it. The extensions
+# are touched: a source newer than them makes propylon import every compiled module from
+# source.
+ensure_extensions() {
+  local dir=$1
+  local stamp
+  stamp="$dir/.extensions-$(cd "$ROOT" && "$dir/bin/python" - <<'PY'
+import hashlib
+from pathlib import Path
+
+import mypy.version
+
+digest = hashlib.sha1(mypy.version.__version__.encode())
+for path in ["setup.py", *sorted(str(p) for p in Path("propylon").rglob("*.py"))]:
+    digest.update(path.encode() + Path(path).read_bytes())
+print(digest.hexdigest()[:12])
+PY
+)"
+  if [ ! -f "$stamp" ]; then
+    echo "building the compiled hot path (mypyc, a few minutes) ..." >&2
+    find "$ROOT/propylon" -name '*.so' -delete  # what a failed build leaves: none
+    (cd "$ROOT" && env -u PROPYLON_NO_EXTENSIONS "$dir/bin/python" setup.py -q build_ext \
+      --inplace >"$dir/extensions-build.log" 2>&1) || true
+    find "$ROOT/propylon" -name '*.so' -exec touch {} +
+    if env -u PROPYLON_NO_EXTENSIONS "$dir/bin/python" -c \
+        'import propylon, sys; sys.exit(not propylon.EXTENSIONS)'; then
+      rm -f "$dir"/.extensions-* && touch "$stamp"
+    else
+      echo "compiled hot path not built, see $dir/extensions-build.log" >&2
+    fi
+  fi
+}
+
 VENV="$ROOT/.venv"
 ensure_venv "$VENV" "${PYTHON:-python3}" "$ROOT[dev]"
 # the example plugin and the test-only one, which the tests use (docs/plugins.md)
 ensure_plugins "$VENV" "$ROOT/examples/plugins" "$ROOT/tests/plugins"
+ensure_extensions "$VENV"
 export PATH="$VENV/bin:$PATH"

@@ -82,7 +82,9 @@ def run_target(target: str, seconds: float, work: Path, corpus: Path | None = No
         "-rss_limit_mb=2048", "-max_len=16384", f"-artifact_prefix={crash_dir}/", *extra,
         str(corpus), str(seed_dir), str(crash_dir),
     ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PROPYLON_FUZZ_STATS": str(stats)}
+    # the pure-Python modules: atheris instruments bytecode, compiled ones would give no coverage
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PROPYLON_FUZZ_STATS": str(stats),
+           "PROPYLON_NO_EXTENSIONS": "1"}
     scratch = work / "cwd"  # relative paths a configuration names resolve in here
     scratch.mkdir(exist_ok=True)
     done = subprocess.run(command, cwd=scratch, env=env, capture_output=True, text=True,
