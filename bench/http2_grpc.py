@@ -71,7 +71,7 @@ class Procs:
 
 NGINX = """daemon off; worker_processes 1; pid {dir}/{name}.pid; error_log {dir}/{name}.err;
 events {{ worker_connections 4096; }}
-http {{ access_log off;
+http {{ access_log off; keepalive_requests 10000000;
   upstream up {{ server 127.0.0.1:{up}; keepalive 128; }}
   server {{ listen 127.0.0.1:{port} {http2}; {body} }} }}
 """
