@@ -85,7 +85,7 @@ def test_a_proxy_nacks_an_ir_it_cannot_read(cluster: Cluster, upstreams) -> None
                      upstream("svc", "shop", cluster.echo("svc")),
                      route("main", "shop", "/", "svc")]:
         plane.must_put(resource)
-    status, data = wait_until(lambda: (a := _poll(plane, schemas="1"))[0] == 200 and a,
+    _status, data = wait_until(lambda: (a := _poll(plane, schemas="1"))[0] == 200 and a,
                               what="the Gateway's IR")
     v1 = json.dumps(data, sort_keys=True, separators=(",", ":"))
     first = CURRENT.decode(v1)
