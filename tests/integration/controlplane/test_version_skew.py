@@ -85,8 +85,13 @@ def test_a_proxy_nacks_an_ir_it_cannot_read(cluster: Cluster, upstreams) -> None
                      upstream("svc", "shop", cluster.echo("svc")),
                      route("main", "shop", "/", "svc")]:
         plane.must_put(resource)
-    _status, data = wait_until(lambda: (a := _poll(plane, schemas="1"))[0] == 200 and a,
-                              what="the Gateway's IR")
+    def whole_ir() -> tuple[int, object] | None:
+        """The IR once it holds the Route: the control plane translates after each write, so a
+        poll right after the last PUT can still answer the IR of the first two resources."""
+        answer = _poll(plane, schemas="1")
+        ok = answer[0] == 200 and any(g["rules"] for g in answer[1]["gateways"])  # type: ignore[index]
+        return answer if ok else None
+    _status, data = wait_until(whole_ir, what="the Gateway's IR with its Route")
     v1 = json.dumps(data, sort_keys=True, separators=(",", ":"))
     first = CURRENT.decode(v1)
     changed = dataclasses.replace(first.gateways[0], trusted_proxies=("10.0.0.0/8",))
