@@ -32,7 +32,8 @@ _TAG_OF = {cls: tag for tag, cls in _ACTION_TAGS.items()}
 _OMIT_DEFAULT: dict[type, frozenset[str]] = {
     model.SnapshotIR: frozenset({"consumers"}),
     model.ListenerIR: frozenset({"path_normalization", "proxy_protocol", "http2"}),
-    model.UpstreamIR: frozenset({"proxy_protocol_version", "protocol"}),
+    model.UpstreamIR: frozenset({"proxy_protocol_version", "protocol", "dns", "failover",
+                                 "failover_threshold"}),
     model.ActiveHealthIR: frozenset({"service"}),
     model.GatewayIR: frozenset({"tracing"}),
 }

@@ -30,6 +30,25 @@ class EndpointIR:
 
 
 @dataclass(frozen=True, slots=True)
+class DnsIR:
+    """Resolve host names (A/AAAA) or an SRV name, re-resolved at the records' TTL or
+    ``refresh`` seconds, whichever is shorter (never under 1s), off the request path."""
+
+    refresh: float = 30.0
+    resolvers: tuple[str, ...] = ()  # "ip:port" / "[ip6]:port"; empty: the system's
+    family: str = "auto"  # auto | v4 | v6
+    srv: str | None = None  # "_service._proto.name": the endpoints, ports and weights
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointGroupIR:
+    """A failover group (priority 1, 2, ...); ``dns`` already holds what it inherits."""
+
+    endpoints: tuple[EndpointIR, ...] = ()
+    dns: DnsIR | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class HashOnIR:
     """What ``ring_hash`` hashes: ``kind`` is ``header``, ``cookie`` or ``client_ip``."""
 
@@ -97,6 +116,11 @@ class UpstreamIR:
     proxy_protocol_version: int = 0
     # HTTP1 | HTTP2 (h2 with ALPN over TLS, h2c in clear); left out of the JSON form at HTTP1
     protocol: str = "HTTP1"
+    # discovery of ``endpoints`` and failover groups; the three left out of the JSON form while
+    # they hold their defaults
+    dns: DnsIR | None = None
+    failover: tuple[EndpointGroupIR, ...] = ()
+    failover_threshold: float = 70.0  # percent of healthy endpoints a group needs to be whole
 
 
 @dataclass(frozen=True, slots=True)
