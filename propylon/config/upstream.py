@@ -1,11 +1,14 @@
-"""The Upstream model: endpoints, load balancing, timeouts, the connection pool and which
-other namespaces may forward to it (``allowedNamespaces``)."""
+"""The Upstream model: endpoints (fixed, or discovered through DNS), failover groups, load
+balancing, timeouts, the connection pool and which other namespaces may forward to it
+(``allowedNamespaces``)."""
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
 from propylon.config._types import (
     Duration,
@@ -17,6 +20,7 @@ from propylon.config._types import (
     exactly_one,
     invalid,
 )
+from propylon.schema import _check_hostname
 
 
 def _namespace_or_all(value: str) -> str:
@@ -31,6 +35,103 @@ class Endpoint(Model):
     address: str = Field(min_length=1)  # an IP address or a host name
     port: Port
     weight: Weight = 1
+
+
+def _check_resolver(value: str) -> str:
+    """``IP:PORT`` or ``[IPv6]:PORT``: a resolver is reached by address (it resolves names)."""
+    host, sep, port = value.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    try:
+        ip = ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        ip, number = None, 0
+    if not sep or ip is None or not 1 <= number <= 65535 or (ip.version == 6) != (
+            value.startswith("[")):
+        raise invalid("resolver", f'resolver "{value}" is not HOST:PORT (an IP address and a '
+                      'port, e.g. 10.96.0.10:53 or [fd00::10]:53)')
+    return f"[{ip}]:{number}" if ip.version == 6 else f"{ip}:{number}"
+
+
+_SRV_NAME = re.compile(r"_[a-z0-9-]+\._(tcp|udp|tls|sctp)\.(.+)", re.IGNORECASE)
+
+
+def _check_srv(value: str) -> str:
+    found = _SRV_NAME.fullmatch(value.rstrip("."))
+    if found is None:
+        raise invalid("srv", f'srv "{value}" is not an SRV name: use _service._proto.name, '
+                      'e.g. _http._tcp.shop.example.com')
+    _check_hostname(found.group(2))  # the domain part: a valid host name
+    return value.rstrip(".").lower()
+
+
+class Dns(Model):
+    """Resolve the group's host names (A/AAAA records, or an SRV name) off the request path,
+    again at the records' TTL or ``refresh``, whichever comes first (never under 1s)."""
+
+    refresh: Duration = 30.0
+    resolvers: list[Annotated[str, AfterValidator(_check_resolver)]] = Field(
+        default_factory=list)  # empty: the system's (/etc/resolv.conf)
+    family: Literal["auto", "v4", "v6"] = "auto"
+    srv: Annotated[str, AfterValidator(_check_srv)] | None = None
+
+    @model_validator(mode="after")
+    def _refresh_floor(self) -> Dns:
+        if self.refresh < 1.0:
+            raise invalid("dns_refresh", f"dns.refresh must be at least 1s (got {self.refresh}s)")
+        return self
+
+
+def _check_endpoints(endpoints: list[Endpoint], dns: Dns | None, where: str = "") -> None:
+    """``endpoints`` xor ``dns.srv``; with ``dns`` every address an IP or a host name."""
+    if dns is not None and dns.srv is not None:
+        if endpoints:
+            raise invalid("srv_with_endpoints", f"{where}dns.srv gives the endpoints: leave "
+                          f"{where}endpoints out (or drop srv to resolve their names)")
+        return
+    if not endpoints:
+        raise invalid("no_endpoints", f"{where}endpoints needs at least one endpoint (or "
+                      "dns.srv)")
+    if dns is None:
+        return
+    for endpoint in endpoints:
+        if not _is_ip(endpoint.address) and not _is_host_name(endpoint.address):
+            raise invalid("dns_address", f'{where}endpoints: "{endpoint.address}" is neither '
+                          "an IP address nor a host name dns can resolve")
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_host_name(value: str) -> bool:
+    try:
+        _check_hostname(value)
+    except ValueError:
+        return False
+    return not value.startswith("*.")
+
+
+class EndpointGroup(Model):
+    """A failover group: endpoints used when the groups before it are not healthy enough.
+    ``dns`` defaults to the Upstream's, without its ``srv``."""
+
+    dns: Dns | None = None  # before endpoints: their validator reads it
+    endpoints: list[Endpoint] = Field(default_factory=list, validate_default=True)
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints_or_srv(cls, endpoints: list[Endpoint], info: ValidationInfo
+                          ) -> list[Endpoint]:
+        dns = info.data.get("dns")
+        if dns is not None and dns.srv is not None:
+            _check_endpoints(endpoints, dns)
+        return endpoints
 
 
 class HashOn(Model):
@@ -128,7 +229,12 @@ class UpstreamProxyProtocol(Model):
 
 
 class UpstreamSpec(Model):
-    endpoints: list[Endpoint] = Field(min_length=1)
+    dns: Dns | None = None  # before endpoints: their validator reads it
+    endpoints: list[Endpoint] = Field(default_factory=list, validate_default=True)  # or dns.srv
+    # Priority groups after ``endpoints`` (priority 0), as Envoy's priority levels: group N+1
+    # takes the share of traffic that the groups before it are short of ``failoverThreshold``.
+    failover: list[EndpointGroup] = Field(default_factory=list)
+    failover_threshold: Annotated[float, Field(ge=0, le=100)] = 70.0
     load_balancer: LoadBalancer = Field(default_factory=LoadBalancer)
     connect_timeout: Duration = 5.0
     idle_timeout: Duration = 60.0
@@ -142,6 +248,22 @@ class UpstreamSpec(Model):
     # Namespaces whose Routes and RouteTables may forward (or mirror) to this Upstream, besides
     # its own: a grant, like a Gateway API ReferenceGrant. "*" grants every namespace.
     allowed_namespaces: list[NamespaceGrant] = Field(default_factory=list)
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints_or_srv(cls, endpoints: list[Endpoint], info: ValidationInfo
+                          ) -> list[Endpoint]:
+        if "dns" in info.data:  # else dns was refused, with its own error
+            _check_endpoints(endpoints, info.data["dns"])
+        return endpoints
+
+    @model_validator(mode="after")
+    def _failover_endpoints(self) -> UpstreamSpec:
+        inherited = self.dns.model_copy(update={"srv": None}) if self.dns else None
+        for index, group in enumerate(self.failover):
+            if group.dns is None or group.dns.srv is None:
+                _check_endpoints(group.endpoints, group.dns or inherited, f"failover[{index}].")
+        return self
 
     @model_validator(mode="after")
     def _http2_without_proxy_protocol(self) -> UpstreamSpec:

@@ -14,13 +14,18 @@ resource.
 
 from __future__ import annotations
 
+import dataclasses
+
 from propylon.config import Forward, Rule, Upstream
+from propylon.config.upstream import Dns, Endpoint
 from propylon.ir import (
     Action,
     ActiveHealthIR,
     BackendIR,
     CircuitBreakerIR,
     DirectResponseIR,
+    DnsIR,
+    EndpointGroupIR,
     EndpointIR,
     ForwardIR,
     HashOnIR,
@@ -120,7 +125,7 @@ def build_upstream(upstream: Upstream) -> UpstreamIR:
     spec = upstream.spec
     return UpstreamIR(
         key=upstream.key,
-        endpoints=tuple(EndpointIR(e.address, e.port, e.weight) for e in spec.endpoints),
+        endpoints=_endpoints(spec.endpoints),
         lb_policy=spec.load_balancer.policy,
         hash_on=_hash_on(upstream),
         connect_timeout=spec.connect_timeout,
@@ -142,7 +147,32 @@ def build_upstream(upstream: Upstream) -> UpstreamIR:
             spec.proxy_protocol.version if spec.proxy_protocol is not None else 0
         ),
         protocol=spec.protocol,
+        dns=_dns(spec.dns),
+        failover=tuple(
+            EndpointGroupIR(_endpoints(group.endpoints), _group_dns(group.dns, spec.dns))
+            for group in spec.failover
+        ),
+        failover_threshold=spec.failover_threshold,
     )
+
+
+def _endpoints(endpoints: list[Endpoint]) -> tuple[EndpointIR, ...]:
+    return tuple(EndpointIR(e.address, e.port, e.weight) for e in endpoints)
+
+
+def _dns(dns: Dns | None) -> DnsIR | None:
+    if dns is None:
+        return None
+    return DnsIR(dns.refresh, tuple(dns.resolvers), dns.family, dns.srv)
+
+
+def _group_dns(own: Dns | None, upstream: Dns | None) -> DnsIR | None:
+    """A failover group's dns: its own, else the Upstream's without ``srv`` (an SRV name
+    names the Upstream's own endpoints)."""
+    if own is not None:
+        return _dns(own)
+    inherited = _dns(upstream)
+    return dataclasses.replace(inherited, srv=None) if inherited is not None else None
 
 
 def _active_health(upstream: Upstream) -> ActiveHealthIR | None:
