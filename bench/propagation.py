@@ -1,27 +1,41 @@
 """Config propagation: time from an apply (a PUT to the control plane) until every proxy serves
 the change. Not a test. Run
-``python bench/propagation.py [--proxies 50] [--rounds 10] [--routes 1000]``.
+``python bench/propagation.py [--proxies 50] [--gateways 50] [--rounds 10] [--routes 1000]``.
 
-It starts a control plane (SQLite), one echo upstream, and one Gateway per proxy (one worker
-each), all selecting the namespace ``bench``; ``--routes`` Routes are applied first in one
+It starts a control plane (SQLite), one echo upstream, ``--gateways`` Gateways all selecting the
+namespace ``bench`` and ``--proxies`` proxies of one worker each, spread over the Gateways
+(default: one Gateway per proxy). ``--routes`` Routes are applied first in one
 ``POST /v1/apply``, so every change lands on a configuration of that size. Each round adds a
-Route with a new path prefix and polls every proxy until it answers 200 there, while a load
-thread keeps requesting an existing route on every proxy: any answer but 200 during the
-rounds is a failed request. Prints p50/p99/max of the time until the first and the last proxy
-serve it, the failed requests, and the machine's load. Every process is stopped by PID.
+Route with a new path prefix and waits until every proxy serves it:
+
+- a proxy alone on its Gateway's port is asked for the new path until it answers 200;
+- proxies sharing a Gateway share its port (SO_REUSEPORT, so a request cannot pick one): a
+  proxy serves the change once it reported the new version installed on its worker (ACK), as
+  the control plane's ``/metrics`` counts them (``proxies_current`` of the new version); one
+  request on the port checks the route then.
+
+A load thread keeps requesting an existing route on every Gateway's port: any answer but 200
+during the rounds is a failed request. Prints p50/p99/max of the time until the first and the
+last proxy serve it, the failed requests, the control plane's IR answers by form (delta or
+full snapshot), the CPU seconds the control plane and the proxies (with their workers) spent
+in the rounds, and the machine's load. Every process is stopped by PID.
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import itertools
 import os
+import re
 import statistics
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -45,8 +59,8 @@ def served(port: int, path: str) -> bool:
         return False
 
 
-def until_served(port: int, path: str, start: float) -> float:
-    while not served(port, path):
+def until(check: Callable[[], bool], start: float) -> float:
+    while not check():
         time.sleep(0.02)
     return time.perf_counter() - start
 
@@ -59,6 +73,8 @@ def percentile(values: list[float], q: float) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--proxies", type=int, default=20)
+    parser.add_argument("--gateways", type=int, default=0,
+                        help="Gateways the proxies are spread over (default: one per proxy).")
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--routes", type=int, default=0,
                         help="Routes applied before the rounds (the configuration's size).")
@@ -66,13 +82,13 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="propylon-bench-"))
     procs = Processes(tmp)
     try:
-        run(procs, tmp, args.proxies, args.rounds, args.routes)
+        run(procs, tmp, args.proxies, args.rounds, args.routes, args.gateways or args.proxies)
     finally:
         procs.stop_all()
 
 
 class Load:
-    """Requests ``path`` on every proxy in turn until stopped; counts answers other than 200."""
+    """Requests ``path`` on every port in turn until stopped; counts answers other than 200."""
 
     def __init__(self, ports: list[int], path: str) -> None:
         self.ports, self.path = ports, path
@@ -93,55 +109,149 @@ class Load:
         self.thread.join()
 
 
-def run(procs: Processes, tmp: Path, count: int, rounds: int, routes: int = 0) -> None:
+class ControlMetrics:
+    """The control plane's ``/metrics`` (no token): versions and current proxies per Gateway."""
+
+    _SERIES = re.compile(r'^propylon_control_(\w+)\{([^}]*)\} ([0-9.e+-]+)$', re.M)
+
+    def __init__(self, url: str) -> None:
+        self.url = url + "/metrics"
+
+    def read(self) -> dict[str, dict[tuple[str, ...], float]]:
+        with urllib.request.urlopen(self.url, timeout=5) as answer:
+            text = answer.read().decode()
+        found: dict[str, dict[tuple[str, ...], float]] = {}
+        for name, labels, value in self._SERIES.findall(text):
+            key = tuple(re.findall(r'="([^"]*)"', labels))
+            found.setdefault(name, {})[key] = float(value)
+        return found
+
+    def versions(self) -> dict[str, str]:
+        return {g: v for g, v in self.read().get("gateway_version_info", {})}
+
+    def current(self, gateway: str, version: str, proxies: int) -> bool:
+        """Whether all ``proxies`` of ``gateway`` run ``version``."""
+        metrics = self.read()
+        return ((gateway, version) in metrics.get("gateway_version_info", {})
+                and metrics.get("proxies_current", {}).get((gateway,), 0) >= proxies)
+
+    def answers(self) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for labels, value in self.read().get("ir_answers_total", {}).items():
+            totals[labels[-1]] = totals.get(labels[-1], 0) + value
+        return totals
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system time of ``pid`` and its living children (a proxy's workers)."""
+    total = 0.0
+    with contextlib.suppress(OSError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                total += cpu_seconds(int(child))
+    return total
+
+
+def run(procs: Processes, tmp: Path, count: int, rounds: int, routes: int = 0,
+        gateways: int = 0) -> None:
+    gateways = min(gateways or count, count)
     port, echo = free_port(), free_port()
     token_file = tmp / "token"
-    procs.start("control", "propylon", "control", "--listen", f"127.0.0.1:{port}", "--store",
-                f"sqlite:///{tmp / 'bench.db'}", "--token-file", str(token_file),
-                "--log-level", "warning")
+    control = procs.start("control", "propylon", "control", "--listen", f"127.0.0.1:{port}",
+                          "--store", f"sqlite:///{tmp / 'bench.db'}", "--token-file",
+                          str(token_file), "--log-level", "warning")
     procs.start("echo", "propylon.demo.echo_server", "--port", str(echo), "--name", "bench")
     url = f"http://127.0.0.1:{port}"
     wait_until(lambda: token_file.exists() and http("GET", url + "/v1/status")[0] == 401)
     token = token_file.read_text().strip()
+    metrics = ControlMetrics(url)
 
     def put(resource: dict[str, object]) -> None:
-        status, body = http("PUT", url + path_of(resource), resource, token)  # type: ignore[arg-type]
+        status, body = http("PUT", url + path_of(resource), resource, token)
         assert status in (200, 201), body
 
     put(upstream("echo", "bench", echo))
-    ports = [free_port() for _ in range(count)]
-    for i, gw in enumerate(ports):
-        put(gateway(f"g{i}", "bench", gw, ["bench"]))
-        procs.start(f"proxy{i}", "propylon", "proxy", "--control", url, "--gateway",
-                    f"bench/g{i}", "--token-file", str(token_file), "--cache-dir",
-                    str(tmp / "cache"), "--admin", "off", "--access-log", "off", "--workers", "1",
-                    "--log-level", "warning")
+    ports = [free_port() for _ in range(gateways)]
+    for g, gw in enumerate(ports):
+        put(gateway(f"g{g}", "bench", gw, ["bench"]))
+    members = [sum(1 for i in range(count) if i % gateways == g) for g in range(gateways)]
+    proxies = []
+    for i in range(count):
+        proxies.append(procs.start(
+            f"proxy{i}", "propylon", "proxy", "--control", url, "--gateway",
+            f"bench/g{i % gateways}", "--token-file", str(token_file), "--cache-dir",
+            str(tmp / f"cache{i}"), "--admin", "off", "--access-log", "off", "--workers", "1",
+            "--log-level", "warning"))
     if routes:
         many = [route(f"base{i}", "bench", f"/base{i}", "echo") for i in range(routes)]
         status, body = http("POST", url + "/v1/apply", {"resources": many}, token, timeout=600)
         assert status == 200, body
     put(route("r0", "bench", "/r0", "echo"))
-    wait_until(lambda: all(served(p, "/r0") for p in ports), timeout=600, what="warm-up")
-    print(f"warm: {count} proxies serve {routes + 1} routes", flush=True)
+    wait_until(lambda: all(served(p, "/r0") for p in ports), timeout=900, what="warm-up")
+    if gateways < count:
+        versions = wait_until(metrics.versions, what="versions")
+        wait_until(lambda: all(metrics.current(f"bench/g{g}", versions[f"bench/g{g}"],
+                                               members[g]) for g in range(gateways)),
+                   timeout=900, what="every proxy on the warm version")
+    print(f"warm: {count} proxies of {gateways} Gateway(s) serve {routes + 1} routes",
+          flush=True)
     first: list[float] = []
     last: list[float] = []
+    answers_before = metrics.answers()
+    cpu_before = {p.pid: cpu_seconds(p.pid) for p in [control, *proxies]}
     load = Load(ports, "/r0")
-    with concurrent.futures.ThreadPoolExecutor(count) as pool:
+    with concurrent.futures.ThreadPoolExecutor(max(count, 1)) as pool:
         for n in range(1, rounds + 1):
             start = time.perf_counter()
+            before = metrics.versions()
             put(route(f"r{n}", "bench", f"/r{n}", "echo"))
-            times = list(pool.map(lambda p: until_served(p, f"/r{n}", start), ports))  # noqa: B023
+            if gateways == count:
+                times = list(pool.map(
+                    lambda p: until(lambda: served(p, f"/r{n}"), start), ports))  # noqa: B023
+            else:
+                times = shared_round(metrics, before, members, start)
+                assert all(served(p, f"/r{n}") for p in ports), f"/r{n} not served"
             first.append(min(times))
             last.append(max(times))
     load.stop()
+    cpu = {pid: cpu_seconds(pid) - was for pid, was in cpu_before.items()}
     one, five, _ = os.getloadavg()
-    print(f"{count} proxies, {routes + 1}+ routes, {rounds} applies (ms); load average "
-          f"{one:.1f} / {five:.1f} on {os.cpu_count()} cores")
+    print(f"{count} proxies of {gateways} Gateway(s), {routes + 1}+ routes, {rounds} applies "
+          f"(ms); load average {one:.1f} / {five:.1f} on {os.cpu_count()} cores")
     for name, values in (("first proxy", first), ("all proxies", last)):
         print(f"  {name:12} p50 {percentile(values, 0.5) * 1e3:7.1f}  "
               f"p99 {percentile(values, 0.99) * 1e3:7.1f}  max {max(values) * 1e3:7.1f}  "
               f"mean {statistics.fmean(values) * 1e3:7.1f}")
     print(f"  requests during the rounds: {load.sent}, failed (not 200): {load.failed}")
+    answers = {form: n - answers_before.get(form, 0) for form, n in metrics.answers().items()}
+    print(f"  IR answers by form: {answers or 'not counted by this control plane'}")
+    proxy_cpu = sum(cpu[p.pid] for p in proxies)
+    print(f"  CPU seconds in the rounds: control plane {cpu[control.pid]:.1f}, proxies "
+          f"{proxy_cpu:.1f} ({proxy_cpu / max(count, 1) / rounds * 1e3:.0f} ms per proxy and "
+          f"change)")
+
+
+def shared_round(metrics: ControlMetrics, before: dict[str, str], members: list[int],
+                 start: float) -> list[float]:
+    """Seconds until the first and until every Gateway's proxies all run its new version."""
+    done: dict[str, float] = {}
+    first = 0.0
+    while len(done) < len(members):
+        read = metrics.read()
+        now = time.perf_counter() - start
+        served_by = read.get("proxies_current", {})
+        for key, version in read.get("gateway_version_info", {}):
+            if key in done or version == before.get(key):
+                continue
+            current = served_by.get((key,), 0)
+            if current and not first:
+                first = now
+            if current >= members[int(key.rsplit("g", 1)[1])]:
+                done[key] = now
+        time.sleep(0.02)
+    return [first or max(done.values()), max(done.values())]
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ Routes that need ``authorization: Bearer TOKEN`` (else 401):
   DELETE /v1/resources/{kind}/{namespace}/{name}    ?resourceVersion=N (409 if stale)
   POST   /v1/apply                                  a batch, all or nothing (docs/controlplane.md)
   GET    /v1/status                                 statuses and fleets
-  GET    /v1/gateways/{namespace}/{name}/ir         long-poll: ?after=VERSION&wait=S
+  GET    /v1/gateways/{namespace}/{name}/ir         long-poll: ?after=VERSION&wait=S (a delta
+                                                    for ?delta=SCHEMA: controlplane/ir_deltas.py)
   POST   /v1/gateways/{namespace}/{name}/reports    a proxy's ACK, NACK or HEALTH report
   GET    /v1/gateways/{namespace}/{name}/rollout    the Gateway's progressive rollout
   POST   /v1/gateways/{namespace}/{name}/rollout/{pause|resume|abort}   (409 if it does not
@@ -44,6 +45,7 @@ from propylon.controlplane.batch import (
     writes_of,
 )
 from propylon.controlplane.httpd import Reply, Request
+from propylon.controlplane.ir_deltas import BASE_HEADER, DELTA_CONTENT_TYPE, reads_deltas
 from propylon.controlplane.ir_forms import FORMS
 from propylon.controlplane.resources import (
     KIND_OF_PATH,
@@ -289,12 +291,21 @@ class ControlAPI:
         served = await self.state.wait_for(gateway, after, wait, proxy)
         if served is None:
             return Reply(304)
+        snapshot = served[0]
+        if running and reads_deltas(query.get("delta"), reads, snapshot):
+            delta = self.state.history.delta(gateway, running, snapshot)
+            if delta is not None:
+                self.state.metrics.answered(gateway, "delta")
+                return Reply(200, delta, DELTA_CONTENT_TYPE, headers=[
+                    ("x-propylon-version", snapshot.version), (BASE_HEADER, running)])
         try:
             text, version = FORMS.encode(*served, reads)
         except schema.SchemaError as exc:  # docs/controlplane.md, "Version skew"
             log.warning("proxy %s of %s cannot be served: %s", proxy, gateway, exc)
             return _error(406, str(exc))
-        return Reply(200, text.encode(), headers=[("x-propylon-version", version)])
+        self.state.metrics.answered(gateway, "full")
+        return Reply(200, self.state.history.text_bytes(text),
+                     headers=[("x-propylon-version", version)])
 
     async def report(self, gateway: str, body: bytes) -> Reply:
         if gateway not in self.state.snapshots:

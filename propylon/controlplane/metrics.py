@@ -10,6 +10,8 @@ Series (all ``propylon_control_``, documented in docs/controlplane.md):
   proxy_reports_total{gateway,result}      ACK / NACK reports received by this replica
   propagation_seconds{gateway}             histogram: a version's publication to each
                                            proxy's ACK of it
+  ir_answers_total{gateway,form}           IR polls answered with a ``delta`` or a ``full``
+                                           snapshot (``ir_deltas.py``)
   translations_total{result}, applies_total{result}, ready
 plus ``process_*`` and ``python_*``.
 
@@ -46,6 +48,7 @@ PROPAGATION_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 3
 TRANSLATION_RESULTS = ("success", "failure")
 APPLY_RESULTS = ("applied", "unchanged", "dry_run", "invalid", "conflict")
 REPORT_RESULTS = ("ACK", "NACK")
+ANSWER_FORMS = ("delta", "full")
 
 
 @dataclass
@@ -73,6 +76,9 @@ class ControlMetrics:
         self.propagation = Histogram(
             PREFIX + "propagation_seconds", "From publishing a version to a proxy's ACK.",
             ["gateway"], buckets=PROPAGATION_BUCKETS, registry=self.registry)
+        self.answers = Counter(PREFIX + "ir_answers", "IR polls answered, by form (delta "
+                               "or full snapshot).", ["gateway", "form"],
+                               registry=self.registry)
         self.translations = Counter(PREFIX + "translations", "Translations, by result.",
                                     ["result"], registry=self.registry)
         self.applies = Counter(PREFIX + "applies", "POST /v1/apply batches, by result.",
@@ -95,6 +101,8 @@ class ControlMetrics:
         self.versions.labels(gateway).inc()
         for result in REPORT_RESULTS:
             self.reports.labels(gateway, result)
+        for form in ANSWER_FORMS:
+            self.answers.labels(gateway, form)
         self.propagation.labels(gateway)
 
     def retain(self, gateways: Iterable[str]) -> None:
@@ -106,6 +114,8 @@ class ControlMetrics:
             self.propagation.remove(gateway)
             for result in REPORT_RESULTS:
                 self.reports.remove(gateway, result)
+            for form in ANSWER_FORMS:
+                self.answers.remove(gateway, form)
         self._running = {k: v for k, v in self._running.items() if k[0] in keep}
 
     def translated(self, ok: bool) -> None:
@@ -128,6 +138,10 @@ class ControlMetrics:
         if version == published.version and proxy in published.waiting:
             published.waiting.discard(proxy)
             self.propagation.labels(gateway).observe(now - published.at)
+
+    def answered(self, gateway: str, form: str) -> None:
+        if gateway in self._published:
+            self.answers.labels(gateway, form).inc()
 
     def applied(self, result: str) -> None:
         self.applies.labels(result).inc()

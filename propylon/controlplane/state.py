@@ -7,6 +7,9 @@ reports, from any replica. Long-polls wait on ``wait_for``; a new translation wa
 and so does a rollout that changes which version some proxy should run (``Rollouts``: a
 Gateway with ``spec.rollout`` gets a new version progressively; ``watch_rollouts`` drives them).
 A translation that fails keeps the previous snapshots (the last good state keeps serving).
+Each shard keeps the rule and status objects of the Gateway's previous shard where they are
+equal, and the last versions are kept (``ir_deltas.SnapshotHistory``), so a proxy running one
+of them is sent what changed.
 """
 
 from __future__ import annotations
@@ -20,11 +23,13 @@ from typing import Any
 
 from propylon import ir
 from propylon.config import Resource
+from propylon.controlplane.ir_deltas import SnapshotHistory
 from propylon.controlplane.metrics import ControlMetrics
 from propylon.controlplane.resources import StoredResource, load_stored
 from propylon.controlplane.rollout import RolloutSpec
 from propylon.controlplane.rollouts import Rollouts, Served, rollout_specs
 from propylon.controlplane.store import Store
+from propylon.ir.delta import reuse_unchanged
 from propylon.runtime.gc_pause import gc_paused
 from propylon.translate import translate
 
@@ -33,10 +38,31 @@ log = logging.getLogger("propylon.controlplane")
 CONNECTED_FOR = 50.0  # seconds since a proxy's last poll during which it counts as connected
 
 
-def shard(snapshot: ir.SnapshotIR, gateway: ir.GatewayIR) -> ir.SnapshotIR:
-    """The sealed snapshot one Gateway's proxies get: that Gateway and its statuses only."""
+def shard(snapshot: ir.SnapshotIR, gateway: ir.GatewayIR,
+          previous: ir.SnapshotIR | None = None) -> ir.SnapshotIR:
+    """The sealed snapshot one Gateway's proxies get: that Gateway and its statuses only,
+    sharing the objects of ``previous`` (that Gateway's last shard) where they are equal."""
     statuses = tuple(s for s in snapshot.statuses if gateway.key in s.gateways)
-    return ir.seal(ir.SnapshotIR(gateways=(gateway,), statuses=statuses))
+    unsealed = ir.SnapshotIR(gateways=(gateway,), statuses=statuses)
+    return ir.seal(reuse_unchanged(unsealed, previous))
+
+
+def shard_all(snapshot: ir.SnapshotIR, previous: dict[str, ir.SnapshotIR],
+              texts: dict[str, str]) -> tuple[dict[str, ir.SnapshotIR], dict[str, str]]:
+    """Every Gateway's shard and its text. An unchanged shard stays the previous object with
+    its text; a changed one is encoded right after sealing it (``ir.dumps`` then reuses the
+    text sealing made: later, another seal would have replaced it)."""
+    shards: dict[str, ir.SnapshotIR] = {}
+    out: dict[str, str] = {}
+    with gc_paused():
+        for gateway in snapshot.gateways:
+            was = previous.get(gateway.key)
+            sealed = shard(snapshot, gateway, was)
+            if was is not None and was.version == sealed.version:
+                shards[gateway.key], out[gateway.key] = was, texts[gateway.key]
+            else:
+                shards[gateway.key], out[gateway.key] = sealed, ir.dumps(sealed)
+    return shards, out
 
 
 def translate_items(
@@ -92,20 +118,19 @@ class ControlState:
     ready: bool = False
     metrics: ControlMetrics = field(default_factory=lambda: ControlMetrics(CONNECTED_FOR))
     rollouts: Rollouts = field(default_factory=Rollouts)
+    history: SnapshotHistory = field(default_factory=SnapshotHistory)
     _tick: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def refresh(self) -> None:
         items = await self.store.list_resources()
         snapshot, broken, specs = await asyncio.to_thread(translate_items, items)
-        shards = {g.key: shard(snapshot, g) for g in snapshot.gateways}
-        self.texts = {
-            key: self.texts[key] if key in self.snapshots
-            and self.snapshots[key].version == s.version else ir.dumps(s)
-            for key, s in shards.items()
-        }
+        shards, texts = await asyncio.to_thread(shard_all, snapshot, self.snapshots, self.texts)
         published = [(k, s.version) for k, s in shards.items()
                      if k not in self.snapshots or self.snapshots[k].version != s.version]
-        self.snapshots = shards
+        self.snapshots, self.texts = shards, texts
+        for key, _ in published:
+            self.history.keep(key, shards[key])
+        self.history.retain(shards)
         self.rollouts.update(self.latest(), specs, time.time())
         for key, version in published:
             self.metrics.published(key, version)

@@ -6,6 +6,14 @@ long-polls ``/v1/gateways/{ns}/{name}/ir?after=VERSION`` forever: a new snapshot
 (its Gateway and content hash), installed with ``Supervisor.install``, cached on ACK, and
 reported as ACK or NACK (a NACKed version is tried again after the backoff). A failed poll
 never stops serving; it is retried after a backoff with jitter (0.2 s doubling to 5 s).
+
+Deltas: the poll says the proxy applies them (``delta=SCHEMA``, its own IR schema) and which
+version it runs; the control plane may answer with what changed since that version
+(``x-propylon-delta-base`` names it, ``ir/delta.py`` is the form). The proxy rebuilds the
+snapshot on the objects it serves, seals it again and installs it only when that hash is the
+version the control plane named; a delta it cannot apply, or one that rebuilds anything else,
+is dropped and the next poll asks for the full snapshot (no ``delta``), so a delta can delay a
+change but never install a configuration the control plane did not send.
 ``report_health`` sends endpoint health and the requests and 5xx answers served under each IR
 version (what a progressive rollout judges) every ``health_interval`` seconds.
 
@@ -16,6 +24,7 @@ This is data-plane code: it speaks the distribution protocol over HTTP
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -28,15 +37,18 @@ from urllib.parse import quote, urlencode
 
 from propylon import ir
 from propylon.ir import schema
+from propylon.ir.delta import loads_delta
 from propylon.ir.schema import SchemaError
 from propylon.net import httpclient
 from propylon.observability.metrics import class_counts
 from propylon.proxy.ir_cache import IRCache
 from propylon.proxy.supervisor import ConfigRefused, Supervisor
+from propylon.runtime.gc_pause import gc_paused
 
 log = logging.getLogger("propylon.controlplane")
 
 POLL_WAIT = 30.0
+DELTA_BASE_HEADER = b"x-propylon-delta-base"  # on an answer that is a delta: its base version
 
 
 @dataclass
@@ -136,6 +148,7 @@ class Agent:
     health_interval: float = HEALTH_INTERVAL
     seen: str = ""  # the last version installed from the control plane
     traffic: VersionTraffic = field(default_factory=VersionTraffic)
+    deltas: bool = True  # ask for deltas (turned off for one poll after a delta failed)
 
     @property
     def _headers(self) -> dict[str, str]:
@@ -193,9 +206,12 @@ class Agent:
     async def poll_once(self, supervisor: Supervisor) -> float | None:
         """One long-poll; None to poll again at once, else seconds to wait (0: backoff)."""
         running = supervisor.snapshot.version if supervisor.snapshot else ""
-        query = urlencode({"after": self.seen or running, "wait": self.wait,
-                           "proxy": self.proxy_id, "version": running,
-                           "schemas": ",".join(map(str, schema.CURRENT.supported()))})
+        fields = {"after": self.seen or running, "wait": self.wait, "proxy": self.proxy_id,
+                  "version": running, "schemas": ",".join(map(str, schema.CURRENT.supported()))}
+        if self.deltas and running:
+            fields["delta"] = schema.CURRENT.native
+        self.deltas = True
+        query = urlencode(fields)
         url = f"{self.control}/v1/gateways/{quote(self.gateway)}/ir?{query}"
         try:
             answer = await httpclient.request("GET", url, headers=self._headers,
@@ -209,6 +225,9 @@ class Agent:
         if answer.status != 200:
             log.warning("control plane answered %d: %s", answer.status, answer.body[:200])
             return 0
+        base = answer.header(DELTA_BASE_HEADER)
+        if base is not None:
+            return await self._apply_delta(supervisor, answer, base.decode(errors="replace"))
         try:
             snapshot = schema.CURRENT.decode(answer.body)
         except SchemaError as exc:  # readable JSON this proxy must not serve: say why
@@ -219,10 +238,47 @@ class Agent:
         except (ValueError, KeyError, TypeError) as exc:
             log.error("undecodable IR from the control plane: %s", exc)
             return 0
-        return None if await self.apply(supervisor, snapshot, answer.body) else 0
+        if not await self.apply(supervisor, snapshot, answer.body):
+            return 0
+        # the next delta is checked by sealing what it rebuilds: encode the rules once now
+        # (off the loop), so that sealing encodes only what the delta changed
+        await asyncio.to_thread(ir.content_hash, snapshot)
+        return None
+
+    async def _apply_delta(self, supervisor: Supervisor, answer: httpclient.Response,
+                           base: str) -> float | None:
+        version = (answer.header(b"x-propylon-version") or b"").decode(errors="replace")
+        built = self.rebuild(supervisor.snapshot, answer.body, base, version)
+        if built is None:
+            self.deltas = False
+            return None
+        snapshot, text = built
+        return None if await self.apply(supervisor, snapshot, text) else 0
+
+    def rebuild(self, held: ir.SnapshotIR | None, body: bytes, base: str, version: str
+                ) -> tuple[ir.SnapshotIR, str] | None:
+        """The snapshot a delta against ``base`` makes of ``held``, sealed, with its text;
+        None (and why, in the log) unless it is exactly ``version``."""
+        if held is None or held.version != base:
+            log.warning("delta against %s while serving %s; fetching the full IR", base,
+                        held.version if held else "nothing")
+            return None
+        try:
+            with gc_paused():
+                rebuilt = loads_delta(body, held)
+                sealed = ir.seal(dataclasses.replace(rebuilt, version=""))
+                text = ir.dumps(sealed)
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+            log.warning("undecodable delta to %s: %r; fetching the full IR", version, exc)
+            return None
+        if not version or sealed.version != version or rebuilt.version != version \
+                or sealed.schema != schema.CURRENT.native:
+            log.warning("delta to %s rebuilt %s; fetching the full IR", version, sealed.version)
+            return None
+        return sealed, text
 
     async def apply(self, supervisor: Supervisor, snapshot: ir.SnapshotIR,
-                    text: bytes | None = None) -> bool:
+                    text: str | bytes | None = None) -> bool:
         """Install and report; False on NACK. A refused version is not remembered as seen,
         so it is fetched and tried again after the backoff (the refusal may be transient,
         a worker that died mid-install for instance)."""

@@ -1,0 +1,159 @@
+"""Deltas from the control plane to proxies (``controlplane/ir_deltas.py``, the agent's
+``rebuild``): made once per base and version, applied only when they rebuild the very version
+named, refused (so the full snapshot is fetched) otherwise."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from propylon import ir
+from propylon.controlplane.ir_deltas import SnapshotHistory, reads_deltas
+from propylon.ir import schema
+from propylon.proxy.agent import Agent
+from propylon.proxy.ir_cache import IRCache
+
+NATIVE = schema.CURRENT.native
+GATEWAY = "a/edge"
+Data = dict[str, Any]
+Versions = tuple[ir.SnapshotIR, ir.SnapshotIR]
+
+
+def _rule(i: int) -> ir.RuleIR:
+    return ir.RuleIR(f"route:a/r{i}:0", f"Route a/r{i}", None, (),
+                     (ir.MatchIR(ir.PathMatchIR("prefix", f"/r{i}")),),
+                     ir.ForwardIR((ir.BackendIR("a/u", 1),)))
+
+
+def _version(rules: tuple[ir.RuleIR, ...]) -> ir.SnapshotIR:
+    gateway = ir.GatewayIR(GATEWAY, (ir.ListenerIR("web", 8080),), rules,
+                           (ir.UpstreamIR("a/u", (ir.EndpointIR("127.0.0.1", 80),)),))
+    statuses = tuple(ir.StatusIR("Route", f"a/r{i}", "Accepted", gateways=(GATEWAY,))
+                     for i in range(len(rules)))
+    return ir.seal(ir.SnapshotIR(gateways=(gateway,), statuses=statuses))
+
+
+@pytest.fixture
+def versions() -> Versions:
+    """A version of 20 rules and the next one, one rule added, the rest the same objects."""
+    rules = tuple(_rule(i) for i in range(20))
+    base = _version(rules)
+    new = _version((*base.gateways[0].rules, _rule(20)))
+    new = dataclasses.replace(new, statuses=(*base.statuses, new.statuses[-1]))
+    return base, ir.seal(dataclasses.replace(new, version=""))
+
+
+@pytest.fixture
+def agent(tmp_path: Path) -> Agent:
+    return Agent("http://127.0.0.1:1", GATEWAY, "token", IRCache(tmp_path, GATEWAY))
+
+
+def _held(snapshot: ir.SnapshotIR) -> ir.SnapshotIR:
+    """The proxy's own copy, decoded from the text (no object shared with the control plane)."""
+    return schema.CURRENT.decode(ir.dumps(snapshot))
+
+
+def test_a_delta_rebuilds_the_version_on_the_proxys_objects(versions: Versions,
+                                                            agent: Agent) -> None:
+    base, new = versions
+    history = SnapshotHistory()
+    history.keep(GATEWAY, base)
+    history.keep(GATEWAY, new)
+    body = history.delta(GATEWAY, base.version, new)
+    assert body is not None and len(body) < len(ir.dumps(new)) / 2
+    held = _held(base)
+    built = agent.rebuild(held, body, base.version, new.version)
+    assert built is not None
+    snapshot, text = built
+    assert snapshot == new and snapshot.version == new.version
+    assert text == ir.dumps(new)
+    assert snapshot.gateways[0].rules[5] is held.gateways[0].rules[5]
+
+
+def test_a_delta_is_encoded_once_for_every_proxy(versions: Versions) -> None:
+    base, new = versions
+    history = SnapshotHistory()
+    history.keep(GATEWAY, base)
+    assert history.delta(GATEWAY, base.version, new) is history.delta(GATEWAY, base.version,
+                                                                       new)
+
+
+def test_no_delta_from_a_version_not_held(versions: Versions) -> None:
+    base, new = versions
+    history = SnapshotHistory(kept=2)
+    assert history.delta(GATEWAY, base.version, new) is None
+    history.keep(GATEWAY, base)
+    for i in range(2):
+        history.keep(GATEWAY, _version(tuple(_rule(j) for j in range(i + 1))))
+    assert history.previous(GATEWAY, base.version) is None  # the oldest is forgotten
+    assert history.delta(GATEWAY, base.version, new) is None
+    history.retain([])
+    assert history.previous(GATEWAY, new.version) is None
+
+
+def _tampered(body: bytes, change: Callable[[Data], None]) -> bytes:
+    data = json.loads(body)
+    change(data["snapshot"])
+    return json.dumps(data).encode()
+
+
+def _swap_two_rules(data: Data) -> None:
+    rules = data["gateways"][0]["rules"]
+    rules[0], rules[1] = rules[1], rules[0]
+
+
+def _edit_new_rule(data: Data) -> None:
+    data["gateways"][0]["rules"][-1]["matches"][0]["path"]["value"] = "/elsewhere"
+
+
+def _index_out_of_range(data: Data) -> None:
+    data["gateways"][0]["rules"][0] = 999
+
+
+@pytest.mark.parametrize("change", [
+    pytest.param(_swap_two_rules, id="rules-reordered"),
+    pytest.param(_edit_new_rule, id="changed-rule"),
+    pytest.param(_index_out_of_range, id="index-out-of-range"),
+])
+def test_a_delta_that_rebuilds_anything_else_is_refused(versions: Versions, agent: Agent,
+                                                        change: Callable[[Data], None]) -> None:
+    base, new = versions
+    history = SnapshotHistory()
+    history.keep(GATEWAY, base)
+    body = history.delta(GATEWAY, base.version, new)
+    assert body is not None
+    assert agent.rebuild(_held(base), _tampered(body, change), base.version,
+                         new.version) is None
+
+
+def test_a_delta_against_another_version_or_unreadable_is_refused(versions: Versions,
+                                                                  agent: Agent) -> None:
+    base, new = versions
+    history = SnapshotHistory()
+    history.keep(GATEWAY, base)
+    body = history.delta(GATEWAY, base.version, new)
+    assert body is not None
+    other = _version((_rule(7),))
+    assert agent.rebuild(_held(other), body, base.version, new.version) is None
+    assert agent.rebuild(_held(other), body, other.version, new.version) is None  # mismatch
+    assert agent.rebuild(None, body, base.version, new.version) is None
+    assert agent.rebuild(_held(base), b"{not json", base.version, new.version) is None
+    assert agent.rebuild(_held(base), body, base.version, "0" * 16) is None  # named another
+
+
+@pytest.mark.parametrize(("delta", "reads", "snapshot_schema", "expected"), [
+    pytest.param(str(NATIVE), (NATIVE,), NATIVE, True, id="same-schema"),
+    pytest.param(None, (NATIVE,), NATIVE, False, id="proxy-without-deltas"),
+    pytest.param(str(NATIVE + 1), (NATIVE, NATIVE + 1), NATIVE, False, id="newer-proxy"),
+    pytest.param(str(NATIVE), (NATIVE,), NATIVE + 1, False, id="snapshot-in-another-schema"),
+    pytest.param(str(NATIVE), (NATIVE + 7,), NATIVE, False, id="no-schema-in-common"),
+])
+def test_who_gets_deltas(delta: str | None, reads: tuple[int, ...], snapshot_schema: int,
+                         expected: bool) -> None:
+    snapshot = ir.SnapshotIR(gateways=(), statuses=(), schema=snapshot_schema)
+    assert reads_deltas(delta, reads, snapshot) is expected
