@@ -111,6 +111,10 @@ async def metrics_exposition(supervisor: Supervisor, accept: str) -> tuple[bytes
         *snapshot_families(snapshot), *supervisor_families(supervisor),
         *certificate_families(supervisor.snapshot), *process_families(processes),
     ]
+    if supervisor.resolver is not None:  # dnspython loads only when a configuration uses it
+        from propylon.proxy.resolver import dns_families
+
+        families += dns_families(supervisor.resolver)
     return render(families, accept)
 
 

@@ -14,6 +14,7 @@ connection of their own (``Connection: close``), the Upstream's SNI and CA as it
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import ssl
@@ -24,6 +25,7 @@ from propylon.net import grpc_health
 from propylon.net.httpclient import HttpClient, HttpError
 from propylon.net.tls import client_context
 from propylon.proxy.proxy_protocol import build_proxy_header
+from propylon.runtime import discovery
 
 log = logging.getLogger("propylon.health")
 
@@ -37,16 +39,24 @@ class HealthChecker:
         self._probes: dict[Key, tuple[ir.UpstreamIR, asyncio.Task[None]]] = {}
         self._contexts: dict[tuple[ir.UpstreamTLSIR, bool], ssl.SSLContext] = {}
 
-    def update(self, snapshot: ir.SnapshotIR) -> None:
-        """Probe exactly the endpoints of ``snapshot``'s actively checked upstreams."""
+    def update(self, snapshot: ir.SnapshotIR, answers: discovery.Answers | None = None
+               ) -> None:
+        """Probe exactly the endpoints of ``snapshot``'s actively checked upstreams: every
+        failover group's, and the addresses DNS gave (``answers``) for names under ``dns``."""
         wanted: dict[Key, tuple[ir.UpstreamIR, ir.EndpointIR]] = {}
         for gateway in snapshot.gateways:
             for upstream in gateway.upstreams:
                 if upstream.active_health is None:
                     continue
-                for endpoint in upstream.endpoints:
+                for found in discovery.all_endpoints(upstream, answers or {}):
+                    endpoint, probed = found.endpoint, upstream
+                    tls = upstream.tls
+                    if tls is not None and tls.sni is None and found.name is not None:
+                        # TLS verified against the name the address was resolved from
+                        probed = dataclasses.replace(
+                            upstream, tls=dataclasses.replace(tls, sni=found.name))
                     wanted[(upstream.key, f"{endpoint.address}:{endpoint.port}")] = (
-                        upstream, endpoint)
+                        probed, endpoint)
         for key in list(self._probes):
             old, task = self._probes[key]
             if key not in wanted or wanted[key][0] != old:

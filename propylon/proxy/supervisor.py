@@ -12,6 +12,11 @@ builds them from files and watches those (``propylon.standalone.FileSource``), t
 polls the control plane (``propylon.proxy.agent``). The supervisor reads no configuration
 file, model or store.
 
+DNS discovery runs here too, once per proxy like the active health checks
+(``proxy/resolver.py``, only when an Upstream has ``dns``): an install waits (briefly) for
+new names' first answers, and the workers get every answer before the configuration and
+each change after it.
+
 The supervisor owns the listening sockets (``listen_sockets.py``) and lends each worker its
 slot's socket before an install needs it, so a worker's exit, a replaced worker and a binary
 upgrade (SIGUSR2, ``upgrade.py``) never close a socket with connections waiting on it.
@@ -31,7 +36,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 from multiprocessing.reduction import send_handle
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from propylon import ir
 from propylon.filters._buckets import segment_path
@@ -44,6 +49,10 @@ from propylon.proxy.worker import DELTA_REFUSED, worker_main
 from propylon.runtime.chain_memo import ChainMemo
 from propylon.runtime.compile import Services, compile_snapshot
 from propylon.runtime.gc_pause import gc_paused
+
+if TYPE_CHECKING:
+    from propylon.proxy.resolver import Resolver
+    from propylon.runtime.discovery import Answer, Answers, DnsQuery
 
 log = logging.getLogger("propylon")
 
@@ -171,6 +180,7 @@ class Supervisor:
     warnings: list[str] = field(default_factory=list)
     stopping: bool = False
     health: HealthChecker | None = None
+    resolver: Resolver | None = None  # DNS discovery, made when a configuration needs it
     installed_at: float = 0.0  # when the served version was installed (Unix time)
     # the filter chains ``check`` built last, kept for the rules a reload leaves unchanged
     _checked_chains: ChainMemo = field(default_factory=ChainMemo, repr=False)
@@ -228,11 +238,14 @@ class Supervisor:
             self.sockets.ensure(keys)
         except OSError as exc:
             raise ConfigRefused(str(exc)) from exc
+        await self._resolve(snapshot)
         try:
             await self._install_all(snapshot, previous=self.snapshot)
         except BaseException as exc:
             kept = listener_keys(self.snapshot) if self.snapshot else set()
             self._release(keys - kept, keep_inherited=True)
+            if self.resolver is not None:
+                self.resolver.retain([self.snapshot])
             if isinstance(exc, TimeoutError):
                 raise ConfigRefused("a worker did not answer in time") from exc
             raise
@@ -240,9 +253,11 @@ class Supervisor:
         self.snapshot = snapshot
         self.installed_at = time.time()
         self.warnings = list(warnings)
+        if self.resolver is not None:
+            self.resolver.retain([snapshot])
         if self.health is None:
             self.health = HealthChecker(self._broadcast_health)
-        self.health.update(snapshot)
+        self.health.update(snapshot, self._answers())
         for warning in warnings:
             log.warning("%s", warning)
         log.info("configuration %s installed on %d worker(s)", snapshot.version,
@@ -287,6 +302,9 @@ class Supervisor:
             handle.lend(self.sockets, keys)
         except OSError as exc:
             raise ConfigRefused(f"worker unreachable: {exc}") from exc
+        if self.resolver is not None and self.resolver.answers:
+            # before the configuration, so that it compiles with its addresses
+            handle.tell(("dns", list(self.resolver.answers.items())))
         answer: tuple[Any, ...] = ("nack", "", DELTA_REFUSED)
         base = shipment.base
         if base is not None and handle.version == base.version:
@@ -301,6 +319,29 @@ class Supervisor:
         if self.health is not None and self.health.verdicts:
             # a worker learns every verdict so far (it may be new, or restarted)
             handle.tell(("health", [(*key, ok) for key, ok in self.health.verdicts.items()]))
+
+    # -- DNS discovery ---------------------------------------------------------------------
+    async def _resolve(self, snapshot: ir.SnapshotIR) -> None:
+        """Resolve the names ``snapshot``'s Upstreams need before the workers get it."""
+        if self.resolver is None:
+            if not any(u.dns is not None or any(g.dns is not None for g in u.failover)
+                       for gateway in snapshot.gateways for u in gateway.upstreams):
+                return
+            from propylon.proxy.resolver import Resolver  # dnspython loads only when used
+
+            self.resolver = Resolver(self._broadcast_dns)
+        await self.resolver.update(snapshot)
+
+    def _answers(self) -> Answers:
+        return self.resolver.answers if self.resolver is not None else {}
+
+    def _broadcast_dns(self, query: DnsQuery, answer: Answer) -> None:
+        """A name's addresses changed: every worker rebuilds the clusters that use it, the
+        health checker probes the new addresses."""
+        for handle in self.handles:
+            handle.tell(("dns", [(query, answer)]))
+        if self.health is not None and self.snapshot is not None:
+            self.health.update(self.snapshot, self._answers())
 
     def _broadcast_health(self, upstream: str, endpoint: str, healthy: bool) -> None:
         for handle in self.handles:
@@ -362,6 +403,8 @@ class Supervisor:
         self.stopping = True
         if self.health is not None:
             self.health.stop()
+        if self.resolver is not None:
+            self.resolver.stop()
         for handle in self.handles:
             handle.tell(("drain", self.drain_timeout))
         # Closed now, not after the drain: new connections are refused at once (a successor

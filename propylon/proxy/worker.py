@@ -10,6 +10,8 @@ request id (None for messages that need no answer); answers carry the id they an
   DELTA_REFUSED)`` and is sent the whole IR;
 - ``("install", ir_json)`` -> compile and swap in; answers ``("ack", version)`` or
   ``("nack", version, error)`` (the previous configuration keeps serving);
+- ``("dns", [(query, answer), ...])``: DNS answers (``runtime/discovery.py``) for the
+  clusters whose endpoints are names; sent before an install and whenever one changes;
 - ``("stats",)`` -> answers ``("stats", metrics_snapshot)``;
 - ``("drain", grace_seconds)`` -> stop accepting, finish in-flight requests, exit.
 """
@@ -42,8 +44,9 @@ from propylon.proxy.h1.server import ServerConnection
 from propylon.proxy.pool import PoolRegistry
 from propylon.proxy.tls import ServerTLS
 from propylon.proxy.worker_state import ListenerState, WorkerState
-from propylon.runtime.compile import Services, compile_snapshot
+from propylon.runtime.compile import Services, compile_snapshot, refresh_cluster
 from propylon.runtime.compiled import Cluster, Runtime
+from propylon.runtime.discovery import Answer, DnsQuery
 from propylon.runtime.gc_pause import gc_paused
 
 log = logging.getLogger("propylon.worker")
@@ -104,13 +107,13 @@ class Worker:
             listener.acceptor.start()
         self.runtime = runtime
         self.snapshot = snapshot
+        self._retain_pools()
+
+    def _retain_pools(self) -> None:
+        """Close the pools no endpoint of the runtime uses (their busy connections finish)."""
+        used = {id(ep.pool) for cluster in self.clusters() for ep in cluster.endpoints}
         self.pools.retain_only(
-            {key for key, pool in self.pools.pools.items()
-             if any(ep.pool is pool
-                    for gw in runtime.gateways.values()
-                    for cluster in gw.clusters.values()
-                    for ep in cluster.endpoints)}
-        )
+            {key for key, pool in self.pools.pools.items() if id(pool) in used})
 
     def _server_tls(self, spec: ListenerTLSIR, http2: bool) -> ServerTLS:
         """Reuse the contexts of an unchanged TLS configuration (no reload, no file reads)."""
@@ -158,6 +161,18 @@ class Worker:
         for cluster in self.clusters():
             if cluster.key in changed:
                 cluster.rebalance(now)
+
+    def apply_answers(self, answers: list[tuple[DnsQuery, Answer]]) -> None:
+        """DNS answers from the supervisor: rebuild the clusters whose names changed."""
+        held = self.services.answers
+        changed = {query for query, answer in answers if held.get(query) != answer}
+        held.update(answers)
+        if not changed:
+            return
+        for cluster in self.clusters():
+            if cluster.queries & changed:
+                refresh_cluster(cluster, self.services)
+        self._retain_pools()
 
     def stats(self) -> dict[str, Any]:
         """Counters plus each endpoint's health as this worker sees it."""
@@ -312,6 +327,8 @@ class WorkerChannel:
             self._send(request_id, ("stats", self.worker.stats()))
         elif kind == "health":
             self.worker.apply_verdicts(message[1])
+        elif kind == "dns":
+            self.worker.apply_answers(message[1])
         elif kind == "unlisten":
             self.worker.lend((message[1], message[2]), None)
         elif kind == "drain":

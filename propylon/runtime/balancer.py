@@ -26,6 +26,12 @@ Policies (``make_balancer``):
   ``address:port``, never its position, so removing one endpoint moves only its own keys.
   ``hash_key=None`` falls back to a weighted random pick. ``hash_on`` says how the caller
   derives the key from a request; the balancer only keeps it (``RingHash.hash_on``).
+
+Failover (``PriorityBalancer``): the balancers of several priority groups, each given a
+per-mille load (``runtime/priority.py``). It is made only while more than one group takes
+traffic; an Upstream served by one group picks from that group's balancer directly. Without a
+hash key a group is chosen in smooth weighted order (exact shares over each cycle); with one,
+by the key's ``crc32`` over the loads, so a key stays in its group while the loads hold.
 """
 
 from __future__ import annotations
@@ -294,6 +300,27 @@ def _endpoint_key(e: Any) -> str:
     if address is None or port is None:
         raise TypeError("ring_hash endpoints need a str 'key' or 'label', or 'address' and 'port'")
     return f"{address}:{port}"
+
+
+class PriorityBalancer(Generic[E]):
+    """Spill between priority groups: one group per pick, by load, then its own balancer."""
+
+    __slots__ = ("_balancers", "_choose", "_cum", "_hi", "_total")
+
+    def __init__(self, balancers: Sequence[Balancer[E]], loads: Sequence[int]) -> None:
+        if len(balancers) != len(loads) or not loads or min(loads) <= 0:
+            raise ValueError("one positive load per balancer")
+        self._balancers = tuple(balancers)
+        self._choose = _smooth_picker(self._balancers, loads)
+        self._cum = list(itertools.accumulate(loads))
+        self._total = self._cum[-1]
+        self._hi = len(self._cum) - 1
+
+    def pick(self, hash_key: str | None) -> E | None:
+        if hash_key is None:
+            return self._choose().pick(None)
+        point = zlib.crc32(hash_key.encode()) % self._total
+        return self._balancers[bisect.bisect_right(self._cum, point, 0, self._hi)].pick(hash_key)
 
 
 # --- construction -------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import ipaddress
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from propylon.ir import (
 )
 from propylon.observability.metrics import MetricsRegistry
 from propylon.policies.plugins import policy_types
+from propylon.runtime import discovery
 from propylon.runtime.balancer import WeightedChoice, make_balancer
 from propylon.runtime.chain_memo import ChainMemo
 from propylon.runtime.compiled import (
@@ -41,7 +43,7 @@ from propylon.runtime.compiled import (
 )
 from propylon.runtime.gc_pause import gc_paused
 from propylon.runtime.health import EjectionPolicy, HealthRegistry
-from propylon.runtime.pools import PoolFactory, ScratchPools
+from propylon.runtime.pools import EndpointPool, PoolFactory, ScratchPools
 from propylon.runtime.retry import RetryPolicy
 from propylon.runtime.router import Router, RouterEntry
 
@@ -68,6 +70,8 @@ class Services:
     export_traces: bool = True
     # the chains of the last compilation, reused for unchanged rules (chain_memo.py)
     chains: ChainMemo = field(default_factory=ChainMemo)
+    # the DNS answers the supervisor's resolver sent (runtime/discovery.py)
+    answers: dict[discovery.DnsQuery, discovery.Answer] = field(default_factory=dict)
 
     @classmethod
     def scratch(cls, loop: asyncio.AbstractEventLoop) -> Services:
@@ -139,27 +143,12 @@ def _labels(rule: RuleIR, index: int) -> tuple[str, str]:
 
 
 def compile_cluster(gateway: str, upstream: UpstreamIR, services: Services) -> Cluster:
-    endpoints = []
-    for ep in upstream.endpoints:
-        try:
-            pool = services.pools.get(
-                ep.address, ep.port, upstream.tls, upstream.proxy_protocol_version,
-                http2=upstream.protocol == "HTTP2")
-        except ValueError as exc:  # its TLS files cannot be loaded
-            raise CompileError(f"Upstream {upstream.key}: {exc}") from exc
-        pool.configure(
-            upstream.max_connections_per_endpoint,
-            upstream.max_idle_per_endpoint,
-            upstream.connect_timeout,
-            upstream.idle_timeout,
-        )
-        health = services.health.get(upstream.key, f"{ep.address}:{ep.port}")
-        endpoints.append(ClusterEndpoint(pool, ep.weight, health))
+    groups = cluster_endpoints(upstream, services, {})
     hash_on = upstream.hash_on if upstream.lb_policy == "ring_hash" else None
     passive = upstream.passive_health
-    return Cluster(
+    cluster = Cluster(
         upstream.key,
-        endpoints,
+        [e for group in groups for e in group],
         functools.partial(make_balancer, upstream.lb_policy, hash_on=upstream.hash_on),
         hash_on.kind if hash_on else None,
         hash_on.name.lower() if hash_on else "",
@@ -170,7 +159,55 @@ def compile_cluster(gateway: str, upstream: UpstreamIR, services: Services) -> C
             passive.max_ejection_time, passive.max_ejection_percent,
         ) if passive is not None else None,
         breaker=upstream.circuit_breaker,
+        groups=groups if upstream.failover else None,
+        failover_threshold=upstream.failover_threshold,
     )
+    needs = discovery.queries(upstream)
+    if needs:
+        cluster.source, cluster.queries = upstream, needs
+    return cluster
+
+
+def refresh_cluster(cluster: Cluster, services: Services) -> None:
+    """New DNS answers: the cluster's endpoints again from its IR, keeping the endpoint
+    objects (their load counts, their pools' connections) of addresses that remain."""
+    assert cluster.source is not None
+    kept = {(e.pool, e.weight): e for e in cluster.endpoints}
+    cluster.set_endpoints(cluster_endpoints(cluster.source, services, kept))
+
+
+def cluster_endpoints(
+    upstream: UpstreamIR, services: Services,
+    kept: dict[tuple[EndpointPool, int], ClusterEndpoint],
+) -> list[list[ClusterEndpoint]]:
+    """Each priority group's endpoints, with the DNS answers ``services`` holds."""
+    http2 = upstream.protocol == "HTTP2"
+    groups = []
+    for group in discovery.endpoint_groups(upstream, services.answers):
+        endpoints = []
+        for found in group:
+            ep = found.endpoint
+            tls = upstream.tls
+            if tls is not None and tls.sni is None and found.name is not None:
+                tls = dataclasses.replace(tls, sni=found.name)  # verify the name, not the IP
+            try:
+                pool = services.pools.get(
+                    ep.address, ep.port, tls, upstream.proxy_protocol_version, http2=http2)
+            except ValueError as exc:  # its TLS files cannot be loaded
+                raise CompileError(f"Upstream {upstream.key}: {exc}") from exc
+            pool.configure(
+                upstream.max_connections_per_endpoint,
+                upstream.max_idle_per_endpoint,
+                upstream.connect_timeout,
+                upstream.idle_timeout,
+            )
+            endpoint = kept.get((pool, ep.weight))
+            if endpoint is None:
+                health = services.health.get(upstream.key, f"{ep.address}:{ep.port}")
+                endpoint = ClusterEndpoint(pool, ep.weight, health)
+            endpoints.append(endpoint)
+        groups.append(endpoints)
+    return groups
 
 
 def compile_tracing(gateway: str, spec: TracingIR | None, services: Services) -> Filter | None:

@@ -14,14 +14,17 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from propylon.ir import CircuitBreakerIR, ListenerIR, RedirectIR
+from propylon.ir import CircuitBreakerIR, ListenerIR, RedirectIR, UpstreamIR
+from propylon.runtime.balancer import PriorityBalancer
 from propylon.runtime.health import EjectionPolicy, EndpointHealth
+from propylon.runtime.priority import priority_loads
 
 log = logging.getLogger("propylon.upstream")
 
 if TYPE_CHECKING:
     from propylon.filters.base import Filter
     from propylon.observability.metrics import RouteStats, UpstreamStats
+    from propylon.runtime.discovery import DnsQuery
     from propylon.runtime.pools import EndpointPool
     from propylon.runtime.retry import RetryPolicy
     from propylon.runtime.router import Router
@@ -46,7 +49,14 @@ class ClusterEndpoint:
 
 
 class Cluster:
-    """One Upstream: its endpoints, the balancer over the usable ones, its limits."""
+    """One Upstream: its endpoints, the balancer over the usable ones, its limits.
+
+    With failover groups, ``groups`` holds each priority group's endpoints and ``endpoints``
+    all of them; without, ``groups`` is empty and nothing about groups is computed. The
+    endpoint set changes in place (``set_endpoints``) when DNS answers change, as the
+    balancer does when health changes: a request in flight keeps the endpoint it picked.
+    ``serving`` is the endpoints of the groups that take traffic (retries choose there).
+    """
 
     __slots__ = (
         "active_requests",
@@ -54,14 +64,20 @@ class Cluster:
         "breaker",
         "ejection",
         "endpoints",
+        "failover_threshold",
+        "groups",
         "hash_kind",
         "hash_name",
         "key",
+        "loads",
         "make_balancer",
         "panic",
         "panic_threshold",
+        "queries",
         "recheck_at",
         "retries_active",
+        "serving",
+        "source",
         "stats",
     )
 
@@ -76,9 +92,19 @@ class Cluster:
         panic_threshold: float = 50.0,
         ejection: EjectionPolicy | None = None,
         breaker: CircuitBreakerIR | None = None,
+        groups: list[list[ClusterEndpoint]] | None = None,
+        failover_threshold: float = 70.0,
     ) -> None:
         self.key = key
         self.endpoints = endpoints
+        self.groups: tuple[list[ClusterEndpoint], ...] = ()
+        self.serving = endpoints
+        self.loads: list[int] = []  # per-mille per group, with failover groups
+        self.failover_threshold = failover_threshold
+        # with DNS discovery: the IR its endpoints are expanded from, and the queries whose
+        # answers they depend on (``compile.refresh_cluster``)
+        self.source: UpstreamIR | None = None
+        self.queries: frozenset[DnsQuery] = frozenset()
         self.make_balancer = make_balancer
         self.hash_kind = hash_kind
         self.hash_name = hash_name
@@ -91,15 +117,46 @@ class Cluster:
         self.panic = False
         self.recheck_at = float("inf")  # when an ejection ends
         self.balancer: Any = None
+        if groups is not None:
+            self.set_endpoints(groups)
+        else:
+            self.rebalance(time.monotonic())
+
+    def set_endpoints(self, groups: list[list[ClusterEndpoint]]) -> None:
+        """Install a new endpoint set (priority groups, 0 first) and rebalance over it."""
+        self.endpoints = [e for group in groups for e in group]
+        self.groups = tuple(groups) if len(groups) > 1 else ()
+        self.serving = self.endpoints
         self.rebalance(time.monotonic())
 
     def rebalance(self, now: float) -> None:
         """Rebuild the balancer over the endpoints usable now (or all of them in panic)."""
-        usable = [e for e in self.endpoints if e.health.usable(now)]
-        self.panic = len(usable) * 100 < self.panic_threshold * len(self.endpoints)
-        self.balancer = self.make_balancer(self.endpoints if self.panic else usable)
+        if self.groups:
+            self._rebalance_groups(now)
+        else:
+            usable = [e for e in self.endpoints if e.health.usable(now)]
+            self.panic = len(usable) * 100 < self.panic_threshold * len(self.endpoints)
+            self.balancer = self.make_balancer(self.endpoints if self.panic else usable)
         ends = [e.health.ejected_until for e in self.endpoints if e.health.ejected_until > now]
         self.recheck_at = min(ends) if ends else float("inf")
+
+    def _rebalance_groups(self, now: float) -> None:
+        """Failover: each group's load from the health of the groups (``priority.py``), a
+        balancer per group that takes traffic, and one over them while several do."""
+        usable = [[e for e in group if e.health.usable(now)] for group in self.groups]
+        self.loads, self.panic = priority_loads(
+            [len(u) for u in usable], [len(g) for g in self.groups],
+            self.failover_threshold, self.panic_threshold)
+        chosen = [(group if self.panic else ok, load)
+                  for group, ok, load in zip(self.groups, usable, self.loads, strict=True)
+                  if load > 0]
+        self.serving = [e for endpoints, _ in chosen for e in endpoints]
+        if len(chosen) == 1:
+            self.balancer = self.make_balancer(chosen[0][0])
+        else:
+            self.balancer = PriorityBalancer(
+                [self.make_balancer(endpoints) for endpoints, _ in chosen],
+                [load for _, load in chosen])
 
     def record(self, endpoint: ClusterEndpoint, ok: bool, now: float) -> None:
         """Passive health: count an outcome of a request to ``endpoint``."""
@@ -128,7 +185,7 @@ class Cluster:
         """For a retry: the least loaded usable endpoint other than ``avoid``, if any."""
         now = time.monotonic()
         others = [
-            e for e in self.endpoints
+            e for e in self.serving
             if e is not avoid and e.weight > 0 and (self.panic or e.health.usable(now))
         ]
         return min(others, key=lambda e: e.active / e.weight) if others else None
