@@ -70,6 +70,7 @@ class ScratchPools:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self._contexts: dict[UpstreamTLSIR, ssl.SSLContext] = {}
+        self._pools: dict[tuple[str, int, UpstreamTLSIR | None, int, bool], _ScratchPool] = {}
 
     def get(
         self, address: str, port: int, tls: UpstreamTLSIR | None = None, proxy_version: int = 0,
@@ -77,7 +78,11 @@ class ScratchPools:
     ) -> EndpointPool:
         if tls is not None and tls not in self._contexts:
             self._contexts[tls] = client_context(tls, http2=http2)
-        return _ScratchPool(address, port)
+        key = (address, port, tls, proxy_version, http2)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = _ScratchPool(address, port)
+        return pool
 
 
 class _ScratchPool:
