@@ -226,10 +226,10 @@ def dns_families(resolver: Resolver | None) -> list[Metric]:
     """``/metrics``: resolutions by name and result, and the addresses each name has."""
     resolutions = CounterMetricFamily(
         "propylon_upstream_dns_resolutions", "DNS resolutions of Upstream endpoint names, by "
-        "result (failure: the last addresses kept).", labels=["name", "type", "result"])
+        "result (failure: the last addresses kept).", labels=["host", "type", "result"])
     addresses = GaugeMetricFamily(
         "propylon_upstream_dns_addresses", "Addresses an Upstream endpoint name resolves to "
-        "now (the last good answer).", labels=["name", "type"])
+        "now (the last good answer).", labels=["host", "type"])
     # queries of one name and type asked of other resolvers are summed under one label set
     totals: dict[tuple[str, str], list[int]] = {}
     for query, stats in (resolver.stats.items() if resolver is not None else ()):
