@@ -6,11 +6,16 @@ the client response comes out. What remains per request in a real run is the ker
 (reads, writes, epoll), which this deliberately leaves out.
 
     python bench/micro_exchange.py [--requests 200000] [--profile | --bytecodes]
-                                   [--tracing RATIO]
+                                   [--tracing RATIO] [--policy NAME]
 
 ``--tracing RATIO`` gives the Gateway ``tracing: {sampling: RATIO}`` (spans made by the SDK,
 not exported): 0 is what an unsampled request costs (99 % of them at a 1 % ratio), 1 a
 sampled one.
+
+``--policy NAME`` requests the route of ``bench/policies.py`` that carries that one policy
+(``none`` is its route without policies; ``extAuth`` and ``rateLimit-global`` need servers and
+are not offered), with the headers that benchmark sends: the policy's cost is the difference
+to ``--policy none``.
 
 Instructions per request (deterministic; the machine's load does not matter):
 
@@ -25,8 +30,10 @@ import argparse
 import asyncio
 import cProfile
 import dataclasses
+import os
 import pstats
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -78,10 +85,26 @@ class MemoryTransport(asyncio.Transport):
         pass
 
 
-def setup(loop: asyncio.AbstractEventLoop, tracing: float | None = None
-          ) -> tuple[ServerConnection, ClientConnection]:
-    config = Path(__file__).with_name("gateway.yaml")
-    result = build_snapshot([config])
+def policy_config(name: str, root: Path) -> tuple[Path, bytes]:
+    """bench/policies.py's configuration written under ``root``, and a request for the route
+    of the policy ``name``."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import policies
+
+    routes = {route: headers for route, _, headers in policies.ROUTES}
+    if name not in routes or name in ("extAuth", "rateLimit-global"):
+        raise SystemExit(f"--policy: one of {', '.join(routes)} but extAuth, rateLimit-global")
+    for file, text in policies.credentials().items():
+        (root / file).write_text(text)
+    config = root / "gateway.yaml"
+    config.write_text(policies.config(18080, 1, 1).replace("$PORT", "18090"))
+    fields = "".join(f"{k}: {v}\r\n" for k, v in (routes[name] or policies.PADDING).items())
+    return config, f"GET /{name} HTTP/1.1\r\nHost: 127.0.0.1:18090\r\n{fields}\r\n".encode()
+
+
+def setup(loop: asyncio.AbstractEventLoop, tracing: float | None = None,
+          config: Path | None = None) -> tuple[ServerConnection, ClientConnection]:
+    result = build_snapshot([config or Path(__file__).with_name("gateway.yaml")])
     assert result.snapshot is not None, result.errors
     snapshot = result.snapshot
     if tracing is not None:
@@ -105,7 +128,8 @@ def setup(loop: asyncio.AbstractEventLoop, tracing: float | None = None
     return proto, conn
 
 
-def run(proto: ServerConnection, conn: ClientConnection, n: int) -> float:
+def run(proto: ServerConnection, conn: ClientConnection, n: int, request: bytes = REQUEST
+        ) -> float:
     batch = proto.batch
 
     def end_of_turn() -> None:
@@ -118,14 +142,15 @@ def run(proto: ServerConnection, conn: ClientConnection, n: int) -> float:
     batch.scheduled = True
     start = time.perf_counter()
     for _ in range(n):
-        proto.data_received(REQUEST)
+        proto.data_received(request)
         end_of_turn()
         conn.data_received(RESPONSE)
         end_of_turn()
     return (time.perf_counter() - start) / n
 
 
-def count_bytecodes(proto: ServerConnection, conn: ClientConnection, n: int) -> None:
+def count_bytecodes(proto: ServerConnection, conn: ClientConnection, n: int, request: bytes
+                    ) -> None:
     """Bytecodes executed per request, by function: deterministic, unlike wall time."""
     per_function: Counter[str] = Counter()
 
@@ -141,11 +166,11 @@ def count_bytecodes(proto: ServerConnection, conn: ClientConnection, n: int) -> 
 
     sys.settrace(trace)
     try:
-        run(proto, conn, n)
+        run(proto, conn, n, request)
     finally:
         sys.settrace(None)
     print(f"{sum(per_function.values()) / n:.0f} bytecodes per proxied request")
-    for name, total in per_function.most_common(25):
+    for name, total in per_function.most_common(60):
         print(f"{total / n:8.1f}  {name}")
 
 
@@ -160,25 +185,35 @@ def main() -> None:
                              "callgrind: the instruction difference of two N is per request)")
     parser.add_argument("--tracing", type=float, metavar="RATIO",
                         help="the Gateway traces, sampling this ratio (spans not exported)")
+    parser.add_argument("--policy", metavar="NAME",
+                        help="the route of bench/policies.py carrying this policy")
     args = parser.parse_args()
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
-    proto, conn = setup(loop, args.tracing)
-    run(proto, conn, 2000)  # warm up
+    with tempfile.TemporaryDirectory() as tmp:
+        config, request = (policy_config(args.policy, Path(tmp)) if args.policy
+                           else (None, REQUEST))
+        cwd = os.getcwd()
+        os.chdir(tmp)  # the files the policies name are relative to it, as for the gateway
+        try:
+            proto, conn = setup(loop, args.tracing, config)
+        finally:
+            os.chdir(cwd)
+    run(proto, conn, 2000, request)  # warm up
     if args.exactly is not None:
-        run(proto, conn, args.exactly)
+        run(proto, conn, args.exactly, request)
         return
     if args.bytecodes:
-        count_bytecodes(proto, conn, 200)
+        count_bytecodes(proto, conn, 200, request)
         return
     if args.profile:
         profiler = cProfile.Profile()
         profiler.enable()
-        run(proto, conn, args.requests // 4)
+        run(proto, conn, args.requests // 4, request)
         profiler.disable()
         pstats.Stats(profiler).sort_stats("tottime").print_stats(18)
         return
-    best = min(run(proto, conn, args.requests // 5) for _ in range(5))
+    best = min(run(proto, conn, args.requests // 5, request) for _ in range(5))
     print(f"{best * 1e6:.2f} us of Python per proxied request (best of 5)")
     loop.close()
 

@@ -1,9 +1,13 @@
 """The cost of each policy: wrk against one gateway whose routes each carry one policy.
 
-Usage: ``python bench/policies.py [--seconds 5] [--connections 32]``. Starts an echo upstream,
-a ``redis-server`` (for ``rateLimit`` global; skipped if not installed), an ext-auth service
-and one gateway (one worker, access log off); then runs ``wrk`` on each route in turn and
-prints requests/s and the ratio to the route without policies, as a Markdown table. Limits
+Usage: ``python bench/policies.py [--seconds 5] [--connections 32]``. Starts the peers'
+upstream (one nginx worker with a fixed 100-byte answer, pinned with wrk to CPU 0 while the
+gateway runs on CPU 1, as ``../shared/bench/peers/run-peers.sh`` does; a Python echo server
+when nginx is missing), a ``redis-server`` (for ``rateLimit`` global; skipped if not
+installed), an ext-auth service and one gateway (one worker, access log off); then runs
+``wrk`` on each route in turn and prints requests/s and the ratio to the route without
+policies, as a Markdown table (each request carries one field besides Host, see
+``PADDING``). Limits
 are set far above the offered load, so every request does the full check. The auth policies
 are measured on their fast path (a repeat credential: cached token, accepted password,
 cached ext-auth decision), which is what a steady client costs.
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import os
 import re
 import shutil
 import statistics
@@ -96,6 +101,69 @@ spec:
 {rules}""".replace("AUTH", str(auth)).replace("REDIS", str(redis))
 
 
+def credentials() -> dict[str, str]:
+    """The files the config names (a JWT key, the Consumer's secrets), by name; sets the
+    jwt route's Authorization to a token signed with that key."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                        serialization.PublicFormat.SubjectPublicKeyInfo)
+    token = jwt.encode({"iss": "bench", "sub": "b", "exp": int(time.time()) + 3600}, key,
+                       algorithm="RS256")
+    ROUTES[7][2]["authorization"] = f"Bearer {token}"
+    return {"rsa.pem": pem.decode(), "key.txt": "bench-key-0123456789", "pw.txt": "pw"}
+
+
+NGINX_UPSTREAM = """worker_processes 1;
+daemon off;
+pid {run}/upstream.pid;
+error_log {run}/upstream-error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+    access_log off;
+    client_body_temp_path {run}/u_body;
+    proxy_temp_path {run}/u_proxy;
+    keepalive_requests 10000000;
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        default_type text/plain;
+        location / {{ return 200 "{body}\\n"; }}
+    }}
+}}
+"""
+LOAD_CPU, PROXY_CPU = "0", "1"  # as ../shared/bench/peers/run-peers.sh pins them
+
+
+def pinned(cpu: str) -> list[str]:
+    """A command prefix running on ``cpu`` (nothing on a one-CPU machine)."""
+    return ["taskset", "-c", cpu] if (os.cpu_count() or 1) >= 2 else []
+
+
+def pin_tree(pid: int, cpu: str) -> None:
+    """Pins a running process and its children (the gateway's workers) to ``cpu``."""
+    if (os.cpu_count() or 1) < 2:
+        return
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    for each in [pid, *map(int, children.split())]:
+        subprocess.run(["taskset", "-a", "-cp", cpu, str(each)], check=True,
+                       stdout=subprocess.DEVNULL)
+
+
+def nginx_upstream(root: Path) -> tuple[subprocess.Popen[bytes], int] | None:
+    """The peers' upstream: one nginx worker answering 200 with a 100-byte body, on the load
+    CPU; None when nginx is not installed (then a Python upstream shares the CPUs)."""
+    binary = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists()
+                                       else None)
+    if binary is None:
+        return None
+    port = free_port()
+    conf = root / "upstream-nginx.conf"
+    conf.write_text(NGINX_UPSTREAM.format(run=root, port=port, body="x" * 99))
+    proc = subprocess.Popen([*pinned(LOAD_CPU), binary, "-p", str(root), "-e",
+                             str(root / "upstream-error.log"), "-c", str(conf)])
+    poll_until(lambda: port_open(port))
+    return proc, port
+
+
 def auth_service() -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -113,9 +181,15 @@ def auth_service() -> ThreadingHTTPServer:
     return server
 
 
+# Every request carries one field besides Host: the policy's credential, or this one where the
+# policy needs none, so that "none" and each policy parse the same number of fields and the
+# ratio is the policy's own cost.
+PADDING = {"x-bench": "padding-0123456789"}
+
+
 def wrk(port: int, path: str, headers: dict[str, str], seconds: int, connections: int) -> float:
-    args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s"]
-    for name, value in headers.items():
+    args = [*pinned(LOAD_CPU), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s"]
+    for name, value in (headers or PADDING).items():
         args += ["-H", f"{name}: {value}"]
     out = subprocess.run([*args, f"http://127.0.0.1:{port}/{path}"], capture_output=True,
                          text=True, check=True).stdout
@@ -134,22 +208,22 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        pem = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                            serialization.PublicFormat.SubjectPublicKeyInfo)
-        token = jwt.encode({"iss": "bench", "sub": "b", "exp": int(time.time()) + 3600}, key,
-                           algorithm="RS256")
-        ROUTES[7][2]["authorization"] = f"Bearer {token}"
+        files = credentials()
         redis_port = free_port()
         redis = None
         if shutil.which("redis-server"):
             redis = subprocess.Popen(["redis-server", "--port", str(redis_port), "--save", "",
                                       "--bind", "127.0.0.1"], stdout=subprocess.DEVNULL)
             poll_until(lambda: port_open(redis_port))
-        upstream, auth = Upstream(), auth_service()
-        gw = GatewayProc(root / "gw", config(upstream.port, auth.server_address[1], redis_port),
-                         files={"rsa.pem": pem.decode(), "key.txt": "bench-key-0123456789",
-                                "pw.txt": "pw"})
+        nginx = nginx_upstream(root)
+        upstream = None if nginx else Upstream()
+        upstream_port = nginx[1] if nginx else upstream.port  # type: ignore[union-attr]
+        if nginx is None:
+            print("nginx not installed: the upstream is a Python server sharing the CPUs")
+        auth = auth_service()
+        gw = GatewayProc(root / "gw", config(upstream_port, auth.server_address[1], redis_port),
+                         files=files)
+        pin_tree(gw.proc.pid, PROXY_CPU)
         try:
             routes = [r for r in ROUTES if r[0] != "rateLimit-global" or redis is not None]
             for name, _, headers in routes:
@@ -170,7 +244,10 @@ def main() -> None:
                 print(f"| {name} | {rps:,.0f} | {low:,.0f}-{high:,.0f} | {rps / base:.2f} |")
         finally:
             gw.stop()
-            upstream.stop()
+            if upstream is not None:
+                upstream.stop()
+            if nginx is not None:
+                stop(nginx[0])
             auth.shutdown()
             if redis is not None:
                 stop(redis)

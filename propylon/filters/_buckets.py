@@ -6,7 +6,14 @@ supervisor, so ``os.getppid()`` names the proxy. The first worker that checks a 
 a new name) and maps it; the others map the same file. The table is open addressing over
 ``SLOTS`` fixed slots of (fingerprint, tokens, last refill, full-again time); a check locks the
 home slot's probe window with an ``fcntl`` byte-range lock (no lock files, no server), reads,
-refills, takes and writes the bucket, and unlocks: two syscalls per check. A slot whose
+refills, takes and writes the bucket, and unlocks: two syscalls per check. A bucket with
+plenty of tokens lends a worker several at once (a *lease*: at most 1/``LEASE_SHARE`` of
+what is left, at most ``LEASE_MAX``, for ``LEASE_SECONDS``), which that worker then spends
+without a syscall: the lock pair is paid about once per lease instead of on every request.
+Leased tokens have left the bucket, so the limit is never exceeded; a lease not spent in
+time expires with its tokens, which can only make the limit stricter, and by little: a
+bucket with fewer than ``LEASE_SHARE`` tokens lends none (every check then takes its one
+token under the lock, as exactly as without leases). A slot whose
 bucket is full again is free for reuse, so the table never needs sweeping. Time is
 ``CLOCK_MONOTONIC``, one clock for every process of the machine. A segment whose supervisor is
 gone is unlinked by the next proxy that creates its own (the supervisor itself does not know
@@ -56,6 +63,22 @@ SHM_DIR = "/dev/shm"
 # (allowed, tokens left, seconds until one token)
 Result = tuple[bool, float, float]
 
+LEASE_SHARE = 16  # a lease takes at most this fraction (1/N) of the tokens left
+LEASE_MAX = 64
+LEASE_SECONDS = 0.1
+LEASES_MAX = 4096  # leases a worker holds (one per busy bucket); expired ones are dropped
+
+
+class Lease:
+    """Tokens a worker took from a shared bucket in advance, spent without the lock."""
+
+    __slots__ = ("left", "tokens", "until")
+
+    def __init__(self, tokens: int, left: float, until: float) -> None:
+        self.tokens = tokens  # still to spend
+        self.left = left  # the bucket's tokens after the lease was taken (for the headers)
+        self.until = until
+
 
 def take(tokens: float, last: float, now: float, capacity: float, rate: float
          ) -> tuple[bool, float]:
@@ -92,9 +115,14 @@ class SharedBuckets:
         if os.fstat(self.fd).st_size < SIZE:
             os.ftruncate(self.fd, SIZE)  # zero-filled; growing to the same size is harmless
         self.map = mmap.mmap(self.fd, SIZE)
+        self.leases: dict[int, Lease] = {}
 
     def take(self, fingerprint: int, capacity: float, rate: float) -> Result:
         fingerprint = fingerprint or 1  # 0 marks an empty slot
+        lease = self.leases.get(fingerprint)
+        if lease is not None and lease.tokens and time.monotonic() < lease.until:
+            lease.tokens -= 1
+            return True, lease.left + lease.tokens, 0.0
         start = (fingerprint % SLOTS) * SLOT.size
         window = PROBE * SLOT.size
         fcntl.lockf(self.fd, fcntl.LOCK_EX, window, start)
@@ -122,9 +150,25 @@ class SharedBuckets:
             offset = free
         elif free == -1:
             offset = start  # every slot busy: share the home slot's bucket (stricter, bounded)
-        allowed, tokens = take(tokens, last, now, capacity, rate)
+        tokens = min(capacity, tokens + (now - last) * rate)
+        lent = min(LEASE_MAX, int(tokens) // LEASE_SHARE) if tokens >= 1.0 else 0
+        allowed = tokens >= 1.0
+        if allowed:
+            tokens -= max(lent, 1)
         SLOT.pack_into(buf, offset, fingerprint, tokens, now, now + (capacity - tokens) / rate)
+        if lent > 1:
+            self._lend(fingerprint, Lease(lent - 1, tokens, now + LEASE_SECONDS), now)
+            return True, tokens + lent - 1, 0.0
         return allowed, tokens, wait_for_token(tokens, rate)
+
+    def _lend(self, fingerprint: int, lease: Lease, now: float) -> None:
+        leases = self.leases
+        if len(leases) >= LEASES_MAX and fingerprint not in leases:
+            for key in [k for k, held in leases.items() if held.until <= now]:
+                del leases[key]
+            if len(leases) >= LEASES_MAX:
+                leases.clear()
+        leases[fingerprint] = lease
 
 
 def _start_time(pid: int) -> str:

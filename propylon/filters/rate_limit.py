@@ -35,12 +35,15 @@ from propylon.filters.base import Filter, FilterContext, FilterEnv, Headers, Loc
 from propylon.policies.traffic import RateLimit, RateLimitPolicy
 
 _HEADERS = "rateLimit.headers"  # ctx.state key: headers for the response
+KNOWN_BUCKETS = 10_000  # bucket identities remembered per limit (then forgotten at once)
 
 
 class Limit:
-    """One limit, precomputed: how to build its key and its bucket's shape."""
+    """One limit, precomputed: how to build its key and its bucket's shape. The identities of
+    the buckets it met are remembered by descriptor values, so a repeat client costs a dict
+    lookup instead of a hash."""
 
-    __slots__ = ("capacity", "descriptors", "rate", "requests", "seed")
+    __slots__ = ("capacity", "descriptors", "known", "rate", "requests", "seed")
 
     def __init__(self, source: str, index: int, limit: RateLimit) -> None:
         self.requests = limit.requests
@@ -52,12 +55,24 @@ class Limit:
             for kind, _, name in (d.partition(":") for d in limit.key)
         )
         self.seed = f"{source}|{index}|{self.requests}/{per}|{self.capacity}".encode()
+        self.known: dict[tuple[bytes, ...], tuple[bytes, int]] = {}
 
-    def bucket(self, ctx: FilterContext) -> bytes:
-        parts = [self.seed]
-        for kind, name in self.descriptors:
-            parts.append(_descriptor(ctx, kind, name))
-        return hashlib.blake2b(b"\0".join(parts), digest_size=16).digest()
+    def bucket(self, ctx: FilterContext) -> tuple[bytes, int]:
+        """The bucket's identity: its digest (Redis keys) and the digest's first 8 bytes as
+        an integer (the shared-memory table)."""
+        descriptors = self.descriptors
+        if len(descriptors) == 1:
+            kind, name = descriptors[0]
+            values: tuple[bytes, ...] = (_descriptor(ctx, kind, name),)
+        else:
+            values = tuple([_descriptor(ctx, kind, name) for kind, name in descriptors])
+        known = self.known.get(values)
+        if known is None:
+            if len(self.known) >= KNOWN_BUCKETS:
+                self.known.clear()
+            digest = hashlib.blake2b(b"\0".join((self.seed, *values)), digest_size=16).digest()
+            known = self.known[values] = (digest, int.from_bytes(digest[:8], "little"))
+        return known
 
 
 def _descriptor(ctx: FilterContext, kind: str, name: bytes) -> bytes:
@@ -83,6 +98,7 @@ class RateLimitFilter(Filter):
     settings_model = RateLimitPolicy
 
     __slots__ = ("env", "fail_open", "limits", "local", "prefix", "redis", "unavailable")
+    headers = False  # the response carries the tightest limit's state (``remember``)
 
     def __init__(self, source: str, settings: RateLimitPolicy, env: FilterEnv) -> None:
         super().__init__(source)
@@ -114,15 +130,19 @@ class RateLimitFilter(Filter):
             if store is None:
                 # attached on first use, in the worker (never in the supervisor or explain)
                 store = self.local = self.env.shared(("local-buckets",), open_local_buckets)
-            results = [store.take(int.from_bytes(limit.bucket(ctx)[:8], "little"),
-                                  limit.capacity, limit.rate) for limit in self.limits]
-            return self.decide(ctx, results)
+            limits = self.limits
+            if len(limits) == 1:
+                limit = limits[0]
+                result = store.take(limit.bucket(ctx)[1], limit.capacity, limit.rate)
+                return self.decide(ctx, [result]) if self.headers or not result[0] else None
+            return self.decide(ctx, [store.take(limit.bucket(ctx)[1], limit.capacity, limit.rate)
+                                     for limit in limits])
         if not redis.available():
             return None if self.fail_open else self.unavailable
         return self._global(ctx, redis)
 
     async def _global(self, ctx: FilterContext, redis: RedisBuckets) -> LocalResponse | None:
-        buckets = [(f"{self.prefix}:{{{limit.bucket(ctx).hex()}}}", limit.capacity, limit.rate)
+        buckets = [(f"{self.prefix}:{{{limit.bucket(ctx)[0].hex()}}}", limit.capacity, limit.rate)
                    for limit in self.limits]
         results = await redis.take(buckets)
         if results is None:
@@ -151,6 +171,7 @@ class _RateLimitWithHeaders(RateLimitFilter):
     """``responseHeaders: true``: the tightest limit's state on every response."""
 
     __slots__ = ()
+    headers = True
 
     def remember(self, ctx: FilterContext, results: list[Result]) -> None:
         index = min(range(len(results)), key=lambda i: results[i][1])
