@@ -136,9 +136,11 @@ class ControlMetrics:
                 and metrics.get("proxies_current", {}).get((gateway,), 0) >= proxies)
 
     def answers(self) -> dict[str, float]:
+        """IR polls answered so far, by form (``delta`` or ``full``), all Gateways summed."""
         totals: dict[str, float] = {}
         for labels, value in self.read().get("ir_answers_total", {}).items():
-            totals[labels[-1]] = totals.get(labels[-1], 0) + value
+            form = next(v for v in labels if v in ("delta", "full"))
+            totals[form] = totals.get(form, 0) + value
         return totals
 
 

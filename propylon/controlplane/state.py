@@ -29,6 +29,7 @@ from propylon.controlplane.resources import StoredResource, load_stored
 from propylon.controlplane.rollout import RolloutSpec
 from propylon.controlplane.rollouts import Rollouts, Served, rollout_specs
 from propylon.controlplane.store import Store
+from propylon.ir import codec
 from propylon.ir.delta import reuse_unchanged
 from propylon.runtime.gc_pause import gc_paused
 from propylon.translate import translate
@@ -47,17 +48,26 @@ def shard(snapshot: ir.SnapshotIR, gateway: ir.GatewayIR,
     return ir.seal(reuse_unchanged(unsealed, previous))
 
 
+PartTexts = dict[str, dict[int, tuple[Any, str]]]  # gateway key -> codec.part_texts memo
+
+
 def shard_all(snapshot: ir.SnapshotIR, previous: dict[str, ir.SnapshotIR],
-              texts: dict[str, str]) -> tuple[dict[str, ir.SnapshotIR], dict[str, str]]:
+              texts: dict[str, str], parts: PartTexts | None = None
+              ) -> tuple[dict[str, ir.SnapshotIR], dict[str, str]]:
     """Every Gateway's shard and its text. An unchanged shard stays the previous object with
     its text; a changed one is encoded right after sealing it (``ir.dumps`` then reuses the
-    text sealing made: later, another seal would have replaced it)."""
+    text sealing made: later, another seal would have replaced it). ``parts`` keeps the texts
+    of each Gateway's rules for its next seal (gone Gateways are dropped from it)."""
+    parts = {} if parts is None else parts
+    for gone in set(parts) - {g.key for g in snapshot.gateways}:
+        del parts[gone]
     shards: dict[str, ir.SnapshotIR] = {}
     out: dict[str, str] = {}
     with gc_paused():
         for gateway in snapshot.gateways:
             was = previous.get(gateway.key)
-            sealed = shard(snapshot, gateway, was)
+            with codec.part_texts(parts.setdefault(gateway.key, {})):
+                sealed = shard(snapshot, gateway, was)
             if was is not None and was.version == sealed.version:
                 shards[gateway.key], out[gateway.key] = was, texts[gateway.key]
             else:
@@ -119,12 +129,14 @@ class ControlState:
     metrics: ControlMetrics = field(default_factory=lambda: ControlMetrics(CONNECTED_FOR))
     rollouts: Rollouts = field(default_factory=Rollouts)
     history: SnapshotHistory = field(default_factory=SnapshotHistory)
+    _parts: PartTexts = field(default_factory=dict)
     _tick: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def refresh(self) -> None:
         items = await self.store.list_resources()
         snapshot, broken, specs = await asyncio.to_thread(translate_items, items)
-        shards, texts = await asyncio.to_thread(shard_all, snapshot, self.snapshots, self.texts)
+        shards, texts = await asyncio.to_thread(shard_all, snapshot, self.snapshots, self.texts,
+                                                self._parts)
         published = [(k, s.version) for k, s in shards.items()
                      if k not in self.snapshots or self.snapshots[k].version != s.version]
         self.snapshots, self.texts = shards, texts

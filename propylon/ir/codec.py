@@ -7,12 +7,13 @@ wherever they were translated.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import types
 import typing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
 from propylon.ir import model
@@ -209,6 +210,20 @@ def _encode(snapshot: model.SnapshotIR) -> str:
 # object, so an id is never another object's); placeholders a configuration cannot contain
 # twice (splicing checks that each occurs exactly once, else the snapshot is encoded whole).
 _PART_TEXT: dict[int, tuple[Any, str]] = {}
+
+
+@contextlib.contextmanager
+def part_texts(memo: dict[int, tuple[Any, str]]) -> Iterator[None]:
+    """Encode with ``memo`` as the texts of the last encoding, then put the shared one back:
+    a caller encoding several snapshots in turn (the control plane seals one shard per
+    Gateway) keeps a memo per snapshot, so each finds the texts of its own unchanged rules.
+    One thread at a time."""
+    global _PART_TEXT
+    shared, _PART_TEXT = _PART_TEXT, memo
+    try:
+        yield
+    finally:
+        _PART_TEXT = shared
 _SLOT, _SLOT2 = "\x00propylon-parts\x00", "\x00propylon-statuses\x00"
 _NOT_SPLICED = "\x00"
 

@@ -40,7 +40,7 @@ from propylon.ir import schema
 from propylon.ir.delta import loads_delta
 from propylon.ir.schema import SchemaError
 from propylon.net import httpclient
-from propylon.observability.metrics import class_counts
+from propylon.observability.metrics import SLOT_CLASS
 from propylon.proxy.ir_cache import IRCache
 from propylon.proxy.supervisor import ConfigRefused, Supervisor
 from propylon.runtime.gc_pause import gc_paused
@@ -105,10 +105,13 @@ def request_totals(merged: dict[str, Any]) -> tuple[int, int]:
     """Requests answered so far and how many of them were 5xx, summed over routes."""
     requests = errors = 0
     for route in merged.get("routes", []):
-        classes = class_counts(route["codes"])
-        requests += sum(classes)
-        errors += classes[5]
+        codes = route["codes"]
+        requests += sum(codes)
+        errors += sum(codes[slot] for slot in _5XX_SLOTS if slot < len(codes))
     return requests, errors
+
+
+_5XX_SLOTS = tuple(slot for slot, status_class in enumerate(SLOT_CLASS) if status_class == 5)
 
 
 @dataclass
@@ -182,6 +185,20 @@ class Agent:
                 log.warning("health report skipped: %r", exc)
                 continue
             await self.report(snapshot.version, "HEALTH", health=health)
+
+    async def _tally_totals(self, supervisor: Supervisor) -> None:
+        """The tally taken before an install: totals only, summed over each worker's routes
+        (merging every route's counters as the health report needs cost as much as the
+        install itself at 1,000 routes, on every proxy of a fleet at once)."""
+        version = supervisor.snapshot.version if supervisor.snapshot else None
+        try:
+            workers = await supervisor.worker_stats()
+        except Exception as exc:  # stats are best effort; serving goes on
+            log.debug("no stats before the install: %s", exc)
+            return
+        routes = [r for _, _, stats in workers if stats is not None
+                  for r in stats.get("routes", ())]
+        self.traffic.tally(version, request_totals({"routes": routes}))
 
     async def _tally(self, supervisor: Supervisor) -> dict[str, Any] | None:
         """The workers' merged stats, after giving their growth to the running version."""
@@ -284,7 +301,7 @@ class Agent:
         a worker that died mid-install for instance)."""
         try:
             check_snapshot(snapshot, self.gateway)
-            await self._tally(supervisor)
+            await self._tally_totals(supervisor)
             await supervisor.install(snapshot)
         except ConfigRefused as exc:
             log.error("IR %s refused: %s", snapshot.version, exc)

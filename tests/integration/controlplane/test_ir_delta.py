@@ -1,0 +1,203 @@
+"""Deltas from a real control plane to real proxies (``controlplane/ir_deltas.py``): a
+one-route change reaches every proxy of a Gateway as a delta and each runs the control
+plane's version; a poll naming a version the control plane does not hold gets the full
+snapshot; a delta corrupted on the way is refused and the full snapshot fetched, so the proxy
+never serves anything but the control plane's configuration."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlencode
+
+import pytest
+
+from propylon.controlplane.ir_deltas import BASE_HEADER, DELTA_CONTENT_TYPE
+from propylon.ir.schema import CURRENT
+from tests.integration.controlplane.conftest import Cluster, ControlPlane
+from tests.integration.controlplane.helpers import (
+    free_port,
+    gateway,
+    http,
+    route,
+    served_by,
+    upstream,
+    wait_until,
+)
+
+GATEWAY = "infra/edge"
+
+
+def _answers(plane: ControlPlane) -> dict[str, float]:
+    """IR polls answered so far for the Gateway, by form (the control plane's /metrics)."""
+    with urllib.request.urlopen(plane.url + "/metrics", timeout=5) as answer:
+        text = answer.read().decode()
+    found = re.findall(r'^propylon_control_ir_answers_total\{form="(\w+)",gateway="([^"]+)"\} '
+                       r'(\S+)$|^propylon_control_ir_answers_total\{gateway="([^"]+)",'
+                       r'form="(\w+)"\} (\S+)$', text, re.M)
+    totals = {"delta": 0.0, "full": 0.0}
+    for form_a, gw_a, value_a, gw_b, form_b, value_b in found:
+        if (gw_a or gw_b) == GATEWAY:
+            totals[form_a or form_b] = float(value_a or value_b)
+    return totals
+
+
+def _version(plane: ControlPlane) -> str | None:
+    fleet = [g for g in plane.get("/v1/status")[1]["gateways"] if g["gateway"] == GATEWAY]
+    return fleet[0]["version"] if fleet else None
+
+
+def _proxy_version(admin: int) -> str | None:
+    return http("GET", f"http://127.0.0.1:{admin}/stats")[1]["version"]  # type: ignore[no-any-return]
+
+
+def _configure(cluster: Cluster, plane: ControlPlane, routes: int) -> int:
+    port = free_port()
+    plane.must_put(gateway("edge", "infra", port, ["shop"]))
+    plane.must_put(upstream("svc", "shop", cluster.echo("svc")))
+    for i in range(routes):
+        plane.must_put(route(f"r{i}", "shop", f"/r{i}", "svc"))
+    return port
+
+
+def _all_on(plane: ControlPlane, admins: list[int]) -> str | None:
+    """The control plane's version once every proxy runs it."""
+    version = _version(plane)
+    return version if version and all(_proxy_version(a) == version for a in admins) else None
+
+
+def _poll(plane: ControlPlane, **query: str) -> tuple[int, dict[str, str], bytes]:
+    url = f"{plane.url}/v1/gateways/{GATEWAY}/ir?{urlencode({'wait': '0', **query})}"
+    request = urllib.request.Request(url, headers={"authorization": f"Bearer {plane.token}"})
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        return answer.status, {k.lower(): v for k, v in answer.headers.items()}, answer.read()
+
+
+def test_a_one_route_change_reaches_every_proxy_as_a_delta(cluster: Cluster) -> None:
+    plane = cluster.control()
+    port = _configure(cluster, plane, routes=5)
+    admins = [cluster.proxy(f"proxy{i}", plane, GATEWAY, cache=f"cache{i}") for i in range(3)]
+    first = wait_until(lambda: _all_on(plane, admins), what="every proxy on the first version")
+    before = _answers(plane)
+
+    plane.must_put(route("added", "shop", "/added", "svc"))
+    second = wait_until(lambda: (v := _all_on(plane, admins)) != first and v,
+                        what="every proxy on the new version")
+    after = _answers(plane)
+    print(f"\nIR answers for one added Route, 3 proxies: {before} -> {after}")
+    assert after["delta"] >= before["delta"] + 3
+    assert after["full"] == before["full"]
+    assert served_by(port, "/added") == (200, "svc")
+
+    # a proxy naming a version the control plane holds gets a delta; one it does not, the
+    # whole snapshot, as does a proxy that does not ask for deltas
+    native = str(CURRENT.native)
+    status, headers, body = _poll(plane, version=first, after=first, delta=native)
+    assert status == 200 and headers["content-type"] == DELTA_CONTENT_TYPE
+    assert headers[BASE_HEADER] == first and headers["x-propylon-version"] == second
+    assert json.loads(body)["base"] == first
+    for query in ({"version": "0123456789abcdef", "after": first, "delta": native},
+                  {"version": first, "after": first}):
+        status, headers, body = _poll(plane, **query)
+        assert status == 200 and headers["content-type"] == "application/json", query
+        assert BASE_HEADER not in headers
+        assert CURRENT.decode(body).version == second
+
+
+class _Tampering(ThreadingHTTPServer):
+    """Between the proxy and the control plane: forwards everything, and swaps two rules of
+    every delta (the version it names stays the control plane's)."""
+
+    daemon_threads = True
+
+    def __init__(self, control: str) -> None:
+        self.control = control
+        self.tampered = 0
+        super().__init__(("127.0.0.1", 0), _Forward)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a long poll cut by the control plane's stop at teardown
+
+
+class _Forward(BaseHTTPRequestHandler):
+    server: _Tampering
+
+    def do_GET(self) -> None:
+        self._forward(None)
+
+    def do_POST(self) -> None:
+        self._forward(self.rfile.read(int(self.headers.get("content-length", 0))))
+
+    def _forward(self, body: bytes | None) -> None:
+        request = urllib.request.Request(
+            self.server.control + self.path, data=body, method=self.command,
+            headers={k: v for k, v in self.headers.items() if k.lower() != "host"})
+        try:
+            with urllib.request.urlopen(request, timeout=60) as answer:
+                status, headers, data = answer.status, answer.headers, answer.read()
+        except urllib.error.HTTPError as exc:
+            status, headers, data = exc.code, exc.headers, exc.read()
+        if headers.get("content-type") == DELTA_CONTENT_TYPE:
+            data = _swap_two_kept_rules(data)
+            self.server.tampered += 1
+        self.send_response(status)
+        for name in ("content-type", "x-propylon-version", BASE_HEADER):
+            if headers.get(name):
+                self.send_header(name, headers[name])
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def _swap_two_kept_rules(body: bytes) -> bytes:
+    delta = json.loads(body)
+    rules = delta["snapshot"]["gateways"][0]["rules"]
+    kept = [i for i, rule in enumerate(rules) if isinstance(rule, int)]
+    rules[kept[0]], rules[kept[1]] = rules[kept[1]], rules[kept[0]]
+    return json.dumps(delta).encode()
+
+
+@pytest.fixture
+def tampering() -> Iterator[list[_Tampering]]:
+    started: list[_Tampering] = []
+    yield started
+    for server in started:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_corrupted_delta_is_refused_and_the_full_snapshot_installed(
+        cluster: Cluster, tampering: list[_Tampering]) -> None:
+    plane = cluster.control()
+    port = _configure(cluster, plane, routes=4)
+    between = _Tampering(plane.url)
+    tampering.append(between)
+    threading.Thread(target=between.serve_forever, daemon=True).start()
+    admin = cluster.proxy("proxy", f"http://127.0.0.1:{between.server_port}", GATEWAY)
+    first = wait_until(lambda: _all_on(plane, [admin]), what="the proxy on the first version")
+    before = _answers(plane)
+
+    plane.must_put(route("added", "shop", "/added", "svc"))
+    second = wait_until(lambda: (v := _all_on(plane, [admin])) != first and v,
+                        what="the proxy on the new version")
+    after = _answers(plane)
+    print(f"\ncorrupted deltas: {between.tampered}; IR answers {before} -> {after}")
+    assert between.tampered >= 1
+    assert after["full"] >= before["full"] + 1  # fetched whole after the refusal
+    assert served_by(port, "/added") == (200, "svc")
+    served = http("GET", f"http://127.0.0.1:{admin}/config")[1]
+    _, _, body = _poll(plane, version="", after="")
+    expected = json.loads(body)
+    assert expected["version"] == second == served["version"]
+    assert [r["id"] for r in served["gateways"][0]["rules"]] == \
+        [r["id"] for r in expected["gateways"][0]["rules"]]
+    assert "fetching the full IR" in cluster.procs.log("proxy")
