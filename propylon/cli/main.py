@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from importlib import metadata
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -170,7 +172,7 @@ def validate(
     if check.failed:
         if output is ValidateFormat.text:
             typer.echo(f"{len(check.problems)} problem(s)", err=True)
-        raise typer.Exit(EXIT_FAILED)
+        _exit_now(EXIT_FAILED)
     if output is ValidateFormat.text:
         assert check.snapshot is not None
         rules = sum(len(g.rules) for g in check.snapshot.gateways)
@@ -179,6 +181,16 @@ def validate(
             f"ok: {len(check.snapshot.gateways)} gateway(s), {rules} rule(s), "
             f"version {check.snapshot.version}{warnings}"
         )
+    _exit_now(0)
+
+
+def _exit_now(code: int) -> NoReturn:
+    """End a one-shot command once its output is out, without freeing the configuration it
+    built object by object (at 10,000 Routes the interpreter's teardown took a third of
+    ``validate``'s time)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @app.command(cls=Command)

@@ -89,6 +89,13 @@ class Check:
 
 def check_paths(paths: Sequence[str | Path]) -> Check:
     """Load, translate and compile ``paths`` as ``run`` would, collecting every problem."""
+    from propylon.runtime.gc_pause import gc_paused
+
+    with gc_paused():  # one pause for every stage (see gc_pause.py)
+        return _check_paths(paths)
+
+
+def _check_paths(paths: Sequence[str | Path]) -> Check:
     from propylon.standalone import build_from_resources
 
     try:

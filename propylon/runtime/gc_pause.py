@@ -6,6 +6,15 @@ every one of them again, so a build of 10,000 routes spent more than half of its
 collector (docs/performance.md, "Configuration at scale"). Nothing of a build's garbage needs
 the cyclic collector to be freed soon, so it is paused for the build and resumes after.
 Pauses nest: only the outermost resumes the collector, and only if it was running.
+
+What the build left alive is then frozen (``gc.freeze``: moved out of the generations the
+collector scans) before the collector resumes. Otherwise the first collections after a pause
+scan every object it allocated, once per generation, and the heap of a large configuration
+again on every later full collection: about a second per pass at 10,000 Routes, taken by
+whatever code allocates next (an import, the event loop). Freezing costs nothing; its price
+is that a reference cycle among frozen objects is never collected. Builds make no cycles (a
+reload of 1,000 Routes, translated and compiled, leaves no cyclic garbage: measured with
+``gc.collect()``), and what they stop using is freed by reference counting as before.
 """
 
 from __future__ import annotations
@@ -29,4 +38,5 @@ def gc_paused() -> Iterator[None]:
     finally:
         _depth -= 1
         if resume:
+            gc.freeze()
             gc.enable()
