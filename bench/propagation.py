@@ -6,7 +6,8 @@ It starts a control plane (SQLite), one echo upstream, ``--gateways`` Gateways a
 namespace ``bench`` and ``--proxies`` proxies of one worker each, spread over the Gateways
 (default: one Gateway per proxy). ``--routes`` Routes are applied first in one
 ``POST /v1/apply``, so every change lands on a configuration of that size. Each round adds a
-Route with a new path prefix and waits until every proxy serves it:
+Route with a new path prefix (after ``--settle`` seconds of quiet) and waits until every proxy
+serves it:
 
 - a proxy alone on its Gateway's port is asked for the new path until it answers 200;
 - proxies sharing a Gateway share its port (SO_REUSEPORT, so a request cannot pick one): a
@@ -78,11 +79,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--routes", type=int, default=0,
                         help="Routes applied before the rounds (the configuration's size).")
+    parser.add_argument("--settle", type=float, default=10.0,
+                        help="Seconds to wait between the warm-up and the rounds.")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="propylon-bench-"))
     procs = Processes(tmp)
     try:
-        run(procs, tmp, args.proxies, args.rounds, args.routes, args.gateways or args.proxies)
+        run(procs, tmp, args.proxies, args.rounds, args.routes, args.gateways or args.proxies,
+            args.settle)
     finally:
         procs.stop_all()
 
@@ -93,6 +97,7 @@ class Load:
     def __init__(self, ports: list[int], path: str) -> None:
         self.ports, self.path = ports, path
         self.sent = self.failed = 0
+        self.failures: dict[str, int] = {}  # status or exception -> count
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -102,7 +107,13 @@ class Load:
             if self.stopping.is_set():
                 return
             self.sent += 1
-            self.failed += not served(port, self.path)
+            try:
+                status = str(http("GET", f"http://127.0.0.1:{port}{self.path}", timeout=2.0)[0])
+            except OSError as exc:
+                status = type(exc).__name__
+            if status != "200":
+                self.failed += 1
+                self.failures[status] = self.failures.get(status, 0) + 1
 
     def stop(self) -> None:
         self.stopping.set()
@@ -157,7 +168,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def run(procs: Processes, tmp: Path, count: int, rounds: int, routes: int = 0,
-        gateways: int = 0) -> None:
+        gateways: int = 0, settle: float = 0.0) -> None:
     gateways = min(gateways or count, count)
     port, echo = free_port(), free_port()
     token_file = tmp / "token"
@@ -199,10 +210,14 @@ def run(procs: Processes, tmp: Path, count: int, rounds: int, routes: int = 0,
                    timeout=900, what="every proxy on the warm version")
     print(f"warm: {count} proxies of {gateways} Gateway(s) serve {routes + 1} routes",
           flush=True)
+    idle_from = {p.pid: cpu_seconds(p.pid) for p in [control, *proxies]}
+    time.sleep(settle)  # the warm-up's installs are over: the rounds do not share the CPU
     first: list[float] = []
     last: list[float] = []
     answers_before = metrics.answers()
     cpu_before = {p.pid: cpu_seconds(p.pid) for p in [control, *proxies]}
+    idle = sum(cpu_before[pid] - was for pid, was in idle_from.items()) / max(settle, 1e-9)
+    began = time.perf_counter()
     load = Load(ports, "/r0")
     with concurrent.futures.ThreadPoolExecutor(max(count, 1)) as pool:
         for n in range(1, rounds + 1):
@@ -218,6 +233,7 @@ def run(procs: Processes, tmp: Path, count: int, rounds: int, routes: int = 0,
             first.append(min(times))
             last.append(max(times))
     load.stop()
+    took = time.perf_counter() - began
     cpu = {pid: cpu_seconds(pid) - was for pid, was in cpu_before.items()}
     one, five, _ = os.getloadavg()
     print(f"{count} proxies of {gateways} Gateway(s), {routes + 1}+ routes, {rounds} applies "
@@ -226,13 +242,14 @@ def run(procs: Processes, tmp: Path, count: int, rounds: int, routes: int = 0,
         print(f"  {name:12} p50 {percentile(values, 0.5) * 1e3:7.1f}  "
               f"p99 {percentile(values, 0.99) * 1e3:7.1f}  max {max(values) * 1e3:7.1f}  "
               f"mean {statistics.fmean(values) * 1e3:7.1f}")
-    print(f"  requests during the rounds: {load.sent}, failed (not 200): {load.failed}")
+    print(f"  requests during the rounds: {load.sent}, failed (not 200): {load.failed}"
+          f"{f' {load.failures}' if load.failures else ''}")
     answers = {form: n - answers_before.get(form, 0) for form, n in metrics.answers().items()}
     print(f"  IR answers by form: {answers or 'not counted by this control plane'}")
     proxy_cpu = sum(cpu[p.pid] for p in proxies)
-    print(f"  CPU seconds in the rounds: control plane {cpu[control.pid]:.1f}, proxies "
-          f"{proxy_cpu:.1f} ({proxy_cpu / max(count, 1) / rounds * 1e3:.0f} ms per proxy and "
-          f"change)")
+    print(f"  CPU seconds in the rounds ({took:.1f} s): control plane {cpu[control.pid]:.1f}, "
+          f"proxies {proxy_cpu:.1f} ({proxy_cpu / max(count, 1) / rounds * 1e3:.0f} ms per "
+          f"proxy and change); all of them idle before: {idle:.2f} CPU s per second")
 
 
 def shared_round(metrics: ControlMetrics, before: dict[str, str], members: list[int],

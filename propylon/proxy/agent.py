@@ -40,7 +40,7 @@ from propylon.ir import schema
 from propylon.ir.delta import loads_delta
 from propylon.ir.schema import SchemaError
 from propylon.net import httpclient
-from propylon.observability.metrics import SLOT_CLASS
+from propylon.observability.metrics import SLOT_CLASS, merge_endpoints, merge_upstreams
 from propylon.proxy.ir_cache import IRCache
 from propylon.proxy.supervisor import ConfigRefused, Supervisor
 from propylon.runtime.gc_pause import gc_paused
@@ -176,40 +176,33 @@ class Agent:
         while True:
             await asyncio.sleep(self.health_interval)
             snapshot = supervisor.snapshot
-            merged = await self._tally(supervisor)
-            if snapshot is None or merged is None:
+            workers = await self._tally(supervisor)
+            if snapshot is None or workers is None:
                 continue
             try:
+                merged = {"endpoints": merge_endpoints(workers), "upstreams":
+                          merge_upstreams(workers), "panic": sorted(
+                              {key for stats in workers for key in stats.get("panic", ())})}
                 health = {**health_summary(merged), "traffic": self.traffic.to_json()}
             except (KeyError, TypeError, ValueError) as exc:  # a stats shape it does not know
                 log.warning("health report skipped: %r", exc)
                 continue
             await self.report(snapshot.version, "HEALTH", health=health)
 
-    async def _tally_totals(self, supervisor: Supervisor) -> None:
-        """The tally taken before an install: totals only, summed over each worker's routes
-        (merging every route's counters as the health report needs cost as much as the
-        install itself at 1,000 routes, on every proxy of a fleet at once)."""
+    async def _tally(self, supervisor: Supervisor) -> list[dict[str, Any]] | None:
+        """The workers' stats, after giving their growth to the running version: totals
+        summed over each worker's routes (merging every route's counters, which a report
+        does not need, cost as much as an install at 1,000 routes, on every proxy at once)."""
         version = supervisor.snapshot.version if supervisor.snapshot else None
         try:
-            workers = await supervisor.worker_stats()
+            workers = [stats for _, _, stats in await supervisor.worker_stats()
+                       if stats is not None]
         except Exception as exc:  # stats are best effort; serving goes on
-            log.debug("no stats before the install: %s", exc)
-            return
-        routes = [r for _, _, stats in workers if stats is not None
-                  for r in stats.get("routes", ())]
-        self.traffic.tally(version, request_totals({"routes": routes}))
-
-    async def _tally(self, supervisor: Supervisor) -> dict[str, Any] | None:
-        """The workers' merged stats, after giving their growth to the running version."""
-        version = supervisor.snapshot.version if supervisor.snapshot else None
-        try:
-            merged = await supervisor.stats()
-        except Exception as exc:  # stats are best effort; serving goes on
-            log.debug("no stats for the health report: %s", exc)
+            log.debug("no worker stats: %s", exc)
             return None
-        self.traffic.tally(version, request_totals(merged))
-        return merged
+        routes = [route for stats in workers for route in stats.get("routes", ())]
+        self.traffic.tally(version, request_totals({"routes": routes}))
+        return workers
 
     async def run(self, supervisor: Supervisor) -> None:
         backoff = Backoff()
@@ -301,7 +294,7 @@ class Agent:
         a worker that died mid-install for instance)."""
         try:
             check_snapshot(snapshot, self.gateway)
-            await self._tally_totals(supervisor)
+            await self._tally(supervisor)
             await supervisor.install(snapshot)
         except ConfigRefused as exc:
             log.error("IR %s refused: %s", snapshot.version, exc)
