@@ -10,6 +10,7 @@ a list item's is that of the item itself (after its ``- ``). Columns count chara
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,8 @@ from propylon.config.errors import ConfigError
 
 _BaseLoader: type[yaml.SafeLoader] | Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _PLAIN_INT = re.compile(r"[-+]?(0|[1-9][0-9]*)")
+_STR, _NULL = "tag:yaml.org,2002:str", "tag:yaml.org,2002:null"
+_MAP, _SEQ = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
 
 
 class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
@@ -50,9 +53,36 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
         return value if repr(value) == text else text
 
 
+    # libyaml's composer asks these of every node; PyYAML's versions handle path resolvers,
+    # which this loader has none of, and were a tenth of the time spent loading YAML.
+    def resolve(self, kind: type[yaml.Node], value: str | None, implicit: Any) -> str:
+        if kind is yaml.ScalarNode:
+            if implicit[0]:
+                assert value is not None
+                for tag, regexp in _IMPLICIT.get(value[:1], _WILDCARD):
+                    if regexp.match(value):
+                        return str(tag)
+            return _STR
+        return _MAP if kind is yaml.MappingNode else _SEQ
+
+    def descend_resolver(self, current_node: Any, current_index: Any) -> None:
+        pass
+
+    def ascend_resolver(self) -> None:
+        pass
+
+
 _Loader.add_constructor("tag:yaml.org,2002:bool", _Loader.construct_yaml_bool)
 _Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 _Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_yaml_float)
+assert not _Loader.yaml_path_resolvers, "_Loader.resolve ignores path resolvers"
+# the implicit resolvers PyYAML's ``resolve`` tries for a plain scalar, by its first character
+_WILDCARD: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
+    _Loader.yaml_implicit_resolvers.get(None, ()))
+_IMPLICIT = {
+    first: (*_Loader.yaml_implicit_resolvers.get(first, ()), *_WILDCARD)
+    for first in {*_Loader.yaml_implicit_resolvers, ""} - {None}
+}
 # What aliases may add to the documents of a text, in nodes, beyond one node per character
 # of each document (which no document without aliases reaches): generous for
 # `<<: *defaults`, fatal to an alias bomb (a kilobyte of nested aliases names billions of
@@ -70,7 +100,7 @@ class Document:
     data: Any
     line: int
     column: int | None = None  # of the document's first node; None for data given as such
-    marks: dict[Path, Mark] = field(default_factory=dict)
+    marks: Mapping[Path, Mark] = field(default_factory=dict)
 
     def mark_of(self, path: Path) -> tuple[int, int | None]:
         """Line and column of ``path``, or of its nearest ancestor written in the source."""
@@ -90,7 +120,8 @@ def parse_documents(text: str, filename: str) -> tuple[list[Document], list[Conf
     try:
         while loader.check_node():
             node = loader.get_node()
-            doc = None if node is None else _document(loader, node, budget, errors, filename)
+            doc = (None if node is None
+                   else _document(loader, node, budget, errors, filename, text))
             if doc is not None:
                 documents.append(doc)
     except yaml.MarkedYAMLError as exc:
@@ -121,20 +152,22 @@ class _AliasBudget:
 
 
 def _document(
-    loader: Any, node: yaml.Node, budget: _AliasBudget, errors: list[ConfigError], filename: str
+    loader: Any, node: yaml.Node, budget: _AliasBudget, errors: list[ConfigError], filename: str,
+    text: str,
 ) -> Document | None:
     doc = Document(data=None, line=node.start_mark.line + 1, column=node.start_mark.column + 1)
-    reported = len(errors)
     try:
-        doc.data = _PlainWalk(loader, doc.marks, errors, filename).data(node, ())
+        doc.data = _PlainWalk(loader).data(node, 0)
     except _NotPlain:
-        del errors[reported:]
-        doc.marks.clear()
+        pass
     else:
+        doc.marks = LazyMarks(text, node)
         return doc if doc.data is not None else None
+    marks: dict[Path, Mark] = {}
+    doc.marks = marks
     size = node.end_mark.index - node.start_mark.index + 1
     try:
-        walked = _index_marks(node, doc.marks, errors, filename, size + budget.extra)
+        walked = _index_marks(node, marks, errors, filename, size + budget.extra)
     except _TooLarge as exc:
         budget.extra = 0  # later documents get their own size, nothing more
         line, column = exc.mark
@@ -149,32 +182,31 @@ class _NotPlain(Exception):
     """A document the fast walk leaves to ``_index_marks`` and PyYAML's constructor."""
 
 
-_STR, _NULL = "tag:yaml.org,2002:str", "tag:yaml.org,2002:null"
 _SCALARS: dict[str, Any] = {
     "tag:yaml.org,2002:bool": _Loader.construct_yaml_bool,
     "tag:yaml.org,2002:int": _Loader.construct_yaml_int,
     "tag:yaml.org,2002:float": _Loader.construct_yaml_float,
 }
-_MAP, _SEQ = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
 
 
 class _PlainWalk:
     """One walk of a document of plain mappings, lists and scalars (every resource as usually
-    written) giving both what ``_index_marks`` records and the data ``construct_document``
-    would build, several times faster. Aliases (a node met again), merge keys, other tags and
-    nesting deeper than ``MAX_DEPTH`` raise ``_NotPlain``: the two slower steps handle those,
-    with the alias budget. A document without aliases has no more nodes than characters."""
+    written) giving the data ``construct_document`` would build, several times faster. The
+    positions of its nodes are not recorded: they are only needed to report a problem, and
+    ``LazyMarks`` finds them again then. Aliases (a node met again), merge keys, duplicate
+    keys, other tags and nesting deeper than ``MAX_DEPTH`` raise ``_NotPlain``: the two
+    slower steps handle those, with the alias budget and every position."""
 
-    def __init__(self, loader: Any, marks: dict[Path, Mark], errors: list[ConfigError],
-                 filename: str) -> None:
-        self.loader, self.marks, self.errors, self.filename = loader, marks, errors, filename
+    __slots__ = ("loader", "visited")
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
         self.visited: set[int] = set()
 
-    def data(self, node: yaml.Node, path: Path) -> Any:
-        if id(node) in self.visited or len(path) > MAX_DEPTH:
+    def data(self, node: yaml.Node, depth: int) -> Any:
+        if id(node) in self.visited or depth > MAX_DEPTH:
             raise _NotPlain
         self.visited.add(id(node))
-        self.marks.setdefault(path, (node.start_mark.line + 1, node.start_mark.column + 1))
         tag = node.tag
         if isinstance(node, yaml.ScalarNode):
             if tag == _STR:
@@ -186,25 +218,71 @@ class _PlainWalk:
                 raise _NotPlain
             return make(self.loader, node)
         if isinstance(node, yaml.MappingNode) and tag == _MAP:
-            return self._mapping(node, path)
+            return self._mapping(node, depth + 1)
         if isinstance(node, yaml.SequenceNode) and tag == _SEQ:
-            return [self.data(item, (*path, index)) for index, item in enumerate(node.value)]
+            return [self.data(item, depth + 1) for item in node.value]
         raise _NotPlain
 
-    def _mapping(self, node: yaml.MappingNode, path: Path) -> dict[str, Any]:
+    def _mapping(self, node: yaml.MappingNode, depth: int) -> dict[str, Any]:
         data: dict[str, Any] = {}
         for key_node, value_node in node.value:
             if not isinstance(key_node, yaml.ScalarNode) or key_node.value == "<<":
                 raise _NotPlain  # a merge key, or a key that is not a name
             key = str(key_node.value)  # field names are names, as in _mapping_children
-            mark = key_node.start_mark.line + 1, key_node.start_mark.column + 1
             if key in data:
-                self.errors.append(ConfigError(self.filename, mark[0], None, None,
-                                               dotted_path(path), f'duplicate key "{key}"',
-                                               column=mark[1]))
-            self.marks.setdefault((*path, key), mark)
-            data[key] = self.data(value_node, (*path, key))
+                raise _NotPlain  # reported, at its line, by _mapping_children
+            data[key] = self.data(value_node, depth)
         return data
+
+
+class LazyMarks(Mapping[Path, Mark]):
+    """The positions of a plain document's nodes (``Document.marks``), found when first asked
+    for by composing the document again from its text: only a problem to report asks, so a
+    loaded configuration holds its files' text (shared by their documents) instead of a
+    position for each of its nodes (most of the loader's memory at 10,000 Routes)."""
+
+    __slots__ = ("_first", "_found", "_last", "_text")
+
+    def __init__(self, text: str, node: yaml.Node) -> None:
+        end = node.end_mark  # where the next token starts: its line is the last one if not
+        self._text, self._first = text, node.start_mark.line  # 0-based lines
+        self._last = end.line if end.column else end.line - 1
+        self._found: dict[Path, Mark] | None = None
+
+    def _marks(self) -> dict[Path, Mark]:
+        if self._found is None:
+            starts = [0, *(found.end() for found in _LINE_BREAK.finditer(self._text))]
+            end = starts[self._last + 1] if self._last + 1 < len(starts) else len(self._text)
+            self._found = _marks_of(self._text[starts[self._first]:end], self._first)
+        return self._found
+
+    def __getitem__(self, path: Path) -> Mark:
+        return self._marks()[path]
+
+    def get(self, path: Path, default: Any = None) -> Any:
+        return self._marks().get(path, default)
+
+    def __iter__(self) -> Iterator[Path]:
+        return iter(self._marks())
+
+    def __len__(self) -> int:
+        return len(self._marks())
+
+
+def _marks_of(text: str, lines_before: int) -> dict[Path, Mark]:
+    """The positions of the first document of ``text`` (the lines of a document that was read
+    whole before, from the start of its first line), ``lines_before`` lines down its file."""
+    marks: dict[Path, Mark] = {}
+    loader = _Loader(text)
+    try:
+        node = loader.get_node() if loader.check_node() else None
+        if node is not None:
+            _index_marks(node, marks, [], "", len(text) + ALIAS_EXTRA_NODES)
+    except (yaml.YAMLError, _TooLarge):
+        return {}  # not expected for a document read whole before: positions fall back
+    finally:
+        loader.dispose()
+    return {path: (line + lines_before, column) for path, (line, column) in marks.items()}
 
 
 def _last_line(text: str) -> int:
