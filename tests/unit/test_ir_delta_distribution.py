@@ -14,6 +14,7 @@ import pytest
 
 from propylon import ir
 from propylon.controlplane.ir_deltas import SnapshotHistory, reads_deltas
+from propylon.controlplane.state import PartTexts, shard, shard_all
 from propylon.ir import schema
 from propylon.proxy.agent import Agent
 from propylon.proxy.ir_cache import IRCache
@@ -157,3 +158,29 @@ def test_who_gets_deltas(delta: str | None, reads: tuple[int, ...], snapshot_sch
                          expected: bool) -> None:
     snapshot = ir.SnapshotIR(gateways=(), statuses=(), schema=snapshot_schema)
     assert reads_deltas(delta, reads, snapshot) is expected
+
+
+def test_shards_keep_unchanged_objects_and_encode_like_a_fresh_seal() -> None:
+    """``shard_all`` seals each Gateway with its own rule texts (``codec.part_texts``): the
+    texts equal those of sealing from scratch, an unchanged shard stays the same object, and
+    a changed one shares the previous shard's rules (so deltas to proxies are small)."""
+    def snapshot(extra: int) -> ir.SnapshotIR:
+        rules = [tuple(_rule(i) for i in range(10)), tuple(_rule(i) for i in range(10, 20))]
+        rules[1] += tuple(_rule(100 + i) for i in range(extra))
+        gateways = tuple(ir.GatewayIR(f"a/g{n}", (ir.ListenerIR("web", 8080 + n),), rules[n], ())
+                         for n in range(2))
+        return ir.SnapshotIR(gateways=gateways, statuses=())
+
+    parts: PartTexts = {}
+    first, texts = shard_all(snapshot(0), {}, {}, parts)
+    second, texts2 = shard_all(snapshot(1), first, texts, parts)
+    assert second["a/g0"] is first["a/g0"] and texts2["a/g0"] is texts["a/g0"]
+    assert second["a/g1"].version != first["a/g1"].version
+    for key, text in texts2.items():
+        fresh = shard(snapshot(1), next(g for g in snapshot(1).gateways if g.key == key))
+        assert text == ir.dumps(fresh) and second[key].version == fresh.version
+    kept = {id(r) for r in first["a/g1"].gateways[0].rules}
+    assert sum(id(r) in kept for r in second["a/g1"].gateways[0].rules) == 10
+    shard_all(ir.SnapshotIR(gateways=snapshot(0).gateways[:1], statuses=()), second, texts2,
+              parts)
+    assert set(parts) == {"a/g0"}
