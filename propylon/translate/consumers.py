@@ -121,7 +121,16 @@ def read_secret(ref: SecretRef, base_dir: str | None, *, needed_by: str = "") ->
     return value
 
 
+def secret_reads_made() -> int:
+    """How many secrets were resolved so far, in this process (each one read or failed)."""
+    return _READS_MADE[0]
+
+
+_READS_MADE = [0]
+
+
 def _record(read: SecretRead) -> None:
+    _READS_MADE[0] += 1
     reads = _reads.get()
     if reads is not None:
         reads.append(read)

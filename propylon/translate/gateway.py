@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from propylon.config import Gateway
+from propylon.config import Gateway, Route
 from propylon.config.gateway import ListenerTLS
 from propylon.ir import (
     CertificateIR,
@@ -26,16 +26,27 @@ from propylon.ir import (
     ListenerLimitsIR,
     ListenerTLSIR,
     PathNormalizationIR,
+    PolicyIR,
     ProxyProtocolIR,
     RuleIR,
     TracingIR,
     UpstreamIR,
 )
 from propylon.translate.backends import build_upstream
+from propylon.translate.consumers import secret_reads_made
 from propylon.translate.containment import disabled_gateway
 from propylon.translate.context import GatewayContext
-from propylon.translate.delegation import flatten_route
+from propylon.translate.delegation import Draft, flatten_route
 from propylon.translate.inventory import Inventory
+from propylon.translate.memo import (
+    Recording,
+    RouteEntry,
+    RouteMemo,
+    delegates,
+    recording,
+    route_memo,
+    targeting,
+)
 from propylon.translate.paths import resolve_path
 from propylon.translate.policies import PolicyTargets, attach_policies, gateway_level
 from propylon.translate.replace import build_rules, invalid_route_response
@@ -56,12 +67,8 @@ def translate_gateway(
         return translate_disabled_gateway(gateway, inventory, status)
     ctx = GatewayContext(gateway, inventory, status, set(replaced))
     status.selected(gateway.kind, gateway.key, gateway.key)
-    drafts = [
-        d for route in select_routes(gateway, inventory.routes) for d in flatten_route(ctx, route)
-    ]
-    gateway_policies = gateway_level(gateway, targets)
-    defaults = attach_policies([gateway_policies], status, gateway.key)
-    built = build_rules(ctx, drafts, gateway_policies, targets, defaults)
+    with route_memo(gateway.key) as memo:
+        built, defaults = _translate_routes(ctx, targets, replaced, memo)
     report_shadowed(ctx, built)
     rules = [rule for _, rule in built]
     upstreams = collect_upstreams(rules, inventory)
@@ -77,6 +84,49 @@ def translate_gateway(
         default_policies=defaults,
         tracing=translate_tracing(gateway),
     )
+
+
+def _translate_routes(
+    ctx: GatewayContext, targets: PolicyTargets, replaced: frozenset[str],
+    memo: RouteMemo | None,
+) -> tuple[list[tuple[Draft, RuleIR]], tuple[PolicyIR, ...]]:
+    """Steps 2 and 3 for every selected Route, reusing what ``memo`` kept of the Routes
+    unchanged since the last translation (``memo.py``), in the same order; the rules and the
+    Gateway's default policies."""
+    gateway, inventory = ctx.gateway, ctx.inventory
+    if memo is not None:
+        memo.start(gateway, inventory, replaced)
+    steps: list[tuple[Route, list[Draft], Recording | None, RouteEntry | None]] = []
+    for route in select_routes(gateway, inventory.routes):
+        entry = memo.get(route, targets) if memo is not None else None
+        if entry is not None:
+            entry.flattened.replay(ctx)
+            steps.append((route, list(entry.drafts), entry.flattened, entry))
+            continue
+        with recording(ctx, secret_reads_made) as flattened:
+            drafts = flatten_route(ctx, route)
+        steps.append((route, drafts, flattened[0], None))
+    reads = secret_reads_made()
+    gateway_policies = gateway_level(gateway, targets)
+    defaults = attach_policies([gateway_policies], ctx.status, gateway.key)
+    if memo is not None and secret_reads_made() != reads:
+        memo.forget()  # the Gateway's own policies read a secret: it may have changed
+        memo = None
+    built: list[tuple[Draft, RuleIR]] = []
+    for route, drafts, flattened_once, entry in steps:
+        if entry is not None and memo is not None:
+            entry.built.replay(ctx)
+            built += entry.rules
+            continue
+        with recording(ctx, secret_reads_made) as made:
+            rules = build_rules(ctx, drafts, gateway_policies, targets, defaults)
+        built += rules
+        if memo is not None and flattened_once and made[0] and not delegates(route):
+            memo.keep(RouteEntry(route, targeting(route, targets), flattened_once,
+                                 tuple(drafts), made[0], tuple(rules)))
+    if memo is not None:
+        memo.finish()
+    return built, defaults
 
 
 def translate_disabled_gateway(

@@ -47,9 +47,10 @@ def build_inventory(resources: Sequence[Resource]) -> Inventory:
 
 
 def _sorted(resources: Sequence[Resource], cls: type[R]) -> tuple[R, ...]:
-    of_kind = [r for r in resources if isinstance(r, cls)]
-    of_kind.sort(key=lambda r: (r.key, r.model_dump_json()))
-    unique: dict[str, R] = {}
-    for resource in of_kind:
-        unique.setdefault(resource.key, resource)
-    return tuple(unique.values())
+    by_key: dict[str, R] = {}
+    for resource in resources:
+        if isinstance(resource, cls):
+            kept = by_key.setdefault(resource.key, resource)
+            if kept is not resource and resource.model_dump_json() < kept.model_dump_json():
+                by_key[resource.key] = resource  # JSON only for a key met twice
+    return tuple(by_key[key] for key in sorted(by_key))

@@ -34,6 +34,7 @@ from propylon.translate.containment import (
 from propylon.translate.gateway import translate_gateway
 from propylon.translate.gatewayapi_status import gateway_api_statuses, located_issues
 from propylon.translate.inventory import Inventory, build_inventory
+from propylon.translate.memo import forget_other_gateways
 from propylon.translate.policies import index_policy_targets
 from propylon.translate.status import StatusBook
 
@@ -74,6 +75,7 @@ def translate_with_issues(
                           disabled.get(g.key))
         for g in inventory.gateways
     )
+    forget_other_gateways({g.key for g in inventory.gateways})
     consumers = translate_consumers(plan.resources, status)
     note_unused(inventory, status)
     statuses = gateway_api_statuses(status.build(), expansion)

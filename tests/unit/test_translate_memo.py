@@ -1,0 +1,143 @@
+"""Translating again with Routes kept from the last translation (``translate/memo.py``) gives
+exactly what a translation from scratch gives: snapshot, statuses and located issues, in the
+same order."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from propylon.config import Rejected, Resource, load_paths, load_text
+from propylon.translate import memo, translate_with_issues
+from propylon.translate.translator import Translation
+
+CASES = Path(__file__).parents[1] / "golden" / "cases"
+
+
+def fresh(resources: Sequence[Resource], rejected: Sequence[Rejected] = ()) -> Translation:
+    memo._MEMOS.clear()
+    return translate_with_issues(resources, rejected)
+
+
+def assert_same(got: Translation, expected: Translation) -> None:
+    assert got.snapshot.version == expected.snapshot.version
+    assert got.snapshot == expected.snapshot
+    assert got.issues == expected.issues
+
+
+def kept_routes() -> int:
+    return sum(len(m._entries) for m in memo._MEMOS.values())
+
+
+@pytest.mark.parametrize("case", sorted(CASES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_a_golden_case_translated_again_is_the_same(case: Path) -> None:
+    loaded = load_paths([case])
+    first = fresh(loaded.resources, loaded.rejected)
+    again = translate_with_issues(loaded.resources, loaded.rejected)
+    assert_same(again, first)
+
+
+GATEWAY = """apiVersion: propylon.dev/v1
+kind: Gateway
+metadata: {name: edge, namespace: shop}
+spec:
+  listeners: [{name: web, port: 8080}]
+  routeSelector: {namespaces: [shop]}
+---
+apiVersion: propylon.dev/v1
+kind: Upstream
+metadata: {name: app, namespace: shop}
+spec: {endpoints: [{address: 127.0.0.1, port: 9000}]}
+---
+apiVersion: propylon.dev/v1
+kind: Policy
+metadata: {name: tag, namespace: shop}
+spec:
+  targetRefs: [{kind: Route, name: r1, sectionName: api}]
+  headers: {response: {set: {x-tag: policy}}}
+"""
+
+
+def route(name: str, prefix: str, upstream: str = "app", extra: str = "",
+          policies: str = "cors: {allowOrigins: ['*']}") -> str:
+    return f"""apiVersion: propylon.dev/v1
+kind: Route
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  rules:
+    - name: api
+      matches: [{{path: {{prefix: {prefix}}}}}]
+      forward: {{backends: [{{upstream: {upstream}}}]}}
+      policies: [{{{policies}}}]
+{extra}"""
+
+
+def resources(text: str) -> list[Resource]:
+    loaded = load_text(text, "config.yaml")
+    assert not loaded.errors, loaded.errors
+    return loaded.resources
+
+
+def test_one_changed_route_is_translated_the_others_are_kept() -> None:
+    base = resources(GATEWAY + "---\n" + route("r1", "/a") + "---\n" + route("r2", "/b")
+                     + "---\n" + route("r3", "/c", upstream="missing"))
+    fresh(base)
+    assert kept_routes() == 3
+    changed = [*base[:-1], *resources(route("r3", "/a"))]  # shadowed by r1 now
+    again = translate_with_issues(changed)
+    assert_same(again, fresh(changed))
+    assert any("never matches" in issue.message for issue in again.issues)
+
+
+def test_a_policy_change_reaches_the_routes_it_targets() -> None:
+    base = resources(GATEWAY + "---\n" + route("r1", "/a"))
+    fresh(base)
+    policy = resources(GATEWAY.replace("x-tag: policy", "x-tag: changed"))[2]
+    changed = [base[0], base[1], policy, base[3]]
+    again = translate_with_issues(changed)
+    assert_same(again, fresh(changed))
+    assert "changed" in str(again.snapshot.gateways[0].rules[0].policies)
+
+
+def test_an_invalid_route_is_kept_with_its_status_and_issue() -> None:
+    base = resources(GATEWAY + "---\n" + route("r1", "/a", upstream="missing"))
+    first = fresh(base)
+    again = translate_with_issues(base)
+    assert_same(again, first)
+    assert [s.state for s in again.snapshot.statuses if s.kind == "Route"] == ["Invalid"]
+
+
+def secret_route(folder: Path) -> str:
+    secret = f"{{secretRef: {{file: {folder}/token}}}}"
+    return route("r1", "/a", extra=f"""    - matches: [{{path: {{prefix: /s}}}}]
+      forward: {{backends: [{{upstream: app}}]}}
+      policies: [{{headers: {{request: {{set: {{authorization: {secret}}}}}}}}}]
+""")
+
+
+def test_a_route_reading_a_secret_is_translated_each_time(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("one\n")
+    base = resources(GATEWAY + "---\n" + secret_route(tmp_path) + "---\n" + route("r2", "/b"))
+    fresh(base)
+    assert kept_routes() == 1  # r2 only
+    (tmp_path / "token").write_text("two\n")
+    again = translate_with_issues(base)
+    assert_same(again, fresh(base))
+    assert "two" in str(again.snapshot.gateways[0].rules)
+
+
+def test_a_gateway_policy_reading_a_secret_keeps_no_route(tmp_path: Path) -> None:
+    (tmp_path / "token").write_text("one\n")
+    gateway = GATEWAY.replace(
+        "  routeSelector: {namespaces: [shop]}\n",
+        "  routeSelector: {namespaces: [shop]}\n  policies:\n    - headers: {request: {set: "
+        f"{{x-key: {{secretRef: {{file: {tmp_path}/token}}}}}}}}}}\n")
+    base = resources(gateway + "---\n" + route("r1", "/a"))
+    fresh(base)
+    assert kept_routes() == 0
+    (tmp_path / "token").write_text("two\n")
+    again = translate_with_issues(base)
+    assert_same(again, fresh(base))
+    assert "two" in str(again.snapshot.gateways[0].default_policies)
