@@ -102,7 +102,7 @@ def test_records_change_while_traffic_flows(gateways: GatewayFactory, dnsmasq, b
         # the TTL (1s) is shorter than refresh (30s): the change is seen within a few seconds
         poll_until(lambda: _served(load).get("127.0.0.4", 0) > 20, 15,
                    message="the new address serves")
-        time.sleep(0.3)  # requests that picked .2 before the swap have finished by now
+        time.sleep(1.0)  # requests that picked .2 before the swap have finished by now
         removed = _served(load).get("127.0.0.2", 0)
         time.sleep(1.0)
         after = _served(load)
