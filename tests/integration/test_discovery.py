@@ -1,23 +1,33 @@
 """DNS discovery and failover against real servers: a gateway process, dnsmasq on a loopback
 port, upstreams on loopback addresses (127.0.0.2, ...), traffic flowing while answers change.
 
-The two "clusters" of the failover test are two groups of upstreams on loopback addresses,
-not network namespaces: see docs/reference.md, "Upstream discovery and failover".
+Failover is tested twice: the spillover arithmetic with two groups of upstreams on loopback
+addresses (health checks told to fail), and across two "clusters" that are network namespaces
+reached over veth pairs from the host, where the gateway runs: traffic moves to the second
+cluster when the first one's link goes down or its servers die, and comes back.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
+import subprocess
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from tests.integration.conftest import GatewayFactory
 from tests.support.dns import BoundUpstream, Dnsmasq, free_port_on
+from tests.support.e2e import Procs
 from tests.support.gateway import metric_value
+from tests.support.h1 import Response
 from tests.support.load import LoadClient
 from tests.support.net import poll_until
+from tests.support.netns import _ip, destroy_names
 from tests.support.upstream import Reply
 
 HOST = "svc.example.com"
@@ -224,3 +234,141 @@ def test_failover_spills_in_proportion_and_comes_back(gateways: GatewayFactory,
     finally:
         for upstream in restarted:
             upstream.stop()
+
+
+# -- two clusters in network namespaces -------------------------------------------------------
+CLUSTER_SUBNET = "10.231.8"  # east 10.231.8.0/29, west 10.231.8.8/29 (host side .1 and .9)
+
+
+@dataclass
+class Cluster:
+    """A network namespace with two server addresses, linked to the host by a veth pair whose
+    host end is ``link`` (``ip link set LINK down`` cuts the cluster off)."""
+
+    name: str
+    ns: str
+    link: str
+    addresses: tuple[str, str]
+
+
+def _make_cluster(name: str, index: int) -> Cluster:
+    tag = f"{name[0]}{os.getpid() % 100000}"
+    base = 8 * index
+    cluster = Cluster(name, f"pf{tag}", f"pf{tag}h",
+                      (f"{CLUSTER_SUBNET}.{base + 2}", f"{CLUSTER_SUBNET}.{base + 3}"))
+    _ip("netns", "add", cluster.ns)
+    try:
+        _ip("link", "set", "lo", "up", ns=cluster.ns)
+        _ip("link", "add", cluster.link, "type", "veth", "peer", "name", "c0", "netns", cluster.ns)
+        _ip("addr", "add", f"{CLUSTER_SUBNET}.{base + 1}/29", "dev", cluster.link)
+        _ip("link", "set", cluster.link, "up")
+        for address in cluster.addresses:
+            _ip("addr", "add", f"{address}/29", "dev", "c0", ns=cluster.ns)
+        _ip("link", "set", "c0", "up", ns=cluster.ns)
+    except BaseException:
+        destroy_names([cluster.ns])  # the veth pair goes with it
+        raise
+    return cluster
+
+
+@pytest.fixture
+def clusters() -> Iterator[tuple[Cluster, Cluster]]:
+    if shutil.which("ip") is None:
+        pytest.skip("network namespaces: no `ip` (iproute2) on this machine")
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces: creating them needs root")
+    made: list[Cluster] = []
+    try:
+        for index, name in enumerate(("east", "west")):
+            made.append(_make_cluster(name, index))
+    except (OSError, subprocess.SubprocessError) as exc:
+        destroy_names([cluster.ns for cluster in made])
+        detail = getattr(exc, "stderr", b"") or b""
+        pytest.skip(f"network namespaces cannot be created here: {exc!r} {detail!r}")
+    try:
+        yield made[0], made[1]
+    finally:
+        destroy_names([cluster.ns for cluster in made])
+
+
+class ServiceLoad(LoadClient):
+    """LoadClient counting by ``x-service`` (the echo server's name header), not x-upstream."""
+
+    def _count(self, response: Response | None, error: str) -> None:
+        if response is not None and response.status < 500:
+            with self.lock:
+                self.result.total += 1
+                self.result.statuses[response.status] += 1
+                self.result.served_by[response.header("x-service") or ""] += 1
+            return
+        super()._count(response, error)
+
+
+def _start_servers(procs: Procs, cluster: Cluster, port: int) -> None:
+    for i, address in enumerate(cluster.addresses):
+        procs.python(f"{cluster.name}{i}", "propylon.demo.echo_server", "--host", address,
+                     "--port", str(port), "--name", f"{cluster.name}{i}", ns=cluster.ns)
+    for address in cluster.addresses:
+        poll_until(lambda address=address: _accepts(address, port), 10,
+                   message=f"{cluster.name} server {address} listening")
+
+
+def _accepts(address: str, port: int) -> bool:
+    try:
+        socket.create_connection((address, port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
+
+
+def test_failover_between_clusters_in_network_namespaces(gateways: GatewayFactory, clusters,
+                                                         tmp_path: Path) -> None:
+    east, west = clusters
+    port = 8080  # each cluster's servers listen on their own addresses: no clash with the host
+    procs = Procs(tmp_path)
+    try:
+        _start_servers(procs, east, port)
+        _start_servers(procs, west, port)
+        endpoints = ", ".join(f"{{address: {a}, port: {port}}}" for a in east.addresses)
+        failover = ", ".join(f"{{address: {a}, port: {port}}}" for a in west.addresses)
+        gateway = gateways(_config(f"""
+  endpoints: [{endpoints}]
+  failover:
+    - endpoints: [{failover}]
+  connectTimeout: 1s
+  healthCheck:
+    active: {{interval: 200ms, intervalJitter: 10ms, timeout: 500ms,
+              healthyThreshold: 1, unhealthyThreshold: 1}}
+""", extra_rule=", timeout: 2s, retries: {attempts: 2, on: [connect-failure]}"))
+        load = ServiceLoad(gateway.port, HOST, duration=20.0)
+        load.start()
+        try:
+            _run_failover_scenario(load, procs, east, port)
+        finally:
+            load.stop()
+            load.join(10)
+    finally:
+        procs.stop_all()
+    result = load.result
+    print(f"\n[failover across namespaces] {result.total} requests, {result.errors} failed "
+          f"({dict(result.error_kinds)}), served by {dict(result.served_by)}")
+    assert result.errors <= 20, result.error_kinds  # a few per cut, while health checks see it
+
+
+def _run_failover_scenario(load: ServiceLoad, procs: Procs, east: Cluster, port: int) -> None:
+    def cluster_of_recent(seconds: float = 0.4) -> set[str]:
+        before = _served(load)
+        time.sleep(seconds)
+        after = _served(load)
+        return {name[:4] for name, n in after.items() if n > before.get(name, 0)}
+
+    poll_until(lambda: cluster_of_recent() == {"east"}, 10, message="traffic on east")
+    _ip("link", "set", east.link, "down")  # east is cut off from the gateway's host
+    poll_until(lambda: cluster_of_recent() == {"west"}, 10, message="traffic moved to west")
+    _ip("link", "set", east.link, "up")
+    poll_until(lambda: cluster_of_recent() == {"east"}, 10, message="traffic back on east")
+    for i in range(2):  # east's servers die (SIGTERM, by PID)
+        procs.stop(f"east{i}")
+    poll_until(lambda: cluster_of_recent() == {"west"}, 10, message="west after east died")
+    _start_servers(procs, east, port)
+    poll_until(lambda: cluster_of_recent() == {"east"}, 10, message="east serves again")
