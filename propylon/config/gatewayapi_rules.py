@@ -9,7 +9,8 @@ Mapping (gateway-api apis/v1 httproute_types.go, grpcroute_types.go):
   the same call as a path (``POST /service/method``; a service alone: the prefix
   ``/service/``), which is what a gRPC request's ``:path`` is; serving gRPC needs HTTP/2.
 - filters: RequestHeaderModifier / ResponseHeaderModifier -> a rule ``headers`` policy;
-  RequestRedirect -> ``redirect`` (ReplaceFullPath only); URLRewrite -> ``forward.rewrite``
+  RequestRedirect -> ``redirect`` (``path`` for ReplaceFullPath, ``prefix`` for
+  ReplacePrefixMatch when every match is a PathPrefix); URLRewrite -> ``forward.rewrite``
   (``ReplacePrefixMatch`` when every match is a PathPrefix, ``ReplaceFullPath``) and its
   ``hostname`` -> a ``host`` request header set; RequestMirror -> ``forward.mirror`` (one).
 - ``backendRefs[]`` with ``weight`` -> ``forward.backends`` (``k8s_backends`` resolves them);
@@ -134,7 +135,7 @@ class RuleConverter:
                 headers["response"] = _header_edits(item, "responseHeaderModifier", where,
                                                     headers.get("response"))
             elif kind == "RequestRedirect" and not self.grpc:
-                redirect = _redirect(section(item, "requestRedirect", where),
+                redirect = _redirect(section(item, "requestRedirect", where), raw,
                                      path(where, "requestRedirect"))
             elif kind == "URLRewrite" and not self.grpc:
                 rewrite, host = _rewrite(section(item, "urlRewrite", where), raw,
@@ -261,7 +262,7 @@ def _header_edits(item: dict[str, Any], key: str, at: str,
     return edits
 
 
-def _redirect(raw: dict[str, Any], at: str) -> dict[str, Any]:
+def _redirect(raw: dict[str, Any], rule: dict[str, Any], at: str) -> dict[str, Any]:
     redirect: dict[str, Any] = {"statusCode": integer(raw, "statusCode", at) or 302}
     for field, name in (("scheme", "scheme"), ("hostname", "host")):
         value = text(raw, field, at)
@@ -271,12 +272,8 @@ def _redirect(raw: dict[str, Any], at: str) -> dict[str, Any]:
     if port is not None:
         redirect["port"] = port
     if raw.get("path") is not None:
-        where = path(at, "path")
-        replace = section(raw, "path", at)
-        if text(replace, "type", where) != "ReplaceFullPath":
-            raise _Unsupported(where, f"redirect path type {replace.get('type')!r} "
-                               "(only ReplaceFullPath)")
-        redirect["path"] = text(replace, "replaceFullPath", where)
+        key, value = _path_modifier(section(raw, "path", at), rule, path(at, "path"))
+        redirect[key] = value
     return redirect
 
 
@@ -284,18 +281,22 @@ def _rewrite(raw: dict[str, Any], rule: dict[str, Any],
              at: str) -> tuple[dict[str, Any] | None, str | None]:
     rewrite = None
     if raw.get("path") is not None:
-        where = path(at, "path")
-        replace = section(raw, "path", at)
-        kind = text(replace, "type", where)
-        if kind == "ReplaceFullPath":
-            rewrite = {"fullPath": text(replace, "replaceFullPath", where)}
-        elif kind == "ReplacePrefixMatch":
-            if not _all_prefix_matches(rule):
-                raise _Unsupported(where, "ReplacePrefixMatch needs PathPrefix matches")
-            rewrite = {"prefix": text_or(replace, "replacePrefixMatch", where, "/")}
-        else:
-            raise _Unsupported(where, f"path type {kind!r}")
+        key, value = _path_modifier(section(raw, "path", at), rule, path(at, "path"))
+        rewrite = {"fullPath" if key == "path" else "prefix": value}
     return rewrite, text(raw, "hostname", at)
+
+
+def _path_modifier(replace: dict[str, Any], rule: dict[str, Any], at: str) -> tuple[str, Any]:
+    """An HTTPPathModifier (of a redirect or a rewrite) as ``("path", full path)`` or
+    ``("prefix", the matched prefix's replacement)``."""
+    kind = text(replace, "type", at)
+    if kind == "ReplaceFullPath":
+        return "path", text(replace, "replaceFullPath", at)
+    if kind == "ReplacePrefixMatch":
+        if not _all_prefix_matches(rule):
+            raise _Unsupported(at, "ReplacePrefixMatch needs PathPrefix matches")
+        return "prefix", text_or(replace, "replacePrefixMatch", at, "/")
+    raise _Unsupported(at, f"path type {kind!r}")
 
 
 def _all_prefix_matches(rule: dict[str, Any]) -> bool:

@@ -217,7 +217,16 @@ class Redirect(Model):
     host: Hostname | None = None
     port: Port | None = None
     path: UrlPath | None = None
+    # the matched path prefix replaced by this one (Gateway API ReplacePrefixMatch); only
+    # with prefix matches, which every match of the rule must then be
+    prefix: UrlPath | None = None
     status_code: Literal[301, 302, 303, 307, 308] = 302
+
+    @model_validator(mode="after")
+    def _one_path(self) -> Redirect:
+        if self.path is not None and self.prefix is not None:
+            raise invalid("redirect_path", "redirect: path and prefix exclude each other")
+        return self
 
 
 class DirectResponse(Model):

@@ -37,6 +37,7 @@ _OMIT_DEFAULT: dict[type, frozenset[str]] = {
                                  "failover_threshold"}),
     model.ActiveHealthIR: frozenset({"service"}),
     model.GatewayIR: frozenset({"tracing"}),
+    model.RedirectIR: frozenset({"prefix"}),
 }
 
 

@@ -194,6 +194,7 @@ class RedirectIR:
     host: str | None = None
     port: int | None = None
     path: str | None = None
+    prefix: str | None = None  # replaces the matched path prefix (left out of JSON while None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,9 +29,11 @@ def redirect_location(
     request_host: str,
     path: bytes,
     query: bytes,
+    prefix_from: bytes | None = None,
 ) -> str:
     """The Location of a redirect: configured parts replace the request's. A scheme change
-    drops the request's port unless a port is configured; default ports are left out."""
+    drops the request's port unless a port is configured; default ports are left out. A
+    ``prefix`` redirect replaces ``prefix_from`` (the matched prefix) as a rewrite does."""
     scheme = redirect.scheme or own_scheme
     field_host, field_port = split_host(host_field)
     host = redirect.host or field_host or request_host
@@ -43,6 +45,8 @@ def redirect_location(
         port = field_port
     default_port = 80 if scheme == "http" else 443
     authority = host if port in (default_port, None) else f"{host}:{port}"
+    if redirect.prefix is not None and prefix_from is not None:
+        path = rewrite_path(path, prefix_from, redirect.prefix.encode("latin-1"), None)
     location = f"{scheme}://{authority}{redirect.path or path.decode('latin-1')}"
     return location + "?" + query.decode("latin-1") if query else location
 

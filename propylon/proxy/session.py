@@ -490,7 +490,7 @@ class Session:
         assert redirect is not None
         location = redirect_location(
             redirect, self.proto.listener.scheme.decode(), self.host_value, self.host,
-            self.path, self.query,
+            self.path, self.query, route.prefix_from,
         )
         self.send_local(redirect.status_code, b"", [(b"location", location.encode("latin-1"))])
 

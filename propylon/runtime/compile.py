@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from propylon.filters.base import Filter, FilterEnv
 from propylon.filters.factory import build_filter
 from propylon.ir import (
+    Action,
     DirectResponseIR,
     ForwardIR,
     GatewayIR,
@@ -126,8 +127,7 @@ def compile_gateway(
         stats = metrics.route(gateway.key, route_label, rule_label)
         for match in rule.matches:
             compiled = compile_route(rule, clusters, chain, route_label, rule_label, stats)
-            rewrite = rule.action.rewrite if isinstance(rule.action, ForwardIR) else None
-            if rewrite is not None and rewrite.prefix is not None and match.path.kind == "prefix":
+            if _replaces_prefix(rule.action) and match.path.kind == "prefix":
                 compiled.prefix_from = match.path.value.rstrip("/").encode()
             entries.append(RouterEntry(rule.hostnames, match, compiled, len(entries)))
     not_found = CompiledRoute("", "none", "none", metrics.route(gateway.key, "none", "none"))
@@ -135,6 +135,13 @@ def compile_gateway(
     not_found.chain = compile_chain(gateway.default_policies, env, tracing)
     trusted = tuple(ipaddress.ip_network(c, strict=False) for c in gateway.trusted_proxies)
     return GatewayRuntime(gateway.key, Router(entries), clusters, trusted, not_found)
+
+
+def _replaces_prefix(action: Action) -> bool:
+    """Whether ``action`` replaces the matched path prefix (a rewrite or a redirect)."""
+    if isinstance(action, ForwardIR):
+        return action.rewrite is not None and action.rewrite.prefix is not None
+    return isinstance(action, RedirectIR) and action.prefix is not None
 
 
 def _labels(rule: RuleIR, index: int) -> tuple[str, str]:

@@ -48,7 +48,7 @@ def build_action(ctx: GatewayContext, owner: RouteLike, rule: Rule, field: str) 
         return resolve_backends(ctx, owner, rule.forward, f"{field}.forward")
     if rule.redirect is not None:
         r = rule.redirect
-        return RedirectIR(r.status_code, r.scheme, r.host, r.port, r.path)
+        return RedirectIR(r.status_code, r.scheme, r.host, r.port, r.path, r.prefix)
     if rule.direct_response is not None:
         return DirectResponseIR(rule.direct_response.status, rule.direct_response.body)
     return None

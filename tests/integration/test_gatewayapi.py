@@ -117,6 +117,24 @@ spec:
     - type: RequestRedirect
       requestRedirect:
         path: {{type: ReplacePrefixMatch, replacePrefixMatch: /replacement-prefix}}
+  - matches: [{{path: {{type: PathPrefix, value: /path-and-host}}}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect:
+        hostname: example.org
+        path: {{type: ReplacePrefixMatch, replacePrefixMatch: /replacement-prefix}}
+  - matches: [{{path: {{type: PathPrefix, value: /strip-redirect/}}}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect:
+        statusCode: 308
+        path: {{type: ReplacePrefixMatch, replacePrefixMatch: /}}
+  - matches: [{{path: {{type: Exact, value: /exact-redirect}}}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect:
+        path: {{type: ReplacePrefixMatch, replacePrefixMatch: /x}}
+    backendRefs: [{{name: infra-backend-v1, port: 8080}}]
   - matches: [{{path: {{type: PathPrefix, value: /prefix/one}}}}]
     filters:
     - type: URLRewrite
@@ -321,9 +339,29 @@ def test_redirect_full_path_with_hostname_and_status(gw) -> None:
     assert response.header("location").endswith("example.org/full-path-replacement")
 
 
-def test_redirect_prefix_replacement_is_not_served_as_written(gw) -> None:
-    # ReplacePrefixMatch redirects need a prefix redirect in the proxy: the rule answers 500
-    assert served(gw, "filters.test", "/original-prefix/x").status == 500
+@pytest.mark.parametrize(
+    ("target", "status", "location"),
+    [
+        pytest.param("/original-prefix/lemon", 302,
+                     "http://filters.test/replacement-prefix/lemon", id="replace-prefix"),
+        pytest.param("/original-prefix", 302, "http://filters.test/replacement-prefix",
+                     id="the-prefix-itself"),
+        pytest.param("/original-prefix/a?b=c", 302,
+                     "http://filters.test/replacement-prefix/a?b=c", id="query-kept"),
+        pytest.param("/path-and-host/x", 302, "http://example.org/replacement-prefix/x",
+                     id="with-hostname"),
+        pytest.param("/strip-redirect/y/z", 308, "http://filters.test/y/z", id="to-root"),
+    ],
+)
+def test_redirect_replace_prefix_match(gw, target, status, location) -> None:
+    response = served(gw, "filters.test", target)
+    assert response.status == status, response
+    assert response.header("location") == location
+
+
+def test_redirect_replace_prefix_match_needs_path_prefix_matches(gw) -> None:
+    # the Gateway API: ReplacePrefixMatch with an Exact match is invalid: that rule answers 500
+    assert served(gw, "filters.test", "/exact-redirect").status == 500
 
 
 @pytest.mark.parametrize(

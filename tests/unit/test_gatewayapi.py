@@ -103,6 +103,47 @@ def test_attachment(parent, hostnames, namespace, reason, hosts) -> None:
         assert routes[0].spec.hostnames == hosts
 
 
+@pytest.mark.parametrize(
+    ("match", "modifier", "expected"),
+    [
+        pytest.param("{path: {type: PathPrefix, value: /old}}",
+                     "{type: ReplacePrefixMatch, replacePrefixMatch: /new}",
+                     {"prefix": "/new"}, id="replace-prefix-match"),
+        pytest.param("{path: {type: PathPrefix, value: /old}}",
+                     "{type: ReplaceFullPath, replaceFullPath: /all}",
+                     {"path": "/all"}, id="replace-full-path"),
+        pytest.param("{path: {type: Exact, value: /old}}",
+                     "{type: ReplacePrefixMatch, replacePrefixMatch: /new}",
+                     None, id="prefix-needs-path-prefix-matches"),
+    ],
+)
+def test_request_redirect_path(match, modifier, expected) -> None:
+    rules = (f"[{{matches: [{match}], filters: [{{type: RequestRedirect, "
+             f"requestRedirect: {{hostname: example.org, path: {modifier}}}}}]}}]")
+    expansion = converted(GATEWAY + route(rules=rules))
+    rule = next(r for r in expansion.resources if isinstance(r, Route)).spec.rules[0]
+    if expected is None:
+        assert rule.redirect is None and rule.direct_response.status == 500
+        assert any("ReplacePrefixMatch needs PathPrefix" in i.message
+                   for i in expansion.issues), expansion.issues
+        return
+    assert rule.redirect.host == "example.org"
+    assert {k: v for k, v in (("path", rule.redirect.path), ("prefix", rule.redirect.prefix))
+            if v is not None} == expected
+
+
+def test_a_native_redirect_takes_a_path_or_a_prefix_not_both() -> None:
+    loaded = load_text("""
+apiVersion: propylon.dev/v1
+kind: Route
+metadata: {name: r}
+spec:
+  rules: [{redirect: {path: /a, prefix: /b}}]
+""")
+    assert any("path and prefix exclude each other" in e.message
+               for e in [*loaded.errors, *translate_with_issues(loaded.resources).issues])
+
+
 def test_gateway_of_another_class_and_its_routes_are_left_alone() -> None:
     text = GATEWAY.replace("gatewayClassName: propylon", "gatewayClassName: other") + route()
     expansion = converted(text)

@@ -44,6 +44,21 @@ def test_redirect_location(redirect: RedirectIR, host_field: bytes, expected: st
     assert redirect_location(redirect, "http", host_field, "fallback", b"/old", b"q=1") == expected
 
 
+@pytest.mark.parametrize(
+    ("path", "prefix_from", "prefix", "expected"),
+    [
+        pytest.param(b"/old/x", b"/old", "/new", "http://a/new/x", id="replaced"),
+        pytest.param(b"/old", b"/old", "/new", "http://a/new", id="the-prefix-itself"),
+        pytest.param(b"/old/x", b"/old", "/", "http://a/x", id="stripped"),
+        pytest.param(b"/old/x", None, "/new", "http://a/old/x", id="not-a-prefix-match"),
+    ],
+)
+def test_redirect_location_replaces_the_matched_prefix(
+        path: bytes, prefix_from: bytes | None, prefix: str, expected: str) -> None:
+    redirect = RedirectIR(302, prefix=prefix)
+    assert redirect_location(redirect, "http", b"a", "a", path, b"", prefix_from) == expected
+
+
 def _split(headers: list[tuple[bytes, bytes]]) -> tuple[list[tuple[bytes, bytes]], ...]:
     """As the upstream parser callback does: hop-by-hop fields apart (Content-Length is
     taken out by the callback itself)."""
