@@ -13,15 +13,15 @@ Mapping (gateway-api apis/v1 httproute_types.go, grpcroute_types.go):
   ReplacePrefixMatch when every match is a PathPrefix); URLRewrite -> ``forward.rewrite``
   (``ReplacePrefixMatch`` when every match is a PathPrefix, ``ReplaceFullPath``) and its
   ``hostname`` -> a ``host`` request header set; RequestMirror -> ``forward.mirror`` (one).
-- ``backendRefs[]`` with ``weight`` -> ``forward.backends`` (``k8s_backends`` resolves them);
-  ``timeouts.request`` -> ``forward.timeout``.
+- ``backendRefs[]`` with ``weight`` -> ``forward.backends`` (``k8s_backends`` resolves them;
+  one that does not resolve becomes an ``unresolved`` backend of its weight, whose share of
+  requests answers 500 while the others are served); ``timeouts.request`` ->
+  ``forward.timeout``.
 
 What cannot be served as written is never dropped silently: a rule with an unsupported
-filter, a field of the wrong type (``k8s_fields.py``), an unresolved backend or no backend
-answers 500 (a ``directResponse``), and the Route gets ``PartiallyInvalid`` or
-``ResolvedRefs=False`` naming why. Every backend of a rule
-answers 500 when one of them is unresolved (the Gateway API asks for 500 on that backend's
-share only; an Upstream cannot express a share that fails).
+filter, a field of the wrong type (``k8s_fields.py``), an unresolved mirror, no backend or
+no resolved backend answers 500 (a ``directResponse``), and the Route gets
+``PartiallyInvalid`` or ``ResolvedRefs=False`` naming why.
 """
 
 from __future__ import annotations
@@ -46,6 +46,7 @@ from propylon.config.kubernetes import KubernetesObject
 from propylon.config.route import Match
 
 _FAILED = {"status": 500, "body": "route unavailable"}
+_UNRESOLVED = "unresolved"  # the upstream name an unresolved backend carries (never looked up)
 _PATH_KINDS = {"Exact": "exact", "PathPrefix": "prefix", "RegularExpression": "regex"}
 _VALUE_KINDS = {"Exact": "value", "RegularExpression": "regex"}
 GRPC_MATCH = "grpc" in Match.model_fields  # the HTTP/2 and gRPC work adds matches[].grpc
@@ -161,18 +162,21 @@ class RuleConverter:
         return {"forward": self._forward(raw, at, forward)}, policies
 
     def _forward(self, raw: dict[str, Any], at: str, forward: dict[str, Any]) -> dict[str, Any]:
-        upstreams: list[str] = []
+        upstreams: list[str | None] = []  # None: unresolved (its condition is recorded)
         weights: list[int] = []
         for where, ref in entries(raw, "backendRefs", at):
             if items(ref, "filters", where):
                 raise _Unsupported(f"{where}.filters", "filters on a backendRef")
             weight = integer(ref, "weight", where, minimum=0)
-            upstreams.append(self._upstream(ref, where))
+            upstreams.append(self._backend(ref, where))
             weights.append(1 if weight is None else weight)
-        backends = [{"upstream": u, "weight": w}
+        backends = [{"upstream": u, "weight": w} if u is not None else
+                    {"upstream": _UNRESOLVED, "weight": w, "unresolved": True}
                     for u, w in zip(upstreams, scaled_weights(weights), strict=True) if w > 0]
         if not backends:
             raise _Unsupported(f"{at}.backendRefs", "every backend has weight 0")
+        if all(backend.get("unresolved") for backend in backends):
+            raise _Unresolved(f"{at}.backendRefs")
         forward["backends"] = backends
         timeout = text(section(raw, "timeouts", at), "request", path(at, "timeouts"))
         if timeout is not None:
@@ -196,11 +200,16 @@ class RuleConverter:
         return mirror
 
     def _upstream(self, ref: Any, at: str) -> str:
+        upstream = self._backend(ref, at)
+        if upstream is None:
+            raise _Unresolved(at)
+        return upstream
+
+    def _backend(self, ref: Any, at: str) -> str | None:
+        """The Upstream ``ref`` resolves to; None (its condition recorded) when it does not."""
         resolved = self.resolver.resolve(ref, self.route.kind, self.route.namespace, at)
         if resolved.problem is not None:
             self.findings.set(self.route.kind, self.route.key, resolved.problem, field=at)
-            raise _Unresolved(at)
-        assert resolved.upstream is not None
         return resolved.upstream
 
     def resolved_refs(self) -> None:

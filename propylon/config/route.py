@@ -143,6 +143,9 @@ class Match(Model):
 class Backend(Model):
     upstream: str  # "name" (the owning resource's namespace) or "namespace/name"
     weight: Weight = 1
+    # the upstream named could not be resolved (a Gateway API backendRef that did not): this
+    # backend's share of requests answers 500 and the name is not looked up
+    unresolved: bool = False
 
     @field_validator("upstream")
     @classmethod

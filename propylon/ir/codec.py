@@ -38,6 +38,7 @@ _OMIT_DEFAULT: dict[type, frozenset[str]] = {
     model.ActiveHealthIR: frozenset({"service"}),
     model.GatewayIR: frozenset({"tracing"}),
     model.RedirectIR: frozenset({"prefix"}),
+    model.ForwardIR: frozenset({"unresolved_weight"}),
 }
 
 

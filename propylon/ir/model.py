@@ -185,6 +185,8 @@ class ForwardIR:
     timeout: float = 60.0  # whole exchange, request head to response end; 0 disables
     retries: RetryIR | None = None
     mirror: MirrorIR | None = None
+    # the weight of unresolved backends, beside ``backends``': that share answers 500
+    unresolved_weight: int = 0
 
 
 @dataclass(frozen=True, slots=True)

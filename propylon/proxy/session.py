@@ -308,7 +308,10 @@ class Session:
             return
         cluster = route.single_cluster or route.backends.pick()
         if cluster is None:
-            self.send_error(503, b"no backend available\n")
+            if route.unresolved_share:  # the Gateway API: an invalid backend's share is a 500
+                self.send_error(500, b"backend unresolved\n")
+            else:
+                self.send_error(503, b"no backend available\n")
             return
         if cluster.breaker is not None:
             overloaded = cluster.overloaded()

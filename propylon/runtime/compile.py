@@ -263,8 +263,12 @@ def compile_route(
         if action.mirror is not None:
             compiled.mirror = clusters[action.mirror.upstream]
             compiled.mirror_percent = action.mirror.percent
-        targets = [clusters[b.upstream] for b in action.backends]
+        targets: list[Cluster | None] = [clusters[b.upstream] for b in action.backends]
         weights = [b.weight for b in action.backends]
+        if action.unresolved_weight:  # picked as None: that share answers 500
+            targets.append(None)
+            weights.append(action.unresolved_weight)
+            compiled.unresolved_share = True
         if len(targets) == 1 and weights[0] > 0:
             compiled.single_cluster = targets[0]
         else:

@@ -285,6 +285,7 @@ class CompiledRoute:
         "single_cluster",
         "stats",
         "timeout",
+        "unresolved_share",
     )
 
     def __init__(self, rule_id: str, route_label: str, rule_label: str, stats: RouteStats) -> None:
@@ -296,6 +297,7 @@ class CompiledRoute:
         self.chain = EMPTY_CHAIN
         self.backends: Any = None  # WeightedChoice[Cluster] when there are several backends
         self.single_cluster: Cluster | None = None
+        self.unresolved_share = False  # backends picks None for unresolved backends' share
         self.timeout = 60.0
         self.retry: RetryPolicy | None = None
         self.mirror: Cluster | None = None

@@ -45,6 +45,8 @@ from propylon.translate.select import gateway_admits
 def build_action(ctx: GatewayContext, owner: RouteLike, rule: Rule, field: str) -> Action | None:
     """The rule's action as IR; None for ``delegate`` (delegation is flattened elsewhere)."""
     if rule.forward is not None:
+        if all(backend.unresolved for backend in rule.forward.backends):
+            return DirectResponseIR(500, "backend unresolved\n")
         return resolve_backends(ctx, owner, rule.forward, f"{field}.forward")
     if rule.redirect is not None:
         r = rule.redirect
@@ -58,7 +60,11 @@ def resolve_backends(
     ctx: GatewayContext, owner: RouteLike, forward: Forward, field: str
 ) -> ForwardIR:
     backends = []
+    unresolved_weight = 0
     for index, backend in enumerate(forward.backends):
+        if backend.unresolved:
+            unresolved_weight += backend.weight
+            continue
         key = upstream_key(backend.upstream, owner.namespace)
         error = _reference_error(ctx, owner, key)
         if error:
@@ -74,7 +80,8 @@ def resolve_backends(
         if error:
             ctx.fail(owner, error, field=f"{field}.mirror.upstream")
         mirror = MirrorIR(key, forward.mirror.percent)
-    return ForwardIR(tuple(backends), rewrite, forward.timeout, _retries(forward), mirror)
+    return ForwardIR(tuple(backends), rewrite, forward.timeout, _retries(forward), mirror,
+                     unresolved_weight)
 
 
 def _retries(forward: Forward) -> RetryIR | None:

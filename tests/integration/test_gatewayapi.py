@@ -88,6 +88,17 @@ spec:
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
+metadata: {{name: weighted-with-invalid, namespace: {INFRA}}}
+spec:
+  parentRefs: [{{name: same-namespace}}]
+  hostnames: [partly-invalid.test]
+  rules:
+  - backendRefs:
+    - {{name: infra-backend-v1, port: 8080, weight: 3}}
+    - {{name: does-not-exist, port: 8080, weight: 1}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
 metadata: {{name: filters, namespace: {INFRA}}}
 spec:
   parentRefs: [{{name: same-namespace}}]
@@ -312,6 +323,16 @@ def test_weights_split_traffic_and_weight_zero_gets_none(gw) -> None:
         served(gw, "weights.test").header("x-upstream") for _ in range(200))
     assert seen["v3"] == 0
     assert 110 <= seen["v1"] <= 170 and seen["v1"] + seen["v2"] == 200, seen
+
+
+def test_an_unresolved_weighted_backend_fails_only_its_share(gw) -> None:
+    # the Gateway API: requests that would have gone to an invalid backendRef get a 500, the
+    # others are served (the split is exact: weights are smooth, not random)
+    seen = collections.Counter()
+    for _ in range(200):
+        response = served(gw, "partly-invalid.test")
+        seen[response.header("x-upstream") if response.status == 200 else response.status] += 1
+    assert seen == {"v1": 150, 500: 50}, seen
 
 
 def test_request_and_response_header_modifiers(gw, ups) -> None:

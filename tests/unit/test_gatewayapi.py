@@ -144,6 +144,28 @@ spec:
                for e in [*loaded.errors, *translate_with_issues(loaded.resources).issues])
 
 
+def test_an_unresolved_backend_of_a_weighted_rule_keeps_its_share() -> None:
+    rules = ("[{backendRefs: [{name: svc, port: 80, weight: 3}, "
+             "{name: missing, port: 80, weight: 1}]}]")
+    text = GATEWAY + route(rules=rules)
+    rule = next(r for r in converted(text).resources if isinstance(r, Route)).spec.rules[0]
+    assert [(b.upstream, b.weight, b.unresolved) for b in rule.forward.backends] == [
+        ("infra/svc", 3, False), ("unresolved", 1, True)]
+    forward = next(r for r in translate_with_issues(load_text(text).resources).snapshot
+                   .gateways[0].rules if r.route == "Route infra/r").action
+    assert [(b.upstream, b.weight) for b in forward.backends] == [("infra/svc", 3)]
+    assert forward.unresolved_weight == 1
+    assert any("ResolvedRefs=False BackendNotFound" in line
+               for line in status_of(text, "HTTPRoute", "infra/r").reasons)
+
+
+def test_a_rule_whose_backends_all_fail_to_resolve_answers_500() -> None:
+    rules = "[{backendRefs: [{name: missing, port: 80}, {name: gone, port: 80}]}]"
+    rule = next(r for r in converted(GATEWAY + route(rules=rules)).resources
+                if isinstance(r, Route)).spec.rules[0]
+    assert rule.forward is None and rule.direct_response.status == 500
+
+
 def test_gateway_of_another_class_and_its_routes_are_left_alone() -> None:
     text = GATEWAY.replace("gatewayClassName: propylon", "gatewayClassName: other") + route()
     expansion = converted(text)
