@@ -19,7 +19,9 @@ translation completes into the objects' statuses (``translate/gatewayapi_status.
   A route is served on every listener of an attached Gateway whose hostnames admit it: a
   ``sectionName`` limits the hostnames, not the port.
 - An ``Ingress`` of class ``propylon`` becomes Routes (``config/ingress.py``).
-- ``ReferenceGrant``, ``Service`` and ``EndpointSlice`` are read by ``k8s_backends.py``.
+- ``ReferenceGrant``, ``Service`` and ``EndpointSlice`` are read by ``k8s_backends.py``;
+  ``Namespace`` objects give the labels a listener's ``allowedRoutes`` selector matches
+  (``gatewayapi_namespaces.py``).
 
 Fields are read through ``k8s_fields.py``: a field of the wrong type makes its listener, its
 rule or, when it belongs to neither, its whole object ``Accepted=False UnsupportedValue``
@@ -35,6 +37,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from propylon.config.errors import ConfigError
+from propylon.config.gatewayapi_namespaces import NamespaceSelector, namespace_labels
 from propylon.config.gatewayapi_rules import RuleConverter
 from propylon.config.k8s_backends import BackendResolver
 from propylon.config.k8s_fields import (
@@ -48,7 +51,7 @@ from propylon.config.k8s_fields import (
     text,
     texts,
 )
-from propylon.config.k8s_status import ACCEPTED, Condition, Findings, Origin
+from propylon.config.k8s_status import ACCEPTED, RESOLVED_REFS, Condition, Findings, Origin
 from propylon.config.kubernetes import GATEWAY_GROUP, KubernetesObject
 from propylon.config.resources import API_VERSION, KINDS, Resource
 from propylon.config.route import Rule
@@ -79,6 +82,7 @@ class _Listener:
     hostname: str | None
     namespaces: str  # Same | All | Selector
     kinds: tuple[str, ...]
+    selector: NamespaceSelector | None = None  # with Selector, when Namespaces are given
     attached: int = 0
 
 
@@ -115,6 +119,7 @@ class _Converter:
         self.taken = {(r.kind, r.key) for r in native}
         upstreams = [r.key for r in native if r.kind == "Upstream"]
         self.resolver = BackendResolver.of(self.kube, upstreams)
+        self.namespaces = namespace_labels(self.kube)
 
     def run(self) -> Expansion:
         from propylon.config.ingress import convert_ingress
@@ -186,16 +191,20 @@ class _Converter:
         hostname = text(raw, "hostname", at)
         where = path(at, "allowedRoutes")
         allowed = section(raw, "allowedRoutes", at)
-        namespaces = choice(section(allowed, "namespaces", where), "from",
-                            path(where, "namespaces"), _FROM, "Same")
+        allowed_namespaces = section(allowed, "namespaces", where)
+        namespaces = choice(allowed_namespaces, "from", path(where, "namespaces"), _FROM, "Same")
+        selector = None
+        if namespaces == "Selector":
+            selector = NamespaceSelector.read(allowed_namespaces, path(where, "namespaces"))
         kinds = tuple(text(k, "kind", a) or "" for a, k in entries(allowed, "kinds", where))
         self.findings.set(obj.kind, obj.key, Condition(ACCEPTED, True, "Accepted"), scope)
-        if namespaces == "Selector":
+        if selector is not None and not self.namespaces:
             self.findings.set(obj.kind, obj.key, Condition(
-                "ResolvedRefs", False, "InvalidRouteKinds",
-                "allowedRoutes.namespaces.from: Selector is not supported (no Namespace "
-                "objects are read): no route attaches"), scope, where)
-        return _Listener(name, port, hostname, namespaces, kinds or ROUTE_KINDS)
+                RESOLVED_REFS, False, "NamespacesNotFound",
+                "allowedRoutes.namespaces.from: Selector needs the v1 Namespace objects in "
+                "the inputs (e.g. kubectl get namespaces -o yaml), and none is given: no "
+                "route attaches"), scope, f"{where}.namespaces.selector")
+        return _Listener(name, port, hostname, namespaces, kinds or ROUTE_KINDS, selector)
 
     def _finish_gateway(self, gateway: _Gateway) -> None:
         obj = gateway.obj
@@ -223,7 +232,7 @@ class _Converter:
                 continue  # not a Gateway of ours: its controller reports
             self.findings.track(route.kind, route.key, route.source)
             scope = f"parent Gateway {gateway.obj.key}"
-            condition, hosts = _attach(ref, route, own, gateway)
+            condition, hosts = _attach(ref, route, own, gateway, self.namespaces)
             self.findings.set(route.kind, route.key, condition, scope, ref.at)
             if condition.status and gateway.data is not None:
                 labels[_parent_label(gateway.obj)] = "attached"
@@ -315,8 +324,8 @@ def _parent_ref(raw: dict[str, Any], at: str, namespace: str) -> _ParentRef | No
     return ref
 
 
-def _attach(ref: _ParentRef, route: KubernetesObject, own: list[str],
-            gateway: _Gateway) -> tuple[Condition, list[str]]:
+def _attach(ref: _ParentRef, route: KubernetesObject, own: list[str], gateway: _Gateway,
+            namespaces: dict[str, dict[str, str]]) -> tuple[Condition, list[str]]:
     """Whether ``route`` attaches to ``gateway`` through ``ref``, and the hostnames it gets
     there (empty: any host)."""
     if gateway.data is None:
@@ -327,7 +336,8 @@ def _attach(ref: _ParentRef, route: KubernetesObject, own: list[str],
     if not listeners:
         return Condition(ACCEPTED, False, "NoMatchingParent",
                          "no listener has that sectionName/port"), []
-    allowed = [lst for lst in listeners if _allows(lst, route, gateway.obj.namespace)]
+    allowed = [lst for lst in listeners
+               if _allows(lst, route, gateway.obj.namespace, namespaces)]
     if not allowed:
         return Condition(ACCEPTED, False, "NotAllowedByListeners",
                          "the listeners' allowedRoutes do not admit this route"), []
@@ -349,11 +359,14 @@ def _attach(ref: _ParentRef, route: KubernetesObject, own: list[str],
     return Condition(ACCEPTED, True, "Accepted"), [] if any_host else sorted(set(found))
 
 
-def _allows(listener: _Listener, route: KubernetesObject, gateway_namespace: str) -> bool:
+def _allows(listener: _Listener, route: KubernetesObject, gateway_namespace: str,
+            namespaces: dict[str, dict[str, str]]) -> bool:
     if route.kind not in listener.kinds:
         return False
     if listener.namespaces == "All":
         return True
+    if listener.selector is not None:
+        return listener.selector.admits(route.namespace, namespaces)
     return listener.namespaces == "Same" and route.namespace == gateway_namespace
 
 

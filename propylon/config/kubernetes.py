@@ -25,13 +25,14 @@ KUBERNETES_KINDS: dict[str, frozenset[str]] = {
     f"{GATEWAY_GROUP}/v1": frozenset({"Gateway", "HTTPRoute", "GRPCRoute", "ReferenceGrant"}),
     f"{GATEWAY_GROUP}/v1beta1": frozenset({"Gateway", "HTTPRoute", "ReferenceGrant"}),
     "networking.k8s.io/v1": frozenset({"Ingress"}),
-    "v1": frozenset({"Service"}),
+    "v1": frozenset({"Service", "Namespace"}),
     "discovery.k8s.io/v1": frozenset({"EndpointSlice"}),
 }
 # kinds whose name the control plane's URLs use (lower-case); "gateway" is shared with the
 # propylon.dev/v1 Gateway: one Gateway namespace/name is either
+# Namespace objects are read from files only (the control plane keeps namespaced objects)
 KUBERNETES_KIND_NAMES: tuple[str, ...] = tuple(sorted(
-    {kind for kinds in KUBERNETES_KINDS.values() for kind in kinds} - {"Gateway"}))
+    {kind for kinds in KUBERNETES_KINDS.values() for kind in kinds} - {"Gateway", "Namespace"}))
 # a Kubernetes object name (DNS subdomain, at most 253)
 _OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
 

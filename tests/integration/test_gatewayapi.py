@@ -19,6 +19,7 @@ from tests.support.net import free_port
 from tests.support.upstream import ScriptedUpstream
 
 INGRESS_PORT = free_port()  # the Ingress Gateway's listener (a second Gateway)
+SELECTOR_PORT = free_port()  # a Gateway admitting routes of namespaces chosen by labels
 
 INFRA = "gateway-conformance-infra"
 WEB = "gateway-conformance-web-backend"
@@ -44,6 +45,47 @@ spec:
       port: {port}
       protocol: HTTP
       allowedRoutes: {{namespaces: {{from: Same}}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: by-labels, namespace: {INFRA}}}
+spec:
+  gatewayClassName: propylon
+  addresses: [{{type: IPAddress, value: 127.0.0.1}}]
+  listeners:
+    - name: http
+      port: {SELECTOR_PORT}
+      protocol: HTTP
+      allowedRoutes:
+        namespaces:
+          from: Selector
+          selector: {{matchLabels: {{gateway-access: granted}}}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {WEB}, labels: {{gateway-access: granted}}}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {INFRA}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: labelled-namespace, namespace: {WEB}}}
+spec:
+  parentRefs: [{{name: by-labels, namespace: {INFRA}}}]
+  hostnames: [selected.test]
+  rules:
+  - backendRefs: [{{name: web-backend, port: 8080}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: unlabelled-namespace, namespace: {INFRA}}}
+spec:
+  parentRefs: [{{name: by-labels}}]
+  hostnames: [not-selected.test]
+  rules:
+  - backendRefs: [{{name: infra-backend-v1, port: 8080}}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
@@ -443,6 +485,21 @@ def test_unattached_routes_are_not_served(gw, host) -> None:
 def test_ingress(gw, host, target, expected) -> None:
     response = served(gw, host, target, port=INGRESS_PORT)
     assert response.header("x-upstream") == expected
+
+
+@pytest.mark.parametrize(
+    ("host", "expected"),
+    [
+        pytest.param("selected.test", "web", id="namespace-with-the-label"),
+        pytest.param("not-selected.test", None, id="namespace-without-it"),
+    ],
+)
+def test_allowed_routes_namespace_selector(gw, host, expected) -> None:
+    response = served(gw, host, port=SELECTOR_PORT)
+    if expected is None:
+        assert response.status == 404
+    else:
+        assert response.header("x-upstream") == expected
 
 
 def test_ingress_of_another_class_is_left_alone(gw) -> None:

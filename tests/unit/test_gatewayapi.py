@@ -166,6 +166,80 @@ def test_a_rule_whose_backends_all_fail_to_resolve_answers_500() -> None:
     assert rule.forward is None and rule.direct_response.status == 500
 
 
+NAMESPACES = """
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: team, labels: {shared-gateway: "true", env: prod}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: infra}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: other, labels: {env: dev}}
+"""
+
+
+@pytest.mark.parametrize(
+    ("selector", "admitted"),
+    [
+        pytest.param("{matchLabels: {shared-gateway: 'true'}}", {"team"}, id="match-labels"),
+        pytest.param("{matchExpressions: [{key: env, operator: In, values: [prod, dev]}]}",
+                     {"team", "other"}, id="in"),
+        pytest.param("{matchExpressions: [{key: env, operator: NotIn, values: [dev]}]}",
+                     {"team", "infra"}, id="not-in"),
+        pytest.param("{matchExpressions: [{key: env, operator: DoesNotExist}]}", {"infra"},
+                     id="does-not-exist"),
+        pytest.param("{matchExpressions: [{key: kubernetes.io/metadata.name, operator: In, "
+                     "values: [other]}]}", {"other"}, id="the-name-label"),
+        pytest.param("{}", {"team", "infra", "other"}, id="empty-selects-every-given"),
+    ],
+)
+def test_allowed_routes_namespace_selector(selector, admitted) -> None:
+    gateway = GATEWAY.replace("allowedRoutes: {namespaces: {from: All}}",
+                              f"allowedRoutes: {{namespaces: {{from: Selector, "
+                              f"selector: {selector}}}}}")
+    text = gateway + NAMESPACES + "".join(
+        route("{name: gw, namespace: infra, sectionName: a}", namespace=ns).replace(
+            "name: r,", f"name: r-{ns},") for ns in ("team", "infra", "other", "unlisted"))
+    routes = {r.namespace for r in converted(text).resources if isinstance(r, Route)}
+    assert routes == admitted
+    status = status_of(text, "HTTPRoute", "unlisted/r-unlisted")
+    assert any("Accepted=False NotAllowedByListeners" in line for line in status.reasons)
+
+
+def test_namespace_selector_without_namespace_objects_says_so() -> None:
+    gateway = GATEWAY.replace(
+        "allowedRoutes: {namespaces: {from: All}}",
+        "allowedRoutes: {namespaces: {from: Selector, selector: {matchLabels: {a: b}}}}")
+    text = gateway + route("{name: gw, namespace: infra, sectionName: a}", namespace="team")
+    expansion = converted(text)
+    assert not [r for r in expansion.resources if isinstance(r, Route)]
+    assert any("needs the v1 Namespace objects in the inputs" in issue.message
+               and issue.line is not None for issue in expansion.issues), expansion.issues
+
+
+@pytest.mark.parametrize(
+    ("selector", "message"),
+    [
+        pytest.param("{matchLabels: {a: [b]}}", "must be a string", id="label-not-a-string"),
+        pytest.param("{matchExpressions: [{key: a, operator: Near, values: [b]}]}",
+                     "'Near' is not supported", id="unknown-operator"),
+        pytest.param("{matchExpressions: [{key: a, operator: In}]}", "In and NotIn need values",
+                     id="in-without-values"),
+    ],
+)
+def test_a_bad_namespace_selector_refuses_its_listener(selector, message) -> None:
+    gateway = GATEWAY.replace("allowedRoutes: {namespaces: {from: All}}",
+                              f"allowedRoutes: {{namespaces: {{from: Selector, "
+                              f"selector: {selector}}}}}")
+    status = status_of(gateway + NAMESPACES + route(), "Gateway", "infra/gw")
+    assert any("listener a: Accepted=False UnsupportedValue" in line and message in line
+               for line in status.reasons), status.reasons
+
+
 def test_gateway_of_another_class_and_its_routes_are_left_alone() -> None:
     text = GATEWAY.replace("gatewayClassName: propylon", "gatewayClassName: other") + route()
     expansion = converted(text)
