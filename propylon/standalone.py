@@ -112,6 +112,7 @@ def contain_unbuildable_policies(
     with _scratch_env() as env:
         check = _PolicyCheck(env)
         gateways = tuple(_contain_gateway(g, check, failures) for g in snapshot.gateways)
+        check.keep()
     if not failures:
         return snapshot, tuple(issues)
     statuses = tuple(_failed_status(s, failures) for s in snapshot.statuses)
@@ -152,6 +153,13 @@ def _replaced(rule: ir.RuleIR, gateway: ir.GatewayIR) -> ir.RuleIR:
                                policies=gateway.default_policies, replaced=True)
 
 
+# Policy types whose building reads nothing but the spec (no file, no network): a check of
+# one is kept for the next build, by object, and a rule translation leaves unchanged keeps
+# its policy objects (``translate/memo.py``). Other types are built again by every check.
+_SPEC_ONLY_TYPES = frozenset({"headers", "cors", "ipFilter", "requestLimits", "faultInjection"})
+_LAST_CHECKS: list[dict[int, tuple[ir.PolicyIR, str | None]]] = [{}]
+
+
 class _PolicyCheck:
     """Builds policies as a proxy would, each distinct one once (a Gateway-level policy is
     on every rule): the error a proxy's compilation would refuse it with, or None."""
@@ -159,16 +167,33 @@ class _PolicyCheck:
     def __init__(self, env: FilterEnv) -> None:
         self.env = env
         self.errors: dict[tuple[str, str, str], str | None] = {}
+        self.last = _LAST_CHECKS[0]
+        self.kept: dict[int, tuple[ir.PolicyIR, str | None]] = {}
 
     def first_error(self, policies: Iterable[ir.PolicyIR]) -> str | None:
         for policy in policies:
+            error = self._checked(policy)
+            if error is not None:
+                return error
+        return None
+
+    def keep(self) -> None:
+        """The checks of this build are those the next one may reuse."""
+        _LAST_CHECKS[0] = self.kept
+
+    def _checked(self, policy: ir.PolicyIR) -> str | None:
+        last = self.last.get(id(policy))
+        if last is not None and last[0] is policy:
+            error = last[1]
+        else:
             key = (policy.type, policy.source, json.dumps(policy.spec, sort_keys=True,
                                                           default=str))
             if key not in self.errors:
                 self.errors[key] = self._error(policy)
-            if self.errors[key] is not None:
-                return self.errors[key]
-        return None
+            error = self.errors[key]
+        if policy.type in _SPEC_ONLY_TYPES:
+            self.kept[id(policy)] = (policy, error)
+        return error
 
     def _error(self, policy: ir.PolicyIR) -> str | None:
         try:

@@ -184,6 +184,8 @@ class Supervisor:
     installed_at: float = 0.0  # when the served version was installed (Unix time)
     # the filter chains ``check`` built last, kept for the rules a reload leaves unchanged
     _checked_chains: ChainMemo = field(default_factory=ChainMemo, repr=False)
+    # the snapshot ``check`` passed last, not checked again when installed right after
+    _checked: ir.SnapshotIR | None = field(default=None, repr=False)
     sockets: ListeningSockets = field(default_factory=ListeningSockets)
 
     # -- workers -------------------------------------------------------------------------
@@ -224,6 +226,7 @@ class Supervisor:
             compile_snapshot(snapshot, services)
         except Exception as exc:
             raise ConfigRefused(str(exc)) from exc
+        self._checked = snapshot
 
     async def install(self, snapshot: ir.SnapshotIR, warnings: Sequence[str] = ()) -> None:
         """Make every worker serve ``snapshot``, or raise ``ConfigRefused`` with all of them
@@ -232,7 +235,9 @@ class Supervisor:
             return
         with gc_paused():  # the same content; unchanged rules become the served objects
             snapshot = reuse_unchanged(snapshot, self.snapshot)
-        self.check(snapshot)
+        if snapshot is not self._checked:  # at start, the source checked it before the workers
+            self.check(snapshot)
+        self._checked = None
         keys = listener_keys(snapshot)
         try:
             self.sockets.ensure(keys)
