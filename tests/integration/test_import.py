@@ -97,8 +97,50 @@ def test_ingress_import(tmp_path) -> None:
 
 def test_a_document_of_another_shape_is_an_error_not_a_crash(tmp_path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("routes:\n  - {id: 1, upstream: {nodes: [{host: a, port: x}]}}\n")
+    bad.write_text("routes:\n  - {id: 1, upstream: {nodes: [{host: a, port: x}]}}\n---\n- a\n")
     result = propylon("import", "--from", "apisix", str(bad))
     assert result.returncode == 1
-    assert "bad.yaml:1: cannot import this document" in result.stderr
-    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines() == [
+        f"error: {bad}:2: routes[0].upstream.nodes[0].port: must be an integer, not a string "
+        "'x' (this document is not imported)",
+        f"error: {bad}:4: the document must be a mapping, not a list ['a'] (this document is "
+        "not imported)"]
+
+
+BROKEN = {  # tests/fixtures/import/broken/SOURCE.yaml: three documents, one defect each
+    "kong": [
+        (8, "services[0].routes[0].paths: must be a list, not a mapping {'prefix': '/orders'}"),
+        (15, "services[0].plugins[0].name: required field is missing"),
+        (21, "services[0].port: must be an integer, not a string '8080'"),
+    ],
+    "apisix": [
+        (9, "routes[0].upstream.nodes[1].host: required field is missing"),
+        (13, "routes[0].uris: must be a list, not a string '/users/*'"),
+        (21, "routes[0].uri: must be a string, not an integer 42"),
+    ],
+    "gloo": [
+        (9, "spec.virtualHost.routes[0].matchers: must be a list, not a mapping "
+            "{'prefix': '/orders'}"),
+        (18, "spec.static.hosts[0].addr: required field is missing"),
+        (25, "spec.routes[0].matchers[0].prefix: must be a string, not an integer 7"),
+    ],
+    "flex": [
+        (11, "spec.services.orders.routes: must be a list, not a mapping "
+             "{'rules': [{'path': '/orders'}]}"),
+        (16, "spec.policyRef: required field is missing"),
+        (24, "spec.address: must be a string, not an integer 8080"),
+    ],
+}
+
+
+@pytest.mark.parametrize("source", sorted(BROKEN))
+def test_badly_shaped_documents_are_located_errors(source) -> None:
+    # a mapping where a list belongs, a required field missing, a number where a string
+    # belongs (or the other way): one located error each, exit 1, never a traceback
+    fixture = FIXTURES / "broken" / f"{source}.yaml"
+    result = propylon("import", "--from", source, str(fixture))
+    assert result.returncode == 1, result
+    assert result.stderr.splitlines() == [
+        f"error: {fixture}:{line}: {message} (this document is not imported)"
+        for line, message in BROKEN[source]]
+    assert result.stdout == ""

@@ -24,12 +24,48 @@ from propylon.config.imports.common import (
     rate_limit,
     upstream_spec,
 )
+from propylon.config.imports.shape import (
+    INT,
+    SCALAR,
+    STR,
+    STR_OR_INT,
+    Dict,
+    List,
+    Map,
+    OneOf,
+)
 
 _TYPES = {"roundrobin": "round_robin", "least_conn": "least_request"}
 NodePath = tuple[str | int, ...]
 
 
-@importer("apisix")
+_STRINGS = List(STR)
+# proxy-rewrite / response-rewrite headers: set/add/remove, or (the old form) a map to set
+_HEADERS = Dict(OneOf((SCALAR, Dict(SCALAR), _STRINGS)),
+                by_key={"set": Dict(SCALAR), "add": Dict(SCALAR), "remove": _STRINGS})
+_PLUGIN_CONFIGS = {  # the configuration of the plugins imported, as they are read
+    "limit-count": Map({"count": INT, "time_window": INT}),
+    "cors": Map({"allow_origins": STR, "allow_methods": STR, "max_age": INT}),
+    "ip-restriction": Map({"whitelist": _STRINGS, "blacklist": _STRINGS}),
+    "proxy-rewrite": Map({"uri": STR, "headers": _HEADERS}),
+    "response-rewrite": Map({"headers": _HEADERS}),
+    "key-auth": Map({"header": STR}),
+}
+_PLUGINS = Dict(Map({"_meta": Map({"disable": SCALAR})}), by_key={
+    name: Map({**config.fields, "_meta": Map({"disable": SCALAR})})
+    for name, config in _PLUGIN_CONFIGS.items()})
+_UPSTREAM = Map({"id": STR_OR_INT, "name": STR, "type": STR, "scheme": STR, "nodes": OneOf((
+    Dict(INT), List(Map({"host": STR, "port": INT, "weight": INT}, required=("host",)))))})
+_ROUTE = Map({"id": STR_OR_INT, "name": STR, "uri": STR, "uris": _STRINGS, "host": STR,
+              "hosts": _STRINGS, "methods": _STRINGS, "upstream_id": STR_OR_INT,
+              "service_id": STR_OR_INT, "upstream": _UPSTREAM, "plugins": _PLUGINS})
+_SERVICE = Map({"id": STR_OR_INT, "upstream_id": STR_OR_INT, "upstream": _UPSTREAM,
+                "plugins": _PLUGINS})
+APISIX_YAML = Map({"routes": List(_ROUTE), "upstreams": List(_UPSTREAM),
+                   "services": List(_SERVICE)})
+
+
+@importer("apisix", APISIX_YAML)
 def import_apisix(reader: Reader) -> None:
     data = reader.data
     if not isinstance(data, dict):

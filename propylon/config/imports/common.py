@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from propylon.config._yaml import Document, parse_documents
 from propylon.config.errors import parse_node_path
+from propylon.config.imports.shape import Shape, check
 from propylon.config.k8s_fields import FieldError
 from propylon.config.resources import API_VERSION
 
@@ -103,11 +104,13 @@ def upstream_spec(endpoints: list[dict[str, Any]], tls_host: str | None = None,
 SOURCES = ("gloo", "apisix", "kong", "flex", "ingress")
 Importer = Callable[[Reader], None]
 IMPORTERS: dict[str, Importer] = {}
+SHAPES: dict[str, Shape] = {}  # what each importer reads (``shape.py``), checked first
 
 
-def importer(name: str) -> Callable[[Importer], Importer]:
+def importer(name: str, shape: Shape) -> Callable[[Importer], Importer]:
     def register(function: Importer) -> Importer:
         IMPORTERS[name] = function
+        SHAPES[name] = shape
         return function
     return register
 
@@ -117,7 +120,7 @@ def import_paths(source: str, paths: Sequence[str | Path]) -> Output:
     for product in SOURCES:  # each registers its importer
         importlib.import_module(f"propylon.config.imports.{product}")
     out = Output()
-    run = IMPORTERS[source]
+    run, shape = IMPORTERS[source], SHAPES[source]
     for path in _files(paths, out):
         try:
             text = path.read_text(encoding="utf-8")
@@ -128,12 +131,15 @@ def import_paths(source: str, paths: Sequence[str | Path]) -> Output:
         out.errors += [str(e) for e in errors]
         for doc in documents:
             try:
+                check(doc.data, shape)
                 run(Reader(doc, str(path), out))
-            except FieldError as exc:  # a field read with config/k8s_fields.py, located
+            except FieldError as exc:  # the shape's error, or a field read with k8s_fields
                 line, _ = doc.mark_of(parse_node_path(exc.field))
-                out.errors.append(f"{path}:{line}: cannot import this document: {exc.text}")
+                what = exc.text if exc.field else f"the document {exc}"
+                out.errors.append(f"{path}:{line}: {what} (this document is not imported)")
             except (ValueError, TypeError, AttributeError, KeyError) as exc:
-                # a document shaped unlike the product's: reported, the others still imported
+                # a value the shape lets through but the importer cannot use: still located
+                # at the document, the others still imported
                 out.errors.append(f"{path}:{doc.line}: cannot import this document: "
                                   f"{type(exc).__name__}: {exc}")
     return out

@@ -26,11 +26,52 @@ from propylon.config.imports.common import (
     upstream_spec,
     valid_name,
 )
+from propylon.config.imports.shape import (
+    INT,
+    SCALAR,
+    STR,
+    AllOf,
+    Dict,
+    Kinds,
+    List,
+    Map,
+)
 
 NodePath = tuple[str | int, ...]
 
 
-@importer("flex")
+_STRINGS = List(STR)
+_METADATA = Map({"name": STR, "namespace": STR})
+_HEADERS = List(Map({"key": STR, "value": SCALAR}, required=("key",)))
+_POLICY_CONFIGS = {  # the configuration of the policies imported, as they are read
+    "rate-limiting-flex": Map({"rateLimits": List(Map({
+        "maximumRequests": INT, "timePeriodInMilliseconds": INT}))}),
+    "ip-allowlist-flex": Map({"ips": _STRINGS}),
+    "ip-blocklist-flex": Map({"ips": _STRINGS}),
+    "cors-flex": Map({"originGroups": List(Map({"origins": _STRINGS}))}),
+    "header-injection-flex": Map({"inboundHeaders": _HEADERS, "outboundHeaders": _HEADERS}),
+    "header-removal-flex": Map({"inboundHeaders": _STRINGS, "outboundHeaders": _STRINGS}),
+}
+_POLICY = AllOf((
+    Map({"policyRef": Map({"name": STR}, required=("name",)), "config": Map(),
+         "rules": List(Map())}, required=("policyRef",)),
+    Kinds({name: Map({"config": config}) for name, config in _POLICY_CONFIGS.items()},
+          key=("policyRef", "name")),
+))
+_ROUTE = Map({"rules": List(Map({"path": STR, "host": STR, "methods": STR,
+                                 "headers": Dict(SCALAR)})),
+              "config": Map({"destinationPath": STR})})
+FLEX = Kinds({
+    "ApiInstance": Map({"metadata": _METADATA, "spec": Map({
+        "address": STR, "services": Dict(Map({"address": STR, "routes": List(_ROUTE)})),
+        "policies": List(_POLICY)})}),
+    "Service": Map({"metadata": _METADATA, "spec": Map({"address": STR})}),
+    "PolicyBinding": Map({"metadata": _METADATA, "spec": AllOf((
+        Map({"targetRef": Map({"name": STR})}), _POLICY))}),
+})
+
+
+@importer("flex", FLEX)
 def import_flex(reader: Reader) -> None:
     data = reader.data
     kind = data.get("kind") if isinstance(data, dict) else None

@@ -20,12 +20,61 @@ from __future__ import annotations
 from typing import Any
 
 from propylon.config.imports.common import Reader, importer, upstream_spec, valid_name
+from propylon.config.imports.shape import (
+    BOOL,
+    INT,
+    SCALAR,
+    STR,
+    STR_OR_INT,
+    Dict,
+    Kinds,
+    List,
+    Map,
+)
 
 TABLE_LABEL = "gloo.solo.io/routetable"
 NodePath = tuple[str | int, ...]
 
 
-@importer("gloo")
+_STRINGS = List(STR)
+_METADATA = Map({"name": STR, "namespace": STR, "labels": Dict(STR)})
+_VALUE_MATCH = Map({"name": STR, "value": STR, "regex": BOOL, "invertMatch": BOOL})
+_MATCHER = Map({"prefix": STR, "exact": STR, "regex": STR, "headers": List(_VALUE_MATCH),
+                "queryParameters": List(_VALUE_MATCH), "methods": _STRINGS})
+_UPSTREAM_REF = Map({"upstream": Map({"name": STR, "namespace": STR})})
+_HEADER_VALUE = Map({"header": Map({"key": STR, "value": SCALAR}), "append": BOOL})
+_ROUTE = Map({
+    "name": STR,
+    "matchers": List(_MATCHER),
+    "routeAction": Map({"single": _UPSTREAM_REF, "multi": Map({"destinations": List(
+        Map({"destination": _UPSTREAM_REF, "weight": INT}))})}),
+    "redirectAction": Map({"responseCode": STR, "hostRedirect": STR, "pathRedirect": STR,
+                           "httpsRedirect": BOOL}),
+    "directResponseAction": Map({"status": INT, "body": SCALAR}),
+    "delegateAction": Map({"name": STR, "namespace": STR,
+                           "ref": Map({"name": STR, "namespace": STR}),
+                           "selector": Map({"labels": Dict(STR), "namespaces": _STRINGS})}),
+    "options": Map({"prefixRewrite": STR, "timeout": STR,
+                    "retries": Map({"numRetries": INT, "perTryTimeout": STR}),
+                    "headerManipulation": Map({
+                        "requestHeadersToAdd": List(_HEADER_VALUE),
+                        "responseHeadersToAdd": List(_HEADER_VALUE),
+                        "requestHeadersToRemove": _STRINGS,
+                        "responseHeadersToRemove": _STRINGS})}),
+})
+GLOO = Kinds({
+    "Upstream": Map({"metadata": _METADATA, "spec": Map({
+        "static": Map({"hosts": List(Map({"addr": STR, "port": INT}, required=("addr",))),
+                       "useTls": BOOL}),
+        "kube": Map({"serviceName": STR, "serviceNamespace": STR,
+                     "servicePort": STR_OR_INT})})}),
+    "VirtualService": Map({"metadata": _METADATA, "spec": Map({"virtualHost": Map({
+        "domains": _STRINGS, "routes": List(_ROUTE)})})}),
+    "RouteTable": Map({"metadata": _METADATA, "spec": Map({"routes": List(_ROUTE)})}),
+})
+
+
+@importer("gloo", GLOO)
 def import_gloo(reader: Reader) -> None:
     data = reader.data
     kind = data.get("kind") if isinstance(data, dict) else None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from propylon.config.errors import parse_node_path
 from propylon.config.imports.common import Reader, importer
+from propylon.config.imports.shape import ANY
 from propylon.config.ingress import CLASS_LABEL, INGRESS_CLASS, convert_ingress, is_ours
 from propylon.config.k8s_backends import BackendResolver
 from propylon.config.k8s_fields import entries, integer, section, text
@@ -16,7 +17,7 @@ from propylon.config.k8s_status import ACCEPTED, Findings
 from propylon.config.kubernetes import KubernetesObject
 
 
-@importer("ingress")
+@importer("ingress", ANY)
 def import_ingress(reader: Reader) -> None:
     data = reader.data
     if not isinstance(data, dict) or data.get("kind") != "Ingress":

@@ -28,6 +28,18 @@ from propylon.config.imports.common import (
     upstream_spec,
     valid_name,
 )
+from propylon.config.imports.shape import (
+    BOOL,
+    INT,
+    NUM,
+    STR,
+    STR_OR_INT,
+    AllOf,
+    Dict,
+    Kinds,
+    List,
+    Map,
+)
 
 _ALGORITHMS = {"round-robin": "round_robin", "least-connections": "least_request"}
 _PERIODS = {"second": "1s", "minute": "1m", "hour": "1h", "day": "24h"}
@@ -35,7 +47,35 @@ _DROPPED_TOP = ("consumers", "certificates", "ca_certificates", "snis", "vaults"
                 "key_sets", "keys", "plugins_consumer")
 
 
-@importer("kong")
+_STRINGS = List(STR)
+_HEADER_LIST = Map({"headers": _STRINGS})
+_PLUGIN_CONFIGS = {  # the configuration of the plugins imported, as they are read
+    "rate-limiting": Map({"second": NUM, "minute": NUM, "hour": NUM, "day": NUM}),
+    "cors": Map({"origins": _STRINGS, "methods": _STRINGS, "headers": _STRINGS,
+                 "exposed_headers": _STRINGS, "credentials": BOOL, "max_age": NUM}),
+    "ip-restriction": Map({"allow": _STRINGS, "deny": _STRINGS}),
+    "request-transformer": Map({v: _HEADER_LIST for v in ("add", "append", "replace",
+                                                            "remove")}),
+    "response-transformer": Map({v: _HEADER_LIST for v in ("add", "append", "replace",
+                                                             "remove")}),
+    "key-auth": Map({"key_names": _STRINGS}),
+}
+_PLUGIN = AllOf((Map({"name": STR, "enabled": BOOL, "config": Map()}, required=("name",)),
+                 Kinds({name: Map({"config": config})
+                        for name, config in _PLUGIN_CONFIGS.items()}, key="name")))
+_ROUTE = Map({"name": STR, "hosts": _STRINGS, "paths": _STRINGS, "methods": _STRINGS,
+              "headers": Dict(_STRINGS), "strip_path": BOOL, "plugins": List(_PLUGIN),
+              "snis": _STRINGS, "protocols": _STRINGS, "service": Map({"name": STR})})
+_SERVICE = Map({"name": STR, "url": STR, "protocol": STR, "host": STR, "port": INT,
+                "path": STR, "connect_timeout": NUM, "routes": List(_ROUTE),
+                "plugins": List(_PLUGIN)})
+_UPSTREAM = Map({"name": STR, "algorithm": STR, "targets": List(
+    Map({"target": STR_OR_INT, "weight": INT}, required=("target",)))}, required=("name",))
+DECK = Map({"services": List(_SERVICE), "routes": List(_ROUTE), "upstreams": List(_UPSTREAM),
+            "plugins": List(_PLUGIN)})
+
+
+@importer("kong", DECK)
 def import_kong(reader: Reader) -> None:
     data = reader.data
     if not isinstance(data, dict):
