@@ -5,7 +5,10 @@ the change. Not a test. Run
 It starts a control plane (SQLite), one echo upstream, ``--gateways`` Gateways all selecting the
 namespace ``bench`` and ``--proxies`` proxies of one worker each, spread over the Gateways
 (default: one Gateway per proxy). ``--routes`` Routes are applied first in one
-``POST /v1/apply``, so every change lands on a configuration of that size. Each round adds a
+``POST /v1/apply``, so every change lands on a configuration of that size; the proxies are
+then started ``--batch`` at a time, each batch once the previous runs the configuration (50
+proxies compiling it at once on 2 cores made workers miss the supervisor's 10 s install
+timeout). Each round adds a
 Route with a new path prefix (after ``--settle`` seconds of quiet) and waits until every proxy
 serves it:
 
@@ -79,6 +82,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--routes", type=int, default=0,
                         help="Routes applied before the rounds (the configuration's size).")
+    parser.add_argument("--batch", type=int, default=5,
+                        help="Proxies started at a time in the warm-up (each batch waits for "
+                             "the previous to run the configuration).")
     parser.add_argument("--settle", type=float, default=10.0,
                         help="Seconds to wait between the warm-up and the rounds.")
     args = parser.parse_args()
@@ -86,7 +92,7 @@ def main() -> None:
     procs = Processes(tmp)
     try:
         run(procs, tmp, args.proxies, args.rounds, args.routes, args.gateways or args.proxies,
-            args.settle)
+            args.settle, args.batch)
     finally:
         procs.stop_all()
 
@@ -140,11 +146,12 @@ class ControlMetrics:
     def versions(self) -> dict[str, str]:
         return {g: v for g, v in self.read().get("gateway_version_info", {})}
 
-    def current(self, gateway: str, version: str, proxies: int) -> bool:
-        """Whether all ``proxies`` of ``gateway`` run ``version``."""
-        metrics = self.read()
-        return ((gateway, version) in metrics.get("gateway_version_info", {})
-                and metrics.get("proxies_current", {}).get((gateway,), 0) >= proxies)
+    def settled(self, proxies: list[int]) -> bool:
+        """Whether Gateway ``g{n}`` has ``proxies[n]`` proxies running its served version,
+        for every ``n``."""
+        current = self.read().get("proxies_current", {})
+        return all(current.get((f"bench/g{n}",), 0) >= count
+                   for n, count in enumerate(proxies))
 
     def answers(self) -> dict[str, float]:
         """IR polls answered so far, by form (``delta`` or ``full``), all Gateways summed."""
@@ -168,7 +175,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def run(procs: Processes, tmp: Path, count: int, rounds: int, routes: int = 0,
-        gateways: int = 0, settle: float = 0.0) -> None:
+        gateways: int = 0, settle: float = 0.0, batch: int = 5) -> None:
     gateways = min(gateways or count, count)
     port, echo = free_port(), free_port()
     token_file = tmp / "token"
@@ -190,24 +197,25 @@ def run(procs: Processes, tmp: Path, count: int, rounds: int, routes: int = 0,
     for g, gw in enumerate(ports):
         put(gateway(f"g{g}", "bench", gw, ["bench"]))
     members = [sum(1 for i in range(count) if i % gateways == g) for g in range(gateways)]
-    proxies = []
-    for i in range(count):
-        proxies.append(procs.start(
-            f"proxy{i}", "propylon", "proxy", "--control", url, "--gateway",
-            f"bench/g{i % gateways}", "--token-file", str(token_file), "--cache-dir",
-            str(tmp / f"cache{i}"), "--admin", "off", "--access-log", "off", "--workers", "1",
-            "--log-level", "warning"))
     if routes:
         many = [route(f"base{i}", "bench", f"/base{i}", "echo") for i in range(routes)]
         status, body = http("POST", url + "/v1/apply", {"resources": many}, token, timeout=600)
         assert status == 200, body
     put(route("r0", "bench", "/r0", "echo"))
+    proxies = []
+    started = [0] * gateways
+    for first_of_batch in range(0, count, batch):
+        for i in range(first_of_batch, min(first_of_batch + batch, count)):
+            proxies.append(procs.start(
+                f"proxy{i}", "propylon", "proxy", "--control", url, "--gateway",
+                f"bench/g{i % gateways}", "--token-file", str(token_file), "--cache-dir",
+                str(tmp / f"cache{i}"), "--admin", "off", "--access-log", "off", "--workers",
+                "1", "--log-level", "warning"))
+            started[i % gateways] += 1
+        wait_until(lambda: metrics.settled(started), timeout=900,
+                   what="the proxies started so far on the served version")
     wait_until(lambda: all(served(p, "/r0") for p in ports), timeout=900, what="warm-up")
-    if gateways < count:
-        versions = wait_until(metrics.versions, what="versions")
-        wait_until(lambda: all(metrics.current(f"bench/g{g}", versions[f"bench/g{g}"],
-                                               members[g]) for g in range(gateways)),
-                   timeout=900, what="every proxy on the warm version")
+    wait_until(lambda: metrics.settled(members), timeout=900, what="every proxy current")
     print(f"warm: {count} proxies of {gateways} Gateway(s) serve {routes + 1} routes",
           flush=True)
     idle_from = {p.pid: cpu_seconds(p.pid) for p in [control, *proxies]}

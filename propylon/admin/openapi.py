@@ -277,9 +277,16 @@ def _paths() -> dict[str, Any]:
                        False, "seconds to wait for a newer version (default 30)"),
                 _param("proxy", "query", {"type": "string"}, False, "the proxy's id"),
                 _param("version", "query", {"type": "string"}, False, "the version it runs"),
+                _param("delta", "query", {"type": "string"}, False,
+                       "the IR schema of the deltas the proxy applies: it may be answered "
+                       "with a delta against `version` (docs/controlplane.md, Deltas)"),
             ],
             "responses": {
-                "200": _json({"type": "object"}, "the Gateway's IR snapshot"),
+                "200": {"description": "the Gateway's IR snapshot, or a delta against "
+                                       "`version` (header x-propylon-delta-base)",
+                        "content": {"application/json": {"schema": {"type": "object"}},
+                                    "application/vnd.propylon.ir-delta+json": {
+                                        "schema": {"type": "object"}}}},
                 "304": {"description": "no newer version within the wait"},
                 "400": _json(_ref("Error"), "bad wait"),
                 **_ERRORS}}},
