@@ -61,13 +61,15 @@ class FileSource:
         default=None, init=False, repr=False)
 
     async def start(self, supervisor: Supervisor) -> None:
-        """Build from the files, start the workers on it (``ConfigRefused`` on failure)."""
+        """Start the workers and build from the files meanwhile (a worker process takes about
+        a second to import what it runs, a large configuration seconds to build); install
+        the build (``ConfigRefused`` on failure, the workers are then drained)."""
+        supervisor.start_workers()
         result = self.build()
         self._note_secrets(result)
         if result.snapshot is None:
             raise ConfigRefused("\n".join(result.errors))
         supervisor.check(result.snapshot)
-        supervisor.start_workers()
         await supervisor.install(result.snapshot, result.warnings)
         self.serving_secret_failures = secret_failures(result.secrets or ())
 

@@ -338,7 +338,8 @@ def _shadows_in_table(entries: list[RouterEntry[T]]) -> dict[int, RouterEntry[T]
     for e in entries:
         buckets.setdefault((e.match.path.kind, _path_key(e.match.path)), []).append(e)
     for bucket in buckets.values():
-        bucket.sort(key=lambda e: (-_conditions(e.match), e.order))
+        if len(bucket) > 1:
+            bucket.sort(key=lambda e: (-_conditions(e.match), e.order))
     # regex patterns are tried in the order of their first entry (``_compile_regexes``)
     pattern_rank = {k: min(e.order for e in es) for k, es in buckets.items() if k[0] == "regex"}
     catch_alls = [
@@ -349,6 +350,8 @@ def _shadows_in_table(entries: list[RouterEntry[T]]) -> dict[int, RouterEntry[T]
     ]
     found: dict[int, RouterEntry[T]] = {}
     for (kind, key), bucket in buckets.items():
+        if len(bucket) == 1 and (kind == "exact" or not catch_alls):
+            continue  # alone on its paths: nothing is tried before it there
         for i, e in enumerate(bucket):
             by = next((f for f in bucket[:i] if _takes_all(f, e)), None)
             if by is None and kind != "exact":
