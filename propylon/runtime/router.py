@@ -84,8 +84,8 @@ class _Candidate(Generic[T]):
         m = entry.match
         self.payload = entry.payload
         self.method = m.method.upper() if m.method else None
-        self.headers = tuple(_compile_value(v) for v in m.headers)
-        self.query = tuple(_compile_value(v) for v in m.query)
+        self.headers = tuple(map(_compile_value, m.headers)) if m.headers else ()
+        self.query = tuple(map(_compile_value, m.query)) if m.query else ()
         self.has_values = bool(self.headers or self.query)
 
     def values_ok(self, request: RequestView) -> bool:
@@ -123,6 +123,11 @@ class _Bucket(Generic[T]):
     __slots__ = ("conditioned", "default")
 
     def __init__(self, ranked: list[tuple[int, int, _Candidate[T]]]) -> None:
+        if len(ranked) == 1:  # most paths have one rule (a large configuration's build time)
+            conditions, _, only = ranked[0]
+            self.conditioned: tuple[_Candidate[T], ...] = (only,) if conditions else ()
+            self.default = None if conditions else only
+            return
         ranked.sort(key=lambda r: (-r[0], r[1]))
         self.conditioned = tuple(c for n, _, c in ranked if n)
         self.default = next((c for n, _, c in ranked if not n), None)
@@ -152,12 +157,16 @@ class _HostTable(Generic[T]):
         kinds = {"exact": exact, "prefix": prefixes, "regex": regexes}
         for e in entries:
             path = e.match.path
-            if path.kind not in kinds:
+            table = kinds.get(path.kind)
+            if table is None:
                 raise ValueError(f"unknown path match kind {path.kind!r}")
-            cand = _Candidate(e)
-            kinds[path.kind].setdefault(_path_key(path), []).append(
-                (_conditions(e.match), e.order, cand)
-            )
+            item = (_conditions(e.match), e.order, _Candidate(e))
+            key = _path_key(path)
+            found = table.get(key)
+            if found is None:
+                table[key] = [item]
+            else:
+                found.append(item)
         self.exact = {k: _Bucket(v) for k, v in exact.items()}
         self.prefixes = {k: _Bucket(v) for k, v in prefixes.items()}
         self.max_prefix = max(map(len, self.prefixes), default=0)
@@ -247,6 +256,9 @@ class Router(Generic[T]):
         wild: dict[str, list[RouterEntry[T]]] = {}
         any_host: list[RouterEntry[T]] = []
         for e in entries:
+            if not e.hostnames:
+                any_host.append(e)
+                continue
             for host in _host_keys(e):
                 if host == "*":
                     any_host.append(e)
