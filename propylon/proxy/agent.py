@@ -33,7 +33,7 @@ import socket
 import ssl
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, urlencode, urlsplit
 
 from propylon import ir
 from propylon.ir import schema
@@ -49,6 +49,7 @@ log = logging.getLogger("propylon.controlplane")
 
 POLL_WAIT = 30.0
 DELTA_BASE_HEADER = b"x-propylon-delta-base"  # on an answer that is a delta: its base version
+MAX_IR_BYTES = 256 * 1024 * 1024  # a full snapshot is ~460 bytes per route
 
 
 @dataclass
@@ -224,8 +225,7 @@ class Agent:
         query = urlencode(fields)
         url = f"{self.control}/v1/gateways/{quote(self.gateway)}/ir?{query}"
         try:
-            answer = await httpclient.request("GET", url, headers=self._headers,
-                                              timeout=self.wait + 10, ssl_context=self.ssl_context)
+            answer = await self._get_ir(url)
         except httpclient.HttpError as exc:
             log.warning("control plane unreachable (%s); still serving %s", exc, running or
                         "nothing")
@@ -254,6 +254,20 @@ class Agent:
         # (off the loop), so that sealing encodes only what the delta changed
         await asyncio.to_thread(ir.content_hash, snapshot)
         return None
+
+    async def _get_ir(self, url: str) -> httpclient.Response:
+        """GET an IR answer: up to ``MAX_IR_BYTES`` (the client's default bound, 4 MiB, is
+        less than a full snapshot of 10,000 routes)."""
+        parts = urlsplit(url)
+        client = httpclient.HttpClient(f"{parts.scheme}://{parts.netloc}", 1,
+                                       self.ssl_context, keep_alive=False,
+                                       max_body=MAX_IR_BYTES)
+        token = self._headers["authorization"].encode("latin-1")
+        try:
+            return await client.request(b"GET", f"{parts.path}?{parts.query}".encode(),
+                                        [(b"authorization", token)], self.wait + 10)
+        except httpclient.HttpError as exc:
+            raise httpclient.HttpError(f"GET {url}: {exc}") from None
 
     async def _apply_delta(self, supervisor: Supervisor, answer: httpclient.Response,
                            base: str) -> float | None:

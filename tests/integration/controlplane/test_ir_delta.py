@@ -6,6 +6,7 @@ never serves anything but the control plane's configuration."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import threading
@@ -20,6 +21,10 @@ import pytest
 
 from propylon.controlplane.ir_deltas import BASE_HEADER, DELTA_CONTENT_TYPE
 from propylon.ir.schema import CURRENT
+from propylon.net import httpclient
+from propylon.proxy.agent import Agent
+from propylon.proxy.ir_cache import IRCache
+from tests.integration.conftest import UpstreamFactory
 from tests.integration.controlplane.conftest import Cluster, ControlPlane
 from tests.integration.controlplane.helpers import (
     free_port,
@@ -30,6 +35,7 @@ from tests.integration.controlplane.helpers import (
     upstream,
     wait_until,
 )
+from tests.support.upstream import Reply
 
 GATEWAY = "infra/edge"
 
@@ -54,7 +60,8 @@ def _version(plane: ControlPlane) -> str | None:
 
 
 def _proxy_version(admin: int) -> str | None:
-    return http("GET", f"http://127.0.0.1:{admin}/stats")[1]["version"]  # type: ignore[no-any-return]
+    version = http("GET", f"http://127.0.0.1:{admin}/stats")[1]["version"]
+    return version if isinstance(version, str) else None
 
 
 def _configure(cluster: Cluster, plane: ControlPlane, routes: int) -> int:
@@ -84,6 +91,7 @@ def test_a_one_route_change_reaches_every_proxy_as_a_delta(cluster: Cluster) -> 
     port = _configure(cluster, plane, routes=5)
     admins = [cluster.proxy(f"proxy{i}", plane, GATEWAY, cache=f"cache{i}") for i in range(3)]
     first = wait_until(lambda: _all_on(plane, admins), what="every proxy on the first version")
+    assert first is not None
     before = _answers(plane)
 
     plane.must_put(route("added", "shop", "/added", "svc"))
@@ -201,3 +209,27 @@ def test_a_corrupted_delta_is_refused_and_the_full_snapshot_installed(
     assert [r["id"] for r in served["gateways"][0]["rules"]] == \
         [r["id"] for r in expected["gateways"][0]["rules"]]
     assert "fetching the full IR" in cluster.procs.log("proxy")
+
+
+def test_an_ir_answer_larger_than_the_clients_default_bound_is_read(
+        upstreams: UpstreamFactory, tmp_path: Any) -> None:
+    """A full snapshot of 10,000 routes is ~4.6 MB, over the HTTP client's default 4 MiB: the
+    agent reads IR answers up to its own bound (the proxies of a 10,000-route Gateway kept
+    logging "response body too large" and never got the configuration)."""
+    control = upstreams("control")
+    control.handler = lambda request: Reply(body_size=6 * 1024 * 1024)
+    agent = Agent(f"http://127.0.0.1:{control.port}", GATEWAY, "token",
+                  IRCache(tmp_path, GATEWAY))
+    url = f"http://127.0.0.1:{control.port}/v1/gateways/{GATEWAY}/ir?after=x"
+    answer = asyncio.run(agent._get_ir(url))
+    assert answer.status == 200 and len(answer.body) == 6 * 1024 * 1024
+    assert control.requests[0].target == f"/v1/gateways/{GATEWAY}/ir?after=x"
+    assert control.requests[0].header("authorization") == "Bearer token"
+    control.handler = lambda request: Reply(status=200, body=b"x", delay=5)
+    agent.wait = -9.9  # the poll's deadline is wait + 10 s
+    try:
+        asyncio.run(agent._get_ir(url))
+    except httpclient.HttpError as exc:
+        assert f"GET {url}" in str(exc)
+    else:
+        raise AssertionError("no timeout")
