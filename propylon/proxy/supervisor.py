@@ -47,6 +47,7 @@ from propylon.proxy.health_checker import HealthChecker
 from propylon.proxy.listen_sockets import Key, ListeningSockets
 from propylon.proxy.worker import DELTA_REFUSED, worker_main
 from propylon.runtime.chain_memo import ChainMemo
+from propylon.runtime.check_memo import ProvenRules
 from propylon.runtime.compile import Services, compile_snapshot
 from propylon.runtime.gc_pause import gc_paused
 
@@ -184,6 +185,7 @@ class Supervisor:
     installed_at: float = 0.0  # when the served version was installed (Unix time)
     # the filter chains ``check`` built last, kept for the rules a reload leaves unchanged
     _checked_chains: ChainMemo = field(default_factory=ChainMemo, repr=False)
+    _proven_rules: ProvenRules = field(default_factory=ProvenRules, repr=False)  # check_memo.py
     # the snapshot ``check`` passed last, not checked again when installed right after
     _checked: ir.SnapshotIR | None = field(default=None, repr=False)
     sockets: ListeningSockets = field(default_factory=ListeningSockets)
@@ -221,7 +223,7 @@ class Supervisor:
         """Compile once here so a snapshot that cannot run never reaches a worker (the filter
         chains of rules unchanged since the last check are kept, see ``reuse_unchanged``)."""
         services = Services.scratch(asyncio.get_running_loop())
-        services.chains = self._checked_chains
+        services.chains, services.proven = self._checked_chains, self._proven_rules
         try:
             compile_snapshot(snapshot, services)
         except Exception as exc:

@@ -29,6 +29,7 @@ from propylon.policies.plugins import policy_types
 from propylon.runtime import discovery
 from propylon.runtime.balancer import WeightedChoice, make_balancer
 from propylon.runtime.chain_memo import ChainMemo
+from propylon.runtime.check_memo import ProvenRules, upstreams_of
 from propylon.runtime.compiled import (
     DIRECT,
     EMPTY_CHAIN,
@@ -73,6 +74,8 @@ class Services:
     chains: ChainMemo = field(default_factory=ChainMemo)
     # the DNS answers the supervisor's resolver sent (runtime/discovery.py)
     answers: dict[discovery.DnsQuery, discovery.Answer] = field(default_factory=dict)
+    # a check's rules known to compile (check_memo.py); None: compile every rule (workers)
+    proven: ProvenRules | None = None
 
     @classmethod
     def scratch(cls, loop: asyncio.AbstractEventLoop) -> Services:
@@ -83,8 +86,12 @@ class Services:
 def compile_snapshot(snapshot: SnapshotIR, services: Services) -> Runtime:
     with gc_paused():
         services.chains.begin(snapshot.consumers)
+        if services.proven is not None:
+            services.proven.begin(snapshot.consumers)
         runtime = _compile_snapshot(snapshot, services)
         services.chains.commit()
+        if services.proven is not None:
+            services.proven.commit()
         return runtime
 
 
@@ -120,7 +127,18 @@ def compile_gateway(
     }
     entries: list[RouterEntry[CompiledRoute]] = []
     tracing = compile_tracing(gateway.key, gateway.tracing, services)
+    proven = services.proven
+    if proven is not None and not proven.gateway(gateway):
+        proven.kept = {}  # the Gateway around the rules changed: check them all
     for index, rule in enumerate(gateway.rules):
+        if proven is not None:
+            if proven.known(rule):
+                missing = [key for key in upstreams_of(rule) if key not in clusters]
+                if missing:
+                    raise KeyError(missing[0])  # as compile_route would
+                proven.add(rule)
+                continue
+            proven.add(rule)
         chain = services.chains.chain(
             rule.policies, tracing, functools.partial(compile_chain, rule.policies, env, tracing))
         route_label, rule_label = _labels(rule, index)

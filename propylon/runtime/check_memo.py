@@ -1,0 +1,60 @@
+"""The rules a configuration check compiled without error, for the next check to skip.
+
+The supervisor compiles every new version once before any worker gets it (``Supervisor.check``)
+and throws the result away: only an error matters. What can fail in compiling a rule is the
+rule's own: its filters (``ChainMemo`` keeps them), its routes' upstreams, and its matches in
+the router (an unknown path kind, a regex that does not compile, a condition setting both a
+value and a regex, each about one entry). So a rule that is the very object a check passed
+before (``ir.reuse_unchanged`` keeps the objects of unchanged rules) is known to compile, as
+long as the rest of its Gateway (listeners, upstreams, default policies, tracing) and the
+snapshot's Consumers are equal too; the check then only looks up its upstreams and leaves it
+out of the router it builds. Workers compile everything: their result serves.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from propylon.ir import ForwardIR, GatewayIR, RuleIR
+
+
+class ProvenRules:
+    def __init__(self) -> None:
+        self.kept: dict[int, RuleIR] = {}
+        self.made: dict[int, RuleIR] = {}
+        self.context: dict[str, GatewayIR] = {}  # each Gateway, without its rules
+        self.made_context: dict[str, GatewayIR] = {}
+        self.consumers: tuple[Any, ...] | None = None
+
+    def begin(self, consumers: tuple[Any, ...]) -> None:
+        """A check starts, of a snapshot with these Consumers."""
+        if consumers != self.consumers:
+            self.kept, self.context = {}, {}
+        self.consumers = consumers
+        self.made, self.made_context = {}, {}
+
+    def gateway(self, gateway: GatewayIR) -> bool:
+        """Note ``gateway``; whether the rules proven with it before still are."""
+        rest = dataclasses.replace(gateway, rules=())
+        self.made_context[gateway.key] = rest
+        return self.context.get(gateway.key) == rest
+
+    def known(self, rule: RuleIR) -> bool:
+        return self.kept.get(id(rule)) is rule
+
+    def add(self, rule: RuleIR) -> None:
+        self.made[id(rule)] = rule
+
+    def commit(self) -> None:
+        """The check passed: its rules are proven for the next one."""
+        self.kept, self.made = self.made, {}
+        self.context, self.made_context = self.made_context, {}
+
+
+def upstreams_of(rule: RuleIR) -> list[str]:
+    action = rule.action
+    if not isinstance(action, ForwardIR):
+        return []
+    keys = [backend.upstream for backend in action.backends]
+    return [*keys, action.mirror.upstream] if action.mirror is not None else keys

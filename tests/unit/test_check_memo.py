@@ -1,0 +1,107 @@
+"""A check that skips the rules an earlier check proved (``runtime/check_memo.py``) still
+refuses what a full compilation refuses: a new rule's bad regex, a proven rule whose upstream
+is gone, and everything again once its Gateway or the Consumers change."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Iterator
+
+import pytest
+
+from propylon import ir
+from propylon.config import load_text
+from propylon.ir.model import ConsumerIR
+from propylon.runtime.check_memo import ProvenRules
+from propylon.runtime.compile import Services, compile_snapshot
+from propylon.translate import translate
+
+CONFIG = """apiVersion: propylon.dev/v1
+kind: Gateway
+metadata: {name: edge, namespace: shop}
+spec:
+  listeners: [{name: web, port: 8080}]
+  routeSelector: {namespaces: [shop]}
+---
+apiVersion: propylon.dev/v1
+kind: Upstream
+metadata: {name: app, namespace: shop}
+spec: {endpoints: [{address: 127.0.0.1, port: 9000}]}
+---
+apiVersion: propylon.dev/v1
+kind: Route
+metadata: {name: r, namespace: shop}
+spec:
+  rules:
+    - matches: [{path: {prefix: /a}}]
+      forward: {backends: [{upstream: app}]}
+      policies: [{headers: {response: {set: {x-a: "1"}}}}]
+    - matches: [{path: {exact: /ping}}]
+      directResponse: {status: 200, body: pong}
+"""
+
+
+@pytest.fixture
+def check() -> Iterator[Services]:
+    loop = asyncio.new_event_loop()
+    services = Services.scratch(loop)
+    services.proven = ProvenRules()
+    yield services
+    loop.close()
+
+
+def snapshot() -> ir.SnapshotIR:
+    loaded = load_text(CONFIG)
+    assert not loaded.errors
+    return translate(loaded.resources)
+
+
+def with_rules(snap: ir.SnapshotIR, rules: tuple[ir.RuleIR, ...], **gateway: object
+               ) -> ir.SnapshotIR:
+    edited = dataclasses.replace(snap.gateways[0], rules=rules, **gateway)
+    return dataclasses.replace(snap, gateways=(edited,))
+
+
+def bad_regex(rule: ir.RuleIR) -> ir.RuleIR:
+    return dataclasses.replace(rule, id=rule.id + "-bad",
+                               matches=(ir.MatchIR(ir.PathMatchIR("regex", "(")),))
+
+
+def test_proven_rules_are_skipped_and_new_ones_checked(check: Services) -> None:
+    first = snapshot()
+    compile_snapshot(first, check)
+    assert check.proven is not None and len(check.proven.kept) == 2
+    rules = first.gateways[0].rules
+    with pytest.raises(Exception, match=r"unterminated|missing"):
+        compile_snapshot(with_rules(first, (*rules, bad_regex(rules[1]))), check)
+    assert len(check.proven.kept) == 2  # a failed check proves nothing
+
+
+def test_a_proven_rule_whose_upstream_is_gone_is_refused(check: Services) -> None:
+    first = snapshot()
+    compile_snapshot(first, check)
+    gone = with_rules(first, first.gateways[0].rules, upstreams=())
+    with pytest.raises(KeyError, match="shop/app"):
+        compile_snapshot(gone, check)
+
+
+def test_a_changed_gateway_or_consumers_check_every_rule_again(check: Services) -> None:
+    first = snapshot()
+    compile_snapshot(first, check)
+    rules = first.gateways[0].rules
+    assert check.proven is not None
+    # a rule proven before, made bad behind the memo's back, is checked again (and refused)
+    # once the Gateway around it changes
+    check.proven.kept[id(rules[1])] = rules[1]
+    broken = bad_regex(rules[1])
+    check.proven.kept[id(broken)] = broken
+    moved = with_rules(first, (rules[0], broken), trusted_proxies=("10.0.0.0/8",))
+    with pytest.raises(Exception, match=r"unterminated|missing"):
+        compile_snapshot(moved, check)
+    compile_snapshot(first, check)
+    check.proven.kept[id(broken)] = broken
+    other_consumers = dataclasses.replace(with_rules(first, (rules[0], broken)),
+                                          consumers=(ConsumerIR("shop/c", "c"),))
+    with pytest.raises(Exception, match=r"unterminated|missing"):
+        compile_snapshot(other_consumers, check)
