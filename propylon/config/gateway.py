@@ -3,10 +3,11 @@ tracing, progressive rollout."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from propylon.config._types import (
     CIDR,
@@ -66,11 +67,34 @@ class ProxyProtocol(Model):
         return self
 
 
+@dataclass(frozen=True, slots=True)
+class InlineCertificate:
+    """A chain and its key as PEM, read from a Kubernetes ``kubernetes.io/tls`` Secret by
+    conversion (``config/k8s_secrets.py``); never written in YAML."""
+
+    certificate_pem: str
+    private_key: str = field(repr=False)
+    source: str = ""  # "Secret namespace/name"
+
+
 class Certificate(Model):
-    """A PEM certificate chain and its key; relative paths are relative to the YAML file."""
+    """A PEM certificate chain and its key; relative paths are relative to the YAML file.
+    A certificate converted from a Secret carries the PEM (``inline``) and its two paths
+    only name the Secret."""
 
     cert_file: str
     key_file: str
+    _inline: InlineCertificate | None = PrivateAttr(default=None)
+
+    @property
+    def inline(self) -> InlineCertificate | None:
+        return self._inline
+
+    @classmethod
+    def of_secret(cls, inline: InlineCertificate) -> Certificate:
+        certificate = cls(cert_file=inline.source, key_file=inline.source)
+        certificate._inline = inline
+        return certificate
 
 
 class ClientValidation(Model):

@@ -7,8 +7,11 @@ translation has one path whatever the input. Each converted resource remembers i
 translation completes into the objects' statuses (``translate/gatewayapi_status.py``).
 
 - A ``Gateway`` of ``gatewayClassName: propylon`` becomes the Gateway of the same namespace
-  and name. Its HTTP listeners become listeners (listeners sharing a port become one, with
-  their hostnames together); ``spec.addresses[]`` of type IPAddress gives the bind address.
+  and name. Its HTTP and HTTPS listeners become listeners (listeners sharing a port become
+  one, with their hostnames and certificates together; HTTP and HTTPS on one port conflict);
+  an HTTPS listener's ``tls.certificateRefs`` are ``kubernetes.io/tls`` Secrets
+  (``k8s_secrets.py``), and it is served with those that can be used: with none it is not
+  served. ``spec.addresses[]`` of type IPAddress gives the bind address.
   Its ``routeSelector`` selects the label ``propylon.dev/parent.<ns>.<name>`` in every
   namespace: the label conversion puts on the Routes attached to it. Gateways of other
   classes are left alone (another controller's).
@@ -18,7 +21,9 @@ translation completes into the objects' statuses (``translate/gatewayapi_status.
   name whose hostnames are those intersections (``gatewayapi_rules.py`` converts the rules).
   A route is served on every listener of an attached Gateway whose hostnames admit it: a
   ``sectionName`` limits the hostnames, not the port.
-- An ``Ingress`` of class ``propylon`` becomes Routes (``config/ingress.py``).
+- An ``Ingress`` of class ``propylon`` becomes Routes (``config/ingress.py``); the
+  certificates of its ``spec.tls`` are added to the HTTPS listeners of the propylon.dev/v1
+  Gateways that select those Routes.
 - ``ReferenceGrant``, ``Service`` and ``EndpointSlice`` are read by ``k8s_backends.py``;
   ``Namespace`` objects give the labels a listener's ``allowedRoutes`` selector matches
   (``gatewayapi_namespaces.py``).
@@ -37,6 +42,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from propylon.config.errors import ConfigError
+from propylon.config.gateway import Certificate, InlineCertificate
 from propylon.config.gatewayapi_namespaces import NamespaceSelector, namespace_labels
 from propylon.config.gatewayapi_rules import RuleConverter
 from propylon.config.k8s_backends import BackendResolver
@@ -51,15 +57,25 @@ from propylon.config.k8s_fields import (
     text,
     texts,
 )
-from propylon.config.k8s_status import ACCEPTED, RESOLVED_REFS, Condition, Findings, Origin
+from propylon.config.k8s_secrets import SecretCertificates
+from propylon.config.k8s_status import (
+    ACCEPTED,
+    PROGRAMMED,
+    RESOLVED_REFS,
+    Condition,
+    Findings,
+    Origin,
+)
 from propylon.config.kubernetes import GATEWAY_GROUP, KubernetesObject
-from propylon.config.resources import API_VERSION, KINDS, Resource
+from propylon.config.resources import API_VERSION, KINDS, Gateway, Resource
 from propylon.config.route import Rule
 
 GATEWAY_CLASS = "propylon"
 PARENT_LABEL = "propylon.dev/parent.{namespace}.{name}"
 ROUTE_KINDS = ("HTTPRoute", "GRPCRoute")
 _FROM = {"Same": "Same", "All": "All", "Selector": "Selector"}  # allowedRoutes.namespaces.from
+_PROTOCOLS = ("HTTP", "HTTPS")
+_TLS_MODES = {"Terminate": "Terminate"}  # Passthrough belongs to TLS listeners
 _RULE = TypeAdapter(Rule)
 _FAILED_RULE = {"status": 500, "body": "route unavailable"}
 
@@ -84,6 +100,8 @@ class _Listener:
     kinds: tuple[str, ...]
     selector: NamespaceSelector | None = None  # with Selector, when Namespaces are given
     attached: int = 0
+    protocol: str = "HTTP"
+    certificates: list[InlineCertificate] = field(default_factory=list)  # HTTPS
 
 
 @dataclass(frozen=True)
@@ -120,6 +138,7 @@ class _Converter:
         upstreams = [r.key for r in native if r.kind == "Upstream"]
         self.resolver = BackendResolver.of(self.kube, upstreams)
         self.namespaces = namespace_labels(self.kube)
+        self.secrets = SecretCertificates.of(self.kube, self.resolver)
 
     def run(self) -> Expansion:
         from propylon.config.ingress import convert_ingress
@@ -127,9 +146,14 @@ class _Converter:
         gateways = {o.key: self._gateway(o) for o in self._of("Gateway") if _ours(o)}
         for route in self._of(*ROUTE_KINDS):
             self._route(route, gateways)
+        ingress_tls: dict[int, list[InlineCertificate]] = {}  # native Gateway index -> added
         for ingress in self._of("Ingress"):
             for data in convert_ingress(ingress, self.resolver, self.findings):
                 self._add(data, ingress)
+            self._ingress_tls(ingress, ingress_tls)
+        for index, certificates in ingress_tls.items():
+            resources = self.expansion.resources
+            resources[index] = with_certificates(resources[index], certificates)
         for gateway in gateways.values():
             self._finish_gateway(gateway)
         for key, data in sorted(self.resolver.upstreams.items()):
@@ -152,13 +176,20 @@ class _Converter:
             self._refuse(obj, exc)
             return _Gateway(obj, [], None)
         listeners: list[_Listener] = []
+        protocols: dict[int, str] = {}
         for at, raw in raw_listeners:
             listener = self._listener(obj, raw, at)
-            if listener is not None:
-                listeners.append(listener)
+            if listener is None:
+                continue
+            protocol = protocols.setdefault(listener.port, listener.protocol)
+            if protocol != listener.protocol:
+                self._conflict(obj, listener, protocol, at)
+                continue
+            listeners.append(listener)
         if not listeners:
             self.findings.set(obj.kind, obj.key, Condition(
-                ACCEPTED, False, "ListenersNotValid", "no listener of protocol HTTP"),
+                ACCEPTED, False, "ListenersNotValid",
+                "no listener can be served (HTTP, or HTTPS with a usable certificate)"),
                 field="spec.listeners")
             return _Gateway(obj, listeners, None)
         self.findings.set(obj.kind, obj.key, Condition(ACCEPTED, True, "Accepted"))
@@ -178,10 +209,9 @@ class _Converter:
     def _read_listener(self, obj: KubernetesObject, raw: dict[str, Any], at: str,
                        scope: str) -> _Listener | None:
         name = text(raw, "name", at) or ""
-        protocol = text(raw, "protocol", at)
-        if protocol != "HTTP":
-            message = f"protocol {protocol!r} is not supported (HTTP only; for " \
-                      "HTTPS use a propylon.dev/v1 Gateway with certificate files)"
+        protocol = text(raw, "protocol", at) or ""
+        if protocol not in _PROTOCOLS:
+            message = f"protocol {protocol!r} is not supported (HTTP and HTTPS)"
             self.findings.set(obj.kind, obj.key, Condition(
                 ACCEPTED, False, "UnsupportedProtocol", message), scope, f"{at}.protocol")
             return None
@@ -197,14 +227,55 @@ class _Converter:
         if namespaces == "Selector":
             selector = NamespaceSelector.read(allowed_namespaces, path(where, "namespaces"))
         kinds = tuple(text(k, "kind", a) or "" for a, k in entries(allowed, "kinds", where))
+        tls = section(raw, "tls", at)
+        if protocol == "HTTPS":
+            choice(tls, "mode", path(at, "tls"), _TLS_MODES, "Terminate")
         self.findings.set(obj.kind, obj.key, Condition(ACCEPTED, True, "Accepted"), scope)
+        certificates = self._certificates(obj, tls, path(at, "tls"), scope) \
+            if protocol == "HTTPS" else []
+        if protocol == "HTTPS" and not certificates:
+            return None
         if selector is not None and not self.namespaces:
             self.findings.set(obj.kind, obj.key, Condition(
                 RESOLVED_REFS, False, "NamespacesNotFound",
                 "allowedRoutes.namespaces.from: Selector needs the v1 Namespace objects in "
                 "the inputs (e.g. kubectl get namespaces -o yaml), and none is given: no "
                 "route attaches"), scope, f"{where}.namespaces.selector")
-        return _Listener(name, port, hostname, namespaces, kinds or ROUTE_KINDS, selector)
+        return _Listener(name, port, hostname, namespaces, kinds or ROUTE_KINDS, selector,
+                         protocol=protocol, certificates=certificates)
+
+    def _certificates(self, obj: KubernetesObject, tls: dict[str, Any], at: str,
+                      scope: str) -> list[InlineCertificate]:
+        """The usable certificates of an HTTPS listener's ``tls``; each unusable reference is
+        the listener's ``ResolvedRefs=False``."""
+        refs = entries(tls, "certificateRefs", at)
+        if not refs:
+            self.findings.set(obj.kind, obj.key, Condition(
+                RESOLVED_REFS, False, "InvalidCertificateRef",
+                "an HTTPS listener needs tls.certificateRefs (kubernetes.io/tls Secrets); "
+                "it is not served"), scope, at)
+        found: list[InlineCertificate] = []
+        for ref_at, ref in refs:
+            certificate = self.secrets.resolve(ref, ref_at, obj.kind, obj.namespace)
+            if isinstance(certificate, Condition):
+                self.findings.set(obj.kind, obj.key, certificate, scope, ref_at)
+            elif certificate not in found:
+                found.append(certificate)
+        if refs and not found:
+            self.findings.set(obj.kind, obj.key, Condition(
+                PROGRAMMED, False, "Invalid", "no certificate reference can be used: the "
+                "listener is not served"), scope, at)
+        return found
+
+    def _conflict(self, obj: KubernetesObject, listener: _Listener, protocol: str,
+                  at: str) -> None:
+        scope = f"listener {listener.name}"
+        self.findings.set(obj.kind, obj.key, Condition(
+            "Conflicted", True, "ProtocolConflict",
+            f"port {listener.port} is already an {protocol} listener's"), scope,
+            f"{at}.protocol", warning=True)
+        self.findings.set(obj.kind, obj.key, Condition(
+            PROGRAMMED, False, "Invalid", "not served: protocol conflict"), scope)
 
     def _finish_gateway(self, gateway: _Gateway) -> None:
         obj = gateway.obj
@@ -212,7 +283,33 @@ class _Converter:
             self.findings.note(obj.kind, obj.key,
                                f"listener {listener.name}: attachedRoutes={listener.attached}")
         if gateway.data is not None:
-            self._add(gateway.data, obj)
+            resource = self._add(gateway.data, obj)
+            if isinstance(resource, Gateway):
+                _attach_certificates(resource, gateway.listeners)
+
+    # -- Ingress TLS ---------------------------------------------------------------------
+    def _ingress_tls(self, ingress: KubernetesObject,
+                     added: dict[int, list[InlineCertificate]]) -> None:
+        """Add the certificates of ``ingress``'s ``spec.tls`` to each native Gateway that
+        selects its Routes and has an HTTPS listener."""
+        from propylon.config.ingress import ingress_certificates, route_labels
+
+        certificates = ingress_certificates(ingress, self.secrets, self.findings)
+        if not certificates:
+            return
+        labels = route_labels(ingress)
+        served = False
+        for index, resource in enumerate(self.native):
+            if isinstance(resource, Gateway) and _selects(resource, ingress.namespace, labels) \
+                    and any(lst.tls is not None for lst in resource.spec.listeners):
+                held = added.setdefault(index, [])
+                held += [c for c in certificates if c not in held]
+                served = True
+        if not served:
+            self.findings.set(ingress.kind, ingress.key, Condition(
+                ACCEPTED, True, "UnsupportedValue",
+                "spec.tls: no Gateway that selects its Routes has an HTTPS listener: its "
+                "certificates are not served"), field="spec.tls", warning=True)
 
     # -- Routes --------------------------------------------------------------------------
     def _route(self, route: KubernetesObject, gateways: dict[str, _Gateway]) -> None:
@@ -258,7 +355,7 @@ class _Converter:
             ACCEPTED, False, "UnsupportedValue", exc.text), field=exc.field)
 
     # -- converted resources -------------------------------------------------------------
-    def _add(self, data: dict[str, Any], origin: KubernetesObject) -> None:
+    def _add(self, data: dict[str, Any], origin: KubernetesObject) -> Resource | None:
         """Validate the converted ``data`` and keep it; contain what fails, at its origin."""
         kind = data["kind"]
         meta = data["metadata"]
@@ -267,14 +364,14 @@ class _Converter:
             self.findings.set(origin.kind, origin.key, Condition(
                 ACCEPTED, False, "UnsupportedValue",
                 f"becomes {kind} {key}, which is already defined"), field="metadata.name")
-            return
+            return None
         if kind == "Route":
             rules = [r for i, rule in enumerate(data["spec"]["rules"])
                      if (r := self._checked_rule(rule, origin, i)) is not None]
             if not rules:
                 self.findings.set(origin.kind, origin.key, Condition(
                     ACCEPTED, False, "UnsupportedValue", "no rule can be served"))
-                return
+                return None
             data["spec"]["rules"] = rules
         try:
             resource = KINDS[kind].model_validate(data)
@@ -282,11 +379,12 @@ class _Converter:
             message = "; ".join(_error_text(e) for e in exc.errors()[:3])
             self.findings.set(origin.kind, origin.key, Condition(
                 ACCEPTED, False, "UnsupportedValue", f"as {kind} {key}: {message}"))
-            return
+            return None
         resource._source = origin.source
         self.taken.add((kind, key))
         self.expansion.resources.append(resource)
         self.expansion.origins[resource.ref] = Origin(origin.kind, origin.key)
+        return resource
 
     def _checked_rule(self, rule: dict[str, Any], origin: KubernetesObject,
                       index: int) -> dict[str, Any] | None:
@@ -397,8 +495,12 @@ def _gateway_data(obj: KubernetesObject, listeners: list[_Listener],
     by_port: dict[int, dict[str, Any]] = {}
     for listener in listeners:
         merged = by_port.setdefault(listener.port, {
-            "name": listener.name, "port": listener.port, "protocol": "HTTP",
+            "name": listener.name, "port": listener.port, "protocol": listener.protocol,
             "address": address, "hostnames": []})
+        if listener.certificates:
+            held = merged.setdefault("tls", {"certificates": []})["certificates"]
+            held += [entry for c in listener.certificates
+                     if (entry := {"certFile": c.source, "keyFile": c.source}) not in held]
         if listener.hostname is None:
             merged["anyHost"] = True
         else:
@@ -412,6 +514,49 @@ def _gateway_data(obj: KubernetesObject, listeners: list[_Listener],
             "spec": {"listeners": list(by_port.values()),
                      "routeSelector": {"namespaces": ["*"],
                                        "matchLabels": {_parent_label(obj): "attached"}}}}
+
+
+def _attach_certificates(gateway: Gateway, listeners: list[_Listener]) -> None:
+    """Give the certificates of the converted ``gateway`` (validated from data naming each
+    Secret) their PEM; it is not shared yet."""
+    inline = {c.source: c for listener in listeners for c in listener.certificates}
+    for listener in gateway.spec.listeners:
+        for certificate in listener.tls.certificates if listener.tls is not None else ():
+            certificate._inline = inline[certificate.cert_file]
+
+
+def _selects(gateway: Gateway, namespace: str, labels: dict[str, str]) -> bool:
+    """Whether ``gateway``'s routeSelector admits Routes of ``namespace`` with ``labels``."""
+    selector = gateway.spec.route_selector
+    names = selector.namespaces if selector.namespaces is not None else [gateway.namespace]
+    return ("*" in names or namespace in names) and all(
+        labels.get(k) == v for k, v in selector.match_labels.items())
+
+
+# gateway key -> (the Gateway as given, the certificates added, the Gateway with them): the
+# same Gateway object while nothing changed, so translation's memo keeps its Routes
+_WITH_CERTIFICATES: dict[str, tuple[Resource, tuple[InlineCertificate, ...], Resource]] = {}
+
+
+def with_certificates(gateway: Resource, certificates: list[InlineCertificate]) -> Resource:
+    """``gateway`` with ``certificates`` after its own in each of its HTTPS listeners (chosen
+    by SNI among them; its own first is still the default)."""
+    assert isinstance(gateway, Gateway)
+    key = tuple(certificates)
+    held = _WITH_CERTIFICATES.get(gateway.key)
+    if held is not None and held[0] is gateway and held[1] == key:
+        return held[2]
+    extra = [Certificate.of_secret(c) for c in certificates]
+    listeners = [
+        lst.model_copy(update={"tls": lst.tls.model_copy(update={
+            "certificates": [*lst.tls.certificates, *extra]})})
+        if lst.tls is not None else lst
+        for lst in gateway.spec.listeners
+    ]
+    copy = gateway.model_copy(update={"spec": gateway.spec.model_copy(
+        update={"listeners": listeners})})
+    _WITH_CERTIFICATES[gateway.key] = (gateway, key, copy)
+    return copy
 
 
 def _address(spec: dict[str, Any]) -> str:

@@ -11,8 +11,12 @@ of the Ingress's namespace (``k8s_backends.py``); an unresolved one answers 500.
 
 The Routes carry the label ``propylon.dev/ingress-class: propylon`` (and the Ingress's
 labels): a Gateway serves them by selecting it, e.g. ``routeSelector: {namespaces: ["*"],
-matchLabels: {propylon.dev/ingress-class: propylon}}``. ``spec.tls`` (certificates in
-Secrets) and ``resource`` backends are not supported: they are reported, not dropped silently.
+matchLabels: {propylon.dev/ingress-class: propylon}}``. The ``kubernetes.io/tls`` Secrets of
+``spec.tls[].secretName`` (the Ingress's namespace) become certificates of the HTTPS listeners
+of those Gateways, chosen by SNI among the listener's certificates (``ingress_certificates``
+reads them; ``gatewayapi.py`` adds them); a Secret that cannot be used is the Ingress's
+``ResolvedRefs=False InvalidCertificateRef`` and its Routes are served all the same.
+``resource`` backends are not supported: they are reported, not dropped silently.
 A field of the wrong type (``k8s_fields.py``) makes the Ingress ``Accepted=False
 UnsupportedValue`` with a located issue naming the field, and none of it is served.
 """
@@ -21,8 +25,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from propylon.config.gateway import InlineCertificate
 from propylon.config.k8s_backends import BackendResolver
-from propylon.config.k8s_fields import FieldError, choice, entries, integer, section, text
+from propylon.config.k8s_fields import FieldError, choice, entries, integer, section, text, texts
+from propylon.config.k8s_secrets import INVALID_REF, SecretCertificates
 from propylon.config.k8s_status import ACCEPTED, RESOLVED_REFS, Condition, Findings
 from propylon.config.kubernetes import KubernetesObject
 from propylon.config.resources import API_VERSION
@@ -59,6 +65,39 @@ def convert_ingress(ingress: KubernetesObject, resolver: BackendResolver,
     return routes
 
 
+def ingress_certificates(ingress: KubernetesObject, secrets: SecretCertificates,
+                         findings: Findings) -> list[InlineCertificate]:
+    """The certificates of ``ingress``'s ``spec.tls`` (none when it is not of class
+    propylon); each one that cannot be used is a ``ResolvedRefs=False`` of the Ingress."""
+    if not is_ours(ingress):
+        return []
+    found: list[InlineCertificate] = []
+    try:
+        for at, item in entries(ingress.spec, "tls", "spec"):
+            texts(item, "hosts", at)
+            name = text(item, "secretName", at)
+            if not name:
+                findings.set(ingress.kind, ingress.key, Condition(
+                    RESOLVED_REFS, False, INVALID_REF, "no secretName: a default certificate "
+                    "is not supported"), field=at)
+                continue
+            certificate = secrets.resolve({"name": name}, f"{at}.secretName", ingress.kind,
+                                          ingress.namespace)
+            if isinstance(certificate, Condition):
+                findings.set(ingress.kind, ingress.key, certificate, field=f"{at}.secretName")
+            elif certificate not in found:
+                found.append(certificate)
+    except FieldError as exc:
+        findings.set(ingress.kind, ingress.key, Condition(
+            RESOLVED_REFS, False, INVALID_REF, exc.text), field=exc.field)
+    return found
+
+
+def route_labels(ingress: KubernetesObject) -> dict[str, str]:
+    """The labels of the Routes ``ingress`` becomes."""
+    return {**ingress.metadata.labels, CLASS_LABEL: INGRESS_CLASS}
+
+
 class _IngressRules:
     def __init__(self, ingress: KubernetesObject, resolver: BackendResolver,
                  findings: Findings) -> None:
@@ -66,11 +105,6 @@ class _IngressRules:
 
     def routes(self) -> list[dict[str, Any]]:
         ingress, spec = self.ingress, self.ingress.spec
-        if spec.get("tls"):
-            self.findings.set(ingress.kind, ingress.key, Condition(
-                ACCEPTED, True, "UnsupportedValue",
-                "spec.tls is not supported (certificates from Secrets): served over the "
-                "Gateway's listeners as they are"), field="spec.tls", warning=True)
         hosts: dict[str | None, list[dict[str, Any]]] = {}
         for at, rule in entries(spec, "rules", "spec"):
             paths = entries(section(rule, "http", at), "paths", f"{at}.http")
@@ -116,5 +150,5 @@ def _route(ingress: KubernetesObject, name: str, hostnames: list[str],
            rules: list[dict[str, Any]]) -> dict[str, Any]:
     return {"apiVersion": API_VERSION, "kind": "Route",
             "metadata": {"name": name, "namespace": ingress.namespace,
-                         "labels": {**ingress.metadata.labels, CLASS_LABEL: INGRESS_CLASS}},
+                         "labels": route_labels(ingress)},
             "spec": {"hostnames": hostnames, "rules": rules}}

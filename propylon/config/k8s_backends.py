@@ -101,7 +101,7 @@ class BackendResolver:
         if namespace != from_namespace:
             try:
                 granted = self.granted(from_kind, from_namespace, namespace, name)
-            except _ObjectFieldError as exc:
+            except ObjectFieldError as exc:
                 return _unresolved("RefNotPermitted", str(exc))
             if not granted:
                 return _unresolved("RefNotPermitted", f"Service {namespace}/{name}: no "
@@ -111,10 +111,13 @@ class BackendResolver:
             return Resolved(f"{namespace}/{name}")
         try:
             return self._from_service(namespace, name, port, from_namespace)
-        except _ObjectFieldError as exc:
+        except ObjectFieldError as exc:
             return _unresolved("BackendNotFound", str(exc))
 
-    def granted(self, from_kind: str, from_namespace: str, namespace: str, name: str) -> bool:
+    def granted(self, from_kind: str, from_namespace: str, namespace: str, name: str,
+                to_kind: str = "Service") -> bool:
+        """Whether a ReferenceGrant in ``namespace`` lets a ``from_kind`` of
+        ``from_namespace`` refer to the core ``to_kind`` ``name`` (a Service, a Secret)."""
         from_group = "networking.k8s.io" if from_kind == "Ingress" else GATEWAY_GROUP
         for grant in self.grants:
             if grant.namespace != namespace:
@@ -126,7 +129,7 @@ class BackendResolver:
                 targets = [(text(t, "group", at) or "", text(t, "kind", at), text(t, "name", at))
                            for at, t in entries(spec, "to", "spec")]
             if (from_group, from_kind, from_namespace) in sources and any(
-                    group in ("", "core") and kind == "Service" and target in (None, "", name)
+                    group in ("", "core") and kind == to_kind and target in (None, "", name)
                     for group, kind, target in targets):
                 return True
         return False
@@ -188,18 +191,18 @@ class _ServicePort:
     target: int | str  # targetPort: a number, or the name of a container port
 
 
-class _ObjectFieldError(Exception):
+class ObjectFieldError(Exception):
     """A field of a Service, EndpointSlice or ReferenceGrant read for a reference, with the
     wrong type: the reference is unresolved, and the message names the object."""
 
 
 @contextmanager
 def _reading(obj: KubernetesObject) -> Iterator[None]:
-    """A ``FieldError`` in reading ``obj`` as an ``_ObjectFieldError`` naming it."""
+    """A ``FieldError`` in reading ``obj`` as an ``ObjectFieldError`` naming it."""
     try:
         yield
     except FieldError as exc:
-        raise _ObjectFieldError(f"{obj.kind} {obj.key}: {exc.text}") from exc
+        raise ObjectFieldError(f"{obj.kind} {obj.key}: {exc.text}") from exc
 
 
 def _unresolved(reason: str, message: str) -> Resolved:

@@ -25,7 +25,7 @@ KUBERNETES_KINDS: dict[str, frozenset[str]] = {
     f"{GATEWAY_GROUP}/v1": frozenset({"Gateway", "HTTPRoute", "GRPCRoute", "ReferenceGrant"}),
     f"{GATEWAY_GROUP}/v1beta1": frozenset({"Gateway", "HTTPRoute", "ReferenceGrant"}),
     "networking.k8s.io/v1": frozenset({"Ingress"}),
-    "v1": frozenset({"Service", "Namespace"}),
+    "v1": frozenset({"Service", "Namespace", "Secret"}),
     "discovery.k8s.io/v1": frozenset({"EndpointSlice"}),
 }
 # kinds whose name the control plane's URLs use (lower-case); "gateway" is shared with the

@@ -39,6 +39,7 @@ _OMIT_DEFAULT: dict[type, frozenset[str]] = {
     model.GatewayIR: frozenset({"tracing"}),
     model.RedirectIR: frozenset({"prefix"}),
     model.ForwardIR: frozenset({"unresolved_weight"}),
+    model.CertificateIR: frozenset({"certificate_pem", "private_key", "source"}),
 }
 
 

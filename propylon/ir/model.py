@@ -266,8 +266,21 @@ class ProxyProtocolIR:
 
 @dataclass(frozen=True, slots=True)
 class CertificateIR:
-    cert_file: str  # absolute paths; the files are read (and re-read on change) by workers
+    """A listener certificate: files named by absolute path, or the PEM itself.
+
+    Files are read (and re-read on change) by workers. A certificate from a Kubernetes
+    ``kubernetes.io/tls`` Secret comes inline instead (``cert_file``/``key_file`` empty), so
+    a control plane never names files of its own machine: it ships the PEM in the shard of
+    the Gateway that serves it only, and each worker writes it to private files to load it
+    (``proxy/pem_files.py``). The three inline fields are left out of the JSON while empty;
+    ``private_key`` is redacted wherever an IR is shown (``admin/redact.py``).
+    """
+
+    cert_file: str
     key_file: str
+    certificate_pem: str = ""  # the chain, leaf first
+    private_key: str = ""  # PEM
+    source: str = ""  # where inline PEM came from ("Secret ns/name"), for logs and metrics
 
 
 @dataclass(frozen=True, slots=True)

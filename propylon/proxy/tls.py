@@ -11,6 +11,8 @@ first certificate). Each certificate's names are kept so a request whose Host is
 the certificate its connection negotiated can be answered 421 (a client reusing a connection
 for another origin). Certificate files are watched: ``ServerTLS.reload_if_changed`` rebuilds
 the contexts when a file changes, so new handshakes use the new certificate without a restart.
+A certificate given inline (from a Kubernetes Secret) is loaded through private files that
+exist only while it loads (``pem_files.py``); a change of it is a new IR version.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import os
 import ssl
 from typing import Any
 
-from propylon.ir import ListenerTLSIR
+from propylon.ir import CertificateIR, ListenerTLSIR
+from propylon.proxy.pem_files import pem_files
 from propylon.runtime.compiled import HostSet
 
 log = logging.getLogger("propylon.tls")
@@ -77,13 +80,13 @@ class ServerTLS:
         contexts: list[tuple[ssl.SSLContext, list[str]]] = []
         for cert in self.spec.certificates:
             ctx = intermediate_server_context(self.http2)
-            ctx.load_cert_chain(cert.cert_file, cert.key_file)
+            names = _load_certificate(ctx, cert)
             if self.spec.client_auth != "none" and self.spec.client_ca_file:
                 ctx.load_verify_locations(self.spec.client_ca_file)
                 ctx.verify_mode = (
                     ssl.CERT_REQUIRED if self.spec.client_auth == "required" else ssl.CERT_OPTIONAL
                 )
-            contexts.append((ctx, certificate_names(cert.cert_file)))
+            contexts.append((ctx, names))
         self._mtimes = self._file_mtimes()
         exact: dict[str, ssl.SSLContext] = {}
         wildcard: dict[str, ssl.SSLContext] = {}
@@ -108,7 +111,7 @@ class ServerTLS:
         return default
 
     def _file_mtimes(self) -> dict[str, float]:
-        files = [f for c in self.spec.certificates for f in (c.cert_file, c.key_file)]
+        files = [f for c in self.spec.certificates for f in (c.cert_file, c.key_file) if f]
         if self.spec.client_ca_file:
             files.append(self.spec.client_ca_file)
         mtimes = {}
@@ -129,13 +132,23 @@ class ServerTLS:
             self._mtimes = self._file_mtimes()
             return False
         log.info("reloaded certificates: %s",
-                 ", ".join(c.cert_file for c in self.spec.certificates))
+                 ", ".join(c.cert_file or c.source for c in self.spec.certificates))
         return True
 
     def served_names(self, sslobj: Any) -> HostSet | None:
         """The names of the certificate a connection negotiated."""
         ctx = getattr(sslobj, "context", None)
         return self.names_of.get(id(ctx)) if ctx is not None else None
+
+
+def _load_certificate(ctx: ssl.SSLContext, cert: CertificateIR) -> list[str]:
+    """Load ``cert`` into ``ctx``; the names it serves."""
+    if not cert.private_key:
+        ctx.load_cert_chain(cert.cert_file, cert.key_file)
+        return certificate_names(cert.cert_file)
+    with pem_files(cert.certificate_pem, cert.private_key) as (cert_file, key_file):
+        ctx.load_cert_chain(cert_file, key_file)
+        return certificate_names(cert_file)
 
 
 _RFC4514_NAMES = {

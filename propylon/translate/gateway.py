@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from propylon.config import Gateway, Route
-from propylon.config.gateway import ListenerTLS
+from propylon.config.gateway import Certificate, ListenerTLS
 from propylon.ir import (
     CertificateIR,
     ForwardIR,
@@ -168,14 +168,19 @@ def translate_listeners(gateway: Gateway) -> tuple[ListenerIR, ...]:
 
 
 def translate_listener_tls(tls: ListenerTLS, gateway: Gateway) -> ListenerTLSIR:
-    certificates = tuple(
-        CertificateIR(resolve_path(c.cert_file, gateway), resolve_path(c.key_file, gateway))
-        for c in tls.certificates
-    )
+    certificates = tuple(translate_certificate(c, gateway) for c in tls.certificates)
     validation = tls.client_validation
     if validation is None:
         return ListenerTLSIR(certificates)
     return ListenerTLSIR(certificates, resolve_path(validation.ca_file, gateway), validation.mode)
+
+
+def translate_certificate(certificate: Certificate, gateway: Gateway) -> CertificateIR:
+    inline = certificate.inline  # from a Kubernetes Secret: the PEM travels in the IR
+    if inline is not None:
+        return CertificateIR("", "", inline.certificate_pem, inline.private_key, inline.source)
+    return CertificateIR(resolve_path(certificate.cert_file, gateway),
+                         resolve_path(certificate.key_file, gateway))
 
 
 def collect_upstreams(rules: Iterable[RuleIR], inventory: Inventory) -> tuple[UpstreamIR, ...]:
