@@ -80,7 +80,8 @@ def test_proxy_serves_a_secret_certificate_from_its_shard_only(cluster: Cluster)
     assert stat.S_IMODE(cached.stat().st_mode) == 0o600
 
     renewed = self_signed("shop.test")
-    plane.must_put(tls_secret("shop-tls", "certs", renewed))
+    put_answer = plane.must_put(tls_secret("shop-tls", "certs", renewed))
+    assert put_answer["data"]["tls.key"] == "<redacted>"
     wait_until(lambda: served_certificate(port, "shop.test") == renewed.der, timeout=30.0,
                what="the renewed certificate")
     for name in ("proxy", "control"):
