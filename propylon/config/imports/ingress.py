@@ -29,6 +29,10 @@ def import_ingress(reader: Reader) -> None:
     ingress = KubernetesObject.model_validate(named)
     if not is_ours(KubernetesObject.model_validate(data)):
         reader.warn(("spec",), "an Ingress of another class: imported as class propylon")
+    if spec.get("tls"):  # no file paths to write for a Secret's certificate
+        reader.warn(("spec", "tls"), "spec.tls is not supported by import: give the Ingress and "
+                    "its kubernetes.io/tls Secret as input, or certificate files to an HTTPS "
+                    "listener of the Gateway")
     services = _services(ingress)
     resolver = BackendResolver(frozenset(services), {}, {}, [])
     findings = Findings()
