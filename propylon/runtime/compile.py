@@ -47,7 +47,8 @@ from propylon.runtime.gc_pause import gc_paused
 from propylon.runtime.health import EjectionPolicy, HealthRegistry
 from propylon.runtime.pools import EndpointPool, PoolFactory, ScratchPools
 from propylon.runtime.retry import RetryPolicy
-from propylon.runtime.router import Router, RouterEntry
+from propylon.runtime.route_memo import ClusterMemo, RouteMemo
+from propylon.runtime.router import RouterEntry
 
 if TYPE_CHECKING:
     from propylon.observability.tracing_export import TracerPipelines
@@ -76,6 +77,9 @@ class Services:
     answers: dict[discovery.DnsQuery, discovery.Answer] = field(default_factory=dict)
     # a check's rules known to compile (check_memo.py); None: compile every rule (workers)
     proven: ProvenRules | None = None
+    # the clusters and compiled routes of the last compilation, for what is unchanged
+    clusters: ClusterMemo = field(default_factory=ClusterMemo)
+    routes: RouteMemo = field(default_factory=RouteMemo)
 
     @classmethod
     def scratch(cls, loop: asyncio.AbstractEventLoop) -> Services:
@@ -86,10 +90,14 @@ class Services:
 def compile_snapshot(snapshot: SnapshotIR, services: Services) -> Runtime:
     with gc_paused():
         services.chains.begin(snapshot.consumers)
+        services.clusters.begin()
+        services.routes.begin()
         if services.proven is not None:
             services.proven.begin(snapshot.consumers)
         runtime = _compile_snapshot(snapshot, services)
         services.chains.commit()
+        services.clusters.commit()
+        services.routes.commit()
         if services.proven is not None:
             services.proven.commit()
         return runtime
@@ -122,9 +130,8 @@ def compile_gateway(
 ) -> GatewayRuntime:
     env = env or FilterEnv(services.pools.loop)
     metrics = services.metrics
-    clusters = {
-        up.key: compile_cluster(gateway.key, up, services) for up in gateway.upstreams
-    }
+    clusters = {up.key: kept_cluster(gateway.key, up, services) for up in gateway.upstreams}
+    services.routes.gateway(gateway.key, clusters)
     entries: list[RouterEntry[CompiledRoute]] = []
     tracing = compile_tracing(gateway.key, gateway.tracing, services)
     proven = services.proven
@@ -141,18 +148,40 @@ def compile_gateway(
             proven.add(rule)
         chain = services.chains.chain(
             rule.policies, tracing, functools.partial(compile_chain, rule.policies, env, tracing))
-        route_label, rule_label = _labels(rule, index)
-        stats = metrics.route(gateway.key, route_label, rule_label)
-        for match in rule.matches:
-            compiled = compile_route(rule, clusters, chain, route_label, rule_label, stats)
-            if _replaces_prefix(rule.action) and match.path.kind == "prefix":
-                compiled.prefix_from = match.path.value.rstrip("/").encode()
-            entries.append(RouterEntry(rule.hostnames, match, compiled, len(entries)))
+        entries += _rule_entries(
+            gateway.key, rule, index, chain, clusters, services, len(entries))
     not_found = CompiledRoute("", "none", "none", metrics.route(gateway.key, "none", "none"))
     not_found.direct_status, not_found.direct_body = 404, b"no route matched\n"
     not_found.chain = compile_chain(gateway.default_policies, env, tracing)
     trusted = tuple(ipaddress.ip_network(c, strict=False) for c in gateway.trusted_proxies)
-    return GatewayRuntime(gateway.key, Router(entries), clusters, trusted, not_found)
+    router = services.routes.router(gateway.key, entries)
+    return GatewayRuntime(gateway.key, router, clusters, trusted, not_found)
+
+
+def _rule_entries(
+    gateway: str, rule: RuleIR, index: int, chain: FilterChain, clusters: dict[str, Cluster],
+    services: Services, order: int,
+) -> list[RouterEntry[CompiledRoute]]:
+    """The router entries of ``rule`` (one compiled route per match), the first at ``order``:
+    those of the last compilation when nothing they were made from changed
+    (``route_memo.py``), the entries themselves when their order is the same too."""
+    labels = _labels(rule, index)
+    kept = services.routes.get(gateway, rule, labels, chain, clusters)
+    if kept is not None:
+        if kept.entries and kept.entries[0].order != order:
+            kept.entries = [RouterEntry(e.hostnames, e.match, e.payload, order + i)
+                            for i, e in enumerate(kept.entries)]
+        return kept.entries
+    route_label, rule_label = labels
+    stats = services.metrics.route(gateway, route_label, rule_label)
+    entries: list[RouterEntry[CompiledRoute]] = []
+    for match in rule.matches:
+        compiled = compile_route(rule, clusters, chain, route_label, rule_label, stats)
+        if _replaces_prefix(rule.action) and match.path.kind == "prefix":
+            compiled.prefix_from = match.path.value.rstrip("/").encode()
+        entries.append(RouterEntry(rule.hostnames, match, compiled, order + len(entries)))
+    services.routes.add(gateway, rule, labels, chain, clusters, entries)
+    return entries
 
 
 def _replaces_prefix(action: Action) -> bool:
@@ -191,6 +220,29 @@ def compile_cluster(gateway: str, upstream: UpstreamIR, services: Services) -> C
     if needs:
         cluster.source, cluster.queries = upstream, needs
     return cluster
+
+
+def kept_cluster(gateway: str, upstream: UpstreamIR, services: Services) -> Cluster:
+    """The cluster of the last compilation when ``upstream`` is equal to its IR and its
+    endpoints, expanded again, are the very ones it has (``route_memo.py``); else a new one."""
+    cluster = services.clusters.get(gateway, upstream)
+    if cluster is not None:
+        kept = {(e.pool, e.weight): e for e in cluster.endpoints}
+        groups = cluster_endpoints(upstream, services, kept)
+        if not _same_endpoints(cluster, groups):
+            cluster = None
+    if cluster is None:
+        cluster = compile_cluster(gateway, upstream, services)
+    services.clusters.add(gateway, upstream, cluster)
+    return cluster
+
+
+def _same_endpoints(cluster: Cluster, groups: list[list[ClusterEndpoint]]) -> bool:
+    flat = [e for group in groups for e in group]
+    if len(flat) != len(cluster.endpoints) or any(
+            a is not b for a, b in zip(flat, cluster.endpoints, strict=True)):
+        return False
+    return not cluster.groups or [len(g) for g in groups] == [len(g) for g in cluster.groups]
 
 
 def refresh_cluster(cluster: Cluster, services: Services) -> None:

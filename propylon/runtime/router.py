@@ -118,16 +118,22 @@ class _Bucket(Generic[T]):
 
     Invariant: at least one of ``conditioned`` and ``default`` is non-empty. Candidates ranked
     after the first unconditioned one can never win, so they are dropped at construction.
+    ``sources``: the entries it was made from, in config order (a router built from the same
+    entry objects in the same order reuses it).
     """
 
-    __slots__ = ("conditioned", "default")
+    __slots__ = ("conditioned", "default", "sources")
 
-    def __init__(self, ranked: list[tuple[int, int, _Candidate[T]]]) -> None:
-        if len(ranked) == 1:  # most paths have one rule (a large configuration's build time)
-            conditions, _, only = ranked[0]
-            self.conditioned: tuple[_Candidate[T], ...] = (only,) if conditions else ()
-            self.default = None if conditions else only
+    def __init__(self, sources: list[RouterEntry[T]]) -> None:
+        self.sources = sources
+        if len(sources) == 1:  # most paths have one rule (a large configuration's build time)
+            only = sources[0]
+            candidate = _Candidate(only)
+            conditioned = _conditions(only.match)
+            self.conditioned: tuple[_Candidate[T], ...] = (candidate,) if conditioned else ()
+            self.default = None if conditioned else candidate
             return
+        ranked = [(_conditions(e.match), e.order, _Candidate(e)) for e in sources]
         ranked.sort(key=lambda r: (-r[0], r[1]))
         self.conditioned = tuple(c for n, _, c in ranked if n)
         self.default = next((c for n, _, c in ranked if not n), None)
@@ -150,25 +156,28 @@ class _HostTable(Generic[T]):
 
     __slots__ = ("exact", "max_prefix", "prefixes", "regexes")
 
-    def __init__(self, entries: list[RouterEntry[T]]) -> None:
-        exact: dict[str, list[tuple[int, int, _Candidate[T]]]] = {}
-        prefixes: dict[str, list[tuple[int, int, _Candidate[T]]]] = {}
-        regexes: dict[str, list[tuple[int, int, _Candidate[T]]]] = {}
+    def __init__(self, entries: list[RouterEntry[T]], previous: _HostTable[T] | None) -> None:
+        exact: dict[str, list[RouterEntry[T]]] = {}
+        prefixes: dict[str, list[RouterEntry[T]]] = {}
+        regexes: dict[str, list[RouterEntry[T]]] = {}
         kinds = {"exact": exact, "prefix": prefixes, "regex": regexes}
         for e in entries:
             path = e.match.path
             table = kinds.get(path.kind)
             if table is None:
                 raise ValueError(f"unknown path match kind {path.kind!r}")
-            item = (_conditions(e.match), e.order, _Candidate(e))
             key = _path_key(path)
             found = table.get(key)
             if found is None:
-                table[key] = [item]
+                table[key] = [e]
             else:
-                found.append(item)
-        self.exact = {k: _Bucket(v) for k, v in exact.items()}
-        self.prefixes = {k: _Bucket(v) for k, v in prefixes.items()}
+                found.append(e)
+        if previous is None:
+            self.exact = {k: _Bucket(v) for k, v in exact.items()}
+            self.prefixes = {k: _Bucket(v) for k, v in prefixes.items()}
+        else:
+            self.exact = _buckets(exact, previous.exact)
+            self.prefixes = _buckets(prefixes, previous.prefixes)
         self.max_prefix = max(map(len, self.prefixes), default=0)
         self.regexes = _compile_regexes(regexes)
 
@@ -213,6 +222,24 @@ class _HostTable(Generic[T]):
         return None
 
 
+def _buckets(grouped: dict[str, list[RouterEntry[T]]], previous: dict[str, _Bucket[T]]
+             ) -> dict[str, _Bucket[T]]:
+    """A bucket per path, the previous router's where it was made from the same entries."""
+    buckets = {}
+    for key, sources in grouped.items():
+        old = previous.get(key)
+        if old is None or not _same(old.sources, sources):
+            old = _Bucket(sources)
+        buckets[key] = old
+    return buckets
+
+
+def _same(old: list[RouterEntry[T]], new: list[RouterEntry[T]]) -> bool:
+    if len(old) == 1:
+        return len(new) == 1 and old[0] is new[0]
+    return len(old) == len(new) and all(a is b for a, b in zip(old, new, strict=True))
+
+
 def _host_keys(entry: RouterEntry[T]) -> Iterable[str]:
     """The host tables an entry is in: lower-case hosts, ``*.suffix``, or ``*`` for any host."""
     return dict.fromkeys(h.lower() for h in entry.hostnames) or ("*",)
@@ -229,11 +256,11 @@ def _conditions(match: MatchIR) -> int:
 
 
 def _compile_regexes(
-    groups: dict[str, list[tuple[int, int, _Candidate[T]]]],
+    groups: dict[str, list[RouterEntry[T]]],
 ) -> tuple[tuple[Callable[[str], object], _Bucket[T]], ...]:
     # Each distinct pattern is compiled and tested once; patterns run in the order of their
     # lowest-ordered entry, and ``_Bucket`` ranks the entries that share a pattern.
-    ordered = sorted(groups.items(), key=lambda kv: min(r[1] for r in kv[1]))
+    ordered = sorted(groups.items(), key=lambda kv: min(e.order for e in kv[1]))
     return tuple((re.compile(p).fullmatch, _Bucket(rs)) for p, rs in ordered)
 
 
@@ -251,7 +278,10 @@ class Router(Generic[T]):
 
     __slots__ = ("_default", "_exact", "_memo", "_wildcards")
 
-    def __init__(self, entries: Iterable[RouterEntry[T]]) -> None:
+    def __init__(self, entries: Iterable[RouterEntry[T]], previous: Router[T] | None = None
+                 ) -> None:
+        """``previous``: a router whose buckets made from the same entry objects (in the same
+        order) are reused (a new configuration version where most rules are unchanged)."""
         exact: dict[str, list[RouterEntry[T]]] = {}
         wild: dict[str, list[RouterEntry[T]]] = {}
         any_host: list[RouterEntry[T]] = []
@@ -266,10 +296,19 @@ class Router(Generic[T]):
                     wild.setdefault(host[1:], []).append(e)  # keyed ".example.com"
                 else:
                     exact.setdefault(host, []).append(e)
-        self._wildcards = {s: _HostTable(es) for s, es in wild.items()}
-        self._default: tuple[_HostTable[T], ...] = (_HostTable(any_host),) if any_host else ()
+        old_wild: dict[str, _HostTable[T]] = previous._wildcards if previous is not None else {}
+        old_exact: dict[str, tuple[_HostTable[T], ...]] = (
+            previous._exact if previous is not None else {})
+        old_default = previous._default[-1] if previous is not None and previous._default else None
+        self._wildcards: dict[str, _HostTable[T]] = {
+            s: _HostTable(es, old_wild.get(s)) for s, es in wild.items()}
+        self._default: tuple[_HostTable[T], ...] = (
+            (_HostTable(any_host, old_default),) if any_host else ())
         self._memo: dict[str, tuple[_HostTable[T], ...]] = {}
-        self._exact = {h: (_HostTable(es), *self._wildcard_chain(h)) for h, es in exact.items()}
+        self._exact: dict[str, tuple[_HostTable[T], ...]] = {
+            h: (_HostTable(es, old_exact[h][0] if h in old_exact else None),
+                *self._wildcard_chain(h))
+            for h, es in exact.items()}
 
     def match(self, host: str, method: str, path: str, request: RequestView) -> T | None:
         tables = self._exact.get(host)
