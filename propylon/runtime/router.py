@@ -347,6 +347,7 @@ class Router(Generic[T]):
 # "/", which every path a non-root prefix matches does).
 _MATCH_ALL = ".*"
 _MATCH_ALL_SLASH = "/.*"
+CATCH_ALLS = (_MATCH_ALL, _MATCH_ALL_SLASH)
 
 
 def shadowed(entries: Iterable[RouterEntry[T]]) -> dict[int, RouterEntry[T]]:
