@@ -165,14 +165,14 @@ def _rule_entries(
     """The router entries of ``rule`` (one compiled route per match), the first at ``order``:
     those of the last compilation when nothing they were made from changed
     (``route_memo.py``), the entries themselves when their order is the same too."""
-    labels = _labels(rule, index)
-    kept = services.routes.get(gateway, rule, labels, chain, clusters)
+    kept = services.routes.get(gateway, rule, index, chain, clusters)
     if kept is not None:
+        kept.index = index
         if kept.entries and kept.entries[0].order != order:
             kept.entries = [RouterEntry(e.hostnames, e.match, e.payload, order + i)
                             for i, e in enumerate(kept.entries)]
         return kept.entries
-    route_label, rule_label = labels
+    route_label, rule_label = _labels(rule, index)
     stats = services.metrics.route(gateway, route_label, rule_label)
     entries: list[RouterEntry[CompiledRoute]] = []
     for match in rule.matches:
@@ -180,7 +180,7 @@ def _rule_entries(
         if _replaces_prefix(rule.action) and match.path.kind == "prefix":
             compiled.prefix_from = match.path.value.rstrip("/").encode()
         entries.append(RouterEntry(rule.hostnames, match, compiled, order + len(entries)))
-    services.routes.add(gateway, rule, labels, chain, clusters, entries)
+    services.routes.add(gateway, rule, index, chain, clusters, entries)
     return entries
 
 

@@ -57,13 +57,13 @@ class ClusterMemo:
 class _Routes:
     """What compiling one rule made, and what it was made with."""
 
-    __slots__ = ("chain", "clusters", "entries", "labels", "rule")
+    __slots__ = ("chain", "clusters", "entries", "index", "rule")
 
-    def __init__(self, rule: RuleIR, labels: tuple[str, str], chain: FilterChain,
+    def __init__(self, rule: RuleIR, index: int, chain: FilterChain,
                  clusters: tuple[Cluster, ...], entries: list[RouterEntry[CompiledRoute]],
                  ) -> None:
         self.rule = rule
-        self.labels = labels
+        self.index = index  # in the Gateway's rules: an unnamed rule's label
         self.chain = chain
         self.clusters = clusters
         self.entries = entries  # one per match, with the order each had in the router
@@ -92,14 +92,15 @@ class RouteMemo:
             old[key] is cluster for key, cluster in clusters.items())
         self.made_clusters[gateway] = clusters
 
-    def get(self, gateway: str, rule: RuleIR, labels: tuple[str, str], chain: FilterChain,
+    def get(self, gateway: str, rule: RuleIR, index: int, chain: FilterChain,
             clusters: dict[str, Cluster]) -> _Routes | None:
-        """What compiling this very ``rule`` with these labels, chain and clusters made
-        before, if anything; kept for the next time."""
+        """What compiling this very ``rule`` at ``index`` (or at another, when it has a name:
+        the same labels) with this chain and clusters made before, if anything; kept for
+        the next time."""
         key = (gateway, id(rule))
         entry = self.kept.get(key)
         if (entry is None or entry.rule is not rule or entry.chain is not chain
-                or entry.labels != labels):
+                or (entry.index != index and rule.name is None)):
             return None
         if not self.same_clusters and entry.clusters != tuple(
                 clusters.get(upstream) for upstream in upstreams_of(rule)):
@@ -107,10 +108,10 @@ class RouteMemo:
         self.made[key] = entry
         return entry
 
-    def add(self, gateway: str, rule: RuleIR, labels: tuple[str, str], chain: FilterChain,
+    def add(self, gateway: str, rule: RuleIR, index: int, chain: FilterChain,
             clusters: dict[str, Cluster], entries: list[RouterEntry[CompiledRoute]]) -> None:
         used = tuple(clusters[key] for key in upstreams_of(rule))
-        self.made[(gateway, id(rule))] = _Routes(rule, labels, chain, used, entries)
+        self.made[(gateway, id(rule))] = _Routes(rule, index, chain, used, entries)
 
     def router(self, gateway: str, entries: list[RouterEntry[CompiledRoute]]
                ) -> Router[CompiledRoute]:
