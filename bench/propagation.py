@@ -274,7 +274,10 @@ def shared_round(metrics: ControlMetrics, before: dict[str, str], members: list[
     done: dict[str, float] = {}
     first = 0.0
     while len(done) < len(members):
-        read = metrics.read()
+        try:
+            read = metrics.read()
+        except OSError:  # a control plane busy for seconds (before deltas: sealing on its loop)
+            continue
         now = time.perf_counter() - start
         served_by = read.get("proxies_current", {})
         for key, version in read.get("gateway_version_info", {}):
