@@ -178,35 +178,59 @@ def dumps(snapshot: model.SnapshotIR) -> str:
 
 
 def _encode(snapshot: model.SnapshotIR) -> str:
-    """``dumps`` without the memo of sealed texts: the text of each rule and status is reused
-    from the last encoding when it is the same object (``ir.delta.reuse_unchanged`` and the
-    translator keep the objects of unchanged rules), spliced into the rest, which is encoded
-    with a placeholder in their place. The result is the same text as encoding it whole."""
-    parts: dict[int, tuple[Any, str]] = {}
+    pieces = _encoded_pieces(snapshot)
+    if pieces is None:
+        return json.dumps(to_data(snapshot), sort_keys=True, separators=(",", ":"))
+    return "".join(pieces)
 
-    def joined(items: Sequence[Any]) -> str:
+
+def _encoded_pieces(snapshot: model.SnapshotIR) -> list[str] | None:
+    """``dumps`` without the memo of sealed texts, as pieces to join: the text of each rule
+    and status is reused from the last encoding when it is the same object
+    (``ir.delta.reuse_unchanged`` and the translator keep the objects of unchanged rules),
+    and the rest is encoded with a placeholder where they go. Joined, the pieces are the text
+    of encoding it whole; joined once (megabytes at 10,000 routes: every copy counts). None
+    when a placeholder cannot be found once (then encode it whole)."""
+    parts: dict[int, tuple[Any, str]] = {}
+    pieces: list[str] = []
+
+    def add_list(items: Sequence[Any]) -> None:
+        known = _PART_TEXT.get
         texts = []
         for item in items:
-            known = _PART_TEXT.get(id(item))
-            text = known[1] if known is not None and known[0] is item else _text(item)
+            found = known(id(item))
+            text = found[1] if found is not None and found[0] is item else _text(item)
             parts[id(item)] = (item, text)
             texts.append(text)
-        return "[" + ",".join(texts) + "]"
+        listed = [","] * (2 * len(texts) - 1) if texts else []
+        listed[0::2] = texts
+        pieces.append("[")
+        pieces.extend(listed)
+        pieces.append("]")
 
-    gateways = []
-    for gateway in snapshot.gateways:
-        data = to_data(dataclasses.replace(gateway, rules=()))
-        data["rules"] = _SLOT
-        gateways.append(_spliced(_text(data), joined(gateway.rules)))
     data = to_data(dataclasses.replace(snapshot, gateways=(), statuses=()))
     data["gateways"], data["statuses"] = _SLOT, _SLOT2
-    text = _spliced(_text(data), "[" + ",".join(gateways) + "]")
-    text = _spliced(text, joined(snapshot.statuses), _SLOT2)
-    if text is _NOT_SPLICED or any(t is _NOT_SPLICED for t in gateways):
-        return json.dumps(to_data(snapshot), sort_keys=True, separators=(",", ":"))
+    around = _around_slots(_text(data), _SLOTS)  # keys are sorted: gateways, then statuses
+    if around is None:
+        return None
+    pieces += (around[0], "[")
+    for index, gateway in enumerate(snapshot.gateways):
+        data = to_data(dataclasses.replace(gateway, rules=()))
+        data["rules"] = _SLOT
+        inside = _around_slots(_text(data), _SLOTS[:1])
+        if inside is None:
+            return None
+        if index:
+            pieces.append(",")
+        pieces.append(inside[0])
+        add_list(gateway.rules)
+        pieces.append(inside[1])
+    pieces += ("]", around[1])
+    add_list(snapshot.statuses)
+    pieces.append(around[2])
     _PART_TEXT.clear()
     _PART_TEXT.update(parts)
-    return text
+    return pieces
 
 
 # The texts of the rules and statuses of the last encoding, by identity (each entry keeps its
@@ -236,11 +260,22 @@ def _text(data: Any) -> str:
                       separators=(",", ":"))
 
 
-def _spliced(text: str, parts: str, slot: str = _SLOT) -> str:
-    encoded = json.dumps(slot)
-    if text is _NOT_SPLICED or text.count(encoded) != 1:
-        return _NOT_SPLICED
-    return text.replace(encoded, parts)
+_SLOTS = (json.dumps(_SLOT), json.dumps(_SLOT2))
+
+
+def _around_slots(text: str, slots: Sequence[str]) -> list[str] | None:
+    """The pieces of ``text`` around each of ``slots`` (in that order), or None unless each
+    occurs exactly once."""
+    if any(text.count(slot) != 1 for slot in slots):
+        return None
+    pieces = []
+    for slot in slots:
+        before, found, text = text.partition(slot)
+        if not found:
+            return None
+        pieces.append(before)
+    pieces.append(text)
+    return pieces
 
 
 def loads(text: str | bytes) -> model.SnapshotIR:
@@ -255,6 +290,14 @@ def _hash(unsealed_text: str) -> str:
     return hashlib.sha256(unsealed_text.encode()).hexdigest()[:16]
 
 
+def _hash_pieces(pieces: list[str], per_chunk: int = 4096) -> str:
+    """``_hash`` of the pieces joined, a chunk at a time (no copy of the whole text)."""
+    digest = hashlib.sha256()
+    for start in range(0, len(pieces), per_chunk):
+        digest.update("".join(pieces[start:start + per_chunk]).encode())
+    return digest.hexdigest()[:16]
+
+
 # The text of the last sealed snapshot, by id (the snapshot is kept, so the id is its own), for
 # the first ``dumps`` of it: a supervisor ships what it just sealed, and encoding a large
 # snapshot twice cost as much as translating it. One entry: it is dropped once used.
@@ -264,10 +307,12 @@ _VERSION_LAST = '"version":""}'  # keys are sorted: "version" is the snapshot's 
 
 def seal(snapshot: model.SnapshotIR) -> model.SnapshotIR:
     """The snapshot with ``version`` set to the hash of its content."""
-    text = _encode(dataclasses.replace(snapshot, version=""))
-    sealed = dataclasses.replace(snapshot, version=_hash(text))
-    if text.endswith(_VERSION_LAST):
+    unsealed = dataclasses.replace(snapshot, version="")
+    pieces = _encoded_pieces(unsealed) or [_encode(unsealed)]
+    sealed = dataclasses.replace(snapshot, version=_hash_pieces(pieces))
+    last = pieces[-1]
+    if last.endswith(_VERSION_LAST):
+        pieces[-1] = f'{last[:-len(_VERSION_LAST)]}"version":"{sealed.version}"}}'
         _SEALED_TEXT.clear()
-        _SEALED_TEXT[id(sealed)] = (sealed, f'{text[:-len(_VERSION_LAST)]}"version":'
-                                            f'"{sealed.version}"}}')
+        _SEALED_TEXT[id(sealed)] = (sealed, "".join(pieces))
     return sealed

@@ -1,3 +1,9 @@
+import dataclasses
+import hashlib
+import json
+
+import pytest
+
 from propylon import ir
 
 
@@ -30,3 +36,28 @@ def test_version_is_a_content_hash() -> None:
     changed = ir.seal(ir.SnapshotIR(gateways=(), statuses=()))
     assert changed.version != one.version
     assert ir.content_hash(one) == one.version  # the version itself is not hashed
+
+
+def _whole(snapshot: ir.SnapshotIR) -> str:
+    return json.dumps(ir.to_data(snapshot), sort_keys=True, separators=(",", ":"))
+
+
+@pytest.mark.parametrize("snapshot", [
+    pytest.param(_snapshot(), id="one-gateway"),
+    pytest.param(ir.SnapshotIR(gateways=(), statuses=()), id="empty"),
+    pytest.param(dataclasses.replace(_snapshot(), gateways=(
+        _snapshot().gateways[0], dataclasses.replace(_snapshot().gateways[0], key="a/c",
+                                                     rules=()))), id="two-gateways"),
+    pytest.param(dataclasses.replace(_snapshot(), statuses=(
+        ir.StatusIR("Route", "a/x", "Accepted", ("\x00propylon-statuses\x00 é",)),)),
+                 id="placeholder-in-a-status"),
+])
+def test_spliced_texts_are_the_whole_encoding(snapshot: ir.SnapshotIR) -> None:
+    """Sealing and encoding join the kept texts of rules and statuses with the rest: the
+    same text, and the same version, as encoding the snapshot whole, first and again."""
+    for _ in range(2):  # the second time, every rule's and status's text is the kept one
+        sealed = ir.seal(snapshot)
+        unsealed = dataclasses.replace(sealed, version="")
+        assert sealed.version == hashlib.sha256(_whole(unsealed).encode()).hexdigest()[:16]
+        assert ir.dumps(sealed) == _whole(sealed)  # the text kept from sealing
+        assert ir.dumps(sealed) == _whole(sealed)  # encoded again
