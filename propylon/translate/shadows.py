@@ -47,28 +47,47 @@ def _sharing_entries(rules: Sequence[tuple[Draft, RuleIR]]) -> list[RouterEntry[
     payload) that ``shadowed`` needs to see: those sharing a bucket (host, kind, path) with
     another, or all of them when a catch-all regex may shadow any. Made only for those: most
     rules of a large configuration have paths of their own (``router._sharing_paths``)."""
-    seen: dict[tuple[str, str, str], int] = {}
-    placed: list[tuple[int, RuleIR, int, list[tuple[str, str, str]]]] = []
-    hosts_of: dict[tuple[str, ...], tuple[str, ...]] = {(): ("*",)}
+    global _BUCKETS
+    known, made = _BUCKETS, {}
+    seen: dict[_Bucket, int] = {}
     catch_all = False
-    for index, (_, rule) in enumerate(rules):
-        hosts = hosts_of.get(rule.hostnames)
-        if hosts is None:
-            hosts = hosts_of[rule.hostnames] = tuple(dict.fromkeys(
-                h.lower() for h in rule.hostnames))
-        for position, match in enumerate(rule.matches):
-            path = match.path
-            kind = path.kind
-            if kind == "regex" and path.value in CATCH_ALLS:
-                catch_all = True
-            key = path.value.rstrip("/") if kind == "prefix" else path.value
-            own = [(host, kind, key) for host in hosts]
+    for _, rule in rules:
+        entry = known.get(id(rule))
+        if entry is None or entry[0] is not rule:
+            entry = (rule, _rule_buckets(rule), any(
+                m.path.kind == "regex" and m.path.value in CATCH_ALLS for m in rule.matches))
+        made[id(rule)] = entry
+        catch_all = catch_all or entry[2]
+        for own in entry[1]:
             for bucket in own:
                 seen[bucket] = seen.get(bucket, 0) + 1
-            placed.append((index, rule, position, own))
-    return [RouterEntry(rule.hostnames, rule.matches[position], index, order)
-            for order, (index, rule, position, own) in enumerate(placed)
-            if catch_all or any(seen[bucket] > 1 for bucket in own)]
+    _BUCKETS = made
+    entries = []
+    order = 0  # of the entry among all of them, as the router numbers them
+    for index, (_, rule) in enumerate(rules):
+        for position, own in enumerate(made[id(rule)][1]):
+            if catch_all or any(seen[bucket] > 1 for bucket in own):
+                entries.append(RouterEntry(rule.hostnames, rule.matches[position], index, order))
+            order += 1
+    return entries
+
+
+_Bucket = tuple[str, str, str]  # host table, path kind, path as the router keys it
+
+# Each rule's buckets (one tuple per match), by object, from the last call (each entry keeps its
+# rule, so an id is never another object's; translation keeps unchanged rules as the same
+# objects): a reload of 10,000 Routes worked them out again for 40,000 matches.
+_BUCKETS: dict[int, tuple[RuleIR, list[tuple[_Bucket, ...]], bool]] = {}
+
+
+def _rule_buckets(rule: RuleIR) -> list[tuple[_Bucket, ...]]:
+    hosts = tuple(dict.fromkeys(h.lower() for h in rule.hostnames)) or ("*",)
+    buckets = []
+    for match in rule.matches:
+        kind, value = match.path.kind, match.path.value
+        key = value.rstrip("/") if kind == "prefix" else value
+        buckets.append(tuple((host, kind, key) for host in hosts))
+    return buckets
 
 
 def rule_name(draft: Draft) -> str:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from propylon.config import load_paths
+from propylon.config import load_paths, load_text
 from propylon.ir.model import MatchIR, PathMatchIR, ValueMatchIR
 from propylon.runtime.router import Router, RouterEntry, shadowed
 from propylon.standalone import build_snapshot
@@ -302,3 +302,30 @@ def test_replaced_rules_are_not_reported_but_shadow(tmp_path: Path) -> None:
         ("warning", "shop/b-later", 23),
     ]
     assert "Route shop/a-broken rule #0 takes every request" in issues[1].message
+
+
+def test_warnings_follow_a_change_of_another_file(tmp_path: Path) -> None:
+    """Rules of unchanged files are kept as the same objects from one translation to the next,
+    and their buckets with them (``shadows._BUCKETS``): a rule shadowed, then not, then again
+    as the other file changes, is reported exactly when a translation from scratch does."""
+    gateway, route = CONFIG.split("---\n", 1)
+    (tmp_path / "gateway.yaml").write_text(gateway)
+    (tmp_path / "site.yaml").write_text(route)
+    later = textwrap.dedent("""\
+        apiVersion: propylon.dev/v1
+        kind: Route
+        metadata: {name: later, namespace: shop}
+        spec:
+          rules:
+            - matches: [{path: {exact: PATH}}]
+              directResponse: {status: 200, body: later}
+        """)
+    counts = []
+    for path in ("/elsewhere", "/half", "/elsewhere", "/half"):
+        (tmp_path / "later.yaml").write_text(later.replace("PATH", path))
+        issues = translate_with_issues(load_paths([tmp_path]).resources).issues
+        texts = "---\n".join(f.read_text() for f in sorted(tmp_path.glob("*.yaml")))
+        fresh = translate_with_issues(load_text(texts).resources).issues
+        assert [(i.name, i.message) for i in issues] == [(i.name, i.message) for i in fresh]
+        counts.append(len(issues))
+    assert counts == [1, 2, 1, 2]  # "half" is shadowed by "later" while it takes /half
