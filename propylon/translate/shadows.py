@@ -11,6 +11,7 @@ reported, though they do shadow: they answer the Gateway's invalid-route respons
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 
 from propylon.ir import RuleIR
@@ -49,24 +50,27 @@ def _sharing_entries(rules: Sequence[tuple[Draft, RuleIR]]) -> list[RouterEntry[
     rules of a large configuration have paths of their own (``router._sharing_paths``)."""
     global _BUCKETS
     known, made = _BUCKETS, {}
-    seen: dict[_Bucket, int] = {}
+    every: list[_Bucket] = []
     catch_all = False
     for _, rule in rules:
         entry = known.get(id(rule))
         if entry is None or entry[0] is not rule:
-            entry = (rule, _rule_buckets(rule), any(
+            buckets = _rule_buckets(rule)
+            entry = (rule, buckets, [b for own in buckets for b in own], any(
                 m.path.kind == "regex" and m.path.value in CATCH_ALLS for m in rule.matches))
         made[id(rule)] = entry
-        catch_all = catch_all or entry[2]
-        for own in entry[1]:
-            for bucket in own:
-                seen[bucket] = seen.get(bucket, 0) + 1
+        catch_all = catch_all or entry[3]
+        every += entry[2]
     _BUCKETS = made
-    entries = []
+    seen = Counter(every)
+    shared = {bucket for bucket, count in seen.items() if count > 1}
+    entries: list[RouterEntry[int]] = []
+    if not shared and not catch_all:
+        return entries  # every path of its own: nothing is shadowed
     order = 0  # of the entry among all of them, as the router numbers them
     for index, (_, rule) in enumerate(rules):
         for position, own in enumerate(made[id(rule)][1]):
-            if catch_all or any(seen[bucket] > 1 for bucket in own):
+            if catch_all or not shared.isdisjoint(own):
                 entries.append(RouterEntry(rule.hostnames, rule.matches[position], index, order))
             order += 1
     return entries
@@ -77,7 +81,7 @@ _Bucket = tuple[str, str, str]  # host table, path kind, path as the router keys
 # Each rule's buckets (one tuple per match), by object, from the last call (each entry keeps its
 # rule, so an id is never another object's; translation keeps unchanged rules as the same
 # objects): a reload of 10,000 Routes worked them out again for 40,000 matches.
-_BUCKETS: dict[int, tuple[RuleIR, list[tuple[_Bucket, ...]], bool]] = {}
+_BUCKETS: dict[int, tuple[RuleIR, list[tuple[_Bucket, ...]], list[_Bucket], bool]] = {}
 
 
 def _rule_buckets(rule: RuleIR) -> list[tuple[_Bucket, ...]]:
