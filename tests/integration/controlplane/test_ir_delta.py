@@ -152,8 +152,9 @@ class _Forward(BaseHTTPRequestHandler):
         except urllib.error.HTTPError as exc:
             status, headers, data = exc.code, exc.headers, exc.read()
         if headers.get("content-type") == DELTA_CONTENT_TYPE:
-            data = _swap_two_kept_rules(data)
-            self.server.tampered += 1
+            tampered = _swap_two_rules(data)
+            self.server.tampered += tampered != data
+            data = tampered
         self.send_response(status)
         for name in ("content-type", "x-propylon-version", BASE_HEADER):
             if headers.get(name):
@@ -166,11 +167,14 @@ class _Forward(BaseHTTPRequestHandler):
         pass
 
 
-def _swap_two_kept_rules(body: bytes) -> bytes:
+def _swap_two_rules(body: bytes) -> bytes:
+    """The delta with its first two rules (indexes or whole) swapped; unchanged when it has
+    fewer (an early version, translated before every Route was written)."""
     delta = json.loads(body)
     rules = delta["snapshot"]["gateways"][0]["rules"]
-    kept = [i for i, rule in enumerate(rules) if isinstance(rule, int)]
-    rules[kept[0]], rules[kept[1]] = rules[kept[1]], rules[kept[0]]
+    if len(rules) < 2:
+        return body
+    rules[0], rules[1] = rules[1], rules[0]
     return json.dumps(delta).encode()
 
 
