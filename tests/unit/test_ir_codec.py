@@ -1,10 +1,14 @@
 import dataclasses
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 
 from propylon import ir
+from propylon.config import load_paths
+from propylon.ir.codec import text_of
+from propylon.translate import translate
 
 
 def _snapshot() -> ir.SnapshotIR:
@@ -38,7 +42,7 @@ def test_version_is_a_content_hash() -> None:
     assert ir.content_hash(one) == one.version  # the version itself is not hashed
 
 
-def _whole(snapshot: ir.SnapshotIR) -> str:
+def _whole(snapshot: object) -> str:
     return json.dumps(ir.to_data(snapshot), sort_keys=True, separators=(",", ":"))
 
 
@@ -61,3 +65,31 @@ def test_spliced_texts_are_the_whole_encoding(snapshot: ir.SnapshotIR) -> None:
         assert sealed.version == hashlib.sha256(_whole(unsealed).encode()).hexdigest()[:16]
         assert ir.dumps(sealed) == _whole(sealed)  # the text kept from sealing
         assert ir.dumps(sealed) == _whole(sealed)  # encoded again
+
+
+GOLDEN = sorted((Path(__file__).parents[1] / "golden" / "cases").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("case", GOLDEN, ids=[case.stem for case in GOLDEN])
+def test_text_of_a_golden_snapshot_is_its_json(case: Path) -> None:
+    loaded = load_paths([case])
+    snapshot = translate(loaded.resources)
+    assert text_of(snapshot) == _whole(snapshot)
+    for gateway in snapshot.gateways:
+        for rule in gateway.rules:
+            assert text_of(rule) == _whole(rule)
+
+
+@pytest.mark.parametrize("value", [
+    pytest.param({"b": 1, "a": [1.5, True, None, "é\\n\x00"], "c": {"z": {}, "y": []}},
+                 id="nested-json"),
+    pytest.param({1: "int key", "1": "same text"}, id="keys-not-strings"),
+    pytest.param({"nan": float("nan"), "inf": float("inf"), "-inf": float("-inf"),
+                  "big": 10**30, "small": 1e-300, "neg": -0.0}, id="numbers"),
+    pytest.param((), id="empty-tuple"),
+    pytest.param("\u2028 \ud83d\ude00 \"quoted\"", id="string"),
+])
+def test_text_of_data_is_its_json(value: object) -> None:
+    policy = ir.PolicyIR("headers", value, "Route a/b")  # type: ignore[arg-type]
+    assert text_of(policy) == _whole(policy)
+    assert text_of(value) == _whole(value)
