@@ -145,18 +145,51 @@ def _decoder_of(tp: Any) -> Callable[[Any], Any]:
         return union
     if get_origin(tp) is tuple:
         item = _decoder(get_args(tp)[0])
-        return lambda data: None if data is None else tuple(item(v) for v in data)
+        if item is _identity:
+            return lambda data: None if data is None else tuple(data)
+        return lambda data: None if data is None else tuple(map(item, data))
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        hints = _hints(tp)
-        fields = [(f.name, _decoder(hints[f.name])) for f in dataclasses.fields(tp)]
-        make = typing.cast(Any, tp)
-
-        def dataclass(data: Any) -> Any:
-            if data is None:
-                return None
-            return make(**{name: decode(data[name]) for name, decode in fields if name in data})
-        return dataclass
+        return _dataclass_decoder(tp)
     return _identity
+
+
+def _dataclass_decoder(cls: type) -> Callable[[Any], Any]:
+    """``cls(**{name: decode(data[name]) for each field in data})``, unrolled into one
+    function made once per class: fields in order, passed positionally (an absent field
+    gets its default, or its factory's new value, as the keyword call gives it); data
+    without one of the required fields takes the keyword call, which refuses it as before."""
+    hints = _hints(cls)
+    fields = dataclasses.fields(cls)
+    decoders = [(f.name, _decoder(hints[f.name])) for f in fields]
+    make = typing.cast(Any, cls)
+
+    def by_keywords(data: Any) -> Any:
+        return make(**{name: decode(data[name]) for name, decode in decoders if name in data})
+
+    scope: dict[str, Any] = {"make": make, "by_keywords": by_keywords}
+    required = [f.name for f in fields
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    lines = ["def decode(data):", "    if data is None:", "        return None"]
+    if required:
+        lines.append(f"    if not ({' and '.join(f'{n!r} in data' for n in required)}):")
+        lines.append("        return by_keywords(data)")
+    args = []
+    for index, (f, (name, decode)) in enumerate(zip(fields, decoders, strict=True)):
+        scope[f"f{index}"] = decode
+        value = f"data[{name!r}]" if decode is _identity else f"f{index}(data[{name!r}])"
+        if name in required:
+            args.append(value)
+            continue
+        if f.default is not dataclasses.MISSING:
+            scope[f"d{index}"] = f.default
+            absent = f"d{index}"
+        else:
+            scope[f"d{index}"] = f.default_factory
+            absent = f"d{index}()"
+        args.append(f"({value} if {name!r} in data else {absent})")
+    lines.append(f"    return make({', '.join(args)})")
+    exec("\n".join(lines), scope)  # made from the class's own field names
+    return typing.cast(Callable[[Any], Any], scope["decode"])
 
 
 def _identity(data: Any) -> Any:

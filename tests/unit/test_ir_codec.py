@@ -93,3 +93,17 @@ def test_text_of_data_is_its_json(value: object) -> None:
     policy = ir.PolicyIR("headers", value, "Route a/b")  # type: ignore[arg-type]
     assert text_of(policy) == _whole(policy)
     assert text_of(value) == _whole(value)
+
+
+def test_decoding_fills_defaults_and_refuses_what_is_missing() -> None:
+    """Fields left out of the JSON take their defaults (a factory's new value each time);
+    a required field left out is refused as the keyword call refuses it."""
+    upstream = ir.from_data(ir.UpstreamIR, {"key": "a/u", "endpoints": [
+        {"address": "127.0.0.1", "port": 80}]})
+    assert upstream == ir.UpstreamIR("a/u", (ir.EndpointIR("127.0.0.1", 80),))
+    assert ir.from_data(ir.EndpointIR, {"address": "x", "port": 1, "weight": 5}).weight == 5
+    match = ir.from_data(ir.MatchIR, {})
+    assert match.path == ir.PathMatchIR("prefix", "/")
+    assert match.path is not ir.from_data(ir.MatchIR, {}).path
+    with pytest.raises(TypeError, match="port"):
+        ir.from_data(ir.EndpointIR, {"address": "x"})
