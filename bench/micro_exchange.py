@@ -94,7 +94,7 @@ def policy_config(name: str, root: Path) -> tuple[Path, bytes]:
     routes = {route: headers for route, _, headers in policies.ROUTES}
     if name not in routes or name in ("extAuth", "rateLimit-global"):
         raise SystemExit(f"--policy: one of {', '.join(routes)} but extAuth, rateLimit-global")
-    for file, text in policies.credentials().items():
+    for file, text in policies.credentials("ES256").items():
         (root / file).write_text(text)
     config = root / "gateway.yaml"
     config.write_text(policies.config(18080, 1, 1).replace("$PORT", "18090"))

@@ -32,7 +32,7 @@ from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -101,14 +101,18 @@ spec:
 {rules}""".replace("AUTH", str(auth)).replace("REDIS", str(redis))
 
 
-def credentials() -> dict[str, str]:
+def credentials(algorithm: str = "RS256") -> dict[str, str]:
     """The files the config names (a JWT key, the Consumer's secrets), by name; sets the
-    jwt route's Authorization to a token signed with that key."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwt route's Authorization to a token signed with that key. ``ES256`` makes a key in a
+    steady number of instructions (an RSA key's prime search varies by millions: noise in
+    callgrind counts); a steady client's cost is the same, its token being verified once."""
+    key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey = (
+        ec.generate_private_key(ec.SECP256R1()) if algorithm == "ES256"
+        else rsa.generate_private_key(public_exponent=65537, key_size=2048))
     pem = key.public_key().public_bytes(serialization.Encoding.PEM,
                                         serialization.PublicFormat.SubjectPublicKeyInfo)
     token = jwt.encode({"iss": "bench", "sub": "b", "exp": int(time.time()) + 3600}, key,
-                       algorithm="RS256")
+                       algorithm=algorithm)
     ROUTES[7][2]["authorization"] = f"Bearer {token}"
     return {"rsa.pem": pem.decode(), "key.txt": "bench-key-0123456789", "pw.txt": "pw"}
 

@@ -37,6 +37,19 @@ COMPILED = (
     "propylon.proxy.body",
     "propylon.runtime.balancer",
     "propylon.observability.request_id",
+    # the policies a request meets most, and the filter contract they implement
+    "propylon.filters.base",
+    "propylon.filters._common",
+    "propylon.filters._consumer_acl",
+    "propylon.filters._buckets",
+    "propylon.filters.rate_limit",
+    "propylon.filters.api_key",
+    "propylon.filters.basic_auth",
+    "propylon.filters.jwt_auth",
+    "propylon.filters.headers",
+    "propylon.filters.ip_filter",
+    "propylon.filters.cors",
+    "propylon.filters.request_limits",
 )
 SHARED_LIBRARY = "propylon._hotpath__mypyc"  # mypyc's name for group "propylon._hotpath"
 DISABLE_VARIABLE = "PROPYLON_NO_EXTENSIONS"

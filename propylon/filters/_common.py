@@ -46,13 +46,22 @@ def unauthorized(challenge: str, body: bytes = b"unauthorized\n") -> LocalRespon
     return LocalResponse(401, body, [(b"www-authenticate", challenge.encode("latin-1"))])
 
 
-class ConsumerTable:
-    """The snapshot's consumers, indexed by credential. Built once per configuration."""
+KNOWN_KEYS = 10_000  # accepted API keys remembered per configuration (then forgotten at once)
 
-    __slots__ = ("by_key_hash", "users")
+
+class ConsumerTable:
+    """The snapshot's consumers, indexed by credential. Built once per configuration.
+
+    The configuration holds SHA-256 digests of API keys, never the keys; a key a client
+    presented and that matched is remembered in this worker's memory (as its requests are),
+    so a steady client costs a dict lookup instead of a digest. Unknown keys are not
+    remembered: they would only fill the table."""
+
+    __slots__ = ("by_key_hash", "known_keys", "users")
 
     def __init__(self, consumers: tuple[ConsumerIR, ...]) -> None:
         self.by_key_hash: dict[bytes, ConsumerIR] = {}
+        self.known_keys: dict[bytes, ConsumerIR] = {}
         # username -> (consumer, salt, expected hash, iterations)
         self.users: dict[bytes, tuple[ConsumerIR, bytes, bytes, int]] = {}
         for consumer in consumers:
@@ -73,7 +82,14 @@ class ConsumerTable:
         return env.shared(("consumers", version, id(snapshot)), lambda: cls(consumers))
 
     def by_api_key(self, key: bytes) -> ConsumerIR | None:
-        return self.by_key_hash.get(hashlib.sha256(key).digest())
+        consumer = self.known_keys.get(key)
+        if consumer is None:
+            consumer = self.by_key_hash.get(hashlib.sha256(key).digest())
+            if consumer is not None:
+                if len(self.known_keys) >= KNOWN_KEYS:
+                    self.known_keys.clear()
+                self.known_keys[key] = consumer
+        return consumer
 
     def check_password(self, username: bytes, password: bytes) -> ConsumerIR | None:
         entry = self.users.get(username)
@@ -90,18 +106,29 @@ class ConsumerHeaders:
     """Names the authenticated consumer to the upstream; copies sent by the client are dropped
     first, so an upstream can trust them."""
 
-    __slots__ = ("labels_name", "name_name")
+    __slots__ = ("fields", "labels_name", "name_name")
 
     def __init__(self, settings: auth.ConsumerHeaders) -> None:
         self.name_name = settings.name.encode("latin-1")
         self.labels_name = settings.labels.encode("latin-1")
+        # consumer key -> the fields naming it (the consumers of one configuration)
+        self.fields: dict[str, Headers] = {}
 
     def identify(self, ctx: FilterContext, consumer: ConsumerIR) -> None:
         state(ctx)[CONSUMER] = consumer
-        drop = (self.name_name, self.labels_name)
+        name_name, labels_name = self.name_name, self.labels_name
         headers = ctx.request_headers
-        headers[:] = [h for h in headers if h[0] not in drop]
-        headers.append((self.name_name, consumer.name.encode("latin-1")))
-        if consumer.labels:
-            labels = ",".join(f"{k}={v}" for k, v in consumer.labels.items())
-            headers.append((self.labels_name, labels.encode("latin-1")))
+        for name, _ in headers:
+            if name in (name_name, labels_name):
+                headers[:] = [h for h in headers if h[0] not in (name_name, labels_name)]
+                break
+        fields = self.fields.get(consumer.key)
+        if fields is None:
+            fields = [(name_name, consumer.name.encode("latin-1"))]
+            if consumer.labels:
+                labels = ",".join(f"{k}={v}" for k, v in consumer.labels.items())
+                fields.append((labels_name, labels.encode("latin-1")))
+            if len(self.fields) >= KNOWN_KEYS:
+                self.fields.clear()
+            self.fields[consumer.key] = fields
+        headers.extend(fields)

@@ -57,6 +57,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Protocol, TypeVar, cast
 
+from mypy_extensions import mypyc_attr
 from pydantic import BaseModel
 
 Headers = list[tuple[bytes, bytes]]
@@ -126,6 +127,7 @@ class LocalResponse:
         self.content_type = content_type
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # plugins and uncompiled policies subclass it
 class Filter:
     """Base of every policy filter; subclasses override only the phases they use.
 

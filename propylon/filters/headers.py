@@ -51,7 +51,10 @@ def _value(value: str | ResolvedSecret) -> bytes | None:
     return value.encode("latin-1")
 
 
-class HeadersFilter(Filter):
+class _HeaderEditsFilter(Filter):
+    """The edits of both sides; the subclasses implement only the phases they need, so a
+    filter with edits on one side only is not called on the other (base.overrides)."""
+
     policy_type = "headers"
     settings_model = HeadersSettings
 
@@ -62,9 +65,15 @@ class HeadersFilter(Filter):
         self.request_edits = request
         self.response_edits = response
 
+
+class HeadersFilter(_HeaderEditsFilter):
+    """Edits on both sides (``from_spec`` picks a one-sided class when one side is empty)."""
+
+    __slots__ = ()
+
     @classmethod
     def from_spec(cls, settings: HeadersSettings, source: str, env: FilterEnv
-                  ) -> HeadersFilter:
+                  ) -> _HeaderEditsFilter:
         request, response = HeaderEdits(settings.request), HeaderEdits(settings.response)
         if request.unavailable is not None:
             return _CredentialUnavailable(source, request, response)
@@ -93,13 +102,15 @@ class _CredentialUnavailable(HeadersFilter):
 _UNAVAILABLE = LocalResponse(503, b"upstream credential unavailable\n")
 
 
-class _ResponseOnlyHeadersFilter(HeadersFilter):
-    """Leaves ``on_upstream_request`` out of the request phases when there is nothing to do."""
-
+class _ResponseOnlyHeadersFilter(_HeaderEditsFilter):
     __slots__ = ()
-    on_upstream_request = Filter.on_upstream_request
+
+    def on_response(self, ctx: FilterContext, status: int, headers: Headers) -> None:
+        self.response_edits.apply(headers)
 
 
-class _RequestOnlyHeadersFilter(HeadersFilter):
+class _RequestOnlyHeadersFilter(_HeaderEditsFilter):
     __slots__ = ()
-    on_response = Filter.on_response
+
+    def on_upstream_request(self, ctx: FilterContext) -> None:
+        self.request_edits.apply(ctx.request_headers)
