@@ -4,9 +4,8 @@ The key is looked up by its SHA-256 digest in the snapshot's consumers (the conf
 never holds raw keys; an accepted key is remembered in the worker's memory, see
 ``ConsumerTable``), then removed from the request before it is forwarded. The consumer's name
 and labels go upstream in ``consumerHeaders`` and into ``ctx.state`` for ``rateLimit`` keys.
-A missing or
-unknown key is ``401`` with ``WWW-Authenticate: ApiKey``; a consumer the policy's
-``consumers`` restriction does not let through is ``403`` (``_consumer_acl``).
+A missing or unknown key is ``401`` with ``WWW-Authenticate: ApiKey``; a consumer the
+policy's ``consumers`` restriction does not let through is ``403`` (``_consumer_acl``).
 
 A request must carry exactly one copy of the key: two header fields, two query parameters
 (names compared percent-decoded, so ``api%5Fkey`` is ``api_key``), or one of each, are
