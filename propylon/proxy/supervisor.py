@@ -248,13 +248,11 @@ class Supervisor:
         await self._resolve(snapshot)
         try:
             await self._install_all(snapshot, previous=self.snapshot)
-        except BaseException as exc:
+        except BaseException:
             kept = listener_keys(self.snapshot) if self.snapshot else set()
             self._release(keys - kept, keep_inherited=True)
             if self.resolver is not None:
                 self.resolver.retain([self.snapshot])
-            if isinstance(exc, TimeoutError):
-                raise ConfigRefused("a worker did not answer in time") from exc
             raise
         self._release(set(self.sockets.by_key) - keys, keep_inherited=False)
         self.snapshot = snapshot
@@ -315,11 +313,9 @@ class Supervisor:
         answer: tuple[Any, ...] = ("nack", "", DELTA_REFUSED)
         base = shipment.base
         if base is not None and handle.version == base.version:
-            answer = await asyncio.wait_for(
-                handle.ask(("install_delta", shipment.delta())), _ANSWER_TIMEOUT)
+            answer = await _answer(handle, ("install_delta", shipment.delta()))
         if answer[0] != "ack" and answer[2:3] == (DELTA_REFUSED,):
-            answer = await asyncio.wait_for(handle.ask(("install", shipment.text())),
-                                            _ANSWER_TIMEOUT)
+            answer = await _answer(handle, ("install", shipment.text()))
         if answer[0] != "ack":
             raise ConfigRefused(answer[2] if len(answer) > 2 else "refused")
         handle.version = answer[1]
@@ -380,7 +376,7 @@ class Supervisor:
                 replacement = self._spawn(handle.slot)
                 self.handles[i] = replacement
                 if self.snapshot is not None:
-                    with contextlib.suppress(ConfigRefused, TimeoutError):
+                    with contextlib.suppress(ConfigRefused):
                         await self._install_one(replacement, ir.dumps(self.snapshot),
                                                 listener_keys(self.snapshot))
 
@@ -426,6 +422,14 @@ class Supervisor:
                 handle.process.kill()
         with contextlib.suppress(OSError):
             os.unlink(segment_path(os.getpid()))  # the workers' shared rate-limit table
+
+
+async def _answer(handle: WorkerHandle, question: tuple[Any, ...]) -> tuple[Any, ...]:
+    try:
+        return await asyncio.wait_for(handle.ask(question), _ANSWER_TIMEOUT)
+    except TimeoutError:
+        raise ConfigRefused(f"worker {handle.process.pid} did not answer in time "
+                            f"({_ANSWER_TIMEOUT:g} s)") from None
 
 
 def listener_keys(snapshot: ir.SnapshotIR) -> set[Key]:

@@ -4,7 +4,9 @@ The supervisor talks to the worker over a pipe with small tuples, each prefixed 
 request id (None for messages that need no answer); answers carry the id they answer:
 - ``("listen", address, port)`` followed on the pipe by one descriptor (SCM_RIGHTS): the
   listening socket of that address for this worker's slot, owned by the supervisor (see
-  ``listen_sockets.py``); ``("unlisten", address, port)`` forgets it;
+  ``listen_sockets.py``); ``("unlisten", address, port)`` takes it back. A listener accepts
+  only on the socket lent now: one whose socket is taken back or replaced is closed, and the
+  next install opens it on the lent one;
 - ``("install_delta", delta_json)`` -> the same, from ``ir.delta.dumps_delta`` against the
   version this worker serves; a worker that serves another answers ``("nack", version,
   DELTA_REFUSED)`` and is sent the whole IR;
@@ -86,12 +88,15 @@ class Worker:
         new: dict[tuple[str, int], ListenerState] = {}
         try:
             for key in wanted - set(self.listeners):
-                new[key] = await self._open_listener(*key)
+                new[key] = self._open_listener(*key)
         except OSError:
             for listener in new.values():
                 self._close_listener(listener)
             raise
-        for key, listener in {**self.listeners, **new}.items():
+        for key in set(self.listeners) - wanted:
+            self._close_listener(self.listeners.pop(key))
+        self.listeners.update(new)
+        for key, listener in self.listeners.items():
             listener.gateway = runtime.listeners.get(key)
             listener.hosts = runtime.listener_hosts.get(key)
             listener.set_limits(runtime.listener_specs[key].limits)
@@ -99,9 +104,6 @@ class Worker:
             listener.set_proxy_protocol(runtime.listener_specs[key].proxy_protocol)
             listener.http2 = runtime.listener_specs[key].http2
             listener.set_tls(tls_contexts[key])
-        for key in set(self.listeners) - wanted:
-            self._close_listener(self.listeners.pop(key))
-        self.listeners.update(new)
         for listener in new.values():
             assert listener.acceptor is not None
             listener.acceptor.start()
@@ -124,13 +126,23 @@ class Worker:
         return ServerTLS(spec, http2)
 
     def lend(self, key: tuple[str, int], sock: socket.socket | None) -> None:
+        """The supervisor lends ``sock`` for ``key`` (None: takes it back).
+
+        A listener accepts only on the socket lent now. The supervisor closes a socket it
+        takes back or replaces (a refused install's new port, one bound again for a retry), so
+        a worker still accepting on its copy would keep it listening in the SO_REUSEPORT group
+        beside the current one, and every connection the kernel queued there would wait for
+        ever. Such a listener is closed; the next install opens it on the lent socket."""
         old = self.lent.pop(key, None)
         if old is not None:
             old.close()
         if sock is not None:
             self.lent[key] = sock
+        listener = self.listeners.pop(key, None)
+        if listener is not None:
+            self._close_listener(listener)
 
-    async def _open_listener(self, address: str, port: int) -> ListenerState:
+    def _open_listener(self, address: str, port: int) -> ListenerState:
         lent = self.lent.get((address, port))
         if lent is None:
             raise OSError(f"the supervisor lent no socket for {address}:{port}")
@@ -285,9 +297,14 @@ class WorkerChannel:
             self.worker.loop.remove_reader(self.conn.fileno())
             self._spawn(self.worker.drain(5.0))
             return
+        # Lending is applied as it is read, like the descriptor that follows a listen, so the
+        # lent sockets change in the order the supervisor sent (a task could run late).
         if message[1] == "listen":  # the descriptor follows at once: read it before anything
             fd = recv_handle(self.conn)
             self.worker.lend((message[2], message[3]), socket.socket(fileno=fd))
+            return
+        if message[1] == "unlisten":
+            self.worker.lend((message[2], message[3]), None)
             return
         self._spawn(self._handle(message[0], message[1:]))
 
@@ -329,8 +346,6 @@ class WorkerChannel:
             self.worker.apply_verdicts(message[1])
         elif kind == "dns":
             self.worker.apply_answers(message[1])
-        elif kind == "unlisten":
-            self.worker.lend((message[1], message[2]), None)
         elif kind == "drain":
             await self.worker.drain(float(message[1]))
 
