@@ -60,12 +60,12 @@ class _Routes:
     __slots__ = ("chain", "clusters", "entries", "index", "rule")
 
     def __init__(self, rule: RuleIR, index: int, chain: FilterChain,
-                 clusters: tuple[Cluster, ...], entries: list[RouterEntry[CompiledRoute]],
+                 clusters: dict[str, Cluster], entries: list[RouterEntry[CompiledRoute]],
                  ) -> None:
         self.rule = rule
         self.index = index  # in the Gateway's rules: an unnamed rule's label
         self.chain = chain
-        self.clusters = clusters
+        self.clusters = clusters  # its Gateway's, by upstream key
         self.entries = entries  # one per match, with the order each had in the router
 
 
@@ -102,16 +102,16 @@ class RouteMemo:
         if (entry is None or entry.rule is not rule or entry.chain is not chain
                 or (entry.index != index and rule.name is None)):
             return None
-        if not self.same_clusters and entry.clusters != tuple(
-                clusters.get(upstream) for upstream in upstreams_of(rule)):
+        if not self.same_clusters and any(
+                entry.clusters.get(upstream) is not clusters.get(upstream)
+                for upstream in upstreams_of(rule)):
             return None
         self.made[key] = entry
         return entry
 
     def add(self, gateway: str, rule: RuleIR, index: int, chain: FilterChain,
             clusters: dict[str, Cluster], entries: list[RouterEntry[CompiledRoute]]) -> None:
-        used = tuple(clusters[key] for key in upstreams_of(rule))
-        self.made[(gateway, id(rule))] = _Routes(rule, index, chain, used, entries)
+        self.made[(gateway, id(rule))] = _Routes(rule, index, chain, clusters, entries)
 
     def router(self, gateway: str, entries: list[RouterEntry[CompiledRoute]]
                ) -> Router[CompiledRoute]:

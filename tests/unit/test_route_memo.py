@@ -39,7 +39,7 @@ spec:
 """
 
 
-def route(name: str, upstream: str = "app", body: str = "pong") -> str:
+def route(name: str, upstream: str = "app", body: str = "pong", extra: str = "") -> str:
     """Routes named c have a host of their own (its own host table)."""
     hosts = f"\n  hostnames: [{name}.example.com]" if name == "c" else ""
     return f"""---
@@ -54,7 +54,7 @@ spec:{hosts}
     - matches: [{{path: {{prefix: /{name}}}, headers: [{{name: x-beta, value: "1"}}]}}]
       forward: {{backends: [{{upstream: named}}]}}
       policies: [{{headers: {{response: {{set: {{x-beta: "yes"}}}}}}}}]
-    - matches: [{{path: {{prefix: /{name}}}}}]
+    - matches: [{{path: {{prefix: /{name}}}}}{extra}]
       directResponse: {{status: 200, body: {body}}}
     - matches: [{{path: {{regex: "/{name}/[0-9]+"}}}}]
       directResponse: {{status: 201, body: digits}}
@@ -104,7 +104,7 @@ REQUESTS = [(host, path, headers) for name in ("a", "b", "c", "d")
 def served(runtime: Runtime) -> list[tuple[object, ...]]:
     """What every request of ``REQUESTS`` gets: rule, labels, answer, clusters, endpoints."""
     router = runtime.gateways["shop/edge"].router
-    out = []
+    out: list[tuple[object, ...]] = []
     for host, path, headers in REQUESTS:
         found: CompiledRoute | None = router.match(host, "GET", path, _View(headers))
         if found is None:
@@ -152,6 +152,8 @@ def test_unchanged_rules_keep_their_routes_and_buckets(loop: asyncio.AbstractEve
     pytest.param(lambda: (route("a"), route("c")), id="route-removed"),
     pytest.param(lambda: (route("a", upstream="named"), route("b"), route("c")),
                  id="rule-moved-to-another-upstream"),
+    pytest.param(lambda: (route("a", extra=", {path: {exact: /a-too}}"), route("b"), route("c")),
+                 id="one-more-match-before-the-others"),
 ])
 def test_a_change_serves_what_a_fresh_compilation_does(
         loop: asyncio.AbstractEventLoop, change: object) -> None:
@@ -203,3 +205,17 @@ def test_a_failed_compilation_keeps_the_last_good_memo(loop: asyncio.AbstractEve
     with pytest.raises(Exception, match=r"unterminated|missing"):
         compile_snapshot(bad_ir, worker)
     assert worker.routes.kept == kept
+
+
+def test_entries_after_one_more_match_keep_their_buckets(loop: asyncio.AbstractEventLoop
+                                                         ) -> None:
+    """A match added to a rule moves every later entry's order, not their labels: their
+    routes and buckets are kept (a bucket ranks its entries among themselves)."""
+    worker = services(loop, ANSWER)
+    first_ir = snapshot(route("a"), route("b"), route("c"))
+    first = compile_snapshot(first_ir, worker)
+    edited = snapshot(route("a", extra=", {path: {exact: /a-too}}"), route("b"), route("c"))
+    second = compile_snapshot(reuse_unchanged(edited, first_ir), worker)
+    old, new = first.gateways["shop/edge"].router, second.gateways["shop/edge"].router
+    assert new._default[-1].prefixes["/b/api"] is old._default[-1].prefixes["/b/api"]
+    assert new._default[-1].exact["/a-too"].default is not None
