@@ -73,6 +73,21 @@ def test_keep_alive_serves_many_requests_on_one_client_connection(gw, up) -> Non
     assert [q.target for q in up.requests] == [f"/ka/{i}" for i in range(5)]
 
 
+def test_a_connection_idle_past_the_release_serves_its_next_request_alike(gw, up) -> None:
+    """After about a second idle the connection drops its parser and caches (IDLE_RELEASE);
+    the next request on it makes them again and is forwarded the same way."""
+    with RawClient(gw.port) as client:
+        seen = []
+        for pause in (0.0, 1.8, 0.0):
+            time.sleep(pause)
+            client.request("GET", "/idle", headers={"host": "test.local"})
+            assert client.read_final().status == 200
+            request = up.requests[-1]
+            seen.append((request.header("host"), request.header("x-forwarded-for"),
+                         request.header("x-forwarded-host")))
+    assert seen[0] == seen[1] == seen[2] and seen[0][1] == "127.0.0.1", seen
+
+
 def test_sequential_requests_reuse_one_pooled_upstream_connection(gw, up) -> None:
     for c in range(3):
         with RawClient(gw.port) as client:

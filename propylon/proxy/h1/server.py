@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import httptools
@@ -96,6 +95,8 @@ _MAX_UPGRADE_HOLD = 64 * 1024
 _TAB, _HASH, _UNDERSCORE = b"\t#_"
 CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 LINGER_TIME = 2.0
+# An idle keep-alive connection drops its parser and caches after this long (seconds).
+IDLE_RELEASE = 1.0
 
 
 def _odd_request_line(data: bytes) -> bool:
@@ -159,13 +160,16 @@ class ServerConnection(asyncio.Protocol):
         self.listener = listener
         self.loop = worker.loop
         self.batch = worker.batch  # held output is released at the end of the loop's turn
-        self.parser = httptools.HttpRequestParser(self)
+        # Made by the first read, and dropped again when the connection has been idle a
+        # while (check_timeouts): an idle connection holds no parser (850 bytes with its
+        # bound callbacks), nor does one that HTTP/2 takes over.
+        self.parser: httptools.HttpRequestParser | None = None
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.peer_ip = ""
         self.peer_trusted = False
         self.ex: Session | None = None  # the request being parsed
         self.current: Session | None = None  # the request being answered
-        self.queued: deque[Session] = deque()
+        self.queued: list[Session] = []  # pipelined, a few at most (reading pauses)
         self.read_paused = 0
         self.state = OPEN
         self.eof = False  # the client sent FIN: no more input
@@ -279,8 +283,11 @@ class ServerConnection(asyncio.Protocol):
             self.ex = Session(self)
             self.head_started = CLOCK.now
             self.head_read = 0
+        parser = self.parser
+        if parser is None:
+            parser = self.parser = httptools.HttpRequestParser(self)
         try:
-            self.parser.feed_data(data)
+            parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             # The request asked to switch protocols: what follows its head is not HTTP
             # unless the upstream refuses the switch. Hold it until the upstream answers.
@@ -458,7 +465,7 @@ class ServerConnection(asyncio.Protocol):
         current, self.current = self.current, None
         if current is not None:
             current.client_gone()
-        queued, self.queued = self.queued, deque()
+        queued, self.queued = self.queued, []
         for ex in queued:
             ex.client_gone()
         self.ex = None
@@ -661,6 +668,7 @@ class ServerConnection(asyncio.Protocol):
         if self.state >= LINGERING:
             return  # input after a response that closes the connection is ignored
         parser = self.parser
+        assert parser is not None  # this is its callback
         ex.method = parser.get_method()
         version = parser.get_http_version()
         if version != "1.1":  # ex.http11 starts true
@@ -772,7 +780,7 @@ class ServerConnection(asyncio.Protocol):
             if held:
                 self.loop.call_soon(self.data_received, held)
         if self.queued:
-            nxt = self.queued.popleft()
+            nxt = self.queued.pop(0)
             self.current = nxt
             if not self.queued:
                 self._resume(_PIPELINE)
@@ -799,6 +807,8 @@ class ServerConnection(asyncio.Protocol):
                     self._refuse_proxy("timeout", "no complete header in headerReadTimeout")
                 elif now - self.idle_since > listener.keep_alive_timeout:
                     self.close()
+                elif now - self.idle_since > IDLE_RELEASE and self.state == OPEN:
+                    self._release_idle_state()
             return
         current = self.current
         if current.deadline and now > current.deadline:
@@ -811,6 +821,15 @@ class ServerConnection(asyncio.Protocol):
             log.info("closing a connection from %s: no bytes moved for %.0fs", self.peer_ip,
                      listener.stream_idle_timeout)
             self.abort()
+
+    def _release_idle_state(self) -> None:
+        """What the next request would reuse, dropped while the connection is idle: its
+        parser is made again by the next read, the caches fill again (docs/performance.md,
+        "Idle connections")."""
+        self.parser = None
+        self.parsed_host_value = self.forwarding_host = None
+        self.parsed_host = ""
+        self.forwarding_fields = b""
 
     def requests_in_flight(self) -> int:
         return (self.current is not None) + len(self.queued)
