@@ -130,6 +130,11 @@ class WorkerHandle:
                     pending.set_exception(ConfigRefused("worker exited"))
             return
         answered = self.waiting.pop(message[0]) if message[0] in self.waiting else None
+        if message[1] == "ack":
+            # Also when the wait for it timed out: a worker handles installs in the order
+            # sent, so the last version it acknowledged is the one it serves (a worker
+            # replaced on a loaded machine is ready once it has caught up).
+            self.version = message[2]
         if answered is not None and not answered.done():
             answered.set_result(message[1:])
 

@@ -124,10 +124,12 @@ def _run(scenario: Scenario) -> None:
     async def main() -> None:
         supervisor = Supervisor(workers=WORKERS, drain_timeout=1.0)
         supervisor.start_workers()
+        watcher = asyncio.ensure_future(supervisor.watch_workers())
         try:
             await _until_answering(supervisor)
             await scenario(supervisor)
         finally:
+            watcher.cancel()
             for handle in supervisor.handles:
                 if handle.process.pid is not None and handle.process.is_alive():
                     os.kill(handle.process.pid, signal.SIGCONT)
@@ -144,6 +146,22 @@ async def _until_answering(supervisor: Supervisor, timeout: float = 20.0) -> Non
     while not all(stats is not None for _, _, stats in await supervisor.worker_stats()):
         assert loop.time() < deadline, "workers did not start"
         await asyncio.sleep(0.1)
+
+
+async def _until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        assert loop.time() < deadline, f"timed out waiting until {what}"
+        await asyncio.sleep(0.02)
+
+
+async def _replace_worker(supervisor: Supervisor, slot: int) -> None:
+    """Kill a worker and wait until the supervisor has started its replacement."""
+    dead = supervisor.handles[slot]
+    assert dead.process.pid is not None
+    os.kill(dead.process.pid, signal.SIGKILL)
+    await _until(lambda: supervisor.handles[slot] is not dead, "the worker is replaced")
 
 
 def _pause(supervisor: Supervisor, slot: int) -> Callable[[], None]:
@@ -221,18 +239,26 @@ def test_a_replaced_worker_accepts_on_every_listener(tmp_path: Path) -> None:
 
     async def scenario(supervisor: Supervisor) -> None:
         await supervisor.install(snapshot)
-        watcher = asyncio.ensure_future(supervisor.watch_workers())
-        try:
-            dead = supervisor.handles[0]
-            assert dead.process.pid is not None
-            os.kill(dead.process.pid, signal.SIGKILL)
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 20
-            while supervisor.handles[0] is dead or not supervisor.ready():
-                assert loop.time() < deadline, "the worker was not replaced"
-                await asyncio.sleep(0.1)
-            await _check_served(supervisor, ports, set())
-        finally:
-            watcher.cancel()
+        await _replace_worker(supervisor, 0)
+        await _until(supervisor.ready, "the replacement serves")
+        await _check_served(supervisor, ports, set())
+
+    _run(scenario)
+
+
+def test_a_replaced_worker_that_misses_the_timeout_is_ready_once_it_caught_up(
+        tmp_path: Path) -> None:
+    port = free_port()
+    snapshot = _config(tmp_path, port)
+
+    async def scenario(supervisor: Supervisor) -> None:
+        await supervisor.install(snapshot)
+        await _replace_worker(supervisor, 0)
+        resume = _pause(supervisor, 0)  # still importing: its install will time out
+        await asyncio.sleep(ANSWER_TIMEOUT + 0.5)
+        assert not supervisor.ready()
+        resume()
+        await _until(supervisor.ready, "the replacement catches up")
+        await _check_served(supervisor, {port}, set())
 
     _run(scenario)
