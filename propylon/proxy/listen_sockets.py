@@ -14,6 +14,13 @@ Invariants:
   or passed by systemd socket activation (``LISTEN_FDS``/``LISTEN_PID``, matched by the
   address and port they are bound to, one socket shared by every worker).
 - Inherited sockets that no configuration claims are closed after the first install.
+- The supervisor takes a socket back from every worker before closing it, and a worker
+  accepts only on the socket lent to it now (``Worker.lend``): a worker's copy of a closed
+  socket would keep it listening, beside the one bound again for the same port, with a
+  backlog nobody accepts from. So after any sequence of installs (refused, timed out and
+  finished late, retried) and worker replacements, once each worker has handled what it was
+  sent, the listening sockets are the served configuration's and each is accepted on by
+  the worker of its slot.
 """
 
 from __future__ import annotations

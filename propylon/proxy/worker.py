@@ -128,11 +128,11 @@ class Worker:
     def lend(self, key: tuple[str, int], sock: socket.socket | None) -> None:
         """The supervisor lends ``sock`` for ``key`` (None: takes it back).
 
-        A listener accepts only on the socket lent now. The supervisor closes a socket it
-        takes back or replaces (a refused install's new port, one bound again for a retry), so
-        a worker still accepting on its copy would keep it listening in the SO_REUSEPORT group
-        beside the current one, and every connection the kernel queued there would wait for
-        ever. Such a listener is closed; the next install opens it on the lent socket."""
+        A listener accepts only on the socket lent now: the supervisor closes a socket it
+        takes back (a refused install's port, before binding it again for a retry), and a
+        copy still accepted on here would keep it listening in the SO_REUSEPORT group beside
+        the new one, whose queued connections nobody would accept (``listen_sockets.py``).
+        The next install opens the listener again on the lent socket."""
         old = self.lent.pop(key, None)
         if old is not None:
             old.close()
