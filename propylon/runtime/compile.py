@@ -163,25 +163,23 @@ def _rule_entries(
     services: Services, order: int,
 ) -> list[RouterEntry[CompiledRoute]]:
     """The router entries of ``rule`` (one compiled route per match), the first at ``order``:
-    those of the last compilation when nothing they were made from changed
-    (``route_memo.py``), the entries themselves when their order is the same too."""
-    kept = services.routes.get(gateway, rule, index, chain, clusters)
-    if kept is not None:
-        kept.index = index
-        if kept.entries and kept.entries[0].order != order:
-            kept.entries = [RouterEntry(e.hostnames, e.match, e.payload, order + i)
-                            for i, e in enumerate(kept.entries)]
-        return kept.entries
-    route_label, rule_label = _labels(rule, index)
-    stats = services.metrics.route(gateway, route_label, rule_label)
-    entries: list[RouterEntry[CompiledRoute]] = []
-    for match in rule.matches:
-        compiled = compile_route(rule, clusters, chain, route_label, rule_label, stats)
-        if _replaces_prefix(rule.action) and match.path.kind == "prefix":
-            compiled.prefix_from = match.path.value.rstrip("/").encode()
-        entries.append(RouterEntry(rule.hostnames, match, compiled, order + len(entries)))
-    services.routes.add(gateway, rule, index, chain, clusters, entries)
-    return entries
+    the routes of the last compilation when nothing they were made from changed
+    (``route_memo.py``)."""
+    routes = services.routes.get(rule, index, chain, clusters)
+    if routes is None:
+        route_label, rule_label = _labels(rule, index)
+        stats = services.metrics.route(gateway, route_label, rule_label)
+        made = []
+        for match in rule.matches:
+            compiled = compile_route(rule, clusters, chain, route_label, rule_label, stats)
+            if _replaces_prefix(rule.action) and match.path.kind == "prefix":
+                compiled.prefix_from = match.path.value.rstrip("/").encode()
+            made.append(compiled)
+        routes = tuple(made)
+        services.routes.add(rule, index, chain, clusters, routes)
+    hostnames = rule.hostnames
+    return [RouterEntry(hostnames, match, compiled, order + i)
+            for i, (match, compiled) in enumerate(zip(rule.matches, routes, strict=True))]
 
 
 def _replaces_prefix(action: Action) -> bool:

@@ -55,24 +55,26 @@ class ClusterMemo:
 
 
 class _Routes:
-    """What compiling one rule made, and what it was made with."""
+    """What compiling one rule made (a compiled route per match), and what it was made with."""
 
-    __slots__ = ("chain", "clusters", "entries", "index", "rule")
+    __slots__ = ("chain", "clusters", "index", "routes", "rule")
 
     def __init__(self, rule: RuleIR, index: int, chain: FilterChain,
-                 clusters: dict[str, Cluster], entries: list[RouterEntry[CompiledRoute]],
-                 ) -> None:
+                 clusters: dict[str, Cluster], routes: tuple[CompiledRoute, ...]) -> None:
         self.rule = rule
         self.index = index  # in the Gateway's rules: an unnamed rule's label
         self.chain = chain
         self.clusters = clusters  # its Gateway's, by upstream key
-        self.entries = entries  # one per match, with the order each had in the router
+        self.routes = routes
 
 
 class RouteMemo:
     def __init__(self) -> None:
-        self.kept: dict[tuple[str, int], _Routes] = {}
-        self.made: dict[tuple[str, int], _Routes] = {}
+        # each Gateway's rules, by id (each entry keeps its rule, so an id is never another's)
+        self.kept: dict[str, dict[int, _Routes]] = {}
+        self.made: dict[str, dict[int, _Routes]] = {}
+        self._kept: dict[int, _Routes] = {}  # the Gateway being compiled
+        self._made: dict[int, _Routes] = {}
         # each Gateway's clusters when they were compiled: while all of them are kept, the
         # rules need not look up theirs one by one
         self.clusters: dict[str, dict[str, Cluster]] = {}
@@ -91,14 +93,15 @@ class RouteMemo:
         self.same_clusters = old is not None and old.keys() == clusters.keys() and all(
             old[key] is cluster for key, cluster in clusters.items())
         self.made_clusters[gateway] = clusters
+        self._kept = self.kept.get(gateway, {})
+        self._made = self.made.setdefault(gateway, {})
 
-    def get(self, gateway: str, rule: RuleIR, index: int, chain: FilterChain,
-            clusters: dict[str, Cluster]) -> _Routes | None:
+    def get(self, rule: RuleIR, index: int, chain: FilterChain, clusters: dict[str, Cluster]
+            ) -> tuple[CompiledRoute, ...] | None:
         """What compiling this very ``rule`` at ``index`` (or at another, when it has a name:
         the same labels) with this chain and clusters made before, if anything; kept for
         the next time."""
-        key = (gateway, id(rule))
-        entry = self.kept.get(key)
+        entry = self._kept.get(id(rule))
         if (entry is None or entry.rule is not rule or entry.chain is not chain
                 or (entry.index != index and rule.name is None)):
             return None
@@ -106,12 +109,13 @@ class RouteMemo:
                 entry.clusters.get(upstream) is not clusters.get(upstream)
                 for upstream in upstreams_of(rule)):
             return None
-        self.made[key] = entry
-        return entry
+        entry.index, entry.clusters = index, clusters
+        self._made[id(rule)] = entry
+        return entry.routes
 
-    def add(self, gateway: str, rule: RuleIR, index: int, chain: FilterChain,
-            clusters: dict[str, Cluster], entries: list[RouterEntry[CompiledRoute]]) -> None:
-        self.made[(gateway, id(rule))] = _Routes(rule, index, chain, clusters, entries)
+    def add(self, rule: RuleIR, index: int, chain: FilterChain, clusters: dict[str, Cluster],
+            routes: tuple[CompiledRoute, ...]) -> None:
+        self._made[id(rule)] = _Routes(rule, index, chain, clusters, routes)
 
     def router(self, gateway: str, entries: list[RouterEntry[CompiledRoute]]
                ) -> Router[CompiledRoute]:
@@ -123,5 +127,6 @@ class RouteMemo:
 
     def commit(self) -> None:
         self.kept, self.made = self.made, {}
+        self._kept, self._made = {}, {}
         self.clusters, self.made_clusters = self.made_clusters, {}
         self.routers, self.made_routers = self.made_routers, {}

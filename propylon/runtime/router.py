@@ -79,11 +79,12 @@ class RouterEntry(NamedTuple, Generic[T]):
 class _Candidate(Generic[T]):
     """One entry with its conditions compiled; only buckets' conditioned candidates check them."""
 
-    __slots__ = ("has_values", "headers", "method", "payload", "query")
+    __slots__ = ("has_values", "headers", "match", "method", "payload", "query")
 
     def __init__(self, entry: RouterEntry[T]) -> None:
         m = entry.match
         self.payload = entry.payload
+        self.match = m  # what it was made from (``_same``)
         self.method = m.method.upper() if m.method else None
         self.headers = tuple(map(_compile_value, m.headers)) if m.headers else ()
         self.query = tuple(map(_compile_value, m.query)) if m.query else ()
@@ -119,14 +120,15 @@ class _Bucket(Generic[T]):
 
     Invariant: at least one of ``conditioned`` and ``default`` is non-empty. Candidates ranked
     after the first unconditioned one can never win, so they are dropped at construction.
-    ``sources``: the entries it was made from, in config order (a router built from entries
-    of the same payloads and matches, in the same order, reuses it).
+    ``sources``: the entries it was made from when several, in config order (a router built
+    from entries of the same payloads and matches, in the same order, reuses it); None for
+    one entry, its candidate tells.
     """
 
     __slots__ = ("conditioned", "default", "sources")
 
     def __init__(self, sources: list[RouterEntry[T]]) -> None:
-        self.sources = sources
+        self.sources: list[RouterEntry[T]] | None = None
         if len(sources) == 1:  # most paths have one rule (a large configuration's build time)
             only = sources[0]
             candidate = _Candidate(only)
@@ -134,6 +136,7 @@ class _Bucket(Generic[T]):
             self.conditioned: tuple[_Candidate[T], ...] = (candidate,) if conditioned else ()
             self.default = None if conditioned else candidate
             return
+        self.sources = sources
         ranked = [(_conditions(e.match), e.order, _Candidate(e)) for e in sources]
         ranked.sort(key=lambda r: (-r[0], r[1]))
         self.conditioned = tuple(c for n, _, c in ranked if n)
@@ -229,23 +232,22 @@ def _buckets(grouped: dict[str, list[RouterEntry[T]]], previous: dict[str, _Buck
     buckets = {}
     for key, sources in grouped.items():
         old = previous.get(key)
-        if old is None or not _same(old.sources, sources):
+        if old is None or not _same(old, sources):
             old = _Bucket(sources)
         buckets[key] = old
     return buckets
 
 
-def _same(old: list[RouterEntry[T]], new: list[RouterEntry[T]]) -> bool:
-    """Whether a bucket made from ``old`` is the one ``new`` makes: the same payloads and
-    matches (objects) in the same order. Orders themselves may differ (entries inserted
-    before them): a bucket ranks its entries by their order among themselves only."""
-    if len(old) != len(new):
-        return False
-    if len(old) == 1:
-        a, b = old[0], new[0]
-        return a.payload is b.payload and a.match is b.match
-    return all(a.payload is b.payload and a.match is b.match
-               for a, b in zip(old, new, strict=True))
+def _same(bucket: _Bucket[T], new: list[RouterEntry[T]]) -> bool:
+    """Whether ``bucket`` is the one ``new`` makes: made from the same payloads and matches
+    (objects) in the same order. Orders themselves may differ (entries inserted before
+    them): a bucket ranks its entries by their order among themselves only."""
+    old = bucket.sources
+    if old is None:
+        only = bucket.default or bucket.conditioned[0]
+        return len(new) == 1 and only.payload is new[0].payload and only.match is new[0].match
+    return len(old) == len(new) and all(a.payload is b.payload and a.match is b.match
+                                        for a, b in zip(old, new, strict=True))
 
 
 def _host_keys(entry: RouterEntry[T]) -> Iterable[str]:

@@ -143,8 +143,9 @@ def test_unchanged_rules_keep_their_routes_and_buckets(loop: asyncio.AbstractEve
     kept = new_router._default[-1].prefixes["/a/api"]
     assert kept is old_router._default[-1].prefixes["/a/api"]
     assert new_router._default[-1].prefixes["/b"] is not old_router._default[-1].prefixes["/b"]
-    assert (new_router._exact["c.example.com"][0].regexes[0][1].sources[0].payload
-            is old_router._exact["c.example.com"][0].regexes[0][1].sources[0].payload)
+    regex = new_router._exact["c.example.com"][0].regexes[0][1].default
+    old_regex = old_router._exact["c.example.com"][0].regexes[0][1].default
+    assert regex is not None and old_regex is not None and regex.payload is old_regex.payload
 
 
 @pytest.mark.parametrize("change", [
