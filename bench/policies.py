@@ -191,13 +191,14 @@ def auth_service() -> ThreadingHTTPServer:
 PADDING = {"x-bench": "padding-0123456789"}
 
 
-def wrk(port: int, path: str, headers: dict[str, str], seconds: int, connections: int) -> float:
+def wrk(port: int, path: str, headers: dict[str, str], seconds: int, connections: int,
+        warm_up: bool = False) -> float:
     args = [*pinned(LOAD_CPU), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s"]
     for name, value in (headers or PADDING).items():
         args += ["-H", f"{name}: {value}"]
     out = subprocess.run([*args, f"http://127.0.0.1:{port}/{path}"], capture_output=True,
                          text=True, check=True).stdout
-    if "Non-2xx" in out:
+    if "Non-2xx" in out and not warm_up:  # cold caches (extAuth's first calls) may fail
         raise SystemExit(f"{path}: non-2xx answers\n{out}")
     match = re.search(r"Requests/sec:\s+([\d.]+)", out)
     assert match, out
@@ -231,7 +232,7 @@ def main() -> None:
         try:
             routes = [r for r in ROUTES if r[0] != "rateLimit-global" or redis is not None]
             for name, _, headers in routes:
-                wrk(gw.port, name, headers, 1, args.connections)  # warm up caches and pools
+                wrk(gw.port, name, headers, 1, args.connections, warm_up=True)
             # Interleaved rounds, the order reversed every other round, medians reported: slow
             # drift of a shared machine then hits every policy alike (as run-peers.sh does).
             samples: dict[str, list[float]] = {name: [] for name, _, _ in routes}
