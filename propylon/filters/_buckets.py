@@ -80,9 +80,14 @@ class Lease:
         self.until = until
 
 
+def refill(tokens: float, last: float, now: float, capacity: float, rate: float) -> float:
+    """A bucket's tokens at ``now``, given what it held at ``last``."""
+    return min(capacity, tokens + (now - last) * rate)
+
+
 def take(tokens: float, last: float, now: float, capacity: float, rate: float
          ) -> tuple[bool, float]:
-    tokens = min(capacity, tokens + (now - last) * rate)
+    tokens = refill(tokens, last, now, capacity, rate)
     if tokens >= 1.0:
         return True, tokens - 1.0
     return False, tokens
@@ -150,7 +155,7 @@ class SharedBuckets:
             offset = free
         elif free == -1:
             offset = start  # every slot busy: share the home slot's bucket (stricter, bounded)
-        tokens = min(capacity, tokens + (now - last) * rate)
+        tokens = refill(tokens, last, now, capacity, rate)
         lent = min(LEASE_MAX, int(tokens) // LEASE_SHARE) if tokens >= 1.0 else 0
         allowed = tokens >= 1.0
         if allowed:
