@@ -296,29 +296,90 @@ def _text(data: Any) -> str:
 # -- the JSON text of an IR object, written directly ----------------------------------------
 # ``text_of(x)`` is ``json.dumps(to_data(x), sort_keys=True, separators=(",", ":"))`` without
 # the intermediate data: sealing a snapshot of 10,000 routes built a million dicts and lists
-# only to encode them once. Each class's writer is made once: its fields in key order (the
-# action tag "@type" among them), defaults left out as ``to_data`` leaves them out. Values
-# are written as ``json`` writes them (ASCII-escaped strings, ``repr`` of ints and floats,
-# NaN and Infinity); anything else (subclasses of the scalars, other objects, dicts with keys
-# that are not strings) goes through ``to_data`` and ``json`` as before.
+# only to encode them once. Each class's writer is made once, from its fields' type hints:
+# fields in key order (the action tag "@type" among them), defaults left out as ``to_data``
+# leaves them out, and each value written by an expression chosen for its declared type (a
+# string escaped, a tuple of IR objects joined by their class's writer, a plain JSON dict by
+# the ``json`` module), which falls back to ``text_of`` whenever the value's class is not the
+# one declared. Values are written as ``json`` writes them (ASCII-escaped strings, ``repr`` of
+# ints and floats, NaN and Infinity); anything else (subclasses of the scalars, other objects,
+# dicts with keys that are not strings) goes through ``to_data`` and ``json`` as before.
 _ESCAPED: Callable[[str], str] = json.encoder.encode_basestring_ascii
+# json's own C encoder, made once (``json.dumps`` makes one per call): what
+# ``json.dumps(value, sort_keys=True, separators=(",", ":"))`` writes, as chunks to join.
+_C_ENCODER: Any = json.encoder.c_make_encoder  # type: ignore[attr-defined]
+_JSON_CHUNKS: Any = (None if _C_ENCODER is None else
+                     _C_ENCODER(None, None, _ESCAPED, None, ":", ",", True, False, True))
+
+
+def _json_sorted(value: Any) -> str:
+    if _JSON_CHUNKS is None:  # no C accelerator
+        return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return "".join(_JSON_CHUNKS(value, 0))
+
+
+_PLAIN_LEAVES = frozenset({str, int, float, bool, type(None)})
 
 
 def text_of(value: Any) -> str:
     write = _WRITERS.get(value.__class__)
     if write is None:
-        write = _WRITERS[value.__class__] = _writer(value.__class__)
+        write = _writer_of(value.__class__)
     return write(value)
+
+
+def _writer_of(cls: type) -> Callable[[Any], str]:
+    found = _WRITERS.get(cls)
+    if found is None:
+        _WRITERS[cls] = lambda value: _WRITERS[cls](value)  # while being made (recursion)
+        found = _WRITERS[cls] = _writer(cls)
+    return found
 
 
 def _list_text(items: Sequence[Any]) -> str:
     return "[" + ",".join([text_of(item) for item in items]) + "]"
 
 
+def _str_list_text(items: Sequence[Any]) -> str:
+    if not items:
+        return "[]"
+    if all(item.__class__ is str for item in items):
+        return "[" + ",".join(map(_ESCAPED, items)) + "]"
+    return _list_text(items)
+
+
+def _object_list_writer(cls: type) -> Callable[[Sequence[Any]], str]:
+    """The writer of a list of ``cls`` objects (others in it written by ``text_of``)."""
+    write = _writer_of(cls)
+
+    def write_list(items: Sequence[Any]) -> str:
+        if not items:
+            return "[]"
+        return "[" + ",".join([write(item) if item.__class__ is cls else text_of(item)
+                               for item in items]) + "]"
+    return write_list
+
+
 def _dict_text(data: dict[Any, Any]) -> str:
+    if _plain(data):  # str keys and JSON values only: what json writes is this text
+        return _json_sorted(data)
     if not all(key.__class__ is str for key in data):
         return _text_via_data(data)
     return "{" + ",".join([_ESCAPED(key) + ":" + text_of(data[key]) for key in sorted(data)]) + "}"
+
+
+def _plain(value: Any) -> bool:
+    """Whether ``value`` is made of dicts with str keys, lists, tuples and JSON scalars only
+    (exact classes: a subclass may be written otherwise by ``to_data``)."""
+    cls = value.__class__
+    if cls is dict:
+        for key, item in value.items():
+            if key.__class__ is not str or not (item.__class__ in _PLAIN_LEAVES or _plain(item)):
+                return False
+        return True
+    if cls is list or cls is tuple:
+        return all(item.__class__ in _PLAIN_LEAVES or _plain(item) for item in value)
+    return cls in _PLAIN_LEAVES
 
 
 def _float_text(value: float) -> str:
@@ -333,33 +394,104 @@ def _text_via_data(value: Any) -> str:
     return json.dumps(to_data(value), sort_keys=True, separators=(",", ":"))
 
 
+def _is_ir_class(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp) and tp.__module__ == model.__name__
+
+
+def _value_expr(hint: Any, var: str, scope: dict[str, Any]) -> str:
+    """A Python expression giving the text of the value in ``var``, declared as ``hint``;
+    what it needs is put in ``scope``. Every expression checks the value's class and gives
+    ``text_of(var)`` for any other, so a hint that does not hold changes nothing."""
+    fallback = f"text_of({var})"
+    if hint is str:
+        return f"(escaped({var}) if {var}.__class__ is str else {fallback})"
+    if hint is bool:
+        return f'("true" if {var} is True else "false" if {var} is False else {fallback})'
+    if hint is int:
+        return f"(int_repr({var}) if {var}.__class__ is int else {fallback})"
+    if hint is float:  # finite floats: x - x is 0.0 (NaN and the infinities give NaN)
+        return f"(float_repr({var}) if {var}.__class__ is float and {var} - {var} == 0.0 " \
+               f"else {fallback})"
+    if _is_ir_class(hint):
+        name = _scoped(scope, hint, "c")
+        write = _scoped(scope, _writer_of(hint), "w")
+        return f"({write}({var}) if {var}.__class__ is {name} else {fallback})"
+    origin, args = get_origin(hint), get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        others = [a for a in args if a is not type(None)]
+        if len(others) == 1:
+            inner = _value_expr(others[0], var, scope)
+        elif all(_is_ir_class(a) for a in others):  # the action union
+            inner = "".join(f"{_scoped(scope, _writer_of(a), 'w')}({var}) if {var}.__class__ is "
+                            f"{_scoped(scope, a, 'c')} else " for a in others) + fallback
+            inner = f"({inner})"
+        else:
+            inner = fallback
+        return f'("null" if {var} is None else {inner})' if len(others) < len(args) else inner
+    if origin is tuple and len(args) == 2 and args[1] is Ellipsis:
+        item = args[0]
+        if item is str:
+            write_list: Callable[[Sequence[Any]], str] = _str_list_text
+        elif _is_ir_class(item):
+            write_list = _object_list_writer(item)
+        else:
+            write_list = _list_text
+        name = _scoped(scope, write_list, "l")
+        return (f'(("[]" if not {var} else {name}({var})) if {var}.__class__ is tuple '
+                f"else {fallback})")
+    if origin is dict:
+        return f"(dict_text({var}) if {var}.__class__ is dict else {fallback})"
+    return fallback
+
+
+def _scoped(scope: dict[str, Any], value: Any, prefix: str) -> str:
+    for name, known in scope.items():
+        if known is value and name.startswith(prefix):
+            return name
+    name = f"{prefix}{sum(1 for n in scope if n.startswith(prefix))}"
+    scope[name] = value
+    return name
+
+
 def _writer(cls: type) -> Callable[[Any], str]:
-    """The writer of an IR class: its fields unrolled into one function (a loop over a plan
+    """The writer of an IR class: its fields unrolled into one expression (a loop over a plan
     per object cost as much as building the data)."""
-    if not (dataclasses.is_dataclass(cls) and cls.__module__ == model.__name__):
+    if not _is_ir_class(cls):
         return _text_via_data
     fields, tag = _PLANS.get(cls) or _plan(cls)
+    hints = _hints(cls)
     keyed: list[tuple[str, str | None, Any]] = [(name, name, default) for name, default in fields]
     if tag is not None:
         keyed.append(("@type", None, tag))
     keyed.sort(key=lambda item: item[0])
-    scope: dict[str, Any] = {"text_of": text_of, "escaped": _ESCAPED, "str": str, "KEEP": _KEEP}
-    lines = ["def write(value):", "    out = []"]
+    scope: dict[str, Any] = {"text_of": text_of, "escaped": _ESCAPED, "int_repr": int.__repr__,
+                             "float_repr": float.__repr__, "dict_text": _dict_text}
+    # Each key carries the comma before it, the first one too when it may be left out (then
+    # the text's first character is dropped).
+    first_omitted = keyed[0][1] is not None and keyed[0][2] is not _KEEP
+    lines = ["def write(value):"]
+    parts = []
     for index, (key, name, default) in enumerate(keyed):
-        scope[f"k{index}"] = _ESCAPED(key) + ":"
+        comma = "," if index or first_omitted else ""
         if name is None:  # the action tag
-            lines.append(f"    out.append(k{index} + {_ESCAPED(default)!r})")
+            scope[f"k{index}"] = f"{comma}{_ESCAPED(key)}:{_ESCAPED(default)}"
+            parts.append(f"{{k{index}}}")
             continue
-        scope[f"d{index}"] = default
-        lines.append(f"    item = value.{name}")
-        indent = "    "
-        if default is not _KEEP:
-            lines.append(f"    if item != d{index}:")
-            indent = "        "
-        lines.append(f"{indent}out.append(k{index} + (escaped(item) if item.__class__ is str "
-                     "else text_of(item)))")
-    lines.append('    return "{" + ",".join(out) + "}"')
-    exec("\n".join(lines), scope)  # made from the class's own field names
+        scope[f"k{index}"] = f"{comma}{_ESCAPED(key)}:"
+        lines.append(f"    x{index} = value.{name}")
+        expr = _value_expr(hints[name], f"x{index}", scope)
+        if default is _KEEP:
+            parts.append(f"{{k{index}}}{{{expr}}}")
+        else:
+            scope[f"d{index}"] = default
+            parts.append(f'{{((k{index} + {expr}) if x{index} != d{index} else "")}}')
+    text = "f'" + "".join(parts) + "'"
+    if first_omitted:
+        lines.append(f"    text = {text}")
+        lines.append('    return "{" + text[1:] + "}"')
+    else:
+        lines.append(f'    return "{{" + {text} + "}}"')
+    exec("\n".join(lines), scope)  # made from the class's own field names and hints
     return typing.cast(Callable[[Any], str], scope["write"])
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from propylon import ir
 from propylon.config import load_paths
+from propylon.ir import model
 from propylon.ir.codec import text_of
 from propylon.translate import translate
 
@@ -107,3 +108,37 @@ def test_decoding_fills_defaults_and_refuses_what_is_missing() -> None:
     assert match.path is not ir.from_data(ir.MatchIR, {}).path
     with pytest.raises(TypeError, match="port"):
         ir.from_data(ir.EndpointIR, {"address": "x"})
+
+
+class _Text(str):
+    pass
+
+
+class _Count(int):
+    pass
+
+
+@pytest.mark.parametrize("value", [
+    pytest.param(ir.ForwardIR([ir.BackendIR("a/u", True)], timeout=5,  # type: ignore[arg-type]
+                              unresolved_weight=2), id="list-bool-int-for-declared-types"),
+    pytest.param(ir.ForwardIR((ir.BackendIR(_Text("a/u"), _Count(2)),), timeout=float("inf")),
+                 id="subclasses-and-infinity"),
+    pytest.param(ir.RuleIR("r", "Route a/x", _Text("n"), ("*.a", _Text("b")),
+                           (ir.MatchIR(method=None), {"path": "not a match"}),  # type: ignore[arg-type]
+                           ir.DirectResponseIR(200, "é\x00"),
+                           (ir.PolicyIR("headers", {"b": (1, 2.5), "a": {"z": None}}, "s"),
+                            ir.PolicyIR("cors", {1: "x", "1": "y"}, "s"),  # type: ignore[dict-item]
+                            ir.PolicyIR("cors", {"k": _Text("v"), "n": float("nan")}, "s"))),
+                 id="rule-with-odd-fields"),
+    pytest.param(ir.RuleIR("r", "Route a/x", None, (), (), None, None,  # type: ignore[arg-type]
+                           [], 1),  # type: ignore[arg-type]
+                 id="rule-with-none-and-lists"),
+    pytest.param(ir.SnapshotIR(gateways=(), consumers=(model.ConsumerIR("a/c", "c", {"k": "v"}),)),
+                 id="first-key-left-out-when-default-here-kept"),
+    pytest.param(ir.SnapshotIR(gateways=()), id="first-key-left-out"),
+    pytest.param(ir.RedirectIR(301, prefix="/p"), id="redirect-prefix"),
+])
+def test_text_of_values_not_as_declared_is_their_json(value: object) -> None:
+    """Each writer writes a field by the type its hint declares, and any other value as
+    ``to_data`` and ``json`` do: the same text either way."""
+    assert text_of(value) == _whole(value)
