@@ -57,11 +57,9 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
     # which this loader has none of, and were a tenth of the time spent loading YAML.
     def resolve(self, kind: type[yaml.Node], value: str | None, implicit: Any) -> str:
         if kind is yaml.ScalarNode:
-            if implicit[0]:
-                assert value is not None
-                for tag, regexp in _IMPLICIT.get(value[:1], _WILDCARD):
-                    if regexp.match(value):
-                        return str(tag)
+            if implicit[0]:  # a plain scalar: its tag depends on its text only
+                tag = _PLAIN_TAGS.get(value or "")
+                return _plain_tag(value or "") if tag is None else tag
             return _STR
         return _MAP if kind is yaml.MappingNode else _SEQ
 
@@ -83,6 +81,26 @@ _IMPLICIT = {
     first: (*_Loader.yaml_implicit_resolvers.get(first, ()), *_WILDCARD)
     for first in {*_Loader.yaml_implicit_resolvers, ""} - {None}
 }
+# The tags of plain scalars met lately, by text: field names and common values repeat (the
+# 960,000 nodes of 10,000 Routes have a few dozen frequent texts); emptied when full.
+_PLAIN_TAGS: dict[str, str] = {}
+_PLAIN_TAGS_MAX = 4096
+_PLAIN_TEXT_MAX = 64  # characters: longer texts are rarely repeated
+
+
+def _plain_tag(value: str) -> str:
+    tag = _STR
+    for resolver_tag, regexp in _IMPLICIT.get(value[:1], _WILDCARD):
+        if regexp.match(value):
+            tag = str(resolver_tag)
+            break
+    if len(value) <= _PLAIN_TEXT_MAX:
+        if len(_PLAIN_TAGS) >= _PLAIN_TAGS_MAX:
+            _PLAIN_TAGS.clear()
+        _PLAIN_TAGS[value] = tag
+    return tag
+
+
 # What aliases may add to the documents of a text, in nodes, beyond one node per character
 # of each document (which no document without aliases reaches): generous for
 # `<<: *defaults`, fatal to an alias bomb (a kilobyte of nested aliases names billions of
@@ -117,11 +135,12 @@ def parse_documents(text: str, filename: str) -> tuple[list[Document], list[Conf
     documents: list[Document] = []
     errors: list[ConfigError] = []
     budget = _AliasBudget()
+    anchors = "&" in text  # without one, no node can be met twice (an alias names an anchor)
     try:
         while loader.check_node():
             node = loader.get_node()
             doc = (None if node is None
-                   else _document(loader, node, budget, errors, filename, text))
+                   else _document(loader, node, budget, errors, filename, text, anchors))
             if doc is not None:
                 documents.append(doc)
     except yaml.MarkedYAMLError as exc:
@@ -153,11 +172,12 @@ class _AliasBudget:
 
 def _document(
     loader: Any, node: yaml.Node, budget: _AliasBudget, errors: list[ConfigError], filename: str,
-    text: str,
+    text: str, anchors: bool,
 ) -> Document | None:
     doc = Document(data=None, line=node.start_mark.line + 1, column=node.start_mark.column + 1)
     try:
-        doc.data = _PlainWalk(loader).data(node, 0)
+        doc.data = (_PlainWalk(loader).data(node, 0) if anchors
+                    else _plain_data(loader, node))
     except _NotPlain:
         pass
     else:
@@ -187,6 +207,55 @@ _SCALARS: dict[str, Any] = {
     "tag:yaml.org,2002:int": _Loader.construct_yaml_int,
     "tag:yaml.org,2002:float": _Loader.construct_yaml_float,
 }
+_ScalarNode, _MappingNode, _SequenceNode = yaml.ScalarNode, yaml.MappingNode, yaml.SequenceNode
+
+
+def _plain_data(loader: Any, root: yaml.Node) -> Any:
+    """What ``_PlainWalk`` gives for a document of a text without anchors (no ``&``), where
+    no node can be met twice: the same data and the same refusals (merge keys, duplicate
+    keys, other tags, nesting deeper than ``MAX_DEPTH``) without a set of visited nodes.
+    Every node of a resource goes through here, so it is written for speed: string
+    scalars (most nodes) are taken inline, types compared with ``is``."""
+    scalars, str_tag, null_tag = _SCALARS, _STR, _NULL
+    scalar_node, mapping_node, sequence_node = _ScalarNode, _MappingNode, _SequenceNode
+
+    def scalar(node: yaml.ScalarNode) -> Any:
+        tag = node.tag
+        if tag == null_tag:
+            return None
+        make = scalars.get(tag)
+        if make is None:
+            raise _NotPlain
+        return make(loader, node)
+
+    def collection(node: yaml.Node, depth: int) -> Any:
+        # ``depth`` is this node's; its children are one deeper
+        kind, items = type(node), node.value
+        if items and depth >= MAX_DEPTH:
+            raise _NotPlain
+        depth += 1
+        if kind is mapping_node and node.tag == _MAP:
+            data: dict[str, Any] = {}
+            for key_node, value_node in items:
+                if type(key_node) is not scalar_node or key_node.value == "<<":
+                    raise _NotPlain  # a merge key, or a key that is not a name
+                if type(value_node) is scalar_node:
+                    data[key_node.value] = (value_node.value if value_node.tag == str_tag
+                                            else scalar(value_node))
+                else:
+                    data[key_node.value] = collection(value_node, depth)
+            if len(data) != len(items):
+                raise _NotPlain  # a duplicate key, reported at its line by _mapping_children
+            return data
+        if kind is sequence_node and node.tag == _SEQ:
+            return [(item.value if item.tag == str_tag else scalar(item))
+                    if type(item) is scalar_node else collection(item, depth)
+                    for item in items]
+        raise _NotPlain
+
+    if type(root) is scalar_node:
+        return root.value if root.tag == str_tag else scalar(root)
+    return collection(root, 0)
 
 
 class _PlainWalk:
@@ -195,7 +264,8 @@ class _PlainWalk:
     positions of its nodes are not recorded: they are only needed to report a problem, and
     ``LazyMarks`` finds them again then. Aliases (a node met again), merge keys, duplicate
     keys, other tags and nesting deeper than ``MAX_DEPTH`` raise ``_NotPlain``: the two
-    slower steps handle those, with the alias budget and every position."""
+    slower steps handle those, with the alias budget and every position. Texts without
+    anchors take ``_plain_data`` instead."""
 
     __slots__ = ("loader", "visited")
 
