@@ -167,6 +167,9 @@ class _PolicyCheck:
     def __init__(self, env: FilterEnv) -> None:
         self.env = env
         self.errors: dict[tuple[str, str, str], str | None] = {}
+        # the spec-only policies built without error, by type and spec: building one reads
+        # only its spec (its source is a label), so it builds from any other source too
+        self.built: set[tuple[str, str]] = set()
         self.last = _LAST_CHECKS[0]
         self.kept: dict[int, tuple[ir.PolicyIR, str | None]] = {}
 
@@ -186,11 +189,17 @@ class _PolicyCheck:
         if last is not None and last[0] is policy:
             error = last[1]
         else:
-            key = (policy.type, policy.source, json.dumps(policy.spec, sort_keys=True,
-                                                          default=str))
-            if key not in self.errors:
-                self.errors[key] = self._error(policy)
-            error = self.errors[key]
+            spec = json.dumps(policy.spec, sort_keys=True, default=str)
+            spec_only = policy.type in _SPEC_ONLY_TYPES
+            if spec_only and (policy.type, spec) in self.built:
+                error = None
+            else:
+                key = (policy.type, policy.source, spec)
+                if key not in self.errors:
+                    self.errors[key] = self._error(policy)
+                error = self.errors[key]
+                if spec_only and error is None:
+                    self.built.add((policy.type, spec))
         if policy.type in _SPEC_ONLY_TYPES:
             self.kept[id(policy)] = (policy, error)
         return error

@@ -66,7 +66,7 @@ def resolve_backends(
             unresolved_weight += backend.weight
             continue
         key = upstream_key(backend.upstream, owner.namespace)
-        error = _reference_error(ctx, owner, key)
+        error = reference_error(ctx, owner, key)
         if error:
             ctx.fail(owner, error, field=f"{field}.backends[{index}].upstream")
         backends.append(BackendIR(key, backend.weight))
@@ -76,7 +76,7 @@ def resolve_backends(
     mirror = None
     if forward.mirror is not None:
         key = upstream_key(forward.mirror.upstream, owner.namespace)
-        error = _reference_error(ctx, owner, key)
+        error = reference_error(ctx, owner, key)
         if error:
             ctx.fail(owner, error, field=f"{field}.mirror.upstream")
         mirror = MirrorIR(key, forward.mirror.percent)
@@ -102,6 +102,16 @@ def _retries(forward: Forward) -> RetryIR | None:
 
 def upstream_key(reference: str, own_namespace: str) -> str:
     return reference if "/" in reference else f"{own_namespace}/{reference}"
+
+
+def reference_error(ctx: GatewayContext, owner: RouteLike, key: str) -> str | None:
+    """Why rules of ``owner`` may not forward to the Upstream ``key`` on this Gateway, or
+    None; worked out once per Gateway for each namespace and key (most rules of a large
+    configuration name the same few Upstreams)."""
+    known, pair = ctx.references, (owner.namespace, key)
+    if pair not in known:
+        known[pair] = _reference_error(ctx, owner, key)
+    return known[pair]
 
 
 def _reference_error(ctx: GatewayContext, owner: RouteLike, key: str) -> str | None:

@@ -18,6 +18,8 @@ class GatewayContext:
     inventory: Inventory
     status: StatusBook
     invalid: set[str] = field(default_factory=set)  # refs "Kind namespace/name"
+    # (namespace of a rule's owner, Upstream key) -> why it may not be used, None if it may
+    references: dict[tuple[str, str], str | None] = field(default_factory=dict)
 
     def fail(self, owner: RouteLike, reason: str, *, field: str | None = None) -> None:
         """Mark ``owner`` Invalid (for this Gateway, so its rules are replaced); ``field`` is

@@ -10,6 +10,7 @@ header and query conditions (a conflicting method does not nest).
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 
@@ -27,7 +28,7 @@ def build_matches(
     kept: list[IndexedMatch] = []
     errors: list[FieldError] = []
     for index, match in enumerate(matches):
-        bad = _regex_errors(match, f"{field}.matches[{index}]")
+        bad = _regex_errors(match, f"{field}.matches[{index}]") if _has_regex(match) else None
         if bad:
             errors.extend(bad)
         else:
@@ -36,12 +37,18 @@ def build_matches(
 
 
 def build_match(match: Match) -> MatchIR:
+    path, headers, query = match.path, match.headers, match.query
     return MatchIR(
-        path=PathMatchIR(match.path.kind, match.path.value),
-        method=match.method,
-        headers=tuple(_value_match(v, lower=True) for v in match.headers),
-        query=tuple(_value_match(v, lower=False) for v in match.query),
+        PathMatchIR(path.kind, path.value),
+        match.method,
+        tuple([_value_match(v, lower=True) for v in headers]) if headers else (),
+        tuple([_value_match(v, lower=False) for v in query]) if query else (),
     )
+
+
+def _has_regex(match: Match) -> bool:
+    return (match.path.regex is not None or any(h.regex is not None for h in match.headers)
+            or any(q.regex is not None for q in match.query))
 
 
 def _value_match(match: ValueMatch, lower: bool) -> ValueMatchIR:
@@ -60,6 +67,7 @@ def _regex_errors(match: Match, field: str) -> list[FieldError]:
     ]
 
 
+@functools.lru_cache(maxsize=4096)  # the same pattern on many rules is compiled once
 def _compile_error(pattern: str) -> str | None:
     try:
         re.compile(pattern)

@@ -124,15 +124,24 @@ def _candidates(
 def _spec(name: str, section: BaseModel, owner: Resource | None) -> dict[str, Any]:
     spec: dict[str, Any] = section.model_dump(mode="json", by_alias=True)
     if name == "headers":
-        base = owner.source.file if owner is not None and owner.source is not None else None
-        resolve_header_secrets(spec, os.path.dirname(os.path.abspath(base)) if base else None,
-                               needed_by=owner.ref if owner is not None else "")
+        if _has_secret_refs(spec):
+            base = owner.source.file if owner is not None and owner.source is not None else None
+            resolve_header_secrets(spec, os.path.dirname(os.path.abspath(base)) if base else None,
+                                   needed_by=owner.ref if owner is not None else "")
     elif owner is not None:
         # TLS CA files, like an Upstream's, are relative to the file defining the resource
         tls_holder = spec if name == "extAuth" else spec.get("jwks") if name == "jwt" else None
         if tls_holder and tls_holder.get("caFile"):
             tls_holder["caFile"] = resolve_path(tls_holder["caFile"], owner)
     return spec
+
+
+def _has_secret_refs(spec: dict[str, Any]) -> bool:
+    """Whether a header value of ``spec`` names a secret (what ``resolve_header_secrets``
+    replaces)."""
+    return any(isinstance(value, dict) and "secretRef" in value
+               for edits in spec.values() for op in ("set", "add")
+               for value in ((edits or {}).get(op) or {}).values())
 
 
 def resolve_header_secrets(
@@ -181,6 +190,8 @@ def resource_level(owner: RouteLike, targets: PolicyTargets) -> Level:
 
 def rule_level(draft: Draft, targets: PolicyTargets) -> Level:
     owner, rule = draft.owner, draft.rule
+    if not rule.policies and rule.name is None:
+        return []
     where = f"{owner.ref} rule {draft.label}"
     level: Level = []
     for item in rule.policies:
@@ -190,11 +201,22 @@ def rule_level(draft: Draft, targets: PolicyTargets) -> Level:
     return level
 
 
-def draft_levels(gateway: Level, draft: Draft, targets: PolicyTargets) -> list[Level]:
-    owners = {d.owner.ref: d.owner for d in (*draft.parents, draft)}  # outermost first
+def draft_levels(
+    gateway: Level, draft: Draft, targets: PolicyTargets,
+    resource_levels: dict[str, Level] | None = None,
+) -> list[Level]:
+    """The levels of ``draft``; ``resource_levels`` keeps each resource's level for the next
+    draft of the same build (a Route's rules all have its level)."""
+    path = (*draft.parents, draft) if draft.parents else (draft,)
+    owners = {d.owner.ref: d.owner for d in path}  # outermost first
+    known = {} if resource_levels is None else resource_levels
     levels = [gateway]
-    levels += [resource_level(owner, targets) for owner in owners.values()]
-    levels += [rule_level(d, targets) for d in (*draft.parents, draft)]
+    for ref, owner in owners.items():
+        level = known.get(ref)
+        if level is None:
+            level = known[ref] = resource_level(owner, targets)
+        levels.append(level)
+    levels += [rule_level(d, targets) for d in path]
     return levels
 
 
@@ -203,6 +225,8 @@ def attach_policies(
 ) -> tuple[PolicyIR, ...]:
     """The winning policy of each type, in the table's order (``policy_types().rank``:
     plugins included); losers' statuses updated."""
+    if not any(levels):
+        return ()
     winners = choose_winners(levels)
     for level in levels:
         for cand in level:

@@ -30,13 +30,20 @@ def build_rules(
     """The Gateway's rules, in order, each with the draft it comes from."""
     response = invalid_route_response(ctx)
     rules: list[tuple[Draft, RuleIR]] = []
+    resource_levels: dict[str, Level] = {}
+    # with only the Gateway's inline sections as candidates, a rule's policies are the
+    # Gateway's defaults (attaching them reports nothing): the same objects for every rule
+    inline_only = all(c.policy is None for c in gateway_policies)
     for draft in drafts:
         if ctx.is_invalid(draft.owner):
             if draft.matches:  # a rule left with no valid match could never answer
                 rules.append((draft, replaced_rule(draft, response, default_policies)))
         elif draft.action is not None:
-            levels = draft_levels(gateway_policies, draft, targets)
-            policies = attach_policies(levels, ctx.status, ctx.gateway.key)
+            levels = draft_levels(gateway_policies, draft, targets, resource_levels)
+            if inline_only and not any(levels[1:]):
+                policies = default_policies
+            else:
+                policies = attach_policies(levels, ctx.status, ctx.gateway.key)
             rules.append((draft, _rule(draft, draft.action, policies, replaced=False)))
     return rules
 
@@ -58,14 +65,6 @@ def _rule(
     policies: tuple[PolicyIR, ...],
     replaced: bool,
 ) -> RuleIR:
-    return RuleIR(
-        id=draft.id,
-        route=draft.owner.ref,
-        name=draft.rule.name,
-        hostnames=draft.hostnames,
-        matches=draft.matches,
-        action=action,
-        policies=policies,
-        delegated_from=tuple(p.id for p in draft.parents),
-        replaced=replaced,
-    )
+    parents = draft.parents
+    return RuleIR(draft.id, draft.owner.ref, draft.rule.name, draft.hostnames, draft.matches,
+                  action, policies, tuple([p.id for p in parents]) if parents else (), replaced)

@@ -55,9 +55,7 @@ def _sharing_entries(rules: Sequence[tuple[Draft, RuleIR]]) -> list[RouterEntry[
     for _, rule in rules:
         entry = known.get(id(rule))
         if entry is None or entry[0] is not rule:
-            buckets = _rule_buckets(rule)
-            entry = (rule, buckets, [b for own in buckets for b in own], any(
-                m.path.kind == "regex" and m.path.value in CATCH_ALLS for m in rule.matches))
+            entry = _rule_entry(rule)
         made[id(rule)] = entry
         catch_all = catch_all or entry[3]
         every += entry[2]
@@ -84,14 +82,24 @@ _Bucket = tuple[str, str, str]  # host table, path kind, path as the router keys
 _BUCKETS: dict[int, tuple[RuleIR, list[tuple[_Bucket, ...]], list[_Bucket], bool]] = {}
 
 
-def _rule_buckets(rule: RuleIR) -> list[tuple[_Bucket, ...]]:
-    hosts = tuple(dict.fromkeys(h.lower() for h in rule.hostnames)) or ("*",)
-    buckets = []
+def _rule_entry(rule: RuleIR) -> tuple[RuleIR, list[tuple[_Bucket, ...]], list[_Bucket], bool]:
+    """``rule``, its buckets (one tuple per match), all of them in one list, and whether one
+    of its matches is a catch-all regex."""
+    hostnames = rule.hostnames
+    hosts = tuple(dict.fromkeys([h.lower() for h in hostnames])) if hostnames else ("*",)
+    buckets: list[tuple[_Bucket, ...]] = []
+    every: list[_Bucket] = []
+    catch_all = False
     for match in rule.matches:
         kind, value = match.path.kind, match.path.value
-        key = value.rstrip("/") if kind == "prefix" else value
-        buckets.append(tuple((host, kind, key) for host in hosts))
-    return buckets
+        if kind == "prefix":
+            value = value.rstrip("/")
+        elif kind == "regex" and value in CATCH_ALLS:
+            catch_all = True
+        own = tuple([(host, kind, value) for host in hosts])
+        buckets.append(own)
+        every += own
+    return rule, buckets, every, catch_all
 
 
 def rule_name(draft: Draft) -> str:
