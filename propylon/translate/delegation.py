@@ -85,16 +85,11 @@ def build_draft(
                 field=f"{field}.matches[{k}].path",
             )
     own_id = f"{owner.kind.lower()}:{owner.key}:{index}"
-    return Draft(
-        owner=owner,
-        index=index,
-        rule=rule,
-        id=own_id if parent is None else f"{own_id}@{parent.id}",
-        hostnames=hostnames,
-        matches=tuple(matches),
-        action=build_action(ctx, owner, rule, field),
-        parents=() if parent is None else (*parent.parents, parent),
-    )
+    if parent is None:  # positional: a large configuration makes tens of thousands
+        return Draft(owner, index, rule, own_id, hostnames, tuple(matches),
+                     build_action(ctx, owner, rule, field))
+    return Draft(owner, index, rule, f"{own_id}@{parent.id}", hostnames, tuple(matches),
+                 build_action(ctx, owner, rule, field), (*parent.parents, parent))
 
 
 def resolve_delegation(

@@ -47,8 +47,12 @@ def build_match(match: Match) -> MatchIR:
 
 
 def _has_regex(match: Match) -> bool:
-    return (match.path.regex is not None or any(h.regex is not None for h in match.headers)
-            or any(q.regex is not None for q in match.query))
+    if match.path.regex is not None:
+        return True
+    for condition in (*match.headers, *match.query) if match.headers or match.query else ():
+        if condition.regex is not None:
+            return True
+    return False
 
 
 def _value_match(match: ValueMatch, lower: bool) -> ValueMatchIR:
