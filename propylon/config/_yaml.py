@@ -215,47 +215,49 @@ def _plain_data(loader: Any, root: yaml.Node) -> Any:
     no node can be met twice: the same data and the same refusals (merge keys, duplicate
     keys, other tags, nesting deeper than ``MAX_DEPTH``) without a set of visited nodes.
     Every node of a resource goes through here, so it is written for speed: string
-    scalars (most nodes) are taken inline, types compared with ``is``."""
-    scalars, str_tag, null_tag = _SCALARS, _STR, _NULL
-    scalar_node, mapping_node, sequence_node = _ScalarNode, _MappingNode, _SequenceNode
+    scalars (most nodes) are taken inline, types compared with ``is``. (Module functions,
+    not closures: a closure that calls itself is a reference cycle, and loading runs with
+    the cyclic collector paused, then freezes what is left.)"""
+    if type(root) is _ScalarNode:
+        return root.value if root.tag == _STR else _plain_scalar(loader, root)
+    return _plain_collection(loader, root, 0)
 
-    def scalar(node: yaml.ScalarNode) -> Any:
-        tag = node.tag
-        if tag == null_tag:
-            return None
-        make = scalars.get(tag)
-        if make is None:
-            raise _NotPlain
-        return make(loader, node)
 
-    def collection(node: yaml.Node, depth: int) -> Any:
-        # ``depth`` is this node's; its children are one deeper
-        kind, items = type(node), node.value
-        if items and depth >= MAX_DEPTH:
-            raise _NotPlain
-        depth += 1
-        if kind is mapping_node and node.tag == _MAP:
-            data: dict[str, Any] = {}
-            for key_node, value_node in items:
-                if type(key_node) is not scalar_node or key_node.value == "<<":
-                    raise _NotPlain  # a merge key, or a key that is not a name
-                if type(value_node) is scalar_node:
-                    data[key_node.value] = (value_node.value if value_node.tag == str_tag
-                                            else scalar(value_node))
-                else:
-                    data[key_node.value] = collection(value_node, depth)
-            if len(data) != len(items):
-                raise _NotPlain  # a duplicate key, reported at its line by _mapping_children
-            return data
-        if kind is sequence_node and node.tag == _SEQ:
-            return [(item.value if item.tag == str_tag else scalar(item))
-                    if type(item) is scalar_node else collection(item, depth)
-                    for item in items]
+def _plain_scalar(loader: Any, node: yaml.ScalarNode) -> Any:
+    tag = node.tag
+    if tag == _NULL:
+        return None
+    make = _SCALARS.get(tag)
+    if make is None:
         raise _NotPlain
+    return make(loader, node)
 
-    if type(root) is scalar_node:
-        return root.value if root.tag == str_tag else scalar(root)
-    return collection(root, 0)
+
+def _plain_collection(loader: Any, node: yaml.Node, depth: int) -> Any:
+    # ``depth`` is this node's; its children are one deeper
+    kind, items = type(node), node.value
+    if items and depth >= MAX_DEPTH:
+        raise _NotPlain
+    depth += 1
+    scalar_node, str_tag = _ScalarNode, _STR
+    if kind is _MappingNode and node.tag == _MAP:
+        data: dict[str, Any] = {}
+        for key_node, value_node in items:
+            if type(key_node) is not scalar_node or key_node.value == "<<":
+                raise _NotPlain  # a merge key, or a key that is not a name
+            if type(value_node) is scalar_node:
+                data[key_node.value] = (value_node.value if value_node.tag == str_tag
+                                        else _plain_scalar(loader, value_node))
+            else:
+                data[key_node.value] = _plain_collection(loader, value_node, depth)
+        if len(data) != len(items):
+            raise _NotPlain  # a duplicate key, reported at its line by _mapping_children
+        return data
+    if kind is _SequenceNode and node.tag == _SEQ:
+        return [(item.value if item.tag == str_tag else _plain_scalar(loader, item))
+                if type(item) is scalar_node else _plain_collection(loader, item, depth)
+                for item in items]
+    raise _NotPlain
 
 
 class _PlainWalk:

@@ -6,6 +6,7 @@ data (types included), lines, columns, positions and errors."""
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +147,17 @@ def test_the_resolvers_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None
         loader.dispose()
     assert 0 < len(_yaml._PLAIN_TAGS) <= _yaml._PLAIN_TAGS_MAX
     assert "x" * (_yaml._PLAIN_TEXT_MAX + 1) not in _yaml._PLAIN_TAGS
+
+
+@pytest.mark.parametrize("name", ["yaml-1.1-scalars", "anchors-and-aliases", "merge-key",
+                                  "flow-everything", "duplicate-keys", "syntax-error"])
+def test_parsing_leaves_no_cyclic_garbage(name: str) -> None:
+    """Loading runs with the cyclic collector paused and then freezes what is left
+    (``runtime/gc_pause.py``): a reference cycle made while parsing would never be freed."""
+    gc.collect()
+    gc.disable()
+    try:
+        parse_documents(HANDWRITTEN[name] + "---\n" + HANDWRITTEN["unicode"], "f.yaml")
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
