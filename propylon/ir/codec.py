@@ -353,6 +353,9 @@ def _object_list_writer(cls: type) -> Callable[[Sequence[Any]], str]:
     write = _writer_of(cls)
 
     def write_list(items: Sequence[Any]) -> str:
+        if len(items) == 1:  # the usual match, backend or policy
+            item = items[0]
+            return "[" + (write(item) if item.__class__ is cls else text_of(item)) + "]"
         if not items:
             return "[]"
         return "[" + ",".join([write(item) if item.__class__ is cls else text_of(item)
@@ -370,16 +373,31 @@ def _dict_text(data: dict[Any, Any]) -> str:
 
 def _plain(value: Any) -> bool:
     """Whether ``value`` is made of dicts with str keys, lists, tuples and JSON scalars only
-    (exact classes: a subclass may be written otherwise by ``to_data``)."""
-    cls = value.__class__
-    if cls is dict:
-        for key, item in value.items():
-            if key.__class__ is not str or not (item.__class__ in _PLAIN_LEAVES or _plain(item)):
-                return False
-        return True
-    if cls is list or cls is tuple:
-        return all(item.__class__ in _PLAIN_LEAVES or _plain(item) for item in value)
-    return cls in _PLAIN_LEAVES
+    (exact classes: a subclass may be written otherwise by ``to_data``). One call walks it
+    all (a policy's spec is a few small nested dicts)."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        cls = node.__class__
+        if cls is dict:
+            for key, item in node.items():
+                if key.__class__ is not str:
+                    return False
+                kind = item.__class__
+                if kind is dict or kind is list or kind is tuple:
+                    stack.append(item)
+                elif kind not in _PLAIN_LEAVES:
+                    return False
+        elif cls is list or cls is tuple:
+            for item in node:
+                kind = item.__class__
+                if kind is dict or kind is list or kind is tuple:
+                    stack.append(item)
+                elif kind not in _PLAIN_LEAVES:
+                    return False
+        elif cls not in _PLAIN_LEAVES:
+            return False
+    return True
 
 
 def _float_text(value: float) -> str:
