@@ -2,7 +2,9 @@
 
 Traffic goes through new connections, so the kernel spreads it over the ten proxies
 (SO_REUSEPORT). A watcher polls /v1/status and writes down when each proxy ACKed which
-version: the timeline printed at the end of each test.
+version: the timeline printed at the end of each test. The two tests that send traffic share
+one fleet (``fleet``): each starts once every proxy runs the same version, with no rollout
+active, and leaves it so.
 """
 
 from __future__ import annotations
@@ -15,14 +17,24 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from itertools import pairwise
 from typing import Any
 
+import pytest
+
 from tests.integration.controlplane.conftest import Cluster, ControlPlane
-from tests.integration.controlplane.helpers import free_port, gateway, upstream, wait_until
+from tests.integration.controlplane.helpers import (
+    Processes,
+    free_port,
+    gateway,
+    upstream,
+    wait_until,
+)
 
 PROXIES = 10
-ROLLOUT = {"steps": [10, 50, 100], "interval": "4s", "maxErrorRatio": 0.05,
+INTERVAL = 2  # seconds between steps: asserted as the steps' least spacing
+ROLLOUT = {"steps": [10, 50, 100], "interval": f"{INTERVAL}s", "maxErrorRatio": 0.05,
            "minRequests": 20}
 KEY = "infra/edge"
 
@@ -124,6 +136,34 @@ def _setup(cluster: Cluster) -> tuple[ControlPlane, int, list[str]]:
     return plane, port, ids
 
 
+Fleet = tuple[ControlPlane, int, list[str]]  # the control plane, the Gateway's port, proxy ids
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
+    tmp = tmp_path_factory.mktemp("rollout")
+    procs = Processes(tmp)
+    try:
+        yield _setup(Cluster(procs, tmp))
+    finally:
+        procs.stop_all()
+
+
+def _settled(plane: ControlPlane, ids: list[str]) -> str:
+    """The version every proxy runs, once no rollout is active."""
+    def one_version() -> str | None:
+        fleet = _fleet(plane.get("/v1/status")[1])
+        if (fleet["rollout"] or {}).get("phase") in ("Progressing", "Paused"):
+            return None
+        running = {p["id"]: p.get("version") for p in fleet["proxies"] if p["connected"]}
+        versions = {running.get(proxy) for proxy in ids}
+        return versions.pop() if len(versions) == 1 and None not in versions else None
+
+    version = wait_until(one_version, timeout=30, what="every proxy on one version")
+    assert version is not None
+    return version
+
+
 def _start_proxy(cluster: Cluster, plane: ControlPlane, i: int) -> str:
     """Proxy ``i`` of the Gateway, one worker, reporting every 0.3 s; its id."""
     name = f"proxy-{i}"
@@ -166,8 +206,9 @@ def _print_timeline(title: str, rollout: dict[str, Any], watcher: Watcher,
         print(f"  {proxy}: ran {rollout['candidate']} {seen}")
 
 
-def test_a_good_change_reaches_every_proxy_in_steps(cluster: Cluster) -> None:
-    plane, port, ids = _setup(cluster)
+def test_a_good_change_reaches_every_proxy_in_steps(fleet: Fleet) -> None:
+    plane, port, ids = fleet
+    _settled(plane, ids)
     with Traffic(port) as traffic, Watcher(plane) as watcher:
         plane.must_put(_route(tag="2"))
         rollout = _wait_for_phase(plane, "Complete")
@@ -179,7 +220,7 @@ def test_a_good_change_reaches_every_proxy_in_steps(cluster: Cluster) -> None:
     assert [len(e["proxies"]) for e in given] == [1, 4, 5]
     assert [e["share"] for e in given] == [10, 50, 100]
     steps = [e["at"] for e in rollout["timeline"] if e["event"] in ("given", "complete")]
-    assert all(b - a >= 4.0 for a, b in pairwise(steps))
+    assert all(b - a >= INTERVAL for a, b in pairwise(steps))
     ran = watcher.ran(rollout["candidate"])
     first = given[0]["proxies"][0]
     assert all(ran[first] < ran[p] for p in ids if p != first)
@@ -188,9 +229,9 @@ def test_a_good_change_reaches_every_proxy_in_steps(cluster: Cluster) -> None:
 
 
 def test_a_change_that_breaks_a_route_is_rolled_back_after_the_first_step(
-        cluster: Cluster) -> None:
-    plane, port, ids = _setup(cluster)
-    good = _fleet(plane.get("/v1/status")[1])["version"]
+        fleet: Fleet) -> None:
+    plane, port, ids = fleet
+    good = _settled(plane, ids)
     with Traffic(port) as traffic, Watcher(plane) as watcher:
         plane.must_put(_route(broken=True))
         rollout = _wait_for_phase(plane, "RolledBack")
