@@ -32,6 +32,7 @@ from propylon import ir
 from propylon.config import ConfigError, Rejected, Resource, load_paths
 from propylon.filters.base import FilterEnv
 from propylon.filters.factory import build_filter
+from propylon.runtime.check_memo import vouch
 from propylon.runtime.gc_pause import gc_paused
 from propylon.translate import translate_with_issues
 from propylon.translate.consumers import (
@@ -181,8 +182,10 @@ class _PolicyCheck:
         return None
 
     def keep(self) -> None:
-        """The checks of this build are those the next one may reuse."""
+        """The checks of this build are those the next one may reuse, and the supervisor's
+        check of its snapshot need not build again (``runtime/check_memo.py``)."""
         _LAST_CHECKS[0] = self.kept
+        vouch(policy for policy, error in self.kept.values() if error is None)
 
     def _checked(self, policy: ir.PolicyIR) -> str | None:
         last = self.last.get(id(policy))

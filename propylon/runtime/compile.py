@@ -29,7 +29,7 @@ from propylon.policies.plugins import policy_types
 from propylon.runtime import discovery
 from propylon.runtime.balancer import WeightedChoice, make_balancer
 from propylon.runtime.chain_memo import ChainMemo
-from propylon.runtime.check_memo import ProvenRules, upstreams_of
+from propylon.runtime.check_memo import ProvenRules, upstreams_of, vouched
 from propylon.runtime.compiled import (
     DIRECT,
     EMPTY_CHAIN,
@@ -146,8 +146,11 @@ def compile_gateway(
                 proven.add(rule)
                 continue
             proven.add(rule)
-        chain = services.chains.chain(
-            rule.policies, tracing, functools.partial(compile_chain, rule.policies, env, tracing))
+        if proven is not None and tracing is None and rule.policies and vouched(rule.policies):
+            chain = EMPTY_CHAIN  # a check, of filters built just before (check_memo.py)
+        else:
+            chain = services.chains.chain(rule.policies, tracing, functools.partial(
+                compile_chain, rule.policies, env, tracing))
         entries += _rule_entries(
             gateway.key, rule, index, chain, clusters, services, len(entries))
     not_found = CompiledRoute("", "none", "none", metrics.route(gateway.key, "none", "none"))
