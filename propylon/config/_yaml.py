@@ -22,6 +22,7 @@ _BaseLoader: type[yaml.SafeLoader] | Any = getattr(yaml, "CSafeLoader", yaml.Saf
 _PLAIN_INT = re.compile(r"[-+]?(0|[1-9][0-9]*)")
 _STR, _NULL = "tag:yaml.org,2002:str", "tag:yaml.org,2002:null"
 _MAP, _SEQ = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
+_ScalarNode, _MappingNode, _SequenceNode = yaml.ScalarNode, yaml.MappingNode, yaml.SequenceNode
 
 
 class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
@@ -55,13 +56,12 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
 
     # libyaml's composer asks these of every node; PyYAML's versions handle path resolvers,
     # which this loader has none of, and were a tenth of the time spent loading YAML.
-    def resolve(self, kind: type[yaml.Node], value: str | None, implicit: Any) -> str:
-        if kind is yaml.ScalarNode:
+    def resolve(self, kind: type[yaml.Node], value: Any, implicit: Any) -> str:
+        if kind is _ScalarNode:  # then ``value`` is its text
             if implicit[0]:  # a plain scalar: its tag depends on its text only
-                tag = _PLAIN_TAGS.get(value or "")
-                return _plain_tag(value or "") if tag is None else tag
+                return _PLAIN_TAGS.get(value) or _plain_tag(value)
             return _STR
-        return _MAP if kind is yaml.MappingNode else _SEQ
+        return _MAP if kind is _MappingNode else _SEQ
 
     def descend_resolver(self, current_node: Any, current_index: Any) -> None:
         pass
@@ -207,7 +207,6 @@ _SCALARS: dict[str, Any] = {
     "tag:yaml.org,2002:int": _Loader.construct_yaml_int,
     "tag:yaml.org,2002:float": _Loader.construct_yaml_float,
 }
-_ScalarNode, _MappingNode, _SequenceNode = yaml.ScalarNode, yaml.MappingNode, yaml.SequenceNode
 
 
 def _plain_data(loader: Any, root: yaml.Node) -> Any:
