@@ -84,10 +84,20 @@ def _listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    procs = Processes(tmp_path)
+def _cluster(tmp: Path) -> Iterator[Cluster]:
+    procs = Processes(tmp)
     try:
-        yield Cluster(procs, tmp_path)
+        yield Cluster(procs, tmp)
     finally:
         procs.stop_all()
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    yield from _cluster(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def module_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Processes shared by a module's tests (for the ones that do not change what they see)."""
+    yield from _cluster(tmp_path_factory.mktemp("cluster"))

@@ -14,9 +14,10 @@ from tests.integration.controlplane.conftest import Cluster, ControlPlane
 from tests.integration.controlplane.helpers import gateway, upstream
 
 
-@pytest.fixture
-def plane(cluster: Cluster) -> ControlPlane:
-    plane = cluster.control()
+@pytest.fixture(scope="module")
+def plane(module_cluster: Cluster) -> ControlPlane:
+    """One control plane for the module: the tests only read."""
+    plane = module_cluster.control()
     plane.must_put(gateway("edge", "infra", 1, ["shop"]))
     for namespace in ("shop", "team-a"):
         plane.must_put(upstream("echo", namespace, 9))

@@ -17,20 +17,13 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from itertools import pairwise
 from typing import Any
 
 import pytest
 
 from tests.integration.controlplane.conftest import Cluster, ControlPlane
-from tests.integration.controlplane.helpers import (
-    Processes,
-    free_port,
-    gateway,
-    upstream,
-    wait_until,
-)
+from tests.integration.controlplane.helpers import free_port, gateway, upstream, wait_until
 
 PROXIES = 10
 INTERVAL = 2  # seconds between steps: asserted as the steps' least spacing
@@ -140,13 +133,8 @@ Fleet = tuple[ControlPlane, int, list[str]]  # the control plane, the Gateway's 
 
 
 @pytest.fixture(scope="module")
-def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
-    tmp = tmp_path_factory.mktemp("rollout")
-    procs = Processes(tmp)
-    try:
-        yield _setup(Cluster(procs, tmp))
-    finally:
-        procs.stop_all()
+def fleet(module_cluster: Cluster) -> Fleet:
+    return _setup(module_cluster)
 
 
 def _settled(plane: ControlPlane, ids: list[str]) -> str:

@@ -45,9 +45,10 @@ def bad_route() -> dict[str, Any]:
     return bad
 
 
-@pytest.fixture
-def plane(cluster: Cluster) -> ControlPlane:
-    plane = cluster.control()
+@pytest.fixture(scope="module")
+def plane(module_cluster: Cluster) -> ControlPlane:
+    """One control plane for the module: no test changes what another one reads."""
+    plane = module_cluster.control()
     for resource in (upstream("svc", "shop", 9), route("shop", "shop", "/", "svc"),
                      bad_route(), gateway("edge", "infra", 8080, ["shop"])):
         plane.must_put(resource)
