@@ -67,13 +67,15 @@ class Cluster:
         return port
 
     def proxy(self, name: str, plane: ControlPlane | str, gateway: str,
-              cache: str = "cache", log_level: str = "warning") -> int:
+              cache: str = "cache", log_level: str = "warning",
+              health_interval: float | None = None) -> int:
         admin = free_port()
         url = plane if isinstance(plane, str) else plane.url
+        interval = ("--health-interval", str(health_interval)) if health_interval else ()
         self.procs.start(name, "propylon", "proxy", "--control", url, "--gateway", gateway,
                          "--token-file", str(self.tmp / "token"),
                          "--cache-dir", str(self.tmp / cache), "--admin", f"127.0.0.1:{admin}",
-                         "--access-log", "off", "--log-level", log_level)
+                         "--access-log", "off", "--log-level", log_level, *interval)
         return admin
 
 

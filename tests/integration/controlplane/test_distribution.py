@@ -172,7 +172,7 @@ def test_connected_proxies_report_endpoint_health(cluster: Cluster) -> None:
     for resource in [gateway("health", "infra", port, ["team-h"]), checked,
                      route("rh", "team-h", "/h", "svc")]:
         plane.must_put(resource)
-    cluster.proxy("proxy-health", plane, "infra/health")
+    cluster.proxy("proxy-health", plane, "infra/health", health_interval=0.5)  # 5 s by default
 
     def reported() -> dict[str, Any] | None:
         proxies = _fleet(plane, "infra/health")["proxies"]
