@@ -19,6 +19,7 @@ from tests.support.e2e import (
     readdress,
     run_gateway,
     wait_port,
+    wait_ready,
     write_docs,
 )
 from tests.support.net import free_port, poll_until
@@ -48,12 +49,14 @@ def test_central_ingress_and_second_tier(isolated: tuple[Networks, Procs],
     }
     for port in (svc_a, svc_b):
         wait_port(nets.services_ip, port, ns=nets.services_ns)
-    logs = {}
-    for name, docs in configs.items():
+    logs, admins = {}, {}
+    for name, docs in configs.items():  # the three start together
         config = write_docs(tmp_path / name / "gateway.yaml", docs)
-        logs[name] = tmp_path / f"{name}-access.log"
-        run_gateway(procs, name, config, free_port(), ns=nets.gateway_ns,
-                    env={"MOBILE_APP_KEY": KEY}, access_log=logs[name])
+        logs[name], admins[name] = tmp_path / f"{name}-access.log", free_port()
+        run_gateway(procs, name, config, admins[name], ns=nets.gateway_ns,
+                    env={"MOBILE_APP_KEY": KEY}, access_log=logs[name], wait=False)
+    for name, admin in admins.items():
+        wait_ready(procs, name, admin, ns=nets.gateway_ns)
     base = f"http://{nets.gateway_front_ip}:{edge}"
     key = ("x-api-key", KEY)
 

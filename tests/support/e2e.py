@@ -300,14 +300,19 @@ def write_docs(path: Path, docs: list[Doc]) -> Path:
 def run_gateway(procs: Procs, name: str, config: Path, admin_port: int, *,
                 ns: str | None = None, cpus: str | None = None,
                 env: dict[str, str] | None = None, access_log: Path | None = None,
-                extra: Iterable[str] = ()) -> None:
-    """``propylon run CONFIG`` and wait until its admin ``/ready`` answers 200."""
+                extra: Iterable[str] = (), wait: bool = True) -> None:
+    """``propylon run CONFIG`` and wait until its admin ``/ready`` answers 200 (with
+    ``wait=False``, call ``wait_ready`` later: gateways started together start faster)."""
     procs.python(name, "propylon", "run", str(config), "--no-watch",
                  "--admin", f"127.0.0.1:{admin_port}",
                  "--access-log", str(access_log) if access_log else "off", *extra,
                  ns=ns, cpus=cpus, env=env)
-    wait_http(f"http://127.0.0.1:{admin_port}/ready", ns=ns,
-              alive=lambda: procs.alive(name))
+    if wait:
+        wait_ready(procs, name, admin_port, ns=ns)
+
+
+def wait_ready(procs: Procs, name: str, admin_port: int, ns: str | None = None) -> None:
+    wait_http(f"http://127.0.0.1:{admin_port}/ready", ns=ns, alive=lambda: procs.alive(name))
 
 
 def percentile(samples: list[float], q: float) -> float:
