@@ -12,6 +12,7 @@ import threading
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -82,17 +83,25 @@ def query(port: int, promql: str) -> dict[str, Any]:
         return json.loads(exc.read())  # type: ignore[no-any-return]
 
 
-def scrape_config(gateways: list[int], controls: list[int]) -> str:
-    def targets(ports: list[int]) -> str:
-        return json.dumps([f"127.0.0.1:{port}" for port in ports])
+def scrape_config(targets: Path) -> str:
+    """Each job's targets are read from a file in ``targets`` (``write_targets``), so that
+    Prometheus starts (about 5 s) while the processes it will scrape start."""
+    def job(name: str) -> str:
+        files = json.dumps([str(targets / f"{name}.json")])
+        return f"  - {{job_name: {name}, file_sd_configs: [{{files: {files}, " \
+               "refresh_interval: 1s}]}\n"
 
     return (
         f"global: {{scrape_interval: {SCRAPE_INTERVAL}, evaluation_interval: {SCRAPE_INTERVAL}}}\n"
         f"rule_files: [{json.dumps(str(RULES))}]\n"
-        "scrape_configs:\n"
-        f"  - {{job_name: propylon, static_configs: [{{targets: {targets(gateways)}}}]}}\n"
-        f"  - {{job_name: propylon-control, static_configs: [{{targets: {targets(controls)}}}]}}\n"
+        "scrape_configs:\n" + job("propylon") + job("propylon-control")
     )
+
+
+def write_targets(targets: Path, job: str, ports: list[int]) -> None:
+    written = targets / f".{job}.tmp"
+    written.write_text(json.dumps([{"targets": [f"127.0.0.1:{port}" for port in ports]}]))
+    written.replace(targets / f"{job}.json")  # Prometheus never reads half a file
 
 
 class Traffic:
@@ -152,11 +161,12 @@ def fleet(tmp_path_factory) -> Iterator[tuple[int, int]]:
 
 
 @pytest.fixture(scope="module")
-def prometheus(gw, fleet, tmp_path_factory) -> Iterator[int]:
-    control_port, proxy_admin = fleet
+def prometheus(tmp_path_factory) -> Iterator[tuple[int, Path]]:
+    """Prometheus, scraping nothing yet: (its port, the directory of its target files)."""
     tmp = tmp_path_factory.mktemp("prometheus")
-    config = tmp / "prometheus.yml"
-    config.write_text(scrape_config([gw.admin_port, proxy_admin], [control_port]))
+    config, targets = tmp / "prometheus.yml", tmp / "targets"
+    targets.mkdir()
+    config.write_text(scrape_config(targets))
     port = free_port()
     assert PROMETHEUS is not None
     with open(tmp / "prometheus.log", "wb") as log:
@@ -165,7 +175,7 @@ def prometheus(gw, fleet, tmp_path_factory) -> Iterator[int]:
              f"--web.listen-address=127.0.0.1:{port}"],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
-        yield port
+        yield port, targets
     finally:
         process.terminate()
         try:
@@ -176,17 +186,22 @@ def prometheus(gw, fleet, tmp_path_factory) -> Iterator[int]:
 
 
 @pytest.fixture(scope="module")
-def scraped(prometheus, gw) -> Iterator[int]:
+def scraped(prometheus, gw, fleet) -> Iterator[int]:
     """Prometheus once it has scraped every target under traffic for a rate window."""
+    port, targets = prometheus  # started first: it starts while the gateways do
+    control_port, proxy_admin = fleet
+    write_targets(targets, "propylon", [gw.admin_port, proxy_admin])
+    write_targets(targets, "propylon-control", [control_port])
+
     def enough() -> bool:
-        answer = query(prometheus, f"min(count_over_time(up[{RATE_WINDOW}]))"
+        answer = query(port, f"min(count_over_time(up[{RATE_WINDOW}]))"
                                    " and on() count(up == 1) == 3")
         result = answer.get("data", {}).get("result", [])
         return bool(result) and float(result[0]["value"][1]) >= 8
 
     with Traffic(gw.port):
         wait_until(enough, timeout=40, interval=0.5, what="Prometheus to scrape every target")
-        yield prometheus
+        yield port
 
 
 def test_the_dashboards_have_expressions() -> None:
