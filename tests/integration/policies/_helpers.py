@@ -119,7 +119,7 @@ class GatewayProc:
 
     def __init__(self, root: Path, config: str, *, workers: int = 1,
                  files: dict[str, str] | None = None, env: dict[str, str] | None = None,
-                 port: int | None = None) -> None:
+                 port: int | None = None, wait: bool = True) -> None:
         self.dir = root
         root.mkdir(parents=True, exist_ok=True)
         for name, text in (files or {}).items():
@@ -135,11 +135,17 @@ class GatewayProc:
             cwd=root, stdout=self.log, stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
         )
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
+        """Until /ready answers 200 (with ``wait=False``, the caller calls this: gateways
+        started together start faster)."""
         try:
             poll_until(self.ready, timeout=20)
         except AssertionError:
             self.stop()
-            raise AssertionError((root / "gateway.log").read_text()) from None
+            raise AssertionError((self.dir / "gateway.log").read_text()) from None
 
     def ready(self) -> bool:
         if self.proc.poll() is not None:

@@ -62,7 +62,9 @@ def proxies(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream, redis_
     procs: list[GatewayProc] = []
     try:
         for i in range(4):
-            procs.append(GatewayProc(root / f"proxy{i}", config))
+            procs.append(GatewayProc(root / f"proxy{i}", config, wait=False))
+        for proc in procs:  # the four start together
+            proc.wait_ready()
         yield procs
     finally:
         for proc in procs:

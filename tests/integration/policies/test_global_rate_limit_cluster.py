@@ -75,7 +75,9 @@ def proxies(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream,
         for i in range(4):
             seed = redis_cluster.ports[i % len(redis_cluster.ports)]
             config = CONFIG.replace("UPSTREAM", str(upstream.port)).replace("REDIS", str(seed))
-            procs.append(GatewayProc(root / f"proxy{i}", config))
+            procs.append(GatewayProc(root / f"proxy{i}", config, wait=False))
+        for proc in procs:  # the four start together
+            proc.wait_ready()
         yield procs
     finally:
         for proc in procs:
