@@ -88,6 +88,12 @@ def not_supported(name: str) -> PydanticCustomError:
 
 def exactly_one(model: BaseModel, names: tuple[str, ...]) -> None:
     """Raise unless exactly one of the (aliased) fields ``names`` is set on ``model``."""
+    count = 0  # asked of every rule and path match: the valid case without a list
+    for attribute in _attributes(names):
+        if getattr(model, attribute) is not None:
+            count += 1
+    if count == 1:
+        return
     given = [n for n in names if getattr(model, _snake(n)) is not None]
     if len(given) != 1:
         choices = ", ".join(names)
@@ -98,6 +104,11 @@ def exactly_one(model: BaseModel, names: tuple[str, ...]) -> None:
 @functools.cache  # a handful of names, asked for on every validated rule and match
 def _snake(name: str) -> str:
     return re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()
+
+
+@functools.cache
+def _attributes(names: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(_snake(name) for name in names)
 
 
 def _check_name(value: str) -> str:
