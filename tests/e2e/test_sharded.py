@@ -59,6 +59,7 @@ from tests.support.e2e import (
     start_proxy,
     thread_cpus,
     wait_port,
+    wait_ready,
     wrap,
     write_docs,
 )
@@ -325,10 +326,13 @@ def test_sharded_fleets_and_noisy_neighbour(procs: Procs, tmp_path: Path) -> Non
         wait_port("127.0.0.1", port)
     control = start_control(procs, tmp_path, free_port(), cpus=noisy_cpu)
     control.apply(config.parent)
-    start_proxy(procs, control, "infra/main", "proxy-main", tmp_path, free_port(),
-                cpus=quiet_cpu)
-    start_proxy(procs, control, "infra/extra", "proxy-extra", tmp_path, free_port(),
-                cpus=noisy_cpu)
+    admins = {"proxy-main": free_port(), "proxy-extra": free_port()}  # both start together
+    start_proxy(procs, control, "infra/main", "proxy-main", tmp_path, admins["proxy-main"],
+                cpus=quiet_cpu, wait=False)
+    start_proxy(procs, control, "infra/extra", "proxy-extra", tmp_path, admins["proxy-extra"],
+                cpus=noisy_cpu, wait=False)
+    for name, admin in admins.items():
+        wait_ready(procs, name, admin)
     main, extra = f"http://127.0.0.1:{main_port}", f"http://127.0.0.1:{extra_port}"
     poll_until(lambda: curl(main + "/foo", timeout=2).status == 200 and
                curl(extra + "/extra", timeout=2).status == 200, 15, interval=0.1,

@@ -352,11 +352,14 @@ def start_control(procs: Procs, root: Path, port: int, name: str = "control",
 
 
 def start_proxy(procs: Procs, control: Control, gateway: str, name: str, root: Path,
-                admin_port: int, cpus: str | None = None, workers: int = 1) -> None:
-    """``propylon proxy`` for ``gateway`` (NS/NAME); waits until it holds a configuration."""
+                admin_port: int, cpus: str | None = None, workers: int = 1,
+                wait: bool = True) -> None:
+    """``propylon proxy`` for ``gateway`` (NS/NAME); waits until it holds a configuration
+    (with ``wait=False``, call ``wait_ready`` later)."""
     procs.python(name, "propylon", "proxy", "--control", control.url, "--gateway", gateway,
                  "--token-file", str(control.token_file), "--cache-dir",
                  str(root / f"cache-{name}"), "--admin", f"127.0.0.1:{admin_port}",
                  "--access-log", "off", "--log-level", "warning", "--workers", str(workers),
                  cpus=cpus)
-    wait_http(f"http://127.0.0.1:{admin_port}/ready", alive=lambda: procs.alive(name))
+    if wait:
+        wait_ready(procs, name, admin_port)
