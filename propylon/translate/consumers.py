@@ -184,23 +184,25 @@ _FOUND: dict[int, tuple[Resource, list[tuple[str, ConsumerRestriction]]]] = {}
 
 def _restrictions(resource: Resource) -> list[tuple[str, ConsumerRestriction]]:
     """(field path, restriction) of every ``apiKey``/``basicAuth`` ``consumers`` section."""
-    items: list[tuple[str, PolicySections]] = []
+    # (field path as a format and its indexes, made into text only for what is found)
+    items: list[tuple[str, tuple[int, ...], PolicySections]] = []
     if isinstance(resource, Gateway):
-        items = [(f"spec.policies[{i}]", item) for i, item in enumerate(resource.spec.policies)]
+        items = [("spec.policies[{}]", (i,), item)
+                 for i, item in enumerate(resource.spec.policies)]
     elif isinstance(resource, Route | RouteTable):
-        items = [(f"spec.rules[{i}].policies[{j}]", item)
-                 for i, rule in enumerate(resource.spec.rules)
+        items = [("spec.rules[{}].policies[{}]", (i, j), item)
+                 for i, rule in enumerate(resource.spec.rules) if rule.policies
                  for j, item in enumerate(rule.policies)]
     elif isinstance(resource, Policy):
-        items = [("spec", resource.spec)]
+        items = [("spec", (), resource.spec)]
     found = []
-    for path, item in items:
+    for path, indexes, item in items:
         for alias in ("apiKey", "basicAuth"):
             section = item.section(alias)
             if not isinstance(section, ApiKeyPolicy | BasicAuthPolicy):
                 continue
             if section.consumers is not None:
-                found.append((f"{path}.{alias}.consumers", section.consumers))
+                found.append((f"{path.format(*indexes)}.{alias}.consumers", section.consumers))
     return found
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from propylon.config import Gateway, Route, RouteTable
 from propylon.translate.inventory import Inventory
+from propylon.translate.select import TableIndex
 from propylon.translate.status import StatusBook
 
 RouteLike = Route | RouteTable
@@ -20,6 +21,13 @@ class GatewayContext:
     invalid: set[str] = field(default_factory=set)  # refs "Kind namespace/name"
     # (namespace of a rule's owner, Upstream key) -> why it may not be used, None if it may
     references: dict[tuple[str, str], str | None] = field(default_factory=dict)
+    _tables: TableIndex | None = None
+
+    def route_tables(self) -> TableIndex:
+        """The inventory's RouteTables, indexed for delegation (made on first use)."""
+        if self._tables is None:
+            self._tables = TableIndex(self.inventory.tables)
+        return self._tables
 
     def fail(self, owner: RouteLike, reason: str, *, field: str | None = None) -> None:
         """Mark ``owner`` Invalid (for this Gateway, so its rules are replaced); ``field`` is

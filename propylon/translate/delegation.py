@@ -20,7 +20,6 @@ from propylon.ir import Action, MatchIR
 from propylon.translate.backends import build_action
 from propylon.translate.context import GatewayContext, RouteLike
 from propylon.translate.matches import build_matches, describe_path, nest_matches
-from propylon.translate.select import select_route_tables
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,9 +99,7 @@ def resolve_delegation(
     if not draft.matches:
         return []  # its matches were all dropped: nothing can be delegated under them
     owner = draft.owner
-    tables = select_route_tables(
-        draft.rule.delegate.selector, owner.namespace, ctx.inventory.tables
-    )
+    tables = ctx.route_tables().select(draft.rule.delegate.selector, owner.namespace)
     if not tables:
         ctx.status.note(
             owner.kind, owner.key, f"spec.rules[{draft.index}].delegate: selects no RouteTable"

@@ -207,9 +207,15 @@ def draft_levels(
 ) -> list[Level]:
     """The levels of ``draft``; ``resource_levels`` keeps each resource's level for the next
     draft of the same build (a Route's rules all have its level)."""
-    path = (*draft.parents, draft) if draft.parents else (draft,)
-    owners = {d.owner.ref: d.owner for d in path}  # outermost first
     known = {} if resource_levels is None else resource_levels
+    if not draft.parents:  # a Route's own rule: one resource, one rule
+        owner = draft.owner
+        level = known.get(owner.ref)
+        if level is None:
+            level = known[owner.ref] = resource_level(owner, targets)
+        return [gateway, level, rule_level(draft, targets)]
+    path = (*draft.parents, draft)
+    owners = {d.owner.ref: d.owner for d in path}  # outermost first
     levels = [gateway]
     for ref, owner in owners.items():
         level = known.get(ref)

@@ -36,6 +36,26 @@ def select_route_tables(
     return [t for t in tables if selector_matches(selector, t, own_namespace)]
 
 
+class TableIndex:
+    """RouteTables by each of their labels: a ``delegate`` selector with ``matchLabels`` looks
+    only through the tables holding its first label (1,000 delegating rules each scanning
+    10,000 tables was most of a delegated configuration's translation). Selects as
+    ``select_route_tables`` does, in the same order."""
+
+    def __init__(self, tables: Sequence[RouteTable]) -> None:
+        self.tables = tables
+        self.by_label: dict[tuple[str, str], list[RouteTable]] = {}
+        for table in tables:
+            for label in table.metadata.labels.items():
+                self.by_label.setdefault(label, []).append(table)
+
+    def select(self, selector: Selector, own_namespace: str) -> list[RouteTable]:
+        labels = selector.match_labels
+        pool: Sequence[RouteTable] = (
+            self.by_label.get(next(iter(labels.items())), ()) if labels else self.tables)
+        return select_route_tables(selector, own_namespace, pool)
+
+
 def gateway_admits(gateway: Gateway, namespace: str) -> bool:
     """Whether rules served by ``gateway`` may reference resources in ``namespace``."""
     selector = gateway.spec.route_selector
