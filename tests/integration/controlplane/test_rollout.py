@@ -2,9 +2,8 @@
 
 Traffic goes through new connections, so the kernel spreads it over the ten proxies
 (SO_REUSEPORT). A watcher polls /v1/status and writes down when each proxy ACKed which
-version: the timeline printed at the end of each test. The two tests that send traffic share
-one fleet (``fleet``): each starts once every proxy runs the same version, with no rollout
-active, and leaves it so.
+version: the timeline printed at the end of each test. The tests share one fleet (``fleet``):
+each starts once every proxy runs the same version, with no rollout active, and leaves it so.
 """
 
 from __future__ import annotations
@@ -194,6 +193,45 @@ def _print_timeline(title: str, rollout: dict[str, Any], watcher: Watcher,
         print(f"  {proxy}: ran {rollout['candidate']} {seen}")
 
 
+def _cli(plane: ControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PROPYLON_CONTROL": plane.url, "PROPYLON_TOKEN": plane.token}
+    return subprocess.run([sys.executable, "-m", "propylon", *args], env=env, text=True,
+                          capture_output=True, timeout=60)
+
+
+def test_operator_pauses_resumes_and_aborts_from_the_cli(fleet: Fleet) -> None:
+    """No traffic: the rollout holds at its first step (minRequests), where the operator
+    acts; status and the API show each phase. First of the module: the fleet has had no
+    rollout yet."""
+    plane, _, ids = fleet
+    stable = _settled(plane, ids)
+    assert _cli(plane, "rollout", "pause", KEY).returncode == 1  # no rollout yet
+
+    plane.must_put(_route(tag="cli"))
+    rollout = wait_until(lambda: _rollout(plane).get("reason", "").startswith("waiting"),
+                         timeout=30, what="the rollout to wait for requests")
+    candidate, given = _rollout(plane)["candidate"], set(_rollout(plane)["given"])
+    assert len(given) == 1
+    wait_until(lambda: _on(plane, candidate) == given, what="the proxy given the candidate")
+    paused = _cli(plane, "rollout", "pause", KEY)
+    assert paused.returncode == 0, paused.stderr
+    assert f"Paused, step 1/3 (10%), 1/{PROXIES} proxies given" in paused.stdout
+    status = _cli(plane, "status")
+    assert f"rollout {stable} -> {candidate}: Paused" in status.stdout, status.stdout
+    assert "5xx ratio new 0.0000 (0/0), old" in status.stdout
+    assert _cli(plane, "rollout", "resume", KEY).returncode == 0
+    assert _rollout(plane)["phase"] == "Progressing"
+    aborted = _cli(plane, "rollout", "abort", KEY)
+    assert aborted.returncode == 0 and "Aborted" in aborted.stdout, aborted.stderr
+    wait_until(lambda: _on(plane, stable) == set(ids), what="every proxy back on v1")
+    again = _cli(plane, "rollout", "abort", KEY)
+    assert again.returncode == 1 and "HTTP 409: cannot abort" in again.stderr, again.stderr
+    status_code, body = plane.get(f"/v1/gateways/{KEY}/rollout")
+    assert status_code == 200 and body["reason"] == "aborted by an operator"
+    assert [e["event"] for e in body["timeline"]] == [
+        "started", "given", "paused", "resumed", "aborted"], rollout
+
+
 def test_a_good_change_reaches_every_proxy_in_steps(fleet: Fleet) -> None:
     plane, port, ids = fleet
     _settled(plane, ids)
@@ -237,49 +275,3 @@ def test_a_change_that_breaks_a_route_is_rolled_back_after_the_first_step(
     served_bad = [p["id"] for p in fleet["proxies"]
                   if p.get("health", {}).get("traffic", {}).get(bad, {}).get("requests")]
     assert served_bad == rollout["given"]
-
-
-def _cli(plane: ControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PROPYLON_CONTROL": plane.url, "PROPYLON_TOKEN": plane.token}
-    return subprocess.run([sys.executable, "-m", "propylon", *args], env=env, text=True,
-                          capture_output=True, timeout=60)
-
-
-def test_operator_pauses_resumes_and_aborts_from_the_cli(cluster: Cluster) -> None:
-    """No traffic: the rollout holds at its first step (minRequests), where the operator
-    acts; status and the API show each phase."""
-    plane = cluster.control()
-    port = free_port()
-    plane.must_put(upstream("svc", "shop", cluster.echo("svc")))
-    plane.must_put(_route())
-    edge = gateway("edge", "infra", port, ["shop"])
-    edge["spec"]["rollout"] = {**ROLLOUT, "interval": "1s"}
-    plane.must_put(edge)
-    stable = wait_until(lambda: _fleet(plane.get("/v1/status")[1])["version"],
-                        what="the Gateway to be translated")
-    proxy = _start_proxy(cluster, plane, 0)
-    wait_until(lambda: _on(plane, stable) == {proxy}, timeout=30, what="the proxy on v1")
-    assert _cli(plane, "rollout", "pause", KEY).returncode == 1  # no rollout yet
-
-    plane.must_put(_route(tag="2"))
-    rollout = wait_until(lambda: _rollout(plane).get("reason", "").startswith("waiting"),
-                         timeout=30, what="the rollout to wait for requests")
-    candidate = _rollout(plane)["candidate"]
-    wait_until(lambda: _on(plane, candidate) == {proxy}, what="the proxy given the candidate")
-    paused = _cli(plane, "rollout", "pause", KEY)
-    assert paused.returncode == 0, paused.stderr
-    assert "Paused, step 1/3 (10%), 1/1 proxies given" in paused.stdout
-    status = _cli(plane, "status")
-    assert f"rollout {stable} -> {candidate}: Paused" in status.stdout, status.stdout
-    assert "5xx ratio new 0.0000 (0/0), old" in status.stdout
-    assert _cli(plane, "rollout", "resume", KEY).returncode == 0
-    assert _rollout(plane)["phase"] == "Progressing"
-    aborted = _cli(plane, "rollout", "abort", KEY)
-    assert aborted.returncode == 0 and "Aborted" in aborted.stdout, aborted.stderr
-    wait_until(lambda: _on(plane, stable) == {proxy}, what="the proxy back on v1")
-    again = _cli(plane, "rollout", "abort", KEY)
-    assert again.returncode == 1 and "HTTP 409: cannot abort" in again.stderr, again.stderr
-    status_code, body = plane.get(f"/v1/gateways/{KEY}/rollout")
-    assert status_code == 200 and body["reason"] == "aborted by an operator"
-    assert [e["event"] for e in body["timeline"]] == [
-        "started", "given", "paused", "resumed", "aborted"], rollout
