@@ -20,7 +20,15 @@ def plane(cluster: Cluster) -> ControlPlane:
     return cluster.control()
 
 
-def test_every_request_needs_the_token(plane: ControlPlane) -> None:
+@pytest.fixture(scope="module")
+def shared_plane(module_cluster: Cluster) -> ControlPlane:
+    """One control plane for the tests that write nothing another one reads (no test on it
+    writes an Upstream, a Gateway or a Route)."""
+    return module_cluster.control()
+
+
+def test_every_request_needs_the_token(shared_plane: ControlPlane) -> None:
+    plane = shared_plane
     mode = stat.S_IMODE(os.stat(plane.token_file).st_mode)
     assert mode == 0o600
     for method, path in [("GET", "/v1/status"), ("GET", "/openapi.json"),
@@ -48,7 +56,8 @@ def test_stale_resource_version_is_refused(plane: ControlPlane) -> None:
     assert current["spec"]["endpoints"][0]["port"] == 10
 
 
-def test_schema_errors_get_422_with_reasons(plane: ControlPlane) -> None:
+def test_schema_errors_get_422_with_reasons(shared_plane: ControlPlane) -> None:
+    plane = shared_plane
     bad = upstream("echo", "shop", 9)
     bad["spec"]["endpoints"][0]["port"] = "not-a-port"
     bad["spec"]["bogus"] = 1
@@ -77,7 +86,8 @@ def test_reference_errors_are_accepted_and_invalid(plane: ControlPlane) -> None:
     assert "not selected" in " ".join(found["Route elsewhere/other"]["reasons"])  # type: ignore[arg-type]
 
 
-def test_secrets_are_redacted(plane: ControlPlane) -> None:
+def test_secrets_are_redacted(shared_plane: ControlPlane) -> None:
+    plane = shared_plane
     consumer = {"apiVersion": "propylon.dev/v1", "kind": "Consumer",
                 "metadata": {"name": "ann", "namespace": "shop"},
                 "spec": {"credentials": {"apiKeys": [{"secretRef": {"env": "ANN_KEY"}}]}}}
@@ -124,7 +134,8 @@ def test_apply_diff_prune_get_status(plane: ControlPlane, tmp_path: Path) -> Non
     assert status.returncode == 0 and "infra/edge" in status.stdout
 
 
-def test_openapi_document(plane: ControlPlane) -> None:
+def test_openapi_document(shared_plane: ControlPlane) -> None:
+    plane = shared_plane
     status, doc = plane.get("/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.")
     assert "/v1/resources/{kind}/{namespace}/{name}" in doc["paths"]
