@@ -53,8 +53,7 @@ def test_operator_session(cluster: Cluster, browser: object, tmp_path: Path) -> 
     plane.must_put(edge)
     stable = wait_until(lambda: _fleet(plane.get("/v1/status")[1])["version"],
                         what="the Gateway to be translated")
-    proxies = [_start_proxy(cluster, plane, i) for i in range(2)]
-    wait_until(lambda: _on(plane, stable) == set(proxies), timeout=30, what="two proxies")
+    proxies = [_start_proxy(cluster, plane, i) for i in range(2)]  # waited for after login
 
     page = browser.new_page(viewport={"width": 1280, "height": 900})  # type: ignore[attr-defined]
     dialogs: list[str] = []
@@ -86,6 +85,8 @@ def test_operator_session(cluster: Cluster, browser: object, tmp_path: Path) -> 
     assert page.evaluate("document.cookie") == ""  # not readable by scripts
 
     # see the fleet
+    wait_until(lambda: _on(plane, stable) == set(proxies), timeout=30, what="two proxies")
+    page.reload()
     section = page.locator(f"section[data-gateway='{KEY}']")
     for proxy in proxies:
         row = section.locator(f"tr[data-proxy='{proxy}']")
