@@ -18,6 +18,7 @@ from tests.support.e2e import (
     start_control,
     start_proxy,
     wait_port,
+    wait_ready,
     write_docs,
 )
 from tests.support.net import free_port, poll_until
@@ -60,10 +61,12 @@ def test_same_answers_from_files_and_from_control_plane(procs: Procs, tmp_path: 
                                      endpoints))
     for port in (api, api_v2):
         wait_port("127.0.0.1", port)
-    run_gateway(procs, "standalone", files.parent, free_port())
+    standalone_admin = free_port()  # starts while the control plane and the proxy do
+    run_gateway(procs, "standalone", files.parent, standalone_admin, wait=False)
     control = start_control(procs, tmp_path, free_port())
     control.apply(connected.parent)
     start_proxy(procs, control, "shop/web", "proxy", tmp_path, free_port())
+    wait_ready(procs, "standalone", standalone_admin)
     poll_until(lambda: curl(f"http://127.0.0.1:{connected_port}/healthz",
                             headers=[("host", "shop.example.com")], timeout=2).status == 200,
                15, interval=0.1, message="connected proxy serving")
