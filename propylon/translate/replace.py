@@ -32,7 +32,8 @@ def build_rules(
     rules: list[tuple[Draft, RuleIR]] = []
     resource_levels: dict[str, Level] = {}
     # with only the Gateway's inline sections as candidates, a rule's policies are the
-    # Gateway's defaults (attaching them reports nothing): the same objects for every rule
+    # Gateway's defaults (attaching them reports nothing), as objects of its own: a compiled
+    # rule's filters are its own, found by the identity of its policies (runtime/chain_memo.py)
     inline_only = all(c.policy is None for c in gateway_policies)
     for draft in drafts:
         if ctx.is_invalid(draft.owner):
@@ -41,7 +42,7 @@ def build_rules(
         elif draft.action is not None:
             levels = draft_levels(gateway_policies, draft, targets, resource_levels)
             if inline_only and not any(levels[1:]):
-                policies = default_policies
+                policies = tuple([PolicyIR(p.type, p.spec, p.source) for p in default_policies])
             else:
                 policies = attach_policies(levels, ctx.status, ctx.gateway.key)
             rules.append((draft, _rule(draft, draft.action, policies, replaced=False)))
