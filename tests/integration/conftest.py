@@ -31,10 +31,12 @@ def _upstreams() -> Iterator[UpstreamFactory]:
 def _gateways(root: Callable[[], Path]) -> Iterator[GatewayFactory]:
     started: list[Gateway] = []
 
-    def make(config: Config, **options: Any) -> Gateway:
+    def make(config: Config, *, wait: bool = True, **options: Any) -> Gateway:
+        """A started gateway; with ``wait=False`` only launched (the caller calls
+        ``wait_ready``)."""
         gateway = Gateway(root(), config, **options)
         started.append(gateway)
-        return gateway.start()
+        return gateway.start() if wait else gateway.launch()
 
     yield make
     for gateway in started:

@@ -280,13 +280,15 @@ def test_two_tiers_make_one_trace(otel_env, gateways, up, receiver) -> None:
         r.gateway(port, name="team", tracing={"otlpEndpoint": receiver.url,
                                               "serviceName": "team"}),
         r.route("team", rules=[r.rule({"prefix": "/"}, name="all", forward=r.forward("svc"))]),
-        r.upstream("svc", up.port)))
+        r.upstream("svc", up.port)), wait=False)
     edge = gateways(lambda port: r.dump(
         r.gateway(port, name="edge", tracing={"otlpEndpoint": receiver.url,
                                               "serviceName": "edge"}),
         r.route("ingress", rules=[
             r.rule({"prefix": "/"}, name="teams", forward=r.forward("team-gw"))]),
-        r.upstream("team-gw", team.port)))
+        r.upstream("team-gw", team.port)), wait=False)
+    for gateway in (team, edge):  # both start together
+        gateway.wait_ready()
     up.reset()
     assert roundtrip(edge.port, "GET", "/orders", host=HOST).status == 200
     trace, parent, _ = sent_upstream(up)

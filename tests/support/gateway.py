@@ -83,11 +83,19 @@ class Gateway:
         ]
 
     def start(self, timeout: float = 30.0) -> Gateway:
+        return self.launch().wait_ready(timeout)
+
+    def launch(self) -> Gateway:
+        """The process, without waiting for it (``wait_ready``): gateways launched together
+        start faster."""
         with open(self.stderr_path, "wb") as stderr:
             self.process = subprocess.Popen(
                 self.command(), cwd=REPO, stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=stderr,
             )
+        return self
+
+    def wait_ready(self, timeout: float = 30.0) -> Gateway:
         poll_until(self._ready, timeout, interval=0.05, message="gateway /ready")
         self.worker_pids = [w["pid"] for w in self.stats()["workers"]]
         return self

@@ -358,7 +358,9 @@ def test_a_redis_store_is_shared_by_two_proxies(gateways, upstreams, redis_port:
             {"prefix": "/"}, forward=r.forward("up"), policies=[store])]),
             r.upstream("up", up.port))
 
-    first, second = gateways(config), gateways(config)
+    first, second = gateways(config, wait=False), gateways(config, wait=False)
+    for gateway in (first, second):  # both start together
+        gateway.wait_ready()
     assert cache_of(get(first, "/shared")) == "miss"
     poll_until(lambda: cache_of(get(second, "/shared")) == "hit", 5, message="shared hit")
     assert origin.count("/shared") == 1
