@@ -22,9 +22,9 @@ from importlib.machinery import ModuleSpec
 from pathlib import Path
 from types import ModuleType
 
-# Per-request modules, in the order a request meets them. runtime/router.py is not among them:
-# mypyc cannot build its generic frozen dataclass (RouterEntry), and matching is ~1 % of a
-# request.
+# Per-request modules, in the order a request meets them, and the runtime objects they read
+# (routes, clusters, statistics: compiled classes give compiled code their fields directly,
+# where an interpreted object's attribute is a dictionary-and-descriptor lookup).
 COMPILED = (
     "propylon.proxy.h1.server",
     "propylon.proxy.h1.framing",
@@ -36,6 +36,11 @@ COMPILED = (
     "propylon.proxy.batch",
     "propylon.proxy.body",
     "propylon.runtime.balancer",
+    "propylon.runtime.router",
+    "propylon.runtime.compiled",
+    "propylon.runtime.health",
+    "propylon.runtime.retry",
+    "propylon.observability.metrics",
     "propylon.observability.request_id",
     # the policies a request meets most, and the filter contract they implement
     "propylon.filters.base",

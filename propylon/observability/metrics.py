@@ -211,9 +211,10 @@ def merge_upstreams(snapshots: list[dict[str, Any]]) -> list[dict[str, Any]]:
             acc["sum"] += item["sum"]
             for name in UPSTREAM_COUNTERS:
                 acc["counters"][name] += item["counters"].get(name, 0)
-        for key, active in snap.get("upstream_active", []):
-            if tuple(key) in merged:
-                merged[tuple(key)]["active"] += active
+        for upstream, active in snap.get("upstream_active", []):
+            acc = merged.get(tuple(upstream))
+            if acc is not None:
+                acc["active"] += active
     return [merged[key] for key in sorted(merged)]
 
 
