@@ -137,7 +137,7 @@ def compile_gateway(
     proven = services.proven
     if proven is not None and not proven.gateway(gateway):
         proven.kept = {}  # the Gateway around the rules changed: check them all
-    for index, rule in enumerate(gateway.rules):
+    for rule in gateway.rules:
         if proven is not None:
             if proven.known(rule):
                 missing = [key for key in upstreams_of(rule) if key not in clusters]
@@ -151,8 +151,7 @@ def compile_gateway(
         else:
             chain = services.chains.chain(rule.policies, tracing, functools.partial(
                 compile_chain, rule.policies, env, tracing))
-        entries += _rule_entries(
-            gateway.key, rule, index, chain, clusters, services, len(entries))
+        entries += _rule_entries(gateway.key, rule, chain, clusters, services, len(entries))
     not_found = CompiledRoute("", "none", "none", metrics.route(gateway.key, "none", "none"))
     not_found.direct_status, not_found.direct_body = 404, b"no route matched\n"
     not_found.chain = compile_chain(gateway.default_policies, env, tracing)
@@ -162,15 +161,15 @@ def compile_gateway(
 
 
 def _rule_entries(
-    gateway: str, rule: RuleIR, index: int, chain: FilterChain, clusters: dict[str, Cluster],
+    gateway: str, rule: RuleIR, chain: FilterChain, clusters: dict[str, Cluster],
     services: Services, order: int,
 ) -> list[RouterEntry[CompiledRoute]]:
     """The router entries of ``rule`` (one compiled route per match), the first at ``order``:
     the routes of the last compilation when nothing they were made from changed
     (``route_memo.py``)."""
-    routes = services.routes.get(rule, index, chain, clusters)
+    routes = services.routes.get(rule, chain, clusters)
     if routes is None:
-        route_label, rule_label = _labels(rule, index)
+        route_label, rule_label = rule_labels(rule)
         stats = services.metrics.route(gateway, route_label, rule_label)
         made = []
         for match in rule.matches:
@@ -179,7 +178,7 @@ def _rule_entries(
                 compiled.prefix_from = match.path.value.rstrip("/").encode()
             made.append(compiled)
         routes = tuple(made)
-        services.routes.add(rule, index, chain, clusters, routes)
+        services.routes.add(rule, chain, clusters, routes)
     hostnames = rule.hostnames
     return [RouterEntry(hostnames, match, compiled, order + i)
             for i, (match, compiled) in enumerate(zip(rule.matches, routes, strict=True))]
@@ -192,9 +191,16 @@ def _replaces_prefix(action: Action) -> bool:
     return isinstance(action, RedirectIR) and action.prefix is not None
 
 
-def _labels(rule: RuleIR, index: int) -> tuple[str, str]:
+def rule_labels(rule: RuleIR) -> tuple[str, str]:
+    """A rule's ``route`` and ``rule`` labels in metrics, access logs and traces: the
+    namespace/name of the resource that owns it, and its own name or, unnamed, its index in
+    that resource (``rule #N`` in policy sources and ``propylon explain``), so that another
+    team's Route added before it changes neither its series nor its compiled routes. A
+    RouteTable reached through two delegating rules counts its rules' requests once."""
     route = rule.route.split(" ", 1)[-1]
-    return route, rule.name or str(index)
+    if rule.name:
+        return route, rule.name
+    return route, rule.id.split("@", 1)[0].rpartition(":")[2]
 
 
 def compile_cluster(gateway: str, upstream: UpstreamIR, services: Services) -> Cluster:

@@ -11,9 +11,10 @@ what compiling a one-Route change cost at 10,000 Routes.
   cluster is shared by the old runtime and the new one; nothing in it is changed to keep it,
   so a compilation that fails later leaves the old runtime as it was.
 - A rule's **compiled routes** (one per match) are kept when the rule is the object compiled
-  before, in the same Gateway, with the same labels (an unnamed rule's label is its index),
-  the same filter chain object (``ChainMemo``) and the same cluster objects for each upstream
-  it names. A ``CompiledRoute`` is not changed after compilation, so two runtimes may share it.
+  before, in the same Gateway (wherever it is in the Gateway's rules: its labels come from
+  its own resource), with the same filter chain object (``ChainMemo``) and the same cluster
+  objects for each upstream it names. A ``CompiledRoute`` is not changed after compilation,
+  so two runtimes may share it.
 
 As with ``ChainMemo``, only what the last successful compilation made is kept: the memo holds
 one configuration's objects, which its runtime holds anyway.
@@ -57,12 +58,11 @@ class ClusterMemo:
 class _Routes:
     """What compiling one rule made (a compiled route per match), and what it was made with."""
 
-    __slots__ = ("chain", "clusters", "index", "routes", "rule")
+    __slots__ = ("chain", "clusters", "routes", "rule")
 
-    def __init__(self, rule: RuleIR, index: int, chain: FilterChain,
-                 clusters: dict[str, Cluster], routes: tuple[CompiledRoute, ...]) -> None:
+    def __init__(self, rule: RuleIR, chain: FilterChain, clusters: dict[str, Cluster],
+                 routes: tuple[CompiledRoute, ...]) -> None:
         self.rule = rule
-        self.index = index  # in the Gateway's rules: an unnamed rule's label
         self.chain = chain
         self.clusters = clusters  # its Gateway's, by upstream key
         self.routes = routes
@@ -96,26 +96,24 @@ class RouteMemo:
         self._kept = self.kept.get(gateway, {})
         self._made = self.made.setdefault(gateway, {})
 
-    def get(self, rule: RuleIR, index: int, chain: FilterChain, clusters: dict[str, Cluster]
+    def get(self, rule: RuleIR, chain: FilterChain, clusters: dict[str, Cluster]
             ) -> tuple[CompiledRoute, ...] | None:
-        """What compiling this very ``rule`` at ``index`` (or at another, when it has a name:
-        the same labels) with this chain and clusters made before, if anything; kept for
-        the next time."""
+        """What compiling this very ``rule`` (wherever it is now in its Gateway's rules) with
+        this chain and clusters made before, if anything; kept for the next time."""
         entry = self._kept.get(id(rule))
-        if (entry is None or entry.rule is not rule or entry.chain is not chain
-                or (entry.index != index and rule.name is None)):
+        if entry is None or entry.rule is not rule or entry.chain is not chain:
             return None
         if not self.same_clusters and any(
                 entry.clusters.get(upstream) is not clusters.get(upstream)
                 for upstream in upstreams_of(rule)):
             return None
-        entry.index, entry.clusters = index, clusters
+        entry.clusters = clusters
         self._made[id(rule)] = entry
         return entry.routes
 
-    def add(self, rule: RuleIR, index: int, chain: FilterChain, clusters: dict[str, Cluster],
+    def add(self, rule: RuleIR, chain: FilterChain, clusters: dict[str, Cluster],
             routes: tuple[CompiledRoute, ...]) -> None:
-        self._made[id(rule)] = _Routes(rule, index, chain, clusters, routes)
+        self._made[id(rule)] = _Routes(rule, chain, clusters, routes)
 
     def router(self, gateway: str, entries: list[RouterEntry[CompiledRoute]]
                ) -> Router[CompiledRoute]:
