@@ -26,6 +26,7 @@ from types import ModuleType
 # (routes, clusters, statistics: compiled classes give compiled code their fields directly,
 # where an interpreted object's attribute is a dictionary-and-descriptor lookup).
 COMPILED = (
+    "propylon.proxy.field_names",
     "propylon.proxy.h1.server",
     "propylon.proxy.h1.framing",
     "propylon.proxy.session",

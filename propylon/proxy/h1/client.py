@@ -12,11 +12,12 @@ collected and handed over with the end of the response.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 import httptools
 
 from propylon.proxy.batch import WriteBatch
+from propylon.proxy.field_names import lower_name
 from propylon.proxy.h1.framing import MAX_TRAILERS, last_chunk, response_trailers
 from propylon.proxy.http11 import Headers, connection_tokens, serialize_headers
 from propylon.proxy.rewrite import (
@@ -86,7 +87,7 @@ class OutputBatcher(Protocol):
 
 # Response fields kept apart from those passed on: the hop-by-hop ones, and x-request-id,
 # which the gateway sets itself (an upstream echoing the id would send it twice).
-_SET_APART = RESPONSE_HOP_FIELDS | {b"x-request-id"}
+_SET_APART: Final = RESPONSE_HOP_FIELDS | {b"x-request-id"}
 
 # Output of reads up to this size is held until the end of the loop's turn (proxy/batch.py);
 # larger reads are written at once, so a streamed body never piles up between turns.
@@ -304,16 +305,17 @@ class ClientConnection(asyncio.Protocol):
         if self.got_response:  # fields after the head are trailers
             trailers = self.trailers
             if trailers is None:
-                self.trailers = [(name.lower(), value)]
+                self.trailers = [(lower_name(name), value)]
             elif len(trailers) < MAX_TRAILERS:
-                trailers.append((name.lower(), value))
+                trailers.append((lower_name(name), value))
             return
-        name = name.lower()
+        name = lower_name(name)
         if name not in _SET_APART:
             self.headers.append((name, value))
         elif name == b"content-length":  # llhttp refuses conflicting duplicates
             self.length = value
-        elif ((name == b"connection" and value.lower() in PLAIN_CONNECTION)
+        elif ((name == b"connection" and (value in PLAIN_CONNECTION
+                                          or value.lower() in PLAIN_CONNECTION))
               or name == b"x-request-id"):
             return
         elif self.hop_headers is None:

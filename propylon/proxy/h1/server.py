@@ -15,11 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import httptools
 
 from propylon.proxy.clock import CLOCK
+from propylon.proxy.field_names import lower_name
 from propylon.proxy.h1.framing import (
     FRAMED_BY_CHUNKS,
     FRAMED_BY_LENGTH,
@@ -54,7 +55,7 @@ from propylon.proxy.proxy_protocol import (
 from propylon.proxy.request_fields import CHUNKED as _CHUNKED
 from propylon.proxy.request_fields import CONNECTION as _CONNECTION
 from propylon.proxy.request_fields import EXPECT as _EXPECT
-from propylon.proxy.request_fields import FIELD_KINDS as _SPECIAL
+from propylon.proxy.request_fields import FIELD_KINDS
 from propylon.proxy.request_fields import FORWARDED as _FORWARDED
 from propylon.proxy.request_fields import HOST as _HOST
 from propylon.proxy.request_fields import KEEP as _KEEP
@@ -74,6 +75,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("propylon.proxy")
 
 _PIPELINE, _UPSTREAM_FULL, _BODY_BUFFER = 1, 2, 4
+_FIELD_KINDS: Final = FIELD_KINDS  # a C static when compiled, not a module dictionary probe
 
 # The connection's state (``ServerConnection.state``), one at a time:
 #   OPEN ---upgrade request---> UPGRADING ---101---> TUNNEL
@@ -615,15 +617,15 @@ class ServerConnection(asyncio.Protocol):
             ex.header_bytes += len(name) + len(value)
             if ex.header_bytes > self.listener.max_header_bytes:
                 raise BadRequest(431, "request header fields too large")
-            add_trailer(ex, name.lower(), value)
+            add_trailer(ex, lower_name(name), value)
             return
-        name = name.lower()
+        name = lower_name(name)
         ex.header_bytes += len(name) + len(value)
         listener = self.listener
         if (ex.header_bytes > listener.max_header_bytes
                 or len(ex.request_headers) >= listener.max_header_count):
             raise BadRequest(431, "request header fields too large")
-        kind = _SPECIAL.get(name, _KEEP)
+        kind = _FIELD_KINDS.get(name, _KEEP)
         if kind == _KEEP:
             if _UNDERSCORE in name and self.listener.reject_underscores:
                 raise BadRequest(400, "header names with underscores are not accepted")
