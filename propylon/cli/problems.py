@@ -142,11 +142,14 @@ def _compile_problem(snapshot: SnapshotIR) -> str | None:
     ``run`` would refuse when installing it (CA files, keys, clashing listeners), or None."""
     import asyncio
 
+    from propylon.runtime.check_memo import ProvenRules
     from propylon.runtime.compile import Services, compile_snapshot
 
     async def check() -> str | None:
+        services = Services.scratch(asyncio.get_running_loop())
+        services.proven = ProvenRules()  # a check: the policies translation built are vouched
         try:
-            compile_snapshot(snapshot, Services.scratch(asyncio.get_running_loop()))
+            compile_snapshot(snapshot, services)
         except Exception as exc:
             return str(exc)
         return None
