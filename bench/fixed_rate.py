@@ -15,7 +15,7 @@ keep-alive connections, open loop: request *i* is due at ``start + i / rate`` wh
 answers before it, and its latency counts from that moment (a request waiting for a free
 connection waits on the clock, so a stall is not hidden, as wrk2 corrects coordinated
 omission). Prints one Markdown row per target: the rate achieved, latency percentiles over
-all rounds, errors, and the CPU (user + system, from ``/proc``) the target's worker spent
+all rounds, errors, and the CPU (user and system, from ``/proc``) the target's worker spent
 per request, which at a fixed rate compares builds without the load generator in the way.
 """
 
@@ -157,9 +157,10 @@ async def offer(port: int, rate: int, seconds: float, connections: int) -> Round
     return result
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of a process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS  # utime, stime
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -172,7 +173,8 @@ class Target:
     port: int
     worker: int
     rounds: list[Round] = field(default_factory=list)
-    cpu: float = 0.0
+    user: float = 0.0
+    system: float = 0.0
 
 
 def main() -> None:
@@ -232,10 +234,12 @@ def main() -> None:
                 asyncio.run(offer(target.port, min(args.rate, 1000), 1.0, args.connections))
             for _ in range(args.rounds):
                 for target in targets:
-                    before = cpu_seconds(target.worker)
+                    user, system = cpu_seconds(target.worker)
                     target.rounds.append(asyncio.run(
                         offer(target.port, args.rate, args.seconds, args.connections)))
-                    target.cpu += cpu_seconds(target.worker) - before
+                    user_after, system_after = cpu_seconds(target.worker)
+                    target.user += user_after - user
+                    target.system += system_after - system
                     time.sleep(0.5)
         finally:
             for gw in gateways:
@@ -245,8 +249,8 @@ def main() -> None:
     print(f"{args.rate} requests/s offered for {args.seconds:g} s x {args.rounds} rounds, "
           f"{args.connections} connections, load average {os.getloadavg()[0]:.2f}")
     print("| target | achieved rps | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors "
-          "| worker CPU µs per request |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| worker CPU µs per request: user | system |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for target in targets:
         latencies = sorted(x for r in target.rounds for x in r.latencies)
         sent = sum(r.sent for r in target.rounds)
@@ -254,7 +258,8 @@ def main() -> None:
         errors = sum(r.errors for r in target.rounds)
         cells = [f"{percentile(latencies, q) * 1e3:.2f}" for q in (0.5, 0.9, 0.99, 0.999)]
         print(f"| {target.name} | {sent / elapsed:,.0f} | {' | '.join(cells)} "
-              f"| {latencies[-1] * 1e3:.1f} | {errors} | {target.cpu / sent * 1e6:.1f} |")
+              f"| {latencies[-1] * 1e3:.1f} | {errors} | {target.user / sent * 1e6:.1f} "
+              f"| {target.system / sent * 1e6:.1f} |")
 
 
 if __name__ == "__main__":
