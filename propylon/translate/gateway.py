@@ -42,7 +42,6 @@ from propylon.translate.memo import (
     Recording,
     RouteEntry,
     RouteMemo,
-    delegates,
     recording,
     route_memo,
     targeting,
@@ -121,7 +120,7 @@ def _translate_routes(
         with recording(ctx, secret_reads_made) as made:
             rules = build_rules(ctx, drafts, gateway_policies, targets, defaults)
         built += rules
-        if memo is not None and flattened_once and made[0] and not delegates(route):
+        if memo is not None and flattened_once and made[0]:
             memo.keep(RouteEntry(route, targeting(route, targets), flattened_once,
                                  tuple(drafts), made[0], tuple(rules)))
     if memo is not None:

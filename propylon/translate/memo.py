@@ -11,9 +11,11 @@ A Route's entry is used again only when nothing it was made from changed: the sa
 object (the loader gives unchanged files' resources as the same objects), the same policies
 targeting it or its named rules, and, for the whole memo, the same Gateway object, RouteTables,
 Upstreams and Policies (objects again), the same contained resources and no secret read
-for the Gateway's own policies. Anything else, and every Route that delegates (its rules
-depend on RouteTables and on cycles found across them) or whose translation read a secret
-(its value may have changed with the same configuration), is translated as before.
+for the Gateway's own policies. A delegating Route is kept too: what it is made of beyond
+itself (the RouteTables its selectors find, recursively, cycles among them, the policies
+targeting them) is all among those objects. Anything else, and every Route whose translation
+read a secret (its value may have changed with the same configuration), is translated as
+before.
 """
 
 from __future__ import annotations
@@ -161,10 +163,6 @@ def targeting(route: Route, targets: PolicyTargets) -> tuple[object, ...]:
         if rule.name is not None:
             found += [*targets.get((route.kind, route.key, rule.name), ()), None]
     return tuple(found)
-
-
-def delegates(route: Route) -> bool:
-    return any(rule.delegate is not None for rule in route.spec.rules)
 
 
 def _same(a: tuple[object, ...], b: tuple[object, ...]) -> bool:

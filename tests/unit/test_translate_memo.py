@@ -141,3 +141,51 @@ def test_a_gateway_policy_reading_a_secret_keeps_no_route(tmp_path: Path) -> Non
     again = translate_with_issues(base)
     assert_same(again, fresh(base))
     assert "two" in str(again.snapshot.gateways[0].default_policies)
+
+
+DELEGATING_CASES = ["cycle", "nested_delegation", "contained_routes", "design_example"]
+
+
+def kept_delegating_routes() -> int:
+    return sum(any(rule.delegate is not None for rule in entry.route.spec.rules)
+               for m in memo._MEMOS.values() for entry in m._entries.values())
+
+
+def other_route(namespace: str) -> list[Resource]:
+    return resources(f"""apiVersion: propylon.dev/v1
+kind: Route
+metadata: {{name: added, namespace: {namespace}}}
+spec:
+  rules:
+    - matches: [{{path: {{exact: /added-by-another-team}}}}]
+      directResponse: {{status: 204}}
+""")
+
+
+@pytest.mark.parametrize("name", DELEGATING_CASES)
+def test_delegating_routes_are_kept_when_another_route_changes(name: str) -> None:
+    loaded = load_paths([CASES / f"{name}.yaml"])
+    fresh(loaded.resources, loaded.rejected)
+    assert kept_delegating_routes() >= 1
+    namespaces = {r.namespace for r in loaded.resources if r.kind == "Route"}
+    changed = [*loaded.resources, *(r for ns in sorted(namespaces) for r in other_route(ns))]
+    again = translate_with_issues(changed, loaded.rejected)
+    assert kept_delegating_routes() >= 1
+    assert_same(again, fresh(changed, loaded.rejected))
+
+
+@pytest.mark.parametrize("name", DELEGATING_CASES)
+def test_a_changed_route_table_reaches_the_routes_that_delegate_to_it(name: str) -> None:
+    loaded = load_paths([CASES / f"{name}.yaml"])
+    fresh(loaded.resources, loaded.rejected)
+    table = next(r for r in loaded.resources if r.kind == "RouteTable")
+    labels = dict(table.metadata.labels)
+    edited = resources(f"""apiVersion: propylon.dev/v1
+kind: RouteTable
+metadata: {{name: {table.name}, namespace: {table.namespace}, labels: {labels}}}
+spec:
+  rules: [{{matches: [{{path: {{prefix: /edited}}}}], directResponse: {{status: 202}}}}]
+""".replace("'", '"'))
+    changed = [edited[0] if r is table else r for r in loaded.resources]
+    again = translate_with_issues(changed, loaded.rejected)
+    assert_same(again, fresh(changed, loaded.rejected))
