@@ -27,6 +27,7 @@ from types import ModuleType
 # where an interpreted object's attribute is a dictionary-and-descriptor lookup).
 COMPILED = (
     "propylon.proxy.field_names",
+    "propylon.proxy.shared_values",
     "propylon.proxy.h1.server",
     "propylon.proxy.h1.framing",
     "propylon.proxy.session",

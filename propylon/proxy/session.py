@@ -35,6 +35,7 @@ from propylon.proxy.h1.framing import has_no_body
 from propylon.proxy.hostport import is_ip_literal
 from propylon.proxy.http11 import HOP_BY_HOP, Headers, serialize_headers
 from propylon.proxy.rewrite import redirect_location
+from propylon.proxy.shared_values import shared_bytes
 from propylon.runtime.compiled import FORWARD, REDIRECT, CompiledRoute
 
 if TYPE_CHECKING:
@@ -335,7 +336,8 @@ class Session:
         )
         serialized = serialize_headers(fields)
         if not proto.peer_trusted:
-            proto.forwarding_host, proto.forwarding_fields = host, serialized
+            serialized = shared_bytes(serialized)
+            proto.forwarding_host, proto.forwarding_fields = shared_bytes(host), serialized
         return serialized
 
     # -- phase 2: the request body ---------------------------------------------------------

@@ -74,8 +74,8 @@ def test_keep_alive_serves_many_requests_on_one_client_connection(gw, up) -> Non
 
 
 def test_a_connection_idle_past_the_release_serves_its_next_request_alike(gw, up) -> None:
-    """After about a second idle the connection drops its parser and caches (IDLE_RELEASE);
-    the next request on it makes them again and is forwarded the same way."""
+    """After about a second idle the connection drops its caches (IDLE_RELEASE); the next
+    request on it makes them again and is forwarded the same way."""
     with RawClient(gw.port) as client:
         seen = []
         for pause in (0.0, 1.8, 0.0):
@@ -86,6 +86,36 @@ def test_a_connection_idle_past_the_release_serves_its_next_request_alike(gw, up
             seen.append((request.header("host"), request.header("x-forwarded-for"),
                          request.header("x-forwarded-host")))
     assert seen[0] == seen[1] == seen[2] and seen[0][1] == "127.0.0.1", seen
+
+
+def test_a_request_begun_in_the_read_that_ended_the_last_is_parsed_whole(gw, up) -> None:
+    """An idle connection gives its parser back to the worker (RequestReader) only when no
+    byte of a next request has been read: one whose read ended inside the next request's
+    method keeps its parser, while other connections' requests take and give back parsers,
+    and its request is parsed whole when the rest comes."""
+    up.handler = lambda q: Reply(body=q.target.encode())
+    with RawClient(gw.port) as split, RawClient(gw.port) as other:
+        for tail in (b"G", b"GE", b"GET", b"GET "):
+            split.send(build_request("POST", "/first", body=b"abc") + tail)
+            assert split.read_final().body == b"/first"
+            for i in range(3):  # parsers lent to another connection meanwhile
+                other.request("GET", f"/other/{i}")
+                assert other.read_final().body == f"/other/{i}".encode()
+            time.sleep(0.05)
+            split.send(build_request("GET", "/second")[len(tail):])
+            response = split.read_final()
+            assert response.status == 200 and response.body == b"/second", (tail, response)
+
+
+def test_a_body_that_ends_a_read_without_a_line_end_lets_the_parser_go(gw, up) -> None:
+    """A request whose body ends its read (no line end after it) is a message boundary:
+    the next requests on the connection, and on others, are parsed alike."""
+    up.handler = lambda q: Reply(body=q.target.encode() + b":" + q.body)
+    with RawClient(gw.port) as first, RawClient(gw.port) as second:
+        for i in range(4):
+            for client, name in ((first, "a"), (second, "b")):
+                client.send(build_request("POST", f"/{name}{i}", body=b"xyz"))
+                assert client.read_final().body == f"/{name}{i}:xyz".encode()
 
 
 def test_sequential_requests_reuse_one_pooled_upstream_connection(gw, up) -> None:

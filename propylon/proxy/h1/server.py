@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from typing import TYPE_CHECKING, Any, Final
 
@@ -34,7 +35,6 @@ from propylon.proxy.h1.framing import (
 )
 from propylon.proxy.h2.server import PREFACE as H2_PREFACE
 from propylon.proxy.h2.server import H2ServerConnection
-from propylon.proxy.hostport import split_host
 from propylon.proxy.http11 import (
     _STATUS_LINES,
     Headers,
@@ -64,6 +64,7 @@ from propylon.proxy.request_fields import OWNED as _OWNED
 from propylon.proxy.request_fields import TE as _TE
 from propylon.proxy.request_fields import UPGRADE as _UPGRADE
 from propylon.proxy.session import Session
+from propylon.proxy.shared_values import shared_host
 from propylon.proxy.tls import client_certificate_header
 
 if TYPE_CHECKING:
@@ -97,8 +98,10 @@ _MAX_UPGRADE_HOLD = 64 * 1024
 _TAB, _HASH, _UNDERSCORE = b"\t#_"
 CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 LINGER_TIME = 2.0
-# An idle keep-alive connection drops its parser and caches after this long (seconds).
+# An idle keep-alive connection drops its caches after this long (seconds).
 IDLE_RELEASE = 1.0
+# Request readers kept for reuse by the worker's connections (see RequestReader).
+_POOLED_READERS: Final = 256
 
 
 def _odd_request_line(data: bytes) -> bool:
@@ -109,6 +112,85 @@ def _odd_request_line(data: bytes) -> bool:
     end = data.find(b"\n")
     line = data if end < 0 else data[:end]
     return line.find(b"  ") >= 0 or _TAB in line or line.startswith(b" ")
+
+
+class RequestReader:
+    """An httptools request parser, lent to a connection while it reads and answers a request
+    and taken back when the connection is idle between requests (``ServerConnection.
+    release_reader``): a worker holds about as many parsers as requests in flight, not one
+    per open connection. httptools binds a parser's callbacks to one object for the parser's
+    life, so that object is this one, and it passes them to the connection it is lent to.
+    Memory is why: a parser per connection, made and dropped as connections come and go
+    idle, left ~1 KB of allocator holes per idle connection (docs/performance.md)."""
+
+    __slots__ = ("between_messages", "conn", "next_idle", "parser")
+
+    def __init__(self, conn: ServerConnection) -> None:
+        self.conn: ServerConnection | None = conn
+        self.next_idle: RequestReader | None = None  # in the idle readers' list
+        self.between_messages = True  # no byte of a next request parsed yet
+        self.parser = httptools.HttpRequestParser(self)
+
+    def on_message_begin(self) -> None:
+        self.between_messages = False
+
+    def on_url(self, url: bytes) -> None:
+        conn = self.conn
+        assert conn is not None
+        conn.on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        conn = self.conn
+        assert conn is not None
+        conn.on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        conn = self.conn
+        assert conn is not None
+        conn.on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        conn = self.conn
+        assert conn is not None
+        conn.on_body(body)
+
+    def on_message_complete(self) -> None:
+        self.between_messages = True
+        conn = self.conn
+        assert conn is not None
+        conn.on_message_complete()
+
+
+class _IdleReaders:
+    """The worker's readers not lent to a connection, a linked stack (one event loop per
+    process). Linked rather than a list: a list that empties and fills again on every
+    request reallocates its storage each time."""
+
+    __slots__ = ("count", "top")
+
+    def __init__(self) -> None:
+        self.top: RequestReader | None = None
+        self.count = 0
+
+    def lend(self, conn: ServerConnection) -> RequestReader:
+        reader = self.top
+        if reader is None:
+            return RequestReader(conn)
+        self.top = reader.next_idle
+        self.count -= 1
+        reader.next_idle = None
+        reader.conn = conn
+        return reader
+
+    def take_back(self, reader: RequestReader) -> None:
+        if self.count < _POOLED_READERS:
+            reader.conn = None
+            reader.next_idle = self.top
+            self.top = reader
+            self.count += 1
+
+
+_IDLE_READERS: Final = _IdleReaders()
 
 
 class ServerConnection(asyncio.Protocol):
@@ -135,7 +217,6 @@ class ServerConnection(asyncio.Protocol):
         "out",
         "parsed_host",
         "parsed_host_value",
-        "parser",
         "peer_ip",
         "peer_trusted",
         "preface_held",
@@ -146,6 +227,8 @@ class ServerConnection(asyncio.Protocol):
         "queued",
         "quiet_since",
         "read_paused",
+        "reader",
+        "reading",
         "rejection",
         "seen_activity",
         "state",
@@ -162,10 +245,11 @@ class ServerConnection(asyncio.Protocol):
         self.listener = listener
         self.loop = worker.loop
         self.batch = worker.batch  # held output is released at the end of the loop's turn
-        # Made by the first read, and dropped again when the connection has been idle a
-        # while (check_timeouts): an idle connection holds no parser (850 bytes with its
-        # bound callbacks), nor does one that HTTP/2 takes over.
-        self.parser: httptools.HttpRequestParser | None = None
+        # Lent by the first read of a request, taken back when the connection is idle
+        # between requests: an idle connection holds no parser, nor does one that HTTP/2
+        # takes over. ``reading``: inside the parser's feed_data (its callbacks run).
+        self.reader: RequestReader | None = None
+        self.reading = False
         self.transport: asyncio.Transport = None  # type: ignore[assignment]
         self.peer_ip = ""
         self.peer_trusted = False
@@ -206,7 +290,7 @@ class ServerConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
-        self.peer_ip = peer[0] if peer else ""
+        self.peer_ip = sys.intern(peer[0]) if peer else ""  # one copy for a client's connections
         gateway = self.listener.gateway
         self.peer_trusted = gateway is not None and gateway.is_trusted(self.peer_ip)
         tls = self.listener.tls
@@ -285,11 +369,12 @@ class ServerConnection(asyncio.Protocol):
             self.ex = Session(self)
             self.head_started = CLOCK.now
             self.head_read = 0
-        parser = self.parser
-        if parser is None:
-            parser = self.parser = httptools.HttpRequestParser(self)
+        reader = self.reader
+        if reader is None:
+            reader = self.reader = _IDLE_READERS.lend(self)
+        self.reading = True
         try:
-            parser.feed_data(data)
+            reader.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             # The request asked to switch protocols: what follows its head is not HTTP
             # unless the upstream refuses the switch. Hold it until the upstream answers.
@@ -312,6 +397,8 @@ class ServerConnection(asyncio.Protocol):
                 # a read that ends inside a request line that has not reached its target yet
                 # ("GET"): the next read continues it and may begin with its space
                 self.mid_line = data[-1] != 10
+                if self.current is None:
+                    self.release_reader()  # answered within the read (a local response)
             elif not ex.method:
                 # The read ended inside a request head. httptools keeps an unfinished field
                 # until its line ends (on_header checks only complete ones), so the whole
@@ -322,6 +409,8 @@ class ServerConnection(asyncio.Protocol):
                     self.head_read += len(data)
                 if self.head_read > self.listener.max_head_bytes:
                     self.reject(431, "request header fields too large")
+        finally:
+            self.reading = False
 
     # -- PROXY protocol (a balancer in front names the client) -------------------------
     def preset_proxy_header(self, header: ProxyHeader | None) -> None:
@@ -392,7 +481,7 @@ class ServerConnection(asyncio.Protocol):
         or the connection is cut if its response had started."""
         if self.state >= LINGERING:
             return  # the connection is closing: what follows its last answer is dropped
-        self.parser = httptools.HttpRequestParser(self)  # nothing more is parsed from here
+        self.reader = None  # nothing more is parsed from here
         broken, self.ex = self.ex, None
         answer = simple_response(status, message.encode("latin-1") + b"\n", close=True)
         current = self.current
@@ -436,7 +525,7 @@ class ServerConnection(asyncio.Protocol):
         """The upstream answered the upgrade request without switching: parse HTTP again."""
         held, self.upgrade_buffer = self.upgrade_buffer, None
         self.state = OPEN
-        self.parser = httptools.HttpRequestParser(self)
+        self.reader = None  # the next read is parsed by a fresh parser
         self._resume(_BODY_BUFFER)
         return bytes(held or b"")
 
@@ -669,8 +758,9 @@ class ServerConnection(asyncio.Protocol):
         assert ex is not None
         if self.state >= LINGERING:
             return  # input after a response that closes the connection is ignored
-        parser = self.parser
-        assert parser is not None  # this is its callback
+        reader = self.reader
+        assert reader is not None  # this is its parser's callback
+        parser = reader.parser
         ex.method = parser.get_method()
         version = parser.get_http_version()
         if version != "1.1":  # ex.http11 starts true
@@ -703,9 +793,11 @@ class ServerConnection(asyncio.Protocol):
         host_value = ex.host_value
         if host_value == self.parsed_host_value:
             ex.host = self.parsed_host  # same Host as the previous request: already split
+        elif host_value:
+            self.parsed_host_value, ex.host = shared_host(host_value)
+            self.parsed_host = ex.host
         else:
-            ex.host = split_host(host_value)[0] if host_value else ""
-            self.parsed_host_value, self.parsed_host = host_value, ex.host
+            ex.host = ""
         if ex.host_count != 1:
             if ex.host_count > 1:
                 raise BadRequest(400, "duplicate Host header")
@@ -789,6 +881,8 @@ class ServerConnection(asyncio.Protocol):
             nxt.begin()
             return
         self.idle_since = CLOCK.now
+        if not self.reading:
+            self.release_reader()
         if self.read_paused & _BODY_BUFFER:
             self._resume(_BODY_BUFFER)
 
@@ -824,11 +918,18 @@ class ServerConnection(asyncio.Protocol):
                      listener.stream_idle_timeout)
             self.abort()
 
+    def release_reader(self) -> None:
+        """Give the parser back to the worker's readers when it stands between requests
+        (nothing of a next request read yet); a parser in any other state goes with the
+        connection. Not from a parser callback: the rest of the read is parsed after it."""
+        reader = self.reader
+        if reader is not None and reader.between_messages and self.state == OPEN:
+            self.reader = None
+            _IDLE_READERS.take_back(reader)
+
     def _release_idle_state(self) -> None:
-        """What the next request would reuse, dropped while the connection is idle: its
-        parser is made again by the next read, the caches fill again (docs/performance.md,
-        "Idle connections")."""
-        self.parser = None
+        """What the next request would reuse, dropped while the connection is idle: the
+        caches fill again (docs/performance.md, "Idle connections")."""
         self.parsed_host_value = self.forwarding_host = None
         self.parsed_host = ""
         self.forwarding_fields = b""
@@ -855,7 +956,7 @@ class ServerConnection(asyncio.Protocol):
             transport.close()
             return
         self.state = LINGERING
-        self.parser = httptools.HttpRequestParser(self)
+        self.reader = None
         self._pause_reasons_cleared()
         transport.write_eof()
         self.loop.call_later(LINGER_TIME, transport.close)
