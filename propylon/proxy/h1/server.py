@@ -123,16 +123,12 @@ class RequestReader:
     Memory is why: a parser per connection, made and dropped as connections come and go
     idle, left ~1 KB of allocator holes per idle connection (docs/performance.md)."""
 
-    __slots__ = ("between_messages", "conn", "next_idle", "parser")
+    __slots__ = ("conn", "next_idle", "parser")
 
     def __init__(self, conn: ServerConnection) -> None:
         self.conn: ServerConnection | None = conn
         self.next_idle: RequestReader | None = None  # in the idle readers' list
-        self.between_messages = True  # no byte of a next request parsed yet
         self.parser = httptools.HttpRequestParser(self)
-
-    def on_message_begin(self) -> None:
-        self.between_messages = False
 
     def on_url(self, url: bytes) -> None:
         conn = self.conn
@@ -155,7 +151,6 @@ class RequestReader:
         conn.on_body(body)
 
     def on_message_complete(self) -> None:
-        self.between_messages = True
         conn = self.conn
         assert conn is not None
         conn.on_message_complete()
@@ -394,9 +389,15 @@ class ServerConnection(asyncio.Protocol):
         else:
             ex = self.ex  # feed_data may have ended it
             if ex is None:
-                # a read that ends inside a request line that has not reached its target yet
-                # ("GET"): the next read continues it and may begin with its space
-                self.mid_line = data[-1] != 10
+                # A read that ends inside a request line that has not reached its target yet
+                # ("GET"): the next read continues it and may begin with its space. Any
+                # further on, llhttp has passed the target's first bytes to on_url, which
+                # starts a session; so a read that ends in no byte a method, the space after
+                # it or an empty line can end with is a message boundary (a body's last
+                # byte, a line end), and the parser can be given back.
+                last = data[-1]
+                self.mid_line = last != 10 and (
+                    65 <= last <= 90 or last == 32 or last == 45 or last == 13)
                 if self.current is None:
                     self.release_reader()  # answered within the read (a local response)
             elif not ex.method:
@@ -923,7 +924,8 @@ class ServerConnection(asyncio.Protocol):
         (nothing of a next request read yet); a parser in any other state goes with the
         connection. Not from a parser callback: the rest of the read is parsed after it."""
         reader = self.reader
-        if reader is not None and reader.between_messages and self.state == OPEN:
+        if (reader is not None and self.ex is None and not self.mid_line
+                and self.state == OPEN):
             self.reader = None
             _IDLE_READERS.take_back(reader)
 
