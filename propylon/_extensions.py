@@ -28,6 +28,9 @@ from types import ModuleType
 COMPILED = (
     "propylon.proxy.field_names",
     "propylon.proxy.shared_values",
+    "propylon.proxy.request_fields",
+    "propylon.proxy.clock",
+    "propylon.proxy.worker_state",
     "propylon.proxy.h1.server",
     "propylon.proxy.h1.framing",
     "propylon.proxy.session",

@@ -15,16 +15,16 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Final
 
 from propylon.observability.tracing_metrics import TRACING_COUNTERS, merge_tracing
 from propylon.observability.waf_metrics import WAF_COUNTERS, merge_waf
 
 # Latency histogram bounds in seconds (Prometheus ``le`` labels); the last bucket is +Inf.
-LATENCY_BOUNDS: tuple[float, ...] = (
+LATENCY_BOUNDS: Final[tuple[float, ...]] = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )
-UPSTREAM_BOUNDS = LATENCY_BOUNDS  # time from sending a request upstream to its answer's head
+UPSTREAM_BOUNDS: Final = LATENCY_BOUNDS  # time from sending a request upstream to its answer's head
 
 # Status codes are counted in slots: one per registered code (IANA's, as Python knows them),
 # one per class for the other codes of that class ("4xx": a 4xx code not registered), and
@@ -34,7 +34,7 @@ _REGISTERED = tuple(sorted(int(code) for code in HTTPStatus))
 STATUS_SLOTS: tuple[str, ...] = (
     "0", "1xx", "2xx", "3xx", "4xx", "5xx", *(str(code) for code in _REGISTERED))
 SLOT_CLASS: tuple[int, ...] = (0, 1, 2, 3, 4, 5, *(code // 100 for code in _REGISTERED))
-STATUS_SLOT: tuple[int, ...] = tuple(
+STATUS_SLOT: Final[tuple[int, ...]] = tuple(
     6 + _REGISTERED.index(status) if status in _REGISTERED else min(status // 100, 5)
     for status in range(1000)
 )

@@ -20,18 +20,29 @@ from __future__ import annotations
 
 import itertools
 import os
+from typing import Final
 
 MAX_KEPT_LENGTH = 200
 
-_prefix = b""
-_counter = itertools.count()
+
+class _IdSource:
+    """The process's prefix and counter (an object, not two module names rebound after a
+    fork: compiled, reading a Final object's fields is a load, a module name a dict probe)."""
+
+    __slots__ = ("counter", "prefix")
+
+    def __init__(self) -> None:
+        self.prefix = b""
+        self.counter = itertools.count()
+
+
+_IDS: Final = _IdSource()
 
 
 def _draw_prefix() -> None:
-    global _prefix, _counter
     digits = os.urandom(10).hex().encode()
-    _prefix = b"%s-%s-%s-%s-" % (digits[:8], digits[8:12], digits[12:16], digits[16:20])
-    _counter = itertools.count()
+    _IDS.prefix = b"%s-%s-%s-%s-" % (digits[:8], digits[8:12], digits[12:16], digits[16:20])
+    _IDS.counter = itertools.count()
 
 
 _draw_prefix()
@@ -39,7 +50,8 @@ os.register_at_fork(after_in_child=_draw_prefix)
 
 
 def new_request_id() -> bytes:
-    return _prefix + b"%012x" % next(_counter)
+    ids = _IDS
+    return ids.prefix + b"%012x" % next(ids.counter)
 
 
 def accepted_request_id(value: bytes) -> bytes | None:

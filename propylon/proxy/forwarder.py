@@ -17,14 +17,13 @@ timer exactly once.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import random
 import time
-from bisect import bisect_left
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from propylon.observability.metrics import STATUS_SLOT, UPSTREAM_BOUNDS
-from propylon.proxy.clock import CLOCK
-from propylon.proxy.grpc import status_in
+from propylon.proxy import clock, grpc
 from propylon.proxy.h1.client import frame_body, serialize_request_head
 from propylon.proxy.mirror import MirrorRequest
 from propylon.runtime.retry import CONNECT_FAILURE, GRPC, RESET, STATUS, TIMEOUT
@@ -37,14 +36,18 @@ if TYPE_CHECKING:
     from propylon.proxy.session import Session
     from propylon.runtime.compiled import Cluster, ClusterEndpoint, CompiledRoute
 
-COARSE_DEADLINE = 5.0  # route timeouts at least this long are checked by the sweeper
-MAX_PENDING_BODY = 256 * 1024  # buffered before the upstream is ready; reading pauses above
-MAX_REPLAY_BODY = 1024 * 1024  # bodies kept for retries and mirrors; larger ones are not
+COARSE_DEADLINE: Final = 5.0  # route timeouts at least this long are checked by the sweeper
+MAX_PENDING_BODY: Final = 256 * 1024  # buffered before the upstream is ready; reading pauses above
+MAX_REPLAY_BODY: Final = 1024 * 1024  # bodies kept for retries and mirrors; larger ones are not
 # Bodies of idempotent requests kept (on routes without retries or mirror) for the one free
 # retry after a stale pooled connection; larger ones get 502 when they meet one.
-MAX_STALE_REPLAY_BODY = 64 * 1024
-IDEMPOTENT = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
-_perf_counter = time.perf_counter
+MAX_STALE_REPLAY_BODY: Final = 64 * 1024
+IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
+# names of interpreted modules: C statics when compiled, not module dictionary probes
+_perf_counter: Final = time.perf_counter
+bisect_left: Final = bisect.bisect_left
+CLOCK: Final = clock.CLOCK
+status_in: Final = grpc.status_in
 
 
 class PendingBody(Protocol):

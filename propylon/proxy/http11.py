@@ -7,6 +7,7 @@ serialised from parsed fields only, never by copying raw client bytes.
 from __future__ import annotations
 
 from http import HTTPStatus
+from typing import Final
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -27,7 +28,7 @@ HOP_BY_HOP: frozenset[bytes] = frozenset(
 )
 
 _REASONS: dict[int, bytes] = {s.value: s.phrase.encode() for s in HTTPStatus}
-_STATUS_LINES: dict[int, bytes] = {}
+_STATUS_LINES: Final[dict[int, bytes]] = {}
 
 
 def status_line(status: int) -> bytes:
@@ -44,7 +45,7 @@ def connection_tokens(value: bytes) -> set[bytes]:
     return {t.strip().lower() for t in value.split(b",") if t.strip()}
 
 
-_JOIN_FIELD = b": ".join
+_JOIN_FIELD: Final = b": ".join
 
 
 def serialize_headers(headers: Headers) -> bytes:

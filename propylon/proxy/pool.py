@@ -27,13 +27,15 @@ import ssl
 import time
 from collections import deque
 from collections.abc import Coroutine
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from propylon.ir import UpstreamTLSIR
 from propylon.net.tls import client_context
-from propylon.proxy.clock import CLOCK
+from propylon.proxy import clock
 from propylon.proxy.h2.pool import H2Pool
 from propylon.proxy.proxy_protocol import build_proxy_header
+
+CLOCK: Final = clock.CLOCK  # names of interpreted modules: C statics when compiled
 
 if TYPE_CHECKING:
     from propylon.proxy.h1.client import ClientConnection

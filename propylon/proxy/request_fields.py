@@ -6,7 +6,19 @@ name up in ``FIELD_KINDS``; fields not in it are end-to-end and forwarded as the
 
 from __future__ import annotations
 
-KEEP, HOST, LENGTH, CHUNKED, CONNECTION, EXPECT, FORWARDED, DROP, UPGRADE, TE, OWNED = range(11)
+from typing import Final
+
+KEEP: Final = 0
+HOST: Final = 1
+LENGTH: Final = 2
+CHUNKED: Final = 3
+CONNECTION: Final = 4
+EXPECT: Final = 5
+FORWARDED: Final = 6
+DROP: Final = 7
+UPGRADE: Final = 8
+TE: Final = 9
+OWNED: Final = 10
 
 FIELD_KINDS: dict[bytes, int] = {
     b"host": HOST,

@@ -18,21 +18,21 @@ Invariants: at most one forwarder per request; a response head is written at mos
 from __future__ import annotations
 
 import asyncio
+import bisect
 import functools
 import logging
 import time
-from bisect import bisect_left
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from propylon.filters.base import LocalResponse
 from propylon.observability.metrics import LATENCY_BOUNDS, STATUS_SLOT
 from propylon.observability.request_id import accepted_request_id, new_request_id
+from propylon.proxy import forwarded, hostport
 from propylon.proxy.body import TOO_LARGE, RequestBodyFilter, ResponseBodyFilter
-from propylon.proxy.forwarded import forwarding_headers, real_client_ip
+from propylon.proxy.forwarded import forwarding_headers
 from propylon.proxy.forwarder import Forwarder, hold_chunk
 from propylon.proxy.grpc import is_grpc_request, trailers_only
 from propylon.proxy.h1.framing import has_no_body
-from propylon.proxy.hostport import is_ip_literal
 from propylon.proxy.http11 import HOP_BY_HOP, Headers, serialize_headers
 from propylon.proxy.rewrite import redirect_location
 from propylon.proxy.shared_values import shared_bytes
@@ -46,7 +46,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("propylon.proxy")
 
-_perf_counter = time.perf_counter
+# names of interpreted modules: C statics when compiled, not module dictionary probes
+_perf_counter: Final = time.perf_counter
+bisect_left: Final = bisect.bisect_left
+real_client_ip: Final = forwarded.real_client_ip
+is_ip_literal: Final = hostport.is_ip_literal
 
 
 class Session:

@@ -12,7 +12,7 @@ import ipaddress
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from propylon.ir import CircuitBreakerIR, ListenerIR, RedirectIR, UpstreamIR
 from propylon.runtime.balancer import PriorityBalancer
@@ -29,7 +29,9 @@ if TYPE_CHECKING:
     from propylon.runtime.retry import RetryPolicy
     from propylon.runtime.router import Router
 
-FORWARD, REDIRECT, DIRECT = 0, 1, 2
+FORWARD: Final = 0
+REDIRECT: Final = 1
+DIRECT: Final = 2
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 

@@ -17,11 +17,15 @@ response not yet started) is the exchange's business; this module only classifie
 from __future__ import annotations
 
 import random
+from typing import Final
 
 from propylon.ir import RetryIR
 
-CONNECT_FAILURE, RESET, TIMEOUT, STATUS = "connect-failure", "reset", "timeout", "status"
-GRPC = "grpc"
+CONNECT_FAILURE: Final = "connect-failure"
+RESET: Final = "reset"
+TIMEOUT: Final = "timeout"
+STATUS: Final = "status"
+GRPC: Final = "grpc"
 GRPC_RETRY_CODES = {
     "cancelled": 1,
     "deadline-exceeded": 4,

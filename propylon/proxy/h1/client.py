@@ -16,12 +16,12 @@ from typing import TYPE_CHECKING, Final, Protocol
 
 import httptools
 
+from propylon.proxy import rewrite
 from propylon.proxy.batch import WriteBatch
 from propylon.proxy.field_names import lower_name
 from propylon.proxy.h1.framing import MAX_TRAILERS, last_chunk, response_trailers
 from propylon.proxy.http11 import Headers, connection_tokens, serialize_headers
 from propylon.proxy.rewrite import (
-    PLAIN_CONNECTION,
     RESPONSE_HOP_FIELDS,
     response_fields,
     rewrite_path,
@@ -91,7 +91,8 @@ _SET_APART: Final = RESPONSE_HOP_FIELDS | {b"x-request-id"}
 
 # Output of reads up to this size is held until the end of the loop's turn (proxy/batch.py);
 # larger reads are written at once, so a streamed body never piles up between turns.
-DEFER_MAX = 16 * 1024
+DEFER_MAX: Final = 16 * 1024
+PLAIN_CONNECTION: Final = rewrite.PLAIN_CONNECTION
 
 
 class ClientConnection(asyncio.Protocol):

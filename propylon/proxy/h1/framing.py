@@ -9,7 +9,7 @@ the client's HTTP version.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 from propylon.proxy.http11 import HOP_BY_HOP, Headers, is_token, serialize_headers
 
@@ -23,8 +23,9 @@ class BadRequest(Exception):
         self.status = status
 
 
-FRAMED_BY_LENGTH, FRAMED_BY_CHUNKS = 1, 2
-LOOKALIKE_PREFIXES = (b"transfer", b"content")
+FRAMED_BY_LENGTH: Final = 1
+FRAMED_BY_CHUNKS: Final = 2
+LOOKALIKE_PREFIXES: Final = (b"transfer", b"content")
 _FRAMING_NAMES = (b"transferencoding", b"contentlength")
 
 
@@ -116,7 +117,7 @@ PROHIBITED_TRAILERS = HOP_BY_HOP | frozenset({
     b"expect", b"max-forwards", b"range", b"if-match", b"if-none-match",
     b"if-modified-since", b"if-unmodified-since", b"if-range", b"trailer",
 })
-MAX_TRAILERS = 100  # fields; more is refused
+MAX_TRAILERS: Final = 100  # fields; more is refused
 
 
 def add_trailer(session: Session, name: bytes, value: bytes) -> None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import httptools
 
-from propylon.proxy.clock import CLOCK
+from propylon.proxy import clock
 from propylon.proxy.field_names import lower_name
 from propylon.proxy.h1.framing import (
     FRAMED_BY_CHUNKS,
@@ -75,7 +75,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("propylon.proxy")
 
-_PIPELINE, _UPSTREAM_FULL, _BODY_BUFFER = 1, 2, 4
+# Final: C constants when compiled, not module dictionary probes
+_PIPELINE: Final = 1
+_UPSTREAM_FULL: Final = 2
+_BODY_BUFFER: Final = 4
+CLOCK: Final = clock.CLOCK
 _FIELD_KINDS: Final = FIELD_KINDS  # a C static when compiled, not a module dictionary probe
 
 # The connection's state (``ServerConnection.state``), one at a time:
@@ -90,12 +94,21 @@ _FIELD_KINDS: Final = FIELD_KINDS  # a C static when compiled, not a module dict
 #   any ---close(linger)---> LINGERING (FIN sent, input dropped until LINGER_TIME)
 #   any ---close()---> CLOSED
 # Whether the client has sent FIN (``eof``) is the input side's own fact, true in any state.
-OPEN, UPGRADING, TUNNEL, DROPPING_INPUT, PROXY_HEADER, PREFACE, LINGERING, CLOSED = range(8)
+OPEN: Final = 0
+UPGRADING: Final = 1
+TUNNEL: Final = 2
+DROPPING_INPUT: Final = 3
+PROXY_HEADER: Final = 4
+PREFACE: Final = 5
+LINGERING: Final = 6
+CLOSED: Final = 7
 
 _MAX_UPGRADE_HOLD = 64 * 1024
 # Single bytes searched for as ints: ``b"x" in data`` first tries ``b"x"`` as an int and
 # pays for the exception, ``int in data`` is a plain memchr.
-_TAB, _HASH, _UNDERSCORE = b"\t#_"
+_TAB: Final = 9  # b"\t"
+_HASH: Final = 35  # b"#"
+_UNDERSCORE: Final = 95  # b"_"
 CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 LINGER_TIME = 2.0
 # An idle keep-alive connection drops its caches after this long (seconds).
