@@ -46,7 +46,7 @@ import mmap
 import os
 import struct
 import time
-from typing import Any
+from typing import Any, Final
 
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -54,19 +54,19 @@ from redis.exceptions import NoScriptError
 
 log = logging.getLogger("propylon.filters.rateLimit")
 
-SLOT = struct.Struct("<Qddd")  # fingerprint, tokens, last refill, full again at
-SLOTS = 1 << 16
-PROBE = 8
-SIZE = (SLOTS + PROBE) * SLOT.size
-SHM_DIR = "/dev/shm"
+SLOT: Final = struct.Struct("<Qddd")  # fingerprint, tokens, last refill, full again at
+SLOTS: Final = 1 << 16
+PROBE: Final = 8
+SIZE: Final = (SLOTS + PROBE) * SLOT.size
+SHM_DIR: Final = "/dev/shm"
 
 # (allowed, tokens left, seconds until one token)
 Result = tuple[bool, float, float]
 
-LEASE_SHARE = 16  # a lease takes at most this fraction (1/N) of the tokens left
-LEASE_MAX = 64
+LEASE_SHARE: Final = 16  # a lease takes at most this fraction (1/N) of the tokens left
+LEASE_MAX: Final = 64
 LEASE_SECONDS = 0.1
-LEASES_MAX = 4096  # leases a worker holds (one per busy bucket); expired ones are dropped
+LEASES_MAX: Final = 4096  # leases a worker holds (one per busy bucket); expired ones are dropped
 
 
 class Lease:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Any
+from typing import Any, Final
 
 from propylon.filters.base import FilterContext, FilterEnv, Headers, LocalResponse
 from propylon.ir.model import ConsumerIR
 from propylon.policies import auth
 
-CONSUMER = "consumer"  # ctx.state key: the authenticated ConsumerIR
+CONSUMER: Final = "consumer"  # ctx.state key: the authenticated ConsumerIR
 
 
 def header(headers: Headers, name: bytes) -> bytes | None:
@@ -46,7 +46,8 @@ def unauthorized(challenge: str, body: bytes = b"unauthorized\n") -> LocalRespon
     return LocalResponse(401, body, [(b"www-authenticate", challenge.encode("latin-1"))])
 
 
-KNOWN_KEYS = 10_000  # accepted API keys remembered per configuration (then forgotten at once)
+# accepted API keys remembered per configuration (then forgotten at once)
+KNOWN_KEYS: Final = 10_000
 
 
 class ConsumerTable:

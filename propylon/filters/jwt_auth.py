@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Awaitable
-from typing import Any
+from typing import Any, Final
 
 import jwt
 
@@ -31,7 +31,7 @@ from propylon.filters.base import Filter, FilterContext, FilterEnv, Headers, Loc
 from propylon.net.tls import compile_tls
 from propylon.policies.auth import JwtPolicy
 
-_VERIFIED_MAX = 10000
+_VERIFIED_MAX: Final = 10000
 
 
 class JwtFilter(Filter):

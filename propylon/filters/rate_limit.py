@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Awaitable
+from typing import Final
 
 from propylon.filters._buckets import (
     MemoryBuckets,
@@ -34,8 +35,8 @@ from propylon.filters._common import CONSUMER, header, state
 from propylon.filters.base import Filter, FilterContext, FilterEnv, Headers, LocalResponse
 from propylon.policies.traffic import RateLimit, RateLimitPolicy
 
-_HEADERS = "rateLimit.headers"  # ctx.state key: headers for the response
-KNOWN_BUCKETS = 10_000  # bucket identities remembered per limit (then forgotten at once)
+_HEADERS: Final = "rateLimit.headers"  # ctx.state key: headers for the response
+KNOWN_BUCKETS: Final = 10_000  # bucket identities remembered per limit (then forgotten at once)
 
 
 class Limit:

@@ -174,14 +174,21 @@ def test_connected_proxies_report_endpoint_health(cluster: Cluster) -> None:
         plane.must_put(resource)
     cluster.proxy("proxy-health", plane, "infra/health", health_interval=0.5)  # 5 s by default
 
+    expected = {f"127.0.0.1:{alive}": True, f"127.0.0.1:{dead}": False}
+
     def reported() -> dict[str, Any] | None:
+        # A report can leave before the first check of the dead endpoint has failed (endpoints
+        # start healthy, as Envoy's do without a check yet): wait for the verdicts to settle.
         proxies = _fleet(plane, "infra/health")["proxies"]
         health = proxies[0].get("health") if proxies else None
-        return health if health and len(health["endpoints"]) == 2 else None
+        if not health or len(health["endpoints"]) != 2:
+            return None
+        verdicts = {ep["endpoint"]: ep["healthy"] for ep in health["endpoints"]}
+        return health if verdicts == expected else None
 
-    health = wait_until(reported, timeout=20.0, what="a health report")
+    health = wait_until(reported, timeout=20.0, what="a health report judging both endpoints")
     verdicts = {ep["endpoint"]: ep["healthy"] for ep in health["endpoints"]}
-    assert verdicts == {f"127.0.0.1:{alive}": True, f"127.0.0.1:{dead}": False}
+    assert verdicts == expected
 
     from propylon.controlplane.diffview import render_health
 
