@@ -15,7 +15,9 @@ sampled one.
 ``--policy NAME`` requests the route of ``bench/policies.py`` that carries that one policy
 (``none`` is its route without policies; ``extAuth`` and ``rateLimit-global`` need servers and
 are not offered), with the headers that benchmark sends: the policy's cost is the difference
-to ``--policy none``.
+to ``--policy none``. ``--headers-of NAME`` sends another route's fields instead: ``--policy
+none --headers-of jwt`` is the jwt route's request (its token and all) to the route without
+policies, which leaves out what a longer request costs to parse and forward.
 
 Instructions per request (deterministic; the machine's load does not matter):
 
@@ -85,20 +87,24 @@ class MemoryTransport(asyncio.Transport):
         pass
 
 
-def policy_config(name: str, root: Path) -> tuple[Path, bytes]:
+def policy_config(name: str, root: Path, headers_of: str | None = None) -> tuple[Path, bytes]:
     """bench/policies.py's configuration written under ``root``, and a request for the route
-    of the policy ``name``."""
+    of the policy ``name`` with the fields that benchmark sends it (those it sends the route
+    of ``headers_of`` if given)."""
     sys.path.insert(0, str(Path(__file__).parent))
     import policies
 
     routes = {route: headers for route, _, headers in policies.ROUTES}
+    if headers_of is not None and headers_of not in routes:
+        raise SystemExit(f"--headers-of: one of {', '.join(routes)}")
     if name not in routes or name in ("extAuth", "rateLimit-global"):
         raise SystemExit(f"--policy: one of {', '.join(routes)} but extAuth, rateLimit-global")
     for file, text in policies.credentials("ES256").items():
         (root / file).write_text(text)
     config = root / "gateway.yaml"
     config.write_text(policies.config(18080, 1, 1).replace("$PORT", "18090"))
-    fields = "".join(f"{k}: {v}\r\n" for k, v in (routes[name] or policies.PADDING).items())
+    sent = routes[headers_of if headers_of is not None else name]
+    fields = "".join(f"{k}: {v}\r\n" for k, v in (sent or policies.PADDING).items())
     return config, f"GET /{name} HTTP/1.1\r\nHost: 127.0.0.1:18090\r\n{fields}\r\n".encode()
 
 
@@ -187,11 +193,15 @@ def main() -> None:
                         help="the Gateway traces, sampling this ratio (spans not exported)")
     parser.add_argument("--policy", metavar="NAME",
                         help="the route of bench/policies.py carrying this policy")
+    parser.add_argument("--headers-of", metavar="NAME",
+                        help="with --policy: send the fields bench/policies.py sends this "
+                             "policy's route (e.g. --policy none --headers-of jwt: the same "
+                             "request to the route without policies)")
     args = parser.parse_args()
     loop = uvloop.new_event_loop()
     asyncio.set_event_loop(loop)
     with tempfile.TemporaryDirectory() as tmp:
-        config, request = (policy_config(args.policy, Path(tmp)) if args.policy
+        config, request = (policy_config(args.policy, Path(tmp), args.headers_of) if args.policy
                            else (None, REQUEST))
         cwd = os.getcwd()
         os.chdir(tmp)  # the files the policies name are relative to it, as for the gateway
