@@ -359,7 +359,17 @@ def test_sharded_fleets_and_noisy_neighbour(procs: Procs, tmp_path: Path) -> Non
                               "echo-extra": procs.pid("echo-extra"),
                               "control": procs.pid("control")})
     result = measure_isolation(main_port, extra, quiet, noisy)
-    if result.ratio > TARGET:
+    unsaturated = [n for n, (_, lo) in enumerate(result.windows, 1)
+                   if lo.busy(NOISY_CPU) < SATURATED]
+    if unsaturated:
+        # A loaded window whose noisy CPU was not busy loaded nothing: seen once in a
+        # clean-clone run, round 1 at 2 % busy while wrk reported 10,258 req/s (the other
+        # rounds 99-100 %, pooled ratio 1.04). Such a measurement is void, not failed: it is
+        # taken once more, and the second is asserted below whole.
+        print(f"[e2e] loaded window(s) {unsaturated} without load on the noisy CPU: "
+              f"measuring again")
+        result = measure_isolation(main_port, extra, quiet, noisy)
+    elif result.ratio > TARGET:
         # Either other programs took the quiet CPU while measuring (pinning cannot keep them
         # off), or one window met a stall of a few milliseconds that moves the pooled p99 (a
         # clean-clone run saw per-round ratios 0.85, 1.02, 3.65, 1.01 ... with 1 % foreign
