@@ -21,7 +21,7 @@ from tests.support import resources as r
 from tests.support.client import RawClient, roundtrip
 from tests.support.gateway import Gateway
 from tests.support.h1 import chunked
-from tests.support.h2_upstream import H2Reply, H2Upstream, h2_server_context
+from tests.support.h2_upstream import H2Reply, H2Request, H2Upstream, echo_h2, h2_server_context
 from tests.support.net import poll_until
 from tests.support.tls import Pki
 from tests.support.upstream import pattern_body
@@ -64,6 +64,7 @@ def gw(module_gateways, h2c: H2Upstream, narrow: H2Upstream, h2tls: H2Upstream,
         rules = [
             r.rule({"prefix": "/narrow"}, forward=r.forward("narrow")),
             r.rule({"prefix": "/tls"}, forward=r.forward("tls")),
+            r.rule({"prefix": "/late"}, forward=r.forward("h2c", timeout="200ms")),
             r.rule({"prefix": "/api"}, forward=r.forward("h2c", rewrite={"prefix": "/v1"})),
             r.rule({"prefix": "/"}, forward=r.forward("h2c", timeout="20s")),
         ]
@@ -171,6 +172,34 @@ def test_upstream_rst_stream_is_a_502(gw: Gateway, up: H2Upstream) -> None:
     assert roundtrip(gw.port, "GET", "/reset").status == 502
     up.reset()
     assert roundtrip(gw.port, "GET", "/after").status == 200  # the connection still serves
+
+
+def test_an_answer_crossing_our_reset_is_ignored(gw: Gateway, up: H2Upstream) -> None:
+    """The gateway resets a stream at its timeout; the upstream's answer, already on its way,
+    arrives on the reset stream. RFC 9113 §5.1: such frames are ignored, the connection and
+    its other streams carry on (h2 used to call the late HEADERS a new inbound stream beyond
+    our MAX_CONCURRENT_STREAMS of 0 and tear the connection down with PROTOCOL_ERROR)."""
+    def handler(request: H2Request) -> H2Reply:
+        if request.path == "/late":
+            return H2Reply(body=b"late", delay=0.5, after_reset=True)
+        if request.path == "/other":
+            return H2Reply(body=b"on time", delay=0.6)
+        return echo_h2(request)
+
+    up.handler = handler
+    with ThreadPoolExecutor(1) as pool:
+        assert roundtrip(gw.port, "GET", "/late").status == 504  # at 0.2 s; answered at 0.5 s
+        # a stream opened after the reset (h2 forgets the reset one when counting streams)
+        # and still open when the crossing answer arrives
+        other = pool.submit(roundtrip, gw.port, "GET", "/other")
+        poll_until(lambda: up.crossing_answers == 1, 5, message="the crossing answer written")
+        response = other.result()
+    assert (response.status, response.body) == (200, b"on time")
+    late_request, other_request = up.requests  # /other was not retried elsewhere
+    assert (late_request.path, other_request.path) == ("/late", "/other")
+    assert late_request.conn_id == other_request.conn_id
+    assert (late_request.conn_id, late_request.stream_id, ErrorCodes.CANCEL) in up.resets
+    assert _echo(roundtrip(gw.port, "GET", "/after"))["conn"] == late_request.conn_id
 
 
 def test_response_trailers_reach_a_chunked_client(gw: Gateway, up: H2Upstream) -> None:

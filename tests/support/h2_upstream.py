@@ -6,7 +6,9 @@ connection and stream ids) once its stream ends, then answered with the ``H2Repl
 current ``handler`` returns: status, fields, a body (sent as the client's flow-control
 windows allow), trailers, a delay, or RST_STREAM with an error code. ``goaway_after`` makes a
 connection announce GOAWAY after that many requests: the streams it took are answered, later
-ones are ignored (never processed), then the connection closes.
+ones are ignored (never processed), then the connection closes. ``H2Reply.after_reset``
+writes the answer even when the client has reset the stream meanwhile, as a server whose
+answer was on the wire when the RST_STREAM arrived does.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.exceptions import H2Error
 from h2.settings import SettingCodes, Settings
-from hyperframe.frame import GoAwayFrame
+from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame
 
 from tests.support.net import poll_until
 from tests.support.upstream import pattern_body
@@ -62,6 +64,7 @@ class H2Reply:
     trailers: list[tuple[str, str]] = field(default_factory=list)
     delay: float = 0.0  # seconds before the response head
     reset: int | None = None  # answer with RST_STREAM and this error code instead
+    after_reset: bool = False  # answer even a stream the client reset (the frames crossed)
 
 
 def echo_h2(request: H2Request) -> H2Reply:
@@ -187,6 +190,9 @@ class _ServerConnection(asyncio.Protocol):
         try:
             if reply.delay:
                 await asyncio.sleep(reply.delay)
+            if reply.after_reset and stream_id not in self.streams:
+                self.write_crossing_answer(stream_id, reply)
+                return
             if reply.reset is not None:
                 self.h2.reset_stream(stream_id, reply.reset)
                 self.flush()
@@ -208,6 +214,18 @@ class _ServerConnection(asyncio.Protocol):
             self.streams.pop(stream_id, None)
             if self.going_away and not self.answering and self.transport is not None:
                 self.transport.close()
+
+    def write_crossing_answer(self, stream_id: int, reply: H2Reply) -> None:
+        """HEADERS and DATA on a stream the client reset, written by hand (h2 refuses to send
+        on a closed stream) with the connection's HPACK encoder, whose state stays in step."""
+        self.flush()
+        head = HeadersFrame(stream_id, flags=["END_HEADERS"])
+        head.data = self.h2.encoder.encode([(b":status", str(reply.status).encode()),
+                                            (b"content-length", b"%d" % len(reply.body))])
+        body = DataFrame(stream_id, data=reply.body, flags=["END_STREAM"])
+        if self.transport is not None:
+            self.transport.write(head.serialize() + body.serialize())
+        self.upstream.crossing_answers += 1
 
     async def send_body(self, stream_id: int, body: bytes, end: bool) -> None:
         view = memoryview(body)
@@ -244,6 +262,7 @@ class H2Upstream:
         self.connections = 0
         self.body_sent = 0  # response body bytes written, all streams
         self.resets: list[tuple[int, int, int]] = []  # (conn, stream, error code) from the client
+        self.crossing_answers = 0  # answers written on streams the client had reset
         self._requests: list[H2Request] = []
         self._lock = threading.Lock()
         self._conn_ids = itertools.count(1)
@@ -295,6 +314,7 @@ class H2Upstream:
         with self._lock:
             self._requests.clear()
         self.resets.clear()
+        self.crossing_answers = 0
         self.body_sent = 0
         self.handler = handler or echo_h2
         self.goaway_after = 0

@@ -182,8 +182,11 @@ class H2ClientConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         h2 = self.h2
         h2.local_settings = Settings(client=True, initial_values={
+            # Push off is what keeps the upstream from opening streams. MAX_CONCURRENT_STREAMS
+            # stays h2's default: at 0, h2 takes an answer crossing our RST_STREAM, on a
+            # stream it has already forgotten, for a new inbound stream over the limit and
+            # tears the connection down with PROTOCOL_ERROR (RFC 9113 §5.1: ignore it).
             SettingCodes.ENABLE_PUSH: 0,
-            SettingCodes.MAX_CONCURRENT_STREAMS: 0,  # the upstream may open no stream
             SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,
             SettingCodes.MAX_HEADER_LIST_SIZE: MAX_RESPONSE_HEADER_LIST,
         })
