@@ -44,6 +44,17 @@ class ChainMemo:
         self.made[key] = entry
         return entry[2]
 
+    def keep(self, policies: tuple[PolicyIR, ...], first: Any, chain: FilterChain) -> bool:
+        """Whether ``chain`` is still the one for ``policies`` after ``first`` (then it is
+        kept for the next compilation, as ``chain`` would)."""
+        key = (id(policies), id(first))
+        entry = self.made.get(key) or self.kept.get(key)
+        if (entry is None or entry[2] is not chain or entry[0] is not policies
+                or entry[1] is not first):
+            return False
+        self.made[key] = entry
+        return True
+
     def commit(self) -> None:
         """The compilation succeeded: its chains are the ones to keep."""
         self.kept, self.made = self.made, {}

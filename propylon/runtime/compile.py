@@ -51,7 +51,7 @@ from propylon.runtime.route_memo import ClusterMemo, RouteMemo
 from propylon.runtime.router import RouterEntry
 
 if TYPE_CHECKING:
-    from propylon.observability.tracing_export import TracerPipelines
+    from propylon.observability.tracing_export import SpanSink, TracerPipelines, TracingSettings
 
 
 class CompileError(ValueError):
@@ -71,6 +71,10 @@ class Services:
     # span exporters, made when a Gateway first asks for tracing (the SDK loads only then)
     tracing: TracerPipelines | None = None
     export_traces: bool = True
+    # each Gateway's tracing filter (stateless), by Gateway: a new one for the same settings
+    # would be a new first filter of every chain, none of them reused
+    tracing_filters: dict[str, tuple[TracingSettings, SpanSink, Filter]] = field(
+        default_factory=dict)
     # the chains of the last compilation, reused for unchanged rules (chain_memo.py)
     chains: ChainMemo = field(default_factory=ChainMemo)
     # the DNS answers the supervisor's resolver sent (runtime/discovery.py)
@@ -137,6 +141,7 @@ def compile_gateway(
     proven = services.proven
     if proven is not None and not proven.gateway(gateway):
         proven.kept = {}  # the Gateway around the rules changed: check them all
+    routes, chains = services.routes, services.chains
     for rule in gateway.rules:
         if proven is not None:
             if proven.known(rule):
@@ -146,10 +151,19 @@ def compile_gateway(
                 proven.add(rule)
                 continue
             proven.add(rule)
+        kept = routes.unchanged(rule, tracing, chains)
+        if kept is not None:  # most rules of a change: only their router entries are new
+            order, matches = len(entries), rule.matches
+            if len(matches) == 1:
+                entries.append(RouterEntry(rule.hostnames, matches[0], kept[0], order))
+            else:
+                entries += [RouterEntry(rule.hostnames, match, compiled, order + i)
+                            for i, (match, compiled) in enumerate(zip(matches, kept, strict=True))]
+            continue
         if proven is not None and tracing is None and rule.policies and vouched(rule.policies):
             chain = EMPTY_CHAIN  # a check, of filters built just before (check_memo.py)
         else:
-            chain = services.chains.chain(rule.policies, tracing, functools.partial(
+            chain = chains.chain(rule.policies, tracing, functools.partial(
                 compile_chain, rule.policies, env, tracing))
         entries += _rule_entries(gateway.key, rule, chain, clusters, services, len(entries))
     not_found = CompiledRoute("", "none", "none", metrics.route(gateway.key, "none", "none"))
@@ -304,7 +318,13 @@ def compile_tracing(gateway: str, spec: TracingIR | None, services: Services) ->
     if services.tracing is None:
         services.tracing = TracerPipelines(export=services.export_traces)
     settings = resolve_tracing(spec)
-    return TracingFilter(gateway, services.tracing.sink(settings), settings.ratio)
+    sink = services.tracing.sink(settings)
+    kept = services.tracing_filters.get(gateway)
+    if kept is not None and kept[0] == settings and kept[1] is sink:
+        return kept[2]  # the same object: the chain memo keeps the Gateway's chains
+    made = TracingFilter(gateway, sink, settings.ratio)
+    services.tracing_filters[gateway] = (settings, sink, made)
+    return made
 
 
 def compile_chain(policies: tuple[PolicyIR, ...], env: FilterEnv,

@@ -22,12 +22,13 @@ one configuration's objects, which its runtime holds anyway.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from propylon.ir import RuleIR, UpstreamIR
 from propylon.runtime.check_memo import upstreams_of
 
 if TYPE_CHECKING:
+    from propylon.runtime.chain_memo import ChainMemo
     from propylon.runtime.compiled import Cluster, CompiledRoute, FilterChain
     from propylon.runtime.router import Router, RouterEntry
 
@@ -75,6 +76,7 @@ class RouteMemo:
         self.made: dict[str, dict[int, _Routes]] = {}
         self._kept: dict[int, _Routes] = {}  # the Gateway being compiled
         self._made: dict[int, _Routes] = {}
+        self._clusters: dict[str, Cluster] = {}  # the Gateway being compiled's
         # each Gateway's clusters when they were compiled: while all of them are kept, the
         # rules need not look up theirs one by one
         self.clusters: dict[str, dict[str, Cluster]] = {}
@@ -93,6 +95,7 @@ class RouteMemo:
         self.same_clusters = old is not None and old.keys() == clusters.keys() and all(
             old[key] is cluster for key, cluster in clusters.items())
         self.made_clusters[gateway] = clusters
+        self._clusters = clusters
         self._kept = self.kept.get(gateway, {})
         self._made = self.made.setdefault(gateway, {})
 
@@ -106,6 +109,25 @@ class RouteMemo:
         if not self.same_clusters and any(
                 entry.clusters.get(upstream) is not clusters.get(upstream)
                 for upstream in upstreams_of(rule)):
+            return None
+        entry.clusters = clusters
+        self._made[id(rule)] = entry
+        return entry.routes
+
+    def unchanged(self, rule: RuleIR, first: Any, chains: ChainMemo
+                  ) -> tuple[CompiledRoute, ...] | None:
+        """``get`` without the chain in hand: what this very ``rule`` made before, if its
+        chain (policies after ``first``, the Gateway's tracing) is still the one ``chains``
+        holds for it (then kept there too) and its clusters are the same objects."""
+        entry = self._kept.get(id(rule))
+        if entry is None or entry.rule is not rule:
+            return None
+        clusters = self._clusters
+        if not self.same_clusters and any(
+                entry.clusters.get(upstream) is not clusters.get(upstream)
+                for upstream in upstreams_of(rule)):
+            return None
+        if not chains.keep(rule.policies, first, entry.chain):
             return None
         entry.clusters = clusters
         self._made[id(rule)] = entry

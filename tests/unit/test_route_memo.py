@@ -220,3 +220,32 @@ def test_entries_after_one_more_match_keep_their_buckets(loop: asyncio.AbstractE
     old, new = first.gateways["shop/edge"].router, second.gateways["shop/edge"].router
     assert new._default[-1].prefixes["/b/api"] is old._default[-1].prefixes["/b/api"]
     assert new._default[-1].exact["/a-too"].default is not None
+
+
+def test_tracing_turned_on_reaches_the_unchanged_rules(loop: asyncio.AbstractEventLoop
+                                                       ) -> None:
+    """The same rule objects under a Gateway that now traces: every chain is built again with
+    the tracing filter first (a kept route would keep serving untraced); compiled again with
+    the same tracing, they are all kept (the tracing filter is)."""
+    from propylon.observability.trace_filter import TracingFilter
+
+    worker = services(loop, ANSWER)
+    first_ir = snapshot(route("a"))
+    compile_snapshot(first_ir, worker)
+    gateway = first_ir.gateways[0]
+    traced = dataclasses.replace(gateway, tracing=ir.TracingIR(
+        otlp_endpoint="http://127.0.0.1:4318"))
+    runtime = compile_snapshot(dataclasses.replace(first_ir, gateways=(traced,)), worker)
+    router = runtime.gateways["shop/edge"].router
+    found = [router.match(host, "GET", path, _View(headers))
+             for host, path, headers in REQUESTS if path.startswith("/a/")]
+    assert found and all(route is not None and isinstance(route.chain.filters[0], TracingFilter)
+                         for route in found)
+    traced_ir = dataclasses.replace(first_ir, gateways=(traced,))
+    again = compile_snapshot(traced_ir, worker).gateways["shop/edge"].router
+    # still tracing, nothing changed: the tracing filter and so every route are kept
+    assert again._default[-1].prefixes["/a/api"] is router._default[-1].prefixes["/a/api"]
+    untraced = compile_snapshot(first_ir, worker).gateways["shop/edge"].router
+    assert all(not isinstance(r.chain.filters[0], TracingFilter) if r.chain.filters else True
+               for r in (untraced.match(h, "GET", p, _View(hd)) for h, p, hd in REQUESTS
+                         if p.startswith("/a/")) if r is not None)
