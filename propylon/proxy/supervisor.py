@@ -35,7 +35,6 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from multiprocessing.reduction import send_handle
 from typing import TYPE_CHECKING, Any
 
 from propylon import ir
@@ -46,6 +45,7 @@ from propylon.proxy import upgrade
 from propylon.proxy.health_checker import HealthChecker
 from propylon.proxy.listen_sockets import Key, ListeningSockets
 from propylon.proxy.worker import DELTA_REFUSED, worker_main
+from propylon.proxy.worker_outbox import WorkerOutbox
 from propylon.runtime.chain_memo import ChainMemo
 from propylon.runtime.check_memo import ProvenRules
 from propylon.runtime.compile import Services, compile_snapshot
@@ -77,7 +77,8 @@ class WorkerHandle:
 
     def __init__(self, process: BaseProcess, conn: Connection, slot: int = 0) -> None:
         self.process = process
-        self.conn = conn
+        self.conn = conn  # read here, on the loop; written by ``outbox``'s thread
+        self.outbox = WorkerOutbox(conn, process.pid or 0)
         self.slot = slot  # which of each listener's sockets this worker accepts on
         self.lent: set[Key] = set()
         # Questions carry an id and answers name it: a worker handles messages concurrently,
@@ -90,17 +91,16 @@ class WorkerHandle:
         future: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
         self.next_id += 1
         self.waiting[self.next_id] = future
-        try:
-            self.conn.send((self.next_id, *message))
-        except OSError as exc:
+        if self.outbox.broken:
             del self.waiting[self.next_id]
-            future.set_exception(ConfigRefused(f"worker unreachable: {exc}"))
+            future.set_exception(ConfigRefused("worker unreachable: its pipe is closed"))
+        else:
+            self.outbox.send((self.next_id, *message))
         return future
 
     def tell(self, message: tuple[Any, ...]) -> None:
         """Send without expecting an answer."""
-        with contextlib.suppress(OSError):
-            self.conn.send((None, *message))
+        self.outbox.send((None, *message))
 
     def lend(self, sockets: ListeningSockets, keys: Iterable[Key]) -> None:
         """Pass the worker its slot's socket of each key it does not have yet: a message,
@@ -109,8 +109,8 @@ class WorkerHandle:
             if key in self.lent:
                 continue
             sock = sockets.for_slot(key, self.slot)
-            self.conn.send((None, "listen", *key))
-            send_handle(self.conn, sock.fileno(), self.process.pid or 0)
+            self.outbox.send((None, "listen", *key))
+            self.outbox.send_handle(sock.fileno())
             self.lent.add(key)
 
     def forget(self, keys: Iterable[Key]) -> None:
@@ -124,6 +124,7 @@ class WorkerHandle:
             message = self.conn.recv()
         except (EOFError, OSError):
             asyncio.get_running_loop().remove_reader(self.conn.fileno())
+            self.outbox.close()
             waiting, self.waiting = self.waiting, {}
             for pending in waiting.values():
                 if not pending.done():
@@ -378,6 +379,7 @@ class Supervisor:
                           handle.process.exitcode)
                 with contextlib.suppress(OSError, ValueError):
                     asyncio.get_running_loop().remove_reader(handle.conn.fileno())
+                handle.outbox.close()
                 replacement = self._spawn(handle.slot)
                 self.handles[i] = replacement
                 if self.snapshot is not None:

@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -39,7 +40,7 @@ def _config(tmp: Path, *ports: int, body: str = "ok") -> ir.SnapshotIR:
                   "address": "127.0.0.1"} for port in ports]
     gateway = r.gateway(ports[0])
     gateway["spec"]["listeners"] = listeners
-    folder = tmp / f"config-{'-'.join(map(str, ports))}-{body}"
+    folder = tmp / f"config-{'-'.join(map(str, ports))}-{body[:16]}-{len(body)}"
     folder.mkdir()
     (folder / "gateway.yaml").write_text(r.dump(
         gateway, r.route("main", rules=[r.rule(directResponse={"status": 200, "body": body})])))
@@ -195,6 +196,51 @@ def test_a_first_install_that_timed_out_then_succeeded_late_serves_every_connect
         await _check_served(supervisor, {port}, set())
 
     _run(scenario)
+
+
+def test_a_stopped_worker_does_not_stall_the_supervisor(tmp_path: Path) -> None:
+    """A configuration larger than a pipe's buffer, for a worker that does not read (stopped):
+    the supervisor's loop, which runs the admin API, the health checks and the other workers,
+    keeps running (the write to that worker's pipe used to block it until the worker read);
+    the install is refused at the answer timeout, and taken once the worker runs again."""
+    port = free_port()
+    small, big = _config(tmp_path, port), _config(tmp_path, port, body="x" * 300_000)
+
+    async def scenario(supervisor: Supervisor) -> None:
+        await supervisor.install(small)
+        resume = _pause(supervisor, 1)
+        # if the loop blocks, nothing on it can resume the worker: a thread will
+        safety = threading.Timer(6 * ANSWER_TIMEOUT, resume)
+        safety.start()
+        lag = asyncio.ensure_future(_worst_lag())
+        try:
+            with pytest.raises(ConfigRefused, match="did not answer in time"):
+                await supervisor.install(big)
+        finally:
+            safety.cancel()
+            resume()
+            lag.cancel()
+            worst = await asyncio.gather(lag, return_exceptions=True)
+        assert _LAG[0] < 0.5, f"the supervisor's loop stalled for {_LAG[0]:.1f} s ({worst})"
+        await supervisor.install(big)
+        assert supervisor.ready()
+        await _check_served(supervisor, {port}, set())
+
+    _run(scenario)
+
+
+_LAG = [0.0]  # the longest gap between two ticks of the loop seen by ``_worst_lag``
+
+
+async def _worst_lag() -> None:
+    loop = asyncio.get_running_loop()
+    _LAG[0] = 0.0
+    last = loop.time()
+    while True:
+        await asyncio.sleep(0.02)
+        now = loop.time()
+        _LAG[0] = max(_LAG[0], now - last - 0.02)
+        last = now
 
 
 def test_a_refused_port_change_closes_the_new_port_and_a_later_one_moves_it(
