@@ -105,3 +105,24 @@ def test_sigterm_drains_the_in_flight_request_then_exits_0(gateways, upstreams) 
     code = gw.process.wait(timeout=gw.drain_timeout + 5)
     assert code == 0
     assert time.monotonic() - started < gw.drain_timeout
+
+
+def test_a_connection_accepted_before_draining_gets_its_request_answered(gateways,
+                                                                        upstreams) -> None:
+    """A client whose connection the worker accepted just before SIGTERM, and whose request
+    comes after it, is answered (with Connection: close), not closed unanswered as an idle
+    connection is: nothing tells such a client to send its request again."""
+    up = upstreams("late-first-request")
+    gw: Gateway = gateways(_config(up), drain_timeout=5.0)
+    with RawClient(gw.port, timeout=10) as late:
+        poll_until(lambda: len(_established_inodes(gw.port)) >= 1, 3,
+                   message="the connection accepted")
+        time.sleep(0.1)  # the worker has it (accept is immediate; this is margin)
+        gw.signal(signal.SIGTERM)
+        poll_until(lambda: port_refuses(gw.port), 3, message="new connections refused")
+        late.request("GET", "/late")
+        response = late.read_final()
+    assert response.status == 200
+    assert response.header("connection") == "close"
+    assert gw.process is not None
+    assert gw.process.wait(timeout=gw.drain_timeout + 5) == 0

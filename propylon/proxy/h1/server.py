@@ -113,6 +113,8 @@ CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 LINGER_TIME = 2.0
 # An idle keep-alive connection drops its caches after this long (seconds).
 IDLE_RELEASE = 1.0
+# Draining, a connection that has sent nothing yet is left this long after it opened (seconds).
+FIRST_BYTES_GRACE: Final = 1.0
 # Request readers kept for reuse by the worker's connections (see RequestReader).
 _POOLED_READERS: Final = 256
 
@@ -953,7 +955,13 @@ class ServerConnection(asyncio.Protocol):
         return (self.current is not None) + len(self.queued)
 
     def close_if_idle(self) -> None:
+        """Draining: close unless a request is being read or answered. A connection that
+        has not sent a byte yet is left alone for ``FIRST_BYTES_GRACE`` after it opened: one
+        accepted just before the listener closed has its request on the way, and closing it
+        unanswered fails a request no client retries (``worker.drain`` cuts it at the end)."""
         if self.current is None and self.ex is None:
+            if self.activity == 0 and CLOCK.now - self.idle_since < FIRST_BYTES_GRACE:
+                return
             self.close()
 
     def close(self, linger: bool = False) -> None:
