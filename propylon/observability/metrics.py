@@ -14,6 +14,7 @@ request says (path, Host, header) ever becomes a key.
 from __future__ import annotations
 
 from bisect import bisect_left
+from collections.abc import Iterable
 from http import HTTPStatus
 from typing import Any, Final
 
@@ -34,6 +35,8 @@ _REGISTERED = tuple(sorted(int(code) for code in HTTPStatus))
 STATUS_SLOTS: tuple[str, ...] = (
     "0", "1xx", "2xx", "3xx", "4xx", "5xx", *(str(code) for code in _REGISTERED))
 SLOT_CLASS: tuple[int, ...] = (0, 1, 2, 3, 4, 5, *(code // 100 for code in _REGISTERED))
+FIVE_XX_SLOTS: Final[tuple[int, ...]] = tuple(
+    slot for slot, status_class in enumerate(SLOT_CLASS) if status_class == 5)
 STATUS_SLOT: Final[tuple[int, ...]] = tuple(
     6 + _REGISTERED.index(status) if status in _REGISTERED else min(status // 100, 5)
     for status in range(1000)
@@ -143,6 +146,17 @@ class MetricsRegistry:
             stats = self.upstreams[key] = UpstreamStats()
         return stats
 
+    def request_totals(self) -> tuple[int, int]:
+        """Requests answered so far and how many were 5xx, over every route (the same sums
+        as ``route_request_totals`` of a snapshot's routes, without making the snapshot)."""
+        requests = errors = 0
+        for stats in self.routes.values():
+            codes = stats.by_code
+            requests += sum(codes)
+            for slot in FIVE_XX_SLOTS:
+                errors += codes[slot]
+        return requests, errors
+
     def snapshot(self) -> dict[str, Any]:
         return {
             "routes": [
@@ -161,6 +175,16 @@ class MetricsRegistry:
             "waf": WAF_COUNTERS.snapshot(),  # per process, not per registry (waf_metrics.py)
             "tracing": TRACING_COUNTERS.snapshot(),  # per process too (tracing_metrics.py)
         }
+
+
+def route_request_totals(routes: Iterable[dict[str, Any]]) -> tuple[int, int]:
+    """Requests answered and how many were 5xx, summed over the routes of snapshots."""
+    requests = errors = 0
+    for route in routes:
+        codes = route["codes"]
+        requests += sum(codes)
+        errors += sum(codes[slot] for slot in FIVE_XX_SLOTS if slot < len(codes))
+    return requests, errors
 
 
 def _add(acc: list[int], more: list[int]) -> None:

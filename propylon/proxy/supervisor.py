@@ -399,6 +399,19 @@ class Supervisor:
             for index, (handle, answer) in enumerate(zip(handles, answers, strict=True))
         ]
 
+    async def request_totals(self) -> tuple[int, int]:
+        """Requests answered and 5xx answers, summed over the workers that answered."""
+        answers = await asyncio.gather(
+            *(asyncio.wait_for(h.ask(("totals",)), _ANSWER_TIMEOUT) for h in self.handles),
+            return_exceptions=True,
+        )
+        requests = errors = 0
+        for answer in answers:
+            if isinstance(answer, tuple):
+                requests += answer[1]
+                errors += answer[2]
+        return requests, errors
+
     async def stats(self) -> dict[str, Any]:
         """The workers' counters, summed."""
         return merge_snapshots([s for _, _, s in await self.worker_stats() if s is not None])

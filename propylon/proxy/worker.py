@@ -14,7 +14,8 @@ request id (None for messages that need no answer); answers carry the id they an
   ``("nack", version, error)`` (the previous configuration keeps serving);
 - ``("dns", [(query, answer), ...])``: DNS answers (``runtime/discovery.py``) for the
   clusters whose endpoints are names; sent before an install and whenever one changes;
-- ``("stats",)`` -> answers ``("stats", metrics_snapshot)``;
+- ``("stats",)`` -> answers ``("stats", metrics_snapshot)``; ``("totals",)`` -> answers
+  ``("totals", requests, errors_5xx)``, summed over routes (a tally before each install);
 - ``("drain", grace_seconds)`` -> stop accepting, finish in-flight requests, exit.
 """
 
@@ -342,6 +343,8 @@ class WorkerChannel:
                 self._send(request_id, ("ack", version))
         elif kind == "stats":
             self._send(request_id, ("stats", self.worker.stats()))
+        elif kind == "totals":
+            self._send(request_id, ("totals", *self.worker.metrics.request_totals()))
         elif kind == "health":
             self.worker.apply_verdicts(message[1])
         elif kind == "dns":

@@ -3,7 +3,12 @@ from typing import Any
 import pytest
 
 from propylon.observability.exposition import render, snapshot_families
-from propylon.observability.metrics import STATUS_SLOTS, MetricsRegistry, merge_snapshots
+from propylon.observability.metrics import (
+    STATUS_SLOTS,
+    MetricsRegistry,
+    merge_snapshots,
+    route_request_totals,
+)
 from tests.support.gateway import metric_value
 
 
@@ -82,3 +87,16 @@ def test_access_log_line_is_json_with_escaping() -> None:
     ex.upstream_error, ex.route, ex.forwarder = "connect failed", None, None
     doc = json.loads(format_line(ex, 0.0, 1.0))  # type: ignore[arg-type]
     assert doc["error"] == "connect failed" and doc["route"] is None
+
+
+def test_request_totals_without_a_snapshot_match_those_of_the_snapshot() -> None:
+    """What a proxy tallies before each install (requests and 5xx per version, for rollouts)
+    is read off the registry: the same sums as over a snapshot's routes."""
+    registry = MetricsRegistry()
+    for status in (200, 201, 404, 499, 500, 503, 599, 799):
+        registry.route("gw/edge", "shop/shop", "api").record(status, 0.01)
+    registry.route("gw/edge", "shop/other", "x").record(502, 0.01)
+    registry.route("gw/edge", "shop/idle", "y")
+    assert registry.request_totals() == (9, 5)
+    assert route_request_totals(registry.snapshot()["routes"]) == (9, 5)
+    assert MetricsRegistry().request_totals() == (0, 0)
