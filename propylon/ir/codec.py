@@ -230,11 +230,13 @@ def _encoded_pieces(snapshot: model.SnapshotIR) -> list[str] | None:
     def add_list(items: Sequence[Any]) -> None:
         known = _PART_TEXT.get
         texts = []
+        append = texts.append
         for item in items:
             found = known(id(item))
-            text = found[1] if found is not None and found[0] is item else text_of(item)
-            parts[id(item)] = (item, text)
-            texts.append(text)
+            if found is None or found[0] is not item:
+                found = (item, text_of(item))
+            parts[id(item)] = found
+            append(found[1])
         listed = [","] * (2 * len(texts) - 1) if texts else []
         listed[0::2] = texts
         pieces.append("[")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import operator
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
@@ -42,17 +43,16 @@ def reuse_unchanged(new: SnapshotIR, previous: SnapshotIR | None) -> SnapshotIR:
     return dataclasses.replace(new, gateways=gateways, statuses=statuses)
 
 
-def _rule_key(rule: RuleIR) -> Hashable:
-    return rule.id
-
-
-def _status_key(status: StatusIR) -> Hashable:
-    return (status.kind, status.key)
+# C-level getters: ``_reused`` keys every old item by one
+_rule_key: Callable[[RuleIR], Hashable] = operator.attrgetter("id")
+_status_key: Callable[[StatusIR], Hashable] = operator.attrgetter("kind", "key")
 
 
 def _reused(items: tuple[T, ...], old: Sequence[T], key: Callable[[T], Hashable]
             ) -> tuple[T, ...]:
-    by_key = {key(item): item for item in old}
+    if len(items) == len(old) and all(map(operator.is_, items, old)):
+        return items  # already the very objects (a version rebuilt from a delta)
+    by_key = dict(zip(map(key, old), old, strict=True))
     out = []
     for item in items:
         was = by_key.get(key(item))

@@ -28,8 +28,9 @@ from propylon.ir import ForwardIR, GatewayIR, PolicyIR, RuleIR
 
 class ProvenRules:
     def __init__(self) -> None:
-        self.kept: dict[int, RuleIR] = {}
-        self.made: dict[int, RuleIR] = {}
+        # rule id -> (rule, its Gateway): proven in that Gateway, whose upstreams it found
+        self.kept: dict[int, tuple[RuleIR, str]] = {}
+        self.made: dict[int, tuple[RuleIR, str]] = {}
         self.context: dict[str, GatewayIR] = {}  # each Gateway, without its rules
         self.made_context: dict[str, GatewayIR] = {}
         self.consumers: tuple[Any, ...] | None = None
@@ -47,11 +48,14 @@ class ProvenRules:
         self.made_context[gateway.key] = rest
         return self.context.get(gateway.key) == rest
 
-    def known(self, rule: RuleIR) -> bool:
-        return self.kept.get(id(rule)) is rule
+    def known(self, rule: RuleIR, gateway: str) -> bool:
+        """Whether ``rule`` was proven in ``gateway``, whose context (``gateway()``) is the
+        same since: then the upstreams it names are still there too."""
+        entry = self.kept.get(id(rule))
+        return entry is not None and entry[0] is rule and entry[1] == gateway
 
-    def add(self, rule: RuleIR) -> None:
-        self.made[id(rule)] = rule
+    def add(self, rule: RuleIR, gateway: str) -> None:
+        self.made[id(rule)] = (rule, gateway)
 
     def commit(self) -> None:
         """The check passed: its rules are proven for the next one."""

@@ -29,7 +29,7 @@ from propylon.policies.plugins import policy_types
 from propylon.runtime import discovery
 from propylon.runtime.balancer import WeightedChoice, make_balancer
 from propylon.runtime.chain_memo import ChainMemo
-from propylon.runtime.check_memo import ProvenRules, upstreams_of, vouched
+from propylon.runtime.check_memo import ProvenRules, vouched
 from propylon.runtime.compiled import (
     DIRECT,
     EMPTY_CHAIN,
@@ -144,13 +144,10 @@ def compile_gateway(
     routes, chains = services.routes, services.chains
     for rule in gateway.rules:
         if proven is not None:
-            if proven.known(rule):
-                missing = [key for key in upstreams_of(rule) if key not in clusters]
-                if missing:
-                    raise KeyError(missing[0])  # as compile_route would
-                proven.add(rule)
+            known = proven.known(rule, gateway.key)
+            proven.add(rule, gateway.key)
+            if known:
                 continue
-            proven.add(rule)
         kept = routes.unchanged(rule, tracing, chains)
         if kept is not None:  # most rules of a change: only their router entries are new
             order, matches = len(entries), rule.matches

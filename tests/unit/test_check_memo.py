@@ -93,15 +93,27 @@ def test_a_changed_gateway_or_consumers_check_every_rule_again(check: Services) 
     assert check.proven is not None
     # a rule proven before, made bad behind the memo's back, is checked again (and refused)
     # once the Gateway around it changes
-    check.proven.kept[id(rules[1])] = rules[1]
+    check.proven.kept[id(rules[1])] = (rules[1], "shop/edge")
     broken = bad_regex(rules[1])
-    check.proven.kept[id(broken)] = broken
+    check.proven.kept[id(broken)] = (broken, "shop/edge")
     moved = with_rules(first, (rules[0], broken), trusted_proxies=("10.0.0.0/8",))
     with pytest.raises(Exception, match=r"unterminated|missing"):
         compile_snapshot(moved, check)
     compile_snapshot(first, check)
-    check.proven.kept[id(broken)] = broken
+    check.proven.kept[id(broken)] = (broken, "shop/edge")
     other_consumers = dataclasses.replace(with_rules(first, (rules[0], broken)),
                                           consumers=(ConsumerIR("shop/c", "c"),))
     with pytest.raises(Exception, match=r"unterminated|missing"):
         compile_snapshot(other_consumers, check)
+
+
+def test_a_rule_proven_in_one_gateway_is_checked_in_another(check: Services) -> None:
+    """The same rule object in a second Gateway that lacks its upstream: proven in the first
+    Gateway says nothing of the second's upstreams."""
+    first = snapshot()
+    compile_snapshot(first, check)
+    edge = first.gateways[0]
+    listener = dataclasses.replace(edge.listeners[0], port=8081)
+    other = dataclasses.replace(edge, key="shop/other", listeners=(listener,), upstreams=())
+    with pytest.raises(KeyError, match="shop/app"):
+        compile_snapshot(dataclasses.replace(first, gateways=(edge, other)), check)
