@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from propylon.controlplane.resources import StoredResource
+from propylon.controlplane.resources import DecodedData, StoredResource
 from propylon.controlplane.store import ABSENT, BatchTooLarge, BatchWrite, Conflict, StoreError
 from propylon.net import httpclient
 
@@ -59,6 +59,7 @@ class EtcdError(StoreError):
 class EtcdStore:
     def __init__(self, base: str) -> None:
         self._base = base
+        self._decoded = DecodedData()
 
     @classmethod
     async def open(cls, url: str) -> EtcdStore:
@@ -93,12 +94,20 @@ class EtcdStore:
     async def get(self, kind: str, namespace: str, name: str) -> StoredResource | None:
         data = await self._call("kv/range", {"key": _b64(_key(kind, namespace, name))})
         kvs = data.get("kvs", [])
-        return _item(kvs[0]) if kvs else None
+        return self._item(kvs[0]) if kvs else None
 
     async def list_resources(self, kind: str | None = None) -> list[StoredResource]:
         prefix = f"{_RESOURCES}{kind}/" if kind else _RESOURCES
-        return sorted((_item(kv) for kv in await self._range(prefix)),
-                      key=lambda r: (r.kind, r.namespace, r.name))
+        items = sorted((self._item(kv) for kv in await self._range(prefix)),
+                       key=lambda r: (r.kind, r.namespace, r.name))
+        if kind is None:
+            self._decoded.keep_only(items)
+        return items
+
+    def _item(self, kv: dict[str, Any]) -> StoredResource:
+        kind, namespace, name = _unb64(kv["key"]).removeprefix(_RESOURCES).split("/", 2)
+        return self._decoded.item(kind, namespace, name, str(kv["mod_revision"]),
+                                  _unb64(kv["value"]))
 
     async def put(self, kind: str, namespace: str, name: str, data: dict[str, Any],
                   expected: str | None) -> StoredResource:
@@ -187,9 +196,3 @@ class EtcdStore:
 
     async def close(self) -> None:
         return None
-
-
-def _item(kv: dict[str, Any]) -> StoredResource:
-    kind, namespace, name = _unb64(kv["key"]).removeprefix(_RESOURCES).split("/", 2)
-    return StoredResource(kind, namespace, name, json.loads(_unb64(kv["value"])),
-                          str(kv["mod_revision"]))

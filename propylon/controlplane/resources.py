@@ -39,6 +39,30 @@ class StoredResource:
         return f"{self.namespace}/{self.name}"
 
 
+class DecodedData:
+    """The decoded data of a store's resources, kept while their version stays the same: a
+    listing decoded every resource's JSON again on each change (a tenth of what a change cost
+    the control plane at 1,000 Routes). The dictionaries it hands out are shared by every
+    listing since: read them, never change them (``answer`` copies before adding fields)."""
+
+    def __init__(self) -> None:
+        self._by_key: dict[tuple[str, str, str], tuple[str, dict[str, Any]]] = {}
+
+    def item(self, kind: str, namespace: str, name: str, version: str, text: str | bytes
+             ) -> StoredResource:
+        key = (kind, namespace, name)
+        known = self._by_key.get(key)
+        if known is None or known[0] != version:
+            known = self._by_key[key] = (version, json.loads(text))
+        return StoredResource(kind, namespace, name, known[1], version)
+
+    def keep_only(self, items: list[StoredResource]) -> None:
+        """After a listing of every resource: forget the ones no longer stored."""
+        listed = {(item.kind, item.namespace, item.name) for item in items}
+        for gone in self._by_key.keys() - listed:
+            del self._by_key[gone]
+
+
 class Invalid(Exception):
     """A write refused by the schema; ``reasons`` lists every problem."""
 

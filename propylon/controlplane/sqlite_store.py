@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from propylon.controlplane.resources import StoredResource
+from propylon.controlplane.resources import DecodedData, StoredResource
 from propylon.controlplane.store import BatchWrite, Conflict
 
 _SCHEMA = """
@@ -39,6 +39,7 @@ class SqliteStore:
         self._db = db
         self._lock = threading.Lock()
         self._changed = asyncio.Event()
+        self._decoded = DecodedData()
 
     @classmethod
     async def open(cls, path: str) -> SqliteStore:
@@ -63,7 +64,10 @@ class SqliteStore:
     # -- resources -----------------------------------------------------------------------
     async def get(self, kind: str, namespace: str, name: str) -> StoredResource | None:
         row = await self._run(self._get, kind, namespace, name)
-        return _item(row) if row else None
+        if row is None:
+            return None
+        kind_, namespace_, name_, data, version = row
+        return self._decoded.item(kind_, namespace_, name_, str(version), data)
 
     def _get(self, kind: str, namespace: str, name: str) -> tuple[Any, ...] | None:
         cur = self._db.execute(
@@ -74,7 +78,12 @@ class SqliteStore:
 
     async def list_resources(self, kind: str | None = None) -> list[StoredResource]:
         rows = await self._run(self._list, kind)
-        return [_item(r) for r in rows]
+        decoded = self._decoded
+        items = [decoded.item(kind_, namespace, name, str(version), data)
+                 for kind_, namespace, name, data, version in rows]
+        if kind is None:
+            decoded.keep_only(items)
+        return items
 
     def _list(self, kind: str | None) -> list[tuple[Any, ...]]:
         sql = "SELECT kind, namespace, name, data, version FROM resources"
@@ -196,8 +205,3 @@ class SqliteStore:
 
     async def close(self) -> None:
         await self._run(self._db.close)
-
-
-def _item(row: tuple[Any, ...]) -> StoredResource:
-    kind, namespace, name, data, version = row
-    return StoredResource(kind, namespace, name, json.loads(data), str(version))

@@ -104,8 +104,8 @@ class _LoadedResources:
 
     def load(self, item: StoredResource) -> Resource | None:
         known = self.by_key.get((item.kind, item.key))
-        if known is not None and known[0] == item.data:
-            return known[1]
+        if known is not None and (known[0] is item.data or known[0] == item.data):
+            return known[1]  # the same data object while the stored version is the same
         resource = load_stored(item)
         self.by_key[(item.kind, item.key)] = (item.data, resource)
         return resource

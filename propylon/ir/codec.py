@@ -229,7 +229,7 @@ def _encoded_pieces(snapshot: model.SnapshotIR) -> list[str] | None:
 
     def add_list(items: Sequence[Any]) -> None:
         known = _PART_TEXT.get
-        texts = []
+        texts: list[str] = []
         append = texts.append
         for item in items:
             found = known(id(item))
