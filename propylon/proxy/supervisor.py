@@ -64,6 +64,10 @@ class ConfigRefused(Exception):
     """The configuration was not installed; the previous one keeps serving."""
 
 
+class WorkerRefused(ConfigRefused):
+    """A worker answered NACK: it did not install the version and serves what it served."""
+
+
 @dataclass
 class ReloadStats:
     succeeded: int = 0
@@ -227,7 +231,12 @@ class Supervisor:
 
     def check(self, snapshot: ir.SnapshotIR) -> None:
         """Compile once here so a snapshot that cannot run never reaches a worker (the filter
-        chains of rules unchanged since the last check are kept, see ``reuse_unchanged``)."""
+        chains of rules unchanged since the last check are kept, see ``reuse_unchanged``).
+        With one worker there is nothing to keep consistent: its own compilation is the
+        check (a worker refuses a version whole and keeps serving its own), and a second one
+        here was a third of what a change cost a connected proxy at 1,000 routes."""
+        if self.workers <= 1:
+            return
         services = Services.scratch(asyncio.get_running_loop())
         services.chains, services.proven = self._checked_chains, self._proven_rules
         try:
@@ -289,8 +298,12 @@ class Supervisor:
         if previous is not None:  # put back the version every worker agreed on
             old = _Shipment(previous, None)
             old_keys = listener_keys(previous)
+            # not to a worker that refused the new one: it kept serving the previous one
+            # (one that did not answer in time may still take the new one: it is sent back)
             await asyncio.gather(
-                *(self._install_one(h, old, old_keys) for h in self.handles),
+                *(self._install_one(h, old, old_keys)
+                  for h, answer in zip(self.handles, answers, strict=True)
+                  if not isinstance(answer, WorkerRefused)),
                 return_exceptions=True,
             )
         raise ConfigRefused("; ".join(sorted(set(errors))))
@@ -323,7 +336,7 @@ class Supervisor:
         if answer[0] != "ack" and answer[2:3] == (DELTA_REFUSED,):
             answer = await _answer(handle, ("install", shipment.text()))
         if answer[0] != "ack":
-            raise ConfigRefused(answer[2] if len(answer) > 2 else "refused")
+            raise WorkerRefused(answer[2] if len(answer) > 2 else "refused")
         handle.version = answer[1]
         if self.health is not None and self.health.verdicts:
             # a worker learns every verdict so far (it may be new, or restarted)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import signal
 import threading
@@ -121,9 +122,9 @@ async def _check_served(supervisor: Supervisor, served: set[int], gone: set[int]
 Scenario = Callable[[Supervisor], Awaitable[None]]
 
 
-def _run(scenario: Scenario) -> None:
+def _run(scenario: Scenario, workers: int = WORKERS) -> None:
     async def main() -> None:
-        supervisor = Supervisor(workers=WORKERS, drain_timeout=1.0)
+        supervisor = Supervisor(workers=workers, drain_timeout=1.0)
         supervisor.start_workers()
         watcher = asyncio.ensure_future(supervisor.watch_workers())
         try:
@@ -241,6 +242,33 @@ async def _worst_lag() -> None:
         now = loop.time()
         _LAG[0] = max(_LAG[0], now - last - 0.02)
         last = now
+
+
+def test_one_worker_is_its_own_check(tmp_path: Path) -> None:
+    """With one worker the supervisor does not compile a version first: the worker's
+    compilation refuses one that cannot run (NACK) and it keeps serving the one it had,
+    which is not sent to it again; the next good version is installed."""
+    port = free_port()
+    first, second = _config(tmp_path, port), _config(tmp_path, port, body="second")
+    rules = first.gateways[0].rules
+    broken_rule = dataclasses.replace(rules[0], id=rules[0].id + "-bad", matches=(
+        ir.MatchIR(ir.PathMatchIR("regex", "(")),))
+    broken = ir.seal(dataclasses.replace(first, gateways=(
+        dataclasses.replace(first.gateways[0], rules=(*rules, broken_rule)),)))
+
+    async def scenario(supervisor: Supervisor) -> None:
+        await supervisor.install(first)
+        (handle,) = supervisor.handles
+        asked = handle.next_id
+        with pytest.raises(ConfigRefused, match=r"unterminated|missing"):
+            await supervisor.install(broken)
+        assert handle.next_id == asked + 1  # the broken version only, nothing put back
+        assert supervisor.snapshot is first and handle.version == first.version
+        assert await _answered(port) == ""
+        await supervisor.install(second)
+        assert handle.version == second.version
+
+    _run(scenario, workers=1)
 
 
 def test_a_refused_port_change_closes_the_new_port_and_a_later_one_moves_it(
