@@ -13,6 +13,7 @@ import struct
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 from h2.errors import ErrorCodes
@@ -234,23 +235,38 @@ def test_large_bodies_both_ways(gw: Gateway, up: H2Upstream) -> None:
     assert request.body_sha256 == hashlib.sha256(upload).hexdigest()
 
 
+def _send_queue(local_port: int, remote_port: int) -> int:
+    """Bytes the kernel holds for sending on the 127.0.0.1 connection between these ports."""
+    local, remote = f"0100007F:{local_port:04X}", f"0100007F:{remote_port:04X}"
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1] == local and fields[2] == remote:
+            return int(fields[4].split(":")[0], 16)
+    raise AssertionError(f"no connection {local} -> {remote}")
+
+
 def test_a_client_that_stops_reading_stalls_only_its_stream(gw: Gateway,
                                                              up: H2Upstream) -> None:
-    up.handler = lambda req: H2Reply(body_size=8 * MIB if req.path == "/slow" else 2)
+    """The upstream is stopped, not buffered: beyond what the kernel holds for the client
+    (its send buffer grows up to net.ipv4.tcp_wmem's maximum, 4 MiB here), the gateway has
+    taken at most the stream's window and a read or two from the upstream."""
+    up.handler = lambda req: H2Reply(body_size=16 * MIB if req.path == "/slow" else 2)
     with RawClient(gw.port, timeout=30, rcvbuf=16384) as slow:
         slow.request("GET", "/slow")
         up.wait_for_requests(1)
         time.sleep(0.5)  # the slow stream's window fills; the client reads nothing
         held = up.body_sent
         time.sleep(0.3)
-        assert up.body_sent == held < 4 * MIB  # the upstream was stopped, not buffered
+        assert up.body_sent == held < 16 * MIB  # stopped
+        in_kernel = _send_queue(gw.port, slow.local_port)
+        assert held - in_kernel < 1 * MIB, f"sent {held}, in the kernel's queue {in_kernel}"
         started = time.monotonic()
         for i in range(10):
             assert roundtrip(gw.port, "GET", f"/fast/{i}").status == 200
         assert time.monotonic() - started < 3
         assert len({req.conn_id for req in up.requests}) == 1  # the same connection
         response = slow.read_final()
-    assert response.body == pattern_body(8 * MIB)
+    assert response.body == pattern_body(16 * MIB)
 
 
 def test_a_client_that_leaves_cancels_its_stream(gw: Gateway, up: H2Upstream) -> None:
