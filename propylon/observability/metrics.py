@@ -147,15 +147,9 @@ class MetricsRegistry:
         return stats
 
     def request_totals(self) -> tuple[int, int]:
-        """Requests answered so far and how many were 5xx, over every route (the same sums
-        as ``route_request_totals`` of a snapshot's routes, without making the snapshot)."""
-        requests = errors = 0
-        for stats in self.routes.values():
-            codes = stats.by_code
-            requests += sum(codes)
-            for slot in FIVE_XX_SLOTS:
-                errors += codes[slot]
-        return requests, errors
+        """Requests answered so far and how many were 5xx, over every route (without making
+        the snapshot ``route_request_totals`` reads)."""
+        return _code_totals(stats.by_code for stats in self.routes.values())
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -179,9 +173,14 @@ class MetricsRegistry:
 
 def route_request_totals(routes: Iterable[dict[str, Any]]) -> tuple[int, int]:
     """Requests answered and how many were 5xx, summed over the routes of snapshots."""
+    return _code_totals(route["codes"] for route in routes)
+
+
+def _code_totals(code_lists: Iterable[list[int]]) -> tuple[int, int]:
+    """All requests and the 5xx ones, over lists of status slot counts (a snapshot from
+    another build may have fewer slots)."""
     requests = errors = 0
-    for route in routes:
-        codes = route["codes"]
+    for codes in code_lists:
         requests += sum(codes)
         errors += sum(codes[slot] for slot in FIVE_XX_SLOTS if slot < len(codes))
     return requests, errors

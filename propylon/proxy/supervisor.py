@@ -403,24 +403,17 @@ class Supervisor:
     async def worker_stats(self) -> list[tuple[int, int | None, dict[str, Any] | None]]:
         """(index, pid, counters) of every worker; None for one that did not answer."""
         handles = list(self.handles)
-        answers = await asyncio.gather(
-            *(asyncio.wait_for(h.ask(("stats",)), _ANSWER_TIMEOUT) for h in handles),
-            return_exceptions=True,
-        )
+        answers = await _ask_all(handles, ("stats",))
         return [
-            (index, handle.process.pid, answer[1] if isinstance(answer, tuple) else None)
+            (index, handle.process.pid, answer[1] if answer is not None else None)
             for index, (handle, answer) in enumerate(zip(handles, answers, strict=True))
         ]
 
     async def request_totals(self) -> tuple[int, int]:
         """Requests answered and 5xx answers, summed over the workers that answered."""
-        answers = await asyncio.gather(
-            *(asyncio.wait_for(h.ask(("totals",)), _ANSWER_TIMEOUT) for h in self.handles),
-            return_exceptions=True,
-        )
         requests = errors = 0
-        for answer in answers:
-            if isinstance(answer, tuple):
+        for answer in await _ask_all(list(self.handles), ("totals",)):
+            if answer is not None:
                 requests += answer[1]
                 errors += answer[2]
         return requests, errors
@@ -455,6 +448,16 @@ class Supervisor:
                 handle.process.kill()
         with contextlib.suppress(OSError):
             os.unlink(segment_path(os.getpid()))  # the workers' shared rate-limit table
+
+
+async def _ask_all(handles: list[WorkerHandle], question: tuple[Any, ...]
+                   ) -> list[tuple[Any, ...] | None]:
+    """Each worker's answer to ``question``, None for one that did not answer in time."""
+    answers = await asyncio.gather(
+        *(asyncio.wait_for(h.ask(question), _ANSWER_TIMEOUT) for h in handles),
+        return_exceptions=True,
+    )
+    return [answer if isinstance(answer, tuple) else None for answer in answers]
 
 
 async def _answer(handle: WorkerHandle, question: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -150,19 +150,14 @@ def compile_gateway(
                 continue
         kept = routes.unchanged(rule, tracing, chains)
         if kept is not None:  # most rules of a change: only their router entries are new
-            order, matches = len(entries), rule.matches
-            if len(matches) == 1:
-                entries.append(RouterEntry(rule.hostnames, matches[0], kept[0], order))
-            else:
-                entries += [RouterEntry(rule.hostnames, match, compiled, order + i)
-                            for i, (match, compiled) in enumerate(zip(matches, kept, strict=True))]
+            _add_entries(entries, rule, kept)
             continue
         if proven is not None and tracing is None and rule.policies and vouched(rule.policies):
             chain = EMPTY_CHAIN  # a check, of filters built just before (check_memo.py)
         else:
             chain = chains.chain(rule.policies, tracing, functools.partial(
                 compile_chain, rule.policies, env, tracing))
-        entries += _rule_entries(gateway.key, rule, chain, clusters, services, len(entries))
+        _add_entries(entries, rule, _rule_routes(gateway.key, rule, chain, clusters, services))
     not_found = CompiledRoute("", "none", "none", metrics.route(gateway.key, "none", "none"))
     not_found.direct_status, not_found.direct_body = 404, b"no route matched\n"
     not_found.chain = compile_chain(gateway.default_policies, env, tracing)
@@ -171,13 +166,12 @@ def compile_gateway(
     return GatewayRuntime(gateway.key, router, clusters, trusted, not_found)
 
 
-def _rule_entries(
+def _rule_routes(
     gateway: str, rule: RuleIR, chain: FilterChain, clusters: dict[str, Cluster],
-    services: Services, order: int,
-) -> list[RouterEntry[CompiledRoute]]:
-    """The router entries of ``rule`` (one compiled route per match), the first at ``order``:
-    the routes of the last compilation when nothing they were made from changed
-    (``route_memo.py``)."""
+    services: Services,
+) -> tuple[CompiledRoute, ...]:
+    """The compiled routes of ``rule`` (one per match): the routes of the last compilation
+    when nothing they were made from changed (``route_memo.py``)."""
     routes = services.routes.get(rule, chain, clusters)
     if routes is None:
         route_label, rule_label = rule_labels(rule)
@@ -190,9 +184,18 @@ def _rule_entries(
             made.append(compiled)
         routes = tuple(made)
         services.routes.add(rule, chain, clusters, routes)
-    hostnames = rule.hostnames
-    return [RouterEntry(hostnames, match, compiled, order + i)
-            for i, (match, compiled) in enumerate(zip(rule.matches, routes, strict=True))]
+    return routes
+
+
+def _add_entries(entries: list[RouterEntry[CompiledRoute]], rule: RuleIR,
+                 routes: tuple[CompiledRoute, ...]) -> None:
+    """The router entries of ``rule``'s matches, each with its compiled route, in order."""
+    order, matches = len(entries), rule.matches
+    if len(matches) == 1:  # most rules: no list to make
+        entries.append(RouterEntry(rule.hostnames, matches[0], routes[0], order))
+        return
+    entries += [RouterEntry(rule.hostnames, match, compiled, order + i)
+                for i, (match, compiled) in enumerate(zip(matches, routes, strict=True))]
 
 
 def _replaces_prefix(action: Action) -> bool:

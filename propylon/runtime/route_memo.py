@@ -103,34 +103,37 @@ class RouteMemo:
             ) -> tuple[CompiledRoute, ...] | None:
         """What compiling this very ``rule`` (wherever it is now in its Gateway's rules) with
         this chain and clusters made before, if anything; kept for the next time."""
-        entry = self._kept.get(id(rule))
-        if entry is None or entry.rule is not rule or entry.chain is not chain:
+        entry = self._compiled_with(rule, clusters)
+        if entry is None or entry.chain is not chain:
             return None
-        if not self.same_clusters and any(
-                entry.clusters.get(upstream) is not clusters.get(upstream)
-                for upstream in upstreams_of(rule)):
-            return None
-        entry.clusters = clusters
-        self._made[id(rule)] = entry
-        return entry.routes
+        return self._keep(entry, clusters)
 
     def unchanged(self, rule: RuleIR, first: Any, chains: ChainMemo
                   ) -> tuple[CompiledRoute, ...] | None:
         """``get`` without the chain in hand: what this very ``rule`` made before, if its
         chain (policies after ``first``, the Gateway's tracing) is still the one ``chains``
         holds for it (then kept there too) and its clusters are the same objects."""
+        clusters = self._clusters
+        entry = self._compiled_with(rule, clusters)
+        if entry is None or not chains.keep(rule.policies, first, entry.chain):
+            return None
+        return self._keep(entry, clusters)
+
+    def _compiled_with(self, rule: RuleIR, clusters: dict[str, Cluster]) -> _Routes | None:
+        """The last compilation of this very ``rule``, if its upstreams' clusters are the
+        same objects in ``clusters``."""
         entry = self._kept.get(id(rule))
         if entry is None or entry.rule is not rule:
             return None
-        clusters = self._clusters
         if not self.same_clusters and any(
                 entry.clusters.get(upstream) is not clusters.get(upstream)
                 for upstream in upstreams_of(rule)):
             return None
-        if not chains.keep(rule.policies, first, entry.chain):
-            return None
+        return entry
+
+    def _keep(self, entry: _Routes, clusters: dict[str, Cluster]) -> tuple[CompiledRoute, ...]:
         entry.clusters = clusters
-        self._made[id(rule)] = entry
+        self._made[id(entry.rule)] = entry
         return entry.routes
 
     def add(self, rule: RuleIR, chain: FilterChain, clusters: dict[str, Cluster],
