@@ -14,7 +14,6 @@ request says (path, Host, header) ever becomes a key.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable
 from http import HTTPStatus
 from typing import Any, Final
 
@@ -147,9 +146,20 @@ class MetricsRegistry:
         return stats
 
     def request_totals(self) -> tuple[int, int]:
-        """Requests answered so far and how many were 5xx, over every route (without making
-        the snapshot ``route_request_totals`` reads)."""
-        return _code_totals(stats.by_code for stats in self.routes.values())
+        """Requests answered so far and how many were 5xx, over every route."""
+        requests = errors = 0
+        for stats in self.routes.values():
+            codes = stats.by_code
+            requests += sum(codes)
+            errors += sum(codes[slot] for slot in FIVE_XX_SLOTS)
+        return requests, errors
+
+    def upstreams_snapshot(self) -> list[dict[str, Any]]:
+        return [
+            {"key": list(k), "codes": s.by_code, "buckets": s.head_buckets, "sum": s.head_sum,
+             "counters": {name: getattr(s, name) for name in UPSTREAM_COUNTERS}}
+            for k, s in self.upstreams.items()
+        ]
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -160,30 +170,10 @@ class MetricsRegistry:
                  "grpc": [[code, n] for code, n in s.grpc.items()]}
                 for k, s in self.routes.items()
             ],
-            "upstreams": [
-                {"key": list(k), "codes": s.by_code, "buckets": s.head_buckets,
-                 "sum": s.head_sum,
-                 "counters": {name: getattr(s, name) for name in UPSTREAM_COUNTERS}}
-                for k, s in self.upstreams.items()
-            ],
+            "upstreams": self.upstreams_snapshot(),
             "waf": WAF_COUNTERS.snapshot(),  # per process, not per registry (waf_metrics.py)
             "tracing": TRACING_COUNTERS.snapshot(),  # per process too (tracing_metrics.py)
         }
-
-
-def route_request_totals(routes: Iterable[dict[str, Any]]) -> tuple[int, int]:
-    """Requests answered and how many were 5xx, summed over the routes of snapshots."""
-    return _code_totals(route["codes"] for route in routes)
-
-
-def _code_totals(code_lists: Iterable[list[int]]) -> tuple[int, int]:
-    """All requests and the 5xx ones, over lists of status slot counts (a snapshot from
-    another build may have fewer slots)."""
-    requests = errors = 0
-    for codes in code_lists:
-        requests += sum(codes)
-        errors += sum(codes[slot] for slot in FIVE_XX_SLOTS if slot < len(codes))
-    return requests, errors
 
 
 def _add(acc: list[int], more: list[int]) -> None:

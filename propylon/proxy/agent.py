@@ -3,17 +3,19 @@
 ``start`` brings the workers up and installs the cached IR if there is one, so a proxy
 restarted while the control plane is away serves its last good configuration. ``run`` then
 long-polls ``/v1/gateways/{ns}/{name}/ir?after=VERSION`` forever: a new snapshot is checked
-(its Gateway and content hash), installed with ``Supervisor.install``, cached on ACK, and
-reported as ACK or NACK (a NACKed version is tried again after the backoff). A failed poll
+(its Gateway and content hash), installed with ``Supervisor.install``, reported as ACK or
+NACK (a NACKed version is tried again after the backoff), and cached once reported
+(``ir_cache.LatestSave``). A failed poll
 never stops serving; it is retried after a backoff with jitter (0.2 s doubling to 5 s).
 
 Deltas: the poll says the proxy applies them (``delta=SCHEMA``, its own IR schema) and which
 version it runs; the control plane may answer with what changed since that version
 (``x-propylon-delta-base`` names it, ``ir/delta.py`` is the form). The proxy rebuilds the
 snapshot on the objects it serves, seals it again and installs it only when that hash is the
-version the control plane named; a delta it cannot apply, or one that rebuilds anything else,
-is dropped and the next poll asks for the full snapshot (no ``delta``), so a delta can delay a
-change but never install a configuration the control plane did not send.
+version the control plane named (its workers are sent the delta as it came); a delta it
+cannot apply, or one that rebuilds anything else, is dropped and the next poll asks for the
+full snapshot (no ``delta``), so a delta can delay a change but never install a configuration
+the control plane did not send.
 ``report_health`` sends endpoint health and the requests and 5xx answers served under each IR
 version (what a progressive rollout judges) every ``health_interval`` seconds.
 
@@ -40,12 +42,8 @@ from propylon.ir import schema
 from propylon.ir.delta import loads_delta
 from propylon.ir.schema import SchemaError
 from propylon.net import httpclient
-from propylon.observability.metrics import (
-    merge_endpoints,
-    merge_upstreams,
-    route_request_totals,
-)
-from propylon.proxy.ir_cache import IRCache
+from propylon.observability.metrics import merge_endpoints, merge_upstreams
+from propylon.proxy.ir_cache import IRCache, LatestSave
 from propylon.proxy.supervisor import ConfigRefused, Supervisor
 from propylon.runtime.gc_pause import gc_paused
 
@@ -144,6 +142,10 @@ class Agent:
     seen: str = ""  # the last version installed from the control plane
     traffic: VersionTraffic = field(default_factory=VersionTraffic)
     deltas: bool = True  # ask for deltas (turned off for one poll after a delta failed)
+    saves: LatestSave = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.saves = LatestSave(self.cache)
 
     @property
     def _headers(self) -> dict[str, str]:
@@ -151,6 +153,7 @@ class Agent:
 
     async def start(self, supervisor: Supervisor) -> None:
         supervisor.start_workers()
+        supervisor.before_upgrade.append(self.saves.now)  # the successor starts from the cache
         snapshot = await asyncio.to_thread(self.cache.load)
         if snapshot is None:
             log.info("no cached IR for %s; waiting for the control plane", self.gateway)
@@ -182,18 +185,17 @@ class Agent:
             await self.report(snapshot.version, "HEALTH", health=health)
 
     async def _tally(self, supervisor: Supervisor) -> list[dict[str, Any]] | None:
-        """The workers' stats, after giving their growth to the running version: totals
-        summed over each worker's routes (merging every route's counters, which a report
-        does not need, cost as much as an install at 1,000 routes, on every proxy at once)."""
+        """The workers' health (``Worker.health``: not every route's counters, which a
+        report does not need and which cost as much as an install at 1,000 routes, on every
+        proxy at once), after giving their requests' growth to the running version."""
         version = supervisor.snapshot.version if supervisor.snapshot else None
         try:
-            workers = [stats for _, _, stats in await supervisor.worker_stats()
-                       if stats is not None]
+            workers = await supervisor.worker_health()
         except Exception as exc:  # stats are best effort; serving goes on
             log.debug("no worker stats: %s", exc)
             return None
-        routes = [route for stats in workers for route in stats.get("routes", ())]
-        self.traffic.tally(version, route_request_totals(routes))
+        totals = [stats["totals"] for stats in workers]
+        self.traffic.tally(version, (sum(t[0] for t in totals), sum(t[1] for t in totals)))
         return workers
 
     async def _tally_totals(self, supervisor: Supervisor) -> None:
@@ -209,12 +211,15 @@ class Agent:
 
     async def run(self, supervisor: Supervisor) -> None:
         backoff = Backoff()
-        while True:
-            delay = await self.poll_once(supervisor)
-            if delay is None:
-                backoff.reset()
-                continue
-            await asyncio.sleep(delay if delay > 0 else backoff.next_delay())
+        try:
+            while True:
+                delay = await self.poll_once(supervisor)
+                if delay is None:
+                    backoff.reset()
+                    continue
+                await asyncio.sleep(delay if delay > 0 else backoff.next_delay())
+        finally:  # cancelled on shutdown: what waits to be cached is written first
+            self.saves.now()
 
     async def poll_once(self, supervisor: Supervisor) -> float | None:
         """One long-poll; None to poll again at once, else seconds to wait (0: backoff)."""
@@ -279,7 +284,7 @@ class Agent:
             self.deltas = False
             return None
         snapshot, text = built
-        return None if await self.apply(supervisor, snapshot, text) else 0
+        return None if await self.apply(supervisor, snapshot, text, (base, answer.body)) else 0
 
     def rebuild(self, held: ir.SnapshotIR | None, body: bytes, base: str, version: str
                 ) -> tuple[ir.SnapshotIR, str] | None:
@@ -304,23 +309,22 @@ class Agent:
         return sealed, text
 
     async def apply(self, supervisor: Supervisor, snapshot: ir.SnapshotIR,
-                    text: str | bytes | None = None) -> bool:
+                    text: str | bytes | None = None,
+                    delta: tuple[str, bytes] | None = None) -> bool:
         """Install and report; False on NACK. A refused version is not remembered as seen,
         so it is fetched and tried again after the backoff (the refusal may be transient,
-        a worker that died mid-install for instance)."""
+        a worker that died mid-install for instance). ``delta`` is (base, text) when
+        ``snapshot`` was rebuilt from a delta."""
         try:
             check_snapshot(snapshot, self.gateway)
             await self._tally_totals(supervisor)
-            await supervisor.install(snapshot)
+            await supervisor.install(snapshot, delta=delta)
         except ConfigRefused as exc:
             log.error("IR %s refused: %s", snapshot.version, exc)
             await self.report(snapshot.version, "NACK", str(exc))
             return False
         self.seen = snapshot.version
-        try:
-            await asyncio.to_thread(self.cache.save, snapshot, text)
-        except OSError as exc:
-            log.warning("cannot cache IR in %s: %s", self.cache.path, exc)
+        self.saves.later(snapshot, text)  # a second later, or when the proxy stops
         await self.report(snapshot.version, "ACK")
         return True
 

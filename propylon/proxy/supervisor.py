@@ -146,12 +146,15 @@ class WorkerHandle:
 
 class _Shipment:
     """One version as the workers are sent it, each encoding made once when first needed: a
-    delta against ``base`` for the workers that serve ``base``, the whole text for others."""
+    delta against ``base`` for the workers that serve ``base``, the whole text for others.
+    ``delta`` may be given: the text the version came in as (a control plane's delta against
+    ``base``), which a worker serving ``base`` rebuilds the same way."""
 
-    def __init__(self, snapshot: ir.SnapshotIR | None, base: ir.SnapshotIR | None) -> None:
+    def __init__(self, snapshot: ir.SnapshotIR | None, base: ir.SnapshotIR | None,
+                 delta: str | bytes | None = None) -> None:
         self.snapshot, self.base = snapshot, base
         self._text: str | None = None
-        self._delta: str | None = None
+        self._delta = delta
 
     @classmethod
     def of_text(cls, text: str) -> _Shipment:
@@ -166,7 +169,7 @@ class _Shipment:
                 self._text = ir.dumps(self.snapshot)
         return self._text
 
-    def delta(self) -> str:
+    def delta(self) -> str | bytes:
         if self._delta is None:
             assert self.snapshot is not None and self.base is not None
             with gc_paused():
@@ -193,6 +196,8 @@ class Supervisor:
     health: HealthChecker | None = None
     resolver: Resolver | None = None  # DNS discovery, made when a configuration needs it
     installed_at: float = 0.0  # when the served version was installed (Unix time)
+    # called before a binary upgrade starts the successor (the agent's cache written)
+    before_upgrade: list[Callable[[], None]] = field(default_factory=list)
     # the filter chains ``check`` built last, kept for the rules a reload leaves unchanged
     _checked_chains: ChainMemo = field(default_factory=ChainMemo, repr=False)
     _proven_rules: ProvenRules = field(default_factory=ProvenRules, repr=False)  # check_memo.py
@@ -245,9 +250,13 @@ class Supervisor:
             raise ConfigRefused(str(exc)) from exc
         self._checked = snapshot
 
-    async def install(self, snapshot: ir.SnapshotIR, warnings: Sequence[str] = ()) -> None:
+    async def install(self, snapshot: ir.SnapshotIR, warnings: Sequence[str] = (),
+                      delta: tuple[str, str | bytes] | None = None) -> None:
         """Make every worker serve ``snapshot``, or raise ``ConfigRefused`` with all of them
-        still serving the previous one. Installing the version already served does nothing."""
+        still serving the previous one. Installing the version already served does nothing.
+        ``delta`` is (base version, text): a delta ``snapshot`` was rebuilt from
+        (``ir/delta.py``), sent as it is to the workers serving that version instead of
+        encoding another."""
         if self.snapshot is not None and snapshot.version == self.snapshot.version:
             return
         with gc_paused():  # the same content; unchanged rules become the served objects
@@ -262,7 +271,9 @@ class Supervisor:
             raise ConfigRefused(str(exc)) from exc
         await self._resolve(snapshot)
         try:
-            await self._install_all(snapshot, previous=self.snapshot)
+            given = (delta[1] if delta is not None and self.snapshot is not None
+                     and delta[0] == self.snapshot.version else None)
+            await self._install_all(snapshot, previous=self.snapshot, delta=given)
         except BaseException:
             kept = listener_keys(self.snapshot) if self.snapshot else set()
             self._release(keys - kept, keep_inherited=True)
@@ -284,9 +295,10 @@ class Supervisor:
                  len(self.handles))
 
     async def _install_all(
-        self, snapshot: ir.SnapshotIR, previous: ir.SnapshotIR | None
+        self, snapshot: ir.SnapshotIR, previous: ir.SnapshotIR | None,
+        delta: str | bytes | None = None,
     ) -> None:
-        shipment = _Shipment(snapshot, previous)
+        shipment = _Shipment(snapshot, previous, delta)
         keys = listener_keys(snapshot)
         answers = await asyncio.gather(
             *(self._install_one(h, shipment, keys) for h in self.handles),
@@ -409,6 +421,11 @@ class Supervisor:
             for index, (handle, answer) in enumerate(zip(handles, answers, strict=True))
         ]
 
+    async def worker_health(self) -> list[dict[str, Any]]:
+        """What each worker that answered says of its upstreams' health (``Worker.health``)."""
+        answers = await _ask_all(list(self.handles), ("health_stats",))
+        return [answer[1] for answer in answers if answer is not None]
+
     async def request_totals(self) -> tuple[int, int]:
         """Requests answered and 5xx answers, summed over the workers that answered."""
         requests = errors = 0
@@ -510,7 +527,8 @@ async def run_supervisor(
     if reload is not None:
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload(supervisor)))
     loop.add_signal_handler(signal.SIGUSR1, supervisor.reopen_logs)
-    upgrader = upgrade.Upgrader(supervisor.sockets, on_ready=stop.set)
+    upgrader = upgrade.Upgrader(supervisor.sockets, on_ready=stop.set,
+                                before=supervisor.before_upgrade)
     loop.add_signal_handler(signal.SIGUSR2, upgrader.requested)
     admin_server = (await start_admin(supervisor, *admin, sock=admin_socket)
                     if admin and admin_socket else None)

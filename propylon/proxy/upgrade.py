@@ -18,7 +18,7 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from propylon.proxy.listen_sockets import INHERITED_ENV, ListeningSockets
 
@@ -120,9 +120,11 @@ class Upgrader:
     once the successor serves, a failure is logged and changes nothing."""
 
     def __init__(self, sockets: ListeningSockets, on_ready: Callable[[], None],
-                 timeout: float = UPGRADE_TIMEOUT) -> None:
+                 timeout: float = UPGRADE_TIMEOUT,
+                 before: Sequence[Callable[[], None]] = ()) -> None:
         self.sockets = sockets
         self.on_ready = on_ready
+        self.before = before  # each called before the successor starts
         self.timeout = timeout
         self.task: asyncio.Future[None] | None = None
 
@@ -133,6 +135,8 @@ class Upgrader:
         self.task = asyncio.ensure_future(self._upgrade())
 
     async def _upgrade(self) -> None:
+        for prepare in self.before:
+            prepare()
         try:
             pid = await start_successor(self.sockets, self.timeout)
         except UpgradeFailed as exc:

@@ -14,8 +14,10 @@ request id (None for messages that need no answer); answers carry the id they an
   ``("nack", version, error)`` (the previous configuration keeps serving);
 - ``("dns", [(query, answer), ...])``: DNS answers (``runtime/discovery.py``) for the
   clusters whose endpoints are names; sent before an install and whenever one changes;
-- ``("stats",)`` -> answers ``("stats", metrics_snapshot)``; ``("totals",)`` -> answers
-  ``("totals", requests, errors_5xx)``, summed over routes (a tally before each install);
+- ``("stats",)`` -> answers ``("stats", metrics_snapshot)``; ``("health_stats",)`` ->
+  ``("health_stats", {endpoints, panic, upstreams, totals})`` (a connected proxy's health
+  report); ``("totals",)`` -> answers ``("totals", requests, errors_5xx)``, summed over
+  routes (a tally before each install);
 - ``("drain", grace_seconds)`` -> stop accepting, finish in-flight requests, exit.
 """
 
@@ -189,6 +191,28 @@ class Worker:
 
     def stats(self) -> dict[str, Any]:
         """Counters plus each endpoint's health as this worker sees it."""
+        return {
+            **self.metrics.snapshot(),
+            **self.load(),
+            "gc": gc.get_stats(),
+            "endpoints": self._endpoints(),
+            "panic": self._panic(),
+            "proxy_protocol": [
+                [f"{listener.address}:{listener.port}", reason, count]
+                for listener in self.listeners.values()
+                for reason, count in listener.proxy_errors.items()
+            ],
+        }
+
+    def health(self) -> dict[str, Any]:
+        """What a connected proxy reports every few seconds (``agent.report_health``): the
+        endpoints' health, the upstreams' counters and panic, and request totals, without
+        every route's counters (at 1,000 routes those were most of the report's cost)."""
+        return {"endpoints": self._endpoints(), "panic": self._panic(),
+                "upstreams": self.metrics.upstreams_snapshot(),
+                "totals": self.metrics.request_totals()}
+
+    def _endpoints(self) -> list[list[Any]]:
         now = time.monotonic()
         endpoints = {
             (cluster.key, ep.label): {
@@ -199,18 +223,10 @@ class Worker:
             }
             for cluster in self.clusters() for ep in cluster.endpoints
         }
-        return {
-            **self.metrics.snapshot(),
-            **self.load(),
-            "gc": gc.get_stats(),
-            "endpoints": [[list(key), value] for key, value in endpoints.items()],
-            "panic": sorted({c.key for c in self.clusters() if c.panic}),
-            "proxy_protocol": [
-                [f"{listener.address}:{listener.port}", reason, count]
-                for listener in self.listeners.values()
-                for reason, count in listener.proxy_errors.items()
-            ],
-        }
+        return [[list(key), value] for key, value in endpoints.items()]
+
+    def _panic(self) -> list[str]:
+        return sorted({c.key for c in self.clusters() if c.panic})
 
     def load(self) -> dict[str, Any]:
         """Gauges counted at scrape time, so requests pay nothing for them: open client
@@ -343,6 +359,8 @@ class WorkerChannel:
                 self._send(request_id, ("ack", version))
         elif kind == "stats":
             self._send(request_id, ("stats", self.worker.stats()))
+        elif kind == "health_stats":
+            self._send(request_id, ("health_stats", self.worker.health()))
         elif kind == "totals":
             self._send(request_id, ("totals", *self.worker.metrics.request_totals()))
         elif kind == "health":

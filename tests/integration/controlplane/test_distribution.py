@@ -3,7 +3,12 @@ isolation, control-plane outages under load, and restarts from the disk cache.""
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import signal
 import threading
+from pathlib import Path
 from typing import Any
 
 from tests.integration.controlplane.conftest import Cluster, ControlPlane
@@ -127,6 +132,70 @@ def test_control_plane_outage_then_restart_from_cache(cluster: Cluster) -> None:
     cluster.proxy("proxy-again", plane, "infra/edge")
     assert wait_until(lambda: served_by(gw, "/extra/1") == (200, "svc"),
                       what="the restarted proxy to serve from its cache")
+
+
+def test_a_proxy_stopped_right_after_an_ack_has_that_version_in_its_cache(
+        cluster: Cluster) -> None:
+    """The cache is written after the report and at most once a second
+    (``ir_cache.LatestSave``); what waits is written when the proxy stops."""
+    plane = cluster.control()
+    gw, echo = free_port(), cluster.echo("svc")
+    _gateway_config(plane, gw, echo)
+    cluster.proxy("proxy", plane, "infra/edge")
+    cached = cluster.tmp / "cache" / "infra__edge.json"
+    assert wait_until(cached.exists, what="the first version cached")
+    first = json.loads(cached.read_text())["version"]
+    plane.must_put(route("extra", "shop", "/extra", "svc"))
+    assert wait_until(lambda: _all_acked(plane, "infra/edge")
+                      and _fleet(plane, "infra/edge")["version"] != first,
+                      interval=0.01, what="the change reported")
+    version = _fleet(plane, "infra/edge")["version"]
+    still = json.loads(cached.read_text())["version"]
+    cluster.procs.stop("proxy")
+    assert json.loads(cached.read_text())["version"] == version
+    assert still in (first, version)  # first: written at stop (unless this test was slow)
+
+
+def test_a_proxy_upgraded_right_after_a_change_serves_it_with_no_control_plane(
+        cluster: Cluster) -> None:
+    """A connected proxy's binary upgrade (SIGUSR2) with the control plane gone: the new
+    process starts from the cache, which holds the change reported just before (what waits
+    to be cached is written before the new process starts; that process also takes longer
+    to start than the cache's delay, so this passes without that too)."""
+    plane = cluster.control()
+    gw, echo = free_port(), cluster.echo("svc")
+    _gateway_config(plane, gw, echo)
+    cluster.proxy("proxy", plane, "infra/edge", log_level="info")
+    cached = cluster.tmp / "cache" / "infra__edge.json"
+    assert wait_until(cached.exists, what="the first version cached")
+    first = json.loads(cached.read_text())["version"]
+    plane.must_put(route("extra", "shop", "/extra", "svc"))
+    assert wait_until(lambda: _all_acked(plane, "infra/edge")
+                      and _fleet(plane, "infra/edge")["version"] != first,
+                      interval=0.01, what="the change reported")
+    cluster.procs.stop("control", kill=True)
+    old = cluster.procs.running["proxy"]
+    old.send_signal(signal.SIGUSR2)
+    found = wait_until(lambda: _SUCCESSOR.search(cluster.procs.log("proxy")), timeout=30,
+                       what="the new process serving")
+    successor = int(found.group(1))
+    try:
+        old.wait(30)
+        assert served_by(gw, "/extra/1") == (200, "svc")
+    finally:
+        os.kill(successor, signal.SIGTERM)
+        wait_until(lambda: not _alive(successor), timeout=30, what="the new process to stop")
+
+
+_SUCCESSOR = re.compile(r"binary upgrade: pid (\d+) serves")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
 
 
 def _refused(port: int) -> bool:

@@ -101,7 +101,10 @@ def test_a_one_route_change_reaches_every_proxy_as_a_delta(cluster: Cluster) -> 
     print(f"\nIR answers for one added Route, 3 proxies: {before} -> {after}")
     assert after["delta"] >= before["delta"] + 3
     assert after["full"] == before["full"]
+    # the workers rebuilt the version from the same delta (sent on as it came): all of it
     assert served_by(port, "/added") == (200, "svc")
+    assert all(served_by(port, f"/r{i}/x") == (200, "svc") for i in range(5))
+    assert served_by(port, "/elsewhere")[0] == 404
 
     # a proxy naming a version the control plane holds gets a delta; one it does not, the
     # whole snapshot, as does a proxy that does not ask for deltas
