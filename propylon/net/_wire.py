@@ -63,6 +63,11 @@ def parse_head(head: bytes) -> tuple[int, Headers]:
         if not sep:
             raise ValueError("malformed header line")
         headers.append((name.strip().lower(), value.strip()))
+    if parts[0] == b"HTTP/1.0" and not any(
+            name == b"connection" and b"keep-alive" in value.lower() for name, value in headers):
+        # an HTTP/1.0 answer closes its connection unless it says keep-alive (RFC 9112
+        # §9.3): its head says so as an HTTP/1.1 one would
+        headers.append((b"connection", b"close"))
     return int(parts[1]), headers
 
 

@@ -33,6 +33,7 @@ import os
 import random
 import socket
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -108,9 +109,9 @@ def health_summary(merged: dict[str, Any]) -> dict[str, Any]:
 class VersionTraffic:
     """Requests and 5xx answers per IR version since this proxy started. The workers' counters
     are cumulative over reloads; what they grew by between two tallies is given to the version
-    that ran in between, so a tally is taken just before each install. Nothing is added to
-    the request path. A worker replaced after a crash restarts its counters: a total that went
-    down counts as no growth."""
+    that ran in between, so a tally is taken at each install (the totals the workers had when
+    they took it). Nothing is added to the request path. A worker replaced after a crash
+    restarts its counters: a total that went down counts as no growth."""
 
     keep: int = 8  # versions remembered (the oldest are dropped)
     counts: dict[str, list[int]] = field(default_factory=dict)  # version -> [requests, 5xx]
@@ -143,9 +144,36 @@ class Agent:
     traffic: VersionTraffic = field(default_factory=VersionTraffic)
     deltas: bool = True  # ask for deltas (turned off for one poll after a delta failed)
     saves: LatestSave = field(init=False, repr=False)
+    _http: httpclient.HttpClient | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.saves = LatestSave(self.cache)
+
+    def _client(self) -> httpclient.HttpClient:
+        """Kept-alive connections to the control plane: the long-poll's (taken again as soon
+        as it answers) and the reports' (connecting for each cost the control plane and every
+        proxy of a fleet two connections per change)."""
+        if self._http is None:
+            parts = urlsplit(self.control)
+            self._http = httpclient.HttpClient(f"{parts.scheme}://{parts.netloc}", 4,
+                                               self.ssl_context, max_body=MAX_IR_BYTES)
+        return self._http
+
+    def close(self) -> None:
+        """Close the idle connections to the control plane."""
+        if self._http is not None:
+            self._http.close()
+
+    async def _request(self, method: bytes, url: str, timeout: float, body: bytes = b"",
+                       headers: Sequence[tuple[bytes, bytes]] = ()) -> httpclient.Response:
+        parts = urlsplit(url)
+        target = f"{parts.path}?{parts.query}" if parts.query else parts.path
+        token = self._headers["authorization"].encode("latin-1")
+        try:
+            return await self._client().request(
+                method, target.encode(), [(b"authorization", token), *headers], timeout, body)
+        except httpclient.HttpError as exc:
+            raise httpclient.HttpError(f"{method.decode()} {url}: {exc}") from None
 
     @property
     def _headers(self) -> dict[str, str]:
@@ -198,17 +226,6 @@ class Agent:
         self.traffic.tally(version, (sum(t[0] for t in totals), sum(t[1] for t in totals)))
         return workers
 
-    async def _tally_totals(self, supervisor: Supervisor) -> None:
-        """``_tally`` before an install: the workers' request totals only (their whole stats,
-        pickled and merged, were most of what a change cost a proxy at 1,000 routes)."""
-        version = supervisor.snapshot.version if supervisor.snapshot else None
-        try:
-            totals = await supervisor.request_totals()
-        except Exception as exc:  # stats are best effort; serving goes on
-            log.debug("no worker totals: %s", exc)
-            return
-        self.traffic.tally(version, totals)
-
     async def run(self, supervisor: Supervisor) -> None:
         backoff = Backoff()
         try:
@@ -220,6 +237,7 @@ class Agent:
                 await asyncio.sleep(delay if delay > 0 else backoff.next_delay())
         finally:  # cancelled on shutdown: what waits to be cached is written first
             self.saves.now()
+            self.close()
 
     async def poll_once(self, supervisor: Supervisor) -> float | None:
         """One long-poll; None to poll again at once, else seconds to wait (0: backoff)."""
@@ -265,16 +283,7 @@ class Agent:
     async def _get_ir(self, url: str) -> httpclient.Response:
         """GET an IR answer: up to ``MAX_IR_BYTES`` (the client's default bound, 4 MiB, is
         less than a full snapshot of 10,000 routes)."""
-        parts = urlsplit(url)
-        client = httpclient.HttpClient(f"{parts.scheme}://{parts.netloc}", 1,
-                                       self.ssl_context, keep_alive=False,
-                                       max_body=MAX_IR_BYTES)
-        token = self._headers["authorization"].encode("latin-1")
-        try:
-            return await client.request(b"GET", f"{parts.path}?{parts.query}".encode(),
-                                        [(b"authorization", token)], self.wait + 10)
-        except httpclient.HttpError as exc:
-            raise httpclient.HttpError(f"GET {url}: {exc}") from None
+        return await self._request(b"GET", url, self.wait + 10)
 
     async def _apply_delta(self, supervisor: Supervisor, answer: httpclient.Response,
                            base: str) -> float | None:
@@ -315,14 +324,16 @@ class Agent:
         so it is fetched and tried again after the backoff (the refusal may be transient,
         a worker that died mid-install for instance). ``delta`` is (base, text) when
         ``snapshot`` was rebuilt from a delta."""
+        running = supervisor.snapshot.version if supervisor.snapshot else None
         try:
             check_snapshot(snapshot, self.gateway)
-            await self._tally_totals(supervisor)
-            await supervisor.install(snapshot, delta=delta)
+            totals = await supervisor.install(snapshot, delta=delta)
         except ConfigRefused as exc:
             log.error("IR %s refused: %s", snapshot.version, exc)
             await self.report(snapshot.version, "NACK", str(exc))
             return False
+        if totals is not None:  # what the workers served until then went to ``running``
+            self.traffic.tally(running, totals)
         self.seen = snapshot.version
         self.saves.later(snapshot, text)  # a second later, or when the proxy stops
         await self.report(snapshot.version, "ACK")
@@ -338,11 +349,15 @@ class Agent:
             payload["health"] = health
         body = json.dumps(payload).encode()
         url = f"{self.control}/v1/gateways/{quote(self.gateway)}/reports"
-        try:
-            answer = await httpclient.request(
-                "POST", url, body=body, timeout=5.0, ssl_context=self.ssl_context,
-                headers={**self._headers, "content-type": "application/json"})
+        for attempt in (1, 2):  # a kept-alive connection may have been closed meanwhile
+            try:
+                answer = await self._request(b"POST", url, 5.0, body,
+                                             [(b"content-type", b"application/json")])
+            except httpclient.HttpError as exc:
+                if attempt == 2 or result == "HEALTH":
+                    log.warning("report %s not sent: %s", result, exc)
+                    return
+                continue
             if answer.status != 200:
                 log.warning("report %s not recorded: HTTP %d", result, answer.status)
-        except httpclient.HttpError as exc:
-            log.warning("report %s not sent: %s", result, exc)
+            return

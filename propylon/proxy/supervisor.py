@@ -251,14 +251,15 @@ class Supervisor:
         self._checked = snapshot
 
     async def install(self, snapshot: ir.SnapshotIR, warnings: Sequence[str] = (),
-                      delta: tuple[str, str | bytes] | None = None) -> None:
+                      delta: tuple[str, str | bytes] | None = None) -> tuple[int, int] | None:
         """Make every worker serve ``snapshot``, or raise ``ConfigRefused`` with all of them
-        still serving the previous one. Installing the version already served does nothing.
-        ``delta`` is (base version, text): a delta ``snapshot`` was rebuilt from
-        (``ir/delta.py``), sent as it is to the workers serving that version instead of
-        encoding another."""
+        still serving the previous one; the requests and 5xx answers the workers had served
+        when they took it (``agent.VersionTraffic``). Installing the version already served
+        does nothing (and returns None). ``delta`` is (base version, text): a delta
+        ``snapshot`` was rebuilt from (``ir/delta.py``), sent as it is to the workers
+        serving that version instead of encoding another."""
         if self.snapshot is not None and snapshot.version == self.snapshot.version:
-            return
+            return None
         with gc_paused():  # the same content; unchanged rules become the served objects
             snapshot = reuse_unchanged(snapshot, self.snapshot)
         if snapshot is not self._checked:  # at start, the source checked it before the workers
@@ -273,7 +274,7 @@ class Supervisor:
         try:
             given = (delta[1] if delta is not None and self.snapshot is not None
                      and delta[0] == self.snapshot.version else None)
-            await self._install_all(snapshot, previous=self.snapshot, delta=given)
+            totals = await self._install_all(snapshot, previous=self.snapshot, delta=given)
         except BaseException:
             kept = listener_keys(self.snapshot) if self.snapshot else set()
             self._release(keys - kept, keep_inherited=True)
@@ -293,11 +294,12 @@ class Supervisor:
             log.warning("%s", warning)
         log.info("configuration %s installed on %d worker(s)", snapshot.version,
                  len(self.handles))
+        return totals
 
     async def _install_all(
         self, snapshot: ir.SnapshotIR, previous: ir.SnapshotIR | None,
         delta: str | bytes | None = None,
-    ) -> None:
+    ) -> tuple[int, int]:
         shipment = _Shipment(snapshot, previous, delta)
         keys = listener_keys(snapshot)
         answers = await asyncio.gather(
@@ -306,7 +308,8 @@ class Supervisor:
         )
         errors = [str(a) for a in answers if isinstance(a, BaseException)]
         if not errors:
-            return
+            served = [a for a in answers if not isinstance(a, BaseException)]
+            return sum(r for r, _ in served), sum(e for _, e in served)
         if previous is not None:  # put back the version every worker agreed on
             old = _Shipment(previous, None)
             old_keys = listener_keys(previous)
@@ -331,7 +334,8 @@ class Supervisor:
 
     async def _install_one(
         self, handle: WorkerHandle, shipment: _Shipment | str, keys: set[Key]
-    ) -> None:
+    ) -> tuple[int, int]:
+        """Install on one worker; its request totals when it took it."""
         if isinstance(shipment, str):
             shipment = _Shipment.of_text(shipment)
         try:
@@ -353,6 +357,7 @@ class Supervisor:
         if self.health is not None and self.health.verdicts:
             # a worker learns every verdict so far (it may be new, or restarted)
             handle.tell(("health", [(*key, ok) for key, ok in self.health.verdicts.items()]))
+        return answer[2], answer[3]
 
     # -- DNS discovery ---------------------------------------------------------------------
     async def _resolve(self, snapshot: ir.SnapshotIR) -> None:
@@ -425,15 +430,6 @@ class Supervisor:
         """What each worker that answered says of its upstreams' health (``Worker.health``)."""
         answers = await _ask_all(list(self.handles), ("health_stats",))
         return [answer[1] for answer in answers if answer is not None]
-
-    async def request_totals(self) -> tuple[int, int]:
-        """Requests answered and 5xx answers, summed over the workers that answered."""
-        requests = errors = 0
-        for answer in await _ask_all(list(self.handles), ("totals",)):
-            if answer is not None:
-                requests += answer[1]
-                errors += answer[2]
-        return requests, errors
 
     async def stats(self) -> dict[str, Any]:
         """The workers' counters, summed."""

@@ -10,14 +10,15 @@ request id (None for messages that need no answer); answers carry the id they an
 - ``("install_delta", delta_json)`` -> the same, from ``ir.delta.dumps_delta`` against the
   version this worker serves; a worker that serves another answers ``("nack", version,
   DELTA_REFUSED)`` and is sent the whole IR;
-- ``("install", ir_json)`` -> compile and swap in; answers ``("ack", version)`` or
-  ``("nack", version, error)`` (the previous configuration keeps serving);
+- ``("install", ir_json)`` -> compile and swap in; answers ``("ack", version, requests,
+  errors_5xx)`` (the requests and 5xx answers served so far, over every route: what the
+  version it replaced served, for a proxy's traffic per version) or ``("nack", version,
+  error)`` (the previous configuration keeps serving);
 - ``("dns", [(query, answer), ...])``: DNS answers (``runtime/discovery.py``) for the
   clusters whose endpoints are names; sent before an install and whenever one changes;
 - ``("stats",)`` -> answers ``("stats", metrics_snapshot)``; ``("health_stats",)`` ->
   ``("health_stats", {endpoints, panic, upstreams, totals})`` (a connected proxy's health
-  report); ``("totals",)`` -> answers ``("totals", requests, errors_5xx)``, summed over
-  routes (a tally before each install);
+  report);
 - ``("drain", grace_seconds)`` -> stop accepting, finish in-flight requests, exit.
 """
 
@@ -350,19 +351,18 @@ class WorkerChannel:
                 log.error("configuration refused: %s", exc)
                 self._send(request_id, ("nack", version, str(exc)))
                 return
+            totals = self.worker.metrics.request_totals()  # served by the version replaced
             try:
                 await self.worker.install(snapshot)
             except Exception as exc:  # any failure keeps the old configuration serving
                 log.error("configuration %s refused: %s", version, exc)
                 self._send(request_id, ("nack", version, str(exc)))
             else:
-                self._send(request_id, ("ack", version))
+                self._send(request_id, ("ack", version, *totals))
         elif kind == "stats":
             self._send(request_id, ("stats", self.worker.stats()))
         elif kind == "health_stats":
             self._send(request_id, ("health_stats", self.worker.health()))
-        elif kind == "totals":
-            self._send(request_id, ("totals", *self.worker.metrics.request_totals()))
         elif kind == "health":
             self.worker.apply_verdicts(message[1])
         elif kind == "dns":

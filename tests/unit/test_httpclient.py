@@ -68,6 +68,18 @@ def test_interim_heads_are_read_past() -> None:
     assert run(lambda: _wire.read_final_head(reader_of(wire))) == (200, [(b"content-length", b"2")])
 
 
+@pytest.mark.parametrize(("head", "reusable"), [
+    pytest.param(b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\n", False, id="1.0"),
+    pytest.param(b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\ncontent-length: 2\r\n\r\n",
+                 True, id="1.0-keep-alive"),
+    pytest.param(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n", True, id="1.1"),
+])
+def test_an_http_1_0_answer_closes_its_connection_unless_it_says_keep_alive(
+        head: bytes, reusable: bool) -> None:
+    status, headers = run(lambda: _wire.read_final_head(reader_of(head + b"ok")))
+    assert _wire.body_framing(b"GET", status, headers) == (_wire.LENGTH, 2, reusable)
+
+
 @pytest.mark.parametrize("wire, framing, length, body", [
     pytest.param(b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nx-trailer: 1\r\n\r\n", _wire.CHUNKED,
                  0, b"hello world", id="chunked-with-trailers"),

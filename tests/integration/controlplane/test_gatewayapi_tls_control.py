@@ -75,8 +75,10 @@ def test_proxy_serves_a_secret_certificate_from_its_shard_only(cluster: Cluster)
     status, config = http("GET", f"http://127.0.0.1:{admin}/config")
     text = json.dumps(config)
     assert status == 200 and "PRIVATE KEY" not in text and "<redacted>" in text
-    # the proxy's cached IR holds the key: only its user may read it
-    [cached] = (cluster.tmp / "cache").glob("*.json")
+    # the proxy's cached IR holds the key: only its user may read it (written a second
+    # after the version is installed: ir_cache.LatestSave)
+    cached = wait_until(lambda: next((cluster.tmp / "cache").glob("*.json"), None),
+                        what="the IR cached")
     assert stat.S_IMODE(cached.stat().st_mode) == 0o600
 
     renewed = self_signed("shop.test")

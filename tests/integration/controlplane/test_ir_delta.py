@@ -228,14 +228,24 @@ def test_an_ir_answer_larger_than_the_clients_default_bound_is_read(
     agent = Agent(f"http://127.0.0.1:{control.port}", GATEWAY, "token",
                   IRCache(tmp_path, GATEWAY))
     url = f"http://127.0.0.1:{control.port}/v1/gateways/{GATEWAY}/ir?after=x"
-    answer = asyncio.run(agent._get_ir(url))
+
+    async def get() -> httpclient.Response:
+        try:
+            return await agent._get_ir(url)
+        finally:
+            agent.close()
+
+    answer = asyncio.run(get())
     assert answer.status == 200 and len(answer.body) == 6 * 1024 * 1024
     assert control.requests[0].target == f"/v1/gateways/{GATEWAY}/ir?after=x"
     assert control.requests[0].header("authorization") == "Bearer token"
     control.handler = lambda request: Reply(status=200, body=b"x", delay=5)
+    # an agent keeps its connections for the event loop it runs in: another for this loop
+    agent = Agent(f"http://127.0.0.1:{control.port}", GATEWAY, "token",
+                  IRCache(tmp_path, GATEWAY))
     agent.wait = -9.9  # the poll's deadline is wait + 10 s
     try:
-        asyncio.run(agent._get_ir(url))
+        asyncio.run(get())
     except httpclient.HttpError as exc:
         assert f"GET {url}" in str(exc)
     else:
