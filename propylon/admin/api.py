@@ -30,8 +30,7 @@ import json
 import logging
 import re
 import sqlite3
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from propylon.admin.openapi import openapi_document
@@ -86,13 +85,12 @@ def _error(status: int, message: str, reasons: list[str] | None = None) -> Reply
 class ControlAPI:
     state: ControlState
     token: str
-    replica: str = ""
     secure: bool = False  # served over TLS (the dashboard's cookie gets Secure)
     explainer: Explainer | None = None  # the dashboard's explain (propylon.cli.control)
-    _fleet: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.ui = Dashboard(self.state, self.token, self.secure, explainer=self.explainer)
+        self.fleet = self.state.fleet_records
 
     async def handle(self, request: Request) -> Reply:
         parts = [p for p in request.path.split("/") if p]
@@ -283,7 +281,7 @@ class ControlAPI:
             return _error(400, str(exc))
         proxy, running = query.get("proxy", ""), FORMS.native_version(query.get("version", ""))
         if proxy:
-            await self._note(gateway, proxy, {"version": running})
+            self.fleet.note(gateway, proxy, {"version": running})
             self.state.metrics.polled(gateway, proxy, running)
         if gateway not in self.state.snapshots:
             return _error(404, f"no Gateway {gateway}")
@@ -322,7 +320,7 @@ class ControlAPI:
             health = data.get("health")
             if not isinstance(health, dict) or len(body) > 256 * 1024:
                 return _error(422, "a HEALTH report needs a health object (at most 256 KiB)")
-            await self._note(gateway, proxy, {"health": health})
+            self.fleet.note(gateway, proxy, {"health": health})
             return _json(200, {"recorded": True})
         self.state.metrics.reported(gateway, proxy, version, result)
         fields: dict[str, Any] = {"state": result}
@@ -332,7 +330,7 @@ class ControlAPI:
             fields.update(lastNackVersion=version, lastError=str(data.get("error", ""))[:2000])
             log.warning("proxy %s of %s refused %s: %s", proxy, gateway, version,
                         fields["lastError"])
-        await self._note(gateway, proxy, fields)
+        self.fleet.note(gateway, proxy, fields)
         return _json(200, {"recorded": True})
 
     # -- progressive rollout -------------------------------------------------------------
@@ -349,14 +347,6 @@ class ControlAPI:
         if gateway not in self.state.snapshots:
             return _error(404, f"no Gateway {gateway}")
         return _json(200, self.state.act_on_rollout(gateway, action))
-
-    async def _note(self, gateway: str, proxy: str, fields: dict[str, Any]) -> None:
-        record = self._fleet.setdefault((gateway, proxy), {})
-        record.update(fields, lastSeen=time.time(), replica=self.replica)
-        try:
-            await self.state.store.put_fleet(gateway, proxy, dict(record))
-        except Exception as exc:  # the store is away: distribution goes on without records
-            log.warning("cannot record proxy %s: %s", proxy, exc)
 
 
 def _batch_error(status: int, message: str, reasons: list[str],

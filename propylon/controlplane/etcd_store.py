@@ -16,7 +16,7 @@ import base64
 import json
 import logging
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,6 +32,7 @@ _TIMEOUT = 5.0
 # etcd's answers to a transaction over its --max-txn-ops (default 128) or
 # --max-request-bytes (default 1.5 MiB)
 _TOO_LARGE = (b"too many operations in txn request", b"request is too large")
+_FLEET_TXN_OPS = 100  # fleet records per transaction: under that default of 128
 
 
 def _b64(text: str) -> str:
@@ -153,9 +154,12 @@ class EtcdStore:
         return answer
 
     # -- fleet ---------------------------------------------------------------------------
-    async def put_fleet(self, gateway: str, proxy: str, record: dict[str, Any]) -> None:
-        key = _b64(f"{_FLEET}{gateway}/{proxy}")
-        await self._call("kv/put", {"key": key, "value": _b64(json.dumps(record))})
+    async def put_fleet(self, records: Mapping[tuple[str, str], dict[str, Any]]) -> None:
+        puts = [{"request_put": {"key": _b64(f"{_FLEET}{gateway}/{proxy}"),
+                                 "value": _b64(json.dumps(record))}}
+                for (gateway, proxy), record in records.items()]
+        for start in range(0, len(puts), _FLEET_TXN_OPS):
+            await self._call("kv/txn", {"success": puts[start:start + _FLEET_TXN_OPS]})
 
     async def list_fleet(self) -> dict[str, dict[str, dict[str, Any]]]:
         fleet: dict[str, dict[str, dict[str, Any]]] = {}

@@ -44,9 +44,8 @@ async def run_control(
     except Exception as exc:
         log.error("cannot open store %s: %s", store_url, exc)
         return 1
-    state = ControlState(store)
-    replica = f"{socket.gethostname()}:{os.getpid()}"
-    api = ControlAPI(state, token, replica, secure=tls is not None, explainer=explainer)
+    state = ControlState(store, replica=f"{socket.gethostname()}:{os.getpid()}")
+    api = ControlAPI(state, token, secure=tls is not None, explainer=explainer)
     server = await httpd.serve(api.handle, host, port, tls)
     translator = asyncio.ensure_future(state.run())
     rollouts = asyncio.ensure_future(state.watch_rollouts())
@@ -60,5 +59,6 @@ async def run_control(
     server.close()
     translator.cancel()
     rollouts.cancel()
+    await state.fleet_records.flush()
     await store.close()
     return 0

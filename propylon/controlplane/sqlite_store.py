@@ -13,7 +13,7 @@ import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -174,10 +174,15 @@ class SqliteStore:
         return _Tx()
 
     # -- fleet ---------------------------------------------------------------------------
-    async def put_fleet(self, gateway: str, proxy: str, record: dict[str, Any]) -> None:
-        await self._run(
-            self._db.execute, "INSERT OR REPLACE INTO fleet VALUES (?, ?, ?)",
-            (gateway, proxy, json.dumps(record)))
+    async def put_fleet(self, records: Mapping[tuple[str, str], dict[str, Any]]) -> None:
+        rows = [(gateway, proxy, json.dumps(record))
+                for (gateway, proxy), record in records.items()]
+
+        def put() -> None:
+            with self._transaction():
+                self._db.executemany("INSERT OR REPLACE INTO fleet VALUES (?, ?, ?)", rows)
+
+        await self._run(put)
 
     async def list_fleet(self) -> dict[str, dict[str, dict[str, Any]]]:
         def rows() -> list[tuple[str, str, str]]:

@@ -23,6 +23,7 @@ from typing import Any
 
 from propylon import ir
 from propylon.config import Resource
+from propylon.controlplane.fleet_records import FleetRecords
 from propylon.controlplane.ir_deltas import SnapshotHistory
 from propylon.controlplane.metrics import ControlMetrics
 from propylon.controlplane.resources import StoredResource, load_stored
@@ -129,8 +130,13 @@ class ControlState:
     metrics: ControlMetrics = field(default_factory=lambda: ControlMetrics(CONNECTED_FOR))
     rollouts: Rollouts = field(default_factory=Rollouts)
     history: SnapshotHistory = field(default_factory=SnapshotHistory)
+    replica: str = ""  # this process, in the fleet records it writes
+    fleet_records: FleetRecords = field(init=False)
     _parts: PartTexts = field(default_factory=dict)
     _tick: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.fleet_records = FleetRecords(self.store, self.replica)
 
     async def refresh(self) -> None:
         items = await self.store.list_resources()
@@ -214,7 +220,7 @@ class ControlState:
             if not self.rollouts.active:
                 continue
             try:
-                records = await self.store.list_fleet()
+                records = await self.fleet_records.read()
             except Exception as exc:  # judged again at the next look
                 log.warning("rollouts not judged, fleet records unavailable: %s", exc)
                 continue
@@ -239,7 +245,7 @@ class ControlState:
 
     async def fleet(self) -> list[dict[str, Any]]:
         """Every Gateway with its desired version and the proxies that reported for it."""
-        records = await self.store.list_fleet()
+        records = await self.fleet_records.read()
         now = time.time()
         keys = sorted(set(self.snapshots) | set(records))
         return [

@@ -8,7 +8,7 @@ plane then re-reads the resources. Every method is a coroutine that never blocks
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -63,7 +63,9 @@ class Store(Protocol):
         when the store refuses the transaction's size."""
         ...
 
-    async def put_fleet(self, gateway: str, proxy: str, record: dict[str, Any]) -> None: ...
+    async def put_fleet(self, records: Mapping[tuple[str, str], dict[str, Any]]) -> None:
+        """(gateway, proxy id) -> record, each replacing the one it had."""
+        ...
 
     async def list_fleet(self) -> dict[str, dict[str, dict[str, Any]]]:
         """gateway -> proxy id -> record."""
