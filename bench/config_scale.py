@@ -329,9 +329,11 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 # -- in-process stages ---------------------------------------------------------------------
 def run_phases(args: argparse.Namespace, tmp: Path) -> None:
     import asyncio
+    import dataclasses
 
     from propylon import ir
     from propylon.config import load_paths
+    from propylon.ir import codec
     from propylon.ir.delta import dumps_delta, loads_delta, reuse_unchanged
     from propylon.runtime.compile import Services, compile_snapshot
     from propylon.runtime.gc_pause import gc_paused
@@ -363,6 +365,10 @@ def run_phases(args: argparse.Namespace, tmp: Path) -> None:
         lap("IR encode again")
         snapshot = ir.loads(text)
         lap("IR decode")
+        proxy_texts: dict[int, tuple[object, str]] = {}  # a connected proxy's encoding memo
+        with codec.part_texts(proxy_texts):
+            ir.content_hash(snapshot)
+        lap("hash (a proxy, once per full IR)")
     loop = asyncio.new_event_loop()
     services = Services.scratch(loop)
     compile_snapshot(snapshot, services)
@@ -380,7 +386,11 @@ def run_phases(args: argparse.Namespace, tmp: Path) -> None:
         delta = dumps_delta(reused, result.snapshot)
         lap(f"delta encode ({len(delta) / 1e3:.0f} kB)")
         decoded = loads_delta(delta, snapshot)
-        lap("delta decode (worker)")
+        lap("delta decode")
+        with codec.part_texts(proxy_texts):
+            sealed = ir.seal(dataclasses.replace(decoded, version=""))
+        lap("seal what it rebuilt (a proxy)")
+        assert sealed.version == reused.version
     compile_snapshot(decoded, services)
     lap("compile, unchanged chains kept")
     loop.close()

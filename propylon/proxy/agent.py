@@ -5,8 +5,8 @@ restarted while the control plane is away serves its last good configuration. ``
 long-polls ``/v1/gateways/{ns}/{name}/ir?after=VERSION`` forever: a new snapshot is checked
 (its Gateway and content hash), installed with ``Supervisor.install``, reported as ACK or
 NACK (a NACKed version is tried again after the backoff), and cached once reported
-(``ir_cache.LatestSave``). A failed poll
-never stops serving; it is retried after a backoff with jitter (0.2 s doubling to 5 s).
+(``ir_cache.LatestSave``). Polls and reports share kept-alive connections. A failed poll never
+stops serving; it is retried after a backoff with jitter (0.2 s doubling to 5 s).
 
 Deltas: the poll says the proxy applies them (``delta=SCHEMA``, its own IR schema) and which
 version it runs; the control plane may answer with what changed since that version
@@ -168,16 +168,12 @@ class Agent:
                        headers: Sequence[tuple[bytes, bytes]] = ()) -> httpclient.Response:
         parts = urlsplit(url)
         target = f"{parts.path}?{parts.query}" if parts.query else parts.path
-        token = self._headers["authorization"].encode("latin-1")
+        token = f"Bearer {self.token}".encode("latin-1")
         try:
             return await self._client().request(
                 method, target.encode(), [(b"authorization", token), *headers], timeout, body)
         except httpclient.HttpError as exc:
             raise httpclient.HttpError(f"{method.decode()} {url}: {exc}") from None
-
-    @property
-    def _headers(self) -> dict[str, str]:
-        return {"authorization": f"Bearer {self.token}"}
 
     async def start(self, supervisor: Supervisor) -> None:
         supervisor.start_workers()
