@@ -33,7 +33,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
-from hyperframe.frame import GoAwayFrame
+from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame
 
 from propylon.proxy.clock import CLOCK
 from propylon.proxy.grpc import status_in, timeout_seconds
@@ -208,6 +208,34 @@ class FrameCounter:
         return None
 
 
+class _RefusingConnection(h2.connection.H2Connection):
+    """h2's server connection, except that a stream opened over the advertised
+    MAX_CONCURRENT_STREAMS is refused alone (RST_STREAM REFUSED_STREAM: a stream error, RFC
+    9113 §5.1.2) where h2 ends the whole connection. A client may exceed it without fault: a
+    stream it saw end may not be closed here yet. Its header block is still decoded (the
+    HPACK state is the connection's), then the stream reset; what else arrives on it is
+    answered as on any stream reset here."""
+
+    _admitting = False
+
+    @property
+    def open_inbound_streams(self) -> int:
+        return 0 if self._admitting else super().open_inbound_streams
+
+    def _receive_headers_frame(self, frame: HeadersFrame
+                               ) -> tuple[list[Frame], list[h2.events.Event]]:
+        if frame.stream_id in self.streams or \
+                self.open_inbound_streams < self.local_settings.max_concurrent_streams:
+            return super()._receive_headers_frame(frame)
+        self._admitting = True
+        try:
+            frames, events = super()._receive_headers_frame(frame)
+        finally:
+            self._admitting = False
+        self.reset_stream(frame.stream_id, ErrorCodes.REFUSED_STREAM)
+        return frames, [e for e in events if getattr(e, "stream_id", None) != frame.stream_id]
+
+
 class H2ServerConnection(asyncio.Protocol):
     """One client's HTTP/2 connection, after the switch from the HTTP/1.1 codec."""
 
@@ -227,7 +255,7 @@ class H2ServerConnection(asyncio.Protocol):
         self.max_field_bytes = listener.max_header_bytes
         self.counter = FrameCounter(listener.max_head_bytes)
         config = h2.config.H2Configuration(client_side=False, header_encoding=None)
-        self.h2 = h2.connection.H2Connection(config=config)
+        self.h2 = _RefusingConnection(config=config)
         self.h2.local_settings = h2.settings.Settings(client=False, initial_values={
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import time
 
+import h2.settings
 import pytest
 from h2.errors import ErrorCodes
 from hyperframe.frame import (
@@ -147,6 +148,29 @@ def test_a_slow_stream_does_not_hold_the_others(gw: Gateway, up: ScriptedUpstrea
         assert fast.body == b"fast"
         assert fast_time < 1.5
         assert h2c.wait(slow).status == 200
+
+
+def test_a_stream_over_the_limit_is_refused_alone(gw: Gateway, up: ScriptedUpstream) -> None:
+    """A client that opens more streams than MAX_CONCURRENT_STREAMS (100; it may count a stream
+    as ended before the gateway does) gets RST_STREAM REFUSED_STREAM on the extra one (RFC 9113
+    §5.1.2, a stream error), not a GOAWAY for all of them."""
+    up.reset(lambda req: Reply(delay=1.0, body=req.target.encode()))
+    with client(gw) as h2c:
+        assert h2c.get("/first").status == 200  # the gateway's SETTINGS are in
+        limit = h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS
+        assert h2c.h2.remote_settings[limit] == 100
+        h2c.h2.remote_settings[limit] = 1000  # this client ignores the limit
+        h2c.h2.remote_settings.acknowledge()
+        ids = [h2c.request("GET", f"/s/{i}") for i in range(101)]
+        answers = {sid: h2c.wait(sid) for sid in ids}
+        refused = [sid for sid, a in answers.items() if a.reset is not None]
+        assert refused == [ids[-1]]
+        assert answers[ids[-1]].reset == ErrorCodes.REFUSED_STREAM
+        assert all(answers[sid].status == 200 and answers[sid].body == f"/s/{n}".encode()
+                   for n, sid in enumerate(ids[:-1]))
+        assert h2c.goaway is None and not h2c.closed
+        assert h2c.get("/after").body == b"/after"  # the connection serves on
+    assert "/s/100" not in {r.target for r in up.requests}
 
 
 def test_request_bodies_with_and_without_content_length(gw: Gateway,
