@@ -90,7 +90,6 @@ class ControlAPI:
 
     def __post_init__(self) -> None:
         self.ui = Dashboard(self.state, self.token, self.secure, explainer=self.explainer)
-        self.fleet = self.state.fleet_records
 
     async def handle(self, request: Request) -> Reply:
         parts = [p for p in request.path.split("/") if p]
@@ -281,7 +280,7 @@ class ControlAPI:
             return _error(400, str(exc))
         proxy, running = query.get("proxy", ""), FORMS.native_version(query.get("version", ""))
         if proxy:
-            self.fleet.note(gateway, proxy, {"version": running})
+            self.state.fleet_records.note(gateway, proxy, {"version": running})
             self.state.metrics.polled(gateway, proxy, running)
         if gateway not in self.state.snapshots:
             return _error(404, f"no Gateway {gateway}")
@@ -320,7 +319,7 @@ class ControlAPI:
             health = data.get("health")
             if not isinstance(health, dict) or len(body) > 256 * 1024:
                 return _error(422, "a HEALTH report needs a health object (at most 256 KiB)")
-            self.fleet.note(gateway, proxy, {"health": health})
+            self.state.fleet_records.note(gateway, proxy, {"health": health})
             return _json(200, {"recorded": True})
         self.state.metrics.reported(gateway, proxy, version, result)
         fields: dict[str, Any] = {"state": result}
@@ -330,7 +329,7 @@ class ControlAPI:
             fields.update(lastNackVersion=version, lastError=str(data.get("error", ""))[:2000])
             log.warning("proxy %s of %s refused %s: %s", proxy, gateway, version,
                         fields["lastError"])
-        self.fleet.note(gateway, proxy, fields)
+        self.state.fleet_records.note(gateway, proxy, fields)
         return _json(200, {"recorded": True})
 
     # -- progressive rollout -------------------------------------------------------------

@@ -13,8 +13,6 @@ request whose answer was cut, a refused connection or a 5xx is a failure.
 from __future__ import annotations
 
 import hashlib
-import os
-import re
 import signal
 import threading
 import time
@@ -30,12 +28,12 @@ from tests.support import resources as r
 from tests.support.client import ConnectionClosed, RawClient
 from tests.support.gateway import Gateway
 from tests.support.net import poll_until
+from tests.support.processes import SUCCESSOR_SERVES, pid_alive, stop_pid
 from tests.support.upstream import Reply, ScriptedUpstream, pattern_body
 
 DOWNLOAD = 48 * 1024 * 1024
 DOWNLOAD_RATE = 12 * 1024 * 1024  # bytes per second the slow client reads
 WORKERS = 2
-_SERVES = re.compile(r"binary upgrade: pid (\d+) serves")
 
 
 class Traffic:
@@ -219,30 +217,12 @@ def gateway(tmp_path: Path, upstreams, echo: EchoServer) -> Iterator[Gateway]:
         stop_pid(pid)
 
 
-def stop_pid(pid: int, timeout: float = 30.0) -> None:
-    if not pid_alive(pid):
-        return
-    os.kill(pid, signal.SIGTERM)
-    try:
-        poll_until(lambda: not pid_alive(pid), timeout, interval=0.05, message=f"{pid} exited")
-    except AssertionError:
-        os.kill(pid, signal.SIGKILL)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
-
-
 def parent_of(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
 def successor_pid(gw: Gateway) -> int | None:
-    found = _SERVES.search(gw.stderr_text())
+    found = SUCCESSOR_SERVES.search(gw.stderr_text())
     return int(found.group(1)) if found else None
 
 

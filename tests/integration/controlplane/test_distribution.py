@@ -4,11 +4,8 @@ isolation, control-plane outages under load, and restarts from the disk cache.""
 from __future__ import annotations
 
 import json
-import os
-import re
 import signal
 import threading
-from pathlib import Path
 from typing import Any
 
 from tests.integration.controlplane.conftest import Cluster, ControlPlane
@@ -21,6 +18,7 @@ from tests.integration.controlplane.helpers import (
     upstream,
     wait_until,
 )
+from tests.support.processes import SUCCESSOR_SERVES, stop_pid
 
 
 def _fleet(plane: ControlPlane, key: str) -> dict[str, Any]:
@@ -182,7 +180,7 @@ def test_a_proxy_upgraded_right_after_a_change_serves_it_with_no_control_plane(
     cluster.procs.stop("control", kill=True)
     old = cluster.procs.running["proxy"]
     old.send_signal(signal.SIGUSR2)
-    found = wait_until(lambda: _SUCCESSOR.search(cluster.procs.log("proxy")), timeout=30,
+    found = wait_until(lambda: SUCCESSOR_SERVES.search(cluster.procs.log("proxy")), timeout=30,
                        what="the new process serving")
     assert found is not None
     successor = int(found.group(1))
@@ -190,19 +188,7 @@ def test_a_proxy_upgraded_right_after_a_change_serves_it_with_no_control_plane(
         old.wait(30)
         assert served_by(gw, "/extra/1") == (200, "svc")
     finally:
-        os.kill(successor, signal.SIGTERM)
-        wait_until(lambda: not _alive(successor), timeout=30, what="the new process to stop")
-
-
-_SUCCESSOR = re.compile(r"binary upgrade: pid (\d+) serves")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
+        stop_pid(successor)
 
 
 def _refused(port: int) -> bool:
