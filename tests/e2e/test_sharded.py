@@ -16,10 +16,13 @@ is saturated by wrk stays within 20% of its unloaded p99 (TARGET, asserted). Met
 - a window is SAMPLES sequential keep-alive GETs to the quiet fleet on a new connection
   (after a warm-up), the client's garbage collector off (its pauses are the client's);
 - the figures compared are the p99 of all unloaded samples pooled and of all loaded samples
-  pooled (25,000 each); per-round figures are printed too. No sample is dropped;
+  pooled (25,000 each); per-round figures are printed too. No sample of a counted round is
+  dropped;
 - CPU use of each window is measured (/proc/stat per CPU, /proc/PID/stat per process) and
-  asserted: the noisy CPU at least SATURATED busy in every loaded window, the noisy fleet at
-  most IDLE of its CPU in unloaded windows (the load really was on, then really off). Other
+  asserted: the noisy CPU at least SATURATED busy in every loaded window (of the time the
+  hypervisor let it run: stolen ticks are counted apart), the noisy fleet at most IDLE of its
+  CPU in unloaded windows (the load really was on, then really off). A round whose load did
+  not saturate the noisy CPU is void, printed and taken again (at most VOID_LIMIT times). Other
   programs on the machine are not pinned and can run on the quiet CPU: their CPU time is
   measured and a WARNING printed above FOREIGN, as they disturb the figures (a concurrent
   CPU-bound program raised the unloaded p99 from ~0.4 to ~0.9 ms in one of our runs). When
@@ -74,7 +77,8 @@ WINDOW_BUDGET = 3.0   # seconds per window (bounded time)
 RAMP = 0.5            # seconds of load before a loaded window starts
 SETTLE = 0.3          # seconds between stopping the load and the next window
 LOAD_LIMIT = 10       # wrk -d: each load is stopped after its window, this only bounds it
-SATURATED = 0.9       # the noisy CPU's minimum busy fraction in a loaded window
+SATURATED = 0.9       # the noisy CPU's minimum busy fraction in a loaded window (not stolen)
+VOID_LIMIT = 4        # rounds whose load did not saturate the noisy CPU, taken again at most
 IDLE = 0.1            # the noisy fleet's maximum CPU share in unloaded windows
 FOREIGN = 0.05        # other programs' CPU time (share of one CPU) that gets a warning
 TARGET = 1.2          # the issue's goal, asserted: loaded p99 within 20% of unloaded
@@ -96,24 +100,34 @@ class Fleet:
 
 @dataclass
 class Usage:
-    """CPU time in clock ticks: one fleet's CPU busy at all (interrupts included) and running
-    that fleet, out of ``total``."""
+    """CPU time in clock ticks: one fleet's CPU busy at all (interrupts included), running
+    that fleet, and stolen by the hypervisor, out of ``total``."""
 
     busy: int = 0
     own: int = 0
     total: int = 0
+    steal: int = 0
 
     def __iadd__(self, other: Usage) -> Usage:
         self.busy += other.busy
         self.own += other.own
         self.total += other.total
+        self.steal += other.steal
         return self
 
     def share(self, ticks: int) -> float:
         return ticks / max(self.total, 1)
 
+    @property
+    def saturation(self) -> float:
+        """Busy share of the time the machine had the CPU: ticks the hypervisor stole were
+        not the load's to take (a clean-clone run saw the noisy CPU 59 % busy, its wrk at
+        6,400 req/s instead of 10,000-11,000, and the quiet fleet stalled in that window)."""
+        return self.busy / max(self.total - self.steal, 1)
+
     def __str__(self) -> str:
-        return f"busy {self.share(self.busy):.0%} (its fleet {self.share(self.own):.0%})"
+        return (f"busy {self.share(self.busy):.0%} (its fleet {self.share(self.own):.0%}, "
+                f"stolen {self.share(self.steal):.0%})")
 
 
 class Meter:
@@ -139,7 +153,7 @@ class Meter:
             mine |= pids
             before, after = self.cpus[f.cpu], cpus[f.cpu]
             usage[f.cpu] = Usage(after.busy - before.busy, sum(ran.get(p, 0) for p in pids),
-                                 after.total - before.total)
+                                 after.total - before.total, after.steal - before.steal)
         return usage, sum(t for pid, t in ran.items() if pid not in mine)
 
 
@@ -154,6 +168,9 @@ class Window:
 
     def busy(self, cpu: int) -> float:
         return self.usage[cpu].share(self.usage[cpu].busy)
+
+    def saturation(self, cpu: int) -> float:
+        return self.usage[cpu].saturation
 
 
 def measure(port: int, path: str) -> list[float]:
@@ -237,6 +254,7 @@ class Isolation:
     """One measurement: ROUNDS interleaved (unloaded, loaded) window pairs, pooled."""
 
     windows: list[tuple[Window, Window]]
+    void: list[tuple[Window, Window]]  # rounds taken again: the load did not saturate
     usage: dict[bool, dict[int, Usage]]
     ratios: list[float]
     p99_unloaded: float
@@ -253,24 +271,37 @@ def measure_isolation(main_port: int, extra: str, quiet: Fleet, noisy: Fleet) ->
     own_threads = list(thread_cpus(os.getpid()))
     pinning: list[str] = []
     windows: list[tuple[Window, Window]] = []  # (unloaded, loaded) per round
+    void: list[tuple[Window, Window]] = []
     started = time.monotonic()
     try:
         for tid in own_threads:
             os.sched_setaffinity(tid, {QUIET_CPU})
-        for n in range(ROUNDS):
-            if n % 2 == 0:
+        while len(windows) < ROUNDS:
+            if len(windows) % 2 == 0:
                 unloaded = unloaded_window(main_port, quiet, noisy)
                 loaded = loaded_window(f"{extra}/extra/x", main_port, quiet, noisy, pinning)
             else:
                 loaded = loaded_window(f"{extra}/extra/x", main_port, quiet, noisy, pinning)
                 unloaded = unloaded_window(main_port, quiet, noisy)
-            windows.append((unloaded, loaded))
+            # A loaded window whose noisy CPU was not saturated did not measure isolation
+            # from a saturated neighbour: the round is void, printed, and taken again. Seen
+            # in clean-clone runs: one round at 2 % busy while wrk reported 10,258 req/s,
+            # one at 88 % and one at 59 % (wrk 6,386 req/s, the machine slowed down).
+            if loaded.saturation(NOISY_CPU) < SATURATED and len(void) < VOID_LIMIT:
+                void.append((unloaded, loaded))
+            else:
+                windows.append((unloaded, loaded))
     finally:
         for tid in own_threads:
             os.sched_setaffinity(tid, affinity)
     elapsed = time.monotonic() - started
 
     print(f"\n[e2e] sharded noisy neighbour, pinning checked: {'; '.join(pinning)}")
+    for u, lo in void:
+        print(f"[e2e]   void round, taken again: noisy CPU {lo.usage[NOISY_CPU]} in the "
+              f"loaded window (wrk {lo.rps} req/s), quiet CPU {lo.usage[QUIET_CPU]}; p99 "
+              f"unloaded {percentile(u.samples, 99):.3f} ms, loaded "
+              f"{percentile(lo.samples, 99):.3f} ms")
     ratios = []
     for n, (u, lo) in enumerate(windows, 1):
         ratio = percentile(lo.samples, 99) / percentile(u.samples, 99)
@@ -279,8 +310,9 @@ def measure_isolation(main_port: int, extra: str, quiet: Fleet, noisy: Fleet) ->
               f"{percentile(u.samples, 99):.3f} ms, loaded {percentile(lo.samples, 99):.3f} ms"
               f" (ratio {ratio:.2f}); p50 {percentile(u.samples, 50):.3f} / "
               f"{percentile(lo.samples, 50):.3f} ms; {len(u.samples)}/{len(lo.samples)} "
-              f"samples; noisy CPU busy {u.busy(NOISY_CPU):.0%} / {lo.busy(NOISY_CPU):.0%};"
-              f" wrk {lo.rps} req/s")
+              f"samples; noisy CPU busy {u.busy(NOISY_CPU):.0%} / {lo.busy(NOISY_CPU):.0%} "
+              f"(stolen {lo.usage[NOISY_CPU].share(lo.usage[NOISY_CPU].steal):.0%}); wrk "
+              f"{lo.rps} req/s")
     pooled_u = [s for u, _ in windows for s in u.samples]
     pooled_l = [s for _, lo in windows for s in lo.samples]
     p99_u, p99_l = percentile(pooled_u, 99), percentile(pooled_l, 99)
@@ -307,7 +339,7 @@ def measure_isolation(main_port: int, extra: str, quiet: Fleet, noisy: Fleet) ->
           f"{', '.join(f'{r:.2f}' for r in ratios)} (median "
           f"{statistics.median(ratios):.2f}); measured in {elapsed:.1f} s")
 
-    return Isolation(windows, usage, ratios, p99_u, p99_l, foreign)
+    return Isolation(windows, void, usage, ratios, p99_u, p99_l, foreign)
 
 
 def test_sharded_fleets_and_noisy_neighbour(procs: Procs, tmp_path: Path) -> None:
@@ -359,17 +391,7 @@ def test_sharded_fleets_and_noisy_neighbour(procs: Procs, tmp_path: Path) -> Non
                               "echo-extra": procs.pid("echo-extra"),
                               "control": procs.pid("control")})
     result = measure_isolation(main_port, extra, quiet, noisy)
-    unsaturated = [n for n, (_, lo) in enumerate(result.windows, 1)
-                   if lo.busy(NOISY_CPU) < SATURATED]
-    if unsaturated:
-        # A loaded window whose noisy CPU was not busy loaded nothing: seen once in a
-        # clean-clone run, round 1 at 2 % busy while wrk reported 10,258 req/s (the other
-        # rounds 99-100 %, pooled ratio 1.04). Such a measurement is void, not failed: it is
-        # taken once more, and the second is asserted below whole.
-        print(f"[e2e] loaded window(s) {unsaturated} without load on the noisy CPU: "
-              f"measuring again")
-        result = measure_isolation(main_port, extra, quiet, noisy)
-    elif result.ratio > TARGET:
+    if result.ratio > TARGET:
         # Either other programs took the quiet CPU while measuring (pinning cannot keep them
         # off), or one window met a stall of a few milliseconds that moves the pooled p99 (a
         # clean-clone run saw per-round ratios 0.85, 1.02, 3.65, 1.01 ... with 1 % foreign
@@ -386,7 +408,8 @@ def test_sharded_fleets_and_noisy_neighbour(procs: Procs, tmp_path: Path) -> Non
     assert idle.share(idle.own) <= IDLE, f"noisy fleet not idle in unloaded windows: {idle}"
     for u, lo in windows:
         assert lo.load_held, "the load ended before its window did"
-        assert lo.busy(NOISY_CPU) >= SATURATED, (
-            f"noisy CPU only {lo.busy(NOISY_CPU):.0%} busy under load")
+        assert lo.saturation(NOISY_CPU) >= SATURATED, (
+            f"noisy CPU only {lo.saturation(NOISY_CPU):.0%} busy under load "
+            f"({len(result.void)} rounds taken again already)")
         assert min(len(u.samples), len(lo.samples)) >= SAMPLES // 2, "windows cut short"
     assert ratio <= TARGET, (p99_u, p99_l, ratios, f"other programs {foreign:.0%} of a CPU")

@@ -137,11 +137,13 @@ def command_line(pid: int) -> str:
 @dataclass(frozen=True)
 class CpuTimes:
     """Clock ticks spent by one CPU (from /proc/stat): running tasks (user, nice, system),
-    busy (tasks plus interrupts) and in total (busy plus idle, iowait and steal)."""
+    busy (tasks plus interrupts), stolen (the hypervisor ran something else on it) and in
+    total (busy plus idle, iowait and steal)."""
 
     tasks: int
     busy: int
     total: int
+    steal: int = 0
 
 
 def cpu_times() -> dict[int, CpuTimes]:
@@ -153,7 +155,7 @@ def cpu_times() -> dict[int, CpuTimes]:
             user, nice, system, idle, iowait, irq, softirq, steal = (int(v) for v in fields[:8])
             tasks = user + nice + system
             out[int(name[3:])] = CpuTimes(tasks, tasks + irq + softirq,
-                                          tasks + irq + softirq + idle + iowait + steal)
+                                          tasks + irq + softirq + idle + iowait + steal, steal)
     return out
 
 
