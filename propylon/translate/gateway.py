@@ -94,7 +94,7 @@ def _translate_routes(
     Gateway's default policies."""
     gateway, inventory = ctx.gateway, ctx.inventory
     if memo is not None:
-        memo.start(gateway, inventory, replaced)
+        memo.start(gateway, inventory, replaced, targets)
     steps: list[tuple[Route, list[Draft], Recording | None, RouteEntry | None]] = []
     for route in select_routes(gateway, inventory.routes):
         entry = memo.get(route, targets) if memo is not None else None

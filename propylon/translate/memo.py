@@ -128,23 +128,34 @@ class RouteMemo:
         self._replaced: frozenset[str] = frozenset()
         self._entries: dict[str, RouteEntry] = {}
         self._next: dict[str, RouteEntry] = {}
+        # what the translation that made ``_entries`` had; those of this one, kept by finish
+        self._targets: PolicyTargets = {}
+        self._started: tuple[tuple[object, ...], frozenset[str], PolicyTargets] = (
+            (), frozenset(), {})
+        self._same_targets = False  # every target has the policies it had then
 
-    def start(self, gateway: Gateway, inventory: Inventory, replaced: frozenset[str]) -> None:
+    def start(self, gateway: Gateway, inventory: Inventory, replaced: frozenset[str],
+              targets: PolicyTargets) -> None:
         inputs = (gateway, *inventory.tables, None, *inventory.upstreams.values(), None,
                   *inventory.policies)
         if not _same(inputs, self._inputs) or replaced != self._replaced:
             self._entries = {}
-        self._inputs, self._replaced, self._next = inputs, replaced, {}
+        # then no kept Route's targeting can differ: one comparison instead of one per Route
+        self._same_targets = targets.keys() == self._targets.keys() and all(
+            _same(tuple(policies), tuple(self._targets[key]))
+            for key, policies in targets.items())
+        self._next = {}
+        self._started = (inputs, replaced, targets)
 
     def forget(self) -> None:
         """Nothing of this translation is kept, nor used again (see the module doc)."""
-        self._inputs, self._entries, self._next = (), {}, {}
+        self._inputs, self._entries, self._next, self._targets = (), {}, {}, {}
 
     def get(self, route: Route, targets: PolicyTargets) -> RouteEntry | None:
         entry = self._entries.get(route.key)
         if entry is None or entry.route is not route:
             return None
-        if not _same(targeting(route, targets), entry.targeting):
+        if not self._same_targets and not _same(targeting(route, targets), entry.targeting):
             return None
         self._next[route.key] = entry
         return entry
@@ -154,6 +165,7 @@ class RouteMemo:
 
     def finish(self) -> None:
         self._entries, self._next = self._next, {}
+        self._inputs, self._replaced, self._targets = self._started
 
 
 def targeting(route: Route, targets: PolicyTargets) -> tuple[object, ...]:

@@ -24,9 +24,20 @@ def selector_matches(selector: Selector, resource: Resource, own_namespace: str)
 
 
 def select_routes(gateway: Gateway, routes: Sequence[Route]) -> list[Route]:
-    """The Routes ``gateway`` serves, in key order."""
+    """The Routes ``gateway`` serves, in key order (as ``selector_matches`` selects: the
+    selector's namespaces and labels read once, not once per Route)."""
     selector = gateway.spec.route_selector
-    return [r for r in routes if selector_matches(selector, r, gateway.namespace)]
+    names = selector.namespaces if selector.namespaces is not None else [gateway.namespace]
+    wanted = tuple(selector.match_labels.items())
+    if "*" in names:
+        admitted = routes
+    else:
+        namespaces = set(names)
+        admitted = [r for r in routes if r.namespace in namespaces]
+    if not wanted:
+        return list(admitted)
+    return [r for r in admitted
+            if all(r.metadata.labels.get(k) == v for k, v in wanted)]
 
 
 def select_route_tables(

@@ -11,6 +11,7 @@ reported, though they do shadow: they answer the Gateway's invalid-route respons
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from collections.abc import Sequence
 
@@ -21,7 +22,7 @@ from propylon.translate.delegation import Draft
 
 
 def report_shadowed(ctx: GatewayContext, rules: Sequence[tuple[Draft, RuleIR]]) -> None:
-    entries = _sharing_entries(rules)
+    entries = _sharing_entries(ctx.gateway.key, rules)
     shadows = shadowed(entries)
     if not shadows:
         return
@@ -43,48 +44,90 @@ def report_shadowed(ctx: GatewayContext, rules: Sequence[tuple[Draft, RuleIR]]) 
         )
 
 
-def _sharing_entries(rules: Sequence[tuple[Draft, RuleIR]]) -> list[RouterEntry[int]]:
+def _sharing_entries(gateway: str, rules: Sequence[tuple[Draft, RuleIR]]
+                     ) -> list[RouterEntry[int]]:
     """The router entries of ``rules`` (one per match, in rule order, the rule's index as
     payload) that ``shadowed`` needs to see: those sharing a bucket (host, kind, path) with
     another, or all of them when a catch-all regex may shadow any. Made only for those: most
     rules of a large configuration have paths of their own (``router._sharing_paths``)."""
-    global _BUCKETS
-    known, made = _BUCKETS, {}
-    every: list[_Bucket] = []
-    catch_all = False
+    with _LOCK:  # taken: a translation of the same Gateway meanwhile starts afresh
+        last = _LAST.pop(gateway, None) or _Buckets()
+    known, made = last.rules, {}
+    catch_alls = 0
     for _, rule in rules:
         entry = known.get(id(rule))
         if entry is None or entry[0] is not rule:
             entry = _rule_entry(rule)
         made[id(rule)] = entry
-        catch_all = catch_all or entry[3]
-        every += entry[2]
-    _BUCKETS = made
-    seen = Counter(every)
-    shared = {bucket for bucket, count in seen.items() if count > 1}
+        catch_alls += entry[3]
+    if len(made) != len(rules):  # a rule object twice (not made by translation): count anew
+        last = _Buckets()
+    last.count(made)
+    with _LOCK:
+        _LAST[gateway] = last
     entries: list[RouterEntry[int]] = []
-    if not shared and not catch_all:
+    shared = last.shared
+    if not shared and not catch_alls:
         return entries  # every path of its own: nothing is shadowed
     order = 0  # of the entry among all of them, as the router numbers them
     for index, (_, rule) in enumerate(rules):
         for position, own in enumerate(made[id(rule)][1]):
-            if catch_all or not shared.isdisjoint(own):
+            if catch_alls or not shared.isdisjoint(own):
                 entries.append(RouterEntry(rule.hostnames, rule.matches[position], index, order))
             order += 1
     return entries
 
 
 _Bucket = tuple[str, str, str]  # host table, path kind, path as the router keys it
-
-# Each rule's buckets (one tuple per match), by object, from the last call (each entry keeps its
-# rule, so an id is never another object's; translation keeps unchanged rules as the same
-# objects): a reload of 10,000 Routes worked them out again for 40,000 matches.
-_BUCKETS: dict[int, tuple[RuleIR, list[tuple[_Bucket, ...]], list[_Bucket], bool]] = {}
+# a rule, its buckets (one tuple per match), all of them in one list, and whether one of its
+# matches is a catch-all regex
+_RuleBuckets = tuple[RuleIR, list[tuple[_Bucket, ...]], list[_Bucket], bool]
 
 
-def _rule_entry(rule: RuleIR) -> tuple[RuleIR, list[tuple[_Bucket, ...]], list[_Bucket], bool]:
-    """``rule``, its buckets (one tuple per match), all of them in one list, and whether one
-    of its matches is a catch-all regex."""
+class _Buckets:
+    """The rules of the last call with their buckets, by object (each entry keeps its rule,
+    so an id is never another object's; translation keeps unchanged rules as the same
+    objects), how many matches each bucket has, and the buckets of more than one. A reload
+    of 10,000 Routes worked out and counted the buckets of all 40,000 matches again; now
+    only those of the rules that came or went."""
+
+    def __init__(self) -> None:
+        self.rules: dict[int, _RuleBuckets] = {}
+        self.counts: Counter[_Bucket] = Counter()
+        self.shared: set[_Bucket] = set()
+
+    def count(self, rules: dict[int, _RuleBuckets]) -> None:
+        """Count ``rules`` (by id, each once) instead of the last ones."""
+        old, counts, shared = self.rules, self.counts, self.shared
+        for key in old.keys() - rules.keys():
+            for bucket in old[key][2]:
+                left = counts[bucket] - 1
+                if left:
+                    counts[bucket] = left
+                    if left == 1:
+                        shared.discard(bucket)
+                else:
+                    del counts[bucket]
+        for key in rules.keys() - old.keys():
+            for bucket in rules[key][2]:
+                now = counts[bucket] = counts[bucket] + 1
+                if now == 2:
+                    shared.add(bucket)
+        self.rules = rules
+
+
+_LAST: dict[str, _Buckets] = {}  # by Gateway
+_LOCK = threading.Lock()
+
+
+def forget_other_gateways(keys: set[str]) -> None:
+    """Drop the buckets of Gateways a translation no longer has."""
+    with _LOCK:
+        for key in _LAST.keys() - keys:
+            del _LAST[key]
+
+
+def _rule_entry(rule: RuleIR) -> _RuleBuckets:
     hostnames = rule.hostnames
     hosts = tuple(dict.fromkeys([h.lower() for h in hostnames])) if hostnames else ("*",)
     buckets: list[tuple[_Bucket, ...]] = []

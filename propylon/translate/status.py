@@ -87,7 +87,10 @@ class StatusBook:
         return tuple(sorted(self._issues, key=_issue_order))
 
     def _entry(self, kind: str, key: str) -> _Entry:
-        return self._entries.setdefault((kind, key), _Entry())
+        entry = self._entries.get((kind, key))
+        if entry is None:  # not setdefault: an _Entry made for nothing costs a dict and a set
+            entry = self._entries[(kind, key)] = _Entry()
+        return entry
 
     def _issue(
         self, entry: _Entry, kind: str, key: str, field: str | None, message: str, severity: str

@@ -25,6 +25,7 @@ from propylon.config import ConfigError, Rejected, Resource
 from propylon.config.gatewayapi import expand_kubernetes
 from propylon.ir import SnapshotIR, seal
 from propylon.ir.delta import reuse_unchanged
+from propylon.translate import memo, shadows
 from propylon.translate.consumers import translate_consumers
 from propylon.translate.containment import (
     plan_containment,
@@ -34,7 +35,6 @@ from propylon.translate.containment import (
 from propylon.translate.gateway import translate_gateway
 from propylon.translate.gatewayapi_status import gateway_api_statuses, located_issues
 from propylon.translate.inventory import Inventory, build_inventory
-from propylon.translate.memo import forget_other_gateways
 from propylon.translate.policies import index_policy_targets
 from propylon.translate.status import StatusBook
 
@@ -75,7 +75,9 @@ def translate_with_issues(
                           disabled.get(g.key))
         for g in inventory.gateways
     )
-    forget_other_gateways({g.key for g in inventory.gateways})
+    kept = {g.key for g in inventory.gateways}
+    memo.forget_other_gateways(kept)
+    shadows.forget_other_gateways(kept)
     consumers = translate_consumers(plan.resources, status)
     note_unused(inventory, status)
     statuses = gateway_api_statuses(status.build(), expansion)

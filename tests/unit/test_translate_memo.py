@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from propylon.config import Rejected, Resource, load_paths, load_text
-from propylon.translate import memo, translate_with_issues
+from propylon.translate import memo, shadows, translate_with_issues
 from propylon.translate.translator import Translation
 
 CASES = Path(__file__).parents[1] / "golden" / "cases"
@@ -18,6 +18,7 @@ CASES = Path(__file__).parents[1] / "golden" / "cases"
 
 def fresh(resources: Sequence[Resource], rejected: Sequence[Rejected] = ()) -> Translation:
     memo._MEMOS.clear()
+    shadows._LAST.clear()
     return translate_with_issues(resources, rejected)
 
 
@@ -89,6 +90,49 @@ def test_one_changed_route_is_translated_the_others_are_kept() -> None:
     again = translate_with_issues(changed)
     assert_same(again, fresh(changed))
     assert any("never matches" in issue.message for issue in again.issues)
+
+
+def shadow_warnings(translation: Translation) -> list[str]:
+    return [f"{issue.name}: {issue.message}" for issue in translation.issues
+            if "never matches" in issue.message]
+
+
+def test_shadowed_rules_are_found_as_routes_come_and_go() -> None:
+    """The buckets counted for the last translation of each Gateway (``shadows._Buckets``)
+    follow Routes added, changed and removed, and two Gateways translated in turn."""
+    second = GATEWAY.replace("name: edge", "name: side").replace("port: 8080", "port: 8081")
+    one, two = resources(GATEWAY)[:2], resources(second)[:1]
+    r1, r2 = resources(route("r1", "/a")), resources(route("r2", "/b"))
+    steps = [
+        [*one, *r1, *r2],
+        [*one, *r1, *r2, *resources(route("r3", "/a"))],  # r3 shadowed by r1
+        [*one, *r1, *r2, *resources(route("r3", "/a")), *two],  # and on the second Gateway
+        [*one, *r1, *r2, *two],  # r3 gone
+        [*one, *resources(route("r1", "/b")), *r2, *two],  # r2 shadowed by r1 now
+        [*one, *r2, *two],
+    ]
+    expected = [0, 1, 2, 0, 2, 0]
+    fresh(steps[0])
+    for step, count in zip(steps, expected, strict=True):
+        again = translate_with_issues(step)
+        assert_same(again, fresh_after(step))
+        assert len(shadow_warnings(again)) == count, shadow_warnings(again)
+        for kept in shadows._LAST.values():  # counted as from scratch
+            recounted = shadows._Buckets()
+            recounted.count(kept.rules)
+            assert (kept.counts, kept.shared) == (recounted.counts, recounted.shared)
+
+
+def fresh_after(step: Sequence[Resource]) -> Translation:
+    """A translation from scratch that leaves the memos of the last one as they were."""
+    memos, buckets = dict(memo._MEMOS), dict(shadows._LAST)
+    try:
+        return fresh(step)
+    finally:
+        memo._MEMOS.clear()
+        memo._MEMOS.update(memos)
+        shadows._LAST.clear()
+        shadows._LAST.update(buckets)
 
 
 def test_a_policy_change_reaches_the_routes_it_targets() -> None:
