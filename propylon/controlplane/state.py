@@ -92,7 +92,7 @@ def translate_items(
             else:
                 resources.append(resource)
         _LOADED.keep_only(items)
-        return translate(resources), broken, rollout_specs(resources)
+        return translate(resources, sealed=False), broken, rollout_specs(resources)
 
 
 class _LoadedResources:
