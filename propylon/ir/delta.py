@@ -52,11 +52,24 @@ def _reused(items: tuple[T, ...], old: Sequence[T], key: Callable[[T], Hashable]
             ) -> tuple[T, ...]:
     if len(items) == len(old) and all(map(operator.is_, items, old)):
         return items  # already the very objects (a version rebuilt from a delta)
-    by_key = dict(zip(map(key, old), old, strict=True))
-    out = []
-    for item in items:
-        was = by_key.get(key(item))
-        out.append(was if was is not None and (was is item or was == item) else item)
+    # Walked beside ``old``: an item that is the next old one (most of them, a change adds
+    # or removes a few) is kept without a lookup; the others are looked up by key, and one
+    # found there puts the walk after it.
+    out = list(items)
+    position: dict[Hashable, int] | None = None
+    after, count = 0, len(old)
+    for index, item in enumerate(items):
+        if after < count and old[after] is item:
+            after += 1
+            continue
+        if position is None:
+            position = dict(zip(map(key, old), range(count)))
+        found = position.get(key(item))
+        if found is not None:
+            was = old[found]
+            if was is item or was == item:
+                out[index] = was
+                after = found + 1
     return tuple(out)
 
 

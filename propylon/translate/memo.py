@@ -89,7 +89,8 @@ class Recording:
     def replay(self, ctx: GatewayContext) -> None:
         for name, args, kwargs in self.calls:
             getattr(ctx.status, name)(*args, **kwargs)
-        ctx.invalid |= self.invalid
+        if self.invalid:
+            ctx.invalid |= self.invalid
 
 
 @contextmanager
