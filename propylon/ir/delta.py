@@ -63,7 +63,7 @@ def _reused(items: tuple[T, ...], old: Sequence[T], key: Callable[[T], Hashable]
             after += 1
             continue
         if position is None:
-            position = dict(zip(map(key, old), range(count)))
+            position = dict(zip(map(key, old), range(count), strict=True))
         found = position.get(key(item))
         if found is not None:
             was = old[found]
