@@ -96,7 +96,7 @@ def _translate_routes(
     if memo is not None:
         memo.start(gateway, inventory, replaced, targets)
     steps: list[tuple[Route, list[Draft], Recording | None, RouteEntry | None]] = []
-    for route in select_routes(gateway, inventory.routes):
+    for route in select_routes(gateway, inventory.routes, inventory.routes_by_namespace):
         entry = memo.get(route, targets) if memo is not None else None
         if entry is not None:
             entry.flattened.replay(ctx)
@@ -134,7 +134,7 @@ def translate_disabled_gateway(
     """Fail closed: the listeners, and one rule answering 503 to every request. The Routes it
     selects are told why it does not serve them."""
     status.selected(gateway.kind, gateway.key, gateway.key)
-    for route in select_routes(gateway, inventory.routes):
+    for route in select_routes(gateway, inventory.routes, inventory.routes_by_namespace):
         status.selected(route.kind, route.key, gateway.key)
         status.note(route.kind, route.key,
                     f"not served by Gateway {gateway.key}: it is disabled (see its status)")

@@ -23,6 +23,9 @@ class Inventory:
     tables: tuple[RouteTable, ...]
     upstreams: dict[str, Upstream]  # by "namespace/name"
     policies: tuple[Policy, ...]
+    # the Routes of each namespace, in key order: most Gateways select one namespace, and 50
+    # Gateways each reading the namespace of 10,000 Routes was a tenth of translating a change
+    routes_by_namespace: dict[str, tuple[Route, ...]]
 
     def find(self, kind: str, key: str) -> Resource | None:
         """The Gateway, Route, RouteTable or Upstream ``kind`` with ``key``, if any."""
@@ -37,12 +40,17 @@ class Inventory:
 
 
 def build_inventory(resources: Sequence[Resource]) -> Inventory:
+    routes = _sorted(resources, Route)
+    by_namespace: dict[str, list[Route]] = {}
+    for route in routes:
+        by_namespace.setdefault(route.metadata.namespace, []).append(route)
     return Inventory(
         gateways=_sorted(resources, Gateway),
-        routes=_sorted(resources, Route),
+        routes=routes,
         tables=_sorted(resources, RouteTable),
         upstreams={u.key: u for u in _sorted(resources, Upstream)},
         policies=_sorted(resources, Policy),
+        routes_by_namespace={ns: tuple(found) for ns, found in by_namespace.items()},
     )
 
 

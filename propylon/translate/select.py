@@ -6,7 +6,7 @@ A selector's ``namespaces`` default to the selecting resource's own namespace (G
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from propylon.config import Gateway, Resource, Route, RouteTable, Selector
 
@@ -23,17 +23,22 @@ def selector_matches(selector: Selector, resource: Resource, own_namespace: str)
     return all(labels.get(k) == v for k, v in selector.match_labels.items())
 
 
-def select_routes(gateway: Gateway, routes: Sequence[Route]) -> list[Route]:
-    """The Routes ``gateway`` serves, in key order (as ``selector_matches`` selects: the
-    selector's namespaces and labels read once, not once per Route)."""
+def select_routes(gateway: Gateway, routes: Sequence[Route],
+                  by_namespace: Mapping[str, Sequence[Route]] | None = None) -> list[Route]:
+    """The Routes ``gateway`` serves, in key order (as ``selector_matches`` selects, the
+    selector read once, not once per Route). ``by_namespace``: ``routes`` of each namespace,
+    in the same order (``Inventory.routes_by_namespace``)."""
     selector = gateway.spec.route_selector
     names = selector.namespaces if selector.namespaces is not None else [gateway.namespace]
     wanted = tuple(selector.match_labels.items())
+    admitted: Sequence[Route]
     if "*" in names:
         admitted = routes
+    elif len(names) == 1 and by_namespace is not None:
+        admitted = by_namespace.get(names[0], ())
     else:
         namespaces = set(names)
-        admitted = [r for r in routes if r.namespace in namespaces]
+        admitted = [r for r in routes if r.metadata.namespace in namespaces]
     if not wanted:
         return list(admitted)
     return [r for r in admitted

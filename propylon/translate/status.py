@@ -65,7 +65,10 @@ class StatusBook:
         self._entry(kind, key).reasons[reason] = None
 
     def selected(self, kind: str, key: str, gateway: str) -> None:
-        self._entry(kind, key).gateways.add(gateway)
+        entry = self._entries.get((kind, key))  # _entry, inlined: a call per selected Route
+        if entry is None:
+            entry = self._entries[(kind, key)] = _Entry()
+        entry.gateways.add(gateway)
 
     def gateways_of(self, kind: str, key: str) -> set[str]:
         return self._entry(kind, key).gateways
