@@ -60,13 +60,16 @@ def _sharing_entries(gateway: str, rules: Sequence[tuple[Draft, RuleIR]]
             entry = _rule_entry(rule)
         made[id(rule)] = entry
         catch_alls += entry[3]
-    if len(made) != len(rules):  # a rule object twice (not made by translation): count anew
-        last = _Buckets()
-    last.count(made)
-    with _LOCK:
-        _LAST[gateway] = last
+    shared: set[_Bucket]
+    if len(made) == len(rules):
+        last.count(made)
+        shared = last.shared
+        with _LOCK:
+            _LAST[gateway] = last
+    else:  # a rule object twice: each time is a match of its own, counted here, not kept
+        seen = Counter(bucket for _, rule in rules for bucket in made[id(rule)][2])
+        shared = {bucket for bucket, count in seen.items() if count > 1}
     entries: list[RouterEntry[int]] = []
-    shared = last.shared
     if not shared and not catch_alls:
         return entries  # every path of its own: nothing is shadowed
     order = 0  # of the entry among all of them, as the router numbers them

@@ -233,3 +233,14 @@ spec:
     changed = [edited[0] if r is table else r for r in loaded.resources]
     again = translate_with_issues(changed, loaded.rejected)
     assert_same(again, fresh(changed, loaded.rejected))
+
+
+def test_a_rule_object_given_twice_shares_its_buckets_with_itself() -> None:
+    """Not what translation makes, but counted per occurrence as before the counts were
+    kept: both of its matches are entries the shadow check sees."""
+    translation = fresh(resources(GATEWAY + "---\n" + route("r1", "/a")))
+    rule = translation.snapshot.gateways[0].rules[0]
+    draft = object()
+    got = shadows._sharing_entries("shop/other", [(draft, rule), (draft, rule)])  # type: ignore[list-item]
+    assert [entry.payload for entry in got] == [0, 1]
+    assert "shop/other" not in shadows._LAST  # nothing kept from such a list
