@@ -14,7 +14,7 @@ listeners, answering every request with 503 (``translate_disabled_gateway``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from propylon.config import Gateway, Route
 from propylon.config.gateway import Certificate, ListenerTLS
@@ -95,12 +95,12 @@ def _translate_routes(
     gateway, inventory = ctx.gateway, ctx.inventory
     if memo is not None:
         memo.start(gateway, inventory, replaced, targets)
-    steps: list[tuple[Route, list[Draft], Recording | None, RouteEntry | None]] = []
+    steps: list[tuple[Route, Sequence[Draft], Recording | None, RouteEntry | None]] = []
     for route in select_routes(gateway, inventory.routes, inventory.routes_by_namespace):
         entry = memo.get(route, targets) if memo is not None else None
         if entry is not None:
             entry.flattened.replay(ctx)
-            steps.append((route, list(entry.drafts), entry.flattened, entry))
+            steps.append((route, entry.drafts, entry.flattened, entry))  # not built again
             continue
         with recording(ctx, secret_reads_made) as flattened:
             drafts = flatten_route(ctx, route)
@@ -112,17 +112,18 @@ def _translate_routes(
         memo.forget()  # the Gateway's own policies read a secret: it may have changed
         memo = None
     built: list[tuple[Draft, RuleIR]] = []
-    for route, drafts, flattened_once, entry in steps:
+    for route, route_drafts, flattened_once, entry in steps:
         if entry is not None and memo is not None:
-            entry.built.replay(ctx)
+            if entry.built.calls or entry.built.invalid:
+                entry.built.replay(ctx)
             built += entry.rules
             continue
         with recording(ctx, secret_reads_made) as made:
-            rules = build_rules(ctx, drafts, gateway_policies, targets, defaults)
+            rules = build_rules(ctx, route_drafts, gateway_policies, targets, defaults)
         built += rules
         if memo is not None and flattened_once and made[0]:
             memo.keep(RouteEntry(route, targeting(route, targets), flattened_once,
-                                 tuple(drafts), made[0], tuple(rules)))
+                                 tuple(route_drafts), made[0], tuple(rules)))
     if memo is not None:
         memo.finish()
     return built, defaults

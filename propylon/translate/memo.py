@@ -85,8 +85,14 @@ class Recording:
 
     calls: tuple[_Call, ...]
     invalid: frozenset[str]
+    # the arguments of ``calls`` when it is one ``selected`` and nothing else (most Routes'
+    # first step: replayed for every kept Route of every Gateway at each change)
+    selected: tuple[str, str, str] | None = None
 
     def replay(self, ctx: GatewayContext) -> None:
+        if self.selected is not None:
+            ctx.status.selected(*self.selected)
+            return
         for name, args, kwargs in self.calls:
             getattr(ctx.status, name)(*args, **kwargs)
         if self.invalid:
@@ -107,7 +113,12 @@ def recording(ctx: GatewayContext, secret_reads: Any) -> Iterator[list[Recording
     finally:
         ctx.status = book
     if not tape.read_back and secret_reads() == reads:
-        out[0] = Recording(tuple(tape.calls), frozenset(ctx.invalid - before))
+        calls, invalid = tuple(tape.calls), frozenset(ctx.invalid - before)
+        selected = None
+        if len(calls) == 1 and not invalid and calls[0][0] == "selected" and not calls[0][2]:
+            kind, key, gateway = calls[0][1]
+            selected = (kind, key, gateway)
+        out[0] = Recording(calls, invalid, selected)
 
 
 @dataclass(frozen=True, slots=True)
