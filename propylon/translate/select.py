@@ -6,21 +6,29 @@ A selector's ``namespaces`` default to the selecting resource's own namespace (G
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from propylon.config import Gateway, Resource, Route, RouteTable, Selector
 
 
+def selector_namespaces(selector: Selector, own_namespace: str) -> list[str]:
+    """The namespaces ``selector`` names (``*``: every one), its owner's by default."""
+    return selector.namespaces if selector.namespaces is not None else [own_namespace]
+
+
 def admits_namespace(selector: Selector, namespace: str, own_namespace: str) -> bool:
-    names = selector.namespaces if selector.namespaces is not None else [own_namespace]
+    names = selector_namespaces(selector, own_namespace)
     return "*" in names or namespace in names
 
 
-def selector_matches(selector: Selector, resource: Resource, own_namespace: str) -> bool:
-    if not admits_namespace(selector, resource.namespace, own_namespace):
-        return False
+def has_labels(resource: Resource, wanted: Iterable[tuple[str, str]]) -> bool:
     labels = resource.metadata.labels
-    return all(labels.get(k) == v for k, v in selector.match_labels.items())
+    return all(labels.get(k) == v for k, v in wanted)
+
+
+def selector_matches(selector: Selector, resource: Resource, own_namespace: str) -> bool:
+    return (admits_namespace(selector, resource.namespace, own_namespace)
+            and has_labels(resource, selector.match_labels.items()))
 
 
 def select_routes(gateway: Gateway, routes: Sequence[Route],
@@ -29,7 +37,7 @@ def select_routes(gateway: Gateway, routes: Sequence[Route],
     selector read once, not once per Route). ``by_namespace``: ``routes`` of each namespace,
     in the same order (``Inventory.routes_by_namespace``)."""
     selector = gateway.spec.route_selector
-    names = selector.namespaces if selector.namespaces is not None else [gateway.namespace]
+    names = selector_namespaces(selector, gateway.namespace)
     wanted = tuple(selector.match_labels.items())
     admitted: Sequence[Route]
     if "*" in names:
@@ -39,10 +47,7 @@ def select_routes(gateway: Gateway, routes: Sequence[Route],
     else:
         namespaces = set(names)
         admitted = [r for r in routes if r.metadata.namespace in namespaces]
-    if not wanted:
-        return list(admitted)
-    return [r for r in admitted
-            if all(r.metadata.labels.get(k) == v for k, v in wanted)]
+    return [r for r in admitted if has_labels(r, wanted)] if wanted else list(admitted)
 
 
 def select_route_tables(
