@@ -10,7 +10,7 @@ docs/performance.md). The delay is the rest of the current turn: no timer is inv
 Only writes that nothing else can overtake are batched: the head of a request whose body is
 complete (the exchange writes nothing more to that connection until the answer), and a client
 connection's held output (``ServerConnection.out``: every write to the client goes through
-it while it is held). Large reads are not held back (see ``upstream.DEFER_MAX``), so what is
+it while it is held). Large reads are not held back (``DEFER_MAX``), so what is
 batched per connection stays small.
 """
 
@@ -18,15 +18,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol
+from typing import TYPE_CHECKING, Final, TypeAlias
+
+if TYPE_CHECKING:
+    from propylon.proxy.h1.server import ServerConnection
+    from propylon.proxy.h2.server import H2ServerConnection, H2Stream
+    from propylon.proxy.mirror import MirrorRequest
 
 log = logging.getLogger("propylon.proxy")
 
+# Output of upstream reads up to this size is held until the end of the loop's turn; larger
+# reads are written at once, so a streamed body never piles up between turns.
+DEFER_MAX: Final = 16 * 1024
 
-class HeldOutput(Protocol):
-    """A client connection whose output is held until ``release_output``."""
-
-    def release_output(self) -> None: ...
+# A client connection (or stream) whose output is held until its ``release_output``: named
+# classes, not a Protocol, so that the compiled build calls the method directly (h1/client.py)
+HeldOutput: TypeAlias = "ServerConnection | H2ServerConnection | H2Stream | MirrorRequest"
 
 
 class WriteBatch:

@@ -30,7 +30,7 @@ from propylon.runtime.retry import CONNECT_FAILURE, GRPC, RESET, STATUS, TIMEOUT
 
 if TYPE_CHECKING:
     from propylon.proxy.body import ResponseBodyFilter
-    from propylon.proxy.h1.client import ClientConnection, ResponseBodySink
+    from propylon.proxy.h1.client import BodySink, ClientConnection
     from propylon.proxy.h2.client import H2Stream
     from propylon.proxy.http11 import Headers
     from propylon.proxy.session import Session
@@ -107,7 +107,7 @@ class Forwarder:
         self.cluster = cluster
         # where the answer's body chunks and its end go: the client's stream and the
         # session, or the response body filters (proxy/body.py) when the route has some
-        self.body_sink: ResponseBodySink = session.proto
+        self.body_sink: BodySink = session.proto
         self.end_sink: Session | ResponseBodyFilter = session
         # released: not counted in the cluster's active requests any more, and the pool
         # drops a connection handed to it (PoolClient)

@@ -45,14 +45,16 @@ def connection_tokens(value: bytes) -> set[bytes]:
     return {t.strip().lower() for t in value.split(b",") if t.strip()}
 
 
-_JOIN_FIELD: Final = b": ".join
-
-
 def serialize_headers(headers: Headers) -> bytes:
-    """``name: value\\r\\n`` per field; the joins run in C, no Python per field."""
-    if not headers:
-        return b""
-    return b"\r\n".join(map(_JOIN_FIELD, headers)) + b"\r\n"
+    """``name: value\\r\\n`` per field, in one join (compiled, appending the parts costs
+    less than a join per field: a field read from the list is unpacked, then packed again)."""
+    parts: list[bytes] = []
+    for name, value in headers:
+        parts.append(name)
+        parts.append(b": ")
+        parts.append(value)
+        parts.append(b"\r\n")
+    return b"".join(parts)
 
 
 def simple_response(

@@ -8,7 +8,7 @@ for it and never sees it. A mirror that cannot connect, or is slow, costs the cl
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from propylon.proxy.http11 import Headers
 
@@ -23,15 +23,12 @@ class MirrorRequest:
     """One mirrored request: a pool client and an upstream client that discards answers."""
 
     __slots__ = (
-        "aborted", "activity", "batch", "conn", "endpoint", "out", "payload", "upgrade",
+        "aborted", "conn", "endpoint", "payload", "upgrade",
     )
 
     def __init__(self, head: bytes, body: list[bytes]) -> None:
         self.payload = [head[:-2] + MIRROR_HEADER + b"\r\n", *body]
         self.aborted = False
-        self.activity = 0
-        self.out: list[bytes] | None = None  # the output-holding protocol; nothing is held
-        self.batch: Any = None  # never used: a mirror's answer writes nothing, so holds nothing
         self.upgrade: bytes | None = None
         self.conn: ClientConnection | None = None
         self.endpoint: ClusterEndpoint | None = None
@@ -106,6 +103,9 @@ class MirrorRequest:
 
     # -- OutputBatcher: nothing goes to a client -------------------------------------------
     def hold_output(self) -> None:
+        return None
+
+    def end_upstream_read(self, size: int) -> None:
         return None
 
     def release_output(self) -> None:

@@ -43,7 +43,7 @@ import math
 import random
 import zlib
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 from propylon.ir.model import HashOnIR
 
@@ -67,10 +67,15 @@ E = TypeVar("E", bound=Endpoint)
 E_co = TypeVar("E_co", bound=Endpoint, covariant=True)
 
 
-class Balancer(Protocol[E_co]):
+class Balancer(Generic[E_co]):
+    """What every balancer is: a base class, not a Protocol, so that compiled callers call
+    ``pick`` through the vtable instead of looking it up by name (docs/performance.md)."""
+
+    __slots__ = ()
+
     def pick(self, hash_key: str | None) -> E_co | None:
         """The endpoint for one request; None only if no endpoint has weight > 0."""
-        ...
+        raise NotImplementedError
 
 
 # --- smooth weighted interleaving ---------------------------------------------------------------
@@ -157,14 +162,17 @@ def _none() -> None:
 # --- endpoint balancers -------------------------------------------------------------------------
 
 
-class _Empty:
+class _Empty(Balancer[Any]):
     __slots__ = ()
 
     def pick(self, hash_key: str | None) -> None:
         return None
 
 
-class _Single(Generic[E]):
+NO_ENDPOINTS: Final[Balancer[Any]] = _Empty()
+
+
+class _Single(Balancer[E]):
     __slots__ = ("_endpoint",)
 
     def __init__(self, endpoint: E) -> None:
@@ -174,7 +182,7 @@ class _Single(Generic[E]):
         return self._endpoint
 
 
-class RoundRobin(Generic[E]):
+class RoundRobin(Balancer[E]):
     __slots__ = ("_next",)
 
     def __init__(self, endpoints: Sequence[E], rng: random.Random) -> None:
@@ -185,7 +193,7 @@ class RoundRobin(Generic[E]):
         return self._next()
 
 
-class LeastRequest(Generic[E]):
+class LeastRequest(Balancer[E]):
     __slots__ = ("_n", "_ring", "_start")
 
     def __init__(self, endpoints: Sequence[E], rng: random.Random) -> None:
@@ -241,7 +249,7 @@ class _WeightedSampler(Generic[E]):
         return first, self._endpoints[bisect.bisect_right(cum, r, 0, hi)]
 
 
-class PowerOfTwo(Generic[E]):
+class PowerOfTwo(Balancer[E]):
     __slots__ = ("_pair",)
 
     def __init__(self, endpoints: Sequence[E], rng: random.Random) -> None:
@@ -252,7 +260,7 @@ class PowerOfTwo(Generic[E]):
         return b if b.active < a.active else a
 
 
-class RingHash(Generic[E]):
+class RingHash(Balancer[E]):
     __slots__ = ("_fallback", "_owners", "_points", "hash_on")
 
     def __init__(
@@ -302,7 +310,7 @@ def _endpoint_key(e: Any) -> str:
     return f"{address}:{port}"
 
 
-class PriorityBalancer(Generic[E]):
+class PriorityBalancer(Balancer[E]):
     """Spill between priority groups: one group per pick, by load, then its own balancer."""
 
     __slots__ = ("_balancers", "_choose", "_cum", "_hi", "_total")
@@ -349,7 +357,7 @@ def make_balancer(
         raise ValueError("endpoint weights must be >= 0")
     live = [e for e in endpoints if e.weight > 0]
     if not live:
-        return _Empty()
+        return NO_ENDPOINTS
     if len(live) == 1:
         return _Single(live[0])
     rng = rng or random.Random()

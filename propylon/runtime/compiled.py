@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 from propylon.ir import CircuitBreakerIR, ListenerIR, RedirectIR, UpstreamIR
-from propylon.runtime.balancer import PriorityBalancer
+from propylon.runtime.balancer import NO_ENDPOINTS, Balancer, PriorityBalancer
 from propylon.runtime.health import EjectionPolicy, EndpointHealth
 from propylon.runtime.priority import priority_loads
 
@@ -87,7 +87,7 @@ class Cluster:
         self,
         key: str,
         endpoints: list[ClusterEndpoint],
-        make_balancer: Callable[[list[ClusterEndpoint]], Any],
+        make_balancer: Callable[[list[ClusterEndpoint]], Balancer[ClusterEndpoint]],
         hash_kind: str | None,
         hash_name: str,
         stats: UpstreamStats,
@@ -118,7 +118,7 @@ class Cluster:
         self.retries_active = 0
         self.panic = False
         self.recheck_at = float("inf")  # when an ejection ends
-        self.balancer: Any = None
+        self.balancer: Balancer[ClusterEndpoint] = NO_ENDPOINTS
         if groups is not None:
             self.set_endpoints(groups)
         else:

@@ -199,7 +199,7 @@ class _HostTable(Generic[T]):
             # Probe every segment boundary of the path, longest first, skipping boundaries
             # beyond the longest prefix; the root prefix is stored under "" and probed last.
             # rpartition is one C call per depth, cheaper than rfind plus a slice.
-            get = self.prefixes.get
+            prefixes = self.prefixes
             if len(path) > self.max_prefix:
                 key = path[: self.max_prefix + 1].rpartition("/")[0]
             elif path.endswith("/"):
@@ -207,7 +207,7 @@ class _HostTable(Generic[T]):
             else:
                 key = path
             while True:
-                bucket = get(key)
+                bucket = prefixes.get(key)
                 if bucket is not None:
                     cand = bucket.select(method, request) if bucket.conditioned else bucket.default
                     if cand is not None:

@@ -12,7 +12,7 @@ collected and handed over with the end of the response.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol, TypeAlias
 
 import httptools
 
@@ -28,6 +28,11 @@ from propylon.proxy.rewrite import (
 )
 
 if TYPE_CHECKING:
+    from propylon.proxy.body import ResponseBodyFilter
+    from propylon.proxy.forwarder import Forwarder
+    from propylon.proxy.h1.server import ServerConnection
+    from propylon.proxy.h2.server import H2Stream
+    from propylon.proxy.mirror import MirrorRequest
     from propylon.proxy.pool import EndpointPool
     from propylon.proxy.session import Session
     from propylon.runtime.compiled import CompiledRoute
@@ -71,27 +76,35 @@ class UpstreamClient(Protocol):
 
 
 class OutputBatcher(Protocol):
-    """The client connection: holds its writes while one upstream read is processed, so a
-    small response goes out in one write instead of head, body and terminator apart."""
+    """The client connection (or stream) an answer goes to: holds its writes while one
+    upstream read is processed, so a small response goes out in one write instead of head,
+    body and terminator apart."""
 
-    activity: int
-    out: list[bytes] | None
-    batch: WriteBatch
+    def hold_output(self) -> None:
+        """An upstream read starts: it counts as the client's activity (idle timeouts), and
+        writes are held."""
 
-    def hold_output(self) -> None: ...
+    def end_upstream_read(self, size: int) -> None:
+        """The read of ``size`` bytes is processed: what it wrote goes out at the end of
+        this turn of the loop (proxy/batch.py), or now after a read over ``DEFER_MAX``."""
 
-    def release_output(self) -> None: ...
+    def release_output(self) -> None:
+        """What is held goes out now."""
 
     def upstream_half_closed(self) -> None: ...
 
 
+# The classes that implement these protocols, by name: in the compiled build a call to a method
+# of a union of classes is a direct call, a call through a Protocol a lookup by name (about 400
+# CPU instructions; docs/performance.md, "Hot path, eighth pass"). The HTTP/2 client stream
+# (h2/client.py) takes the protocols, so mypy still checks each class against them.
+Upstream: TypeAlias = "Forwarder | MirrorRequest"  # an UpstreamClient
+BodySink: TypeAlias = "ServerConnection | H2Stream | ResponseBodyFilter | MirrorRequest"
+Downstream: TypeAlias = "ServerConnection | H2Stream | MirrorRequest"  # an OutputBatcher
+
 # Response fields kept apart from those passed on: the hop-by-hop ones, and x-request-id,
 # which the gateway sets itself (an upstream echoing the id would send it twice).
 _SET_APART: Final = RESPONSE_HOP_FIELDS | {b"x-request-id"}
-
-# Output of reads up to this size is held until the end of the loop's turn (proxy/batch.py);
-# larger reads are written at once, so a streamed body never piles up between turns.
-DEFER_MAX: Final = 16 * 1024
 PLAIN_CONNECTION: Final = rewrite.PLAIN_CONNECTION
 
 
@@ -125,9 +138,9 @@ class ClientConnection(asyncio.Protocol):
         self.pool = pool
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.client: UpstreamClient | None = None
-        self.sink: ResponseBodySink | None = None  # the client's body sink, per response
-        self.downstream: OutputBatcher | None = None
+        self.client: Upstream | None = None
+        self.sink: BodySink | None = None  # the client's body sink, per response
+        self.downstream: Downstream | None = None
         self.closed = False
         self.idle_since = 0.0
         self.uses = 0
@@ -183,7 +196,7 @@ class ClientConnection(asyncio.Protocol):
             self.transport.write(last_chunk(trailers))
 
     # -- lifecycle -----------------------------------------------------------------------
-    def attach(self, client: UpstreamClient, downstream: OutputBatcher, head_only: bool) -> None:
+    def attach(self, client: Upstream, downstream: Downstream, head_only: bool) -> None:
         self.client = client
         self.downstream = downstream
         self.uses += 1
@@ -217,13 +230,7 @@ class ClientConnection(asyncio.Protocol):
             return
         downstream = self.downstream
         assert downstream is not None
-        downstream.activity += 1
-        # hold_output(), inlined: this runs for every response. Tested through a local, so
-        # that the checker (and mypyc) does not take downstream.out for a list after the
-        # parser's callbacks, which may send it.
-        out = downstream.out
-        if out is None:
-            downstream.out = []
+        downstream.hold_output()
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -235,12 +242,7 @@ class ClientConnection(asyncio.Protocol):
         except httptools.HttpParserError:
             self._invalid_response()
         finally:
-            if not downstream.out:
-                downstream.out = None
-            elif len(data) <= DEFER_MAX:
-                downstream.batch.release_later(downstream)  # sent at the end of this turn
-            else:
-                downstream.release_output()  # a big read goes out now
+            downstream.end_upstream_read(len(data))
 
     def eof_received(self) -> bool:
         """The upstream sent FIN. In a tunnel it is a half-close passed on to the client; the

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 import httptools
 
 from propylon.proxy import clock
+from propylon.proxy.batch import DEFER_MAX
 from propylon.proxy.field_names import lower_name
 from propylon.proxy.h1.framing import (
     FRAMED_BY_CHUNKS,
@@ -664,8 +665,17 @@ class ServerConnection(asyncio.Protocol):
             out.append(data)
 
     def hold_output(self) -> None:
+        self.activity += 1
         if self.out is None:
             self.out = []
+
+    def end_upstream_read(self, size: int) -> None:
+        if not self.out:
+            self.out = None
+        elif size <= DEFER_MAX:
+            self.batch.release_later(self)  # sent at the end of this turn of the loop
+        else:
+            self.release_output()  # a big read goes out now
 
     def release_output(self) -> None:
         out = self.out

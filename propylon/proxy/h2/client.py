@@ -214,7 +214,6 @@ class H2ClientConnection(asyncio.Protocol):
         if stream is not None:
             downstream = stream.downstream
             if downstream is not None and downstream not in touched:
-                downstream.activity += 1
                 downstream.hold_output()
                 touched.append(downstream)
         if isinstance(event, ev.DataReceived):

@@ -511,7 +511,6 @@ class H2Stream:
         "listener",
         "loop",
         "no_body",
-        "out",
         "peer_ip",
         "peer_trusted",
         "pending",
@@ -551,7 +550,6 @@ class H2Stream:
         self.forwarding_host: bytes | None = None
         self.forwarding_fields = b""
         self.tunnel: ClientConnection | None = None  # no Upgrade on HTTP/2
-        self.out: list[bytes] | None = None  # OutputBatcher: unused, h2 holds the output
         self.activity = 0
         self.seen_activity = 0
         self.quiet_since = CLOCK.now
@@ -732,6 +730,9 @@ class H2Stream:
 
     # OutputBatcher (an upstream connection holds and releases its client's output)
     def hold_output(self) -> None:
+        self.activity += 1  # h2 holds the output: the connection writes at the end of the turn
+
+    def end_upstream_read(self, size: int) -> None:
         return None
 
     def release_output(self) -> None:
