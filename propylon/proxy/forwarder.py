@@ -20,7 +20,7 @@ import asyncio
 import bisect
 import random
 import time
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol, cast
 
 from propylon.observability.metrics import STATUS_SLOT, UPSTREAM_BOUNDS
 from propylon.proxy import clock, grpc
@@ -32,7 +32,9 @@ if TYPE_CHECKING:
     from propylon.proxy.body import ResponseBodyFilter
     from propylon.proxy.h1.client import BodySink, ClientConnection
     from propylon.proxy.h2.client import H2Stream
+    from propylon.proxy.h2.pool import H2Pool
     from propylon.proxy.http11 import Headers
+    from propylon.proxy.pool import EndpointPool
     from propylon.proxy.session import Session
     from propylon.runtime.compiled import Cluster, ClusterEndpoint, CompiledRoute
 
@@ -186,7 +188,9 @@ class Forwarder:
         if retry is not None and retry.per_try_timeout:
             self.try_timer = self.session.proto.loop.call_later(
                 retry.per_try_timeout, self.on_try_timeout)
-        pool = endpoint.pool
+        # the data plane's pools, by name: the runtime's Protocol (runtime/pools.py) would
+        # make each call a lookup by name in the compiled build
+        pool = cast("EndpointPool | H2Pool", endpoint.pool)
         may_connect = True
         if cluster.breaker is not None:
             may_connect = cluster.may_open_connection()

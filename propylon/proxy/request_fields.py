@@ -19,6 +19,8 @@ DROP: Final = 7
 UPGRADE: Final = 8
 TE: Final = 9
 OWNED: Final = 10
+# dropped like DROP; HTTP/1.1 notes it: llhttp reads its keep-alive token like Connection's
+PROXY_CONNECTION: Final = 11
 
 FIELD_KINDS: dict[bytes, int] = {
     b"host": HOST,
@@ -38,7 +40,7 @@ FIELD_KINDS: dict[bytes, int] = {
     # the request id a first tier chose (the session adopts it, see Session.begin)
     b"x-request-id": OWNED,
     b"keep-alive": DROP,
-    b"proxy-connection": DROP,
+    b"proxy-connection": PROXY_CONNECTION,
     b"proxy-authenticate": DROP,
     b"proxy-authorization": DROP,
     b"te": TE,

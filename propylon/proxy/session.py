@@ -81,6 +81,7 @@ class Session:
         "pending",
         "pending_size",
         "proto",
+        "proxy_connection",
         "query",
         "req_chunked",
         "request_filter",
@@ -127,6 +128,7 @@ class Session:
         self.header_bytes = 0
         self.forwarded: dict[bytes, bytes] | None = None
         self.conn_header: bytes | None = None
+        self.proxy_connection = False  # HTTP/1.1: the request had a Proxy-Connection field
         self.expect_continue = False
         self.req_chunked = False
         self.framing = 0  # which framing fields the request carried (h1 framing checks)

@@ -62,6 +62,7 @@ from propylon.proxy.request_fields import HOST as _HOST
 from propylon.proxy.request_fields import KEEP as _KEEP
 from propylon.proxy.request_fields import LENGTH as _LENGTH
 from propylon.proxy.request_fields import OWNED as _OWNED
+from propylon.proxy.request_fields import PROXY_CONNECTION as _PROXY_CONNECTION
 from propylon.proxy.request_fields import TE as _TE
 from propylon.proxy.request_fields import UPGRADE as _UPGRADE
 from propylon.proxy.session import Session
@@ -109,6 +110,7 @@ _MAX_UPGRADE_HOLD = 64 * 1024
 # pays for the exception, ``int in data`` is a plain memchr.
 _TAB: Final = 9  # b"\t"
 _HASH: Final = 35  # b"#"
+_QUERY: Final = 63  # b"?"
 _UNDERSCORE: Final = 95  # b"_"
 CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
 LINGER_TIME = 2.0
@@ -373,8 +375,8 @@ class ServerConnection(asyncio.Protocol):
         if ex is None:
             # a read that starts a request: its exchange (and header timeout) starts here
             # llhttp refuses a tab or a leading space in a request line, not two spaces
-            if (data.find(b"  ") >= 0 and not self.mid_line
-                    and _odd_request_line(data)):
+            # (find, not "in": bytes "in" tries the needle as an int first, and clears the error)
+            if data.find(b"  ") >= 0 and not self.mid_line and _odd_request_line(data):
                 self.reject(400, "malformed request line")
                 return
             self.ex = Session(self)
@@ -778,6 +780,8 @@ class ServerConnection(asyncio.Protocol):
                 ex.forwarded = {}
             prev = ex.forwarded.get(name)
             ex.forwarded[name] = value if prev is None else prev + b", " + value
+        elif kind == _PROXY_CONNECTION:
+            ex.proxy_connection = True
 
     def on_headers_complete(self) -> None:
         ex = self.ex
@@ -788,12 +792,16 @@ class ServerConnection(asyncio.Protocol):
         assert reader is not None  # this is its parser's callback
         parser = reader.parser
         ex.method = parser.get_method()
-        version = parser.get_http_version()
-        if version != "1.1":  # ex.http11 starts true
-            if version != "1.0":
-                raise BadRequest(400, f"HTTP/{version} is not supported")
-            ex.http11 = False
-        ex.keep_alive = parser.should_keep_alive()
+        keep_alive = ex.keep_alive = parser.should_keep_alive()
+        # Of the versions llhttp accepts (0.9, 1.0, 1.1, 2.0), it keeps a request without a
+        # Connection or Proxy-Connection field alive only in HTTP/1.1: then the version is
+        # known without asking for it (get_http_version formats a str: 2,000 instructions)
+        if not keep_alive or ex.conn_header is not None or ex.proxy_connection:
+            version = parser.get_http_version()
+            if version != "1.1":  # ex.http11 starts true
+                if version != "1.0":
+                    raise BadRequest(400, f"HTTP/{version} is not supported")
+                ex.http11 = False
         if not parser.should_upgrade():
             ex.upgrade = None  # an Upgrade field without "Connection: upgrade" means nothing
         elif ex.upgrade is None or ex.has_body:
@@ -802,7 +810,11 @@ class ServerConnection(asyncio.Protocol):
         if _HASH in url:
             raise BadRequest(400, "a fragment in the request target")
         if url.startswith(b"/"):  # origin-form, the common case, split here
-            ex.path, _, ex.query = url.partition(b"?")
+            if _QUERY in url:
+                ex.path, _, ex.query = url.partition(b"?")
+            else:
+                ex.path = url
+                ex.query = b""
         else:
             self._parse_other_target(ex)
         # as text for routing; checked as text too: str's "in" is far cheaper than bytes'
