@@ -38,7 +38,7 @@ class _IdSource:
 
 _IDS: Final = _IdSource()
 # the counter's last three hex digits, made once: formatting 12 digits per request cost more
-# than the rest of the id (about 1,500 CPU instructions, docs/performance.md)
+# than the rest of the id (about 1,800 CPU instructions, docs/performance.md)
 _LAST_DIGITS: Final = tuple(b"%03x" % n for n in range(4096))
 
 
