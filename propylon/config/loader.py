@@ -32,6 +32,7 @@ from propylon.config._types import UNION_TAGS
 from propylon.config._yaml import Document, dotted_path, parse_documents
 from propylon.config.errors import ConfigError, Source
 from propylon.config.kubernetes import KubernetesObject, check_kind, is_kubernetes
+from propylon.config.parse_pool import Parsed, parse_all
 from propylon.config.resources import API_VERSION, KINDS, Resource
 from propylon.runtime.gc_pause import gc_paused
 
@@ -85,18 +86,21 @@ def load_paths(paths: Sequence[str | Path]) -> LoadResult:
 def _load_paths(paths: Sequence[str | Path]) -> LoadResult:
     result = LoadResult()
     seen: dict[tuple[str, str], Source] = {}
-    read: set[str] = set()
+    texts: list[tuple[str, str]] = []
     for file in _expand(paths, result.errors):
         try:
-            text = file.read_text(encoding="utf-8")
+            texts.append((str(file), file.read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError) as exc:
             result.errors.append(ConfigError(str(file), None, None, None, None, _os_msg(exc)))
-            continue
-        read.add(str(file))
-        if not _FILES.replay(result, text, str(file), seen):
-            _load_into(result, text, str(file), seen)
-            _FILES.remember(text, str(file), result)
-    _FILES.keep_only(read)
+    # the files the cache does not hold are parsed first, together (on every core if many)
+    digests = {name: _digest(text) for name, text in texts}
+    unknown = [(name, text) for name, text in texts if not _FILES.holds(name, digests[name])]
+    parsed = dict(zip((name for name, _ in unknown), parse_all(unknown), strict=True))
+    for name, text in texts:
+        if not _FILES.replay(result, name, digests[name], seen):
+            _load_into(result, text, name, seen, parsed.pop(name, None))
+            _FILES.remember(name, digests[name], result)
+    _FILES.keep_only({name for name, _ in texts})
     return result
 
 
@@ -111,12 +115,16 @@ class _FileCache:
         self.files: dict[str, tuple[bytes, tuple[Resource, ...]]] = {}
         self._marks: dict[str, tuple[int, int, int]] = {}  # file -> result sizes before it
 
-    def replay(self, result: LoadResult, text: str, filename: str,
+    def holds(self, filename: str, digest: bytes) -> bool:
+        cached = self.files.get(filename)
+        return cached is not None and cached[0] == digest
+
+    def replay(self, result: LoadResult, filename: str, digest: bytes,
                seen: dict[tuple[str, str], Source]) -> bool:
         self._marks[filename] = (len(result.resources), len(result.errors),
                                  len(result.rejected))
         cached = self.files.get(filename)
-        if cached is None or cached[0] != _digest(text):
+        if cached is None or cached[0] != digest:
             return False
         resources = cached[1]
         if any((r.kind, r.key) in seen for r in resources):
@@ -126,10 +134,10 @@ class _FileCache:
         result.resources.extend(resources)
         return True
 
-    def remember(self, text: str, filename: str, result: LoadResult) -> None:
+    def remember(self, filename: str, digest: bytes, result: LoadResult) -> None:
         resources, errors, rejected = self._marks.pop(filename, (0, 0, 0))
         if len(result.errors) == errors and len(result.rejected) == rejected:
-            self.files[filename] = (_digest(text), tuple(result.resources[resources:]))
+            self.files[filename] = (digest, tuple(result.resources[resources:]))
         else:
             self.files.pop(filename, None)
 
@@ -181,9 +189,10 @@ def _os_msg(exc: Exception) -> str:
 
 
 def _load_into(
-    result: LoadResult, text: str, filename: str, seen: dict[tuple[str, str], Source]
+    result: LoadResult, text: str, filename: str, seen: dict[tuple[str, str], Source],
+    parsed: Parsed | None = None,
 ) -> None:
-    documents, errors = parse_documents(text, filename)
+    documents, errors = parsed if parsed is not None else parse_documents(text, filename)
     result.errors.extend(errors)
     for doc in documents:
         resource, doc_errors = _build(doc, filename)

@@ -1,0 +1,137 @@
+"""YAML texts parsed in forked children (``config/parse_pool.py``) give exactly what parsing
+them here gives: data, positions, errors, in file order; a child that cannot start or fails
+leaves its share to this process; threads other than the main one never fork."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from propylon.config import load_paths, parse_pool
+from propylon.config._yaml import parse_documents
+
+ROUTE = """\
+apiVersion: propylon.dev/v1
+kind: Route
+metadata: {{name: r{i}, namespace: team}}
+spec:
+  hostnames: [h{i}.example]
+  rules:
+  - matches: [{{path: {{prefix: /p{i}}}}}]
+    forward: {{backends: [{{upstream: up}}]}}
+"""
+
+
+def texts() -> list[tuple[str, str]]:
+    found = [(f"f{n}.yaml", "---\n".join(ROUTE.format(i=n * 10 + i) for i in range(10)))
+             for n in range(12)]
+    found.append(("anchors.yaml", "a: &x {k: [1, 2]}\nb: *x\n---\nc: yes\nd: 1.10\n"))
+    found.append(("broken.yaml", "a: 1\nb: [unclosed\n"))
+    found.append(("bad-field.yaml", "x: 1\n---\n- list\n"))
+    return found
+
+
+def summary(parsed: list[parse_pool.Parsed]) -> list[object]:
+    return [([(d.data, d.line, d.column, dict(d.marks)) for d in documents], errors)
+            for documents, errors in parsed]
+
+
+@pytest.fixture
+def forking(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Fork for any amount of text, and count the forks."""
+    monkeypatch.setattr(parse_pool, "PARALLEL_MIN_CHARS", 0)
+    forks: list[int] = []
+    real_fork = os.fork
+
+    def fork() -> int:
+        pid = real_fork()
+        if pid:
+            forks.append(pid)
+        return pid
+
+    monkeypatch.setattr(parse_pool.os, "fork", fork)
+    return forks
+
+
+def test_children_give_what_parsing_here_gives(forking: list[int]) -> None:
+    given = texts()
+    expected = [parse_documents(text, name) for name, text in given]
+    assert summary(parse_pool.parse_all(given)) == summary(expected)
+    if parse_pool._processes(given) > 1:
+        assert forking, "no child was forked"
+    assert summary(parse_pool.parse_all(given[:1])) == summary(expected[:1])  # one text: here
+
+
+def test_a_fork_refused_parses_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parse_pool, "PARALLEL_MIN_CHARS", 0)
+
+    def refuse() -> int:
+        raise OSError("fork refused")
+
+    monkeypatch.setattr(parse_pool.os, "fork", refuse)
+    given = texts()
+    assert summary(parse_pool.parse_all(given)) == summary(
+        [parse_documents(text, name) for name, text in given])
+
+
+def test_a_child_that_fails_leaves_its_share_here(forking: list[int],
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    given = texts()
+    expected = summary([parse_documents(text, name) for name, text in given])
+    parent = os.getpid()
+
+    def fail_in_child(text: str, name: str) -> parse_pool.Parsed:
+        if os.getpid() != parent:
+            raise RuntimeError("the child fails")
+        return parse_documents(text, name)
+
+    monkeypatch.setattr(parse_pool, "parse_documents", fail_in_child)
+    assert summary(parse_pool.parse_all(given)) == expected
+
+
+def test_other_threads_do_not_fork(forking: list[int]) -> None:
+    given = texts()
+    got: list[list[parse_pool.Parsed]] = []
+    thread = threading.Thread(target=lambda: got.append(parse_pool.parse_all(given)))
+    thread.start()
+    thread.join()
+    assert not forking
+    assert summary(got[0]) == summary([parse_documents(text, name) for name, text in given])
+
+
+def test_load_paths_in_parallel_reports_errors_at_their_lines(
+        forking: list[int], tmp_path: Path) -> None:
+    for name, text in texts():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "wrong-type.yaml").write_text(ROUTE.format(i=999).replace(
+        "hostnames: [h999.example]", "hostnames: 7"))
+    loaded = load_paths([tmp_path])
+    assert len([r for r in loaded.resources if r.kind == "Route"]) == 120
+    errors = {(Path(e.file).name, e.line) for e in loaded.errors}
+    assert ("broken.yaml", 3) in errors
+    assert ("wrong-type.yaml", 5) in errors  # the field's own line, found from the text
+
+
+def test_a_stuck_child_is_stopped_and_its_share_parsed_here(
+        forking: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    given = texts()
+    expected = summary([parse_documents(text, name) for name, text in given])
+    parent = os.getpid()
+
+    def hang_in_child(text: str, name: str) -> parse_pool.Parsed:
+        if os.getpid() != parent:
+            time.sleep(60)
+        return parse_documents(text, name)
+
+    monkeypatch.setattr(parse_pool, "parse_documents", hang_in_child)
+    monkeypatch.setattr(parse_pool, "CHILD_GRACE", 0.2)
+    started = time.monotonic()
+    assert summary(parse_pool.parse_all(given)) == expected
+    assert time.monotonic() - started < 30
+    for pid in forking:  # killed and reaped
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
