@@ -99,7 +99,7 @@ def _check_paths(paths: Sequence[str | Path]) -> Check:
     from propylon.standalone import build_from_resources
 
     try:
-        loaded = load_paths(paths)
+        loaded = load_paths(paths, parallel=True)  # one-shot: every core is its own
     except OSError as exc:
         return Check([Problem(f"cannot read configuration: {exc}", exc.filename)])
     if loaded.errors:

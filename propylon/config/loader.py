@@ -14,7 +14,9 @@ are in ``errors`` only; ``unattributed`` lists them.
 
 ``load_paths`` remembers, per file, what its text gave (``_FileCache``, keyed by the text's
 SHA-256): a reload parses and validates only the files that changed. Resources are never
-modified once loaded, so the same objects serve every load of an unchanged file.
+modified once loaded, so the same objects serve every load of an unchanged file. The files to
+parse are parsed together first, on every core when asked and there are many
+(``parse_pool.py``).
 """
 
 from __future__ import annotations
@@ -77,13 +79,17 @@ class LoadResult:
         return [error for error in self.errors if error not in held]
 
 
-def load_paths(paths: Sequence[str | Path]) -> LoadResult:
-    """Every resource in ``paths`` (files or folders) and every error found in them."""
+def load_paths(paths: Sequence[str | Path], *, parallel: bool = False) -> LoadResult:
+    """Every resource in ``paths`` (files or folders) and every error found in them. With
+    ``parallel``, many files are parsed on every core (``parse_pool.py``): for one-shot
+    commands, whose process has the machine to itself. The gateway's own process does not
+    (at start-up its workers import and build on the other cores: on 2 cores it started
+    no sooner, see docs/performance.md)."""
     with gc_paused():
-        return _load_paths(paths)
+        return _load_paths(paths, parallel)
 
 
-def _load_paths(paths: Sequence[str | Path]) -> LoadResult:
+def _load_paths(paths: Sequence[str | Path], parallel: bool) -> LoadResult:
     result = LoadResult()
     seen: dict[tuple[str, str], Source] = {}
     texts: list[tuple[str, str]] = []
@@ -95,7 +101,7 @@ def _load_paths(paths: Sequence[str | Path]) -> LoadResult:
     # the files the cache does not hold are parsed first, together (on every core if many)
     digests = {name: _digest(text) for name, text in texts}
     unknown = [(name, text) for name, text in texts if not _FILES.holds(name, digests[name])]
-    parsed = dict(zip((name for name, _ in unknown), parse_all(unknown), strict=True))
+    parsed = dict(zip((name for name, _ in unknown), parse_all(unknown, parallel), strict=True))
     for name, text in texts:
         if not _FILES.replay(result, name, digests[name], seen):
             _load_into(result, text, name, seen, parsed.pop(name, None))

@@ -1,15 +1,15 @@
 """YAML texts parsed on every core: a large configuration read cold (``propylon validate``,
-the start of ``propylon run``) spends most of its loading time composing YAML, one file at a
-time on one core.
+``apply``, ``diff``) spends most of its loading time composing YAML, one file at a time on
+one core.
 
 ``parse_all`` gives what ``parse_documents`` gives for each text, in order. When the texts are
 large enough to be worth it, it forks one child per other core, each parsing a share of the
 texts and sending back its documents pickled through a pipe, while this process parses its own
 share. A fork is cheap and needs no import in the child; it is only done from the main thread
 (a fork copies only the calling thread: another thread holding a lock the child needs would
-leave it stuck), so reloads, which run on a build thread and parse only the files that
-changed, stay in one process. A child that fails in any way leaves its share to this process:
-the result never depends on whether a child ran.
+leave it stuck). A child that fails in any way, or is still at work well after this process
+finished its own share, leaves its share to this process: the result never depends on
+whether a child ran. ``propylon run`` does not use it (``load_paths``).
 """
 
 from __future__ import annotations
@@ -34,9 +34,10 @@ MAX_PROCESSES = 8
 CHILD_GRACE = 2.0  # seconds a child is waited for at least, after this process parsed its share
 
 
-def parse_all(texts: Sequence[tuple[str, str]]) -> list[Parsed]:
-    """``parse_documents(text, filename)`` of each ``(filename, text)``, in order."""
-    processes = _processes(texts)
+def parse_all(texts: Sequence[tuple[str, str]], parallel: bool = True) -> list[Parsed]:
+    """``parse_documents(text, filename)`` of each ``(filename, text)``, in order; in one
+    process unless ``parallel``."""
+    processes = _processes(texts) if parallel else 1
     if processes < 2:
         return [parse_documents(text, name) for name, text in texts]
     shares = _shares(texts, processes)

@@ -52,7 +52,7 @@ def key_of(data: dict[str, Any]) -> Key:
 
 def load_local(paths: Sequence[Path]) -> tuple[list[LocalResource], list[str]]:
     """Every resource in ``paths`` as data plus model, or every error (with file:line)."""
-    loaded = load_paths(paths)
+    loaded = load_paths(paths, parallel=True)  # a one-shot command: every core is its own
     if loaded.errors:
         return [], [str(e) for e in loaded.errors]
     local = []

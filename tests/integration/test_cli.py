@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from propylon.config.parse_pool import PARALLEL_MIN_CHARS
 from tests.support import resources as r
 
 GOOD = r.dump(
@@ -379,3 +380,27 @@ def test_an_unreachable_control_plane_exits_1() -> None:
     result = propylon("get", "routes", env=NO_CONTROL_PLANE)
     assert result.returncode == 1
     assert "cannot reach the control plane" in result.stderr
+
+
+def test_validate_of_many_large_files_reports_each_problem_at_its_line(tmp_path) -> None:
+    """Past ``PARALLEL_MIN_CHARS`` of YAML, validate parses the files in forked children
+    (``config/parse_pool.py``): problems in files of either share are reported at their file
+    and line, exactly as when parsed in one process."""
+    padding = "".join(f"# {'padding ' * 10}{n}\n" for n in range(1000))  # ~90 kB a file
+    (tmp_path / "gateway.yaml").write_text(GOOD)
+    broken: dict[Path, int] = {}
+    for team in range(8):
+        routes = [r.route(f"r{i}", namespace=f"team-{team}", hostnames=[f"t{team}.test"],
+                          rules=[r.rule({"exact": f"/r{i}"}, directResponse={"status": 200})])
+                  for i in range(50)]
+        routes[25]["spec"]["rules"][0]["bogus"] = team
+        text = padding + r.dump(*routes)
+        path = tmp_path / f"team-{team}.yaml"
+        path.write_text(text)
+        broken[path] = line_of(text, "bogus")
+    assert sum(p.stat().st_size for p in tmp_path.iterdir()) > PARALLEL_MIN_CHARS
+    result = propylon("validate", str(tmp_path))
+    assert result.returncode == 1
+    for path, line in broken.items():
+        assert f"{path}:{line}:" in result.stderr, result.stderr
+    assert result.stderr.count("unknown field") == 8, result.stderr

@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 
-from propylon.config.parse_pool import PARALLEL_MIN_CHARS
 from tests.support import resources as r
 from tests.support.client import roundtrip
 from tests.support.gateway import Gateway
@@ -259,34 +258,3 @@ def test_an_upstream_team_sees_its_rules_replaced(gateways, upstreams) -> None:
     assert statuses(gw)["Upstream team-c/svc"]["state"] == "Invalid"
     assert statuses(gw)["Route team-c/c"]["state"] == "Invalid"
 
-
-def test_a_large_configuration_parsed_on_every_core_contains_a_broken_route(
-    tmp_path, upstreams
-) -> None:
-    """Past ``PARALLEL_MIN_CHARS`` of YAML, start-up parses the files in forked children
-    (``config/parse_pool.py``): the broken Route in one file is contained and reported at its
-    file and line, every other file's Routes serve."""
-    app = upstreams("app")
-    broken = r.rule({"prefix": "/a"}, forward=r.forward("app"), bogus=1)
-    gw = Gateway(tmp_path / "gw", lambda port: teams(port, app.port, broken))
-    padding = "".join(f"# {'padding ' * 10}{n}\n" for n in range(1000))  # ~90 kB a file
-    for team in range(8):
-        routes = [r.route(f"r{i}", namespace=f"filler-{team}", hostnames=[f"t{team}.test"],
-                          rules=[r.rule({"exact": f"/r{i}"}, directResponse={
-                              "status": 200, "body": f"{team}-{i}"})])
-                  for i in range(50)]
-        (gw.config_dir / f"filler-{team}.yaml").write_text(padding + r.dump(*routes))
-    assert sum(p.stat().st_size for p in gw.config_dir.iterdir()) > PARALLEL_MIN_CHARS
-    try:
-        gw.start()
-        assert answer(gw.port, "/a/x", "a.test") == (502, b"team route broken")
-        assert roundtrip(gw.port, "GET", "/", host="b.test").status == 200
-        for team in range(8):
-            assert answer(gw.port, "/r49", f"t{team}.test") == (200, f"{team}-49".encode())
-        warnings = gw.stats()["warnings"]
-        line = next(n for n, text in enumerate(gw.config_file.read_text().splitlines(), 1)
-                    if "bogus" in text)
-        assert any(w.startswith(f"{gw.config_file}:{line}:") and "unknown field" in w
-                   for w in warnings), warnings
-    finally:
-        gw.stop()

@@ -105,15 +105,23 @@ def test_other_threads_do_not_fork(forking: list[int]) -> None:
 
 def test_load_paths_in_parallel_reports_errors_at_their_lines(
         forking: list[int], tmp_path: Path) -> None:
-    for name, text in texts():
-        (tmp_path / name).write_text(text)
-    (tmp_path / "wrong-type.yaml").write_text(ROUTE.format(i=999).replace(
-        "hostnames: [h999.example]", "hostnames: 7"))
-    loaded = load_paths([tmp_path])
+    for folder in ("serial", "parallel"):
+        (tmp_path / folder).mkdir()
+        for name, text in texts():
+            (tmp_path / folder / name).write_text(text)
+        (tmp_path / folder / "wrong-type.yaml").write_text(ROUTE.format(i=999).replace(
+            "hostnames: [h999.example]", "hostnames: 7"))
+    serial = load_paths([tmp_path / "serial"])
+    assert not forking  # only when asked
+    loaded = load_paths([tmp_path / "parallel"], parallel=True)
+    assert forking
     assert len([r for r in loaded.resources if r.kind == "Route"]) == 120
     errors = {(Path(e.file).name, e.line) for e in loaded.errors}
     assert ("broken.yaml", 3) in errors
     assert ("wrong-type.yaml", 5) in errors  # the field's own line, found from the text
+    assert errors == {(Path(e.file).name, e.line) for e in serial.errors}
+    assert [r.model_dump() for r in loaded.resources] == [
+        r.model_dump() for r in serial.resources]
 
 
 def test_a_stuck_child_is_stopped_and_its_share_parsed_here(
