@@ -21,11 +21,49 @@ _COMMON: Final = (
     b"x-forwarded-proto", b"x-real-ip", b"x-request-id", b"traceparent", b"tracestate",
     b"grpc-status", b"grpc-message", b"grpc-encoding", b"grpc-accept-encoding", b"grpc-timeout",
 )
-_LOWER: Final[dict[bytes, bytes]] = {
-    written: name for name in _COMMON for written in (name, name.title(), name.upper())}
+_SHAPES: Final = 64 * 128  # a name's length (under 64) and its first byte: where its forms are
+_MAX_LENGTH: Final = 63
+
+
+def _forms_by_shape() -> list[tuple[tuple[bytes, bytes], ...] | None]:
+    """The common names' usual forms (lower, Title, UPPER case) with their lower-case
+    object, by ``_shape``."""
+    table: list[tuple[tuple[bytes, bytes], ...] | None] = [None] * _SHAPES
+    for name in _COMMON:
+        for written in dict.fromkeys((name, name.title(), name.upper(), _titled(name))):
+            shape = _shape(written)
+            table[shape] = (*(table[shape] or ()), (written, name))
+    return table
+
+
+def _titled(name: bytes) -> bytes:
+    """``ETag``, ``WWW-Authenticate``-style forms ``title()`` does not make: as registered."""
+    return _REGISTERED.get(name, name)
+
+
+def _shape(name: bytes) -> int:
+    return len(name) * 128 + (name[0] & 0x7F)
+
+
+_REGISTERED: Final[dict[bytes, bytes]] = {b"etag": b"ETag", b"te": b"TE"}
+_FORMS: Final = _forms_by_shape()
 
 
 def lower_name(name: bytes) -> bytes:
-    """``name`` in lower case; the one shared object for a common name."""
-    lowered = _LOWER.get(name)
-    return lowered if lowered is not None else name.lower()
+    """``name`` in lower case; the one shared object for a common name.
+
+    A name read from the wire is a new object without a hash: a dictionary probe would hash
+    it (about 300 instructions). Its length and first byte pick the few usual forms of the
+    common names that could be it, compared byte for byte; any other form is lowered."""
+    size = len(name)
+    if 0 < size <= _MAX_LENGTH:
+        forms = _FORMS[size * 128 + (name[0] & 0x7F)]
+        if forms is not None:
+            for written, lowered in forms:
+                if name == written:
+                    return lowered
+    lowered = name.lower()
+    return _COMMON_OBJECTS.get(lowered, lowered)  # a common name in another form
+
+
+_COMMON_OBJECTS: Final[dict[bytes, bytes]] = {name: name for name in _COMMON}
