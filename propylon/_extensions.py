@@ -37,6 +37,10 @@ COMPILED = (
     "propylon.proxy.forwarder",
     "propylon.proxy.pool",
     "propylon.proxy.h1.client",
+    # HTTP/2 and gRPC, both sides: the code around the h2 library's state machine
+    "propylon.proxy.h2.server",
+    "propylon.proxy.h2.client",
+    "propylon.proxy.h2.pool",
     "propylon.proxy.http11",
     "propylon.proxy.batch",
     "propylon.proxy.body",

@@ -525,7 +525,9 @@ class H2Stream:
             self._reset(ErrorCodes.CANCEL)
         self._finish()
 
-    abort = close
+    def abort(self) -> None:
+        """As ``close``: a stream has nothing of its connection to abort."""
+        self.close()
 
     def _reset(self, code: ErrorCodes) -> None:
         with contextlib.suppress(H2Error):  # already closed on both sides
