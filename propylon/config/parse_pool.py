@@ -28,7 +28,7 @@ from propylon.config.errors import ConfigError
 Parsed = tuple[list[Document], list[ConfigError]]
 
 # Below this many characters to parse, forking costs more than it saves (10,000 Routes are
-# about 7 MB of YAML and take about a second to compose on one core).
+# about 6 MB of YAML and take about a second to compose on one core).
 PARALLEL_MIN_CHARS = 512 * 1024
 MAX_PROCESSES = 8
 CHILD_GRACE = 2.0  # seconds a child is waited for at least, after this process parsed its share

@@ -257,4 +257,3 @@ def test_an_upstream_team_sees_its_rules_replaced(gateways, upstreams) -> None:
     assert roundtrip(gw.port, "GET", "/", host="b.test").status == 200
     assert statuses(gw)["Upstream team-c/svc"]["state"] == "Invalid"
     assert statuses(gw)["Route team-c/c"]["state"] == "Invalid"
-
