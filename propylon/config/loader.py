@@ -129,10 +129,9 @@ class _FileCache:
                seen: dict[tuple[str, str], Source]) -> bool:
         self._marks[filename] = (len(result.resources), len(result.errors),
                                  len(result.rejected))
-        cached = self.files.get(filename)
-        if cached is None or cached[0] != digest:
+        if not self.holds(filename, digest):
             return False
-        resources = cached[1]
+        resources = self.files[filename][1]
         if any((r.kind, r.key) in seen for r in resources):
             return False
         for resource in resources:

@@ -37,7 +37,7 @@ def _forms_by_shape() -> list[tuple[tuple[bytes, bytes], ...] | None]:
 
 
 def _titled(name: bytes) -> bytes:
-    """``ETag``, ``WWW-Authenticate``-style forms ``title()`` does not make: as registered."""
+    """The registered form when ``title()`` does not make it (``ETag``, ``TE``)."""
     return _REGISTERED.get(name, name)
 
 
