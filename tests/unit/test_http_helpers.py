@@ -5,7 +5,14 @@ from propylon.filters.base import FilterEnv
 from propylon.filters.headers import HeadersFilter
 from propylon.policies.headers import HeadersSettings
 from propylon.proxy.hostport import split_host
-from propylon.proxy.http11 import connection_tokens, is_token, simple_response
+from propylon.proxy.http11 import (
+    GROWN_FIELDS,
+    connection_tokens,
+    head_with_fields,
+    is_token,
+    serialize_headers,
+    simple_response,
+)
 
 
 @pytest.mark.parametrize(
@@ -33,6 +40,19 @@ def test_connection_tokens() -> None:
 )
 def test_is_token(name: bytes, ok: bool) -> None:
     assert is_token(name) is ok
+
+
+@pytest.mark.parametrize("count", [0, 1, GROWN_FIELDS, GROWN_FIELDS + 1, 100])
+def test_head_with_fields_writes_every_field_in_order(count: int) -> None:
+    fields = [(b"x-field-%d" % i, b"value %d" % i) for i in range(count)]
+    lines = b"".join(b"x-field-%d: value %d\r\n" % (i, i) for i in range(count))
+    assert head_with_fields(b"HTTP/1.1 200 OK\r\n", fields) == b"HTTP/1.1 200 OK\r\n" + lines
+    assert serialize_headers(fields) == lines
+
+
+def test_head_with_fields_refuses_what_is_not_bytes() -> None:
+    with pytest.raises(TypeError):
+        head_with_fields(b"", [(b"x-name", "text")])  # type: ignore[list-item]
 
 
 def test_simple_response_framing() -> None:

@@ -20,7 +20,7 @@ from propylon.proxy import rewrite
 from propylon.proxy.batch import WriteBatch
 from propylon.proxy.field_names import lower_name
 from propylon.proxy.h1.framing import MAX_TRAILERS, last_chunk, response_trailers
-from propylon.proxy.http11 import Headers, connection_tokens, serialize_headers
+from propylon.proxy.http11 import Headers, connection_tokens, head_with_fields
 from propylon.proxy.rewrite import (
     RESPONSE_HOP_FIELDS,
     response_fields,
@@ -436,7 +436,5 @@ def serialize_request_head(session: Session, route: CompiledRoute) -> bytes:
         forwarding = proto.forwarding_fields  # the connection's cached fields
     else:
         forwarding = session.forwarding_fields()
-    return b"".join((
-        session.method, b" ", target, b" HTTP/1.1\r\n", serialize_headers(headers),
-        forwarding, framing, b"x-request-id: ", session.request_id, b"\r\n\r\n",
-    ))
+    head = head_with_fields(b"%b %b HTTP/1.1\r\n" % (session.method, target), headers)
+    return b"%b%b%bx-request-id: %b\r\n\r\n" % (head, forwarding, framing, session.request_id)

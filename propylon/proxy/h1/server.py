@@ -39,6 +39,7 @@ from propylon.proxy.h2.server import H2ServerConnection
 from propylon.proxy.http11 import (
     _STATUS_LINES,
     Headers,
+    head_with_fields,
     serialize_headers,
     simple_response,
     status_line,
@@ -606,17 +607,15 @@ class ServerConnection(asyncio.Protocol):
     # -- the response stream: what the current session sends its client ------------------
     def send_response_head(self, session: Session, status: int, headers: Headers,
                            length: bytes | None) -> None:
+        head = head_with_fields(_STATUS_LINES.get(status) or status_line(status), headers)
         if length is not None and session.keep_alive and session.http11 and not (
                 self.worker.draining):
-            framing = b"content-length: " + length + b"\r\n"  # the common case, inlined
+            head = b"%bcontent-length: %b\r\n\r\n" % (head, length)  # the common case, inlined
         else:
             framing, self.chunked_out, session.keep_alive = response_framing(
                 status, session.head_only, length, session.http11,
                 session.keep_alive and not self.worker.draining)
-        head = b"".join((
-            _STATUS_LINES.get(status) or status_line(status), serialize_headers(headers),
-            framing, b"\r\n",
-        ))
+            head = b"%b%b\r\n" % (head, framing)
         out = self.out
         if out is None:
             self.transport.write(head)
@@ -683,7 +682,13 @@ class ServerConnection(asyncio.Protocol):
         out = self.out
         self.out = None
         if out:
-            self.transport.write(out[0] if len(out) == 1 else b"".join(out))
+            count = len(out)
+            if count == 1:
+                self.transport.write(out[0])
+            elif count == 2:  # a head and a body: compiled, one copy of each without a join
+                self.transport.write(b"%b%b" % (out[0], out[1]))
+            else:
+                self.transport.write(b"".join(out))
 
     # -- read flow control -------------------------------------------------------------
     def _pause(self, reason: int) -> None:
