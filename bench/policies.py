@@ -1,6 +1,7 @@
 """The cost of each policy: wrk against one gateway whose routes each carry one policy.
 
-Usage: ``python bench/policies.py [--seconds 5] [--connections 32]``. Starts the peers'
+Usage: ``python bench/policies.py [--seconds 5] [--connections 32] [--same-request
+apiKey,jwt]``. Starts the peers'
 upstream (one nginx worker with a fixed 100-byte answer, pinned with wrk to CPU 0 while the
 gateway runs on CPU 1, as ``../shared/bench/peers/run-peers.sh`` does; a Python echo server
 when nginx is missing), a ``redis-server`` (for ``rateLimit`` global; skipped if not
@@ -210,6 +211,11 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--same-request", default="", metavar="NAMES",
+        help="comma-separated policies also compared with the route without policies sent "
+             "the very same request (the policy's fields): issue #19's 'against the same "
+             "route without it', where the padding field of 'none' is shorter than a token")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -231,22 +237,35 @@ def main() -> None:
         pin_tree(gw.proc.pid, PROXY_CPU)
         try:
             routes = [r for r in ROUTES if r[0] != "rateLimit-global" or redis is not None]
-            for name, _, headers in routes:
-                wrk(gw.port, name, headers, 1, args.connections, warm_up=True)
+            fields = {name: headers for name, _, headers in routes}
+            same = [name for name in args.same_request.split(",") if name]
+            if set(same) - set(fields):
+                raise SystemExit(f"--same-request: not policies here: {set(same) - set(fields)}")
+            # (label, route, fields): each policy's route, then "none" sent each named
+            # policy's request
+            plan = [(name, name, headers) for name, headers in fields.items()]
+            plan += [(f"none, {name}'s request", "none", fields[name]) for name in same]
+            for _, path, headers in plan:
+                wrk(gw.port, path, headers, 1, args.connections, warm_up=True)
             # Interleaved rounds, the order reversed every other round, medians reported: slow
             # drift of a shared machine then hits every policy alike (as run-peers.sh does).
-            samples: dict[str, list[float]] = {name: [] for name, _, _ in routes}
+            samples: dict[str, list[float]] = {label: [] for label, _, _ in plan}
             for round_ in range(args.rounds):
-                for name, _, headers in routes if round_ % 2 == 0 else routes[::-1]:
-                    samples[name].append(
-                        wrk(gw.port, name, headers, args.seconds, args.connections))
-            results = {name: statistics.median(values) for name, values in samples.items()}
+                for label, path, headers in plan if round_ % 2 == 0 else plan[::-1]:
+                    samples[label].append(
+                        wrk(gw.port, path, headers, args.seconds, args.connections))
+            results = {label: statistics.median(values) for label, values in samples.items()}
             base = results["none"]
-            print("| policy | requests/s (median) | min-max | relative to none |")
-            print("|---|---:|---:|---:|")
-            for name, rps in results.items():
-                low, high = min(samples[name]), max(samples[name])
-                print(f"| {name} | {rps:,.0f} | {low:,.0f}-{high:,.0f} | {rps / base:.2f} |")
+            print("| policy | requests/s (median) | min-max | relative to none |"
+                  + (" relative to none sent the same request |" if same else ""))
+            print("|---|---:|---:|---:|" + ("---:|" if same else ""))
+            for label, rps in results.items():
+                low, high = min(samples[label]), max(samples[label])
+                line = f"| {label} | {rps:,.0f} | {low:,.0f}-{high:,.0f} | {rps / base:.2f} |"
+                if same:
+                    twin = results.get(f"none, {label}'s request")
+                    line += f" {rps / twin:.2f} |" if twin else " |"
+                print(line)
         finally:
             gw.stop()
             if upstream is not None:

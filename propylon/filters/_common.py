@@ -31,6 +31,14 @@ def state(ctx: FilterContext) -> dict[str, Any]:
     return data
 
 
+def trimmed(value: bytes) -> bytes:
+    """``value.strip()``, without the method call when neither end is a space or a control
+    character (the usual field value: llhttp keeps trailing spaces, so they can be there)."""
+    if value and (value[0] <= 32 or value[-1] <= 32):
+        return value.strip()
+    return value
+
+
 def cookie(headers: Headers, name: bytes) -> bytes | None:
     prefix = name + b"="
     for n, v in headers:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from urllib.parse import unquote_to_bytes
 
-from propylon.filters._common import ConsumerHeaders, ConsumerTable, unauthorized
+from propylon.filters._common import ConsumerHeaders, ConsumerTable, trimmed, unauthorized
 from propylon.filters._consumer_acl import ConsumerRestriction
 from propylon.filters.base import Filter, FilterContext, FilterEnv, LocalResponse
 from propylon.policies.auth import ApiKeyPolicy
@@ -73,8 +73,14 @@ class ApiKeyFilter(Filter):
         name = self.header_name
         if name is not None:
             headers = ctx.request_headers
-            keys = [v.strip() for n, v in headers if n == name]
-            if keys:
+            at = -1
+            for index, (field, value) in enumerate(headers):
+                if field == name:
+                    keys.append(trimmed(value))
+                    at = index
+            if len(keys) == 1:
+                del headers[at]  # the usual case: one copy, removed without a new list
+            elif keys:
                 headers[:] = [h for h in headers if h[0] != name]
         if self.query_name is not None and ctx.query:
             keys += self._take_query_keys(ctx, self.query_name)

@@ -25,13 +25,15 @@ from typing import Any, Final
 
 import jwt
 
-from propylon.filters._common import unauthorized
+from propylon.filters._common import trimmed, unauthorized
 from propylon.filters._jwks import JwksCache, Key, KeySet, load_key_file
 from propylon.filters.base import Filter, FilterContext, FilterEnv, Headers, LocalResponse
 from propylon.net.tls import compile_tls
 from propylon.policies.auth import JwtPolicy
 
 _VERIFIED_MAX: Final = 10000
+# bytes of a token's end that key the verified tokens (its signature's, distinct per token)
+_TAIL: Final = 32
 
 
 class JwtFilter(Filter):
@@ -56,8 +58,9 @@ class JwtFilter(Filter):
         self.options: dict[str, Any] = {
             "require": ["exp", *settings.required_claims], "verify_aud": bool(self.audiences),
         }
-        self.sources: list[tuple[bytes | None, bytes, bytes | None]] = [
-            ((s.header or "").encode() or None, s.prefix.encode(),
+        # (header, prefix, the prefix lower-cased, cookie)
+        self.sources: list[tuple[bytes | None, bytes, bytes, bytes | None]] = [
+            ((s.header or "").encode() or None, s.prefix.encode(), s.prefix.encode().lower(),
              (s.cookie or "").encode() or None)
             for s in settings.token_from
         ]
@@ -71,7 +74,10 @@ class JwtFilter(Filter):
             f'Bearer realm="{self.realm}", error="invalid_request", '
             'error_description="more than one token"'.encode("latin-1"))])
         # token -> (claims, expiry, key-set version)
-        self.verified: dict[bytes, tuple[dict[str, Any], float, int]] = {}
+        # the tail of a verified token -> (the token, its claims, when it expires, the keys'
+        # version): a token is hundreds of bytes, which a dictionary would hash on every
+        # request; the tail is hashed, and the whole token compared (memcmp) on a hit
+        self.verified: dict[bytes, tuple[bytes, dict[str, Any], float, int]] = {}
 
     @classmethod
     def from_spec(cls, settings: JwtPolicy, source: str, env: FilterEnv) -> JwtFilter:
@@ -97,9 +103,9 @@ class JwtFilter(Filter):
         if isinstance(token, LocalResponse):
             return token
         keys = self.keys()
-        hit = self.verified.get(token)
-        if hit is not None and hit[2] == (keys.version if keys else 0):
-            claims, expiry, _ = hit
+        hit = self.verified.get(token[-_TAIL:])
+        if hit is not None and hit[3] == (keys.version if keys else 0) and hit[0] == token:
+            _, claims, expiry, _ = hit
             if time.time() <= expiry:
                 self.admit(ctx, claims)
                 return None
@@ -140,7 +146,7 @@ class JwtFilter(Filter):
         """The first source's token; None if no source has one; ``repeated`` when the first
         source present is there more than once."""
         headers = ctx.request_headers
-        for name, prefix, cookie_name in self.sources:
+        for name, prefix, lowered, cookie_name in self.sources:
             values = ([v for n, v in headers if n == name] if name
                       else _cookies(headers, cookie_name or b""))
             if not values:
@@ -149,10 +155,11 @@ class JwtFilter(Filter):
                 return self.repeated
             value = values[0]
             if prefix:
-                if value[:len(prefix)].lower() != prefix.lower():
+                start = value[:len(prefix)]
+                if start != prefix and start.lower() != lowered:  # as written, or any case
                     continue
                 value = value[len(prefix):]
-            value = value.strip()
+            value = trimmed(value)
             if value:
                 if name and self.strip_token:
                     headers[:] = [h for h in headers if h[0] != name]
@@ -182,7 +189,8 @@ class JwtFilter(Filter):
         if nbf is None or float(nbf) <= time.time():  # a not-yet-valid token is not remembered
             if len(self.verified) >= _VERIFIED_MAX:
                 self.verified.clear()
-            self.verified[token] = (claims, float(claims["exp"]) + self.skew, version)
+            self.verified[token[-_TAIL:]] = (
+                token, claims, float(claims["exp"]) + self.skew, version)
         self.admit(ctx, claims)
         return None
 

@@ -246,7 +246,7 @@ class Session:
         phases = route.chain.on_request
         for index in range(start, len(phases)):
             try:
-                answer = phases[index](self)
+                answer = phases[index].on_request(self)
             except Exception:
                 log.exception("filter failed in on_request on %s", route.rule_id)
                 self.send_error(500, b"internal error\n")
@@ -285,7 +285,7 @@ class Session:
         """A policy answered instead of the upstream: refusals (>= 400) are counted by the
         policy that made them (its attachment and type: labels from configuration)."""
         if status >= 400:
-            policy = route.chain.on_request[index].__self__  # type: ignore[attr-defined]
+            policy = route.chain.on_request[index]
             route.stats.count_denial(policy.source, policy.policy_type, status)
             trace = getattr(self, "trace", None)  # set by tracing, when the Gateway has it
             if trace is not None:

@@ -215,7 +215,8 @@ class Cluster:
 
 
 class FilterChain:
-    """A rule's filters split into per-phase tuples of bound methods (only overriders)."""
+    """A rule's filters split into per-phase tuples of bound methods (only overriders; the
+    filters themselves for ``on_request``)."""
 
     __slots__ = (
         "filters",
@@ -236,7 +237,9 @@ class FilterChain:
         from propylon.filters.base import overrides
 
         self.filters = filters
-        self.on_request = tuple(f.on_request for f in filters if overrides(f, "on_request"))
+        # the filters themselves for the request phase, the phase most requests meet: the
+        # compiled session calls their method directly, where a bound method is a Python call
+        self.on_request = tuple(f for f in filters if overrides(f, "on_request"))
         self.on_upstream_request = tuple(
             f.on_upstream_request for f in filters if overrides(f, "on_upstream_request")
         )

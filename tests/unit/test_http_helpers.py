@@ -1,6 +1,7 @@
 import pytest
 
 from propylon.admin.redact import REDACTED, redact
+from propylon.filters._common import trimmed
 from propylon.filters.base import FilterEnv
 from propylon.filters.headers import HeadersFilter
 from propylon.policies.headers import HeadersSettings
@@ -102,3 +103,9 @@ def test_redact_hides_secret_fields_only() -> None:
             "list": [{"secret": "s"}]}
     assert redact(data) == {"key": "ns/name", "spec": {"password": REDACTED,
                             "apiKey": REDACTED, "token": ""}, "list": [{"secret": REDACTED}]}
+
+
+@pytest.mark.parametrize(
+    "value", [b"", b"key", b" key", b"key \t", b"\tkey", b"k e y", b" ", b"\x0bkey\x0c"])
+def test_trimmed_is_strip(value: bytes) -> None:
+    assert trimmed(value) == value.strip()

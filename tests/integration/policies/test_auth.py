@@ -355,6 +355,25 @@ def test_jwt_from_jwks_and_claims_to_headers(env: dict[str, Any]) -> None:
     assert seen["x-roles"] == '["admin","dev"]'
 
 
+def test_jwt_remembered_token_is_matched_whole(env: dict[str, Any]) -> None:
+    """A verified token is remembered by its signature's end; another payload under the same
+    signature (same end) is verified on its own, and fails."""
+    token = mint(env["rsa"], "RS256", "k1")
+    auth = {"authorization": f"Bearer {token}"}
+    for _ in range(2):  # verified, then served from the remembered tokens
+        assert request(env["gw"].port, "GET", "/jwt", auth)[0] == 200
+    header, payload, signature = token.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    claims["sub"] = "admin"
+    forged_payload = base64.urlsafe_b64encode(json.dumps(claims).encode()).rstrip(b"=").decode()
+    forged = f"{header}.{forged_payload}.{signature}"
+    status, headers, _ = request(env["gw"].port, "GET", "/jwt",
+                                 {"authorization": f"Bearer {forged}"})
+    assert status == 401
+    assert 'error="invalid_token"' in headers["www-authenticate"]
+    assert request(env["gw"].port, "GET", "/jwt", auth)[0] == 200
+
+
 @pytest.mark.parametrize(
     ("claims", "reason"),
     [
