@@ -79,7 +79,7 @@ class ApiKeyFilter(Filter):
                     keys.append(trimmed(value))
                     at = index
             if len(keys) == 1:
-                del headers[at]  # the usual case: one copy, removed without a new list
+                headers.pop(at)  # the usual case: one copy, removed without a new list
             elif keys:
                 headers[:] = [h for h in headers if h[0] != name]
         if self.query_name is not None and ctx.query:

@@ -73,7 +73,6 @@ class JwtFilter(Filter):
             b"www-authenticate",
             f'Bearer realm="{self.realm}", error="invalid_request", '
             'error_description="more than one token"'.encode("latin-1"))])
-        # token -> (claims, expiry, key-set version)
         # the tail of a verified token -> (the token, its claims, when it expires, the keys'
         # version): a token is hundreds of bytes, which a dictionary would hash on every
         # request; the tail is hashed, and the whole token compared (memcmp) on a hit
