@@ -14,8 +14,6 @@ from propylon.filters.base import FilterContext, FilterEnv, Headers, LocalRespon
 from propylon.ir.model import ConsumerIR
 from propylon.policies import auth
 
-CONSUMER: Final = "consumer"  # ctx.state key: the authenticated ConsumerIR
-
 
 def header(headers: Headers, name: bytes) -> bytes | None:
     for n, v in headers:
@@ -124,7 +122,7 @@ class ConsumerHeaders:
         self.fields: dict[str, Headers] = {}
 
     def identify(self, ctx: FilterContext, consumer: ConsumerIR) -> None:
-        state(ctx)[CONSUMER] = consumer
+        ctx.consumer = consumer
         name_name, labels_name = self.name_name, self.labels_name
         headers = ctx.request_headers
         for name, _ in headers:

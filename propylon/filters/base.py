@@ -75,6 +75,7 @@ class FilterContext(Protocol):
     request_id: bytes  # x-request-id: sent upstream, returned, logged (docs/reference.md)
     request_headers: Headers
     state: dict[str, Any] | None  # per-request data shared between a filter's phases
+    consumer: Any  # the consumer an auth policy identified (ir.ConsumerIR), or None
     route: Any  # the matched rule (runtime.compiled.CompiledRoute): route_label, rule_label
     req_chunked: bool  # the request body is chunked (its size is unknown up front)
 

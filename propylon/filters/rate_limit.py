@@ -31,7 +31,7 @@ from propylon.filters._buckets import (
     ceil_seconds,
     open_local_buckets,
 )
-from propylon.filters._common import CONSUMER, header, state
+from propylon.filters._common import header, state
 from propylon.filters.base import Filter, FilterContext, FilterEnv, Headers, LocalResponse
 from propylon.policies.traffic import RateLimit, RateLimitPolicy
 
@@ -86,7 +86,7 @@ def _descriptor(ctx: FilterContext, kind: str, name: bytes) -> bytes:
     if kind == "route":
         route = getattr(ctx, "route", None)
         return str(getattr(route, "rule_id", "")).encode()
-    consumer = ctx.state.get(CONSUMER) if ctx.state is not None else None
+    consumer = ctx.consumer
     if consumer is None:
         return b""
     if kind == "consumer":

@@ -61,6 +61,7 @@ class Session:
         "bytes_out",
         "client_ip",
         "conn_header",
+        "consumer",
         "deadline",
         "expect_continue",
         "forwarded",
@@ -156,6 +157,9 @@ class Session:
         self.aborted = False
         # per-request data filters share between their phases (created on first use)
         self.state: dict[str, Any] | None = None
+        # the consumer an auth policy identified (ConsumerIR): a slot, not a state entry, so
+        # identifying one costs no dictionary per request
+        self.consumer: Any = None
         self.waiting_filter: asyncio.Future[LocalResponse | None] | None = None
 
     # -- RequestView (for the router and ring-hash keys) -----------------------------------

@@ -25,6 +25,7 @@ class Ctx:
         self.request_headers = headers or []
         self.client_ip = client_ip
         self.state: dict[str, Any] | None = None
+        self.consumer: Any = None
 
 
 def build(section: dict[str, Any], snapshot: SnapshotIR | None = None) -> Any:
