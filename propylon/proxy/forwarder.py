@@ -44,6 +44,7 @@ MAX_REPLAY_BODY: Final = 1024 * 1024  # bodies kept for retries and mirrors; lar
 # Bodies of idempotent requests kept (on routes without retries or mirror) for the one free
 # retry after a stale pooled connection; larger ones get 502 when they meet one.
 MAX_STALE_REPLAY_BODY: Final = 64 * 1024
+MAX_REFUSED_RESENDS: Final = 4  # a request whose HTTP/2 stream the upstream refused
 IDEMPOTENT: Final = frozenset({b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"})
 # names of interpreted modules: C statics when compiled, not module dictionary probes
 _perf_counter: Final = time.perf_counter
@@ -89,7 +90,7 @@ class Forwarder:
         "replay",
         "replay_max",
         "replay_size",
-        "retried",
+        "resends",
         "retry_timer",
         "retrying",
         "route",
@@ -120,7 +121,7 @@ class Forwarder:
         self.timer: asyncio.TimerHandle | None = None
         self.try_timer: asyncio.TimerHandle | None = None
         self.retry_timer: asyncio.TimerHandle | None = None
-        self.retried = False  # the one free retry after a stale pooled connection was used
+        self.resends = 0  # free tries after a stale connection or a refused stream
         self.retrying = False  # waiting for the next try
         self.tries = 0
         # body chunks waiting for a connection (the session's, so far)
@@ -370,22 +371,28 @@ class Forwarder:
         self.cluster.stats.by_code[STATUS_SLOT[session.status]] += 1
         self.end_sink.on_response_complete(trailers)
 
-    def on_upstream_error(self, reason: str, before_response: bool, stale: bool = False) -> None:
+    def on_upstream_error(
+        self, reason: str, before_response: bool, stale: bool = False, refused: bool = False,
+    ) -> None:
         self.conn = None
         if self.aborted:
             return
         session = self.session
         session.upstream_error = reason
-        if stale and not self.retried and self.endpoint is not None and (
+        if stale and self.resends < (MAX_REFUSED_RESENDS if refused else 1) and (
+                self.endpoint is not None) and (
                 not session.has_body
                 or (self.replay is not None and session.method in IDEMPOTENT)):
-            # A pooled connection the upstream had already closed: nothing was processed,
-            # so the request is sent again once, on a new connection, with its body if any
-            # (later chunks join the copy while the new connection opens).
-            self.retried = True
+            # A pooled connection the upstream had already closed, or a stream it refused:
+            # nothing was processed, so the request is sent again, with its body if any
+            # (later chunks join the copy while the new connection opens). A stale
+            # connection is a guess, so once; a refusal is the upstream's word, and the
+            # stream sent again may land on the next connection to go away, so a few times.
+            self.resends += 1
             trace = getattr(session, "trace", None)
             if trace is not None:
-                trace.retry(session, self.endpoint_label, "stale connection", 0)
+                trace.retry(session, self.endpoint_label,
+                            "refused stream" if refused else "stale connection", 0)
             if self.replay:
                 self.pending = list(self.replay)
                 self.pending_size = self.replay_size

@@ -80,7 +80,9 @@ class MirrorRequest:
                 conn.close()
         self._done()
 
-    def on_upstream_error(self, reason: str, before_response: bool, stale: bool = False) -> None:
+    def on_upstream_error(
+        self, reason: str, before_response: bool, stale: bool = False, refused: bool = False,
+    ) -> None:
         self.conn = None
         self._done()
 

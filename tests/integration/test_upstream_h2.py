@@ -168,6 +168,32 @@ def test_goaway_mid_traffic_fails_no_idempotent_request(gw: Gateway, up: H2Upstr
     assert len({req.conn_id for req in up.requests}) >= 12
 
 
+def test_a_refused_stream_is_sent_again_more_than_once(gw: Gateway, up: H2Upstream) -> None:
+    """REFUSED_STREAM says the upstream never processed the stream: the request is sent again,
+    and again if the next stream is refused too (as when it lands on the next connection to
+    go away), a bounded number of times."""
+    refusals: dict[str, int] = {}
+
+    def refuse_twice(req: H2Request) -> H2Reply:
+        refusals[req.path] = refusals.get(req.path, 0) + 1
+        if refusals[req.path] <= 2:
+            return H2Reply(reset=int(ErrorCodes.REFUSED_STREAM))
+        return H2Reply(body=req.path.encode())
+
+    up.handler = refuse_twice
+    response = roundtrip(gw.port, "GET", "/refused/twice")
+    assert (response.status, response.body) == (200, b"/refused/twice")
+    assert refusals["/refused/twice"] == 3
+
+
+def test_a_stream_refused_every_time_ends_in_502(gw: Gateway, up: H2Upstream) -> None:
+    up.handler = lambda req: H2Reply(reset=int(ErrorCodes.REFUSED_STREAM))
+    assert roundtrip(gw.port, "GET", "/refused/always").status == 502
+    assert [req.path for req in up.requests] == ["/refused/always"] * 5  # 1 + 4 sent again
+    up.reset()
+    assert roundtrip(gw.port, "GET", "/after").status == 200
+
+
 def test_upstream_rst_stream_is_a_502(gw: Gateway, up: H2Upstream) -> None:
     up.handler = lambda req: H2Reply(reset=int(ErrorCodes.INTERNAL_ERROR))
     assert roundtrip(gw.port, "GET", "/reset").status == 502

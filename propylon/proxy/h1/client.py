@@ -56,7 +56,12 @@ class UpstreamClient(Protocol):
     def on_response_complete(self, reusable: bool, trailers: Headers | None = None) -> None:
         ...
 
-    def on_upstream_error(self, reason: str, before_response: bool, stale: bool = False) -> None:
+    def on_upstream_error(
+        self, reason: str, before_response: bool, stale: bool = False, refused: bool = False,
+    ) -> None:
+        """``stale``: nothing was answered on a reused connection (sent again once);
+        ``refused``: the upstream said it never processed the request (HTTP/2 GOAWAY above
+        its last stream id, REFUSED_STREAM), so it may be sent again more than once."""
         ...
 
     def on_upstream_pause_writing(self) -> None: ...

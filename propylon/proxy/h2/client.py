@@ -494,7 +494,7 @@ class H2Stream:
         client = self.client
         self._finish()
         if client is not None:
-            client.on_upstream_error(reason, True, True)
+            client.on_upstream_error(reason, True, True, True)
 
     def lost(self, reason: str) -> None:
         """The stream ended without its answer: the exchange fails. Stale, as for HTTP/1.1,
