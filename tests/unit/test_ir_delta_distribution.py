@@ -14,7 +14,7 @@ import pytest
 
 from propylon import ir
 from propylon.controlplane.ir_deltas import SnapshotHistory, reads_deltas
-from propylon.controlplane.state import PartTexts, shard, shard_all
+from propylon.controlplane.state import PartTexts, ShardStatuses, shard, shard_all
 from propylon.ir import schema
 from propylon.proxy.agent import Agent
 from propylon.proxy.ir_cache import IRCache
@@ -184,3 +184,31 @@ def test_shards_keep_unchanged_objects_and_encode_like_a_fresh_seal() -> None:
     shard_all(ir.SnapshotIR(gateways=snapshot(0).gateways[:1], statuses=()), second, texts2,
               parts)
     assert set(parts) == {"a/g0"}
+
+
+def test_a_shard_names_only_its_own_gateway_in_statuses() -> None:
+    """A Route selected by two Gateways: each Gateway's shard carries its status naming that
+    Gateway only (the control plane's own statuses keep both), and an unchanged status stays
+    the same object in the next shard, so it is never part of a delta."""
+    rules = tuple(_rule(i) for i in range(3))
+    gateways = tuple(ir.GatewayIR(f"a/g{n}", (ir.ListenerIR("web", 8080 + n),), rules, ())
+                     for n in range(2))
+    both = ir.StatusIR("Route", "a/r0", "Accepted", (), ("a/g0", "a/g1"))
+    alone = ir.StatusIR("Route", "a/r1", "Invalid", ("no such upstream",), ("a/g1",))
+    snapshot = ir.SnapshotIR(gateways=gateways, statuses=(both, alone))
+    parts: PartTexts = {}
+    statuses: ShardStatuses = {}
+    first, _ = shard_all(snapshot, {}, {}, parts, statuses)
+    assert first["a/g0"].statuses == (dataclasses.replace(both, gateways=("a/g0",)),)
+    assert first["a/g1"].statuses == (dataclasses.replace(both, gateways=("a/g1",)), alone)
+    assert first["a/g1"].statuses[1] is alone  # already its Gateway's only
+    fresh = shard(snapshot, gateways[1])
+    assert fresh.statuses == first["a/g1"].statuses and fresh.version == first["a/g1"].version
+
+    added = ir.StatusIR("Route", "a/r2", "Accepted", (), ("a/g0", "a/g1"))
+    second, _ = shard_all(dataclasses.replace(snapshot, statuses=(both, alone, added)),
+                          first, {}, parts, statuses)
+    for key in ("a/g0", "a/g1"):
+        assert second[key].statuses[0] is first[key].statuses[0]
+        assert second[key].statuses[-1].gateways == (key,)
+    assert set(statuses) == {"a/g0", "a/g1"} and len(statuses["a/g0"]) == 2
