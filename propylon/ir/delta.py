@@ -89,9 +89,28 @@ def dumps_delta(new: SnapshotIR, base: SnapshotIR) -> str:
 
 
 def _items(items: Sequence[Any], old: Sequence[Any]) -> list[Any]:
-    index = {id(item): i for i, item in enumerate(old)}
-    return [i if (i := index.get(id(item))) is not None and old[i] is item else to_data(item)
-            for item in items]
+    """Each item as its index in ``old`` when it is that very object, else its data. Walked
+    beside ``old`` as ``_reused`` is: most items are the next old one, and the index of
+    every old object (a dictionary of thousands, made for each proxy's delta) is made only
+    when one is not."""
+    out: list[Any] = []
+    append = out.append
+    index: dict[int, int] | None = None
+    after, count = 0, len(old)
+    for item in items:
+        if after < count and old[after] is item:
+            append(after)
+            after += 1
+            continue
+        if index is None:
+            index = {id(was): i for i, was in enumerate(old)}
+        found = index.get(id(item))
+        if found is not None and old[found] is item:
+            append(found)
+            after = found + 1
+        else:
+            append(to_data(item))
+    return out
 
 
 def loads_delta(text: str | bytes, base: SnapshotIR) -> SnapshotIR:

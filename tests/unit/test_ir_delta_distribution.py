@@ -16,6 +16,7 @@ from propylon import ir
 from propylon.controlplane.ir_deltas import SnapshotHistory, reads_deltas
 from propylon.controlplane.state import PartTexts, ShardStatuses, shard, shard_all
 from propylon.ir import schema
+from propylon.ir.delta import dumps_delta, loads_delta
 from propylon.proxy.agent import Agent
 from propylon.proxy.ir_cache import IRCache
 
@@ -212,3 +213,24 @@ def test_a_shard_names_only_its_own_gateway_in_statuses() -> None:
         assert second[key].statuses[0] is first[key].statuses[0]
         assert second[key].statuses[-1].gateways == (key,)
     assert set(statuses) == {"a/g0", "a/g1"} and len(statuses["a/g0"]) == 2
+
+
+@pytest.mark.parametrize("order", [
+    [0, 1, 2, 3], [1, 0, 2, 3], [3, 2, 1, 0], [0, 2, 3], ["new", 0, 1, 2, 3], [0, 1, "new", 3],
+    [2, 3, 0, 1, "new"], ["new"], [],
+])
+def test_a_delta_names_every_held_object_by_its_index(order: list[int | str]) -> None:
+    """Rules kept, moved, dropped or added: the delta names each rule the proxy holds by its
+    index there (wherever it moved) and writes only the new one; the proxy rebuilds exactly
+    the new version's rules, on its own objects."""
+    held = tuple(_rule(i) for i in range(4))
+    added = _rule(99)
+    rules = tuple(added if i == "new" else held[int(i)] for i in order)
+    base = ir.seal(_version(held))
+    new = ir.seal(_version(rules))
+    data = json.loads(dumps_delta(new, base))["snapshot"]["gateways"][0]["rules"]
+    assert data == [i if i != "new" else ir.to_data(added) for i in order]
+    rebuilt = loads_delta(dumps_delta(new, base), base)
+    assert rebuilt.gateways[0].rules == rules
+    assert all(r is held[int(i)] for r, i in zip(rebuilt.gateways[0].rules, order, strict=True)
+               if i != "new")
