@@ -24,7 +24,7 @@ import contextlib
 import dataclasses
 import json
 import os
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,14 +58,19 @@ class BuildResult:
     issues: tuple[ConfigError, ...] = ()
 
 
-def build_snapshot(paths: Sequence[str | Path]) -> BuildResult:
+def build_snapshot(paths: Sequence[str | Path], *, parallel: bool = False,
+                   read: Callable[[], None] | None = None) -> BuildResult:
     """Load and translate ``paths``, containing invalid resources (see the module doc): they
     are replaced and reported as warnings, like the control plane's statuses. Errors that
-    name no resource refuse the whole set."""
+    name no resource refuse the whole set. ``parallel``: parse on every core
+    (``load_paths``); ``read`` is called once the files are read, whatever came of it."""
     try:
-        loaded = load_paths(paths)
+        loaded = load_paths(paths, parallel=parallel)
     except OSError as exc:
         return BuildResult(None, [f"cannot read configuration: {exc}"])
+    finally:
+        if read is not None:
+            read()
     unattributed = loaded.unattributed
     if unattributed:
         return BuildResult(None, [str(e) for e in unattributed])

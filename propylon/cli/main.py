@@ -103,7 +103,9 @@ def run(
         access_log_format=access_log_format.value,
         drain_timeout=drain_timeout,
     )
-    source = FileSource(lambda: build_snapshot(paths), [str(p) for p in paths] if watch else [])
+    source = FileSource(
+        lambda: build_snapshot(paths), [str(p) for p in paths] if watch else [],
+        first_build=lambda read: build_snapshot(paths, parallel=True, read=read))
     code = uvloop.run(run_supervisor(supervisor, admin_addr, start=source.start,
                                      background=[source.watch], reload=source.reload))
     raise typer.Exit(code)

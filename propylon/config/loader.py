@@ -82,9 +82,8 @@ class LoadResult:
 def load_paths(paths: Sequence[str | Path], *, parallel: bool = False) -> LoadResult:
     """Every resource in ``paths`` (files or folders) and every error found in them. With
     ``parallel``, many files are parsed on every core (``parse_pool.py``): for one-shot
-    commands, whose process has the machine to itself. The gateway's own process does not
-    (at start-up its workers import and build on the other cores: on 2 cores it started
-    no sooner, see docs/performance.md)."""
+    commands, whose process has the machine to itself, and the gateway's first build, before
+    its workers start (``FileSource.first_build``); never a reload, while workers serve."""
     with gc_paused():
         return _load_paths(paths, parallel)
 

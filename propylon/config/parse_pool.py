@@ -5,11 +5,12 @@ one core.
 ``parse_all`` gives what ``parse_documents`` gives for each text, in order. When the texts are
 large enough to be worth it, it forks one child per other core, each parsing a share of the
 texts and sending back its documents pickled through a pipe, while this process parses its own
-share. A fork is cheap and needs no import in the child; it is only done from the main thread
-(a fork copies only the calling thread: another thread holding a lock the child needs would
-leave it stuck). A child that fails in any way, or is still at work well after this process
-finished its own share, leaves its share to this process: the result never depends on
-whether a child ran. ``propylon run`` does not use it (``load_paths``).
+share. A fork is cheap and needs no import in the child; it is only done by a process with
+no other thread (a fork copies only the calling thread: another thread holding a lock the
+child needs would leave it stuck). A child that fails in any way, or is still at work well
+after this process finished its own share, leaves its share to this process: the result
+never depends on whether a child ran. ``propylon run`` uses it for its first build only,
+before its workers start (``load_paths``).
 """
 
 from __future__ import annotations
@@ -58,8 +59,8 @@ def parse_all(texts: Sequence[tuple[str, str]], parallel: bool = True) -> list[P
 def _processes(texts: Sequence[tuple[str, str]]) -> int:
     if len(texts) < 2 or sum(len(text) for _, text in texts) < PARALLEL_MIN_CHARS:
         return 1
-    if threading.current_thread() is not threading.main_thread() or not hasattr(os, "fork"):
-        return 1
+    if threading.active_count() > 1 or not hasattr(os, "fork"):
+        return 1  # another thread may hold a lock the child would need
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):

@@ -14,6 +14,8 @@ import pytest
 
 from propylon.config.parse_pool import PARALLEL_MIN_CHARS
 from tests.support import resources as r
+from tests.support.client import roundtrip
+from tests.support.gateway import Gateway
 
 GOOD = r.dump(
     r.gateway(8080, policies=[r.headers_policy(response={"set": {"x-served-by": "gw"}})]),
@@ -380,6 +382,36 @@ def test_an_unreachable_control_plane_exits_1() -> None:
     result = propylon("get", "routes", env=NO_CONTROL_PLANE)
     assert result.returncode == 1
     assert "cannot reach the control plane" in result.stderr
+
+
+def test_run_parses_many_large_files_on_every_core_then_serves_them_all(tmp_path) -> None:
+    """Past ``PARALLEL_MIN_CHARS`` of YAML, ``propylon run``'s first build parses the files in
+    forked children before its workers start (``FileSource.first_build``): every route of
+    every file answers, and a Route with an unknown field is contained and reported at its
+    file and line, as when parsed in one process."""
+    padding = "".join(f"# {'padding ' * 10}{n}\n" for n in range(1000))  # ~90 kB a file
+    gateway = Gateway(tmp_path, lambda port: r.dump(r.gateway(port)), log_level="warning")
+    broken: dict[str, int] = {}
+    for team in range(8):
+        routes = [r.route(f"t{team}-r{i}", hostnames=[f"t{team}.test"],
+                          rules=[r.rule({"exact": f"/r{i}"}, directResponse={"status": 200})])
+                  for i in range(50)]
+        routes[25]["spec"]["rules"][0]["bogus"] = team
+        text = padding + r.dump(*routes)
+        gateway.write_config(text, name=f"team-{team}.yaml")
+        broken[f"team-{team}.yaml"] = line_of(text, "bogus")
+    assert sum(p.stat().st_size for p in gateway.config_dir.iterdir()) > PARALLEL_MIN_CHARS
+    try:
+        gateway.start()
+        for team in range(8):
+            host = {"host": f"t{team}.test"}
+            assert roundtrip(gateway.port, "GET", "/r49", headers=host).status == 200
+            assert roundtrip(gateway.port, "GET", "/r0", headers=host).status == 200
+        log = gateway.stderr_text()
+        for name, line in broken.items():
+            assert f"{name}:{line}" in log, log
+    finally:
+        gateway.stop()
 
 
 def test_validate_of_many_large_files_reports_each_problem_at_its_line(tmp_path) -> None:
