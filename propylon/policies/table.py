@@ -28,6 +28,7 @@ place ``before`` or ``after`` a built-in phase (``PolicyType.placement``), by de
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -80,10 +81,27 @@ class PolicyType:
 
     def settings_from(self, spec: Mapping[str, Any]) -> BaseModel:
         """The IR's JSON form of a section (``model_dump(mode="json", by_alias=True)`` of its
-        section model, translated) validated again: the object the filter is built from."""
+        section model, translated) validated again: the object the filter is built from.
+        A built-in type's settings are frozen models whose validation reads nothing but the
+        spec, so equal specs share one (``_SETTINGS``): a configuration repeats a few
+        policies over thousands of rules, each validated again at every compilation."""
         if self.settings is None:
             raise ValueError(f'policy "{self.name}" is not supported yet')
-        return self.settings.model_validate(spec, context=IR_CONTEXT)
+        if self.placement != "in":  # a plugin's model may do anything when validated
+            return self.settings.model_validate(spec, context=IR_CONTEXT)
+        key = (self.name, json.dumps(spec, sort_keys=True, separators=(",", ":")))
+        found = _SETTINGS.get(key)
+        if found is None:
+            found = self.settings.model_validate(spec, context=IR_CONTEXT)
+            if len(_SETTINGS) >= _SETTINGS_MAX:
+                _SETTINGS.clear()
+            _SETTINGS[key] = found
+        return found
+
+
+# Settings of built-in policy types by (type, spec as canonical JSON); emptied when full.
+_SETTINGS: dict[tuple[str, str], BaseModel] = {}
+_SETTINGS_MAX = 4096
 
 
 def _filter(module: str, cls: str) -> str:

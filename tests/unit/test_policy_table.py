@@ -228,3 +228,18 @@ def test_resolved_secrets_stay_out_of_reprs() -> None:
     settings = HeadersSettings.model_validate(
         {"request": {"set": {"authorization": {"secret": "Bearer s3cr3t"}}}}, context=IR_CONTEXT)
     assert "s3cr3t" not in repr(settings) and "s3cr3t" not in str(settings)
+
+
+def test_equal_specs_of_a_built_in_type_share_their_settings() -> None:
+    """A configuration repeats a few policies over thousands of rules: a built-in type's
+    settings (frozen, validated from the spec alone) are made once per distinct spec, an
+    invalid spec is refused every time."""
+    headers = next(kind for kind in POLICY_TYPES if kind.name == "headers")
+    spec = {"response": {"set": {"x-beta": "yes"}}}
+    first = headers.settings_from(spec)
+    again = headers.settings_from({"response": {"set": {"x-beta": "yes"}}})
+    other = headers.settings_from({"response": {"set": {"x-beta": "no"}}})
+    assert again is first and other is not first and other != first
+    for _ in range(2):
+        with pytest.raises(ValidationError):
+            headers.settings_from({"response": {"set": {"bad name": "x"}}})
