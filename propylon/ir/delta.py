@@ -50,15 +50,17 @@ _status_key: Callable[[StatusIR], Hashable] = operator.attrgetter("kind", "key")
 
 def _reused(items: tuple[T, ...], old: Sequence[T], key: Callable[[T], Hashable]
             ) -> tuple[T, ...]:
-    if len(items) == len(old) and all(map(operator.is_, items, old)):
+    start, end = _same_ends(items, old)
+    if start == len(items) == len(old):
         return items  # already the very objects (a version rebuilt from a delta)
-    # Walked beside ``old``: an item that is the next old one (most of them, a change adds
-    # or removes a few) is kept without a lookup; the others are looked up by key, and one
-    # found there puts the walk after it.
+    # Between the ends that are already the old objects, walked beside ``old``: an item that
+    # is the next old one is kept without a lookup; the others are looked up by key, and
+    # one found there puts the walk after it.
     out = list(items)
     position: dict[Hashable, int] | None = None
-    after, count = 0, len(old)
-    for index, item in enumerate(items):
+    after, count = start, len(old)
+    for index in range(start, len(items) - end):
+        item = items[index]
         if after < count and old[after] is item:
             after += 1
             continue
@@ -71,6 +73,20 @@ def _reused(items: tuple[T, ...], old: Sequence[T], key: Callable[[T], Hashable]
                 out[index] = was
                 after = found + 1
     return tuple(out)
+
+
+def _same_ends(items: Sequence[Any], old: Sequence[Any]) -> tuple[int, int]:
+    """How many of ``items`` are the very objects at the same place in ``old`` from the start,
+    then from the end (not overlapping): compared in C, so that a change of one rule among
+    thousands leaves only the few between them to walk in Python."""
+    shorter = min(len(items), len(old))
+    same = list(map(operator.is_, items, old))
+    start = same.index(False) if False in same else shorter
+    if start == shorter:
+        return start, 0
+    same = list(map(operator.is_, reversed(items), reversed(old)))
+    end = same.index(False) if False in same else shorter
+    return start, min(end, shorter - start)
 
 
 # -- deltas ----------------------------------------------------------------------------------
@@ -89,15 +105,16 @@ def dumps_delta(new: SnapshotIR, base: SnapshotIR) -> str:
 
 
 def _items(items: Sequence[Any], old: Sequence[Any]) -> list[Any]:
-    """Each item as its index in ``old`` when it is that very object, else its data. Walked
-    beside ``old`` as ``_reused`` is: most items are the next old one, and the index of
-    every old object (a dictionary of thousands, made for each proxy's delta) is made only
-    when one is not."""
-    out: list[Any] = []
+    """Each item as its index in ``old`` when it is that very object, else its data. The
+    ends that are the old objects in place are named at once (``_same_ends``); between them
+    the walk goes beside ``old`` as ``_reused``'s does, and the index of every old object
+    is made only when an item is not the next old one."""
+    start, end = _same_ends(items, old)
+    out: list[Any] = list(range(start))
     append = out.append
     index: dict[int, int] | None = None
-    after, count = 0, len(old)
-    for item in items:
+    after, count = start, len(old)
+    for item in items[start:len(items) - end]:
         if after < count and old[after] is item:
             append(after)
             after += 1
@@ -110,6 +127,7 @@ def _items(items: Sequence[Any], old: Sequence[Any]) -> list[Any]:
             after = found + 1
         else:
             append(to_data(item))
+    out += range(count - end, count)
     return out
 
 
