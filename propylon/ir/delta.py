@@ -54,8 +54,9 @@ def _reused(items: tuple[T, ...], old: Sequence[T], key: Callable[[T], Hashable]
     if start == len(items) == len(old):
         return items  # already the very objects (a version rebuilt from a delta)
     # Between the ends that are already the old objects, walked beside ``old``: an item that
-    # is the next old one is kept without a lookup; the others are looked up by key, and
-    # one found there puts the walk after it.
+    # is the next old one is kept without a lookup; the others are looked up by key among
+    # the old items between the ends (an insertion has none: nothing to index), and one
+    # found there puts the walk after it.
     out = list(items)
     position: dict[Hashable, int] | None = None
     after, count = start, len(old)
@@ -64,8 +65,9 @@ def _reused(items: tuple[T, ...], old: Sequence[T], key: Callable[[T], Hashable]
         if after < count and old[after] is item:
             after += 1
             continue
-        if position is None:
-            position = dict(zip(map(key, old), range(count), strict=True))
+        if position is None:  # the old items between the ends: the others are matched
+            position = dict(zip(map(key, old[start:count - end]), range(start, count - end),
+                                strict=True))
         found = position.get(key(item))
         if found is not None:
             was = old[found]
@@ -119,8 +121,8 @@ def _items(items: Sequence[Any], old: Sequence[Any]) -> list[Any]:
             append(after)
             after += 1
             continue
-        if index is None:
-            index = {id(was): i for i, was in enumerate(old)}
+        if index is None:  # the old items between the ends: the others are named already
+            index = {id(was): i for i, was in enumerate(old[start:count - end], start)}
         found = index.get(id(item))
         if found is not None and old[found] is item:
             append(found)
