@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import hashlib
+import itertools
 import json
+import operator
 import types
 import typing
 from collections.abc import Callable, Iterator, Sequence
@@ -228,15 +230,21 @@ def _encoded_pieces(snapshot: model.SnapshotIR) -> list[str] | None:
     pieces: list[str] = []
 
     def add_list(items: Sequence[Any]) -> None:
-        known = _PART_TEXT.get
-        texts: list[str] = []
-        append = texts.append
-        for item in items:
-            found = known(id(item))
-            if found is None or found[0] is not item:
-                found = (item, text_of(item))
-            parts[id(item)] = found
-            append(found[1])
+        # Each item's (object, text) from the last encoding, looked up, checked and kept in
+        # C (map, zip, dict.update); only the items not found there are written here.
+        ids = list(map(id, items))
+        found = list(map(_PART_TEXT.get, ids, itertools.repeat(_NOT_FOUND)))
+        same = list(map(operator.is_, items, map(_OBJECT, found)))
+        index = -1
+        while True:
+            try:
+                index = same.index(False, index + 1)
+            except ValueError:
+                break
+            item = items[index]
+            found[index] = (item, text_of(item))
+        parts.update(zip(ids, found, strict=True))
+        texts = list(map(_TEXT, found))
         listed = [","] * (2 * len(texts) - 1) if texts else []
         listed[0::2] = texts
         pieces.append("[")
@@ -272,6 +280,9 @@ def _encoded_pieces(snapshot: model.SnapshotIR) -> list[str] | None:
 # object, so an id is never another object's); placeholders a configuration cannot contain
 # twice (splicing checks that each occurs exactly once, else the snapshot is encoded whole).
 _PART_TEXT: dict[int, tuple[Any, str]] = {}
+_NOT_FOUND: tuple[Any, str] = (object(), "")
+_OBJECT: Callable[[tuple[Any, str]], Any] = operator.itemgetter(0)
+_TEXT: Callable[[tuple[Any, str]], str] = operator.itemgetter(1)
 
 
 @contextlib.contextmanager
