@@ -383,7 +383,7 @@ def run_phases(args: argparse.Namespace, tmp: Path) -> None:
     with gc_paused():
         reused = reuse_unchanged(rebuilt, result.snapshot)
         lap("reuse unchanged rules")
-        delta = dumps_delta(reused, result.snapshot)
+        delta = dumps_delta(reused, result.snapshot, runs=True)  # as proxies ask
         lap(f"delta encode ({len(delta) / 1e3:.0f} kB)")
         decoded = loads_delta(delta, snapshot)
         lap("delta decode")

@@ -290,7 +290,8 @@ class ControlAPI:
             return Reply(304)
         snapshot = served[0]
         if running and reads_deltas(query.get("delta"), reads, snapshot):
-            delta = self.state.history.delta(gateway, running, snapshot)
+            delta = self.state.history.delta(gateway, running, snapshot,
+                                             query.get("runs") == "1")
             if delta is not None:
                 self.state.metrics.answered(gateway, "delta")
                 return Reply(200, delta, DELTA_CONTENT_TYPE, headers=[

@@ -1,7 +1,10 @@
 """Deltas to proxies: a proxy that runs a recent version gets what changed since, not the IR.
 
 A proxy that can apply deltas says so when it polls: ``delta=SCHEMA``, the IR schema its
-deltas are in (its own), beside ``version``, the version it runs. The answer is a delta
+deltas are in (its own), beside ``version``, the version it runs, and ``runs=1`` when it
+reads runs of indices (``[first, end]`` for the held items ``first`` to ``end - 1``: a delta
+then grows with the change, not with the configuration; proxies before it get single
+indices). The answer is a delta
 (``ir.delta.dumps_delta``: rules and statuses the proxy holds are written as their index in
 its version) when all of these hold, else the full snapshot as before:
 
@@ -39,7 +42,7 @@ class SnapshotHistory:
     def __init__(self, kept: int = KEPT) -> None:
         self.kept = kept
         self._versions: dict[str, OrderedDict[str, ir.SnapshotIR]] = {}
-        self._deltas: OrderedDict[tuple[str, str, str], bytes] = OrderedDict()
+        self._deltas: OrderedDict[tuple[str, str, str, bool], bytes] = OrderedDict()
         self._texts: OrderedDict[int, tuple[str, bytes]] = OrderedDict()  # by id(text)
 
     def keep(self, gateway: str, snapshot: ir.SnapshotIR) -> None:
@@ -59,17 +62,18 @@ class SnapshotHistory:
         versions = self._versions.get(gateway)
         return versions.get(version) if versions is not None else None
 
-    def delta(self, gateway: str, base_version: str, snapshot: ir.SnapshotIR) -> bytes | None:
-        """``snapshot`` as a delta against ``base_version`` of ``gateway``; None when that
-        version is not held."""
-        key = (gateway, base_version, snapshot.version)
+    def delta(self, gateway: str, base_version: str, snapshot: ir.SnapshotIR,
+              runs: bool = False) -> bytes | None:
+        """``snapshot`` as a delta against ``base_version`` of ``gateway`` (with ``runs`` of
+        indices for a proxy that reads them); None when that version is not held."""
+        key = (gateway, base_version, snapshot.version, runs)
         found = self._deltas.get(key)
         if found is not None:
             return found
         base = self.previous(gateway, base_version)
         if base is None:
             return None
-        found = self._deltas[key] = dumps_delta(snapshot, base).encode()
+        found = self._deltas[key] = dumps_delta(snapshot, base, runs).encode()
         while len(self._deltas) > KEPT_DELTAS:
             self._deltas.popitem(last=False)
         return found

@@ -8,8 +8,13 @@ content, hence the version, is the same, and what follows can tell unchanged par
 
 ``dumps_delta(new, base)`` encodes ``new`` for a process that holds ``base``: a rule or status
 that is the very object of ``base`` is written as its index there, the rest as ``dumps``
-writes it. ``loads_delta(text, base)`` rebuilds ``new`` with ``base``'s objects in those places;
-it raises ``DeltaBaseMismatch`` when ``base`` is not the version the delta was made against.
+writes it; with ``runs``, consecutive indices ``i, i+1, ..., j-1`` are written as one
+``[i, j]``, so that a delta's size and its decoding follow the change, not the configuration
+(for readers that asked for runs: a proxy's ``runs=1``, a supervisor's own workers).
+``loads_delta(text, base)`` reads both forms and rebuilds ``new`` with ``base``'s objects in
+those places; it raises ``DeltaBaseMismatch`` when ``base`` is not the version the delta was
+made against, and ``IndexError``/``TypeError``/``ValueError`` on an index or run ``base`` does
+not have.
 """
 
 from __future__ import annotations
@@ -92,27 +97,38 @@ def _same_ends(items: Sequence[Any], old: Sequence[Any]) -> tuple[int, int]:
 
 
 # -- deltas ----------------------------------------------------------------------------------
-def dumps_delta(new: SnapshotIR, base: SnapshotIR) -> str:
+def dumps_delta(new: SnapshotIR, base: SnapshotIR, runs: bool = False) -> str:
     before = {g.key: g for g in base.gateways}
     gateways = []
     for gateway in new.gateways:
         data = to_data(dataclasses.replace(gateway, rules=()))
         old = before.get(gateway.key)
-        data["rules"] = _items(gateway.rules, old.rules if old is not None else ())
+        data["rules"] = _items(gateway.rules, old.rules if old is not None else (), runs)
         gateways.append(data)
     snapshot = to_data(dataclasses.replace(new, gateways=(), statuses=()))
     snapshot["gateways"] = gateways
-    snapshot["statuses"] = _items(new.statuses, base.statuses)
+    snapshot["statuses"] = _items(new.statuses, base.statuses, runs)
     return json.dumps({"base": base.version, "snapshot": snapshot}, separators=(",", ":"))
 
 
-def _items(items: Sequence[Any], old: Sequence[Any]) -> list[Any]:
-    """Each item as its index in ``old`` when it is that very object, else its data. The
-    ends that are the old objects in place are named at once (``_same_ends``); between them
-    the walk goes beside ``old`` as ``_reused``'s does, and the index of every old object
-    is made only when an item is not the next old one."""
+def _items(items: Sequence[Any], old: Sequence[Any], runs: bool = False) -> list[Any]:
+    """Each item as its index in ``old`` when it is that very object, else its data
+    (``runs``: consecutive indices as one ``[first, end]``)."""
+    start, middle, end = _item_parts(items, old)
+    count = len(old)
+    if not runs:
+        return [*range(start), *middle, *range(count - end, count)]
+    return _runs([*([[0, start]] if start else []), *middle,
+                  *([[count - end, count]] if end else [])])
+
+
+def _item_parts(items: Sequence[Any], old: Sequence[Any]) -> tuple[int, list[Any], int]:
+    """How many items at the start and at the end are the old objects in place
+    (``_same_ends``), and the items between, each as its index in ``old`` or its data: walked
+    beside ``old`` as ``_reused`` does, the index of the old objects between the ends made
+    only when an item is not the next old one."""
     start, end = _same_ends(items, old)
-    out: list[Any] = list(range(start))
+    out: list[Any] = []
     append = out.append
     index: dict[int, int] | None = None
     after, count = start, len(old)
@@ -129,8 +145,25 @@ def _items(items: Sequence[Any], old: Sequence[Any]) -> list[Any]:
             after = found + 1
         else:
             append(to_data(item))
-    out += range(count - end, count)
-    return out
+    return start, out, end
+
+
+def _runs(items: list[Any]) -> list[Any]:
+    """``items`` with consecutive old indices (ints, or runs already) joined into runs."""
+    out: list[Any] = []
+    for item in items:
+        if type(item) is int:
+            item = [item, item + 1]
+        elif type(item) is not list:
+            out.append(item)
+            continue
+        last = out[-1] if out else None
+        if type(last) is list and last[1] == item[0]:
+            last[1] = item[1]
+        else:
+            out.append(list(item))
+    return [item[0] if type(item) is list and item[1] == item[0] + 1 else item
+            for item in out]
 
 
 def loads_delta(text: str | bytes, base: SnapshotIR) -> SnapshotIR:
@@ -151,4 +184,17 @@ def loads_delta(text: str | bytes, base: SnapshotIR) -> SnapshotIR:
 
 
 def _objects(items: list[Any], old: Sequence[T], cls: type[T]) -> tuple[T, ...]:
-    return tuple(old[item] if isinstance(item, int) else from_data(cls, item) for item in items)
+    out: list[T] = []
+    for item in items:
+        if type(item) is int:
+            out.append(old[item])
+        elif type(item) is list:
+            first, end = item  # ValueError unless two
+            if type(first) is not int or type(end) is not int:
+                raise TypeError(f"a run of indices is two integers, not {item!r}")
+            if not 0 <= first < end <= len(old):
+                raise IndexError(f"run {item!r} out of the {len(old)} held")
+            out += old[first:end]
+        else:
+            out.append(from_data(cls, item))
+    return tuple(out)

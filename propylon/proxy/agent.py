@@ -242,6 +242,7 @@ class Agent:
                   "version": running, "schemas": ",".join(map(str, schema.CURRENT.supported()))}
         if self.deltas and running:
             fields["delta"] = schema.CURRENT.native
+            fields["runs"] = 1  # it reads runs of indices (ir/delta.py)
         self.deltas = True
         query = urlencode(fields)
         url = f"{self.control}/v1/gateways/{quote(self.gateway)}/ir?{query}"

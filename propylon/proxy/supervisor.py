@@ -173,7 +173,7 @@ class _Shipment:
         if self._delta is None:
             assert self.snapshot is not None and self.base is not None
             with gc_paused():
-                self._delta = dumps_delta(self.snapshot, self.base)
+                self._delta = dumps_delta(self.snapshot, self.base, runs=True)
         return self._delta
 
 

@@ -221,8 +221,9 @@ def test_a_shard_names_only_its_own_gateway_in_statuses() -> None:
 ])
 def test_a_delta_names_every_held_object_by_its_index(order: list[int | str]) -> None:
     """Rules kept, moved, dropped or added: the delta names each rule the proxy holds by its
-    index there (wherever it moved) and writes only the new one; the proxy rebuilds exactly
-    the new version's rules, on its own objects."""
+    index there (wherever it moved) and writes only the new one, or, with runs, consecutive
+    indices as one [first, end]; the proxy rebuilds exactly the new version's rules from
+    either form, on its own objects."""
     held = tuple(_rule(i) for i in range(4))
     added = _rule(99)
     rules = tuple(added if i == "new" else held[int(i)] for i in order)
@@ -230,7 +231,47 @@ def test_a_delta_names_every_held_object_by_its_index(order: list[int | str]) ->
     new = ir.seal(_version(rules))
     data = json.loads(dumps_delta(new, base))["snapshot"]["gateways"][0]["rules"]
     assert data == [i if i != "new" else ir.to_data(added) for i in order]
-    rebuilt = loads_delta(dumps_delta(new, base), base)
-    assert rebuilt.gateways[0].rules == rules
-    assert all(r is held[int(i)] for r, i in zip(rebuilt.gateways[0].rules, order, strict=True)
-               if i != "new")
+    runs = json.loads(dumps_delta(new, base, runs=True))["snapshot"]["gateways"][0]["rules"]
+    assert runs == _as_runs(data)
+    for text in (dumps_delta(new, base), dumps_delta(new, base, runs=True)):
+        rebuilt = loads_delta(text, base)
+        assert rebuilt.gateways[0].rules == rules
+        assert all(r is held[int(i)] for r, i in zip(rebuilt.gateways[0].rules, order,
+                                                      strict=True) if i != "new")
+
+
+def _as_runs(items: list[Any]) -> list[Any]:
+    """What runs make of single indices, written the plain way: each stretch of two or more
+    consecutive indices as [first, end]."""
+    out: list[Any] = []
+    for item in items:
+        if isinstance(item, int) and out and isinstance(out[-1], list) and out[-1][1] == item:
+            out[-1][1] = item + 1
+        elif isinstance(item, int) and out and isinstance(out[-1], int) and out[-1] + 1 == item:
+            out[-1] = [out[-1], item + 1]
+        else:
+            out.append(item)
+    return out
+
+
+def test_a_delta_of_one_added_rule_among_thousands_is_small() -> None:
+    held = tuple(_rule(i) for i in range(5000))
+    base = ir.seal(_version(held))
+    new = ir.seal(_version((*held[:2500], _rule(99999), *held[2500:])))
+    data = json.loads(dumps_delta(new, base, runs=True))["snapshot"]["gateways"][0]["rules"]
+    assert data == [[0, 2500], ir.to_data(_rule(99999)), [2500, 5000]]
+    assert loads_delta(dumps_delta(new, base, runs=True), base).gateways[0].rules == \
+        new.gateways[0].rules
+
+
+@pytest.mark.parametrize("run", [[0, 9], [2, 1], [-1, 2], [0], [0, 1, 2], ["0", 2], [0, 1.5],
+                                 [True, 2]])
+def test_a_run_the_proxy_does_not_hold_is_refused(run: list[Any]) -> None:
+    """An index run outside what the proxy holds, or not two integers, fails the decoding
+    (the agent then fetches the full IR), never rebuilds a shorter or other list."""
+    held = tuple(_rule(i) for i in range(4))
+    base = ir.seal(_version(held))
+    text = json.loads(dumps_delta(base, base, runs=True))
+    text["snapshot"]["gateways"][0]["rules"] = [run]
+    with pytest.raises((IndexError, TypeError, ValueError)):
+        loads_delta(json.dumps(text), base)

@@ -113,6 +113,14 @@ def test_a_one_route_change_reaches_every_proxy_as_a_delta(cluster: Cluster) -> 
     assert status == 200 and headers["content-type"] == DELTA_CONTENT_TYPE
     assert headers[BASE_HEADER] == first and headers["x-propylon-version"] == second
     assert json.loads(body)["base"] == first
+    rules = json.loads(body)["snapshot"]["gateways"][0]["rules"]
+    assert all(type(item) is not list for item in rules)  # single indices: no runs asked
+    # a proxy reading runs of indices (as this build's do) gets the same delta with the
+    # rules it holds as [first, end] runs: its size follows the change
+    status, headers, body = _poll(plane, version=first, after=first, delta=native, runs="1")
+    assert status == 200 and headers["content-type"] == DELTA_CONTENT_TYPE
+    runs = json.loads(body)["snapshot"]["gateways"][0]["rules"]
+    assert any(type(item) is list for item in runs) and len(runs) < len(rules), runs
     for query in ({"version": "0123456789abcdef", "after": first, "delta": native},
                   {"version": first, "after": first}):
         status, headers, body = _poll(plane, **query)
