@@ -365,7 +365,7 @@ def run_phases(args: argparse.Namespace, tmp: Path) -> None:
         lap("IR encode again")
         snapshot = ir.loads(text)
         lap("IR decode")
-        proxy_texts: dict[int, tuple[object, str]] = {}  # a connected proxy's encoding memo
+        proxy_texts = codec.PartTexts()  # a connected proxy's encoding memo
         with codec.part_texts(proxy_texts):
             ir.content_hash(snapshot)
         lap("hash (a proxy, once per full IR)")

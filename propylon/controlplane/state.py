@@ -54,7 +54,7 @@ def shard(snapshot: ir.SnapshotIR, gateway: ir.GatewayIR,
     return ir.seal(reuse_unchanged(unsealed, previous))
 
 
-PartTexts = dict[str, dict[int, tuple[Any, str]]]  # gateway key -> codec.part_texts memo
+PartTexts = dict[str, codec.PartTexts]  # gateway key -> codec.part_texts memo
 # gateway key -> id(status) -> (status, that status naming this Gateway only)
 ShardStatuses = dict[str, dict[int, tuple[ir.StatusIR, ir.StatusIR]]]
 
@@ -106,7 +106,10 @@ def shard_all(snapshot: ir.SnapshotIR, previous: dict[str, ir.SnapshotIR],
         selected = own_statuses(snapshot.statuses, {} if statuses is None else statuses)
         for gateway in snapshot.gateways:
             was = previous.get(gateway.key)
-            with codec.part_texts(parts.setdefault(gateway.key, {})):
+            memo = parts.get(gateway.key)
+            if memo is None:
+                memo = parts[gateway.key] = codec.PartTexts()
+            with codec.part_texts(memo):
                 sealed = shard(snapshot, gateway, was, selected.get(gateway.key, []))
             if was is not None and was.version == sealed.version:
                 shards[gateway.key], out[gateway.key] = was, texts[gateway.key]

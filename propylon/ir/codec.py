@@ -279,14 +279,29 @@ def _encoded_pieces(snapshot: model.SnapshotIR) -> list[str] | None:
 # The texts of the rules and statuses of the last encoding, by identity (each entry keeps its
 # object, so an id is never another object's); placeholders a configuration cannot contain
 # twice (splicing checks that each occurs exactly once, else the snapshot is encoded whole).
-_PART_TEXT: dict[int, tuple[Any, str]] = {}
+class PartTexts(dict[int, tuple[Any, str]]):
+    """The texts of the rules and statuses of the last encoding, by identity, and what
+    hashing its pieces left: the pieces and the hash's state at the start of each chunk of
+    them, so that sealing the next version hashes again only from the chunk where its text
+    first differs (a change appends or edits a few rules of thousands: the text before it,
+    megabytes, is the same)."""
+
+    __slots__ = ("pieces", "states")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pieces: list[str] = []
+        self.states: list[Any] = []  # hashlib states, one before each chunk of ``pieces``
+
+
+_PART_TEXT: dict[int, tuple[Any, str]] = PartTexts()
 _NOT_FOUND: tuple[Any, str] = (object(), "")
 _OBJECT: Callable[[tuple[Any, str]], Any] = operator.itemgetter(0)
 _TEXT: Callable[[tuple[Any, str]], str] = operator.itemgetter(1)
 
 
 @contextlib.contextmanager
-def part_texts(memo: dict[int, tuple[Any, str]]) -> Iterator[None]:
+def part_texts(memo: PartTexts) -> Iterator[None]:
     """Encode with ``memo`` as the texts of the last encoding, then put the shared one back:
     a caller encoding several snapshots in turn (the control plane seals one shard per
     Gateway) keeps a memo per snapshot, so each finds the texts of its own unchanged rules.
@@ -561,7 +576,8 @@ def loads(text: str | bytes) -> model.SnapshotIR:
 
 
 def content_hash(snapshot: model.SnapshotIR) -> str:
-    return _hash(_encode(dataclasses.replace(snapshot, version="")))
+    unsealed = dataclasses.replace(snapshot, version="")
+    return _hash_pieces(_encoded_pieces(unsealed) or [_encode(unsealed)])
 
 
 def _hash(unsealed_text: str) -> str:
@@ -569,11 +585,38 @@ def _hash(unsealed_text: str) -> str:
 
 
 def _hash_pieces(pieces: list[str], per_chunk: int = 4096) -> str:
-    """``_hash`` of the pieces joined, a chunk at a time (no copy of the whole text)."""
+    """``_hash`` of the pieces joined, a chunk at a time (no copy of the whole text),
+    resuming from the last encoding's state at the chunk where the text first differs when
+    the memo of texts in use keeps them (``PartTexts``)."""
+    memo = _PART_TEXT if isinstance(_PART_TEXT, PartTexts) else None
     digest = hashlib.sha256()
-    for start in range(0, len(pieces), per_chunk):
-        digest.update("".join(pieces[start:start + per_chunk]).encode())
+    states: list[Any] = []
+    first = 0
+    if memo is not None and memo.states:
+        first = min(_first_change(pieces, memo.pieces) // per_chunk, len(memo.states) - 1)
+        states = memo.states[:first]
+        digest = memo.states[first].copy()
+    for chunk in range(first, -(-len(pieces) // per_chunk)):
+        states.append(digest.copy())
+        digest.update("".join(pieces[chunk * per_chunk:(chunk + 1) * per_chunk]).encode())
+    if memo is not None:
+        memo.pieces, memo.states = list(pieces), states
     return digest.hexdigest()[:16]
+
+
+def _first_change(pieces: list[str], old: list[str]) -> int:
+    """The index of the first piece that differs from ``old``'s (the shorter length if
+    none): by identity in C, by value only where the objects differ (a snapshot's
+    skeleton is written again for every encoding; its rules' texts are the kept ones)."""
+    same = list(map(operator.is_, pieces, old))
+    index = -1
+    while True:
+        try:
+            index = same.index(False, index + 1)
+        except ValueError:
+            return len(same)
+        if pieces[index] != old[index]:
+            return index
 
 
 # The text of the last sealed snapshot, by id (the snapshot is kept, so the id is its own), for

@@ -275,3 +275,36 @@ def test_a_run_the_proxy_does_not_hold_is_refused(run: list[Any]) -> None:
     text["snapshot"]["gateways"][0]["rules"] = [run]
     with pytest.raises((IndexError, TypeError, ValueError)):
         loads_delta(json.dumps(text), base)
+
+
+def test_sealing_again_hashes_what_a_fresh_seal_hashes() -> None:
+    """Sealing resumes the hash from where the text first differs from the last sealed
+    text (``codec.PartTexts``): over edits anywhere in the rules and statuses, in a
+    configuration of several hash chunks, the version is always a fresh seal's."""
+    import random
+
+    from propylon.ir import codec
+
+    rng = random.Random(3)
+    rules = [_rule(i) for i in range(3000)]  # two rules a piece, 4,096 pieces a chunk
+    statuses = [ir.StatusIR("Route", f"a/r{i}", "Accepted", (), (GATEWAY,)) for i in range(50)]
+    memo = codec.PartTexts()
+    for step in range(40):
+        where = rng.randrange(len(rules) + 1)
+        kind = rng.choice(["add", "drop", "edit", "status", "none"])
+        if kind == "add":
+            rules.insert(where, _rule(10_000 + step))
+        elif kind == "drop" and rules:
+            rules.pop(min(where, len(rules) - 1))
+        elif kind == "edit" and rules:
+            at = min(where, len(rules) - 1)
+            rules[at] = dataclasses.replace(rules[at], name=f"edited{step}")
+        elif kind == "status":
+            at = rng.randrange(len(statuses))
+            statuses[at] = dataclasses.replace(statuses[at], state="Invalid",
+                                               reasons=(f"step {step}",))
+        snapshot = dataclasses.replace(_version(tuple(rules)), statuses=tuple(statuses))
+        with codec.part_texts(memo):
+            sealed = ir.seal(dataclasses.replace(snapshot, version=""))
+        assert sealed.version == ir.content_hash(snapshot), (step, kind, where)
+        assert ir.dumps(sealed) == ir.dumps(ir.seal(snapshot))
