@@ -226,25 +226,13 @@ def _encoded_pieces(snapshot: model.SnapshotIR) -> list[str] | None:
     and the rest is encoded with a placeholder where they go. Joined, the pieces are the text
     of encoding it whole; joined once (megabytes at 10,000 routes: every copy counts). None
     when a placeholder cannot be found once (then encode it whole)."""
-    parts: dict[int, tuple[Any, str]] = {}
+    memo = _PART_TEXT
     pieces: list[str] = []
+    used: set[str] = set()
 
-    def add_list(items: Sequence[Any]) -> None:
-        # Each item's (object, text) from the last encoding, looked up, checked and kept in
-        # C (map, zip, dict.update); only the items not found there are written here.
-        ids = list(map(id, items))
-        found = list(map(_PART_TEXT.get, ids, itertools.repeat(_NOT_FOUND)))
-        same = list(map(operator.is_, items, map(_OBJECT, found)))
-        index = -1
-        while True:
-            try:
-                index = same.index(False, index + 1)
-            except ValueError:
-                break
-            item = items[index]
-            found[index] = (item, text_of(item))
-        parts.update(zip(ids, found, strict=True))
-        texts = list(map(_TEXT, found))
+    def add_list(name: str, items: Sequence[Any]) -> None:
+        texts = _list_texts(memo, name, items)
+        used.add(name)
         listed = [","] * (2 * len(texts) - 1) if texts else []
         listed[0::2] = texts
         pieces.append("[")
@@ -266,14 +254,75 @@ def _encoded_pieces(snapshot: model.SnapshotIR) -> list[str] | None:
         if index:
             pieces.append(",")
         pieces.append(inside[0])
-        add_list(gateway.rules)
+        add_list(f"rules of {gateway.key}", gateway.rules)
         pieces.append(inside[1])
     pieces += ("]", around[1])
-    add_list(snapshot.statuses)
+    add_list("statuses", snapshot.statuses)
     pieces.append(around[2])
-    _PART_TEXT.clear()
-    _PART_TEXT.update(parts)
+    for name in memo.lists.keys() - used:  # a Gateway gone: its rules are not kept
+        _forget(memo, memo.lists.pop(name)[0], set())
     return pieces
+
+
+def _list_texts(memo: PartTexts, name: str, items: Sequence[Any]) -> list[str]:
+    """The texts of ``items`` in order, and ``memo`` updated to them. Against the same list
+    of the last encoding (``memo.lists``), the ends already in place (``same_ends``) take
+    its texts as they are, and only the items between them are looked up by identity or
+    written: a change of one rule among 40,000 looks up one."""
+    last = memo.lists.get(name)
+    if last is None:
+        texts = _texts_by_identity(memo, items)
+    else:
+        old_items, old_texts = last
+        start, end = same_ends(items, old_items)
+        middle = items[start:len(items) - end]
+        texts = [*old_texts[:start], *_texts_by_identity(memo, middle),
+                 *old_texts[len(old_texts) - end:]]
+        _forget(memo, old_items[start:len(old_items) - end], set(map(id, middle)))
+    memo.lists[name] = (items, texts)
+    return texts
+
+
+def _texts_by_identity(memo: PartTexts, items: Sequence[Any]) -> list[str]:
+    """Each item's text from ``memo`` when it holds that very object, else written (and
+    kept there): looked up, checked and kept in C (map, zip, dict.update)."""
+    ids = list(map(id, items))
+    found = list(map(memo.get, ids, itertools.repeat(_NOT_FOUND)))
+    same = list(map(operator.is_, items, map(_OBJECT, found)))
+    index = -1
+    while True:
+        try:
+            index = same.index(False, index + 1)
+        except ValueError:
+            break
+        item = items[index]
+        found[index] = (item, text_of(item))
+    memo.update(zip(ids, found, strict=True))
+    return list(map(_TEXT, found))
+
+
+def _forget(memo: PartTexts, items: Sequence[Any], kept: set[int]) -> None:
+    """Drop the texts of ``items`` from ``memo`` (those not in ``kept``): the memo holds the
+    objects of its last encoding only."""
+    for item in items:
+        if id(item) not in kept:
+            entry = memo.get(id(item))
+            if entry is not None and entry[0] is item:
+                del memo[id(item)]
+
+
+def same_ends(items: Sequence[Any], old: Sequence[Any]) -> tuple[int, int]:
+    """How many of ``items`` are the very objects at the same place in ``old`` from the start,
+    then from the end (not overlapping): compared in C, so that a change of one rule among
+    thousands leaves only the few between them to walk in Python."""
+    shorter = min(len(items), len(old))
+    same = list(map(operator.is_, items, old))
+    start = same.index(False) if False in same else shorter
+    if start == shorter:
+        return start, 0
+    same = list(map(operator.is_, reversed(items), reversed(old)))
+    end = same.index(False) if False in same else shorter
+    return start, min(end, shorter - start)
 
 
 # The texts of the rules and statuses of the last encoding, by identity (each entry keeps its
@@ -286,15 +335,17 @@ class PartTexts(dict[int, tuple[Any, str]]):
     first differs (a change appends or edits a few rules of thousands: the text before it,
     megabytes, is the same)."""
 
-    __slots__ = ("pieces", "states")
+    __slots__ = ("lists", "pieces", "states")
 
     def __init__(self) -> None:
         super().__init__()
+        # each list of the last encoding (a Gateway's rules, the statuses): items and texts
+        self.lists: dict[str, tuple[Sequence[Any], list[str]]] = {}
         self.pieces: list[str] = []
         self.states: list[Any] = []  # hashlib states, one before each chunk of ``pieces``
 
 
-_PART_TEXT: dict[int, tuple[Any, str]] = PartTexts()
+_PART_TEXT = PartTexts()
 _NOT_FOUND: tuple[Any, str] = (object(), "")
 _OBJECT: Callable[[tuple[Any, str]], Any] = operator.itemgetter(0)
 _TEXT: Callable[[tuple[Any, str]], str] = operator.itemgetter(1)
@@ -588,19 +639,18 @@ def _hash_pieces(pieces: list[str], per_chunk: int = 4096) -> str:
     """``_hash`` of the pieces joined, a chunk at a time (no copy of the whole text),
     resuming from the last encoding's state at the chunk where the text first differs when
     the memo of texts in use keeps them (``PartTexts``)."""
-    memo = _PART_TEXT if isinstance(_PART_TEXT, PartTexts) else None
+    memo = _PART_TEXT
     digest = hashlib.sha256()
     states: list[Any] = []
     first = 0
-    if memo is not None and memo.states:
+    if memo.states:
         first = min(_first_change(pieces, memo.pieces) // per_chunk, len(memo.states) - 1)
         states = memo.states[:first]
         digest = memo.states[first].copy()
     for chunk in range(first, -(-len(pieces) // per_chunk)):
         states.append(digest.copy())
         digest.update("".join(pieces[chunk * per_chunk:(chunk + 1) * per_chunk]).encode())
-    if memo is not None:
-        memo.pieces, memo.states = list(pieces), states
+    memo.pieces, memo.states = list(pieces), states
     return digest.hexdigest()[:16]
 
 

@@ -25,7 +25,7 @@ import operator
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
-from propylon.ir.codec import from_data, to_data
+from propylon.ir.codec import from_data, same_ends, to_data
 from propylon.ir.model import GatewayIR, RuleIR, SnapshotIR, StatusIR
 
 T = TypeVar("T")
@@ -55,7 +55,7 @@ _status_key: Callable[[StatusIR], Hashable] = operator.attrgetter("kind", "key")
 
 def _reused(items: tuple[T, ...], old: Sequence[T], key: Callable[[T], Hashable]
             ) -> tuple[T, ...]:
-    start, end = _same_ends(items, old)
+    start, end = same_ends(items, old)
     if start == len(items) == len(old):
         return items  # already the very objects (a version rebuilt from a delta)
     # Between the ends that are already the old objects, walked beside ``old``: an item that
@@ -80,20 +80,6 @@ def _reused(items: tuple[T, ...], old: Sequence[T], key: Callable[[T], Hashable]
                 out[index] = was
                 after = found + 1
     return tuple(out)
-
-
-def _same_ends(items: Sequence[Any], old: Sequence[Any]) -> tuple[int, int]:
-    """How many of ``items`` are the very objects at the same place in ``old`` from the start,
-    then from the end (not overlapping): compared in C, so that a change of one rule among
-    thousands leaves only the few between them to walk in Python."""
-    shorter = min(len(items), len(old))
-    same = list(map(operator.is_, items, old))
-    start = same.index(False) if False in same else shorter
-    if start == shorter:
-        return start, 0
-    same = list(map(operator.is_, reversed(items), reversed(old)))
-    end = same.index(False) if False in same else shorter
-    return start, min(end, shorter - start)
 
 
 # -- deltas ----------------------------------------------------------------------------------
@@ -124,10 +110,10 @@ def _items(items: Sequence[Any], old: Sequence[Any], runs: bool = False) -> list
 
 def _item_parts(items: Sequence[Any], old: Sequence[Any]) -> tuple[int, list[Any], int]:
     """How many items at the start and at the end are the old objects in place
-    (``_same_ends``), and the items between, each as its index in ``old`` or its data: walked
+    (``codec.same_ends``), and the items between, each as its index in ``old`` or its data: walked
     beside ``old`` as ``_reused`` does, the index of the old objects between the ends made
     only when an item is not the next old one."""
-    start, end = _same_ends(items, old)
+    start, end = same_ends(items, old)
     out: list[Any] = []
     append = out.append
     index: dict[int, int] | None = None
