@@ -635,7 +635,7 @@ def _hash(unsealed_text: str) -> str:
     return hashlib.sha256(unsealed_text.encode()).hexdigest()[:16]
 
 
-def _hash_pieces(pieces: list[str], per_chunk: int = 4096) -> str:
+def _hash_pieces(pieces: list[str], per_chunk: int = 512) -> str:
     """``_hash`` of the pieces joined, a chunk at a time (no copy of the whole text),
     resuming from the last encoding's state at the chunk where the text first differs when
     the memo of texts in use keeps them (``PartTexts``)."""

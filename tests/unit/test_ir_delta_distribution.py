@@ -286,7 +286,7 @@ def test_sealing_again_hashes_what_a_fresh_seal_hashes() -> None:
     from propylon.ir import codec
 
     rng = random.Random(3)
-    rules = [_rule(i) for i in range(3000)]  # two rules a piece, 4,096 pieces a chunk
+    rules = [_rule(i) for i in range(3000)]  # two pieces a rule, 512 pieces a chunk
     statuses = [ir.StatusIR("Route", f"a/r{i}", "Accepted", (), (GATEWAY,)) for i in range(50)]
     memo = codec.PartTexts()
     for step in range(40):
