@@ -15,7 +15,7 @@ import json
 import operator
 import types
 import typing
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
 from propylon.ir import model
@@ -316,13 +316,17 @@ def same_ends(items: Sequence[Any], old: Sequence[Any]) -> tuple[int, int]:
     then from the end (not overlapping): compared in C, so that a change of one rule among
     thousands leaves only the few between them to walk in Python."""
     shorter = min(len(items), len(old))
-    same = list(map(operator.is_, items, old))
-    start = same.index(False) if False in same else shorter
+    start = next(_differing(items, old), shorter)
     if start == shorter:
         return start, 0
-    same = list(map(operator.is_, reversed(items), reversed(old)))
-    end = same.index(False) if False in same else shorter
+    end = next(_differing(reversed(items), reversed(old)), shorter)
     return start, min(end, shorter - start)
+
+
+def _differing(items: Iterable[Any], old: Iterable[Any]) -> Iterator[int]:
+    """The positions where ``items`` and ``old`` hold different objects, found by iterators
+    in C that stop at the first asked for."""
+    return itertools.compress(itertools.count(), map(operator.is_not, items, old))
 
 
 # The texts of the rules and statuses of the last encoding, by identity (each entry keeps its
@@ -658,15 +662,10 @@ def _first_change(pieces: list[str], old: list[str]) -> int:
     """The index of the first piece that differs from ``old``'s (the shorter length if
     none): by identity in C, by value only where the objects differ (a snapshot's
     skeleton is written again for every encoding; its rules' texts are the kept ones)."""
-    same = list(map(operator.is_, pieces, old))
-    index = -1
-    while True:
-        try:
-            index = same.index(False, index + 1)
-        except ValueError:
-            return len(same)
+    for index in _differing(pieces, old):
         if pieces[index] != old[index]:
             return index
+    return min(len(pieces), len(old))
 
 
 # The text of the last sealed snapshot, by id (the snapshot is kept, so the id is its own), for
