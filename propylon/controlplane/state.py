@@ -55,8 +55,8 @@ def shard(snapshot: ir.SnapshotIR, gateway: ir.GatewayIR,
 
 
 PartTexts = dict[str, codec.PartTexts]  # gateway key -> codec.part_texts memo
-# gateway key -> id(status) -> (status, that status naming this Gateway only)
-ShardStatuses = dict[str, dict[int, tuple[ir.StatusIR, ir.StatusIR]]]
+# id(status) -> (status, that status as each Gateway that selected it carries it)
+ShardStatuses = dict[int, tuple[ir.StatusIR, dict[str, ir.StatusIR]]]
 
 
 def own_statuses(statuses: Sequence[ir.StatusIR], memo: ShardStatuses
@@ -71,18 +71,19 @@ def own_statuses(statuses: Sequence[ir.StatusIR], memo: ShardStatuses
     out: dict[str, list[ir.StatusIR]] = {}
     used: ShardStatuses = {}
     for status in statuses:
-        for key in status.gateways:
-            mine = used.get(key)
+        keys = status.gateways
+        found = memo.get(id(status))
+        if found is None or found[0] is not status:
+            found = (status, {key: status if len(keys) == 1
+                              else dataclasses.replace(status, gateways=(key,))
+                              for key in keys})
+        used[id(status)] = found
+        owns = found[1]
+        for key in keys:
+            mine = out.get(key)
             if mine is None:
-                mine = used[key] = {}
-                out[key] = []
-            found = memo.get(key, {}).get(id(status))
-            if found is None or found[0] is not status:
-                one = (status if len(status.gateways) == 1
-                       else dataclasses.replace(status, gateways=(key,)))
-                found = (status, one)
-            mine[id(status)] = found
-            out[key].append(found[1])
+                mine = out[key] = []
+            mine.append(owns[key])
     memo.clear()
     memo.update(used)
     return out
