@@ -260,7 +260,9 @@ def _encoded_pieces(snapshot: model.SnapshotIR) -> list[str] | None:
     add_list("statuses", snapshot.statuses)
     pieces.append(around[2])
     for name in memo.lists.keys() - used:  # a Gateway gone: its rules are not kept
-        _forget(memo, memo.lists.pop(name)[0], set())
+        gone = memo.lists.pop(name, None)
+        if gone is not None:
+            _forget(memo, gone[0], set())
     return pieces
 
 
@@ -339,14 +341,16 @@ class PartTexts(dict[int, tuple[Any, str]]):
     first differs (a change appends or edits a few rules of thousands: the text before it,
     megabytes, is the same)."""
 
-    __slots__ = ("lists", "pieces", "states")
+    __slots__ = ("hashed", "lists")
 
     def __init__(self) -> None:
         super().__init__()
         # each list of the last encoding (a Gateway's rules, the statuses): items and texts
         self.lists: dict[str, tuple[Sequence[Any], list[str]]] = {}
-        self.pieces: list[str] = []
-        self.states: list[Any] = []  # hashlib states, one before each chunk of ``pieces``
+        # the pieces last hashed and the hashlib state before each chunk of them: one value,
+        # read and replaced whole (another thread encoding meanwhile leaves a pair that
+        # belongs together; resuming from any pair whose text starts the same is right)
+        self.hashed: tuple[list[str], list[Any]] = ([], [])
 
 
 _PART_TEXT = PartTexts()
@@ -644,17 +648,18 @@ def _hash_pieces(pieces: list[str], per_chunk: int = 512) -> str:
     resuming from the last encoding's state at the chunk where the text first differs when
     the memo of texts in use keeps them (``PartTexts``)."""
     memo = _PART_TEXT
+    last_pieces, last_states = memo.hashed
     digest = hashlib.sha256()
     states: list[Any] = []
     first = 0
-    if memo.states:
-        first = min(_first_change(pieces, memo.pieces) // per_chunk, len(memo.states) - 1)
-        states = memo.states[:first]
-        digest = memo.states[first].copy()
+    if last_states:
+        first = min(_first_change(pieces, last_pieces) // per_chunk, len(last_states) - 1)
+        states = last_states[:first]
+        digest = last_states[first].copy()
     for chunk in range(first, -(-len(pieces) // per_chunk)):
         states.append(digest.copy())
         digest.update("".join(pieces[chunk * per_chunk:(chunk + 1) * per_chunk]).encode())
-    memo.pieces, memo.states = list(pieces), states
+    memo.hashed = (list(pieces), states)
     return digest.hexdigest()[:16]
 
 

@@ -308,3 +308,21 @@ def test_sealing_again_hashes_what_a_fresh_seal_hashes() -> None:
             sealed = ir.seal(dataclasses.replace(snapshot, version=""))
         assert sealed.version == ir.content_hash(snapshot), (step, kind, where)
         assert ir.dumps(sealed) == ir.dumps(ir.seal(snapshot))
+
+
+def test_sealing_two_configurations_in_turn_with_one_memo() -> None:
+    """A memo shared by encodings of different snapshots (another thread's, or the shared
+    default one) only ever resumes from a text that starts the same: each version is still
+    a fresh seal's."""
+    from propylon.ir import codec
+
+    memo = codec.PartTexts()
+    first = [_rule(i) for i in range(2000)]
+    second = [_rule(i) for i in range(1000)] + [_rule(5000 + i) for i in range(1000)]
+    for step in range(6):
+        for rules in (first, second):
+            rules.append(_rule(9000 + step))
+            snapshot = _version(tuple(rules))
+            with codec.part_texts(memo):
+                sealed = ir.seal(dataclasses.replace(snapshot, version=""))
+            assert sealed.version == ir.content_hash(snapshot), step
