@@ -639,14 +639,10 @@ def content_hash(snapshot: model.SnapshotIR) -> str:
     return _hash_pieces(_encoded_pieces(unsealed) or [_encode(unsealed)])
 
 
-def _hash(unsealed_text: str) -> str:
-    return hashlib.sha256(unsealed_text.encode()).hexdigest()[:16]
-
-
 def _hash_pieces(pieces: list[str], per_chunk: int = 512) -> str:
-    """``_hash`` of the pieces joined, a chunk at a time (no copy of the whole text),
-    resuming from the last encoding's state at the chunk where the text first differs when
-    the memo of texts in use keeps them (``PartTexts``)."""
+    """The first 16 hex digits of the SHA-256 of the pieces joined (UTF-8): a chunk at a
+    time (no copy of the whole text), resumed from the last encoding's state at the chunk
+    where the text first differs (``PartTexts.hashed``)."""
     memo = _PART_TEXT
     last_pieces, last_states = memo.hashed
     digest = hashlib.sha256()
