@@ -23,38 +23,57 @@ _Entry = tuple[tuple[PolicyIR, ...], Any, FilterChain]  # policies, first filter
 
 
 class ChainMemo:
-    def __init__(self) -> None:
-        self.kept: dict[tuple[int, int], _Entry] = {}
-        self.made: dict[tuple[int, int], _Entry] = {}
-        self.consumers: tuple[Any, ...] | None = None
+    """Kept per Gateway (``gateway()`` says whose rules come next): a compilation that reuses
+    a Gateway's unchanged rules by position (``compile.py``) carries that Gateway's chains over
+    whole, without a look at each rule."""
 
-    def begin(self, consumers: tuple[Any, ...]) -> None:
-        """A compilation starts, of a snapshot with these Consumers."""
-        if consumers != self.consumers:
+    def __init__(self) -> None:
+        self.kept: dict[str, dict[tuple[int, int], _Entry]] = {}
+        self.made: dict[str, dict[tuple[int, int], _Entry]] = {}
+        self.consumers: tuple[Any, ...] | None = None
+        self._kept: dict[tuple[int, int], _Entry] = {}  # the Gateway being compiled's
+        self._made: dict[tuple[int, int], _Entry] = {}
+
+    def begin(self, consumers: tuple[Any, ...]) -> bool:
+        """A compilation starts, of a snapshot with these Consumers: whether the chains of
+        the last one may be kept (not when the Consumers changed)."""
+        keep = consumers == self.consumers
+        if not keep:
             self.kept = {}
         self.consumers = consumers
         self.made = {}
+        return keep
+
+    def gateway(self, gateway: str) -> None:
+        self._kept = self.kept.get(gateway, {})
+        self._made = self.made.setdefault(gateway, {})
+
+    def carry(self) -> None:
+        """Keep every chain of the Gateway's last compilation (its unchanged rules' among
+        them), as if each had been asked for."""
+        self._made.update(self._kept)
 
     def chain(self, policies: tuple[PolicyIR, ...], first: Any,
               build: Callable[[], FilterChain]) -> FilterChain:
         key = (id(policies), id(first))
-        entry = self.made.get(key) or self.kept.get(key)
+        entry = self._made.get(key) or self._kept.get(key)
         if entry is None or entry[0] is not policies or entry[1] is not first:
             entry = (policies, first, build())
-        self.made[key] = entry
+        self._made[key] = entry
         return entry[2]
 
     def keep(self, policies: tuple[PolicyIR, ...], first: Any, chain: FilterChain) -> bool:
         """Whether ``chain`` is still the one for ``policies`` after ``first`` (then it is
         kept for the next compilation, as ``chain`` would)."""
         key = (id(policies), id(first))
-        entry = self.made.get(key) or self.kept.get(key)
+        entry = self._made.get(key) or self._kept.get(key)
         if (entry is None or entry[2] is not chain or entry[0] is not policies
                 or entry[1] is not first):
             return False
-        self.made[key] = entry
+        self._made[key] = entry
         return True
 
     def commit(self) -> None:
         """The compilation succeeded: its chains are the ones to keep."""
         self.kept, self.made = self.made, {}
+        self._kept, self._made = {}, {}

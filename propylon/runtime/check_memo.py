@@ -20,47 +20,79 @@ the supervisor's are of the same snapshot: 10,000 headers policies were built tw
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from propylon.ir import ForwardIR, GatewayIR, PolicyIR, RuleIR
+from propylon.ir.codec import same_ends
+
+
+class _Proven:
+    """The rules of one Gateway a check passed, in their order and by id, with the rest of
+    the Gateway they were checked in."""
+
+    __slots__ = ("by_id", "context", "rules")
+
+    def __init__(self, context: GatewayIR, rules: tuple[RuleIR, ...],
+                 by_id: dict[int, RuleIR]) -> None:
+        self.context = context
+        self.rules = rules
+        self.by_id = by_id  # each entry keeps its rule, so an id is never another's
 
 
 class ProvenRules:
     def __init__(self) -> None:
-        # rule id -> (rule, its Gateway): proven in that Gateway, whose upstreams it found
-        self.kept: dict[int, tuple[RuleIR, str]] = {}
-        self.made: dict[int, tuple[RuleIR, str]] = {}
-        self.context: dict[str, GatewayIR] = {}  # each Gateway, without its rules
-        self.made_context: dict[str, GatewayIR] = {}
+        self.kept: dict[str, _Proven] = {}
+        self.made: dict[str, _Proven] = {}
         self.consumers: tuple[Any, ...] | None = None
+        self._kept: dict[int, RuleIR] = {}  # the Gateway being checked's, proven before
+        self._made: dict[int, RuleIR] = {}
 
     def begin(self, consumers: tuple[Any, ...]) -> None:
         """A check starts, of a snapshot with these Consumers."""
         if consumers != self.consumers:
-            self.kept, self.context = {}, {}
+            self.kept = {}
         self.consumers = consumers
-        self.made, self.made_context = {}, {}
+        self.made = {}
 
-    def gateway(self, gateway: GatewayIR) -> bool:
-        """Note ``gateway``; whether the rules proven with it before still are."""
+    def gateway(self, gateway: GatewayIR) -> tuple[int, int, int] | None:
+        """Note ``gateway``, whose rules come next: the span of them that was not proven as
+        it is now, as ``changed_span`` gives it, when the rest of the Gateway is the same as
+        last time (otherwise None: every rule is checked). The rules before and after it are
+        the very objects proven at the same place (``ir.reuse_unchanged``): proven still."""
         rest = dataclasses.replace(gateway, rules=())
-        self.made_context[gateway.key] = rest
-        return self.context.get(gateway.key) == rest
+        last = self.kept.get(gateway.key)
+        self._made = {}
+        self.made[gateway.key] = _Proven(rest, gateway.rules, self._made)
+        if last is None or last.context != rest:
+            self._kept = {}
+            return None
+        self._kept = last.by_id
+        start, old_stop, new_stop = changed_span(gateway.rules, last.rules)
+        self._made.update(last.by_id)  # less the rules no longer there, next
+        for rule in last.rules[start:old_stop]:
+            self._made.pop(id(rule), None)
+        return start, old_stop, new_stop
 
-    def known(self, rule: RuleIR, gateway: str) -> bool:
-        """Whether ``rule`` was proven in ``gateway``, whose context (``gateway()``) is the
-        same since: then the upstreams it names are still there too."""
-        entry = self.kept.get(id(rule))
-        return entry is not None and entry[0] is rule and entry[1] == gateway
+    def known(self, rule: RuleIR) -> bool:
+        """Whether ``rule`` was proven in the Gateway ``gateway()`` noted."""
+        return self._kept.get(id(rule)) is rule
 
-    def add(self, rule: RuleIR, gateway: str) -> None:
-        self.made[id(rule)] = (rule, gateway)
+    def add(self, rule: RuleIR) -> None:
+        self._made[id(rule)] = rule
 
     def commit(self) -> None:
         """The check passed: its rules are proven for the next one."""
         self.kept, self.made = self.made, {}
-        self.context, self.made_context = self.made_context, {}
+        self._kept, self._made = {}, {}
+
+
+def changed_span(rules: Sequence[RuleIR], old: Sequence[RuleIR]) -> tuple[int, int, int]:
+    """Where ``rules`` differ from ``old``: ``(start, old_stop, new_stop)`` such that
+    ``rules[:start]`` and ``rules[new_stop:]`` are the very objects of ``old[:start]`` and
+    ``old[old_stop:]``; what is between changed (compared by identity, in C)."""
+    start, end = same_ends(rules, old)
+    return start, len(old) - end, len(rules) - end
 
 
 def upstreams_of(rule: RuleIR) -> list[str]:

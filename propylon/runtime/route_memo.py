@@ -22,6 +22,7 @@ one configuration's objects, which its runtime holds anyway.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from propylon.ir import RuleIR, UpstreamIR
@@ -69,6 +70,21 @@ class _Routes:
         self.routes = routes
 
 
+class Placed:
+    """One Gateway's rules as last compiled, by position: each rule's router entries (one per
+    match), the tracing filter their chains start with, and how many rules were replaced
+    since the Gateway was last compiled whole (their chains and routes may still be kept)."""
+
+    __slots__ = ("entries", "replaced", "rules", "tracing")
+
+    def __init__(self, rules: tuple[RuleIR, ...], entries: list[tuple[RouterEntry[Any], ...]],
+                 tracing: object, replaced: int) -> None:
+        self.rules = rules
+        self.entries = entries
+        self.tracing = tracing
+        self.replaced = replaced
+
+
 class RouteMemo:
     def __init__(self) -> None:
         # each Gateway's rules, by id (each entry keeps its rule, so an id is never another's)
@@ -85,9 +101,13 @@ class RouteMemo:
         # each Gateway's router: the next one reuses its buckets of unchanged entries
         self.routers: dict[str, Router[CompiledRoute]] = {}
         self.made_routers: dict[str, Router[CompiledRoute]] = {}
+        # each Gateway's rules by position: the next compilation starts from them
+        self.placed: dict[str, Placed] = {}
+        self.made_placed: dict[str, Placed] = {}
 
     def begin(self) -> None:
         self.made, self.made_clusters, self.made_routers = {}, {}, {}
+        self.made_placed = {}
 
     def gateway(self, gateway: str, clusters: dict[str, Cluster]) -> None:
         """The rules of ``gateway`` come next, with these clusters."""
@@ -140,16 +160,42 @@ class RouteMemo:
             routes: tuple[CompiledRoute, ...]) -> None:
         self._made[id(rule)] = _Routes(rule, chain, clusters, routes)
 
-    def router(self, gateway: str, entries: list[RouterEntry[CompiledRoute]]
-               ) -> Router[CompiledRoute]:
+    def last_placed(self, gateway: str) -> Placed | None:
+        """The Gateway's rules as last compiled, if that router is the one kept."""
+        return self.placed.get(gateway) if gateway in self.routers else None
+
+    def carry(self, rules: Iterable[RuleIR]) -> None:
+        """Keep what the Gateway's last compilation made for every rule but ``rules``, as if
+        each had been asked for: the rules around a change, the very objects compiled before
+        with the same clusters (``same_clusters``)."""
+        self._made.update(self._kept)
+        for rule in rules:
+            self._made.pop(id(rule), None)
+
+    def router(self, gateway: str, entries: Iterable[RouterEntry[CompiledRoute]],
+               placed: Placed | None = None) -> Router[CompiledRoute]:
         from propylon.runtime.router import Router
 
         router = Router(entries, self.routers.get(gateway))
-        self.made_routers[gateway] = router
+        self.place(gateway, router, placed)
         return router
+
+    def changed_router(self, gateway: str, gone: list[RouterEntry[CompiledRoute]],
+                       new: list[RouterEntry[CompiledRoute]], placed: Placed
+                       ) -> Router[CompiledRoute]:
+        """The Gateway's last router without the entries ``gone`` and with ``new``."""
+        router = self.routers[gateway].changed(gone, new)
+        self.place(gateway, router, placed)
+        return router
+
+    def place(self, gateway: str, router: Router[CompiledRoute], placed: Placed | None) -> None:
+        self.made_routers[gateway] = router
+        if placed is not None:
+            self.made_placed[gateway] = placed
 
     def commit(self) -> None:
         self.kept, self.made = self.made, {}
         self._kept, self._made = {}, {}
         self.clusters, self.made_clusters = self.made_clusters, {}
         self.routers, self.made_routers = self.made_routers, {}
+        self.placed, self.made_placed = self.made_placed, {}

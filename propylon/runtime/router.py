@@ -50,6 +50,7 @@ from propylon.ir.model import MatchIR, PathMatchIR, ValueMatchIR
 T = TypeVar("T")
 
 _MEMO_LIMIT = 4096  # wildcard-resolved hosts remembered per router
+_PATH_KINDS = ("exact", "prefix", "regex")
 
 # (name, exact value or None, compiled fullmatch or None); neither set means "present".
 _ValueTest = tuple[str, str | None, Callable[[str], object] | None]
@@ -120,23 +121,29 @@ class _Bucket(Generic[T]):
 
     Invariant: at least one of ``conditioned`` and ``default`` is non-empty. Candidates ranked
     after the first unconditioned one can never win, so they are dropped at construction.
-    ``sources``: the entries it was made from when several, in config order (a router built
-    from entries of the same payloads and matches, in the same order, reuses it); None for
-    one entry, its candidate tells.
+    ``sources``: the entries it was made from, in config order (a router built from entries of
+    the same payloads and matches, in the same order, reuses it; ``Router.changed`` makes a
+    bucket again from them, less the entries gone and with the new ones).
     """
 
     __slots__ = ("conditioned", "default", "sources")
 
-    def __init__(self, sources: list[RouterEntry[T]]) -> None:
-        self.sources: list[RouterEntry[T]] | None = None
+    def __init__(self, sources: list[RouterEntry[T]], like: _Bucket[T] | None = None) -> None:
+        """``like``: a bucket made from entries of the same payloads and matches, in the same
+        order, whose candidates this one shares (its entries' orders are these sources')."""
+        self.sources: tuple[RouterEntry[T], ...] = tuple(sources)
+        self.conditioned: tuple[_Candidate[T], ...]
+        self.default: _Candidate[T] | None
+        if like is not None:
+            self.conditioned, self.default = like.conditioned, like.default
+            return
         if len(sources) == 1:  # most paths have one rule (a large configuration's build time)
             only = sources[0]
             candidate = _Candidate(only)
             conditioned = _conditions(only.match)
-            self.conditioned: tuple[_Candidate[T], ...] = (candidate,) if conditioned else ()
+            self.conditioned = (candidate,) if conditioned else ()
             self.default = None if conditioned else candidate
             return
-        self.sources = sources
         ranked = [(_conditions(e.match), e.order, _Candidate(e)) for e in sources]
         ranked.sort(key=lambda r: (-r[0], r[1]))
         self.conditioned = tuple(c for n, _, c in ranked if n)
@@ -164,7 +171,7 @@ class _HostTable(Generic[T]):
         exact: dict[str, list[RouterEntry[T]]] = {}
         prefixes: dict[str, list[RouterEntry[T]]] = {}
         regexes: dict[str, list[RouterEntry[T]]] = {}
-        kinds = {"exact": exact, "prefix": prefixes, "regex": regexes}
+        kinds = {"exact": exact, "prefix": prefixes, "regex": regexes}  # _PATH_KINDS
         for e in entries:
             path = e.match.path
             table = kinds.get(path.kind)
@@ -226,6 +233,90 @@ class _HostTable(Generic[T]):
         return None
 
 
+def _changed_table(old: _HostTable[T] | None, gone: list[RouterEntry[T]],
+                   new: list[RouterEntry[T]]) -> _HostTable[T] | None:
+    """``old`` without the entries ``gone`` (of payloads it was made from) and with ``new``: the
+    buckets of the other paths are ``old``'s; None when no entry is left."""
+    if old is None:
+        return _HostTable(new, None) if new else None
+    changes: dict[tuple[str, str], tuple[list[RouterEntry[T]], list[RouterEntry[T]]]] = {}
+    for index, entries in enumerate((gone, new)):
+        for e in entries:
+            path = e.match.path
+            if path.kind not in _PATH_KINDS:
+                raise ValueError(f"unknown path match kind {path.kind!r}")
+            where = (path.kind, _path_key(path))
+            change = changes.get(where)
+            if change is None:
+                change = changes[where] = ([], [])
+            change[index].append(e)
+    table: _HostTable[T] = _HostTable([], None)
+    table.exact, table.prefixes, table.regexes = old.exact, old.prefixes, old.regexes
+    table.max_prefix = old.max_prefix
+    regexes_changed = False
+    for (kind, key), (out, into) in changes.items():
+        if kind == "regex":
+            regexes_changed = True
+            continue
+        if kind == "exact":
+            if table.exact is old.exact:
+                table.exact = dict(old.exact)
+            buckets = table.exact
+        else:
+            if table.prefixes is old.prefixes:
+                table.prefixes = dict(old.prefixes)
+            buckets = table.prefixes
+        bucket = buckets.get(key)
+        sources = _less(bucket.sources, out) if bucket is not None else []
+        if into:
+            sources = sorted([*sources, *into], key=_order)
+        if sources:
+            buckets[key] = _Bucket(sources)
+        elif bucket is not None:
+            del buckets[key]
+    if table.prefixes is not old.prefixes:
+        table.max_prefix = _longest(table.prefixes, old.max_prefix,
+                                    [key for kind, key in changes if kind == "prefix"])
+    if regexes_changed:
+        groups: dict[str, list[RouterEntry[T]]] = {}
+        for _, bucket in old.regexes:
+            for e in bucket.sources:
+                groups.setdefault(e.match.path.value, []).append(e)
+        gone_regexes = [e for e in gone if e.match.path.kind == "regex"]
+        for pattern in list(groups):
+            groups[pattern] = _less(groups[pattern], gone_regexes)
+        for e in new:
+            if e.match.path.kind == "regex":
+                groups.setdefault(e.match.path.value, []).append(e)
+        table.regexes = _compile_regexes(
+            {p: sorted(es, key=_order) for p, es in groups.items() if es})
+    if not (table.exact or table.prefixes or table.regexes):
+        return None
+    return table
+
+
+def _longest(prefixes: dict[str, _Bucket[T]], before: int, changed: list[str]) -> int:
+    """The longest key of ``prefixes``, which were ``before`` at most until the keys
+    ``changed`` were added or removed: only a longest one removed makes it look at them all."""
+    if any(len(key) == before and key not in prefixes for key in changed):
+        return max(map(len, prefixes), default=0)
+    return max(before, max((len(key) for key in changed if key in prefixes), default=0))
+
+
+def _less(entries: Iterable[RouterEntry[T]], gone: list[RouterEntry[T]]) -> list[RouterEntry[T]]:
+    """``entries`` without those of the payloads of ``gone`` (the very objects: a router's
+    entries are told apart by their payloads; a bucket kept from an earlier router may hold
+    an equal entry made then, of the same payload)."""
+    if not gone:
+        return list(entries)
+    ids = {id(e.payload) for e in gone}
+    return [e for e in entries if id(e.payload) not in ids]
+
+
+def _order(entry: RouterEntry[T]) -> int:
+    return entry.order
+
+
 def _buckets(grouped: dict[str, list[RouterEntry[T]]], previous: dict[str, _Bucket[T]]
              ) -> dict[str, _Bucket[T]]:
     """A bucket per path, the previous router's where it was made from the same entries."""
@@ -234,18 +325,17 @@ def _buckets(grouped: dict[str, list[RouterEntry[T]]], previous: dict[str, _Buck
         old = previous.get(key)
         if old is None or not _same(old, sources):
             old = _Bucket(sources)
+        elif not all(a.order == b.order for a, b in zip(old.sources, sources, strict=True)):
+            old = _Bucket(sources, old)  # its orders are the new ones (``Router.changed``)
         buckets[key] = old
     return buckets
 
 
 def _same(bucket: _Bucket[T], new: list[RouterEntry[T]]) -> bool:
-    """Whether ``bucket`` is the one ``new`` makes: made from the same payloads and matches
-    (objects) in the same order. Orders themselves may differ (entries inserted before
-    them): a bucket ranks its entries by their order among themselves only."""
+    """Whether ``bucket`` ranks its candidates as ``new`` would: made from the same payloads
+    and matches (objects) in the same order. Orders themselves may differ (entries inserted
+    before them): a bucket ranks its entries by their order among themselves only."""
     old = bucket.sources
-    if old is None:
-        only = bucket.default or bucket.conditioned[0]
-        return len(new) == 1 and only.payload is new[0].payload and only.match is new[0].match
     return len(old) == len(new) and all(a.payload is b.payload and a.match is b.match
                                         for a, b in zip(old, new, strict=True))
 
@@ -319,6 +409,57 @@ class Router(Generic[T]):
             h: (_HostTable(es, old_exact[h][0] if h in old_exact else None),
                 *self._wildcard_chain(h))
             for h, es in exact.items()}
+
+    def changed(self, gone: list[RouterEntry[T]], new: list[RouterEntry[T]]) -> Router[T]:
+        """This router without the entries ``gone`` (of payloads it was made from; each
+        entry's payload is its own object) and with ``new``, as ``Router`` would build it
+        from the entries left; what the change does not
+        touch (tables of other hosts, buckets of other paths) is this router's, shared.
+        ``new`` entries rank among the others by their ``order`` (a compilation gives them
+        orders between those of their neighbours in config order)."""
+        tables: dict[str, tuple[list[RouterEntry[T]], list[RouterEntry[T]]]] = {}
+        for index, entries in enumerate((gone, new)):
+            for e in entries:
+                for key in _host_keys(e):
+                    change = tables.get(key)
+                    if change is None:
+                        change = tables[key] = ([], [])
+                    change[index].append(e)
+        router: Router[T] = Router(())
+        wildcards = self._wildcards
+        default = self._default[0] if self._default else None
+        owns: dict[str, _HostTable[T] | None] = {}
+        for key, (out, into) in tables.items():
+            if key == "*":
+                default = _changed_table(default, out, into)
+            elif key.startswith("*."):
+                if wildcards is self._wildcards:
+                    wildcards = dict(self._wildcards)
+                table = _changed_table(wildcards.get(key[1:]), out, into)
+                if table is None:
+                    wildcards.pop(key[1:], None)
+                else:
+                    wildcards[key[1:]] = table
+            else:
+                chain = self._exact.get(key)
+                owns[key] = _changed_table(chain[0] if chain is not None else None, out, into)
+        router._wildcards = wildcards
+        router._default = (default,) if default is not None else ()
+        if wildcards is self._wildcards and router._default == self._default:
+            exact = dict(self._exact)  # every chain's tables after its own are unchanged
+            for host, own in owns.items():
+                if own is None:
+                    exact.pop(host, None)
+                else:
+                    exact[host] = (own, *router._wildcard_chain(host))
+        else:
+            own_tables: dict[str, _HostTable[T] | None] = {
+                host: chain[0] for host, chain in self._exact.items()}
+            own_tables.update(owns)
+            exact = {host: (own, *router._wildcard_chain(host))
+                     for host, own in own_tables.items() if own is not None}
+        router._exact = exact
+        return router
 
     def match(self, host: str, method: str, path: str, request: RequestView) -> T | None:
         tables = self._exact.get(host)

@@ -63,6 +63,11 @@ def with_rules(snap: ir.SnapshotIR, rules: tuple[ir.RuleIR, ...], **gateway: obj
     return dataclasses.replace(snap, gateways=(edited,))
 
 
+def proven_ids(check: Services) -> dict[int, ir.RuleIR]:
+    assert check.proven is not None
+    return check.proven.kept["shop/edge"].by_id
+
+
 def bad_regex(rule: ir.RuleIR) -> ir.RuleIR:
     return dataclasses.replace(rule, id=rule.id + "-bad",
                                matches=(ir.MatchIR(ir.PathMatchIR("regex", "(")),))
@@ -71,11 +76,11 @@ def bad_regex(rule: ir.RuleIR) -> ir.RuleIR:
 def test_proven_rules_are_skipped_and_new_ones_checked(check: Services) -> None:
     first = snapshot()
     compile_snapshot(first, check)
-    assert check.proven is not None and len(check.proven.kept) == 2
+    assert check.proven is not None and len(proven_ids(check)) == 2
     rules = first.gateways[0].rules
     with pytest.raises(Exception, match=r"unterminated|missing"):
         compile_snapshot(with_rules(first, (*rules, bad_regex(rules[1]))), check)
-    assert len(check.proven.kept) == 2  # a failed check proves nothing
+    assert len(proven_ids(check)) == 2  # a failed check proves nothing
 
 
 def test_a_proven_rule_whose_upstream_is_gone_is_refused(check: Services) -> None:
@@ -93,14 +98,14 @@ def test_a_changed_gateway_or_consumers_check_every_rule_again(check: Services) 
     assert check.proven is not None
     # a rule proven before, made bad behind the memo's back, is checked again (and refused)
     # once the Gateway around it changes
-    check.proven.kept[id(rules[1])] = (rules[1], "shop/edge")
+    proven_ids(check)[id(rules[1])] = rules[1]
     broken = bad_regex(rules[1])
-    check.proven.kept[id(broken)] = (broken, "shop/edge")
+    proven_ids(check)[id(broken)] = broken
     moved = with_rules(first, (rules[0], broken), trusted_proxies=("10.0.0.0/8",))
     with pytest.raises(Exception, match=r"unterminated|missing"):
         compile_snapshot(moved, check)
     compile_snapshot(first, check)
-    check.proven.kept[id(broken)] = (broken, "shop/edge")
+    proven_ids(check)[id(broken)] = broken
     other_consumers = dataclasses.replace(with_rules(first, (rules[0], broken)),
                                           consumers=(ConsumerIR("shop/c", "c"),))
     with pytest.raises(Exception, match=r"unterminated|missing"):

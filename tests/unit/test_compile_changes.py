@@ -1,0 +1,168 @@
+"""A worker compiling a version whose rules are, around a change, the very objects it compiled
+last compiles only the rules between them and changes its last router by their entries
+(``compile._compile_changed_rules``): what it serves is what a compilation from scratch of the
+same version serves, after any sequence of insertions, removals, edits and moves."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Iterator
+
+import pytest
+
+from propylon import ir
+from propylon.config import load_text
+from propylon.ir.delta import reuse_unchanged
+from propylon.ir.model import ConsumerIR
+from propylon.runtime.compile import Services, compile_snapshot
+from propylon.runtime.compiled import CompiledRoute, Runtime
+from propylon.translate import translate
+
+GATEWAY = """apiVersion: propylon.dev/v1
+kind: Gateway
+metadata: {name: edge, namespace: shop}
+spec:
+  listeners: [{name: web, port: 8080}]
+  routeSelector: {namespaces: [shop]}
+---
+apiVersion: propylon.dev/v1
+kind: Upstream
+metadata: {name: app, namespace: shop}
+spec: {endpoints: [{address: 127.0.0.1, port: 9000}]}
+"""
+HOSTS = ["", "\n  hostnames: [h.example.com]", "\n  hostnames: ['*.example.com']"]
+
+
+def route(name: str, body: str = "pong", variant: int = 0) -> str:
+    """Routes of the same prefix shadow or back up each other, by host, header and order."""
+    return f"""---
+apiVersion: propylon.dev/v1
+kind: Route
+metadata: {{name: {name}, namespace: shop}}
+spec:{HOSTS[variant % 3]}
+  rules:
+    - matches: [{{path: {{prefix: /{name}/api}}}}, {{path: {{exact: /shared}}}}]
+      forward: {{backends: [{{upstream: app}}]}}
+    - matches: [{{path: {{prefix: /{name}}}, headers: [{{name: x-beta, value: "1"}}]}}]
+      directResponse: {{status: 202, body: beta-{name}}}
+      policies: [{{headers: {{response: {{set: {{x-route: {name}}}}}}}}}]
+    - matches: [{{path: {{prefix: /{name}}}}}, {{path: {{prefix: /common}}}}]
+      directResponse: {{status: 200, body: {body}}}
+    - matches: [{{path: {{regex: "/{name}/[0-9]+"}}}}, {{path: {{regex: "/n/[0-9]+"}}}}]
+      directResponse: {{status: 201, body: digits-{name}}}
+"""
+
+
+def snapshot(routes: list[tuple[str, str, int]]) -> ir.SnapshotIR:
+    loaded = load_text(GATEWAY + "".join(route(*r) for r in routes))
+    assert not loaded.errors
+    return translate(loaded.resources)
+
+
+class _View:
+    def __init__(self, headers: dict[str, str]) -> None:
+        self.headers = headers
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+    def query_param(self, name: str) -> str | None:
+        return None
+
+
+def served(runtime: Runtime, names: list[str]) -> list[tuple[object, ...]]:
+    router = runtime.gateways["shop/edge"].router
+    out: list[tuple[object, ...]] = []
+    for host in ("x", "h.example.com", "z.example.com"):
+        for path in ["/shared", "/common/1", "/n/7", *(p for name in names for p in (
+                f"/{name}/api/1", f"/{name}/x", f"/{name}/12"))]:
+            for headers in ({}, {"x-beta": "1"}):
+                found: CompiledRoute | None = router.match(host, "GET", path, _View(headers))
+                out.append((host, path, headers.get("x-beta"), None) if found is None else (
+                    host, path, headers.get("x-beta"), found.rule_id, found.route_label,
+                    found.rule_label, found.direct_body, len(found.chain.filters)))
+    return out
+
+
+@pytest.fixture
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+def replaced(worker: Services) -> int:
+    """How many rules the last compilations replaced by position (0: compiled whole)."""
+    return worker.routes.placed["shop/edge"].replaced
+
+
+def test_changes_compile_only_what_changed_and_serve_as_from_scratch(
+        loop: asyncio.AbstractEventLoop) -> None:
+    routes = [(name, "pong", i) for i, name in enumerate("abcdefghijklmnop")]
+    worker = Services.scratch(loop)
+    last = snapshot(routes)
+    compile_snapshot(last, worker)
+    assert replaced(worker) == 0
+    steps = [
+        lambda rs: [*rs[:5], ("ff", "new", 1), *rs[5:]],  # inserted in the middle
+        lambda rs: [r for r in rs if r[0] != "b"],  # removed
+        lambda rs: [(n, "edited", v) if n == "g" else (n, b, v) for n, b, v in rs],  # edited
+        lambda rs: [*rs, ("zz", "last", 2)],  # appended
+        lambda rs: [("0a", "first", 0), *rs],  # prepended
+        lambda rs: [(n, b, v + 1) if n == "k" else (n, b, v) for n, b, v in rs],  # new host
+        lambda rs: rs,  # nothing
+    ]
+    for number, step in enumerate(steps):
+        routes = step(routes)
+        new = reuse_unchanged(snapshot(routes), last)
+        runtime = compile_snapshot(new, worker)
+        names = [name for name, _, _ in routes]
+        assert served(runtime, names) == served(compile_snapshot(new, Services.scratch(loop)),
+                                                names), number
+        last = new
+    assert replaced(worker) > 0  # the changes above went by position
+
+
+def test_many_insertions_at_one_place_then_compile_whole(loop: asyncio.AbstractEventLoop
+                                                         ) -> None:
+    """Orders between two neighbours run out after some thirty insertions at one place (and
+    replaced rules past a quarter of them): the Gateway is compiled whole again, orders spaced
+    anew, and serves the same throughout."""
+    routes = [("a", "pong", 0), ("zz", "pong", 0)]
+    worker = Services.scratch(loop)
+    last = snapshot(routes)
+    compile_snapshot(last, worker)
+    wholes = 0
+    for n in range(40):
+        routes = [routes[0], (f"b{39 - n:02d}", "x", n), *routes[1:]]
+        new = reuse_unchanged(snapshot(routes), last)
+        runtime = compile_snapshot(new, worker)
+        wholes += replaced(worker) == 0
+        names = [name for name, _, _ in routes]
+        assert served(runtime, names) == served(compile_snapshot(new, Services.scratch(loop)),
+                                                names), n
+        last = new
+    assert wholes >= 1
+
+
+def test_changed_consumers_or_upstreams_compile_every_rule(loop: asyncio.AbstractEventLoop
+                                                           ) -> None:
+    routes = [(name, "pong", 0) for name in "abc"]
+    worker = Services.scratch(loop)
+    first = snapshot(routes)
+    compile_snapshot(first, worker)
+    edited = reuse_unchanged(snapshot([*routes, ("d", "pong", 0)]), first)
+    compile_snapshot(edited, worker)
+    assert replaced(worker) == 0  # placed after a change: nothing was replaced in its span
+    consumers = dataclasses.replace(edited, consumers=(ConsumerIR("shop/c", "c"),))
+    compile_snapshot(consumers, worker)
+    assert replaced(worker) == 0
+    gateway = edited.gateways[0]
+    upstream = dataclasses.replace(gateway.upstreams[0], connect_timeout=9.0)
+    other = dataclasses.replace(consumers, gateways=(
+        dataclasses.replace(gateway, upstreams=(upstream,)),))
+    runtime = compile_snapshot(other, worker)
+    found = runtime.gateways["shop/edge"].router.match("x", "GET", "/a/api", _View({}))
+    assert found is not None and found.single_cluster is runtime.gateways[
+        "shop/edge"].clusters["shop/app"]
