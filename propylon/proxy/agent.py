@@ -285,17 +285,17 @@ class Agent:
     async def _apply_delta(self, supervisor: Supervisor, answer: httpclient.Response,
                            base: str) -> float | None:
         version = (answer.header(b"x-propylon-version") or b"").decode(errors="replace")
-        built = self.rebuild(supervisor.snapshot, answer.body, base, version)
-        if built is None:
+        snapshot = self.rebuild(supervisor.snapshot, answer.body, base, version)
+        if snapshot is None:
             self.deltas = False
             return None
-        snapshot, text = built
-        return None if await self.apply(supervisor, snapshot, text, (base, answer.body)) else 0
+        # its text is written to the cache a second later (``LatestSave``), not made now
+        return None if await self.apply(supervisor, snapshot, None, (base, answer.body)) else 0
 
     def rebuild(self, held: ir.SnapshotIR | None, body: bytes, base: str, version: str
-                ) -> tuple[ir.SnapshotIR, str] | None:
-        """The snapshot a delta against ``base`` makes of ``held``, sealed, with its text;
-        None (and why, in the log) unless it is exactly ``version``."""
+                ) -> ir.SnapshotIR | None:
+        """The snapshot a delta against ``base`` makes of ``held``, sealed; None (and why,
+        in the log) unless it is exactly ``version``."""
         if held is None or held.version != base:
             log.warning("delta against %s while serving %s; fetching the full IR", base,
                         held.version if held else "nothing")
@@ -304,7 +304,6 @@ class Agent:
             with gc_paused():
                 rebuilt = loads_delta(body, held)
                 sealed = ir.seal(dataclasses.replace(rebuilt, version=""))
-                text = ir.dumps(sealed)
         except (ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
             log.warning("undecodable delta to %s: %r; fetching the full IR", version, exc)
             return None
@@ -312,7 +311,7 @@ class Agent:
                 or sealed.schema != schema.CURRENT.native:
             log.warning("delta to %s rebuilt %s; fetching the full IR", version, sealed.version)
             return None
-        return sealed, text
+        return sealed
 
     async def apply(self, supervisor: Supervisor, snapshot: ir.SnapshotIR,
                     text: str | bytes | None = None,
