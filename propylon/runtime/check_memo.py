@@ -7,8 +7,10 @@ the router (an unknown path kind, a regex that does not compile, a condition set
 value and a regex, each about one entry). So a rule that is the very object a check passed
 before (``ir.reuse_unchanged`` keeps the objects of unchanged rules) is known to compile, as
 long as the rest of its Gateway (listeners, upstreams, default policies, tracing) and the
-snapshot's Consumers are equal too; the check then only looks up its upstreams and leaves it
-out of the router it builds. Workers compile everything: their result serves.
+snapshot's Consumers are equal too; the check leaves it out of the router it builds. When the
+rules at both ends are the very objects proven at the same places (``changed_span``), they are
+skipped without a look: only those between are looked up. Workers compile everything (their
+result serves), keeping what did not change (``route_memo.py``).
 
 A check also skips the filters of a rule whose policies are all *vouched*: objects this process
 built without error just before (standalone's policy check builds every policy of the snapshot

@@ -16,8 +16,17 @@ what compiling a one-Route change cost at 10,000 Routes.
   objects for each upstream it names. A ``CompiledRoute`` is not changed after compilation,
   so two runtimes may share it.
 
+- A Gateway's rules are also kept **by position** (``Placed``: each rule's router entries,
+  the tracing filter): when the rules of a new version are, at both ends, the very objects at
+  the same places as last time, only those between the ends are compiled, the rest carried
+  over whole (``carry``), and the last router is changed by the entries of the rules replaced
+  (``Router.changed``) instead of being made again over every entry
+  (``compile._compile_changed_rules``).
+
 As with ``ChainMemo``, only what the last successful compilation made is kept: the memo holds
-one configuration's objects, which its runtime holds anyway.
+one configuration's objects, which its runtime holds anyway (and, carried over by position,
+the chains and routes of the rules replaced since the Gateway was last compiled whole: a
+quarter of its rules at most).
 """
 
 from __future__ import annotations
