@@ -143,7 +143,7 @@ def test_control_plane_outage_then_restart_from_cache(cluster: Cluster) -> None:
 
 def test_a_proxy_stopped_right_after_an_ack_has_that_version_in_its_cache(
         cluster: Cluster) -> None:
-    """The cache is written after the report and at most once a second
+    """The cache is written after the report, once changes pause for a second
     (``ir_cache.LatestSave``); what waits is written when the proxy stops."""
     plane = cluster.control()
     gw, echo = free_port(), cluster.echo("svc")
