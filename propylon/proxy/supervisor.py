@@ -260,8 +260,11 @@ class Supervisor:
         serving that version instead of encoding another."""
         if self.snapshot is not None and snapshot.version == self.snapshot.version:
             return None
-        with gc_paused():  # the same content; unchanged rules become the served objects
-            snapshot = reuse_unchanged(snapshot, self.snapshot)
+        rebuilt = (delta is not None and self.snapshot is not None
+                   and delta[0] == self.snapshot.version)
+        if not rebuilt:  # a delta's rebuild kept the served objects of unchanged rules already
+            with gc_paused():  # the same content; unchanged rules become the served objects
+                snapshot = reuse_unchanged(snapshot, self.snapshot)
         if snapshot is not self._checked:  # at start, the source checked it before the workers
             self.check(snapshot)
         self._checked = None
@@ -272,8 +275,7 @@ class Supervisor:
             raise ConfigRefused(str(exc)) from exc
         await self._resolve(snapshot)
         try:
-            given = (delta[1] if delta is not None and self.snapshot is not None
-                     and delta[0] == self.snapshot.version else None)
+            given = delta[1] if rebuilt and delta is not None else None
             totals = await self._install_all(snapshot, previous=self.snapshot, delta=given)
         except BaseException:
             kept = listener_keys(self.snapshot) if self.snapshot else set()

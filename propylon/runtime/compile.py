@@ -220,8 +220,8 @@ def _spread_orders(entries: list[tuple[RouterEntry[CompiledRoute], ...]], start:
     between the orders of the entries around them, or None if there is no room left (the
     same place changed some thirty times: the Gateway is compiled whole, orders spaced
     again)."""
-    below = next((es[-1].order for es in reversed(entries[:start]) if es), None)
-    above = next((es[0].order for es in entries[stop:] if es), None)
+    below = next((entries[i][-1].order for i in range(start - 1, -1, -1) if entries[i]), None)
+    above = next((entries[i][0].order for i in range(stop, len(entries)) if entries[i]), None)
     if below is None:
         return (0 if above is None else above - count * ORDER_GAP), ORDER_GAP
     if above is None:
