@@ -171,7 +171,7 @@ class _HostTable(Generic[T]):
         exact: dict[str, list[RouterEntry[T]]] = {}
         prefixes: dict[str, list[RouterEntry[T]]] = {}
         regexes: dict[str, list[RouterEntry[T]]] = {}
-        kinds = {"exact": exact, "prefix": prefixes, "regex": regexes}  # _PATH_KINDS
+        kinds = {"exact": exact, "prefix": prefixes, "regex": regexes}  # as in _PATH_KINDS
         for e in entries:
             path = e.match.path
             table = kinds.get(path.kind)
@@ -413,10 +413,10 @@ class Router(Generic[T]):
     def changed(self, gone: list[RouterEntry[T]], new: list[RouterEntry[T]]) -> Router[T]:
         """This router without the entries ``gone`` (of payloads it was made from; each
         entry's payload is its own object) and with ``new``, as ``Router`` would build it
-        from the entries left; what the change does not
-        touch (tables of other hosts, buckets of other paths) is this router's, shared.
-        ``new`` entries rank among the others by their ``order`` (a compilation gives them
-        orders between those of their neighbours in config order)."""
+        from the entries left; what the change does not touch (tables of other hosts,
+        buckets of other paths) is this router's, shared. ``new`` entries rank among the
+        others by their ``order`` (a compilation gives them orders between those of their
+        neighbours in config order)."""
         tables: dict[str, tuple[list[RouterEntry[T]], list[RouterEntry[T]]]] = {}
         for index, entries in enumerate((gone, new)):
             for e in entries:
