@@ -9,6 +9,21 @@ import yaml
 API = "propylon.dev/v1"
 Doc = dict[str, Any]
 
+# The Gateway shop/edge (port 8080, Routes of namespace shop) and the Upstream shop/app
+# (127.0.0.1:9000) as YAML: the start of the unit tests' small configurations.
+SHOP_EDGE_YAML = """apiVersion: propylon.dev/v1
+kind: Gateway
+metadata: {name: edge, namespace: shop}
+spec:
+  listeners: [{name: web, port: 8080}]
+  routeSelector: {namespaces: [shop]}
+---
+apiVersion: propylon.dev/v1
+kind: Upstream
+metadata: {name: app, namespace: shop}
+spec: {endpoints: [{address: 127.0.0.1, port: 9000}]}
+"""
+
 
 def _resource(kind: str, name: str, namespace: str, spec: Doc, labels: dict | None) -> Doc:
     metadata: Doc = {"name": name, "namespace": namespace}

@@ -18,19 +18,10 @@ from propylon.ir.model import ConsumerIR
 from propylon.runtime.compile import Services, compile_snapshot
 from propylon.runtime.compiled import CompiledRoute, Runtime
 from propylon.translate import translate
+from tests.support.request_view import Req
+from tests.support.resources import SHOP_EDGE_YAML
 
-GATEWAY = """apiVersion: propylon.dev/v1
-kind: Gateway
-metadata: {name: edge, namespace: shop}
-spec:
-  listeners: [{name: web, port: 8080}]
-  routeSelector: {namespaces: [shop]}
----
-apiVersion: propylon.dev/v1
-kind: Upstream
-metadata: {name: app, namespace: shop}
-spec: {endpoints: [{address: 127.0.0.1, port: 9000}]}
-"""
+GATEWAY = SHOP_EDGE_YAML
 HOSTS = ["", "\n  hostnames: [h.example.com]", "\n  hostnames: ['*.example.com']"]
 
 
@@ -60,16 +51,6 @@ def snapshot(routes: list[tuple[str, str, int]]) -> ir.SnapshotIR:
     return translate(loaded.resources)
 
 
-class _View:
-    def __init__(self, headers: dict[str, str]) -> None:
-        self.headers = headers
-
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name)
-
-    def query_param(self, name: str) -> str | None:
-        return None
-
 
 def served(runtime: Runtime, names: list[str]) -> list[tuple[object, ...]]:
     router = runtime.gateways["shop/edge"].router
@@ -78,7 +59,7 @@ def served(runtime: Runtime, names: list[str]) -> list[tuple[object, ...]]:
         for path in ["/shared", "/common/1", "/n/7", *(p for name in names for p in (
                 f"/{name}/api/1", f"/{name}/x", f"/{name}/12"))]:
             for headers in ({}, {"x-beta": "1"}):
-                found: CompiledRoute | None = router.match(host, "GET", path, _View(headers))
+                found: CompiledRoute | None = router.match(host, "GET", path, Req(headers))
                 out.append((host, path, headers.get("x-beta"), None) if found is None else (
                     host, path, headers.get("x-beta"), found.rule_id, found.route_label,
                     found.rule_label, found.direct_body, len(found.chain.filters)))
@@ -163,6 +144,6 @@ def test_changed_consumers_or_upstreams_compile_every_rule(loop: asyncio.Abstrac
     other = dataclasses.replace(consumers, gateways=(
         dataclasses.replace(gateway, upstreams=(upstream,)),))
     runtime = compile_snapshot(other, worker)
-    found = runtime.gateways["shop/edge"].router.match("x", "GET", "/a/api", _View({}))
+    found = runtime.gateways["shop/edge"].router.match("x", "GET", "/a/api", Req({}))
     assert found is not None and found.single_cluster is runtime.gateways[
         "shop/edge"].clusters["shop/app"]

@@ -17,19 +17,10 @@ from propylon.runtime.compile import Services, compile_snapshot
 from propylon.runtime.compiled import CompiledRoute, Runtime
 from propylon.runtime.discovery import DnsQuery, Record
 from propylon.translate import translate
+from tests.support.request_view import Req
+from tests.support.resources import SHOP_EDGE_YAML
 
-GATEWAY = """apiVersion: propylon.dev/v1
-kind: Gateway
-metadata: {name: edge, namespace: shop}
-spec:
-  listeners: [{name: web, port: 8080}]
-  routeSelector: {namespaces: [shop]}
----
-apiVersion: propylon.dev/v1
-kind: Upstream
-metadata: {name: app, namespace: shop}
-spec: {endpoints: [{address: 127.0.0.1, port: 9000}]}
----
+GATEWAY = SHOP_EDGE_YAML + """---
 apiVersion: propylon.dev/v1
 kind: Upstream
 metadata: {name: named, namespace: shop}
@@ -84,16 +75,6 @@ def services(loop: asyncio.AbstractEventLoop, *answers: tuple[DnsQuery, tuple[Re
     return made
 
 
-class _View:
-    def __init__(self, headers: dict[str, str]) -> None:
-        self.headers = headers
-
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name)
-
-    def query_param(self, name: str) -> str | None:
-        return None
-
 
 REQUESTS = [(host, path, headers) for name in ("a", "b", "c", "d")
             for host in ("x", f"{name}.example.com")
@@ -106,7 +87,7 @@ def served(runtime: Runtime) -> list[tuple[object, ...]]:
     router = runtime.gateways["shop/edge"].router
     out: list[tuple[object, ...]] = []
     for host, path, headers in REQUESTS:
-        found: CompiledRoute | None = router.match(host, "GET", path, _View(headers))
+        found: CompiledRoute | None = router.match(host, "GET", path, Req(headers))
         if found is None:
             out.append((host, path, None))
             continue
@@ -237,7 +218,7 @@ def test_tracing_turned_on_reaches_the_unchanged_rules(loop: asyncio.AbstractEve
         otlp_endpoint="http://127.0.0.1:4318"))
     runtime = compile_snapshot(dataclasses.replace(first_ir, gateways=(traced,)), worker)
     router = runtime.gateways["shop/edge"].router
-    found = [router.match(host, "GET", path, _View(headers))
+    found = [router.match(host, "GET", path, Req(headers))
              for host, path, headers in REQUESTS if path.startswith("/a/")]
     assert found and all(route is not None and isinstance(route.chain.filters[0], TracingFilter)
                          for route in found)
@@ -247,5 +228,5 @@ def test_tracing_turned_on_reaches_the_unchanged_rules(loop: asyncio.AbstractEve
     assert again._default[-1].prefixes["/a/api"] is router._default[-1].prefixes["/a/api"]
     untraced = compile_snapshot(first_ir, worker).gateways["shop/edge"].router
     assert all(not isinstance(r.chain.filters[0], TracingFilter) if r.chain.filters else True
-               for r in (untraced.match(h, "GET", p, _View(hd)) for h, p, hd in REQUESTS
+               for r in (untraced.match(h, "GET", p, Req(hd)) for h, p, hd in REQUESTS
                          if p.startswith("/a/")) if r is not None)

@@ -6,24 +6,12 @@ declaration order. ``tests/unit/test_shadowed.py`` covers ``shadowed``."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
 import pytest
 
 from propylon.ir.model import MatchIR, PathMatchIR, ValueMatchIR
 from propylon.runtime.router import Router, RouterEntry
-
-
-@dataclass
-class Req:
-    headers: dict[str, str] = field(default_factory=dict)
-    query: dict[str, str] = field(default_factory=dict)
-
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name)
-
-    def query_param(self, name: str) -> str | None:
-        return self.query.get(name)
+from tests.support.request_view import Req
 
 
 def route(

@@ -10,6 +10,7 @@ import pytest
 
 from propylon.ir.model import MatchIR, PathMatchIR, ValueMatchIR
 from propylon.runtime.router import Router, RouterEntry
+from tests.support.request_view import Req
 
 HOSTS = [(), ("a.example.com",), ("*.example.com",), ("b.example.com", "*"),
          ("*.b.example.com",), ("A.Example.com",)]
@@ -21,16 +22,6 @@ PROBE_HOSTS = ["a.example.com", "b.example.com", "c.b.example.com", "c.example.c
                "other.org"]
 PROBE_PATHS = ["/", "/api", "/api/", "/api/12", "/api/v1/x", "/x", "/x/y/z/w", "/zz"]
 
-
-class Req:
-    def __init__(self, headers: dict[str, str]) -> None:
-        self.headers = headers
-
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name)
-
-    def query_param(self, name: str) -> str | None:
-        return None
 
 
 def random_entry(rng: random.Random, name: str, order: int) -> RouterEntry[str]:

@@ -12,6 +12,7 @@ import pytest
 from propylon.config import Rejected, Resource, load_paths, load_text
 from propylon.translate import memo, shadows, translate_with_issues
 from propylon.translate.translator import Translation
+from tests.support.resources import SHOP_EDGE_YAML
 
 CASES = Path(__file__).parents[1] / "golden" / "cases"
 
@@ -40,18 +41,7 @@ def test_a_golden_case_translated_again_is_the_same(case: Path) -> None:
     assert_same(again, first)
 
 
-GATEWAY = """apiVersion: propylon.dev/v1
-kind: Gateway
-metadata: {name: edge, namespace: shop}
-spec:
-  listeners: [{name: web, port: 8080}]
-  routeSelector: {namespaces: [shop]}
----
-apiVersion: propylon.dev/v1
-kind: Upstream
-metadata: {name: app, namespace: shop}
-spec: {endpoints: [{address: 127.0.0.1, port: 9000}]}
----
+GATEWAY = SHOP_EDGE_YAML + """---
 apiVersion: propylon.dev/v1
 kind: Policy
 metadata: {name: tag, namespace: shop}

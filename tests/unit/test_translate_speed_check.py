@@ -15,19 +15,9 @@ from propylon.config import load_text
 from propylon.runtime.check_memo import ProvenRules, vouched
 from propylon.runtime.compile import Services, compile_snapshot
 from propylon.standalone import build_from_resources
+from tests.support.resources import SHOP_EDGE_YAML
 
-CONFIG = """apiVersion: propylon.dev/v1
-kind: Gateway
-metadata: {name: edge, namespace: shop}
-spec:
-  listeners: [{name: web, port: 8080}]
-  routeSelector: {namespaces: [shop]}
----
-apiVersion: propylon.dev/v1
-kind: Upstream
-metadata: {name: app, namespace: shop}
-spec: {endpoints: [{address: 127.0.0.1, port: 9000}]}
----
+CONFIG = SHOP_EDGE_YAML + """---
 apiVersion: propylon.dev/v1
 kind: Route
 metadata: {name: r, namespace: shop}
