@@ -31,18 +31,18 @@ class ChainMemo:
         self.kept: dict[str, dict[tuple[int, int], _Entry]] = {}
         self.made: dict[str, dict[tuple[int, int], _Entry]] = {}
         self.consumers: tuple[Any, ...] | None = None
+        self.last_kept = False  # this compilation holds the last one's chains (``begin``)
         self._kept: dict[tuple[int, int], _Entry] = {}  # the Gateway being compiled's
         self._made: dict[tuple[int, int], _Entry] = {}
 
-    def begin(self, consumers: tuple[Any, ...]) -> bool:
-        """A compilation starts, of a snapshot with these Consumers: whether the chains of
-        the last one may be kept (not when the Consumers changed)."""
-        keep = consumers == self.consumers
-        if not keep:
+    def begin(self, consumers: tuple[Any, ...]) -> None:
+        """A compilation starts, of a snapshot with these Consumers: the chains of the last
+        one are kept unless the Consumers changed (``last_kept`` says which)."""
+        self.last_kept = consumers == self.consumers
+        if not self.last_kept:
             self.kept = {}
         self.consumers = consumers
         self.made = {}
-        return keep
 
     def gateway(self, gateway: str) -> None:
         self._kept = self.kept.get(gateway, {})

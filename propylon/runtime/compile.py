@@ -85,7 +85,6 @@ class Services:
     # the clusters and compiled routes of the last compilation, for what is unchanged
     clusters: ClusterMemo = field(default_factory=ClusterMemo)
     routes: RouteMemo = field(default_factory=RouteMemo)
-    chains_kept: bool = False  # this compilation's ``chains`` hold the last one's chains
 
     @classmethod
     def scratch(cls, loop: asyncio.AbstractEventLoop) -> Services:
@@ -95,7 +94,7 @@ class Services:
 
 def compile_snapshot(snapshot: SnapshotIR, services: Services) -> Runtime:
     with gc_paused():
-        services.chains_kept = services.chains.begin(snapshot.consumers)
+        services.chains.begin(snapshot.consumers)
         services.clusters.begin()
         services.routes.begin()
         if services.proven is not None:
@@ -186,7 +185,7 @@ def _compile_changed_rules(
     among 10,000 costs what one Route costs). None when it cannot: compile them all."""
     routes, chains = services.routes, services.chains
     last = routes.last_placed(gateway.key)
-    if (last is None or not routes.same_clusters or not services.chains_kept
+    if (last is None or not routes.same_clusters or not chains.last_kept
             or last.tracing is not tracing):
         return None
     start, old_stop, new_stop = changed_span(gateway.rules, last.rules)
