@@ -672,8 +672,8 @@ def _first_change(pieces: list[str], old: list[str]) -> int:
 # The text of the last sealed snapshot as pieces, by id (the snapshot is kept, so the id is its
 # own), for the first ``dumps`` of it: a supervisor ships what it just sealed, and encoding a
 # large snapshot twice cost as much as translating it. Joined only then: a proxy that rebuilt
-# a version from a delta passes the delta on and never asks (joining 17 MB was a third of its
-# sealing). One entry: it is dropped once used.
+# a version from a delta passes the delta on, and asks only when its IR cache is written, after
+# the ACK (joining 17 MB was a third of its sealing). One entry: it is dropped once used.
 _SEALED_TEXT: dict[int, tuple[model.SnapshotIR, list[str]]] = {}
 _VERSION_LAST = '"version":""}'  # keys are sorted: "version" is the snapshot's last
 

@@ -289,7 +289,7 @@ class Agent:
         if snapshot is None:
             self.deltas = False
             return None
-        # its text is written to the cache a second later (``LatestSave``), not made now
+        # its text is made when the cache is written, once changes pause (``LatestSave``)
         return None if await self.apply(supervisor, snapshot, None, (base, answer.body)) else 0
 
     def rebuild(self, held: ir.SnapshotIR | None, body: bytes, base: str, version: str
