@@ -94,10 +94,9 @@ def shard_all(snapshot: ir.SnapshotIR, previous: dict[str, ir.SnapshotIR],
               statuses: ShardStatuses | None = None,
               ) -> tuple[dict[str, ir.SnapshotIR], dict[str, str]]:
     """Every Gateway's shard and its text. An unchanged shard stays the previous object with
-    its text; a changed one is encoded right after sealing it (``ir.dumps`` then reuses the
-    text sealing made: later, another seal would have replaced it). ``parts`` keeps the texts
-    of each Gateway's rules for its next seal (gone Gateways are dropped from it), and
-    ``statuses`` its statuses (``own_statuses``)."""
+    its text; a changed one is sealed and encoded with the Gateway's own memo of texts and
+    digests, ``parts`` (gone Gateways are dropped from it), so that only what changed is
+    hashed and written; ``statuses`` keeps its statuses (``own_statuses``)."""
     parts = {} if parts is None else parts
     for gone in set(parts) - {g.key for g in snapshot.gateways}:
         del parts[gone]
@@ -112,10 +111,10 @@ def shard_all(snapshot: ir.SnapshotIR, previous: dict[str, ir.SnapshotIR],
                 memo = parts[gateway.key] = codec.PartTexts()
             with codec.part_texts(memo):
                 sealed = shard(snapshot, gateway, was, selected.get(gateway.key, []))
-            if was is not None and was.version == sealed.version:
-                shards[gateway.key], out[gateway.key] = was, texts[gateway.key]
-            else:
-                shards[gateway.key], out[gateway.key] = sealed, ir.dumps(sealed)
+                if was is not None and was.version == sealed.version:
+                    shards[gateway.key], out[gateway.key] = was, texts[gateway.key]
+                else:
+                    shards[gateway.key], out[gateway.key] = sealed, ir.dumps(sealed)
     return shards, out
 
 

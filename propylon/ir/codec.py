@@ -206,26 +206,19 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 def dumps(snapshot: model.SnapshotIR) -> str:
-    sealed = _SEALED_TEXT.pop(id(snapshot), None)
-    if sealed is not None and sealed[0] is snapshot:
-        return "".join(sealed[1])
-    return _encode(snapshot)
-
-
-def _encode(snapshot: model.SnapshotIR) -> str:
     pieces = _encoded_pieces(snapshot)
     if pieces is None:
-        return json.dumps(to_data(snapshot), sort_keys=True, separators=(",", ":"))
+        return _text(snapshot)
     return "".join(pieces)
 
 
 def _encoded_pieces(snapshot: model.SnapshotIR) -> list[str] | None:
-    """``dumps`` without the memo of sealed texts, as pieces to join: the text of each rule
-    and status is reused from the last encoding when it is the same object
-    (``ir.delta.reuse_unchanged`` and the translator keep the objects of unchanged rules),
-    and the rest is encoded with a placeholder where they go. Joined, the pieces are the text
-    of encoding it whole; joined once (megabytes at 10,000 routes: every copy counts). None
-    when a placeholder cannot be found once (then encode it whole)."""
+    """``dumps`` as pieces to join: the text of each rule and status is reused from the last
+    encoding when it is the same object (``ir.delta.reuse_unchanged`` and the translator
+    keep the objects of unchanged rules), and the rest is encoded with a placeholder where
+    they go. Joined, the pieces are the text of encoding it whole; joined once (megabytes at
+    10,000 routes: every copy counts). None when a placeholder cannot be found once (then
+    encode it whole)."""
     memo = _PART_TEXT
     pieces: list[str] = []
     used: set[str] = set()
@@ -335,22 +328,21 @@ def _differing(items: Iterable[Any], old: Iterable[Any]) -> Iterator[int]:
 # object, so an id is never another object's); placeholders a configuration cannot contain
 # twice (splicing checks that each occurs exactly once, else the snapshot is encoded whole).
 class PartTexts(dict[int, tuple[Any, str]]):
-    """The texts of the rules and statuses of the last encoding, by identity, and what
-    hashing its pieces left: the pieces and the hash's state at the start of each chunk of
-    them, so that sealing the next version hashes again only from the chunk where its text
-    first differs (a change appends or edits a few rules of thousands: the text before it,
-    megabytes, is the same)."""
+    """The texts of the rules and statuses of the last encoding, by identity, and each list's
+    items and texts as last encoded (``lists``) and as last hashed (``digested``: the items
+    and their digests), so that the next encoding or hash of a list handles only what
+    changed between its ends (a change appends or edits a few rules of thousands)."""
 
-    __slots__ = ("hashed", "lists")
+    __slots__ = ("digested", "lists")
 
     def __init__(self) -> None:
         super().__init__()
         # each list of the last encoding (a Gateway's rules, the statuses): items and texts
         self.lists: dict[str, tuple[Sequence[Any], list[str]]] = {}
-        # the pieces last hashed and the hashlib state before each chunk of them: one value,
-        # read and replaced whole (another thread encoding meanwhile leaves a pair that
-        # belongs together; resuming from any pair whose text starts the same is right)
-        self.hashed: tuple[list[str], list[Any]] = ([], [])
+        # each list of the last hash: items and their ``item_digest``s, one after another;
+        # one value, read and replaced whole (another thread hashing meanwhile leaves a pair
+        # that belongs together)
+        self.digested: dict[str, tuple[Sequence[Any], bytes]] = {}
 
 
 _PART_TEXT = PartTexts()
@@ -635,57 +627,64 @@ def loads(text: str | bytes) -> model.SnapshotIR:
 
 
 def content_hash(snapshot: model.SnapshotIR) -> str:
-    unsealed = dataclasses.replace(snapshot, version="")
-    return _hash_pieces(_encoded_pieces(unsealed) or [_encode(unsealed)])
+    """The version ``seal`` gives ``snapshot`` (its own ``version`` is not hashed).
 
-
-def _hash_pieces(pieces: list[str], per_chunk: int = 512) -> str:
-    """The first 16 hex digits of the SHA-256 of the pieces joined (UTF-8): a chunk at a
-    time (no copy of the whole text), resumed from the last encoding's state at the chunk
-    where the text first differs (``PartTexts.hashed``)."""
+    Since IR schema 2 it is the SHA-256 of the snapshot's text in which each hashed list
+    (the statuses, each Gateway's rules) is written as ``list_digest`` of its items' texts
+    (``ir.schema.form_hash`` computes the same from the JSON form). A change of one rule
+    among 40,000 hashes that rule, then the list's item digests (16 bytes each), instead
+    of the megabytes of text after it."""
     memo = _PART_TEXT
-    last_pieces, last_states = memo.hashed
-    digest = hashlib.sha256()
-    states: list[Any] = []
-    first = 0
-    if last_states:
-        first = min(_first_change(pieces, last_pieces) // per_chunk, len(last_states) - 1)
-        states = last_states[:first]
-        digest = last_states[first].copy()
-    for chunk in range(first, -(-len(pieces) // per_chunk)):
-        states.append(digest.copy())
-        digest.update("".join(pieces[chunk * per_chunk:(chunk + 1) * per_chunk]).encode())
-    memo.hashed = (list(pieces), states)
-    return digest.hexdigest()[:16]
+    unsealed = dataclasses.replace(snapshot, version="", gateways=(), statuses=())
+    data = to_data(unsealed)
+    used = {"statuses"}
+    gateways = []
+    for gateway in snapshot.gateways:
+        form = to_data(dataclasses.replace(gateway, rules=()))
+        name = f"rules of {gateway.key}"
+        form["rules"] = _list_digest(memo, name, gateway.rules)
+        used.add(name)
+        gateways.append(form)
+    data["gateways"] = gateways
+    data["statuses"] = _list_digest(memo, "statuses", snapshot.statuses)
+    for name in memo.digested.keys() - used:  # a Gateway gone: its rules are not kept
+        gone = memo.digested.pop(name, None)
+        if gone is not None:
+            _forget(memo, gone[0], set())
+    return hashlib.sha256(_text(data).encode()).hexdigest()[:16]
 
 
-def _first_change(pieces: list[str], old: list[str]) -> int:
-    """The index of the first piece that differs from ``old``'s (the shorter length if
-    none): by identity in C, by value only where the objects differ (a snapshot's
-    skeleton is written again for every encoding; its rules' texts are the kept ones)."""
-    for index in _differing(pieces, old):
-        if pieces[index] != old[index]:
-            return index
-    return min(len(pieces), len(old))
+ITEM_DIGEST_BYTES = 16  # of each item's SHA-256, in the digest of its list
 
 
-# The text of the last sealed snapshot as pieces, by id (the snapshot is kept, so the id is its
-# own), for the first ``dumps`` of it: a supervisor ships what it just sealed, and encoding a
-# large snapshot twice cost as much as translating it. Joined only then: a proxy that rebuilt
-# a version from a delta passes the delta on, and asks only when its IR cache is written, after
-# the ACK (joining 17 MB was a third of its sealing). One entry: it is dropped once used.
-_SEALED_TEXT: dict[int, tuple[model.SnapshotIR, list[str]]] = {}
-_VERSION_LAST = '"version":""}'  # keys are sorted: "version" is the snapshot's last
+def item_digest(text: str) -> bytes:
+    """What a list's digest takes of one item: the start of the SHA-256 of its text."""
+    return hashlib.sha256(text.encode()).digest()[:ITEM_DIGEST_BYTES]
+
+
+def list_digest(item_digests: bytes) -> str:
+    """How a hashed list is written in the text a version hashes: the SHA-256 of its items'
+    digests, one after another."""
+    return "sha256:" + hashlib.sha256(item_digests).hexdigest()
+
+
+def _list_digest(memo: PartTexts, name: str, items: Sequence[Any]) -> str:
+    """``list_digest`` of ``items``, and ``memo`` updated to them: against the same list of
+    the last hash (``memo.digested``), the ends already in place (``same_ends``) keep their
+    digests as they are (copied as bytes), and only the items between them are hashed."""
+    last = memo.digested.get(name)
+    old_items, old = last if last is not None else ((), b"")
+    start, end = same_ends(items, old_items) if old_items else (0, 0)
+    middle = items[start:len(items) - end]
+    size = ITEM_DIGEST_BYTES
+    digests = b"".join((old[:start * size],
+                        *map(item_digest, _texts_by_identity(memo, middle)),
+                        old[len(old) - end * size:] if end else b""))
+    _forget(memo, old_items[start:len(old_items) - end], set(map(id, middle)))
+    memo.digested[name] = (items, digests)
+    return list_digest(digests)
 
 
 def seal(snapshot: model.SnapshotIR) -> model.SnapshotIR:
     """The snapshot with ``version`` set to the hash of its content."""
-    unsealed = dataclasses.replace(snapshot, version="")
-    pieces = _encoded_pieces(unsealed) or [_encode(unsealed)]
-    sealed = dataclasses.replace(snapshot, version=_hash_pieces(pieces))
-    last = pieces[-1]
-    if last.endswith(_VERSION_LAST):
-        pieces[-1] = f'{last[:-len(_VERSION_LAST)]}"version":"{sealed.version}"}}'
-        _SEALED_TEXT.clear()
-        _SEALED_TEXT[id(sealed)] = (sealed, pieces)
-    return sealed
+    return dataclasses.replace(snapshot, version=content_hash(snapshot))

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-IR_SCHEMA_VERSION = 1
+IR_SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)

@@ -270,12 +270,9 @@ class Agent:
         except (ValueError, KeyError, TypeError) as exc:
             log.error("undecodable IR from the control plane: %s", exc)
             return 0
-        if not await self.apply(supervisor, snapshot, answer.body):
-            return 0
-        # the next delta is checked by sealing what it rebuilds: encode the rules once now
-        # (off the loop), so that sealing encodes only what the delta changed
-        await asyncio.to_thread(ir.content_hash, snapshot)
-        return None
+        # decoding hashed every rule and status (``Schemas.decode``): the next delta's seal
+        # hashes only what the delta changed
+        return None if await self.apply(supervisor, snapshot, answer.body) else 0
 
     async def _get_ir(self, url: str) -> httpclient.Response:
         """GET an IR answer: up to ``MAX_IR_BYTES`` (the client's default bound, 4 MiB, is

@@ -47,6 +47,20 @@ def _whole(snapshot: object) -> str:
     return json.dumps(ir.to_data(snapshot), sort_keys=True, separators=(",", ":"))
 
 
+def _reference_version(unsealed: ir.SnapshotIR) -> str:
+    """The version as IR schema 2 defines it, from the JSON form alone: the SHA-256 of the
+    text in which the statuses and each Gateway's rules are written as
+    ``sha256:<SHA-256 of the first 16 bytes of each item's SHA-256, in order>``."""
+    def digest(items: list[object]) -> str:
+        joined = b"".join(hashlib.sha256(_whole(item).encode()).digest()[:16] for item in items)
+        return "sha256:" + hashlib.sha256(joined).hexdigest()
+
+    data = ir.to_data(unsealed)
+    data["statuses"] = digest(data["statuses"])
+    data["gateways"] = [{**g, "rules": digest(g["rules"])} for g in data["gateways"]]
+    return hashlib.sha256(_whole(data).encode()).hexdigest()[:16]
+
+
 @pytest.mark.parametrize("snapshot", [
     pytest.param(_snapshot(), id="one-gateway"),
     pytest.param(ir.SnapshotIR(gateways=(), statuses=()), id="empty"),
@@ -58,13 +72,14 @@ def _whole(snapshot: object) -> str:
                  id="placeholder-in-a-status"),
 ])
 def test_spliced_texts_are_the_whole_encoding(snapshot: ir.SnapshotIR) -> None:
-    """Sealing and encoding join the kept texts of rules and statuses with the rest: the
-    same text, and the same version, as encoding the snapshot whole, first and again."""
+    """Sealing and encoding join the kept texts and digests of rules and statuses with the
+    rest: the same text, and the same version, as encoding the snapshot whole, first and
+    again."""
     for _ in range(2):  # the second time, every rule's and status's text is the kept one
         sealed = ir.seal(snapshot)
         unsealed = dataclasses.replace(sealed, version="")
-        assert sealed.version == hashlib.sha256(_whole(unsealed).encode()).hexdigest()[:16]
-        assert ir.dumps(sealed) == _whole(sealed)  # the text kept from sealing
+        assert sealed.version == _reference_version(unsealed)
+        assert ir.dumps(sealed) == _whole(sealed)
         assert ir.dumps(sealed) == _whole(sealed)  # encoded again
 
 

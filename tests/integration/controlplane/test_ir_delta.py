@@ -80,7 +80,10 @@ def _all_on(plane: ControlPlane, admins: list[int]) -> str | None:
 
 
 def _poll(plane: ControlPlane, **query: str) -> tuple[int, dict[str, str], bytes]:
-    url = f"{plane.url}/v1/gateways/{GATEWAY}/ir?{urlencode({'wait': '0', **query})}"
+    """A poll as this build's proxies make it (naming the schemas they read)."""
+    reads = ",".join(map(str, CURRENT.supported()))
+    url = (f"{plane.url}/v1/gateways/{GATEWAY}/ir?"
+           f"{urlencode({'wait': '0', 'schemas': reads, **query})}")
     request = urllib.request.Request(url, headers={"authorization": f"Bearer {plane.token}"})
     with urllib.request.urlopen(request, timeout=5) as answer:
         return answer.status, {k.lower(): v for k, v in answer.headers.items()}, answer.read()

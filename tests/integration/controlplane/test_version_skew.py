@@ -1,5 +1,5 @@
 """Version skew with real processes: a control plane one IR schema ahead
-(tests/support/ir_schema_next.py, schema 2) keeps this build's proxies (schema 1) serving,
+(tests/support/ir_schema_next.py, schema 3) keeps this build's proxies (schema 2) serving,
 answers each poll in the schema the proxy reads or 406 with the reason; a proxy given an IR
 of a schema it cannot read NACKs it with the reason and keeps serving its version.
 """
@@ -50,7 +50,7 @@ def test_a_control_plane_one_schema_ahead_serves_older_proxies(cluster: Cluster)
                      upstream("svc", "shop", cluster.echo("svc")),
                      route("main", "shop", "/", "svc")]:
         plane.must_put(resource)
-    cluster.proxy("proxy", plane, "infra/edge")  # this build: reads schema 1 only
+    cluster.proxy("proxy", plane, "infra/edge")  # this build: reads schemas 1 and 2
     assert wait_until(lambda: served_by(gw, "/") == (200, "svc"), what="the proxy serves")
 
     def fleet() -> dict:
@@ -59,26 +59,28 @@ def test_a_control_plane_one_schema_ahead_serves_older_proxies(cluster: Cluster)
     wait_until(lambda: (f := fleet()) and f["proxies"]
                and f["proxies"][0].get("version") == f["version"], what="the proxy's ACK")
 
-    status, older = _poll(plane, schemas="1")
-    assert status == 200 and older["schema"] == 1  # type: ignore[index]
+    status, older = _poll(plane, schemas="2")
+    assert status == 200 and older["schema"] == 2  # type: ignore[index]
     assert "address" in older["gateways"][0]["listeners"][0]  # type: ignore[index]
-    assert _poll(plane)[1] == older  # a proxy naming no schemas reads schema 1
-    status, newer = _poll(plane, schemas="1,2")
-    assert status == 200 and newer["schema"] == 2  # type: ignore[index]
+    assert _poll(plane, schemas="1,2")[1] == older  # what this build's proxy reads
+    status, newer = _poll(plane, schemas="2,3")
+    assert status == 200 and newer["schema"] == 3  # type: ignore[index]
     assert newer["gateways"][0]["listeners"][0]["bind"] == "127.0.0.1"  # type: ignore[index]
     status, refused = _poll(plane, schemas="7")
-    print(f"\nversion skew: schema 1 form {older['version']}, schema 2 form "  # type: ignore[index]
+    print(f"\nversion skew: schema 2 form {older['version']}, schema 3 form "  # type: ignore[index]
           f"{newer['version']}; schemas=7 answered {status}: {refused}")  # type: ignore[index]
     assert status == 406
-    assert "no IR schema in common: the proxy reads 7, this control plane writes 1, 2" in str(
+    assert "no IR schema in common: the proxy reads 7, this control plane writes 2, 3" in str(
         refused)
+    # a proxy naming no schemas (before they were negotiated) reads schema 1: two behind
+    assert _poll(plane)[0] == 406
     assert _poll(plane, schemas="x")[0] == 400
 
 
 def test_a_proxy_nacks_an_ir_it_cannot_read(cluster: Cluster, upstreams) -> None:
     """A stand-in control plane that ignores ``schemas`` (as one two releases ahead would):
-    the first poll gets a schema 1 IR (made by a real control plane), the next one a schema 2
-    IR of a changed configuration."""
+    the first poll gets a schema 1 IR (made by a real control plane for a proxy of schema 1,
+    which this build still reads), the next one a schema 3 IR of a changed configuration."""
     plane = cluster.control()
     gw = free_port()
     for resource in [gateway("edge", "infra", gw, ["shop"]),
@@ -95,7 +97,7 @@ def test_a_proxy_nacks_an_ir_it_cannot_read(cluster: Cluster, upstreams) -> None
     v1 = json.dumps(data, sort_keys=True, separators=(",", ":"))
     first = CURRENT.decode(v1)
     changed = dataclasses.replace(first.gateways[0], trusted_proxies=("10.0.0.0/8",))
-    v2, version2 = NEXT.encode(ir.seal(dataclasses.replace(first, gateways=(changed,))), {2})
+    v2, version2 = NEXT.encode(ir.seal(dataclasses.replace(first, gateways=(changed,))), {3})
     cluster.procs.stop("control")
 
     stand_in = upstreams("control")
@@ -111,8 +113,8 @@ def test_a_proxy_nacks_an_ir_it_cannot_read(cluster: Cluster, upstreams) -> None
         reports = [json.loads(q.body) for q in stand_in.requests if q.path.endswith("/reports")]
         return [r for r in reports if r["result"] == "NACK"]
     found = wait_until(nacks, what="a NACK")
-    print(f"\nNACK of the schema 2 IR: {found[0]}")
+    print(f"\nNACK of the schema 3 IR: {found[0]}")
     assert found[0]["version"] == version2
-    assert ("IR schema 2 cannot be read by this proxy, which reads schema(s) 1"
+    assert ("IR schema 3 cannot be read by this proxy, which reads schema(s) 1, 2"
             in found[0]["error"])
     assert served_by(gw, "/") == (200, "svc")  # still serving v1
