@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +56,11 @@ class DecodedData:
         if known is None or known[0] != version:
             known = self._by_key[key] = (version, json.loads(text))
         return StoredResource(kind, namespace, name, known[1], version)
+
+    def forget(self, keys: Iterable[tuple[str, str, str]]) -> None:
+        """Drop deleted resources (kind, namespace, name)."""
+        for key in keys:
+            self._by_key.pop(key, None)
 
     def keep_only(self, items: list[StoredResource]) -> None:
         """After a listing of every resource: forget the ones no longer stored."""

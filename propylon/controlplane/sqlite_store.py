@@ -25,6 +25,7 @@ CREATE TABLE IF NOT EXISTS resources (
     kind TEXT NOT NULL, namespace TEXT NOT NULL, name TEXT NOT NULL,
     data TEXT NOT NULL, version INTEGER NOT NULL,
     PRIMARY KEY (kind, namespace, name));
+CREATE INDEX IF NOT EXISTS resources_by_version ON resources (version);
 CREATE TABLE IF NOT EXISTS fleet (
     gateway TEXT NOT NULL, proxy TEXT NOT NULL, record TEXT NOT NULL,
     PRIMARY KEY (gateway, proxy));
@@ -40,6 +41,7 @@ class SqliteStore:
         self._lock = threading.Lock()
         self._changed = asyncio.Event()
         self._decoded = DecodedData()
+        self._listing = _Listing()
 
     @classmethod
     async def open(cls, path: str) -> SqliteStore:
@@ -77,13 +79,12 @@ class SqliteStore:
         return row
 
     async def list_resources(self, kind: str | None = None) -> list[StoredResource]:
+        if kind is None:
+            return await self._run(self._listing.update, self._db, self._decoded)
         rows = await self._run(self._list, kind)
         decoded = self._decoded
-        items = [decoded.item(kind_, namespace, name, str(version), data)
-                 for kind_, namespace, name, data, version in rows]
-        if kind is None:
-            decoded.keep_only(items)
-        return items
+        return [decoded.item(kind_, namespace, name, str(version), data)
+                for kind_, namespace, name, data, version in rows]
 
     def _list(self, kind: str | None) -> list[tuple[Any, ...]]:
         sql = "SELECT kind, namespace, name, data, version FROM resources"
@@ -210,3 +211,54 @@ class SqliteStore:
 
     async def close(self) -> None:
         await self._run(self._db.close)
+
+
+Key = tuple[str, str, str]  # kind, namespace, name
+
+
+class _Listing:
+    """Every stored resource, as of the revision last read: the control plane lists them all
+    after each change, and reading and decoding 10,000 rows again took 35 ms of every
+    change. An update reads, in one transaction, the rows written since (``version`` is the
+    revision of a row's last write) and the count of rows; only when the count says some
+    were deleted are all keys read (not their data). Unchanged resources stay the same
+    objects (so does their data: ``_LoadedResources`` then knows them by identity)."""
+
+    def __init__(self) -> None:
+        self.revision = -1
+        self.by_key: dict[Key, StoredResource] = {}
+        self.order: list[Key] = []
+
+    def update(self, db: sqlite3.Connection, decoded: DecodedData) -> list[StoredResource]:
+        db.execute("BEGIN")
+        try:
+            revision = int(db.execute("SELECT revision FROM meta WHERE id = 0").fetchone()[0])
+            if revision != self.revision:
+                self._read_since(db, revision, decoded)
+        finally:
+            db.execute("COMMIT")
+        by_key = self.by_key
+        return [by_key[key] for key in self.order]
+
+    def _read_since(self, db: sqlite3.Connection, revision: int, decoded: DecodedData
+                    ) -> None:
+        by_key = self.by_key
+        rows = db.execute("SELECT kind, namespace, name, data, version FROM resources "
+                          "WHERE version > ?", (self.revision,)).fetchall()
+        count = int(db.execute("SELECT COUNT(*) FROM resources").fetchone()[0])
+        added = False
+        for kind, namespace, name, data, version in rows:
+            key = (kind, namespace, name)
+            added = added or key not in by_key
+            by_key[key] = StoredResource(kind, namespace, name, json.loads(data), str(version))
+        if count != len(by_key):  # some were deleted: keep the keys still stored
+            kept = set(db.execute("SELECT kind, namespace, name FROM resources").fetchall())
+            gone = by_key.keys() - kept
+            for key in gone:
+                del by_key[key]
+            decoded.forget(gone)
+            added = True
+        if added:
+            self.order = sorted(by_key)
+        self.revision = revision
+
