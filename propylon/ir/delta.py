@@ -25,7 +25,7 @@ import operator
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
-from propylon.ir.codec import from_data, same_ends, to_data
+from propylon.ir.codec import from_data, note_ends, same_ends, to_data
 from propylon.ir.model import GatewayIR, RuleIR, SnapshotIR, StatusIR
 
 T = TypeVar("T")
@@ -170,10 +170,16 @@ def loads_delta(text: str | bytes, base: SnapshotIR) -> SnapshotIR:
 
 
 def _objects(items: list[Any], old: Sequence[T], cls: type[T]) -> tuple[T, ...]:
+    """The list a delta's ``items`` make of ``old``; its ends kept in place are noted for
+    ``codec.same_ends`` (found from the runs, not by comparing every item)."""
     out: list[T] = []
+    spans: list[tuple[int, int]] = []  # (old index, count) of each piece; -1: a new item
     for item in items:
         if type(item) is int:
+            if not -len(old) <= item < len(old):
+                raise IndexError(f"index {item} out of the {len(old)} held")
             out.append(old[item])
+            spans.append((item % len(old), 1))
         elif type(item) is list:
             first, end = item  # ValueError unless two
             if type(first) is not int or type(end) is not int:
@@ -181,6 +187,30 @@ def _objects(items: list[Any], old: Sequence[T], cls: type[T]) -> tuple[T, ...]:
             if not 0 <= first < end <= len(old):
                 raise IndexError(f"run {item!r} out of the {len(old)} held")
             out += old[first:end]
+            spans.append((first, end - first))
         else:
             out.append(from_data(cls, item))
-    return tuple(out)
+            spans.append((-1, 1))
+    rebuilt = tuple(out)
+    note_ends(rebuilt, old, *_ends_of(spans, len(rebuilt), len(old)))
+    return rebuilt
+
+
+def _ends_of(spans: list[tuple[int, int]], length: int, old_length: int) -> tuple[int, int]:
+    """``same_ends`` of a list made of ``spans`` of an old one: the pieces at the start that
+    are the old items at the same place, then those at the end. (An old list holding one
+    object twice could make the ends longer than this; shorter ends are only less work
+    saved, never a wrong answer: what is between them is looked at.)"""
+    start = 0
+    for first, count in spans:
+        if first != start:
+            break
+        start += count
+    start = min(start, length, old_length)
+    end, position = 0, length
+    for first, count in reversed(spans):
+        position -= count
+        if first < 0 or old_length - (first + count) != length - (position + count):
+            break
+        end += count
+    return start, min(end, min(length, old_length) - start)

@@ -16,6 +16,7 @@ from propylon import ir
 from propylon.controlplane.ir_deltas import SnapshotHistory, reads_deltas
 from propylon.controlplane.state import PartTexts, ShardStatuses, shard, shard_all
 from propylon.ir import schema
+from propylon.ir.codec import same_ends
 from propylon.ir.delta import dumps_delta, loads_delta
 from propylon.proxy.agent import Agent
 from propylon.proxy.ir_cache import IRCache
@@ -216,7 +217,8 @@ def test_a_shard_names_only_its_own_gateway_in_statuses() -> None:
 
 @pytest.mark.parametrize("order", [
     [0, 1, 2, 3], [1, 0, 2, 3], [3, 2, 1, 0], [0, 2, 3], ["new", 0, 1, 2, 3], [0, 1, "new", 3],
-    [2, 3, 0, 1, "new"], ["new"], [],
+    [2, 3, 0, 1, "new"], ["new"], [], [0, 1, 2, 3, "new"], [1, 2, 3], [0, 1, 2], [0, 3],
+    ["new", 1, 2, 3], [0, 1, 2, "new"],
 ])
 def test_a_delta_names_every_held_object_by_its_index(order: list[int | str]) -> None:
     """Rules kept, moved, dropped or added: the delta names each rule the proxy holds by its
@@ -237,6 +239,11 @@ def test_a_delta_names_every_held_object_by_its_index(order: list[int | str]) ->
         assert rebuilt.gateways[0].rules == rules
         assert all(r is held[int(i)] for r, i in zip(rebuilt.gateways[0].rules, order,
                                                       strict=True) if i != "new")
+        # the ends in place, noted from the delta, are what comparing every item finds
+        compared = same_ends(list(rebuilt.gateways[0].rules), base.gateways[0].rules)
+        assert same_ends(rebuilt.gateways[0].rules, base.gateways[0].rules) == compared
+        assert same_ends(rebuilt.statuses, base.statuses) == \
+            same_ends(list(rebuilt.statuses), base.statuses)
 
 
 def _as_runs(items: list[Any]) -> list[Any]:
