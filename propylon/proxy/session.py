@@ -557,7 +557,9 @@ class Session:
         route = self.route
         elapsed = _perf_counter() - self.start
         if route is not None:
-            stats = route.stats  # RouteStats.record, inlined: this runs for every request
+            # RouteStats.record, inlined (this runs for every request): one status slot and
+            # one latency bucket each (``request_totals`` counts requests by the buckets)
+            stats = route.stats
             stats.by_code[STATUS_SLOT[self.status]] += 1
             stats.buckets[bisect_left(LATENCY_BOUNDS, elapsed)] += 1
             stats.latency_sum += elapsed

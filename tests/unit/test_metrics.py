@@ -92,9 +92,13 @@ def test_request_totals_count_every_route_and_the_5xx() -> None:
     """What a proxy tallies before each install (requests and 5xx per version, for rollouts)
     is read off the registry, over every route."""
     registry = MetricsRegistry()
-    for status in (200, 201, 404, 499, 500, 503, 599, 799):
-        registry.route("gw/edge", "shop/shop", "api").record(status, 0.01)
+    for status, seconds in zip((200, 201, 404, 499, 500, 503, 599, 799),
+                               (0.0, 0.01, 0.0005, 3.0, 10.0, 99.0, 1e-9, 0.2), strict=True):
+        registry.route("gw/edge", "shop/shop", "api").record(status, seconds)
     registry.route("gw/edge", "shop/other", "x").record(502, 0.01)
     registry.route("gw/edge", "shop/idle", "y")
     assert registry.request_totals() == (9, 5)
     assert MetricsRegistry().request_totals() == (0, 0)
+    # the requests are counted from the latency buckets: one per answer, like the codes
+    for stats in registry.routes.values():
+        assert sum(stats.buckets) == sum(stats.by_code)
