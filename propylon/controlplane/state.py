@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
+import operator
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +57,7 @@ def shard(snapshot: ir.SnapshotIR, gateway: ir.GatewayIR,
 
 
 PartTexts = dict[str, codec.PartTexts]  # gateway key -> codec.part_texts memo
+_GATEWAYS: Callable[[ir.StatusIR], tuple[str, ...]] = operator.attrgetter("gateways")
 # id(status) -> (status, that status as each Gateway that selected it carries it)
 ShardStatuses = dict[int, tuple[ir.StatusIR, dict[str, ir.StatusIR]]]
 
@@ -69,6 +72,13 @@ def own_statuses(statuses: Sequence[ir.StatusIR], memo: ShardStatuses
     same object), so an unchanged status stays the same object in the shard and out of its
     delta; it is replaced by what this call used."""
     out: dict[str, list[ir.StatusIR]] = {}
+    named = list(map(_GATEWAYS, statuses))
+    if len(set(named) - {()}) <= 1 and max(map(len, named), default=0) <= 1:
+        # one Gateway (or none) named, by each status alone: each is its shard's as it is
+        memo.clear()
+        for gateway in set(named) - {()}:
+            out[gateway[0]] = list(itertools.compress(statuses, named))
+        return out
     used: ShardStatuses = {}
     for status in statuses:
         keys = status.gateways
@@ -123,40 +133,45 @@ def translate_items(
 ) -> tuple[ir.SnapshotIR, list[ir.StatusIR], dict[str, RolloutSpec]]:
     """Translate stored resources; ones that no longer validate become Invalid statuses.
     Also the Gateways' rollout settings, which the IR does not carry (proxies need not)."""
-    resources: list[Resource] = []
-    broken: list[ir.StatusIR] = []
     with gc_paused():
-        for item in items:
-            resource = _LOADED.load(item)
-            if resource is None:
-                broken.append(ir.StatusIR(item.kind, item.key, "Invalid",
-                                          ("stored data does not validate",)))
-            else:
-                resources.append(resource)
-        _LOADED.keep_only(items)
+        loaded = _LOADED.load_all(items)
+        resources = [resource for resource in loaded if resource is not None]
+        broken = [ir.StatusIR(item.kind, item.key, "Invalid", ("stored data does not validate",))
+                  for item, resource in zip(items, loaded, strict=True) if resource is None]
         return translate(resources, sealed=False), broken, rollout_specs(resources)
 
 
 class _LoadedResources:
-    """Validated resources by (kind, key) with the data they were validated from: a change of
-    one resource validates that one again, not the whole store (resources are never modified
-    once loaded). Holds the resources of the last translation only."""
+    """The validated resource of each stored one (None: it no longer validates), for the
+    listing of the last translation: a change of one resource validates that one again, not
+    the whole store (resources are never modified once loaded). The store's listing keeps
+    the objects of unchanged resources in place, so only the items between the ends that
+    are the very objects of the last listing (``codec.same_ends``) are looked at, and those
+    are looked up by key with the data they were validated from."""
 
     def __init__(self) -> None:
+        self.items: Sequence[StoredResource] = ()
+        self.loaded: list[Resource | None] = []  # beside ``items``
         self.by_key: dict[tuple[str, str], tuple[dict[str, Any], Resource | None]] = {}
 
-    def load(self, item: StoredResource) -> Resource | None:
+    def load_all(self, items: Sequence[StoredResource]) -> list[Resource | None]:
+        start, end = codec.same_ends(items, self.items)
+        old = self.items[start:len(self.items) - end]
+        middle = items[start:len(items) - end]
+        made = [self._load(item) for item in middle]
+        for gone in {(i.kind, i.key) for i in old} - {(i.kind, i.key) for i in middle}:
+            self.by_key.pop(gone, None)
+        self.loaded = [*self.loaded[:start], *made, *self.loaded[len(self.loaded) - end:]]
+        self.items = items
+        return self.loaded
+
+    def _load(self, item: StoredResource) -> Resource | None:
         known = self.by_key.get((item.kind, item.key))
         if known is not None and (known[0] is item.data or known[0] == item.data):
             return known[1]  # the same data object while the stored version is the same
         resource = load_stored(item)
         self.by_key[(item.kind, item.key)] = (item.data, resource)
         return resource
-
-    def keep_only(self, items: Sequence[StoredResource]) -> None:
-        current = {(item.kind, item.key) for item in items}
-        for gone in set(self.by_key) - current:
-            del self.by_key[gone]
 
 
 _LOADED = _LoadedResources()
@@ -196,8 +211,9 @@ class ControlState:
         for key, version in published:
             self.metrics.published(key, version)
         self.metrics.retain(shards)
-        self.statuses = tuple(sorted((*snapshot.statuses, *broken),
-                                     key=lambda s: (s.kind, s.key)))
+        self.statuses = (snapshot.statuses if not broken  # translation sorts its own
+                         else tuple(sorted((*snapshot.statuses, *broken),
+                                           key=lambda s: (s.kind, s.key))))
         self.ready = True
         self._wake()
         log.info("translated %d resource(s): %s", len(items),

@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import cast
 
 from propylon.config import Gateway, Policy, Resource, Route, RouteTable, Upstream
-
-R = TypeVar("R", bound=Resource)
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,25 +38,38 @@ class Inventory:
 
 
 def build_inventory(resources: Sequence[Resource]) -> Inventory:
-    routes = _sorted(resources, Route)
+    found = _by_kind(resources)
+    routes = cast("tuple[Route, ...]", found[Route])
     by_namespace: dict[str, list[Route]] = {}
     for route in routes:
         by_namespace.setdefault(route.metadata.namespace, []).append(route)
     return Inventory(
-        gateways=_sorted(resources, Gateway),
+        gateways=cast("tuple[Gateway, ...]", found[Gateway]),
         routes=routes,
-        tables=_sorted(resources, RouteTable),
-        upstreams={u.key: u for u in _sorted(resources, Upstream)},
-        policies=_sorted(resources, Policy),
+        tables=cast("tuple[RouteTable, ...]", found[RouteTable]),
+        upstreams={u.key: u for u in cast("tuple[Upstream, ...]", found[Upstream])},
+        policies=cast("tuple[Policy, ...]", found[Policy]),
         routes_by_namespace={ns: tuple(found) for ns, found in by_namespace.items()},
     )
 
 
-def _sorted(resources: Sequence[Resource], cls: type[R]) -> tuple[R, ...]:
-    by_key: dict[str, R] = {}
+_KINDS: tuple[type[Resource], ...] = (Gateway, Route, RouteTable, Upstream, Policy)
+
+
+def _by_kind(resources: Sequence[Resource]) -> dict[type[Resource], tuple[Resource, ...]]:
+    """The resources of each of ``_KINDS`` in key order, in one pass over them (a pass per
+    kind was a tenth of translating a change at 10,000 Routes)."""
+    by_kind: dict[type[Resource], dict[str, Resource]] = {cls: {} for cls in _KINDS}
     for resource in resources:
-        if isinstance(resource, cls):
-            kept = by_key.setdefault(resource.key, resource)
-            if kept is not resource and resource.model_dump_json() < kept.model_dump_json():
-                by_key[resource.key] = resource  # JSON only for a key met twice
-    return tuple(by_key[key] for key in sorted(by_key))
+        by_key = by_kind.get(type(resource))
+        if by_key is None:  # a subclass of one of the kinds, or another kind
+            cls = next((cls for cls in _KINDS if isinstance(resource, cls)), None)
+            if cls is None:
+                continue
+            by_key = by_kind[cls]
+        key = resource.key
+        kept = by_key.setdefault(key, resource)
+        if kept is not resource and resource.model_dump_json() < kept.model_dump_json():
+            by_key[key] = resource  # JSON only for a key met twice
+    return {cls: tuple([by_key[key] for key in sorted(by_key)])
+            for cls, by_key in by_kind.items()}

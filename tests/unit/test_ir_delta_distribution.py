@@ -14,7 +14,7 @@ import pytest
 
 from propylon import ir
 from propylon.controlplane.ir_deltas import SnapshotHistory, reads_deltas
-from propylon.controlplane.state import PartTexts, ShardStatuses, shard, shard_all
+from propylon.controlplane.state import PartTexts, ShardStatuses, own_statuses, shard, shard_all
 from propylon.ir import schema
 from propylon.ir.codec import same_ends
 from propylon.ir.delta import dumps_delta, loads_delta
@@ -213,6 +213,27 @@ def test_a_shard_names_only_its_own_gateway_in_statuses() -> None:
         assert second[key].statuses[0] is first[key].statuses[0]
         assert second[key].statuses[-1].gateways == (key,)
     assert len(statuses) == 3  # the memo holds the statuses of the last call only
+
+
+@pytest.mark.parametrize("named", [
+    [("a/g0",), (), ("a/g0",)], [(), ()], [], [("a/g0",), ("a/g1",)],
+    [("a/g0",), ("a/g0", "a/g1"), ()],
+])
+def test_each_gateway_owns_its_statuses_in_order(named: list[tuple[str, ...]]) -> None:
+    """What each shard carries (``own_statuses``), whether every status names one Gateway at
+    most (a status is carried as it is) or some name several (each shard's names its own)."""
+    statuses = [ir.StatusIR("Route", f"a/r{i}", "Accepted", (), gateways)
+                for i, gateways in enumerate(named)]
+    expected: dict[str, list[ir.StatusIR]] = {}
+    for status in statuses:
+        for key in status.gateways:
+            expected.setdefault(key, []).append(dataclasses.replace(status, gateways=(key,)))
+    got = own_statuses(statuses, {})
+    assert got == expected
+    for key, owned in got.items():
+        alone = [s for s in statuses if s.gateways == (key,)]
+        assert [s for s in owned if s in alone] == alone
+        assert all(any(s is a for a in alone) for s in owned if s in alone)  # not copies
 
 
 @pytest.mark.parametrize("order", [
