@@ -23,11 +23,12 @@ serves it:
 The first read of ``/metrics`` in a round waits half the previous round's first ACK (the
 reads cost the control plane CPU the proxies need); a later read can only make a figure later.
 
-A load thread keeps requesting an existing route on every Gateway's port: any answer but 200
-during the rounds is a failed request. Prints p50/p99/max of the time until the first and the
-last proxy serve it, the failed requests, the control plane's IR answers by form (delta or
-full snapshot), the CPU seconds the control plane and the proxies (with their workers) spent
-in the rounds, and the machine's load. Every process is stopped by PID.
+A load thread keeps requesting an existing route on every Gateway's port, from the quiet
+period before the rounds on (so the rounds see steady traffic): any answer but 200 is a failed
+request. Each round's figures are printed as it ends; then p50/p99/max of the time until
+the first and the last proxy serve it, the failed requests, the control plane's IR answers by
+form (delta or full snapshot), the CPU seconds the control plane and the proxies (with their
+workers) spent in the rounds, and the machine's load. Every process is stopped by PID.
 """
 
 from __future__ import annotations
@@ -229,6 +230,10 @@ def run(procs: Processes, tmp: Path, count: int, rounds: int, routes: int = 0,
     wait_until(lambda: metrics.settled(members), timeout=900, what="every proxy current")
     print(f"warm: {count} proxies of {gateways} Gateway(s) serve {routes + 1} routes",
           flush=True)
+    # the load runs from here: the rounds measure changes under steady traffic (started with
+    # the first round, it met 50 workers' first requests and cold caches there: that round
+    # was the slowest of a run, by up to 300 ms)
+    load = Load(ports, "/r0")
     idle_from = {p.pid: cpu_seconds(p.pid) for p in [control, *proxies]}
     time.sleep(settle)  # the warm-up's installs are over: the rounds do not share the CPU
     first: list[float] = []
@@ -237,12 +242,21 @@ def run(procs: Processes, tmp: Path, count: int, rounds: int, routes: int = 0,
     cpu_before = {p.pid: cpu_seconds(p.pid) for p in [control, *proxies]}
     idle = sum(cpu_before[pid] - was for pid, was in idle_from.items()) / max(settle, 1e-9)
     began = time.perf_counter()
-    load = Load(ports, "/r0")
+    sent_before, failed_before = load.sent, load.failed
+    previous_first = 0.0  # the last round's first ACK (s): what the next round's reads wait on
     with concurrent.futures.ThreadPoolExecutor(max(count, 1)) as pool:
-        for n in range(1, rounds + 1):
+        # round 0 is not counted: the first read of /metrics of a round waits on the round
+        # before's figure (below); without one it read every 20 ms from the start, taking
+        # the control plane's CPU while it translated, and round 1 was always the slowest
+        for n in range(0 if not poll_proxies else 1, rounds + 1):
+            if n == 1:
+                cpu_before = {p.pid: cpu_seconds(p.pid) for p in [control, *proxies]}
+                answers_before = metrics.answers()
+                began = time.perf_counter()
+                sent_before, failed_before = load.sent, load.failed
             start = time.perf_counter()
             before = metrics.versions()
-            put(route(f"r{n}", "bench", f"/r{n}", "echo"))
+            put(route(f"r{n}" if n else "warm", "bench", f"/r{n}" if n else "/warm", "echo"))
             if poll_proxies:
                 times = list(pool.map(
                     lambda p: until(lambda: served(p, f"/r{n}"), start), ports))  # noqa: B023
@@ -252,11 +266,18 @@ def run(procs: Processes, tmp: Path, count: int, rounds: int, routes: int = 0,
                 # which, every 20 ms, was half of its CPU per change, taken from the proxies
                 # it measures; a change done sooner is seen at that read (a late figure,
                 # never an early one)
-                time.sleep(min(first[-1] / 2, 1.0) if first else 0.0)
+                time.sleep(min(previous_first / 2, 1.0))
                 times = shared_round(metrics, before, members, start)
-                assert all(served(p, f"/r{n}") for p in ports), f"/r{n} not served"
+                assert all(served(p, f"/r{n}" if n else "/warm") for p in ports), \
+                    f"round {n} not served"
+            previous_first = min(times)
+            if n == 0:
+                print(f"  round   0 (not counted): {max(times) * 1e3:6.1f} ms", flush=True)
+                continue
             first.append(min(times))
             last.append(max(times))
+            print(f"  round {n:3}: first proxy {first[-1] * 1e3:6.1f}  all proxies "
+                  f"{last[-1] * 1e3:6.1f} ms", flush=True)
     load.stop()
     took = time.perf_counter() - began
     cpu = {pid: cpu_seconds(pid) - was for pid, was in cpu_before.items()}
@@ -267,14 +288,17 @@ def run(procs: Processes, tmp: Path, count: int, rounds: int, routes: int = 0,
         print(f"  {name:12} p50 {percentile(values, 0.5) * 1e3:7.1f}  "
               f"p99 {percentile(values, 0.99) * 1e3:7.1f}  max {max(values) * 1e3:7.1f}  "
               f"mean {statistics.fmean(values) * 1e3:7.1f}")
-    print(f"  requests during the rounds: {load.sent}, failed (not 200): {load.failed}"
+    print(f"  requests during the rounds: {load.sent - sent_before}, failed (not 200): "
+          f"{load.failed - failed_before}"
+          f"{f'; before the rounds {failed_before}' if failed_before else ''}"
           f"{f' {load.failures}' if load.failures else ''}")
     answers = {form: n - answers_before.get(form, 0) for form, n in metrics.answers().items()}
     print(f"  IR answers by form: {answers or 'not counted by this control plane'}")
     proxy_cpu = sum(cpu[p.pid] for p in proxies)
     print(f"  CPU seconds in the rounds ({took:.1f} s): control plane {cpu[control.pid]:.1f}, "
           f"proxies {proxy_cpu:.1f} ({proxy_cpu / max(count, 1) / rounds * 1e3:.0f} ms per "
-          f"proxy and change); all of them idle before: {idle:.2f} CPU s per second")
+          f"proxy and change); all of them before the rounds, under the load: {idle:.2f} "
+          f"CPU s per second")
 
 
 def shared_round(metrics: ControlMetrics, before: dict[str, str], members: list[int],
