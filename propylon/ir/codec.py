@@ -334,7 +334,10 @@ _KNOWN_ENDS_MAX = 16
 def note_ends(items: Sequence[Any], old: Sequence[Any], start: int, end: int) -> None:
     """Remember that ``same_ends(items, old)`` is ``(start, end)``."""
     while len(_KNOWN_ENDS) >= _KNOWN_ENDS_MAX:
-        del _KNOWN_ENDS[next(iter(_KNOWN_ENDS))]
+        try:  # the oldest first; another thread noting at once may have dropped it
+            _KNOWN_ENDS.pop(next(iter(_KNOWN_ENDS)), None)
+        except (StopIteration, RuntimeError):
+            break
     _KNOWN_ENDS[id(items)] = (items, old, start, end)
 
 
