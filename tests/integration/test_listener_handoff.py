@@ -109,6 +109,11 @@ async def _answered(port: int) -> str:
 
 
 async def _check_served(supervisor: Supervisor, served: set[int], gone: set[int]) -> None:
+    # a removed port's acceptors close in the workers' install, before they answer; their
+    # lent copies when the "unlisten" the supervisor queues after the answers reaches them
+    # (a message on the workers' outbox thread: milliseconds, longer on a loaded machine)
+    await _until(lambda: all(_listening(port) == {} for port in gone),
+                 "the removed ports are closed everywhere", timeout=5.0)
     _check_sockets(supervisor, served, gone)
     ports = sorted(served)
     failures = [f for f in await asyncio.gather(
