@@ -73,10 +73,11 @@ def own_statuses(statuses: Sequence[ir.StatusIR], memo: ShardStatuses
     delta; it is replaced by what this call used."""
     out: dict[str, list[ir.StatusIR]] = {}
     named = list(map(_GATEWAYS, statuses))
-    if len(set(named) - {()}) <= 1 and max(map(len, named), default=0) <= 1:
+    distinct = set(named) - {()}
+    if len(distinct) <= 1 and max(map(len, named), default=0) <= 1:
         # one Gateway (or none) named, by each status alone: each is its shard's as it is
         memo.clear()
-        for gateway in set(named) - {()}:
+        for gateway in distinct:
             out[gateway[0]] = list(itertools.compress(statuses, named))
         return out
     used: ShardStatuses = {}

@@ -38,17 +38,17 @@ class Inventory:
 
 
 def build_inventory(resources: Sequence[Resource]) -> Inventory:
-    found = _by_kind(resources)
-    routes = cast("tuple[Route, ...]", found[Route])
+    by_kind = _by_kind(resources)
+    routes = cast("tuple[Route, ...]", by_kind[Route])
     by_namespace: dict[str, list[Route]] = {}
     for route in routes:
         by_namespace.setdefault(route.metadata.namespace, []).append(route)
     return Inventory(
-        gateways=cast("tuple[Gateway, ...]", found[Gateway]),
+        gateways=cast("tuple[Gateway, ...]", by_kind[Gateway]),
         routes=routes,
-        tables=cast("tuple[RouteTable, ...]", found[RouteTable]),
-        upstreams={u.key: u for u in cast("tuple[Upstream, ...]", found[Upstream])},
-        policies=cast("tuple[Policy, ...]", found[Policy]),
+        tables=cast("tuple[RouteTable, ...]", by_kind[RouteTable]),
+        upstreams={u.key: u for u in cast("tuple[Upstream, ...]", by_kind[Upstream])},
+        policies=cast("tuple[Policy, ...]", by_kind[Policy]),
         routes_by_namespace={ns: tuple(found) for ns, found in by_namespace.items()},
     )
 
