@@ -320,6 +320,14 @@ class LazyMarks(Mapping[Path, Mark]):
         self._last = end.line if end.column else end.line - 1
         self._found: dict[Path, Mark] | None = None
 
+    def detach_text(self) -> None:
+        """Forget the text (to be pickled without it: the receiver has the file's text)."""
+        self._text = ""
+
+    def attach_text(self, text: str) -> None:
+        """The text of the file again, after ``detach_text``."""
+        self._text = text
+
     def _marks(self) -> dict[Path, Mark]:
         if self._found is None:
             starts = [0, *(found.end() for found in _LINE_BREAK.finditer(self._text))]

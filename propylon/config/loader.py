@@ -15,12 +15,13 @@ are in ``errors`` only; ``unattributed`` lists them.
 ``load_paths`` remembers, per file, what its text gave (``_FileCache``, keyed by the text's
 SHA-256): a reload parses and validates only the files that changed. Resources are never
 modified once loaded, so the same objects serve every load of an unchanged file. The files to
-parse are parsed together first, on every core when asked and there are many
-(``parse_pool.py``).
+parse are parsed on every core when asked and there are many (``parse_pool.py``), each
+file's documents validated here while the next files are parsed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -34,7 +35,7 @@ from propylon.config._types import UNION_TAGS
 from propylon.config._yaml import Document, dotted_path, parse_documents
 from propylon.config.errors import ConfigError, Source
 from propylon.config.kubernetes import KubernetesObject, check_kind, is_kubernetes
-from propylon.config.parse_pool import Parsed, parse_all
+from propylon.config.parse_pool import Parsed, parse_each
 from propylon.config.resources import API_VERSION, KINDS, Resource
 from propylon.runtime.gc_pause import gc_paused
 
@@ -97,14 +98,18 @@ def _load_paths(paths: Sequence[str | Path], parallel: bool) -> LoadResult:
             texts.append((str(file), file.read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError) as exc:
             result.errors.append(ConfigError(str(file), None, None, None, None, _os_msg(exc)))
-    # the files the cache does not hold are parsed first, together (on every core if many)
-    digests = {name: _digest(text) for name, text in texts}
-    unknown = [(name, text) for name, text in texts if not _FILES.holds(name, digests[name])]
-    parsed = dict(zip((name for name, _ in unknown), parse_all(unknown, parallel), strict=True))
-    for name, text in texts:
-        if not _FILES.replay(result, name, digests[name], seen):
-            _load_into(result, text, name, seen, parsed.pop(name, None))
-            _FILES.remember(name, digests[name], result)
+    # the files the cache does not hold are parsed together (on every core if many), each
+    # one's documents validated as soon as they are parsed
+    digests = [_digest(text) for _, text in texts]
+    held = [_FILES.holds(name, digest) for (name, _), digest in zip(texts, digests, strict=True)]
+    with contextlib.closing(parse_each(
+            [file for file, known in zip(texts, held, strict=True) if not known],
+            parallel)) as parsed:
+        for (name, text), digest, known in zip(texts, digests, held, strict=True):
+            got = None if known else next(parsed)
+            if not _FILES.replay(result, name, digest, seen):
+                _load_into(result, text, name, seen, got)
+                _FILES.remember(name, digest, result)
     _FILES.keep_only({name for name, _ in texts})
     return result
 

@@ -1,29 +1,35 @@
 """YAML texts parsed on every core: a large configuration read cold (``propylon validate``,
-``apply``, ``diff``) spends most of its loading time composing YAML, one file at a time on
-one core.
+``apply``, ``diff``, the gateway's first build) spends most of its loading time composing
+YAML, one file at a time on one core.
 
-``parse_all`` gives what ``parse_documents`` gives for each text, in order. When the texts are
-large enough to be worth it, it forks one child per other core, each parsing a share of the
-texts and sending back its documents pickled through a pipe, while this process parses its own
-share. A fork is cheap and needs no import in the child; it is only done by a process with
-no other thread (a fork copies only the calling thread: another thread holding a lock the
-child needs would leave it stuck). A child that fails in any way, or is still at work well
-after this process finished its own share, leaves its share to this process: the result
-never depends on whether a child ran. ``propylon run`` uses it for its first build only,
-before its workers start (``load_paths``).
+``parse_each`` gives what ``parse_documents`` gives for each text, in order, one text at a
+time, so the caller validates each text's documents while the rest are still being parsed.
+When the texts are large enough to be worth it, it forks one child per other core. The texts
+are dealt in file order, most of them to the children (this process also validates every
+document, theirs included); each child parses its texts in order and sends each one's
+documents, pickled, through a pipe as soon as they are parsed, while this process parses its
+own texts as they come. A fork is cheap and needs no import in the child; it is only done by
+a process with no other thread (a fork copies only the calling thread: another thread holding
+a lock the child needs would leave it stuck). A child that fails in any way, or keeps this
+process waiting too long, is stopped and the rest of its texts are parsed here: the result
+never depends on whether a child ran.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import pickle
 import select
 import signal
+import struct
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
 
-from propylon.config._yaml import Document, parse_documents
+from propylon.config._yaml import Document, LazyMarks, parse_documents
 from propylon.config.errors import ConfigError
 
 Parsed = tuple[list[Document], list[ConfigError]]
@@ -32,28 +38,55 @@ Parsed = tuple[list[Document], list[ConfigError]]
 # about 6 MB of YAML and take about a second to compose on one core).
 PARALLEL_MIN_CHARS = 512 * 1024
 MAX_PROCESSES = 8
-CHILD_GRACE = 2.0  # seconds a child is waited for at least, after this process parsed its share
+# A child waited for at least this long (seconds), or three times as long as this process has
+# been at work, for the next text it owes, before it is taken for stuck.
+CHILD_GRACE = 2.0
+# This process's share of the text against a child's: it also validates every document
+# (about half a parse) and unpickles the children's (a seventh), where a child parses and
+# pickles (a quarter of a parse). With two processes, 31 % of the text is parsed here.
+OWN_WEIGHT = 0.45
+_PIPE_SIZE = 1 << 20  # what a child can send ahead of what this process has read
+_HEADER = struct.Struct("!Q")
 
 
 def parse_all(texts: Sequence[tuple[str, str]], parallel: bool = True) -> list[Parsed]:
     """``parse_documents(text, filename)`` of each ``(filename, text)``, in order; in one
     process unless ``parallel``."""
+    with contextlib.closing(parse_each(texts, parallel)) as each:
+        return list(each)
+
+
+def parse_each(
+    texts: Sequence[tuple[str, str]], parallel: bool = True
+) -> Generator[Parsed, None, None]:
+    """``parse_documents`` of each text, in order, as each one is ready. Closing the iterator
+    before its end stops the children still at work."""
     processes = _processes(texts) if parallel else 1
     if processes < 2:
-        return [parse_documents(text, name) for name, text in texts]
-    shares = _shares(texts, processes)
-    children = [_fork(texts, share) for share in shares[1:]]
-    started = time.monotonic()
-    parsed: dict[int, Parsed] = {i: parse_documents(texts[i][1], texts[i][0])
-                                 for i in shares[0]}
-    # a child taking far longer than this process did for as much text is stuck: stopped
-    deadline = time.monotonic() + max(CHILD_GRACE, 3 * (time.monotonic() - started))
-    for share, child in zip(shares[1:], children, strict=True):
-        got = _collect(child, deadline) if child is not None else None
-        if got is None or len(got) != len(share):
-            got = [parse_documents(texts[i][1], texts[i][0]) for i in share]
-        parsed.update(zip(share, got, strict=True))
-    return [parsed[i] for i in range(len(texts))]
+        for name, text in texts:
+            yield parse_documents(text, name)
+        return
+    owner = _deal(texts, processes)
+    children: dict[int, _Child] = {}
+    try:
+        for number in range(1, processes):
+            child = _fork(texts, [i for i, o in enumerate(owner) if o == number])
+            if child is not None:
+                children[number] = child
+        started = time.monotonic()
+        for i, (name, text) in enumerate(texts):
+            child = children.get(owner[i])
+            got = child.take(i, started) if child is not None else None
+            if got is None:
+                got = parse_documents(text, name)
+            else:
+                _attach_text(got, text)
+            yield got
+            for other in children.values():
+                other.read_ready()  # so that no child waits on a full pipe
+    finally:
+        for child in children.values():
+            child.stop()
 
 
 def _processes(texts: Sequence[tuple[str, str]]) -> int:
@@ -68,24 +101,125 @@ def _processes(texts: Sequence[tuple[str, str]]) -> int:
     return max(1, min(cores, MAX_PROCESSES, len(texts)))
 
 
-def _shares(texts: Sequence[tuple[str, str]], processes: int) -> list[list[int]]:
-    """Indexes of ``texts`` for each process, the largest texts first to the least loaded,
-    so the shares take about the same time; each share in file order."""
-    shares: list[list[int]] = [[] for _ in range(processes)]
+def _deal(texts: Sequence[tuple[str, str]], processes: int) -> list[int]:
+    """The process (0: this one) parsing each text: in file order, each text to the process
+    that would be done with it first at its weight, so every child keeps ahead of this
+    process's reading."""
+    weights = [OWN_WEIGHT] + [1.0] * (processes - 1)
     sizes = [0] * processes
-    for i in sorted(range(len(texts)), key=lambda i: -len(texts[i][1])):
-        least = sizes.index(min(sizes))
-        shares[least].append(i)
-        sizes[least] += len(texts[i][1])
-    return [sorted(share) for share in shares]
+    owner = []
+    for _, text in texts:
+        size = len(text) + 1
+        best = min(range(processes), key=lambda p: (sizes[p] + size) / weights[p])
+        sizes[best] += size
+        owner.append(best)
+    return owner
 
 
-def _fork(texts: Sequence[tuple[str, str]], share: list[int]) -> tuple[int, int] | None:
-    """A child parsing ``share``: (pid, the read end of its pipe), or None if none started."""
+def _detach_text(parsed: Parsed) -> None:
+    for document in parsed[0]:
+        if isinstance(document.marks, LazyMarks):
+            document.marks.detach_text()
+
+
+def _attach_text(parsed: Parsed, text: str) -> None:
+    for document in parsed[0]:
+        if isinstance(document.marks, LazyMarks):
+            document.marks.attach_text(text)
+
+
+@dataclass
+class _Child:
+    """A forked child parsing some of the texts, in order, and what it has sent so far: the
+    ``Parsed`` of each text, pickled without the text, by index."""
+
+    pid: int
+    read_end: int | None
+    received: bytearray = field(default_factory=bytearray)
+    parsed: dict[int, bytes] = field(default_factory=dict)
+    done: bool = False  # ended, stopped or failed: what it still owes is parsed here
+
+    def take(self, index: int, started: float) -> Parsed | None:
+        """The child's documents of text ``index``, or None (parse it here): waited for
+        until the child is taken for stuck."""
+        waited_since = time.monotonic()
+        while index not in self.parsed and not self.done:
+            grace = max(CHILD_GRACE, 3 * (waited_since - started))
+            left = waited_since + grace - time.monotonic()
+            if left <= 0 or not self._read(left):
+                self.stop()
+        data = self.parsed.pop(index, None)
+        if data is None:
+            return None
+        try:
+            got = pickle.loads(data)
+        except Exception:
+            self.stop()
+            return None
+        return got if isinstance(got, tuple) and len(got) == 2 else None
+
+    def read_ready(self) -> None:
+        """What the child has written so far, without waiting."""
+        if not self.done:
+            self._read(0.0)
+
+    def _read(self, timeout: float) -> bool:
+        """Read what is there within ``timeout``; False if the child ended without sending
+        all it owes."""
+        assert self.read_end is not None
+        try:
+            if not select.select([self.read_end], [], [], timeout)[0]:
+                return timeout == 0.0  # nothing yet
+            while True:
+                chunk = os.read(self.read_end, _PIPE_SIZE)
+                if not chunk:
+                    self._records()
+                    return False  # end of the pipe: it sent all it could
+                self.received += chunk
+                if len(chunk) < _PIPE_SIZE or not select.select([self.read_end], [], [], 0)[0]:
+                    break
+        except OSError:
+            return False
+        self._records()
+        return True
+
+    def _records(self) -> None:
+        view, at = memoryview(self.received), 0
+        while len(view) - at >= _HEADER.size + 4:
+            (size,) = _HEADER.unpack_from(view, at)
+            end = at + _HEADER.size + size
+            if end > len(view):
+                break
+            index = int.from_bytes(view[at + _HEADER.size:at + _HEADER.size + 4], "big")
+            self.parsed[index] = bytes(view[at + _HEADER.size + 4:end])
+            at = end
+        view.release()
+        del self.received[:at]
+
+    def stop(self) -> None:
+        """Stop (if still at work) and reap the child; what it owes is parsed here."""
+        if self.read_end is not None:
+            os.close(self.read_end)
+            self.read_end = None
+        self.done = True
+        if self.pid:
+            with contextlib.suppress(OSError):
+                os.kill(self.pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, 0)
+            self.pid = 0
+
+
+def _fork(texts: Sequence[tuple[str, str]], share: list[int]) -> _Child | None:
+    """A child parsing ``share``, or None if none started."""
+    if not share:
+        return None
     try:
         read, write = os.pipe()
     except OSError:
         return None
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(write, fcntl.F_SETPIPE_SZ, _PIPE_SIZE)
     try:
         pid = os.fork()
     except OSError:
@@ -99,43 +233,15 @@ def _fork(texts: Sequence[tuple[str, str]], share: list[int]) -> tuple[int, int]
             signal.set_wakeup_fd(-1)  # the parent's event loop must not hear the child's signals
             for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 signal.signal(number, signal.SIG_DFL)
-            got = [parse_documents(texts[i][1], texts[i][0]) for i in share]
-            data = pickle.dumps(got, pickle.HIGHEST_PROTOCOL)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(write, view):]
+            for i in share:
+                got = parse_documents(texts[i][1], texts[i][0])
+                _detach_text(got)
+                data = pickle.dumps(got, pickle.HIGHEST_PROTOCOL)
+                view = memoryview(_HEADER.pack(len(data) + 4) + i.to_bytes(4, "big") + data)
+                while view:
+                    view = view[os.write(write, view):]
             code = 0
         finally:
             os._exit(code)
     os.close(write)
-    return pid, read
-
-
-def _collect(child: tuple[int, int], deadline: float) -> list[Parsed] | None:
-    """What the child sent, or None if it failed or did not finish by ``deadline``."""
-    pid, read = child
-    chunks: list[bytes] = []
-    try:
-        while (left := deadline - time.monotonic()) > 0 and select.select([read], [], [], left)[0]:
-            chunk = os.read(read, 1 << 20)
-            if not chunk:
-                break
-            chunks.append(chunk)
-        else:
-            chunks = []
-            os.kill(pid, signal.SIGKILL)
-    except OSError:
-        chunks = []
-    finally:
-        os.close(read)
-    try:
-        _, status = os.waitpid(pid, 0)
-    except ChildProcessError:
-        return None
-    if not os.WIFEXITED(status) or os.WEXITSTATUS(status) != 0 or not chunks:
-        return None
-    try:
-        got = pickle.loads(b"".join(chunks))
-    except Exception:  # a truncated pipe: parse here instead
-        return None
-    return got if isinstance(got, list) else None
+    return _Child(pid, read)

@@ -143,3 +143,50 @@ def test_a_stuck_child_is_stopped_and_its_share_parsed_here(
     for pid in forking:  # killed and reaped
         with pytest.raises(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
+
+
+def test_a_child_failing_midway_leaves_only_the_rest_of_its_share_here(
+        forking: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """What a child sent before it failed is used; the texts it still owed are parsed here."""
+    given = texts()
+    expected = summary([parse_documents(text, name) for name, text in given])
+    parent = os.getpid()
+    parsed_here: list[str] = []
+
+    def fail_after_one(text: str, name: str) -> parse_pool.Parsed:
+        if os.getpid() != parent:
+            if fail_after_one.calls:  # type: ignore[attr-defined]
+                os._exit(3)
+            fail_after_one.calls += 1  # type: ignore[attr-defined]
+        else:
+            parsed_here.append(name)
+        return parse_documents(text, name)
+
+    fail_after_one.calls = 0  # type: ignore[attr-defined]
+    monkeypatch.setattr(parse_pool, "parse_documents", fail_after_one)
+    assert summary(parse_pool.parse_all(given)) == expected
+    if forking:
+        owner = parse_pool._deal(given, parse_pool._processes(given))
+        childs = [given[i][0] for i, o in enumerate(owner) if o == 1]
+        assert childs[0] not in parsed_here  # sent before the child failed
+        assert set(childs[1:]) <= set(parsed_here)
+
+
+def test_texts_are_dealt_in_order_and_mostly_to_the_children() -> None:
+    given = [(f"f{i}", "x" * 1000) for i in range(100)]
+    owner = parse_pool._deal(given, 2)
+    own = owner.count(0)
+    assert 25 <= own <= 37  # OWN_WEIGHT against a child's 1
+    assert owner[:3].count(1) >= 1  # interleaved: a child's text comes early
+    assert set(parse_pool._deal(given, 4)) == {0, 1, 2, 3}
+
+
+def test_closing_early_stops_the_children(forking: list[int]) -> None:
+    given = texts()
+    each = parse_pool.parse_each(given)
+    first = next(each)
+    assert summary([first]) == summary([parse_documents(given[0][1], given[0][0])])
+    each.close()
+    for pid in forking:  # killed and reaped
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
