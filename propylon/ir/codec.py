@@ -138,12 +138,13 @@ def _decoder(tp: Any) -> Callable[[Any], Any]:
 def _decoder_of(tp: Any) -> Callable[[Any], Any]:
     if tp is model.Action or (get_origin(tp) in (typing.Union, types.UnionType)):
         args = [a for a in get_args(tp) if a is not type(None)]
-        inner = _decoder(args[0]) if len(args) == 1 else _identity
+        if len(args) == 1 and tp is not model.Action:
+            return _decoder(args[0])  # ``X | None``: every decoder gives None for None
 
         def union(data: Any) -> Any:
             if isinstance(data, dict) and "@type" in data:
                 return _decoder(_ACTION_TAGS[data["@type"]])(data)
-            return None if data is None else inner(data)
+            return data
         return union
     if get_origin(tp) is tuple:
         item = _decoder(get_args(tp)[0])
