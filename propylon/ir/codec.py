@@ -260,6 +260,14 @@ def _encoded_pieces(snapshot: model.SnapshotIR) -> list[str] | None:
     return pieces
 
 
+def known_text(item: Any) -> str:
+    """``text_of(item)``: the last encoding's text when it holds this very object."""
+    found = _PART_TEXT.get(id(item))
+    if found is not None and found[0] is item:
+        return found[1]
+    return text_of(item)
+
+
 def _list_texts(memo: PartTexts, name: str, items: Sequence[Any]) -> list[str]:
     """The texts of ``items`` in order, and ``memo`` updated to them. Against the same list
     of the last encoding (``memo.lists``), the ends already in place (``same_ends``) take

@@ -25,7 +25,7 @@ import operator
 from collections.abc import Callable, Hashable, Sequence
 from typing import Any, TypeVar
 
-from propylon.ir.codec import from_data, note_ends, same_ends, to_data
+from propylon.ir.codec import from_data, known_text, note_ends, same_ends, to_data
 from propylon.ir.model import GatewayIR, RuleIR, SnapshotIR, StatusIR
 
 T = TypeVar("T")
@@ -87,30 +87,45 @@ def dumps_delta(new: SnapshotIR, base: SnapshotIR, runs: bool = False) -> str:
     before = {g.key: g for g in base.gateways}
     gateways = []
     for gateway in new.gateways:
-        data = to_data(dataclasses.replace(gateway, rules=()))
         old = before.get(gateway.key)
-        data["rules"] = _items(gateway.rules, old.rules if old is not None else (), runs)
-        gateways.append(data)
-    snapshot = to_data(dataclasses.replace(new, gateways=(), statuses=()))
-    snapshot["gateways"] = gateways
-    snapshot["statuses"] = _items(new.statuses, base.statuses, runs)
-    return json.dumps({"base": base.version, "snapshot": snapshot}, separators=(",", ":"))
+        rules = _items(gateway.rules, old.rules if old is not None else (), runs)
+        gateways.append(_with_fields(to_data(dataclasses.replace(gateway, rules=())),
+                                     rules=rules))
+    snapshot = _with_fields(to_data(dataclasses.replace(new, gateways=(), statuses=())),
+                            gateways="[" + ",".join(gateways) + "]",
+                            statuses=_items(new.statuses, base.statuses, runs))
+    return '{"base":' + json.dumps(base.version) + ',"snapshot":' + snapshot + "}"
 
 
-def _items(items: Sequence[Any], old: Sequence[Any], runs: bool = False) -> list[Any]:
-    """Each item as its index in ``old`` when it is that very object, else its data
-    (``runs``: consecutive indices as one ``[first, end]``)."""
+def _with_fields(data: dict[str, Any], **texts: str) -> str:
+    """The JSON text of ``data`` with more fields, given as JSON texts (spliced, not parsed:
+    a rule list's texts are the ones already written, ``codec.known_text``)."""
+    head = json.dumps(data, separators=(",", ":"))[:-1]
+    fields = ",".join(f"{json.dumps(name)}:{text}" for name, text in texts.items())
+    return head + ("," if data else "") + fields + "}"
+
+
+def _items(items: Sequence[Any], old: Sequence[Any], runs: bool = False) -> str:
+    """The JSON list of each item as its index in ``old`` when it is that very object, else
+    its text (``runs``: consecutive indices as one ``[first, end]``)."""
     start, middle, end = _item_parts(items, old)
     count = len(old)
     if not runs:
-        return [*range(start), *middle, *range(count - end, count)]
-    return _runs([*([[0, start]] if start else []), *middle,
-                  *([[count - end, count]] if end else [])])
+        listed = [*range(start), *middle, *range(count - end, count)]
+    else:
+        listed = _runs([*([[0, start]] if start else []), *middle,
+                        *([[count - end, count]] if end else [])])
+    return "[" + ",".join([_index_text(item) if type(item) is int or type(item) is list
+                           else known_text(item) for item in listed]) + "]"
+
+
+def _index_text(item: int | list[int]) -> str:
+    return str(item) if type(item) is int else f"[{item[0]},{item[1]}]"  # type: ignore[index]
 
 
 def _item_parts(items: Sequence[Any], old: Sequence[Any]) -> tuple[int, list[Any], int]:
     """How many items at the start and at the end are the old objects in place
-    (``codec.same_ends``), and the items between, each as its index in ``old`` or its data: walked
+    (``codec.same_ends``), and the items between, each as its index in ``old`` or itself: walked
     beside ``old`` as ``_reused`` does, the index of the old objects between the ends made
     only when an item is not the next old one."""
     start, end = same_ends(items, old)
@@ -130,7 +145,7 @@ def _item_parts(items: Sequence[Any], old: Sequence[Any]) -> tuple[int, list[Any
             append(found)
             after = found + 1
         else:
-            append(to_data(item))
+            append(item)
     return start, out, end
 
 
