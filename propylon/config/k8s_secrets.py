@@ -25,9 +25,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-
 from propylon.config.gateway import InlineCertificate
 from propylon.config.k8s_backends import BackendResolver, ObjectFieldError
 from propylon.config.k8s_fields import FieldError, text
@@ -144,6 +141,9 @@ def _base64(value: str, where: str) -> bytes:
 
 
 def _check_pair(chain: str, private_key: str) -> None:
+    from cryptography import x509  # loads when a Secret's TLS pair is first checked
+    from cryptography.hazmat.primitives import serialization
+
     try:
         certificates = x509.load_pem_x509_certificates(chain.encode())
     except ValueError:
@@ -159,6 +159,8 @@ def _check_pair(chain: str, private_key: str) -> None:
 
 
 def _public(key: Any) -> bytes:
+    from cryptography.hazmat.primitives import serialization
+
     return bytes(key.public_bytes(serialization.Encoding.DER,
                                   serialization.PublicFormat.SubjectPublicKeyInfo))
 

@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from jinja2 import Template, TemplateError, TemplateSyntaxError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
 from propylon.schema import Duration, HeaderName, Model, OptionalLimit, invalid
+
+if TYPE_CHECKING:  # Jinja2 loads when a template is first compiled
+    from jinja2 import Template
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 _SIZE = re.compile(r"\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*")
 _UNITS = {None: 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30,
@@ -94,12 +96,16 @@ def template_environment() -> ImmutableSandboxedEnvironment:
     """The one Jinja2 environment of ``transform`` templates: sandboxed (no attribute of
     Python internals, no mutation of the values given), no autoescaping (bodies are not
     HTML), the context's ``body``, ``headers``, ``query``, ``path``, ``method``."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
     return ImmutableSandboxedEnvironment(autoescape=False, keep_trailing_newline=True)
 
 
 def compile_template(source: str) -> Template:
     """The compiled template; ``ValueError`` with the template's line for a syntax error,
     an unknown filter or test."""
+    from jinja2 import TemplateError, TemplateSyntaxError
+
     try:
         return template_environment().from_string(source)
     except TemplateSyntaxError as exc:
