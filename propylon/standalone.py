@@ -58,12 +58,23 @@ class BuildResult:
     issues: tuple[ConfigError, ...] = ()
 
 
+# A first build of at least this many Routes sends a part of them to be compiled first
+# (``preview``); that part is this share of them, the first in key order (the order of a
+# Gateway's rules), so the whole is that part with rules appended.
+PREVIEW_MIN_ROUTES = 2000
+PREVIEW_SHARE = 0.65
+
+
 def build_snapshot(paths: Sequence[str | Path], *, parallel: bool = False,
-                   read: Callable[[], None] | None = None) -> BuildResult:
+                   read: Callable[[], None] | None = None,
+                   preview: Callable[[ir.SnapshotIR], None] | None = None) -> BuildResult:
     """Load and translate ``paths``, containing invalid resources (see the module doc): they
     are replaced and reported as warnings, like the control plane's statuses. Errors that
     name no resource refuse the whole set. ``parallel``: parse on every core
-    (``load_paths``); ``read`` is called once the files are read, whatever came of it."""
+    (``load_paths``); ``read`` is called once the files are read, whatever came of it.
+    ``preview``: given, when the configuration is large and valid, the snapshot of all but
+    the last Routes in key order, before the whole is translated (the translation of those
+    Routes is then reused): the gateway's workers compile it meanwhile."""
     try:
         loaded = load_paths(paths, parallel=parallel)
     except OSError as exc:
@@ -74,7 +85,22 @@ def build_snapshot(paths: Sequence[str | Path], *, parallel: bool = False,
     unattributed = loaded.unattributed
     if unattributed:
         return BuildResult(None, [str(e) for e in unattributed])
+    if preview is not None and not loaded.errors and not loaded.rejected:
+        first = _preview_part(loaded.resources)
+        if first is not None:
+            result = build_from_resources(first)
+            if result.snapshot is not None and not result.warnings:
+                preview(result.snapshot)
     return build_from_resources(loaded.resources, loaded.rejected)
+
+
+def _preview_part(resources: Sequence[Resource]) -> list[Resource] | None:
+    """Every resource but the last Routes in key order, or None if there are too few."""
+    routes = sorted((r.key, id(r)) for r in resources if r.kind == "Route")
+    if len(routes) < PREVIEW_MIN_ROUTES:
+        return None
+    later = {ident for _, ident in routes[int(len(routes) * PREVIEW_SHARE):]}
+    return [r for r in resources if id(r) not in later]
 
 
 def build_from_resources(

@@ -105,7 +105,8 @@ def run(
     )
     source = FileSource(
         lambda: build_snapshot(paths), [str(p) for p in paths] if watch else [],
-        first_build=lambda read: build_snapshot(paths, parallel=True, read=read))
+        first_build=lambda read, preview: build_snapshot(paths, parallel=True, read=read,
+                                                         preview=preview))
     code = uvloop.run(run_supervisor(supervisor, admin_addr, start=source.start,
                                      background=[source.watch], reload=source.reload))
     raise typer.Exit(code)

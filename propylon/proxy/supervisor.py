@@ -90,6 +90,7 @@ class WorkerHandle:
         self.waiting: dict[int, asyncio.Future[tuple[Any, ...]]] = {}
         self.next_id = 0
         self.version = ""
+        self.prepared = ""  # the version it was sent to prepare (``Supervisor.prepare``)
 
     def ask(self, message: tuple[Any, ...]) -> asyncio.Future[tuple[Any, ...]]:
         future: asyncio.Future[tuple[Any, ...]] = asyncio.get_running_loop().create_future()
@@ -190,6 +191,8 @@ class Supervisor:
     drain_timeout: float = 30.0
     handles: list[WorkerHandle] = field(default_factory=list)
     snapshot: ir.SnapshotIR | None = None
+    # sent to the workers to compile before the first install (``prepare``), not served
+    prepared: ir.SnapshotIR | None = None
     reloads: ReloadStats = field(default_factory=ReloadStats)
     warnings: list[str] = field(default_factory=list)
     stopping: bool = False
@@ -250,6 +253,21 @@ class Supervisor:
             raise ConfigRefused(str(exc)) from exc
         self._checked = snapshot
 
+    def prepare(self, snapshot: ir.SnapshotIR) -> None:
+        """Before the first install, send the workers ``snapshot`` (a first part of it) to
+        compile meanwhile, without serving it; the install is then a delta against it. Sent
+        and not waited for: a worker that could not prepare it is sent the whole IR."""
+        if self.snapshot is not None:
+            return
+        with gc_paused():
+            text = ir.dumps(snapshot)
+        for handle in self.handles:
+            handle.tell(("prepare", text))
+            handle.prepared = snapshot.version
+        self.prepared = snapshot
+        log.debug("sent the workers a first part of the configuration to compile (%d rules)",
+                  sum(len(g.rules) for g in snapshot.gateways))
+
     async def install(self, snapshot: ir.SnapshotIR, warnings: Sequence[str] = (),
                       delta: tuple[str, str | bytes] | None = None) -> tuple[int, int] | None:
         """Make every worker serve ``snapshot``, or raise ``ConfigRefused`` with all of them
@@ -276,7 +294,8 @@ class Supervisor:
         await self._resolve(snapshot)
         try:
             given = delta[1] if rebuilt and delta is not None else None
-            totals = await self._install_all(snapshot, previous=self.snapshot, delta=given)
+            totals = await self._install_all(snapshot, previous=self.snapshot, delta=given,
+                                             base=self.snapshot or self.prepared)
         except BaseException:
             kept = listener_keys(self.snapshot) if self.snapshot else set()
             self._release(keys - kept, keep_inherited=True)
@@ -284,7 +303,7 @@ class Supervisor:
                 self.resolver.retain([self.snapshot])
             raise
         self._release(set(self.sockets.by_key) - keys, keep_inherited=False)
-        self.snapshot = snapshot
+        self.snapshot, self.prepared = snapshot, None
         self.installed_at = time.time()
         self.warnings = list(warnings)
         if self.resolver is not None:
@@ -300,9 +319,11 @@ class Supervisor:
 
     async def _install_all(
         self, snapshot: ir.SnapshotIR, previous: ir.SnapshotIR | None,
-        delta: str | bytes | None = None,
+        delta: str | bytes | None = None, base: ir.SnapshotIR | None = None,
     ) -> tuple[int, int]:
-        shipment = _Shipment(snapshot, previous, delta)
+        """``base``: what a delta is made against (``previous``, the served version, unless
+        the workers were sent another to prepare); ``previous`` is put back on failure."""
+        shipment = _Shipment(snapshot, base or previous, delta)
         keys = listener_keys(snapshot)
         answers = await asyncio.gather(
             *(self._install_one(h, shipment, keys) for h in self.handles),
@@ -349,8 +370,9 @@ class Supervisor:
             handle.tell(("dns", list(self.resolver.answers.items())))
         answer: tuple[Any, ...] = ("nack", "", DELTA_REFUSED)
         base = shipment.base
-        if base is not None and handle.version == base.version:
+        if base is not None and (handle.version or handle.prepared) == base.version:
             answer = await _answer(handle, ("install_delta", shipment.delta()))
+        handle.prepared = ""
         if answer[0] != "ack" and answer[2:3] == (DELTA_REFUSED,):
             answer = await _answer(handle, ("install", shipment.text()))
         if answer[0] != "ack":

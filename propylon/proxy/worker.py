@@ -10,6 +10,10 @@ request id (None for messages that need no answer); answers carry the id they an
 - ``("install_delta", delta_json)`` -> the same, from ``ir.delta.dumps_delta`` against the
   version this worker serves; a worker that serves another answers ``("nack", version,
   DELTA_REFUSED)`` and is sent the whole IR;
+- ``("prepare", ir_json)``, only before the first install: compile a first part of the
+  configuration without serving it, as the base of the install that follows, a delta against
+  it (the supervisor translates the rest meanwhile: ``FileSource.start``). Not answered: a
+  worker that could not prepare it refuses the delta, and is sent the whole IR;
 - ``("install", ir_json)`` -> compile and swap in; answers ``("ack", version, requests,
   errors_5xx)`` (the requests and 5xx answers served so far, over every route: what the
   version it replaced served, for a proxy's traffic per version) or ``("nack", version,
@@ -75,15 +79,27 @@ class Worker:
         self.metrics = self.services.metrics
         self.runtime: Runtime | None = None
         self.snapshot: ir.SnapshotIR | None = None  # what runtime was compiled from
+        # compiled before the first install, not served: the base of that install's delta
+        self.prepared: ir.SnapshotIR | None = None
         self.listeners: dict[tuple[str, int], ListenerState] = {}
         # the supervisor's listening sockets lent to this worker; an acceptor closes a copy
         self.lent: dict[tuple[str, int], socket.socket] = {}
         self.stopped = asyncio.Event()
 
     # -- configuration -------------------------------------------------------------------
+    def prepare(self, snapshot: ir.SnapshotIR) -> None:
+        """Compile ``snapshot`` before anything is served, without serving it: what the
+        first install has in common with it is then kept (``compile_snapshot``'s memos)."""
+        if self.snapshot is not None:
+            return  # only the first install is prepared: the served one is the base after
+        compile_snapshot(snapshot, self.services)
+        self.prepared = snapshot
+        log.debug("compiled a first part of the configuration (%s)", snapshot.version)
+
     async def install(self, snapshot: ir.SnapshotIR) -> None:
         """Compile and swap in ``snapshot``; raises (leaving the old one) on any problem."""
         runtime = compile_snapshot(snapshot, self.services)
+        self.prepared = None
         tls_contexts = {  # built before anything changes: bad certificate files refuse it all
             key: self._server_tls(spec.tls, spec.http2) if spec.tls is not None else None
             for key, spec in runtime.listener_specs.items()
@@ -337,7 +353,7 @@ class WorkerChannel:
         if kind in ("install", "install_delta"):
             version = "?"
             try:
-                held = self.worker.snapshot
+                held = self.worker.snapshot or self.worker.prepared
                 if kind == "install_delta" and held is None:
                     raise DeltaBaseMismatch("no configuration installed")
                 with gc_paused():
@@ -359,6 +375,12 @@ class WorkerChannel:
                 self._send(request_id, ("nack", version, str(exc)))
             else:
                 self._send(request_id, ("ack", version, *totals))
+        elif kind == "prepare":
+            try:
+                with gc_paused():
+                    self.worker.prepare(ir.loads(message[1]))
+            except Exception as exc:  # the install will be sent whole
+                log.warning("could not prepare the first configuration: %s", exc)
         elif kind == "stats":
             self._send(request_id, ("stats", self.worker.stats()))
         elif kind == "health_stats":

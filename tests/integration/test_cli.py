@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -13,9 +14,11 @@ from pathlib import Path
 import pytest
 
 from propylon.config.parse_pool import PARALLEL_MIN_CHARS
+from propylon.standalone import PREVIEW_MIN_ROUTES
 from tests.support import resources as r
 from tests.support.client import roundtrip
 from tests.support.gateway import Gateway
+from tests.support.net import poll_until
 
 GOOD = r.dump(
     r.gateway(8080, policies=[r.headers_policy(response={"set": {"x-served-by": "gw"}})]),
@@ -436,3 +439,44 @@ def test_validate_of_many_large_files_reports_each_problem_at_its_line(tmp_path)
     for path, line in broken.items():
         assert f"{path}:{line}:" in result.stderr, result.stderr
     assert result.stderr.count("unknown field") == 8, result.stderr
+
+
+def test_run_compiles_a_first_part_of_a_large_configuration_while_translating_the_rest(
+        tmp_path) -> None:
+    """At start-up, a configuration of at least ``PREVIEW_MIN_ROUTES`` Routes is translated in
+    two steps: the first Routes in key order are sent to the workers to compile, not served,
+    while the rest is translated; the install is then a delta against that part. What is
+    served is the whole configuration, of the version ``validate`` gives; a reload after it
+    works as any other."""
+    count = PREVIEW_MIN_ROUTES + 400
+    gateway = Gateway(tmp_path, lambda port: r.dump(r.gateway(port)), workers=2,
+                      log_level="debug")
+    beta = [{"headers": {"response": {"set": {"x-part": "second"}}}}]
+    for part in range(4):
+        routes = [r.route(f"r{i:05d}", rules=[
+            r.rule({"exact": f"/r{i}"}, directResponse={"status": 200, "body": f"route {i}"}),
+            r.rule({"exact": f"/r{i}/beta"}, policies=beta, directResponse={"status": 200})])
+            for i in range(part * count // 4, (part + 1) * count // 4)]
+        gateway.write_config(r.dump(*routes), name=f"part-{part}.yaml")
+    try:
+        gateway.start()
+        for i in (0, count // 2, count - 1):  # in the first part, and after it
+            answer = roundtrip(gateway.port, "GET", f"/r{i}")
+            assert (answer.status, answer.body) == (200, f"route {i}".encode())
+        assert roundtrip(gateway.port, "GET", f"/r{count - 1}/beta").header(
+            "x-part") == "second"
+        log = gateway.stderr_text()
+        assert "sent the workers a first part of the configuration to compile" in log, log
+        assert log.count("compiled a first part of the configuration") == 2, log
+        assert "could not prepare" not in log, log
+        validated = propylon("validate", str(gateway.config_dir))
+        version = re.search(r"version (\w+)", validated.stdout)
+        assert version is not None, validated.stdout
+        assert f"configuration {version[1]} installed on 2 worker(s)" in log, log
+        gateway.write_config(r.dump(r.route("added", rules=[
+            r.rule({"exact": "/added"}, directResponse={"status": 201})])), name="added.yaml")
+        gateway.signal(signal.SIGHUP)
+        poll_until(lambda: roundtrip(gateway.port, "GET", "/added").status == 201, 30)
+        assert roundtrip(gateway.port, "GET", f"/r{count - 1}").status == 200
+    finally:
+        gateway.stop()

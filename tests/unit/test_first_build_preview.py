@@ -1,0 +1,59 @@
+"""``build_snapshot``'s ``preview`` (``propylon run``'s first build of a large configuration):
+the snapshot of all but the last Routes in key order, given before the whole is translated;
+the whole then has that snapshot's rules as its first rules, the same objects (the workers
+compiled them: the install is a delta against it), and the version a build without it gives.
+Not given for a small configuration, nor one with invalid resources."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from propylon import ir, standalone
+from tests.support import resources as r
+
+
+def write(folder: Path, count: int, extra: str = "") -> None:
+    folder.mkdir(exist_ok=True)
+    (folder / "gateway.yaml").write_text(r.dump(r.gateway(8080)))
+    # written out of key order: the part sent first is the first in key order
+    routes = [r.route(f"r{i:03d}", rules=[r.rule({"exact": f"/r{i}"},
+                                                   directResponse={"status": 200})])
+              for i in reversed(range(count))]
+    (folder / "routes.yaml").write_text(r.dump(*routes) + extra)
+
+
+@pytest.fixture(autouse=True)
+def small_previews(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(standalone, "PREVIEW_MIN_ROUTES", 20)
+
+
+def test_the_first_routes_are_given_first_and_the_whole_extends_them(tmp_path: Path) -> None:
+    write(tmp_path / "config", 40)
+    given: list[ir.SnapshotIR] = []
+    result = standalone.build_snapshot([tmp_path / "config"], preview=given.append)
+    assert result.snapshot is not None and len(given) == 1
+    first, whole = given[0].gateways[0].rules, result.snapshot.gateways[0].rules
+    assert len(first) == int(40 * standalone.PREVIEW_SHARE)
+    assert [rule.route for rule in first] == [f"Route default/r{i:03d}" for i in range(len(first))]
+    assert all(a is b for a, b in zip(first, whole[:len(first)], strict=True))
+    assert len(whole) == 40
+    again = standalone.build_snapshot([tmp_path / "config"])
+    assert again.snapshot is not None and again.snapshot.version == result.snapshot.version
+
+
+def test_a_small_configuration_is_not_previewed(tmp_path: Path) -> None:
+    write(tmp_path / "config", 19)
+    given: list[ir.SnapshotIR] = []
+    assert standalone.build_snapshot([tmp_path / "config"], preview=given.append).snapshot
+    assert not given
+
+
+def test_a_configuration_with_an_invalid_resource_is_not_previewed(tmp_path: Path) -> None:
+    broken = "---\n" + r.dump(r.route("bad", rules=[{"bogus": 1}]))
+    write(tmp_path / "config", 40, extra=broken)
+    given: list[ir.SnapshotIR] = []
+    result = standalone.build_snapshot([tmp_path / "config"], preview=given.append)
+    assert result.snapshot is not None and result.warnings  # contained, served without it
+    assert not given
