@@ -58,9 +58,9 @@ class BuildResult:
     issues: tuple[ConfigError, ...] = ()
 
 
-# A first build of at least this many Routes sends a part of them to be compiled first
-# (``preview``); that part is this share of them, the first in key order (the order of a
-# Gateway's rules), so the whole is that part with rules appended.
+# A first build of at least this many Routes and RouteTables sends a part of the Routes to
+# be compiled first (``preview``); that part is this share of them, the first in key order
+# (the order of a Gateway's rules), so the whole is that part with rules appended.
 PREVIEW_MIN_ROUTES = 2000
 PREVIEW_SHARE = 0.65
 
@@ -95,9 +95,11 @@ def build_snapshot(paths: Sequence[str | Path], *, parallel: bool = False,
 
 
 def _preview_part(resources: Sequence[Resource]) -> list[Resource] | None:
-    """Every resource but the last Routes in key order, or None if there are too few."""
+    """Every resource but the last Routes in key order (RouteTables too: only those of the
+    Routes given are used), or None if there are too few."""
     routes = sorted((r.key, id(r)) for r in resources if r.kind == "Route")
-    if len(routes) < PREVIEW_MIN_ROUTES:
+    if len(routes) < 2 or len(routes) + sum(
+            r.kind == "RouteTable" for r in resources) < PREVIEW_MIN_ROUTES:
         return None
     later = {ident for _, ident in routes[int(len(routes) * PREVIEW_SHARE):]}
     return [r for r in resources if id(r) not in later]

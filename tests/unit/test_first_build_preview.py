@@ -57,3 +57,23 @@ def test_a_configuration_with_an_invalid_resource_is_not_previewed(tmp_path: Pat
     result = standalone.build_snapshot([tmp_path / "config"], preview=given.append)
     assert result.snapshot is not None and result.warnings  # contained, served without it
     assert not given
+
+
+def test_routes_delegating_to_many_tables_are_previewed_by_route(tmp_path: Path) -> None:
+    folder = tmp_path / "config"
+    folder.mkdir()
+    docs = [r.gateway(8080)]
+    for group in range(3):
+        docs.append(r.route(f"d{group}", rules=[r.rule(
+            {"prefix": f"/g{group}"}, delegate={"selector": {"matchLabels": {"g": f"{group}"}}})]))
+        docs += [r.route_table(f"t{group}-{i}", labels={"g": f"{group}"}, rules=[r.rule(
+            {"exact": f"/g{group}/t{i}"}, directResponse={"status": 200})]) for i in range(8)]
+    (folder / "all.yaml").write_text(r.dump(*docs))
+    given: list[ir.SnapshotIR] = []
+    result = standalone.build_snapshot([folder], preview=given.append)
+    assert result.snapshot is not None and not result.warnings and len(given) == 1
+    first, whole = given[0].gateways[0].rules, result.snapshot.gateways[0].rules
+    # int(3 * 0.65) = 1 Route: the tables it delegates to
+    assert {rule.route for rule in first} == {f"RouteTable default/t0-{i}" for i in range(8)}
+    assert len(first) == 8 and len(whole) == 24
+    assert all(a is b for a, b in zip(first, whole[:8], strict=True))
