@@ -48,10 +48,6 @@ import struct
 import time
 from typing import Any, Final
 
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError
-
 log = logging.getLogger("propylon.filters.rateLimit")
 
 SLOT: Final = struct.Struct("<Qddd")  # fingerprint, tokens, last refill, full again at
@@ -259,7 +255,9 @@ class RedisBuckets:
         self.sha = hashlib.sha1(TOKEN_BUCKET_LUA.encode()).hexdigest()
 
     def _connect(self) -> None:
-        import redis.asyncio as aioredis
+        import redis.asyncio as aioredis  # redis-py loads when a limit first uses Redis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
         kwargs: dict[str, Any] = {
             "socket_timeout": self.timeout, "socket_connect_timeout": self.timeout,
@@ -313,6 +311,8 @@ class RedisBuckets:
             await self._initialize()
         if self.cluster and len(buckets) > 1:
             return await self._evalsha_cluster(buckets)
+        from redis.exceptions import NoScriptError
+
         try:
             return await self._evalsha(buckets)
         except NoScriptError:
@@ -327,6 +327,8 @@ class RedisBuckets:
         each goes to its own node; the round trips overlap (one round trip of wall time).
         Only the scripts that met NOSCRIPT (a restarted primary) run again, after SCRIPT LOAD
         on every primary, so no bucket is charged twice."""
+        from redis.exceptions import NoScriptError
+
         async def one(bucket: tuple[str, float, float]) -> Any:
             key, capacity, rate = bucket
             return await self.client.evalsha(self.sha, 1, key, capacity, rate)

@@ -21,7 +21,6 @@ import ssl
 from collections.abc import Callable
 
 from propylon import ir
-from propylon.net import grpc_health
 from propylon.net.httpclient import HttpClient, HttpError
 from propylon.net.tls import client_context
 from propylon.proxy.proxy_protocol import build_proxy_header
@@ -119,6 +118,8 @@ class HealthChecker:
         assert spec is not None
         preamble = (build_proxy_header(upstream.proxy_protocol_version, None)
                     if upstream.proxy_protocol_version else b"")
+        from propylon.net import grpc_health  # h2 loads when a gRPC check first runs
+
         return await grpc_health.check(
             endpoint.address, endpoint.port, spec.service, spec.host or endpoint.address,
             spec.timeout, self._context(tls, http2=True),

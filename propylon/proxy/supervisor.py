@@ -44,7 +44,7 @@ from propylon.observability.metrics import merge_snapshots
 from propylon.proxy import upgrade
 from propylon.proxy.health_checker import HealthChecker
 from propylon.proxy.listen_sockets import Key, ListeningSockets
-from propylon.proxy.worker import DELTA_REFUSED, worker_main
+from propylon.proxy.worker_entry import DELTA_REFUSED, run_worker
 from propylon.proxy.worker_outbox import WorkerOutbox
 from propylon.runtime.chain_memo import ChainMemo
 from propylon.runtime.check_memo import ProvenRules
@@ -220,7 +220,7 @@ class Supervisor:
         ctx = multiprocessing.get_context("spawn")
         parent, child = ctx.Pipe()
         process = ctx.Process(
-            target=worker_main,
+            target=run_worker,
             args=(child, self.access_log, self.log_level, self.log_format,
                   self.access_log_format),
             daemon=True,

@@ -53,6 +53,7 @@ from propylon.proxy.clock import CLOCK
 from propylon.proxy.h1.server import ServerConnection
 from propylon.proxy.pool import PoolRegistry
 from propylon.proxy.tls import ServerTLS
+from propylon.proxy.worker_entry import DELTA_REFUSED
 from propylon.proxy.worker_state import ListenerState, WorkerState
 from propylon.runtime.compile import Services, compile_snapshot, refresh_cluster
 from propylon.runtime.compiled import Cluster, Runtime
@@ -61,7 +62,6 @@ from propylon.runtime.gc_pause import gc_paused
 
 log = logging.getLogger("propylon.worker")
 
-DELTA_REFUSED = "no delta base"  # the nack of a delta this worker cannot apply: send it all
 
 _SWEEP_INTERVAL = 0.5
 GC_THRESHOLDS = (50_000, 20, 100)
@@ -380,7 +380,8 @@ class WorkerChannel:
                 with gc_paused():
                     self.worker.prepare(ir.loads(message[1]))
             except Exception as exc:  # the install will be sent whole
-                log.warning("could not prepare the first configuration: %s", exc)
+                log.warning("could not compile a first part of the configuration ahead (it "
+                            "will be compiled whole): %s", exc)
         elif kind == "stats":
             self._send(request_id, ("stats", self.worker.stats()))
         elif kind == "health_stats":
