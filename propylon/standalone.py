@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ from propylon.translate.consumers import (
     recording_secret_reads,
 )
 from propylon.translate.containment import disabled_gateway
+
+log = logging.getLogger("propylon")
 
 
 @dataclass
@@ -86,12 +89,23 @@ def build_snapshot(paths: Sequence[str | Path], *, parallel: bool = False,
     if unattributed:
         return BuildResult(None, [str(e) for e in unattributed])
     if preview is not None and not loaded.errors and not loaded.rejected:
-        first = _preview_part(loaded.resources)
-        if first is not None:
-            result = build_from_resources(first)
-            if result.snapshot is not None and not result.warnings:
-                preview(result.snapshot)
+        _send_preview(loaded.resources, preview)
     return build_from_resources(loaded.resources, loaded.rejected)
+
+
+def _send_preview(resources: Sequence[Resource],
+                  preview: Callable[[ir.SnapshotIR], None]) -> None:
+    """The first part's snapshot to ``preview``, if there is one to send: what is served
+    never depends on it (a failure here only leaves the workers compiling the whole)."""
+    first = _preview_part(resources)
+    if first is None:
+        return
+    try:
+        result = build_from_resources(first)
+        if result.snapshot is not None and not result.warnings:
+            preview(result.snapshot)
+    except Exception:
+        log.exception("the first part of the configuration could not be sent ahead")
 
 
 def _preview_part(resources: Sequence[Resource]) -> list[Resource] | None:

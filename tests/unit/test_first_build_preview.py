@@ -77,3 +77,14 @@ def test_routes_delegating_to_many_tables_are_previewed_by_route(tmp_path: Path)
     assert {rule.route for rule in first} == {f"RouteTable default/t0-{i}" for i in range(8)}
     assert len(first) == 8 and len(whole) == 24
     assert all(a is b for a, b in zip(first, whole[:8], strict=True))
+
+
+def test_a_preview_that_fails_changes_nothing_served(tmp_path: Path) -> None:
+    write(tmp_path / "config", 40)
+
+    def fail(snapshot: ir.SnapshotIR) -> None:
+        raise OSError("the workers' pipes are closed")
+
+    result = standalone.build_snapshot([tmp_path / "config"], preview=fail)
+    assert result.snapshot is not None and not result.errors
+    assert len(result.snapshot.gateways[0].rules) == 40
