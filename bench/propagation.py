@@ -141,8 +141,13 @@ class ControlMetrics:
 
     _SERIES = re.compile(r'^propylon_control_(\w+)\{([^}]*)\} ([0-9.e+-]+)$', re.M)
 
+    # only what is read here: the whole exposition (every Gateway's histograms) cost the
+    # control plane 16 ms of CPU per read at 50 Gateways, read every 20 ms during a round
+    NAMES = ("gateway_version_info", "proxies_current", "ir_answers_total")
+
     def __init__(self, url: str) -> None:
-        self.url = url + "/metrics"
+        self.url = url + "/metrics?" + "&".join(
+            f"name[]=propylon_control_{name}" for name in self.NAMES)
 
     def read(self) -> dict[str, dict[tuple[str, ...], float]]:
         with urllib.request.urlopen(self.url, timeout=5) as answer:

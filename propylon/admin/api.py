@@ -5,6 +5,7 @@ its login page; the cookie is never accepted here).
 Open routes, for Kubernetes probes and Prometheus (no token; nothing secret in them):
   GET    /healthz                                   200 once translated, else 503
   GET    /metrics                                   Prometheus / OpenMetrics exposition
+                                                    (``?name[]=`` for those series only)
 Routes that need ``authorization: Bearer TOKEN`` (else 401):
   GET    /openapi.json
   GET    /v1/resources/{kind}                       list one kind
@@ -132,7 +133,8 @@ class ControlAPI:
             log.warning("metrics without fleet records: %s", exc)
             fleet = []
         body, content_type = self.state.metrics.render(
-            fleet, self.state.ready, request.headers.get("accept", ""))
+            fleet, self.state.ready, request.headers.get("accept", ""),
+            request.repeated.get("name[]", ()))
         return Reply(200, body, content_type=content_type)
 
     def _authorized(self, request: Request) -> bool:

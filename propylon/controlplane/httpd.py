@@ -34,9 +34,10 @@ _IDLE_TIMEOUT = 75.0  # seconds a kept-alive connection may take to send its nex
 class Request:
     method: str
     path: str  # percent-decoded
-    query: dict[str, str] = field(default_factory=dict)
+    query: dict[str, str] = field(default_factory=dict)  # the last value of each name
     headers: dict[str, str] = field(default_factory=dict)  # names lower-case
     body: bytes = b""
+    repeated: dict[str, list[str]] = field(default_factory=dict)  # every value of each name
 
 
 @dataclass(slots=True)
@@ -99,9 +100,10 @@ class _Parser:
 
     def request(self) -> Request:
         parts = urlsplit(self.url.decode("latin-1"))
-        query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
+        repeated = parse_qs(parts.query, keep_blank_values=True)
+        query = {k: v[-1] for k, v in repeated.items()}
         return Request(self.parser.get_method().decode(), unquote(parts.path), query,
-                       self.headers, b"".join(self.body))
+                       self.headers, b"".join(self.body), repeated)
 
 
 async def _read_request(reader: asyncio.StreamReader, idle: float

@@ -148,12 +148,16 @@ class ControlMetrics:
 
     # -- scraping ----------------------------------------------------------------------------
     def render(self, fleet: Sequence[dict[str, Any]], ready: bool,
-               accept: str = "") -> tuple[bytes, str]:
+               accept: str = "", names: Sequence[str] = ()) -> tuple[bytes, str]:
         """The exposition (OpenMetrics when ``accept`` asks for it) and its content type;
-        ``fleet`` is ``ControlState.fleet()``'s answer."""
+        ``fleet`` is ``ControlState.fleet()``'s answer. ``names``: only those metrics (the
+        ``name[]`` parameters of Prometheus's own exposition servers; a histogram's
+        ``_bucket``, ``_count`` and ``_sum`` series are named as such)."""
         encoder, content_type = choose_encoder(accept)
         self._scrape = (fleet, ready)
         try:
+            if names:
+                return encoder(self.registry.restricted_registry(names)), content_type
             return encoder(self.registry), content_type
         finally:
             self._scrape = ((), False)
@@ -198,3 +202,7 @@ class _FleetCollector:
 
     def collect(self) -> Iterator[Metric]:
         return self._metrics.gauges()
+
+    def describe(self) -> list[Metric]:
+        """Its families, by name (what a scrape asking for some names looks up)."""
+        return list(self._metrics.gauges())

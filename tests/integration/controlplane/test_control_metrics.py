@@ -138,6 +138,22 @@ def test_openmetrics_when_the_scraper_asks(cluster: Cluster) -> None:
         assert answer.read().rstrip().endswith(b"# EOF")
 
 
+def test_a_scraper_may_ask_for_some_metrics_only(cluster: Cluster) -> None:
+    """``?name[]=``, as Prometheus's own exposition servers take it: those series only (a
+    scraper polling for versions does not pay for every histogram of every Gateway)."""
+    plane = cluster.control()
+    plane.must_put(gateway("edge", "infra", free_port(), ["shop"]))
+    wait_until(lambda: _value(plane, "propylon_control_gateway_version_info", gateway=GW),
+               what="a version")
+    names = ("propylon_control_gateway_version_info", "propylon_control_applies_total")
+    status, text = http("GET", plane.url + "/metrics?" + "&".join(f"name[]={n}" for n in names))
+    assert status == 200, text
+    got = {s.name for family in text_string_to_metric_families(text) for s in family.samples}
+    assert got == set(names), text
+    assert "process_cpu_seconds_total" not in text and "_bucket" not in text
+    assert "process_cpu_seconds_total" in http("GET", plane.url + "/metrics")[1]
+
+
 def test_a_proxy_that_connects_later_is_not_a_propagation_sample() -> None:
     metrics = ControlMetrics(connected_for=50.0)
     metrics.polled(GW, "early", "")  # unknown Gateway yet: not tracked
