@@ -120,7 +120,7 @@ def _items(items: Sequence[Any], old: Sequence[Any], runs: bool = False) -> str:
 
 
 def _index_text(item: int | list[int]) -> str:
-    return str(item) if type(item) is int else f"[{item[0]},{item[1]}]"  # type: ignore[index]
+    return str(item) if isinstance(item, int) else f"[{item[0]},{item[1]}]"
 
 
 def _item_parts(items: Sequence[Any], old: Sequence[Any]) -> tuple[int, list[Any], int]:

@@ -405,5 +405,6 @@ def _quicker_init(cls: type) -> None:
 for _class in [value for value in list(globals().values())
                if isinstance(value, type) and dataclasses.is_dataclass(value)
                and value.__module__ == __name__]:
-    assert not hasattr(_class, "__post_init__") and all(f.init for f in dataclasses.fields(_class))
-    _quicker_init(_class)
+    if not hasattr(_class, "__post_init__") and all(f.init for f in dataclasses.fields(_class)):
+        _quicker_init(_class)  # (a class with either keeps the one dataclasses made)
+del _class
