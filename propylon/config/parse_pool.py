@@ -46,7 +46,7 @@ CHILD_GRACE = 2.0
 # pickles (a quarter of a parse). With two processes, 31 % of the text is parsed here.
 OWN_WEIGHT = 0.45
 _PIPE_SIZE = 1 << 20  # what a child can send ahead of what this process has read
-_HEADER = struct.Struct("!Q")
+_HEADER = struct.Struct("!QI")  # a record's size, then its text's index
 
 
 def parse_all(texts: Sequence[tuple[str, str]], parallel: bool = True) -> list[Parsed]:
@@ -185,13 +185,12 @@ class _Child:
 
     def _records(self) -> None:
         view, at = memoryview(self.received), 0
-        while len(view) - at >= _HEADER.size + 4:
-            (size,) = _HEADER.unpack_from(view, at)
+        while len(view) - at >= _HEADER.size:
+            size, index = _HEADER.unpack_from(view, at)
             end = at + _HEADER.size + size
             if end > len(view):
                 break
-            index = int.from_bytes(view[at + _HEADER.size:at + _HEADER.size + 4], "big")
-            self.parsed[index] = bytes(view[at + _HEADER.size + 4:end])
+            self.parsed[index] = bytes(view[at + _HEADER.size:end])
             at = end
         view.release()
         del self.received[:at]
@@ -237,7 +236,7 @@ def _fork(texts: Sequence[tuple[str, str]], share: list[int]) -> _Child | None:
                 got = parse_documents(texts[i][1], texts[i][0])
                 _detach_text(got)
                 data = pickle.dumps(got, pickle.HIGHEST_PROTOCOL)
-                view = memoryview(_HEADER.pack(len(data) + 4) + i.to_bytes(4, "big") + data)
+                view = memoryview(_HEADER.pack(len(data), i) + data)
                 while view:
                     view = view[os.write(write, view):]
             code = 0

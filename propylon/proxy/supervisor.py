@@ -295,7 +295,7 @@ class Supervisor:
         try:
             given = delta[1] if rebuilt and delta is not None else None
             totals = await self._install_all(snapshot, previous=self.snapshot, delta=given,
-                                             base=self.snapshot or self.prepared)
+                                             base=self.prepared)
         except BaseException:
             kept = listener_keys(self.snapshot) if self.snapshot else set()
             self._release(keys - kept, keep_inherited=True)
