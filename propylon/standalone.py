@@ -120,22 +120,23 @@ def _preview_part(resources: Sequence[Resource]) -> list[Resource] | None:
 
 
 def build_from_resources(
-    resources: Sequence[Resource], rejected: Sequence[Rejected] = ()
+    resources: Sequence[Resource], rejected: Sequence[Rejected] = (), *, sealed: bool = True
 ) -> BuildResult:
     """Translate valid resources, containing the ``rejected`` ones; invalid resources become
-    warnings, no Gateway an error."""
+    warnings, no Gateway an error. ``sealed`` False: the snapshot's version is left empty
+    (``ir.seal`` gives it), for a caller that has something else to do meanwhile."""
     with gc_paused():
-        return _build_from_resources(resources, rejected)
+        return _build_from_resources(resources, rejected, sealed)
 
 
 def _build_from_resources(
-    resources: Sequence[Resource], rejected: Sequence[Rejected]
+    resources: Sequence[Resource], rejected: Sequence[Rejected], sealed: bool
 ) -> BuildResult:
     with recording_secret_reads() as reads:
-        translation = translate_with_issues(resources, rejected)
+        translation = translate_with_issues(resources, rejected, sealed=sealed)
     sources = {r.ref: r for r in resources}
     snapshot, issues = contain_unbuildable_policies(
-        translation.snapshot, translation.issues, sources)
+        translation.snapshot, translation.issues, sources, sealed=sealed)
     secrets = tuple(dict.fromkeys(reads))  # a header secret is resolved once per rule
     warnings = [str(issue) for issue in issues if issue.severity == "error"]
     warnings += [
@@ -151,11 +152,13 @@ def _build_from_resources(
 
 # -- policies that cannot be built: contained like invalid resources -------------------------
 def contain_unbuildable_policies(
-    snapshot: ir.SnapshotIR, issues: Sequence[ConfigError], resources: Mapping[str, Resource]
+    snapshot: ir.SnapshotIR, issues: Sequence[ConfigError], resources: Mapping[str, Resource],
+    *, sealed: bool = True,
 ) -> tuple[ir.SnapshotIR, tuple[ConfigError, ...]]:
     """Build every policy of ``snapshot`` once; a Gateway whose Gateway-level policy cannot be
     built is disabled, a resource whose rule policy cannot be is replaced on that Gateway.
-    The snapshot (resealed) and the issues, with one more per failure, at the resource."""
+    The snapshot (resealed if ``sealed``) and the issues, with one more per failure, at the
+    resource."""
     failures: dict[tuple[str, str], str] = {}  # (ref, gateway) -> reason
     with _scratch_env() as env:
         check = _PolicyCheck(env)
@@ -165,7 +168,9 @@ def contain_unbuildable_policies(
         return snapshot, tuple(issues)
     statuses = tuple(_failed_status(s, failures) for s in snapshot.statuses)
     located = [_issue(ref, reason, resources) for (ref, _), reason in failures.items()]
-    contained = ir.seal(dataclasses.replace(snapshot, gateways=gateways, statuses=statuses))
+    contained = dataclasses.replace(snapshot, gateways=gateways, statuses=statuses)
+    if sealed:
+        contained = ir.seal(contained)
     return contained, (*issues, *located)
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 from propylon.config._yaml import Document, LazyMarks, parse_documents
 from propylon.config.errors import ConfigError
+from propylon.runtime.forked import become_child
 
 Parsed = tuple[list[Document], list[ConfigError]]
 
@@ -229,9 +230,7 @@ def _fork(texts: Sequence[tuple[str, str]], share: list[int]) -> _Child | None:
         code = 1
         try:
             os.close(read)
-            signal.set_wakeup_fd(-1)  # the parent's event loop must not hear the child's signals
-            for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                signal.signal(number, signal.SIG_DFL)
+            become_child()
             for i in share:
                 got = parse_documents(texts[i][1], texts[i][0])
                 _detach_text(got)

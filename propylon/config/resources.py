@@ -56,7 +56,9 @@ class Resource(Model):
 
     @property
     def source(self) -> Source | None:
-        return self._source
+        # not ``self._source``: pydantic's ``__getattr__`` finds a private attribute, four
+        # times as slowly as this (0.1 s of ``validate`` at 10,000 Routes)
+        return self.__pydantic_private__["_source"]  # type: ignore[index]
 
 
 class Gateway(Resource):
