@@ -20,6 +20,7 @@ import yaml
 
 from propylon.admin.redact import redact
 from propylon.config import Resource, load_data, load_paths
+from propylon.config.parse_pool import parse_all
 from propylon.controlplane.selector import LabelSelector
 
 Key = tuple[str, str, str]  # kind, namespace, name
@@ -55,13 +56,16 @@ def load_local(paths: Sequence[Path]) -> tuple[list[LocalResource], list[str]]:
     loaded = load_paths(paths, parallel=True)  # a one-shot command: every core is its own
     if loaded.errors:
         return [], [str(e) for e in loaded.errors]
+    # each document's data as the loader read it (YAML 1.1 scalars such as ``yes`` or
+    # ``1.10`` stay the strings written), with the resource it gave
+    models = {(r.source.file, r.source.line): r for r in loaded.resources if r.source}
+    files = [str(file) for file in _files(paths)]
+    texts = [(name, Path(name).read_text(encoding="utf-8")) for name in files]
     local = []
-    for file in _files(paths):
-        for doc in yaml.safe_load_all(file.read_text(encoding="utf-8")):
-            if doc is None:
-                continue
-            model = load_data(doc, str(file)).resources[0]
-            data = {**doc, "metadata": {**doc["metadata"], "namespace": model.namespace}}
+    for name, (documents, _) in zip(files, parse_all(texts), strict=True):
+        for doc in documents:
+            model = models.get((name, doc.line)) or load_data(doc.data, name).resources[0]
+            data = {**doc.data, "metadata": {**doc.data["metadata"], "namespace": model.namespace}}
             local.append(LocalResource(key_of(data), data, model))
     return local, []
 

@@ -216,3 +216,36 @@ def test_diff_shows_the_plan_apply_carries_out(cluster: Cluster, tmp_path: Path)
     again = _cli(plane, "diff", *args)
     assert again.returncode == 0 and "no changes" in again.stdout
     assert plane.get("/v1/resources/gateway/infra/edge")[0] == 200  # unlabelled: not pruned
+
+
+def test_apply_sends_yaml_1_1_scalars_as_the_strings_written(
+        cluster: Cluster, tmp_path: Path) -> None:
+    """``yes`` and ``1.10`` where a string is expected reach the control plane as written, as
+    ``validate`` and standalone mode read them (#15 item 5); apply used to read the files
+    again with PyYAML's rules and stopped on them."""
+    plane = cluster.control()
+    config = tmp_path / "config.yaml"
+    config.write_text("""\
+apiVersion: propylon.dev/v1
+kind: Route
+metadata: {name: surprises, namespace: shop}
+spec:
+  rules:
+    - matches: [{path: {prefix: /s}, headers: [{name: x-beta, value: NO}]}]
+      directResponse: {status: 200, body: "on"}
+      policies: [{headers: {response: {set: {x-resp: yes, x-version: 1.10, x-mode: 010}}}}]
+""")
+    diff = _cli(plane, "diff", "-f", str(config))
+    assert diff.returncode == 3 and "+ Route shop/surprises" in diff.stdout, diff.stderr
+    applied = _cli(plane, "apply", "-f", str(config))
+    assert applied.returncode == 0, applied.stderr
+    assert "Route shop/surprises created" in applied.stdout
+    status, stored = plane.get("/v1/resources/route/shop/surprises")
+    assert status == 200
+    rule = stored["spec"]["rules"][0]
+    assert rule["matches"][0]["headers"][0]["value"] == "NO"
+    assert rule["directResponse"]["body"] == "on"
+    assert rule["policies"][0]["headers"]["response"]["set"] == {
+        "x-resp": "yes", "x-version": "1.10", "x-mode": "010"}
+    again = _cli(plane, "diff", "-f", str(config))
+    assert again.returncode == 0 and "no changes" in again.stdout, again.stdout
