@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 
 from propylon.config import ConfigError, load_text
+from propylon.config._yaml import parse_documents
 from propylon.standalone import BuildResult, build_from_resources
 
 SIDECAR_NAMESPACE = "default"
@@ -56,15 +57,14 @@ def build_sidecar_snapshot(
     for path in policy_files:
         try:
             text = Path(path).read_text(encoding="utf-8")
-            documents = list(yaml.safe_load_all(text))
-        except (OSError, yaml.YAMLError) as exc:
+        except (OSError, UnicodeDecodeError) as exc:
             errors.append(f"{path}: {exc}")
             continue
-        if any(isinstance(doc, list) for doc in documents):
-            inline += [item for doc in documents if isinstance(doc, list) for item in doc]
-            documents = [doc for doc in documents if not isinstance(doc, list)]
-            text = yaml.safe_dump_all(documents) if documents else ""
-        loaded = load_text(text, str(path))
+        # read as every configuration file is (``x-resp: yes`` stays the string written)
+        documents, parse_errors = parse_documents(text, str(path))
+        inline += [item for doc in documents if isinstance(doc.data, list) for item in doc.data]
+        documents = [doc for doc in documents if not isinstance(doc.data, list)]
+        loaded = load_text(text, str(path), (documents, parse_errors))
         resources += loaded.resources
         errors += [str(e) for e in loaded.errors]
     generated = load_text(sidecar_resources(app_port, address, port, inline), "<sidecar>")

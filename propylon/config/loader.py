@@ -164,10 +164,11 @@ def _digest(text: str) -> bytes:
 _FILES = _FileCache()
 
 
-def load_text(text: str, filename: str = "<text>") -> LoadResult:
-    """Resources from YAML ``text``; ``filename`` is only used in errors and sources."""
+def load_text(text: str, filename: str = "<text>", parsed: Parsed | None = None) -> LoadResult:
+    """Resources from YAML ``text``; ``filename`` is only used in errors and sources.
+    ``parsed``: what ``parse_documents`` gave of it, or of it less some documents."""
     result = LoadResult()
-    _load_into(result, text, filename, {})
+    _load_into(result, text, filename, {}, parsed)
     return result
 
 

@@ -33,3 +33,32 @@ def test_bad_policy_file_is_reported(tmp_path: Path) -> None:
     result = build_sidecar_snapshot(9001, "0.0.0.0", 8000, [bad])
     assert result.snapshot is None
     assert any("teleport" in e for e in result.errors)
+
+
+def test_policy_files_keep_yaml_1_1_scalars_as_written(tmp_path: Path) -> None:
+    """``yes``, ``1.10`` and ``NO`` in a --policy file are the strings written (#15 item 5),
+    in inline items as in resources."""
+    items = tmp_path / "inline.yaml"
+    items.write_text("- headers: {response: {set: {x-resp: yes, x-version: 1.10}}}\n")
+    resources = tmp_path / "resources.yaml"
+    resources.write_text(
+        "apiVersion: propylon.dev/v1\nkind: Policy\nmetadata: {name: more}\nspec:\n"
+        "  targetRefs: [{kind: Route, name: app}]\n"
+        "  headers: {request: {set: {x-flag: NO}}}\n"
+    )
+    result = build_sidecar_snapshot(9001, "0.0.0.0", 8000, [items, resources])
+    assert result.errors == [] and result.snapshot is not None
+    gateway = result.snapshot.gateways[0]
+    (rule,) = gateway.rules
+    specs = [p.spec for p in (*gateway.default_policies, *rule.policies) if p.type == "headers"]
+    assert {"x-resp": "yes", "x-version": "1.10"} in [s["response"]["set"] for s in specs]
+    assert {"x-flag": "NO"} in [s["request"]["set"] for s in specs]
+
+
+def test_a_policy_file_with_a_yaml_error_is_reported_at_its_line(tmp_path: Path) -> None:
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("- headers: {response: {set: {x-a: b}}}\n- [unclosed\n")
+    result = build_sidecar_snapshot(9001, "0.0.0.0", 8000, [bad])
+    assert result.snapshot is None
+    assert any(e.startswith(f"{bad}:") and "invalid YAML" in e for e in result.errors), (
+        result.errors)
