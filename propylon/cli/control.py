@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from enum import StrEnum
@@ -32,7 +33,6 @@ from propylon.cli.params import (
     failure,
     usage_error,
 )
-from propylon.controlplane.resources import KIND_OF_PATH
 
 ControlOpt = Annotated[str, typer.Option(
     "--control", envvar="PROPYLON_CONTROL", metavar="URL", help="Control plane URL.")]
@@ -44,9 +44,18 @@ CaFileOpt = Annotated[Path | None, typer.Option(
 FilesOpt = Annotated[list[Path], typer.Option(
     "-f", "--file", metavar="PATH", help="YAML file or folder (repeatable).")]
 _DEFAULT_CONTROL = "http://127.0.0.1:9000"
-_PLURAL_KINDS = {
-    ("policies" if kind == "policy" else f"{kind}es" if kind.endswith("s") else f"{kind}s"): kind
-    for kind in KIND_OF_PATH}
+
+
+@functools.cache
+def _kinds() -> tuple[dict[str, str], dict[str, str]]:
+    """The kinds a path names, and their plurals; looked up when a command needs them (the
+    resource models are not imported to parse a command line)."""
+    from propylon.controlplane.resources import KIND_OF_PATH
+
+    plurals = {
+        ("policies" if kind == "policy" else f"{kind}es" if kind.endswith("s") else f"{kind}s"):
+        kind for kind in KIND_OF_PATH}
+    return KIND_OF_PATH, plurals
 
 
 def _token(token_file: Path | None) -> str:
@@ -248,7 +257,7 @@ def _selected_local(paths: list[Path], prune: bool, selector: list[str] | None) 
 
 def get(
     kind: Annotated[str, typer.Argument(
-        metavar="KIND", autocompletion=lambda: sorted(KIND_OF_PATH),
+        metavar="KIND", autocompletion=lambda: sorted(_kinds()[0]),
         help="gateway, route, routetable, upstream, policy or consumer; plurals too.")],
     name: Annotated[str | None, typer.Argument(
         metavar="NAME", help="One resource's name; without it, list the kind.")] = None,
@@ -289,10 +298,11 @@ def get(
 def _path_kind(kind: str) -> str:
     """The API's name for ``kind`` (``route``), given as ``Route``, ``route`` or ``routes``."""
     lower = kind.lower()
-    path_kind = _PLURAL_KINDS.get(lower, lower)
-    if path_kind not in KIND_OF_PATH:
+    kind_of_path, plurals = _kinds()
+    path_kind = plurals.get(lower, lower)
+    if path_kind not in kind_of_path:
         raise typer.BadParameter(
-            f"unknown kind {kind!r}; one of {', '.join(KIND_OF_PATH)}", param_hint="KIND")
+            f"unknown kind {kind!r}; one of {', '.join(kind_of_path)}", param_hint="KIND")
     return path_kind
 
 

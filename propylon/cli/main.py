@@ -30,7 +30,6 @@ from propylon.cli.params import (
     WorkersOpt,
     configure_logging,
 )
-from propylon.config import load_data
 
 app = typer.Typer(
     cls=Group,
@@ -87,6 +86,9 @@ def run(
     access_log_format: AccessLogFormatOpt = AccessLogFormat.json,
 ) -> None:
     """Run a standalone gateway from files; hot-reloads them on change and on SIGHUP."""
+    from propylon.config.parse_pool import read_ahead
+
+    read_ahead(paths)  # the other cores parse while this process imports the rest
     import uvloop
 
     from propylon.file_source import FileSource
@@ -164,6 +166,9 @@ def validate(
     ] = ValidateFormat.text,
 ) -> None:
     """Check configuration files as `run` would; every problem with file:line; exit 1 on any."""
+    from propylon.config.parse_pool import read_ahead
+
+    read_ahead(paths)  # the other cores parse while this process imports the rest
     from propylon.cli.problems import check_paths
 
     check = check_paths(paths)
@@ -265,6 +270,7 @@ _importer.register(app)
 def _control_snapshot(control: str | None, token_file: Path | None, ca_file: Path | None) -> Any:
     """Translate the control plane's resources here, as the control plane does."""
     from propylon.cli.control import _client
+    from propylon.config import load_data
     from propylon.controlplane.client import ClientError
     from propylon.controlplane.resources import strip_server_fields
     from propylon.standalone import BuildResult, build_from_resources

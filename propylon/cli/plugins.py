@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import json
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from propylon.cli.params import EXIT_FAILED, Command
-from propylon.filters.base import PHASES, Filter, FilterEnv
-from propylon.policies.plugins import ENTRY_POINT_GROUP, Plugin, installed_plugins
+
+if TYPE_CHECKING:  # imported by the command itself: parsing any command line stays quick
+    from propylon.filters.base import Filter
+    from propylon.policies.plugins import Plugin
 
 _BODY_PHASES = (("request", "on_request_body", "request_body_buffer"),
                 ("response", "on_response_body", "response_body_buffer"))
@@ -35,6 +37,8 @@ def plugins(
     ] = PluginsFormat.text,
 ) -> None:
     """List the plugins installed here (entry points of group propylon.filters)."""
+    from propylon.policies.plugins import ENTRY_POINT_GROUP, installed_plugins
+
     found = installed_plugins().plugins
     described = [describe(plugin) for plugin in found]
     if output is PluginsFormat.json:
@@ -49,6 +53,8 @@ def plugins(
 
 def describe(plugin: Plugin) -> dict[str, Any]:
     """One plugin as ``-o json`` shows it."""
+    from propylon.filters.base import Filter
+
     row, cls = plugin.row, plugin.cls
     usable = row is not None and isinstance(cls, type) and issubclass(cls, Filter)
     return {
@@ -64,6 +70,8 @@ def describe(plugin: Plugin) -> dict[str, Any]:
 
 
 def implemented_phases(cls: type[Filter]) -> list[str]:
+    from propylon.filters.base import PHASES, Filter
+
     return [phase for phase in PHASES if getattr(cls, phase) is not getattr(Filter, phase)]
 
 
@@ -71,6 +79,8 @@ def body_declarations(cls: type[Filter]) -> dict[str, Any] | None:
     """The body declarations of a filter built with the default config, for the body phases
     the class implements; None when it has none; ``{"needsConfig": true}`` when the default
     config does not validate or the filter cannot be built from it here."""
+    from propylon.filters.base import Filter, FilterEnv
+
     phases = [(side, attribute) for side, phase, attribute in _BODY_PHASES
               if getattr(cls, phase) is not getattr(Filter, phase)]
     if not phases:

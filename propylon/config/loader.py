@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,12 +34,12 @@ from pydantic_core import ErrorDetails
 from propylon.config._types import UNION_TAGS
 from propylon.config._yaml import Document, dotted_path, parse_documents
 from propylon.config.errors import ConfigError, Source
+from propylon.config.files import read_texts
 from propylon.config.kubernetes import KubernetesObject, check_kind, is_kubernetes
 from propylon.config.parse_pool import Parsed, parse_each
 from propylon.config.resources import API_VERSION, KINDS, Resource
 from propylon.runtime.gc_pause import gc_paused
 
-_SUFFIXES = (".yaml", ".yml")
 DEFINED_TWICE = "defined twice"  # how the error about a second definition starts
 _MESSAGES = {
     "missing": "required field is missing",
@@ -92,12 +92,7 @@ def load_paths(paths: Sequence[str | Path], *, parallel: bool = False) -> LoadRe
 def _load_paths(paths: Sequence[str | Path], parallel: bool) -> LoadResult:
     result = LoadResult()
     seen: dict[tuple[str, str], Source] = {}
-    texts: list[tuple[str, str]] = []
-    for file in _expand(paths, result.errors):
-        try:
-            texts.append((str(file), file.read_text(encoding="utf-8")))
-        except (OSError, UnicodeDecodeError) as exc:
-            result.errors.append(ConfigError(str(file), None, None, None, None, _os_msg(exc)))
+    texts = read_texts(paths, result.errors)
     # the files the cache does not hold are parsed together (on every core if many), each
     # one's documents validated as soon as they are parsed
     digests = [_digest(text) for _, text in texts]
@@ -181,21 +176,6 @@ def load_data(data: Any, filename: str = "<data>") -> LoadResult:
     if resource is not None:
         result.resources.append(resource)
     return result
-
-
-def _expand(paths: Sequence[str | Path], errors: list[ConfigError]) -> Iterable[Path]:
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _SUFFIXES)
-        elif path.is_file():
-            yield path
-        else:
-            errors.append(ConfigError(str(path), None, None, None, None, "no such file or folder"))
-
-
-def _os_msg(exc: Exception) -> str:
-    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
 
 
 def _load_into(

@@ -20,11 +20,11 @@ import yaml
 
 from propylon.admin.redact import redact
 from propylon.config import Resource, load_data, load_paths
+from propylon.config.files import config_files
 from propylon.config.parse_pool import parse_all
 from propylon.controlplane.selector import LabelSelector
 
 Key = tuple[str, str, str]  # kind, namespace, name
-_SUFFIXES = (".yaml", ".yml")
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def load_local(paths: Sequence[Path]) -> tuple[list[LocalResource], list[str]]:
     # each document's data as the loader read it (YAML 1.1 scalars such as ``yes`` or
     # ``1.10`` stay the strings written), with the resource it gave
     models = {(r.source.file, r.source.line): r for r in loaded.resources if r.source}
-    files = [str(file) for file in _files(paths)]
+    files = [str(file) for file in config_files(paths, [])]
     texts = [(name, Path(name).read_text(encoding="utf-8")) for name in files]
     local = []
     for name, (documents, _) in zip(files, parse_all(texts), strict=True):
@@ -68,16 +68,6 @@ def load_local(paths: Sequence[Path]) -> tuple[list[LocalResource], list[str]]:
             data = {**doc.data, "metadata": {**doc.data["metadata"], "namespace": model.namespace}}
             local.append(LocalResource(key_of(data), data, model))
     return local, []
-
-
-def _files(paths: Sequence[Path]) -> list[Path]:
-    found: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _SUFFIXES)
-        else:
-            found.append(path)
-    return found
 
 
 def select_local(local: Sequence[LocalResource],

@@ -145,40 +145,93 @@ def test_a_stuck_child_is_stopped_and_its_share_parsed_here(
             os.waitpid(pid, os.WNOHANG)
 
 
-def test_a_child_failing_midway_leaves_only_the_rest_of_its_share_here(
-        forking: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
-    """What a child sent before it failed is used; the texts it still owed are parsed here."""
+def test_a_child_failing_midway_leaves_only_what_it_owes_here(
+        forking: list[int], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """What a child sent before it failed is used; the text it took and did not send, and
+    those left, are parsed here."""
     given = texts()
     expected = summary([parse_documents(text, name) for name, text in given])
     parent = os.getpid()
     parsed_here: list[str] = []
+    in_child = tmp_path / "child"
 
-    def fail_after_one(text: str, name: str) -> parse_pool.Parsed:
+    def fail_on_the_second(text: str, name: str) -> parse_pool.Parsed:
         if os.getpid() != parent:
-            if fail_after_one.calls:  # type: ignore[attr-defined]
+            with in_child.open("a") as log:
+                log.write(name + "\n")
+            if len(in_child.read_text().splitlines()) > 1:
                 os._exit(3)
-            fail_after_one.calls += 1  # type: ignore[attr-defined]
         else:
             parsed_here.append(name)
         return parse_documents(text, name)
 
-    fail_after_one.calls = 0  # type: ignore[attr-defined]
-    monkeypatch.setattr(parse_pool, "parse_documents", fail_after_one)
+    monkeypatch.setattr(parse_pool, "parse_documents", fail_on_the_second)
     assert summary(parse_pool.parse_all(given)) == expected
-    if forking:
-        owner = parse_pool._deal(given, parse_pool._processes(given))
-        childs = [given[i][0] for i, o in enumerate(owner) if o == 1]
-        assert childs[0] not in parsed_here  # sent before the child failed
-        assert set(childs[1:]) <= set(parsed_here)
+    assert forking
+    taken = in_child.read_text().splitlines() if in_child.exists() else []
+    if taken:  # the child took texts before this process had parsed them all
+        assert taken[0] not in parsed_here  # sent before the child failed
+        assert sorted(parsed_here + taken[:1]) == sorted(name for name, _ in given)
+    assert len(parsed_here) == len(set(parsed_here))  # each text parsed here once at most
 
 
-def test_texts_are_dealt_in_order_and_mostly_to_the_children() -> None:
-    given = [(f"f{i}", "x" * 1000) for i in range(100)]
-    owner = parse_pool._deal(given, 2)
-    own = owner.count(0)
-    assert 25 <= own <= 37  # OWN_WEIGHT against a child's 1
-    assert owner[:3].count(1) >= 1  # interleaved: a child's text comes early
-    assert set(parse_pool._deal(given, 4)) == {0, 1, 2, 3}
+def test_children_take_texts_from_the_front_and_this_process_from_the_back() -> None:
+    claims = parse_pool._Claims(5)
+    try:
+        assert claims.take(from_back=False) == 0
+        assert claims.take(from_back=True) == 4
+        assert claims.take(from_back=False) == 1
+        assert claims.take(from_back=True) == 3
+        assert claims.take(from_back=True) == 2
+        assert claims.take(from_back=False) is None
+        assert claims.take(from_back=True) is None
+    finally:
+        claims.close()
+
+
+def test_a_slow_process_leaves_more_texts_to_the_other(
+        forking: list[int], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No share is fixed beforehand: the process that parses faster parses more."""
+    given = [(f"f{n:02}.yaml", ROUTE.format(i=n)) for n in range(40)]
+    parent = os.getpid()
+    parsed_here: list[str] = []
+
+    def slow_here(text: str, name: str) -> parse_pool.Parsed:
+        if os.getpid() == parent:
+            parsed_here.append(name)
+            time.sleep(0.02)
+        return parse_documents(text, name)
+
+    monkeypatch.setattr(parse_pool, "parse_documents", slow_here)
+    got = parse_pool.parse_all(given)
+    assert summary(got) == summary([parse_documents(t, n) for n, t in given])
+    assert len(parsed_here) < 10, parsed_here  # the child, not slowed, took most
+    assert all(name >= "f20" for name in parsed_here)  # from the back
+
+
+def test_parsing_read_ahead_is_taken_over_by_the_next_parse(
+        forking: list[int], tmp_path: Path) -> None:
+    for name, text in texts():
+        (tmp_path / name).write_text(text)
+    parse_pool.read_ahead([tmp_path])
+    assert len(forking) == 1  # started at once
+    loaded = load_paths([tmp_path], parallel=True)
+    assert len(forking) == 1  # the same child's work
+    assert len([r for r in loaded.resources if r.kind == "Route"]) == 120
+    assert not parse_pool._AHEAD
+
+
+def test_parsing_read_ahead_of_texts_changed_since_is_not_used(
+        forking: list[int], tmp_path: Path) -> None:
+    for name, text in texts():
+        (tmp_path / name).write_text(text)
+    parse_pool.read_ahead([tmp_path])
+    (tmp_path / "f0.yaml").write_text(ROUTE.format(i=5000))
+    loaded = load_paths([tmp_path], parallel=True)
+    assert len(forking) == 2
+    assert "team/r5000" in {r.key for r in loaded.resources}
+    with pytest.raises(ChildProcessError):  # the first child was stopped and reaped
+        os.waitpid(forking[0], os.WNOHANG)
 
 
 def test_closing_early_stops_the_children(forking: list[int]) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 LOADED_LATER = ("propylon.proxy.worker", "propylon.proxy.h1.server", "redis", "jinja2",
                 "cryptography.x509", "h2.connection")
@@ -22,3 +23,24 @@ def test_the_supervisor_and_validate_load_only_what_they_use() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert done.stdout.strip() == "[]", done.stdout + done.stderr
+
+
+def test_the_files_are_being_parsed_before_the_resource_models_are_imported(
+        tmp_path: Path) -> None:
+    """``run`` and ``validate`` start parsing on the other cores (``parse_pool.read_ahead``)
+    from a process that has parsed its command line only: pydantic and the resource models,
+    a fifth of a second or more to import, come while the children parse."""
+    for n in range(8):
+        (tmp_path / f"routes-{n}.yaml").write_text("x: y\n" * 20_000)  # enough to fork
+    code = (
+        "import os, sys\n"
+        "import propylon.cli.main\n"
+        "from propylon.config import parse_pool\n"
+        f"parse_pool.read_ahead([{str(tmp_path)!r}])\n"
+        "print(sorted(m for m in ('pydantic', 'propylon.config.loader', 'propylon.translate',"
+        " 'propylon.filters') if m in sys.modules))\n"
+        "print(len(parse_pool._AHEAD) == (len(os.sched_getaffinity(0)) > 1))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.split() == ["[]", "True"], done.stdout + done.stderr

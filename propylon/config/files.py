@@ -1,0 +1,38 @@
+"""The configuration files a list of paths names, and their texts.
+
+A path is a file, or a folder whose ``*.yaml`` and ``*.yml`` files are read recursively, in
+sorted order. A path that names nothing, or a file that cannot be read as UTF-8, is one
+``ConfigError``; the others are read all the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from propylon.config.errors import ConfigError
+
+SUFFIXES = (".yaml", ".yml")
+
+
+def config_files(paths: Sequence[str | Path], errors: list[ConfigError]) -> Iterator[Path]:
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in SUFFIXES)
+        elif path.is_file():
+            yield path
+        else:
+            errors.append(ConfigError(str(path), None, None, None, None, "no such file or folder"))
+
+
+def read_texts(paths: Sequence[str | Path], errors: list[ConfigError]) -> list[tuple[str, str]]:
+    """``(file name, text)`` of each configuration file of ``paths``, in order."""
+    texts = []
+    for file in config_files(paths, errors):
+        try:
+            texts.append((str(file), file.read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as exc:
+            message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            errors.append(ConfigError(str(file), None, None, None, None, message))
+    return texts
