@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from importlib import metadata
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -45,6 +44,8 @@ PathsArg = Annotated[
 
 def _print_version(wanted: bool) -> None:
     if wanted:
+        from importlib import metadata
+
         try:
             version = metadata.version("propylon")
         except metadata.PackageNotFoundError:  # run from a source tree that is not installed
