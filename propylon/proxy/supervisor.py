@@ -259,8 +259,7 @@ class Supervisor:
         and not waited for: a worker that could not prepare it is sent the whole IR."""
         if self.snapshot is not None:
             return
-        with gc_paused():
-            text = ir.dumps(snapshot)
+        text = _Shipment(snapshot, None).text()
         for handle in self.handles:
             handle.tell(("prepare", text))
             handle.prepared = snapshot.version
