@@ -87,6 +87,7 @@ def read_ahead(paths: Sequence[str | Path]) -> None:
     _forget_ahead()
     if _processes(texts) > 1:
         _AHEAD.append(_Parsing(texts, True))
+        atexit.unregister(_forget_ahead)  # registered once, however many reads ahead
         atexit.register(_forget_ahead)
 
 
