@@ -415,6 +415,7 @@ def test_run_parses_many_large_files_on_every_core_then_serves_them_all(tmp_path
             assert f"{name}:{line}" in log, log
     finally:
         gateway.stop()
+    assert not processes_naming(gateway.config_dir)  # nor the parsing children
 
 
 def test_validate_of_many_large_files_reports_each_problem_at_its_line(tmp_path) -> None:
@@ -439,6 +440,25 @@ def test_validate_of_many_large_files_reports_each_problem_at_its_line(tmp_path)
     for path, line in broken.items():
         assert f"{path}:{line}:" in result.stderr, result.stderr
     assert result.stderr.count("unknown field") == 8, result.stderr
+    assert not processes_naming(tmp_path)  # the children it forked ended with it
+    for path in broken:  # and with every file valid, the check's own child too
+        path.write_text(path.read_text().replace("bogus", "name"))
+    result = propylon("validate", str(tmp_path))
+    assert result.returncode == 0 and result.stdout.startswith("ok: 1 gateway(s)"), (
+        result.stdout + result.stderr)
+    assert not processes_naming(tmp_path)
+
+
+def processes_naming(path: Path) -> list[int]:
+    """The processes whose command line names ``path`` (a fork keeps its parent's)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and str(path).encode() in (proc / "cmdline").read_bytes():
+                found.append(int(proc.name))
+        except OSError:
+            pass
+    return found
 
 
 def test_run_compiles_a_first_part_of_a_large_configuration_while_translating_the_rest(
