@@ -15,7 +15,7 @@ from propylon.config.errors import ConfigError
 SUFFIXES = (".yaml", ".yml")
 
 
-def config_files(paths: Sequence[str | Path], errors: list[ConfigError]) -> Iterator[Path]:
+def _config_files(paths: Sequence[str | Path], errors: list[ConfigError]) -> Iterator[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
@@ -29,7 +29,7 @@ def config_files(paths: Sequence[str | Path], errors: list[ConfigError]) -> Iter
 def read_texts(paths: Sequence[str | Path], errors: list[ConfigError]) -> list[tuple[str, str]]:
     """``(file name, text)`` of each configuration file of ``paths``, in order."""
     texts = []
-    for file in config_files(paths, errors):
+    for file in _config_files(paths, errors):
         try:
             texts.append((str(file), file.read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError) as exc:

@@ -20,7 +20,7 @@ import yaml
 
 from propylon.admin.redact import redact
 from propylon.config import Resource, load_data, load_paths
-from propylon.config.files import config_files
+from propylon.config.files import read_texts
 from propylon.config.parse_pool import parse_all
 from propylon.controlplane.selector import LabelSelector
 
@@ -59,10 +59,9 @@ def load_local(paths: Sequence[Path]) -> tuple[list[LocalResource], list[str]]:
     # each document's data as the loader read it (YAML 1.1 scalars such as ``yes`` or
     # ``1.10`` stay the strings written), with the resource it gave
     models = {(r.source.file, r.source.line): r for r in loaded.resources if r.source}
-    files = [str(file) for file in config_files(paths, [])]
-    texts = [(name, Path(name).read_text(encoding="utf-8")) for name in files]
+    texts = read_texts(paths, [])
     local = []
-    for name, (documents, _) in zip(files, parse_all(texts), strict=True):
+    for (name, _), (documents, _errors) in zip(texts, parse_all(texts), strict=True):
         for doc in documents:
             model = models.get((name, doc.line)) or load_data(doc.data, name).resources[0]
             data = {**doc.data, "metadata": {**doc.data["metadata"], "namespace": model.namespace}}
