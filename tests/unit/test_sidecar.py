@@ -12,16 +12,23 @@ def test_sidecar_forwards_everything_to_the_local_app(tmp_path: Path) -> None:
     assert [(e.address, e.port) for e in upstream.endpoints] == [("127.0.0.1", 9001)]
 
 
-def test_policy_files_add_inline_items_and_resources(tmp_path: Path) -> None:
+def policy_files(tmp_path: Path, inline: str, policy_name: str, policy_spec: str) -> list[Path]:
+    """A --policy file of inline items, and one of a Policy resource targeting the app's
+    Route."""
     items = tmp_path / "inline.yaml"
-    items.write_text("- headers: {response: {set: {x-team: a}}}\n")
+    items.write_text(inline)
     resources = tmp_path / "resources.yaml"
     resources.write_text(
-        "apiVersion: propylon.dev/v1\nkind: Policy\nmetadata: {name: limits}\nspec:\n"
-        "  targetRefs: [{kind: Route, name: app}]\n"
-        "  requestLimits: {maxBodySize: 1024}\n"
+        f"apiVersion: propylon.dev/v1\nkind: Policy\nmetadata: {{name: {policy_name}}}\n"
+        f"spec:\n  targetRefs: [{{kind: Route, name: app}}]\n  {policy_spec}\n"
     )
-    result = build_sidecar_snapshot(9001, "0.0.0.0", 8000, [items, resources])
+    return [items, resources]
+
+
+def test_policy_files_add_inline_items_and_resources(tmp_path: Path) -> None:
+    files = policy_files(tmp_path, "- headers: {response: {set: {x-team: a}}}\n", "limits",
+                         "requestLimits: {maxBodySize: 1024}")
+    result = build_sidecar_snapshot(9001, "0.0.0.0", 8000, files)
     assert result.errors == [] and result.snapshot is not None
     (rule,) = result.snapshot.gateways[0].rules
     assert [p.type for p in rule.policies] == ["requestLimits", "headers"]
@@ -38,15 +45,9 @@ def test_bad_policy_file_is_reported(tmp_path: Path) -> None:
 def test_policy_files_keep_yaml_1_1_scalars_as_written(tmp_path: Path) -> None:
     """``yes``, ``1.10`` and ``NO`` in a --policy file are the strings written (#15 item 5),
     in inline items as in resources."""
-    items = tmp_path / "inline.yaml"
-    items.write_text("- headers: {response: {set: {x-resp: yes, x-version: 1.10}}}\n")
-    resources = tmp_path / "resources.yaml"
-    resources.write_text(
-        "apiVersion: propylon.dev/v1\nkind: Policy\nmetadata: {name: more}\nspec:\n"
-        "  targetRefs: [{kind: Route, name: app}]\n"
-        "  headers: {request: {set: {x-flag: NO}}}\n"
-    )
-    result = build_sidecar_snapshot(9001, "0.0.0.0", 8000, [items, resources])
+    files = policy_files(tmp_path, "- headers: {response: {set: {x-resp: yes, x-version: 1.10}}}\n",
+                         "more", "headers: {request: {set: {x-flag: NO}}}")
+    result = build_sidecar_snapshot(9001, "0.0.0.0", 8000, files)
     assert result.errors == [] and result.snapshot is not None
     gateway = result.snapshot.gateways[0]
     (rule,) = gateway.rules

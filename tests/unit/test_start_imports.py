@@ -44,3 +44,15 @@ def test_the_files_are_being_parsed_before_the_resource_models_are_imported(
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True)
     assert done.stdout.split() == ["[]", "True"], done.stdout + done.stderr
+
+
+def test_every_name_propylon_config_exports_is_found_where_it_is_declared() -> None:
+    """``propylon.config`` imports its names when first used: the table that says where each
+    one is and ``__all__`` name the same names, and each resolves to its module's object."""
+    import importlib
+
+    import propylon.config as config
+
+    assert sorted(config._WHERE) == sorted(config.__all__)
+    for name, where in config._WHERE.items():
+        assert getattr(config, name) is getattr(importlib.import_module(where), name)
