@@ -1,4 +1,5 @@
-"""Builds the compiled hot path with mypyc (docs/performance.md, "The compiled hot path").
+"""Builds the compiled hot path with mypyc (docs/performance.md, "The compiled hot path") and
+the C module that builds plain YAML documents from libyaml's events (``config/_libyaml.c``).
 
 The metadata is in pyproject.toml; this file only adds the extension modules. They are built by
 the commands that build code (``build_ext``, a wheel, an editable install), never when pip only
@@ -47,4 +48,16 @@ def hot_path_extensions() -> list[Extension]:
     return extensions
 
 
-setup(ext_modules=hot_path_extensions())
+def yaml_extension() -> list[Extension]:
+    """``propylon.config._libyaml``, optional like the others: without libyaml's headers
+    (Debian's libyaml-dev) configurations are parsed by PyYAML alone, several times slower."""
+    declared = runpy.run_path(str(ROOT / "propylon" / "_extensions.py"))
+    if os.environ.get(declared["DISABLE_VARIABLE"], "") not in ("", "0"):
+        return []
+    if not BUILD_COMMANDS & set(sys.argv[1:]):
+        return []
+    return [Extension("propylon.config._libyaml", ["propylon/config/_libyaml.c"],
+                      libraries=["yaml"], extra_compile_args=["-O2"], optional=True)]
+
+
+setup(ext_modules=[*hot_path_extensions(), *yaml_extension()])

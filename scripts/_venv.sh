@@ -33,7 +33,8 @@ ensure_plugins() {
 }
 
 # ensure_extensions DIR: the hot path compiled by mypyc beside its sources (setup.py,
-# propylon/_extensions.py), again when a module of the package or the compiler changes (the
+# propylon/_extensions.py) and the YAML module (config/_libyaml.c, when libyaml's headers are
+# there), again when a module of the package, the compiler or those headers change (the
 # compiled code checks the types other modules declare). Takes a minute or more; a failed
 # build leaves the pure-Python modules in use, and scripts/test stops on it. The extensions
 # are touched: a source newer than them makes propylon import every compiled module from
@@ -48,7 +49,10 @@ from pathlib import Path
 import mypy.version
 
 digest = hashlib.sha1(mypy.version.__version__.encode())
-for path in ["setup.py", *sorted(str(p) for p in Path("propylon").rglob("*.py"))]:
+# libyaml's headers (Debian's libyaml-dev) decide whether config/_libyaml.c is built
+digest.update(str(Path("/usr/include/yaml.h").exists()).encode())
+sources = [*Path("propylon").rglob("*.py"), *Path("propylon").rglob("*.c")]
+for path in ["setup.py", *sorted(str(p) for p in sources)]:
     digest.update(path.encode() + Path(path).read_bytes())
 print(digest.hexdigest()[:12])
 PY

@@ -1,10 +1,16 @@
 """YAML documents as plain data plus the position of every node.
 
-The node graph is composed with libyaml (``CSafeLoader``) when available; each document becomes
-``Document(data, line, column, marks)`` where ``marks`` maps a field path (a tuple of mapping
-keys and list indices, as pydantic reports error locations) to its 1-based line and column. A
-mapping entry's position is that of its key, so errors point at the field name the user wrote;
-a list item's is that of the item itself (after its ``- ``). Columns count characters.
+Each document becomes ``Document(data, line, column, marks)`` where ``marks`` maps a field
+path (a tuple of mapping keys and list indices, as pydantic reports error locations) to its
+1-based line and column. A mapping entry's position is that of its key, so errors point at the
+field name the user wrote; a list item's is that of the item itself (after its ``- ``).
+Columns count characters.
+
+A text of plain data (mappings, lists and scalars: resources as usually written) is built
+straight from libyaml's events by the C module ``_libyaml`` (``_libyaml.c``), five times faster
+than composing PyYAML's node graph; anything else, or a build without that module, takes the
+Python path below: the node graph composed with libyaml (``CSafeLoader``) when available, then
+walked. Both give the same data, positions and errors (tests/unit/test_config_load_yaml.py).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from propylon._extensions import disabled_by_environment
 from propylon.config.errors import ConfigError
 
 _BaseLoader: type[yaml.SafeLoader] | Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -23,6 +30,24 @@ _PLAIN_INT = re.compile(r"[-+]?(0|[1-9][0-9]*)")
 _STR, _NULL = "tag:yaml.org,2002:str", "tag:yaml.org,2002:null"
 _MAP, _SEQ = "tag:yaml.org,2002:map", "tag:yaml.org,2002:seq"
 _ScalarNode, _MappingNode, _SequenceNode = yaml.ScalarNode, yaml.MappingNode, yaml.SequenceNode
+
+
+def _bool_of(text: str) -> bool | str:
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    return text
+
+
+def _int_of(text: str) -> int | str:
+    return int(text) if _PLAIN_INT.fullmatch(text) else text
+
+
+def _float_of(text: str) -> float | str:
+    try:
+        value = float(text)
+    except ValueError:
+        return text  # .inf, .nan, 1_000.5: as written
+    return value if repr(value) == text else text
 
 
 class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
@@ -36,23 +61,13 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
     and a string field gets exactly what was written."""
 
     def construct_yaml_bool(self, node: yaml.ScalarNode) -> bool | str:
-        text = str(node.value)
-        if text.lower() in ("true", "false"):
-            return text.lower() == "true"
-        return text
+        return _bool_of(str(node.value))
 
     def construct_yaml_int(self, node: yaml.ScalarNode) -> int | str:
-        text = str(node.value)
-        return int(text) if _PLAIN_INT.fullmatch(text) else text
+        return _int_of(str(node.value))
 
     def construct_yaml_float(self, node: yaml.ScalarNode) -> float | str:
-        text = str(node.value)
-        try:
-            value = float(text)
-        except ValueError:
-            return text  # .inf, .nan, 1_000.5: as written
-        return value if repr(value) == text else text
-
+        return _float_of(str(node.value))
 
     # libyaml's composer asks these of every node; PyYAML's versions handle path resolvers,
     # which this loader has none of, and were a tenth of the time spent loading YAML.
@@ -131,6 +146,10 @@ class Document:
 
 def parse_documents(text: str, filename: str) -> tuple[list[Document], list[ConfigError]]:
     """Every non-empty document of ``text``; a syntax error ends the file with one error."""
+    built = _libyaml.load(text) if _libyaml is not None else None
+    if built is not None:
+        return [Document(data, line + 1, column + 1, LazyMarks(text, line, end_line, end_column))
+                for data, line, column, end_line, end_column in built if data is not None], []
     loader = _Loader(text)
     documents: list[Document] = []
     errors: list[ConfigError] = []
@@ -181,7 +200,8 @@ def _document(
     except _NotPlain:
         pass
     else:
-        doc.marks = LazyMarks(text, node)
+        end = node.end_mark
+        doc.marks = LazyMarks(text, node.start_mark.line, end.line, end.column)
         return doc if doc.data is not None else None
     marks: dict[Path, Mark] = {}
     doc.marks = marks
@@ -314,10 +334,12 @@ class LazyMarks(Mapping[Path, Mark]):
 
     __slots__ = ("_first", "_found", "_last", "_text")
 
-    def __init__(self, text: str, node: yaml.Node) -> None:
-        end = node.end_mark  # where the next token starts: its line is the last one if not
-        self._text, self._first = text, node.start_mark.line  # 0-based lines
-        self._last = end.line if end.column else end.line - 1
+    def __init__(self, text: str, first_line: int, end_line: int, end_column: int) -> None:
+        """The document's root node starts on ``first_line`` and ends where the next token
+        starts, ``end_line`` and ``end_column`` (0-based): its last line is the one before
+        if that column is 0."""
+        self._text, self._first = text, first_line
+        self._last = end_line if end_column else end_line - 1
         self._found: dict[Path, Mark] | None = None
 
     def detach_text(self) -> None:
@@ -348,6 +370,42 @@ class LazyMarks(Mapping[Path, Mark]):
         return len(self._marks())
 
 
+def _plain_value(text: str) -> Any:
+    """What ``_plain_data`` makes of a plain scalar written ``text``, or ``_NOT_PLAIN``
+    (the text is left to the Python path): ``_libyaml`` asks."""
+    tag = _PLAIN_TAGS.get(text) or _plain_tag(text)
+    if tag == _STR:
+        return text
+    if tag == _NULL:
+        return None
+    make = _SCALAR_TEXTS.get(tag)
+    return _NOT_PLAIN if make is None else make(text)
+
+
+_NOT_PLAIN = object()
+_SCALAR_TEXTS: dict[str, Any] = {
+    "tag:yaml.org,2002:bool": _bool_of,
+    "tag:yaml.org,2002:int": _int_of,
+    "tag:yaml.org,2002:float": _float_of,
+}
+
+
+def _fast_builder() -> Any:
+    """``_libyaml``, the C module that builds plain documents from libyaml's events, set up
+    with this module's rules; None without it (a pure-Python install, or
+    ``PROPYLON_NO_EXTENSIONS``)."""
+    if disabled_by_environment():
+        return None
+    try:
+        from propylon.config import _libyaml
+    except ImportError:
+        return None
+    # the first characters of the plain scalars that may be something else than a string
+    first = None if _WILDCARD else "".join(key for key in _IMPLICIT if key)
+    _libyaml.configure(_plain_value, _NOT_PLAIN, first, MAX_DEPTH)
+    return _libyaml
+
+
 def _marks_of(text: str, lines_before: int) -> dict[Path, Mark]:
     """The positions of the first document of ``text`` (the lines of a document that was read
     whole before, from the start of its first line), ``lines_before`` lines down its file."""
@@ -362,6 +420,9 @@ def _marks_of(text: str, lines_before: int) -> dict[Path, Mark]:
     finally:
         loader.dispose()
     return {path: (line + lines_before, column) for path, (line, column) in marks.items()}
+
+
+_libyaml = _fast_builder()
 
 
 def _last_line(text: str) -> int:

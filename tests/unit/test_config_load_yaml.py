@@ -1,8 +1,8 @@
-"""The fast ways of turning YAML into data (``_plain_data``, ``_PlainWalk``, the resolver's
-cache of plain scalars' tags) give what PyYAML's constructor gives with every position
-recorded: each text below is parsed as the loader does and again with every document sent
-down the slow path (``_index_marks`` then ``construct_document``), and the two must agree on
-data (types included), lines, columns, positions and errors."""
+"""The fast ways of turning YAML into data (the C module ``_libyaml``, ``_plain_data``,
+``_PlainWalk``, the resolver's cache of plain scalars' tags) give what PyYAML's constructor
+gives with every position recorded: each text below is parsed as the loader does and again
+with every document sent down the slow path (``_index_marks`` then ``construct_document``),
+and the two must agree on data (types included), lines, columns, positions and errors."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from propylon import _extensions
 from propylon.config import _yaml
 from propylon.config._yaml import MAX_DEPTH, parse_documents
 
@@ -48,6 +51,17 @@ HANDWRITTEN = {
     "undefined-alias": "a: *nothing\n",
     "duplicate-anchor": "a: &x 1\nb: &x 2\n",
     "recursive-alias": "a: &a [*a]\n",
+    "yaml-directive": "%YAML 1.1\n---\na: yes\n",
+    "tag-directive": "%TAG !e! tag:example.com,2000:\n---\na: !e!x 1\n",
+    "non-specific-tag": "a: ! yes\nb: ! [1]\n",
+    "byte-order-mark": "\ufeffa: 1\nb: [x]\n",
+    "non-ascii-first-characters": "é: ñ1\n€: 1.5x\n",
+    "document-end-markers": "a: 1\n...\n---\nb: 2\n...\n",
+    "comments-only": "# nothing\n# here\n",
+    "empty": "",
+    "long-string": "a: " + "x" * 100_000 + "\n",
+    "null-byte": "a: b\x00c\n",
+    "sexagesimal-and-timestamps": "a: 190:20:30\nb: 2001-12-14t21:59:43.10-05:00\nc: 1_0\n",
 }
 
 
@@ -112,10 +126,54 @@ def test_fast_paths_give_what_the_constructor_gives(
     text: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     fast = _parsed(text)
+    monkeypatch.setattr(_yaml, "_libyaml", None)
     monkeypatch.setattr(_yaml, "_plain_data", _slow_path)
     monkeypatch.setattr(_yaml._PlainWalk, "data", lambda self, node, depth: _slow_path(
         self.loader, node))
     assert fast == _parsed(text)
+
+
+@pytest.mark.parametrize("text", list(CASES.values()), ids=list(CASES))
+def test_the_c_module_gives_what_the_python_path_gives(
+    text: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fast = _parsed(text)
+    monkeypatch.setattr(_yaml, "_libyaml", None)
+    assert fast == _parsed(text)
+
+
+def test_the_c_module_is_built_and_takes_plain_texts() -> None:
+    """The compiled build has it (the pure-Python run does without, by design); it answers
+    None, leaving the text to the Python path, for anything but plain data."""
+    if _extensions.disabled_by_environment():
+        assert _yaml._libyaml is None
+        return
+    assert _yaml._libyaml is not None
+    built = _yaml._libyaml.load("a: 1\nb: [yes, '2', 1.10]\n---\nc: {d: ~}\n")
+    assert built == [({"a": 1, "b": ["yes", "2", "1.10"]}, 0, 0, 2, 0),
+                     ({"c": {"d": None}}, 3, 0, 4, 0)]
+    for name in ("anchors-and-aliases", "merge-key-without-anchor", "duplicate-keys",
+                 "explicit-tags", "complex-key", "syntax-error", "yaml-directive",
+                 f"scalar-at-depth-{MAX_DEPTH + 1}"):
+        assert _yaml._libyaml.load(HANDWRITTEN[name]) is None, name
+    assert _yaml._libyaml.load("a: \udc80\n") is None  # not UTF-8: PyYAML refuses it
+
+
+_PIECES = ["a", "b: ", "- ", "\n", "  ", "[", "]", "{", "}", ", ", ": ", "'", '"', "&x ",
+           "*x", "!!str ", "? ", "<<: ", "|\n", ">-\n", "---\n", "...\n", "#", "yes", "010",
+           "1.10", "~", "\t", "é", "\r\n", "%YAML 1.1\n", "-1", ".inf", "2001-12-14"]
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(_PIECES), max_size=40))
+def test_any_text_gets_the_same_answer_with_and_without_the_c_module(pieces: list[str]) -> None:
+    text = "".join(pieces)
+    fast = _parsed(text)
+    saved, _yaml._libyaml = _yaml._libyaml, None
+    try:
+        assert fast == _parsed(text)
+    finally:
+        _yaml._libyaml = saved
 
 
 def test_the_cases_take_every_path() -> None:

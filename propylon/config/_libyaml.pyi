@@ -1,0 +1,6 @@
+from collections.abc import Callable
+from typing import Any
+
+def load(text: str, /) -> list[tuple[Any, int, int, int, int]] | None: ...
+def configure(resolver: Callable[[str], Any], sentinel: object, first: str | None,
+              max_depth: int, /) -> None: ...
