@@ -144,12 +144,28 @@ class Document:
         return self.line, self.column
 
 
+# A document of plain data as ``_libyaml`` builds it: its data, then the 0-based line and
+# column where its root node starts and where it ends.
+PlainDocument = tuple[Any, int, int, int, int]
+
+
+def plain_documents(text: str) -> list[PlainDocument] | None:
+    """The documents of ``text`` if it is plain data and ``_libyaml`` is there, else None
+    (``parse_documents`` takes the Python path)."""
+    return _libyaml.load(text) if _libyaml is not None else None
+
+
+def documents_of(text: str, built: list[PlainDocument]) -> list[Document]:
+    """What ``parse_documents`` gives of ``text`` from what ``plain_documents`` gave."""
+    return [Document(data, line + 1, column + 1, LazyMarks(text, line, end_line, end_column))
+            for data, line, column, end_line, end_column in built if data is not None]
+
+
 def parse_documents(text: str, filename: str) -> tuple[list[Document], list[ConfigError]]:
     """Every non-empty document of ``text``; a syntax error ends the file with one error."""
-    built = _libyaml.load(text) if _libyaml is not None else None
+    built = plain_documents(text)
     if built is not None:
-        return [Document(data, line + 1, column + 1, LazyMarks(text, line, end_line, end_column))
-                for data, line, column, end_line, end_column in built if data is not None], []
+        return documents_of(text, built), []
     loader = _Loader(text)
     documents: list[Document] = []
     errors: list[ConfigError] = []
