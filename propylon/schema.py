@@ -47,6 +47,11 @@ def parse_duration(value: object, allow_zero: bool = False) -> float:
     ``allow_zero`` accepts ``0s`` (for settings where zero means "off")."""
     if not isinstance(value, str) or not value:
         raise ValueError(f"invalid duration {value!r}: {DURATION_HINT}")
+    return _seconds_of(value, allow_zero)
+
+
+@functools.lru_cache(maxsize=1024)  # a configuration repeats a few durations (10,000 "5s")
+def _seconds_of(value: str, allow_zero: bool) -> float:
     pos, total = 0, 0.0
     while pos < len(value):
         part = _DURATION_PART.match(value, pos)
@@ -89,8 +94,9 @@ def not_supported(name: str) -> PydanticCustomError:
 def exactly_one(model: BaseModel, names: tuple[str, ...]) -> None:
     """Raise unless exactly one of the (aliased) fields ``names`` is set on ``model``."""
     count = 0  # asked of every rule and path match: the valid case without a list
-    for attribute in _attributes(names):
-        if getattr(model, attribute) is not None:
+    fields = model.__dict__
+    for attribute in _ATTRIBUTES.get(names) or _attributes(names):
+        if fields[attribute] is not None:
             count += 1
     if count == 1:
         return
@@ -106,9 +112,12 @@ def _snake(name: str) -> str:
     return re.sub(r"(?<!^)([A-Z])", r"_\1", name).lower()
 
 
-@functools.cache
 def _attributes(names: tuple[str, ...]) -> tuple[str, ...]:
-    return tuple(_snake(name) for name in names)
+    attributes = _ATTRIBUTES[names] = tuple(_snake(name) for name in names)
+    return attributes
+
+
+_ATTRIBUTES: dict[tuple[str, ...], tuple[str, ...]] = {}  # a handful of tuples of names
 
 
 def _check_name(value: str) -> str:

@@ -53,6 +53,7 @@ __all__ = [
 # policy type -> attribute name ("ipFilter" -> "ip_filter"), in the table's order
 _ATTRIBUTES: dict[str, str] = {kind.name: to_snake(kind.name) for kind in POLICY_TYPES}
 _TYPES: dict[str, str] = {attribute: name for name, attribute in _ATTRIBUTES.items()}
+_SECTIONS = frozenset(_ATTRIBUTES.values())
 _RESERVED: tuple[str, ...] = tuple(
     _ATTRIBUTES[kind.name] for kind in POLICY_TYPES if kind.section_model is None)
 
@@ -113,7 +114,10 @@ class PolicyItem(PolicySections):
 
     @model_validator(mode="after")
     def _not_empty(self) -> PolicyItem:
-        if not self.sections():
+        # sections() not empty, asked of the fields given only (every other one is None)
+        fields = self.__dict__
+        given = self.__pydantic_fields_set__ & _SECTIONS
+        if not fields["plugins"] and all(fields[name] is None for name in given):
             raise invalid("empty_policy", "a policy item needs at least one policy section")
         return self
 

@@ -445,6 +445,25 @@ def test_fault_injection_needs_delay_or_abort() -> None:
     ]
 
 
+@pytest.mark.parametrize(("kind", "item", "empty"), [
+    ("Route", "{}", True),
+    ("Route", "{headers: null}", True),
+    ("Route", "{plugins: []}", True),
+    ("Route", "{plugins: null, headers: null}", True),
+    ("Gateway", "{enforced: true}", True),
+    ("Route", "{headers: {request: {set: {x-a: b}}}}", False),
+    ("Gateway", "{enforced: true, headers: {request: {set: {x-a: b}}}}", False),
+])
+def test_a_policy_item_needs_a_section(kind: str, item: str, empty: bool) -> None:
+    if kind == "Route":
+        text = doc("Route", f"rules: [{{directResponse: {{status: 200}}, policies: [{item}]}}]")
+    else:
+        text = doc("Gateway", f"listeners: [{{name: web, port: 8080}}]\npolicies: [{item}]")
+    errors = [str(e) for e in load_text(text).errors]
+    assert (errors != []) is empty, errors
+    assert all("at least one policy section" in e for e in errors)
+
+
 def test_unknown_policy_section_is_an_unknown_field() -> None:
     text = doc("Policy", "targetRefs: [{kind: Gateway, name: g}]\nheaders: {}\nteleport: {}")
     (error,) = load_text(text).errors
