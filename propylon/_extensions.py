@@ -3,8 +3,8 @@
 ``setup.py`` compiles ``COMPILED`` with mypyc into one shared library (``SHARED_LIBRARY``) and a
 small extension module beside each ``.py`` (docs/performance.md, "The compiled hot path"). The
 ``.py`` files stay the source of truth: this process imports all of them from source instead
-when ``PROPYLON_NO_EXTENSIONS`` is set (to anything but ``0``), when an extension is missing, or
-when a source of the package is newer than the build (an edit since). It is all or nothing: the
+when ``PROPYLON_NO_EXTENSIONS`` is set (to anything but ``0``), when an extension is missing, or,
+in a source tree, when a source of the package is newer than the build (an edit since). It is all or nothing: the
 compiled modules call each other's classes directly through the shared library, so one module
 from source and its neighbours compiled would not fit together.
 
@@ -85,14 +85,20 @@ def disabled_by_environment() -> bool:
 
 
 def build_is_current(root: Path = SOURCE_ROOT) -> bool:
-    """Every extension is there and no source of the package is newer than the oldest one.
+    """Every extension is there and, in a source tree (``setup.py`` beside the package: a
+    clone, an editable install), no source of the package is newer than the oldest one.
 
     Any module counts, not only the compiled ones: the compiled code checks the types that
-    other modules declare (an attribute's class, an int) as they were when it was built.
+    other modules declare (an attribute's class, an int) as they were when it was built. An
+    installed package (a wheel) is not edited, and its files' times say nothing: pip writes
+    the ``.py`` files after the extensions, so they always looked newer and every install
+    ran the pure-Python modules.
     """
     try:
         built = min(extension_path(module, root).stat().st_mtime
                     for module in (*COMPILED, SHARED_LIBRARY))
+        if not (root / "setup.py").is_file():
+            return True
         newest = max(entry.stat().st_mtime for entry in (root / "propylon").rglob("*.py"))
     except (OSError, ValueError):  # an extension is missing; no source at all
         return False

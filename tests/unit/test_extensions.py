@@ -64,7 +64,9 @@ def test_a_current_build_is_used_when_not_disabled() -> None:
     assert zero == files
 
 
-def fake_build(root: Path) -> None:
+def fake_build(root: Path, source_tree: bool = True) -> None:
+    if source_tree:
+        (root / "setup.py").write_text("")
     for module in (*COMPILED, SHARED_LIBRARY):
         source = _extensions.source_path(module, root)
         source.parent.mkdir(parents=True, exist_ok=True)
@@ -96,4 +98,16 @@ def test_a_source_edited_after_the_build_means_no_build(tmp_path: Path, edited: 
     source = _extensions.source_path(edited, tmp_path)
     source.write_text("")
     os.utime(source, (3_000, 3_000))
+    assert not build_is_current(tmp_path)
+
+
+def test_an_installed_package_uses_its_extensions_whatever_the_files_times(
+        tmp_path: Path) -> None:
+    """pip writes a wheel's ``.py`` files after its extensions: no ``setup.py`` beside the
+    package, no times compared; a missing extension still means none."""
+    fake_build(tmp_path, source_tree=False)
+    source = _extensions.source_path(COMPILED[0], tmp_path)
+    os.utime(source, (3_000, 3_000))
+    assert build_is_current(tmp_path)
+    extension_path(SHARED_LIBRARY, tmp_path).unlink()
     assert not build_is_current(tmp_path)
