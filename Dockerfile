@@ -3,18 +3,25 @@
 #   docker build --build-arg WITH_WAF=true -t propylon:waf .   # + ModSecurity v3 and the CRS
 # The same image runs `propylon control` and `propylon proxy` (deploy/helm, deploy/kustomize).
 FROM python:3.11-slim AS build
+# a C compiler and libyaml's headers: the wheel carries the compiled hot path (mypyc) and the
+# YAML module (propylon/config/_libyaml.c); without them it would be pure Python
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends gcc libc6-dev libyaml-dev \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md setup.py ./
 COPY propylon ./propylon
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
 FROM python:3.11-slim
 ARG WITH_WAF=false
-RUN if [ "$WITH_WAF" = "true" ]; then \
-        apt-get update \
-        && apt-get install -y --no-install-recommends libmodsecurity3 modsecurity-crs \
-        && rm -rf /var/lib/apt/lists/*; \
-    fi
+# libyaml-0-2: the library the YAML module links
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libyaml-0-2 \
+    && if [ "$WITH_WAF" = "true" ]; then \
+        apt-get install -y --no-install-recommends libmodsecurity3 modsecurity-crs; \
+    fi \
+    && rm -rf /var/lib/apt/lists/*
 COPY --from=build /wheels /wheels
 RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels \
     && groupadd --system --gid 10001 propylon \
