@@ -4,9 +4,9 @@
 small extension module beside each ``.py`` (docs/performance.md, "The compiled hot path"). The
 ``.py`` files stay the source of truth: this process imports all of them from source instead
 when ``PROPYLON_NO_EXTENSIONS`` is set (to anything but ``0``), when an extension is missing, or,
-in a source tree, when a source of the package is newer than the build (an edit since). It is all or nothing: the
-compiled modules call each other's classes directly through the shared library, so one module
-from source and its neighbours compiled would not fit together.
+in a source tree, when a source of the package is newer than the build (an edit since). It is
+all or nothing: the compiled modules call each other's classes directly through the shared
+library, so one module from source and its neighbours compiled would not fit together.
 
 Nothing here imports another module of the package: ``propylon/__init__.py`` runs it first.
 """

@@ -20,6 +20,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+from propylon.ir.frozen import quicker_init
+
 IR_SCHEMA_VERSION = 2
 
 
@@ -373,38 +375,8 @@ class SnapshotIR:
     schema: int = IR_SCHEMA_VERSION
 
 
-_FACTORY = object()  # an argument left to its field's default factory
-
-
-def _quicker_init(cls: type) -> None:
-    """Give ``cls`` the ``__init__`` dataclasses makes, setting each slot through its own
-    descriptor instead of ``object.__setattr__``, which a frozen class's ``__init__`` calls
-    by name for each field (twice as slow; a configuration of 10,000 Routes makes hundreds
-    of thousands of these objects when translated, and again when decoded)."""
-    scope: dict[str, Any] = {"_FACTORY": _FACTORY}
-    params, body = [], []
-    for i, f in enumerate(dataclasses.fields(cls)):
-        scope[f"set{i}"] = getattr(cls, f.name).__set__
-        if f.default is not dataclasses.MISSING:
-            scope[f"default{i}"] = f.default
-            params.append(f"{f.name}=default{i}")
-            body.append(f"    set{i}(self, {f.name})")
-        elif f.default_factory is not dataclasses.MISSING:
-            scope[f"factory{i}"] = f.default_factory
-            params.append(f"{f.name}=_FACTORY")
-            body.append(f"    set{i}(self, factory{i}() if {f.name} is _FACTORY else {f.name})")
-        else:
-            params.append(f.name)
-            body.append(f"    set{i}(self, {f.name})")
-    exec(f"def __init__(self, {', '.join(params)}):\n" + "\n".join(body), scope)
-    init = scope["__init__"]
-    init.__qualname__ = f"{cls.__qualname__}.__init__"
-    cls.__init__ = init  # type: ignore[misc]
-
-
 for _class in [value for value in list(globals().values())
                if isinstance(value, type) and dataclasses.is_dataclass(value)
                and value.__module__ == __name__]:
-    if not hasattr(_class, "__post_init__") and all(f.init for f in dataclasses.fields(_class)):
-        _quicker_init(_class)  # (a class with either keeps the one dataclasses made)
+    quicker_init(_class)
 del _class
