@@ -77,4 +77,9 @@ ensure_venv "$VENV" "${PYTHON:-python3}" "$ROOT[dev]"
 # the example plugin and the test-only one, which the tests use (docs/plugins.md)
 ensure_plugins "$VENV" "$ROOT/examples/plugins" "$ROOT/tests/plugins"
 ensure_extensions "$VENV"
+# the package's bytecode, as pip writes it for an installed package: with
+# PYTHONDONTWRITEBYTECODE set, every command compiled each module it imported from source
+# (0.1-0.25 s of `propylon validate` at 10,000 Routes); a stale file is only not used
+(cd "$ROOT" && env -u PYTHONDONTWRITEBYTECODE "$VENV/bin/python" -m compileall -q propylon \
+  >/dev/null) || true
 export PATH="$VENV/bin:$PATH"
