@@ -33,6 +33,7 @@ from propylon import ir
 from propylon.config import ConfigError, Rejected, Resource, load_paths
 from propylon.filters.base import FilterEnv
 from propylon.filters.factory import build_filter
+from propylon.ir.jsontext import json_sorted
 from propylon.runtime.check_memo import vouch
 from propylon.runtime.gc_pause import gc_paused
 from propylon.translate import translate_with_issues
@@ -244,7 +245,7 @@ class _PolicyCheck:
         if last is not None and last[0] is policy:
             error = last[1]
         else:
-            spec = json.dumps(policy.spec, sort_keys=True, default=str)
+            spec = _spec_text(policy.spec)
             spec_only = policy.type in _SPEC_ONLY_TYPES
             if spec_only and (policy.type, spec) in self.built:
                 error = None
@@ -267,6 +268,13 @@ class _PolicyCheck:
             return text if text.startswith(policy.source) else (
                 f"{policy.source}: {policy.type}: {text}")
         return None
+
+
+def _spec_text(spec: object) -> str:
+    try:
+        return json_sorted(spec)
+    except (TypeError, ValueError):  # not plain JSON data: a key all the same
+        return json.dumps(spec, sort_keys=True, default=str)
 
 
 @contextlib.contextmanager

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
 from propylon.ir import model
+from propylon.ir.jsontext import ESCAPED, json_sorted
 
 T = TypeVar("T")
 
@@ -415,20 +416,6 @@ def _text(data: Any) -> str:
 # one declared. Values are written as ``json`` writes them (ASCII-escaped strings, ``repr`` of
 # ints and floats, NaN and Infinity); anything else (subclasses of the scalars, other objects,
 # dicts with keys that are not strings) goes through ``to_data`` and ``json`` as before.
-_ESCAPED: Callable[[str], str] = json.encoder.encode_basestring_ascii
-# json's own C encoder, made once (``json.dumps`` makes one per call): what
-# ``json.dumps(value, sort_keys=True, separators=(",", ":"))`` writes, as chunks to join.
-_C_ENCODER: Any = json.encoder.c_make_encoder  # type: ignore[attr-defined]
-_JSON_CHUNKS: Any = (None if _C_ENCODER is None else
-                     _C_ENCODER(None, None, _ESCAPED, None, ":", ",", True, False, True))
-
-
-def _json_sorted(value: Any) -> str:
-    if _JSON_CHUNKS is None:  # no C accelerator
-        return json.dumps(value, sort_keys=True, separators=(",", ":"))
-    return "".join(_JSON_CHUNKS(value, 0))
-
-
 _PLAIN_LEAVES = frozenset({str, int, float, bool, type(None)})
 
 
@@ -455,7 +442,7 @@ def _str_list_text(items: Sequence[Any]) -> str:
     if not items:
         return "[]"
     if all(item.__class__ is str for item in items):
-        return "[" + ",".join(map(_ESCAPED, items)) + "]"
+        return "[" + ",".join(map(ESCAPED, items)) + "]"
     return _list_text(items)
 
 
@@ -476,10 +463,10 @@ def _object_list_writer(cls: type) -> Callable[[Sequence[Any]], str]:
 
 def _dict_text(data: dict[Any, Any]) -> str:
     if _plain(data):  # str keys and JSON values only: what json writes is this text
-        return _json_sorted(data)
+        return json_sorted(data)
     if not all(key.__class__ is str for key in data):
         return _text_via_data(data)
-    return "{" + ",".join([_ESCAPED(key) + ":" + text_of(data[key]) for key in sorted(data)]) + "}"
+    return "{" + ",".join([ESCAPED(key) + ":" + text_of(data[key]) for key in sorted(data)]) + "}"
 
 
 def _plain(value: Any) -> bool:
@@ -593,7 +580,7 @@ def _writer(cls: type) -> Callable[[Any], str]:
     if tag is not None:
         keyed.append(("@type", None, tag))
     keyed.sort(key=lambda item: item[0])
-    scope: dict[str, Any] = {"text_of": text_of, "escaped": _ESCAPED, "int_repr": int.__repr__,
+    scope: dict[str, Any] = {"text_of": text_of, "escaped": ESCAPED, "int_repr": int.__repr__,
                              "float_repr": float.__repr__, "dict_text": _dict_text}
     # Each key carries the comma before it, the first one too when it may be left out (then
     # the text's first character is dropped).
@@ -603,10 +590,10 @@ def _writer(cls: type) -> Callable[[Any], str]:
     for index, (key, name, default) in enumerate(keyed):
         comma = "," if index or first_omitted else ""
         if name is None:  # the action tag
-            scope[f"k{index}"] = f"{comma}{_ESCAPED(key)}:{_ESCAPED(default)}"
+            scope[f"k{index}"] = f"{comma}{ESCAPED(key)}:{ESCAPED(default)}"
             parts.append(f"{{k{index}}}")
             continue
-        scope[f"k{index}"] = f"{comma}{_ESCAPED(key)}:"
+        scope[f"k{index}"] = f"{comma}{ESCAPED(key)}:"
         lines.append(f"    x{index} = value.{name}")
         expr = _value_expr(hints[name], f"x{index}", scope)
         if default is _KEEP:
@@ -625,7 +612,7 @@ def _writer(cls: type) -> Callable[[Any], str]:
 
 
 _WRITERS: dict[type, Callable[[Any], str]] = {
-    str: _ESCAPED,
+    str: ESCAPED,
     int: int.__repr__,
     float: _float_text,
     bool: lambda value: "true" if value else "false",

@@ -28,13 +28,13 @@ place ``before`` or ``after`` a built-in phase (``PolicyType.placement``), by de
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
+from propylon.ir.jsontext import json_sorted
 from propylon.policies.auth import ApiKeyPolicy, BasicAuthPolicy, ExtAuthPolicy, JwtPolicy
 from propylon.policies.body import CachePolicy, CompressionPolicy, TransformPolicy
 from propylon.policies.headers import HeadersPolicy, HeadersSettings
@@ -89,7 +89,7 @@ class PolicyType:
             raise ValueError(f'policy "{self.name}" is not supported yet')
         if self.placement != "in":  # a plugin's model may do anything when validated
             return self.settings.model_validate(spec, context=IR_CONTEXT)
-        key = (self.name, json.dumps(spec, sort_keys=True, separators=(",", ":")))
+        key = (self.name, json_sorted(spec))
         found = _SETTINGS.get(key)
         if found is None:
             found = self.settings.model_validate(spec, context=IR_CONTEXT)
