@@ -121,24 +121,19 @@ def _slow_path(loader: Any, node: Any, depth: int = 0) -> Any:
     raise _yaml._NotPlain
 
 
+@pytest.mark.parametrize("slow", ["python-walk", "constructor"])
 @pytest.mark.parametrize("text", list(CASES.values()), ids=list(CASES))
-def test_fast_paths_give_what_the_constructor_gives(
-    text: str, monkeypatch: pytest.MonkeyPatch,
+def test_fast_paths_give_what_the_slower_ones_give(
+    text: str, slow: str, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """Against the Python walk without the C module, and against PyYAML's constructor with
+    every position recorded (neither fast path)."""
     fast = _parsed(text)
     monkeypatch.setattr(_yaml, "_libyaml", None)
-    monkeypatch.setattr(_yaml, "_plain_data", _slow_path)
-    monkeypatch.setattr(_yaml._PlainWalk, "data", lambda self, node, depth: _slow_path(
-        self.loader, node))
-    assert fast == _parsed(text)
-
-
-@pytest.mark.parametrize("text", list(CASES.values()), ids=list(CASES))
-def test_the_c_module_gives_what_the_python_path_gives(
-    text: str, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    fast = _parsed(text)
-    monkeypatch.setattr(_yaml, "_libyaml", None)
+    if slow == "constructor":
+        monkeypatch.setattr(_yaml, "_plain_data", _slow_path)
+        monkeypatch.setattr(_yaml._PlainWalk, "data", lambda self, node, depth: _slow_path(
+            self.loader, node))
     assert fast == _parsed(text)
 
 
