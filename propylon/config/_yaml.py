@@ -238,10 +238,11 @@ class _NotPlain(Exception):
     """A document the fast walk leaves to ``_index_marks`` and PyYAML's constructor."""
 
 
+# what a plain scalar of these tags is made into, from its text (``_Loader``'s rules)
 _SCALARS: dict[str, Any] = {
-    "tag:yaml.org,2002:bool": _Loader.construct_yaml_bool,
-    "tag:yaml.org,2002:int": _Loader.construct_yaml_int,
-    "tag:yaml.org,2002:float": _Loader.construct_yaml_float,
+    "tag:yaml.org,2002:bool": _bool_of,
+    "tag:yaml.org,2002:int": _int_of,
+    "tag:yaml.org,2002:float": _float_of,
 }
 
 
@@ -265,7 +266,7 @@ def _plain_scalar(loader: Any, node: yaml.ScalarNode) -> Any:
     make = _SCALARS.get(tag)
     if make is None:
         raise _NotPlain
-    return make(loader, node)
+    return make(str(node.value))
 
 
 def _plain_collection(loader: Any, node: yaml.Node, depth: int) -> Any:
@@ -323,7 +324,7 @@ class _PlainWalk:
             make = _SCALARS.get(tag)
             if make is None:
                 raise _NotPlain
-            return make(self.loader, node)
+            return make(str(node.value))
         if isinstance(node, yaml.MappingNode) and tag == _MAP:
             return self._mapping(node, depth + 1)
         if isinstance(node, yaml.SequenceNode) and tag == _SEQ:
@@ -394,16 +395,11 @@ def _plain_value(text: str) -> Any:
         return text
     if tag == _NULL:
         return None
-    make = _SCALAR_TEXTS.get(tag)
+    make = _SCALARS.get(tag)
     return _NOT_PLAIN if make is None else make(text)
 
 
 _NOT_PLAIN = object()
-_SCALAR_TEXTS: dict[str, Any] = {
-    "tag:yaml.org,2002:bool": _bool_of,
-    "tag:yaml.org,2002:int": _int_of,
-    "tag:yaml.org,2002:float": _float_of,
-}
 
 
 def _fast_builder() -> Any:
