@@ -166,6 +166,11 @@ def parse_documents(text: str, filename: str) -> tuple[list[Document], list[Conf
     built = plain_documents(text)
     if built is not None:
         return documents_of(text, built), []
+    return parse_with_pyyaml(text, filename)
+
+
+def parse_with_pyyaml(text: str, filename: str) -> tuple[list[Document], list[ConfigError]]:
+    """``parse_documents`` without the C module: PyYAML's node graph, walked."""
     loader = _Loader(text)
     documents: list[Document] = []
     errors: list[ConfigError] = []
@@ -402,12 +407,11 @@ def _plain_value(text: str) -> Any:
 _NOT_PLAIN = object()
 
 
-def _fast_builder() -> Any:
+def fast_builder() -> Any:
     """``_libyaml``, the C module that builds plain documents from libyaml's events, set up
-    with this module's rules; None without it (a pure-Python install, or
-    ``PROPYLON_NO_EXTENSIONS``)."""
-    if disabled_by_environment():
-        return None
+    with this module's rules; None without it (a pure-Python install). ``parse_documents``
+    uses it unless ``PROPYLON_NO_EXTENSIONS`` is set; the configuration fuzz target
+    compares the two paths in any case."""
     try:
         from propylon.config import _libyaml
     except ImportError:
@@ -434,7 +438,7 @@ def _marks_of(text: str, lines_before: int) -> dict[Path, Mark]:
     return {path: (line + lines_before, column) for path, (line, column) in marks.items()}
 
 
-_libyaml = _fast_builder()
+_libyaml = None if disabled_by_environment() else fast_builder()
 
 
 def _last_line(text: str) -> int:

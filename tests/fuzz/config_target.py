@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from propylon.config import ConfigError, load_text
+from propylon.config import ConfigError, _yaml, load_text
 from propylon.ir import codec
 from propylon.runtime.compile import Services, compile_snapshot
 from propylon.standalone import build_from_resources
@@ -55,6 +55,7 @@ def close() -> None:
 def check_config(data: bytes) -> None:
     text = data.decode("utf-8", "replace")
     start = time.perf_counter()
+    _check_parsers_agree(text)
     loaded = load_text(text, FILENAME)
     lines = len(_LINE_BREAK.findall(text)) + 1
     for error in loaded.errors:
@@ -64,6 +65,34 @@ def check_config(data: bytes) -> None:
     elapsed = time.perf_counter() - start
     if elapsed > SLOW_SECONDS:
         raise PropertyFailed(f"checking {len(data)} bytes of configuration took {elapsed:.1f} s")
+
+
+def _check_parsers_agree(text: str) -> None:
+    """What the C module builds of a plain text is what PyYAML's path gives: data (types
+    included), lines, columns and positions. (The run uses it whatever
+    ``PROPYLON_NO_EXTENSIONS`` says; not built, nothing to compare.)"""
+    if _FAST is None or (built := _FAST.load(text)) is None:
+        return
+    documents, errors = _yaml.parse_with_pyyaml(text, FILENAME)
+    fast = [_described(doc) for doc in _yaml.documents_of(text, built)]
+    if errors or fast != [_described(doc) for doc in documents]:
+        raise PropertyFailed("the C YAML module and PyYAML's path disagree on this text")
+
+
+def _described(doc: _yaml.Document) -> tuple[Any, ...]:
+    return _typed(doc.data), doc.line, doc.column, dict(doc.marks)
+
+
+def _typed(value: Any) -> Any:
+    """``value`` with each scalar's type spelled out (``1 == True == 1.0`` in Python)."""
+    if isinstance(value, dict):
+        return ("dict", [(_typed(k), _typed(v)) for k, v in value.items()])
+    if isinstance(value, list):
+        return ("list", [_typed(item) for item in value])
+    return type(value).__name__, repr(value)
+
+
+_FAST = _yaml.fast_builder()
 
 
 def _check_error(error: object, lines: int) -> None:
