@@ -216,8 +216,7 @@ def _document(
 ) -> Document | None:
     doc = Document(data=None, line=node.start_mark.line + 1, column=node.start_mark.column + 1)
     try:
-        doc.data = (_PlainWalk(loader).data(node, 0) if anchors
-                    else _plain_data(loader, node))
+        doc.data = _PlainWalk().data(node, 0) if anchors else _plain_data(node)
     except _NotPlain:
         pass
     else:
@@ -251,7 +250,7 @@ _SCALARS: dict[str, Any] = {
 }
 
 
-def _plain_data(loader: Any, root: yaml.Node) -> Any:
+def _plain_data(root: yaml.Node) -> Any:
     """What ``_PlainWalk`` gives for a document of a text without anchors (no ``&``), where
     no node can be met twice: the same data and the same refusals (merge keys, duplicate
     keys, other tags, nesting deeper than ``MAX_DEPTH``) without a set of visited nodes.
@@ -260,11 +259,11 @@ def _plain_data(loader: Any, root: yaml.Node) -> Any:
     not closures: a closure that calls itself is a reference cycle, and loading runs with
     the cyclic collector paused, then freezes what is left.)"""
     if type(root) is _ScalarNode:
-        return root.value if root.tag == _STR else _plain_scalar(loader, root)
-    return _plain_collection(loader, root, 0)
+        return root.value if root.tag == _STR else _plain_scalar(root)
+    return _plain_collection(root, 0)
 
 
-def _plain_scalar(loader: Any, node: yaml.ScalarNode) -> Any:
+def _plain_scalar(node: yaml.ScalarNode) -> Any:
     tag = node.tag
     if tag == _NULL:
         return None
@@ -274,7 +273,7 @@ def _plain_scalar(loader: Any, node: yaml.ScalarNode) -> Any:
     return make(str(node.value))
 
 
-def _plain_collection(loader: Any, node: yaml.Node, depth: int) -> Any:
+def _plain_collection(node: yaml.Node, depth: int) -> Any:
     # ``depth`` is this node's; its children are one deeper
     kind, items = type(node), node.value
     if items and depth >= MAX_DEPTH:
@@ -288,15 +287,15 @@ def _plain_collection(loader: Any, node: yaml.Node, depth: int) -> Any:
                 raise _NotPlain  # a merge key, or a key that is not a name
             if type(value_node) is scalar_node:
                 data[key_node.value] = (value_node.value if value_node.tag == str_tag
-                                        else _plain_scalar(loader, value_node))
+                                        else _plain_scalar(value_node))
             else:
-                data[key_node.value] = _plain_collection(loader, value_node, depth)
+                data[key_node.value] = _plain_collection(value_node, depth)
         if len(data) != len(items):
             raise _NotPlain  # a duplicate key, reported at its line by _mapping_children
         return data
     if kind is _SequenceNode and node.tag == _SEQ:
-        return [(item.value if item.tag == str_tag else _plain_scalar(loader, item))
-                if type(item) is scalar_node else _plain_collection(loader, item, depth)
+        return [(item.value if item.tag == str_tag else _plain_scalar(item))
+                if type(item) is scalar_node else _plain_collection(item, depth)
                 for item in items]
     raise _NotPlain
 
@@ -310,10 +309,9 @@ class _PlainWalk:
     slower steps handle those, with the alias budget and every position. Texts without
     anchors take ``_plain_data`` instead."""
 
-    __slots__ = ("loader", "visited")
+    __slots__ = ("visited",)
 
-    def __init__(self, loader: Any) -> None:
-        self.loader = loader
+    def __init__(self) -> None:
         self.visited: set[int] = set()
 
     def data(self, node: yaml.Node, depth: int) -> Any:

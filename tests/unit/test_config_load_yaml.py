@@ -117,7 +117,7 @@ def _parsed(text: str) -> tuple[list[Any], list[str]]:
             [str(error) for error in errors])
 
 
-def _slow_path(loader: Any, node: Any, depth: int = 0) -> Any:
+def _slow_path(node: Any, depth: int = 0) -> Any:
     raise _yaml._NotPlain
 
 
@@ -132,8 +132,7 @@ def test_fast_paths_give_what_the_slower_ones_give(
     monkeypatch.setattr(_yaml, "_libyaml", None)
     if slow == "constructor":
         monkeypatch.setattr(_yaml, "_plain_data", _slow_path)
-        monkeypatch.setattr(_yaml._PlainWalk, "data", lambda self, node, depth: _slow_path(
-            self.loader, node))
+        monkeypatch.setattr(_yaml._PlainWalk, "data", lambda self, node, depth: _slow_path(node))
     assert fast == _parsed(text)
 
 
