@@ -22,19 +22,25 @@ ROOT = Path(__file__).parent
 BUILD_COMMANDS = {"build", "build_ext", "bdist_wheel", "editable_wheel", "develop", "install"}
 
 
+DECLARED = runpy.run_path(str(ROOT / "propylon" / "_extensions.py"))
+
+
+def building() -> bool:
+    """A command that builds code, and extensions not turned off (``PROPYLON_NO_EXTENSIONS``)."""
+    return (os.environ.get(DECLARED["DISABLE_VARIABLE"], "") in ("", "0")
+            and bool(BUILD_COMMANDS & set(sys.argv[1:])))
+
+
 def hot_path_extensions() -> list[Extension]:
-    declared = runpy.run_path(str(ROOT / "propylon" / "_extensions.py"))
-    if os.environ.get(declared["DISABLE_VARIABLE"], "") not in ("", "0"):
-        return []
-    if not BUILD_COMMANDS & set(sys.argv[1:]):
+    if not building():
         return []
     try:
         from mypyc.build import mypycify
     except ImportError as exc:
         warnings.warn(f"mypyc is not installed ({exc}): pure-Python build", stacklevel=1)
         return []
-    paths = [str(Path(*module.split(".")).with_suffix(".py")) for module in declared["COMPILED"]]
-    group = declared["SHARED_LIBRARY"].removesuffix("__mypyc")
+    paths = [str(Path(*module.split(".")).with_suffix(".py")) for module in DECLARED["COMPILED"]]
+    group = DECLARED["SHARED_LIBRARY"].removesuffix("__mypyc")
     try:
         # type errors elsewhere in the package (modules only imported) do not stop the build
         extensions = mypycify(["--follow-imports=silent", *paths], opt_level="3",
@@ -51,10 +57,7 @@ def hot_path_extensions() -> list[Extension]:
 def yaml_extension() -> list[Extension]:
     """``propylon.config._libyaml``, optional like the others: without libyaml's headers
     (Debian's libyaml-dev) configurations are parsed by PyYAML alone, several times slower."""
-    declared = runpy.run_path(str(ROOT / "propylon" / "_extensions.py"))
-    if os.environ.get(declared["DISABLE_VARIABLE"], "") not in ("", "0"):
-        return []
-    if not BUILD_COMMANDS & set(sys.argv[1:]):
+    if not building():
         return []
     return [Extension("propylon.config._libyaml", ["propylon/config/_libyaml.c"],
                       libraries=["yaml"], extra_compile_args=["-O2"], optional=True)]
