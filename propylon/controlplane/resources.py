@@ -19,6 +19,7 @@ from typing import Any
 from propylon.admin.redact import redact
 from propylon.config import KINDS, ConfigError, Resource, load_data
 from propylon.config.kubernetes import KUBERNETES_KIND_NAMES
+from propylon.ir.jsontext import json_sorted
 
 # URL kind (lower-case) -> resource kind; the Kubernetes kinds read as input too (a Gateway
 # API Gateway is a ``gateway``: one Gateway namespace/name is either kind of Gateway)
@@ -128,7 +129,7 @@ def normalized(data: dict[str, Any]) -> dict[str, Any]:
 
 def content_hash(resource: Resource) -> str:
     canonical = resource.model_dump(mode="json", by_alias=True)
-    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+    text = json_sorted(canonical)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -401,8 +401,7 @@ _NOT_SPLICED = "\x00"
 
 
 def _text(data: Any) -> str:
-    return json.dumps(data if isinstance(data, dict) else to_data(data), sort_keys=True,
-                      separators=(",", ":"))
+    return json_sorted(data if isinstance(data, dict) else to_data(data))
 
 
 # -- the JSON text of an IR object, written directly ----------------------------------------
@@ -507,7 +506,7 @@ def _float_text(value: float) -> str:
 
 
 def _text_via_data(value: Any) -> str:
-    return json.dumps(to_data(value), sort_keys=True, separators=(",", ":"))
+    return json_sorted(to_data(value))
 
 
 def _is_ir_class(tp: Any) -> bool:

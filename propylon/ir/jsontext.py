@@ -11,13 +11,15 @@ from typing import Any
 
 ESCAPED: Callable[[str], str] = json.encoder.encode_basestring_ascii
 _C_ENCODER: Any = json.encoder.c_make_encoder  # type: ignore[attr-defined]
+# what json.dumps calls for a value that is not JSON: it raises the same TypeError
+_REFUSE = json.JSONEncoder().default
 _JSON_CHUNKS: Any = (None if _C_ENCODER is None else
-                     _C_ENCODER(None, None, ESCAPED, None, ":", ",", True, False, True))
+                     _C_ENCODER(None, _REFUSE, ESCAPED, None, ":", ",", True, False, True))
 
 
 def json_sorted(value: Any) -> str:
-    """The compact JSON text of ``value`` (plain JSON data) with keys sorted; ``TypeError``
-    for anything else, as ``json.dumps``."""
+    """The compact JSON text of ``value`` (plain JSON data, without cycles) with keys sorted;
+    ``TypeError`` for anything else, as ``json.dumps``."""
     if _JSON_CHUNKS is None:  # no C accelerator
         return json.dumps(value, sort_keys=True, separators=(",", ":"))
     return "".join(_JSON_CHUNKS(value, 0))

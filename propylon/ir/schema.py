@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from propylon.ir import codec, model
+from propylon.ir.jsontext import json_sorted
 
 Data = dict[str, Any]
 LEGACY_READS = frozenset({1})  # what a proxy that sends no ``schemas`` reads
@@ -57,17 +58,16 @@ def form_hash(data: Mapping[str, Any]) -> str:
             {**gateway, "rules": _list_digest(gateway.get("rules", []))}
             if isinstance(gateway, dict) else gateway
             for gateway in unsealed.get("gateways", [])]
-    return hashlib.sha256(_json(unsealed).encode()).hexdigest()[:16]
+    return hashlib.sha256(json_sorted(unsealed).encode()).hexdigest()[:16]
 
 
 def _list_digest(items: Any) -> Any:
     if not isinstance(items, list):
         return items  # not a form this build wrote: the hash will not match
-    return codec.list_digest(b"".join(codec.item_digest(_json(item)) for item in items))
+    return codec.list_digest(b"".join(codec.item_digest(json_sorted(item)) for item in items))
 
 
-def _json(data: Any) -> str:
-    return json.dumps(data, sort_keys=True, separators=(",", ":"))
+
 
 
 def _same_form(data: Data) -> Data:
@@ -142,7 +142,7 @@ class Schemas:
             return codec.dumps(snapshot), snapshot.version
         data = self._convert(codec.to_data(snapshot), snapshot.schema, schema)
         data["version"] = form_hash(data)
-        return json.dumps(data, sort_keys=True, separators=(",", ":")), data["version"]
+        return json_sorted(data), data["version"]
 
     def _convert(self, data: Data, start: int, end: int) -> Data:
         """The form ``data`` (of schema ``start``) takes in schema ``end``, step by step.
