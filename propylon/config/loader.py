@@ -109,6 +109,18 @@ def _load_paths(paths: Sequence[str | Path], parallel: bool) -> LoadResult:
     return result
 
 
+def load_parsed(texts: Sequence[tuple[str, str]], parsed: Sequence[Parsed]) -> LoadResult:
+    """What ``load_paths`` gives of files already read (``read_texts``) and parsed
+    (``parse_all``), for a caller that also uses the documents: a resource defined twice
+    across them is an error as there. The files' cache is neither read nor written."""
+    result = LoadResult()
+    seen: dict[tuple[str, str], Source] = {}
+    with gc_paused():
+        for (name, text), documents in zip(texts, parsed, strict=True):
+            _load_into(result, text, name, seen, documents)
+    return result
+
+
 class _FileCache:
     """The resources of each file whose every document was valid, by the text's hash.
 

@@ -19,8 +19,9 @@ from typing import Any
 import yaml
 
 from propylon.admin.redact import redact
-from propylon.config import Resource, load_data, load_paths
+from propylon.config import ConfigError, Resource, load_data
 from propylon.config.files import read_texts
+from propylon.config.loader import load_parsed
 from propylon.config.parse_pool import parse_all
 from propylon.controlplane.selector import LabelSelector
 
@@ -53,15 +54,17 @@ def key_of(data: dict[str, Any]) -> Key:
 
 def load_local(paths: Sequence[Path]) -> tuple[list[LocalResource], list[str]]:
     """Every resource in ``paths`` as data plus model, or every error (with file:line)."""
-    loaded = load_paths(paths, parallel=True)  # a one-shot command: every core is its own
-    if loaded.errors:
-        return [], [str(e) for e in loaded.errors]
+    unread: list[ConfigError] = []
+    texts = read_texts(paths, unread)
+    parsed = parse_all(texts)  # a one-shot command: every core is its own
+    loaded = load_parsed(texts, parsed)
+    if unread or loaded.errors:
+        return [], [str(e) for e in (*unread, *loaded.errors)]
     # each document's data as the loader read it (YAML 1.1 scalars such as ``yes`` or
     # ``1.10`` stay the strings written), with the resource it gave
     models = {(r.source.file, r.source.line): r for r in loaded.resources if r.source}
-    texts = read_texts(paths, [])
     local = []
-    for (name, _), (documents, _errors) in zip(texts, parse_all(texts), strict=True):
+    for (name, _), (documents, _errors) in zip(texts, parsed, strict=True):
         for doc in documents:
             model = models.get((name, doc.line)) or load_data(doc.data, name).resources[0]
             data = {**doc.data, "metadata": {**doc.data["metadata"], "namespace": model.namespace}}
