@@ -71,14 +71,16 @@ PREVIEW_SHARE = 0.65
 
 def build_snapshot(paths: Sequence[str | Path], *, parallel: bool = False,
                    read: Callable[[], None] | None = None,
-                   preview: Callable[[ir.SnapshotIR], None] | None = None) -> BuildResult:
+                   preview: Callable[[ir.SnapshotIR], None] | None = None,
+                   sealed: bool = True) -> BuildResult:
     """Load and translate ``paths``, containing invalid resources (see the module doc): they
     are replaced and reported as warnings, like the control plane's statuses. Errors that
     name no resource refuse the whole set. ``parallel``: parse on every core
     (``load_paths``); ``read`` is called once the files are read, whatever came of it.
     ``preview``: given, when the configuration is large and valid, the snapshot of all but
     the last Routes in key order, before the whole is translated (the translation of those
-    Routes is then reused): the gateway's workers compile it meanwhile."""
+    Routes is then reused): the gateway's workers compile it meanwhile. ``sealed`` False:
+    the snapshot's version is left empty (for a command that does not show it)."""
     try:
         loaded = load_paths(paths, parallel=parallel)
     except OSError as exc:
@@ -91,7 +93,7 @@ def build_snapshot(paths: Sequence[str | Path], *, parallel: bool = False,
         return BuildResult(None, [str(e) for e in unattributed])
     if preview is not None and not loaded.errors and not loaded.rejected:
         _send_preview(loaded.resources, preview)
-    return build_from_resources(loaded.resources, loaded.rejected)
+    return build_from_resources(loaded.resources, loaded.rejected, sealed=sealed)
 
 
 def _send_preview(resources: Sequence[Resource],

@@ -226,14 +226,20 @@ def explain(
         metavar="IP", help="Client address to assume.")] = "127.0.0.1",
 ) -> None:
     """Which Gateway, rule, policies (in order) and upstream a request would get; exit 3: none."""
+    if (config is None) == (control is None):
+        raise typer.BadParameter("give either -c CONFIG or --control URL")
+    headers = _parse_headers(header or [])
+    if config:
+        from propylon.config.parse_pool import read_ahead
+
+        read_ahead(config)  # the other cores parse while this process imports the rest
     from propylon.explain import ListenerChoiceError
     from propylon.explain import explain as explain_request
     from propylon.standalone import build_snapshot
 
-    if (config is None) == (control is None):
-        raise typer.BadParameter("give either -c CONFIG or --control URL")
-    headers = _parse_headers(header or [])
-    result = build_snapshot(config) if config else _control_snapshot(control, token_file, ca_file)
+    # one-shot, as validate: files parsed on every core, nothing hashed, nothing freed
+    result = (build_snapshot(config, parallel=True, sealed=False) if config
+              else _control_snapshot(control, token_file, ca_file))
     if result.snapshot is None:
         for error in result.errors:
             typer.echo(error, err=True)  # file:line: message, as validate prints it
@@ -244,8 +250,7 @@ def explain(
     except ListenerChoiceError as exc:
         raise typer.BadParameter(str(exc), param_hint="--listener") from exc
     typer.echo("\n".join(explanation.lines))
-    if not explanation.matched:
-        raise typer.Exit(EXIT_NEGATIVE)
+    _exit_now(EXIT_OK if explanation.matched else EXIT_NEGATIVE)
 
 
 def _parse_headers(items: list[str]) -> dict[str, str]:
