@@ -5,7 +5,9 @@ thousands of objects that all stay alive; each allocation burst triggers collect
 every one of them again, so a build of 10,000 routes spent more than half of its time in the
 collector (docs/performance.md, "Configuration at scale"). Nothing of a build's garbage needs
 the cyclic collector to be freed soon, so it is paused for the build and resumes after.
-Pauses nest: only the outermost resumes the collector, and only if it was running.
+Pauses nest, in one thread or several (the control plane translates on one and validates
+an API batch on another): the collector resumes when the last of them ends, and only if it
+was running when the first began.
 
 What the build left alive is then frozen (``gc.freeze``: moved out of the generations the
 collector scans) before the collector resumes. Otherwise the first collections after a pause
@@ -21,22 +23,28 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import threading
 from collections.abc import Iterator
 
-_depth = 0
+_lock = threading.Lock()
+_depth = 0  # pauses in progress, in every thread
+_resume = False  # whether the collector was running when the first of them began
 
 
 @contextlib.contextmanager
 def gc_paused() -> Iterator[None]:
-    global _depth
-    resume = _depth == 0 and gc.isenabled()
-    if resume:
-        gc.disable()
-    _depth += 1
+    global _depth, _resume
+    with _lock:
+        if _depth == 0:
+            _resume = gc.isenabled()
+            if _resume:
+                gc.disable()
+        _depth += 1
     try:
         yield
     finally:
-        _depth -= 1
-        if resume:
-            gc.freeze()
-            gc.enable()
+        with _lock:
+            _depth -= 1
+            if _depth == 0 and _resume:
+                gc.freeze()
+                gc.enable()
