@@ -31,6 +31,7 @@ import json
 import logging
 import re
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,16 +51,18 @@ from propylon.controlplane.ir_forms import FORMS
 from propylon.controlplane.resources import (
     KIND_OF_PATH,
     Invalid,
+    StoredResource,
     answer,
     normalized,
     strip_server_fields,
     validate,
 )
 from propylon.controlplane.rollout import RolloutRefused
-from propylon.controlplane.state import ControlState
+from propylon.controlplane.state import ControlState, answers
 from propylon.controlplane.store import BatchTooLarge, Conflict, StoreError
 from propylon.controlplane.ui import Dashboard, Explainer
 from propylon.ir import schema
+from propylon.ir.jsontext import json_sorted
 
 log = logging.getLogger("propylon.controlplane")
 
@@ -73,6 +76,13 @@ APPLY_ATTEMPTS = 3  # plans of one batch tried when concurrent writes make the s
 def _json(status: int, data: Any, headers: list[tuple[str, str]] | None = None) -> Reply:
     body = json.dumps(data, indent=2, sort_keys=True).encode() + b"\n"
     return Reply(status, body, headers=headers or [])
+
+
+def _listing(kind: str, items: Sequence[StoredResource]) -> Reply:
+    """A kind's resources, written compactly: indenting is Python's own encoder, which took
+    1.5 s for 10,000 Routes where the C one takes a tenth of that."""
+    body = json_sorted({"kind": kind, "items": answers(items)}).encode() + b"\n"
+    return Reply(200, body, headers=[])
 
 
 def _error(status: int, message: str, reasons: list[str] | None = None) -> Reply:
@@ -184,7 +194,8 @@ class ControlAPI:
         if kind is None:
             return _unknown_kind(kind_path)
         items = await self.state.store.list_resources(kind)
-        return _json(200, {"kind": kind, "items": [answer(i) for i in items]})
+        # 10,000 Routes: seconds of validation and encoding, not on the event loop
+        return await asyncio.to_thread(_listing, kind, items)
 
     async def get(self, kind_path: str, namespace: str, name: str) -> Reply:
         kind = KIND_OF_PATH.get(kind_path)

@@ -9,7 +9,6 @@ differs even where the answer's secrets are redacted.
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 from collections.abc import Iterable
@@ -82,10 +81,11 @@ def strip_server_fields(data: Any) -> tuple[dict[str, Any], str | None]:
     """A copy of ``data`` without the server fields, and the resourceVersion it carried."""
     if not isinstance(data, dict):
         raise Invalid(["a resource must be a JSON object"])
-    clean = copy.deepcopy(data)
+    clean = dict(data)  # only the metadata changes: what it holds is shared with ``data``
     meta = clean.get("metadata")
     version = None
     if isinstance(meta, dict):
+        meta = clean["metadata"] = dict(meta)
         # JSON has types: unlike YAML, a number is not taken for a name or label
         wrong = [f"metadata.{f}: must be a string" for f in (*SERVER_FIELDS, "name", "namespace")
                  if f in meta and not isinstance(meta[f], str)]
@@ -121,10 +121,11 @@ def _reason(error: ConfigError) -> str:
 
 
 def normalized(data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` with the namespace filled in, as stored."""
-    clean = copy.deepcopy(data)
-    clean.setdefault("metadata", {}).setdefault("namespace", "default")
-    return clean
+    """``data`` with the namespace filled in, as stored (a copy of ``data`` and of its
+    metadata; what else it holds is shared)."""
+    meta = dict(data.get("metadata", {}))
+    meta.setdefault("namespace", "default")
+    return {**data, "metadata": meta}
 
 
 def content_hash(resource: Resource) -> str:
@@ -138,12 +139,16 @@ def load_stored(item: StoredResource) -> Resource | None:
     return result.resources[0] if result.ok else None
 
 
-def answer(item: StoredResource) -> dict[str, Any]:
-    """What the API shows: the resource, secrets redacted, with the server fields."""
-    data = redact(copy.deepcopy(item.data))
+def answer(item: StoredResource, known_hash: str | None = None) -> dict[str, Any]:
+    """What the API shows: the resource, secrets redacted, with the server fields.
+    ``known_hash``: the ``content_hash`` of the resource ``item.data`` validates to, if it
+    is known (otherwise it is validated here)."""
+    data = redact(item.data)  # a copy
     meta = data.setdefault("metadata", {})
     meta["resourceVersion"] = item.version
-    resource = load_stored(item)
-    if resource is not None:
-        meta["contentHash"] = content_hash(resource)
+    if known_hash is None:
+        resource = load_stored(item)
+        known_hash = content_hash(resource) if resource is not None else None
+    if known_hash is not None:
+        meta["contentHash"] = known_hash
     return data

@@ -19,6 +19,7 @@ import dataclasses
 import itertools
 import logging
 import operator
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from propylon.config import Resource
 from propylon.controlplane.fleet_records import FleetRecords
 from propylon.controlplane.ir_deltas import SnapshotHistory
 from propylon.controlplane.metrics import ControlMetrics
-from propylon.controlplane.resources import StoredResource, load_stored
+from propylon.controlplane.resources import StoredResource, answer, content_hash, load_stored
 from propylon.controlplane.rollout import RolloutSpec
 from propylon.controlplane.rollouts import Rollouts, Served, rollout_specs
 from propylon.controlplane.store import Store
@@ -154,6 +155,9 @@ class _LoadedResources:
         self.items: Sequence[StoredResource] = ()
         self.loaded: list[Resource | None] = []  # beside ``items``
         self.by_key: dict[tuple[str, str], tuple[dict[str, Any], Resource | None]] = {}
+        # the content hash of a resource of ``by_key``, for the API's listings (other threads)
+        self.hashes: dict[tuple[str, str], tuple[Resource, str]] = {}
+        self._hashes_lock = threading.Lock()
 
     def load_all(self, items: Sequence[StoredResource]) -> list[Resource | None]:
         start, end = codec.same_ends(items, self.items)
@@ -162,9 +166,29 @@ class _LoadedResources:
         made = [self._load(item) for item in middle]
         for gone in {(i.kind, i.key) for i in old} - {(i.kind, i.key) for i in middle}:
             self.by_key.pop(gone, None)
+            with self._hashes_lock:
+                self.hashes.pop(gone, None)
         self.loaded = [*self.loaded[:start], *made, *self.loaded[len(self.loaded) - end:]]
         self.items = items
         return self.loaded
+
+    def known_hash(self, item: StoredResource) -> str | None:
+        """The content hash of the resource ``item`` validated to in the last translation's
+        listing, if it was there with this data; None otherwise. Any thread may ask."""
+        key = (item.kind, item.key)
+        known = self.by_key.get(key)
+        if known is None or known[1] is None or not (
+                known[0] is item.data or known[0] == item.data):
+            return None
+        resource = known[1]
+        kept = self.hashes.get(key)
+        if kept is not None and kept[0] is resource:
+            return kept[1]
+        digest = content_hash(resource)
+        with self._hashes_lock:
+            if self.by_key.get(key) is known:  # not dropped meanwhile
+                self.hashes[key] = (resource, digest)
+        return digest
 
     def _load(self, item: StoredResource) -> Resource | None:
         known = self.by_key.get((item.kind, item.key))
@@ -176,6 +200,13 @@ class _LoadedResources:
 
 
 _LOADED = _LoadedResources()
+
+
+def answers(items: Sequence[StoredResource]) -> list[dict[str, Any]]:
+    """What the API shows of ``items`` (``resources.answer``), each validated once: from the
+    resources the last translation validated where they are the same."""
+    with gc_paused():
+        return [answer(item, _LOADED.known_hash(item)) for item in items]
 
 
 @dataclass

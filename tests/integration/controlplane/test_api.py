@@ -160,3 +160,42 @@ def test_explain_against_the_control_plane(cluster) -> None:  # type: ignore[no-
     )
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Gateway infra/edge" in out.stdout and "forward to upstream shop/svc" in out.stdout
+
+
+def test_a_listing_shows_what_each_get_shows(plane: ControlPlane) -> None:
+    """A kind's listing takes each resource's content hash from what the last translation
+    validated (the single GET validates it again): the same answers, and the same again after
+    a change; listing changes nothing stored (a batch of the same resources is unchanged)."""
+    resources = [gateway("edge", "infra", 1, ["shop"]), upstream("echo", "shop", 9),
+                 route("a", "shop", "/a", "echo", {"app": "shop"}),
+                 route("b", "shop", "/b", "echo")]
+    for resource in resources:
+        plane.must_put(resource)
+
+    def translated(prefix: str) -> bool:
+        status = plane.get("/v1/status")[1]
+        seen = {(r["kind"], r["name"]) for r in status["resources"]}
+        served = plane.get("/v1/gateways/infra/edge/ir")
+        return {("Route", "a"), ("Route", "b")} <= seen and prefix in str(served[1])
+
+    def listing_matches_gets() -> None:
+        for kind in ("gateway", "upstream", "route"):
+            status, listed = plane.get(f"/v1/resources/{kind}")
+            assert status == 200 and listed["items"]
+            for item in listed["items"]:
+                meta = item["metadata"]
+                one = plane.get(f"/v1/resources/{kind}/{meta['namespace']}/{meta['name']}")[1]
+                assert item == one
+                assert len(meta["contentHash"]) == 16 and meta["resourceVersion"]
+
+    wait_until(lambda: translated("/b"))
+    listing_matches_gets()
+    before = plane.get("/v1/resources/route/shop/b")[1]["metadata"]["contentHash"]
+    resources[3]["spec"]["rules"][0]["matches"][0]["path"]["prefix"] = "/bee"
+    plane.must_put(resources[3])
+    wait_until(lambda: translated("/bee"))
+    listing_matches_gets()
+    assert plane.get("/v1/resources/route/shop/b")[1]["metadata"]["contentHash"] != before
+    status, body = http("POST", plane.url + "/v1/apply", {"resources": resources}, plane.token)
+    assert status == 200, body
+    assert {c["action"] for c in body["changes"]} == {"unchanged"}
