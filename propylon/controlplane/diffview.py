@@ -25,14 +25,15 @@ def gateways_after(local: Sequence[LocalResource],
                    remote: Sequence[dict[str, Any]]) -> dict[Key, list[str]]:
     """Which Gateways would select each resource once ``local`` is applied. Remote resources
     whose redacted answer no longer validates (secrets) are left out of this estimate."""
-    merged: dict[Key, Resource] = {}
+    merged: dict[Key, Resource] = {item.key: item.model for item in local}
     for data in remote:
+        if key_of(data) in merged:  # the local copy is what there will be
+            continue
         clean, _ = strip_server_fields(data)
         loaded = load_data(clean)
         if loaded.ok:
             merged[key_of(data)] = loaded.resources[0]
-    merged.update({item.key: item.model for item in local})
-    snapshot = translate(list(merged.values()))
+    snapshot = translate(list(merged.values()), sealed=False)  # its version is not shown
     return {(s.kind, *s.key.split("/", 1)): list(s.gateways)  # type: ignore[misc]
             for s in snapshot.statuses}
 
@@ -48,6 +49,8 @@ def render_diff(plan: Sequence[Change], local: Sequence[LocalResource],
     """Lines grouped per Gateway reached (before or after), then the plan's counts, and
     whether anything changes. Pruned resources leave the estimate of Gateways after."""
     changes = [c for c in plan if c.action != "unchanged"]
+    if not changes:
+        return ["no changes", plan_summary(plan)], False
     pruned = {c.key for c in changes if c.action == "delete"}
     kept = [r for r in remote if key_of(r) not in pruned]
     before, after = gateways_before(status), gateways_after(local, kept)
@@ -62,7 +65,7 @@ def render_diff(plan: Sequence[Change], local: Sequence[LocalResource],
         for change in groups[gateway]:
             lines.append(f"  {_MARK[change.action]} {change.ref} ({change.action})")
             lines += [f"      {line}" for line in text_diff(change) if change.action == "update"]
-    return [*(lines or ["no changes"]), plan_summary(plan)], bool(changes)
+    return [*lines, plan_summary(plan)], True
 
 
 def plan_summary(plan: Sequence[Change]) -> str:
