@@ -62,3 +62,36 @@ def test_explain_headers_are_name_value_lines() -> None:
     assert views.parse_headers("X-A: 1\n\nx-b:two words ") == {"x-a": "1", "x-b": "two words"}
     with pytest.raises(ValueError, match="header line 2"):
         views.parse_headers("x-a: 1\nnot a header")
+
+
+def _gateway_of(count: int) -> ir.GatewayIR:
+    rules = tuple(
+        ir.RuleIR(id=f"route:shop/r{i}:0", route=f"Route shop/r{i}", name=None, hostnames=(),
+                  matches=(ir.MatchIR(ir.PathMatchIR("prefix", f"/items/{i}")),),
+                  action=ir.DirectResponseIR(200))
+        for i in range(count))
+    return ir.GatewayIR(key="infra/edge", listeners=(), rules=rules, upstreams=())
+
+
+def test_the_route_table_comes_in_pages() -> None:
+    gateway = _gateway_of(450)
+    first = views.rule_page(gateway)
+    assert (first.start, first.found, len(first.rows)) == (0, 450, views.RULES_PER_PAGE)
+    assert first.previous is None and first.next == 200
+    assert first.rows[0]["id"] == "route:shop/r0:0"
+    last = views.rule_page(gateway, 400)
+    assert [r["id"] for r in last.rows] == [f"route:shop/r{i}:0" for i in range(400, 450)]
+    assert last.previous == 200 and last.next is None
+    beyond = views.rule_page(gateway, 10_000)  # a stale link: the last rule's page
+    assert beyond.start == 449 and len(beyond.rows) == 1
+
+
+def test_the_route_table_filter_looks_at_ids_owners_and_paths() -> None:
+    gateway = _gateway_of(450)
+    found = views.rule_page(gateway, 0, " /ITEMS/12")
+    assert found.found == 11 and found.next is None  # 12 and 120-129
+    assert {r["route"] for r in found.rows} == {"Route shop/r12", *(
+        f"Route shop/r{i}" for i in range(120, 130))}
+    assert views.rule_page(gateway, 0, "r449").found == 1
+    nothing = views.rule_page(gateway, 0, "nowhere")
+    assert (nothing.found, nothing.rows, nothing.next) == (0, [], None)

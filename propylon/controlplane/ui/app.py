@@ -64,6 +64,8 @@ _SECURITY_HEADERS = [
 ]
 
 
+_FILTER_MAX = 200  # characters of the route table's filter
+
 def _html(status: int, body: bytes, headers: list[tuple[str, str]] | None = None) -> Reply:
     return Reply(status, body, "text/html; charset=utf-8",
                  [*_SECURITY_HEADERS, *(headers or [])])
@@ -173,7 +175,7 @@ class Dashboard:
             return Reply(200, json.dumps(await self.live()).encode(),
                          headers=_SECURITY_HEADERS)
         if len(parts) == 3 and parts[0] == "gateways":
-            return self.gateway(f"{parts[1]}/{parts[2]}", message)
+            return self.gateway(f"{parts[1]}/{parts[2]}", message, query)
         return self._not_found()
 
     def post(self, parts: list[str], form: dict[str, str]) -> Reply:
@@ -215,18 +217,22 @@ class Dashboard:
         return _html(200, render("resources.html", title="Resources", page="resources",
                                  rows=rows, invalid=invalid, csrf=self.csrf, message=message))
 
-    def gateway(self, key: str, message: str) -> Reply:
+    def gateway(self, key: str, message: str, query: dict[str, str]) -> Reply:
         snapshot = self.state.snapshots.get(key)
         if snapshot is None:
             return self._not_found()
         gateway = snapshot.gateways[0]
         rollout = self.state.rollouts.to_json(key)
+        text = query.get("q", "")[:_FILTER_MAX]
+        start = int(query["from"]) if query.get("from", "").isdigit() else 0
+        page = views.rule_page(gateway, start, text)
         return _html(200, render(
             "gateway.html", title=f"Gateway {key}", page="gateway", key=key,
             version=snapshot.version, listeners=gateway.listeners, rollout=rollout,
             rollout_text=views.rollout_text(rollout),
             timeline=views.timeline_rows(rollout) if rollout else [],
-            has_spec=key in self.state.rollouts.current, rules=views.rule_rows(gateway),
+            has_spec=key in self.state.rollouts.current, rules=page.rows, rule_page=page,
+            filter=text, total=len(gateway.rules),
             upstreams=views.upstream_lines(gateway), csrf=self.csrf, message=message))
 
     async def explain(self, query: dict[str, str]) -> Reply:

@@ -154,6 +154,21 @@ request</a></p>
 {% endif %}
 <h2>Route table</h2>
 <p>Rules in the order the router tries them within each host.</p>
+<form method="get" action="/ui/gateways/{{ key }}" class="filter">
+  <label>Rules whose id, owner, hosts or paths contain
+    <input name="q" value="{{ filter }}" size="30" maxlength="200"></label>
+  <button type="submit">Filter</button>
+</form>
+<p class="pager">
+  {%- set shown = rule_page.start + rules|length %}
+  {% if rule_page.found %}Rules {{ rule_page.start + 1 }}-{{ shown }} of {{ rule_page.found }}
+  {%- else %}No rules{% endif %}
+  {%- if filter %} containing &ldquo;{{ filter }}&rdquo; ({{ total }} in all){% endif %}.
+  {% if rule_page.previous is not none %}<a rel="prev" href="/ui/gateways/{{ key }}?{{
+    {'q': filter, 'from': rule_page.previous}|urlencode }}">Previous</a>{% endif %}
+  {% if rule_page.next is not none %}<a rel="next" href="/ui/gateways/{{ key }}?{{
+    {'q': filter, 'from': rule_page.next}|urlencode }}">Next</a>{% endif %}
+</p>
 <table class="routes">
   <thead><tr><th>Rule</th><th>Owner</th><th>Hosts</th><th>Matches</th><th>Action</th>
     <th>Policies</th></tr></thead>

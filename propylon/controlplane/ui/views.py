@@ -75,7 +75,47 @@ def action_text(action: ir.Action) -> str:
     return f"direct response {action.status}"
 
 
-def rule_rows(gateway: ir.GatewayIR) -> list[dict[str, Any]]:
+RULES_PER_PAGE = 200  # a Gateway of 10,000 Routes has 40,000 rules: 8 MB of HTML at once
+
+
+@dataclass(frozen=True)
+class RulePage:
+    """One page of a Gateway's route table: its rows, where it starts among the rules the
+    filter kept, and how many it kept."""
+
+    rows: list[dict[str, Any]]
+    start: int
+    found: int
+    size: int = RULES_PER_PAGE
+
+    @property
+    def previous(self) -> int | None:
+        return max(0, self.start - self.size) if self.start > 0 else None
+
+    @property
+    def next(self) -> int | None:
+        after = self.start + self.size
+        return after if after < self.found else None
+
+
+def rule_page(gateway: ir.GatewayIR, start: int = 0, text: str = "",
+              size: int = RULES_PER_PAGE) -> RulePage:
+    """The rules from ``start`` (in router order) of those whose id, owner, delegation path,
+    hostnames or paths contain ``text`` (case-insensitive; every rule when empty)."""
+    needle = text.strip().lower()
+    rules = [rule for rule in gateway.rules if _mentions(rule, needle)] if needle \
+        else gateway.rules
+    start = min(max(start, 0), max(len(rules) - 1, 0))
+    return RulePage(rule_rows(rules[start:start + size]), start, len(rules), size)
+
+
+def _mentions(rule: ir.RuleIR, needle: str) -> bool:
+    return any(needle in part.lower() for part in (
+        rule.id, rule.route, *rule.delegated_from, *rule.hostnames,
+        *(m.path.value for m in rule.matches)))
+
+
+def rule_rows(rules: Iterable[ir.RuleIR]) -> list[dict[str, Any]]:
     return [{
         "id": rule.id, "route": rule.route, "replaced": rule.replaced,
         "via": " -> ".join(rule.delegated_from),
@@ -83,7 +123,7 @@ def rule_rows(gateway: ir.GatewayIR) -> list[dict[str, Any]]:
         "matches": [match_text(m) for m in rule.matches] or ["any request"],
         "action": action_text(rule.action),
         "policies": ", ".join(p.type for p in rule.policies) or "-",
-    } for rule in gateway.rules]
+    } for rule in rules]
 
 
 def upstream_lines(gateway: ir.GatewayIR) -> list[str]:

@@ -151,3 +151,34 @@ def test_explain_reports_a_bad_form_as_a_message(plane: ControlPlane) -> None:
         {"url": "http://127.0.0.1:8080/", "gateway": "infra/none"}),
         headers={"cookie": cookie})
     assert "no Gateway infra/none" in page[2]
+
+
+def test_a_large_route_table_comes_in_pages_and_filters(cluster: Cluster) -> None:
+    plane = cluster.control()
+    routes = [route(f"r{i:03}", "lots", f"/items/{i}", "svc") for i in range(250)]
+    status, body = http("POST", plane.url + "/v1/apply", {"resources": [
+        upstream("svc", "lots", 9), gateway("many", "lots", 8081, ["lots"]), *routes]},
+        plane.token)
+    assert status == 200, body
+    cookie = login(plane)
+
+    def page(query: str = "") -> str:
+        status, _, body = call(plane, "GET", "/ui/gateways/lots/many" + query,
+                               headers={"cookie": cookie})
+        assert status == 200
+        return body
+
+    wait_until(lambda: "of 250" in page(), what="the 250 rules")
+    first = page()
+    table = first.split('<table class="routes">')[1].split("</table>")[0]
+    assert "Rules 1-200 of 250" in first and table.count("<tr") == 201  # the header, 200
+    assert "route:lots/r000:0" in first and "route:lots/r200:0" not in first
+    assert 'rel="next" href="/ui/gateways/lots/many?q=&amp;from=200"' in first
+    second = page("?from=200")
+    assert "Rules 201-250 of 250" in second and "route:lots/r249:0" in second
+    assert 'rel="prev"' in second and 'rel="next"' not in second
+    found = page("?" + urllib.parse.urlencode({"q": "/ITEMS/24"}))
+    assert "Rules 1-11 of 11" in found and "(250 in all)" in found  # 24, 240-249
+    assert "route:lots/r024:0" in found and "route:lots/r023:0" not in found
+    escaped = page("?" + urllib.parse.urlencode({"q": SCRIPT}))
+    assert "No rules" in escaped and SCRIPT not in escaped
