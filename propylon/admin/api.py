@@ -316,7 +316,8 @@ class ControlAPI:
             return _error(406, str(exc))
         self.state.metrics.answered(gateway, "full")
         return Reply(200, self.state.history.text_bytes(text),
-                     headers=[("x-propylon-version", version)])
+                     headers=[("x-propylon-version", version),
+                              (schema.SCHEMA_HEADER, str(schema.CURRENT.target(reads)))])
 
     async def report(self, gateway: str, body: bytes) -> Reply:
         if gateway not in self.state.snapshots:

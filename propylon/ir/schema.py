@@ -80,6 +80,10 @@ HASH_OF_DIGESTS = Step(2, _same_form, _same_form,
                        "version: each rule and status list hashed as its items' digests")
 
 
+# on a control plane's full IR answer: the schema of its form (a proxy may hand a text in its
+# own schema to its workers before decoding it)
+SCHEMA_HEADER = "x-propylon-schema"
+
 @dataclass(frozen=True)
 class Schemas:
     """What one build reads and writes: its own schema and the steps down from it."""

@@ -193,6 +193,9 @@ class Supervisor:
     snapshot: ir.SnapshotIR | None = None
     # sent to the workers to compile before the first install (``prepare``), not served
     prepared: ir.SnapshotIR | None = None
+    # the version of the text the workers were sent to prepare (``prepare_text``): a snapshot
+    # of that version is installed as a delta against itself
+    prepared_version: str = ""
     reloads: ReloadStats = field(default_factory=ReloadStats)
     warnings: list[str] = field(default_factory=list)
     stopping: bool = False
@@ -267,6 +270,25 @@ class Supervisor:
         log.debug("sent the workers a first part of the configuration to compile (%d rules)",
                   sum(len(g.rules) for g in snapshot.gateways))
 
+    def prepare_text(self, text: str | bytes, version: str) -> None:
+        """``prepare`` from a text of this build's IR form claiming to be ``version`` (what a
+        control plane sent), before it is decoded and checked here: the workers compile it
+        meanwhile, and only an install of that version, checked, serves it."""
+        if self.snapshot is not None or self.prepared is not None or not version:
+            return
+        for handle in self.handles:
+            handle.tell(("prepare", text))
+            handle.prepared = version
+        self.prepared_version = version
+
+    def forget_prepared_text(self) -> None:
+        """The text given to ``prepare_text`` failed its check: no install is a delta against
+        what the workers made of it (they are sent the whole of the next one)."""
+        for handle in self.handles:
+            if handle.prepared == self.prepared_version:
+                handle.prepared = ""
+        self.prepared_version = ""
+
     async def install(self, snapshot: ir.SnapshotIR, warnings: Sequence[str] = (),
                       delta: tuple[str, str | bytes] | None = None) -> tuple[int, int] | None:
         """Make every worker serve ``snapshot``, or raise ``ConfigRefused`` with all of them
@@ -293,8 +315,10 @@ class Supervisor:
         await self._resolve(snapshot)
         try:
             given = delta[1] if rebuilt and delta is not None else None
+            prepared = self.prepared if self.prepared is not None else (
+                snapshot if snapshot.version == self.prepared_version else None)
             totals = await self._install_all(snapshot, previous=self.snapshot, delta=given,
-                                             base=self.prepared)
+                                             base=prepared)
         except BaseException:
             kept = listener_keys(self.snapshot) if self.snapshot else set()
             self._release(keys - kept, keep_inherited=True)
@@ -302,7 +326,7 @@ class Supervisor:
                 self.resolver.retain([self.snapshot])
             raise
         self._release(set(self.sockets.by_key) - keys, keep_inherited=False)
-        self.snapshot, self.prepared = snapshot, None
+        self.snapshot, self.prepared, self.prepared_version = snapshot, None, ""
         self.installed_at = time.time()
         self.warnings = list(warnings)
         if self.resolver is not None:

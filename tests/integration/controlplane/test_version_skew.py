@@ -118,3 +118,49 @@ def test_a_proxy_nacks_an_ir_it_cannot_read(cluster: Cluster, upstreams) -> None
     assert ("IR schema 3 cannot be read by this proxy, which reads schema(s) 1, 2"
             in found[0]["error"])
     assert served_by(gw, "/") == (200, "svc")  # still serving v1
+
+
+def test_a_proxy_serves_nothing_of_an_ir_that_fails_its_check(
+        cluster: Cluster, upstreams) -> None:
+    """A proxy hands a full IR in its own schema to its workers to compile before it has
+    decoded and checked it (``Supervisor.prepare_text``): an IR whose content does not match
+    its version is NACKed, and nothing of it is served, not even once the right text of that
+    version comes (it is sent whole, never as a delta against what the workers prepared)."""
+    plane = cluster.control()
+    gw = free_port()
+    for resource in [gateway("edge", "infra", gw, ["shop"]),
+                     upstream("svc", "shop", cluster.echo("svc")),
+                     route("main", "shop", "/", "svc")]:
+        plane.must_put(resource)
+
+    def whole_ir() -> tuple[int, object] | None:
+        answer = _poll(plane, schemas=str(CURRENT.native))
+        ok = answer[0] == 200 and any(g["rules"] for g in answer[1]["gateways"])  # type: ignore[index]
+        return answer if ok else None
+    _status, data = wait_until(whole_ir, what="the Gateway's IR with its Route")
+    good = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    version = data["version"]  # type: ignore[index]
+    bad = good.replace('"prefix","value":"/"', '"prefix","value":"/x"')
+    assert bad != good
+    cluster.procs.stop("control")
+
+    stand_in = upstreams("control")
+    nacked: list[dict] = []
+
+    def answer(request) -> Reply:  # type: ignore[no-untyped-def]
+        if request.path.endswith("/reports"):
+            report = json.loads(request.body)
+            if report["result"] == "NACK":
+                nacked.append(report)
+            return Reply(body=b'{"recorded": true}')
+        if nacked:  # the right text, without the header: the workers are not sent it
+            return Reply(headers=[("x-propylon-version", version)], body=good.encode())
+        return Reply(headers=[("x-propylon-version", version),
+                              ("x-propylon-schema", str(CURRENT.native))], body=bad.encode())
+    stand_in.handler = answer
+    cluster.proxy("proxy", f"http://127.0.0.1:{stand_in.port}", "infra/edge")
+    found = wait_until(lambda: nacked, what="a NACK")
+    assert found[0]["version"] == version
+    assert "IR content does not match its version" in found[0]["error"]
+    assert wait_until(lambda: served_by(gw, "/") == (200, "svc"), what="the right IR served")
+    assert served_by(gw, "/x")[0] == 200 and served_by(gw, "/")[0] == 200
