@@ -19,6 +19,7 @@ from typing import Any
 
 from propylon.controlplane.resources import DecodedData, StoredResource
 from propylon.controlplane.store import BatchWrite, Conflict
+from propylon.runtime.gc_pause import gc_paused
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS resources (
@@ -81,10 +82,13 @@ class SqliteStore:
     async def list_resources(self, kind: str | None = None) -> list[StoredResource]:
         if kind is None:
             return await self._run(self._listing.update, self._db, self._decoded)
-        rows = await self._run(self._list, kind)
+        return await self._run(self._list_items, kind)  # decoded off the event loop too
+
+    def _list_items(self, kind: str) -> list[StoredResource]:
         decoded = self._decoded
-        return [decoded.item(kind_, namespace, name, str(version), data)
-                for kind_, namespace, name, data, version in rows]
+        with gc_paused():  # 10,000 Routes: 0.65 s of JSON the first time
+            return [decoded.item(kind_, namespace, name, str(version), data)
+                    for kind_, namespace, name, data, version in self._list(kind)]
 
     def _list(self, kind: str | None) -> list[tuple[Any, ...]]:
         sql = "SELECT kind, namespace, name, data, version FROM resources"
@@ -247,10 +251,12 @@ class _Listing:
                           "WHERE version > ?", (self.revision,)).fetchall()
         count = int(db.execute("SELECT COUNT(*) FROM resources").fetchone()[0])
         added = False
-        for kind, namespace, name, data, version in rows:
-            key = (kind, namespace, name)
-            added = added or key not in by_key
-            by_key[key] = StoredResource(kind, namespace, name, json.loads(data), str(version))
+        with gc_paused():
+            for kind, namespace, name, data, version in rows:
+                key = (kind, namespace, name)
+                added = added or key not in by_key
+                by_key[key] = StoredResource(kind, namespace, name, json.loads(data),
+                                             str(version))
         if count != len(by_key):  # some were deleted: keep the keys still stored
             kept = set(db.execute("SELECT kind, namespace, name FROM resources").fetchall())
             gone = by_key.keys() - kept
