@@ -16,6 +16,7 @@ import base64
 import json
 import logging
 import random
+import threading
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,6 +24,7 @@ from urllib.parse import urlsplit
 from propylon.controlplane.resources import DecodedData, StoredResource
 from propylon.controlplane.store import ABSENT, BatchTooLarge, BatchWrite, Conflict, StoreError
 from propylon.net import httpclient
+from propylon.runtime.gc_pause import gc_paused
 
 log = logging.getLogger("propylon.controlplane")
 
@@ -61,6 +63,7 @@ class EtcdStore:
     def __init__(self, base: str) -> None:
         self._base = base
         self._decoded = DecodedData()
+        self._decoding = threading.Lock()  # ``_decoded`` is read and written on threads
 
     @classmethod
     async def open(cls, url: str) -> EtcdStore:
@@ -99,11 +102,17 @@ class EtcdStore:
 
     async def list_resources(self, kind: str | None = None) -> list[StoredResource]:
         prefix = f"{_RESOURCES}{kind}/" if kind else _RESOURCES
-        items = sorted((self._item(kv) for kv in await self._range(prefix)),
-                       key=lambda r: (r.kind, r.namespace, r.name))
-        if kind is None:
-            self._decoded.keep_only(items)
-        return items
+        kvs = await self._range(prefix)
+        # 10,000 Routes: most of a second of JSON, on a thread rather than the event loop
+        return await asyncio.to_thread(self._items, kvs, kind is None)
+
+    def _items(self, kvs: list[dict[str, Any]], everything: bool) -> list[StoredResource]:
+        with self._decoding, gc_paused():
+            items = sorted((self._item(kv) for kv in kvs),
+                           key=lambda r: (r.kind, r.namespace, r.name))
+            if everything:
+                self._decoded.keep_only(items)
+            return items
 
     def _item(self, kv: dict[str, Any]) -> StoredResource:
         kind, namespace, name = _unb64(kv["key"]).removeprefix(_RESOURCES).split("/", 2)
