@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 from urllib.parse import urlencode
 
 from propylon import ir
@@ -77,23 +78,30 @@ def test_a_control_plane_one_schema_ahead_serves_older_proxies(cluster: Cluster)
     assert _poll(plane, schemas="x")[0] == 400
 
 
-def test_a_proxy_nacks_an_ir_it_cannot_read(cluster: Cluster, upstreams) -> None:
-    """A stand-in control plane that ignores ``schemas`` (as one two releases ahead would):
-    the first poll gets a schema 1 IR (made by a real control plane for a proxy of schema 1,
-    which this build still reads), the next one a schema 3 IR of a changed configuration."""
+def _edge_ir(cluster: Cluster, schemas: str) -> tuple[int, dict[str, Any]]:
+    """A real control plane's IR of Gateway infra/edge (the port it listens on) with one
+    Route, in ``schemas``; the control plane stays up (a test stops it to stand in for it)."""
     plane = cluster.control()
     gw = free_port()
     for resource in [gateway("edge", "infra", gw, ["shop"]),
                      upstream("svc", "shop", cluster.echo("svc")),
                      route("main", "shop", "/", "svc")]:
         plane.must_put(resource)
-    def whole_ir() -> tuple[int, object] | None:
+
+    def whole_ir() -> dict[str, Any] | None:
         """The IR once it holds the Route: the control plane translates after each write, so a
         poll right after the last PUT can still answer the IR of the first two resources."""
-        answer = _poll(plane, schemas="1")
-        ok = answer[0] == 200 and any(g["rules"] for g in answer[1]["gateways"])  # type: ignore[index]
-        return answer if ok else None
-    _status, data = wait_until(whole_ir, what="the Gateway's IR with its Route")
+        status, data = _poll(plane, schemas=schemas)
+        ok = status == 200 and any(g["rules"] for g in data["gateways"])  # type: ignore[index]
+        return data if ok else None  # type: ignore[return-value]
+    return gw, wait_until(whole_ir, what="the Gateway's IR with its Route")
+
+
+def test_a_proxy_nacks_an_ir_it_cannot_read(cluster: Cluster, upstreams) -> None:
+    """A stand-in control plane that ignores ``schemas`` (as one two releases ahead would):
+    the first poll gets a schema 1 IR (made by a real control plane for a proxy of schema 1,
+    which this build still reads), the next one a schema 3 IR of a changed configuration."""
+    gw, data = _edge_ir(cluster, schemas="1")
     v1 = json.dumps(data, sort_keys=True, separators=(",", ":"))
     first = CURRENT.decode(v1)
     changed = dataclasses.replace(first.gateways[0], trusted_proxies=("10.0.0.0/8",))
@@ -126,20 +134,9 @@ def test_a_proxy_serves_nothing_of_an_ir_that_fails_its_check(
     decoded and checked it (``Supervisor.prepare_text``): an IR whose content does not match
     its version is NACKed, and nothing of it is served, not even once the right text of that
     version comes (it is sent whole, never as a delta against what the workers prepared)."""
-    plane = cluster.control()
-    gw = free_port()
-    for resource in [gateway("edge", "infra", gw, ["shop"]),
-                     upstream("svc", "shop", cluster.echo("svc")),
-                     route("main", "shop", "/", "svc")]:
-        plane.must_put(resource)
-
-    def whole_ir() -> tuple[int, object] | None:
-        answer = _poll(plane, schemas=str(CURRENT.native))
-        ok = answer[0] == 200 and any(g["rules"] for g in answer[1]["gateways"])  # type: ignore[index]
-        return answer if ok else None
-    _status, data = wait_until(whole_ir, what="the Gateway's IR with its Route")
+    gw, data = _edge_ir(cluster, schemas=str(CURRENT.native))
     good = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    version = data["version"]  # type: ignore[index]
+    version = data["version"]
     bad = good.replace('"prefix","value":"/"', '"prefix","value":"/x"')
     assert bad != good
     cluster.procs.stop("control")
