@@ -116,7 +116,7 @@ class Planned:
 # -- reading ------------------------------------------------------------------------------
 def read_batch(raw: Any) -> Batch:
     """The batch a request body holds; ``BatchInvalid`` listing every problem."""
-    with gc_paused():  # validating 10,000 resources: 6.3 s with the collector, 1.4 s without
+    with gc_paused():  # 10,000 resources: 6.3 s with the collector running, 1.4 s paused
         return _read_batch(raw)
 
 

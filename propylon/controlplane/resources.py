@@ -78,7 +78,8 @@ class Invalid(Exception):
 
 
 def strip_server_fields(data: Any) -> tuple[dict[str, Any], str | None]:
-    """A copy of ``data`` without the server fields, and the resourceVersion it carried."""
+    """A copy of ``data`` (and of its metadata; the rest is shared) without the server fields,
+    and the resourceVersion it carried."""
     if not isinstance(data, dict):
         raise Invalid(["a resource must be a JSON object"])
     clean = dict(data)  # only the metadata changes: what it holds is shared with ``data``

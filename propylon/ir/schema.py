@@ -84,6 +84,7 @@ HASH_OF_DIGESTS = Step(2, _same_form, _same_form,
 # own schema to its workers before decoding it)
 SCHEMA_HEADER = "x-propylon-schema"
 
+
 @dataclass(frozen=True)
 class Schemas:
     """What one build reads and writes: its own schema and the steps down from it."""

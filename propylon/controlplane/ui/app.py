@@ -63,8 +63,8 @@ _SECURITY_HEADERS = [
     ("cache-control", "no-store"),
 ]
 
-
 _FILTER_MAX = 200  # characters of the route table's filter
+
 
 def _html(status: int, body: bytes, headers: list[tuple[str, str]] | None = None) -> Reply:
     return Reply(status, body, "text/html; charset=utf-8",
