@@ -12,8 +12,10 @@ request id (None for messages that need no answer); answers carry the id they an
   DELTA_REFUSED)`` and is sent the whole IR;
 - ``("prepare", ir_json)``, only before the first install: compile a first part of the
   configuration without serving it, as the base of the install that follows, a delta against
-  it (the supervisor translates the rest meanwhile: ``FileSource.start``). Not answered: a
-  worker that could not prepare it refuses the delta, and is sent the whole IR;
+  it (the supervisor translates the rest meanwhile: ``FileSource.start``), or a connected
+  proxy's first IR as the control plane sent it, while the supervisor checks it
+  (``Supervisor.prepare_text``). Not answered: a worker that could not prepare it refuses
+  the delta, and is sent the whole IR;
 - ``("install", ir_json)`` -> compile and swap in; answers ``("ack", version, requests,
   errors_5xx)`` (the requests and 5xx answers served so far, over every route: what the
   version it replaced served, for a proxy's traffic per version) or ``("nack", version,
