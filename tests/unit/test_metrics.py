@@ -102,3 +102,13 @@ def test_request_totals_count_every_route_and_the_5xx() -> None:
     # the requests are counted from the latency buckets: one per answer, like the codes
     for stats in registry.routes.values():
         assert sum(stats.buckets) == sum(stats.by_code)
+
+
+def test_a_rule_has_series_once_a_request_ended_on_it() -> None:
+    reg = MetricsRegistry()
+    reg.route("gw/edge", "shop/shop", "used").record(200, 0.01)
+    reg.route("gw/edge", "shop/shop", "idle")  # compiled, never requested
+    text = render_prometheus(merge_snapshots([reg.snapshot()]))
+    assert metric_value(text, "propylon_request_duration_seconds_count", rule="used") == 1
+    assert 'rule="idle"' not in text
+    assert "# TYPE propylon_request_duration_seconds histogram" in text
