@@ -180,6 +180,9 @@ class MetricsRegistry:
                  "denials": [[*d, n] for d, n in s.denials.items()],
                  "grpc": [[code, n] for code, n in s.grpc.items()]}
                 for k, s in self.routes.items()
+                # only rules a request ended on (Envoy's ``usedonly``, Kong's way): 10,000
+                # mostly idle Routes took a worker 0.25 s per scrape, and 9 s to render
+                if any(s.by_code)
             ],
             "upstreams": self.upstreams_snapshot(),
             "waf": WAF_COUNTERS.snapshot(),  # per process, not per registry (waf_metrics.py)
