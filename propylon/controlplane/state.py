@@ -176,9 +176,8 @@ class _LoadedResources:
         """The content hash of the resource ``item`` validated to in the last translation's
         listing, if it was there with this data; None otherwise. Any thread may ask."""
         key = (item.kind, item.key)
-        known = self.by_key.get(key)
-        if known is None or known[1] is None or not (
-                known[0] is item.data or known[0] == item.data):
+        known = self._known(item)
+        if known is None or known[1] is None:
             return None
         resource = known[1]
         kept = self.hashes.get(key)
@@ -190,10 +189,18 @@ class _LoadedResources:
                 self.hashes[key] = (resource, digest)
         return digest
 
-    def _load(self, item: StoredResource) -> Resource | None:
+    def _known(self, item: StoredResource) -> tuple[dict[str, Any], Resource | None] | None:
+        """The entry of ``item`` if it was validated from this very data (the same data
+        object while the stored version is the same)."""
         known = self.by_key.get((item.kind, item.key))
         if known is not None and (known[0] is item.data or known[0] == item.data):
-            return known[1]  # the same data object while the stored version is the same
+            return known
+        return None
+
+    def _load(self, item: StoredResource) -> Resource | None:
+        known = self._known(item)
+        if known is not None:
+            return known[1]
         resource = load_stored(item)
         self.by_key[(item.kind, item.key)] = (item.data, resource)
         return resource
