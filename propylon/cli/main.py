@@ -183,12 +183,12 @@ def validate(
             typer.echo(f"{len(check.problems)} problem(s)", err=True)
         _exit_now(EXIT_FAILED)
     if output is ValidateFormat.text:
-        assert check.snapshot is not None
-        rules = sum(len(g.rules) for g in check.snapshot.gateways)
+        assert check.built is not None
+        built = check.built
         warnings = f", {len(check.problems)} warning(s)" if check.problems else ""
         typer.echo(
-            f"ok: {len(check.snapshot.gateways)} gateway(s), {rules} rule(s), "
-            f"version {check.snapshot.version}{warnings}"
+            f"ok: {built.gateways} gateway(s), {built.rules} rule(s), "
+            f"version {built.version}{warnings}"
         )
     _exit_now(0)
 

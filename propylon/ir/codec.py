@@ -15,7 +15,7 @@ import json
 import operator
 import types
 import typing
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
 from propylon.ir import model
@@ -644,14 +644,20 @@ def loads(text: str | bytes) -> model.SnapshotIR:
     return from_data(model.SnapshotIR, json.loads(text))
 
 
-def content_hash(snapshot: model.SnapshotIR) -> str:
+def content_hash(
+    snapshot: model.SnapshotIR, rule_digests: Mapping[str, bytes] | None = None
+) -> str:
     """The version ``seal`` gives ``snapshot`` (its own ``version`` is not hashed).
 
     Since IR schema 2 it is the SHA-256 of the snapshot's text in which each hashed list
     (the statuses, each Gateway's rules) is written as ``list_digest`` of its items' texts
     (``ir.schema.form_hash`` computes the same from the JSON form). A change of one rule
     among 40,000 hashes that rule, then the list's item digests (16 bytes each), instead
-    of the megabytes of text after it."""
+    of the megabytes of text after it.
+
+    ``rule_digests``: each Gateway's rules given as their ``rule_digests`` (by Gateway key)
+    instead of the Gateway's own ``rules``, which are then not read: the version of a
+    snapshot whose rules were made in several processes, each digesting its own."""
     memo = _PART_TEXT
     unsealed = dataclasses.replace(snapshot, version="", gateways=(), statuses=())
     data = to_data(unsealed)
@@ -660,16 +666,25 @@ def content_hash(snapshot: model.SnapshotIR) -> str:
     for gateway in snapshot.gateways:
         form = to_data(dataclasses.replace(gateway, rules=()))
         name = f"rules of {gateway.key}"
-        form["rules"] = _list_digest(memo, name, gateway.rules)
-        used.add(name)
+        if rule_digests is not None:
+            form["rules"] = list_digest(rule_digests[gateway.key])
+        else:
+            form["rules"] = _list_digest(memo, name, gateway.rules)
+            used.add(name)
         gateways.append(form)
     data["gateways"] = gateways
     data["statuses"] = _list_digest(memo, "statuses", snapshot.statuses)
-    for name in memo.digested.keys() - used:  # a Gateway gone: its rules are not kept
-        gone = memo.digested.pop(name, None)
+    for name in memo.digested.keys() - used if rule_digests is None else ():
+        gone = memo.digested.pop(name, None)  # a Gateway gone: its rules are not kept
         if gone is not None:
             _forget(memo, gone[0], set())
     return hashlib.sha256(_text(data).encode()).hexdigest()[:16]
+
+
+def rule_digests(rules: Sequence[model.RuleIR]) -> bytes:
+    """The ``item_digest``s of ``rules``, one after another: what ``content_hash`` takes of
+    a Gateway's rules, made where the rules are."""
+    return b"".join([item_digest(text_of(rule)) for rule in rules])
 
 
 ITEM_DIGEST_BYTES = 16  # of each item's SHA-256, in the digest of its list

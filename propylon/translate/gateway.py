@@ -14,7 +14,7 @@ listeners, answering every request with 503 (``translate_disabled_gateway``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 
 from propylon.config import Gateway, Route
 from propylon.config.gateway import Certificate, ListenerTLS
@@ -61,13 +61,15 @@ def translate_gateway(
     status: StatusBook,
     replaced: frozenset[str] = frozenset(),
     disabled: str | None = None,
+    routes: Container[str] | None = None,
 ) -> GatewayIR:
+    """``routes``: the keys of the only Routes translated (None: all it selects)."""
     if disabled is not None:
-        return translate_disabled_gateway(gateway, inventory, status)
+        return translate_disabled_gateway(gateway, inventory, status, routes)
     ctx = GatewayContext(gateway, inventory, status, set(replaced))
     status.selected(gateway.kind, gateway.key, gateway.key)
     with route_memo(gateway.key) as memo:
-        built, defaults = _translate_routes(ctx, targets, replaced, memo)
+        built, defaults = _translate_routes(ctx, targets, replaced, memo, routes)
     report_shadowed(ctx, built)
     rules = [rule for _, rule in built]
     upstreams = collect_upstreams(rules, inventory)
@@ -87,7 +89,7 @@ def translate_gateway(
 
 def _translate_routes(
     ctx: GatewayContext, targets: PolicyTargets, replaced: frozenset[str],
-    memo: RouteMemo | None,
+    memo: RouteMemo | None, routes: Container[str] | None = None,
 ) -> tuple[list[tuple[Draft, RuleIR]], tuple[PolicyIR, ...]]:
     """Steps 2 and 3 for every selected Route, reusing what ``memo`` kept of the Routes
     unchanged since the last translation (``memo.py``), in the same order; the rules and the
@@ -96,7 +98,7 @@ def _translate_routes(
     if memo is not None:
         memo.start(gateway, inventory, replaced, targets)
     steps: list[tuple[Route, Sequence[Draft], Recording | None, RouteEntry | None]] = []
-    for route in select_routes(gateway, inventory.routes, inventory.routes_by_namespace):
+    for route in selected_routes(gateway, inventory, routes):
         entry = memo.get(route, targets) if memo is not None else None
         if entry is not None:
             entry.flattened.replay(ctx)
@@ -129,13 +131,22 @@ def _translate_routes(
     return built, defaults
 
 
+def selected_routes(
+    gateway: Gateway, inventory: Inventory, routes: Container[str] | None
+) -> list[Route]:
+    """The Routes ``gateway`` selects, in key order; only those of ``routes`` if given."""
+    selected = select_routes(gateway, inventory.routes, inventory.routes_by_namespace)
+    return selected if routes is None else [r for r in selected if r.key in routes]
+
+
 def translate_disabled_gateway(
-    gateway: Gateway, inventory: Inventory, status: StatusBook
+    gateway: Gateway, inventory: Inventory, status: StatusBook,
+    routes: Container[str] | None = None,
 ) -> GatewayIR:
     """Fail closed: the listeners, and one rule answering 503 to every request. The Routes it
     selects are told why it does not serve them."""
     status.selected(gateway.kind, gateway.key, gateway.key)
-    for route in select_routes(gateway, inventory.routes, inventory.routes_by_namespace):
+    for route in selected_routes(gateway, inventory, routes):
         status.selected(route.kind, route.key, gateway.key)
         status.note(route.kind, route.key,
                     f"not served by Gateway {gateway.key}: it is disabled (see its status)")
@@ -188,4 +199,9 @@ def collect_upstreams(rules: Iterable[RuleIR], inventory: Inventory) -> tuple[Up
     forwards = [rule.action for rule in rules if isinstance(rule.action, ForwardIR)]
     keys = {backend.upstream for forward in forwards for backend in forward.backends}
     keys |= {forward.mirror.upstream for forward in forwards if forward.mirror is not None}
+    return build_upstreams(keys, inventory)
+
+
+def build_upstreams(keys: Iterable[str], inventory: Inventory) -> tuple[UpstreamIR, ...]:
+    """The Upstreams of ``keys``, in key order."""
     return tuple(build_upstream(inventory.upstreams[key]) for key in sorted(keys))

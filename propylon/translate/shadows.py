@@ -123,6 +123,19 @@ _LAST: dict[str, _Buckets] = {}  # by Gateway
 _LOCK = threading.Lock()
 
 
+def buckets_reported(gateway: str) -> tuple[frozenset[int], bool] | None:
+    """The hashes of the buckets the last ``report_shadowed`` of ``gateway`` looked at, and
+    whether one of its rules had a catch-all: rules in no common bucket, and no catch-all,
+    cannot shadow each other (``translate/parts.py`` checks this between parts made in
+    forked processes, which share ``hash``'s seed). None: not kept."""
+    with _LOCK:
+        last = _LAST.get(gateway)
+    if last is None:
+        return None
+    return (frozenset(map(hash, last.counts)),
+            any(entry[3] for entry in last.rules.values()))
+
+
 def forget_other_gateways(keys: set[str]) -> None:
     """Drop the buckets of Gateways a translation no longer has."""
     with _LOCK:

@@ -95,6 +95,33 @@ class StatusBook:
         """Every ``fail`` and ``warn``, located, sorted by file and line."""
         return tuple(sorted(self._issues, key=_issue_order))
 
+    def reports(self) -> BookReports:
+        """What was reported, as plain data (resources tracked and nothing more left out):
+        what ``absorb`` takes into another book."""
+        entries = {
+            name: (entry.invalid, tuple(entry.reasons), frozenset(entry.gateways))
+            for name, entry in self._entries.items()
+            if entry.invalid or entry.reasons or entry.gateways
+        }
+        return BookReports(entries, tuple(self._issues))
+
+    def absorb(self, reports: BookReports) -> bool:
+        """Add what another book of the same resources reported, as if this book's steps
+        and then the other's had reported to one book. False, and this book unusable, when
+        both gave one resource reasons the other did not (their order, interleaved, is
+        unknown)."""
+        for (kind, key), (invalid, reasons, gateways) in reports.entries.items():
+            entry = self._entry(kind, key)
+            entry.invalid |= invalid
+            entry.gateways |= gateways
+            mine = tuple(entry.reasons)
+            if reasons[:len(mine)] == mine:
+                entry.reasons.update(dict.fromkeys(reasons[len(mine):]))
+            elif mine[:len(reasons)] != reasons:
+                return False
+        self._issues.update(dict.fromkeys(reports.issues))
+        return True
+
     def _entry(self, kind: str, key: str) -> _Entry:
         entry = self._entries.get((kind, key))
         if entry is None:  # not setdefault: an _Entry made for nothing costs a dict and a set
@@ -112,6 +139,15 @@ class StatusBook:
         issue = ConfigError(file, line or None, kind, key, field, message, severity,
                             column if line else None)
         self._issues[issue] = None
+
+
+@dataclass(frozen=True, slots=True)
+class BookReports:
+    """A ``StatusBook``'s reports as plain data: (kind, key) -> (invalid, reasons, the
+    Gateways that selected it), and its issues."""
+
+    entries: dict[tuple[str, str], tuple[bool, tuple[str, ...], frozenset[str]]]
+    issues: tuple[ConfigError, ...]
 
 
 # The statuses the last build made, by content (built again, a status's object is the same

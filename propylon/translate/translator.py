@@ -18,11 +18,12 @@ translate them the same way; their statuses are Gateway API conditions
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Container, Sequence
 from dataclasses import dataclass
 
 from propylon.config import ConfigError, Rejected, Resource
-from propylon.config.gatewayapi import expand_kubernetes
+from propylon.config.gatewayapi import Expansion, expand_kubernetes
 from propylon.ir import SnapshotIR, seal
 from propylon.ir.delta import reuse_unchanged
 from propylon.translate import memo, shadows
@@ -55,6 +56,18 @@ class Translation:
     issues: tuple[ConfigError, ...]  # located problems behind the statuses, by file and line
 
 
+@dataclass(frozen=True, slots=True)
+class Booked:
+    """A translation before its statuses are made (``finish``): the snapshot without them,
+    and the book every step reported to."""
+
+    snapshot: SnapshotIR  # statuses empty
+    status: StatusBook
+    inventory: Inventory
+    expansion: Expansion
+    disabled: frozenset[str]  # the Gateways that serve only their 503 (containment)
+
+
 def translate(resources: Sequence[Resource], *, sealed: bool = True) -> SnapshotIR:
     return translate_with_issues(resources, sealed=sealed).snapshot
 
@@ -66,6 +79,20 @@ def translate_with_issues(
     objects those of the last sealed translation where equal) unless ``sealed`` is False: the
     control plane seals each Gateway's shard instead, and sealing the whole of 50 Gateways
     of 10,000 Routes each was as much work again as translating a change."""
+    translation = finish(translate_booked(resources, rejected))
+    if sealed:
+        snapshot = _LAST[0] = seal(reuse_unchanged(translation.snapshot, _LAST[0]))
+        return Translation(snapshot, translation.issues)
+    return translation
+
+
+def translate_booked(
+    resources: Sequence[Resource], rejected: Sequence[Rejected] = (),
+    routes: Container[str] | None = None,
+) -> Booked:
+    """Every step but the statuses'. ``routes``: the keys of the only Routes translated (a
+    part of the configuration, ``translate/parts.py``); every resource is still looked up
+    and reported on as usual."""
     expansion = expand_kubernetes(resources)  # Gateway API and Ingress objects, converted
     plan = plan_containment(expansion.resources, rejected)
     inventory = build_inventory(plan.resources)
@@ -76,19 +103,23 @@ def translate_with_issues(
     disabled = {**plan.disabled, **unattached_gateway_policies(inventory, targets, status)}
     gateways = tuple(
         translate_gateway(g, inventory, targets, status, frozenset(plan.replaced),
-                          disabled.get(g.key))
+                          disabled.get(g.key), routes)
         for g in inventory.gateways
     )
     kept = {g.key for g in inventory.gateways}
     memo.forget_other_gateways(kept)
     shadows.forget_other_gateways(kept)
     consumers = translate_consumers(plan.resources, status)
-    note_unused(inventory, status)
-    statuses = gateway_api_statuses(status.build(), expansion)
-    snapshot = SnapshotIR(gateways=gateways, statuses=statuses, consumers=consumers)
-    if sealed:
-        snapshot = _LAST[0] = seal(reuse_unchanged(snapshot, _LAST[0]))
-    return Translation(snapshot, located_issues(status.issues(), expansion))
+    snapshot = SnapshotIR(gateways=gateways, statuses=(), consumers=consumers)
+    return Booked(snapshot, status, inventory, expansion, frozenset(disabled))
+
+
+def finish(booked: Booked) -> Translation:
+    """The statuses of ``booked`` (unused resources noted) and its located issues."""
+    note_unused(booked.inventory, booked.status)
+    statuses = gateway_api_statuses(booked.status.build(), booked.expansion)
+    snapshot = dataclasses.replace(booked.snapshot, statuses=statuses)
+    return Translation(snapshot, located_issues(booked.status.issues(), booked.expansion))
 
 
 def track_resources(inventory: Inventory, status: StatusBook) -> None:

@@ -363,4 +363,4 @@ def test_the_kubernetes_example_validates() -> None:
     example = Path(__file__).resolve().parents[2] / "examples" / "kubernetes"
     check = check_paths([example])
     assert not check.failed, [str(p) for p in check.problems]
-    assert check.snapshot is not None and len(check.snapshot.gateways) == 2
+    assert check.built is not None and check.built.gateways == 2

@@ -1,0 +1,130 @@
+"""A configuration translated in parts, one per core, and put together from what each part
+reports: for a one-shot check of a large configuration (``propylon validate``), whose
+translation was one process's work while the other core waited.
+
+Each part translates every Gateway with only the Routes whose key is in its ``RouteRange``
+(``translator.translate_booked(resources, routes=...)``)
+(the ranges split the Routes in key order, so each Gateway's rules are the parts' rules one
+part after another), and reports, as plain data, what the whole needs of it: its status
+book's reports, and for each Gateway its rules' digests (``ir.codec.rule_digests``), their
+count, the Upstreams they use and the buckets its shadow report looked at. ``merge`` gives the
+statuses, issues and version a translation of the whole would have given, or None when it
+cannot be sure of them from the parts, and the caller translates the whole as usual:
+
+- rules of two parts share a bucket, or one is a catch-all (one part's rule may shadow
+  another's, which neither part saw);
+- one resource was given reasons by two parts (their order in one translation is unknown);
+- a Gateway has no report from a part.
+
+Nothing here forks: the caller runs the parts where it likes (the first part's book is the
+one ``merge`` completes, so that part runs in the caller's process).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from propylon.config import Resource
+from propylon.ir.codec import content_hash, rule_digests
+from propylon.translate import shadows
+from propylon.translate.gateway import build_upstreams
+from propylon.translate.status import BookReports
+from propylon.translate.translator import Booked, Translation, finish
+
+
+@dataclass(frozen=True, slots=True)
+class RouteRange:
+    """The Routes whose key is in [low, high) (None: unbounded)."""
+
+    low: str | None
+    high: str | None
+
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and (self.low is None or key >= self.low) and (
+            self.high is None or key < self.high)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayPart:
+    digests: bytes  # rule_digests of the part's rules of this Gateway
+    rules: int
+    upstreams: frozenset[str]  # the keys of the Upstreams they use
+    buckets: frozenset[int]  # hashes of the shadow report's buckets
+    catch_all: bool
+    whole: bool  # a disabled Gateway: its rules do not depend on the part
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    reports: BookReports
+    gateways: dict[str, GatewayPart]
+
+
+@dataclass(frozen=True, slots=True)
+class Merged:
+    translation: Translation  # its snapshot's Gateways without rules (they stayed in parts)
+    version: str
+    rules: int
+
+
+def route_ranges(resources: Sequence[Resource], parts: int) -> list[RouteRange]:
+    """``parts`` ranges splitting the Routes of ``resources`` into runs of equal length."""
+    keys = sorted({r.key for r in resources if r.kind == "Route"}) or [""]
+    bounds = [keys[len(keys) * i // parts] for i in range(1, parts)]
+    lows: list[str | None] = [None, *bounds]
+    highs: list[str | None] = [*bounds, None]
+    return [RouteRange(low, high) for low, high in zip(lows, highs, strict=True)]
+
+
+def describe(booked: Booked) -> Part:
+    """What ``merge`` needs of a part: plain data, cheap to send between processes."""
+    gateways = {}
+    for gateway in booked.snapshot.gateways:
+        whole = gateway.key in booked.disabled
+        reported = None if whole else shadows.buckets_reported(gateway.key)
+        buckets, catch_all = reported if reported is not None else (frozenset(), not whole)
+        gateways[gateway.key] = GatewayPart(
+            rule_digests(gateway.rules), len(gateway.rules),
+            frozenset(u.key for u in gateway.upstreams), buckets, catch_all, whole)
+    return Part(booked.status.reports(), gateways)
+
+
+def merge(first: Booked, own: Part, others: Sequence[Part]) -> Merged | None:
+    """The whole's translation from the first part's ``Booked`` (its book takes the others'
+    reports: do not use it afterwards) and every part's description, in range order."""
+    status = first.status
+    for other in others:
+        if not status.absorb(other.reports):
+            return None
+    digests: dict[str, bytes] = {}
+    gateways = []
+    rules = 0
+    for gateway in first.snapshot.gateways:
+        mine = own.gateways.get(gateway.key)
+        theirs = [other.gateways.get(gateway.key) for other in others]
+        if mine is None or any(part is None for part in theirs):
+            return None
+        parts = [mine] if mine.whole else [mine, *[p for p in theirs if p is not None]]
+        if not mine.whole and _may_shadow_across(parts):
+            return None
+        digests[gateway.key] = b"".join(part.digests for part in parts)
+        rules += sum(part.rules for part in parts)
+        used = frozenset().union(*(part.upstreams for part in parts))
+        gateways.append(dataclasses.replace(
+            gateway, rules=(), upstreams=build_upstreams(used, first.inventory)))
+    snapshot = dataclasses.replace(first.snapshot, gateways=tuple(gateways))
+    translation = finish(dataclasses.replace(first, snapshot=snapshot))
+    return Merged(translation, content_hash(translation.snapshot, digests), rules)
+
+
+def _may_shadow_across(parts: Sequence[GatewayPart]) -> bool:
+    if any(part.catch_all for part in parts):
+        return True
+    seen: set[int] = set()
+    for part in parts:
+        if not seen.isdisjoint(part.buckets):
+            return True
+        seen |= part.buckets
+    return False

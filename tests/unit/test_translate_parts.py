@@ -1,0 +1,152 @@
+"""``propylon validate`` of a large configuration translates it in two parts, one per core
+(``translate/parts.py``): what it reports must be what one translation of the whole reports,
+problems, locations, rule count and version included, or the whole is translated instead."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from propylon.cli import problems
+from propylon.config import load_paths
+from propylon.translate.parts import describe, merge, route_ranges
+from propylon.translate.translator import translate_booked
+from tests.support import resources as r
+
+ROUTES = 40
+
+
+def _check(paths: list[Path], split: bool, monkeypatch: pytest.MonkeyPatch) -> problems.Check:
+    monkeypatch.setattr(problems, "SPLIT_FROM_ROUTES", 1 if split else 10**9)
+    return problems.check_paths(paths)
+
+
+def _same_both_ways(path: Path, monkeypatch: pytest.MonkeyPatch, merged: bool = True
+                    ) -> problems.Check:
+    """Checked as a whole and in parts, with the same result; ``merged``: whether the parts'
+    results could be put together (else the split check translated the whole)."""
+    whole = _check([path], False, monkeypatch)
+    made: list[object] = []
+
+    def recorded(*args: Any) -> Any:
+        made.append(merge(*args))
+        return made[-1]
+
+    monkeypatch.setattr(problems, "merge", recorded)
+    split = _check([path], True, monkeypatch)
+    assert split.to_json() == whole.to_json()
+    assert [str(p) for p in split.problems] == [str(p) for p in whole.problems]
+    assert split.built == whole.built
+    assert len(made) == 1 and (made[0] is not None) == merged
+    return whole
+
+
+def _routes(count: int, **extra: Any) -> list[dict[str, Any]]:
+    return [r.route(f"r{i:03d}", rules=[
+        r.rule({"prefix": f"/r{i}/api"}, forward=r.forward("echo")),
+        r.rule({"exact": f"/r{i}/item"}, method="GET", forward=r.forward("echo")),
+        r.rule({"exact": f"/r{i}/ping"}, directResponse={"status": 200, "body": "pong"},
+               policies=[r.headers_policy(response={"set": {"x-r": "yes"}})]),
+    ]) for i in range(count)]
+
+
+def _write(tmp_path: Path, *docs: dict[str, Any]) -> Path:
+    folder = tmp_path / "config"
+    folder.mkdir()
+    for start in range(0, len(docs), 7):  # several files, the parts' Routes in several
+        (folder / f"part-{start:03d}.yaml").write_text(r.dump(*docs[start:start + 7]))
+    return folder
+
+
+def test_a_valid_configuration_checks_the_same_in_parts(tmp_path, monkeypatch) -> None:
+    folder = _write(tmp_path, r.gateway(8080), r.upstream("echo", 9000), *_routes(ROUTES))
+    whole = _same_both_ways(folder, monkeypatch)
+    assert whole.built is not None and whole.built.rules == 3 * ROUTES
+    assert not whole.problems
+
+
+def test_problems_in_both_parts_are_each_reported_at_their_line(tmp_path, monkeypatch) -> None:
+    routes = _routes(ROUTES)
+    for index in (3, ROUTES - 3):  # one in each part: an Upstream that does not exist
+        routes[index]["spec"]["rules"][0]["forward"] = r.forward("missing")
+    docs = [
+        r.gateway(8080), r.upstream("echo", 9000), *routes,
+        r.upstream("unused", 9001),  # referenced by no rule: a note, from neither part alone
+        r.route("elsewhere", namespace="other", rules=[r.rule(forward=r.forward("echo"))]),
+        # a Policy for a Route of the second part, one naming a rule that does not exist
+        r.policy("late", [{"kind": "Route", "name": f"r{ROUTES - 1:03d}"}],
+                 **r.headers_policy(request={"set": {"x-late": "1"}})),
+        r.policy("wrong", [{"kind": "Route", "name": "r001", "sectionName": "nope"}],
+                 **r.headers_policy(request={"set": {"x-w": "1"}})),
+    ]
+    whole = _same_both_ways(_write(tmp_path, *docs), monkeypatch)
+    assert whole.failed
+    text = "\n".join(str(p) for p in whole.problems)
+    assert "r003" in text and f"r{ROUTES - 3:03d}" in text and "has no rule named" in text
+    assert all(p.file and p.line for p in whole.problems if "missing" in p.message)
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["own-tables", "one-table-for-all"])
+def test_delegation_checks_the_same_in_parts(tmp_path, monkeypatch, shared) -> None:
+    """Each Route delegating to its own RouteTable (two of them broken, one in each part), or
+    all of them to one: its rules then appear under each, shadowing each other across the
+    parts, and the whole is translated."""
+    tables = [r.route_table(f"t{i:03d}", labels={"group": f"g{i}"}, rules=[
+        r.rule({"prefix": f"/g{i}/t"},
+               forward=r.forward("absent" if i in (3, ROUTES - 3) else "echo"))])
+        for i in range(ROUTES)]
+    delegating = [r.route(f"d{i:03d}", rules=[
+        r.rule({"prefix": "/g0" if shared else f"/g{i}"},
+               delegate={"selector": {"matchLabels": {"group": "g0" if shared else f"g{i}"}}})])
+        for i in range(ROUTES)]
+    whole = _same_both_ways(_write(tmp_path, r.gateway(8080), r.upstream("echo", 9000),
+                                   *tables, *delegating), monkeypatch, merged=not shared)
+    assert whole.failed == (not shared)
+
+
+def test_a_rule_shadowed_from_the_other_part_is_reported(tmp_path, monkeypatch) -> None:
+    routes = _routes(ROUTES)
+    routes[-1]["spec"]["rules"].append(r.rule({"prefix": "/r0/api"}, forward=r.forward("echo")))
+    whole = _same_both_ways(_write(tmp_path, r.gateway(8080), r.upstream("echo", 9000),
+                                   *routes), monkeypatch, merged=False)
+    assert [p.severity for p in whole.problems] == ["warning"]
+    assert "never matches" in whole.problems[0].message
+
+
+def test_a_catch_all_and_a_disabled_gateway_check_the_same(tmp_path, monkeypatch) -> None:
+    routes = _routes(ROUTES)
+    routes[-1]["spec"]["rules"].append(r.rule({"regex": ".*"}, forward=r.forward("echo")))
+    docs = [r.gateway(8080), r.upstream("echo", 9000), *routes,
+            r.gateway(8081, name="closed"),
+            r.policy("closed", [{"kind": "Gateway", "name": "closed", "sectionName": "x"}],
+                     **r.headers_policy(response={"set": {"x": "1"}}))]
+    _same_both_ways(_write(tmp_path, *docs), monkeypatch, merged=False)
+
+
+def _parts(folder: Path) -> tuple[Any, ...]:
+    resources = load_paths([folder]).resources
+    first, second = route_ranges(resources, 2)
+    booked = translate_booked(resources, routes=first)
+    own = describe(booked)  # before the next translation: the shadow report's buckets
+    return booked, own, describe(translate_booked(resources, routes=second))
+
+
+def test_parts_that_may_shadow_each_other_are_not_merged(tmp_path) -> None:
+    routes = _routes(ROUTES)
+    routes[-1]["spec"]["rules"].append(r.rule({"prefix": "/r0/api"}, forward=r.forward("echo")))
+    booked, own, other = _parts(_write(tmp_path, r.gateway(8080), r.upstream("echo", 9000),
+                                       *routes))
+    assert merge(booked, own, [other]) is None
+
+
+def test_parts_split_the_routes_in_key_order(tmp_path) -> None:
+    booked, own, other = _parts(_write(tmp_path, r.gateway(8080), r.upstream("echo", 9000),
+                                       *_routes(ROUTES)))
+    assert own.gateways["default/gw"].rules == other.gateways["default/gw"].rules == 60
+    merged = merge(booked, own, [other])
+    assert merged is not None and merged.rules == 3 * ROUTES
+    statuses = {s.key: s for s in merged.translation.snapshot.statuses if s.kind == "Route"}
+    assert len(statuses) == ROUTES and all(s.gateways == ("default/gw",)
+                                           for s in statuses.values())
