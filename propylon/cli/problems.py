@@ -162,7 +162,7 @@ def _split_check(resources: Sequence[Resource], sources: Mapping[str, Source]) -
     """The check of ``resources`` made in two parts, this process's and a forked child's,
     or None when the parts cannot say what the whole would (``parts.merge``): the caller
     then checks the whole."""
-    first, second = route_ranges(resources, 2)
+    first, second = route_ranges(resources, (0.5, 0.5))
     child = ForkedCall(functools.partial(_part_check, resources, second))
     booked = translate_booked(resources, routes=first)
     own = _checked(booked)

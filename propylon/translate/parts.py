@@ -23,6 +23,7 @@ one ``merge`` completes, so that part runs in the caller's process).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -69,10 +70,12 @@ class Merged:
     rules: int
 
 
-def route_ranges(resources: Sequence[Resource], parts: int) -> list[RouteRange]:
-    """``parts`` ranges splitting the Routes of ``resources`` into runs of equal length."""
+def route_ranges(resources: Sequence[Resource], shares: Sequence[float]) -> list[RouteRange]:
+    """Ranges splitting the Routes of ``resources`` in key order, one per share (of their
+    count; the shares add up to 1)."""
     keys = sorted({r.key for r in resources if r.kind == "Route"}) or [""]
-    bounds = [keys[len(keys) * i // parts] for i in range(1, parts)]
+    ends = list(itertools.accumulate(shares))[:-1]
+    bounds = [keys[min(int(len(keys) * end), len(keys) - 1)] for end in ends]
     lows: list[str | None] = [None, *bounds]
     highs: list[str | None] = [*bounds, None]
     return [RouteRange(low, high) for low, high in zip(lows, highs, strict=True)]

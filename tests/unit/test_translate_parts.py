@@ -127,7 +127,7 @@ def test_a_catch_all_and_a_disabled_gateway_check_the_same(tmp_path, monkeypatch
 
 def _parts(folder: Path) -> tuple[Any, ...]:
     resources = load_paths([folder]).resources
-    first, second = route_ranges(resources, 2)
+    first, second = route_ranges(resources, (0.5, 0.5))
     booked = translate_booked(resources, routes=first)
     own = describe(booked)  # before the next translation: the shadow report's buckets
     return booked, own, describe(translate_booked(resources, routes=second))
