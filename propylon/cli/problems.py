@@ -19,7 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from propylon.config import ConfigError, Resource, Source, load_paths
+from propylon.config import ConfigError, Resource, Source
+from propylon.config.files import read_texts
+from propylon.config.loader import load_parsed, route_key
+from propylon.config.parse_pool import Parsed, parse_all
 from propylon.ir import seal
 from propylon.runtime.forked import ForkedCall
 from propylon.translate.parts import Part, RouteRange, describe, merge, route_ranges
@@ -116,17 +119,22 @@ def check_paths(paths: Sequence[str | Path]) -> Check:
 def _check_paths(paths: Sequence[str | Path]) -> Check:
     from propylon.standalone import build_from_resources
 
+    unread: list[ConfigError] = []
     try:
-        loaded = load_paths(paths, parallel=True)  # one-shot: every core is its own
+        texts = read_texts(paths, unread)
     except OSError as exc:
         return Check([Problem(f"cannot read configuration: {exc}", exc.filename)])
-    if loaded.errors:
-        return Check([Problem.from_config_error(e) for e in loaded.errors])
-    sources = _Sources(loaded.resources)
-    if _routes(loaded.resources) >= SPLIT_FROM_ROUTES and (os.cpu_count() or 1) > 1:
-        check = _split_check(loaded.resources, sources)
+    parsed = parse_all(texts)  # one-shot: every core is its own (begun by ``read_ahead``)
+    keys = [key for documents, _ in parsed for doc in documents
+            if (key := route_key(doc.data)) is not None]
+    if not unread and len(keys) >= SPLIT_FROM_ROUTES and (os.cpu_count() or 1) > 1:
+        check = _split_check(texts, parsed, keys)
         if check is not None:
             return check
+    loaded = load_parsed(texts, parsed)
+    if unread or loaded.errors:
+        return Check([Problem.from_config_error(e) for e in (*unread, *loaded.errors)])
+    sources = _Sources(loaded.resources)
     result = build_from_resources(loaded.resources, sealed=False)
     problems = [locate(error, sources) for error in result.errors]
     problems += [Problem.from_config_error(issue) for issue in result.issues]
@@ -142,14 +150,10 @@ def _check_paths(paths: Sequence[str | Path]) -> Check:
     return Check(problems, Built.of(snapshot))
 
 
-# From this many Routes, ``validate`` translates and checks them in two parts, one per core
-# (``translate/parts.py``): at 10,000 Routes that was half of its time, on one core.
+# From this many Routes, ``validate`` loads, translates and checks them in two parts, one per
+# core (``translate/parts.py``): at 10,000 Routes that was most of its time, on one core.
 SPLIT_FROM_ROUTES = 1_000
 _KEPT: list[object] = []  # what this process compiled, never freed (``validate`` exits)
-
-
-def _routes(resources: Sequence[Resource]) -> int:
-    return sum(1 for r in resources if r.kind == "Route")
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,13 +162,20 @@ class _PartCheck:
     compile_problem: str | None
 
 
-def _split_check(resources: Sequence[Resource], sources: Mapping[str, Source]) -> Check | None:
-    """The check of ``resources`` made in two parts, this process's and a forked child's,
-    or None when the parts cannot say what the whole would (``parts.merge``): the caller
-    then checks the whole."""
-    first, second = route_ranges(resources, (0.5, 0.5))
-    child = ForkedCall(functools.partial(_part_check, resources, second))
-    booked = translate_booked(resources, routes=first)
+def _split_check(
+    texts: Sequence[tuple[str, str]], parsed: Sequence[Parsed], keys: Sequence[str]
+) -> Check | None:
+    """The check made in two parts, this process's and a forked child's, each validating
+    and translating its own Routes (the other's only outlined), or None when the parts
+    cannot say what the whole would (a document with errors, or ``parts.merge``): the
+    caller then checks the whole."""
+    first, second = route_ranges(keys, (0.5, 0.5))
+    child = ForkedCall(functools.partial(_part_check, texts, parsed, second))
+    loaded = load_parsed(texts, parsed, outline=lambda key: key not in first)
+    if loaded.errors:
+        child.cancel()
+        return None
+    booked = translate_booked(loaded.resources, routes=first)
     own = _checked(booked)
     theirs = child.result()
     if own is None or theirs is None:
@@ -172,6 +183,7 @@ def _split_check(resources: Sequence[Resource], sources: Mapping[str, Source]) -
     merged = merge(booked, own.part, [theirs.part])
     if merged is None or not merged.translation.snapshot.gateways:
         return None
+    sources = _Sources(loaded.resources)
     issues = merged.translation.issues
     problems = [Problem.from_config_error(issue) for issue in issues]
     problems += unlocated_invalid(merged.translation.snapshot.statuses, issues, sources)
@@ -182,8 +194,12 @@ def _split_check(resources: Sequence[Resource], sources: Mapping[str, Source]) -
     return Check(problems, built)
 
 
-def _part_check(resources: Sequence[Resource], routes: RouteRange) -> _PartCheck | None:
-    return _checked(translate_booked(resources, routes=routes))
+def _part_check(texts: Sequence[tuple[str, str]], parsed: Sequence[Parsed],
+                routes: RouteRange) -> _PartCheck | None:
+    loaded = load_parsed(texts, parsed, outline=lambda key: key not in routes)
+    if loaded.errors:
+        return None
+    return _checked(translate_booked(loaded.resources, routes=routes))
 
 
 def _checked(booked: Booked) -> _PartCheck | None:

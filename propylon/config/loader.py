@@ -37,7 +37,8 @@ from propylon.config.errors import ConfigError, Source
 from propylon.config.files import read_texts
 from propylon.config.kubernetes import KubernetesObject, check_kind, is_kubernetes
 from propylon.config.parse_pool import Parsed, parse_each
-from propylon.config.resources import API_VERSION, KINDS, Resource
+from propylon.config.resources import API_VERSION, KINDS, Metadata, Resource, Route
+from propylon.config.route import RouteSpec, Rule
 from propylon.runtime.gc_pause import gc_paused
 
 DEFINED_TWICE = "defined twice"  # how the error about a second definition starts
@@ -109,16 +110,61 @@ def _load_paths(paths: Sequence[str | Path], parallel: bool) -> LoadResult:
     return result
 
 
-def load_parsed(texts: Sequence[tuple[str, str]], parsed: Sequence[Parsed]) -> LoadResult:
+def load_parsed(
+    texts: Sequence[tuple[str, str]], parsed: Sequence[Parsed],
+    outline: Callable[[str], bool] | None = None,
+) -> LoadResult:
     """What ``load_paths`` gives of files already read (``read_texts``) and parsed
     (``parse_all``), for a caller that also uses the documents: a resource defined twice
-    across them is an error as there. The files' cache is neither read nor written."""
+    across them is an error as there. The files' cache is neither read nor written.
+
+    ``outline``: the Routes whose key it accepts are not validated but outlined
+    (``outline_route``), for a process that translates only the other Routes but must know
+    every one (``translate/parts.py``); another process validates them."""
     result = LoadResult()
     seen: dict[tuple[str, str], Source] = {}
     with gc_paused():
         for (name, text), documents in zip(texts, parsed, strict=True):
-            _load_into(result, text, name, seen, documents)
+            _load_into(result, text, name, seen, documents, outline)
     return result
+
+
+def route_key(data: Any) -> str | None:
+    """The key of the Route ``data`` names plainly (a mapping of this API with a string name
+    and namespace), or None."""
+    if not isinstance(data, dict) or data.get("kind") != "Route" or data.get(
+            "apiVersion") != API_VERSION:
+        return None
+    meta = data.get("metadata")
+    if not isinstance(meta, dict):
+        return None
+    name, namespace = meta.get("name"), meta.get("namespace", "default")
+    return f"{namespace}/{name}" if isinstance(name, str) and isinstance(namespace, str) else None
+
+
+def outline_route(doc: Document, filename: str) -> Route | None:
+    """A Route made from ``doc`` without validating it, of what every translation step but
+    its own reads of a Route: its identity, labels, rule names and source; None if ``doc``
+    does not give them plainly (it is then validated as usual)."""
+    data = doc.data
+    meta, spec = data.get("metadata"), data.get("spec")
+    labels = meta.get("labels", {}) if isinstance(meta, dict) else None
+    rules = spec.get("rules") if isinstance(spec, dict) else None
+    if (not isinstance(labels, dict) or not isinstance(rules, list)
+            or not all(isinstance(rule, dict) for rule in rules)):
+        return None
+    names = [rule.get("name") for rule in rules]
+    if not all(name is None or isinstance(name, str) for name in names):
+        return None
+    route = Route.model_construct(
+        api_version=API_VERSION, kind="Route",
+        metadata=Metadata.model_construct(
+            name=meta["name"], namespace=meta.get("namespace", "default"), labels=labels),
+        spec=RouteSpec.model_construct(
+            rules=[Rule.model_construct(name=name, matches=[], policies=[]) for name in names],
+            hostnames=[]))
+    route._source = Source(filename, doc.line, doc.marks, doc.column)
+    return route
 
 
 class _FileCache:
@@ -192,12 +238,17 @@ def load_data(data: Any, filename: str = "<data>") -> LoadResult:
 
 def _load_into(
     result: LoadResult, text: str, filename: str, seen: dict[tuple[str, str], Source],
-    parsed: Parsed | None = None,
+    parsed: Parsed | None = None, outline: Callable[[str], bool] | None = None,
 ) -> None:
     documents, errors = parsed if parsed is not None else parse_documents(text, filename)
     result.errors.extend(errors)
     for doc in documents:
-        resource, doc_errors = _build(doc, filename)
+        outlined = None
+        if outline is not None:
+            key = route_key(doc.data)
+            if key is not None and outline(key):
+                outlined = outline_route(doc, filename)
+        resource, doc_errors = (outlined, []) if outlined is not None else _build(doc, filename)
         doc_errors.sort(key=lambda e: e.line or 0)
         if resource is not None and not _first_definition(resource, seen, doc_errors):
             resource = None

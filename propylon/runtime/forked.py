@@ -79,6 +79,15 @@ class ForkedCall(Generic[T]):
                     return pickle.loads(data)
         return self._call()
 
+    def cancel(self) -> None:
+        """Stop the child, if there is one, without its result."""
+        if self._pid:
+            with contextlib.suppress(OSError):
+                os.kill(self._pid, signal.SIGKILL)
+            os.close(self._read)
+            pid, self._pid = self._pid, 0
+            os.waitpid(pid, 0)
+
     def _collect(self) -> bytes | None:
         chunks = []
         try:

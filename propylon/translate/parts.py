@@ -24,10 +24,9 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from propylon.config import Resource
 from propylon.ir.codec import content_hash, rule_digests
 from propylon.translate import shadows
 from propylon.translate.gateway import build_upstreams
@@ -70,10 +69,10 @@ class Merged:
     rules: int
 
 
-def route_ranges(resources: Sequence[Resource], shares: Sequence[float]) -> list[RouteRange]:
-    """Ranges splitting the Routes of ``resources`` in key order, one per share (of their
-    count; the shares add up to 1)."""
-    keys = sorted({r.key for r in resources if r.kind == "Route"}) or [""]
+def route_ranges(keys: Iterable[str], shares: Sequence[float]) -> list[RouteRange]:
+    """Ranges splitting the Routes of ``keys`` in key order, one per share (of their count;
+    the shares add up to 1). Every key, of these Routes or any other, is in one range."""
+    keys = sorted(set(keys)) or [""]
     ends = list(itertools.accumulate(shares))[:-1]
     bounds = [keys[min(int(len(keys) * end), len(keys) - 1)] for end in ends]
     lows: list[str | None] = [None, *bounds]

@@ -23,10 +23,11 @@ def _check(paths: list[Path], split: bool, monkeypatch: pytest.MonkeyPatch) -> p
     return problems.check_paths(paths)
 
 
-def _same_both_ways(path: Path, monkeypatch: pytest.MonkeyPatch, merged: bool = True
+def _same_both_ways(path: Path, monkeypatch: pytest.MonkeyPatch, merged: bool | None = True
                     ) -> problems.Check:
     """Checked as a whole and in parts, with the same result; ``merged``: whether the parts'
-    results could be put together (else the split check translated the whole)."""
+    results could be put together (else the split check translated the whole; None: the
+    parts did not get that far)."""
     whole = _check([path], False, monkeypatch)
     made: list[object] = []
 
@@ -39,7 +40,10 @@ def _same_both_ways(path: Path, monkeypatch: pytest.MonkeyPatch, merged: bool = 
     assert split.to_json() == whole.to_json()
     assert [str(p) for p in split.problems] == [str(p) for p in whole.problems]
     assert split.built == whole.built
-    assert len(made) == 1 and (made[0] is not None) == merged
+    if merged is None:
+        assert not made
+    else:
+        assert len(made) == 1 and (made[0] is not None) == merged
     return whole
 
 
@@ -80,12 +84,32 @@ def test_problems_in_both_parts_are_each_reported_at_their_line(tmp_path, monkey
                  **r.headers_policy(request={"set": {"x-late": "1"}})),
         r.policy("wrong", [{"kind": "Route", "name": "r001", "sectionName": "nope"}],
                  **r.headers_policy(request={"set": {"x-w": "1"}})),
+        *[r.policy(f"named-{i}", [{"kind": "Route", "name": f"r{i:03d}", "sectionName": "api"}],
+                   **r.headers_policy(request={"set": {"x-n": "1"}})) for i in (2, ROUTES - 2)],
     ]
+    for index in (2, ROUTES - 2):
+        routes[index]["spec"]["rules"][0]["name"] = "api"
     whole = _same_both_ways(_write(tmp_path, *docs), monkeypatch)
     assert whole.failed
     text = "\n".join(str(p) for p in whole.problems)
     assert "r003" in text and f"r{ROUTES - 3:03d}" in text and "has no rule named" in text
     assert all(p.file and p.line for p in whole.problems if "missing" in p.message)
+
+
+@pytest.mark.parametrize("broken", [(3,), (ROUTES - 3,), (3, ROUTES - 3)],
+                         ids=["first-part", "second-part", "both"])
+def test_documents_with_errors_are_all_reported(tmp_path, monkeypatch, broken) -> None:
+    """Each part validates only its own Routes' documents: an error in either is reported
+    as the loader reports every error of a configuration, and nothing is translated."""
+    routes = _routes(ROUTES)
+    for index in broken:
+        routes[index]["spec"]["rules"][1]["forward"]["timeout"] = "soon"
+        routes[index]["spec"]["hostname"] = ["typo.example"]
+    whole = _same_both_ways(_write(tmp_path, r.gateway(8080), r.upstream("echo", 9000),
+                                   *routes), monkeypatch, merged=None)
+    assert whole.built is None and len(whole.problems) == 2 * len(broken), whole.problems
+    assert all(p.file and p.line for p in whole.problems)
+    assert sum("unknown field" in p.message for p in whole.problems) == len(broken)
 
 
 @pytest.mark.parametrize("shared", [False, True], ids=["own-tables", "one-table-for-all"])
@@ -127,7 +151,7 @@ def test_a_catch_all_and_a_disabled_gateway_check_the_same(tmp_path, monkeypatch
 
 def _parts(folder: Path) -> tuple[Any, ...]:
     resources = load_paths([folder]).resources
-    first, second = route_ranges(resources, (0.5, 0.5))
+    first, second = route_ranges([r.key for r in resources if r.kind == "Route"], (0.5, 0.5))
     booked = translate_booked(resources, routes=first)
     own = describe(booked)  # before the next translation: the shadow report's buckets
     return booked, own, describe(translate_booked(resources, routes=second))
