@@ -22,13 +22,14 @@ file's documents validated here while the next files are parsed.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from propylon.config._types import UNION_TAGS
@@ -156,15 +157,35 @@ def outline_route(doc: Document, filename: str) -> Route | None:
     names = [rule.get("name") for rule in rules]
     if not all(name is None or isinstance(name, str) for name in names):
         return None
-    route = Route.model_construct(
-        api_version=API_VERSION, kind="Route",
-        metadata=Metadata.model_construct(
-            name=meta["name"], namespace=meta.get("namespace", "default"), labels=labels),
-        spec=RouteSpec.model_construct(
-            rules=[Rule.model_construct(name=name, matches=[], policies=[]) for name in names],
-            hostnames=[]))
-    route._source = Source(filename, doc.line, doc.marks, doc.column)
-    return route
+    metadata = _unchecked(Metadata, {"name": meta["name"], "namespace": meta.get(
+        "namespace", "default"), "labels": labels})
+    route_spec = _unchecked(RouteSpec, {"rules": list(map(_outline_rule, names)),
+                                        "hostnames": []})
+    source = Source(filename, doc.line, doc.marks, doc.column)
+    return _unchecked(Route, {"api_version": API_VERSION, "kind": "Route", "metadata": metadata,
+                              "spec": route_spec}, {"_source": source})
+
+
+@functools.lru_cache(maxsize=1024)
+def _outline_rule(name: str | None) -> Rule:
+    """An outlined rule: its name (one object per name: rules are never modified)."""
+    return _unchecked(Rule, {"name": name, "matches": [], "forward": None, "redirect": None,
+                             "direct_response": None, "delegate": None, "policies": []})
+
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _unchecked(cls: type[_M], fields: dict[str, Any], private: dict[str, Any] | None = None
+               ) -> _M:
+    """``cls`` with every one of its ``fields`` given, as ``model_construct`` makes it without
+    looking for defaults (it took as long as validating)."""
+    made = cls.__new__(cls)
+    object.__setattr__(made, "__dict__", fields)
+    object.__setattr__(made, "__pydantic_fields_set__", set(fields))
+    object.__setattr__(made, "__pydantic_extra__", None)
+    object.__setattr__(made, "__pydantic_private__", private)
+    return made
 
 
 class _FileCache:
