@@ -174,3 +174,17 @@ def test_parts_split_the_routes_in_key_order(tmp_path) -> None:
     statuses = {s.key: s for s in merged.translation.snapshot.statuses if s.kind == "Route"}
     assert len(statuses) == ROUTES and all(s.gateways == ("default/gw",)
                                            for s in statuses.values())
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in EXAMPLES.iterdir() if p.is_dir()))
+def test_every_example_checks_the_same_in_parts(example, monkeypatch) -> None:
+    """Gateway API and Ingress objects, TLS, plugins, WAF, several Gateways: whatever the
+    parts could not be sure of, the result is the whole's."""
+    whole = _check([EXAMPLES / example], False, monkeypatch)
+    split = _check([EXAMPLES / example], True, monkeypatch)
+    assert split.to_json() == whole.to_json()
+    assert [str(p) for p in split.problems] == [str(p) for p in whole.problems]
+    assert split.built == whole.built
