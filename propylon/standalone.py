@@ -62,11 +62,13 @@ class BuildResult:
     issues: tuple[ConfigError, ...] = ()
 
 
-# A first build of at least this many Routes and RouteTables sends a part of the Routes to
-# be compiled first (``preview``); that part is this share of them, the first in key order
-# (the order of a Gateway's rules), so the whole is that part with rules appended.
+# A first build of at least this many Routes and RouteTables sends parts of the Routes to be
+# compiled first (``preview``), growing: each part is the first of these shares of them in key
+# order (the order of a Gateway's rules), so each part, and the whole, is the one before with
+# rules appended. The workers compile a part while the next is translated; the last part
+# compiled is what they still have to compile once the whole is translated.
 PREVIEW_MIN_ROUTES = 2000
-PREVIEW_SHARE = 0.65
+PREVIEW_SHARES = (0.35, 0.7)
 
 
 def build_snapshot(paths: Sequence[str | Path], *, parallel: bool = False,
@@ -77,9 +79,10 @@ def build_snapshot(paths: Sequence[str | Path], *, parallel: bool = False,
     are replaced and reported as warnings, like the control plane's statuses. Errors that
     name no resource refuse the whole set. ``parallel``: parse on every core
     (``load_paths``); ``read`` is called once the files are read, whatever came of it.
-    ``preview``: given, when the configuration is large and valid, the snapshot of all but
-    the last Routes in key order, before the whole is translated (the translation of those
-    Routes is then reused): the gateway's workers compile it meanwhile. ``sealed`` False:
+    ``preview``: given, when the configuration is large and valid, the snapshots of growing
+    parts of it (``PREVIEW_SHARES`` of the Routes in key order), each before the next is
+    translated (the translation of the Routes of one is reused in the next): the gateway's
+    workers compile each meanwhile. ``sealed`` False:
     the snapshot's version is left empty (for a command that does not show it)."""
     try:
         loaded = load_paths(paths, parallel=parallel)
@@ -98,27 +101,30 @@ def build_snapshot(paths: Sequence[str | Path], *, parallel: bool = False,
 
 def _send_preview(resources: Sequence[Resource],
                   preview: Callable[[ir.SnapshotIR], None]) -> None:
-    """The first part's snapshot to ``preview``, if there is one to send: what is served
-    never depends on it (a failure here only leaves the workers compiling the whole)."""
-    first = _preview_part(resources)
-    if first is None:
-        return
-    try:
-        result = build_from_resources(first)
-        if result.snapshot is not None and not result.warnings:
+    """Each part's snapshot to ``preview``, if there are parts to send: what is served never
+    depends on them (a failure here only leaves the workers compiling the rest)."""
+    for share in PREVIEW_SHARES:
+        part = _preview_part(resources, share)
+        if part is None:
+            return
+        try:
+            result = build_from_resources(part)
+            if result.snapshot is None or result.warnings:
+                return
             preview(result.snapshot)
-    except Exception:
-        log.exception("the first part of the configuration could not be sent ahead")
+        except Exception:
+            log.exception("a first part of the configuration could not be sent ahead")
+            return
 
 
-def _preview_part(resources: Sequence[Resource]) -> list[Resource] | None:
-    """Every resource but the last Routes in key order (RouteTables too: only those of the
-    Routes given are used), or None if there are too few."""
+def _preview_part(resources: Sequence[Resource], share: float) -> list[Resource] | None:
+    """Every resource but the last Routes in key order past ``share`` of them (RouteTables
+    too: only those of the Routes given are used), or None if there are too few."""
     routes = sorted((r.key, id(r)) for r in resources if r.kind == "Route")
     if len(routes) < 2 or len(routes) + sum(
             r.kind == "RouteTable" for r in resources) < PREVIEW_MIN_ROUTES:
         return None
-    later = {ident for _, ident in routes[int(len(routes) * PREVIEW_SHARE):]}
+    later = {ident for _, ident in routes[int(len(routes) * share):]}
     return [r for r in resources if id(r) not in later]
 
 

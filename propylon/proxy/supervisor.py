@@ -258,13 +258,18 @@ class Supervisor:
 
     def prepare(self, snapshot: ir.SnapshotIR) -> None:
         """Before the first install, send the workers ``snapshot`` (a first part of it) to
-        compile meanwhile, without serving it; the install is then a delta against it. Sent
-        and not waited for: a worker that could not prepare it is sent the whole IR."""
+        compile meanwhile, without serving it; the install is then a delta against it. A
+        part after the first is sent as a delta against the one before. Sent and not waited
+        for: a worker that could not prepare one refuses the deltas after it, and is sent
+        the whole IR."""
         if self.snapshot is not None:
             return
-        text = _Shipment(snapshot, None).text()
+        before = self.prepared
+        message: tuple[str, str | bytes] = (
+            ("prepare", _Shipment(snapshot, None).text()) if before is None
+            else ("prepare_delta", _Shipment(snapshot, before).delta()))
         for handle in self.handles:
-            handle.tell(("prepare", text))
+            handle.tell(message)
             handle.prepared = snapshot.version
         self.prepared = snapshot
         log.debug("sent the workers a first part of the configuration to compile (%d rules)",

@@ -12,7 +12,8 @@ request id (None for messages that need no answer); answers carry the id they an
   DELTA_REFUSED)`` and is sent the whole IR;
 - ``("prepare", ir_json)``, only before the first install: compile a first part of the
   configuration without serving it, as the base of the install that follows, a delta against
-  it (the supervisor translates the rest meanwhile: ``FileSource.start``), or a connected
+  it (the supervisor translates the rest meanwhile: ``FileSource.start``; a larger part
+  may follow first as ``("prepare_delta", delta_json)`` against it), or a connected
   proxy's first IR as the control plane sent it, while the supervisor checks it
   (``Supervisor.prepare_text``). Not answered: a worker that could not prepare it refuses
   the delta, and is sent the whole IR;
@@ -377,10 +378,17 @@ class WorkerChannel:
                 self._send(request_id, ("nack", version, str(exc)))
             else:
                 self._send(request_id, ("ack", version, *totals))
-        elif kind == "prepare":
+        elif kind in ("prepare", "prepare_delta"):
             try:
                 with gc_paused():
-                    self.worker.prepare(ir.loads(message[1]))
+                    held = self.worker.prepared
+                    if kind == "prepare":
+                        part = ir.loads(message[1])
+                    elif held is None:
+                        raise DeltaBaseMismatch("no first part compiled")
+                    else:
+                        part = loads_delta(message[1], held)
+                    self.worker.prepare(part)
             except Exception as exc:  # the install will be sent whole
                 log.warning("could not compile a first part of the configuration ahead (it "
                             "will be compiled whole): %s", exc)

@@ -1,8 +1,9 @@
 """``build_snapshot``'s ``preview`` (``propylon run``'s first build of a large configuration):
-the snapshot of all but the last Routes in key order, given before the whole is translated;
-the whole then has that snapshot's rules as its first rules, the same objects (the workers
-compiled them: the install is a delta against it), and the version a build without it gives.
-Not given for a small configuration, nor one with invalid resources."""
+the snapshots of growing parts of the Routes in key order, each given before the next is
+translated; each part, and the whole, then has the part before's rules as its first rules,
+the same objects (the workers compiled them: what is sent next is a delta against it), and
+the whole the version a build without parts gives. Not given for a small configuration, nor
+one with invalid resources."""
 
 from __future__ import annotations
 
@@ -33,11 +34,15 @@ def test_the_first_routes_are_given_first_and_the_whole_extends_them(tmp_path: P
     write(tmp_path / "config", 40)
     given: list[ir.SnapshotIR] = []
     result = standalone.build_snapshot([tmp_path / "config"], preview=given.append)
-    assert result.snapshot is not None and len(given) == 1
-    first, whole = given[0].gateways[0].rules, result.snapshot.gateways[0].rules
-    assert len(first) == int(40 * standalone.PREVIEW_SHARE)
-    assert [rule.route for rule in first] == [f"Route default/r{i:03d}" for i in range(len(first))]
-    assert all(a is b for a, b in zip(first, whole[:len(first)], strict=True))
+    assert result.snapshot is not None and len(given) == len(standalone.PREVIEW_SHARES) == 2
+    parts = [snapshot.gateways[0].rules for snapshot in given]
+    whole = result.snapshot.gateways[0].rules
+    for part, share in zip(parts, standalone.PREVIEW_SHARES, strict=True):
+        assert len(part) == int(40 * share)
+        assert [rule.route for rule in part] == [f"Route default/r{i:03d}"
+                                                 for i in range(len(part))]
+    for part, after in zip(parts, [*parts[1:], whole], strict=True):
+        assert all(a is b for a, b in zip(part, after[:len(part)], strict=True))
     assert len(whole) == 40
     again = standalone.build_snapshot([tmp_path / "config"])
     assert again.snapshot is not None and again.snapshot.version == result.snapshot.version
@@ -71,12 +76,14 @@ def test_routes_delegating_to_many_tables_are_previewed_by_route(tmp_path: Path)
     (folder / "all.yaml").write_text(r.dump(*docs))
     given: list[ir.SnapshotIR] = []
     result = standalone.build_snapshot([folder], preview=given.append)
-    assert result.snapshot is not None and not result.warnings and len(given) == 1
-    first, whole = given[0].gateways[0].rules, result.snapshot.gateways[0].rules
-    # int(3 * 0.65) = 1 Route: the tables it delegates to
+    assert result.snapshot is not None and not result.warnings and len(given) == 2
+    first, second = (snapshot.gateways[0].rules for snapshot in given)
+    whole = result.snapshot.gateways[0].rules
+    # int(3 * 0.35) = 1 Route: the tables it delegates to; int(3 * 0.7) = 2 Routes
     assert {rule.route for rule in first} == {f"RouteTable default/t0-{i}" for i in range(8)}
-    assert len(first) == 8 and len(whole) == 24
-    assert all(a is b for a, b in zip(first, whole[:8], strict=True))
+    assert len(first) == 8 and len(second) == 16 and len(whole) == 24
+    assert all(a is b for a, b in zip(second, whole[:16], strict=True))
+    assert all(a is b for a, b in zip(first, second[:8], strict=True))
 
 
 def test_a_preview_that_fails_changes_nothing_served(tmp_path: Path) -> None:
