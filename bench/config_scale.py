@@ -3,6 +3,7 @@ serving, and to change, and how much memory it holds. Not a test. Run
 
     python bench/config_scale.py --routes 1000 [--delegation] [--workers 1] [--reloads 50]
     python bench/config_scale.py --routes 10000 --phases      # in-process stage timings
+    python bench/config_scale.py --routes 10000 --rounds 6 --against ../main-checkout
 
 It writes a configuration into a temporary folder: one Gateway, one Upstream (a local echo
 server), ``--routes`` Routes of 4 rules each (prefix, exact with a method, header-conditioned,
@@ -19,6 +20,9 @@ by label. Then it measures, printing one line per figure:
   ``--reloads`` more changes alternating between two versions of one file (growth there is
   a leak: the same two configurations are installed again and again).
 
+``--rounds N`` measures ``validate`` and ``start`` N times (median and range: this machine's
+speed varies by a third from one minute to the next); ``--against TREE`` measures another
+checkout's too, alternated with this one's in each round (an A/B in the same minutes).
 ``--phases`` runs the stages in this process instead (load, translate, policy check, compile,
 IR encode/decode) and prints each one's time: what to profile. Every process started is
 stopped by PID at the end.
@@ -222,18 +226,41 @@ def load_note() -> str:
 
 
 # -- the measurements ----------------------------------------------------------------------
-def measure_validate(folder: Path) -> str:
+def measure_validate(folder: Path, tree: Path = REPO) -> tuple[float, float]:
+    """``propylon validate`` of ``folder`` with the package of ``tree``: wall and cpu time."""
     before = os.times()
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "propylon", "validate", str(folder)],
-                          cwd=REPO, capture_output=True, text=True, check=False)
+                          cwd=tree, capture_output=True, text=True, check=False)
     took = time.perf_counter() - start
     after = os.times()
     if done.returncode != 0:
         raise SystemExit(f"validate failed:\n{done.stderr[-2000:]}")
     cpu = (after.children_user - before.children_user
            + after.children_system - before.children_system)
-    return f"{took:8.2f} s  (cpu {cpu:.2f} s)"
+    return took, cpu
+
+
+def spread(label: str, figures: list[float], what: str = "") -> str:
+    """One figure as is; several as their median, range and count (this machine's speed
+    varies by a third from one minute to the next: one round proves little)."""
+    if len(figures) == 1:
+        return f"{label:<15} {figures[0]:8.2f} s{what}"
+    return (f"{label:<15} median {statistics.median(figures):.2f} s  ({min(figures):.2f}-"
+            f"{max(figures):.2f} s over {len(figures)} rounds){what}")
+
+
+def trees_in_rounds(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    """The trees measured in each round, this one last (its gateway is kept running)."""
+    against = [("against", Path(args.against).resolve())] if args.against else []
+    return [*against, ("this", REPO)]
+
+
+def in_order(trees: list[tuple[str, Path]], round_: int, rounds: int
+             ) -> list[tuple[str, Path]]:
+    """``trees`` in the order of ``round_``: reversed every other round (the one measured
+    second may find the machine busier), as given in the last."""
+    return trees if (rounds - 1 - round_) % 2 == 0 else trees[::-1]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -243,31 +270,38 @@ def cpu_seconds(pid: int) -> float:
 
 
 def run_gateway(args: argparse.Namespace, tmp: Path) -> None:
-    port, echo, admin = free_port(), free_port(), free_port()
+    port, echo = free_port(), free_port()
     folder = tmp / "config"
     write_config(folder, args.routes, args.delegation, port, echo)
     kind = "RouteTables" if args.delegation else "Routes"
     print(f"{args.routes} {kind} x 4 rules, {args.workers} worker(s); {load_note()}", flush=True)
-    print(f"validate        {measure_validate(folder)}", flush=True)
+    trees = trees_in_rounds(args)
+    checks: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in trees}
+    for round_ in range(args.rounds):  # alternated: each tree in the same minutes
+        for name, tree in in_order(trees, round_, args.rounds):
+            checks[name].append(measure_validate(folder, tree))
+    for name, _ in trees:
+        label = "validate" if name == "this" else "validate (against)"
+        cpu = statistics.median(c for _, c in checks[name])
+        print(spread(label, [t for t, _ in checks[name]], f"  (cpu {cpu:.2f} s)"), flush=True)
     started: list[subprocess.Popen[bytes]] = []
     try:
         started.append(subprocess.Popen(
             [sys.executable, "-m", "propylon.demo.echo_server", "--port", str(echo),
              "--name", "bench"], cwd=REPO, stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL))
-        begin = time.perf_counter()
-        gateway = subprocess.Popen(
-            [sys.executable, "-m", "propylon", "run", str(folder), "--workers",
-             str(args.workers), "--admin", f"127.0.0.1:{admin}", "--access-log", "off"],
-            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        starts: dict[str, list[float]] = {name: [] for name, _ in trees}
+        for round_ in range(args.rounds):
+            for name, tree in in_order(trees, round_, args.rounds):
+                gateway, logs, took, cpu_text = start_gateway(args, folder, port, tree)
+                starts[name].append(took)
+                if round_ < args.rounds - 1 or name != "this":
+                    stop(gateway)
         started.append(gateway)
-        logs = LogWatch(gateway.stderr)
-        probe = "/g0/t0/ping" if args.delegation else "/r0/ping"
-        wait_for(lambda: answers(port, probe), 600, "first answer")
-        took = time.perf_counter() - begin
-        cpu = ", ".join(f"{cpu_seconds(p):.2f}" for p in (gateway.pid, *children(gateway.pid)))
-        print(f"start           {took:8.2f} s to the first answer (cpu so far: supervisor, "
-              f"workers: {cpu} s)", flush=True)
+        for name, _ in trees:
+            label = "start" if name == "this" else "start (against)"
+            last = f" (cpu so far: supervisor, workers: {cpu_text} s)" if name == "this" else ""
+            print(spread(label, starts[name], " to the first answer" + last), flush=True)
         wait_for(lambda: len(children(gateway.pid)) >= args.workers, 30, "workers")
         time.sleep(1.0)
         print(f"memory at start  {memory(gateway.pid)}", flush=True)
@@ -278,6 +312,28 @@ def run_gateway(args: argparse.Namespace, tmp: Path) -> None:
     finally:
         for process in reversed(started):
             stop(process)
+
+
+def start_gateway(
+    args: argparse.Namespace, folder: Path, port: int, tree: Path
+) -> tuple[subprocess.Popen[bytes], LogWatch, float, str]:
+    """``propylon run`` of ``folder`` with the package of ``tree``, once it has answered its
+    first request: the process, its log, the time that took and the cpu time so far."""
+    begin = time.perf_counter()
+    gateway = subprocess.Popen(
+        [sys.executable, "-m", "propylon", "run", str(folder), "--workers",
+         str(args.workers), "--admin", f"127.0.0.1:{free_port()}", "--access-log", "off"],
+        cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    logs = LogWatch(gateway.stderr)
+    probe = "/g0/t0/ping" if args.delegation else "/r0/ping"
+    try:
+        wait_for(lambda: answers(port, probe), 600, "first answer")
+    except BaseException:
+        stop(gateway)
+        raise
+    took = time.perf_counter() - begin
+    cpu = ", ".join(f"{cpu_seconds(p):.2f}" for p in (gateway.pid, *children(gateway.pid)))
+    return gateway, logs, took, cpu
 
 
 def measure_changes(
@@ -406,6 +462,11 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=5)
     parser.add_argument("--reloads", type=int, default=0)
     parser.add_argument("--phases", action="store_true")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="validate and start this many times each (median and range)")
+    parser.add_argument("--against", metavar="TREE",
+                        help="another checkout (built as it runs): its validate and start "
+                             "are measured too, alternated with this tree's in each round")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="propylon-scale-"))
     try:
