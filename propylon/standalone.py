@@ -103,10 +103,13 @@ def _send_preview(resources: Sequence[Resource],
                   preview: Callable[[ir.SnapshotIR], None]) -> None:
     """Each part's snapshot to ``preview``, if there are parts to send: what is served never
     depends on them (a failure here only leaves the workers compiling the rest)."""
+    routes = sorted((r.key, id(r)) for r in resources if r.kind == "Route")
+    if len(routes) < 2 or len(routes) + sum(
+            r.kind == "RouteTable" for r in resources) < PREVIEW_MIN_ROUTES:
+        return
     for share in PREVIEW_SHARES:
-        part = _preview_part(resources, share)
-        if part is None:
-            return
+        later = {ident for _, ident in routes[int(len(routes) * share):]}
+        part = [r for r in resources if id(r) not in later]
         try:
             result = build_from_resources(part)
             if result.snapshot is None or result.warnings:
@@ -115,17 +118,6 @@ def _send_preview(resources: Sequence[Resource],
         except Exception:
             log.exception("a first part of the configuration could not be sent ahead")
             return
-
-
-def _preview_part(resources: Sequence[Resource], share: float) -> list[Resource] | None:
-    """Every resource but the last Routes in key order past ``share`` of them (RouteTables
-    too: only those of the Routes given are used), or None if there are too few."""
-    routes = sorted((r.key, id(r)) for r in resources if r.kind == "Route")
-    if len(routes) < 2 or len(routes) + sum(
-            r.kind == "RouteTable" for r in resources) < PREVIEW_MIN_ROUTES:
-        return None
-    later = {ident for _, ident in routes[int(len(routes) * share):]}
-    return [r for r in resources if id(r) not in later]
 
 
 def build_from_resources(

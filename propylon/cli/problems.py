@@ -137,17 +137,27 @@ def _check_paths(paths: Sequence[str | Path]) -> Check:
     sources = _Sources(loaded.resources)
     result = build_from_resources(loaded.resources, sealed=False)
     problems = [locate(error, sources) for error in result.errors]
-    problems += [Problem.from_config_error(issue) for issue in result.issues]
     if result.snapshot is None:
-        return Check(problems)
+        return Check(problems + [Problem.from_config_error(i) for i in result.issues])
     # the check compiles in a child while the snapshot is hashed for its version here
     compiled = ForkedCall(functools.partial(_compile_problem, result.snapshot, []))
     snapshot = seal(result.snapshot)
-    problems += unlocated_invalid(snapshot.statuses, result.issues, sources)
-    compile_problem = compiled.result()
+    problems += translation_problems(result.issues, snapshot.statuses, compiled.result(),
+                                     sources)
+    return Check(problems, Built.of(snapshot))
+
+
+def translation_problems(
+    issues: Sequence[ConfigError], statuses: Sequence[StatusIR], compile_problem: str | None,
+    sources: Mapping[str, Source],
+) -> list[Problem]:
+    """A translation's issues, its Invalid resources without one, and what compiling it
+    refused, in that order."""
+    problems = [Problem.from_config_error(issue) for issue in issues]
+    problems += unlocated_invalid(statuses, issues, sources)
     if compile_problem is not None:
         problems.append(locate(compile_problem, sources))
-    return Check(problems, Built.of(snapshot))
+    return problems
 
 
 # From this many Routes, ``validate`` loads, translates and checks them in two parts, one per
@@ -183,14 +193,11 @@ def _split_check(
     merged = merge(booked, own.part, [theirs.part])
     if merged is None or not merged.translation.snapshot.gateways:
         return None
-    sources = _Sources(loaded.resources)
-    issues = merged.translation.issues
-    problems = [Problem.from_config_error(issue) for issue in issues]
-    problems += unlocated_invalid(merged.translation.snapshot.statuses, issues, sources)
-    compile_problem = own.compile_problem or theirs.compile_problem
-    if compile_problem is not None:
-        problems.append(locate(compile_problem, sources))
-    built = Built(len(merged.translation.snapshot.gateways), merged.rules, merged.version)
+    translation = merged.translation
+    problems = translation_problems(
+        translation.issues, translation.snapshot.statuses,
+        own.compile_problem or theirs.compile_problem, _Sources(loaded.resources))
+    built = Built(len(translation.snapshot.gateways), merged.rules, merged.version)
     return Check(problems, built)
 
 

@@ -133,14 +133,13 @@ def load_parsed(
 def route_key(data: Any) -> str | None:
     """The key of the Route ``data`` names plainly (a mapping of this API with a string name
     and namespace), or None."""
-    if not isinstance(data, dict) or data.get("kind") != "Route" or data.get(
-            "apiVersion") != API_VERSION:
+    if not isinstance(data, dict) or data.get("apiVersion") != API_VERSION:
         return None
-    meta = data.get("metadata")
-    if not isinstance(meta, dict):
+    kind, key = _identity(data)
+    if kind != "Route" or key is None or not isinstance(
+            data["metadata"].get("namespace", ""), str):
         return None
-    name, namespace = meta.get("name"), meta.get("namespace", "default")
-    return f"{namespace}/{name}" if isinstance(name, str) and isinstance(namespace, str) else None
+    return key
 
 
 def outline_route(doc: Document, filename: str) -> Route | None:

@@ -674,10 +674,11 @@ def content_hash(
         gateways.append(form)
     data["gateways"] = gateways
     data["statuses"] = _list_digest(memo, "statuses", snapshot.statuses)
-    for name in memo.digested.keys() - used if rule_digests is None else ():
-        gone = memo.digested.pop(name, None)  # a Gateway gone: its rules are not kept
-        if gone is not None:
-            _forget(memo, gone[0], set())
+    if rule_digests is None:  # a Gateway gone: its rules are not kept
+        for name in memo.digested.keys() - used:
+            gone = memo.digested.pop(name, None)
+            if gone is not None:
+                _forget(memo, gone[0], set())
     return hashlib.sha256(_text(data).encode()).hexdigest()[:16]
 
 
