@@ -21,6 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from propylon import ir
 from propylon.admin.cache_purge import purge_request
 from propylon.admin.redact import redact
+from propylon.ir.jsontext import json_sorted
 from propylon.observability.certificates import certificate_families
 from propylon.observability.exposition import render, snapshot_families
 from propylon.observability.metrics import class_counts, merge_snapshots
@@ -182,8 +183,11 @@ def readable_counters(snapshot: dict[str, Any]) -> dict[str, Any]:
 
 
 def _config_document(snapshot: ir.SnapshotIR | None) -> bytes:
+    """The IR served, secrets redacted, as compact JSON: indented, 10,000 Routes made 37 MB
+    in 1.9 s (the json module encodes indented output in Python), against 16 MB in 0.3 s."""
     with gc_paused():
-        return _json(redact(ir.to_data(snapshot)) if snapshot is not None else None)
+        data = redact(ir.to_data(snapshot)) if snapshot is not None else None
+        return json_sorted(data).encode() + b"\n"
 
 
 def _json(data: Any) -> bytes:

@@ -105,6 +105,19 @@ def test_redact_hides_secret_fields_only() -> None:
                             "apiKey": REDACTED, "token": ""}, "list": [{"secret": REDACTED}]}
 
 
+def test_redact_names_every_spelling_each_time_and_copies() -> None:
+    """Field names are judged once and remembered: every spelling, asked again, is judged
+    the same; values of other types are copied, scalars kept, nothing shared with the input."""
+    data = {"Private-Key": "k", "private_key": "k", "PRIVATEKEY": "k", "api_keys": ["a"],
+            "nested": [[{"Salt": "s", "n": 1}], "text", 2.5, None, True], "kept": {"a": "b"}}
+    want = {"Private-Key": REDACTED, "private_key": REDACTED, "PRIVATEKEY": REDACTED,
+            "api_keys": REDACTED, "nested": [[{"Salt": REDACTED, "n": 1}], "text", 2.5, None,
+                                             True], "kept": {"a": "b"}}
+    first, second = redact(data), redact(data)
+    assert first == second == want
+    assert first["kept"] is not data["kept"] and first["nested"] is not data["nested"]
+
+
 @pytest.mark.parametrize(
     "value", [b"", b"key", b" key", b"key \t", b"\tkey", b"k e y", b" ", b"\x0bkey\x0c"])
 def test_trimmed_is_strip(value: bytes) -> None:
