@@ -13,6 +13,7 @@ by label. Then it measures, printing one line per figure:
 
 - ``validate``: ``propylon validate FOLDER`` wall time;
 - ``start``: from launching ``propylon run`` to the first 200 on the listener;
+- ``admin /config``: the time and size of the admin listener's dump of the IR served;
 - ``change``: a file of the folder rewritten with one more route (the watcher picks it up),
   until the supervisor logs the version installed on every worker (it logs only once all of
   them answered ``ack``), then until the new route answers; median and max of ``--changes``;
@@ -270,7 +271,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def run_gateway(args: argparse.Namespace, tmp: Path) -> None:
-    port, echo = free_port(), free_port()
+    port, echo, args.admin = free_port(), free_port(), free_port()
     folder = tmp / "config"
     write_config(folder, args.routes, args.delegation, port, echo)
     kind = "RouteTables" if args.delegation else "Routes"
@@ -305,6 +306,7 @@ def run_gateway(args: argparse.Namespace, tmp: Path) -> None:
         wait_for(lambda: len(children(gateway.pid)) >= args.workers, 30, "workers")
         time.sleep(1.0)
         print(f"memory at start  {memory(gateway.pid)}", flush=True)
+        measure_config_dump(args.admin)
         measure_changes(args, folder, port, logs, gateway.pid)
         print(f"memory after {args.changes} changes  {memory(gateway.pid)}", flush=True)
         if args.reloads:
@@ -322,7 +324,7 @@ def start_gateway(
     begin = time.perf_counter()
     gateway = subprocess.Popen(
         [sys.executable, "-m", "propylon", "run", str(folder), "--workers",
-         str(args.workers), "--admin", f"127.0.0.1:{free_port()}", "--access-log", "off"],
+         str(args.workers), "--admin", f"127.0.0.1:{args.admin}", "--access-log", "off"],
         cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     logs = LogWatch(gateway.stderr)
     probe = "/g0/t0/ping" if args.delegation else "/r0/ping"
@@ -334,6 +336,20 @@ def start_gateway(
     took = time.perf_counter() - begin
     cpu = ", ".join(f"{cpu_seconds(p):.2f}" for p in (gateway.pid, *children(gateway.pid)))
     return gateway, logs, took, cpu
+
+
+def measure_config_dump(admin: int) -> None:
+    """The admin listener's ``/config`` (the IR served, secrets redacted): its time and size."""
+    begin = time.perf_counter()
+    connection = http.client.HTTPConnection("127.0.0.1", admin, timeout=120)
+    try:
+        connection.request("GET", "/config")
+        response = connection.getresponse()
+        body = response.read()
+    finally:
+        connection.close()
+    print(f"admin /config   {time.perf_counter() - begin:6.2f} s  {len(body) / 2**20:.1f} MiB "
+          f"(status {response.status})", flush=True)
 
 
 def measure_changes(
