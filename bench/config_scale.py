@@ -307,6 +307,7 @@ def run_gateway(args: argparse.Namespace, tmp: Path) -> None:
         time.sleep(1.0)
         print(f"memory at start  {memory(gateway.pid)}", flush=True)
         measure_config_dump(args.admin)
+        print(f"memory after /config  {memory(gateway.pid)}", flush=True)
         measure_changes(args, folder, port, logs, gateway.pid)
         print(f"memory after {args.changes} changes  {memory(gateway.pid)}", flush=True)
         if args.reloads:

@@ -50,6 +50,7 @@ from propylon.runtime.chain_memo import ChainMemo
 from propylon.runtime.check_memo import ProvenRules
 from propylon.runtime.compile import Services, compile_snapshot
 from propylon.runtime.gc_pause import gc_paused
+from propylon.runtime.heap_trim import settle_heap
 
 if TYPE_CHECKING:
     from propylon.proxy.resolver import Resolver
@@ -569,6 +570,7 @@ async def run_supervisor(
         log.error("cannot start: %s", exc)
         await supervisor.drain()
         return 1
+    settle_heap()  # what the first build freed; large blocks given back from now on
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
