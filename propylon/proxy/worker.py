@@ -62,6 +62,7 @@ from propylon.runtime.compile import Services, compile_snapshot, refresh_cluster
 from propylon.runtime.compiled import Cluster, Runtime
 from propylon.runtime.discovery import Answer, DnsQuery
 from propylon.runtime.gc_pause import gc_paused
+from propylon.runtime.heap_trim import settle_heap
 
 log = logging.getLogger("propylon.worker")
 
@@ -130,9 +131,12 @@ class Worker:
         for listener in new.values():
             assert listener.acceptor is not None
             listener.acceptor.start()
+        first = self.snapshot is None
         self.runtime = runtime
         self.snapshot = snapshot
         self._retain_pools()
+        if first:  # once the text it came in is freed (the message handled)
+            asyncio.get_running_loop().call_soon(settle_heap)
 
     def _retain_pools(self) -> None:
         """Close the pools no endpoint of the runtime uses (their busy connections finish)."""
