@@ -78,6 +78,12 @@ def policy(name: str, target_refs: list[Doc], namespace: str = "default", **spec
     return _resource("Policy", name, namespace, {"targetRefs": target_refs, **spec}, None)
 
 
+def consumer(name: str, credentials: Doc, namespace: str = "default",
+             labels: dict | None = None) -> Doc:
+    """A Consumer with ``credentials`` (``apiKeys``, ``basicAuth``, ``jwt`` ...)."""
+    return _resource("Consumer", name, namespace, {"credentials": credentials}, labels)
+
+
 def rule(
     path: Doc | None = None,
     *,

@@ -13,37 +13,9 @@ from propylon.admin.config_dump import _HOLE, _written_in_pieces, config_documen
 from propylon.admin.redact import REDACTED, redact
 from propylon.ir.jsontext import json_sorted
 from propylon.standalone import build_snapshot
+from tests.support import resources as r
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
-
-CONFIG = """\
-apiVersion: propylon.dev/v1
-kind: Gateway
-metadata: {name: gw}
-spec:
-  listeners: [{name: web, port: 8080, protocol: HTTP}]
-  invalidRouteResponse: {status: 503, body: BODY}
----
-apiVersion: propylon.dev/v1
-kind: Consumer
-metadata: {name: acme}
-spec:
-  credentials:
-    apiKeys: [{secretRef: {file: acme.key}}]
-    basicAuth: [{username: alice, secretRef: {file: alice.password}}]
----
-apiVersion: propylon.dev/v1
-kind: Route
-metadata: {name: api}
-spec:
-  rules:
-    - matches: [{path: {prefix: /a}}]
-      policies: [{apiKey: {}}]
-      directResponse: {status: 200, body: "ok"}
-    - matches: [{path: {prefix: /b}}]
-      forward: {backends: [{upstream: missing}]}
-"""
-
 
 def _whole(snapshot: ir.SnapshotIR) -> bytes:
     return (json_sorted(redact(ir.to_data(snapshot))) + "\n").encode()
@@ -52,7 +24,15 @@ def _whole(snapshot: ir.SnapshotIR) -> bytes:
 def _snapshot(tmp_path: Path, body: str = "unavailable") -> ir.SnapshotIR:
     (tmp_path / "acme.key").write_text("key-of-acme-0123")
     (tmp_path / "alice.password").write_text("password-of-alice")
-    (tmp_path / "gw.yaml").write_text(CONFIG.replace("BODY", json.dumps(body)))
+    (tmp_path / "gw.yaml").write_text(r.dump(
+        r.gateway(8080, invalidRouteResponse={"status": 503, "body": body}),
+        r.consumer("acme", {"apiKeys": [{"secretRef": {"file": "acme.key"}}],
+                            "basicAuth": [{"username": "alice",
+                                           "secretRef": {"file": "alice.password"}}]}),
+        r.route("api", rules=[
+            r.rule({"prefix": "/a"}, policies=[{"apiKey": {}}],
+                   directResponse={"status": 200, "body": "ok"}),
+            r.rule({"prefix": "/b"}, forward=r.forward("missing"))])))
     built = build_snapshot([tmp_path])
     assert built.snapshot is not None, built.errors
     return built.snapshot
