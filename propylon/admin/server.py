@@ -89,7 +89,7 @@ async def answer(supervisor: Supervisor, method: bytes, path: bytes, accept: str
     if path == b"/ready":
         return (200, b"ready\n", _TEXT) if supervisor.ready() else (503, b"not ready\n", _TEXT)
     if path == b"/config":
-        # 10,000 Routes: 40 MB of JSON, seconds of work, kept off the supervisor's event loop
+        # 10,000 Routes: 17 MB of JSON, a second of work, kept off the supervisor's event loop
         return 200, await asyncio.to_thread(config_document, supervisor.snapshot), _JSON
     if path == b"/metrics":
         body, content_type = await metrics_exposition(supervisor, accept)

@@ -1,4 +1,4 @@
-"""The supervisor's heap, settled once its first configuration serves.
+"""A process's heap, settled once its first configuration serves (the supervisor, a worker).
 
 glibc's allocator raises its mmap threshold to the largest block freed so far (up to 32
 MiB): once a configuration of 10,000 Routes has been encoded (strings of tens of megabytes),
@@ -14,7 +14,6 @@ freed (``malloc_trim``). Elsewhere than glibc it does nothing.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 from typing import Any
 
 M_MMAP_THRESHOLD = -3  # glibc's malloc.h
@@ -22,7 +21,7 @@ MMAP_THRESHOLD = 4 << 20
 
 _LIBC: Any = None
 try:
-    _LIBC = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    _LIBC = ctypes.CDLL(None)  # the process's own symbols: the C library's among them
     _LIBC.mallopt, _LIBC.malloc_trim  # noqa: B018 (glibc's, or not glibc)
 except (OSError, AttributeError):
     _LIBC = None
