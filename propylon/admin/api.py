@@ -58,7 +58,7 @@ from propylon.controlplane.resources import (
     validate,
 )
 from propylon.controlplane.rollout import RolloutRefused
-from propylon.controlplane.state import ControlState, answers
+from propylon.controlplane.state import ControlState, answers_text
 from propylon.controlplane.store import BatchTooLarge, Conflict, StoreError
 from propylon.controlplane.ui import Dashboard, Explainer
 from propylon.ir import schema
@@ -79,10 +79,11 @@ def _json(status: int, data: Any, headers: list[tuple[str, str]] | None = None) 
 
 
 def _listing(kind: str, items: Sequence[StoredResource]) -> Reply:
-    """A kind's resources, written compactly: indenting is Python's own encoder, which took
-    1.5 s for 10,000 Routes where the C one takes a tenth of that."""
-    body = json_sorted({"kind": kind, "items": answers(items)}).encode() + b"\n"
-    return Reply(200, body, headers=[])
+    """A kind's resources, written compactly (indenting is Python's own encoder, which took
+    1.5 s for 10,000 Routes where the C one takes a tenth of that): the text
+    ``json_sorted({"items": ..., "kind": kind})`` gives, the items written one at a time."""
+    text = '{"items":' + answers_text(items) + ',"kind":' + json_sorted(kind) + "}"
+    return Reply(200, text.encode() + b"\n", headers=[])
 
 
 def _error(status: int, message: str, reasons: list[str] | None = None) -> Reply:

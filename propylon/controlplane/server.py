@@ -16,6 +16,7 @@ from propylon.controlplane.state import ControlState
 from propylon.controlplane.store import open_store
 from propylon.controlplane.token import load_or_create_token
 from propylon.controlplane.ui import Explainer
+from propylon.runtime.heap_trim import settle_heap
 
 log = logging.getLogger("propylon.controlplane")
 
@@ -47,6 +48,7 @@ async def run_control(
     state = ControlState(store, replica=f"{socket.gethostname()}:{os.getpid()}")
     api = ControlAPI(state, token, secure=tls is not None, explainer=explainer)
     server = await httpd.serve(api.handle, host, port, tls)
+    settle_heap()  # large blocks (listings, IR texts) given back when freed
     translator = asyncio.ensure_future(state.run())
     rollouts = asyncio.ensure_future(state.watch_rollouts())
     log.info("control plane on %s://%s:%d, store %s, token in %s",

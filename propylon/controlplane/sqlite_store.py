@@ -255,8 +255,9 @@ class _Listing:
             for kind, namespace, name, data, version in rows:
                 key = (kind, namespace, name)
                 added = added or key not in by_key
-                by_key[key] = StoredResource(kind, namespace, name, json.loads(data),
-                                             str(version))
+                # through the decoded data a listing of one kind hands out too: the same
+                # dictionaries (a listing of 10,000 Routes held a second copy of them all)
+                by_key[key] = decoded.item(kind, namespace, name, str(version), data)
         if count != len(by_key):  # some were deleted: keep the keys still stored
             kept = set(db.execute("SELECT kind, namespace, name FROM resources").fetchall())
             gone = by_key.keys() - kept

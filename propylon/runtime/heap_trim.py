@@ -1,4 +1,5 @@
-"""A process's heap, settled once its first configuration serves (the supervisor, a worker).
+"""A process's heap, settled: the supervisor's and a worker's once their first configuration
+serves, the control plane's when it starts.
 
 glibc's allocator raises its mmap threshold to the largest block freed so far (up to 32
 MiB): once a configuration of 10,000 Routes has been encoded (strings of tens of megabytes),

@@ -181,7 +181,8 @@ def test_a_listing_shows_what_each_get_shows(plane: ControlPlane) -> None:
     def listing_matches_gets() -> None:
         for kind in ("gateway", "upstream", "route"):
             status, listed = plane.get(f"/v1/resources/{kind}")
-            assert status == 200 and listed["items"]
+            assert status == 200 and listed["items"] and listed["kind"] == kind.capitalize()
+            assert set(listed) == {"items", "kind"}
             for item in listed["items"]:
                 meta = item["metadata"]
                 one = plane.get(f"/v1/resources/{kind}/{meta['namespace']}/{meta['name']}")[1]
