@@ -13,7 +13,7 @@ from typing import Any
 
 from propylon.admin.redact import redact
 from propylon.ir import SnapshotIR, to_data
-from propylon.ir.jsontext import json_sorted
+from propylon.ir.jsontext import json_list, json_sorted
 from propylon.runtime.gc_pause import gc_paused
 
 # what stands for a list written separately, found again in the encoded text
@@ -51,15 +51,7 @@ def _written_in_pieces(snapshot: SnapshotIR) -> str | None:
 
 
 def _list(items: Sequence[Any]) -> str:
-    """A hundred items at a time: the items' texts are freed once joined in their batch's
-    (one large string, given back to the system when freed, where small ones stay in the
-    heap's arenas)."""
-    batches = [",".join([json_sorted(redact(to_data(item))) for item in items[at:at + _BATCH]])
-               for at in range(0, len(items), _BATCH)]
-    return "[" + ",".join(batches) + "]"
-
-
-_BATCH = 100
+    return json_list(items, lambda item: json_sorted(redact(to_data(item))))
 
 
 def _around_holes(text: str, holes: int) -> list[str] | None:

@@ -11,7 +11,7 @@ import pytest
 from propylon import ir
 from propylon.admin.config_dump import _HOLE, _written_in_pieces, config_document
 from propylon.admin.redact import REDACTED, redact
-from propylon.ir.jsontext import json_sorted
+from propylon.ir.jsontext import json_list, json_sorted
 from propylon.standalone import build_snapshot
 from tests.support import resources as r
 
@@ -68,3 +68,9 @@ def test_a_value_that_is_the_hole_is_written_whole(tmp_path) -> None:
 
 def test_no_snapshot_is_null() -> None:
     assert config_document(None) == b"null\n"
+
+
+@pytest.mark.parametrize("count", [0, 1, 99, 100, 101, 250])
+def test_a_list_written_in_batches_is_the_list(count) -> None:
+    items = [{"n": n, "name": f"item-{n}"} for n in range(count)]
+    assert json_list(items, json_sorted) == json_sorted(items)
