@@ -4,6 +4,10 @@
 # same with the JSON access log on (written to a file). Extra arguments go to run-peers.sh
 # (e.g. -d 3 -r 1 for a smoke run). Results: bench/results/<date>/summary.md
 #
+# AGAINST=/path/to/other/checkout bench/run.sh adds a target for that checkout's package (built
+# in place, run by this venv's interpreter), access log off: an A/B in the same run, on the
+# same core.
+#
 # ALT_PYTHON=/usr/bin/python3.11 bench/run.sh adds a third target: the same gateway (access log
 # off) on another interpreter, in its own venv (.venv-alt-<interpreter name>). The
 # interpreter's build matters: see docs/performance.md ("The interpreter").
@@ -16,18 +20,22 @@ source scripts/_venv.sh
 OUT="$ROOT/bench/results/$(date -u +%Y%m%dT%H%M%SZ)"
 mkdir -p "$OUT"
 
-# target NAME PYTHON PORT ADMIN_PORT ACCESS_LOG: bench/gateway.yaml on PORT, started by the
-# peers script; appends to TARGETS and URLS
+# target NAME PYTHON PORT ADMIN_PORT ACCESS_LOG [TREE]: bench/gateway.yaml on PORT, started
+# by the peers script with the package of TREE (this checkout by default); appends to
+# TARGETS and URLS
 TARGETS=()
 URLS=()
 target() {
-  local name=$1 python=$2 port=$3 admin=$4 access_log=$5
+  local name=$1 python=$2 port=$3 admin=$4 access_log=$5 tree=${6:-$ROOT}
   sed "s/port: 18090/port: $port/" bench/gateway.yaml > "$OUT/gateway-$name.yaml"
-  TARGETS+=(--cmd "$name" "$python -m propylon run $OUT/gateway-$name.yaml --access-log $access_log --admin 127.0.0.1:$admin --no-watch --log-level warning")
+  TARGETS+=(--cmd "$name" "env -C $tree $python -m propylon run $OUT/gateway-$name.yaml --access-log $access_log --admin 127.0.0.1:$admin --no-watch --log-level warning")
   URLS+=("$name=http://127.0.0.1:$port/")
 }
 target propylon "$ROOT/.venv/bin/python" 18090 19901 off
 target propylon-log "$ROOT/.venv/bin/python" 18091 19902 "$OUT/access.log"
+if [ -n "${AGAINST:-}" ]; then
+  target propylon-against "$ROOT/.venv/bin/python" 18093 19904 off "$(cd "$AGAINST" && pwd)"
+fi
 if [ -n "${ALT_PYTHON:-}" ]; then
   ALT_VENV="$ROOT/.venv-alt-$(basename "$ALT_PYTHON")"
   ensure_venv "$ALT_VENV" "$ALT_PYTHON" "$ROOT"
