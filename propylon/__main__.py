@@ -1,3 +1,3 @@
-from propylon.cli.main import main
+from propylon.cli.entry import main
 
 main()

@@ -90,8 +90,11 @@ def parse_each(
 def read_ahead(paths: Sequence[str | Path]) -> None:
     """Start parsing the configuration files of ``paths`` on the other cores now, if there are
     enough of them: for the next ``parse_each`` of the same texts. Nothing else changes;
-    texts that differ by then (a file written meanwhile) are parsed again."""
+    texts that differ by then (a file written meanwhile) are parsed again. A read-ahead of
+    the same texts already under way is kept."""
     texts = read_texts(paths, [])
+    if _AHEAD and list(_AHEAD[-1].texts) == texts:
+        return  # begun already, by the command's entry point (``cli/entry.py``)
     _forget_ahead()
     if _processes(texts) > 1:
         _AHEAD.append(_Parsing(texts, True))

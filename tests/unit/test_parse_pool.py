@@ -243,3 +243,17 @@ def test_closing_early_stops_the_children(forking: list[int]) -> None:
     for pid in forking:  # killed and reaped
         with pytest.raises(ChildProcessError):
             os.waitpid(pid, os.WNOHANG)
+
+
+def test_a_second_read_ahead_of_the_same_texts_keeps_the_first(
+        forking: list[int], tmp_path: Path) -> None:
+    """The command's entry point reads ahead (``cli/entry.py``), then the command itself
+    asks again for the same files: the first children's work is kept."""
+    for name, text in texts():
+        (tmp_path / name).write_text(text)
+    parse_pool.read_ahead([tmp_path])
+    parse_pool.read_ahead([str(tmp_path)])
+    assert len(forking) == 1
+    loaded = load_paths([tmp_path], parallel=True)
+    assert len(forking) == 1
+    assert len([r for r in loaded.resources if r.kind == "Route"]) == 120
