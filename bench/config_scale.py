@@ -22,8 +22,10 @@ by label. Then it measures, printing one line per figure:
   a leak: the same two configurations are installed again and again).
 
 ``--rounds N`` measures ``validate`` and ``start`` N times (median and range: this machine's
-speed varies by a third from one minute to the next); ``--against TREE`` measures another
-checkout's too, alternated with this one's in each round (an A/B in the same minutes).
+speed varies by a third from one minute to the next; ``machine speed`` is a fixed workload
+timed before each round, to compare figures taken in different minutes); ``--against TREE``
+measures another checkout's too, alternated with this one's in each round (an A/B in the
+same minutes).
 ``--phases`` runs the stages in this process instead (load, translate, policy check, compile,
 IR encode/decode) and prints each one's time: what to profile. Every process started is
 stopped by PID at the end.
@@ -34,6 +36,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import http.client
+import json
 import os
 import re
 import shutil
@@ -226,6 +229,21 @@ def load_note() -> str:
     return f"load average {one:.2f} / {five:.2f} on {os.cpu_count()} cores"
 
 
+_REFERENCE_DATA = [{"name": f"r{i}", "rules": [
+    {"matches": [{"path": {"prefix": f"/r{i}/api"}}], "forward": {"backends": [{"upstream": "e"}]}}
+    for _ in range(4)]} for i in range(2000)]
+
+
+def reference_seconds() -> float:
+    """A fixed pure-Python workload on one core (JSON of route-like data), timed in this
+    process: the machine's speed in the minute it ran (it varies by a third here), to set
+    beside the figures measured in the same rounds."""
+    start = time.perf_counter()
+    for _ in range(5):
+        json.loads(json.dumps(_REFERENCE_DATA))
+    return time.perf_counter() - start
+
+
 # -- the measurements ----------------------------------------------------------------------
 def measure_validate(folder: Path, tree: Path = REPO) -> tuple[float, float]:
     """``propylon validate`` of ``folder`` with the package of ``tree``: wall and cpu time."""
@@ -278,7 +296,9 @@ def run_gateway(args: argparse.Namespace, tmp: Path) -> None:
     print(f"{args.routes} {kind} x 4 rules, {args.workers} worker(s); {load_note()}", flush=True)
     trees = trees_in_rounds(args)
     checks: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in trees}
+    references: list[float] = []
     for round_ in range(args.rounds):  # alternated: each tree in the same minutes
+        references.append(reference_seconds())
         for name, tree in in_order(trees, round_, args.rounds):
             checks[name].append(measure_validate(folder, tree))
     for name, _ in trees:
@@ -293,6 +313,7 @@ def run_gateway(args: argparse.Namespace, tmp: Path) -> None:
             stderr=subprocess.DEVNULL))
         starts: dict[str, list[float]] = {name: [] for name, _ in trees}
         for round_ in range(args.rounds):
+            references.append(reference_seconds())
             for name, tree in in_order(trees, round_, args.rounds):
                 gateway, logs, took, cpu_text = start_gateway(args, folder, port, tree)
                 starts[name].append(took)
@@ -303,6 +324,8 @@ def run_gateway(args: argparse.Namespace, tmp: Path) -> None:
             label = "start" if name == "this" else "start (against)"
             last = f" (cpu so far: supervisor, workers: {cpu_text} s)" if name == "this" else ""
             print(spread(label, starts[name], " to the first answer" + last), flush=True)
+        print(spread("machine speed", references, " for the reference workload, one core, "
+                     "taken before each round (smaller: faster)"), flush=True)
         wait_for(lambda: len(children(gateway.pid)) >= args.workers, 30, "workers")
         time.sleep(1.0)
         print(f"memory at start  {memory(gateway.pid)}", flush=True)
