@@ -18,6 +18,7 @@ from typing import Any
 
 from propylon.ir import PolicyIR
 from propylon.runtime.compiled import FilterChain
+from propylon.runtime.memo_journal import Journal
 
 _Entry = tuple[tuple[PolicyIR, ...], Any, FilterChain]  # policies, first filter, chain
 
@@ -34,10 +35,14 @@ class ChainMemo:
         self.last_kept = False  # this compilation holds the last one's chains (``begin``)
         self._kept: dict[tuple[int, int], _Entry] = {}  # the Gateway being compiled's
         self._made: dict[tuple[int, int], _Entry] = {}
+        self._journal = Journal()  # changes to a dictionary of ``kept`` taken over (``carry``)
+        self._taken = False
+        self._gateway = ""
 
     def begin(self, consumers: tuple[Any, ...]) -> None:
         """A compilation starts, of a snapshot with these Consumers: the chains of the last
         one are kept unless the Consumers changed (``last_kept`` says which)."""
+        self.abort()
         self.last_kept = consumers == self.consumers
         if not self.last_kept:
             self.kept = {}
@@ -47,11 +52,17 @@ class ChainMemo:
     def gateway(self, gateway: str) -> None:
         self._kept = self.kept.get(gateway, {})
         self._made = self.made.setdefault(gateway, {})
+        self._gateway, self._taken = gateway, False
 
     def carry(self) -> None:
         """Keep every chain of the Gateway's last compilation (its unchanged rules' among
-        them), as if each had been asked for."""
-        self._made.update(self._kept)
+        them), as if each had been asked for: its dictionary is taken over, not copied
+        (``memo_journal.py``)."""
+        taken = self._kept
+        for key, entry in self._made.items():
+            self._journal.set(taken, key, entry)
+        self._made = self.made[self._gateway] = taken
+        self._taken = True
 
     def chain(self, policies: tuple[PolicyIR, ...], first: Any,
               build: Callable[[], FilterChain]) -> FilterChain:
@@ -59,7 +70,7 @@ class ChainMemo:
         entry = self._made.get(key) or self._kept.get(key)
         if entry is None or entry[0] is not policies or entry[1] is not first:
             entry = (policies, first, build())
-        self._made[key] = entry
+        self._put(key, entry)
         return entry[2]
 
     def keep(self, policies: tuple[PolicyIR, ...], first: Any, chain: FilterChain) -> bool:
@@ -70,10 +81,22 @@ class ChainMemo:
         if (entry is None or entry[2] is not chain or entry[0] is not policies
                 or entry[1] is not first):
             return False
-        self._made[key] = entry
+        self._put(key, entry)
         return True
+
+    def _put(self, key: tuple[int, int], entry: _Entry) -> None:
+        if self._taken:
+            self._journal.set(self._made, key, entry)
+        else:
+            self._made[key] = entry
+
+    def abort(self) -> None:
+        """The compilation failed: what it changed in ``kept`` is undone."""
+        self._journal.undo()
 
     def commit(self) -> None:
         """The compilation succeeded: its chains are the ones to keep."""
+        self._journal.forget()
         self.kept, self.made = self.made, {}
         self._kept, self._made = {}, {}
+        self._taken = False

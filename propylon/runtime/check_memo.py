@@ -27,6 +27,7 @@ from typing import Any
 
 from propylon.ir import ForwardIR, GatewayIR, PolicyIR, RuleIR
 from propylon.ir.codec import same_ends
+from propylon.runtime.memo_journal import Journal
 
 
 class _Proven:
@@ -49,9 +50,16 @@ class ProvenRules:
         self.consumers: tuple[Any, ...] | None = None
         self._kept: dict[int, RuleIR] = {}  # the Gateway being checked's, proven before
         self._made: dict[int, RuleIR] = {}
+        # the last check's rules of the Gateway are taken over, not copied: what this check
+        # set or removed there (undone by the next ``begin`` unless committed), and the rules
+        # it removed, still known
+        self._journal = Journal()
+        self._taken = False
+        self._carried: dict[int, RuleIR] = {}
 
     def begin(self, consumers: tuple[Any, ...]) -> None:
         """A check starts, of a snapshot with these Consumers."""
+        self.abort()
         if consumers != self.consumers:
             self.kept = {}
         self.consumers = consumers
@@ -64,29 +72,41 @@ class ProvenRules:
         the very objects proven at the same place (``ir.reuse_unchanged``): proven still."""
         rest = dataclasses.replace(gateway, rules=())
         last = self.kept.get(gateway.key)
-        self._made = {}
-        self.made[gateway.key] = _Proven(rest, gateway.rules, self._made)
+        self._carried = {}
         if last is None or last.context != rest:
-            self._kept = {}
+            self._kept, self._made, self._taken = {}, {}, False
+            self.made[gateway.key] = _Proven(rest, gateway.rules, self._made)
             return None
-        self._kept = last.by_id
         start, old_stop, new_stop = changed_span(gateway.rules, last.rules)
-        self._made.update(last.by_id)  # less the rules no longer there, next
+        taken = last.by_id  # less the rules no longer there
         for rule in last.rules[start:old_stop]:
-            self._made.pop(id(rule), None)
+            if self._journal.pop(taken, id(rule)) is not None:
+                self._carried[id(rule)] = rule
+        self._kept = self._made = taken
+        self._taken = True
+        self.made[gateway.key] = _Proven(rest, gateway.rules, taken)
         return start, old_stop, new_stop
 
     def known(self, rule: RuleIR) -> bool:
         """Whether ``rule`` was proven in the Gateway ``gateway()`` noted."""
-        return self._kept.get(id(rule)) is rule
+        return self._kept.get(id(rule)) is rule or self._carried.get(id(rule)) is rule
 
     def add(self, rule: RuleIR) -> None:
-        self._made[id(rule)] = rule
+        if self._taken:
+            self._journal.set(self._made, id(rule), rule)
+        else:
+            self._made[id(rule)] = rule
+
+    def abort(self) -> None:
+        """The check failed: what it changed in ``kept`` is undone."""
+        self._journal.undo()
 
     def commit(self) -> None:
         """The check passed: its rules are proven for the next one."""
+        self._journal.forget()
         self.kept, self.made = self.made, {}
         self._kept, self._made = {}, {}
+        self._taken, self._carried = False, {}
 
 
 def changed_span(rules: Sequence[RuleIR], old: Sequence[RuleIR]) -> tuple[int, int, int]:

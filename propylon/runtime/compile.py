@@ -99,7 +99,14 @@ def compile_snapshot(snapshot: SnapshotIR, services: Services) -> Runtime:
         services.routes.begin()
         if services.proven is not None:
             services.proven.begin(snapshot.consumers)
-        runtime = _compile_snapshot(snapshot, services)
+        try:
+            runtime = _compile_snapshot(snapshot, services)
+        except BaseException:
+            services.chains.abort()
+            services.routes.abort()
+            if services.proven is not None:
+                services.proven.abort()
+            raise
         services.chains.commit()
         services.clusters.commit()
         services.routes.commit()

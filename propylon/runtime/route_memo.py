@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from propylon.ir import RuleIR, UpstreamIR
 from propylon.runtime.check_memo import upstreams_of
+from propylon.runtime.memo_journal import Journal
 
 if TYPE_CHECKING:
     from propylon.runtime.chain_memo import ChainMemo
@@ -113,8 +114,16 @@ class RouteMemo:
         # each Gateway's rules by position: the next compilation starts from them
         self.placed: dict[str, Placed] = {}
         self.made_placed: dict[str, Placed] = {}
+        # a Gateway's dictionary of ``kept`` taken over by ``carry``: what this compilation
+        # set or removed in it (undone by the next ``begin`` unless committed), and the
+        # entries it removed, still found by ``_compiled_with``
+        self._journal = Journal()
+        self._taken = False
+        self._carried: dict[int, _Routes] = {}
+        self._gateway = ""
 
     def begin(self) -> None:
+        self.abort()
         self.made, self.made_clusters, self.made_routers = {}, {}, {}
         self.made_placed = {}
 
@@ -127,6 +136,7 @@ class RouteMemo:
         self._clusters = clusters
         self._kept = self.kept.get(gateway, {})
         self._made = self.made.setdefault(gateway, {})
+        self._gateway, self._taken, self._carried = gateway, False, {}
 
     def get(self, rule: RuleIR, chain: FilterChain, clusters: dict[str, Cluster]
             ) -> tuple[CompiledRoute, ...] | None:
@@ -151,7 +161,7 @@ class RouteMemo:
     def _compiled_with(self, rule: RuleIR, clusters: dict[str, Cluster]) -> _Routes | None:
         """The last compilation of this very ``rule``, if its upstreams' clusters are the
         same objects in ``clusters``."""
-        entry = self._kept.get(id(rule))
+        entry = self._kept.get(id(rule)) or self._carried.get(id(rule))
         if entry is None or entry.rule is not rule:
             return None
         if not self.same_clusters and any(
@@ -162,12 +172,18 @@ class RouteMemo:
 
     def _keep(self, entry: _Routes, clusters: dict[str, Cluster]) -> tuple[CompiledRoute, ...]:
         entry.clusters = clusters
-        self._made[id(entry.rule)] = entry
+        self._put(id(entry.rule), entry)
         return entry.routes
 
     def add(self, rule: RuleIR, chain: FilterChain, clusters: dict[str, Cluster],
             routes: tuple[CompiledRoute, ...]) -> None:
-        self._made[id(rule)] = _Routes(rule, chain, clusters, routes)
+        self._put(id(rule), _Routes(rule, chain, clusters, routes))
+
+    def _put(self, key: int, entry: _Routes) -> None:
+        if self._taken:
+            self._journal.set(self._made, key, entry)
+        else:
+            self._made[key] = entry
 
     def last_placed(self, gateway: str) -> Placed | None:
         """The Gateway's rules as last compiled, if that router is the one kept."""
@@ -176,10 +192,17 @@ class RouteMemo:
     def carry(self, rules: Iterable[RuleIR]) -> None:
         """Keep what the Gateway's last compilation made for every rule but ``rules``, as if
         each had been asked for: the rules around a change, the very objects compiled before
-        with the same clusters (``same_clusters``)."""
-        self._made.update(self._kept)
+        with the same clusters (``same_clusters``). The last compilation's dictionary is
+        taken over, not copied (``memo_journal.py``)."""
+        taken, journal = self._kept, self._journal
+        for key, entry in self._made.items():
+            journal.set(taken, key, entry)
         for rule in rules:
-            self._made.pop(id(rule), None)
+            entry = journal.pop(taken, id(rule))
+            if entry is not None:
+                self._carried[id(rule)] = entry
+        self._made = self.made[self._gateway] = taken
+        self._taken = True
 
     def router(self, gateway: str, entries: Iterable[RouterEntry[CompiledRoute]],
                placed: Placed | None = None) -> Router[CompiledRoute]:
@@ -202,9 +225,15 @@ class RouteMemo:
         if placed is not None:
             self.made_placed[gateway] = placed
 
+    def abort(self) -> None:
+        """The compilation failed: what it changed in ``kept`` is undone."""
+        self._journal.undo()
+
     def commit(self) -> None:
+        self._journal.forget()
         self.kept, self.made = self.made, {}
         self._kept, self._made = {}, {}
+        self._taken, self._carried = False, {}
         self.clusters, self.made_clusters = self.made_clusters, {}
         self.routers, self.made_routers = self.made_routers, {}
         self.placed, self.made_placed = self.made_placed, {}

@@ -147,3 +147,46 @@ def test_changed_consumers_or_upstreams_compile_every_rule(loop: asyncio.Abstrac
     found = runtime.gateways["shop/edge"].router.match("x", "GET", "/a/api", Req({}))
     assert found is not None and found.single_cluster is runtime.gateways[
         "shop/edge"].clusters["shop/app"]
+
+
+def test_a_compilation_failing_after_carrying_leaves_the_last_one_kept(
+        loop: asyncio.AbstractEventLoop) -> None:
+    """A change compiled by position takes the last compilation's memos over instead of
+    copying them (``runtime/memo_journal.py``); when it then fails (here the router refuses
+    a rule it cannot place), the memos hold what the last successful one left: the next
+    compilation keeps the routes compiled for the rules unchanged since, and what it serves
+    is what a compilation from scratch serves."""
+    routes = [(name, "pong", 0) for name in "abcdef"]
+    worker = Services.scratch(loop)
+    first = snapshot(routes)
+    compile_snapshot(first, worker)
+    edited = reuse_unchanged(snapshot([*routes[:3], ("cc", "new", 0), *routes[3:]]), first)
+    compile_snapshot(edited, worker)  # compiled by position: the memos were taken over
+    assert replaced(worker) == 0 and worker.routes.placed["shop/edge"].rules is \
+        edited.gateways[0].rules
+    kept_routes = {gateway: dict(entries) for gateway, entries in worker.routes.kept.items()}
+    kept_chains = {gateway: dict(entries) for gateway, entries in worker.chains.kept.items()}
+    assert len(kept_routes["shop/edge"]) == len(edited.gateways[0].rules)
+
+    gateway = edited.gateways[0]
+    rules = list(gateway.rules)
+    at = next(i for i, rule in enumerate(rules) if rule.route == "Route shop/cc")
+    match = rules[at].matches[0]
+    rules[at] = dataclasses.replace(rules[at], matches=(
+        dataclasses.replace(match, path=dataclasses.replace(match.path, kind="bogus")),
+        *rules[at].matches[1:]))
+    rules.insert(at, dataclasses.replace(rules[at - 1], id="another"))
+    broken = dataclasses.replace(edited, gateways=(dataclasses.replace(
+        gateway, rules=(*rules[:at], *rules[at:])),))
+    with pytest.raises(ValueError, match="unknown path match kind"):
+        compile_snapshot(broken, worker)
+    assert worker.routes.kept == kept_routes
+    assert worker.chains.kept == kept_chains
+    names = [name for name, _, _ in routes] + ["cc"]
+    again = reuse_unchanged(snapshot([*routes[:3], ("cc", "new", 0), ("cd", "x", 1),
+                                      *routes[3:]]), edited)
+    runtime = compile_snapshot(again, worker)
+    assert served(runtime, [*names, "cd"]) == served(
+        compile_snapshot(again, Services.scratch(loop)), [*names, "cd"])
+    for rule in edited.gateways[0].rules[:6]:  # before the change: the same routes
+        assert worker.routes.kept["shop/edge"][id(rule)] is kept_routes["shop/edge"][id(rule)]
