@@ -51,8 +51,8 @@ class ProvenRules:
         self._kept: dict[int, RuleIR] = {}  # the Gateway being checked's, proven before
         self._made: dict[int, RuleIR] = {}
         # the last check's rules of the Gateway are taken over, not copied: what this check
-        # set or removed there (undone by the next ``begin`` unless committed), and the rules
-        # it removed, still known
+        # set or removed there (undone if it fails, ``abort``), and the rules it removed,
+        # still known
         self._journal = Journal()
         self._taken = False
         self._carried: dict[int, RuleIR] = {}

@@ -115,8 +115,8 @@ class RouteMemo:
         self.placed: dict[str, Placed] = {}
         self.made_placed: dict[str, Placed] = {}
         # a Gateway's dictionary of ``kept`` taken over by ``carry``: what this compilation
-        # set or removed in it (undone by the next ``begin`` unless committed), and the
-        # entries it removed, still found by ``_compiled_with``
+        # set or removed in it (undone if it fails, ``abort``), and the entries it removed,
+        # still found by ``_compiled_with``
         self._journal = Journal()
         self._taken = False
         self._carried: dict[int, _Routes] = {}
