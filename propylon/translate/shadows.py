@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Sequence
 
 from propylon.ir import RuleIR
+from propylon.ir.codec import same_ends
 from propylon.runtime.router import CATCH_ALLS, RouterEntry, shadowed
 from propylon.translate.context import GatewayContext
 from propylon.translate.delegation import Draft
@@ -52,29 +53,22 @@ def _sharing_entries(gateway: str, rules: Sequence[tuple[Draft, RuleIR]]
     rules of a large configuration have paths of their own (``router._sharing_paths``)."""
     with _LOCK:  # taken: a translation of the same Gateway meanwhile starts afresh
         last = _LAST.pop(gateway, None) or _Buckets()
-    known, made = last.rules, {}
-    catch_alls = 0
-    for _, rule in rules:
-        entry = known.get(id(rule))
-        if entry is None or entry[0] is not rule:
-            entry = _rule_entry(rule)
-        made[id(rule)] = entry
-        catch_alls += entry[3]
-    shared: set[_Bucket]
-    if len(made) == len(rules):
-        last.count(made)
-        shared = last.shared
+    ordered = [rule for _, rule in rules]
+    if last.update(ordered):
+        shared, catch_alls = last.shared, last.catch_alls
         with _LOCK:
             _LAST[gateway] = last
     else:  # a rule object twice: each time is a match of its own, counted here, not kept
-        seen = Counter(bucket for _, rule in rules for bucket in made[id(rule)][2])
+        seen = Counter(bucket for rule in ordered for bucket in last.rules[id(rule)][2])
         shared = {bucket for bucket, count in seen.items() if count > 1}
+        catch_alls = sum(last.rules[id(rule)][3] for rule in ordered)
     entries: list[RouterEntry[int]] = []
     if not shared and not catch_alls:
         return entries  # every path of its own: nothing is shadowed
+    by_id = last.rules  # every rule of ``ordered``, with its buckets
     order = 0  # of the entry among all of them, as the router numbers them
-    for index, (_, rule) in enumerate(rules):
-        for position, own in enumerate(made[id(rule)][1]):
+    for index, rule in enumerate(ordered):
+        for position, own in enumerate(by_id[id(rule)][1]):
             if catch_alls or not shared.isdisjoint(own):
                 entries.append(RouterEntry(rule.hostnames, rule.matches[position], index, order))
             order += 1
@@ -88,35 +82,58 @@ _RuleBuckets = tuple[RuleIR, list[tuple[_Bucket, ...]], list[_Bucket], bool]
 
 
 class _Buckets:
-    """The rules of the last call with their buckets, by object (each entry keeps its rule,
-    so an id is never another object's; translation keeps unchanged rules as the same
-    objects), how many matches each bucket has, and the buckets of more than one. A reload
-    of 10,000 Routes worked out and counted the buckets of all 40,000 matches again; now
-    only those of the rules that came or went."""
+    """The rules of the last call, in order and with their buckets by object (each entry
+    keeps its rule, so an id is never another object's; translation keeps unchanged rules as
+    the same objects), how many matches each bucket has, the buckets of more than one, and
+    how many rules have a catch-all. A reload of 10,000 Routes worked out and counted the
+    buckets of all 40,000 matches again, and then looked each rule up; now only the rules
+    between the ends that are the very objects of the last call are (``same_ends``, in C)."""
 
     def __init__(self) -> None:
+        self.order: list[RuleIR] = []
         self.rules: dict[int, _RuleBuckets] = {}
         self.counts: Counter[_Bucket] = Counter()
         self.shared: set[_Bucket] = set()
+        self.catch_alls = 0
 
-    def count(self, rules: dict[int, _RuleBuckets]) -> None:
-        """Count ``rules`` (by id, each once) instead of the last ones."""
-        old, counts, shared = self.rules, self.counts, self.shared
-        for key in old.keys() - rules.keys():
-            for bucket in old[key][2]:
-                left = counts[bucket] - 1
-                if left:
-                    counts[bucket] = left
-                    if left == 1:
-                        shared.discard(bucket)
-                else:
-                    del counts[bucket]
-        for key in rules.keys() - old.keys():
-            for bucket in rules[key][2]:
-                now = counts[bucket] = counts[bucket] + 1
-                if now == 2:
-                    shared.add(bucket)
-        self.rules = rules
+    def update(self, ordered: list[RuleIR]) -> bool:
+        """Count ``ordered`` instead of the last rules (each of them is then in ``rules``);
+        False if a rule object is in it twice: the counts are then not to be used, nor kept."""
+        start, end = same_ends(ordered, self.order)
+        gone = self.order[start:len(self.order) - end]
+        came = ordered[start:len(ordered) - end]
+        staying = {id(rule) for rule in came}
+        for rule in gone:
+            if id(rule) not in staying:
+                entry = self.rules.pop(id(rule), None)
+                if entry is not None:
+                    self._uncount(entry)
+        for rule in came:
+            if id(rule) not in self.rules:
+                entry = self.rules[id(rule)] = _rule_entry(rule)
+                self._count(entry)
+        self.order = ordered
+        return len(self.rules) == len(ordered)
+
+    def _count(self, entry: _RuleBuckets) -> None:
+        counts, shared = self.counts, self.shared
+        for bucket in entry[2]:
+            now = counts[bucket] = counts[bucket] + 1
+            if now == 2:
+                shared.add(bucket)
+        self.catch_alls += entry[3]
+
+    def _uncount(self, entry: _RuleBuckets) -> None:
+        counts, shared = self.counts, self.shared
+        for bucket in entry[2]:
+            left = counts[bucket] - 1
+            if left:
+                counts[bucket] = left
+                if left == 1:
+                    shared.discard(bucket)
+            else:
+                del counts[bucket]
+        self.catch_alls -= entry[3]
 
 
 _LAST: dict[str, _Buckets] = {}  # by Gateway
@@ -133,7 +150,7 @@ def buckets_reported(gateway: str) -> tuple[frozenset[int], bool] | None:
     if last is None:
         return None
     return (frozenset(map(hash, last.counts)),
-            any(entry[3] for entry in last.rules.values()))
+            last.catch_alls > 0)
 
 
 def forget_other_gateways(keys: set[str]) -> None:

@@ -93,7 +93,9 @@ def shadow_warnings(translation: Translation) -> list[str]:
 
 def test_shadowed_rules_are_found_as_routes_come_and_go() -> None:
     """The buckets counted for the last translation of each Gateway (``shadows._Buckets``)
-    follow Routes added, changed and removed, and two Gateways translated in turn."""
+    follow Routes added, changed and removed, and two Gateways translated in turn: only the
+    rules between the unchanged ends are looked at, and the counts are those of a count
+    from scratch."""
     second = GATEWAY.replace("name: edge", "name: side").replace("port: 8080", "port: 8081")
     one, two = resources(GATEWAY)[:2], resources(second)[:1]
     r1, r2 = resources(route("r1", "/a")), resources(route("r2", "/b"))
@@ -113,9 +115,26 @@ def test_shadowed_rules_are_found_as_routes_come_and_go() -> None:
         assert len(shadow_warnings(again)) == count, shadow_warnings(again)
         for kept in shadows._LAST.values():  # counted as from scratch
             recounted = shadows._Buckets()
-            recounted.count(kept.rules)
-            assert (kept.counts, kept.shared) == (recounted.counts, recounted.shared)
+            assert recounted.update(list(kept.order))
+            assert (kept.counts, kept.shared, kept.catch_alls, kept.rules.keys()) == (
+                recounted.counts, recounted.shared, recounted.catch_alls, recounted.rules.keys())
 
+
+
+def test_a_rule_object_met_twice_is_counted_each_time_and_not_kept() -> None:
+    """The same rule object at two places of a Gateway's rules (each is a match of its own:
+    the second is shadowed by the first) is counted from scratch, and the buckets are not
+    kept; the next call without it counts and keeps them again."""
+    rules = translate_with_issues([*resources(GATEWAY), *resources(route("r1", "/a")),
+                                   *resources(route("r2", "/b"))]).snapshot.gateways[0].rules
+    first, second = rules[0], rules[1]
+    shadows._LAST.pop("test/twice", None)
+    twice = shadows._sharing_entries("test/twice", [(None, r) for r in (first, second, first)])
+    assert [entry.payload for entry in twice] == [0, 2]
+    assert "test/twice" not in shadows._LAST
+    once = shadows._sharing_entries("test/twice", [(None, r) for r in (first, second)])
+    assert once == [] and shadows._LAST["test/twice"].order == [first, second]
+    shadows._LAST.pop("test/twice")
 
 def fresh_after(step: Sequence[Resource]) -> Translation:
     """A translation from scratch that leaves the memos of the last one as they were."""
