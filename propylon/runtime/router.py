@@ -260,11 +260,11 @@ def _changed_table(old: _HostTable[T] | None, gone: list[RouterEntry[T]],
             continue
         if kind == "exact":
             if table.exact is old.exact:
-                table.exact = dict(old.exact)
+                table.exact = old.exact.copy()
             buckets = table.exact
         else:
             if table.prefixes is old.prefixes:
-                table.prefixes = dict(old.prefixes)
+                table.prefixes = old.prefixes.copy()
             buckets = table.prefixes
         bucket = buckets.get(key)
         sources = _less(bucket.sources, out) if bucket is not None else []
@@ -434,7 +434,7 @@ class Router(Generic[T]):
                 default = _changed_table(default, out, into)
             elif key.startswith("*."):
                 if wildcards is self._wildcards:
-                    wildcards = dict(self._wildcards)
+                    wildcards = self._wildcards.copy()
                 table = _changed_table(wildcards.get(key[1:]), out, into)
                 if table is None:
                     wildcards.pop(key[1:], None)
@@ -446,7 +446,7 @@ class Router(Generic[T]):
         router._wildcards = wildcards
         router._default = (default,) if default is not None else ()
         if wildcards is self._wildcards and router._default == self._default:
-            exact = dict(self._exact)  # every chain's tables after its own are unchanged
+            exact = self._exact.copy()  # every chain's tables after its own are unchanged
             for host, own in owns.items():
                 if own is None:
                     exact.pop(host, None)
