@@ -557,12 +557,16 @@ class Session:
         route = self.route
         elapsed = _perf_counter() - self.start
         if route is not None:
-            # RouteStats.record, inlined (this runs for every request): one status slot and
-            # one latency bucket each (``request_totals`` counts requests by the buckets)
+            # RouteStats.record, inlined (this runs for every request)
             stats = route.stats
-            stats.by_code[STATUS_SLOT[self.status]] += 1
+            status = self.status
+            stats.by_code[STATUS_SLOT[status]] += 1
             stats.buckets[bisect_left(LATENCY_BOUNDS, elapsed)] += 1
             stats.latency_sum += elapsed
+            totals = stats.totals
+            totals.requests += 1
+            if status >= 500:
+                totals.errors += 1
             if self.has_body:
                 stats.bytes_in += self.bytes_in
             stats.bytes_out += self.bytes_out

@@ -99,9 +99,10 @@ def test_request_totals_count_every_route_and_the_5xx() -> None:
     registry.route("gw/edge", "shop/idle", "y")
     assert registry.request_totals() == (9, 5)
     assert MetricsRegistry().request_totals() == (0, 0)
-    # the requests are counted from the latency buckets: one per answer, like the codes
+    # the totals are what every route's counters add up to: one answer each, like the codes
     for stats in registry.routes.values():
         assert sum(stats.buckets) == sum(stats.by_code)
+    assert sum(sum(s.by_code) for s in registry.routes.values()) == 9
 
 
 def test_a_rule_has_series_once_a_request_ended_on_it() -> None:
