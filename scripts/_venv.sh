@@ -76,7 +76,10 @@ VENV="$ROOT/.venv"
 ensure_venv "$VENV" "${PYTHON:-python3}" "$ROOT[dev]"
 # the example plugin and the test-only one, which the tests use (docs/plugins.md)
 ensure_plugins "$VENV" "$ROOT/examples/plugins" "$ROOT/tests/plugins"
-ensure_extensions "$VENV"
+# scripts/test builds them itself, beside the checks that need only the Python modules
+if [ "${BUILD_EXTENSIONS:-now}" = now ]; then
+  ensure_extensions "$VENV"
+fi
 # the package's bytecode, as pip writes it for an installed package: with
 # PYTHONDONTWRITEBYTECODE set, every command compiled each module it imported from source
 # (0.1-0.25 s of `propylon validate` at 10,000 Routes); a stale file is only not used
