@@ -28,7 +28,8 @@ period before the rounds on (so the rounds see steady traffic): any answer but 2
 request. Each round's figures are printed as it ends; then p50/p99/max of the time until
 the first and the last proxy serve it, the failed requests, the control plane's IR answers by
 form (delta or full snapshot), the CPU seconds the control plane and the proxies (with their
-workers) spent in the rounds, and the machine's load. Every process is stopped by PID.
+workers) spent in the rounds, per proxy and change split between supervisor and worker,
+and the machine's load. Every process is stopped by PID.
 """
 
 from __future__ import annotations
@@ -177,12 +178,15 @@ class ControlMetrics:
         return totals
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system time of ``pid`` and its living children (a proxy's workers)."""
+def cpu_seconds(pid: int, children: bool = True) -> float:
+    """User + system time of ``pid`` and (``children``) its living children (a proxy's
+    workers)."""
     total = 0.0
     with contextlib.suppress(OSError):
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        if not children:
+            return total
         for task in Path(f"/proc/{pid}/task").iterdir():
             for child in (task / "children").read_text().split():
                 total += cpu_seconds(int(child))
@@ -245,6 +249,7 @@ def run(procs: Processes, tmp: Path, count: int, rounds: int, routes: int = 0,
     last: list[float] = []
     answers_before = metrics.answers()
     cpu_before = {p.pid: cpu_seconds(p.pid) for p in [control, *proxies]}
+    own_before = {p.pid: cpu_seconds(p.pid, children=False) for p in proxies}
     idle = sum(cpu_before[pid] - was for pid, was in idle_from.items()) / max(settle, 1e-9)
     began = time.perf_counter()
     sent_before, failed_before = load.sent, load.failed
@@ -256,6 +261,7 @@ def run(procs: Processes, tmp: Path, count: int, rounds: int, routes: int = 0,
         for n in range(0 if not poll_proxies else 1, rounds + 1):
             if n == 1:
                 cpu_before = {p.pid: cpu_seconds(p.pid) for p in [control, *proxies]}
+                own_before = {p.pid: cpu_seconds(p.pid, children=False) for p in proxies}
                 answers_before = metrics.answers()
                 began = time.perf_counter()
                 sent_before, failed_before = load.sent, load.failed
@@ -286,6 +292,7 @@ def run(procs: Processes, tmp: Path, count: int, rounds: int, routes: int = 0,
     load.stop()
     took = time.perf_counter() - began
     cpu = {pid: cpu_seconds(pid) - was for pid, was in cpu_before.items()}
+    own = sum(cpu_seconds(pid, children=False) - was for pid, was in own_before.items())
     one, five, _ = os.getloadavg()
     print(f"{count} proxies of {gateways} Gateway(s), {routes + 1}+ routes, {rounds} applies "
           f"(ms); load average {one:.1f} / {five:.1f} on {os.cpu_count()} cores")
@@ -302,8 +309,9 @@ def run(procs: Processes, tmp: Path, count: int, rounds: int, routes: int = 0,
     proxy_cpu = sum(cpu[p.pid] for p in proxies)
     print(f"  CPU seconds in the rounds ({took:.1f} s): control plane {cpu[control.pid]:.1f}, "
           f"proxies {proxy_cpu:.1f} ({proxy_cpu / max(count, 1) / rounds * 1e3:.0f} ms per "
-          f"proxy and change); all of them before the rounds, under the load: {idle:.2f} "
-          f"CPU s per second")
+          f"proxy and change: supervisor {own / max(count, 1) / rounds * 1e3:.1f}, workers "
+          f"{(proxy_cpu - own) / max(count, 1) / rounds * 1e3:.1f}); all of them before the "
+          f"rounds, under the load: {idle:.2f} CPU s per second")
 
 
 def shared_round(metrics: ControlMetrics, before: dict[str, str], members: list[int],
