@@ -34,8 +34,6 @@ _REGISTERED = tuple(sorted(int(code) for code in HTTPStatus))
 STATUS_SLOTS: tuple[str, ...] = (
     "0", "1xx", "2xx", "3xx", "4xx", "5xx", *(str(code) for code in _REGISTERED))
 SLOT_CLASS: tuple[int, ...] = (0, 1, 2, 3, 4, 5, *(code // 100 for code in _REGISTERED))
-FIVE_XX_SLOTS: Final[tuple[int, ...]] = tuple(
-    slot for slot, status_class in enumerate(SLOT_CLASS) if status_class == 5)
 STATUS_SLOT: Final[tuple[int, ...]] = tuple(
     6 + _REGISTERED.index(status) if status in _REGISTERED else min(status // 100, 5)
     for status in range(1000)
