@@ -36,7 +36,6 @@ class ChainMemo:
         self._kept: dict[tuple[int, int], _Entry] = {}  # the Gateway being compiled's
         self._made: dict[tuple[int, int], _Entry] = {}
         self._journal = Journal()  # changes to a dictionary of ``kept`` taken over (``carry``)
-        self._taken = False
         self._gateway = ""
 
     def begin(self, consumers: tuple[Any, ...]) -> None:
@@ -52,7 +51,7 @@ class ChainMemo:
     def gateway(self, gateway: str) -> None:
         self._kept = self.kept.get(gateway, {})
         self._made = self.made.setdefault(gateway, {})
-        self._gateway, self._taken = gateway, False
+        self._gateway = gateway
 
     def carry(self) -> None:
         """Keep every chain of the Gateway's last compilation (its unchanged rules' among
@@ -62,7 +61,6 @@ class ChainMemo:
         for key, entry in self._made.items():
             self._journal.set(taken, key, entry)
         self._made = self.made[self._gateway] = taken
-        self._taken = True
 
     def chain(self, policies: tuple[PolicyIR, ...], first: Any,
               build: Callable[[], FilterChain]) -> FilterChain:
@@ -70,7 +68,7 @@ class ChainMemo:
         entry = self._made.get(key) or self._kept.get(key)
         if entry is None or entry[0] is not policies or entry[1] is not first:
             entry = (policies, first, build())
-        self._put(key, entry)
+        self._journal.put(self._made, key, entry, self._kept)
         return entry[2]
 
     def keep(self, policies: tuple[PolicyIR, ...], first: Any, chain: FilterChain) -> bool:
@@ -81,14 +79,8 @@ class ChainMemo:
         if (entry is None or entry[2] is not chain or entry[0] is not policies
                 or entry[1] is not first):
             return False
-        self._put(key, entry)
+        self._journal.put(self._made, key, entry, self._kept)
         return True
-
-    def _put(self, key: tuple[int, int], entry: _Entry) -> None:
-        if self._taken:
-            self._journal.set(self._made, key, entry)
-        else:
-            self._made[key] = entry
 
     def abort(self) -> None:
         """The compilation failed: what it changed in ``kept`` is undone."""
@@ -99,4 +91,3 @@ class ChainMemo:
         self._journal.forget()
         self.kept, self.made = self.made, {}
         self._kept, self._made = {}, {}
-        self._taken = False

@@ -54,7 +54,6 @@ class ProvenRules:
         # set or removed there (undone if it fails, ``abort``), and the rules it removed,
         # still known
         self._journal = Journal()
-        self._taken = False
         self._carried: dict[int, RuleIR] = {}
 
     def begin(self, consumers: tuple[Any, ...]) -> None:
@@ -74,7 +73,7 @@ class ProvenRules:
         last = self.kept.get(gateway.key)
         self._carried = {}
         if last is None or last.context != rest:
-            self._kept, self._made, self._taken = {}, {}, False
+            self._kept, self._made = {}, {}
             self.made[gateway.key] = _Proven(rest, gateway.rules, self._made)
             return None
         start, old_stop, new_stop = changed_span(gateway.rules, last.rules)
@@ -83,7 +82,6 @@ class ProvenRules:
             if self._journal.pop(taken, id(rule)) is not None:
                 self._carried[id(rule)] = rule
         self._kept = self._made = taken
-        self._taken = True
         self.made[gateway.key] = _Proven(rest, gateway.rules, taken)
         return start, old_stop, new_stop
 
@@ -92,10 +90,7 @@ class ProvenRules:
         return self._kept.get(id(rule)) is rule or self._carried.get(id(rule)) is rule
 
     def add(self, rule: RuleIR) -> None:
-        if self._taken:
-            self._journal.set(self._made, id(rule), rule)
-        else:
-            self._made[id(rule)] = rule
+        self._journal.put(self._made, id(rule), rule, self._kept)
 
     def abort(self) -> None:
         """The check failed: what it changed in ``kept`` is undone."""
@@ -106,7 +101,7 @@ class ProvenRules:
         self._journal.forget()
         self.kept, self.made = self.made, {}
         self._kept, self._made = {}, {}
-        self._taken, self._carried = False, {}
+        self._carried = {}
 
 
 def changed_span(rules: Sequence[RuleIR], old: Sequence[RuleIR]) -> tuple[int, int, int]:

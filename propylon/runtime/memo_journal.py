@@ -25,6 +25,15 @@ class Journal:
         self._notes.append((entries, key, entries.get(key, _MISSING)))
         entries[key] = value
 
+    def put(self, entries: dict[Any, Any], key: Any, value: Any, last: dict[Any, Any]) -> None:
+        """``entries[key] = value``, noted if ``entries`` is ``last``: the last compilation's
+        dictionary, taken over (otherwise it is this compilation's own, dropped whole if it
+        fails)."""
+        if entries is last:
+            self.set(entries, key, value)
+        else:
+            entries[key] = value
+
     def pop(self, entries: dict[Any, Any], key: Any) -> Any:
         """The entry removed, or None if there was none."""
         value = entries.pop(key, _MISSING)

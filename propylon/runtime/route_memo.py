@@ -118,7 +118,6 @@ class RouteMemo:
         # set or removed in it (undone if it fails, ``abort``), and the entries it removed,
         # still found by ``_compiled_with``
         self._journal = Journal()
-        self._taken = False
         self._carried: dict[int, _Routes] = {}
         self._gateway = ""
 
@@ -136,7 +135,7 @@ class RouteMemo:
         self._clusters = clusters
         self._kept = self.kept.get(gateway, {})
         self._made = self.made.setdefault(gateway, {})
-        self._gateway, self._taken, self._carried = gateway, False, {}
+        self._gateway, self._carried = gateway, {}
 
     def get(self, rule: RuleIR, chain: FilterChain, clusters: dict[str, Cluster]
             ) -> tuple[CompiledRoute, ...] | None:
@@ -172,18 +171,13 @@ class RouteMemo:
 
     def _keep(self, entry: _Routes, clusters: dict[str, Cluster]) -> tuple[CompiledRoute, ...]:
         entry.clusters = clusters
-        self._put(id(entry.rule), entry)
+        self._journal.put(self._made, id(entry.rule), entry, self._kept)
         return entry.routes
 
     def add(self, rule: RuleIR, chain: FilterChain, clusters: dict[str, Cluster],
             routes: tuple[CompiledRoute, ...]) -> None:
-        self._put(id(rule), _Routes(rule, chain, clusters, routes))
-
-    def _put(self, key: int, entry: _Routes) -> None:
-        if self._taken:
-            self._journal.set(self._made, key, entry)
-        else:
-            self._made[key] = entry
+        self._journal.put(self._made, id(rule), _Routes(rule, chain, clusters, routes),
+                          self._kept)
 
     def last_placed(self, gateway: str) -> Placed | None:
         """The Gateway's rules as last compiled, if that router is the one kept."""
@@ -202,7 +196,6 @@ class RouteMemo:
             if entry is not None:
                 self._carried[id(rule)] = entry
         self._made = self.made[self._gateway] = taken
-        self._taken = True
 
     def router(self, gateway: str, entries: Iterable[RouterEntry[CompiledRoute]],
                placed: Placed | None = None) -> Router[CompiledRoute]:
@@ -233,7 +226,7 @@ class RouteMemo:
         self._journal.forget()
         self.kept, self.made = self.made, {}
         self._kept, self._made = {}, {}
-        self._taken, self._carried = False, {}
+        self._carried = {}
         self.clusters, self.made_clusters = self.made_clusters, {}
         self.routers, self.made_routers = self.made_routers, {}
         self.placed, self.made_placed = self.made_placed, {}
