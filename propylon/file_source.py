@@ -19,7 +19,9 @@ import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
+from propylon.config.files import may_change_texts
 from propylon.ir import SnapshotIR
 from propylon.proxy.supervisor import ConfigRefused, Supervisor
 from propylon.standalone import (
@@ -31,11 +33,29 @@ from propylon.standalone import (
 )
 from propylon.translate.consumers import FileStamp, file_stamp
 
+if TYPE_CHECKING:
+    from watchfiles import Change
+
 log = logging.getLogger("propylon")
 
 # Reloads are built at this niceness (Linux gives each thread its own): the workers, at the
 # process's own priority, get the cores first; the supervisor's loop thread is unaffected.
 BUILD_NICENESS = 10
+
+
+class _ConfigChanges:
+    """The changes under the configuration paths that may change what is read from them
+    (``may_change_texts``), among those watchfiles' default filter passes (editors' swap
+    files, version control folders): a log written next to the files reloads nothing."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        from watchfiles import DefaultFilter
+
+        self._default = DefaultFilter()
+        self._paths = paths
+
+    def __call__(self, change: Change, path: str) -> bool:
+        return self._default(change, path) and may_change_texts(path, self._paths)
 
 
 def _lower_thread_priority() -> None:
@@ -163,7 +183,13 @@ class FileSource:
     async def _watch_config(self, supervisor: Supervisor) -> None:
         from watchfiles import awatch
 
-        async for _changes in awatch(*self.paths, debounce=200, step=50):
+        # watchfiles says "N changes detected" of every change it passes on: ours says which
+        logging.getLogger("watchfiles").setLevel(logging.WARNING)
+        async for changes in awatch(*self.paths, watch_filter=_ConfigChanges(self.paths),
+                                    debounce=200, step=50):
+            names = sorted({path for _, path in changes})
+            log.info("configuration changed (%s%s), reloading", ", ".join(names[:3]),
+                     f" and {len(names) - 3} more" if len(names) > 3 else "")
             await self.reload(supervisor)
 
     async def _watch_secrets(self, supervisor: Supervisor) -> None:

@@ -7,6 +7,7 @@ sorted order. A path that names nothing, or a file that cannot be read as UTF-8,
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -24,6 +25,17 @@ def _config_files(paths: Sequence[str | Path], errors: list[ConfigError]) -> Ite
             yield path
         else:
             errors.append(ConfigError(str(path), None, None, None, None, "no such file or folder"))
+
+
+def may_change_texts(path: str | Path, given: Sequence[str | Path]) -> bool:
+    """Whether a change at ``path`` (under the paths ``given``, or one of them) may change what
+    ``read_texts(given)`` reads: a file with a configuration suffix, a path given itself, a
+    folder, or a path that no longer exists (a folder moved away may have held configuration
+    files). A file of any other name (a log written next to the configuration, say) may not."""
+    changed = Path(os.path.abspath(path))
+    if changed.suffix in SUFFIXES or any(changed == Path(os.path.abspath(g)) for g in given):
+        return True
+    return changed.is_dir() or not changed.exists()
 
 
 def read_texts(paths: Sequence[str | Path], errors: list[ConfigError]) -> list[tuple[str, str]]:

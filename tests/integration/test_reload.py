@@ -54,6 +54,25 @@ def test_file_change_is_served(watched) -> None:
     assert body_of(watched, "/a") == (200, b"/a")
 
 
+def test_a_file_of_another_kind_next_to_the_config_reloads_nothing(watched) -> None:
+    """A log written into the configuration folder (``propylon run . > gateway.log``) is
+    not configuration: it reloaded on every line written, the reload's own log line
+    included."""
+    log_file = watched.config_dir / "gateway.log"
+    for line in range(10):
+        with log_file.open("a") as out:
+            out.write(f"line {line}\n")
+        time.sleep(0.05)
+    time.sleep(0.6)  # past the watcher's debounce
+    assert "gateway.log" not in watched.stderr_text()
+    version = watched.version()
+    watched.write_config(config("/a", "/e"))
+    poll_until(lambda: body_of(watched, "/e") == (200, b"/e"), 10, message="/e served")
+    assert watched.version() != version
+    assert "configuration changed (" in watched.stderr_text()
+    assert "gateway.log" not in watched.stderr_text()
+
+
 @pytest.mark.parametrize(
     "bad",
     [
