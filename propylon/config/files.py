@@ -1,8 +1,12 @@
 """The configuration files a list of paths names, and their texts.
 
 A path is a file, or a folder whose ``*.yaml`` and ``*.yml`` files are read recursively, in
-sorted order. A path that names nothing, or a file that cannot be read as UTF-8, is one
-``ConfigError``; the others are read all the same.
+sorted order, except those whose path below the folder has a hidden part (a name starting
+with "."): a Kubernetes ConfigMap or Secret mounted as a folder holds each file twice more,
+in ``..data/`` and the ``..<timestamp>/`` folder it points to, and the visible names are
+links to those; a ``.git`` or ``.github`` folder holds no gateway configuration. A path
+given is read whatever its name. A path that names nothing, or a file that cannot be read as
+UTF-8, is one ``ConfigError``; the others are read all the same.
 """
 
 from __future__ import annotations
@@ -20,11 +24,23 @@ def _config_files(paths: Sequence[str | Path], errors: list[ConfigError]) -> Ite
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            yield from sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in SUFFIXES)
+            yield from folder_files(path)
         elif path.is_file():
             yield path
         else:
             errors.append(ConfigError(str(path), None, None, None, None, "no such file or folder"))
+
+
+def folder_files(folder: Path, suffixes: tuple[str, ...] = SUFFIXES) -> list[Path]:
+    """The files below ``folder`` with one of ``suffixes``, in sorted order, those with a
+    hidden part in their path below it left out (see the module doc)."""
+    return sorted(
+        p for p in folder.rglob("*")
+        if p.suffix in suffixes and not _hidden(p.relative_to(folder)) and p.is_file())
+
+
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
 
 
 def may_change_texts(path: str | Path, given: Sequence[str | Path]) -> bool:

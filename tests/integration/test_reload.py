@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -71,6 +74,41 @@ def test_a_file_of_another_kind_next_to_the_config_reloads_nothing(watched) -> N
     assert watched.version() != version
     assert "configuration changed (" in watched.stderr_text()
     assert "gateway.log" not in watched.stderr_text()
+
+
+def _configmap_update(folder: Path, text: str, generation: int) -> None:
+    """What the kubelet does to a ConfigMap mounted as a folder: the files written to a new
+    ``..<timestamp>`` folder, ``..data`` swapped to it by a rename, the old folder removed;
+    the visible ``gateway.yaml`` is a link to ``..data/gateway.yaml`` throughout."""
+    stamp = folder / f"..2026_12_04_00_00_0{generation}.1"
+    stamp.mkdir()
+    (stamp / "gateway.yaml").write_text(text)
+    old = os.readlink(folder / "..data") if (folder / "..data").is_symlink() else None
+    os.symlink(stamp.name, folder / "..data_tmp")
+    os.replace(folder / "..data_tmp", folder / "..data")
+    if old is not None:
+        shutil.rmtree(folder / old)
+    if not (folder / "gateway.yaml").is_symlink():
+        (folder / "gateway.yaml").unlink(missing_ok=True)
+        os.symlink("..data/gateway.yaml", folder / "gateway.yaml")
+
+
+def test_a_configmap_mounted_as_a_folder_is_read_once_and_its_updates_reload(
+        tmp_path: Path) -> None:
+    """Each file of a mounted ConfigMap is also in ``..data/`` and ``..<timestamp>/``: read
+    three times, every resource was "defined twice"; an update swaps ``..data``."""
+    gw = Gateway(tmp_path, config("/a"), watch=True)
+    try:
+        _configmap_update(gw.config_dir, gw.render(config("/a")), 1)
+        gw.start()
+        assert "defined twice" not in gw.stderr_text()
+        assert body_of(gw, "/a") == (200, b"/a")
+        _configmap_update(gw.config_dir, gw.render(config("/a", "/cm")), 2)
+        poll_until(lambda: body_of(gw, "/cm") == (200, b"/cm"), 10, message="/cm served")
+        assert gw.reloads() == (1, 0)
+        assert "defined twice" not in gw.stderr_text()
+    finally:
+        gw.stop()
 
 
 @pytest.mark.parametrize(

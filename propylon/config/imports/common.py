@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from propylon.config._yaml import Document, parse_documents
 from propylon.config.errors import parse_node_path
+from propylon.config.files import SUFFIXES, folder_files
 from propylon.config.imports.shape import Shape, check
 from propylon.config.k8s_fields import FieldError
 from propylon.config.resources import API_VERSION
@@ -150,7 +151,7 @@ def _files(paths: Sequence[str | Path], out: Output) -> list[Path]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml", ".json"))
+            files += folder_files(path, (*SUFFIXES, ".json"))
         elif path.is_file():
             files.append(path)
         else:
