@@ -37,4 +37,6 @@ EXPOSE 8080 9901
 HEALTHCHECK --interval=10s --timeout=2s --start-period=10s --retries=3 \
     CMD ["python", "-c", "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:9901/ready', timeout=2).status != 200)"]
 ENTRYPOINT ["propylon"]
-CMD ["run", "/etc/propylon", "--admin", "0.0.0.0:9901", "--no-watch"]
+# a ConfigMap mounted at /etc/propylon is read once (not from its ..data copies) and watched:
+# its updates reload without a restart
+CMD ["run", "/etc/propylon", "--admin", "0.0.0.0:9901"]
