@@ -13,7 +13,7 @@ from pathlib import Path
 from propylon.admin.api import ControlAPI
 from propylon.controlplane import httpd
 from propylon.controlplane.state import ControlState
-from propylon.controlplane.store import open_store
+from propylon.controlplane.store import open_store, store_location
 from propylon.controlplane.token import load_or_create_token
 from propylon.controlplane.ui import Explainer
 from propylon.runtime.heap_trim import settle_heap
@@ -52,7 +52,7 @@ async def run_control(
     translator = asyncio.ensure_future(state.run())
     rollouts = asyncio.ensure_future(state.watch_rollouts())
     log.info("control plane on %s://%s:%d, store %s, token in %s",
-             "https" if tls else "http", host, port, store_url, token_file)
+             "https" if tls else "http", host, port, store_location(store_url), token_file)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)

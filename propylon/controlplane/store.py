@@ -8,6 +8,7 @@ plane then re-reads the resources. Every method is a coroutine that never blocks
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -74,6 +75,14 @@ class Store(Protocol):
     def changes(self) -> AsyncIterator[None]: ...
 
     async def close(self) -> None: ...
+
+
+def store_location(url: str) -> str:
+    """``url`` as the log shows it: an SQLite store with its file's absolute path, since
+    ``sqlite:///tmp/x.db`` is ``tmp/x.db`` in the working folder, not ``/tmp/x.db``."""
+    if url.startswith("sqlite:///"):
+        return f"{url} (file {os.path.abspath(url.removeprefix('sqlite:///'))})"
+    return url
 
 
 async def open_store(url: str) -> Store:
