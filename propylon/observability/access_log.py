@@ -7,7 +7,7 @@ batch writes the whole batch with one ``write`` a few milliseconds later (or at 
 several workers sharing stdout never interleave mid-line.
 
 Stdout that is a pipe, a terminal or a socket (a container runtime's log pipe, journald's
-socket) is written without waiting (``_StdoutWriter``): when its reader stops reading (a log
+socket) is written without waiting (``nonblocking.py``): when its reader stops reading (a log
 shipper that stalls, a terminal paused with Ctrl-S), a blocking ``write`` would stop the
 worker's event loop and every request with it. What it cannot take is dropped, whole lines,
 and counted (``propylon_access_log_lines_dropped_total``). A file (``--access-log PATH``, or
@@ -20,13 +20,12 @@ import asyncio
 import contextlib
 import json
 import os
-import socket
-import stat
 import sys
 import time
 from typing import TYPE_CHECKING, BinaryIO
 
 from propylon.observability.access_log_metrics import ACCESS_LOG_COUNTERS
+from propylon.observability.nonblocking import NonBlockingWriter
 
 if TYPE_CHECKING:
     from propylon.proxy.session import Session
@@ -105,67 +104,6 @@ def format_combined(ex: Session, elapsed: float, now: float) -> bytes:
 FORMATS = {"json": format_line, "combined": format_combined}
 
 
-class _StdoutWriter:
-    """Writes to stdout's pipe, terminal or socket without ever waiting: through a file
-    description of its own opened non-blocking (``/proc/self/fd/1``: the flag would otherwise
-    be shared with every process writing to stdout), or ``MSG_DONTWAIT`` on a socket. A
-    batch the reader has no room for is dropped; one taken in part (more than PIPE_BUF at
-    once, a terminal, a socket) has its rest written first next time, so no line is torn."""
-
-    __slots__ = ("_fd", "_rest", "_socket")
-
-    def __init__(self, fd: int, sock: socket.socket | None) -> None:
-        self._fd, self._socket = fd, sock
-        self._rest = b""
-
-    @classmethod
-    def of_stdout(cls) -> _StdoutWriter | None:
-        """The writer for stdout, or None when it is a file (or anything else) to write as
-        it is."""
-        fd = sys.stdout.fileno()
-        mode = os.fstat(fd).st_mode
-        if stat.S_ISSOCK(mode):
-            return cls(-1, socket.socket(fileno=os.dup(fd)))
-        if not (stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)):
-            return None
-        try:
-            own = os.open(f"/proc/self/fd/{fd}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:  # no /proc, or a pipe whose reader is gone: written as before
-            return None
-        return cls(own, None)
-
-    def write(self, data: bytes) -> None:
-        if self._rest:
-            rest = self._rest
-            self._rest = rest[self._send(rest):]
-            if self._rest:
-                ACCESS_LOG_COUNTERS.dropped += data.count(b"\n")
-                return
-        sent = self._send(data)
-        if sent == 0:
-            ACCESS_LOG_COUNTERS.dropped += data.count(b"\n")
-        elif sent < len(data):
-            self._rest = data[sent:]
-
-    def _send(self, data: bytes) -> int:
-        """Bytes taken of ``data`` (0: none now); a reader gone takes everything, unread."""
-        try:
-            if self._socket is not None:
-                return self._socket.send(data, socket.MSG_DONTWAIT)
-            return os.write(self._fd, data)
-        except BlockingIOError:
-            return 0
-        except OSError:
-            return len(data)
-
-    def close(self) -> None:
-        if self._socket is not None:
-            self._socket.close()
-        else:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-
-
 class AccessLog:
     __slots__ = ("_fd", "_file", "_format", "_lines", "_loop", "_scheduled", "_size",
                  "_stdout", "_target")
@@ -176,10 +114,10 @@ class AccessLog:
         self._format = FORMATS[line_format]
         self._target = target
         self._file: BinaryIO | None = None
-        self._stdout: _StdoutWriter | None = None
+        self._stdout: NonBlockingWriter | None = None
         if target == "stdout":
             self._fd = sys.stdout.fileno()
-            self._stdout = _StdoutWriter.of_stdout()
+            self._stdout = NonBlockingWriter.of_fd(self._fd)
         else:
             self._file = open(target, "ab", buffering=0)  # noqa: SIM115 - lives with the worker
             self._fd = self._file.fileno()
@@ -227,7 +165,8 @@ class AccessLog:
 
     def _write(self, data: bytes) -> None:
         if self._stdout is not None:
-            self._stdout.write(data)
+            if not self._stdout.write(data):
+                ACCESS_LOG_COUNTERS.dropped += data.count(b"\n")
             return
         with contextlib.suppress(OSError):
             os.write(self._fd, data)
