@@ -22,6 +22,7 @@ from propylon.admin.cache_purge import purge_request
 from propylon.admin.config_dump import config_document
 from propylon.observability.certificates import certificate_families
 from propylon.observability.exposition import render, snapshot_families
+from propylon.observability.log_metrics import LOG_COUNTERS, merge_logs
 from propylon.observability.metrics import class_counts, merge_snapshots
 from propylon.observability.process_metrics import ProcessInfo, process_families, this_process
 from propylon.proxy.http11 import simple_response
@@ -102,6 +103,7 @@ async def answer(supervisor: Supervisor, method: bytes, path: bytes, accept: str
 async def metrics_exposition(supervisor: Supervisor, accept: str) -> tuple[bytes, str]:
     workers = await supervisor.worker_stats()
     snapshot = merge_snapshots([stats for _, _, stats in workers if stats is not None])
+    snapshot["logs"] = merge_logs([snapshot, {"logs": LOG_COUNTERS.snapshot()}])  # + this one's
     processes = [this_process()] + [
         ProcessInfo(str(index), pid, stats.get("gc") if stats is not None else None)
         for index, pid, stats in workers if pid is not None

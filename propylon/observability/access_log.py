@@ -24,7 +24,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, BinaryIO
 
-from propylon.observability.access_log_metrics import ACCESS_LOG_COUNTERS
+from propylon.observability.log_metrics import LOG_COUNTERS
 from propylon.observability.nonblocking import NonBlockingWriter
 
 if TYPE_CHECKING:
@@ -166,7 +166,7 @@ class AccessLog:
     def _write(self, data: bytes) -> None:
         if self._stdout is not None:
             if not self._stdout.write(data):
-                ACCESS_LOG_COUNTERS.dropped += data.count(b"\n")
+                LOG_COUNTERS.access_lines_dropped += data.count(b"\n")
             return
         with contextlib.suppress(OSError):
             os.write(self._fd, data)

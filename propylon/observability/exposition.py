@@ -37,7 +37,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import choose_encoder
 
-from propylon.observability.access_log_metrics import access_log_families
+from propylon.observability.log_metrics import log_families
 from propylon.observability.metrics import (
     LATENCY_BOUNDS,
     STATUS_SLOTS,
@@ -186,7 +186,7 @@ def snapshot_families(snapshot: dict[str, Any]) -> Iterator[Metric]:
     yield from listener_families(snapshot)
     yield from waf_families(snapshot)
     yield from tracing_families(snapshot)
-    yield from access_log_families(snapshot)
+    yield from log_families(snapshot)
 
 
 def _add_codes(family: CounterMetricFamily, key: list[str], codes: list[int]) -> None:

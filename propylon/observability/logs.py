@@ -19,6 +19,7 @@ import json
 import logging
 import sys
 
+from propylon.observability.log_metrics import LOG_COUNTERS
 from propylon.observability.nonblocking import NonBlockingWriter
 
 LOG_FORMATS = ("text", "json")
@@ -68,6 +69,7 @@ class NonBlockingHandler(logging.Handler):
             self.dropped = 0
         else:
             self.dropped += 1
+            LOG_COUNTERS.records_dropped += 1
 
     def close(self) -> None:
         self.writer.close()

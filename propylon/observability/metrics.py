@@ -17,7 +17,7 @@ from bisect import bisect_left
 from http import HTTPStatus
 from typing import Any, Final
 
-from propylon.observability.access_log_metrics import ACCESS_LOG_COUNTERS, merge_access_log
+from propylon.observability.log_metrics import LOG_COUNTERS, merge_logs
 from propylon.observability.tracing_metrics import TRACING_COUNTERS, merge_tracing
 from propylon.observability.waf_metrics import WAF_COUNTERS, merge_waf
 
@@ -191,7 +191,7 @@ class MetricsRegistry:
             "upstreams": self.upstreams_snapshot(),
             "waf": WAF_COUNTERS.snapshot(),  # per process, not per registry (waf_metrics.py)
             "tracing": TRACING_COUNTERS.snapshot(),  # per process too (tracing_metrics.py)
-            "access_log": ACCESS_LOG_COUNTERS.snapshot(),  # per process (access_log_metrics.py)
+            "logs": LOG_COUNTERS.snapshot(),  # per process too (log_metrics.py)
         }
 
 
@@ -271,7 +271,7 @@ def merge_snapshots(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
         "in_flight": merge_gauges(snapshots, "in_flight"),
         "waf": merge_waf(snapshots),
         "tracing": merge_tracing(snapshots),
-        "access_log": merge_access_log(snapshots),
+        "logs": merge_logs(snapshots),
     }
 
 

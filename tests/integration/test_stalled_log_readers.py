@@ -137,6 +137,7 @@ def test_a_stderr_reader_that_stops_reading_holds_up_no_request(tmp_path: Path) 
         _all_answered(gw, REQUESTS, "stalled", status=403)
         logged = _text_lines(reader)  # what stderr took before it was full: whole lines
         assert sum("/x/stalled-" in line for line in logged) < REQUESTS
+        assert metric_value(gw.metrics(), "propylon_log_records_dropped_total") > 0
         _all_answered(gw, 1, "again", status=403)
         later: list[str] = []
         poll_until(lambda: (later.extend(_text_lines(reader)) or
