@@ -74,6 +74,9 @@ def stalled(request: pytest.FixtureRequest, tmp_path: Path):
         reader: IO[bytes] = os.fdopen(read_end, "rb", buffering=0)
     else:
         ours, theirs = socket.socketpair()
+        # whatever the machine's default buffers, 1,000 lines are more than they hold
+        theirs.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32 * 1024)
+        ours.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
         ours.setblocking(False)
         reader = ours.makefile("rb", buffering=0)
         write_end = theirs.detach()
