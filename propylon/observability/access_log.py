@@ -9,8 +9,9 @@ several workers sharing stdout never interleave mid-line.
 Stdout that is a pipe, a terminal or a socket (a container runtime's log pipe, journald's
 socket) is written without waiting (``nonblocking.py``): when its reader stops reading (a log
 shipper that stalls, a terminal paused with Ctrl-S), a blocking ``write`` would stop the
-worker's event loop and every request with it. What it cannot take is dropped, whole lines,
-and counted (``propylon_access_log_lines_dropped_total``). A file (``--access-log PATH``, or
+worker's event loop and every request with it. What it cannot take at once waits in the
+writer's backlog; what overflows that is dropped, whole lines, and counted
+(``propylon_access_log_lines_dropped_total``). A file (``--access-log PATH``, or
 stdout redirected to one) is written as before: a disk does not stop taking writes.
 """
 

@@ -8,9 +8,9 @@ traceback is one record there.
 
 Stderr that is a pipe, a terminal or a socket is written without waiting for its reader
 (``nonblocking.py``): a worker logs a warning per request in some cases (a WAF intervention,
-an extAuth service away), and a stalled log reader must not stop the worker. Records the
-reader has no room for are dropped; the next record written is preceded by one saying how
-many.
+an extAuth service away), and a stalled log reader must not stop the worker. Records that
+overflow the writer's backlog are dropped; the next record written is preceded by one saying
+how many.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ class JsonFormatter(logging.Formatter):
 
 class NonBlockingHandler(logging.Handler):
     """Records written to ``writer``, one line each (a text traceback's lines after it);
-    those it drops are counted and announced by a record before the next one written."""
+    those it drops (its backlog full) are counted and announced by a record before the next
+    one written."""
 
     def __init__(self, writer: NonBlockingWriter) -> None:
         super().__init__()

@@ -15,13 +15,14 @@ from typing import IO
 import pytest
 
 from tests.support import resources as r
-from tests.support.client import roundtrip
+from tests.support.client import RawClient
 from tests.support.gateway import REPO, Config, Gateway, metric_value
 from tests.support.net import poll_until
 
-# a line is about 300 bytes: 1,000 of them are several times what a pipe (64 KiB) or a
-# socket's buffers hold
+# What a reader has no room for waits in a backlog of 4 MiB (``nonblocking.BACKLOG_BYTES``)
+# before anything is dropped: 1,000 lines or records of 6 KB are half as much again.
 REQUESTS = 1_000
+PADDING = "a" * 6000
 
 
 def _direct(port: int) -> str:
@@ -50,18 +51,30 @@ class StreamsGateway(Gateway):
 
 
 def _all_answered(gw: Gateway, count: int, tag: str, status: int = 200) -> None:
-    for index in range(count):
-        response = roundtrip(gw.port, "GET", f"/x/{tag}-{index}", timeout=5)
-        assert response.status == status, f"request {index}: {response.status}"
+    """``count`` requests one after another on one connection, each answered ``status``."""
+    with RawClient(gw.port, timeout=5) as client:
+        for index in range(count):
+            client.request("GET", f"/x/{tag}-{index}-{PADDING}")
+            response = client.read_final()
+            assert response.status == status, f"request {index}: {response.status}"
 
 
-def _lines(reader: IO[bytes]) -> list[dict[str, object]]:
-    """Every line readable now, each checked to be one whole JSON object."""
-    data = b""
-    while chunk := reader.read(1 << 16):
-        data += chunk
-    assert data.endswith(b"\n")
-    return [json.loads(line) for line in data.splitlines()]
+class Lines:
+    """The complete lines of a non-blocking reader, read as they come (a line arriving in
+    pieces is kept until its end arrives)."""
+
+    def __init__(self, reader: IO[bytes]) -> None:
+        self.reader = reader
+        self.partial = b""
+        self.lines: list[str] = []
+
+    def read(self) -> list[str]:
+        """Every line read so far."""
+        while chunk := self.reader.read(1 << 16):
+            self.partial += chunk
+        *complete, self.partial = self.partial.split(b"\n")
+        self.lines += [line.decode() for line in complete]
+        return self.lines
 
 
 @pytest.fixture(params=["pipe", "socket"])
@@ -98,14 +111,16 @@ def test_a_reader_that_stops_reading_holds_up_no_request(stalled) -> None:
     gw, reader = stalled
     _all_answered(gw, REQUESTS, "stalled")
     poll_until(lambda: gw.dropped() > 0, 5, message="dropped lines counted")
-    written = _lines(reader)  # what stdout took before it was full: whole lines only
-    assert written
-    # the reader reads again: the log flows (the last batches held while it was full
-    # first), and every line was either written or counted as dropped
+    # the reader reads again: what waited flows, every line written whole or counted as
+    # dropped; then each new line is written
+    lines = Lines(reader)
+    poll_until(lambda: sum("/x/stalled-" in line for line in lines.read()) + gw.dropped()
+               >= REQUESTS, 20, message="every line read or counted")
     for index in range(20):
         _all_answered(gw, 1, f"again-{index}")
-        written += poll_until(lambda: _lines_or_none(reader), 5, message="a line after reading")
-    paths = [str(line["path"]) for line in written]
+        poll_until(lambda: any(f"/x/again-{index}-" in line for line in lines.read()),  # noqa: B023
+                   5, message=f"again-{index} logged")
+    paths = [str(json.loads(line)["path"]).removesuffix(f"-{PADDING}") for line in lines.lines]
     assert [p for p in paths if p.startswith("/x/again-")] == [
         f"/x/again-{i}-0" for i in range(20)]
     stalled_paths = [p for p in paths if p.startswith("/x/stalled-")]
@@ -113,17 +128,10 @@ def test_a_reader_that_stops_reading_holds_up_no_request(stalled) -> None:
     assert len(stalled_paths) + gw.dropped() == REQUESTS
 
 
-def _lines_or_none(reader: IO[bytes]) -> list[dict[str, object]] | None:
-    try:
-        return _lines(reader) or None
-    except AssertionError:
-        return None
-
-
 def test_a_stderr_reader_that_stops_reading_holds_up_no_request(tmp_path: Path) -> None:
     """A warning per request (a WAF intervention, logged for each) on an unread stderr."""
     rule = ('SecRule REQUEST_URI "@beginsWith /x/" '
-            '"id:1000002,phase:1,deny,status:403,log,msg:\'every request\'"')
+            f'"id:1000002,phase:1,deny,status:403,log,msg:\'every request {PADDING}\'"')
     config = lambda port: r.dump(r.gateway(port), r.route("main", rules=[  # noqa: E731
         r.rule({"prefix": "/x"}, directResponse={"status": 200, "body": "x"},
                policies=[{"waf": {"rules": [rule]}}])]))
@@ -137,25 +145,20 @@ def test_a_stderr_reader_that_stops_reading_holds_up_no_request(tmp_path: Path) 
             gw.start()
         finally:
             os.close(write_end)
-        _all_answered(gw, REQUESTS, "stalled", status=403)
-        logged = _text_lines(reader)  # what stderr took before it was full: whole lines
-        assert sum("/x/stalled-" in line for line in logged) < REQUESTS
-        assert metric_value(gw.metrics(), "propylon_log_records_dropped_total") > 0
+        # a record is about 800 bytes (the WAF's own record shortens the path and message)
+        _all_answered(gw, 8 * REQUESTS, "stalled", status=403)
+        dropped = metric_value(gw.metrics(), "propylon_log_records_dropped_total")
+        assert dropped > 0
+        lines = Lines(reader)  # the reader reads again: what waited flows first
+        poll_until(lambda: sum("/x/stalled-" in line for line in lines.read()) + dropped
+                   >= 8 * REQUESTS, 20, message="every record read or counted")
         _all_answered(gw, 1, "again", status=403)
-        later: list[str] = []
-        poll_until(lambda: (later.extend(_text_lines(reader)) or
-                            any("/x/again-0" in line for line in later)), 5,
+        poll_until(lambda: any("/x/again-0" in line for line in lines.read()), 20,
                    message="the warning of a request after the reader read again")
+        assert sum("/x/stalled-" in line for line in lines.lines) < 8 * REQUESTS
         assert any("log record(s) dropped: stderr was not being read" in line
-                   for line in later), later
+                   for line in lines.lines)
     finally:
         gw.stop()
         reader.close()
 
-
-def _text_lines(reader: IO[bytes]) -> list[str]:
-    data = b""
-    while chunk := reader.read(1 << 16):
-        data += chunk
-    assert not data or data.endswith(b"\n")
-    return data.decode().splitlines()

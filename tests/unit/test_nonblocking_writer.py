@@ -1,43 +1,69 @@
-"""NonBlockingWriter on a real pipe and socket: nothing waits, nothing is torn."""
+"""NonBlockingWriter on a real pipe and socket: nothing waits, nothing is torn, a burst to a
+live reader is kept, a reader stalled for good costs only what overflows the backlog."""
 
 from __future__ import annotations
 
 import os
 import socket
 import tempfile
+import time
 
+import pytest
+
+from propylon.observability import nonblocking
 from propylon.observability.nonblocking import NonBlockingWriter
 
 
-def _drain(fd: int) -> bytes:
-    data = b""
-    while True:
+def _read_until(read, size: int, timeout: float = 10.0) -> bytes:
+    got = b""
+    deadline = time.monotonic() + timeout
+    while len(got) < size and time.monotonic() < deadline:
         try:
-            chunk = os.read(fd, 1 << 20)
+            chunk = read(1 << 20)
         except BlockingIOError:
-            return data
+            time.sleep(0.005)
+            continue
         if not chunk:
-            return data
-        data += chunk
+            break
+        got += chunk
+    return got
 
 
-def test_a_full_pipe_drops_and_a_part_taken_is_finished_first() -> None:
+def test_a_burst_to_a_live_pipe_is_kept_in_order() -> None:
     read_end, write_end = os.pipe()
     os.set_blocking(read_end, False)
     writer = NonBlockingWriter.of_fd(write_end)
     assert writer is not None
     try:
-        big = b"".join(b"%07d\n" % i for i in range(40_000))  # 320 KB: more than the pipe holds
-        assert writer.write(big)  # taken in part, the rest held
-        assert not writer.write(b"dropped\n")  # the rest cannot be finished yet: dropped
+        lines = [b"%07d\n" % i for i in range(100_000)]  # 800 KB: more than the pipe holds
+        started = time.monotonic()
+        assert all(writer.write(line) for line in lines)  # none waits for the reader
+        assert time.monotonic() - started < 5
         assert os.get_blocking(write_end)  # the shared descriptor stays as it was
-        got = _drain(read_end)
-        while len(got) < len(big):
-            writer.write(b"")  # each write finishes what it can of the rest first
-            got += _drain(read_end)
-        assert writer.write(b"after\n")
-        got += _drain(read_end)
-        assert got == big + b"after\n"
+        expected = b"".join(lines)
+        assert _read_until(lambda n: os.read(read_end, n), len(expected)) == expected
+    finally:
+        writer.close()
+        os.close(read_end)
+        os.close(write_end)
+
+
+def test_a_stalled_reader_costs_what_overflows_the_backlog(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(nonblocking, "BACKLOG_BYTES", 256 * 1024)
+    read_end, write_end = os.pipe()
+    os.set_blocking(read_end, False)
+    writer = NonBlockingWriter.of_fd(write_end)
+    assert writer is not None
+    try:
+        batch = b"".join(b"%07d\n" % i for i in range(512))  # 4 KiB
+        taken = [writer.write(batch) for _ in range(200)]  # 800 KiB, nobody reading
+        assert all(taken[:60]) and not all(taken)  # 64 KiB in the pipe, 256 KiB queued
+        kept = sum(taken) * len(batch)
+        got = _read_until(lambda n: os.read(read_end, n), kept)
+        assert got == batch * sum(taken)  # whole batches, in order
+        assert writer.write(b"after\n")  # room again: written
+        assert _read_until(lambda n: os.read(read_end, n), 6) == b"after\n"
     finally:
         writer.close()
         os.close(read_end)
@@ -49,20 +75,11 @@ def test_a_socket_is_written_without_waiting() -> None:
     writer = NonBlockingWriter.of_fd(theirs.fileno())
     assert writer is not None
     try:
-        lines = [b"line %d\n" % i for i in range(100_000)]
-        taken = [line for line in lines if writer.write(line)]
-        assert len(taken) < len(lines)  # the buffers filled: the rest dropped, no wait
+        lines = [b"line %d\n" % i for i in range(50_000)]
+        assert all(writer.write(line) for line in lines)
         ours.setblocking(False)
-        got = b""
-        expected = b"".join(taken)
-        for _ in range(100):  # a part held is sent once there is room again
-            try:
-                got += ours.recv(1 << 20)
-            except BlockingIOError:
-                writer.write(b"")
-            if got == expected:
-                break
-        assert got == expected
+        expected = b"".join(lines)
+        assert _read_until(ours.recv, len(expected)) == expected
     finally:
         writer.close()
         ours.close()
