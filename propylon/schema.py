@@ -15,9 +15,11 @@ there rather than strings. Without that context a number is not a duration, as i
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import ipaddress
 import re
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 from pydantic import (
@@ -27,6 +29,8 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     model_validator,
 )
 from pydantic.alias_generators import to_camel
@@ -224,6 +228,48 @@ class Selector(Model):
 
     namespaces: list[str] | None = None
     match_labels: Labels = Field(default_factory=dict)
+
+
+# Sections validated once per load: while ``shared_sections()`` is open, a section marked
+# ``shared(kind)`` given the same value again is the model validated the first time.
+_shared: dict[tuple[str, str], Any] | None = None
+
+
+@contextlib.contextmanager
+def shared_sections() -> Iterator[None]:
+    """Within it, a section marked ``shared`` (a rule's ``forward``, a policy item) met again
+    with the same value is the same model: a large configuration repeats them (one upstream
+    and timeout, one policy on many rules), and models are frozen, never changed. The memo
+    lasts for the outermost use (a load) and holds valid sections only."""
+    global _shared
+    if _shared is not None:
+        yield
+        return
+    _shared = {}
+    try:
+        yield
+    finally:
+        _shared = None
+
+
+def shared(kind: str) -> WrapValidator:
+    """The validator that makes a ``kind`` section shared (see ``shared_sections``). Its
+    key is the value's ``repr``: the parsed data are plain dicts, lists and scalars, whose
+    repr tells types apart (``1``, ``1.0``, ``True``, ``'1'``)."""
+
+    def validate(value: Any, handler: ValidatorFunctionWrapHandler,
+                 info: ValidationInfo) -> Any:
+        memo = _shared
+        if (memo is None or type(value) is not dict or info.context is not None
+                or info.mode != "python"):
+            return handler(value)
+        key = (kind, repr(value))
+        made = memo.get(key)
+        if made is None:
+            made = memo[key] = handler(value)
+        return made
+
+    return WrapValidator(validate)
 
 
 # Tags of tagged unions (a plain value or a mapping); they never appear in error locations.

@@ -28,6 +28,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from propylon import ir
 from propylon.config import ConfigError, Rejected, Resource, load_paths
@@ -226,6 +227,7 @@ class _PolicyCheck:
         self.built: set[tuple[str, str]] = set()
         self.last = _LAST_CHECKS[0]
         self.kept: dict[int, tuple[ir.PolicyIR, str | None]] = {}
+        self.texts: dict[int, tuple[dict[str, Any], str]] = {}  # by id of a spec
 
     def first_error(self, policies: Iterable[ir.PolicyIR]) -> str | None:
         for policy in policies:
@@ -245,7 +247,7 @@ class _PolicyCheck:
         if last is not None and last[0] is policy:
             error = last[1]
         else:
-            spec = _spec_text(policy.spec)
+            spec = self._text(policy.spec)
             spec_only = policy.type in _SPEC_ONLY_TYPES
             if spec_only and (policy.type, spec) in self.built:
                 error = None
@@ -259,6 +261,15 @@ class _PolicyCheck:
         if policy.type in _SPEC_ONLY_TYPES:
             self.kept[id(policy)] = (policy, error)
         return error
+
+    def _text(self, spec: dict[str, Any]) -> str:
+        """``spec`` as text, made once for a spec many rules share (``policies._specs``)."""
+        known = self.texts.get(id(spec))
+        if known is not None and known[0] is spec:
+            return known[1]
+        text = _spec_text(spec)
+        self.texts[id(spec)] = (spec, text)
+        return text
 
     def _error(self, policy: ir.PolicyIR) -> str | None:
         try:

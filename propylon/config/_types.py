@@ -25,6 +25,8 @@ from propylon.schema import (
     invalid,
     not_supported,
     plain_or_mapping,
+    shared,
+    shared_sections,
 )
 
 __all__ = [
@@ -51,4 +53,6 @@ __all__ = [
     "invalid",
     "not_supported",
     "plain_or_mapping",
+    "shared",
+    "shared_sections",
 ]

@@ -32,7 +32,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from propylon.config._types import UNION_TAGS
+from propylon.config._types import UNION_TAGS, shared_sections
 from propylon.config._yaml import Document, dotted_path, parse_documents
 from propylon.config.errors import ConfigError, Source
 from propylon.config.files import read_texts
@@ -87,7 +87,7 @@ def load_paths(paths: Sequence[str | Path], *, parallel: bool = False) -> LoadRe
     ``parallel``, many files are parsed on every core (``parse_pool.py``): for one-shot
     commands, whose process has the machine to itself, and the gateway's first build, before
     its workers start (``FileSource.first_build``); never a reload, while workers serve."""
-    with gc_paused():
+    with gc_paused(), shared_sections():
         return _load_paths(paths, parallel)
 
 
@@ -124,7 +124,7 @@ def load_parsed(
     every one (``translate/parts.py``); another process validates them."""
     result = LoadResult()
     seen: dict[tuple[str, str], Source] = {}
-    with gc_paused():
+    with gc_paused(), shared_sections():
         for (name, text), documents in zip(texts, parsed, strict=True):
             _load_into(result, text, name, seen, documents, outline)
     return result
@@ -241,7 +241,8 @@ def load_text(text: str, filename: str = "<text>", parsed: Parsed | None = None)
     """Resources from YAML ``text``; ``filename`` is only used in errors and sources.
     ``parsed``: what ``parse_documents`` gave of it, or of it less some documents."""
     result = LoadResult()
-    _load_into(result, text, filename, {}, parsed)
+    with shared_sections():
+        _load_into(result, text, filename, {}, parsed)
     return result
 
 

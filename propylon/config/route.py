@@ -25,6 +25,7 @@ from propylon.config._types import (
     Weight,
     exactly_one,
     invalid,
+    shared,
 )
 from propylon.config.policy import PolicyItem
 
@@ -244,11 +245,11 @@ class Delegate(Model):
 class Rule(Model):
     name: Name | None = None
     matches: list[Match] = Field(default_factory=lambda: [Match()], min_length=1)
-    forward: Forward | None = None
+    forward: Annotated[Forward, shared("forward")] | None = None
     redirect: Redirect | None = None
     direct_response: DirectResponse | None = None
     delegate: Delegate | None = None
-    policies: list[PolicyItem] = Field(default_factory=list)
+    policies: list[Annotated[PolicyItem, shared("policy")]] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _one_action(self) -> Rule:

@@ -44,10 +44,20 @@ from propylon.translate.select import gateway_admits
 
 def build_action(ctx: GatewayContext, owner: RouteLike, rule: Rule, field: str) -> Action | None:
     """The rule's action as IR; None for ``delegate`` (delegation is flattened elsewhere)."""
-    if rule.forward is not None:
-        if all(backend.unresolved for backend in rule.forward.backends):
+    forward = rule.forward
+    if forward is not None:
+        # rules that share one forward section (schema.shared_sections) in one namespace
+        # share its IR, unless resolving it failed: then each owner is failed in turn
+        key = (id(forward), owner.namespace)
+        known = ctx.forwards.get(key)
+        if known is not None and known[0] is forward:
+            return known[1]
+        if all(backend.unresolved for backend in forward.backends):
             return DirectResponseIR(500, "backend unresolved\n")
-        return resolve_backends(ctx, owner, rule.forward, f"{field}.forward")
+        made, failed = resolve_backends(ctx, owner, forward, f"{field}.forward")
+        if not failed:
+            ctx.forwards[key] = (forward, made)
+        return made
     if rule.redirect is not None:
         r = rule.redirect
         return RedirectIR(r.status_code, r.scheme, r.host, r.port, r.path, r.prefix)
@@ -58,7 +68,9 @@ def build_action(ctx: GatewayContext, owner: RouteLike, rule: Rule, field: str) 
 
 def resolve_backends(
     ctx: GatewayContext, owner: RouteLike, forward: Forward, field: str
-) -> ForwardIR:
+) -> tuple[ForwardIR, bool]:
+    """The forward section's IR, and whether a reference failed ``owner``."""
+    failed = False
     backends = []
     unresolved_weight = 0
     for index, backend in enumerate(forward.backends):
@@ -68,6 +80,7 @@ def resolve_backends(
         key = upstream_key(backend.upstream, owner.namespace)
         error = reference_error(ctx, owner, key)
         if error:
+            failed = True
             ctx.fail(owner, error, field=f"{field}.backends[{index}].upstream")
         backends.append(BackendIR(key, backend.weight))
     rewrite = None
@@ -78,10 +91,11 @@ def resolve_backends(
         key = upstream_key(forward.mirror.upstream, owner.namespace)
         error = reference_error(ctx, owner, key)
         if error:
+            failed = True
             ctx.fail(owner, error, field=f"{field}.mirror.upstream")
         mirror = MirrorIR(key, forward.mirror.percent)
     return ForwardIR(tuple(backends), rewrite, forward.timeout, _retries(forward), mirror,
-                     unresolved_weight)
+                     unresolved_weight), failed
 
 
 def _retries(forward: Forward) -> RetryIR | None:

@@ -4,13 +4,19 @@ Routes/RouteTables found invalid *for this Gateway* (their rules get replaced)."
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from propylon.config import Gateway, Route, RouteTable
+from propylon.config import Forward, Gateway, PolicySections, Route, RouteTable
+from propylon.ir import ForwardIR
 from propylon.translate.inventory import Inventory
 from propylon.translate.select import TableIndex
 from propylon.translate.status import StatusBook
 
 RouteLike = Route | RouteTable
+# id of a policy item -> (that item, its sections' specs): the specs of the items the rules of
+# one Gateway's translation share (``schema.shared_sections``), when they do not depend on the
+# owner (``policies._specs``)
+DumpedSections = dict[int, tuple[PolicySections, list[tuple[str, dict[str, Any]]]]]
 
 
 @dataclass(slots=True)
@@ -21,6 +27,11 @@ class GatewayContext:
     invalid: set[str] = field(default_factory=set)  # refs "Kind namespace/name"
     # (namespace of a rule's owner, Upstream key) -> why it may not be used, None if it may
     references: dict[tuple[str, str], str | None] = field(default_factory=dict)
+    # (id of a rule's Forward, its owner's namespace) -> (that Forward, its IR)
+    forwards: dict[tuple[int, str], tuple[Forward, ForwardIR]] = field(default_factory=dict)
+    # id of a rule's policy item -> (that item, its sections' specs), when they are the same
+    # for every owner (``policies._specs``)
+    dumped_sections: DumpedSections = field(default_factory=dict)
     _tables: TableIndex | None = None
 
     def route_tables(self) -> TableIndex:

@@ -37,7 +37,7 @@ from propylon.ir import PolicyIR
 from propylon.ir.frozen import quicker_init
 from propylon.policies.plugins import policy_types
 from propylon.translate.consumers import SecretError, read_secret
-from propylon.translate.context import RouteLike
+from propylon.translate.context import DumpedSections, RouteLike
 from propylon.translate.delegation import Draft
 from propylon.translate.inventory import Inventory
 from propylon.translate.paths import resolve_path
@@ -114,28 +114,54 @@ def _target_error(
 
 def _candidates(
     sections: PolicySections, source: str, enforced: bool, policy: str | None,
-    owner: Resource | None = None,
+    owner: Resource | None = None, dumped: DumpedSections | None = None,
 ) -> Level:
     suffix = " (enforced)" if enforced else ""
     return [
-        Candidate(name, _spec(name, section, owner), source + suffix, enforced, policy)
-        for name, section in sections.sections()
+        Candidate(name, spec, source + suffix, enforced, policy)
+        for name, spec in _specs(sections, owner, dumped)
     ]
 
 
-def _spec(name: str, section: BaseModel, owner: Resource | None) -> dict[str, Any]:
+def _specs(
+    sections: PolicySections, owner: Resource | None, dumped: DumpedSections | None
+) -> list[tuple[str, dict[str, Any]]]:
+    """Each section's spec; the same objects for an item already in ``dumped`` (specs are
+    never changed once made)."""
+    if dumped is not None:
+        known = dumped.get(id(sections))
+        if known is not None and known[0] is sections:
+            return known[1]
+    specs: list[tuple[str, dict[str, Any]]] = []
+    own = False
+    for name, section in sections.sections():
+        spec, mine = _spec(name, section, owner)
+        specs.append((name, spec))
+        own = own or mine
+    if dumped is not None and not own:
+        dumped[id(sections)] = (sections, specs)
+    return specs
+
+
+def _spec(
+    name: str, section: BaseModel, owner: Resource | None
+) -> tuple[dict[str, Any], bool]:
+    """The section's spec, and whether it depends on ``owner`` (secrets and CA files are
+    read relative to the file defining it)."""
     spec: dict[str, Any] = section.model_dump(mode="json", by_alias=True)
     if name == "headers":
         if _has_secret_refs(spec):
             base = owner.source.file if owner is not None and owner.source is not None else None
             resolve_header_secrets(spec, os.path.dirname(os.path.abspath(base)) if base else None,
                                    needed_by=owner.ref if owner is not None else "")
+            return spec, True
     elif owner is not None:
         # TLS CA files, like an Upstream's, are relative to the file defining the resource
         tls_holder = spec if name == "extAuth" else spec.get("jwks") if name == "jwt" else None
         if tls_holder and tls_holder.get("caFile"):
             tls_holder["caFile"] = resolve_path(tls_holder["caFile"], owner)
-    return spec
+            return spec, True
+    return spec, False
 
 
 def _has_secret_refs(spec: dict[str, Any]) -> bool:
@@ -190,14 +216,16 @@ def resource_level(owner: RouteLike, targets: PolicyTargets) -> Level:
     return _targeting(targets, owner.kind, owner.key, None, owner.ref)
 
 
-def rule_level(draft: Draft, targets: PolicyTargets) -> Level:
+def rule_level(
+    draft: Draft, targets: PolicyTargets, dumped: DumpedSections | None = None
+) -> Level:
     owner, rule = draft.owner, draft.rule
     if not rule.policies and rule.name is None:
         return []
     where = f"{owner.ref} rule {draft.label}"
     level: Level = []
     for item in rule.policies:
-        level += _candidates(item, where, False, None, owner)
+        level += _candidates(item, where, False, None, owner, dumped)
     if rule.name is not None:
         level += _targeting(targets, owner.kind, owner.key, rule.name, where)
     return level
@@ -205,17 +233,18 @@ def rule_level(draft: Draft, targets: PolicyTargets) -> Level:
 
 def draft_levels(
     gateway: Level, draft: Draft, targets: PolicyTargets,
-    resource_levels: dict[str, Level] | None = None,
+    resource_levels: dict[str, Level] | None = None, dumped: DumpedSections | None = None,
 ) -> list[Level]:
     """The levels of ``draft``; ``resource_levels`` keeps each resource's level for the next
-    draft of the same build (a Route's rules all have its level)."""
+    draft of the same build (a Route's rules all have its level), ``dumped`` the specs of
+    the policy items met (``_specs``)."""
     known = {} if resource_levels is None else resource_levels
     if not draft.parents:  # a Route's own rule: one resource, one rule
         owner = draft.owner
         level = known.get(owner.ref)
         if level is None:
             level = known[owner.ref] = resource_level(owner, targets)
-        return [gateway, level, rule_level(draft, targets)]
+        return [gateway, level, rule_level(draft, targets, dumped)]
     path = (*draft.parents, draft)
     owners = {d.owner.ref: d.owner for d in path}  # outermost first
     levels = [gateway]
@@ -224,7 +253,7 @@ def draft_levels(
         if level is None:
             level = known[ref] = resource_level(owner, targets)
         levels.append(level)
-    levels += [rule_level(d, targets) for d in path]
+    levels += [rule_level(d, targets, dumped) for d in path]
     return levels
 
 

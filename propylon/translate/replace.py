@@ -40,7 +40,8 @@ def build_rules(
             if draft.matches:  # a rule left with no valid match could never answer
                 rules.append((draft, replaced_rule(draft, response, default_policies)))
         elif draft.action is not None:
-            levels = draft_levels(gateway_policies, draft, targets, resource_levels)
+            levels = draft_levels(gateway_policies, draft, targets, resource_levels,
+                                  ctx.dumped_sections)
             if inline_only and not any(levels[1:]):
                 policies = tuple([PolicyIR(p.type, p.spec, p.source) for p in default_policies])
             else:
