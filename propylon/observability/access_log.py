@@ -45,15 +45,19 @@ def _text(value: str | None) -> str:
 
 def format_line(ex: Session, elapsed: float, now: float) -> bytes:
     """One JSON object: time, request_id, client, method, host, path, status, bytes,
-    duration_ms, route, rule, upstream, endpoint, error when the upstream failed, trace_id
-    when tracing set one, protocol (HTTP/2 streams) and grpc_status (gRPC calls), and proxy
-    when a PROXY protocol header named the client (the balancer's address and kept
-    TLVs)."""
+    duration_ms, route, rule, upstream, endpoint, upstream_status and upstream_duration_ms
+    when an upstream answered (its last try's: status, and milliseconds from the request
+    head sent to the response head), error when the upstream failed, trace_id when tracing
+    set one, protocol (HTTP/2 streams) and grpc_status (gRPC calls), and proxy when a PROXY
+    protocol header named the client (the balancer's address and kept TLVs)."""
     route = ex.route
     forwarder = ex.forwarder
     # the endpoint is released by now; the cluster names the upstream
     cluster = forwarder.cluster if forwarder is not None else None
     endpoint = forwarder.endpoint_label if forwarder is not None else None
+    answered = (f',"upstream_status":{forwarder.head_status},'
+                f'"upstream_duration_ms":{forwarder.head_waited * 1000:.3f}'
+                if forwarder is not None and forwarder.head_status else "")
     error = f',"error":{_quote(ex.upstream_error)}' if ex.upstream_error else ""
     trace_id = getattr(ex, "trace_id", None)  # a slot tracing sets when it is on
     trace = f',"trace_id":{_quote(trace_id)}' if trace_id else ""
@@ -72,7 +76,7 @@ def format_line(ex: Session, elapsed: float, now: float) -> bytes:
         f'"route":{_text(route.route_label if route is not None else None)},'
         f'"rule":{_text(route.rule_label if route is not None else None)},'
         f'"upstream":{_text(cluster.key if cluster is not None else None)},'
-        f'"endpoint":{_text(endpoint)}{error}{trace}{proto.proxy_log}}}\n'
+        f'"endpoint":{_text(endpoint)}{answered}{error}{trace}{proto.proxy_log}}}\n'
     ).encode("utf-8", "surrogateescape")
 
 
@@ -80,9 +84,10 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 
 
 def _field(value: str | None) -> str:
-    """A quoted field of the combined format (``-`` when absent)."""
+    """A quoted field of the combined format (``"-"`` when absent, as nginx and Apache
+    write it)."""
     if value is None:
-        return "-"
+        return '"-"'
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
@@ -94,7 +99,8 @@ def format_combined(ex: Session, elapsed: float, now: float) -> bytes:
     stamp = (f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:"
              f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} +0000")
     target = ex.path + (b"?" + ex.query if ex.query else b"")
-    request = f"{ex.method.decode('latin-1')} {target.decode('latin-1')} HTTP/1.1"
+    version = "HTTP/2.0" if ex.proto.http2 else "HTTP/1.1" if ex.http11 else "HTTP/1.0"
+    request = f"{ex.method.decode('latin-1')} {target.decode('latin-1')} {version}"
     return (
         f'{ex.client_ip or "-"} - - [{stamp}] {_field(request)} {ex.status} {ex.bytes_out} '
         f'{_field(ex.header("referer"))} {_field(ex.header("user-agent"))} '

@@ -84,6 +84,8 @@ class Forwarder:
         "end_sink",
         "endpoint",
         "endpoint_label",
+        "head_status",
+        "head_waited",
         "mirror_to",
         "pending",
         "pending_size",
@@ -118,6 +120,10 @@ class Forwarder:
         self.conn: ClientConnection | H2Stream | None = None
         self.endpoint: ClusterEndpoint | None = None
         self.endpoint_label: str | None = None  # the last endpoint tried, for the access log
+        # the last try's answer: its status and seconds from the head sent to the head
+        # received (0, -1.0 before one), for the access log
+        self.head_status = 0
+        self.head_waited = -1.0
         self.timer: asyncio.TimerHandle | None = None
         self.try_timer: asyncio.TimerHandle | None = None
         self.retry_timer: asyncio.TimerHandle | None = None
@@ -344,6 +350,8 @@ class Forwarder:
         waited = _perf_counter() - self.sent_at
         stats.head_buckets[bisect_left(UPSTREAM_BOUNDS, waited)] += 1
         stats.head_sum += waited
+        self.head_status = status
+        self.head_waited = waited
         if cluster.ejection is not None:
             self.record_outcome(status < 500)
         retry = self.route.retry

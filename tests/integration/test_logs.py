@@ -8,10 +8,12 @@ import json
 import os
 import re
 import signal
+import socket
 
 from tests.support import resources as r
 from tests.support.client import roundtrip
 from tests.support.net import free_port, poll_until
+from tests.support.upstream import Reply
 
 
 def config(app_port: int):
@@ -64,6 +66,42 @@ def test_combined_access_log(gateways, upstreams) -> None:
                r'"GET /path\?q=1 HTTP/1\.1" 200 \d+ "http://example\.test/" '
                r'"curl/8 \\"quoted\\"" \d+\.\d{3} "[0-9a-f-]{36}"$')
     assert re.match(pattern, line), line
+    # the request's own version, and a missing referer and user agent quoted, as nginx does
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as sock:
+        sock.sendall(b"GET /old HTTP/1.0\r\nHost: x\r\n\r\n")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+    line = poll_until(lambda: [x for x in gw.access_log_path.read_text().splitlines()
+                               if "/old" in x], message="the HTTP/1.0 line")[0]
+    assert '"GET /old HTTP/1.0" 200 ' in line and ' "-" "-" ' in line, line
+
+
+def test_access_log_gives_the_upstreams_status_and_time(gateways, upstreams) -> None:
+    """DESIGN §6: the access log carries the upstream's time and status: those of its last
+    try, absent when no upstream answered."""
+    app = upstreams("app")
+    app.handler = lambda request: (Reply(status=503, delay=0.05) if request.path == "/down"
+                                   else app.echo(request))
+    gw = gateways(lambda port: r.dump(
+        r.gateway(port),
+        r.route("main", rules=[
+            r.rule(forward=r.forward("app")),
+            r.rule({"exact": "/direct"}, directResponse={"status": 204}),
+        ]),
+        r.upstream("app", app.port),
+    ))
+    assert roundtrip(gw.port, "GET", "/up").status == 200
+    assert roundtrip(gw.port, "GET", "/down").status == 503
+    assert roundtrip(gw.port, "GET", "/direct").status == 204
+    assert gw.access_log_path is not None
+    lines = poll_until(lambda: (found := {d["path"]: d for d in map(
+        json.loads, gw.access_log_path.read_text().splitlines())}).keys() >= {
+        "/up", "/down", "/direct"} and found, message="three lines")
+    assert lines["/up"]["upstream_status"] == 200
+    assert 0 <= lines["/up"]["upstream_duration_ms"] <= lines["/up"]["duration_ms"]
+    assert lines["/down"]["upstream_status"] == 503 and lines["/down"]["status"] == 503
+    assert lines["/down"]["upstream_duration_ms"] >= 50
+    assert "upstream_status" not in lines["/direct"]
+    assert "upstream_duration_ms" not in lines["/direct"]
 
 
 def test_sigusr1_reopens_the_access_log(gateways, upstreams) -> None:

@@ -66,7 +66,8 @@ def test_access_log_line_is_json_with_escaping() -> None:
 
     route = SimpleNamespace(route_label="shop/shop", rule_label="api")
     forwarder = SimpleNamespace(cluster=SimpleNamespace(key="shop/v1"),
-                                endpoint_label="127.0.0.1:9001")
+                                endpoint_label="127.0.0.1:9001", head_status=200,
+                                head_waited=0.00125)
     ex = SimpleNamespace(
         route=route, forwarder=forwarder, client_ip="10.0.0.1",
         method=b"GET", host='we"ird', path=b"/a\\b\xff", status=200, bytes_out=12,
@@ -81,7 +82,7 @@ def test_access_log_line_is_json_with_escaping() -> None:
         "client": "10.0.0.1", "method": "GET", "host": 'we"ird',
         "path": "/a\\b\xff", "status": 200, "bytes": 12, "duration_ms": 1.5,
         "route": "shop/shop", "rule": "api", "upstream": "shop/v1",
-        "endpoint": "127.0.0.1:9001",
+        "endpoint": "127.0.0.1:9001", "upstream_status": 200, "upstream_duration_ms": 1.25,
     }
     ex.upstream_error, ex.route, ex.forwarder = "connect failed", None, None
     doc = json.loads(format_line(ex, 0.0, 1.0))  # type: ignore[arg-type]
