@@ -444,6 +444,16 @@ def test_garbage_from_upstream_is_502(gw, up) -> None:
         then_still_usable(client, up)
 
 
+@pytest.mark.parametrize("status", [b"999", b"600", b"099", b"000"])
+def test_an_upstream_status_outside_100_to_599_is_502(gw, up, status: bytes) -> None:
+    """RFC 9110 §15: a status code is 100-599; llhttp parses any three digits."""
+    up.reply(Reply(raw=b"HTTP/1.1 " + status + b" X\r\ncontent-length: 2\r\n\r\nok"))
+    with RawClient(gw.port) as client:
+        client.request("GET", "/odd-status")
+        assert client.read_final().status == 502
+        then_still_usable(client, up)
+
+
 def test_upstream_closing_idle_pooled_connections_fails_nothing(gw, up) -> None:
     """The upstream hangs up after each response without saying so: the pooled connection
     is stale by the next request, which must still succeed."""

@@ -333,6 +333,8 @@ class ClientConnection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
+        if status > 599 or status < 100:  # llhttp takes any three digits; RFC 9110 §15 not
+            raise httptools.HttpParserError(f"invalid status code {status}")
         if status == 101 and self.client is not None and self.client.upgrade is not None:
             self.upgrading = True
             self.got_response = True
