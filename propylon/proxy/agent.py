@@ -87,6 +87,13 @@ def check_snapshot(snapshot: ir.SnapshotIR, gateway: str) -> None:
 HEALTH_INTERVAL = 5.0
 
 
+def invalid_resources(snapshot: ir.SnapshotIR) -> list[str]:
+    """The resources the control plane found invalid, with why: a connected proxy's
+    warnings (``/stats``), as a standalone gateway's are its invalid resources."""
+    return [f"{status.kind} {status.key}: {'; '.join(status.reasons) or status.state}"
+            for status in snapshot.statuses if status.state != "Accepted"]
+
+
 def health_summary(merged: dict[str, Any]) -> dict[str, Any]:
     """What ``propylon status`` shows of a proxy's upstreams: endpoint verdicts and ejections,
     upstreams in panic mode, and retries."""
@@ -269,7 +276,7 @@ class Agent:
                 snapshot = schema.CURRENT.decode(answer.body)
         except SchemaError as exc:  # readable JSON this proxy must not serve: say why
             supervisor.forget_prepared_text()
-            log.error("IR %s refused: %s", version, exc)
+            supervisor.count_reload(exc, f"IR {version}")
             await self.report(version, "NACK", str(exc))
             return 0
         except (ValueError, KeyError, TypeError) as exc:
@@ -326,13 +333,16 @@ class Agent:
         running = supervisor.snapshot.version if supervisor.snapshot else None
         try:
             check_snapshot(snapshot, self.gateway)
-            totals = await supervisor.install(snapshot, delta=delta)
+            totals = await supervisor.install(snapshot, invalid_resources(snapshot),
+                                              delta=delta)
         except ConfigRefused as exc:
-            log.error("IR %s refused: %s", snapshot.version, exc)
+            supervisor.count_reload(exc, f"IR {snapshot.version}")
             await self.report(snapshot.version, "NACK", str(exc))
             return False
         if totals is not None:  # what the workers served until then went to ``running``
             self.traffic.tally(running, totals)
+        if snapshot.version != running:
+            supervisor.count_reload(None)
         self.seen = snapshot.version
         self.saves.later(snapshot, text)  # a second later, or when the proxy stops
         await self.report(snapshot.version, "ACK")

@@ -439,16 +439,17 @@ class Supervisor:
         for handle in self.handles:
             handle.tell(("health", [(upstream, endpoint, healthy)]))
 
-    def count_reload(self, error: ConfigRefused | None) -> None:
-        """A source's reload (a changed file, SIGHUP): counted for ``/metrics`` and ``/stats``,
-        and logged when it was refused."""
+    def count_reload(self, error: Exception | None, what: str = "configuration") -> None:
+        """A source's reload (a changed file, SIGHUP, a version from the control plane):
+        counted for ``/metrics`` and ``/stats``, and logged when it was refused (``what`` was
+        refused: "IR <version>" for a connected proxy)."""
         self.reloads.last_failed = error is not None
         if error is None:
             self.reloads.succeeded += 1
             return
         self.reloads.failed += 1
         self.reloads.last_error = str(error)
-        log.error("configuration refused, still serving %s:\n%s",
+        log.error("%s refused, still serving %s:\n%s", what,
                   self.snapshot.version if self.snapshot else "nothing", error)
 
     async def watch_workers(self) -> None:

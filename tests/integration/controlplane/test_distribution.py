@@ -204,7 +204,7 @@ def test_a_refused_ir_is_reported_as_nack(cluster: Cluster) -> None:
     echo = cluster.echo("svc")
     taken = echo  # the echo server holds this port, so the proxy cannot listen on it
     _gateway_config(plane, taken, echo)
-    cluster.proxy("proxy", plane, "infra/edge")
+    admin = cluster.proxy("proxy", plane, "infra/edge")
 
     def nacked() -> dict[str, Any] | None:
         proxies = _fleet(plane, "infra/edge")["proxies"]
@@ -212,11 +212,37 @@ def test_a_refused_ir_is_reported_as_nack(cluster: Cluster) -> None:
 
     proxy = wait_until(nacked, timeout=20, what="a NACK")
     assert proxy["lastError"] and proxy.get("version", "") == ""
+    # the proxy's own admin says so too, as a standalone gateway's does for a refused reload
+    stats = wait_until(lambda: (got := _admin_json(admin, "/stats"))["reloads"]["failed"]
+                       and got, what="the refusal counted in /stats")
+    assert "address already in use" in stats["reloads"]["last_error"].lower(), stats
+    metrics = _admin_text(admin, "/metrics")
+    assert 'propylon_config_reloads_total{result="failure"}' in metrics
+    assert "propylon_config_last_reload_successful 0" in metrics
     good = free_port()
     plane.must_put(gateway("edge", "infra", good, ["shop"]))
+    # an Invalid Route in the version the proxy installs is one of its warnings
+    plane.must_put(route("broken", "shop", "/broken", "nowhere"))
     assert wait_until(lambda: served_by(good, "/") == (200, "svc"), what="the fixed Gateway")
     wait_until(lambda: _all_acked(plane, "infra/edge"), what="an ACK")
     assert _fleet(plane, "infra/edge")["proxies"][0]["lastError"]  # the last NACK stays shown
+    stats = wait_until(lambda: (got := _admin_json(admin, "/stats"))["warnings"] and got,
+                       what="the invalid Route in /stats")
+    assert stats["reloads"]["succeeded"] >= 1
+    assert any("Route shop/broken" in w and "nowhere" in w for w in stats["warnings"]), stats
+    assert "propylon_config_last_reload_successful 1" in _admin_text(admin, "/metrics")
+
+
+def _admin_text(port: int, path: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as answer:
+        return str(answer.read().decode())
+
+
+def _admin_json(port: int, path: str) -> dict[str, Any]:
+    found: dict[str, Any] = json.loads(_admin_text(port, path))
+    return found
 
 
 def test_connected_proxies_report_endpoint_health(cluster: Cluster) -> None:
