@@ -579,6 +579,25 @@ class Session:
             self.forwarder = None  # no reference cycle left: freed now, not by the cyclic GC
         self.proto.exchange_finished(self, trailers)
 
+    def refused(self, status: int, sent: int, elapsed: float) -> None:
+        """The request was refused before it was routed (bad syntax, too large, too slow:
+        400, 408, 414, 431): counted on its Gateway's unrouted series (``route="none"``, as
+        a request no route matched) and written to the access log, with what was read of it
+        (an empty method or path when its head was not read that far)."""
+        self.status = status
+        self.bytes_out = sent
+        if not hasattr(self, "path"):  # refused before its target was read
+            self.path = self.query = b""
+            self.path_text = ""
+        if not hasattr(self, "host"):
+            self.host = ""
+        gateway = self.proto.listener.gateway
+        if gateway is not None:
+            gateway.not_found.stats.record(status, elapsed)
+        access_log = self.proto.worker.access_log
+        if access_log is not None:
+            access_log.log(self, elapsed)
+
     def client_gone(self) -> None:
         """The client connection closed under this request."""
         forwarder = self.forwarder

@@ -503,7 +503,11 @@ class ServerConnection(asyncio.Protocol):
             return  # the connection is closing: what follows its last answer is dropped
         self.reader = None  # nothing more is parsed from here
         broken, self.ex = self.ex, None
-        answer = simple_response(status, message.encode("latin-1") + b"\n", close=True)
+        refused = broken if broken is not None else Session(self)
+        answer = simple_response(status, message.encode("latin-1") + b"\n",
+                                 [(b"x-request-id", refused.request_id)], close=True)
+        if refused is not self.current:  # a request being answered is logged when it ends
+            refused.refused(status, len(answer), CLOCK.now - self.head_started)
         current = self.current
         if current is not None and current is broken:
             self._abort_exchanges()
@@ -944,6 +948,9 @@ class ServerConnection(asyncio.Protocol):
                 if self.state == PROXY_HEADER and now - self.idle_since > (
                         listener.header_read_timeout):
                     self._refuse_proxy("timeout", "no complete header in headerReadTimeout")
+                elif self.state == PREFACE and self.preface_held and now - self.idle_since > (
+                        listener.header_read_timeout):
+                    self.close()  # a part of the HTTP/2 preface, and no more: slowloris
                 elif now - self.idle_since > listener.keep_alive_timeout:
                     self.close()
                 elif now - self.idle_since > IDLE_RELEASE and self.state == OPEN:

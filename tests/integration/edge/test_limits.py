@@ -14,7 +14,8 @@ import pytest
 from tests.integration.edge._helpers import forward_all, listener_gateway
 from tests.support import resources as r
 from tests.support.client import ConnectionClosed, RawClient, roundtrip
-from tests.support.gateway import Gateway
+from tests.support.gateway import Gateway, metric_value
+from tests.support.net import poll_until
 from tests.support.upstream import Reply, ScriptedUpstream
 
 LIMITS = {"headerReadTimeout": "1s", "keepAliveTimeout": "1s", "streamIdleTimeout": "1s"}
@@ -160,3 +161,49 @@ def test_max_connections_pauses_accept_until_one_closes(gateways, upstreams) -> 
         for client in clients:
             client.close()
     assert [q.target for q in upstream.requests][-1] == "/fourth"
+
+
+@pytest.mark.parametrize("partial", [
+    pytest.param(b"P", id="one-byte"),
+    pytest.param(b"PRI * HTTP/2.0\r\n", id="the-preface-line"),
+])
+def test_a_part_of_the_http2_preface_is_bounded_by_the_header_read_timeout(
+        gateways, main_up, partial: bytes) -> None:
+    """A cleartext listener waits for the HTTP/2 preface before it knows the protocol; a
+    client sending a part of it and no more is closed after headerReadTimeout, as one sending
+    a part of an HTTP/1.1 head is (not kept until keepAliveTimeout)."""
+    slow = gateways(lambda port: r.dump(listener_gateway(port, limits={
+        "headerReadTimeout": "1s", "keepAliveTimeout": "30s"}), *forward_all("main", main_up.port)))
+    with RawClient(slow.port, timeout=8) as client:
+        client.send(partial)
+        started = time.monotonic()
+        assert client.closed_by_peer(6), "a partial preface held past headerReadTimeout"
+        assert 0.5 < time.monotonic() - started < 4
+
+
+@pytest.mark.parametrize(("raw", "status"), [
+    pytest.param(b"GET /a%2Fb HTTP/1.1\r\nHost: a\r\n\r\n", 400, id="encoded-slash"),
+    pytest.param(b"GET / HTTP/1.1\r\n\r\n", 400, id="no-host"),
+    pytest.param(b"GET / HTTP/1.1\r\nHost: a\r\nx_y: 1\r\n\r\n", 400, id="underscore-name"),
+    pytest.param(b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: a\r\n\r\n", 414, id="target-414"),
+    pytest.param(b"BLAH\r\n\r\n", 400, id="garbage-request-line"),
+])
+def test_a_refused_request_has_an_id_a_log_line_and_a_count(
+        gw, up, raw: bytes, status: int) -> None:
+    """reference.md: every request gets an id, answers the gateway makes itself included;
+    the requests refused before routing are logged and counted as unrouted ones are."""
+    before = metric_value(gw.metrics(), "propylon_requests_by_status_total", route="none",
+                          status=str(status))
+    with RawClient(gw.port, timeout=5) as client:
+        client.send(raw)
+        response = client.read_final()
+    assert response.status == status, response
+    request_id = response.header("x-request-id")
+    assert request_id and len(request_id) >= 16, response
+    line = poll_until(lambda: next((x for x in gw.access_log()
+                                    if x["request_id"] == request_id), None),
+                      message="the refused request's access log line")
+    assert line["status"] == status and line["route"] is None
+    assert metric_value(gw.metrics(), "propylon_requests_by_status_total", route="none",
+                        status=str(status)) == before + 1
+    assert up.requests == []
