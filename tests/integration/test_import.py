@@ -23,9 +23,11 @@ def propylon(*args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, timeout=60)
 
 
-def imported(source: str, tmp_path: Path, upstream_port: int) -> tuple[list[Any], str]:
-    fixture = tmp_path / f"{source}.yaml"
-    fixture.write_text((FIXTURES / f"{source}.yaml").read_text()
+def imported(source: str, tmp_path: Path, upstream_port: int,
+             name: str | None = None) -> tuple[list[Any], str]:
+    """The fixture ``name`` (default: ``source``) imported from ``source``."""
+    fixture = tmp_path / f"{name or source}.yaml"
+    fixture.write_text((FIXTURES / f"{name or source}.yaml").read_text()
                        .replace("UPSTREAM_PORT", str(upstream_port)))
     result = propylon("import", "--from", source, str(fixture))
     assert result.returncode == 0, result.stderr
@@ -82,6 +84,33 @@ def test_gloo_delegation_and_redirect(tmp_path, gateways, upstreams) -> None:
     assert (team.status, team.body) == (200, b"team ok")
     old = roundtrip(gateway.port, "GET", "/old", {"host": "shop.example.com"})
     assert old.status == 301 and old.header("location").endswith("/new")
+
+
+def test_kong_regex_paths_and_headers_match_as_in_kong(tmp_path, gateways, upstreams) -> None:
+    # Kong anchors a ~ path at the start only and takes (?<name>...); it compares header
+    # values lower-cased (~* values are regexes found anywhere in the value)
+    upstream = upstreams("kong")
+    docs, stderr = imported("kong", tmp_path, upstream.port, "kong-matching")
+    assert stderr == ""
+    gateway = gateways(lambda port: served_on(docs, port))
+    checked = propylon("validate", str(gateway.config_dir))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+    def status(target: str, **headers: str) -> int:
+        return roundtrip(gateway.port, "GET", target, headers).status
+
+    assert status("/users/42") == 200 and status("/users/42/profile") == 200
+    assert status("/users/x") == 404 and status("/v1/users/42") == 404
+    assert status("/status/200/extra") == 200 and status("/xstatus/200") == 404
+    assert status("/only") == 200 and status("/only/more") == 404
+    assert status("/starts") == 200 and status("/starts/here") == 200
+    mobile = {"x-client": "Mobile-7 (iOS)"}
+    assert status("/v", **{"x-version": "V2"}, **mobile) == 200
+    assert status("/v", **{"x-version": "v2"}, **mobile) == 200
+    assert status("/v", **{"x-version": "V3"}, **mobile) == 200
+    assert status("/v", **{"x-version": "v4"}, **mobile) == 404
+    assert status("/v", **{"x-version": "v2", "x-client": "desktop mobile-7"}) == 404
+    assert upstream.last.target == "/v"
 
 
 def test_ingress_import(tmp_path) -> None:

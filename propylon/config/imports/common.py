@@ -161,3 +161,83 @@ def _files(paths: Sequence[str | Path], out: Output) -> list[Path]:
 
 def rate_limit(requests: int, per: str) -> dict[str, Any]:
     return {"rateLimit": {"limits": [{"requests": requests, "per": per, "key": ["client_ip"]}]}}
+
+
+def python_regex(pattern: str) -> str:
+    """A PCRE / Rust regex in Python's syntax: named groups ``(?<name>...)`` become
+    ``(?P<name>...)``, back references ``\\k<name>`` ``(?P=name)`` and ``\\z`` ``\\Z``
+    (lookbehinds ``(?<=``, ``(?<!``, escapes and character classes are left alone)."""
+    out: list[str] = []
+    i, n, in_class = 0, len(pattern), False
+    while i < n:
+        char = pattern[i]
+        if char == "\\":
+            named = re.match(r"\\k<(\w+)>", pattern[i:]) if not in_class else None
+            if named:
+                out.append(f"(?P={named.group(1)})")
+                i += named.end()
+            elif pattern.startswith("\\z", i) and not in_class:
+                out.append("\\Z")  # PCRE's end of the subject
+                i += 2
+            else:
+                out.append(pattern[i:i + 2])
+                i += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+            out.append(char)
+            i += 1
+            # a "]" first in a class (after an optional "^") is a literal
+            if pattern[i:i + 1] == "^":
+                out.append("^")
+                i += 1
+            if pattern[i:i + 1] == "]":
+                out.append("]")
+                i += 1
+            continue
+        elif pattern.startswith("(?<", i) and pattern[i + 3:i + 4] not in ("=", "!"):
+            out.append("(?P<")
+            i += 3
+            continue
+        out.append(char)
+        i += 1
+    return "".join(out)
+
+
+def has_top_level_alternation(pattern: str) -> bool:
+    """Whether ``pattern`` has a ``|`` outside every group and character class."""
+    depth, i, in_class = 0, 0, False
+    while i < len(pattern):
+        char = pattern[i]
+        if char == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+            i += 1 + (pattern[i + 1:i + 2] == "^")
+            i += pattern[i:i + 1] == "]"
+            continue
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            return True
+        i += 1
+    return False
+
+
+def ends_anchored(pattern: str) -> bool:
+    """Whether ``pattern`` (Python's syntax) ends with an unescaped ``$`` or ``\\Z``."""
+    if pattern.endswith("\\Z"):
+        body = pattern[:-2]
+    elif pattern.endswith("$"):
+        body = pattern[:-1]
+    else:
+        return False
+    backslashes = len(body) - len(body.rstrip("\\"))
+    return backslashes % 2 == 0

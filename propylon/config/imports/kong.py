@@ -4,9 +4,11 @@
   that names one of ``upstreams[]`` takes its ``targets`` (``target``, ``weight``) and
   ``algorithm``; ``https`` -> ``tls.sni``.
 - ``routes[]`` (in a service, or top level with ``service``) -> one Route each: ``hosts`` ->
-  hostnames, each ``paths`` x ``methods`` -> a match (a path starting with ``~`` is a regex,
-  any other a prefix), ``headers`` -> header matches; ``strip_path`` (default true) and the
-  service's ``path`` -> ``rewrite.prefix``.
+  hostnames, each ``paths`` x ``methods`` -> a match (a path starting with ``~`` is a regex
+  anchored at the start only, as Kong's router does: ``.*`` appended unless it ends with
+  ``$``, ``(?<name>`` as ``(?P<name>``; any other a prefix), ``headers`` -> case-insensitive
+  header regexes (Kong compares lower-cased values; ``~*`` values are regexes);
+  ``strip_path`` (default true) and the service's ``path`` -> ``rewrite.prefix``.
 - plugins (global -> the Gateway ``kong``'s policies; service and route -> rule policies):
   ``rate-limiting`` (second/minute/hour/day; by client address), ``cors``,
   ``ip-restriction``, ``request-transformer`` / ``response-transformer`` (add/remove
@@ -16,14 +18,18 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from propylon.config.imports.common import (
     Output,
     Reader,
     endpoint_of,
+    ends_anchored,
+    has_top_level_alternation,
     importer,
     parse_url,
+    python_regex,
     rate_limit,
     upstream_spec,
     valid_name,
@@ -150,12 +156,23 @@ def _route(reader: Reader, at: NodePathT, route: dict[str, Any],
         return
     upstream = services[str(service.get("name"))]
     methods = route.get("methods") or [None]
-    headers = [{"name": name, "value": values[0]} if len(values) == 1 else
-               {"name": name, "regex": "|".join(map(_quote, values))}
-               for name, values in (route.get("headers") or {}).items()]
+    headers = []
+    for name, values in (route.get("headers") or {}).items():
+        header = _header_match(reader, (*at, "headers", name), name, values)
+        if header is None:
+            reader.warn((*at, "headers", name), "route not imported (a header condition "
+                        "Propylon cannot match)")
+            return
+        headers.append(header)
     matches = []
-    for path in route.get("paths") or ["/"]:
-        condition = ({"regex": path[1:]} if path.startswith("~") else {"prefix": path})
+    for i, path in enumerate(route.get("paths") or ["/"]):
+        if path.startswith("~"):
+            regex = _path_regex(reader, (*at, "paths", i), path[1:])
+            if regex is None:
+                continue
+            condition = {"regex": regex}
+        else:
+            condition = {"prefix": path}
         for method in methods:
             match: dict[str, Any] = {"path": condition}
             if method:
@@ -163,6 +180,9 @@ def _route(reader: Reader, at: NodePathT, route: dict[str, Any],
             if headers:
                 match["headers"] = headers
             matches.append(match)
+    if not matches:
+        reader.warn(at, "route not imported (none of its paths can be matched)")
+        return
     forward: dict[str, Any] = {"backends": [{"upstream": upstream}]}
     service_path = parse_url(service["url"]).path if "url" in service else service.get(
         "path", "/")
@@ -243,10 +263,43 @@ def _header_edits(config: dict[str, Any]) -> dict[str, Any]:
     return edits
 
 
-def _quote(value: str) -> str:
-    import re
+def _path_regex(reader: Reader, at: NodePathT, kong: str) -> str | None:
+    """A ``~`` path's regex as Propylon matches it: Kong's router anchors it at the start only
+    (it prefixes ``^``) and takes named groups ``(?<name>...)``; Propylon full-matches a path
+    regex in Python's syntax. So ``.*`` follows the regex (in a group, each alternative of it
+    a prefix) unless it ends with ``$``; None (a warning) when Python cannot compile it."""
+    pattern = python_regex(kong)
+    if not (ends_anchored(pattern) and not has_top_level_alternation(pattern)):
+        pattern = f"(?:{pattern}).*"
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        reader.warn(at, f"regex path ~{kong} is not imported: not a Python regex ({exc}); "
+                    "write the match by hand")
+        return None
+    return pattern
 
-    return re.escape(value)
+
+def _header_match(reader: Reader, at: NodePathT, name: str,
+                  values: list[str]) -> dict[str, Any] | None:
+    """Kong matches a request when the header has one of ``values``, comparing lower-cased
+    (``any(lower(http.headers.NAME)) == "value"``); a value ``~*REGEX`` is a regex, lower-cased
+    too, found anywhere in the lower-cased header. Propylon compares a ``value`` exactly and
+    full-matches a ``regex``: a case-insensitive ``(?i)`` regex of the alternatives."""
+    alternatives = []
+    for value in map(str, values):
+        if value.startswith("~*"):
+            alternatives.append(f".*(?:{python_regex(value[2:].lower())}).*")
+        else:
+            alternatives.append(re.escape(value))
+    body = alternatives[0] if len(alternatives) == 1 else "(?:" + "|".join(alternatives) + ")"
+    regex = f"(?i){body}"
+    try:
+        re.compile(regex)
+    except re.error as exc:
+        reader.warn(at, f"header {name}: {values} is not a Python regex ({exc})")
+        return None
+    return {"name": name, "regex": regex}
 
 
 __all__ = ["Output", "import_kong"]
