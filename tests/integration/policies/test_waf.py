@@ -224,3 +224,35 @@ def test_client_gone_during_inspection_leaves_the_gateway_serving(
             client.request("POST", "/block/api", [*API_CLIENT, JSON_TYPE], body, host=HOST)
     case = BENIGN[1]
     assert send(gw, "/block/", case).status == 200
+
+
+@pytest.mark.parametrize("media_type", [
+    "application/vnd.api+json", "application/hal+json", "application/geo+json",
+    "application/scim+json", "application/reports+json",
+    "application/vnd.github.v3+json; charset=utf-8",
+])
+def test_json_api_media_types_are_allowed(gw: Gateway, app: ScriptedUpstream,
+                                          media_type: str) -> None:
+    """Any application/*+json body is parsed as JSON (rule 200001), so CRS 920420 lets it in;
+    other media types outside the allowed list are still refused."""
+    body = json.dumps({"data": {"type": "items", "attributes": {"name": "lamp"}}}).encode()
+    response = roundtrip(gw.port, "POST", "/block/api/items",
+                         [*API_CLIENT, ("Content-Type", media_type)], body, host=HOST)
+    assert response.status == 200, response.body
+    [request] = app.wait_for_requests(1)
+    assert request.body == body
+    attack = json.dumps({"q": "1' UNION SELECT password FROM users--"}).encode()
+    assert roundtrip(gw.port, "POST", "/block/api/items",
+                     [*API_CLIENT, ("Content-Type", media_type)], attack,
+                     host=HOST).status == 403  # still parsed and inspected
+
+
+@pytest.mark.parametrize("media_type", [
+    "application/x-evil", "application/json-evil", "application/vnd.api+jsonx",
+    "text/x+json", "application/+json+xml",
+])
+def test_other_media_types_are_still_refused(gw: Gateway, app: ScriptedUpstream,
+                                             media_type: str) -> None:
+    response = roundtrip(gw.port, "POST", "/block/api/items",
+                         [*API_CLIENT, ("Content-Type", media_type)], b"{}", host=HOST)
+    assert response.status == 403
