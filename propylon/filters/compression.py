@@ -76,6 +76,8 @@ class CompressionFilter(Filter):
                 value = b"W/" + value
             elif name == b"accept-ranges":
                 continue
+            elif name == b"content-encoding" and value.strip().lower() in (b"", b"identity"):
+                continue  # RFC 9110 §8.4.1: identity is never listed beside a coding
             encoded.append((name, value))
         encoded.append((b"content-encoding", coding.encode("latin-1")))
         headers[:] = encoded

@@ -55,6 +55,9 @@ def reply_for(request: RecordedRequest) -> Reply:
         return Reply(headers=[json_type], body=SMALL, framing=framing)
     if path == "/png":
         return Reply(headers=[("content-type", "image/png")], body=JSON_BODY)
+    if path == "/identity":  # RFC 9110 §8.4.1: identity is never listed, yet some send it
+        return Reply(headers=[json_type, ("content-encoding", "identity"),
+                              ("content-encoding", "")], body=JSON_BODY)
     if path == "/encoded":
         return Reply(headers=[json_type, ("content-encoding", "gzip")],
                      body=gzip.compress(JSON_BODY))
@@ -282,3 +285,14 @@ def test_curl_compressed(gw: Gateway, up: ScriptedUpstream, path: str) -> None:
     assert b"content-encoding: " in head.lower()
     sent = up.last.header("accept-encoding") or ""
     assert any(coding in sent for coding in ("gzip", "br", "zstd"))
+
+
+@pytest.mark.parametrize("coding", ["gzip", "br", "zstd"])
+def test_an_identity_content_encoding_is_replaced_not_listed(gw: Gateway, up: ScriptedUpstream,
+                                                             coding: str) -> None:
+    """An upstream's Content-Encoding: identity (or empty) names no coding: the encoded
+    answer says only the new one, never "identity, gzip"."""
+    response = get(gw, "/identity", accept=coding)
+    assert response.status == 200
+    assert response.header_all("content-encoding") == [coding]
+    assert decode(coding, response.body) == JSON_BODY
