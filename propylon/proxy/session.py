@@ -615,9 +615,24 @@ class Session:
         if self.waiting_filter is not None:
             self.waiting_filter.cancel()
             self.waiting_filter = None
+        if hasattr(self, "start"):  # it began (routed or answered): counted and logged
+            self._abandoned()
         if forwarder is not None:
             self.forwarder = None
             forwarder.client_gone()
+
+    def _abandoned(self) -> None:
+        """Count and log a request its client left before the end: 499 (nginx's "client
+        closed request") when no answer had started, else the status being sent."""
+        if not self.response_started:
+            self.status = 499
+        elapsed = _perf_counter() - self.start
+        route = self.route
+        if route is not None:
+            route.stats.record(self.status, elapsed)
+        access_log = self.proto.worker.access_log
+        if access_log is not None:
+            access_log.log(self, elapsed)
 
 
 __all__ = ["LocalResponse", "Session"]

@@ -9,9 +9,11 @@ import os
 import re
 import signal
 import socket
+import struct
 
 from tests.support import resources as r
 from tests.support.client import roundtrip
+from tests.support.gateway import metric_value
 from tests.support.net import free_port, poll_until
 from tests.support.upstream import Reply
 
@@ -120,3 +122,20 @@ def test_sigusr1_reopens_the_access_log(gateways, upstreams) -> None:
     poll_until(lambda: "/after" in log.read_text(), message="new lines in the new file")
     assert "/after" not in rotated.read_text()
     assert "/before" not in log.read_text()
+
+
+def test_a_request_its_client_left_is_logged_as_499(gateways, upstreams) -> None:
+    """As nginx logs 499 "client closed request": a client that hangs up while the upstream
+    is still working leaves a line and a count, not nothing."""
+    app = upstreams("app")
+    app.handler = lambda request: Reply(body=b"late", delay=1.0)
+    gw = gateways(config(app.port))
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=5) as sock:
+        sock.sendall(b"GET /left HTTP/1.1\r\nHost: x\r\n\r\n")
+        poll_until(lambda: app.requests, message="the request upstream")
+        # a reset, not a FIN: a client that only half-closes still gets its answer
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    line = poll_until(lambda: next((x for x in gw.access_log() if x["path"] == "/left"), None),
+                      message="the abandoned request's line")
+    assert line["status"] == 499 and line["upstream"] is not None
+    assert metric_value(gw.metrics(), "propylon_requests_by_status_total", status="4xx") >= 1
