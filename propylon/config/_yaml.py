@@ -143,6 +143,35 @@ class Document:
                 return mark
         return self.line, self.column
 
+    def within(self, path: Path, data: Any) -> Document:
+        """The node at ``path`` (``data``, e.g. an item of a ``kind: List``) as a document of
+        its own: its position and its nodes' positions are its own, as if written alone."""
+        line, column = self.mark_of(path)
+        return Document(data, line, column, _Within(self.marks, path))
+
+
+class _Within(Mapping[Path, Mark]):
+    """The positions of the nodes below ``prefix`` of a document's ``marks``, by their path
+    from there (found when first asked for, as ``marks`` finds them)."""
+
+    __slots__ = ("_marks", "_prefix")
+
+    def __init__(self, marks: Mapping[Path, Mark], prefix: Path) -> None:
+        self._marks, self._prefix = marks, prefix
+
+    def __getitem__(self, path: Path) -> Mark:
+        return self._marks[(*self._prefix, *path)]
+
+    def get(self, path: Path, default: Any = None) -> Any:
+        return self._marks.get((*self._prefix, *path), default)
+
+    def __iter__(self) -> Iterator[Path]:
+        size = len(self._prefix)
+        return (path[size:] for path in self._marks if path[:size] == self._prefix)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
 
 # A document of plain data as ``_libyaml`` builds it: its data, then the 0-based line and
 # column where its root node starts and where it ends.

@@ -60,6 +60,7 @@ from propylon.config.k8s_fields import (
 from propylon.config.k8s_secrets import SecretCertificates
 from propylon.config.k8s_status import (
     ACCEPTED,
+    PARENT_SCOPE,
     PROGRAMMED,
     RESOLVED_REFS,
     Condition,
@@ -99,7 +100,7 @@ class _Listener:
     namespaces: str  # Same | All | Selector
     kinds: tuple[str, ...]
     selector: NamespaceSelector | None = None  # with Selector, when Namespaces are given
-    attached: int = 0
+    attached: set[str] = field(default_factory=set)  # "kind ns/name" of the routes
     protocol: str = "HTTP"
     certificates: list[InlineCertificate] = field(default_factory=list)  # HTTPS
 
@@ -110,6 +111,15 @@ class _ParentRef:
     key: str  # namespace/name of the Gateway
     section: str | None
     port: int | None
+
+    @property
+    def scope(self) -> str:
+        """The scope of this parentRef's conditions: ``parent Gateway ns/name``, with
+        ``sectionName NAME`` and ``port N`` when it gives them."""
+        scope = f"{PARENT_SCOPE} {self.key}"
+        if self.section is not None:
+            scope += f" sectionName {self.section}"
+        return scope if self.port is None else f"{scope} port {self.port}"
 
 
 @dataclass
@@ -281,7 +291,7 @@ class _Converter:
         obj = gateway.obj
         for listener in gateway.listeners:
             self.findings.note(obj.kind, obj.key,
-                               f"listener {listener.name}: attachedRoutes={listener.attached}")
+                               f"listener {listener.name}: attachedRoutes={len(listener.attached)}")
         if gateway.data is not None:
             resource = self._add(gateway.data, obj)
             if isinstance(resource, Gateway):
@@ -328,7 +338,7 @@ class _Converter:
             if gateway is None:
                 continue  # not a Gateway of ours: its controller reports
             self.findings.track(route.kind, route.key, route.source)
-            scope = f"parent Gateway {gateway.obj.key}"
+            scope = ref.scope  # each parentRef has its own status, as RouteParentStatus
             condition, hosts = _attach(ref, route, own, gateway, self.namespaces)
             self.findings.set(route.kind, route.key, condition, scope, ref.at)
             if condition.status and gateway.data is not None:
@@ -453,7 +463,7 @@ def _attach(ref: _ParentRef, route: KubernetesObject, own: list[str], gateway: _
         return Condition(ACCEPTED, False, "NoMatchingListenerHostname",
                          "no listener hostname intersects the route's hostnames"), []
     for listener in matching:
-        listener.attached += 1
+        listener.attached.add(route.ref)  # a route attached by several parentRefs counts once
     return Condition(ACCEPTED, True, "Accepted"), [] if any_host else sorted(set(found))
 
 

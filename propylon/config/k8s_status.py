@@ -2,8 +2,9 @@
 
 A ``Condition`` is the Gateway API's (``type``, ``status``, ``reason``, ``message``), printed
 ``Accepted=False NotAllowedByListeners: message``. ``Findings`` collects them per object and
-per scope (``""`` for the object itself, ``parent Gateway ns/name`` for a Route's parent,
-``listener NAME`` for a Gateway's listener) and records a located ``ConfigError`` for each
+per scope (``""`` for the object itself, ``parent Gateway ns/name`` for each parentRef of a
+Route, with ``sectionName NAME`` and ``port N`` when the ref gives them, ``listener NAME`` for
+a Gateway's listener) and records a located ``ConfigError`` for each
 false condition, so ``propylon validate`` points at the line of the field that caused it.
 Translation (``translate/gatewayapi_status.py``) adds what it finds and turns them into the
 statuses of the objects as written.
@@ -19,6 +20,8 @@ from propylon.config.errors import ConfigError, Source
 # condition types and reasons used (gateway-api apis/v1 shared_types.go, gateway_types.go)
 ACCEPTED, RESOLVED_REFS, PROGRAMMED, PARTIALLY_INVALID = (
     "Accepted", "ResolvedRefs", "Programmed", "PartiallyInvalid")
+PARENT_SCOPE = "parent Gateway"  # a route's parentRef: "parent Gateway ns/name [sectionName N]"
+LISTENER_SCOPE = "listener"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +91,20 @@ class Findings:
         self.issues.append(ConfigError(
             file, line or None, kind, key, field, where + str(condition),
             "warning" if warning else "error", column if line else None))
+
+
+def refused(conditions: Sequence[tuple[str, Condition]]) -> bool:
+    """Whether an object's status is Invalid: a false condition of its own, or, for a route,
+    no parentRef accepting it. A parentRef's false condition leaves a route that another
+    parentRef accepts Accepted (it is served there; the Gateway API keeps a status per
+    parentRef), and a listener's false condition leaves its Gateway Accepted."""
+    parents: dict[str, bool] = {}
+    for scope, condition in conditions:
+        if scope.startswith(f"{PARENT_SCOPE} "):
+            parents[scope] = parents.get(scope, True) and condition.status
+        elif not condition.status and not scope.startswith(f"{LISTENER_SCOPE} "):
+            return True
+    return bool(parents) and not any(parents.values())
 
 
 def status_lines(conditions: Sequence[tuple[str, Condition]]) -> tuple[str, ...]:

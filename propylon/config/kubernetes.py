@@ -94,6 +94,32 @@ class KubernetesObject(Resource):
         return spec if isinstance(spec, dict) else {}
 
 
+def is_list(data: dict[str, Any]) -> bool:
+    """Whether ``data``, a document of an accepted apiVersion, is a list of objects: a
+    ``v1`` ``List`` as ``kubectl get ... -o yaml`` prints any listing, or a list of one kind
+    as the API server answers (``HTTPRouteList``)."""
+    kind = data.get("kind")
+    if not isinstance(kind, str) or not kind.endswith("List"):
+        return False
+    api_version = data["apiVersion"]
+    return (kind == "List" and api_version == "v1") or kind[:-4] in KUBERNETES_KINDS[api_version]
+
+
+def list_items(data: dict[str, Any]) -> list[Any] | None:
+    """The objects of the list ``data`` (``is_list``), each read as if written on its own;
+    an item of a list of one kind that does not say its apiVersion and kind (the API server
+    leaves them out) is of the list's. None: ``items`` is not a list."""
+    items = data.get("items", [])
+    if not isinstance(items, list):
+        return None
+    kind, api_version = data["kind"][:-4], data["apiVersion"]
+    if not kind:  # a v1 List: its items say what they are
+        return items
+    return [{"apiVersion": api_version, "kind": kind, **item}
+            if isinstance(item, dict) and "kind" not in item and "apiVersion" not in item
+            else item for item in items]
+
+
 def check_kind(data: dict[str, Any]) -> str | None:
     """The error of a document whose apiVersion is accepted but whose kind is not, or None."""
     kinds = KUBERNETES_KINDS[data["apiVersion"]]

@@ -2,13 +2,18 @@
 
 ``load_data`` validates one resource given as plain data (the control plane's JSON bodies).
 ``load_paths`` reads files and folders (every ``*.yaml`` / ``*.yml`` inside, recursively, in
-sorted order); each YAML document is one resource. Errors never stop loading: a document with
+sorted order); each YAML document is one resource, but a Kubernetes list of objects
+(``kind: List``, as ``kubectl get -o yaml`` prints) is its items, each read as if written on
+its own (its own positions). Errors never stop loading: a document with
 errors is left out of ``resources`` and each of its problems becomes one ``ConfigError``.
 The first definition of a (kind, namespace, name) wins; a later one is an error naming both.
 
-A document that names a resource (a known ``kind`` and a ``metadata.name``) but fails is also
-kept, as it was written, in ``rejected``: standalone mode contains it (``config/recovery.py``
-says what of it can still be served) instead of refusing every other resource with it.
+A document that names a resource (a known ``kind``, native or Kubernetes, and a
+``metadata.name``) but fails is also kept, as it was written, in ``rejected``: standalone
+mode contains it (``config/recovery.py`` says what of it can still be served) instead of
+refusing every other resource with it. A Kubernetes object's errors then read as its
+Gateway API condition (``Accepted=False UnsupportedValue: ...``), and a valid definition of
+a rejected Kubernetes object is left out with it.
 Errors that name no resource (YAML syntax, an unknown kind, a document that is not a mapping)
 are in ``errors`` only; ``unattributed`` lists them.
 
@@ -22,6 +27,7 @@ file's documents validated here while the next files are parsed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 from collections.abc import Callable, Sequence
@@ -36,7 +42,13 @@ from propylon.config._types import UNION_TAGS, shared_sections
 from propylon.config._yaml import Document, dotted_path, parse_documents
 from propylon.config.errors import ConfigError, Source
 from propylon.config.files import read_texts
-from propylon.config.kubernetes import KubernetesObject, check_kind, is_kubernetes
+from propylon.config.kubernetes import (
+    KubernetesObject,
+    check_kind,
+    is_kubernetes,
+    is_list,
+    list_items,
+)
 from propylon.config.parse_pool import Parsed, parse_each
 from propylon.config.resources import API_VERSION, KINDS, Metadata, Resource, Route
 from propylon.config.route import RouteSpec, Rule
@@ -108,7 +120,7 @@ def _load_paths(paths: Sequence[str | Path], parallel: bool) -> LoadResult:
                 _load_into(result, text, name, seen, got)
                 _FILES.remember(name, digest, result)
     _FILES.keep_only({name for name, _ in texts})
-    return result
+    return _leave_out_rejected(result)
 
 
 def load_parsed(
@@ -127,7 +139,7 @@ def load_parsed(
     with gc_paused(), shared_sections():
         for (name, text), documents in zip(texts, parsed, strict=True):
             _load_into(result, text, name, seen, documents, outline)
-    return result
+    return _leave_out_rejected(result)
 
 
 def route_key(data: Any) -> str | None:
@@ -243,14 +255,20 @@ def load_text(text: str, filename: str = "<text>", parsed: Parsed | None = None)
     result = LoadResult()
     with shared_sections():
         _load_into(result, text, filename, {}, parsed)
-    return result
+    return _leave_out_rejected(result)
 
 
 def load_data(data: Any, filename: str = "<data>") -> LoadResult:
     """One resource from plain data (parsed JSON, for instance), validated as a YAML document
     would be; errors carry ``filename`` and no line."""
     result = LoadResult()
-    resource, errors = _build(Document(data=data, line=0), filename)
+    try:
+        resource, errors = _build(Document(data=data, line=0), filename)
+    except _IsList:
+        resource, errors = None, [ConfigError(
+            filename, None, data["kind"], None, "kind",
+            "a list of objects is read as its items: give each item (propylon apply -f "
+            "does)")]
     result.errors.extend(errors)
     if resource is not None:
         result.resources.append(resource)
@@ -263,33 +281,112 @@ def _load_into(
 ) -> None:
     documents, errors = parsed if parsed is not None else parse_documents(text, filename)
     result.errors.extend(errors)
+    _load_documents(result, documents, filename, seen, outline)
+
+
+def _load_documents(
+    result: LoadResult, documents: Sequence[Document], filename: str,
+    seen: dict[tuple[str, str], Source], outline: Callable[[str], bool] | None,
+) -> None:
     for doc in documents:
         outlined = None
         if outline is not None:
             key = route_key(doc.data)
             if key is not None and outline(key):
                 outlined = outline_route(doc, filename)
-        resource, doc_errors = (outlined, []) if outlined is not None else _build(doc, filename)
+        try:
+            resource, doc_errors = ((outlined, []) if outlined is not None
+                                    else _build(doc, filename))
+        except _IsList:  # kubectl's output: its items, each as if written on its own
+            items, doc_errors = _list_documents(doc, filename)
+            result.errors.extend(doc_errors)
+            _load_documents(result, items, filename, seen, outline)
+            continue
         doc_errors.sort(key=lambda e: e.line or 0)
         if resource is not None and not _first_definition(resource, seen, doc_errors):
             resource = None
-        result.errors.extend(doc_errors)
         if resource is not None:
             result.resources.append(resource)
-        elif (rejected := _rejected(doc, filename, doc_errors)) is not None:
+            continue
+        rejected = _rejected(doc, filename, doc_errors)
+        if rejected is not None:
             result.rejected.append(rejected)
+            result.errors.extend(rejected.errors)
+        else:
+            result.errors.extend(doc_errors)
+
+
+class _IsList(Exception):
+    """A document that is a list of objects (``kubernetes.is_list``): its items are loaded
+    instead (``_build`` raises it only then, so other documents pay nothing for it)."""
+
+
+def resource_documents(documents: Sequence[Document], filename: str) -> list[Document]:
+    """``documents`` with each list of objects (``kind: List``, as ``kubectl get -o yaml``
+    prints) replaced by its items, as the loader reads them: for a caller that uses the
+    documents of the resources loaded (``load_parsed``), e.g. ``propylon apply``."""
+    found: list[Document] = []
+    for doc in documents:
+        if is_kubernetes(doc.data) and is_list(doc.data):
+            found += resource_documents(_list_documents(doc, filename)[0], filename)
+        else:
+            found.append(doc)
+    return found
+
+
+def _list_documents(doc: Document, filename: str) -> tuple[list[Document], list[ConfigError]]:
+    """The items of the list ``doc`` as documents of their own (their own positions), or the
+    error of a list whose ``items`` is not a list."""
+    items = list_items(doc.data)
+    if items is None:
+        line, column = doc.mark_of(("items",))
+        return [], [ConfigError(filename, line, doc.data["kind"], None, "items",
+                                "must be a list of objects", column=column)]
+    return [doc.within(("items", index), item) for index, item in enumerate(items)], []
 
 
 def _rejected(doc: Document, filename: str, errors: list[ConfigError]) -> Rejected | None:
+    """``doc`` as a Rejected resource, if it names one: a native kind, or a Kubernetes kind
+    read as input (its errors then say so as the Gateway API does: ``Accepted=False``)."""
     data = doc.data
     if not errors or not isinstance(data, dict):
         return None
     kind, key = _identity(data)
-    if kind not in KINDS or key is None or not isinstance(
+    if kind is None or key is None or not isinstance(
             data["metadata"].get("namespace", ""), str):
+        return None
+    if is_kubernetes(data):
+        if check_kind(data) is not None:
+            return None
+        errors = [_not_accepted(error) for error in errors]
+    elif kind not in KINDS:
         return None
     source = Source(filename, doc.line, doc.marks, doc.column)
     return Rejected(kind, key, data, source, tuple(errors))
+
+
+def _not_accepted(error: ConfigError) -> ConfigError:
+    """The error of a Kubernetes object left out, as its Gateway API condition."""
+    if error.message.startswith(DEFINED_TWICE):
+        return error  # the status says "defined twice" (translate/containment.py)
+    return dataclasses.replace(error, message=f"{_NOT_ACCEPTED}: {error.message}")
+
+
+_NOT_ACCEPTED = "Accepted=False UnsupportedValue"
+
+
+def _leave_out_rejected(result: LoadResult) -> LoadResult:
+    """Leave out the first, valid definition of each Kubernetes object also rejected (defined
+    again, or invalid where written again), as containment does for the native kinds: one
+    status, the rejected one's. A Gateway is left to containment (its first definition,
+    converted, is disabled, as a native one's is)."""
+    if not result.rejected:
+        return result
+    gone = {(r.kind, r.key) for r in result.rejected
+            if r.kind not in KINDS and is_kubernetes(r.data)}
+    if gone:
+        result.resources = [r for r in result.resources if (r.kind, r.key) not in gone]
+    return result
 
 
 def _build(doc: Document, filename: str) -> tuple[Resource | None, list[ConfigError]]:
@@ -330,6 +427,8 @@ def _build_kubernetes(
     """A Kubernetes object (``config/kubernetes.py``): its identity is checked here, what it
     says when the whole configuration is converted (``config/gatewayapi.py``)."""
     problem = check_kind(data)
+    if problem is not None and is_list(data):
+        raise _IsList
     if problem is not None:
         return None, [error(("kind",), problem)]
     try:

@@ -21,6 +21,7 @@ from typing import Any
 
 from propylon.config import ConfigError, Resource, load_data
 from propylon.controlplane.resources import (
+    KIND_OF_PATH,
     Invalid,
     StoredResource,
     content_hash,
@@ -35,6 +36,8 @@ from propylon.runtime.gc_pause import gc_paused
 Key = tuple[str, str, str]  # kind, namespace, name
 MAX_RESOURCES = 20_000
 _FIELDS = {"resources", "prune", "dryRun"}
+# the kinds stored, those of the per-kind API (a v1 Namespace is read from files only)
+_TAKEN = frozenset(KIND_OF_PATH.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +186,10 @@ def read_item(data: Any) -> BatchItem:
     if result.errors:
         raise _ItemInvalid(key, [_reason(e) for e in result.errors])
     model = result.resources[0]
+    if model.kind not in _TAKEN:
+        raise _ItemInvalid(key, [
+            f"kind: the control plane does not take {model.kind} objects (they are read "
+            "from files only, see docs/kubernetes.md): leave them out of what is applied"])
     return BatchItem((model.kind, model.namespace, model.name), normalized(clean), model,
                      expected)
 

@@ -21,7 +21,7 @@ import yaml
 from propylon.admin.redact import redact
 from propylon.config import ConfigError, Resource, load_data
 from propylon.config.files import read_texts
-from propylon.config.loader import load_parsed
+from propylon.config.loader import load_parsed, resource_documents
 from propylon.config.parse_pool import parse_all
 from propylon.controlplane.selector import LabelSelector
 
@@ -53,7 +53,8 @@ def key_of(data: dict[str, Any]) -> Key:
 
 
 def load_local(paths: Sequence[Path]) -> tuple[list[LocalResource], list[str]]:
-    """Every resource in ``paths`` as data plus model, or every error (with file:line)."""
+    """Every resource in ``paths`` as data plus model, or every error (with file:line). A
+    ``kind: List`` (``kubectl get ... -o yaml``) gives its items, as the loader reads it."""
     unread: list[ConfigError] = []
     texts = read_texts(paths, unread)
     parsed = parse_all(texts)  # a one-shot command: every core is its own
@@ -65,7 +66,7 @@ def load_local(paths: Sequence[Path]) -> tuple[list[LocalResource], list[str]]:
     models = {(r.source.file, r.source.line): r for r in loaded.resources if r.source}
     local = []
     for (name, _), (documents, _errors) in zip(texts, parsed, strict=True):
-        for doc in documents:
+        for doc in resource_documents(documents, name):  # a kind: List's items
             model = models.get((name, doc.line)) or load_data(doc.data, name).resources[0]
             data = {**doc.data, "metadata": {**doc.data["metadata"], "namespace": model.namespace}}
             local.append(LocalResource(key_of(data), data, model))

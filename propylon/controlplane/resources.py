@@ -2,9 +2,10 @@
 
 A write is validated with the same pydantic models as YAML files (``config.load_data``);
 ``metadata.resourceVersion`` and ``metadata.contentHash`` are the control plane's own fields,
-removed before validation and added to every answer. ``contentHash`` is the hash of the
-resource's normalized content (defaults filled in), so a client can tell whether its copy
-differs even where the answer's secrets are redacted.
+removed before validation and added to every answer (a Kubernetes object's resourceVersion
+without a contentHash is its API server's: ignored, see ``strip_server_fields``).
+``contentHash`` is the hash of the resource's normalized content (defaults filled in), so a
+client can tell whether its copy differs even where the answer's secrets are redacted.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from propylon.admin.redact import redact
 from propylon.config import KINDS, ConfigError, Resource, load_data
-from propylon.config.kubernetes import KUBERNETES_KIND_NAMES
+from propylon.config.kubernetes import KUBERNETES_KIND_NAMES, is_kubernetes
 from propylon.ir.jsontext import json_sorted
 
 # URL kind (lower-case) -> resource kind; the Kubernetes kinds read as input too (a Gateway
@@ -79,7 +80,10 @@ class Invalid(Exception):
 
 def strip_server_fields(data: Any) -> tuple[dict[str, Any], str | None]:
     """A copy of ``data`` (and of its metadata; the rest is shared) without the server fields,
-    and the resourceVersion it carried."""
+    and the resourceVersion it carried: the version the write expects. For a Kubernetes
+    object (``kubernetes.is_kubernetes``) only with ``contentHash`` beside it, as this
+    control plane's answers carry them; alone it is the Kubernetes API server's, in every
+    ``kubectl get -o yaml`` dump, and is ignored with the rest of the dump's metadata."""
     if not isinstance(data, dict):
         raise Invalid(["a resource must be a JSON object"])
     clean = dict(data)  # only the metadata changes: what it holds is shared with ``data``
@@ -97,8 +101,10 @@ def strip_server_fields(data: Any) -> tuple[dict[str, Any], str | None]:
         if wrong:
             raise Invalid(wrong)
         raw = meta.pop("resourceVersion", "")
-        meta.pop("contentHash", None)
-        version = raw or None
+        answered = meta.pop("contentHash", None) is not None
+        # a Kubernetes object's resourceVersion without the contentHash of our answers is
+        # the Kubernetes API server's (a kubectl dump), not a version of this store
+        version = (raw or None) if answered or not is_kubernetes(clean) else None
     return clean, version
 
 

@@ -7,7 +7,8 @@ a converted Gateway that is served is ``Programmed=True``, one that is Invalid o
 converted resources are replaced by one status per object as written (``HTTPRoute ns/name``,
 ``Ingress ns/name``; a Gateway keeps its kind and key), whose reasons are its conditions,
 ``scope: Type=Status Reason: message``, then notes such as a listener's attachedRoutes.
-It is ``Invalid`` when a condition is false. The Upstreams made from Services keep no status
+It is ``Invalid`` as ``k8s_status.refused`` says: a false condition of its own, or no
+parentRef of a route accepting it. The Upstreams made from Services keep no status
 of their own: a Service has no Gateway API status, and its problems are the routes'
 ``ResolvedRefs``.
 """
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 
 from propylon.config import ConfigError
 from propylon.config.gatewayapi import Expansion
-from propylon.config.k8s_status import ACCEPTED, PROGRAMMED, Condition, status_lines
+from propylon.config.k8s_status import ACCEPTED, PROGRAMMED, Condition, refused, status_lines
 from propylon.ir import StatusIR
 
 _SUMMARY_KINDS = ("Gateway", "HTTPRoute", "GRPCRoute", "Ingress")
@@ -47,7 +48,7 @@ def gateway_api_statuses(
         if kind not in _SUMMARY_KINDS:
             continue
         lines = status_lines(entry.conditions()) + tuple(entry.notes)
-        state = "Invalid" if _refused(entry.conditions()) else "Accepted"
+        state = "Invalid" if refused(entry.conditions()) else "Accepted"
         kept.append(StatusIR(kind, key, state, lines,
                              tuple(sorted(gateways.get((kind, key), ())))))
     return tuple(sorted(kept, key=lambda s: (s.kind, s.key)))
@@ -79,7 +80,3 @@ def located_issues(
         named.append(issue)
     return (*expansion.issues, *named)
 
-
-def _refused(conditions: Sequence[tuple[str, Condition]]) -> bool:
-    """A false condition of the object or of a parent (a listener's leaves it Accepted)."""
-    return any(not c.status and not scope.startswith("listener ") for scope, c in conditions)

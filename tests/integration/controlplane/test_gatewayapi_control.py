@@ -87,3 +87,71 @@ def test_apply_file_of_gateway_api_objects(cluster: Cluster, tmp_path: Path) -> 
     assert "ResolvedRefs=False" in status.stdout
     listed = cli("get", "httproutes")
     assert listed.returncode == 0 and "shop" in listed.stdout, listed.stdout + listed.stderr
+
+
+def _as_kubectl_dumps_them(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """``docs`` as ``kubectl get ... -A -o yaml`` prints them: one v1 List, each object with
+    the API server's resourceVersion, uid, managedFields and a status."""
+    items = []
+    for index, doc in enumerate(docs):
+        meta = {**doc["metadata"], "resourceVersion": str(48_000 + index), "generation": 1,
+                "uid": f"0b6a3b5e-0000-4000-8000-{index:012d}",
+                "creationTimestamp": "2024-05-01T10:00:00Z",
+                "managedFields": [{"manager": "kubectl", "operation": "Apply"}]}
+        items.append({**doc, "metadata": meta, "status": {}})
+    return {"apiVersion": "v1", "kind": "List", "items": items,
+            "metadata": {"resourceVersion": ""}}
+
+
+def test_apply_of_a_kubectl_dump(cluster: Cluster, tmp_path: Path) -> None:
+    """A kubectl List, its objects carrying the API server's resourceVersions, applies (twice:
+    those versions are not this control plane's), and its PUT of one exported object too;
+    a stale version of the control plane's own answer is still a conflict."""
+    plane = cluster.control()
+    echo = cluster.echo("shop")
+    port = free_port()
+    dump = tmp_path / "dump.yaml"
+    dump.write_text(yaml.safe_dump(_as_kubectl_dumps_them(gateway_api(port, echo))))
+    env = {**os.environ, "PROPYLON_CONTROL": plane.url, "PROPYLON_TOKEN": plane.token}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "propylon", *args], env=env, text=True,
+                              capture_output=True, timeout=60)
+
+    applied = cli("apply", "-f", str(dump))
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    status, listed = plane.get("/v1/resources/endpointslice")
+    assert [i["metadata"]["name"] for i in listed["items"]] == ["shop-1"]
+    again = cli("apply", "-f", str(dump))
+    assert again.returncode == 0, again.stdout + again.stderr
+    cluster.proxy("proxy", plane, "infra/edge")
+    wait_until(lambda: served_by(port, "/shop/x") == (200, "shop"), what="the HTTPRoute")
+    # one exported object PUT as kubectl printed it
+    exported = _as_kubectl_dumps_them(gateway_api(port, echo))["items"][1]
+    exported["spec"]["hostnames"] = ["shop.test"]
+    status, body = http("PUT", plane.url + _path(exported), exported, plane.token)
+    assert status == 200, body
+    # the control plane's own answer still pins its version
+    status, current = plane.get(_path(exported))
+    assert status == 200 and "contentHash" in current["metadata"]
+    stale = {**current, "metadata": {**current["metadata"], "resourceVersion": "1"}}
+    status, body = http("PUT", plane.url + _path(exported), stale, plane.token)
+    assert status == 409, body
+    status, body = http("PUT", plane.url + _path(exported), current, plane.token)
+    assert status == 200, body
+
+
+def test_a_batch_with_a_namespace_is_refused(cluster: Cluster) -> None:
+    """The control plane does not take Namespaces (files only): a batch holding one is a
+    422 naming it, and nothing is written."""
+    plane = cluster.control()
+    namespace = {"apiVersion": "v1", "kind": "Namespace",
+                 "metadata": {"name": "shop", "labels": {"team": "shop"}}}
+    batch = {"resources": [*gateway_api(free_port(), 9), namespace]}
+    status, body = http("POST", plane.url + "/v1/apply", batch, plane.token)
+    assert status == 422, body
+    [error] = body["errors"]
+    assert (error["index"], error["kind"], error["name"]) == (4, "Namespace", "shop")
+    assert "does not take Namespace objects" in error["reasons"][0], error
+    status, listed = plane.get("/v1/resources/httproute")
+    assert status == 200 and listed["items"] == []
