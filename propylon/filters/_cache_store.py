@@ -2,7 +2,8 @@
 out, bounded in bytes), or Redis, shared by every worker and proxy.
 
 An entry is found by its base key (``host`` + path + ``?query``, plus the ``keyHeaders``
-values after ``|``) and then by its variant: the values of the request fields its answer's
+values after ``|``; ``%`` and ``|`` inside each part written ``%25`` and ``%7C``:
+``escape_key``) and then by its variant: the values of the request fields its answer's
 ``Vary`` names. Entries carry the tags of the answer's ``Cache-Tag`` field.
 
 Purges reach every worker through the proxy's purge log, a file in ``/dev/shm`` named after
@@ -81,10 +82,33 @@ def matches(entry: Entry, request: Headers) -> bool:
     return variant_of(request, tuple(n for n, _ in entry.vary)) == entry.vary
 
 
+def escape_key(part: str) -> str:
+    """A part of a key (the URI, a ``keyHeaders`` value) with ``%`` and ``|`` escaped, so that
+    ``|`` separates the parts and nothing else."""
+    if "%" in part:
+        part = part.replace("%", "%25")
+    if "|" in part:
+        part = part.replace("|", "%7C")
+    return part
+
+
+def key_prefix(prefix: str) -> str:
+    """A purge rule's prefix as keys are written: its ``%`` escaped; a ``|`` in it is the
+    separator before the ``keyHeaders`` values."""
+    return prefix.replace("%", "%25")
+
+
+def uri_of_key(key: str) -> str:
+    """The URI part of a base key (before the ``keyHeaders`` values)."""
+    return key.partition("|")[0]
+
+
 def purge_matches(entry_key: str, tags: tuple[str, ...], rule: dict[str, Any]) -> bool:
-    prefix, tag = rule.get("prefix"), rule.get("tag")
+    prefix, tag, uri = rule.get("prefix"), rule.get("tag"), rule.get("uri")
     if prefix is not None:
-        return entry_key.startswith(prefix)
+        return entry_key.startswith(key_prefix(prefix))
+    if uri is not None:  # an invalidation: the URI part (already escaped) is that one
+        return uri_of_key(entry_key) == uri
     return tag is not None and tag in tags
 
 
@@ -97,6 +121,7 @@ class MemoryStore:
         self.entries: collections.OrderedDict[tuple[str, tuple[Any, ...]], Entry] = (
             collections.OrderedDict())
         self.variants: dict[str, list[tuple[str, tuple[Any, ...]]]] = {}
+        self.uris: dict[str, set[str]] = {}  # URI part -> base keys (keyHeaders values)
 
     def get(self, key: str, request: Headers) -> Entry | None:
         for full in self.variants.get(key, ()):
@@ -114,6 +139,7 @@ class MemoryStore:
         self.remove(full)
         self.entries[full] = entry
         self.variants.setdefault(entry.key, []).append(full)
+        self.uris.setdefault(uri_of_key(entry.key), set()).add(entry.key)
         self.bytes += entry.size
         while self.bytes > self.max_bytes:
             oldest = next(iter(self.entries))
@@ -129,20 +155,32 @@ class MemoryStore:
             keys.remove(full)
             if not keys:
                 del self.variants[full[0]]
+                uri = uri_of_key(full[0])
+                same_uri = self.uris.get(uri)
+                if same_uri is not None:
+                    same_uri.discard(full[0])
+                    if not same_uri:
+                        del self.uris[uri]
 
     def purge(self, rule: dict[str, Any]) -> int:
-        doomed = [full for full, entry in self.entries.items()
-                  if purge_matches(entry.key, entry.tags, rule)]
+        uri = rule.get("uri")
+        if uri is not None:  # found through the index: an invalidation is per request
+            doomed = [full for key in tuple(self.uris.get(uri, ()))
+                      for full in self.variants.get(key, ())]
+        else:
+            doomed = [full for full, entry in self.entries.items()
+                      if purge_matches(entry.key, entry.tags, rule)]
         for full in doomed:
             self.remove(full)
         return len(doomed)
 
 
 class RedisStore:
-    """Entries in Redis: a hash per base key (``PREFIX:k:KEY``, one field per variant), and a
-    set per tag (``PREFIX:t:TAG``) naming the base keys. Each operation is bounded by the
-    policy's ``redis.timeout``; a failure is a miss (or an entry not stored), logged at most
-    once a minute."""
+    """Entries in Redis: a hash per base key (``PREFIX:k:KEY``, one field per variant: the
+    JSON of its ``vary``), a set per tag (``PREFIX:t:TAG``) naming the base keys, and for a
+    base key with ``keyHeaders`` values a set per URI (``PREFIX:u:URI``) naming them, for
+    invalidations. Each operation is bounded by the policy's ``redis.timeout``; a failure is a
+    miss (or an entry not stored, or not dropped), logged at most once a minute."""
 
     def __init__(self, address: str, prefix: str, timeout: float) -> None:
         import redis.asyncio as aioredis
@@ -180,14 +218,43 @@ class RedisStore:
         try:
             async with asyncio.timeout(self.timeout):
                 pipe = self.client.pipeline(transaction=False)
+                keep = max(int(keep_for) + 1, 1)
                 pipe.hset(name, json.dumps(entry.vary), entry.to_bytes())
-                pipe.expire(name, max(int(keep_for) + 1, 1))
-                for tag in entry.tags:
-                    pipe.sadd(f"{self.prefix}:t:{tag}", entry.key)
-                    pipe.expire(f"{self.prefix}:t:{tag}", max(int(keep_for) + 1, 1), gt=True)
+                pipe.expire(name, keep)
+                sets = [f"{self.prefix}:t:{tag}" for tag in entry.tags]
+                uri = uri_of_key(entry.key)
+                if uri != entry.key:
+                    sets.append(f"{self.prefix}:u:{uri}")
+                for index in sets:
+                    pipe.sadd(index, entry.key)
+                    # as long as its longest-lived entry (NX: a new set has no expiry yet,
+                    # and GT alone never sets one on a key without)
+                    pipe.expire(index, keep, nx=True)
+                    pipe.expire(index, keep, gt=True)
                 await pipe.execute()
         except Exception as exc:
             self._failed("put", exc)
+
+    async def remove(self, key: str, vary: tuple[tuple[str, str], ...]) -> None:
+        """One entry: that variant of that key."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                await self.client.hdel(self._key(key), json.dumps(vary))
+        except Exception as exc:
+            self._failed("remove", exc)
+
+    async def invalidate(self, uri: str) -> None:
+        """Every entry of that URI part: each variant of the base key, and of the base keys
+        with ``keyHeaders`` values that the URI's set names."""
+        index = f"{self.prefix}:u:{uri}"
+        try:
+            async with asyncio.timeout(self.timeout):
+                members = await self.client.smembers(index)
+                names = [self._key(uri), index, *(self._key(_raw(k).decode())
+                                                   for k in members)]
+                await self.client.delete(*names)
+        except Exception as exc:
+            self._failed("invalidate", exc)
 
     async def purge(self, rule: dict[str, Any]) -> int:
         async with asyncio.timeout(max(self.timeout, 5.0)):
@@ -195,9 +262,13 @@ class RedisStore:
                 tag_key = f"{self.prefix}:t:{rule['tag']}"
                 members = await self.client.smembers(tag_key)
                 keys = [self._key(_raw(k).decode()) for k in members]
-                keys.append(tag_key)
-                return int(await self.client.delete(*keys)) - 1 if keys else 0
-            pattern = _glob_escape(self._key(rule["prefix"])) + "*"
+                count = int(await self.client.delete(*keys)) if keys else 0
+                await self.client.delete(tag_key)
+                return count  # the entries' keys deleted, not the tag's set
+            if rule.get("uri") is not None:
+                await self.invalidate(rule["uri"])
+                return 0
+            pattern = _glob_escape(self._key(key_prefix(rule["prefix"]))) + "*"
             count = 0
             async for name in self.client.scan_iter(match=pattern, count=500):
                 count += int(await self.client.delete(name))
@@ -260,6 +331,7 @@ class PurgeLog:
     def __init__(self, path: str | None = None) -> None:
         self.path = path
         self.file: Any = None
+        self.writer: int | None = None  # the log opened to append (invalidations)
         self._token: bytes | None = None
         self.offset = 0
 
@@ -280,6 +352,22 @@ class PurgeLog:
             self.offset = self.file.tell()
         except OSError as exc:
             log.warning("cache purges reach this worker only: cannot open %s (%s)", path, exc)
+
+    def append(self, rule: dict[str, Any]) -> bool:
+        """A worker's own rule (an unsafe method's invalidation) for every worker of the
+        proxy, this one included, before their next lookup; False: it reaches none."""
+        if self._token is None:
+            self._open()
+        if self.file is None or self.path is None:
+            return False
+        try:
+            if self.writer is None:
+                self.writer = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+            os.write(self.writer, json.dumps(rule).encode() + b"\n")  # one write: atomic
+        except OSError as exc:
+            log.warning("cache invalidation reaches this worker only: %s", exc)
+            return False
+        return True
 
     def pending(self) -> list[dict[str, Any]]:
         if self._token is None:

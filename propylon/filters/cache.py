@@ -9,14 +9,18 @@ for that revalidation: a 304 freshens the entry and it answers (``hit``); a 5xx 
 within ``stale-if-error`` serves the stale entry (``stale``); anything else lets the request
 go to the upstream (``miss``). A miss forwards the request; concurrent misses for the same key
 in a worker wait for the first one's answer instead of going upstream too (collapsed
-forwarding). Other methods, ``Cache-Control: no-store`` requests and the cache's own
-revalidations are ``bypass``. An answer is a local answer: the policies after ``cache`` in
-the order (``compression``'s request side, ``faultInjection``) never see a hit.
+forwarding), unless that answer turns out not to be stored for their variant (then they go
+at once). Other methods, ``Cache-Control: no-store`` requests and the cache's own
+revalidations are ``bypass``; a 2xx/3xx answer to an unsafe method invalidates its target
+URI and its same-host Location / Content-Location (RFC 9111 §4.4), in every worker. An answer
+is a local answer: the policies after ``cache`` in the order (``compression``'s request side,
+``faultInjection``) never see a hit.
 
 On the way out, an answer the rules allow (``_cache_rules``) is kept as it leaves the cache's
 place in the chain: after ``compression`` (which runs first on responses), so an encoded
-variant is stored with its ``Vary: Accept-Encoding``; its body is watched, never held back, and
-stored when it ends if it is within ``maxEntryBytes``.
+variant is stored with its ``Vary: Accept-Encoding``, and without what the policies before
+the cache and the session add later (they add it to each hit again); its body is watched,
+never held back, and stored when it ends if it is within ``maxEntryBytes``.
 
 Revalidation is a conditional GET (the entry's ETag / Last-Modified) sent by the worker to its
 own listener, marked with the proxy's token (``x-propylon-cache-fetch``), so it takes the
@@ -33,6 +37,7 @@ import logging
 import time
 from collections.abc import Awaitable
 from typing import Any
+from urllib.parse import urljoin, urlsplit
 
 from propylon.filters._cache_rules import (
     NOT_MODIFIED_FIELDS,
@@ -44,8 +49,16 @@ from propylon.filters._cache_rules import (
     not_modified,
     seconds,
     storable,
+    vary_names,
 )
-from propylon.filters._cache_store import Entry, MemoryStore, PurgeLog, RedisStore, variant_of
+from propylon.filters._cache_store import (
+    Entry,
+    MemoryStore,
+    PurgeLog,
+    RedisStore,
+    escape_key,
+    variant_of,
+)
 from propylon.filters.base import Filter, FilterContext, FilterEnv, Headers, LocalResponse
 from propylon.net.httpclient import HttpClient, HttpError
 from propylon.policies.body import CachePolicy
@@ -59,7 +72,12 @@ COLLAPSE_TIMEOUT = 30.0  # how long a collapsed miss waits for the first one's a
 _STATE_KEY = "cache"
 # never stored: framing, the cache's own fields, what is per answer
 _NOT_STORED = frozenset((b"content-length", b"transfer-encoding", b"age", CACHE_HEADER,
-                         b"connection", b"keep-alive"))
+                         b"connection", b"keep-alive", b"x-request-id"))
+# what compression's on_response_framing still changes after the cache's on_response (it
+# encodes: a new Content-Encoding, the ETag made weak, Accept-Ranges removed)
+_FRAMING_FIELDS = frozenset((b"content-encoding", b"etag", b"accept-ranges"))
+# RFC 9110 §9.2.1: an answer to any other method invalidates what is stored (RFC 9111 §4.4)
+_SAFE_METHODS = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE"))
 # not copied into a revalidation request
 _NOT_FORWARDED = frozenset((b"host", b"content-length", b"transfer-encoding", b"connection",
                             b"keep-alive", b"te", b"upgrade", b"if-none-match", b"if-match",
@@ -76,7 +94,8 @@ class CacheWorker:
         self.memory: dict[int, MemoryStore] = {}
         self.redis: dict[tuple[str, str, float], RedisStore] = {}
         self.purges = PurgeLog()
-        self.inflight: dict[str, asyncio.Future[None]] = {}
+        self.inflight: dict[str, _Inflight] = {}
+        self.invalidating: dict[str, asyncio.Future[None]] = {}  # Redis deletions under way
         self.revalidating: set[str] = set()
         self.clients: dict[tuple[str, int, str], HttpClient] = {}
         self.tasks: set[asyncio.Task[Any]] = set()
@@ -99,6 +118,16 @@ class CacheWorker:
             for store in self.memory.values():
                 store.purge(rule)
 
+    def invalidate_memory(self, uris: list[str]) -> None:
+        """Every stored answer for these URIs (any variant, any ``keyHeaders`` values) goes,
+        in this worker at once and in the others (through the purge log) before their next
+        lookup, as an admin purge."""
+        for uri in uris:
+            rule = {"uri": uri}
+            for store in self.memory.values():
+                store.purge(rule)
+            self.purges.append(rule)
+
     def client(self, address: str, port: int, host: str) -> HttpClient:
         key = (address, port, host)
         client = self.clients.get(key)
@@ -112,11 +141,25 @@ class CacheWorker:
         task.add_done_callback(self.tasks.discard)
 
 
+class _Inflight:
+    """A GET miss on its way to the upstream, that other misses of its key wait for:
+    ``head`` is resolved at its answer's head (with the ``Vary`` names it is being stored
+    under, or None: it is not stored), ``done`` when it was stored (or not)."""
+
+    __slots__ = ("done", "head", "variant")
+
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.head: asyncio.Future[tuple[str, ...] | None] = loop.create_future()
+        self.done: asyncio.Future[None] = loop.create_future()
+        self.variant: tuple[tuple[str, str], ...] = ()  # the leader's, once head is set
+
+
 class _Exchange:
     """One request's cache state (``ctx.state["cache"]``)."""
 
-    __slots__ = ("chunks", "headers", "key", "leader", "lifetime", "mode", "request",
-                 "size", "status", "storing")
+    __slots__ = ("chunks", "final", "headers", "key", "leader", "lifetime", "mode",
+                 "request", "size", "status", "storing")
 
     def __init__(self, mode: bytes, key: str = "", leader: bool = False,
                  request: Headers | None = None) -> None:
@@ -128,7 +171,8 @@ class _Exchange:
         self.chunks: list[bytes] = []
         self.size = 0
         self.status = 0
-        self.headers: Headers = []
+        self.headers: Headers = []  # the answer's fields at the cache's place in the chain
+        self.final: Headers = []  # the live list (compression may still encode the body)
         self.lifetime = 0.0
 
 
@@ -180,14 +224,23 @@ class CacheFilter(Filter):
         return self.lookup_then_decide(ctx, key, request_cc)
 
     def key_of(self, ctx: FilterContext) -> str:
-        path = ctx.path.decode("latin-1")
-        key = f"{ctx.host}{path}?{ctx.query.decode('latin-1')}" if ctx.query else (
-            f"{ctx.host}{path}")
+        """``host`` + path + ``?query``, then ``|`` and each ``keyHeaders`` value; ``%`` and
+        ``|`` inside them are written ``%25`` and ``%7C``, so two requests share a key only
+        when every part is the same."""
+        key = self.uri_of(ctx)
         if self.key_headers:
             values = variant_of(ctx.request_headers, tuple(
                 h.decode("latin-1") for h in self.key_headers))
-            key += "|" + "|".join(v for _, v in values)
+            key += "|" + "|".join(escape_key(v) for _, v in values)
         return key
+
+    @staticmethod
+    def uri_of(ctx: FilterContext) -> str:
+        """The key's first part, without the ``keyHeaders`` values."""
+        path = ctx.path.decode("latin-1")
+        uri = f"{ctx.host}{path}?{ctx.query.decode('latin-1')}" if ctx.query else (
+            f"{ctx.host}{path}")
+        return escape_key(uri)
 
     async def lookup(self, key: str, request: Headers) -> Entry | None:
         if self.memory is not None:
@@ -197,6 +250,10 @@ class CacheFilter(Filter):
 
     async def lookup_then_decide(self, ctx: FilterContext, key: str,
                                  request_cc: dict[str, str]) -> LocalResponse | None:
+        invalidating = self.worker.invalidating.get(key.partition("|")[0])
+        if invalidating is not None:  # an unsafe method's answer just invalidated it
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(invalidating), REVALIDATE_TIMEOUT)
         entry = await self.lookup(key, ctx.request_headers)
         answer = self.decide(ctx, key, entry, request_cc)
         if answer is None or isinstance(answer, LocalResponse):
@@ -228,14 +285,20 @@ class CacheFilter(Filter):
             return self.follow(ctx, key, waiting)
         leader = ctx.method == b"GET"
         if leader:
-            inflight[key] = asyncio.get_running_loop().create_future()
+            inflight[key] = _Inflight()
         return self.start(ctx, _Exchange(b"miss", key, leader, list(ctx.request_headers)))
 
-    async def follow(self, ctx: FilterContext, key: str,
-                     leader: asyncio.Future[None]) -> LocalResponse | None:
-        """A collapsed miss: wait for the first request's answer, then use its entry."""
+    async def follow(self, ctx: FilterContext, key: str, leader: _Inflight
+                     ) -> LocalResponse | None:
+        """A collapsed miss: wait for the first request's answer head; when that answer is
+        being stored for this request's variant, wait for its end and use the entry, else
+        go on to the upstream at once (what the first one gets is of no use here)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(leader), COLLAPSE_TIMEOUT)
+            async with asyncio.timeout(COLLAPSE_TIMEOUT):
+                names = await asyncio.shield(leader.head)
+                if names is not None and (
+                        variant_of(ctx.request_headers, names) == leader.variant):
+                    await asyncio.shield(leader.done)
         entry = await self.lookup(key, ctx.request_headers)
         if entry is not None and entry.age(time.time()) < entry.lifetime:
             return self.answer(ctx, entry, entry.age(time.time()), b"hit")
@@ -329,10 +392,11 @@ class CacheFilter(Filter):
         await self.put(fresh)
 
     async def drop(self, entry: Entry) -> None:
+        """That entry only: its key and variant."""
         if self.memory is not None:
             self.memory.remove((entry.key, entry.vary))
         elif self.redis is not None:
-            await self.redis.purge({"prefix": entry.key})
+            await self.redis.remove(entry.key, entry.vary)
 
     # -- the way out -----------------------------------------------------------------------
     def on_response(self, ctx: FilterContext, status: int, headers: Headers) -> None:
@@ -341,17 +405,77 @@ class CacheFilter(Filter):
         if not isinstance(exchange, _Exchange) or exchange.mode in (b"hit", b"stale"):
             return
         headers.append((CACHE_HEADER, exchange.mode))
+        if ctx.method not in _SAFE_METHODS:
+            if 200 <= status < 400:
+                self.invalidate(ctx, headers)
+            return
         if exchange.mode != b"miss" or ctx.method != b"GET":
             return
         request_cc = directives(ctx.request_headers)
         response_cc = directives(headers)
         life = storable(status, ctx.request_headers, request_cc, headers, response_cc,
                         self.default_ttl)
-        if life is not None:
-            exchange.storing = True
-            exchange.status = status
-            exchange.headers = headers  # read again at the end: compression edits it later
-            exchange.lifetime = life
+        if life is None:  # the misses waiting for this one go on at once (hit-for-pass)
+            release(self.take_leader(exchange))
+            return
+        exchange.storing = True
+        exchange.status = status
+        # what later policies and the session add (cors, rateLimit, headers, x-request-id)
+        # they add again to each hit: only the fields as they are here are stored
+        exchange.headers = list(headers)
+        exchange.final = headers  # compression's framing may still encode the body
+        exchange.lifetime = life
+        flight = self.worker.inflight.get(exchange.key) if exchange.leader else None
+        if flight is not None and not flight.head.done():
+            names = vary_names(headers) or ()
+            flight.variant = variant_of(exchange.request, names)
+            flight.head.set_result(names)  # other variants need not wait for this body
+
+    def invalidate(self, ctx: FilterContext, headers: Headers) -> None:
+        """RFC 9111 §4.4: a non-error answer to an unsafe method drops what is stored for
+        its target URI, and for the URIs of its Location and Content-Location on the same
+        host: every variant, every ``keyHeaders`` value."""
+        uris = [self.uri_of(ctx)]
+        for name, value in headers:
+            if name in (b"location", b"content-location"):
+                uri = self.same_host_uri(ctx, value)
+                if uri is not None and uri not in uris:
+                    uris.append(uri)
+        if self.memory is not None:
+            self.worker.invalidate_memory(uris)
+            return
+        assert self.redis is not None
+        pending = self.worker.invalidating
+        for uri in uris:
+            done = asyncio.get_running_loop().create_future()
+            pending[uri] = done
+            self.worker.spawn(self.invalidate_redis(uri, done))
+
+    async def invalidate_redis(self, uri: str, done: asyncio.Future[None]) -> None:
+        assert self.redis is not None
+        try:
+            await self.redis.invalidate(uri)
+        finally:
+            release(done)
+            if self.worker.invalidating.get(uri) is done:
+                del self.worker.invalidating[uri]
+
+    @staticmethod
+    def same_host_uri(ctx: FilterContext, value: bytes) -> str | None:
+        """The key's first part for a Location / Content-Location value, when it names a
+        resource of the request's host (None otherwise)."""
+        base = ctx.path.decode("latin-1")
+        try:
+            target = urlsplit(urljoin(f"http://{ctx.host}{base}",
+                                      value.decode("latin-1").strip()))
+            host = target.hostname
+        except ValueError:
+            return None
+        if host is None or host != ctx.host.lower() or target.scheme not in ("http", "https"):
+            return None
+        path = target.path or "/"
+        uri = f"{ctx.host}{path}?{target.query}" if target.query else f"{ctx.host}{path}"
+        return escape_key(uri)
 
     def on_response_body(self, ctx: FilterContext, chunk: bytes, end_stream: bool) -> None:
         state = ctx.state
@@ -363,6 +487,7 @@ class CacheFilter(Filter):
             if exchange.size > self.max_entry:
                 exchange.storing = False
                 exchange.chunks = []
+                release(self.take_leader(exchange))  # too large: not stored
                 return None
             exchange.chunks.append(chunk)
         if end_stream:
@@ -373,6 +498,12 @@ class CacheFilter(Filter):
 
     def store(self, exchange: _Exchange, body: bytes) -> None:
         headers = exchange.headers
+        final = exchange.final
+        coded = [v for n, v in headers if n == b"content-encoding"]
+        if [v for n, v in final if n == b"content-encoding"] != coded:  # encoded after us
+            headers = [h for h in headers if h[0] not in _FRAMING_FIELDS] + [
+                h for h in final if h[0] in _FRAMING_FIELDS]
+        exchange.final = []
         now = time.time()
         vary = tuple(sorted({item.strip().lower() for name, value in headers
                              if name == b"vary" for item in value.decode("latin-1").split(",")
@@ -394,8 +525,7 @@ class CacheFilter(Filter):
         else:
             self.worker.spawn(self.put_then_release(entry, waiting))
 
-    async def put_then_release(self, entry: Entry,
-                               waiting: asyncio.Future[None] | None) -> None:
+    async def put_then_release(self, entry: Entry, waiting: _Inflight | None) -> None:
         try:
             await self.put(entry)
         finally:
@@ -409,7 +539,7 @@ class CacheFilter(Filter):
         keep = entry.lifetime + max(entry.stale_while_revalidate, entry.stale_if_error)
         await self.redis.put(entry, max(keep, 1.0) + 60.0)  # a stale entry still revalidates
 
-    def take_leader(self, exchange: _Exchange) -> asyncio.Future[None] | None:
+    def take_leader(self, exchange: _Exchange) -> _Inflight | None:
         """What the misses collapsed into this one wait on, once (None for a follower)."""
         if not exchange.leader:
             return None
@@ -430,7 +560,11 @@ class CacheFilter(Filter):
                 seconds(response_cc.get("stale-if-error")) or 0.0)
 
 
-def release(waiting: asyncio.Future[None] | None) -> None:
-    """Wake the misses that waited for the first one's answer."""
+def release(waiting: _Inflight | asyncio.Future[None] | None) -> None:
+    """Wake the misses that waited for the first one's answer (or a deletion's end)."""
+    if isinstance(waiting, _Inflight):
+        if not waiting.head.done():
+            waiting.head.set_result(None)
+        waiting = waiting.done
     if waiting is not None and not waiting.done():
         waiting.set_result(None)

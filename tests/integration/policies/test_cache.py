@@ -22,6 +22,7 @@ from tests.support.client import roundtrip
 from tests.support.gateway import Gateway
 from tests.support.h1 import Response
 from tests.support.net import poll_until
+from tests.support.slow_body import SlowBodyUpstream
 from tests.support.upstream import RecordedRequest, Reply, ScriptedUpstream
 
 HOST = "cache.test"
@@ -72,9 +73,33 @@ def shared_upstream(module_upstreams) -> ScriptedUpstream:
     return module_upstreams("origin")
 
 
+ORIGIN = "https://app.test"
+# every policy that adds response fields after the cache's place in the chain
+CHAIN = {"cors": {"allowOrigins": [ORIGIN]},
+         "rateLimit": {"limits": [{"requests": 1000, "per": "1m"}], "responseHeaders": True},
+         "headers": {"response": {"set": {"x-set": "one"}, "add": {"x-added": "two"}}},
+         "cache": {"maxBytes": "200KiB"},
+         "compression": {"minBytes": 10}}
+
+
+@pytest.fixture(scope="module")
+def slow_upstream() -> Any:
+    """Bodies of 4 pieces of 100 bytes, 0.3 s apart: a head at once, an end about 1.2 s later."""
+    up = SlowBodyUpstream("slow", piece_size=100, piece_gap=0.3).start()
+    yield up
+    up.stop()
+
+
 def cache_routes(extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     cache = {"cache": {"maxBytes": "200KiB", "keyHeaders": ["x-tenant"], **(extra or {})}}
     return [
+        r.rule({"prefix": "/chain/"}, forward=r.forward("up"), policies=[CHAIN]),
+        r.rule({"prefix": "/slow/"}, forward=r.forward("slow"), policies=[
+            {"cache": {"maxBytes": "200KiB", "maxEntryBytes": 150}}]),
+        r.rule({"prefix": "/slow-vary/"}, forward=r.forward("slow"), policies=[
+            {"cache": {"maxBytes": "200KiB"}}]),
+        r.rule({"prefix": "/two/"}, forward=r.forward("up"), policies=[
+            {"cache": {"maxBytes": "200KiB", "keyHeaders": ["x-tenant", "x-region"]}}]),
         r.rule({"prefix": "/ttl/"}, forward=r.forward("up"),
                policies=[{"cache": {"defaultTtl": "60s"}}]),
         r.rule({"prefix": "/fault/"}, forward=r.forward("up"), policies=[
@@ -84,11 +109,12 @@ def cache_routes(extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def gw(module_gateways, shared_upstream: ScriptedUpstream) -> Gateway:
+def gw(module_gateways, shared_upstream: ScriptedUpstream, slow_upstream: Any) -> Gateway:
     return module_gateways(lambda port: r.dump(
         r.gateway(port),
         r.route("cached", hostnames=[HOST], rules=cache_routes()),
         r.upstream("up", shared_upstream.port),
+        r.upstream("slow", slow_upstream.port),
     ))
 
 
@@ -369,3 +395,260 @@ def test_a_redis_store_is_shared_by_two_proxies(gateways, upstreams, redis_port:
     answer = purge(first, tag="t")
     assert list(answer["redis"].values()) == [1]
     assert cache_of(get(second, "/shared")) == "miss"
+
+
+# -- invalidation by unsafe methods (RFC 9111 §4.4) --------------------------------------------
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH", "DELETE"])
+def test_an_unsafe_method_invalidates_the_target_uri(gw: Gateway, origin: Origin,
+                                                     method: str) -> None:
+    origin.set("/inv/item", ("cache-control", "max-age=60"), ("vary", "X-Lang"))
+    before = {lang: get(gw, "/inv/item", x_lang=lang) for lang in ("en", "fr")}
+    tenant = get(gw, "/inv/item", x_lang="en", x_tenant="t1")  # another keyHeaders value
+    assert [cache_of(get(gw, "/inv/item", x_lang=lang)) for lang in ("en", "fr")] == [
+        "hit", "hit"]
+    assert cache_of(get(gw, "/inv/item", x_lang="en", x_tenant="t1")) == "hit"
+    changed = roundtrip(gw.port, method, "/inv/item", {}, b"{}", host=HOST)
+    assert changed.status == 200 and cache_of(changed) == "bypass"
+    for lang in ("en", "fr"):  # every variant went
+        after = get(gw, "/inv/item", x_lang=lang)
+        assert cache_of(after) == "miss" and version(after) > version(before[lang])
+    after = get(gw, "/inv/item", x_lang="en", x_tenant="t1")
+    assert cache_of(after) == "miss" and version(after) > version(tenant)
+    assert cache_of(get(gw, "/inv/item", x_lang="en")) == "hit"  # stored again
+
+
+def test_location_and_content_location_on_the_same_host_are_invalidated(
+        gw: Gateway, origin: Origin) -> None:
+    for path in ("/inv/a", "/inv/b?page=2", "/inv/c"):
+        origin.set(path.partition("?")[0], ("cache-control", "max-age=60"))
+        get(gw, path)
+        assert cache_of(get(gw, path)) == "hit"
+    origin.set("/inv/create", ("location", f"http://{HOST}/inv/b?page=2"),
+               ("content-location", "c"), status=201)
+    created = roundtrip(gw.port, "POST", "/inv/create", {}, b"{}", host=HOST)
+    assert created.status == 201
+    assert [cache_of(get(gw, p)) for p in ("/inv/b?page=2", "/inv/c", "/inv/a")] == [
+        "miss", "miss", "hit"]
+    origin.set("/inv/away", ("location", "http://elsewhere.test/inv/a"), status=303)
+    assert roundtrip(gw.port, "POST", "/inv/away", {}, b"{}", host=HOST).status == 303
+    assert cache_of(get(gw, "/inv/a")) == "hit"  # another host's URI is left alone
+
+
+def test_an_error_answer_to_an_unsafe_method_invalidates_nothing(gw: Gateway,
+                                                                 origin: Origin) -> None:
+    origin.set("/inv/keep", ("cache-control", "max-age=60"))
+    first = get(gw, "/inv/keep")
+    origin.set("/inv/keep", ("cache-control", "max-age=60"), status=409)
+    assert roundtrip(gw.port, "POST", "/inv/keep", {}, b"{}", host=HOST).status == 409
+    again = get(gw, "/inv/keep")
+    assert cache_of(again) == "hit" and again.body == first.body
+
+
+def test_an_invalidation_reaches_every_worker(gateways, upstreams) -> None:
+    """Memory stores are per worker: the worker that sees the POST tells the others through
+    the purge log, as an admin purge; no worker answers the old body afterwards."""
+    origin = Origin(upstreams("inv-origin"))
+    origin.set("/w", ("cache-control", "max-age=60"))
+    gw = gateways(lambda port: r.dump(r.gateway(port), r.route("cached", hostnames=[HOST], rules=[
+        r.rule({"prefix": "/"}, forward=r.forward("up"), policies=[{"cache": {}}])]),
+        r.upstream("up", origin.upstream.port)), workers=2)
+
+    def worker(response: Response) -> str:
+        return (response.header("x-request-id") or "")[:23]  # the process's id prefix
+
+    hits: dict[str, int] = {}
+    for _ in range(200):  # a new connection each: the kernel spreads them over the workers
+        response = get(gw, "/w")
+        if cache_of(response) == "hit":
+            hits[worker(response)] = version(response)
+        if len(hits) == 2:
+            break
+    assert len(hits) == 2, "both workers hold the entry"
+    assert roundtrip(gw.port, "DELETE", "/w", {}, host=HOST).status == 200
+    seen: dict[str, list[int]] = {}
+    for _ in range(200):
+        response = get(gw, "/w")
+        seen.setdefault(worker(response), []).append(version(response))
+        if len(seen) == 2 and all(len(v) >= 2 for v in seen.values()):
+            break
+    assert len(seen) == 2
+    old = set(hits.values())
+    assert all(v not in old for versions in seen.values() for v in versions), (hits, seen)
+
+
+# -- what a hit carries --------------------------------------------------------------------------
+def test_a_hit_carries_the_later_policies_fields_once(gw: Gateway, origin: Origin) -> None:
+    """cors, rateLimit, headers and the session add their fields after the cache's place in
+    the chain: they add them again to a hit, so the entry must not hold them."""
+    origin.set("/chain/x", ("cache-control", "max-age=60"), ("etag", '"e1"'),
+               ("accept-ranges", "bytes"))
+    fields = {"origin": ORIGIN, "accept-encoding": "gzip"}
+    miss = roundtrip(gw.port, "GET", "/chain/x", fields, host=HOST)
+    hit = roundtrip(gw.port, "GET", "/chain/x", fields, host=HOST)
+    assert cache_of(miss) == "miss" and cache_of(hit) == "hit"
+    for name in ("x-request-id", "x-added", "x-set", "access-control-allow-origin",
+                 "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset",
+                 "content-encoding", "etag", "x-propylon-cache"):
+        assert len(hit.header_all(name)) == 1, (name, hit.headers)
+    assert hit.header("x-request-id") != miss.header("x-request-id")
+    assert int(hit.header("ratelimit-remaining") or 0) < int(
+        miss.header("ratelimit-remaining") or 0)
+    assert hit.header("content-encoding") == "gzip" and hit.header("etag") == 'W/"e1"'
+    assert hit.header("accept-ranges") is None and hit.body == miss.body
+    vary = [v.strip().lower() for f in hit.header_all("vary") for v in f.split(",")]
+    assert sorted(vary) == ["accept-encoding", "origin"]
+    # cors decides per request on a hit: another origin gets no allow-origin field
+    other = roundtrip(gw.port, "GET", "/chain/x", {"origin": "https://evil.test",
+                                                   "accept-encoding": "gzip"}, host=HOST)
+    assert cache_of(other) == "hit" and other.header("access-control-allow-origin") is None
+    assert origin.count("/chain/x") == 1
+    # the identity variant: compression (before the cache) names Accept-Encoding once
+    plain = [roundtrip(gw.port, "GET", "/chain/x", {"origin": ORIGIN}, host=HOST)
+             for _ in range(2)]
+    assert [cache_of(p) for p in plain] == ["miss", "hit"]
+    assert plain[1].header("content-encoding") is None and plain[1].header("etag") == '"e1"'
+    vary = [v.strip().lower() for f in plain[1].header_all("vary") for v in f.split(",")]
+    assert sorted(vary) == ["accept-encoding", "origin"]
+    assert len(plain[1].header_all("x-request-id")) == 1
+
+
+# -- collapsed misses that cannot be answered from the first one ---------------------------------
+def parallel(gw: Gateway, paths: list[tuple[str, dict[str, str]]], gap: float = 0.1
+             ) -> list[tuple[float, Response]]:
+    """The requests started ``gap`` apart; each one's time from the first start to its end."""
+    results: list[tuple[float, Response] | None] = [None] * len(paths)
+    started = time.monotonic()
+
+    def one(index: int, path: str, headers: dict[str, str]) -> None:
+        response = roundtrip(gw.port, "GET", path, headers, host=HOST)
+        results[index] = (time.monotonic() - started, response)
+
+    threads = []
+    for index, (path, headers) in enumerate(paths):
+        thread = threading.Thread(target=one, args=(index, path, headers))
+        thread.start()
+        threads.append(thread)
+        time.sleep(gap)
+    for thread in threads:
+        thread.join(20)
+    assert all(result is not None for result in results)
+    return [result for result in results if result is not None]
+
+
+def slow_reply(*headers: tuple[str, str]) -> Callable[[RecordedRequest], Reply]:
+    return lambda request: Reply(headers=[("content-type", "text/plain"), *headers],
+                                 body=b"x" * 400, framing="chunked")
+
+
+@pytest.mark.parametrize("headers", [
+    pytest.param([("cache-control", "no-store")], id="not-storable"),
+    pytest.param([("cache-control", "max-age=60")], id="over-max-entry-bytes"),
+])
+def test_misses_that_cannot_be_stored_do_not_wait_for_each_other(
+        gw: Gateway, origin: Origin, slow_upstream: Any, headers: list[tuple[str, str]]
+        ) -> None:
+    """Each body takes 1.2 s: one after the other, three took 3.6 s."""
+    slow_upstream.reset(slow_reply(*headers))
+    path = f"/slow/{time.time_ns()}"
+    results = parallel(gw, [(path, {})] * 3)
+    assert [response.status for _, response in results] == [200] * 3
+    assert all(len(response.body) == 400 for _, response in results)
+    assert max(elapsed for elapsed, _ in results) < 2.2, [e for e, _ in results]
+    assert sum(1 for req in slow_upstream.requests if req.path == path) == 3
+
+
+def test_another_variant_does_not_wait_for_the_first_ones_body(gw: Gateway, origin: Origin,
+                                                               slow_upstream: Any) -> None:
+    slow_upstream.reset(slow_reply(("cache-control", "max-age=60"), ("vary", "x-lang")))
+    path = f"/slow-vary/{time.time_ns()}"
+    results = parallel(gw, [(path, {"x-lang": "en"}), (path, {"x-lang": "fr"}),
+                            (path, {"x-lang": "en"})])
+    en, fr, en_again = results
+    assert cache_of(en[1]) == "miss" and cache_of(fr[1]) == "miss"
+    assert cache_of(en_again[1]) == "hit"  # the same variant still waits and is a hit
+    assert fr[0] < 2.0, [e for e, _ in results]  # 1.3 s: it did not wait for en's 1.2 s
+    assert sum(1 for req in slow_upstream.requests if req.path == path) == 2
+
+
+# -- keys ----------------------------------------------------------------------------------------
+def test_key_header_values_cannot_run_into_each_other(gw: Gateway, origin: Origin) -> None:
+    """x-tenant: a|b + x-region: c is not x-tenant: a + x-region: b|c."""
+    origin.set("/two/k", ("cache-control", "max-age=60"))
+    first = get(gw, "/two/k", x_tenant="a|b", x_region="c")
+    second = get(gw, "/two/k", x_tenant="a", x_region="b|c")
+    assert cache_of(first) == cache_of(second) == "miss"
+    assert version(second) > version(first)
+    assert cache_of(get(gw, "/two/k", x_tenant="a%7Cb", x_region="c")) == "miss"
+    assert cache_of(get(gw, "/two/k", x_tenant="a|b", x_region="c")) == "hit"
+    assert cache_of(get(gw, "/two/k", x_tenant="a", x_region="b|c")) == "hit"
+
+
+def test_a_prefix_purge_finds_escaped_paths(gw: Gateway, origin: Origin) -> None:
+    origin.set("/caf%C3%A9/menu", ("cache-control", "max-age=60"))
+    get(gw, "/caf%C3%A9/menu", x_tenant="t%1")
+    assert cache_of(get(gw, "/caf%C3%A9/menu", x_tenant="t%1")) == "hit"
+    purge(gw, prefix=f"{HOST}/caf%C3%A9/menu|t%1")
+    assert cache_of(get(gw, "/caf%C3%A9/menu", x_tenant="t%1")) == "miss"
+
+
+def redis_gateway(gateways: Any, up: ScriptedUpstream, redis_port: int,
+                  **cache: Any) -> tuple[Gateway, str]:
+    prefix = f"test:{time.time_ns()}"
+    store = {"cache": {"store": "redis", "redis": {"address": f"127.0.0.1:{redis_port}",
+                                                  "prefix": prefix, "timeout": "1s"}, **cache}}
+    gw = gateways(lambda port: r.dump(r.gateway(port), r.route("cached", hostnames=[HOST], rules=[
+        r.rule({"prefix": "/"}, forward=r.forward("up"), policies=[store])]),
+        r.upstream("up", up.port)))
+    return gw, prefix
+
+
+def test_redis_a_changed_answer_drops_only_that_entry(gateways, upstreams,
+                                                      redis_port: int) -> None:
+    """A failed revalidation of /api/items dropped every key starting with it."""
+    origin = Origin(upstreams("redis-drop"))
+    gw, _ = redis_gateway(gateways, origin.upstream, redis_port)
+    origin.set("/api/items", ("cache-control", "max-age=1"), ("etag", '"a"'))
+    for path in ("/api/items", "/api/items/1", "/api/items2"):
+        get(gw, path)
+        poll_until(lambda p=path: cache_of(get(gw, p)) == "hit", 5, message=path)
+    origin.set("/api/items", ("cache-control", "max-age=60"), ("etag", '"b"'))
+    time.sleep(1.2)
+    assert cache_of(get(gw, "/api/items")) == "miss"  # revalidated: changed, dropped
+    assert [cache_of(get(gw, p)) for p in ("/api/items/1", "/api/items2")] == ["hit", "hit"]
+
+
+def test_redis_purge_counts_and_tag_sets_expire(gateways, upstreams, redis_port: int) -> None:
+    import redis
+
+    origin = Origin(upstreams("redis-tags"))
+    gw, prefix = redis_gateway(gateways, origin.upstream, redis_port)
+    answer = purge(gw, tag="no-such-tag")
+    assert list(answer["redis"].values()) == [0]  # was -1
+    origin.set("/tagged", ("cache-control", "max-age=60"), ("cache-tag", "t1"))
+    get(gw, "/tagged")
+    client = redis.Redis(port=redis_port)
+    try:
+        poll_until(lambda: client.exists(f"{prefix}:t:t1") == 1, 5, message="tag set")
+        assert 0 < client.ttl(f"{prefix}:t:t1") <= 122  # it goes with its entries (60 s + 1 min)
+    finally:
+        client.close()
+    assert list(purge(gw, tag="t1")["redis"].values()) == [1]
+
+
+def test_redis_an_unsafe_method_invalidates_every_variant(gateways, upstreams,
+                                                          redis_port: int) -> None:
+    origin = Origin(upstreams("redis-inv"))
+    gw, _ = redis_gateway(gateways, origin.upstream, redis_port, keyHeaders=["x-tenant"])
+    origin.set("/doc", ("cache-control", "max-age=60"), ("vary", "X-Lang"))
+    origin.set("/doc/sub", ("cache-control", "max-age=60"))
+    variants = [{"x_lang": "en"}, {"x_lang": "fr"}, {"x_lang": "en", "x_tenant": "t1"}]
+    before = [get(gw, "/doc", **v) for v in variants]
+    get(gw, "/doc/sub")
+    for fields in variants:
+        poll_until(lambda f=fields: cache_of(get(gw, "/doc", **f)) == "hit", 5, message="hit")
+    poll_until(lambda: cache_of(get(gw, "/doc/sub")) == "hit", 5, message="hit")
+    assert roundtrip(gw.port, "PUT", "/doc", {}, b"{}", host=HOST).status == 200
+    for fields, old in zip(variants, before, strict=True):
+        after = get(gw, "/doc", **fields)
+        assert cache_of(after) == "miss" and version(after) > version(old), fields
+    assert cache_of(get(gw, "/doc/sub")) == "hit"  # not a prefix: that URI only
