@@ -1,12 +1,16 @@
 """The control plane's ``/metrics`` (``prometheus_client``): versions, fleets, propagation.
 
 Series (all ``propylon_control_``, documented in docs/controlplane.md):
-  gateway_version_info{gateway,version}    1 for the IR version this replica serves
+  gateway_version_info{gateway,version}    1 for the IR version this replica serves the
+                                           fleet: the stable one while a progressive
+                                           rollout is under way, rolled back or aborted
   gateway_versions_total{gateway}          IR versions published (one per apply that
                                            changes the Gateway)
   gateway_published_timestamp_seconds{gateway}
   proxies_connected{gateway}               proxies that polled within CONNECTED_FOR
-  proxies_current{gateway}                 connected ones running the served version
+  proxies_current{gateway}                 connected ones running the version they are
+                                           served (during a rollout: the candidate for
+                                           those given it, the stable one for the others)
   proxy_reports_total{gateway,result}      ACK / NACK reports received by this replica
   propagation_seconds{gateway}             histogram: a version's publication to each
                                            proxy's ACK of it
@@ -49,6 +53,8 @@ TRANSLATION_RESULTS = ("success", "failure")
 APPLY_RESULTS = ("applied", "unchanged", "dry_run", "invalid", "conflict")
 REPORT_RESULTS = ("ACK", "NACK")
 ANSWER_FORMS = ("delta", "full")
+KEPT_WALLS = 16  # publication times remembered per Gateway (a stable version's among them)
+ACTIVE_PHASES = ("Progressing", "Paused")
 
 
 @dataclass
@@ -57,6 +63,7 @@ class _Published:
     at: float  # time.monotonic()
     wall: float  # time.time()
     waiting: set[str] = field(default_factory=set)  # proxies yet to ACK it
+    walls: dict[str, float] = field(default_factory=dict)  # recent versions -> time.time()
 
 
 class ControlMetrics:
@@ -97,7 +104,11 @@ class ControlMetrics:
         now = time.monotonic()
         waiting = {proxy for (g, proxy), (running, seen) in self._running.items()
                    if g == gateway and running != version and now - seen < self.connected_for}
-        self._published[gateway] = _Published(version, now, time.time(), waiting)
+        wall = time.time()
+        before = self._published.get(gateway)
+        walls = {**(before.walls if before else {}), version: wall}
+        self._published[gateway] = _Published(version, now, wall, waiting,
+                                               dict(list(walls.items())[-KEPT_WALLS:]))
         self.versions.labels(gateway).inc()
         for result in REPORT_RESULTS:
             self.reports.labels(gateway, result)
@@ -175,9 +186,13 @@ class ControlMetrics:
                                     "Connected proxies running the served version.",
                                     labels=["gateway"])
         counts = _fleet_counts(fleet)
+        entries = {str(entry["gateway"]): entry for entry in fleet}
         for gateway, published in sorted(self._published.items()):
-            info.add_metric([gateway, published.version], 1)
-            stamp.add_metric([gateway], published.wall)
+            entry = entries.get(gateway)
+            version = (served_version(entry) if entry is not None else None) \
+                or published.version
+            info.add_metric([gateway, version], 1)
+            stamp.add_metric([gateway], published.walls.get(version, published.wall))
             up, fresh = counts.get(gateway, (0, 0))
             connected.add_metric([gateway], up)
             current.add_metric([gateway], fresh)
@@ -186,12 +201,30 @@ class ControlMetrics:
                                 value=1 if ready else 0)
 
 
+def served_version(entry: Mapping[str, Any], proxy: str | None = None) -> str | None:
+    """The version the control plane serves a fleet (``ControlState.fleet`` entry) or one
+    of its proxies: the translated version, unless a rollout says otherwise (the stable
+    version while it is under way, rolled back or aborted; the candidate to the proxies
+    given it while it is under way, and to all once it is Complete), as
+    ``rollout.Rollout.target`` decides."""
+    rollout = entry.get("rollout")
+    if not rollout:
+        version: str | None = entry.get("version")
+        return version
+    if rollout.get("phase") == "Complete" or (
+            proxy is not None and rollout.get("phase") in ACTIVE_PHASES
+            and proxy in rollout.get("given", ())):
+        return str(rollout["candidate"])
+    return str(rollout["stable"])
+
+
 def _fleet_counts(fleet: Sequence[Mapping[str, Any]]) -> dict[str, tuple[int, int]]:
-    """gateway -> (proxies connected, of which running the desired version)."""
+    """gateway -> (proxies connected, of which running the version they are served)."""
     counts = {}
     for entry in fleet:
         up = [p for p in entry.get("proxies", []) if p.get("connected")]
-        fresh = [p for p in up if entry.get("version") and p.get("version") == entry["version"]]
+        fresh = [p for p in up
+                 if p.get("version") and p["version"] == served_version(entry, str(p["id"]))]
         counts[str(entry["gateway"])] = (len(up), len(fresh))
     return counts
 

@@ -345,20 +345,28 @@ class ControlState:
                      f": {rollout.reason}" if rollout.reason else "")
 
     async def fleet(self) -> list[dict[str, Any]]:
-        """Every Gateway with its desired version and the proxies that reported for it."""
+        """Every Gateway with its desired version and the proxies that reported for it.
+        Proxies that name a Gateway that is not configured (a wrong ``--gateway``, or a
+        Gateway deleted) are shown while connected, under that name with ``version`` null
+        and a ``note`` saying so; once none is connected the entry is gone."""
         records = await self.fleet_records.read()
         now = time.time()
-        keys = sorted(set(self.snapshots) | set(records))
-        return [
-            {
+        fleets = []
+        for key in sorted(set(self.snapshots) | set(records)):
+            proxies = [{**record, "id": proxy,
+                        "connected": now - float(record.get("lastSeen", 0)) < CONNECTED_FOR}
+                       for proxy, record in sorted(records.get(key, {}).items())]
+            entry: dict[str, Any] = {
                 "gateway": key,
                 "version": self.snapshots[key].version if key in self.snapshots else None,
                 "rollout": self.rollouts.to_json(key),
-                "proxies": [
-                    {**record, "id": proxy,
-                     "connected": now - float(record.get("lastSeen", 0)) < CONNECTED_FOR}
-                    for proxy, record in sorted(records.get(key, {}).items())
-                ],
+                "proxies": proxies,
             }
-            for key in keys
-        ]
+            if key not in self.snapshots:
+                entry["proxies"] = [p for p in proxies if p["connected"]]
+                if not entry["proxies"]:
+                    continue
+                entry["note"] = (f"unknown Gateway: no Gateway {key} is configured; check "
+                                 "the --gateway of these proxies")
+            fleets.append(entry)
+        return fleets

@@ -204,6 +204,7 @@ class Dashboard:
         gateways = [{
             "gateway": fleet["gateway"], "version": fleet["version"],
             "rollout_text": views.rollout_text(fleet.get("rollout")),
+            "note": fleet.get("note", ""),
             "rate": views.rate_text(self.rates.rate(
                 fleet["gateway"], views.traffic_totals(fleet["proxies"]))),
             "proxies": views.proxy_rows(fleet["proxies"], now),

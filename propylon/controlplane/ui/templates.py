@@ -63,6 +63,7 @@ _FLEETS = """{% extends "base.html" %}
     <dt>Desired version</dt><dd><code data-live="desired">{{ g.version or "-" }}</code></dd>
     <dt>Requests</dt><dd data-live="rate">{{ g.rate }}</dd>
     <dt>Rollout</dt><dd data-live="rollout">{{ g.rollout_text }}</dd>
+    {% if g.note %}<dt>Note</dt><dd class="reason">{{ g.note }}</dd>{% endif %}
   </dl>
   {% if g.proxies %}
   <table class="proxies">

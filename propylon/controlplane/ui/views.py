@@ -13,12 +13,15 @@ from propylon import ir
 
 
 def rollout_text(rollout: Mapping[str, Any] | None) -> str:
-    """One line: phase, step, share and how many proxies run the candidate."""
+    """One line: phase, step, share and how many proxies were given the candidate, as
+    ``propylon status`` says it (``diffview.render_rollout``). Given, not running: a proxy
+    given the candidate may have refused it (NACK), and after a rollback or an abort every
+    proxy is served the stable version again (each proxy's row says what it runs)."""
     if not rollout:
         return "none"
     return (f"{rollout['phase']}, step {rollout['step']}/{len(rollout['steps'])} "
-            f"({rollout['share']}%), {len(rollout['given'])}/{rollout['proxiesConnected']} "
-            f"proxies on {rollout['candidate']}")
+            f"({rollout['share']}%), {len(rollout['given'])}/"
+            f"{rollout.get('proxiesConnected', 0)} proxies given")
 
 
 def ago(seconds_since_epoch: float | None, now: float) -> str:
