@@ -5,8 +5,13 @@ prefix and re-reads on every change, whichever replica made it. A resource's ver
 etcd ``mod_revision``; a write with an expected version is a transaction comparing it, so a
 stale write is refused by etcd itself. No home-made replication: etcd is the source of truth.
 
-Keys: ``/propylon/resources/{Kind}/{namespace}/{name}`` and
-``/propylon/fleet/{gateway namespace}/{gateway name}/{proxy id}``; values are JSON.
+Keys: ``/propylon/resources/{Kind}/{namespace}/{name}``,
+``/propylon/fleet/{gateway namespace}/{gateway name}/{proxy id}`` and
+``/propylon/rollouts/{gateway namespace}/{gateway name}``, values JSON;
+``/propylon/stable-ir/{gateway namespace}/{gateway name}``: the stable version, a newline,
+then its IR text compressed with zlib (bounded by etcd's ``--max-request-bytes``). Rollout
+records are written with a transaction comparing their ``mod_revision``, so replicas sharing
+the store cannot overwrite a record another one changed since they read it.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import json
 import logging
 import random
 import threading
+import zlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,6 +36,8 @@ log = logging.getLogger("propylon.controlplane")
 
 _RESOURCES = "/propylon/resources/"
 _FLEET = "/propylon/fleet/"
+_ROLLOUTS = "/propylon/rollouts/"
+_STABLE_IR = "/propylon/stable-ir/"
 _TIMEOUT = 5.0
 # etcd's answers to a transaction over its --max-txn-ops (default 128) or
 # --max-request-bytes (default 1.5 MiB)
@@ -176,6 +184,41 @@ class EtcdStore:
             namespace, name, proxy = _unb64(kv["key"]).removeprefix(_FLEET).split("/", 2)
             fleet.setdefault(f"{namespace}/{name}", {})[proxy] = json.loads(_unb64(kv["value"]))
         return fleet
+
+    # -- rollouts (outside the watched resource prefix: no translation) ------------------
+    async def list_rollouts(self) -> dict[str, tuple[dict[str, Any], str]]:
+        return {_unb64(kv["key"]).removeprefix(_ROLLOUTS):
+                (json.loads(_unb64(kv["value"])), str(kv["mod_revision"]))
+                for kv in await self._range(_ROLLOUTS)}
+
+    async def put_rollout(self, gateway: str, record: dict[str, Any] | None,
+                          expected: str | None) -> bool:
+        key = _b64(f"{_ROLLOUTS}{gateway}")
+        compare = [] if expected is None else [
+            {"key": key, "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
+            if expected == ABSENT else
+            {"key": key, "target": "MOD", "result": "EQUAL", "mod_revision": expected}]
+        ops: list[dict[str, Any]] = (
+            [{"request_delete_range": {"key": key}},
+             {"request_delete_range": {"key": _b64(f"{_STABLE_IR}{gateway}")}}]
+            if record is None else
+            [{"request_put": {"key": key, "value": _b64(json.dumps(record))}}])
+        answer = await self._call("kv/txn", {"compare": compare, "success": ops})
+        return bool(answer.get("succeeded"))
+
+    async def put_stable_ir(self, gateway: str, version: str, text: str) -> None:
+        packed = await asyncio.to_thread(zlib.compress, text.encode(), 6)
+        value = base64.b64encode(version.encode() + b"\n" + packed).decode()
+        await self._call("kv/put", {"key": _b64(f"{_STABLE_IR}{gateway}"), "value": value})
+
+    async def get_stable_ir(self, gateway: str) -> tuple[str, str] | None:
+        data = await self._call("kv/range", {"key": _b64(f"{_STABLE_IR}{gateway}")})
+        kvs = data.get("kvs", [])
+        if not kvs:
+            return None
+        version, _, packed = base64.b64decode(kvs[0]["value"]).partition(b"\n")
+        text = await asyncio.to_thread(zlib.decompress, packed)
+        return version.decode(), text.decode()
 
     # -- changes -------------------------------------------------------------------------
     async def changes(self) -> AsyncIterator[None]:

@@ -261,6 +261,64 @@ class Rollout:
         self.events.append({"at": round(now, 3), "event": event, **details})
         del self.events[:-MAX_EVENTS]
 
+    # -- what the store keeps (``rollouts.py``, a restart) --------------------------------
+    def to_state(self) -> dict[str, Any]:
+        """The rollout as the store keeps it: enough to go on after a restart, or on another
+        replica. Ratios are not kept (they are counted again from ``baseline`` and the
+        proxies' records), nor the reason of an active rollout (said again at each look):
+        those of an ended one are."""
+        return {
+            "stable": self.stable, "candidate": self.candidate, "phase": self.phase.value,
+            "step": self.step, "started": self.started, "stepStarted": self.step_started,
+            "reason": "" if self.active else self.reason, "primed": self._primed,
+            "connected": self.connected,
+            "counts": None if self.active else [[c.requests, c.errors]
+                                                for c in (self.new, self.old)],
+            "given": [[proxy, at] for proxy, at in self.given.items()],
+            "baseline": [[proxy, version, c.requests, c.errors]
+                         for (proxy, version), c in self.baseline.items()],
+            "events": list(self.events),
+        }
+
+    @classmethod
+    def from_state(cls, gateway: str, spec: RolloutSpec, state: Mapping[str, Any]
+                   ) -> Rollout:
+        """A rollout ``to_state`` wrote, under the Gateway's settings now (its step kept
+        within their steps). ValueError, KeyError or TypeError when it is not one."""
+        rollout = cls(gateway, spec, str(state["stable"]), str(state["candidate"]),
+                      float(state["started"]))
+        rollout.phase = Phase(state["phase"])
+        rollout.step = min(int(state["step"]), len(spec.steps) - 1)
+        rollout.step_started = float(state["stepStarted"])
+        rollout.reason = str(state.get("reason", ""))
+        rollout._primed = bool(state.get("primed"))
+        rollout.connected = int(state.get("connected", 0))
+        if state.get("counts"):
+            rollout.new, rollout.old = (Counts(int(r), int(e)) for r, e in state["counts"])
+        rollout.given = {str(proxy): float(at) for proxy, at in state.get("given", [])}
+        rollout.baseline = {(str(p), str(v)): Counts(int(r), int(e))
+                            for p, v, r, e in state.get("baseline", [])}
+        rollout.events = [dict(e) for e in state.get("events", [])][-MAX_EVENTS:]
+        return rollout
+
+    def restarted(self, now: float, why: str) -> None:
+        """Taken over after a restart (or from another replica): an active rollout starts
+        its step's interval again, since nobody judged it meanwhile."""
+        if self.active:
+            self.step_started = now
+            self._event(now, "restarted", step=self.step + 1, share=self.share, reason=why)
+
+    def adopt(self, now: float, phase: Phase, reason: str) -> bool:
+        """Another replica ended this rollout (``phase`` is RolledBack, Aborted or Complete):
+        end it here too. True when that changed it."""
+        if not self.active or phase in ACTIVE:
+            return False
+        if phase is Phase.COMPLETE:
+            self.phase, self.reason = phase, reason
+            self._event(now, "complete", reason=reason)
+            return True
+        return self._end(now, phase, reason)
+
     # -- what the API shows --------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
         return {

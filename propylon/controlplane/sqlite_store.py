@@ -13,12 +13,14 @@ import contextlib
 import json
 import sqlite3
 import threading
+import uuid
+import zlib
 from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from propylon.controlplane.resources import DecodedData, StoredResource
-from propylon.controlplane.store import BatchWrite, Conflict
+from propylon.controlplane.store import ABSENT, BatchWrite, Conflict
 from propylon.runtime.gc_pause import gc_paused
 
 _SCHEMA = """
@@ -30,6 +32,10 @@ CREATE INDEX IF NOT EXISTS resources_by_version ON resources (version);
 CREATE TABLE IF NOT EXISTS fleet (
     gateway TEXT NOT NULL, proxy TEXT NOT NULL, record TEXT NOT NULL,
     PRIMARY KEY (gateway, proxy));
+CREATE TABLE IF NOT EXISTS rollouts (
+    gateway TEXT PRIMARY KEY, record TEXT NOT NULL, revision TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS stable_ir (
+    gateway TEXT PRIMARY KEY, version TEXT NOT NULL, ir BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (id INTEGER PRIMARY KEY CHECK (id = 0), revision INTEGER);
 INSERT OR IGNORE INTO meta VALUES (0, 0);
 """
@@ -197,6 +203,56 @@ class SqliteStore:
         for gateway, proxy, record in await self._run(rows):
             fleet.setdefault(gateway, {})[proxy] = json.loads(record)
         return fleet
+
+    # -- rollouts (not resources: no revision bump, no translation) ---------------------
+    async def list_rollouts(self) -> dict[str, tuple[dict[str, Any], str]]:
+        def rows() -> list[tuple[str, str, str]]:
+            return self._db.execute("SELECT gateway, record, revision FROM rollouts").fetchall()
+
+        return {gateway: (json.loads(record), revision)
+                for gateway, record, revision in await self._run(rows)}
+
+    async def put_rollout(self, gateway: str, record: dict[str, Any] | None,
+                          expected: str | None) -> bool:
+        text = None if record is None else json.dumps(record)
+
+        def put() -> bool:
+            with self._transaction():
+                row = self._db.execute("SELECT revision FROM rollouts WHERE gateway=?",
+                                       (gateway,)).fetchone()
+                if expected is not None and (row[0] if row else ABSENT) != expected:
+                    return False
+                if text is None:
+                    self._db.execute("DELETE FROM rollouts WHERE gateway=?", (gateway,))
+                    self._db.execute("DELETE FROM stable_ir WHERE gateway=?", (gateway,))
+                else:  # a fresh revision each write: never the same twice (no ABA)
+                    self._db.execute("INSERT OR REPLACE INTO rollouts VALUES (?, ?, ?)",
+                                     (gateway, text, uuid.uuid4().hex))
+                return True
+
+        return bool(await self._run(put))
+
+    async def put_stable_ir(self, gateway: str, version: str, text: str) -> None:
+        packed = await asyncio.to_thread(zlib.compress, text.encode(), 6)
+
+        def put() -> None:
+            with self._transaction():
+                self._db.execute("INSERT OR REPLACE INTO stable_ir VALUES (?, ?, ?)",
+                                 (gateway, version, packed))
+
+        await self._run(put)
+
+    async def get_stable_ir(self, gateway: str) -> tuple[str, str] | None:
+        def get() -> tuple[str, bytes] | None:
+            row: tuple[str, bytes] | None = self._db.execute(
+                "SELECT version, ir FROM stable_ir WHERE gateway=?", (gateway,)).fetchone()
+            return row
+
+        row = await self._run(get)
+        if row is None:
+            return None
+        text = await asyncio.to_thread(zlib.decompress, row[1])
+        return row[0], text.decode()
 
     # -- changes -------------------------------------------------------------------------
     async def changes(self) -> AsyncIterator[None]:

@@ -6,6 +6,10 @@ Gateway and the statuses of what it selected. It does that again after every cha
 reports, from any replica. Long-polls wait on ``wait_for``; a new translation wakes them all,
 and so does a rollout that changes which version some proxy should run (``Rollouts``: a
 Gateway with ``spec.rollout`` gets a new version progressively; ``watch_rollouts`` drives them).
+Rollouts are kept in the store (``save_rollouts``: each Gateway's record, and the stable
+version's IR text while it is not the latest), read back before the first translation, so a
+restarted control plane serves the stable version again; replicas sharing the store take
+each other's end of a rollout from there.
 A translation that fails keeps the previous snapshots (the last good state keeps serving).
 Each shard keeps the rule and status objects of the Gateway's previous shard where they are
 equal, and the last versions are kept (``ir_deltas.SnapshotHistory``), so a proxy running one
@@ -31,9 +35,9 @@ from propylon.controlplane.fleet_records import FleetRecords
 from propylon.controlplane.ir_deltas import SnapshotHistory
 from propylon.controlplane.metrics import ControlMetrics
 from propylon.controlplane.resources import StoredResource, answer, content_hash, load_stored
-from propylon.controlplane.rollout import RolloutSpec
-from propylon.controlplane.rollouts import Rollouts, Served, rollout_specs
-from propylon.controlplane.store import Store
+from propylon.controlplane.rollout import ACTIVE, RolloutSpec
+from propylon.controlplane.rollouts import Rollouts, Saved, Served, rollout_specs
+from propylon.controlplane.store import ABSENT, Store
 from propylon.ir import codec
 from propylon.ir.delta import reuse_unchanged
 from propylon.ir.jsontext import json_list, json_sorted
@@ -234,11 +238,18 @@ class ControlState:
     _parts: PartTexts = field(default_factory=dict)
     _shard_statuses: ShardStatuses = field(default_factory=dict)
     _tick: asyncio.Event = field(default_factory=asyncio.Event)
+    _restoring: bool = True  # the store's rollouts are still to be read
+    _written: dict[str, dict[str, Any]] = field(default_factory=dict)  # rollout records
+    _kept_ir: dict[str, str] = field(default_factory=dict)  # gateway -> stable IR's version
+    _saving: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _save_task: asyncio.Future[None] | None = None
 
     def __post_init__(self) -> None:
         self.fleet_records = FleetRecords(self.store, self.replica)
 
     async def refresh(self) -> None:
+        if self._restoring:
+            self.rollouts.saved = await self._saved_rollouts()
         items = await self.store.list_resources()
         snapshot, broken, specs = await asyncio.to_thread(translate_items, items)
         shards, texts = await asyncio.to_thread(shard_all, snapshot, self.snapshots, self.texts,
@@ -250,6 +261,11 @@ class ControlState:
             self.history.keep(key, shards[key])
         self.history.retain(shards)
         self.rollouts.update(self.latest(), specs, time.time())
+        if self._restoring:  # the restored stable versions can be delta bases again
+            self._restoring = False
+            for key, (stable, _) in self.rollouts.stable.items():
+                if stable is not shards[key]:
+                    self.history.keep(key, stable)
         for key, version in published:
             self.metrics.published(key, version)
         self.metrics.retain(shards)
@@ -260,6 +276,74 @@ class ControlState:
         self._wake()
         log.info("translated %d resource(s): %s", len(items),
                  ", ".join(f"{k}@{s.version}" for k, s in shards.items()) or "no Gateway")
+        await self.save_rollouts()
+
+    # -- rollouts in the store -----------------------------------------------------------
+    async def _saved_rollouts(self) -> dict[str, Saved]:
+        """Each Gateway's rollout record in the store, with its stable version's IR when
+        that was kept (it is needed when the stable version is not the latest one)."""
+        saved: dict[str, Saved] = {}
+        for key, (record, _) in (await self.store.list_rollouts()).items():
+            stable, kept_ir = str(record.get("stable", "")), None
+            if stable and stable != record.get("candidate"):
+                kept = await self.store.get_stable_ir(key)
+                if kept is not None and kept[0] == stable:
+                    try:
+                        snapshot = await asyncio.to_thread(ir.loads, kept[1])
+                    except Exception as exc:  # another build's schema, a damaged text
+                        log.error("the kept IR of %s's stable version %s is unreadable: %s",
+                                  key, stable, exc)
+                    else:
+                        if snapshot.version == stable:
+                            kept_ir = (snapshot, kept[1])
+                            self._kept_ir[key] = stable
+            saved[key] = (record, kept_ir)
+        return saved
+
+    async def save_rollouts(self) -> None:
+        """Write each Gateway's rollout record that changed here (and first the stable IR it
+        needs), with a compare on the revision read just before, so a record another replica
+        wrote meanwhile is not overwritten (it is looked at again at the next look); take
+        the end of a rollout another replica wrote (``Rollouts.adopt``); delete the records
+        of Gateways gone and the ones this replica wrote for a rollout that no longer is.
+        Store errors are logged: the next look tries again."""
+        async with self._saving:
+            try:
+                await self._save_rollouts()
+            except Exception as exc:
+                log.warning("rollouts not saved to the store: %s; trying again", exc)
+
+    async def _save_rollouts(self) -> None:
+        stored = await self.store.list_rollouts()
+        latest, now = self.latest(), time.time()
+        if any([self.rollouts.adopt(key, record, now, latest)
+                for key, (record, _) in stored.items()]):
+            self._log_rollouts()
+            self._wake()
+        records = self.rollouts.records()
+        for key, (record, revision) in stored.items():
+            mine = key not in self.snapshots or record.get("replica") == self.replica
+            if key not in records and mine and await self.store.put_rollout(key, None, revision):
+                self._written.pop(key, None)
+                self._kept_ir.pop(key, None)
+        for key, record in records.items():
+            record["replica"] = self.replica
+            found, revision = stored.get(key, (None, ABSENT))
+            if self._written.get(key) == record or _ended(found, record):
+                continue
+            stable = self.rollouts.stable[key]
+            if record["stable"] != record["candidate"] and self._kept_ir.get(key) != \
+                    record["stable"]:
+                await self.store.put_stable_ir(key, record["stable"], stable[1])
+                self._kept_ir[key] = record["stable"]
+            if await self.store.put_rollout(key, record, revision):
+                self._written[key] = record
+
+    def _unsaved(self) -> bool:
+        records = self.rollouts.records()
+        return set(self._written) - set(records) != set() or any(
+            {**record, "replica": self.replica} != self._written.get(key)
+            for key, record in records.items())
 
     async def run(self) -> None:
         """Translate now and after every change, forever; store outages are retried."""
@@ -319,6 +403,8 @@ class ControlState:
             intervals = [r.spec.interval / 4 for r in self.rollouts.active]
             await asyncio.sleep(max(min([period, *intervals]), 0.1))
             if not self.rollouts.active:
+                if self._unsaved():  # a write refused or failed before
+                    await self.save_rollouts()
                 continue
             try:
                 records = await self.fleet_records.read()
@@ -328,6 +414,7 @@ class ControlState:
             if self.rollouts.observe(time.time(), records, CONNECTED_FOR, self.latest()):
                 self._log_rollouts()
                 self._wake()
+            await self.save_rollouts()  # and take what other replicas decided
 
     def act_on_rollout(self, gateway: str, action: str) -> dict[str, Any]:
         """The operator's ``pause``, ``resume`` or ``abort`` (RolloutRefused if it does not
@@ -335,6 +422,7 @@ class ControlState:
         rollout = self.rollouts.act(gateway, action, time.time())
         log.info("rollout of %s on %s: %s by an operator", rollout.candidate, gateway, action)
         self._wake()
+        self._save_task = asyncio.ensure_future(self.save_rollouts())
         return rollout.to_json()
 
     def _log_rollouts(self) -> None:
@@ -370,3 +458,13 @@ class ControlState:
                                  "the --gateway of these proxies")
             fleets.append(entry)
         return fleets
+
+
+def _ended(stored: dict[str, Any] | None, record: dict[str, Any]) -> bool:
+    """Whether the store already holds the end of the same rollout (another replica's
+    RolledBack, Aborted or Complete), which an active record must not replace."""
+    if stored is None or not isinstance(stored.get("rollout"), dict):
+        return False
+    theirs, mine = stored["rollout"], record["rollout"]
+    return (theirs.get("candidate") == mine["candidate"] and theirs.get("stable") == mine["stable"]
+            and stored.get("phase") not in {p.value for p in ACTIVE})

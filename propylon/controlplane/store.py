@@ -1,9 +1,12 @@
 """The control plane's state store: the interface both stores implement, and ``open_store``.
 
-A store holds resources (with a version per resource, a string that changes on every write)
-and fleet records (what each connected proxy reported). ``changes`` yields once per batch of
-resource changes made by anyone, this replica or another one sharing the store; the control
-plane then re-reads the resources. Every method is a coroutine that never blocks the loop.
+A store holds resources (with a version per resource, a string that changes on every write),
+fleet records (what each connected proxy reported) and each Gateway's rollout record (its
+phase, stable version and candidate, ``rollouts.py``) with the stable version's IR, so that a
+restarted control plane, or another replica, goes on serving the stable version.
+``changes`` yields once per batch of resource changes made by anyone, this replica or another
+one sharing the store; the control plane then re-reads the resources. Every method is a
+coroutine that never blocks the loop.
 """
 
 from __future__ import annotations
@@ -70,6 +73,25 @@ class Store(Protocol):
 
     async def list_fleet(self) -> dict[str, dict[str, dict[str, Any]]]:
         """gateway -> proxy id -> record."""
+        ...
+
+    async def list_rollouts(self) -> dict[str, tuple[dict[str, Any], str]]:
+        """gateway -> (rollout record, its revision: what ``put_rollout`` compares)."""
+        ...
+
+    async def put_rollout(self, gateway: str, record: dict[str, Any] | None,
+                          expected: str | None) -> bool:
+        """Replace (None: delete) the Gateway's rollout record if its revision is still
+        ``expected`` (``ABSENT``: there is none; None: whatever it is); False when it
+        changed meanwhile (another replica wrote it), nothing written then."""
+        ...
+
+    async def put_stable_ir(self, gateway: str, version: str, text: str) -> None:
+        """The IR text of the Gateway's stable version (replacing the one kept before)."""
+        ...
+
+    async def get_stable_ir(self, gateway: str) -> tuple[str, str] | None:
+        """(version, IR text) kept by ``put_stable_ir``, or None."""
         ...
 
     def changes(self) -> AsyncIterator[None]: ...

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.integration.controlplane.conftest import Cluster
+from tests.integration.controlplane.conftest import Cluster, ControlPlane
 from tests.integration.controlplane.helpers import (
     ETCD,
     free_port,
@@ -45,3 +45,60 @@ def test_two_replicas_share_state_through_etcd(cluster: Cluster) -> None:
         return bool(fleet["proxies"]) and fleet["proxies"][0]["version"] == fleet["version"]
 
     assert wait_until(proxy_seen_by_a, what="replica A to show B's proxy running its version")
+
+
+@pytest.mark.skipif(ETCD is None, reason="etcd-server (Debian package) is not installed")
+def test_replicas_share_a_rollouts_end_and_a_restarted_one_keeps_it(cluster: Cluster) -> None:
+    """An abort asked of replica A sends back the proxy replica B gave the candidate (B took
+    the end from the store; it used to go on with its own rollout), and B restarted keeps
+    serving the stable version, from the IR kept in etcd, to a proxy that never ran one."""
+    from tests.integration.controlplane.helpers import gateway, http, upstream
+    from tests.integration.controlplane.test_rollout import KEY, _fleet, _route
+
+    store = _etcd(cluster)
+    first = cluster.control("control-a", store=store)
+    b_port = free_port()
+    second = cluster.control("control-b", store=store, port=b_port)
+    first.must_put(upstream("svc", "shop", cluster.echo("svc")))
+    first.must_put(_route())
+    edge = gateway("edge", "infra", free_port(), ["shop"])
+    edge["spec"]["rollout"] = {"steps": [50, 100], "interval": "60s", "minRequests": 20}
+    first.must_put(edge)
+    cluster.proxy("proxy-a", first, KEY, cache="cache-a")
+    cluster.proxy("proxy-b", second, KEY, cache="cache-b")
+
+    def on(plane: ControlPlane, version: str) -> int:
+        return sum(p["connected"] and p.get("version") == version
+                   for p in _fleet(plane.get("/v1/status")[1])["proxies"])
+
+    stable = wait_until(lambda: _fleet(first.get("/v1/status")[1])["version"], what="v1")
+    wait_until(lambda: on(first, stable) == 2, what="both proxies on v1")
+    first.must_put(_route(tag="2"))  # no traffic: the rollout holds at its first step
+    for plane in (first, second):
+        wait_until(lambda p=plane: len((_fleet(p.get("/v1/status")[1])["rollout"] or {})
+                                       .get("given", [])) == 1, what="one proxy given")
+    candidate = _fleet(first.get("/v1/status")[1])["rollout"]["candidate"]
+    wait_until(lambda: on(first, candidate) == 1, what="the given proxy on the candidate")
+
+    status, body = http("POST", f"{first.url}/v1/gateways/{KEY}/rollout/abort",
+                        token=first.token)
+    assert status == 200 and body["phase"] == "Aborted", body
+    seen_by_b = wait_until(lambda: (_fleet(second.get("/v1/status")[1])["rollout"] or {})
+                           .get("phase") == "Aborted" and _fleet(
+                               second.get("/v1/status")[1])["rollout"],
+                           what="replica B to take the abort")
+    assert "another replica" in seen_by_b["reason"], seen_by_b
+    wait_until(lambda: on(first, stable) == 2, what="both proxies back on v1")
+
+    cluster.procs.stop("control-b")
+    cluster.planes.remove(second)
+    second = cluster.control("control-b2", store=store, port=b_port)
+    wait_until(lambda: http("GET", second.url + "/healthz")[1] == {"status": "ok"},
+               what="B restarted")
+    rollout = _fleet(second.get("/v1/status")[1])["rollout"]
+    assert (rollout["phase"], rollout["stable"], rollout["candidate"]) == (
+        "Aborted", stable, candidate), rollout
+    cluster.proxy("proxy-new", second, KEY, cache="cache-new")
+    wait_until(lambda: on(second, stable) == 3, timeout=30,
+               what="a new proxy of B on the stable version")
+    assert on(second, candidate) == 0

@@ -4,7 +4,8 @@ real control plane (SQLite store) and three real proxies, as the QA sweep ran it
 
 The module's tests share one fleet and run in order: the fixture rolls a breaking change
 back; the metrics and the dashboard must then say the fleet is current on the stable
-version.
+version; a restart must keep serving the stable version (to the proxies there and to a new
+one); a rollout under way at a restart goes on where it was.
 """
 
 from __future__ import annotations
@@ -115,6 +116,89 @@ def test_dashboard_says_given_as_status_does_after_a_rollback(
     assert text in cli.stdout, cli.stdout  # the CLI's line says the same
     _, _, page = call(fleet.plane, "GET", "/ui/", headers={"cookie": cookie})
     assert text in page
+
+
+def _restart(fleet: RolledBack) -> ControlPlane:
+    fleet.cluster.procs.stop("control")
+    fleet.cluster.planes.remove(fleet.plane)
+    fleet.plane = fleet.cluster.control(port=fleet.control_port, extra=("--log-level", "info"))
+    wait_until(lambda: http("GET", fleet.plane.url + "/healthz")[1] == {"status": "ok"},
+               what="the restarted control plane to be ready")
+    return fleet.plane
+
+
+def _reconnected(plane: ControlPlane, ids: list[str], since: float) -> bool:
+    proxies = _fleet(plane.get("/v1/status")[1])["proxies"]
+    return {p["id"] for p in proxies if float(p.get("lastSeen", 0)) > since} >= set(ids)
+
+
+def test_a_restart_after_a_rollback_keeps_serving_the_stable_version(
+        rolled_back: RolledBack) -> None:
+    """Restarting the control plane after RolledBack gave every proxy the bad candidate."""
+    fleet = rolled_back
+    before = _rollout(fleet.plane)
+    stopped = time.time()
+    plane = _restart(fleet)
+    wait_until(lambda: _reconnected(plane, fleet.ids, stopped), timeout=20,
+               what="every proxy polling the restarted control plane")
+    deadline = time.monotonic() + 6  # the long-polls of three proxies: given at once if at all
+    while time.monotonic() < deadline:
+        running = {p["id"]: p.get("version")
+                   for p in _fleet(plane.get("/v1/status")[1])["proxies"]}
+        assert fleet.bad not in running.values(), running
+        time.sleep(0.2)
+    assert _on(plane, fleet.good) == set(fleet.ids)
+    after = _rollout(plane)
+    assert (after["phase"], after["stable"], after["candidate"]) == (
+        "RolledBack", fleet.good, fleet.bad), after
+    assert after["reason"] == before["reason"] and after["given"] == before["given"]
+    assert _fleet(plane.get("/v1/status")[1])["version"] == fleet.bad  # still translated
+    # a proxy that never ran anything gets the stable version, kept in the store
+    new = _start_proxy(fleet.cluster, plane, PROXIES)
+    wait_until(lambda: new in _on(plane, fleet.good), timeout=30,
+               what="a new proxy on the stable version")
+    assert new not in _on(plane, fleet.bad)
+    fleet.ids.append(new)
+    samples = _metrics(plane)
+    assert _gauge(samples, "propylon_control_proxies_current") == len(fleet.ids)
+
+
+def test_a_rollout_under_way_at_a_restart_goes_on_where_it_was(
+        rolled_back: RolledBack) -> None:
+    """No traffic: the new rollout holds at its first step (minRequests). Restarted, the
+    control plane keeps the same proxy on the candidate and the others on the stable
+    version, restarts the step's interval, and an abort still sends every proxy back."""
+    fleet = rolled_back
+    plane = fleet.plane
+    plane.must_put(_route(tag="restart"))
+    wait_until(lambda: _rollout(plane).get("reason", "").startswith("waiting"), timeout=30,
+               what="the rollout to wait for requests")
+    rollout = _rollout(plane)
+    assert rollout["stable"] == fleet.good and rollout["phase"] == "Progressing"
+    candidate, given = rollout["candidate"], set(rollout["given"])
+    assert len(given) == 2  # 34 % of 4 proxies
+    wait_until(lambda: _on(plane, candidate) == given, what="the proxies given it")
+    samples = _metrics(plane)  # current: on the version they were given
+    assert _gauge(samples, "propylon_control_proxies_current") == len(fleet.ids)
+    assert {s.labels["version"] for s in samples
+            if s.name == "propylon_control_gateway_version_info"} == {fleet.good}
+
+    stopped = time.time()
+    plane = _restart(fleet)
+    wait_until(lambda: _reconnected(plane, fleet.ids, stopped), timeout=20,
+               what="every proxy polling the restarted control plane")
+    time.sleep(2)  # long-polls answered by now if they were to change
+    after = _rollout(plane)
+    assert (after["phase"], after["stable"], after["candidate"], set(after["given"])) == (
+        "Progressing", fleet.good, candidate, given), after
+    assert after["timeline"][-1]["event"] == "restarted"
+    assert after["stepStartedAt"] > stopped
+    assert _on(plane, candidate) == given
+    assert _on(plane, fleet.good) == set(fleet.ids) - given
+    aborted = _cli(plane, "rollout", "abort", KEY)
+    assert aborted.returncode == 0, aborted.stderr
+    wait_until(lambda: _on(plane, fleet.good) == set(fleet.ids), timeout=20,
+               what="every proxy back on the stable version")
 
 
 def test_a_proxy_of_an_unknown_gateway_is_shown_while_connected_then_dropped(
