@@ -14,6 +14,7 @@ import yaml
 
 from tests.support.client import roundtrip
 from tests.support.gateway import REPO
+from tests.support.upstream import Reply
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "import"
 
@@ -111,6 +112,42 @@ def test_kong_regex_paths_and_headers_match_as_in_kong(tmp_path, gateways, upstr
     assert status("/v", **{"x-version": "v4"}, **mobile) == 404
     assert status("/v", **{"x-version": "v2", "x-client": "desktop mobile-7"}) == 404
     assert upstream.last.target == "/v"
+
+
+def test_gloo_prefix_rewrite_of_exact_and_regex_matchers(tmp_path, gateways, upstreams) -> None:
+    # Envoy's prefix_rewrite swaps the matched path: the whole path of an exact or regex
+    # matcher (the query kept), the prefix of a prefix matcher, in one route both
+    upstream = upstreams("gloo")
+    docs, _ = imported("gloo", tmp_path, upstream.port, "gloo-routing")
+    gateway = gateways(lambda port: served_on(docs, port))
+    checked = propylon("validate", str(gateway.config_dir))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    for target, upstream_target in (("/old-report?x=1", "/reports/latest?x=1"),
+                                    ("/items/42", "/item"), ("/legacy/a?b=c", "/v2/a?b=c"),
+                                    ("/legacy-home", "/v2/")):
+        assert roundtrip(gateway.port, "GET", target).status == 200, target
+        assert upstream.last.target == upstream_target
+
+
+def test_gloo_retry_on_is_imported(tmp_path, gateways, upstreams) -> None:
+    # retryOn says what Envoy retries: retriable-4xx is 409, retriable-status-codes the
+    # codes listed; what has no equivalent is a warning, and no retryOn retries nothing
+    upstream = upstreams("gloo")
+    docs, stderr = imported("gloo", tmp_path, upstream.port, "gloo-routing")
+    assert "retryOn refused-stream is not imported" in stderr, stderr
+    assert "without retryOn Envoy retries nothing" in stderr, stderr
+    rules = {rule["matches"][0]["path"].get("prefix"): rule for doc in docs
+             if doc["kind"] == "Route" for rule in doc["spec"]["rules"]}
+    assert rules["/flaky"]["forward"]["retries"] == {
+        "attempts": 2, "on": ["connect-failure"], "statuses": [409, 429],
+        "backoff": {"baseInterval": "10ms", "maxInterval": "100ms"}}
+    assert "retries" not in rules["/steady"]["forward"]
+    gateway = gateways(lambda port: served_on(docs, port))
+    for status in (429, 409):
+        answers = iter([Reply(status=status), Reply(status=200)])
+        upstream.reset(lambda _request, answers=answers: next(answers))
+        response = roundtrip(gateway.port, "GET", "/flaky")
+        assert response.status == 200 and len(upstream.requests) == 2, status
 
 
 def test_ingress_import(tmp_path) -> None:

@@ -8,8 +8,9 @@
   a rule: ``matchers[]`` (``prefix``/``exact``/``regex``, ``headers``, ``queryParameters``,
   ``methods``), ``routeAction`` (``single`` / ``multi`` destinations with weights),
   ``redirectAction``, ``directResponseAction``, ``delegateAction`` (``ref``, ``selector``)
-  -> ``delegate``; options ``prefixRewrite``, ``timeout``, ``retries``,
-  ``headerManipulation``.
+  -> ``delegate``; options ``prefixRewrite`` (``rewrite.prefix`` for prefix matchers,
+  ``rewrite.fullPath`` for exact and regex ones, whose whole path Envoy swaps), ``timeout``,
+  ``retries`` (``retryOn`` -> ``on`` and ``statuses``), ``headerManipulation``.
 - ``RouteTable`` -> a RouteTable labelled ``gloo.solo.io/routetable: NAME`` (and its own
   labels), so a ``delegateAction.ref`` becomes a selector of that label.
 - A Gateway ``gloo`` listening on 8080 (Gloo's gateway-proxy port) serves every namespace.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from propylon.config.duration import parse_duration
 from propylon.config.imports.common import Reader, importer, upstream_spec, valid_name
 from propylon.config.imports.shape import (
     BOOL,
@@ -55,7 +57,10 @@ _ROUTE = Map({
                            "ref": Map({"name": STR, "namespace": STR}),
                            "selector": Map({"labels": Dict(STR), "namespaces": _STRINGS})}),
     "options": Map({"prefixRewrite": STR, "timeout": STR,
-                    "retries": Map({"numRetries": INT, "perTryTimeout": STR}),
+                    "retries": Map({"retryOn": STR, "numRetries": INT, "perTryTimeout": STR,
+                                    "retriableStatusCodes": List(INT),
+                                    "retryBackOff": Map({"baseInterval": STR,
+                                                         "maxInterval": STR})}),
                     "headerManipulation": Map({
                         "requestHeadersToAdd": List(_HEADER_VALUE),
                         "responseHeadersToAdd": List(_HEADER_VALUE),
@@ -138,21 +143,32 @@ def _upstream(reader: Reader, meta: dict[str, Any], namespace: str,
 
 
 def _rules(reader: Reader, at: NodePath, routes: Any) -> list[dict[str, Any]]:
-    rules = []
+    made: list[tuple[int, list[dict[str, Any]]]] = []
     for i, route in enumerate(routes if isinstance(routes, list) else ()):
-        rule = _rule(reader, (*at, i), route if isinstance(route, dict) else {})
-        if rule is not None:
-            rules.append(rule)
-    return rules
+        made.append((i, _rule(reader, (*at, i), route if isinstance(route, dict) else {})))
+    return [rule for _, rules in made for rule in rules]
 
 
-def _rule(reader: Reader, at: NodePath, route: dict[str, Any]) -> dict[str, Any] | None:
+_ROUTE_ACTION_OPTIONS = ("prefixRewrite", "timeout", "retries")
+
+
+def _rule(reader: Reader, at: NodePath, route: dict[str, Any]) -> list[dict[str, Any]]:
+    """The rules of one Gloo route: one, or two when ``prefixRewrite`` applies to prefix and
+    to exact or regex matchers (Envoy swaps the matched prefix of the first and the whole
+    path of the others); none when it is not imported."""
     matches = [m for i, raw in enumerate(route.get("matchers") or [{"prefix": "/"}])
                for m in _matches(reader, (*at, "matchers", i), raw)]
     rule: dict[str, Any] = {"matches": matches}
     if route.get("name"):
         rule["name"] = valid_name(route["name"])
     options = route.get("options") or {}
+    if "routeAction" not in route:
+        for field in _ROUTE_ACTION_OPTIONS:
+            if field in options:
+                reader.warn((*at, "options", field), f"route option {field} is not imported: "
+                            + ("Gloo merges a delegating route's options into the "
+                               "RouteTable's routes; set it on those" if "delegateAction"
+                               in route else "it applies to a routeAction only"))
     if "routeAction" in route:
         rule["forward"] = _forward(reader, (*at, "routeAction"), route["routeAction"], options)
     elif "redirectAction" in route:
@@ -174,14 +190,40 @@ def _rule(reader: Reader, at: NodePath, route: dict[str, Any]) -> dict[str, Any]
         rule["delegate"] = {"selector": _selector(route["delegateAction"])}
     else:
         reader.warn(at, "route without a supported action: not imported")
-        return None
+        return []
+    rule = _with_options(reader, at, rule, options)
+    rewrite = options.get("prefixRewrite")
+    if "forward" in rule and rewrite:  # "" is no rewrite, as in Envoy
+        return _rewritten(rule, rewrite)
+    return [rule]
+
+
+def _with_options(reader: Reader, at: NodePath, rule: dict[str, Any],
+                  options: dict[str, Any]) -> dict[str, Any]:
     headers = options.get("headerManipulation")
     if headers:
         rule["policies"] = [{"headers": _header_edits(headers)}]
     for field in options:
-        if field not in ("prefixRewrite", "timeout", "retries", "headerManipulation"):
+        if field not in (*_ROUTE_ACTION_OPTIONS, "headerManipulation"):
             reader.warn((*at, "options", field), f"route option {field} is not imported")
     return rule
+
+
+def _rewritten(rule: dict[str, Any], rewrite: str) -> list[dict[str, Any]]:
+    """``prefixRewrite`` as Envoy applies it: the matched prefix of a prefix matcher is
+    swapped (``rewrite.prefix``), the whole path of an exact or regex matcher (a regex must
+    match the whole path, so the match is the path) is replaced (``rewrite.fullPath``; the
+    query is kept either way)."""
+    prefixes = [m for m in rule["matches"] if "prefix" in m["path"]]
+    others = [m for m in rule["matches"] if "prefix" not in m["path"]]
+    made = []
+    for matches, kind in ((prefixes, "prefix"), (others, "fullPath")):
+        if matches:
+            forward = {**rule["forward"], "rewrite": {kind: rewrite}}
+            made.append({**rule, "matches": matches, "forward": forward})
+    if len(made) == 2 and "name" in rule:
+        made[1]["name"] = valid_name(f"{rule['name'][:56]}-path")
+    return made
 
 
 _REDIRECTS = {"MOVED_PERMANENTLY": 301, "FOUND": 302, "SEE_OTHER": 303,
@@ -228,16 +270,80 @@ def _forward(reader: Reader, at: NodePath, action: dict[str, Any],
         target = f"{valid_name(ref['namespace'])}/{name}" if ref.get("namespace") else name
         backends.append({"upstream": target, "weight": min(weight, 1000)})
     forward: dict[str, Any] = {"backends": backends}
-    if "prefixRewrite" in options:
-        forward["rewrite"] = {"prefix": options["prefixRewrite"] or "/"}
     if "timeout" in options:
         forward["timeout"] = options["timeout"]
     retries = options.get("retries")
     if isinstance(retries, dict):
-        forward["retries"] = {"attempts": int(retries.get("numRetries", 1))}
-        if retries.get("perTryTimeout"):
-            forward["retries"]["perTryTimeout"] = retries["perTryTimeout"]
+        policy = _retries(reader, (*at[:-1], "options", "retries"), retries)
+        if policy is not None:
+            forward["retries"] = policy
     return forward
+
+
+# Envoy's retry_on conditions (x-envoy-retry-on, x-envoy-retry-grpc-on) and Propylon's: the
+# same names, but Envoy's reset also retries a try that exceeded its per_try_timeout
+_RETRY_ON = {"5xx": ["5xx"], "gateway-error": ["gateway-error"],
+             "connect-failure": ["connect-failure"], "reset": ["reset", "timeout"],
+             **{name: [name] for name in ("cancelled", "deadline-exceeded", "internal",
+                                          "resource-exhausted", "unavailable")}}
+_RETRY_ON_STATUSES = {"retriable-4xx": [409]}  # Envoy retries 409 only
+_RETRY_FIELDS = ("retryOn", "numRetries", "perTryTimeout", "retriableStatusCodes",
+                 "retryBackOff")
+
+
+def _retries(reader: Reader, at: NodePath, raw: dict[str, Any]) -> dict[str, Any] | None:
+    """Gloo's RetryPolicy (Envoy's): ``retryOn`` (comma-separated conditions) ->
+    ``retries.on`` and ``statuses``; ``numRetries`` (0: 1, as Gloo does), ``perTryTimeout``,
+    ``retryBackOff``. None when Envoy would retry nothing (no ``retryOn``)."""
+    for field in raw:
+        if field not in _RETRY_FIELDS:
+            reader.warn((*at, field), f"retries.{field} is not imported")
+    conditions = [c.strip() for c in str(raw.get("retryOn") or "").split(",") if c.strip()]
+    on: list[str] = []
+    statuses: list[int] = []
+    for condition in conditions:
+        if condition in _RETRY_ON:
+            on += [c for c in _RETRY_ON[condition] if c not in on]
+        elif condition in _RETRY_ON_STATUSES:
+            statuses += _RETRY_ON_STATUSES[condition]
+        elif condition == "retriable-status-codes":
+            codes = [int(c) for c in raw.get("retriableStatusCodes") or ()]
+            if not codes:
+                reader.warn((*at, "retryOn"), "retryOn retriable-status-codes without "
+                            "retriableStatusCodes retries only the codes a request's "
+                            "x-envoy-retriable-status-codes names: not imported")
+            statuses += codes
+        else:
+            reader.warn((*at, "retryOn"), f"retryOn {condition} is not imported (no "
+                        "equivalent retry condition" + (
+                            "; reset retries every reset, not only REFUSED_STREAM: add it to "
+                            "retries.on if that is acceptable" if condition == "refused-stream"
+                            else "") + ")")
+    if not on and not statuses:
+        reader.warn(at, "retries not imported: Envoy retries nothing without a retryOn "
+                    "condition it can match here" if conditions else "retries not imported: "
+                    "without retryOn Envoy retries nothing (unless a request's x-envoy-retry-on "
+                    "asks)")
+        return None
+    attempts = int(raw.get("numRetries") or 1)
+    if attempts > 10:
+        reader.warn((*at, "numRetries"), f"numRetries {attempts} is imported as 10 (the most "
+                    "Propylon retries)")
+        attempts = 10
+    policy: dict[str, Any] = {"attempts": attempts, "on": on}
+    if statuses:
+        policy["statuses"] = sorted(set(statuses))
+    if raw.get("perTryTimeout"):
+        policy["perTryTimeout"] = raw["perTryTimeout"]
+    backoff = raw.get("retryBackOff") or {}
+    if backoff.get("baseInterval"):
+        base = backoff["baseInterval"]
+        # Envoy's maxInterval defaults to 10 times the base interval
+        policy["backoff"] = {"baseInterval": base, "maxInterval": backoff.get(
+            "maxInterval") or f"{round(parse_duration(base) * 10_000)}ms"}
+    elif backoff.get("maxInterval"):
+        policy["backoff"] = {"maxInterval": backoff["maxInterval"]}
+    return policy
 
 
 def _selector(action: dict[str, Any]) -> dict[str, Any]:
