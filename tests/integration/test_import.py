@@ -150,6 +150,19 @@ def test_gloo_retry_on_is_imported(tmp_path, gateways, upstreams) -> None:
         assert response.status == 200 and len(upstream.requests) == 2, status
 
 
+def test_gloo_routes_shadowed_in_order_are_warnings(tmp_path, gateways, upstreams) -> None:
+    # Gloo answers with the first matching route, Propylon by precedence (the longest prefix
+    # here): the later route answers in Propylon, which is said, naming both routes
+    docs, stderr = imported("gloo", tmp_path, upstreams("gloo").port, "gloo-routing")
+    warnings = [line for line in stderr.splitlines() if "comes after" in line]
+    assert len(warnings) == 1, stderr
+    assert warnings[0].startswith(f"warning: {tmp_path / 'gloo-routing.yaml'}:41: route 6 "
+                                  "(prefix /api/users) comes after route 5 (prefix /api): ")
+    assert "to keep Gloo's behaviour, remove its rule" in warnings[0]
+    gateway = gateways(lambda port: served_on(docs, port))
+    assert roundtrip(gateway.port, "GET", "/api/users/1").body == b"users"
+
+
 def test_ingress_import(tmp_path) -> None:
     docs, stderr = imported("ingress", tmp_path, 0)
     assert "spec.tls is not supported" in stderr and "another class" in stderr

@@ -11,6 +11,8 @@
   -> ``delegate``; options ``prefixRewrite`` (``rewrite.prefix`` for prefix matchers,
   ``rewrite.fullPath`` for exact and regex ones, whose whole path Envoy swaps), ``timeout``,
   ``retries`` (``retryOn`` -> ``on`` and ``statuses``), ``headerManipulation``.
+- Gloo answers with the first matching route, Propylon by precedence: a route an earlier one
+  shadows in Gloo but that Propylon would pick is a warning (``order.py``).
 - ``RouteTable`` -> a RouteTable labelled ``gloo.solo.io/routetable: NAME`` (and its own
   labels), so a ``delegateAction.ref`` becomes a selector of that label.
 - A Gateway ``gloo`` listening on 8080 (Gloo's gateway-proxy port) serves every namespace.
@@ -22,6 +24,7 @@ from typing import Any
 
 from propylon.config.duration import parse_duration
 from propylon.config.imports.common import Reader, importer, upstream_spec, valid_name
+from propylon.config.imports.order import order_warnings
 from propylon.config.imports.shape import (
     BOOL,
     INT,
@@ -146,6 +149,7 @@ def _rules(reader: Reader, at: NodePath, routes: Any) -> list[dict[str, Any]]:
     made: list[tuple[int, list[dict[str, Any]]]] = []
     for i, route in enumerate(routes if isinstance(routes, list) else ()):
         made.append((i, _rule(reader, (*at, i), route if isinstance(route, dict) else {})))
+    order_warnings(reader, at, made)
     return [rule for _, rules in made for rule in rules]
 
 
