@@ -111,11 +111,23 @@ def render_rollout(rollout: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def desired_version(fleet: dict[str, Any]) -> str | None:
+    """The version the fleet's proxies are meant to run: the translated one, but the stable
+    one after a rollout of the translated one was rolled back or aborted."""
+    rollout = fleet.get("rollout")
+    if rollout and rollout.get("phase") in ("RolledBack", "Aborted"):
+        return str(rollout["stable"])
+    version = fleet.get("version")
+    return None if version is None else str(version)
+
+
 def render_status(data: dict[str, Any]) -> list[str]:
     lines = ["GATEWAYS"]
     now = time.time()
     for fleet in data.get("gateways", []):
-        lines.append(f"  {fleet['gateway']}  desired version {fleet.get('version') or '-'}")
+        lines.append(f"  {fleet['gateway']}  desired version {desired_version(fleet) or '-'}")
+        if fleet.get("note"):
+            lines.append(f"    {fleet['note']}")
         lines += render_rollout(fleet.get("rollout"))
         for p in fleet.get("proxies", []):
             state = "connected" if p.get("connected") else "disconnected"

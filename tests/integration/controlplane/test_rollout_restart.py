@@ -114,6 +114,8 @@ def test_dashboard_says_given_as_status_does_after_a_rollback(
     cli = _cli(fleet.plane, "status")
     assert cli.returncode == 0, cli.stderr
     assert text in cli.stdout, cli.stdout  # the CLI's line says the same
+    # and the version it wants the fleet on is the stable one, not the rolled-back candidate
+    assert f"{KEY}  desired version {fleet.good}" in cli.stdout, cli.stdout
     _, _, page = call(fleet.plane, "GET", "/ui/", headers={"cookie": cookie})
     assert text in page
 
@@ -222,6 +224,8 @@ def test_a_proxy_of_an_unknown_gateway_is_shown_while_connected_then_dropped(
     cookie = login(plane)
     assert "unknown Gateway: no Gateway fleet/nonexistent" in call(
         plane, "GET", "/ui/", headers={"cookie": cookie})[2]
+    shown = _cli(plane, "status")
+    assert "unknown Gateway: no Gateway fleet/nonexistent" in shown.stdout, shown.stdout
     cluster.procs.stop("lost")
     time.sleep(1)  # its last poll's record written
     # a minute later, as far as the records say (CONNECTED_FOR is 50 s)
