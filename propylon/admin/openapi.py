@@ -107,6 +107,10 @@ _SCHEMAS: dict[str, Any] = {
             "proxies": {"type": "array", "items": _ref("Proxy")},
             "rollout": {"allOf": [_ref("Rollout")], "nullable": True,
                         "description": "null when the Gateway has no rollout"},
+            "note": {"type": "string",
+                     "description": "why the fleet needs attention, when it does (a proxy "
+                                    "asking for a Gateway that is not configured); absent "
+                                    "otherwise"},
         },
     },
     "Status": {
