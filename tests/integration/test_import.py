@@ -174,6 +174,43 @@ def test_ingress_import(tmp_path) -> None:
     assert propylon("validate", str(output)).returncode == 0
 
 
+def test_ingress_import_one_upstream_per_service_port(tmp_path, gateways, upstreams) -> None:
+    # one Service used with ports 80 and 9090 (and by a port name) is one Upstream per port,
+    # each path forwarding to its own; a port name is a warning with what was assumed
+    docs, stderr = imported("ingress", tmp_path, 0, "ingress-ports")
+    assert stderr.splitlines() == [
+        f"warning: {tmp_path / 'ingress-ports.yaml'}:12: Service web port 'http' (a name) "
+        "cannot be resolved from an Ingress alone: its Upstream assumes port 80 (give the "
+        "Service and its EndpointSlices as Kubernetes input, or edit the Upstream's port)"]
+    endpoints = {d["metadata"]["name"]: d["spec"]["endpoints"] for d in docs
+                 if d["kind"] == "Upstream"}
+    assert {name: [(e["address"], e["port"]) for e in found]
+            for name, found in endpoints.items()} == {
+        "web-80": [("web.shop.svc.cluster.local", 80)],
+        "web-9090": [("web.shop.svc.cluster.local", 9090)],
+        "web-http": [("web.shop.svc.cluster.local", 80)],
+        "orders": [("orders.shop.svc.cluster.local", 8080)],  # one port: the simple name
+        "orders-8081": [("orders.shop.svc.cluster.local", 8081)]}  # "orders" is taken
+    backends = {(d["metadata"]["name"], r["matches"][0]["path"]["prefix"]):
+                r["forward"]["backends"][0]["upstream"] for d in docs if d["kind"] == "Route"
+                for r in d["spec"]["rules"]}
+    assert backends == {("shop", "/"): "shop/web-80", ("shop", "/admin"): "shop/web-9090",
+                        ("shop", "/metrics"): "shop/web-http", ("shop", "/orders"): "shop/orders",
+                        ("other", "/"): "shop/orders-8081", ("other", "/admin"): "shop/web-9090"}
+    # served, each Service port a real upstream: / and /admin reach different ones
+    by_port = {port: upstreams(f"port-{port}") for port in (80, 9090, 8080, 8081)}
+    for doc in docs:
+        if doc["kind"] == "Upstream":
+            port = doc["spec"]["endpoints"][0]["port"]
+            doc["spec"]["endpoints"] = [{"address": "127.0.0.1", "port": by_port[port].port}]
+    gateway = gateways(lambda port: served_on(docs, port))
+    checked = propylon("validate", str(gateway.config_dir))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    for target, port in (("/", 80), ("/admin/x", 9090), ("/orders", 8080)):
+        response = roundtrip(gateway.port, "GET", target, {"host": "shop.test"})
+        assert (response.status, response.header("x-upstream")) == (200, f"port-{port}"), target
+
+
 def test_a_document_of_another_shape_is_an_error_not_a_crash(tmp_path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("routes:\n  - {id: 1, upstream: {nodes: [{host: a, port: x}]}}\n---\n- a\n")

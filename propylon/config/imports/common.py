@@ -26,6 +26,8 @@ class Output:
     resources: list[dict[str, Any]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    # what an importer remembers across the documents of one import (its own keys)
+    memo: dict[Any, Any] = field(default_factory=dict)
     _keys: set[tuple[str, str]] = field(default_factory=set)
 
     def add(self, kind: str, name: str, spec: dict[str, Any], namespace: str = "default",
@@ -44,6 +46,10 @@ class Output:
         self.resources.append({"apiVersion": API_VERSION, "kind": kind, "metadata": metadata,
                                "spec": spec})
         return name
+
+    def has(self, kind: str, name: str, namespace: str = "default") -> bool:
+        """Whether a ``kind`` named ``name`` was added to ``namespace``."""
+        return (kind, f"{namespace}/{name}") in self._keys
 
 
 @dataclass
