@@ -1,6 +1,12 @@
 """A blocking HTTP/2 client over a real socket for the tests: the ``h2`` library frames and
 parses, every read has a deadline. ``send_raw`` writes bytes the client's own state machine
-never produced (attack frames built with ``hyperframe``)."""
+never produced (attack frames built with ``hyperframe``); ``raw_headers`` sends fields as
+given (no lower-casing, no validation: malformed requests).
+
+Unlike the ``h2`` library's own connection, the client reads on after a GOAWAY, as real
+clients do (RFC 9113 §6.8: the streams it opened up to the GOAWAY's last stream id are still
+answered; h2 would stop at the GOAWAY and raise on the next frame); every GOAWAY is kept in
+``goaways``."""
 
 from __future__ import annotations
 
@@ -14,6 +20,23 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+from h2.errors import ErrorCodes
+from hyperframe.frame import Frame, GoAwayFrame
+
+
+class _ReadingOnConnection(h2.connection.H2Connection):
+    """h2's connection, except that a GOAWAY received is only reported."""
+
+    def _receive_goaway_frame(self, frame: GoAwayFrame
+                              ) -> tuple[list[Frame], list[h2.events.Event]]:
+        event = h2.events.ConnectionTerminated()
+        try:
+            event.error_code = ErrorCodes(frame.error_code)
+        except ValueError:
+            event.error_code = frame.error_code
+        event.last_stream_id = frame.last_stream_id
+        event.additional_data = frame.additional_data or None
+        return [], [event]
 
 
 @dataclass
@@ -32,22 +55,25 @@ class Answer:
 class H2Client:
     def __init__(self, port: int, *, context: ssl.SSLContext | None = None,
                  server_name: str | None = None, timeout: float = 10.0,
-                 window: int | None = None, auto_ack: bool = True) -> None:
+                 window: int | None = None, auto_ack: bool = True,
+                 raw_headers: bool = False) -> None:
         self.timeout = timeout
         sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         if context is not None:
             context.set_alpn_protocols(["h2", "http/1.1"])
             sock = context.wrap_socket(sock, server_hostname=server_name)
         self.sock = sock
-        self.h2 = h2.connection.H2Connection(
-            h2.config.H2Configuration(client_side=True, header_encoding=None))
+        self.h2 = _ReadingOnConnection(h2.config.H2Configuration(
+            client_side=True, header_encoding=None, validate_outbound_headers=not raw_headers,
+            normalize_outbound_headers=not raw_headers))
         if window is not None:
             self.h2.local_settings = h2.settings.Settings(client=True, initial_values={
                 h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
         self.auto_ack = auto_ack  # acknowledge received data (open the windows) at once
         self.h2.initiate_connection()
         self.answers: dict[int, Answer] = {}
-        self.goaway: h2.events.ConnectionTerminated | None = None
+        self.goaway: h2.events.ConnectionTerminated | None = None  # the first
+        self.goaways: list[h2.events.ConnectionTerminated] = []
         self.closed = False
         self.flush()
 
@@ -131,7 +157,9 @@ class H2Client:
         elif isinstance(event, h2.events.StreamReset) and answer is not None:
             answer.reset = event.error_code
         elif isinstance(event, h2.events.ConnectionTerminated):
-            self.goaway = event
+            self.goaways.append(event)
+            if self.goaway is None:
+                self.goaway = event
 
     def wait(self, stream_id: int) -> Answer:
         """The complete answer on ``stream_id`` (ended or reset)."""

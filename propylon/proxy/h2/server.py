@@ -32,11 +32,15 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
-from h2.errors import ErrorCodes
-from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame
+import h2.stream
+from h2.connection import AllowedStreamIDs, ConnectionInputs, ConnectionState, _decode_headers
+from h2.errors import ErrorCodes, _error_code_from_int
+from h2.stream import StreamClosedBy, StreamState
+from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, RstStreamFrame
 
+from propylon.filters.base import LocalResponse
 from propylon.proxy.clock import CLOCK
-from propylon.proxy.grpc import status_in, timeout_seconds
+from propylon.proxy.grpc import is_grpc_request, status_in, timeout_seconds, trailers_only
 from propylon.proxy.h1.framing import FRAMED_BY_LENGTH, BadRequest
 from propylon.proxy.hostport import split_host
 from propylon.proxy.http11 import Headers
@@ -85,6 +89,9 @@ MAX_SETTINGS = 100
 MAX_CONTROL = 2000  # WINDOW_UPDATE, PRIORITY and empty DATA frames; plus 4 per useful frame
 MAX_CONTINUATIONS = 32  # CONTINUATION frames in one header block
 MAX_FRAME_SIZE = 16384  # SETTINGS_MAX_FRAME_SIZE: the protocol's default, never raised
+MAX_STREAM_ID = 2**31 - 1  # the first GOAWAY of a graceful shutdown names it (RFC 9113 §6.8)
+DRAIN_PING = b"drain\x00\x00\x00"  # the PING whose ACK brings the final GOAWAY ...
+DRAIN_PING_TIMEOUT = 1.0  # ... or this many seconds without it
 
 _HEADERS, _PRIORITY, _RST_STREAM, _SETTINGS, _PING, _WINDOW_UPDATE, _CONTINUATION = (
     1, 2, 3, 4, 6, 8, 9)
@@ -94,9 +101,11 @@ _END_STREAM, _ACK, _END_HEADERS = 0x1, 0x1, 0x4
 _CONNECTION_SPECIFIC = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade",
 })
-# Methods whose requests carry no body unless they say so (Content-Length): a stream of one
-# that does not end with its HEADERS must end with empty DATA.
-_NO_BODY_EXPECTED = frozenset({b"GET", b"HEAD", b"DELETE", b"OPTIONS", b"TRACE"})
+# Methods whose requests may not carry a body (HTTP/1.1 answers 400, proxy/h1/framing.py): a
+# stream of one that does not end with its HEADERS must end with empty DATA; DATA with a
+# payload is answered 400 (H2Stream.refuse_body). Any other method's body is forwarded, a
+# DELETE's or an OPTIONS' included, as on HTTP/1.1.
+_NO_BODY_EXPECTED = frozenset({b"GET", b"HEAD"})
 # Reasons for pausing the reading of a stream's request body (bits of ``read_paused``)
 _UPSTREAM_FULL, _BODY_BUFFER = 1, 2
 
@@ -209,31 +218,90 @@ class FrameCounter:
 
 
 class _RefusingConnection(h2.connection.H2Connection):
-    """h2's server connection, except that a stream opened over the advertised
-    MAX_CONCURRENT_STREAMS is refused alone (RST_STREAM REFUSED_STREAM: a stream error, RFC
-    9113 §5.1.2) where h2 ends the whole connection. A client may exceed it without fault: a
-    stream it saw end may not be closed here yet. Its header block is still decoded (the
-    HPACK state is the connection's), then the stream reset; what else arrives on it is
-    answered as on any stream reset here."""
+    """h2's server connection, with three of its reactions made stream-sized (the
+    override pattern: an interpreted subclass of ``h2``'s class, its private frame handlers
+    replaced; ``h2`` 4.x):
 
-    _admitting = False
+    - a stream opened over the advertised MAX_CONCURRENT_STREAMS is refused alone
+      (RST_STREAM REFUSED_STREAM: a stream error, RFC 9113 §5.1.2) where h2 ends the whole
+      connection. A client may exceed it without fault: a stream it saw end may not be
+      closed here yet;
+    - a malformed request head (RFC 9113 §8.1.1: connection-specific fields, ``te`` other
+      than ``trailers``, upper-case or invalid names, pseudo-header misuse, CR/LF/NUL in a
+      value, an invalid Content-Length...) is a stream error, where h2's validation error
+      ends the connection with every stream in flight. The head is reported as a
+      ``RequestReceived`` without fields and its reason kept in ``malformed``, for the
+      gateway to answer 400 on that stream; malformed trailers reset their stream
+      (PROTOCOL_ERROR, a ``StreamReset`` event). Either way the header block is decoded
+      first: the HPACK state is the connection's, and a block left undecoded would corrupt
+      every later one;
+    - a client's GOAWAY only stops the gateway from opening streams (RFC 9113 §6.8; it
+      opens none): h2 would close the connection's state machine and drop the output
+      queued, losing the answers to the client's streams in flight. The streams the client
+      opened finish; then the connection closes (``H2ServerConnection.closing``)."""
 
-    @property
-    def open_inbound_streams(self) -> int:
-        return 0 if self._admitting else super().open_inbound_streams
+    def __init__(self, config: h2.config.H2Configuration) -> None:
+        super().__init__(config=config)
+        # stream id -> (why its head is malformed, the fields as decoded)
+        self.malformed: dict[int, tuple[str, list[tuple[bytes, bytes]]]] = {}
 
     def _receive_headers_frame(self, frame: HeadersFrame
                                ) -> tuple[list[Frame], list[h2.events.Event]]:
-        if frame.stream_id in self.streams or \
-                self.open_inbound_streams < self.local_settings.max_concurrent_streams:
-            return super()._receive_headers_frame(frame)
-        self._admitting = True
+        # h2's own method, but for the three points above
+        stream_id = frame.stream_id
+        known = stream_id in self.streams
+        refused = not known and \
+            self.open_inbound_streams >= self.local_settings.max_concurrent_streams
+        headers = _decode_headers(self.decoder, frame.data)  # always: the HPACK state
+        events = self.state_machine.process_input(ConnectionInputs.RECV_HEADERS)
+        stream = self._get_or_create_stream(stream_id, AllowedStreamIDs.ODD)
+        ended = "END_STREAM" in frame.flags
         try:
-            frames, events = super()._receive_headers_frame(frame)
-        finally:
-            self._admitting = False
-        self.reset_stream(frame.stream_id, ErrorCodes.REFUSED_STREAM)
-        return frames, [e for e in events if getattr(e, "stream_id", None) != frame.stream_id]
+            frames, stream_events = stream.receive_headers(headers, ended,
+                                                           self.config.header_encoding)
+        except h2.exceptions.StreamClosedError:
+            raise  # a frame on a closed stream: h2's rules (_receive_frame)
+        except h2.exceptions.ProtocolError as exc:
+            if refused:
+                return self._reset(stream, ErrorCodes.REFUSED_STREAM), events
+            if known:  # trailers: the request is cut
+                return self._reset(stream, ErrorCodes.PROTOCOL_ERROR), [
+                    *events, h2.events.StreamReset(stream_id=stream_id,
+                                                   error_code=ErrorCodes.PROTOCOL_ERROR,
+                                                   remote_reset=False)]
+            if stream.state_machine.state == StreamState.CLOSED:  # no answer possible
+                return self._reset(stream, ErrorCodes.PROTOCOL_ERROR), events
+            self.malformed[stream_id] = (str(exc) or "malformed request", list(headers))
+            head = h2.events.RequestReceived(stream_id=stream_id, headers=[])
+            if ended:
+                head.stream_ended = h2.events.StreamEnded(stream_id=stream_id)
+            return [], [*events, head]
+        if refused:
+            return self._reset(stream, ErrorCodes.REFUSED_STREAM), events
+        if "PRIORITY" in frame.flags:
+            _, p_events = self._receive_priority_frame(frame)
+            stream_events[0].priority_updated = p_events[0]  # type: ignore[attr-defined]
+            stream_events.extend(p_events)
+        return frames, events + stream_events
+
+    @staticmethod
+    def _reset(stream: h2.stream.H2Stream, code: int) -> list[Frame]:
+        """RST_STREAM for ``stream``, also when h2's state machine closed it already (a
+        frame that came after is then a stream error of h2's, not a connection error)."""
+        if stream.state_machine.state != StreamState.CLOSED:
+            return stream.reset_stream(code)
+        stream.state_machine.stream_closed_by = StreamClosedBy.SEND_RST_STREAM
+        frame = RstStreamFrame(stream.stream_id)
+        frame.error_code = code
+        return [frame]
+
+    def _receive_goaway_frame(self, frame: GoAwayFrame
+                              ) -> tuple[list[Frame], list[h2.events.Event]]:
+        event = h2.events.ConnectionTerminated()
+        event.error_code = _error_code_from_int(frame.error_code)
+        event.last_stream_id = frame.last_stream_id
+        event.additional_data = frame.additional_data or None
+        return [], [event]
 
 
 class H2ServerConnection(asyncio.Protocol):
@@ -263,7 +331,15 @@ class H2ServerConnection(asyncio.Protocol):
         })
         self.streams: dict[int, H2Stream] = {}
         self.last_stream_id = 0  # the highest stream a request arrived on
-        self.goaway_sent = False  # draining: no stream above last_stream_id is served
+        # No stream above last_stream_id is served, and the connection closes once its
+        # streams are done: the final GOAWAY went out (draining), or the client sent one.
+        self.closing = False
+        self.goaway_sent = False  # the GOAWAY naming last_stream_id went out
+        # Draining, first phase (RFC 9113 §6.8): GOAWAY(2^31-1) and this PING went out;
+        # the final GOAWAY waits for its ACK (every stream the client opened before it saw
+        # the first GOAWAY has arrived by then), at most DRAIN_PING_TIMEOUT.
+        self.drain_ping = b""
+        self.drain_timer: asyncio.TimerHandle | None = None
         self.closed = False
         self.scheduled = False  # output is written at the end of the loop's turn
         self.writing_paused = False
@@ -300,7 +376,7 @@ class H2ServerConnection(asyncio.Protocol):
             return
         try:
             events = self.h2.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
+        except h2.exceptions.ProtocolError as exc:  # h2 queued the GOAWAY (its code) already
             code = getattr(exc, "error_code", ErrorCodes.PROTOCOL_ERROR)
             self.fail(code, str(exc) or type(exc).__name__)
             return
@@ -318,7 +394,8 @@ class H2ServerConnection(asyncio.Protocol):
             else:
                 stream.request_data(event.data or b"", event.flow_controlled_length)
         elif isinstance(event, h2.events.RequestReceived):
-            self._request(event.stream_id, event.headers or [], event.stream_ended is not None)
+            # no fields: a malformed head (_RefusingConnection.malformed)
+            self._request(event.stream_id, event.headers, event.stream_ended is not None)
         elif isinstance(event, h2.events.StreamEnded):
             stream = self.streams.get(event.stream_id)
             if stream is not None:
@@ -343,31 +420,43 @@ class H2ServerConnection(asyncio.Protocol):
         elif isinstance(event, h2.events.RemoteSettingsChanged):
             self.got_settings = True
         elif isinstance(event, h2.events.ConnectionTerminated):
-            self.goaway_sent = True  # the client opens no more streams: end when idle
+            # the client's GOAWAY: its streams in flight are answered, then the end
+            self.closing = True
             if not self.streams:
                 self.close()
+        elif isinstance(event, h2.events.PingAckReceived) and \
+                self.drain_ping and event.ping_data == self.drain_ping:
+            self._final_goaway()
 
     def _request(self, stream_id: int, headers: list[tuple[bytes, bytes]],
                  ended: bool) -> None:
         self.idle_since = CLOCK.now
-        if self.goaway_sent and stream_id > self.last_stream_id:
+        if self.closing and stream_id > self.last_stream_id:
+            self.h2.malformed.pop(stream_id, None)
             self.h2.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
             return
         self.last_stream_id = max(self.last_stream_id, stream_id)
-        stream = H2Stream(self, stream_id)
+        stream = H2Stream(self, stream_id, ended)
         self.streams[stream_id] = stream
         session = Session(stream)
         try:
+            if not headers:  # a malformed head: h2 kept why (RFC 9113 §8.1.1)
+                reason, headers = self.h2.malformed.pop(stream_id)
+                note_target(session, headers)
+                stream.reject(session, headers, 400, f"malformed request: {reason}", True)
+                return
             deadline = read_request_head(session, headers, self)
         except BadRequest as exc:
-            stream.reject(exc.status, str(exc))
+            if not session.method:
+                note_target(session, headers)
+            stream.reject(session, headers, exc.status, str(exc))
             return
         stream.session = session
         if deadline is not None:  # grpc-timeout: the client's deadline, kept by the gateway
             stream.timer = self.loop.call_later(deadline, stream.deadline_passed)
         if ended:
             session.has_body = False
-            session.body_done = stream.request_done = True
+            session.body_done = True
         elif not session.has_body:
             if session.framing or session.method in _NO_BODY_EXPECTED:
                 session.body_done = True  # Content-Length: 0, or a GET ending in empty DATA
@@ -410,53 +499,90 @@ class H2ServerConnection(asyncio.Protocol):
             stream.timer = None
         if not self.streams:
             self.idle_since = CLOCK.now
-            if self.goaway_sent or self.worker.draining:
+            if self.closing:
                 self.close()
 
     def fail(self, code: int, reason: str) -> None:
-        """A connection error: GOAWAY with ``code``, then close."""
+        """A connection error: GOAWAY with ``code`` (unless ``h2`` queued its own already,
+        raising the error), then close."""
         if self.closed:
             return
         log.info("closing an HTTP/2 connection from %s: %s", self.peer_ip, reason)
-        with contextlib.suppress(h2.exceptions.ProtocolError):
-            self.h2.close_connection(error_code=code)
+        if self.h2.state_machine.state != ConnectionState.CLOSED:
+            with contextlib.suppress(h2.exceptions.ProtocolError):
+                self.h2.close_connection(error_code=code)
         self.flush()
         self._abort_streams()
-        self.closed = True
+        self._closed()
         self.transport.close()
 
     def goaway(self) -> None:
-        """Graceful: no stream above the last one received will be served; the streams in
-        flight finish. Written by hand: ``h2`` would refuse to send anything after its own."""
-        if self.goaway_sent or self.closed:
+        """Graceful shutdown, first phase (RFC 9113 §6.8): GOAWAY with the largest stream id
+        (streams the client is opening are still served) and a PING; its ACK, or
+        DRAIN_PING_TIMEOUT, brings the final GOAWAY (``_final_goaway``)."""
+        if self.closed or self.closing or self.drain_ping:
             return
-        self.goaway_sent = True
         self.flush()
+        self._write_goaway(MAX_STREAM_ID)
+        self.drain_ping = DRAIN_PING
+        with contextlib.suppress(h2.exceptions.ProtocolError):
+            self.h2.ping(DRAIN_PING)
+        self.flush()
+        self.drain_timer = self.loop.call_later(DRAIN_PING_TIMEOUT, self._final_goaway)
+
+    def _final_goaway(self) -> None:
+        """GOAWAY naming the last stream served: the streams in flight finish, then the
+        connection closes."""
+        self.drain_ping = b""
+        if self.drain_timer is not None:
+            self.drain_timer.cancel()
+            self.drain_timer = None
+        if self.closed or self.closing:
+            return
+        self.closing = True
+        self.flush()
+        self._write_goaway(self.last_stream_id)
+        if not self.streams:
+            self.close()
+
+    def _write_goaway(self, last_stream_id: int) -> None:
+        """GOAWAY(NO_ERROR), written by hand: ``h2`` would refuse to send anything after
+        its own."""
+        if last_stream_id != MAX_STREAM_ID:
+            self.goaway_sent = True
         frame = GoAwayFrame(0)
-        frame.last_stream_id = self.last_stream_id
+        frame.last_stream_id = last_stream_id
         frame.error_code = ErrorCodes.NO_ERROR
         self.transport.write(frame.serialize())
 
     def close(self) -> None:
         if self.closed:
             return
-        self.goaway()
         self.flush()
-        self.closed = True
+        if not self.goaway_sent:
+            self._write_goaway(self.last_stream_id)
+        self._closed()
         self.transport.close()
+
+    def _closed(self) -> None:
+        self.closed = True
+        if self.drain_timer is not None:
+            self.drain_timer.cancel()
+            self.drain_timer = None
 
     def requests_in_flight(self) -> int:
         return len(self.streams)
 
     def close_if_idle(self) -> None:
-        """Draining: tell the client, and close once the streams in flight are done."""
+        """Draining (called every few tens of milliseconds): the two GOAWAYs, then the close
+        once the streams in flight are done."""
         self.goaway()
-        if not self.streams:
+        if self.closing and not self.streams:
             self.close()
 
     def abort(self) -> None:
         """The end of a drain: whatever is still open is cut."""
-        self.closed = True
+        self._closed()
         self._abort_streams()
         self.transport.abort()
 
@@ -466,7 +592,7 @@ class H2ServerConnection(asyncio.Protocol):
             stream.client_reset()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+        self._closed()
         self.worker.connections.discard(self)
         if self.listener.acceptor is not None:
             self.listener.acceptor.connection_closed()
@@ -532,7 +658,7 @@ class H2Stream:
         "worker",
     )
 
-    def __init__(self, conn: H2ServerConnection, stream_id: int) -> None:
+    def __init__(self, conn: H2ServerConnection, stream_id: int, ended: bool) -> None:
         self.conn = conn
         self.stream_id = stream_id
         self.session: Session | None = None
@@ -554,7 +680,7 @@ class H2Stream:
         self.seen_activity = 0
         self.quiet_since = CLOCK.now
         # request body flow control
-        self.request_done = False
+        self.request_done = ended  # the client ended its side (END_STREAM)
         self.read_paused = 0
         self.unacked = 0  # bytes taken while paused: acknowledged on resume
         # response
@@ -607,8 +733,15 @@ class H2Stream:
                 self.conn.flush_later()
 
     def refuse_body(self) -> None:
-        """DATA on a request that declared none (RFC 9113 §8.1.1: malformed)."""
+        """DATA on a GET or HEAD: HTTP/1.1 refuses a body on them (400, proxy/h1/framing.py),
+        so does HTTP/2 where it still can answer: the upstream exchange begun without a body
+        is dropped and the stream answered 400. Once its answer began, the stream is reset."""
         session = self.session
+        if session is not None and not session.response_started and not session.aborted:
+            session.stop_request(LocalResponse(
+                400, session.method + b" request with a body\n"))
+            if session.response_started:
+                return
         self.client_reset()
         self.conn.streams.pop(self.stream_id, None)
         self._safely(self.conn.h2.reset_stream, self.stream_id, ErrorCodes.PROTOCOL_ERROR)
@@ -693,16 +826,37 @@ class H2Stream:
         self._safely(self.conn.h2.send_headers, self.stream_id, [(b":status", b"100")])
         self.conn.flush_later()
 
-    def reject(self, status: int, message: str) -> None:
-        """A request that cannot be served, answered before any session began."""
-        body = message.encode("latin-1") + b"\n"
-        self._headers([(b":status", b"%d" % status),
-                       (b"content-type", b"text/plain; charset=utf-8"),
-                       (b"content-length", b"%d" % len(body))], False)
-        self.pending.append(body)
-        self.pending_size += len(body)
-        self.pending_end = True
-        self.pump()
+    def reject(self, session: Session, headers: list[tuple[bytes, bytes]], status: int,
+               message: str, malformed: bool = False) -> None:
+        """A request refused before routing (bad or malformed fields, CONNECT, a body on
+        GET), answered on its stream (the connection serves on) as HTTP/1.1 answers one:
+        with an x-request-id, counted on its Gateway's unrouted series and logged
+        (``Session.refused``). A gRPC call gets a Trailers-Only answer with the mapped
+        grpc-status and the reason as grpc-message (proxy/grpc.py). A malformed request
+        whose client is still sending is then reset (PROTOCOL_ERROR, RFC 9113 §8.1.1)."""
+        body = message.encode("latin-1", "replace") + b"\n"
+        fields: Headers = [(b"x-request-id", session.request_id)]
+        if is_grpc_request(headers):
+            fields = [(b":status", b"200"), *trailers_only(status, body, fields)]
+            self.grpc_status = status_in(fields)
+            body = b""
+        else:
+            fields = [(b":status", b"%d" % status),
+                      (b"content-type", b"text/plain; charset=utf-8"),
+                      (b"content-length", b"%d" % len(body)), *fields]
+        self._headers(fields, not body)
+        if body:
+            self.pending.append(body)
+            self.pending_size += len(body)
+            self.pending_end = True
+            self.pump()
+        if not hasattr(session, "path"):  # refused before its target was split
+            session.path, _, session.query = session.url.partition(b"?")
+        session.refused(status, len(body), 0.0)
+        if malformed and self.ended and not self.pending and not self.request_done:
+            self.request_done = True
+            self._safely(self.conn.h2.reset_stream, self.stream_id, ErrorCodes.PROTOCOL_ERROR)
+            self.conn.flush_later()
         self._finish_if_sent()
 
     def abort(self) -> None:
@@ -965,3 +1119,12 @@ def read_request_head(session: Session, headers: list[tuple[bytes, bytes]],
     if session.has_body and method in (b"GET", b"HEAD") and session.framing:
         raise BadRequest(400, f"{method.decode()} request with a body")
     return deadline
+
+
+def note_target(session: Session, headers: list[tuple[bytes, bytes]]) -> None:
+    """The method and target of a refused request head, for the access log."""
+    for name, value in headers:
+        if name == b":method":
+            session.method = bytes(value)
+        elif name == b":path":
+            session.url = bytes(value)

@@ -20,6 +20,7 @@ import pytest
 from h2.errors import ErrorCodes
 from hyperframe.frame import (
     ContinuationFrame,
+    GoAwayFrame,
     HeadersFrame,
     PingFrame,
     RstStreamFrame,
@@ -28,9 +29,9 @@ from hyperframe.frame import (
 
 from tests.integration.edge._helpers import forward_all, https, listener_gateway
 from tests.support import resources as r
-from tests.support.gateway import Gateway
+from tests.support.gateway import Gateway, metric_value
 from tests.support.h2client import H2Client
-from tests.support.net import free_port
+from tests.support.net import free_port, poll_until
 from tests.support.tls import CertFiles, Pki
 from tests.support.upstream import Reply, ScriptedUpstream, pattern_body
 
@@ -271,6 +272,144 @@ def test_malformed_requests_get_stream_errors_not_crashes(gw: Gateway,
     assert up.requests[-1].target == "/admin"  # normalised like HTTP/1.1
 
 
+BASE = [(":method", "GET"), (":scheme", "http"), (":authority", "test.local")]
+
+
+@pytest.mark.parametrize("fields", [
+    pytest.param([*BASE, (":path", "/m"), ("connection", "close")], id="connection"),
+    pytest.param([*BASE, (":path", "/m"), ("te", "gzip")], id="te-gzip"),
+    pytest.param([*BASE, (":path", "/m"), ("X-Upper", "1")], id="upper-case-name"),
+    pytest.param([*BASE[:2], ("x-regular", "1"), BASE[2], (":path", "/m")],
+                 id="pseudo-after-regular"),
+    pytest.param([*BASE, (":path", "/m"), (":foo", "1")], id="unknown-pseudo"),
+    pytest.param([*BASE, (":path", "/m"), (":path", "/n")], id="duplicate-pseudo"),
+    pytest.param([*BASE, (":path", "")], id="empty-path"),
+    pytest.param([*BASE, (":path", "/m"), ("x-v", "a\rb")], id="cr-in-value"),
+    pytest.param([*BASE, (":path", "/m"), ("x-v", "a\x00b")], id="nul-in-value"),
+    pytest.param([*BASE, (":path", "/m"), ("x a", "1")], id="space-in-name"),
+    pytest.param([*BASE, (":path", "/m"), ("x:a", "1")], id="colon-in-name"),
+    pytest.param([*BASE, (":path", "/m"), ("content-length", "x")], id="content-length"),
+])
+def test_a_malformed_request_is_a_stream_error_the_others_are_served(
+        gw: Gateway, up: ScriptedUpstream, fields: list[tuple[str, str]]) -> None:
+    """RFC 9113 §8.1.1: a malformed request is a stream error; it gets its 400 (with an
+    x-request-id, logged) and the connection serves on: a stream in flight before it and the
+    streams after it are answered. Its header block still went through the connection's
+    HPACK decoder: the later blocks refer to the dynamic-table entries it added (x-trace),
+    and would decode to the wrong fields (or fail) had it been skipped."""
+    up.reset(lambda req: Reply(delay=0.5, body=b"slow") if req.target == "/slow"
+             else Reply(body=(req.head.get("x-trace") or "").encode()))
+    with client(gw, raw_headers=True) as h2c:
+        slow = h2c.request("GET", "/slow")
+        sid = h2c.h2.get_next_available_stream_id()
+        h2c.answers[sid] = type(h2c.answers[slow])()
+        h2c.h2.send_headers(sid, [(n.encode(), v.encode()) for n, v in fields]
+                            + [(b"x-trace", b"t-1")], end_stream=True)
+        h2c.flush()
+        after = [h2c.request("GET", f"/after/{i}", headers=[("x-trace", "t-1")])
+                 for i in range(3)]
+        bad = h2c.wait(sid)
+        answers = [h2c.wait(i) for i in after]
+        assert h2c.wait(slow).body == b"slow"
+        assert h2c.goaways == [] and not h2c.closed
+        assert h2c.get("/last").status == 200
+    assert bad.status == 400, bad
+    request_id = bad.header(b"x-request-id")
+    assert request_id
+    assert all(a.status == 200 and a.body == b"t-1" for a in answers)
+    targets = {r.target for r in up.requests}
+    assert {"/after/0", "/after/1", "/after/2", "/slow", "/last"} <= targets
+    assert "/m" not in targets and "/n" not in targets
+    line = poll_until(lambda: next((x for x in gw.access_log()
+                                    if x["request_id"] == request_id.decode()), None))
+    assert line["status"] == 400 and line["route"] is None and line["protocol"] == "HTTP/2"
+
+
+def test_malformed_trailers_reset_their_stream_alone(gw: Gateway, up: ScriptedUpstream) -> None:
+    with client(gw, raw_headers=True) as h2c:
+        sid = h2c.request("POST", "/rt", end=False)
+        h2c.send_data(sid, b"payload")
+        h2c.h2.send_headers(sid, [(b":path", b"/in-trailers")], end_stream=True)
+        h2c.flush()
+        answer = h2c.wait(sid)
+        assert answer.reset == ErrorCodes.PROTOCOL_ERROR
+        assert h2c.get("/next").status == 200
+        assert h2c.goaways == []
+
+
+def test_a_connection_error_sends_one_goaway(gw: Gateway) -> None:
+    """h2 queues its GOAWAY when it raises a connection error: the gateway adds none."""
+    with client(gw) as h2c:
+        frame = HeadersFrame(2, flags=["END_HEADERS", "END_STREAM"])  # an even id
+        frame.data = _headers_block(h2c, 2)
+        h2c.send_raw(frame.serialize())
+        h2c.wait_goaway()
+        with pytest.raises(ConnectionError):
+            for _ in range(50):
+                h2c.read_once()
+    assert [g.error_code for g in h2c.goaways] == [ErrorCodes.PROTOCOL_ERROR]
+
+
+@pytest.mark.parametrize("method", ["DELETE", "OPTIONS", "TRACE"])
+def test_a_body_without_content_length_is_forwarded_as_on_http11(
+        gw: Gateway, up: ScriptedUpstream, method: str) -> None:
+    """HTTP/1.1 forwards a body on any method but GET and HEAD (RFC 9110 §9.3.5 allows content
+    in a DELETE): so does HTTP/2, also without Content-Length (RFC 9113 §8.1.1 makes only a
+    Content-Length that disagrees with the DATA malformed)."""
+    body = b'{"ids":[1,2]}'
+    with client(gw) as h2c:
+        answer = h2c.wait(h2c.request(method, "/body", body=body))
+    assert answer.status == 200, answer
+    assert (up.requests[-1].method, up.requests[-1].body) == (method, body)
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_a_body_on_get_or_head_is_answered_400_on_its_stream(
+        gw: Gateway, up: ScriptedUpstream, method: str) -> None:
+    """HTTP/1.1 answers a GET or HEAD with a body 400: HTTP/2 too, on the stream (not a bare
+    RST_STREAM), when the body comes as DATA without Content-Length."""
+    up.reset(lambda req: Reply(delay=1.0))
+    with client(gw) as h2c:
+        answer = h2c.wait(h2c.request(method, "/get-body", body=b"x"))
+        assert answer.status == 400 and answer.reset is None, answer
+        assert answer.header(b"x-request-id")
+        assert h2c.get("/after").status == 200
+
+
+def test_a_refused_stream_has_an_id_a_log_line_and_a_count(gw: Gateway,
+                                                           up: ScriptedUpstream) -> None:
+    """As HTTP/1.1's: a stream refused before routing is answered with an x-request-id,
+    logged and counted on its Gateway's unrouted series (route="none")."""
+    before = metric_value(gw.metrics(), "propylon_requests_by_status_total", route="none",
+                          status="400")
+    with client(gw) as h2c:
+        answer = h2c.get("/refused", headers=[("x_under", "1")])
+    assert answer.status == 400
+    request_id = answer.header(b"x-request-id")
+    assert request_id and len(request_id) >= 16
+    line = poll_until(lambda: next((x for x in gw.access_log()
+                                    if x["request_id"] == request_id.decode()), None),
+                      message="the refused stream's access log line")
+    assert (line["status"], line["route"], line["method"], line["path"]) == (
+        400, None, "GET", "/refused")
+    assert metric_value(gw.metrics(), "propylon_requests_by_status_total", route="none",
+                        status="400") == before + 1
+
+
+def test_a_client_goaway_lets_its_streams_in_flight_finish(gw: Gateway,
+                                                           up: ScriptedUpstream) -> None:
+    """RFC 9113 §6.8: a GOAWAY stops its receiver from opening streams; the streams the
+    client opened are answered, then the gateway closes the connection."""
+    up.reset(lambda req: Reply(delay=0.3, body=b"answered"))
+    with client(gw) as h2c:
+        sid = h2c.request("GET", "/inflight")
+        h2c.send_raw(GoAwayFrame(0, last_stream_id=0, error_code=0).serialize())
+        answer = h2c.wait(sid)
+        assert (answer.status, answer.body) == (200, b"answered")
+        goaway = h2c.wait_goaway()
+    assert goaway.error_code == ErrorCodes.NO_ERROR and goaway.last_stream_id == sid
+
+
 # -- attacks --------------------------------------------------------------------------------
 def _headers_block(h2c: H2Client, stream_id: int) -> bytes:
     return h2c.h2.encoder.encode([(b":method", b"GET"), (b":scheme", b"http"),
@@ -430,6 +569,52 @@ def test_drain_sends_goaway_and_finishes_streams_in_flight(pki: Pki, tmp_path) -
             goaway = idle.wait_goaway()
             assert goaway.error_code == ErrorCodes.NO_ERROR
             idle.close()
+        finally:
+            gw.stop()
+    finally:
+        upstream.stop()
+
+
+# the GOAWAY of a graceful shutdown's first phase: last stream id 2^31-1, NO_ERROR
+FIRST_GOAWAY = GoAwayFrame(0, last_stream_id=2**31 - 1, error_code=0).serialize()
+
+
+def test_drain_is_two_phase_and_serves_a_request_crossing_the_goaway(pki: Pki,
+                                                                       tmp_path) -> None:
+    """RFC 9113 §6.8: a graceful shutdown first sends GOAWAY(2^31-1) and a PING; a request the
+    client sent before it saw that GOAWAY (on the wire meanwhile) is served; the final GOAWAY
+    names it, after the PING's ACK; the connection closes once it is answered."""
+    upstream = ScriptedUpstream("drain2-up").start()
+    try:
+        upstream.reset(lambda req: Reply(delay=0.3, body=req.target.encode()))
+        gw = Gateway(tmp_path, lambda port: r.dump(r.gateway(port),
+                                                    *forward_all("drain2-up", upstream.port)))
+        gw.start()
+        try:
+            h2c = client(gw)
+            assert h2c.get("/warm").status == 200
+            assert gw.process is not None
+            gw.process.send_signal(signal.SIGTERM)
+            held = b""  # what the gateway sent, read but not yet seen by the client
+            deadline = time.monotonic() + 5
+            while FIRST_GOAWAY not in held:
+                assert time.monotonic() < deadline, f"no GOAWAY(2^31-1): {held!r}"
+                held += h2c.sock.recv(65536)
+            crossed = h2c.request("GET", "/crossed")  # sent before the GOAWAY was read
+            for event in h2c.h2.receive_data(held):
+                h2c._event(event)
+            h2c.flush()  # the PING's ACK
+            answer = h2c.wait(crossed)
+            assert (answer.status, answer.body) == (200, b"/crossed")
+            while len(h2c.goaways) < 2:
+                h2c.read_once()
+            first, final = h2c.goaways[:2]
+            assert (first.last_stream_id, first.error_code) == (2**31 - 1, ErrorCodes.NO_ERROR)
+            assert (final.last_stream_id, final.error_code) == (crossed, ErrorCodes.NO_ERROR)
+            with pytest.raises(ConnectionError):  # closed once the stream was answered
+                for _ in range(50):
+                    h2c.read_once()
+            h2c.close()
         finally:
             gw.stop()
     finally:

@@ -25,10 +25,12 @@ from typing import Any
 import grpc
 import pytest
 from grpc_tools import protoc
+from hyperframe.frame import GoAwayFrame
 
 from tests.support import resources as r
-from tests.support.gateway import Gateway
-from tests.support.net import free_port
+from tests.support.gateway import Gateway, metric_value
+from tests.support.h2client import H2Client
+from tests.support.net import free_port, poll_until
 
 PROTO = Path(__file__).with_name("echo.proto")
 
@@ -257,6 +259,67 @@ def test_gateway_answers_deadline_exceeded_itself(gw: Gateway, echo: EchoServer)
     assert fields[b"grpc-status"] == b"4"
     assert fields[b"content-type"] == b"application/grpc"
     assert 0.15 < elapsed < 0.9
+
+
+GRPC_HEAD = [("content-type", "application/grpc"), ("te", "trailers")]
+SLEEP_NOTE = b"\x00\x00\x00\x00\x07\n\x05sleep"  # a Note(text="sleep") message
+
+
+def test_a_client_goaway_lets_a_call_in_flight_finish(gw: Gateway, echo: EchoServer) -> None:
+    """RFC 9113 §6.8: a client's GOAWAY stops the gateway from opening streams, not from
+    answering the calls the client made: the unary call completes, trailers included."""
+    echo.delay = 0.3
+    try:
+        with H2Client(gw.port) as h2c:
+            sid = h2c.request("POST", "/propylon.test.Echo/Unary", headers=GRPC_HEAD,
+                              body=SLEEP_NOTE)
+            h2c.send_raw(GoAwayFrame(0, last_stream_id=0, error_code=0).serialize())
+            answer = h2c.wait(sid)
+    finally:
+        echo.delay = 0.0
+    assert answer.status == 200 and answer.reset is None
+    assert (b"grpc-status", b"0") in answer.trailers
+    assert b"SLEEP" in answer.body
+
+
+def test_a_call_refused_before_routing_is_trailers_only(stubs, stub, gw: Gateway) -> None:
+    """DESIGN §6: gRPC errors the gateway makes are Trailers-Only answers with the mapped
+    grpc-status; the reason is the grpc-message (a plain 400 reached grpcio as INTERNAL
+    "Received http2 header with status: 400"). The refusal has an x-request-id, an access
+    log line with its gRPC status and a count on the unrouted series."""
+    before = metric_value(gw.metrics(), "propylon_requests_by_status_total", route="none",
+                          status="400")
+    with pytest.raises(grpc.RpcError) as err:
+        stub.Unary(note(stubs, "x"), metadata=[("x_under", "1")])
+    assert err.value.code() == grpc.StatusCode.INTERNAL  # 400, by gRPC's table
+    assert err.value.details() == "header names with underscores are not accepted"
+    request_id = dict(err.value.trailing_metadata()).get("x-request-id")
+    assert request_id
+    line = poll_until(lambda: next((x for x in gw.access_log()
+                                    if x["request_id"] == request_id), None))
+    assert (line["status"], line["grpc_status"], line["route"]) == (400, 13, None)
+    assert line["path"] == "/propylon.test.Echo/Unary"
+    assert metric_value(gw.metrics(), "propylon_requests_by_status_total", route="none",
+                        status="400") == before + 1
+
+
+@pytest.mark.parametrize(("extra", "code", "message"), [
+    pytest.param([(f"x-h{i}", "1") for i in range(101)], b"2",
+                 b"request header fields too large", id="431-too-many-fields"),
+    pytest.param([("X-Upper", "1")], b"13", b"malformed request: ", id="malformed-head"),
+])
+def test_raw_calls_refused_before_routing_are_trailers_only(
+        gw: Gateway, extra: list[tuple[str, str]], code: bytes, message: bytes) -> None:
+    with H2Client(gw.port, raw_headers=True) as h2c:
+        answer = h2c.wait(h2c.request("POST", "/propylon.test.Echo/Unary",
+                                      headers=GRPC_HEAD + extra, body=SLEEP_NOTE))
+        assert h2c.get("/after").status == 404  # the connection serves on (no route: 404)
+    assert answer.status == 200 and answer.ended and answer.body == b""
+    fields = dict(answer.headers)
+    assert fields[b"content-type"] == b"application/grpc"
+    assert fields[b"grpc-status"] == code
+    assert fields[b"grpc-message"].startswith(message)
+    assert fields[b"x-request-id"]
 
 
 def test_policy_refusals_are_mapped(stubs, stub) -> None:
