@@ -112,19 +112,22 @@ def _fleet(status: dict[str, Any]) -> dict[str, Any]:
                 {"proxies": [], "version": None, "rollout": None})
 
 
-def _setup(cluster: Cluster) -> tuple[ControlPlane, int, list[str]]:
-    plane = cluster.control(extra=("--log-level", "info"))
+def _setup(cluster: Cluster, proxies: int = PROXIES, rollout: dict[str, Any] | None = None,
+           control_port: int | None = None) -> tuple[ControlPlane, int, list[str]]:
+    """A control plane, the Gateway with ``rollout`` (default ``ROLLOUT``) and ``proxies``
+    proxies on its first version."""
+    plane = cluster.control(port=control_port, extra=("--log-level", "info"))
     port = free_port()
     plane.must_put(upstream("svc", "shop", cluster.echo("svc")))
     plane.must_put(_route())
     edge = gateway("edge", "infra", port, ["shop"])
-    edge["spec"]["rollout"] = ROLLOUT
+    edge["spec"]["rollout"] = rollout or ROLLOUT
     plane.must_put(edge)
-    ids = [_start_proxy(cluster, plane, i) for i in range(PROXIES)]
+    ids = [_start_proxy(cluster, plane, i) for i in range(proxies)]
     version = wait_until(lambda: _fleet(plane.get("/v1/status")[1])["version"],
                          what="the Gateway to be translated")
     wait_until(lambda: _on(plane, version) == set(ids), timeout=60,
-               what="ten proxies on the first version")
+               what="the proxies on the first version")
     return plane, port, ids
 
 

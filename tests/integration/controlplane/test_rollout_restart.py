@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.controlplane.conftest import Cluster, ControlPlane
-from tests.integration.controlplane.helpers import free_port, gateway, http, upstream, wait_until
+from tests.integration.controlplane.helpers import free_port, gateway, http, wait_until
 from tests.integration.controlplane.test_rollout import (
     KEY,
     Traffic,
@@ -26,6 +26,7 @@ from tests.integration.controlplane.test_rollout import (
     _on,
     _rollout,
     _route,
+    _setup,
     _start_proxy,
     _wait_for_phase,
 )
@@ -46,17 +47,8 @@ class RolledBack:
 def rolled_back(module_cluster: Cluster) -> RolledBack:
     cluster = module_cluster
     control_port = free_port()
-    plane = cluster.control(port=control_port, extra=("--log-level", "info"))
-    port = free_port()
-    plane.must_put(upstream("svc", "shop", cluster.echo("svc")))
-    plane.must_put(_route())
-    edge = gateway("edge", "infra", port, ["shop"])
-    edge["spec"]["rollout"] = ROLLOUT
-    plane.must_put(edge)
-    ids = [_start_proxy(cluster, plane, i) for i in range(PROXIES)]
-    good = wait_until(lambda: _fleet(plane.get("/v1/status")[1])["version"],
-                      what="the Gateway to be translated")
-    wait_until(lambda: _on(plane, good) == set(ids), timeout=60, what="proxies on v1")
+    plane, port, ids = _setup(cluster, PROXIES, ROLLOUT, control_port)
+    good = _fleet(plane.get("/v1/status")[1])["version"]
     with Traffic(port):
         plane.must_put(_route(broken=True))
         rollout = _wait_for_phase(plane, "RolledBack")
