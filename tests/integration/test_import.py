@@ -92,7 +92,8 @@ def test_kong_regex_paths_and_headers_match_as_in_kong(tmp_path, gateways, upstr
     # values lower-cased (~* values are regexes found anywhere in the value)
     upstream = upstreams("kong")
     docs, stderr = imported("kong", tmp_path, upstream.port, "kong-matching")
-    assert stderr == ""
+    # the one warning: a plain path is a string prefix in Kong (/v also routes /vx)
+    assert stderr.count("warning:") == 1 and "plain string prefix" in stderr, stderr
     gateway = gateways(lambda port: served_on(docs, port))
     checked = propylon("validate", str(gateway.config_dir))
     assert checked.returncode == 0, checked.stdout + checked.stderr
@@ -260,3 +261,35 @@ def test_badly_shaped_documents_are_located_errors(source) -> None:
         f"error: {fixture}:{line}: {message} (this document is not imported)"
         for line, message in BROKEN[source]]
     assert result.stdout == ""
+
+
+@pytest.mark.parametrize(("source", "text", "product"), [
+    pytest.param("kong", """_format_version: "3.0"
+services:
+  - name: shop
+    url: http://127.0.0.1:9000
+    routes:
+      - {name: orders, paths: [/orders]}
+      - {name: carts, paths: [/carts]}
+      - {name: root, paths: [/api/]}
+""", "Kong", id="kong"),
+    pytest.param("apisix", """upstreams:
+  - {id: 1, nodes: {"127.0.0.1:9000": 1}, type: roundrobin}
+routes:
+  - {id: 1, uri: /orders*, upstream_id: 1}
+  - {id: 2, uri: /carts*, upstream_id: 1}
+  - {id: 3, uri: /api/*, upstream_id: 1}
+""", "APISIX", id="apisix"),
+])
+def test_a_plain_string_prefix_is_noted_once_per_file(tmp_path, source: str, text: str,
+                                                      product: str) -> None:
+    """Kong's plain paths, Envoy's prefix matchers and APISIX's ``/x*`` also match
+    ``/xy``; imported as segment prefixes, the difference is said once per file, at the first
+    path it concerns (a path ending in ``/`` is the same either way)."""
+    (tmp_path / "source.yaml").write_text(text)
+    result = propylon("import", "--from", source, str(tmp_path / "source.yaml"))
+    assert result.returncode == 0, result.stderr
+    noted = [line for line in result.stderr.splitlines() if "plain string prefix" in line]
+    assert len(noted) == 1, result.stderr
+    assert f"{product} matches a path like /orders " in noted[0]
+    assert "source.yaml:" in noted[0]

@@ -21,6 +21,7 @@ from propylon.config.imports.common import (
     Reader,
     endpoint_of,
     importer,
+    note_string_prefix,
     rate_limit,
     upstream_spec,
 )
@@ -124,8 +125,11 @@ def _route(reader: Reader, at: NodePath, route: dict[str, Any], upstreams: dict[
     uris = route.get("uris") or [route.get("uri", "/*")]
     methods = route.get("methods") or [None]
     matches = []
-    for uri in uris:
+    for i, uri in enumerate(uris):
         path = {"prefix": uri[:-1] or "/"} if uri.endswith("*") else {"exact": uri}
+        if "prefix" in path:
+            note_string_prefix(reader, (*at, "uris", i) if "uris" in route else (*at, "uri"),
+                               path["prefix"], "APISIX")
         for method in methods:
             matches.append({"path": path, **({"method": method} if method else {})})
     forward: dict[str, Any] = {"backends": [{"upstream": upstream}]}

@@ -69,6 +69,23 @@ class Reader:
         self.out.warnings.append(f"{self.file}:{line}: {message}")
 
 
+def note_string_prefix(reader: Reader, at: NodePath, path: str, product: str) -> None:
+    """Warn, once per file, that ``product`` matched ``path`` as a plain string prefix
+    (``/api`` also routes ``/apix``) where Propylon's prefix matches whole segments (``/api``,
+    ``/api/...``): the import keeps the segment meaning, which is what such a path is almost
+    always written for, and says so rather than change routing silently."""
+    if path.endswith("/"):
+        return  # ends at a segment boundary: the same requests either way
+    key = ("string prefix noted", reader.file)
+    if key in reader.out.memo:
+        return
+    reader.out.memo[key] = True
+    reader.warn(at, f"{product} matches a path like {path} as a plain string prefix (it also "
+                f"routes {path}x); it is imported as a Propylon prefix, which matches whole "
+                f"segments ({path}, {path}/...), here and for the other paths of this file: "
+                "add a regex match where such paths must reach the route")
+
+
 def valid_name(text: Any) -> str:
     """``text`` as a resource name: lower-case letters, digits and ``-``, at most 63."""
     name = re.sub(r"[^a-z0-9-]+", "-", str(text).lower()).strip("-")[:63].strip("-")

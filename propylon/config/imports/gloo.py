@@ -23,7 +23,13 @@ from __future__ import annotations
 from typing import Any
 
 from propylon.config.duration import parse_duration
-from propylon.config.imports.common import Reader, importer, upstream_spec, valid_name
+from propylon.config.imports.common import (
+    Reader,
+    importer,
+    note_string_prefix,
+    upstream_spec,
+    valid_name,
+)
 from propylon.config.imports.order import order_warnings
 from propylon.config.imports.shape import (
     BOOL,
@@ -237,6 +243,8 @@ _REDIRECTS = {"MOVED_PERMANENTLY": 301, "FOUND": 302, "SEE_OTHER": 303,
 def _matches(reader: Reader, at: NodePath, raw: dict[str, Any]) -> list[dict[str, Any]]:
     path = ({"exact": raw["exact"]} if "exact" in raw else {"regex": raw["regex"]}
             if "regex" in raw else {"prefix": raw.get("prefix", "/")})
+    if "prefix" in path:
+        note_string_prefix(reader, (*at, "prefix"), path["prefix"], "Gloo (Envoy)")
     base: dict[str, Any] = {"path": path}
     headers = [_value(h) for h in raw.get("headers") or ()]
     if headers:

@@ -28,6 +28,7 @@ from propylon.config.imports.common import (
     ends_anchored,
     has_top_level_alternation,
     importer,
+    note_string_prefix,
     parse_url,
     python_regex,
     rate_limit,
@@ -173,6 +174,7 @@ def _route(reader: Reader, at: NodePathT, route: dict[str, Any],
             condition = {"regex": regex}
         else:
             condition = {"prefix": path}
+            note_string_prefix(reader, (*at, "paths", i), path, "Kong")
         for method in methods:
             match: dict[str, Any] = {"path": condition}
             if method:
