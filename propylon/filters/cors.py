@@ -64,16 +64,13 @@ class CorsFilter(Filter):
         max_age = settings.max_age
         self.max_age = str(int(max_age)).encode() if max_age is not None else None
         self.vary = not (self.any_origin and not self.credentials)
-        self.rejected = LocalResponse(403, b"CORS preflight rejected\n", self._vary([]))
+        # no Vary here: every local answer goes through ``on_response``, which adds it (a
+        # preflight leaves no origin in the state), so it would be sent twice
+        self.rejected = LocalResponse(403, b"CORS preflight rejected\n")
 
     @classmethod
     def from_spec(cls, settings: CorsPolicy, source: str, env: FilterEnv) -> CorsFilter:
         return cls(source, settings)
-
-    def _vary(self, headers: Headers) -> Headers:
-        if self.vary:
-            headers.append((b"vary", b"Origin"))
-        return headers
 
     def origin_allowed(self, origin: bytes) -> bool:
         if self.any_origin or origin in self.exact:
@@ -117,7 +114,7 @@ class CorsFilter(Filter):
             out.append((b"access-control-allow-credentials", b"true"))
         if self.max_age is not None:
             out.append((b"access-control-max-age", self.max_age))
-        return LocalResponse(204, b"", self._vary(out))
+        return LocalResponse(204, b"", out)  # Vary: added by ``on_response``
 
     def on_response(self, ctx: FilterContext, status: int, headers: Headers) -> None:
         data = ctx.state

@@ -3,7 +3,8 @@
 Each limit is a bucket of ``burst`` tokens (default ``requests``) refilled at
 ``requests / per``; a request takes one token from the bucket of every limit, and is answered
 ``429`` when any of them is empty, with ``RateLimit-Limit``, ``RateLimit-Remaining``,
-``RateLimit-Reset`` and ``Retry-After`` of the limit that refused it.
+``RateLimit-Reset`` and ``Retry-After`` of the limit that refused it (of several that refused
+it, the one with the longest wait).
 
 A limit's ``key`` picks the bucket: a list of descriptors, ``client_ip``, ``consumer`` (the
 name authenticated by an earlier auth policy, empty when anonymous), ``label:NAME`` (a
@@ -151,18 +152,29 @@ class RateLimitFilter(Filter):
         return self.decide(ctx, results)
 
     def decide(self, ctx: FilterContext, results: list[Result]) -> LocalResponse | None:
-        for limit, (allowed, _, wait) in zip(self.limits, results, strict=True):
-            if not allowed:
-                retry = str(ceil_seconds(wait)).encode()
-                headers = [
-                    (b"ratelimit-limit", str(limit.requests).encode()),
-                    (b"ratelimit-remaining", b"0"),
-                    (b"ratelimit-reset", retry),
-                    (b"retry-after", retry),
-                ]
-                return LocalResponse(429, b"too many requests\n", headers)
+        for result in results:
+            if not result[0]:
+                return self.refuse(results)
         self.remember(ctx, results)
         return None
+
+    def refuse(self, results: list[Result]) -> LocalResponse:
+        """The 429 of the refusing limit with the longest wait: a client that honours
+        ``Retry-After`` must not be refused again by another limit that refused it too."""
+        refused: Limit | None = None
+        longest = 0.0
+        for limit, (allowed, _, wait) in zip(self.limits, results, strict=True):
+            if not allowed and (refused is None or wait > longest):
+                refused, longest = limit, wait
+        assert refused is not None
+        retry = str(ceil_seconds(longest)).encode()
+        headers = [
+            (b"ratelimit-limit", str(refused.requests).encode()),
+            (b"ratelimit-remaining", b"0"),
+            (b"ratelimit-reset", retry),
+            (b"retry-after", retry),
+        ]
+        return LocalResponse(429, b"too many requests\n", headers)
 
     def remember(self, ctx: FilterContext, results: list[Result]) -> None:
         return None

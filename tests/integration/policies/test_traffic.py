@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -57,6 +58,13 @@ spec:
             limits:
               - {requests: 3, per: 1m, key: [header:x-tenant]}
               - {requests: 1000, per: 1s}
+    - matches: [{path: {prefix: /two-limits}}]
+      forward: {backends: [{upstream: echo}]}
+      policies:
+        - rateLimit:
+            limits:
+              - {requests: 2, per: 1m, key: [header:x-tenant]}
+              - {requests: 1, per: 1h, key: [header:x-tenant]}
     - forward: {backends: [{upstream: echo}]}
 """
 
@@ -142,6 +150,36 @@ def test_cors_actual_request_headers(gw: GatewayProc) -> None:
     assert "access-control-allow-origin" not in headers
 
 
+def _all_fields(port: int, method: str, path: str, headers: dict[str, str]
+                ) -> tuple[int, list[tuple[str, str]]]:
+    """Status and every response field, repeated names kept (``request`` keeps the last)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request(method, path, headers=headers)
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status, [(n.lower(), v) for n, v in resp.getheaders()]
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize(
+    ("method", "asked", "expected"),
+    [
+        pytest.param("PUT", "X-Custom", 204, id="answered"),
+        pytest.param("DELETE", "", 403, id="rejected"),
+    ],
+)
+def test_cors_preflight_vary_sent_once(gw: GatewayProc, method: str, asked: str,
+                                       expected: int) -> None:
+    headers = {"origin": "https://eu.shop.test", "access-control-request-method": method}
+    if asked:
+        headers["access-control-request-headers"] = asked
+    status, fields = _all_fields(gw.port, "OPTIONS", "/cors/x", headers)
+    assert status == expected
+    assert [v for n, v in fields if n == "vary"] == ["Origin"], fields
+
+
 def test_local_rate_limit_shared_by_workers(gw: GatewayProc) -> None:
     # every request on a new connection: SO_REUSEPORT spreads them over both workers
     statuses = [request(gw.port, "GET", "/limited")[0] for _ in range(60)]
@@ -162,6 +200,23 @@ def test_rate_limit_keys_and_headers(gw: GatewayProc) -> None:
     assert int(headers["retry-after"]) in range(19, 21)
     assert headers["ratelimit-reset"] == headers["retry-after"]
     assert request(gw.port, "GET", "/tenant", {"x-tenant": "b"})[0] == 200
+
+
+def test_retry_after_is_the_longest_wait_of_the_refusing_limits(gw: GatewayProc) -> None:
+    tenant = {"x-tenant": "retry"}
+    assert request(gw.port, "GET", "/two-limits", tenant)[0] == 200
+    # refused by the 1/h limit alone
+    status, headers, _ = request(gw.port, "GET", "/two-limits", tenant)
+    assert status == 429
+    assert headers["ratelimit-limit"] == "1"
+    assert int(headers["retry-after"]) > 3500
+    # refused by both (the 2/min one is empty now, next token in ~30 s): the client has to
+    # wait for the 1/h one, so that is the wait announced, not the 2/min limit's
+    status, headers, _ = request(gw.port, "GET", "/two-limits", tenant)
+    assert status == 429
+    assert headers["ratelimit-limit"] == "1", headers
+    assert int(headers["retry-after"]) > 3500, headers
+    assert headers["ratelimit-reset"] == headers["retry-after"]
 
 
 def test_explain_shows_order_and_enforced(gw: GatewayProc) -> None:
