@@ -36,7 +36,14 @@ import h2.stream
 from h2.connection import AllowedStreamIDs, ConnectionInputs, ConnectionState, _decode_headers
 from h2.errors import ErrorCodes, _error_code_from_int
 from h2.stream import StreamClosedBy, StreamState
-from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, RstStreamFrame
+from hyperframe.frame import (
+    DataFrame,
+    Frame,
+    GoAwayFrame,
+    HeadersFrame,
+    RstStreamFrame,
+    WindowUpdateFrame,
+)
 
 from propylon.filters.base import LocalResponse
 from propylon.proxy.clock import CLOCK
@@ -294,6 +301,29 @@ class _RefusingConnection(h2.connection.H2Connection):
         frame = RstStreamFrame(stream.stream_id)
         frame.error_code = code
         return [frame]
+
+    def _receive_data_frame(self, frame: DataFrame
+                            ) -> tuple[list[Frame], list[h2.events.Event]]:
+        """h2's, but DATA disagreeing with the request's Content-Length resets its stream
+        alone (RFC 9113 §8.1.1: a malformed request is a stream error), where h2 ends the
+        connection. What the frame took of the connection's window is given back at once:
+        the stream's data is never read."""
+        try:
+            return super()._receive_data_frame(frame)
+        except h2.exceptions.InvalidBodyLengthError:
+            stream = self.streams.get(frame.stream_id)
+            if stream is None:
+                raise
+        frames = self._reset(stream, ErrorCodes.PROTOCOL_ERROR)
+        increment = self._inbound_flow_control_window_manager.process_bytes(
+            frame.flow_controlled_length)
+        if increment:
+            update = WindowUpdateFrame(0)
+            update.window_increment = increment
+            frames.append(update)
+        return frames, [h2.events.StreamReset(stream_id=frame.stream_id,
+                                              error_code=ErrorCodes.PROTOCOL_ERROR,
+                                              remote_reset=False)]
 
     def _receive_goaway_frame(self, frame: GoAwayFrame
                               ) -> tuple[list[Frame], list[h2.events.Event]]:

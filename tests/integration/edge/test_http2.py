@@ -337,6 +337,23 @@ def test_malformed_trailers_reset_their_stream_alone(gw: Gateway, up: ScriptedUp
         assert h2c.goaways == []
 
 
+@pytest.mark.parametrize(("length", "body"), [
+    pytest.param("5", b"0123456789", id="more-data-than-declared"),
+    pytest.param("10", b"01234", id="less-data-than-declared"),
+])
+def test_a_content_length_disagreeing_with_the_data_resets_its_stream_alone(
+        gw: Gateway, up: ScriptedUpstream, length: str, body: bytes) -> None:
+    """RFC 9113 §8.1.1: a request whose DATA disagrees with its Content-Length is malformed,
+    a stream error; h2 made it a connection error, ending every stream with it."""
+    with client(gw) as h2c:
+        sid = h2c.request("POST", "/cl", headers=[("content-length", length)], body=body)
+        answer = h2c.wait(sid)
+        assert answer.reset == ErrorCodes.PROTOCOL_ERROR, answer
+        for _ in range(3):  # the connection's window was given back: it serves on
+            assert h2c.get("/next").status == 200
+        assert h2c.goaways == []
+
+
 def test_a_connection_error_sends_one_goaway(gw: Gateway) -> None:
     """h2 queues its GOAWAY when it raises a connection error: the gateway adds none."""
     with client(gw) as h2c:
