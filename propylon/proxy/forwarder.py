@@ -53,6 +53,18 @@ CLOCK: Final = clock.CLOCK
 status_in: Final = grpc.status_in
 
 
+def expire_mirror(request: MirrorRequest) -> None:
+    """A mirrored copy reached its route's ``timeout``: drop it if it is still going (its
+    connection aborted, or its place in the pool's queue given up)."""
+    if request.endpoint is None:
+        return  # answered, or failed, meanwhile
+    request.aborted = True  # a queued copy is skipped by the pool, a connecting one released
+    conn, request.conn = request.conn, None
+    if conn is not None:
+        conn.abort()
+    request._done()
+
+
 class PendingBody(Protocol):
     """Body chunks kept until a connection takes them (the session's, then its forwarder's)."""
 
@@ -223,9 +235,13 @@ class Forwarder:
         if session.has_body and self.replay is None:
             return  # the body outgrew the replay limit: no copy
         body = frame_body(self.replay or [], session.req_chunked, True, session.request_trailers)
-        MirrorRequest(serialize_request_head(session, self.route), body).send(
-            mirror, session.hash_key(mirror) if mirror.hash_kind else None
-        )
+        request = MirrorRequest(serialize_request_head(session, self.route), body)
+        request.send(mirror, session.hash_key(mirror) if mirror.hash_kind else None)
+        timeout = self.route.timeout
+        if timeout and request.endpoint is not None:
+            # the copy gets the route's deadline too: a mirror that never answers must not
+            # hold its connection (or its place in the pool's queue) for ever
+            session.proto.loop.call_later(timeout, expire_mirror, request)
 
     # -- retries ---------------------------------------------------------------------------
     def retry_or_fail(self, condition: str, status: int = 0, fresh: bool = False) -> bool:

@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 
+from tests.integration.resiliency.conftest import endpoints
 from tests.support import resources as r
 from tests.support.client import RawClient
 from tests.support.gateway import Gateway
@@ -16,7 +17,8 @@ from tests.support.upstream import Reply, pattern_body
 
 @pytest.fixture(scope="module")
 def ups(module_upstreams):
-    names = ("stable", "canary", "live", "dark", "primary", "shadow", "primary20", "shadow20")
+    names = ("stable", "canary", "live", "dark", "primary", "shadow", "primary20", "shadow20",
+             "primaryslow", "shadowmute")
     return {name: module_upstreams(name) for name in names}
 
 
@@ -34,6 +36,9 @@ def gw(module_gateways, ups) -> Gateway:
         r.route("mirror20", hostnames=["mirror20.test"], rules=[
             r.rule(forward=r.forward("primary20",
                                      mirror={"upstream": "shadow20", "percent": 20}))]),
+        r.route("mirrormute", hostnames=["mirrormute.test"], rules=[
+            r.rule(forward=r.forward("primaryslow", timeout="1s",
+                                     mirror={"upstream": "shadowmute", "percent": 100}))]),
         *(r.upstream(name, up.port) for name, up in u.items()),
     ))
 
@@ -108,3 +113,22 @@ def test_mirror_percent_20(gw, ups, figure) -> None:
     figure("mirror percent 20 over 500: copies", len(shadow.requests))
     assert 0.15 <= share <= 0.25, share
     assert len(ups["primary20"].requests) == 500
+
+
+def test_mirror_that_never_answers_is_dropped_at_the_route_timeout(gw, ups) -> None:
+    """A copy gets the route's deadline: a mirror endpoint that accepts and never answers
+    does not keep one connection (and one active request) per mirrored request for ever."""
+    shadow = ups["shadowmute"]
+    shadow.reply(Reply(delay=120.0, body=b"never in time"))
+    latencies: list[float] = []
+    assert send(gw.port, "mirrormute.test", 5, latencies=latencies) == {"primaryslow": 5}
+    assert max(latencies) < 0.3, latencies
+    shadow.wait_for_requests(5, timeout=5)
+    port = shadow.port
+
+    def held() -> int:
+        return int(endpoints(gw, "default/shadowmute")[port]["active_requests"])
+
+    assert held() > 0  # the copies are still waiting for their answers
+    # route timeout 1 s: the copies are dropped then, not after the 120 s the answers take
+    poll_until(lambda: held() == 0, 5, message="mirrored copies dropped at the route timeout")
