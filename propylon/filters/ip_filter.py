@@ -2,8 +2,9 @@
 
 ``ctx.client_ip`` is the address after ``trustedProxies`` (the exchange resolves it before any
 ``on_request`` filter runs). A deny match wins; with an allow list, only matching addresses
-pass. Rejections are ``403``. Decisions are cached per address (bounded), so a busy client
-costs one dict look-up.
+pass. Rejections are ``403``. An address given with a port (``192.0.2.1:4711``,
+``[2001:db8::1]:4711``, as some proxies write X-Forwarded-For) is matched on its address.
+Decisions are cached per address (bounded), so a busy client costs one dict look-up.
 """
 
 from __future__ import annotations
@@ -15,6 +16,32 @@ from propylon.policies.traffic import IpFilterPolicy
 
 _CACHE_SIZE = 4096
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    """The address in ``text``: a bare IPv4 or IPv6 address, or one with a port as some
+    proxies write it in X-Forwarded-For (``192.0.2.1:4711``, ``[2001:db8::1]:4711``,
+    ``[2001:db8::1]``); None when there is none. Without this, a deny list behind such a
+    proxy matched nobody."""
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        pass
+    if text.startswith("["):
+        host, bracket, port = text[1:].partition("]")
+        if not bracket or (port and not (port[0] == ":" and port[1:].isdigit())):
+            return None
+    else:
+        host, colon, port = text.partition(":")
+        if not colon or not port.isdigit():
+            return None
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if text.startswith("[") != isinstance(addr, ipaddress.IPv6Address):
+        return None  # "[192.0.2.1]": not a form anyone writes
+    return addr
 
 
 class IpFilter(Filter):
@@ -37,9 +64,8 @@ class IpFilter(Filter):
         return cls(source, allow, deny)
 
     def allowed(self, ip: str) -> bool:
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
+        addr = parse_address(ip)
+        if addr is None:
             return not self.allow
         if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
             addr = addr.ipv4_mapped

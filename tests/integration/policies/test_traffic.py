@@ -20,7 +20,7 @@ spec:
   listeners: [{name: web, port: $PORT, address: 127.0.0.1}]
   trustedProxies: [127.0.0.1/32]
   policies:
-    - ipFilter: {deny: [10.0.0.0/8]}
+    - ipFilter: {deny: [10.0.0.0/8, "fd00::/8"]}
       requestLimits: {maxHeaderSize: 4000}
     - enforced: true
       headers: {response: {set: {x-edge: "1"}}}
@@ -86,6 +86,13 @@ def gw(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) -> Iterator
         pytest.param("/other", "10.1.2.3", 403, id="enforced-gateway-deny"),
         pytest.param("/internal", "10.1.2.3", 403, id="route-allow-list-replaces-gateway-deny"),
         pytest.param("/other", "8.8.8.8", 200, id="not-denied"),
+        # addresses with a port, as some proxies (Azure Application Gateway, IIS ARR) write
+        # X-Forwarded-For: matched on the address, not let through a deny list unread
+        pytest.param("/other", "10.1.2.3:4711", 403, id="denied-v4-with-port"),
+        pytest.param("/other", "[fd00::5]:4711", 403, id="denied-v6-with-port"),
+        pytest.param("/other", "fd00::5", 403, id="denied-v6"),
+        pytest.param("/other", "8.8.8.8:4711", 200, id="not-denied-with-port"),
+        pytest.param("/internal", "192.168.1.5:4711", 200, id="allowed-with-port"),
     ],
 )
 def test_ip_filter_on_real_client_ip(gw: GatewayProc, path: str, forwarded_for: str | None,
