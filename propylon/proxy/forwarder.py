@@ -429,11 +429,11 @@ class Forwarder:
             return
         connect_failure = reason.startswith("connect")
         self.record_outcome(False)
+        if connect_failure:  # every try's, as timeouts are: a retry that hides it counts too
+            self.cluster.stats.connect_failures += 1
         if self.retry_or_fail(CONNECT_FAILURE if connect_failure else RESET, fresh=stale):
             return
-        if connect_failure:
-            self.cluster.stats.connect_failures += 1
-        else:
+        if not connect_failure:
             self.cluster.stats.record(502)
         session.send_error(502, b"upstream unavailable\n")
 

@@ -15,9 +15,11 @@ from tests.support import resources as r
 from tests.support.client import RawClient, roundtrip
 from tests.support.gateway import Gateway
 from tests.support.load import concurrent
+from tests.support.net import free_port
 from tests.support.upstream import RecordedRequest, Reply, ScriptedUpstream, pattern_body
 
 BUDGET_N = 60
+DEAD_PORT = free_port()  # nothing listens there: every connection to it is refused
 
 
 def alternating(upstream: ScriptedUpstream, status: int):
@@ -39,7 +41,8 @@ def failing(name: str, status: int = 503, delay: float = 0.0):
 
 @pytest.fixture(scope="module")
 def ups(module_upstreams):
-    names = ("flaky", "t429", "slow", "fast", "bad", "good", "rbad", "rgood", "b1", "b2")
+    names = ("flaky", "t429", "slow", "fast", "bad", "good", "rbad", "rgood", "b1", "b2",
+             "cfgood")
     return {name: module_upstreams(name) for name in names}
 
 
@@ -68,6 +71,8 @@ def gw(module_gateways, ups) -> Gateway:
         r.upstream("body", u["bad"].port, u["good"].port),
         r.upstream("other", u["rbad"].port, u["rgood"].port, loadBalancer={"policy": "random"}),
         r.upstream("budget", u["b1"].port, u["b2"].port),
+        fwd("cf.test", "cf", {"attempts": 1, "on": ["connect-failure"]}),
+        r.upstream("cf", DEAD_PORT, u["cfgood"].port),
     ))
 
 
@@ -164,3 +169,16 @@ def test_retry_budget_caps_retries_under_an_outage(gw, ups, figure) -> None:
     assert tries == BUDGET_N + retries
     assert retries <= 0.20 * BUDGET_N + 2, retries
     assert denied >= BUDGET_N - retries - 2 and denied > 0
+
+
+def test_connect_failures_a_retry_hides_are_counted(gw, ups) -> None:
+    """Round robin over a refusing and a working endpoint, retried on connect-failure: the
+    client sees only 200s, and /metrics still shows every refused connection (as it shows
+    every per-try timeout), so an operator sees the dead endpoint."""
+    n = 6
+    for _ in range(n):
+        response = roundtrip(gw.port, "GET", "/c", host="cf.test")
+        assert response.status == 200, response
+    retries = events(gw, "default/cf", "retry")
+    assert retries >= n // 2 - 1  # round robin: about every other first try was refused
+    assert events(gw, "default/cf", "connect_failure") == retries
