@@ -11,7 +11,13 @@ from typing import Any
 
 import pytest
 
-from tests.integration.policies._helpers import ECHO_UPSTREAM, GatewayProc, Upstream, request
+from tests.integration.policies._helpers import (
+    ECHO_UPSTREAM,
+    GatewayProc,
+    Upstream,
+    echoed,
+    request,
+)
 
 CONFIG = """apiVersion: propylon.dev/v1
 kind: Gateway
@@ -112,6 +118,23 @@ def test_ip_filter_on_real_client_ip(gw: GatewayProc, path: str, forwarded_for: 
 def test_request_limits(gw: GatewayProc, headers: dict[str, str], body: bytes | None,
                         expected: int) -> None:
     assert request(gw.port, "POST", "/upload", headers, body)[0] == expected
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param("/upload", id="body-and-header-limits"),
+        pytest.param("/other", id="header-limit-only"),
+    ],
+)
+def test_request_limits_keep_content_length_upstream(gw: GatewayProc, path: str) -> None:
+    # the policy only counts the body: an upstream that needs a length (411 on chunked) must
+    # still get the client's Content-Length, not the body re-framed as chunked
+    status, _, body = request(gw.port, "POST", path, {"content-type": "text/plain"}, b"x" * 50)
+    assert status == 200
+    upstream = echoed(body)["headers"]
+    assert upstream.get("content-length") == "50", upstream
+    assert "transfer-encoding" not in upstream, upstream
 
 
 def test_route_request_limits_override_gateway(gw: GatewayProc) -> None:
