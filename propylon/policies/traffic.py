@@ -8,7 +8,16 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
-from propylon.schema import CIDR, Duration, HeaderName, Method, Model, StatusCode, invalid
+from propylon.schema import (
+    CIDR,
+    Duration,
+    HeaderName,
+    Method,
+    Model,
+    OptionalLimit,
+    StatusCode,
+    invalid,
+)
 
 
 class IpFilterPolicy(Model):
@@ -39,7 +48,8 @@ class CorsPolicy(Model):
     allow_headers: list[HeaderName] = Field(default_factory=list)
     expose_headers: list[HeaderName] = Field(default_factory=list)
     allow_credentials: bool = False
-    max_age: Duration | None = None
+    # 0s is sent as ``Access-Control-Max-Age: 0``: browsers do not cache the preflight
+    max_age: OptionalLimit | None = None
 
     @model_validator(mode="after")
     def _credentials(self) -> CorsPolicy:

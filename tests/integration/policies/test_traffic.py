@@ -34,6 +34,15 @@ spec:
 """ + ECHO_UPSTREAM + """---
 apiVersion: propylon.dev/v1
 kind: Route
+metadata: {name: preflight-not-cached}
+spec:
+  rules:
+    - matches: [{path: {prefix: /cors-no-cache}}]
+      forward: {backends: [{upstream: echo}]}
+      policies: [{cors: {allowOrigins: ["https://app.example.com"], maxAge: 0s}}]
+---
+apiVersion: propylon.dev/v1
+kind: Route
 metadata: {name: api}
 spec:
   rules:
@@ -170,6 +179,14 @@ def test_cors_preflight_rejected(gw: GatewayProc, origin: str, method: str, aske
     status, resp, _ = request(gw.port, "OPTIONS", "/cors/x", headers)
     assert status == 403
     assert "access-control-allow-origin" not in resp
+
+
+def test_cors_max_age_zero_disables_preflight_caching(gw: GatewayProc) -> None:
+    # Fetch: Access-Control-Max-Age: 0 is valid (no caching); it was refused at validation
+    status, headers, _ = request(gw.port, "OPTIONS", "/cors-no-cache", {
+        "origin": "https://app.example.com", "access-control-request-method": "GET"})
+    assert status == 204
+    assert headers["access-control-max-age"] == "0"
 
 
 def test_cors_actual_request_headers(gw: GatewayProc) -> None:
