@@ -26,6 +26,7 @@ from propylon.observability.metrics import STATUS_SLOT, UPSTREAM_BOUNDS
 from propylon.proxy import clock, grpc
 from propylon.proxy.h1.client import frame_body, serialize_request_head
 from propylon.proxy.mirror import MirrorRequest
+from propylon.proxy.pool import abandon
 from propylon.runtime.retry import CONNECT_FAILURE, GRPC, RESET, STATUS, TIMEOUT
 
 if TYPE_CHECKING:
@@ -281,6 +282,10 @@ class Forwarder:
         endpoint, self.endpoint = self.endpoint, None
         if endpoint is not None:
             endpoint.active -= 1
+            if conn is None:
+                # the try was still waiting for a connection (queued, or one being opened):
+                # the pool must not hand it to the next try, or send the request twice
+                abandon(cast("EndpointPool | H2Pool", endpoint.pool), self)
 
     # -- the request, upstream -------------------------------------------------------------
     def on_upstream_connected(self, conn: ClientConnection | H2Stream) -> None:

@@ -111,6 +111,7 @@ class EndpointPool:
         "address",
         "by_client",
         "connect_timeout",
+        "connecting",
         "idle",
         "idle_timeout",
         "loop",
@@ -144,6 +145,8 @@ class EndpointPool:
         self.by_client = NamedConnections() if proxy_version else None
         self.idle: deque[ClientConnection] = deque()
         self.waiters: deque[PoolClient] = deque()
+        # the connection being opened for each client still waiting for it (``abandon``)
+        self.connecting: dict[PoolClient, asyncio.Future[Any]] = {}
         self.total = 0
         self.max_connections = 1024
         self.max_idle = 128
@@ -223,6 +226,7 @@ class EndpointPool:
                 server_hostname=self.server_hostname if self.ssl_context else None,
             )
         task = asyncio.ensure_future(opening)
+        self.connecting[client] = task
         timer = self.loop.call_later(self.connect_timeout, task.cancel)
         task.add_done_callback(lambda t: self._connected(t, client, timer, addresses))
 
@@ -255,11 +259,16 @@ class EndpointPool:
         client: PoolClient, timer: asyncio.TimerHandle, addresses: ProxyAddresses,
     ) -> None:
         timer.cancel()
+        # still wanted: not released, and not abandoned (a newer try of the client may be
+        # waiting for another connection, which this one must not be taken for)
+        wanted = self.connecting.get(client) is task
+        if wanted:
+            del self.connecting[client]
         if task.cancelled() or task.exception() is not None:
             self.total -= 1
             timed_out = task.cancelled()
             reason = "connect timeout" if timed_out else f"connect failed: {task.exception()}"
-            if not client.aborted:
+            if wanted and not client.aborted:
                 client.on_upstream_failed(reason, timed_out)
             self._serve_waiters()
             return
@@ -268,7 +277,7 @@ class EndpointPool:
             self.by_client.opened(conn, addresses)
             if self.ssl_context is None and conn.transport is not None:
                 conn.transport.write(build_proxy_header(self.proxy_version, addresses))
-        if client.aborted:
+        if client.aborted or not wanted:
             self.release(conn)
         else:
             client.on_upstream_connected(conn)
@@ -331,6 +340,14 @@ class EndpointPool:
             if not waiter.aborted:
                 self._connect(waiter)
 
+    def abandon(self, client: PoolClient) -> None:
+        """``client`` stopped waiting for the connection it asked for (its try ended: a
+        per-try timeout, the route's timeout): it is never handed one, nor told of a failure,
+        later. A connection being opened for it joins the pool when it opens."""
+        with contextlib.suppress(ValueError):
+            self.waiters.remove(client)
+        self.connecting.pop(client, None)
+
     # -- housekeeping --------------------------------------------------------------------
     def close_expired(self, now: float) -> None:
         """Close idle connections older than ``idle_timeout`` (called periodically)."""
@@ -341,6 +358,16 @@ class EndpointPool:
     def close_idle(self) -> None:
         while self.idle:
             self._close_oldest_idle()
+
+
+def abandon(pool: EndpointPool | H2Pool, client: PoolClient) -> None:
+    """``EndpointPool.abandon`` for either kind of pool (an HTTP/2 pool's waiters only wait
+    in its queue: its connections are opened for all of them)."""
+    if isinstance(pool, EndpointPool):
+        pool.abandon(client)
+        return
+    with contextlib.suppress(ValueError):
+        pool.waiters.remove(client)  # type: ignore[arg-type]  # the same client, as a StreamClient
 
 
 class PoolRegistry:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import threading
 import time
 from collections import Counter, defaultdict
 
@@ -42,7 +43,7 @@ def failing(name: str, status: int = 503, delay: float = 0.0):
 @pytest.fixture(scope="module")
 def ups(module_upstreams):
     names = ("flaky", "t429", "slow", "fast", "bad", "good", "rbad", "rgood", "b1", "b2",
-             "cfgood")
+             "cfgood", "qa", "qb")
     return {name: module_upstreams(name) for name in names}
 
 
@@ -73,6 +74,12 @@ def gw(module_gateways, ups) -> Gateway:
         r.upstream("budget", u["b1"].port, u["b2"].port),
         fwd("cf.test", "cf", {"attempts": 1, "on": ["connect-failure"]}),
         r.upstream("cf", DEAD_PORT, u["cfgood"].port),
+        r.route("hold", hostnames=["hold.test"], rules=[r.rule(forward=r.forward("queued"))]),
+        fwd("queued.test", "queued", {"attempts": 1, "on": ["timeout"],
+                                      "perTryTimeout": "400ms"}),
+        r.upstream("queued", u["qa"].port, u["qb"].port,
+                   loadBalancer={"policy": "ring_hash", "hashOn": {"header": "x-k"}},
+                   connectionPool={"maxConnectionsPerEndpoint": 1}),
     ))
 
 
@@ -182,3 +189,40 @@ def test_connect_failures_a_retry_hides_are_counted(gw, ups) -> None:
     retries = events(gw, "default/cf", "retry")
     assert retries >= n // 2 - 1  # round robin: about every other first try was refused
     assert events(gw, "default/cf", "connect_failure") == retries
+
+
+def test_a_try_that_timed_out_in_the_pool_queue_is_not_sent_later(gw, ups) -> None:
+    """One connection per endpoint; the endpoint a key hashes to is busy for 0.7 s, so the
+    key's next request waits in that endpoint's queue, its per-try timeout (400 ms) fires
+    there and the retry goes to the other endpoint. When the busy connection frees, the
+    abandoned try must not take it: the request would be sent twice, and the connection
+    (given back when the retry's answer ends) would carry a late answer to the next
+    request."""
+    qa, qb = ups["qa"], ups["qb"]
+    delays = {"/hold": 0.7, "/r": 0.35}
+
+    def answering(name: str):
+        def handler(request: RecordedRequest) -> Reply:
+            return Reply(headers=[("x-upstream", name), ("x-target", request.path)],
+                         body=request.path.encode(), delay=delays.get(request.path, 0.0))
+        return handler
+
+    for up in (qa, qb):
+        up.reset(answering(up.name))
+    key = next(k for k in (f"k{i}" for i in range(64))
+               if roundtrip(gw.port, "GET", "/probe", {"x-k": k},
+                            host="hold.test").header("x-upstream") == "qa")
+    for up in (qa, qb):
+        up.reset(answering(up.name))
+    held = threading.Thread(target=roundtrip, args=(gw.port, "GET", "/hold", {"x-k": key}),
+                            kwargs={"host": "hold.test"})
+    held.start()
+    time.sleep(0.1)
+    response = roundtrip(gw.port, "GET", "/r", {"x-k": key}, host="queued.test")
+    held.join(5)
+    assert response.status == 200 and response.header("x-upstream") == "qb", response
+    time.sleep(0.6)  # past the moment the busy connection freed, and the late answer
+    assert [q.path for q in qa.requests] == ["/hold"], "the abandoned try was sent"
+    for i in range(3):  # each answer is the request's own
+        answer = roundtrip(gw.port, "GET", f"/after/{i}", {"x-k": key}, host="hold.test")
+        assert answer.status == 200 and answer.header("x-target") == f"/after/{i}", answer
