@@ -3,7 +3,8 @@
 Spec: ``{delay: {fixed: seconds, percent}, abort: {status, percent, body}}``. Each request
 draws once for the delay and once for the abort (Envoy's order: the delay happens first, then
 the abort decision takes effect). Delays are awaited without blocking the event loop; an
-aborted request never reaches the upstream and is answered with ``x-propylon-fault: abort``.
+aborted request never reaches the upstream and is answered with ``x-propylon-fault: abort``
+(status 200-599; a 204 or 304 without the body, which those statuses cannot carry).
 """
 
 from __future__ import annotations
@@ -39,9 +40,10 @@ class FaultInjectionFilter(Filter):
         delay, abort = settings.delay, settings.abort
         answer = None
         if abort is not None:
-            answer = LocalResponse(
-                abort.status, abort.body.encode() + b"\n", [(b"x-propylon-fault", b"abort")]
-            )
+            # 204 and 304 have no body (RFC 9110 15.3.5, 15.4.5): bytes after their head would
+            # be read as the start of the next response on the connection
+            body = b"" if abort.status in (204, 304) else abort.body.encode() + b"\n"
+            answer = LocalResponse(abort.status, body, [(b"x-propylon-fault", b"abort")])
         return cls(
             source,
             delay.fixed if delay is not None else 0.0,

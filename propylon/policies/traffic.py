@@ -15,7 +15,6 @@ from propylon.schema import (
     Method,
     Model,
     OptionalLimit,
-    StatusCode,
     invalid,
 )
 
@@ -110,7 +109,7 @@ class FaultDelay(Model):
 
 
 class FaultAbort(Model):
-    status: StatusCode = 503
+    status: Annotated[int, Field(ge=200, le=599)] = 503  # an answer, not 1xx (Envoy's range)
     percent: Annotated[float, Field(ge=0, le=100)] = 100.0
     body: str = "fault injected"
 

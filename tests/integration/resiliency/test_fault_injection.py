@@ -3,6 +3,8 @@ or delayed; nothing happens on routes without it."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections import Counter
 
@@ -33,6 +35,10 @@ def gw(module_gateways, up) -> Gateway:
         r.route("delay", hostnames=["delay.test"],
                 rules=[r.rule(forward=r.forward("up"), policies=[delay])]),
         r.route("plain", hostnames=["plain.test"], rules=[r.rule(forward=r.forward("up"))]),
+        *[r.route(f"abort{code}", hostnames=[f"abort{code}.test"],
+                  rules=[r.rule(forward=r.forward("up"),
+                                policies=[{"faultInjection": {"abort": {"status": code}}}])])
+          for code in (204, 304)],
         r.upstream("up", up.port),
     ))
 
@@ -78,3 +84,31 @@ def test_off_unless_configured(gw) -> None:
     results = run(gw.port, "plain.test", 200)
     assert all(res.status == 200 and res.header("x-propylon-fault") is None
                for res, _ in results)
+
+
+@pytest.mark.parametrize("code", [204, 304])
+def test_abort_without_body_keeps_the_connection_in_step(gw, code: int) -> None:
+    # a 204 or 304 cannot carry a body: the abort's body bytes after the head were read as
+    # the start of the next response on the connection
+    with RawClient(gw.port) as client:
+        client.request("GET", "/f", host=f"abort{code}.test")
+        aborted = client.read_final()
+        assert aborted.status == code
+        assert aborted.header("x-propylon-fault") == "abort"
+        client.request("GET", "/next", host="plain.test")
+        assert client.read_final(timeout=5).status == 200
+
+
+def test_abort_status_must_be_an_answer(tmp_path) -> None:
+    # 1xx is not a final answer (Envoy accepts 200-599 too): refused at validation
+    config = tmp_path / "gw.yaml"
+    config.write_text(r.dump(
+        r.gateway(31999),
+        r.route("x", rules=[r.rule(forward=r.forward("up"),
+                                   policies=[{"faultInjection": {"abort": {"status": 101}}}])]),
+        r.upstream("up", 31998),
+    ))
+    out = subprocess.run([sys.executable, "-m", "propylon", "validate", str(config)],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert "faultInjection.abort.status" in out.stdout + out.stderr
