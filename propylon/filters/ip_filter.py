@@ -3,7 +3,8 @@
 ``ctx.client_ip`` is the address after ``trustedProxies`` (the exchange resolves it before any
 ``on_request`` filter runs). A deny match wins; with an allow list, only matching addresses
 pass. Rejections are ``403``. An address given with a port (``192.0.2.1:4711``,
-``[2001:db8::1]:4711``, as some proxies write X-Forwarded-For) is matched on its address.
+``[2001:db8::1]:4711``, as some proxies write X-Forwarded-For) is matched on its address;
+IPv4-mapped IPv6 addresses and CIDRs (``::ffff:192.0.2.0/120``) are matched as IPv4.
 Decisions are cached per address (bounded), so a busy client costs one dict look-up.
 """
 
@@ -44,6 +45,17 @@ def parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | 
     return addr
 
 
+def _network(cidr: str) -> Network:
+    """The network of ``cidr``; an IPv4-mapped IPv6 one (``::ffff:192.0.2.0/120``) as the IPv4
+    network it covers, since client addresses in that form are matched as IPv4."""
+    net = ipaddress.ip_network(cidr, strict=False)
+    if isinstance(net, ipaddress.IPv6Network) and net.prefixlen >= 96:
+        mapped = net.network_address.ipv4_mapped
+        if mapped is not None:
+            return ipaddress.IPv4Network((mapped, net.prefixlen - 96))
+    return net
+
+
 class IpFilter(Filter):
     policy_type = "ipFilter"
     settings_model = IpFilterPolicy
@@ -59,8 +71,8 @@ class IpFilter(Filter):
 
     @classmethod
     def from_spec(cls, settings: IpFilterPolicy, source: str, env: FilterEnv) -> IpFilter:
-        allow = tuple(ipaddress.ip_network(c, strict=False) for c in settings.allow)
-        deny = tuple(ipaddress.ip_network(c, strict=False) for c in settings.deny)
+        allow = tuple(_network(c) for c in settings.allow)
+        deny = tuple(_network(c) for c in settings.deny)
         return cls(source, allow, deny)
 
     def allowed(self, ip: str) -> bool:

@@ -26,7 +26,7 @@ spec:
   listeners: [{name: web, port: $PORT, address: 127.0.0.1}]
   trustedProxies: [127.0.0.1/32]
   policies:
-    - ipFilter: {deny: [10.0.0.0/8, "fd00::/8"]}
+    - ipFilter: {deny: [10.0.0.0/8, "fd00::/8", "::ffff:203.0.113.0/120"]}
       requestLimits: {maxHeaderSize: 4000}
     - enforced: true
       headers: {response: {set: {x-edge: "1"}}}
@@ -108,6 +108,10 @@ def gw(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) -> Iterator
         pytest.param("/other", "fd00::5", 403, id="denied-v6"),
         pytest.param("/other", "8.8.8.8:4711", 200, id="not-denied-with-port"),
         pytest.param("/internal", "192.168.1.5:4711", 200, id="allowed-with-port"),
+        # a CIDR written IPv4-mapped covers those clients, however their address is written
+        pytest.param("/other", "203.0.113.5", 403, id="denied-by-v4-mapped-cidr"),
+        pytest.param("/other", "::ffff:203.0.113.5", 403, id="denied-v4-mapped-by-v4-mapped-cidr"),
+        pytest.param("/other", "203.0.114.5", 200, id="outside-v4-mapped-cidr"),
     ],
 )
 def test_ip_filter_on_real_client_ip(gw: GatewayProc, path: str, forwarded_for: str | None,
