@@ -3,7 +3,9 @@
 The check request has the client's method and path (under the service URL's path), the
 ``headersToAuth`` the client sent, and ``x-forwarded-for`` with the client IP; no body. A 2xx
 answer lets the request through and copies ``upstreamHeaders`` of the answer onto the upstream
-request. Any other answer is returned to the client as is (status, body, ``clientHeaders``). If
+request. Any other answer is returned to the client as is (status, body, ``clientHeaders``
+and always ``WWW-Authenticate``). Client-sent fields named in ``upstreamHeaders`` never reach
+the upstream (only the service's copies do, like ``jwt``'s ``claimsToHeaders``). If
 the service cannot be reached or does not answer within ``timeout``, ``failOpen`` lets the
 request through, otherwise the client gets ``statusOnError`` (403). An ``https`` service is
 verified against ``caFile`` (or the system's CAs) with the URL's host as SNI; a refused
@@ -55,7 +57,10 @@ class ExtAuthFilter(Filter):
                                              b"authorization service unavailable\n")
         self.forward = frozenset(h.encode() for h in settings.headers_to_auth)
         self.upstream_headers = frozenset(h.encode() for h in settings.upstream_headers)
-        self.client_headers = frozenset(h.encode() for h in settings.client_headers)
+        # the auth service's challenge always reaches the client (RFC 9110 §11.6.1: a 401
+        # carries WWW-Authenticate), whatever clientHeaders lists
+        self.client_headers = frozenset(h.encode() for h in settings.client_headers) | {
+            b"www-authenticate"}
         cache = settings.cache
         self.cache_ttl = cache.ttl if cache else 0.0
         self.cache_max = cache.max_entries if cache else 0
@@ -118,11 +123,14 @@ class ExtAuthFilter(Filter):
         add, answer = decision
         if answer is not None:
             return answer
-        if add:
-            names = {n for n, _ in add}
+        names = self.upstream_headers
+        if names:
+            # client-sent copies of every upstreamHeaders name are dropped, also the ones the
+            # answer did not set: the upstream trusts these names to come from the service
             headers = ctx.request_headers
             headers[:] = [h for h in headers if h[0] not in names]
-            headers.extend(add)
+            if add:
+                headers.extend(add)
         return None
 
 

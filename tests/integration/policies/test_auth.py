@@ -108,6 +108,18 @@ class AuthService:
                     self.send_header("content-length", "0")
                     self.end_headers()
                     return
+                if headers.get("authorization") == "Bearer anonymous":  # allowed, no x-user
+                    self.send_response(200)
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
+                if headers.get("authorization") == "Bearer expired":  # a challenge
+                    self.send_response(401)
+                    self.send_header("www-authenticate", 'Bearer realm="auth", error="expired"')
+                    self.send_header("x-internal", "no")
+                    self.send_header("content-length", "0")
+                    self.end_headers()
+                    return
                 body = b"denied by policy"
                 self.send_response(403)
                 self.send_header("x-deny-reason", "bad-token")
@@ -465,6 +477,29 @@ def test_ext_auth_allows_denies_and_caches(env: dict[str, Any]) -> None:
     for _ in range(3):
         assert request(port, "GET", "/ext/c", {"authorization": "Bearer good"})[0] == 200
     assert len(auth.calls) == calls  # decisions cached for the ttl
+
+
+def test_ext_auth_upstream_headers_only_from_the_service(env: dict[str, Any]) -> None:
+    """An allowing answer without ``x-user`` (an upstreamHeaders name): before, the client's
+    own ``x-user: admin`` reached the upstream, which trusts that name to come from the
+    service; now every client-sent copy is dropped (also on a cached decision)."""
+    for _ in range(2):  # asked, then from the cache
+        status, _, body = request_fields(env["gw"].port, "GET", "/ext/anon", [
+            ("authorization", "Bearer anonymous"), ("x-user", "admin"), ("X-User", "root")])
+        assert status == 200, body
+        assert "x-user" not in echoed(body)["headers"]
+
+
+def test_ext_auth_challenge_reaches_the_client(env: dict[str, Any]) -> None:
+    """A 401 of the service with ``WWW-Authenticate`` (not in clientHeaders): before, the
+    client got a 401 without a challenge (RFC 9110 §11.6.1 requires one); other fields of
+    the answer still stay behind unless listed."""
+    for _ in range(2):  # asked, then from the cache
+        status, headers, _ = request(env["gw"].port, "GET", "/ext/x",
+                                     {"authorization": "Bearer expired"})
+        assert status == 401
+        assert headers["www-authenticate"] == 'Bearer realm="auth", error="expired"'
+        assert "x-internal" not in headers
 
 
 def test_ext_auth_timeout_and_failure_modes(env: dict[str, Any]) -> None:
