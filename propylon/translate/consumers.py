@@ -6,7 +6,8 @@ become SHA-256 hex digests (keys are long random strings, so a fast hash is enou
 is one dict access); basic-auth passwords become PBKDF2-HMAC-SHA256 with a salt derived from
 the consumer and user name, so that translation stays deterministic (equal inputs, equal
 version). A Consumer whose secret cannot be read is Invalid and left out; the reason names the
-reference, never the secret. Two consumers with one API key: both are Invalid for that key.
+reference, never the secret. Two consumers with one API key: both are Invalid for that key;
+the same for two consumers with one basic-auth username.
 
 The auth policies' ``consumers`` restrictions name Consumers; a name that matches no Consumer
 (a typo, a deleted Consumer), a bare name that matches Consumers in several namespaces, and
@@ -278,11 +279,17 @@ def _translate_one(consumer: Consumer, status: StatusBook) -> ConsumerIR | None:
 def _without_shared_keys(
     consumers: list[ConsumerIR], status: StatusBook
 ) -> tuple[ConsumerIR, ...]:
-    """An API key held by two consumers identifies neither: both lose it (and are told)."""
+    """An API key held by two consumers identifies neither: both lose it (and are told).
+    So does a basic-auth username: the proxy looks a user up by name, so of two consumers
+    with one username the first (by key) took it and the other's user silently never
+    authenticated."""
     owners: dict[str, list[str]] = {}
+    users: dict[str, set[str]] = {}
     for c in consumers:
         for k in c.api_keys:
             owners.setdefault(k, []).append(c.key)
+        for user in c.basic_auth:
+            users.setdefault(user.username, set()).add(c.key)
     shared = {k for k, who in owners.items() if len(who) > 1}
     out: list[ConsumerIR] = []
     for c in consumers:
@@ -290,6 +297,12 @@ def _without_shared_keys(
         if mine:
             others = sorted({o for k in mine for o in owners[k]} - {c.key})
             status.fail("Consumer", c.key, f"an API key is also used by Consumer {others[0]}")
+            continue
+        names = sorted(u.username for u in c.basic_auth if len(users[u.username]) > 1)
+        if names:
+            others = sorted(users[names[0]] - {c.key})
+            status.fail("Consumer", c.key,
+                        f'basic-auth username "{names[0]}" is also used by Consumer {others[0]}')
             continue
         out.append(c)
     return tuple(out)

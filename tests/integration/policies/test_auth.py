@@ -174,6 +174,20 @@ spec:
     apiKeys: [{secretRef: {env: NOT_SET_ANYWHERE}}]
 ---
 apiVersion: propylon.dev/v1
+kind: Consumer
+metadata: {name: carol-a}
+spec:
+  credentials:
+    basicAuth: [{username: carol, secretRef: {file: carol-a.pw}}]
+---
+apiVersion: propylon.dev/v1
+kind: Consumer
+metadata: {name: carol-b, namespace: team-b}
+spec:
+  credentials:
+    basicAuth: [{username: carol, secretRef: {file: carol-b.pw}}]
+---
+apiVersion: propylon.dev/v1
 kind: Route
 metadata: {name: api}
 spec:
@@ -234,7 +248,8 @@ def env(tmp_path_factory: pytest.TempPathFactory, upstream: Upstream) -> Iterato
     config = (CONFIG.replace("UPSTREAM", str(upstream.port)).replace("JWKS", str(jwks.port))
               .replace("AUTH", str(auth.port)).replace("SLOW", str(slow.port))
               .replace("DOWN", str(free_port())))
-    gw = GatewayProc(root, config, files={"acme.key": "k-acme-0123456789\n", "ed.pem": ed_pem},
+    gw = GatewayProc(root, config, files={"acme.key": "k-acme-0123456789\n", "ed.pem": ed_pem,
+                                     "carol-a.pw": "pw-a", "carol-b.pw": "pw-b"},
                      env={"ALICE_PASSWORD": "s3cret"})
     yield {"gw": gw, "jwks": jwks, "auth": auth, "rsa": rsa_key, "ed": ed_key}
     gw.stop()
@@ -334,6 +349,26 @@ def test_secrets_only_hashed_and_bad_consumer_invalid(env: dict[str, Any]) -> No
     assert broken["state"] == "Invalid"
     assert "environment variable NOT_SET_ANYWHERE is not set" in broken["reasons"][0]
     assert [c["name"] for c in config.get("consumers", [])] == ["acme"]
+
+
+def test_basic_auth_username_of_two_consumers_is_refused(env: dict[str, Any]) -> None:
+    """Two Consumers with the user ``carol``: before, both were Accepted and the first by key
+    (``default/carol-a``) took the name, so ``team-b/carol-b``'s carol never authenticated
+    (401 with the right password) and nothing said why. Now the name identifies neither, as a
+    shared API key: both Consumers are Invalid with the reason, and carol is refused."""
+    config = env["gw"].config()
+    for key, other in (("default/carol-a", "team-b/carol-b"),
+                       ("team-b/carol-b", "default/carol-a")):
+        status = next(s for s in config["statuses"] if s["key"] == key)
+        assert status["state"] == "Invalid"
+        assert status["reasons"] == [
+            f'basic-auth username "carol" is also used by Consumer {other}']
+    for password in ("pw-a", "pw-b"):
+        token = base64.b64encode(f"carol:{password}".encode()).decode()
+        assert request(env["gw"].port, "GET", "/basic",
+                       {"authorization": f"Basic {token}"})[0] == 401
+    alice = base64.b64encode(b"alice:s3cret").decode()
+    assert request(env["gw"].port, "GET", "/basic", {"authorization": f"Basic {alice}"})[0] == 200
 
 
 @pytest.mark.parametrize(
