@@ -81,13 +81,14 @@ def simple_response(
 ) -> bytes:
     """A complete locally generated response (errors, direct responses, redirects)."""
     head = head_with_fields(status_line(status), headers) if headers else status_line(status)
-    if status >= 200 and status not in (204, 304):
+    with_body = status >= 200 and status not in (204, 304)  # RFC 9110 §6.4.1: never a body
+    if with_body:
         if body:
             head = b"%bcontent-type: %b\r\n" % (head, content_type)
         head = b"%bcontent-length: %d\r\n" % (head, len(body))
     if close:
         head = b"%bconnection: close\r\n" % head
-    if body and not head_only:
+    if body and with_body and not head_only:
         return b"%b\r\n%b" % (head, body)
     return b"%b\r\n" % head
 

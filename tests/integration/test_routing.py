@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support import resources as r
-from tests.support.client import roundtrip
+from tests.support.client import RawClient, roundtrip
 from tests.support.gateway import Gateway
 from tests.support.upstream import ScriptedUpstream
 
@@ -222,3 +222,20 @@ def test_invalid_route_answers_the_gateways_invalid_route_response(gw, ups) -> N
     assert healthy.status == 200
     assert healthy.header("x-upstream") == "a"
     assert any("broken" in w for w in gw.stats()["warnings"])
+
+
+@pytest.mark.parametrize("status", [204, 304])
+def test_a_direct_response_without_a_body_by_definition_sends_none(gateways, status: int
+                                                                    ) -> None:
+    """RFC 9110 §6.4.1: 204 and 304 never have a body. A directResponse of one with a body
+    sent the body after the head: on a keep-alive connection the client read it as the start
+    of the next answer."""
+    gw = gateways(lambda port: r.dump(r.gateway(port), r.route("nobody", rules=[
+        r.rule(directResponse={"status": status, "body": "nothing"})])))
+    with RawClient(gw.port) as client:
+        client.request("GET", "/first")
+        first = client.read_final()
+        client.request("GET", "/second")
+        second = client.read_final()
+    assert (first.status, first.body, second.status, second.body) == (status, b"", status, b"")
+    assert first.header("content-length") is None
