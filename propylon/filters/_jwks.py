@@ -6,10 +6,11 @@ background task that fetches the set, then sleeps until the answer's ``Cache-Con
 max-age`` (or ``cacheDuration``) runs out and fetches again. A failed fetch keeps the keys it
 had (stale beats none) and retries with a doubling backoff (1s .. 60s). A token naming an
 unknown ``kid`` triggers one immediate fetch (at most one per ``minRefreshInterval``), which is
-how a key rotation is picked up before the cache expires. The task ends after 10 minutes
-without a request and starts again with the next one. An ``https`` URL is fetched over TLS
-verified against ``caFile`` (or the system's CAs), its host as SNI; a refused certificate is a
-failed fetch like any other (logged, stale keys kept, backoff).
+how a key rotation is picked up before the cache expires; the same bound holds while there are
+no keys yet (an endpoint down from the start is not fetched once per request). The task ends
+after 10 minutes without a request and starts again with the next one. An ``https`` URL is
+fetched over TLS verified against ``caFile`` (or the system's CAs), its host as SNI; a refused
+certificate is a failed fetch like any other (logged, stale keys kept, backoff).
 """
 
 from __future__ import annotations
@@ -123,10 +124,12 @@ class JwksCache:
             self.runner = asyncio.get_running_loop().create_task(self._run())
 
     def fetch_soon(self) -> asyncio.Task[None] | None:
-        """A fetch to wait for (an unknown kid), or None if one ran too recently."""
+        """A fetch to wait for (an unknown kid), or None if one ran too recently. Also without
+        keys: with the endpoint down, each token would otherwise start (and wait for) a fetch
+        of its own; the background refresher keeps retrying with its backoff."""
         if self.inflight is not None:
             return self.inflight
-        if time.monotonic() - self.last_fetch < self.min_refresh and self.keys is not None:
+        if time.monotonic() - self.last_fetch < self.min_refresh:
             return None
         return self._start_fetch()
 

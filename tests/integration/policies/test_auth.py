@@ -548,3 +548,42 @@ def test_ext_auth_timeout_and_failure_modes(env: dict[str, Any]) -> None:
 
 def test_reload_keeps_working(env: dict[str, Any]) -> None:
     poll_until(lambda: request(env["gw"].port, "GET", "/open")[0] in (200, 404))
+
+
+def test_jwks_down_without_keys_is_not_fetched_per_request(
+        tmp_path: Path, upstream: Upstream) -> None:
+    """The JWKS endpoint fails from the start (no key set yet). Before, every request with a
+    token started (and waited for) a fetch of its own: 20 requests, 20 fetches, the IdP
+    hammered at the clients' rate. Now a failed fetch holds the next one back for
+    ``minRefreshInterval`` (as Envoy's ``failed_refetch_duration``): the requests in between
+    are refused at once (401 ``unknown signing key``); when the endpoint is back, the first
+    request after the interval fetches and is admitted."""
+    jwks = JwksServer()
+    key, pub = rsa_jwk("k1")
+    jwks.keys = [pub]
+    jwks.fail = True
+    config = (EDGE_AND_ECHO + """apiVersion: propylon.dev/v1
+kind: Route
+metadata: {name: api}
+spec:
+  rules:
+    - matches: [{path: {prefix: /jwt}}]
+      forward: {backends: [{upstream: echo}]}
+      policies:
+        - jwt: {jwks: {url: "http://127.0.0.1:JWKS/jwks.json", minRefreshInterval: 2s}}
+""").replace("UPSTREAM", str(upstream.port)).replace("JWKS", str(jwks.port))
+    gw = GatewayProc(tmp_path, config)
+    try:
+        auth = {"authorization": f"Bearer {mint(key, 'RS256', 'k1')}"}
+        for _ in range(20):
+            status, headers, _ = request(gw.port, "GET", "/jwt", auth)
+            assert status == 401
+            assert 'error_description="unknown signing key"' in headers["www-authenticate"]
+        # the first request's, and the refresher's retries (1 s, 2 s backoff) under a slow CI
+        assert 1 <= jwks.fetches <= 3
+        jwks.fail = False
+        poll_until(lambda: request(gw.port, "GET", "/jwt", auth)[0] == 200, timeout=10,
+                   interval=0.2)
+    finally:
+        gw.stop()
+        jwks.stop()
