@@ -109,6 +109,18 @@ class HeadersPolicy(Model):
                 raise invalid(error.type, f"{op}: {error.message()}")
         return edits
 
+    @field_validator("response")
+    @classmethod
+    def _no_request_id(cls, edits: HeaderEdits) -> HeaderEdits:
+        # every answer carries the request's id, once (the access log's request_id): an edit
+        # of it would give the client two, or none it could match to the log
+        for op, names in (("set", edits.set), ("add", edits.add), ("remove", edits.remove)):
+            if "x-request-id" in names:
+                raise invalid("gateway_owned_header", f"{op}: header x-request-id is set by "
+                              "the gateway on every answer (the request's id, as logged) and "
+                              "cannot be changed by a policy")
+        return edits
+
     @model_validator(mode="after")
     def _no_secrets_to_clients(self) -> HeadersPolicy:
         edits = {**self.response.set, **self.response.add}

@@ -152,6 +152,30 @@ def test_allowed_namespaces_are_names_or_star(value: str) -> None:
 
 # --- headers the gateway owns ---------------------------------------------------------------
 
+@pytest.mark.parametrize("edits", [
+    "response: {set: {x-request-id: abc}}",
+    "response: {add: {X-Request-Id: abc}}",
+    "response: {remove: [x-request-id]}",
+])
+def test_a_response_edit_of_the_request_id_is_refused(edits: str) -> None:
+    """Every answer carries the request's id once (the access log's): a response edit of it
+    gave the client two ids, or could not remove the gateway's."""
+    text = GATEWAY + textwrap.dedent(f"""\
+        ---
+        apiVersion: propylon.dev/v1
+        kind: Route
+        metadata: {{name: r, namespace: team-a}}
+        spec:
+          rules:
+            - directResponse: {{status: 200}}
+              policies:
+                - headers:
+                    {edits}
+        """)
+    (error,) = load_text(text, "team-a.yaml").errors
+    assert error.field == "spec.rules[0].policies[0].headers.response"
+    assert "header x-request-id is set by the gateway on every answer" in error.message
+
 @pytest.mark.parametrize(
     ("edits", "refused"),
     [
@@ -164,7 +188,7 @@ def test_allowed_namespaces_are_names_or_star(value: str) -> None:
         pytest.param("request: {set: {x-request-id: abc}}", "x-request-id", id="request-id"),
         pytest.param("request: {remove: [x-consumer-name, x-request-id]}", None,
                      id="remove-allowed"),
-        pytest.param("response: {set: {x-request-id: abc}}", None, id="response-allowed"),
+        pytest.param("response: {set: {x-consumer-name: abc}}", None, id="response-allowed"),
         pytest.param("request: {set: {x-consumers: a}}", None, id="other-name"),
     ],
 )
