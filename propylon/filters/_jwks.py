@@ -4,7 +4,8 @@
 survive configuration reloads. It never fetches at build time: the first request starts a
 background task that fetches the set, then sleeps until the answer's ``Cache-Control:
 max-age`` (or ``cacheDuration``) runs out and fetches again. A failed fetch keeps the keys it
-had (stale beats none) and retries with a doubling backoff (1s .. 60s). A token naming an
+had (stale beats none) and retries with a doubling backoff (1s .. 60s). Keys published for
+encryption (``use: enc``, ``key_ops`` without ``verify``) are skipped. A token naming an
 unknown ``kid`` triggers one immediate fetch (at most one per ``minRefreshInterval``), which is
 how a key rotation is picked up before the cache expires; the same bound holds while there are
 no keys yet (an endpoint down from the start is not fetched once per request). The task ends
@@ -81,6 +82,8 @@ def load_key_file(path: str, kid: str | None, algorithm: str | None) -> tuple[st
 def parse_jwks(body: bytes, version: int) -> KeySet:
     keys: list[tuple[str | None, str, Key]] = []
     for item in json.loads(body).get("keys", []):
+        if not _for_signatures(item):
+            continue
         try:
             jwk = jwt.PyJWK(item)
         except (jwt.PyJWKError, jwt.InvalidKeyError, KeyError, ValueError):
@@ -89,6 +92,18 @@ def parse_jwks(body: bytes, version: int) -> KeySet:
         if alg in ("RS256", "ES256", "EdDSA", "HS256"):
             keys.append((jwk.key_id, alg, jwk.key))
     return KeySet(keys, version)
+
+
+def _for_signatures(item: Any) -> bool:
+    """Whether a JWK may verify signatures (RFC 7517 §4.2, §4.3): not one published for
+    encryption (``"use": "enc"``) or whose ``key_ops`` leave out ``verify``."""
+    if not isinstance(item, dict):
+        return False
+    use = item.get("use")
+    if use is not None and use != "sig":
+        return False
+    ops = item.get("key_ops")
+    return ops is None or (isinstance(ops, list) and "verify" in ops)
 
 
 def max_age(value: bytes | None) -> float | None:

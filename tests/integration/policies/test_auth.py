@@ -587,3 +587,36 @@ spec:
     finally:
         gw.stop()
         jwks.stop()
+
+
+def test_jwks_encryption_keys_do_not_verify_tokens(
+        tmp_path: Path, upstream: Upstream) -> None:
+    """A JWKS key published with ``"use": "enc"`` is for encrypting to its owner, not for
+    signatures (RFC 7517 §4.2): before, a token signed with it was admitted; now such keys
+    (and keys whose ``key_ops`` leave out ``verify``) are skipped, and the ``sig`` one works."""
+    jwks = JwksServer()
+    enc_key, enc_pub = rsa_jwk("enc1")
+    ops_key, ops_pub = rsa_jwk("ops1")
+    sig_key, sig_pub = rsa_jwk("sig1")
+    jwks.keys = [{**enc_pub, "use": "enc"}, {**ops_pub, "key_ops": ["encrypt"]}, sig_pub]
+    config = (EDGE_AND_ECHO + """apiVersion: propylon.dev/v1
+kind: Route
+metadata: {name: api}
+spec:
+  rules:
+    - matches: [{path: {prefix: /jwt}}]
+      forward: {backends: [{upstream: echo}]}
+      policies: [{jwt: {jwks: {url: "http://127.0.0.1:JWKS/jwks.json"}}}]
+""").replace("UPSTREAM", str(upstream.port)).replace("JWKS", str(jwks.port))
+    gw = GatewayProc(tmp_path, config)
+    try:
+        for key, kid in ((enc_key, "enc1"), (ops_key, "ops1")):
+            status, headers, _ = request(gw.port, "GET", "/jwt", {
+                "authorization": f"Bearer {mint(key, 'RS256', kid)}"})
+            assert status == 401, kid
+            assert 'error_description="unknown signing key"' in headers["www-authenticate"]
+        assert request(gw.port, "GET", "/jwt", {
+            "authorization": f"Bearer {mint(sig_key, 'RS256', 'sig1')}"})[0] == 200
+    finally:
+        gw.stop()
+        jwks.stop()
