@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 from propylon.ir import CircuitBreakerIR, ListenerIR, RedirectIR, UpstreamIR
@@ -48,6 +48,11 @@ class ClusterEndpoint:
         self.active = 0
         self.label = f"{pool.address}:{pool.port}"
         self.key = self.label  # what ring_hash places on its ring
+
+
+def _weighted(endpoints: Sequence[ClusterEndpoint]) -> int:
+    """How many of ``endpoints`` take traffic (weight above 0): a group's capacity."""
+    return sum(1 for e in endpoints if e.weight > 0)
 
 
 class Cluster:
@@ -137,7 +142,9 @@ class Cluster:
             self._rebalance_groups(now)
         else:
             usable = [e for e in self.endpoints if e.health.usable(now)]
-            self.panic = len(usable) * 100 < self.panic_threshold * len(self.endpoints)
+            # a drained endpoint (weight 0) takes no traffic: it counts for no capacity
+            self.panic = (_weighted(usable) * 100
+                          < self.panic_threshold * _weighted(self.endpoints))
             self.balancer = self.make_balancer(self.endpoints if self.panic else usable)
         ends = [e.health.ejected_until for e in self.endpoints if e.health.ejected_until > now]
         self.recheck_at = min(ends) if ends else float("inf")
@@ -147,7 +154,7 @@ class Cluster:
         balancer per group that takes traffic, and one over them while several do."""
         usable = [[e for e in group if e.health.usable(now)] for group in self.groups]
         self.loads, self.panic = priority_loads(
-            [len(u) for u in usable], [len(g) for g in self.groups],
+            [_weighted(u) for u in usable], [_weighted(g) for g in self.groups],
             self.failover_threshold, self.panic_threshold)
         chosen = [(group if self.panic else ok, load)
                   for group, ok, load in zip(self.groups, usable, self.loads, strict=True)

@@ -31,6 +31,11 @@ def gw(module_gateways, ups) -> Gateway:
         r.route("p0", hostnames=["p0.test"], rules=[r.rule(forward=r.forward("panic0"))]),
         r.upstream("panic50", *ports, healthCheck=ACTIVE, loadBalancer={"panicThreshold": 50}),
         r.upstream("panic0", *ports, healthCheck=ACTIVE, loadBalancer={"panicThreshold": 0}),
+        r.route("drained", hostnames=["drained.test"],
+                rules=[r.rule(forward=r.forward("drained"))]),
+        # c drained (weight 0): a and b are the capacity, and a is half of it
+        r.upstream("drained", ports[0], ports[1], (ports[2], 0), healthCheck=ACTIVE,
+                   loadBalancer={"panicThreshold": 50}),
     ))
 
 
@@ -56,7 +61,7 @@ def two_sick(gw, ups):
     b.handler, c.handler = failing("b"), failing("c")
 
     def settled() -> bool:
-        for name in ("default/panic50", "default/panic0"):
+        for name in ("default/panic50", "default/panic0", "default/drained"):
             state = endpoints(gw, name)
             if not (state[a.port]["healthy"] and not state[b.port]["healthy"]
                     and not state[c.port]["healthy"]):
@@ -79,3 +84,11 @@ def test_panic_threshold_0_uses_only_the_healthy(gw, two_sick) -> None:
     seen = outcomes(gw.port, "p0.test", 30)
     assert seen == {(200, "a"): 30}, seen
     assert "default/panic0" not in gw.stats()["panic"]
+
+
+def test_a_drained_endpoint_counts_for_no_capacity(gw, two_sick) -> None:
+    """A weight-0 endpoint takes no traffic: down, it made 1 healthy of 3 (panic, half the
+    requests to the sick b); of the endpoints that take traffic, 1 of 2 are healthy, 50 %, no
+    panic."""
+    assert outcomes(gw.port, "drained.test", 30) == {(200, "a"): 30}
+    assert "default/drained" not in gw.stats()["panic"]
