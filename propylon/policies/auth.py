@@ -19,6 +19,19 @@ from propylon.policies.headers import UpstreamHeaderName
 from propylon.schema import Duration, HeaderName, Model, StatusCode, exactly_one, invalid
 
 
+def _check_realm(value: str) -> str:
+    """A realm goes inside ``realm="..."`` of ``WWW-Authenticate``: printable ASCII without
+    ``"`` or ``\\``, so it can neither end the quoted string (and add parameters of its own
+    to the challenge) nor fail to encode in a header field."""
+    if not re.fullmatch(r'[\x20-\x7e]*', value) or '"' in value or "\\" in value:
+        raise invalid("realm", 'a realm is printable ASCII without " or \\')
+    return value
+
+
+# The realm of a 401 challenge (RFC 9110 §11.6.1, a quoted-string).
+Realm = Annotated[str, AfterValidator(_check_realm)]
+
+
 class TokenSource(Model):
     """Where a JWT is read from: a header (with a prefix to strip) or a cookie."""
 
@@ -94,7 +107,7 @@ class JwtPolicy(Model):
     claims_to_headers: list[ClaimHeader] = Field(default_factory=list)
     token_from: list[TokenSource] = Field(default_factory=_bearer)
     forward_token: bool = True
-    realm: str = "propylon"
+    realm: Realm = "propylon"
 
     _defaults = field_validator("algorithms", "token_from", mode="before")(_empty_is_default)
 
@@ -168,7 +181,7 @@ class ApiKeyPolicy(Model):
 
 
 class BasicAuthPolicy(Model):
-    realm: str = "propylon"
+    realm: Realm = "propylon"
     consumer_headers: ConsumerHeaders = Field(default_factory=ConsumerHeaders)
     consumers: ConsumerRestriction | None = None
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import json
 import ssl
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -620,3 +622,35 @@ spec:
     finally:
         gw.stop()
         jwks.stop()
+
+
+@pytest.mark.parametrize(
+    ("policy", "field"),
+    [
+        pytest.param('{basicAuth: {realm: "T\u014dky\u014d"}}', "basicAuth.realm", id="not-ascii"),
+        pytest.param("""{jwt: {keys: [{file: hs.key, algorithm: HS256}], algorithms: [HS256],
+                     realm: 'shop", error="none'}}""", "jwt.realm", id="quote"),
+        pytest.param(r'{basicAuth: {realm: "a\\"}}', "basicAuth.realm", id="backslash"),
+    ],
+)
+def test_realm_that_would_break_the_challenge_is_refused(
+        tmp_path: Path, upstream: Upstream, policy: str, field: str) -> None:
+    """Before: a non-latin-1 realm failed the rule with a codec error ("'latin-1' codec can't
+    encode..."), and a realm with ``"`` was accepted and ended the quoted string, adding its
+    own parameters to the challenge (``Bearer realm="shop", error="none"``). Now both are
+    validation errors at the field."""
+    (tmp_path / "hs.key").write_text("secret-0123456789\n")
+    config = (EDGE_AND_ECHO + """apiVersion: propylon.dev/v1
+kind: Route
+metadata: {name: api}
+spec:
+  rules:
+    - forward: {backends: [{upstream: echo}]}
+      policies: [POLICY]
+""").replace("UPSTREAM", str(upstream.port)).replace("POLICY", policy)
+    (tmp_path / "gateway.yaml").write_text(config.replace("$PORT", str(free_port())))
+    proc = subprocess.run([sys.executable, "-m", "propylon", "validate", str(tmp_path)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode != 0, output
+    assert f'{field}: a realm is printable ASCII without " or \\' in output, output
