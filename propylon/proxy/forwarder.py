@@ -242,7 +242,7 @@ class Forwarder:
         if timeout and request.endpoint is not None:
             # the copy gets the route's deadline too: a mirror that never answers must not
             # hold its connection (or its place in the pool's queue) for ever
-            session.proto.loop.call_later(timeout, expire_mirror, request)
+            request.timer = session.proto.loop.call_later(timeout, expire_mirror, request)
 
     # -- retries ---------------------------------------------------------------------------
     def retry_or_fail(self, condition: str, status: int = 0, fresh: bool = False) -> bool:

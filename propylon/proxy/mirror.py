@@ -8,6 +8,7 @@ for it and never sees it. A mirror that cannot connect, or is slow, costs the cl
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from propylon.proxy.http11 import Headers
@@ -23,7 +24,7 @@ class MirrorRequest:
     """One mirrored request: a pool client and an upstream client that discards answers."""
 
     __slots__ = (
-        "aborted", "conn", "endpoint", "payload", "upgrade",
+        "aborted", "conn", "endpoint", "payload", "timer", "upgrade",
     )
 
     def __init__(self, head: bytes, body: list[bytes]) -> None:
@@ -32,14 +33,28 @@ class MirrorRequest:
         self.upgrade: bytes | None = None
         self.conn: ClientConnection | None = None
         self.endpoint: ClusterEndpoint | None = None
+        self.timer: asyncio.TimerHandle | None = None  # its deadline (the route's timeout)
 
     def send(self, cluster: Cluster, hash_key: str | None) -> None:
+        """Send the copy, unless the mirror upstream's circuit breaker is full: a copy never
+        waits past it, nor adds a connection over ``maxConnections`` (it is dropped and
+        counted as the breaker's overflow, as a request would be refused)."""
+        may_connect = True
+        if cluster.breaker is not None:
+            may_connect = cluster.may_open_connection()
+            if cluster.overloaded() is not None:
+                cluster.stats.overflows += 1
+                return
         endpoint = cluster.balancer.pick(hash_key)
         if endpoint is None:
             return
+        pool = endpoint.pool
+        if not may_connect and pool.would_wait(may_connect):
+            cluster.stats.overflows += 1
+            return
         self.endpoint = endpoint
         endpoint.active += 1
-        conn = endpoint.pool.acquire(self)
+        conn = pool.acquire(self, may_connect)
         if conn is not None:
             self.on_upstream_connected(conn)
 
@@ -117,6 +132,9 @@ class MirrorRequest:
         return None  # a mirror never opens a tunnel
 
     def _done(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         if self.endpoint is not None:
             self.endpoint.active -= 1
             self.endpoint = None

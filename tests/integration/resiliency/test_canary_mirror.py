@@ -10,7 +10,7 @@ import pytest
 from tests.integration.resiliency.conftest import endpoints
 from tests.support import resources as r
 from tests.support.client import RawClient
-from tests.support.gateway import Gateway
+from tests.support.gateway import Gateway, metric_value
 from tests.support.net import poll_until
 from tests.support.upstream import Reply, pattern_body
 
@@ -132,3 +132,28 @@ def test_mirror_that_never_answers_is_dropped_at_the_route_timeout(gw, ups) -> N
     assert held() > 0  # the copies are still waiting for their answers
     # route timeout 1 s: the copies are dropped then, not after the 120 s the answers take
     poll_until(lambda: held() == 0, 5, message="mirrored copies dropped at the route timeout")
+
+
+def test_a_mirror_keeps_to_its_upstreams_circuit_breaker(gateways, upstreams) -> None:
+    """Copies asked the mirror's pool for connections without looking at its circuit breaker:
+    a mirror that never answers, maxConnections 2, got a connection per mirrored request.
+    Over the breaker a copy is dropped (and counted as its overflow), never queued."""
+    primary, shadow = upstreams("bprimary"), upstreams("bshadow")
+    shadow.reply(Reply(delay=30.0, body=b"never in time"))
+    gw = gateways(lambda port: r.dump(
+        r.gateway(port),
+        r.route("m", rules=[r.rule(forward=r.forward(
+            "bprimary", timeout="20s", mirror={"upstream": "bshadow", "percent": 100}))]),
+        r.upstream("bprimary", primary.port),
+        r.upstream("bshadow", shadow.port, circuitBreaker={
+            "maxConnections": 2, "maxPendingRequests": 100, "maxRequests": 100}),
+    ))
+    with RawClient(gw.port) as client:
+        for i in range(10):
+            client.request("GET", f"/b/{i}")
+            assert client.read_final().status == 200
+    shadow.wait_for_requests(2, timeout=5)
+    time.sleep(0.5)  # more copies would have arrived by now
+    assert len({q.conn_id for q in shadow.requests}) == 2, len(shadow.requests)
+    assert metric_value(gw.metrics(), "propylon_upstream_events_total",
+                        upstream="default/bshadow", kind="circuit_breaker_overflow") == 8
