@@ -4,7 +4,8 @@ Token sources are tried in order (``tokenFrom``: a header with an optional prefi
 cookie). Checks: the header's ``alg`` is one of ``algorithms`` and matches the key's own
 algorithm (no algorithm confusion), signature, ``exp``/``nbf`` with ``clockSkew``, ``iss``,
 ``aud`` (any of ``audiences``), and ``requiredClaims`` present. ``claimsToHeaders`` copies
-claims into upstream headers (client-sent copies are removed first). A source given more
+claims into upstream headers (client-sent copies are removed first). ``forwardToken: false``
+removes the token's header field, or its cookie from the ``cookie`` fields. A source given more
 than once (two fields of its header, its cookie twice) is ``400`` with
 ``error="invalid_request"`` (RFC 6750 §3.1, "repeats the same parameter"): only one copy
 would be verified, and the layers behind the gateway could read another.
@@ -160,8 +161,11 @@ class JwtFilter(Filter):
                 value = value[len(prefix):]
             value = trimmed(value)
             if value:
-                if name and self.strip_token:
-                    headers[:] = [h for h in headers if h[0] != name]
+                if self.strip_token:
+                    if name:
+                        headers[:] = [h for h in headers if h[0] != name]
+                    else:
+                        _drop_cookie(headers, cookie_name or b"")
                 return value
         return None
 
@@ -224,3 +228,20 @@ def _cookies(headers: Headers, name: bytes) -> list[bytes]:
                 if item.startswith(prefix):
                     found.append(item[len(prefix):])
     return found
+
+
+def _drop_cookie(headers: Headers, name: bytes) -> None:
+    """Removes cookie ``name`` from every ``cookie`` field (``forwardToken: false``); a field
+    left without cookies is removed."""
+    prefix = name + b"="
+    kept: Headers = []
+    for n, v in headers:
+        if n == b"cookie":
+            items = [i.strip() for i in v.split(b";")]
+            rest = [i for i in items if i and not i.startswith(prefix)]
+            if len(rest) != len([i for i in items if i]):
+                if rest:
+                    kept.append((n, b"; ".join(rest)))
+                continue
+        kept.append((n, v))
+    headers[:] = kept

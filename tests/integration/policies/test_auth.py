@@ -217,6 +217,14 @@ spec:
             keys: [{file: ed.pem}]
             algorithms: [EdDSA]
             tokenFrom: [{cookie: session}, {header: x-token}]
+    - matches: [{path: {prefix: /kept}}]
+      forward: {backends: [{upstream: echo}]}
+      policies:
+        - jwt:
+            keys: [{file: ed.pem}]
+            algorithms: [EdDSA]
+            tokenFrom: [{cookie: session}, {header: x-token}]
+            forwardToken: false
     - matches: [{path: {prefix: /ext}}]
       forward: {backends: [{upstream: echo}]}
       policies:
@@ -494,6 +502,26 @@ def test_jwt_key_file_and_cookie(env: dict[str, Any]) -> None:
     assert request(port, "GET", "/file", {"x-token": token})[0] == 200
     rsa_token = mint(env["rsa"], "RS256", None)
     assert request(port, "GET", "/file", {"x-token": rsa_token})[0] == 401
+
+
+def test_jwt_not_forwarded_from_a_cookie(env: dict[str, Any]) -> None:
+    """``forwardToken: false`` with the token in a cookie: before, only a header source was
+    stripped and the cookie went upstream with the token; now the cookie is taken out of the
+    ``cookie`` field (the others kept; a field left empty is removed)."""
+    token = mint(env["ed"], "EdDSA", None)
+    port = env["gw"].port
+    status, _, body = request_fields(port, "GET", "/kept", [
+        ("cookie", f"a=b; session={token}; c=d"), ("cookie", "e=f")])
+    assert status == 200, body
+    cookies = [v for n, v in json.loads(body)["headers"] if n == "cookie"]
+    assert token not in json.dumps(cookies)
+    assert cookies in (["a=b; c=d", "e=f"], ["a=b; c=d; e=f"]), cookies
+    status, _, body = request(port, "GET", "/kept", {"cookie": f"session={token}"})
+    assert status == 200, body
+    assert "cookie" not in echoed(body)["headers"]
+    status, _, body = request(port, "GET", "/kept", {"x-token": token})
+    assert status == 200, body
+    assert "x-token" not in echoed(body)["headers"]
 
 
 def test_ext_auth_allows_denies_and_caches(env: dict[str, Any]) -> None:
