@@ -210,3 +210,16 @@ class ExtAuthPolicy(Model):
     ca_file: str | None = Field(default=None, min_length=1)
 
     _ca_needs_https = field_validator("ca_file")(_https_only)
+
+    @model_validator(mode="after")
+    def _cache_keys_seen(self) -> ExtAuthPolicy:
+        """A cached decision is reused for every request with the same ``keyHeaders`` values:
+        a key header the service is not sent cannot be what it decided on, and would let a
+        request without the credential reuse the decision made for one with it."""
+        if self.cache is not None:
+            for name in self.cache.key_headers:
+                if name not in self.headers_to_auth:
+                    raise invalid("cache_key_header", (
+                        f'cache.keyHeaders: "{name}" is not in headersToAuth (the service never '
+                        "sees it, so a decision cannot be keyed on it)"))
+        return self

@@ -682,3 +682,30 @@ spec:
     output = proc.stdout + proc.stderr
     assert proc.returncode != 0, output
     assert f'{field}: a realm is printable ASCII without " or \\' in output, output
+
+
+def test_ext_auth_cache_keyed_on_a_header_the_service_never_sees_is_refused(
+        tmp_path: Path, upstream: Upstream) -> None:
+    """``keyHeaders: [x-tenant]`` with the default ``headersToAuth`` (authorization, cookie):
+    before, it was accepted, and the decision the service made for ``authorization: Bearer
+    good`` + ``x-tenant: t1`` was reused for any request with ``x-tenant: t1``, without
+    credentials (a bypass). Now it is a validation error at the policy."""
+    config = (EDGE_AND_ECHO + """apiVersion: propylon.dev/v1
+kind: Route
+metadata: {name: api}
+spec:
+  rules:
+    - forward: {backends: [{upstream: echo}]}
+      policies: [{extAuth: {url: "http://127.0.0.1:1/", cache: {ttl: 30s, keyHeaders: KEYS}}}]
+""").replace("UPSTREAM", str(upstream.port))
+    for keys, refused in (("[x-tenant]", True), ("[authorization, x-tenant]", True),
+                          ("[authorization, cookie]", False)):
+        (tmp_path / "gateway.yaml").write_text(
+            config.replace("KEYS", keys).replace("$PORT", str(free_port())))
+        proc = subprocess.run([sys.executable, "-m", "propylon", "validate", str(tmp_path)],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        output = proc.stdout + proc.stderr
+        assert (proc.returncode != 0) == refused, output
+        if refused:
+            assert ('extAuth: cache.keyHeaders: "x-tenant" is not in headersToAuth'
+                    in output), output
