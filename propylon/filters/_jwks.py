@@ -81,7 +81,11 @@ def load_key_file(path: str, kid: str | None, algorithm: str | None) -> tuple[st
 
 def parse_jwks(body: bytes, version: int) -> KeySet:
     keys: list[tuple[str | None, str, Key]] = []
-    for item in json.loads(body).get("keys", []):
+    data = json.loads(body)
+    items = data.get("keys") if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        raise ValueError("the answer is not a JWK set (an object with a \"keys\" list)")
+    for item in items:
         if not _for_signatures(item):
             continue
         try:

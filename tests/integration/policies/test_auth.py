@@ -709,3 +709,37 @@ spec:
         if refused:
             assert ('extAuth: cache.keyHeaders: "x-tenant" is not in headersToAuth'
                     in output), output
+
+
+def test_jwks_answer_that_is_not_a_key_set_is_a_failed_fetch(
+        tmp_path: Path, upstream: Upstream) -> None:
+    """The JWKS endpoint answers 200 with JSON that is not a key set (``{"keys": 5}``).
+    Before, parsing raised outside the fetch's error handling: the request waiting for the
+    fetch got a 500 and no failure was logged. Now it is a failed fetch like a 500 answer:
+    401 ``unknown signing key``, logged, and the keys are picked up once the set is fixed."""
+    jwks = JwksServer()
+    key, pub = rsa_jwk("k1")
+    jwks.keys = 5  # type: ignore[assignment]
+    config = (EDGE_AND_ECHO + """apiVersion: propylon.dev/v1
+kind: Route
+metadata: {name: api}
+spec:
+  rules:
+    - matches: [{path: {prefix: /jwt}}]
+      forward: {backends: [{upstream: echo}]}
+      policies:
+        - jwt: {jwks: {url: "http://127.0.0.1:JWKS/jwks.json", minRefreshInterval: 200ms}}
+""").replace("UPSTREAM", str(upstream.port)).replace("JWKS", str(jwks.port))
+    gw = GatewayProc(tmp_path, config)
+    try:
+        auth = {"authorization": f"Bearer {mint(key, 'RS256', 'k1')}"}
+        status, headers, body = request(gw.port, "GET", "/jwt", auth)
+        assert status == 401, body
+        assert 'error_description="unknown signing key"' in headers["www-authenticate"]
+        poll_until(lambda: "JWKS fetch from" in (tmp_path / "gateway.log").read_text())
+        jwks.keys = [pub]
+        poll_until(lambda: request(gw.port, "GET", "/jwt", auth)[0] == 200, timeout=10,
+                   interval=0.3)
+    finally:
+        gw.stop()
+        jwks.stop()
