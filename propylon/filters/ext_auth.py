@@ -105,7 +105,9 @@ class ExtAuthFilter(Filter):
             response = await self.client.request(ctx.method, target, headers, self.timeout)
         except HttpError as exc:
             _log_failure(self.client, self.url, exc, self.fail_open)
-            return None if self.fail_open else self.denied_on_error
+            # let through (failOpen) as allowed without headers: the client's copies of the
+            # upstreamHeaders names are dropped all the same
+            return self.apply(ctx, ([], None)) if self.fail_open else self.denied_on_error
         if 200 <= response.status < 300:
             decision: Decision = (
                 [(n, v) for n, v in response.headers if n in self.upstream_headers], None)

@@ -239,7 +239,8 @@ spec:
       policies: [{extAuth: {url: "http://127.0.0.1:SLOW/", timeout: 200ms}}]
     - matches: [{path: {prefix: /down-open}}]
       forward: {backends: [{upstream: echo}]}
-      policies: [{extAuth: {url: "http://127.0.0.1:DOWN/", failOpen: true}}]
+      policies: [{extAuth: {url: "http://127.0.0.1:DOWN/", failOpen: true,
+                            upstreamHeaders: [x-user]}}]
     - matches: [{path: {prefix: /down-closed}}]
       forward: {backends: [{upstream: echo}]}
       policies: [{extAuth: {url: "http://127.0.0.1:DOWN/"}}]
@@ -553,6 +554,15 @@ def test_ext_auth_upstream_headers_only_from_the_service(env: dict[str, Any]) ->
             ("authorization", "Bearer anonymous"), ("x-user", "admin"), ("X-User", "root")])
         assert status == 200, body
         assert "x-user" not in echoed(body)["headers"]
+
+
+def test_ext_auth_fail_open_drops_client_upstream_headers(env: dict[str, Any]) -> None:
+    """The service is down and ``failOpen`` lets the request through: before, the client's
+    ``x-user: admin`` (an upstreamHeaders name) reached the upstream as if the service had
+    said it; now it is dropped as on an allowing answer without it."""
+    status, _, body = request(env["gw"].port, "GET", "/down-open", {"x-user": "admin"})
+    assert status == 200, body
+    assert "x-user" not in echoed(body)["headers"]
 
 
 def test_ext_auth_challenge_reaches_the_client(env: dict[str, Any]) -> None:
