@@ -152,15 +152,9 @@ def test_allowed_namespaces_are_names_or_star(value: str) -> None:
 
 # --- headers the gateway owns ---------------------------------------------------------------
 
-@pytest.mark.parametrize("edits", [
-    "response: {set: {x-request-id: abc}}",
-    "response: {add: {X-Request-Id: abc}}",
-    "response: {remove: [x-request-id]}",
-])
-def test_a_response_edit_of_the_request_id_is_refused(edits: str) -> None:
-    """Every answer carries the request's id once (the access log's): a response edit of it
-    gave the client two ids, or could not remove the gateway's."""
-    text = GATEWAY + textwrap.dedent(f"""\
+def headers_route(edits: str) -> str:
+    """The Gateway and a Route of team-a whose rule has a headers policy of ``edits``."""
+    return GATEWAY + textwrap.dedent(f"""\
         ---
         apiVersion: propylon.dev/v1
         kind: Route
@@ -172,9 +166,20 @@ def test_a_response_edit_of_the_request_id_is_refused(edits: str) -> None:
                 - headers:
                     {edits}
         """)
-    (error,) = load_text(text, "team-a.yaml").errors
+
+
+@pytest.mark.parametrize("edits", [
+    "response: {set: {x-request-id: abc}}",
+    "response: {add: {X-Request-Id: abc}}",
+    "response: {remove: [x-request-id]}",
+])
+def test_a_response_edit_of_the_request_id_is_refused(edits: str) -> None:
+    """Every answer carries the request's id once (the access log's): a response edit of it
+    gave the client two ids, or could not remove the gateway's."""
+    (error,) = load_text(headers_route(edits), "team-a.yaml").errors
     assert error.field == "spec.rules[0].policies[0].headers.response"
     assert "header x-request-id is set by the gateway on every answer" in error.message
+
 
 @pytest.mark.parametrize(
     ("edits", "refused"),
@@ -193,19 +198,7 @@ def test_a_response_edit_of_the_request_id_is_refused(edits: str) -> None:
     ],
 )
 def test_policies_cannot_set_headers_the_gateway_owns(edits: str, refused: str | None) -> None:
-    text = GATEWAY + textwrap.dedent(f"""\
-        ---
-        apiVersion: propylon.dev/v1
-        kind: Route
-        metadata: {{name: r, namespace: team-a}}
-        spec:
-          rules:
-            - directResponse: {{status: 200}}
-              policies:
-                - headers:
-                    {edits}
-        """)
-    loaded = load_text(text, "team-a.yaml")
+    loaded = load_text(headers_route(edits), "team-a.yaml")
     if refused is None:
         assert loaded.errors == []
         return

@@ -5,6 +5,7 @@ upstream's X-Forwarded-For, ipFilter)."""
 from __future__ import annotations
 
 import socket
+import ssl
 
 import pytest
 from h2.config import H2Configuration
@@ -32,17 +33,30 @@ def gw(module_gateways, module_upstreams) -> Gateway:
     return gateway
 
 
-def h2_get(port: int, proxy_header: bytes, streams: int = 2) -> list[int]:
+def h2_get(port: int, proxy_header: bytes, streams: int = 2,
+           tls: ssl.SSLContext | None = None, authority: bytes = b"a") -> list[int]:
+    """The statuses of ``streams`` GETs on one connection that starts with
+    ``proxy_header`` (then, with ``tls``, a TLS handshake offering ALPN h2)."""
     conn = H2Connection(H2Configuration(client_side=True, header_encoding=None))
     conn.initiate_connection()
+    scheme = b"https" if tls is not None else b"http"
     for i in range(streams):
-        conn.send_headers(1 + 2 * i, [(b":method", b"GET"), (b":scheme", b"http"),
-                                      (b":authority", b"a"), (b":path", b"/pp")],
+        conn.send_headers(1 + 2 * i, [(b":method", b"GET"), (b":scheme", scheme),
+                                      (b":authority", authority), (b":path", b"/pp")],
                           end_stream=True)
     statuses: dict[int, int] = {}
     ended: set[int] = set()
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+    plain = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock: socket.socket = plain
+    if tls is not None:
+        plain.sendall(proxy_header)
+        tls.set_alpn_protocols(["h2"])
+        sock = tls.wrap_socket(plain, server_hostname=authority.decode())
+        assert sock.selected_alpn_protocol() == "h2"
+        sock.sendall(conn.data_to_send())
+    else:
         sock.sendall(proxy_header + conn.data_to_send())
+    with sock:
         while len(ended) < streams:
             data = sock.recv(65536)
             assert data, "closed"

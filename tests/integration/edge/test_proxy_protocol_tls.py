@@ -10,6 +10,7 @@ import pytest
 
 from tests.integration.edge._helpers import https, listener_gateway
 from tests.integration.edge.test_proxy_protocol import refusals, v1, v2
+from tests.integration.edge.test_proxy_protocol_http2 import h2_get
 from tests.support import resources as r
 from tests.support.client import RawClient
 from tests.support.gateway import Gateway
@@ -110,34 +111,7 @@ def test_https_optional_takes_both(gw, up, pki) -> None:
 def test_https_header_then_h2_names_every_streams_client(gw, up, pki) -> None:
     """The header before the ClientHello, then ALPN h2: each stream's client is the header's
     (docs/edge.md: the reader works in front of h2 over TLS as of HTTP/1.1)."""
-    from h2.config import H2Configuration
-    from h2.connection import H2Connection
-    from h2.events import ResponseReceived, StreamEnded
-
     ctx = pki.client_context()
     ctx.check_hostname = False
-    ctx.set_alpn_protocols(["h2"])
-    conn = H2Connection(H2Configuration(client_side=True, header_encoding=None))
-    conn.initiate_connection()
-    for stream_id in (1, 3):
-        conn.send_headers(stream_id, [(b":method", b"GET"), (b":scheme", b"https"),
-                                      (b":authority", b"pp.test"), (b":path", b"/h2")],
-                          end_stream=True)
-    statuses: dict[int, int] = {}
-    ended: set[int] = set()
-    with RawClient(gw.port, timeout=5) as client:
-        client.sock.sendall(v2("203.0.113.31"))
-        client.sock = ctx.wrap_socket(client.sock, server_hostname="pp.test")
-        assert client.sock.selected_alpn_protocol() == "h2"
-        client.sock.sendall(conn.data_to_send())
-        while ended != {1, 3}:
-            data = client.sock.recv(65536)
-            assert data, "closed"
-            for event in conn.receive_data(data):
-                if isinstance(event, ResponseReceived):
-                    statuses[event.stream_id] = int(dict(event.headers)[b":status"])
-                elif isinstance(event, StreamEnded):
-                    ended.add(event.stream_id)
-            client.sock.sendall(conn.data_to_send())
-    assert statuses == {1: 200, 3: 200}
+    assert h2_get(gw.port, v2("203.0.113.31"), tls=ctx, authority=b"pp.test") == [200, 200]
     assert [q.header("x-forwarded-for") for q in up.requests] == ["203.0.113.31"] * 2

@@ -590,6 +590,22 @@ def test_reload_keeps_working(env: dict[str, Any]) -> None:
     poll_until(lambda: request(env["gw"].port, "GET", "/open")[0] in (200, 404))
 
 
+def jwks_gateway(tmp_path: Path, upstream: Upstream, jwks: JwksServer,
+                 min_refresh: str | None = None) -> GatewayProc:
+    """A gateway whose ``/jwt`` rule takes tokens signed with ``jwks``' keys."""
+    refresh = f", minRefreshInterval: {min_refresh}" if min_refresh else ""
+    config = (EDGE_AND_ECHO + f"""apiVersion: propylon.dev/v1
+kind: Route
+metadata: {{name: api}}
+spec:
+  rules:
+    - matches: [{{path: {{prefix: /jwt}}}}]
+      forward: {{backends: [{{upstream: echo}}]}}
+      policies: [{{jwt: {{jwks: {{url: "http://127.0.0.1:{jwks.port}/jwks.json"{refresh}}}}}}}]
+""").replace("UPSTREAM", str(upstream.port))
+    return GatewayProc(tmp_path, config)
+
+
 def test_jwks_down_without_keys_is_not_fetched_per_request(
         tmp_path: Path, upstream: Upstream) -> None:
     """The JWKS endpoint fails from the start (no key set yet). Before, every request with a
@@ -602,17 +618,7 @@ def test_jwks_down_without_keys_is_not_fetched_per_request(
     key, pub = rsa_jwk("k1")
     jwks.keys = [pub]
     jwks.fail = True
-    config = (EDGE_AND_ECHO + """apiVersion: propylon.dev/v1
-kind: Route
-metadata: {name: api}
-spec:
-  rules:
-    - matches: [{path: {prefix: /jwt}}]
-      forward: {backends: [{upstream: echo}]}
-      policies:
-        - jwt: {jwks: {url: "http://127.0.0.1:JWKS/jwks.json", minRefreshInterval: 2s}}
-""").replace("UPSTREAM", str(upstream.port)).replace("JWKS", str(jwks.port))
-    gw = GatewayProc(tmp_path, config)
+    gw = jwks_gateway(tmp_path, upstream, jwks, "2s")
     try:
         auth = {"authorization": f"Bearer {mint(key, 'RS256', 'k1')}"}
         for _ in range(20):
@@ -639,16 +645,7 @@ def test_jwks_encryption_keys_do_not_verify_tokens(
     ops_key, ops_pub = rsa_jwk("ops1")
     sig_key, sig_pub = rsa_jwk("sig1")
     jwks.keys = [{**enc_pub, "use": "enc"}, {**ops_pub, "key_ops": ["encrypt"]}, sig_pub]
-    config = (EDGE_AND_ECHO + """apiVersion: propylon.dev/v1
-kind: Route
-metadata: {name: api}
-spec:
-  rules:
-    - matches: [{path: {prefix: /jwt}}]
-      forward: {backends: [{upstream: echo}]}
-      policies: [{jwt: {jwks: {url: "http://127.0.0.1:JWKS/jwks.json"}}}]
-""").replace("UPSTREAM", str(upstream.port)).replace("JWKS", str(jwks.port))
-    gw = GatewayProc(tmp_path, config)
+    gw = jwks_gateway(tmp_path, upstream, jwks)
     try:
         for key, kid in ((enc_key, "enc1"), (ops_key, "ops1")):
             status, headers, _ = request(gw.port, "GET", "/jwt", {
@@ -730,17 +727,7 @@ def test_jwks_answer_that_is_not_a_key_set_is_a_failed_fetch(
     jwks = JwksServer()
     key, pub = rsa_jwk("k1")
     jwks.keys = 5  # type: ignore[assignment]
-    config = (EDGE_AND_ECHO + """apiVersion: propylon.dev/v1
-kind: Route
-metadata: {name: api}
-spec:
-  rules:
-    - matches: [{path: {prefix: /jwt}}]
-      forward: {backends: [{upstream: echo}]}
-      policies:
-        - jwt: {jwks: {url: "http://127.0.0.1:JWKS/jwks.json", minRefreshInterval: 200ms}}
-""").replace("UPSTREAM", str(upstream.port)).replace("JWKS", str(jwks.port))
-    gw = GatewayProc(tmp_path, config)
+    gw = jwks_gateway(tmp_path, upstream, jwks, "200ms")
     try:
         auth = {"authorization": f"Bearer {mint(key, 'RS256', 'k1')}"}
         status, headers, body = request(gw.port, "GET", "/jwt", auth)
