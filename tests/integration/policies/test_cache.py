@@ -7,6 +7,7 @@ and tag, hits never reaching the policies after ``cache``)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -677,7 +678,16 @@ class StalledRedis:
             self.accepted.append(conn)
 
     def close(self) -> None:
+        """Stop accepting (shutdown wakes the thread blocked in accept, which a close alone
+        leaves blocked: a thread left running stops this process's forking tests) and close
+        every connection taken."""
+        import socket
+
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
+        self.thread.join(5)
+        assert not self.thread.is_alive()
         for conn in self.accepted:
             conn.close()
 
