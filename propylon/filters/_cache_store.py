@@ -180,11 +180,7 @@ class RedisStore:
     JSON of its ``vary``), a set per tag (``PREFIX:t:TAG``) naming the base keys, and for a
     base key with ``keyHeaders`` values a set per URI (``PREFIX:u:URI``) naming them, for
     invalidations. Each operation is bounded by the policy's ``redis.timeout``; a failure is a
-    miss (or an entry not stored, or not dropped), logged at most once a minute, and Redis is
-    then left alone for ``DOWN_FOR`` seconds (every lookup a miss at once, as the global rate
-    limit does), so an unreachable Redis costs one timeout a second, not one per request."""
-
-    DOWN_FOR = 1.0
+    miss (or an entry not stored, or not dropped), logged at most once a minute."""
 
     def __init__(self, address: str, prefix: str, timeout: float) -> None:
         import redis.asyncio as aioredis
@@ -194,24 +190,17 @@ class RedisStore:
         self.prefix = prefix
         self.timeout = timeout
         self.last_error = float("-inf")
-        self.down_until = 0.0  # after a failure: Redis not asked until then
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}:k:{key}"
 
-    def _down(self) -> bool:
-        return time.monotonic() < self.down_until
-
     def _failed(self, what: str, exc: BaseException) -> None:
         now = time.monotonic()
-        self.down_until = now + self.DOWN_FOR
         if now - self.last_error > 60:
             self.last_error = now
             log.warning("cache store redis: %s failed: %r", what, exc)
 
     async def get(self, key: str, request: Headers) -> Entry | None:
-        if self._down():
-            return None
         try:
             async with asyncio.timeout(self.timeout):
                 variants = await self.client.hvals(self._key(key))
@@ -225,8 +214,6 @@ class RedisStore:
         return None
 
     async def put(self, entry: Entry, keep_for: float) -> None:
-        if self._down():
-            return
         name = self._key(entry.key)
         try:
             async with asyncio.timeout(self.timeout):
@@ -250,8 +237,6 @@ class RedisStore:
 
     async def remove(self, key: str, vary: tuple[tuple[str, str], ...]) -> None:
         """One entry: that variant of that key."""
-        if self._down():
-            return
         try:
             async with asyncio.timeout(self.timeout):
                 await self.client.hdel(self._key(key), json.dumps(vary))
@@ -261,8 +246,6 @@ class RedisStore:
     async def invalidate(self, uri: str) -> None:
         """Every entry of that URI part: each variant of the base key, and of the base keys
         with ``keyHeaders`` values that the URI's set names."""
-        if self._down():
-            return
         index = f"{self.prefix}:u:{uri}"
         try:
             async with asyncio.timeout(self.timeout):

@@ -7,7 +7,6 @@ and tag, hits never reaching the policies after ``cache``)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import time
@@ -654,56 +653,3 @@ def test_redis_an_unsafe_method_invalidates_every_variant(gateways, upstreams,
         assert cache_of(after) == "miss" and version(after) > version(old), fields
     assert cache_of(get(gw, "/doc/sub")) == "hit"  # not a prefix: that URI only
 
-
-class StalledRedis:
-    """A TCP server that takes connections and never answers: a Redis that hangs."""
-
-    def __init__(self) -> None:
-        import socket
-
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = self.sock.getsockname()[1]
-        self.accepted: list[Any] = []
-        self.thread = threading.Thread(target=self._accept, daemon=True)
-        self.thread.start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted.append(conn)
-
-    def close(self) -> None:
-        """Stop accepting (shutdown wakes the thread blocked in accept, which a close alone
-        leaves blocked: a thread left running stops this process's forking tests) and close
-        every connection taken."""
-        import socket
-
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
-        self.sock.close()
-        self.thread.join(5)
-        assert not self.thread.is_alive()
-        for conn in self.accepted:
-            conn.close()
-
-
-def test_a_hanging_redis_is_left_alone_for_a_second(gateways, upstreams) -> None:
-    """Every lookup waited the whole redis.timeout when Redis hung: after a failure the
-    store is not asked for a second (misses at once, as the global rate limit does), so the
-    hanging Redis sees one connection for a burst of requests, not one per request."""
-    origin = Origin(upstreams("redis-hung"))
-    stalled = StalledRedis()
-    try:
-        gw, _ = redis_gateway(gateways, origin.upstream, stalled.port)
-        origin.set("/hung", ("cache-control", "max-age=60"))
-        answers = [get(gw, "/hung") for _ in range(8)]
-        assert [a.status for a in answers] == [200] * 8
-        assert {cache_of(a) for a in answers} == {"miss"}
-        assert len(stalled.accepted) <= 2, len(stalled.accepted)  # one a second at most
-    finally:
-        stalled.close()
