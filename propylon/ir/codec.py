@@ -429,8 +429,36 @@ def _writer_of(cls: type) -> Callable[[Any], str]:
     found = _WRITERS.get(cls)
     if found is None:
         _WRITERS[cls] = lambda value: _WRITERS[cls](value)  # while being made (recursion)
-        found = _WRITERS[cls] = _writer(cls)
+        found = _writer(cls)
+        if cls in _SHARED_CLASSES:
+            found = _by_identity(found)
+        _WRITERS[cls] = found
     return found
+
+
+# Sections a translation shares between rules (``schema.shared_sections``: one ``ForwardIR``
+# for a namespace's rules that forward alike, one spec for a policy item met again): their
+# texts are kept by identity, so 30,000 rules forwarding alike write their forward a few
+# times, not 30,000. IR objects, their dicts too, are never changed once made.
+_SHARED_CLASSES = frozenset({model.ForwardIR})
+_SHARED_TEXTS_MAX = 4096  # entries of each writer's memo, emptied when full
+
+
+def _by_identity(write: Callable[[Any], str]) -> Callable[[Any], str]:
+    """``write`` with the texts of the last objects written kept by identity (each entry
+    keeps its object, so an id is never another object's)."""
+    memo: dict[int, tuple[Any, str]] = {}
+
+    def write_kept(value: Any) -> str:
+        found = memo.get(id(value))
+        if found is not None and found[0] is value:
+            return found[1]
+        text = write(value)
+        if len(memo) >= _SHARED_TEXTS_MAX:
+            memo.clear()
+        memo[id(value)] = (value, text)
+        return text
+    return write_kept
 
 
 def _list_text(items: Sequence[Any]) -> str:
@@ -466,6 +494,9 @@ def _dict_text(data: dict[Any, Any]) -> str:
     if not all(key.__class__ is str for key in data):
         return _text_via_data(data)
     return "{" + ",".join([ESCAPED(key) + ":" + text_of(data[key]) for key in sorted(data)]) + "}"
+
+
+_field_dict_text = _by_identity(_dict_text)
 
 
 def _plain(value: Any) -> bool:
@@ -554,8 +585,8 @@ def _value_expr(hint: Any, var: str, scope: dict[str, Any]) -> str:
         name = _scoped(scope, write_list, "l")
         return (f'(("[]" if not {var} else {name}({var})) if {var}.__class__ is tuple '
                 f"else {fallback})")
-    if origin is dict:
-        return f"(dict_text({var}) if {var}.__class__ is dict else {fallback})"
+    if origin is dict:  # a field of an IR object (a policy's spec): kept by identity
+        return f"(field_dict_text({var}) if {var}.__class__ is dict else {fallback})"
     return fallback
 
 
@@ -580,7 +611,7 @@ def _writer(cls: type) -> Callable[[Any], str]:
         keyed.append(("@type", None, tag))
     keyed.sort(key=lambda item: item[0])
     scope: dict[str, Any] = {"text_of": text_of, "escaped": ESCAPED, "int_repr": int.__repr__,
-                             "float_repr": float.__repr__, "dict_text": _dict_text}
+                             "float_repr": float.__repr__, "field_dict_text": _field_dict_text}
     # Each key carries the comma before it, the first one too when it may be left out (then
     # the text's first character is dropped).
     first_omitted = keyed[0][1] is not None and keyed[0][2] is not _KEEP

@@ -157,3 +157,25 @@ def test_text_of_values_not_as_declared_is_their_json(value: object) -> None:
     """Each writer writes a field by the type its hint declares, and any other value as
     ``to_data`` and ``json`` do: the same text either way."""
     assert text_of(value) == _whole(value)
+
+
+def test_shared_sections_are_written_once_and_each_object_as_itself() -> None:
+    """A forward and a spec shared by many rules are written once (their texts kept by
+    identity); objects equal to them, or met after the memo was emptied, are written as
+    themselves."""
+    shared = ir.ForwardIR((ir.BackendIR("a/u", 1),), timeout=5.0)
+    spec = {"response": {"set": {"x-a": "yes"}}}
+
+    def rule(index: int, action: ir.ForwardIR, policy_spec: dict[str, object]) -> ir.RuleIR:
+        return ir.RuleIR(f"route:a/r{index}:0", f"Route a/r{index}", None, (),
+                         (ir.MatchIR(ir.PathMatchIR("prefix", f"/r{index}")),), action,
+                         (ir.PolicyIR("headers", policy_spec, f"Route a/r{index}"),))
+
+    rules = [rule(i, shared, spec) for i in range(3)]
+    # more distinct ones than a memo keeps: each is still its own text
+    rules += [rule(i, ir.ForwardIR((ir.BackendIR(f"a/u{i}", 1),), timeout=float(i)),
+                   {"response": {"set": {"x-a": str(i)}}}) for i in range(3, 5000)]
+    rules += [rule(5000, ir.ForwardIR((ir.BackendIR("a/u", 1),), timeout=5.0), dict(spec))]
+    rules += [rule(5001, shared, spec)]
+    for item in rules:
+        assert text_of(item) == _whole(item)
