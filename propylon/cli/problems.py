@@ -272,12 +272,11 @@ def _compile_problem(snapshot: SnapshotIR, keep: list[object]) -> str | None:
     Routes, which ``validate`` waited for)."""
     import asyncio
 
-    from propylon.runtime.check_memo import ProvenRules
     from propylon.runtime.compile import Services, compile_snapshot
 
     async def check() -> str | None:
         services = Services.scratch(asyncio.get_running_loop())
-        services.proven = ProvenRules()  # a check: the policies translation built are vouched
+        services.once = True  # nothing is kept for a next check
         try:
             keep.append(compile_snapshot(snapshot, services))
         except Exception as exc:

@@ -25,7 +25,7 @@ from propylon.ir import (
     TracingIR,
     UpstreamIR,
 )
-from propylon.observability.metrics import MetricsRegistry
+from propylon.observability.metrics import MetricsRegistry, RouteStats
 from propylon.policies.plugins import policy_types
 from propylon.runtime import discovery
 from propylon.runtime.balancer import WeightedChoice, make_balancer
@@ -82,6 +82,9 @@ class Services:
     answers: dict[discovery.DnsQuery, discovery.Answer] = field(default_factory=dict)
     # a check's rules known to compile (check_memo.py); None: compile every rule (workers)
     proven: ProvenRules | None = None
+    # a check made once (``propylon validate``): nothing is kept for a next compilation, so
+    # each rule is compiled without the memos' bookkeeping and without statistics of its own
+    once: bool = False
     # the clusters and compiled routes of the last compilation, for what is unchanged
     clusters: ClusterMemo = field(default_factory=ClusterMemo)
     routes: RouteMemo = field(default_factory=RouteMemo)
@@ -153,7 +156,9 @@ def compile_gateway(
     chains.gateway(gateway.key)
     tracing = compile_tracing(gateway.key, gateway.tracing, services)
     proven = services.proven
-    if proven is not None:
+    if services.once:
+        router = _check_rules_once(gateway, tracing, clusters, services, env)
+    elif proven is not None:
         router = _check_rules(gateway, proven, tracing, clusters, services, env)
     else:
         router = (_compile_changed_rules(gateway, tracing, clusters, services, env)
@@ -264,6 +269,28 @@ def _check_rules(
     return services.routes.router(gateway.key, entries)
 
 
+def _check_rules_once(
+    gateway: GatewayIR, tracing: Filter | None, clusters: dict[str, Cluster],
+    services: Services, env: FilterEnv,
+) -> Router[CompiledRoute]:
+    """A check of every rule of ``gateway`` that nothing comes after: each rule's routes
+    compiled as a worker compiles them (its chain built unless translation built its
+    policies just before, ``check_memo.vouched``) and the router built over them; what a
+    worker keeps for its next version (route memo, statistics series) is left out."""
+    chains = services.chains
+    stats = services.metrics.route(gateway.key, "check", "check")
+    entries: list[RouterEntry[CompiledRoute]] = []
+    for rule in gateway.rules:
+        if tracing is None and rule.policies and vouched(rule.policies):
+            chain = EMPTY_CHAIN
+        else:
+            chain = chains.chain(rule.policies, tracing, functools.partial(
+                compile_chain, rule.policies, env, tracing))
+        made = _compiled_routes(rule, chain, clusters, "", "", stats)
+        entries += _rule_entries(rule, made, len(entries), 1)
+    return Router(entries)
+
+
 def _compile_rule(
     gateway: str, rule: RuleIR, tracing: Filter | None, clusters: dict[str, Cluster],
     services: Services, env: FilterEnv,
@@ -289,15 +316,23 @@ def _rule_routes(
     if routes is None:
         route_label, rule_label = rule_labels(rule)
         stats = services.metrics.route(gateway, route_label, rule_label)
-        made = []
-        for match in rule.matches:
-            compiled = compile_route(rule, clusters, chain, route_label, rule_label, stats)
-            if _replaces_prefix(rule.action) and match.path.kind == "prefix":
-                compiled.prefix_from = match.path.value.rstrip("/").encode()
-            made.append(compiled)
-        routes = tuple(made)
+        routes = _compiled_routes(rule, chain, clusters, route_label, rule_label, stats)
         services.routes.add(rule, chain, clusters, routes)
     return routes
+
+
+def _compiled_routes(
+    rule: RuleIR, chain: FilterChain, clusters: dict[str, Cluster], route_label: str,
+    rule_label: str, stats: RouteStats,
+) -> tuple[CompiledRoute, ...]:
+    """A compiled route for each of ``rule``'s matches."""
+    made = []
+    for match in rule.matches:
+        compiled = compile_route(rule, clusters, chain, route_label, rule_label, stats)
+        if _replaces_prefix(rule.action) and match.path.kind == "prefix":
+            compiled.prefix_from = match.path.value.rstrip("/").encode()
+        made.append(compiled)
+    return tuple(made)
 
 
 def _rule_entries(rule: RuleIR, routes: tuple[CompiledRoute, ...], order: int, gap: int
