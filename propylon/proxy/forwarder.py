@@ -488,12 +488,17 @@ class Forwarder:
         if self.retry_timer is not None:
             self.retry_timer.cancel()
             self.retry_timer = None
-        if self.conn is not None:
+        conn = self.conn
+        between_messages = False
+        if conn is not None:
             self.record_outcome(False)
+            # what the client got ends there too: no response body filter holds a part
+            between_messages = conn.between_grpc_messages() and (
+                self.body_sink is session.proto)
         self.end_try()  # a late response must never reach another request
         self.cluster.stats.timeouts += 1
         if session.response_started:
-            session.abort_response()
+            session.end_at_deadline(between_messages)
         else:
             session.send_error(504, b"upstream timed out\n")
 

@@ -5,6 +5,9 @@ An error the gateway makes itself (no route, upstream down, timeout, a policy's 
 goes to a gRPC client as a *Trailers-Only* answer: HTTP 200, ``content-type:
 application/grpc`` and the ``grpc-status`` / ``grpc-message`` the HTTP status maps to, no
 body. gRPC clients ignore an HTTP error status's body, so the mapped code is all they see.
+A deadline that passes once the upstream's answer began ends the call with DEADLINE_EXCEEDED
+in trailers when the body stopped between two messages (``MessageFraming``), else with a
+reset.
 """
 
 from __future__ import annotations
@@ -68,6 +71,44 @@ def trailers_only(status: int, message: bytes, headers: Headers | None) -> Heade
         (b"grpc-message", _percent_encode(message.strip())),
     ]
     return fields
+
+
+def deadline_trailers() -> Headers:
+    """The trailers that end an answer the gateway's deadline cut between two messages: a
+    gRPC server past a call's deadline ends it so (DEADLINE_EXCEEDED)."""
+    return [(b"grpc-status", b"%d" % DEADLINE_EXCEEDED), (b"grpc-message", b"upstream timed out")]
+
+
+class MessageFraming:
+    """Where a gRPC body stands among its Length-Prefixed-Messages (a 5-byte prefix: flag and
+    length, then the message): whether what went through so far ends between two messages.
+    Trailers may end the body only there; a call cut inside a message is reset (CANCEL, as
+    gRPC's PROTOCOL-HTTP2.md asks of a server whose payload byte sequence is incomplete)."""
+
+    __slots__ = ("message_left", "prefix")
+
+    def __init__(self) -> None:
+        self.message_left = 0  # bytes of the current message still to come
+        self.prefix = b""  # a prefix not yet complete
+
+    @property
+    def between_messages(self) -> bool:
+        return not self.message_left and not self.prefix
+
+    def feed(self, data: bytes) -> None:
+        at, size = 0, len(data)
+        while at < size:
+            if self.message_left:
+                step = min(self.message_left, size - at)
+                self.message_left -= step
+                at += step
+                continue
+            wanted = 5 - len(self.prefix)
+            self.prefix += data[at:at + wanted]
+            at += wanted
+            if len(self.prefix) == 5:
+                self.message_left = int.from_bytes(self.prefix[1:], "big")
+                self.prefix = b""
 
 
 def timeout_seconds(value: bytes) -> float | None:

@@ -12,7 +12,8 @@ Phases (Pingora's names in brackets), all driven by callbacks, no task per reque
    moves to its next request.
 
 Invariants: at most one forwarder per request; a response head is written at most once
-(``response_started``); after it, errors can only abort the client connection.
+(``response_started``); after it, errors can only abort the client connection (or stream),
+but a deadline ends a gRPC call between two messages with its status in trailers.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from propylon.proxy import forwarded, hostport
 from propylon.proxy.body import TOO_LARGE, RequestBodyFilter, ResponseBodyFilter
 from propylon.proxy.forwarded import forwarding_headers
 from propylon.proxy.forwarder import Forwarder, hold_chunk
-from propylon.proxy.grpc import is_grpc_request, trailers_only
+from propylon.proxy.grpc import deadline_trailers, is_grpc_request, trailers_only
 from propylon.proxy.h1.framing import has_no_body
 from propylon.proxy.http11 import HOP_BY_HOP, Headers, serialize_headers
 from propylon.proxy.rewrite import redirect_location
@@ -475,6 +476,23 @@ class Session:
         wrong one."""
         self.proto.abort()
         self.finish()
+
+    def end_at_deadline(self, between_messages: bool) -> None:
+        """The deadline passed after the answer began (its upstream side is dropped). A gRPC
+        call ends as a gRPC server ends one past its deadline: DEADLINE_EXCEEDED in trailers
+        when its body stopped ``between_messages`` and the client's framing carries
+        trailers, else cancelled (HTTP/2: RST_STREAM CANCEL); other answers are cut."""
+        if not is_grpc_request(self.request_headers):
+            self.abort_response()
+            return
+        proto = self.proto
+        if between_messages and proto.takes_trailers():
+            trailers = deadline_trailers()
+            proto.note_trailers(trailers)
+            self.finish(trailers)
+        else:
+            proto.cancel()
+            self.finish()
 
     # -- protocol upgrade -------------------------------------------------------------------
     def switching_protocols(self, headers: Headers) -> None:

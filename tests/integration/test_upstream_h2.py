@@ -2,7 +2,7 @@
 a real HTTP/2 upstream (h2c with prior knowledge, and h2 over TLS with ALPN): requests and
 bodies both ways, multiplexing on few connections, the peer's max concurrent streams,
 GOAWAY, RST_STREAM, trailers, flow control on large bodies and with a client that stops
-reading."""
+reading, a gRPC answer cut by the route's timeout (HTTP/2 and HTTP/1.1 clients)."""
 
 from __future__ import annotations
 
@@ -19,10 +19,11 @@ import pytest
 from h2.errors import ErrorCodes
 
 from tests.support import resources as r
-from tests.support.client import RawClient, roundtrip
+from tests.support.client import ConnectionClosed, RawClient, roundtrip
 from tests.support.gateway import Gateway
 from tests.support.h1 import chunked
 from tests.support.h2_upstream import H2Reply, H2Request, H2Upstream, echo_h2, h2_server_context
+from tests.support.h2client import H2Client
 from tests.support.net import poll_until
 from tests.support.tls import Pki
 from tests.support.upstream import pattern_body
@@ -239,6 +240,74 @@ def test_response_trailers_reach_a_chunked_client(gw: Gateway, up: H2Upstream) -
     assert response.framing == "chunked"
     assert ("grpc-status", "0") in response.trailers
     assert ("grpc-message", "fine") in response.trailers
+
+
+GRPC_CALL = [("content-type", "application/grpc"), ("te", "trailers")]
+GRPC_MESSAGE = b"\x00\x00\x00\x00\x02hi"  # a Length-Prefixed-Message: flag, length, bytes
+INSIDE_A_MESSAGE = GRPC_MESSAGE + GRPC_MESSAGE[:6]  # the next message's prefix and a byte
+
+
+def _grpc_answer_stalled_after(body: bytes) -> H2Reply:
+    """A gRPC answer whose trailers come well after /late's 200 ms timeout."""
+    return H2Reply(headers=[("content-type", "application/grpc")], body=body,
+                   trailers=[("grpc-status", "0")], trailers_delay=5.0)
+
+
+def _upstream_cancelled(up: H2Upstream) -> None:
+    (request,) = up.wait_for_requests(1)
+    poll_until(lambda: (request.conn_id, request.stream_id, ErrorCodes.CANCEL) in up.resets,
+               5, message="the upstream stream reset with CANCEL")
+
+
+@pytest.mark.parametrize(("body", "ends_with_trailers"), [
+    pytest.param(GRPC_MESSAGE, True, id="between-messages"),
+    pytest.param(INSIDE_A_MESSAGE, False, id="inside-a-message"),
+])
+def test_a_grpc_answer_past_the_timeout_over_http2(gw: Gateway, up: H2Upstream, body: bytes,
+                                                   ends_with_trailers: bool) -> None:
+    """The route's timeout passes after the gRPC answer began (an HTTP/2 client): between
+    two messages the call ends with DEADLINE_EXCEEDED in trailers, inside one with RST_STREAM
+    CANCEL (what gRPC's PROTOCOL-HTTP2.md asks when the payload is incomplete; a gRPC client
+    whose deadline passed reads it as DEADLINE_EXCEEDED). It was RST_STREAM INTERNAL_ERROR,
+    which gRPC clients report as INTERNAL. The upstream stream is cancelled either way."""
+    up.handler = lambda req: _grpc_answer_stalled_after(body)
+    with H2Client(gw.port) as client:
+        started = time.monotonic()
+        answer = client.wait(client.request("POST", "/late/pkg.Svc/Call", headers=GRPC_CALL,
+                                            body=b"\x00" * 5))
+        elapsed = time.monotonic() - started
+    assert answer.status == 200 and answer.body == body
+    if ends_with_trailers:
+        assert answer.reset is None and answer.ended
+        assert (b"grpc-status", b"4") in answer.trailers
+        assert (b"grpc-message", b"upstream timed out") in answer.trailers
+    else:
+        assert answer.reset == ErrorCodes.CANCEL and not answer.trailers
+    assert elapsed < 2
+    _upstream_cancelled(up)
+
+
+@pytest.mark.parametrize(("body", "ends_with_trailers"), [
+    pytest.param(GRPC_MESSAGE, True, id="between-messages"),
+    pytest.param(INSIDE_A_MESSAGE, False, id="inside-a-message"),
+])
+def test_a_grpc_answer_past_the_timeout_over_http11(gw: Gateway, up: H2Upstream, body: bytes,
+                                                    ends_with_trailers: bool) -> None:
+    """The same for an HTTP/1.1 client: between two messages the chunked answer ends with
+    DEADLINE_EXCEEDED in its trailers (the connection was cut without a last chunk);
+    inside a message the connection is cut, HTTP/1.1 having no reset of one exchange."""
+    up.handler = lambda req: _grpc_answer_stalled_after(body)
+    with RawClient(gw.port) as client:
+        client.request("POST", "/late/pkg.Svc/Call", GRPC_CALL, b"\x00" * 5)
+        if ends_with_trailers:
+            response = client.read_final("POST")
+            assert (response.status, response.framing, response.body) == (200, "chunked", body)
+            assert ("grpc-status", "4") in response.trailers
+            assert ("grpc-message", "upstream timed out") in response.trailers
+        else:
+            with pytest.raises(ConnectionClosed):
+                client.read_final("POST")
+    _upstream_cancelled(up)
 
 
 def test_request_trailers_go_up(gw: Gateway, up: H2Upstream) -> None:

@@ -63,6 +63,7 @@ class H2Reply:
     body_size: int | None = None  # a generated body (``pattern_body``) of this size instead
     trailers: list[tuple[str, str]] = field(default_factory=list)
     delay: float = 0.0  # seconds before the response head
+    trailers_delay: float = 0.0  # seconds between the body and the trailers
     reset: int | None = None  # answer with RST_STREAM and this error code instead
     after_reset: bool = False  # answer even a stream the client reset (the frames crossed)
 
@@ -205,6 +206,8 @@ class _ServerConnection(asyncio.Protocol):
             self.flush()
             await self.send_body(stream_id, body, not reply.trailers)
             if reply.trailers:
+                if reply.trailers_delay:
+                    await asyncio.sleep(reply.trailers_delay)
                 self.h2.send_headers(stream_id, reply.trailers, end_stream=True)
             self.flush()
         except (H2Error, KeyError):

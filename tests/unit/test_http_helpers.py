@@ -5,6 +5,7 @@ from propylon.filters._common import trimmed
 from propylon.filters.base import FilterEnv
 from propylon.filters.headers import HeadersFilter
 from propylon.policies.headers import HeadersSettings
+from propylon.proxy.grpc import MessageFraming
 from propylon.proxy.hostport import split_host
 from propylon.proxy.http11 import (
     GROWN_FIELDS,
@@ -28,6 +29,19 @@ from propylon.proxy.http11 import (
 )
 def test_split_host(value: bytes, expected: tuple[str, int | None]) -> None:
     assert split_host(value) == expected
+
+
+@pytest.mark.parametrize("piece", [1, 4, 7, 1000], ids=lambda n: f"pieces-of-{n}")
+def test_grpc_message_framing_knows_the_ends_of_messages(piece: int) -> None:
+    """Whatever the cuts (a prefix split too), only the ends of messages are between them."""
+    messages = [b"", b"abc", bytes(300)]  # 300: a length over one byte
+    body = b"".join(b"\x00" + len(m).to_bytes(4, "big") + m for m in messages)
+    ends = {0, 5, 13, 318}
+    for size in range(len(body) + 1):
+        framing = MessageFraming()
+        for at in range(0, size, piece):
+            framing.feed(body[at:min(at + piece, size)])
+        assert framing.between_messages == (size in ends), size
 
 
 def test_connection_tokens() -> None:

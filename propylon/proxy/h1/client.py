@@ -222,6 +222,9 @@ class ClientConnection(asyncio.Protocol):
         if self.transport is not None and not self.closed:
             self.transport.abort()
 
+    def between_grpc_messages(self) -> bool:
+        return False  # gRPC's framing is followed on HTTP/2 upstreams only
+
     # -- asyncio.Protocol ----------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]

@@ -608,6 +608,13 @@ class ServerConnection(asyncio.Protocol):
         self.chunked_out = False  # a truncated body gets no last chunk
         self.transport.abort()
 
+    def cancel(self) -> None:
+        self.abort()  # HTTP/1.1 has no reset of one exchange
+
+    def takes_trailers(self) -> bool:
+        """The response under way can still end with trailers (its body is chunked)."""
+        return self.chunked_out
+
     # -- the response stream: what the current session sends its client ------------------
     def send_response_head(self, session: Session, status: int, headers: Headers,
                            length: bytes | None) -> None:

@@ -39,6 +39,7 @@ from h2.exceptions import H2Error, TooManyStreamsError
 from h2.settings import SettingCodes, Settings
 
 from propylon.proxy.clock import CLOCK
+from propylon.proxy.grpc import MessageFraming, is_grpc_request
 from propylon.proxy.h1.framing import MAX_TRAILERS, response_trailers
 from propylon.proxy.http11 import Headers, connection_tokens
 from propylon.proxy.rewrite import rewrite_path
@@ -292,8 +293,8 @@ class H2Stream:
 
     __slots__ = (
         "client", "connection", "downstream", "end_sent", "end_trailers", "ending",
-        "finished", "got_response", "head_only", "pool", "read_paused", "reused", "sink",
-        "stream_id", "trailers", "unacked", "waiting", "waiting_size", "write_paused",
+        "finished", "framing", "got_response", "head_only", "pool", "read_paused", "reused",
+        "sink", "stream_id", "trailers", "unacked", "waiting", "waiting_size", "write_paused",
     )
 
     def __init__(self, connection: H2ClientConnection, reused: bool) -> None:
@@ -307,6 +308,7 @@ class H2Stream:
         self.head_only = False
         self.got_response = False
         self.trailers: Headers | None = None
+        self.framing: MessageFraming | None = None  # of a gRPC answer's body
         self.waiting: deque[bytes] = deque()  # request body the peer's windows hold back
         self.waiting_size = 0
         self.ending = False  # the request's end is to be sent after ``waiting``
@@ -326,6 +328,10 @@ class H2Stream:
     @property
     def closed(self) -> bool:
         return self.finished
+
+    def between_grpc_messages(self) -> bool:
+        """The answer is gRPC and its body so far ends between two messages."""
+        return self.framing is not None and self.framing.between_messages
 
     # -- the request (what a forwarder sends) -------------------------------------------------
     def attach(self, client: UpstreamClient, downstream: OutputBatcher, head_only: bool) -> None:
@@ -447,6 +453,8 @@ class H2Stream:
         client = self.client
         if client is None:
             return
+        if is_grpc_request(fields):  # here: an answer whose content-type is gRPC's
+            self.framing = MessageFraming()
         client.on_response_head(status, fields, length)
         if self.client is not None:  # not dropped for a retry meanwhile
             self.sink = client.body_sink
@@ -454,6 +462,8 @@ class H2Stream:
     def on_data(self, data: bytes, flow_controlled: int) -> None:
         sink = self.sink
         if sink is not None and data and not self.head_only:
+            if self.framing is not None:
+                self.framing.feed(data)
             sink.on_response_body(data)
         if not flow_controlled:
             return

@@ -891,12 +891,22 @@ class H2Stream:
 
     def abort(self) -> None:
         """The response cannot be completed: the client sees the stream reset."""
+        self._reset_response(ErrorCodes.INTERNAL_ERROR)
+
+    def cancel(self) -> None:
+        """The response is given up (a gRPC call past its deadline inside a message)."""
+        self._reset_response(ErrorCodes.CANCEL)
+
+    def takes_trailers(self) -> bool:
+        return not self.ended
+
+    def _reset_response(self, code: ErrorCodes) -> None:
         self.pending.clear()
         self.pending_size = 0
         self.pending_end = False
         if not self.ended:
             self.ended = True
-            self._safely(self.conn.h2.reset_stream, self.stream_id, ErrorCodes.INTERNAL_ERROR)
+            self._safely(self.conn.h2.reset_stream, self.stream_id, code)
             self.conn.flush_later()
         self.conn.stream_finished(self)
 

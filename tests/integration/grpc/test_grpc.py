@@ -50,7 +50,8 @@ def stubs(tmp_path_factory: pytest.TempPathFactory) -> tuple[ModuleType, ModuleT
 
 class EchoServer:
     """A grpcio server on 127.0.0.1 (h2c). ``fail_next`` answers that many calls with
-    UNAVAILABLE first; ``delay`` slows Unary."""
+    UNAVAILABLE first; ``delay`` slows Unary; ``stream_delay`` comes before each message of
+    ServerStream, which sets ``stream_cancelled`` when it finds its call cancelled."""
 
     def __init__(self, stubs: tuple[ModuleType, ModuleType]) -> None:
         pb2, pb2_grpc = stubs
@@ -58,6 +59,8 @@ class EchoServer:
         self.calls = 0
         self.fail_next = 0
         self.delay = 0.0
+        self.stream_delay = 0.0
+        self.stream_cancelled = threading.Event()
         self.metadata: list[tuple[str, str]] = []
         self.lock = threading.Lock()
         server = self
@@ -82,6 +85,11 @@ class EchoServer:
 
             def ServerStream(self, request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
                 for i in range(request.count):
+                    if server.stream_delay:
+                        time.sleep(server.stream_delay)
+                        if not context.is_active():
+                            server.stream_cancelled.set()
+                            return
                     yield pb2.Note(text=f"{request.text}-{i}", count=i)
 
             def ClientStream(self, requests: Iterator[Any], context: grpc.ServicerContext) -> Any:
@@ -128,6 +136,10 @@ def grpc_config(port: int, echo_port: int, down_port: int) -> str:
                  "headers": [{"name": "x-limited", "value": "yes"}]}],
              "policies": [{"rateLimit": {"limits": [{"requests": 1, "per": "1m"}]}}],
              "forward": r.forward("echo")},
+            {"name": "short", "matches": [
+                {"grpc": {"service": service, "method": "ServerStream"},
+                 "headers": [{"name": "x-short", "value": "yes"}]}],
+             "forward": {**r.forward("echo"), "timeout": "500ms"}},
             {"name": "echo", "matches": [{"grpc": {"service": service}}],
              "forward": {**r.forward("echo"), "timeout": "3s"}},
             {"name": "down", "matches": [{"grpc": {"service": "propylon.test.Down"}}],
@@ -263,6 +275,51 @@ def test_gateway_answers_deadline_exceeded_itself(gw: Gateway, echo: EchoServer)
 
 GRPC_HEAD = [("content-type", "application/grpc"), ("te", "trailers")]
 SLEEP_NOTE = b"\x00\x00\x00\x00\x07\n\x05sleep"  # a Note(text="sleep") message
+
+
+@pytest.fixture
+def slow_stream(echo: EchoServer) -> Iterator[EchoServer]:
+    """ServerStream sends a message every 200 ms."""
+    echo.stream_delay = 0.2
+    echo.stream_cancelled.clear()
+    yield echo
+    echo.stream_delay = 0.0
+
+
+def test_route_timeout_in_a_server_stream_is_deadline_exceeded(
+        stubs, stub, slow_stream: EchoServer) -> None:
+    """The route's timeout (500 ms) passes after messages went to the client, whose own
+    deadline is far: the call ends with DEADLINE_EXCEEDED (it was reset with INTERNAL_ERROR:
+    grpcio reported INTERNAL) after the messages sent so far, and the upstream call is
+    cancelled."""
+    texts: list[str] = []
+    started = time.monotonic()
+    with pytest.raises(grpc.RpcError) as err:
+        for reply in stub.ServerStream(note(stubs, "s", 50), metadata=[("x-short", "yes")],
+                                       timeout=10):
+            texts.append(reply.text)
+    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert err.value.details() == "upstream timed out"
+    assert texts == [f"s-{i}" for i in range(len(texts))] and 0 < len(texts) < 50
+    assert time.monotonic() - started < 3
+    assert slow_stream.stream_cancelled.wait(5), "the upstream call was not cancelled"
+
+
+def test_grpc_timeout_in_a_server_stream_ends_with_deadline_exceeded_trailers(
+        stubs, gw: Gateway, slow_stream: EchoServer) -> None:
+    """The client's grpc-timeout (700 ms), kept by the gateway, passes after messages went
+    out: the messages, then trailers with DEADLINE_EXCEEDED (a raw client, which keeps no
+    deadline of its own: grpcio's would fire at the same moment)."""
+    message = note(stubs, "s", 50).SerializeToString()
+    with H2Client(gw.port) as h2c:
+        answer = h2c.wait(h2c.request(
+            "POST", "/propylon.test.Echo/ServerStream",
+            headers=[*GRPC_HEAD, ("grpc-timeout", "700m")],
+            body=b"\x00" + len(message).to_bytes(4, "big") + message))
+    assert (answer.status, answer.reset, answer.ended) == (200, None, True)
+    assert b"s-0" in answer.body
+    assert (b"grpc-status", b"4") in answer.trailers
+    assert slow_stream.stream_cancelled.wait(5), "the upstream call was not cancelled"
 
 
 def test_a_client_goaway_lets_a_call_in_flight_finish(gw: Gateway, echo: EchoServer) -> None:
