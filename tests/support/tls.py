@@ -3,7 +3,8 @@
 ``Pki`` is one trustme CA that writes PEM files into a directory: server certificates for
 listeners, client certificates for mTLS. ``TLSRawClient`` is ``RawClient`` with the socket
 wrapped after connecting (SNI, client certificate, version bounds). ``TLSUpstream`` is a
-``ScriptedUpstream`` served over TLS, optionally requiring a client certificate.
+``ScriptedUpstream`` served over TLS, optionally requiring a client certificate;
+``SlowHandshakeUpstream`` one whose first connections take a while to open.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import ssl
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,3 +148,49 @@ class TLSUpstream(ScriptedUpstream):
             self.handshake_failures += 1  # refused handshakes are the point of some tests
             return
         loop.default_exception_handler(context)
+
+
+class SlowHandshakeUpstream(TLSUpstream):
+    """A ``TLSUpstream`` that accepts each connection at once but reads nothing of it, so its
+    TLS handshake waits, for ``handshake_delays`` seconds (one delay per connection, in order;
+    none once they are used up): an upstream connection still being opened that long.
+    ``connections`` counts the connections whose handshake completed."""
+
+    def __init__(self, name: str, server: CertFiles, handshake_delays: list[float]) -> None:
+        super().__init__(name, server)
+        self.handshake_delays = deque(handshake_delays)
+
+    async def _start(self) -> None:
+        self.loop.set_exception_handler(self._on_loop_error)
+        self._server = await self.loop.create_server(
+            lambda: _HeldHandshake(self), "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def _handshake_then_serve(self, transport: asyncio.BaseTransport) -> None:
+        delay = self.handshake_delays.popleft() if self.handshake_delays else 0.0
+        reader = asyncio.StreamReader(limit=MAX_HEAD)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        try:
+            await asyncio.sleep(delay)
+            tls = await self.loop.start_tls(transport, protocol, self.context,  # type: ignore[arg-type]
+                                            server_side=True)
+        except (ssl.SSLError, ConnectionError, asyncio.CancelledError):
+            self.handshake_failures += 1
+            transport.abort()  # type: ignore[attr-defined]
+            return
+        assert tls is not None
+        protocol.connection_made(tls)  # start_tls does not call it
+        await self._serve(reader, asyncio.StreamWriter(tls, protocol, reader, self.loop))
+
+
+class _HeldHandshake(asyncio.Protocol):
+    """A connection of a ``SlowHandshakeUpstream`` until its handshake may start."""
+
+    def __init__(self, upstream: SlowHandshakeUpstream) -> None:
+        self.upstream = upstream
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport.pause_reading()  # type: ignore[attr-defined]  # the ClientHello waits
+        task = asyncio.ensure_future(self.upstream._handshake_then_serve(transport))
+        self.upstream._tasks.add(task)  # cancelled on stop, if still held
+        task.add_done_callback(self.upstream._tasks.discard)

@@ -1,22 +1,27 @@
 """Retries: 5xx and listed statuses retried, per-try timeout moving to another endpoint, the
-body replayed, the retry budget holding under an outage, a different endpoint per try."""
+body replayed, the retry budget holding under an outage, a different endpoint per try; a try
+abandoned while it waits for a connection (queued, or still opening) never sent later."""
 
 from __future__ import annotations
 
 import hashlib
 import itertools
+import socket
+import struct
 import threading
 import time
 from collections import Counter, defaultdict
 
 import pytest
 
-from tests.integration.resiliency.conftest import events
+from tests.integration.resiliency.conftest import endpoints, events
 from tests.support import resources as r
 from tests.support.client import RawClient, roundtrip
 from tests.support.gateway import Gateway
+from tests.support.h1 import Response
 from tests.support.load import concurrent
 from tests.support.net import free_port
+from tests.support.tls import Pki, SlowHandshakeUpstream
 from tests.support.upstream import RecordedRequest, Reply, ScriptedUpstream, pattern_body
 
 BUDGET_N = 60
@@ -226,3 +231,70 @@ def test_a_try_that_timed_out_in_the_pool_queue_is_not_sent_later(gw, ups) -> No
     for i in range(3):  # each answer is the request's own
         answer = roundtrip(gw.port, "GET", f"/after/{i}", {"x-k": key}, host="hold.test")
         assert answer.status == 200 and answer.header("x-target") == f"/after/{i}", answer
+
+
+STALLED_HANDSHAKE = 1.3  # seconds the upstream's first connection takes to open
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return Pki(tmp_path_factory.mktemp("pki"))
+
+
+@pytest.mark.parametrize(("forward", "first_status"), [
+    pytest.param({"retries": {"attempts": 1, "on": ["timeout"], "perTryTimeout": "1s"}}, 200,
+                 id="per-try-timeout-then-retry"),
+    pytest.param({"timeout": "1s"}, 504, id="route-timeout"),
+    pytest.param({}, None, id="client-left"),
+])
+def test_a_try_abandoned_while_its_connection_opens_leaves_the_pool_whole(
+        gateways, pki: Pki, forward: dict, first_status: int | None) -> None:
+    """The endpoint's first connection takes 1.3 s to open (its TLS handshake is held). The
+    try waiting for it ends before: a per-try timeout (the retry opens a second connection
+    and is answered there, while the first is still opening), the route's timeout, or the
+    client leaving. The connection, once open, joins the pool and carries nothing of the
+    abandoned try: the request reaches the upstream once (the retry's), every later answer
+    is its own request's, no more than maxConnectionsPerEndpoint (2) are opened and nothing
+    stays counted as active. Before the pool forgot a try abandoned while connecting
+    (a4beabe), the first connection was handed to the retried request when it opened: the
+    request was sent a second time, and a third connection was opened later."""
+    up = SlowHandshakeUpstream("slowtls", pki.issue("slowtls", "localhost"),
+                               handshake_delays=[STALLED_HANDSHAKE]).start()
+    try:
+        delays = {"/first": 0.6, "/both/0": 0.3, "/both/1": 0.3}
+        up.handler = lambda request: Reply(
+            headers=[("x-target", request.path)], body=request.path.encode(),
+            delay=delays.get(request.path, 0.0))
+        gw = gateways(lambda port: r.dump(
+            r.gateway(port),
+            r.route("slow", rules=[r.rule(forward=r.forward("slowtls", **forward))]),
+            r.upstream("slowtls", up.port, tls={"caFile": str(pki.ca_file), "sni": "localhost"},
+                       connectionPool={"maxConnectionsPerEndpoint": 2})))
+        with RawClient(gw.port) as client:
+            client.request("GET", "/first")
+            if first_status is None:
+                time.sleep(0.5)  # then the client leaves (RST: a FIN would still wait)
+                client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                       struct.pack("ii", 1, 0))
+            else:
+                first = client.read_final()
+                assert first.status == first_status, first
+                if first_status == 200:
+                    assert first.header("x-target") == "/first", first
+        time.sleep(STALLED_HANDSHAKE + 0.8)  # the held connection opened, a late answer came
+        sent = [q.path for q in up.requests]
+        assert sent == (["/first"] if first_status == 200 else []), "the abandoned try was sent"
+        for i in range(3):
+            answer = roundtrip(gw.port, "GET", f"/next/{i}")
+            assert answer.status == 200 and answer.header("x-target") == f"/next/{i}", answer
+        pending = iter(["/both/0", "/both/1"])  # two at once: both connections in use
+        both = [a for a, _ in concurrent(2, lambda: roundtrip(gw.port, "GET", next(pending)))]
+        targets = sorted(a.header("x-target") if isinstance(a, Response) else repr(a)
+                         for a in both)
+        assert targets == ["/both/0", "/both/1"], both
+        # the held connection and one more, both kept: none lost, none over the limit
+        assert up.connections == 2
+        (endpoint,) = endpoints(gw, "default/slowtls").values()
+        assert endpoint["active_requests"] == 0, endpoint
+    finally:
+        up.stop()
