@@ -12,9 +12,9 @@ verified against ``caFile`` (or the system's CAs) with the URL's host as SNI; a 
 certificate or a failed handshake is "cannot be reached" too. Such failures are logged (at
 most one line per service every ``_LOG_EVERY`` seconds, with the count of the others).
 
-Decisions may be cached for ``cache.ttl`` keyed on the values of ``cache.keyHeaders`` (a
-request missing every key header is never cached). Calls go through a pooled keep-alive
-client shared by all routes of the worker that call the same service.
+Decisions may be cached for ``cache.ttl`` keyed on every copy, in order, of the
+``cache.keyHeaders`` (a request missing every key header is never cached). Calls go through
+a pooled keep-alive client shared by all routes of the worker that call the same service.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ _LOG_EVERY = 10.0
 
 # A decision: None = allowed (with upstream headers), or the answer for the client.
 Decision = tuple[Headers | None, LocalResponse | None]
+# A cache key: the copies of each key header, in order
+CacheKey = tuple[tuple[bytes, ...], ...]
 
 
 class ExtAuthFilter(Filter):
@@ -65,7 +67,7 @@ class ExtAuthFilter(Filter):
         self.cache_ttl = cache.ttl if cache else 0.0
         self.cache_max = cache.max_entries if cache else 0
         self.key_headers = tuple(h.encode() for h in cache.key_headers) if cache else ()
-        self.cache: dict[tuple[bytes | None, ...], tuple[float, Decision]] = {}
+        self.cache: dict[CacheKey, tuple[float, Decision]] = {}
 
     @classmethod
     def from_spec(cls, settings: ExtAuthPolicy, source: str, env: FilterEnv) -> ExtAuthFilter:
@@ -87,15 +89,19 @@ class ExtAuthFilter(Filter):
                     return self.apply(ctx, hit[1])
         return self.ask(ctx, key)
 
-    def cache_key(self, headers: Headers) -> tuple[bytes | None, ...] | None:
+    def cache_key(self, headers: Headers) -> CacheKey | None:
+        """Every copy of each key header, in order: the service is sent them all, so a
+        decision is reused only for the very copies it decided on."""
         wanted = self.key_headers
-        values: dict[bytes, bytes] = {n: v for n, v in headers if n in wanted}
-        if not values:
+        copies: dict[bytes, list[bytes]] = {}
+        for name, value in headers:
+            if name in wanted:
+                copies.setdefault(name, []).append(value)
+        if not copies:
             return None
-        return tuple(values.get(n) for n in wanted)
+        return tuple(tuple(copies.get(name, ())) for name in wanted)
 
-    async def ask(self, ctx: FilterContext, key: tuple[bytes | None, ...] | None
-                  ) -> LocalResponse | None:
+    async def ask(self, ctx: FilterContext, key: CacheKey | None) -> LocalResponse | None:
         forward = self.forward
         headers = [(n, v) for n, v in ctx.request_headers if n in forward]
         headers.append((b"x-forwarded-for", ctx.client_ip.encode()))

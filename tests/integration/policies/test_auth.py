@@ -80,8 +80,9 @@ class JwksServer:
 
 
 class AuthService:
-    """An ext_authz HTTP service: allows ``authorization: Bearer good``, denies others.
-    ``peers`` has the client address of each call; ``tls``: served over TLS."""
+    """An ext_authz HTTP service: allows ``authorization: Bearer good``, denies others (and a
+    request with more than one ``authorization``). ``peers`` has the client address of each
+    call; ``tls``: served over TLS."""
 
     def __init__(self, delay: float = 0.0, tls: ssl.SSLContext | None = None) -> None:
         self.calls: list[tuple[str, str, dict[str, str]]] = []
@@ -103,6 +104,8 @@ class AuthService:
                 owner.peers.append(self.client_address)
                 if delay:
                     time.sleep(delay)
+                if len(self.headers.get_all("authorization") or ()) > 1:
+                    headers["authorization"] = "several"  # one credential, or none: denied
                 if headers.get("authorization") == "Bearer good":
                     self.send_response(200)
                     self.send_header("x-user", "alice")
@@ -543,6 +546,26 @@ def test_ext_auth_allows_denies_and_caches(env: dict[str, Any]) -> None:
     for _ in range(3):
         assert request(port, "GET", "/ext/c", {"authorization": "Bearer good"})[0] == 200
     assert len(auth.calls) == calls  # decisions cached for the ttl
+
+
+def test_ext_auth_cache_keys_on_every_copy_of_a_key_header(env: dict[str, Any]) -> None:
+    """``Bearer good`` is allowed and cached; then a request with a second authorization
+    before it. The service sees both copies (and refuses a request with two credentials),
+    so the cache must not answer it with the decision made for ``Bearer good`` alone: before,
+    the key was the last copy, the cached allow let the request through unasked and the
+    upstream got ``Bearer forged`` first. The key is every copy, in order."""
+    auth: AuthService = env["auth"]
+    port = env["gw"].port
+    good = [("authorization", "Bearer good")]
+    assert request_fields(port, "GET", "/ext/dup", good)[0] == 200
+    calls = len(auth.calls)
+    for _ in range(2):  # asked, then from the cache
+        status, _, body = request_fields(port, "GET", "/ext/dup",
+                                         [("authorization", "Bearer forged"), *good])
+        assert (status, body) == (403, b"denied by policy")
+    assert len(auth.calls) == calls + 1
+    assert request_fields(port, "GET", "/ext/dup", good)[0] == 200  # its own entry
+    assert len(auth.calls) == calls + 1
 
 
 def test_ext_auth_upstream_headers_only_from_the_service(env: dict[str, Any]) -> None:
