@@ -2,9 +2,10 @@
 
 ``ctx.client_ip`` is the address after ``trustedProxies`` (the exchange resolves it before any
 ``on_request`` filter runs). A deny match wins; with an allow list, only matching addresses
-pass. Rejections are ``403``. An address given with a port (``192.0.2.1:4711``,
-``[2001:db8::1]:4711``, as some proxies write X-Forwarded-For) is matched on its address;
-IPv4-mapped IPv6 addresses and CIDRs (``::ffff:192.0.2.0/120``) are matched as IPv4.
+pass. Rejections are ``403``. The address is read as an X-Forwarded-For hop is
+(``net.addresses.hop_address``: without a port, an IPv4-mapped IPv6 address as IPv4), so a
+peer's or a PROXY header's address is matched as a forwarded one; IPv4-mapped CIDRs
+(``::ffff:192.0.2.0/120``) are matched as IPv4.
 Decisions are cached per address (bounded), so a busy client costs one dict look-up.
 """
 
@@ -13,36 +14,11 @@ from __future__ import annotations
 import ipaddress
 
 from propylon.filters.base import Filter, FilterContext, FilterEnv, LocalResponse
+from propylon.net.addresses import hop_address
 from propylon.policies.traffic import IpFilterPolicy
 
 _CACHE_SIZE = 4096
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-
-
-def parse_address(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    """The address in ``text``: a bare IPv4 or IPv6 address, or one with a port as some
-    proxies write it in X-Forwarded-For (``192.0.2.1:4711``, ``[2001:db8::1]:4711``,
-    ``[2001:db8::1]``); None when there is none. Without this, a deny list behind such a
-    proxy matched nobody."""
-    try:
-        return ipaddress.ip_address(text)
-    except ValueError:
-        pass
-    if text.startswith("["):
-        host, bracket, port = text[1:].partition("]")
-        if not bracket or (port and not (port[0] == ":" and port[1:].isdigit())):
-            return None
-    else:
-        host, colon, port = text.partition(":")
-        if not colon or not port.isdigit():
-            return None
-    try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    if text.startswith("[") != isinstance(addr, ipaddress.IPv6Address):
-        return None  # "[192.0.2.1]": not a form anyone writes
-    return addr
 
 
 def _network(cidr: str) -> Network:
@@ -76,11 +52,10 @@ class IpFilter(Filter):
         return cls(source, allow, deny)
 
     def allowed(self, ip: str) -> bool:
-        addr = parse_address(ip)
-        if addr is None:
+        address = hop_address(ip)
+        if address is None:
             return not self.allow
-        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-            addr = addr.ipv4_mapped
+        addr = ipaddress.ip_address(address)
         if any(addr in net for net in self.deny):
             return False
         return not self.allow or any(addr in net for net in self.allow)

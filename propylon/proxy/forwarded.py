@@ -7,41 +7,18 @@ A client's own claims are believed only when the peer that sent them is a truste
   is not itself a trusted proxy (the left-most one if all are).
 
 An X-Forwarded-For hop is read as an address with or without a port (``192.0.2.1:4711``,
-``[2001:db8::1]:4711``, as Azure Application Gateway and IIS ARR write them): a port must not
-make one client many (a per-address rate limit) nor hide a trusted proxy. A hop that is no
-address at all ends the walk, as nginx's realip does: the client is the last address read
-(the hop after it, or the peer), never a text no address filter can match.
+``[2001:db8::1]:4711``) by ``net.addresses.hop_address``, as ``ipFilter`` reads the client's
+address. A hop that is no address at all ends the walk, as nginx's realip does: the client is
+the last address read (the hop after it, or the peer), never a text no address filter can
+match.
 """
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 from collections.abc import Callable
 
+from propylon.net.addresses import hop_address
 from propylon.proxy.http11 import Headers
-
-
-@functools.lru_cache(maxsize=4096)  # a few addresses come again and again
-def hop_address(hop: str) -> str | None:
-    """The address an X-Forwarded-For hop names, without a port; None if it names none."""
-    text = hop
-    if text.startswith("["):  # [IPv6] or [IPv6]:port
-        text, _, rest = text[1:].partition("]")
-        if rest and not (rest[0] == ":" and rest[1:].isdigit()):
-            return None
-    elif text.count(":") == 1:  # IPv4:port (an IPv6 address has at least two colons)
-        text, _, port = text.partition(":")
-        if not port.isdigit():
-            return None
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        return None
-    # one text per address (2001:DB8::1 and 2001:db8::1 are one client; ::ffff:192.0.2.1 is
-    # 192.0.2.1), as the peer's own address is written
-    mapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
-    return str(mapped or address)
 
 
 def client_ip_from_chain(chain: list[str], peer_ip: str, is_trusted: Callable[[str], bool]) -> str:

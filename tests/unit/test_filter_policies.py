@@ -49,6 +49,9 @@ def status(answer: Any) -> int | None:
                      id="deny-wins"),
         pytest.param({"allow": ["10.0.0.0/8"]}, "::ffff:10.0.0.1", None, id="v4-mapped"),
         pytest.param({"deny": ["2001:db8::/32"]}, "2001:db8::1", 403, id="v6"),
+        pytest.param({"deny": ["10.0.0.0/8"]}, "10.0.0.1:4711", 403, id="v4-with-port"),
+        pytest.param({"deny": ["2001:db8::/32"]}, "[2001:db8::1]:4711", 403, id="v6-with-port"),
+        pytest.param({"allow": ["10.0.0.0/8"]}, "not-an-address", 403, id="no-address"),
     ],
 )
 def test_ip_filter(spec: dict[str, Any], ip: str, expected: int | None) -> None:
