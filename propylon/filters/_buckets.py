@@ -29,8 +29,8 @@ script, every EVALSHA), not each socket operation: redis-py's default retry poli
 with exponential backoff, per command) would turn a 100 ms timeout into seconds of stall
 when Redis hangs or is gone, so the client makes one immediate retry at most (a pooled
 connection closed by a Redis restart) and ``asyncio.timeout`` cuts whatever is left. After a
-Redis error or timeout the store reports itself down for one second, during which checks are
-answered at once by the failure mode.
+Redis error or timeout the store reports itself down for ``DOWN_SECONDS``, during which checks
+are answered at once by the failure mode.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ LEASE_SHARE: Final = 16  # a lease takes at most this fraction (1/N) of the toke
 LEASE_MAX: Final = 64
 LEASE_SECONDS = 0.1
 LEASES_MAX: Final = 4096  # leases a worker holds (one per busy bucket); expired ones are dropped
+DOWN_SECONDS: Final = 1.0  # Redis is not asked for this long after it failed
 
 
 class Lease:
@@ -295,7 +296,7 @@ class RedisBuckets:
             async with asyncio.timeout(self.timeout):
                 replies = await self._replies(buckets)
         except Exception as exc:  # any Redis or socket error means the same: no answer
-            self.down_until = time.monotonic() + 1.0
+            self.down_until = time.monotonic() + DOWN_SECONDS
             reason = (f"no answer within {self.timeout * 1000:g}ms"
                       if isinstance(exc, TimeoutError) else repr(exc))
             log.warning("rate limit store %s unavailable: %s", self.address, reason)

@@ -15,7 +15,8 @@ and across reloads of an unchanged policy.
 
 ``local`` mode checks synchronously in the proxy's shared-memory table (``_buckets``);
 ``global`` mode asks Redis (one suspended round trip). When Redis is unavailable,
-``failureMode: open`` lets requests through and ``closed`` answers ``503``.
+``failureMode: open`` lets requests through and ``closed`` answers ``503`` with
+``Retry-After`` of the time Redis is not asked again (``DOWN_SECONDS``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from collections.abc import Awaitable
 from typing import Final
 
 from propylon.filters._buckets import (
+    DOWN_SECONDS,
     MemoryBuckets,
     RedisBuckets,
     Result,
@@ -109,7 +111,8 @@ class RateLimitFilter(Filter):
         self.local: SharedBuckets | MemoryBuckets | None = None
         self.redis: RedisBuckets | None = None
         self.fail_open = settings.failure_mode == "open"
-        self.unavailable = LocalResponse(503, b"rate limit service unavailable\n")
+        self.unavailable = LocalResponse(503, b"rate limit service unavailable\n", [
+            (b"retry-after", str(ceil_seconds(DOWN_SECONDS)).encode())])
         redis = settings.redis
         self.prefix = redis.prefix
         if settings.mode == "global":

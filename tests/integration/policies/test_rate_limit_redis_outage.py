@@ -113,3 +113,25 @@ def test_hung_then_killed_redis_answers_within_the_timeout(outage: dict[str, obj
     redis.stop()  # pooled connections now meet a closed socket, new ones are refused
     time.sleep(DOWN_WINDOW + 0.1)  # no failure remembered from the pause
     check_failure_modes(port, "hung", "c1")
+
+
+def test_closed_answer_says_when_to_retry(tmp_path: Path, upstream: Upstream) -> None:
+    """``failureMode: closed`` with its redis-server stopped: the 503 says ``Retry-After``,
+    the down window (a client retrying then meets Redis asked again), on the failed check and
+    on the ones answered at once inside the window."""
+    redis = RedisServer(tmp_path)
+    try:
+        config = (EDGE_AND_ECHO + route({"stopped": redis.port})).replace(
+            "UPSTREAM", str(upstream.port))
+        gw = GatewayProc(tmp_path / "gw", config)
+        try:
+            assert timed(gw.port, "/stopped-closed", "c1")[0] == 200  # Redis answers
+            redis.stop()
+            answers = [request(gw.port, "GET", "/stopped-closed", {"x-client": "c2"})
+                       for _ in range(2)]
+        finally:
+            gw.stop()
+    finally:
+        redis.stop()
+    assert [(status, headers.get("retry-after")) for status, headers, _ in answers] == [
+        (503, str(int(DOWN_WINDOW)))] * 2
