@@ -17,7 +17,8 @@ token under the lock, as exactly as without leases). A slot whose
 bucket is full again is free for reuse, so the table never needs sweeping. Time is
 ``CLOCK_MONOTONIC``, one clock for every process of the machine. A segment whose supervisor is
 gone is unlinked by the next proxy that creates its own (the supervisor itself does not know
-about it). Without ``/dev/shm`` the table falls back to one per worker, with a warning.
+about it). Without ``/dev/shm`` the table falls back to one per worker, with a warning, bounded
+like the shared one (``MemoryBuckets``).
 
 **Global mode: Redis.** One Lua script per bucket, run with EVALSHA (one round trip; several
 limits go in one pipeline), refills and takes atomically using the server's clock (so proxy
@@ -40,6 +41,7 @@ import contextlib
 import fcntl
 import glob
 import hashlib
+import itertools
 import logging
 import math
 import mmap
@@ -95,17 +97,38 @@ def wait_for_token(tokens: float, rate: float) -> float:
 
 
 class MemoryBuckets:
-    """One process's table (fallback, and unit tests)."""
+    """One process's table (the fallback without ``/dev/shm``, and unit tests), of at most
+    ``SLOTS`` buckets, as many as the shared table. When it is full, the buckets that are
+    full again go first (forgetting one changes nothing), then, down to 7/8 of the bound,
+    the least recently used: a client seen again starts with a full bucket, while the clients
+    being limited, used most recently, are kept."""
 
     def __init__(self) -> None:
-        self.buckets: dict[int, tuple[float, float]] = {}
+        # fingerprint -> (tokens, last refill, full again at), least recently used first
+        self.buckets: dict[int, tuple[float, float, float]] = {}
 
     def take(self, fingerprint: int, capacity: float, rate: float) -> Result:
         now = time.monotonic()
-        tokens, last = self.buckets.get(fingerprint, (capacity, now))
+        buckets = self.buckets
+        known = buckets.pop(fingerprint, None)  # put back last: the most recently used
+        if known is None:
+            tokens, last = capacity, now
+            if len(buckets) >= SLOTS:
+                self._forget(now)
+        else:
+            tokens, last, _ = known
         allowed, tokens = take(tokens, last, now, capacity, rate)
-        self.buckets[fingerprint] = (tokens, now)
+        buckets[fingerprint] = (tokens, now, now + (capacity - tokens) / rate)
         return allowed, tokens, wait_for_token(tokens, rate)
+
+    def _forget(self, now: float) -> None:
+        buckets = self.buckets
+        for key in [k for k, (_, _, full_at) in buckets.items() if full_at <= now]:
+            del buckets[key]
+        excess = len(buckets) - (SLOTS - SLOTS // 8)
+        if excess > 0:
+            for key in list(itertools.islice(buckets, excess)):
+                del buckets[key]
 
 
 class SharedBuckets:

@@ -9,7 +9,7 @@ import pytest
 
 from propylon.config import load_paths
 from propylon.config.policy import PolicyItem
-from propylon.filters import FilterEnv, LocalResponse, build_filter
+from propylon.filters import FilterEnv, LocalResponse, _buckets, build_filter
 from propylon.filters._buckets import MemoryBuckets, SharedBuckets
 from propylon.filters._consumer_acl import ConsumerRestriction
 from propylon.ir.model import ConsumerIR, PolicyIR, SnapshotIR
@@ -105,6 +105,36 @@ def test_token_bucket(store: str, tmp_path: Path) -> None:
     assert [r[0] for r in results] == [True, True, True, False]
     assert results[3][2] > 900  # about 1000 s until the next token
     assert buckets.take(43, 3.0, 0.001)[0]  # another key has its own bucket
+
+
+def test_per_worker_table_stays_bounded_and_keeps_live_limits() -> None:
+    """The fallback table (no /dev/shm) with three times as many distinct keys as it holds
+    (a scan of client IPs): it never holds more than the shared table's slots, a client
+    being limited all along stays limited, and an old bucket that is not full again outlives
+    the full-again ones."""
+    table = MemoryBuckets()
+    old, live = 1, 2
+    assert table.take(old, 2.0, 0.001)[0]  # 1 token left for ~1000 s
+    for _ in range(5):
+        assert table.take(live, 5.0, 0.001)[0]
+    for key in range(3, 3 * _buckets.SLOTS):
+        assert table.take(key, 1.0, 1e9)[0]  # full again at once: dropped first
+        if key % 1000 == 0:
+            assert not table.take(live, 5.0, 0.001)[0], key
+            assert len(table.buckets) <= _buckets.SLOTS, key
+    assert table.take(old, 2.0, 0.001)[0] and not table.take(old, 2.0, 0.001)[0]
+
+
+def test_per_worker_table_forgets_the_least_recently_used_when_none_is_full() -> None:
+    table = MemoryBuckets()
+    live = 0
+    assert table.take(live, 1.0, 0.001)[0]
+    for key in range(1, 2 * _buckets.SLOTS):
+        table.take(key, 2.0, 0.001)  # none is full again during the test
+        if key % 1000 == 0:
+            assert not table.take(live, 1.0, 0.001)[0], key  # used all along: kept
+            assert len(table.buckets) <= _buckets.SLOTS, key
+    assert 2 * _buckets.SLOTS - 1 in table.buckets and 1 not in table.buckets
 
 
 def test_shared_buckets_seen_by_a_second_mapping(tmp_path: Path) -> None:
