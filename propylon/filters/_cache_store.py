@@ -24,13 +24,15 @@ import logging
 import os
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 log = logging.getLogger("propylon.filters.cache")
 
 Headers = list[tuple[bytes, bytes]]
 SHM_DIR = "/dev/shm"
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -175,21 +177,66 @@ class MemoryStore:
         return len(doomed)
 
 
+class Skipping:
+    """When a Redis store is skipped: after ``FAILURES`` failed operations in a row, each
+    started after the previous one was seen to fail (operations in flight together when Redis
+    stalls are one failure: one slow moment under load never skips it), Redis is left alone
+    for ``SKIP_SECONDS``; then one operation probes it (the others still skip until the probe
+    is answered or times out), and an answer to any operation ends the skipping."""
+
+    FAILURES = 3
+    SKIP_SECONDS = 1.0
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.failures = 0
+        self.counted_at = float("-inf")  # when the last failure counted was seen
+        self.skip_until = 0.0
+
+    @property
+    def skipping(self) -> bool:
+        return self.failures >= self.FAILURES
+
+    def allows(self) -> bool:
+        if not self.skipping:
+            return True
+        now = time.monotonic()
+        if now < self.skip_until:
+            return False
+        self.skip_until = now + self.timeout  # this one probes: the others wait for it
+        return True
+
+    def answered(self) -> None:
+        self.failures = 0
+
+    def failed(self, started: float) -> None:
+        now = time.monotonic()
+        if started >= self.counted_at:
+            self.failures += 1
+            self.counted_at = now
+        if self.skipping:
+            self.skip_until = now + self.SKIP_SECONDS
+
+
 class RedisStore:
     """Entries in Redis: a hash per base key (``PREFIX:k:KEY``, one field per variant: the
     JSON of its ``vary``), a set per tag (``PREFIX:t:TAG``) naming the base keys, and for a
     base key with ``keyHeaders`` values a set per URI (``PREFIX:u:URI``) naming them, for
     invalidations. Each operation is bounded by the policy's ``redis.timeout``; a failure is a
-    miss (or an entry not stored, or not dropped), logged at most once a minute."""
+    miss (or an entry not stored, or not dropped), logged at most once a minute. A Redis that
+    keeps failing is skipped between probes (``Skipping``), so a hung one does not cost every
+    request its timeout."""
 
     def __init__(self, address: str, prefix: str, timeout: float) -> None:
         import redis.asyncio as aioredis
 
         host, _, port = address.rpartition(":")
         self.client = aioredis.Redis(host=host or "127.0.0.1", port=int(port or 6379))
+        self.address = address
         self.prefix = prefix
         self.timeout = timeout
         self.last_error = float("-inf")
+        self.skip = Skipping(timeout)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}:k:{key}"
@@ -198,63 +245,70 @@ class RedisStore:
         now = time.monotonic()
         if now - self.last_error > 60:
             self.last_error = now
-            log.warning("cache store redis: %s failed: %r", what, exc)
+            log.warning("cache store redis %s: %s failed: %r%s", self.address, what, exc,
+                        " (skipped between probes until it answers)" if self.skip.skipping
+                        else "")
 
-    async def get(self, key: str, request: Headers) -> Entry | None:
+    async def _ask(self, what: str, operation: Callable[[], Awaitable[T]]) -> T | None:
+        """``operation``'s answer within ``timeout``; None if it failed, had no answer in
+        time, or Redis is being skipped."""
+        skip = self.skip
+        if not skip.allows():
+            return None
+        started = time.monotonic()
         try:
             async with asyncio.timeout(self.timeout):
-                variants = await self.client.hvals(self._key(key))
+                answer = await operation()
         except Exception as exc:
-            self._failed("get", exc)
+            skip.failed(started)
+            self._failed(what, exc)
             return None
-        for data in variants:
+        skip.answered()
+        return answer
+
+    async def get(self, key: str, request: Headers) -> Entry | None:
+        variants = await self._ask("get", lambda: self.client.hvals(self._key(key)))
+        for data in variants or ():
             entry = Entry.from_bytes(_raw(data))
             if matches(entry, request):
                 return entry
         return None
 
     async def put(self, entry: Entry, keep_for: float) -> None:
+        await self._ask("put", lambda: self._put(entry, keep_for))
+
+    async def _put(self, entry: Entry, keep_for: float) -> None:
         name = self._key(entry.key)
-        try:
-            async with asyncio.timeout(self.timeout):
-                pipe = self.client.pipeline(transaction=False)
-                keep = max(int(keep_for) + 1, 1)
-                pipe.hset(name, json.dumps(entry.vary), entry.to_bytes())
-                pipe.expire(name, keep)
-                sets = [f"{self.prefix}:t:{tag}" for tag in entry.tags]
-                uri = uri_of_key(entry.key)
-                if uri != entry.key:
-                    sets.append(f"{self.prefix}:u:{uri}")
-                for index in sets:
-                    pipe.sadd(index, entry.key)
-                    # as long as its longest-lived entry (NX: a new set has no expiry yet,
-                    # and GT alone never sets one on a key without)
-                    pipe.expire(index, keep, nx=True)
-                    pipe.expire(index, keep, gt=True)
-                await pipe.execute()
-        except Exception as exc:
-            self._failed("put", exc)
+        pipe = self.client.pipeline(transaction=False)
+        keep = max(int(keep_for) + 1, 1)
+        pipe.hset(name, json.dumps(entry.vary), entry.to_bytes())
+        pipe.expire(name, keep)
+        sets = [f"{self.prefix}:t:{tag}" for tag in entry.tags]
+        uri = uri_of_key(entry.key)
+        if uri != entry.key:
+            sets.append(f"{self.prefix}:u:{uri}")
+        for index in sets:
+            pipe.sadd(index, entry.key)
+            # as long as its longest-lived entry (NX: a new set has no expiry yet, and GT
+            # alone never sets one on a key without)
+            pipe.expire(index, keep, nx=True)
+            pipe.expire(index, keep, gt=True)
+        await pipe.execute()
 
     async def remove(self, key: str, vary: tuple[tuple[str, str], ...]) -> None:
         """One entry: that variant of that key."""
-        try:
-            async with asyncio.timeout(self.timeout):
-                await self.client.hdel(self._key(key), json.dumps(vary))
-        except Exception as exc:
-            self._failed("remove", exc)
+        await self._ask("remove", lambda: self.client.hdel(self._key(key), json.dumps(vary)))
 
     async def invalidate(self, uri: str) -> None:
         """Every entry of that URI part: each variant of the base key, and of the base keys
         with ``keyHeaders`` values that the URI's set names."""
+        await self._ask("invalidate", lambda: self._invalidate(uri))
+
+    async def _invalidate(self, uri: str) -> None:
         index = f"{self.prefix}:u:{uri}"
-        try:
-            async with asyncio.timeout(self.timeout):
-                members = await self.client.smembers(index)
-                names = [self._key(uri), index, *(self._key(_raw(k).decode())
-                                                   for k in members)]
-                await self.client.delete(*names)
-        except Exception as exc:
-            self._failed("invalidate", exc)
+        members = await self.client.smembers(index)
+        names = [self._key(uri), index, *(self._key(_raw(k).decode()) for k in members)]
+        await self.client.delete(*names)
 
     async def purge(self, rule: dict[str, Any]) -> int:
         async with asyncio.timeout(max(self.timeout, 5.0)):

@@ -8,6 +8,7 @@ and tag, hits never reaching the policies after ``cache``)."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 import urllib.error
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.integration.policies._helpers import RedisServer
 from tests.support import resources as r
 from tests.support.client import roundtrip
 from tests.support.gateway import Gateway
@@ -591,11 +593,12 @@ def test_a_prefix_purge_finds_escaped_paths(gw: Gateway, origin: Origin) -> None
     assert cache_of(get(gw, "/caf%C3%A9/menu", x_tenant="t%1")) == "miss"
 
 
-def redis_gateway(gateways: Any, up: ScriptedUpstream, redis_port: int,
+def redis_gateway(gateways: Any, up: ScriptedUpstream, redis_port: int, timeout: str = "1s",
                   **cache: Any) -> tuple[Gateway, str]:
     prefix = f"test:{time.time_ns()}"
     store = {"cache": {"store": "redis", "redis": {"address": f"127.0.0.1:{redis_port}",
-                                                  "prefix": prefix, "timeout": "1s"}, **cache}}
+                                                  "prefix": prefix, "timeout": timeout},
+                       **cache}}
     gw = gateways(lambda port: r.dump(r.gateway(port), r.route("cached", hostnames=[HOST], rules=[
         r.rule({"prefix": "/"}, forward=r.forward("up"), policies=[store])]),
         r.upstream("up", up.port)))
@@ -653,3 +656,69 @@ def test_redis_an_unsafe_method_invalidates_every_variant(gateways, upstreams,
         assert cache_of(after) == "miss" and version(after) > version(old), fields
     assert cache_of(get(gw, "/doc/sub")) == "hit"  # not a prefix: that URI only
 
+
+
+STORE_TIMEOUT = 0.2  # the redis.timeout of the tests below
+
+
+def test_a_hung_redis_store_is_skipped_after_failures_in_a_row(gateways, upstreams) -> None:
+    """A Redis that takes connections and never answers: every lookup waited the whole
+    redis.timeout. After three failures in a row the store is skipped (a miss at once) but for
+    one probe a second, so ten requests pay a few timeouts, not ten, and a request after the
+    skipping second pays one (the probe)."""
+    origin = Origin(upstreams("redis-hung"))
+    origin.set("/hung", ("cache-control", "max-age=60"))
+    # the kernel takes the connections (its backlog); nobody accepts, reads or answers them,
+    # and no thread is left to stop
+    with socket.socket() as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(128)
+        gw, _ = redis_gateway(gateways, origin.upstream, hung.getsockname()[1],
+                              timeout=f"{STORE_TIMEOUT * 1000:g}ms")
+        times = [timed_miss(gw) for _ in range(10)]
+        time.sleep(1.1)  # the skipping second has passed: one probe, then skipped again
+        probe = [timed_miss(gw) for _ in range(2)]
+        gw.stop()
+    shown = [f"{t * 1000:.0f} ms" for t in times + probe]
+    assert len([t for t in times if t >= STORE_TIMEOUT * 0.9]) <= 4, shown
+    assert probe[0] >= STORE_TIMEOUT * 0.9 and probe[1] < STORE_TIMEOUT * 0.9, shown
+
+
+def timed_miss(gw: Gateway) -> float:
+    start = time.monotonic()
+    answer = get(gw, "/hung")
+    assert answer.status == 200 and cache_of(answer) == "miss"
+    return time.monotonic() - start
+
+
+def test_one_slow_redis_answer_does_not_stop_the_store(gateways, upstreams, tmp_path) -> None:
+    """Redis hung for one lookup's timeout, then answering again: the next entry is stored
+    at once, for every proxy (skipping Redis for a second after one failure, 656b7b8, left
+    it out and another proxy missed it). After a hang long enough to skip Redis, a probe
+    finds it answering again and entries are stored again."""
+    import redis
+
+    server = RedisServer(tmp_path)
+    client = redis.Redis(port=server.port)
+    try:
+        origin = Origin(upstreams("redis-slow"))
+        gw, prefix = redis_gateway(gateways, origin.upstream, server.port,
+                                   timeout=f"{STORE_TIMEOUT * 1000:g}ms")
+        server.pause()
+        try:
+            assert cache_of(get(gw, "/slow")) == "miss"  # its lookup had no answer in time
+        finally:
+            server.resume()
+        assert cache_of(get(gw, "/next")) == "miss"
+        poll_until(lambda: client.exists(f"{prefix}:k:{HOST}/next"), 5, message="stored")
+
+        server.pause()
+        try:
+            for i in range(6):  # enough failures in a row to skip Redis
+                get(gw, f"/hang/{i}")
+        finally:
+            server.resume()
+        poll_until(lambda: cache_of(get(gw, "/after")) == "hit", 5, message="probed")
+    finally:
+        client.close()
+        server.stop()
