@@ -28,6 +28,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationInfo,
     ValidatorFunctionWrapHandler,
     WrapValidator,
@@ -291,3 +292,30 @@ class SecretRef(Model):
     def _one_source(self) -> SecretRef:
         exactly_one(self, ("file", "env"))
         return self
+
+
+class SecretValue(Model):
+    """A value read from a secret, e.g. a Redis password. Written ``{secretRef: {file|env}}``
+    (never the value itself); translation reads it, so the IR's form, validated under
+    ``IR_CONTEXT``, carries the value (``{secret}``, a ``SecretStr``: out of reprs and logs)
+    or why it could not be read (``{secretError}``)."""
+
+    secret_ref: SecretRef | None = None
+    secret: SecretStr | None = None
+    secret_error: str | None = None
+
+    @model_validator(mode="after")
+    def _form(self, info: ValidationInfo) -> SecretValue:
+        if not _dumped(info):
+            if self.secret_ref is None or self.secret is not None or (
+                    self.secret_error is not None):
+                raise invalid("secret_ref", "a secret is given as secretRef: {file: PATH} "
+                              "or {env: NAME}, never inline")
+        elif self.secret_ref is not None or (self.secret is None) == (
+                self.secret_error is None):
+            raise invalid("exactly_one", "exactly one of secret, secretError is required")
+        return self
+
+    def value(self) -> str | None:
+        """The secret read at translation; None if it could not be read."""
+        return self.secret.get_secret_value() if self.secret is not None else None

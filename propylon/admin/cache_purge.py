@@ -13,11 +13,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import parse_qs
 
 from propylon import ir
 from propylon.filters._cache_store import RedisStore, append_purge
+from propylon.policies.body import CachePolicy
+from propylon.policies.table import POLICY_TYPES
 
 if TYPE_CHECKING:
     from propylon.proxy.supervisor import Supervisor
@@ -33,8 +35,8 @@ async def purge_request(supervisor: Supervisor, reader: asyncio.StreamReader,
         return 400, _json({"error": error}), _JSON
     append_purge(rule, os.getpid())
     redis_counts: dict[str, int | str] = {}
-    for address, prefix, timeout in _redis_stores(supervisor):
-        store = RedisStore(address, prefix, timeout)
+    for address, prefix, timeout, *login in _redis_stores(supervisor):
+        store = RedisStore(address, prefix, timeout, *login)
         try:
             redis_counts[f"{address}/{prefix}"] = await store.purge(rule)
         except Exception as exc:  # an unreachable Redis is reported, not fatal
@@ -68,8 +70,12 @@ async def _rule(reader: asyncio.StreamReader, head_lines: list[bytes], target: b
     return rule, ""
 
 
-def _redis_stores(supervisor: Supervisor) -> set[tuple[str, str, float]]:
-    found: set[tuple[str, str, float]] = set()
+# address, prefix, timeout, then username, password and why it could not be read
+StoreKey = tuple[str, str, float, str | None, str | None, str | None]
+
+
+def _redis_stores(supervisor: Supervisor) -> set[StoreKey]:
+    found: set[StoreKey] = set()
     snapshot = supervisor.snapshot
     if snapshot is None:
         return found
@@ -79,10 +85,8 @@ def _redis_stores(supervisor: Supervisor) -> set[tuple[str, str, float]]:
             spec = node.get("spec")
             if node.get("type") == "cache" and isinstance(spec, dict) and (
                     spec.get("store") == "redis"):
-                redis = spec.get("redis") or {}
-                found.add((redis.get("address", "127.0.0.1:6379"),
-                           redis.get("prefix", "propylon:cache"),
-                           float(redis.get("timeout", 0.1))))
+                redis = cast(CachePolicy, POLICY_TYPES["cache"].settings_from(spec)).redis
+                found.add((redis.address, redis.prefix, redis.timeout, *redis.login()))
             for value in node.values():
                 walk(value)
         elif isinstance(node, list):

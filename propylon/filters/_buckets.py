@@ -50,6 +50,8 @@ import struct
 import time
 from typing import Any, Final
 
+from propylon.filters._redis import client_options, failure
+
 log = logging.getLogger("propylon.filters.rateLimit")
 
 SLOT: Final = struct.Struct("<Qddd")  # fingerprint, tokens, last refill, full again at
@@ -266,12 +268,14 @@ return {allowed, string.format('%.6f', tokens)}
 class RedisBuckets:
     """Buckets in Redis (standalone or Cluster); one object per worker and server settings."""
 
-    def __init__(self, address: str, cluster: bool, timeout: float) -> None:
+    def __init__(self, address: str, cluster: bool, timeout: float, username: str | None = None,
+                 password: str | None = None, password_error: str | None = None) -> None:
         host, _, port = address.rpartition(":")
         self.address = address
         self.host, self.port = host or "127.0.0.1", int(port or 6379)
         self.cluster = cluster
         self.timeout = timeout
+        self.login = (username, password, password_error)
         self.down_until = 0.0
         self.client: Any = None
         self.initialized = not cluster
@@ -280,15 +284,9 @@ class RedisBuckets:
 
     def _connect(self) -> None:
         import redis.asyncio as aioredis  # redis-py loads when a limit first uses Redis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
 
-        kwargs: dict[str, Any] = {
-            "socket_timeout": self.timeout, "socket_connect_timeout": self.timeout,
-            # one immediate retry (a pooled connection a restarted Redis closed); the
-            # deadline of the whole check is take()'s
-            "retry": Retry(NoBackoff(), 1),
-        }
+        # the deadline of the whole check is take()'s
+        kwargs = client_options(self.timeout, *self.login)
         if self.cluster:
             self.client = aioredis.RedisCluster(host=self.host, port=self.port, **kwargs)
         else:
@@ -313,16 +311,15 @@ class RedisBuckets:
     async def take(self, buckets: list[tuple[str, float, float]]) -> list[Result] | None:
         """One result per (key, capacity, rate), or None when Redis failed or did not
         answer within ``timeout`` (the whole check)."""
-        if self.client is None:
-            self._connect()
         try:
+            if self.client is None:
+                self._connect()
             async with asyncio.timeout(self.timeout):
                 replies = await self._replies(buckets)
         except Exception as exc:  # any Redis or socket error means the same: no answer
             self.down_until = time.monotonic() + DOWN_SECONDS
-            reason = (f"no answer within {self.timeout * 1000:g}ms"
-                      if isinstance(exc, TimeoutError) else repr(exc))
-            log.warning("rate limit store %s unavailable: %s", self.address, reason)
+            log.warning("rate limit store %s unavailable: %s", self.address,
+                        failure(exc, self.timeout))
             return None
         out: list[Result] = []
         for (_, _, rate), (allowed, tokens) in zip(buckets, replies, strict=True):

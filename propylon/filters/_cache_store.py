@@ -28,6 +28,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from propylon.filters._redis import PasswordUnreadable, client_options, failure
+
 log = logging.getLogger("propylon.filters.cache")
 
 Headers = list[tuple[bytes, bytes]]
@@ -227,11 +229,19 @@ class RedisStore:
     keeps failing is skipped between probes (``Skipping``), so a hung one does not cost every
     request its timeout."""
 
-    def __init__(self, address: str, prefix: str, timeout: float) -> None:
+    def __init__(self, address: str, prefix: str, timeout: float, username: str | None = None,
+                 password: str | None = None, password_error: str | None = None) -> None:
         import redis.asyncio as aioredis
 
         host, _, port = address.rpartition(":")
-        self.client = aioredis.Redis(host=host or "127.0.0.1", port=int(port or 6379))
+        self.password_error: PasswordUnreadable | None = None
+        try:
+            options = client_options(timeout, username, password, password_error)
+        except PasswordUnreadable as exc:  # every operation fails, as with Redis down
+            self.password_error = exc
+            options = {}
+        self.client = aioredis.Redis(host=host or "127.0.0.1", port=int(port or 6379),
+                                     **options)
         self.address = address
         self.prefix = prefix
         self.timeout = timeout
@@ -245,7 +255,8 @@ class RedisStore:
         now = time.monotonic()
         if now - self.last_error > 60:
             self.last_error = now
-            log.warning("cache store redis %s: %s failed: %r%s", self.address, what, exc,
+            log.warning("cache store redis %s: %s failed: %s%s", self.address, what,
+                        failure(exc, self.timeout),
                         " (skipped between probes until it answers)" if self.skip.skipping
                         else "")
 
@@ -257,6 +268,8 @@ class RedisStore:
             return None
         started = time.monotonic()
         try:
+            if self.password_error is not None:
+                raise self.password_error
             async with asyncio.timeout(self.timeout):
                 answer = await operation()
         except Exception as exc:
@@ -311,6 +324,8 @@ class RedisStore:
         await self.client.delete(*names)
 
     async def purge(self, rule: dict[str, Any]) -> int:
+        if self.password_error is not None:
+            raise self.password_error
         async with asyncio.timeout(max(self.timeout, 5.0)):
             if rule.get("tag") is not None:
                 tag_key = f"{self.prefix}:t:{rule['tag']}"

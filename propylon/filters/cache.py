@@ -61,7 +61,7 @@ from propylon.filters._cache_store import (
 )
 from propylon.filters.base import Filter, FilterContext, FilterEnv, Headers, LocalResponse
 from propylon.net.httpclient import HttpClient, HttpError
-from propylon.policies.body import CachePolicy
+from propylon.policies.body import CachePolicy, CacheRedis
 
 log = logging.getLogger("propylon.filters.cache")
 
@@ -92,7 +92,7 @@ class CacheWorker:
 
     def __init__(self) -> None:
         self.memory: dict[int, MemoryStore] = {}
-        self.redis: dict[tuple[str, str, float], RedisStore] = {}
+        self.redis: dict[tuple[Any, ...], RedisStore] = {}
         self.purges = PurgeLog()
         self.inflight: dict[str, _Inflight] = {}
         self.invalidating: dict[str, asyncio.Future[None]] = {}  # Redis deletions under way
@@ -106,11 +106,11 @@ class CacheWorker:
             store = self.memory[max_bytes] = MemoryStore(max_bytes)
         return store
 
-    def redis_store(self, address: str, prefix: str, timeout: float) -> RedisStore:
-        key = (address, prefix, timeout)
+    def redis_store(self, settings: CacheRedis) -> RedisStore:
+        key = (settings.address, settings.prefix, settings.timeout, *settings.login())
         store = self.redis.get(key)
         if store is None:
-            store = self.redis[key] = RedisStore(address, prefix, timeout)
+            store = self.redis[key] = RedisStore(*key)
         return store
 
     def apply_purges(self) -> None:
@@ -191,11 +191,10 @@ class CacheFilter(Filter):
         self.key_headers = tuple(h.encode("latin-1") for h in settings.key_headers)
         self.max_entry = settings.max_entry_bytes
         self.default_ttl = settings.default_ttl
-        redis = settings.redis
         self.memory: MemoryStore | None = None
         self.redis: RedisStore | None = None
         if settings.store == "redis":
-            self.redis = worker.redis_store(redis.address, redis.prefix, redis.timeout)
+            self.redis = worker.redis_store(settings.redis)
         else:
             self.memory = worker.memory_store(settings.max_bytes)
 

@@ -116,7 +116,7 @@ class RateLimitFilter(Filter):
         redis = settings.redis
         self.prefix = redis.prefix
         if settings.mode == "global":
-            server = (redis.address, redis.cluster, redis.timeout)
+            server = (redis.address, redis.cluster, redis.timeout, *redis.login())
             self.redis = env.shared(("redis-buckets", *server), lambda: RedisBuckets(*server))
 
     @classmethod

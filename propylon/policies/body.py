@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Field, model_validator
 
+from propylon.policies.redis import RedisLogin
 from propylon.schema import Duration, HeaderName, Model, OptionalLimit, invalid
 
 if TYPE_CHECKING:  # Jinja2 loads when a template is first compiled
@@ -168,7 +169,7 @@ class TransformPolicy(Model):
 
 
 # -- cache ---------------------------------------------------------------------------------
-class CacheRedis(Model):
+class CacheRedis(RedisLogin):
     address: str = "127.0.0.1:6379"
     timeout: Duration = 0.1  # bounds each store operation; a slow Redis is a miss
     prefix: str = "propylon:cache"

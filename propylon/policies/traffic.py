@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
+from propylon.policies.redis import RedisLogin
 from propylon.schema import (
     CIDR,
     Duration,
@@ -83,7 +84,7 @@ class RateLimit(Model):
     key: list[Descriptor] = Field(default_factory=list)  # empty: one bucket for all
 
 
-class RedisSettings(Model):
+class RedisSettings(RedisLogin):
     address: str = "127.0.0.1:6379"
     cluster: bool = False
     timeout: Duration = 0.05

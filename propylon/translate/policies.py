@@ -151,9 +151,15 @@ def _spec(
     spec: dict[str, Any] = section.model_dump(mode="json", by_alias=True)
     if name == "headers":
         if _has_secret_refs(spec):
-            base = owner.source.file if owner is not None and owner.source is not None else None
-            resolve_header_secrets(spec, os.path.dirname(os.path.abspath(base)) if base else None,
+            resolve_header_secrets(spec, _base_dir(owner),
                                    needed_by=owner.ref if owner is not None else "")
+            return spec, True
+    elif name in ("rateLimit", "cache"):
+        redis = spec.get("redis") or {}
+        if redis.get("password") is not None:
+            where = f"{owner.ref} " if owner is not None else ""
+            redis["password"] = _secret_value(redis["password"], _base_dir(owner),
+                                              f"{where}{name}.redis.password")
             return spec, True
     elif owner is not None:
         # TLS CA files, like an Upstream's, are relative to the file defining the resource
@@ -162,6 +168,23 @@ def _spec(
             tls_holder["caFile"] = resolve_path(tls_holder["caFile"], owner)
             return spec, True
     return spec, False
+
+
+def _base_dir(owner: Resource | None) -> str | None:
+    """The folder secret files are relative to: the defining file's."""
+    base = owner.source.file if owner is not None and owner.source is not None else None
+    return os.path.dirname(os.path.abspath(base)) if base else None
+
+
+def _secret_value(value: dict[str, Any], base_dir: str | None, needed_by: str,
+                  prefix: str = "") -> dict[str, Any]:
+    """A written ``{secretRef}`` as the IR carries it: ``{"secret": value}`` (redacted in
+    every admin answer), or ``{"secretError": reason}`` for the policy to fail as it must."""
+    ref = SecretRef.model_validate(value["secretRef"])
+    try:
+        return {"secret": prefix + read_secret(ref, base_dir, needed_by=needed_by)}
+    except SecretError as exc:
+        return {"secretError": str(exc)}
 
 
 def _has_secret_refs(spec: dict[str, Any]) -> bool:
@@ -182,13 +205,9 @@ def resolve_header_secrets(
             values = (edits or {}).get(op) or {}
             for header, value in values.items():
                 if isinstance(value, dict) and "secretRef" in value:
-                    ref = SecretRef.model_validate(value["secretRef"])
                     where = f"{needed_by} headers {direction}.{op}.{header}".strip()
-                    try:
-                        values[header] = {"secret": value.get("prefix", "") +
-                                          read_secret(ref, base_dir, needed_by=where)}
-                    except SecretError as exc:
-                        values[header] = {"secretError": str(exc)}
+                    values[header] = _secret_value(value, base_dir, where,
+                                                   value.get("prefix", ""))
 
 
 def _targeting(

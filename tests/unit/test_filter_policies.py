@@ -161,6 +161,11 @@ def test_shared_buckets_seen_by_a_second_mapping(tmp_path: Path) -> None:
                      'invalid Consumer "a/b/c"', id="consumers-bad-ref"),
         pytest.param({"jwt": {"keys": [{"file": "k"}], "consumers": {"allow": ["a"]}}},
                      "Extra inputs", id="jwt-has-no-consumers"),
+        pytest.param({"cache": {"redis": {"password": {"secret": "pw"}}}}, "never inline",
+                     id="redis-password-inline"),
+        pytest.param({"rateLimit": {"limits": [{"requests": 1, "per": "1s"}],
+                                    "redis": {"username": "u"}}},
+                     "a Redis username needs a password", id="redis-username-alone"),
     ],
 )
 def test_invalid_sections(section: dict[str, Any], message: str) -> None:

@@ -75,16 +75,17 @@ def port_open(port: int) -> bool:
 
 class RedisServer:
     """A real ``redis-server`` (Debian package) on a free loopback port, no persistence,
-    stopped through its own PID. ``pause``/``resume`` send SIGSTOP/SIGCONT: a hung server,
-    whose kernel still accepts connections but which never answers."""
+    stopped through its own PID; ``options`` are more of its command-line options (e.g.
+    ``--requirepass PW``). ``pause``/``resume`` send SIGSTOP/SIGCONT: a hung server, whose
+    kernel still accepts connections but which never answers."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, *options: str) -> None:
         server = shutil.which("redis-server")
         assert server is not None, "redis-server is missing (Debian package redis-server)"
         self.port = free_port()
         self.proc = subprocess.Popen(
             [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(workdir)],
+             "--appendonly", "no", "--dir", str(workdir), *options],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         poll_until(lambda: port_open(self.port))
