@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import importlib
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -186,71 +186,80 @@ def rate_limit(requests: int, per: str) -> dict[str, Any]:
     return {"rateLimit": {"limits": [{"requests": requests, "per": per, "key": ["client_ip"]}]}}
 
 
+# The tokens of a PCRE / Rust regex as ``python_regex`` and ``has_top_level_alternation`` read
+# it (``regex_tokens``): an escape (a backslash and the character after it, or a whole
+# ``\\k<name>``), a whole character class, a group's opening ``(`` (``(?<`` when it opens a
+# PCRE named group, not a lookbehind), its closing ``)``, or any other character.
+ESCAPE, CLASS, OPEN, CLOSE, CHAR = "escape", "class", "open", "close", "char"
+_BACK_REFERENCE = re.compile(r"\\k<(\w+)>")
+
+
+def regex_tokens(pattern: str) -> Iterator[tuple[str, str]]:
+    """(kind, text) of each token of ``pattern`` in order; their texts joined are
+    ``pattern``. A class runs to its first unescaped ``]`` (one first in it, after an optional
+    ``^``, is a literal), or to the end of an unclosed one."""
+    i, n = 0, len(pattern)
+    while i < n:
+        char = pattern[i]
+        if char == "\\":
+            named = _BACK_REFERENCE.match(pattern, i)
+            end = named.end() if named else i + 2
+            yield ESCAPE, pattern[i:end]
+        elif char == "[":
+            end = _class_end(pattern, i)
+            yield CLASS, pattern[i:end]
+        elif char == "(":
+            named_group = pattern.startswith("(?<", i) and pattern[i + 3:i + 4] not in ("=", "!")
+            end = i + 3 if named_group else i + 1
+            yield OPEN, pattern[i:end]
+        else:
+            end = i + 1
+            yield (CLOSE if char == ")" else CHAR), char
+        i = end
+
+
+def _class_end(pattern: str, start: int) -> int:
+    """Where the character class opening at ``start`` ends (after its ``]``)."""
+    i = start + 1
+    i += pattern.startswith("^", i)
+    i += pattern.startswith("]", i)
+    while i < len(pattern):
+        if pattern[i] == "\\":
+            i += 2
+            continue
+        i += 1
+        if pattern[i - 1] == "]":
+            return i
+    return len(pattern)
+
+
 def python_regex(pattern: str) -> str:
     """A PCRE / Rust regex in Python's syntax: named groups ``(?<name>...)`` become
     ``(?P<name>...)``, back references ``\\k<name>`` ``(?P=name)`` and ``\\z`` ``\\Z``
     (lookbehinds ``(?<=``, ``(?<!``, escapes and character classes are left alone)."""
-    out: list[str] = []
-    i, n, in_class = 0, len(pattern), False
-    while i < n:
-        char = pattern[i]
-        if char == "\\":
-            named = re.match(r"\\k<(\w+)>", pattern[i:]) if not in_class else None
-            if named:
-                out.append(f"(?P={named.group(1)})")
-                i += named.end()
-            elif pattern.startswith("\\z", i) and not in_class:
-                out.append("\\Z")  # PCRE's end of the subject
-                i += 2
-            else:
-                out.append(pattern[i:i + 2])
-                i += 2
-            continue
-        if in_class:
-            in_class = char != "]"
-        elif char == "[":
-            in_class = True
-            out.append(char)
-            i += 1
-            # a "]" first in a class (after an optional "^") is a literal
-            if pattern[i:i + 1] == "^":
-                out.append("^")
-                i += 1
-            if pattern[i:i + 1] == "]":
-                out.append("]")
-                i += 1
-            continue
-        elif pattern.startswith("(?<", i) and pattern[i + 3:i + 4] not in ("=", "!"):
-            out.append("(?P<")
-            i += 3
-            continue
-        out.append(char)
-        i += 1
-    return "".join(out)
+    return "".join(_python_token(kind, text) for kind, text in regex_tokens(pattern))
+
+
+def _python_token(kind: str, text: str) -> str:
+    if kind == ESCAPE and text.startswith("\\k<"):
+        return f"(?P={text[3:-1]})"
+    if kind == ESCAPE and text == "\\z":
+        return "\\Z"  # PCRE's end of the subject
+    if kind == OPEN and text == "(?<":
+        return "(?P<"
+    return text
 
 
 def has_top_level_alternation(pattern: str) -> bool:
     """Whether ``pattern`` has a ``|`` outside every group and character class."""
-    depth, i, in_class = 0, 0, False
-    while i < len(pattern):
-        char = pattern[i]
-        if char == "\\":
-            i += 2
-            continue
-        if in_class:
-            in_class = char != "]"
-        elif char == "[":
-            in_class = True
-            i += 1 + (pattern[i + 1:i + 2] == "^")
-            i += pattern[i:i + 1] == "]"
-            continue
-        elif char == "(":
+    depth = 0
+    for kind, text in regex_tokens(pattern):
+        if kind == OPEN:
             depth += 1
-        elif char == ")":
+        elif kind == CLOSE:
             depth -= 1
-        elif char == "|" and depth == 0:
+        elif text == "|" and kind == CHAR and depth == 0:
             return True
-        i += 1
     return False
 
 
