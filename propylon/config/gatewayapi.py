@@ -24,6 +24,11 @@ translation completes into the objects' statuses (``translate/gatewayapi_status.
 - An ``Ingress`` of class ``propylon`` becomes Routes (``config/ingress.py``); the
   certificates of its ``spec.tls`` are added to the HTTPS listeners of the propylon.dev/v1
   Gateways that select those Routes.
+- An HTTPRoute, GRPCRoute or Ingress the loader rejected (a name Kubernetes refuses, defined
+  twice; ``recovery.recover_kubernetes``), or whose Route does not validate, is contained as
+  a native Route is: a Route of its hostnames and matches stands in for it, each rule a
+  placeholder that translation replaces with the Gateway's ``invalidRouteResponse``
+  (``Expansion.replaced``, ``translate/containment.py``).
 - ``ReferenceGrant``, ``Service`` and ``EndpointSlice`` are read by ``k8s_backends.py``;
   ``Namespace`` objects give the labels a listener's ``allowedRoutes`` selector matches
   (``gatewayapi_namespaces.py``).
@@ -68,7 +73,9 @@ from propylon.config.k8s_status import (
     Origin,
 )
 from propylon.config.kubernetes import GATEWAY_GROUP, KubernetesObject
-from propylon.config.resources import API_VERSION, KINDS, Gateway, Resource
+from propylon.config.loader import Rejected
+from propylon.config.recovery import recover_kubernetes
+from propylon.config.resources import API_VERSION, KINDS, Gateway, Resource, Route
 from propylon.config.route import Rule
 
 GATEWAY_CLASS = "propylon"
@@ -86,6 +93,8 @@ class Expansion:
     resources: list[Resource]  # the native ones, then the converted ones
     origins: dict[str, Origin] = field(default_factory=dict)  # converted ref -> origin
     findings: Findings = field(default_factory=Findings)
+    # an invalid object's ref -> the Routes standing in for it (their rules are replaced)
+    replaced: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def issues(self) -> list[ConfigError]:
@@ -129,19 +138,25 @@ class _Gateway:
     data: dict[str, Any] | None  # the propylon Gateway, None when no listener is usable
 
 
-def expand_kubernetes(resources: Sequence[Resource]) -> Expansion:
-    """The native resources plus what the Kubernetes objects among them become."""
+def expand_kubernetes(resources: Sequence[Resource],
+                      rejected: Sequence[Rejected] = ()) -> Expansion:
+    """The native resources plus what the Kubernetes objects among them become, and what
+    stands in for the rejected route objects (the first rejection of each)."""
     kube = [r for r in resources if isinstance(r, KubernetesObject)]
     native = [r for r in resources if not isinstance(r, KubernetesObject)]
-    if not kube:
+    first = {item.ref: item for item in reversed(rejected)}
+    stand_ins = [o for item in first.values() if (o := recover_kubernetes(item)) is not None]
+    if not kube and not stand_ins:
         return Expansion(list(resources))
-    return _Converter(native, kube).run()
+    return _Converter(native, kube + stand_ins, {o.ref for o in stand_ins}).run()
 
 
 class _Converter:
-    def __init__(self, native: list[Resource], kube: list[KubernetesObject]) -> None:
+    def __init__(self, native: list[Resource], kube: list[KubernetesObject],
+                 stand_ins: set[str]) -> None:
         self.native = native
         self.kube = sorted(kube, key=lambda o: (o.kind, o.key))
+        self.stand_ins = stand_ins  # refs of the objects that stand in for rejected ones
         self.findings = Findings()
         self.expansion = Expansion(list(native), findings=self.findings)
         self.taken = {(r.kind, r.key) for r in native}
@@ -366,7 +381,8 @@ class _Converter:
 
     # -- converted resources -------------------------------------------------------------
     def _add(self, data: dict[str, Any], origin: KubernetesObject) -> Resource | None:
-        """Validate the converted ``data`` and keep it; contain what fails, at its origin."""
+        """Validate the converted ``data`` and keep it; contain what fails, at its origin:
+        a Route stands in for an invalid origin (``_stand_in``)."""
         kind = data["kind"]
         meta = data["metadata"]
         key = f"{meta['namespace']}/{meta['name']}"
@@ -383,18 +399,30 @@ class _Converter:
                     ACCEPTED, False, "UnsupportedValue", "no rule can be served"))
                 return None
             data["spec"]["rules"] = rules
-        try:
-            resource = KINDS[kind].model_validate(data)
-        except ValidationError as exc:
-            message = "; ".join(_error_text(e) for e in exc.errors()[:3])
-            self.findings.set(origin.kind, origin.key, Condition(
-                ACCEPTED, False, "UnsupportedValue", f"as {kind} {key}: {message}"))
+        resource = None if origin.ref in self.stand_ins else self._validated(data, origin)
+        if resource is None and kind == "Route":
+            resource = _stand_in(data)
+            if resource is not None:
+                self.expansion.replaced.setdefault(origin.ref, []).append(resource.ref)
+        if resource is None:
             return None
         resource._source = origin.source
         self.taken.add((kind, key))
         self.expansion.resources.append(resource)
         self.expansion.origins[resource.ref] = Origin(origin.kind, origin.key)
         return resource
+
+    def _validated(self, data: dict[str, Any], origin: KubernetesObject) -> Resource | None:
+        """``data`` as its kind's resource; None, the reason at ``origin``, when invalid."""
+        try:
+            return KINDS[data["kind"]].model_validate(data)
+        except ValidationError as exc:
+            message = "; ".join(_error_text(e) for e in exc.errors()[:3])
+            meta = data["metadata"]
+            self.findings.set(origin.kind, origin.key, Condition(
+                ACCEPTED, False, "UnsupportedValue",
+                f"as {data['kind']} {meta['namespace']}/{meta['name']}: {message}"))
+            return None
 
     def _checked_rule(self, rule: dict[str, Any], origin: KubernetesObject,
                       index: int) -> dict[str, Any] | None:
@@ -410,6 +438,26 @@ class _Converter:
             matches = [m for m in rule.get("matches") or [{}] if _valid_match(m)]
             return {"matches": matches, "directResponse": _FAILED_RULE} if matches else None
         return rule
+
+
+def _stand_in(data: dict[str, Any]) -> Route | None:
+    """The Route standing in for the converted Route ``data`` of an invalid object: its
+    labels, hostnames and matches, each rule a placeholder ``directResponse`` (translation
+    replaces it with the Gateway's ``invalidRouteResponse``), known by the object's key even
+    when that is no valid Route name. None when even that is invalid (its hostnames)."""
+    spec = data["spec"]
+    rules = [{"matches": rule["matches"], "directResponse": _FAILED_RULE}
+             for rule in spec["rules"]]
+    meta = data["metadata"]
+    placeholder = {"name": "stand-in", "namespace": "stand-in", "labels": meta.get("labels", {})}
+    try:
+        route = Route.model_validate({**data, "metadata": placeholder,
+                                      "spec": {**spec, "rules": rules}})
+    except ValidationError:
+        return None
+    identity = route.metadata.model_copy(
+        update={"name": meta["name"], "namespace": meta["namespace"]})
+    return route.model_copy(update={"metadata": identity})
 
 
 def _ours(obj: KubernetesObject) -> bool:

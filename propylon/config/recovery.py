@@ -9,7 +9,10 @@ let translation contain it (``translate/containment.py``):
   keeps its ``delegate``, so other teams' RouteTables below it keep serving;
 - a Gateway keeps its metadata, listeners and ``routeSelector`` (translation disables it:
   its listeners answer 503);
-- a Policy keeps its ``targetRefs`` (translation fails its targets closed).
+- a Policy keeps its ``targetRefs`` (translation fails its targets closed);
+- an HTTPRoute, GRPCRoute or Ingress (``recover_kubernetes``) keeps what it says, under its
+  key: conversion reads it as any such object (``config/gatewayapi.py``) and the Routes it
+  becomes stand in for it, their rules replaced as a Route's are.
 
 Recovery never widens what a resource matched: a rule without written ``matches`` (the
 default is every path) is dropped, and hostnames are recovered as "any host" only when the
@@ -23,7 +26,8 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from propylon.config._types import Hostname, Name
+from propylon.config._types import Hostname, Labels, Name
+from propylon.config.kubernetes import KubernetesMetadata, KubernetesObject, is_kubernetes, mapping
 from propylon.config.loader import Rejected
 from propylon.config.resources import (
     API_VERSION,
@@ -47,6 +51,8 @@ _METADATA = TypeAdapter(Metadata)
 _DELEGATE = TypeAdapter(Delegate)
 _SELECTOR = TypeAdapter(Selector)
 _ACTIONS = ("forward", "redirect", "directResponse", "delegate")
+_LABELS = TypeAdapter(Labels)
+_ROUTE_OBJECTS = frozenset({"HTTPRoute", "GRPCRoute", "Ingress"})  # Kubernetes kinds
 
 
 def recover(rejected: Rejected) -> Resource | None:
@@ -70,6 +76,28 @@ def recover(rejected: Rejected) -> Resource | None:
     if resource is not None:
         resource._source = rejected.source
     return resource
+
+
+def recover_kubernetes(rejected: Rejected) -> KubernetesObject | None:
+    """A rejected HTTPRoute, GRPCRoute or Ingress as conversion can still read it: what it
+    says as written (conversion reads every field leniently), its labels when they are
+    valid, and the rejected key as its identity even when Kubernetes refuses that name (the
+    key is all its status and its replaced rules are known by). None for other objects."""
+    data = rejected.data
+    if rejected.kind not in _ROUTE_OBJECTS or not is_kubernetes(data):
+        return None
+    placeholder = {"name": "stand-in", "namespace": "stand-in"}
+    try:
+        recovered = KubernetesObject.model_validate({**data, "metadata": placeholder})
+    except ValidationError:
+        return None
+    namespace, name = rejected.key.split("/", 1)
+    labels = _valid(_LABELS, mapping(data["metadata"]).get("labels")) or {}
+    metadata = KubernetesMetadata.model_construct(
+        name=name, namespace=namespace, labels=labels, annotations={})
+    recovered = recovered.model_copy(update={"metadata": metadata})
+    recovered._source = rejected.source
+    return recovered
 
 
 def recover_target_refs(rejected: Rejected) -> tuple[TargetRef, ...] | None:

@@ -13,6 +13,9 @@ Gateways are translated (``plan_containment``):
 3. a rejected Policy fails its targets closed: the Routes and RouteTables it targets are
    replaced, the Gateways it targets disabled. When its ``targetRefs`` cannot be read, what
    it protected is unknown, so every Gateway, Route and RouteTable of its namespace is.
+   An invalid HTTPRoute, GRPCRoute or Ingress (rejected, or whose Route does not validate)
+   has Routes standing in for it already, made by conversion (``config/gatewayapi.py``,
+   ``stand_ins``): they are replaced as a Route is.
 
 After Policy targets are resolved (``unattached_gateway_policies``):
 
@@ -26,7 +29,7 @@ A disabled Gateway keeps its listeners and answers every request with 503
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from propylon.config import (
@@ -83,16 +86,25 @@ def disabled_gateway(key: str, listeners: tuple[ListenerIR, ...]) -> GatewayIR:
 
 
 def plan_containment(
-    resources: Sequence[Resource], rejected: Sequence[Rejected]
+    resources: Sequence[Resource], rejected: Sequence[Rejected],
+    stand_ins: Mapping[str, Sequence[str]] | None = None,
 ) -> Containment:
-    """Steps 1-3 of the module doc, without a status book yet (see ``record_containment``)."""
+    """Steps 1-3 of the module doc, without a status book yet (see ``record_containment``).
+    ``stand_ins``: the refs of the Routes conversion made to stand in for each invalid
+    Kubernetes object (``Expansion.replaced``)."""
     first: dict[str, Rejected] = {}
     for item in rejected:
         first.setdefault(item.ref, item)
     plan = Containment([r for r in resources if r.ref not in first], first)
     defined = {r.ref: r for r in resources}
     known = {*defined, *first}
+    for ref, routes in (stand_ins or {}).items():
+        plan.replaced.update(routes)
+        kind, key = ref.split(" ", 1)
+        plan.notes.append((kind, key, _REPLACED))
     for ref, item in first.items():
+        if stand_ins and ref in stand_ins:
+            continue  # its Routes are replaced (above)
         stand_in = (defined.get(ref) or recover(item)) if item.kind in _STANDS_IN else None
         if item.kind == "Policy":
             _fail_targets_closed(plan, item, defined.get(ref), resources, known)

@@ -34,11 +34,15 @@ def gateway_api_statuses(
         return tuple(statuses)
     findings = expansion.findings
     kept: list[StatusIR] = []
+    own: dict[tuple[str, str], StatusIR] = {}  # an object's own, from containment
     gateways: dict[tuple[str, str], set[str]] = {}
     for status in statuses:
         origin = expansion.origins.get(f"{status.kind} {status.key}")
         if origin is None:
-            kept.append(status)
+            if (status.kind, status.key) in findings.objects:
+                own[(status.kind, status.key)] = status  # a contained object: one status
+            else:
+                kept.append(status)
             continue
         if origin.kind not in _SUMMARY_KINDS:
             continue  # an Upstream made from a Service
@@ -47,10 +51,16 @@ def gateway_api_statuses(
     for (kind, key), entry in findings.objects.items():
         if kind not in _SUMMARY_KINDS:
             continue
+        held = own.pop((kind, key), None)
         lines = status_lines(entry.conditions()) + tuple(entry.notes)
-        state = "Invalid" if refused(entry.conditions()) else "Accepted"
-        kept.append(StatusIR(kind, key, state, lines,
+        invalid = refused(entry.conditions())
+        if held is not None:  # its rejection (the loader's errors) and containment's notes
+            lines = (*held.reasons, *[line for line in lines if line not in held.reasons])
+            invalid = invalid or held.state == "Invalid"
+            gateways.setdefault((kind, key), set()).update(held.gateways)
+        kept.append(StatusIR(kind, key, "Invalid" if invalid else "Accepted", lines,
                              tuple(sorted(gateways.get((kind, key), ())))))
+    kept += own.values()
     return tuple(sorted(kept, key=lambda s: (s.kind, s.key)))
 
 

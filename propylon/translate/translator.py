@@ -93,8 +93,9 @@ def translate_booked(
     """Every step but the statuses'. ``routes``: the keys of the only Routes translated (a
     part of the configuration, ``translate/parts.py``); every resource is still looked up
     and reported on as usual."""
-    expansion = expand_kubernetes(resources)  # Gateway API and Ingress objects, converted
-    plan = plan_containment(expansion.resources, rejected)
+    # Gateway API and Ingress objects, converted; Routes stand in for the invalid ones
+    expansion = expand_kubernetes(resources, rejected)
+    plan = plan_containment(expansion.resources, rejected, expansion.replaced)
     inventory = build_inventory(plan.resources)
     status = StatusBook()
     track_resources(inventory, status)

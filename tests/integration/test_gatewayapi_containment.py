@@ -1,7 +1,9 @@
-"""A Gateway API object that fails validation is contained like a native resource (DESIGN §2
+"""A Kubernetes object that fails validation is contained like a native resource (DESIGN §2
 "Invalid route replacement"), over the wire with a real ``propylon run``: team B's HTTPRoute
-with a name Kubernetes refuses is left out, Invalid with ``Accepted=False``, while team A's
-routes serve, at start-up and across a reload that also brings team A's new route."""
+with a name Kubernetes refuses is Invalid with ``Accepted=False`` and its own matches answer
+the Gateway's ``invalidRouteResponse``, while team A's routes serve, at start-up and across a
+reload that also brings team A's new route; an Ingress with such a name answers the
+``invalidRouteResponse`` of the propylon.dev/v1 Gateway that selects its Routes."""
 
 from __future__ import annotations
 
@@ -44,7 +46,14 @@ metadata: {{name: {team_b_name}, namespace: team-b}}
 spec:
   parentRefs: [{{name: eg, namespace: infra}}]
   hostnames: [b.test]
-  rules: [{{directResponse: nothing}}]
+  rules:
+  - matches: [{{path: {{type: PathPrefix, value: /b}}}}]
+    backendRefs: [{{group: propylon.dev, kind: Upstream, name: app}}]
+---
+apiVersion: propylon.dev/v1
+kind: Upstream
+metadata: {{name: app, namespace: team-b}}
+spec: {{endpoints: [{{address: 127.0.0.1, port: {upstream}}}]}}
 """
 
 
@@ -66,18 +75,31 @@ def _statuses(gw: Gateway) -> dict[str, dict[str, Any]]:
     return {f"{s['kind']} {s['key']}": s for s in json.loads(body)["statuses"]}
 
 
-def test_a_route_kubernetes_refuses_is_left_out_at_start_and_on_reload(
+def _replaced_answer(port: int, target: str, host: str) -> None:
+    """``target`` on ``host`` answers the Gateway API Gateway's invalidRouteResponse (the
+    default: a Gateway API Gateway has no field for it)."""
+    response = roundtrip(port, "GET", target, host=host)
+    assert (response.status, response.body) == (500, b"route unavailable"), response
+
+
+def test_a_route_kubernetes_refuses_answers_the_invalid_route_response_on_its_matches(
     gateways, upstreams
 ) -> None:
     app = upstreams("app")
     gw = gateways(lambda port: _config(port, app.port, "Team_B_Route"), watch=False)
     response = roundtrip(gw.port, "GET", "/orders", host="a.test")
     assert response.status == 200 and response.header("x-upstream") == "app"
-    assert roundtrip(gw.port, "GET", "/", host="b.test").status == 404  # left out
+    _replaced_answer(gw.port, "/b/orders", "b.test")  # its own match, not forwarded
+    assert roundtrip(gw.port, "GET", "/other", host="b.test").status == 404  # not its match
     team_b = _statuses(gw)["HTTPRoute team-b/Team_B_Route"]
     assert team_b["state"] == "Invalid"
     assert any("metadata.name: Accepted=False UnsupportedValue: invalid name" in reason
                for reason in team_b["reasons"]), team_b
+    assert "its rules answer the invalid route response until it is fixed" in team_b["reasons"]
+    assert team_b["gateways"] == ["infra/eg"]
+    rules = {rule["route"]: rule for rule in json.loads(gw.admin_get("/config")[1])[
+        "gateways"][0]["rules"]}
+    assert rules["Route team-b/Team_B_Route"]["replaced"] is True
     assert _statuses(gw)["HTTPRoute team-a/team-a"]["state"] == "Accepted"
     # one reload: team B fixes its name but breaks it again as another, team A adds a route
     gw.write_config(lambda port: _config(port, app.port, "Team-B"))
@@ -90,3 +112,61 @@ def test_a_route_kubernetes_refuses_is_left_out_at_start_and_on_reload(
     assert response.status == 200 and response.header("x-upstream") == "app"
     assert roundtrip(gw.port, "GET", "/orders", host="a.test").status == 200
     assert _statuses(gw)["HTTPRoute team-b/Team-B"]["state"] == "Invalid"
+    _replaced_answer(gw.port, "/b", "b.test")
+    # fixed: team B's route forwards
+    gw.write_config(lambda port: _config(port, app.port, "team-b"))
+    version = gw.version()
+    gw.signal(signal.SIGHUP)
+    poll_until(lambda: gw.version() != version, 10, message="the second reload installed")
+    response = roundtrip(gw.port, "GET", "/b", host="b.test")
+    assert response.status == 200 and response.header("x-upstream") == "app"
+
+
+def test_an_ingress_kubernetes_refuses_answers_its_gateways_invalid_route_response(
+    gateways, upstreams
+) -> None:
+    app = upstreams("app")
+    gw = gateways(lambda port: f"""
+apiVersion: propylon.dev/v1
+kind: Gateway
+metadata: {{name: ingress, namespace: infra}}
+spec:
+  listeners: [{{name: http, port: {port}, address: 127.0.0.1}}]
+  routeSelector: {{namespaces: ["*"], matchLabels: {{propylon.dev/ingress-class: propylon}}}}
+  invalidRouteResponse: {{status: 503, body: team route broken}}
+---
+apiVersion: propylon.dev/v1
+kind: Upstream
+metadata: {{name: app, namespace: shop}}
+spec: {{endpoints: [{{address: 127.0.0.1, port: {app.port}}}]}}
+---
+apiVersion: propylon.dev/v1
+kind: Upstream
+metadata: {{name: app, namespace: team-b}}
+spec: {{endpoints: [{{address: 127.0.0.1, port: {app.port}}}]}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: shop, namespace: shop}}
+spec:
+  ingressClassName: propylon
+  rules:
+  - host: shop.test
+    http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: app}}}}}}]}}
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: Team_B_Ingress, namespace: team-b}}
+spec:
+  ingressClassName: propylon
+  rules:
+  - host: b.test
+    http: {{paths: [{{path: /b, pathType: Prefix, backend: {{service: {{name: app}}}}}}]}}
+""")
+    response = roundtrip(gw.port, "GET", "/", host="shop.test")
+    assert response.status == 200 and response.header("x-upstream") == "app"
+    response = roundtrip(gw.port, "GET", "/b/x", host="b.test")
+    assert (response.status, response.body) == (503, b"team route broken"), response
+    assert roundtrip(gw.port, "GET", "/c", host="b.test").status == 404
+    bad = _statuses(gw)["Ingress team-b/Team_B_Ingress"]
+    assert bad["state"] == "Invalid" and bad["gateways"] == ["infra/ingress"], bad

@@ -175,7 +175,7 @@ spec: {endpoints: [{address: 127.0.0.1, port: 9000}]}
 """
 
 
-def test_a_route_with_a_bad_name_is_left_out_and_the_rest_serves(tmp_path: Path) -> None:
+def test_a_route_with_a_bad_name_is_contained_and_the_rest_serves(tmp_path: Path) -> None:
     _write(tmp_path / "infra.yaml", GATEWAY + """\
 ---
 apiVersion: gateway.networking.k8s.io/v1
@@ -207,13 +207,20 @@ spec: {ingressClassName: propylon}
     built = build_snapshot([tmp_path], sealed=False)  # what `propylon run` and a reload do
     assert built.errors == [] and built.snapshot is not None
     [gateway] = built.snapshot.gateways
-    assert [rule.route for rule in gateway.rules] == ["Route default/team-a"]
+    # the bad-named route's own match (every path of any host: no hostnames, no matches)
+    # answers the invalid route response; the Ingress has no rule to answer with
+    assert [(rule.route, rule.replaced, rule.action) for rule in gateway.rules] == [
+        ("Route default/team-a", False, gateway.rules[0].action),
+        ("Route team-b/Team_B_Route", True, gateway.invalid_route_response)]
     status = {f"{s.kind} {s.key}": s for s in built.snapshot.statuses}
     assert status["HTTPRoute default/team-a"].state == "Accepted"
     bad = status["HTTPRoute team-b/Team_B_Route"]
-    assert bad.state == "Invalid"
+    assert bad.state == "Invalid" and bad.gateways == ("default/eg",)
     assert any("Accepted=False UnsupportedValue: invalid name" in r for r in bad.reasons), bad
-    assert status["Ingress team-b/team-b-ingress"].state == "Invalid"
+    assert "its rules answer the invalid route response until it is fixed" in bad.reasons
+    ingress = status["Ingress team-b/team-b-ingress"]
+    assert ingress.state == "Invalid"
+    assert "left out: nothing of it can be served safely" in ingress.reasons, ingress
     assert any(w.startswith(f"{tmp_path / 'team-b.yaml'}:3:") and "Team_B_Route" in w
                for w in built.warnings), built.warnings
 
@@ -235,6 +242,9 @@ spec:
     twice = [s for s in built.snapshot.statuses if s.key == "default/twice"]
     assert [(s.kind, s.state) for s in twice] == [("HTTPRoute", "Invalid")], twice
     assert "defined twice" in twice[0].reasons
+    [gateway] = built.snapshot.gateways
+    assert [(rule.route, rule.replaced) for rule in gateway.rules] == [
+        ("Route default/twice", True)]
 
 
 def test_each_parent_ref_has_its_own_status(tmp_path: Path) -> None:
