@@ -21,7 +21,7 @@ from propylon import ir
 from propylon.proxy.hostport import split_host
 from propylon.proxy.path import PathError, normalize_path
 from propylon.proxy.rewrite import redirect_location
-from propylon.runtime.compile import Services, compile_gateway
+from propylon.runtime.compile import Services, compile_gateway, listener_runtimes
 from propylon.runtime.compiled import FORWARD, REDIRECT, Cluster, CompiledRoute
 
 
@@ -151,7 +151,9 @@ def _explain_gateway(
     loop: asyncio.AbstractEventLoop,
     request: _Imagined,
 ) -> None:
-    runtime = compile_gateway(gateway, Services.scratch(loop))
+    services = Services.scratch(loop)
+    runtime = compile_gateway(gateway, services)
+    runtime = listener_runtimes(gateway, runtime, services).get(listener.name, runtime)
     out.lines.append(f"Gateway {gateway.key} (listener {listener.name}, port {listener.port})")
     out.lines.append(f"  client   {_client_protocols(listener)}")
     try:

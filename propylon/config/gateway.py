@@ -77,6 +77,20 @@ class InlineCertificate:
     source: str = ""  # "Secret namespace/name"
 
 
+@dataclass(frozen=True, slots=True)
+class ListenerSections:
+    """How a Gateway converted from a Gateway API Gateway serves some routes on some of its
+    listeners only (``parentRefs[].sectionName`` / ``port``, or listeners that do not all
+    admit the route): the Gateway API listeners each of its listeners (one per port) stands
+    for, and the sections each such Route is served on. Set by conversion
+    (``config/gatewayapi.py``), never written in YAML; None on a Gateway whose routes are
+    each served on all its listeners."""
+
+    # listener name -> its sections: (Gateway API listener name, hostname or None)
+    listeners: dict[str, tuple[tuple[str, str | None], ...]]
+    routes: dict[str, tuple[str, ...]]  # Route ref -> the sections it is served on
+
+
 class Certificate(Model):
     """A PEM certificate chain and its key; relative paths are relative to the YAML file.
     A certificate converted from a Secret carries the PEM (``inline``) and its two paths

@@ -19,8 +19,9 @@ translation completes into the objects' statuses (``translate/gatewayapi_status.
   the listeners the ref names (``sectionName``, ``port``) that allow its namespace and kind
   and whose hostname intersects its hostnames; it becomes one Route of the same namespace and
   name whose hostnames are those intersections (``gatewayapi_rules.py`` converts the rules).
-  A route is served on every listener of an attached Gateway whose hostnames admit it: a
-  ``sectionName`` limits the hostnames, not the port.
+  It is served on the listeners it attaches to only: when those are not all of a Gateway's,
+  the Gateway carries ``ListenerSections`` (its listeners' Gateway API listeners, and the
+  Route's), which translation gives the IR (``ListenerIR.sections``, ``RuleIR.sections``).
 - An ``Ingress`` of class ``propylon`` becomes Routes (``config/ingress.py``); the
   certificates of its ``spec.tls`` are added to the HTTPS listeners of the propylon.dev/v1
   Gateways that select those Routes.
@@ -47,7 +48,7 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from propylon.config.errors import ConfigError
-from propylon.config.gateway import Certificate, InlineCertificate
+from propylon.config.gateway import Certificate, InlineCertificate, ListenerSections
 from propylon.config.gatewayapi_namespaces import NamespaceSelector, namespace_labels
 from propylon.config.gatewayapi_rules import RuleConverter
 from propylon.config.k8s_backends import BackendResolver
@@ -136,6 +137,8 @@ class _Gateway:
     obj: KubernetesObject
     listeners: list[_Listener]
     data: dict[str, Any] | None  # the propylon Gateway, None when no listener is usable
+    # Route ref -> the names of the listeners it is attached to
+    bound: dict[str, set[str]] = field(default_factory=dict)
 
 
 def expand_kubernetes(resources: Sequence[Resource],
@@ -311,6 +314,7 @@ class _Converter:
             resource = self._add(gateway.data, obj)
             if isinstance(resource, Gateway):
                 _attach_certificates(resource, gateway.listeners)
+                resource._sections = _sections(gateway)
 
     # -- Ingress TLS ---------------------------------------------------------------------
     def _ingress_tls(self, ingress: KubernetesObject,
@@ -348,17 +352,19 @@ class _Converter:
             return
         labels: dict[str, str] = {}
         hostnames: list[list[str]] = []
+        bound: dict[str, set[str]] = {}  # Gateway key -> the listeners attached to
         for ref in refs:
             gateway = gateways.get(ref.key)
             if gateway is None:
                 continue  # not a Gateway of ours: its controller reports
             self.findings.track(route.kind, route.key, route.source)
             scope = ref.scope  # each parentRef has its own status, as RouteParentStatus
-            condition, hosts = _attach(ref, route, own, gateway, self.namespaces)
+            condition, hosts, listeners = _attach(ref, route, own, gateway, self.namespaces)
             self.findings.set(route.kind, route.key, condition, scope, ref.at)
             if condition.status and gateway.data is not None:
                 labels[_parent_label(gateway.obj)] = "attached"
                 hostnames.append(hosts)
+                bound.setdefault(ref.key, set()).update(lst.name for lst in listeners)
         if not labels:
             return
         converter = RuleConverter(route, self.resolver, self.findings)
@@ -371,7 +377,10 @@ class _Converter:
                 "metadata": {"name": route.name, "namespace": route.namespace,
                              "labels": {**route.metadata.labels, **labels}},
                 "spec": spec}
-        self._add(data, route)
+        resource = self._add(data, route)
+        if resource is not None:
+            for key, names in bound.items():
+                gateways[key].bound[resource.ref] = names
 
     def _refuse(self, obj: KubernetesObject, exc: FieldError) -> None:
         """``obj`` is not converted: a field of it that no listener or rule holds is wrong."""
@@ -481,22 +490,23 @@ def _parent_ref(raw: dict[str, Any], at: str, namespace: str) -> _ParentRef | No
 
 
 def _attach(ref: _ParentRef, route: KubernetesObject, own: list[str], gateway: _Gateway,
-            namespaces: dict[str, dict[str, str]]) -> tuple[Condition, list[str]]:
-    """Whether ``route`` attaches to ``gateway`` through ``ref``, and the hostnames it gets
-    there (empty: any host)."""
+            namespaces: dict[str, dict[str, str]]
+            ) -> tuple[Condition, list[str], list[_Listener]]:
+    """Whether ``route`` attaches to ``gateway`` through ``ref``, the hostnames it gets
+    there (empty: any host) and the listeners it is attached to."""
     if gateway.data is None:
         return Condition(ACCEPTED, False, "NoMatchingParent",
-                         f"Gateway {gateway.obj.key} has no usable listener"), []
+                         f"Gateway {gateway.obj.key} has no usable listener"), [], []
     listeners = [lst for lst in gateway.listeners
                  if ref.section in (None, lst.name) and ref.port in (None, lst.port)]
     if not listeners:
         return Condition(ACCEPTED, False, "NoMatchingParent",
-                         "no listener has that sectionName/port"), []
+                         "no listener has that sectionName/port"), [], []
     allowed = [lst for lst in listeners
                if _allows(lst, route, gateway.obj.namespace, namespaces)]
     if not allowed:
         return Condition(ACCEPTED, False, "NotAllowedByListeners",
-                         "the listeners' allowedRoutes do not admit this route"), []
+                         "the listeners' allowedRoutes do not admit this route"), [], []
     found: list[str] = []
     any_host = False
     matching = []
@@ -509,10 +519,11 @@ def _attach(ref: _ParentRef, route: KubernetesObject, own: list[str], gateway: _
         found += hosts
     if not matching:
         return Condition(ACCEPTED, False, "NoMatchingListenerHostname",
-                         "no listener hostname intersects the route's hostnames"), []
+                         "no listener hostname intersects the route's hostnames"), [], []
     for listener in matching:
         listener.attached.add(route.ref)  # a route attached by several parentRefs counts once
-    return Condition(ACCEPTED, True, "Accepted"), [] if any_host else sorted(set(found))
+    hosts = [] if any_host else sorted(set(found))
+    return Condition(ACCEPTED, True, "Accepted"), hosts, matching
 
 
 def _allows(listener: _Listener, route: KubernetesObject, gateway_namespace: str,
@@ -572,6 +583,23 @@ def _gateway_data(obj: KubernetesObject, listeners: list[_Listener],
             "spec": {"listeners": list(by_port.values()),
                      "routeSelector": {"namespaces": ["*"],
                                        "matchLabels": {_parent_label(obj): "attached"}}}}
+
+
+def _sections(gateway: _Gateway) -> ListenerSections | None:
+    """The routes ``gateway`` serves on some of its listeners only, and the Gateway API
+    listeners each of its listeners (the first of each port, ``_gateway_data``) stands for;
+    None when each route is served on all of them."""
+    every = {lst.name for lst in gateway.listeners}
+    routes = {ref: tuple(sorted(names)) for ref, names in sorted(gateway.bound.items())
+              if names != every}
+    if not routes:
+        return None
+    by_port: dict[int, list[_Listener]] = {}
+    for listener in gateway.listeners:
+        by_port.setdefault(listener.port, []).append(listener)
+    listeners = {same[0].name: tuple((lst.name, lst.hostname) for lst in same)
+                 for same in by_port.values()}
+    return ListenerSections(listeners, routes)
 
 
 def _attach_certificates(gateway: Gateway, listeners: list[_Listener]) -> None:

@@ -14,7 +14,7 @@ from pydantic import Field, PrivateAttr, model_validator
 from propylon.config._types import Labels, Model, Name, invalid
 from propylon.config.consumer import ConsumerSpec
 from propylon.config.errors import Source
-from propylon.config.gateway import GatewaySpec
+from propylon.config.gateway import GatewaySpec, ListenerSections
 from propylon.config.policy import PolicySections
 from propylon.config.route import RouteSpec, RouteTableSpec
 from propylon.config.upstream import UpstreamSpec
@@ -64,6 +64,13 @@ class Resource(Model):
 class Gateway(Resource):
     kind: Literal["Gateway"] = "Gateway"
     spec: GatewaySpec
+    _sections: ListenerSections | None = PrivateAttr(default=None)  # conversion's only
+
+    @property
+    def sections(self) -> ListenerSections | None:
+        """The routes served on some of its listeners only (a converted Gateway API
+        Gateway's; ``ListenerSections``)."""
+        return self.__pydantic_private__["_sections"]  # type: ignore[index]
 
 
 class Route(Resource):

@@ -35,7 +35,8 @@ _TAG_OF = {cls: tag for tag, cls in _ACTION_TAGS.items()}
 # schema, they keep the content hash of configurations that do not use them.
 _OMIT_DEFAULT: dict[type, frozenset[str]] = {
     model.SnapshotIR: frozenset({"consumers"}),
-    model.ListenerIR: frozenset({"path_normalization", "proxy_protocol", "http2"}),
+    model.ListenerIR: frozenset({"path_normalization", "proxy_protocol", "http2", "sections"}),
+    model.RuleIR: frozenset({"sections"}),
     model.UpstreamIR: frozenset({"proxy_protocol_version", "protocol", "dns", "failover",
                                  "failover_threshold"}),
     model.ActiveHealthIR: frozenset({"service"}),

@@ -234,6 +234,11 @@ class RuleIR:
     policies: tuple[PolicyIR, ...] = ()
     delegated_from: tuple[str, ...] = ()  # ids of the delegating rules, outermost first
     replaced: bool = False  # True when this rule stands in for an invalid resource
+    # the listener sections it is served on (``ListenerIR.sections`` names; a listener
+    # without sections is one, of its own name); empty: every listener. Translation gives
+    # rules sections only on a Gateway whose listeners have them, where they are honoured.
+    # Left out of the JSON form while empty.
+    sections: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +301,18 @@ class ListenerTLSIR:
 
 
 @dataclass(frozen=True, slots=True)
+class ListenerSectionIR:
+    """One of the listeners a listener of a port stands for (a Gateway API listener, whose
+    name a route's ``parentRefs[].sectionName`` gives). A request belongs to the section
+    whose hostname fits its host best (the same name, then the longest ``*.suffix``, then
+    the section without hostname; none: no rule answers it), and only the rules served on
+    that section (``RuleIR.sections``) answer it: the Gateway API's listener isolation."""
+
+    name: str
+    hostname: str | None = None  # exact or "*.suffix"; None: any host
+
+
+@dataclass(frozen=True, slots=True)
 class ListenerIR:
     name: str
     port: int
@@ -308,6 +325,8 @@ class ListenerIR:
     path_normalization: PathNormalizationIR = PathNormalizationIR()
     proxy_protocol: ProxyProtocolIR = ProxyProtocolIR()  # also left out while default
     http2: bool = True  # also left out while default
+    # also left out while empty: the listener is then one section, of its own name
+    sections: tuple[ListenerSectionIR, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

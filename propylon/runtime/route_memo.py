@@ -179,6 +179,10 @@ class RouteMemo:
         self._journal.put(self._made, id(rule), _Routes(rule, chain, clusters, routes),
                           self._kept)
 
+    def placed_now(self, gateway: str) -> Placed | None:
+        """The Gateway's rules as this compilation placed them (None for a check's)."""
+        return self.made_placed.get(gateway)
+
     def last_placed(self, gateway: str) -> Placed | None:
         """The Gateway's rules as last compiled, if that router is the one kept."""
         return self.placed.get(gateway) if gateway in self.routers else None

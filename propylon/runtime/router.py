@@ -35,6 +35,13 @@ regexes pays nothing for them.
 Invalid input (unknown path kind, bad regex) raises at construction: translation is expected
 to have replaced invalid routes already (see propylon/ir/model.py).
 
+Listener sections (``sectioned``): one router over the routers of a listener's sections (the
+Gateway API listeners sharing its port). A host belongs to the section whose hostname fits it
+best (the same name, then the longest ``*.suffix``, then the section without hostname) and
+gets that section's chain of tables only, never another section's (listener isolation): a
+host the router has no chain for yet is resolved once, then memoised, as wildcard hosts are,
+so ``match`` costs what it costs without sections.
+
 ``shadowed`` answers, from the same rules, which entries can never be returned (a rule another
 rule fully shadows); ``propylon validate`` warns about them (translate/shadows.py).
 """
@@ -42,7 +49,7 @@ rule fully shadows); ``propylon validate`` warns about them (translate/shadows.p
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Generic, NamedTuple, Protocol, TypeVar
 
 from propylon.ir.model import MatchIR, PathMatchIR, ValueMatchIR
@@ -376,7 +383,7 @@ class Router(Generic[T]):
     memoised (derived from this immutable router only, so never stale), the rest recomputed.
     """
 
-    __slots__ = ("_default", "_exact", "_memo", "_wildcards")
+    __slots__ = ("_default", "_exact", "_memo", "_sections", "_wildcards")
 
     def __init__(self, entries: Iterable[RouterEntry[T]], previous: Router[T] | None = None
                  ) -> None:
@@ -405,6 +412,7 @@ class Router(Generic[T]):
         self._default: tuple[_HostTable[T], ...] = (
             (_HostTable(any_host, old_default),) if any_host else ())
         self._memo: dict[str, tuple[_HostTable[T], ...]] = {}
+        self._sections: _Sections[T] | None = None  # ``sectioned``'s
         self._exact: dict[str, tuple[_HostTable[T], ...]] = {
             h: (_HostTable(es, old_exact[h][0] if h in old_exact else None),
                 *self._wildcard_chain(h))
@@ -416,7 +424,7 @@ class Router(Generic[T]):
         from the entries left; what the change does not touch (tables of other hosts,
         buckets of other paths) is this router's, shared. ``new`` entries rank among the
         others by their ``order`` (a compilation gives them orders between those of their
-        neighbours in config order)."""
+        neighbours in config order). Not for a ``sectioned`` router."""
         tables: dict[str, tuple[list[RouterEntry[T]], list[RouterEntry[T]]]] = {}
         for index, entries in enumerate((gone, new)):
             for e in entries:
@@ -474,10 +482,16 @@ class Router(Generic[T]):
         return None
 
     def _remember(self, host: str) -> tuple[_HostTable[T], ...]:
-        tables = self._wildcard_chain(host)
+        sections = self._sections
+        tables = self._wildcard_chain(host) if sections is None else sections.chain(host)
         if len(self._memo) < _MEMO_LIMIT:  # hosts are client-controlled: bound the memory
             self._memo[host] = tables
         return tables
+
+    def _chain(self, host: str) -> tuple[_HostTable[T], ...]:
+        """The tables ``match`` tries for ``host``, memoised or not."""
+        tables = self._exact.get(host)
+        return tables if tables is not None else self._wildcard_chain(host)
 
     def _wildcard_chain(self, host: str) -> tuple[_HostTable[T], ...]:
         # Suffixes from the longest: "a.b.example.com" probes ".b.example.com", ".example.com",
@@ -490,6 +504,60 @@ class Router(Generic[T]):
                 chain.append(table)
             dot = host.find(".", dot + 1)
         return (*chain, *self._default)
+
+
+# --- listener sections --------------------------------------------------------------------------
+
+
+class _Sections(Generic[T]):
+    """The routers of a listener's sections by hostname: exact names, ``*.suffix`` wildcards
+    from the longest suffix, and the section without hostname."""
+
+    __slots__ = ("any_host", "exact", "wildcards")
+
+    def __init__(self, sections: Iterable[tuple[str | None, Router[T]]]) -> None:
+        self.exact: dict[str, Router[T]] = {}
+        wildcards: dict[str, Router[T]] = {}
+        self.any_host: Router[T] | None = None
+        for hostname, router in sections:
+            if hostname is None:
+                self.any_host = router
+            elif hostname.startswith("*."):
+                wildcards[hostname[1:].lower()] = router  # keyed ".example.com"
+            else:
+                self.exact[hostname.lower()] = router
+        self.wildcards = sorted(wildcards.items(), key=lambda item: -len(item[0]))
+
+    def section(self, host: str) -> Router[T] | None:
+        """The router of the section ``host`` belongs to; None: no section takes it."""
+        router = self.exact.get(host)
+        if router is not None:
+            return router
+        for suffix, router in self.wildcards:
+            if host.endswith(suffix):
+                return router
+        return self.any_host
+
+    def chain(self, host: str) -> tuple[_HostTable[T], ...]:
+        router = self.section(host)
+        return router._chain(host) if router is not None else ()
+
+
+def sectioned(sections: Sequence[tuple[str | None, Router[T]]]) -> Router[T]:
+    """One router over the routers of a listener's sections, each given with its hostname
+    (exact, ``*.suffix`` or None): a request is matched by its host's section's router only
+    (see the module doc). A single section without hostname is its router itself."""
+    if len(sections) == 1 and sections[0][0] is None:
+        return sections[0][1]
+    router: Router[T] = Router(())
+    router._sections = picker = _Sections(sections)
+    hosts = {h for _, section in sections for h in section._exact}
+    hosts.update(picker.exact)
+    router._exact = {host: picker.chain(host) for host in hosts}
+    # not empty, so that ``match`` asks ``_remember`` (which asks the sections) for a host it
+    # has no chain for; not read otherwise
+    router._wildcards = {"": _HostTable([], None)}
+    return router
 
 
 # --- shadowed entries ---------------------------------------------------------------------------

@@ -32,6 +32,9 @@ class GatewayContext:
     # id of a rule's policy item -> (that item, its sections' specs), when they are the same
     # for every owner (``policies._specs``)
     dumped_sections: DumpedSections = field(default_factory=dict)
+    # Route ref -> the listener sections its rules are served on, for the Routes served on
+    # some of the Gateway's listeners only (``Gateway.sections``)
+    scopes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     _tables: TableIndex | None = None
 
     def route_tables(self) -> TableIndex:

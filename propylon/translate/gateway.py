@@ -24,6 +24,7 @@ from propylon.ir import (
     GatewayIR,
     ListenerIR,
     ListenerLimitsIR,
+    ListenerSectionIR,
     ListenerTLSIR,
     PathNormalizationIR,
     PolicyIR,
@@ -67,6 +68,8 @@ def translate_gateway(
     if disabled is not None:
         return translate_disabled_gateway(gateway, inventory, status, routes)
     ctx = GatewayContext(gateway, inventory, status, set(replaced))
+    if gateway.sections is not None:
+        ctx.scopes = gateway.sections.routes
     status.selected(gateway.kind, gateway.key, gateway.key)
     with route_memo(gateway.key) as memo:
         built, defaults = _translate_routes(ctx, targets, replaced, memo, routes)
@@ -161,6 +164,7 @@ def translate_tracing(gateway: Gateway) -> TracingIR | None:
 
 
 def translate_listeners(gateway: Gateway) -> tuple[ListenerIR, ...]:
+    sections = gateway.sections.listeners if gateway.sections is not None else {}
     return tuple(
         ListenerIR(
             lst.name, lst.port, lst.protocol, lst.address, tuple(lst.hostnames),
@@ -173,6 +177,8 @@ def translate_listeners(gateway: Gateway) -> tuple[ListenerIR, ...]:
                 tuple(lst.proxy_protocol.trusted_sources),
             ),
             lst.http2,
+            tuple(ListenerSectionIR(name, hostname)
+                  for name, hostname in sections.get(lst.name, ())),
         )
         for lst in gateway.spec.listeners
     )

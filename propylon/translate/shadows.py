@@ -6,7 +6,9 @@ applies), given the Gateway's rules as the proxy will compile them: one entry pe
 rule order. A rule is reported when all its matches are shadowed by other rules' matches; the
 warning goes to the rule's owner (a Route, or the RouteTable a delegated rule comes from),
 located at the rule, and leaves it Accepted. Replaced rules are already Invalid and are not
-reported, though they do shadow: they answer the Gateway's invalid-route response.
+reported, though they do shadow: they answer the Gateway's invalid-route response. Where
+rules are served on some listener sections only (``RuleIR.sections``), a rule is reported when
+it is shadowed in every section it is served on.
 """
 
 from __future__ import annotations
@@ -23,19 +25,14 @@ from propylon.translate.delegation import Draft
 
 
 def report_shadowed(ctx: GatewayContext, rules: Sequence[tuple[Draft, RuleIR]]) -> None:
-    entries = _sharing_entries(ctx.gateway.key, rules)
-    shadows = shadowed(entries)
-    if not shadows:
-        return
-    own: dict[int, list[RouterEntry[int]]] = {}
-    for entry in entries:
-        own.setdefault(entry.payload, []).append(entry)
-    for index, (draft, rule) in enumerate(rules):
-        mine = own.get(index, [])
-        if (rule.replaced or not mine or len(mine) != len(rule.matches)  # one left out: alone
-                or any(e.order not in shadows for e in mine)):
-            continue
-        winner, _ = rules[shadows[mine[0].order].payload]
+    sections = ctx.gateway.sections
+    if ctx.scopes and sections is not None:
+        names = [name for listed in sections.listeners.values() for name, _ in listed]
+        found = _shadowed_in_sections(ctx.gateway.key, rules, names)
+    else:
+        found = _shadowed(_sharing_entries(ctx.gateway.key, rules), rules)
+    for index, by in found.items():
+        draft, winner = rules[index][0], rules[by][0]
         ctx.status.warn(
             draft.owner.kind,
             draft.owner.key,
@@ -43,6 +40,52 @@ def report_shadowed(ctx: GatewayContext, rules: Sequence[tuple[Draft, RuleIR]]) 
             "request it matches",
             field=f"spec.rules[{draft.index}]",
         )
+
+
+def _shadowed(entries: list[RouterEntry[int]], rules: Sequence[tuple[Draft, RuleIR]]
+              ) -> dict[int, int]:
+    """Index of each rule of ``rules`` whose every match ``entries`` (payload: the rule's
+    index) shows shadowed -> index of the rule shadowing its first match. Replaced rules
+    are not reported."""
+    shadows = shadowed(entries)
+    if not shadows:
+        return {}
+    own: dict[int, list[RouterEntry[int]]] = {}
+    for entry in entries:
+        own.setdefault(entry.payload, []).append(entry)
+    found: dict[int, int] = {}
+    for index, (_, rule) in enumerate(rules):
+        mine = own.get(index, [])
+        if (rule.replaced or not mine or len(mine) != len(rule.matches)  # one left out: alone
+                or any(e.order not in shadows for e in mine)):
+            continue
+        found[index] = shadows[mine[0].order].payload
+    return found
+
+
+def _shadowed_in_sections(gateway: str, rules: Sequence[tuple[Draft, RuleIR]],
+                          sections: list[str]) -> dict[int, int]:
+    """``_shadowed`` on a Gateway some of whose rules are served on some listener sections
+    only (``RuleIR.sections``): a rule is shadowed when it is in each section it is served
+    on, by the rules served there. Every entry is looked at (these Gateways are small), and
+    nothing is kept for the next call (``buckets_reported`` then says so)."""
+    with _LOCK:
+        _LAST.pop(gateway, None)
+    found: dict[int, int] = {}
+    alive: set[int] = set()
+    for section in sections:
+        entries: list[RouterEntry[int]] = []
+        for index, (_, rule) in enumerate(rules):
+            if not rule.sections or section in rule.sections:
+                entries += [RouterEntry(rule.hostnames, match, index, len(entries) + i)
+                            for i, match in enumerate(rule.matches)]
+        shadows = _shadowed(entries, rules)
+        for index in {entry.payload for entry in entries}:
+            if index in shadows:
+                found.setdefault(index, shadows[index])
+            else:
+                alive.add(index)
+    return {index: by for index, by in found.items() if index not in alive}
 
 
 def _sharing_entries(gateway: str, rules: Sequence[tuple[Draft, RuleIR]]

@@ -10,6 +10,7 @@ import pytest
 from propylon.config import Route, load_text
 from propylon.config.gatewayapi import expand_kubernetes, intersect_hostnames
 from propylon.config.gatewayapi_rules import GRPC_MATCH
+from propylon.ir import ListenerSectionIR
 from propylon.translate import translate_with_issues
 
 GATEWAY = """
@@ -76,23 +77,26 @@ def test_hostname_intersection(listener, route_hosts, expected) -> None:
 
 
 @pytest.mark.parametrize(
-    ("parent", "hostnames", "namespace", "reason", "hosts"),
+    ("parent", "hostnames", "namespace", "reason", "hosts", "sections"),
     [
         pytest.param("{name: gw, namespace: infra}", "[x.example.com]", "infra", "Accepted",
-                     ["x.example.com"], id="hostname-on-one-listener"),
+                     ["x.example.com"], ("a",), id="hostname-on-one-listener"),
+        pytest.param("{name: gw, namespace: infra}", "[x.example.com, b.test]", "infra",
+                     "Accepted", ["b.test", "x.example.com"], (), id="on-every-listener"),
         pytest.param("{name: gw, namespace: infra, sectionName: b}", "[]", "infra",
-                     "Accepted", ["b.test"], id="section-name"),
+                     "Accepted", ["b.test"], ("b",), id="section-name"),
         pytest.param("{name: gw, namespace: infra, port: 8081}", "[]", "infra", "Accepted",
-                     ["b.test"], id="port"),
+                     ["b.test"], ("b",), id="port"),
         pytest.param("{name: gw, namespace: infra, sectionName: zz}", "[]", "infra",
-                     "NoMatchingParent", None, id="unknown-section"),
+                     "NoMatchingParent", None, (), id="unknown-section"),
         pytest.param("{name: gw, namespace: infra, sectionName: a}", "[other.test]", "infra",
-                     "NoMatchingListenerHostname", None, id="no-hostname-in-common"),
+                     "NoMatchingListenerHostname", None, (), id="no-hostname-in-common"),
         pytest.param("{name: gw, namespace: infra, sectionName: b}", "[]", "team",
-                     "NotAllowedByListeners", None, id="namespace-not-allowed"),
+                     "NotAllowedByListeners", None, (), id="namespace-not-allowed"),
     ],
 )
-def test_attachment(parent, hostnames, namespace, reason, hosts) -> None:
+def test_attachment(parent, hostnames, namespace, reason, hosts, sections) -> None:
+    """The route is served on the listeners it attaches to only (``RuleIR.sections``)."""
     text = GATEWAY + route(parent, hostnames, namespace)
     status = status_of(text, "HTTPRoute", f"{namespace}/r")
     assert any(f"Accepted={reason == 'Accepted'} {reason}" in line for line in status.reasons)
@@ -101,6 +105,26 @@ def test_attachment(parent, hostnames, namespace, reason, hosts) -> None:
         assert routes == []
     else:
         assert routes[0].spec.hostnames == hosts
+    loaded = load_text(text)
+    [gateway] = translate_with_issues(loaded.resources).snapshot.gateways
+    assert [rule.sections for rule in gateway.rules] == ([sections] if hosts else [])
+    # listener sections only where some route is served on some listeners only
+    assert [lst.sections for lst in gateway.listeners] == (
+        [(ListenerSectionIR("a", "*.example.com"),), (ListenerSectionIR("b", "b.test"),)]
+        if sections else [(), ()])
+
+
+def test_routes_on_different_listeners_do_not_shadow_each_other() -> None:
+    """Rules of the same hostnames and paths shadow each other only where both are served."""
+    text = GATEWAY.replace('hostname: b.test', 'hostname: "*.example.com"') + "".join(
+        route(f"{{name: gw, namespace: infra, sectionName: {section}}}", "[x.example.com]")
+        .replace("name: r,", f"name: {name},")
+        for name, section in [("r1", "a"), ("r2", "b"), ("r3", "b")])
+    loaded = load_text(text)
+    warnings = [str(issue) for issue in translate_with_issues(loaded.resources).issues
+                if issue.severity == "warning"]
+    assert len(warnings) == 1 and "HTTPRoute infra/r3" in warnings[0], warnings
+    assert "Route infra/r2 rule #0 takes every request it matches" in warnings[0]
 
 
 @pytest.mark.parametrize(

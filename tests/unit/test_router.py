@@ -1,7 +1,8 @@
 """Router precedence, path semantics, host fallback and conditions (see router.py's header).
 
 Precedence within a host table is exact > regex > prefix (longest first); ties go to the
-declaration order. ``tests/unit/test_shadowed.py`` covers ``shadowed``."""
+declaration order; a ``sectioned`` router keeps each host to its listener section's rules.
+``tests/unit/test_shadowed.py`` covers ``shadowed``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import re
 import pytest
 
 from propylon.ir.model import MatchIR, PathMatchIR, ValueMatchIR
-from propylon.runtime.router import Router, RouterEntry
+from propylon.runtime.router import Router, RouterEntry, sectioned
 from tests.support.request_view import Req
 
 
@@ -331,3 +332,52 @@ def test_many_hosts_beyond_the_wildcard_memo() -> None:
         assert router.match(f"h{i}.a.com", "GET", "/w/x", Req()) == "wild"
         assert router.match(f"h{i}.a.com", "GET", "/x", Req()) == "any"
         assert router.match(f"h{i}.b.com", "GET", "/w", Req()) == "any"
+
+
+# The Gateway API's listener isolation (conformance GatewayHTTPListenerIsolation): four
+# sections on one port, each with the rules of the route attached to it; a host is answered
+# by its section's rules only, never by a less specific section's, even where that section's
+# rules name the host (the second route of each section: the intersecting hostnames).
+SECTIONS = {
+    None: [route("empty", "/empty"),
+           route("empty-named", "/empty-named", hosts=("*.example.com", "bar.com"))],
+    "*.example.com": [route("wild", "/wild", hosts=("*.example.com",)),
+                      route("wild-named", "/wild-named", hosts=("abc.foo.example.com",))],
+    "*.foo.example.com": [route("foo", "/foo", hosts=("*.foo.example.com",))],
+    "abc.foo.example.com": [route("abc", "/abc", hosts=("abc.foo.example.com",))],
+}
+
+
+def sectioned_router() -> Router[str]:
+    return sectioned([(hostname, build(*routes)) for hostname, routes in SECTIONS.items()])
+
+
+@pytest.mark.parametrize(("host", "served"), [
+    pytest.param("bar.com", {"/empty": "empty", "/empty-named": "empty-named"}, id="no-hostname"),
+    pytest.param("bar.example.com", {"/wild": "wild"}, id="wildcard"),
+    pytest.param("bar.foo.example.com", {"/foo": "foo"}, id="longer-wildcard"),
+    pytest.param("a.bar.foo.example.com", {"/foo": "foo"}, id="longer-wildcard-deeper"),
+    pytest.param("abc.foo.example.com", {"/abc": "abc"}, id="exact"),
+    pytest.param("example.com", {"/empty": "empty"}, id="wildcard-not-its-own-suffix"),
+])
+def test_a_sectioned_router_answers_a_host_with_its_section_only(
+    host: str, served: dict[str, str]
+) -> None:
+    router = sectioned_router()
+    paths = [r[2].path.value for routes in SECTIONS.values() for r in routes]
+    for _ in range(2):  # the second time from the memo
+        assert {path: router.match(host, "GET", path, Req()) for path in paths} == {
+            path: served.get(path) for path in paths}
+
+
+def test_a_host_no_section_takes_matches_nothing() -> None:
+    router = sectioned([("foo.com", build(route("foo"))), ("*.bar.com", build(route("bar")))])
+    assert router.match("foo.com", "GET", "/", Req()) == "foo"
+    assert router.match("a.bar.com", "GET", "/", Req()) == "bar"
+    assert router.match("bar.com", "GET", "/", Req()) is None
+    assert router.match("other.com", "GET", "/", Req()) is None
+
+
+def test_one_section_without_hostname_is_its_router() -> None:
+    router = build(route("any"))
+    assert sectioned([(None, router)]) is router
