@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from propylon.admin.openapi import openapi_document
+from propylon.config.kubernetes import is_object_name
 from propylon.controlplane.batch import (
     Batch,
     BatchConflict,
@@ -175,7 +176,7 @@ class ControlAPI:
             return _not_allowed("GET, HEAD, PUT, DELETE")
         if len(parts) == 5 and parts[:2] == ["v1", "gateways"]:
             gateway = f"{parts[2]}/{parts[3]}"
-            if not (valid_name(parts[2]) and valid_name(parts[3])):
+            if not (valid_name(parts[2]) and valid_gateway_name(parts[3])):
                 return _error(404, f"no Gateway {gateway}")
             if parts[4] == "ir":
                 return _only(method, "GET") or await self.poll(gateway, request.query)
@@ -386,6 +387,12 @@ def _not_allowed(allow: str) -> Reply:
 
 def valid_name(name: str) -> bool:
     return len(name) <= 63 and _NAME.fullmatch(name) is not None
+
+
+def valid_gateway_name(name: str) -> bool:
+    """A Gateway's name: a propylon.dev/v1 name, or a Gateway API Gateway's Kubernetes name,
+    which its Gateway keeps (a DNS subdomain such as ``edge.example.com``)."""
+    return valid_name(name) or is_object_name(name)
 
 
 def _unknown_kind(kind: str) -> Reply:

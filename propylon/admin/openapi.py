@@ -38,6 +38,11 @@ _ERRORS = {
 _KIND = _param("kind", "path", {"type": "string", "enum": _KIND_PATHS}, description="kind")
 _NS = _param("namespace", "path", _NAME)
 _NAME_PARAM = _param("name", "path", _NAME)
+# a Gateway API Gateway's Gateway keeps its Kubernetes name, a DNS subdomain
+_GATEWAY_NAME = _param("name", "path", {
+    "type": "string", "maxLength": 253,
+    "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"},
+    description="the Gateway's name (a Gateway API Gateway's may be a DNS subdomain)")
 
 _SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -275,7 +280,7 @@ def _paths() -> dict[str, Any]:
         "/v1/gateways/{namespace}/{name}/ir": {"get": {
             "operationId": "pollGatewayIR",
             "parameters": [
-                _NS, _NAME_PARAM,
+                _NS, _GATEWAY_NAME,
                 _param("after", "query", {"type": "string"}, False, "the version held"),
                 _param("wait", "query", {"type": "number", "minimum": 0, "maximum": 60},
                        False, "seconds to wait for a newer version (default 30)"),
@@ -296,21 +301,21 @@ def _paths() -> dict[str, Any]:
                 **_ERRORS}}},
         "/v1/gateways/{namespace}/{name}/reports": {"post": {
             "operationId": "reportGatewayIR",
-            "parameters": [_NS, _NAME_PARAM],
+            "parameters": [_NS, _GATEWAY_NAME],
             "requestBody": {"required": True, "content": {
                 "application/json": {"schema": _ref("Report")}}},
             "responses": {"200": _json({"type": "object"}, "recorded"),
                           "422": _json(_ref("Error"), "not a report"), **_ERRORS}}},
         "/v1/gateways/{namespace}/{name}/rollout": {"get": {
             "operationId": "getRollout",
-            "parameters": [_NS, _NAME_PARAM],
+            "parameters": [_NS, _GATEWAY_NAME],
             "responses": {"200": _json(_ref("Rollout"), "the Gateway's rollout"),
                           **_ERRORS}}},
         "/v1/gateways/{namespace}/{name}/rollout/{action}": {"post": {
             "operationId": "actOnRollout",
             "description": "pause (no widening; judging goes on), resume (the step's "
                            "interval starts again) or abort (every proxy back to stable)",
-            "parameters": [_NS, _NAME_PARAM, _param(
+            "parameters": [_NS, _GATEWAY_NAME, _param(
                 "action", "path", {"type": "string", "enum": ["pause", "resume", "abort"]})],
             "responses": {"200": _json(_ref("Rollout"), "done"),
                           "409": _json(_ref("Error"), "no rollout in a phase that allows it"),

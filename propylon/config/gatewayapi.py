@@ -25,6 +25,11 @@ translation completes into the objects' statuses (``translate/gatewayapi_status.
 - An ``Ingress`` of class ``propylon`` becomes Routes (``config/ingress.py``); the
   certificates of its ``spec.tls`` are added to the HTTPS listeners of the propylon.dev/v1
   Gateways that select those Routes.
+- A converted resource keeps the names Kubernetes allows (DNS subdomains such as
+  ``api.v1-route``, up to 253 characters) as its own, its listeners' and its rules', even
+  where a propylon.dev/v1 name (a DNS label of at most 63) could not be them
+  (``converted_resource``): statuses, metrics, access logs and ``propylon explain`` name
+  them as written.
 - An HTTPRoute, GRPCRoute or Ingress the loader rejected (a name Kubernetes refuses, defined
   twice; ``recovery.recover_kubernetes``), or whose Route does not validate, is contained as
   a native Route is: a Route of its hostnames and matches stands in for it, each rule a
@@ -73,7 +78,13 @@ from propylon.config.k8s_status import (
     Findings,
     Origin,
 )
-from propylon.config.kubernetes import GATEWAY_GROUP, KubernetesObject
+from propylon.config.kubernetes import (
+    DNS_LABEL,
+    GATEWAY_GROUP,
+    MAX_LABEL,
+    OBJECT_NAME,
+    KubernetesObject,
+)
 from propylon.config.loader import Rejected
 from propylon.config.recovery import recover_kubernetes
 from propylon.config.resources import API_VERSION, KINDS, Gateway, Resource, Route
@@ -424,7 +435,7 @@ class _Converter:
     def _validated(self, data: dict[str, Any], origin: KubernetesObject) -> Resource | None:
         """``data`` as its kind's resource; None, the reason at ``origin``, when invalid."""
         try:
-            return KINDS[data["kind"]].model_validate(data)
+            return converted_resource(data)
         except ValidationError as exc:
             message = "; ".join(_error_text(e) for e in exc.errors()[:3])
             meta = data["metadata"]
@@ -437,7 +448,7 @@ class _Converter:
                       index: int) -> dict[str, Any] | None:
         """``rule``, or a 500 on its matches when it does not validate (None: neither)."""
         try:
-            _RULE.validate_python(rule)
+            _RULE.validate_python(_placed_rule(rule))
         except ValidationError as exc:
             message = "; ".join(_error_text(e) for e in exc.errors()[:3])
             self.findings.set(origin.kind, origin.key, Condition(
@@ -447,6 +458,92 @@ class _Converter:
             matches = [m for m in rule.get("matches") or [{}] if _valid_match(m)]
             return {"matches": matches, "directResponse": _FAILED_RULE} if matches else None
         return rule
+
+
+def converted_resource(data: dict[str, Any]) -> Resource:
+    """``data``, a converted resource, as its kind's resource (``ValidationError`` when it is
+    invalid), with the names Kubernetes gave it.
+
+    Kubernetes names objects as DNS subdomains (``api.v1-route``, up to 253 characters), and
+    a listener or a route rule (a ``SectionName``) the same way; a propylon.dev/v1 name is a
+    DNS label of at most 63. A converted resource keeps such names all the same: its own
+    (its object's, or one made from it: an Ingress's ``NAME-2`` and ``NAME-default``, a
+    Service's Upstream ``NAME-PORT``), its listeners' and its rules', so that the status, the
+    metrics' ``gateway``, ``route`` and ``rule`` labels, the access log and ``propylon
+    explain`` name them as the object does. Each is validated under a placeholder and given
+    back after: the loader checked the object's name, and nothing refers to these names from
+    a propylon.dev/v1 field (a Route's backends name Upstreams, whose converted names are
+    labels as Service names are). The namespace is still a DNS label, as Kubernetes'."""
+    # placeholder -> the Kubernetes name it stands for: the resource's, its sections'
+    own: dict[str, str] = {}
+    sections: dict[str, str] = {}
+    resource = KINDS[data["kind"]].model_validate(_with_placeholders(data, own, sections))
+    return _with_names(resource, own, sections) if own or sections else resource
+
+
+def _kubernetes_only(name: Any) -> bool:
+    """Whether ``name`` is a Kubernetes-style name that is no propylon.dev/v1 name: dotted,
+    or longer than 63 (an object's name with a suffix may pass 253: still its name)."""
+    return isinstance(name, str) and OBJECT_NAME.fullmatch(name) is not None and (
+        len(name) > MAX_LABEL or DNS_LABEL.fullmatch(name) is None)
+
+
+def _placeholder(name: str, kept: dict[str, str], taken: Iterable[Any]) -> str:
+    """A propylon.dev/v1 name standing for ``name`` while validating, none of ``taken``."""
+    taken = set(taken) | set(kept)
+    placeholder = f"k8s-name-{len(kept)}"
+    while placeholder in taken:
+        placeholder += "-x"
+    kept[placeholder] = name
+    return placeholder
+
+
+def _with_placeholders(data: dict[str, Any], own: dict[str, str],
+                       kept: dict[str, str]) -> dict[str, Any]:
+    """``data`` with a placeholder for each Kubernetes-only name (``converted_resource``):
+    its own (kept in ``own``), its listeners' (a Gateway) and its rules' (a Route), each
+    none of their real names (kept in ``kept``)."""
+    meta, spec = data["metadata"], data.get("spec")
+    if _kubernetes_only(meta["name"]):
+        data = {**data, "metadata": {**meta, "name": _placeholder(meta["name"], own, ())}}
+    field_name = _SECTIONS.get(data["kind"])
+    if field_name is None or not isinstance(spec, dict) or not isinstance(
+            spec.get(field_name), list):
+        return data
+    sections = spec[field_name]
+    names = [s.get("name") for s in sections if isinstance(s, dict)]
+    if not any(_kubernetes_only(n) for n in names):
+        return data
+    sections = [{**s, "name": _placeholder(s["name"], kept, names)}
+                if isinstance(s, dict) and _kubernetes_only(s.get("name")) else s
+                for s in sections]
+    return {**data, "spec": {**spec, field_name: sections}}
+
+
+_SECTIONS = {"Gateway": "listeners", "Route": "rules"}  # kind -> its named sections
+
+
+def _with_names(resource: Resource, own: dict[str, str], kept: dict[str, str]) -> Resource:
+    """``resource`` validated with placeholders, given back the names they stand for."""
+    update: dict[str, Any] = {}
+    if resource.name in own:
+        update["metadata"] = resource.metadata.model_copy(update={"name": own[resource.name]})
+    if isinstance(resource, Gateway | Route):
+        spec = resource.spec
+        field_name = _SECTIONS[resource.kind]
+        sections = getattr(spec, field_name)
+        if any(s.name in kept for s in sections):
+            named = [s.model_copy(update={"name": kept[s.name]}) if s.name in kept else s
+                     for s in sections]
+            update["spec"] = spec.model_copy(update={field_name: named})
+    return resource.model_copy(update=update)
+
+
+def _placed_rule(rule: dict[str, Any]) -> dict[str, Any]:
+    """``rule`` to validate alone: its name, when Kubernetes-only, a placeholder."""
+    if not _kubernetes_only(rule.get("name")):
+        return rule
+    return {**rule, "name": _placeholder(rule["name"], {}, ())}
 
 
 def _stand_in(data: dict[str, Any]) -> Route | None:

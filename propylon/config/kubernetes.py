@@ -14,7 +14,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
 from propylon.config._types import Labels, Model, invalid
 from propylon.config.resources import Resource
@@ -33,8 +42,16 @@ KUBERNETES_KINDS: dict[str, frozenset[str]] = {
 # Namespace objects are read from files only (the control plane keeps namespaced objects)
 KUBERNETES_KIND_NAMES: tuple[str, ...] = tuple(sorted(
     {kind for kinds in KUBERNETES_KINDS.values() for kind in kinds} - {"Gateway", "Namespace"}))
-# a Kubernetes object name (DNS subdomain, at most 253)
-_OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+# Kubernetes names (as the API server checks them): most objects' names are RFC 1123 DNS
+# subdomains (dot-separated DNS labels, at most 253: "api.v1-route"); a namespace's, and so a
+# Namespace object's, is an RFC 1123 DNS label (no ".", at most 63); a Service's an RFC 1035
+# label (a letter first). A converted resource keeps its object's name (gatewayapi.py).
+_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+OBJECT_NAME = re.compile(rf"{_LABEL}(\.{_LABEL})*")
+DNS_LABEL = re.compile(_LABEL)
+_RFC_1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
+MAX_OBJECT_NAME = 253
+MAX_LABEL = 63
 
 
 def mapping(value: Any) -> dict[str, Any]:
@@ -50,9 +67,39 @@ def is_kubernetes(data: Any) -> bool:
     return isinstance(api_version, str) and api_version in KUBERNETES_KINDS
 
 
+def is_object_name(value: str) -> bool:
+    """Whether ``value`` is a name Kubernetes gives an object (a DNS subdomain)."""
+    return len(value) <= MAX_OBJECT_NAME and OBJECT_NAME.fullmatch(value) is not None
+
+
 def _object_name(value: str) -> str:
-    if len(value) > 253 or not _OBJECT_NAME.fullmatch(value):
-        raise invalid("name", f'invalid name "{value}": a Kubernetes object name')
+    if not is_object_name(value):
+        raise invalid("name", f'invalid name "{value}": a Kubernetes object name is a DNS '
+                      'subdomain: lower-case letters, digits, "-" and ".", each part between '
+                      'dots beginning and ending with a letter or digit, at most '
+                      f'{MAX_OBJECT_NAME}')
+    return value
+
+
+def _namespace_name(value: str) -> str:
+    if len(value) > MAX_LABEL or not DNS_LABEL.fullmatch(value):
+        raise invalid("name", f'invalid namespace "{value}": a Kubernetes namespace name is a '
+                      f'DNS label: lower-case letters, digits and "-", at most {MAX_LABEL}')
+    return value
+
+
+def _label_name(value: str) -> str:
+    if len(value) > MAX_LABEL or not DNS_LABEL.fullmatch(value):
+        raise invalid("name", f'invalid name "{value}": a Kubernetes Namespace name is a DNS '
+                      f'label: lower-case letters, digits and "-", at most {MAX_LABEL}')
+    return value
+
+
+def _service_name(value: str) -> str:
+    if len(value) > MAX_LABEL or not _RFC_1035_LABEL.fullmatch(value):
+        raise invalid("name", f'invalid name "{value}": a Kubernetes Service name is an RFC '
+                      '1035 label: lower-case letters, digits and "-", a letter first, at '
+                      f"most {MAX_LABEL}")
     return value
 
 
@@ -64,7 +111,27 @@ class KubernetesMetadata(Model):
     labels: Labels = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
 
-    _names = field_validator("name", "namespace")(_object_name)
+    _name = field_validator("name")(_object_name)
+    _namespace = field_validator("namespace")(_namespace_name)
+
+
+class _Named(BaseModel):
+    """The name of an object of a kind whose names Kubernetes checks more strictly."""
+
+    model_config = ConfigDict(extra="ignore")
+    name: str
+
+
+class _ServiceNamed(_Named):
+    _name = field_validator("name")(_service_name)
+
+
+class _NamespaceNamed(_Named):
+    _name = field_validator("name")(_label_name)
+
+
+_KIND_NAMES: dict[str, TypeAdapter[Any]] = {
+    "Service": TypeAdapter(_ServiceNamed), "Namespace": TypeAdapter(_NamespaceNamed)}
 
 
 class KubernetesObject(Resource):
@@ -83,6 +150,18 @@ class KubernetesObject(Resource):
         if isinstance(data, dict) and "status" in data:
             data = {k: v for k, v in data.items() if k != "status"}
         return data
+
+    @field_validator("metadata", mode="wrap")
+    @classmethod
+    def _kind_name(cls, value: Any, handler: ValidatorFunctionWrapHandler,
+                   info: ValidationInfo) -> Any:
+        # a Service's and a Namespace's name as Kubernetes checks it (the error at
+        # metadata.name: a ValidationError raised here keeps its location under metadata)
+        metadata = handler(value)
+        rule = _KIND_NAMES.get(info.data.get("kind", ""))
+        if rule is not None:
+            rule.validate_python({"name": metadata.name})
+        return metadata
 
     @property
     def body(self) -> dict[str, Any]:

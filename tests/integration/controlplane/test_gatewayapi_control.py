@@ -155,3 +155,27 @@ def test_a_batch_with_a_namespace_is_refused(cluster: Cluster) -> None:
     assert "does not take Namespace objects" in error["reasons"][0], error
     status, listed = plane.get("/v1/resources/httproute")
     assert status == 200 and listed["items"] == []
+
+
+def test_a_gateway_and_routes_of_dotted_names_through_the_control_plane(
+        cluster: Cluster) -> None:
+    """A Gateway API Gateway ``edge.example.com`` and an HTTPRoute ``api.v1-route`` (DNS
+    subdomains, as Kubernetes names them) keep their names: PUT at their URLs, the proxy
+    of ``infra/edge.example.com`` gets its IR and serves the route, both Accepted."""
+    plane = cluster.control()
+    echo = cluster.echo("shop")
+    port = free_port()
+    docs = gateway_api(port, echo)
+    docs[0]["metadata"]["name"] = "edge.example.com"
+    docs[1]["metadata"]["name"] = "api.v1-route"
+    docs[1]["spec"]["parentRefs"][0]["name"] = "edge.example.com"
+    for doc in docs:
+        status, body = http("PUT", plane.url + _path(doc), doc, plane.token)
+        assert status in (200, 201), body
+    cluster.proxy("proxy", plane, "infra/edge.example.com")
+    wait_until(lambda: served_by(port, "/shop/x") == (200, "shop"), what="the HTTPRoute")
+    status, answer = plane.get("/v1/status")
+    statuses = {f"{s['kind']} {s['namespace']}/{s['name']}": s for s in answer["resources"]}
+    assert statuses["Gateway infra/edge.example.com"]["state"] == "Accepted", statuses
+    route = statuses["HTTPRoute shop/api.v1-route"]
+    assert "parent Gateway infra/edge.example.com: Accepted=True Accepted" in route["reasons"]

@@ -1,0 +1,275 @@
+"""The names of converted Kubernetes objects: any name Kubernetes accepts is served under that
+name, one Kubernetes refuses is contained as invalid.
+
+Kubernetes names most objects as DNS subdomains (lower-case alphanumerics, ``-`` and ``.``,
+at most 253: ``api.v1-route``), namespaces as DNS labels (no ``.``, at most 63) and Services
+as RFC 1035 labels (a letter first, no ``.``, at most 63). A propylon.dev/v1 name is a DNS
+label: the Route, Gateway and Upstream an object becomes keep the object's own name (or one
+made from it: ``NAME-2``, ``NAME-default``, ``SERVICE-PORT``) all the same, so its status,
+metrics, access log and ``propylon explain`` name it as the user wrote it."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from propylon.admin.api import valid_gateway_name
+from propylon.config import load_text
+from propylon.config.gatewayapi import expand_kubernetes
+from propylon.translate import translate_with_issues
+
+LONG = "orders." + "a" * 180 + ".v1-route"  # 196 characters, dots
+assert len(LONG) == 196
+SERVICE = "s" + "x" * 62  # the longest Service name Kubernetes allows (63)
+
+
+def gateway(name: str = "edge") -> str:
+    return textwrap.dedent(f"""
+    apiVersion: gateway.networking.k8s.io/v1
+    kind: Gateway
+    metadata: {{name: {name}, namespace: infra}}
+    spec:
+      gatewayClassName: propylon
+      listeners: [{{name: http, port: 8080, protocol: HTTP,
+                   allowedRoutes: {{namespaces: {{from: All}}}}}}]
+    ---
+    apiVersion: propylon.dev/v1
+    kind: Upstream
+    metadata: {{name: app, namespace: shop}}
+    spec: {{endpoints: [{{address: 127.0.0.1, port: 9000}}]}}
+    """)
+
+
+def http_route(name: str, host: str, *, parent: str = "edge", namespace: str = "shop",
+               kind: str = "HTTPRoute") -> str:
+    return textwrap.dedent(f"""
+    ---
+    apiVersion: gateway.networking.k8s.io/v1
+    kind: {kind}
+    metadata: {{name: "{name}", namespace: {namespace}}}
+    spec:
+      parentRefs: [{{name: "{parent}", namespace: infra}}]
+      hostnames: [{host}]
+      rules: [{{backendRefs: [{{group: propylon.dev, kind: Upstream, name: app}}]}}]
+    """)
+
+
+def translated(text: str):
+    loaded = load_text(text)
+    translation = translate_with_issues(loaded.resources, loaded.rejected)
+    statuses = {f"{s.kind} {s.key}": s for s in translation.snapshot.statuses}
+    rules = {rule.route: rule for g in translation.snapshot.gateways for rule in g.rules}
+    return loaded, statuses, rules
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param("api.v1-route", id="dotted"),
+    pytest.param("shop.example.com", id="domain"),
+    pytest.param("a" * 63 + "b", id="64-characters"),
+    pytest.param(LONG, id="196-characters"),
+    pytest.param("x" * 253, id="253-characters"),
+    pytest.param("0.1", id="digits"),
+])
+def test_a_route_name_kubernetes_accepts_is_served_under_that_name(name) -> None:
+    loaded, statuses, rules = translated(gateway() + http_route(name, "a.test"))
+    assert loaded.ok, loaded.errors
+    status = statuses[f"HTTPRoute shop/{name}"]
+    assert status.state == "Accepted", status.reasons
+    assert "parent Gateway infra/edge: Accepted=True Accepted" in status.reasons
+    rule = rules[f"Route shop/{name}"]  # its name in metrics, access logs and explain
+    assert not rule.replaced and rule.action.backends[0].upstream == "shop/app"
+
+
+def test_a_grpc_route_with_a_dotted_name_is_served() -> None:
+    _, statuses, rules = translated(
+        gateway() + http_route("grpc.v1", "g.test", kind="GRPCRoute"))
+    assert statuses["GRPCRoute shop/grpc.v1"].state == "Accepted"
+    assert not rules["Route shop/grpc.v1"].replaced
+
+
+def test_a_gateway_with_a_dotted_name_serves_its_routes() -> None:
+    _, statuses, rules = translated(
+        gateway("edge.example.com") + http_route("api.v1", "a.test", parent="edge.example.com"))
+    assert statuses["Gateway infra/edge.example.com"].state == "Accepted", \
+        statuses["Gateway infra/edge.example.com"].reasons
+    assert statuses["HTTPRoute shop/api.v1"].state == "Accepted"
+    assert not rules["Route shop/api.v1"].replaced
+
+
+def test_the_longest_service_name_with_a_port_resolves() -> None:
+    text = gateway() + textwrap.dedent(f"""
+    ---
+    apiVersion: gateway.networking.k8s.io/v1
+    kind: HTTPRoute
+    metadata: {{name: api.v1, namespace: shop}}
+    spec:
+      parentRefs: [{{name: edge, namespace: infra}}]
+      rules: [{{backendRefs: [{{name: {SERVICE}, port: 8080}}]}}]
+    ---
+    apiVersion: v1
+    kind: Service
+    metadata: {{name: {SERVICE}, namespace: shop}}
+    spec: {{ports: [{{port: 8080, targetPort: 80}}]}}
+    ---
+    apiVersion: discovery.k8s.io/v1
+    kind: EndpointSlice
+    metadata: {{name: {SERVICE}.x1, namespace: shop,
+               labels: {{kubernetes.io/service-name: {SERVICE}}}}}
+    addressType: IPv4
+    endpoints: [{{addresses: [127.0.0.1]}}]
+    ports: [{{port: 80}}]
+    """)
+    loaded = load_text(text)
+    snapshot = translate_with_issues(loaded.resources).snapshot
+    status = next(s for s in snapshot.statuses if s.key == "shop/api.v1")
+    assert status.state == "Accepted", status.reasons
+    rule = next(r for r in snapshot.gateways[0].rules if r.route == "Route shop/api.v1")
+    assert rule.action.backends[0].upstream == f"shop/{SERVICE}-8080"  # 68 characters
+    upstream = next(u for u in snapshot.gateways[0].upstreams if u.key == f"shop/{SERVICE}-8080")
+    assert [(e.address, e.port) for e in upstream.endpoints] == [("127.0.0.1", 80)]
+
+
+def test_an_ingress_with_a_dotted_name_becomes_routes_of_its_name() -> None:
+    text = textwrap.dedent("""
+    apiVersion: propylon.dev/v1
+    kind: Gateway
+    metadata: {name: ingress, namespace: infra}
+    spec:
+      listeners: [{name: http, port: 8080}]
+      routeSelector: {namespaces: ["*"], matchLabels: {propylon.dev/ingress-class: propylon}}
+    ---
+    apiVersion: propylon.dev/v1
+    kind: Upstream
+    metadata: {name: app, namespace: shop}
+    spec: {endpoints: [{address: 127.0.0.1, port: 9000}]}
+    ---
+    apiVersion: networking.k8s.io/v1
+    kind: Ingress
+    metadata: {name: shop.example.com, namespace: shop}
+    spec:
+      ingressClassName: propylon
+      defaultBackend: {service: {name: app, port: {number: 80}}}
+      rules:
+      - host: shop.example.com
+        http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: app}}}]}
+      - host: api.example.com
+        http: {paths: [{path: /, pathType: Prefix, backend: {service: {name: app}}}]}
+    """)
+    _, statuses, rules = translated(text)
+    assert statuses["Ingress shop/shop.example.com"].state == "Accepted"
+    for name in ("shop.example.com", "shop.example.com-2", "shop.example.com-default"):
+        assert not rules[f"Route shop/{name}"].replaced, name
+
+
+@pytest.mark.parametrize(("name", "reason"), [
+    pytest.param("Api.V1", 'invalid name "Api.V1"', id="upper-case"),
+    pytest.param("api_v1", 'invalid name "api_v1"', id="underscore"),
+    pytest.param("a" * 254, "invalid name", id="254-characters"),
+    pytest.param("api..v1", 'invalid name "api..v1"', id="empty-label"),
+    pytest.param("-api.v1", 'invalid name "-api.v1"', id="leading-dash"),
+])
+def test_a_route_name_kubernetes_refuses_is_contained(name, reason) -> None:
+    loaded, statuses, rules = translated(gateway() + http_route(name, "a.test"))
+    assert not loaded.ok
+    status = statuses[f"HTTPRoute shop/{name}"]
+    assert status.state == "Invalid"
+    assert any("metadata.name: Accepted=False UnsupportedValue" in r and reason in r
+               for r in status.reasons), status.reasons
+    assert rules[f"Route shop/{name}"].replaced  # answers the invalid route response
+
+
+def test_a_dotted_namespace_is_refused_as_kubernetes_refuses_it() -> None:
+    """Namespaces are DNS labels: ``shop.prod`` is no namespace Kubernetes has."""
+    loaded, statuses, rules = translated(
+        gateway() + http_route("api.v1", "a.test", namespace="shop.prod"))
+    assert any('invalid namespace "shop.prod"' in str(e) for e in loaded.errors), loaded.errors
+    status = statuses["HTTPRoute shop.prod/api.v1"]
+    assert status.state == "Invalid"
+    assert rules["Route shop.prod/api.v1"].replaced
+
+
+@pytest.mark.parametrize(("name", "ok"), [
+    pytest.param("web", True, id="label"),
+    pytest.param("web.v1", False, id="dotted"),
+    pytest.param("1web", False, id="digit-first"),
+    pytest.param("w" * 64, False, id="64-characters"),
+])
+def test_a_service_name_is_an_rfc_1035_label(name, ok) -> None:
+    loaded = load_text(f"apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, "
+                       "namespace: shop}\nspec: {ports: [{port: 80}]}\n")
+    assert loaded.ok is ok, loaded.errors
+
+
+def test_listener_and_rule_names_kubernetes_accepts_are_kept() -> None:
+    """A listener's and a rule's name are Gateway API SectionNames (DNS subdomains, up to
+    253): dotted or long, the listener is served and the rule forwards, under those names
+    (the ``listener`` and ``rule`` labels), even beside a rule named like a placeholder."""
+    long = "w" * 70
+    text = textwrap.dedent(f"""
+    apiVersion: gateway.networking.k8s.io/v1
+    kind: Gateway
+    metadata: {{name: edge, namespace: infra}}
+    spec:
+      gatewayClassName: propylon
+      listeners:
+      - {{name: http.web, port: 8080, protocol: HTTP, hostname: a.test,
+         allowedRoutes: {{namespaces: {{from: All}}}}}}
+      - {{name: {long}, port: 8080, protocol: HTTP, hostname: b.test,
+         allowedRoutes: {{namespaces: {{from: All}}}}}}
+    ---
+    apiVersion: propylon.dev/v1
+    kind: Upstream
+    metadata: {{name: app, namespace: shop}}
+    spec: {{endpoints: [{{address: 127.0.0.1, port: 9000}}]}}
+    ---
+    apiVersion: gateway.networking.k8s.io/v1
+    kind: HTTPRoute
+    metadata: {{name: api.v1, namespace: shop}}
+    spec:
+      parentRefs: [{{name: edge, namespace: infra, sectionName: http.web}}]
+      rules:
+      - name: orders.v1
+        matches: [{{path: {{type: PathPrefix, value: /orders}}}}]
+        backendRefs: [{{group: propylon.dev, kind: Upstream, name: app}}]
+      - name: k8s-name-0
+        backendRefs: [{{group: propylon.dev, kind: Upstream, name: app}}]
+      - name: {"r" * 100}
+        matches: [{{path: {{type: Exact, value: /long}}}}]
+        backendRefs: [{{group: propylon.dev, kind: Upstream, name: app}}]
+    """)
+    loaded = load_text(text)
+    snapshot = translate_with_issues(loaded.resources).snapshot
+    statuses = {f"{s.kind} {s.key}": s for s in snapshot.statuses}
+    assert statuses["Gateway infra/edge"].state == "Accepted", statuses["Gateway infra/edge"]
+    route = statuses["HTTPRoute shop/api.v1"]
+    assert route.state == "Accepted" and not any("PartiallyInvalid" in r
+                                                 for r in route.reasons), route.reasons
+    [listener] = snapshot.gateways[0].listeners
+    assert listener.name == "http.web"
+    assert [s.name for s in listener.sections] == ["http.web", long]
+    rules = {r.name: r for r in snapshot.gateways[0].rules}
+    assert sorted(rules) == ["k8s-name-0", "orders.v1", "r" * 100]
+    assert all(r.sections == ("http.web",) and r.action.backends[0].upstream == "shop/app"
+               for r in rules.values())
+
+
+def test_converted_names_are_the_objects_own() -> None:
+    """Conversion names each Route after its object: no two objects of one kind share one."""
+    loaded = load_text(gateway() + http_route("a.b", "a.test") + http_route("a-b", "b.test"))
+    names = sorted(r.name for r in expand_kubernetes(loaded.resources).resources
+                   if r.kind == "Route")
+    assert names == ["a-b", "a.b"]
+
+
+@pytest.mark.parametrize(("name", "ok"), [
+    pytest.param("edge", True, id="label"),
+    pytest.param("edge.example.com", True, id="dotted"),
+    pytest.param("Edge", False, id="upper-case"),
+    pytest.param("edge/x", False, id="slash"),
+    pytest.param("e" * 254, False, id="too-long"),
+])
+def test_the_control_plane_serves_a_gateway_of_any_kubernetes_name(name, ok) -> None:
+    """A proxy of a Gateway API Gateway named ``edge.example.com`` asks for its IR at
+    ``/v1/gateways/infra/edge.example.com/ir``."""
+    assert valid_gateway_name(name) is ok
