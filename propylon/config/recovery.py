@@ -3,6 +3,9 @@
 A resource that fails validation is never served as written; the parts recovered here only
 let translation contain it (``translate/containment.py``):
 
+- the metadata is kept when valid; otherwise the resource is known by the rejected key (its
+  name and namespace as written, even when they are not valid names) with its labels when
+  they are valid, as a Kubernetes object is;
 - a Route or RouteTable keeps its metadata, hostnames and the rules whose ``matches`` (written
   out, every item valid) and ``delegate`` parse; each recovered rule is a placeholder
   ``directResponse`` (translation replaces it with the Gateway's ``invalidRouteResponse``) or
@@ -42,6 +45,7 @@ from propylon.config.route import Delegate, Match
 from propylon.schema import Selector
 
 _PLACEHOLDER = {"status": 500, "body": "route unavailable"}
+_STAND_IN = {"name": "stand-in", "namespace": "stand-in"}  # metadata replaced after validation
 _ROUTE_SPEC_FIELDS = frozenset({"hostnames", "rules"})
 _MATCH = TypeAdapter(Match)
 _HOSTNAMES = TypeAdapter(list[Hostname])
@@ -59,22 +63,27 @@ def recover(rejected: Rejected) -> Resource | None:
     """The servable part of a rejected Route, RouteTable or Gateway (see the module doc),
     located where the rejected document was; None for other kinds or when nothing is left."""
     data, spec = rejected.data, rejected.data.get("spec")
-    metadata = _valid(_METADATA, data.get("metadata"))
-    if metadata is None or not isinstance(spec, dict):
+    if not isinstance(spec, dict):
         return None
     recovered_spec = _SPECS.get(rejected.kind, _nothing)(spec)
     if recovered_spec is None:
         return None
+    metadata = _valid(_METADATA, data.get("metadata"))
     document = {"apiVersion": API_VERSION, "kind": rejected.kind,
-                "metadata": data["metadata"], "spec": recovered_spec}
+                "metadata": data["metadata"] if metadata else _STAND_IN, "spec": recovered_spec}
     adapter = _RESOURCES[rejected.kind]
     resource = _valid(adapter, document)
     if resource is None:  # e.g. two recovered rules share a name: recover them unnamed
         for rule in recovered_spec.get("rules", ()):
             rule.pop("name", None)
         resource = _valid(adapter, document)
-    if resource is not None:
-        resource._source = rejected.source
+    if resource is None:
+        return None
+    if metadata is None:  # known by the rejected key, as a Kubernetes object is
+        namespace, name, labels = _identity(rejected)
+        resource = resource.model_copy(update={"metadata": Metadata.model_construct(
+            name=name, namespace=namespace, labels=labels)})
+    resource._source = rejected.source
     return resource
 
 
@@ -86,18 +95,24 @@ def recover_kubernetes(rejected: Rejected) -> KubernetesObject | None:
     data = rejected.data
     if rejected.kind not in _ROUTE_OBJECTS or not is_kubernetes(data):
         return None
-    placeholder = {"name": "stand-in", "namespace": "stand-in"}
     try:
-        recovered = KubernetesObject.model_validate({**data, "metadata": placeholder})
+        recovered = KubernetesObject.model_validate({**data, "metadata": _STAND_IN})
     except ValidationError:
         return None
-    namespace, name = rejected.key.split("/", 1)
-    labels = _valid(_LABELS, mapping(data["metadata"]).get("labels")) or {}
+    namespace, name, labels = _identity(rejected)
     metadata = KubernetesMetadata.model_construct(
         name=name, namespace=namespace, labels=labels, annotations={})
     recovered = recovered.model_copy(update={"metadata": metadata})
     recovered._source = rejected.source
     return recovered
+
+
+def _identity(rejected: Rejected) -> tuple[str, str, dict[str, str]]:
+    """The namespace and name of the rejected key (even when they are not valid names: the
+    key is all its status and its replaced rules are known by) and its labels when valid."""
+    namespace, name = rejected.key.split("/", 1)
+    labels = _valid(_LABELS, mapping(rejected.data["metadata"]).get("labels")) or {}
+    return namespace, name, labels
 
 
 def recover_target_refs(rejected: Rejected) -> tuple[TargetRef, ...] | None:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.support import resources as r
 from tests.support.client import roundtrip
@@ -79,6 +80,40 @@ def test_start_up_with_a_schema_invalid_route_serves_the_rest(
     assert statuses(gw)["Route team-b/b"]["state"] == "Accepted"
     warnings = gw.stats()["warnings"]
     assert any(w.startswith(f"{gw.config_file}:") and reason in w for w in warnings), warnings
+
+
+@pytest.mark.parametrize(
+    ("metadata", "key"),
+    [
+        pytest.param({"name": "Team_A_Route", "namespace": "team-a"}, "team-a/Team_A_Route",
+                     id="bad-name"),
+        pytest.param({"name": "a", "namespace": "Team_A"}, "Team_A/a", id="bad-namespace"),
+        pytest.param({"name": "a", "namespace": "team-a", "labels": ["team-a"]}, "team-a/a",
+                     id="bad-labels"),
+    ],
+)
+def test_a_route_with_invalid_metadata_answers_the_invalid_route_response(
+    gateways, upstreams, metadata, key
+) -> None:
+    """Invalid metadata is a schema error like any other: the Route's own matches answer the
+    invalidRouteResponse under the key it was written with (not 404), the rest serves."""
+    app = upstreams("app")
+
+    def config(port: int) -> str:
+        text = teams(port, app.port, r.rule({"prefix": "/a"}, forward=r.forward("app")))
+        docs = [doc for doc in yaml.safe_load_all(text) if doc["metadata"]["name"] != "a"]
+        bad = r.route("a", namespace="team-a", hostnames=["a.test"],
+                      rules=[r.rule({"prefix": "/a"}, forward=r.forward("app"))])
+        return r.dump(*docs, {**bad, "metadata": metadata})
+
+    gw = gateways(config)
+    assert answer(gw.port, "/a/x", "a.test") == (502, b"team route broken")
+    assert answer(gw.port, "/elsewhere", "a.test")[0] == 404  # only its own matches
+    response = roundtrip(gw.port, "GET", "/orders", host="b.test")
+    assert response.status == 200 and response.header("x-upstream") == "app"
+    route = statuses(gw)[f"Route {key}"]
+    assert route["state"] == "Invalid"
+    assert any("metadata." in reason for reason in route["reasons"]), route
 
 
 def test_a_rule_whose_matches_cannot_be_read_is_left_out(gateways, upstreams) -> None:

@@ -72,8 +72,6 @@ def test_a_route_keeps_its_readable_matches(spec: dict[str, Any], paths: list[st
                      id="misspelt-hostnames-could-widen"),
         pytest.param(doc("Route", {"hostnames": ["-bad-"], "rules": [route_rule(**DIRECT)]}),
                      id="bad-hostnames"),
-        pytest.param(doc("Route", {"rules": [route_rule(**DIRECT)]}, labels=["a"]),
-                     id="bad-labels"),
         pytest.param(doc("Route", {"rules": "none"}), id="rules-not-a-list"),
         pytest.param(doc("Route", {"rules": [{**FORWARD_BAD}]}), id="no-rule-left"),
         pytest.param(doc("Gateway", {"listeners": [{"name": "web", "port": "http"}]}),
@@ -83,6 +81,27 @@ def test_a_route_keeps_its_readable_matches(spec: dict[str, Any], paths: list[st
 )
 def test_nothing_recovered(text: str) -> None:
     assert recover(rejected_one(text)) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "labels"),
+    [
+        pytest.param(doc("Route", {"rules": [route_rule(**DIRECT)]}, name="Bad_Name",
+                         labels={"team": "a"}), "team/Bad_Name", {"team": "a"}, id="bad-name"),
+        pytest.param(doc("Route", {"rules": [route_rule(**DIRECT)]}, labels=["a"]),
+                     "team/x", {}, id="bad-labels"),
+    ],
+)
+def test_a_route_with_invalid_metadata_is_known_by_its_key(
+    text: str, key: str, labels: dict[str, str]
+) -> None:
+    """As a Kubernetes object is (``recover_kubernetes``): the key as written, valid labels
+    only (selectors only require labels, so none never selects more)."""
+    route = recover(rejected_one(text))
+    assert isinstance(route, Route)
+    assert (route.key, route.metadata.labels) == (key, labels)
+    assert [r.matches[0].path.prefix for r in route.spec.rules] == ["/a"]
+    assert all(r.direct_response is not None for r in route.spec.rules)
 
 
 def test_a_delegating_rule_keeps_delegating_only_when_it_is_its_only_action() -> None:
