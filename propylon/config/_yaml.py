@@ -53,10 +53,11 @@ def _float_of(text: str) -> float | str:
 class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
     """YAML 1.1 scalars that would surprise a user are kept as the text they wrote.
 
-    PyYAML reads ``yes``/``no``/``on``/``off`` as booleans, ``010`` as 8 and ``1.10`` as 1.1,
-    so ``set: {x-version: 1.10}`` used to send ``1.1``. As YAML 1.2 does, only ``true`` and
-    ``false`` are booleans here; a number is a number only when its text is the number's own
-    (``8080``, ``1.5``), otherwise the text stays. Typed fields lose nothing: an int, float
+    PyYAML reads ``yes``/``no``/``on``/``off`` as booleans, ``010`` as 8, ``1.10`` as 1.1
+    and ``2024-01-01`` as a date, so ``set: {x-version: 1.10}`` used to send ``1.1``. As
+    YAML 1.2 does, only ``true`` and ``false`` are booleans here; a number is a number only
+    when its text is the number's own (``8080``, ``1.5``), otherwise the text stays, and a
+    date or time is its text (no field is a date). Typed fields lose nothing: an int, float
     or bool field still takes ``"010"``, ``"1.10"`` or ``"yes"`` (pydantic's lax parsing),
     and a string field gets exactly what was written."""
 
@@ -68,6 +69,9 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
 
     def construct_yaml_float(self, node: yaml.ScalarNode) -> float | str:
         return _float_of(str(node.value))
+
+    def construct_yaml_timestamp(self, node: yaml.ScalarNode) -> str:
+        return str(node.value)
 
     # libyaml's composer asks these of every node; PyYAML's versions handle path resolvers,
     # which this loader has none of, and were a tenth of the time spent loading YAML.
@@ -88,6 +92,7 @@ class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]
 _Loader.add_constructor("tag:yaml.org,2002:bool", _Loader.construct_yaml_bool)
 _Loader.add_constructor("tag:yaml.org,2002:int", _Loader.construct_yaml_int)
 _Loader.add_constructor("tag:yaml.org,2002:float", _Loader.construct_yaml_float)
+_Loader.add_constructor("tag:yaml.org,2002:timestamp", _Loader.construct_yaml_timestamp)
 assert not _Loader.yaml_path_resolvers, "_Loader.resolve ignores path resolvers"
 # the implicit resolvers PyYAML's ``resolve`` tries for a plain scalar, by its first character
 _WILDCARD: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
@@ -276,6 +281,7 @@ _SCALARS: dict[str, Any] = {
     "tag:yaml.org,2002:bool": _bool_of,
     "tag:yaml.org,2002:int": _int_of,
     "tag:yaml.org,2002:float": _float_of,
+    "tag:yaml.org,2002:timestamp": str,  # no field is a date: ``2024-01-01`` as written
 }
 
 

@@ -27,7 +27,7 @@ spec:
         - headers:
             request:
               set: {{x-version: 1.10, x-flag: NO, x-mode: on, x-zip: 010, x-hex: 0x1F,
-                     x-real: 2.5}}
+                     x-real: 2.5, x-date: 2024-01-01, x-stamp: 2001-12-14 21:59:43.10}}
 ---
 apiVersion: propylon.dev/v1
 kind: Upstream
@@ -37,14 +37,17 @@ spec:
 """)
     assert roundtrip(gw.port, "GET", "/").status == 200
     sent = {name: app.last.header(name) for name in (
-        "x-version", "x-flag", "x-mode", "x-zip", "x-hex", "x-real")}
+        "x-version", "x-flag", "x-mode", "x-zip", "x-hex", "x-real", "x-date", "x-stamp")}
     assert sent == {"x-version": "1.10", "x-flag": "NO", "x-mode": "on", "x-zip": "010",
-                    "x-hex": "0x1F", "x-real": "2.5"}
+                    "x-hex": "0x1F", "x-real": "2.5", "x-date": "2024-01-01",
+                    "x-stamp": "2001-12-14 21:59:43.10"}
 
 
 def test_scalars_as_loaded() -> None:
     (doc,), errors = parse_documents(
-        "a: yes\nb: off\nc: true\nd: 1.10\ne: 010\nf: 8080\ng: 1.5\n", "inline.yaml")
+        "a: yes\nb: off\nc: true\nd: 1.10\ne: 010\nf: 8080\ng: 1.5\nh: 2024-01-01\n"
+        "i: 2001-12-14t21:59:43.10-05:00\n", "inline.yaml")
     assert errors == []
     assert doc.data == {"a": "yes", "b": "off", "c": True, "d": "1.10", "e": "010",
-                        "f": 8080, "g": 1.5}
+                        "f": 8080, "g": 1.5, "h": "2024-01-01",
+                        "i": "2001-12-14t21:59:43.10-05:00"}

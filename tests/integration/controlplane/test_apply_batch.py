@@ -233,7 +233,8 @@ spec:
   rules:
     - matches: [{path: {prefix: /s}, headers: [{name: x-beta, value: NO}]}]
       directResponse: {status: 200, body: "on"}
-      policies: [{headers: {response: {set: {x-resp: yes, x-version: 1.10, x-mode: 010}}}}]
+      policies: [{headers: {response: {set: {x-resp: yes, x-version: 1.10, x-mode: 010,
+                                             x-date: 2024-01-01}}}}]
 """)
     diff = _cli(plane, "diff", "-f", str(config))
     assert diff.returncode == 3 and "+ Route shop/surprises" in diff.stdout, diff.stderr
@@ -246,6 +247,6 @@ spec:
     assert rule["matches"][0]["headers"][0]["value"] == "NO"
     assert rule["directResponse"]["body"] == "on"
     assert rule["policies"][0]["headers"]["response"]["set"] == {
-        "x-resp": "yes", "x-version": "1.10", "x-mode": "010"}
+        "x-resp": "yes", "x-version": "1.10", "x-mode": "010", "x-date": "2024-01-01"}
     again = _cli(plane, "diff", "-f", str(config))
     assert again.returncode == 0 and "no changes" in again.stdout, again.stdout
