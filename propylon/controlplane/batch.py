@@ -5,10 +5,11 @@ single PUT and collects *every* problem, each naming its resource (``BatchInvali
 nothing is written unless all are good. ``plan_batch`` compares the batch with the stored
 resources: ``create``, ``update``, ``unchanged`` (same normalized content, or the same
 ``contentHash``), and with a prune selector, ``delete`` for stored resources it selects that
-the batch no longer holds. ``writes_of`` turns a plan into the store's one transaction; each
-write expects the version the plan read, so a concurrent change makes the transaction fail
-as a whole (the API then plans again) instead of being overwritten. ``apply`` and ``diff``
-both ask the server for this plan, so they cannot disagree.
+the batch no longer holds (a batch that prunes is never empty). ``writes_of`` turns a plan
+into the store's one transaction; each write expects the version the plan read, so a
+concurrent change makes the transaction fail as a whole (the API then plans again) instead
+of being overwritten. ``apply`` and ``diff`` both ask the server for this plan, so they
+cannot disagree.
 
 Invariants: pure functions over plain data; planning never reads the store itself.
 """
@@ -38,6 +39,11 @@ MAX_RESOURCES = 20_000
 _FIELDS = {"resources", "prune", "dryRun"}
 # the kinds stored, those of the per-kind API (a v1 Namespace is read from files only)
 _TAKEN = frozenset(KIND_OF_PATH.values())
+# kubectl's "no objects passed to apply": an empty folder (a failed checkout) or files that
+# -l filters out entirely (another team's folder) would prune everything the selector selects
+_NOTHING_TO_APPLY = ("nothing to apply: a batch that prunes holds at least one resource, so "
+                     "that an empty set cannot delete every resource the selector selects "
+                     "(delete those one by one)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +140,8 @@ def _read_batch(raw: Any) -> Batch:
     if not isinstance(dry_run, bool):
         problems.append("dryRun must be true or false")
     prune = _prune_selector(raw["prune"], problems) if "prune" in raw else None
+    if prune is not None and not raw["resources"]:
+        problems.append(_NOTHING_TO_APPLY)
     errors = [ItemError(None, None, tuple(problems))] if problems else []
     items: list[BatchItem] = []
     seen: dict[Key, int] = {}

@@ -177,6 +177,33 @@ def test_prune_deletes_only_labelled_resources_no_longer_present(
     assert unbounded.returncode == 2 and "require a label" in unbounded.stderr
 
 
+def test_prune_refuses_a_set_with_nothing_to_apply(cluster: Cluster, tmp_path: Path) -> None:
+    """An empty folder (a failed checkout) or files whose every resource -l skips (another
+    team's folder) would make --prune delete every resource the selector selects: refused,
+    as kubectl refuses "no objects passed to apply"; nothing is deleted."""
+    plane = cluster.control()
+    mine = [_labelled(upstream("svc", "shop", 9), team="shop"),
+            _labelled(route("a", "shop", "/a", "svc"), team="shop")]
+    config = tmp_path / "shop.yaml"
+    _write(config, mine)
+    assert _cli(plane, "apply", "-f", str(config), "--prune", "-l", "team=shop").returncode == 0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    other = tmp_path / "other.yaml"
+    _write(other, [_labelled(route("o", "other", "/o", "svc"), team="other")])
+    for files in (empty, other):
+        for verb in ("apply", "diff"):
+            done = _cli(plane, verb, "-f", str(files), "--prune", "-l", "team=shop")
+            assert done.returncode == 1, (verb, files, done.stdout, done.stderr)
+            assert "nothing to apply" in done.stderr, done.stderr
+    status, body = http("POST", plane.url + "/v1/apply",
+                        {"resources": [], "prune": {"selector": {"matchLabels": {"team": "shop"}}}},
+                        plane.token)
+    assert status == 422 and "nothing to apply" in body["reasons"][0], body
+    assert plane.get("/v1/resources/route/shop/a")[0] == 200
+    assert plane.get("/v1/resources/upstream/shop/svc")[0] == 200
+
+
 def _diff_plan(output: str) -> set[tuple[str, str]]:
     marks = {"+": "create", "~": "update", "-": "delete"}
     found = re.findall(r"^  ([+~-]) (\w+ \S+) \(", output, re.MULTILINE)
