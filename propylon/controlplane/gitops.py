@@ -68,9 +68,19 @@ def load_local(paths: Sequence[Path]) -> tuple[list[LocalResource], list[str]]:
     for (name, _), (documents, _errors) in zip(texts, parsed, strict=True):
         for doc in resource_documents(documents, name):  # a kind: List's items
             model = models.get((name, doc.line)) or load_data(doc.data, name).resources[0]
-            data = {**doc.data, "metadata": {**doc.data["metadata"], "namespace": model.namespace}}
+            data = {**doc.data, "metadata": _metadata(doc.data["metadata"], model)}
             local.append(LocalResource(key_of(data), data, model))
     return local, []
+
+
+def _metadata(written: dict[str, Any], model: Resource) -> dict[str, Any]:
+    """The metadata sent: as written, but its identity and labels as the model read them
+    (``name: 123`` or ``labels: {n: 7}`` are numbers in YAML, their text for the loader,
+    and the control plane takes no number there: JSON has types)."""
+    metadata = {**written, "name": model.name, "namespace": model.namespace}
+    if "labels" in written:
+        metadata["labels"] = dict(model.metadata.labels)
+    return metadata
 
 
 def select_local(local: Sequence[LocalResource],

@@ -17,6 +17,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from propylon.config import load_paths
 from tests.integration.controlplane.conftest import Cluster, ControlPlane
 from tests.integration.controlplane.helpers import (
     ETCD,
@@ -277,3 +278,32 @@ spec:
         "x-resp": "yes", "x-version": "1.10", "x-mode": "010", "x-date": "2024-01-01"}
     again = _cli(plane, "diff", "-f", str(config))
     assert again.returncode == 0 and "no changes" in again.stdout, again.stdout
+
+
+def test_apply_sends_numbers_written_in_metadata_as_the_strings_validate_reads(
+        cluster: Cluster, tmp_path: Path) -> None:
+    """``name: 123``, ``namespace: 010`` and ``labels: {n: 7, v: 1.10}`` are valid in files
+    (``validate`` and ``run`` read a number where a string is expected as its text); apply
+    and diff sent the numbers, which the control plane refuses in JSON metadata."""
+    plane = cluster.control()
+    config = tmp_path / "config.yaml"
+    config.write_text("""\
+apiVersion: propylon.dev/v1
+kind: Route
+metadata: {name: 123, namespace: 010, labels: {n: 7, v: 1.10, team: shop}}
+spec:
+  rules:
+    - matches: [{path: {prefix: /n}}]
+      directResponse: {status: 200, body: "7"}
+""")
+    assert load_paths([config]).errors == []  # as `run` and `validate` read it
+    diff = _cli(plane, "diff", "-f", str(config))
+    assert diff.returncode == 3 and "+ Route 010/123" in diff.stdout, diff.stdout + diff.stderr
+    applied = _cli(plane, "apply", "-f", str(config), "--prune", "-l", "team=shop")
+    assert applied.returncode == 0, applied.stderr
+    assert "Route 010/123 created" in applied.stdout
+    status, stored = plane.get("/v1/resources/route/010/123")
+    assert status == 200
+    assert stored["metadata"]["labels"] == {"n": "7", "v": "1.10", "team": "shop"}
+    again = _cli(plane, "diff", "-f", str(config), "--prune", "-l", "n=7")
+    assert again.returncode == 0 and "no changes" in again.stdout, again.stdout + again.stderr
