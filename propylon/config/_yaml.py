@@ -139,6 +139,9 @@ class Document:
     line: int
     column: int | None = None  # of the document's first node; None for data given as such
     marks: Mapping[Path, Mark] = field(default_factory=dict)
+    # what the parser found wrong in this document alone (a key written twice): also among
+    # the text's errors, for callers that read those only; the loader rejects its resource
+    errors: tuple[ConfigError, ...] = ()
 
     def mark_of(self, path: Path) -> tuple[int, int | None]:
         """Line and column of ``path``, or of its nearest ancestor written in the source."""
@@ -260,6 +263,7 @@ def _document(
     marks: dict[Path, Mark] = {}
     doc.marks = marks
     size = node.end_mark.index - node.start_mark.index + 1
+    before = len(errors)
     try:
         walked = _index_marks(node, marks, errors, filename, size + budget.extra)
     except _TooLarge as exc:
@@ -268,6 +272,7 @@ def _document(
         errors.append(ConfigError(filename, line, None, None, None, str(exc), column=column))
         return None  # not constructed: its data would be as large, or endless
     budget.extra -= max(0, walked - size)
+    doc.errors = tuple(errors[before:])
     doc.data = loader.construct_document(node)
     return doc if doc.data is not None else None
 

@@ -280,7 +280,8 @@ def _load_into(
     parsed: Parsed | None = None, outline: Callable[[str], bool] | None = None,
 ) -> None:
     documents, errors = parsed if parsed is not None else parse_documents(text, filename)
-    result.errors.extend(errors)
+    own = {error for doc in documents for error in doc.errors}  # reported with their resource
+    result.errors.extend(error for error in errors if error not in own)
     _load_documents(result, documents, filename, seen, outline)
 
 
@@ -290,7 +291,7 @@ def _load_documents(
 ) -> None:
     for doc in documents:
         outlined = None
-        if outline is not None:
+        if outline is not None and not doc.errors:
             key = route_key(doc.data)
             if key is not None and outline(key):
                 outlined = outline_route(doc, filename)
@@ -299,13 +300,17 @@ def _load_documents(
                                     else _build(doc, filename))
         except _IsList:  # kubectl's output: its items, each as if written on its own
             items, doc_errors = _list_documents(doc, filename)
-            result.errors.extend(doc_errors)
+            result.errors.extend((*doc.errors, *doc_errors))
             _load_documents(result, items, filename, seen, outline)
             continue
+        if doc.errors:  # a key written twice: an error of this resource, contained with it
+            kind, key = _identity(doc.data) if isinstance(doc.data, dict) else (None, None)
+            doc_errors += [dataclasses.replace(error, kind=kind, name=key)
+                           for error in doc.errors]
         doc_errors.sort(key=lambda e: e.line or 0)
         if resource is not None and not _first_definition(resource, seen, doc_errors):
             resource = None
-        if resource is not None:
+        if resource is not None and not doc.errors:
             result.resources.append(resource)
             continue
         rejected = _rejected(doc, filename, doc_errors)

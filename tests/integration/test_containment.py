@@ -116,6 +116,46 @@ def test_a_route_with_invalid_metadata_answers_the_invalid_route_response(
     assert any("metadata." in reason for reason in route["reasons"]), route
 
 
+DUPLICATE_KEY = """\
+apiVersion: propylon.dev/v1
+kind: Route
+metadata: {name: c, namespace: team-c}
+spec:
+  hostnames: [c.test]
+  rules:
+    - matches: [{path: {prefix: /c}}]
+      directResponse: {status: 200, body: c}
+      directResponse: {status: 200, body: c2}
+"""
+
+
+def test_a_duplicate_key_is_contained_in_its_resource(gateways, upstreams) -> None:
+    """A key written twice (a merge gone wrong) is an error of its document, whose resource
+    is known: contained as a schema error, not a refusal of every team's configuration
+    (the gateway used not to start, and a reload was refused)."""
+    app = upstreams("app")
+    good = r.rule({"prefix": "/a"}, directResponse={"status": 200, "body": "a"})
+    gw = gateways(lambda port: teams(port, app.port, good) + "---\n" + DUPLICATE_KEY,
+                  watch=False)
+    assert answer(gw.port, "/c", "c.test") == (502, b"team route broken")
+    assert answer(gw.port, "/a", "a.test") == (200, b"a")
+    route = statuses(gw)["Route team-c/c"]
+    assert route["state"] == "Invalid"
+    assert any('spec.rules[0]: duplicate key "directResponse"' in reason
+               for reason in route["reasons"]), route
+    # a reload: team A writes a key of its Route twice while team B adds a Route
+    gw.write_config(lambda port: teams(port, app.port, good).replace(
+        "namespace: team-a\n", "namespace: team-a\n  namespace: team-a\n", 1))
+    gw.write_config(r.dump(r.route("b-new", namespace="team-b", hostnames=["new.test"],
+                                   rules=[r.rule(forward=r.forward("app"))])), "team-b.yaml")
+    version = gw.version()
+    gw.signal(signal.SIGHUP)
+    poll_until(lambda: gw.version() != version, 10, message="the reload installed")
+    assert roundtrip(gw.port, "GET", "/new", host="new.test").status == 200
+    assert answer(gw.port, "/a", "a.test") == (502, b"team route broken")
+    assert statuses(gw)["Route team-a/a"]["state"] == "Invalid"
+
+
 def test_a_rule_whose_matches_cannot_be_read_is_left_out(gateways, upstreams) -> None:
     app = upstreams("app")
     unreadable = r.rule({"prefix": "/a"}, directResponse={"status": 200})

@@ -325,7 +325,7 @@ ERROR_CASES = [
 @pytest.mark.parametrize(("text", "line", "field", "message"), ERROR_CASES)
 def test_error_names_line_and_field(text: str, line: int, field: str, message: str) -> None:
     result = load_text(text, "c.yaml")
-    assert result.resources == [] or field == "spec"  # duplicate keys still load
+    assert result.resources == []  # a key written twice too: its resource is rejected
     matching = [e for e in result.errors if e.field == field]
     assert matching, [str(e) for e in result.errors]
     assert message in matching[0].message, str(matching[0])
@@ -537,6 +537,10 @@ def test_yaml_problems_carry_their_column(tmp_path: Path) -> None:
     twice = doc("Gateway", "listeners: [{name: web, port: 80}]\nlisteners: [{name: b, port: 81}]")
     assert [(e.line, e.column, e.message) for e in load_text(twice).errors] == [
         (6, 3, 'duplicate key "listeners"')]
+    # an error of its resource, which standalone mode contains (not of the whole file)
+    rejected = load_text(twice).rejected
+    assert [(r.ref, str(r.errors[0])) for r in rejected] == [
+        ("Gateway ns/x", '<text>:6:3: Gateway ns/x: spec: duplicate key "listeners"')]
     mapping = load_text("---\n  - a\n  - b\n").errors
     assert [(e.line, e.column) for e in mapping] == [(2, 3)]
     (tmp_path / "a.yaml").write_text(ROUTE)
