@@ -513,6 +513,8 @@ def _index_marks(
             raise _TooLarge(node, f"nested deeper than {MAX_DEPTH} levels "
                             "(or an alias inside the node it names)")
         marks.setdefault(path, _mark(node))
+        if node.tag not in _KNOWN_TAGS:
+            _unknown_tag(node, path, errors, filename)
         if isinstance(node, yaml.MappingNode):
             children = _mapping_children(node, path, marks, errors, filename)
         elif isinstance(node, yaml.SequenceNode):
@@ -521,6 +523,22 @@ def _index_marks(
             continue
         stack.extend(reversed(children))  # popped in document order
     return visited
+
+
+# the tags a document may carry: YAML's own (``!!str``, ``!!int``...); another (``!secret``,
+# ``!Ref``) is an error of its resource, which is then contained as any invalid one, not of
+# the whole file (the node is read as its plain text, mapping or list, never served)
+_KNOWN_TAGS = frozenset(tag for tag in _Loader.yaml_constructors if tag is not None)
+_PLAIN_TAG_OF = {yaml.ScalarNode: _STR, yaml.MappingNode: _MAP, yaml.SequenceNode: _SEQ}
+
+
+def _unknown_tag(node: yaml.Node, path: Path, errors: list[ConfigError], filename: str) -> None:
+    line, column = _mark(node)
+    errors.append(ConfigError(
+        filename, line, None, None, dotted_path(path),
+        f"unknown YAML tag {node.tag!r}: only YAML's own tags (such as !!str) are read",
+        column=column))
+    node.tag = _PLAIN_TAG_OF.get(type(node), _STR)
 
 
 def _mapping_children(

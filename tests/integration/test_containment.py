@@ -156,6 +156,46 @@ def test_a_duplicate_key_is_contained_in_its_resource(gateways, upstreams) -> No
     assert statuses(gw)["Route team-a/a"]["state"] == "Invalid"
 
 
+UNKNOWN_TAG = """\
+apiVersion: propylon.dev/v1
+kind: Route
+metadata: {name: c, namespace: team-c}
+spec:
+  hostnames: [c.test]
+  rules:
+    - matches: [{path: {prefix: /c}}]
+      directResponse: {status: 200, body: !secret c-body}
+"""
+
+
+def test_an_unknown_yaml_tag_is_contained_in_its_resource(gateways, upstreams) -> None:
+    """A tag YAML does not define (``!secret``, CloudFormation's ``!Ref``) is an error of
+    the resource it is in, contained as a schema error: the file's other resources and the
+    other teams' keep serving (the whole file used to be refused: the gateway did not
+    start, and a reload was refused)."""
+    app = upstreams("app")
+    good = r.rule({"prefix": "/a"}, directResponse={"status": 200, "body": "a"})
+    gw = gateways(lambda port: teams(port, app.port, good) + "---\n" + UNKNOWN_TAG,
+                  watch=False)
+    assert answer(gw.port, "/c", "c.test") == (502, b"team route broken")
+    assert answer(gw.port, "/a", "a.test") == (200, b"a")
+    route = statuses(gw)["Route team-c/c"]
+    assert route["state"] == "Invalid"
+    assert any("spec.rules[0].directResponse.body: unknown YAML tag '!secret'" in reason
+               for reason in route["reasons"]), route
+    # a reload: team A tags a value of its Route while team B adds a Route
+    gw.write_config(lambda port: teams(port, app.port, good).replace(
+        "body: a", "body: !Ref a", 1))
+    gw.write_config(r.dump(r.route("b-new", namespace="team-b", hostnames=["new.test"],
+                                   rules=[r.rule(forward=r.forward("app"))])), "team-b.yaml")
+    version = gw.version()
+    gw.signal(signal.SIGHUP)
+    poll_until(lambda: gw.version() != version, 10, message="the reload installed")
+    assert roundtrip(gw.port, "GET", "/new", host="new.test").status == 200
+    assert answer(gw.port, "/a", "a.test") == (502, b"team route broken")
+    assert statuses(gw)["Route team-a/a"]["state"] == "Invalid"
+
+
 def test_a_rule_whose_matches_cannot_be_read_is_left_out(gateways, upstreams) -> None:
     app = upstreams("app")
     unreadable = r.rule({"prefix": "/a"}, directResponse={"status": 200})
