@@ -289,6 +289,9 @@ def _paths() -> dict[str, Any]:
                 _param("delta", "query", {"type": "string"}, False,
                        "the IR schema of the deltas the proxy applies: it may be answered "
                        "with a delta against `version` (docs/controlplane.md, Deltas)"),
+                _param("schemas", "query", {"type": "string"}, False,
+                       "the IR schemas the proxy reads, comma-separated (`2,3`); absent: "
+                       "schema 1 only (docs/controlplane.md, Version skew)"),
             ],
             "responses": {
                 "200": {"description": "the Gateway's IR snapshot, or a delta against "
@@ -297,7 +300,9 @@ def _paths() -> dict[str, Any]:
                                     "application/vnd.propylon.ir-delta+json": {
                                         "schema": {"type": "object"}}}},
                 "304": {"description": "no newer version within the wait"},
-                "400": _json(_ref("Error"), "bad wait"),
+                "400": _json(_ref("Error"), "bad wait or schemas"),
+                "406": _json(_ref("Error"), "the proxy reads no IR schema this control plane "
+                             "writes, or its schema cannot express the configuration"),
                 **_ERRORS}}},
         "/v1/gateways/{namespace}/{name}/reports": {"post": {
             "operationId": "reportGatewayIR",

@@ -1,11 +1,13 @@
 """The IR in the schema each proxy reads (version skew during a rollout, N-1 supported).
 
-A proxy names the schemas it reads when it polls (``schemas=1,2``; none: schema 1). It gets
+A proxy names the schemas it reads when it polls (``schemas=2,3``; none: schema 1). It gets
 this build's text when it reads this build's schema, else the newest older form this build
 writes (``ir.schema``), sealed with that form's hash; a proxy with no schema in common gets
-406 with the reason. Downgraded texts are made once per version and schema. Versions of
-downgraded forms are mapped back to the snapshot's own version wherever a proxy names one
-(``after``, ``version``, reports), so the fleet shows one version per configuration.
+406 with the reason, and so does one whose schema cannot say the configuration (the step
+down refuses it). Downgraded texts, and refusals, are made once per version and schema.
+Versions of downgraded forms are mapped back to the snapshot's own version wherever a proxy
+names one (``after``, ``version``, reports), so the fleet shows one version per
+configuration.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ _KEPT = 256  # downgraded texts remembered (oldest forgotten first)
 
 class SchemaForms:
     def __init__(self) -> None:
-        self._texts: dict[tuple[str, int], tuple[str, str]] = {}
+        # (snapshot version, schema) -> (text, version) of that form, or why it was refused
+        self._texts: dict[tuple[str, int], tuple[str, str] | schema.SchemaError] = {}
         self._native: dict[str, str] = {}  # version of a downgraded form -> snapshot version
 
     def encode(self, snapshot: ir.SnapshotIR, text: str, reads: Iterable[int]) -> tuple[str, str]:
@@ -34,11 +37,19 @@ class SchemaForms:
         key = (snapshot.version, target)
         found = self._texts.get(key)
         if found is None:
-            found = self._texts[key] = schemas.encode(snapshot, (target,))
-            self._native[found[1]] = snapshot.version
+            try:
+                found = schemas.encode(snapshot, (target,))
+            except schema.SchemaError as exc:
+                found = exc  # refused: every poll of that version and schema, without redoing it
+            else:
+                self._native[found[1]] = snapshot.version
+            self._texts[key] = found
             while len(self._texts) > _KEPT:
-                _, forgotten = self._texts.pop(next(iter(self._texts)))
-                self._native.pop(forgotten, None)
+                forgotten = self._texts.pop(next(iter(self._texts)))
+                if not isinstance(forgotten, schema.SchemaError):
+                    self._native.pop(forgotten[1], None)
+        if isinstance(found, schema.SchemaError):
+            raise schema.SchemaError(str(found))
         return found
 
     def native_version(self, version: str) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 
 from propylon.ir.frozen import quicker_init
 
-IR_SCHEMA_VERSION = 2
+IR_SCHEMA_VERSION = 3  # propylon/ir/schema.py: what each schema adds, and the steps
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,7 +11,7 @@ Invariants:
 - Policy (N-1): a build reads and writes its own schema and, when a step to it exists, the
   previous one. So a control plane serves proxies one schema behind it (a downgraded form,
   sealed with that form's hash), and a proxy reads a control plane one schema behind it.
-  Proxies name the schemas they read when they poll (``schemas=1,2``); a poll without it comes
+  Proxies name the schemas they read when they poll (``schemas=2,3``); a poll without it comes
   from a build before schemas were negotiated, which reads schema 1 only.
 - Adding a field that is left out of the JSON form while it holds its default
   (``codec._OMIT_DEFAULT``) needs no new schema only when a reader that ignores it serves the
@@ -78,6 +78,36 @@ def _same_form(data: Data) -> Data:
 # the whole text (``form_hash``): sealing a change hashes what changed, not what follows it.
 HASH_OF_DIGESTS = Step(2, _same_form, _same_form,
                        "version: each rule and status list hashed as its items' digests")
+
+
+def _without_sections(data: Data) -> Data:
+    """Schema 3 down to 2: refused when a Gateway uses listener sections."""
+    for gateway in data.get("gateways", []):
+        routes = list(dict.fromkeys(str(rule.get("route")) for rule in gateway.get("rules", [])
+                                    if rule.get("sections")))
+        listeners = [str(listener.get("name")) for listener in gateway.get("listeners", [])
+                     if listener.get("sections")]
+        if routes or listeners:
+            what = (f"serves {_some(routes)} on some of its listeners only"
+                    if routes else f"has listener sections ({_some(listeners)})")
+            raise SchemaError(
+                f"Gateway {gateway.get('key')} {what} (Gateway API sectionName or port), "
+                f"which IR schema 2 cannot express: a proxy reading schema 2 would serve "
+                f"every route on every listener; upgrade the proxy to read schema 3")
+    return data
+
+
+def _some(names: list[str]) -> str:
+    return ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+# Schema 3: listener sections (``ListenerIR.sections``, ``RuleIR.sections``): a route attached
+# by ``sectionName`` or ``port`` is served on that listener only. Both are left out of the JSON
+# while empty, so a schema 2 form is a schema 3 form without them (the upgrade changes
+# nothing); a proxy of schema 2 would ignore them and serve such routes on every listener of
+# the Gateway, so the downgrade refuses an IR that uses them.
+LISTENER_SECTIONS = Step(3, _same_form, _without_sections,
+                         "listener sections: routes served on some listeners only")
 
 
 # on a control plane's full IR answer: the schema of its form (a proxy may hand a text in its
@@ -152,7 +182,7 @@ class Schemas:
     def _convert(self, data: Data, start: int, end: int) -> Data:
         """The form ``data`` (of schema ``start``) takes in schema ``end``, step by step.
         In a release the model's form (``codec``) is the build's own schema; a test build
-        claims a newer one over the same model."""
+        claims a newer or an older one over the same model."""
         for step in range(start + 1, end + 1):
             data = {**self.steps[step].upgrade(data), "schema": step}
         for step in range(start, end, -1):
@@ -174,4 +204,5 @@ def _names(schemas: Iterable[int]) -> str:
     return ", ".join(str(s) for s in sorted(schemas))
 
 
-CURRENT = Schemas(steps={2: HASH_OF_DIGESTS})  # this build's; tests build others
+# this build's; tests build others
+CURRENT = Schemas(steps={2: HASH_OF_DIGESTS, 3: LISTENER_SECTIONS})

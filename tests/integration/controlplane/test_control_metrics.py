@@ -113,7 +113,8 @@ def test_label_values_never_come_from_requests(cluster: Cluster) -> None:
     wait_until(lambda: _value(plane, "propylon_control_gateway_versions_total", gateway=GW),
                what="the Gateway's series")
     for gw in ("infra/edge", "nope/evil-gateway"):
-        http("GET", f"{plane.url}/v1/gateways/{gw}/ir?wait=0&proxy=evil-proxy&version=evil-v",
+        http("GET", f"{plane.url}/v1/gateways/{gw}/ir?wait=0&proxy=evil-proxy&version=evil-v"
+             "&schemas=2,3",
              token=plane.token)
         http("POST", f"{plane.url}/v1/gateways/{gw}/reports",
              {"proxy": "evil-proxy", "version": "evil-version", "result": "NACK"}, plane.token)
