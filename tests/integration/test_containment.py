@@ -116,76 +116,51 @@ def test_a_route_with_invalid_metadata_answers_the_invalid_route_response(
     assert any("metadata." in reason for reason in route["reasons"]), route
 
 
-DUPLICATE_KEY = """\
+def _team_c(body: str, extra: str = "") -> str:
+    """Team C's Route, its ``directResponse`` body written as ``body`` (then ``extra``)."""
+    return f"""\
 apiVersion: propylon.dev/v1
 kind: Route
-metadata: {name: c, namespace: team-c}
+metadata: {{name: c, namespace: team-c}}
 spec:
   hostnames: [c.test]
   rules:
-    - matches: [{path: {prefix: /c}}]
-      directResponse: {status: 200, body: c}
-      directResponse: {status: 200, body: c2}
+    - matches: [{{path: {{prefix: /c}}}}]
+      directResponse: {{status: 200, body: {body}}}{extra}
 """
 
 
-def test_a_duplicate_key_is_contained_in_its_resource(gateways, upstreams) -> None:
-    """A key written twice (a merge gone wrong) is an error of its document, whose resource
-    is known: contained as a schema error, not a refusal of every team's configuration
-    (the gateway used not to start, and a reload was refused)."""
+@pytest.mark.parametrize(
+    ("team_c", "reason", "break_team_a"),
+    [
+        # a key written twice (a merge gone wrong)
+        pytest.param(_team_c("c", "\n      directResponse: {status: 200, body: c2}"),
+                     'spec.rules[0]: duplicate key "directResponse"',
+                     ("namespace: team-a\n", "namespace: team-a\n  namespace: team-a\n"),
+                     id="duplicate-key"),
+        # a tag YAML does not define (``!secret``, CloudFormation's ``!Ref``)
+        pytest.param(_team_c("!secret c-body"),
+                     "spec.rules[0].directResponse.body: unknown YAML tag '!secret'",
+                     ("body: a", "body: !Ref a"), id="unknown-tag"),
+    ],
+)
+def test_a_document_error_is_contained_in_its_resource(
+    gateways, upstreams, team_c: str, reason: str, break_team_a: tuple[str, str]
+) -> None:
+    """An error the parser finds in a document whose resource is known is an error of that
+    resource, contained as a schema error: the file's and the other teams' resources keep
+    serving (the whole file used to be refused: the gateway did not start, and a reload was
+    refused for every team)."""
     app = upstreams("app")
     good = r.rule({"prefix": "/a"}, directResponse={"status": 200, "body": "a"})
-    gw = gateways(lambda port: teams(port, app.port, good) + "---\n" + DUPLICATE_KEY,
-                  watch=False)
+    gw = gateways(lambda port: teams(port, app.port, good) + "---\n" + team_c, watch=False)
     assert answer(gw.port, "/c", "c.test") == (502, b"team route broken")
     assert answer(gw.port, "/a", "a.test") == (200, b"a")
     route = statuses(gw)["Route team-c/c"]
     assert route["state"] == "Invalid"
-    assert any('spec.rules[0]: duplicate key "directResponse"' in reason
-               for reason in route["reasons"]), route
-    # a reload: team A writes a key of its Route twice while team B adds a Route
-    gw.write_config(lambda port: teams(port, app.port, good).replace(
-        "namespace: team-a\n", "namespace: team-a\n  namespace: team-a\n", 1))
-    gw.write_config(r.dump(r.route("b-new", namespace="team-b", hostnames=["new.test"],
-                                   rules=[r.rule(forward=r.forward("app"))])), "team-b.yaml")
-    version = gw.version()
-    gw.signal(signal.SIGHUP)
-    poll_until(lambda: gw.version() != version, 10, message="the reload installed")
-    assert roundtrip(gw.port, "GET", "/new", host="new.test").status == 200
-    assert answer(gw.port, "/a", "a.test") == (502, b"team route broken")
-    assert statuses(gw)["Route team-a/a"]["state"] == "Invalid"
-
-
-UNKNOWN_TAG = """\
-apiVersion: propylon.dev/v1
-kind: Route
-metadata: {name: c, namespace: team-c}
-spec:
-  hostnames: [c.test]
-  rules:
-    - matches: [{path: {prefix: /c}}]
-      directResponse: {status: 200, body: !secret c-body}
-"""
-
-
-def test_an_unknown_yaml_tag_is_contained_in_its_resource(gateways, upstreams) -> None:
-    """A tag YAML does not define (``!secret``, CloudFormation's ``!Ref``) is an error of
-    the resource it is in, contained as a schema error: the file's other resources and the
-    other teams' keep serving (the whole file used to be refused: the gateway did not
-    start, and a reload was refused)."""
-    app = upstreams("app")
-    good = r.rule({"prefix": "/a"}, directResponse={"status": 200, "body": "a"})
-    gw = gateways(lambda port: teams(port, app.port, good) + "---\n" + UNKNOWN_TAG,
-                  watch=False)
-    assert answer(gw.port, "/c", "c.test") == (502, b"team route broken")
-    assert answer(gw.port, "/a", "a.test") == (200, b"a")
-    route = statuses(gw)["Route team-c/c"]
-    assert route["state"] == "Invalid"
-    assert any("spec.rules[0].directResponse.body: unknown YAML tag '!secret'" in reason
-               for reason in route["reasons"]), route
-    # a reload: team A tags a value of its Route while team B adds a Route
-    gw.write_config(lambda port: teams(port, app.port, good).replace(
-        "body: a", "body: !Ref a", 1))
+    assert any(reason in text for text in route["reasons"]), route
+    # a reload: team A makes the same mistake in its Route while team B adds a Route
+    gw.write_config(lambda port: teams(port, app.port, good).replace(*break_team_a, 1))
     gw.write_config(r.dump(r.route("b-new", namespace="team-b", hostnames=["new.test"],
                                    rules=[r.rule(forward=r.forward("app"))])), "team-b.yaml")
     version = gw.version()
