@@ -290,11 +290,7 @@ def _check_rules(
             continue
         made = routes.unchanged(rule, tracing, chains)
         if made is None:
-            if tracing is None and rule.policies and vouched(rule.policies):
-                chain = EMPTY_CHAIN  # filters built just before (check_memo.py)
-            else:
-                chain = chains.chain(rule.policies, tracing, functools.partial(
-                    compile_chain, rule.policies, env, tracing))
+            chain = _checked_chain(rule, tracing, chains, env)
             made = _rule_routes(gateway.key, rule, chain, clusters, services)
         entries += _rule_entries(rule, made, len(entries), 1)
     return services.routes.router(gateway.key, entries)
@@ -312,12 +308,8 @@ def _check_rules_once(
     stats = services.metrics.route(gateway.key, "check", "check")
     entries: list[RouterEntry[CompiledRoute]] = []
     for rule in gateway.rules:
-        if tracing is None and rule.policies and vouched(rule.policies):
-            chain = EMPTY_CHAIN
-        else:
-            chain = chains.chain(rule.policies, tracing, functools.partial(
-                compile_chain, rule.policies, env, tracing))
-        made = _compiled_routes(rule, chain, clusters, "", "", stats)
+        made = _compiled_routes(rule, _checked_chain(rule, tracing, chains, env), clusters,
+                                "", "", stats)
         entries += _rule_entries(rule, made, len(entries), 1)
     return Router(entries)
 
@@ -332,9 +324,24 @@ def _compile_rule(
     kept = routes.unchanged(rule, tracing, chains)
     if kept is not None:
         return kept
-    chain = chains.chain(rule.policies, tracing, functools.partial(
+    return _rule_routes(gateway, rule, _rule_chain(rule, tracing, chains, env), clusters,
+                        services)
+
+
+def _rule_chain(rule: RuleIR, tracing: Filter | None, chains: ChainMemo, env: FilterEnv
+                ) -> FilterChain:
+    """The filter chain of ``rule`` (after the Gateway's tracing), kept in ``chains``."""
+    return chains.chain(rule.policies, tracing, functools.partial(
         compile_chain, rule.policies, env, tracing))
-    return _rule_routes(gateway, rule, chain, clusters, services)
+
+
+def _checked_chain(rule: RuleIR, tracing: Filter | None, chains: ChainMemo, env: FilterEnv
+                   ) -> FilterChain:
+    """``_rule_chain`` for a check: none when translation built the rule's policies just
+    before (``check_memo.vouched``), as a check needs only to know they build."""
+    if tracing is None and rule.policies and vouched(rule.policies):
+        return EMPTY_CHAIN
+    return _rule_chain(rule, tracing, chains, env)
 
 
 def _rule_routes(
