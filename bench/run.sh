@@ -6,7 +6,8 @@
 #
 # AGAINST=/path/to/other/checkout bench/run.sh adds a target for that checkout's package (built
 # in place, run by this venv's interpreter), access log off: an A/B in the same run, on the
-# same core.
+# same core. Several checkouts, separated by ':' (AGAINST=/tmp/wt-a:/tmp/wt-b), each get a
+# target (propylon-against-<folder name>): the points of a bisection measured in one run.
 #
 # ALT_PYTHON=/usr/bin/python3.11 bench/run.sh adds a third target: the same gateway (access log
 # off) on another interpreter, in its own venv (.venv-alt-<interpreter name>). The
@@ -34,7 +35,18 @@ target() {
 target propylon "$ROOT/.venv/bin/python" 18090 19901 off
 target propylon-log "$ROOT/.venv/bin/python" 18091 19902 "$OUT/access.log"
 if [ -n "${AGAINST:-}" ]; then
-  target propylon-against "$ROOT/.venv/bin/python" 18093 19904 off "$(cd "$AGAINST" && pwd)"
+  IFS=: read -r -a AGAINST_TREES <<< "$AGAINST"
+  if [ "${#AGAINST_TREES[@]}" = 1 ]; then
+    target propylon-against "$ROOT/.venv/bin/python" 18093 19904 off "$(cd "$AGAINST" && pwd)"
+  else
+    n=0
+    for tree in "${AGAINST_TREES[@]}"; do
+      tree=$(cd "$tree" && pwd)
+      target "propylon-against-$(basename "$tree")" "$ROOT/.venv/bin/python" $((18100 + n)) \
+        $((19920 + n)) off "$tree"
+      n=$((n + 1))
+    done
+  fi
 fi
 if [ -n "${ALT_PYTHON:-}" ]; then
   ALT_VENV="$ROOT/.venv-alt-$(basename "$ALT_PYTHON")"
