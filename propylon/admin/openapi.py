@@ -11,9 +11,17 @@ from functools import cache
 from typing import Any
 
 from propylon.config import KINDS
+from propylon.config.kubernetes import KUBERNETES_KIND_NAMES, KUBERNETES_KINDS
 
 _NAME = {"type": "string", "pattern": "^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "maxLength": 63}
-_KIND_PATHS = sorted(k.lower() for k in KINDS)
+# a Kubernetes object's name (Gateway API, Ingress, Service, ...): a DNS subdomain
+_OBJECT_NAME = {
+    "type": "string", "maxLength": 253,
+    "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"}
+# the kinds the resource URLs take: propylon.dev/v1's and the Kubernetes kinds read as input
+# (controlplane/resources.py KIND_OF_PATH; a Gateway API Gateway is a ``gateway``)
+_KIND_NAMES = sorted({*KINDS, *KUBERNETES_KIND_NAMES})
+_KIND_PATHS = [k.lower() for k in _KIND_NAMES]
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -37,11 +45,13 @@ _ERRORS = {
 }
 _KIND = _param("kind", "path", {"type": "string", "enum": _KIND_PATHS}, description="kind")
 _NS = _param("namespace", "path", _NAME)
-_NAME_PARAM = _param("name", "path", _NAME)
+_NAME_PARAM = _param(
+    "name", "path", _OBJECT_NAME,
+    description="a propylon.dev/v1 resource's name is a DNS label (no dot, at most 63 "
+                "characters: 422 otherwise); a Kubernetes object's a DNS subdomain")
 # a Gateway API Gateway's Gateway keeps its Kubernetes name, a DNS subdomain
-_GATEWAY_NAME = _param("name", "path", {
-    "type": "string", "maxLength": 253,
-    "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"},
+_GATEWAY_NAME = _param(
+    "name", "path", _OBJECT_NAME,
     description="the Gateway's name (a Gateway API Gateway's may be a DNS subdomain)")
 
 _SCHEMAS: dict[str, Any] = {
@@ -53,7 +63,8 @@ _SCHEMAS: dict[str, Any] = {
     "Metadata": {
         "type": "object", "required": ["name"],
         "properties": {
-            "name": _NAME, "namespace": _NAME,
+            "name": {**_OBJECT_NAME, "description": "see the name parameter"},
+            "namespace": _NAME,
             "labels": {"type": "object", "additionalProperties": {"type": "string"}},
             "resourceVersion": {"type": "string",
                                 "description": "set by the server; send it back to replace "
@@ -62,10 +73,13 @@ _SCHEMAS: dict[str, Any] = {
         },
     },
     "Resource": {
-        "type": "object", "required": ["apiVersion", "kind", "metadata", "spec"],
+        # a propylon.dev/v1 resource has a spec; a Kubernetes object is as Kubernetes writes
+        # it (a Secret's data, an EndpointSlice's endpoints and ports at the top)
+        "type": "object", "required": ["apiVersion", "kind", "metadata"],
         "properties": {
-            "apiVersion": {"type": "string", "enum": ["propylon.dev/v1"]},
-            "kind": {"type": "string", "enum": sorted(KINDS)},
+            "apiVersion": {"type": "string",
+                           "enum": ["propylon.dev/v1", *sorted(KUBERNETES_KINDS)]},
+            "kind": {"type": "string", "enum": _KIND_NAMES},
             "metadata": _ref("Metadata"),
             "spec": {"type": "object", "description": "see docs/reference.md"},
         },

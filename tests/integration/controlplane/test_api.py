@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -139,6 +140,32 @@ def test_openapi_document(shared_plane: ControlPlane) -> None:
     status, doc = plane.get("/openapi.json")
     assert status == 200 and doc["openapi"].startswith("3.")
     assert "/v1/resources/{kind}/{namespace}/{name}" in doc["paths"]
+
+
+def test_openapi_document_describes_every_kind_the_api_takes(plane: ControlPlane) -> None:
+    """A client made from /openapi.json reaches the Kubernetes kinds the API takes (Gateway
+    API, Ingress, Service, ...) as well as propylon.dev/v1's, under their Kubernetes names."""
+    doc = plane.get("/openapi.json")[1]
+    one = doc["paths"]["/v1/resources/{kind}/{namespace}/{name}"]
+    params = {p["name"]: p["schema"] for p in one["parameters"]}
+    kinds = params["kind"]["enum"]
+    assert {"route", "gateway", "httproute", "grpcroute", "ingress", "service",
+            "endpointslice", "referencegrant"} <= set(kinds)
+    for kind in kinds:  # every kind documented is served, none more
+        assert plane.get(f"/v1/resources/{kind}")[0] == 200, kind
+    assert plane.get("/v1/resources/widget")[0] == 404
+
+    httproute = {
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "api.v1-route", "namespace": "shop"},
+        "spec": {"parentRefs": [{"name": "edge", "namespace": "infra"}],
+                 "rules": [{"backendRefs": [{"name": "svc", "port": 80}]}]}}
+    assert plane.put(httproute)[0] in (200, 201)
+    described = doc["components"]["schemas"]["Resource"]["properties"]
+    assert httproute["apiVersion"] in described["apiVersion"]["enum"]
+    assert httproute["kind"] in described["kind"]["enum"]
+    name = params["name"]
+    assert re.fullmatch(name["pattern"], "api.v1-route") and name["maxLength"] == 253
 
 
 def test_explain_against_the_control_plane(cluster) -> None:  # type: ignore[no-untyped-def]
