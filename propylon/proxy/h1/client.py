@@ -26,6 +26,7 @@ from propylon.proxy.rewrite import (
     response_fields,
     rewrite_path,
 )
+from propylon.proxy.upstream_close import closed_reason
 
 if TYPE_CHECKING:
     from propylon.proxy.body import ResponseBodyFilter
@@ -301,7 +302,7 @@ class ClientConnection(asyncio.Protocol):
             client.on_response_complete(False)  # the body was delimited by the close
         else:
             stale = self.uses > 1 and not self.got_response
-            client.on_upstream_error("upstream connection closed", not self.got_response, stale)
+            client.on_upstream_error(closed_reason(exc), not self.got_response, stale)
 
     def pause_writing(self) -> None:
         if self.client is not None:

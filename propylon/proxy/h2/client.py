@@ -43,6 +43,7 @@ from propylon.proxy.grpc import MessageFraming, is_grpc_request
 from propylon.proxy.h1.framing import MAX_TRAILERS, response_trailers
 from propylon.proxy.http11 import Headers, connection_tokens
 from propylon.proxy.rewrite import rewrite_path
+from propylon.proxy.upstream_close import closed_reason
 
 if TYPE_CHECKING:
     from hyperframe.frame import Frame, GoAwayFrame
@@ -264,8 +265,9 @@ class H2ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.pool.forget(self)
-        self._fail("upstream connection closed")
+        reason = closed_reason(exc)
+        self.pool.forget(self, reason)
+        self._fail(reason)
 
     def _fail(self, reason: str) -> None:
         """Every stream ends with ``reason``; the connection is closed."""

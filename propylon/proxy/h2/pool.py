@@ -164,14 +164,14 @@ class H2Pool:
             self.connections.remove(conn)
         self._serve()
 
-    def forget(self, conn: H2ClientConnection) -> None:
-        """``conn`` closed: it no longer counts against the limit."""
+    def forget(self, conn: H2ClientConnection, reason: str) -> None:
+        """``conn`` closed (``reason``): it no longer counts against the limit."""
         self.total -= 1
         was_ready = conn.ready
         if conn in self.connections:
             self.connections.remove(conn)
         if not was_ready and self.waiters:
-            self._opening_failed("upstream connection closed", False)
+            self._opening_failed(reason, False)
         else:
             self._serve()
 

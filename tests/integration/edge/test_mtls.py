@@ -4,7 +4,9 @@ client's own) and TLS origination to an upstream that requires a client certific
 
 from __future__ import annotations
 
+import socket
 import ssl
+import subprocess
 from collections.abc import Iterator
 
 import pytest
@@ -14,7 +16,7 @@ from tests.support import resources as r
 from tests.support.client import ConnectionClosed, roundtrip
 from tests.support.gateway import Gateway
 from tests.support.h1 import Response
-from tests.support.net import free_port
+from tests.support.net import free_port, poll_until
 from tests.support.tls import CertFiles, Pki, TLSRawClient, TLSUpstream
 from tests.support.upstream import ScriptedUpstream
 
@@ -46,12 +48,38 @@ def mesh_upstream(mesh: Pki) -> Iterator[TLSUpstream]:
 
 
 @pytest.fixture(scope="module")
+def alerting_upstreams(mesh: Pki) -> Iterator[tuple[int, int]]:
+    """TLS 1.3 servers (OpenSSL's s_server) that require a client certificate and, as servers
+    do, refuse a connection without one with an alert after the handshake (Python's asyncio
+    server drops the connection without sending it); the ports of one for HTTP/1.1 and of one
+    that selects ALPN h2."""
+    server = mesh.issue("alerting-server", "mesh.internal")
+    ports = free_port(), free_port()
+    processes = [subprocess.Popen(
+        ["openssl", "s_server", "-accept", f"127.0.0.1:{port}", "-cert", str(server.cert),
+         "-key", str(server.key), "-CAfile", str(mesh.ca_file), "-Verify", "1",
+         "-verify_return_error", *alpn, "-www", "-quiet"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for port, alpn in zip(ports, [(), ("-alpn", "h2")], strict=True)]
+    try:
+        for port in ports:
+            poll_until(lambda p=port: socket.create_connection(("127.0.0.1", p), 1).close()
+                       or True, 10, message="openssl s_server listening")
+        yield ports
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()
+
+
+@pytest.fixture(scope="module")
 def plain_up(module_upstreams) -> ScriptedUpstream:
     return module_upstreams("plain")
 
 
 @pytest.fixture(scope="module")
-def gw(module_gateways, pki: Pki, mesh: Pki, stranger: Pki, plain_up, mesh_upstream) -> Gateway:
+def gw(module_gateways, pki: Pki, mesh: Pki, stranger: Pki, plain_up, mesh_upstream,
+       alerting_upstreams) -> Gateway:
     server = pki.issue("gw-server", "gw.test")
     gw_client = mesh.issue("gw-client", "gateway.mesh")
     optional = {"name": "optional", "port": OPTIONAL_PORT, "address": "127.0.0.1",
@@ -65,11 +93,15 @@ def gw(module_gateways, pki: Pki, mesh: Pki, stranger: Pki, plain_up, mesh_upstr
             r.rule({"prefix": "/mesh/good"}, forward=r.forward("mesh-good")),
             r.rule({"prefix": "/mesh/no-client-cert"}, forward=r.forward("mesh-nocert")),
             r.rule({"prefix": "/mesh/wrong-ca"}, forward=r.forward("mesh-wrongca")),
+            r.rule({"prefix": "/mesh/alert-h2"}, forward=r.forward("mesh-alert-h2")),
+            r.rule({"prefix": "/mesh/alert"}, forward=r.forward("mesh-alert")),
             r.rule(forward=r.forward("plain")),
         ]),
         r.upstream("plain", plain_up.port),
         r.upstream("mesh-good", mesh_upstream.port, tls={**tls_base, **client_pair}),
         r.upstream("mesh-nocert", mesh_upstream.port, tls=tls_base),
+        r.upstream("mesh-alert", alerting_upstreams[0], tls=tls_base),
+        r.upstream("mesh-alert-h2", alerting_upstreams[1], tls=tls_base, protocol="HTTP2"),
         r.upstream("mesh-wrongca", mesh_upstream.port,
                    tls={**tls_base, "caFile": str(stranger.ca_file), **client_pair}),
     ))
@@ -162,14 +194,26 @@ def test_origination_with_client_certificate_succeeds(
     assert mesh_upstream.last.target == "/mesh/good/x"
 
 
-@pytest.mark.parametrize("path", [
-    pytest.param("/mesh/no-client-cert", id="no-client-certificate-502"),
-    pytest.param("/mesh/wrong-ca", id="server-not-trusted-502"),
+@pytest.mark.parametrize(("path", "error"), [
+    pytest.param("/mesh/no-client-cert", "upstream connection closed",
+                 id="no-client-certificate-502"),
+    # TLS 1.3: the server refuses the missing certificate after the handshake, with an alert
+    # the gateway reads where it waits for the answer: the log says which
+    pytest.param("/mesh/alert", "tlsv13 alert certificate required",
+                 id="no-client-certificate-alert-logged-502"),
+    pytest.param("/mesh/alert-h2", "tlsv13 alert certificate required",
+                 id="no-client-certificate-alert-logged-h2-502"),
+    pytest.param("/mesh/wrong-ca", "CERTIFICATE_VERIFY_FAILED", id="server-not-trusted-502"),
 ])
-def test_origination_failures_give_502(gw, pki, client_cert, up, mesh_upstream, path) -> None:
+def test_origination_failures_give_502(gw, pki, client_cert, up, mesh_upstream, path,
+                                       error) -> None:
     response = https_get(gw.port, pki, client_cert, path)
     assert response.status == 502, response
     assert mesh_upstream.requests == []
+    line = poll_until(lambda: next((line for line in reversed(gw.access_log())
+                                    if line["path"] == path), None), 5,
+                      message=f"the access log line of {path}")
+    assert error in line["error"], line["error"]
 
 
 def test_plain_http_to_the_tls_listener_is_not_served(gw) -> None:
