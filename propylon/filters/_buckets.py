@@ -29,9 +29,11 @@ to its key's node (redis-py blocks EVALSHA in cluster pipelines). The policy's
 script, every EVALSHA), not each socket operation: redis-py's default retry policy (10 tries
 with exponential backoff, per command) would turn a 100 ms timeout into seconds of stall
 when Redis hangs or is gone, so the client makes one immediate retry at most (a pooled
-connection closed by a Redis restart) and ``asyncio.timeout`` cuts whatever is left. After a
-Redis error or timeout the store reports itself down for ``DOWN_SECONDS``, during which checks
-are answered at once by the failure mode.
+connection closed by a Redis restart) and ``asyncio.timeout`` cuts whatever is left. A check
+that fails is answered by the failure mode; after failures in a row the store is skipped
+between probes (``_redis.Skipping``, as the cache's Redis store is), its checks answered at
+once by the failure mode, so a hung Redis does not cost every request its timeout, and one
+slow answer under load does not put every check of the next second in failure mode.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ import struct
 import time
 from typing import Any, Final
 
-from propylon.filters._redis import client_options, failure
+from propylon.filters._redis import Skipping, client_options, failure
 
 log = logging.getLogger("propylon.filters.rateLimit")
 
@@ -67,7 +69,6 @@ LEASE_SHARE: Final = 16  # a lease takes at most this fraction (1/N) of the toke
 LEASE_MAX: Final = 64
 LEASE_SECONDS = 0.1
 LEASES_MAX: Final = 4096  # leases a worker holds (one per busy bucket); expired ones are dropped
-DOWN_SECONDS: Final = 1.0  # Redis is not asked for this long after it failed
 
 
 class Lease:
@@ -276,7 +277,7 @@ class RedisBuckets:
         self.cluster = cluster
         self.timeout = timeout
         self.login = (username, password, password_error)
-        self.down_until = 0.0
+        self.skip = Skipping(timeout)
         self.client: Any = None
         self.initialized = not cluster
         self.initializing = asyncio.Lock()
@@ -294,7 +295,8 @@ class RedisBuckets:
                                          **kwargs)
 
     def available(self) -> bool:
-        return time.monotonic() >= self.down_until
+        """Whether a check asks Redis (False while it is skipped, between probes)."""
+        return self.skip.allows()
 
     async def _initialize(self) -> None:
         """Cluster: learn the slot map once, before any command, with one coroutine.
@@ -311,16 +313,20 @@ class RedisBuckets:
     async def take(self, buckets: list[tuple[str, float, float]]) -> list[Result] | None:
         """One result per (key, capacity, rate), or None when Redis failed or did not
         answer within ``timeout`` (the whole check)."""
+        skip = self.skip
+        started = time.monotonic()
         try:
             if self.client is None:
                 self._connect()
             async with asyncio.timeout(self.timeout):
                 replies = await self._replies(buckets)
         except Exception as exc:  # any Redis or socket error means the same: no answer
-            self.down_until = time.monotonic() + DOWN_SECONDS
-            log.warning("rate limit store %s unavailable: %s", self.address,
-                        failure(exc, self.timeout))
+            skip.failed(started)
+            log.warning("rate limit store %s unavailable: %s%s", self.address,
+                        failure(exc, self.timeout),
+                        " (skipped between probes until it answers)" if skip.skipping else "")
             return None
+        skip.answered()
         out: list[Result] = []
         for (_, _, rate), (allowed, tokens) in zip(buckets, replies, strict=True):
             left = float(tokens)

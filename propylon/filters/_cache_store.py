@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from propylon.filters._redis import PasswordUnreadable, client_options, failure
+from propylon.filters._redis import PasswordUnreadable, Skipping, client_options, failure
 
 log = logging.getLogger("propylon.filters.cache")
 
@@ -177,47 +177,6 @@ class MemoryStore:
         for full in doomed:
             self.remove(full)
         return len(doomed)
-
-
-class Skipping:
-    """When a Redis store is skipped: after ``FAILURES`` failed operations in a row, each
-    started after the previous one was seen to fail (operations in flight together when Redis
-    stalls are one failure: one slow moment under load never skips it), Redis is left alone
-    for ``SKIP_SECONDS``; then one operation probes it (the others still skip until the probe
-    is answered or times out), and an answer to any operation ends the skipping."""
-
-    FAILURES = 3
-    SKIP_SECONDS = 1.0
-
-    def __init__(self, timeout: float) -> None:
-        self.timeout = timeout
-        self.failures = 0
-        self.counted_at = float("-inf")  # when the last failure counted was seen
-        self.skip_until = 0.0
-
-    @property
-    def skipping(self) -> bool:
-        return self.failures >= self.FAILURES
-
-    def allows(self) -> bool:
-        if not self.skipping:
-            return True
-        now = time.monotonic()
-        if now < self.skip_until:
-            return False
-        self.skip_until = now + self.timeout  # this one probes: the others wait for it
-        return True
-
-    def answered(self) -> None:
-        self.failures = 0
-
-    def failed(self, started: float) -> None:
-        now = time.monotonic()
-        if started >= self.counted_at:
-            self.failures += 1
-            self.counted_at = now
-        if self.skipping:
-            self.skip_until = now + self.SKIP_SECONDS
 
 
 class RedisStore:

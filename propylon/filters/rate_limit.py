@@ -16,7 +16,7 @@ and across reloads of an unchanged policy.
 ``local`` mode checks synchronously in the proxy's shared-memory table (``_buckets``);
 ``global`` mode asks Redis (one suspended round trip). When Redis is unavailable,
 ``failureMode: open`` lets requests through and ``closed`` answers ``503`` with
-``Retry-After`` of the time Redis is not asked again (``DOWN_SECONDS``).
+``Retry-After`` of the time a Redis that keeps failing is not asked (``Skipping``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ from collections.abc import Awaitable
 from typing import Final
 
 from propylon.filters._buckets import (
-    DOWN_SECONDS,
     MemoryBuckets,
     RedisBuckets,
     Result,
@@ -35,6 +34,7 @@ from propylon.filters._buckets import (
     open_local_buckets,
 )
 from propylon.filters._common import header, state
+from propylon.filters._redis import Skipping
 from propylon.filters.base import Filter, FilterContext, FilterEnv, Headers, LocalResponse
 from propylon.policies.traffic import RateLimit, RateLimitPolicy
 
@@ -112,7 +112,7 @@ class RateLimitFilter(Filter):
         self.redis: RedisBuckets | None = None
         self.fail_open = settings.failure_mode == "open"
         self.unavailable = LocalResponse(503, b"rate limit service unavailable\n", [
-            (b"retry-after", str(ceil_seconds(DOWN_SECONDS)).encode())])
+            (b"retry-after", str(ceil_seconds(Skipping.SKIP_SECONDS)).encode())])
         redis = settings.redis
         self.prefix = redis.prefix
         if settings.mode == "global":

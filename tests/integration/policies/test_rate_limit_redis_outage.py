@@ -5,8 +5,9 @@ Three ways Redis can be gone, each behind its own pair of routes (``failureMode:
 kernel still accepts connections, nothing answers) and later killed; a socket that accepts
 connections and never reads them; a port where nothing listens. The policy's timeout bounds
 the whole check: a request is answered by the failure mode well under a second (before the
-fix redis-py's default retries with backoff made it 3-5 s), both on the first failed check
-and on the next one after the one-second "down" window.
+fix redis-py's default retries with backoff made it 3-5 s), both on the first failed checks
+and on the next ones, a second later. One slow answer fails only its own check: the next
+one asks Redis again (a Redis failing three checks in a row is skipped between probes).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from tests.integration.policies._helpers import (
 
 TIMEOUT = 0.1  # the policies' redis.timeout
 BOUND = 1.0  # generous: timeout + gateway + loaded CI machine; it was 3-5 s
-DOWN_WINDOW = 1.0  # RedisBuckets: after a failure, checks answer at once for this long
+SKIP_WINDOW = 1.0  # Skipping.SKIP_SECONDS: a Redis failing checks in a row is not asked
 
 RULE = """    - matches: [{path: {prefix: /NAME-MODE}}]
       forward: {backends: [{upstream: echo}]}
@@ -77,9 +78,10 @@ def timed(port: int, path: str, client: str) -> tuple[int, float]:
 
 def check_failure_modes(port: int, name: str, client: str) -> None:
     """Redis ``name`` is unreachable and was not known to be: open lets through, closed
-    answers 503, each within BOUND; the same again after the down window (a new check)."""
+    answers 503, each within BOUND; the same again a window later (new checks, or answers
+    at once while Redis is skipped)."""
     answers = [timed(port, f"/{name}-open", client), timed(port, f"/{name}-closed", client)]
-    time.sleep(DOWN_WINDOW + 0.1)
+    time.sleep(SKIP_WINDOW + 0.1)
     answers += [timed(port, f"/{name}-closed", client), timed(port, f"/{name}-open", client)]
     print(f"\n{name}: " + ", ".join(f"{s} in {t * 1000:.0f} ms" for s, t in answers))
     assert [s for s, _ in answers] == [200, 503, 503, 200], answers
@@ -111,14 +113,14 @@ def test_hung_then_killed_redis_answers_within_the_timeout(outage: dict[str, obj
     assert timed(port, "/hung-open", "c1")[0] == 429  # Redis decides again
 
     redis.stop()  # pooled connections now meet a closed socket, new ones are refused
-    time.sleep(DOWN_WINDOW + 0.1)  # no failure remembered from the pause
+    time.sleep(SKIP_WINDOW + 0.1)  # no failure remembered from the pause
     check_failure_modes(port, "hung", "c1")
 
 
 def test_closed_answer_says_when_to_retry(tmp_path: Path, upstream: Upstream) -> None:
     """``failureMode: closed`` with its redis-server stopped: the 503 says ``Retry-After``,
-    the down window (a client retrying then meets Redis asked again), on the failed check and
-    on the ones answered at once inside the window."""
+    the time a failing Redis is skipped (a client retrying then meets Redis asked again), on
+    each failed check."""
     redis = RedisServer(tmp_path)
     try:
         config = (EDGE_AND_ECHO + route({"stopped": redis.port})).replace(
@@ -134,4 +136,29 @@ def test_closed_answer_says_when_to_retry(tmp_path: Path, upstream: Upstream) ->
     finally:
         redis.stop()
     assert [(status, headers.get("retry-after")) for status, headers, _ in answers] == [
-        (503, str(int(DOWN_WINDOW)))] * 2
+        (503, str(int(SKIP_WINDOW)))] * 2
+
+
+def test_one_slow_answer_fails_only_its_check(tmp_path: Path, upstream: Upstream) -> None:
+    """A redis-server that misses one check's deadline (SIGSTOPped for it), then answers
+    again: that check gets the failure mode, the next ones are Redis's decisions, at once
+    (one failure used to put the store down for a second: a second of 503s for every client
+    with ``failureMode: closed``)."""
+    redis = RedisServer(tmp_path)
+    try:
+        config = (EDGE_AND_ECHO + route({"slow": redis.port})).replace(
+            "UPSTREAM", str(upstream.port))
+        gw = GatewayProc(tmp_path / "gw", config)
+        try:
+            assert timed(gw.port, "/slow-closed", "c1")[0] == 200  # c1 spends its 1/h
+            redis.pause()
+            try:
+                stalled = timed(gw.port, "/slow-closed", "c2")[0]
+            finally:
+                redis.resume()
+            after = [timed(gw.port, "/slow-closed", client)[0] for client in ("c1", "c3")]
+        finally:
+            gw.stop()
+    finally:
+        redis.stop()
+    assert (stalled, after) == (503, [429, 200])
