@@ -38,6 +38,10 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 _DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+# a Kubernetes object's name, as the API server checks it: an RFC 1123 DNS subdomain
+# (dot-separated DNS labels, at most 253: "api.v1-route"); a Gateway API SectionName is one
+OBJECT_NAME = re.compile(rf"{_DNS_LABEL.pattern}(\.{_DNS_LABEL.pattern})*")
+MAX_OBJECT_NAME = 253
 _HOST_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", re.IGNORECASE)
 # RFC 9110 token characters: what a header name may contain.
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
@@ -133,6 +137,20 @@ def _check_name(value: str) -> str:
     return value
 
 
+def is_object_name(value: str) -> bool:
+    """Whether ``value`` is a name Kubernetes gives an object (a DNS subdomain)."""
+    return len(value) <= MAX_OBJECT_NAME and OBJECT_NAME.fullmatch(value) is not None
+
+
+def _check_target_name(value: str) -> str:
+    if not is_object_name(value):
+        raise invalid("name", f'invalid name "{value}": a target is named as Kubernetes names '
+                      'objects, a DNS subdomain: lower-case letters, digits, "-" and ".", each '
+                      'part between dots beginning and ending with a letter or digit, at most '
+                      f'{MAX_OBJECT_NAME} (every propylon.dev/v1 name is one)')
+    return value
+
+
 def _check_hostname(value: str) -> str:
     host = value.lower()
     labels = host[2:].split(".") if host.startswith("*.") else host.split(".")
@@ -207,6 +225,9 @@ def _to_limit(value: Any, info: ValidationInfo) -> float:
 
 
 Name = Annotated[str, AfterValidator(_check_name)]
+# what a Policy's targetRef names: a propylon.dev/v1 name, or the Kubernetes name a converted
+# Gateway, Route or rule keeps (config/gatewayapi.py), such as "api.v1-route"
+TargetName = Annotated[str, AfterValidator(_check_target_name)]
 Hostname = Annotated[str, AfterValidator(_check_hostname)]
 HeaderName = Annotated[str, AfterValidator(_check_header_name)]
 HeaderValue = Annotated[str, AfterValidator(_check_header_value)]

@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from propylon.admin.openapi import openapi_document
-from propylon.config.kubernetes import is_object_name
 from propylon.controlplane.batch import (
     Batch,
     BatchConflict,
@@ -64,6 +63,7 @@ from propylon.controlplane.store import BatchTooLarge, Conflict, StoreError
 from propylon.controlplane.ui import Dashboard, Explainer
 from propylon.ir import schema
 from propylon.ir.jsontext import json_sorted
+from propylon.schema import is_object_name
 
 log = logging.getLogger("propylon.controlplane")
 

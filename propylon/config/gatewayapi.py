@@ -78,17 +78,12 @@ from propylon.config.k8s_status import (
     Findings,
     Origin,
 )
-from propylon.config.kubernetes import (
-    DNS_LABEL,
-    GATEWAY_GROUP,
-    MAX_LABEL,
-    OBJECT_NAME,
-    KubernetesObject,
-)
+from propylon.config.kubernetes import DNS_LABEL, GATEWAY_GROUP, MAX_LABEL, KubernetesObject
 from propylon.config.loader import Rejected
 from propylon.config.recovery import recover_kubernetes
 from propylon.config.resources import API_VERSION, KINDS, Gateway, Resource, Route
 from propylon.config.route import Rule
+from propylon.schema import OBJECT_NAME
 
 GATEWAY_CLASS = "propylon"
 PARENT_LABEL = "propylon.dev/parent.{namespace}.{name}"

@@ -27,6 +27,7 @@ from pydantic import (
 
 from propylon.config._types import Labels, Model, invalid
 from propylon.config.resources import Resource
+from propylon.schema import MAX_OBJECT_NAME, is_object_name
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 # apiVersion -> the kinds of it that are read
@@ -46,11 +47,9 @@ KUBERNETES_KIND_NAMES: tuple[str, ...] = tuple(sorted(
 # subdomains (dot-separated DNS labels, at most 253: "api.v1-route"); a namespace's, and so a
 # Namespace object's, is an RFC 1123 DNS label (no ".", at most 63); a Service's an RFC 1035
 # label (a letter first). A converted resource keeps its object's name (gatewayapi.py).
-_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-OBJECT_NAME = re.compile(rf"{_LABEL}(\.{_LABEL})*")
-DNS_LABEL = re.compile(_LABEL)
+# OBJECT_NAME and is_object_name are propylon.schema's: a Policy's targetRef takes them.
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _RFC_1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
-MAX_OBJECT_NAME = 253
 MAX_LABEL = 63
 
 
@@ -65,11 +64,6 @@ def is_kubernetes(data: Any) -> bool:
         return False
     api_version = data.get("apiVersion")
     return isinstance(api_version, str) and api_version in KUBERNETES_KINDS
-
-
-def is_object_name(value: str) -> bool:
-    """Whether ``value`` is a name Kubernetes gives an object (a DNS subdomain)."""
-    return len(value) <= MAX_OBJECT_NAME and OBJECT_NAME.fullmatch(value) is not None
 
 
 def _object_name(value: str) -> str:

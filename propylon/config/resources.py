@@ -18,6 +18,7 @@ from propylon.config.gateway import GatewaySpec, ListenerSections
 from propylon.config.policy import PolicySections
 from propylon.config.route import RouteSpec, RouteTableSpec
 from propylon.config.upstream import UpstreamSpec
+from propylon.schema import TargetName
 
 API_VERSION = "propylon.dev/v1"
 
@@ -90,9 +91,10 @@ class Upstream(Resource):
 
 class TargetRef(Model):
     kind: Literal["Gateway", "Route", "RouteTable", "Upstream"]
-    name: Name
+    # a propylon.dev/v1 name, or the Kubernetes name a converted resource or rule keeps
+    name: TargetName
     namespace: Name | None = None  # default: the Policy's own namespace
-    section_name: Name | None = None  # a rule name of the target Route or RouteTable
+    section_name: TargetName | None = None  # a rule name of the target Route or RouteTable
 
 
 class PolicySpec(PolicySections):

@@ -273,3 +273,57 @@ def test_the_control_plane_serves_a_gateway_of_any_kubernetes_name(name, ok) -> 
     """A proxy of a Gateway API Gateway named ``edge.example.com`` asks for its IR at
     ``/v1/gateways/infra/edge.example.com/ir``."""
     assert valid_gateway_name(name) is ok
+
+
+def policy(target: str, kind: str = "Route", section: str | None = None) -> str:
+    section_field = f", sectionName: {section}" if section else ""
+    return textwrap.dedent(f"""
+    ---
+    apiVersion: propylon.dev/v1
+    kind: Policy
+    metadata: {{name: p, namespace: {'infra' if kind == 'Gateway' else 'shop'}}}
+    spec:
+      targetRefs: [{{kind: {kind}, name: "{target}"{section_field}}}]
+      headers: {{response: {{set: {{x-policy: p}}}}}}
+    """)
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param("api.v1-route", id="dotted"),
+    pytest.param("a" * 63 + "b", id="64-characters"),
+    pytest.param("x" * 253, id="253-characters"),
+])
+def test_a_policy_targets_a_route_of_a_kubernetes_name(name) -> None:
+    loaded, statuses, rules = translated(
+        gateway() + http_route(name, "a.test") + policy(name))
+    assert loaded.ok, loaded.errors
+    assert statuses["Policy shop/p"].state == "Accepted", statuses["Policy shop/p"].reasons
+    assert [p.source for p in rules[f"Route shop/{name}"].policies] == [
+        f"Policy shop/p -> Route shop/{name}"]
+
+
+def test_a_policy_targets_a_gateway_and_a_rule_of_kubernetes_names() -> None:
+    route = http_route("api.v1", "a.test", parent="edge.example.com").replace(
+        "rules: [{", "rules: [{name: orders.v1, ")
+    loaded, statuses, rules = translated(
+        gateway("edge.example.com") + route + policy("edge.example.com", "Gateway")
+        + policy("api.v1", section="orders.v1").replace("name: p,", "name: q,"))
+    assert loaded.ok, loaded.errors
+    assert statuses["Policy infra/p"].state == "Accepted", statuses["Policy infra/p"].reasons
+    assert statuses["Policy shop/q"].state == "Accepted", statuses["Policy shop/q"].reasons
+    assert [p.source for p in rules["Route shop/api.v1"].policies] == [
+        "Policy shop/q -> Route shop/api.v1 rule orders.v1"]  # the rule's wins over the Gateway's
+
+
+@pytest.mark.parametrize("name", [
+    pytest.param("Team_Route", id="upper-case"),
+    pytest.param("api..v1", id="empty-label"),
+    pytest.param("-api", id="leading-dash"),
+    pytest.param("x" * 254, id="254-characters"),
+])
+def test_a_policy_target_name_kubernetes_refuses_is_refused(name) -> None:
+    loaded = load_text(gateway() + http_route("api", "a.test") + policy(name))
+    [error] = loaded.errors
+    assert error.field == "spec.targetRefs[0].name"
+    assert error.message.startswith(f'invalid name "{name}": a target is named as Kubernetes '
+                                    "names objects, a DNS subdomain"), error.message
