@@ -17,12 +17,14 @@ translation completes into the objects' statuses (``translate/gatewayapi_status.
   classes are left alone (another controller's).
 - An ``HTTPRoute`` or ``GRPCRoute`` attaches to each parentRef whose Gateway is ours, through
   the listeners the ref names (``sectionName``, ``port``) that allow its namespace and kind
-  and whose hostname intersects its hostnames; it becomes one Route of the same namespace and
-  name whose hostnames are those intersections (``gatewayapi_rules.py`` converts the rules).
+  and whose hostname intersects its hostnames; it becomes one Route of the same namespace
+  whose hostnames are those intersections (``gatewayapi_rules.py`` converts the rules), named
+  ``kubernetes.route_name``: an HTTPRoute's as it is, a GRPCRoute's ``grpcroute:NAME``.
   It is served on the listeners it attaches to only: when those are not all of a Gateway's,
   the Gateway carries ``ListenerSections`` (its listeners' Gateway API listeners, and the
   Route's), which translation gives the IR (``ListenerIR.sections``, ``RuleIR.sections``).
-- An ``Ingress`` of class ``propylon`` becomes Routes (``config/ingress.py``); the
+- An ``Ingress`` of class ``propylon`` becomes Routes (``config/ingress.py``:
+  ``ingress:NAME``, ``ingress:NAME:2`` ...); no two objects' Routes share a name; the
   certificates of its ``spec.tls`` are added to the HTTPS listeners of the propylon.dev/v1
   Gateways that select those Routes.
 - A converted resource keeps the names Kubernetes allows (DNS subdomains such as
@@ -78,7 +80,14 @@ from propylon.config.k8s_status import (
     Findings,
     Origin,
 )
-from propylon.config.kubernetes import DNS_LABEL, GATEWAY_GROUP, MAX_LABEL, KubernetesObject
+from propylon.config.kubernetes import (
+    DNS_LABEL,
+    GATEWAY_GROUP,
+    MAX_LABEL,
+    KubernetesObject,
+    is_route_name,
+    route_name,
+)
 from propylon.config.loader import Rejected
 from propylon.config.recovery import recover_kubernetes
 from propylon.config.resources import API_VERSION, KINDS, Gateway, Resource, Route
@@ -106,6 +115,17 @@ class Expansion:
     @property
     def issues(self) -> list[ConfigError]:
         return self.findings.issues
+
+    def converted_routes(self) -> dict[str, list[str]]:
+        """A route object's ref (``GRPCRoute shop/api``) -> the keys of the Routes it became
+        (an Ingress's: one per host, then its default backend's), what a Policy's targetRef
+        of that kind and name attaches to."""
+        routes: dict[str, list[str]] = {}
+        for ref, origin in self.origins.items():
+            kind, key = ref.split(" ", 1)
+            if kind == "Route":
+                routes.setdefault(f"{origin.kind} {origin.key}", []).append(key)
+        return routes
 
 
 @dataclass
@@ -380,7 +400,8 @@ class _Converter:
         if all(hosts for hosts in hostnames):
             spec["hostnames"] = sorted({h for hosts in hostnames for h in hosts})
         data = {"apiVersion": API_VERSION, "kind": "Route",
-                "metadata": {"name": route.name, "namespace": route.namespace,
+                "metadata": {"name": route_name(route.kind, route.name),
+                             "namespace": route.namespace,
                              "labels": {**route.metadata.labels, **labels}},
                 "spec": spec}
         resource = self._add(data, route)
@@ -462,13 +483,14 @@ def converted_resource(data: dict[str, Any]) -> Resource:
     Kubernetes names objects as DNS subdomains (``api.v1-route``, up to 253 characters), and
     a listener or a route rule (a ``SectionName``) the same way; a propylon.dev/v1 name is a
     DNS label of at most 63. A converted resource keeps such names all the same: its own
-    (its object's, or one made from it: an Ingress's ``NAME-2`` and ``NAME-default``, a
-    Service's Upstream ``NAME-PORT``), its listeners' and its rules', so that the status, the
-    metrics' ``gateway``, ``route`` and ``rule`` labels, the access log and ``propylon
-    explain`` name them as the object does. Each is validated under a placeholder and given
-    back after: the loader checked the object's name, and nothing refers to these names from
-    a propylon.dev/v1 field (a Route's backends name Upstreams, whose converted names are
-    labels as Service names are). The namespace is still a DNS label, as Kubernetes'."""
+    (its object's, or one made from it: a GRPCRoute's ``grpcroute:NAME``, an Ingress's
+    ``ingress:NAME:2``, a Service's Upstream ``NAME-PORT``), its listeners' and its rules', so
+    that the status, the metrics' ``gateway``, ``route`` and ``rule`` labels, the access log
+    and ``propylon explain`` name them as the object does. Each is validated under a
+    placeholder and given back after: the loader checked the object's name, and nothing
+    refers to these names from a propylon.dev/v1 field but a Policy's targetRef, which takes
+    them (a Route's backends name Upstreams, whose converted names are labels as Service
+    names are). The namespace is still a DNS label, as Kubernetes'."""
     # placeholder -> the Kubernetes name it stands for: the resource's, its sections'
     own: dict[str, str] = {}
     sections: dict[str, str] = {}
@@ -499,7 +521,7 @@ def _with_placeholders(data: dict[str, Any], own: dict[str, str],
     its own (kept in ``own``), its listeners' (a Gateway) and its rules' (a Route), each
     none of their real names (kept in ``kept``)."""
     meta, spec = data["metadata"], data.get("spec")
-    if _kubernetes_only(meta["name"]):
+    if _kubernetes_only(meta["name"]) or is_route_name(meta["name"]):
         data = {**data, "metadata": {**meta, "name": _placeholder(meta["name"], own, ())}}
     field_name = _SECTIONS.get(data["kind"])
     if field_name is None or not isinstance(spec, dict) or not isinstance(

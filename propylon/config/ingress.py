@@ -2,8 +2,9 @@
 
 The class is ``spec.ingressClassName: propylon`` or the legacy annotation
 ``kubernetes.io/ingress.class: propylon``; other Ingresses are another controller's. Each
-host of ``spec.rules`` becomes one Route (``NAME`` for the first, ``NAME-2`` ... after it; a
-rule without host: any host); ``spec.defaultBackend`` becomes the Route ``NAME-default``
+host of ``spec.rules`` becomes one Route (``ingress:NAME`` for the first, ``ingress:NAME:2``
+... after it, ``kubernetes.route_name``; a rule without host: any host);
+``spec.defaultBackend`` becomes the Route ``ingress:NAME:default``
 (any host, ``prefix: /``, so every more specific rule wins). ``pathType`` Exact -> ``exact``,
 Prefix and ImplementationSpecific -> ``prefix`` (segment-wise, as the Ingress spec defines
 Prefix). A backend ``service`` (port by number or name) resolves as a Gateway API backendRef
@@ -23,6 +24,7 @@ UnsupportedValue`` with a located issue naming the field, and none of it is serv
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from propylon.config.gateway import InlineCertificate
@@ -30,7 +32,7 @@ from propylon.config.k8s_backends import BackendResolver
 from propylon.config.k8s_fields import FieldError, choice, entries, integer, section, text, texts
 from propylon.config.k8s_secrets import INVALID_REF, SecretCertificates
 from propylon.config.k8s_status import ACCEPTED, RESOLVED_REFS, Condition, Findings
-from propylon.config.kubernetes import KubernetesObject
+from propylon.config.kubernetes import KubernetesObject, route_name
 from propylon.config.resources import API_VERSION
 
 INGRESS_CLASS = "propylon"
@@ -38,6 +40,9 @@ CLASS_ANNOTATION = "kubernetes.io/ingress.class"
 CLASS_LABEL = "propylon.dev/ingress-class"
 _PATH_KINDS = {"Exact": "exact", "Prefix": "prefix", "ImplementationSpecific": "prefix"}
 _FAILED = {"status": 500, "body": "route unavailable"}
+# (the Ingress's name, which of its Routes: None for the first host's, "2" ..., "default")
+# -> the Route's name
+RouteNaming = Callable[[str, str | None], str]
 
 
 def is_ours(ingress: KubernetesObject) -> bool:
@@ -47,16 +52,24 @@ def is_ours(ingress: KubernetesObject) -> bool:
     return ingress.metadata.annotations.get(CLASS_ANNOTATION) == INGRESS_CLASS
 
 
-def convert_ingress(ingress: KubernetesObject, resolver: BackendResolver,
-                    findings: Findings) -> list[dict[str, Any]]:
+def converted_route_name(ingress: str, part: str | None) -> str:
+    """The name of the Route ``part`` of the Ingress named ``ingress`` (None: its first
+    host's) when Kubernetes input is served: ``ingress:NAME``, ``ingress:NAME:2`` ...
+    (``kubernetes.route_name``), no other object's."""
+    return route_name("Ingress", ingress, part)
+
+
+def convert_ingress(ingress: KubernetesObject, resolver: BackendResolver, findings: Findings,
+                    name: RouteNaming = converted_route_name) -> list[dict[str, Any]]:
     """The Routes of ``ingress`` as data (none when it is not of class propylon, or when a
-    field of it has the wrong type)."""
+    field of it has the wrong type), named by ``name`` (``propylon import`` gives the
+    propylon.dev/v1 names it writes out)."""
     if not is_ours(ingress):
         return []
     findings.track(ingress.kind, ingress.key, ingress.source)
     findings.set(ingress.kind, ingress.key, Condition(ACCEPTED, True, "Accepted"))
     try:
-        routes = _IngressRules(ingress, resolver, findings).routes()
+        routes = _IngressRules(ingress, resolver, findings, name).routes()
     except FieldError as exc:
         findings.set(ingress.kind, ingress.key, Condition(
             ACCEPTED, False, "UnsupportedValue", exc.text), field=exc.field)
@@ -100,8 +113,9 @@ def route_labels(ingress: KubernetesObject) -> dict[str, str]:
 
 class _IngressRules:
     def __init__(self, ingress: KubernetesObject, resolver: BackendResolver,
-                 findings: Findings) -> None:
+                 findings: Findings, name: RouteNaming) -> None:
         self.ingress, self.resolver, self.findings = ingress, resolver, findings
+        self.name = name
 
     def routes(self) -> list[dict[str, Any]]:
         ingress, spec = self.ingress, self.ingress.spec
@@ -113,13 +127,14 @@ class _IngressRules:
         routes = []
         for index, (host, rules) in enumerate(hosts.items()):
             if rules:
-                name = ingress.name if index == 0 else f"{ingress.name}-{index + 1}"
-                routes.append(_route(ingress, name, [host] if host else [], rules))
+                part = None if index == 0 else str(index + 1)
+                routes.append(_route(ingress, self.name(ingress.name, part),
+                                     [host] if host else [], rules))
         default = section(spec, "defaultBackend", "spec")
         if default:
             rule = {"matches": [{"path": {"prefix": "/"}}],
                     **self.action(default, "spec.defaultBackend")}
-            routes.append(_route(ingress, f"{ingress.name}-default", [], [rule]))
+            routes.append(_route(ingress, self.name(ingress.name, "default"), [], [rule]))
         return routes
 
     def path(self, raw: dict[str, Any], at: str) -> dict[str, Any]:

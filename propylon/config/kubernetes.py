@@ -51,6 +51,12 @@ KUBERNETES_KIND_NAMES: tuple[str, ...] = tuple(sorted(
 DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _RFC_1035_LABEL = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 MAX_LABEL = 63
+# The Route a route object becomes is named after it (route_name): an HTTPRoute's is its own
+# name, a GRPCRoute's and an Ingress's Routes are marked with their kind ("grpcroute:api";
+# "ingress:web", "ingress:web:2", ... and "ingress:web:default", one per host, then the
+# default backend's). No Kubernetes name and no propylon.dev/v1 name has a ":", so no two
+# objects' Routes share a name, whatever the kinds and names of the objects of a namespace.
+_ROUTE_MARKS = {"GRPCRoute": "grpcroute:", "Ingress": "ingress:"}
 
 
 def mapping(value: Any) -> dict[str, Any]:
@@ -64,6 +70,22 @@ def is_kubernetes(data: Any) -> bool:
         return False
     api_version = data.get("apiVersion")
     return isinstance(api_version, str) and api_version in KUBERNETES_KINDS
+
+
+def route_name(kind: str, name: str, part: str | None = None) -> str:
+    """The name of the Route the route object ``kind`` ``name`` becomes (``part``: which of
+    an Ingress's Routes, None for its first)."""
+    marked = _ROUTE_MARKS.get(kind, "") + name
+    return marked if part is None else f"{marked}:{part}"
+
+
+def is_route_name(value: str) -> bool:
+    """Whether ``value`` is a name ``route_name`` makes for a GRPCRoute or an Ingress."""
+    for mark in _ROUTE_MARKS.values():
+        if value.startswith(mark):
+            name, _, part = value[len(mark):].partition(":")
+            return is_object_name(name) and (part in ("", "default") or part.isdigit())
+    return False
 
 
 def _object_name(value: str) -> str:

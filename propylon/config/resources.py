@@ -90,7 +90,9 @@ class Upstream(Resource):
 
 
 class TargetRef(Model):
-    kind: Literal["Gateway", "Route", "RouteTable", "Upstream"]
+    # HTTPRoute, GRPCRoute, Ingress: the Routes that Kubernetes object becomes (gatewayapi.py)
+    kind: Literal["Gateway", "Route", "RouteTable", "Upstream", "HTTPRoute", "GRPCRoute",
+                  "Ingress"]
     # a propylon.dev/v1 name, or the Kubernetes name a converted resource or rule keeps
     name: TargetName
     namespace: Name | None = None  # default: the Policy's own namespace

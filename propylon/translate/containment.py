@@ -44,7 +44,7 @@ from propylon.config import (
 from propylon.config.loader import DEFINED_TWICE
 from propylon.ir import DirectResponseIR, GatewayIR, ListenerIR, MatchIR, RuleIR
 from propylon.translate.inventory import Inventory
-from propylon.translate.policies import PolicyTargets
+from propylon.translate.policies import ConvertedRoutes, PolicyTargets, target_keys
 from propylon.translate.status import StatusBook
 
 DISABLED_RESPONSE = DirectResponseIR(503, "gateway unavailable")
@@ -88,10 +88,13 @@ def disabled_gateway(key: str, listeners: tuple[ListenerIR, ...]) -> GatewayIR:
 def plan_containment(
     resources: Sequence[Resource], rejected: Sequence[Rejected],
     stand_ins: Mapping[str, Sequence[str]] | None = None,
+    converted: ConvertedRoutes | None = None,
 ) -> Containment:
     """Steps 1-3 of the module doc, without a status book yet (see ``record_containment``).
     ``stand_ins``: the refs of the Routes conversion made to stand in for each invalid
-    Kubernetes object (``Expansion.replaced``)."""
+    Kubernetes object (``Expansion.replaced``); ``converted``: the keys of the Routes each
+    route object became (``Expansion.converted_routes``), which a rejected Policy's targetRef
+    of its kind and name protects."""
     first: dict[str, Rejected] = {}
     for item in rejected:
         first.setdefault(item.ref, item)
@@ -107,7 +110,8 @@ def plan_containment(
             continue  # its Routes are replaced (above)
         stand_in = (defined.get(ref) or recover(item)) if item.kind in _STANDS_IN else None
         if item.kind == "Policy":
-            _fail_targets_closed(plan, item, defined.get(ref), resources, known)
+            _fail_targets_closed(plan, item, defined.get(ref), resources, known,
+                                 converted or {})
         elif stand_in is None:
             plan.notes.append((item.kind, item.key, _LEFT_OUT.get(item.kind, _NOTHING)))
         elif item.kind == "Gateway":
@@ -162,13 +166,13 @@ def unattached_gateway_policies(
 
 def _fail_targets_closed(
     plan: Containment, policy: Rejected, defined: Resource | None,
-    resources: Sequence[Resource], known: set[str],
+    resources: Sequence[Resource], known: set[str], converted: ConvertedRoutes,
 ) -> None:
     refs = defined.spec.target_refs if isinstance(defined, Policy) else recover_target_refs(
         policy)
     namespace = policy.key.split("/", 1)[0]
     reason = f"Policy {policy.key} targeting it is invalid: "
-    for kind, key in _protected(refs, namespace, resources):
+    for kind, key in _protected(refs, namespace, resources, converted):
         if f"{kind} {key}" not in known:
             continue
         if kind == "Gateway":
@@ -183,16 +187,18 @@ def _fail_targets_closed(
 
 
 def _protected(
-    refs: Iterable[TargetRef] | None, namespace: str, resources: Sequence[Resource]
+    refs: Iterable[TargetRef] | None, namespace: str, resources: Sequence[Resource],
+    converted: ConvertedRoutes,
 ) -> list[tuple[str, str]]:
     """(kind, key) of what a Policy of ``namespace`` with ``refs`` attaches to (None: every
-    Gateway, Route and RouteTable of the namespace)."""
+    Gateway, Route and RouteTable of the namespace; a route object's ref: its Routes)."""
     if refs is None:
         found = {(r.kind, r.key) for r in resources
                  if r.kind in _POLICY_TARGETS and r.namespace == namespace}
         return sorted(found)
     return sorted({
-        (ref.kind, f"{namespace}/{ref.name}")
-        for ref in refs
-        if ref.kind in _POLICY_TARGETS and ref.namespace in (None, namespace)
+        (kind, key)
+        for ref in refs if ref.namespace in (None, namespace)
+        for kind, key in target_keys(ref.kind, f"{namespace}/{ref.name}", converted)
+        if kind in _POLICY_TARGETS
     })

@@ -18,7 +18,7 @@ or to an enforced section, gets "<type> overridden by <winner>" in its status.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,10 @@ from propylon.translate.status import StatusBook
 
 # (target kind, target key, sectionName or None) -> Policies in namespace/name order
 PolicyTargets = dict[tuple[str, str, str | None], list[Policy]]
+# a route object's ref ("GRPCRoute shop/api") -> the keys of the Routes it became
+# (``Expansion.converted_routes``): a targetRef of its kind and name attaches to them
+ConvertedRoutes = Mapping[str, Sequence[str]]
+KUBERNETES_ROUTE_KINDS = frozenset({"HTTPRoute", "GRPCRoute", "Ingress"})
 # The policy types that may target an Upstream (none are implemented yet).
 UPSTREAM_POLICY_TYPES: frozenset[str] = frozenset()
 
@@ -62,9 +66,11 @@ class Candidate:
 Level = list[Candidate]
 
 
-def index_policy_targets(inventory: Inventory, status: StatusBook) -> PolicyTargets:
+def index_policy_targets(inventory: Inventory, status: StatusBook,
+                         converted: ConvertedRoutes | None = None) -> PolicyTargets:
     """Resolve every Policy's targetRefs; a missing target or bad ref makes the Policy Invalid
-    (its other, valid targets still get it).
+    (its other, valid targets still get it). A ref of kind HTTPRoute, GRPCRoute or Ingress
+    attaches to the Routes that object became (``converted``, ``target_keys``).
 
     A Policy only attaches to resources of its own namespace (the Gateway API's policy
     attachment rule): a ref naming another namespace is refused before the target is even
@@ -79,11 +85,13 @@ def index_policy_targets(inventory: Inventory, status: StatusBook) -> PolicyTarg
                     field=f"spec.targetRefs[{index}].namespace")
                 continue
             key = f"{policy.namespace}/{ref.name}"
-            error = _target_error(inventory, policy, ref.kind, key, ref.section_name)
+            found = target_keys(ref.kind, key, converted or {})
+            error = _refs_error(inventory, policy, ref.kind, key, ref.section_name, found)
             if error:
                 status.fail(policy.kind, policy.key, error, field=f"spec.targetRefs[{index}]")
                 continue
-            targets.setdefault((ref.kind, key, ref.section_name), []).append(policy)
+            for kind, target in found:
+                targets.setdefault((kind, target, ref.section_name), []).append(policy)
             if policy.spec.enforced and ref.kind != "Gateway":
                 status.note(policy.kind, policy.key, "enforced only applies to Gateway targets")
     return targets
@@ -91,6 +99,28 @@ def index_policy_targets(inventory: Inventory, status: StatusBook) -> PolicyTarg
 
 _OTHER_NAMESPACE = ("a Policy may only target resources of its own namespace ({}): "
                     "{} {}/{} is in another namespace")
+
+
+def target_keys(kind: str, key: str, converted: ConvertedRoutes) -> list[tuple[str, str]]:
+    """(kind, key) of what a targetRef of ``kind`` and ``key`` names: that resource, or the
+    Routes the route object (HTTPRoute, GRPCRoute, Ingress) became, none when it became none
+    (attached to no Gateway of ours, of another class)."""
+    if kind not in KUBERNETES_ROUTE_KINDS:
+        return [(kind, key)]
+    return [("Route", route) for route in converted.get(f"{kind} {key}", ())]
+
+
+def _refs_error(
+    inventory: Inventory, policy: Policy, kind: str, key: str, section: str | None,
+    found: list[tuple[str, str]],
+) -> str | None:
+    if not found:
+        return (f"{kind} {key} not found, or it becomes no Route (attached to no Gateway of "
+                "ours; an Ingress of another class)")
+    if kind == "Ingress" and section is not None:
+        return "sectionName is not allowed for Ingress targets (an Ingress's rules have no names)"
+    errors = (_target_error(inventory, policy, k, target, section) for k, target in found)
+    return next((error for error in errors if error), None)
 
 
 def _target_error(

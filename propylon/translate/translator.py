@@ -95,12 +95,13 @@ def translate_booked(
     and reported on as usual."""
     # Gateway API and Ingress objects, converted; Routes stand in for the invalid ones
     expansion = expand_kubernetes(resources, rejected)
-    plan = plan_containment(expansion.resources, rejected, expansion.replaced)
+    converted = expansion.converted_routes()  # what Policies of kind HTTPRoute ... target
+    plan = plan_containment(expansion.resources, rejected, expansion.replaced, converted)
     inventory = build_inventory(plan.resources)
     status = StatusBook()
     track_resources(inventory, status)
     record_containment(plan, status)
-    targets = index_policy_targets(inventory, status)
+    targets = index_policy_targets(inventory, status, converted)
     disabled = {**plan.disabled, **unattached_gateway_policies(inventory, targets, status)}
     gateways = tuple(
         translate_gateway(g, inventory, targets, status, frozenset(plan.replaced),

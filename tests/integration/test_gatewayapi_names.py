@@ -145,15 +145,15 @@ def test_kubernetes_names_that_are_no_propylon_names_are_served_as_written(
     rules = {rule["route"]: rule for g in json.loads(gw.admin_get("/config")[1])["gateways"]
              for rule in g["rules"]}
     assert rules["Route shop/Api_V1.Route"]["replaced"] is True
-    for ref in ("Route shop/api.v1-route", f"Route shop/{LONG}", "Route shop/shop.example.com",
-                "Route shop/shop.example.com-2"):
+    for ref in ("Route shop/api.v1-route", f"Route shop/{LONG}",
+                "Route shop/ingress:shop.example.com", "Route shop/ingress:shop.example.com:2"):
         assert not rules[ref].get("replaced"), rules[ref]
 
     metrics = gw.metrics()
     for gateway, route, host in (("infra/edge.example.com", "shop/api.v1-route", "api"),
                                  ("infra/edge.example.com", f"shop/{LONG}", "long"),
-                                 ("infra/ingress", "shop/shop.example.com", "shop"),
-                                 ("infra/ingress", "shop/shop.example.com-2", "www")):
+                                 ("infra/ingress", "shop/ingress:shop.example.com", "shop"),
+                                 ("infra/ingress", "shop/ingress:shop.example.com:2", "www")):
         assert metric_value(metrics, "propylon_requests_total", gateway=gateway, route=route,
                             code="2xx") == 1, (route, host)
     assert metric_value(metrics, "propylon_requests_total", route="shop/api.v1-route",
@@ -162,8 +162,8 @@ def test_kubernetes_names_that_are_no_propylon_names_are_served_as_written(
     assert [line["rule"] for line in lines if line["route"] == "shop/api.v1-route"] == [
         "orders.v1"]
     assert {line["route"] for line in lines} == {
-        "shop/api.v1-route", f"shop/{LONG}", "shop/shop.example.com",
-        "shop/shop.example.com-2", "shop/Api_V1.Route"}
+        "shop/api.v1-route", f"shop/{LONG}", "shop/ingress:shop.example.com",
+        "shop/ingress:shop.example.com:2", "shop/Api_V1.Route"}
 
     explained = subprocess.run(
         [sys.executable, "-m", "propylon", "explain", "GET",

@@ -274,7 +274,7 @@ ERROR_CASES = [
         doc("Policy", "targetRefs: [{kind: Service, name: g}]\nheaders: {}"),
         5,
         "spec.targetRefs[0].kind",
-        "'Gateway', 'Route', 'RouteTable' or 'Upstream'",
+        "'Gateway', 'Route', 'RouteTable', 'Upstream', 'HTTPRoute', 'GRPCRoute' or 'Ingress'",
         id="target-kind",
     ),
     pytest.param(

@@ -357,7 +357,7 @@ spec:
   defaultBackend: {service: {name: svc, port: {number: 80}}}
 ---""" + GATEWAY.split("---")[1]
     [ingress_route] = [r for r in converted(text).resources if isinstance(r, Route)]
-    assert ingress_route.name == "i-default"
+    assert ingress_route.name == "ingress:i:default"
     assert ingress_route.metadata.labels["propylon.dev/ingress-class"] == "propylon"
 
 

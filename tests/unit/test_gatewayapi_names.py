@@ -5,8 +5,9 @@ Kubernetes names most objects as DNS subdomains (lower-case alphanumerics, ``-``
 at most 253: ``api.v1-route``), namespaces as DNS labels (no ``.``, at most 63) and Services
 as RFC 1035 labels (a letter first, no ``.``, at most 63). A propylon.dev/v1 name is a DNS
 label: the Route, Gateway and Upstream an object becomes keep the object's own name (or one
-made from it: ``NAME-2``, ``NAME-default``, ``SERVICE-PORT``) all the same, so its status,
-metrics, access log and ``propylon explain`` name it as the user wrote it."""
+made from it: ``grpcroute:NAME``, ``ingress:NAME:2``, ``ingress:NAME:default``,
+``SERVICE-PORT``) all the same, so its status, metrics, access log and ``propylon explain``
+name it as the user wrote it, and no two objects' Routes share a name."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 from propylon.admin.api import valid_gateway_name
 from propylon.config import load_text
 from propylon.config.gatewayapi import expand_kubernetes
+from propylon.config.kubernetes import is_route_name, route_name
 from propylon.translate import translate_with_issues
 
 LONG = "orders." + "a" * 180 + ".v1-route"  # 196 characters, dots
@@ -85,7 +87,7 @@ def test_a_grpc_route_with_a_dotted_name_is_served() -> None:
     _, statuses, rules = translated(
         gateway() + http_route("grpc.v1", "g.test", kind="GRPCRoute"))
     assert statuses["GRPCRoute shop/grpc.v1"].state == "Accepted"
-    assert not rules["Route shop/grpc.v1"].replaced
+    assert not rules["Route shop/grpcroute:grpc.v1"].replaced
 
 
 def test_a_gateway_with_a_dotted_name_serves_its_routes() -> None:
@@ -158,7 +160,8 @@ def test_an_ingress_with_a_dotted_name_becomes_routes_of_its_name() -> None:
     """)
     _, statuses, rules = translated(text)
     assert statuses["Ingress shop/shop.example.com"].state == "Accepted"
-    for name in ("shop.example.com", "shop.example.com-2", "shop.example.com-default"):
+    for name in ("ingress:shop.example.com", "ingress:shop.example.com:2",
+                 "ingress:shop.example.com:default"):
         assert not rules[f"Route shop/{name}"].replaced, name
 
 
@@ -327,3 +330,101 @@ def test_a_policy_target_name_kubernetes_refuses_is_refused(name) -> None:
     assert error.field == "spec.targetRefs[0].name"
     assert error.message.startswith(f'invalid name "{name}": a target is named as Kubernetes '
                                     "names objects, a DNS subdomain"), error.message
+
+
+def ingress(name: str, *hosts: str, default: bool = False) -> str:
+    rules = "".join(f"""
+      - host: {host}
+        http: {{paths: [{{path: /, pathType: Prefix, backend: {{service: {{name: app}}}}}}]}}"""
+                    for host in hosts)
+    backend = "\n      defaultBackend: {service: {name: app, port: {number: 80}}}" \
+        if default else ""
+    return textwrap.dedent(f"""
+    ---
+    apiVersion: networking.k8s.io/v1
+    kind: Ingress
+    metadata: {{name: "{name}", namespace: shop}}
+    spec:
+      ingressClassName: propylon{backend}
+      rules:""") + rules + "\n"
+
+
+INGRESS_GATEWAY = textwrap.dedent("""
+    ---
+    apiVersion: propylon.dev/v1
+    kind: Gateway
+    metadata: {name: ingress, namespace: infra}
+    spec:
+      listeners: [{name: http, port: 8081}]
+      routeSelector: {namespaces: ["*"], matchLabels: {propylon.dev/ingress-class: propylon}}
+    """)
+
+
+def test_route_objects_of_one_namespace_never_share_a_route_name() -> None:
+    """An HTTPRoute and a GRPCRoute of one name, an HTTPRoute named as an Ingress's second
+    host's Route once was (web-2), an Ingress of that name: each its own Route."""
+    text = (gateway() + INGRESS_GATEWAY + http_route("api", "a.test")
+            + http_route("api", "a.test", kind="GRPCRoute") + http_route("web", "w.test")
+            + http_route("web-2", "w2.test") + http_route("web-default", "wd.test")
+            + ingress("web", "x.test", "y.test", default=True) + ingress("web-2", "z.test"))
+    loaded, statuses, rules = translated(text)
+    assert loaded.ok, loaded.errors
+    for ref, status in statuses.items():
+        assert status.state == "Accepted", (ref, status.reasons)
+    assert {ref for ref in rules if ref.startswith("Route ")} == {
+        "Route shop/api", "Route shop/grpcroute:api", "Route shop/web", "Route shop/web-2",
+        "Route shop/web-default", "Route shop/ingress:web", "Route shop/ingress:web:2",
+        "Route shop/ingress:web:default", "Route shop/ingress:web-2"}
+
+
+@pytest.mark.parametrize(("kind", "name", "part", "made"), [
+    pytest.param("HTTPRoute", "api.v1", None, "api.v1", id="httproute"),
+    pytest.param("GRPCRoute", "api.v1", None, "grpcroute:api.v1", id="grpcroute"),
+    pytest.param("Ingress", "web", None, "ingress:web", id="ingress"),
+    pytest.param("Ingress", "web", "2", "ingress:web:2", id="ingress-second-host"),
+    pytest.param("Ingress", "web", "default", "ingress:web:default", id="ingress-default"),
+])
+def test_route_names(kind, name, part, made) -> None:
+    assert route_name(kind, name, part) == made
+    assert is_route_name(made) is (kind != "HTTPRoute")
+
+
+@pytest.mark.parametrize("name", ["grpcroute:", "ingress:Web", "ingress:web:x", "route:web"])
+def test_what_is_no_made_route_name(name) -> None:
+    assert not is_route_name(name)
+
+
+@pytest.mark.parametrize(("ref", "header"), [
+    pytest.param("{kind: GRPCRoute, name: api}", "grpcroute:api", id="grpcroute"),
+    pytest.param("{kind: HTTPRoute, name: api}", "api", id="httproute"),
+    pytest.param("{kind: Route, name: api}", "api", id="route-by-its-name"),
+    pytest.param("{kind: Ingress, name: web}", "ingress:web", id="ingress"),
+])
+def test_a_policy_targets_a_route_object_by_its_kind_and_name(ref, header) -> None:
+    text = (gateway() + INGRESS_GATEWAY + http_route("api", "a.test")
+            + http_route("api", "a.test", kind="GRPCRoute") + ingress("web", "x.test", "y.test")
+            + policy("api").replace("{kind: Route, name: \"api\"}", ref))
+    loaded, statuses, rules = translated(text)
+    assert loaded.ok, loaded.errors
+    assert statuses["Policy shop/p"].state == "Accepted", statuses["Policy shop/p"].reasons
+    targeted = sorted(ref for ref, rule in rules.items() if rule.policies)
+    expected = [f"Route shop/{header}"] if header != "ingress:web" else [
+        "Route shop/ingress:web", "Route shop/ingress:web:2"]
+    assert targeted == expected
+
+
+@pytest.mark.parametrize(("ref", "reason"), [
+    pytest.param("{kind: GRPCRoute, name: nothing}", "GRPCRoute shop/nothing not found",
+                 id="missing"),
+    pytest.param("{kind: Ingress, name: web, sectionName: a}",
+                 "sectionName is not allowed for Ingress targets", id="ingress-section"),
+    pytest.param("{kind: GRPCRoute, name: api, sectionName: a}",
+                 'Route shop/grpcroute:api has no rule named "a"', id="missing-rule"),
+])
+def test_a_policy_target_of_a_route_object_that_is_not_there(ref, reason) -> None:
+    text = (gateway() + INGRESS_GATEWAY + http_route("api", "a.test", kind="GRPCRoute")
+            + ingress("web", "x.test") + policy("api").replace("{kind: Route, name: \"api\"}", ref))
+    _, statuses, _ = translated(text)
+    status = statuses["Policy shop/p"]
+    assert status.state == "Invalid"
+    assert any(reason in line for line in status.reasons), status.reasons

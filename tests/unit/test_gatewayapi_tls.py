@@ -253,7 +253,7 @@ def test_ingress_with_an_unusable_secret_keeps_its_routes() -> None:
                         tls_secret("shop-tls", "shop", A, data=_other_key()))
     assert [c.cert_file for c in listeners(result)["web"].tls.certificates] == [  # type: ignore[union-attr]
         "/default.pem"]
-    assert any(r.route == "Route shop/shop" for r in result.snapshot.gateways[0].rules)
+    assert any(r.route == "Route shop/ingress:shop" for r in result.snapshot.gateways[0].rules)
     reasons = status(result, "Ingress", "shop/shop").reasons
     assert any("ResolvedRefs=False InvalidCertificateRef: Secret shop/shop-tls: tls.key" in r
                for r in reasons), reasons

@@ -3,8 +3,10 @@ resources: the same mapping as Ingress input (``config/ingress.py``), with every
 Service NAME:PORT an Upstream whose endpoint is the Service's cluster DNS name
 (``NAME.NAMESPACE.svc.cluster.local``) and that port, named NAME (NAME-PORT when the Service
 is used with several ports; a port given by name is assumed to be 80, with a warning), and a
-Gateway ``ingress`` on 8080 selecting the label the Routes carry. Ingresses of another class
-are imported too (the class is the reason to import them); their class is a warning."""
+Gateway ``ingress`` on 8080 selecting the label the Routes carry. The Routes are named
+``NAME``, ``NAME-2`` ..., ``NAME-default`` (propylon.dev/v1 names, made unique among those
+written out), not ``ingress:NAME`` as Ingress input's are. Ingresses of another class are
+imported too (the class is the reason to import them); their class is a warning."""
 
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ def import_ingress(reader: Reader) -> None:
     findings = Findings()
     findings.track(ingress.kind, ingress.key, None)
     out = reader.out
-    for route in convert_ingress(ingress, resolver, findings):
+    for route in convert_ingress(ingress, resolver, findings, _route_name):
         out.add("Route", route["metadata"]["name"], route["spec"], ingress.namespace,
                 route["metadata"]["labels"])
     for issue in findings.issues:
@@ -124,3 +126,10 @@ class _Resolver(BackendResolver):
         namespace, _, service = resolved.upstream.partition("/")
         name = self.names.get((namespace, service, ref.get("port")))
         return Resolved(f"{namespace}/{name}") if name else resolved
+
+
+def _route_name(ingress: str, part: str | None) -> str:
+    """An imported Route's name: ``NAME``, ``NAME-2`` ..., ``NAME-default`` (propylon.dev/v1
+    names; ``Output.add`` makes one that is taken unique)."""
+    return ingress if part is None else f"{ingress}-{part}"
+
