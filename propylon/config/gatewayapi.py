@@ -85,6 +85,7 @@ from propylon.config.kubernetes import (
     GATEWAY_GROUP,
     MAX_LABEL,
     KubernetesObject,
+    former_route_name,
     is_route_name,
     route_name,
 )
@@ -119,12 +120,20 @@ class Expansion:
     def converted_routes(self) -> dict[str, list[str]]:
         """A route object's ref (``GRPCRoute shop/api``) -> the keys of the Routes it became
         (an Ingress's: one per host, then its default backend's), what a Policy's targetRef
-        of that kind and name attaches to."""
+        of that kind and name attaches to; and the former name of a GRPCRoute's or an
+        Ingress's Route (``Route shop/api``: ``former_route_name``) that no Route has now ->
+        that Route, what a Policy written before they were named by kind attaches to."""
         routes: dict[str, list[str]] = {}
+        taken = {r.key for r in self.resources if r.kind == "Route"}
         for ref, origin in self.origins.items():
             kind, key = ref.split(" ", 1)
-            if kind == "Route":
-                routes.setdefault(f"{origin.kind} {origin.key}", []).append(key)
+            if kind != "Route":
+                continue
+            routes.setdefault(f"{origin.kind} {origin.key}", []).append(key)
+            namespace, _, name = key.partition("/")
+            former = former_route_name(name)
+            if former is not None and f"{namespace}/{former}" not in taken:
+                routes.setdefault(f"Route {namespace}/{former}", []).append(key)
         return routes
 
 

@@ -79,6 +79,18 @@ def route_name(kind: str, name: str, part: str | None = None) -> str:
     return marked if part is None else f"{marked}:{part}"
 
 
+def former_route_name(value: str) -> str | None:
+    """The name a Route ``route_name`` made for a GRPCRoute or an Ingress had before such
+    Routes were named by kind (2026-12-05): the GRPCRoute's NAME, an Ingress's NAME, NAME-2
+    ..., NAME-default; None for a name ``route_name`` does not make so. Policies written then
+    target ``{kind: Route, name: <that name>}``."""
+    for mark in _ROUTE_MARKS.values():
+        if value.startswith(mark):
+            name, _, part = value[len(mark):].partition(":")
+            return f"{name}-{part}" if part else name
+    return None
+
+
 def is_route_name(value: str) -> bool:
     """Whether ``value`` is a name ``route_name`` makes for a GRPCRoute or an Ingress."""
     for mark in _ROUTE_MARKS.values():

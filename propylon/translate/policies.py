@@ -46,7 +46,8 @@ from propylon.translate.status import StatusBook
 # (target kind, target key, sectionName or None) -> Policies in namespace/name order
 PolicyTargets = dict[tuple[str, str, str | None], list[Policy]]
 # a route object's ref ("GRPCRoute shop/api") -> the keys of the Routes it became
-# (``Expansion.converted_routes``): a targetRef of its kind and name attaches to them
+# (``Expansion.converted_routes``): a targetRef of its kind and name attaches to them; and
+# "Route shop/api", a Route's former name no Route has now -> the Route it was
 ConvertedRoutes = Mapping[str, Sequence[str]]
 KUBERNETES_ROUTE_KINDS = frozenset({"HTTPRoute", "GRPCRoute", "Ingress"})
 # The policy types that may target an Upstream (none are implemented yet).
@@ -90,6 +91,10 @@ def index_policy_targets(inventory: Inventory, status: StatusBook,
             if error:
                 status.fail(policy.kind, policy.key, error, field=f"spec.targetRefs[{index}]")
                 continue
+            if ref.kind == "Route" and f"Route {key}" in (converted or {}):
+                status.warn(policy.kind, policy.key, _FORMER_NAME.format(
+                    key, ", ".join(target for _, target in found)),
+                    field=f"spec.targetRefs[{index}]")
             for kind, target in found:
                 targets.setdefault((kind, target, ref.section_name), []).append(policy)
             if policy.spec.enforced and ref.kind != "Gateway":
@@ -99,12 +104,19 @@ def index_policy_targets(inventory: Inventory, status: StatusBook,
 
 _OTHER_NAMESPACE = ("a Policy may only target resources of its own namespace ({}): "
                     "{} {}/{} is in another namespace")
+_FORMER_NAME = ("Route {} is the former name of Route {} (a GRPCRoute's or an Ingress's Routes "
+                "are named by kind now): attached to it; target the object by its kind and "
+                "name instead ({{kind: GRPCRoute|Ingress, name: NAME}})")
 
 
 def target_keys(kind: str, key: str, converted: ConvertedRoutes) -> list[tuple[str, str]]:
     """(kind, key) of what a targetRef of ``kind`` and ``key`` names: that resource, or the
     Routes the route object (HTTPRoute, GRPCRoute, Ingress) became, none when it became none
-    (attached to no Gateway of ours, of another class)."""
+    (attached to no Gateway of ours, of another class); a Route's former name, the Route it
+    was (``ConvertedRoutes``)."""
+    if kind == "Route":
+        former = converted.get(f"Route {key}")
+        return [(kind, key)] if former is None else [("Route", route) for route in former]
     if kind not in KUBERNETES_ROUTE_KINDS:
         return [(kind, key)]
     return [("Route", route) for route in converted.get(f"{kind} {key}", ())]

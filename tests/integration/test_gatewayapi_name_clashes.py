@@ -225,3 +225,58 @@ def test_an_invalid_policy_on_a_grpc_route_fails_its_route_closed(gateways, upst
     status = _statuses(gw)["GRPCRoute shop/api"]
     assert status["state"] == "Invalid", status
     assert any("Policy shop/bad targeting it is invalid" in r for r in status["reasons"]), status
+
+
+def test_a_policy_written_for_a_former_route_name_still_protects_it(gateways, upstreams
+                                                                    ) -> None:
+    """A Policy written before GRPCRoutes' and Ingresses' Routes were named by kind targets
+    ``{kind: Route, name: cart}`` (a GRPCRoute's Route) and ``front-2`` (an Ingress's second
+    host's): no Route has those names now, so each still attaches to the Route that had it
+    (an ipFilter denying everyone: 403, the gRPC call refused), with a warning in its
+    status, instead of protecting nothing."""
+    ports = {name: upstreams(name).port for name in ("grpc-app", "ingress-app")}
+    deny = "ipFilter: {deny: [0.0.0.0/0]}"
+    objects = "".join((
+        _ingress("front", "front.test", "back.test"),
+        *(_upstream(n, p) for n, p in ports.items()),
+        _policy("old-grpc", "Route", "cart", "x").replace(
+            "headers: {response: {set: {x-policy: x}}}", deny),
+        _policy("old-ingress", "Route", "front-2", "x").replace(
+            "headers: {response: {set: {x-policy: x}}}", deny)))
+    gw = gateways(lambda port: f"""
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: eg, namespace: infra}}
+spec:
+  gatewayClassName: propylon
+  addresses: [{{type: IPAddress, value: 127.0.0.1}}]
+  listeners:
+  - {{name: http, port: {port}, protocol: HTTP, allowedRoutes: {{namespaces: {{from: All}}}}}}
+---
+apiVersion: propylon.dev/v1
+kind: Gateway
+metadata: {{name: ingress, namespace: infra}}
+spec:
+  listeners: [{{name: http, port: {INGRESS_PORT}, address: 127.0.0.1}}]
+  routeSelector: {{namespaces: ["*"], matchLabels: {{propylon.dev/ingress-class: propylon}}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {{name: cart, namespace: shop}}
+spec:
+  parentRefs: [{{name: eg, namespace: infra}}]
+  hostnames: [api.test]
+  rules:
+  - matches: [{{method: {{service: shop.Cart}}}}]
+    backendRefs: [{{group: propylon.dev, kind: Upstream, name: grpc-app}}]
+""" + objects)
+    grpc = _answer(gw, "gw", "POST", "/shop.Cart/Add", "api.test", GRPC)
+    assert grpc.header("x-upstream") is None and grpc.header("grpc-status") == "7", grpc
+    assert _answer(gw, "ingress", "GET", "/", "back.test", {}).status == 403
+    front = _answer(gw, "ingress", "GET", "/", "front.test", {})
+    assert front.status == 200 and front.header("x-upstream") == "ingress-app", front
+    statuses = _statuses(gw)
+    for name, route in (("old-grpc", "grpcroute:cart"), ("old-ingress", "ingress:front:2")):
+        status = statuses[f"Policy shop/{name}"]
+        assert status["state"] == "Accepted", status
+        assert any(f"former name of Route shop/{route}" in r for r in status["reasons"]), status

@@ -428,3 +428,34 @@ def test_a_policy_target_of_a_route_object_that_is_not_there(ref, reason) -> Non
     status = statuses["Policy shop/p"]
     assert status.state == "Invalid"
     assert any(reason in line for line in status.reasons), status.reasons
+
+
+@pytest.mark.parametrize(("target", "routes"), [
+    pytest.param("api", ["Route shop/grpcroute:api"], id="grpcroute"),
+    pytest.param("web", ["Route shop/ingress:web"], id="ingress"),
+    pytest.param("web-2", ["Route shop/ingress:web:2"], id="ingress-second-host"),
+    pytest.param("web-default", ["Route shop/ingress:web:default"], id="ingress-default"),
+])
+def test_a_policy_written_for_a_former_route_name_still_attaches(target, routes) -> None:
+    """A Policy written before GRPCRoutes' and Ingresses' Routes were named by kind targets
+    {kind: Route, name: NAME} (NAME-2, NAME-default): it still attaches to that Route, with a
+    warning saying how to write it, instead of turning Invalid and protecting nothing (an
+    auth policy would have stopped applying on upgrade)."""
+    text = (gateway() + INGRESS_GATEWAY + http_route("api", "a.test", kind="GRPCRoute")
+            + ingress("web", "x.test", "y.test", default=True) + policy(target))
+    loaded, statuses, rules = translated(text)
+    assert loaded.ok, loaded.errors
+    status = statuses["Policy shop/p"]
+    assert status.state == "Accepted", status.reasons
+    assert any("former name" in reason for reason in status.reasons), status.reasons
+    assert sorted(ref for ref, rule in rules.items() if rule.policies) == routes
+
+
+def test_a_rejected_policy_written_for_a_former_route_name_fails_that_route_closed() -> None:
+    broken = policy("web").replace("x-policy: p", "x-policy: p}, bogus: {")  # unknown field
+    text = (gateway() + INGRESS_GATEWAY + http_route("api", "a.test", kind="GRPCRoute")
+            + ingress("web", "x.test") + broken)
+    _, statuses, rules = translated(text)
+    assert statuses["Policy shop/p"].state == "Invalid"
+    assert rules["Route shop/ingress:web"].replaced
+    assert not rules["Route shop/grpcroute:api"].replaced
