@@ -124,6 +124,8 @@ class Expansion:
         Ingress's Route (``Route shop/api``: ``former_route_name``) that no Route has now ->
         that Route, what a Policy written before they were named by kind attaches to."""
         routes: dict[str, list[str]] = {}
+        if not self.origins:
+            return routes
         taken = {r.key for r in self.resources if r.kind == "Route"}
         for ref, origin in self.origins.items():
             kind, key = ref.split(" ", 1)
