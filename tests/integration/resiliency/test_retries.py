@@ -20,7 +20,7 @@ from tests.support.client import RawClient, roundtrip
 from tests.support.gateway import Gateway
 from tests.support.h1 import Response
 from tests.support.load import concurrent
-from tests.support.net import free_port
+from tests.support.net import free_port, poll_until
 from tests.support.tls import Pki, SlowHandshakeUpstream
 from tests.support.upstream import RecordedRequest, Reply, ScriptedUpstream, pattern_body
 
@@ -281,7 +281,11 @@ def test_a_try_abandoned_while_its_connection_opens_leaves_the_pool_whole(
                 assert first.status == first_status, first
                 if first_status == 200:
                     assert first.header("x-target") == "/first", first
-        time.sleep(STALLED_HANDSHAKE + 0.8)  # the held connection opened, a late answer came
+        # the held connection opened (and, in the per-try case, the retry's own), then a
+        # margin in which an abandoned try handed that connection would reach the upstream
+        poll_until(lambda: up.connections >= (2 if first_status == 200 else 1),
+                   STALLED_HANDSHAKE + 5, message="the held connection opened")
+        time.sleep(0.5)
         sent = [q.path for q in up.requests]
         assert sent == (["/first"] if first_status == 200 else []), "the abandoned try was sent"
         for i in range(3):
