@@ -260,42 +260,42 @@ class BadUpstream:
             thread.join(timeout=2)
 
 
-INVALID_RESPONSES = [
-    pytest.param(b"HTTP/1.1 2x0 OK\r\nContent-Length: 0\r\n\r\n", id="bad-status-code"),
-    pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nab",
-                 id="two-content-lengths"),
-    pytest.param(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
-                 b"2\r\nab\r\n0\r\n\r\n", id="cl-and-te"),
-    pytest.param(b"HTTP/1.1 200 OK\r\nBad Header: x\r\nContent-Length: 0\r\n\r\n",
-                 id="space-in-field-name"),
-]
+INVALID_RESPONSES = {
+    "bad-status-code": b"HTTP/1.1 2x0 OK\r\nContent-Length: 0\r\n\r\n",
+    "two-content-lengths":
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nab",
+    "cl-and-te": b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 b"2\r\nab\r\n0\r\n\r\n",
+    "space-in-field-name": b"HTTP/1.1 200 OK\r\nBad Header: x\r\nContent-Length: 0\r\n\r\n",
+}
 
 
-@pytest.fixture
-def bad_gateway(gateways) -> Iterator:
-    started: list[BadUpstream] = []
+@pytest.fixture(scope="module")
+def bad_gateway(module_gateways) -> Iterator[tuple[Gateway, dict[str, BadUpstream]]]:
+    """One gateway for the module's invalid responses: host ``<id>.bad`` goes to an upstream
+    of its own answering ``INVALID_RESPONSES[id]``, so each case counts its own heads and
+    connections."""
+    upstreams = {name: BadUpstream(reply) for name, reply in INVALID_RESPONSES.items()}
+    try:
+        gateway = module_gateways(lambda port: r.dump(r.gateway(port), *(
+            resource for name, upstream in upstreams.items() for resource in (
+                r.route(f"bad-{name}", hostnames=[f"{name}.bad"],
+                        rules=[r.rule(forward=r.forward(f"bad-{name}"))]),
+                r.upstream(f"bad-{name}", upstream.port)))))
+        yield gateway, upstreams
+    finally:
+        for upstream in upstreams.values():
+            upstream.stop()
 
-    def make(reply: bytes) -> tuple[Gateway, BadUpstream]:
-        upstream = BadUpstream(reply)
-        started.append(upstream)
-        gateway = gateways(lambda port: r.dump(
-            r.gateway(port), r.route("bad", rules=[r.rule(forward=r.forward("bad"))]),
-            r.upstream("bad", upstream.port),
-        ))
-        return gateway, upstream
 
-    yield make
-    for upstream in started:
-        upstream.stop()
-
-
-@pytest.mark.parametrize("reply", INVALID_RESPONSES)
+@pytest.mark.parametrize("case", list(INVALID_RESPONSES))
 def test_invalid_upstream_response_gives_502_and_closes_that_connection(
-    bad_gateway, reply: bytes
+    bad_gateway: tuple[Gateway, dict[str, BadUpstream]], case: str
 ) -> None:
-    gateway, upstream = bad_gateway(reply)
-    assert roundtrip(gateway.port, "GET", "/one").status == 502
+    gateway, upstreams = bad_gateway
+    upstream = upstreams[case]
+    assert roundtrip(gateway.port, "GET", "/one", host=f"{case}.bad").status == 502
     poll_until(lambda: upstream.closed_by_gateway[:1] == [True], 5,
                message="gateway closed the upstream connection")
-    assert roundtrip(gateway.port, "GET", "/two").status == 502
+    assert roundtrip(gateway.port, "GET", "/two", host=f"{case}.bad").status == 502
     assert upstream.heads == 2 and len(upstream.closed_by_gateway) == 2  # a new connection
