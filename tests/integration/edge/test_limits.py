@@ -163,18 +163,23 @@ def test_max_connections_pauses_accept_until_one_closes(gateways, upstreams) -> 
     assert [q.target for q in upstream.requests][-1] == "/fourth"
 
 
+@pytest.fixture(scope="module")
+def long_keep_alive_gw(module_gateways, main_up: ScriptedUpstream) -> Gateway:
+    """headerReadTimeout 1 s, idle connections kept 30 s."""
+    return module_gateways(lambda port: r.dump(listener_gateway(port, limits={
+        "headerReadTimeout": "1s", "keepAliveTimeout": "30s"}), *forward_all("main", main_up.port)))
+
+
 @pytest.mark.parametrize("partial", [
     pytest.param(b"P", id="one-byte"),
     pytest.param(b"PRI * HTTP/2.0\r\n", id="the-preface-line"),
 ])
 def test_a_part_of_the_http2_preface_is_bounded_by_the_header_read_timeout(
-        gateways, main_up, partial: bytes) -> None:
+        long_keep_alive_gw: Gateway, partial: bytes) -> None:
     """A cleartext listener waits for the HTTP/2 preface before it knows the protocol; a
     client sending a part of it and no more is closed after headerReadTimeout, as one sending
     a part of an HTTP/1.1 head is (not kept until keepAliveTimeout)."""
-    slow = gateways(lambda port: r.dump(listener_gateway(port, limits={
-        "headerReadTimeout": "1s", "keepAliveTimeout": "30s"}), *forward_all("main", main_up.port)))
-    with RawClient(slow.port, timeout=8) as client:
+    with RawClient(long_keep_alive_gw.port, timeout=8) as client:
         client.send(partial)
         started = time.monotonic()
         assert client.closed_by_peer(6), "a partial preface held past headerReadTimeout"
