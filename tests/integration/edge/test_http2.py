@@ -297,7 +297,7 @@ def test_a_malformed_request_is_a_stream_error_the_others_are_served(
     streams after it are answered. Its header block still went through the connection's
     HPACK decoder: the later blocks refer to the dynamic-table entries it added (x-trace),
     and would decode to the wrong fields (or fail) had it been skipped."""
-    up.reset(lambda req: Reply(delay=0.5, body=b"slow") if req.target == "/slow"
+    up.reset(lambda req: Reply(delay=0.3, body=b"slow") if req.target == "/slow"
              else Reply(body=(req.head.get("x-trace") or "").encode()))
     with client(gw, raw_headers=True) as h2c:
         slow = h2c.request("GET", "/slow")
@@ -385,7 +385,7 @@ def test_a_body_on_get_or_head_is_answered_400_on_its_stream(
         gw: Gateway, up: ScriptedUpstream, method: str) -> None:
     """HTTP/1.1 answers a GET or HEAD with a body 400: HTTP/2 too, on the stream (not a bare
     RST_STREAM), when the body comes as DATA without Content-Length."""
-    up.reset(lambda req: Reply(delay=1.0))
+    up.reset(lambda req: Reply(delay=0.5))
     with client(gw) as h2c:
         answer = h2c.wait(h2c.request(method, "/get-body", body=b"x"))
         assert answer.status == 400 and answer.reset is None, answer
