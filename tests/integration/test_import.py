@@ -69,9 +69,10 @@ def test_import_validate_and_serve(source, warnings, host, target, upstream_targ
         assert warning in stderr, stderr
     assert all(line.startswith("warning: ") and f"{source}.yaml:" in line
                for line in stderr.splitlines()), stderr
-    gateway = gateways(lambda port: served_on(docs, port))
+    gateway = gateways(lambda port: served_on(docs, port), wait=False)  # starts meanwhile
     checked = propylon("validate", str(gateway.config_dir))
     assert checked.returncode == 0, checked.stdout + checked.stderr
+    gateway.wait_ready()
     response = roundtrip(gateway.port, "GET", target, {"host": host})
     assert response.status == 200, response
     assert upstream.last.target == upstream_target
@@ -94,9 +95,10 @@ def test_kong_regex_paths_and_headers_match_as_in_kong(tmp_path, gateways, upstr
     docs, stderr = imported("kong", tmp_path, upstream.port, "kong-matching")
     # the one warning: a plain path is a string prefix in Kong (/v also routes /vx)
     assert stderr.count("warning:") == 1 and "plain string prefix" in stderr, stderr
-    gateway = gateways(lambda port: served_on(docs, port))
+    gateway = gateways(lambda port: served_on(docs, port), wait=False)  # starts meanwhile
     checked = propylon("validate", str(gateway.config_dir))
     assert checked.returncode == 0, checked.stdout + checked.stderr
+    gateway.wait_ready()
 
     def status(target: str, **headers: str) -> int:
         return roundtrip(gateway.port, "GET", target, headers).status
@@ -120,9 +122,10 @@ def test_gloo_prefix_rewrite_of_exact_and_regex_matchers(tmp_path, gateways, ups
     # matcher (the query kept), the prefix of a prefix matcher, in one route both
     upstream = upstreams("gloo")
     docs, _ = imported("gloo", tmp_path, upstream.port, "gloo-routing")
-    gateway = gateways(lambda port: served_on(docs, port))
+    gateway = gateways(lambda port: served_on(docs, port), wait=False)  # starts meanwhile
     checked = propylon("validate", str(gateway.config_dir))
     assert checked.returncode == 0, checked.stdout + checked.stderr
+    gateway.wait_ready()
     for target, upstream_target in (("/old-report?x=1", "/reports/latest?x=1"),
                                     ("/items/42", "/item"), ("/legacy/a?b=c", "/v2/a?b=c"),
                                     ("/legacy-home", "/v2/")):
@@ -204,9 +207,10 @@ def test_ingress_import_one_upstream_per_service_port(tmp_path, gateways, upstre
         if doc["kind"] == "Upstream":
             port = doc["spec"]["endpoints"][0]["port"]
             doc["spec"]["endpoints"] = [{"address": "127.0.0.1", "port": by_port[port].port}]
-    gateway = gateways(lambda port: served_on(docs, port))
+    gateway = gateways(lambda port: served_on(docs, port), wait=False)  # starts meanwhile
     checked = propylon("validate", str(gateway.config_dir))
     assert checked.returncode == 0, checked.stdout + checked.stderr
+    gateway.wait_ready()
     for target, port in (("/", 80), ("/admin/x", 9090), ("/orders", 8080)):
         response = roundtrip(gateway.port, "GET", target, {"host": "shop.test"})
         assert (response.status, response.header("x-upstream")) == (200, f"port-{port}"), target
