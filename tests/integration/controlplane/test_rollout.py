@@ -25,7 +25,7 @@ from tests.integration.controlplane.conftest import Cluster, ControlPlane
 from tests.integration.controlplane.helpers import free_port, gateway, upstream, wait_until
 
 PROXIES = 10
-INTERVAL = 2  # seconds between steps: asserted as the steps' least spacing
+INTERVAL = 1  # seconds between steps: asserted as the steps' least spacing
 ROLLOUT = {"steps": [10, 50, 100], "interval": f"{INTERVAL}s", "maxErrorRatio": 0.05,
            "minRequests": 20}
 KEY = "infra/edge"
