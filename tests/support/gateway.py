@@ -96,7 +96,8 @@ class Gateway:
         return self
 
     def wait_ready(self, timeout: float = 30.0) -> Gateway:
-        poll_until(self._ready, timeout, interval=0.05, message="gateway /ready")
+        # a refused connect or one GET /ready per try: polled often, start-up ends sooner
+        poll_until(self._ready, timeout, interval=0.01, message="gateway /ready")
         self.worker_pids = [w["pid"] for w in self.stats()["workers"]]
         return self
 
