@@ -8,7 +8,6 @@ Gateway policy, or an invalid Gateway, disables that Gateway only: its listeners
 
 from __future__ import annotations
 
-import json
 import signal
 from collections.abc import Callable
 from typing import Any
@@ -18,18 +17,11 @@ import yaml
 
 from tests.support import resources as r
 from tests.support.client import roundtrip
-from tests.support.gateway import Gateway
 from tests.support.net import free_port, poll_until
 from tests.support.upstream import ScriptedUpstream
 
 INVALID = {"status": 502, "body": "team route broken"}
 
-
-def statuses(gw: Gateway) -> dict[str, dict[str, Any]]:
-    """``Kind namespace/name`` -> status, from the admin ``/config``."""
-    status, body = gw.admin_get("/config")
-    assert status == 200, body
-    return {f"{s['kind']} {s['key']}": s for s in json.loads(body)["statuses"]}
 
 
 def answer(port: int, path: str, host: str) -> tuple[int, bytes]:
@@ -74,10 +66,10 @@ def test_start_up_with_a_schema_invalid_route_serves_the_rest(
     assert answer(gw.port, "/elsewhere", "a.test")[0] == 404  # only its own matches
     response = roundtrip(gw.port, "GET", "/orders", host="b.test")
     assert response.status == 200 and response.header("x-upstream") == "app"
-    route = statuses(gw)["Route team-a/a"]
+    route = gw.statuses()["Route team-a/a"]
     assert route["state"] == "Invalid"
     assert any(reason in r for r in route["reasons"]), route
-    assert statuses(gw)["Route team-b/b"]["state"] == "Accepted"
+    assert gw.statuses()["Route team-b/b"]["state"] == "Accepted"
     warnings = gw.stats()["warnings"]
     assert any(w.startswith(f"{gw.config_file}:") and reason in w for w in warnings), warnings
 
@@ -111,7 +103,7 @@ def test_a_route_with_invalid_metadata_answers_the_invalid_route_response(
     assert answer(gw.port, "/elsewhere", "a.test")[0] == 404  # only its own matches
     response = roundtrip(gw.port, "GET", "/orders", host="b.test")
     assert response.status == 200 and response.header("x-upstream") == "app"
-    route = statuses(gw)[f"Route {key}"]
+    route = gw.statuses()[f"Route {key}"]
     assert route["state"] == "Invalid"
     assert any("metadata." in reason for reason in route["reasons"]), route
 
@@ -156,7 +148,7 @@ def test_a_document_error_is_contained_in_its_resource(
     gw = gateways(lambda port: teams(port, app.port, good) + "---\n" + team_c, watch=False)
     assert answer(gw.port, "/c", "c.test") == (502, b"team route broken")
     assert answer(gw.port, "/a", "a.test") == (200, b"a")
-    route = statuses(gw)["Route team-c/c"]
+    route = gw.statuses()["Route team-c/c"]
     assert route["state"] == "Invalid"
     assert any(reason in text for text in route["reasons"]), route
     # a reload: team A makes the same mistake in its Route while team B adds a Route
@@ -168,7 +160,7 @@ def test_a_document_error_is_contained_in_its_resource(
     poll_until(lambda: gw.version() != version, 10, message="the reload installed")
     assert roundtrip(gw.port, "GET", "/new", host="new.test").status == 200
     assert answer(gw.port, "/a", "a.test") == (502, b"team route broken")
-    assert statuses(gw)["Route team-a/a"]["state"] == "Invalid"
+    assert gw.statuses()["Route team-a/a"]["state"] == "Invalid"
 
 
 def test_a_rule_whose_matches_cannot_be_read_is_left_out(gateways, upstreams) -> None:
@@ -179,7 +171,7 @@ def test_a_rule_whose_matches_cannot_be_read_is_left_out(gateways, upstreams) ->
     assert answer(gw.port, "/a", "a.test")[0] == 404  # what it matched is unknown
     assert answer(gw.port, "/fine", "a.test") == (502, b"team route broken")
     assert roundtrip(gw.port, "GET", "/", host="b.test").status == 200
-    assert statuses(gw)["Route team-a/a"]["state"] == "Invalid"
+    assert gw.statuses()["Route team-a/a"]["state"] == "Invalid"
 
 
 def test_a_reload_installs_other_teams_changes_next_to_a_broken_route(
@@ -201,7 +193,7 @@ def test_a_reload_installs_other_teams_changes_next_to_a_broken_route(
     response = roundtrip(gw.port, "GET", "/new", host="new.test")
     assert response.status == 200 and response.header("x-upstream") == "app"
     assert answer(gw.port, "/a", "a.test") == (502, b"team route broken")
-    assert statuses(gw)["Route team-a/a"]["state"] == "Invalid"
+    assert gw.statuses()["Route team-a/a"]["state"] == "Invalid"
 
 
 def two_gateways(edge: dict[str, Any], other_port: int, *extra: dict[str, Any]) -> str:
@@ -256,10 +248,10 @@ def test_a_broken_gateway_policy_disables_that_gateway_only(
     for path in ("/", "/anything"):  # fail closed: never served without its policy
         assert answer(gw.port, path, "edge.test") == (503, b"gateway unavailable")
     assert answer(other_port, "/", "other.test") == (200, b"other")
-    gateway = statuses(gw)["Gateway infra/edge"]
+    gateway = gw.statuses()["Gateway infra/edge"]
     assert gateway["state"] == "Invalid", gateway
     assert any("the Gateway is disabled" in reason for reason in gateway["reasons"]), gateway
-    assert statuses(gw)["Gateway infra/other"]["state"] == "Accepted"
+    assert gw.statuses()["Gateway infra/other"]["state"] == "Accepted"
 
 
 def test_another_namespace_cannot_disable_a_gateway(gateways) -> None:
@@ -270,7 +262,7 @@ def test_another_namespace_cannot_disable_a_gateway(gateways) -> None:
         r.policy("grab", [{"kind": "Gateway", "name": "edge", "namespace": "infra"}],
                  namespace="other", **BROKEN_RATE_LIMIT)))
     assert answer(gw.port, "/", "edge.test") == (200, b"edge")
-    assert statuses(gw)["Policy other/grab"]["state"] == "Invalid"
+    assert gw.statuses()["Policy other/grab"]["state"] == "Invalid"
 
 
 def test_a_broken_policy_fails_its_route_closed(gateways, upstreams) -> None:
@@ -282,7 +274,7 @@ def test_a_broken_policy_fails_its_route_closed(gateways, upstreams) -> None:
     assert answer(gw.port, "/a", "a.test") == (502, b"team route broken")
     assert answer(gw.port, "/fine", "a.test") == (502, b"team route broken")
     assert roundtrip(gw.port, "GET", "/", host="b.test").status == 200
-    route = statuses(gw)["Route team-a/a"]
+    route = gw.statuses()["Route team-a/a"]
     assert route["state"] == "Invalid"
     assert any("Policy team-a/auth targeting it is invalid" in x for x in route["reasons"])
 
@@ -294,7 +286,7 @@ def test_a_route_policy_that_cannot_be_built_replaces_its_route(gateways, upstre
     gw = gateways(lambda port: teams(port, app.port, protected))
     assert answer(gw.port, "/a", "a.test") == (502, b"team route broken")
     assert roundtrip(gw.port, "GET", "/", host="b.test").status == 200
-    route = statuses(gw)["Route team-a/a"]
+    route = gw.statuses()["Route team-a/a"]
     assert route["state"] == "Invalid"
     assert any("missing.pem" in reason for reason in route["reasons"]), route
 
@@ -345,5 +337,5 @@ def test_an_upstream_team_sees_its_rules_replaced(gateways, upstreams) -> None:
         r.upstream("svc", app.port, namespace="team-c", connectTimeout="soon")))
     assert answer(gw.port, "/", "c.test") == (502, b"team route broken")
     assert roundtrip(gw.port, "GET", "/", host="b.test").status == 200
-    assert statuses(gw)["Upstream team-c/svc"]["state"] == "Invalid"
-    assert statuses(gw)["Route team-c/c"]["state"] == "Invalid"
+    assert gw.statuses()["Upstream team-c/svc"]["state"] == "Invalid"
+    assert gw.statuses()["Route team-c/c"]["state"] == "Invalid"

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import signal
-from typing import Any
 
 from tests.support.client import roundtrip
-from tests.support.gateway import Gateway
 from tests.support.net import poll_until
 
 
@@ -69,11 +67,6 @@ spec:
 """
 
 
-def _statuses(gw: Gateway) -> dict[str, dict[str, Any]]:
-    status, body = gw.admin_get("/config")
-    assert status == 200, body
-    return {f"{s['kind']} {s['key']}": s for s in json.loads(body)["statuses"]}
-
 
 def _replaced_answer(port: int, target: str, host: str) -> None:
     """``target`` on ``host`` answers the Gateway API Gateway's invalidRouteResponse (the
@@ -91,7 +84,7 @@ def test_a_route_kubernetes_refuses_answers_the_invalid_route_response_on_its_ma
     assert response.status == 200 and response.header("x-upstream") == "app"
     _replaced_answer(gw.port, "/b/orders", "b.test")  # its own match, not forwarded
     assert roundtrip(gw.port, "GET", "/other", host="b.test").status == 404  # not its match
-    team_b = _statuses(gw)["HTTPRoute team-b/Team_B_Route"]
+    team_b = gw.statuses()["HTTPRoute team-b/Team_B_Route"]
     assert team_b["state"] == "Invalid"
     assert any("metadata.name: Accepted=False UnsupportedValue: invalid name" in reason
                for reason in team_b["reasons"]), team_b
@@ -100,7 +93,7 @@ def test_a_route_kubernetes_refuses_answers_the_invalid_route_response_on_its_ma
     rules = {rule["route"]: rule for rule in json.loads(gw.admin_get("/config")[1])[
         "gateways"][0]["rules"]}
     assert rules["Route team-b/Team_B_Route"]["replaced"] is True
-    assert _statuses(gw)["HTTPRoute team-a/team-a"]["state"] == "Accepted"
+    assert gw.statuses()["HTTPRoute team-a/team-a"]["state"] == "Accepted"
     # one reload: team B fixes its name but breaks it again as another, team A adds a route
     gw.write_config(lambda port: _config(port, app.port, "Team-B"))
     gw.write_config(_team_a_new, "team-a.yaml")
@@ -111,7 +104,7 @@ def test_a_route_kubernetes_refuses_answers_the_invalid_route_response_on_its_ma
     response = roundtrip(gw.port, "GET", "/", host="new.test")
     assert response.status == 200 and response.header("x-upstream") == "app"
     assert roundtrip(gw.port, "GET", "/orders", host="a.test").status == 200
-    assert _statuses(gw)["HTTPRoute team-b/Team-B"]["state"] == "Invalid"
+    assert gw.statuses()["HTTPRoute team-b/Team-B"]["state"] == "Invalid"
     _replaced_answer(gw.port, "/b", "b.test")
     # fixed: team B's route forwards
     gw.write_config(lambda port: _config(port, app.port, "team-b"))
@@ -168,5 +161,5 @@ spec:
     response = roundtrip(gw.port, "GET", "/b/x", host="b.test")
     assert (response.status, response.body) == (503, b"team route broken"), response
     assert roundtrip(gw.port, "GET", "/c", host="b.test").status == 404
-    bad = _statuses(gw)["Ingress team-b/Team_B_Ingress"]
+    bad = gw.statuses()["Ingress team-b/Team_B_Ingress"]
     assert bad["state"] == "Invalid" and bad["gateways"] == ["infra/ingress"], bad

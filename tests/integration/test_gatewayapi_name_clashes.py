@@ -9,12 +9,10 @@ the right object. Policies target them by their Kubernetes kind and name."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from typing import Any
 
 from tests.support.client import roundtrip
-from tests.support.gateway import REPO, Gateway, metric_value
+from tests.support.gateway import Gateway, metric_value, propylon
 from tests.support.net import free_port
 
 INGRESS_PORT = free_port()  # the propylon.dev/v1 Gateway serving the Ingresses
@@ -65,7 +63,9 @@ spec:
   rules:{rules}"""
 
 
-def _config(port: int, ports: dict[str, int], policies: str = "") -> str:
+def _gateways(port: int) -> str:
+    """The Gateway API Gateway ``eg`` on ``port`` and the propylon.dev/v1 Gateway serving the
+    Ingresses."""
     return f"""
 apiVersion: gateway.networking.k8s.io/v1
 kind: Gateway
@@ -81,18 +81,25 @@ kind: Gateway
 metadata: {{name: ingress, namespace: infra}}
 spec:
   listeners: [{{name: http, port: {INGRESS_PORT}, address: 127.0.0.1}}]
-  routeSelector: {{namespaces: ["*"], matchLabels: {{propylon.dev/ingress-class: propylon}}}}
+  routeSelector: {{namespaces: ["*"], matchLabels: {{propylon.dev/ingress-class: propylon}}}}"""
+
+
+def _grpc_route(name: str) -> str:
+    return f"""
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: GRPCRoute
-metadata: {{name: api, namespace: shop}}
+metadata: {{name: {name}, namespace: shop}}
 spec:
   parentRefs: [{{name: eg, namespace: infra}}]
   hostnames: [api.test]
   rules:
   - matches: [{{method: {{service: shop.Cart}}}}]
-    backendRefs: [{{group: propylon.dev, kind: Upstream, name: grpc-app}}]
-""" + "".join((
+    backendRefs: [{{group: propylon.dev, kind: Upstream, name: grpc-app}}]"""
+
+
+def _config(port: int, ports: dict[str, int], policies: str = "") -> str:
+    return _gateways(port) + _grpc_route("api") + "".join((
         _http_route("api", "api.test", "/http"), _http_route("web", "webh.test"),
         _http_route("web-2", "web2h.test"), _ingress("web", "web.test", "other.test"),
         _ingress("web-2", "web-two.test"), *(_upstream(n, p) for n, p in ports.items()),
@@ -141,15 +148,6 @@ def _answer(gw: Gateway, where: str, method: str, target: str, host: str,
                      if method == "POST" else b"")
 
 
-def _statuses(gw: Gateway) -> dict[str, dict[str, Any]]:
-    status, body = gw.admin_get("/config")
-    assert status == 200, body
-    return {f"{s['kind']} {s['key']}": s for s in json.loads(body)["statuses"]}
-
-
-def _propylon(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "propylon", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_route_objects_of_one_name_are_all_served(gateways, upstreams) -> None:
@@ -159,7 +157,7 @@ def test_route_objects_of_one_name_are_all_served(gateways, upstreams) -> None:
         assert response.status == 200, (host, target, response)
         assert response.header("x-upstream") == upstream, (host, target, response)
 
-    statuses = _statuses(gw)
+    statuses = gw.statuses()
     for ref in OBJECTS:
         assert statuses[ref]["state"] == "Accepted", (ref, statuses[ref])
         assert not any("already defined" in r for r in statuses[ref]["reasons"]), statuses[ref]
@@ -171,15 +169,15 @@ def test_route_objects_of_one_name_are_all_served(gateways, upstreams) -> None:
         assert metric_value(metrics, "propylon_requests_total", route=route, code="2xx") == 1, \
             route
 
-    explained = _propylon("explain", "POST", f"http://api.test:{gw.port}/shop.Cart/Add",
+    explained = propylon("explain", "POST", f"http://api.test:{gw.port}/shop.Cart/Add",
                           "-H", "content-type: application/grpc", "-c", str(gw.config_dir))
     assert explained.returncode == 0, explained.stdout + explained.stderr
     assert "(Route shop/grpcroute:api, rule 0)" in explained.stdout, explained.stdout
-    explained = _propylon("explain", "GET", f"http://other.test:{INGRESS_PORT}/",
+    explained = propylon("explain", "GET", f"http://other.test:{INGRESS_PORT}/",
                           "-c", str(gw.config_dir))
     assert "(Route shop/ingress:web:2, rule 0)" in explained.stdout, explained.stdout
 
-    validated = _propylon("validate", str(gw.config_dir))
+    validated = propylon("validate", str(gw.config_dir))
     assert validated.returncode == 0, validated.stdout + validated.stderr
     assert "already defined" not in validated.stdout + validated.stderr
 
@@ -197,12 +195,12 @@ def test_policies_target_converted_routes_by_kubernetes_kind_and_name(
                   "web-two.test": None}.get(host, expected[upstream])
         assert response.header("x-policy") == policy, (host, target, response)
 
-    statuses = _statuses(gw)
+    statuses = gw.statuses()
     for name in ("on-http-route", "on-grpc-route", "on-ingress", "on-httproute-web"):
         status = statuses[f"Policy shop/{name}"]
         assert status["state"] == "Accepted", status
         assert status["gateways"], status
-    explained = _propylon("explain", "POST", f"http://api.test:{gw.port}/shop.Cart/Add",
+    explained = propylon("explain", "POST", f"http://api.test:{gw.port}/shop.Cart/Add",
                           "-H", "content-type: application/grpc", "-c", str(gw.config_dir))
     assert "Policy shop/on-grpc-route -> Route shop/grpcroute:api" in explained.stdout, \
         explained.stdout
@@ -222,7 +220,7 @@ def test_an_invalid_policy_on_a_grpc_route_fails_its_route_closed(gateways, upst
             assert response.header("x-upstream") is None, response
         else:
             assert response.status == 200, (host, target, response)
-    status = _statuses(gw)["GRPCRoute shop/api"]
+    status = gw.statuses()["GRPCRoute shop/api"]
     assert status["state"] == "Invalid", status
     assert any("Policy shop/bad targeting it is invalid" in r for r in status["reasons"]), status
 
@@ -243,39 +241,13 @@ def test_a_policy_written_for_a_former_route_name_still_protects_it(gateways, up
             "headers: {response: {set: {x-policy: x}}}", deny),
         _policy("old-ingress", "Route", "front-2", "x").replace(
             "headers: {response: {set: {x-policy: x}}}", deny)))
-    gw = gateways(lambda port: f"""
-apiVersion: gateway.networking.k8s.io/v1
-kind: Gateway
-metadata: {{name: eg, namespace: infra}}
-spec:
-  gatewayClassName: propylon
-  addresses: [{{type: IPAddress, value: 127.0.0.1}}]
-  listeners:
-  - {{name: http, port: {port}, protocol: HTTP, allowedRoutes: {{namespaces: {{from: All}}}}}}
----
-apiVersion: propylon.dev/v1
-kind: Gateway
-metadata: {{name: ingress, namespace: infra}}
-spec:
-  listeners: [{{name: http, port: {INGRESS_PORT}, address: 127.0.0.1}}]
-  routeSelector: {{namespaces: ["*"], matchLabels: {{propylon.dev/ingress-class: propylon}}}}
----
-apiVersion: gateway.networking.k8s.io/v1
-kind: GRPCRoute
-metadata: {{name: cart, namespace: shop}}
-spec:
-  parentRefs: [{{name: eg, namespace: infra}}]
-  hostnames: [api.test]
-  rules:
-  - matches: [{{method: {{service: shop.Cart}}}}]
-    backendRefs: [{{group: propylon.dev, kind: Upstream, name: grpc-app}}]
-""" + objects)
+    gw = gateways(lambda port: _gateways(port) + _grpc_route("cart") + objects)
     grpc = _answer(gw, "gw", "POST", "/shop.Cart/Add", "api.test", GRPC)
     assert grpc.header("x-upstream") is None and grpc.header("grpc-status") == "7", grpc
     assert _answer(gw, "ingress", "GET", "/", "back.test", {}).status == 403
     front = _answer(gw, "ingress", "GET", "/", "front.test", {})
     assert front.status == 200 and front.header("x-upstream") == "ingress-app", front
-    statuses = _statuses(gw)
+    statuses = gw.statuses()
     for name, route in (("old-grpc", "grpcroute:cart"), ("old-ingress", "ingress:front:2")):
         status = statuses[f"Policy shop/{name}"]
         assert status["state"] == "Accepted", status

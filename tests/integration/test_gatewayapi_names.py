@@ -12,10 +12,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from typing import Any
 
 from tests.support.client import roundtrip
-from tests.support.gateway import REPO, Gateway, metric_value
+from tests.support.gateway import REPO, metric_value
 from tests.support.net import free_port
 
 LONG = "orders." + "a" * 184 + ".v1-route"
@@ -106,11 +105,6 @@ spec:
 """
 
 
-def _statuses(gw: Gateway) -> dict[str, dict[str, Any]]:
-    status, body = gw.admin_get("/config")
-    assert status == 200, body
-    return {f"{s['kind']} {s['key']}": s for s in json.loads(body)["statuses"]}
-
 
 def _served(port: int, target: str, host: str) -> None:
     response = roundtrip(port, "GET", target, host=host)
@@ -129,7 +123,7 @@ def test_kubernetes_names_that_are_no_propylon_names_are_served_as_written(
     response = roundtrip(gw.port, "GET", "/bad/1", host="bad.test")  # refused by Kubernetes
     assert (response.status, response.body) == (500, b"route unavailable"), response
 
-    statuses = _statuses(gw)
+    statuses = gw.statuses()
     for ref in ("Gateway infra/edge.example.com", "HTTPRoute shop/api.v1-route",
                 f"HTTPRoute shop/{LONG}", "Ingress shop/shop.example.com"):
         assert statuses[ref]["state"] == "Accepted", (ref, statuses[ref])

@@ -8,13 +8,8 @@ may be, and the Policy's namespace fails closed as for any unreadable Policy."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from typing import Any
-
 from tests.support.client import roundtrip
-from tests.support.gateway import REPO, Gateway
+from tests.support.gateway import propylon
 
 
 def _config(port: int, upstream: int) -> str:
@@ -98,15 +93,6 @@ spec:
 """
 
 
-def _statuses(gw: Gateway) -> dict[str, dict[str, Any]]:
-    status, body = gw.admin_get("/config")
-    assert status == 200, body
-    return {f"{s['kind']} {s['key']}": s for s in json.loads(body)["statuses"]}
-
-
-def _propylon(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "propylon", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=60, check=False)
 
 
 def test_a_policy_targets_dotted_kubernetes_names(gateways, upstreams) -> None:
@@ -124,7 +110,7 @@ def test_a_policy_targets_dotted_kubernetes_names(gateways, upstreams) -> None:
     team = roundtrip(gw.port, "GET", "/", host="team.test")
     assert team.status == 500, team  # its namespace's unreadable Policy fails it closed
 
-    statuses = _statuses(gw)
+    statuses = gw.statuses()
     for ref in ("Policy infra/edge-headers", "Policy shop/api-route", "Policy shop/api-orders",
                 "HTTPRoute shop/api.v1-route", "Gateway infra/edge.example.com"):
         assert statuses[ref]["state"] == "Accepted", (ref, statuses[ref])
@@ -134,17 +120,17 @@ def test_a_policy_targets_dotted_kubernetes_names(gateways, upstreams) -> None:
     assert any('invalid name "Team_Route"' in r and "DNS subdomain" in r
                for r in refused["reasons"]), refused
 
-    explained = _propylon("explain", "GET", f"http://api.test:{gw.port}/other/1",
+    explained = propylon("explain", "GET", f"http://api.test:{gw.port}/other/1",
                           "-c", str(gw.config_dir))
     assert explained.returncode == 0, explained.stdout + explained.stderr
     assert "Policy shop/api-route -> Route shop/api.v1-route" in explained.stdout, \
         explained.stdout
-    explained = _propylon("explain", "GET", f"http://api.test:{gw.port}/orders/1",
+    explained = propylon("explain", "GET", f"http://api.test:{gw.port}/orders/1",
                           "-c", str(gw.config_dir))
     assert "Policy shop/api-orders -> Route shop/api.v1-route rule orders.v1" in \
         explained.stdout, explained.stdout
 
-    validated = _propylon("validate", str(gw.config_dir))
+    validated = propylon("validate", str(gw.config_dir))
     out = validated.stdout + validated.stderr
     assert validated.returncode == 1, out  # the refused name, and only it
     assert 'Policy team/refused: spec.targetRefs[0].name: invalid name "Team_Route": a target ' \

@@ -4,8 +4,6 @@ equivalent, the output validates cleanly, and a real gateway serves it to a real
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,15 +11,11 @@ import pytest
 import yaml
 
 from tests.support.client import roundtrip
-from tests.support.gateway import REPO
+from tests.support.gateway import propylon
 from tests.support.upstream import Reply
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "import"
 
-
-def propylon(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "propylon", *args], cwd=REPO, text=True,
-                          capture_output=True, timeout=60)
 
 
 def imported(source: str, tmp_path: Path, upstream_port: int,

@@ -174,6 +174,12 @@ class Gateway:
         reloads = self.stats()["reloads"]
         return reloads["succeeded"], reloads["failed"]
 
+    def statuses(self) -> dict[str, dict[str, Any]]:
+        """``Kind namespace/name`` -> status, from the admin ``/config``."""
+        status, body = self.admin_get("/config")
+        assert status == 200, body
+        return {f"{s['kind']} {s['key']}": s for s in json.loads(body)["statuses"]}
+
     # -- access log ----------------------------------------------------------------------
     def access_log(self) -> list[dict[str, Any]]:
         """Every complete JSON line written so far."""
@@ -212,3 +218,9 @@ def metric_value(text: str, name: str, **labels: str) -> float:
         if all(f'{k}="{v}"' in label_text for k, v in labels.items()):
             total += float(value)
     return total
+
+
+def propylon(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m propylon ARGS`` from the repository, its output captured (60 s at most)."""
+    return subprocess.run([sys.executable, "-m", "propylon", *args], cwd=REPO, text=True,
+                          capture_output=True, timeout=60, check=False)
