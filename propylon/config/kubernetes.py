@@ -84,20 +84,29 @@ def former_route_name(value: str) -> str | None:
     Routes were named by kind (2026-12-05): the GRPCRoute's NAME, an Ingress's NAME, NAME-2
     ..., NAME-default; None for a name ``route_name`` does not make so. Policies written then
     target ``{kind: Route, name: <that name>}``."""
-    for mark in _ROUTE_MARKS.values():
-        if value.startswith(mark):
-            name, _, part = value[len(mark):].partition(":")
-            return f"{name}-{part}" if part else name
-    return None
+    marked = _marked(value)
+    if marked is None:
+        return None
+    name, part = marked
+    return f"{name}-{part}" if part else name
 
 
 def is_route_name(value: str) -> bool:
     """Whether ``value`` is a name ``route_name`` makes for a GRPCRoute or an Ingress."""
+    marked = _marked(value)
+    if marked is None:
+        return False
+    name, part = marked
+    return is_object_name(name) and (part in ("", "default") or part.isdigit())
+
+
+def _marked(value: str) -> tuple[str, str] | None:
+    """(object name, part: "" for an Ingress's first Route) of a name with a kind's mark."""
     for mark in _ROUTE_MARKS.values():
         if value.startswith(mark):
             name, _, part = value[len(mark):].partition(":")
-            return is_object_name(name) and (part in ("", "default") or part.isdigit())
-    return False
+            return name, part
+    return None
 
 
 def _object_name(value: str) -> str:
