@@ -78,6 +78,7 @@ def index_policy_targets(inventory: Inventory, status: StatusBook,
     looked up, so a team can neither change nor probe another team's resources, and a
     Gateway's policies (``enforced`` ones included) come only from its own namespace."""
     targets: PolicyTargets = {}
+    converted = converted or {}
     for policy in inventory.policies:
         for index, ref in enumerate(policy.spec.target_refs):
             if ref.namespace is not None and ref.namespace != policy.namespace:
@@ -86,12 +87,12 @@ def index_policy_targets(inventory: Inventory, status: StatusBook,
                     field=f"spec.targetRefs[{index}].namespace")
                 continue
             key = f"{policy.namespace}/{ref.name}"
-            found = target_keys(ref.kind, key, converted or {})
+            found = target_keys(ref.kind, key, converted)
             error = _refs_error(inventory, policy, ref.kind, key, ref.section_name, found)
             if error:
                 status.fail(policy.kind, policy.key, error, field=f"spec.targetRefs[{index}]")
                 continue
-            if ref.kind == "Route" and f"Route {key}" in (converted or {}):
+            if ref.kind == "Route" and f"Route {key}" in converted:
                 status.warn(policy.kind, policy.key, _FORMER_NAME.format(
                     key, ", ".join(target for _, target in found)),
                     field=f"spec.targetRefs[{index}]")
