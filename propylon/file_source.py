@@ -58,6 +58,13 @@ class _ConfigChanges:
         return self._default(change, path) and may_change_texts(path, self._paths)
 
 
+class _KeptBack(Exception):
+    """Files of a reload read as they last loaded (``BuildResult.kept_back``)."""
+
+    def __init__(self, errors: Sequence[str]) -> None:
+        super().__init__("\n".join(errors))
+
+
 def _lower_thread_priority() -> None:
     with contextlib.suppress(OSError, AttributeError):  # not Linux, or not allowed
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BUILD_NICENESS)
@@ -150,13 +157,17 @@ class FileSource:
                 raise ConfigRefused("a secret cannot be used:\n" + "\n".join(sorted(new)))
             if serving is not None and result.snapshot.version == serving.version:
                 self.serving_secret_failures = failures
+                if result.kept_back:
+                    supervisor.count_reload(_KeptBack(result.kept_back), served=True)
                 return True
             await supervisor.install(result.snapshot, result.warnings)
         except ConfigRefused as exc:
             supervisor.count_reload(exc)
             return False
         self.serving_secret_failures = failures
-        supervisor.count_reload(None)
+        # files served as they last loaded: the reload did not do what the files say
+        supervisor.count_reload(_KeptBack(result.kept_back) if result.kept_back else None,
+                                served=True)
         return True
 
     async def _build_niced(self) -> BuildResult:

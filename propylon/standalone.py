@@ -3,9 +3,10 @@
 Invalid resources are contained, not refused (DESIGN §2, docs/operations.md "Invalid
 resources"): a resource that fails validation is Invalid and replaced (a Route's matches
 answer the Gateway's ``invalidRouteResponse``, a Gateway answers 503), every other resource
-is served. Only what cannot be pinned to a resource (a YAML syntax error, a document of no
-known kind or without a name, an unreadable file) refuses the whole configuration, as does
-a configuration with no Gateway left.
+is served. What cannot be pinned to a resource (a YAML syntax error, a document of no known
+kind or without a name) keeps its file as it last loaded in this process, every other file
+served as written (``BuildResult.kept_back``); a file that never loaded (at start-up, or new)
+refuses the whole configuration, as does an unreadable file or no Gateway left.
 
 Policies are also built once here, as a proxy builds them (``contain_unbuildable_policies``):
 one that cannot be (a JWT key file missing, for instance) disables its Gateway when it is a
@@ -61,6 +62,9 @@ class BuildResult:
     # translation's findings with file:line (``severity`` "error": behind an invalid resource
     # of ``warnings``; "warning": the configuration runs as written, e.g. a shadowed rule)
     issues: tuple[ConfigError, ...] = ()
+    # the errors naming no resource of each file read as it was last loaded instead (a YAML
+    # syntax error...): the files are not served as written, though the rest is
+    kept_back: list[str] = field(default_factory=list)
 
 
 # A first build of at least this many Routes and RouteTables sends parts of the Routes to be
@@ -77,8 +81,9 @@ def build_snapshot(paths: Sequence[str | Path], *, parallel: bool = False,
                    preview: Callable[[ir.SnapshotIR], None] | None = None,
                    sealed: bool = True) -> BuildResult:
     """Load and translate ``paths``, containing invalid resources (see the module doc): they
-    are replaced and reported as warnings, like the control plane's statuses. Errors that
-    name no resource refuse the whole set. ``parallel``: parse on every core
+    are replaced and reported as warnings, like the control plane's statuses. A file with
+    an error that names no resource is read as it last loaded (``kept_back``), or refuses
+    the whole set if it never did. ``parallel``: parse on every core
     (``load_paths``); ``read`` is called once the files are read, whatever came of it.
     ``preview``: given, when the configuration is large and valid, the snapshots of growing
     parts of it (``PREVIEW_SHARES`` of the Routes in key order), each before the next is
@@ -86,7 +91,7 @@ def build_snapshot(paths: Sequence[str | Path], *, parallel: bool = False,
     workers compile each meanwhile. ``sealed`` False:
     the snapshot's version is left empty (for a command that does not show it)."""
     try:
-        loaded = load_paths(paths, parallel=parallel)
+        loaded = load_paths(paths, parallel=parallel, keep_last_loaded=True)
     except OSError as exc:
         return BuildResult(None, [f"cannot read configuration: {exc}"])
     finally:
@@ -97,7 +102,12 @@ def build_snapshot(paths: Sequence[str | Path], *, parallel: bool = False,
         return BuildResult(None, [str(e) for e in unattributed])
     if preview is not None and not loaded.errors and not loaded.rejected:
         _send_preview(loaded.resources, preview)
-    return build_from_resources(loaded.resources, loaded.rejected, sealed=sealed)
+    result = build_from_resources(loaded.resources, loaded.rejected, sealed=sealed)
+    if loaded.kept_back:
+        result.kept_back = [f"{error} (the file is served as it was last loaded)"
+                            for error in loaded.kept_back]
+        result.warnings[:0] = result.kept_back
+    return result
 
 
 def _send_preview(resources: Sequence[Resource],

@@ -82,6 +82,9 @@ class LoadResult:
     resources: list[Resource] = field(default_factory=list)
     errors: list[ConfigError] = field(default_factory=list)  # every error, rejected ones too
     rejected: list[Rejected] = field(default_factory=list)
+    # ``load_paths(keep_last_loaded=True)``: the errors naming no resource of each file that
+    # was read as it was last loaded instead (they are not in ``errors``)
+    kept_back: list[ConfigError] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -94,16 +97,25 @@ class LoadResult:
         return [error for error in self.errors if error not in held]
 
 
-def load_paths(paths: Sequence[str | Path], *, parallel: bool = False) -> LoadResult:
+def load_paths(paths: Sequence[str | Path], *, parallel: bool = False,
+               keep_last_loaded: bool = False) -> LoadResult:
     """Every resource in ``paths`` (files or folders) and every error found in them. With
     ``parallel``, many files are parsed on every core (``parse_pool.py``): for one-shot
     commands, whose process has the machine to itself, and the gateway's first build, before
-    its workers start (``FileSource.first_build``); never a reload, while workers serve."""
+    its workers start (``FileSource.first_build``); never a reload, while workers serve.
+
+    ``keep_last_loaded`` (the gateway's builds): a file with an error that names no resource
+    (a YAML syntax error, a document of no known kind or without a name), which cannot be
+    contained resource by resource, is read as it was the last time it loaded without one in
+    this process, if it did, and its errors are in ``kept_back`` instead of ``errors``: one
+    team's broken file neither takes its own resources away nor holds back the other files'
+    changes (``standalone.build_snapshot``)."""
     with gc_paused(), shared_sections():
-        return _load_paths(paths, parallel)
+        return _load_paths(paths, parallel, keep_last_loaded)
 
 
-def _load_paths(paths: Sequence[str | Path], parallel: bool) -> LoadResult:
+def _load_paths(paths: Sequence[str | Path], parallel: bool, keep_last_loaded: bool
+                ) -> LoadResult:
     result = LoadResult()
     seen: dict[tuple[str, str], Source] = {}
     texts = read_texts(paths, result.errors)
@@ -116,11 +128,68 @@ def _load_paths(paths: Sequence[str | Path], parallel: bool) -> LoadResult:
             parallel)) as parsed:
         for (name, text), digest, known in zip(texts, digests, held, strict=True):
             got = None if known else next(parsed)
-            if not _FILES.replay(result, name, digest, seen):
-                _load_into(result, text, name, seen, got)
+            if _FILES.replay(result, name, digest, seen):
+                _LAST_LOADED[name] = text
+                continue
+            before = _Sizes.of(result)
+            _load_into(result, text, name, seen, got)
+            if not before.unattributed_since(result):
                 _FILES.remember(name, digest, result)
-    _FILES.keep_only({name for name, _ in texts})
+                _LAST_LOADED[name] = text
+            elif not (keep_last_loaded and _load_last(result, name, text, seen, before)):
+                _FILES.remember(name, digest, result)
+    names = {name for name, _ in texts}
+    _FILES.keep_only(names)
+    for gone in _LAST_LOADED.keys() - names:
+        del _LAST_LOADED[gone]
     return _leave_out_rejected(result)
+
+
+# The text of each file as it last loaded without an error naming no resource (by file name),
+# what ``keep_last_loaded`` reads instead of a text with one.
+_LAST_LOADED: dict[str, str] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class _Sizes:
+    """How much a ``LoadResult`` held before a file was loaded into it."""
+
+    resources: int
+    errors: int
+    rejected: int
+
+    @classmethod
+    def of(cls, result: LoadResult) -> _Sizes:
+        return cls(len(result.resources), len(result.errors), len(result.rejected))
+
+    def unattributed_since(self, result: LoadResult) -> list[ConfigError]:
+        """The errors added since, that no rejected resource added since holds."""
+        held = {error for r in result.rejected[self.rejected:] for error in r.errors}
+        return [error for error in result.errors[self.errors:] if error not in held]
+
+    def undo(self, result: LoadResult) -> None:
+        del result.resources[self.resources:]
+        del result.errors[self.errors:]
+        del result.rejected[self.rejected:]
+
+
+def _load_last(result: LoadResult, name: str, text: str, seen: dict[tuple[str, str], Source],
+               before: _Sizes) -> bool:
+    """Read file ``name`` as it last loaded instead of ``text`` (just loaded into ``result``
+    with an error naming no resource): False, leaving ``result`` as it is, if it never did."""
+    last = _LAST_LOADED.get(name)
+    if last is None or last == text:
+        return False
+    kept_back = before.unattributed_since(result)
+    before.undo(result)
+    for key in [key for key, source in seen.items() if source.file == name]:
+        del seen[key]  # its definitions, made by the text left out
+    result.kept_back += kept_back
+    digest = _digest(last)
+    if not _FILES.replay(result, name, digest, seen):
+        _load_into(result, last, name, seen)
+        _FILES.remember(name, digest, result)
+    return True
 
 
 def load_parsed(

@@ -439,18 +439,23 @@ class Supervisor:
         for handle in self.handles:
             handle.tell(("health", [(upstream, endpoint, healthy)]))
 
-    def count_reload(self, error: Exception | None, what: str = "configuration") -> None:
+    def count_reload(self, error: Exception | None, what: str = "configuration",
+                     served: bool = False) -> None:
         """A source's reload (a changed file, SIGHUP, a version from the control plane):
-        counted for ``/metrics`` and ``/stats``, and logged when it was refused (``what`` was
-        refused: "IR <version>" for a connected proxy)."""
+        counted for ``/metrics`` and ``/stats``, and logged when it failed (``what`` was
+        refused: "IR <version>" for a connected proxy). ``served``: what could be of it is
+        served, the ``error`` said what could not (a failure all the same)."""
         self.reloads.last_failed = error is not None
         if error is None:
             self.reloads.succeeded += 1
             return
         self.reloads.failed += 1
         self.reloads.last_error = str(error)
-        log.error("%s refused, still serving %s:\n%s", what,
-                  self.snapshot.version if self.snapshot else "nothing", error)
+        serving = self.snapshot.version if self.snapshot else "nothing"
+        if served:
+            log.error("%s not served as written, serving %s:\n%s", what, serving, error)
+        else:
+            log.error("%s refused, still serving %s:\n%s", what, serving, error)
 
     async def watch_workers(self) -> None:
         """Replace a worker that died, on the current configuration."""

@@ -117,7 +117,8 @@ def test_a_configmap_mounted_as_a_folder_is_read_once_and_its_updates_reload(
         pytest.param("apiVersion: propylon.dev/v1\nkind: Gateway\nspec: [unclosed\n",
                      id="yaml-syntax-error"),
         # a schema error is contained (tests/integration/test_containment.py); a document
-        # that names no resource cannot be, and refuses the change
+        # that names no resource cannot be: its file is served as it last loaded (the only
+        # file here: the version served stays), and the reload is a failure
         pytest.param(lambda port: config("/a", "/c")(port)
                      + "---\napiVersion: propylon.dev/v1\nkind: Rout\nmetadata: {name: x}\n",
                      id="unknown-kind"),
@@ -135,6 +136,41 @@ def test_invalid_change_is_refused_and_the_old_config_keeps_serving(watched, bad
     watched.write_config(config("/a"))  # the next good file is taken again
     watched.write_config(config("/a", "/d"))
     poll_until(lambda: body_of(watched, "/d") == (200, b"/d"), 10, message="recovered")
+
+
+def _team(name: str, *paths: str) -> str:
+    return r.dump(r.route(name, rules=[
+        r.rule({"exact": p}, directResponse={"status": 200, "body": p}) for p in paths]))
+
+
+def test_a_broken_file_keeps_its_last_version_and_the_other_files_changes_are_served(
+        tmp_path: Path) -> None:
+    """One team's file with a YAML syntax error (which names no resource, so cannot be
+    contained resource by resource) is served as it last loaded; another team's change,
+    in the same reload or after, is served; each such reload is a failure in the metrics,
+    with the file's error."""
+    gw = Gateway(tmp_path, config("/main"), watch=True)
+    gw.write_config(_team("team-a", "/a"), "team-a.yaml")
+    gw.write_config(_team("team-b", "/b"), "team-b.yaml")
+    gw.start()
+    try:
+        assert body_of(gw, "/a") == (200, b"/a") and body_of(gw, "/b") == (200, b"/b")
+        version = gw.version()
+        gw.write_config(_team("team-a", "/a", "/a2") + "spec: [unclosed\n", "team-a.yaml")
+        poll_until(lambda: failures(gw) == 1, 10, message="the broken file's reload failed")
+        assert gw.version() == version and body_of(gw, "/a") == (200, b"/a")
+        error = gw.stats()["reloads"]["last_error"]
+        assert error.startswith(f"{gw.config_dir / 'team-a.yaml'}:") and "invalid YAML" in error
+        assert "not served as written" in gw.stderr_text()
+        gw.write_config(_team("team-b", "/b", "/b2"), "team-b.yaml")
+        poll_until(lambda: body_of(gw, "/b2") == (200, b"/b2"), 10, message="/b2 served")
+        assert body_of(gw, "/a") == (200, b"/a") and body_of(gw, "/a2")[0] == 404
+        poll_until(lambda: failures(gw) == 2, 10, message="still kept back: a failure")
+        gw.write_config(_team("team-a", "/a", "/a2"), "team-a.yaml")
+        poll_until(lambda: body_of(gw, "/a2") == (200, b"/a2"), 10, message="mended, served")
+        assert gw.reloads() == (1, 2) and body_of(gw, "/b2") == (200, b"/b2")
+    finally:
+        gw.stop()
 
 
 def test_sighup_reloads(module_gateways) -> None:
