@@ -142,13 +142,19 @@ def is_object_name(value: str) -> bool:
     return len(value) <= MAX_OBJECT_NAME and OBJECT_NAME.fullmatch(value) is not None
 
 
-def _check_target_name(value: str) -> str:
+def check_object_name(value: str, subject: str, note: str = "") -> str:
+    """``value`` if it is a Kubernetes object name (``is_object_name``), else the error
+    saying so: ``invalid name "…": {subject} a DNS subdomain: …{note}``."""
     if not is_object_name(value):
-        raise invalid("name", f'invalid name "{value}": a target is named as Kubernetes names '
-                      'objects, a DNS subdomain: lower-case letters, digits, "-" and ".", each '
-                      'part between dots beginning and ending with a letter or digit, at most '
-                      f'{MAX_OBJECT_NAME} (every propylon.dev/v1 name is one)')
+        raise invalid("name", f'invalid name "{value}": {subject} a DNS subdomain: lower-case '
+                      'letters, digits, "-" and ".", each part between dots beginning and '
+                      f'ending with a letter or digit, at most {MAX_OBJECT_NAME}{note}')
     return value
+
+
+def _check_target_name(value: str) -> str:
+    return check_object_name(value, "a target is named as Kubernetes names objects,",
+                             " (every propylon.dev/v1 name is one)")
 
 
 def _check_hostname(value: str) -> str:

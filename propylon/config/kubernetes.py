@@ -27,7 +27,7 @@ from pydantic import (
 
 from propylon.config._types import Labels, Model, invalid
 from propylon.config.resources import Resource
-from propylon.schema import MAX_OBJECT_NAME, is_object_name
+from propylon.schema import check_object_name, is_object_name
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 # apiVersion -> the kinds of it that are read
@@ -110,12 +110,7 @@ def _marked(value: str) -> tuple[str, str] | None:
 
 
 def _object_name(value: str) -> str:
-    if not is_object_name(value):
-        raise invalid("name", f'invalid name "{value}": a Kubernetes object name is a DNS '
-                      'subdomain: lower-case letters, digits, "-" and ".", each part between '
-                      'dots beginning and ending with a letter or digit, at most '
-                      f'{MAX_OBJECT_NAME}')
-    return value
+    return check_object_name(value, "a Kubernetes object name is")
 
 
 def _namespace_name(value: str) -> str:
