@@ -453,7 +453,7 @@ class Supervisor:
         self.reloads.last_error = str(error)
         serving = self.snapshot.version if self.snapshot else "nothing"
         if served:
-            log.error("%s not served as written, serving %s:\n%s", what, serving, error)
+            log.error("%s refused in part, serving %s:\n%s", what, serving, error)
         else:
             log.error("%s refused, still serving %s:\n%s", what, serving, error)
 
