@@ -44,17 +44,26 @@ translation completes into the objects' statuses (``translate/gatewayapi_status.
 Fields are read through ``k8s_fields.py``: a field of the wrong type makes its listener, its
 rule or, when it belongs to neither, its whole object ``Accepted=False UnsupportedValue``
 with a located issue naming the field; conversion never raises on what an object holds.
+
+A conversion keeps what it made of each HTTPRoute and GRPCRoute, Gateway and Service
+(``_Kept``): the next one, when every object but the routes is the very same (the loader gives
+an unchanged file's objects as the same objects), as are the native resources' names, gives
+an unchanged route object the same Route, with the conditions it reported replayed
+(``_FindingsTape``), and an unchanged Gateway or Service the same resource. So a change of one
+HTTPRoute among 10,000 converts that one, and translation, which keeps the rules of the
+Routes, Gateways and Upstreams that are the same objects (``translate/memo.py``), translates
+that one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 from pydantic import TypeAdapter, ValidationError
 
-from propylon.config.errors import ConfigError
+from propylon.config.errors import ConfigError, Source
 from propylon.config.gateway import Certificate, InlineCertificate, ListenerSections
 from propylon.config.gatewayapi_namespaces import NamespaceSelector, namespace_labels
 from propylon.config.gatewayapi_rules import RuleConverter
@@ -204,13 +213,21 @@ class _Converter:
         self.resolver = BackendResolver.of(self.kube, upstreams)
         self.namespaces = namespace_labels(self.kube)
         self.secrets = SecretCertificates.of(self.kube, self.resolver)
+        # what a route object's conversion is made from, but itself
+        self.context = _Context(tuple(o for o in self.kube if o.kind not in ROUTE_KINDS),
+                                frozenset(self.taken), frozenset(stand_ins))
+        last = _LAST[0]
+        self.last = last if last is not None and last.context.same(self.context) else None
+        self.made = _Kept(self.context)
 
     def run(self) -> Expansion:
         from propylon.config.ingress import convert_ingress
 
         gateways = {o.key: self._gateway(o) for o in self._of("Gateway") if _ours(o)}
         for route in self._of(*ROUTE_KINDS):
-            self._route(route, gateways)
+            kept = self.last.routes.get(id(route)) if self.last is not None else None
+            if kept is None or kept.route is not route or not self._replay(kept, gateways):
+                self._route(route, gateways)
         ingress_tls: dict[int, list[InlineCertificate]] = {}  # native Gateway index -> added
         for ingress in self._of("Ingress"):
             for data in convert_ingress(ingress, self.resolver, self.findings):
@@ -225,7 +242,8 @@ class _Converter:
             service = next((o for o in self.kube if o.kind == "Service"
                             and key.startswith(f"{o.key}-")), None)
             if service is not None:
-                self._add(data, service)
+                self._service_upstream(key, data, service)
+        _LAST[0] = self.made
         return self.expansion
 
     def _of(self, *kinds: str) -> list[KubernetesObject]:
@@ -347,11 +365,34 @@ class _Converter:
         for listener in gateway.listeners:
             self.findings.note(obj.kind, obj.key,
                                f"listener {listener.name}: attachedRoutes={len(listener.attached)}")
-        if gateway.data is not None:
-            resource = self._add(gateway.data, obj)
-            if isinstance(resource, Gateway):
-                _attach_certificates(resource, gateway.listeners)
-                resource._sections = _sections(gateway)
+        if gateway.data is None:
+            return
+        sections = _sections(gateway)
+        kept = self.last.gateways.get(obj.key) if self.last is not None else None
+        if kept is not None and kept[0] is obj and kept[1] == sections and (
+                kept[2].kind, kept[2].key) not in self.taken:
+            self._keep(kept[2], obj)
+            self.made.gateways[obj.key] = kept
+            return
+        resource = self._add(gateway.data, obj)
+        if isinstance(resource, Gateway):
+            _attach_certificates(resource, gateway.listeners)
+            resource._sections = sections
+            self.made.gateways[obj.key] = (obj, sections, resource)
+
+    def _service_upstream(self, key: str, data: dict[str, Any], service: KubernetesObject
+                          ) -> None:
+        """The Upstream ``key`` the routes' references to ``service`` made: the last
+        conversion's when made from the same data."""
+        kept = self.last.upstreams.get(key) if self.last is not None else None
+        if kept is not None and kept[0] is service and kept[1] == data and (
+                kept[2].kind, kept[2].key) not in self.taken:
+            self._keep(kept[2], service)
+            self.made.upstreams[key] = kept
+            return
+        resource = self._add(data, service)
+        if resource is not None:
+            self.made.upstreams[key] = (service, data, resource)
 
     # -- Ingress TLS ---------------------------------------------------------------------
     def _ingress_tls(self, ingress: KubernetesObject,
@@ -379,6 +420,44 @@ class _Converter:
 
     # -- Routes --------------------------------------------------------------------------
     def _route(self, route: KubernetesObject, gateways: dict[str, _Gateway]) -> None:
+        """Convert ``route``, recording what it reports and resolves, to be replayed by the
+        next conversion (``_replay``) if nothing it was made from changes."""
+        tape = _FindingsTape(self.findings)
+        self.findings, self.resolver.uses = tape, []
+        try:
+            made = self._convert_route(route, gateways)
+        finally:
+            self.findings, uses = tape.book, self.resolver.uses
+            self.resolver.uses = None
+        if made is not None and route.ref not in self.expansion.replaced:
+            resource, bound = made
+            self.made.routes[id(route)] = _ConvertedRoute(
+                route, resource, tuple(tape.calls),
+                {key: frozenset(names) for key, names in bound.items()}, tuple(uses))
+
+    def _replay(self, kept: _ConvertedRoute, gateways: dict[str, _Gateway]) -> bool:
+        """What ``_route`` made of the same object last time, made again: its Route kept, its
+        reports made, its Gateways' listeners attached, the Upstreams of its Services used;
+        False (nothing done) if its Route's name is taken now."""
+        resource = kept.resource
+        if (resource.kind, resource.key) in self.taken or not kept.bound.keys() <= gateways.keys():
+            return False
+        for name, args, kwargs in kept.calls:
+            getattr(self.findings, name)(*args, **kwargs)
+        for key, names in kept.bound.items():
+            gateway = gateways[key]
+            for listener in gateway.listeners:
+                if listener.name in names:
+                    listener.attached.add(kept.route.ref)
+            gateway.bound[resource.ref] = set(names)
+        for use in kept.uses:
+            self.resolver.use(*use)
+        self._keep(resource, kept.route)
+        self.made.routes[id(kept.route)] = kept
+        return True
+
+    def _convert_route(self, route: KubernetesObject, gateways: dict[str, _Gateway]
+                       ) -> tuple[Resource, dict[str, set[str]]] | None:
         try:
             own = texts(route.spec, "hostnames", "spec")
             refs = [ref for at, raw in entries(route.spec, "parentRefs", "spec")
@@ -386,7 +465,7 @@ class _Converter:
             items(route.spec, "rules", "spec")  # read by the converter, checked before attaching
         except FieldError as exc:
             self._refuse(route, exc)
-            return
+            return None
         labels: dict[str, str] = {}
         hostnames: list[list[str]] = []
         bound: dict[str, set[str]] = {}  # Gateway key -> the listeners attached to
@@ -403,7 +482,7 @@ class _Converter:
                 hostnames.append(hosts)
                 bound.setdefault(ref.key, set()).update(lst.name for lst in listeners)
         if not labels:
-            return
+            return None
         converter = RuleConverter(route, self.resolver, self.findings)
         rules = converter.rules()
         converter.resolved_refs()
@@ -416,9 +495,11 @@ class _Converter:
                              "labels": {**route.metadata.labels, **labels}},
                 "spec": spec}
         resource = self._add(data, route)
-        if resource is not None:
-            for key, names in bound.items():
-                gateways[key].bound[resource.ref] = names
+        if resource is None:
+            return None
+        for key, names in bound.items():
+            gateways[key].bound[resource.ref] = names
+        return resource, bound
 
     def _refuse(self, obj: KubernetesObject, exc: FieldError) -> None:
         """``obj`` is not converted: a field of it that no listener or rule holds is wrong."""
@@ -454,10 +535,13 @@ class _Converter:
         if resource is None:
             return None
         resource._source = origin.source
-        self.taken.add((kind, key))
+        self._keep(resource, origin)
+        return resource
+
+    def _keep(self, resource: Resource, origin: KubernetesObject) -> None:
+        self.taken.add((resource.kind, resource.key))
         self.expansion.resources.append(resource)
         self.expansion.origins[resource.ref] = Origin(origin.kind, origin.key)
-        return resource
 
     def _validated(self, data: dict[str, Any], origin: KubernetesObject) -> Resource | None:
         """``data`` as its kind's resource; None, the reason at ``origin``, when invalid."""
@@ -485,6 +569,73 @@ class _Converter:
             matches = [m for m in rule.get("matches") or [{}] if _valid_match(m)]
             return {"matches": matches, "directResponse": _FAILED_RULE} if matches else None
         return rule
+
+
+_Call: TypeAlias = tuple[str, tuple[Any, ...], dict[str, Any]]
+
+
+class _FindingsTape(Findings):
+    """Passes every report on to ``book`` and records it, to be replayed on a later one."""
+
+    def __init__(self, book: Findings) -> None:  # no findings of its own
+        self.book = book
+        self.objects, self.issues = book.objects, book.issues
+        self.calls: list[_Call] = []
+
+    def track(self, kind: str, key: str, source: Source | None) -> None:
+        self._record("track", (kind, key, source), {})
+
+    def set(self, kind: str, key: str, condition: Condition, scope: str = "",
+            field: str | None = None, *, warning: bool = False) -> None:
+        self._record("set", (kind, key, condition, scope, field), {"warning": warning})
+
+    def note(self, kind: str, key: str, text: str) -> None:
+        self._record("note", (kind, key, text), {})
+
+    def _record(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        self.calls.append((name, args, kwargs))
+        getattr(self.book, name)(*args, **kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class _ConvertedRoute:
+    route: KubernetesObject
+    resource: Resource
+    calls: tuple[_Call, ...]  # what it reported
+    bound: dict[str, frozenset[str]]  # Gateway key -> the listeners it is attached to
+    uses: tuple[tuple[str, dict[str, Any], str], ...]  # ``BackendResolver.use``'s arguments
+
+
+@dataclass(frozen=True, slots=True)
+class _Context:
+    """What every route object's conversion is made from, but the route objects."""
+
+    objects: tuple[KubernetesObject, ...]  # every other Kubernetes object, in order
+    native: frozenset[tuple[str, str]]  # the native resources' (kind, key)
+    stand_ins: frozenset[str]
+
+    def same(self, other: _Context) -> bool:
+        return (len(self.objects) == len(other.objects)
+                and all(a is b for a, b in zip(self.objects, other.objects, strict=True))
+                and self.native == other.native and self.stand_ins == other.stand_ins)
+
+
+@dataclass(slots=True)
+class _Kept:
+    """What a conversion made, by route object (its ``id``: the entry holds the object),
+    by Gateway key (with the object and the sections it was made with) and by Upstream key
+    (with the Service and the data it was made from)."""
+
+    context: _Context
+    routes: dict[int, _ConvertedRoute] = field(default_factory=dict)
+    gateways: dict[str, tuple[KubernetesObject, ListenerSections | None, Resource]] = field(
+        default_factory=dict)
+    upstreams: dict[str, tuple[KubernetesObject, dict[str, Any], Resource]] = field(
+        default_factory=dict)
+
+
+# The last conversion's (one configuration's: each conversion replaces it).
+_LAST: list[_Kept | None] = [None]
 
 
 def converted_resource(data: dict[str, Any]) -> Resource:

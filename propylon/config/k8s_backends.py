@@ -23,6 +23,7 @@ reference unresolved, its ``ResolvedRefs=False`` naming the object and the field
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -62,6 +63,9 @@ class BackendResolver:
     slices: Mapping[str, list[KubernetesObject]]  # by "namespace/service"
     grants: Sequence[KubernetesObject]
     upstreams: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # while not None, each Upstream a reference resolved to is noted here (``use``'s
+    # arguments), for a caller that gives the same references again without resolving them
+    uses: list[tuple[str, dict[str, Any], str]] | None = None
 
     @classmethod
     def of(cls, objects: Iterable[KubernetesObject], native: Iterable[str]) -> BackendResolver:
@@ -160,13 +164,21 @@ class BackendResolver:
                                f"Service {namespace}/{name}: no ready endpoint in its "
                                "EndpointSlices")
         key = f"{namespace}/{name}-{number}"
-        upstream = self.upstreams.setdefault(key, _upstream_data(namespace, f"{name}-{number}",
-                                                                 endpoints))
-        if from_namespace != namespace:
+        self.use(key, _upstream_data(namespace, f"{name}-{number}", endpoints), from_namespace)
+        return Resolved(key)
+
+    def use(self, key: str, data: dict[str, Any], from_namespace: str) -> None:
+        """The Upstream ``key`` made from a Service (``data``, unless made already) is used
+        from ``from_namespace``."""
+        if self.uses is not None:
+            self.uses.append((key, data, from_namespace))
+        upstream = self.upstreams.get(key)
+        if upstream is None:
+            upstream = self.upstreams[key] = copy.deepcopy(data)
+        if from_namespace != upstream["metadata"]["namespace"]:
             allowed = upstream["spec"].setdefault("allowedNamespaces", [])
             if from_namespace not in allowed:
                 allowed.append(from_namespace)
-        return Resolved(key)
 
     def _endpoints(self, namespace: str, name: str,
                    service_port: _ServicePort) -> list[dict[str, Any]]:

@@ -1,0 +1,161 @@
+"""A conversion keeps what it made of each route object, Gateway and Service
+(``config/gatewayapi.py``, ``_Kept``): the next one gives unchanged objects' resources as the
+same objects (so translation keeps their rules too) and, whatever it reuses, exactly what a
+conversion from scratch gives: resources, origins, conditions, notes and issues (issue #15
+item 1: a change of one HTTPRoute among thousands converts that one)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from propylon.config import gatewayapi, load_paths
+from propylon.config.gatewayapi import Expansion, expand_kubernetes
+from propylon.standalone import build_snapshot
+
+GATEWAY = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
+           "metadata": {"name": "edge", "namespace": "infra"},
+           "spec": {"gatewayClassName": "propylon", "listeners": [
+               {"name": "web", "port": 8080, "protocol": "HTTP",
+                "allowedRoutes": {"namespaces": {"from": "All"}}},
+               {"name": "admin", "port": 8081, "protocol": "HTTP",
+                "allowedRoutes": {"namespaces": {"from": "All"}}}]}}
+SERVICE = [
+    {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "api", "namespace": "back"},
+     "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8000}]}},
+    {"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+     "metadata": {"name": "api-1", "namespace": "back",
+                  "labels": {"kubernetes.io/service-name": "api"}},
+     "addressType": "IPv4", "ports": [{"name": "http", "port": 8000}],
+     "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": True}}]},
+    {"apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+     "metadata": {"name": "from-teams", "namespace": "back"},
+     "spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute",
+                        "namespace": "team-a"},
+                       {"group": "gateway.networking.k8s.io", "kind": "HTTPRoute",
+                        "namespace": "team-b"}],
+              "to": [{"group": "", "kind": "Service"}]}},
+]
+
+
+def http_route(name: str, namespace: str, path: str, section: str | None = None,
+               backend: str = "api") -> dict[str, Any]:
+    parent: dict[str, Any] = {"name": "edge", "namespace": "infra"}
+    if section is not None:
+        parent["sectionName"] = section
+    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"parentRefs": [parent], "rules": [
+                {"matches": [{"path": {"type": "PathPrefix", "value": path}}],
+                 "backendRefs": [{"name": backend, "namespace": "back", "port": 80}]}]}}
+
+
+def write(path: Path, *docs: dict[str, Any]) -> None:
+    path.write_text(yaml.safe_dump_all(docs, sort_keys=False))
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    write(tmp_path / "0-gateway.yaml", GATEWAY)
+    write(tmp_path / "1-service.yaml", *SERVICE)
+    write(tmp_path / "team-a.yaml", *(http_route(f"a{i}", "team-a", f"/a{i}", "web")
+                                      for i in range(3)))
+    write(tmp_path / "team-b.yaml", *(http_route(f"b{i}", "team-b", f"/b{i}")
+                                      for i in range(3)))
+    return tmp_path
+
+
+def expand(folder: Path, from_scratch: bool = False) -> Expansion:
+    if from_scratch:
+        gatewayapi._LAST[0] = None
+    loaded = load_paths([folder])
+    assert not loaded.unattributed, loaded.errors
+    return expand_kubernetes(loaded.resources, loaded.rejected)
+
+
+def form(expansion: Expansion) -> dict[str, Any]:
+    """Everything a conversion gives, as plain data."""
+    return {
+        "resources": [(r.ref, r.model_dump(mode="json"), str(r.source),
+                       repr(getattr(r, "_sections", None))) for r in expansion.resources],
+        "origins": expansion.origins, "replaced": expansion.replaced,
+        "findings": {key: (str(o.source), o.conditions(), list(o.notes))
+                     for key, o in expansion.findings.objects.items()},
+        "issues": [str(issue) for issue in expansion.issues],
+    }
+
+
+def by_ref(expansion: Expansion) -> dict[str, Any]:
+    return {r.ref: r for r in expansion.resources}
+
+
+@pytest.mark.parametrize("change", [
+    pytest.param(lambda f: write(f / "team-b.yaml", *(http_route(f"b{i}", "team-b", f"/b{i}")
+                                                      for i in range(4))),
+                 id="a-route-added"),
+    pytest.param(lambda f: write(f / "team-b.yaml", http_route("b0", "team-b", "/b0", "admin"),
+                                 *(http_route(f"b{i}", "team-b", f"/b{i}") for i in (1, 2))),
+                 id="a-route-moved-to-one-listener"),
+    pytest.param(lambda f: write(f / "team-b.yaml", http_route("b0", "team-b", "/b0"),
+                                 http_route("b1", "team-b", "/b1", backend="gone")),
+                 id="a-route-removed-and-one-refers-to-nothing"),
+    pytest.param(lambda f: write(f / "team-b.yaml", *(http_route(f"b{i}", "team-b", f"/b{i}")
+                                                      for i in range(3)),
+                                 {**http_route("b0", "team-b", "/dup")}),
+                 id="a-route-defined-twice"),
+])
+def test_a_change_converts_as_from_scratch_and_keeps_the_unchanged_objects(
+        folder: Path, change: Any) -> None:
+    before = by_ref(expand(folder, from_scratch=True))
+    change(folder)
+    kept = expand(folder)
+    assert form(kept) == form(expand(folder, from_scratch=True))
+    kept_refs = by_ref(kept)
+    # an unchanged file's routes: the same Routes, unless an object is rejected (what stands
+    # in for it is made anew by each load: everything is converted again)
+    same = not kept.replaced
+    for name in ("a0", "a1", "a2"):
+        assert (kept_refs[f"Route team-a/{name}"] is before[f"Route team-a/{name}"]) is same
+    assert (kept_refs["Upstream back/api-80"] is before["Upstream back/api-80"]) is same
+
+
+def test_unchanged_files_give_the_same_resources_and_the_same_statuses(folder: Path) -> None:
+    first = expand(folder, from_scratch=True)
+    again = expand(folder)
+    assert [id(r) for r in again.resources] == [id(r) for r in first.resources]
+    assert form(again) == form(first)
+
+
+def test_a_changed_service_is_converted_again(folder: Path) -> None:
+    before = by_ref(expand(folder, from_scratch=True))
+    service, endpoints, grant = SERVICE
+    moved = {**endpoints, "ports": [{"name": "http", "port": 9000}]}
+    write(folder / "1-service.yaml", service, moved, grant)
+    after = by_ref(expand(folder))
+    upstream = after["Upstream back/api-80"]
+    assert upstream is not before["Upstream back/api-80"]
+    assert [e.port for e in upstream.spec.endpoints] == [9000]
+    assert after["Route team-a/a0"] is not before["Route team-a/a0"]  # all made again
+    assert sorted(upstream.spec.allowed_namespaces or []) == ["team-a", "team-b"]
+
+
+def test_a_changed_gateway_file_converts_every_route_again(folder: Path) -> None:
+    before = by_ref(expand(folder, from_scratch=True))
+    spec = GATEWAY["spec"]
+    gateway = {**GATEWAY, "spec": {**spec, "listeners": spec["listeners"][:1]}}
+    write(folder / "0-gateway.yaml", gateway)
+    after = expand(folder)
+    assert form(after) == form(expand(folder, from_scratch=True))
+    assert by_ref(after)["Route team-b/b0"] is not before["Route team-b/b0"]
+
+
+def test_the_served_snapshot_is_the_one_a_fresh_build_gives(folder: Path) -> None:
+    assert build_snapshot([folder]).snapshot is not None
+    write(folder / "team-b.yaml", *(http_route(f"b{i}", "team-b", f"/b{i}") for i in range(5)))
+    built = build_snapshot([folder]).snapshot
+    gatewayapi._LAST[0] = None
+    fresh = build_snapshot([folder]).snapshot
+    assert built is not None and fresh is not None and built.version == fresh.version
