@@ -82,13 +82,13 @@ class ListenerSections:
     """How a Gateway converted from a Gateway API Gateway serves some routes on some of its
     listeners only (``parentRefs[].sectionName`` / ``port``, or listeners that do not all
     admit the route): the Gateway API listeners each of its listeners (one per port) stands
-    for, and the sections each such Route is served on. Set by conversion
-    (``config/gatewayapi.py``), never written in YAML; None on a Gateway whose routes are
-    each served on all its listeners."""
+    for. Each such Route says which it is served on (``Route.served_on``), so a route added
+    or changed leaves the Gateway as it was. Set by conversion (``config/gatewayapi.py``),
+    never written in YAML; None on a Gateway whose routes are each served on all its
+    listeners."""
 
     # listener name -> its sections: (Gateway API listener name, hostname or None)
     listeners: dict[str, tuple[tuple[str, str | None], ...]]
-    routes: dict[str, tuple[str, ...]]  # Route ref -> the sections it is served on
 
 
 class Certificate(Model):

@@ -21,8 +21,9 @@ translation completes into the objects' statuses (``translate/gatewayapi_status.
   whose hostnames are those intersections (``gatewayapi_rules.py`` converts the rules), named
   ``kubernetes.route_name``: an HTTPRoute's as it is, a GRPCRoute's ``grpcroute:NAME``.
   It is served on the listeners it attaches to only: when those are not all of a Gateway's,
-  the Gateway carries ``ListenerSections`` (its listeners' Gateway API listeners, and the
-  Route's), which translation gives the IR (``ListenerIR.sections``, ``RuleIR.sections``).
+  the Route names them (``Route.served_on``) and the Gateway carries ``ListenerSections``
+  (its listeners' Gateway API listeners), which translation gives the IR
+  (``ListenerIR.sections``, ``RuleIR.sections``).
 - An ``Ingress`` of class ``propylon`` becomes Routes (``config/ingress.py``:
   ``ingress:NAME``, ``ingress:NAME:2`` ...); no two objects' Routes share a name; the
   certificates of its ``spec.tls`` are added to the HTTPS listeners of the propylon.dev/v1
@@ -499,6 +500,10 @@ class _Converter:
             return None
         for key, names in bound.items():
             gateways[key].bound[resource.ref] = names
+        if isinstance(resource, Route):
+            served = {key: tuple(sorted(names)) for key, names in bound.items()
+                      if names != {lst.name for lst in gateways[key].listeners}}
+            resource._served_on = served or None
         return resource, bound
 
     def _refuse(self, obj: KubernetesObject, exc: FieldError) -> None:
@@ -862,20 +867,18 @@ def _gateway_data(obj: KubernetesObject, listeners: list[_Listener],
 
 
 def _sections(gateway: _Gateway) -> ListenerSections | None:
-    """The routes ``gateway`` serves on some of its listeners only, and the Gateway API
-    listeners each of its listeners (the first of each port, ``_gateway_data``) stands for;
-    None when each route is served on all of them."""
+    """The Gateway API listeners each of ``gateway``'s listeners (the first of each port,
+    ``_gateway_data``) stands for, when it serves a route on some of them only (the Route
+    says which: ``Route.served_on``); None when each route is served on all of them."""
     every = {lst.name for lst in gateway.listeners}
-    routes = {ref: tuple(sorted(names)) for ref, names in sorted(gateway.bound.items())
-              if names != every}
-    if not routes:
+    if all(names == every for names in gateway.bound.values()):
         return None
     by_port: dict[int, list[_Listener]] = {}
     for listener in gateway.listeners:
         by_port.setdefault(listener.port, []).append(listener)
     listeners = {same[0].name: tuple((lst.name, lst.hostname) for lst in same)
                  for same in by_port.values()}
-    return ListenerSections(listeners, routes)
+    return ListenerSections(listeners)
 
 
 def _attach_certificates(gateway: Gateway, listeners: list[_Listener]) -> None:

@@ -77,6 +77,14 @@ class Gateway(Resource):
 class Route(Resource):
     kind: Literal["Route"] = "Route"
     spec: RouteSpec
+    # Gateway key -> the listener sections this Route is served on there, when not all its
+    # listeners (a converted Gateway API route; ``ListenerSections``); conversion's only
+    _served_on: dict[str, tuple[str, ...]] | None = PrivateAttr(default=None)
+
+    def served_on(self, gateway: str) -> tuple[str, ...]:
+        """The sections of ``gateway``'s listeners this Route is served on; empty: all."""
+        served = self.__pydantic_private__.get("_served_on")  # type: ignore[union-attr]
+        return served.get(gateway, ()) if served else ()
 
 
 class RouteTable(Resource):

@@ -69,7 +69,9 @@ def translate_gateway(
         return translate_disabled_gateway(gateway, inventory, status, routes)
     ctx = GatewayContext(gateway, inventory, status, set(replaced))
     if gateway.sections is not None:
-        ctx.scopes = gateway.sections.routes
+        key = gateway.key
+        ctx.scopes = {route.ref: served for route in inventory.routes
+                      if (served := route.served_on(key))}
     status.selected(gateway.kind, gateway.key, gateway.key)
     with route_memo(gateway.key) as memo:
         built, defaults = _translate_routes(ctx, targets, replaced, memo, routes)

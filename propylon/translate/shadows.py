@@ -67,25 +67,29 @@ def _shadowed_in_sections(gateway: str, rules: Sequence[tuple[Draft, RuleIR]],
                           sections: list[str]) -> dict[int, int]:
     """``_shadowed`` on a Gateway some of whose rules are served on some listener sections
     only (``RuleIR.sections``): a rule is shadowed when it is in each section it is served
-    on, by the rules served there. Every entry is looked at (these Gateways are small), and
-    nothing is kept for the next call (``buckets_reported`` then says so)."""
+    on, by the rules served there. Each section's rules are looked at as a Gateway's are
+    (``_sharing_entries``, its buckets kept under ``gateway`` and the section's name); the
+    Gateway's own are not kept (``buckets_reported`` then says so)."""
     with _LOCK:
         _LAST.pop(gateway, None)
     found: dict[int, int] = {}
     alive: set[int] = set()
     for section in sections:
-        entries: list[RouterEntry[int]] = []
-        for index, (_, rule) in enumerate(rules):
-            if not rule.sections or section in rule.sections:
-                entries += [RouterEntry(rule.hostnames, match, index, len(entries) + i)
-                            for i, match in enumerate(rule.matches)]
-        shadows = _shadowed(entries, rules)
-        for index in {entry.payload for entry in entries}:
-            if index in shadows:
-                found.setdefault(index, shadows[index])
+        served = [index for index, (_, rule) in enumerate(rules)
+                  if not rule.sections or section in rule.sections]
+        subset = [rules[index] for index in served]
+        shadows = _shadowed(_sharing_entries(_section_key(gateway, section), subset), subset)
+        for local, index in enumerate(served):
+            if local in shadows:
+                found.setdefault(index, served[shadows[local]])
             else:
                 alive.add(index)
     return {index: by for index, by in found.items() if index not in alive}
+
+
+def _section_key(gateway: str, section: str) -> str:
+    """Where the buckets of the rules of ``gateway`` served on ``section`` are kept."""
+    return f"{gateway}\x00{section}"
 
 
 def _sharing_entries(gateway: str, rules: Sequence[tuple[Draft, RuleIR]]
@@ -197,10 +201,11 @@ def buckets_reported(gateway: str) -> tuple[frozenset[int], bool] | None:
 
 
 def forget_other_gateways(keys: set[str]) -> None:
-    """Drop the buckets of Gateways a translation no longer has."""
+    """Drop the buckets of Gateways a translation no longer has (and of their sections)."""
     with _LOCK:
         for key in _LAST.keys() - keys:
-            del _LAST[key]
+            if key.partition("\x00")[0] not in keys:
+                del _LAST[key]
 
 
 def _rule_entry(rule: RuleIR) -> _RuleBuckets:

@@ -80,7 +80,8 @@ def form(expansion: Expansion) -> dict[str, Any]:
     """Everything a conversion gives, as plain data."""
     return {
         "resources": [(r.ref, r.model_dump(mode="json"), str(r.source),
-                       repr(getattr(r, "_sections", None))) for r in expansion.resources],
+                       repr(getattr(r, "_sections", None)), repr(getattr(r, "_served_on", None)))
+                      for r in expansion.resources],
         "origins": expansion.origins, "replaced": expansion.replaced,
         "findings": {key: (str(o.source), o.conditions(), list(o.notes))
                      for key, o in expansion.findings.objects.items()},
@@ -120,6 +121,9 @@ def test_a_change_converts_as_from_scratch_and_keeps_the_unchanged_objects(
     for name in ("a0", "a1", "a2"):
         assert (kept_refs[f"Route team-a/{name}"] is before[f"Route team-a/{name}"]) is same
     assert (kept_refs["Upstream back/api-80"] is before["Upstream back/api-80"]) is same
+    # a route served on some listeners only says which itself: the Gateway stays the same
+    assert (kept_refs["Gateway infra/edge"] is before["Gateway infra/edge"]) is same
+    assert kept_refs["Route team-a/a0"].served_on("infra/edge") == ("web",)
 
 
 def test_unchanged_files_give_the_same_resources_and_the_same_statuses(folder: Path) -> None:
@@ -159,3 +163,28 @@ def test_the_served_snapshot_is_the_one_a_fresh_build_gives(folder: Path) -> Non
     gatewayapi._LAST[0] = None
     fresh = build_snapshot([folder]).snapshot
     assert built is not None and fresh is not None and built.version == fresh.version
+
+
+def shadow_warnings(folder: Path) -> list[str]:
+    result = build_snapshot([folder])
+    assert result.snapshot is not None
+    return sorted(f"{issue.kind} {issue.name}" for issue in result.issues
+                  if issue.severity == "warning" and "never matches" in issue.message)
+
+
+def test_rules_shadowed_in_their_sections_are_found_as_routes_come_and_go(
+        folder: Path) -> None:
+    """On a Gateway with routes served on some listeners only, a rule is reported where it
+    is shadowed in every section it is served on, reload after reload (each section's
+    buckets are kept from one translation to the next)."""
+    assert shadow_warnings(folder) == []
+    # team-b's routes are served on both listeners: one on "web" alone does not shadow them
+    write(folder / "team-c.yaml", http_route("c0", "team-c", "/b0", "web"))
+    assert shadow_warnings(folder) == ["HTTPRoute team-c/c0"]  # b0 comes first, in both
+    write(folder / "team-a.yaml", http_route("a0", "team-a", "/c1", "admin"),
+          *(http_route(f"a{i}", "team-a", f"/a{i}", "web") for i in (1, 2)))
+    write(folder / "team-c.yaml", http_route("c0", "team-c", "/b0", "web"),
+          http_route("c1", "team-c", "/c1", "admin"))
+    assert shadow_warnings(folder) == ["HTTPRoute team-c/c0", "HTTPRoute team-c/c1"]
+    (folder / "team-b.yaml").unlink()
+    assert shadow_warnings(folder) == ["HTTPRoute team-c/c1"]
