@@ -192,9 +192,8 @@ def listener_runtimes(gateway: GatewayIR, runtime: GatewayRuntime, services: Ser
     made = {}
     for listener in gateway.listeners:
         routers = [
-            (section.hostname, Router([entry for rule, entries in rules
-                                       if not rule.sections or section.name in rule.sections
-                                       for entry in entries]))
+            (section.hostname, services.routes.section_router(
+                (gateway.key, listener.name, section.name), rules))
             for section in listener.sections or (ListenerSectionIR(listener.name),)]
         made[listener.name] = GatewayRuntime(runtime.key, sectioned(routers), runtime.clusters,
                                              runtime.trusted_networks, runtime.not_found)
@@ -250,10 +249,11 @@ def _compile_changed_rules(
         entries = _rule_entries(rule, made, lowest, gap)
         added.append(entries)
         lowest += len(entries) * gap
-    gone = [e for entries in last.entries[start:old_stop] for e in entries]
+    gone = list(zip(old_rules, last.entries[start:old_stop], strict=True))
     placed = Placed(gateway.rules, [*last.entries[:start], *added, *last.entries[old_stop:]],
                     tracing, replaced)
-    return routes.changed_router(gateway.key, gone, [e for es in added for e in es], placed)
+    return routes.changed_router(gateway.key, gone, list(zip(new_rules, added, strict=True)),
+                                 placed)
 
 
 def _spread_orders(entries: list[tuple[RouterEntry[CompiledRoute], ...]], start: int,

@@ -43,6 +43,8 @@ if TYPE_CHECKING:
     from propylon.runtime.compiled import Cluster, CompiledRoute, FilterChain
     from propylon.runtime.router import Router, RouterEntry
 
+    _RuleEntries = tuple[RuleIR, tuple[RouterEntry[Any], ...]]  # a rule and its entries
+
 
 class ClusterMemo:
     def __init__(self) -> None:
@@ -95,6 +97,12 @@ class Placed:
         self.replaced = replaced
 
 
+def _served_entries(rules: Iterable[_RuleEntries], section: str) -> list[RouterEntry[Any]]:
+    """The entries of the ``rules`` served on listener section ``section``."""
+    return [entry for rule, entries in rules
+            if not rule.sections or section in rule.sections for entry in entries]
+
+
 class RouteMemo:
     def __init__(self) -> None:
         # each Gateway's rules, by id (each entry keeps its rule, so an id is never another's)
@@ -114,6 +122,12 @@ class RouteMemo:
         # each Gateway's rules by position: the next compilation starts from them
         self.placed: dict[str, Placed] = {}
         self.made_placed: dict[str, Placed] = {}
+        # the router of each listener section's rules (Gateway, listener, section), and what
+        # this compilation changed of a Gateway's rules when it changed its router in place:
+        # the sections' routers are changed in place alike (``compile.listener_runtimes``)
+        self.sections: dict[tuple[str, str, str], Router[CompiledRoute]] = {}
+        self.made_sections: dict[tuple[str, str, str], Router[CompiledRoute]] = {}
+        self.changes: dict[str, tuple[list[_RuleEntries], list[_RuleEntries]]] = {}
         # a Gateway's dictionary of ``kept`` taken over by ``carry``: what this compilation
         # set or removed in it (undone if it fails, ``abort``), and the entries it removed,
         # still found by ``_compiled_with``
@@ -124,7 +138,7 @@ class RouteMemo:
     def begin(self) -> None:
         self.abort()
         self.made, self.made_clusters, self.made_routers = {}, {}, {}
-        self.made_placed = {}
+        self.made_placed, self.made_sections, self.changes = {}, {}, {}
 
     def gateway(self, gateway: str, clusters: dict[str, Cluster]) -> None:
         """The rules of ``gateway`` come next, with these clusters."""
@@ -209,12 +223,32 @@ class RouteMemo:
         self.place(gateway, router, placed)
         return router
 
-    def changed_router(self, gateway: str, gone: list[RouterEntry[CompiledRoute]],
-                       new: list[RouterEntry[CompiledRoute]], placed: Placed
-                       ) -> Router[CompiledRoute]:
-        """The Gateway's last router without the entries ``gone`` and with ``new``."""
-        router = self.routers[gateway].changed(gone, new)
+    def changed_router(self, gateway: str, gone: list[_RuleEntries], new: list[_RuleEntries],
+                       placed: Placed) -> Router[CompiledRoute]:
+        """The Gateway's last router without the entries of the rules ``gone`` and with those
+        of ``new``."""
+        router = self.routers[gateway].changed([e for _, es in gone for e in es],
+                                               [e for _, es in new for e in es])
         self.place(gateway, router, placed)
+        self.changes[gateway] = (gone, new)
+        return router
+
+    def section_router(self, key: tuple[str, str, str],
+                       rules: Iterable[_RuleEntries]) -> Router[CompiledRoute]:
+        """The router of the entries of ``rules`` served on section ``key`` (Gateway,
+        listener, section): the last one changed in place as the Gateway's was, when it was
+        and that router is kept; otherwise built, with the last one's buckets."""
+        from propylon.runtime.router import Router
+
+        gateway, _, section = key
+        last = self.sections.get(key)
+        change = self.changes.get(gateway)
+        if last is not None and change is not None:
+            gone, new = change
+            router = last.changed(_served_entries(gone, section), _served_entries(new, section))
+        else:
+            router = Router(_served_entries(rules, section), last)
+        self.made_sections[key] = router
         return router
 
     def place(self, gateway: str, router: Router[CompiledRoute], placed: Placed | None) -> None:
@@ -234,3 +268,4 @@ class RouteMemo:
         self.clusters, self.made_clusters = self.made_clusters, {}
         self.routers, self.made_routers = self.made_routers, {}
         self.placed, self.made_placed = self.made_placed, {}
+        self.sections, self.made_sections, self.changes = self.made_sections, {}, {}

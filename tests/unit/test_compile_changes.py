@@ -190,3 +190,76 @@ def test_a_compilation_failing_after_carrying_leaves_the_last_one_kept(
         compile_snapshot(again, Services.scratch(loop)), [*names, "cd"])
     for rule in edited.gateways[0].rules[:6]:  # before the change: the same routes
         assert worker.routes.kept["shop/edge"][id(rule)] is kept_routes["shop/edge"][id(rule)]
+
+
+def k8s_snapshot(routes: list[tuple[str, str | None, str]]) -> ir.SnapshotIR:
+    """A Gateway API Gateway with listeners ``web`` (two sections, by hostname, on port 8080)
+    and ``admin`` (8081), and an HTTPRoute per (name, sectionName or None: every listener,
+    path)."""
+    text = """apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: infra}
+spec:
+  gatewayClassName: propylon
+  listeners:
+    - {name: web, port: 8080, protocol: HTTP, hostname: "*.example.com",
+       allowedRoutes: {namespaces: {from: All}}}
+    - {name: web-other, port: 8080, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}
+    - {name: admin, port: 8081, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}
+"""
+    for name, section, path in routes:
+        parent = "{name: edge, namespace: infra" + (
+            f", sectionName: {section}}}" if section else "}")
+        text += f"""---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  parentRefs: [{parent}]
+  rules:
+    - matches: [{{path: {{type: PathPrefix, value: {path}}}}}]
+      filters: [{{type: RequestRedirect, requestRedirect: {{hostname: {name}.test}}}}]
+"""
+    loaded = load_text(text)
+    assert not loaded.errors
+    return translate(loaded.resources)
+
+
+def served_on_listeners(runtime: Runtime, paths: list[str]) -> list[tuple[object, ...]]:
+    out: list[tuple[object, ...]] = []
+    for key in sorted(runtime.listeners):
+        router = runtime.listeners[key].router
+        for host in ("a.example.com", "other.test"):
+            for path in paths:
+                found: CompiledRoute | None = router.match(host, "GET", path, Req({}))
+                out.append((key, host, path, found and found.rule_id))
+    return out
+
+
+def test_listener_sections_change_in_place_and_serve_as_from_scratch(
+        loop: asyncio.AbstractEventLoop) -> None:
+    """Routes served on some listeners only: each section's router is changed in place as
+    the Gateway's is (``RouteMemo.section_router``), and serves what a compilation from
+    scratch serves."""
+    routes: list[tuple[str, str | None, str]] = [
+        (f"r{i}", ("web", "web-other", "admin", None)[i % 4], f"/p{i % 5}") for i in range(24)]
+    worker = Services.scratch(loop)
+    last = k8s_snapshot(routes)
+    compile_snapshot(last, worker)
+    steps = [
+        lambda rs: [*rs[:7], ("r7a", "admin", "/p2"), *rs[7:]],  # inserted
+        lambda rs: [r for r in rs if r[0] != "r3"],  # removed
+        lambda rs: [(n, "web" if n == "r9" else s, p) for n, s, p in rs],  # moved listener
+        lambda rs: [(n, s, "/new" if n == "r12" else p) for n, s, p in rs],  # edited
+        lambda rs: [*rs, ("zz", None, "/p1")],  # appended, every listener
+        lambda rs: rs,
+    ]
+    paths = ["/p0", "/p1/x", "/p2", "/p3", "/p4", "/new", "/none"]
+    for number, step in enumerate(steps):
+        routes = step(routes)
+        new = reuse_unchanged(k8s_snapshot(routes), last)
+        runtime = compile_snapshot(new, worker)
+        fresh = compile_snapshot(new, Services.scratch(loop))
+        assert served_on_listeners(runtime, paths) == served_on_listeners(fresh, paths), number
+        last = new
+    assert worker.routes.placed["infra/edge"].replaced > 0  # the changes went by position
