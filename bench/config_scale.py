@@ -2,6 +2,7 @@
 serving, and to change, and how much memory it holds. Not a test. Run
 
     python bench/config_scale.py --routes 1000 [--delegation] [--workers 1] [--reloads 50]
+    python bench/config_scale.py --routes 10000 --gateway-api [--sections]
     python bench/config_scale.py --routes 10000 --phases      # in-process stage timings
     python bench/config_scale.py --routes 10000 --rounds 6 --against ../main-checkout
 
@@ -9,7 +10,12 @@ It writes a configuration into a temporary folder: one Gateway, one Upstream (a 
 server), ``--routes`` Routes of 4 rules each (prefix, exact with a method, header-conditioned,
 direct response) in files of 100 resources. With ``--delegation`` the same count of
 RouteTables (4 rules each) is reached from one Route per 10 tables, each delegating a prefix
-by label. Then it measures, printing one line per figure:
+by label. With ``--gateway-api`` the Gateway and the routes are Kubernetes Gateway API
+objects (a Gateway of class propylon, HTTPRoutes of the same 4 matches, each to the Upstream
+by a backendRef, the header-conditioned one with a ResponseHeaderModifier), as ``kubectl get
+-o yaml`` would give them; ``--sections`` gives the Gateway two listeners on the port (one
+for ``*.example.com``) and attaches each route to one of them by ``sectionName``.
+Then it measures, printing one line per figure:
 
 - ``validate``: ``propylon validate FOLDER`` wall time;
 - ``start``: from launching ``propylon run`` to the first 200 on the listener;
@@ -58,7 +64,14 @@ _INSTALLED = re.compile(r"configuration (\w+) installed on (\d+) worker")
 
 
 # -- the configuration ---------------------------------------------------------------------
+# what the configuration is written as: "routes", "delegation", "gateway-api" or
+# "gateway-api-sections" (set from the command line)
+SHAPE = "routes"
+
+
 def gateway_yaml(port: int, echo: int) -> str:
+    if SHAPE.startswith("gateway-api"):
+        return k8s_gateway_yaml(port, echo)
     return f"""apiVersion: propylon.dev/v1
 kind: Gateway
 metadata: {{name: edge, namespace: {NAMESPACE}}}
@@ -89,8 +102,59 @@ def rules_yaml(prefix: str) -> str:
 
 
 def route_yaml(i: int) -> str:
+    if SHAPE.startswith("gateway-api"):
+        return http_route_yaml(i)
     return (f"apiVersion: propylon.dev/v1\nkind: Route\nmetadata: {{name: r{i}, namespace: "
             f"{NAMESPACE}}}\nspec:\n" + rules_yaml(f"/r{i}"))
+
+
+def k8s_gateway_yaml(port: int, echo: int) -> str:
+    other = (f"\n    - {{name: web-example, port: {port}, protocol: HTTP, "
+             "hostname: '*.example.com', allowedRoutes: {namespaces: {from: Same}}}"
+             if SHAPE == "gateway-api-sections" else "")
+    return f"""apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {{name: edge, namespace: {NAMESPACE}}}
+spec:
+  gatewayClassName: propylon
+  listeners:
+    - {{name: web, port: {port}, protocol: HTTP,
+       allowedRoutes: {{namespaces: {{from: Same}}}}}}{other}
+---
+apiVersion: propylon.dev/v1
+kind: Upstream
+metadata: {{name: echo, namespace: {NAMESPACE}}}
+spec:
+  endpoints: [{{address: 127.0.0.1, port: {echo}}}]
+"""
+
+
+def http_route_yaml(i: int) -> str:
+    """An HTTPRoute of the 4 matches of ``rules_yaml``; with sections, on listener ``web``
+    (the probes' host) or, every other one, ``web-example`` (the changes' are on ``web``)."""
+    example = i % 2 and i < 1_000_000
+    section = ("" if SHAPE != "gateway-api-sections"
+               else f", sectionName: {'web-example' if example else 'web'}")
+    backend = "backendRefs: [{name: echo, port: 80}]"
+    return f"""apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: r{i}, namespace: {NAMESPACE}}}
+spec:
+  parentRefs: [{{name: edge{section}}}]
+  rules:
+    - matches: [{{path: {{type: PathPrefix, value: /r{i}/api}}}}]
+      {backend}
+      timeouts: {{request: 5s}}
+    - matches: [{{path: {{type: Exact, value: /r{i}/item}}, method: GET}}]
+      {backend}
+    - matches: [{{path: {{type: PathPrefix, value: /r{i}/beta}},
+                  headers: [{{name: x-beta, value: "1"}}]}}]
+      {backend}
+      filters: [{{type: ResponseHeaderModifier,
+                 responseHeaderModifier: {{set: [{{name: x-beta, value: "yes"}}]}}}}]
+    - matches: [{{path: {{type: Exact, value: /r{i}/ping}}}}]
+      {backend}
+"""
 
 
 def table_yaml(i: int) -> str:
@@ -110,17 +174,17 @@ spec:
 """
 
 
-def documents(count: int, delegation: bool) -> list[str]:
-    if not delegation:
+def documents(count: int) -> list[str]:
+    if SHAPE != "delegation":
         return [route_yaml(i) for i in range(count)]
     return ([table_yaml(i) for i in range(count)]
             + [delegating_route_yaml(g) for g in range((count + 9) // 10)])
 
 
-def write_config(folder: Path, count: int, delegation: bool, port: int, echo: int) -> None:
+def write_config(folder: Path, count: int, port: int, echo: int) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "gateway.yaml").write_text(gateway_yaml(port, echo))
-    docs = documents(count, delegation)
+    docs = documents(count)
     for start in range(0, len(docs), PER_FILE):
         text = "---\n".join(docs[start:start + PER_FILE])
         (folder / f"routes-{start // PER_FILE:04d}.yaml").write_text(text)
@@ -291,8 +355,9 @@ def cpu_seconds(pid: int) -> float:
 def run_gateway(args: argparse.Namespace, tmp: Path) -> None:
     port, echo, args.admin = free_port(), free_port(), free_port()
     folder = tmp / "config"
-    write_config(folder, args.routes, args.delegation, port, echo)
-    kind = "RouteTables" if args.delegation else "Routes"
+    write_config(folder, args.routes, port, echo)
+    kind = {"delegation": "RouteTables", "gateway-api": "HTTPRoutes",
+            "gateway-api-sections": "HTTPRoutes (sectionName)"}.get(SHAPE, "Routes")
     print(f"{args.routes} {kind} x 4 rules, {args.workers} worker(s); {load_note()}", flush=True)
     trees = trees_in_rounds(args)
     checks: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in trees}
@@ -351,7 +416,7 @@ def start_gateway(
          str(args.workers), "--admin", f"127.0.0.1:{args.admin}", "--access-log", "off"],
         cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     logs = LogWatch(gateway.stderr)
-    probe = "/g0/t0/ping" if args.delegation else "/r0/ping"
+    probe = "/g0/t0/ping" if SHAPE == "delegation" else "/r0/ping"
     try:
         wait_for(lambda: answers(port, probe), 600, "first answer")
     except BaseException:
@@ -436,8 +501,8 @@ def run_phases(args: argparse.Namespace, tmp: Path) -> None:
     from propylon.standalone import build_from_resources
 
     folder = tmp / "config"
-    write_config(folder, args.routes, args.delegation, 8080, 9000)
-    print(f"{args.routes} x 4 rules ({'delegation' if args.delegation else 'routes'}); "
+    write_config(folder, args.routes, 8080, 9000)
+    print(f"{args.routes} x 4 rules ({SHAPE}); "
           f"{load_note()}")
     clock, cpu = time.perf_counter(), time.process_time()
 
@@ -498,6 +563,10 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--routes", type=int, default=1000)
     parser.add_argument("--delegation", action="store_true")
+    parser.add_argument("--gateway-api", action="store_true",
+                        help="Kubernetes Gateway API objects instead of propylon.dev/v1 ones")
+    parser.add_argument("--sections", action="store_true",
+                        help="with --gateway-api: each route on one of two listeners")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--changes", type=int, default=5)
     parser.add_argument("--reloads", type=int, default=0)
@@ -508,6 +577,9 @@ def main() -> None:
                         help="another checkout (built as it runs): its validate and start "
                              "are measured too, alternated with this tree's in each round")
     args = parser.parse_args()
+    global SHAPE
+    SHAPE = ("delegation" if args.delegation else "gateway-api-sections" if args.sections
+             else "gateway-api" if args.gateway_api else "routes")
     tmp = Path(tempfile.mkdtemp(prefix="propylon-scale-"))
     try:
         (run_phases if args.phases else run_gateway)(args, tmp)
