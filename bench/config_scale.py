@@ -79,7 +79,11 @@ spec:
   listeners: [{{name: web, port: {port}, protocol: HTTP}}]
   routeSelector: {{namespaces: [{NAMESPACE}]}}
 ---
-apiVersion: propylon.dev/v1
+""" + upstream_yaml(echo)
+
+
+def upstream_yaml(echo: int) -> str:
+    return f"""apiVersion: propylon.dev/v1
 kind: Upstream
 metadata: {{name: echo, namespace: {NAMESPACE}}}
 spec:
@@ -121,12 +125,7 @@ spec:
     - {{name: web, port: {port}, protocol: HTTP,
        allowedRoutes: {{namespaces: {{from: Same}}}}}}{other}
 ---
-apiVersion: propylon.dev/v1
-kind: Upstream
-metadata: {{name: echo, namespace: {NAMESPACE}}}
-spec:
-  endpoints: [{{address: 127.0.0.1, port: {echo}}}]
-"""
+""" + upstream_yaml(echo)
 
 
 def http_route_yaml(i: int) -> str:
