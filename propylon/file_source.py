@@ -38,6 +38,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("propylon")
 
+# The file watch says it runs (an empty set of changes) once this long (ms) has passed without
+# a change: the configuration is then read again, since the first build read it before the
+# watch began (a file written meanwhile would wait for the next change).
+WATCH_READY_MS = 500
+
 # Reloads are built at this niceness (Linux gives each thread its own): the workers, at the
 # process's own priority, get the cores first; the supervisor's loop thread is unaffected.
 BUILD_NICENESS = 10
@@ -196,8 +201,16 @@ class FileSource:
 
         # watchfiles says "N changes detected" of every change it passes on: ours says which
         logging.getLogger("watchfiles").setLevel(logging.WARNING)
+        watching = False
         async for changes in awatch(*self.paths, watch_filter=_ConfigChanges(self.paths),
-                                    debounce=200, step=50):
+                                    debounce=200, step=50, rust_timeout=WATCH_READY_MS,
+                                    yield_on_timeout=True):
+            if not changes:  # the watch runs: what changed before it started is not missed
+                if not watching:
+                    watching = True
+                    await self.reload(supervisor)
+                continue
+            watching = True
             names = sorted({path for _, path in changes})
             log.info("configuration changed (%s%s), reloading", ", ".join(names[:3]),
                      f" and {len(names) - 3} more" if len(names) > 3 else "")
