@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from propylon.config.files import may_change_texts
+from propylon.config.loader import texts_changed
 from propylon.ir import SnapshotIR
 from propylon.proxy.supervisor import ConfigRefused, Supervisor
 from propylon.standalone import (
@@ -39,8 +40,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("propylon")
 
 # The file watch says it runs (an empty set of changes) once this long (ms) has passed without
-# a change: the configuration is then read again, since the first build read it before the
-# watch began (a file written meanwhile would wait for the next change).
+# a change: the configuration is then built again if its files are no longer what the first
+# build read before the watch began (a file written meanwhile would wait for the next change).
 WATCH_READY_MS = 500
 
 # Reloads are built at this niceness (Linux gives each thread its own): the workers, at the
@@ -208,7 +209,9 @@ class FileSource:
             if not changes:  # the watch runs: what changed before it started is not missed
                 if not watching:
                     watching = True
-                    await self.reload(supervisor)
+                    if await asyncio.get_running_loop().run_in_executor(
+                            None, texts_changed, self.paths):
+                        await self.reload(supervisor)
                 continue
             watching = True
             names = sorted({path for _, path in changes})

@@ -150,6 +150,15 @@ def _load_paths(paths: Sequence[str | Path], parallel: bool, keep_last_loaded: b
 _LAST_LOADED: dict[str, str] = {}
 
 
+def texts_changed(paths: Sequence[str | Path]) -> bool:
+    """Whether the files of ``paths`` are not, or not all, the texts the last ``load_paths``
+    of them loaded (a file added, removed, rewritten, unreadable, or one with an error naming
+    no resource)."""
+    errors: list[ConfigError] = []
+    texts = read_texts(paths, errors)
+    return bool(errors) or dict(texts) != _LAST_LOADED
+
+
 @dataclass(frozen=True, slots=True)
 class _Sizes:
     """How much a ``LoadResult`` held before a file was loaded into it."""

@@ -121,3 +121,21 @@ def test_the_build_serves_the_rest_and_says_which_file_is_kept_back(folder: Path
     assert kept.startswith(f"{folder / 'team-a.yaml'}:4:1: invalid YAML: ")
     assert kept.endswith("(the file is served as it was last loaded)")
     assert result.warnings[0] == kept
+
+
+def test_texts_changed_says_whether_the_files_are_what_the_last_load_read(
+        folder: Path) -> None:
+    from propylon.config.loader import texts_changed
+
+    load_paths([folder], keep_last_loaded=True)
+    assert not texts_changed([folder])
+    (folder / "team-b.yaml").write_text(route("b", "/b", "/b2"))
+    assert texts_changed([folder])
+    load_paths([folder], keep_last_loaded=True)
+    assert not texts_changed([folder])
+    (folder / "team-c.yaml").write_text(route("c", "/c"))
+    assert texts_changed([folder])
+    (folder / "team-c.yaml").unlink()
+    assert not texts_changed([folder])
+    (folder / "team-a.yaml").unlink()
+    assert texts_changed([folder])
