@@ -58,6 +58,7 @@ that one.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
@@ -524,7 +525,13 @@ class _Converter:
                 ACCEPTED, False, "UnsupportedValue",
                 f"becomes {kind} {key}, which is already defined"), field="metadata.name")
             return None
-        if kind == "Route":
+        resource = None
+        if kind == "Route" and data["spec"]["rules"] and origin.ref not in self.stand_ins:
+            # as a whole first: a Route that validates has no rule to replace (most do; each
+            # rule checked alone, then the whole again, was validation twice)
+            with contextlib.suppress(ValidationError):
+                resource = converted_resource(data)
+        if kind == "Route" and resource is None:
             rules = [r for i, rule in enumerate(data["spec"]["rules"])
                      if (r := self._checked_rule(rule, origin, i)) is not None]
             if not rules:
@@ -532,7 +539,8 @@ class _Converter:
                     ACCEPTED, False, "UnsupportedValue", "no rule can be served"))
                 return None
             data["spec"]["rules"] = rules
-        resource = None if origin.ref in self.stand_ins else self._validated(data, origin)
+        if resource is None and origin.ref not in self.stand_ins:
+            resource = self._validated(data, origin)
         if resource is None and kind == "Route":
             resource = _stand_in(data)
             if resource is not None:
