@@ -12,7 +12,7 @@
   and the regression inputs. An input that breaks a property is written to
   ``crashes/<target>/`` (so it becomes a regression case) and the test fails with its report.
   ``fuzz TARGET: N executions in S s (X/s), C crashes`` and the known-issue counts appear in
-  the "fuzzing" section of pytest's summary (``conftest.py``).
+  the "fuzzing" section of pytest's summary (``tests/support/report.py``).
 
 Longer runs with a corpus kept between runs: ``scripts/fuzz`` (docs/operations.md); the child
 process is started by ``tests/fuzz/driver.py``.
@@ -28,8 +28,8 @@ import pytest
 
 import propylon
 from tests.fuzz import seeds
-from tests.fuzz.conftest import SUMMARIES
 from tests.fuzz.driver import CRASHES, TARGETS, run_target
+from tests.support import report
 
 # The targets drive the proxy in memory with test doubles that subclass its classes, and
 # atheris needs Python bytecode for coverage: they run in scripts/test's pure-Python pass.
@@ -112,7 +112,7 @@ def test_seeds(target: str) -> None:
 def test_fuzz(target: str, tmp_path: Path) -> None:
     pytest.importorskip("atheris", reason="atheris (dev dependency) is needed to fuzz")
     result = run_target(target, SECONDS, tmp_path)
-    SUMMARIES.append(result.summary())
+    report.add("fuzzing", result.summary())
     assert result.crashes == [], result.failure_text()
     # an input already in crashes/ that fails stops the run at once (test_regression shows it)
     assert result.returncode == 0 and result.runs > 0, result.failure_log()

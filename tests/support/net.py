@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -11,9 +13,77 @@ T = TypeVar("T")
 
 _ALLOCATED: set[int] = set()
 
+# A pytest-xdist worker hands out ports from a block of its own below the kernel's ephemeral
+# range: the kernel never gives them to a bind to port 0 or a connect() (another worker's
+# server or client), and no other worker hands them out; a port taken from the kernel and
+# released could be taken again by the other worker before its test binds it. Alone, a
+# process takes the kernel's free ports.
+_LOWEST = 10000
+
+
+def _ephemeral_start() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as file:
+            return int(file.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _share() -> tuple[int, int] | None:
+    """(this worker's index, how many) under pytest-xdist (``PYTEST_XDIST_WORKER=gwN`` among
+    ``PYTEST_XDIST_WORKER_COUNT``), else None."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return (int(worker[2:]), count) if worker.startswith("gw") and count > 1 else None
+
+
+def _block() -> range | None:
+    share = _share()
+    end = _ephemeral_start()
+    if share is None or end - _LOWEST < 1000 * share[1]:
+        return None
+    index, count = share
+    size = (end - _LOWEST) // count
+    return range(_LOWEST + index * size, _LOWEST + (index + 1) * size)
+
+
+_BLOCK = _block()
+# a random start: two runs of the suite at once (two people's) meet less than from one place
+_NEXT = random.randrange(len(_BLOCK)) if _BLOCK else 0
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _from_block(block: range, skip: set[int]) -> int | None:
+    """The next port of ``block`` after the last one handed out, not in ``skip`` and free."""
+    global _NEXT
+    for _ in range(len(block)):
+        port = block[_NEXT % len(block)]
+        _NEXT += 1
+        if port not in skip and _bindable(port):
+            return port
+    return None
+
 
 def free_port() -> int:
-    """A loopback TCP port nobody listens on now and that this run has not handed out yet."""
+    """A loopback TCP port nobody listens on now and that this process has not handed out yet
+    (nor, under pytest-xdist, another worker: ``_share``)."""
+    if _BLOCK is not None:
+        port = _from_block(_BLOCK, _ALLOCATED)
+        if port is None:  # every port of the block handed out: again from the oldest
+            _ALLOCATED.difference_update(_BLOCK)
+            port = _from_block(_BLOCK, _ALLOCATED)
+        if port is None:
+            raise RuntimeError(f"no free port in {_BLOCK}")
+        _ALLOCATED.add(port)
+        return port
     for _ in range(100):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind(("127.0.0.1", 0))

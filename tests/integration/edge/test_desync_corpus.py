@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support import report
 from tests.support import resources as r
 from tests.support.client import ConnectionClosed, RawClient
 from tests.support.gateway import Gateway
@@ -179,14 +180,13 @@ def test_allow_list_names_real_non_rejecting_cases() -> None:
         assert tiers[key] not in REJECT_TIERS, f"{key!r} is {tiers[key]}: no need to allow-list"
 
 
-def test_desync_summary(capsys: pytest.CaptureFixture[str]) -> None:
-    """Prints the counts per tier (run with -s, or read the report section)."""
+def test_desync_summary() -> None:
+    """The counts per tier, in the "desync corpus" section of pytest's summary
+    (tests/support/report.py)."""
     by_tier = collections.Counter(c.tier for c in CASES)
-    lines = [f"desync corpus: {len(CASES)} cases"]
+    report.add("desync corpus", f"{len(CASES)} cases")
     for tier in ("Severe", "Ambiguous", "Acceptable", "Compliant"):
         detail = ", ".join(f"{label} {n}" for (t, label), n in sorted(OUTCOMES.items())
                            if t == tier)
-        lines.append(f"  {tier:<10} {by_tier[tier]:>3}: {detail or 'not run'}")
-    with capsys.disabled():
-        print("\n" + "\n".join(lines))
+        report.add("desync corpus", f"  {tier:<10} {by_tier[tier]:>3}: {detail or 'not run'}")
     assert sum(by_tier.values()) == len(CASES)

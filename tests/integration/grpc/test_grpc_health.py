@@ -29,13 +29,15 @@ class HealthServer:
 
         handler = grpc.method_handlers_generic_handler("grpc.health.v1.Health", {
             "Check": grpc.unary_unary_rpc_method_handler(check)})
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=2),
-                                  handlers=[handler])
+        self.executor = futures.ThreadPoolExecutor(max_workers=2)
+        self.server = grpc.server(self.executor, handlers=[handler])
         self.port = self.server.add_insecure_port("127.0.0.1:0")
         self.server.start()
 
     def stop(self) -> None:
-        self.server.stop(grace=None)
+        """The server, then its threads (none left for the next test in this process)."""
+        self.server.stop(grace=None).wait(10)
+        self.executor.shutdown(wait=True)
 
 
 @pytest.fixture

@@ -1,42 +1,28 @@
 """Resiliency suite: killable process upstreams, endpoint-health readers, measured figures.
 
 Every figure a test measures is recorded with the ``figure`` fixture and printed in the
-terminal summary (and written as JSON to ``$PROPYLON_FIGURES_FILE`` when that is set).
+terminal summary (and written as JSON to ``$PROPYLON_FIGURES_FILE`` when that is set:
+``tests/support/report.py``).
 """
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from tests.support import report
 from tests.support.gateway import Gateway, metric_value
 from tests.support.proc_upstream import ProcessUpstream
-
-FIGURES: dict[str, Any] = {}
 
 
 @pytest.fixture
 def figure(request: pytest.FixtureRequest) -> Callable[[str, Any], None]:
     def record(name: str, value: Any) -> None:
-        FIGURES[f"{request.node.name}: {name}"] = value
+        report.figure("resiliency figures", f"{request.node.name}: {name}", value)
 
     return record
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    if not FIGURES:
-        return
-    terminalreporter.section("resiliency figures")
-    for name, value in FIGURES.items():
-        terminalreporter.write_line(f"{name} = {value}")
-    target = os.environ.get("PROPYLON_FIGURES_FILE")
-    if target:
-        with open(target, "w") as out:
-            json.dump(FIGURES, out, indent=2, default=str)
 
 
 def _proc_upstreams() -> Iterator[Callable[..., ProcessUpstream]]:
