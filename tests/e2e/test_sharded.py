@@ -342,7 +342,7 @@ def measure_isolation(main_port: int, extra: str, quiet: Fleet, noisy: Fleet) ->
     return Isolation(windows, void, usage, ratios, p99_u, p99_l, foreign)
 
 
-# both CPUs are the test's: another test beside it (pytest-xdist) took the quiet CPU, 1.25-1.43
+# alone: with the other tests run beside it (pytest-xdist), the ratio was 1.43, then 1.25
 @pytest.mark.serial
 def test_sharded_fleets_and_noisy_neighbour(procs: Procs, tmp_path: Path) -> None:
     pinned = (os.cpu_count() or 1) >= 2 and shutil.which("taskset") is not None
