@@ -40,8 +40,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("propylon")
 
 # The file watch says it runs (an empty set of changes) once this long (ms) has passed without
-# a change: the configuration is then built again if its files are no longer what the first
-# build read before the watch began (a file written meanwhile would wait for the next change).
+# a change: the configuration is then built again if its files (or the secret files it read)
+# are no longer what the build read before the watch began (a file written meanwhile would
+# wait for the next change).
 WATCH_READY_MS = 500
 
 # Reloads are built at this niceness (Linux gives each thread its own): the workers, at the
@@ -229,15 +230,21 @@ class FileSource:
             self.secrets_moved.clear()
             dirs = self.secret_dirs()
             try:
-                # a change between the build's read and the watch's start is not missed
+                # a change between the build's read and the watch's start is not missed:
+                # looked for now, and again once the watch says it runs
                 await self.reload_if_secrets_changed(supervisor)
                 if not dirs:
                     await self.secrets_moved.wait()
                     continue
-                async for _changes in awatch(
+                watching = False
+                async for changes in awatch(
                     *dirs, recursive=False, watch_filter=None, debounce=200, step=50,
-                    stop_event=self.secrets_moved,
+                    stop_event=self.secrets_moved, rust_timeout=WATCH_READY_MS,
+                    yield_on_timeout=True,
                 ):
+                    if not changes and watching:
+                        continue
+                    watching = True
                     await self.reload_if_secrets_changed(supervisor)
                     if self.secret_dirs() != dirs:  # a folder appeared, went or moved
                         break

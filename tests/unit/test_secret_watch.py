@@ -4,7 +4,9 @@ a secret change causes is refused (``standalone``, ``translate.consumers``, ``Fi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -192,5 +194,57 @@ def test_supervisor_refuses_a_reload_that_breaks_a_secret(
         if supervisor.health is not None:
             supervisor.health.stop()
         supervisor.sockets.close()  # the supervisor bound the listeners' sockets
+
+    asyncio.run(scenario())
+
+
+def test_a_secret_written_just_before_the_watch_runs_is_read_once_it_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The watch of the secret folders starts after the check for changes already made: a
+    file replaced between the two is read once the watch says it runs (it would otherwise
+    wait for the next change in that folder)."""
+    from propylon import file_source
+    from tests.support.net import free_port
+
+    (tmp_path / "egress.token").write_text("tok-1\n")
+    (tmp_path / "gateway.yaml").write_text(
+        CONFIG.split("---")[0].replace("port: 8080", f"port: {free_port()}, address: 127.0.0.1"))
+    checks: list[tuple[str, ...]] = []
+
+    def changed_then_written(stamps: dict[str, object]) -> tuple[str, ...]:
+        changed = tuple(changed_secret_files(stamps))  # type: ignore[arg-type]
+        checks.append(changed)
+        if len(checks) == 1:  # after the first check, before the watch has started
+            (tmp_path / "egress.token").write_text("tok-2\n")
+        return changed
+
+    def token(supervisor: Supervisor) -> str:
+        assert supervisor.snapshot is not None
+        [policy] = supervisor.snapshot.gateways[0].default_policies
+        return repr(policy.spec)
+
+    async def scenario() -> None:
+        supervisor = Supervisor()
+        monkeypatch.setattr(supervisor, "start_workers", lambda: None)  # no processes here
+        source = FileSource(lambda: build_snapshot([tmp_path]), [str(tmp_path)])
+        await source.start(supervisor)
+        first = token(supervisor)
+        assert "tok-1" in first
+        monkeypatch.setattr(file_source, "changed_secret_files", changed_then_written)
+        watch = asyncio.ensure_future(source._watch_secrets(supervisor))
+        try:
+            deadline = time.monotonic() + 10 * file_source.WATCH_READY_MS / 1000
+            while "tok-2" not in token(supervisor):
+                assert time.monotonic() < deadline, f"never read again: {checks}"
+                await asyncio.sleep(0.05)
+            assert supervisor.reloads.succeeded == 1
+        finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+            if supervisor.health is not None:
+                supervisor.health.stop()
+            supervisor.sockets.close()
 
     asyncio.run(scenario())
