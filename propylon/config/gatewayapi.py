@@ -46,14 +46,17 @@ Fields are read through ``k8s_fields.py``: a field of the wrong type makes its l
 rule or, when it belongs to neither, its whole object ``Accepted=False UnsupportedValue``
 with a located issue naming the field; conversion never raises on what an object holds.
 
-A conversion keeps what it made of each HTTPRoute and GRPCRoute, Gateway and Service
-(``_Kept``): the next one, when every object but the routes is the very same (the loader gives
-an unchanged file's objects as the same objects), as are the native resources' names, gives
-an unchanged route object the same Route, with the conditions it reported replayed
-(``_FindingsTape``), and an unchanged Gateway or Service the same resource. So a change of one
-HTTPRoute among 10,000 converts that one, and translation, which keeps the rules of the
-Routes, Gateways and Upstreams that are the same objects (``translate/memo.py``), translates
-that one.
+A conversion keeps what it made of each HTTPRoute, GRPCRoute and Ingress, Gateway and Service
+(``_Kept``): the next one, when every object but the routes and Ingresses is the very same
+(the loader gives an unchanged file's objects as the same objects), as are the native
+resources' names, gives an unchanged route object or Ingress the same Routes, with the
+conditions it reported replayed (``_FindingsTape``), and an unchanged Gateway or Service the
+same resource. So a change of one HTTPRoute or Ingress among 10,000 converts that one, and
+translation, which keeps the rules of the Routes, Gateways and Upstreams that are the same
+objects (``translate/memo.py``), translates that one. (An Ingress's ``spec.tls`` certificates
+are given to the native Gateways that select it at each conversion: those may change while it
+does not.) A conversion validates a section it makes again and again (the same ``forward``
+of many rules) once, as a load does (``schema.shared_sections``).
 """
 
 from __future__ import annotations
@@ -104,11 +107,13 @@ from propylon.config.loader import Rejected
 from propylon.config.recovery import recover_kubernetes
 from propylon.config.resources import API_VERSION, KINDS, Gateway, Resource, Route
 from propylon.config.route import Rule
-from propylon.schema import OBJECT_NAME
+from propylon.schema import OBJECT_NAME, shared_sections
 
 GATEWAY_CLASS = "propylon"
 PARENT_LABEL = "propylon.dev/parent.{namespace}.{name}"
 ROUTE_KINDS = ("HTTPRoute", "GRPCRoute")
+# what a conversion keeps by object (``_Kept``): every other object is its context
+_KEPT_KINDS = (*ROUTE_KINDS, "Ingress")
 _FROM = {"Same": "Same", "All": "All", "Selector": "Selector"}  # allowedRoutes.namespaces.from
 _PROTOCOLS = ("HTTP", "HTTPS")
 _TLS_MODES = {"Terminate": "Terminate"}  # Passthrough belongs to TLS listeners
@@ -199,7 +204,8 @@ def expand_kubernetes(resources: Sequence[Resource],
     stand_ins = [o for item in first.values() if (o := recover_kubernetes(item)) is not None]
     if not kube and not stand_ins:
         return Expansion(list(resources))
-    return _Converter(native, kube + stand_ins, {o.ref for o in stand_ins}).run()
+    with shared_sections():
+        return _Converter(native, kube + stand_ins, {o.ref for o in stand_ins}).run()
 
 
 class _Converter:
@@ -216,15 +222,13 @@ class _Converter:
         self.namespaces = namespace_labels(self.kube)
         self.secrets = SecretCertificates.of(self.kube, self.resolver)
         # what a route object's conversion is made from, but itself
-        self.context = _Context(tuple(o for o in self.kube if o.kind not in ROUTE_KINDS),
+        self.context = _Context(tuple(o for o in self.kube if o.kind not in _KEPT_KINDS),
                                 frozenset(self.taken), frozenset(stand_ins))
         last = _LAST[0]
         self.last = last if last is not None and last.context.same(self.context) else None
         self.made = _Kept(self.context)
 
     def run(self) -> Expansion:
-        from propylon.config.ingress import convert_ingress
-
         gateways = {o.key: self._gateway(o) for o in self._of("Gateway") if _ours(o)}
         for route in self._of(*ROUTE_KINDS):
             kept = self.last.routes.get(id(route)) if self.last is not None else None
@@ -232,8 +236,12 @@ class _Converter:
                 self._route(route, gateways)
         ingress_tls: dict[int, list[InlineCertificate]] = {}  # native Gateway index -> added
         for ingress in self._of("Ingress"):
-            for data in convert_ingress(ingress, self.resolver, self.findings):
-                self._add(data, ingress)
+            kept_ingress = self.last.ingresses.get(id(ingress)) if self.last is not None \
+                else None
+            if kept_ingress is None or kept_ingress.ingress is not ingress \
+                    or not self._replay_ingress(kept_ingress):
+                self._ingress(ingress)
+            # of the native Gateways, which may change while the Ingress does not
             self._ingress_tls(ingress, ingress_tls)
         for index, certificates in ingress_tls.items():
             resources = self.expansion.resources
@@ -247,6 +255,38 @@ class _Converter:
                 self._service_upstream(key, data, service)
         _LAST[0] = self.made
         return self.expansion
+
+    # -- Ingresses -----------------------------------------------------------------------
+    def _ingress(self, ingress: KubernetesObject) -> None:
+        """Convert ``ingress``'s Routes, recording them as ``_route`` does a route object's."""
+        from propylon.config.ingress import convert_ingress
+
+        tape = _FindingsTape(self.findings)
+        self.findings, self.resolver.uses = tape, []
+        try:
+            converted = convert_ingress(ingress, self.resolver, self.findings)
+            made = [r for data in converted if (r := self._add(data, ingress)) is not None]
+        finally:
+            self.findings, uses = tape.book, self.resolver.uses
+            self.resolver.uses = None
+        # every Route made, none standing in for it: what a replay can give again
+        if len(made) == len(converted) and ingress.ref not in self.expansion.replaced:
+            self.made.ingresses[id(ingress)] = _ConvertedIngress(
+                ingress, tuple(made), tuple(tape.calls), tuple(uses))
+
+    def _replay_ingress(self, kept: _ConvertedIngress) -> bool:
+        """What ``_ingress`` made of the same object last time, made again; False (nothing
+        done) if the name of one of its Routes is taken now."""
+        if any((r.kind, r.key) in self.taken for r in kept.resources):
+            return False
+        for name, args, kwargs in kept.calls:
+            getattr(self.findings, name)(*args, **kwargs)
+        for use in kept.uses:
+            self.resolver.use(*use)
+        for resource in kept.resources:
+            self._keep(resource, kept.ingress)
+        self.made.ingresses[id(kept.ingress)] = kept
+        return True
 
     def _of(self, *kinds: str) -> list[KubernetesObject]:
         return [o for o in self.kube if o.kind in kinds]
@@ -620,6 +660,14 @@ class _ConvertedRoute:
 
 
 @dataclass(frozen=True, slots=True)
+class _ConvertedIngress:
+    ingress: KubernetesObject
+    resources: tuple[Resource, ...]  # its Routes
+    calls: tuple[_Call, ...]
+    uses: tuple[tuple[str, dict[str, Any], str], ...]
+
+
+@dataclass(frozen=True, slots=True)
 class _Context:
     """What every route object's conversion is made from, but the route objects."""
 
@@ -641,6 +689,7 @@ class _Kept:
 
     context: _Context
     routes: dict[int, _ConvertedRoute] = field(default_factory=dict)
+    ingresses: dict[int, _ConvertedIngress] = field(default_factory=dict)
     gateways: dict[str, tuple[KubernetesObject, ListenerSections | None, Resource]] = field(
         default_factory=dict)
     upstreams: dict[str, tuple[KubernetesObject, dict[str, Any], Resource]] = field(

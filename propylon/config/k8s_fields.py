@@ -105,9 +105,13 @@ def items(raw: Mapping[str, Any], key: str, at: str) -> list[Any]:
 
 def entries(raw: Mapping[str, Any], key: str, at: str) -> list[tuple[str, dict[str, Any]]]:
     """The items of the list at ``raw[key]`` with their paths, each a mapping."""
+    listed = items(raw, key, at)
+    if not listed:
+        return []
     found = []
-    for i, item in enumerate(items(raw, key, at)):
-        where = path(path(at, key), i)
+    under = f"{at}.{key}" if at else key
+    for i, item in enumerate(listed):
+        where = f"{under}[{i}]"
         if not isinstance(item, dict):
             raise FieldError(where, f"must be a mapping, not {describe(item)}")
         found.append((where, item))

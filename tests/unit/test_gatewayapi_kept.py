@@ -188,3 +188,102 @@ def test_rules_shadowed_in_their_sections_are_found_as_routes_come_and_go(
     assert shadow_warnings(folder) == ["HTTPRoute team-c/c0", "HTTPRoute team-c/c1"]
     (folder / "team-b.yaml").unlink()
     assert shadow_warnings(folder) == ["HTTPRoute team-c/c1"]
+
+
+def test_routes_to_the_same_backend_share_their_converted_forward(folder: Path) -> None:
+    """A conversion validates a repeated section once (``schema.shared_sections``, as a load
+    does): 10,000 HTTPRoutes to one Service are one forward model, which translation and
+    the IR's encoding then share too (per namespace; a rule equal to one of an earlier
+    build may be that build's). One to another backend is its own."""
+    write(folder / "team-b.yaml", *(http_route(f"b{i}", "team-b", f"/b{i}") for i in range(3)),
+          http_route("b3", "team-b", "/b3", backend="gone"))
+    routes = by_ref(expand(folder, from_scratch=True))
+    forwards = [routes[f"Route team-{t}/{t}{i}"].spec.rules[0].forward
+                for t in "ab" for i in range(3)]
+    assert all(forward is forwards[0] for forward in forwards) and forwards[0] is not None
+    assert routes["Route team-b/b3"].spec.rules[0].forward is not forwards[0]
+    result = build_snapshot([folder])
+    assert result.snapshot is not None
+    [gateway] = result.snapshot.gateways
+    actions = {rule.route: rule.action for rule in gateway.rules}
+    assert actions["Route team-a/a0"] == actions["Route team-b/b2"] != actions["Route team-b/b3"]
+
+
+# -- Ingresses: kept as the route objects are --------------------------------------------------
+NATIVE_GATEWAY = {"apiVersion": "propylon.dev/v1", "kind": "Gateway",
+                  "metadata": {"name": "ingress", "namespace": "infra"},
+                  "spec": {"listeners": [{"name": "http", "port": 8090}], "routeSelector": {
+                      "namespaces": ["*"],
+                      "matchLabels": {"propylon.dev/ingress-class": "propylon"}}}}
+HTTPS_LISTENER = {"name": "https", "port": 8443, "protocol": "HTTPS", "tls": {
+    "certificates": [{"certFile": "/default.pem", "keyFile": "/default.key"}]}}
+
+
+def ingress(name: str, namespace: str, *paths: str, backend: str = "api",
+            tls: str | None = None, hosts: int = 1) -> dict[str, Any]:
+    rules = [{"host": f"{name}-{h}.test", "http": {"paths": [
+        {"path": path, "pathType": "Prefix", "backend": {"service": {
+            "name": backend, "port": {"number": 80}}}} for path in paths]}}
+        for h in range(hosts)]
+    spec: dict[str, Any] = {"ingressClassName": "propylon", "rules": rules}
+    if tls is not None:
+        spec["tls"] = [{"hosts": [f"{name}-0.test"], "secretName": tls}]
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+
+
+@pytest.fixture
+def ingresses(folder: Path) -> Path:
+    from tests.support.k8s_tls import self_signed, tls_secret
+
+    write(folder / "2-ingress-gateway.yaml", NATIVE_GATEWAY)
+    write(folder / "3-secret.yaml", tls_secret("web-tls", "back", self_signed("i0-0.test")))
+    write(folder / "ingress-a.yaml", ingress("i0", "back", "/x", "/y", tls="web-tls"),
+          ingress("i1", "back", "/z", hosts=2))
+    write(folder / "ingress-b.yaml", *(ingress(f"j{i}", "back", f"/j{i}") for i in range(3)))
+    return folder
+
+
+@pytest.mark.parametrize("change", [
+    pytest.param(lambda f: write(f / "ingress-b.yaml", *(ingress(f"j{i}", "back", f"/j{i}")
+                                                         for i in range(4))),
+                 id="an-ingress-added"),
+    pytest.param(lambda f: write(f / "ingress-b.yaml", ingress("j0", "back", "/other"),
+                                 ingress("j1", "back", "/j1", backend="gone")),
+                 id="one-changed-one-removed-one-refers-to-nothing"),
+    pytest.param(lambda f: write(f / "ingress-b.yaml", *(ingress(f"j{i}", "back", f"/j{i}")
+                                                         for i in range(3)),
+                                 ingress("j0", "back", "/dup")),
+                 id="an-ingress-defined-twice"),
+    pytest.param(lambda f: write(f / "team-b.yaml", *(http_route(f"b{i}", "team-b", f"/b{i}")
+                                                      for i in range(2))),
+                 id="an-httproute-removed"),
+])
+def test_an_ingress_change_converts_as_from_scratch_and_keeps_the_others(
+        ingresses: Path, change: Any) -> None:
+    before = by_ref(expand(ingresses, from_scratch=True))
+    assert before["Route back/ingress:i1:2"].spec.rules[0].forward is not None
+    change(ingresses)
+    kept = expand(ingresses)
+    assert form(kept) == form(expand(ingresses, from_scratch=True))
+    same = not kept.replaced
+    after = by_ref(kept)
+    for ref in ("Route back/ingress:i0", "Route back/ingress:i1", "Route back/ingress:i1:2"):
+        assert (after[ref] is before[ref]) is same
+
+
+def test_a_native_gateway_taking_an_ingress_certificate_is_seen_without_an_ingress_change(
+        ingresses: Path) -> None:
+    """An Ingress's certificates go to the native Gateways that select it with an HTTPS
+    listener: a Gateway given one takes them, though the Ingress is kept as it was."""
+    before = by_ref(expand(ingresses, from_scratch=True))
+    native = {**NATIVE_GATEWAY, "spec": {**NATIVE_GATEWAY["spec"], "listeners": [
+        *NATIVE_GATEWAY["spec"]["listeners"], HTTPS_LISTENER]}}
+    write(ingresses / "2-ingress-gateway.yaml", native)
+    kept = expand(ingresses)
+    assert form(kept) == form(expand(ingresses, from_scratch=True))
+    gateway = by_ref(kept)["Gateway infra/ingress"]
+    https = next(lst for lst in gateway.spec.listeners if lst.name == "https")
+    assert https.tls is not None and [c.cert_file for c in https.tls.certificates] == [
+        "/default.pem", "Secret back/web-tls"]  # the listener's own, then the Ingress's
+    assert by_ref(kept)["Route back/ingress:i0"] is before["Route back/ingress:i0"]
