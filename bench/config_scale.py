@@ -3,6 +3,7 @@ serving, and to change, and how much memory it holds. Not a test. Run
 
     python bench/config_scale.py --routes 1000 [--delegation] [--workers 1] [--reloads 50]
     python bench/config_scale.py --routes 10000 --gateway-api [--sections]
+    python bench/config_scale.py --routes 10000 --ingress
     python bench/config_scale.py --routes 10000 --phases      # in-process stage timings
     python bench/config_scale.py --routes 10000 --rounds 6 --against ../main-checkout
 
@@ -14,7 +15,9 @@ by label. With ``--gateway-api`` the Gateway and the routes are Kubernetes Gatew
 objects (a Gateway of class propylon, HTTPRoutes of the same 4 matches, each to the Upstream
 by a backendRef, the header-conditioned one with a ResponseHeaderModifier), as ``kubectl get
 -o yaml`` would give them; ``--sections`` gives the Gateway two listeners on the port (one
-for ``*.example.com``) and attaches each route to one of them by ``sectionName``.
+for ``*.example.com``) and attaches each route to one of them by ``sectionName``. With
+``--ingress`` the routes are Ingresses of class propylon (4 paths each, any host, to a
+Service whose EndpointSlice is the echo server) served by a propylon.dev/v1 Gateway.
 Then it measures, printing one line per figure:
 
 - ``validate``: ``propylon validate FOLDER`` wall time;
@@ -64,14 +67,16 @@ _INSTALLED = re.compile(r"configuration (\w+) installed on (\d+) worker")
 
 
 # -- the configuration ---------------------------------------------------------------------
-# what the configuration is written as: "routes", "delegation", "gateway-api" or
-# "gateway-api-sections" (set from the command line)
+# what the configuration is written as: "routes", "delegation", "gateway-api",
+# "gateway-api-sections" or "ingress" (set from the command line)
 SHAPE = "routes"
 
 
 def gateway_yaml(port: int, echo: int) -> str:
     if SHAPE.startswith("gateway-api"):
         return k8s_gateway_yaml(port, echo)
+    if SHAPE == "ingress":
+        return ingress_gateway_yaml(port, echo)
     return f"""apiVersion: propylon.dev/v1
 kind: Gateway
 metadata: {{name: edge, namespace: {NAMESPACE}}}
@@ -108,6 +113,8 @@ def rules_yaml(prefix: str) -> str:
 def route_yaml(i: int) -> str:
     if SHAPE.startswith("gateway-api"):
         return http_route_yaml(i)
+    if SHAPE == "ingress":
+        return ingress_yaml(i)
     return (f"apiVersion: propylon.dev/v1\nkind: Route\nmetadata: {{name: r{i}, namespace: "
             f"{NAMESPACE}}}\nspec:\n" + rules_yaml(f"/r{i}"))
 
@@ -153,6 +160,51 @@ spec:
                  responseHeaderModifier: {{set: [{{name: x-beta, value: "yes"}}]}}}}]
     - matches: [{{path: {{type: Exact, value: /r{i}/ping}}}}]
       {backend}
+"""
+
+
+def ingress_gateway_yaml(port: int, echo: int) -> str:
+    """A propylon.dev/v1 Gateway serving the Ingresses of class propylon, and the Service
+    they name (with its EndpointSlice: the echo server)."""
+    return f"""apiVersion: propylon.dev/v1
+kind: Gateway
+metadata: {{name: edge, namespace: {NAMESPACE}}}
+spec:
+  listeners: [{{name: web, port: {port}, protocol: HTTP}}]
+  routeSelector: {{namespaces: [{NAMESPACE}],
+                  matchLabels: {{propylon.dev/ingress-class: propylon}}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: echo, namespace: {NAMESPACE}}}
+spec:
+  ports: [{{name: http, port: 80, targetPort: {echo}}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {{name: echo-1, namespace: {NAMESPACE},
+           labels: {{kubernetes.io/service-name: echo}}}}
+addressType: IPv4
+ports: [{{name: http, port: {echo}}}]
+endpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}}}]
+"""
+
+
+def ingress_yaml(i: int) -> str:
+    """An Ingress of 4 paths (two Prefix, two Exact) to the Service, on any host."""
+    backend = "backend: {service: {name: echo, port: {number: 80}}}"
+    paths = "".join(f"""
+          - {{path: /r{i}/{name}, pathType: {kind}, {backend}}}"""
+                    for name, kind in (("api", "Prefix"), ("item", "Exact"),
+                                       ("beta", "Prefix"), ("ping", "Exact")))
+    return f"""apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: r{i}, namespace: {NAMESPACE}}}
+spec:
+  ingressClassName: propylon
+  rules:
+    - http:
+        paths:{paths}
 """
 
 
@@ -356,7 +408,8 @@ def run_gateway(args: argparse.Namespace, tmp: Path) -> None:
     folder = tmp / "config"
     write_config(folder, args.routes, port, echo)
     kind = {"delegation": "RouteTables", "gateway-api": "HTTPRoutes",
-            "gateway-api-sections": "HTTPRoutes (sectionName)"}.get(SHAPE, "Routes")
+            "gateway-api-sections": "HTTPRoutes (sectionName)",
+            "ingress": "Ingresses"}.get(SHAPE, "Routes")
     print(f"{args.routes} {kind} x 4 rules, {args.workers} worker(s); {load_note()}", flush=True)
     trees = trees_in_rounds(args)
     checks: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in trees}
@@ -566,6 +619,8 @@ def main() -> None:
                         help="Kubernetes Gateway API objects instead of propylon.dev/v1 ones")
     parser.add_argument("--sections", action="store_true",
                         help="with --gateway-api: each route on one of two listeners")
+    parser.add_argument("--ingress", action="store_true",
+                        help="Kubernetes Ingresses (4 paths each) served by a native Gateway")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--changes", type=int, default=5)
     parser.add_argument("--reloads", type=int, default=0)
@@ -578,7 +633,8 @@ def main() -> None:
     args = parser.parse_args()
     global SHAPE
     SHAPE = ("delegation" if args.delegation else "gateway-api-sections" if args.sections
-             else "gateway-api" if args.gateway_api else "routes")
+             else "gateway-api" if args.gateway_api else "ingress" if args.ingress
+             else "routes")
     tmp = Path(tempfile.mkdtemp(prefix="propylon-scale-"))
     try:
         (run_phases if args.phases else run_gateway)(args, tmp)
