@@ -9,13 +9,14 @@ gives, in the same order.
 
 A Route's entry is used again only when nothing it was made from changed: the same Route
 object (the loader gives unchanged files' resources as the same objects), the same policies
-targeting it or its named rules, and, for the whole memo, the same Gateway object, RouteTables,
-Upstreams and Policies (objects again), the same contained resources and no secret read
-for the Gateway's own policies. A delegating Route is kept too: what it is made of beyond
-itself (the RouteTables its selectors find, recursively, cycles among them, the policies
-targeting them) is all among those objects. Anything else, and every Route whose translation
-read a secret (its value may have changed with the same configuration), is translated as
-before.
+targeting it or its named rules, and, for the whole memo, the same Gateway object, RouteTables
+and Policies (objects again), the same Upstreams as rules read them (their keys and the
+namespaces they admit: an Upstream's endpoints, balancing or health checks change no rule),
+the same contained resources and no secret read for the Gateway's own policies. A
+delegating Route is kept too: what it is made of beyond itself (the RouteTables its
+selectors find, recursively, cycles among them, the policies targeting them) is all among
+those objects. Anything else, and every Route whose translation read a secret (its value
+may have changed with the same configuration), is translated as before.
 """
 
 from __future__ import annotations
@@ -140,31 +141,34 @@ class RouteMemo:
     def __init__(self) -> None:
         self.lock = threading.Lock()  # held by the translation using it
         self._inputs: tuple[object, ...] = ()
+        self._upstreams: tuple[object, ...] = ()  # ``upstream_view``
         self._replaced: frozenset[str] = frozenset()
         self._entries: dict[str, RouteEntry] = {}
         self._next: dict[str, RouteEntry] = {}
         # what the translation that made ``_entries`` had; those of this one, kept by finish
         self._targets: PolicyTargets = {}
-        self._started: tuple[tuple[object, ...], frozenset[str], PolicyTargets] = (
-            (), frozenset(), {})
+        self._started: tuple[tuple[object, ...], tuple[object, ...], frozenset[str],
+                             PolicyTargets] = ((), (), frozenset(), {})
         self._same_targets = False  # every target has the policies it had then
 
     def start(self, gateway: Gateway, inventory: Inventory, replaced: frozenset[str],
               targets: PolicyTargets) -> None:
-        inputs = (gateway, *inventory.tables, None, *inventory.upstreams.values(), None,
-                  *inventory.policies)
-        if not _same(inputs, self._inputs) or replaced != self._replaced:
+        inputs = (gateway, *inventory.tables, None, *inventory.policies)
+        upstreams = upstream_view(inventory)
+        if not _same(inputs, self._inputs) or upstreams != self._upstreams \
+                or replaced != self._replaced:
             self._entries = {}
         # then no kept Route's targeting can differ: one comparison instead of one per Route
         self._same_targets = targets.keys() == self._targets.keys() and all(
             _same(tuple(policies), tuple(self._targets[key]))
             for key, policies in targets.items())
         self._next = {}
-        self._started = (inputs, replaced, targets)
+        self._started = (inputs, upstreams, replaced, targets)
 
     def forget(self) -> None:
         """Nothing of this translation is kept, nor used again (see the module doc)."""
-        self._inputs, self._entries, self._next, self._targets = (), {}, {}, {}
+        self._inputs, self._upstreams, self._entries, self._next, self._targets = (
+            (), (), {}, {}, {})
 
     def get(self, route: Route, targets: PolicyTargets) -> RouteEntry | None:
         entry = self._entries.get(route.key)
@@ -180,7 +184,7 @@ class RouteMemo:
 
     def finish(self) -> None:
         self._entries, self._next = self._next, {}
-        self._inputs, self._replaced, self._targets = self._started
+        self._inputs, self._upstreams, self._replaced, self._targets = self._started
 
 
 def targeting(route: Route, targets: PolicyTargets) -> tuple[object, ...]:
@@ -190,6 +194,13 @@ def targeting(route: Route, targets: PolicyTargets) -> tuple[object, ...]:
         if rule.name is not None:
             found += [*targets.get((route.kind, route.key, rule.name), ()), None]
     return tuple(found)
+
+
+def upstream_view(inventory: Inventory) -> tuple[object, ...]:
+    """What a rule's translation reads of the Upstreams (``backends.reference_error``):
+    which exist, and the namespaces each admits."""
+    return tuple((key, tuple(upstream.spec.allowed_namespaces))
+                 for key, upstream in inventory.upstreams.items())
 
 
 def _same(a: tuple[object, ...], b: tuple[object, ...]) -> bool:

@@ -257,3 +257,47 @@ def test_a_rule_object_given_twice_shares_its_buckets_with_itself() -> None:
     got = shadows._sharing_entries("shop/other", [(draft, rule), (draft, rule)])  # type: ignore[list-item]
     assert [entry.payload for entry in got] == [0, 1]
     assert "shop/other" not in shadows._LAST  # nothing kept from such a list
+
+
+def upstream(port: int, allowed: str = "[]", namespace: str = "shop") -> list[Resource]:
+    return resources(f"""apiVersion: propylon.dev/v1
+kind: Upstream
+metadata: {{name: app, namespace: {namespace}}}
+spec: {{endpoints: [{{address: 127.0.0.1, port: {port}}}], allowedNamespaces: {allowed}}}
+""")
+
+
+def test_an_upstream_changed_as_rules_do_not_read_it_keeps_every_route(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rules read of an Upstream only whether it exists and which namespaces it admits: a
+    change of its endpoints (the most frequent change of a running configuration) keeps
+    every Route's rules, and the new endpoints are served."""
+    from propylon.translate import gateway as gateway_step
+
+    gateway, _, policy = resources(GATEWAY)
+    routes = resources("---\n".join(route(f"r{i}", f"/{i}") for i in range(3)))
+    fresh([gateway, *upstream(9000), policy, *routes])
+    translated: list[str] = []
+    flatten = gateway_step.flatten_route
+    monkeypatch.setattr(gateway_step, "flatten_route",
+                        lambda ctx, route: translated.append(route.key) or flatten(ctx, route))
+    changed = [gateway, *upstream(9001), policy, *routes]
+    again = translate_with_issues(changed)
+    assert translated == []  # every Route kept
+    assert [e.port for e in again.snapshot.gateways[0].upstreams[0].endpoints] == [9001]
+    assert_same(again, fresh(changed))
+
+
+def test_an_upstream_admitting_other_namespaces_reaches_the_rules_that_use_it() -> None:
+    gateway = resources(SHOP_EDGE_YAML.replace("namespaces: [shop]", "namespaces: [shop, back]"))[0]
+    routes = resources(route("r1", "/a", upstream="back/app"))
+    steps = [[gateway, *upstream(9000, "[shop]", "back"), *routes],
+             [gateway, *upstream(9000, "[]", "back"), *routes],  # shop no longer admitted
+             [gateway, *upstream(9001, "['*']", "back"), *routes]]
+    fresh(steps[0])
+    states = []
+    for step in steps:
+        again = translate_with_issues(step)
+        assert_same(again, fresh_after(step))
+        states.append(next(s.state for s in again.snapshot.statuses if s.key == "shop/r1"))
+    assert states == ["Accepted", "Invalid", "Accepted"]
