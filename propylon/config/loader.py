@@ -19,7 +19,10 @@ are in ``errors`` only; ``unattributed`` lists them.
 
 ``load_paths`` remembers, per file, what its text gave (``_FileCache``, keyed by the text's
 SHA-256): a reload parses and validates only the files that changed. Resources are never
-modified once loaded, so the same objects serve every load of an unchanged file. The files to
+modified once loaded, so the same objects serve every load of an unchanged file; and of a
+changed file, each document written as it was, at the same line, is the resource it was
+(``_KeptDocuments``): one Upstream edited in the file of its Gateway leaves the Gateway, and
+so translation's memo of its Routes, as it was. The files to
 parse are parsed on every core when asked and there are many (``parse_pool.py``), each
 file's documents validated here while the next files are parsed.
 """
@@ -30,6 +33,7 @@ import contextlib
 import dataclasses
 import functools
 import hashlib
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,9 +136,9 @@ def _load_paths(paths: Sequence[str | Path], parallel: bool, keep_last_loaded: b
                 _LAST_LOADED[name] = text
                 continue
             before = _Sizes.of(result)
-            _load_into(result, text, name, seen, got)
+            documents = _load_into(result, text, name, seen, got, kept=_FILES.documents(name))
             if not before.unattributed_since(result):
-                _FILES.remember(name, digest, result)
+                _FILES.remember(name, digest, result, _Layout.of(text, documents))
                 _LAST_LOADED[name] = text
             elif not (keep_last_loaded and _load_last(result, name, text, seen, before)):
                 _FILES.remember(name, digest, result)
@@ -286,6 +290,7 @@ class _FileCache:
 
     def __init__(self) -> None:
         self.files: dict[str, tuple[bytes, tuple[Resource, ...]]] = {}
+        self.layouts: dict[str, _Layout] = {}  # of the files held, when known
         self._marks: dict[str, tuple[int, int, int]] = {}  # file -> result sizes before it
 
     def holds(self, filename: str, digest: bytes) -> bool:
@@ -306,18 +311,79 @@ class _FileCache:
         result.resources.extend(resources)
         return True
 
-    def remember(self, filename: str, digest: bytes, result: LoadResult) -> None:
+    def remember(self, filename: str, digest: bytes, result: LoadResult,
+                 layout: _Layout | None = None) -> None:
         resources, errors, rejected = self._marks.pop(filename, (0, 0, 0))
+        self.layouts.pop(filename, None)
         if len(result.errors) == errors and len(result.rejected) == rejected:
             self.files[filename] = (digest, tuple(result.resources[resources:]))
+            if layout is not None:
+                self.layouts[filename] = layout
         else:
             self.files.pop(filename, None)
+
+    def documents(self, filename: str) -> _KeptDocuments | None:
+        """The resources the file last loaded as (when held, with its layout), for a load of
+        a new text of it."""
+        layout, held = self.layouts.get(filename), self.files.get(filename)
+        return None if layout is None or held is None else _KeptDocuments(layout, held[1])
 
     def keep_only(self, files: set[str]) -> None:
         """Forget the files a load did not read, so the cache holds one configuration."""
         for gone in set(self.files) - files:
             del self.files[gone]
+            self.layouts.pop(gone, None)
         self._marks.clear()
+
+
+@dataclass(frozen=True, slots=True)
+class _Layout:
+    """A file's text and the first line of each of its documents."""
+
+    text: str
+    starts: tuple[int, ...]
+
+    @classmethod
+    def of(cls, text: str, documents: Sequence[Document]) -> _Layout:
+        return cls(text, tuple(doc.line for doc in documents))
+
+    def spans(self) -> dict[int, str]:
+        """The text of each document by its first line: from that line to the next
+        document's (the separator between them with it)."""
+        lines = self.text.splitlines(keepends=True)
+        ends = [*self.starts[1:], len(lines) + 1]
+        return {start: "".join(lines[start - 1:end - 1])
+                for start, end in zip(self.starts, ends, strict=True) if start > 0}
+
+
+class _KeptDocuments:
+    """The resources of a file's last load, each given again (the same object: translation
+    keeps what it made of an object it meets again) for a document of its new text written
+    as it was, at the same line: the same text there is the same resource at the same place.
+    A file with one document changed is validated, and translated, as that one document."""
+
+    def __init__(self, last: _Layout, resources: Sequence[Resource]) -> None:
+        self._last, self._resources = last, resources
+        self.now: _Layout | None = None
+        self._then: dict[int, tuple[str, Resource]] | None = None
+        self._spans: dict[int, str] | None = None
+
+    def resource(self, doc: Document) -> Resource | None:
+        if self.now is None:
+            return None
+        if self._then is None:
+            spans = self._last.spans()
+            lines = [r.source.line if r.source is not None else 0 for r in self._resources]
+            once = {line for line, count in Counter(lines).items() if count == 1}
+            self._then = {line: (spans[line], r) for line, r in zip(
+                lines, self._resources, strict=True) if line in spans and line in once}
+            self._spans = self.now.spans()
+        then = self._then.get(doc.line)
+        assert self._spans is not None
+        if then is None or then[0] != self._spans.get(doc.line) or (
+                is_kubernetes(doc.data) and is_list(doc.data)):  # its items: their own lines
+            return None
+        return then[1]
 
 
 def _digest(text: str) -> bytes:
@@ -356,25 +422,32 @@ def load_data(data: Any, filename: str = "<data>") -> LoadResult:
 def _load_into(
     result: LoadResult, text: str, filename: str, seen: dict[tuple[str, str], Source],
     parsed: Parsed | None = None, outline: Callable[[str], bool] | None = None,
-) -> None:
+    kept: _KeptDocuments | None = None,
+) -> Sequence[Document]:
+    """Load ``text``'s documents into ``result``; the documents. ``kept``: the resources
+    of the file's last load, each given again for a document written as it was then."""
     documents, errors = parsed if parsed is not None else parse_documents(text, filename)
     own = {error for doc in documents for error in doc.errors}  # reported with their resource
     result.errors.extend(error for error in errors if error not in own)
-    _load_documents(result, documents, filename, seen, outline)
+    if kept is not None:
+        kept.now = _Layout.of(text, documents)
+    _load_documents(result, documents, filename, seen, outline, kept)
+    return documents
 
 
 def _load_documents(
     result: LoadResult, documents: Sequence[Document], filename: str,
     seen: dict[tuple[str, str], Source], outline: Callable[[str], bool] | None,
+    kept: _KeptDocuments | None = None,
 ) -> None:
     for doc in documents:
-        outlined = None
+        given = kept.resource(doc) if kept is not None and not doc.errors else None
         if outline is not None and not doc.errors:
             key = route_key(doc.data)
             if key is not None and outline(key):
-                outlined = outline_route(doc, filename)
+                given = outline_route(doc, filename)
         try:
-            resource, doc_errors = ((outlined, []) if outlined is not None
+            resource, doc_errors = ((given, []) if given is not None
                                     else _build(doc, filename))
         except _IsList:  # kubectl's output: its items, each as if written on its own
             items, doc_errors = _list_documents(doc, filename)
