@@ -26,6 +26,8 @@ Then it measures, printing one line per figure:
 - ``change``: a file of the folder rewritten with one more route (the watcher picks it up),
   until the supervisor logs the version installed on every worker (it logs only once all of
   them answered ``ack``), then until the new route answers; median and max of ``--changes``;
+- ``upstream edit``: the Upstream's connect timeout changed in the Gateway's file, until
+  installed on every worker (not with ``--ingress``, whose backend is a Service);
 - RSS of the supervisor and of each worker after start, after the changes, and after
   ``--reloads`` more changes alternating between two versions of one file (growth there is
   a leak: the same two configurations are installed again and again).
@@ -449,6 +451,8 @@ def run_gateway(args: argparse.Namespace, tmp: Path) -> None:
         measure_config_dump(args.admin)
         print(f"memory after /config  {memory(gateway.pid)}", flush=True)
         measure_changes(args, folder, port, logs, gateway.pid)
+        if SHAPE != "ingress":
+            measure_upstream_edits(args, folder, logs, gateway.pid)
         print(f"memory after {args.changes} changes  {memory(gateway.pid)}", flush=True)
         if args.reloads:
             measure_reloads(args, folder, logs, gateway.pid)
@@ -514,6 +518,32 @@ def measure_changes(
           f"{max(installed):6.2f} s  installed on every worker "
           f"(served: median {statistics.median(served):.2f} s; cpu per change: supervisor, "
           f"workers: {per_change} s)", flush=True)
+
+
+def measure_upstream_edits(args: argparse.Namespace, folder: Path, logs: LogWatch,
+                           pid: int) -> None:
+    """The Upstream's connect timeout changed in ``gateway.yaml``, the file of the Gateway
+    (an Upstream's settings or endpoints, the most frequent change of a running
+    configuration): until the supervisor logs the version installed on every worker."""
+    path = folder / "gateway.yaml"
+    original = path.read_text()
+    processes = (pid, *children(pid))
+    cpu = [cpu_seconds(p) for p in processes]
+    installed: list[float] = []
+    for n in range(args.changes):
+        seen = len(logs.installed)
+        begin = time.perf_counter()
+        tmp = folder.parent / ".edit.tmp"
+        tmp.write_text(original.replace("  endpoints: [", f"  connectTimeout: {2 + n}s\n"
+                                        "  endpoints: [", 1))
+        os.replace(tmp, path)
+        _, at = logs.wait_new(seen, 600)
+        installed.append(at - begin)
+    per_change = ", ".join(f"{(cpu_seconds(p) - c) / args.changes:.2f}"
+                           for p, c in zip(processes, cpu, strict=True))
+    print(f"upstream edit   median {statistics.median(installed):6.2f} s  max "
+          f"{max(installed):6.2f} s  installed on every worker (in the Gateway's file; cpu "
+          f"per change: supervisor, workers: {per_change} s)", flush=True)
 
 
 def measure_reloads(args: argparse.Namespace, folder: Path, logs: LogWatch, pid: int) -> None:
