@@ -431,16 +431,24 @@ def compile_cluster(gateway: str, upstream: UpstreamIR, services: Services) -> C
 
 def kept_cluster(gateway: str, upstream: UpstreamIR, services: Services) -> Cluster:
     """The cluster of the last compilation when ``upstream`` is equal to its IR and its
-    endpoints, expanded again, are the very ones it has (``route_memo.py``); else a new one."""
-    cluster = services.clusters.get(gateway, upstream)
+    endpoints, expanded again, are the very ones it has (``route_memo.py``), or when it
+    differs from it in its endpoints only (given them once the compilation is committed:
+    the rules forwarding to it keep what they compiled); else a new one."""
+    memo = services.clusters
+    cluster = memo.get(gateway, upstream)
     if cluster is not None:
         kept = {(e.pool, e.weight): e for e in cluster.endpoints}
         groups = cluster_endpoints(upstream, services, kept)
         if not _same_endpoints(cluster, groups):
             cluster = None
+    if cluster is None and not services.once:
+        cluster = memo.moved(gateway, upstream)
+        if cluster is not None:
+            kept = {(e.pool, e.weight): e for e in cluster.endpoints}
+            memo.move(cluster, cluster_endpoints(upstream, services, kept))
     if cluster is None:
         cluster = compile_cluster(gateway, upstream, services)
-    services.clusters.add(gateway, upstream, cluster)
+    memo.add(gateway, upstream, cluster)
     return cluster
 
 

@@ -31,6 +31,7 @@ quarter of its rules at most).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -40,19 +41,29 @@ from propylon.runtime.memo_journal import Journal
 
 if TYPE_CHECKING:
     from propylon.runtime.chain_memo import ChainMemo
-    from propylon.runtime.compiled import Cluster, CompiledRoute, FilterChain
+    from propylon.runtime.compiled import Cluster, ClusterEndpoint, CompiledRoute, FilterChain
     from propylon.runtime.router import Router, RouterEntry
 
     _RuleEntries = tuple[RuleIR, tuple[RouterEntry[Any], ...]]  # a rule and its entries
+
+
+# What an Upstream's endpoints are made of, and nothing else of its cluster is: an Upstream
+# that changes only these keeps its cluster (``ClusterMemo.moved``), so the rules forwarding
+# to it keep what they compiled.
+ENDPOINT_SETTINGS = ("endpoints", "connect_timeout", "idle_timeout",
+                     "max_connections_per_endpoint", "max_idle_per_endpoint")
 
 
 class ClusterMemo:
     def __init__(self) -> None:
         self.kept: dict[tuple[str, str], tuple[UpstreamIR, Cluster]] = {}
         self.made: dict[tuple[str, str], tuple[UpstreamIR, Cluster]] = {}
+        # kept clusters and their new endpoints, set when the compilation is committed
+        self.moving: list[tuple[Cluster, list[list[ClusterEndpoint]]]] = []
 
     def begin(self) -> None:
         self.made = {}
+        self.moving = []
 
     def get(self, gateway: str, upstream: UpstreamIR) -> Cluster | None:
         """The cluster compiled last from an equal ``upstream`` in ``gateway``, if any (the
@@ -62,11 +73,31 @@ class ClusterMemo:
             return None
         return entry[1]
 
+    def moved(self, gateway: str, upstream: UpstreamIR) -> Cluster | None:
+        """The cluster compiled last in ``gateway`` from an Upstream of ``upstream``'s key
+        that differs from it in ``ENDPOINT_SETTINGS`` only (and has no DNS discovery, whose
+        cluster keeps its IR), if any: given its new endpoints (``move``), it is that
+        Upstream's cluster."""
+        entry = self.kept.get((gateway, upstream.key))
+        if entry is None or entry[1].queries or upstream.dns is not None:
+            return None
+        last, cluster = entry
+        same = dataclasses.replace(last, **{f: getattr(upstream, f) for f in ENDPOINT_SETTINGS})
+        return cluster if same == upstream else None
+
     def add(self, gateway: str, upstream: UpstreamIR, cluster: Cluster) -> None:
         self.made[(gateway, upstream.key)] = (upstream, cluster)
 
+    def move(self, cluster: Cluster, groups: list[list[ClusterEndpoint]]) -> None:
+        """``cluster`` (``moved``) serves ``groups`` once this compilation is committed: the
+        runtime serving until then keeps its endpoints."""
+        self.moving.append((cluster, groups))
+
     def commit(self) -> None:
         self.kept, self.made = self.made, {}
+        for cluster, groups in self.moving:
+            cluster.set_endpoints(groups)
+        self.moving = []
 
 
 class _Routes:

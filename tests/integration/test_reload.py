@@ -259,3 +259,24 @@ def test_no_failed_request_through_20_reloads(module_gateways, module_upstreams)
     assert hammer.failures == [], hammer.failures[:10]
     assert gw.reloads() == (20, 0)
     assert set(hammer.generations) == {str(g) for g in range(21)}, hammer.generations
+
+
+def test_an_upstream_moved_to_another_server_takes_the_traffic_without_a_failed_request(
+        module_gateways, module_upstreams) -> None:
+    """An Upstream whose endpoints change keeps its cluster in the workers, given the new
+    endpoints when the version is installed (``compile.kept_cluster``): the traffic goes to
+    the new endpoint, and no request fails through the moves."""
+    first, second = module_upstreams("first"), module_upstreams("second")
+    gw = module_gateways(config("/a", upstream_port=first.port), watch=True)
+    assert roundtrip(gw.port, "GET", "/fwd/x").header("x-upstream") == "first"
+    with Hammer(gw.port) as hammer:
+        poll_until(lambda: hammer.sent >= 50, 10, message="traffic flowing")
+        for generation, up in enumerate((second, first, second), start=1):
+            gw.write_config(config("/a", generation=generation, upstream_port=up.port))
+            poll_until(
+                lambda u=up: roundtrip(gw.port, "GET", "/fwd/x").header("x-upstream") == u.name,
+                10, interval=0.01, message=f"{up.name} takes the traffic")
+        sent = hammer.sent
+        poll_until(lambda: hammer.sent >= sent + 50, 10, message="traffic after the moves")
+    assert hammer.failures == [], hammer.failures[:10]
+    assert gw.reloads() == (3, 0)

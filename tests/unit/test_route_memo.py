@@ -147,8 +147,8 @@ def test_a_change_serves_what_a_fresh_compilation_does(
     assert served(second) == served(compile_snapshot(edited, services(loop, ANSWER)))
 
 
-def test_a_changed_upstream_or_answer_gets_a_new_cluster(loop: asyncio.AbstractEventLoop
-                                                        ) -> None:
+def test_a_changed_upstream_or_answer_gets_a_new_cluster_or_new_endpoints(
+        loop: asyncio.AbstractEventLoop) -> None:
     worker = services(loop, ANSWER)
     first_ir = snapshot(route("a"))
     first = compile_snapshot(first_ir, worker)
@@ -168,9 +168,15 @@ def test_a_changed_upstream_or_answer_gets_a_new_cluster(loop: asyncio.AbstractE
         dataclasses.replace(gateway, upstreams=(moved, *gateway.upstreams[1:])),))
     third = compile_snapshot(third_ir, worker)
     cluster = third.gateways["shop/edge"].clusters["shop/app"]
-    assert cluster is not kept["shop/app"]
+    # only its endpoints changed: the same cluster, given them (compile.kept_cluster)
+    assert cluster is kept["shop/app"]
     api = REQUESTS.index(("x", "/a/api/1", {}))
     assert served(third)[api][-1] == ["127.0.0.1:9100"]  # the rule's route follows
+    balanced = dataclasses.replace(moved, lb_policy="random")
+    fourth = compile_snapshot(dataclasses.replace(first_ir, gateways=(
+        dataclasses.replace(gateway, upstreams=(balanced, *gateway.upstreams[1:])),)), worker)
+    assert fourth.gateways["shop/edge"].clusters["shop/app"] is not cluster
+    assert served(fourth)[api][-1] == ["127.0.0.1:9100"]
 
 
 def test_a_failed_compilation_keeps_the_last_good_memo(loop: asyncio.AbstractEventLoop
