@@ -51,7 +51,10 @@ A conversion keeps what it made of each HTTPRoute, GRPCRoute and Ingress, Gatewa
 (the loader gives an unchanged file's objects as the same objects), as are the native
 resources' names, gives an unchanged route object or Ingress the same Routes, with the
 conditions it reported replayed (``_FindingsTape``), and an unchanged Gateway or Service the
-same resource. So a change of one HTTPRoute or Ingress among 10,000 converts that one, and
+same resource. EndpointSlices are not part of that context: when they change, a kept
+object's references to Services are looked up again (``BackendResolver.lookups_hold``),
+and it is kept if they resolve as they did, the Services' Upstreams made with the
+endpoints now. So a change of one HTTPRoute or Ingress among 10,000 converts that one, and
 translation, which keeps the rules of the Routes, Gateways and Upstreams that are the same
 objects (``translate/memo.py``), translates that one. (An Ingress's ``spec.tls`` certificates
 are given to the native Gateways that select it at each conversion: those may change while it
@@ -72,7 +75,7 @@ from propylon.config.errors import ConfigError, Source
 from propylon.config.gateway import Certificate, InlineCertificate, ListenerSections
 from propylon.config.gatewayapi_namespaces import NamespaceSelector, namespace_labels
 from propylon.config.gatewayapi_rules import RuleConverter
-from propylon.config.k8s_backends import BackendResolver
+from propylon.config.k8s_backends import BackendResolver, Lookup
 from propylon.config.k8s_fields import (
     FieldError,
     choice,
@@ -112,8 +115,10 @@ from propylon.schema import OBJECT_NAME, shared_sections
 GATEWAY_CLASS = "propylon"
 PARENT_LABEL = "propylon.dev/parent.{namespace}.{name}"
 ROUTE_KINDS = ("HTTPRoute", "GRPCRoute")
-# what a conversion keeps by object (``_Kept``): every other object is its context
+# what a conversion keeps by object (``_Kept``): every other object is its context (but the
+# EndpointSlices, which only make the Services' references resolve or not: ``_Context``)
 _KEPT_KINDS = (*ROUTE_KINDS, "Ingress")
+SLICE = "EndpointSlice"
 _FROM = {"Same": "Same", "All": "All", "Selector": "Selector"}  # allowedRoutes.namespaces.from
 _PROTOCOLS = ("HTTP", "HTTPS")
 _TLS_MODES = {"Terminate": "Terminate"}  # Passthrough belongs to TLS listeners
@@ -222,10 +227,15 @@ class _Converter:
         self.namespaces = namespace_labels(self.kube)
         self.secrets = SecretCertificates.of(self.kube, self.resolver)
         # what a route object's conversion is made from, but itself
-        self.context = _Context(tuple(o for o in self.kube if o.kind not in _KEPT_KINDS),
-                                frozenset(self.taken), frozenset(stand_ins))
+        self.context = _Context(
+            tuple(o for o in self.kube if o.kind not in _KEPT_KINDS and o.kind != SLICE),
+            frozenset(self.taken), frozenset(stand_ins),
+            tuple(o for o in self.kube if o.kind == SLICE))
         last = _LAST[0]
         self.last = last if last is not None and last.context.same(self.context) else None
+        # other EndpointSlices: a kept object's Service references are looked up again
+        self.slices_moved = self.last is not None and not _same_objects(
+            self.last.context.slices, self.context.slices)
         self.made = _Kept(self.context)
 
     def run(self) -> Expansion:
@@ -262,30 +272,41 @@ class _Converter:
         from propylon.config.ingress import convert_ingress
 
         tape = _FindingsTape(self.findings)
-        self.findings, self.resolver.uses = tape, []
+        self.findings, self.resolver.uses, self.resolver.lookups = tape, [], []
         try:
             converted = convert_ingress(ingress, self.resolver, self.findings)
             made = [r for data in converted if (r := self._add(data, ingress)) is not None]
         finally:
-            self.findings, uses = tape.book, self.resolver.uses
-            self.resolver.uses = None
+            self.findings, uses, lookups = tape.book, self.resolver.uses, self.resolver.lookups
+            self.resolver.uses = self.resolver.lookups = None
         # every Route made, none standing in for it: what a replay can give again
         if len(made) == len(converted) and ingress.ref not in self.expansion.replaced:
             self.made.ingresses[id(ingress)] = _ConvertedIngress(
-                ingress, tuple(made), tuple(tape.calls), tuple(uses))
+                ingress, tuple(made), tuple(tape.calls), tuple(uses), tuple(lookups))
 
     def _replay_ingress(self, kept: _ConvertedIngress) -> bool:
         """What ``_ingress`` made of the same object last time, made again; False (nothing
         done) if the name of one of its Routes is taken now."""
         if any((r.kind, r.key) in self.taken for r in kept.resources):
             return False
+        if not self._uses_again(kept.uses, kept.lookups):
+            return False
         for name, args, kwargs in kept.calls:
             getattr(self.findings, name)(*args, **kwargs)
-        for use in kept.uses:
-            self.resolver.use(*use)
         for resource in kept.resources:
             self._keep(resource, kept.ingress)
         self.made.ingresses[id(kept.ingress)] = kept
+        return True
+
+    def _uses_again(self, uses: Sequence[tuple[str, dict[str, Any], str]],
+                    lookups: Sequence[Lookup]) -> bool:
+        """The Upstreams a kept object used, used again: as they were, or with the
+        EndpointSlices now when those changed, if its Service references resolve as they
+        did (else False: it is converted again)."""
+        if self.slices_moved:
+            return self.resolver.lookups_hold(lookups)
+        for use in uses:
+            self.resolver.use(*use)
         return True
 
     def _of(self, *kinds: str) -> list[KubernetesObject]:
@@ -465,17 +486,18 @@ class _Converter:
         """Convert ``route``, recording what it reports and resolves, to be replayed by the
         next conversion (``_replay``) if nothing it was made from changes."""
         tape = _FindingsTape(self.findings)
-        self.findings, self.resolver.uses = tape, []
+        self.findings, self.resolver.uses, self.resolver.lookups = tape, [], []
         try:
             made = self._convert_route(route, gateways)
         finally:
-            self.findings, uses = tape.book, self.resolver.uses
-            self.resolver.uses = None
+            self.findings, uses, lookups = tape.book, self.resolver.uses, self.resolver.lookups
+            self.resolver.uses = self.resolver.lookups = None
         if made is not None and route.ref not in self.expansion.replaced:
             resource, bound = made
             self.made.routes[id(route)] = _ConvertedRoute(
                 route, resource, tuple(tape.calls),
-                {key: frozenset(names) for key, names in bound.items()}, tuple(uses))
+                {key: frozenset(names) for key, names in bound.items()}, tuple(uses),
+                tuple(lookups))
 
     def _replay(self, kept: _ConvertedRoute, gateways: dict[str, _Gateway]) -> bool:
         """What ``_route`` made of the same object last time, made again: its Route kept, its
@@ -483,6 +505,8 @@ class _Converter:
         False (nothing done) if its Route's name is taken now."""
         resource = kept.resource
         if (resource.kind, resource.key) in self.taken or not kept.bound.keys() <= gateways.keys():
+            return False
+        if not self._uses_again(kept.uses, kept.lookups):
             return False
         for name, args, kwargs in kept.calls:
             getattr(self.findings, name)(*args, **kwargs)
@@ -492,8 +516,6 @@ class _Converter:
                 if listener.name in names:
                     listener.attached.add(kept.route.ref)
             gateway.bound[resource.ref] = set(names)
-        for use in kept.uses:
-            self.resolver.use(*use)
         self._keep(resource, kept.route)
         self.made.routes[id(kept.route)] = kept
         return True
@@ -657,6 +679,7 @@ class _ConvertedRoute:
     calls: tuple[_Call, ...]  # what it reported
     bound: dict[str, frozenset[str]]  # Gateway key -> the listeners it is attached to
     uses: tuple[tuple[str, dict[str, Any], str], ...]  # ``BackendResolver.use``'s arguments
+    lookups: tuple[Lookup, ...]  # its references to Services, and what they gave
 
 
 @dataclass(frozen=True, slots=True)
@@ -665,6 +688,7 @@ class _ConvertedIngress:
     resources: tuple[Resource, ...]  # its Routes
     calls: tuple[_Call, ...]
     uses: tuple[tuple[str, dict[str, Any], str], ...]
+    lookups: tuple[Lookup, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -674,11 +698,16 @@ class _Context:
     objects: tuple[KubernetesObject, ...]  # every other Kubernetes object, in order
     native: frozenset[tuple[str, str]]  # the native resources' (kind, key)
     stand_ins: frozenset[str]
+    slices: tuple[KubernetesObject, ...] = ()  # the EndpointSlices, in order
 
     def same(self, other: _Context) -> bool:
-        return (len(self.objects) == len(other.objects)
-                and all(a is b for a, b in zip(self.objects, other.objects, strict=True))
+        """The same but for the EndpointSlices."""
+        return (_same_objects(self.objects, other.objects)
                 and self.native == other.native and self.stand_ins == other.stand_ins)
+
+
+def _same_objects(a: Sequence[object], b: Sequence[object]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
 
 
 @dataclass(slots=True)

@@ -66,6 +66,12 @@ class BackendResolver:
     # while not None, each Upstream a reference resolved to is noted here (``use``'s
     # arguments), for a caller that gives the same references again without resolving them
     uses: list[tuple[str, dict[str, Any], str]] | None = None
+    # while not None, each reference to a Service is noted here with what it gave
+    # (``lookups_hold``: whether they give it still, with other EndpointSlices)
+    lookups: list[Lookup] | None = None
+    # what each Service port read gave (its endpoints read once per conversion)
+    _read: dict[tuple[str, str, int | str | None], tuple[Resolved, dict[str, Any] | None]] = \
+        field(default_factory=dict)
 
     @classmethod
     def of(cls, objects: Iterable[KubernetesObject], native: Iterable[str]) -> BackendResolver:
@@ -113,10 +119,7 @@ class BackendResolver:
                                    f"{from_namespace}")
         if f"{namespace}/{name}" in self.native_upstreams:
             return Resolved(f"{namespace}/{name}")
-        try:
-            return self._from_service(namespace, name, port, from_namespace)
-        except ObjectFieldError as exc:
-            return _unresolved("BackendNotFound", str(exc))
+        return self._from_service(namespace, name, port, from_namespace)
 
     def granted(self, from_kind: str, from_namespace: str, namespace: str, name: str,
                 to_kind: str = "Service") -> bool:
@@ -140,11 +143,46 @@ class BackendResolver:
 
     def _from_service(self, namespace: str, name: str, port: int | str | None,
                       from_namespace: str) -> Resolved:
+        read = self._read.get((namespace, name, port))
+        if read is None:
+            read = self._read[(namespace, name, port)] = self._read_service(
+                namespace, name, port)
+        resolved, data = read
+        if self.lookups is not None:
+            self.lookups.append(Lookup(namespace, name, port, from_namespace, resolved))
+        if data is not None:
+            assert resolved.upstream is not None
+            self.use(resolved.upstream, data, from_namespace)
+        return resolved
+
+    def lookups_hold(self, lookups: Iterable[Lookup]) -> bool:
+        """Whether each of ``lookups`` gives what it gave (the Services are the same, their
+        EndpointSlices maybe not: a Service with a ready endpoint or none), each Upstream
+        used again with its endpoints now; False at the first that does not (the Upstreams
+        used before it stay used: the caller converts the referring object again, which
+        uses them as well)."""
+        for lookup in lookups:
+            if self._from_service(lookup.namespace, lookup.name, lookup.port,
+                                  lookup.from_namespace) != lookup.resolved:
+                return False
+        return True
+
+    def _read_service(self, namespace: str, name: str, port: int | str | None
+                      ) -> tuple[Resolved, dict[str, Any] | None]:
+        """What a reference to port ``port`` of Service ``namespace/name`` resolves to, and
+        the data of the Upstream it makes (None when unresolved)."""
+        try:
+            return self._service_upstream(namespace, name, port)
+        except ObjectFieldError as exc:
+            return _unresolved("BackendNotFound", str(exc)), None
+
+    def _service_upstream(self, namespace: str, name: str, port: int | str | None
+                          ) -> tuple[Resolved, dict[str, Any] | None]:
         service = self.services.get(f"{namespace}/{name}")
         if service is None:
             return _unresolved("BackendNotFound",
                                f"Service {namespace}/{name} not found (no Upstream of that "
-                               "name and no Service in the inputs)")
+                               "name and no Service in the inputs)"), None
         with _reading(service):
             spec = service.spec
             service_port = _service_port(entries(spec, "ports", "spec"), port)
@@ -153,7 +191,7 @@ class BackendResolver:
         if service_port is None:
             wanted = "a port" if port is None else f"port {port}"
             return _unresolved("BackendNotFound",
-                               f"Service {namespace}/{name} has no {wanted}")
+                               f"Service {namespace}/{name} has no {wanted}"), None
         number = service_port.number
         if external_type and external is not None:
             endpoints = [{"address": external, "port": number}]
@@ -162,10 +200,9 @@ class BackendResolver:
         if not endpoints:
             return _unresolved("BackendNotFound",
                                f"Service {namespace}/{name}: no ready endpoint in its "
-                               "EndpointSlices")
-        key = f"{namespace}/{name}-{number}"
-        self.use(key, _upstream_data(namespace, f"{name}-{number}", endpoints), from_namespace)
-        return Resolved(key)
+                               "EndpointSlices"), None
+        return (Resolved(f"{namespace}/{name}-{number}"),
+                _upstream_data(namespace, f"{name}-{number}", endpoints))
 
     def use(self, key: str, data: dict[str, Any], from_namespace: str) -> None:
         """The Upstream ``key`` made from a Service (``data``, unless made already) is used
@@ -215,6 +252,17 @@ def _reading(obj: KubernetesObject) -> Iterator[None]:
         yield
     except FieldError as exc:
         raise ObjectFieldError(f"{obj.kind} {obj.key}: {exc.text}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """A reference to a Service port, from ``from_namespace``, and what it resolved to."""
+
+    namespace: str
+    name: str
+    port: int | str | None
+    from_namespace: str
+    resolved: Resolved
 
 
 def _unresolved(reason: str, message: str) -> Resolved:

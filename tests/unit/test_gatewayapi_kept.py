@@ -133,17 +133,42 @@ def test_unchanged_files_give_the_same_resources_and_the_same_statuses(folder: P
     assert form(again) == form(first)
 
 
-def test_a_changed_service_is_converted_again(folder: Path) -> None:
+def test_changed_endpoints_make_the_upstream_again_and_keep_the_routes(folder: Path) -> None:
+    """An EndpointSlice (the object a cluster changes most) only makes a Service's
+    references resolve or not: the routes are kept while they resolve as they did, the
+    Service's Upstream is made again with the endpoints now."""
     before = by_ref(expand(folder, from_scratch=True))
     service, endpoints, grant = SERVICE
     moved = {**endpoints, "ports": [{"name": "http", "port": 9000}]}
     write(folder / "1-service.yaml", service, moved, grant)
-    after = by_ref(expand(folder))
+    kept = expand(folder)
+    assert form(kept) == form(expand(folder, from_scratch=True))
+    after = by_ref(kept)
     upstream = after["Upstream back/api-80"]
     assert upstream is not before["Upstream back/api-80"]
     assert [e.port for e in upstream.spec.endpoints] == [9000]
-    assert after["Route team-a/a0"] is not before["Route team-a/a0"]  # all made again
+    assert after["Route team-a/a0"] is before["Route team-a/a0"]
     assert sorted(upstream.spec.allowed_namespaces or []) == ["team-a", "team-b"]
+    # no ready endpoint left: the references no longer resolve, the routes are made again
+    unready = {**moved, "endpoints": [{"addresses": ["127.0.0.1"],
+                                       "conditions": {"ready": False}}]}
+    write(folder / "1-service.yaml", service, unready, grant)
+    gone = expand(folder)
+    assert form(gone) == form(expand(folder, from_scratch=True))
+    assert "Upstream back/api-80" not in by_ref(gone)
+    assert by_ref(gone)["Route team-a/a0"] is not after["Route team-a/a0"]
+    write(folder / "1-service.yaml", service, endpoints, grant)  # and back
+    assert form(expand(folder)) == form(expand(folder, from_scratch=True))
+
+
+def test_a_changed_service_is_converted_again(folder: Path) -> None:
+    before = by_ref(expand(folder, from_scratch=True))
+    service, endpoints, grant = SERVICE
+    renamed = {**service, "spec": {"ports": [{"name": "web", "port": 80, "targetPort": 8000}]}}
+    write(folder / "1-service.yaml", renamed, endpoints, grant)
+    after = expand(folder)
+    assert form(after) == form(expand(folder, from_scratch=True))
+    assert by_ref(after)["Route team-a/a0"] is not before["Route team-a/a0"]  # all made again
 
 
 def test_a_changed_gateway_file_converts_every_route_again(folder: Path) -> None:
@@ -258,6 +283,9 @@ def ingresses(folder: Path) -> Path:
     pytest.param(lambda f: write(f / "team-b.yaml", *(http_route(f"b{i}", "team-b", f"/b{i}")
                                                       for i in range(2))),
                  id="an-httproute-removed"),
+    pytest.param(lambda f: write(f / "1-service.yaml", SERVICE[0], {
+        **SERVICE[1], "endpoints": [{"addresses": ["127.0.0.2"], "conditions": {"ready": True}}]},
+        SERVICE[2]), id="endpoints-changed"),
 ])
 def test_an_ingress_change_converts_as_from_scratch_and_keeps_the_others(
         ingresses: Path, change: Any) -> None:
