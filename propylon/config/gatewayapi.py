@@ -47,14 +47,14 @@ rule or, when it belongs to neither, its whole object ``Accepted=False Unsupport
 with a located issue naming the field; conversion never raises on what an object holds.
 
 A conversion keeps what it made of each HTTPRoute, GRPCRoute and Ingress, Gateway and Service
-(``_Kept``): the next one, when every object but the routes and Ingresses is the very same
-(the loader gives an unchanged file's objects as the same objects), as are the native
-resources' names, gives an unchanged route object or Ingress the same Routes, with the
-conditions it reported replayed (``_FindingsTape``), and an unchanged Gateway or Service the
-same resource. EndpointSlices are not part of that context: when they change, a kept
-object's references to Services are looked up again (``BackendResolver.lookups_hold``),
-and it is kept if they resolve as they did, the Services' Upstreams made with the
-endpoints now. So a change of one HTTPRoute or Ingress among 10,000 converts that one, and
+(``_Kept``): the next one, when every other object (but the Services and EndpointSlices) is
+the very same (the loader gives an unchanged file's objects as the same objects), as are the
+native resources' names, gives an unchanged route object or Ingress the same Routes, with
+the conditions it reported replayed (``_FindingsTape``), and an unchanged Gateway or Service
+the same resource. When Services or EndpointSlices changed, a kept object's references to
+Services are looked up again (``BackendResolver.lookups_hold``): it is kept if they resolve
+as they did, the Services' Upstreams made with the Services and endpoints now. So a change
+of one HTTPRoute, Ingress, Service or EndpointSlice among 10,000 converts that one, and
 translation, which keeps the rules of the Routes, Gateways and Upstreams that are the same
 objects (``translate/memo.py``), translates that one. (An Ingress's ``spec.tls`` certificates
 are given to the native Gateways that select it at each conversion: those may change while it
@@ -115,10 +115,10 @@ from propylon.schema import OBJECT_NAME, shared_sections
 GATEWAY_CLASS = "propylon"
 PARENT_LABEL = "propylon.dev/parent.{namespace}.{name}"
 ROUTE_KINDS = ("HTTPRoute", "GRPCRoute")
-# what a conversion keeps by object (``_Kept``): every other object is its context (but the
-# EndpointSlices, which only make the Services' references resolve or not: ``_Context``)
+# what a conversion keeps by object (``_Kept``): every other object is its context, but the
+# Services and EndpointSlices, whose references a kept object looks up again (``_Context``)
 _KEPT_KINDS = (*ROUTE_KINDS, "Ingress")
-SLICE = "EndpointSlice"
+_BACKEND_KINDS = ("Service", "EndpointSlice")
 _FROM = {"Same": "Same", "All": "All", "Selector": "Selector"}  # allowedRoutes.namespaces.from
 _PROTOCOLS = ("HTTP", "HTTPS")
 _TLS_MODES = {"Terminate": "Terminate"}  # Passthrough belongs to TLS listeners
@@ -228,14 +228,15 @@ class _Converter:
         self.secrets = SecretCertificates.of(self.kube, self.resolver)
         # what a route object's conversion is made from, but itself
         self.context = _Context(
-            tuple(o for o in self.kube if o.kind not in _KEPT_KINDS and o.kind != SLICE),
+            tuple(o for o in self.kube
+                  if o.kind not in _KEPT_KINDS and o.kind not in _BACKEND_KINDS),
             frozenset(self.taken), frozenset(stand_ins),
-            tuple(o for o in self.kube if o.kind == SLICE))
+            tuple(o for o in self.kube if o.kind in _BACKEND_KINDS))
         last = _LAST[0]
         self.last = last if last is not None and last.context.same(self.context) else None
-        # other EndpointSlices: a kept object's Service references are looked up again
-        self.slices_moved = self.last is not None and not _same_objects(
-            self.last.context.slices, self.context.slices)
+        # other Services or EndpointSlices: a kept object's references to them are looked up
+        self.backends_moved = self.last is not None and not _same_objects(
+            self.last.context.backends, self.context.backends)
         self.made = _Kept(self.context)
 
     def run(self) -> Expansion:
@@ -300,10 +301,10 @@ class _Converter:
 
     def _uses_again(self, uses: Sequence[tuple[str, dict[str, Any], str]],
                     lookups: Sequence[Lookup]) -> bool:
-        """The Upstreams a kept object used, used again: as they were, or with the
-        EndpointSlices now when those changed, if its Service references resolve as they
+        """The Upstreams a kept object used, used again: as they were, or with the Services
+        and EndpointSlices now when those changed, if its Service references resolve as they
         did (else False: it is converted again)."""
-        if self.slices_moved:
+        if self.backends_moved:
             return self.resolver.lookups_hold(lookups)
         for use in uses:
             self.resolver.use(*use)
@@ -698,10 +699,10 @@ class _Context:
     objects: tuple[KubernetesObject, ...]  # every other Kubernetes object, in order
     native: frozenset[tuple[str, str]]  # the native resources' (kind, key)
     stand_ins: frozenset[str]
-    slices: tuple[KubernetesObject, ...] = ()  # the EndpointSlices, in order
+    backends: tuple[KubernetesObject, ...] = ()  # the Services and EndpointSlices, in order
 
     def same(self, other: _Context) -> bool:
-        """The same but for the EndpointSlices."""
+        """The same but for the Services and EndpointSlices."""
         return (_same_objects(self.objects, other.objects)
                 and self.native == other.native and self.stand_ins == other.stand_ins)
 

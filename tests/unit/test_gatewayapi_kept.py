@@ -152,23 +152,36 @@ def test_changed_endpoints_make_the_upstream_again_and_keep_the_routes(folder: P
     # no ready endpoint left: the references no longer resolve, the routes are made again
     unready = {**moved, "endpoints": [{"addresses": ["127.0.0.1"],
                                        "conditions": {"ready": False}}]}
+    prior = by_ref(expand(folder))
     write(folder / "1-service.yaml", service, unready, grant)
     gone = expand(folder)
-    assert form(gone) == form(expand(folder, from_scratch=True))
     assert "Upstream back/api-80" not in by_ref(gone)
-    assert by_ref(gone)["Route team-a/a0"] is not after["Route team-a/a0"]
+    assert by_ref(gone)["Route team-a/a0"] is not prior["Route team-a/a0"]
+    assert form(gone) == form(expand(folder, from_scratch=True))
     write(folder / "1-service.yaml", service, endpoints, grant)  # and back
     assert form(expand(folder)) == form(expand(folder, from_scratch=True))
 
 
-def test_a_changed_service_is_converted_again(folder: Path) -> None:
-    before = by_ref(expand(folder, from_scratch=True))
+def test_a_changed_service_keeps_the_routes_its_references_resolve_for_as_before(
+        folder: Path) -> None:
     service, endpoints, grant = SERVICE
-    renamed = {**service, "spec": {"ports": [{"name": "web", "port": 80, "targetPort": 8000}]}}
-    write(folder / "1-service.yaml", renamed, endpoints, grant)
+    # the Service last in its file: a change of it moves no other object of the file
+    write(folder / "1-service.yaml", grant, endpoints, service)
+    before = by_ref(expand(folder, from_scratch=True))
+    ports = [*service["spec"]["ports"], {"name": "admin", "port": 81, "targetPort": 8001}]
+    more = {**service, "spec": {"ports": ports}}
+    write(folder / "1-service.yaml", grant, endpoints, more)
     after = expand(folder)
     assert form(after) == form(expand(folder, from_scratch=True))
-    assert by_ref(after)["Route team-a/a0"] is not before["Route team-a/a0"]  # all made again
+    assert by_ref(after)["Route team-a/a0"] is before["Route team-a/a0"]
+    # its port 80 gone: the references to it no longer resolve, the routes are made again
+    prior = by_ref(expand(folder))
+    other = {**service, "spec": {"ports": [{"name": "http", "port": 8080, "targetPort": 8000}]}}
+    write(folder / "1-service.yaml", grant, endpoints, other)
+    again = expand(folder)
+    assert by_ref(again)["Route team-a/a0"] is not prior["Route team-a/a0"]
+    assert "Upstream back/api-80" not in by_ref(again)
+    assert form(again) == form(expand(folder, from_scratch=True))
 
 
 def test_a_changed_gateway_file_converts_every_route_again(folder: Path) -> None:
