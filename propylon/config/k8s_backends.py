@@ -67,7 +67,7 @@ class BackendResolver:
     # arguments), for a caller that gives the same references again without resolving them
     uses: list[tuple[str, dict[str, Any], str]] | None = None
     # while not None, each reference to a Service is noted here with what it gave
-    # (``lookups_hold``: whether they give it still, with other EndpointSlices)
+    # (``lookups_hold``: whether they give it still, the Services or EndpointSlices changed)
     lookups: list[Lookup] | None = None
     # what each Service port read gave (its endpoints read once per conversion)
     _read: dict[tuple[str, str, int | str | None], tuple[Resolved, dict[str, Any] | None]] = \
@@ -156,9 +156,9 @@ class BackendResolver:
         return resolved
 
     def lookups_hold(self, lookups: Iterable[Lookup]) -> bool:
-        """Whether each of ``lookups`` gives what it gave (the Services are the same, their
-        EndpointSlices maybe not: a Service with a ready endpoint or none), each Upstream
-        used again with its endpoints now; False at the first that does not (the Upstreams
+        """Whether each of ``lookups`` gives what it gave (the Services or their
+        EndpointSlices may have changed since: a port gone, no ready endpoint left), each
+        Upstream used again as it is now; False at the first that does not (the Upstreams
         used before it stay used: the caller converts the referring object again, which
         uses them as well)."""
         for lookup in lookups:
