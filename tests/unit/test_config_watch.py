@@ -5,8 +5,6 @@ until the next change. Real files, a real watch (watchfiles), a supervisor witho
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,7 @@ from propylon.file_source import WATCH_READY_MS, FileSource
 from propylon.proxy.supervisor import Supervisor
 from propylon.standalone import build_snapshot
 from tests.support.net import free_port
+from tests.support.watching import watch_until
 
 PORT = free_port()
 
@@ -53,19 +52,9 @@ def test_a_file_written_before_the_watch_runs_is_read_once_it_does(
         await source.start(supervisor)
         assert served_paths(supervisor) == {"/a"}
         (tmp_path / "gateway.yaml").write_text(config("/a", "/b"))  # no watch yet
-        watch = asyncio.ensure_future(source.watch(supervisor))
-        try:
-            deadline = time.monotonic() + 10 * WATCH_READY_MS / 1000
-            while served_paths(supervisor) != {"/a", "/b"}:
-                assert time.monotonic() < deadline, "the change was never read"
-                await asyncio.sleep(0.05)
-            assert supervisor.reloads.succeeded == 1
-        finally:
-            watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watch
-            if supervisor.health is not None:
-                supervisor.health.stop()
-            supervisor.sockets.close()
+        await watch_until(supervisor, source.watch(supervisor),
+                          lambda: served_paths(supervisor) == {"/a", "/b"},
+                          "the change was never read", 10 * WATCH_READY_MS / 1000)
+        assert supervisor.reloads.succeeded == 1
 
     asyncio.run(scenario())

@@ -13,14 +13,9 @@ import pytest
 from propylon.config import Resource, load_paths
 from propylon.config import loader as config_loader
 from propylon.standalone import build_snapshot
+from tests.support.resources import SHOP_EDGE_YAML
 
-GATEWAY = """apiVersion: propylon.dev/v1
-kind: Gateway
-metadata: {name: edge, namespace: shop}
-spec:
-  listeners: [{name: web, port: 8080}]
-  routeSelector: {namespaces: [shop]}
-"""
+GATEWAY = SHOP_EDGE_YAML.split("---\n")[0]  # the Gateway alone (its Upstream: ``upstream``)
 
 
 def upstream(port: int, name: str = "app") -> str:

@@ -4,9 +4,7 @@ a secret change causes is refused (``standalone``, ``translate.consumers``, ``Fi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -206,6 +204,7 @@ def test_a_secret_written_just_before_the_watch_runs_is_read_once_it_does(
     wait for the next change in that folder)."""
     from propylon import file_source
     from tests.support.net import free_port
+    from tests.support.watching import watch_until
 
     (tmp_path / "egress.token").write_text("tok-1\n")
     (tmp_path / "gateway.yaml").write_text(
@@ -232,19 +231,9 @@ def test_a_secret_written_just_before_the_watch_runs_is_read_once_it_does(
         first = token(supervisor)
         assert "tok-1" in first
         monkeypatch.setattr(file_source, "changed_secret_files", changed_then_written)
-        watch = asyncio.ensure_future(source._watch_secrets(supervisor))
-        try:
-            deadline = time.monotonic() + 10 * file_source.WATCH_READY_MS / 1000
-            while "tok-2" not in token(supervisor):
-                assert time.monotonic() < deadline, f"never read again: {checks}"
-                await asyncio.sleep(0.05)
-            assert supervisor.reloads.succeeded == 1
-        finally:
-            watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watch
-            if supervisor.health is not None:
-                supervisor.health.stop()
-            supervisor.sockets.close()
+        await watch_until(supervisor, source._watch_secrets(supervisor),
+                          lambda: "tok-2" in token(supervisor), "the secret written meanwhile never read",
+                          10 * file_source.WATCH_READY_MS / 1000)
+        assert supervisor.reloads.succeeded == 1
 
     asyncio.run(scenario())
