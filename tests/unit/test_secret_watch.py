@@ -232,7 +232,8 @@ def test_a_secret_written_just_before_the_watch_runs_is_read_once_it_does(
         assert "tok-1" in first
         monkeypatch.setattr(file_source, "changed_secret_files", changed_then_written)
         await watch_until(supervisor, source._watch_secrets(supervisor),
-                          lambda: "tok-2" in token(supervisor), "the secret written meanwhile never read",
+                          lambda: "tok-2" in token(supervisor),
+                          "the secret written meanwhile was never read",
                           10 * file_source.WATCH_READY_MS / 1000)
         assert supervisor.reloads.succeeded == 1
 
