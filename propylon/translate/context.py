@@ -35,6 +35,9 @@ class GatewayContext:
     # Route ref -> the listener sections its rules are served on, for the Routes served on
     # some of the Gateway's listeners only (``Gateway.sections``)
     scopes: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # while not None, every RouteTable a delegation selects is noted here (``memo.py``: a
+    # Route's rules are kept while the tables it was made of are)
+    tables_read: list[RouteTable] | None = None
     _tables: TableIndex | None = None
 
     def route_tables(self) -> TableIndex:

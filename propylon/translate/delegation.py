@@ -102,6 +102,8 @@ def resolve_delegation(
         return []  # its matches were all dropped: nothing can be delegated under them
     owner = draft.owner
     tables = ctx.route_tables().select(draft.rule.delegate.selector, owner.namespace)
+    if ctx.tables_read is not None:
+        ctx.tables_read += tables
     if not tables:
         ctx.status.note(
             owner.kind, owner.key, f"spec.rules[{draft.index}].delegate: selects no RouteTable"

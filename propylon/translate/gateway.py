@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Container, Iterable, Sequence
 
-from propylon.config import Gateway, Route
+from propylon.config import Gateway, Route, RouteTable
 from propylon.config.gateway import Certificate, ListenerTLS
 from propylon.ir import (
     CertificateIR,
@@ -102,16 +102,19 @@ def _translate_routes(
     gateway, inventory = ctx.gateway, ctx.inventory
     if memo is not None:
         memo.start(gateway, inventory, replaced, targets)
-    steps: list[tuple[Route, Sequence[Draft], Recording | None, RouteEntry | None]] = []
+    steps: list[tuple[Route, Sequence[Draft], Recording | None, RouteEntry | None,
+                      tuple[RouteTable, ...]]] = []
     for route in selected_routes(gateway, inventory, routes):
         entry = memo.get(route, targets) if memo is not None else None
         if entry is not None:
             entry.flattened.replay(ctx)
-            steps.append((route, entry.drafts, entry.flattened, entry))  # not built again
+            steps.append((route, entry.drafts, entry.flattened, entry, entry.tables))
             continue
+        ctx.tables_read = []
         with recording(ctx, secret_reads_made) as flattened:
             drafts = flatten_route(ctx, route)
-        steps.append((route, drafts, flattened[0], None))
+        steps.append((route, drafts, flattened[0], None, tuple(ctx.tables_read)))
+        ctx.tables_read = None
     reads = secret_reads_made()
     gateway_policies = gateway_level(gateway, targets)
     defaults = attach_policies([gateway_policies], ctx.status, gateway.key)
@@ -119,7 +122,7 @@ def _translate_routes(
         memo.forget()  # the Gateway's own policies read a secret: it may have changed
         memo = None
     built: list[tuple[Draft, RuleIR]] = []
-    for route, route_drafts, flattened_once, entry in steps:
+    for route, route_drafts, flattened_once, entry, tables in steps:
         if entry is not None and memo is not None:
             if entry.built.calls or entry.built.invalid:
                 entry.built.replay(ctx)
@@ -130,7 +133,7 @@ def _translate_routes(
         built += rules
         if memo is not None and flattened_once and made[0]:
             memo.keep(RouteEntry(route, targeting(route, targets), flattened_once,
-                                 tuple(route_drafts), made[0], tuple(rules)))
+                                 tuple(route_drafts), made[0], tuple(rules), tables))
     if memo is not None:
         memo.finish()
     return built, defaults

@@ -9,14 +9,15 @@ gives, in the same order.
 
 A Route's entry is used again only when nothing it was made from changed: the same Route
 object (the loader gives unchanged files' resources as the same objects), the same policies
-targeting it or its named rules, and, for the whole memo, the same Gateway object, RouteTables
-and Policies (objects again), the same Upstreams as rules read them (their keys and the
-namespaces they admit: an Upstream's endpoints, balancing or health checks change no rule),
-the same contained resources and no secret read for the Gateway's own policies. A
-delegating Route is kept too: what it is made of beyond itself (the RouteTables its
-selectors find, recursively, cycles among them, the policies targeting them) is all among
-those objects. Anything else, and every Route whose translation read a secret (its value
-may have changed with the same configuration), is translated as before.
+targeting it or its named rules, the same RouteTables its delegations selected (objects,
+recursively), and, for the whole memo, the same Gateway object and Policies (objects again),
+the same RouteTables as selectors read them (their keys and labels, in order: which tables
+a selector finds), the same Upstreams as rules read them (their keys and the namespaces they
+admit: an Upstream's endpoints, balancing or health checks change no rule), the same
+contained resources and no secret read for the Gateway's own policies. So one RouteTable
+edited among 10,000 translates the Routes that delegate to it. Anything else, and every Route
+whose translation read a secret (its value may have changed with the same configuration), is
+translated as before.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from propylon.config import ConfigError, Gateway, Resource, Route
+from propylon.config import ConfigError, Gateway, Resource, Route, RouteTable
 from propylon.ir import RuleIR
 from propylon.ir.frozen import quicker_init
 from propylon.translate.context import GatewayContext
@@ -133,6 +134,7 @@ class RouteEntry:
     drafts: tuple[Draft, ...]
     built: Recording
     rules: tuple[tuple[Draft, RuleIR], ...]
+    tables: tuple[RouteTable, ...]  # the RouteTables its delegations selected, recursively
 
 
 class RouteMemo:
@@ -141,7 +143,8 @@ class RouteMemo:
     def __init__(self) -> None:
         self.lock = threading.Lock()  # held by the translation using it
         self._inputs: tuple[object, ...] = ()
-        self._upstreams: tuple[object, ...] = ()  # ``upstream_view``
+        self._upstreams: tuple[object, ...] = ()  # ``upstream_view`` and ``table_view``
+        self._tables: dict[str, RouteTable] = {}  # the translation's, by key
         self._replaced: frozenset[str] = frozenset()
         self._entries: dict[str, RouteEntry] = {}
         self._next: dict[str, RouteEntry] = {}
@@ -153,8 +156,9 @@ class RouteMemo:
 
     def start(self, gateway: Gateway, inventory: Inventory, replaced: frozenset[str],
               targets: PolicyTargets) -> None:
-        inputs = (gateway, *inventory.tables, None, *inventory.policies)
-        upstreams = upstream_view(inventory)
+        inputs = (gateway, *inventory.policies)
+        upstreams = (*upstream_view(inventory), None, *table_view(inventory))
+        self._tables = {table.key: table for table in inventory.tables}
         if not _same(inputs, self._inputs) or upstreams != self._upstreams \
                 or replaced != self._replaced:
             self._entries = {}
@@ -175,6 +179,9 @@ class RouteMemo:
         if entry is None or entry.route is not route:
             return None
         if not self._same_targets and not _same(targeting(route, targets), entry.targeting):
+            return None
+        tables = self._tables
+        if entry.tables and any(tables.get(t.key) is not t for t in entry.tables):
             return None
         self._next[route.key] = entry
         return entry
@@ -201,6 +208,13 @@ def upstream_view(inventory: Inventory) -> tuple[object, ...]:
     which exist, and the namespaces each admits."""
     return tuple((key, tuple(upstream.spec.allowed_namespaces))
                  for key, upstream in inventory.upstreams.items())
+
+
+def table_view(inventory: Inventory) -> tuple[object, ...]:
+    """What delegation's selectors read of the RouteTables (``select.selector_matches``):
+    which exist, in order, and their labels."""
+    return tuple((table.key, tuple(table.metadata.labels.items()))
+                 for table in inventory.tables)
 
 
 def _same(a: tuple[object, ...], b: tuple[object, ...]) -> bool:

@@ -4,7 +4,7 @@ same order."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -301,3 +301,61 @@ def test_an_upstream_admitting_other_namespaces_reaches_the_rules_that_use_it() 
         assert_same(again, fresh_after(step))
         states.append(next(s.state for s in again.snapshot.statuses if s.key == "shop/r1"))
     assert states == ["Accepted", "Invalid", "Accepted"]
+
+
+def table(name: str, group: str, prefix: str, extra: str = "") -> str:
+    return f"""apiVersion: propylon.dev/v1
+kind: RouteTable
+metadata: {{name: {name}, namespace: shop, labels: {{group: {group}}}}}
+spec:
+  rules:
+    - matches: [{{path: {{prefix: {prefix}}}}}]
+      directResponse: {{status: 200, body: {name}}}{extra}
+"""
+
+
+def delegating(name: str, group: str) -> str:
+    return f"""apiVersion: propylon.dev/v1
+kind: Route
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  rules:
+    - matches: [{{path: {{prefix: /{group}}}}}]
+      delegate: {{selector: {{matchLabels: {{group: {group}}}}}}}
+"""
+
+
+def tables(*texts: str) -> list[Resource]:
+    return resources("---\n".join(texts))
+
+
+@pytest.mark.parametrize(("change", "translated_again"), [
+    pytest.param(lambda t1, t2: [*tables(table("t1", "g1", "/g1/one", "\n      name: edited")),
+                                 t2], ["shop/d1"], id="a-table-edited"),
+    # what selectors read changed: every Route is translated again
+    pytest.param(lambda t1, t2: [*tables(table("t1", "g2", "/g2/one")), t2],
+                 ["shop/d1", "shop/d2"], id="a-table-moved-to-another-group"),
+    pytest.param(lambda t1, t2: [t1, t2, *tables(table("t3", "g1", "/g1/three"))],
+                 ["shop/d1", "shop/d2"], id="a-table-added"),
+    pytest.param(lambda t1, t2: [t2], ["shop/d1", "shop/d2"], id="a-table-removed"),
+])
+def test_a_route_table_change_translates_the_routes_that_delegate_to_it(
+        change: Callable[[Resource, Resource], list[Resource]], translated_again: list[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A delegating Route is kept while the RouteTables its delegations selected are the
+    same objects and every table's key and labels are as they were (what selectors read):
+    one table edited among 10,000 translates the Routes that delegate to it."""
+    from propylon.translate import gateway as gateway_step
+
+    gateway, upstream_app, _ = resources(GATEWAY)
+    routes = resources(delegating("d1", "g1") + "---\n" + delegating("d2", "g2"))
+    t1, t2 = tables(table("t1", "g1", "/g1/one"), table("t2", "g2", "/g2/two"))
+    fresh([gateway, upstream_app, *routes, t1, t2])
+    translated: list[str] = []
+    flatten = gateway_step.flatten_route
+    monkeypatch.setattr(gateway_step, "flatten_route",
+                        lambda ctx, route: translated.append(route.key) or flatten(ctx, route))
+    changed = [gateway, upstream_app, *routes, *change(t1, t2)]
+    again = translate_with_issues(changed)
+    assert translated == translated_again
+    assert_same(again, fresh_after(changed))
