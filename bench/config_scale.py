@@ -28,6 +28,8 @@ Then it measures, printing one line per figure:
   them answered ``ack``), then until the new route answers; median and max of ``--changes``;
 - ``upstream edit``: the Upstream's connect timeout changed in the Gateway's file, until
   installed on every worker (not with ``--ingress``, whose backend is a Service);
+- ``table edit`` (``--delegation``): a RouteTable's first prefix changed in its file of 100,
+  until installed on every worker;
 - RSS of the supervisor and of each worker after start, after the changes, and after
   ``--reloads`` more changes alternating between two versions of one file (growth there is
   a leak: the same two configurations are installed again and again).
@@ -453,6 +455,8 @@ def run_gateway(args: argparse.Namespace, tmp: Path) -> None:
         measure_changes(args, folder, port, logs, gateway.pid)
         if SHAPE != "ingress":
             measure_upstream_edits(args, folder, logs, gateway.pid)
+        if SHAPE == "delegation":
+            measure_table_edits(args, folder, port, logs, gateway.pid)
         print(f"memory after {args.changes} changes  {memory(gateway.pid)}", flush=True)
         if args.reloads:
             measure_reloads(args, folder, logs, gateway.pid)
@@ -544,6 +548,32 @@ def measure_upstream_edits(args: argparse.Namespace, folder: Path, logs: LogWatc
     print(f"upstream edit   median {statistics.median(installed):6.2f} s  max "
           f"{max(installed):6.2f} s  installed on every worker (in the Gateway's file; cpu "
           f"per change: supervisor, workers: {per_change} s)", flush=True)
+
+
+def measure_table_edits(args: argparse.Namespace, folder: Path, port: int, logs: LogWatch,
+                        pid: int) -> None:
+    """A RouteTable edited in its file of 100 (its first rule's prefix), until the edited
+    path answers (every worker has installed the version by then: the log says so first)."""
+    path = folder / "routes-0050.yaml"
+    original = path.read_text()
+    processes = (pid, *children(pid))
+    cpu = [cpu_seconds(p) for p in processes]
+    installed: list[float] = []
+    for n in range(args.changes):
+        seen = len(logs.installed)
+        begin = time.perf_counter()
+        tmp = folder.parent / ".edit.tmp"
+        tmp.write_text(original.replace("/api}", f"/ap{n}}}", 1))
+        os.replace(tmp, path)
+        _, at = logs.wait_new(seen, 600)
+        installed.append(at - begin)
+        probe = original[original.index("prefix: ") + 8:original.index("/api}")]
+        wait_for(lambda p=f"{probe}/ap{n}/x": answers(port, p), 60, "the edited table")
+    per_change = ", ".join(f"{(cpu_seconds(p) - c) / args.changes:.2f}"
+                           for p, c in zip(processes, cpu, strict=True))
+    print(f"table edit      median {statistics.median(installed):6.2f} s  max "
+          f"{max(installed):6.2f} s  installed on every worker (a RouteTable in a file of "
+          f"100; cpu per change: supervisor, workers: {per_change} s)", flush=True)
 
 
 def measure_reloads(args: argparse.Namespace, folder: Path, logs: LogWatch, pid: int) -> None:
