@@ -53,7 +53,10 @@ native resources' names, gives an unchanged route object or Ingress the same Rou
 the conditions it reported replayed (``_FindingsTape``), and an unchanged Gateway or Service
 the same resource. When Services or EndpointSlices changed, a kept object's references to
 Services are looked up again (``BackendResolver.lookups_hold``): it is kept if they resolve
-as they did, the Services' Upstreams made with the Services and endpoints now. So a change
+as they did, the Services' Upstreams made with the Services and endpoints now. Of the
+Gateways (and the Secrets of their certificates) a route object reads only the listeners
+(``_listener_view``): a Gateway or Secret change that leaves them as they were (a
+certificate renewed, an address) makes the Gateway again and keeps every route. So a change
 of one HTTPRoute, Ingress, Service or EndpointSlice among 10,000 converts that one, and
 translation, which keeps the rules of the Routes, Gateways and Upstreams that are the same
 objects (``translate/memo.py``), translates that one. (An Ingress's ``spec.tls`` certificates
@@ -116,9 +119,11 @@ GATEWAY_CLASS = "propylon"
 PARENT_LABEL = "propylon.dev/parent.{namespace}.{name}"
 ROUTE_KINDS = ("HTTPRoute", "GRPCRoute")
 # what a conversion keeps by object (``_Kept``): every other object is its context, but the
-# Services and EndpointSlices, whose references a kept object looks up again (``_Context``)
+# Services and EndpointSlices, whose references a kept object looks up again, and the Gateways
+# and Secrets, of which route objects read only the Gateways' listeners (``_Context``)
 _KEPT_KINDS = (*ROUTE_KINDS, "Ingress")
 _BACKEND_KINDS = ("Service", "EndpointSlice")
+_READ_AS_LISTENERS = ("Gateway", "Secret")
 _FROM = {"Same": "Same", "All": "All", "Selector": "Selector"}  # allowedRoutes.namespaces.from
 _PROTOCOLS = ("HTTP", "HTTPS")
 _TLS_MODES = {"Terminate": "Terminate"}  # Passthrough belongs to TLS listeners
@@ -226,12 +231,17 @@ class _Converter:
         self.resolver = BackendResolver.of(self.kube, upstreams)
         self.namespaces = namespace_labels(self.kube)
         self.secrets = SecretCertificates.of(self.kube, self.resolver)
-        # what a route object's conversion is made from, but itself
+        self.last: _Kept | None = None
+        self.backends_moved = False
+
+    def _remember(self, gateways: dict[str, _Gateway]) -> None:
+        """What a route object's conversion is made from, but itself (``_Context``), with the
+        last conversion's if it was made from the same."""
         self.context = _Context(
-            tuple(o for o in self.kube
-                  if o.kind not in _KEPT_KINDS and o.kind not in _BACKEND_KINDS),
-            frozenset(self.taken), frozenset(stand_ins),
-            tuple(o for o in self.kube if o.kind in _BACKEND_KINDS))
+            tuple(o for o in self.kube if o.kind not in _KEPT_KINDS
+                  and o.kind not in _BACKEND_KINDS and o.kind not in _READ_AS_LISTENERS),
+            frozenset(self.taken), frozenset(self.stand_ins),
+            tuple(o for o in self.kube if o.kind in _BACKEND_KINDS), _listener_view(gateways))
         last = _LAST[0]
         self.last = last if last is not None and last.context.same(self.context) else None
         # other Services or EndpointSlices: a kept object's references to them are looked up
@@ -241,6 +251,7 @@ class _Converter:
 
     def run(self) -> Expansion:
         gateways = {o.key: self._gateway(o) for o in self._of("Gateway") if _ours(o)}
+        self._remember(gateways)
         for route in self._of(*ROUTE_KINDS):
             kept = self.last.routes.get(id(route)) if self.last is not None else None
             if kept is None or kept.route is not route or not self._replay(kept, gateways):
@@ -432,17 +443,19 @@ class _Converter:
         if gateway.data is None:
             return
         sections = _sections(gateway)
+        # what it is made of: its object, its routes' sections, its certificates (its Secrets')
+        made_of = (obj, sections, [lst.certificates for lst in gateway.listeners])
         kept = self.last.gateways.get(obj.key) if self.last is not None else None
-        if kept is not None and kept[0] is obj and kept[1] == sections and (
-                kept[2].kind, kept[2].key) not in self.taken:
-            self._keep(kept[2], obj)
+        if kept is not None and kept[0] is obj and kept[1:3] == made_of[1:] and (
+                kept[-1].kind, kept[-1].key) not in self.taken:
+            self._keep(kept[-1], obj)
             self.made.gateways[obj.key] = kept
             return
         resource = self._add(gateway.data, obj)
         if isinstance(resource, Gateway):
             _attach_certificates(resource, gateway.listeners)
             resource._sections = sections
-            self.made.gateways[obj.key] = (obj, sections, resource)
+            self.made.gateways[obj.key] = (*made_of, resource)
 
     def _service_upstream(self, key: str, data: dict[str, Any], service: KubernetesObject
                           ) -> None:
@@ -700,11 +713,21 @@ class _Context:
     native: frozenset[tuple[str, str]]  # the native resources' (kind, key)
     stand_ins: frozenset[str]
     backends: tuple[KubernetesObject, ...] = ()  # the Services and EndpointSlices, in order
+    listeners: tuple[object, ...] = ()  # ``_listener_view`` of the Gateways
 
     def same(self, other: _Context) -> bool:
         """The same but for the Services and EndpointSlices."""
-        return (_same_objects(self.objects, other.objects)
+        return (_same_objects(self.objects, other.objects) and self.listeners == other.listeners
                 and self.native == other.native and self.stand_ins == other.stand_ins)
+
+
+def _listener_view(gateways: dict[str, _Gateway]) -> tuple[object, ...]:
+    """What a route object's conversion reads of the Gateways (``_attach``): each one's key,
+    whether it has a usable listener, and its usable listeners' names, ports, hostnames and
+    allowedRoutes (a Secret a listener cannot use leaves it out)."""
+    return tuple((key, gateway.data is not None, tuple(
+        (lst.name, lst.port, lst.hostname, lst.namespaces, lst.kinds, lst.selector)
+        for lst in gateway.listeners)) for key, gateway in gateways.items())
 
 
 def _same_objects(a: Sequence[object], b: Sequence[object]) -> bool:
@@ -720,7 +743,9 @@ class _Kept:
     context: _Context
     routes: dict[int, _ConvertedRoute] = field(default_factory=dict)
     ingresses: dict[int, _ConvertedIngress] = field(default_factory=dict)
-    gateways: dict[str, tuple[KubernetesObject, ListenerSections | None, Resource]] = field(
+    # Gateway key -> what it was made of (``_finish_gateway``) and the Gateway made
+    gateways: dict[str, tuple[KubernetesObject, ListenerSections | None,
+                              list[list[InlineCertificate]], Resource]] = field(
         default_factory=dict)
     upstreams: dict[str, tuple[KubernetesObject, dict[str, Any], Resource]] = field(
         default_factory=dict)

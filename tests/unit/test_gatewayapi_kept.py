@@ -328,3 +328,66 @@ def test_a_native_gateway_taking_an_ingress_certificate_is_seen_without_an_ingre
     assert https.tls is not None and [c.cert_file for c in https.tls.certificates] == [
         "/default.pem", "Secret back/web-tls"]  # the listener's own, then the Ingress's
     assert by_ref(kept)["Route back/ingress:i0"] is before["Route back/ingress:i0"]
+
+
+# -- Gateways and Secrets: route objects read only the Gateways' listeners ---------------------
+def https_gateway(**spec: Any) -> dict[str, Any]:
+    listeners = [*GATEWAY["spec"]["listeners"],
+                 {"name": "secure", "port": 8443, "protocol": "HTTPS",
+                  "tls": {"mode": "Terminate", "certificateRefs": [{"name": "edge-tls"}]},
+                  "allowedRoutes": {"namespaces": {"from": "All"}}}]
+    return {**GATEWAY, "spec": {**GATEWAY["spec"], "listeners": listeners, **spec}}
+
+
+@pytest.fixture
+def secured(folder: Path) -> Path:
+    from tests.support.k8s_tls import self_signed, tls_secret
+
+    write(folder / "0-gateway.yaml", https_gateway())
+    write(folder / "4-secret.yaml", tls_secret("edge-tls", "infra", self_signed("edge.test")))
+    return folder
+
+
+def certificate_of(expansion: Expansion) -> str:
+    gateway = by_ref(expansion)["Gateway infra/edge"]
+    [listener] = [lst for lst in gateway.spec.listeners if lst.name == "secure"]
+    assert listener.tls is not None
+    [certificate] = listener.tls.certificates
+    return certificate._inline.certificate_pem  # type: ignore[attr-defined,no-any-return]
+
+
+def test_a_rotated_certificate_keeps_the_routes_and_serves_the_new_one(secured: Path) -> None:
+    """A Secret renewed (cert-manager) changes the certificate its listener serves, not
+    what any route attaches to: the routes are kept, the Gateway is made again."""
+    from tests.support.k8s_tls import self_signed, tls_secret
+
+    before = expand(secured, from_scratch=True)
+    write(secured / "4-secret.yaml", tls_secret("edge-tls", "infra", self_signed("edge.test")))
+    after = expand(secured)
+    assert certificate_of(after) != certificate_of(before)
+    assert by_ref(after)["Route team-a/a0"] is by_ref(before)["Route team-a/a0"]
+    assert by_ref(after)["Gateway infra/edge"] is not by_ref(before)["Gateway infra/edge"]
+    assert form(after) == form(expand(secured, from_scratch=True))
+    assert certificate_of(after) == certificate_of(expand(secured))
+
+
+@pytest.mark.parametrize(("change", "kept"), [
+    pytest.param(lambda f: write(f / "0-gateway.yaml", https_gateway(
+        addresses=[{"type": "IPAddress", "value": "127.0.0.1"}])), True,
+                 id="an-address-given"),
+    pytest.param(lambda f: write(f / "4-secret.yaml", {
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "edge-tls",
+                                                          "namespace": "infra"},
+        "type": "kubernetes.io/tls", "data": {"tls.crt": "", "tls.key": ""}}), False,
+                 id="its-secret-unusable-its-listener-gone"),
+    pytest.param(lambda f: write(f / "0-gateway.yaml", https_gateway(listeners=[
+        {**GATEWAY["spec"]["listeners"][0], "hostname": "*.example.com"}])), False,
+                 id="a-listener-hostname-set"),
+])
+def test_a_gateway_change_converts_the_routes_only_when_their_listeners_change(
+        secured: Path, change: Any, kept: bool) -> None:
+    prior = by_ref(expand(secured, from_scratch=True))
+    change(secured)
+    after = expand(secured)
+    assert (by_ref(after)["Route team-a/a0"] is prior["Route team-a/a0"]) is kept
+    assert form(after) == form(expand(secured, from_scratch=True))
