@@ -28,8 +28,8 @@ Then it measures, printing one line per figure:
   them answered ``ack``), then until the new route answers; median and max of ``--changes``;
 - ``upstream edit``: the Upstream's connect timeout changed in the Gateway's file, until
   installed on every worker (not with ``--ingress``, whose backend is a Service);
-- ``table edit`` (``--delegation``): a RouteTable's first prefix changed in its file of 100,
-  until installed on every worker;
+- ``table edit`` (``--delegation``): a RouteTable's first prefix changed in its file of 100
+  (in the middle of the files), until installed on every worker and served;
 - RSS of the supervisor and of each worker after start, after the changes, and after
   ``--reloads`` more changes alternating between two versions of one file (growth there is
   a leak: the same two configurations are installed again and again).
@@ -60,6 +60,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -524,56 +525,54 @@ def measure_changes(
           f"workers: {per_change} s)", flush=True)
 
 
+def measure_edits(args: argparse.Namespace, path: Path, edit: Callable[[str, int], str],
+                  logs: LogWatch, pid: int, label: str, what: str,
+                  served: Callable[[int], bool] | None = None) -> None:
+    """``path`` rewritten ``args.changes`` times as ``edit`` gives it (the original text and
+    the edit's number), each until the supervisor logs the version installed on every
+    worker (and ``served`` holds, when given); one line: ``label``, the times, ``what``."""
+    original = path.read_text()
+    processes = (pid, *children(pid))
+    cpu = [cpu_seconds(p) for p in processes]
+    installed: list[float] = []
+    for n in range(args.changes):
+        seen = len(logs.installed)
+        begin = time.perf_counter()
+        tmp = path.parent.parent / ".edit.tmp"
+        tmp.write_text(edit(original, n))
+        os.replace(tmp, path)
+        _, at = logs.wait_new(seen, 600)
+        installed.append(at - begin)
+        if served is not None:
+            wait_for(lambda n=n: served(n), 60, f"{label} {n} served")
+    per_change = ", ".join(f"{(cpu_seconds(p) - c) / args.changes:.2f}"
+                           for p, c in zip(processes, cpu, strict=True))
+    print(f"{label:<15} median {statistics.median(installed):6.2f} s  max "
+          f"{max(installed):6.2f} s  installed on every worker ({what}; cpu per change: "
+          f"supervisor, workers: {per_change} s)", flush=True)
+
+
 def measure_upstream_edits(args: argparse.Namespace, folder: Path, logs: LogWatch,
                            pid: int) -> None:
     """The Upstream's connect timeout changed in ``gateway.yaml``, the file of the Gateway
     (an Upstream's settings or endpoints, the most frequent change of a running
-    configuration): until the supervisor logs the version installed on every worker."""
-    path = folder / "gateway.yaml"
-    original = path.read_text()
-    processes = (pid, *children(pid))
-    cpu = [cpu_seconds(p) for p in processes]
-    installed: list[float] = []
-    for n in range(args.changes):
-        seen = len(logs.installed)
-        begin = time.perf_counter()
-        tmp = folder.parent / ".edit.tmp"
-        tmp.write_text(original.replace("  endpoints: [", f"  connectTimeout: {2 + n}s\n"
-                                        "  endpoints: [", 1))
-        os.replace(tmp, path)
-        _, at = logs.wait_new(seen, 600)
-        installed.append(at - begin)
-    per_change = ", ".join(f"{(cpu_seconds(p) - c) / args.changes:.2f}"
-                           for p, c in zip(processes, cpu, strict=True))
-    print(f"upstream edit   median {statistics.median(installed):6.2f} s  max "
-          f"{max(installed):6.2f} s  installed on every worker (in the Gateway's file; cpu "
-          f"per change: supervisor, workers: {per_change} s)", flush=True)
+    configuration)."""
+    measure_edits(args, folder / "gateway.yaml", lambda text, n: text.replace(
+        "  endpoints: [", f"  connectTimeout: {2 + n}s\n  endpoints: [", 1),
+        logs, pid, "upstream edit", "in the Gateway's file")
 
 
 def measure_table_edits(args: argparse.Namespace, folder: Path, port: int, logs: LogWatch,
                         pid: int) -> None:
-    """A RouteTable edited in its file of 100 (its first rule's prefix), until the edited
-    path answers (every worker has installed the version by then: the log says so first)."""
-    path = folder / "routes-0050.yaml"
-    original = path.read_text()
-    processes = (pid, *children(pid))
-    cpu = [cpu_seconds(p) for p in processes]
-    installed: list[float] = []
-    for n in range(args.changes):
-        seen = len(logs.installed)
-        begin = time.perf_counter()
-        tmp = folder.parent / ".edit.tmp"
-        tmp.write_text(original.replace("/api}", f"/ap{n}}}", 1))
-        os.replace(tmp, path)
-        _, at = logs.wait_new(seen, 600)
-        installed.append(at - begin)
-        probe = original[original.index("prefix: ") + 8:original.index("/api}")]
-        wait_for(lambda p=f"{probe}/ap{n}/x": answers(port, p), 60, "the edited table")
-    per_change = ", ".join(f"{(cpu_seconds(p) - c) / args.changes:.2f}"
-                           for p, c in zip(processes, cpu, strict=True))
-    print(f"table edit      median {statistics.median(installed):6.2f} s  max "
-          f"{max(installed):6.2f} s  installed on every worker (a RouteTable in a file of "
-          f"100; cpu per change: supervisor, workers: {per_change} s)", flush=True)
+    """A RouteTable edited in its file of 100 (its first rule's prefix; a file in the
+    middle), until the edited path answers."""
+    files = sorted(folder.glob("routes-*.yaml"))
+    path = files[len(files) // 2]
+    text = path.read_text()
+    prefix = text[text.index("prefix: ") + 8:text.index("/api}")]
+    measure_edits(args, path, lambda text, n: text.replace("/api}", f"/ap{n}}}", 1),
+                  logs, pid, "table edit", "a RouteTable in a file of 100",
+                  served=lambda n: answers(port, f"{prefix}/ap{n}/x"))
 
 
 def measure_reloads(args: argparse.Namespace, folder: Path, logs: LogWatch, pid: int) -> None:
