@@ -143,7 +143,7 @@ class RouteMemo:
     def __init__(self) -> None:
         self.lock = threading.Lock()  # held by the translation using it
         self._inputs: tuple[object, ...] = ()
-        self._upstreams: tuple[object, ...] = ()  # ``upstream_view`` and ``table_view``
+        self._view: tuple[object, ...] = ()  # ``InventoryRead.view``
         self._tables: dict[str, RouteTable] = {}  # the translation's, by key
         self._replaced: frozenset[str] = frozenset()
         self._entries: dict[str, RouteEntry] = {}
@@ -157,9 +157,9 @@ class RouteMemo:
     def start(self, gateway: Gateway, inventory: Inventory, replaced: frozenset[str],
               targets: PolicyTargets) -> None:
         inputs = (gateway, *inventory.policies)
-        upstreams = (*upstream_view(inventory), None, *table_view(inventory))
-        self._tables = {table.key: table for table in inventory.tables}
-        if not _same(inputs, self._inputs) or upstreams != self._upstreams \
+        read = inventory_read(inventory)
+        self._tables = read.tables
+        if not _same(inputs, self._inputs) or read.view != self._view \
                 or replaced != self._replaced:
             self._entries = {}
         # then no kept Route's targeting can differ: one comparison instead of one per Route
@@ -167,11 +167,11 @@ class RouteMemo:
             _same(tuple(policies), tuple(self._targets[key]))
             for key, policies in targets.items())
         self._next = {}
-        self._started = (inputs, upstreams, replaced, targets)
+        self._started = (inputs, read.view, replaced, targets)
 
     def forget(self) -> None:
         """Nothing of this translation is kept, nor used again (see the module doc)."""
-        self._inputs, self._upstreams, self._entries, self._next, self._targets = (
+        self._inputs, self._view, self._entries, self._next, self._targets = (
             (), (), {}, {}, {})
 
     def get(self, route: Route, targets: PolicyTargets) -> RouteEntry | None:
@@ -191,7 +191,7 @@ class RouteMemo:
 
     def finish(self) -> None:
         self._entries, self._next = self._next, {}
-        self._inputs, self._upstreams, self._replaced, self._targets = self._started
+        self._inputs, self._view, self._replaced, self._targets = self._started
 
 
 def targeting(route: Route, targets: PolicyTargets) -> tuple[object, ...]:
@@ -203,18 +203,31 @@ def targeting(route: Route, targets: PolicyTargets) -> tuple[object, ...]:
     return tuple(found)
 
 
-def upstream_view(inventory: Inventory) -> tuple[object, ...]:
-    """What a rule's translation reads of the Upstreams (``backends.reference_error``):
-    which exist, and the namespaces each admits."""
-    return tuple((key, tuple(upstream.spec.allowed_namespaces))
-                 for key, upstream in inventory.upstreams.items())
+@dataclass(frozen=True, slots=True)
+class InventoryRead:
+    """What the rules' translation reads of an inventory's Upstreams and RouteTables, made
+    once per inventory (every Gateway's memo compares it): ``view``, which Upstreams exist
+    and the namespaces each admits (``backends.reference_error``), then which RouteTables
+    exist, in order, and their labels (``select.selector_matches``); ``tables`` by key."""
+
+    inventory: Inventory
+    view: tuple[object, ...]
+    tables: dict[str, RouteTable]
 
 
-def table_view(inventory: Inventory) -> tuple[object, ...]:
-    """What delegation's selectors read of the RouteTables (``select.selector_matches``):
-    which exist, in order, and their labels."""
-    return tuple((table.key, tuple(table.metadata.labels.items()))
-                 for table in inventory.tables)
+_LAST_READ: list[InventoryRead | None] = [None]
+
+
+def inventory_read(inventory: Inventory) -> InventoryRead:
+    last = _LAST_READ[0]
+    if last is not None and last.inventory is inventory:
+        return last
+    view = (*((key, upstream.spec.allowed_namespaces)
+              for key, upstream in inventory.upstreams.items()), None,
+            *((table.key, table.metadata.labels) for table in inventory.tables))
+    read = _LAST_READ[0] = InventoryRead(
+        inventory, view, {table.key: table for table in inventory.tables})
+    return read
 
 
 def _same(a: tuple[object, ...], b: tuple[object, ...]) -> bool:
