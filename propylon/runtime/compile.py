@@ -436,16 +436,13 @@ def kept_cluster(gateway: str, upstream: UpstreamIR, services: Services) -> Clus
     the rules forwarding to it keep what they compiled); else a new one."""
     memo = services.clusters
     cluster = memo.get(gateway, upstream)
-    if cluster is not None:
-        kept = {(e.pool, e.weight): e for e in cluster.endpoints}
-        groups = cluster_endpoints(upstream, services, kept)
-        if not _same_endpoints(cluster, groups):
-            cluster = None
+    if cluster is not None and not _same_endpoints(
+            cluster, cluster_endpoints(upstream, services, _by_pool(cluster))):
+        cluster = None
     if cluster is None and not services.once:
         cluster = memo.moved(gateway, upstream)
         if cluster is not None:
-            kept = {(e.pool, e.weight): e for e in cluster.endpoints}
-            memo.move(cluster, cluster_endpoints(upstream, services, kept))
+            memo.move(cluster, cluster_endpoints(upstream, services, _by_pool(cluster)))
     if cluster is None:
         cluster = compile_cluster(gateway, upstream, services)
     memo.add(gateway, upstream, cluster)
@@ -464,8 +461,13 @@ def refresh_cluster(cluster: Cluster, services: Services) -> None:
     """New DNS answers: the cluster's endpoints again from its IR, keeping the endpoint
     objects (their load counts, their pools' connections) of addresses that remain."""
     assert cluster.source is not None
-    kept = {(e.pool, e.weight): e for e in cluster.endpoints}
-    cluster.set_endpoints(cluster_endpoints(cluster.source, services, kept))
+    cluster.set_endpoints(cluster_endpoints(cluster.source, services, _by_pool(cluster)))
+
+
+def _by_pool(cluster: Cluster) -> dict[tuple[EndpointPool, int], ClusterEndpoint]:
+    """``cluster``'s endpoints by pool and weight: those an expansion keeps (their load
+    counts, their pools' connections)."""
+    return {(e.pool, e.weight): e for e in cluster.endpoints}
 
 
 def cluster_endpoints(
