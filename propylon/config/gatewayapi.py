@@ -47,22 +47,22 @@ rule or, when it belongs to neither, its whole object ``Accepted=False Unsupport
 with a located issue naming the field; conversion never raises on what an object holds.
 
 A conversion keeps what it made of each HTTPRoute, GRPCRoute and Ingress, Gateway and Service
-(``_Kept``): the next one, when every other object (but the Services and EndpointSlices) is
-the very same (the loader gives an unchanged file's objects as the same objects), as are the
-native resources' names, gives an unchanged route object or Ingress the same Routes, with
-the conditions it reported replayed (``_FindingsTape``), and an unchanged Gateway or Service
-the same resource. When Services or EndpointSlices changed, a kept object's references to
-Services are looked up again (``BackendResolver.lookups_hold``): it is kept if they resolve
-as they did, the Services' Upstreams made with the Services and endpoints now. Of the
-Gateways (and the Secrets of their certificates) a route object reads only the listeners
-(``_listener_view``): a Gateway or Secret change that leaves them as they were (a
-certificate renewed, an address) makes the Gateway again and keeps every route. So a change
-of one HTTPRoute, Ingress, Service or EndpointSlice among 10,000 converts that one, and
-translation, which keeps the rules of the Routes, Gateways and Upstreams that are the same
-objects (``translate/memo.py``), translates that one. (An Ingress's ``spec.tls`` certificates
-are given to the native Gateways that select it at each conversion: those may change while it
-does not.) A conversion validates a section it makes again and again (the same ``forward``
-of many rules) once, as a load does (``schema.shared_sections``).
+(``_Kept``): the next one, when every other object is the very same (the loader gives an
+unchanged file's objects as the same objects), but the Services, EndpointSlices, Gateways and
+Secrets (below), as are the native resources' names, gives an unchanged route object or
+Ingress the same Routes, with the conditions it reported replayed (``_FindingsTape``), and an
+unchanged Gateway or Service the same resource. When Services or EndpointSlices changed, a
+kept object's references to Services are looked up again (``BackendResolver.lookups_hold``):
+it is kept if they resolve as they did, the Services' Upstreams made with the Services and
+endpoints now. Of the Gateways (and the Secrets of their certificates) a route object reads
+only the listeners (``_listener_view``): a Gateway or Secret change that leaves them as they
+were (a certificate renewed, an address) makes the Gateway again and keeps every route. So a
+change of one HTTPRoute, Ingress, Service or EndpointSlice among 10,000 converts that one,
+and translation, which keeps the rules of the Routes, Gateways and Upstreams that are the
+same objects (``translate/memo.py``), translates that one. (An Ingress's ``spec.tls``
+certificates are given to the native Gateways that select it at each conversion: those may
+change while it does not.) A conversion validates a section it makes again and again (the
+same ``forward`` of many rules) once, as a load does (``schema.shared_sections``).
 """
 
 from __future__ import annotations
@@ -716,7 +716,8 @@ class _Context:
     listeners: tuple[object, ...] = ()  # ``_listener_view`` of the Gateways
 
     def same(self, other: _Context) -> bool:
-        """The same but for the Services and EndpointSlices."""
+        """The same: its objects (not the Services and EndpointSlices) and the Gateways'
+        listeners as route objects read them."""
         return (_same_objects(self.objects, other.objects) and self.listeners == other.listeners
                 and self.native == other.native and self.stand_ins == other.stand_ins)
 
