@@ -43,9 +43,9 @@ from propylon.translate.memo import (
     Recording,
     RouteEntry,
     RouteMemo,
+    gateway_view,
     recording,
     route_memo,
-    targeting,
 )
 from propylon.translate.paths import resolve_path
 from propylon.translate.policies import PolicyTargets, attach_policies, gateway_level
@@ -100,12 +100,17 @@ def _translate_routes(
     unchanged since the last translation (``memo.py``), in the same order; the rules and the
     Gateway's default policies."""
     gateway, inventory = ctx.gateway, ctx.inventory
+    reads = secret_reads_made()
+    gateway_policies = gateway_level(gateway, targets)
+    if memo is not None and secret_reads_made() != reads:
+        memo.forget()  # the Gateway's own policies read a secret: it may have changed
+        memo = None
     if memo is not None:
-        memo.start(gateway, inventory, replaced, targets)
+        memo.start(gateway_view(gateway, gateway_policies), inventory, replaced, targets)
     steps: list[tuple[Route, Sequence[Draft], Recording | None, RouteEntry | None,
                       tuple[RouteTable, ...]]] = []
     for route in selected_routes(gateway, inventory, routes):
-        entry = memo.get(route, targets) if memo is not None else None
+        entry = memo.get(route) if memo is not None else None
         if entry is not None:
             entry.flattened.replay(ctx)
             steps.append((route, entry.drafts, entry.flattened, entry, entry.tables))
@@ -115,12 +120,7 @@ def _translate_routes(
             drafts = flatten_route(ctx, route)
         steps.append((route, drafts, flattened[0], None, tuple(ctx.tables_read)))
         ctx.tables_read = None
-    reads = secret_reads_made()
-    gateway_policies = gateway_level(gateway, targets)
     defaults = attach_policies([gateway_policies], ctx.status, gateway.key)
-    if memo is not None and secret_reads_made() != reads:
-        memo.forget()  # the Gateway's own policies read a secret: it may have changed
-        memo = None
     built: list[tuple[Draft, RuleIR]] = []
     for route, route_drafts, flattened_once, entry, tables in steps:
         if entry is not None and memo is not None:
@@ -132,7 +132,7 @@ def _translate_routes(
             rules = build_rules(ctx, route_drafts, gateway_policies, targets, defaults)
         built += rules
         if memo is not None and flattened_once and made[0]:
-            memo.keep(RouteEntry(route, targeting(route, targets), flattened_once,
+            memo.keep(RouteEntry(route, flattened_once,
                                  tuple(route_drafts), made[0], tuple(rules), tables))
     if memo is not None:
         memo.finish()

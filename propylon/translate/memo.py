@@ -9,15 +9,18 @@ gives, in the same order.
 
 A Route's entry is used again only when nothing it was made from changed: the same Route
 object (the loader gives unchanged files' resources as the same objects), the same policies
-targeting it or its named rules, the same RouteTables its delegations selected (objects,
-recursively), and, for the whole memo, the same Gateway object and Policies (objects again),
-the same RouteTables as selectors read them (their keys and labels, in order: which tables
-a selector finds), the same Upstreams as rules read them (their keys and the namespaces they
-admit: an Upstream's endpoints, balancing or health checks change no rule), the same
-contained resources and no secret read for the Gateway's own policies. So one RouteTable
-edited among 10,000 translates the Routes that delegate to it. Anything else, and every Route
-whose translation read a secret (its value may have changed with the same configuration), is
-translated as before.
+(objects) targeting it, its named rules, or the RouteTables its delegations selected (the
+same objects, recursively), and, for the whole memo, the same Gateway as rules read it
+(``gateway_view``: its key, route selector, invalid-route response, listener sections and
+Gateway-level policies, compared by value: a listener, certificate, trusted proxy or
+tracing change keeps every Route), the same RouteTables as selectors read them (their keys
+and labels, in order: which tables a selector finds), the same Upstreams as rules read them
+(their keys and the namespaces they admit: an Upstream's endpoints, balancing or health
+checks change no rule), the same contained resources and no secret read for the Gateway's
+own policies. So one RouteTable, or one Policy targeting a Route, edited among 10,000
+translates the Routes that it reaches. Anything else, and every Route whose translation
+read a secret (its value may have changed with the same configuration), is translated as
+before.
 """
 
 from __future__ import annotations
@@ -129,7 +132,6 @@ def recording(ctx: GatewayContext, secret_reads: Any) -> Iterator[list[Recording
 @dataclass(frozen=True, slots=True)
 class RouteEntry:
     route: Route
-    targeting: tuple[object, ...]  # the policies targeting it and its named rules
     flattened: Recording
     drafts: tuple[Draft, ...]
     built: Recording
@@ -142,7 +144,7 @@ class RouteMemo:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()  # held by the translation using it
-        self._inputs: tuple[object, ...] = ()
+        self._gateway: tuple[object, ...] = ()  # ``gateway_view``
         self._view: tuple[object, ...] = ()  # ``InventoryRead.view``
         self._tables: dict[str, RouteTable] = {}  # the translation's, by key
         self._replaced: frozenset[str] = frozenset()
@@ -152,33 +154,32 @@ class RouteMemo:
         self._targets: PolicyTargets = {}
         self._started: tuple[tuple[object, ...], tuple[object, ...], frozenset[str],
                              PolicyTargets] = ((), (), frozenset(), {})
-        self._same_targets = False  # every target has the policies it had then
+        # (kind, key) of each Route or RouteTable whose targeting policies changed since
+        self._retargeted: frozenset[tuple[str, str]] = frozenset()
 
-    def start(self, gateway: Gateway, inventory: Inventory, replaced: frozenset[str],
-              targets: PolicyTargets) -> None:
-        inputs = (gateway, *inventory.policies)
+    def start(self, gateway: tuple[object, ...], inventory: Inventory,
+              replaced: frozenset[str], targets: PolicyTargets) -> None:
+        """``gateway``: ``gateway_view`` of the Gateway translated."""
         read = inventory_read(inventory)
         self._tables = read.tables
-        if not _same(inputs, self._inputs) or read.view != self._view \
-                or replaced != self._replaced:
+        if gateway != self._gateway or read.view != self._view or replaced != self._replaced:
             self._entries = {}
-        # then no kept Route's targeting can differ: one comparison instead of one per Route
-        self._same_targets = targets.keys() == self._targets.keys() and all(
-            _same(tuple(policies), tuple(self._targets[key]))
-            for key, policies in targets.items())
+        self._retargeted = retargeted(targets, self._targets) if self._entries else frozenset()
         self._next = {}
-        self._started = (inputs, read.view, replaced, targets)
+        self._started = (gateway, read.view, replaced, targets)
 
     def forget(self) -> None:
         """Nothing of this translation is kept, nor used again (see the module doc)."""
-        self._inputs, self._view, self._entries, self._next, self._targets = (
+        self._gateway, self._view, self._entries, self._next, self._targets = (
             (), (), {}, {}, {})
 
-    def get(self, route: Route, targets: PolicyTargets) -> RouteEntry | None:
+    def get(self, route: Route) -> RouteEntry | None:
         entry = self._entries.get(route.key)
         if entry is None or entry.route is not route:
             return None
-        if not self._same_targets and not _same(targeting(route, targets), entry.targeting):
+        retargeted = self._retargeted
+        if retargeted and ((route.kind, route.key) in retargeted or any(
+                (t.kind, t.key) in retargeted for t in entry.tables)):
             return None
         tables = self._tables
         if entry.tables and any(tables.get(t.key) is not t for t in entry.tables):
@@ -191,16 +192,26 @@ class RouteMemo:
 
     def finish(self) -> None:
         self._entries, self._next = self._next, {}
-        self._inputs, self._view, self._replaced, self._targets = self._started
+        self._gateway, self._view, self._replaced, self._targets = self._started
 
 
-def targeting(route: Route, targets: PolicyTargets) -> tuple[object, ...]:
-    """The policies that target ``route`` or one of its named rules, in a fixed order."""
-    found: list[object] = [*targets.get((route.kind, route.key, None), ()), None]
-    for rule in route.spec.rules:
-        if rule.name is not None:
-            found += [*targets.get((route.kind, route.key, rule.name), ()), None]
-    return tuple(found)
+def gateway_view(gateway: Gateway, policies: Sequence[object]) -> tuple[object, ...]:
+    """What the rules' translation reads of ``gateway``, to compare by value: its key, which
+    namespaces it admits (``select.gateway_admits``), its invalid-route response, the
+    listener sections its routes may be served on, and ``policies``, its level
+    (``policies.gateway_level``: its own items and the Policies targeting it)."""
+    spec, sections = gateway.spec, gateway.sections
+    return (gateway.key, spec.route_selector, spec.invalid_route_response,
+            None if sections is None else sections.listeners, tuple(policies))
+
+
+def retargeted(targets: PolicyTargets, last: PolicyTargets) -> frozenset[tuple[str, str]]:
+    """(kind, key) of every target whose policies (objects, in order) differ between
+    ``last`` and ``targets``, named rules included."""
+    if targets is last:
+        return frozenset()
+    return frozenset(key[:2] for key in targets.keys() | last.keys()
+                     if not _same(tuple(targets.get(key, ())), tuple(last.get(key, ()))))
 
 
 @dataclass(frozen=True, slots=True)

@@ -359,3 +359,100 @@ def test_a_route_table_change_translates_the_routes_that_delegate_to_it(
     again = translate_with_issues(changed)
     assert translated == translated_again
     assert_same(again, fresh_after(changed))
+
+
+def policy(name: str, target: str, value: str, kind: str = "Route") -> str:
+    return f"""apiVersion: propylon.dev/v1
+kind: Policy
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  targetRefs: [{{kind: {kind}, name: {target}}}]
+  headers: {{response: {{set: {{x-policy: "{value}"}}}}}}
+# policy {name}
+"""
+
+
+def load_again(last: list[tuple[str, list[Resource]]], text: str
+               ) -> list[tuple[str, list[Resource]]]:
+    """``text``'s documents, each the resources ``last`` made of it when written as it was
+    (as the loader keeps them, ``config/loader.py``), else loaded anew."""
+    made = dict(last)
+    return [(doc, made[doc] if doc in made else resources(doc)) for doc in text.split("---\n")]
+
+
+def flat(documents: list[tuple[str, list[Resource]]]) -> list[Resource]:
+    return [resource for _, made in documents for resource in made]
+
+
+@pytest.fixture
+def translated(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The keys of the Routes translated (not kept) from now on, in order."""
+    from propylon.translate import gateway as gateway_step
+
+    keys: list[str] = []
+    flatten = gateway_step.flatten_route
+    monkeypatch.setattr(gateway_step, "flatten_route",
+                        lambda ctx, route: keys.append(route.key) or flatten(ctx, route))
+    return keys
+
+
+@pytest.mark.parametrize(("edit", "translated_again"), [
+    pytest.param(lambda text: text.replace('x-policy: "one"', 'x-policy: "two"'),
+                 ["shop/r1"], id="the-policy-of-one-route-edited"),
+    pytest.param(lambda text: text.replace("name: r1}]", "name: r2}]"),
+                 ["shop/r1", "shop/r2"], id="the-policy-moved-to-another-route"),
+    pytest.param(lambda text: text + "---\n" + policy("p2", "r3", "three"),
+                 ["shop/r3"], id="a-policy-added"),
+    pytest.param(lambda text: text.replace('x-gateway: "g"', 'x-gateway: "h"'),
+                 ["shop/r1", "shop/r2", "shop/r3"], id="the-gateway-policy-edited"),
+    # new objects: the Gateway's level is compared by value, a Route's policies as objects
+    pytest.param(lambda text: text.replace("# policy", "# again"),
+                 ["shop/r1"], id="every-policy-written-again-the-same"),
+    pytest.param(lambda text: text.replace("port: 8080", "port: 8081"),
+                 [], id="the-gateway-listener-changed"),
+    pytest.param(lambda text: text.replace(
+        "  routeSelector: {namespaces: [shop]}\n",
+        "  routeSelector: {namespaces: [shop]}\n  trustedProxies: [10.0.0.0/8]\n"),
+                 [], id="the-gateway-trusted-proxies-changed"),
+    pytest.param(lambda text: text.replace(
+        "  routeSelector: {namespaces: [shop]}\n",
+        "  routeSelector: {namespaces: [shop]}\n  invalidRouteResponse: {status: 503}\n"),
+                 ["shop/r1", "shop/r2", "shop/r3"], id="the-invalid-route-response-changed"),
+    pytest.param(lambda text: text.replace("namespaces: [shop]}", "namespaces: [shop, back]}"),
+                 ["shop/r1", "shop/r2", "shop/r3"], id="the-route-selector-changed"),
+])
+def test_a_policy_or_gateway_change_translates_the_routes_it_reaches(
+        edit: Callable[[str], str], translated_again: list[str],
+        translated: list[str]) -> None:
+    """Routes are kept unless a Policy targeting them changed (objects) or the Gateway
+    changed as rules read it (``memo.gateway_view``, by value): one Policy edited among
+    10,000 Routes translated every Route again, and so did a listener's certificate
+    renewed."""
+    gateway_policy = ('  policies: [{headers: {request: {set: {x-gateway: "g"}}}}]\n'
+                      "# policy\n---\n" + policy("pg", "edge", "g", kind="Gateway"))
+    text = (SHOP_EDGE_YAML.replace("  routeSelector: {namespaces: [shop]}\n",
+                                   "  routeSelector: {namespaces: [shop]}\n" + gateway_policy)
+            + "---\n" + policy("p1", "r1", "one") + "---\n"
+            + "---\n".join(route(f"r{i}", f"/{i}") for i in (1, 2, 3)))
+    documents = load_again([], text)
+    fresh(flat(documents))
+    translated.clear()
+    changed = flat(load_again(documents, edit(text)))
+    again = translate_with_issues(changed)
+    assert translated == translated_again
+    assert_same(again, fresh(changed))
+
+
+def test_a_policy_targeting_a_route_table_reaches_the_routes_delegating_to_it(
+        translated: list[str]) -> None:
+    gateway, upstream_app, _ = resources(GATEWAY)
+    routes = resources(delegating("d1", "g1") + "---\n" + delegating("d2", "g2"))
+    t1, t2 = tables(table("t1", "g1", "/g1/one"), table("t2", "g2", "/g2/two"))
+    base = [gateway, upstream_app, *routes, t1, t2]
+    fresh([*base, *resources(policy("pt", "t2", "one", kind="RouteTable"))])
+    translated.clear()
+    changed = [*base, *resources(policy("pt", "t2", "two", kind="RouteTable"))]
+    again = translate_with_issues(changed)
+    assert translated == ["shop/d2"]
+    assert_same(again, fresh(changed))
+    assert "two" in str(again.snapshot.gateways[0].rules)
