@@ -8,7 +8,7 @@ import functools
 import ipaddress
 import itertools
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from propylon.filters.base import Filter, FilterEnv
 from propylon.filters.factory import build_filter
@@ -53,7 +53,11 @@ from propylon.runtime.route_memo import ClusterMemo, Placed, RouteMemo
 from propylon.runtime.router import Router, RouterEntry, sectioned
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from propylon.ir import CircuitBreakerIR
     from propylon.observability.tracing_export import SpanSink, TracerPipelines, TracingSettings
+    from propylon.runtime.balancer import Balancer
 
 
 class CompileError(ValueError):
@@ -403,25 +407,50 @@ def rule_labels(rule: RuleIR) -> tuple[str, str]:
     return route, rule.id.split("@", 1)[0].rpartition(":")[2]
 
 
-def compile_cluster(gateway: str, upstream: UpstreamIR, services: Services) -> Cluster:
-    groups = cluster_endpoints(upstream, services, {})
+class _ClusterSettings(NamedTuple):
+    """What a cluster takes of its Upstream besides its endpoints, by attribute name."""
+
+    make_balancer: Callable[[list[ClusterEndpoint]], Balancer[ClusterEndpoint]]
+    hash_kind: str | None
+    hash_name: str
+    panic_threshold: float
+    ejection: EjectionPolicy | None
+    breaker: CircuitBreakerIR | None
+    failover_threshold: float
+
+
+def _cluster_settings(upstream: UpstreamIR) -> _ClusterSettings:
     hash_on = upstream.hash_on if upstream.lb_policy == "ring_hash" else None
     passive = upstream.passive_health
-    cluster = Cluster(
-        upstream.key,
-        [e for group in groups for e in group],
+    return _ClusterSettings(
         functools.partial(make_balancer, upstream.lb_policy, hash_on=upstream.hash_on),
         hash_on.kind if hash_on else None,
         hash_on.name.lower() if hash_on else "",
-        services.metrics.upstream(gateway, upstream.key),
-        panic_threshold=upstream.panic_threshold,
-        ejection=EjectionPolicy(
+        upstream.panic_threshold,
+        EjectionPolicy(
             passive.consecutive_errors, passive.base_ejection_time,
             passive.max_ejection_time, passive.max_ejection_percent,
         ) if passive is not None else None,
-        breaker=upstream.circuit_breaker,
+        upstream.circuit_breaker,
+        upstream.failover_threshold,
+    )
+
+
+def compile_cluster(gateway: str, upstream: UpstreamIR, services: Services) -> Cluster:
+    groups = cluster_endpoints(upstream, services, {})
+    settings = _cluster_settings(upstream)
+    cluster = Cluster(
+        upstream.key,
+        [e for group in groups for e in group],
+        settings.make_balancer,
+        settings.hash_kind,
+        settings.hash_name,
+        services.metrics.upstream(gateway, upstream.key),
+        panic_threshold=settings.panic_threshold,
+        ejection=settings.ejection,
+        breaker=settings.breaker,
         groups=groups if upstream.failover else None,
-        failover_threshold=upstream.failover_threshold,
+        failover_threshold=settings.failover_threshold,
     )
     needs = discovery.queries(upstream)
     if needs:
@@ -429,11 +458,22 @@ def compile_cluster(gateway: str, upstream: UpstreamIR, services: Services) -> C
     return cluster
 
 
+def _take_over(cluster: Cluster, upstream: UpstreamIR, groups: list[list[ClusterEndpoint]]
+               ) -> None:
+    """``upstream``'s settings and endpoints (``groups``), given to a kept ``cluster`` in
+    place: as one compiled from ``upstream`` would have them; its circuit breaker's counts
+    and its endpoints' load counts and health carry on."""
+    for name, value in zip(_ClusterSettings._fields, _cluster_settings(upstream), strict=True):
+        setattr(cluster, name, value)
+    cluster.set_endpoints(groups)
+
+
 def kept_cluster(gateway: str, upstream: UpstreamIR, services: Services) -> Cluster:
     """The cluster of the last compilation when ``upstream`` is equal to its IR and its
     endpoints, expanded again, are the very ones it has (``route_memo.py``), or when it
-    differs from it in its endpoints only (given them once the compilation is committed:
-    the rules forwarding to it keep what they compiled); else a new one."""
+    differs from it otherwise (it takes ``upstream``'s endpoints and settings over once the
+    compilation is committed: the rules forwarding to it keep what they compiled); else a
+    new one."""
     memo = services.clusters
     cluster = memo.get(gateway, upstream)
     if cluster is not None and not _same_endpoints(
@@ -442,7 +482,9 @@ def kept_cluster(gateway: str, upstream: UpstreamIR, services: Services) -> Clus
     if cluster is None and not services.once:
         cluster = memo.moved(gateway, upstream)
         if cluster is not None:
-            memo.move(cluster, cluster_endpoints(upstream, services, _by_pool(cluster)))
+            memo.move(functools.partial(
+                _take_over, cluster, upstream,
+                cluster_endpoints(upstream, services, _by_pool(cluster))))
     if cluster is None:
         cluster = compile_cluster(gateway, upstream, services)
     memo.add(gateway, upstream, cluster)

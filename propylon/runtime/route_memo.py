@@ -9,7 +9,10 @@ what compiling a one-Route change cost at 10,000 Routes.
   from and expanding that IR again (with the DNS answers held now) gives the very endpoint
   objects it has, in the same groups: same pools, same health, same load counts. A kept
   cluster is shared by the old runtime and the new one; nothing in it is changed to keep it,
-  so a compilation that fails later leaves the old runtime as it was.
+  so a compilation that fails later leaves the old runtime as it was. An Upstream changed
+  otherwise (its endpoints, balancing, panic threshold, passive health, circuit breaker,
+  failover) keeps its cluster too, which takes the new endpoints and settings over in place
+  when the compilation is committed (``ClusterMemo.moved``), unless DNS discovers it.
 - A rule's **compiled routes** (one per match) are kept when the rule is the object compiled
   before, in the same Gateway (wherever it is in the Gateway's rules: its labels come from
   its own resource), with the same filter chain object (``ChainMemo``) and the same cluster
@@ -31,8 +34,7 @@ quarter of its rules at most).
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from propylon.ir import RuleIR, UpstreamIR
@@ -41,25 +43,18 @@ from propylon.runtime.memo_journal import Journal
 
 if TYPE_CHECKING:
     from propylon.runtime.chain_memo import ChainMemo
-    from propylon.runtime.compiled import Cluster, ClusterEndpoint, CompiledRoute, FilterChain
+    from propylon.runtime.compiled import Cluster, CompiledRoute, FilterChain
     from propylon.runtime.router import Router, RouterEntry
 
     _RuleEntries = tuple[RuleIR, tuple[RouterEntry[Any], ...]]  # a rule and its entries
-
-
-# What an Upstream's endpoints are made of, and nothing else of its cluster is: an Upstream
-# that changes only these keeps its cluster (``ClusterMemo.moved``), so the rules forwarding
-# to it keep what they compiled.
-ENDPOINT_SETTINGS = ("endpoints", "connect_timeout", "idle_timeout",
-                     "max_connections_per_endpoint", "max_idle_per_endpoint")
 
 
 class ClusterMemo:
     def __init__(self) -> None:
         self.kept: dict[tuple[str, str], tuple[UpstreamIR, Cluster]] = {}
         self.made: dict[tuple[str, str], tuple[UpstreamIR, Cluster]] = {}
-        # kept clusters and their new endpoints, set when the compilation is committed
-        self.moving: list[tuple[Cluster, list[list[ClusterEndpoint]]]] = []
+        # what kept clusters take over (endpoints, settings) when the compilation is committed
+        self.moving: list[Callable[[], None]] = []
 
     def begin(self) -> None:
         self.made = {}
@@ -74,29 +69,28 @@ class ClusterMemo:
         return entry[1]
 
     def moved(self, gateway: str, upstream: UpstreamIR) -> Cluster | None:
-        """The cluster compiled last in ``gateway`` from an Upstream of ``upstream``'s key
-        that differs from it in ``ENDPOINT_SETTINGS`` only (and has no DNS discovery, whose
-        cluster keeps its IR), if any: given its new endpoints (``move``), it is that
-        Upstream's cluster."""
+        """The cluster compiled last in ``gateway`` from an Upstream of ``upstream``'s key,
+        when neither has DNS discovery (such a cluster keeps its IR to expand the answers
+        again): given ``upstream``'s endpoints and settings in place (``move``), it is that
+        Upstream's cluster, so the rules forwarding to it keep what they compiled."""
         entry = self.kept.get((gateway, upstream.key))
         if entry is None or entry[1].queries or upstream.dns is not None:
             return None
-        last, cluster = entry
-        same = dataclasses.replace(last, **{f: getattr(upstream, f) for f in ENDPOINT_SETTINGS})
-        return cluster if same == upstream else None
+        return entry[1]
 
     def add(self, gateway: str, upstream: UpstreamIR, cluster: Cluster) -> None:
         self.made[(gateway, upstream.key)] = (upstream, cluster)
 
-    def move(self, cluster: Cluster, groups: list[list[ClusterEndpoint]]) -> None:
-        """``cluster`` (``moved``) serves ``groups`` once this compilation is committed: the
-        runtime serving until then keeps its endpoints."""
-        self.moving.append((cluster, groups))
+    def move(self, take_over: Callable[[], None]) -> None:
+        """``take_over`` gives a kept cluster (``moved``) its new endpoints and settings once
+        this compilation is committed: the runtime serving until then keeps them as they
+        are, and a compilation that fails leaves them so."""
+        self.moving.append(take_over)
 
     def commit(self) -> None:
         self.kept, self.made = self.made, {}
-        for cluster, groups in self.moving:
-            cluster.set_endpoints(groups)
+        for take_over in self.moving:
+            take_over()
         self.moving = []
 
 

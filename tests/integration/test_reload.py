@@ -280,3 +280,38 @@ def test_an_upstream_moved_to_another_server_takes_the_traffic_without_a_failed_
         poll_until(lambda: hammer.sent >= sent + 50, 10, message="traffic after the moves")
     assert hammer.failures == [], hammer.failures[:10]
     assert gw.reloads() == (3, 0)
+
+
+def test_an_upstream_rebalanced_serves_as_configured_without_a_failed_request(
+        module_gateways, module_upstreams) -> None:
+    """An Upstream whose balancing changes keeps its cluster in the workers, which takes the
+    new settings over when the version is installed (``compile.kept_cluster``): round robin
+    over two servers, then ring hash on a header (one server per key), then round robin
+    again; no request fails through the changes."""
+    first, second = module_upstreams("first"), module_upstreams("second")
+    rules = [r.rule({"exact": "/a"}, directResponse={"status": 200, "body": "/a"}),
+             r.rule({"prefix": "/fwd"}, forward=r.forward("up"))]
+    hashed = {"loadBalancer": {"policy": "ring_hash", "hashOn": {"header": "x-user"}}}
+
+    def balanced(**spec: object) -> Callable[[int], str]:
+        return lambda port: r.dump(r.gateway(port), r.route("main", rules=rules),
+                                   r.upstream("up", first.port, second.port, **spec))
+
+    def servers(user: str) -> set[str]:
+        return {roundtrip(gw.port, "GET", "/fwd/x", headers={"x-user": user}).header(
+            "x-upstream") for _ in range(8)}
+
+    gw = module_gateways(balanced(), watch=True)
+    assert servers("u1") == {"first", "second"}
+    with Hammer(gw.port) as hammer:
+        poll_until(lambda: hammer.sent >= 50, 10, message="traffic flowing")
+        gw.write_config(balanced(**hashed))
+        poll_until(lambda: gw.reloads() == (1, 0), 10, message="ring hash installed")
+        assert all(len(servers(f"u{i}")) == 1 for i in range(6))
+        assert len(set.union(*(servers(f"u{i}") for i in range(12)))) == 2  # keys spread
+        gw.write_config(balanced())
+        poll_until(lambda: gw.reloads() == (2, 0), 10, message="round robin installed")
+        assert servers("u1") == {"first", "second"}
+        sent = hammer.sent
+        poll_until(lambda: hammer.sent >= sent + 50, 10, message="traffic after the changes")
+    assert hammer.failures == [], hammer.failures[:10]

@@ -175,7 +175,8 @@ def test_a_changed_upstream_or_answer_gets_a_new_cluster_or_new_endpoints(
     balanced = dataclasses.replace(moved, lb_policy="random")
     fourth = compile_snapshot(dataclasses.replace(first_ir, gateways=(
         dataclasses.replace(gateway, upstreams=(balanced, *gateway.upstreams[1:])),)), worker)
-    assert fourth.gateways["shop/edge"].clusters["shop/app"] is not cluster
+    assert fourth.gateways["shop/edge"].clusters["shop/app"] is cluster  # balancing taken over
+    assert cluster.make_balancer.args == ("random",)  # type: ignore[attr-defined]
     assert served(fourth)[api][-1] == ["127.0.0.1:9100"]
 
 
