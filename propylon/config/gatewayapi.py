@@ -46,29 +46,35 @@ Fields are read through ``k8s_fields.py``: a field of the wrong type makes its l
 rule or, when it belongs to neither, its whole object ``Accepted=False UnsupportedValue``
 with a located issue naming the field; conversion never raises on what an object holds.
 
-A conversion keeps what it made of each HTTPRoute, GRPCRoute and Ingress, Gateway and Service
-(``_Kept``): the next one, when every other object is the very same (the loader gives an
-unchanged file's objects as the same objects), but the Services, EndpointSlices, Gateways and
-Secrets (below), as are the native resources' names, gives an unchanged route object or
-Ingress the same Routes, with the conditions it reported replayed (``_FindingsTape``), and an
-unchanged Gateway or Service the same resource. When Services or EndpointSlices changed, a
-kept object's references to Services are looked up again (``BackendResolver.lookups_hold``):
-it is kept if they resolve as they did, the Services' Upstreams made with the Services and
-endpoints now. Of the Gateways (and the Secrets of their certificates) a route object reads
-only the listeners (``_listener_view``): a Gateway or Secret change that leaves them as they
-were (a certificate renewed, an address) makes the Gateway again and keeps every route. So a
-change of one HTTPRoute, Ingress, Service or EndpointSlice among 10,000 converts that one,
-and translation, which keeps the rules of the Routes, Gateways and Upstreams that are the
-same objects (``translate/memo.py``), translates that one. (An Ingress's ``spec.tls``
-certificates are given to the native Gateways that select it at each conversion: those may
-change while it does not.) A conversion validates a section it makes again and again (the
-same ``forward`` of many rules) once, as a load does (``schema.shared_sections``).
+A conversion keeps what it made of each HTTPRoute, GRPCRoute and Ingress, Gateway and
+Service (``_Kept``): the next one, when every other object is the very same (the loader
+gives an unchanged file's objects as the same objects), but the Services, EndpointSlices,
+ReferenceGrants, Namespaces, Gateways and Secrets (below), as are the native resources'
+names, gives an unchanged route object or Ingress the same Routes, with the conditions it
+reported replayed (``_FindingsTape``), and an unchanged Gateway or Service the same
+resource. When Services or EndpointSlices changed, a kept object's references to Services
+are looked up again (``BackendResolver.lookups_hold``): it is kept if they resolve as they
+did, the Services' Upstreams made with the Services and endpoints now. When ReferenceGrants
+changed, a kept object's ReferenceGrant questions are asked again
+(``BackendResolver.grants_hold``), and when a listener selects namespaces by label and the
+Namespaces changed, its own namespace's labels are compared: it is kept if the answers and
+labels are as they were. Of the Gateways (and the Secrets of their certificates) a route
+object reads only the listeners (``_listener_view``): a Gateway or Secret change that leaves
+them as they were (a certificate renewed, an address) makes the Gateway again and keeps
+every route. So a change of one HTTPRoute, Ingress, Service or EndpointSlice among 10,000
+converts that one (a ReferenceGrant or a Namespace, the route objects it answers or labels
+otherwise), and translation, which keeps the rules of the Routes, Gateways and Upstreams
+that are the same objects (``translate/memo.py``), translates that one. (An Ingress's
+``spec.tls`` certificates are given to the native Gateways that select it at each
+conversion: those may change while it does not.) A conversion validates a section it makes
+again and again (the same ``forward`` of many rules) once, as a load does
+(``schema.shared_sections``).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -78,7 +84,7 @@ from propylon.config.errors import ConfigError, Source
 from propylon.config.gateway import Certificate, InlineCertificate, ListenerSections
 from propylon.config.gatewayapi_namespaces import NamespaceSelector, namespace_labels
 from propylon.config.gatewayapi_rules import RuleConverter
-from propylon.config.k8s_backends import BackendResolver, Lookup
+from propylon.config.k8s_backends import BackendResolver, GrantRead, Lookup
 from propylon.config.k8s_fields import (
     FieldError,
     choice,
@@ -119,11 +125,15 @@ GATEWAY_CLASS = "propylon"
 PARENT_LABEL = "propylon.dev/parent.{namespace}.{name}"
 ROUTE_KINDS = ("HTTPRoute", "GRPCRoute")
 # what a conversion keeps by object (``_Kept``): every other object is its context, but the
-# Services and EndpointSlices, whose references a kept object looks up again, and the Gateways
-# and Secrets, of which route objects read only the Gateways' listeners (``_Context``)
+# Services and EndpointSlices, whose references a kept object looks up again, the
+# ReferenceGrants, whose answers it asks again, the Namespaces, of which it reads its own's
+# labels, and the Gateways and Secrets, of which route objects read only the Gateways'
+# listeners (``_Context``)
 _KEPT_KINDS = (*ROUTE_KINDS, "Ingress")
 _BACKEND_KINDS = ("Service", "EndpointSlice")
+_READ_BY_QUESTION = ("ReferenceGrant", "Namespace")
 _READ_AS_LISTENERS = ("Gateway", "Secret")
+_OWN_CONTEXT = (*_KEPT_KINDS, *_BACKEND_KINDS, *_READ_BY_QUESTION, *_READ_AS_LISTENERS)
 _FROM = {"Same": "Same", "All": "All", "Selector": "Selector"}  # allowedRoutes.namespaces.from
 _PROTOCOLS = ("HTTP", "HTTPS")
 _TLS_MODES = {"Terminate": "Terminate"}  # Passthrough belongs to TLS listeners
@@ -232,21 +242,26 @@ class _Converter:
         self.namespaces = namespace_labels(self.kube)
         self.secrets = SecretCertificates.of(self.kube, self.resolver)
         self.last: _Kept | None = None
-        self.backends_moved = False
+        self.backends_moved = self.grants_moved = self.namespaces_moved = False
 
     def _remember(self, gateways: dict[str, _Gateway]) -> None:
         """What a route object's conversion is made from, but itself (``_Context``), with the
         last conversion's if it was made from the same."""
+        selectors = any(lst.selector is not None
+                        for gateway in gateways.values() for lst in gateway.listeners)
         self.context = _Context(
-            tuple(o for o in self.kube if o.kind not in _KEPT_KINDS
-                  and o.kind not in _BACKEND_KINDS and o.kind not in _READ_AS_LISTENERS),
+            tuple(o for o in self.kube if o.kind not in _OWN_CONTEXT),
             frozenset(self.taken), frozenset(self.stand_ins),
-            tuple(o for o in self.kube if o.kind in _BACKEND_KINDS), _listener_view(gateways))
+            tuple(o for o in self.kube if o.kind in _BACKEND_KINDS), _listener_view(gateways),
+            tuple(o for o in self.kube if o.kind == "ReferenceGrant"),
+            self.namespaces if selectors else None)
         last = _LAST[0]
         self.last = last if last is not None and last.context.same(self.context) else None
-        # other Services or EndpointSlices: a kept object's references to them are looked up
-        self.backends_moved = self.last is not None and not _same_objects(
-            self.last.context.backends, self.context.backends)
+        if self.last is not None:  # what a kept object asks again when these changed
+            before = self.last.context
+            self.backends_moved = not _same_objects(before.backends, self.context.backends)
+            self.grants_moved = not _same_objects(before.grants, self.context.grants)
+            self.namespaces_moved = before.namespaces != self.context.namespaces
         self.made = _Kept(self.context)
 
     def run(self) -> Expansion:
@@ -284,24 +299,24 @@ class _Converter:
         from propylon.config.ingress import convert_ingress
 
         tape = _FindingsTape(self.findings)
-        self.findings, self.resolver.uses, self.resolver.lookups = tape, [], []
+        self.findings = tape
         try:
-            converted = convert_ingress(ingress, self.resolver, self.findings)
-            made = [r for data in converted if (r := self._add(data, ingress)) is not None]
+            with self._reading() as read:
+                converted = convert_ingress(ingress, self.resolver, self.findings)
+                made = [r for data in converted if (r := self._add(data, ingress)) is not None]
         finally:
-            self.findings, uses, lookups = tape.book, self.resolver.uses, self.resolver.lookups
-            self.resolver.uses = self.resolver.lookups = None
+            self.findings = tape.book
         # every Route made, none standing in for it: what a replay can give again
         if len(made) == len(converted) and ingress.ref not in self.expansion.replaced:
             self.made.ingresses[id(ingress)] = _ConvertedIngress(
-                ingress, tuple(made), tuple(tape.calls), tuple(uses), tuple(lookups))
+                ingress, tuple(made), tuple(tape.calls), read)
 
     def _replay_ingress(self, kept: _ConvertedIngress) -> bool:
         """What ``_ingress`` made of the same object last time, made again; False (nothing
         done) if the name of one of its Routes is taken now."""
         if any((r.kind, r.key) in self.taken for r in kept.resources):
             return False
-        if not self._uses_again(kept.uses, kept.lookups):
+        if not self._uses_again(kept.read):
             return False
         for name, args, kwargs in kept.calls:
             getattr(self.findings, name)(*args, **kwargs)
@@ -310,16 +325,27 @@ class _Converter:
         self.made.ingresses[id(kept.ingress)] = kept
         return True
 
-    def _uses_again(self, uses: Sequence[tuple[str, dict[str, Any], str]],
-                    lookups: Sequence[Lookup]) -> bool:
+    def _uses_again(self, read: _Read) -> bool:
         """The Upstreams a kept object used, used again: as they were, or with the Services
         and EndpointSlices now when those changed, if its Service references resolve as they
-        did (else False: it is converted again)."""
+        did and the ReferenceGrants it asked about answer as they did (else False: it is
+        converted again)."""
+        if self.grants_moved and not self.resolver.grants_hold(read.grants):
+            return False
         if self.backends_moved:
-            return self.resolver.lookups_hold(lookups)
-        for use in uses:
+            return self.resolver.lookups_hold(read.lookups)
+        for use in read.uses:
             self.resolver.use(*use)
         return True
+
+    def _same_namespace(self, namespace: str) -> bool:
+        """Whether ``namespace``'s labels are those the last conversion read (a listener's
+        ``allowedRoutes`` selector matches a route object's own namespace only)."""
+        assert self.last is not None
+        before = self.last.context.namespaces
+        now = self.context.namespaces
+        return before is not None and now is not None and before.get(namespace) == now.get(
+            namespace)
 
     def _of(self, *kinds: str) -> list[KubernetesObject]:
         return [o for o in self.kube if o.kind in kinds]
@@ -500,18 +526,28 @@ class _Converter:
         """Convert ``route``, recording what it reports and resolves, to be replayed by the
         next conversion (``_replay``) if nothing it was made from changes."""
         tape = _FindingsTape(self.findings)
-        self.findings, self.resolver.uses, self.resolver.lookups = tape, [], []
-        try:
+        self.findings = tape
+        with self._reading() as read:
             made = self._convert_route(route, gateways)
-        finally:
-            self.findings, uses, lookups = tape.book, self.resolver.uses, self.resolver.lookups
-            self.resolver.uses = self.resolver.lookups = None
+        self.findings = tape.book
         if made is not None and route.ref not in self.expansion.replaced:
             resource, bound = made
             self.made.routes[id(route)] = _ConvertedRoute(
                 route, resource, tuple(tape.calls),
-                {key: frozenset(names) for key, names in bound.items()}, tuple(uses),
-                tuple(lookups))
+                {key: frozenset(names) for key, names in bound.items()}, read)
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[_Read]:
+        """What the resolver is asked meanwhile, noted (``_Read``: filled when done)."""
+        resolver = self.resolver
+        resolver.uses, resolver.lookups, resolver.grants_read = [], [], []
+        read = _Read()
+        try:
+            yield read
+        finally:
+            read.uses, read.lookups, read.grants = (
+                tuple(resolver.uses), tuple(resolver.lookups), tuple(resolver.grants_read))
+            resolver.uses = resolver.lookups = resolver.grants_read = None
 
     def _replay(self, kept: _ConvertedRoute, gateways: dict[str, _Gateway]) -> bool:
         """What ``_route`` made of the same object last time, made again: its Route kept, its
@@ -520,7 +556,9 @@ class _Converter:
         resource = kept.resource
         if (resource.kind, resource.key) in self.taken or not kept.bound.keys() <= gateways.keys():
             return False
-        if not self._uses_again(kept.uses, kept.lookups):
+        if self.namespaces_moved and not self._same_namespace(kept.route.namespace):
+            return False
+        if not self._uses_again(kept.read):
             return False
         for name, args, kwargs in kept.calls:
             getattr(self.findings, name)(*args, **kwargs)
@@ -692,8 +730,18 @@ class _ConvertedRoute:
     resource: Resource
     calls: tuple[_Call, ...]  # what it reported
     bound: dict[str, frozenset[str]]  # Gateway key -> the listeners it is attached to
-    uses: tuple[tuple[str, dict[str, Any], str], ...]  # ``BackendResolver.use``'s arguments
-    lookups: tuple[Lookup, ...]  # its references to Services, and what they gave
+    read: _Read
+
+
+@dataclass(slots=True)
+class _Read:
+    """What an object's conversion asked the ``BackendResolver``: the Upstreams it used
+    (``use``'s arguments), its references to Services and what they gave, its ReferenceGrant
+    questions and their answers."""
+
+    uses: tuple[tuple[str, dict[str, Any], str], ...] = ()
+    lookups: tuple[Lookup, ...] = ()
+    grants: tuple[GrantRead, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -701,8 +749,7 @@ class _ConvertedIngress:
     ingress: KubernetesObject
     resources: tuple[Resource, ...]  # its Routes
     calls: tuple[_Call, ...]
-    uses: tuple[tuple[str, dict[str, Any], str], ...]
-    lookups: tuple[Lookup, ...]
+    read: _Read
 
 
 @dataclass(frozen=True, slots=True)
@@ -714,10 +761,13 @@ class _Context:
     stand_ins: frozenset[str]
     backends: tuple[KubernetesObject, ...] = ()  # the Services and EndpointSlices, in order
     listeners: tuple[object, ...] = ()  # ``_listener_view`` of the Gateways
+    grants: tuple[KubernetesObject, ...] = ()  # the ReferenceGrants, in order
+    # each Namespace's labels, when a listener selects namespaces by them (else None)
+    namespaces: dict[str, dict[str, str]] | None = None
 
     def same(self, other: _Context) -> bool:
-        """The same: its objects (not the Services and EndpointSlices) and the Gateways'
-        listeners as route objects read them."""
+        """The same: its objects (not the Services, EndpointSlices, ReferenceGrants and
+        Namespaces) and the Gateways' listeners as route objects read them."""
         return (_same_objects(self.objects, other.objects) and self.listeners == other.listeners
                 and self.native == other.native and self.stand_ins == other.stand_ins)
 

@@ -69,6 +69,9 @@ class BackendResolver:
     # while not None, each reference to a Service is noted here with what it gave
     # (``lookups_hold``: whether they give it still, the Services or EndpointSlices changed)
     lookups: list[Lookup] | None = None
+    # while not None, each ReferenceGrant question asked is noted here with its answer
+    # (``grants_hold``: whether they answer it still, the ReferenceGrants changed)
+    grants_read: list[GrantRead] | None = None
     # what each Service port read gave (its endpoints read once per conversion)
     _read: dict[tuple[str, str, int | str | None], tuple[Resolved, dict[str, Any] | None]] = \
         field(default_factory=dict)
@@ -125,6 +128,31 @@ class BackendResolver:
                 to_kind: str = "Service") -> bool:
         """Whether a ReferenceGrant in ``namespace`` lets a ``from_kind`` of
         ``from_namespace`` refer to the core ``to_kind`` ``name`` (a Service, a Secret)."""
+        question = (from_kind, from_namespace, namespace, name, to_kind)
+        try:
+            answer = self._granted(*question)
+        except ObjectFieldError as exc:
+            if self.grants_read is not None:
+                self.grants_read.append(GrantRead(question, str(exc)))
+            raise
+        if self.grants_read is not None:
+            self.grants_read.append(GrantRead(question, answer))
+        return answer
+
+    def grants_hold(self, reads: Iterable[GrantRead]) -> bool:
+        """Whether each of ``reads`` is answered as it was (the ReferenceGrants may have
+        changed since)."""
+        for read in reads:
+            try:
+                answer: bool | str = self._granted(*read.question)
+            except ObjectFieldError as exc:
+                answer = str(exc)
+            if answer != read.answer:
+                return False
+        return True
+
+    def _granted(self, from_kind: str, from_namespace: str, namespace: str, name: str,
+                 to_kind: str) -> bool:
         from_group = "networking.k8s.io" if from_kind == "Ingress" else GATEWAY_GROUP
         for grant in self.grants:
             if grant.namespace != namespace:
@@ -263,6 +291,15 @@ class Lookup:
     port: int | str | None
     from_namespace: str
     resolved: Resolved
+
+
+@dataclass(frozen=True, slots=True)
+class GrantRead:
+    """A ReferenceGrant question (``granted``'s arguments) and its answer: whether it is
+    granted, or why a grant's fields could not be read."""
+
+    question: tuple[str, str, str, str, str]
+    answer: bool | str
 
 
 def _unresolved(reason: str, message: str) -> Resolved:

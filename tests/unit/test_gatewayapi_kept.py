@@ -391,3 +391,79 @@ def test_a_gateway_change_converts_the_routes_only_when_their_listeners_change(
     after = expand(secured)
     assert (by_ref(after)["Route team-a/a0"] is prior["Route team-a/a0"]) is kept
     assert form(after) == form(expand(secured, from_scratch=True))
+
+
+# -- ReferenceGrants and Namespaces: a kept object asks its questions again ---------------
+def grant(*namespaces: str, name: str = "from-teams", to: Any = None) -> dict[str, Any]:
+    return {**SERVICE[2], "metadata": {"name": name, "namespace": "back"}, "spec": {
+        "from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "namespace": ns}
+                 for ns in namespaces],
+        "to": to if to is not None else [{"group": "", "kind": "Service"}]}}
+
+
+@pytest.mark.parametrize(("change", "converted"), [
+    pytest.param(lambda f: write(f / "1-service.yaml", *SERVICE[:2], grant("team-a")),
+                 {"team-b"}, id="a-namespace-no-longer-granted"),
+    pytest.param(lambda f: write(f / "1-service.yaml", *SERVICE,
+                                 grant("team-c", name="other")),
+                 set(), id="another-grant-added"),
+    pytest.param(lambda f: write(f / "1-service.yaml", *SERVICE[:2],
+                                 grant("team-a", "team-b", to=[{"group": "", "kind": 7}])),
+                 {"team-a", "team-b"}, id="the-grant-unreadable"),
+])
+def test_a_reference_grant_change_converts_the_objects_whose_answers_change(
+        folder: Path, change: Any, converted: set[str]) -> None:
+    """A kept route object asks the ReferenceGrant questions its conversion asked again
+    (``BackendResolver.grants_hold``): only those answered otherwise now are converted again
+    (every route object of the configuration was, for any ReferenceGrant change)."""
+    before = by_ref(expand(folder, from_scratch=True))
+    change(folder)
+    after = expand(folder)
+    assert form(after) == form(expand(folder, from_scratch=True))
+    kept = by_ref(after)
+    for team, prefix in (("team-a", "a"), ("team-b", "b")):
+        for i in range(3):
+            ref = f"Route {team}/{prefix}{i}"
+            assert (kept[ref] is before[ref]) is (team not in converted), ref
+
+
+def namespace(name: str, **labels: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": name, "labels": labels}}
+
+
+@pytest.fixture
+def selecting(folder: Path) -> Path:
+    listeners = [{**GATEWAY["spec"]["listeners"][0], "allowedRoutes": {"namespaces": {
+        "from": "Selector", "selector": {"matchLabels": {"shared-gateway": "yes"}}}}}]
+    write(folder / "0-gateway.yaml", {**GATEWAY, "spec": {**GATEWAY["spec"],
+                                                          "listeners": listeners}})
+    write(folder / "2-namespaces.yaml", namespace("team-a", **{"shared-gateway": "yes"}),
+          namespace("team-b", **{"shared-gateway": "yes"}))
+    return folder
+
+
+@pytest.mark.parametrize(("change", "converted"), [
+    pytest.param(lambda f: write(f / "2-namespaces.yaml",
+                                 namespace("team-a", **{"shared-gateway": "yes"}),
+                                 namespace("team-b", **{"shared-gateway": "no"})),
+                 {"team-b"}, id="a-namespace-relabelled"),
+    pytest.param(lambda f: write(f / "2-namespaces.yaml",
+                                 namespace("team-a", **{"shared-gateway": "yes"}),
+                                 namespace("team-b", **{"shared-gateway": "yes"}),
+                                 namespace("team-c")),
+                 set(), id="a-namespace-added"),
+])
+def test_a_namespace_change_converts_the_route_objects_of_that_namespace(
+        selecting: Path, change: Any, converted: set[str]) -> None:
+    """A listener selecting namespaces by label reads a route object's own namespace's
+    labels: a Namespace changed converts the route objects of that namespace only."""
+    before = by_ref(expand(selecting, from_scratch=True))
+    assert before["Route team-b/b0"].spec.rules  # attached through the selector
+    change(selecting)
+    after = expand(selecting)
+    assert form(after) == form(expand(selecting, from_scratch=True))
+    kept = by_ref(after)
+    for team, prefix in (("team-a", "a"), ("team-b", "b")):
+        ref = f"Route {team}/{prefix}1"
+        assert (kept.get(ref) is before[ref]) is (team not in converted), ref
