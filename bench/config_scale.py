@@ -28,6 +28,11 @@ Then it measures, printing one line per figure:
   them answered ``ack``), then until the new route answers; median and max of ``--changes``;
 - ``upstream edit``: the Upstream's connect timeout changed in the Gateway's file, until
   installed on every worker (not with ``--ingress``, whose backend is a Service);
+- ``balancing edit``, ``listener edit``: the Upstream's panic threshold, the Gateway's
+  listener limit changed in the Gateway's file (the listener: native shapes only), until
+  installed on every worker;
+- ``policy edit`` (native shapes): a Policy targeting one Route (with ``--delegation``, a
+  delegating Route) written in a file of its own, then edited, until the edit is served;
 - ``table edit`` (``--delegation``): a RouteTable's first prefix changed in its file of 100
   (in the middle of the files), until installed on every worker and served;
 - RSS of the supervisor and of each worker after start, after the changes, and after
@@ -456,6 +461,9 @@ def run_gateway(args: argparse.Namespace, tmp: Path) -> None:
         measure_changes(args, folder, port, logs, gateway.pid)
         if SHAPE != "ingress":
             measure_upstream_edits(args, folder, logs, gateway.pid)
+            measure_settings_edits(args, folder, logs, gateway.pid)
+        if SHAPE in ("routes", "delegation"):
+            measure_policy_edits(args, folder, port, logs, gateway.pid)
         if SHAPE == "delegation":
             measure_table_edits(args, folder, port, logs, gateway.pid)
         print(f"memory after {args.changes} changes  {memory(gateway.pid)}", flush=True)
@@ -560,6 +568,53 @@ def measure_upstream_edits(args: argparse.Namespace, folder: Path, logs: LogWatc
     measure_edits(args, folder / "gateway.yaml", lambda text, n: text.replace(
         "  endpoints: [", f"  connectTimeout: {2 + n}s\n  endpoints: [", 1),
         logs, pid, "upstream edit", "in the Gateway's file")
+
+
+def measure_settings_edits(args: argparse.Namespace, folder: Path, logs: LogWatch,
+                           pid: int) -> None:
+    """The Upstream's balancing (its panic threshold), then the Gateway's listener (its
+    header count limit) changed in ``gateway.yaml``: neither changes what a rule is."""
+    measure_edits(args, folder / "gateway.yaml", lambda text, n: text.replace(
+        "  endpoints: [", f"  loadBalancer: {{panicThreshold: {40 + n}}}\n  endpoints: [", 1),
+        logs, pid, "balancing edit", "the Upstream's panic threshold")
+    if SHAPE in ("routes", "delegation"):
+        measure_edits(args, folder / "gateway.yaml", lambda text, n: text.replace(
+            "protocol: HTTP}]", f"protocol: HTTP, limits: {{maxHeaderCount: {90 + n}}}}}]", 1),
+            logs, pid, "listener edit", "the Gateway's header count limit")
+
+
+def measure_policy_edits(args: argparse.Namespace, folder: Path, port: int, logs: LogWatch,
+                         pid: int) -> None:
+    """A Policy targeting one Route (one in the middle: its response header) written in a
+    file of its own, then edited, until the new value is served."""
+    middle = args.routes // 2 if SHAPE == "routes" else (args.routes + 9) // 20
+    name, probe = (f"r{middle}", f"/r{middle}/api/x") if SHAPE == "routes" else (
+        f"d{middle}", f"/g{middle}/t{middle * 10}/api/x")
+    path = folder / "policy.yaml"
+
+    def policy(value: int) -> str:
+        return f"""apiVersion: propylon.dev/v1
+kind: Policy
+metadata: {{name: tagged, namespace: {NAMESPACE}}}
+spec:
+  targetRefs: [{{kind: Route, name: {name}}}]
+  headers: {{response: {{set: {{x-tag: "v{value}"}}}}}}
+"""
+
+    def tagged(value: int) -> bool:
+        with contextlib.closing(http.client.HTTPConnection("127.0.0.1", port, timeout=2)) as c:
+            c.request("GET", probe)
+            response = c.getresponse()
+            response.read()
+            return response.getheader("x-tag") == f"v{value}"
+
+    seen = len(logs.installed)
+    path.write_text(policy(0))
+    logs.wait_new(seen, 600)
+    wait_for(lambda: tagged(0), 60, "the Policy served")
+    measure_edits(args, path, lambda text, n: text.replace('"v0"', f'"v{n + 1}"'), logs, pid,
+                  "policy edit", "a Policy targeting one Route",
+                  served=lambda n: tagged(n + 1))
 
 
 def measure_table_edits(args: argparse.Namespace, folder: Path, port: int, logs: LogWatch,
