@@ -29,7 +29,7 @@ place ``before`` or ``after`` a built-in phase (``PolicyType.placement``), by de
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -62,6 +62,9 @@ class PolicyType:
     filter: str | None = None  # "module:Class" of its Filter subclass; None: not supported yet
     section: type[BaseModel] | None = None  # the written form, when it is not the settings'
     placement: Placement = "in"  # plugins sit before or after a phase's built-in rows
+    # its filter reads the snapshot's Consumers (``FilterEnv.snapshot``), so a worker builds
+    # it again when they change; a plugin's may, so True unless the row says otherwise
+    sees_consumers: bool = True
 
     def __post_init__(self) -> None:
         if (self.settings is None) != (self.filter is None):
@@ -109,7 +112,7 @@ def _filter(module: str, cls: str) -> str:
 
 
 # The built-in policy types, in the order they run on a request (DESIGN §6).
-BUILT_IN: tuple[PolicyType, ...] = (
+_BUILT_IN_ROWS: tuple[PolicyType, ...] = (
     # cheapest rejection first, on the real client IP
     PolicyType("ipFilter", "ipFilter", IpFilterPolicy, _filter("ip_filter", "IpFilter")),
     # sees the request (and its body) before anything acts on it
@@ -140,6 +143,11 @@ BUILT_IN: tuple[PolicyType, ...] = (
     PolicyType("faultInjection", "faultInjection", FaultInjectionPolicy,
                _filter("fault_injection", "FaultInjectionFilter")),
 )
+
+# the built-in filters that look the snapshot's Consumers up (``filters._common.ConsumerTable``)
+_SEE_CONSUMERS = frozenset({"apiKey", "basicAuth"})
+BUILT_IN: tuple[PolicyType, ...] = tuple(
+    replace(row, sees_consumers=row.name in _SEE_CONSUMERS) for row in _BUILT_IN_ROWS)
 
 
 class PolicyTable:

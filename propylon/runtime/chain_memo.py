@@ -6,17 +6,20 @@ worker's delta decoding keep the objects of unchanged rules) gets the chain buil
 the same filter objects. Identity, not equality, is the key: equal policies of two rules keep
 their own filters, as a compilation from scratch gives them.
 
-Filters see the snapshot's Consumers (``FilterEnv.snapshot``): when those change, nothing is
-reused. Only the chains of the last successful compilation are kept, so the memo holds one
-configuration's filters, which its runtime holds anyway.
+Some filters see the snapshot's Consumers (``FilterEnv.snapshot``;
+``PolicyType.sees_consumers``: the API key and basic auth filters, and plugins'): when those
+change, the chains holding one are not reused, the others are. Only the chains of the last
+successful compilation are kept, so the memo holds one configuration's filters, which its
+runtime holds anyway.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from propylon.ir import PolicyIR
+from propylon.policies.plugins import policy_types
 from propylon.runtime.compiled import FilterChain
 from propylon.runtime.memo_journal import Journal
 
@@ -40,11 +43,16 @@ class ChainMemo:
 
     def begin(self, consumers: tuple[Any, ...]) -> None:
         """A compilation starts, of a snapshot with these Consumers: the chains of the last
-        one are kept unless the Consumers changed (``last_kept`` says which)."""
+        one are kept, but those that see the Consumers when these changed (``last_kept``
+        says whether every chain was kept)."""
         self.abort()
-        self.last_kept = consumers == self.consumers
-        if not self.last_kept:
-            self.kept = {}
+        self.last_kept = True
+        if consumers != self.consumers:
+            before = sum(map(len, self.kept.values()))
+            self.kept = {gateway: {key: entry for key, entry in entries.items()
+                                   if not sees_consumers(entry[0])}
+                         for gateway, entries in self.kept.items()}
+            self.last_kept = before == sum(map(len, self.kept.values()))
         self.consumers = consumers
         self.made = {}
 
@@ -91,3 +99,10 @@ class ChainMemo:
         self._journal.forget()
         self.kept, self.made = self.made, {}
         self._kept, self._made = {}, {}
+
+
+def sees_consumers(policies: Iterable[PolicyIR]) -> bool:
+    """Whether a filter of ``policies`` reads the snapshot's Consumers (an unknown type may)."""
+    table = policy_types()
+    return any((row := table.get(policy.type)) is None or row.sees_consumers
+               for policy in policies)

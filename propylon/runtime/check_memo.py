@@ -1,16 +1,17 @@
 """The rules a configuration check compiled without error, for the next check to skip.
 
-The supervisor compiles every new version once before any worker gets it (``Supervisor.check``)
-and throws the result away: only an error matters. What can fail in compiling a rule is the
-rule's own: its filters (``ChainMemo`` keeps them), its routes' upstreams, and its matches in
-the router (an unknown path kind, a regex that does not compile, a condition setting both a
-value and a regex, each about one entry). So a rule that is the very object a check passed
-before (``ir.reuse_unchanged`` keeps the objects of unchanged rules) is known to compile, as
-long as the rest of its Gateway (listeners, upstreams, default policies, tracing) and the
-snapshot's Consumers are equal too; the check leaves it out of the router it builds. When the
-rules at both ends are the very objects proven at the same places (``changed_span``), they are
-skipped without a look: only those between are looked up. Workers compile everything (their
-result serves), keeping what did not change (``route_memo.py``).
+The supervisor compiles every new version once before any worker gets it
+(``Supervisor.check``) and throws the result away: only an error matters. What can fail in
+compiling a rule is the rule's own: its filters (``ChainMemo`` keeps them), its routes'
+upstreams, and its matches in the router (an unknown path kind, a regex that does not
+compile, a condition setting both a value and a regex, each about one entry). So a rule that
+is the very object a check passed before (``ir.reuse_unchanged`` keeps the objects of
+unchanged rules) is known to compile, as long as the rest of its Gateway (listeners,
+upstreams, default policies, tracing) and the snapshot's Consumers are equal too (or none of
+its Gateway's filters sees them); the check leaves it out of the router it builds. When the
+rules at both ends are the very objects proven at the same places (``changed_span``), they
+are skipped without a look: only those between are looked up. Workers compile everything
+(their result serves), keeping what did not change (``route_memo.py``).
 
 A check also skips the filters of a rule whose policies are all *vouched*: objects this process
 built without error just before (standalone's policy check builds every policy of the snapshot
@@ -27,6 +28,7 @@ from typing import Any
 
 from propylon.ir import ForwardIR, GatewayIR, PolicyIR, RuleIR
 from propylon.ir.codec import same_ends
+from propylon.runtime.chain_memo import sees_consumers
 from propylon.runtime.memo_journal import Journal
 
 
@@ -57,10 +59,13 @@ class ProvenRules:
         self._carried: dict[int, RuleIR] = {}
 
     def begin(self, consumers: tuple[Any, ...]) -> None:
-        """A check starts, of a snapshot with these Consumers."""
+        """A check starts, of a snapshot with these Consumers: when they changed, the Gateways
+        with a rule whose filters see them are checked whole again."""
         self.abort()
         if consumers != self.consumers:
-            self.kept = {}
+            self.kept = {key: proven for key, proven in self.kept.items()
+                         if not any(sees_consumers(rule.policies) for rule in proven.rules)
+                         and not sees_consumers(proven.context.default_policies)}
         self.consumers = consumers
         self.made = {}
 

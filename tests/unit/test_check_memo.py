@@ -1,6 +1,7 @@
 """A check that skips the rules an earlier check proved (``runtime/check_memo.py``) still
 refuses what a full compilation refuses: a new rule's bad regex, a proven rule whose upstream
-is gone, and everything again once its Gateway or the Consumers change."""
+is gone, and everything again once its Gateway changes, or the Consumers do and a filter of
+the Gateway sees them."""
 
 from __future__ import annotations
 
@@ -81,7 +82,7 @@ def test_a_proven_rule_whose_upstream_is_gone_is_refused(check: Services) -> Non
         compile_snapshot(gone, check)
 
 
-def test_a_changed_gateway_or_consumers_check_every_rule_again(check: Services) -> None:
+def test_a_changed_gateway_checks_every_rule_again(check: Services) -> None:
     first = snapshot()
     compile_snapshot(first, check)
     rules = first.gateways[0].rules
@@ -94,12 +95,30 @@ def test_a_changed_gateway_or_consumers_check_every_rule_again(check: Services) 
     moved = with_rules(first, (rules[0], broken), trusted_proxies=("10.0.0.0/8",))
     with pytest.raises(Exception, match=r"unterminated|missing"):
         compile_snapshot(moved, check)
-    compile_snapshot(first, check)
+
+
+@pytest.mark.parametrize(("sees", "checked_again"), [(True, True), (False, False)],
+                         ids=["with-an-api-key-policy", "without"])
+def test_changed_consumers_check_again_the_gateways_whose_filters_see_them(
+        check: Services, sees: bool, checked_again: bool) -> None:
+    """An API key (or basic auth) filter reads the Consumers: when they change, a Gateway
+    with one is checked whole again; another keeps its proven rules (a change of the
+    Consumers of 10,000 Routes checked every rule)."""
+    first = snapshot()
+    rules = first.gateways[0].rules
+    keyed = dataclasses.replace(rules[0], policies=(
+        *rules[0].policies, *([ir.PolicyIR("apiKey", {"header": "x-key"}, "test")] if sees
+                              else ())))
+    compile_snapshot(with_rules(first, (keyed, rules[1])), check)
+    broken = bad_regex(rules[1])  # made bad behind the memo's back
     proven_ids(check)[id(broken)] = broken
-    other_consumers = dataclasses.replace(with_rules(first, (rules[0], broken)),
+    other_consumers = dataclasses.replace(with_rules(first, (keyed, broken)),
                                           consumers=(ConsumerIR("shop/c", "c"),))
-    with pytest.raises(Exception, match=r"unterminated|missing"):
-        compile_snapshot(other_consumers, check)
+    if checked_again:
+        with pytest.raises(Exception, match=r"unterminated|missing"):
+            compile_snapshot(other_consumers, check)
+    else:
+        compile_snapshot(other_consumers, check)  # the rule stays proven
 
 
 def test_a_rule_proven_in_one_gateway_is_checked_in_another(check: Services) -> None:

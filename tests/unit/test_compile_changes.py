@@ -149,6 +149,38 @@ def test_changed_consumers_or_upstreams_compile_every_rule(loop: asyncio.Abstrac
         "shop/edge"].clusters["shop/app"]
 
 
+def test_changed_consumers_build_again_only_the_chains_that_see_them(
+        loop: asyncio.AbstractEventLoop) -> None:
+    """An API key filter reads the Consumers (``PolicyType.sees_consumers``): when they
+    change, its chain is built again and every other rule keeps its chain and routes (a
+    change of the Consumers of 10,000 Routes compiled every rule: 0.66 s of a worker's
+    CPU)."""
+    routes = [(name, "pong", 0) for name in "abc"]
+    worker = Services.scratch(loop)
+    plain = snapshot(routes)
+    gateway = plain.gateways[0]
+    keyed_rule = dataclasses.replace(gateway.rules[0], policies=(
+        ir.PolicyIR("apiKey", {"header": "x-key"}, "test"),))
+    first = dataclasses.replace(plain, gateways=(dataclasses.replace(
+        gateway, rules=(keyed_rule, *gateway.rules[1:])),))
+
+    def chains(runtime: Runtime) -> dict[str, object]:
+        router = runtime.gateways["shop/edge"].router
+        found = {path: router.match("x", "GET", path, Req({"x-beta": "1"}))
+                 for path in ("/a/api/1", "/b/x", "/c/x")}  # the /b/x, /c/x rules: headers
+        return {path: route.chain for path, route in found.items() if route is not None}
+
+    before = chains(compile_snapshot(first, worker))
+    changed = dataclasses.replace(first, consumers=(ConsumerIR("shop/c", "c"),))
+    runtime = compile_snapshot(changed, worker)
+    after = chains(runtime)
+    assert len(before) == 3 and all(chain.filters for chain in before.values())
+    assert after["/a/api/1"] is not before["/a/api/1"]  # the API key rule's
+    assert after["/b/x"] is before["/b/x"] and after["/c/x"] is before["/c/x"]
+    assert served(runtime, list("abc")) == served(
+        compile_snapshot(changed, Services.scratch(loop)), list("abc"))
+
+
 def test_a_compilation_failing_after_carrying_leaves_the_last_one_kept(
         loop: asyncio.AbstractEventLoop) -> None:
     """A change compiled by position takes the last compilation's memos over instead of
