@@ -56,13 +56,15 @@ resource. When Services or EndpointSlices changed, a kept object's references to
 are looked up again (``BackendResolver.lookups_hold``): it is kept if they resolve as they
 did, the Services' Upstreams made with the Services and endpoints now. When ReferenceGrants
 changed, a kept object's ReferenceGrant questions are asked again
-(``BackendResolver.grants_hold``), and when a listener selects namespaces by label and the
-Namespaces changed, its own namespace's labels are compared: it is kept if the answers and
-labels are as they were. Of the Gateways (and the Secrets of their certificates) a route
-object reads only the listeners (``_listener_view``): a Gateway or Secret change that leaves
-them as they were (a certificate renewed, an address) makes the Gateway again and keeps
-every route. So a change of one HTTPRoute, Ingress, Service or EndpointSlice among 10,000
-converts that one (a ReferenceGrant or a Namespace, the route objects it answers or labels
+(``BackendResolver.grants_hold``), it is kept if they are answered as they were. Of the
+Gateways (and the Secrets of their certificates) a route object reads only the listeners
+(``_listener_view``): a Gateway or Secret change that leaves them as they were (a
+certificate renewed, an address) makes the Gateway again and keeps every route; when they
+changed (a listener added, removed or changed), or the Namespaces did while a listener
+selects namespaces by label, a kept object is kept if each of its parentRefs attaches as it
+did and it is served on the same listener sections (``_attached_again``). So a change of one
+HTTPRoute, Ingress, Service or EndpointSlice among 10,000 converts that one (a
+ReferenceGrant, a Namespace or a listener, the route objects it answers, admits or attaches
 otherwise), and translation, which keeps the rules of the Routes, Gateways and Upstreams
 that are the same objects (``translate/memo.py``), translates that one. (An Ingress's
 ``spec.tls`` certificates are given to the native Gateways that select it at each
@@ -74,8 +76,8 @@ again and again (the same ``forward`` of many rules) once, as a load does
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeAlias
 
 from pydantic import TypeAdapter, ValidationError
@@ -243,6 +245,7 @@ class _Converter:
         self.secrets = SecretCertificates.of(self.kube, self.resolver)
         self.last: _Kept | None = None
         self.backends_moved = self.grants_moved = self.namespaces_moved = False
+        self.listeners_moved = False
 
     def _remember(self, gateways: dict[str, _Gateway]) -> None:
         """What a route object's conversion is made from, but itself (``_Context``), with the
@@ -262,6 +265,7 @@ class _Converter:
             self.backends_moved = not _same_objects(before.backends, self.context.backends)
             self.grants_moved = not _same_objects(before.grants, self.context.grants)
             self.namespaces_moved = before.namespaces != self.context.namespaces
+            self.listeners_moved = before.listeners != self.context.listeners
         self.made = _Kept(self.context)
 
     def run(self) -> Expansion:
@@ -337,15 +341,6 @@ class _Converter:
         for use in read.uses:
             self.resolver.use(*use)
         return True
-
-    def _same_namespace(self, namespace: str) -> bool:
-        """Whether ``namespace``'s labels are those the last conversion read (a listener's
-        ``allowedRoutes`` selector matches a route object's own namespace only)."""
-        assert self.last is not None
-        before = self.last.context.namespaces
-        now = self.context.namespaces
-        return before is not None and now is not None and before.get(namespace) == now.get(
-            namespace)
 
     def _of(self, *kinds: str) -> list[KubernetesObject]:
         return [o for o in self.kube if o.kind in kinds]
@@ -531,10 +526,10 @@ class _Converter:
             made = self._convert_route(route, gateways)
         self.findings = tape.book
         if made is not None and route.ref not in self.expansion.replaced:
-            resource, bound = made
+            resource, bound, attached = made
             self.made.routes[id(route)] = _ConvertedRoute(
                 route, resource, tuple(tape.calls),
-                {key: frozenset(names) for key, names in bound.items()}, read)
+                {key: frozenset(names) for key, names in bound.items()}, read, attached)
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[_Read]:
@@ -556,28 +551,67 @@ class _Converter:
         resource = kept.resource
         if (resource.kind, resource.key) in self.taken or not kept.bound.keys() <= gateways.keys():
             return False
-        if self.namespaces_moved and not self._same_namespace(kept.route.namespace):
-            return False
+        bound = kept.bound
+        if self.listeners_moved or self.namespaces_moved:
+            attached = self._attached_again(kept, gateways)
+            if attached is None:
+                return False
+            bound = attached
         if not self._uses_again(kept.read):
             return False
         for name, args, kwargs in kept.calls:
             getattr(self.findings, name)(*args, **kwargs)
-        for key, names in kept.bound.items():
+        for key, names in bound.items():
             gateway = gateways[key]
             for listener in gateway.listeners:
                 if listener.name in names:
                     listener.attached.add(kept.route.ref)
             gateway.bound[resource.ref] = set(names)
         self._keep(resource, kept.route)
-        self.made.routes[id(kept.route)] = kept
+        self.made.routes[id(kept.route)] = kept if bound is kept.bound else replace(
+            kept, bound=bound)
         return True
 
+    def _attached_again(self, kept: _ConvertedRoute, gateways: dict[str, _Gateway]
+                        ) -> dict[str, frozenset[str]] | None:
+        """The listeners ``kept``'s route object is attached to now (the Gateways' listeners
+        or the Namespaces changed), by Gateway key, when each parentRef attaches as it did
+        (the same condition and hostnames) and it is served on the same listener sections
+        (``Route.served_on``); else None: it is converted again."""
+        route = kept.route
+        own = texts(route.spec, "hostnames", "spec")  # read without error before
+        outcomes: list[object] = []
+        bound: dict[str, set[str]] = {}
+        for ref in _parent_refs(route):
+            outcome, found = self._attachment(ref, route, own, gateways)
+            outcomes.append(outcome)
+            if found is not None and found[0].status and gateways[ref.key].data is not None:
+                bound.setdefault(ref.key, set()).update(lst.name for lst in found[2])
+        if tuple(outcomes) != kept.attached:
+            return None
+        resource = kept.resource
+        if isinstance(resource, Route) and _served_on(bound, gateways) != \
+                resource.__pydantic_private__["_served_on"]:  # type: ignore[index]
+            return None
+        return {key: frozenset(names) for key, names in bound.items()}
+
+    def _attachment(self, ref: _ParentRef, route: KubernetesObject, own: list[str],
+                    gateways: dict[str, _Gateway]
+                    ) -> tuple[object, tuple[Condition, list[str], list[_Listener]] | None]:
+        """How ``route`` attaches through ``ref`` (``_attach``; None: not a Gateway of ours),
+        and that outcome as plain data, to compare with a later conversion's (not which
+        listeners: a route kept is attached to those of the Gateway now)."""
+        gateway = gateways.get(ref.key)
+        if gateway is None:
+            return (ref.key, None), None
+        found = _attach(ref, route, own, gateway, self.namespaces)
+        return (ref.key, gateway.data is not None, found[0], tuple(found[1])), found
+
     def _convert_route(self, route: KubernetesObject, gateways: dict[str, _Gateway]
-                       ) -> tuple[Resource, dict[str, set[str]]] | None:
+                       ) -> tuple[Resource, dict[str, set[str]], tuple[object, ...]] | None:
         try:
             own = texts(route.spec, "hostnames", "spec")
-            refs = [ref for at, raw in entries(route.spec, "parentRefs", "spec")
-                    if (ref := _parent_ref(raw, at, route.namespace)) is not None]
+            refs = _parent_refs(route)
             items(route.spec, "rules", "spec")  # read by the converter, checked before attaching
         except FieldError as exc:
             self._refuse(route, exc)
@@ -585,13 +619,16 @@ class _Converter:
         labels: dict[str, str] = {}
         hostnames: list[list[str]] = []
         bound: dict[str, set[str]] = {}  # Gateway key -> the listeners attached to
+        attached: list[object] = []  # each parentRef's outcome (``_attachment``)
         for ref in refs:
-            gateway = gateways.get(ref.key)
-            if gateway is None:
+            outcome, found = self._attachment(ref, route, own, gateways)
+            attached.append(outcome)
+            if found is None:
                 continue  # not a Gateway of ours: its controller reports
+            gateway = gateways[ref.key]
             self.findings.track(route.kind, route.key, route.source)
             scope = ref.scope  # each parentRef has its own status, as RouteParentStatus
-            condition, hosts, listeners = _attach(ref, route, own, gateway, self.namespaces)
+            condition, hosts, listeners = found
             self.findings.set(route.kind, route.key, condition, scope, ref.at)
             if condition.status and gateway.data is not None:
                 labels[_parent_label(gateway.obj)] = "attached"
@@ -616,10 +653,8 @@ class _Converter:
         for key, names in bound.items():
             gateways[key].bound[resource.ref] = names
         if isinstance(resource, Route):
-            served = {key: tuple(sorted(names)) for key, names in bound.items()
-                      if names != {lst.name for lst in gateways[key].listeners}}
-            resource._served_on = served or None
-        return resource, bound
+            resource._served_on = _served_on(bound, gateways)
+        return resource, bound, tuple(attached)
 
     def _refuse(self, obj: KubernetesObject, exc: FieldError) -> None:
         """``obj`` is not converted: a field of it that no listener or rule holds is wrong."""
@@ -731,6 +766,7 @@ class _ConvertedRoute:
     calls: tuple[_Call, ...]  # what it reported
     bound: dict[str, frozenset[str]]  # Gateway key -> the listeners it is attached to
     read: _Read
+    attached: tuple[object, ...]  # each parentRef's outcome (``_Converter._attachment``)
 
 
 @dataclass(slots=True)
@@ -766,9 +802,9 @@ class _Context:
     namespaces: dict[str, dict[str, str]] | None = None
 
     def same(self, other: _Context) -> bool:
-        """The same: its objects (not the Services, EndpointSlices, ReferenceGrants and
-        Namespaces) and the Gateways' listeners as route objects read them."""
-        return (_same_objects(self.objects, other.objects) and self.listeners == other.listeners
+        """The same: its objects (not the Services, EndpointSlices, ReferenceGrants,
+        Namespaces, Gateways and Secrets), the native resources' names and the stand-ins."""
+        return (_same_objects(self.objects, other.objects)
                 and self.native == other.native and self.stand_ins == other.stand_ins)
 
 
@@ -931,6 +967,21 @@ def _parent_ref(raw: dict[str, Any], at: str, namespace: str) -> _ParentRef | No
     if not name or (group, kind) != (GATEWAY_GROUP, "Gateway"):
         return None
     return ref
+
+
+def _parent_refs(route: KubernetesObject) -> list[_ParentRef]:
+    """The parentRefs of ``route`` (``FieldError`` when one is malformed)."""
+    return [ref for at, raw in entries(route.spec, "parentRefs", "spec")
+            if (ref := _parent_ref(raw, at, route.namespace)) is not None]
+
+
+def _served_on(bound: Mapping[str, Iterable[str]], gateways: dict[str, _Gateway]
+               ) -> dict[str, tuple[str, ...]] | None:
+    """Gateway key -> the listeners a route is attached to, of the Gateways where those are
+    not all of them (``Route.served_on``); None when it is attached to all everywhere."""
+    served = {key: tuple(sorted(names)) for key, names in bound.items()
+              if set(names) != {lst.name for lst in gateways[key].listeners}}
+    return served or None
 
 
 def _attach(ref: _ParentRef, route: KubernetesObject, own: list[str], gateway: _Gateway,
