@@ -461,19 +461,23 @@ def compile_cluster(gateway: str, upstream: UpstreamIR, services: Services) -> C
 def _take_over(cluster: Cluster, upstream: UpstreamIR, groups: list[list[ClusterEndpoint]]
                ) -> None:
     """``upstream``'s settings and endpoints (``groups``), given to a kept ``cluster`` in
-    place: as one compiled from ``upstream`` would have them; its circuit breaker's counts
-    and its endpoints' load counts and health carry on."""
+    place, and with DNS discovery the IR and queries its endpoints follow: as one compiled
+    from ``upstream`` would have them; its circuit breaker's counts and its endpoints' load
+    counts and health carry on."""
     for name, value in zip(_ClusterSettings._fields, _cluster_settings(upstream), strict=True):
         setattr(cluster, name, value)
+    needs = discovery.queries(upstream)
+    cluster.source, cluster.queries = (upstream, needs) if needs else (None, frozenset())
     cluster.set_endpoints(groups)
 
 
 def kept_cluster(gateway: str, upstream: UpstreamIR, services: Services) -> Cluster:
     """The cluster of the last compilation when ``upstream`` is equal to its IR and its
     endpoints, expanded again, are the very ones it has (``route_memo.py``), or when it
-    differs from it otherwise (it takes ``upstream``'s endpoints and settings over once the
-    compilation is committed: the rules forwarding to it keep what they compiled); else a
-    new one."""
+    differs from it otherwise, or the DNS answers did (it takes ``upstream``'s endpoints and
+    settings over once the compilation is committed: the rules forwarding to it keep what
+    they compiled); a new one for an Upstream the Gateway did not have (and for a check,
+    ``services.once``, which changes nothing it does not make)."""
     memo = services.clusters
     cluster = memo.get(gateway, upstream)
     if cluster is not None and not _same_endpoints(

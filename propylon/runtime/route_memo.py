@@ -11,8 +11,8 @@ what compiling a one-Route change cost at 10,000 Routes.
   cluster is shared by the old runtime and the new one; nothing in it is changed to keep it,
   so a compilation that fails later leaves the old runtime as it was. An Upstream changed
   otherwise (its endpoints, balancing, panic threshold, passive health, circuit breaker,
-  failover) keeps its cluster too, which takes the new endpoints and settings over in place
-  when the compilation is committed (``ClusterMemo.moved``), unless DNS discovers it.
+  failover, DNS names) keeps its cluster too, which takes the new endpoints and settings over
+  in place when the compilation is committed (``ClusterMemo.moved``).
 - A rule's **compiled routes** (one per match) are kept when the rule is the object compiled
   before, in the same Gateway (wherever it is in the Gateway's rules: its labels come from
   its own resource), with the same filter chain object (``ChainMemo``) and the same cluster
@@ -69,14 +69,12 @@ class ClusterMemo:
         return entry[1]
 
     def moved(self, gateway: str, upstream: UpstreamIR) -> Cluster | None:
-        """The cluster compiled last in ``gateway`` from an Upstream of ``upstream``'s key,
-        when neither has DNS discovery (such a cluster keeps its IR to expand the answers
-        again): given ``upstream``'s endpoints and settings in place (``move``), it is that
-        Upstream's cluster, so the rules forwarding to it keep what they compiled."""
+        """The cluster compiled last in ``gateway`` from an Upstream of ``upstream``'s key:
+        given ``upstream``'s endpoints and settings in place (``move``; with DNS discovery,
+        the IR it expands the answers from), it is that Upstream's cluster, so the rules
+        forwarding to it keep what they compiled."""
         entry = self.kept.get((gateway, upstream.key))
-        if entry is None or entry[1].queries or upstream.dns is not None:
-            return None
-        return entry[1]
+        return None if entry is None else entry[1]
 
     def add(self, gateway: str, upstream: UpstreamIR, cluster: Cluster) -> None:
         self.made[(gateway, upstream.key)] = (upstream, cluster)

@@ -13,7 +13,7 @@ import pytest
 from propylon import ir
 from propylon.config import load_text
 from propylon.ir.delta import reuse_unchanged
-from propylon.runtime.compile import Services, compile_snapshot
+from propylon.runtime.compile import Services, compile_snapshot, refresh_cluster
 from propylon.runtime.compiled import CompiledRoute, Runtime
 from propylon.runtime.discovery import DnsQuery, Record
 from propylon.translate import translate
@@ -147,7 +147,7 @@ def test_a_change_serves_what_a_fresh_compilation_does(
     assert served(second) == served(compile_snapshot(edited, services(loop, ANSWER)))
 
 
-def test_a_changed_upstream_or_answer_gets_a_new_cluster_or_new_endpoints(
+def test_a_changed_upstream_or_answer_keeps_its_cluster_with_new_endpoints(
         loop: asyncio.AbstractEventLoop) -> None:
     worker = services(loop, ANSWER)
     first_ir = snapshot(route("a"))
@@ -157,10 +157,9 @@ def test_a_changed_upstream_or_answer_gets_a_new_cluster_or_new_endpoints(
     again = compile_snapshot(first_ir, worker)
     kept = again.gateways["shop/edge"].clusters
     assert kept["shop/app"] is clusters["shop/app"]
-    assert kept["shop/named"] is not clusters["shop/named"]
+    assert kept["shop/named"] is clusters["shop/named"]  # given the new answer's endpoint
     beta = REQUESTS.index(("x", "/a/x", {"x-beta": "1"}))  # the named upstream's rule
     assert served(again)[beta][-1] == ["127.0.0.3:9001"]
-    assert clusters["shop/named"].endpoints[0].label == "127.0.0.2:9001"  # old one untouched
     gateway = first_ir.gateways[0]
     moved = dataclasses.replace(gateway.upstreams[0], endpoints=(
         dataclasses.replace(gateway.upstreams[0].endpoints[0], port=9100),))
@@ -237,3 +236,32 @@ def test_tracing_turned_on_reaches_the_unchanged_rules(loop: asyncio.AbstractEve
     assert all(not isinstance(r.chain.filters[0], TracingFilter) if r.chain.filters else True
                for r in (untraced.match(h, "GET", p, Req(hd)) for h, p, hd in REQUESTS
                          if p.startswith("/a/")) if r is not None)
+
+
+def test_an_upstream_discovered_by_dns_changed_keeps_its_cluster_and_follows_its_names(
+        loop: asyncio.AbstractEventLoop) -> None:
+    """A DNS-discovered Upstream given another name and port keeps its cluster (the rules
+    forwarding to it keep their routes), which expands the new name's answers and follows
+    them (``refresh_cluster``), as a cluster compiled from scratch does."""
+    other = (DnsQuery("other.internal", False, "auto", (), 5.0), (Record("127.0.0.4"),))
+    worker = services(loop, ANSWER, other)
+    first_ir = snapshot(route("a"))
+    first = compile_snapshot(first_ir, worker)
+    cluster = first.gateways["shop/edge"].clusters["shop/named"]
+    compiled = dict(worker.routes.kept["shop/edge"])
+    gateway = first_ir.gateways[0]
+    named = next(u for u in gateway.upstreams if u.key == "shop/named")
+    renamed = dataclasses.replace(named, endpoints=(
+        dataclasses.replace(named.endpoints[0], address="other.internal", port=9002),))
+    edited = dataclasses.replace(first_ir, gateways=(dataclasses.replace(
+        gateway, upstreams=tuple(renamed if u is named else u for u in gateway.upstreams)),))
+    again = compile_snapshot(edited, worker)
+    assert again.gateways["shop/edge"].clusters["shop/named"] is cluster
+    assert all(worker.routes.kept["shop/edge"][key] is entry for key, entry in compiled.items())
+    assert cluster.source is renamed and {q.name for q in cluster.queries} == {"other.internal"}
+    beta = REQUESTS.index(("x", "/a/x", {"x-beta": "1"}))
+    assert served(again)[beta][-1] == ["127.0.0.4:9002"]
+    assert served(again) == served(compile_snapshot(edited, services(loop, ANSWER, other)))
+    worker.answers[other[0]] = (Record("127.0.0.5"),)  # the new name's answer changes
+    refresh_cluster(cluster, worker)
+    assert [e.label for e in cluster.endpoints] == ["127.0.0.5:9002"]
