@@ -29,8 +29,8 @@ Then it measures, printing one line per figure:
 - ``upstream edit``: the Upstream's connect timeout changed in the Gateway's file, until
   installed on every worker (not with ``--ingress``, whose backend is a Service);
 - ``balancing edit``, ``listener edit``: the Upstream's panic threshold, the Gateway's
-  listener limit changed in the Gateway's file (the listener: native shapes only), until
-  installed on every worker;
+  listener limit changed in the Gateway's file (with ``--gateway-api``: a listener added
+  on another port), until installed on every worker;
 - ``policy edit`` (native shapes): a Policy targeting one Route (with ``--delegation``, a
   delegating Route) written in a file of its own, then edited, until the edit is served;
 - ``table edit`` (``--delegation``): a RouteTable's first prefix changed in its file of 100
@@ -581,6 +581,12 @@ def measure_settings_edits(args: argparse.Namespace, folder: Path, logs: LogWatc
         measure_edits(args, folder / "gateway.yaml", lambda text, n: text.replace(
             "protocol: HTTP}]", f"protocol: HTTP, limits: {{maxHeaderCount: {90 + n}}}}}]", 1),
             logs, pid, "listener edit", "the Gateway's header count limit")
+    elif SHAPE.startswith("gateway-api"):
+        ports = [free_port() for _ in range(args.changes)]
+        measure_edits(args, folder / "gateway.yaml", lambda text, n: text.replace(
+            "  listeners:\n", f"  listeners:\n    - {{name: extra, port: {ports[n]}, "
+            "protocol: HTTP, allowedRoutes: {namespaces: {from: Same}}}\n", 1),
+            logs, pid, "listener edit", "a listener added to the Gateway, on another port")
 
 
 def measure_policy_edits(args: argparse.Namespace, folder: Path, port: int, logs: LogWatch,
