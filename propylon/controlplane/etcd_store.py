@@ -222,8 +222,9 @@ class EtcdStore:
 
     # -- changes -------------------------------------------------------------------------
     async def changes(self) -> AsyncIterator[None]:
-        """Once per batch of resource events; once more after every reconnection, since
-        events may have been missed while the watch was down."""
+        """Once as soon as the watch is created (events written before it may be newer than
+        the caller's last listing), then once per batch of resource events; once more after
+        every reconnection, since events may have been missed while the watch was down."""
         delay = 0.2
         while True:
             try:
@@ -247,7 +248,10 @@ class EtcdStore:
                 buffer += piece
                 *lines, buffer = buffer.split(b"\n")
                 for line in lines:
-                    if line.strip() and json.loads(line).get("result", {}).get("events"):
+                    result = json.loads(line).get("result", {}) if line.strip() else {}
+                    # created: watching from now, what was written before may be newer
+                    # than the caller's last listing
+                    if result.get("created") or result.get("events"):
                         yield None
 
     async def close(self) -> None:

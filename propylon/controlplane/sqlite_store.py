@@ -260,6 +260,7 @@ class SqliteStore:
             return int(self._db.execute("SELECT revision FROM meta WHERE id = 0").fetchone()[0])
 
         seen = await self._run(revision)
+        yield None  # watching: what was written before may be newer than the caller's listing
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), _POLL)

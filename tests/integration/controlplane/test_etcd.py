@@ -102,3 +102,34 @@ def test_replicas_share_a_rollouts_end_and_a_restarted_one_keeps_it(cluster: Clu
     wait_until(lambda: on(second, stable) == 3, timeout=30,
                what="a new proxy of B on the stable version")
     assert on(second, candidate) == 0
+
+
+@pytest.mark.skipif(ETCD is None, reason="etcd-server (Debian package) is not installed")
+def test_a_write_before_the_etcd_watch_starts_is_not_missed(cluster: Cluster) -> None:
+    """``changes()`` yields once the watch is created: a resource put between the control
+    plane's first listing and its watch (an apply right at its start) is translated, not
+    left until the next change (``tests/unit/test_store_changes.py`` for SQLite)."""
+    import asyncio
+
+    from propylon.controlplane.etcd_store import EtcdStore
+
+    url = _etcd(cluster)
+
+    async def scenario() -> None:
+        store = await EtcdStore.open(url)
+        try:
+            assert await store.list_resources() == []  # the caller's listing
+            changes = store.changes().__aiter__()
+            await store.put("Route", "shop", "r1", {"spec": {}}, None)  # before it watches
+            await asyncio.wait_for(changes.__anext__(), 5.0)
+            assert [r.name for r in await store.list_resources()] == ["r1"]
+            waiting = asyncio.ensure_future(changes.__anext__())
+            await asyncio.sleep(0.2)
+            assert not waiting.done()
+            await store.put("Route", "shop", "r2", {"spec": {}}, None)
+            await asyncio.wait_for(waiting, 5.0)
+            await changes.aclose()
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
