@@ -9,24 +9,14 @@ import asyncio
 from pathlib import Path
 
 from propylon.controlplane.sqlite_store import SqliteStore
+from tests.support.store_changes import check_a_write_before_the_watch_is_seen
 
 
 def test_a_write_before_the_watch_starts_is_not_missed(tmp_path: Path) -> None:
     async def scenario() -> None:
         store = await SqliteStore.open(str(tmp_path / "store.db"))
         try:
-            listed = await store.list_resources()  # the caller's listing
-            assert listed == []
-            changes = store.changes().__aiter__()
-            await store.put("Route", "shop", "r1", {"spec": {}}, None)  # before it watches
-            await asyncio.wait_for(changes.__anext__(), 2.0)
-            assert [r.name for r in await store.list_resources()] == ["r1"]
-            # then once per change
-            waiting = asyncio.ensure_future(changes.__anext__())
-            await asyncio.sleep(0.1)
-            assert not waiting.done()
-            await store.put("Route", "shop", "r2", {"spec": {}}, None)
-            await asyncio.wait_for(waiting, 2.0)
+            await check_a_write_before_the_watch_is_seen(store, wait=2.0)
         finally:
             await store.close()
 

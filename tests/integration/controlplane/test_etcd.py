@@ -112,23 +112,14 @@ def test_a_write_before_the_etcd_watch_starts_is_not_missed(cluster: Cluster) ->
     import asyncio
 
     from propylon.controlplane.etcd_store import EtcdStore
+    from tests.support.store_changes import check_a_write_before_the_watch_is_seen
 
     url = _etcd(cluster)
 
     async def scenario() -> None:
         store = await EtcdStore.open(url)
         try:
-            assert await store.list_resources() == []  # the caller's listing
-            changes = store.changes().__aiter__()
-            await store.put("Route", "shop", "r1", {"spec": {}}, None)  # before it watches
-            await asyncio.wait_for(changes.__anext__(), 5.0)
-            assert [r.name for r in await store.list_resources()] == ["r1"]
-            waiting = asyncio.ensure_future(changes.__anext__())
-            await asyncio.sleep(0.2)
-            assert not waiting.done()
-            await store.put("Route", "shop", "r2", {"spec": {}}, None)
-            await asyncio.wait_for(waiting, 5.0)
-            await changes.aclose()
+            await check_a_write_before_the_watch_is_seen(store, wait=5.0)
         finally:
             await store.close()
 
