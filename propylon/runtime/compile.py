@@ -479,16 +479,16 @@ def kept_cluster(gateway: str, upstream: UpstreamIR, services: Services) -> Clus
     they compiled); a new one for an Upstream the Gateway did not have (and for a check,
     ``services.once``, which changes nothing it does not make)."""
     memo = services.clusters
-    cluster = memo.get(gateway, upstream)
-    if cluster is not None and not _same_endpoints(
-            cluster, cluster_endpoints(upstream, services, _by_pool(cluster))):
-        cluster = None
-    if cluster is None and not services.once:
-        cluster = memo.moved(gateway, upstream)
-        if cluster is not None:
-            memo.move(functools.partial(
-                _take_over, cluster, upstream,
-                cluster_endpoints(upstream, services, _by_pool(cluster))))
+    last = memo.last(gateway, upstream)
+    cluster = None
+    if last is not None and (last[0] == upstream or not services.once):
+        compiled_from, cluster = last
+        groups = cluster_endpoints(upstream, services, _by_pool(cluster))
+        if compiled_from != upstream or not _same_endpoints(cluster, groups):
+            if services.once:  # a check changes nothing it does not make
+                cluster = None
+            else:
+                memo.move(functools.partial(_take_over, cluster, upstream, groups))
     if cluster is None:
         cluster = compile_cluster(gateway, upstream, services)
     memo.add(gateway, upstream, cluster)

@@ -12,7 +12,7 @@ what compiling a one-Route change cost at 10,000 Routes.
   so a compilation that fails later leaves the old runtime as it was. An Upstream changed
   otherwise (its endpoints, balancing, panic threshold, passive health, circuit breaker,
   failover, DNS names) keeps its cluster too, which takes the new endpoints and settings over
-  in place when the compilation is committed (``ClusterMemo.moved``).
+  in place when the compilation is committed (``ClusterMemo.last``).
 - A rule's **compiled routes** (one per match) are kept when the rule is the object compiled
   before, in the same Gateway (wherever it is in the Gateway's rules: its labels come from
   its own resource), with the same filter chain object (``ChainMemo``) and the same cluster
@@ -60,27 +60,19 @@ class ClusterMemo:
         self.made = {}
         self.moving = []
 
-    def get(self, gateway: str, upstream: UpstreamIR) -> Cluster | None:
-        """The cluster compiled last from an equal ``upstream`` in ``gateway``, if any (the
-        caller checks its endpoints)."""
-        entry = self.kept.get((gateway, upstream.key))
-        if entry is None or entry[0] != upstream:
-            return None
-        return entry[1]
-
-    def moved(self, gateway: str, upstream: UpstreamIR) -> Cluster | None:
-        """The cluster compiled last in ``gateway`` from an Upstream of ``upstream``'s key:
-        given ``upstream``'s endpoints and settings in place (``move``; with DNS discovery,
-        the IR it expands the answers from), it is that Upstream's cluster, so the rules
-        forwarding to it keep what they compiled."""
-        entry = self.kept.get((gateway, upstream.key))
-        return None if entry is None else entry[1]
+    def last(self, gateway: str, upstream: UpstreamIR) -> tuple[UpstreamIR, Cluster] | None:
+        """The cluster compiled last in ``gateway`` for an Upstream of ``upstream``'s key,
+        with the IR it was compiled from: kept as it is when that IR is equal and its
+        endpoints are the very ones (the caller checks), else given ``upstream``'s
+        endpoints and settings in place (``move``; with DNS discovery, the IR it expands
+        the answers from), so the rules forwarding to it keep what they compiled."""
+        return self.kept.get((gateway, upstream.key))
 
     def add(self, gateway: str, upstream: UpstreamIR, cluster: Cluster) -> None:
         self.made[(gateway, upstream.key)] = (upstream, cluster)
 
     def move(self, take_over: Callable[[], None]) -> None:
-        """``take_over`` gives a kept cluster (``moved``) its new endpoints and settings once
+        """``take_over`` gives a kept cluster (``last``) its new endpoints and settings once
         this compilation is committed: the runtime serving until then keeps them as they
         are, and a compilation that fails leaves them so."""
         self.moving.append(take_over)
