@@ -33,6 +33,9 @@ Then it measures, printing one line per figure:
   on another port), until installed on every worker;
 - ``policy edit`` (native shapes): a Policy targeting one Route (with ``--delegation``, a
   delegating Route) written in a file of its own, then edited, until the edit is served;
+- ``gateway policy edit`` (native shapes): the Gateway's own policies (a response header
+  set on every answer) edited in its file, until the new value is served (every rule's
+  policies change);
 - ``table edit`` (``--delegation``): a RouteTable's first prefix changed in its file of 100
   (in the middle of the files), until installed on every worker and served;
 - RSS of the supervisor and of each worker after start, after the changes, and after
@@ -464,6 +467,7 @@ def run_gateway(args: argparse.Namespace, tmp: Path) -> None:
             measure_settings_edits(args, folder, logs, gateway.pid)
         if SHAPE in ("routes", "delegation"):
             measure_policy_edits(args, folder, port, logs, gateway.pid)
+            measure_gateway_policy_edits(args, folder, port, logs, gateway.pid)
         if SHAPE == "delegation":
             measure_table_edits(args, folder, port, logs, gateway.pid)
         print(f"memory after {args.changes} changes  {memory(gateway.pid)}", flush=True)
@@ -621,6 +625,29 @@ spec:
     measure_edits(args, path, lambda text, n: text.replace('"v0"', f'"v{n + 1}"'), logs, pid,
                   "policy edit", "a Policy targeting one Route",
                   served=lambda n: tagged(n + 1))
+
+
+def measure_gateway_policy_edits(args: argparse.Namespace, folder: Path, port: int,
+                                 logs: LogWatch, pid: int) -> None:
+    """The Gateway's own policies edited in its file (a header set on every response), until
+    the new value is served on a Route in the middle (not the one ``policy edit`` tags:
+    its Policy's headers would win over the Gateway's)."""
+    group = (args.routes + 9) // 20 + 1
+    probe = f"/r{args.routes // 2 + 1}/api/x" if SHAPE == "routes" else (
+        f"/g{group}/t{group * 10}/api/x")
+
+    def tagged(value: int) -> bool:
+        with contextlib.closing(http.client.HTTPConnection("127.0.0.1", port, timeout=2)) as c:
+            c.request("GET", probe)
+            response = c.getresponse()
+            response.read()
+            return response.getheader("x-gateway") == f"v{value}"
+
+    measure_edits(args, folder / "gateway.yaml", lambda text, n: text.replace(
+        "  routeSelector:", "  policies: [{headers: {response: {set: {x-gateway: "
+        f'"v{n}"}}}}}}}}]\n  routeSelector:', 1),
+        logs, pid, "gateway policy edit", "the Gateway's own policies, until served",
+        served=tagged)
 
 
 def measure_table_edits(args: argparse.Namespace, folder: Path, port: int, logs: LogWatch,
