@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qsl, urlsplit
 
 from propylon import ir
+from propylon.policies.plugins import policy_types
 from propylon.proxy.hostport import split_host
 from propylon.proxy.path import PathError, normalize_path
 from propylon.proxy.rewrite import redirect_location
@@ -177,7 +178,8 @@ def _explain_gateway(
         out.lines.append(f"  via      {' -> '.join(rule.delegated_from)}")
     if rule.replaced:
         out.lines.append("  INVALID  the resource is invalid: the rule answers the fixed error")
-    _policies(out, rule.policies, "  policies (in order)")
+    _policies(out, ir.effective_policies(gateway.default_policies, rule.policies,
+                                         policy_types().rank), "  policies (in order)")
     if route.kind == REDIRECT:
         out.lines.append(f"  action   {_redirect(route, listener, request)}")
     elif route.kind == FORWARD:

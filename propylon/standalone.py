@@ -214,8 +214,8 @@ def _contain_gateway(
 
 
 def _replaced(rule: ir.RuleIR, gateway: ir.GatewayIR) -> ir.RuleIR:
-    return dataclasses.replace(rule, action=gateway.invalid_route_response,
-                               policies=gateway.default_policies, replaced=True)
+    return dataclasses.replace(rule, action=gateway.invalid_route_response, policies=(),
+                               replaced=True)
 
 
 # Policy types whose building reads nothing but the spec (no file, no network): a check of

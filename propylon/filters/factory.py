@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import functools
 import importlib
+from collections.abc import Callable
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from propylon.filters.base import Filter, FilterEnv
 from propylon.ir.model import PolicyIR
@@ -38,6 +39,14 @@ def build_filter(policy: PolicyIR, env: FilterEnv, table: PolicyTable | None = N
     ``ValueError`` naming the policy's source and field otherwise; the value is never quoted,
     it may be a secret), then the filter class's ``from_spec`` with the typed object.
     ``table``: this process's policy types (plugins included) unless given."""
+    return filter_maker(policy, env, table)()
+
+
+def filter_maker(policy: PolicyIR, env: FilterEnv, table: PolicyTable | None = None
+                 ) -> Callable[[], Filter]:
+    """What builds filters of one IR policy (``build_filter``), its spec validated once: each
+    call a new filter (a Gateway's policy, applied to thousands of rules, each with a filter
+    of its own)."""
     if table is None:
         table = installed_plugins().table
     kind = table.get(policy.type)
@@ -53,7 +62,12 @@ def build_filter(policy: PolicyIR, env: FilterEnv, table: PolicyTable | None = N
     except ValidationError as exc:
         raise ValueError(f"{policy.source}: {_first_error(policy.type, exc)}") from None
     if kind.placement == "in":
-        return cls.from_spec(settings, policy.source, env)
+        return functools.partial(cls.from_spec, settings, policy.source, env)
+    return functools.partial(_plugin_filter, cls, settings, policy, env)
+
+
+def _plugin_filter(cls: type[Filter], settings: BaseModel, policy: PolicyIR, env: FilterEnv
+                   ) -> Filter:
     try:  # a plugin's failure is reported as its own, with the policy's source
         return cls.from_spec(settings, policy.source, env)
     except Exception as exc:

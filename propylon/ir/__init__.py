@@ -36,6 +36,7 @@ from propylon.ir.model import (
     UpstreamIR,
     UpstreamTLSIR,
     ValueMatchIR,
+    effective_policies,
 )
 
 __all__ = [
@@ -75,6 +76,7 @@ __all__ = [
     "ValueMatchIR",
     "content_hash",
     "dumps",
+    "effective_policies",
     "from_data",
     "loads",
     "seal",

@@ -6,9 +6,12 @@ Invariants:
 - Every reference is resolved: a rule names upstreams by key (``namespace/name``) and every key
   it names is present in its Gateway's ``upstreams``. Delegation is already flattened: a
   RouteTable's rules appear as ordinary rules carrying their inherited hostnames.
-- A rule's ``policies`` are final: precedence and ``enforced`` are applied and they are sorted
-  in the order of the policy type table (``propylon/policies/table.py``). The runtime builds
-  one filter per entry and runs them in tuple order.
+- A rule's ``policies`` are its own (schema 4): precedence and ``enforced`` are applied, and
+  the Gateway-level winners are left to its Gateway's ``default_policies``, which apply to
+  every rule for the types it has none of (``effective_policies``: a change of the Gateway's
+  policies changes no rule). Both are sorted in the order of the policy type table
+  (``propylon/policies/table.py``). The runtime builds one filter per effective policy of
+  each rule and runs them in that order.
 - Invalid routes are already replaced: their matches carry a ``DirectResponseIR`` with the
   Gateway's ``invalid_route_response`` and ``replaced=True``.
 - Durations are float seconds. Header names are lower-case.
@@ -17,12 +20,13 @@ Invariants:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from propylon.ir.frozen import quicker_init
 
-IR_SCHEMA_VERSION = 3  # propylon/ir/schema.py: what each schema adds, and the steps
+IR_SCHEMA_VERSION = 4  # propylon/ir/schema.py: what each schema adds, and the steps
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,9 +351,23 @@ class GatewayIR:
     upstreams: tuple[UpstreamIR, ...]
     trusted_proxies: tuple[str, ...] = ()  # CIDRs
     invalid_route_response: DirectResponseIR = DirectResponseIR(500, "route unavailable")
-    # Gateway-level policies, applied to requests that match no rule (e.g. 404 answers).
+    # Gateway-level policies: those of every rule for the types it has none of
+    # (``effective_policies``), and of requests that match no rule (e.g. 404 answers).
     default_policies: tuple[PolicyIR, ...] = ()
     tracing: TracingIR | None = None  # None: no tracing, no per-request cost (left out of JSON)
+
+
+def effective_policies(
+    defaults: tuple[PolicyIR, ...], own: tuple[PolicyIR, ...], rank: Callable[[str], int]
+) -> tuple[PolicyIR, ...]:
+    """What a rule applies: its ``own`` policies and its Gateway's ``defaults`` of the types
+    it has none of, sorted by ``rank`` (the reader's policy type table: plugins may rank
+    differently there than where the IR was made)."""
+    if not defaults:
+        return own
+    types = {policy.type for policy in own}
+    merged = [*own, *(policy for policy in defaults if policy.type not in types)]
+    return tuple(sorted(merged, key=lambda policy: rank(policy.type)))
 
 
 @dataclass(frozen=True, slots=True)

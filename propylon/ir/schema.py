@@ -110,6 +110,57 @@ LISTENER_SECTIONS = Step(3, _same_form, _without_sections,
                          "listener sections: routes served on some listeners only")
 
 
+def _rules_with_defaults(data: Data) -> Data:
+    """Schema 4 down to 3: each rule lists its Gateway's default policies of the types it has
+    none of, as schema 3 rules do (appended: a reader orders a rule's filters by its own
+    policy type table)."""
+    gateways = []
+    for gateway in data.get("gateways", []):
+        defaults = gateway.get("default_policies") or [] if isinstance(gateway, dict) else []
+        if defaults:
+            gateway = {**gateway, "rules": [_with_defaults(rule, defaults)
+                                            for rule in gateway.get("rules", [])]}
+        gateways.append(gateway)
+    return {**data, "gateways": gateways}
+
+
+def _rules_without_defaults(data: Data) -> Data:
+    """Schema 3 up to 4: each rule's copies of its Gateway's default policies left out (a
+    rule's own policies are never equal to one: their sources name the Route, RouteTable or
+    rule, a default's the Gateway)."""
+    gateways = []
+    for gateway in data.get("gateways", []):
+        defaults = gateway.get("default_policies") or [] if isinstance(gateway, dict) else []
+        if defaults:
+            gateway = {**gateway, "rules": [_without_defaults(rule, defaults)
+                                            for rule in gateway.get("rules", [])]}
+        gateways.append(gateway)
+    return {**data, "gateways": gateways}
+
+
+def _without_defaults(rule: Any, defaults: list[Any]) -> Any:
+    if not isinstance(rule, dict) or not rule.get("policies"):
+        return rule
+    return {**rule, "policies": [policy for policy in rule["policies"] if policy not in defaults]}
+
+
+def _with_defaults(rule: Any, defaults: list[Any]) -> Any:
+    if not isinstance(rule, dict):
+        return rule
+    own = rule.get("policies") or []
+    types = {policy.get("type") for policy in own if isinstance(policy, dict)}
+    return {**rule, "policies": [*own, *(policy for policy in defaults
+                                          if policy.get("type") not in types)]}
+
+
+# Schema 4: a rule's ``policies`` are its own; its Gateway's ``default_policies`` apply to it
+# for the types it has none of (``model.effective_policies``), so a change of a Gateway's
+# policies changes no rule. Schema 3 rules list the Gateway-level winners themselves: the
+# upgrade leaves those copies out, the downgrade lists them in every rule again.
+GATEWAY_DEFAULTS = Step(4, _rules_without_defaults, _rules_with_defaults,
+                        "rules carry their own policies; the Gateway's apply where they have none")
+
+
 # on a control plane's full IR answer: the schema of its form (a proxy may hand a text in its
 # own schema to its workers before decoding it)
 SCHEMA_HEADER = "x-propylon-schema"
@@ -205,4 +256,4 @@ def _names(schemas: Iterable[int]) -> str:
 
 
 # this build's; tests build others
-CURRENT = Schemas(steps={2: HASH_OF_DIGESTS, 3: LISTENER_SECTIONS})
+CURRENT = Schemas(steps={2: HASH_OF_DIGESTS, 3: LISTENER_SECTIONS, 4: GATEWAY_DEFAULTS})

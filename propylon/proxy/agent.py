@@ -268,8 +268,10 @@ class Agent:
         if base is not None:
             return await self._apply_delta(supervisor, answer, base.decode(errors="replace"))
         version = (answer.header(b"x-propylon-version") or b"").decode(errors="replace")
-        if answer.header(schema.SCHEMA_HEADER.encode()) == str(schema.CURRENT.native).encode():
-            # the workers decode and compile it while it is decoded and checked here
+        if answer.header(schema.SCHEMA_HEADER.encode()) == str(ir.IR_SCHEMA_VERSION).encode():
+            # the workers decode (``ir.loads``: the model's own form, which is this build's
+            # schema but in a test build claiming another) and compile it while it is
+            # decoded and checked here
             supervisor.prepare_text(answer.body, version)
         try:
             with gc_paused():  # 10,000 Routes: 2.1 s with the collector, 1.0 s without

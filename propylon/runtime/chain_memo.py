@@ -1,10 +1,16 @@
 """Filter chains kept from one compilation to the next, for the rules that did not change.
 
-Building a rule's filters is most of what compiling a large configuration costs. A rule whose
-``policies`` tuple is the very object of the previous version (``ir.reuse_unchanged`` and the
-worker's delta decoding keep the objects of unchanged rules) gets the chain built then, with
-the same filter objects. Identity, not equality, is the key: equal policies of two rules keep
-their own filters, as a compilation from scratch gives them.
+Building a rule's filters is most of what compiling a large configuration costs. A rule that
+is the very object of the previous version (``ir.reuse_unchanged`` and the worker's delta
+decoding keep the objects of unchanged rules) gets the chain built then, with the same filter
+objects. Identity, not equality, is the key: equal policies of two rules keep their own
+filters, as a compilation from scratch gives them.
+
+A rule's chain is its Gateway's ``ChainHead`` (its tracing filter, and its default policies
+for the types the rule has none of: ``ir.effective_policies``) and the rule's own policies.
+When the head changes (the Gateway's policies were edited), an unchanged rule's chain is made
+again with the filters of its own policies kept: only the Gateway's are built, one per rule
+that applies them.
 
 Some filters see the snapshot's Consumers (``FilterEnv.snapshot``;
 ``PolicyType.sees_consumers``: the API key and basic auth filters, and plugins'): when those
@@ -18,12 +24,51 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from propylon.ir import PolicyIR
+from propylon.ir import PolicyIR, RuleIR
 from propylon.policies.plugins import policy_types
 from propylon.runtime.compiled import FilterChain
 from propylon.runtime.memo_journal import Journal
 
-_Entry = tuple[tuple[PolicyIR, ...], Any, FilterChain]  # policies, first filter, chain
+
+class ChainHead:
+    """What a Gateway's rules' chains hold besides their own policies' filters: the tracing
+    filter, first, and the Gateway's ``default_policies``, for the types a rule has none of.
+    One per Gateway, the same object from one compilation to the next while both are the
+    same (``ChainMemo.gateway``): the memos compare it by identity. A head that replaces
+    ``previous`` with the same tracing filter knows which types' default policies changed
+    (``changed``): the chain of a rule with its own policy of each is still its chain."""
+
+    __slots__ = ("changed", "defaults", "previous", "tracing")
+
+    def __init__(self, tracing: Any, defaults: tuple[PolicyIR, ...],
+                 previous: ChainHead | None = None) -> None:
+        self.tracing = tracing
+        self.defaults = defaults
+        self.previous = previous
+        self.changed: frozenset[str] | None = None  # None: every chain changed
+        if previous is not None:
+            previous.previous = None  # one step is all ``keeps`` looks back
+            if previous.tracing is tracing:
+                old = {policy.type: policy for policy in previous.defaults}
+                new = {policy.type: policy for policy in defaults}
+                self.changed = frozenset(kind for kind in old.keys() | new.keys()
+                                         if old.get(kind) != new.get(kind))
+
+    def keeps(self, old: ChainHead, own: tuple[PolicyIR, ...]) -> bool:
+        """Whether a chain made after ``old`` for a rule of ``own`` policies is the chain
+        made after this head: it replaced ``old`` changing only default policies of types
+        the rule has its own of."""
+        changed = self.changed
+        if self.previous is not old or changed is None:
+            return False
+        return not changed or changed <= {policy.type for policy in own}
+
+
+# a rule, the head its chain was made after, the chain, the filters of the rule's own policies
+_Entry = tuple[RuleIR, ChainHead, FilterChain, tuple[Any, ...]]
+# makes a rule's chain after the head, from its own filters when they are kept (None: build
+# them); gives the chain and those filters
+_Build = Callable[["tuple[Any, ...] | None"], tuple[FilterChain, tuple[Any, ...]]]
 
 
 class ChainMemo:
@@ -32,12 +77,14 @@ class ChainMemo:
     whole, without a look at each rule."""
 
     def __init__(self) -> None:
-        self.kept: dict[str, dict[tuple[int, int], _Entry]] = {}
-        self.made: dict[str, dict[tuple[int, int], _Entry]] = {}
+        self.kept: dict[str, dict[int, _Entry]] = {}
+        self.made: dict[str, dict[int, _Entry]] = {}
+        self.heads: dict[str, ChainHead] = {}
+        self.made_heads: dict[str, ChainHead] = {}
         self.consumers: tuple[Any, ...] | None = None
         self.last_kept = False  # this compilation holds the last one's chains (``begin``)
-        self._kept: dict[tuple[int, int], _Entry] = {}  # the Gateway being compiled's
-        self._made: dict[tuple[int, int], _Entry] = {}
+        self._kept: dict[int, _Entry] = {}  # the Gateway being compiled's
+        self._made: dict[int, _Entry] = {}
         self._journal = Journal()  # changes to a dictionary of ``kept`` taken over (``carry``)
         self._gateway = ""
 
@@ -50,16 +97,24 @@ class ChainMemo:
         if consumers != self.consumers:
             before = sum(map(len, self.kept.values()))
             self.kept = {gateway: {key: entry for key, entry in entries.items()
-                                   if not sees_consumers(entry[0])}
+                                   if not sees_consumers(entry[0].policies)
+                                   and not sees_consumers(entry[1].defaults)}
                          for gateway, entries in self.kept.items()}
             self.last_kept = before == sum(map(len, self.kept.values()))
         self.consumers = consumers
-        self.made = {}
+        self.made, self.made_heads = {}, {}
 
-    def gateway(self, gateway: str) -> None:
+    def gateway(self, gateway: str, tracing: Any, defaults: tuple[PolicyIR, ...]) -> ChainHead:
+        """``gateway``'s rules come next, after this tracing filter and with these default
+        policies: their head, the last one while both are the same."""
         self._kept = self.kept.get(gateway, {})
         self._made = self.made.setdefault(gateway, {})
         self._gateway = gateway
+        head = self.heads.get(gateway)
+        if head is None or head.tracing is not tracing or head.defaults != defaults:
+            head = ChainHead(tracing, defaults, head)
+        self.made_heads[gateway] = head
+        return head
 
     def carry(self) -> None:
         """Keep every chain of the Gateway's last compilation (its unchanged rules' among
@@ -70,22 +125,29 @@ class ChainMemo:
             self._journal.set(taken, key, entry)
         self._made = self.made[self._gateway] = taken
 
-    def chain(self, policies: tuple[PolicyIR, ...], first: Any,
-              build: Callable[[], FilterChain]) -> FilterChain:
-        key = (id(policies), id(first))
+    def chain(self, rule: RuleIR, head: ChainHead, build: _Build) -> FilterChain:
+        """``rule``'s chain after ``head``: the last one, when it still is (``keeps``), or
+        one ``build`` makes (with the filters of the rule's own policies, when the rule is
+        the one compiled last)."""
+        key = id(rule)
         entry = self._made.get(key) or self._kept.get(key)
-        if entry is None or entry[0] is not policies or entry[1] is not first:
-            entry = (policies, first, build())
+        if entry is None or entry[0] is not rule:
+            entry = (rule, head, *build(None))
+        elif entry[1] is not head:
+            if head.keeps(entry[1], rule.policies):
+                entry = (rule, head, entry[2], entry[3])
+            else:
+                entry = (rule, head, *build(entry[3]))
         self._journal.put(self._made, key, entry, self._kept)
         return entry[2]
 
-    def keep(self, policies: tuple[PolicyIR, ...], first: Any, chain: FilterChain) -> bool:
-        """Whether ``chain`` is still the one for ``policies`` after ``first`` (then it is
-        kept for the next compilation, as ``chain`` would)."""
-        key = (id(policies), id(first))
+    def keep(self, rule: RuleIR, head: ChainHead, chain: FilterChain) -> bool:
+        """Whether ``chain`` is still the one for ``rule`` after ``head`` (then it is kept
+        for the next compilation, as ``chain`` would)."""
+        key = id(rule)
         entry = self._made.get(key) or self._kept.get(key)
-        if (entry is None or entry[2] is not chain or entry[0] is not policies
-                or entry[1] is not first):
+        if (entry is None or entry[2] is not chain or entry[0] is not rule
+                or entry[1] is not head):
             return False
         self._journal.put(self._made, key, entry, self._kept)
         return True
@@ -98,6 +160,7 @@ class ChainMemo:
         """The compilation succeeded: its chains are the ones to keep."""
         self._journal.forget()
         self.kept, self.made = self.made, {}
+        self.heads, self.made_heads = self.made_heads, {}
         self._kept, self._made = {}, {}
 
 

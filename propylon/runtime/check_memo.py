@@ -7,8 +7,9 @@ upstreams, and its matches in the router (an unknown path kind, a regex that doe
 compile, a condition setting both a value and a regex, each about one entry). So a rule that
 is the very object a check passed before (``ir.reuse_unchanged`` keeps the objects of
 unchanged rules) is known to compile, as long as the rest of its Gateway (listeners,
-upstreams, default policies, tracing) and the snapshot's Consumers are equal too (or none of
-its Gateway's filters sees them); the check leaves it out of the router it builds. When the
+upstreams, tracing; not its default policies, which the check builds for the Gateway's 404
+whatever the rules) and the snapshot's Consumers are equal too (or none of its rules'
+filters sees them); the check leaves it out of the router it builds. When the
 rules at both ends are the very objects proven at the same places (``changed_span``), they
 are skipped without a look: only those between are looked up. Workers compile everything
 (their result serves), keeping what did not change (``route_memo.py``).
@@ -64,8 +65,7 @@ class ProvenRules:
         self.abort()
         if consumers != self.consumers:
             self.kept = {key: proven for key, proven in self.kept.items()
-                         if not any(sees_consumers(rule.policies) for rule in proven.rules)
-                         and not sees_consumers(proven.context.default_policies)}
+                         if not any(sees_consumers(rule.policies) for rule in proven.rules)}
         self.consumers = consumers
         self.made = {}
 
@@ -74,7 +74,7 @@ class ProvenRules:
         it is now, as ``changed_span`` gives it, when the rest of the Gateway is the same as
         last time (otherwise None: every rule is checked). The rules before and after it are
         the very objects proven at the same place (``ir.reuse_unchanged``): proven still."""
-        rest = dataclasses.replace(gateway, rules=())
+        rest = dataclasses.replace(gateway, rules=(), default_policies=())
         last = self.kept.get(gateway.key)
         self._carried = {}
         if last is None or last.context != rest:

@@ -7,11 +7,12 @@ import dataclasses
 import functools
 import ipaddress
 import itertools
+import operator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
 from propylon.filters.base import Filter, FilterEnv
-from propylon.filters.factory import build_filter
+from propylon.filters.factory import build_filter, filter_maker
 from propylon.ir import (
     Action,
     DirectResponseIR,
@@ -30,7 +31,7 @@ from propylon.observability.metrics import MetricsRegistry, RouteStats
 from propylon.policies.plugins import policy_types
 from propylon.runtime import discovery
 from propylon.runtime.balancer import WeightedChoice, make_balancer
-from propylon.runtime.chain_memo import ChainMemo
+from propylon.runtime.chain_memo import ChainHead, ChainMemo
 from propylon.runtime.check_memo import ProvenRules, changed_span, vouched
 from propylon.runtime.compiled import (
     DIRECT,
@@ -159,16 +160,17 @@ def compile_gateway(
     clusters = {up.key: kept_cluster(gateway.key, up, services) for up in gateway.upstreams}
     routes, chains = services.routes, services.chains
     routes.gateway(gateway.key, clusters)
-    chains.gateway(gateway.key)
     tracing = compile_tracing(gateway.key, gateway.tracing, services)
+    defaults = DefaultFilters.of(
+        chains.gateway(gateway.key, tracing, gateway.default_policies), env)
     proven = services.proven
     if services.once:
-        router = _check_rules_once(gateway, tracing, clusters, services, env)
+        router = _check_rules_once(gateway, defaults, clusters, services, env)
     elif proven is not None:
-        router = _check_rules(gateway, proven, tracing, clusters, services, env)
+        router = _check_rules(gateway, proven, defaults, clusters, services, env)
     else:
-        router = (_compile_changed_rules(gateway, tracing, clusters, services, env)
-                  or _compile_rules(gateway, tracing, clusters, services, env))
+        router = (_compile_changed_rules(gateway, defaults, clusters, services, env)
+                  or _compile_rules(gateway, defaults, clusters, services, env))
     not_found = CompiledRoute("", "none", "none", metrics.route(gateway.key, "none", "none"))
     not_found.direct_status, not_found.direct_body = 404, b"no route matched\n"
     not_found.chain = compile_chain(gateway.default_policies, env, tracing)
@@ -205,7 +207,7 @@ def listener_runtimes(gateway: GatewayIR, runtime: GatewayRuntime, services: Ser
 
 
 def _compile_rules(
-    gateway: GatewayIR, tracing: Filter | None, clusters: dict[str, Cluster],
+    gateway: GatewayIR, defaults: DefaultFilters, clusters: dict[str, Cluster],
     services: Services, env: FilterEnv,
 ) -> Router[CompiledRoute]:
     """Every rule of ``gateway`` (those compiled before, unchanged, keep what they made) and
@@ -213,26 +215,26 @@ def _compile_rules(
     placed: list[tuple[RouterEntry[CompiledRoute], ...]] = []
     order = 0
     for rule in gateway.rules:
-        made = _compile_rule(gateway.key, rule, tracing, clusters, services, env)
+        made = _compile_rule(gateway.key, rule, defaults, clusters, services, env)
         entries = _rule_entries(rule, made, order, ORDER_GAP)
         placed.append(entries)
         order += len(entries) * ORDER_GAP
     return services.routes.router(gateway.key, itertools.chain.from_iterable(placed),
-                                  Placed(gateway.rules, placed, tracing, 0))
+                                  Placed(gateway.rules, placed, defaults.head, 0))
 
 
 def _compile_changed_rules(
-    gateway: GatewayIR, tracing: Filter | None, clusters: dict[str, Cluster],
+    gateway: GatewayIR, defaults: DefaultFilters, clusters: dict[str, Cluster],
     services: Services, env: FilterEnv,
 ) -> Router[CompiledRoute] | None:
     """The router of ``gateway`` when most of its rules are, at the same place, the very
-    objects last compiled with the same clusters, chains and tracing: only the rules between
+    objects last compiled with the same clusters, chains and chain head: only the rules between
     them are compiled and their entries replaced in the last router (a change of one Route
     among 10,000 costs what one Route costs). None when it cannot: compile them all."""
     routes, chains = services.routes, services.chains
     last = routes.last_placed(gateway.key)
     if (last is None or not routes.same_clusters or not chains.last_kept
-            or last.tracing is not tracing):
+            or last.head is not defaults.head):
         return None
     start, old_stop, new_stop = changed_span(gateway.rules, last.rules)
     replaced = last.replaced + (old_stop - start)
@@ -249,13 +251,13 @@ def _compile_changed_rules(
     lowest, gap = orders
     added: list[tuple[RouterEntry[CompiledRoute], ...]] = []
     for rule in new_rules:
-        made = _compile_rule(gateway.key, rule, tracing, clusters, services, env)
+        made = _compile_rule(gateway.key, rule, defaults, clusters, services, env)
         entries = _rule_entries(rule, made, lowest, gap)
         added.append(entries)
         lowest += len(entries) * gap
     gone = list(zip(old_rules, last.entries[start:old_stop], strict=True))
     placed = Placed(gateway.rules, [*last.entries[:start], *added, *last.entries[old_stop:]],
-                    tracing, replaced)
+                    defaults.head, replaced)
     return routes.changed_router(gateway.key, gone, list(zip(new_rules, added, strict=True)),
                                  placed)
 
@@ -277,7 +279,7 @@ def _spread_orders(entries: list[tuple[RouterEntry[CompiledRoute], ...]], start:
 
 
 def _check_rules(
-    gateway: GatewayIR, proven: ProvenRules, tracing: Filter | None,
+    gateway: GatewayIR, proven: ProvenRules, defaults: DefaultFilters,
     clusters: dict[str, Cluster], services: Services, env: FilterEnv,
 ) -> Router[CompiledRoute]:
     """A check of ``gateway``'s rules: those not proven before are compiled (the rest are
@@ -292,16 +294,16 @@ def _check_rules(
         proven.add(rule)
         if known:
             continue
-        made = routes.unchanged(rule, tracing, chains)
+        made = routes.unchanged(rule, defaults.head, chains)
         if made is None:
-            chain = _checked_chain(rule, tracing, chains, env)
+            chain = _checked_chain(rule, defaults, chains, env)
             made = _rule_routes(gateway.key, rule, chain, clusters, services)
         entries += _rule_entries(rule, made, len(entries), 1)
     return services.routes.router(gateway.key, entries)
 
 
 def _check_rules_once(
-    gateway: GatewayIR, tracing: Filter | None, clusters: dict[str, Cluster],
+    gateway: GatewayIR, defaults: DefaultFilters, clusters: dict[str, Cluster],
     services: Services, env: FilterEnv,
 ) -> Router[CompiledRoute]:
     """A check of every rule of ``gateway`` that nothing comes after: each rule's routes
@@ -312,40 +314,42 @@ def _check_rules_once(
     stats = services.metrics.route(gateway.key, "check", "check")
     entries: list[RouterEntry[CompiledRoute]] = []
     for rule in gateway.rules:
-        made = _compiled_routes(rule, _checked_chain(rule, tracing, chains, env), clusters,
+        made = _compiled_routes(rule, _checked_chain(rule, defaults, chains, env), clusters,
                                 "", "", stats)
         entries += _rule_entries(rule, made, len(entries), 1)
     return Router(entries)
 
 
 def _compile_rule(
-    gateway: str, rule: RuleIR, tracing: Filter | None, clusters: dict[str, Cluster],
+    gateway: str, rule: RuleIR, defaults: DefaultFilters, clusters: dict[str, Cluster],
     services: Services, env: FilterEnv,
 ) -> tuple[CompiledRoute, ...]:
     """The compiled routes of ``rule`` (one per match): those of the last compilation when
     it is the rule compiled then, with the same chain and clusters."""
     routes, chains = services.routes, services.chains
-    kept = routes.unchanged(rule, tracing, chains)
+    kept = routes.unchanged(rule, defaults.head, chains)
     if kept is not None:
         return kept
-    return _rule_routes(gateway, rule, _rule_chain(rule, tracing, chains, env), clusters,
+    return _rule_routes(gateway, rule, _rule_chain(rule, defaults, chains, env), clusters,
                         services)
 
 
-def _rule_chain(rule: RuleIR, tracing: Filter | None, chains: ChainMemo, env: FilterEnv
+def _rule_chain(rule: RuleIR, defaults: DefaultFilters, chains: ChainMemo, env: FilterEnv
                 ) -> FilterChain:
-    """The filter chain of ``rule`` (after the Gateway's tracing), kept in ``chains``."""
-    return chains.chain(rule.policies, tracing, functools.partial(
-        compile_chain, rule.policies, env, tracing))
+    """The filter chain of ``rule`` (after its head: the Gateway's tracing, and its default
+    policies where the rule has none of a type), kept in ``chains``."""
+    return chains.chain(rule, defaults.head, functools.partial(
+        compile_rule_chain, rule.policies, env, defaults))
 
 
-def _checked_chain(rule: RuleIR, tracing: Filter | None, chains: ChainMemo, env: FilterEnv
+def _checked_chain(rule: RuleIR, defaults: DefaultFilters, chains: ChainMemo, env: FilterEnv
                    ) -> FilterChain:
     """``_rule_chain`` for a check: none when translation built the rule's policies just
-    before (``check_memo.vouched``), as a check needs only to know they build."""
-    if tracing is None and rule.policies and vouched(rule.policies):
+    before (``check_memo.vouched``), as a check needs only to know they build (the
+    Gateway's default policies are built for its 404)."""
+    if defaults.head.tracing is None and vouched(rule.policies):
         return EMPTY_CHAIN
-    return _rule_chain(rule, tracing, chains, env)
+    return _rule_chain(rule, defaults, chains, env)
 
 
 def _rule_routes(
@@ -582,6 +586,48 @@ def compile_chain(policies: tuple[PolicyIR, ...], env: FilterEnv,
     order = sorted(range(len(filters)), key=lambda i: table.rank(policies[i].type))
     head = (first,) if first is not None else ()
     return FilterChain((*head, *(filters[i] for i in order)))
+
+
+class DefaultFilters(NamedTuple):
+    """A compilation's makers of filters for its Gateway's default policies (validated once:
+    each rule that applies one gets a filter of its own), by type, in the table's order."""
+
+    head: ChainHead
+    makers: tuple[tuple[str, int, Callable[[], Filter]], ...]  # type, rank, maker
+
+    @classmethod
+    def of(cls, head: ChainHead, env: FilterEnv) -> DefaultFilters:
+        table = policy_types()
+        makers = [(p.type, table.rank(p.type), filter_maker(p, env, table))
+                  for p in head.defaults]
+        return cls(head, tuple(sorted(makers, key=operator.itemgetter(1))))
+
+
+def compile_rule_chain(
+    own: tuple[PolicyIR, ...], env: FilterEnv, defaults: DefaultFilters,
+    own_filters: tuple[Filter, ...] | None = None,
+) -> tuple[FilterChain, tuple[Filter, ...]]:
+    """A rule's chain: its head's tracing filter, then the filters of its effective policies
+    (``ir.effective_policies``: its ``own`` and the Gateway's default policies of the types
+    it has none of), in this process's order of policy types (as ``compile_chain``); and the
+    filters of its own policies, given as ``own_filters`` when they are kept from its last
+    chain."""
+    tracing = defaults.head.tracing
+    first = (tracing,) if tracing is not None else ()
+    if not own:  # most rules: the Gateway's policies alone, in order already
+        if not defaults.makers and tracing is None:
+            return EMPTY_CHAIN, ()
+        return FilterChain((*first, *[make() for _, _, make in defaults.makers])), ()
+    table = policy_types()
+    if own_filters is None:
+        own_filters = tuple([build_filter(p, env, table) for p in own])
+    made = [(table.rank(p.type), f) for p, f in zip(own, own_filters, strict=True)]
+    if defaults.makers:
+        types = {p.type for p in own}
+        made += [(rank, make()) for kind, rank, make in defaults.makers if kind not in types]
+    if len(made) > 1:
+        made.sort(key=operator.itemgetter(0))
+    return FilterChain((*first, *(f for _, f in made))), own_filters
 
 
 def compile_route(

@@ -20,7 +20,7 @@ what compiling a one-Route change cost at 10,000 Routes.
   so two runtimes may share it.
 
 - A Gateway's rules are also kept **by position** (``Placed``: each rule's router entries,
-  the tracing filter): when the rules of a new version are, at both ends, the very objects at
+  their chains' head): when the rules of a new version are, at both ends, the very objects at
   the same places as last time, only those between the ends are compiled, the rest carried
   over whole (``carry``), and the last router is changed by the entries of the rules replaced
   (``Router.changed``) instead of being made again over every entry
@@ -42,7 +42,7 @@ from propylon.runtime.check_memo import upstreams_of
 from propylon.runtime.memo_journal import Journal
 
 if TYPE_CHECKING:
-    from propylon.runtime.chain_memo import ChainMemo
+    from propylon.runtime.chain_memo import ChainHead, ChainMemo
     from propylon.runtime.compiled import Cluster, CompiledRoute, FilterChain
     from propylon.runtime.router import Router, RouterEntry
 
@@ -99,16 +99,17 @@ class _Routes:
 
 class Placed:
     """One Gateway's rules as last compiled, by position: each rule's router entries (one per
-    match), the tracing filter their chains start with, and how many rules were replaced
-    since the Gateway was last compiled whole (their chains and routes may still be kept)."""
+    match), the head of their chains (``ChainHead``: the tracing filter, the Gateway's default
+    policies), and how many rules were replaced since the Gateway was last compiled whole
+    (their chains and routes may still be kept)."""
 
-    __slots__ = ("entries", "replaced", "rules", "tracing")
+    __slots__ = ("entries", "head", "replaced", "rules")
 
     def __init__(self, rules: tuple[RuleIR, ...], entries: list[tuple[RouterEntry[Any], ...]],
-                 tracing: object, replaced: int) -> None:
+                 head: object, replaced: int) -> None:
         self.rules = rules
         self.entries = entries
-        self.tracing = tracing
+        self.head = head
         self.replaced = replaced
 
 
@@ -175,14 +176,15 @@ class RouteMemo:
             return None
         return self._keep(entry, clusters)
 
-    def unchanged(self, rule: RuleIR, first: Any, chains: ChainMemo
+    def unchanged(self, rule: RuleIR, head: ChainHead, chains: ChainMemo
                   ) -> tuple[CompiledRoute, ...] | None:
         """``get`` without the chain in hand: what this very ``rule`` made before, if its
-        chain (policies after ``first``, the Gateway's tracing) is still the one ``chains``
-        holds for it (then kept there too) and its clusters are the same objects."""
+        chain (after ``head``: the Gateway's tracing and default policies) is still the one
+        ``chains`` holds for it (then kept there too) and its clusters are the same
+        objects."""
         clusters = self._clusters
         entry = self._compiled_with(rule, clusters)
-        if entry is None or not chains.keep(rule.policies, first, entry.chain):
+        if entry is None or not chains.keep(rule, head, entry.chain):
             return None
         return self._keep(entry, clusters)
 

@@ -102,11 +102,12 @@ def _translate_routes(
     gateway, inventory = ctx.gateway, ctx.inventory
     reads = secret_reads_made()
     gateway_policies = gateway_level(gateway, targets)
+    enforced = [c for c in gateway_policies if c.enforced]  # all the rules read of them
     if memo is not None and secret_reads_made() != reads:
         memo.forget()  # the Gateway's own policies read a secret: it may have changed
         memo = None
     if memo is not None:
-        memo.start(gateway_view(gateway, gateway_policies), inventory, replaced, targets)
+        memo.start(gateway_view(gateway, enforced), inventory, replaced, targets)
     steps: list[tuple[Route, Sequence[Draft], Recording | None, RouteEntry | None,
                       tuple[RouteTable, ...]]] = []
     for route in selected_routes(gateway, inventory, routes):
@@ -129,7 +130,7 @@ def _translate_routes(
             built += entry.rules
             continue
         with recording(ctx, secret_reads_made) as made:
-            rules = build_rules(ctx, route_drafts, gateway_policies, targets, defaults)
+            rules = build_rules(ctx, route_drafts, enforced, targets)
         built += rules
         if memo is not None and flattened_once and made[0]:
             memo.keep(RouteEntry(route, flattened_once,

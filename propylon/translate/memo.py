@@ -12,15 +12,16 @@ object (the loader gives unchanged files' resources as the same objects), the sa
 (objects) targeting it, its named rules, or the RouteTables its delegations selected (the
 same objects, recursively), and, for the whole memo, the same Gateway as rules read it
 (``gateway_view``: its key, route selector, invalid-route response, whether it has listener
-sections, and its Gateway-level policies, compared by value: a listener, certificate,
-trusted proxy or tracing change keeps every Route), the same RouteTables as selectors read
-them (their keys and labels, in order: which tables a selector finds), the same Upstreams as
-rules read them (their keys and the namespaces they admit: an Upstream's endpoints,
-balancing or health checks change no rule), the same contained resources and no secret read
-for the Gateway's own policies. So one RouteTable, or one Policy targeting a Route, edited
-among 10,000 translates the Routes that it reaches. Anything else, and every Route whose
-translation read a secret (its value may have changed with the same configuration), is
-translated as before.
+sections, and its enforced Gateway-level policies, compared by value: a listener,
+certificate, trusted proxy or tracing change, or one of its policies that are not enforced,
+which rules do not carry (``replace.py``), keeps every Route), the same RouteTables as
+selectors read them (their keys and labels, in order: which tables a selector finds), the
+same Upstreams as rules read them (their keys and the namespaces they admit: an Upstream's
+endpoints, balancing or health checks change no rule), the same contained resources and no
+secret read for the Gateway's own policies. So one RouteTable, or one Policy targeting a
+Route, edited among 10,000 translates the Routes that it reaches. Anything else, and every
+Route whose translation read a secret (its value may have changed with the same
+configuration), is translated as before.
 """
 
 from __future__ import annotations
@@ -199,8 +200,8 @@ def gateway_view(gateway: Gateway, policies: Sequence[object]) -> tuple[object, 
     """What the rules' translation reads of ``gateway``, to compare by value: its key, which
     namespaces it admits (``select.gateway_admits``), its invalid-route response, whether
     its routes may be served on some listener sections only (which sections, a Route says
-    itself: ``Route.served_on``), and ``policies``, its level (``policies.gateway_level``:
-    its own items and the Policies targeting it)."""
+    itself: ``Route.served_on``), and ``policies``, the enforced candidates of its level
+    (``policies.gateway_level``: its own items and the Policies targeting it)."""
     spec = gateway.spec
     return (gateway.key, spec.route_selector, spec.invalid_route_response,
             gateway.sections is not None, tuple(policies))

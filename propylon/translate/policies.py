@@ -18,7 +18,7 @@ or to an enforced section, gets "<type> overridden by <winner>" in its status.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -320,10 +320,11 @@ def draft_levels(
 
 
 def attach_policies(
-    levels: Sequence[Level], status: StatusBook, gateway: str
+    levels: Sequence[Level], status: StatusBook, gateway: str, *, own_only: bool = False
 ) -> tuple[PolicyIR, ...]:
     """The winning policy of each type, in the table's order (``policy_types().rank``:
-    plugins included); losers' statuses updated."""
+    plugins included); losers' statuses updated. ``own_only``: without the winners of the
+    first level (a rule's: those of the Gateway, its ``default_policies``)."""
     if not any(levels):
         return ()
     winners = choose_winners(levels)
@@ -333,7 +334,11 @@ def attach_policies(
                 status.selected("Policy", cand.policy, gateway)
                 _record_override(cand, level, winners[cand.type], status)
     table = policy_types()
-    ordered = sorted(winners.values(), key=lambda c: table.rank(c.type))
+    chosen: Iterable[Candidate] = winners.values()
+    if own_only and levels[0]:
+        first = levels[0]
+        chosen = [c for c in chosen if not any(c is g for g in first)]
+    ordered = sorted(chosen, key=lambda c: table.rank(c.type))
     return tuple(PolicyIR(c.type, c.spec, c.source) for c in ordered)
 
 

@@ -2,8 +2,15 @@
 
 A draft whose owner (Route or RouteTable) is Invalid for this Gateway keeps its matches (those
 that were themselves valid and lie under the delegating match) and hostnames but answers the
-Gateway's ``invalid_route_response``, with ``replaced=True`` and only the Gateway-level
-policies; a replaced rule with no match left is dropped, as it could never answer.
+Gateway's ``invalid_route_response``, with ``replaced=True`` and no policies of its own (the
+Gateway's ``default_policies`` apply to it); a replaced rule with no match left is dropped,
+as it could never answer.
+
+A served rule's ``policies`` are its own: the winners of its Route's, RouteTables' and rules'
+levels, less the types an enforced Gateway-level section takes. The Gateway-level winners are
+the Gateway's ``default_policies``, which every proxy adds for the types a rule has none of
+(``ir.effective_policies``), so a change of the Gateway's policies that enforces nothing new
+changes no rule.
 
 A rule of a Route served on some of the Gateway's listeners only (a Gateway API route bound
 by ``sectionName`` or ``port``) carries their sections, replaced or not (``ctx.scopes``).
@@ -26,41 +33,35 @@ from propylon.translate.policies import Level, PolicyTargets, attach_policies, d
 def build_rules(
     ctx: GatewayContext,
     drafts: Sequence[Draft],
-    gateway_policies: Level,
+    enforced: Level,
     targets: PolicyTargets,
-    default_policies: tuple[PolicyIR, ...],
 ) -> list[tuple[Draft, RuleIR]]:
-    """The Gateway's rules, in order, each with the draft it comes from."""
+    """The Gateway's rules, in order, each with the draft it comes from. ``enforced``: the
+    Gateway-level candidates with ``enforced`` (the only ones a rule's own policies depend
+    on)."""
     response = invalid_route_response(ctx)
     rules: list[tuple[Draft, RuleIR]] = []
     resource_levels: dict[str, Level] = {}
-    # with only the Gateway's inline sections as candidates, a rule's policies are the
-    # Gateway's defaults (attaching them reports nothing), as objects of its own: a compiled
-    # rule's filters are its own, found by the identity of its policies (runtime/chain_memo.py)
-    inline_only = all(c.policy is None for c in gateway_policies)
     scopes = ctx.scopes
     for draft in drafts:
         sections = scopes.get(draft.owner.ref, ()) if scopes else ()
         if ctx.is_invalid(draft.owner):
             if draft.matches:  # a rule left with no valid match could never answer
-                rules.append((draft, replaced_rule(draft, response, default_policies,
-                                                   sections)))
+                rules.append((draft, replaced_rule(draft, response, sections)))
         elif draft.action is not None:
-            levels = draft_levels(gateway_policies, draft, targets, resource_levels,
+            levels = draft_levels(enforced, draft, targets, resource_levels,
                                   ctx.dumped_sections)
-            if inline_only and not any(levels[1:]):
-                policies = tuple([PolicyIR(p.type, p.spec, p.source) for p in default_policies])
-            else:
-                policies = attach_policies(levels, ctx.status, ctx.gateway.key)
+            policies: tuple[PolicyIR, ...] = ()
+            if any(levels[1:]):
+                policies = attach_policies(levels, ctx.status, ctx.gateway.key, own_only=True)
             rules.append((draft, _rule(draft, draft.action, policies, False, sections)))
     return rules
 
 
 def replaced_rule(
-    draft: Draft, response: DirectResponseIR, policies: tuple[PolicyIR, ...],
-    sections: tuple[str, ...],
+    draft: Draft, response: DirectResponseIR, sections: tuple[str, ...]
 ) -> RuleIR:
-    return _rule(draft, response, policies, True, sections)
+    return _rule(draft, response, (), True, sections)
 
 
 def invalid_route_response(ctx: GatewayContext) -> DirectResponseIR:

@@ -1,9 +1,9 @@
-"""A test-only IR schema 4, one step ahead of this build's schema 3.
+"""A test-only IR schema 5, one step ahead of this build's schema 4.
 
-In schema 4 a listener's ``address`` is called ``bind`` (so the two forms, and their hashes,
-differ), and a Gateway's ``tracing`` is said only from schema 4: a downgrade of a snapshot
+In schema 5 a listener's ``address`` is called ``bind`` (so the two forms, and their hashes,
+differ), and a Gateway's ``tracing`` is said only from schema 5: a downgrade of a snapshot
 that uses it refuses. ``python -m tests.support.ir_schema_next ARGS...`` runs
-``propylon ARGS...`` as a build whose own schema is 4 (a control plane one release ahead of
+``propylon ARGS...`` as a build whose own schema is 5 (a control plane one release ahead of
 the proxies started with ``-m propylon``).
 """
 
@@ -33,14 +33,14 @@ def upgrade(data: Data) -> Data:
 def downgrade(data: Data) -> Data:
     for gateway in data["gateways"]:
         if gateway.get("tracing") is not None:
-            raise SchemaError(f"Gateway {gateway['key']} uses tracing, which IR schema 3 "
+            raise SchemaError(f"Gateway {gateway['key']} uses tracing, which IR schema 4 "
                               "cannot express")
     return _listeners(data, "bind", "address")
 
 
-NEXT = Schemas(native=4, steps={**schema.CURRENT.steps,
-                                4: Step(4, upgrade, downgrade, "listener address -> bind")})
-OLD = schema.CURRENT  # this build: schema 3 (and 2, its N-1)
+NEXT = Schemas(native=5, steps={**schema.CURRENT.steps,
+                                5: Step(5, upgrade, downgrade, "listener address -> bind")})
+OLD = schema.CURRENT  # this build: schema 4 (and 3, its N-1)
 
 if __name__ == "__main__":
     schema.CURRENT = NEXT

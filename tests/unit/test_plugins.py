@@ -20,6 +20,7 @@ from propylon.policies import plugins as plugin_registry
 from propylon.policies.plugins import Plugin, PluginSet, discover, installed_plugins
 from propylon.runtime.compile import compile_chain
 from propylon.translate import translate
+from tests.support.applied import applied
 from tests.support.plugin_dist import write_dist
 
 _serial = itertools.count()
@@ -239,7 +240,7 @@ def rule_policies(name: str) -> list[tuple[str, dict[str, Any], str]]:
     snapshot = translate(loaded.resources)
     (gateway,) = snapshot.gateways
     rule = next(rule for rule in gateway.rules if rule.name == name)
-    return [(p.type, p.spec, p.source) for p in rule.policies]
+    return [(p.type, p.spec, p.source) for p in applied(gateway, rule)]
 
 
 def test_the_most_specific_section_of_a_plugin_wins_unless_enforced() -> None:

@@ -16,6 +16,7 @@ from propylon.ir import PolicyIR
 from propylon.net.httpclient import HttpClient, HttpError
 from propylon.net.tls import tls_context
 from propylon.translate import translate
+from tests.support.applied import applied
 from tests.support.tls import Pki
 from tests.unit.test_config import doc
 
@@ -59,8 +60,8 @@ def test_ca_files_are_relative_to_the_yaml_file(tmp_path: Path) -> None:
     (tmp_path / "gw.yaml").write_text(doc("Gateway", gateway) + "\n---\n" + doc("Route", route))
     result = load_paths([tmp_path])
     assert result.errors == []
-    specs = {p.type: p.spec for rule in translate(result.resources).gateways[0].rules
-             for p in rule.policies}
+    gateway = translate(result.resources).gateways[0]
+    specs = {p.type: p.spec for rule in gateway.rules for p in applied(gateway, rule)}
     assert specs["extAuth"]["caFile"] == str(tmp_path / "certs/ca.pem")
     assert specs["jwt"]["jwks"]["caFile"] == "/abs/ca.pem"
 

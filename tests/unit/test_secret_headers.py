@@ -11,6 +11,7 @@ from propylon.admin.redact import redact
 from propylon.config import load_text
 from propylon.filters import FilterEnv, LocalResponse, build_filter
 from propylon.translate import translate
+from tests.support.applied import applied
 
 CONFIG = """apiVersion: propylon.dev/v1
 kind: Gateway
@@ -46,7 +47,7 @@ class _Ctx:
 
 def _headers_policy(snapshot: ir.SnapshotIR) -> ir.PolicyIR:
     (rule,) = snapshot.gateways[0].rules
-    return next(p for p in rule.policies if p.type == "headers")
+    return next(p for p in applied(snapshot.gateways[0], rule) if p.type == "headers")
 
 
 def test_secret_is_resolved_sent_upstream_and_redacted(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,6 +1,7 @@
 from pathlib import Path
 
 from propylon.sidecar import build_sidecar_snapshot
+from tests.support.applied import applied
 
 
 def test_sidecar_forwards_everything_to_the_local_app(tmp_path: Path) -> None:
@@ -31,7 +32,8 @@ def test_policy_files_add_inline_items_and_resources(tmp_path: Path) -> None:
     result = build_sidecar_snapshot(9001, "0.0.0.0", 8000, files)
     assert result.errors == [] and result.snapshot is not None
     (rule,) = result.snapshot.gateways[0].rules
-    assert [p.type for p in rule.policies] == ["requestLimits", "headers"]
+    policies = applied(result.snapshot.gateways[0], rule)
+    assert [p.type for p in policies] == ["requestLimits", "headers"]
 
 
 def test_bad_policy_file_is_reported(tmp_path: Path) -> None:

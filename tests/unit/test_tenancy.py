@@ -12,6 +12,7 @@ import pytest
 from propylon.config import load_paths, load_text
 from propylon.ir import ForwardIR, SnapshotIR, StatusIR
 from propylon.translate import translate, translate_with_issues
+from tests.support.applied import applied
 
 GATEWAY = """\
 apiVersion: propylon.dev/v1
@@ -318,7 +319,7 @@ def policy_doc(namespace: str, refs: str, section: str = "ipFilter: {deny: [0.0.
 def sources_of(snapshot: SnapshotIR, route: str) -> list[str]:
     (gateway,) = snapshot.gateways
     (rule,) = [r for r in gateway.rules if r.route == route]
-    return [p.source for p in rule.policies]
+    return [p.source for p in applied(gateway, rule)]
 
 
 # (Policy namespace, targetRefs, the Routes that get it, the refused target or None)

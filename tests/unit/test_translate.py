@@ -12,6 +12,7 @@ from propylon.config import Resource, load_paths, load_text
 from propylon.ir import ForwardIR, GatewayIR, MatchIR, PathMatchIR, SnapshotIR, StatusIR
 from propylon.translate import translate
 from propylon.translate.matches import nest_match, path_contains
+from tests.support.applied import applied
 
 CASES = sorted((Path(__file__).parents[1] / "golden" / "cases").glob("*.yaml"))
 
@@ -139,8 +140,10 @@ spec:
       policies: [{headers: {response: {set: {x-rule: "1"}}}}]
 """
     )
-    (rule,) = only_gateway(translate(resources(text))).rules
-    (policy,) = rule.policies
+    gateway = only_gateway(translate(resources(text)))
+    (rule,) = gateway.rules
+    assert rule.policies == ()  # the rule's own section loses to the enforced one
+    (policy,) = applied(gateway, rule)
     assert policy.source == "Gateway infra/edge (enforced)"
     assert policy.spec["response"]["set"] == {"x-gw": "1"}
 
@@ -163,7 +166,8 @@ spec:
     snapshot = translate(resources(text))
     (rule,) = only_gateway(snapshot).rules
     assert rule.replaced and rule.hostnames == ("a.example.com",)
-    assert [p.source for p in rule.policies] == ["Gateway infra/edge"]
+    assert rule.policies == ()
+    assert [p.source for p in applied(only_gateway(snapshot), rule)] == ["Gateway infra/edge"]
     assert status(snapshot, "Route", "infra/r").state == "Invalid"
     assert only_gateway(snapshot).upstreams == ()
 

@@ -403,8 +403,12 @@ def translated(monkeypatch: pytest.MonkeyPatch) -> list[str]:
                  ["shop/r1", "shop/r2"], id="the-policy-moved-to-another-route"),
     pytest.param(lambda text: text + "---\n" + policy("p2", "r3", "three"),
                  ["shop/r3"], id="a-policy-added"),
+    # rules carry no Gateway-level policy but an enforced one's winning over theirs
     pytest.param(lambda text: text.replace('x-gateway: "g"', 'x-gateway: "h"'),
-                 ["shop/r1", "shop/r2", "shop/r3"], id="the-gateway-policy-edited"),
+                 [], id="the-gateway-policy-edited"),
+    pytest.param(lambda text: text.replace("policies: [{headers: {request",
+                                           "policies: [{enforced: true, headers: {request"),
+                 ["shop/r1", "shop/r2", "shop/r3"], id="the-gateway-policy-enforced"),
     # new objects: the Gateway's level is compared by value, a Route's policies as objects
     pytest.param(lambda text: text.replace("# policy", "# again"),
                  ["shop/r1"], id="every-policy-written-again-the-same"),

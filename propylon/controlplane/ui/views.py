@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from propylon import ir
+from propylon.policies.plugins import policy_types
 
 
 def rollout_text(rollout: Mapping[str, Any] | None) -> str:
@@ -109,7 +110,8 @@ def rule_page(gateway: ir.GatewayIR, start: int = 0, text: str = "",
     rules = [rule for rule in gateway.rules if _mentions(rule, needle)] if needle \
         else gateway.rules
     start = min(max(start, 0), max(len(rules) - 1, 0))
-    return RulePage(rule_rows(rules[start:start + size]), start, len(rules), size)
+    return RulePage(rule_rows(rules[start:start + size], gateway.default_policies), start,
+                    len(rules), size)
 
 
 def _mentions(rule: ir.RuleIR, needle: str) -> bool:
@@ -118,14 +120,19 @@ def _mentions(rule: ir.RuleIR, needle: str) -> bool:
         *(m.path.value for m in rule.matches)))
 
 
-def rule_rows(rules: Iterable[ir.RuleIR]) -> list[dict[str, Any]]:
+def rule_rows(rules: Iterable[ir.RuleIR], defaults: tuple[ir.PolicyIR, ...] = ()
+              ) -> list[dict[str, Any]]:
+    """``defaults``: the Gateway's default policies, which rules apply for the types they
+    have none of (``ir.effective_policies``)."""
+    rank = policy_types().rank
     return [{
         "id": rule.id, "route": rule.route, "replaced": rule.replaced,
         "via": " -> ".join(rule.delegated_from),
         "hosts": ", ".join(rule.hostnames) or "any",
         "matches": [match_text(m) for m in rule.matches] or ["any request"],
         "action": action_text(rule.action),
-        "policies": ", ".join(p.type for p in rule.policies) or "-",
+        "policies": ", ".join(
+            p.type for p in ir.effective_policies(defaults, rule.policies, rank)) or "-",
     } for rule in rules]
 
 

@@ -1,16 +1,18 @@
 """Version skew with real processes: a control plane one IR schema ahead
-(tests/support/ir_schema_next.py, schema 4) keeps this build's proxies (schema 3) serving,
+(tests/support/ir_schema_next.py, schema 5) keeps this build's proxies (schema 4) serving,
 answers each poll in the schema the proxy reads or 406 with the reason; a proxy given an IR
 of a schema it cannot read NACKs it with the reason and keeps serving its version; a proxy of
-the previous release (tests/support/ir_schema_prev.py, schema 2) is refused a configuration
-that schema 2 cannot say (listener sections) and keeps serving its version, while the
-Gateways that do not use them keep being served to it.
+the previous release (tests/support/ir_schema_prev.py, schema 3) gets each rule with its
+Gateway's policies listed in it and applies them as this build's proxies do, and one two
+releases behind (schema 2) is refused with the reason.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+from http.client import HTTPConnection
 from typing import Any
 from urllib.parse import urlencode
 
@@ -54,7 +56,7 @@ def test_a_control_plane_one_schema_ahead_serves_older_proxies(cluster: Cluster)
                      upstream("svc", "shop", cluster.echo("svc")),
                      route("main", "shop", "/", "svc")]:
         plane.must_put(resource)
-    cluster.proxy("proxy", plane, "infra/edge")  # this build: reads schemas 2 and 3
+    cluster.proxy("proxy", plane, "infra/edge")  # this build: reads schemas 3 and 4
     assert wait_until(lambda: served_by(gw, "/") == (200, "svc"), what="the proxy serves")
 
     def fleet() -> dict:
@@ -63,26 +65,26 @@ def test_a_control_plane_one_schema_ahead_serves_older_proxies(cluster: Cluster)
     wait_until(lambda: (f := fleet()) and f["proxies"]
                and f["proxies"][0].get("version") == f["version"], what="the proxy's ACK")
 
-    status, older = _poll(plane, schemas="3")
-    assert status == 200 and older["schema"] == 3  # type: ignore[index]
+    status, older = _poll(plane, schemas="4")
+    assert status == 200 and older["schema"] == 4  # type: ignore[index]
     assert "address" in older["gateways"][0]["listeners"][0]  # type: ignore[index]
-    assert _poll(plane, schemas="2,3")[1] == older  # what this build's proxy reads
-    status, newer = _poll(plane, schemas="3,4")
-    assert status == 200 and newer["schema"] == 4  # type: ignore[index]
+    assert _poll(plane, schemas="3,4")[1] == older  # what this build's proxy reads
+    status, newer = _poll(plane, schemas="4,5")
+    assert status == 200 and newer["schema"] == 5  # type: ignore[index]
     assert newer["gateways"][0]["listeners"][0]["bind"] == "127.0.0.1"  # type: ignore[index]
     status, refused = _poll(plane, schemas="7")
-    print(f"\nversion skew: schema 3 form {older['version']}, schema 4 form "  # type: ignore[index]
+    print(f"\nversion skew: schema 4 form {older['version']}, schema 5 form "  # type: ignore[index]
           f"{newer['version']}; schemas=7 answered {status}: {refused}")  # type: ignore[index]
     assert status == 406
-    assert "no IR schema in common: the proxy reads 7, this control plane writes 3, 4" in str(
+    assert "no IR schema in common: the proxy reads 7, this control plane writes 4, 5" in str(
         refused)
-    # two schemas behind: the previous release's proxies (2), and one naming no schemas
+    # two schemas behind: the previous release's proxies (3), and one naming no schemas
     # (before they were negotiated), which reads schema 1
-    status, behind = _poll(plane, schemas="1,2")
-    assert status == 406 and "the proxy reads 1, 2, this control plane writes 3, 4" in str(
+    status, behind = _poll(plane, schemas="2,3")
+    assert status == 406 and "the proxy reads 2, 3, this control plane writes 4, 5" in str(
         behind)
     status, legacy = _poll(plane)
-    assert status == 406 and "the proxy reads 1, this control plane writes 3, 4" in str(legacy)
+    assert status == 406 and "the proxy reads 1, this control plane writes 4, 5" in str(legacy)
     assert _poll(plane, schemas="x")[0] == 400
 
 
@@ -107,14 +109,14 @@ def _edge_ir(cluster: Cluster, schemas: str) -> tuple[int, dict[str, Any]]:
 
 def test_a_proxy_nacks_an_ir_it_cannot_read(cluster: Cluster, upstreams) -> None:
     """A stand-in control plane that ignores ``schemas`` (as one two releases ahead would):
-    the first poll gets a schema 2 IR (made by a real control plane for a proxy of schema 2,
-    which this build still reads), the next one a schema 4 IR of a changed configuration."""
-    gw, data = _edge_ir(cluster, schemas="2")
-    assert data["schema"] == 2
+    the first poll gets a schema 3 IR (made by a real control plane for a proxy of schema 3,
+    which this build still reads), the next one a schema 5 IR of a changed configuration."""
+    gw, data = _edge_ir(cluster, schemas="3")
+    assert data["schema"] == 3
     v1 = json.dumps(data, sort_keys=True, separators=(",", ":"))
     first = CURRENT.decode(v1)
     changed = dataclasses.replace(first.gateways[0], trusted_proxies=("10.0.0.0/8",))
-    v2, version2 = NEXT.encode(ir.seal(dataclasses.replace(first, gateways=(changed,))), {4})
+    v2, version2 = NEXT.encode(ir.seal(dataclasses.replace(first, gateways=(changed,))), {5})
     cluster.procs.stop("control")
 
     stand_in = upstreams("control")
@@ -130,9 +132,9 @@ def test_a_proxy_nacks_an_ir_it_cannot_read(cluster: Cluster, upstreams) -> None
         reports = [json.loads(q.body) for q in stand_in.requests if q.path.endswith("/reports")]
         return [r for r in reports if r["result"] == "NACK"]
     found = wait_until(nacks, what="a NACK")
-    print(f"\nNACK of the schema 4 IR: {found[0]}")
+    print(f"\nNACK of the schema 5 IR: {found[0]}")
     assert found[0]["version"] == version2
-    assert ("IR schema 4 cannot be read by this proxy, which reads schema(s) 2, 3"
+    assert ("IR schema 5 cannot be read by this proxy, which reads schema(s) 3, 4"
             in found[0]["error"])
     assert served_by(gw, "/") == (200, "svc")  # still serving v1
 
@@ -173,8 +175,8 @@ def test_a_proxy_serves_nothing_of_an_ir_that_fails_its_check(
 
 
 def _previous_proxy(cluster: Cluster, name: str, plane: ControlPlane, gateway_key: str) -> None:
-    """``propylon proxy`` as the previous release: reads schemas 1 and 2, polls with
-    ``schemas=1,2`` (tests/support/ir_schema_prev.py)."""
+    """``propylon proxy`` as the previous release: reads schemas 2 and 3, polls with
+    ``schemas=2,3`` (tests/support/ir_schema_prev.py)."""
     cluster.procs.start(name, "tests.support.ir_schema_prev", "proxy", "--control", plane.url,
                         "--gateway", gateway_key, "--token-file", str(cluster.tmp / "token"),
                         "--cache-dir", str(cluster.tmp / f"cache-{name}"),
@@ -182,88 +184,62 @@ def _previous_proxy(cluster: Cluster, name: str, plane: ControlPlane, gateway_ke
                         "--log-level", "warning")
 
 
-def _gateway_api_edge(public: int, internal: int) -> dict[str, Any]:
-    listeners = [{"name": name, "port": port, "protocol": "HTTP"}
-                 for name, port in (("public", public), ("internal", internal))]
-    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway",
-            "metadata": {"name": "edge", "namespace": "infra"},
-            "spec": {"gatewayClassName": "propylon", "listeners": listeners,
-                     "addresses": [{"type": "IPAddress", "value": "127.0.0.1"}]}}
+def _with_policy(resource: dict[str, Any], name: str, value: str,
+                 rule: bool = False) -> dict[str, Any]:
+    """``resource`` with a headers policy setting response header ``name`` to ``value``
+    (on its first rule when ``rule``)."""
+    item = {"headers": {"response": {"set": {name: value}}}}
+    if rule:
+        resource["spec"]["rules"][0]["policies"] = [item]
+    else:
+        resource["spec"]["policies"] = [item]
+    return resource
 
 
-def _http_route(name: str, prefix: str, section: str | None = None) -> dict[str, Any]:
-    ref = {"name": "edge", **({"sectionName": section} if section else {})}
-    return {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-            "metadata": {"name": name, "namespace": "infra"},
-            "spec": {"parentRefs": [ref], "rules": [
-                {"matches": [{"path": {"type": "PathPrefix", "value": prefix}}],
-                 "backendRefs": [{"group": "propylon.dev", "kind": "Upstream", "name": "svc"}]}]}}
+def _headers_by(port: int, path: str) -> dict[str, str]:
+    """The status and the x-gw and x-rule headers of a GET of ``path`` through a proxy."""
+    with contextlib.closing(HTTPConnection("127.0.0.1", port, timeout=3)) as conn:
+        conn.request("GET", path)
+        response = conn.getresponse()
+        response.read()
+        return {name.lower(): value for name, value in response.getheaders()
+                if name.lower() in ("x-gw", "x-rule")} | {"status": str(response.status)}
 
 
-def test_a_proxy_of_the_previous_schema_is_refused_listener_sections(cluster: Cluster) -> None:
-    """An HTTPRoute attached to the ``internal`` listener only (``sectionName``) makes the
-    Gateway's IR use listener sections (schema 3). A proxy of schema 2 would ignore them and
-    serve that route on the public listener too: its polls are answered 406 with the reason,
-    it keeps serving its last version, and the proxy of a Gateway without sections, of the
-    same release, keeps being served its changes."""
+def test_a_proxy_of_the_previous_schema_applies_the_gateway_s_policies(
+        cluster: Cluster) -> None:
+    """Schema 4 rules carry their own policies only; a proxy of schema 3 is sent each rule
+    with its Gateway's policies listed in it and applies what this build's proxies apply:
+    the Gateway's header on a rule without a headers policy of its own, the rule's own
+    where it has one, and the Gateway's policy edited. A proxy of schema 2 is refused."""
     plane = cluster.control()
     echo = cluster.echo("svc")
-    public, internal, plain = free_port(), free_port(), free_port()
-    for resource in [upstream("svc", "infra", echo), _gateway_api_edge(public, internal),
-                     _http_route("shop", "/shop"),
-                     gateway("plain", "infra", plain, ["shop"]),
-                     upstream("svc", "shop", echo), route("main", "shop", "/", "svc")]:
+    old_port, own_port = free_port(), free_port()
+    resources = [upstream("svc", "shop", echo), route("main", "shop", "/", "svc"),
+                 _with_policy(route("own", "shop", "/own", "svc"), "x-rule", "own", rule=True)]
+    for name, port in (("old", old_port), ("own", own_port)):
+        plane.must_put(_with_policy(gateway(name, "infra", port, ["shop"]), "x-gw", "one"))
+    for resource in resources:
         plane.must_put(resource)
-    _previous_proxy(cluster, "edge-proxy", plane, "infra/edge")
-    _previous_proxy(cluster, "plain-proxy", plane, "infra/plain")
-    assert wait_until(lambda: served_by(public, "/shop") == (200, "svc")
-                      and served_by(internal, "/shop") == (200, "svc")
-                      and served_by(plain, "/") == (200, "svc"), what="both proxies serve")
+    _previous_proxy(cluster, "old-proxy", plane, "infra/old")
+    cluster.proxy("own-proxy", plane, "infra/own")
 
-    def edge() -> dict[str, Any]:
-        body = plane.get("/v1/status")[1]
-        return next((g for g in body["gateways"] if g["gateway"] == "infra/edge"), {})
-    before = wait_until(lambda: (f := edge()) and f["proxies"]
-                        and f["proxies"][0].get("version") == f["version"] and f["version"],
-                        what="the edge proxy's ACK")
-    status, older = _poll(plane, schemas="1,2")
-    assert status == 200 and older["schema"] == 2  # type: ignore[index]
-
-    plane.must_put(_http_route("internal", "/internal", section="internal"))
-
-    def refused() -> str | None:
-        status, answer = _poll(plane, schemas="1,2")
-        return str(answer) if status == 406 else None
-    reason = wait_until(refused, what="the schema 2 poll of infra/edge refused")
-    print(f"\nschema 2 proxy of a Gateway with listener sections: 406 {reason}")
-    assert ("Gateway infra/edge serves Route infra/internal on some of its listeners only "
-            "(Gateway API sectionName or port), which IR schema 2 cannot express: a proxy "
-            "reading schema 2 would serve every route on every listener; upgrade the proxy "
-            "to read schema 3") in reason
-    status, own = _poll(plane, schemas="2,3")  # this build's proxies get the sections
-    assert status == 200 and own["schema"] == 3  # type: ignore[index]
-    assert any(rule.get("sections") == ["internal"]
-               for rule in own["gateways"][0]["rules"])  # type: ignore[index]
-
-    # the previous release's proxy keeps its version: /internal is on no listener of it
-    assert wait_until(lambda: "control plane answered 406" in cluster.procs.log("edge-proxy"),
-                      what="the proxy's log of the refusal")
-    assert "which IR schema 2 cannot express" in cluster.procs.log("control")
-    assert served_by(internal, "/internal")[0] == 404
-    assert served_by(public, "/internal")[0] == 404
-    assert served_by(public, "/shop") == (200, "svc")
-    now = edge()
-    assert now["version"] != before and now["proxies"][0]["version"] == before
-
-    # the other Gateway, without sections, is still served to a proxy of that release
-    plane.must_put(route("more", "shop", "/more", "svc"))
-    assert wait_until(lambda: served_by(plain, "/more") == (200, "svc"),
-                      what="the plain Gateway's change served")
-    # without the sections again, the edge Gateway is served to it again
-    assert http("DELETE", plane.url + "/v1/resources/httproute/infra/internal",
-                token=plane.token)[0] == 200
-    plane.must_put(_http_route("other", "/other"))
-    assert wait_until(lambda: served_by(public, "/other") == (200, "svc")
-                      and served_by(internal, "/other") == (200, "svc"),
-                      what="the edge Gateway served again")
-    assert served_by(internal, "/internal")[0] == 404
+    def served(value: str) -> bool:
+        """Both proxies answer / with the Gateway's header, /own with the rule's only."""
+        expected = {"/": {"x-gw": value, "status": "200"},
+                    "/own": {"x-rule": "own", "status": "200"}}
+        return all(_headers_by(port, path) == want
+                   for port in (old_port, own_port) for path, want in expected.items())
+    assert wait_until(lambda: served("one"), what="both proxies apply the policies")
+    status, older = plane.get("/v1/gateways/infra/old/ir?wait=0&schemas=2,3")
+    assert status == 200 and older["schema"] == 3  # type: ignore[index]
+    listed = {rule["route"]: [p["source"] for p in rule["policies"]]
+              for rule in older["gateways"][0]["rules"]}  # type: ignore[index]
+    assert listed == {"Route shop/main": ["Gateway infra/old"],
+                      "Route shop/own": ["Route shop/own rule #0"]}, listed
+    plane.must_put(_with_policy(gateway("old", "infra", old_port, ["shop"]), "x-gw", "two"))
+    plane.must_put(_with_policy(gateway("own", "infra", own_port, ["shop"]), "x-gw", "two"))
+    assert wait_until(lambda: served("two"), what="the Gateway's policy edited, applied")
+    status, behind = plane.get("/v1/gateways/infra/old/ir?wait=0&schemas=1,2")
+    assert status == 406 and "the proxy reads 1, 2, this control plane writes 3, 4" in str(
+        behind)
