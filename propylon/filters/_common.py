@@ -83,10 +83,19 @@ class ConsumerTable:
 
     @classmethod
     def of(cls, env: FilterEnv) -> ConsumerTable:
+        """The table of the consumers of the snapshot compiled: the worker's last one while
+        they are equal (its accepted keys with it), else a new one, which is the last one
+        from then on (filters built before keep theirs). One is kept per worker: a table
+        per configuration version was kept for the worker's life."""
         snapshot = env.snapshot
         consumers = getattr(snapshot, "consumers", ()) if snapshot is not None else ()
-        version = getattr(snapshot, "version", "")
-        return env.shared(("consumers", version, id(snapshot)), lambda: cls(consumers))
+        last = env.shared(("consumers",), LastConsumerTable)
+        if last.table is None or (last.consumers is not consumers
+                                  and last.consumers != consumers):
+            last.table = cls(consumers)
+        last.consumers = consumers  # the next filters of this snapshot: found by identity
+        return last.table
+
 
     def by_api_key(self, key: bytes) -> ConsumerIR | None:
         consumer = self.known_keys.get(key)
@@ -107,6 +116,16 @@ class ConsumerTable:
         consumer, salt, expected, iterations = entry
         actual = hashlib.pbkdf2_hmac("sha256", password, salt, iterations)
         return consumer if hmac.compare_digest(actual, expected) else None
+
+
+class LastConsumerTable:
+    """A worker's last ``ConsumerTable``, and the consumers it was made of."""
+
+    __slots__ = ("consumers", "table")
+
+    def __init__(self) -> None:
+        self.consumers: tuple[ConsumerIR, ...] = ()
+        self.table: ConsumerTable | None = None
 
 
 class ConsumerHeaders:
