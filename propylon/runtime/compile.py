@@ -161,8 +161,9 @@ def compile_gateway(
     routes, chains = services.routes, services.chains
     routes.gateway(gateway.key, clusters)
     tracing = compile_tracing(gateway.key, gateway.tracing, services)
-    defaults = DefaultFilters.of(
-        chains.gateway(gateway.key, tracing, gateway.default_policies), env)
+    last_head = chains.heads.get(gateway.key)
+    head = chains.gateway(gateway.key, tracing, gateway.default_policies)
+    defaults = DefaultFilters.of(head, env, renewed=head is not last_head)
     proven = services.proven
     if services.once:
         router = _check_rules_once(gateway, defaults, clusters, services, env)
@@ -327,9 +328,10 @@ def _compile_rule(
     """The compiled routes of ``rule`` (one per match): those of the last compilation when
     it is the rule compiled then, with the same chain and clusters."""
     routes, chains = services.routes, services.chains
-    kept = routes.unchanged(rule, defaults.head, chains)
-    if kept is not None:
-        return kept
+    if not defaults.renewed:  # a chain made after another head is never kept whole
+        kept = routes.unchanged(rule, defaults.head, chains)
+        if kept is not None:
+            return kept
     return _rule_routes(gateway, rule, _rule_chain(rule, defaults, chains, env), clusters,
                         services)
 
@@ -594,13 +596,14 @@ class DefaultFilters(NamedTuple):
 
     head: ChainHead
     makers: tuple[tuple[str, int, Callable[[], Filter]], ...]  # type, rank, maker
+    renewed: bool  # the head is not the one of the Gateway's last compilation
 
     @classmethod
-    def of(cls, head: ChainHead, env: FilterEnv) -> DefaultFilters:
+    def of(cls, head: ChainHead, env: FilterEnv, renewed: bool = False) -> DefaultFilters:
         table = policy_types()
         makers = [(p.type, table.rank(p.type), filter_maker(p, env, table))
                   for p in head.defaults]
-        return cls(head, tuple(sorted(makers, key=operator.itemgetter(1))))
+        return cls(head, tuple(sorted(makers, key=operator.itemgetter(1))), renewed)
 
 
 def compile_rule_chain(
