@@ -107,7 +107,9 @@ def _translate_routes(
         memo.forget()  # the Gateway's own policies read a secret: it may have changed
         memo = None
     if memo is not None:
-        memo.start(gateway_view(gateway, enforced), inventory, replaced, targets)
+        # which types they take, and the sources Policies overridden are told of: not specs
+        taken = [(c.type, c.source, c.policy) for c in enforced]
+        memo.start(gateway_view(gateway, taken), inventory, replaced, targets)
     steps: list[tuple[Route, Sequence[Draft], Recording | None, RouteEntry | None,
                       tuple[RouteTable, ...]]] = []
     for route in selected_routes(gateway, inventory, routes):

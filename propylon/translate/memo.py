@@ -12,9 +12,9 @@ object (the loader gives unchanged files' resources as the same objects), the sa
 (objects) targeting it, its named rules, or the RouteTables its delegations selected (the
 same objects, recursively), and, for the whole memo, the same Gateway as rules read it
 (``gateway_view``: its key, route selector, invalid-route response, whether it has listener
-sections, and its enforced Gateway-level policies, compared by value: a listener,
-certificate, trusted proxy or tracing change, or one of its policies that are not enforced,
-which rules do not carry (``replace.py``), keeps every Route), the same RouteTables as
+sections, and which types its enforced Gateway-level policies take, from which sources,
+compared by value: a listener, certificate, trusted proxy or tracing change, or an edit of
+its policies' settings, which rules do not carry (``replace.py``), keeps every Route), the same RouteTables as
 selectors read them (their keys and labels, in order: which tables a selector finds), the
 same Upstreams as rules read them (their keys and the namespaces they admit: an Upstream's
 endpoints, balancing or health checks change no rule), the same contained resources and no
@@ -200,8 +200,9 @@ def gateway_view(gateway: Gateway, policies: Sequence[object]) -> tuple[object, 
     """What the rules' translation reads of ``gateway``, to compare by value: its key, which
     namespaces it admits (``select.gateway_admits``), its invalid-route response, whether
     its routes may be served on some listener sections only (which sections, a Route says
-    itself: ``Route.served_on``), and ``policies``, the enforced candidates of its level
-    (``policies.gateway_level``: its own items and the Policies targeting it)."""
+    itself: ``Route.served_on``), and ``policies``, what rules read of the enforced
+    candidates of its level (``policies.gateway_level``: its own items and the Policies
+    targeting it): their types and sources."""
     spec = gateway.spec
     return (gateway.key, spec.route_selector, spec.invalid_route_response,
             gateway.sections is not None, tuple(policies))

@@ -409,6 +409,11 @@ def translated(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     pytest.param(lambda text: text.replace("policies: [{headers: {request",
                                            "policies: [{enforced: true, headers: {request"),
                  ["shop/r1", "shop/r2", "shop/r3"], id="the-gateway-policy-enforced"),
+    # which types an enforced policy takes, from where, is what rules read: not its settings
+    pytest.param(lambda text: text.replace(
+        "policies: [{headers: {request",
+        "policies: [{enforced: true, cors: {allowOrigins: ['https://a.com']}}, {headers: {request"),
+                 ["shop/r1", "shop/r2", "shop/r3"], id="an-enforced-policy-added"),
     # new objects: the Gateway's level is compared by value, a Route's policies as objects
     pytest.param(lambda text: text.replace("# policy", "# again"),
                  ["shop/r1"], id="every-policy-written-again-the-same"),
@@ -444,6 +449,27 @@ def test_a_policy_or_gateway_change_translates_the_routes_it_reaches(
     changed = flat(load_again(documents, edit(text)))
     again = translate_with_issues(changed)
     assert translated == translated_again
+    assert_same(again, fresh(changed))
+
+
+def test_an_enforced_policy_s_settings_edited_translates_no_route(
+        translated: list[str]) -> None:
+    """Rules read which types an enforced Gateway-level policy takes, and its source (a
+    Policy it overrides is told so): not its settings, which only the Gateway's default
+    policies carry. The Policy on r1 stays overridden, as a translation from scratch says."""
+    gateway_policy = '  policies: [{enforced: true, headers: {request: {set: {x-gw: "g"}}}}]\n'
+    text = (SHOP_EDGE_YAML.replace("  routeSelector: {namespaces: [shop]}\n",
+                                   "  routeSelector: {namespaces: [shop]}\n" + gateway_policy)
+            + "---\n" + policy("p1", "r1", "one") + "---\n"
+            + "---\n".join(route(f"r{i}", f"/{i}") for i in (1, 2, 3)))
+    documents = load_again([], text)
+    first = fresh(flat(documents))
+    assert any("headers overridden by Gateway shop/edge (enforced)" in reason
+               for status in first.snapshot.statuses for reason in status.reasons)
+    translated.clear()
+    changed = flat(load_again(documents, text.replace('x-gw: "g"', 'x-gw: "h"')))
+    again = translate_with_issues(changed)
+    assert translated == []
     assert_same(again, fresh(changed))
 
 
