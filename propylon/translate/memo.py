@@ -14,14 +14,14 @@ same objects, recursively), and, for the whole memo, the same Gateway as rules r
 (``gateway_view``: its key, route selector, invalid-route response, whether it has listener
 sections, and which types its enforced Gateway-level policies take, from which sources,
 compared by value: a listener, certificate, trusted proxy or tracing change, or an edit of
-its policies' settings, which rules do not carry (``replace.py``), keeps every Route), the same RouteTables as
-selectors read them (their keys and labels, in order: which tables a selector finds), the
-same Upstreams as rules read them (their keys and the namespaces they admit: an Upstream's
-endpoints, balancing or health checks change no rule), the same contained resources and no
-secret read for the Gateway's own policies. So one RouteTable, or one Policy targeting a
-Route, edited among 10,000 translates the Routes that it reaches. Anything else, and every
-Route whose translation read a secret (its value may have changed with the same
-configuration), is translated as before.
+its policies' settings, which rules do not carry (``replace.py``), keeps every Route), the
+same RouteTables as selectors read them (their keys and labels, in order: which tables a
+selector finds), the same Upstreams as rules read them (their keys and the namespaces they
+admit: an Upstream's endpoints, balancing or health checks change no rule), the same
+contained resources and no secret read for the Gateway's own policies. So one RouteTable,
+or one Policy targeting a Route, edited among 10,000 translates the Routes that it reaches.
+Anything else, and every Route whose translation read a secret (its value may have changed
+with the same configuration), is translated as before.
 """
 
 from __future__ import annotations
