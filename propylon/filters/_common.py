@@ -64,11 +64,13 @@ class ConsumerTable:
     so a steady client costs a dict lookup instead of a digest. Unknown keys are not
     remembered: they would only fill the table."""
 
-    __slots__ = ("by_key_hash", "known_keys", "users")
+    __slots__ = ("accepted", "by_key_hash", "known_keys", "users")
 
     def __init__(self, consumers: tuple[ConsumerIR, ...]) -> None:
         self.by_key_hash: dict[bytes, ConsumerIR] = {}
         self.known_keys: dict[bytes, ConsumerIR] = {}
+        # SHA-256 of an Authorization value basic auth accepted -> its consumer
+        self.accepted: dict[bytes, ConsumerIR] = {}
         # username -> (consumer, salt, expected hash, iterations)
         self.users: dict[bytes, tuple[ConsumerIR, bytes, bytes, int]] = {}
         for consumer in consumers:
@@ -80,22 +82,6 @@ class ConsumerTable:
                     (consumer, bytes.fromhex(user.salt), bytes.fromhex(user.hash),
                      user.iterations),
                 )
-
-    @classmethod
-    def of(cls, env: FilterEnv) -> ConsumerTable:
-        """The table of the consumers of the snapshot compiled: the worker's last one while
-        they are equal (its accepted keys with it), else a new one, which is the last one
-        from then on (filters built before keep theirs). One is kept per worker: a table
-        per configuration version was kept for the worker's life."""
-        snapshot = env.snapshot
-        consumers = getattr(snapshot, "consumers", ()) if snapshot is not None else ()
-        last = env.shared(("consumers",), LastConsumerTable)
-        if last.table is None or (last.consumers is not consumers
-                                  and last.consumers != consumers):
-            last.table = cls(consumers)
-        last.consumers = consumers  # the next filters of this snapshot: found by identity
-        return last.table
-
 
     def by_api_key(self, key: bytes) -> ConsumerIR | None:
         consumer = self.known_keys.get(key)
@@ -118,14 +104,54 @@ class ConsumerTable:
         return consumer if hmac.compare_digest(actual, expected) else None
 
 
-class LastConsumerTable:
-    """A worker's last ``ConsumerTable``, and the consumers it was made of."""
+class ConsumerDirectory:
+    """A worker's consumers, as the apiKey and basicAuth filters read them on each request:
+    one object for the worker's life, whose table is the one of the configuration served.
 
-    __slots__ = ("consumers", "table")
+    A compilation ``prepare``s the table of its snapshot's consumers (the last one while they
+    are equal, with the keys it accepted; a new one when they changed) and makes it the
+    served one when it is committed, in the same step of the event loop as its runtime is
+    swapped in; a compilation that fails leaves it as it was. So a Consumer added, changed or
+    removed is one table made, not every filter that reads the consumers built again: the
+    chains of 10,000 rules behind a Gateway-level apiKey policy are kept as they were."""
+
+    __slots__ = ("consumers", "pending", "served", "table")
 
     def __init__(self) -> None:
-        self.consumers: tuple[ConsumerIR, ...] = ()
-        self.table: ConsumerTable | None = None
+        self.table: ConsumerTable | None = None  # served (the first one prepared, at first)
+        self.served: tuple[ConsumerIR, ...] = ()  # its consumers
+        self.pending: ConsumerTable | None = None  # the last one prepared
+        self.consumers: tuple[ConsumerIR, ...] = ()  # its consumers
+
+    @classmethod
+    def of(cls, env: FilterEnv) -> ConsumerDirectory:
+        """The worker's directory, with the table of ``env``'s snapshot prepared."""
+        directory = env.shared(("consumers",), cls)
+        snapshot = env.snapshot
+        directory.prepare(getattr(snapshot, "consumers", ()) if snapshot is not None else ())
+        return directory
+
+    def prepare(self, consumers: tuple[ConsumerIR, ...]) -> None:
+        """The table of ``consumers`` is the one the next ``commit`` serves."""
+        if self.pending is None or not _same(consumers, self.consumers):
+            self.pending = (self.table if self.table is not None
+                            and _same(consumers, self.served) else ConsumerTable(consumers))
+        self.consumers = consumers  # the next filters of this snapshot: found by identity
+        if self.table is None:  # nothing is served before the first commit
+            self.table, self.served = self.pending, consumers
+
+    def commit(self) -> None:
+        if self.pending is not None:
+            self.table, self.served = self.pending, self.consumers
+
+    def abort(self) -> None:
+        """The compilation failed: what it prepared is forgotten."""
+        if self.table is not None:
+            self.pending, self.consumers = self.table, self.served
+
+
+def _same(a: tuple[ConsumerIR, ...], b: tuple[ConsumerIR, ...]) -> bool:
+    return a is b or a == b
 
 
 class ConsumerHeaders:
@@ -137,8 +163,9 @@ class ConsumerHeaders:
     def __init__(self, settings: auth.ConsumerHeaders) -> None:
         self.name_name = settings.name.encode("latin-1")
         self.labels_name = settings.labels.encode("latin-1")
-        # consumer key -> the fields naming it (the consumers of one configuration)
-        self.fields: dict[str, Headers] = {}
+        # consumer key -> the consumer and the fields naming it (a changed consumer, its
+        # labels for instance, is another object: made again)
+        self.fields: dict[str, tuple[ConsumerIR, Headers]] = {}
 
     def identify(self, ctx: FilterContext, consumer: ConsumerIR) -> None:
         ctx.consumer = consumer
@@ -148,13 +175,15 @@ class ConsumerHeaders:
             if name in (name_name, labels_name):
                 headers[:] = [h for h in headers if h[0] not in (name_name, labels_name)]
                 break
-        fields = self.fields.get(consumer.key)
-        if fields is None:
+        known = self.fields.get(consumer.key)
+        if known is not None and known[0] is consumer:
+            fields = known[1]
+        else:
             fields = [(name_name, consumer.name.encode("latin-1"))]
             if consumer.labels:
                 labels = ",".join(f"{k}={v}" for k, v in consumer.labels.items())
                 fields.append((labels_name, labels.encode("latin-1")))
             if len(self.fields) >= KNOWN_KEYS:
                 self.fields.clear()
-            self.fields[consumer.key] = fields
+            self.fields[consumer.key] = (consumer, fields)
         headers.extend(fields)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from urllib.parse import unquote_to_bytes
 
-from propylon.filters._common import ConsumerHeaders, ConsumerTable, trimmed, unauthorized
+from propylon.filters._common import ConsumerDirectory, ConsumerHeaders, trimmed, unauthorized
 from propylon.filters._consumer_acl import ConsumerRestriction
 from propylon.filters.base import Filter, FilterContext, FilterEnv, LocalResponse
 from propylon.policies.auth import ApiKeyPolicy
@@ -27,16 +27,16 @@ class ApiKeyFilter(Filter):
     policy_type = "apiKey"
     settings_model = ApiKeyPolicy
 
-    __slots__ = ("consumer_headers", "denied", "duplicate", "header_name", "query_name",
-                 "restriction", "table")
+    __slots__ = ("consumer_headers", "consumers", "denied", "duplicate", "header_name",
+                 "query_name", "restriction")
 
     def __init__(
-        self, source: str, table: ConsumerTable, header_name: str | None,
+        self, source: str, consumers: ConsumerDirectory, header_name: str | None,
         query_name: str | None, consumer_headers: ConsumerHeaders,
         restriction: ConsumerRestriction | None = None,
     ) -> None:
         super().__init__(source)
-        self.table = table
+        self.consumers = consumers  # read on each request: the worker's, as served
         self.restriction = restriction
         self.header_name = header_name.encode("latin-1") if header_name else None
         self.query_name = query_name.encode("latin-1") if query_name else None
@@ -49,7 +49,7 @@ class ApiKeyFilter(Filter):
     @classmethod
     def from_spec(cls, settings: ApiKeyPolicy, source: str, env: FilterEnv) -> ApiKeyFilter:
         return cls(
-            source, ConsumerTable.of(env), settings.header, settings.query,
+            source, ConsumerDirectory.of(env), settings.header, settings.query,
             ConsumerHeaders(settings.consumer_headers),
             ConsumerRestriction.of(settings.consumers),
         )
@@ -58,7 +58,9 @@ class ApiKeyFilter(Filter):
         keys = self._take_keys(ctx)
         if len(keys) != 1:
             return self.duplicate if keys else self.denied
-        consumer = self.table.by_api_key(keys[0]) if keys[0] else None
+        table = self.consumers.table
+        assert table is not None  # prepared before any filter is built
+        consumer = table.by_api_key(keys[0]) if keys[0] else None
         if consumer is None:
             return self.denied
         restriction = self.restriction

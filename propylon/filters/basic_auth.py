@@ -15,7 +15,12 @@ import base64
 import binascii
 import hashlib
 
-from propylon.filters._common import ConsumerHeaders, ConsumerTable, unauthorized
+from propylon.filters._common import (
+    ConsumerDirectory,
+    ConsumerHeaders,
+    ConsumerTable,
+    unauthorized,
+)
 from propylon.filters._consumer_acl import ConsumerRestriction
 from propylon.filters.base import Filter, FilterContext, FilterEnv, LocalResponse
 from propylon.ir.model import ConsumerIR
@@ -28,25 +33,24 @@ class BasicAuthFilter(Filter):
     policy_type = "basicAuth"
     settings_model = BasicAuthPolicy
 
-    __slots__ = ("accepted", "consumer_headers", "denied", "duplicate", "restriction", "table")
+    __slots__ = ("consumer_headers", "consumers", "denied", "duplicate", "restriction")
 
     def __init__(
-        self, source: str, table: ConsumerTable, realm: str, consumer_headers: ConsumerHeaders,
-        restriction: ConsumerRestriction | None = None,
+        self, source: str, consumers: ConsumerDirectory, realm: str,
+        consumer_headers: ConsumerHeaders, restriction: ConsumerRestriction | None = None,
     ) -> None:
         super().__init__(source)
-        self.table = table
+        self.consumers = consumers  # read on each request: the worker's, as served
         self.restriction = restriction
         self.consumer_headers = consumer_headers
         self.denied = unauthorized(f'Basic realm="{realm}", charset="UTF-8"')
         self.duplicate = unauthorized(f'Basic realm="{realm}", charset="UTF-8"',
                                       b"unauthorized: more than one Authorization header\n")
-        self.accepted: dict[bytes, ConsumerIR] = {}
 
     @classmethod
     def from_spec(cls, settings: BasicAuthPolicy, source: str, env: FilterEnv
                   ) -> BasicAuthFilter:
-        return cls(source, ConsumerTable.of(env), settings.realm,
+        return cls(source, ConsumerDirectory.of(env), settings.realm,
                    ConsumerHeaders(settings.consumer_headers),
                    ConsumerRestriction.of(settings.consumers))
 
@@ -57,15 +61,18 @@ class BasicAuthFilter(Filter):
         value = values[0]
         if value[:6].lower() != b"basic ":
             return self.denied
+        table = self.consumers.table
+        assert table is not None  # prepared before any filter is built
+        accepted = table.accepted  # of the consumers served: a changed password is not in it
         digest = hashlib.sha256(value).digest()
-        consumer = self.accepted.get(digest)
+        consumer = accepted.get(digest)
         if consumer is None:
-            consumer = self.verify(value[6:].strip())
+            consumer = self.verify(table, value[6:].strip())
             if consumer is None:
                 return self.denied
-            if len(self.accepted) >= _ACCEPTED_MAX:
-                self.accepted.clear()
-            self.accepted[digest] = consumer
+            if len(accepted) >= _ACCEPTED_MAX:
+                accepted.clear()
+            accepted[digest] = consumer
         restriction = self.restriction
         if restriction is not None and not restriction.admits(consumer):
             return restriction.forbidden
@@ -73,7 +80,7 @@ class BasicAuthFilter(Filter):
         self.consumer_headers.identify(ctx, consumer)
         return None
 
-    def verify(self, encoded: bytes) -> ConsumerIR | None:
+    def verify(self, table: ConsumerTable, encoded: bytes) -> ConsumerIR | None:
         try:
             decoded = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):
@@ -81,4 +88,4 @@ class BasicAuthFilter(Filter):
         username, sep, password = decoded.partition(b":")
         if not sep:
             return None
-        return self.table.check_password(username, password)
+        return table.check_password(username, password)

@@ -144,10 +144,11 @@ _BUILT_IN_ROWS: tuple[PolicyType, ...] = (
                _filter("fault_injection", "FaultInjectionFilter")),
 )
 
-# the built-in filters that look the snapshot's Consumers up (``filters._common.ConsumerTable``)
-_SEE_CONSUMERS = frozenset({"apiKey", "basicAuth"})
+# No built-in filter reads the snapshot's Consumers when it is built: apiKey and basicAuth
+# look them up on each request in the worker's ``filters._common.ConsumerDirectory``, whose
+# table is the served configuration's, so a Consumer change builds none of them again.
 BUILT_IN: tuple[PolicyType, ...] = tuple(
-    replace(row, sees_consumers=row.name in _SEE_CONSUMERS) for row in _BUILT_IN_ROWS)
+    replace(row, sees_consumers=False) for row in _BUILT_IN_ROWS)
 
 
 class PolicyTable:

@@ -12,9 +12,10 @@ When the head changes (the Gateway's policies were edited), an unchanged rule's 
 again with the filters of its own policies kept: only the Gateway's are built, one per rule
 that applies them.
 
-Some filters see the snapshot's Consumers (``FilterEnv.snapshot``;
-``PolicyType.sees_consumers``: the API key and basic auth filters, and plugins'): when those
-change, the chains holding one are not reused, the others are. Only the chains of the last
+Some filters may be built from the snapshot's Consumers (``FilterEnv.snapshot``;
+``PolicyType.sees_consumers``: plugins' filters): when those change, the chains holding one
+are not reused, the others are. The API key and basic auth filters read them on each request
+from the worker's ``filters._common.ConsumerDirectory`` instead, so their chains are kept. Only the chains of the last
 successful compilation are kept, so the memo holds one configuration's filters, which its
 runtime holds anyway.
 """

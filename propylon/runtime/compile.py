@@ -11,6 +11,7 @@ import operator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, NamedTuple
 
+from propylon.filters._common import ConsumerDirectory
 from propylon.filters.base import Filter, FilterEnv
 from propylon.filters.factory import build_filter, filter_maker
 from propylon.ir import (
@@ -102,30 +103,38 @@ class Services:
 
 
 def compile_snapshot(snapshot: SnapshotIR, services: Services) -> Runtime:
+    """The runtime of ``snapshot``; what its compilation keeps for the next one (memos, the
+    consumers the auth filters read: ``ConsumerDirectory``) is committed with it, as the
+    caller swaps it in without yielding to requests between."""
     with gc_paused():
+        if services.env is None:  # one for the services' life: the filters its memos keep
+            services.env = FilterEnv(services.pools.loop)  # read its shared objects
+        env = services.env.for_snapshot(snapshot)
+        consumers = ConsumerDirectory.of(env)
         services.chains.begin(snapshot.consumers)
         services.clusters.begin()
         services.routes.begin()
         if services.proven is not None:
             services.proven.begin(snapshot.consumers)
         try:
-            runtime = _compile_snapshot(snapshot, services)
+            runtime = _compile_snapshot(snapshot, services, env)
         except BaseException:
             services.chains.abort()
             services.routes.abort()
             if services.proven is not None:
                 services.proven.abort()
+            consumers.abort()
             raise
         services.chains.commit()
         services.clusters.commit()
         services.routes.commit()
         if services.proven is not None:
             services.proven.commit()
+        consumers.commit()
         return runtime
 
 
-def _compile_snapshot(snapshot: SnapshotIR, services: Services) -> Runtime:
-    env = (services.env or FilterEnv(services.pools.loop)).for_snapshot(snapshot)
+def _compile_snapshot(snapshot: SnapshotIR, services: Services, env: FilterEnv) -> Runtime:
     gateways: dict[str, GatewayRuntime] = {}
     listeners: dict[tuple[str, int], GatewayRuntime] = {}
     hosts: dict[tuple[str, int], HostSet | None] = {}

@@ -14,6 +14,7 @@ import pytest
 from propylon import ir
 from propylon.config import load_text
 from propylon.ir.model import ConsumerIR
+from propylon.runtime import check_memo
 from propylon.runtime.check_memo import ProvenRules
 from propylon.runtime.compile import Services, compile_snapshot
 from propylon.translate import translate
@@ -98,17 +99,21 @@ def test_a_changed_gateway_checks_every_rule_again(check: Services) -> None:
 
 
 @pytest.mark.parametrize(("sees", "checked_again"), [(True, True), (False, False)],
-                         ids=["with-an-api-key-policy", "without"])
+                         ids=["with-a-filter-that-sees-them", "without"])
 def test_changed_consumers_check_again_the_gateways_whose_filters_see_them(
-        check: Services, sees: bool, checked_again: bool) -> None:
-    """An API key (or basic auth) filter reads the Consumers: when they change, a Gateway
-    with one is checked whole again; another keeps its proven rules (a change of the
-    Consumers of 10,000 Routes checked every rule)."""
+        check: Services, sees: bool, checked_again: bool,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A filter built from the Consumers (``PolicyType.sees_consumers``: a plugin's may be;
+    here the API key filter is said to be one) makes a Gateway with one checked whole again
+    when they change; another keeps its proven rules (a change of the Consumers of 10,000
+    Routes checked every rule). The built-in API key filter itself reads them on each
+    request (``filters._common.ConsumerDirectory``): its Gateway keeps its proven rules."""
+    monkeypatch.setattr(check_memo, "sees_consumers", lambda policies: sees and any(
+        policy.type == "apiKey" for policy in policies))
     first = snapshot()
     rules = first.gateways[0].rules
     keyed = dataclasses.replace(rules[0], policies=(
-        *rules[0].policies, *([ir.PolicyIR("apiKey", {"header": "x-key"}, "test")] if sees
-                              else ())))
+        *rules[0].policies, ir.PolicyIR("apiKey", {"header": "x-key"}, "test")))
     compile_snapshot(with_rules(first, (keyed, rules[1])), check)
     broken = bad_regex(rules[1])  # made bad behind the memo's back
     proven_ids(check)[id(broken)] = broken
