@@ -15,9 +15,9 @@ that applies them.
 Some filters may be built from the snapshot's Consumers (``FilterEnv.snapshot``;
 ``PolicyType.sees_consumers``: plugins' filters): when those change, the chains holding one
 are not reused, the others are. The API key and basic auth filters read them on each request
-from the worker's ``filters._common.ConsumerDirectory`` instead, so their chains are kept. Only the chains of the last
-successful compilation are kept, so the memo holds one configuration's filters, which its
-runtime holds anyway.
+from the worker's ``filters._common.ConsumerDirectory`` instead, so their chains are kept.
+Only the chains of the last successful compilation are kept, so the memo holds one
+configuration's filters, which its runtime holds anyway.
 """
 
 from __future__ import annotations
