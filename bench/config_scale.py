@@ -282,6 +282,15 @@ def get(port: int, path: str, timeout: float = 2.0) -> int:
         conn.close()
 
 
+def response_header(port: int, path: str, name: str) -> str | None:
+    """Header ``name`` of the answer to a GET of ``path`` on the listener."""
+    with contextlib.closing(http.client.HTTPConnection("127.0.0.1", port, timeout=2)) as c:
+        c.request("GET", path)
+        response = c.getresponse()
+        response.read()
+        return response.getheader(name)
+
+
 def answers(port: int, path: str) -> bool:
     try:
         return get(port, path) == 200
@@ -612,11 +621,7 @@ spec:
 """
 
     def tagged(value: int) -> bool:
-        with contextlib.closing(http.client.HTTPConnection("127.0.0.1", port, timeout=2)) as c:
-            c.request("GET", probe)
-            response = c.getresponse()
-            response.read()
-            return response.getheader("x-tag") == f"v{value}"
+        return response_header(port, probe, "x-tag") == f"v{value}"
 
     seen = len(logs.installed)
     path.write_text(policy(0))
@@ -637,11 +642,7 @@ def measure_gateway_policy_edits(args: argparse.Namespace, folder: Path, port: i
         f"/g{group}/t{group * 10}/api/x")
 
     def tagged(value: int) -> bool:
-        with contextlib.closing(http.client.HTTPConnection("127.0.0.1", port, timeout=2)) as c:
-            c.request("GET", probe)
-            response = c.getresponse()
-            response.read()
-            return response.getheader("x-gateway") == f"v{value}"
+        return response_header(port, probe, "x-gateway") == f"v{value}"
 
     measure_edits(args, folder / "gateway.yaml", lambda text, n: text.replace(
         "  routeSelector:", "  policies: [{headers: {response: {set: {x-gateway: "

@@ -114,25 +114,24 @@ def _rules_with_defaults(data: Data) -> Data:
     """Schema 4 down to 3: each rule lists its Gateway's default policies of the types it has
     none of, as schema 3 rules do (appended: a reader orders a rule's filters by its own
     policy type table)."""
-    gateways = []
-    for gateway in data.get("gateways", []):
-        defaults = gateway.get("default_policies") or [] if isinstance(gateway, dict) else []
-        if defaults:
-            gateway = {**gateway, "rules": [_with_defaults(rule, defaults)
-                                            for rule in gateway.get("rules", [])]}
-        gateways.append(gateway)
-    return {**data, "gateways": gateways}
+    return _each_rule(data, _with_defaults)
 
 
 def _rules_without_defaults(data: Data) -> Data:
     """Schema 3 up to 4: each rule's copies of its Gateway's default policies left out (a
     rule's own policies are never equal to one: their sources name the Route, RouteTable or
     rule, a default's the Gateway)."""
+    return _each_rule(data, _without_defaults)
+
+
+def _each_rule(data: Data, change: Callable[[Any, list[Any]], Any]) -> Data:
+    """``data`` with ``change(rule, default policies)`` of each rule of a Gateway that has
+    default policies."""
     gateways = []
     for gateway in data.get("gateways", []):
         defaults = gateway.get("default_policies") or [] if isinstance(gateway, dict) else []
         if defaults:
-            gateway = {**gateway, "rules": [_without_defaults(rule, defaults)
+            gateway = {**gateway, "rules": [change(rule, defaults)
                                             for rule in gateway.get("rules", [])]}
         gateways.append(gateway)
     return {**data, "gateways": gateways}

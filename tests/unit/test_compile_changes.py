@@ -19,6 +19,7 @@ from propylon.ir.model import ConsumerIR
 from propylon.runtime.compile import CompileError, Services, compile_snapshot
 from propylon.runtime.compiled import Cluster, CompiledRoute, Runtime
 from propylon.translate import translate
+from tests.support.filter_ctx import Ctx
 from tests.support.request_view import Req
 from tests.support.resources import SHOP_EDGE_YAML
 
@@ -177,7 +178,7 @@ def test_changed_consumers_keep_every_chain_and_are_served_once_committed(
         return {path: route.chain for path, route in found.items() if route is not None}
 
     def admits(runtime: Runtime, key: str) -> bool:
-        ctx = _Ctx([(b"x-key", key.encode())])
+        ctx = Ctx(headers=[(b"x-key", key.encode())])
         return chains(runtime)["/a/api/1"].filters[0].on_request(ctx) is None
 
     first = compile_snapshot(with_key("one"), worker)
@@ -192,15 +193,6 @@ def test_changed_consumers_keep_every_chain_and_are_served_once_committed(
     with pytest.raises(CompileError):  # two listeners on one port
         compile_snapshot(with_key("three", broken), worker)
     assert admits(runtime, "two") and not admits(runtime, "three")
-
-
-class _Ctx:
-    def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
-        self.method, self.path, self.query, self.host = b"GET", b"/", b"", "x"
-        self.request_headers = headers
-        self.client_ip = "127.0.0.1"
-        self.state = None
-        self.consumer = None
 
 
 def test_a_compilation_failing_after_carrying_leaves_the_last_one_kept(

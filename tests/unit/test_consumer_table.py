@@ -19,6 +19,7 @@ from propylon.ir.model import BasicUserIR, ConsumerIR
 from propylon.runtime.compile import Services, compile_snapshot
 from propylon.translate import translate
 from propylon.translate.consumers import hash_password
+from tests.support.filter_ctx import Ctx
 
 CONFIG = """apiVersion: propylon.dev/v1
 kind: Gateway
@@ -119,7 +120,7 @@ spec:
 
         def answer(chain, password: str) -> tuple[bool, list[tuple[bytes, bytes]]]:  # type: ignore[no-untyped-def]
             value = b"Basic " + base64.b64encode(b"u:" + password.encode())
-            ctx = Ctx([(b"authorization", value)])
+            ctx = Ctx(headers=[(b"authorization", value)])
             return chain.filters[0].on_request(ctx) is None, ctx.request_headers
 
         old = compiled("old-secret", "gold")
@@ -133,12 +134,3 @@ spec:
                                                    (b"x-consumer-labels", b"tier=silver")])
     finally:
         loop.close()
-
-
-class Ctx:
-    def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
-        self.method, self.path, self.query, self.host = b"GET", b"/", b"", "x"
-        self.request_headers = headers
-        self.client_ip = "127.0.0.1"
-        self.state = None
-        self.consumer = None

@@ -15,17 +15,7 @@ from propylon.filters._consumer_acl import ConsumerRestriction
 from propylon.ir.model import ConsumerIR, PolicyIR, SnapshotIR
 from propylon.policies import auth
 from propylon.translate import translate, translate_with_issues
-
-
-class Ctx:
-    def __init__(self, method: bytes = b"GET", path: bytes = b"/", query: bytes = b"",
-                 headers: list[tuple[bytes, bytes]] | None = None,
-                 client_ip: str = "127.0.0.1") -> None:
-        self.method, self.path, self.query, self.host = method, path, query, "h"
-        self.request_headers = headers or []
-        self.client_ip = client_ip
-        self.state: dict[str, Any] | None = None
-        self.consumer: Any = None
+from tests.support.filter_ctx import Ctx
 
 
 def build(section: dict[str, Any], snapshot: SnapshotIR | None = None) -> Any:
