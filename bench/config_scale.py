@@ -36,6 +36,8 @@ Then it measures, printing one line per figure:
 - ``gateway policy edit`` (native shapes): the Gateway's own policies (a response header
   set on every answer) edited in its file, until the new value is served (every rule's
   policies change);
+- ``consumer edit`` (native shapes, last: it adds an apiKey policy to the Gateway's): a
+  Consumer's key changed, until the new key is admitted and the old one refused;
 - ``table edit`` (``--delegation``): a RouteTable's first prefix changed in its file of 100
   (in the middle of the files), until installed on every worker and served;
 - RSS of the supervisor and of each worker after start, after the changes, and after
@@ -477,6 +479,7 @@ def run_gateway(args: argparse.Namespace, tmp: Path) -> None:
         if SHAPE in ("routes", "delegation"):
             measure_policy_edits(args, folder, port, logs, gateway.pid)
             measure_gateway_policy_edits(args, folder, port, logs, gateway.pid)
+            measure_consumer_edits(args, folder, port, logs, gateway.pid)
         if SHAPE == "delegation":
             measure_table_edits(args, folder, port, logs, gateway.pid)
         print(f"memory after {args.changes} changes  {memory(gateway.pid)}", flush=True)
@@ -649,6 +652,49 @@ def measure_gateway_policy_edits(args: argparse.Namespace, folder: Path, port: i
         f'"v{n}"}}}}}}}}]\n  routeSelector:', 1),
         logs, pid, "gateway policy edit", "the Gateway's own policies, until served",
         served=tagged)
+
+
+def measure_consumer_edits(args: argparse.Namespace, folder: Path, port: int,
+                           logs: LogWatch, pid: int) -> None:
+    """An apiKey policy added to the Gateway's (every rule then has the filter) and a
+    Consumer, then the Consumer's key changed (its ``secretRef`` names another file), each
+    until the new key is admitted on a Route in the middle and the old one refused."""
+    keys = folder.parent / "keys"
+    keys.mkdir(exist_ok=True)
+    for n in range(args.changes + 1):
+        (keys / f"key-{n}.txt").write_text(f"bench-key-{n}\n")
+    probe = f"/r{args.routes // 2 + 1}/api/x" if SHAPE == "routes" else (
+        f"/g{(args.routes + 9) // 20 + 1}/t{((args.routes + 9) // 20 + 1) * 10}/api/x")
+
+    def status_with(key: str) -> int:
+        with contextlib.closing(http.client.HTTPConnection("127.0.0.1", port, timeout=2)) as c:
+            c.request("GET", probe, headers={"x-api-key": key})
+            response = c.getresponse()
+            response.read()
+            return response.status
+
+    def admitted(n: int) -> bool:
+        return status_with(f"bench-key-{n}") == 200 and (
+            n == 0 or status_with(f"bench-key-{n - 1}") == 401)
+
+    gateway = folder / "gateway.yaml"
+    text = gateway.read_text()
+    seen = len(logs.installed)
+    gateway.write_text(text.replace("  policies: [", "  policies: [{apiKey: {}}, ", 1)
+                       if "  policies: [" in text else text.replace(
+                           "  routeSelector:", "  policies: [{apiKey: {}}]\n  routeSelector:"))
+    consumer = folder / "consumer.yaml"
+    consumer.write_text(f"""apiVersion: propylon.dev/v1
+kind: Consumer
+metadata: {{name: bench-client, namespace: {NAMESPACE}}}
+spec:
+  credentials: {{apiKeys: [{{secretRef: {{file: ../keys/key-0.txt}}}}]}}
+""")
+    logs.wait_new(seen, 600)
+    wait_for(lambda: admitted(0), 60, "the Consumer's first key admitted")
+    measure_edits(args, consumer, lambda text, n: text.replace("key-0.txt", f"key-{n + 1}.txt"),
+                  logs, pid, "consumer edit", "a Consumer's key, every rule behind a "
+                  "Gateway-level apiKey, until admitted", served=lambda n: admitted(n + 1))
 
 
 def measure_table_edits(args: argparse.Namespace, folder: Path, port: int, logs: LogWatch,
