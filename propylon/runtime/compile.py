@@ -183,7 +183,7 @@ def compile_gateway(
                   or _compile_rules(gateway, defaults, clusters, services, env))
     not_found = CompiledRoute("", "none", "none", metrics.route(gateway.key, "none", "none"))
     not_found.direct_status, not_found.direct_body = 404, b"no route matched\n"
-    not_found.chain = compile_chain(gateway.default_policies, env, tracing)
+    not_found.chain = compile_rule_chain((), env, defaults)[0]  # the Gateway's policies
     trusted = tuple(ipaddress.ip_network(c, strict=False) for c in gateway.trusted_proxies)
     return GatewayRuntime(gateway.key, router, clusters, trusted, not_found)
 
@@ -586,17 +586,9 @@ def compile_tracing(gateway: str, spec: TracingIR | None, services: Services) ->
 
 def compile_chain(policies: tuple[PolicyIR, ...], env: FilterEnv,
                   first: Filter | None = None) -> FilterChain:
-    """The filters of a rule, in this process's order of policy types: the IR's order for
-    built-in types, and a plugin where its class says, even when the IR came from a control
-    plane that orders it otherwise (one that passes on a plugin it does not have).
-    ``first``: a filter ahead of them all (the Gateway's tracing)."""
-    if not policies and first is None:
-        return EMPTY_CHAIN
-    table = policy_types()
-    filters = [build_filter(p, env, table) for p in policies]
-    order = sorted(range(len(filters)), key=lambda i: table.rank(policies[i].type))
-    head = (first,) if first is not None else ()
-    return FilterChain((*head, *(filters[i] for i in order)))
+    """The chain of ``policies`` alone (``compile_rule_chain`` without a Gateway's default
+    policies), after ``first`` (a tracing filter) if given."""
+    return compile_rule_chain(policies, env, DefaultFilters(ChainHead(first, ()), (), False))[0]
 
 
 class DefaultFilters(NamedTuple):
@@ -621,7 +613,9 @@ def compile_rule_chain(
 ) -> tuple[FilterChain, tuple[Filter, ...]]:
     """A rule's chain: its head's tracing filter, then the filters of its effective policies
     (``ir.effective_policies``: its ``own`` and the Gateway's default policies of the types
-    it has none of), in this process's order of policy types (as ``compile_chain``); and the
+    it has none of), in this process's order of policy types: the IR's order for built-in
+    types, and a plugin where its class says, even when the IR came from a control plane
+    that orders it otherwise (one that passes on a plugin it does not have). Also the
     filters of its own policies, given as ``own_filters`` when they are kept from its last
     chain."""
     tracing = defaults.head.tracing
