@@ -155,8 +155,8 @@ class Forwarder:
                 self.keep_replay(MAX_REPLAY_BODY)
             elif session.method in IDEMPOTENT:
                 self.keep_replay(MAX_STALE_REPLAY_BODY)
-        if route.chain.on_upstream_request:
-            for phase in route.chain.on_upstream_request:
+        if session.chain.on_upstream_request:
+            for phase in session.chain.on_upstream_request:
                 phase(session)
         proto = session.proto
         if session.expect_continue:

@@ -37,7 +37,7 @@ from propylon.proxy.h1.framing import has_no_body
 from propylon.proxy.http11 import HOP_BY_HOP, Headers, serialize_headers
 from propylon.proxy.rewrite import redirect_location
 from propylon.proxy.shared_values import shared_bytes
-from propylon.runtime.compiled import FORWARD, REDIRECT, CompiledRoute
+from propylon.runtime.compiled import FORWARD, REDIRECT, CompiledRoute, FilterChain
 
 if TYPE_CHECKING:
     from propylon.observability.tracing import RequestTrace
@@ -60,6 +60,7 @@ class Session:
         "body_done",
         "bytes_in",
         "bytes_out",
+        "chain",
         "client_ip",
         "conn_header",
         "consumer",
@@ -114,6 +115,9 @@ class Session:
     start: float
     head_only: bool
     request_filter: RequestBodyFilter  # when the route has request body filters and a body
+    # the route's chain when the request was routed (set with ``route``): a configuration
+    # installed meanwhile may give the route another (``route_memo.RouteMemo.rechain``)
+    chain: FilterChain
     trace_id: str  # set by tracing when it is on (never read unset: the access log checks)
     trace: RequestTrace  # likewise (observability/tracing.py); read with getattr elsewhere
 
@@ -222,11 +226,12 @@ class Session:
         if route is None:
             route = gateway.not_found
         self.route = route
-        if self.has_body and route.chain.on_request_body:
-            self.request_filter = RequestBodyFilter(self, route.chain)
+        self.chain = chain = route.chain
+        if self.has_body and chain.on_request_body:
+            self.request_filter = RequestBodyFilter(self, chain)
             if self.pending is not None:
                 self._replay_early_body()
-        if route.chain.on_request:
+        if chain.on_request:
             self.run_request_filters(route, 0)
         elif route.kind == FORWARD:
             self.forward(route)
@@ -248,7 +253,7 @@ class Session:
     def run_request_filters(self, route: CompiledRoute, start: int) -> None:
         """Run ``on_request`` filters from ``start``; an awaitable answer suspends the chain
         until it resolves, then the chain resumes with the next filter."""
-        phases = route.chain.on_request
+        phases = self.chain.on_request
         for index in range(start, len(phases)):
             try:
                 answer = phases[index].on_request(self)
@@ -290,7 +295,7 @@ class Session:
         """A policy answered instead of the upstream: refusals (>= 400) are counted by the
         policy that made them (its attachment and type: labels from configuration)."""
         if status >= 400:
-            policy = route.chain.on_request[index]
+            policy = self.chain.on_request[index]
             route.stats.count_denial(policy.source, policy.policy_type, status)
             trace = getattr(self, "trace", None)  # set by tracing, when the Gateway has it
             if trace is not None:
@@ -308,7 +313,7 @@ class Session:
                             route.direct_content_type)
 
     def forward(self, route: CompiledRoute) -> None:
-        if route.chain.request_body_buffer and self.has_body and not self.body_done:
+        if self.chain.request_body_buffer and self.has_body and not self.body_done:
             # a filter needs the whole body before the upstream is contacted
             if self.request_filter.declared_over_limit(self):
                 self.stop_request(TOO_LARGE)  # before the client sends it (no 100-continue)
@@ -364,7 +369,7 @@ class Session:
 
     def _request_chunk(self, chunk: bytes) -> None:
         route = self.route
-        if route is not None and route.chain.on_request_body:
+        if route is not None and self.chain.on_request_body:
             if self.response_started and self.forwarder is None:
                 return  # answered (locally, or stopped by a filter): the rest is dropped
             filtered = self.request_filter.on_chunk(self, chunk)
@@ -413,7 +418,7 @@ class Session:
     def _request_end(self) -> None:
         self.body_done = True
         route = self.route
-        if route is not None and route.chain.on_request_body:
+        if route is not None and self.chain.on_request_body:
             if not (self.response_started and self.forwarder is None):
                 self._end_request_body()  # unless the request was answered already
             return
@@ -446,7 +451,7 @@ class Session:
         self.status = status
         route = self.route
         assert route is not None  # only a forwarded request gets an upstream answer
-        chain = route.chain
+        chain = self.chain
         if chain.on_response:
             for phase in chain.on_response:
                 phase(self, status, out)
@@ -463,8 +468,8 @@ class Session:
         ``body_sink``) or through the response body filters."""
         if trailers:
             route = self.route
-            if route is not None and route.chain.on_trailers:
-                for phase in route.chain.on_trailers:
+            if route is not None and self.chain.on_trailers:
+                for phase in self.chain.on_trailers:
                     phase(self, trailers)
             self.proto.note_trailers(trailers)  # (HTTP/2: a gRPC call's grpc-status)
         if not self.body_done:
@@ -502,7 +507,7 @@ class Session:
         out = [h for h in headers if h[0] not in HOP_BY_HOP and h[0] != b"x-request-id"]
         route = self.route
         assert route is not None
-        for phase in route.chain.on_response:
+        for phase in self.chain.on_response:
             phase(self, 101, out)
         out.append((b"x-request-id", self.request_id))
         self.response_started = True
@@ -545,8 +550,8 @@ class Session:
             # a gRPC client reads only grpc-status: a Trailers-Only answer (proxy/grpc.py)
             headers = trailers_only(status, body, headers)
             status, body, content_type = 200, b"", b"application/grpc"
-        if route is not None and route.chain.on_response:
-            for phase in route.chain.on_response:
+        if route is not None and self.chain.on_response:
+            for phase in self.chain.on_response:
                 phase(self, status, headers)
         if not self.body_done or self.proto.worker.draining:
             self.keep_alive = False  # an unread request body makes the connection unusable
@@ -588,7 +593,7 @@ class Session:
             if self.has_body:
                 stats.bytes_in += self.bytes_in
             stats.bytes_out += self.bytes_out
-            for phase in route.chain.on_log:
+            for phase in self.chain.on_log:
                 phase(self)
         access_log = self.proto.worker.access_log
         if access_log is not None:

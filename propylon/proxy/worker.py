@@ -58,7 +58,7 @@ from propylon.proxy.pool import PoolRegistry
 from propylon.proxy.tls import ServerTLS
 from propylon.proxy.worker_entry import DELTA_REFUSED
 from propylon.proxy.worker_state import ListenerState, WorkerState
-from propylon.runtime.compile import Services, compile_snapshot, refresh_cluster
+from propylon.runtime.compile import Services, compile_snapshot, compiling, refresh_cluster
 from propylon.runtime.compiled import Cluster, Runtime
 from propylon.runtime.discovery import Answer, DnsQuery
 from propylon.runtime.gc_pause import gc_paused
@@ -102,21 +102,23 @@ class Worker:
 
     async def install(self, snapshot: ir.SnapshotIR) -> None:
         """Compile and swap in ``snapshot``; raises (leaving the old one) on any problem."""
-        runtime = compile_snapshot(snapshot, self.services)
+        # what the compilation changes in objects the old runtime shares with it is done
+        # when the block ends, once nothing below can refuse the snapshot
+        with compiling(snapshot, self.services) as runtime:
+            tls_contexts = {  # built before anything changes: bad certificates refuse it all
+                key: self._server_tls(spec.tls, spec.http2) if spec.tls is not None else None
+                for key, spec in runtime.listener_specs.items()
+            }
+            wanted = set(runtime.listeners)
+            new: dict[tuple[str, int], ListenerState] = {}
+            try:
+                for key in wanted - set(self.listeners):
+                    new[key] = self._open_listener(*key)
+            except OSError:
+                for listener in new.values():
+                    self._close_listener(listener)
+                raise
         self.prepared = None
-        tls_contexts = {  # built before anything changes: bad certificate files refuse it all
-            key: self._server_tls(spec.tls, spec.http2) if spec.tls is not None else None
-            for key, spec in runtime.listener_specs.items()
-        }
-        wanted = set(runtime.listeners)
-        new: dict[tuple[str, int], ListenerState] = {}
-        try:
-            for key in wanted - set(self.listeners):
-                new[key] = self._open_listener(*key)
-        except OSError:
-            for listener in new.values():
-                self._close_listener(listener)
-            raise
         for key in set(self.listeners) - wanted:
             self._close_listener(self.listeners.pop(key))
         self.listeners.update(new)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import ipaddress
@@ -55,7 +56,7 @@ from propylon.runtime.route_memo import ClusterMemo, Placed, RouteMemo
 from propylon.runtime.router import Router, RouterEntry, sectioned
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
 
     from propylon.ir import CircuitBreakerIR
     from propylon.observability.tracing_export import SpanSink, TracerPipelines, TracingSettings
@@ -106,6 +107,17 @@ def compile_snapshot(snapshot: SnapshotIR, services: Services) -> Runtime:
     """The runtime of ``snapshot``; what its compilation keeps for the next one (memos, the
     consumers the auth filters read: ``ConsumerDirectory``) is committed with it, as the
     caller swaps it in without yielding to requests between."""
+    with compiling(snapshot, services) as runtime:
+        return runtime
+
+
+@contextlib.contextmanager
+def compiling(snapshot: SnapshotIR, services: Services) -> Iterator[Runtime]:
+    """``compile_snapshot`` for a caller with more to do before it swaps the runtime in (open
+    listeners, load certificates): what the compilation keeps is committed when the block
+    ends, with what it changes in place in the objects the serving runtime shares with it
+    (kept clusters' endpoints and settings, kept routes' chains: ``route_memo.py``), and
+    undone if the block raises, so the runtime serving until then is left as it was."""
     with gc_paused():
         if services.env is None:  # one for the services' life: the filters its memos keep
             services.env = FilterEnv(services.pools.loop)  # read its shared objects
@@ -119,19 +131,28 @@ def compile_snapshot(snapshot: SnapshotIR, services: Services) -> Runtime:
         try:
             runtime = _compile_snapshot(snapshot, services, env)
         except BaseException:
-            services.chains.abort()
-            services.routes.abort()
-            if services.proven is not None:
-                services.proven.abort()
-            consumers.abort()
+            _abort(services, consumers)
             raise
-        services.chains.commit()
-        services.clusters.commit()
-        services.routes.commit()
-        if services.proven is not None:
-            services.proven.commit()
-        consumers.commit()
-        return runtime
+    try:
+        yield runtime
+    except BaseException:
+        _abort(services, consumers)
+        raise
+    services.chains.commit()
+    services.clusters.commit()
+    services.routes.commit()
+    if services.proven is not None:
+        services.proven.commit()
+    consumers.commit()
+
+
+def _abort(services: Services, consumers: ConsumerDirectory) -> None:
+    services.chains.abort()
+    services.clusters.abort()
+    services.routes.abort()
+    if services.proven is not None:
+        services.proven.abort()
+    consumers.abort()
 
 
 def _compile_snapshot(snapshot: SnapshotIR, services: Services, env: FilterEnv) -> Runtime:
@@ -238,13 +259,14 @@ def _compile_changed_rules(
     services: Services, env: FilterEnv,
 ) -> Router[CompiledRoute] | None:
     """The router of ``gateway`` when most of its rules are, at the same place, the very
-    objects last compiled with the same clusters, chains and chain head: only the rules between
-    them are compiled and their entries replaced in the last router (a change of one Route
-    among 10,000 costs what one Route costs). None when it cannot: compile them all."""
+    objects last compiled with the same clusters and chains: only the rules between them are
+    compiled and their entries replaced in the last router (a change of one Route among
+    10,000 costs what one Route costs). When the chains' head changed (the Gateway's tracing
+    or default policies), the others keep their routes and entries too, each given its new
+    chain (``_rechain``). None when it cannot: compile them all."""
     routes, chains = services.routes, services.chains
     last = routes.last_placed(gateway.key)
-    if (last is None or not routes.same_clusters or not chains.last_kept
-            or last.head is not defaults.head):
+    if last is None or not routes.same_clusters or not chains.last_kept:
         return None
     start, old_stop, new_stop = changed_span(gateway.rules, last.rules)
     replaced = last.replaced + (old_stop - start)
@@ -258,6 +280,8 @@ def _compile_changed_rules(
     old_rules = last.rules[start:old_stop]
     routes.carry(old_rules)
     chains.carry()
+    if last.head is not defaults.head:
+        _rechain(last, start, old_stop, defaults, services, env)
     lowest, gap = orders
     added: list[tuple[RouterEntry[CompiledRoute], ...]] = []
     for rule in new_rules:
@@ -270,6 +294,23 @@ def _compile_changed_rules(
                     defaults.head, replaced)
     return routes.changed_router(gateway.key, gone, list(zip(new_rules, added, strict=True)),
                                  placed)
+
+
+def _rechain(last: Placed, start: int, stop: int, defaults: DefaultFilters, services: Services,
+             env: FilterEnv) -> None:
+    """Each rule of ``last`` around ``last.rules[start:stop]`` (carried over by position)
+    keeps its compiled routes, which take the rule's chain after the new head at commit when
+    it is another (a rule with its own policy of each type whose default changed keeps its
+    chain: ``ChainHead.keeps``)."""
+    routes, chains = services.routes, services.chains
+    for index in itertools.chain(range(start), range(stop, len(last.rules))):
+        entries = last.entries[index]
+        if not entries:
+            continue
+        rule = last.rules[index]
+        chain = _rule_chain(rule, defaults, chains, env)
+        if chain is not entries[0].payload.chain:
+            routes.rechain(rule, tuple([entry.payload for entry in entries]), chain)
 
 
 def _spread_orders(entries: list[tuple[RouterEntry[CompiledRoute], ...]], start: int,

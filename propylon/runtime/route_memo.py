@@ -17,7 +17,9 @@ what compiling a one-Route change cost at 10,000 Routes.
   before, in the same Gateway (wherever it is in the Gateway's rules: its labels come from
   its own resource), with the same filter chain object (``ChainMemo``) and the same cluster
   objects for each upstream it names. A ``CompiledRoute`` is not changed after compilation,
-  so two runtimes may share it.
+  so two runtimes may share it, but for its chain: when its Gateway's chain head changed
+  (the Gateway's own policies edited), a rule kept by position keeps its routes, which take
+  their new chain as the compilation is committed (``rechain``).
 
 - A Gateway's rules are also kept **by position** (``Placed``: each rule's router entries,
   their chains' head): when the rules of a new version are, at both ends, the very objects at
@@ -76,6 +78,10 @@ class ClusterMemo:
         this compilation is committed: the runtime serving until then keeps them as they
         are, and a compilation that fails leaves them so."""
         self.moving.append(take_over)
+
+    def abort(self) -> None:
+        self.made = {}
+        self.moving = []
 
     def commit(self) -> None:
         self.kept, self.made = self.made, {}
@@ -150,6 +156,9 @@ class RouteMemo:
         self._journal = Journal()
         self._carried: dict[int, _Routes] = {}
         self._gateway = ""
+        # kept rules' compiled routes and the chains they take when this compilation is
+        # committed (``rechain``)
+        self._rechained: list[tuple[tuple[CompiledRoute, ...], FilterChain, _Routes | None]] = []
 
     def begin(self) -> None:
         self.abort()
@@ -232,6 +241,18 @@ class RouteMemo:
                 self._carried[id(rule)] = entry
         self._made = self.made[self._gateway] = taken
 
+    def rechain(self, rule: RuleIR, routes: tuple[CompiledRoute, ...], chain: FilterChain
+                ) -> None:
+        """``rule``, kept by position (``carry``) after its Gateway's chain head changed,
+        keeps its compiled ``routes`` and router entries: they take ``chain`` when this
+        compilation is committed (a request keeps the chain its route had when it was routed,
+        ``Session.chain``), so a Gateway's policies edited cost a chain per rule, not its
+        routes and router made again."""
+        entry = self._made.get(id(rule))
+        if entry is None or entry.rule is not rule or entry.routes != routes:
+            entry = None
+        self._rechained.append((routes, chain, entry))
+
     def router(self, gateway: str, entries: Iterable[RouterEntry[CompiledRoute]],
                placed: Placed | None = None) -> Router[CompiledRoute]:
         from propylon.runtime.router import Router
@@ -276,9 +297,16 @@ class RouteMemo:
     def abort(self) -> None:
         """The compilation failed: what it changed in ``kept`` is undone."""
         self._journal.undo()
+        self._rechained = []
 
     def commit(self) -> None:
         self._journal.forget()
+        for routes, chain, entry in self._rechained:
+            for route in routes:
+                route.chain = chain
+            if entry is not None:
+                entry.chain = chain
+        self._rechained = []
         self.kept, self.made = self.made, {}
         self._kept, self._made = {}, {}
         self._carried = {}

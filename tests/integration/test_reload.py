@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from tests.support import resources as r
-from tests.support.client import RawClient, roundtrip
+from tests.support.client import RawClient, Response, roundtrip
 from tests.support.gateway import Gateway, metric_value
 from tests.support.net import poll_until
-from tests.support.upstream import ScriptedUpstream
+from tests.support.upstream import Reply, ScriptedUpstream, echo_reply
 
 
 def config(
@@ -259,6 +259,34 @@ def test_no_failed_request_through_20_reloads(module_gateways, module_upstreams)
     assert hammer.failures == [], hammer.failures[:10]
     assert gw.reloads() == (20, 0)
     assert set(hammer.generations) == {str(g) for g in range(21)}, hammer.generations
+
+
+def test_a_request_in_flight_keeps_the_gateway_policies_it_was_routed_with(
+        module_gateways, module_upstreams) -> None:
+    """A Gateway's own policies edited: the workers keep every rule's compiled routes, which
+    take their new chains as the version is installed (``RouteMemo.rechain``). A request
+    routed before that runs the chain it was routed with to its end: its answer, given by
+    the upstream after the install, gets the old version's response header, and the next
+    request the new one's."""
+    up: ScriptedUpstream = module_upstreams("in-flight")
+    up.handler = lambda q: (Reply(body=b"late", delay=1.5) if q.target == "/fwd/slow"
+                            else echo_reply(q, up.name))
+    gw = module_gateways(config("/a", upstream_port=up.port), watch=True)
+    answers: list[Response] = []
+    slow = threading.Thread(target=lambda: answers.append(
+        roundtrip(gw.port, "GET", "/fwd/slow", timeout=15)))
+    slow.start()
+    try:
+        poll_until(lambda: any(q.target == "/fwd/slow" for q in up.requests), 10,
+                   message="the slow request reached the upstream")
+        gw.write_config(config("/a", generation=1, upstream_port=up.port))
+        poll_until(lambda: roundtrip(gw.port, "GET", "/fwd/x").header("x-gen") == "1", 10,
+                   interval=0.01, message="generation 1 installed")
+    finally:
+        slow.join(15)
+    assert [(a.status, a.body, a.header("x-gen")) for a in answers] == [(200, b"late", "0")]
+    assert roundtrip(gw.port, "GET", "/a").header("x-gen") == "1"
+    assert gw.reloads() == (1, 0)
 
 
 def test_an_upstream_moved_to_another_server_takes_the_traffic_without_a_failed_request(

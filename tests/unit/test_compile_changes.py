@@ -16,7 +16,7 @@ from propylon import ir
 from propylon.config import load_text
 from propylon.ir.delta import reuse_unchanged
 from propylon.ir.model import ConsumerIR
-from propylon.runtime.compile import CompileError, Services, compile_snapshot
+from propylon.runtime.compile import CompileError, Services, compile_snapshot, compiling
 from propylon.runtime.compiled import Cluster, CompiledRoute, Runtime
 from propylon.translate import translate
 from tests.support.filter_ctx import Ctx
@@ -400,6 +400,11 @@ def test_an_upstream_changing_its_settings_keeps_its_cluster_and_every_rule(
     with pytest.raises(Exception, match=str(listener.port)):
         compile_snapshot(dataclasses.replace(changed, gateways=(*changed.gateways, clash)),
                          worker)
+    assert cluster_settings(cluster) == before
+    # refused after it compiled (a worker's new listener or certificate): the same
+    with pytest.raises(OSError), compiling(changed, worker) as refused:
+        assert refused.gateways["shop/edge"].clusters["shop/app"] is cluster
+        raise OSError("address already in use")
     assert cluster_settings(cluster) == before
 
     again = compile_snapshot(changed, worker)

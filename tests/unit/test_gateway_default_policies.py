@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from propylon.config import load_text
 from propylon.ir.delta import reuse_unchanged
-from propylon.runtime.compile import Services, compile_snapshot
+from propylon.runtime.compile import Services, compile_snapshot, compiling
 from propylon.translate import translate
 
 CONFIG = """apiVersion: propylon.dev/v1
@@ -73,6 +75,42 @@ def test_each_rule_gets_filters_of_its_own_and_keeps_them_across_a_gateway_edit(
         a2, b2, c2 = _filters(after, "shop/edge")
         assert a2[0] is not a[0] and a2[0] is not b2[0]  # the new Gateway policy's filters
         assert c2[0] is c[0]  # the rule's own filter, kept
+    finally:
+        loop.close()
+
+
+def _routes(runtime, gateway: str):  # type: ignore[no-untyped-def]
+    router = runtime.gateways[gateway].router
+    return [router.match("x", "GET", path, None) for path in ("/a", "/b", "/c")]
+
+
+def test_a_gateway_edit_keeps_every_rule_s_routes_which_take_their_chains_at_commit() -> None:
+    """A Gateway's policies edited: each rule keeps its compiled routes (and router entries),
+    which take their new chains only when the compilation is committed: the runtime serving
+    until then serves its chains, and a compilation refused after it compiled (``compiling``'s
+    block raising: a worker's listener or certificate) leaves them as they were."""
+    loop = asyncio.new_event_loop()
+    try:
+        services = Services.scratch(loop)
+        before = _snapshot(CONFIG)
+        routes = _routes(compile_snapshot(before, services), "shop/edge")
+        chains = [route.chain for route in routes]
+
+        refused = reuse_unchanged(_snapshot(CONFIG.replace('x-gw: "1"', 'x-gw: "9"')), before)
+        with pytest.raises(OSError), compiling(refused, services) as runtime:
+            assert _routes(runtime, "shop/edge") == routes
+            raise OSError("address already in use")
+        assert [route.chain for route in routes] == chains
+
+        text = CONFIG.replace('x-gw: "1"', 'x-gw: "2"')
+        edited = reuse_unchanged(_snapshot(text), before)
+        with compiling(edited, services) as runtime:
+            assert _routes(runtime, "shop/edge") == routes  # the very objects
+            assert [route.chain for route in routes] == chains  # not yet
+        a, b, c = (route.chain for route in routes)
+        assert a is not chains[0] and b is not chains[1] and c is chains[2]  # c: its own
+        scratch = compile_snapshot(_snapshot(text), Services.scratch(loop))
+        assert _chains(runtime) == _chains(scratch)
     finally:
         loop.close()
 
