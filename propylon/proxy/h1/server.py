@@ -558,7 +558,12 @@ class ServerConnection(asyncio.Protocol):
         upstream. A client that stops before its request is complete can never complete it:
         the exchange is aborted at once, freeing its upstream connection (waiting for the
         rest would hold both until a timeout). A client whose requests are complete still
-        gets the answers it is waiting for, then the connection closes."""
+        gets the answers it is waiting for, then the connection closes.
+
+        An answer written within this turn of the loop may still be held for the turn's
+        batch (``batch.py``): it goes to the transport first, since asyncio closes the
+        transport, after what it holds, as soon as this returns False."""
+        self.release_output()
         state = self.state
         if state in (DROPPING_INPUT, LINGERING, PROXY_HEADER, PREFACE):
             self.transport.close()

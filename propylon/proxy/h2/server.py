@@ -630,6 +630,7 @@ class H2ServerConnection(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self._abort_streams()
+        self.flush()  # what is held for this turn's batch, before asyncio closes the transport
         return False
 
     def check_timeouts(self, now: float) -> None:
