@@ -48,12 +48,20 @@ def gateway_api_statuses(
             continue  # an Upstream made from a Service
         gateways.setdefault((origin.kind, origin.key), set()).update(status.gateways)
         _translated(status, origin.kind, origin.key, expansion)
+    # most objects have the same conditions (accepted by the same parent, references
+    # resolved): their lines are written once
+    judged: dict[tuple[tuple[str, Condition], ...], tuple[tuple[str, ...], bool]] = {}
     for (kind, key), entry in findings.objects.items():
         if kind not in _SUMMARY_KINDS:
             continue
         held = own.pop((kind, key), None)
-        lines = status_lines(entry.conditions()) + tuple(entry.notes)
-        invalid = refused(entry.conditions())
+        conditions = tuple(entry.conditions())
+        verdict = judged.get(conditions)
+        if verdict is None:
+            verdict = judged[conditions] = (status_lines(conditions), refused(conditions))
+        lines, invalid = verdict
+        if entry.notes:
+            lines += tuple(entry.notes)
         if held is not None:  # its rejection (the loader's errors) and containment's notes
             lines = (*held.reasons, *[line for line in lines if line not in held.reasons])
             invalid = invalid or held.state == "Invalid"
