@@ -278,7 +278,10 @@ def served_on_listeners(runtime: Runtime, paths: list[str]) -> list[tuple[object
         for host in ("a.example.com", "other.test"):
             for path in paths:
                 found: CompiledRoute | None = router.match(host, "GET", path, Req({}))
-                out.append((key, host, path, found and found.rule_id))
+                out.append((key, host, path, found and found.rule_id, found and [
+                    (type(f).__name__, getattr(getattr(f, "response_edits", None),
+                                               "additions", None))
+                    for f in found.chain.filters]))
     return out
 
 
@@ -309,6 +312,30 @@ def test_listener_sections_change_in_place_and_serve_as_from_scratch(
         assert served_on_listeners(runtime, paths) == served_on_listeners(fresh, paths), number
         last = new
     assert worker.routes.placed["infra/edge"].replaced > 0  # the changes went by position
+    # the Gateway's own policies set, then edited: each rule keeps its compiled routes,
+    # which every listener's router shares, given their new chains at the commit
+    kept = served_routes(compile_snapshot(last, worker), paths)
+    for value in ("1", "2"):
+        gateway = last.gateways[0]
+        policy = ir.PolicyIR("headers", {"response": {"set": {"x-gw": value}}},
+                             f"Gateway {gateway.key}")
+        new = reuse_unchanged(dataclasses.replace(last, gateways=(dataclasses.replace(
+            gateway, default_policies=(policy,)),)), last)
+        runtime = compile_snapshot(new, worker)
+        fresh = compile_snapshot(new, Services.scratch(loop))
+        assert served_on_listeners(runtime, paths) == served_on_listeners(fresh, paths), value
+        served = served_on_listeners(runtime, paths)
+        assert ("_ResponseOnlyHeadersFilter", ((b"x-gw", value.encode()),)) in [
+            f for *_, filters in served for f in filters or ()], value
+        assert served_routes(runtime, paths) == kept
+        last = new
+
+
+def served_routes(runtime: Runtime, paths: list[str]) -> list[CompiledRoute | None]:
+    """The compiled routes every listener serves the ``paths`` with (the objects)."""
+    return [runtime.listeners[key].router.match(host, "GET", path, Req({}))
+            for key in sorted(runtime.listeners) for host in ("a.example.com", "other.test")
+            for path in paths]
 
 
 def with_upstream(snapshot: ir.SnapshotIR, **changes: object) -> ir.SnapshotIR:
