@@ -9,15 +9,24 @@ import yaml
 API = "propylon.dev/v1"
 Doc = dict[str, Any]
 
-# The Gateway shop/edge (port 8080, Routes of namespace shop) and the Upstream shop/app
-# (127.0.0.1:9000) as YAML: the start of the unit tests' small configurations.
-SHOP_EDGE_YAML = """apiVersion: propylon.dev/v1
+
+
+def shop_gateway_yaml(policies: str = "") -> str:
+    """The Gateway shop/edge (port 8080, Routes of namespace shop) as YAML, with the
+    Gateway-level ``policies`` list given (``[{apiKey: {}}]``), if any."""
+    own = f"  policies: {policies}\n" if policies else ""
+    return f"""apiVersion: propylon.dev/v1
 kind: Gateway
-metadata: {name: edge, namespace: shop}
+metadata: {{name: edge, namespace: shop}}
 spec:
-  listeners: [{name: web, port: 8080}]
-  routeSelector: {namespaces: [shop]}
----
+  listeners: [{{name: web, port: 8080}}]
+  routeSelector: {{namespaces: [shop]}}
+{own}"""
+
+
+# The Gateway shop/edge and the Upstream shop/app (127.0.0.1:9000) as YAML: the start of
+# the unit tests' small configurations.
+SHOP_EDGE_YAML = shop_gateway_yaml() + """---
 apiVersion: propylon.dev/v1
 kind: Upstream
 metadata: {name: app, namespace: shop}

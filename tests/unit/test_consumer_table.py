@@ -20,15 +20,9 @@ from propylon.runtime.compile import Services, compile_snapshot
 from propylon.translate import translate
 from propylon.translate.consumers import hash_password
 from tests.support.filter_ctx import Ctx
+from tests.support.resources import shop_gateway_yaml
 
-CONFIG = """apiVersion: propylon.dev/v1
-kind: Gateway
-metadata: {name: edge, namespace: shop}
-spec:
-  listeners: [{name: web, port: 8080}]
-  routeSelector: {namespaces: [shop]}
-  policies: [{apiKey: {}}]
----
+CONFIG = shop_gateway_yaml('[{apiKey: {}}]') + """---
 apiVersion: propylon.dev/v1
 kind: Consumer
 metadata: {name: acme, namespace: shop}

@@ -14,15 +14,9 @@ from propylon.config import load_text
 from propylon.ir.delta import reuse_unchanged
 from propylon.runtime.compile import Services, compile_snapshot, compiling
 from propylon.translate import translate
+from tests.support.resources import shop_gateway_yaml
 
-CONFIG = """apiVersion: propylon.dev/v1
-kind: Gateway
-metadata: {name: edge, namespace: shop}
-spec:
-  listeners: [{name: web, port: 8080}]
-  routeSelector: {namespaces: [shop]}
-  policies: [{headers: {response: {set: {x-gw: "1"}}}}]
----
+CONFIG = shop_gateway_yaml('[{headers: {response: {set: {x-gw: "1"}}}}]') + """---
 apiVersion: propylon.dev/v1
 kind: Route
 metadata: {name: r, namespace: shop}
