@@ -339,7 +339,9 @@ def test_an_upstream_rebalanced_serves_as_configured_without_a_failed_request(
         assert len(set.union(*(servers(f"u{i}") for i in range(12)))) == 2  # keys spread
         gw.write_config(balanced())
         poll_until(lambda: gw.reloads() == (2, 0), 10, message="round robin installed")
-        assert servers("u1") == {"first", "second"}
         sent = hammer.sent
         poll_until(lambda: hammer.sent >= sent + 50, 10, message="traffic after the changes")
     assert hammer.failures == [], hammer.failures[:10]
+    # once the traffic stopped: with it, a client's requests can alternate with the
+    # hammer's /fwd requests and meet one server each time (seen once in CI)
+    assert servers("u1") == {"first", "second"}
