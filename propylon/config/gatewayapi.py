@@ -526,10 +526,11 @@ class _Converter:
             made = self._convert_route(route, gateways)
         self.findings = tape.book
         if made is not None and route.ref not in self.expansion.replaced:
-            resource, bound, attached = made
+            resource, bound, attached, refs, own = made
             self.made.routes[id(route)] = _ConvertedRoute(
                 route, resource, tuple(tape.calls),
-                {key: frozenset(names) for key, names in bound.items()}, read, attached)
+                {key: frozenset(names) for key, names in bound.items()}, read, attached,
+                refs, own)
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[_Read]:
@@ -568,7 +569,7 @@ class _Converter:
                     listener.attached.add(kept.route.ref)
             gateway.bound[resource.ref] = set(names)
         self._keep(resource, kept.route)
-        self.made.routes[id(kept.route)] = kept if bound is kept.bound else replace(
+        self.made.routes[id(kept.route)] = kept if bound == kept.bound else replace(
             kept, bound=bound)
         return True
 
@@ -578,11 +579,10 @@ class _Converter:
         or the Namespaces changed), by Gateway key, when each parentRef attaches as it did
         (the same condition and hostnames) and it is served on the same listener sections
         (``Route.served_on``); else None: it is converted again."""
-        route = kept.route
-        own = texts(route.spec, "hostnames", "spec")  # read without error before
+        route, own = kept.route, kept.own
         outcomes: list[object] = []
         bound: dict[str, set[str]] = {}
-        for ref in _parent_refs(route):
+        for ref in kept.refs:
             outcome, found = self._attachment(ref, route, own, gateways)
             outcomes.append(outcome)
             if found is not None and found[0].status and gateways[ref.key].data is not None:
@@ -595,7 +595,7 @@ class _Converter:
             return None
         return {key: frozenset(names) for key, names in bound.items()}
 
-    def _attachment(self, ref: _ParentRef, route: KubernetesObject, own: list[str],
+    def _attachment(self, ref: _ParentRef, route: KubernetesObject, own: Sequence[str],
                     gateways: dict[str, _Gateway]
                     ) -> tuple[object, tuple[Condition, list[str], list[_Listener]] | None]:
         """How ``route`` attaches through ``ref`` (``_attach``; None: not a Gateway of ours),
@@ -607,8 +607,10 @@ class _Converter:
         found = _attach(ref, route, own, gateway, self.namespaces)
         return (ref.key, gateway.data is not None, found[0], tuple(found[1])), found
 
-    def _convert_route(self, route: KubernetesObject, gateways: dict[str, _Gateway]
-                       ) -> tuple[Resource, dict[str, set[str]], tuple[object, ...]] | None:
+    def _convert_route(
+        self, route: KubernetesObject, gateways: dict[str, _Gateway]
+    ) -> tuple[Resource, dict[str, set[str]], tuple[object, ...], tuple[_ParentRef, ...],
+               tuple[str, ...]] | None:
         try:
             own = texts(route.spec, "hostnames", "spec")
             refs = _parent_refs(route)
@@ -654,7 +656,7 @@ class _Converter:
             gateways[key].bound[resource.ref] = names
         if isinstance(resource, Route):
             resource._served_on = _served_on(bound, gateways)
-        return resource, bound, tuple(attached)
+        return resource, bound, tuple(attached), tuple(refs), tuple(own)
 
     def _refuse(self, obj: KubernetesObject, exc: FieldError) -> None:
         """``obj`` is not converted: a field of it that no listener or rule holds is wrong."""
@@ -767,6 +769,8 @@ class _ConvertedRoute:
     bound: dict[str, frozenset[str]]  # Gateway key -> the listeners it is attached to
     read: _Read
     attached: tuple[object, ...]  # each parentRef's outcome (``_Converter._attachment``)
+    refs: tuple[_ParentRef, ...]  # its parentRefs to Gateways and its own hostnames, as read
+    own: tuple[str, ...]  # then (the object is the same while it is kept)
 
 
 @dataclass(slots=True)
@@ -984,7 +988,7 @@ def _served_on(bound: Mapping[str, Iterable[str]], gateways: dict[str, _Gateway]
     return served or None
 
 
-def _attach(ref: _ParentRef, route: KubernetesObject, own: list[str], gateway: _Gateway,
+def _attach(ref: _ParentRef, route: KubernetesObject, own: Sequence[str], gateway: _Gateway,
             namespaces: dict[str, dict[str, str]]
             ) -> tuple[Condition, list[str], list[_Listener]]:
     """Whether ``route`` attaches to ``gateway`` through ``ref``, the hostnames it gets
