@@ -54,6 +54,7 @@ A route without body filters pays nothing for the body phases.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, ClassVar, Protocol, TypeVar, cast
 
@@ -157,6 +158,15 @@ class Filter:
         """The filter for one policy: ``settings`` is a validated ``settings_model``
         instance, ``source`` names where the policy was attached (for messages)."""
         raise NotImplementedError
+
+    @classmethod
+    def maker(cls, settings: Any, source: str, env: FilterEnv) -> Callable[[], Filter]:
+        """What builds the filters of one policy that many rules apply (a Gateway's: each
+        rule gets a filter of its own, since a filter may keep state): ``from_spec`` for
+        each. A class whose filters share what ``from_spec`` precomputes, never changed
+        after, may precompute it once here (built-in types: a plugin's filters are built by
+        its ``from_spec``, whose errors name the plugin)."""
+        return functools.partial(cls.from_spec, settings, source, env)
 
     def on_request(
         self, ctx: FilterContext

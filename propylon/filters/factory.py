@@ -62,7 +62,7 @@ def filter_maker(policy: PolicyIR, env: FilterEnv, table: PolicyTable | None = N
     except ValidationError as exc:
         raise ValueError(f"{policy.source}: {_first_error(policy.type, exc)}") from None
     if kind.placement == "in":
-        return functools.partial(cls.from_spec, settings, policy.source, env)
+        return cls.maker(settings, policy.source, env)
     return functools.partial(_plugin_filter, cls, settings, policy, env)
 
 

@@ -7,6 +7,8 @@ field of that name), then add.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from propylon.filters.base import Filter, FilterContext, FilterEnv, Headers, LocalResponse
 from propylon.policies.headers import HeadersSettings, ResolvedHeaderEdits, ResolvedSecret
 
@@ -82,6 +84,15 @@ class HeadersFilter(_HeaderEditsFilter):
         if response.empty:
             return _RequestOnlyHeadersFilter(source, request, response)
         return cls(source, request, response)
+
+    @classmethod
+    def maker(cls, settings: HeadersSettings, source: str, env: FilterEnv
+              ) -> Callable[[], Filter]:
+        """Filters of one policy share its edits (``HeaderEdits`` never change once made):
+        a Gateway's headers policy edited makes 30,000 rules' filters at 10,000 Routes."""
+        made = cls.from_spec(settings, source, env)
+        kind, request, response = type(made), made.request_edits, made.response_edits
+        return lambda: kind(source, request, response)
 
     def on_upstream_request(self, ctx: FilterContext) -> None:
         self.request_edits.apply(ctx.request_headers)

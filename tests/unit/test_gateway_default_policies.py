@@ -61,6 +61,7 @@ def test_each_rule_gets_filters_of_its_own_and_keeps_them_across_a_gateway_edit(
         a, b, c = _filters(runtime, "shop/edge")
         assert len(a) == len(b) == len(c) == 1
         assert a[0] is not b[0]  # the Gateway's headers policy, a filter per rule
+        assert a[0].response_edits is b[0].response_edits  # what never changes, made once
         assert c[0].__class__ is a[0].__class__ and c[0] is not a[0]
         edited = _snapshot(CONFIG.replace('x-gw: "1"', 'x-gw: "2"'))
         assert [r.policies for r in edited.gateways[0].rules] == [
