@@ -39,14 +39,27 @@ def build_filter(policy: PolicyIR, env: FilterEnv, table: PolicyTable | None = N
     ``ValueError`` naming the policy's source and field otherwise; the value is never quoted,
     it may be a secret), then the filter class's ``from_spec`` with the typed object.
     ``table``: this process's policy types (plugins included) unless given."""
-    return filter_maker(policy, env, table)()
+    cls, settings, plugin = _settled(policy, table)
+    if plugin:
+        return _plugin_filter(cls, settings, policy, env)
+    return cls.from_spec(settings, policy.source, env)
 
 
 def filter_maker(policy: PolicyIR, env: FilterEnv, table: PolicyTable | None = None
                  ) -> Callable[[], Filter]:
     """What builds filters of one IR policy (``build_filter``), its spec validated once: each
     call a new filter (a Gateway's policy, applied to thousands of rules, each with a filter
-    of its own)."""
+    of its own; ``Filter.maker``)."""
+    cls, settings, plugin = _settled(policy, table)
+    if plugin:
+        return functools.partial(_plugin_filter, cls, settings, policy, env)
+    return cls.maker(settings, policy.source, env)
+
+
+def _settled(policy: PolicyIR, table: PolicyTable | None
+             ) -> tuple[type[Filter], BaseModel, bool]:
+    """The filter class of ``policy``'s type, its spec validated with the type's settings
+    model, and whether the type is a plugin's."""
     if table is None:
         table = installed_plugins().table
     kind = table.get(policy.type)
@@ -61,9 +74,7 @@ def filter_maker(policy: PolicyIR, env: FilterEnv, table: PolicyTable | None = N
         settings = kind.settings_from(policy.spec)
     except ValidationError as exc:
         raise ValueError(f"{policy.source}: {_first_error(policy.type, exc)}") from None
-    if kind.placement == "in":
-        return cls.maker(settings, policy.source, env)
-    return functools.partial(_plugin_filter, cls, settings, policy, env)
+    return cls, settings, kind.placement != "in"
 
 
 def _plugin_filter(cls: type[Filter], settings: BaseModel, policy: PolicyIR, env: FilterEnv
