@@ -21,11 +21,19 @@ from typing import TYPE_CHECKING, Any
 
 from propylon.config import ConfigError, Resource, Source
 from propylon.config.files import read_texts
-from propylon.config.loader import load_parsed, route_key
+from propylon.config.loader import LoadResult, Outlines, load_parsed
+from propylon.config.outlines import outline_key
 from propylon.config.parse_pool import Parsed, parse_all
 from propylon.ir import seal
 from propylon.runtime.forked import ForkedCall
-from propylon.translate.parts import Part, RouteRange, describe, merge, route_ranges
+from propylon.translate.parts import (
+    Part,
+    RouteRange,
+    describe,
+    merge,
+    reach_tables,
+    route_ranges,
+)
 from propylon.translate.translator import Booked, translate_booked
 
 if TYPE_CHECKING:
@@ -125,10 +133,12 @@ def _check_paths(paths: Sequence[str | Path]) -> Check:
     except OSError as exc:
         return Check([Problem(f"cannot read configuration: {exc}", exc.filename)])
     parsed = parse_all(texts)  # one-shot: every core is its own (begun by ``read_ahead``)
-    keys = [key for documents, _ in parsed for doc in documents
-            if (key := route_key(doc.data)) is not None]
-    if not unread and len(keys) >= SPLIT_FROM_ROUTES and (os.cpu_count() or 1) > 1:
-        check = _split_check(texts, parsed, keys)
+    keys = [found for documents, _ in parsed for doc in documents
+            if (found := outline_key(doc.data)) is not None]
+    routes = [key for kind, key in keys if kind == "Route"]
+    if not unread and len(routes) >= SPLIT_FROM_ROUTES and (os.cpu_count() or 1) > 1:
+        tables = [key for kind, key in keys if kind == "RouteTable"]
+        check = _split_check(texts, parsed, routes, tables)
         if check is not None:
             return check
     loaded = load_parsed(texts, parsed)
@@ -173,16 +183,19 @@ class _PartCheck:
 
 
 def _split_check(
-    texts: Sequence[tuple[str, str]], parsed: Sequence[Parsed], keys: Sequence[str]
+    texts: Sequence[tuple[str, str]], parsed: Sequence[Parsed], routes: Sequence[str],
+    tables: Sequence[str],
 ) -> Check | None:
     """The check made in two parts, this process's and a forked child's, each validating
     and translating its own Routes (the other's only outlined), or None when the parts
     cannot say what the whole would (a document with errors, or ``parts.merge``): the
-    caller then checks the whole."""
-    first, second = route_ranges(keys, (0.5, 0.5))
-    child = ForkedCall(functools.partial(_part_check, texts, parsed, second))
-    loaded = load_parsed(texts, parsed, outline=lambda key: key not in first)
-    if loaded.errors:
+    caller then checks the whole. Each validates the RouteTables of its own range of their
+    keys (so that every one is) and those its Routes delegate to; the others it outlines."""
+    first, second = route_ranges(routes, (0.5, 0.5))
+    first_tables, second_tables = route_ranges(tables, (0.5, 0.5))
+    child = ForkedCall(functools.partial(_part_check, texts, parsed, second, second_tables))
+    loaded = _part_loaded(texts, parsed, first, first_tables)
+    if loaded is None:
         child.cancel()
         return None
     booked = translate_booked(loaded.resources, routes=first)
@@ -202,11 +215,23 @@ def _split_check(
 
 
 def _part_check(texts: Sequence[tuple[str, str]], parsed: Sequence[Parsed],
-                routes: RouteRange) -> _PartCheck | None:
-    loaded = load_parsed(texts, parsed, outline=lambda key: key not in routes)
-    if loaded.errors:
+                routes: RouteRange, tables: RouteRange) -> _PartCheck | None:
+    loaded = _part_loaded(texts, parsed, routes, tables)
+    if loaded is None:
         return None
     return _checked(translate_booked(loaded.resources, routes=routes))
+
+
+def _part_loaded(texts: Sequence[tuple[str, str]], parsed: Sequence[Parsed],
+                 routes: RouteRange, tables: RouteRange) -> LoadResult | None:
+    """A part's resources: its Routes and RouteTables validated, every other outlined; None
+    if one of them is not valid."""
+    outlines = Outlines(lambda kind, key: key not in (routes if kind == "Route" else tables))
+    loaded = load_parsed(texts, parsed, outline=outlines)
+    if loaded.errors or not reach_tables(
+            loaded.resources, routes, lambda table: outlines.validated(loaded, table)):
+        return None
+    return loaded
 
 
 def _checked(booked: Booked) -> _PartCheck | None:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import hashlib
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -39,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from propylon.config._types import UNION_TAGS, shared_sections
@@ -53,9 +52,9 @@ from propylon.config.kubernetes import (
     is_list,
     list_items,
 )
+from propylon.config.outlines import outline_key, outline_of
 from propylon.config.parse_pool import Parsed, parse_each
-from propylon.config.resources import API_VERSION, KINDS, Metadata, Resource, Route
-from propylon.config.route import RouteSpec, Rule
+from propylon.config.resources import API_VERSION, KINDS, Resource
 from propylon.runtime.gc_pause import gc_paused
 
 DEFINED_TWICE = "defined twice"  # how the error about a second definition starts
@@ -207,15 +206,15 @@ def _load_last(result: LoadResult, name: str, text: str, seen: dict[tuple[str, s
 
 def load_parsed(
     texts: Sequence[tuple[str, str]], parsed: Sequence[Parsed],
-    outline: Callable[[str], bool] | None = None,
+    outline: Outlines | None = None,
 ) -> LoadResult:
     """What ``load_paths`` gives of files already read (``read_texts``) and parsed
     (``parse_all``), for a caller that also uses the documents: a resource defined twice
     across them is an error as there. The files' cache is neither read nor written.
 
-    ``outline``: the Routes whose key it accepts are not validated but outlined
-    (``outline_route``), for a process that translates only the other Routes but must know
-    every one (``translate/parts.py``); another process validates them."""
+    ``outline``: the Routes and RouteTables it wants are not validated but outlined, for a
+    process that translates only some Routes but must know every one (``translate/parts.py``);
+    another process validates them."""
     result = LoadResult()
     seen: dict[tuple[str, str], Source] = {}
     with gc_paused(), shared_sections():
@@ -225,60 +224,52 @@ def load_parsed(
 
 
 def route_key(data: Any) -> str | None:
-    """The key of the Route ``data`` names plainly (a mapping of this API with a string name
-    and namespace), or None."""
-    if not isinstance(data, dict) or data.get("apiVersion") != API_VERSION:
-        return None
-    kind, key = _identity(data)
-    if kind != "Route" or key is None or not isinstance(
-            data["metadata"].get("namespace", ""), str):
-        return None
-    return key
+    """The key of the Route ``data`` names plainly (``outline_key``), or None."""
+    found = outline_key(data)
+    return found[1] if found is not None and found[0] == "Route" else None
 
 
-def outline_route(doc: Document, filename: str) -> Route | None:
-    """A Route made from ``doc`` without validating it, of what every translation step but
-    its own reads of a Route: its identity, labels, rule names and source; None if ``doc``
-    does not give them plainly (it is then validated as usual)."""
-    data = doc.data
-    meta, spec = data.get("metadata"), data.get("spec")
-    labels = meta.get("labels", {}) if isinstance(meta, dict) else None
-    rules = spec.get("rules") if isinstance(spec, dict) else None
-    if (not isinstance(labels, dict) or not isinstance(rules, list)
-            or not all(isinstance(rule, dict) for rule in rules)):
-        return None
-    names = [rule.get("name") for rule in rules]
-    if not all(name is None or isinstance(name, str) for name in names):
-        return None
-    metadata = _unchecked(Metadata, {"name": meta["name"], "namespace": meta.get(
-        "namespace", "default"), "labels": labels})
-    route_spec = _unchecked(RouteSpec, {"rules": list(map(_outline_rule, names)),
-                                        "hostnames": []})
-    source = Source(filename, doc.line, doc.marks, doc.column)
-    return _unchecked(Route, {"api_version": API_VERSION, "kind": "Route", "metadata": metadata,
-                              "spec": route_spec}, {"_source": source})
+class Outlines:
+    """The Routes and RouteTables a load outlines (``config/outlines.py``) instead of
+    validating them: those whose (kind, key) ``wanted`` accepts. ``validated`` gives one this
+    process turns out to need (a RouteTable its own Routes delegate to) as validated."""
+
+    def __init__(self, wanted: Callable[[str, str], bool]) -> None:
+        self.wanted = wanted
+        # id of an outline -> it, its document and file (each entry keeps its outline alive,
+        # so an id is never another object's)
+        self._documents: dict[int, tuple[Resource, Document, str]] = {}
+        self._places: dict[int, int] | None = None  # id of an outline -> index in resources
+
+    def outline(self, doc: Document, filename: str) -> Resource | None:
+        found = outline_key(doc.data)
+        if found is None or not self.wanted(*found):
+            return None
+        made = outline_of(doc, filename, found[0])
+        if made is not None:
+            self._documents[id(made)] = (made, doc, filename)
+        return made
+
+    def validated(self, result: LoadResult, resource: _R) -> _R | None:
+        """``resource`` of ``result``'s resources as validated: itself unless it is an
+        outline; else validated from its document and put in its place in ``result``; None
+        if it is not valid (the caller then loads without outlines to report why)."""
+        held = self._documents.get(id(resource))
+        if held is None or held[0] is not resource:
+            return resource
+        if self._places is None:
+            self._places = {id(r): i for i, r in enumerate(result.resources)
+                            if id(r) in self._documents}
+        _, doc, filename = held
+        with shared_sections():
+            built, errors = _build(doc, filename)
+        if built is None or errors or type(built) is not type(resource):
+            return None
+        result.resources[self._places[id(resource)]] = built
+        return built
 
 
-@functools.lru_cache(maxsize=1024)
-def _outline_rule(name: str | None) -> Rule:
-    """An outlined rule: its name (one object per name: rules are never modified)."""
-    return _unchecked(Rule, {"name": name, "matches": [], "forward": None, "redirect": None,
-                             "direct_response": None, "delegate": None, "policies": []})
-
-
-_M = TypeVar("_M", bound=BaseModel)
-
-
-def _unchecked(cls: type[_M], fields: dict[str, Any], private: dict[str, Any] | None = None
-               ) -> _M:
-    """``cls`` with every one of its ``fields`` given, as ``model_construct`` makes it without
-    looking for defaults (it took as long as validating)."""
-    made = cls.__new__(cls)
-    object.__setattr__(made, "__dict__", fields)
-    object.__setattr__(made, "__pydantic_fields_set__", set(fields))
-    object.__setattr__(made, "__pydantic_extra__", None)
-    object.__setattr__(made, "__pydantic_private__", private)
-    return made
+_R = TypeVar("_R", bound=Resource)
 
 
 class _FileCache:
@@ -421,7 +412,7 @@ def load_data(data: Any, filename: str = "<data>") -> LoadResult:
 
 def _load_into(
     result: LoadResult, text: str, filename: str, seen: dict[tuple[str, str], Source],
-    parsed: Parsed | None = None, outline: Callable[[str], bool] | None = None,
+    parsed: Parsed | None = None, outline: Outlines | None = None,
     kept: _KeptDocuments | None = None,
 ) -> Sequence[Document]:
     """Load ``text``'s documents into ``result``; the documents. ``kept``: the resources
@@ -437,15 +428,13 @@ def _load_into(
 
 def _load_documents(
     result: LoadResult, documents: Sequence[Document], filename: str,
-    seen: dict[tuple[str, str], Source], outline: Callable[[str], bool] | None,
+    seen: dict[tuple[str, str], Source], outline: Outlines | None,
     kept: _KeptDocuments | None = None,
 ) -> None:
     for doc in documents:
         given = kept.resource(doc) if kept is not None and not doc.errors else None
         if outline is not None and not doc.errors:
-            key = route_key(doc.data)
-            if key is not None and outline(key):
-                given = outline_route(doc, filename)
+            given = outline.outline(doc, filename) or given
         try:
             resource, doc_errors = ((given, []) if given is not None
                                     else _build(doc, filename))

@@ -24,19 +24,21 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
+from propylon.config import Resource, Route, RouteTable
 from propylon.ir.codec import content_hash, rule_digests
 from propylon.translate import shadows
 from propylon.translate.gateway import build_upstreams
+from propylon.translate.select import TableIndex
 from propylon.translate.status import BookReports
 from propylon.translate.translator import Booked, Translation, finish
 
 
 @dataclass(frozen=True, slots=True)
 class RouteRange:
-    """The Routes whose key is in [low, high) (None: unbounded)."""
+    """The Routes (or RouteTables) whose key is in [low, high) (None: unbounded)."""
 
     low: str | None
     high: str | None
@@ -78,6 +80,31 @@ def route_ranges(keys: Iterable[str], shares: Sequence[float]) -> list[RouteRang
     lows: list[str | None] = [None, *bounds]
     highs: list[str | None] = [*bounds, None]
     return [RouteRange(low, high) for low, high in zip(lows, highs, strict=True)]
+
+
+def reach_tables(resources: Sequence[Resource], routes: RouteRange,
+                 validated: Callable[[RouteTable], RouteTable | None]) -> bool:
+    """Whether every RouteTable the Routes of ``routes`` delegate to, at any depth, could be
+    had validated: ``validated`` gives each as validated (a part may hold the others as
+    outlines, whose labels select as theirs would), or None if it is not valid."""
+    tables = TableIndex([r for r in resources if isinstance(r, RouteTable)])
+    owners: list[Route | RouteTable] = [
+        r for r in resources if isinstance(r, Route) and r.key in routes]
+    reached: set[str] = set()
+    while owners:
+        owner = owners.pop()
+        for rule in owner.spec.rules:
+            if rule.delegate is None:
+                continue
+            for table in tables.select(rule.delegate.selector, owner.namespace):
+                if table.key in reached:
+                    continue
+                reached.add(table.key)
+                checked = validated(table)
+                if checked is None:
+                    return False
+                owners.append(checked)
+    return True
 
 
 def describe(booked: Booked) -> Part:

@@ -11,6 +11,7 @@ import pytest
 
 from propylon.cli import problems
 from propylon.config import load_paths
+from propylon.config.outlines import outline_key
 from propylon.translate.parts import describe, merge, route_ranges
 from propylon.translate.translator import translate_booked
 from tests.support import resources as r
@@ -128,6 +129,94 @@ def test_delegation_checks_the_same_in_parts(tmp_path, monkeypatch, shared) -> N
     whole = _same_both_ways(_write(tmp_path, r.gateway(8080), r.upstream("echo", 9000),
                                    *tables, *delegating), monkeypatch, merged=not shared)
     assert whole.failed == (not shared)
+
+
+def _delegating(count: int, tables_of: Any) -> list[dict[str, Any]]:
+    """Route ``d<i>`` delegating ``/g<i>`` to the RouteTables labelled ``group: g<i>``."""
+    return [r.route(f"d{i:03d}", rules=[
+        r.rule({"prefix": f"/g{i}"}, delegate={"selector": {"matchLabels": {"group": f"g{i}"}}})])
+        for i in range(count)]
+
+
+def _table(name: str, group: str, rule: dict[str, Any] | None = None,
+           labels: dict[str, Any] | None = None) -> dict[str, Any]:
+    return r.route_table(name, labels=labels or {"group": group}, rules=[
+        rule or r.rule({"prefix": f"/{group}/{name}"}, forward=r.forward("echo"))])
+
+
+def test_each_part_validates_its_tables_and_those_its_routes_reach(tmp_path) -> None:
+    """RouteTables are split by key like Routes: a part validates its own range of them and
+    the ones its Routes delegate to (here named so that every Route's table is in the other
+    part's range), and outlines the rest."""
+    tables = [_table(f"t{ROUTES - 1 - i:03d}", f"g{i}") for i in range(ROUTES)]
+    folder = _write(tmp_path, r.gateway(8080), r.upstream("echo", 9000), *tables,
+                    *_delegating(ROUTES, None))
+    texts = problems.read_texts([folder], [])
+    parsed = problems.parse_all(texts, parallel=False)
+    keys = [key for kind, key in (outline_key(d.data) for docs, _ in parsed for d in docs
+                                  if outline_key(d.data)) if kind == "RouteTable"]
+    route_keys = [f"default/d{i:03d}" for i in range(ROUTES)]
+    validated_in_parts = []
+    for routes, own in zip(route_ranges(route_keys, (0.5, 0.5)),
+                           route_ranges(keys, (0.5, 0.5)), strict=True):
+        loaded = problems._part_loaded(texts, parsed, routes, own)
+        assert loaded is not None
+        validated = {t.key for t in loaded.resources
+                     if t.kind == "RouteTable" and t.spec.rules[0].matches}
+        reached = {f"default/t{ROUTES - 1 - int(k[-3:]):03d}" for k in route_keys
+                   if k in routes}
+        assert validated == {k for k in keys if k in own} | reached
+        validated_in_parts.append(validated)
+    assert set().union(*validated_in_parts) == set(keys)
+
+
+@pytest.mark.parametrize("broken", ["own-range", "other-range"])
+def test_a_broken_table_is_reported_whichever_part_validates_it(
+        tmp_path, monkeypatch, broken) -> None:
+    """A RouteTable with an unknown field, in the first part's range of tables but reached
+    from the second part's Routes (or from the first's): the loader's error, as for the
+    whole."""
+    tables = [_table(f"t{i:03d}", f"g{i}") for i in range(ROUTES)]
+    index = ROUTES - 3 if broken == "own-range" else 3
+    tables[index]["spec"]["rules"][0]["forward"]["timeot"] = "5s"
+    groups = list(range(ROUTES)) if broken == "own-range" else list(reversed(range(ROUTES)))
+    delegating = [r.route(f"d{i:03d}", rules=[
+        r.rule({"prefix": f"/g{g}"}, delegate={"selector": {"matchLabels": {"group": f"g{g}"}}})])
+        for i, g in enumerate(groups)]
+    whole = _same_both_ways(_write(tmp_path, r.gateway(8080), r.upstream("echo", 9000),
+                                   *tables, *delegating), monkeypatch, merged=None)
+    assert whole.built is None and len(whole.problems) == 1
+    assert f"RouteTable default/t{index:03d}" in str(whole.problems[0])
+
+
+def test_nested_delegation_across_table_ranges_checks_the_same(tmp_path, monkeypatch) -> None:
+    """A Route of the first part delegates to a table of the second part's range, which
+    delegates on to another there: the part validates both, and the check merges."""
+    tables = [_table(f"t{i:03d}", f"g{i}") for i in range(ROUTES)]
+    tables[-1] = _table(f"t{ROUTES - 1:03d}", "g0", r.rule(
+        {"prefix": "/g0/deep"}, delegate={"selector": {"matchLabels": {"group": "deep"}}}))
+    tables.append(_table("t999", "deep", r.rule({"prefix": "/g0/deep/x"},
+                                                forward=r.forward("absent"))))
+    delegating = _delegating(ROUTES, None)
+    whole = _same_both_ways(_write(tmp_path, r.gateway(8080), r.upstream("echo", 9000),
+                                   *tables, *delegating), monkeypatch)
+    # the nested table's unknown Upstream: found by the part that reached it
+    assert any("t999" in str(p) and "absent" in str(p) for p in whole.problems), whole.problems
+
+
+def test_tables_labelled_with_numbers_are_validated_not_outlined(tmp_path, monkeypatch) -> None:
+    """``group: 7`` is the text ``7`` once validated: outlined, a selector of ``"7"`` would
+    not have picked the table, so a part validates it instead."""
+    tables = [_table(f"t{i:03d}", "", labels={"group": i}) for i in range(ROUTES)]
+    delegating = [r.route(f"d{i:03d}", rules=[r.rule(
+        {"prefix": f"/t{ROUTES - 1 - i:03d}"},
+        delegate={"selector": {"matchLabels": {"group": str(ROUTES - 1 - i)}}})])
+        for i in range(ROUTES)]
+    for i, table in enumerate(tables):
+        table["spec"]["rules"][0]["matches"][0]["path"] = {"prefix": f"/t{i:03d}/x"}
+    whole = _same_both_ways(_write(tmp_path, r.gateway(8080), r.upstream("echo", 9000),
+                                   *tables, *delegating), monkeypatch)
+    assert not whole.problems and whole.built is not None and whole.built.rules == ROUTES
 
 
 def test_a_rule_shadowed_from_the_other_part_is_reported(tmp_path, monkeypatch) -> None:
