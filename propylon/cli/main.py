@@ -172,7 +172,8 @@ def validate(
     read_ahead(paths)  # the other cores parse while this process imports the rest
     from propylon.cli.problems import check_paths
 
-    check = check_paths(paths)
+    kept: list[object] = []  # never freed: the command exits (``_exit_now``)
+    check = check_paths(paths, keep=kept)
     if output is ValidateFormat.json:
         typer.echo(json.dumps(check.to_json(), indent=2))
     else:
