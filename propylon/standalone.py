@@ -123,7 +123,9 @@ def _send_preview(resources: Sequence[Resource],
         part = [r for r in resources if id(r) not in later]
         try:
             result = build_from_resources(part)
-            if result.snapshot is None or result.warnings:
+            # a part's warnings are no reason to stop: a Policy targeting a later Route is
+            # not found in it, and whatever else a part reports the whole reports too
+            if result.snapshot is None:
                 return
             preview(result.snapshot)
         except Exception:

@@ -64,6 +64,29 @@ def test_a_configuration_with_an_invalid_resource_is_not_previewed(tmp_path: Pat
     assert not given
 
 
+def test_warnings_of_a_part_or_of_the_whole_do_not_stop_the_previews(tmp_path: Path) -> None:
+    """A Policy targeting the last Route (not in the first parts: Invalid there) and a rule
+    forwarding to an Upstream that does not exist (a warning of every part and the whole):
+    the parts are still given, the whole extends them and has a build's version."""
+    policy = r.policy("late", [{"kind": "Route", "name": "r039"}],
+                      **r.headers_policy(response={"set": {"x-late": "1"}}))
+    missing = r.route("a-missing", rules=[r.rule({"exact": "/missing"},
+                                                 forward=r.forward("absent"))])
+    write(tmp_path / "config", 40, extra="---\n" + r.dump(policy, missing))
+    given: list[ir.SnapshotIR] = []
+    result = standalone.build_snapshot([tmp_path / "config"], preview=given.append)
+    assert result.snapshot is not None and len(given) == 2
+    assert any("absent" in warning for warning in result.warnings)
+    assert not any("r039 not found" in warning for warning in result.warnings)
+    whole = result.snapshot.gateways[0].rules
+    for part in (snapshot.gateways[0].rules for snapshot in given):
+        assert all(a is b for a, b in zip(part, whole[:len(part)], strict=True))
+    late = next(rule for rule in whole if rule.route == "Route default/r039")
+    assert late.policies  # the Policy attached in the whole
+    again = standalone.build_snapshot([tmp_path / "config"])
+    assert again.snapshot is not None and again.snapshot.version == result.snapshot.version
+
+
 def test_routes_delegating_to_many_tables_are_previewed_by_route(tmp_path: Path) -> None:
     folder = tmp_path / "config"
     folder.mkdir()
