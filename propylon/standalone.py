@@ -33,6 +33,7 @@ from typing import Any
 
 from propylon import ir
 from propylon.config import ConfigError, Rejected, Resource, load_paths
+from propylon.config.gatewayapi import ROUTE_KINDS
 from propylon.filters.base import FilterEnv
 from propylon.filters.factory import build_filter
 from propylon.ir.jsontext import json_sorted
@@ -74,6 +75,9 @@ class BuildResult:
 # compiled is what they still have to compile once the whole is translated.
 PREVIEW_MIN_ROUTES = 2000
 PREVIEW_SHARES = (0.35, 0.7)
+# what the parts are shares of: Routes, and the route objects of the Kubernetes input (a
+# part converts its own; the next part's conversion replays theirs)
+_PREVIEWED = frozenset({"Route", *ROUTE_KINDS, "Ingress"})
 
 
 def build_snapshot(paths: Sequence[str | Path], *, parallel: bool = False,
@@ -86,9 +90,9 @@ def build_snapshot(paths: Sequence[str | Path], *, parallel: bool = False,
     the whole set if it never did. ``parallel``: parse on every core
     (``load_paths``); ``read`` is called once the files are read, whatever came of it.
     ``preview``: given, when the configuration is large and valid, the snapshots of growing
-    parts of it (``PREVIEW_SHARES`` of the Routes in key order), each before the next is
-    translated (the translation of the Routes of one is reused in the next): the gateway's
-    workers compile each meanwhile. ``sealed`` False:
+    parts of it (``PREVIEW_SHARES`` of the Routes and Kubernetes route objects in key
+    order), each before the next is translated (the translation of the Routes of one is
+    reused in the next): the gateway's workers compile each meanwhile. ``sealed`` False:
     the snapshot's version is left empty (for a command that does not show it)."""
     try:
         loaded = load_paths(paths, parallel=parallel, keep_last_loaded=True)
@@ -114,7 +118,7 @@ def _send_preview(resources: Sequence[Resource],
                   preview: Callable[[ir.SnapshotIR], None]) -> None:
     """Each part's snapshot to ``preview``, if there are parts to send: what is served never
     depends on them (a failure here only leaves the workers compiling the rest)."""
-    routes = sorted((r.key, id(r)) for r in resources if r.kind == "Route")
+    routes = sorted((r.key, id(r)) for r in resources if r.kind in _PREVIEWED)
     if len(routes) < 2 or len(routes) + sum(
             r.kind == "RouteTable" for r in resources) < PREVIEW_MIN_ROUTES:
         return

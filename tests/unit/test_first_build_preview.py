@@ -109,6 +109,53 @@ def test_routes_delegating_to_many_tables_are_previewed_by_route(tmp_path: Path)
     assert all(a is b for a, b in zip(first, second[:8], strict=True))
 
 
+KUBE_GATEWAY = """apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: shop}
+spec:
+  gatewayClassName: propylon
+  listeners: [{name: web, port: 8080, protocol: HTTP}]
+---
+apiVersion: propylon.dev/v1
+kind: Upstream
+metadata: {name: echo, namespace: shop}
+spec:
+  endpoints: [{address: 127.0.0.1, port: 9000}]
+"""
+
+
+def http_route(i: int) -> str:
+    return f"""apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: r{i:03d}, namespace: shop}}
+spec:
+  parentRefs: [{{name: edge}}]
+  rules:
+    - matches: [{{path: {{type: PathPrefix, value: /r{i}}}}}]
+      backendRefs: [{{name: echo, kind: Upstream, group: propylon.dev}}]
+"""
+
+
+def test_kubernetes_route_objects_are_previewed_by_object(tmp_path: Path) -> None:
+    """HTTPRoutes are the parts' shares as Routes are: each part converts its own (the next
+    one's conversion replays them), and the whole extends the parts."""
+    folder = tmp_path / "config"
+    folder.mkdir()
+    (folder / "gateway.yaml").write_text(KUBE_GATEWAY)
+    (folder / "routes.yaml").write_text("---\n".join(http_route(i)
+                                                     for i in reversed(range(40))))
+    given: list[ir.SnapshotIR] = []
+    result = standalone.build_snapshot([folder], preview=given.append)
+    assert result.snapshot is not None and not result.warnings and len(given) == 2
+    parts = [snapshot.gateways[0].rules for snapshot in given]
+    whole = result.snapshot.gateways[0].rules
+    assert [len(part) for part in parts] == [14, 28] and len(whole) == 40
+    for part, after in zip(parts, [parts[1], whole], strict=True):
+        assert all(a is b for a, b in zip(part, after[:len(part)], strict=True))
+    again = standalone.build_snapshot([folder])
+    assert again.snapshot is not None and again.snapshot.version == result.snapshot.version
+
+
 def test_a_preview_that_fails_changes_nothing_served(tmp_path: Path) -> None:
     write(tmp_path / "config", 40)
 
