@@ -33,7 +33,7 @@ from typing import Any
 
 from propylon import ir
 from propylon.config import ConfigError, Rejected, Resource, load_paths
-from propylon.config.gatewayapi import ROUTE_KINDS
+from propylon.config.gatewayapi import ROUTE_OBJECT_KINDS
 from propylon.filters.base import FilterEnv
 from propylon.filters.factory import build_filter
 from propylon.ir.jsontext import json_sorted
@@ -77,7 +77,7 @@ PREVIEW_MIN_ROUTES = 2000
 PREVIEW_SHARES = (0.35, 0.7)
 # what the parts are shares of: Routes, and the route objects of the Kubernetes input (a
 # part converts its own; the next part's conversion replays theirs)
-_PREVIEWED = frozenset({"Route", *ROUTE_KINDS, "Ingress"})
+_PREVIEWED = frozenset({"Route", *ROUTE_OBJECT_KINDS})
 
 
 def build_snapshot(paths: Sequence[str | Path], *, parallel: bool = False,

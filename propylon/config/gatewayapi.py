@@ -126,12 +126,13 @@ from propylon.schema import OBJECT_NAME, shared_sections
 GATEWAY_CLASS = "propylon"
 PARENT_LABEL = "propylon.dev/parent.{namespace}.{name}"
 ROUTE_KINDS = ("HTTPRoute", "GRPCRoute")
-# what a conversion keeps by object (``_Kept``): every other object is its context, but the
-# Services and EndpointSlices, whose references a kept object looks up again, the
-# ReferenceGrants, whose answers it asks again, the Namespaces, of which it reads its own's
-# labels, and the Gateways and Secrets, of which route objects read only the Gateways'
-# listeners (``_Context``)
-_KEPT_KINDS = (*ROUTE_KINDS, "Ingress")
+# the objects that become Routes; what a conversion keeps by object (``_Kept``): every other
+# object is its context, but the Services and EndpointSlices, whose references a kept object
+# looks up again, the ReferenceGrants, whose answers it asks again, the Namespaces, of which
+# it reads its own's labels, and the Gateways and Secrets, of which route objects read only
+# the Gateways' listeners (``_Context``)
+ROUTE_OBJECT_KINDS = (*ROUTE_KINDS, "Ingress")
+_KEPT_KINDS = ROUTE_OBJECT_KINDS
 _BACKEND_KINDS = ("Service", "EndpointSlice")
 _READ_BY_QUESTION = ("ReferenceGrant", "Namespace")
 _READ_AS_LISTENERS = ("Gateway", "Secret")
