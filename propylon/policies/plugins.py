@@ -5,7 +5,9 @@ entry point's name is the policy type's name (the ``name`` of a ``plugins: [{nam
 item, and ``PolicyIR.type`` in the IR), its value the class (``package.module:Class``). The
 class says the same name (``policy_type``), the pydantic model its ``config`` is validated
 with (``settings_model``) and its place in the order: ``before`` or ``after`` a built-in phase
-(``before = "auth"``), after ``headers`` when it says neither.
+(``before = "auth"``), after ``headers`` when it says neither. ``sees_consumers = False``
+says its filters are not built from the configuration's Consumers: a worker then keeps the
+chains holding them when only the Consumers change (by default it builds them again).
 
 ``installed_plugins()`` loads every entry point once per process and checks it; its
 ``table`` is the table of policy types with each usable plugin as a row
@@ -160,7 +162,10 @@ def plugin_row(name: str, cls: Any, target: str) -> PolicyType:
     if not (isinstance(model, type) and issubclass(model, BaseModel)) or model is BaseModel:
         raise ValueError(f"{target} has no settings_model (a pydantic model of its config)")
     placement, phase = placement_of(cls)
-    return PolicyType(name, phase, model, target, placement=placement)
+    sees = getattr(cls, "sees_consumers", True)
+    if not isinstance(sees, bool):
+        raise ValueError(f"{target}: sees_consumers is True or False, not {sees!r}")
+    return PolicyType(name, phase, model, target, placement=placement, sees_consumers=sees)
 
 
 def placement_of(cls: Any) -> tuple[Placement, str]:

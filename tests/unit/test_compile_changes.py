@@ -195,6 +195,41 @@ def test_changed_consumers_keep_every_chain_and_are_served_once_committed(
     assert admits(runtime, "two") and not admits(runtime, "three")
 
 
+def test_a_consumer_change_builds_again_only_the_plugins_that_may_see_them(
+        loop: asyncio.AbstractEventLoop) -> None:
+    """The installed test plugins: ``testStampAfterHeaders`` says ``sees_consumers = False``,
+    ``testStampBeforeAuth`` says nothing (a plugin may build its filters from the Consumers).
+    A Consumer change keeps the chain of the rule with the first and builds the other's
+    again."""
+    plain = snapshot([(name, "pong", 0) for name in "ab"])
+    gateway = plain.gateways[0]
+    first, second = gateway.rules[0], next(
+        rule for rule in gateway.rules if rule.route == "Route shop/b")
+    stamped = dataclasses.replace(gateway, rules=tuple(
+        dataclasses.replace(rule, policies=(ir.PolicyIR("testStampAfterHeaders", {}, "t"),))
+        if rule is first else
+        dataclasses.replace(rule, policies=(ir.PolicyIR("testStampBeforeAuth", {}, "t"),))
+        if rule is second else rule for rule in gateway.rules))
+
+    def with_consumer(name: str) -> ir.SnapshotIR:
+        return dataclasses.replace(plain, consumers=(ConsumerIR(f"shop/{name}", name),),
+                                   gateways=(stamped,))
+
+    def chains(runtime: Runtime) -> tuple[object, object]:
+        router = runtime.gateways["shop/edge"].router
+        a = router.match("x", "GET", "/a/api/1", Req({}))
+        b = router.match("x", "GET", "/b/api/1", Req({}))
+        assert a is not None and b is not None
+        assert [f.policy_type for f in a.chain.filters] == ["testStampAfterHeaders"]
+        assert [f.policy_type for f in b.chain.filters] == ["testStampBeforeAuth"]
+        return a.chain, b.chain
+
+    worker = Services.scratch(loop)
+    before = chains(compile_snapshot(with_consumer("c"), worker))
+    after = chains(compile_snapshot(with_consumer("d"), worker))
+    assert after[0] is before[0] and after[1] is not before[1]
+
+
 def test_a_compilation_failing_after_carrying_leaves_the_last_one_kept(
         loop: asyncio.AbstractEventLoop) -> None:
     """A change compiled by position takes the last compilation's memos over instead of

@@ -18,6 +18,7 @@ from propylon.filters import FilterEnv, build_filter
 from propylon.ir import PolicyIR
 from propylon.policies import plugins as plugin_registry
 from propylon.policies.plugins import Plugin, PluginSet, discover, installed_plugins
+from propylon.runtime import chain_memo
 from propylon.runtime.compile import compile_chain
 from propylon.translate import translate
 from tests.support.applied import applied
@@ -82,6 +83,8 @@ def found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, entry_points: dict[st
                  "a plugin sets before or after, not both", id="both"),
     pytest.param("probe", "MOD:Probe", probe("probe", "settings_model = Filter.settings_model"),
                  "MOD:Probe has no settings_model", id="no-settings-model"),
+    pytest.param("probe", "MOD:Probe", probe("probe", "sees_consumers = 'no'"),
+                 "MOD:Probe: sees_consumers is True or False, not 'no'", id="sees-not-a-bool"),
     pytest.param("probe", "MOD:Holder.Probe",
                  probe("probe") + "\nclass Holder:\n    Probe = Probe\n",
                  "MOD:Holder.Probe: the entry point must name a class of its module",
@@ -126,6 +129,27 @@ def test_a_plugin_says_where_it_runs(tmp_path: Path, monkeypatch: pytest.MonkeyP
     before, after = neighbours
     assert names[index - 1] == before if before else index == 0
     assert names[index + 1] == after if after else index == len(names) - 1
+
+
+@pytest.mark.parametrize(("extra", "sees"), [
+    pytest.param("", True, id="default"),
+    pytest.param("sees_consumers = False", False, id="not"),
+    pytest.param("sees_consumers = True", True, id="says-so"),
+])
+def test_a_plugin_says_whether_its_filters_see_the_consumers(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, extra: str, sees: bool) -> None:
+    """A worker builds again, on a Consumer change, the chains holding a filter of a type
+    that may be built from the Consumers (``chain_memo.sees_consumers``): a plugin's, unless
+    its class says it is not."""
+    plugin = found(tmp_path, monkeypatch, {"probe": "MOD:Probe"},
+                   probe("probe", extra))["probe"]
+    assert plugin.error is None and plugin.row is not None
+    assert plugin.row.sees_consumers is sees
+    table = PluginSet([plugin]).table
+    monkeypatch.setattr(chain_memo, "policy_types", lambda: table)
+    assert chain_memo.sees_consumers([PolicyIR("headers", {}, "test")]) is False
+    assert chain_memo.sees_consumers([PolicyIR("headers", {}, "test"),
+                                      PolicyIR("probe", {"level": 1}, "test")]) is sees
 
 
 def test_plugins_of_one_place_run_in_name_order() -> None:

@@ -44,5 +44,6 @@ class StampBeforeAuth(_Stamp):
 
 class StampAfterHeaders(_Stamp):
     policy_type = "testStampAfterHeaders"
+    sees_consumers = False  # never reads them: kept on a Consumer change
 
     __slots__ = ()
