@@ -223,12 +223,6 @@ def load_parsed(
     return _leave_out_rejected(result)
 
 
-def route_key(data: Any) -> str | None:
-    """The key of the Route ``data`` names plainly (``outline_key``), or None."""
-    found = outline_key(data)
-    return found[1] if found is not None and found[0] == "Route" else None
-
-
 class Outlines:
     """The Routes and RouteTables a load outlines (``config/outlines.py``) instead of
     validating them: those whose (kind, key) ``wanted`` accepts. ``validated`` gives one this
