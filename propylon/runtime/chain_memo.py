@@ -13,9 +13,11 @@ again with the filters of its own policies kept: only the Gateway's are built, o
 that applies them.
 
 Some filters may be built from the snapshot's Consumers (``FilterEnv.snapshot``;
-``PolicyType.sees_consumers``: plugins' filters): when those change, the chains holding one
-are not reused, the others are. The API key and basic auth filters read them on each request
-from the worker's ``filters._common.ConsumerDirectory`` instead, so their chains are kept.
+``PolicyType.sees_consumers``: plugins' filters, unless the plugin says otherwise): when those
+change, the chains holding one are made again (``stale``), with the filters of the rule's own
+policies kept when it is only the head's that may see them; the others are kept. The API key
+and basic auth filters read them on each request from the worker's
+``filters._common.ConsumerDirectory`` instead, so their chains are kept.
 Only the chains of the last successful compilation are kept, so the memo holds one
 configuration's filters, which its runtime holds anyway.
 """
@@ -82,7 +84,12 @@ class ChainMemo:
         self.made: dict[str, dict[int, _Entry]] = {}
         self.heads: dict[str, ChainHead] = {}
         self.made_heads: dict[str, ChainHead] = {}
-        self.consumers: tuple[Any, ...] | None = None
+        self.consumers: tuple[Any, ...] | None = None  # the last committed compilation's
+        self._consumers: tuple[Any, ...] | None = None  # this compilation's
+        # the rules whose chains this compilation makes again although kept, the Consumers
+        # having changed (``begin``): id -> whether the filters of its own policies too;
+        # each is taken out once made
+        self.stale: dict[int, bool] = {}
         self.last_kept = False  # this compilation holds the last one's chains (``begin``)
         self._kept: dict[int, _Entry] = {}  # the Gateway being compiled's
         self._made: dict[int, _Entry] = {}
@@ -91,19 +98,31 @@ class ChainMemo:
 
     def begin(self, consumers: tuple[Any, ...]) -> None:
         """A compilation starts, of a snapshot with these Consumers: the chains of the last
-        one are kept, but those that see the Consumers when these changed (``last_kept``
-        says whether every chain was kept)."""
+        one are kept; when the Consumers changed, those holding a filter that may see them
+        are marked ``stale`` (``last_kept`` is true: the compiled routes are kept, and take
+        their new chains like those of a Gateway whose policies were edited)."""
         self.abort()
         self.last_kept = True
+        self._consumers = consumers
+        self.stale = {}
         if consumers != self.consumers:
-            before = sum(map(len, self.kept.values()))
-            self.kept = {gateway: {key: entry for key, entry in entries.items()
-                                   if not sees_consumers(entry[0].policies)
-                                   and not sees_consumers(entry[1].defaults)}
-                         for gateway, entries in self.kept.items()}
-            self.last_kept = before == sum(map(len, self.kept.values()))
-        self.consumers = consumers
+            for entries in self.kept.values():
+                heads: dict[int, bool] = {}  # by head: whether its defaults may see them
+                for key, entry in entries.items():
+                    head = entry[1]
+                    seen = heads.get(id(head))
+                    if seen is None:
+                        seen = heads[id(head)] = sees_consumers(head.defaults)
+                    if sees_consumers(entry[0].policies):
+                        self.stale[key] = True
+                    elif seen:
+                        self.stale[key] = False
         self.made, self.made_heads = {}, {}
+
+    def stale_in(self, rules: Iterable[RuleIR]) -> bool:
+        """Whether the chain of one of ``rules`` is to be made again (``stale``)."""
+        stale = self.stale
+        return bool(stale) and any(id(rule) in stale for rule in rules)
 
     def gateway(self, gateway: str, tracing: Any, defaults: tuple[PolicyIR, ...]) -> ChainHead:
         """``gateway``'s rules come next, after this tracing filter and with these default
@@ -134,6 +153,8 @@ class ChainMemo:
         entry = self._made.get(key) or self._kept.get(key)
         if entry is None or entry[0] is not rule:
             entry = (rule, head, *build(None))
+        elif key in self.stale:  # made again once
+            entry = (rule, head, *build(None if self.stale.pop(key) else entry[3]))
         elif entry[1] is not head:
             if head.keeps(entry[1], rule.policies):
                 entry = (rule, head, entry[2], entry[3])
@@ -148,7 +169,7 @@ class ChainMemo:
         key = id(rule)
         entry = self._made.get(key) or self._kept.get(key)
         if (entry is None or entry[2] is not chain or entry[0] is not rule
-                or entry[1] is not head):
+                or entry[1] is not head or key in self.stale):
             return False
         self._journal.put(self._made, key, entry, self._kept)
         return True
@@ -159,6 +180,7 @@ class ChainMemo:
 
     def commit(self) -> None:
         """The compilation succeeded: its chains are the ones to keep."""
+        self.consumers, self.stale = self._consumers, {}
         self._journal.forget()
         self.kept, self.made = self.made, {}
         self.heads, self.made_heads = self.made_heads, {}

@@ -262,7 +262,8 @@ def _compile_changed_rules(
     objects last compiled with the same clusters and chains: only the rules between them are
     compiled and their entries replaced in the last router (a change of one Route among
     10,000 costs what one Route costs). When the chains' head changed (the Gateway's tracing
-    or default policies), the others keep their routes and entries too, each given its new
+    or default policies), or chains are to be made again because the Consumers changed
+    (``ChainMemo.stale``), the others keep their routes and entries too, each given its new
     chain (``_rechain``). None when it cannot: compile them all."""
     routes, chains = services.routes, services.chains
     last = routes.last_placed(gateway.key)
@@ -280,7 +281,7 @@ def _compile_changed_rules(
     old_rules = last.rules[start:old_stop]
     routes.carry(old_rules)
     chains.carry()
-    if last.head is not defaults.head:
+    if last.head is not defaults.head or chains.stale_in(last.rules):
         _rechain(last, start, old_stop, defaults, services, env)
     lowest, gap = orders
     added: list[tuple[RouterEntry[CompiledRoute], ...]] = []

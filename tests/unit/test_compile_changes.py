@@ -230,6 +230,52 @@ def test_a_consumer_change_builds_again_only_the_plugins_that_may_see_them(
     assert after[0] is before[0] and after[1] is not before[1]
 
 
+def test_a_consumer_change_makes_again_the_chains_after_a_gateway_plugin_only(
+        loop: asyncio.AbstractEventLoop) -> None:
+    """A Gateway-level policy of a plugin that may see the Consumers: a Consumer change
+    makes every rule's chain again with a new plugin filter (built from the new Consumers),
+    but the rules keep their compiled routes (given the new chains at the commit, as when
+    the Gateway's policies are edited) and the filters of their own policies; what is served
+    is what a compilation from scratch serves. A compilation of the change that fails leaves
+    the next one to make the chains again."""
+    names = list("abcd")
+    plain = snapshot([(name, "pong", 0) for name in names])
+    gateway = dataclasses.replace(plain.gateways[0], default_policies=(
+        ir.PolicyIR("testStampBeforeAuth", {}, "Gateway shop/edge"),))
+
+    def with_consumer(name: str, gateway: ir.GatewayIR = gateway) -> ir.SnapshotIR:
+        return dataclasses.replace(plain, consumers=(ConsumerIR(f"shop/{name}", name),),
+                                   gateways=(gateway,))
+
+    def found(runtime: Runtime) -> list[CompiledRoute]:
+        router = runtime.gateways["shop/edge"].router
+        routes = [router.match("x", "GET", path, Req({"x-beta": "1"}))
+                  for name in names for path in (f"/{name}/api/1", f"/{name}/x")]
+        assert all(route is not None for route in routes)
+        return routes  # type: ignore[return-value]
+
+    worker = Services.scratch(loop)
+    first = found(compile_snapshot(with_consumer("c"), worker))
+    chains = [route.chain for route in first]
+    plugin_filters = [route.chain.filters[0] for route in first]
+    own = [route.chain.filters[-1] for route in first[1::2]]  # the /x rules' own headers
+    broken = dataclasses.replace(gateway, listeners=(*gateway.listeners, *gateway.listeners))
+    with pytest.raises(CompileError):  # two listeners on one port: refused, nothing kept
+        compile_snapshot(with_consumer("d", broken), worker)
+    assert [route.chain for route in first] == chains
+    runtime = compile_snapshot(with_consumer("d"), worker)
+    after = found(runtime)
+    assert all(a is b for a, b in zip(after, first, strict=True))  # the compiled routes
+    assert all(route.chain is not chain for route, chain in zip(after, chains, strict=True))
+    assert all(route.chain.filters[0] is not f
+               for route, f in zip(after, plugin_filters, strict=True))
+    assert all(route.chain.filters[-1] is f for route, f in zip(after[1::2], own, strict=True))
+    assert [f.policy_type for f in after[1].chain.filters] == ["testStampBeforeAuth",
+                                                               "headers"]
+    assert served(runtime, names) == served(
+        compile_snapshot(with_consumer("d"), Services.scratch(loop)), names)
+
+
 def test_a_compilation_failing_after_carrying_leaves_the_last_one_kept(
         loop: asyncio.AbstractEventLoop) -> None:
     """A change compiled by position takes the last compilation's memos over instead of
