@@ -30,7 +30,7 @@ from h2.exceptions import H2Error
 from h2.settings import SettingCodes, Settings
 from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame
 
-from tests.support.net import poll_until
+from tests.support.net import accepts_settled, poll_until
 from tests.support.upstream import pattern_body
 
 
@@ -303,6 +303,7 @@ class H2Upstream:
             self.loop.close()
 
     async def _stop(self) -> None:
+        await accepts_settled()
         if self._server is not None:
             self._server.close()
         for task in list(self.tasks):

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from tests.support.h1 import MAX_HEAD, Head, parse_chunk_size, parse_head, request_framing
-from tests.support.net import poll_until
+from tests.support.net import accepts_settled, poll_until
 
 _KEEP_BODY = 1024 * 1024
 _PIECE = 64 * 1024
@@ -129,6 +129,7 @@ class ScriptedUpstream:
             self.loop.close()
 
     async def _stop(self) -> None:
+        await accepts_settled()
         if self._server is not None:
             self._server.close()
         # a connection accepted just before: its task is scheduled but not started, so not in
