@@ -90,7 +90,6 @@ class ChainMemo:
         # having changed (``begin``): id -> whether the filters of its own policies too;
         # each is taken out once made
         self.stale: dict[int, bool] = {}
-        self.last_kept = False  # this compilation holds the last one's chains (``begin``)
         self._kept: dict[int, _Entry] = {}  # the Gateway being compiled's
         self._made: dict[int, _Entry] = {}
         self._journal = Journal()  # changes to a dictionary of ``kept`` taken over (``carry``)
@@ -99,10 +98,9 @@ class ChainMemo:
     def begin(self, consumers: tuple[Any, ...]) -> None:
         """A compilation starts, of a snapshot with these Consumers: the chains of the last
         one are kept; when the Consumers changed, those holding a filter that may see them
-        are marked ``stale`` (``last_kept`` is true: the compiled routes are kept, and take
-        their new chains like those of a Gateway whose policies were edited)."""
+        are marked ``stale`` (the compiled routes are kept, and take their new chains like
+        those of a Gateway whose policies were edited)."""
         self.abort()
-        self.last_kept = True
         self._consumers = consumers
         self.stale = {}
         if consumers != self.consumers:

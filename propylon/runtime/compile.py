@@ -267,7 +267,7 @@ def _compile_changed_rules(
     chain (``_rechain``). None when it cannot: compile them all."""
     routes, chains = services.routes, services.chains
     last = routes.last_placed(gateway.key)
-    if last is None or not routes.same_clusters or not chains.last_kept:
+    if last is None or not routes.same_clusters:
         return None
     start, old_stop, new_stop = changed_span(gateway.rules, last.rules)
     replaced = last.replaced + (old_stop - start)
