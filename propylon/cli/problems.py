@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from propylon.config import ConfigError, Resource, Source
 from propylon.config.files import read_texts
+from propylon.config.kubernetes import route_object_key
 from propylon.config.loader import LoadResult, Outlines, load_parsed
 from propylon.config.outlines import outline_key
 from propylon.config.parse_pool import Parsed, parse_all
@@ -138,7 +139,7 @@ def _check_paths(paths: Sequence[str | Path], keep: list[object]) -> Check:
     parsed = parse_all(texts)  # one-shot: every core is its own (begun by ``read_ahead``)
     keep += (texts, parsed)
     keys = [found for documents, _ in parsed for doc in documents
-            if (found := outline_key(doc.data)) is not None]
+            if (found := outline_key(doc.data) or _route_object(doc.data)) is not None]
     routes = [key for kind, key in keys if kind == "Route"]
     if not unread and len(routes) >= SPLIT_FROM_ROUTES and (os.cpu_count() or 1) > 1:
         tables = [key for kind, key in keys if kind == "RouteTable"]
@@ -243,13 +244,21 @@ def _part_loaded(texts: Sequence[tuple[str, str]], parsed: Sequence[Parsed],
     return loaded
 
 
+def _route_object(data: Any) -> tuple[str, str] | None:
+    """("Route", the key of the Route it becomes) of an HTTPRoute or GRPCRoute document:
+    those are split between the parts as Routes are (``expand_kubernetes``' ``validated``)."""
+    key = route_object_key(data)
+    return None if key is None else ("Route", key)
+
+
 def _checked(booked: Booked) -> _PartCheck | None:
     """A part's description and compile check; None if one of its policies cannot be
-    built (containment changes the snapshot: the whole is checked instead)."""
+    built (containment changes the snapshot) or a Route converted from a Kubernetes object
+    did not validate (``Expansion.differs``): the whole is checked instead."""
     from propylon.standalone import contain_unbuildable_policies
 
     snapshot, _ = contain_unbuildable_policies(booked.snapshot, (), {}, sealed=False)
-    if snapshot is not booked.snapshot:
+    if snapshot is not booked.snapshot or booked.expansion.differs:
         return None
     return _PartCheck(describe(booked), _compile_problem(snapshot, _KEPT))
 

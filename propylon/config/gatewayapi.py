@@ -76,7 +76,7 @@ again and again (the same ``forward`` of many rules) once, as a load does
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Container, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeAlias
 
@@ -118,6 +118,7 @@ from propylon.config.kubernetes import (
     route_name,
 )
 from propylon.config.loader import Rejected
+from propylon.config.outlines import outline_data
 from propylon.config.recovery import recover_kubernetes
 from propylon.config.resources import API_VERSION, KINDS, Gateway, Resource, Route
 from propylon.config.route import Rule
@@ -151,6 +152,10 @@ class Expansion:
     findings: Findings = field(default_factory=Findings)
     # an invalid object's ref -> the Routes standing in for it (their rules are replaced)
     replaced: dict[str, list[str]] = field(default_factory=dict)
+    # with ``validated`` (``expand_kubernetes``): a converted Route this part validates did
+    # not validate, or one it outlines could not be, so its reports differ from the other
+    # part's and the parts cannot tell what the whole would report
+    differs: bool = False
 
     @property
     def issues(self) -> list[ConfigError]:
@@ -217,10 +222,16 @@ class _Gateway:
     bound: dict[str, set[str]] = field(default_factory=dict)
 
 
-def expand_kubernetes(resources: Sequence[Resource],
-                      rejected: Sequence[Rejected] = ()) -> Expansion:
+def expand_kubernetes(resources: Sequence[Resource], rejected: Sequence[Rejected] = (),
+                      validated: Container[str] | None = None) -> Expansion:
     """The native resources plus what the Kubernetes objects among them become, and what
-    stands in for the rejected route objects (the first rejection of each)."""
+    stands in for the rejected route objects (the first rejection of each).
+
+    ``validated``: for a part of a configuration (``translate/parts.py``), the keys of the
+    converted Routes it validates; every other converted Route is outlined
+    (``config/outlines.py``): another part validates it. Each part still converts every
+    object, so each records the same findings, unless a Route fails validation
+    (``Expansion.differs``). Such a conversion is not kept for the next one."""
     kube = [r for r in resources if isinstance(r, KubernetesObject)]
     native = [r for r in resources if not isinstance(r, KubernetesObject)]
     first = {item.ref: item for item in reversed(rejected)}
@@ -228,13 +239,15 @@ def expand_kubernetes(resources: Sequence[Resource],
     if not kube and not stand_ins:
         return Expansion(list(resources))
     with shared_sections():
-        return _Converter(native, kube + stand_ins, {o.ref for o in stand_ins}).run()
+        return _Converter(native, kube + stand_ins, {o.ref for o in stand_ins},
+                          validated).run()
 
 
 class _Converter:
     def __init__(self, native: list[Resource], kube: list[KubernetesObject],
-                 stand_ins: set[str]) -> None:
+                 stand_ins: set[str], validated: Container[str] | None = None) -> None:
         self.native = native
+        self.validated = validated
         self.kube = sorted(kube, key=lambda o: (o.kind, o.key))
         self.stand_ins = stand_ins  # refs of the objects that stand in for rejected ones
         self.findings = Findings()
@@ -295,7 +308,7 @@ class _Converter:
                             and key.startswith(f"{o.key}-")), None)
             if service is not None:
                 self._service_upstream(key, data, service)
-        _LAST[0] = self.made
+        _LAST[0] = self.made if self.validated is None else None
         return self.expansion
 
     # -- Ingresses -----------------------------------------------------------------------
@@ -678,12 +691,16 @@ class _Converter:
                 f"becomes {kind} {key}, which is already defined"), field="metadata.name")
             return None
         resource = None
-        if kind == "Route" and data["spec"]["rules"] and origin.ref not in self.stand_ins:
+        if kind == "Route" and self.validated is not None and key not in self.validated:
+            resource = self._outline(data, origin)
+        elif kind == "Route" and data["spec"]["rules"] and origin.ref not in self.stand_ins:
             # as a whole first: a Route that validates has no rule to replace (most do; each
             # rule checked alone, then the whole again, was validation twice)
             with contextlib.suppress(ValidationError):
                 resource = converted_resource(data)
         if kind == "Route" and resource is None:
+            if self.validated is not None:
+                self.expansion.differs = True
             rules = [r for i, rule in enumerate(data["spec"]["rules"])
                      if (r := self._checked_rule(rule, origin, i)) is not None]
             if not rules:
@@ -702,6 +719,15 @@ class _Converter:
         resource._source = origin.source
         self._keep(resource, origin)
         return resource
+
+    def _outline(self, data: dict[str, Any], origin: KubernetesObject) -> Resource | None:
+        """The converted Route ``data`` outlined, as its validation would name and label it;
+        None (validated as usual) when it cannot be."""
+        meta = data["metadata"]
+        if not data["spec"]["rules"] or origin.ref in self.stand_ins or not isinstance(
+                meta["name"], str) or not isinstance(meta["namespace"], str):
+            return None
+        return outline_data(data, "Route", origin.source)
 
     def _keep(self, resource: Resource, origin: KubernetesObject) -> None:
         self.taken.add((resource.kind, resource.key))

@@ -79,6 +79,25 @@ def route_name(kind: str, name: str, part: str | None = None) -> str:
     return marked if part is None else f"{marked}:{part}"
 
 
+def route_object_key(data: Any) -> str | None:
+    """The key of the Route the HTTPRoute or GRPCRoute document ``data`` becomes
+    (``route_name``), when it names it plainly (a string name and namespace); None for any
+    other document. Read before loading, to split a configuration's Routes in parts."""
+    if not isinstance(data, dict):
+        return None
+    kind, meta = data.get("kind"), data.get("metadata")
+    if kind not in _ROUTE_OBJECTS or not isinstance(meta, dict) or kind not in \
+            KUBERNETES_KINDS.get(data.get("apiVersion"), ()):  # type: ignore[arg-type]
+        return None
+    name, namespace = meta.get("name"), meta.get("namespace", "default")
+    if not isinstance(name, str) or not isinstance(namespace, str):
+        return None
+    return f"{namespace}/{route_name(kind, name)}"
+
+
+_ROUTE_OBJECTS = frozenset({"HTTPRoute", "GRPCRoute"})
+
+
 def former_route_name(value: str) -> str | None:
     """The name a Route ``route_name`` made for a GRPCRoute or an Ingress had before such
     Routes were named by kind (2026-12-05): the GRPCRoute's NAME, an Ingress's NAME, NAME-2
@@ -201,7 +220,7 @@ class KubernetesObject(Resource):
 
     @property
     def spec(self) -> dict[str, Any]:
-        spec = self.body.get("spec")
+        spec = (self.__pydantic_extra__ or {}).get("spec")  # not ``body``: no copy
         return spec if isinstance(spec, dict) else {}
 
 

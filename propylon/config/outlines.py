@@ -2,7 +2,8 @@
 that translates only some Routes (``translate/parts.py``) but must know every one. An outline
 holds what every translation step but the resource's own reads of it: its identity, labels,
 rule names and source. Another process validates it, or this one once it turns out to need
-it (``loader.Outlines``)."""
+it (``loader.Outlines``). Conversion outlines the Routes Kubernetes route objects become the
+same way, those another part validates (``gatewayapi.expand_kubernetes``'s ``validated``)."""
 
 from __future__ import annotations
 
@@ -39,7 +40,13 @@ def outline_of(doc: Document, filename: str, kind: str) -> Route | RouteTable | 
     what an outline holds plainly (it is then validated as usual). Labels must be text as
     written: validation would make ``1`` the text ``1``, and a selector would then pick the
     resource it did not pick outlined."""
-    data = doc.data
+    return outline_data(doc.data, kind, Source(filename, doc.line, doc.marks, doc.column))
+
+
+def outline_data(data: dict[str, Any], kind: str,
+                 source: Source | None) -> Route | RouteTable | None:
+    """``outline_of`` of the data of a Route or RouteTable (a document's, or what conversion
+    made of a Kubernetes route object), at ``source``."""
     meta, spec = data["metadata"], data.get("spec")
     labels = meta.get("labels", {})
     rules = spec.get("rules") if isinstance(spec, dict) else None
@@ -53,14 +60,14 @@ def outline_of(doc: Document, filename: str, kind: str) -> Route | RouteTable | 
     metadata = unchecked(Metadata, {"name": meta["name"], "namespace": meta.get(
         "namespace", "default"), "labels": labels})
     outlined_rules = list(map(_outline_rule, names))
-    source = {"_source": Source(filename, doc.line, doc.marks, doc.column)}
+    private = {"_source": source}
     if kind == "Route":
         route_spec = unchecked(RouteSpec, {"rules": outlined_rules, "hostnames": []})
         return unchecked(Route, {"api_version": API_VERSION, "kind": kind,
-                                 "metadata": metadata, "spec": route_spec}, source)
+                                 "metadata": metadata, "spec": route_spec}, private)
     table_spec = unchecked(RouteTableSpec, {"rules": outlined_rules})
     return unchecked(RouteTable, {"api_version": API_VERSION, "kind": kind,
-                                  "metadata": metadata, "spec": table_spec}, source)
+                                  "metadata": metadata, "spec": table_spec}, private)
 
 
 @functools.lru_cache(maxsize=1024)

@@ -92,9 +92,10 @@ def translate_booked(
 ) -> Booked:
     """Every step but the statuses'. ``routes``: the keys of the only Routes translated (a
     part of the configuration, ``translate/parts.py``); every resource is still looked up
-    and reported on as usual."""
+    and reported on as usual (of the Routes Kubernetes objects become, only these are
+    validated: the others are outlined, as the loader outlines the part's other Routes)."""
     # Gateway API and Ingress objects, converted; Routes stand in for the invalid ones
-    expansion = expand_kubernetes(resources, rejected)
+    expansion = expand_kubernetes(resources, rejected, routes)
     converted = expansion.converted_routes()  # what Policies of kind HTTPRoute ... target
     plan = plan_containment(expansion.resources, rejected, expansion.replaced, converted)
     inventory = build_inventory(plan.resources)

@@ -277,3 +277,167 @@ def test_every_example_checks_the_same_in_parts(example, monkeypatch) -> None:
     assert split.to_json() == whole.to_json()
     assert [str(p) for p in split.problems] == [str(p) for p in whole.problems]
     assert split.built == whole.built
+
+
+# -- Gateway API and Ingress objects: the Routes they become are split as Routes are -------
+_K8S_GATEWAY = """
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: infra}
+spec:
+  gatewayClassName: propylon
+  listeners:
+    - {name: web, port: 8080, protocol: HTTP, allowedRoutes: {namespaces: {from: All}}}
+    - {name: api.v1, port: 8081, protocol: HTTP, hostname: api.test,
+       allowedRoutes: {namespaces: {from: All}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: echo, namespace: shop}
+spec: {ports: [{name: http, port: 80, targetPort: 8000}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: echo-1, namespace: shop, labels: {kubernetes.io/service-name: echo}}
+addressType: IPv4
+ports: [{name: http, port: 8000}]
+endpoints: [{addresses: [127.0.0.1], conditions: {ready: true}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: other, namespace: shop}
+spec: {ports: [{port: 81, targetPort: 8001}]}
+"""
+
+
+def _http_route(name: str, i: int, section: str | None = None, path: str | None = None,
+                service: str = "echo") -> str:
+    parent = f"{{name: edge, namespace: infra, sectionName: {section}}}" if section \
+        else "{name: edge, namespace: infra}"
+    return f"""---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}, namespace: shop, labels: {{team: t{i % 3}}}}}
+spec:
+  parentRefs: [{parent}]
+  rules:
+    - name: orders.v1
+      matches: [{{path: {{type: PathPrefix, value: {path or f"/{name}/api"}}}}}]
+      backendRefs: [{{name: {service}, port: 80}}]
+      timeouts: {{request: 5s}}
+    - matches: [{{path: {{type: Exact, value: /{name}/ping}}, method: GET,
+                  headers: [{{name: x-beta, value: "1"}}]}}]
+      filters: [{{type: ResponseHeaderModifier,
+                 responseHeaderModifier: {{set: [{{name: x-beta, value: "yes"}}]}}}}]
+      backendRefs: [{{name: echo, port: 80}}]
+"""
+
+
+def _kubernetes(tmp_path: Path, *extra: str, sections: bool = False) -> Path:
+    """A Gateway API configuration: HTTPRoutes (dotted names among them; with ``sections``,
+    some on one listener section only), GRPCRoutes, an Ingress, a Policy on a rule of one
+    HTTPRoute and on another HTTPRoute, spread over several files."""
+    docs = [_http_route(f"r{i:03d}" if i % 5 else f"api.r{i:03d}", i,
+                        section="api.v1" if sections and i % 7 == 0 else None)
+            for i in range(ROUTES)]
+    docs += [f"""---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {{name: g{i}, namespace: shop}}
+spec:
+  parentRefs: [{{name: edge, namespace: infra}}]
+  rules: [{{matches: [{{method: {{service: shop.Cart{i}}}}}],
+           backendRefs: [{{name: echo, port: 80}}]}}]
+""" for i in range(3)]
+    docs.append("""---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: legacy, namespace: shop}
+spec:
+  ingressClassName: propylon
+  rules:
+    - host: legacy.test
+      http:
+        paths: [{path: /, pathType: Prefix, backend: {service: {name: echo, port: {number: 80}}}}]
+---
+apiVersion: propylon.dev/v1
+kind: Gateway
+metadata: {name: native, namespace: infra}
+spec:
+  listeners: [{name: web, port: 9090}]
+  routeSelector: {namespaces: ["*"], matchLabels: {propylon.dev/ingress-class: propylon}}
+---
+apiVersion: propylon.dev/v1
+kind: Policy
+metadata: {name: rule-policy, namespace: shop}
+spec:
+  targetRefs: [{kind: HTTPRoute, name: r031, sectionName: orders.v1}]
+  headers: {response: {set: {x-policy: rule}}}
+---
+apiVersion: propylon.dev/v1
+kind: Policy
+metadata: {name: route-policy, namespace: shop}
+spec:
+  targetRefs: [{kind: HTTPRoute, name: api.r005}]
+  headers: {response: {set: {x-policy: route}}}
+""")
+    docs += list(extra)
+    folder = tmp_path / "config"
+    folder.mkdir()
+    (folder / "gateway.yaml").write_text(_K8S_GATEWAY)
+    for start in range(0, len(docs), 9):
+        (folder / f"routes-{start:03d}.yaml").write_text("".join(docs[start:start + 9]))
+    return folder
+
+
+@pytest.mark.parametrize("sections", [False, True])
+def test_gateway_api_routes_check_the_same_in_parts(tmp_path, monkeypatch, sections) -> None:
+    """Each part converts every object and validates the Routes of its range only: the
+    statuses, issues and version are the whole's. (Rules served on some listener sections
+    only are looked at for shadowing by section, which the parts do not report: the whole
+    is then checked.)"""
+    whole = _same_both_ways(_kubernetes(tmp_path, sections=sections), monkeypatch,
+                            merged=not sections)
+    assert whole.built is not None and whole.built.rules == 2 * ROUTES + 3 + 1
+    assert not whole.problems
+
+
+def test_each_part_validates_the_converted_routes_of_its_range(tmp_path, monkeypatch) -> None:
+    from propylon.config import gatewayapi
+
+    folder = _kubernetes(tmp_path)
+    resources = load_paths([folder]).resources
+    validated: list[tuple[str, str]] = []
+
+    def counted(data: dict[str, Any]) -> Any:
+        made = converted(data)
+        validated.append((made.kind, made.key))
+        return made
+
+    converted = gatewayapi.converted_resource
+    monkeypatch.setattr(gatewayapi, "converted_resource", counted)
+    keys = [f"shop/{'api.' if i % 5 == 0 else ''}r{i:03d}" for i in range(ROUTES)]
+    ranges = route_ranges(keys, (0.5, 0.5))
+    books = []
+    for part in ranges:
+        validated.clear()
+        books.append(translate_booked(resources, routes=part))
+        routes = [key for kind, key in validated if kind == "Route"]
+        assert routes and all(key in part for key in routes)
+        assert not books[-1].expansion.differs
+    # every converted Route is known to each part, validated or outlined
+    for booked in books:
+        assert len(booked.inventory.routes) == ROUTES + 3 + 1
+
+
+@pytest.mark.parametrize("where", [3, ROUTES - 3])
+def test_a_route_object_that_does_not_validate_is_reported_as_the_whole_reports_it(
+        tmp_path, monkeypatch, where) -> None:
+    """A rule whose path is no path (Kubernetes takes it; a Route does not): its rule
+    answers 500 and its object is PartiallyInvalid, from whichever part validates it; the
+    parts then differ, and the whole is checked."""
+    broken = _http_route(f"r{where:03d}b", where, path="no-slash").replace(
+        "name: orders.v1", "name: broken")
+    folder = _kubernetes(tmp_path, broken)
+    whole = _same_both_ways(folder, monkeypatch, merged=None)
+    assert any(f"r{where:03d}b" in str(p) for p in whole.problems), whole.problems
