@@ -69,7 +69,7 @@ def _shadowed_in_sections(gateway: str, rules: Sequence[tuple[Draft, RuleIR]],
     only (``RuleIR.sections``): a rule is shadowed when it is in each section it is served
     on, by the rules served there. Each section's rules are looked at as a Gateway's are
     (``_sharing_entries``, its buckets kept under ``gateway`` and the section's name); the
-    Gateway's own are not kept (``buckets_reported`` then says so)."""
+    Gateway's own are not kept (``buckets_reported`` then gives the sections')."""
     with _LOCK:
         _LAST.pop(gateway, None)
     found: dict[int, int] = {}
@@ -191,13 +191,18 @@ def buckets_reported(gateway: str) -> tuple[frozenset[int], bool] | None:
     """The hashes of the buckets the last ``report_shadowed`` of ``gateway`` looked at, and
     whether one of its rules had a catch-all: rules in no common bucket, and no catch-all,
     cannot shadow each other (``translate/parts.py`` checks this between parts made in
-    forked processes, which share ``hash``'s seed). None: not kept."""
+    forked processes, which share ``hash``'s seed). None: not kept. Of a Gateway whose rules
+    were looked at by listener section (``_shadowed_in_sections``), those of every section
+    kept (a rule of two parts can shadow the other only in a section serving both, so in a
+    bucket of that section; a section kept from an earlier translation only adds buckets)."""
     with _LOCK:
         last = _LAST.get(gateway)
-    if last is None:
+        kept = [last] if last is not None else [
+            buckets for key, buckets in _LAST.items() if key.startswith(f"{gateway}\x00")]
+    if not kept:
         return None
-    return (frozenset(map(hash, last.counts)),
-            last.catch_alls > 0)
+    return (frozenset(hash(bucket) for buckets in kept for bucket in buckets.counts),
+            any(buckets.catch_alls > 0 for buckets in kept))
 
 
 def forget_other_gateways(keys: set[str]) -> None:

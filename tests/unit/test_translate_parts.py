@@ -393,13 +393,23 @@ spec:
 @pytest.mark.parametrize("sections", [False, True])
 def test_gateway_api_routes_check_the_same_in_parts(tmp_path, monkeypatch, sections) -> None:
     """Each part converts every object and validates the Routes of its range only: the
-    statuses, issues and version are the whole's. (Rules served on some listener sections
-    only are looked at for shadowing by section, which the parts do not report: the whole
-    is then checked.)"""
-    whole = _same_both_ways(_kubernetes(tmp_path, sections=sections), monkeypatch,
-                            merged=not sections)
+    statuses, issues and version are the whole's, also when some rules are served on one
+    listener section only (looked at for shadowing section by section)."""
+    whole = _same_both_ways(_kubernetes(tmp_path, sections=sections), monkeypatch)
     assert whole.built is not None and whole.built.rules == 2 * ROUTES + 3 + 1
     assert not whole.problems
+
+
+def test_a_rule_shadowed_from_the_other_part_in_a_section_is_reported(
+        tmp_path, monkeypatch) -> None:
+    """A rule of the first part takes every request of a rule of the second part on the
+    one listener section both are served on: the parts are not merged, the whole reports
+    it."""
+    shadowing = _http_route("a-first", 0, section="api.v1", path="/r028/api")
+    whole = _same_both_ways(_kubernetes(tmp_path, shadowing, sections=True), monkeypatch,
+                            merged=False)
+    assert any("never matches" in str(p) and "r028" in str(p) for p in whole.problems), \
+        whole.problems
 
 
 def test_each_part_validates_the_converted_routes_of_its_range(tmp_path, monkeypatch) -> None:
