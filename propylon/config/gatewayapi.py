@@ -86,7 +86,7 @@ from propylon.config.errors import ConfigError, Source
 from propylon.config.gateway import Certificate, InlineCertificate, ListenerSections
 from propylon.config.gatewayapi_namespaces import NamespaceSelector, namespace_labels
 from propylon.config.gatewayapi_rules import RuleConverter
-from propylon.config.k8s_backends import BackendResolver, GrantRead, Lookup
+from propylon.config.k8s_backends import BackendResolver, GrantRead, Lookup, Use
 from propylon.config.k8s_fields import (
     FieldError,
     choice,
@@ -153,9 +153,16 @@ class Expansion:
     # an invalid object's ref -> the Routes standing in for it (their rules are replaced)
     replaced: dict[str, list[str]] = field(default_factory=dict)
     # with ``validated`` (``expand_kubernetes``): a converted Route this part validates did
-    # not validate, or one it outlines could not be, so its reports differ from the other
-    # part's and the parts cannot tell what the whole would report
+    # not validate, so its reports differ from the other part's and the parts cannot tell
+    # what the whole would report
     differs: bool = False
+    # with ``validated``: each HTTPRoute's and GRPCRoute's (kind, key) -> where its findings
+    # are in ``findings.issues`` (start, end), and whether this part converted its rules
+    # (else another part does: ``translate/parts.py`` puts that part's findings there)
+    runs: dict[tuple[str, str], tuple[int, int, bool]] = field(default_factory=dict)
+    # with ``validated``: the Upstreams made of Services each HTTPRoute and GRPCRoute uses
+    # (by (kind, key)), converted or outlined (``RuleConverter.outlined_rules``)
+    uses: dict[tuple[str, str], frozenset[str]] = field(default_factory=dict)
 
     @property
     def issues(self) -> list[ConfigError]:
@@ -229,9 +236,12 @@ def expand_kubernetes(resources: Sequence[Resource], rejected: Sequence[Rejected
 
     ``validated``: for a part of a configuration (``translate/parts.py``), the keys of the
     converted Routes it validates; every other converted Route is outlined
-    (``config/outlines.py``): another part validates it. Each part still converts every
-    object, so each records the same findings, unless a Route fails validation
-    (``Expansion.differs``). Such a conversion is not kept for the next one."""
+    (``config/outlines.py``): another part converts its object's rules and validates it.
+    Each part converts every other object and attaches every route object, so each records
+    the same findings but those of the rules it does not convert (``Expansion.runs``), and
+    uses the same Upstreams (``RuleConverter.outlined_rules``; ``Expansion.uses``), unless
+    a Route fails validation (``Expansion.differs``). Such a conversion neither replays
+    the last one nor is kept for the next."""
     kube = [r for r in resources if isinstance(r, KubernetesObject)]
     native = [r for r in resources if not isinstance(r, KubernetesObject)]
     first = {item.ref: item for item in reversed(rejected)}
@@ -248,6 +258,8 @@ class _Converter:
                  stand_ins: set[str], validated: Container[str] | None = None) -> None:
         self.native = native
         self.validated = validated
+        # ``outlined_rules``' memo
+        self.outline_refs: dict[tuple[str, str, str], tuple[Use, ...]] = {}
         self.kube = sorted(kube, key=lambda o: (o.kind, o.key))
         self.stand_ins = stand_ins  # refs of the objects that stand in for rejected ones
         self.findings = Findings()
@@ -272,7 +284,7 @@ class _Converter:
             tuple(o for o in self.kube if o.kind in _BACKEND_KINDS), _listener_view(gateways),
             tuple(o for o in self.kube if o.kind == "ReferenceGrant"),
             self.namespaces if selectors else None)
-        last = _LAST[0]
+        last = _LAST[0] if self.validated is None else None
         self.last = last if last is not None and last.context.same(self.context) else None
         if self.last is not None:  # what a kept object asks again when these changed
             before = self.last.context
@@ -536,9 +548,16 @@ class _Converter:
         next conversion (``_replay``) if nothing it was made from changes."""
         tape = _FindingsTape(self.findings)
         self.findings = tape
+        start = len(tape.issues)
+        outlined = self._outlined(route)
         with self._reading() as read:
-            made = self._convert_route(route, gateways)
+            made = self._convert_route(route, gateways, outlined)
         self.findings = tape.book
+        if self.validated is not None:
+            self.expansion.runs[(route.kind, route.key)] = (
+                start, len(self.findings.issues), not outlined)
+            self.expansion.uses[(route.kind, route.key)] = frozenset(
+                use[0] for use in read.uses)
         if made is not None and route.ref not in self.expansion.replaced:
             resource, bound, attached, refs, own = made
             self.made.routes[id(route)] = _ConvertedRoute(
@@ -622,7 +641,7 @@ class _Converter:
         return (ref.key, gateway.data is not None, found[0], tuple(found[1])), found
 
     def _convert_route(
-        self, route: KubernetesObject, gateways: dict[str, _Gateway]
+        self, route: KubernetesObject, gateways: dict[str, _Gateway], outlined: bool = False
     ) -> tuple[Resource, dict[str, set[str]], tuple[object, ...], tuple[_ParentRef, ...],
                tuple[str, ...]] | None:
         try:
@@ -653,8 +672,11 @@ class _Converter:
         if not labels:
             return None
         converter = RuleConverter(route, self.resolver, self.findings)
-        rules = converter.rules()
-        converter.resolved_refs()
+        if outlined:
+            rules = converter.outlined_rules(self.outline_refs)
+        else:
+            rules = converter.rules()
+            converter.resolved_refs()
         spec: dict[str, Any] = {"rules": rules}
         if all(hosts for hosts in hostnames):
             spec["hostnames"] = sorted({h for hosts in hostnames for h in hosts})
@@ -671,6 +693,11 @@ class _Converter:
         if isinstance(resource, Route):
             resource._served_on = _served_on(bound, gateways)
         return resource, bound, tuple(attached), tuple(refs), tuple(own)
+
+    def _outlined(self, route: KubernetesObject) -> bool:
+        """Whether another part converts the rules of ``route`` (``validated``)."""
+        return self.validated is not None and \
+            f"{route.namespace}/{route_name(route.kind, route.name)}" not in self.validated
 
     def _refuse(self, obj: KubernetesObject, exc: FieldError) -> None:
         """``obj`` is not converted: a field of it that no listener or rule holds is wrong."""

@@ -26,9 +26,10 @@ no resolved backend answers 500 (a ``directResponse``), and the Route gets
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
-from propylon.config.k8s_backends import BackendResolver, scaled_weights
+from propylon.config.k8s_backends import BackendResolver, Use, scaled_weights
 from propylon.config.k8s_fields import (
     FieldError,
     choice,
@@ -67,12 +68,46 @@ class RuleConverter:
     def rules(self) -> list[dict[str, Any]]:
         """The converted rules; a ``FieldError`` when ``spec.rules`` is not a list."""
         rules = items(self.route.spec, "rules", "spec") or [{}]
-        converted = [self._rule(rule, f"spec.rules[{i}]") for i, rule in enumerate(rules)]
-        names = [r["name"] for r in converted if "name" in r]
-        for rule in converted:  # a repeated name would invalidate the whole Route
-            if names.count(rule.get("name")) > 1:
-                del rule["name"]
-        return converted
+        return _unique_names(
+            [self._rule(rule, f"spec.rules[{i}]") for i, rule in enumerate(rules)])
+
+    def outlined_rules(self, resolved: dict[tuple[str, str, str], tuple[Use, ...]]
+                       ) -> list[dict[str, Any]]:
+        """What a part of a configuration that another part converts this object for needs
+        of its rules (``gatewayapi.expand_kubernetes``' ``validated``): each rule's name as
+        ``rules`` gives it, nothing else, and the Upstreams its backends and mirrors name
+        made as ``rules`` makes them (the references' problems are not reported: the other
+        part reports them; ``translate/parts.py`` checks that the same Upstreams are made).
+        ``resolved``: the Upstreams used by each reference resolved so, by the referring
+        kind and namespace and the reference as written (each is resolved once, its uses
+        made again), while the resolver notes its uses (``BackendResolver.uses``)."""
+        rules = items(self.route.spec, "rules", "spec") or [{}]
+        for raw in rules:
+            if not isinstance(raw, dict):
+                continue
+            try:
+                refs = [*items(raw, "backendRefs", ""), *(
+                    section(section(f, "requestMirror", ""), "backendRef", "")
+                    for f in items(raw, "filters", "")
+                    if isinstance(f, dict) and f.get("type") == "RequestMirror")]
+            except FieldError:
+                continue
+            kind, namespace, noted = self.route.kind, self.route.namespace, self.resolver.uses
+            for ref in refs:
+                key = (kind, namespace, repr(ref))
+                made = resolved.get(key) if noted is not None else None
+                if made is not None:
+                    for use in made:
+                        self.resolver.use(*use)
+                    continue
+                before = len(noted) if noted is not None else 0
+                with contextlib.suppress(FieldError):
+                    self.resolver.resolve(ref, kind, namespace)
+                if noted is not None:
+                    resolved[key] = tuple(noted[before:])
+        return _unique_names([
+            {"name": raw["name"]} if isinstance(raw, dict) and isinstance(raw.get("name"), str)
+            and raw["name"] else {} for raw in rules])
 
     # -- one rule ------------------------------------------------------------------------
     def _rule(self, raw: Any, at: str) -> dict[str, Any]:
@@ -216,6 +251,16 @@ class RuleConverter:
         """Record ResolvedRefs=True unless a reference failed (a false one stays)."""
         self.findings.set(self.route.kind, self.route.key,
                           Condition(RESOLVED_REFS, True, "ResolvedRefs"))
+
+
+def _unique_names(rules: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rules`` without the names more than one of them has (a repeated name would
+    invalidate the whole Route)."""
+    names = [r["name"] for r in rules if "name" in r]
+    for rule in rules:
+        if names.count(rule.get("name")) > 1:
+            del rule["name"]
+    return rules
 
 
 class _Unresolved(_Unsupported):

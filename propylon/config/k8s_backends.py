@@ -47,6 +47,10 @@ SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 MAX_WEIGHT = 1000  # an Upstream endpoint's and a backend's largest weight
 
 
+# an Upstream made of a Service used: its key, its data and the referring namespace
+Use = tuple[str, dict[str, Any], str]
+
+
 @dataclass(frozen=True, slots=True)
 class Resolved:
     upstream: str | None  # "namespace/name" of the Upstream, None when unresolved
@@ -65,7 +69,7 @@ class BackendResolver:
     upstreams: dict[str, dict[str, Any]] = field(default_factory=dict)
     # while not None, each Upstream a reference resolved to is noted here (``use``'s
     # arguments), for a caller that gives the same references again without resolving them
-    uses: list[tuple[str, dict[str, Any], str]] | None = None
+    uses: list[Use] | None = None
     # while not None, each reference to a Service is noted here with what it gave
     # (``lookups_hold``: whether they give it still, the Services or EndpointSlices changed)
     lookups: list[Lookup] | None = None

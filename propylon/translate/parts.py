@@ -27,7 +27,9 @@ import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from propylon.config import Resource, Route, RouteTable
+from propylon.config import ConfigError, Resource, Route, RouteTable
+from propylon.config.gatewayapi import Expansion
+from propylon.config.k8s_status import Condition
 from propylon.ir.codec import content_hash, rule_digests
 from propylon.translate import shadows
 from propylon.translate.gateway import build_upstreams
@@ -58,10 +60,28 @@ class GatewayPart:
     whole: bool  # a disabled Gateway: its rules do not depend on the part
 
 
+# a route object's findings as a part sends them: its conditions by scope and its notes
+# (None: it has none; most objects' are alike, and sent once), and its issues
+Conditions = tuple[tuple[tuple[str, tuple[tuple[str, Condition], ...]], ...], tuple[str, ...]]
+ObjectReport = tuple[Conditions | None, list[ConfigError]]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteObjectsPart:
+    """What a part made of the Gateway API route objects, each part converting the rules
+    of those of its range (``expand_kubernetes``' ``validated``): the findings of those, by
+    (kind, key), and the Upstreams made of Services each object uses, converted or not
+    (``Expansion.uses``)."""
+
+    findings: dict[tuple[str, str], ObjectReport]
+    uses: dict[tuple[str, str], frozenset[str]]
+
+
 @dataclass(frozen=True, slots=True)
 class Part:
     reports: BookReports
     gateways: dict[str, GatewayPart]
+    route_objects: RouteObjectsPart | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,12 +137,32 @@ def describe(booked: Booked) -> Part:
         gateways[gateway.key] = GatewayPart(
             rule_digests(gateway.rules), len(gateway.rules),
             frozenset(u.key for u in gateway.upstreams), buckets, catch_all, whole)
-    return Part(booked.status.reports(), gateways)
+    return Part(booked.status.reports(), gateways, _route_objects(booked.expansion))
+
+
+def _route_objects(expansion: Expansion) -> RouteObjectsPart | None:
+    if not expansion.runs:
+        return None
+    findings = expansion.findings
+    converted: dict[tuple[str, str], ObjectReport] = {}
+    alike: dict[Conditions, Conditions] = {}
+    for key, (start, end, here) in expansion.runs.items():
+        if here:
+            entry = findings.objects.get(key)
+            conditions = None if entry is None else (tuple(
+                (scope, tuple(by_type.items())) for scope, by_type in entry.scopes.items()),
+                tuple(entry.notes))
+            converted[key] = (conditions if conditions is None else alike.setdefault(
+                conditions, conditions), findings.issues[start:end])
+    return RouteObjectsPart(converted, expansion.uses)
 
 
 def merge(first: Booked, own: Part, others: Sequence[Part]) -> Merged | None:
     """The whole's translation from the first part's ``Booked`` (its book takes the others'
     reports: do not use it afterwards) and every part's description, in range order."""
+    if (own.route_objects is not None or any(o.route_objects is not None for o in others)) \
+            and not _adopt_route_objects(first.expansion, own, others):
+        return None
     status = first.status
     for other in others:
         if not status.absorb(other.reports):
@@ -146,6 +186,44 @@ def merge(first: Booked, own: Part, others: Sequence[Part]) -> Merged | None:
     snapshot = dataclasses.replace(first.snapshot, gateways=tuple(gateways))
     translation = finish(dataclasses.replace(first, snapshot=snapshot))
     return Merged(translation, content_hash(translation.snapshot, digests), rules)
+
+
+def _adopt_route_objects(expansion: Expansion, own: Part, others: Sequence[Part]) -> bool:
+    """Put in ``expansion`` (the first part's) the findings of the route objects another
+    part converted the rules of, each where its conversion put them; False when a part did
+    not use the same Upstreams of Services for an object as the part converting it (a
+    backend read from an outlined object whose conversion stops before it: the parts did
+    not make the Upstreams the whole makes), or one is missing."""
+    mine = own.route_objects
+    parts = [mine, *(other.route_objects for other in others)]
+    if mine is None or any(part is None or part.uses != mine.uses for part in parts):
+        return False
+    theirs: dict[tuple[str, str], ObjectReport] = {}
+    for part in parts[1:]:
+        if part is not None:
+            theirs.update(part.findings)
+    findings = expansion.findings
+    issues: list[ConfigError] = []
+    cursor = 0
+    for key, (start, end, here) in sorted(expansion.runs.items(), key=lambda run: run[1][0]):
+        if here:
+            continue
+        found = theirs.get(key)
+        if found is None:
+            return False
+        entry, run = found
+        held = findings.objects.get(key)
+        if (entry is None) != (held is None):
+            return False
+        if entry is not None and held is not None:
+            scopes, notes = entry
+            held.scopes = {scope: dict(by_type) for scope, by_type in scopes}
+            held.notes = dict.fromkeys(notes)
+        issues += findings.issues[cursor:start]
+        issues += run
+        cursor = end
+    findings.issues[:] = issues + findings.issues[cursor:]
+    return True
 
 
 def _may_shadow_across(parts: Sequence[GatewayPart]) -> bool:

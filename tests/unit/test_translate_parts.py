@@ -451,3 +451,59 @@ def test_a_route_object_that_does_not_validate_is_reported_as_the_whole_reports_
     folder = _kubernetes(tmp_path, broken)
     whole = _same_both_ways(folder, monkeypatch, merged=None)
     assert any(f"r{where:03d}b" in str(p) for p in whole.problems), whole.problems
+
+
+def _route_with(name: str, rule: str) -> str:
+    """An HTTPRoute of a rule to ``echo`` and ``rule`` (its paths under /NAME)."""
+    rule = rule.replace("NAME", name)
+    return f"""---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: {name}, namespace: shop}}
+spec:
+  parentRefs: [{{name: edge, namespace: infra}}]
+  rules:
+    - matches: [{{path: {{type: PathPrefix, value: /{name}}}}}]
+      backendRefs: [{{name: echo, port: 80}}]
+    - {rule}
+"""
+
+
+def test_what_each_part_finds_converting_its_route_objects_is_reported(
+        tmp_path, monkeypatch) -> None:
+    """A part converts the rules of the route objects of its range only: what it finds
+    there (a backend not found, an unsupported filter) is put where the whole's conversion
+    reports it, and the parts are merged."""
+    missing = ("{matches: [{path: {type: Exact, value: /NAME/m}}],"
+               " backendRefs: [{name: gone, port: 80}]}")
+    unsupported = ("{matches: [{path: {type: Exact, value: /NAME/u}}],"
+                   " filters: [{type: ExtensionRef}], backendRefs: [{name: echo, port: 80}]}")
+    extra = [_route_with(f"r{i:03d}b", missing) for i in (2, ROUTES - 2)]
+    extra += [_route_with(f"r{i:03d}c", unsupported) for i in (4, ROUTES - 4)]
+    whole = _same_both_ways(_kubernetes(tmp_path, *extra), monkeypatch)
+    found = [str(p) for p in whole.problems]
+    for i in (2, ROUTES - 2):
+        assert any(f"r{i:03d}b" in p and "BackendNotFound" in p for p in found), found
+    for i in (4, ROUTES - 4):
+        assert any(f"r{i:03d}c" in p and "ExtensionRef" in p for p in found), found
+
+
+@pytest.mark.parametrize("where", [3, ROUTES - 3])
+def test_a_service_only_an_outlined_rule_names_is_not_made_by_the_parts(
+        tmp_path, monkeypatch, where) -> None:
+    """The only reference to Service ``other`` is in a rule whose conversion stops at an
+    unsupported filter: the whole makes no Upstream of it, the part that outlines that
+    object reads the reference all the same; the parts are not merged."""
+    rule = ("{matches: [{path: {type: Exact, value: /NAME/u}}], filters: [{type: ExtensionRef}],"
+            " backendRefs: [{name: other, port: 81}]}")
+    endpoints = """---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: other-1, namespace: shop, labels: {kubernetes.io/service-name: other}}
+addressType: IPv4
+ports: [{port: 8001}]
+endpoints: [{addresses: [127.0.0.2], conditions: {ready: true}}]
+"""
+    whole = _same_both_ways(_kubernetes(tmp_path, _route_with(f"r{where:03d}b", rule),
+                                        endpoints), monkeypatch, merged=False)
+    assert whole.built is not None
