@@ -545,19 +545,23 @@ class _Converter:
     # -- Routes --------------------------------------------------------------------------
     def _route(self, route: KubernetesObject, gateways: dict[str, _Gateway]) -> None:
         """Convert ``route``, recording what it reports and resolves, to be replayed by the
-        next conversion (``_replay``) if nothing it was made from changes."""
-        tape = _FindingsTape(self.findings)
-        self.findings = tape
-        start = len(tape.issues)
-        outlined = self._outlined(route)
-        with self._reading() as read:
-            made = self._convert_route(route, gateways, outlined)
-        self.findings = tape.book
+        next conversion (``_replay``) if nothing it was made from changes (a part's
+        conversion, never replayed, records where its findings are and what it used)."""
         if self.validated is not None:
+            start = len(self.findings.issues)
+            outlined = self._outlined(route)
+            with self._reading() as read:
+                self._convert_route(route, gateways, outlined)
             self.expansion.runs[(route.kind, route.key)] = (
                 start, len(self.findings.issues), not outlined)
             self.expansion.uses[(route.kind, route.key)] = frozenset(
                 use[0] for use in read.uses)
+            return
+        tape = _FindingsTape(self.findings)
+        self.findings = tape
+        with self._reading() as read:
+            made = self._convert_route(route, gateways)
+        self.findings = tape.book
         if made is not None and route.ref not in self.expansion.replaced:
             resource, bound, attached, refs, own = made
             self.made.routes[id(route)] = _ConvertedRoute(
