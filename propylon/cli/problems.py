@@ -245,8 +245,9 @@ def _part_loaded(texts: Sequence[tuple[str, str]], parsed: Sequence[Parsed],
 
 
 def _route_object(data: Any) -> tuple[str, str] | None:
-    """("Route", the key of the Route it becomes) of an HTTPRoute or GRPCRoute document:
-    those are split between the parts as Routes are (``expand_kubernetes``' ``validated``)."""
+    """("Route", the key of the Route it becomes) of an HTTPRoute, GRPCRoute or Ingress
+    document: those are split between the parts as Routes are (``expand_kubernetes``'
+    ``validated``)."""
     key = route_object_key(data)
     return None if key is None else ("Route", key)
 

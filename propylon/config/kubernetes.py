@@ -80,9 +80,10 @@ def route_name(kind: str, name: str, part: str | None = None) -> str:
 
 
 def route_object_key(data: Any) -> str | None:
-    """The key of the Route the HTTPRoute or GRPCRoute document ``data`` becomes
-    (``route_name``), when it names it plainly (a string name and namespace); None for any
-    other document. Read before loading, to split a configuration's Routes in parts."""
+    """The key of the Route the HTTPRoute, GRPCRoute or Ingress document ``data`` becomes
+    (``route_name``; an Ingress's first), when it names it plainly (a string name and
+    namespace); None for any other document. Read before loading, to split a
+    configuration's Routes in parts."""
     if not isinstance(data, dict):
         return None
     kind, meta = data.get("kind"), data.get("metadata")
@@ -95,7 +96,7 @@ def route_object_key(data: Any) -> str | None:
     return f"{namespace}/{route_name(kind, name)}"
 
 
-_ROUTE_OBJECTS = frozenset({"HTTPRoute", "GRPCRoute"})
+_ROUTE_OBJECTS = frozenset({"HTTPRoute", "GRPCRoute", "Ingress"})
 
 
 def former_route_name(value: str) -> str | None:

@@ -507,3 +507,37 @@ endpoints: [{addresses: [127.0.0.2], conditions: {ready: true}}]
     whole = _same_both_ways(_kubernetes(tmp_path, _route_with(f"r{where:03d}b", rule),
                                         endpoints), monkeypatch, merged=False)
     assert whole.built is not None
+
+
+def test_ingresses_check_the_same_in_parts(tmp_path, monkeypatch) -> None:
+    """Ingresses of two hosts (a Route each): each part converts every Ingress and
+    validates the Routes of its range."""
+    backend = "{service: {name: echo, port: {number: 80}}}"
+    ingresses = "".join(f"""---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {{name: i{i:03d}, namespace: shop}}
+spec:
+  ingressClassName: propylon
+  rules:
+    - host: a{i}.test
+      http:
+        paths: [{{path: /a, pathType: Prefix, backend: {backend}}}]
+    - host: b{i}.test
+      http:
+        paths: [{{path: /b, pathType: Exact, backend: {backend}}}]
+""" for i in range(ROUTES))
+    folder = tmp_path / "config"
+    folder.mkdir()
+    (folder / "gateway.yaml").write_text(_K8S_GATEWAY + """---
+apiVersion: propylon.dev/v1
+kind: Gateway
+metadata: {name: native, namespace: infra}
+spec:
+  listeners: [{name: web, port: 9090}]
+  routeSelector: {namespaces: ["*"], matchLabels: {propylon.dev/ingress-class: propylon}}
+""")
+    (folder / "ingresses.yaml").write_text(ingresses)
+    whole = _same_both_ways(folder, monkeypatch)
+    assert whole.built is not None and whole.built.rules == 2 * ROUTES
+    assert not whole.problems
