@@ -309,6 +309,16 @@ metadata: {name: other, namespace: shop}
 spec: {ports: [{port: 81, targetPort: 8001}]}
 """
 
+# the propylon.dev/v1 Gateway that serves the Ingresses' Routes
+_INGRESS_GATEWAY = """---
+apiVersion: propylon.dev/v1
+kind: Gateway
+metadata: {name: native, namespace: infra}
+spec:
+  listeners: [{name: web, port: 9090}]
+  routeSelector: {namespaces: ["*"], matchLabels: {propylon.dev/ingress-class: propylon}}
+"""
+
 
 def _http_route(name: str, i: int, section: str | None = None, path: str | None = None,
                 service: str = "echo") -> str:
@@ -359,14 +369,7 @@ spec:
     - host: legacy.test
       http:
         paths: [{path: /, pathType: Prefix, backend: {service: {name: echo, port: {number: 80}}}}]
----
-apiVersion: propylon.dev/v1
-kind: Gateway
-metadata: {name: native, namespace: infra}
-spec:
-  listeners: [{name: web, port: 9090}]
-  routeSelector: {namespaces: ["*"], matchLabels: {propylon.dev/ingress-class: propylon}}
----
+""" + _INGRESS_GATEWAY + """---
 apiVersion: propylon.dev/v1
 kind: Policy
 metadata: {name: rule-policy, namespace: shop}
@@ -529,14 +532,7 @@ spec:
 """ for i in range(ROUTES))
     folder = tmp_path / "config"
     folder.mkdir()
-    (folder / "gateway.yaml").write_text(_K8S_GATEWAY + """---
-apiVersion: propylon.dev/v1
-kind: Gateway
-metadata: {name: native, namespace: infra}
-spec:
-  listeners: [{name: web, port: 9090}]
-  routeSelector: {namespaces: ["*"], matchLabels: {propylon.dev/ingress-class: propylon}}
-""")
+    (folder / "gateway.yaml").write_text(_K8S_GATEWAY + _INGRESS_GATEWAY)
     (folder / "ingresses.yaml").write_text(ingresses)
     whole = _same_both_ways(folder, monkeypatch)
     assert whole.built is not None and whole.built.rules == 2 * ROUTES
