@@ -537,3 +537,15 @@ spec:
     whole = _same_both_ways(folder, monkeypatch)
     assert whole.built is not None and whole.built.rules == 2 * ROUTES
     assert not whole.problems
+
+
+def test_a_route_object_whose_route_name_is_taken_checks_the_same_in_parts(
+        tmp_path, monkeypatch) -> None:
+    """A native Route of the name an HTTPRoute's Route would have, in each range: the
+    HTTPRoute is not converted (its name is taken), as in the whole."""
+    taken = r.dump(*[r.route(name, namespace="shop", rules=[
+        r.rule({"prefix": f"/native-{name}"}, directResponse={"status": 200})])
+        for name in ("r001", f"r{ROUTES - 1:03d}")])
+    whole = _same_both_ways(_kubernetes(tmp_path, "---\n" + taken), monkeypatch)
+    found = [str(p) for p in whole.problems]
+    assert any("r001" in p and "already defined" in p for p in found), found
