@@ -77,11 +77,12 @@ class RuleConverter:
         of its rules (``gatewayapi.expand_kubernetes``' ``validated``): each rule's name as
         ``rules`` gives it, nothing else, and the Upstreams its backends and mirrors name
         made as ``rules`` makes them (the references' problems are not reported: the other
-        part reports them; ``translate/parts.py`` checks that the same Upstreams are made).
+        part reports them; ``translate/parts.py`` checks that each object used the same).
         ``resolved``: the Upstreams used by each reference resolved so, by the referring
         kind and namespace and the reference as written (each is resolved once, its uses
         made again), while the resolver notes its uses (``BackendResolver.uses``)."""
         rules = items(self.route.spec, "rules", "spec") or [{}]
+        kind, namespace, noted = self.route.kind, self.route.namespace, self.resolver.uses
         for raw in rules:
             if not isinstance(raw, dict):
                 continue
@@ -92,7 +93,6 @@ class RuleConverter:
                     if isinstance(f, dict) and f.get("type") == "RequestMirror")]
             except FieldError:
                 continue
-            kind, namespace, noted = self.route.kind, self.route.namespace, self.resolver.uses
             for ref in refs:
                 key = (kind, namespace, repr(ref))
                 made = resolved.get(key) if noted is not None else None

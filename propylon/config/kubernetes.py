@@ -86,9 +86,10 @@ def route_object_key(data: Any) -> str | None:
     configuration's Routes in parts."""
     if not isinstance(data, dict):
         return None
-    kind, meta = data.get("kind"), data.get("metadata")
-    if kind not in _ROUTE_OBJECTS or not isinstance(meta, dict) or kind not in \
-            KUBERNETES_KINDS.get(data.get("apiVersion"), ()):  # type: ignore[arg-type]
+    kind, meta, api_version = data.get("kind"), data.get("metadata"), data.get("apiVersion")
+    if not isinstance(kind, str) or not isinstance(api_version, str) or kind not in \
+            _ROUTE_OBJECTS or kind not in KUBERNETES_KINDS.get(api_version, ()) \
+            or not isinstance(meta, dict):
         return None
     name, namespace = meta.get("name"), meta.get("namespace", "default")
     if not isinstance(name, str) or not isinstance(namespace, str):

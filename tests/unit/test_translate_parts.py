@@ -549,3 +549,12 @@ def test_a_route_object_whose_route_name_is_taken_checks_the_same_in_parts(
     whole = _same_both_ways(_kubernetes(tmp_path, "---\n" + taken), monkeypatch)
     found = [str(p) for p in whole.problems]
     assert any("r001" in p and "already defined" in p for p in found), found
+
+
+def test_documents_of_odd_kinds_and_api_versions_are_reported(tmp_path, monkeypatch) -> None:
+    """A document whose kind or apiVersion is a list or a mapping among many HTTPRoutes: the
+    split reads every document's key first, and reports it as the whole does."""
+    odd = "---\napiVersion: {a: 1}\nkind: [HTTPRoute]\nmetadata: {name: x, namespace: shop}\n"
+    odd += "---\napiVersion: gateway.networking.k8s.io/v1\nkind: {b: 2}\nmetadata: {name: y}\n"
+    whole = _same_both_ways(_kubernetes(tmp_path, odd), monkeypatch, merged=None)
+    assert whole.problems and whole.built is None
