@@ -72,6 +72,7 @@ def _shadowed_in_sections(gateway: str, rules: Sequence[tuple[Draft, RuleIR]],
     Gateway's own are not kept (``buckets_reported`` then gives the sections')."""
     with _LOCK:
         _LAST.pop(gateway, None)
+        _SECTIONS.pop(gateway, None)
     found: dict[int, int] = {}
     alive: set[int] = set()
     for section in sections:
@@ -84,6 +85,8 @@ def _shadowed_in_sections(gateway: str, rules: Sequence[tuple[Draft, RuleIR]],
                 found.setdefault(index, served[shadows[local]])
             else:
                 alive.add(index)
+    with _LOCK:
+        _SECTIONS[gateway] = tuple(_section_key(gateway, section) for section in sections)
     return {index: by for index, by in found.items() if index not in alive}
 
 
@@ -183,7 +186,9 @@ class _Buckets:
         self.catch_alls -= entry[3]
 
 
-_LAST: dict[str, _Buckets] = {}  # by Gateway
+_LAST: dict[str, _Buckets] = {}  # by Gateway, or by Gateway and section (``_section_key``)
+# a Gateway looked at by section -> the keys of its sections' buckets in ``_LAST``
+_SECTIONS: dict[str, tuple[str, ...]] = {}
 _LOCK = threading.Lock()
 
 
@@ -192,14 +197,15 @@ def buckets_reported(gateway: str) -> tuple[frozenset[int], bool] | None:
     whether one of its rules had a catch-all: rules in no common bucket, and no catch-all,
     cannot shadow each other (``translate/parts.py`` checks this between parts made in
     forked processes, which share ``hash``'s seed). None: not kept. Of a Gateway whose rules
-    were looked at by listener section (``_shadowed_in_sections``), those of every section
-    kept (a rule of two parts can shadow the other only in a section serving both, so in a
-    bucket of that section; a section kept from an earlier translation only adds buckets)."""
+    were looked at by listener section (``_shadowed_in_sections``), those of each of its
+    sections (a rule of two parts can shadow the other only in a section serving both, so in
+    a bucket of that section), None unless each section's were kept."""
     with _LOCK:
         last = _LAST.get(gateway)
-        kept = [last] if last is not None else [
-            buckets for key, buckets in _LAST.items() if key.startswith(f"{gateway}\x00")]
-    if not kept:
+        found = [last] if last is not None else [
+            _LAST.get(key) for key in _SECTIONS.get(gateway, ())]
+    kept = [buckets for buckets in found if buckets is not None]
+    if not kept or len(kept) < len(found):  # a section's not kept (a rule object twice)
         return None
     return (frozenset(hash(bucket) for buckets in kept for bucket in buckets.counts),
             any(buckets.catch_alls > 0 for buckets in kept))
@@ -211,6 +217,8 @@ def forget_other_gateways(keys: set[str]) -> None:
         for key in _LAST.keys() - keys:
             if key.partition("\x00")[0] not in keys:
                 del _LAST[key]
+        for key in _SECTIONS.keys() - keys:
+            del _SECTIONS[key]
 
 
 def _rule_entry(rule: RuleIR) -> _RuleBuckets:

@@ -558,3 +558,17 @@ def test_documents_of_odd_kinds_and_api_versions_are_reported(tmp_path, monkeypa
     odd += "---\napiVersion: gateway.networking.k8s.io/v1\nkind: {b: 2}\nmetadata: {name: y}\n"
     whole = _same_both_ways(_kubernetes(tmp_path, odd), monkeypatch, merged=None)
     assert whole.problems and whole.built is None
+
+
+def test_a_sectioned_gateway_reports_its_buckets_only_if_each_section_kept_them(
+        tmp_path) -> None:
+    from propylon.translate import shadows
+
+    resources = load_paths([_kubernetes(tmp_path, sections=True)]).resources
+    translate_booked(resources)
+    reported = shadows.buckets_reported("infra/edge")
+    assert reported is not None and reported[0] and not reported[1]
+    section_keys = shadows._SECTIONS["infra/edge"]
+    assert len(section_keys) == 2  # web, api.v1
+    del shadows._LAST[section_keys[1]]  # as when a section's rules could not be kept
+    assert shadows.buckets_reported("infra/edge") is None
