@@ -239,6 +239,58 @@ spec:
 """
 
 
+SHARED_RESTRICTION = CONSUMERS + """---
+apiVersion: propylon.dev/v1
+kind: Gateway
+metadata: {name: edge}
+spec:
+  listeners: [{name: http, port: 8080}]
+  policies:
+    - apiKey: {consumers: {allow: [nobody]}}
+---
+apiVersion: propylon.dev/v1
+kind: Route
+metadata: {name: one}
+spec:
+  rules:
+    - directResponse: {status: 200}
+    - directResponse: {status: 200}
+      policies:
+        - apiKey: {consumers: {allow: [acmee]}}
+---
+apiVersion: propylon.dev/v1
+kind: Route
+metadata: {name: two}
+spec:
+  rules:
+    - directResponse: {status: 200}
+      policies:
+        - headers: {response: {set: {x-a: b}}}
+        - apiKey: {consumers: {allow: [acmee]}}
+"""
+
+
+def test_consumer_restrictions_of_a_shared_policy_item_reported_at_each_use(
+        tmp_path: Path) -> None:
+    """The loader shares equal policy items between rules (one object); the check judges
+    each item once, and still reports every place it is used, at that place."""
+    (tmp_path / "c.yaml").write_text(SHARED_RESTRICTION)
+    resources = load_paths([tmp_path]).resources
+    one, two = (r for r in resources if r.kind == "Route")
+    assert one.spec.rules[1].policies[0] is two.spec.rules[0].policies[1]
+    translation = translate_with_issues(resources)
+    warnings = [(i.kind, i.name, i.line, i.field, i.message) for i in translation.issues
+                if i.severity == "warning" and "Consumer" in i.message]
+    assert warnings == [
+        ("Gateway", "default/edge", 22, "spec.policies[0].apiKey.consumers.allow[0]",
+         'no Consumer named "nobody"'),
+        ("Route", "default/one", 32, "spec.rules[1].policies[0].apiKey.consumers.allow[0]",
+         'no Consumer named "acmee"'),
+        ("Route", "default/two", 42, "spec.rules[0].policies[1].apiKey.consumers.allow[0]",
+         'no Consumer named "acmee"'),
+    ]
+
+
 def test_consumer_restriction_names_checked_at_translation(tmp_path: Path) -> None:
     """Warnings located at the entry, for validate to print with file:line."""
     (tmp_path / "c.yaml").write_text(RESTRICTED)
