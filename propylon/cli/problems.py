@@ -148,10 +148,12 @@ def _check_paths(paths: Sequence[str | Path], keep: list[object]) -> Check:
             return check
     loaded = load_parsed(texts, parsed)
     keep.append(loaded)
-    if unread or loaded.errors:
+    if unread or loaded.unattributed:  # ``run`` would serve none of it: nothing to translate
         return Check([Problem.from_config_error(e) for e in (*unread, *loaded.errors)])
     sources = _Sources(loaded.resources)
-    result = build_from_resources(loaded.resources, sealed=False)
+    # resources that failed validation are contained as ``run`` contains them (their errors
+    # come back as the translation's issues), and the rest is checked
+    result = build_from_resources(loaded.resources, loaded.rejected, sealed=False)
     keep.append(result)
     problems = [locate(error, sources) for error in result.errors]
     if result.snapshot is None:

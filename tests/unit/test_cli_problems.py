@@ -66,3 +66,57 @@ def test_an_invalid_resource_without_a_located_error_still_fails_validate() -> N
     issues = [ConfigError("routes.yaml", 14, "Route", "shop/b", "spec.y", "bad")]
     assert unlocated_invalid(statuses, issues, SOURCES) == [
         Problem("Route shop/a: Invalid: spec.x: bad", "routes.yaml", 12)]
+
+
+CONTAINED = """apiVersion: propylon.dev/v1
+kind: Gateway
+metadata: {name: edge}
+spec:
+  listeners: [{name: http, port: 8080}]
+---
+apiVersion: propylon.dev/v1
+kind: Route
+metadata: {name: bad}
+spec:
+  rules:
+    - matches: [{path: {prefix: /a}}]
+      colour: red
+      directResponse: {status: 200}
+---
+apiVersion: propylon.dev/v1
+kind: Route
+metadata: {name: missing}
+spec:
+  rules:
+    - matches: [{path: {prefix: /b}}]
+      forward: {backends: [{upstream: nowhere}]}
+"""
+
+
+def test_validate_reports_a_schema_error_and_what_the_rest_would_do(tmp_path) -> None:
+    """``run`` contains a resource that fails validation and serves the rest; ``validate``
+    says both: the resource's error, and the problems of the rest (they were not checked
+    once a file had a schema error)."""
+    from propylon.cli.problems import check_paths
+
+    (tmp_path / "a.yaml").write_text(CONTAINED)
+    check = check_paths([tmp_path])
+    assert check.failed
+    assert [str(p) for p in check.problems] == [
+        f"{tmp_path / 'a.yaml'}:13:7: Route default/bad: spec.rules[0].colour: unknown field",
+        f"{tmp_path / 'a.yaml'}:22:29: Route default/missing: spec.rules[0].forward.backends[0]"
+        '.upstream: upstream "default/nowhere" not found',
+    ]
+
+
+def test_validate_stops_at_an_error_that_names_no_resource(tmp_path) -> None:
+    """A YAML syntax error: ``run`` would serve none of the set, so nothing is translated."""
+    from propylon.cli.problems import check_paths
+
+    (tmp_path / "a.yaml").write_text(CONTAINED)
+    (tmp_path / "b.yaml").write_text("kind: [unclosed\n")
+    check = check_paths([tmp_path])
+    messages = [p.message for p in check.problems]
+    assert any("unknown field" in m for m in messages)
+    assert not any("nowhere" in m for m in messages), messages
+    assert any(p.file == str(tmp_path / "b.yaml") for p in check.problems)
