@@ -115,7 +115,7 @@ class FileSource:
             result = self.build()
         self._note_secrets(result)
         if result.snapshot is None:
-            raise ConfigRefused("\n".join(result.errors))
+            raise _refused(result)
         supervisor.check(result.snapshot)
         await supervisor.install(result.snapshot, result.warnings)
         self.serving_secret_failures = secret_failures(result.secrets or ())
@@ -158,7 +158,7 @@ class FileSource:
         serving = supervisor.snapshot
         try:
             if result.snapshot is None:
-                raise ConfigRefused("\n".join(result.errors))
+                raise _refused(result)
             new = [m for k, m in failures.items() if k not in self.serving_secret_failures]
             if new and serving is not None:
                 raise ConfigRefused("a secret cannot be used:\n" + "\n".join(sorted(new)))
@@ -254,3 +254,9 @@ class FileSource:
                 log.warning("cannot watch secret files in %s: %s; retrying", ", ".join(dirs),
                             exc)
                 await asyncio.sleep(1.0)
+
+
+def _refused(result: BuildResult) -> ConfigRefused:
+    """Why ``result`` cannot be served: its errors, after the resources it found invalid
+    (the only Gateway failing validation leaves no Gateway to serve: the cause is there)."""
+    return ConfigRefused("\n".join([*result.warnings, *result.errors]))

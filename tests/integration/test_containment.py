@@ -311,6 +311,27 @@ def test_a_reload_that_breaks_a_gateway_policy_fails_closed_and_recovers(gateway
                message="served again once fixed")
 
 
+def test_run_refused_for_an_invalid_gateway_says_why(tmp_path) -> None:
+    """The only Gateway fails validation: nothing can be served and the gateway does not
+    start, and the refusal names the Gateway's error (it said only "no Gateway resource
+    found")."""
+    import subprocess
+    import sys
+
+    from tests.support.gateway import REPO
+
+    gateway = r.gateway(free_port())
+    gateway["spec"]["listeners"][0]["colour"] = "red"
+    config = tmp_path / "config.yaml"
+    config.write_text(r.dump(gateway))
+    done = subprocess.run([sys.executable, "-m", "propylon", "run", str(config),
+                           "--admin", "off"], cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode != 0
+    assert "spec.listeners[0].colour: unknown field" in done.stderr, done.stderr
+    assert "nothing to serve" in done.stderr, done.stderr
+
+
 def test_validate_still_refuses_a_schema_error(tmp_path) -> None:
     import subprocess
     import sys
