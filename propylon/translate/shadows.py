@@ -103,6 +103,7 @@ def _sharing_entries(gateway: str, rules: Sequence[tuple[Draft, RuleIR]]
     rules of a large configuration have paths of their own (``router._sharing_paths``)."""
     with _LOCK:  # taken: a translation of the same Gateway meanwhile starts afresh
         last = _LAST.pop(gateway, None) or _Buckets()
+        _SECTIONS.pop(gateway, None)  # looked at whole now: its sections' are not its own
     ordered = [rule for _, rule in rules]
     if last.update(ordered):
         shared, catch_alls = last.shared, last.catch_alls

@@ -573,3 +573,18 @@ def test_a_sectioned_gateway_reports_its_buckets_only_if_each_section_kept_them(
     assert len(section_keys) == 2  # web, api.v1
     del shadows._LAST[section_keys[1]]  # as when a section's rules could not be kept
     assert shadows.buckets_reported("infra/edge") is None
+
+
+def test_a_gateway_no_longer_sectioned_reports_none_of_its_old_sections(tmp_path) -> None:
+    """Looked at by section, then (its listeners merged) as a whole whose rules were not
+    kept: nothing is reported, never the sections' buckets of the translation before."""
+    from propylon.translate import shadows
+
+    (tmp_path / "sections").mkdir()
+    (tmp_path / "whole").mkdir()
+    translate_booked(load_paths([_kubernetes(tmp_path / "sections", sections=True)]).resources)
+    assert shadows._SECTIONS.get("infra/edge")
+    translate_booked(load_paths([_kubernetes(tmp_path / "whole")]).resources)
+    assert shadows.buckets_reported("infra/edge") is not None
+    del shadows._LAST["infra/edge"]  # as when the whole's rules could not be kept
+    assert shadows.buckets_reported("infra/edge") is None
