@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from propylon.config import ConfigError, Resource, Source
 from propylon.config.files import read_texts
 from propylon.config.kubernetes import route_object_key
-from propylon.config.loader import LoadResult, Outlines, load_parsed
+from propylon.config.loader import LoadResult, Outlines, Rejected, load_parsed
 from propylon.config.outlines import outline_key
 from propylon.config.parse_pool import Parsed, parse_all
 from propylon.ir import seal
@@ -197,8 +197,9 @@ def _split_check(
     tables: Sequence[str], keep: list[object],
 ) -> Check | None:
     """The check made in two parts, this process's and a forked child's, each validating
-    and translating its own Routes (the other's only outlined), or None when the parts
-    cannot say what the whole would (a document with errors, or ``parts.merge``): the
+    and translating its own Routes (the other's only outlined; those that fail validation
+    contained), or None when the parts cannot say what the whole would (an error that names
+    no resource, a RouteTable one part needs that is not valid, or ``parts.merge``): the
     caller then checks the whole. Each validates the RouteTables of its own range of their
     keys (so that every one is) and those its Routes delegate to; the others it outlines."""
     first, second = route_ranges(routes, (0.5, 0.5))
@@ -208,9 +209,9 @@ def _split_check(
     if loaded is None:
         child.cancel()
         return None
-    booked = translate_booked(loaded.resources, routes=first)
+    booked = translate_booked(loaded.resources, loaded.rejected, routes=first)
     keep += (loaded, booked)
-    own = _checked(booked)
+    own = _checked(booked, loaded.rejected)
     theirs = child.result()
     if own is None or theirs is None:
         return None
@@ -231,16 +232,19 @@ def _part_check(texts: Sequence[tuple[str, str]], parsed: Sequence[Parsed],
     loaded = _part_loaded(texts, parsed, routes, tables)
     if loaded is None:
         return None
-    return _checked(translate_booked(loaded.resources, routes=routes))
+    return _checked(translate_booked(loaded.resources, loaded.rejected, routes=routes),
+                    loaded.rejected)
 
 
 def _part_loaded(texts: Sequence[tuple[str, str]], parsed: Sequence[Parsed],
                  routes: RouteRange, tables: RouteRange) -> LoadResult | None:
-    """A part's resources: its Routes and RouteTables validated, every other outlined; None
-    if one of them is not valid."""
+    """A part's resources: its Routes and RouteTables validated, every other outlined, the
+    resources that fail validation rejected (contained by translation, as ``run`` contains
+    them); None if an error names no resource (``run`` would serve nothing) or a RouteTable
+    its Routes delegate to is not valid."""
     outlines = Outlines(lambda kind, key: key not in (routes if kind == "Route" else tables))
     loaded = load_parsed(texts, parsed, outline=outlines)
-    if loaded.errors or not reach_tables(
+    if loaded.unattributed or not reach_tables(
             loaded.resources, routes, lambda table: outlines.validated(loaded, table)):
         return None
     return loaded
@@ -254,7 +258,7 @@ def _route_object(data: Any) -> tuple[str, str] | None:
     return None if key is None else ("Route", key)
 
 
-def _checked(booked: Booked) -> _PartCheck | None:
+def _checked(booked: Booked, rejected: Sequence[Rejected]) -> _PartCheck | None:
     """A part's description and compile check; None if one of its policies cannot be
     built (containment changes the snapshot) or a Route converted from a Kubernetes object
     did not validate (``Expansion.differs``): the whole is checked instead."""
@@ -263,7 +267,7 @@ def _checked(booked: Booked) -> _PartCheck | None:
     snapshot, _ = contain_unbuildable_policies(booked.snapshot, (), {}, sealed=False)
     if snapshot is not booked.snapshot or booked.expansion.differs:
         return None
-    return _PartCheck(describe(booked), _compile_problem(snapshot, _KEPT))
+    return _PartCheck(describe(booked, rejected), _compile_problem(snapshot, _KEPT))
 
 
 class _Sources(Mapping[str, Source]):

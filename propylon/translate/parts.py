@@ -30,9 +30,11 @@ from dataclasses import dataclass
 from propylon.config import ConfigError, Resource, Route, RouteTable
 from propylon.config.gatewayapi import Expansion
 from propylon.config.k8s_status import Condition
+from propylon.config.loader import Rejected
 from propylon.ir.codec import content_hash, rule_digests
 from propylon.translate import shadows
 from propylon.translate.gateway import build_upstreams
+from propylon.translate.inventory import Inventory
 from propylon.translate.select import TableIndex
 from propylon.translate.status import BookReports
 from propylon.translate.translator import Booked, Translation, finish
@@ -82,6 +84,9 @@ class Part:
     reports: BookReports
     gateways: dict[str, GatewayPart]
     route_objects: RouteObjectsPart | None = None
+    # the Routes and RouteTables of its range that failed validation and that containment
+    # left out (no stand-in): another part holds their outlines, which the whole has not
+    left_out: frozenset[tuple[str, str]] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,8 +132,9 @@ def reach_tables(resources: Sequence[Resource], routes: RouteRange,
     return True
 
 
-def describe(booked: Booked) -> Part:
-    """What ``merge`` needs of a part: plain data, cheap to send between processes."""
+def describe(booked: Booked, rejected: Iterable[Rejected] = ()) -> Part:
+    """What ``merge`` needs of a part: plain data, cheap to send between processes.
+    ``rejected``: the resources its load rejected (translated with it)."""
     gateways = {}
     for gateway in booked.snapshot.gateways:
         whole = gateway.key in booked.disabled
@@ -137,7 +143,13 @@ def describe(booked: Booked) -> Part:
         gateways[gateway.key] = GatewayPart(
             rule_digests(gateway.rules), len(gateway.rules),
             frozenset(u.key for u in gateway.upstreams), buckets, catch_all, whole)
-    return Part(booked.status.reports(), gateways, _route_objects(booked.expansion))
+    left_out = frozenset(
+        (item.kind, item.key) for item in rejected if item.kind in _OUTLINED
+        and booked.inventory.find(item.kind, item.key) is None)
+    return Part(booked.status.reports(), gateways, _route_objects(booked.expansion), left_out)
+
+
+_OUTLINED = frozenset({"Route", "RouteTable"})  # the kinds a part outlines out of its range
 
 
 def _route_objects(expansion: Expansion) -> RouteObjectsPart | None:
@@ -184,8 +196,19 @@ def merge(first: Booked, own: Part, others: Sequence[Part]) -> Merged | None:
         gateways.append(dataclasses.replace(
             gateway, rules=(), upstreams=build_upstreams(used, first.inventory)))
     snapshot = dataclasses.replace(first.snapshot, gateways=tuple(gateways))
-    translation = finish(dataclasses.replace(first, snapshot=snapshot))
+    left_out = frozenset().union(*(other.left_out for other in others))
+    inventory = _without(first.inventory, left_out) if left_out else first.inventory
+    translation = finish(dataclasses.replace(first, snapshot=snapshot, inventory=inventory))
     return Merged(translation, content_hash(translation.snapshot, digests), rules)
+
+
+def _without(inventory: Inventory, left_out: frozenset[tuple[str, str]]) -> Inventory:
+    """``inventory`` without the outlines of what another part's containment left out: the
+    whole has no such resource to note as unused."""
+    return dataclasses.replace(
+        inventory,
+        routes=tuple(r for r in inventory.routes if ("Route", r.key) not in left_out),
+        tables=tuple(t for t in inventory.tables if ("RouteTable", t.key) not in left_out))
 
 
 def _adopt_route_objects(expansion: Expansion, own: Part, others: Sequence[Part]) -> bool:

@@ -108,10 +108,60 @@ def test_documents_with_errors_are_all_reported(tmp_path, monkeypatch, broken) -
         routes[index]["spec"]["rules"][1]["forward"]["timeout"] = "soon"
         routes[index]["spec"]["hostname"] = ["typo.example"]
     whole = _same_both_ways(_write(tmp_path, r.gateway(8080), r.upstream("echo", 9000),
-                                   *routes), monkeypatch, merged=None)
+                                   *routes), monkeypatch)
     assert whole.built is not None and len(whole.problems) == 2 * len(broken), whole.problems
     assert all(p.file and p.line for p in whole.problems)
     assert sum("unknown field" in p.message for p in whole.problems) == len(broken)
+
+
+def _schema_errors(case: str) -> list[dict[str, Any]]:
+    """A configuration with resources that fail validation, as ``case`` says where."""
+    routes = _routes(ROUTES)
+    late, early = ROUTES - 3, 3
+    extra: list[dict[str, Any]] = []
+    if case in ("stand-in-first", "stand-in-second"):  # its matches still read: a stand-in
+        routes[early if case.endswith("first") else late]["spec"]["rules"][1]["forward"][
+            "timeout"] = "soon"
+    if case in ("left-out-first", "left-out-second"):  # nothing of it read safely
+        routes[early if case.endswith("first") else late]["spec"]["hostname"] = ["x"]
+    if case == "policy-on-broken-routes":  # a Policy targeting one of each kind
+        routes[late]["spec"]["rules"][1]["forward"]["timeout"] = "soon"
+        routes[early]["spec"]["hostname"] = ["x"]
+        extra.append(r.policy("on-broken", [
+            {"kind": "Route", "name": f"r{i:03d}"} for i in (early, late, ROUTES - 1)],
+            **r.headers_policy(request={"set": {"x-p": "1"}})))
+    if case == "broken-policy":  # fails closed on Routes of both parts
+        extra.append(r.policy("closed", [
+            {"kind": "Route", "name": f"r{i:03d}"} for i in (early, late)],
+            rateLimit={"requests": "many", "per": "1s"}))
+    if case == "broken-upstream":  # used by every Route of both parts
+        return [r.gateway(8080), r.upstream("echo", 9000, connectTimeot="1s"), *routes]
+    if case == "defined-twice":  # a Route of the second part written again, then invalid
+        again = _routes(ROUTES)[late]
+        broken = _routes(ROUTES)[late]
+        broken["spec"]["rules"][0]["forward"]["timeout"] = "soon"
+        extra += [again, broken]
+    if case == "broken-gateway":
+        return [r.gateway(8080, listenerLimits={"maxHeaders": "lots"}),
+                r.upstream("echo", 9000), *routes]
+    if case == "broken-consumer":
+        extra.append(r.consumer("c", {"apiKeys": "not-a-list"}))
+    return [r.gateway(8080), r.upstream("echo", 9000), *routes, *extra]
+
+
+@pytest.mark.parametrize("case", [
+    "stand-in-first", "stand-in-second", "left-out-first", "left-out-second",
+    "policy-on-broken-routes", "broken-policy", "broken-upstream", "defined-twice",
+    "broken-gateway", "broken-consumer"])
+def test_resources_failing_validation_are_contained_in_parts(tmp_path, monkeypatch, case
+                                                             ) -> None:
+    """A resource that fails validation, wherever it is, is contained by the part that
+    validated it (every part, for a kind the parts do not split), as ``run`` contains it, and
+    the parts merge to what the whole reports (a Route of one part left out: the other's
+    outline of it is not noted unused, the whole has no such Route)."""
+    whole = _same_both_ways(_write(tmp_path, *_schema_errors(case)), monkeypatch)
+    assert whole.failed and whole.problems
+    assert whole.built is not None
 
 
 @pytest.mark.parametrize("shared", [False, True], ids=["own-tables", "one-table-for-all"])
@@ -176,7 +226,9 @@ def test_a_broken_table_is_reported_whichever_part_validates_it(
         tmp_path, monkeypatch, broken) -> None:
     """A RouteTable with an unknown field, in the first part's range of tables but reached
     from the second part's Routes (or from the first's): the loader's error, as for the
-    whole, and the rest translated around it."""
+    whole, and the rest translated around it. Reached from its own part's Routes, it is
+    contained there and the parts merge; from the other part's, that part cannot have it
+    validated and the whole is checked."""
     tables = [_table(f"t{i:03d}", f"g{i}") for i in range(ROUTES)]
     index = ROUTES - 3 if broken == "own-range" else 3
     tables[index]["spec"]["rules"][0]["forward"]["timeot"] = "5s"
@@ -185,7 +237,8 @@ def test_a_broken_table_is_reported_whichever_part_validates_it(
         r.rule({"prefix": f"/g{g}"}, delegate={"selector": {"matchLabels": {"group": f"g{g}"}}})])
         for i, g in enumerate(groups)]
     whole = _same_both_ways(_write(tmp_path, r.gateway(8080), r.upstream("echo", 9000),
-                                   *tables, *delegating), monkeypatch, merged=None)
+                                   *tables, *delegating), monkeypatch,
+                           merged=True if broken == "own-range" else None)
     assert whole.built is not None and len(whole.problems) == 1, whole.problems
     assert f"RouteTable default/t{index:03d}" in str(whole.problems[0])
 
@@ -455,6 +508,22 @@ def test_a_route_object_that_does_not_validate_is_reported_as_the_whole_reports_
     folder = _kubernetes(tmp_path, broken)
     whole = _same_both_ways(folder, monkeypatch, merged=None)
     assert any(f"r{where:03d}b" in str(p) for p in whole.problems), whole.problems
+
+
+@pytest.mark.parametrize("where", [3, ROUTES - 3])
+def test_route_objects_and_routes_failing_validation_are_contained_in_parts(
+        tmp_path, monkeypatch, where) -> None:
+    """Gateway API input with an HTTPRoute whose rules are not a list, and a native Route of
+    the same range with an unknown field: each contained by the part that validates it,
+    and the parts merge to what the whole reports."""
+    broken = _http_route(f"r{where:03d}b", where).replace(
+        "name: orders.v1", "name: broken").replace("  rules:", "  rules: 7\n  was:", 1)
+    route = r.dump(r.route(f"r{where:03d}c", namespace="shop", rules=[
+        r.rule({"prefix": f"/n{where}"}, directResponse={"status": 200})]))
+    route = route.replace("spec:", "spec:\n  colour: red", 1)
+    whole = _same_both_ways(_kubernetes(tmp_path, broken, route), monkeypatch)
+    text = "\n".join(str(p) for p in whole.problems)
+    assert f"r{where:03d}b" in text and "colour" in text, text
 
 
 def _route_with(name: str, rule: str) -> str:
