@@ -14,9 +14,10 @@ monotonic across reloads.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client.core import CounterMetricFamily, Metric
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
 FIELDS = ("access_lines_dropped", "records_dropped")
 
@@ -42,6 +43,10 @@ def merge_logs(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def log_families(snapshot: dict[str, Any]) -> Iterator[Metric]:
+    # imported at scrape time: every process counts its log lines, and Prometheus' client
+    # (a fiftieth of a second) was imported with the logging, before anything else started
+    from prometheus_client.core import CounterMetricFamily
+
     counts = snapshot.get("logs") or merge_logs([])
     lines = CounterMetricFamily(
         "propylon_access_log_lines_dropped", "Access log lines dropped because stdout (a pipe, "

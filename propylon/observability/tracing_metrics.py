@@ -15,9 +15,10 @@ the process, not to a configuration, so they stay monotonic across reloads.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client.core import CounterMetricFamily, Metric
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
 DROP_REASONS = ("queue_full", "export_failed")
 
@@ -51,6 +52,8 @@ def merge_tracing(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def tracing_families(snapshot: dict[str, Any]) -> Iterator[Metric]:
+    from prometheus_client.core import CounterMetricFamily  # at scrape time (log_metrics.py)
+
     tracing = snapshot.get("tracing") or merge_tracing([])
     exported = CounterMetricFamily(
         "propylon_tracing_spans_exported", "Spans the OTLP collector accepted.")

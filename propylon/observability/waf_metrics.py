@@ -15,9 +15,10 @@ text from a request, and the action is one of ``ACTIONS``. The counters belong t
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client.core import CounterMetricFamily, Metric
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
 
 ACTIONS = ("blocked", "detected")
 
@@ -60,6 +61,8 @@ def merge_waf(snapshots: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def waf_families(snapshot: dict[str, Any]) -> Iterator[Metric]:
+    from prometheus_client.core import CounterMetricFamily  # at scrape time (log_metrics.py)
+
     waf = snapshot.get("waf") or {"requests": {}, "by_rule": []}
     requests = CounterMetricFamily(
         "propylon_waf_requests", "Requests the waf policy intervened on, by action (blocked: "

@@ -40,19 +40,17 @@ from typing import TYPE_CHECKING, Any
 from propylon import ir
 from propylon.filters._buckets import segment_path
 from propylon.ir.delta import dumps_delta, reuse_unchanged
-from propylon.observability.metrics import merge_snapshots
 from propylon.proxy import upgrade
-from propylon.proxy.health_checker import HealthChecker
 from propylon.proxy.listen_sockets import Key, ListeningSockets
 from propylon.proxy.worker_entry import DELTA_REFUSED, run_worker
 from propylon.proxy.worker_outbox import WorkerOutbox
 from propylon.runtime.chain_memo import ChainMemo
 from propylon.runtime.check_memo import ProvenRules
-from propylon.runtime.compile import Services, compile_snapshot
 from propylon.runtime.gc_pause import gc_paused
 from propylon.runtime.heap_trim import settle_heap
 
 if TYPE_CHECKING:
+    from propylon.proxy.health_checker import HealthChecker
     from propylon.proxy.resolver import Resolver
     from propylon.runtime.discovery import Answer, Answers, DnsQuery
 
@@ -249,6 +247,10 @@ class Supervisor:
         here was a third of what a change cost a connected proxy at 1,000 routes."""
         if self.workers <= 1:
             return
+        # imported here: with one worker the supervisor never compiles, and the import (a
+        # twentieth of a second) came before reading any file
+        from propylon.runtime.compile import Services, compile_snapshot
+
         services = Services.scratch(asyncio.get_running_loop())
         services.chains, services.proven = self._checked_chains, self._proven_rules
         try:
@@ -338,6 +340,8 @@ class Supervisor:
         if self.resolver is not None:
             self.resolver.retain([snapshot])
         if self.health is None:
+            from propylon.proxy.health_checker import HealthChecker  # once serving
+
             self.health = HealthChecker(self._broadcast_health)
         self.health.update(snapshot, self._answers())
         for warning in warnings:
@@ -492,6 +496,8 @@ class Supervisor:
 
     async def stats(self) -> dict[str, Any]:
         """The workers' counters, summed."""
+        from propylon.observability.metrics import merge_snapshots
+
         return merge_snapshots([s for _, _, s in await self.worker_stats() if s is not None])
 
     def ready(self) -> bool:
@@ -560,8 +566,6 @@ async def run_supervisor(
     ``start`` brings up workers and the first configuration (``ConfigRefused`` or ``OSError``
     stops the process); ``background`` coroutines run beside it (the file watcher, the
     control-plane agent) and are cancelled on shutdown; ``reload`` runs on SIGHUP."""
-    from propylon.admin.server import start_admin
-
     loop = asyncio.get_running_loop()
     supervisor.sockets.adopt_environment()
     predecessor = upgrade.take_ready_fd()
@@ -577,6 +581,10 @@ async def run_supervisor(
         await supervisor.drain()
         return 1
     settle_heap()  # what the first build freed; large blocks given back from now on
+    # imported once serving, where it is first used: its modules (Prometheus' client among
+    # them) were a twentieth of a second of start-up before any file was read
+    from propylon.admin.server import start_admin
+
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
