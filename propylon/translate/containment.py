@@ -63,6 +63,8 @@ _LEFT_OUT = {
 class Containment:
     resources: list[Resource]  # what translation gets: valid resources and stand-ins
     rejected: dict[str, Rejected] = field(default_factory=dict)  # by ref, first of each
+    # the definitions after the first of a ref already rejected: their errors reported too
+    again: list[Rejected] = field(default_factory=list)
     replaced: set[str] = field(default_factory=set)  # Route/RouteTable refs
     disabled: dict[str, str] = field(default_factory=dict)  # Gateway key -> reason
     # (kind, key, reason): resources failed closed because of another one
@@ -96,9 +98,11 @@ def plan_containment(
     route object became (``Expansion.converted_routes``), which a rejected Policy's targetRef
     of its kind and name protects."""
     first: dict[str, Rejected] = {}
+    again: list[Rejected] = []
     for item in rejected:
-        first.setdefault(item.ref, item)
-    plan = Containment([r for r in resources if r.ref not in first], first)
+        if first.setdefault(item.ref, item) is not item:
+            again.append(item)
+    plan = Containment([r for r in resources if r.ref not in first], first, again=again)
     defined = {r.ref: r for r in resources}
     known = {*defined, *first}
     for ref, routes in (stand_ins or {}).items():
@@ -126,9 +130,9 @@ def plan_containment(
 
 
 def record_containment(plan: Containment, status: StatusBook) -> None:
-    """Every rejected resource Invalid with its errors; every resource failed closed because
-    of another one Invalid with the reason."""
-    for item in plan.rejected.values():
+    """Every rejected resource Invalid with its errors (those of each of its definitions);
+    every resource failed closed because of another one Invalid with the reason."""
+    for item in (*plan.rejected.values(), *plan.again):
         status.reject(item.kind, item.key, item.errors, [_reason(e) for e in item.errors])
     for kind, key, reason in plan.failed:
         status.fail(kind, key, reason)

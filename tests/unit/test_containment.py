@@ -169,6 +169,21 @@ def test_a_second_definition_is_rejected_and_fails_the_resource_closed() -> None
     assert status.state == "Invalid" and "defined twice" in status.reasons
 
 
+def test_every_definition_of_a_resource_written_again_is_reported() -> None:
+    """A Route written three times, the third time with a schema error as well: the second
+    and third definitions are both reported (``validate`` prints the issues), and the status
+    gives the reasons of each."""
+    route = doc("Route", {"rules": [route_rule(**DIRECT)]})
+    broken = doc("Route", {"rules": [route_rule(**FORWARD_BAD)]})
+    loaded = load_text(GATEWAY + "---\n" + route + "---\n" + route + "---\n" + broken,
+                       "c.yaml")
+    assert len(loaded.rejected) == 2
+    translation = translate_with_issues(loaded.resources, loaded.rejected)
+    assert [str(issue) for issue in translation.issues] == [str(e) for e in loaded.errors]
+    status = next(s for s in translation.snapshot.statuses if s.key == "team/x")
+    assert "defined twice" in status.reasons and len(status.reasons) > 2, status.reasons
+
+
 def test_rejected_resources_give_located_issues() -> None:
     text = GATEWAY + "---\n" + doc("Route", {"rules": [route_rule(**FORWARD_BAD)]})
     loaded = load_text(text, "c.yaml")
