@@ -143,10 +143,16 @@ def describe(booked: Booked, rejected: Iterable[Rejected] = ()) -> Part:
         gateways[gateway.key] = GatewayPart(
             rule_digests(gateway.rules), len(gateway.rules),
             frozenset(u.key for u in gateway.upstreams), buckets, catch_all, whole)
-    left_out = frozenset(
-        (item.kind, item.key) for item in rejected if item.kind in _OUTLINED
-        and booked.inventory.find(item.kind, item.key) is None)
-    return Part(booked.status.reports(), gateways, _route_objects(booked.expansion), left_out)
+    return Part(booked.status.reports(), gateways, _route_objects(booked.expansion),
+                _left_out(booked.inventory, rejected))
+
+
+def _left_out(inventory: Inventory, rejected: Iterable[Rejected]) -> frozenset[tuple[str, str]]:
+    outlined = [(item.kind, item.key) for item in rejected if item.kind in _OUTLINED]
+    if not outlined:
+        return frozenset()
+    held = {(r.kind, r.key) for r in (*inventory.routes, *inventory.tables)}
+    return frozenset(ref for ref in outlined if ref not in held)
 
 
 _OUTLINED = frozenset({"Route", "RouteTable"})  # the kinds a part outlines out of its range
