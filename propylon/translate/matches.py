@@ -97,9 +97,12 @@ def nest_match(parent: MatchIR, child: MatchIR) -> MatchIR | None:
         return None
     if parent.method and child.method and parent.method != child.method:
         return None
+    method = child.method or parent.method
+    if not (parent.headers or parent.query) and method == child.method:
+        return child  # nothing of the parent's to add (most delegations: a path prefix)
     return MatchIR(
         path=child.path,
-        method=child.method or parent.method,
+        method=method,
         headers=_union(parent.headers, child.headers),
         query=_union(parent.query, child.query),
     )

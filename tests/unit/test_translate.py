@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 
 from propylon.config import Resource, load_paths, load_text
-from propylon.ir import ForwardIR, GatewayIR, MatchIR, PathMatchIR, SnapshotIR, StatusIR
+from propylon.ir import (
+    ForwardIR,
+    GatewayIR,
+    MatchIR,
+    PathMatchIR,
+    SnapshotIR,
+    StatusIR,
+    ValueMatchIR,
+)
 from propylon.translate import translate
 from propylon.translate.matches import nest_match, path_contains
 from tests.support.applied import applied
@@ -240,3 +248,18 @@ def test_nest_match_adds_parent_conditions_and_refuses_method_conflicts() -> Non
         _path("prefix", "/a/b"), method="GET"
     )
     assert nest_match(parent, MatchIR(_path("prefix", "/a/b"), method="POST")) is None
+
+
+def test_nest_match_under_a_bare_prefix_is_the_child_itself() -> None:
+    """A parent of a path alone adds nothing: the child's match is kept as it is (the same
+    object: its IR text is written once); a parent header or method is still added."""
+    header = ValueMatchIR("x-team", "a")
+    child = MatchIR(_path("prefix", "/a/b"), method="GET", headers=(header,))
+    assert nest_match(MatchIR(_path("prefix", "/a")), child) is child
+    assert nest_match(MatchIR(_path("prefix", "/a"), method="GET"), child) is child
+    other = ValueMatchIR("x-env", "prod")
+    nested = nest_match(MatchIR(_path("prefix", "/a"), headers=(other,)), child)
+    assert nested == MatchIR(_path("prefix", "/a/b"), method="GET", headers=(other, header))
+    assert nest_match(MatchIR(_path("prefix", "/a"), method="GET"),
+                      MatchIR(_path("prefix", "/a/b"))) == MatchIR(_path("prefix", "/a/b"),
+                                                                   method="GET")
