@@ -1,7 +1,8 @@
 """What a process loads before it reads its configuration: ``propylon run``'s supervisor and
 ``propylon validate`` do not import the data plane's modules (the worker is spawned with
 ``proxy.worker_entry``), nor the libraries only some configurations use (redis-py, Jinja2,
-cryptography's X.509, h2), each loaded when first used. Measured in a fresh interpreter."""
+cryptography's X.509, h2), nor what serves only once the first configuration does, each
+loaded when first used. Measured in a fresh interpreter."""
 
 from __future__ import annotations
 
@@ -10,7 +11,12 @@ import sys
 from pathlib import Path
 
 LOADED_LATER = ("propylon.proxy.worker", "propylon.proxy.h1.server", "redis", "jinja2",
-                "cryptography.x509", "h2.connection")
+                "cryptography.x509", "h2.connection",
+                # the supervisor's, once serving or first used: the compiler (a check with
+                # more than one worker), the admin server, Prometheus' client (at a scrape),
+                # the health checker (at the first install)
+                "propylon.runtime.compile", "propylon.admin.server", "prometheus_client",
+                "propylon.proxy.health_checker")
 
 
 def test_the_supervisor_and_validate_load_only_what_they_use() -> None:
