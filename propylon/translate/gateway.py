@@ -43,8 +43,8 @@ from propylon.translate.memo import (
     Recording,
     RouteEntry,
     RouteMemo,
+    StepRecorder,
     gateway_view,
-    recording,
     route_memo,
 )
 from propylon.translate.paths import resolve_path
@@ -119,7 +119,7 @@ def _translate_routes(
             steps.append((route, entry.drafts, entry.flattened, entry, entry.tables))
             continue
         ctx.tables_read = []
-        with recording(ctx, secret_reads_made) as flattened:
+        with StepRecorder(ctx, secret_reads_made) as flattened:
             drafts = flatten_route(ctx, route)
         steps.append((route, drafts, flattened[0], None, tuple(ctx.tables_read)))
         ctx.tables_read = None
@@ -131,7 +131,7 @@ def _translate_routes(
                 entry.built.replay(ctx)
             built += entry.rules
             continue
-        with recording(ctx, secret_reads_made) as made:
+        with StepRecorder(ctx, secret_reads_made) as made:
             rules = build_rules(ctx, route_drafts, enforced, targets)
         built += rules
         if memo is not None and flattened_once and made[0]:
