@@ -127,16 +127,16 @@ class StepRecorder:
         ctx.status = self._tape
         return self._out
 
-    def __exit__(self, kind: object, error: object, trace: object) -> None:
+    def __exit__(self, raised: object, error: object, trace: object) -> None:
         ctx, tape = self._ctx, self._tape
         ctx.status = self._book
-        if kind is not None or tape.read_back or self._secret_reads() != self._reads:
+        if raised is not None or tape.read_back or self._secret_reads() != self._reads:
             return
         calls, invalid = tuple(tape.calls), frozenset(ctx.invalid - self._before)
         selected = None
         if len(calls) == 1 and not invalid and calls[0][0] == "selected" and not calls[0][2]:
-            kind_, key, gateway = calls[0][1]
-            selected = (kind_, key, gateway)
+            kind, key, gateway = calls[0][1]
+            selected = (kind, key, gateway)
         self._out[0] = Recording(calls, invalid, selected)
 
 
