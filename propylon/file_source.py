@@ -116,8 +116,7 @@ class FileSource:
         self._note_secrets(result)
         if result.snapshot is None:
             raise _refused(result)
-        supervisor.check(result.snapshot)
-        await supervisor.install(result.snapshot, result.warnings)
+        await supervisor.install_first(result.snapshot, result.warnings)
         self.serving_secret_failures = secret_failures(result.secrets or ())
 
     async def reload(self, supervisor: Supervisor) -> bool:

@@ -259,6 +259,21 @@ class Supervisor:
             raise ConfigRefused(str(exc)) from exc
         self._checked = snapshot
 
+    async def install_first(self, snapshot: ir.SnapshotIR, warnings: Sequence[str] = ()
+                            ) -> None:
+        """``install`` the first configuration of a gateway that stops when it is refused
+        (``run_supervisor``: its workers are drained, nothing was served before it and
+        nothing is served after): the workers' own compilations are the check, made
+        together on their cores, instead of this process's before them (10,000 Routes,
+        two workers: 0.6-0.8 s of start-up). What every worker compiled is proven for the
+        next check (``ProvenRules.prove``), as if the check had passed it."""
+        if self.snapshot is not None:
+            raise RuntimeError("install_first: a configuration is served already")
+        self._checked = snapshot
+        await self.install(snapshot, warnings)
+        if self.workers > 1:
+            self._proven_rules.prove(self.snapshot or snapshot)
+
     def prepare(self, snapshot: ir.SnapshotIR) -> None:
         """Before the first install, send the workers ``snapshot`` (a first part of it) to
         compile meanwhile, without serving it; the install is then a delta against it. A

@@ -6,13 +6,20 @@ compiling a rule is the rule's own: its filters (``ChainMemo`` keeps them), its 
 upstreams, and its matches in the router (an unknown path kind, a regex that does not
 compile, a condition setting both a value and a regex, each about one entry). So a rule that
 is the very object a check passed before (``ir.reuse_unchanged`` keeps the objects of
-unchanged rules) is known to compile, as long as the rest of its Gateway (listeners,
-upstreams, tracing; not its default policies, which the check builds for the Gateway's 404
-whatever the rules) and the snapshot's Consumers are equal too (or none of its rules'
-filters sees them); the check leaves it out of the router it builds. When the
-rules at both ends are the very objects proven at the same places (``changed_span``), they
-are skipped without a look: only those between are looked up. Workers compile everything
-(their result serves), keeping what did not change (``route_memo.py``).
+unchanged rules) is known to compile, as long as the upstreams it forwards to are still its
+Gateway's and the snapshot's Consumers are equal too (or none of its rules' filters sees
+them); the check leaves it out of the router it builds. Nothing else of the Gateway enters
+a rule's compilation: its listeners, its upstreams' settings (the clusters), its tracing,
+its trusted proxies and its default policies are compiled once per Gateway, by every check,
+so an edit of one of them checks no rule again (at 10,000 Routes an Upstream's timeout
+edited made every check of a gateway with two workers compile 40,000 rules: 0.5-0.7 s of
+the supervisor's CPU). When the rules at both ends are the very objects proven at the same
+places (``changed_span``), they are skipped without a look: only those between are looked
+up. Workers compile everything (their result serves), keeping what did not change
+(``route_memo.py``).
+
+A configuration every worker compiled and serves is proven too (``prove``): at start the
+workers' compilations are the check (``Supervisor.install_first``).
 
 A check also skips the filters of a rule whose policies are all *vouched*: objects this process
 built without error just before (standalone's policy check builds every policy of the snapshot
@@ -27,7 +34,7 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from propylon.ir import ForwardIR, GatewayIR, PolicyIR, RuleIR
+from propylon.ir import ForwardIR, GatewayIR, PolicyIR, RuleIR, SnapshotIR
 from propylon.ir.codec import same_ends
 from propylon.runtime.chain_memo import sees_consumers
 from propylon.runtime.memo_journal import Journal
@@ -71,24 +78,42 @@ class ProvenRules:
 
     def gateway(self, gateway: GatewayIR) -> tuple[int, int, int] | None:
         """Note ``gateway``, whose rules come next: the span of them that was not proven as
-        it is now, as ``changed_span`` gives it, when the rest of the Gateway is the same as
-        last time (otherwise None: every rule is checked). The rules before and after it are
-        the very objects proven at the same place (``ir.reuse_unchanged``): proven still."""
+        it is now, as ``changed_span`` gives it. The rules before and after it are the very
+        objects proven at the same place (``ir.reuse_unchanged``): proven still. None when
+        every rule is to be looked up: the Gateway was not checked before, or an upstream
+        it had is gone (the rules that forward to one are no longer proven)."""
         rest = dataclasses.replace(gateway, rules=(), default_policies=())
         last = self.kept.get(gateway.key)
         self._carried = {}
-        if last is None or last.context != rest:
+        if last is None:
             self._kept, self._made = {}, {}
             self.made[gateway.key] = _Proven(rest, gateway.rules, self._made)
             return None
-        start, old_stop, new_stop = changed_span(gateway.rules, last.rules)
+        span = changed_span(gateway.rules, last.rules)
         taken = last.by_id  # less the rules no longer there
-        for rule in last.rules[start:old_stop]:
+        for rule in last.rules[span[0]:span[1]]:
             if self._journal.pop(taken, id(rule)) is not None:
                 self._carried[id(rule)] = rule
+        gone = _gone_upstreams(last.context, rest)
+        if gone:
+            for rule in [r for r in taken.values() if not gone.isdisjoint(upstreams_of(r))]:
+                self._journal.pop(taken, id(rule))
+            self._carried = {key: rule for key, rule in self._carried.items()
+                             if gone.isdisjoint(upstreams_of(rule))}
         self._kept = self._made = taken
         self.made[gateway.key] = _Proven(rest, gateway.rules, taken)
-        return start, old_stop, new_stop
+        return None if gone else span
+
+    def prove(self, snapshot: SnapshotIR) -> None:
+        """Every rule of ``snapshot`` compiled without error (every worker serves it): the
+        next check skips them as if it had passed them itself."""
+        self.abort()
+        self.consumers = snapshot.consumers
+        self.kept = {
+            gateway.key: _Proven(dataclasses.replace(gateway, rules=(), default_policies=()),
+                                 gateway.rules, {id(rule): rule for rule in gateway.rules})
+            for gateway in snapshot.gateways}
+        self.made, self._kept, self._made, self._carried = {}, {}, {}, {}
 
     def known(self, rule: RuleIR) -> bool:
         """Whether ``rule`` was proven in the Gateway ``gateway()`` noted."""
@@ -115,6 +140,13 @@ def changed_span(rules: Sequence[RuleIR], old: Sequence[RuleIR]) -> tuple[int, i
     ``old[old_stop:]``; what is between changed (compared by identity, in C)."""
     start, end = same_ends(rules, old)
     return start, len(old) - end, len(rules) - end
+
+
+def _gone_upstreams(last: GatewayIR, now: GatewayIR) -> set[str]:
+    """The keys of ``last``'s upstreams that ``now`` (the same Gateway) no longer has."""
+    if last == now:
+        return set()
+    return {u.key for u in last.upstreams} - {u.key for u in now.upstreams}
 
 
 def upstreams_of(rule: RuleIR) -> list[str]:

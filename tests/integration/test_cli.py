@@ -18,7 +18,7 @@ from propylon.standalone import PREVIEW_MIN_ROUTES, PREVIEW_SHARES
 from tests.support import resources as r
 from tests.support.client import roundtrip
 from tests.support.gateway import Gateway
-from tests.support.net import poll_until
+from tests.support.net import free_port, poll_until, port_refuses
 
 GOOD = r.dump(
     r.gateway(8080, policies=[r.headers_policy(response={"set": {"x-served-by": "gw"}})]),
@@ -102,6 +102,28 @@ def test_validate_names_the_upstream_tls_file_it_cannot_load(tmp_path) -> None:
     assert result.returncode == 1, result.stdout
     assert "Upstream default/partner: tls.caFile: cannot load" in result.stderr, result.stderr
     assert str(tmp_path / "partner-ca.pem") in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_run_with_a_configuration_its_workers_cannot_compile_stops_with_their_error(
+        tmp_path, workers: int) -> None:
+    """What translation accepts and a proxy cannot compile (an Upstream's CA file missing)
+    refuses the start: each worker's compilation is the check of the first configuration
+    (``Supervisor.install_first``), with one worker or more; the gateway stops, exit code 1,
+    the worker's reason in its log, and never answered on its port."""
+    port = free_port()
+    config = tmp_path / "gateway.yaml"
+    config.write_text(r.dump(r.gateway(port), {
+        "apiVersion": "propylon.dev/v1", "kind": "Upstream",
+        "metadata": {"name": "partner", "namespace": "default"},
+        "spec": {"endpoints": [{"address": "127.0.0.1", "port": 9443}],
+                 "tls": {"sni": "partner.test", "caFile": "partner-ca.pem"}}},
+        r.route("partner", rules=[r.rule({"prefix": "/partner"}, forward=r.forward("partner"))])))
+    result = propylon("run", str(config), "--workers", str(workers), "--admin", "off")
+    assert result.returncode == 1, result.stderr
+    assert "configuration refused" in result.stderr, result.stderr
+    assert "partner-ca.pem" in result.stderr, result.stderr
+    assert port_refuses(port)
 
 
 def test_validate_reports_a_yaml_syntax_error_with_its_line(tmp_path) -> None:

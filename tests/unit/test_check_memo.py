@@ -1,7 +1,8 @@
 """A check that skips the rules an earlier check proved (``runtime/check_memo.py``) still
 refuses what a full compilation refuses: a new rule's bad regex, a proven rule whose upstream
-is gone, and everything again once its Gateway changes, or the Consumers do and a filter of
-the Gateway sees them."""
+is gone, and everything again once the Consumers change and a filter of the Gateway sees
+them. An edit of the rest of the Gateway (listeners, upstreams' settings, trusted proxies)
+checks no rule again; a configuration the workers compiled is proven as a check's is."""
 
 from __future__ import annotations
 
@@ -83,19 +84,64 @@ def test_a_proven_rule_whose_upstream_is_gone_is_refused(check: Services) -> Non
         compile_snapshot(gone, check)
 
 
-def test_a_changed_gateway_checks_every_rule_again(check: Services) -> None:
+def broken_behind_the_memos_back(check: Services, rule: ir.RuleIR) -> ir.RuleIR:
+    """``rule`` with a regex that does not compile, entered in the memo as proven: a check
+    that looks at it again refuses the snapshot, one that skips it does not."""
+    broken = bad_regex(rule)
+    proven_ids(check)[id(broken)] = broken
+    return broken
+
+
+def test_a_gateway_edit_that_removes_no_upstream_checks_no_rule_again(check: Services
+                                                                      ) -> None:
+    """What the rest of a Gateway is compiled into (clusters, listeners, trusted networks,
+    tracing) is compiled by every check; a proven rule is not looked at again."""
     first = snapshot()
     compile_snapshot(first, check)
     rules = first.gateways[0].rules
-    assert check.proven is not None
-    # a rule proven before, made bad behind the memo's back, is checked again (and refused)
-    # once the Gateway around it changes
-    proven_ids(check)[id(rules[1])] = rules[1]
-    broken = bad_regex(rules[1])
-    proven_ids(check)[id(broken)] = broken
-    moved = with_rules(first, (rules[0], broken), trusted_proxies=("10.0.0.0/8",))
+    broken = broken_behind_the_memos_back(check, rules[1])
+    compile_snapshot(with_rules(first, (rules[0], broken)), check)  # skipped: the same place
+    edge = first.gateways[0]
+    app = dataclasses.replace(edge.upstreams[0], connect_timeout=3.0)
+    listener = dataclasses.replace(edge.listeners[0], port=edge.listeners[0].port + 1)
+    for edit in ({"trusted_proxies": ("10.0.0.0/8",)}, {"upstreams": (app,)},
+                 {"listeners": (listener,)}):
+        compile_snapshot(with_rules(first, (rules[0], broken), **edit), check)
+    # its own Gateway's edits aside, the broken rule is still refused where it is new
     with pytest.raises(Exception, match=r"unterminated|missing"):
-        compile_snapshot(moved, check)
+        compile_snapshot(with_rules(first, (rules[0], rules[1], bad_regex(rules[0]))), check)
+
+
+def test_an_upstream_gone_checks_again_the_rules_forwarding_to_it(check: Services) -> None:
+    """The proven rules that forward to an upstream the Gateway no longer has are checked
+    again (refused, as a compilation refuses them), wherever they are; the others are not."""
+    first = snapshot()
+    edge = first.gateways[0]
+    spare = dataclasses.replace(edge.upstreams[0], key="shop/spare")
+    compile_snapshot(with_rules(first, edge.rules, upstreams=(*edge.upstreams, spare)), check)
+    forward, direct = edge.rules
+    broken_direct = broken_behind_the_memos_back(check, direct)
+    # the spare upstream gone: no rule forwards to it, none is checked again
+    compile_snapshot(with_rules(first, (forward, broken_direct)), check)
+    assert check.proven is not None
+    assert check.proven.kept["shop/edge"].by_id.get(id(forward)) is forward
+    # the app upstream gone: the rule forwarding to it is refused, although proven
+    with pytest.raises(KeyError, match="shop/app"):
+        compile_snapshot(with_rules(first, (forward, direct), upstreams=(spare,)), check)
+
+
+def test_a_configuration_the_workers_serve_is_proven(check: Services) -> None:
+    """``prove`` (a first configuration every worker compiled) stands for a check: the next
+    check skips its rules and looks at new ones."""
+    first = snapshot()
+    assert check.proven is not None
+    check.proven.prove(first)
+    rules = first.gateways[0].rules
+    assert set(proven_ids(check)) == {id(rule) for rule in rules}
+    broken = broken_behind_the_memos_back(check, rules[1])
+    compile_snapshot(with_rules(first, (rules[0], broken)), check)
+    with pytest.raises(Exception, match=r"unterminated|missing"):
+        compile_snapshot(with_rules(first, (*rules, bad_regex(rules[0]))), check)
 
 
 @pytest.mark.parametrize(("sees", "checked_again"), [(True, True), (False, False)],
