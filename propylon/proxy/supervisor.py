@@ -567,6 +567,22 @@ def listener_keys(snapshot: ir.SnapshotIR) -> set[Key]:
             for gateway in snapshot.gateways for listener in gateway.listeners}
 
 
+async def _unless_stopped(work: Awaitable[None], stop: asyncio.Event) -> bool:
+    """Run ``work`` to its end (its exception raised), unless ``stop`` is set first: then
+    it is cancelled, and False."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    if task.done():
+        stopped.cancel()
+        task.result()
+        return True
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return False
+
+
 async def run_supervisor(
     supervisor: Supervisor,
     admin: tuple[str, int] | None,
@@ -580,13 +596,21 @@ async def run_supervisor(
 
     ``start`` brings up workers and the first configuration (``ConfigRefused`` or ``OSError``
     stops the process); ``background`` coroutines run beside it (the file watcher, the
-    control-plane agent) and are cancelled on shutdown; ``reload`` runs on SIGHUP."""
+    control-plane agent) and are cancelled on shutdown; ``reload`` runs on SIGHUP. SIGTERM
+    is handled from the first moment: one during start-up stops it (once the first build,
+    which does not yield, returns) and drains the workers started so far, instead of
+    killing this process and leaving them serving unmanaged until they notice."""
     loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
     supervisor.sockets.adopt_environment()
     predecessor = upgrade.take_ready_fd()
     try:
         admin_socket = supervisor.sockets.admin_socket(*admin) if admin else None
-        await start(supervisor)
+        if not await _unless_stopped(start(supervisor), stop):
+            log.info("stopped during start-up")
+            await supervisor.drain()
+            return 0
     except ConfigRefused as exc:
         log.error("configuration refused:\n%s", exc)
         await supervisor.drain()
@@ -600,8 +624,6 @@ async def run_supervisor(
     # them) were a twentieth of a second of start-up before any file was read
     from propylon.admin.server import start_admin
 
-    stop = asyncio.Event()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     if reload is not None:
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload(supervisor)))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import time
@@ -9,6 +10,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from propylon.standalone import PREVIEW_MIN_ROUTES
 from tests.support import resources as r
 from tests.support.client import RawClient, roundtrip
 from tests.support.gateway import Gateway, metric_value
@@ -126,3 +128,45 @@ def test_a_connection_accepted_before_draining_gets_its_request_answered(gateway
     assert response.header("connection") == "close"
     assert gw.process is not None
     assert gw.process.wait(timeout=gw.drain_timeout + 5) == 0
+
+
+def _worker_processes(pid: int) -> list[int]:
+    """The children of ``pid`` that are worker processes (spawned by multiprocessing)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            with contextlib.suppress(OSError):
+                if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                    found.append(int(child))
+    return found
+
+
+def test_sigterm_during_start_up_drains_the_workers_started_so_far(tmp_path: Path) -> None:
+    """SIGTERM is handled from the supervisor's first moment. Sent while the first
+    configuration is still being built (a large one: its workers started, compiling a first
+    part), the gateway stops once the build returns, drains those workers and exits 0: none
+    is left serving unmanaged. Before, the signal's default action killed the supervisor
+    (exit -15) and its workers went on serving on the port until they noticed."""
+    count = PREVIEW_MIN_ROUTES + 400
+    gateway = Gateway(tmp_path, lambda port: r.dump(r.gateway(port)), workers=2,
+                      log_level="debug")
+    for part in range(4):
+        gateway.write_config(r.dump(*(
+            r.route(f"r{i:05d}", rules=[r.rule({"exact": f"/r{i}"},
+                                               directResponse={"status": 200})])
+            for i in range(part * count // 4, (part + 1) * count // 4))),
+            name=f"part-{part}.yaml")
+    try:
+        gateway.launch()
+        poll_until(lambda: "sent the workers a first part" in gateway.stderr_text(), 60,
+                   interval=0.01, message="workers started, the build under way")
+        workers = _worker_processes(gateway.pid)
+        assert len(workers) == 2
+        gateway.signal(signal.SIGTERM)
+        assert gateway.process is not None
+        assert gateway.process.wait(30) == 0, gateway.stderr_text()
+        alive = [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+        assert not alive, (alive, gateway.stderr_text())
+        assert port_refuses(gateway.port)
+    finally:
+        gateway.stop()
