@@ -521,6 +521,14 @@ class Supervisor:
             h.version == version and h.process.is_alive() for h in self.handles
         )
 
+    def kill_workers(self) -> None:
+        """Kill every worker still alive, at once: this process is failing, and a worker
+        ignores SIGTERM (its supervisor decides when it stops), so multiprocessing's exit
+        handler would wait for it forever."""
+        for handle in self.handles:
+            if handle.process.is_alive():
+                handle.process.kill()
+
     async def drain(self) -> None:
         self.stopping = True
         if self.health is not None:
@@ -597,12 +605,15 @@ async def run_supervisor(
     ``start`` brings up workers and the first configuration (``ConfigRefused`` or ``OSError``
     stops the process); ``background`` coroutines run beside it (the file watcher, the
     control-plane agent) and are cancelled on shutdown; ``reload`` runs on SIGHUP. SIGTERM
-    is handled from the first moment: one during start-up stops it (once the first build,
-    which does not yield, returns) and drains the workers started so far, instead of
-    killing this process and leaving them serving unmanaged until they notice."""
+    and SIGINT are handled from the first moment: one during start-up stops it (once the
+    first build, which does not yield, returns) and drains the workers started so far. (The
+    default actions killed this process and left them serving unmanaged until they noticed,
+    or raised KeyboardInterrupt, after which multiprocessing waited forever for workers that
+    ignore SIGTERM.)"""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
     supervisor.sockets.adopt_environment()
     predecessor = upgrade.take_ready_fd()
     try:
@@ -619,12 +630,14 @@ async def run_supervisor(
         log.error("cannot start: %s", exc)
         await supervisor.drain()
         return 1
+    except BaseException:
+        supervisor.kill_workers()
+        raise
     settle_heap()  # what the first build freed; large blocks given back from now on
     # imported once serving, where it is first used: its modules (Prometheus' client among
     # them) were a twentieth of a second of start-up before any file was read
     from propylon.admin.server import start_admin
 
-    loop.add_signal_handler(signal.SIGINT, stop.set)
     if reload is not None:
         loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload(supervisor)))
     loop.add_signal_handler(signal.SIGUSR1, supervisor.reopen_logs)

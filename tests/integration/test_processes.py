@@ -10,6 +10,8 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from propylon.standalone import PREVIEW_MIN_ROUTES
 from tests.support import resources as r
 from tests.support.client import RawClient, roundtrip
@@ -141,12 +143,15 @@ def _worker_processes(pid: int) -> list[int]:
     return found
 
 
-def test_sigterm_during_start_up_drains_the_workers_started_so_far(tmp_path: Path) -> None:
-    """SIGTERM is handled from the supervisor's first moment. Sent while the first
-    configuration is still being built (a large one: its workers started, compiling a first
-    part), the gateway stops once the build returns, drains those workers and exits 0: none
-    is left serving unmanaged. Before, the signal's default action killed the supervisor
-    (exit -15) and its workers went on serving on the port until they noticed."""
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_a_stop_during_start_up_drains_the_workers_started_so_far(
+        tmp_path: Path, signum: signal.Signals) -> None:
+    """SIGTERM and SIGINT are handled from the supervisor's first moment. Sent while the
+    first configuration is still being built (a large one: its workers started, compiling a
+    first part), the gateway stops once the build returns, drains those workers and exits 0:
+    none is left serving unmanaged. Before, SIGTERM's default action killed the supervisor
+    (exit -15) and its workers went on serving on the port until they noticed; SIGINT's
+    KeyboardInterrupt left multiprocessing waiting forever for workers that ignore SIGTERM."""
     count = PREVIEW_MIN_ROUTES + 400
     gateway = Gateway(tmp_path, lambda port: r.dump(r.gateway(port)), workers=2,
                       log_level="debug")
@@ -162,7 +167,7 @@ def test_sigterm_during_start_up_drains_the_workers_started_so_far(tmp_path: Pat
                    interval=0.01, message="workers started, the build under way")
         workers = _worker_processes(gateway.pid)
         assert len(workers) == 2
-        gateway.signal(signal.SIGTERM)
+        gateway.signal(signum)
         assert gateway.process is not None
         assert gateway.process.wait(30) == 0, gateway.stderr_text()
         alive = [pid for pid in workers if Path(f"/proc/{pid}").exists()]
