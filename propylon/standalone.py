@@ -8,10 +8,13 @@ kind or without a name) keeps its file as it last loaded in this process, every 
 served as written (``BuildResult.kept_back``); a file that never loaded (at start-up, or new)
 refuses the whole configuration, as does an unreadable file or no Gateway left.
 
-Policies are also built once here, as a proxy builds them (``contain_unbuildable_policies``):
-one that cannot be (a JWT key file missing, for instance) disables its Gateway when it is a
+Policies are also built once here, as a proxy builds them (``contain_unbuildable``): one
+that cannot be (a JWT key file missing, for instance) disables its Gateway when it is a
 Gateway-level policy, or replaces its Route's or RouteTable's rules on that Gateway, instead
-of refusing the whole configuration when the supervisor compiles it.
+of refusing the whole configuration when the supervisor compiles it. So are the TLS client
+contexts of Upstreams with files (a CA, a client certificate): one whose files cannot be
+loaded is Invalid, and the Routes forwarding to it are replaced on that Gateway, as when it
+does not exist.
 
 A build also records the secrets translation resolved (``BuildResult.secrets``): which files
 the configuration depends on, for whom, and their identity as they were read. ``FileSource``
@@ -37,7 +40,8 @@ from propylon.config.gatewayapi import ROUTE_OBJECT_KINDS
 from propylon.filters.base import FilterEnv
 from propylon.filters.factory import build_filter
 from propylon.ir.jsontext import json_sorted
-from propylon.runtime.check_memo import vouch
+from propylon.net.tls import client_context
+from propylon.runtime.check_memo import upstreams_of, vouch
 from propylon.runtime.gc_pause import gc_paused
 from propylon.translate import translate_with_issues
 from propylon.translate.consumers import (
@@ -153,7 +157,7 @@ def _build_from_resources(
     with recording_secret_reads() as reads:
         translation = translate_with_issues(resources, rejected, sealed=sealed)
     sources = {r.ref: r for r in resources}
-    snapshot, issues = contain_unbuildable_policies(
+    snapshot, issues = contain_unbuildable(
         translation.snapshot, translation.issues, sources, sealed=sealed)
     secrets = tuple(dict.fromkeys(reads))  # a header secret is resolved once per rule
     warnings = [str(issue) for issue in issues if issue.severity == "error"]
@@ -168,20 +172,22 @@ def _build_from_resources(
     return BuildResult(snapshot, [], warnings, secrets, issues)
 
 
-# -- policies that cannot be built: contained like invalid resources -------------------------
-def contain_unbuildable_policies(
+# -- policies and Upstreams that cannot be built: contained like invalid resources ----------
+def contain_unbuildable(
     snapshot: ir.SnapshotIR, issues: Sequence[ConfigError], resources: Mapping[str, Resource],
     *, sealed: bool = True,
 ) -> tuple[ir.SnapshotIR, tuple[ConfigError, ...]]:
-    """Build every policy of ``snapshot`` once; a Gateway whose Gateway-level policy cannot be
-    built is disabled, a resource whose rule policy cannot be is replaced on that Gateway.
-    The snapshot (resealed if ``sealed``) and the issues, with one more per failure, at the
-    resource."""
+    """Build every policy of ``snapshot`` once, and the TLS context of every Upstream with
+    files; a Gateway whose Gateway-level policy cannot be built is disabled, a resource whose
+    rule policy cannot be, or that forwards to an Upstream whose context cannot be, is
+    replaced on that Gateway (and the Upstream is Invalid). The snapshot (resealed if
+    ``sealed``) and the issues, with one more per failure, at the resource."""
     failures: dict[tuple[str, str], str] = {}  # (ref, gateway) -> reason
     with _scratch_env() as env:
-        check = _PolicyCheck(env)
-        gateways = tuple(_contain_gateway(g, check, failures) for g in snapshot.gateways)
+        check, tls = _PolicyCheck(env), _TlsCheck()
+        gateways = tuple(_contain_gateway(g, check, tls, failures) for g in snapshot.gateways)
         check.keep()
+        tls.keep()
     if not failures:
         return snapshot, tuple(issues)
     statuses = tuple(_failed_status(s, failures) for s in snapshot.statuses)
@@ -193,16 +199,28 @@ def contain_unbuildable_policies(
 
 
 def _contain_gateway(
-    gateway: ir.GatewayIR, check: _PolicyCheck, failures: dict[tuple[str, str], str]
+    gateway: ir.GatewayIR, check: _PolicyCheck, tls: _TlsCheck,
+    failures: dict[tuple[str, str], str],
 ) -> ir.GatewayIR:
     error = check.first_error(gateway.default_policies)
     if error is not None:
         failures[(f"Gateway {gateway.key}", gateway.key)] = (
             f"{error}: the Gateway is disabled (its listeners answer 503) until it is fixed")
         return disabled_gateway(gateway.key, gateway.listeners)
+    unusable = {u.key: error for u in gateway.upstreams if (error := tls.error(u)) is not None}
+    for key, error in unusable.items():
+        failures[(f"Upstream {key}", gateway.key)] = (
+            f"{error}: the Routes forwarding to it answer the invalid route response on "
+            f"Gateway {gateway.key} until it is fixed")
     broken: set[str] = set()
     for rule in gateway.rules:
-        error = check.first_error(rule.policies) if rule.route not in broken else None
+        if rule.route in broken:
+            continue
+        error = check.first_error(rule.policies)
+        if error is None and unusable:
+            gone = next((key for key in upstreams_of(rule) if key in unusable), None)
+            if gone is not None:
+                error = f"it forwards to Upstream {gone}, whose TLS files cannot be loaded"
         if error is not None:
             broken.add(rule.route)
             failures[(rule.route, gateway.key)] = (
@@ -217,6 +235,45 @@ def _contain_gateway(
                                            and r.action.mirror is not None}
     upstreams = tuple(u for u in gateway.upstreams if u.key in used)
     return dataclasses.replace(gateway, rules=rules, upstreams=upstreams)
+
+
+# The last build's TLS checks (``_TlsCheck``), by spec, protocol and files' identities.
+_LAST_TLS: list[dict[tuple[Any, ...], str | None]] = [{}]
+
+
+class _TlsCheck:
+    """Builds the TLS client context of each Upstream with files (a CA, a client
+    certificate) as a proxy's compilation does (``net.tls.client_context``), each distinct
+    one once, and again in a later build only when one of its files changed: the error a
+    proxy would refuse it with, or None."""
+
+    def __init__(self) -> None:
+        self.last = _LAST_TLS[0]
+        self.kept: dict[tuple[Any, ...], str | None] = {}
+
+    def error(self, upstream: ir.UpstreamIR) -> str | None:
+        spec = upstream.tls
+        if spec is None or not (spec.ca_file or spec.cert_file or spec.key_file):
+            return None  # the system's CAs: nothing of the configuration's to load
+        http2 = upstream.protocol == "HTTP2"
+        files = tuple(file_stamp(path) if path else None
+                      for path in (spec.ca_file, spec.cert_file, spec.key_file))
+        key = (spec, http2, files)
+        if key in self.kept:
+            return self.kept[key]
+        if key in self.last:
+            error = self.last[key]
+        else:
+            try:
+                client_context(spec, http2)
+                error = None
+            except ValueError as exc:
+                error = str(exc)
+        self.kept[key] = error
+        return error
+
+    def keep(self) -> None:
+        _LAST_TLS[0] = self.kept
 
 
 def _replaced(rule: ir.RuleIR, gateway: ir.GatewayIR) -> ir.RuleIR:

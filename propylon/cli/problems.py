@@ -262,9 +262,9 @@ def _checked(booked: Booked, rejected: Sequence[Rejected]) -> _PartCheck | None:
     """A part's description and compile check; None if one of its policies cannot be
     built (containment changes the snapshot) or a Route converted from a Kubernetes object
     did not validate (``Expansion.differs``): the whole is checked instead."""
-    from propylon.standalone import contain_unbuildable_policies
+    from propylon.standalone import contain_unbuildable
 
-    snapshot, _ = contain_unbuildable_policies(booked.snapshot, (), {}, sealed=False)
+    snapshot, _ = contain_unbuildable(booked.snapshot, (), {}, sealed=False)
     if snapshot is not booked.snapshot or booked.expansion.differs:
         return None
     return _PartCheck(describe(booked, rejected), _compile_problem(snapshot, _KEPT))
@@ -315,13 +315,15 @@ def unlocated_invalid(
 
 
 def _compile_problem(snapshot: SnapshotIR, keep: list[object]) -> str | None:
-    """Compile ``snapshot`` as a proxy would before serving it (nothing is started): what
-    ``run`` would refuse when installing it (CA files, keys, clashing listeners), or None.
+    """Compile ``snapshot`` as a proxy would before serving it (nothing is started), and load
+    its listeners' certificates: what ``run`` would refuse when installing it (CA files,
+    keys, clashing listeners), or None.
     What it compiled is left in ``keep``, alive as long as the caller keeps that list: a
     forked child ends without freeing it object by object (a tenth of a second at 10,000
     Routes, which ``validate`` waited for)."""
     import asyncio
 
+    from propylon.proxy.tls import listener_tls
     from propylon.runtime.compile import Services, compile_snapshot
 
     async def check() -> str | None:
@@ -329,6 +331,9 @@ def _compile_problem(snapshot: SnapshotIR, keep: list[object]) -> str | None:
         services.once = True  # nothing is kept for a next check
         try:
             keep.append(compile_snapshot(snapshot, services))
+            for gateway in snapshot.gateways:
+                for listener in gateway.listeners:
+                    listener_tls(gateway.key, listener)
         except Exception as exc:
             return str(exc)
         return None

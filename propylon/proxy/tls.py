@@ -22,9 +22,10 @@ import hashlib
 import logging
 import os
 import ssl
+from collections.abc import Callable
 from typing import Any
 
-from propylon.ir import CertificateIR, ListenerTLSIR
+from propylon.ir import CertificateIR, ListenerIR, ListenerTLSIR
 from propylon.proxy.pem_files import pem_files
 from propylon.runtime.compiled import HostSet
 
@@ -78,11 +79,21 @@ class ServerTLS:
 
     def _build(self) -> ssl.SSLContext:
         contexts: list[tuple[ssl.SSLContext, list[str]]] = []
-        for cert in self.spec.certificates:
+        for index, cert in enumerate(self.spec.certificates):
             ctx = intermediate_server_context(self.http2)
-            names = _load_certificate(ctx, cert)
+            try:
+                names = _load_certificate(ctx, cert)
+            except (OSError, ssl.SSLError) as exc:
+                raise ValueError(
+                    f"tls.certificates[{index}]: cannot load {_certificate_files(cert)}: "
+                    f"{_reason(exc)}") from exc
             if self.spec.client_auth != "none" and self.spec.client_ca_file:
-                ctx.load_verify_locations(self.spec.client_ca_file)
+                try:
+                    ctx.load_verify_locations(self.spec.client_ca_file)
+                except (OSError, ssl.SSLError) as exc:
+                    raise ValueError(
+                        f"tls.clientValidation.caFile: cannot load "
+                        f"{self.spec.client_ca_file!r}: {_reason(exc)}") from exc
                 ctx.verify_mode = (
                     ssl.CERT_REQUIRED if self.spec.client_auth == "required" else ssl.CERT_OPTIONAL
                 )
@@ -126,7 +137,7 @@ class ServerTLS:
             return False
         try:
             self.default = self._build()
-        except (OSError, ssl.SSLError) as exc:
+        except ValueError as exc:
             log.error("certificate files changed but cannot be loaded, keeping the old ones: %s",
                       exc)
             self._mtimes = self._file_mtimes()
@@ -139,6 +150,38 @@ class ServerTLS:
         """The names of the certificate a connection negotiated."""
         ctx = getattr(sslobj, "context", None)
         return self.names_of.get(id(ctx)) if ctx is not None else None
+
+
+def listener_tls(gateway: str, listener: ListenerIR,
+                 build: Callable[[ListenerTLSIR, bool], ServerTLS] | None = None
+                 ) -> ServerTLS | None:
+    """The TLS of ``listener`` of Gateway ``gateway`` (None for plain HTTP), made by
+    ``build`` (a new ``ServerTLS`` unless given); ``ValueError`` naming the Gateway, the
+    listener and the file when its files cannot be loaded."""
+    if listener.tls is None:
+        return None
+    try:
+        return (build or ServerTLS)(listener.tls, listener.http2)
+    except ValueError as exc:
+        raise ValueError(f"Gateway {gateway} listener {listener.name} "
+                         f"({listener.address}:{listener.port}): {exc}") from exc
+
+
+def _certificate_files(cert: CertificateIR) -> str:
+    if cert.private_key:
+        return f"the certificate of {cert.source or 'a Secret'}"
+    return f"certFile {cert.cert_file!r} / keyFile {cert.key_file!r}"
+
+
+def _reason(exc: Exception) -> str:
+    """ssl's errors say "[SSL] PEM lib (_ssl.c:3905)" for a file that is not PEM (or a key
+    that is not the certificate's), and its file errors carry no file name, only errno
+    text."""
+    if isinstance(exc, ssl.SSLError) and "PEM lib" in str(exc):
+        return "not a PEM certificate with its private key"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
 
 
 def _load_certificate(ctx: ssl.SSLContext, cert: CertificateIR) -> list[str]:

@@ -55,7 +55,7 @@ from propylon.proxy.acceptor import Acceptor
 from propylon.proxy.clock import CLOCK
 from propylon.proxy.h1.server import ServerConnection
 from propylon.proxy.pool import PoolRegistry
-from propylon.proxy.tls import ServerTLS
+from propylon.proxy.tls import ServerTLS, listener_tls
 from propylon.proxy.worker_entry import DELTA_REFUSED
 from propylon.proxy.worker_state import ListenerState, WorkerState
 from propylon.runtime.compile import Services, compile_snapshot, compiling, refresh_cluster
@@ -106,9 +106,8 @@ class Worker:
         # when the block ends, once nothing below can refuse the snapshot
         with compiling(snapshot, self.services) as runtime:
             tls_contexts = {  # built before anything changes: bad certificates refuse it all
-                key: self._server_tls(spec.tls, spec.http2) if spec.tls is not None else None
-                for key, spec in runtime.listener_specs.items()
-            }
+                key: listener_tls(runtime.listeners[key].key, spec, self._server_tls)
+                for key, spec in runtime.listener_specs.items()}
             wanted = set(runtime.listeners)
             new: dict[tuple[str, int], ListenerState] = {}
             try:

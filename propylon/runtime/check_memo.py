@@ -23,7 +23,7 @@ workers' compilations are the check (``Supervisor.install_first``).
 
 A check also skips the filters of a rule whose policies are all *vouched*: objects this process
 built without error just before (standalone's policy check builds every policy of the snapshot
-it translated, ``standalone.contain_unbuildable_policies``), of types whose building reads
+it translated, ``standalone.contain_unbuildable``), of types whose building reads
 nothing but the spec, so building them again gives the same verdict. At start, that check and
 the supervisor's are of the same snapshot: 10,000 headers policies were built twice.
 """

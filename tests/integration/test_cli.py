@@ -104,26 +104,48 @@ def test_validate_names_the_upstream_tls_file_it_cannot_load(tmp_path) -> None:
     assert str(tmp_path / "partner-ca.pem") in result.stderr, result.stderr
 
 
+def https_gateway(port: int, folder: Path) -> str:
+    """A Gateway whose HTTPS listener's certificate file is not a certificate."""
+    (folder / "cert.pem").write_text("not a certificate\n")
+    (folder / "key.pem").write_text("not a key\n")
+    gateway = r.gateway(port)
+    gateway["spec"]["listeners"][0].update(protocol="HTTPS", tls={"certificates": [
+        {"certFile": "cert.pem", "keyFile": "key.pem"}]})
+    return r.dump(gateway)
+
+
+CERT_PROBLEM = ("Gateway default/gw listener web (127.0.0.1:{port}): tls.certificates[0]: "
+                "cannot load certFile '{folder}/cert.pem' / keyFile '{folder}/key.pem': not a "
+                "PEM certificate with its private key")
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_run_with_a_configuration_its_workers_cannot_compile_stops_with_their_error(
         tmp_path, workers: int) -> None:
-    """What translation accepts and a proxy cannot compile (an Upstream's CA file missing)
-    refuses the start: each worker's compilation is the check of the first configuration
-    (``Supervisor.install_first``), with one worker or more; the gateway stops, exit code 1,
-    the worker's reason in its log, and never answered on its port."""
+    """What translation accepts and a proxy cannot install (a listener's certificate that is
+    not one) refuses the start: each worker's installation is the check of the first
+    configuration (``Supervisor.install_first``), with one worker or more; the gateway
+    stops, exit code 1, the reason in its log naming the Gateway, the listener and the
+    files (it said "[SSL] PEM lib (_ssl.c:3905)"), and never answered on its port."""
     port = free_port()
     config = tmp_path / "gateway.yaml"
-    config.write_text(r.dump(r.gateway(port), {
-        "apiVersion": "propylon.dev/v1", "kind": "Upstream",
-        "metadata": {"name": "partner", "namespace": "default"},
-        "spec": {"endpoints": [{"address": "127.0.0.1", "port": 9443}],
-                 "tls": {"sni": "partner.test", "caFile": "partner-ca.pem"}}},
-        r.route("partner", rules=[r.rule({"prefix": "/partner"}, forward=r.forward("partner"))])))
+    config.write_text(https_gateway(port, tmp_path))
     result = propylon("run", str(config), "--workers", str(workers), "--admin", "off")
     assert result.returncode == 1, result.stderr
     assert "configuration refused" in result.stderr, result.stderr
-    assert "partner-ca.pem" in result.stderr, result.stderr
+    assert CERT_PROBLEM.format(port=port, folder=tmp_path) in result.stderr, result.stderr
     assert port_refuses(port)
+
+
+def test_validate_loads_the_listeners_certificates(tmp_path) -> None:
+    """``validate`` loads each HTTPS listener's certificates as a worker does (it said "ok"
+    for a configuration that ``run`` refuses), and names the problem at its Gateway."""
+    config = tmp_path / "gateway.yaml"
+    config.write_text(https_gateway(8443, tmp_path))
+    result = propylon("validate", str(config))
+    assert result.returncode == 1, result.stdout
+    assert f"{config}:1:1: " + CERT_PROBLEM.format(port=8443, folder=tmp_path) in (
+        result.stderr), result.stderr
 
 
 def test_validate_reports_a_yaml_syntax_error_with_its_line(tmp_path) -> None:

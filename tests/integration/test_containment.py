@@ -8,8 +8,10 @@ Gateway policy, or an invalid Gateway, disables that Gateway only: its listeners
 
 from __future__ import annotations
 
+import shutil
 import signal
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -289,6 +291,40 @@ def test_a_route_policy_that_cannot_be_built_replaces_its_route(gateways, upstre
     route = gw.statuses()["Route team-a/a"]
     assert route["state"] == "Invalid"
     assert any("missing.pem" in reason for reason in route["reasons"]), route
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_upstream_whose_tls_files_cannot_be_loaded_is_contained(
+        gateways, upstreams, tmp_path: Path, workers: int) -> None:
+    """An Upstream whose CA file is missing, which a proxy's compilation refuses (and with it
+    the whole configuration: before, the gateway did not start): Invalid, the Routes that
+    forward to it answer the invalid route response, every other Route serves. Once the
+    file is there, a reload serves them again (the check looks at the files anew)."""
+    app = upstreams("app")
+    ca = tmp_path / "partner-ca.pem"
+
+    def config(port: int) -> str:
+        return teams(port, app.port, r.rule({"prefix": "/a"}, forward=r.forward("partner"))) + (
+            "---\n" + r.dump(r.upstream("partner", app.port, namespace="team-a",
+                                         tls={"sni": "partner.test", "caFile": str(ca)})))
+
+    gw = gateways(config, workers=workers)
+    assert answer(gw.port, "/a", "a.test") == (502, b"team route broken")
+    assert answer(gw.port, "/fine", "a.test") == (502, b"team route broken")
+    assert roundtrip(gw.port, "GET", "/", host="b.test").status == 200
+    statuses = gw.statuses()
+    upstream, route = statuses["Upstream team-a/partner"], statuses["Route team-a/a"]
+    assert upstream["state"] == "Invalid" and any(
+        "tls.caFile: cannot load" in x and str(ca) in x for x in upstream["reasons"]), upstream
+    assert route["state"] == "Invalid" and any(
+        "Upstream team-a/partner" in x for x in route["reasons"]), route
+    assert statuses["Route team-b/b"]["state"] == "Accepted"
+    shutil.copyfile("/etc/ssl/certs/ca-certificates.crt", ca)
+    gw.signal(signal.SIGHUP)
+    poll_until(lambda: gw.statuses()["Route team-a/a"]["state"] == "Accepted", 30,
+               message="the Route served once the CA file is there")
+    assert gw.statuses()["Upstream team-a/partner"]["state"] == "Accepted"
+    assert answer(gw.port, "/fine", "a.test")[0] == 200
 
 
 def test_a_reload_that_breaks_a_gateway_policy_fails_closed_and_recovers(gateways) -> None:
