@@ -212,11 +212,11 @@ class Supervisor:
 
     # -- workers -------------------------------------------------------------------------
     def reopen_logs(self) -> None:
-        """SIGUSR1 (logrotate's postrotate): every worker reopens its access log file."""
+        """SIGUSR1 (logrotate's postrotate): every worker reopens its access log file (told
+        through its pipe, read once it is up: a worker signalled while it starts would be
+        killed by the signal)."""
         for handle in self.handles:
-            pid = handle.process.pid
-            if pid is not None and handle.process.is_alive():
-                os.kill(pid, signal.SIGUSR1)
+            handle.tell(("reopen_logs",))
 
     def _spawn(self, slot: int) -> WorkerHandle:
         ctx = multiprocessing.get_context("spawn")
@@ -604,16 +604,23 @@ async def run_supervisor(
 
     ``start`` brings up workers and the first configuration (``ConfigRefused`` or ``OSError``
     stops the process); ``background`` coroutines run beside it (the file watcher, the
-    control-plane agent) and are cancelled on shutdown; ``reload`` runs on SIGHUP. SIGTERM
-    and SIGINT are handled from the first moment: one during start-up stops it (once the
-    first build, which does not yield, returns) and drains the workers started so far. (The
-    default actions killed this process and left them serving unmanaged until they noticed,
-    or raised KeyboardInterrupt, after which multiprocessing waited forever for workers that
-    ignore SIGTERM.)"""
+    control-plane agent) and are cancelled on shutdown; ``reload`` runs on SIGHUP (without
+    one, SIGHUP is ignored). Every signal is handled from the first moment: SIGTERM or
+    SIGINT during start-up stops it (once the first build, which does not yield, returns)
+    and drains the workers started so far; SIGHUP and SIGUSR2 then are acted on once
+    serving. (The default actions killed this process and left the workers serving
+    unmanaged until they noticed, or raised KeyboardInterrupt, after which multiprocessing
+    waited forever for workers that ignore SIGTERM.)"""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, supervisor.reopen_logs)
+    # a reload or an upgrade asked for during start-up is done once serving (their default
+    # action would kill this process, and leave the workers started so far unmanaged)
+    deferred: set[signal.Signals] = set()
+    for signum in (signal.SIGHUP, signal.SIGUSR2):
+        loop.add_signal_handler(signum, deferred.add, signum)
     supervisor.sockets.adopt_environment()
     predecessor = upgrade.take_ready_fd()
     try:
@@ -638,12 +645,24 @@ async def run_supervisor(
     # them) were a twentieth of a second of start-up before any file was read
     from propylon.admin.server import start_admin
 
-    if reload is not None:
-        loop.add_signal_handler(signal.SIGHUP, lambda: asyncio.ensure_future(reload(supervisor)))
-    loop.add_signal_handler(signal.SIGUSR1, supervisor.reopen_logs)
+    reloads: set[asyncio.Future[object]] = set()
+
+    def hang_up() -> None:
+        if reload is None:
+            log.info("SIGHUP ignored: the configuration is not read from files here")
+            return
+        task = asyncio.ensure_future(reload(supervisor))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    loop.add_signal_handler(signal.SIGHUP, hang_up)
     upgrader = upgrade.Upgrader(supervisor.sockets, on_ready=stop.set,
                                 before=supervisor.before_upgrade)
     loop.add_signal_handler(signal.SIGUSR2, upgrader.requested)
+    if signal.SIGHUP in deferred:
+        hang_up()
+    if signal.SIGUSR2 in deferred:
+        upgrader.requested()
     admin_server = (await start_admin(supervisor, *admin, sock=admin_socket)
                     if admin and admin_socket else None)
     tasks = [asyncio.ensure_future(supervisor.watch_workers())]

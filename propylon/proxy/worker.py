@@ -26,6 +26,9 @@ request id (None for messages that need no answer); answers carry the id they an
 - ``("stats",)`` -> answers ``("stats", metrics_snapshot)``; ``("health_stats",)`` ->
   ``("health_stats", {endpoints, panic, upstreams, totals})`` (a connected proxy's health
   report);
+- ``("reopen_logs",)``: reopen the access log file (the supervisor's SIGUSR1, after a
+  rotation: told through the pipe, since a worker signalled before it handles SIGUSR1, while
+  it starts, would be killed by the signal);
 - ``("drain", grace_seconds)`` -> stop accepting, finish in-flight requests, exit.
 """
 
@@ -405,6 +408,9 @@ class WorkerChannel:
             self.worker.apply_verdicts(message[1])
         elif kind == "dns":
             self.worker.apply_answers(message[1])
+        elif kind == "reopen_logs":
+            if self.worker.state.access_log is not None:
+                self.worker.state.access_log.reopen()
         elif kind == "drain":
             await self.worker.drain(float(message[1]))
 

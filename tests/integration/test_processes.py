@@ -175,3 +175,32 @@ def test_a_stop_during_start_up_drains_the_workers_started_so_far(
         assert port_refuses(gateway.port)
     finally:
         gateway.stop()
+
+
+def test_a_sighup_during_start_up_is_a_reload_once_serving(tmp_path: Path) -> None:
+    """SIGHUP's default action would kill the supervisor: sent while the first configuration
+    is being built (a file changed meanwhile, the watcher off), the gateway keeps starting
+    and reloads once serving, so the change is served; SIGUSR1 (logrotate) then is handled
+    too. Before, the signal killed the supervisor and left its workers unmanaged."""
+    count = PREVIEW_MIN_ROUTES + 400
+    gateway = Gateway(tmp_path, lambda port: r.dump(r.gateway(port)), log_level="debug")
+    for part in range(4):
+        gateway.write_config(r.dump(*(
+            r.route(f"r{i:05d}", rules=[r.rule({"exact": f"/r{i}"},
+                                               directResponse={"status": 200})])
+            for i in range(part * count // 4, (part + 1) * count // 4))),
+            name=f"part-{part}.yaml")
+    try:
+        gateway.launch()
+        poll_until(lambda: "sent the workers a first part" in gateway.stderr_text(), 60,
+                   interval=0.01, message="workers started, the build under way")
+        gateway.write_config(r.dump(r.route("added", rules=[
+            r.rule({"exact": "/added"}, directResponse={"status": 201})])), name="added.yaml")
+        gateway.signal(signal.SIGHUP)
+        gateway.signal(signal.SIGUSR1)
+        gateway.wait_ready()
+        poll_until(lambda: roundtrip(gateway.port, "GET", "/added").status == 201, 30,
+                   message="the file changed during start-up served")
+        assert roundtrip(gateway.port, "GET", "/r0").status == 200
+    finally:
+        assert gateway.stop() == 0, gateway.stderr_text()
