@@ -226,7 +226,7 @@ def _contain_gateway(
             failures[(rule.route, gateway.key)] = (
                 f"{error}: its rules answer the invalid route response on Gateway "
                 f"{gateway.key} until it is fixed")
-    if not broken:
+    if not broken and not unusable:
         return gateway
     rules = tuple(_replaced(r, gateway) if r.route in broken else r for r in gateway.rules)
     used = {b.upstream for r in rules if isinstance(r.action, ir.ForwardIR)
