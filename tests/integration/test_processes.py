@@ -143,6 +143,29 @@ def _worker_processes(pid: int) -> list[int]:
     return found
 
 
+def _large_gateway(tmp_path: Path, workers: int) -> Gateway:
+    """A gateway of ``PREVIEW_MIN_ROUTES`` + 400 Routes in four files: started, it sends its
+    workers a first part to compile while it translates the rest (a start-up that lasts)."""
+    count = PREVIEW_MIN_ROUTES + 400
+    gateway = Gateway(tmp_path, lambda port: r.dump(r.gateway(port)), workers=workers,
+                      log_level="debug")
+    for part in range(4):
+        gateway.write_config(r.dump(*(
+            r.route(f"r{i:05d}", rules=[r.rule({"exact": f"/r{i}"},
+                                               directResponse={"status": 200})])
+            for i in range(part * count // 4, (part + 1) * count // 4))),
+            name=f"part-{part}.yaml")
+    return gateway
+
+
+def _launch_until_building(gateway: Gateway) -> None:
+    """Launch ``gateway`` and return once its workers are started and its first build is
+    under way (it logged the first part sent)."""
+    gateway.launch()
+    poll_until(lambda: "sent the workers a first part" in gateway.stderr_text(), 60,
+               interval=0.01, message="workers started, the build under way")
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
 def test_a_stop_during_start_up_drains_the_workers_started_so_far(
         tmp_path: Path, signum: signal.Signals) -> None:
@@ -152,19 +175,9 @@ def test_a_stop_during_start_up_drains_the_workers_started_so_far(
     none is left serving unmanaged. Before, SIGTERM's default action killed the supervisor
     (exit -15) and its workers went on serving on the port until they noticed; SIGINT's
     KeyboardInterrupt left multiprocessing waiting forever for workers that ignore SIGTERM."""
-    count = PREVIEW_MIN_ROUTES + 400
-    gateway = Gateway(tmp_path, lambda port: r.dump(r.gateway(port)), workers=2,
-                      log_level="debug")
-    for part in range(4):
-        gateway.write_config(r.dump(*(
-            r.route(f"r{i:05d}", rules=[r.rule({"exact": f"/r{i}"},
-                                               directResponse={"status": 200})])
-            for i in range(part * count // 4, (part + 1) * count // 4))),
-            name=f"part-{part}.yaml")
+    gateway = _large_gateway(tmp_path, workers=2)
     try:
-        gateway.launch()
-        poll_until(lambda: "sent the workers a first part" in gateway.stderr_text(), 60,
-                   interval=0.01, message="workers started, the build under way")
+        _launch_until_building(gateway)
         workers = _worker_processes(gateway.pid)
         assert len(workers) == 2
         gateway.signal(signum)
@@ -182,18 +195,9 @@ def test_a_sighup_during_start_up_is_a_reload_once_serving(tmp_path: Path) -> No
     is being built (a file changed meanwhile, the watcher off), the gateway keeps starting
     and reloads once serving, so the change is served; SIGUSR1 (logrotate) then is handled
     too. Before, the signal killed the supervisor and left its workers unmanaged."""
-    count = PREVIEW_MIN_ROUTES + 400
-    gateway = Gateway(tmp_path, lambda port: r.dump(r.gateway(port)), log_level="debug")
-    for part in range(4):
-        gateway.write_config(r.dump(*(
-            r.route(f"r{i:05d}", rules=[r.rule({"exact": f"/r{i}"},
-                                               directResponse={"status": 200})])
-            for i in range(part * count // 4, (part + 1) * count // 4))),
-            name=f"part-{part}.yaml")
+    gateway = _large_gateway(tmp_path, workers=1)
     try:
-        gateway.launch()
-        poll_until(lambda: "sent the workers a first part" in gateway.stderr_text(), 60,
-                   interval=0.01, message="workers started, the build under way")
+        _launch_until_building(gateway)
         gateway.write_config(r.dump(r.route("added", rules=[
             r.rule({"exact": "/added"}, directResponse={"status": 201})])), name="added.yaml")
         gateway.signal(signal.SIGHUP)
