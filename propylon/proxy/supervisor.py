@@ -522,9 +522,9 @@ class Supervisor:
         )
 
     def kill_workers(self) -> None:
-        """Kill every worker still alive, at once: this process is failing, and a worker
-        ignores SIGTERM (its supervisor decides when it stops), so multiprocessing's exit
-        handler would wait for it forever."""
+        """Kill every worker still alive, at once (one that outlived its drain, or all of
+        them when this process fails: a worker ignores SIGTERM, its supervisor decides when
+        it stops, so multiprocessing's exit handler would wait for it forever)."""
         for handle in self.handles:
             if handle.process.is_alive():
                 handle.process.kill()
@@ -544,9 +544,7 @@ class Supervisor:
         deadline = loop.time() + self.drain_timeout + 5.0
         while any(h.process.is_alive() for h in self.handles) and loop.time() < deadline:
             await asyncio.sleep(0.05)
-        for handle in self.handles:
-            if handle.process.is_alive():
-                handle.process.kill()
+        self.kill_workers()
         with contextlib.suppress(OSError):
             os.unlink(segment_path(os.getpid()))  # the workers' shared rate-limit table
 
